@@ -1,0 +1,50 @@
+"""Model metadata endpoints."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import ReadAuth, RegistryDep
+from app.registry import LoadedModel
+from app.schemas import ModelInfo, ModelList, RefusedModel
+
+router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[ReadAuth])
+
+
+def model_info(loaded: LoadedModel) -> ModelInfo:
+    bundle = loaded.model.bundle
+    meta = bundle.metadata
+    return ModelInfo(
+        name=meta.name,
+        version=meta.version,
+        description=meta.description,
+        task=meta.task,
+        num_classes=meta.num_classes,
+        labels=list(bundle.labels),
+        input=meta.input,
+        outputs=meta.outputs,
+        metrics=meta.metrics,
+        provenance=meta.provenance,
+        sha256=meta.artifact.sha256,
+        size_bytes=meta.artifact.bytes,
+        provider=loaded.model.provider,
+        loaded_at=loaded.loaded_at,
+        load_ms=round(loaded.load_ms, 1),
+        warmup_ms=round(loaded.warmup_ms, 1),
+    )
+
+
+@router.get("", response_model=ModelList)
+def list_models(registry: RegistryDep) -> ModelList:
+    """Every served model with its labels, metrics, input spec and execution provider."""
+    return ModelList(
+        models=[model_info(m) for m in registry.loaded()],
+        refused=[RefusedModel(name=n, reason=r) for n, r in sorted(registry.refused().items())],
+        loading=registry.pending(),
+    )
+
+
+@router.get("/{name}", response_model=ModelInfo)
+def get_model(name: str, registry: RegistryDep) -> ModelInfo:
+    """One model's public metadata."""
+    return model_info(registry.get(name))

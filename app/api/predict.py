@@ -1,0 +1,85 @@
+"""Prediction endpoint: one or several images in, ranked labels out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import ReadAuth, RegistryDep, SettingsDep
+from app.api.uploads import IMAGE_BODY_OPENAPI, Upload, read_uploads
+from app.bundle import InputSpec
+from app.classify import classify
+from app.errors import ServiceError
+from app.imaging import ImageLimits, PreparedImage, prepare
+from app.schemas import PredictResponse
+from app.settings import Settings
+
+router = APIRouter(prefix="/v1/models", tags=["predict"], dependencies=[ReadAuth])
+
+
+def limits_from(settings: Settings) -> ImageLimits:
+    return ImageLimits(
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        min_side=settings.min_image_side,
+    )
+
+
+def prepare_all(uploads: list[Upload], spec: InputSpec, limits: ImageLimits) -> list[PreparedImage]:
+    """Decode every upload; an error names the offending file when there are several."""
+    prepared: list[PreparedImage] = []
+    for i, up in enumerate(uploads):
+        try:
+            prepared.append(prepare(up.data, spec, limits))
+        except ServiceError as exc:
+            if len(uploads) > 1:
+                label = f"image {i + 1}" + (f" ({up.filename!r})" if up.filename else "")
+                exc.detail = f"{label}: {exc.detail}"
+                exc.extra["image_index"] = i
+            raise
+    return prepared
+
+
+@router.post(
+    "/{name}/predict",
+    response_model=PredictResponse,
+    openapi_extra=IMAGE_BODY_OPENAPI,
+    responses={
+        404: {"description": "unknown model"},
+        413: {"description": "image or batch too large"},
+        415: {"description": "not an image"},
+        422: {"description": "damaged image or invalid parameters"},
+        503: {"description": "model still loading"},
+    },
+)
+async def predict(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    top_k: Annotated[
+        int | None,
+        Query(ge=1, le=1000, description="labels per image; default 5, capped at the class count"),
+    ] = None,
+) -> PredictResponse:
+    """Classify one image (raw body) or a batch (multipart `file` parts).
+
+    Per image: ranked predictions, what was decoded (size, format, EXIF orientation applied)
+    and timings. Binary models with a calibrated threshold also return a `decision`.
+    """
+    loaded = registry.get(name)
+    uploads = await read_uploads(request, settings)
+    meta = loaded.model.bundle.metadata
+    k = min(top_k or settings.default_top_k, meta.num_classes)
+    prepared = await run_in_threadpool(prepare_all, uploads, meta.input, limits_from(settings))
+    outcome = await run_in_threadpool(classify, loaded, prepared, [u.filename for u in uploads], k)
+    return PredictResponse(
+        model=meta.name,
+        version=meta.version,
+        provider=loaded.model.provider,
+        top_k=k,
+        results=outcome.results,
+        timings=outcome.timings,
+    )

@@ -1,0 +1,364 @@
+"""The model-bundle contract: metadata schema, reading/verifying and writing of bundles.
+
+Pure module (pydantic + hashlib only): the server reads bundles with it, `training/` writes them.
+A bundle is a folder ``<name>/`` holding ``model.onnx``, ``metadata.json`` and ``labels.txt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+MODEL_FILE = "model.onnx"
+METADATA_FILE = "metadata.json"
+LABELS_FILE = "labels.txt"
+CARD_FILE = "README.md"
+
+INPUT_NAME = "image"
+PROBS_NAME = "probs"
+EMBEDDING_NAME = "embedding"
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class BundleError(Exception):
+    """A bundle that cannot be served; the message says what disagrees."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Normalization(_Strict):
+    """How pixel values are normalised after scaling to `pixel_range`.
+
+    `in_graph=True` means the ONNX graph does it itself; otherwise the server applies
+    ``(x - mean) / std`` per channel.
+    """
+
+    in_graph: bool = True
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Normalization:
+        if self.in_graph and (self.mean is not None or self.std is not None):
+            raise ValueError("mean/std must be omitted when normalization is in the graph")
+        if not self.in_graph:
+            if self.mean is None or self.std is None:
+                raise ValueError("mean and std are required when normalization is not in the graph")
+            if len(self.mean) != len(self.std):
+                raise ValueError("mean and std must have the same length")
+            if any(s <= 0 for s in self.std):
+                raise ValueError("std values must be positive")
+        return self
+
+
+class ResizeSpec(_Strict):
+    """How an arbitrary image is brought to the model's height x width."""
+
+    mode: Literal["stretch", "center_crop", "letterbox"] = "stretch"
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos", "box"] = "bilinear"
+    # Fill value (0-255, applied to every channel) for letterbox padding.
+    pad_value: int = Field(default=0, ge=0, le=255)
+
+
+class InputSpec(_Strict):
+    name: str = INPUT_NAME
+    layout: Literal["NHWC"] = "NHWC"
+    height: int = Field(ge=1, le=4096)
+    width: int = Field(ge=1, le=4096)
+    channels: Literal[1, 3]
+    color: Literal["rgb", "gray"]
+    resize: ResizeSpec = ResizeSpec()
+    # Pixels (0..255 after decoding) are mapped linearly onto this range before normalization.
+    pixel_range: tuple[float, float] = (0.0, 255.0)
+    normalization: Normalization = Normalization()
+    dtype: Literal["float32"] = "float32"
+    # Invert gray levels before scaling (e.g. a model trained on light-on-dark digits
+    # served dark-on-light photos). Applied after colour conversion.
+    invert: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> InputSpec:
+        if (self.color == "gray") != (self.channels == 1):
+            raise ValueError("color 'gray' goes with channels=1 and 'rgb' with channels=3")
+        norm = self.normalization
+        if norm.mean is not None and len(norm.mean) != self.channels:
+            raise ValueError("normalization mean/std need one value per channel")
+        lo, hi = self.pixel_range
+        if not lo < hi:
+            raise ValueError("pixel_range must be (low, high) with low < high")
+        return self
+
+
+class ProbsOutput(_Strict):
+    name: str = PROBS_NAME
+    kind: Literal["softmax", "sigmoid"] = "softmax"
+
+
+class EmbeddingOutput(_Strict):
+    name: str = EMBEDDING_NAME
+    dim: int = Field(ge=1)
+    l2_normalized: bool = False
+
+
+class Outputs(_Strict):
+    probs: ProbsOutput = ProbsOutput()
+    embedding: EmbeddingOutput | None = None
+
+
+class Metrics(_Strict):
+    """One evaluation: every number names its data set, split and sample size."""
+
+    dataset: str
+    split: str
+    n_samples: int = Field(ge=1)
+    accuracy: float | None = Field(default=None, ge=0, le=1)
+    top5_accuracy: float | None = Field(default=None, ge=0, le=1)
+    precision: float | None = Field(default=None, ge=0, le=1)
+    recall: float | None = Field(default=None, ge=0, le=1)
+    f1: float | None = Field(default=None, ge=0, le=1)
+    # Decision threshold on the positive class for binary models.
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    positive_label: str | None = None
+    evaluated_with: Literal["keras", "onnxruntime"] = "onnxruntime"
+    notes: str | None = None
+    extra: dict[str, float] = Field(default_factory=dict)
+
+
+class Provenance(_Strict):
+    data_source: str
+    data_version: str | None = None
+    architecture: str
+    pretrained_weights: str | None = None
+    weights_license: str | None = None
+    epochs: int | None = Field(default=None, ge=0)
+    seed: int | None = None
+    training_time_s: float | None = Field(default=None, ge=0)
+    hardware: str | None = None
+    library_versions: dict[str, str] = Field(default_factory=dict)
+    git_commit: str | None = None
+    opset: int
+    notes: str | None = None
+
+
+class Artifact(_Strict):
+    file: str = MODEL_FILE
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=1)
+
+
+class BundleMetadata(_Strict):
+    """Everything the server needs to know about a bundle; no constants live in server code."""
+
+    schema_version: Literal[1] = 1
+    name: str
+    version: str = "1"
+    created_at: datetime
+    task: Literal["classification"] = "classification"
+    description: str = ""
+    input: InputSpec
+    outputs: Outputs
+    labels_file: str = LABELS_FILE
+    num_classes: int = Field(ge=2)
+    metrics: list[Metrics] = Field(default_factory=list)
+    provenance: Provenance
+    artifact: Artifact
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("name must be lowercase letters, digits, '-' or '_' (max 64)")
+        return v
+
+    @property
+    def primary_metrics(self) -> Metrics | None:
+        """The test-split metrics if any, else the first recorded ones."""
+        for m in self.metrics:
+            if m.split == "test":
+                return m
+        return self.metrics[0] if self.metrics else None
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name and shape of a graph tensor as a runtime reports it (dims may be None/str for dynamic)."""
+
+    name: str
+    shape: tuple[int | str | None, ...]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle whose files have been read and checked against each other."""
+
+    path: Path
+    metadata: BundleMetadata
+    labels: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.metadata.artifact.file
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    # Trailing empty lines are tolerated; empty labels in between are not.
+    while lines and not lines[-1].strip():
+        lines.pop()
+    labels = tuple(line.strip() for line in lines)
+    if any(not lab for lab in labels):
+        raise BundleError(f"{path}: empty label line")
+    if len(set(labels)) != len(labels):
+        raise BundleError(f"{path}: duplicate labels")
+    return labels
+
+
+def read_metadata(path: Path) -> BundleMetadata:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: unreadable metadata ({exc})") from exc
+    try:
+        return BundleMetadata.model_validate(raw)
+    except ValidationError as exc:
+        raise BundleError(f"{path}: metadata does not match the schema: {exc}") from exc
+
+
+def load_bundle(directory: Path, *, verify_hash: bool = True) -> Bundle:
+    """Read and cross-check a bundle folder (metadata, labels, artifact hash and size)."""
+    meta = read_metadata(directory / METADATA_FILE)
+    if meta.name != directory.name:
+        raise BundleError(f"{directory}: metadata name {meta.name!r} differs from folder name")
+    labels_path = directory / meta.labels_file
+    if not labels_path.is_file():
+        raise BundleError(f"{directory}: missing {meta.labels_file}")
+    labels = read_labels(labels_path)
+    if len(labels) != meta.num_classes:
+        raise BundleError(
+            f"{directory}: {meta.labels_file} has {len(labels)} labels, metadata says {meta.num_classes}"
+        )
+    model_path = directory / meta.artifact.file
+    if not model_path.is_file():
+        raise BundleError(f"{directory}: missing {meta.artifact.file}")
+    size = model_path.stat().st_size
+    if size != meta.artifact.bytes:
+        raise BundleError(
+            f"{model_path}: size {size} bytes differs from metadata ({meta.artifact.bytes})"
+        )
+    if verify_hash:
+        digest = sha256_file(model_path)
+        if digest != meta.artifact.sha256:
+            raise BundleError(
+                f"{model_path}: sha256 {digest[:12]}... differs from metadata "
+                f"({meta.artifact.sha256[:12]}...)"
+            )
+    return Bundle(path=directory, metadata=meta, labels=labels)
+
+
+def check_io(
+    meta: BundleMetadata, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo]
+) -> None:
+    """Check a graph's inputs/outputs against the metadata; raise BundleError on any mismatch."""
+    spec = meta.input
+    if len(inputs) != 1:
+        names = [t.name for t in inputs]
+        raise BundleError(
+            f"{meta.name}: graph has {len(inputs)} inputs {names}, expected exactly 1"
+        )
+    inp = inputs[0]
+    if inp.name != spec.name:
+        raise BundleError(f"{meta.name}: graph input is {inp.name!r}, metadata says {spec.name!r}")
+    expected_in = (None, spec.height, spec.width, spec.channels)
+    _check_shape(meta.name, inp, expected_in)
+    by_name = {t.name: t for t in outputs}
+    probs = by_name.get(meta.outputs.probs.name)
+    if probs is None:
+        raise BundleError(f"{meta.name}: graph has no output {meta.outputs.probs.name!r}")
+    _check_shape(meta.name, probs, (None, meta.num_classes))
+    emb_spec = meta.outputs.embedding
+    if emb_spec is not None:
+        emb = by_name.get(emb_spec.name)
+        if emb is None:
+            raise BundleError(f"{meta.name}: graph has no output {emb_spec.name!r}")
+        _check_shape(meta.name, emb, (None, emb_spec.dim))
+
+
+def _check_shape(bundle: str, tensor: TensorInfo, expected: tuple[int | None, ...]) -> None:
+    shape = tensor.shape
+    ok = len(shape) == len(expected) and all(
+        want is None or got == want for got, want in zip(shape, expected, strict=True)
+    )
+    if not ok:
+        shown = tuple("N" if w is None else w for w in expected)
+        raise BundleError(f"{bundle}: tensor {tensor.name!r} has shape {shape}, expected {shown}")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bundle(
+    directory: Path,
+    *,
+    model_bytes: bytes,
+    metadata: BundleMetadata,
+    labels: Sequence[str],
+    model_card: str | None = None,
+) -> Bundle:
+    """Write a bundle folder; the artifact hash/size in `metadata` are recomputed from `model_bytes`."""
+    if len(labels) != metadata.num_classes:
+        raise BundleError(f"{len(labels)} labels given for {metadata.num_classes} classes")
+    directory.mkdir(parents=True, exist_ok=True)
+    artifact = Artifact(
+        file=MODEL_FILE, sha256=hashlib.sha256(model_bytes).hexdigest(), bytes=len(model_bytes)
+    )
+    meta = metadata.model_copy(update={"artifact": artifact, "name": directory.name})
+    BundleMetadata.model_validate(meta.model_dump())  # re-validate after the update
+    _atomic_write(directory / MODEL_FILE, model_bytes)
+    _atomic_write(directory / LABELS_FILE, ("\n".join(labels) + "\n").encode("utf-8"))
+    if model_card is not None:
+        _atomic_write(directory / CARD_FILE, model_card.encode("utf-8"))
+    # metadata last: a folder whose metadata.json exists is complete.
+    _atomic_write(
+        directory / METADATA_FILE, (meta.model_dump_json(indent=2) + "\n").encode("utf-8")
+    )
+    return load_bundle(directory)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)

@@ -1,0 +1,76 @@
+"""create_app(settings) -> FastAPI: lifespan, routers, error handlers, static page. No logic."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from app import __version__
+from app.api import health, models, predict
+from app.errors import install_error_handlers
+from app.logs import access_log, configure_logging
+from app.registry import ModelRegistry
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry: ModelRegistry = app.state.registry
+        if settings.load_in_background:
+            threading.Thread(target=registry.load_all, name="model-loader", daemon=True).start()
+        else:
+            registry.load_all()
+        yield
+
+    app = FastAPI(
+        title="imgclass",
+        version=__version__,
+        summary="Image classification and visual similarity over HTTP, served with onnxruntime.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    # Built here, not in the lifespan, so an impossible provider setting fails start-up at once.
+    app.state.registry = ModelRegistry(
+        settings.models_dir,
+        providers=settings.providers,
+        intra_op_threads=settings.intra_op_threads,
+        warmup_runs=settings.warmup_runs,
+        enabled=settings.enabled_models,
+    )
+    install_error_handlers(app)
+    if settings.access_log:
+        app.middleware("http")(access_log)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["*"],
+        )
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(predict.router)
+
+    if (STATIC_DIR / "index.html").is_file():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+        @app.get("/", include_in_schema=False)
+        def index() -> FileResponse:
+            return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    return app

@@ -1,0 +1,104 @@
+"""OnnxModel: one onnxruntime session per bundle, honest provider choice and reporting."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from app.bundle import Bundle, BundleError, TensorInfo, check_io
+from app.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def available_providers() -> list[str]:
+    return list(ort.get_available_providers())
+
+
+def choose_providers(setting: str) -> list[str]:
+    """Map the `providers` setting onto an explicit onnxruntime provider list."""
+    available = available_providers()
+    if setting == "cpu":
+        return [CPU]
+    if setting == "cuda":
+        if CUDA not in available:
+            raise ConfigurationError(
+                "IMGCLASS_PROVIDERS=cuda but this onnxruntime build has no CUDA provider "
+                f"(available: {', '.join(available)}). Install onnxruntime-gpu on a machine "
+                "with an NVIDIA GPU, or use 'auto' or 'cpu'."
+            )
+        return [CUDA, CPU]
+    if setting == "auto":
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    raise ConfigurationError(f"unknown providers setting {setting!r}; use auto, cpu or cuda")
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    probs: npt.NDArray[np.float32]  # N x num_classes
+    embedding: npt.NDArray[np.float32] | None  # N x dim
+    inference_ms: float
+
+
+class OnnxModel:
+    """A verified bundle with a live inference session."""
+
+    def __init__(self, bundle: Bundle, providers: list[str], intra_op_threads: int = 0) -> None:
+        self.bundle = bundle
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(bundle.model_path), sess_options=opts, providers=providers
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
+            raise BundleError(f"{bundle.name}: onnxruntime cannot load the model: {exc}") from exc
+        active = list(self.session.get_providers())
+        if providers[0] == CUDA and active[0] != CUDA:
+            raise ConfigurationError(
+                f"{bundle.name}: CUDA was requested but onnxruntime fell back to {active[0]}"
+            )
+        self.provider: str = active[0]
+        inputs = [TensorInfo(i.name, tuple(i.shape)) for i in self.session.get_inputs()]
+        outputs = [TensorInfo(o.name, tuple(o.shape)) for o in self.session.get_outputs()]
+        check_io(bundle.metadata, inputs, outputs)
+        meta = bundle.metadata
+        self._input_name = meta.input.name
+        self._output_names = [meta.outputs.probs.name]
+        if meta.outputs.embedding is not None:
+            self._output_names.append(meta.outputs.embedding.name)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        spec = self.bundle.metadata.input
+        return (spec.height, spec.width, spec.channels)
+
+    def run(self, batch: npt.NDArray[np.float32]) -> ModelOutput:
+        """Run a N x H x W x C float32 batch."""
+        if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
+            raise ValueError(f"batch shape {batch.shape} does not match {self.input_shape}")
+        t0 = time.perf_counter()
+        results = self.session.run(self._output_names, {self._input_name: batch})
+        ms = (time.perf_counter() - t0) * 1e3
+        probs = np.asarray(results[0], dtype=np.float32)
+        emb = np.asarray(results[1], dtype=np.float32) if len(results) > 1 else None
+        return ModelOutput(probs=probs, embedding=emb, inference_ms=ms)
+
+    def warm_up(self, runs: int) -> float:
+        """Run zero batches so the first request does not pay for lazy initialisation."""
+        t0 = time.perf_counter()
+        zeros = np.zeros((1, *self.input_shape), dtype=np.float32)
+        for _ in range(runs):
+            self.run(zeros)
+        return (time.perf_counter() - t0) * 1e3

@@ -1,0 +1,51 @@
+"""Server settings: the only place the environment (IMGCLASS_*) is read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMGCLASS_", env_file=None, extra="ignore")
+
+    # Where bundles are read from and where the service stores what clients give it.
+    models_dir: Path = Path("models")
+    data_dir: Path = Path("data/service")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+
+    # Execution providers: auto = CUDA when onnxruntime has it, else CPU. "cuda" where CUDA
+    # is missing is a start-up error, never a silent fallback.
+    providers: Literal["auto", "cpu", "cuda"] = "auto"
+    # 0 lets onnxruntime choose (one per physical core).
+    intra_op_threads: int = Field(default=0, ge=0, le=256)
+    warmup_runs: int = Field(default=2, ge=0, le=100)
+    # Load bundles in a background thread so /healthz answers at once; /readyz says when done.
+    load_in_background: bool = True
+    # When true, /readyz stays 503 if any bundle was refused.
+    require_all_models: bool = False
+    # Subset of bundle names to serve (empty = all found in models_dir).
+    enabled_models: list[str] = Field(default_factory=list)
+
+    # Input limits.
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=64)
+    min_image_side: int = Field(default=8, ge=1)
+    max_batch_images: int = Field(default=32, ge=1, le=1024)
+    default_top_k: int = Field(default=5, ge=1)
+
+    # Write endpoints require this key (header X-API-Key or Authorization: Bearer) when set.
+    api_key: SecretStr | None = None
+    # Require the key for reads too.
+    api_key_for_reads: bool = False
+    cors_origins: list[str] = Field(default_factory=list)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    access_log: bool = True
