@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 
@@ -93,14 +94,15 @@ async def read_uploads(request: Request, settings: Settings, field: str = "file"
         form = await request.form(
             max_files=settings.max_batch_images, max_fields=64, max_part_size=64 * 1024
         )
-    except MultiPartException as exc:
-        msg = str(exc)
+    except (MultiPartException, HTTPException) as exc:
+        # Starlette wraps multipart parse errors into HTTPException(400).
+        msg = str(exc.detail) if isinstance(exc, HTTPException) else str(exc)
         if "Too many files" in msg:
             raise PayloadTooLarge(
                 f"Too many images: at most {settings.max_batch_images} per request.",
                 limit_images=settings.max_batch_images,
             ) from exc
-        raise BadRequest(f"The multipart body could not be parsed: {msg}.") from exc
+        raise BadRequest(f"The multipart body could not be parsed: {msg.rstrip('.')}.") from exc
     except ClientDisconnect as exc:
         raise BadRequest("The client disconnected before the body was complete.") from exc
     parts = form.getlist(field)

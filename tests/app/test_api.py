@@ -1,0 +1,264 @@
+"""HTTP API against the real tiny bundle and the real onnxruntime session."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.bundle import load_bundle
+from app.imaging import ImageLimits, prepare
+from app.runtime import OnnxModel
+from tests.images import encode, fashion_png, photo, png_with_header
+
+PREDICT = "/v1/models/tiny/predict"
+
+
+def assert_problem(resp, status: int, contains: str = "") -> dict:  # type: ignore[no-untyped-def]
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    body = resp.json()
+    assert {"type", "title", "status", "detail"} <= body.keys()
+    assert body["status"] == status
+    assert "Traceback" not in resp.text
+    if contains:
+        assert contains.lower() in body["detail"].lower(), body["detail"]
+    return body
+
+
+@pytest.fixture(scope="module")
+def direct(tiny_models_dir: Path) -> OnnxModel:
+    """The same bundle run directly, to check the HTTP path end to end."""
+    return OnnxModel(load_bundle(tiny_models_dir / "tiny"), ["CPUExecutionProvider"])
+
+
+def expected_top1(direct: OnnxModel, data: bytes) -> int:
+    arr = prepare(data, direct.bundle.metadata.input, ImageLimits()).array
+    return int(direct.run(arr[None]).probs[0].argmax())
+
+
+# --- metadata and probes ---------------------------------------------------------------
+
+
+def test_health_and_ready(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["models"] == ["tiny"]
+
+
+def test_list_and_get_model(client: TestClient) -> None:
+    body = client.get("/v1/models").json()
+    assert [m["name"] for m in body["models"]] == ["tiny"]
+    m = client.get("/v1/models/tiny").json()
+    assert m["num_classes"] == 10 and m["labels"][9] == "Ankle boot"
+    assert m["provider"] == "CPUExecutionProvider"
+    assert m["input"]["height"] == 28 and m["input"]["color"] == "gray"
+    assert m["metrics"][0]["n_samples"] == 1000
+    assert len(m["sha256"]) == 64
+
+
+def test_unknown_model_is_404(client: TestClient) -> None:
+    assert_problem(client.get("/v1/models/nope"), 404, "no model named 'nope'")
+    png = encode(Image.new("L", (28, 28)), "PNG")
+    assert_problem(client.post("/v1/models/nope/predict", content=png), 404)
+
+
+def test_openapi_docs(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "/v1/models/{name}/predict" in spec["paths"]
+    body = spec["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]
+    assert "multipart/form-data" in body["content"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_unknown_route_is_problem_json(client: TestClient) -> None:
+    assert_problem(client.get("/v2/whatever"), 404)
+
+
+# --- predictions -----------------------------------------------------------------------
+
+
+def test_predict_raw_body_matches_direct_run(client: TestClient, fashion_mnist, direct: OnnxModel) -> None:  # type: ignore[no-untyped-def]
+    data = fashion_png(fashion_mnist.x_test[0])
+    r = client.post(PREDICT, content=data, headers={"content-type": "image/png"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "tiny" and body["top_k"] == 5
+    res = body["results"][0]
+    preds = res["predictions"]
+    assert len(preds) == 5
+    scores = [p["score"] for p in preds]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-5
+    assert preds[0]["index"] == expected_top1(direct, data)
+    assert res["image"] == {
+        "format": "PNG",
+        "width": 28,
+        "height": 28,
+        "mode": "L",
+        "orientation": 1,
+        "frames": 1,
+        "decoded_width": 28,
+        "decoded_height": 28,
+    }
+    assert set(res["timings"]) == {"decode_ms", "preprocess_ms", "inference_ms", "total_ms"}
+
+
+def test_predict_multipart_batch(client: TestClient, fashion_mnist, direct: OnnxModel) -> None:  # type: ignore[no-untyped-def]
+    images = [fashion_png(fashion_mnist.x_test[i]) for i in range(6)]
+    files = [("file", (f"img{i}.png", d, "image/png")) for i, d in enumerate(images)]
+    r = client.post(PREDICT, files=files, params={"top_k": 3})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["filename"] for x in results] == [f"img{i}.png" for i in range(6)]
+    for res, data in zip(results, images, strict=True):
+        assert len(res["predictions"]) == 3
+        assert res["predictions"][0]["index"] == expected_top1(direct, data)
+
+
+def test_top_k_capped_and_validated(client: TestClient) -> None:
+    png = encode(Image.new("L", (28, 28), 30), "PNG")
+    r = client.post(PREDICT, content=png, params={"top_k": 50})
+    assert r.status_code == 200 and r.json()["top_k"] == 10
+    assert len(r.json()["results"][0]["predictions"]) == 10
+    assert_problem(client.post(PREDICT, content=png, params={"top_k": 0}), 422)
+    assert_problem(client.post(PREDICT, content=png, params={"top_k": "x"}), 422)
+
+
+def test_golden_real_fashion_photo(client: TestClient, photos_dir: Path) -> None:
+    """A real Fashion-MNIST test image (shipped in foolbox): the tiny model, trained with a
+    fixed seed, calls it an ankle boot (label 9) with high confidence."""
+    data = (photos_dir / "foolbox" / "fashionMNIST_00_9.png").read_bytes()
+    r = client.post(PREDICT, files={"file": ("boot.png", data, "image/png")})
+    top = r.json()["results"][0]["predictions"][0]
+    assert top["label"] == "Ankle boot" and top["index"] == 9
+    assert top["score"] > 0.5
+
+
+def test_real_photo_of_any_size_is_accepted(client: TestClient, photos_dir: Path) -> None:
+    data = (photos_dir / "matplotlib" / "grace_hopper.jpg").read_bytes()
+    r = client.post(PREDICT, files={"file": ("hopper.jpg", data, "image/jpeg")})
+    assert r.status_code == 200
+    img = r.json()["results"][0]["image"]
+    assert img["format"] == "JPEG" and (img["width"], img["height"]) == (512, 600)
+
+
+def test_concurrent_requests_all_answered_correctly(client: TestClient, fashion_mnist, direct: OnnxModel) -> None:  # type: ignore[no-untyped-def]
+    images = [fashion_png(fashion_mnist.x_test[i]) for i in range(32)]
+    expected = [expected_top1(direct, d) for d in images]
+
+    def call(i: int) -> int:
+        r = client.post(PREDICT, content=images[i])
+        assert r.status_code == 200, r.text
+        return int(r.json()["results"][0]["predictions"][0]["index"])
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        got = list(pool.map(call, range(32)))
+    assert got == expected
+
+
+# --- bad input: one test per class --------------------------------------------------------
+
+
+def test_empty_body(client: TestClient) -> None:
+    assert_problem(client.post(PREDICT, content=b""), 422, "no image data")
+
+
+def test_text_file(client: TestClient) -> None:
+    files = {"file": ("notes.txt", b"just some text\n", "text/plain")}
+    body = assert_problem(client.post(PREDICT, files=files), 415, "text")
+    assert "JPEG" in body["detail"] and "PNG" in body["accepted"]
+
+
+def test_html_named_jpg(client: TestClient) -> None:
+    html = b"<!DOCTYPE html><html><body>hi</body></html>"
+    files = {"file": ("cat.jpg", html, "image/jpeg")}
+    assert_problem(client.post(PREDICT, files=files), 415, "HTML")
+
+
+def test_truncated_jpeg(client: TestClient, photos_dir: Path) -> None:
+    data = (photos_dir / "matplotlib" / "grace_hopper.jpg").read_bytes()
+    assert_problem(client.post(PREDICT, content=data[: len(data) // 2]), 422, "truncated")
+
+
+def test_zero_and_one_pixel_images(client: TestClient) -> None:
+    assert_problem(client.post(PREDICT, content=png_with_header(0, 0)), 422)
+    one = encode(Image.new("L", (1, 1)), "PNG")
+    assert_problem(client.post(PREDICT, content=one), 422, "at least")
+
+
+def test_huge_dimension_png_header(client: TestClient) -> None:
+    body = assert_problem(client.post(PREDICT, content=png_with_header(60_000, 60_000)), 413)
+    assert body["limit_pixels"] == 40_000_000
+
+
+def test_oversized_body(client: TestClient) -> None:
+    blob = b"\xff\xd8\xff" + b"\0" * (20 * 1024 * 1024 + 10)
+    assert_problem(client.post(PREDICT, content=blob), 413)
+    files = {"file": ("big.jpg", blob, "image/jpeg")}
+    assert_problem(client.post(PREDICT, files=files), 413)
+
+
+def test_too_many_images(client: TestClient) -> None:
+    png = encode(Image.new("L", (28, 28)), "PNG")
+    files = [("file", (f"{i}.png", png, "image/png")) for i in range(33)]
+    assert_problem(client.post(PREDICT, files=files), 413, "at most 32")
+
+
+def test_multipart_without_file_part(client: TestClient) -> None:
+    r = client.post(PREDICT, data={"image": "x"}, files={"other": ("a.png", b"x", "image/png")})
+    assert_problem(r, 422, "no 'file' part")
+
+
+def test_bad_image_in_batch_names_it(client: TestClient) -> None:
+    png = encode(Image.new("L", (28, 28)), "PNG")
+    files = [("file", ("ok.png", png, "image/png")), ("file", ("bad.png", b"nope", "image/png"))]
+    body = assert_problem(client.post(PREDICT, files=files), 415, "image 2 ('bad.png')")
+    assert body["image_index"] == 1
+
+
+def test_cmyk_jpeg_accepted(client: TestClient, photos_dir: Path) -> None:
+    img = photo(photos_dir / "skimage" / "chelsea.png").convert("CMYK")
+    r = client.post(PREDICT, content=encode(img, "JPEG"))
+    assert r.status_code == 200 and r.json()["results"][0]["image"]["mode"] == "CMYK"
+
+
+def test_sixteen_bit_png_accepted(client: TestClient) -> None:
+    arr = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+    r = client.post(PREDICT, content=encode(Image.fromarray(arr), "PNG"))
+    assert r.status_code == 200
+    assert r.json()["results"][0]["image"]["mode"].startswith("I")
+
+
+def test_palette_with_transparency_accepted(client: TestClient) -> None:
+    img = Image.new("P", (32, 32), 0)
+    img.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    r = client.post(PREDICT, content=encode(img, "PNG", transparency=0))
+    assert r.status_code == 200 and r.json()["results"][0]["image"]["mode"] == "P"
+
+
+def test_exif_rotated_reports_orientation(client: TestClient, photos_dir: Path) -> None:
+    img = photo(photos_dir / "matplotlib" / "grace_hopper.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    r = client.post(PREDICT, content=encode(img, "JPEG", exif=exif.tobytes()))
+    assert r.status_code == 200 and r.json()["results"][0]["image"]["orientation"] == 8
+
+
+def test_animated_gif_accepted(client: TestClient) -> None:
+    frames = [Image.new("L", (28, 28), v) for v in (0, 128, 255)]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    r = client.post(PREDICT, content=data)
+    assert r.status_code == 200 and r.json()["results"][0]["image"]["frames"] == 3
+
+
+def test_wrong_content_type_is_ignored(client: TestClient, fashion_mnist) -> None:  # type: ignore[no-untyped-def]
+    png = fashion_png(fashion_mnist.x_test[1])
+    r1 = client.post(PREDICT, content=png, headers={"content-type": "image/jpeg"})
+    r2 = client.post(PREDICT, content=png, headers={"content-type": "application/pdf"})
+    assert r1.status_code == r2.status_code == 200
+    assert r1.json()["results"][0]["predictions"] == r2.json()["results"][0]["predictions"]
+    assert r1.json()["results"][0]["image"]["format"] == "PNG"

@@ -1,0 +1,137 @@
+"""Start-up behaviour: refusing bad bundles, serving the rest, providers, readiness."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.errors import ConfigurationError
+from app.main import create_app
+from app.registry import ModelRegistry
+from app.runtime import available_providers, choose_providers
+from tests.conftest import ROOT, make_settings
+
+
+@pytest.fixture
+def two_bundles(tiny_models_dir: Path, tmp_path: Path) -> Path:
+    """`good` is intact; `broken` has a model.onnx that does not match its hash."""
+    root = tmp_path / "models"
+    for name in ("good", "broken"):
+        dst = root / name
+        shutil.copytree(tiny_models_dir / "tiny", dst)
+        meta = (dst / "metadata.json").read_text().replace('"name": "tiny"', f'"name": "{name}"')
+        (dst / "metadata.json").write_text(meta)
+    data = bytearray((root / "broken" / "model.onnx").read_bytes())
+    data[100] ^= 0x01
+    (root / "broken" / "model.onnx").write_bytes(bytes(data))
+    return root
+
+
+def test_bad_bundle_is_refused_and_the_rest_served(
+    two_bundles: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(two_bundles, tmp_path)
+    app = create_app(settings)  # configures the "app" logger (it does not propagate)
+    logging.getLogger("app").addHandler(caplog.handler)
+    with TestClient(app) as c:
+        body = c.get("/v1/models").json()
+        assert [m["name"] for m in body["models"]] == ["good"]
+        assert body["refused"][0]["name"] == "broken"
+        assert "sha256" in body["refused"][0]["reason"]
+        assert c.get("/readyz").status_code == 200
+        r = c.get("/v1/models/broken")
+        assert r.status_code == 404 and "refused" in r.json()["detail"]
+    logging.getLogger("app").removeHandler(caplog.handler)
+    assert any("refusing bundle broken" in rec.getMessage() for rec in caplog.records)
+
+
+def test_require_all_models_makes_readyz_fail(two_bundles: Path, tmp_path: Path) -> None:
+    settings = make_settings(two_bundles, tmp_path, require_all_models=True)
+    with TestClient(create_app(settings)) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["refused"][0]["name"] == "broken"
+
+
+def test_readyz_is_503_with_no_models(tmp_path: Path) -> None:
+    empty = tmp_path / "none"
+    empty.mkdir()
+    with TestClient(create_app(make_settings(empty, tmp_path))) as c:
+        assert c.get("/healthz").status_code == 200
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["status"] == "unavailable"
+
+
+def test_background_loading_reports_ready_when_done(tiny_models_dir: Path, tmp_path: Path) -> None:
+    settings = make_settings(tiny_models_dir, tmp_path, load_in_background=True)
+    app = create_app(settings)
+    with TestClient(app) as c:
+        assert c.get("/healthz").status_code == 200
+        assert app.state.registry.wait_until_loaded(60)
+        assert c.get("/readyz").status_code == 200
+
+
+def test_not_ready_model_is_503(tiny_models_dir: Path) -> None:
+    reg = ModelRegistry(tiny_models_dir, providers="cpu")
+    from app.errors import NotReady
+
+    with pytest.raises(NotReady):
+        reg.get("tiny")  # nothing loaded yet
+    reg.load_all()
+    assert reg.get("tiny").model.provider == "CPUExecutionProvider"
+
+
+def test_enabled_models_filter(tiny_models_dir: Path) -> None:
+    reg = ModelRegistry(tiny_models_dir, providers="cpu", enabled=["other"])
+    reg.load_all()
+    assert reg.names() == []
+
+
+def test_provider_choice_is_honest() -> None:
+    avail = available_providers()
+    assert choose_providers("cpu") == ["CPUExecutionProvider"]
+    auto = choose_providers("auto")
+    assert auto[0] == ("CUDAExecutionProvider" if "CUDAExecutionProvider" in avail else "CPUExecutionProvider")
+    if "CUDAExecutionProvider" not in avail:
+        with pytest.raises(ConfigurationError, match="no CUDA provider"):
+            choose_providers("cuda")
+
+
+def test_cuda_where_missing_fails_startup(tiny_models_dir: Path, tmp_path: Path) -> None:
+    if "CUDAExecutionProvider" in available_providers():
+        pytest.skip("this machine has CUDA; the refusal path cannot be exercised")
+    with pytest.raises(ConfigurationError):
+        create_app(make_settings(tiny_models_dir, tmp_path, providers="cuda"))
+
+
+def test_server_never_imports_tensorflow(tiny_models_dir: Path, tmp_path: Path) -> None:
+    """Load bundles and serve a prediction in a fresh interpreter; TF must not be loaded."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from fastapi.testclient import TestClient
+        from PIL import Image
+        import io
+        from app.main import create_app
+        from app.settings import Settings
+        s = Settings(models_dir={str(tiny_models_dir)!r}, data_dir={str(tmp_path)!r},
+                     load_in_background=False)
+        buf = io.BytesIO(); Image.new("L", (28, 28), 9).save(buf, "PNG")
+        with TestClient(create_app(s)) as c:
+            r = c.post("/v1/models/tiny/predict", content=buf.getvalue())
+            assert r.status_code == 200, r.text
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx"))
+        print("LOADED:" + ",".join(bad))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "LOADED:\n" in out.stdout or out.stdout.strip().endswith("LOADED:")

@@ -1,0 +1,38 @@
+"""Contract tests over every bundle committed under models/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.bundle import load_bundle
+from app.runtime import OnnxModel
+from tests.conftest import ROOT
+
+BUNDLES = sorted(p.parent for p in (ROOT / "models").glob("*/metadata.json"))
+
+
+def test_models_folder_has_bundles() -> None:
+    assert BUNDLES, "models/ must ship at least one bundle"
+
+
+@pytest.mark.parametrize("bundle_dir", BUNDLES, ids=[b.name for b in BUNDLES])
+def test_bundle_contract(bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)  # schema, hash, size, label count
+    meta = bundle.metadata
+    model = OnnxModel(bundle, ["CPUExecutionProvider"])  # tensor names and shapes
+    spec = meta.input
+    x = np.zeros((2, spec.height, spec.width, spec.channels), dtype=np.float32)
+    out = model.run(x)
+    assert out.probs.shape == (2, meta.num_classes)
+    assert np.allclose(out.probs.sum(axis=1), 1.0, atol=1e-4)
+    if meta.outputs.embedding is not None:
+        assert out.embedding is not None
+        assert out.embedding.shape == (2, meta.outputs.embedding.dim)
+    # every metric names its data set, split and sample size
+    assert meta.metrics, f"{bundle_dir.name} records no metrics"
+    for m in meta.metrics:
+        assert m.dataset and m.split and m.n_samples > 0
+    assert (bundle_dir / "README.md").is_file(), "each bundle ships a model card"

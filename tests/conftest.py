@@ -1,0 +1,115 @@
+"""Shared fixtures: real tiny bundles exported from real Keras models, real photos, a live app."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("IMGCLASS_DATA", ROOT / "data"))
+FETCH_HINT = "run scripts/fetch-data (the README's test command does it)"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+TINY_SEED = 1234
+TINY_TRAIN_N = 3000
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"{path} is missing; {FETCH_HINT}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def photos_dir() -> Path:
+    """Real photographs shipped inside PyPI packages (foolbox, scikit-image, ...)."""
+    return require(DATA / "photos")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():  # type: ignore[no-untyped-def]
+    from training.data import load_fashion_mnist
+
+    require(DATA / "fashion-mnist")
+    return load_fashion_mnist(DATA / "fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory, fashion_mnist) -> Path:  # type: ignore[no-untyped-def]
+    """A models/ folder holding one real bundle, `tiny`: a small CNN trained for a few seconds
+    on 3,000 Fashion-MNIST training images and exported through training.export."""
+    import keras
+
+    from app.bundle import InputSpec, Metrics
+    from training.architectures import create_model
+    from training.export import export_bundle
+
+    keras.utils.set_random_seed(TINY_SEED)
+    data = fashion_mnist
+    model = create_model("tiny_cnn", (28, 28, 1), len(data.class_names))
+    model.compile(
+        optimizer=keras.optimizers.Adam(2e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    x = data.x_train[:TINY_TRAIN_N].astype(np.float32)
+    y = data.y_train[:TINY_TRAIN_N]
+    model.fit(x, y, epochs=4, batch_size=64, verbose=0)
+    x_test = data.x_test[:1000].astype(np.float32)
+    _, acc = model.evaluate(x_test, data.y_test[:1000], verbose=0)
+    out = tmp_path_factory.mktemp("models")
+    export_bundle(
+        model,
+        out_dir=out,
+        name="tiny",
+        labels=data.class_names,
+        input_spec=InputSpec(height=28, width=28, channels=1, color="gray"),
+        parity_inputs=x_test[:64],
+        description="Tiny test CNN on Fashion-MNIST (test fixture)",
+        metrics=[
+            Metrics(
+                dataset="Fashion-MNIST",
+                split="test[:1000]",
+                n_samples=1000,
+                accuracy=float(acc),
+                evaluated_with="keras",
+            )
+        ],
+        provenance={
+            "data_source": f"Fashion-MNIST train[:{TINY_TRAIN_N}]",
+            "architecture": "tiny_cnn",
+            "epochs": 4,
+            "seed": TINY_SEED,
+        },
+    )
+    return out
+
+
+def make_settings(models_dir: Path, tmp: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "models_dir": models_dir,
+        "data_dir": tmp / "service-data",
+        "load_in_background": False,
+        "warmup_runs": 1,
+        "access_log": False,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def client(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """A live app serving the tiny bundle through the real onnxruntime session."""
+    settings = make_settings(tiny_models_dir, tmp_path_factory.mktemp("svc"))
+    with TestClient(create_app(settings)) as c:
+        yield c
