@@ -1,0 +1,258 @@
+"""Static checks of the Docker deployment files (no Docker engine needed).
+
+scripts/ci-docker builds and runs the image for real; these catch regressions in seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dockerfile_parse import DockerfileParser
+
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_CI = ROOT / "docker-compose.ci.yml"
+SERVED_TARGETS = ("runtime", "gpu")
+TRAINING_ONLY = re.compile(r"tensorflow|keras|tf2onnx|torch", re.IGNORECASE)
+
+Instruction = dict[str, Any]
+
+
+def _stages() -> dict[str, list[Instruction]]:
+    """Instructions of each named stage (`FROM ... AS name`), in order."""
+    parser = DockerfileParser(path=str(DOCKERFILE))
+    stages: dict[str, list[Instruction]] = {}
+    current: list[Instruction] | None = None
+    for ins in parser.structure:
+        if ins["instruction"] == "FROM":
+            words = ins["value"].split()
+            name = words[2] if len(words) == 3 and words[1].lower() == "as" else f"#{len(stages)}"
+            current = stages.setdefault(name, [])
+        if current is not None:
+            current.append(ins)
+    return stages
+
+
+def _stage(name: str) -> list[Instruction]:
+    stages = _stages()
+    assert name in stages, f"Dockerfile has no stage {name!r} (has {sorted(stages)})"
+    return stages[name]
+
+
+def _values(stage: list[Instruction], instruction: str) -> list[str]:
+    return [i["value"] for i in stage if i["instruction"] == instruction]
+
+
+def _build_args() -> dict[str, str]:
+    """Global ARG defaults (before the first FROM)."""
+    args: dict[str, str] = {}
+    for ins in DockerfileParser(path=str(DOCKERFILE)).structure:
+        if ins["instruction"] == "FROM":
+            break
+        if ins["instruction"] == "ARG" and "=" in ins["value"]:
+            key, _, default = ins["value"].partition("=")
+            args[key] = default
+    return args
+
+
+def _env(stage: list[Instruction]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for value in _values(stage, "ENV"):
+        for word in shlex.split(value):
+            key, sep, val = word.partition("=")
+            assert sep, f"use ENV KEY=value form, got {word!r}"
+            env[key] = val
+    return env
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """SafeLoader that accepts compose's merge tags (!reset, !override)."""
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: None)
+_ComposeLoader.add_constructor(
+    "!override",
+    lambda loader, node: (
+        loader.construct_sequence(node)
+        if isinstance(node, yaml.SequenceNode)
+        else loader.construct_mapping(node)
+    ),
+)
+
+
+def _compose(path: Path) -> dict[str, Any]:
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=_ComposeLoader)
+    assert isinstance(data, dict)
+    return data
+
+
+SETTINGS_ENV = {f"IMGCLASS_{name.upper()}" for name in Settings.model_fields}
+
+
+# ---------------------------------------------------------------- Dockerfile
+
+
+def test_no_syntax_directive() -> None:
+    # A `# syntax=` line makes BuildKit pull a frontend image, which offline builds cannot do.
+    first = DOCKERFILE.read_text(encoding="utf-8").lstrip().splitlines()[0]
+    assert not re.match(r"#\s*syntax\s*=", first, re.IGNORECASE)
+
+
+def test_cpu_base_is_python_311_slim_bookworm() -> None:
+    args = _build_args()
+    assert args.get("PYTHON_IMAGE") == "python:3.11-slim-bookworm"
+    for stage in ("builder", "runtime"):
+        assert _stage(stage)[0]["value"].split()[0] == "${PYTHON_IMAGE}"
+
+
+def test_default_target_is_the_cpu_image() -> None:
+    stages = _stages()
+    last_name = list(stages)[-1]
+    last_from = stages[last_name][0]["value"].split()[0]
+    assert last_name == "runtime" or last_from == "runtime"
+
+
+@pytest.mark.parametrize("target", SERVED_TARGETS)
+def test_served_image_runs_as_non_root(target: str) -> None:
+    users = _values(_stage(target), "USER")
+    assert users, f"stage {target} sets no USER (it would run as root)"
+    user = users[-1].split(":")[0]
+    assert user not in {"0", "root"}
+
+
+@pytest.mark.parametrize("target", SERVED_TARGETS)
+def test_healthcheck_probes_readyz_without_curl(target: str) -> None:
+    checks = _values(_stage(target), "HEALTHCHECK")
+    assert len(checks) == 1
+    assert "/readyz" in checks[0]
+    assert "urllib" in checks[0]
+    assert "curl" not in checks[0] and "wget" not in checks[0]
+
+
+@pytest.mark.parametrize("target", SERVED_TARGETS)
+def test_exposes_8000_and_starts_from_settings(target: str) -> None:
+    stage = _stage(target)
+    assert "8000" in " ".join(_values(stage, "EXPOSE")).replace("/tcp", "").split()
+    cmd = _values(stage, "CMD")[-1]
+    assert cmd.startswith("["), "CMD must use the exec form (signals reach the server)"
+    assert "app" in cmd
+
+
+@pytest.mark.parametrize("target", SERVED_TARGETS)
+def test_env_names_real_settings(target: str) -> None:
+    env = _env(_stage(target))
+    unknown = {k for k in env if k.startswith("IMGCLASS_")} - SETTINGS_ENV
+    assert not unknown, f"ENV sets variables app/settings.py does not read: {unknown}"
+    assert env["IMGCLASS_HOST"] == "0.0.0.0"
+    assert env["IMGCLASS_PORT"] == "8000"
+    assert env["IMGCLASS_MODELS_DIR"] == "/app/models"
+    assert env["IMGCLASS_DATA_DIR"] == "/data"
+    assert env["IMGCLASS_WORKERS"] == "1"
+    assert env["IMGCLASS_INTRA_OP_THREADS"] == "0"
+
+
+def test_installs_are_offline_and_without_training_packages() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    parser = DockerfileParser(path=str(DOCKERFILE))
+    runs = [i["value"] for i in parser.structure if i["instruction"] == "RUN"]
+    pip_runs = [r for r in runs if "pip install" in r]
+    assert pip_runs, "no pip install in the Dockerfile"
+    for run in pip_runs:
+        assert "--no-index" in run and "--find-links /wheelhouse" in run, run
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert not TRAINING_ONLY.search(code), "the serving image must not install training packages"
+
+
+def test_gpu_target_swaps_in_onnxruntime_gpu_on_cuda() -> None:
+    args = _build_args()
+    assert args["CUDA_IMAGE"].startswith("nvidia/cuda:") and "runtime" in args["CUDA_IMAGE"]
+    builder = " ".join(_values(_stage("gpu-builder"), "RUN"))
+    assert "requirements-gpu.txt" in builder
+    assert _env(_stage("gpu"))["IMGCLASS_PROVIDERS"] == "cuda"
+
+
+def test_server_dependencies_have_no_tensorflow() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    leaked = [d for d in project["dependencies"] if TRAINING_ONLY.search(d)]
+    assert not leaked, f"base (server) dependencies pull training packages: {leaked}"
+
+
+def test_wheelhouse_lock_has_no_tensorflow() -> None:
+    lock = ROOT / ".wheelhouse" / "requirements.txt"
+    if not lock.is_file():
+        pytest.skip("no .wheelhouse/requirements.txt: run scripts/build-wheelhouse")
+    names = [
+        line.split("==")[0]
+        for line in lock.read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert "imgclass" in names and "onnxruntime" in names
+    assert not [n for n in names if TRAINING_ONLY.search(n)]
+
+
+def test_dockerignore_keeps_context_small_but_keeps_inputs() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    for excluded in (".git", ".venv", "data", "runs", "tests"):
+        assert excluded in patterns, f".dockerignore does not exclude {excluded}"
+    for needed in (".wheelhouse", "models"):
+        assert needed not in patterns
+        assert f"!{needed}" in patterns
+
+
+# ---------------------------------------------------------------- compose
+
+
+def test_compose_api_service() -> None:
+    compose = _compose(COMPOSE)
+    api = compose["services"]["api"]
+    assert api["restart"] == "unless-stopped"
+    assert api["build"]["target"] == "runtime"
+    test = " ".join(api["healthcheck"]["test"])
+    assert "/readyz" in test
+    # Published on loopback unless the operator says otherwise.
+    assert any(str(p).startswith("${IMGCLASS_BIND:-127.0.0.1}:") for p in api["ports"])
+    assert any(str(p).endswith(":8000") for p in api["ports"])
+    data_mounts = [v for v in api["volumes"] if str(v).split(":")[1] == "/data"]
+    assert data_mounts, "no volume for IMGCLASS_DATA_DIR (/data)"
+    assert str(data_mounts[0]).split(":")[0] in compose["volumes"], "/data is not a named volume"
+    assert api["environment"]["IMGCLASS_DATA_DIR"] == "/data"
+
+
+def test_compose_environment_names_real_settings() -> None:
+    for name, service in _compose(COMPOSE)["services"].items():
+        unknown = {
+            k for k in service.get("environment", {}) if k.startswith("IMGCLASS_")
+        } - SETTINGS_ENV
+        assert not unknown, (
+            f"service {name} sets variables app/settings.py does not read: {unknown}"
+        )
+
+
+def test_compose_gpu_profile_requests_an_nvidia_device() -> None:
+    gpu = _compose(COMPOSE)["services"]["api-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["build"]["target"] == "gpu"
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia"
+    assert "gpu" in devices[0]["capabilities"]
+    assert gpu["environment"]["IMGCLASS_PROVIDERS"] == "cuda"
+
+
+def test_compose_ci_override_uses_host_network() -> None:
+    api = _compose(COMPOSE_CI)["services"]["api"]
+    assert api["network_mode"] == "host"
+    assert api["build"]["network"] == "host"
+    assert not api.get("ports"), "published ports cannot be used with host networking"
