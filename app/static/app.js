@@ -1,0 +1,449 @@
+// imgclass browser page: pick a model, add images (drop, picker, paste, camera), show results.
+// Plain JS, no build step, no external requests: everything talks to this server's /v1 API.
+import { buildCard, renderResult, setCardBusyText, setCardPending, setCardProblem } from "./cards.js";
+import { ms, pct, providerName, verdictText } from "./format.js";
+import { renderModelInfo, renderModelPlaceholder } from "./model-info.js";
+import { problemMessage, readProblem } from "./problems.js";
+
+const BATCH_SIZE = 8; // images per request; the server's default cap is 32
+const SIMILAR_K = 8;
+const MAX_NOT_READY_RETRIES = 20;
+const STORAGE_KEY = "imgclass.model";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const el = {
+  status: $("#server-status"),
+  modelSelect: $("#model-select"),
+  modelInfo: $("#model-info"),
+  topk: $("#topk-select"),
+  dropzone: $("#dropzone"),
+  fileInput: $("#file-input"),
+  cameraInput: $("#camera-input"),
+  cameraButton: $("#camera-button"),
+  clearButton: $("#clear-button"),
+  alert: $("#alert"),
+  results: $("#results"),
+  resultsHead: $("#results-head"),
+  summary: $("#summary"),
+  empty: $("#empty"),
+  srStatus: $("#sr-status"),
+  overlay: $("#drag-overlay"),
+  template: $("#result-template"),
+};
+
+const state = {
+  models: [],
+  model: null, // the selected ModelInfo
+  items: [], // {id, file, url, card, run, result, problem}
+  nextId: 1,
+  inflight: 0,
+  queue: Promise.resolve(),
+};
+
+function showAlert(title, text) {
+  el.alert.replaceChildren();
+  const strong = document.createElement("strong");
+  strong.textContent = title;
+  const span = document.createElement("span");
+  span.textContent = ` ${text}`;
+  el.alert.append(strong, span);
+  el.alert.hidden = false;
+}
+
+function hideAlert() {
+  el.alert.hidden = true;
+  el.alert.replaceChildren();
+}
+
+function announce(text) {
+  // Clear first so repeating the same sentence is announced again.
+  el.srStatus.textContent = "";
+  window.setTimeout(() => {
+    el.srStatus.textContent = text;
+  }, 30);
+}
+
+// ---------- server status ----------
+
+async function pollReady() {
+  let next = 15000;
+  try {
+    const r = await fetch("/readyz", { cache: "no-store" });
+    const body = await r.json().catch(() => ({}));
+    if (r.ok) {
+      setStatus("ready", "Ready");
+    } else if (body.status === "loading") {
+      setStatus("loading", "Loading models…");
+      next = 1500;
+    } else {
+      setStatus("down", "No model available");
+      next = 5000;
+    }
+  } catch {
+    setStatus("down", "Offline");
+    next = 5000;
+  }
+  window.setTimeout(pollReady, next);
+}
+
+function setStatus(kind, text) {
+  el.status.dataset.state = kind;
+  $(".pill-text", el.status).textContent = text;
+}
+
+// ---------- models ----------
+
+async function loadModels({ keepSelection = true } = {}) {
+  let body;
+  try {
+    const r = await fetch("/v1/models", { cache: "no-store", headers: { Accept: "application/json" } });
+    if (!r.ok) {
+      const msg = problemMessage(await readProblem(r));
+      renderModelPlaceholder(el.modelInfo, msg.title);
+      showAlert(msg.title, msg.text);
+      return;
+    }
+    body = await r.json();
+  } catch {
+    const msg = problemMessage({ status: 0 });
+    renderModelPlaceholder(el.modelInfo, msg.title);
+    showAlert(msg.title, msg.text);
+    window.setTimeout(() => loadModels({ keepSelection }), 4000);
+    return;
+  }
+  state.models = body.models || [];
+  const loading = body.loading || [];
+  const refused = body.refused || [];
+  const previous = keepSelection && state.model ? state.model.name : localStorage.getItem(STORAGE_KEY);
+
+  el.modelSelect.replaceChildren();
+  for (const m of state.models) {
+    const opt = document.createElement("option");
+    opt.value = m.name;
+    opt.textContent = m.version ? `${m.name} · v${m.version}` : m.name;
+    el.modelSelect.append(opt);
+  }
+  for (const name of loading) {
+    const opt = document.createElement("option");
+    opt.value = name;
+    opt.disabled = true;
+    opt.textContent = `${name} (loading…)`;
+    el.modelSelect.append(opt);
+  }
+  if (!state.models.length) {
+    el.modelSelect.disabled = true;
+    if (!loading.length) {
+      const opt = document.createElement("option");
+      opt.textContent = "No models available";
+      el.modelSelect.append(opt);
+    }
+    if (loading.length) {
+      renderModelPlaceholder(el.modelInfo, `Loading ${loading.length === 1 ? "the model" : `${loading.length} models`}…`);
+    } else {
+      renderModelPlaceholder(
+        el.modelInfo,
+        refused.length
+          ? `No model could be loaded (${refused.length} refused; the server log says why).`
+          : "No models are served yet. Put model bundles in the server’s models folder.",
+      );
+    }
+    state.model = null;
+  } else {
+    el.modelSelect.disabled = false;
+    const chosen = state.models.find((m) => m.name === previous) || state.models[0];
+    el.modelSelect.value = chosen.name;
+    selectModel(chosen.name, { reclassify: false });
+    // Images added before any model was ready are classified now.
+    const waiting = state.items.filter((it) => it.waitingForModel);
+    if (waiting.length) classify(waiting);
+  }
+  if (loading.length) window.setTimeout(() => loadModels({ keepSelection: true }), 1500);
+}
+
+function selectModel(name, { reclassify = true } = {}) {
+  const model = state.models.find((m) => m.name === name);
+  if (!model) return;
+  const changed = !state.model || state.model.name !== model.name;
+  state.model = model;
+  localStorage.setItem(STORAGE_KEY, model.name);
+  renderModelInfo(el.modelInfo, model);
+  hideAlert();
+  if (changed && reclassify && state.items.length) {
+    announce(`Model ${model.name} selected; classifying ${state.items.length} image${state.items.length === 1 ? "" : "s"} again.`);
+    classify(state.items.slice());
+  }
+}
+
+// ---------- adding images ----------
+
+function addFiles(fileList, source) {
+  const files = Array.from(fileList || []).filter((f) => f && f.size !== undefined);
+  if (!files.length) return;
+  hideAlert();
+  const added = [];
+  const frag = document.createDocumentFragment();
+  for (const raw of files) {
+    let file = raw;
+    if (source === "paste" && (!raw.name || raw.name === "image.png")) {
+      const ext = (raw.type.split("/")[1] || "png").replace("jpeg", "jpg");
+      file = new File([raw], `pasted-${new Date().toISOString().slice(11, 19).replace(/:/g, "")}.${ext}`, { type: raw.type });
+    }
+    const item = { id: state.nextId++, file, url: URL.createObjectURL(file), run: 0, result: null, problem: null };
+    item.card = buildCard(item, el.template, removeItem);
+    added.push(item);
+    frag.append(item.card);
+  }
+  state.items = added.concat(state.items);
+  el.results.prepend(frag);
+  updateChrome();
+  if (!state.model) {
+    for (const item of added) {
+      item.waitingForModel = true;
+      setCardProblem(item, { title: "No model ready yet", text: "The image will be classified as soon as a model has loaded." });
+    }
+    return;
+  }
+  classify(added);
+}
+
+function removeItem(item) {
+  const idx = state.items.indexOf(item);
+  if (idx >= 0) state.items.splice(idx, 1);
+  item.run += 1; // late responses for it are ignored
+  URL.revokeObjectURL(item.url);
+  const next = item.card.nextElementSibling || item.card.previousElementSibling;
+  item.card.remove();
+  updateChrome();
+  const focusTarget = next ? $(".result-remove", next) : el.dropzone;
+  focusTarget.focus();
+}
+
+function clearAll() {
+  for (const item of state.items) {
+    item.run += 1;
+    URL.revokeObjectURL(item.url);
+  }
+  state.items = [];
+  el.results.replaceChildren();
+  hideAlert();
+  updateChrome();
+  el.summary.textContent = "";
+  el.dropzone.focus();
+  announce("All images removed.");
+}
+
+function updateChrome() {
+  const n = state.items.length;
+  el.empty.hidden = n > 0;
+  el.resultsHead.hidden = n === 0;
+  el.clearButton.hidden = n === 0;
+  el.results.setAttribute("aria-busy", String(state.inflight > 0));
+  document.body.classList.toggle("is-busy", state.inflight > 0);
+}
+
+// ---------- classification ----------
+
+function classify(items) {
+  const model = state.model;
+  const topK = Number(el.topk.value) || 5;
+  const jobs = items.map((item) => {
+    item.waitingForModel = false;
+    item.run += 1;
+    item.result = null;
+    item.problem = null;
+    setCardPending(item);
+    return { item, run: item.run };
+  });
+  state.inflight += 1;
+  updateChrome();
+  announce(`Classifying ${jobs.length} image${jobs.length === 1 ? "" : "s"} with ${model.name}…`);
+  // Requests run one after another: a phone on a slow link should not send everything at once.
+  state.queue = state.queue
+    .then(async () => {
+      for (let i = 0; i < jobs.length; i += BATCH_SIZE) {
+        const chunk = jobs.slice(i, i + BATCH_SIZE).filter((j) => j.item.run === j.run);
+        if (chunk.length) await sendBatch(chunk, model, topK, 0);
+      }
+    })
+    .catch((err) => {
+      console.error(err);
+    })
+    .finally(() => {
+      state.inflight -= 1;
+      updateChrome();
+      if (state.inflight === 0) announceDone(jobs);
+    });
+}
+
+function retry(item) {
+  if (state.model) classify([item]);
+}
+
+function announceDone(jobs) {
+  const done = jobs.filter((j) => j.item.run === j.run);
+  const ok = done.filter((j) => j.item.result);
+  const failed = done.length - ok.length;
+  if (!done.length) return;
+  let text = `${ok.length} of ${done.length} image${done.length === 1 ? "" : "s"} classified.`;
+  if (ok.length === 1) {
+    const r = ok[0].item.result;
+    const top = r.decision ? verdictText(r.decision) : r.predictions[0] && `${r.predictions[0].label}, ${pct(r.predictions[0].score)}`;
+    text = `${ok[0].item.file.name}: ${top}.`;
+  }
+  if (failed) text += ` ${failed} could not be classified.`;
+  announce(text);
+}
+
+async function sendBatch(jobs, model, topK, attempt) {
+  const live = jobs.filter((j) => j.item.run === j.run);
+  if (!live.length) return;
+  const form = new FormData();
+  for (const j of live) form.append("file", j.item.file, j.item.file.name || "image");
+  const params = new URLSearchParams({ top_k: String(topK) });
+  if (model.default_catalog) params.set("similar", String(SIMILAR_K));
+  const url = `/v1/models/${encodeURIComponent(model.name)}/predict?${params}`;
+  let response;
+  try {
+    response = await fetch(url, { method: "POST", body: form, headers: { Accept: "application/json" } });
+  } catch {
+    failAll(live, { status: 0 }, model);
+    return;
+  }
+  if (response.ok) {
+    const body = await response.json();
+    live.forEach((j, i) => {
+      if (j.item.run !== j.run) return;
+      const result = body.results[i];
+      j.item.result = result;
+      renderResult(j.item, result, body);
+    });
+    renderSummary(body, live.length);
+    return;
+  }
+  const problem = await readProblem(response);
+  if (Number.isInteger(problem.image_index) && live.length > 1 && live[problem.image_index]) {
+    // One bad file must not sink the batch: report it and send the rest again.
+    const bad = live[problem.image_index];
+    setCardProblem(bad.item, problemMessage(stripIndex(problem), { model: model.name }), retry);
+    await sendBatch(live.filter((j) => j !== bad), model, topK, attempt);
+    return;
+  }
+  if (problem.status === 413 && live.length > 1) {
+    for (const j of live) await sendBatch([j], model, topK, attempt);
+    return;
+  }
+  if (problem.status === 503 && attempt < MAX_NOT_READY_RETRIES) {
+    const wait = Math.min(5, Math.max(1, Number(problem.retry_after_s) || 1)) * 1000;
+    for (const j of live) setCardBusyText(j.item, "Model still loading, retrying…");
+    await new Promise((r) => window.setTimeout(r, wait));
+    await sendBatch(live, model, topK, attempt + 1);
+    return;
+  }
+  if (problem.status === 404) loadModels({ keepSelection: false });
+  failAll(live, problem, model);
+}
+
+// The server prefixes the detail with "image 2 ('x.txt'): " in a batch; the card already says which.
+function stripIndex(problem) {
+  const copy = { ...problem };
+  if (typeof copy.detail === "string") copy.detail = copy.detail.replace(/^image \d+(?: \([^)]*\))?: /, "");
+  return copy;
+}
+
+function failAll(jobs, problem, model) {
+  const msg = problemMessage(problem, { model: model.name });
+  for (const j of jobs) {
+    if (j.item.run === j.run) setCardProblem(j.item, msg, retry);
+  }
+  if (problem.status === 0 || problem.status === 401 || problem.status === 404) showAlert(msg.title, msg.text);
+}
+
+// ---------- rendering a card ----------
+
+function renderSummary(body, n) {
+  el.summary.textContent = `Last run: ${n} image${n === 1 ? "" : "s"} with ${body.model} v${body.version} on ${providerName(body.provider)} in ${ms(body.timings.total_ms)}`;
+}
+
+// ---------- input wiring ----------
+
+function hasFiles(event) {
+  const types = event.dataTransfer && event.dataTransfer.types;
+  return Boolean(types) && Array.from(types).includes("Files");
+}
+
+function wireInputs() {
+  el.dropzone.addEventListener("click", () => el.fileInput.click());
+  $(".skip-link").addEventListener("click", (e) => {
+    e.preventDefault();
+    el.dropzone.focus();
+  });
+  el.fileInput.addEventListener("change", () => {
+    addFiles(el.fileInput.files, "picker");
+    el.fileInput.value = "";
+  });
+  el.cameraButton.addEventListener("click", () => el.cameraInput.click());
+  el.cameraInput.addEventListener("change", () => {
+    addFiles(el.cameraInput.files, "camera");
+    el.cameraInput.value = "";
+  });
+  el.clearButton.addEventListener("click", clearAll);
+  el.modelSelect.addEventListener("change", () => selectModel(el.modelSelect.value));
+  el.topk.addEventListener("change", () => {
+    if (state.model && state.items.length) classify(state.items.slice());
+  });
+
+  // Drops are accepted anywhere on the page; the overlay says so while dragging.
+  let depth = 0;
+  document.addEventListener("dragenter", (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    depth += 1;
+    document.body.classList.add("is-dragging");
+  });
+  document.addEventListener("dragover", (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = "copy";
+  });
+  document.addEventListener("dragleave", (e) => {
+    if (!hasFiles(e)) return;
+    depth = Math.max(0, depth - 1);
+    if (depth === 0) document.body.classList.remove("is-dragging");
+  });
+  document.addEventListener("drop", (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    depth = 0;
+    document.body.classList.remove("is-dragging");
+    addFiles(e.dataTransfer.files, "drop");
+  });
+
+  document.addEventListener("paste", (e) => {
+    const cd = e.clipboardData;
+    if (!cd) return;
+    const files = [];
+    for (const it of Array.from(cd.items || [])) {
+      if (it.kind === "file") {
+        const f = it.getAsFile();
+        if (f) files.push(f);
+      }
+    }
+    if (!files.length && cd.files && cd.files.length) files.push(...Array.from(cd.files));
+    if (!files.length) return;
+    const target = e.target;
+    // Let text fields keep their paste; everything else becomes an upload.
+    if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA") && target.type !== "file") return;
+    e.preventDefault();
+    addFiles(files, "paste");
+  });
+}
+
+function init() {
+  wireInputs();
+  updateChrome();
+  loadModels({ keepSelection: false });
+  pollReady();
+}
+
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+else init();

@@ -1,0 +1,299 @@
+"""Browser-test fixtures: a real uvicorn server on real bundles, driven by Debian's Chromium.
+
+Needs /usr/bin/chromium and the `playwright` package (scripts/setup-browser installs both);
+without them every browser test is skipped with that hint. No browser is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import DATA, ROOT, TINY_SEED, require
+
+CHROMIUM = Path(os.environ.get("IMGCLASS_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SETUP_HINT = "run scripts/setup-browser"
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+# Small enough that a real photo (skimage astronaut.png, 790 kB) is refused with a 413.
+MAX_IMAGE_BYTES = 300_000
+SERVER_START_TIMEOUT_S = 90
+
+DESKTOP = {"viewport": {"width": 1280, "height": 900}}
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 2,
+    "is_mobile": True,
+    "has_touch": True,
+}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _export_tiny_seven(out: Path) -> None:
+    """A second, binary bundle (`tiny-seven`: MNIST 'seven' vs the rest) so the page has two
+    models to switch between and a yes/no verdict to show. Same recipe as `tiny_models_dir`."""
+    import keras
+
+    from app.bundle import InputSpec, Metrics
+    from training.architectures import create_model
+    from training.data import load_mnist
+    from training.export import export_bundle
+
+    require(DATA / "mnist")
+    data = load_mnist(DATA / "mnist")
+    keras.utils.set_random_seed(TINY_SEED)
+    labels = ("not_seven", "seven")
+    n = 4000
+    x = data.x_train[:n].astype(np.float32)
+    y = (data.y_train[:n] == 7).astype(np.int64)
+    model = create_model("tiny_cnn", (28, 28, 1), 2)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=3, batch_size=64, verbose=0)
+    x_test = data.x_test[:1000].astype(np.float32)
+    y_test = (data.y_test[:1000] == 7).astype(np.int64)
+    pred = (model.predict(x_test, verbose=0)[:, 1] >= 0.5).astype(np.int64)
+    tp = int(((pred == 1) & (y_test == 1)).sum())
+    precision = tp / max(1, int((pred == 1).sum()))
+    recall = tp / max(1, int((y_test == 1).sum()))
+    export_bundle(
+        model,
+        out_dir=out,
+        name="tiny-seven",
+        labels=labels,
+        input_spec=InputSpec(height=28, width=28, channels=1, color="gray"),
+        parity_inputs=x_test[:64],
+        description="Is it a handwritten seven? Tiny binary CNN on MNIST (browser-test fixture)",
+        metrics=[
+            Metrics(
+                dataset="MNIST",
+                split="test",
+                n_samples=1000,
+                accuracy=float((pred == y_test).mean()),
+                precision=precision,
+                recall=recall,
+                threshold=0.5,
+                positive_label="seven",
+                evaluated_with="keras",
+            )
+        ],
+        provenance={
+            "data_source": f"MNIST train[:{n}], one-vs-rest on 7",
+            "architecture": "tiny_cnn",
+            "epochs": 3,
+            "seed": TINY_SEED,
+        },
+    )
+
+
+@pytest.fixture(scope="session")
+def browser_models_dir(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One models folder: the `tiny` fixture bundle, every committed bundle in models/, and,
+    when that makes fewer than two, a binary `tiny-seven` bundle exported here."""
+    out = tmp_path_factory.mktemp("browser-models")
+    from app.bundle import BundleError, load_bundle
+
+    sources = [p.parent for p in sorted(tiny_models_dir.glob("*/metadata.json"))]
+    for committed in sorted((ROOT / "models").glob("*/metadata.json")):
+        try:
+            load_bundle(committed.parent)  # a bundle being rewritten right now is left out
+        except BundleError:
+            continue
+        sources.append(committed.parent)
+    for src in sources:
+        if not (out / src.name).exists():
+            (out / src.name).symlink_to(src.resolve(), target_is_directory=True)
+    if len(list(out.glob("*/metadata.json"))) < 2:
+        _export_tiny_seven(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def server(browser_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real service (uvicorn subprocess, background loading) on a free loopback port."""
+    tmp = tmp_path_factory.mktemp("browser-server")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "IMGCLASS_MODELS_DIR": str(browser_models_dir),
+        "IMGCLASS_DATA_DIR": str(tmp / "service-data"),
+        "IMGCLASS_WARMUP_RUNS": "1",
+        "IMGCLASS_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
+        "IMGCLASS_LOG_LEVEL": "WARNING",
+        # Used once the `wardrobe` fixture has made that catalog (similarity feature).
+        "IMGCLASS_DEFAULT_CATALOGS": '{"tiny": "wardrobe"}',
+    }
+    log_path = tmp / "server.log"
+    log = log_path.open("wb")
+    cmd = [
+        sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+                )
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"server not ready in {SERVER_START_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}"
+                )
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def api(server: str) -> Iterator[httpx.Client]:
+    """Plain HTTP client on the same server: the ground truth the page must agree with."""
+    with httpx.Client(base_url=server, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def models(api: httpx.Client) -> list[dict[str, Any]]:
+    body = api.get("/v1/models").json()
+    assert len(body["models"]) >= 2, body
+    return list(body["models"])
+
+
+@pytest.fixture(scope="session")
+def wardrobe(api: httpx.Client, photos: Path) -> str | None:
+    """A catalog `wardrobe` for model `tiny` (the tiny model's default catalog), holding
+    Fashion-MNIST photos 01-19; None when the server has no catalogs API."""
+    from training.data import FASHION_MNIST_CLASSES
+
+    if api.get("/v1/catalogs").status_code == 404:
+        return None
+    r = api.post(
+        "/v1/catalogs",
+        json={"name": "wardrobe", "model": "tiny", "description": "Fashion-MNIST samples"},
+    )
+    assert r.status_code == 201, r.text
+    paths = sorted((photos / "foolbox").glob("fashionMNIST_*.png"))[1:]
+    labels = [FASHION_MNIST_CLASSES[int(p.stem.rsplit("_", 1)[1])] for p in paths]
+    files = [("file", (p.name, p.read_bytes(), "image/png")) for p in paths]
+    r = api.post("/v1/catalogs/wardrobe/items", files=files, data={"label": labels})
+    assert r.status_code == 201, r.text
+    return "wardrobe"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _require_browser() -> None:
+    """Skip before anything is trained or started when the browser stack is missing."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing; {SETUP_HINT}")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip(f"the playwright package is missing; {SETUP_HINT}")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+class PageErrors(list[str]):
+    """Uncaught exceptions and console errors seen by a page; a test fails if any occur."""
+
+
+def _open(browser: Any, server: str, **context_args: Any) -> tuple[Any, Any, PageErrors]:
+    context = browser.new_context(base_url=server, **context_args)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors = PageErrors()
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    # Turn on file-chooser interception now: when expect_file_chooser() turns it on itself, a
+    # chooser opened by a key press can beat it and never be reported (a Playwright race).
+    page.on("filechooser", lambda chooser: None)
+
+    def on_console(msg: Any) -> None:
+        # Failed requests for expected 4xx answers are logged by Chromium as console errors.
+        if msg.type == "error" and "Failed to load resource" not in msg.text:
+            errors.append(f"console: {msg.text}")
+
+    page.on("console", on_console)
+    return context, page, errors
+
+
+@pytest.fixture
+def open_page(browser: Any, server: str) -> Iterator[Any]:
+    """open_page(**context_args) -> a page at `/` with the model list loaded."""
+    opened: list[tuple[Any, PageErrors]] = []
+
+    def _factory(**context_args: Any) -> Any:
+        args = {**DESKTOP, **context_args}
+        context, page, errors = _open(browser, server, **args)
+        opened.append((context, errors))
+        page.goto("/")
+        page.wait_for_selector("#model-select:not([disabled])")
+        return page
+
+    yield _factory
+    problems = [e for _, errors in opened for e in errors]
+    for context, _ in opened:
+        context.close()
+    assert not problems, problems
+
+
+@pytest.fixture(scope="session")
+def photos() -> Path:
+    return require(DATA / "photos")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.browser)
