@@ -1,0 +1,151 @@
+"""End to end: the transfer-learning recipe on a stand-in folder of real package-shipped images.
+
+Three visually distinct classes, 20 real images each from foolbox's data folder: handwritten
+digits (MNIST), clothing (Fashion-MNIST) and photographs (ImageNet validation-style). Chance is
+1/3; frozen ImageNet features separate these easily, so the held-out accuracy must be high.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from app.bundle import load_bundle
+from app.imaging import ImageLimits, prepare
+from app.runtime import OnnxModel
+
+GROUPS = {"digit": "mnist_", "clothing": "fashionMNIST_", "photo": "imagenet_"}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory, photos_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("folder")
+    for cls, prefix in GROUPS.items():
+        (root / cls).mkdir()
+        files = sorted((photos_dir / "foolbox").glob(f"{prefix}*"))
+        assert len(files) == 20, f"expected 20 foolbox {prefix} files"
+        for f in files:
+            shutil.copy(f, root / cls / f.name)
+    (root / "photo" / "notes.txt").write_text("not an image: must be ignored")
+    return root
+
+
+def _config(tmp: Path, **overrides: object) -> Path:
+    cfg = yaml.safe_load(Path("training/configs/santa.yaml").read_text())
+    cfg.update(
+        name="standin",
+        positive_label=None,
+        cache_dir=str(tmp / "cache"),
+        run_dir=str(tmp / "runs"),
+        data={"val_fraction": 0.15, "test_fraction": 0.25},
+        head={**cfg["head"], "epochs": 40, "flip_augment": False},
+    )
+    cfg.update(overrides)
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def result(folder: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from training.transfer import train_transfer
+
+    tmp = tmp_path_factory.mktemp("transfer")
+    return train_transfer(_config(tmp), folder, tmp / "models"), tmp
+
+
+def test_held_out_accuracy_well_above_chance(result) -> None:  # type: ignore[no-untyped-def]
+    r, _ = result
+    assert (r.n_train, r.n_val, r.n_test) == (36, 9, 15)  # 20 per class: 12/3/5
+    assert r.test_accuracy >= 0.8, (
+        f"held-out accuracy {r.test_accuracy} (chance 0.33), {r.confusion}"
+    )
+    assert np.asarray(r.confusion).sum() == r.n_test
+
+
+def test_bundle_serves_and_agrees(result, folder: Path) -> None:  # type: ignore[no-untyped-def]
+    r, _ = result
+    bundle = load_bundle(r.bundle.path)
+    meta = bundle.metadata
+    assert bundle.labels == ("clothing", "digit", "photo")
+    assert meta.outputs.embedding is not None and meta.outputs.embedding.dim == 1280
+    m = meta.metrics[0]
+    assert (
+        m.split == "test"
+        and m.n_samples == r.n_test
+        and m.accuracy == pytest.approx(r.test_accuracy)
+    )
+    model = OnnxModel(bundle, ["CPUExecutionProvider"])
+    img = prepare((folder / "digit" / "mnist_00_7.png").read_bytes(), meta.input, ImageLimits())
+    out = model.run(img.array[None])
+    assert out.probs.shape == (1, 3) and out.probs.sum() == pytest.approx(1, abs=1e-4)
+    assert (r.run_dir / "metrics.json").is_file() and (r.run_dir / "config.yaml").is_file()
+
+
+def test_embeddings_are_cached_by_content(result, folder: Path) -> None:  # type: ignore[no-untyped-def]
+    from training.transfer import EmbeddingCache, TransferConfig, backbone_key, embed_files
+
+    r, tmp = result
+    assert r.embed_stats.computed == 60 and r.embed_stats.cached == 0
+    cfg = TransferConfig.from_yaml(tmp / "config.yaml")
+    cache = EmbeddingCache.open(cfg.cache_dir, backbone_key(cfg))
+    assert len(cache.entries) == 60
+    # A renamed copy hits the cache (keyed by content); the backbone is never called.
+    copy = tmp / "renamed.png"
+    shutil.copy(folder / "digit" / "mnist_03_0.png", copy)
+
+    class Boom:
+        output = type("T", (), {"shape": (None, 1280)})()
+
+        def predict(self, *a: object, **k: object) -> None:
+            raise AssertionError("cache miss")
+
+    emb, stats = embed_files(Boom(), [copy], cfg.input, cache)  # type: ignore[arg-type]
+    assert stats.cached == 1 and emb.shape == (1, 1280)
+
+
+def test_scan_folder_explains_bad_layouts(tmp_path: Path) -> None:
+    from training.transfer import scan_folder
+
+    with pytest.raises(FileNotFoundError, match="one subfolder per class"):
+        scan_folder(tmp_path / "missing")
+    (tmp_path / "only").mkdir()
+    with pytest.raises(ValueError, match="at least 2 class subfolders"):
+        scan_folder(tmp_path)
+
+
+def test_stratified_split_keeps_every_class_in_test() -> None:
+    from training.transfer import stratified_split
+
+    files = [[Path(f"a{i}") for i in range(10)], [Path(f"b{i}") for i in range(3)]]
+    paths, labels = stratified_split(files, 0.2, 0.2, seed=0)
+    assert sorted(set(labels["test"].tolist())) == [0, 1]
+    assert sum(len(v) for v in paths.values()) == 13
+    assert not set(paths["train"]) & set(paths["test"])
+
+
+def test_binary_folder_records_a_threshold_calibrated_on_validation() -> None:
+    from training.transfer import TransferConfig, _metrics
+
+    cfg = TransferConfig(
+        name="santa",
+        seed=0,
+        input={"height": 224, "width": 224, "channels": 3, "color": "rgb"},
+        positive_label="santa",
+    )
+    labels = {
+        "train": np.array([0, 1] * 5),
+        "val": np.array([0, 0, 1, 1]),
+        "test": np.array([0, 1, 1]),
+    }
+    # validation: P(santa) of non-santas 0.1, 0.3; of santas 0.8, 0.9 -> any cut in (0.3, 0.8)
+    val = np.array([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8], [0.1, 0.9]], np.float32)
+    test = np.array([[0.6, 0.4], [0.3, 0.7], [0.9, 0.1]], np.float32)
+    m = _metrics(cfg, ("not_santa", "santa"), test, labels, val, 10)
+    assert m.positive_label == "santa" and m.threshold == 0.5
+    assert (m.extra["tp"], m.extra["fn"], m.extra["fp"], m.extra["tn"]) == (1, 1, 0, 1)
+    assert m.precision == 1.0 and m.recall == 0.5 and m.n_samples == 3

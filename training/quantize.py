@@ -1,0 +1,330 @@
+"""Static INT8 quantization of a bundle (QDQ, per-channel weights QInt8, activations QUInt8).
+
+Activation ranges are calibrated on real photos passed through the server's ingestion. The
+quantized bundle is judged by top-1 agreement with the fp32 bundle on real photos that its
+calibration did not see (two-fold cross-calibration) and by latency; it is only written when
+agreement reaches `min_agreement`. Dynamic quantization is not offered: for CNNs onnxruntime
+runs it as ConvInteger, which is ~10x slower on CPU.
+
+CLI: ``python -m training.quantize --bundle models/imagenet --name imagenet-int8``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from app.bundle import INPUT_NAME, Bundle, InputSpec, Metrics, load_bundle, write_bundle
+from app.imaging import ImageLimits, prepare
+
+logger = logging.getLogger(__name__)
+
+MIN_AGREEMENT = 0.95
+MIN_PHOTOS = 40
+
+
+class _Photos(CalibrationDataReader):  # type: ignore[misc]
+    # One image per step: the histogram calibrators need equal-sized batches.
+    def __init__(self, x: npt.NDArray[np.float32], batch: int = 1) -> None:
+        self._batches = [x[i : i + batch] for i in range(0, len(x), batch)]
+        self._it: Iterator[npt.NDArray[np.float32]] = iter(self._batches)
+
+    def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
+        batch = next(self._it, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+    def rewind(self) -> None:
+        self._it = iter(self._batches)
+
+
+def load_inputs(paths: Sequence[Path], spec: InputSpec) -> npt.NDArray[np.float32]:
+    limits = ImageLimits()
+    return np.stack([prepare(p.read_bytes(), spec, limits).array for p in paths])
+
+
+def quantize_onnx(model: Path, calibration: npt.NDArray[np.float32], out: Path) -> None:
+    """fp32 ONNX -> static INT8 QDQ ONNX, activation ranges from `calibration`.
+
+    Percentile (99.999) calibration: on EfficientNet-Lite0 it agreed with fp32 on 89% of 73
+    real photos against 79% for min/max and entropy, 86% for the 99.99th percentile."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        # Shape inference + graph folding first, as onnxruntime recommends for quantization.
+        quant_pre_process(str(model), str(pre), skip_symbolic_shape=False)
+        quantize_static(
+            str(pre),
+            str(out),
+            _Photos(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Percentile,
+            extra_options={"CalibPercentile": 99.999},
+        )
+
+
+def session(model: Path | bytes, threads: int = 0) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    src = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def predict(
+    model: Path | bytes, x: npt.NDArray[np.float32], batch: int = 8
+) -> npt.NDArray[np.float32]:
+    s = session(model)
+    out = [s.run(["probs"], {INPUT_NAME: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+    return np.concatenate(out)
+
+
+def latencies_ms(
+    models: dict[str, Path | bytes], shape: tuple[int, ...], runs: int = 20, threads: int = 0
+) -> dict[str, float]:
+    """Median wall time of one session.run per model on the same random batch. Runs alternate
+    between the models, so load from other processes hits all of them alike."""
+    sessions = {k: session(m, threads) for k, m in models.items()}
+    x = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for i in range(runs + 2):
+        for k, s in sessions.items():
+            t0 = time.perf_counter()
+            s.run(None, {INPUT_NAME: x})
+            if i >= 2:  # warm-up
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+@dataclass(frozen=True)
+class QuantReport:
+    n_photos: int
+    agreement_cross: float  # each photo scored by a model whose calibration did not see it
+    agreement_shipped: float  # the model calibrated on all photos, on those same photos
+    agreement_confident: float  # cross agreement where fp32's top-1 probability >= 0.5
+    n_confident: int
+    fp32_ms: dict[int, float]
+    int8_ms: dict[int, float]
+    fp32_bytes: int
+    int8_bytes: int
+    written: Bundle | None
+
+    def speedup(self, batch: int) -> float:
+        return self.fp32_ms[batch] / self.int8_ms[batch]
+
+
+def quantize_bundle(
+    src: Path,
+    out_dir: Path,
+    name: str,
+    photos: Sequence[Path],
+    evaluate: Callable[[bytes, InputSpec], list[Metrics]] | None = None,
+    min_agreement: float = MIN_AGREEMENT,
+    seed: int = 0,
+    save_onnx: Path | None = None,
+) -> QuantReport:
+    """Quantize bundle `src` and write it as ``out_dir/name`` if it agrees well enough.
+
+    `evaluate(model_bytes, spec)` adds the INT8 model's own metrics (e.g. top-1 on a test set)."""
+    fp32 = load_bundle(src)
+    spec = fp32.metadata.input
+    x = load_inputs(photos, spec)
+    ref_probs = predict(fp32.model_path, x)
+    ref = ref_probs.argmax(1)
+    confident = ref_probs.max(1) >= 0.5
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(len(x)) % 2 == 0
+    cross = np.zeros(len(x), dtype=bool)
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, calib in enumerate((fold, ~fold)):
+            q = Path(tmp) / f"fold{k}.onnx"
+            quantize_onnx(fp32.model_path, x[calib], q)
+            held = ~calib
+            cross[held] = predict(q, x[held]).argmax(1) == ref[held]
+        final = Path(tmp) / "int8.onnx"
+        quantize_onnx(fp32.model_path, x, final)
+        int8_bytes = final.read_bytes()
+    if save_onnx is not None:  # for benchmarks, whatever the verdict
+        save_onnx.write_bytes(int8_bytes)
+    shipped = predict(int8_bytes, x).argmax(1) == ref
+    pair: dict[str, Path | bytes] = {"fp32": fp32.model_path, "int8": int8_bytes}
+    lat = {
+        b: latencies_ms(pair, (b, spec.height, spec.width, spec.channels), runs=20 if b == 1 else 8)
+        for b in (1, 8)
+    }
+    report = QuantReport(
+        n_photos=len(x),
+        agreement_cross=float(cross.mean()),
+        agreement_shipped=float(shipped.mean()),
+        agreement_confident=float(cross[confident].mean()) if confident.any() else float("nan"),
+        n_confident=int(confident.sum()),
+        fp32_ms={b: lat[b]["fp32"] for b in lat},
+        int8_ms={b: lat[b]["int8"] for b in lat},
+        fp32_bytes=fp32.metadata.artifact.bytes,
+        int8_bytes=len(int8_bytes),
+        written=None,
+    )
+    logger.info("%s: %s", name, report)
+    if len(x) < MIN_PHOTOS or report.agreement_cross < min_agreement:
+        logger.warning(
+            "not writing %s: top-1 agreement %.3f on %d photos (need >= %.2f on >= %d)",
+            name, report.agreement_cross, len(x), min_agreement, MIN_PHOTOS,
+        )  # fmt: skip
+        return report
+    eval_metrics = evaluate(int8_bytes, spec) if evaluate is not None else []
+    bundle = write_bundle(
+        out_dir / name,
+        model_bytes=int8_bytes,
+        metadata=_metadata(fp32, name, report, eval_metrics),
+        labels=fp32.labels,
+        model_card=_card(fp32, name, report, eval_metrics),
+    )
+    return QuantReport(**{**report.__dict__, "written": bundle})
+
+
+def _agreement_metric(fp32: Bundle, r: QuantReport) -> Metrics:
+    return Metrics(
+        dataset=f"real photos under data/photos (n={r.n_photos})",
+        split="fp32-agreement",
+        n_samples=r.n_photos,
+        accuracy=r.agreement_cross,
+        notes=f"top-1 agreement with the fp32 bundle '{fp32.name}', each photo scored by an INT8 "
+        f"model calibrated on the other half (2-fold); the shipped model (calibrated on all "
+        f"{r.n_photos}) agrees on {r.agreement_shipped:.3f}",
+        extra={
+            "agreement_shipped_in_sample": r.agreement_shipped,
+            "agreement_fp32_confident": r.agreement_confident,
+            "n_fp32_confident": float(r.n_confident),
+            "fp32_ms_batch1": round(r.fp32_ms[1], 2),
+            "int8_ms_batch1": round(r.int8_ms[1], 2),
+            "fp32_ms_batch8": round(r.fp32_ms[8], 2),
+            "int8_ms_batch8": round(r.int8_ms[8], 2),
+        },
+    )
+
+
+def _metadata(fp32: Bundle, name: str, r: QuantReport, eval_metrics: Sequence[Metrics]):  # type: ignore[no-untyped-def]
+    meta = fp32.metadata
+    prov = meta.provenance.model_copy(
+        update={
+            "notes": f"static INT8 (QDQ, per-channel QInt8 weights, QUInt8 activations, 99.999th-percentile "
+            f"calibration on {r.n_photos} real photos) of bundle '{fp32.name}' "
+            f"(sha256 {meta.artifact.sha256[:12]}); onnxruntime {ort.__version__}"
+        }
+    )
+    return meta.model_copy(
+        update={
+            "name": name,
+            "description": f"{meta.description} Static INT8 version: "
+            f"{r.speedup(1):.1f}x faster at batch 1, {r.fp32_bytes / r.int8_bytes:.1f}x smaller.",
+            "metrics": [*eval_metrics, _agreement_metric(fp32, r)],
+            "provenance": prov,
+        }
+    )
+
+
+def _card(fp32: Bundle, name: str, r: QuantReport, eval_metrics: Sequence[Metrics]) -> str:
+    evals = "\n".join(
+        f"- {m.dataset}, n={m.n_samples}: top-1 {m.accuracy:.3f}"
+        + (f", top-5 {m.top5_accuracy:.3f}" if m.top5_accuracy is not None else "")
+        for m in eval_metrics
+    )
+    return f"""# {name}
+
+Static INT8 version of [`{fp32.name}`](../{fp32.name}/README.md): same input, outputs and labels.
+QDQ format, per-channel QInt8 weights, QUInt8 activations, percentile calibration on
+{r.n_photos} real photos (training/quantize.py).
+
+## Agreement with fp32 (n={r.n_photos} real photos)
+- top-1 agreement {100 * r.agreement_cross:.1f}% with each photo scored by a model calibrated on
+  the other half (2-fold cross-calibration); the shipped model, calibrated on all of them,
+  agrees on {100 * r.agreement_shipped:.1f}% of those same photos (in-sample);
+  {100 * r.agreement_confident:.1f}% on the n={r.n_confident} photos where fp32's top-1 probability is >= 0.5.
+{evals}
+
+## Speed (onnxruntime CPU, median, this build machine)
+| batch | fp32 ms | int8 ms | speed-up |
+|---|---|---|---|
+| 1 | {r.fp32_ms[1]:.1f} | {r.int8_ms[1]:.1f} | {r.speedup(1):.2f}x |
+| 8 | {r.fp32_ms[8]:.1f} | {r.int8_ms[8]:.1f} | {r.speedup(8):.2f}x |
+
+Size: {r.fp32_bytes / 1e6:.1f} MB -> {r.int8_bytes / 1e6:.1f} MB.
+
+## Limitations
+- Probabilities differ from fp32 by a few percent; the ranking near ties can change.
+- Speed-ups depend on the CPU's integer instructions (VNNI/AVX-512 help most); measure on yours with bench/imagenet.py.
+- The embedding is quantized too: cosine similarities shift slightly against fp32 catalogs; do not mix embeddings of the two in one catalog.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from training import imagenet
+
+    parser = argparse.ArgumentParser(description="Static INT8 quantization of a bundle.")
+    parser.add_argument("--bundle", type=Path, default=Path("models/imagenet"))
+    parser.add_argument("--name", default="imagenet-int8")
+    parser.add_argument("--out-dir", type=Path, default=Path("models"))
+    parser.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT)
+    parser.add_argument(
+        "--save-onnx", type=Path, default=None, help="also keep the INT8 .onnx here"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    photos = [p.path for p in imagenet.bird_photos()]
+    classes = load_bundle(args.bundle).metadata.num_classes
+    final = quantize_bundle(
+        args.bundle,
+        args.out_dir,
+        args.name,
+        photos,
+        evaluate=_imagenet_top1 if classes == imagenet.NUM_CLASSES else None,
+        min_agreement=args.min_agreement,
+        save_onnx=args.save_onnx,
+    )
+    print(
+        f"{args.name}: top-1 agreement with fp32 {final.agreement_cross:.3f} (cross-calibrated) / "
+        f"{final.agreement_shipped:.3f} (in-sample) on n={final.n_photos}, "
+        f"{final.agreement_confident:.3f} on the n={final.n_confident} where fp32 top-1 >= 0.5; batch 1 {final.fp32_ms[1]:.1f} -> {final.int8_ms[1]:.1f} ms "
+        f"({final.speedup(1):.2f}x), batch 8 {final.fp32_ms[8]:.1f} -> {final.int8_ms[8]:.1f} ms "
+        f"({final.speedup(8):.2f}x); {final.fp32_bytes:,} -> {final.int8_bytes:,} bytes; "
+        f"written: {final.written.path if final.written else 'no'}"
+    )
+
+
+def _imagenet_top1(model: bytes, spec: InputSpec) -> list[Metrics]:
+    from training import imagenet
+
+    photos = imagenet.imagenet_photos()
+    probs = predict(model, load_inputs([p.path for p in photos], spec))
+    y = [p.imagenet_label for p in photos]
+    metric = Metrics(
+        dataset="foolbox 3.3.4 ImageNet validation-style photos (data/photos/foolbox/imagenet_*)",
+        split="test",
+        n_samples=len(photos),
+        accuracy=float(imagenet.topk_hits(probs, y, 1).mean()),
+        top5_accuracy=float(imagenet.topk_hits(probs, y, 5).mean()),
+    )
+    return [metric]
+
+
+if __name__ == "__main__":
+    main()
