@@ -14,7 +14,8 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
-from app.api import health, models, predict
+from app.api import catalogs, health, models, predict
+from app.catalog.service import CatalogService
 from app.errors import install_error_handlers
 from app.logs import access_log, configure_logging
 from app.registry import ModelRegistry
@@ -31,11 +32,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry: ModelRegistry = app.state.registry
+        catalog_service: CatalogService = app.state.catalogs
+        catalog_service.open()
         if settings.load_in_background:
             threading.Thread(target=registry.load_all, name="model-loader", daemon=True).start()
+            threading.Thread(
+                target=catalog_service.warm, name="catalog-loader", daemon=True
+            ).start()
         else:
             registry.load_all()
+            catalog_service.warm()
         yield
+        catalog_service.close()
 
     app = FastAPI(
         title="imgclass",
@@ -52,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         warmup_runs=settings.warmup_runs,
         enabled=settings.enabled_models,
     )
+    app.state.catalogs = CatalogService(settings, app.state.registry)
     install_error_handlers(app)
     if settings.access_log:
         app.middleware("http")(access_log)
@@ -65,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(predict.router)
+    app.include_router(catalogs.router)
 
     if (STATIC_DIR / "index.html").is_file():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from app.bundle import InputSpec, Metrics, Outputs, Provenance
+from app.catalog.schemas import Neighbor
 
 
 class ModelInfo(BaseModel):
@@ -26,6 +27,9 @@ class ModelInfo(BaseModel):
     loaded_at: datetime
     load_ms: float
     warmup_ms: float
+    default_catalog: str | None = Field(
+        default=None, description="catalog predict?similar=k searches when none is named"
+    )
 
 
 class RefusedModel(BaseModel):
@@ -79,6 +83,9 @@ class ImageResult(BaseModel):
     decision: Decision | None = None
     image: ImageMeta
     timings: ImageTimings
+    similar: list[Neighbor] | None = Field(
+        default=None, description="nearest catalog items (predict?similar=k), best first"
+    )
 
 
 class BatchTimings(BaseModel):
@@ -86,6 +93,7 @@ class BatchTimings(BaseModel):
     preprocess_ms: float
     inference_ms: float
     total_ms: float
+    search_ms: float | None = Field(default=None, description="similarity search (similar=k)")
 
 
 class PredictResponse(BaseModel):
@@ -95,6 +103,7 @@ class PredictResponse(BaseModel):
     top_k: int
     results: list[ImageResult]
     timings: BatchTimings
+    catalog: str | None = Field(default=None, description="catalog searched for `similar`")
 
 
 class Health(BaseModel):

@@ -46,6 +46,21 @@ class Settings(BaseSettings):
     api_key_for_reads: bool = False
     cors_origins: list[str] = Field(default_factory=list)
 
+    # Visual similarity (catalogs). "embedded" = SQLite + faiss under data_dir/catalogs;
+    # "milvus://host:19530" (or "milvus+https://...") = a Milvus server (pip install .[milvus]).
+    vector_store: str = "embedded"
+    milvus_token: SecretStr | None = None
+    milvus_prefix: str = Field(default="imgclass_", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,32}$")
+    # Catalog used by predict?similar=k when no catalog= is given, per model; applied only
+    # when that catalog exists and is bound to the model.
+    default_catalogs: dict[str, str] = Field(default_factory=lambda: {"products": "products"})
+    # Embedded index: exact search (flat) up to hnsw_threshold items, HNSW above ("auto").
+    index_kind: Literal["auto", "flat", "hnsw"] = "auto"
+    hnsw_threshold: int = Field(default=200_000, ge=0)
+    hnsw_m: int = Field(default=32, ge=4, le=128)
+    hnsw_ef_search: int = Field(default=256, ge=8, le=4096)
+    thumbnail_px: int = Field(default=128, ge=16, le=1024)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True

@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from app.api.catalogs import CatalogsDep
 from app.api.deps import ReadAuth, RegistryDep, SettingsDep
 from app.api.uploads import IMAGE_BODY_OPENAPI, Upload, read_uploads
 from app.bundle import InputSpec
+from app.catalog.schemas import neighbor_view
 from app.classify import classify
 from app.errors import ServiceError
 from app.imaging import ImageLimits, PreparedImage, prepare
@@ -59,15 +61,26 @@ async def predict(
     request: Request,
     registry: RegistryDep,
     settings: SettingsDep,
+    catalogs: CatalogsDep,
     top_k: Annotated[
         int | None,
         Query(ge=1, le=1000, description="labels per image; default 5, capped at the class count"),
+    ] = None,
+    similar: Annotated[
+        int | None,
+        Query(ge=1, le=100, description="also return this many similar catalog items per image"),
+    ] = None,
+    catalog: Annotated[
+        str | None,
+        Query(description="catalog for `similar` (default: the model's default_catalog)"),
     ] = None,
 ) -> PredictResponse:
     """Classify one image (raw body) or a batch (multipart `file` parts).
 
     Per image: ranked predictions, what was decoded (size, format, EXIF orientation applied)
     and timings. Binary models with a calibrated threshold also return a `decision`.
+    With `similar=k`, each result also lists the k most similar items of a catalog bound to
+    this model (`catalog=`, else the model's default catalog), from the same forward pass.
     """
     loaded = registry.get(name)
     uploads = await read_uploads(request, settings)
@@ -75,11 +88,24 @@ async def predict(
     k = min(top_k or settings.default_top_k, meta.num_classes)
     prepared = await run_in_threadpool(prepare_all, uploads, meta.input, limits_from(settings))
     outcome = await run_in_threadpool(classify, loaded, prepared, [u.filename for u in uploads], k)
+    results, timings, searched = outcome.results, outcome.timings, None
+    if similar is not None:
+        # Neighbours from the embeddings of the same forward pass.
+        found = await run_in_threadpool(
+            catalogs.similar, loaded, catalog, outcome.embeddings, similar
+        )
+        searched = found.catalog.name
+        results = [
+            r.model_copy(update={"similar": [neighbor_view(searched, h) for h in hits]})
+            for r, hits in zip(results, found.hits, strict=True)
+        ]
+        timings = timings.model_copy(update={"search_ms": round(found.search_ms, 3)})
     return PredictResponse(
         model=meta.name,
         version=meta.version,
         provider=loaded.model.provider,
         top_k=k,
-        results=outcome.results,
-        timings=outcome.timings,
+        results=results,
+        timings=timings,
+        catalog=searched,
     )

@@ -82,7 +82,9 @@ def test_unknown_route_is_problem_json(client: TestClient) -> None:
 # --- predictions -----------------------------------------------------------------------
 
 
-def test_predict_raw_body_matches_direct_run(client: TestClient, fashion_mnist, direct: OnnxModel) -> None:  # type: ignore[no-untyped-def]
+def test_predict_raw_body_matches_direct_run(
+    client: TestClient, fashion_mnist, direct: OnnxModel
+) -> None:  # type: ignore[no-untyped-def]
     data = fashion_png(fashion_mnist.x_test[0])
     r = client.post(PREDICT, content=data, headers={"content-type": "image/png"})
     assert r.status_code == 200, r.text
@@ -146,7 +148,9 @@ def test_real_photo_of_any_size_is_accepted(client: TestClient, photos_dir: Path
     assert img["format"] == "JPEG" and (img["width"], img["height"]) == (512, 600)
 
 
-def test_concurrent_requests_all_answered_correctly(client: TestClient, fashion_mnist, direct: OnnxModel) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_requests_all_answered_correctly(
+    client: TestClient, fashion_mnist, direct: OnnxModel
+) -> None:  # type: ignore[no-untyped-def]
     images = [fashion_png(fashion_mnist.x_test[i]) for i in range(32)]
     expected = [expected_top1(direct, d) for d in images]
 

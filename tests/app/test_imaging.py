@@ -82,7 +82,9 @@ def test_mode_1_and_la() -> None:
         out = prepare(encode(img, "PNG"), GRAY, LIMITS)
         assert out.array.shape == (28, 28, 1)
     # LA fully transparent -> white
-    assert prepare(encode(Image.new("LA", (10, 10), (0, 0)), "PNG"), GRAY, LIMITS).array.min() == 255
+    assert (
+        prepare(encode(Image.new("LA", (10, 10), (0, 0)), "PNG"), GRAY, LIMITS).array.min() == 255
+    )
 
 
 def test_animated_gif_uses_first_frame() -> None:

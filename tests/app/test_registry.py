@@ -97,7 +97,9 @@ def test_provider_choice_is_honest() -> None:
     avail = available_providers()
     assert choose_providers("cpu") == ["CPUExecutionProvider"]
     auto = choose_providers("auto")
-    assert auto[0] == ("CUDAExecutionProvider" if "CUDAExecutionProvider" in avail else "CPUExecutionProvider")
+    assert auto[0] == (
+        "CUDAExecutionProvider" if "CUDAExecutionProvider" in avail else "CPUExecutionProvider"
+    )
     if "CUDAExecutionProvider" not in avail:
         with pytest.raises(ConfigurationError, match="no CUDA provider"):
             choose_providers("cuda")

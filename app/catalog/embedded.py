@@ -1,0 +1,505 @@
+"""EmbeddedStore: SQLite (WAL, synchronous=FULL) is the truth; a faiss index per catalog is a cache.
+
+Items carry an AUTOINCREMENT key (`seq`, never reused) that is also their faiss id. Every write
+bumps the catalog's `version`; a reader whose in-memory index is behind catches up from rows
+with a higher `seq` and from the `deletions` log, so several processes (uvicorn workers, the
+build script) can share one data folder. Reindexing bumps `epoch`, which forces a rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.catalog.blobs import fsync_dir
+from app.catalog.cache import CatalogState, IndexCache, LiveIndex
+from app.catalog.index import IndexConfig
+from app.catalog.store import CatalogStore
+from app.catalog.types import (
+    CatalogExists,
+    CatalogNotFound,
+    CatalogRecord,
+    DimensionMismatch,
+    DuplicateItem,
+    Hit,
+    ImageRef,
+    ItemNotFound,
+    ItemPage,
+    ItemRecord,
+    ModelRef,
+    NewItem,
+    Vector,
+)
+from app.errors import Conflict
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS catalogs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    item_count INTEGER NOT NULL DEFAULT 0,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS items (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    catalog_id INTEGER NOT NULL,
+    item_id TEXT NOT NULL,
+    label TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    image_sha256 TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    UNIQUE (catalog_id, item_id)
+);
+CREATE INDEX IF NOT EXISTS items_label ON items (catalog_id, label, item_id);
+CREATE INDEX IF NOT EXISTS items_image ON items (image_sha256);
+CREATE TABLE IF NOT EXISTS deletions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    catalog_id INTEGER NOT NULL,
+    item_seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deletions_catalog ON deletions (catalog_id, seq);
+"""
+_ITEM_COLS = "item_id, label, metadata, image_sha256, content_type, width, height, created_at"
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: int
+    name: str
+    description: str
+    model: ModelRef
+    created_at: str
+    item_count: int
+    epoch: int
+    version: int
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _item(r: Sequence[Any]) -> ItemRecord:
+    return ItemRecord(
+        id=r[0],
+        label=r[1],
+        metadata=json.loads(r[2]),
+        image=ImageRef(sha256=r[3], content_type=r[4], width=r[5], height=r[6]),
+        created_at=datetime.fromisoformat(r[7]),
+    )
+
+
+class EmbeddedStore(CatalogStore):
+    """Catalogs under `root`: catalogs.sqlite3 (+ WAL) and index/ snapshots of big indexes."""
+
+    kind = "embedded"
+
+    def __init__(self, root: Path, cfg: IndexConfig | None = None) -> None:
+        self.root = root
+        self.cfg = cfg or IndexConfig()
+        self.db_path = root / "catalogs.sqlite3"
+        self.snapshot_dir = root / "index"
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._cache = IndexCache(self.cfg, self.snapshot_dir, self._conn, self._read)
+        self._closed = False
+
+    # plumbing -----------------------------------------------------------------------------
+    def open(self) -> None:
+        self._closed = False
+        self.root.mkdir(parents=True, exist_ok=True)
+        conn = self._conn()
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(_SCHEMA)
+        fsync_dir(self.root)
+
+    def describe(self) -> str:
+        return f"embedded (SQLite + faiss) at {self.db_path}"
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise RuntimeError("catalog store is closed")
+            conn = sqlite3.connect(
+                self.db_path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            # FULL: a commit is on disk (WAL fsynced) before it returns, so a 201 survives kill -9.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (IMMEDIATE: takes the write lock up front, no upgrade deadlocks)."""
+        conn = self._conn()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot across several SELECTs."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._cache.close()
+        self._closed = True
+        with self._conns_lock:
+            for conn in self._conns:
+                with suppress(sqlite3.Error):
+                    conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    def _row(self, conn: sqlite3.Connection, name: str) -> _Row:
+        r = conn.execute(
+            "SELECT id, name, description, model, model_version, model_sha256, dim, created_at,"
+            " item_count, epoch, version FROM catalogs WHERE name = ?",
+            (name,),
+        ).fetchone()
+        if r is None:
+            raise CatalogNotFound(f"No catalog named {name!r}; GET /v1/catalogs lists them.")
+        return _Row(
+            id=r[0],
+            name=r[1],
+            description=r[2],
+            model=ModelRef(name=r[3], version=r[4], sha256=r[5], dim=r[6]),
+            created_at=r[7],
+            item_count=r[8],
+            epoch=r[9],
+            version=r[10],
+        )
+
+    def _record(self, row: _Row) -> CatalogRecord:
+        kind = self._cache.kind_of(row.id, row.epoch)
+        return CatalogRecord(
+            name=row.name,
+            description=row.description,
+            model=row.model,
+            created_at=datetime.fromisoformat(row.created_at),
+            item_count=row.item_count,
+            index=f"faiss {kind}",
+        )
+
+    # catalogs -----------------------------------------------------------------------------
+    def create_catalog(self, name: str, model: ModelRef, description: str = "") -> CatalogRecord:
+        with self._tx() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO catalogs (name, description, model, model_version, model_sha256,"
+                    " dim, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (name, description, model.name, model.version, model.sha256, model.dim, _now()),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise CatalogExists(f"A catalog named {name!r} already exists.") from exc
+            row = self._row(conn, name)
+        return self._record(row)
+
+    def get_catalog(self, name: str) -> CatalogRecord:
+        return self._record(self._row(self._conn(), name))
+
+    def list_catalogs(self) -> list[CatalogRecord]:
+        conn = self._conn()
+        names = [r[0] for r in conn.execute("SELECT name FROM catalogs ORDER BY name")]
+        out: list[CatalogRecord] = []
+        for n in names:
+            with suppress(CatalogNotFound):  # deleted meanwhile
+                out.append(self._record(self._row(conn, n)))
+        return out
+
+    def delete_catalog(self, name: str) -> set[str]:
+        with self._tx() as conn:
+            row = self._row(conn, name)
+            shas = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT image_sha256 FROM items WHERE catalog_id = ?", (row.id,)
+                )
+            }
+            conn.execute("DELETE FROM items WHERE catalog_id = ?", (row.id,))
+            conn.execute("DELETE FROM deletions WHERE catalog_id = ?", (row.id,))
+            conn.execute("DELETE FROM catalogs WHERE id = ?", (row.id,))
+        self._cache.drop(row.id)
+        return shas
+
+    def rebind_catalog(
+        self, name: str, model: ModelRef, vectors: dict[str, Vector]
+    ) -> CatalogRecord:
+        with self._tx() as conn:
+            row = self._row(conn, name)
+            ids = {
+                r[0]
+                for r in conn.execute("SELECT item_id FROM items WHERE catalog_id = ?", (row.id,))
+            }
+            if ids != set(vectors):
+                raise Conflict(
+                    f"Catalog {name!r} changed while it was being reindexed; run the reindex again."
+                )
+            for v in vectors.values():
+                if v.shape != (model.dim,):
+                    raise DimensionMismatch(f"vector of shape {v.shape}, expected ({model.dim},)")
+            conn.executemany(
+                "UPDATE items SET vector = ? WHERE catalog_id = ? AND item_id = ?",
+                ((np.asarray(v, np.float32).tobytes(), row.id, i) for i, v in vectors.items()),
+            )
+            conn.execute(
+                "UPDATE catalogs SET model = ?, model_version = ?, model_sha256 = ?, dim = ?,"
+                " epoch = epoch + 1, version = version + 1 WHERE id = ?",
+                (model.name, model.version, model.sha256, model.dim, row.id),
+            )
+            row = self._row(conn, name)
+        return self._record(row)
+
+    # items --------------------------------------------------------------------------------
+    def add_items(self, name: str, items: Sequence[NewItem]) -> list[ItemRecord]:
+        now = _now()
+        ids = [it.id for it in items]
+        dup = {i for i in ids if ids.count(i) > 1} if len(set(ids)) != len(ids) else set()
+        if dup:
+            raise DuplicateItem(f"Item ids repeated in the request: {', '.join(sorted(dup))}.")
+        with self._tx() as conn:
+            row = self._row(conn, name)
+            for it in items:
+                if it.vector.shape != (row.model.dim,):
+                    raise DimensionMismatch(
+                        f"Catalog {name!r} holds {row.model.dim}-d vectors of model "
+                        f"{row.model.name!r}; got a vector of shape {it.vector.shape}."
+                    )
+            taken: list[str] = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                taken += [
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT item_id FROM items WHERE catalog_id = ? AND item_id IN ({marks})",
+                        (row.id, *chunk),
+                    )
+                ]
+            if taken:
+                raise DuplicateItem(
+                    f"Catalog {name!r} already has items with ids: {', '.join(sorted(taken)[:20])}.",
+                    ids=sorted(taken),
+                )
+            conn.executemany(
+                "INSERT INTO items (catalog_id, item_id, label, metadata, image_sha256,"
+                " content_type, width, height, created_at, vector)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        row.id,
+                        it.id,
+                        it.label,
+                        json.dumps(it.metadata, separators=(",", ":")),
+                        it.image.sha256,
+                        it.image.content_type,
+                        it.image.width,
+                        it.image.height,
+                        now,
+                        np.asarray(it.vector, np.float32).tobytes(),
+                    )
+                    for it in items
+                ),
+            )
+            conn.execute(
+                "UPDATE catalogs SET item_count = item_count + ?, version = version + 1"
+                " WHERE id = ?",
+                (len(items), row.id),
+            )
+        created = datetime.fromisoformat(now)
+        return [
+            ItemRecord(
+                id=it.id, image=it.image, label=it.label, metadata=it.metadata, created_at=created
+            )
+            for it in items
+        ]
+
+    def get_item(self, name: str, item_id: str) -> ItemRecord:
+        conn = self._conn()
+        row = self._row(conn, name)
+        r = conn.execute(
+            f"SELECT {_ITEM_COLS} FROM items WHERE catalog_id = ? AND item_id = ?",
+            (row.id, item_id),
+        ).fetchone()
+        if r is None:
+            raise ItemNotFound(f"Catalog {name!r} has no item {item_id!r}.")
+        return _item(r)
+
+    def get_vector(self, name: str, item_id: str) -> Vector:
+        conn = self._conn()
+        row = self._row(conn, name)
+        r = conn.execute(
+            "SELECT vector FROM items WHERE catalog_id = ? AND item_id = ?", (row.id, item_id)
+        ).fetchone()
+        if r is None:
+            raise ItemNotFound(f"Catalog {name!r} has no item {item_id!r}.")
+        return np.frombuffer(r[0], dtype=np.float32).copy()
+
+    def list_items(
+        self, name: str, *, after: str | None = None, limit: int = 50, label: str | None = None
+    ) -> ItemPage:
+        with self._read() as conn:
+            row = self._row(conn, name)
+            where = "catalog_id = ?"
+            args: list[Any] = [row.id]
+            if label is not None:
+                where += " AND label = ?"
+                args.append(label)
+            total = (
+                row.item_count
+                if label is None
+                else conn.execute(f"SELECT COUNT(*) FROM items WHERE {where}", args).fetchone()[0]
+            )
+            if after is not None:
+                where += " AND item_id > ?"
+                args.append(after)
+            rows = conn.execute(
+                f"SELECT {_ITEM_COLS} FROM items WHERE {where} ORDER BY item_id LIMIT ?",
+                (*args, limit + 1),
+            ).fetchall()
+        items = [_item(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return ItemPage(items=items, next_after=items[-1].id if more else None, total=total)
+
+    def delete_item(self, name: str, item_id: str) -> ItemRecord:
+        with self._tx() as conn:
+            row = self._row(conn, name)
+            r = conn.execute(
+                f"SELECT seq, {_ITEM_COLS} FROM items WHERE catalog_id = ? AND item_id = ?",
+                (row.id, item_id),
+            ).fetchone()
+            if r is None:
+                raise ItemNotFound(f"Catalog {name!r} has no item {item_id!r}.")
+            conn.execute("DELETE FROM items WHERE seq = ?", (r[0],))
+            conn.execute(
+                "INSERT INTO deletions (catalog_id, item_seq) VALUES (?, ?)", (row.id, r[0])
+            )
+            conn.execute(
+                "UPDATE catalogs SET item_count = item_count - 1, version = version + 1"
+                " WHERE id = ?",
+                (row.id,),
+            )
+        return _item(r[1:])
+
+    def image_in_use(self, sha256: str) -> bool:
+        r = (
+            self._conn()
+            .execute("SELECT 1 FROM items WHERE image_sha256 = ? LIMIT 1", (sha256,))
+            .fetchone()
+        )
+        return r is not None
+
+    # index --------------------------------------------------------------------------------
+    def _synced(self, name: str) -> tuple[_Row, LiveIndex]:
+        """The catalog's row and its index, caught up with every committed write."""
+        row = self._row(self._conn(), name)
+        state = CatalogState(row.id, row.name, row.model.dim, row.epoch, row.version)
+        return row, self._cache.get(state)
+
+    def warm(self) -> None:
+        """Load every catalog's index now (start-up), so the first search is not slow."""
+        for rec in self.list_catalogs():
+            t0 = time.perf_counter()
+            with suppress(CatalogNotFound):
+                _, live = self._synced(rec.name)
+                logger.info(
+                    "catalog %s: %d items, faiss %s index ready in %.0f ms",
+                    rec.name,
+                    live.index.live,
+                    live.index.kind,
+                    (time.perf_counter() - t0) * 1e3,
+                )
+
+    def search(
+        self,
+        name: str,
+        queries: Vector,
+        k: int,
+        *,
+        label: str | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[list[Hit]]:
+        row, live = self._synced(name)
+        if queries.ndim != 2 or queries.shape[1] != row.model.dim:
+            raise DimensionMismatch(
+                f"Catalog {name!r} holds {row.model.dim}-d vectors of model {row.model.name!r}; "
+                f"the query has shape {tuple(queries.shape)}."
+            )
+        conn = self._conn()
+        skip: set[int] = set()
+        if exclude:
+            marks = ",".join("?" * len(exclude))
+            skip = {
+                r[0]
+                for r in conn.execute(
+                    f"SELECT seq FROM items WHERE catalog_id = ? AND item_id IN ({marks})",
+                    (row.id, *exclude),
+                )
+            }
+        with live.lock.read():
+            allowed = self._cache.label_ids(live, label) if label is not None else None
+            found = live.index.search(queries, k + len(skip), allowed)
+        results: list[list[Hit]] = []
+        for ids, scores in found:
+            pairs = [
+                (int(i), float(s)) for i, s in zip(ids, scores, strict=True) if int(i) not in skip
+            ][:k]
+            records = self._hydrate(conn, [p[0] for p in pairs])
+            results.append([Hit(records[i], s) for i, s in pairs if i in records])
+        return results
+
+    def _hydrate(self, conn: sqlite3.Connection, seqs: list[int]) -> dict[int, ItemRecord]:
+        if not seqs:
+            return {}
+        marks = ",".join("?" * len(seqs))
+        rows = conn.execute(f"SELECT seq, {_ITEM_COLS} FROM items WHERE seq IN ({marks})", seqs)
+        return {r[0]: _item(r[1:]) for r in rows}
+
+    def index_stats(self, name: str) -> dict[str, Any]:
+        """Kind and size of the loaded index (bench and tests)."""
+        row, live = self._synced(name)
+        return {
+            "kind": live.index.kind,
+            "live": live.index.live,
+            "tombstones": len(live.index.tombstones),
+            "version": live.version,
+            "items": row.item_count,
+        }

@@ -1,0 +1,398 @@
+"""CatalogService: catalogs bound to a model's embedding space, on top of a CatalogStore.
+
+It embeds images with the served model (one forward pass, L2-normalised `embedding` output),
+writes images before the store commits, refuses to mix embedding spaces (model sha check) and
+removes images no item references any more.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.catalog.blobs import BlobStore
+from app.catalog.index import IndexConfig
+from app.catalog.store import CatalogStore
+from app.catalog.types import (
+    CatalogRecord,
+    DimensionMismatch,
+    Hit,
+    ImageRef,
+    ItemPage,
+    ItemRecord,
+    ModelMismatch,
+    ModelRef,
+    NewItem,
+    StoreUnavailable,
+    Vector,
+    check_catalog_name,
+    check_item_id,
+    check_label,
+    unit_rows,
+)
+from app.errors import ConfigurationError, InvalidRequest, ServiceError
+from app.imaging import ImageLimits, PreparedImage, prepare
+from app.registry import LoadedModel, ModelRegistry
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+_EMBED_BATCH = 64
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    """What a client says about one uploaded image."""
+
+    id: str | None = None
+    label: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    catalog: CatalogRecord
+    hits: list[list[Hit]]
+    embed_ms: float
+    search_ms: float
+
+
+def new_item_id() -> str:
+    """Time-ordered (ms, hex) + random: ids sort roughly by creation, as listings do."""
+    return f"{time.time_ns() // 1_000_000:011x}{secrets.token_hex(5)}"
+
+
+def open_store(settings: Settings) -> CatalogStore:
+    """The backend named by IMGCLASS_VECTOR_STORE."""
+    url = settings.vector_store.strip()
+    if url in ("", "embedded"):
+        from app.catalog.embedded import EmbeddedStore
+
+        cfg = IndexConfig(
+            kind=settings.index_kind,
+            hnsw_threshold=settings.hnsw_threshold,
+            hnsw_m=settings.hnsw_m,
+            ef_search=settings.hnsw_ef_search,
+        )
+        return EmbeddedStore(settings.data_dir / "catalogs", cfg)
+    if url.startswith(("milvus://", "milvus+https://")):
+        from app.catalog.milvus import MilvusStore
+
+        token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+        return MilvusStore(url, token=token, prefix=settings.milvus_prefix)
+    raise ConfigurationError(
+        f"IMGCLASS_VECTOR_STORE={url!r}: use 'embedded' or 'milvus://host:19530'."
+    )
+
+
+def model_ref(loaded: LoadedModel) -> ModelRef:
+    meta = loaded.model.bundle.metadata
+    emb = meta.outputs.embedding
+    if emb is None:
+        raise InvalidRequest(
+            f"Model {meta.name!r} has no embedding output, so it cannot back a catalog."
+        )
+    return ModelRef(name=meta.name, version=meta.version, sha256=meta.artifact.sha256, dim=emb.dim)
+
+
+class CatalogService:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        store: CatalogStore | None = None,
+        blobs: BlobStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store or open_store(settings)
+        root = settings.data_dir / "catalogs"
+        self.blobs = blobs or BlobStore(root, settings.thumbnail_px)
+        self._lock_path = root / ".blobs.lock"
+        self._blob_lock = threading.Lock()
+        self._open_lock = threading.Lock()
+        self._opened = False
+        self.limits = ImageLimits(
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_image_pixels,
+            min_side=settings.min_image_side,
+        )
+
+    # lifecycle ----------------------------------------------------------------------------
+    def open(self) -> None:
+        """Connect the store; a failure is logged and retried on the next request (503 until)."""
+        try:
+            self._ensure_open()
+        except StoreUnavailable as exc:
+            logger.error("%s", exc.detail)
+
+    def _ensure_open(self) -> CatalogStore:
+        if self._opened:
+            return self.store
+        with self._open_lock:
+            if not self._opened:
+                try:
+                    self.store.open()
+                except ServiceError:
+                    raise
+                except Exception as exc:
+                    raise StoreUnavailable(
+                        f"The vector store ({self.store.describe()}) cannot be opened: {exc}"
+                    ) from exc
+                self._opened = True
+                logger.info("catalog store: %s", self.store.describe())
+        return self.store
+
+    def warm(self) -> None:
+        """Load the embedded indexes now rather than on each catalog's first search."""
+        try:
+            store = self._ensure_open()
+            warm = getattr(store, "warm", None)
+            if callable(warm):
+                warm()
+        except Exception as exc:  # a start-up thread: report, the first request retries
+            logger.error("loading the catalog indexes failed: %s", exc)
+
+    def close(self) -> None:
+        if self._opened:
+            self.store.close()
+            self._opened = False
+
+    @contextmanager
+    def _blob_guard(self) -> Iterator[None]:
+        """Serialise 'write image + commit' against 'delete + remove unreferenced image', also
+        across processes sharing the data folder (uvicorn workers, the build script)."""
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._blob_lock:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
+
+    # models -------------------------------------------------------------------------------
+    def bound_model(self, catalog: CatalogRecord) -> LoadedModel:
+        """The served model a catalog was built with; 409 if the served bundle changed."""
+        loaded = self.registry.get(catalog.model.name)
+        served = model_ref(loaded)
+        bound = catalog.model
+        if served.sha256 != bound.sha256 or served.dim != bound.dim:
+            raise ModelMismatch(
+                f"Catalog {catalog.name!r} was built with model {bound.name!r} v{bound.version} "
+                f"(sha256 {bound.sha256[:12]}...), but the server now serves v{served.version} "
+                f"(sha256 {served.sha256[:12]}...): their embeddings are not comparable. "
+                f"Re-embed the stored images with POST /v1/catalogs/{catalog.name}/reindex, "
+                "or rebuild the catalog.",
+                catalog_model_sha256=bound.sha256,
+                served_model_sha256=served.sha256,
+            )
+        return loaded
+
+    def default_catalog(self, model: str) -> str | None:
+        """The model's default catalog for predict?similar=k, if it exists and fits the model."""
+        name = self.settings.default_catalogs.get(model)
+        if name is None:
+            return None
+        try:
+            rec = self._ensure_open().get_catalog(name)
+        except ServiceError:
+            return None
+        return name if rec.model.name == model else None
+
+    def embed(self, loaded: LoadedModel, images: Sequence[bytes]) -> Vector:
+        """Unit embedding rows of `images`, decoded per the model's bundle. Raises 413/415/422."""
+        prepared: list[PreparedImage] = []
+        for i, data in enumerate(images):
+            try:
+                prepared.append(prepare(data, loaded.model.bundle.metadata.input, self.limits))
+            except ServiceError as exc:
+                if len(images) > 1:
+                    exc.detail = f"image {i + 1}: {exc.detail}"
+                    exc.extra["image_index"] = i
+                raise
+        return self.embed_prepared(loaded, prepared)
+
+    def embed_prepared(self, loaded: LoadedModel, prepared: Sequence[PreparedImage]) -> Vector:
+        model_ref(loaded)  # 422 when the model has no embedding
+        rows: list[Vector] = []
+        for start in range(0, len(prepared), _EMBED_BATCH):
+            chunk = prepared[start : start + _EMBED_BATCH]
+            batch = np.stack([p.array for p in chunk]).astype(np.float32, copy=False)
+            out = loaded.model.run(batch)
+            assert out.embedding is not None
+            rows.append(out.embedding)
+        return unit_rows(np.concatenate(rows))
+
+    # catalogs -----------------------------------------------------------------------------
+    def create(self, name: str, model: str, description: str = "") -> CatalogRecord:
+        check_catalog_name(name)
+        ref = model_ref(self.registry.get(model))
+        return self._ensure_open().create_catalog(name, ref, description)
+
+    def get(self, name: str) -> CatalogRecord:
+        return self._ensure_open().get_catalog(name)
+
+    def list_catalogs(self) -> list[CatalogRecord]:
+        return self._ensure_open().list_catalogs()
+
+    def delete(self, name: str) -> None:
+        store = self._ensure_open()
+        with self._blob_guard():
+            shas = store.delete_catalog(name)
+            self._collect(shas)
+
+    def _collect(self, shas: set[str]) -> None:
+        """Remove images nothing references any more (caller holds the blob guard)."""
+        for sha in shas:
+            if not self.store.image_in_use(sha):
+                self.blobs.remove(sha)
+
+    def reindex(self, name: str) -> tuple[CatalogRecord, int]:
+        """Re-embed every stored image with the model now served under the catalog's model name."""
+        store = self._ensure_open()
+        catalog = store.get_catalog(name)
+        loaded = self.registry.get(catalog.model.name)
+        ref = model_ref(loaded)
+        vectors: dict[str, Vector] = {}
+        for batch in store.iter_items(name, batch=256):
+            datas = [self.blobs.image_path(it.image.sha256).read_bytes() for it in batch]
+            embedded = self.embed(loaded, datas)
+            vectors.update({it.id: embedded[i] for i, it in enumerate(batch)})
+        record = store.rebind_catalog(name, ref, vectors)
+        logger.info("catalog %s reindexed with %s sha256=%s", name, ref.name, ref.sha256[:12])
+        return record, len(vectors)
+
+    # items --------------------------------------------------------------------------------
+    def add(
+        self, name: str, images: Sequence[bytes], specs: Sequence[ItemSpec]
+    ) -> list[ItemRecord]:
+        """Embed, store images durably, then commit the items (all or nothing)."""
+        if len(images) != len(specs):
+            raise InvalidRequest(f"{len(images)} images but {len(specs)} item descriptions.")
+        store = self._ensure_open()
+        catalog = store.get_catalog(name)
+        loaded = self.bound_model(catalog)
+        ids = [check_item_id(s.id) if s.id is not None else new_item_id() for s in specs]
+        labels = [check_label(s.label) for s in specs]
+        vectors = self.embed(loaded, images)
+        pending = [self.blobs.prepare(data, self.limits) for data in images]
+        with self._blob_guard():
+            refs: list[ImageRef] = self.blobs.write(pending)
+            items = [
+                NewItem(
+                    id=ids[i],
+                    image=refs[i],
+                    vector=vectors[i],
+                    label=labels[i],
+                    metadata=s.metadata,
+                )
+                for i, s in enumerate(specs)
+            ]
+            try:
+                return store.add_items(name, items)
+            except BaseException:
+                self._collect({r.sha256 for r in refs})
+                raise
+
+    def get_item(self, name: str, item_id: str) -> ItemRecord:
+        return self._ensure_open().get_item(name, item_id)
+
+    def list_items(
+        self, name: str, *, after: str | None, limit: int, label: str | None
+    ) -> ItemPage:
+        return self._ensure_open().list_items(name, after=after, limit=limit, label=label)
+
+    def delete_item(self, name: str, item_id: str) -> ItemRecord:
+        store = self._ensure_open()
+        with self._blob_guard():
+            record = store.delete_item(name, item_id)
+            self._collect({record.image.sha256})
+        return record
+
+    def item_file(self, name: str, item_id: str, thumbnail: bool) -> tuple[Path, str, ItemRecord]:
+        item = self.get_item(name, item_id)
+        sha = item.image.sha256
+        if thumbnail:
+            return self.blobs.thumbnail_path(sha), "image/jpeg", item
+        return self.blobs.image_path(sha), item.image.content_type, item
+
+    # search -------------------------------------------------------------------------------
+    def search_images(
+        self, name: str, images: Sequence[bytes], k: int, label: str | None
+    ) -> SearchOutcome:
+        catalog = self.get(name)
+        loaded = self.bound_model(catalog)
+        t0 = time.perf_counter()
+        vectors = self.embed(loaded, images)
+        embed_ms = (time.perf_counter() - t0) * 1e3
+        return self._search(catalog, vectors, k, label, (), embed_ms)
+
+    def search_item(self, name: str, item_id: str, k: int, label: str | None) -> SearchOutcome:
+        catalog = self.get(name)
+        self.bound_model(catalog)
+        vector = self.store.get_vector(name, item_id)
+        return self._search(catalog, vector[None, :], k, label, (item_id,), 0.0)
+
+    def search_vector(
+        self, name: str, vector: Sequence[float], k: int, label: str | None
+    ) -> SearchOutcome:
+        catalog = self.get(name)
+        self.bound_model(catalog)
+        v = np.asarray(vector, dtype=np.float32)
+        if v.shape != (catalog.model.dim,):
+            raise DimensionMismatch(
+                f"Catalog {name!r} holds {catalog.model.dim}-d embeddings of model "
+                f"{catalog.model.name!r}; the vector given has shape {v.shape}.",
+                expected_dim=catalog.model.dim,
+            )
+        return self._search(catalog, unit_rows(v), k, label, (), 0.0)
+
+    def similar(
+        self, loaded: LoadedModel, catalog: str | None, embeddings: Vector | None, k: int
+    ) -> SearchOutcome:
+        """Neighbours for predict?similar=k: `embeddings` come from predict's forward pass."""
+        name = catalog or self.default_catalog(loaded.name)
+        if name is None:
+            raise InvalidRequest(
+                f"Model {loaded.name!r} has no default catalog; name one with catalog=<name>."
+            )
+        if embeddings is None:
+            model_ref(loaded)
+            raise InvalidRequest(f"Model {loaded.name!r} returned no embedding.")
+        record = self.get(name)
+        if record.model.name != loaded.name:
+            raise ModelMismatch(
+                f"Catalog {name!r} holds embeddings of model {record.model.name!r}, not "
+                f"{loaded.name!r}; ask /v1/models/{record.model.name}/predict instead."
+            )
+        bound = self.bound_model(record)
+        if (
+            bound.model.bundle.metadata.artifact.sha256
+            != loaded.model.bundle.metadata.artifact.sha256
+        ):
+            raise ModelMismatch(f"Model {loaded.name!r} was reloaded during the request; retry.")
+        return self._search(record, unit_rows(embeddings), k, None, (), 0.0)
+
+    def _search(
+        self,
+        catalog: CatalogRecord,
+        vectors: Vector,
+        k: int,
+        label: str | None,
+        exclude: Sequence[str],
+        embed_ms: float,
+    ) -> SearchOutcome:
+        t0 = time.perf_counter()
+        hits = self.store.search(catalog.name, vectors, k, label=label, exclude=exclude)
+        return SearchOutcome(catalog, hits, embed_ms, (time.perf_counter() - t0) * 1e3)

@@ -1,0 +1,104 @@
+"""CatalogStore: the one interface every backend implements (embedded SQLite+faiss, Milvus).
+
+A store keeps catalogs, their items (metadata + unit vectors) and answers k-NN searches.
+Images live beside it in a BlobStore; the service writes them before calling `add_items`.
+Every backend must pass tests/app/catalog/test_store_contract.py.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+
+from app.catalog.types import CatalogRecord, Hit, ItemPage, ItemRecord, ModelRef, NewItem, Vector
+
+
+class CatalogStore(ABC):
+    """Thread-safe; methods raise CatalogNotFound/ItemNotFound/CatalogExists/DuplicateItem/
+    DimensionMismatch (ServiceErrors) for the client's mistakes."""
+
+    kind: str = "abstract"
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect / load; called once before use (may take seconds for big catalogs)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release resources; the store may not be used afterwards."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line for logs: backend and where its data lives."""
+
+    # catalogs
+    @abstractmethod
+    def create_catalog(self, name: str, model: ModelRef, description: str = "") -> CatalogRecord:
+        """New empty catalog bound to `model`'s embedding space."""
+
+    @abstractmethod
+    def get_catalog(self, name: str) -> CatalogRecord: ...
+
+    @abstractmethod
+    def list_catalogs(self) -> list[CatalogRecord]: ...
+
+    @abstractmethod
+    def delete_catalog(self, name: str) -> set[str]:
+        """Remove the catalog and all its items; returns the image digests it referenced."""
+
+    @abstractmethod
+    def rebind_catalog(
+        self, name: str, model: ModelRef, vectors: dict[str, Vector]
+    ) -> CatalogRecord:
+        """Replace every item's vector (all ids must be given) and the model binding (reindex)."""
+
+    # items
+    @abstractmethod
+    def add_items(self, name: str, items: Sequence[NewItem]) -> list[ItemRecord]:
+        """All or nothing; durable when it returns. Duplicate ids -> DuplicateItem."""
+
+    @abstractmethod
+    def get_item(self, name: str, item_id: str) -> ItemRecord: ...
+
+    @abstractmethod
+    def get_vector(self, name: str, item_id: str) -> Vector: ...
+
+    @abstractmethod
+    def list_items(
+        self, name: str, *, after: str | None = None, limit: int = 50, label: str | None = None
+    ) -> ItemPage:
+        """Items in id order, `limit` at a time, starting after the id `after`."""
+
+    def iter_items(self, name: str, batch: int = 1000) -> Iterator[list[ItemRecord]]:
+        """Every item of a catalog, in id order, in batches."""
+        after: str | None = None
+        while True:
+            page = self.list_items(name, after=after, limit=batch)
+            if page.items:
+                yield page.items
+            if page.next_after is None:
+                return
+            after = page.next_after
+
+    @abstractmethod
+    def delete_item(self, name: str, item_id: str) -> ItemRecord:
+        """Remove one item for good; returns what was removed."""
+
+    @abstractmethod
+    def image_in_use(self, sha256: str) -> bool:
+        """Whether any item of any catalog still references this image."""
+
+    # search
+    @abstractmethod
+    def search(
+        self,
+        name: str,
+        queries: Vector,
+        k: int,
+        *,
+        label: str | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[list[Hit]]:
+        """For each unit query row, the k most similar items (highest inner product first),
+        only those with `label` when given, never the ids in `exclude`. Exactly k results
+        whenever that many items match."""

@@ -1,0 +1,162 @@
+"""Value types and errors shared by the catalog stores and the service. No I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from app.errors import Conflict, InvalidRequest, NotFound, ServiceError
+
+Vector = npt.NDArray[np.float32]
+
+CATALOG_NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+ITEM_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+MAX_LABEL_CHARS: Final = 256
+MAX_METADATA_BYTES: Final = 16 * 1024
+
+
+class CatalogNotFound(NotFound):
+    slug = "catalog-not-found"
+    title = "Catalog not found"
+
+
+class ItemNotFound(NotFound):
+    slug = "item-not-found"
+    title = "Item not found"
+
+
+class CatalogExists(Conflict):
+    slug = "catalog-exists"
+    title = "Catalog already exists"
+
+
+class DuplicateItem(Conflict):
+    slug = "duplicate-item"
+    title = "Item id already in use"
+
+
+class ModelMismatch(Conflict):
+    """The catalog's vectors were made by another model (or another build of it)."""
+
+    slug = "model-mismatch"
+    title = "Catalog and model disagree"
+
+
+class DimensionMismatch(InvalidRequest):
+    slug = "dimension-mismatch"
+    title = "Vector has the wrong dimension"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The exact model build whose embedding space a catalog lives in."""
+
+    name: str
+    version: str
+    sha256: str
+    dim: int
+
+
+@dataclass(frozen=True)
+class CatalogRecord:
+    name: str
+    description: str
+    model: ModelRef
+    created_at: datetime
+    item_count: int
+    # Backend detail for humans (index kind, collection name ...).
+    index: str = ""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A stored image: content address plus what a client needs to serve it."""
+
+    sha256: str
+    content_type: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class NewItem:
+    id: str
+    image: ImageRef
+    vector: Vector  # L2-normalised, float32, length = catalog dim
+    label: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    id: str
+    image: ImageRef
+    label: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    items: list[ItemRecord]
+    next_after: str | None  # cursor for the next page; None on the last one
+    total: int
+
+
+@dataclass(frozen=True)
+class Hit:
+    item: ItemRecord
+    score: float  # inner product of unit vectors = cosine similarity
+
+
+def check_catalog_name(name: str) -> str:
+    if not CATALOG_NAME_RE.match(name):
+        raise InvalidRequest(
+            f"Invalid catalog name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit."
+        )
+    return name
+
+
+def check_item_id(item_id: str) -> str:
+    if not ITEM_ID_RE.match(item_id):
+        raise InvalidRequest(
+            f"Invalid item id {item_id!r}: use 1-128 letters, digits, '.', '_', ':' or '-', "
+            "starting with a letter or digit."
+        )
+    return item_id
+
+
+def check_label(label: str | None) -> str | None:
+    if label is None:
+        return None
+    label = label.strip()
+    if not label or len(label) > MAX_LABEL_CHARS or not label.isprintable():
+        raise InvalidRequest(
+            f"Invalid label {label[:40]!r}: 1-{MAX_LABEL_CHARS} printable characters."
+        )
+    return label
+
+
+def unit_rows(vectors: npt.NDArray[np.floating[Any]]) -> Vector:
+    """L2-normalise each row (so inner product = cosine); zero or non-finite rows are refused."""
+    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    if v.ndim == 1:
+        v = v[None, :]
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    if not np.all(np.isfinite(norms)) or np.any(norms == 0):
+        raise InvalidRequest("An embedding vector is zero or not finite; it has no direction.")
+    return np.ascontiguousarray(v / norms, dtype=np.float32)
+
+
+class StoreUnavailable(ServiceError):
+    """The vector store (e.g. a Milvus server) cannot be reached or failed."""
+
+    status = 503
+    slug = "vector-store-unavailable"
+    title = "Vector store unavailable"

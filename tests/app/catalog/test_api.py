@@ -1,0 +1,300 @@
+"""Catalog HTTP API round trips on the real tiny bundle: problem+json errors, auth, caching."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.bundle import load_bundle, read_metadata, write_bundle
+
+ClientFactory = Callable[..., TestClient]
+N = 40
+
+
+def png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr.squeeze(-1) if arr.ndim == 3 else arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def images(fashion_mnist: Any) -> list[tuple[bytes, str]]:
+    fm = fashion_mnist
+    return [(png(fm.x_test[i]), fm.class_names[fm.y_test[i]]) for i in range(N)]
+
+
+def fill(
+    c: TestClient, images: list[tuple[bytes, str]], name: str = "fm", model: str = "tiny"
+) -> None:
+    assert c.post("/v1/catalogs", json={"name": name, "model": model}).status_code == 201
+    for start in range(0, len(images), 20):  # within max_batch_images
+        part = range(start, min(start + 20, len(images)))
+        files = [("file", (f"{i}.png", images[i][0], "image/png")) for i in part]
+        form = {
+            "id": [f"p{i:03d}" for i in part],
+            "label": [images[i][1] for i in part],
+            "metadata": [json.dumps({"n": i}) for i in part],
+        }
+        r = c.post(f"/v1/catalogs/{name}/items", files=files, data=form)
+        assert r.status_code == 201, r.text
+
+
+def problem(r: Any, status: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = r.json()
+    assert body["status"] == status and body["detail"]
+    return body
+
+
+def test_catalog_round_trip(make_client: ClientFactory, images: list[tuple[bytes, str]]) -> None:
+    with make_client() as c:
+        r = c.post("/v1/catalogs", json={"name": "fm", "model": "tiny", "description": "FM test"})
+        assert r.status_code == 201 and r.headers["location"] == "/v1/catalogs/fm"
+        info = r.json()
+        assert info["model"]["name"] == "tiny" and len(info["model"]["sha256"]) == 64
+        assert info["model"]["embedding_dim"] == 32 and info["stale"] is False
+        # per-file fields
+        files = [("file", (f"{i}.png", d, "image/png")) for i, (d, _) in enumerate(images[:30])]
+        form = {
+            "id": [f"p{i:03d}" for i in range(30)],
+            "label": [lab for _, lab in images[:30]],
+            "metadata": [json.dumps({"n": i}) for i in range(30)],
+        }
+        r = c.post("/v1/catalogs/fm/items", files=files, data=form)
+        assert r.status_code == 201
+        assert r.json()["ids"] == [f"p{i:03d}" for i in range(30)]
+        # one JSON array for several files; generated ids
+        arr = [{"label": images[i][1], "metadata": {"n": i}} for i in range(30, 35)]
+        files = [("file", (f"{i}.png", images[i][0], "image/png")) for i in range(30, 35)]
+        r = c.post("/v1/catalogs/fm/items", files=files, data={"items": json.dumps(arr)})
+        assert r.status_code == 201
+        generated = r.json()["ids"]
+        assert len(set(generated)) == 5
+        # raw body with query parameters
+        r = c.post(
+            "/v1/catalogs/fm/items?id=raw1&label=Bag&metadata=" + json.dumps({"sku": "B-1"}),
+            content=images[35][0],
+        )
+        assert r.status_code == 201 and r.json()["items"][0]["metadata"] == {"sku": "B-1"}
+        assert c.get("/v1/catalogs/fm").json()["item_count"] == 36
+        assert [x["name"] for x in c.get("/v1/catalogs").json()["catalogs"]] == ["fm"]
+
+        # listing pages through everything once
+        seen: list[str] = []
+        after = None
+        while True:
+            page = c.get(
+                "/v1/catalogs/fm/items", params={"limit": 10, **({"after": after} if after else {})}
+            ).json()
+            seen += [it["id"] for it in page["items"]]
+            if page["next_after"] is None:
+                break
+            after = page["next_after"]
+        assert sorted(seen) == seen and len(seen) == 36
+        item = c.get("/v1/catalogs/fm/items/p003").json()
+        assert item["label"] == images[3][1] and item["metadata"] == {"n": 3}
+        assert item["image"]["content_type"] == "image/png" and item["image"]["width"] == 28
+
+        # image and thumbnail: content types, ETag, 304
+        r = c.get(item["image_url"])
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert r.content == images[3][0] and "max-age" in r.headers["cache-control"]
+        r304 = c.get(item["image_url"], headers={"If-None-Match": r.headers["etag"]})
+        assert r304.status_code == 304
+        t = c.get(item["thumbnail_url"])
+        assert t.status_code == 200 and t.headers["content-type"] == "image/jpeg"
+        assert Image.open(io.BytesIO(t.content)).size == (28, 28)  # never upscaled
+
+        # search by stored item: itself excluded, k honoured, scores sorted
+        r = c.post("/v1/catalogs/fm/search?k=5", json={"item_id": "p003"})
+        body = r.json()
+        ids = [n["id"] for n in body["neighbors"]]
+        assert r.status_code == 200 and len(ids) == 5 and "p003" not in ids
+        scores = [n["score"] for n in body["neighbors"]]
+        assert scores == sorted(scores, reverse=True)
+        assert body["neighbors"][0]["thumbnail_url"].endswith("/thumbnail")
+        # search by image: the identical stored image comes first with cosine ~1
+        r = c.post(
+            "/v1/catalogs/fm/search?k=3", files=[("file", ("q.png", images[3][0], "image/png"))]
+        )
+        assert r.json()["neighbors"][0]["id"] == "p003"
+        assert r.json()["neighbors"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+        assert r.json()["timings"]["embed_ms"] > 0
+        # label filter: only that label, and as many as exist
+        label = images[3][1]
+        n_label = sum(1 for _, lab in images[:30] if lab == label) + sum(
+            1 for _, lab in images[30:35] if lab == label
+        )
+        r = c.post(f"/v1/catalogs/fm/search?k=100&label={label}", content=images[3][0])
+        got = r.json()["neighbors"]
+        assert {n["label"] for n in got} == {label} and len(got) == n_label
+        # search by vector (a client-held embedding of the same model)
+        vec = np.random.default_rng(0).standard_normal(32).tolist()
+        r = c.post("/v1/catalogs/fm/search", json={"vector": vec, "k": 2})
+        assert r.status_code == 200 and len(r.json()["neighbors"]) == 2
+
+        # delete: gone from reads and searches
+        assert c.delete("/v1/catalogs/fm/items/p003").status_code == 204
+        problem(c.get("/v1/catalogs/fm/items/p003"), 404)
+        problem(c.get(item["image_url"]), 404)
+        r = c.post("/v1/catalogs/fm/search?k=100", content=images[3][0])
+        assert "p003" not in [n["id"] for n in r.json()["neighbors"]]
+        assert c.delete("/v1/catalogs/fm").status_code == 204
+        problem(c.get("/v1/catalogs/fm"), 404)
+
+
+def test_predict_returns_neighbours_from_the_same_pass(
+    make_client: ClientFactory, images: list[tuple[bytes, str]]
+) -> None:
+    with make_client(default_catalogs={"tiny": "fm"}) as c:
+        assert c.get("/v1/models/tiny").json()["default_catalog"] is None  # not created yet
+        fill(c, images)
+        assert c.get("/v1/models/tiny").json()["default_catalog"] == "fm"
+        files = [
+            ("file", ("a.png", images[5][0], "image/png")),
+            ("file", ("b.png", images[6][0], "image/png")),
+        ]
+        r = c.post("/v1/models/tiny/predict?similar=4", files=files)
+        body = r.json()
+        assert r.status_code == 200 and body["catalog"] == "fm"
+        assert [len(x["similar"]) for x in body["results"]] == [4, 4]
+        assert body["results"][0]["similar"][0]["id"] == "p005"
+        assert body["results"][0]["predictions"] and body["timings"]["search_ms"] is not None
+        assert (
+            c.post("/v1/models/tiny/predict", files=files[:1]).json()["results"][0]["similar"]
+            is None
+        )
+
+
+def test_bad_input_is_a_clear_problem(
+    make_client: ClientFactory,
+    images: list[tuple[bytes, str]],
+    tiny_models_dir: Path,
+    tmp_path: Path,
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
+    shutil.copytree(tiny_models_dir / "tiny", models / "other")
+    meta = json.loads((models / "other/metadata.json").read_text())
+    meta["name"] = "other"
+    (models / "other/metadata.json").write_text(json.dumps(meta))
+    with make_client(models_dir=models, default_catalogs={}) as c:
+        fill(c, images[:10])
+        fill(c, images[:3], name="elsewhere", model="other")
+        problem(c.post("/v1/catalogs", json={"name": "fm", "model": "tiny"}), 409)
+        problem(c.post("/v1/catalogs", json={"name": "x", "model": "nope"}), 404)
+        problem(c.post("/v1/catalogs", json={"name": "Bad Name!", "model": "tiny"}), 422)
+        problem(c.post("/v1/catalogs/nope/search", json={"item_id": "p001"}), 404)
+        problem(c.post("/v1/catalogs/nope/items", content=images[0][0]), 404)
+        problem(c.post("/v1/catalogs/fm/search", json={"item_id": "missing"}), 404)
+        r = problem(c.post("/v1/catalogs/fm/items", content=b"<html>hello</html>"), 415)
+        assert "HTML" in r["detail"]
+        problem(c.post("/v1/catalogs/fm/items", content=b"\x89PNG\r\n\x1a\nbroken"), 422)
+        bad_meta = c.post(
+            "/v1/catalogs/fm/items",
+            files=[("file", ("a.png", images[0][0], "image/png"))],
+            data={"metadata": "{not json"},
+        )
+        assert "JSON" in problem(bad_meta, 422)["detail"]
+        problem(
+            c.post("/v1/catalogs/fm/items?metadata=[1,2]", content=images[0][0]), 422
+        )  # not an object
+        problem(c.post("/v1/catalogs/fm/items?id=p001", content=images[0][0]), 409)  # duplicate
+        problem(c.post("/v1/catalogs/fm/items?id=bad%20id", content=images[0][0]), 422)
+        files = [("file", (f"{i}.png", images[i][0], "image/png")) for i in range(3)]
+        problem(c.post("/v1/catalogs/fm/items", files=files, data={"id": ["a", "b"]}), 422)
+        assert c.get("/v1/catalogs/fm").json()["item_count"] == 10  # nothing half-added
+        # wrong embedding size, and another model's catalog
+        r = problem(c.post("/v1/catalogs/fm/search", json={"vector": [0.1] * 7}), 422)
+        assert "32" in r["detail"]
+        problem(c.post("/v1/catalogs/fm/search?k=101", json={"item_id": "p001"}), 422)
+        r = problem(
+            c.post("/v1/models/tiny/predict?similar=3&catalog=elsewhere", content=images[0][0]), 409
+        )
+        assert "other" in r["detail"]
+        problem(
+            c.post("/v1/models/tiny/predict?similar=3", content=images[0][0]), 422
+        )  # no default
+
+
+def test_writes_need_the_api_key(
+    make_client: ClientFactory, images: list[tuple[bytes, str]]
+) -> None:
+    with make_client(api_key="s3cret") as c:
+        problem(c.post("/v1/catalogs", json={"name": "fm", "model": "tiny"}), 401)
+        key = {"X-API-Key": "s3cret"}
+        assert (
+            c.post("/v1/catalogs", json={"name": "fm", "model": "tiny"}, headers=key).status_code
+            == 201
+        )
+        problem(c.post("/v1/catalogs/fm/items", content=images[0][0]), 401)
+        r = c.post(
+            "/v1/catalogs/fm/items?id=a",
+            content=images[0][0],
+            headers={"Authorization": "Bearer s3cret"},
+        )
+        assert r.status_code == 201
+        problem(c.delete("/v1/catalogs/fm/items/a"), 401)
+        problem(c.delete("/v1/catalogs/fm"), 401)
+        # reads and searches stay open by default
+        assert c.get("/v1/catalogs/fm/items/a").status_code == 200
+        assert c.post("/v1/catalogs/fm/search", json={"item_id": "a"}).status_code == 200
+
+
+def test_changed_model_build_is_refused_until_reindexed(
+    make_client: ClientFactory,
+    images: list[tuple[bytes, str]],
+    tiny_models_dir: Path,
+    tmp_path: Path,
+) -> None:
+    import onnx
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
+    with make_client(models_dir=models) as c:
+        fill(c, images[:12])
+    # a new build of the same model: same name and behaviour, different bytes and sha256
+    bundle = load_bundle(models / "tiny")
+    proto = onnx.load(str(bundle.model_path))
+    onnx.helper.set_model_props(proto, {"build": "2"})
+    meta = read_metadata(models / "tiny/metadata.json").model_copy(update={"version": "2"})
+    write_bundle(
+        models / "tiny", model_bytes=proto.SerializeToString(), metadata=meta, labels=bundle.labels
+    )
+    with make_client(models_dir=models) as c:
+        assert c.get("/v1/catalogs/fm").json()["stale"] is True
+        r = problem(c.post("/v1/catalogs/fm/search", json={"item_id": "p001"}), 409)
+        assert "reindex" in r["detail"] and r["type"].endswith("model-mismatch")
+        problem(c.post("/v1/catalogs/fm/items?id=new", content=images[20][0]), 409)
+        r = c.post("/v1/catalogs/fm/reindex")
+        assert r.status_code == 200 and r.json()["items"] == 12
+        assert (
+            r.json()["catalog"]["model"]["version"] == "2" and r.json()["catalog"]["stale"] is False
+        )
+        r = c.post("/v1/catalogs/fm/search?k=1", content=images[1][0])
+        assert r.status_code == 200 and r.json()["neighbors"][0]["id"] == "p001"
+
+
+def test_catalogs_survive_a_restart(
+    make_client: ClientFactory, images: list[tuple[bytes, str]]
+) -> None:
+    with make_client() as c:
+        fill(c, images)
+        c.delete("/v1/catalogs/fm/items/p007")
+        before = c.post("/v1/catalogs/fm/search?k=10", json={"item_id": "p001"}).json()["neighbors"]
+    with make_client() as c:
+        assert c.get("/v1/catalogs/fm").json()["item_count"] == N - 1
+        after = c.post("/v1/catalogs/fm/search?k=10", json={"item_id": "p001"}).json()["neighbors"]
+        assert [n["id"] for n in after] == [n["id"] for n in before]
+        problem(c.get("/v1/catalogs/fm/items/p007"), 404)
+        assert c.get("/v1/catalogs/fm/items/p008/thumbnail").status_code == 200

@@ -1,0 +1,195 @@
+"""The CatalogStore contract: every backend (embedded SQLite+faiss, Milvus) passes the same tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.catalog.store import CatalogStore
+from app.catalog.types import (
+    CatalogExists,
+    CatalogNotFound,
+    DimensionMismatch,
+    DuplicateItem,
+    ItemNotFound,
+)
+from tests.app.catalog.conftest import DIM, StoreFactory, model_ref, new_items, unit
+
+
+def brute_force(
+    vectors: np.ndarray, q: np.ndarray, k: int, allowed: np.ndarray | None = None
+) -> list[int]:
+    sims = vectors @ q
+    if allowed is not None:
+        sims = np.where(allowed, sims, -np.inf)
+    return [int(i) for i in np.argsort(-sims, kind="stable")[:k] if np.isfinite(sims[i])]
+
+
+def test_catalog_lifecycle(store: CatalogStore) -> None:
+    rec = store.create_catalog("shoes", model_ref(), "sneakers and boots")
+    assert (rec.name, rec.description, rec.item_count) == ("shoes", "sneakers and boots", 0)
+    assert rec.model == model_ref()
+    store.create_catalog("bags", model_ref())
+    assert [c.name for c in store.list_catalogs()] == ["bags", "shoes"]
+    assert store.get_catalog("shoes").model.sha256 == "a" * 64
+    with pytest.raises(CatalogExists):
+        store.create_catalog("shoes", model_ref())
+    store.delete_catalog("shoes")
+    with pytest.raises(CatalogNotFound):
+        store.get_catalog("shoes")
+    with pytest.raises(CatalogNotFound):
+        store.delete_catalog("shoes")
+    assert [c.name for c in store.list_catalogs()] == ["bags"]
+
+
+def test_add_get_list_delete_items(store: CatalogStore) -> None:
+    rng = np.random.default_rng(0)
+    store.create_catalog("c", model_ref())
+    items = new_items(unit(rng, 25), labels=["odd" if i % 2 else "even" for i in range(25)])
+    added = store.add_items("c", items)
+    assert [a.id for a in added] == [it.id for it in items]
+    assert store.get_catalog("c").item_count == 25
+    got = store.get_item("c", "it00003")
+    assert (got.label, got.metadata, got.image.sha256) == ("odd", {"n": 3}, f"{3:064x}")
+    np.testing.assert_allclose(store.get_vector("c", "it00003"), items[3].vector, atol=1e-6)
+    # cursor paging covers every item once, in id order
+    seen, after = [], None
+    while True:
+        page = store.list_items("c", after=after, limit=10)
+        assert page.total == 25
+        seen += [it.id for it in page.items]
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert seen == sorted(it.id for it in items)
+    odd = store.list_items("c", label="odd", limit=100)
+    assert odd.total == 12 and all(it.label == "odd" for it in odd.items)
+    removed = store.delete_item("c", "it00003")
+    assert removed.id == "it00003"
+    with pytest.raises(ItemNotFound):
+        store.get_item("c", "it00003")
+    with pytest.raises(ItemNotFound):
+        store.delete_item("c", "it00003")
+    assert store.get_catalog("c").item_count == 24
+
+
+def test_duplicates_and_dimensions_are_refused_whole(store: CatalogStore) -> None:
+    rng = np.random.default_rng(1)
+    store.create_catalog("c", model_ref())
+    store.add_items("c", new_items(unit(rng, 3)))
+    batch = new_items(unit(rng, 5), prefix="new")
+    with pytest.raises(DuplicateItem):
+        store.add_items("c", [*batch, *new_items(unit(rng, 1))])  # it00000 exists
+    with pytest.raises(DuplicateItem):
+        store.add_items("c", [batch[0], batch[0]])
+    wrong = new_items(unit(rng, 2, dim=DIM + 1), prefix="w")
+    with pytest.raises(DimensionMismatch):
+        store.add_items("c", [*batch, *wrong])
+    assert store.get_catalog("c").item_count == 3  # nothing of the refused batches was kept
+    with pytest.raises(DimensionMismatch):
+        store.search("c", unit(rng, 1, dim=DIM * 2), 3)
+    with pytest.raises(CatalogNotFound):
+        store.add_items("nope", batch)
+
+
+def test_search_is_exact_on_small_catalogs(store: CatalogStore) -> None:
+    rng = np.random.default_rng(2)
+    vecs = unit(rng, 300)
+    store.create_catalog("c", model_ref())
+    store.add_items("c", new_items(vecs))
+    queries = unit(rng, 5)
+    results = store.search("c", queries, 10)
+    for q, hits in zip(queries, results, strict=True):
+        assert [int(h.item.id[2:]) for h in hits] == brute_force(vecs, q, 10)
+        scores = [h.score for h in hits]
+        assert scores == sorted(scores, reverse=True)
+        np.testing.assert_allclose(scores[0], float(vecs[int(hits[0].item.id[2:])] @ q), atol=1e-4)
+    assert hits[0].item.metadata == {"n": int(hits[0].item.id[2:])}
+
+
+def test_label_filter_returns_k_when_they_exist(store: CatalogStore) -> None:
+    rng = np.random.default_rng(3)
+    vecs = unit(rng, 400)
+    labels = ["rare" if i % 40 == 0 else "common" for i in range(400)]  # 10 rare items
+    store.create_catalog("c", model_ref())
+    store.add_items("c", new_items(vecs, labels=labels))
+    q = unit(rng, 1)
+    rare = store.search("c", q, 10, label="rare")[0]
+    assert len(rare) == 10 and {h.item.label for h in rare} == {"rare"}
+    assert [int(h.item.id[2:]) for h in rare] == brute_force(
+        vecs, q[0], 10, np.array(labels) == "rare"
+    )
+    assert len(store.search("c", q, 50, label="rare")[0]) == 10  # all there are
+    assert store.search("c", q, 5, label="absent")[0] == []
+
+
+def test_query_item_is_excluded(store: CatalogStore) -> None:
+    rng = np.random.default_rng(4)
+    vecs = unit(rng, 50)
+    store.create_catalog("c", model_ref())
+    store.add_items("c", new_items(vecs))
+    q = store.get_vector("c", "it00007")
+    hits = store.search("c", q[None, :], 5, exclude=["it00007"])[0]
+    assert len(hits) == 5 and "it00007" not in [h.item.id for h in hits]
+    assert [int(h.item.id[2:]) for h in hits] == brute_force(vecs, q, 6)[1:]
+
+
+def test_deleted_items_never_come_back(make_store: StoreFactory) -> None:
+    rng = np.random.default_rng(5)
+    vecs = unit(rng, 60)
+    store = make_store()
+    store.create_catalog("c", model_ref())
+    store.add_items("c", new_items(vecs))
+    q = vecs[10:11]
+    assert store.search("c", q, 1)[0][0].item.id == "it00010"
+    store.delete_item("c", "it00010")
+    ids = [h.item.id for h in store.search("c", q, 60)[0]]
+    assert "it00010" not in ids and len(ids) == 59
+    # nor after a restart (a fresh view of the same data)
+    again = make_store()
+    ids = [h.item.id for h in again.search("c", q, 60)[0]]
+    assert "it00010" not in ids and len(ids) == 59
+    assert [p.id for p in again.list_items("c", limit=100).items].count("it00010") == 0
+    # a new item may reuse the id; the old vector does not resurface with it
+    again.add_items("c", new_items(unit(rng, 1), prefix="it00010-"))
+    assert again.search("c", q, 1)[0][0].item.id != "it00010"
+
+
+def test_writes_are_visible_to_other_views(make_store: StoreFactory) -> None:
+    """Another process (worker, build script) sharing the store sees adds and deletes."""
+    rng = np.random.default_rng(6)
+    a, b = make_store(), make_store()
+    a.create_catalog("c", model_ref())
+    vecs = unit(rng, 20)
+    a.add_items("c", new_items(vecs))
+    assert b.search("c", vecs[:1], 1)[0][0].item.id == "it00000"  # b builds its view
+    a.add_items("c", new_items(unit(rng, 1), prefix="late"))
+    a.delete_item("c", "it00000")
+    hits = b.search("c", vecs[:1], 21)[0]
+    assert "it00000" not in {h.item.id for h in hits} and "late00000" in {h.item.id for h in hits}
+
+
+def test_image_references_and_catalog_delete(store: CatalogStore) -> None:
+    rng = np.random.default_rng(7)
+    store.create_catalog("a", model_ref())
+    store.create_catalog("b", model_ref())
+    store.add_items("a", new_items(unit(rng, 3)))
+    store.add_items("b", new_items(unit(rng, 1)))  # shares image 0 with catalog a
+    assert store.image_in_use(f"{2:064x}")
+    shas = store.delete_catalog("a")
+    assert shas == {f"{i:064x}" for i in range(3)}
+    assert store.image_in_use(f"{0:064x}") and not store.image_in_use(f"{2:064x}")
+
+
+def test_rebind_replaces_vectors_and_model(store: CatalogStore) -> None:
+    rng = np.random.default_rng(8)
+    store.create_catalog("c", model_ref())
+    store.add_items("c", new_items(unit(rng, 10)))
+    new = unit(rng, 10)
+    rec = store.rebind_catalog(
+        "c", model_ref(sha="b" * 64), {f"it{i:05d}": new[i] for i in range(10)}
+    )
+    assert rec.model.sha256 == "b" * 64 and rec.item_count == 10
+    assert store.search("c", new[4:5], 1)[0][0].item.id == "it00004"
+    with pytest.raises(Exception, match="changed while"):
+        store.rebind_catalog("c", model_ref(sha="c" * 64), {"it00000": new[0]})
