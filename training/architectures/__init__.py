@@ -42,4 +42,4 @@ def create_model(
 
 
 def _import_all() -> None:
-    from training.architectures import small  # noqa: F401
+    from training.architectures import efficientnet_lite, modern, small  # noqa: F401

@@ -1,0 +1,223 @@
+"""CLI: python -m training {train,export,evaluate,lecture} ..."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from app.bundle import Bundle
+from training.data import DataNotFound
+
+logger = logging.getLogger("training")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.config import TrainConfig
+    from training.train import fit
+
+    cfg = TrainConfig.from_yaml(args.config)
+    if args.epochs is not None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": args.epochs})})
+    result = fit(
+        cfg,
+        data_dir=args.data_dir,
+        out_dir=args.out_dir,
+        runs_dir=args.runs_dir,
+        export=not args.no_export,
+    )
+    ex = result.export
+    print(f"run directory: {result.run_dir}")
+    print(f"training time: {result.train_seconds / 60:.1f} min, {result.epochs_run} epochs")
+    if ex is not None:
+        print(
+            f"Keras {result.datasets.arrays.test_split} accuracy: {ex.keras_test.accuracy:.4%} (n={ex.keras_test.n_samples})"
+        )
+        if ex.serving is not None and ex.bundle is not None:
+            print(
+                f"serving-path accuracy: {ex.serving.report.accuracy:.4%} "
+                f"(n={ex.serving.report.n_samples}), agreement with Keras {ex.agreement:.4%}"
+            )
+            print(f"bundle: {ex.bundle.path}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import keras
+
+    from training.config import TrainConfig
+    from training.datasets import load_arrays
+    from training.evaluate import evaluate_and_export
+    from training.export import hardware
+    from training.train import new_run_dir
+
+    cfg = TrainConfig.from_yaml(args.config)
+    model = keras.models.load_model(args.keras_model, compile=False)
+    arrays = load_arrays(cfg, args.data_dir)
+    training = {"hardware": hardware()}
+    previous = args.keras_model.parent / "metrics.json"
+    if previous.is_file():  # a run directory: keep what it recorded about training
+        training = json.loads(previous.read_text(encoding="utf-8")).get("training", training)
+    run_dir = new_run_dir(args.runs_dir, f"{cfg.name}-export")
+    (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    result = evaluate_and_export(
+        model,
+        cfg,
+        arrays,
+        run_dir=run_dir,
+        out_dir=args.out_dir or cfg.export.out_dir,
+        training=training,
+    )
+    assert result.bundle is not None and result.serving is not None
+    print(f"bundle: {result.bundle.path}")
+    print(
+        f"serving-path accuracy {result.serving.report.accuracy:.4%} (n={result.serving.report.n_samples}), "
+        f"agreement with Keras {result.agreement:.4%}; details in {result.metrics_path}"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from app.bundle import load_bundle
+    from training.metrics import evaluate_probs
+    from training.serving_eval import (
+        SERVING_PATH,
+        claimed_test_metrics,
+        evaluate_bundle,
+        official_test_split,
+    )
+
+    bundle = load_bundle(args.bundle)
+    if args.config is not None:
+        from training.config import TrainConfig
+        from training.datasets import load_arrays
+
+        arrays = load_arrays(TrainConfig.from_yaml(args.config), args.data_dir)
+        x = arrays.x_test_raw if arrays.x_test_raw is not None else arrays.x_test
+        y, dataset = arrays.y_test, arrays.dataset
+    else:
+        data = official_test_split(bundle.metadata, args.data_dir)
+        x, y = data.x_test, data.y_test
+        dataset = claimed_test_metrics(bundle.metadata).dataset
+    if args.limit is not None:
+        x, y = x[: args.limit], y[: args.limit]
+    result = evaluate_bundle(bundle, x, y)
+    r = result.report
+    print(f"{bundle.name}: {dataset} test, n={r.n_samples}, via {SERVING_PATH} [{result.provider}]")
+    print(
+        f"  accuracy {r.accuracy:.4%}  top-{r.top_k} {r.top_k_accuracy:.4%}  macro F1 {r.macro_f1:.4%}"
+    )
+    for c in r.per_class:
+        print(f"  {c.label:<14} P {c.precision:.3f} R {c.recall:.3f} F1 {c.f1:.3f} n={c.support}")
+    print(f"  {result.seconds:.1f} s ({result.seconds / max(1, r.n_samples) * 1e3:.2f} ms/image)")
+    keras_model = args.keras_model or _find_keras_model(bundle, args.runs_dir)
+    if keras_model is not None:
+        import keras
+
+        from training.evaluate import MIN_AGREEMENT, agreement, keras_probs
+
+        model = keras.models.load_model(keras_model, compile=False)
+        print(f"  Keras model: {keras_model}")
+        kp = keras_probs(model, np.asarray(x, dtype=np.float32))
+        agree = agreement(kp, result.probs)
+        k_acc = evaluate_probs(y, kp, bundle.labels).accuracy
+        print(f"  Keras accuracy {k_acc:.4%}; same top-1 as the serving path on {agree:.4%}")
+        if agree < MIN_AGREEMENT:
+            print(f"FAILED: agreement below {MIN_AGREEMENT:.1%}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _find_keras_model(bundle: Bundle, runs_dir: Path) -> Path | None:
+    """The run that produced this exact model.onnx (same sha256), if it is still on disk."""
+    sha = bundle.metadata.artifact.sha256
+    for run in sorted(runs_dir.glob(f"{bundle.name}-*"), reverse=True):
+        staged = run / "bundle" / bundle.name / "metadata.json"
+        keras_file = run / "model.keras"
+        if staged.is_file() and keras_file.is_file():
+            meta = json.loads(staged.read_text(encoding="utf-8"))
+            if meta.get("artifact", {}).get("sha256") == sha:
+                return keras_file
+    return None
+
+
+def _lecture(args: argparse.Namespace) -> int:
+    from training.lecture import run_lecture
+
+    run_lecture(
+        epochs=args.epochs,
+        data_dir=args.data_dir,
+        runs_dir=args.runs_dir,
+        doc=args.doc,
+        image=args.image,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a config, evaluate it and export its bundle")
+    train.add_argument("--config", type=Path, required=True)
+    train.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="data root (default ./data or $IMGCLASS_DATA); for folder configs, the image folder",
+    )
+    train.add_argument("--out-dir", type=Path, default=None, help="bundles folder (default models)")
+    train.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    train.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
+    train.add_argument("--no-export", action="store_true", help="train and evaluate only")
+    train.set_defaults(func=_train)
+
+    export = sub.add_parser("export", help="evaluate and export a saved Keras model")
+    export.add_argument("--keras-model", type=Path, required=True)
+    export.add_argument("--config", type=Path, required=True)
+    export.add_argument("--data-dir", type=Path, default=None)
+    export.add_argument("--out-dir", type=Path, default=None)
+    export.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    export.set_defaults(func=_export)
+
+    ev = sub.add_parser("evaluate", help="evaluate a bundle through the serving path")
+    ev.add_argument("--bundle", type=Path, required=True)
+    ev.add_argument("--limit", type=int, default=None, help="first N test images only")
+    ev.add_argument("--config", type=Path, default=None, help="take the test split from a config")
+    ev.add_argument("--keras-model", type=Path, default=None, help="compare with this Keras model")
+    ev.add_argument("--data-dir", type=Path, default=None)
+    ev.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), help="where to look for the Keras model"
+    )
+    ev.set_defaults(func=_evaluate)
+
+    lec = sub.add_parser("lecture", help="MLP vs lecture CNN on MNIST and shifted MNIST")
+    lec.add_argument("--epochs", type=int, default=None)
+    lec.add_argument("--data-dir", type=Path, default=None)
+    lec.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    lec.add_argument("--doc", type=Path, default=Path("docs/lecture-cnn-vs-mlp.md"))
+    lec.add_argument("--image", type=Path, default=Path("docs/img/lecture-cnn-vs-mlp.png"))
+    lec.set_defaults(func=_lecture)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except DataNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The lecture's lesson, measured: a dense network vs a small CNN on MNIST and shifted MNIST."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from training.config import TrainConfig
+from training.data import shift_images
+from training.evaluate import keras_probs
+from training.train import fit
+
+logger = logging.getLogger(__name__)
+
+CONFIGS = Path(__file__).parent / "configs"
+VARIANTS = (
+    ("MLP (`mlp`)", "lecture-mlp.yaml"),
+    ("CNN (`lecture_cnn`)", "lecture-cnn.yaml"),
+    ("CNN + random-shift augmentation", "lecture-cnn-augmented.yaml"),
+)
+SHIFTS = (0, 2, 4, 6)
+SHIFT_SEED = 2024  # the shifted test set is the same for every model and every run
+
+
+@dataclass(frozen=True)
+class LectureRow:
+    label: str
+    architecture: str
+    params: int
+    epochs: int
+    train_seconds: float
+    n_train: int
+    accuracy: dict[int, float]  # max shift in px -> test accuracy
+
+
+def _measure(cfg: TrainConfig, label: str, data_dir: Path | None, runs_dir: Path) -> LectureRow:
+    result = fit(cfg, data_dir=data_dir, runs_dir=runs_dir, export=False)
+    arrays = result.datasets.arrays
+    acc: dict[int, float] = {}
+    for shift in SHIFTS:
+        x = arrays.x_test if shift == 0 else shift_images(arrays.x_test, shift, SHIFT_SEED)[0]
+        probs = keras_probs(result.model, x)
+        acc[shift] = float(np.mean(probs.argmax(1) == arrays.y_test))
+        logger.info("%s: max shift %d px -> accuracy %.4f", label, shift, acc[shift])
+    return LectureRow(
+        label=label,
+        architecture=cfg.model.architecture,
+        params=int(result.model.count_params()),
+        epochs=result.epochs_run,
+        train_seconds=result.train_seconds,
+        n_train=len(arrays.y_train),
+        accuracy=acc,
+    )
+
+
+def _plot(rows: list[LectureRow], path: Path, n_test: int) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for row in rows:
+        ax.plot(SHIFTS, [row.accuracy[s] * 100 for s in SHIFTS], marker="o", label=row.label)
+    ax.set_xlabel("test digits shifted by a random offset of up to +-N px (both axes)")
+    ax.set_ylabel(f"MNIST test accuracy, % (n={n_test:,})")
+    ax.set_xticks(SHIFTS)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render(rows: list[LectureRow], n_test: int, image: str, hardware: str) -> str:
+    header = " | ".join(f"shift <= {s} px" if s else "test (unshifted)" for s in SHIFTS)
+    lines = [
+        "# The lecture's lesson, measured: dense network vs CNN on shifted digits",
+        "",
+        "The lecture's claim: a dense network (MLP) learns *where* strokes are, so it breaks when a "
+        "digit moves; a convolution learns *what* a stroke looks like anywhere, and pooling adds some "
+        "tolerance to position. Here both are trained on the same MNIST data and tested on the "
+        "official MNIST test set and on shifted copies of it.",
+        "",
+        "Reproduce: `python -m training lecture` (configs `training/configs/lecture-*.yaml`; "
+        "numbers below are from one run with the configs' fixed seeds).",
+        "",
+        "## Setup",
+        f"- Training: MNIST official training split minus a stratified validation split of 10% "
+        f"({rows[0].n_train:,} training images), no augmentation unless stated; "
+        "best validation epoch restored.",
+        f"- Test: the official MNIST test split, n = {n_test:,}. Shifted test: every test digit "
+        "moved by a random (dy, dx), each uniform in [-N, N] px, zero-filled; one fixed seed "
+        f"({SHIFT_SEED}), the same shifted images for every model. 28x28 images, so 6 px is over a "
+        "fifth of the side.",
+        f"- Hardware: {hardware}.",
+        "",
+        "## Results (test accuracy, n = " + f"{n_test:,} per column)",
+        "",
+        f"| model | params | epochs | train time | {header} |",
+        "|---" * (4 + len(SHIFTS)) + "|",
+    ]
+    for r in rows:
+        accs = " | ".join(f"{r.accuracy[s] * 100:.2f}%" for s in SHIFTS)
+        lines.append(
+            f"| {r.label} | {r.params:,} | {r.epochs} | {r.train_seconds:.0f} s | {accs} |"
+        )
+    mlp, cnn = rows[0], rows[1]
+    worst = SHIFTS[-1]
+
+    def drop(r: LectureRow) -> float:
+        return (r.accuracy[0] - r.accuracy[worst]) * 100
+
+    lines += [
+        "",
+        f"![accuracy vs shift]({image})",
+        "",
+        "## What it shows",
+        f"- Unshifted: CNN {cnn.accuracy[0] * 100:.2f}% vs MLP {mlp.accuracy[0] * 100:.2f}% "
+        f"({(cnn.accuracy[0] - mlp.accuracy[0]) * 100:+.2f} points for the CNN).",
+        f"- Shifted by up to +-{worst} px: MLP {mlp.accuracy[worst] * 100:.2f}% "
+        f"({-drop(mlp):+.1f} points), CNN {cnn.accuracy[worst] * 100:.2f}% ({-drop(cnn):+.1f} points). "
+        + (
+            "The CNN keeps more of its accuracy, as the lecture says."
+            if drop(cnn) < drop(mlp)
+            else "Here the CNN does not keep more of its accuracy than the MLP."
+        ),
+        "- The lecture CNN has a single convolution and one 2x2 pooling followed by a dense layer "
+        "over the whole feature map, so by construction it is only partly translation-invariant: "
+        "the dense layer still learns positions.",
+    ]
+    if len(rows) > 2:
+        aug = rows[2]
+        lines.append(
+            f"- The same CNN trained with random shifts of up to +-6 px: {aug.accuracy[worst] * 100:.2f}% "
+            f"on the +-{worst} px test ({-drop(aug):+.1f} points from its unshifted "
+            f"{aug.accuracy[0] * 100:.2f}%). "
+            + (
+                "Showing the network shifted digits during training buys far more robustness "
+                "than the architecture alone."
+                if drop(aug) < drop(cnn) / 2
+                else "Here augmentation did not make it much more robust."
+            )
+        )
+    lines += [
+        "- Single runs with one seed each: differences of a few tenths of a point are noise. With "
+        "n = 10,000 the 95% interval of an accuracy near 98% is about +-0.3 points, near 50% about "
+        "+-1 point.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_lecture(
+    *,
+    epochs: int | None,
+    data_dir: Path | None,
+    runs_dir: Path,
+    doc: Path,
+    image: Path,
+) -> list[LectureRow]:
+    from training.export import hardware
+
+    t0 = time.perf_counter()
+    rows: list[LectureRow] = []
+    for label, name in VARIANTS:
+        cfg = TrainConfig.from_yaml(CONFIGS / name)
+        if epochs is not None:
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epochs})})
+        rows.append(_measure(cfg, label, data_dir, runs_dir))
+    n_test = 10_000
+    _plot(rows, image, n_test)
+    rel = image.relative_to(doc.parent) if image.is_relative_to(doc.parent) else image
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(render(rows, n_test, str(rel), hardware()), encoding="utf-8")
+    logger.info("lecture comparison written to %s in %.0f s", doc, time.perf_counter() - t0)
+    return rows
