@@ -14,7 +14,32 @@ from training.data import DataNotFound
 logger = logging.getLogger("training")
 
 
+def _recipe(config: Path) -> str:
+    """Which recipe a YAML config is for: `transfer`, `pretrained` or the default `scratch`."""
+    import yaml
+
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    return str(raw.get("recipe", "scratch")) if isinstance(raw, dict) else "scratch"
+
+
 def _train(args: argparse.Namespace) -> int:
+    recipe = _recipe(args.config)
+    if recipe == "transfer":  # frozen pretrained backbone + head from an image folder
+        from training.transfer import train_transfer
+
+        res = train_transfer(args.config, args.data_dir, args.out_dir)
+        print(f"run directory: {res.run_dir}")
+        print(
+            f"held-out accuracy: {res.test_accuracy:.4%} (n={res.n_test}; "
+            f"train {res.n_train}, val {res.n_val})"
+        )
+        print(f"bundle: {res.bundle.path}")
+        return 0
+    if recipe == "pretrained":  # imagenet / bird: the pretrained network as it is
+        from training.pretrained import build
+
+        print(f"bundle: {build(args.config, args.out_dir).path}")
+        return 0
     from training.config import TrainConfig
     from training.train import fit
 

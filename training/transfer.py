@@ -6,7 +6,7 @@ embeddings in seconds -> optional fine-tune of the top blocks at a low learning 
 BatchNorm frozen -> held-out evaluation of the exported ONNX -> bundle.
 
 Images go through the server's own ingestion (app.imaging), so training sees what serving sees.
-CLI: ``python -m training.transfer --config training/configs/santa.yaml --data-dir DIR``.
+CLI: ``python -m training train --config training/configs/santa.yaml --data-dir DIR``.
 """
 
 from __future__ import annotations
