@@ -79,7 +79,9 @@ def _export(args: argparse.Namespace) -> int:
     from training.train import new_run_dir
 
     cfg = TrainConfig.from_yaml(args.config)
-    model = keras.models.load_model(args.keras_model, compile=False)
+    from training.tta import for_export
+
+    model = for_export(keras.models.load_model(args.keras_model, compile=False), cfg)
     arrays = load_arrays(cfg, args.data_dir)
     training = {"hardware": hardware()}
     previous = args.keras_model.parent / "metrics.json"
@@ -144,6 +146,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         import keras
 
         from training.evaluate import MIN_AGREEMENT, agreement, keras_probs
+        from training.tta import HorizontalFlip  # noqa: F401  (registers the layer for loading)
 
         model = keras.models.load_model(keras_model, compile=False)
         print(f"  Keras model: {keras_model}")

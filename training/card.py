@@ -64,8 +64,9 @@ def render_card(
         f"{minutes / 60:.1f} min ({training.get('epochs_run', '?')} epochs, best epoch "
         f"{training.get('best_epoch', '?')} restored) on {training.get('hardware', 'unknown hardware')}"
         + (
-            f", shared with other jobs (mean 1-minute load average {training['mean_load_avg_1m']})"
-            if training.get("mean_load_avg_1m", 0) > 2.5
+            f" (mean 1-minute load average during training {training['mean_load_avg_1m']}; "
+            "about 2 is this job alone on 2 CPUs, more means other jobs shared the machine)"
+            if "mean_load_avg_1m" in training
             else ""
         )
         if minutes is not None
@@ -96,6 +97,14 @@ def render_card(
         f"label smoothing {t.label_smoothing}, batch {t.batch_size}, up to {t.epochs} epochs, "
         f"seed {cfg.seed}, precision {t.precision}.",
         f"- Augmentation (training only): {_augment_text(cfg)}.",
+        *(
+            [
+                "- Test-time augmentation in the graph: the prediction (and the embedding) is the "
+                "mean over the image and its mirror image, so left-right mirroring never changes it."
+            ]
+            if cfg.model.flip_tta
+            else []
+        ),
         f"- Training time: {time_text}.",
         f"- Reproduce: `python -m training train --config training/configs/{cfg.name}.yaml`.",
         "",

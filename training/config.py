@@ -42,6 +42,9 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     architecture: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    # Ship mean(model(x), model(mirror(x))) as one graph (training/tta.py); only where a mirror
+    # image is the same class (clothes yes, digits no).
+    flip_tta: bool = False
 
 
 class AugmentConfig(_Section):

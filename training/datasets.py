@@ -76,6 +76,8 @@ def _source_arrays(cfg: TrainConfig, data_dir: Path | None) -> ArraySplits:
         return load_cifar10(folder, d.binary_positive)
     if folder is None:
         raise ValueError("data.source 'folder' needs data.path (or --data-dir)")
+    if d.test_fraction <= 0:
+        raise ValueError("an image folder has no official test split: set data.test_fraction > 0")
     x, y, names = load_image_folder(folder, cfg.input)
     rest, test = stratified_split(y, d.test_fraction, cfg.seed + 1)
     return ArraySplits(x[rest], y[rest], x[test], y[test], names)

@@ -42,10 +42,13 @@ class ExportResult:
 def keras_probs(
     model: keras.Model, x: npt.NDArray[Any], batch_size: int = 512
 ) -> npt.NDArray[np.float32]:
-    out = [
-        np.asarray(model(np.asarray(x[i : i + batch_size], dtype=np.float32), training=False))
-        for i in range(0, len(x), batch_size)
-    ]
+    """Softmax outputs (the first output where a model has several) in batches."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        result = model(np.asarray(x[i : i + batch_size], dtype=np.float32), training=False)
+        if isinstance(result, list | tuple):
+            result = result[0]
+        out.append(np.asarray(result))
     return np.concatenate(out).astype(np.float32)
 
 
@@ -65,7 +68,12 @@ def _provenance(cfg: TrainConfig, arrays: SplitArrays, training: dict[str, Any])
         "epochs": training.get("epochs_run"),
         "seed": cfg.seed,
         "training_time_s": training.get("train_seconds"),
-        "notes": f"best epoch {training.get('best_epoch')} restored; config training/configs/{cfg.name}.yaml",
+        "notes": f"best epoch {training.get('best_epoch')} restored; config training/configs/{cfg.name}.yaml"
+        + (
+            "; prediction = mean over the image and its mirror (in the graph)"
+            if cfg.model.flip_tta
+            else ""
+        ),
     }
     if training.get("hardware"):
         prov["hardware"] = training["hardware"]

@@ -20,6 +20,7 @@ from training.datasets import Datasets, make_datasets
 from training.evaluate import ExportResult, evaluate_and_export
 from training.export import hardware
 from training.plots import plot_history, read_history
+from training.tta import for_export
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ def fit(
     model.load_weights(run_dir / "best.weights.h5")  # best validation epoch, not the last
     if cfg.train.precision != "float32":
         model = _float32_copy(model, cfg, data.arrays.num_classes)
+    model = for_export(model, cfg)  # what is evaluated and shipped
     model.save(run_dir / "model.keras")
 
     history = read_history(run_dir / "history.csv")

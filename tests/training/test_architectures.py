@@ -55,3 +55,31 @@ def test_export_parity_with_batch_norm(name: str, tmp_path: Path, fashion_mnist)
     assert parity.max_abs_diff_probs <= 1e-4 and parity.top1_agreement == 1.0
     out = OnnxModel(bundle, ["CPUExecutionProvider"]).run(x[:4])
     assert out.embedding is not None and out.embedding.shape == (4, 16)
+
+
+def test_flip_tta_exports_as_one_flip_invariant_graph(tmp_path: Path, fashion_mnist) -> None:  # type: ignore[no-untyped-def]
+    from training.tta import has_flip_tta, with_flip_tta
+
+    keras.utils.set_random_seed(1)
+    base = create_model("tiny_cnn", (28, 28, 1), 10)
+    model = with_flip_tta(base)
+    assert has_flip_tta(model) and model.count_params() == base.count_params()
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    x = fashion_mnist.x_test[:32].astype(np.float32)
+    np.testing.assert_allclose(np.asarray(again(x)[0]), np.asarray(model(x)[0]), atol=1e-6)
+    bundle, parity = export_bundle(
+        again,
+        out_dir=tmp_path,
+        name="tta",
+        labels=fashion_mnist.class_names,
+        input_spec=InputSpec(height=28, width=28, channels=1, color="gray"),
+        parity_inputs=x,
+        provenance={"data_source": "test", "architecture": "tiny_cnn"},
+    )
+    assert parity.max_abs_diff_probs <= 1e-4
+    onnx_model = OnnxModel(bundle, ["CPUExecutionProvider"])
+    out, mirrored = onnx_model.run(x), onnx_model.run(np.ascontiguousarray(x[:, :, ::-1]))
+    np.testing.assert_allclose(out.probs, mirrored.probs, atol=1e-5)
+    base_probs = np.asarray(base(x))
+    assert not np.allclose(out.probs, base_probs, atol=1e-3)  # the mirror really contributes
