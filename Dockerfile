@@ -14,6 +14,9 @@ ARG CUDA_IMAGE=nvidia/cuda:13.0.0-cudnn-runtime-ubuntu22.04
 
 # ---------------------------------------------------------------- CPU: build the venv
 FROM ${PYTHON_IMAGE} AS builder
+# Which pinned set to install: requirements.txt (the server), or requirements-milvus.txt
+# (also pymilvus, for IMGCLASS_VECTOR_STORE=milvus://...; scripts/build-wheelhouse --milvus).
+ARG REQUIREMENTS=requirements.txt
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 COPY .wheelhouse/ /wheelhouse/
@@ -23,7 +26,7 @@ COPY .wheelhouse/ /wheelhouse/
 # pip and setuptools leave afterwards: nothing is installed at run time.
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheelhouse \
-        --no-deps --requirement /wheelhouse/requirements.txt \
+        --no-deps --requirement "/wheelhouse/${REQUIREMENTS}" \
  && /opt/venv/bin/pip check \
  && /opt/venv/bin/python -c "import app.main, onnxruntime" \
  && /opt/venv/bin/pip uninstall --quiet --yes pip setuptools \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 
+pytest_plugins = ["tests.milvus_server"]
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("IMGCLASS_DATA", ROOT / "data"))
 FETCH_HINT = "run scripts/fetch-data (the README's test command does it)"
@@ -22,6 +25,13 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 TINY_SEED = 1234
 TINY_TRAIN_N = 3000
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def require(path: Path) -> Path:

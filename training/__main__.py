@@ -89,6 +89,7 @@ def _export(args: argparse.Namespace) -> int:
         training = json.loads(previous.read_text(encoding="utf-8")).get("training", training)
     run_dir = new_run_dir(args.runs_dir, f"{cfg.name}-export")
     (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    model.save(run_dir / "model.keras")  # the exact model behind the bundle, for `evaluate`
     result = evaluate_and_export(
         model,
         cfg,

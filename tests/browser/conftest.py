@@ -7,7 +7,6 @@ without them every browser test is skipped with that hint. No browser is ever do
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import DATA, ROOT, TINY_SEED, require
+from tests.conftest import DATA, ROOT, TINY_SEED, free_port, require
 
 CHROMIUM = Path(os.environ.get("IMGCLASS_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -44,13 +43,6 @@ PHONE = {
     "is_mobile": True,
     "has_touch": True,
 }
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _export_tiny_seven(out: Path) -> None:
@@ -135,7 +127,7 @@ def browser_models_dir(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathF
 def server(browser_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real service (uvicorn subprocess, background loading) on a free loopback port."""
     tmp = tmp_path_factory.mktemp("browser-server")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "IMGCLASS_MODELS_DIR": str(browser_models_dir),

@@ -180,23 +180,45 @@ def test_gpu_target_swaps_in_onnxruntime_gpu_on_cuda() -> None:
     assert _env(_stage("gpu"))["IMGCLASS_PROVIDERS"] == "cuda"
 
 
+def test_milvus_profile_builds_the_cpu_image_with_pymilvus() -> None:
+    builder = _stage("builder")
+    assert "REQUIREMENTS=requirements.txt" in _values(builder, "ARG")
+    assert '"/wheelhouse/${REQUIREMENTS}"' in " ".join(_values(builder, "RUN"))
+    services = _compose(COMPOSE)["services"]
+    api, milvus_api = services["api"], services["api-milvus"]
+    assert milvus_api["profiles"] == ["milvus"]
+    assert milvus_api["build"]["target"] == "runtime"
+    assert milvus_api["build"]["args"] == {"REQUIREMENTS": "requirements-milvus.txt"}
+    assert "args" not in api["build"], "the default image installs requirements.txt only"
+    assert milvus_api["image"] != api["image"], "the two variants must not share a tag"
+    assert milvus_api["environment"]["IMGCLASS_VECTOR_STORE"].startswith("milvus://")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert any(d.startswith("pymilvus") for d in project["optional-dependencies"]["milvus"])
+
+
 def test_server_dependencies_have_no_tensorflow() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     leaked = [d for d in project["dependencies"] if TRAINING_ONLY.search(d)]
     assert not leaked, f"base (server) dependencies pull training packages: {leaked}"
 
 
+def _pins(lock: Path) -> dict[str, str]:
+    rows = lock.read_text(encoding="utf-8").splitlines()
+    return dict(line.split("==", 1) for line in rows if line and not line.startswith("#"))
+
+
 def test_wheelhouse_lock_has_no_tensorflow() -> None:
     lock = ROOT / ".wheelhouse" / "requirements.txt"
     if not lock.is_file():
         pytest.skip("no .wheelhouse/requirements.txt: run scripts/build-wheelhouse")
-    names = [
-        line.split("==")[0]
-        for line in lock.read_text(encoding="utf-8").splitlines()
-        if line and not line.startswith("#")
-    ]
-    assert "imgclass" in names and "onnxruntime" in names
-    assert not [n for n in names if TRAINING_ONLY.search(n)]
+    base = _pins(lock)
+    assert "imgclass" in base and "onnxruntime" in base
+    assert not [n for n in base if TRAINING_ONLY.search(n)]
+    milvus_lock = lock.with_name("requirements-milvus.txt")
+    if milvus_lock.is_file():  # scripts/build-wheelhouse --milvus (scripts/ci-docker runs it)
+        pins = _pins(milvus_lock)
+        assert "pymilvus" in pins and not [n for n in pins if TRAINING_ONLY.search(n)]
+        assert {n: pins.get(n) for n in base} == base, "the milvus set must keep the base pins"
 
 
 def test_dockerignore_keeps_context_small_but_keeps_inputs() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,13 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import ROOT, free_port
 
 
 class Server:
@@ -34,7 +27,7 @@ class Server:
         self.url = ""
 
     def start(self) -> None:
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "IMGCLASS_MODELS_DIR": str(self.models),
