@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,53 +54,86 @@ def fashion_mnist():  # type: ignore[no-untyped-def]
     return load_fashion_mnist(DATA / "fashion-mnist")
 
 
-@pytest.fixture(scope="session")
-def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory, fashion_mnist) -> Path:  # type: ignore[no-untyped-def]
-    """A models/ folder holding one real bundle, `tiny`: a small CNN trained for a few seconds
-    on 3,000 Fashion-MNIST training images and exported through training.export."""
+def fit_tiny(x: np.ndarray, y: np.ndarray, num_classes: int, epochs: int):  # type: ignore[no-untyped-def]
+    """The fixture recipe: `tiny_cnn`, seeded, Adam 2e-3, a few epochs on a few thousand
+    images (seconds on a CPU)."""
     import keras
 
-    from app.bundle import InputSpec, Metrics
     from training.architectures import create_model
-    from training.export import export_bundle
 
     keras.utils.set_random_seed(TINY_SEED)
-    data = fashion_mnist
-    model = create_model("tiny_cnn", (28, 28, 1), len(data.class_names))
+    model = create_model("tiny_cnn", (28, 28, 1), num_classes)
     model.compile(
         optimizer=keras.optimizers.Adam(2e-3),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    x = data.x_train[:TINY_TRAIN_N].astype(np.float32)
-    y = data.y_train[:TINY_TRAIN_N]
-    model.fit(x, y, epochs=4, batch_size=64, verbose=0)
-    x_test = data.x_test[:1000].astype(np.float32)
-    _, acc = model.evaluate(x_test, data.y_test[:1000], verbose=0)
-    out = tmp_path_factory.mktemp("models")
+    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    return model
+
+
+def export_tiny(  # type: ignore[no-untyped-def]
+    model,
+    out: Path,
+    *,
+    name: str,
+    labels: Sequence[str],
+    parity_inputs: np.ndarray,
+    description: str,
+    metrics,
+    data_source: str,
+    epochs: int,
+) -> None:
+    """Export a `fit_tiny` model as a 28x28 gray bundle through training.export."""
+    from app.bundle import InputSpec
+    from training.export import export_bundle
+
     export_bundle(
         model,
         out_dir=out,
-        name="tiny",
-        labels=data.class_names,
+        name=name,
+        labels=labels,
         input_spec=InputSpec(height=28, width=28, channels=1, color="gray"),
-        parity_inputs=x_test[:64],
-        description="Tiny test CNN on Fashion-MNIST (test fixture)",
-        metrics=[
-            Metrics(
-                dataset="Fashion-MNIST",
-                split="test[:1000]",
-                n_samples=1000,
-                accuracy=float(acc),
-                evaluated_with="keras",
-            )
-        ],
+        parity_inputs=parity_inputs,
+        description=description,
+        metrics=[metrics],
         provenance={
-            "data_source": f"Fashion-MNIST train[:{TINY_TRAIN_N}]",
+            "data_source": data_source,
             "architecture": "tiny_cnn",
-            "epochs": 4,
+            "epochs": epochs,
             "seed": TINY_SEED,
         },
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory, fashion_mnist) -> Path:  # type: ignore[no-untyped-def]
+    """A models/ folder holding one real bundle, `tiny`: a small CNN trained for a few seconds
+    on 3,000 Fashion-MNIST training images and exported through training.export."""
+    from app.bundle import Metrics
+
+    data = fashion_mnist
+    x = data.x_train[:TINY_TRAIN_N].astype(np.float32)
+    model = fit_tiny(x, data.y_train[:TINY_TRAIN_N], len(data.class_names), epochs=4)
+    x_test = data.x_test[:1000].astype(np.float32)
+    _, acc = model.evaluate(x_test, data.y_test[:1000], verbose=0)
+    out = tmp_path_factory.mktemp("models")
+    export_tiny(
+        model,
+        out,
+        name="tiny",
+        labels=data.class_names,
+        parity_inputs=x_test[:64],
+        description="Tiny test CNN on Fashion-MNIST (test fixture)",
+        metrics=Metrics(
+            dataset="Fashion-MNIST",
+            split="test[:1000]",
+            n_samples=1000,
+            accuracy=float(acc),
+            evaluated_with="keras",
+        ),
+        data_source=f"Fashion-MNIST train[:{TINY_TRAIN_N}]",
+        epochs=4,
     )
     return out
 

@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import DATA, ROOT, TINY_SEED, free_port, require
+from tests.conftest import DATA, ROOT, export_tiny, fit_tiny, free_port, require
 
 CHROMIUM = Path(os.environ.get("IMGCLASS_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -48,56 +48,39 @@ PHONE = {
 def _export_tiny_seven(out: Path) -> None:
     """A second, binary bundle (`tiny-seven`: MNIST 'seven' vs the rest) so the page has two
     models to switch between and a yes/no verdict to show. Same recipe as `tiny_models_dir`."""
-    import keras
-
-    from app.bundle import InputSpec, Metrics
-    from training.architectures import create_model
+    from app.bundle import Metrics
     from training.data import load_mnist
-    from training.export import export_bundle
 
     require(DATA / "mnist")
     data = load_mnist(DATA / "mnist")
-    keras.utils.set_random_seed(TINY_SEED)
-    labels = ("not_seven", "seven")
     n = 4000
     x = data.x_train[:n].astype(np.float32)
     y = (data.y_train[:n] == 7).astype(np.int64)
-    model = create_model("tiny_cnn", (28, 28, 1), 2)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=3, batch_size=64, verbose=0)
+    model = fit_tiny(x, y, 2, epochs=3)
     x_test = data.x_test[:1000].astype(np.float32)
     y_test = (data.y_test[:1000] == 7).astype(np.int64)
     pred = (model.predict(x_test, verbose=0)[:, 1] >= 0.5).astype(np.int64)
     tp = int(((pred == 1) & (y_test == 1)).sum())
-    precision = tp / max(1, int((pred == 1).sum()))
-    recall = tp / max(1, int((y_test == 1).sum()))
-    export_bundle(
+    export_tiny(
         model,
-        out_dir=out,
+        out,
         name="tiny-seven",
-        labels=labels,
-        input_spec=InputSpec(height=28, width=28, channels=1, color="gray"),
+        labels=("not_seven", "seven"),
         parity_inputs=x_test[:64],
         description="Is it a handwritten seven? Tiny binary CNN on MNIST (browser-test fixture)",
-        metrics=[
-            Metrics(
-                dataset="MNIST",
-                split="test",
-                n_samples=1000,
-                accuracy=float((pred == y_test).mean()),
-                precision=precision,
-                recall=recall,
-                threshold=0.5,
-                positive_label="seven",
-                evaluated_with="keras",
-            )
-        ],
-        provenance={
-            "data_source": f"MNIST train[:{n}], one-vs-rest on 7",
-            "architecture": "tiny_cnn",
-            "epochs": 3,
-            "seed": TINY_SEED,
-        },
+        metrics=Metrics(
+            dataset="MNIST",
+            split="test",
+            n_samples=1000,
+            accuracy=float((pred == y_test).mean()),
+            precision=tp / max(1, int((pred == 1).sum())),
+            recall=tp / max(1, int((y_test == 1).sum())),
+            threshold=0.5,
+            positive_label="seven",
+            evaluated_with="keras",
+        ),
+        data_source=f"MNIST train[:{n}], one-vs-rest on 7",
+        epochs=3,
     )
 
 
