@@ -86,14 +86,18 @@ class InputSpec(_Strict):
     pixel_range: tuple[float, float] = (0.0, 255.0)
     normalization: Normalization = Normalization()
     dtype: Literal["float32"] = "float32"
-    # Invert gray levels before scaling (e.g. a model trained on light-on-dark digits
-    # served dark-on-light photos). Applied after colour conversion.
-    invert: bool = False
+    # Invert gray levels after decoding, before resizing: True always (a model trained on
+    # dark-on-light images); "auto" (gray models trained light-on-dark, like MNIST and
+    # Fashion-MNIST) only images whose border is light, i.e. a dark object on a light
+    # background such as ink on paper or a product shot on white.
+    invert: bool | Literal["auto"] = False
 
     @model_validator(mode="after")
     def _check(self) -> InputSpec:
         if (self.color == "gray") != (self.channels == 1):
             raise ValueError("color 'gray' goes with channels=1 and 'rgb' with channels=3")
+        if self.invert == "auto" and self.color != "gray":
+            raise ValueError("invert 'auto' is for gray models (light objects on dark)")
         norm = self.normalization
         if norm.mean is not None and len(norm.mean) != self.channels:
             raise ValueError("normalization mean/std need one value per channel")

@@ -85,6 +85,7 @@ def classify(
                     frames=info.frames,
                     decoded_width=info.decoded_width,
                     decoded_height=info.decoded_height,
+                    inverted=info.inverted,
                 ),
                 timings=ImageTimings(
                     decode_ms=round(im.decode_ms, 3),

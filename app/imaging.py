@@ -8,8 +8,8 @@ from __future__ import annotations
 import io
 import time
 import warnings
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +53,7 @@ class ImageInfo:
     frames: int
     decoded_width: int  # size actually decoded (smaller than width/height after a JPEG draft)
     decoded_height: int
+    inverted: bool = False  # gray levels inverted (the bundle's input.invert)
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,35 @@ def decode(data: bytes, spec: InputSpec, limits: ImageLimits) -> tuple[Image.Ima
     return flat, info
 
 
+# Border median at or above this (0-255) counts as a light background.
+LIGHT_BORDER = 128
+
+
+def border_is_light(pixels: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """For gray images (..., H, W): is the median of the outer ring (4% of the shorter side,
+    at least 1 px) light? Vectorised over leading axes, so it serves a batch as well."""
+    h, w = pixels.shape[-2:]
+    t = max(1, round(min(h, w) * 0.04))
+    lead = pixels.shape[:-2]
+    ring = np.concatenate(
+        [
+            pixels[..., :t, :].reshape(*lead, -1),
+            pixels[..., h - t :, :].reshape(*lead, -1),
+            pixels[..., t : h - t, :t].reshape(*lead, -1),
+            pixels[..., t : h - t, w - t :].reshape(*lead, -1),
+        ],
+        axis=-1,
+    )
+    return np.asarray(np.median(ring, axis=-1) >= LIGHT_BORDER)
+
+
+def should_invert(img: Image.Image, spec: InputSpec) -> bool:
+    """The bundle's polarity policy for one decoded image (see InputSpec.invert)."""
+    if spec.invert == "auto":
+        return img.mode == "L" and bool(border_is_light(np.asarray(img)))
+    return bool(spec.invert)
+
+
 def resize(img: Image.Image, spec: InputSpec) -> Image.Image:
     """Bring an image to spec.width x spec.height per the bundle's resize mode."""
     tw, th = spec.width, spec.height
@@ -242,12 +272,11 @@ def resize(img: Image.Image, spec: InputSpec) -> Image.Image:
 
 
 def to_array(img: Image.Image, spec: InputSpec) -> npt.NDArray[np.float32]:
-    """Pixels -> float32 H x W x C in the bundle's range and normalisation."""
+    """Pixels -> float32 H x W x C in the bundle's range and normalisation (inversion, when
+    the bundle asks for it, happens on the image before resizing: see `prepare`)."""
     arr = np.asarray(img, dtype=np.float32)
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    if spec.invert:
-        arr = 255.0 - arr
     lo, hi = spec.pixel_range
     if (lo, hi) != (0.0, 255.0):
         arr = (arr * np.float32((hi - lo) / 255.0) + np.float32(lo)).astype(np.float32)
@@ -264,6 +293,10 @@ def prepare(data: bytes, spec: InputSpec, limits: ImageLimits) -> PreparedImage:
     t0 = time.perf_counter()
     img, info = decode(data, spec, limits)
     t1 = time.perf_counter()
+    if should_invert(img, spec):
+        # Before resizing, so letterbox padding keeps the model's own background value.
+        img = ImageOps.invert(img)
+        info = replace(info, inverted=True)
     array = to_array(resize(img, spec), spec)
     t2 = time.perf_counter()
     return PreparedImage(

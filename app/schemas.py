@@ -68,6 +68,11 @@ class ImageMeta(BaseModel):
     frames: int = Field(description="frames in the file; only the first is classified")
     decoded_width: int
     decoded_height: int
+    inverted: bool = Field(
+        default=False,
+        description="gray levels were inverted before classifying (the model's input.invert: "
+        "always, or 'auto' for a dark object on a light background)",
+    )
 
 
 class ImageTimings(BaseModel):

@@ -43,6 +43,17 @@ def _augment_text(cfg: TrainConfig) -> str:
     return ", ".join(parts) if parts else "none"
 
 
+_POLARITY = {
+    "False": "",
+    "True": "; gray levels inverted before resizing (the model was trained dark on light)",
+    "auto": (
+        "; polarity `auto`: an image with a light border (a dark object on a light background, "
+        "such as ink on paper or a product shot on white) is inverted before resizing, so it "
+        "reaches the model light on dark like the training images"
+    ),
+}
+
+
 def render_card(
     cfg: TrainConfig,
     *,
@@ -55,6 +66,7 @@ def render_card(
     agreement: float,
     training: dict[str, Any],
     params: int,
+    inverted_accuracy: float | None = None,
 ) -> str:
     """Markdown for the bundle's README.md."""
     t = cfg.train
@@ -82,7 +94,9 @@ def render_card(
         f"- Training: {sizes['train']:,} images; validation (stratified, from the official "
         f"training split, picks the checkpoint): {sizes['val']:,}; {test_split} split: {sizes['test']:,}.",
         f"- Input: {spec.height}x{spec.width} {spec.color}, pixels 0-255 (scaling is inside the "
-        f"graph), resize `{spec.resize.mode}`/{spec.resize.interpolation}.",
+        f"graph), resize `{spec.resize.mode}`/{spec.resize.interpolation}"
+        + _POLARITY[str(spec.invert)]
+        + ".",
         "",
         "## Architecture and training",
         f"- `{cfg.model.architecture}`"
@@ -120,6 +134,14 @@ def render_card(
         f"{_pct(serving.macro_recall)} / {_pct(serving.macro_f1)} |",
         f"| Keras accuracy on the same images | {_pct(keras_report.accuracy)} |",
         f"| serving path = Keras top-1 | {_pct(agreement)} of {serving.n_samples:,} images |",
+        *(
+            [
+                f"| accuracy, the same images inverted (dark on light; `invert: auto`) "
+                f"| {_pct(inverted_accuracy)} |"
+            ]
+            if inverted_accuracy is not None
+            else []
+        ),
         "",
         "Per class:",
         "",

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from app.bundle import Bundle
+from app.bundle import Bundle, Metrics
 from training.card import render_card
 from training.config import TrainConfig
 from training.datasets import SplitArrays
@@ -78,6 +78,24 @@ def _provenance(cfg: TrainConfig, arrays: SplitArrays, training: dict[str, Any])
     if training.get("hardware"):
         prov["hardware"] = training["hardware"]
     return prov
+
+
+INVERTED_NOTES = (
+    "every test image inverted (255 - x: dark on light, as photographed on paper or a white "
+    "background) -> input.invert auto -> the serving path"
+)
+
+
+def inverted_test_metric(
+    bundle: Bundle, raw_test: npt.NDArray[Any], arrays: SplitArrays
+) -> Metrics:
+    """The test split again, every image inverted, through the serving path: what the
+    `invert: auto` policy recovers."""
+    result = evaluate_bundle(bundle, 255 - raw_test, arrays.y_test)
+    logger.info("serving path, inverted test images: accuracy %.4f", result.report.accuracy)
+    return result.report.to_metrics(
+        arrays.dataset, f"{arrays.test_split} inverted", "onnxruntime", notes=INVERTED_NOTES
+    )
 
 
 def evaluate_and_export(
@@ -149,6 +167,11 @@ def evaluate_and_export(
             notes=SERVING_PATH,
             keras_top1_agreement=agree,
         )
+        extra_metrics = []
+        if cfg.input.invert == "auto" and raw_test.dtype == np.uint8:
+            inverted = inverted_test_metric(staged, raw_test, arrays)
+            extra_metrics.append(inverted)
+            summary["serving_inverted"] = inverted.model_dump()
         card = render_card(
             cfg,
             class_names=names,
@@ -160,13 +183,14 @@ def evaluate_and_export(
             agreement=agree,
             training=training,
             params=int(model.count_params()),
+            inverted_accuracy=extra_metrics[0].accuracy if extra_metrics else None,
         )
         val_metric = keras_val.to_metrics(arrays.dataset, "val", "keras")
         # Ship the very bytes that were just evaluated (parity is checked again on them).
         bundle, _ = export_bundle(
             model,
             out_dir=out_dir,
-            metrics=[serving_metric, keras_metric, val_metric],
+            metrics=[serving_metric, keras_metric, val_metric, *extra_metrics],
             model_card=card,
             onnx_bytes=staged.model_path.read_bytes(),
             **kw,

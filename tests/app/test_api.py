@@ -105,6 +105,7 @@ def test_predict_raw_body_matches_direct_run(
         "frames": 1,
         "decoded_width": 28,
         "decoded_height": 28,
+        "inverted": False,
     }
     assert set(res["timings"]) == {"decode_ms", "preprocess_ms", "inference_ms", "total_ms"}
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.bundle import InputSpec
+from app.bundle import InputSpec, ResizeSpec
 from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
-from app.imaging import ImageLimits, decode, prepare, sniff_format
+from app.imaging import ImageLimits, border_is_light, decode, prepare, sniff_format
 from tests.images import encode, photo, png_with_header
 
 RGB = InputSpec(height=32, width=32, channels=3, color="rgb")
@@ -128,6 +128,50 @@ def test_normalisation_and_range() -> None:
     assert np.allclose(prepare(white, spec, LIMITS).array, 2.0)
     inv = GRAY.model_copy(update={"invert": True})
     assert prepare(white, inv, LIMITS).array.max() == 0.0
+
+
+def test_auto_invert_flips_dark_on_light_only(photos_dir: Path) -> None:
+    """`invert: auto`: a dark article on white becomes the light-on-black image the model was
+    trained on; a light-on-black image is left alone."""
+    auto = GRAY.model_copy(update={"invert": "auto"})
+    article = np.asarray(photo(photos_dir / "foolbox" / "fashionMNIST_00_9.png").convert("L"))
+    as_trained = prepare(encode(Image.fromarray(article), "PNG"), auto, LIMITS)
+    assert not as_trained.info.inverted
+    np.testing.assert_array_equal(as_trained.array[..., 0], article.astype(np.float32))
+    on_white = prepare(encode(Image.fromarray(255 - article), "PNG"), auto, LIMITS)
+    assert on_white.info.inverted
+    np.testing.assert_array_equal(on_white.array, as_trained.array)
+    # Never for models without the policy.
+    assert not prepare(encode(Image.fromarray(255 - article), "PNG"), GRAY, LIMITS).info.inverted
+
+
+def test_inversion_happens_before_letterbox_padding() -> None:
+    """A wide photo of ink on paper: inverted first, so the padding added to make it square
+    has the model's background value (0), not the inverted paper colour."""
+    spec = GRAY.model_copy(
+        update={"invert": "auto", "resize": ResizeSpec(mode="letterbox", pad_value=0)}
+    )
+    paper = Image.new("L", (280, 140), 250)
+    paper.paste(0, (120, 40, 160, 100))  # a dark stroke
+    out = prepare(encode(paper, "PNG"), spec, LIMITS)
+    assert out.info.inverted
+    arr = out.array[..., 0]
+    assert arr[:5].max() == 0.0 and arr[-5:].max() == 0.0  # letterbox bands: model background
+    assert arr[14, 14] > 200  # the stroke, now light
+    assert 0 < arr[9, 2] < 10  # the paper, now dark
+
+
+def test_border_is_light_is_vectorised() -> None:
+    dark = np.zeros((2, 28, 28), np.uint8)
+    light = np.full((1, 28, 28), 240, np.uint8)
+    light[0, 1:-1, 1:-1] = 0  # only a 1-px light frame: still a light border
+    assert border_is_light(np.concatenate([dark, light])).tolist() == [False, False, True]
+    assert bool(border_is_light(np.full((40, 30), 200, np.uint8)))
+
+
+def test_auto_invert_is_only_for_gray_models() -> None:
+    with pytest.raises(ValueError, match="auto"):
+        InputSpec(height=8, width=8, channels=3, color="rgb", invert="auto")
 
 
 def test_limits_and_rejections() -> None:

@@ -426,3 +426,25 @@ def test_similar_items_grid(
     )
     assert items.first.locator("a").get_attribute("href") == expected[0]["image_url"]
     page.screenshot(path=str(artifacts / "desktop-similar.png"), full_page=True)
+
+
+def test_dark_on_white_photo_is_inverted_and_says_so(
+    open_page: Any, api: httpx.Client, photos: Path, tmp_path: Path
+) -> None:
+    """The shipped `products` bundle has `input.invert: auto`: a dark article on white is
+    inverted before classifying, and the card tells the user."""
+    from PIL import Image, ImageOps
+
+    with Image.open(photos / FASHION) as im:
+        on_white = ImageOps.invert(im.convert("L")).resize((112, 112))
+    path = tmp_path / "boot-on-white.png"
+    on_white.save(path)
+    expected = api_predict(api, "products", [path])["results"][0]
+    assert expected["image"]["inverted"] is True
+    page = open_page()
+    select_model(page, "products")
+    page.set_input_files("#file-input", str(path))
+    wait_settled(page, 1)
+    card = cards(page).first
+    assert top_label(card) == expected["predictions"][0]["label"] == "Ankle boot"
+    assert "light background" in card.locator(".result-meta").inner_text()

@@ -109,3 +109,21 @@ def test_resolved_yaml_is_what_trains(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(cfg.to_yaml())
     assert yaml.safe_load(path.read_text())["augment"]["translate"] == 0.1
+
+
+def test_training_arrays_get_the_servers_polarity_policy() -> None:
+    """With `invert: auto` the training images pass the same per-image test as uploads: only
+    the one with a light border is inverted (what the server would do to it)."""
+    from training.datasets import _match_spec
+
+    dark = np.zeros((2, 28, 28, 1), np.uint8)
+    dark[:, 10:18, 10:18] = 200
+    light = np.full((1, 28, 28, 1), 230, np.uint8)
+    x = np.concatenate([dark, light])
+    auto = small_config(input={"invert": "auto"})
+    out = _match_spec(x, auto, "test")
+    np.testing.assert_array_equal(out[:2], dark)
+    np.testing.assert_array_equal(out[2], 255 - light[0])
+    always = _match_spec(x, small_config(input={"invert": True}), "test")
+    np.testing.assert_array_equal(always, 255 - x)
+    np.testing.assert_array_equal(_match_spec(x, small_config(), "test"), x)

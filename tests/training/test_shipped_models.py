@@ -7,15 +7,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from app.bundle import load_bundle
 from app.main import create_app
 from tests.conftest import ROOT, make_settings
-from tests.images import fashion_png
+from tests.images import encode, fashion_png
 from training.data import load_fashion_mnist, load_mnist
 
 SHIPPED = {
@@ -35,14 +37,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         yield c
 
 
-def _top1(server: TestClient, name: str, files: list[tuple[str, bytes]]) -> np.ndarray:
-    out: list[int] = []
+def _predict(server: TestClient, name: str, files: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     for i in range(0, len(files), 32):  # the API's default batch limit
-        chunk = [("file", (fn, data, "image/png")) for fn, data in files[i : i + 32]]
+        chunk = [("file", (fn, data, "application/octet-stream")) for fn, data in files[i : i + 32]]
         r = server.post(f"/v1/models/{name}/predict", files=chunk, params={"top_k": 1})
         assert r.status_code == 200, r.text
-        out += [res["predictions"][0]["index"] for res in r.json()["results"]]
-    return np.array(out)
+        out += r.json()["results"]
+    return out
+
+
+def _top1(server: TestClient, name: str, files: list[tuple[str, bytes]]) -> np.ndarray:
+    return np.array([res["predictions"][0]["index"] for res in _predict(server, name, files)])
+
+
+def _on_white_jpeg(x: np.ndarray) -> bytes:
+    """A test image as a product shot / ink on paper: dark on white, 4x larger, JPEG."""
+    img = Image.fromarray(255 - np.asarray(x).squeeze().astype(np.uint8), mode="L")
+    return encode(img.resize((112, 112), Image.Resampling.BICUBIC), "JPEG", quality=90)
 
 
 @pytest.mark.parametrize("name", list(SHIPPED))
@@ -76,6 +88,25 @@ def test_classifies_real_test_images_over_http(
     correct = int((_top1(server, name, uploads) == data.y_test[:n]).sum())
     # products is ~94% and digits ~99.7% on the full split; allow for a 200-image sample.
     assert correct >= (0.90 if name == "products" else 0.98) * n, f"{name}: {correct}/{n}"
+
+
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_dark_on_white_uploads_are_inverted_and_classified(name: str, server: TestClient) -> None:
+    """Both bundles have `input.invert: auto`: the same 200 test images uploaded dark on
+    white (as JPEG, 4x larger) are inverted by the server and classified as well as the
+    originals; without the policy they score near chance (scripts/eval-bundles measures the
+    full split both ways)."""
+    data = load_fashion_mnist() if name == "products" else load_mnist()
+    n = 200
+    results = _predict(
+        server, name, [(f"w{i}.jpg", _on_white_jpeg(data.x_test[i])) for i in range(n)]
+    )
+    assert all(res["image"]["inverted"] for res in results)
+    pred = np.array([res["predictions"][0]["index"] for res in results])
+    correct = int((pred == data.y_test[:n]).sum())
+    assert correct >= (0.90 if name == "products" else 0.98) * n, f"{name}: {correct}/{n}"
+    plain = _predict(server, name, [("p.png", fashion_png(data.x_test[0]))])
+    assert plain[0]["image"]["inverted"] is False
 
 
 def test_eval_bundles_script_runs_on_a_slice() -> None:

@@ -29,6 +29,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory, mnist_small_dir: Path) 
     cfg = small_config(
         name="mini-digits",
         seed=TRAIN_SEED,
+        input={"invert": "auto"},
         model={"architecture": "lecture_cnn", "kwargs": {"embedding_dim": 64}},
         augment={"translate": 0.05, "fill_mode": "constant"},
         train={
@@ -93,6 +94,12 @@ def test_bundle_records_metrics_provenance_and_card(digits_run: RunResult) -> No
     assert meta.provenance.training_time_s and meta.provenance.epochs == 6
     card = (bundle.path / "README.md").read_text()
     assert "n = 300" in card and "Confusion matrix" in card and "Training time" in card
+    # invert: auto -> the same test images inverted are measured and recorded too.
+    assert meta.input.invert == "auto" and "polarity `auto`" in card
+    inverted = [m for m in meta.metrics if m.split == "test inverted"]
+    assert len(inverted) == 1 and inverted[0].n_samples == 300
+    assert inverted[0].accuracy is not None and primary.accuracy is not None
+    assert abs(inverted[0].accuracy - primary.accuracy) <= 0.02
 
 
 def test_bundle_serves_in_the_registry(digits_run: RunResult, photos_dir: Path) -> None:
