@@ -91,14 +91,13 @@ def _match_spec(x: npt.NDArray[Any], cfg: TrainConfig, source: str) -> npt.NDArr
             f"{source} images are {x.shape[1:]} but input is "
             f"{(spec.height, spec.width, spec.channels)}; set input height/width/channels to match"
         )
-    if spec.invert:  # the server's polarity policy, per image (see InputSpec.invert)
-        flip = (
-            border_is_light(x[..., 0])
-            if spec.invert == "auto" and spec.channels == 1
-            else np.ones(len(x), dtype=bool)
-        )
+    # The server's polarity policy, per image (see InputSpec.invert; "auto" is gray-only).
+    if spec.invert == "auto":
+        flip = border_is_light(x[..., 0])
         if flip.any():
             x = np.where(flip[:, None, None, None], 255 - x, x).astype(x.dtype)
+    elif spec.invert:
+        x = 255 - x
     default = spec.pixel_range == (0.0, 255.0) and spec.normalization.in_graph
     # to_array is written for one image but only uses broadcasting ops on the last axis.
     return x if default else to_array(x, spec)  # type: ignore[arg-type]

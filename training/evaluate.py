@@ -167,10 +167,9 @@ def evaluate_and_export(
             notes=SERVING_PATH,
             keras_top1_agreement=agree,
         )
-        extra_metrics = []
+        inverted: Metrics | None = None
         if cfg.input.invert == "auto" and raw_test.dtype == np.uint8:
             inverted = inverted_test_metric(staged, raw_test, arrays)
-            extra_metrics.append(inverted)
             summary["serving_inverted"] = inverted.model_dump()
         card = render_card(
             cfg,
@@ -183,14 +182,14 @@ def evaluate_and_export(
             agreement=agree,
             training=training,
             params=int(model.count_params()),
-            inverted_accuracy=extra_metrics[0].accuracy if extra_metrics else None,
+            inverted_accuracy=inverted.accuracy if inverted else None,
         )
         val_metric = keras_val.to_metrics(arrays.dataset, "val", "keras")
         # Ship the very bytes that were just evaluated (parity is checked again on them).
         bundle, _ = export_bundle(
             model,
             out_dir=out_dir,
-            metrics=[serving_metric, keras_metric, val_metric, *extra_metrics],
+            metrics=[serving_metric, keras_metric, val_metric, *([inverted] if inverted else [])],
             model_card=card,
             onnx_bytes=staged.model_path.read_bytes(),
             **kw,
