@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -137,7 +135,8 @@ class Metrics(_Strict):
     # Decision threshold on the positive class for binary models.
     threshold: float | None = Field(default=None, ge=0, le=1)
     positive_label: str | None = None
-    evaluated_with: Literal["keras", "onnxruntime"] = "onnxruntime"
+    # "numpy": a taught head scored in numpy on held-out embeddings (same weights as the graph).
+    evaluated_with: Literal["keras", "onnxruntime", "numpy"] = "onnxruntime"
     notes: str | None = None
     extra: dict[str, float] = Field(default_factory=dict)
 
@@ -164,6 +163,19 @@ class Artifact(_Strict):
     bytes: int = Field(ge=1)
 
 
+class BackboneRef(_Strict):
+    """Set on a taught (head-only) bundle: its graph takes this backbone bundle's embedding
+    output (input "embedding", N x dim) instead of an image; `input` describes the image the
+    backbone takes. The server runs the shared backbone once, then the head."""
+
+    name: str
+    version: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    dim: int = Field(ge=1)
+    # The catalog whose labelled items taught it (its neighbours serve predict?similar=k).
+    catalog: str | None = None
+
+
 class BundleMetadata(_Strict):
     """Everything the server needs to know about a bundle; no constants live in server code."""
 
@@ -180,6 +192,7 @@ class BundleMetadata(_Strict):
     metrics: list[Metrics] = Field(default_factory=list)
     provenance: Provenance
     artifact: Artifact
+    backbone: BackboneRef | None = None
 
     @field_validator("name")
     @classmethod
@@ -254,10 +267,13 @@ def read_metadata(path: Path) -> BundleMetadata:
         raise BundleError(f"{path}: metadata does not match the schema: {exc}") from exc
 
 
-def load_bundle(directory: Path, *, verify_hash: bool = True) -> Bundle:
-    """Read and cross-check a bundle folder (metadata, labels, artifact hash and size)."""
+def load_bundle(directory: Path, *, verify_hash: bool = True, name: str | None = None) -> Bundle:
+    """Read and cross-check a bundle folder (metadata, labels, artifact hash and size).
+
+    The metadata's name must equal `name`, by default the folder's (versioned taught bundles
+    live in <name>/<version>/)."""
     meta = read_metadata(directory / METADATA_FILE)
-    if meta.name != directory.name:
+    if meta.name != (name or directory.name):
         raise BundleError(f"{directory}: metadata name {meta.name!r} differs from folder name")
     labels_path = directory / meta.labels_file
     if not labels_path.is_file():
@@ -290,6 +306,9 @@ def check_io(
 ) -> None:
     """Check a graph's inputs/outputs against the metadata; raise BundleError on any mismatch."""
     spec = meta.input
+    if meta.backbone is not None:
+        _check_head_io(meta, meta.backbone, inputs, outputs)
+        return
     if len(inputs) != 1:
         names = [t.name for t in inputs]
         raise BundleError(
@@ -313,6 +332,25 @@ def check_io(
         _check_shape(meta.name, emb, (None, emb_spec.dim))
 
 
+def _check_head_io(
+    meta: BundleMetadata,
+    backbone: BackboneRef,
+    inputs: Sequence[TensorInfo],
+    outputs: Sequence[TensorInfo],
+) -> None:
+    emb = meta.outputs.embedding
+    if emb is None or emb.dim != backbone.dim:
+        raise BundleError(f"{meta.name}: a taught bundle serves its backbone's embedding")
+    if len(inputs) != 1 or inputs[0].name != emb.name:
+        names = [t.name for t in inputs]
+        raise BundleError(f"{meta.name}: head graph inputs are {names}, expected [{emb.name!r}]")
+    _check_shape(meta.name, inputs[0], (None, backbone.dim))
+    probs = next((t for t in outputs if t.name == meta.outputs.probs.name), None)
+    if probs is None:
+        raise BundleError(f"{meta.name}: graph has no output {meta.outputs.probs.name!r}")
+    _check_shape(meta.name, probs, (None, meta.num_classes))
+
+
 def _check_shape(bundle: str, tensor: TensorInfo, expected: tuple[int | None, ...]) -> None:
     shape = tensor.shape
     ok = len(shape) == len(expected) and all(
@@ -323,20 +361,6 @@ def _check_shape(bundle: str, tensor: TensorInfo, expected: tuple[int | None, ..
         raise BundleError(f"{bundle}: tensor {tensor.name!r} has shape {shape}, expected {shown}")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; bundles are read by other users (containers)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_bundle(
     directory: Path,
     *,
@@ -345,24 +369,12 @@ def write_bundle(
     labels: Sequence[str],
     model_card: str | None = None,
 ) -> Bundle:
-    """Write a bundle folder; the artifact hash/size in `metadata` are recomputed from `model_bytes`."""
-    if len(labels) != metadata.num_classes:
-        raise BundleError(f"{len(labels)} labels given for {metadata.num_classes} classes")
-    directory.mkdir(parents=True, exist_ok=True)
-    artifact = Artifact(
-        file=MODEL_FILE, sha256=hashlib.sha256(model_bytes).hexdigest(), bytes=len(model_bytes)
+    """Write a bundle folder atomically; see app.bundle_write.write_bundle (the one write path)."""
+    from app.bundle_write import write_bundle as _write  # it imports this module
+
+    return _write(
+        directory, model_bytes=model_bytes, metadata=metadata, labels=labels, model_card=model_card
     )
-    meta = metadata.model_copy(update={"artifact": artifact, "name": directory.name})
-    BundleMetadata.model_validate(meta.model_dump())  # re-validate after the update
-    _atomic_write(directory / MODEL_FILE, model_bytes)
-    _atomic_write(directory / LABELS_FILE, ("\n".join(labels) + "\n").encode("utf-8"))
-    if model_card is not None:
-        _atomic_write(directory / CARD_FILE, model_card.encode("utf-8"))
-    # metadata last: a folder whose metadata.json exists is complete.
-    _atomic_write(
-        directory / METADATA_FILE, (meta.model_dump_json(indent=2) + "\n").encode("utf-8")
-    )
-    return load_bundle(directory)
 
 
 def utc_now() -> datetime:

@@ -1,0 +1,156 @@
+"""Writing bundles and durable files atomically: the one write path for models/<name>/.
+
+Part of the shared core (docs/architecture.md; no TensorFlow, no FastAPI): training/export.py,
+the server's teach jobs and quantisation all write bundles through `write_bundle`, and any code
+that needs "write this file durably or not at all" uses `atomic_write`.
+
+A bundle is assembled in ``<models>/.staging/<name>-<random>/`` (one level deeper than the
+registry's ``*/metadata.json`` scan, so it is never seen half-written), every file and the folder
+are fsync'ed, and the folder is then renamed into place. An older version is swapped out with
+one atomic exchange (Linux renameat2 RENAME_EXCHANGE) where the kernel and file system offer it,
+else by two renames with a window in which the name is briefly absent (never half-written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.bundle import (
+    CARD_FILE,
+    LABELS_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    Artifact,
+    Bundle,
+    BundleError,
+    BundleMetadata,
+    load_bundle,
+)
+
+logger = logging.getLogger(__name__)
+
+STAGING_DIR = ".staging"
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry inside `path` durable (no-op where directories can't be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one.
+
+    Temp file in the same folder, fsync, chmod (mkstemp makes 0600; bundles are read by other
+    users, e.g. in containers), rename over the target, fsync the folder."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (Linux >= 3.15); False where unsupported."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    libc = ctypes.CDLL(name, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return bool(rc == 0)
+
+
+def replace_dir(staged: Path, target: Path) -> None:
+    """Move the complete folder `staged` to `target`, replacing an older `target`."""
+    if not target.exists():
+        os.rename(staged, target)
+    elif _exchange(staged, target):
+        shutil.rmtree(staged)  # now holds the old version
+    else:
+        old = staged.with_name(staged.name + ".old")
+        os.rename(target, old)
+        os.rename(staged, target)
+        shutil.rmtree(old)
+    fsync_dir(target.parent)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(path, 0o644)
+
+
+def write_bundle(
+    directory: Path,
+    *,
+    model_bytes: bytes,
+    metadata: BundleMetadata,
+    labels: Sequence[str],
+    model_card: str | None = None,
+) -> Bundle:
+    """Write the bundle folder `directory` atomically and return it, read back and verified.
+
+    `metadata.artifact` (sha256, size) and `metadata.name` are set from `model_bytes` and the
+    folder name; everything else is written as given."""
+    if len(labels) != metadata.num_classes:
+        raise BundleError(f"{len(labels)} labels given for {metadata.num_classes} classes")
+    artifact = Artifact(
+        file=MODEL_FILE, sha256=hashlib.sha256(model_bytes).hexdigest(), bytes=len(model_bytes)
+    )
+    meta = metadata.model_copy(update={"artifact": artifact, "name": directory.name})
+    meta = BundleMetadata.model_validate(meta.model_dump())  # re-validate after the update
+    parent = directory.parent
+    staging_root = parent / STAGING_DIR
+    staging_root.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=staging_root, prefix=f"{directory.name}-"))
+    try:
+        os.chmod(staged, 0o755)
+        _write_file(staged / MODEL_FILE, model_bytes)
+        _write_file(staged / LABELS_FILE, ("\n".join(labels) + "\n").encode("utf-8"))
+        if model_card is not None:
+            _write_file(staged / CARD_FILE, model_card.encode("utf-8"))
+        _write_file(staged / METADATA_FILE, (meta.model_dump_json(indent=2) + "\n").encode())
+        fsync_dir(staged)
+        replace_dir(staged, directory)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    finally:
+        with contextlib.suppress(OSError):  # only when empty (another writer may use it)
+            staging_root.rmdir()
+    bundle = load_bundle(directory)
+    logger.info(
+        "wrote bundle %s (sha256 %s, %d bytes)", directory, artifact.sha256[:12], artifact.bytes
+    )
+    return bundle
