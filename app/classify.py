@@ -1,4 +1,7 @@
-"""Turn prepared images into ranked predictions with one batched forward pass."""
+"""Turn prepared images into ranked predictions with one batched forward pass.
+
+Plain domain objects only: app/api shapes them into HTTP responses.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +11,50 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from app.imaging import PreparedImage
+from app.imaging import ImageInfo, PreparedImage
 from app.registry import LoadedModel
-from app.schemas import (
-    BatchTimings,
-    Decision,
-    ImageMeta,
-    ImageResult,
-    ImageTimings,
-    Prediction,
-)
+from app.runtime import ModelOutput
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Verdict of a binary model at its calibrated threshold."""
+
+    label: str
+    positive_label: str
+    positive_score: float
+    threshold: float
+    is_positive: bool
+
+
+@dataclass(frozen=True)
+class Classified:
+    """One image's outcome; `inference_ms` is its share of the batch's forward pass."""
+
+    filename: str | None
+    predictions: list[Prediction]
+    decision: Decision | None
+    info: ImageInfo
+    decode_ms: float
+    preprocess_ms: float
+    inference_ms: float
 
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    results: list[ImageResult]
+    results: list[Classified]
     embeddings: npt.NDArray[np.float32] | None
-    timings: BatchTimings
+    decode_ms: float
+    preprocess_ms: float
+    inference_ms: float
+    total_ms: float
 
 
 def top_k_predictions(
@@ -62,46 +92,39 @@ def classify(
     images: list[PreparedImage],
     filenames: list[str | None],
     top_k: int,
+    output: ModelOutput | None = None,
 ) -> BatchOutcome:
+    """Rank each image's classes. `output`: the forward pass already run for these images
+    (app.batching runs it, possibly together with other requests); else it is run here."""
     t0 = time.perf_counter()
-    batch = np.stack([im.array for im in images]).astype(np.float32, copy=False)
-    out = loaded.model.run(batch)
+    if output is None:
+        batch = np.stack([im.array for im in images]).astype(np.float32, copy=False)
+        out = loaded.model.run(batch)
+        ran_ms = 0.0  # inside post_ms below
+    else:
+        out, ran_ms = output, output.inference_ms
     labels = loaded.model.bundle.labels
     share = out.inference_ms / len(images)
-    results: list[ImageResult] = []
-    for i, im in enumerate(images):
-        info = im.info
-        results.append(
-            ImageResult(
-                filename=filenames[i],
-                predictions=top_k_predictions(out.probs[i], labels, top_k),
-                decision=binary_decision(loaded, out.probs[i]),
-                image=ImageMeta(
-                    format=info.format,
-                    width=info.width,
-                    height=info.height,
-                    mode=info.mode,
-                    orientation=info.orientation,
-                    frames=info.frames,
-                    decoded_width=info.decoded_width,
-                    decoded_height=info.decoded_height,
-                    inverted=info.inverted,
-                ),
-                timings=ImageTimings(
-                    decode_ms=round(im.decode_ms, 3),
-                    preprocess_ms=round(im.preprocess_ms, 3),
-                    inference_ms=round(share, 3),
-                    total_ms=round(im.decode_ms + im.preprocess_ms + share, 3),
-                ),
-            )
+    results = [
+        Classified(
+            filename=filenames[i],
+            predictions=top_k_predictions(out.probs[i], labels, top_k),
+            decision=binary_decision(loaded, out.probs[i]),
+            info=im.info,
+            decode_ms=im.decode_ms,
+            preprocess_ms=im.preprocess_ms,
+            inference_ms=share,
         )
+        for i, im in enumerate(images)
+    ]
     decode_ms = sum(im.decode_ms for im in images)
     pre_ms = sum(im.preprocess_ms for im in images)
-    post_ms = (time.perf_counter() - t0) * 1e3
-    timings = BatchTimings(
-        decode_ms=round(decode_ms, 3),
-        preprocess_ms=round(pre_ms, 3),
-        inference_ms=round(out.inference_ms, 3),
-        total_ms=round(decode_ms + pre_ms + post_ms, 3),
+    post_ms = (time.perf_counter() - t0) * 1e3 + ran_ms
+    return BatchOutcome(
+        results=results,
+        embeddings=out.embedding,
+        decode_ms=decode_ms,
+        preprocess_ms=pre_ms,
+        inference_ms=out.inference_ms,
+        total_ms=decode_ms + pre_ms + post_ms,
     )
-    return BatchOutcome(results=results, embeddings=out.embedding, timings=timings)

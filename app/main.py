@@ -14,7 +14,8 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
-from app.api import catalogs, health, models, predict
+from app.api import access, catalogs, health, models, predict
+from app.api.guards import GuardMiddleware
 from app.catalog.service import CatalogService
 from app.errors import install_error_handlers
 from app.logs import access_log, configure_logging
@@ -62,8 +63,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.catalogs = CatalogService(settings, app.state.registry)
     install_error_handlers(app)
-    if settings.access_log:
-        app.middleware("http")(access_log)
+    # Added innermost first: access log -> CORS -> guards -> routes.
+    app.add_middleware(
+        GuardMiddleware,
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.cors_origins,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -71,7 +76,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["*"],
         )
+    if settings.access_log:
+        app.middleware("http")(access_log)
     app.include_router(health.router)
+    app.include_router(access.router)
     app.include_router(models.router)
     app.include_router(predict.router)
     app.include_router(catalogs.router)

@@ -1,13 +1,145 @@
-"""Pydantic request/response shapes of the HTTP API."""
+"""Pydantic request/response shapes of the HTTP API (the core returns plain objects; app/api
+shapes them into these)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.bundle import InputSpec, Metrics, Outputs, Provenance
-from app.catalog.schemas import Neighbor
+
+# catalogs -----------------------------------------------------------------------------------
+MAX_K = 100
+
+
+class CatalogCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="1-64 lowercase letters, digits, '-' or '_'",
+        examples=["shoes"],
+    )
+    model: str = Field(description="served model whose embedding space the catalog uses")
+    description: str = Field(default="", max_length=2000)
+
+
+class ModelBinding(BaseModel):
+    name: str
+    version: str
+    sha256: str = Field(description="sha256 of the model.onnx the catalog's vectors came from")
+    embedding_dim: int
+
+
+class CatalogInfo(BaseModel):
+    name: str
+    description: str
+    model: ModelBinding
+    created_at: datetime
+    item_count: int
+    index: str = Field(description="how the vectors are indexed (backend detail)")
+    stale: bool | None = Field(
+        description="true when the served model is not the build the catalog was made with "
+        "(searches answer 409 until POST .../reindex); null when the model is not served"
+    )
+
+
+class CatalogList(BaseModel):
+    catalogs: list[CatalogInfo]
+    store: str = Field(description="the vector store backend: embedded or milvus")
+
+
+class StoredImage(BaseModel):
+    sha256: str
+    content_type: str
+    width: int
+    height: int
+
+
+class Item(BaseModel):
+    id: str
+    label: str | None
+    metadata: dict[str, Any]
+    image: StoredImage
+    created_at: datetime
+    image_url: str
+    thumbnail_url: str
+
+
+class ItemList(BaseModel):
+    items: list[Item]
+    total: int = Field(description="items in the catalog (with the label, when filtered)")
+    next_after: str | None = Field(description="pass as ?after= for the next page; null at the end")
+
+
+class ItemsCreated(BaseModel):
+    catalog: str
+    ids: list[str]
+    items: list[Item]
+
+
+class SearchRequest(BaseModel):
+    """JSON body of a search by stored item or by a vector from the same model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str | None = Field(default=None, description="search with this item's vector")
+    vector: list[float] | None = Field(
+        default=None, description="an embedding of the catalog's model (normalised here)"
+    )
+    k: int | None = Field(default=None, ge=1, le=MAX_K)
+    label: str | None = Field(default=None, description="only neighbours with this label")
+
+
+class Neighbor(BaseModel):
+    id: str
+    score: float = Field(description="cosine similarity of the L2-normalised embeddings")
+    label: str | None
+    metadata: dict[str, Any]
+    thumbnail_url: str
+    image_url: str
+
+
+class SearchTimings(BaseModel):
+    embed_ms: float = Field(description="decode + forward pass of the query image (0 otherwise)")
+    search_ms: float
+    total_ms: float
+
+
+class SearchResponse(BaseModel):
+    catalog: str
+    model: str
+    k: int
+    label: str | None
+    query_item_id: str | None = Field(description="the item searched with; never a neighbour")
+    neighbors: list[Neighbor]
+    timings: SearchTimings
+
+
+class ReindexResult(BaseModel):
+    catalog: CatalogInfo
+    items: int
+    seconds: float
+
+
+# models and predictions ---------------------------------------------------------------------
+class ServingPolicy(BaseModel):
+    """How requests for a model are scheduled (app.batching); the batch size is measured at
+    warm-up on this machine's provider and kept only where it was faster per image."""
+
+    pipelines: int = Field(description="worker threads: decode + forward pass in one hop")
+    intra_op_threads: int = Field(description="onnxruntime threads per forward pass")
+    queue_limit: int = Field(description="requests that may wait; beyond it 503 + Retry-After")
+    queue_depth: int = Field(description="requests waiting now")
+    deadline_s: float
+    max_batch: int = Field(description="images one forward pass may gather from requests")
+    max_wait_ms: float = Field(description="how long a worker waits to fill a batch")
+    reason: str
+    measured: list[tuple[int, float]] = Field(
+        description="(batch size, ms per image) measured at warm-up"
+    )
 
 
 class ModelInfo(BaseModel):
@@ -30,11 +162,14 @@ class ModelInfo(BaseModel):
     default_catalog: str | None = Field(
         default=None, description="catalog predict?similar=k searches when none is named"
     )
+    serving: ServingPolicy | None = None
 
 
 class RefusedModel(BaseModel):
     name: str
-    reason: str
+    reason: str | None = Field(
+        default=None, description="why it was refused: shown to API-key holders only"
+    )
 
 
 class ModelList(BaseModel):

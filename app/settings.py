@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=64)
     min_image_side: int = Field(default=8, ge=1)
     max_batch_images: int = Field(default=32, ge=1, le=1024)
+    # Whole multipart/raw body of one request (a batch), counted while it streams in.
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # JSON bodies (search by vector/item, catalog creation) and JSON text fields.
+    max_json_bytes: int = Field(default=256 * 1024, ge=256)
     default_top_k: int = Field(default=5, ge=1)
 
     # Write endpoints require this key (header X-API-Key or Authorization: Bearer) when set.
@@ -45,6 +49,12 @@ class Settings(BaseSettings):
     # Require the key for reads too.
     api_key_for_reads: bool = False
     cors_origins: list[str] = Field(default_factory=list)
+    # Host header allow-list against DNS rebinding; ["*"] turns the check off.
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "[::1]", "*.localhost"]
+    )
+    # Listening beyond loopback without api_key refuses writes unless this is true.
+    allow_unauthenticated_writes: bool = False
 
     # Visual similarity (catalogs). "embedded" = SQLite + faiss under data_dir/catalogs;
     # "milvus://host:19530" (or "milvus+https://...") = a Milvus server (pip install .[milvus]).

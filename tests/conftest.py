@@ -145,6 +145,8 @@ def make_settings(models_dir: Path, tmp: Path, **overrides: object) -> Settings:
         "load_in_background": False,
         "warmup_runs": 1,
         "access_log": False,
+        # Starlette's TestClient sends Host: testserver.
+        "allowed_hosts": ["testserver", "localhost", "127.0.0.1"],
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

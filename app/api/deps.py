@@ -7,6 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.guards import is_loopback
+from app.catalog.service import CatalogService
 from app.errors import Unauthorized
 from app.registry import ModelRegistry
 from app.settings import Settings
@@ -22,8 +24,14 @@ def get_registry(request: Request) -> ModelRegistry:
     return registry
 
 
+def get_catalogs(request: Request) -> CatalogService:
+    service: CatalogService = request.app.state.catalogs
+    return service
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+CatalogsDep = Annotated[CatalogService, Depends(get_catalogs)]
 
 
 def _presented_key(request: Request) -> str | None:
@@ -37,20 +45,50 @@ def _presented_key(request: Request) -> str | None:
     return None
 
 
-def _check_key(request: Request, settings: Settings) -> None:
+def key_holder(request: Request, settings: Settings) -> bool:
+    """Whether the request presents the configured API key (never true when none is set)."""
     if settings.api_key is None:
-        return
+        return False
     presented = _presented_key(request)
     expected = settings.api_key.get_secret_value()
-    if presented is None or not hmac.compare_digest(presented.encode(), expected.encode()):
-        raise Unauthorized(
-            "This endpoint needs the API key: send it as 'X-API-Key: <key>' "
-            "or 'Authorization: Bearer <key>'."
-        )
+    return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def writes_locked(settings: Settings) -> bool:
+    """No key, yet listening beyond loopback: anyone on the network could write."""
+    return (
+        settings.api_key is None
+        and not settings.allow_unauthenticated_writes
+        and not is_loopback(settings.host)
+    )
+
+
+def key_required(settings: Settings, *, write: bool) -> bool:
+    """What the browser page must know: does this kind of request need a key?"""
+    if settings.api_key is None:
+        return False
+    return write or settings.api_key_for_reads
+
+
+def _check_key(request: Request, settings: Settings) -> None:
+    if settings.api_key is None or key_holder(request, settings):
+        return
+    raise Unauthorized(
+        "This endpoint needs the API key: send it as 'X-API-Key: <key>' "
+        "or 'Authorization: Bearer <key>'."
+    )
 
 
 def require_write_key(request: Request, settings: SettingsDep) -> None:
-    """Write endpoints need the API key whenever one is configured."""
+    """Write endpoints need the API key whenever one is configured; without one, a server
+    listening beyond loopback refuses writes unless explicitly opted out."""
+    if writes_locked(settings):
+        raise Unauthorized(
+            f"Writes are disabled: this server listens on {settings.host}, beyond loopback, "
+            "and has no API key. Set IMGCLASS_API_KEY=<a long random secret> and send it as "
+            "'X-API-Key', or set IMGCLASS_ALLOW_UNAUTHENTICATED_WRITES=true to accept writes "
+            "from anyone who can reach the port."
+        )
     _check_key(request, settings)
 
 

@@ -1,4 +1,5 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes: `async def`, so they never wait for a thread-pool slot
+behind decodes and forward passes, and cheap (no I/O, no locks held long)."""
 
 from __future__ import annotations
 
@@ -6,33 +7,40 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.deps import RegistryDep, SettingsDep
+from app.registry import ModelRegistry
 from app.schemas import Health, Readiness, RefusedModel
+from app.settings import Settings
 
 router = APIRouter(tags=["health"])
 
 
+def server_ready(registry: ModelRegistry, settings: Settings) -> bool:
+    """Every bundle loaded and at least one served (and none refused, with
+    require_all_models)."""
+    ready = registry.loading_finished and bool(registry.names())
+    return ready and not (settings.require_all_models and registry.refused())
+
+
 @router.get("/healthz", response_model=Health)
-def healthz() -> Health:
+async def healthz() -> Health:
     """The process is alive and answering (says nothing about models)."""
     return Health(status="ok")
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-def readyz(registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
-    """200 once every bundle has been loaded and warmed up (refused bundles are listed);
-    503 while loading, when no model could be loaded, or - with require_all_models - when
-    any bundle was refused."""
+async def readyz(registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
+    """200 once every bundle has been loaded and warmed up (refused bundles are named; why
+    is in the log and, for API-key holders, in /v1/models); 503 while loading, when no model
+    could be loaded, or - with require_all_models - when any bundle was refused."""
     refused = registry.refused()
     names = registry.names()
-    ready = registry.loading_finished and bool(names)
-    if settings.require_all_models and refused:
-        ready = False
+    ready = server_ready(registry, settings)
     body = Readiness(
         status="ready"
         if ready
         else ("loading" if not registry.loading_finished else "unavailable"),
         models=names,
         loading=registry.pending(),
-        refused=[RefusedModel(name=n, reason=r) for n, r in sorted(refused.items())],
+        refused=[RefusedModel(name=n) for n in sorted(refused)],
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from app.api.catalogs import CatalogsDep
-from app.api.deps import ReadAuth, RegistryDep
+from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, key_holder
+from app.batching import Schedulers
 from app.registry import LoadedModel
-from app.schemas import ModelInfo, ModelList, RefusedModel
+from app.schemas import ModelInfo, ModelList, RefusedModel, ServingPolicy
 
 router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[ReadAuth])
 
 
-def model_info(loaded: LoadedModel, default_catalog: str | None = None) -> ModelInfo:
+def model_info(
+    loaded: LoadedModel, default_catalog: str | None = None, serving: ServingPolicy | None = None
+) -> ModelInfo:
     bundle = loaded.model.bundle
     meta = bundle.metadata
     return ModelInfo(
@@ -33,21 +35,39 @@ def model_info(loaded: LoadedModel, default_catalog: str | None = None) -> Model
         load_ms=round(loaded.load_ms, 1),
         warmup_ms=round(loaded.warmup_ms, 1),
         default_catalog=default_catalog,
+        serving=serving,
     )
 
 
+def serving_of(request: Request, loaded: LoadedModel) -> ServingPolicy:
+    schedulers: Schedulers = request.app.state.schedulers
+    return ServingPolicy(**schedulers.describe(loaded.name, loaded.model))
+
+
 @router.get("", response_model=ModelList)
-def list_models(registry: RegistryDep, catalogs: CatalogsDep) -> ModelList:
-    """Every served model with its labels, metrics, input spec and execution provider."""
+def list_models(
+    request: Request, registry: RegistryDep, catalogs: CatalogsDep, settings: SettingsDep
+) -> ModelList:
+    """Every served model with its labels, metrics, input spec and execution provider.
+    Refused bundles are named; why (paths, reasons) only for API-key holders and in the log."""
+    reasons = key_holder(request, settings)
     return ModelList(
-        models=[model_info(m, catalogs.default_catalog(m.name)) for m in registry.loaded()],
-        refused=[RefusedModel(name=n, reason=r) for n, r in sorted(registry.refused().items())],
+        models=[
+            model_info(m, catalogs.default_catalog(m.name), serving_of(request, m))
+            for m in registry.loaded()
+        ],
+        refused=[
+            RefusedModel(name=n, reason=r if reasons else None)
+            for n, r in sorted(registry.refused().items())
+        ],
         loading=registry.pending(),
     )
 
 
 @router.get("/{name}", response_model=ModelInfo)
-def get_model(name: str, registry: RegistryDep, catalogs: CatalogsDep) -> ModelInfo:
-    """One model's public metadata."""
+def get_model(
+    name: str, request: Request, registry: RegistryDep, catalogs: CatalogsDep
+) -> ModelInfo:
+    """One model's public metadata and its serving policy (pipelines, queue, batching)."""
     loaded = registry.get(name)
-    return model_info(loaded, catalogs.default_catalog(name))
+    return model_info(loaded, catalogs.default_catalog(name), serving_of(request, loaded))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -17,6 +17,7 @@ from typing import Final
 from PIL import Image, ImageOps
 
 from app.catalog.types import ImageRef
+from app.fsutil import TMP_PREFIX, atomic_write, fsync_dir
 from app.imaging import ImageLimits, open_image
 
 CONTENT_TYPES: Final = {
@@ -28,32 +29,7 @@ CONTENT_TYPES: Final = {
     "TIFF": "image/tiff",
 }
 THUMBNAIL_TYPE: Final = "image/jpeg"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_durably(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
-    """Write, fsync, rename into place, fsync the folder: all or nothing, crash-safe.
-    With sync_dir=False the caller fsyncs the folder (once for many files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if sync_dir:
-        fsync_dir(path.parent)
+_SHA256: Final = re.compile(r"^[0-9a-f]{64}$")
 
 
 def make_thumbnail(img: Image.Image, size: int) -> bytes:
@@ -121,7 +97,7 @@ class BlobStore:
                 (self.image_path(sha), p.data),
             ):
                 if not path.is_file():
-                    write_durably(path, data, sync_dir=False)
+                    atomic_write(path, data, sync_dir=False)
                     touched.add(path.parent)
         for folder in touched:
             fsync_dir(folder)
@@ -131,3 +107,22 @@ class BlobStore:
     def remove(self, sha256: str) -> None:
         for p in (self.image_path(sha256), self.thumbnail_path(sha256)):
             p.unlink(missing_ok=True)
+
+    def stored_digests(self) -> Iterator[str]:
+        """Digests of every stored original (or thumbnail left without one)."""
+        seen: set[str] = set()
+        for folder, suffix in ((self.root / "images", ""), (self.root / "thumbs", ".jpg")):
+            if not folder.is_dir():
+                continue
+            for path in folder.glob("??/*"):
+                sha = path.name.removesuffix(suffix)
+                if _SHA256.match(sha) and sha not in seen:
+                    seen.add(sha)
+                    yield sha
+
+    def remove_partial_writes(self) -> None:
+        """Temporary files of writes a crash interrupted (never renamed into place)."""
+        for folder in (self.root / "images", self.root / "thumbs"):
+            if folder.is_dir():
+                for path in folder.glob(f"??/{TMP_PREFIX}*"):
+                    path.unlink(missing_ok=True)

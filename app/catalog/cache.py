@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from app.catalog.blobs import write_durably
 from app.catalog.index import Ids, IndexConfig, IndexKind, RWLock, VectorIndex
 from app.catalog.types import CatalogNotFound
+from app.fsutil import atomic_write
 
 logger = logging.getLogger(__name__)
 _LABEL_CACHE = 64
@@ -215,7 +215,7 @@ class IndexCache:
                 "max_del": live.max_del,
             }
             data = live.index.to_bytes(head)
-        write_durably(self._snapshot_path(live.catalog_id, live.epoch), data)
+        atomic_write(self._snapshot_path(live.catalog_id, live.epoch), data)
         live.snapshot_version = head["version"]
         for old in self.snapshot_dir.glob(f"{live.catalog_id}-*.faiss"):
             if old.name != self._snapshot_path(live.catalog_id, live.epoch).name:

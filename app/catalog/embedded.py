@@ -11,20 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from contextlib import suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.catalog.blobs import fsync_dir
 from app.catalog.cache import CatalogState, IndexCache, LiveIndex
 from app.catalog.index import IndexConfig
+from app.catalog.sqlite import ITEM_COLS, SCHEMA, Connections, Row, item_from_row, now
 from app.catalog.store import CatalogStore
 from app.catalog.types import (
     CatalogExists,
@@ -33,7 +31,6 @@ from app.catalog.types import (
     DimensionMismatch,
     DuplicateItem,
     Hit,
-    ImageRef,
     ItemNotFound,
     ItemPage,
     ItemRecord,
@@ -42,73 +39,9 @@ from app.catalog.types import (
     Vector,
 )
 from app.errors import Conflict
+from app.fsutil import fsync_dir, make_dirs_durably
 
 logger = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS catalogs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL UNIQUE,
-    description TEXT NOT NULL DEFAULT '',
-    model TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    model_sha256 TEXT NOT NULL,
-    dim INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    item_count INTEGER NOT NULL DEFAULT 0,
-    epoch INTEGER NOT NULL DEFAULT 0,
-    version INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS items (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    catalog_id INTEGER NOT NULL,
-    item_id TEXT NOT NULL,
-    label TEXT,
-    metadata TEXT NOT NULL DEFAULT '{}',
-    image_sha256 TEXT NOT NULL,
-    content_type TEXT NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    vector BLOB NOT NULL,
-    UNIQUE (catalog_id, item_id)
-);
-CREATE INDEX IF NOT EXISTS items_label ON items (catalog_id, label, item_id);
-CREATE INDEX IF NOT EXISTS items_image ON items (image_sha256);
-CREATE TABLE IF NOT EXISTS deletions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    catalog_id INTEGER NOT NULL,
-    item_seq INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS deletions_catalog ON deletions (catalog_id, seq);
-"""
-_ITEM_COLS = "item_id, label, metadata, image_sha256, content_type, width, height, created_at"
-
-
-@dataclass(frozen=True)
-class _Row:
-    id: int
-    name: str
-    description: str
-    model: ModelRef
-    created_at: str
-    item_count: int
-    epoch: int
-    version: int
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _item(r: Sequence[Any]) -> ItemRecord:
-    return ItemRecord(
-        id=r[0],
-        label=r[1],
-        metadata=json.loads(r[2]),
-        image=ImageRef(sha256=r[3], content_type=r[4], width=r[5], height=r[6]),
-        created_at=datetime.fromisoformat(r[7]),
-    )
 
 
 class EmbeddedStore(CatalogStore):
@@ -121,83 +54,37 @@ class EmbeddedStore(CatalogStore):
         self.cfg = cfg or IndexConfig()
         self.db_path = root / "catalogs.sqlite3"
         self.snapshot_dir = root / "index"
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
-        self._write_lock = threading.Lock()
+        self._db = Connections(self.db_path)
+        self._conn = self._db.conn
+        self._tx = self._db.tx
+        self._read = self._db.read
         self._cache = IndexCache(self.cfg, self.snapshot_dir, self._conn, self._read)
-        self._closed = False
 
     # plumbing -----------------------------------------------------------------------------
     def open(self) -> None:
-        self._closed = False
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._db.closed = False
+        make_dirs_durably(self.root)
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(_SCHEMA)
-        fsync_dir(self.root)
+        conn.executescript(SCHEMA)
+        fsync_dir(self.root)  # the database and its WAL file are new names in root
 
     def describe(self) -> str:
         return f"embedded (SQLite + faiss) at {self.db_path}"
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._closed:
-                raise RuntimeError("catalog store is closed")
-            conn = sqlite3.connect(
-                self.db_path, isolation_level=None, check_same_thread=False, timeout=30.0
-            )
-            # FULL: a commit is on disk (WAL fsynced) before it returns, so a 201 survives kill -9.
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-            with self._conns_lock:
-                self._conns.append(conn)
-        return conn
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (IMMEDIATE: takes the write lock up front, no upgrade deadlocks)."""
-        conn = self._conn()
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """A consistent snapshot across several SELECTs."""
-        conn = self._conn()
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
-
     def close(self) -> None:
         self._cache.close()
-        self._closed = True
-        with self._conns_lock:
-            for conn in self._conns:
-                with suppress(sqlite3.Error):
-                    conn.close()
-            self._conns.clear()
-        self._local = threading.local()
+        self._db.close()
 
-    def _row(self, conn: sqlite3.Connection, name: str) -> _Row:
+    def _row(self, conn: sqlite3.Connection, name: str) -> Row:
         r = conn.execute(
             "SELECT id, name, description, model, model_version, model_sha256, dim, created_at,"
             " item_count, epoch, version FROM catalogs WHERE name = ?",
             (name,),
         ).fetchone()
         if r is None:
-            raise CatalogNotFound(f"No catalog named {name!r}; GET /v1/catalogs lists them.")
-        return _Row(
+            raise CatalogNotFound(f"No catalog named {name!r}.", catalog=name)
+        return Row(
             id=r[0],
             name=r[1],
             description=r[2],
@@ -208,7 +95,7 @@ class EmbeddedStore(CatalogStore):
             version=r[10],
         )
 
-    def _record(self, row: _Row) -> CatalogRecord:
+    def _record(self, row: Row) -> CatalogRecord:
         kind = self._cache.kind_of(row.id, row.epoch)
         return CatalogRecord(
             name=row.name,
@@ -226,7 +113,7 @@ class EmbeddedStore(CatalogStore):
                 conn.execute(
                     "INSERT INTO catalogs (name, description, model, model_version, model_sha256,"
                     " dim, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (name, description, model.name, model.version, model.sha256, model.dim, _now()),
+                    (name, description, model.name, model.version, model.sha256, model.dim, now()),
                 )
             except sqlite3.IntegrityError as exc:
                 raise CatalogExists(f"A catalog named {name!r} already exists.") from exc
@@ -290,7 +177,7 @@ class EmbeddedStore(CatalogStore):
 
     # items --------------------------------------------------------------------------------
     def add_items(self, name: str, items: Sequence[NewItem]) -> list[ItemRecord]:
-        now = _now()
+        stamp = now()
         ids = [it.id for it in items]
         dup = {i for i in ids if ids.count(i) > 1} if len(set(ids)) != len(ids) else set()
         if dup:
@@ -333,7 +220,7 @@ class EmbeddedStore(CatalogStore):
                         it.image.content_type,
                         it.image.width,
                         it.image.height,
-                        now,
+                        stamp,
                         np.asarray(it.vector, np.float32).tobytes(),
                     )
                     for it in items
@@ -344,7 +231,7 @@ class EmbeddedStore(CatalogStore):
                 " WHERE id = ?",
                 (len(items), row.id),
             )
-        created = datetime.fromisoformat(now)
+        created = datetime.fromisoformat(stamp)
         return [
             ItemRecord(
                 id=it.id, image=it.image, label=it.label, metadata=it.metadata, created_at=created
@@ -356,12 +243,12 @@ class EmbeddedStore(CatalogStore):
         conn = self._conn()
         row = self._row(conn, name)
         r = conn.execute(
-            f"SELECT {_ITEM_COLS} FROM items WHERE catalog_id = ? AND item_id = ?",
+            f"SELECT {ITEM_COLS} FROM items WHERE catalog_id = ? AND item_id = ?",
             (row.id, item_id),
         ).fetchone()
         if r is None:
             raise ItemNotFound(f"Catalog {name!r} has no item {item_id!r}.")
-        return _item(r)
+        return item_from_row(r)
 
     def get_vector(self, name: str, item_id: str) -> Vector:
         conn = self._conn()
@@ -392,10 +279,10 @@ class EmbeddedStore(CatalogStore):
                 where += " AND item_id > ?"
                 args.append(after)
             rows = conn.execute(
-                f"SELECT {_ITEM_COLS} FROM items WHERE {where} ORDER BY item_id LIMIT ?",
+                f"SELECT {ITEM_COLS} FROM items WHERE {where} ORDER BY item_id LIMIT ?",
                 (*args, limit + 1),
             ).fetchall()
-        items = [_item(r) for r in rows[:limit]]
+        items = [item_from_row(r) for r in rows[:limit]]
         more = len(rows) > limit
         return ItemPage(items=items, next_after=items[-1].id if more else None, total=total)
 
@@ -403,7 +290,7 @@ class EmbeddedStore(CatalogStore):
         with self._tx() as conn:
             row = self._row(conn, name)
             r = conn.execute(
-                f"SELECT seq, {_ITEM_COLS} FROM items WHERE catalog_id = ? AND item_id = ?",
+                f"SELECT seq, {ITEM_COLS} FROM items WHERE catalog_id = ? AND item_id = ?",
                 (row.id, item_id),
             ).fetchone()
             if r is None:
@@ -417,7 +304,7 @@ class EmbeddedStore(CatalogStore):
                 " WHERE id = ?",
                 (row.id,),
             )
-        return _item(r[1:])
+        return item_from_row(r[1:])
 
     def image_in_use(self, sha256: str) -> bool:
         r = (
@@ -428,7 +315,7 @@ class EmbeddedStore(CatalogStore):
         return r is not None
 
     # index --------------------------------------------------------------------------------
-    def _synced(self, name: str) -> tuple[_Row, LiveIndex]:
+    def _synced(self, name: str) -> tuple[Row, LiveIndex]:
         """The catalog's row and its index, caught up with every committed write."""
         row = self._row(self._conn(), name)
         state = CatalogState(row.id, row.name, row.model.dim, row.epoch, row.version)
@@ -490,8 +377,8 @@ class EmbeddedStore(CatalogStore):
         if not seqs:
             return {}
         marks = ",".join("?" * len(seqs))
-        rows = conn.execute(f"SELECT seq, {_ITEM_COLS} FROM items WHERE seq IN ({marks})", seqs)
-        return {r[0]: _item(r[1:]) for r in rows}
+        rows = conn.execute(f"SELECT seq, {ITEM_COLS} FROM items WHERE seq IN ({marks})", seqs)
+        return {r[0]: item_from_row(r[1:]) for r in rows}
 
     def index_stats(self, name: str) -> dict[str, Any]:
         """Kind and size of the loaded index (bench and tests)."""

@@ -107,9 +107,16 @@ class MilvusStore(CatalogStore):
         except ServiceError:
             raise
         except MilvusException as exc:
-            raise StoreUnavailable(f"Milvus at {self.uri} failed: {exc}") from exc
+            # The URI and Milvus's own text go to the log only, never to a client.
+            logger.error("Milvus at %s failed: %s", self.uri, exc)
+            raise StoreUnavailable(
+                "The Milvus vector store failed; the server log says why."
+            ) from exc
         except (ConnectionError, TimeoutError) as exc:
-            raise StoreUnavailable(f"Milvus at {self.uri} cannot be reached: {exc}") from exc
+            logger.error("Milvus at %s cannot be reached: %s", self.uri, exc)
+            raise StoreUnavailable(
+                "The Milvus vector store cannot be reached; the server log says why."
+            ) from exc
 
     @property
     def client(self) -> Any:
@@ -353,8 +360,7 @@ class MilvusStore(CatalogStore):
                 }
                 for it in items
             ]
-            for start in range(0, len(rows), _BATCH):
-                self.client.insert(info["collection"], rows[start : start + _BATCH])
+            self._insert_all_or_nothing(info["collection"], rows)
         created = datetime.fromisoformat(now)
         return [
             ItemRecord(
@@ -362,6 +368,27 @@ class MilvusStore(CatalogStore):
             )
             for it in items
         ]
+
+    def _insert_all_or_nothing(self, collection: str, rows: list[dict[str, Any]]) -> None:
+        """Milvus has no multi-batch transaction: when a later batch fails, the batches already
+        inserted are deleted again before the error is raised. Then one Strong read waits until
+        every row is applied, so the 201 is followed by searches that see the items."""
+        done: list[str] = []
+        try:
+            for start in range(0, len(rows), _BATCH):
+                chunk = rows[start : start + _BATCH]
+                self.client.insert(collection, chunk)
+                done += [r["id"] for r in chunk]
+            self._settle(collection, f"id in {json.dumps(done[:1])}")
+        except BaseException:
+            if done:
+                try:
+                    for start in range(0, len(done), _BATCH):
+                        ids = done[start : start + _BATCH]
+                        self.client.delete(collection, filter=f"id in {json.dumps(ids)}")
+                except Exception:
+                    logger.exception("rolling back a partial insert into %s failed", collection)
+            raise
 
     def _get(self, name: str, item_id: str, fields: list[str]) -> dict[str, Any]:
         info = self._info(name)

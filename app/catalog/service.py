@@ -42,7 +42,8 @@ from app.catalog.types import (
     unit_rows,
 )
 from app.errors import ConfigurationError, InvalidRequest, ServiceError
-from app.imaging import ImageLimits, PreparedImage, prepare
+from app.imaging import PreparedImage
+from app.ingest import limits_from, prepare_batch
 from app.registry import LoadedModel, ModelRegistry
 from app.settings import Settings
 
@@ -122,19 +123,36 @@ class CatalogService:
         self._blob_lock = threading.Lock()
         self._open_lock = threading.Lock()
         self._opened = False
-        self.limits = ImageLimits(
-            max_bytes=settings.max_image_bytes,
-            max_pixels=settings.max_image_pixels,
-            min_side=settings.min_image_side,
-        )
+        self.limits = limits_from(settings)
 
     # lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:
-        """Connect the store; a failure is logged and retried on the next request (503 until)."""
+        """Connect the store and collect orphan images; a failure is logged and retried on the
+        next request (503 until)."""
         try:
             self._ensure_open()
-        except StoreUnavailable as exc:
-            logger.error("%s", exc.detail)
+        except StoreUnavailable:
+            return  # logged by _ensure_open
+        try:
+            self.collect_orphans()
+        except Exception as exc:  # start-up must not fail over housekeeping
+            logger.error("collecting orphan images failed: %s", exc)
+
+    def collect_orphans(self) -> int:
+        """Remove stored images no item references: left behind when a crash fell between the
+        image write and the store's commit. Runs under the blob guard, so an add in flight in
+        another process (which holds it from write to commit) is never mistaken for one."""
+        store = self._ensure_open()
+        removed = 0
+        with self._blob_guard():
+            for sha in list(self.blobs.stored_digests()):
+                if not store.image_in_use(sha):
+                    self.blobs.remove(sha)
+                    removed += 1
+            self.blobs.remove_partial_writes()
+        if removed:
+            logger.warning("removed %d orphan image(s) left by an interrupted add", removed)
+        return removed
 
     def _ensure_open(self) -> CatalogStore:
         if self._opened:
@@ -146,8 +164,13 @@ class CatalogService:
                 except ServiceError:
                     raise
                 except Exception as exc:
+                    # Where the store lives (a Milvus URI, a path) goes to the log only.
+                    logger.error(
+                        "the vector store (%s) cannot be opened: %s", self.store.describe(), exc
+                    )
                     raise StoreUnavailable(
-                        f"The vector store ({self.store.describe()}) cannot be opened: {exc}"
+                        f"The {self.store.kind} vector store cannot be opened; the server log "
+                        "says why."
                     ) from exc
                 self._opened = True
                 logger.info("catalog store: %s", self.store.describe())
@@ -191,9 +214,8 @@ class CatalogService:
             raise ModelMismatch(
                 f"Catalog {catalog.name!r} was built with model {bound.name!r} v{bound.version} "
                 f"(sha256 {bound.sha256[:12]}...), but the server now serves v{served.version} "
-                f"(sha256 {served.sha256[:12]}...): their embeddings are not comparable. "
-                f"Re-embed the stored images with POST /v1/catalogs/{catalog.name}/reindex, "
-                "or rebuild the catalog.",
+                f"(sha256 {served.sha256[:12]}...): their embeddings are not comparable; "
+                "reindex the catalog (re-embeds the stored images) or rebuild it.",
                 catalog_model_sha256=bound.sha256,
                 served_model_sha256=served.sha256,
             )
@@ -212,15 +234,7 @@ class CatalogService:
 
     def embed(self, loaded: LoadedModel, images: Sequence[bytes]) -> Vector:
         """Unit embedding rows of `images`, decoded per the model's bundle. Raises 413/415/422."""
-        prepared: list[PreparedImage] = []
-        for i, data in enumerate(images):
-            try:
-                prepared.append(prepare(data, loaded.model.bundle.metadata.input, self.limits))
-            except ServiceError as exc:
-                if len(images) > 1:
-                    exc.detail = f"image {i + 1}: {exc.detail}"
-                    exc.extra["image_index"] = i
-                raise
+        prepared = prepare_batch(images, loaded.model.bundle.metadata.input, self.limits)
         return self.embed_prepared(loaded, prepared)
 
     def embed_prepared(self, loaded: LoadedModel, prepared: Sequence[PreparedImage]) -> Vector:
@@ -374,7 +388,8 @@ class CatalogService:
         if record.model.name != loaded.name:
             raise ModelMismatch(
                 f"Catalog {name!r} holds embeddings of model {record.model.name!r}, not "
-                f"{loaded.name!r}; ask /v1/models/{record.model.name}/predict instead."
+                f"{loaded.name!r}; ask model {record.model.name!r} instead.",
+                catalog_model=record.model.name,
             )
         bound = self.bound_model(record)
         if (

@@ -76,7 +76,7 @@ def test_openapi_docs(client: TestClient) -> None:
 
 
 def test_unknown_route_is_problem_json(client: TestClient) -> None:
-    assert_problem(client.get("/v2/whatever"), 404)
+    assert_problem(client.get("/v9/whatever"), 404)
 
 
 # --- predictions -----------------------------------------------------------------------

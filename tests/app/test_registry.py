@@ -123,7 +123,7 @@ def test_server_never_imports_tensorflow(tiny_models_dir: Path, tmp_path: Path) 
         from app.main import create_app
         from app.settings import Settings
         s = Settings(models_dir={str(tiny_models_dir)!r}, data_dir={str(tmp_path)!r},
-                     load_in_background=False)
+                     load_in_background=False, allowed_hosts=["testserver"])
         buf = io.BytesIO(); Image.new("L", (28, 28), 9).save(buf, "PNG")
         with TestClient(create_app(s)) as c:
             r = c.post("/v1/models/tiny/predict", content=buf.getvalue())

@@ -1,0 +1,141 @@
+"""Catalog item routes: add, list, get, image, thumbnail, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.api.catalogs.openapi import ERRORS, ITEMS_BODY
+from app.api.catalogs.parsing import form_specs, items_limits, query_spec
+from app.api.catalogs.shaping import item_view
+from app.api.deps import CatalogsDep, ReadAuth, SettingsDep, WriteAuth
+from app.api.forms import is_multipart, read_form
+from app.api.uploads import read_uploads, uploads_from
+from app.catalog.service import CatalogService
+from app.errors import NotFound
+from app.schemas import Item, ItemList, ItemsCreated
+
+router = APIRouter(prefix="/v1/catalogs", tags=["catalogs"], dependencies=[ReadAuth])
+
+
+@router.post(
+    "/{name}/items",
+    status_code=201,
+    response_model=ItemsCreated,
+    dependencies=[WriteAuth],
+    openapi_extra=ITEMS_BODY,
+    responses={
+        **ERRORS,
+        409: {"description": "duplicate item id, or stale catalog"},
+        413: {"description": "too many images, an image or the body over its limit"},
+        415: {},
+    },
+)
+async def add_items(
+    name: str,
+    request: Request,
+    service: CatalogsDep,
+    settings: SettingsDep,
+    id: Annotated[str | None, Query(description="raw-body upload: the item id")] = None,
+    label: Annotated[str | None, Query(description="raw-body upload: the label")] = None,
+    metadata: Annotated[str | None, Query(description="raw-body upload: JSON object")] = None,
+) -> ItemsCreated:
+    """Add images to a catalog (embedded with the catalog's model in one forward pass).
+    All or nothing; the 201 is sent only once images and items are durably stored."""
+    await run_in_threadpool(service.get, name)  # 404 before reading a large body
+    if is_multipart(request):
+        form = await read_form(request, items_limits(settings))
+        uploads = uploads_from(form)
+        specs = form_specs(form, len(uploads))
+    else:
+        specs = [query_spec({"id": id, "label": label, "metadata": metadata})]
+        uploads = await read_uploads(request, settings)
+    records = await run_in_threadpool(service.add, name, [u.data for u in uploads], specs)
+    return ItemsCreated(
+        catalog=name, ids=[r.id for r in records], items=[item_view(name, r) for r in records]
+    )
+
+
+@router.get("/{name}/items", response_model=ItemList, responses=ERRORS)
+async def list_items(
+    name: str,
+    service: CatalogsDep,
+    after: Annotated[
+        str | None, Query(description="cursor: the last id of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    label: Annotated[str | None, Query(description="only items with this label")] = None,
+) -> ItemList:
+    """Items in id order (generated ids sort by creation time), a page at a time."""
+    page = await run_in_threadpool(
+        lambda: service.list_items(name, after=after, limit=limit, label=label)
+    )
+    return ItemList(
+        items=[item_view(name, it) for it in page.items],
+        total=page.total,
+        next_after=page.next_after,
+    )
+
+
+@router.get("/{name}/items/{item_id}", response_model=Item, responses=ERRORS)
+async def get_item(name: str, item_id: str, service: CatalogsDep) -> Item:
+    """One item's label, metadata and image description."""
+    return item_view(name, await run_in_threadpool(service.get_item, name, item_id))
+
+
+async def _file(
+    name: str, item_id: str, thumbnail: bool, request: Request, service: CatalogService
+) -> Response:
+    path, ctype, item = await run_in_threadpool(service.item_file, name, item_id, thumbnail)
+    etag = f'"{item.image.sha256[:32]}{"-t" if thumbnail else ""}"'
+    scope = "private" if service.settings.api_key_for_reads else "public"
+    headers = {
+        "ETag": etag,
+        "Cache-Control": f"{scope}, max-age=86400",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    if not path.is_file():
+        raise NotFound(f"The image file of item {item_id!r} is missing from the data folder.")
+    return FileResponse(path, media_type=ctype, headers=headers)
+
+
+@router.get(
+    "/{name}/items/{item_id}/image",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/*": {}}}, 304: {"description": "not modified"}, **ERRORS},
+)
+async def get_item_image(
+    name: str, item_id: str, request: Request, service: CatalogsDep
+) -> Response:
+    """The stored original, as uploaded (ETag = content digest)."""
+    return await _file(name, item_id, False, request, service)
+
+
+@router.get(
+    "/{name}/items/{item_id}/thumbnail",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"image/jpeg": {}}},
+        304: {"description": "not modified"},
+        **ERRORS,
+    },
+)
+async def get_item_thumbnail(
+    name: str, item_id: str, request: Request, service: CatalogsDep
+) -> Response:
+    """A JPEG thumbnail, longest side at most `thumbnail_px` (128 by default)."""
+    return await _file(name, item_id, True, request, service)
+
+
+@router.delete(
+    "/{name}/items/{item_id}", status_code=204, dependencies=[WriteAuth], responses=ERRORS
+)
+async def delete_item(name: str, item_id: str, service: CatalogsDep) -> Response:
+    """Remove an item for good (and its image when nothing else uses it)."""
+    await run_in_threadpool(service.delete_item, name, item_id)
+    return Response(status_code=204)

@@ -1,0 +1,65 @@
+"""Catalog search: by uploaded image, stored item or raw vector."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from app.api.catalogs.openapi import ERRORS, SEARCH_BODY
+from app.api.catalogs.routes import validation_detail
+from app.api.catalogs.shaping import search_view
+from app.api.deps import CatalogsDep, ReadAuth, SettingsDep
+from app.api.forms import is_json, read_json
+from app.api.uploads import image_limits, read_uploads
+from app.errors import InvalidRequest
+from app.schemas import MAX_K, SearchRequest, SearchResponse
+
+DEFAULT_K = 10
+
+router = APIRouter(prefix="/v1/catalogs", tags=["catalogs"], dependencies=[ReadAuth])
+
+
+@router.post(
+    "/{name}/search",
+    response_model=SearchResponse,
+    openapi_extra=SEARCH_BODY,
+    responses={**ERRORS, 413: {"description": "image or JSON body over its limit"}, 415: {}},
+)
+async def search(
+    name: str,
+    request: Request,
+    service: CatalogsDep,
+    settings: SettingsDep,
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="neighbours to return")] = DEFAULT_K,
+    label: Annotated[str | None, Query(description="only neighbours with this label")] = None,
+    item_id: Annotated[str | None, Query(description="search with a stored item")] = None,
+) -> SearchResponse:
+    """The k catalog items most similar to the query (cosine of embeddings, best first):
+    an uploaded image, a stored item (excluded from its own results) or a raw vector."""
+    t0 = time.perf_counter()
+    body = SearchRequest()
+    if is_json(request):
+        try:
+            body = SearchRequest.model_validate(await read_json(request, settings.max_json_bytes))
+        except ValidationError as exc:
+            raise InvalidRequest(f"Invalid search request: {validation_detail(exc)}") from exc
+    k = body.k or k
+    label = body.label if body.label is not None else label
+    item_id = body.item_id if body.item_id is not None else item_id
+    if body.vector is not None:
+        out = await run_in_threadpool(service.search_vector, name, body.vector, k, label)
+    elif item_id is not None:
+        out = await run_in_threadpool(service.search_item, name, item_id, k, label)
+    elif is_json(request):
+        raise InvalidRequest("Give item_id or vector in the JSON body, or upload an image.")
+    else:
+        await run_in_threadpool(service.get, name)
+        uploads = await read_uploads(request, settings, limits=image_limits(settings, files=1))
+        if len(uploads) != 1:
+            raise InvalidRequest(f"Search takes one image; {len(uploads)} were sent.")
+        out = await run_in_threadpool(service.search_images, name, [uploads[0].data], k, label)
+    return search_view(out, k, label, item_id, t0)

@@ -1,0 +1,248 @@
+"""The one body reader: raw, JSON and multipart bodies counted while they stream in.
+
+Every route that takes a body reads it here with explicit limits. Bytes are counted as they
+arrive (also for chunked bodies without Content-Length) and a 413 is raised before more than
+the route's limit is read; a multipart part is checked as it grows, never spooled whole
+first; JSON is size-capped before parsing and depth-limited.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from app.errors import (
+    BadRequest,
+    InvalidRequest,
+    PayloadTooLarge,
+    ServiceError,
+    UnsupportedMediaType,
+)
+
+# Deeper JSON than this is refused (422) before parsing: nothing here needs more, and
+# Python's parser would otherwise recurse once per level.
+MAX_JSON_DEPTH: Final = 32
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """What one route accepts. `total` bounds the whole body as it streams."""
+
+    total: int
+    file_bytes: int = 0  # per file part
+    files: int = 0  # file parts
+    text_bytes: int = 1024  # per text field
+    fields: int = 16  # text fields
+
+
+@dataclass(frozen=True)
+class FilePart:
+    name: str
+    filename: str | None
+    data: bytes
+
+
+@dataclass
+class Form:
+    files: list[FilePart] = field(default_factory=list)
+    fields: list[tuple[str, str]] = field(default_factory=list)
+
+    def texts(self, name: str) -> list[str]:
+        return [v for k, v in self.fields if k == name]
+
+    def file_parts(self, name: str) -> list[FilePart]:
+        return [f for f in self.files if f.name == name]
+
+    def names(self) -> list[str]:
+        return sorted({f.name for f in self.files} | {k for k, _ in self.fields})
+
+
+def is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+
+
+def is_json(request: Request) -> bool:
+    ctype = request.headers.get("content-type", "").lower().split(";")[0].strip()
+    return ctype == "application/json" or ctype.endswith("+json")
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The request body exceeds this endpoint's limit of {limit:,} bytes.", limit_bytes=limit
+    )
+
+
+async def stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body's chunks; 413 as soon as more than `limit` bytes have arrived."""
+    length = request.headers.get("content-length")
+    if length is not None and length.strip().isdigit() and int(length) > limit:
+        raise _too_large(limit)
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(limit)
+            if chunk:
+                yield chunk
+    except ClientDisconnect as exc:
+        raise BadRequest("The client disconnected before the body was complete.") from exc
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, at most `limit` bytes (413 beyond)."""
+    return b"".join([c async for c in stream(request, limit)])
+
+
+def check_json_depth(text: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """422 when arrays/objects nest deeper than `max_depth` (strings are skipped)."""
+    data = text.encode() if isinstance(text, str) else text
+    depth = 0
+    in_string = escaped = False
+    for b in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:  # backslash
+                escaped = True
+            elif b == 0x22:  # quote
+                in_string = False
+        elif b == 0x22:
+            in_string = True
+        elif b in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > max_depth:
+                raise InvalidRequest(f"The JSON nests deeper than {max_depth} levels.")
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+
+
+def parse_json(text: bytes | str, where: str = "The JSON body") -> Any:
+    """Depth-checked json.loads; any syntax error is a 422 that says where."""
+    check_json_depth(text)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"{where} is not valid JSON: {exc.msg} at position {exc.pos}."
+        ) from exc
+    except (ValueError, RecursionError) as exc:  # bad UTF-8; recursion is pre-empted above
+        raise InvalidRequest(f"{where} is not valid UTF-8 JSON.") from exc
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """A JSON body, capped at `limit` bytes before it is parsed; an empty body is {}."""
+    raw = await read_body(request, limit)
+    return parse_json(raw) if raw.strip() else {}
+
+
+class _FormBuilder:
+    """python-multipart callbacks that enforce the limits while each part grows."""
+
+    def __init__(self, limits: BodyLimits) -> None:
+        self.limits = limits
+        self.form = Form()
+        self._field = bytearray()
+        self._value = bytearray()
+        self._headers: dict[str, bytes] = {}
+        self._name = ""
+        self._filename: str | None = None
+        self._is_file = False
+        self._buf = bytearray()
+        self._texts = 0
+
+    def on_part_begin(self) -> None:
+        self._headers = {}
+        self._buf = bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._field.decode("latin-1").lower()] = bytes(self._value)
+        self._field = bytearray()
+        self._value = bytearray()
+
+    def on_headers_finished(self) -> None:
+        disposition, options = parse_options_header(self._headers.get("content-disposition", b""))
+        if disposition != b"form-data" or b"name" not in options:
+            raise BadRequest("A multipart part has no 'Content-Disposition: form-data; name=...'.")
+        self._name = options[b"name"].decode("utf-8", "replace")
+        raw_filename = options.get(b"filename")
+        self._is_file = raw_filename is not None
+        self._filename = raw_filename.decode("utf-8", "replace") if raw_filename else None
+        lim = self.limits
+        if self._is_file and len(self.form.files) >= lim.files:
+            raise PayloadTooLarge(
+                f"Too many files: at most {lim.files} per request.", limit_images=lim.files
+            )
+        if not self._is_file:
+            self._texts += 1
+            if self._texts > lim.fields:
+                raise PayloadTooLarge(f"Too many form fields: at most {lim.fields} per request.")
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        cap = self.limits.file_bytes if self._is_file else self.limits.text_bytes
+        if len(self._buf) + (end - start) > cap:
+            what = f"'{self._filename}'" if self._is_file else f"The '{self._name}' field"
+            raise PayloadTooLarge(
+                f"{what} is larger than the limit of {cap:,} bytes.", limit_bytes=cap
+            )
+        self._buf += data[start:end]
+
+    def on_part_end(self) -> None:
+        if self._is_file:
+            self.form.files.append(FilePart(self._name, self._filename, bytes(self._buf)))
+            return
+        try:
+            text = self._buf.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest(f"The '{self._name}' field is not UTF-8 text.") from exc
+        self.form.fields.append((self._name, text))
+
+
+async def read_form(request: Request, limits: BodyLimits) -> Form:
+    """Parse multipart/form-data as it streams, within `limits`. Raises 400/413/415/422."""
+    cached: Form | None = getattr(request.state, "imgclass_form", None)
+    if cached is not None:
+        return cached
+    ctype, options = parse_options_header(request.headers.get("content-type", ""))
+    if ctype != b"multipart/form-data":
+        raise UnsupportedMediaType("Send the body as multipart/form-data.")
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise BadRequest("The multipart Content-Type has no boundary.")
+    builder = _FormBuilder(limits)
+    callbacks: Any = {
+        name: getattr(builder, name)
+        for name in (
+            "on_part_begin",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
+            "on_part_data",
+            "on_part_end",
+        )
+    }
+    parser = MultipartParser(boundary, callbacks)
+    try:
+        async for chunk in stream(request, limits.total):
+            parser.write(chunk)
+        parser.finalize()
+    except ServiceError:
+        raise
+    except Exception as exc:  # python-multipart's parse errors
+        raise BadRequest(
+            f"The multipart body could not be parsed: {exc}".rstrip(".") + "."
+        ) from exc
+    request.state.imgclass_form = builder.form
+    return builder.form

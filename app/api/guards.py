@@ -1,0 +1,133 @@
+"""Request guards that run before any route reads a body: Host allow-list (DNS rebinding) and
+no state change from a cross-site browser request (CSRF, including multipart "simple" POSTs).
+
+Pure ASGI middleware, so a refused request is answered without touching its body.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable
+from typing import Final
+from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.errors import PROBLEM_BASE, PROBLEM_JSON
+
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+# Paths a probe (kubelet, Docker, a load balancer) may call by IP or service name.
+PROBE_PATHS: Final = frozenset({"/healthz", "/readyz"})
+
+
+def split_host(host: str) -> str:
+    """'Example.com:8000' -> 'example.com', '[::1]:8000' -> '[::1]'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def host_allowed(host: str, patterns: Iterable[str]) -> bool:
+    """Exact names, '*.suffix' wildcards, or '*' for any host."""
+    name = split_host(host)
+    if not name:
+        return False
+    for pattern in patterns:
+        p = pattern.strip().lower()
+        if p == "*" or p == name:
+            return True
+        if p.startswith("*.") and name.endswith(p[1:]):
+            return True
+    return False
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address (IMGCLASS_HOST) reaches only this machine."""
+    h = host.strip().strip("[]").lower()
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def _origin_host(origin: str) -> str | None:
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.netloc:
+        return None
+    return parts.netloc.lower()
+
+
+async def _problem(send: Send, status: int, slug: str, title: str, detail: str) -> None:
+    body = json.dumps(
+        {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardMiddleware:
+    """Refuse (400) a Host not on the allow-list and (403) a state-changing request that a
+    browser marks as cross-site, before the route or its body is touched."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str], allowed_origins: list[str]) -> None:
+        self.app = app
+        self.allowed_hosts = allowed_hosts
+        self.any_host = "*" in allowed_hosts
+        self.allowed_origins = {o.rstrip("/").lower() for o in allowed_origins}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        probe = scope["path"] in PROBE_PATHS and scope["method"] in SAFE_METHODS
+        if not self.any_host and not probe and not host_allowed(host, self.allowed_hosts):
+            await _problem(
+                send,
+                400,
+                "host-not-allowed",
+                "Host not allowed",
+                "This server answers only to the host names in IMGCLASS_ALLOWED_HOSTS "
+                "(a guard against DNS rebinding); add the name you use to reach it.",
+            )
+            return
+        if scope["method"] not in SAFE_METHODS and self._cross_site(headers, host):
+            await _problem(
+                send,
+                403,
+                "cross-site-request",
+                "Cross-site request refused",
+                "A request from another web site may not change or use this server. Call it "
+                "from its own page, from a client without an Origin header, or list the "
+                "site's origin in IMGCLASS_CORS_ORIGINS.",
+            )
+            return
+        await self.app(scope, receive, send)
+
+    def _cross_site(self, headers: dict[str, str], host: str) -> bool:
+        origin = headers.get("origin")
+        if origin is not None:
+            if origin.rstrip("/").lower() in self.allowed_origins:
+                return False
+            # "null" (sandboxed frames, file://) and any other host is cross-origin.
+            return _origin_host(origin) != host.strip().lower()
+        # Browsers that omit Origin still send Sec-Fetch-Site on fetches and form posts.
+        return headers.get("sec-fetch-site", "").lower() == "cross-site"

@@ -1,0 +1,71 @@
+"""Classification outcomes (app.classify) -> the predict endpoint's HTTP shapes."""
+
+from __future__ import annotations
+
+from app.api.catalogs.shaping import neighbor_view
+from app.catalog.types import Hit
+from app.classify import BatchOutcome, Classified
+from app.registry import LoadedModel
+from app.schemas import (
+    BatchTimings,
+    Decision,
+    ImageMeta,
+    ImageResult,
+    ImageTimings,
+    Prediction,
+    PredictResponse,
+)
+
+
+def _ms(x: float) -> float:
+    return round(x, 3)
+
+
+def image_result(r: Classified, similar: list[Hit] | None, catalog: str | None) -> ImageResult:
+    return ImageResult(
+        filename=r.filename,
+        predictions=[Prediction.model_validate(p, from_attributes=True) for p in r.predictions],
+        decision=Decision.model_validate(r.decision, from_attributes=True) if r.decision else None,
+        image=ImageMeta.model_validate(r.info, from_attributes=True),
+        timings=ImageTimings(
+            decode_ms=_ms(r.decode_ms),
+            preprocess_ms=_ms(r.preprocess_ms),
+            inference_ms=_ms(r.inference_ms),
+            total_ms=_ms(r.decode_ms + r.preprocess_ms + r.inference_ms),
+        ),
+        similar=None
+        if similar is None or catalog is None
+        else [neighbor_view(catalog, h) for h in similar],
+    )
+
+
+def predict_response(
+    loaded: LoadedModel,
+    top_k: int,
+    outcome: BatchOutcome,
+    *,
+    catalog: str | None = None,
+    hits: list[list[Hit]] | None = None,
+    search_ms: float | None = None,
+) -> PredictResponse:
+    """The response of POST /v1/models/{name}/predict (with `similar` neighbours when
+    `catalog` and `hits` are given)."""
+    meta = loaded.model.bundle.metadata
+    per_image = hits if hits is not None else [None] * len(outcome.results)
+    return PredictResponse(
+        model=meta.name,
+        version=meta.version,
+        provider=loaded.model.provider,
+        top_k=top_k,
+        results=[
+            image_result(r, h, catalog) for r, h in zip(outcome.results, per_image, strict=True)
+        ],
+        timings=BatchTimings(
+            decode_ms=_ms(outcome.decode_ms),
+            preprocess_ms=_ms(outcome.preprocess_ms),
+            inference_ms=_ms(outcome.inference_ms),
+            total_ms=_ms(outcome.total_ms),
+            search_ms=None if search_ms is None else _ms(search_ms),
+        ),
+        catalog=catalog,
+    )

@@ -1,0 +1,141 @@
+"""SQLite plumbing of the embedded catalog store: schema, row decoding, per-thread
+connections (WAL, synchronous=FULL) and write/read transactions."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from app.catalog.types import ImageRef, ItemRecord, ModelRef
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS catalogs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    item_count INTEGER NOT NULL DEFAULT 0,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS items (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    catalog_id INTEGER NOT NULL,
+    item_id TEXT NOT NULL,
+    label TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    image_sha256 TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    UNIQUE (catalog_id, item_id)
+);
+CREATE INDEX IF NOT EXISTS items_label ON items (catalog_id, label, item_id);
+CREATE INDEX IF NOT EXISTS items_image ON items (image_sha256);
+CREATE TABLE IF NOT EXISTS deletions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    catalog_id INTEGER NOT NULL,
+    item_seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deletions_catalog ON deletions (catalog_id, seq);
+"""
+ITEM_COLS = "item_id, label, metadata, image_sha256, content_type, width, height, created_at"
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    name: str
+    description: str
+    model: ModelRef
+    created_at: str
+    item_count: int
+    epoch: int
+    version: int
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def item_from_row(r: Sequence[Any]) -> ItemRecord:
+    return ItemRecord(
+        id=r[0],
+        label=r[1],
+        metadata=json.loads(r[2]),
+        image=ImageRef(sha256=r[3], content_type=r[4], width=r[5], height=r[6]),
+        created_at=datetime.fromisoformat(r[7]),
+    )
+
+
+class Connections:
+    """One SQLite connection per thread on `db_path`, closed together."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self.closed = False
+
+    def conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self.closed:
+                raise RuntimeError("catalog store is closed")
+            conn = sqlite3.connect(
+                self.db_path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            # FULL: a commit is on disk (WAL fsynced) before it returns, so a 201 survives kill -9.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (IMMEDIATE: takes the write lock up front, no upgrade deadlocks)."""
+        conn = self.conn()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot across several SELECTs."""
+        conn = self.conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.closed = True
+        with self._conns_lock:
+            for conn in self._conns:
+                with suppress(sqlite3.Error):
+                    conn.close()
+            self._conns.clear()
+        self._local = threading.local()
