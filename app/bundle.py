@@ -89,6 +89,9 @@ class InputSpec(_Strict):
     # Fashion-MNIST) only images whose border is light, i.e. a dark object on a light
     # background such as ink on paper or a product shot on white.
     invert: bool | Literal["auto"] = False
+    # Trim to the object on a uniform background and centre it in a square before resizing
+    # (app/trim.py), as Fashion-MNIST's pictures were made. Off unless the bundle asks.
+    trim: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> InputSpec:
