@@ -5,10 +5,13 @@ from __future__ import annotations
 import uvicorn
 
 from app.settings import Settings
+from app.telemetry import prepare_multiprocess_dir
 
 
 def main() -> None:
     settings = Settings()
+    # Several workers share their Prometheus metrics through files; set up before they start.
+    prepare_multiprocess_dir(settings.workers)
     uvicorn.run(
         "app.main:create_app",
         factory=True,

@@ -1,19 +1,60 @@
-"""Logging configuration (done once at start-up) and the per-request access log."""
+"""Logging configuration (done once at start-up), request ids and the per-request access log.
+
+`RequestObserver` is the outermost ASGI middleware: it takes a valid incoming X-Request-ID
+(or makes one), echoes it, puts it in a contextvar that a logging filter copies onto every
+record of that request (threads started by run_in_threadpool inherit it), counts bytes in and
+out, records the Prometheus request metrics and writes one access-log line.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Callable, Collection
+from contextvars import ContextVar
+from typing import Any, Final
 
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import telemetry
 from app.settings import Settings
 
 access_logger = logging.getLogger("app.access")
+
+REQUEST_ID_HEADER: Final = "x-request-id"
+# Accepted incoming ids: 1-128 characters, letters, digits and . _ : + = / @ - (UUIDs, trace
+# ids, ULIDs). Anything else is replaced by a fresh id, so log lines stay one clean token.
+_VALID_ID: Final = re.compile(r"[A-Za-z0-9._:+=/@-]{1,128}")
+_MODEL_PATH: Final = re.compile(r"^/v[12]/models/([^/]+)")
+# Fields of the access record that the JSON formatter writes as their own keys.
+ACCESS_FIELDS: Final = (
+    "method",
+    "path",
+    "route",
+    "model",
+    "status",
+    "latency_ms",
+    "bytes_in",
+    "bytes_out",
+)
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+def valid_request_id(value: str | None) -> str | None:
+    return value if value is not None and _VALID_ID.fullmatch(value) else None
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps every record with the id of the request it was logged in ('-' outside one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,8 +63,12 @@ class JsonFormatter(logging.Formatter):
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname,
             "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
             "msg": record.getMessage(),
         }
+        for key in ACCESS_FIELDS:
+            if key in record.__dict__:
+                payload[key] = record.__dict__[key]
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
         return json.dumps(payload)
@@ -31,24 +76,106 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+        )
     root = logging.getLogger("app")
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
     root.propagate = False
 
 
-async def access_log(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """One line per request: method, path, status, latency. Never the body."""
-    t0 = time.perf_counter()
-    response = await call_next(request)
-    ms = (time.perf_counter() - t0) * 1e3
-    access_logger.info(
-        "%s %s %d %.1fms", request.method, request.url.path, response.status_code, ms
-    )
-    return response
+def _route_template(scope: Scope) -> str:
+    """The matched route's template ('/v1/models/{name}/predict'), never the raw path, so
+    metric labels stay bounded; '<unmatched>' for 404s and requests refused before routing."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else "<unmatched>"
+
+
+class RequestObserver:
+    """Request id, metrics and access log for every HTTP request (pure ASGI)."""
+
+    def __init__(
+        self, app: ASGIApp, *, known_models: Callable[[], Collection[str]], access_log: bool
+    ) -> None:
+        self.app = app
+        self.known_models = known_models
+        self.access_log = access_log
+
+    def _model(self, path: str) -> str:
+        match = _MODEL_PATH.match(path)
+        if match is None:
+            return ""
+        name = match.group(1)
+        return name if name in self.known_models() else ""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        incoming = headers.get(REQUEST_ID_HEADER.encode())
+        rid = valid_request_id(incoming.decode("latin-1") if incoming else None)
+        rid = rid or uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        path: str = scope.get("path", "")
+        model = self._model(path)
+        counts: dict[str, Any] = {"in": 0, "out": 0, "status": 500}
+        t0 = time.perf_counter()
+
+        async def receive_counted() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                counts["in"] += len(message.get("body", b""))
+            return message
+
+        async def send_observed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                counts["status"] = message["status"]
+                message["headers"] = [
+                    *[
+                        (k, v)
+                        for k, v in message.get("headers", [])
+                        if k.lower() != b"x-request-id"
+                    ],
+                    (b"x-request-id", rid.encode()),
+                ]
+            elif message["type"] == "http.response.body":
+                counts["out"] += len(message.get("body", b""))
+            await send(message)
+
+        in_flight = telemetry.IN_FLIGHT.labels(model)
+        in_flight.inc()
+        try:
+            await self.app(scope, receive_counted, send_observed)
+        finally:
+            in_flight.dec()
+            seconds = time.perf_counter() - t0
+            route = _route_template(scope)
+            method = scope.get("method", "")
+            status = int(counts["status"])
+            telemetry.observe_request(route, method, model, status, seconds)
+            if self.access_log:
+                access_logger.info(
+                    "%s %s %d %.1fms",
+                    method,
+                    path,
+                    status,
+                    seconds * 1e3,
+                    extra={
+                        "method": method,
+                        "path": path,
+                        "route": route,
+                        "model": model,
+                        "status": status,
+                        "latency_ms": round(seconds * 1e3, 3),
+                        "bytes_in": counts["in"],
+                        "bytes_out": counts["out"],
+                    },
+                )
+            request_id_var.reset(token)

@@ -14,11 +14,11 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
-from app.api import access, catalogs, health, models, predict
+from app.api import access, catalogs, health, metrics, models, predict, v2
 from app.api.guards import GuardMiddleware
 from app.catalog.service import CatalogService
 from app.errors import install_error_handlers
-from app.logs import access_log, configure_logging
+from app.logs import RequestObserver, configure_logging
 from app.registry import ModelRegistry
 from app.settings import Settings
 
@@ -76,13 +76,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["*"],
         )
-    if settings.access_log:
-        app.middleware("http")(access_log)
+    # Outermost: request id, metrics and the access log see every request, refused ones too.
+    app.add_middleware(
+        RequestObserver,
+        known_models=app.state.registry.names,
+        access_log=settings.access_log,
+    )
     app.include_router(health.router)
     app.include_router(access.router)
     app.include_router(models.router)
     app.include_router(predict.router)
     app.include_router(catalogs.router)
+    app.include_router(v2.router)
+    app.include_router(metrics.router)
 
     if (STATIC_DIR / "index.html").is_file():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -43,6 +43,20 @@ class Settings(BaseSettings):
     # JSON bodies (search by vector/item, catalog creation) and JSON text fields.
     max_json_bytes: int = Field(default=256 * 1024, ge=256)
     default_top_k: int = Field(default=5, ge=1)
+    # Open Inference Protocol (/v2): the JSON part of an infer request is parsed whole, so it
+    # has its own cap; larger tensors and images go in the binary-data extension.
+    oip_max_json_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+
+    # Image URLs in JSON predict bodies ({"images": [{"url": ...}]}): off unless enabled.
+    # Fetched only from public addresses (checked after DNS, on every redirect), https only
+    # unless url_allow_http; url_allowed_hosts (exact names or *.suffix) limits the hosts when
+    # non-empty; url_private_allowlist names hosts or IPs exempt from the public-address rule.
+    url_fetch_enabled: bool = False
+    url_allow_http: bool = False
+    url_allowed_hosts: list[str] = Field(default_factory=list)
+    url_private_allowlist: list[str] = Field(default_factory=list)
+    url_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    url_max_redirects: int = Field(default=3, ge=0, le=10)
 
     # Write endpoints require this key (header X-API-Key or Authorization: Bearer) when set.
     api_key: SecretStr | None = None

@@ -1,0 +1,49 @@
+"""GET /metrics: Prometheus text exposition (protected like the other reads)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from app import telemetry
+from app.api.deps import ReadAuth
+from app.catalog.service import CatalogService
+from app.registry import ModelRegistry
+
+router = APIRouter(tags=["operations"])
+
+
+def state_collector(registry: ModelRegistry, catalogs: CatalogService) -> telemetry.StateCollector:
+    def models() -> list[telemetry.ModelState]:
+        return [
+            telemetry.ModelState(
+                name=m.name,
+                version=m.model.bundle.metadata.version,
+                sha256=m.model.bundle.metadata.artifact.sha256,
+                provider=m.model.provider,
+                load_ms=m.load_ms,
+                warmup_ms=m.warmup_ms,
+            )
+            for m in registry.loaded()
+        ]
+
+    def catalog_sizes() -> list[telemetry.CatalogState]:
+        return [
+            telemetry.CatalogState(c.name, c.model.name, c.item_count)
+            for c in catalogs.list_catalogs()
+        ]
+
+    return telemetry.StateCollector(models, catalog_sizes, lambda: len(registry.refused()))
+
+
+@router.get(
+    "/metrics",
+    dependencies=[ReadAuth],
+    response_class=Response,
+    responses={200: {"content": {telemetry.CONTENT_TYPE: {}}, "description": "metrics"}},
+)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics: requests, latencies (decode, queue wait, inference, total),
+    in-flight requests, queue depth, batch sizes, served bundles and catalog sizes."""
+    collector = state_collector(request.app.state.registry, request.app.state.catalogs)
+    return Response(telemetry.exposition(collector), media_type=telemetry.CONTENT_TYPE)

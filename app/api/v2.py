@@ -1,0 +1,307 @@
+"""Open Inference Protocol v2 (KServe v2 / Triton HTTP) routes over the served bundles.
+
+Input `image` is either BYTES (encoded image files, one per element: base64 strings in JSON or
+raw bytes with the binary-data extension), decoded by the same ingestion policy as /v1, or an
+FP32 tensor of the model's own input shape. Errors use the protocol's shape {"error": "..."}.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import __version__, telemetry
+from app.api.deps import ReadAuth, RegistryDep, SettingsDep
+from app.api.forms import read_body
+from app.api.health import server_ready
+from app.classify import top_k_predictions
+from app.errors import (
+    BadRequest,
+    ModelNotFound,
+    PayloadTooLarge,
+    ServiceError,
+    UnsupportedMediaType,
+)
+from app.ingest import limits_from, prepare_batch
+from app.oip import (
+    BYTES,
+    FP32,
+    InferRequest,
+    InputTensor,
+    OutputTensor,
+    encode_response,
+    parse_infer_request,
+)
+from app.registry import LoadedModel, ModelRegistry
+from app.settings import Settings
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+EXTENSIONS = ["binary_tensor_data", "classification"]
+
+
+def oip_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class OipRoute(APIRoute):
+    """Renders every failure of a /v2 route (its dependencies included) as {"error": ...}."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ServiceError as exc:
+                request.state.error_detail = exc.detail
+                headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else None
+                retry = exc.extra.get("retry_after_s")
+                if retry is not None:
+                    headers = {"Retry-After": str(retry)}
+                return oip_error(exc.status, exc.detail, headers)
+            except RequestValidationError as exc:
+                parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+                return oip_error(400, "; ".join(parts) or "invalid request")
+            except StarletteHTTPException as exc:
+                return oip_error(exc.status_code, str(exc.detail))
+
+        return route
+
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], route_class=OipRoute)
+
+
+def _model(registry: ModelRegistry, name: str, version: str | None) -> LoadedModel:
+    loaded = registry.get(name)
+    have = loaded.model.bundle.metadata.version
+    if version is not None and version != have:
+        raise ModelNotFound(f"Model {name!r} has no version {version!r}; served: {have!r}.")
+    return loaded
+
+
+@router.get("", dependencies=[ReadAuth])
+def server_metadata() -> dict[str, Any]:
+    """Server metadata: name, version and the protocol extensions implemented."""
+    return {"name": "imgclass", "version": __version__, "extensions": EXTENSIONS}
+
+
+@router.get("/health/live")
+def live() -> dict[str, bool]:
+    """The process answers (says nothing about models)."""
+    return {"live": True}
+
+
+@router.get("/health/ready")
+def ready(registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
+    """200 when the server is ready for inference (same rule as /readyz), else 503."""
+    ok = server_ready(registry, settings)
+    return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+
+def _metadata(loaded: LoadedModel) -> dict[str, Any]:
+    meta = loaded.model.bundle.metadata
+    spec = meta.input
+    outputs = [{"name": meta.outputs.probs.name, "datatype": FP32, "shape": [-1, meta.num_classes]}]
+    if meta.outputs.embedding is not None:
+        emb = meta.outputs.embedding
+        outputs.append({"name": emb.name, "datatype": FP32, "shape": [-1, emb.dim]})
+    return {
+        "name": meta.name,
+        "versions": [meta.version],
+        "platform": "onnxruntime_onnx",
+        # One input, two ways to send it: encoded image files, or the model's own tensor.
+        "inputs": [
+            {"name": spec.name, "datatype": BYTES, "shape": [-1]},
+            {
+                "name": spec.name,
+                "datatype": FP32,
+                "shape": [-1, spec.height, spec.width, spec.channels],
+            },
+        ],
+        "outputs": outputs,
+    }
+
+
+@router.get("/models/{name}", dependencies=[ReadAuth])
+@router.get("/models/{name}/versions/{version}", dependencies=[ReadAuth])
+def model_metadata(name: str, registry: RegistryDep, version: str | None = None) -> dict[str, Any]:
+    """Model metadata: inputs (BYTES image files or the FP32 input tensor) and outputs."""
+    return _metadata(_model(registry, name, version))
+
+
+@router.get("/models/{name}/ready", dependencies=[ReadAuth])
+@router.get("/models/{name}/versions/{version}/ready", dependencies=[ReadAuth])
+def model_ready(name: str, registry: RegistryDep, version: str | None = None) -> dict[str, Any]:
+    """200 when the model is loaded and warmed up; 503 while loading; 404 when unknown."""
+    loaded = _model(registry, name, version)
+    return {"name": loaded.name, "ready": True}
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """gzip/deflate request bodies (tritonclient can send them), bounded after inflating."""
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
+    if wbits is None:
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not accepted (gzip, deflate)."
+        )
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"The {encoding} body could not be decompressed: {exc}.") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"The decompressed body exceeds {limit:,} bytes.", limit_bytes=limit)
+    return out
+
+
+def _header_length(request: Request) -> int | None:
+    raw = request.headers.get(HEADER_LENGTH)
+    if raw is None:
+        return None
+    if not raw.strip().isdigit():
+        raise BadRequest(f"{HEADER_LENGTH} must be a non-negative integer.")
+    return int(raw)
+
+
+def _batch(req: InferRequest, loaded: LoadedModel, settings: Settings) -> InputTensor:
+    spec = loaded.model.bundle.metadata.input
+    if len(req.inputs) != 1 or req.inputs[0].name != spec.name:
+        got = ", ".join(repr(t.name) for t in req.inputs)
+        raise BadRequest(f"Model {loaded.name!r} takes one input named {spec.name!r}; got {got}.")
+    tensor = req.inputs[0]
+    n = tensor.shape[0] if tensor.shape else 0
+    if n < 1:
+        raise BadRequest(f"Input {spec.name!r} holds no images (shape {list(tensor.shape)}).")
+    if n > settings.max_batch_images:
+        raise PayloadTooLarge(
+            f"{n} images in one request; the limit is {settings.max_batch_images}.",
+            limit_images=settings.max_batch_images,
+        )
+    if tensor.datatype == FP32:
+        want = (n, spec.height, spec.width, spec.channels)
+        if tensor.shape != want:
+            raise BadRequest(
+                f"An FP32 {spec.name!r} must have shape [N, {spec.height}, {spec.width}, "
+                f"{spec.channels}] (NHWC); got {list(tensor.shape)}."
+            )
+        assert tensor.array is not None
+        if not np.isfinite(tensor.array).all():
+            raise BadRequest(f"The FP32 {spec.name!r} tensor holds NaN or infinite values.")
+    elif tensor.items is not None and len(tensor.items) != n:
+        raise BadRequest(
+            f"A BYTES {spec.name!r} holds one encoded image per element: shape [N] or [N, 1]; "
+            f"got {list(tensor.shape)}."
+        )
+    return tensor
+
+
+def _images_to_array(
+    tensor: InputTensor, loaded: LoadedModel, settings: Settings
+) -> npt.NDArray[np.float32]:
+    """FP32 passes through; BYTES elements go through the /v1 ingestion policy."""
+    if tensor.array is not None:
+        return tensor.array
+    assert tensor.items is not None
+    prepared = prepare_batch(
+        tensor.items, loaded.model.bundle.metadata.input, limits_from(settings)
+    )
+    telemetry.observe_decode(loaded.name, [p.decode_ms + p.preprocess_ms for p in prepared])
+    return np.stack([p.array for p in prepared]).astype(np.float32, copy=False)
+
+
+def _outputs(
+    req: InferRequest,
+    loaded: LoadedModel,
+    probs: npt.NDArray[np.float32],
+    embedding: npt.NDArray[np.float32] | None,
+) -> list[OutputTensor]:
+    meta = loaded.model.bundle.metadata
+    labels = loaded.model.bundle.labels
+    available: dict[str, npt.NDArray[np.float32]] = {meta.outputs.probs.name: probs}
+    if embedding is not None and meta.outputs.embedding is not None:
+        available[meta.outputs.embedding.name] = embedding
+    wanted = req.outputs
+    if wanted is None:
+        return [
+            OutputTensor(n, FP32, list(a.shape), array=a, binary=req.binary_output)
+            for n, a in available.items()
+        ]
+    outs: list[OutputTensor] = []
+    for w in wanted:
+        if w.name not in available:
+            raise BadRequest(
+                f"Model {loaded.name!r} has no output {w.name!r}; "
+                f"available: {', '.join(available)}."
+            )
+        binary = w.binary or req.binary_output
+        if w.classification == 0:
+            arr = available[w.name]
+            outs.append(OutputTensor(w.name, FP32, list(arr.shape), array=arr, binary=binary))
+            continue
+        if w.name != meta.outputs.probs.name:
+            raise BadRequest(f"Classification applies to {meta.outputs.probs.name!r} only.")
+        k = min(w.classification, meta.num_classes)
+        items = [
+            f"{p.score:f}:{p.index}:{p.label}".encode()
+            for row in probs
+            for p in top_k_predictions(row, labels, k)
+        ]
+        outs.append(OutputTensor(w.name, BYTES, [probs.shape[0], k], items=items, binary=binary))
+    return outs
+
+
+@router.post("/models/{name}/infer", dependencies=[ReadAuth])
+@router.post("/models/{name}/versions/{version}/infer", dependencies=[ReadAuth])
+async def infer(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    version: str | None = None,
+) -> Response:
+    """Inference: `image` as BYTES (encoded files) or FP32 (NHWC input tensor); outputs
+    `probs`, `embedding` (when the bundle has one) and the classification extension."""
+    loaded = _model(registry, name, version)
+    meta = loaded.model.bundle.metadata
+    request.state.model = meta.name
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    body = await read_body(request, settings.max_request_bytes)
+    if encoding != "identity":
+        body = _decompress(body, encoding, settings.max_request_bytes)
+    spec = meta.input
+    per_image = spec.height * spec.width * spec.channels
+    req = parse_infer_request(
+        body,
+        _header_length(request),
+        max_json_bytes=settings.oip_max_json_bytes,
+        max_elements=settings.max_batch_images * per_image,
+    )
+    tensor = _batch(req, loaded, settings)
+    batch = await run_in_threadpool(_images_to_array, tensor, loaded, settings)
+    out = await run_in_threadpool(loaded.model.run, batch)
+    telemetry.observe_inference(loaded.name, out.inference_ms, batch.shape[0])
+    content, header_len = encode_response(
+        meta.name, meta.version, req.id, _outputs(req, loaded, out.probs, out.embedding)
+    )
+    if header_len is None:
+        return Response(content, media_type="application/json")
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(header_len)},
+    )
+
+
+@router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False)
+def unknown(rest: str, request: Request) -> JSONResponse:
+    return oip_error(404, f"No route {request.method} /v2/{rest} in the v2 protocol.")

@@ -1,0 +1,299 @@
+"""Open Inference Protocol v2 (KServe v2 / Triton HTTP) codec: infer requests in JSON or with
+the binary-data extension, responses the same way. Bytes and numpy only: no FastAPI, no model.
+
+Protocol notes that shape this module:
+- BYTES elements in the binary section are a 4-byte little-endian length then the bytes; in
+  JSON they are strings, and for images we read them as base64 (JSON cannot carry raw bytes).
+- The JSON header of a binary request is the first `Inference-Header-Content-Length` bytes of
+  the body; the binary inputs follow in the order of `inputs`, sized by `binary_data_size`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from app.errors import BadRequest, PayloadTooLarge
+
+FP32: Final = "FP32"
+BYTES: Final = "BYTES"
+SUPPORTED_DATATYPES: Final = (FP32, BYTES)
+_LEN: Final = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """One decoded input: `array` for FP32, `items` (raw bytes per element) for BYTES."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    array: npt.NDArray[np.float32] | None = None
+    items: list[bytes] | None = None
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+    classification: int = 0  # > 0: the classification extension, top-k as strings
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    id: str | None
+    inputs: list[InputTensor]
+    outputs: list[RequestedOutput] | None  # None: every output
+    binary_output: bool  # request-level `binary_data_output`
+
+
+@dataclass
+class OutputTensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    array: npt.NDArray[np.float32] | None = None
+    items: list[bytes] | None = None
+    binary: bool = False
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def _num_elements(shape: tuple[int, ...]) -> int:
+    return math.prod(shape) if shape else 1
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where} must be a JSON object.")
+    return value
+
+
+def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    return _object(obj.get("parameters") or {}, f"{where}.parameters")
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    ):
+        raise BadRequest(f"{where}.shape must be a list of non-negative integers.")
+    return tuple(value)
+
+
+def _flatten(data: Any, leaf: type | tuple[type, ...], limit: int, where: str) -> list[Any]:
+    """Row-major leaves of nested JSON lists, refusing other leaf types and more than `limit`."""
+    out: list[Any] = []
+    stack: list[Any] = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(reversed(node))
+        elif isinstance(node, leaf) and not isinstance(node, bool):
+            out.append(node)
+            if len(out) > limit:
+                raise BadRequest(f"{where}.data holds more elements than its shape says.")
+        else:
+            raise BadRequest(f"{where}.data holds a {type(node).__name__} where it needs values.")
+    return out
+
+
+def deserialize_bytes(raw: bytes, where: str) -> list[bytes]:
+    """The binary-extension BYTES layout: (uint32 little-endian length, bytes) repeated."""
+    items: list[bytes] = []
+    pos = 0
+    while pos < len(raw):
+        if pos + 4 > len(raw):
+            raise BadRequest(f"{where}: truncated BYTES element length.")
+        (n,) = _LEN.unpack_from(raw, pos)
+        pos += 4
+        if pos + n > len(raw):
+            raise BadRequest(f"{where}: a BYTES element runs past the end of its data.")
+        items.append(raw[pos : pos + n])
+        pos += n
+    return items
+
+
+def serialize_bytes(items: list[bytes]) -> bytes:
+    return b"".join(_LEN.pack(len(b)) + b for b in items)
+
+
+def _b64(text: str, where: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(
+            f"{where}: BYTES data in JSON must be base64 strings (one encoded image file each); "
+            "or send raw bytes with the binary-data extension."
+        ) from exc
+
+
+def _decode_input(
+    obj: dict[str, Any], binary: bytes | None, index: int, max_elements: int
+) -> InputTensor:
+    where = f"inputs[{index}]"
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequest(f"{where}.name must be a non-empty string.")
+    where = f"input {name!r}"
+    datatype = obj.get("datatype")
+    if datatype not in SUPPORTED_DATATYPES:
+        raise BadRequest(
+            f"{where}: datatype {datatype!r} is not accepted; use BYTES (encoded image files) "
+            "or FP32 (a tensor of the model's input shape)."
+        )
+    shape = _shape(obj.get("shape"), where)
+    count = _num_elements(shape)
+    if count > max_elements:
+        raise PayloadTooLarge(
+            f"{where}: {count:,} elements is more than this server accepts ({max_elements:,}).",
+            limit_elements=max_elements,
+        )
+    if binary is not None:
+        if datatype == BYTES:
+            items = deserialize_bytes(binary, where)
+            if len(items) != count:
+                raise BadRequest(f"{where}: {len(items)} BYTES elements for shape {list(shape)}.")
+            return InputTensor(name, datatype, shape, items=items)
+        if len(binary) != count * 4:
+            raise BadRequest(
+                f"{where}: {len(binary):,} bytes of FP32 data for shape {list(shape)} "
+                f"(needs {count * 4:,})."
+            )
+        arr = np.frombuffer(binary, dtype="<f4").astype(np.float32).reshape(shape)
+        return InputTensor(name, datatype, shape, array=arr)
+    if "data" not in obj:
+        raise BadRequest(f"{where} has neither data nor parameters.binary_data_size.")
+    if datatype == BYTES:
+        texts = _flatten(obj["data"], str, count, where)
+        if len(texts) != count:
+            raise BadRequest(f"{where}: {len(texts)} elements for shape {list(shape)}.")
+        return InputTensor(
+            name, datatype, shape, items=[_b64(t, f"{where}[{i}]") for i, t in enumerate(texts)]
+        )
+    values = _flatten(obj["data"], (int, float), count, where)
+    if len(values) != count:
+        raise BadRequest(f"{where}: {len(values)} elements for shape {list(shape)}.")
+    return InputTensor(
+        name, datatype, shape, array=np.asarray(values, dtype=np.float32).reshape(shape)
+    )
+
+
+def _requested_outputs(value: Any) -> list[RequestedOutput] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise BadRequest("outputs must be a list.")
+    outs: list[RequestedOutput] = []
+    for i, raw in enumerate(value):
+        obj = _object(raw, f"outputs[{i}]")
+        name = obj.get("name")
+        if not isinstance(name, str):
+            raise BadRequest(f"outputs[{i}].name must be a string.")
+        params = _params(obj, f"outputs[{i}]")
+        k = params.get("classification", 0)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise BadRequest(f"output {name!r}: parameters.classification must be an integer >= 0.")
+        outs.append(RequestedOutput(name, bool(params.get("binary_data", False)), k))
+    return outs
+
+
+def parse_infer_request(
+    body: bytes, header_length: int | None, *, max_json_bytes: int, max_elements: int
+) -> InferRequest:
+    """Parse an infer request body. Raises 400 (malformed) or 413 (over a limit)."""
+    if header_length is None:
+        header, rest = body, b""
+    else:
+        if not 0 < header_length <= len(body):
+            raise BadRequest(
+                f"Inference-Header-Content-Length is {header_length} but the body has "
+                f"{len(body)} bytes."
+            )
+        header, rest = body[:header_length], body[header_length:]
+    if len(header) > max_json_bytes:
+        raise PayloadTooLarge(
+            f"The JSON part of the request is {len(header):,} bytes; the limit is "
+            f"{max_json_bytes:,}. Send tensors and images with the binary-data extension.",
+            limit_bytes=max_json_bytes,
+        )
+    try:
+        doc = json.loads(header)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"The inference request is not valid JSON: {exc}.") from exc
+    doc = _object(doc, "The inference request")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise BadRequest("The inference request needs a non-empty 'inputs' list.")
+    inputs: list[InputTensor] = []
+    pos = 0
+    for i, raw in enumerate(raw_inputs):
+        obj = _object(raw, f"inputs[{i}]")
+        size = _params(obj, f"inputs[{i}]").get("binary_data_size")
+        chunk: bytes | None = None
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise BadRequest(f"inputs[{i}].parameters.binary_data_size must be an integer.")
+            if pos + size > len(rest):
+                raise BadRequest(
+                    f"inputs[{i}] says {size:,} binary bytes but the body has only "
+                    f"{len(rest) - pos:,} left."
+                )
+            chunk = rest[pos : pos + size]
+            pos += size
+        inputs.append(_decode_input(obj, chunk, i, max_elements))
+    if pos != len(rest):
+        raise BadRequest(f"{len(rest) - pos:,} bytes after the inputs' binary data.")
+    names = [t.name for t in inputs]
+    if len(set(names)) != len(names):
+        raise BadRequest("Each input name may appear only once.")
+    request_id = doc.get("id")
+    params = _params(doc, "The inference request")
+    return InferRequest(
+        id=request_id if isinstance(request_id, str) else None,
+        inputs=inputs,
+        outputs=_requested_outputs(doc.get("outputs")),
+        binary_output=bool(params.get("binary_data_output", False)),
+    )
+
+
+def encode_response(
+    model_name: str, model_version: str, request_id: str | None, outputs: list[OutputTensor]
+) -> tuple[bytes, int | None]:
+    """Response body and, when any output travels as binary, the JSON header's length."""
+    blobs: list[bytes] = []
+    entries: list[dict[str, Any]] = []
+    for out in outputs:
+        entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": out.shape}
+        params = dict(out.parameters)
+        if out.binary:
+            if out.items is not None:
+                blob = serialize_bytes(out.items)
+            else:
+                assert out.array is not None
+                blob = np.ascontiguousarray(out.array, dtype="<f4").tobytes()
+            params["binary_data_size"] = len(blob)
+            blobs.append(blob)
+        elif out.items is not None:
+            entry["data"] = [b.decode("utf-8", errors="replace") for b in out.items]
+        else:
+            assert out.array is not None
+            entry["data"] = out.array.ravel().tolist()
+        if params:
+            entry["parameters"] = params
+        entries.append(entry)
+    doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request_id is not None:
+        doc["id"] = request_id
+    doc["outputs"] = entries
+    header = json.dumps(doc, separators=(",", ":")).encode()
+    if not blobs:
+        return header, None
+    return header + b"".join(blobs), len(header)

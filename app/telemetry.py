@@ -1,0 +1,254 @@
+"""Prometheus metrics: definitions, recording helpers and the /metrics exposition.
+
+Process-wide counters and histograms live here (prometheus-client). With several uvicorn
+workers, `python -m app` sets PROMETHEUS_MULTIPROC_DIR before any worker starts, every worker
+writes its samples to files there and a scrape of any worker aggregates all of them.
+State the app already holds (bundles served, catalog sizes) is read at scrape time by
+`StateCollector` instead of being copied into gauges. No FastAPI here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
+
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+# The classic text format 0.0.4: what Prometheus 2.x servers (Debian 12 ships 2.42) parse.
+CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
+
+# Seconds. Decode of a 640 px JPEG is ~2.5 ms and of a 12 MP one ~16 ms here; a forward pass
+# of the imagenet model ~4 ms (batch 1) to ~70 ms (batch 16) on two cores: the buckets span
+# 0.5 ms to 10 s so both a tiny model and a queue under load fall inside them.
+LATENCY_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+REQUESTS = Counter(
+    "imgclass_requests",
+    "HTTP requests answered, by route template, method, model and status code.",
+    ["route", "method", "model", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "imgclass_request_duration_seconds",
+    "Time from the first byte of a request to the end of its response, by route and model.",
+    ["route", "model"],
+    buckets=LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge(
+    "imgclass_requests_in_flight",
+    "Requests being served right now, by model ('' for routes that name none).",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+DECODE_SECONDS = Histogram(
+    "imgclass_decode_seconds",
+    "Per image: decode, orientation and resize to the model input (the ingestion policy).",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+QUEUE_WAIT_SECONDS = Histogram(
+    "imgclass_queue_wait_seconds",
+    "Per request: time waiting in the model's queue before a pipeline took it.",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+INFERENCE_SECONDS = Histogram(
+    "imgclass_inference_seconds",
+    "Per forward pass: onnxruntime session.run of one batch.",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "imgclass_batch_size",
+    "Images per forward pass.",
+    ["model"],
+    buckets=BATCH_BUCKETS,
+)
+IMAGES = Counter("imgclass_images", "Images scored, by model.", ["model"])
+QUEUE_DEPTH = Gauge(
+    "imgclass_queue_depth",
+    "Requests waiting in the model's queue right now (summed over workers).",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+TEACH_JOBS = Counter(
+    "imgclass_teach_jobs",
+    "Taught-model jobs that finished, by outcome (e.g. succeeded, failed, cancelled).",
+    ["outcome"],
+)
+TEACH_JOBS_RUNNING = Gauge(
+    "imgclass_teach_jobs_running",
+    "Taught-model jobs running right now.",
+    multiprocess_mode="livesum",
+)
+
+
+# -- recording helpers (cheap; safe from any thread) -------------------------------------
+
+
+def observe_request(route: str, method: str, model: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(route, method, model, str(status)).inc()
+    REQUEST_SECONDS.labels(route, model).observe(seconds)
+
+
+def observe_decode(model: str, ms_per_image: Iterable[float]) -> None:
+    hist = DECODE_SECONDS.labels(model)
+    for ms in ms_per_image:
+        hist.observe(ms / 1e3)
+
+
+def observe_queue_wait(model: str, ms: float) -> None:
+    QUEUE_WAIT_SECONDS.labels(model).observe(ms / 1e3)
+
+
+def observe_inference(model: str, ms: float, batch_size: int) -> None:
+    """One forward pass of `batch_size` images."""
+    INFERENCE_SECONDS.labels(model).observe(ms / 1e3)
+    BATCH_SIZE.labels(model).observe(batch_size)
+    IMAGES.labels(model).inc(batch_size)
+
+
+def set_queue_depth(model: str, depth: int) -> None:
+    QUEUE_DEPTH.labels(model).set(depth)
+
+
+def teach_job_started() -> None:
+    TEACH_JOBS_RUNNING.inc()
+
+
+def teach_job_finished(outcome: str) -> None:
+    """Call once per started job; `outcome` should come from a small fixed set."""
+    TEACH_JOBS_RUNNING.dec()
+    TEACH_JOBS.labels(outcome).inc()
+
+
+# -- state read at scrape time ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """What the collector needs to know about one served bundle."""
+
+    name: str
+    version: str
+    sha256: str
+    provider: str
+    load_ms: float
+    warmup_ms: float
+
+
+@dataclass(frozen=True)
+class CatalogState:
+    name: str
+    model: str
+    items: int
+
+
+class StateCollector(Collector):
+    """Reads the app's own state on each scrape: served bundles and catalog sizes."""
+
+    def __init__(
+        self,
+        models: Callable[[], Sequence[ModelState]],
+        catalogs: Callable[[], Sequence[CatalogState]],
+        refused: Callable[[], int],
+    ) -> None:
+        self._models = models
+        self._catalogs = catalogs
+        self._refused = refused
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "imgclass_model_info",
+            "Served bundles (value 1): name, version, model.onnx sha256, execution provider.",
+            labels=["model", "version", "sha256", "provider"],
+        )
+        load = GaugeMetricFamily(
+            "imgclass_model_load_seconds",
+            "Time to verify and load the bundle into onnxruntime (this worker).",
+            labels=["model"],
+        )
+        warm = GaugeMetricFamily(
+            "imgclass_model_warmup_seconds",
+            "Time of the warm-up runs after loading (this worker).",
+            labels=["model"],
+        )
+        for m in self._models():
+            info.add_metric([m.name, m.version, m.sha256, m.provider], 1.0)
+            load.add_metric([m.name], m.load_ms / 1e3)
+            warm.add_metric([m.name], m.warmup_ms / 1e3)
+        yield from (info, load, warm)
+        yield GaugeMetricFamily(
+            "imgclass_models_refused",
+            "Bundles refused at start-up (the log says why).",
+            value=float(self._refused()),
+        )
+        items = GaugeMetricFamily(
+            "imgclass_catalog_items",
+            "Items in each similarity catalog.",
+            labels=["catalog", "model"],
+        )
+        try:
+            catalogs = list(self._catalogs())
+        except Exception as exc:  # a store that cannot answer must not break the scrape
+            logger.warning("catalog sizes unavailable for /metrics: %s", exc)
+            catalogs = []
+        for c in catalogs:
+            items.add_metric([c.name, c.model], float(c.items))
+        yield items
+
+
+def multiprocess_dir() -> Path | None:
+    value = os.environ.get(MULTIPROC_ENV)
+    return Path(value) if value else None
+
+
+def prepare_multiprocess_dir(workers: int) -> Path | None:
+    """Called by `python -m app` before workers start: with several workers, metrics go
+    through files in PROMETHEUS_MULTIPROC_DIR (made here when unset; emptied at start, as
+    prometheus-client requires, so counters of an earlier run do not leak in)."""
+    if workers <= 1:
+        return multiprocess_dir()
+    path = multiprocess_dir()
+    if path is None:
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix="imgclass-metrics-"))
+        os.environ[MULTIPROC_ENV] = str(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return path
+
+
+def exposition(state: Collector) -> bytes:
+    """The /metrics body: process metrics (all workers in multiprocess mode) + app state."""
+    if multiprocess_dir() is not None:
+        shared = CollectorRegistry()
+        multiprocess.MultiProcessCollector(shared)  # type: ignore[no-untyped-call]
+        head = generate_latest(shared)
+    else:
+        head = generate_latest(REGISTRY)
+    app_registry = CollectorRegistry(auto_describe=False)
+    app_registry.register(state)
+    return head + generate_latest(app_registry)

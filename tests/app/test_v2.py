@@ -1,0 +1,283 @@
+"""Open Inference Protocol v2 driven by the official Triton HTTP client (tritonclient[http])
+against a real uvicorn server on loopback, on the shipped imagenet and digits bundles."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from app.bundle import load_bundle
+from app.imaging import ImageLimits, prepare
+from tests.conftest import DATA, ROOT, require
+from tests.live_server import LiveServer, live_server
+
+httpclient = pytest.importorskip("tritonclient.http", reason="pip install 'tritonclient[http]'")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+MAX_BATCH = 4
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+OIP_MAX_JSON = 1024 * 1024
+# Real ImageNet validation-style photos (foolbox 3.3.4); the true class is in the file name.
+PHOTOS = ["imagenet_00_243.jpg", "imagenet_01_559.jpg", "imagenet_02_438.jpg"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    tmp = tmp_path_factory.mktemp("v2")
+    env = {
+        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
+        "IMGCLASS_ENABLED_MODELS": '["imagenet", "digits"]',
+        "IMGCLASS_LOAD_IN_BACKGROUND": "false",
+        "IMGCLASS_MAX_BATCH_IMAGES": str(MAX_BATCH),
+        "IMGCLASS_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+        "IMGCLASS_OIP_MAX_JSON_BYTES": str(OIP_MAX_JSON),
+        "IMGCLASS_LOG_LEVEL": "WARNING",
+    }
+    with live_server(tmp, env, ready_path="/v2/health/ready") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server: LiveServer) -> httpclient.InferenceServerClient:
+    return httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}", network_timeout=60)
+
+
+def photo(name: str) -> bytes:
+    return require(DATA / "photos" / "foolbox" / name).read_bytes()
+
+
+def bytes_input(images: list[bytes], binary: bool) -> httpclient.InferInput:
+    inp = httpclient.InferInput("image", [len(images)], "BYTES")
+    if binary:
+        inp.set_data_from_numpy(np.array(images, dtype=np.object_), binary_data=True)
+    else:
+        b64 = [base64.b64encode(b) for b in images]
+        inp.set_data_from_numpy(np.array(b64, dtype=np.object_), binary_data=False)
+    return inp
+
+
+def v1_predictions(server: LiveServer, model: str, images: list[bytes], k: int) -> list[list[dict]]:  # type: ignore[type-arg]
+    files = [("file", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(images)]
+    r = httpx.post(f"{server.base}/v1/models/{model}/predict?top_k={k}", files=files, timeout=60)
+    assert r.status_code == 200, r.text
+    return [res["predictions"] for res in r.json()["results"]]
+
+
+def parse_classification(rows: np.ndarray) -> list[list[tuple[float, int, str]]]:
+    out = []
+    for row in rows:
+        items = []
+        for cell in row:
+            text = cell.decode() if isinstance(cell, bytes) else str(cell)
+            score, index, label = text.split(":", 2)
+            items.append((float(score), int(index), label))
+        out.append(items)
+    return out
+
+
+def test_health_and_metadata_through_tritonclient(
+    client: httpclient.InferenceServerClient,
+) -> None:
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("imagenet")
+    assert client.is_model_ready("imagenet", model_version="1")
+    assert not client.is_model_ready("imagenet", model_version="2")
+    assert not client.is_model_ready("no-such-model")
+    server_meta = client.get_server_metadata()
+    assert server_meta["name"] == "imgclass"
+    assert {"binary_tensor_data", "classification"} <= set(server_meta["extensions"])
+    meta = client.get_model_metadata("imagenet")
+    assert meta["versions"] == ["1"]
+    assert {(i["datatype"], tuple(i["shape"])) for i in meta["inputs"]} == {
+        ("BYTES", (-1,)),
+        ("FP32", (-1, 224, 224, 3)),
+    }
+    outputs = {o["name"]: o["shape"] for o in meta["outputs"]}
+    assert outputs == {"probs": [-1, 1000], "embedding": [-1, 1280]}
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_real_photos_same_top5_as_v1(
+    client: httpclient.InferenceServerClient, server: LiveServer, binary: bool
+) -> None:
+    images = [photo(p) for p in PHOTOS]
+    outputs = [
+        httpclient.InferRequestedOutput("probs", binary_data=binary, class_count=5),
+    ]
+    result = client.infer("imagenet", [bytes_input(images, binary)], outputs=outputs)
+    top5 = parse_classification(result.as_numpy("probs"))
+    expected = v1_predictions(server, "imagenet", images, 5)
+    assert [[i for _, i, _ in row] for row in top5] == [
+        [p["index"] for p in row] for row in expected
+    ]
+    for row, exp in zip(top5, expected, strict=True):
+        assert [label for _, _, label in row] == [p["label"] for p in exp]
+        np.testing.assert_allclose([s for s, _, _ in row], [p["score"] for p in exp], atol=1e-5)
+    # The photos' true classes (in their file names) are the top-1 of the shipped model.
+    assert [row[0][1] for row in top5] == [int(p.split("_")[2].split(".")[0]) for p in PHOTOS]
+
+
+def test_full_outputs_binary(client: httpclient.InferenceServerClient, server: LiveServer) -> None:
+    images = [photo(PHOTOS[0]), photo(PHOTOS[1])]
+    result = client.infer("imagenet", [bytes_input(images, True)])  # no outputs: all, binary
+    probs = result.as_numpy("probs")
+    emb = result.as_numpy("embedding")
+    assert probs.shape == (2, 1000) and probs.dtype == np.float32
+    assert emb.shape == (2, 1280)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    expected = v1_predictions(server, "imagenet", images, 1)
+    assert [int(np.argmax(p)) for p in probs] == [row[0]["index"] for row in expected]
+    # Version form of the route gives the same answer.
+    again = client.infer("imagenet", [bytes_input(images, True)], model_version="1")
+    np.testing.assert_allclose(again.as_numpy("probs"), probs, atol=1e-6)
+
+
+def test_fp32_tensor_matches_encoded_image(client: httpclient.InferenceServerClient) -> None:
+    """An FP32 NHWC tensor prepared by the ingestion policy scores like the encoded file."""
+    png = photo("mnist_00_7.png")
+    spec = load_bundle(ROOT / "models" / "digits", verify_hash=False).metadata.input
+    tensor = prepare(png, spec, ImageLimits()).array[None]
+    fp32 = httpclient.InferInput("image", list(tensor.shape), "FP32")
+    fp32.set_data_from_numpy(tensor, binary_data=True)
+    from_tensor = client.infer("digits", [fp32]).as_numpy("probs")
+    as_json = httpclient.InferInput("image", list(tensor.shape), "FP32")
+    as_json.set_data_from_numpy(tensor, binary_data=False)
+    from_json = client.infer(
+        "digits", [as_json], outputs=[httpclient.InferRequestedOutput("probs", binary_data=False)]
+    ).as_numpy("probs")
+    from_file = client.infer("digits", [bytes_input([png], True)]).as_numpy("probs")
+    np.testing.assert_allclose(from_tensor, from_file, atol=1e-6)
+    np.testing.assert_allclose(from_json, from_file, atol=1e-6)
+
+
+def test_gzip_request_body(client: httpclient.InferenceServerClient) -> None:
+    images = [photo(PHOTOS[2])]
+    plain = client.infer("imagenet", [bytes_input(images, True)]).as_numpy("probs")
+    packed = client.infer(
+        "imagenet", [bytes_input(images, True)], request_compression_algorithm="gzip"
+    ).as_numpy("probs")
+    np.testing.assert_allclose(packed, plain, atol=1e-6)
+
+
+def _infer_error(
+    client: httpclient.InferenceServerClient, *args, **kwargs
+) -> InferenceServerException:  # type: ignore[no-untyped-def]
+    with pytest.raises(InferenceServerException) as info:
+        client.infer(*args, **kwargs)
+    return info.value
+
+
+def test_errors_through_tritonclient(client: httpclient.InferenceServerClient) -> None:
+    jpeg = photo(PHOTOS[0])
+    err = _infer_error(client, "no-such-model", [bytes_input([jpeg], True)])
+    assert err.status() == "404" and "no-such-model" in err.message()
+    err = _infer_error(client, "imagenet", [bytes_input([jpeg], True)], model_version="9")
+    assert err.status() == "404"
+    err = _infer_error(client, "imagenet", [bytes_input([b"<html>not an image</html>"], True)])
+    assert err.status() == "415" and "HTML" in err.message()
+    err = _infer_error(client, "imagenet", [bytes_input([jpeg[: len(jpeg) // 3]], True)])
+    assert err.status() == "422"
+    err = _infer_error(client, "imagenet", [bytes_input([jpeg] * (MAX_BATCH + 1), True)])
+    assert err.status() == "413"
+    wrong = httpclient.InferInput("image", [1, 28, 28, 1], "FP32")
+    wrong.set_data_from_numpy(np.zeros((1, 28, 28, 1), np.float32))
+    err = _infer_error(client, "imagenet", [wrong])
+    assert err.status() == "400" and "224" in err.message()
+    ints = httpclient.InferInput("image", [1, 224, 224, 3], "INT32")
+    ints.set_data_from_numpy(np.zeros((1, 224, 224, 3), np.int32))
+    err = _infer_error(client, "imagenet", [ints])
+    assert err.status() == "400" and "INT32" in err.message()
+    other = httpclient.InferInput("pixels", [1], "BYTES")
+    other.set_data_from_numpy(np.array([jpeg], dtype=np.object_))
+    err = _infer_error(client, "imagenet", [other])
+    assert err.status() == "400" and "'image'" in err.message()
+    nan = np.full((1, 28, 28, 1), np.nan, np.float32)
+    bad = httpclient.InferInput("image", [1, 28, 28, 1], "FP32")
+    bad.set_data_from_numpy(nan)
+    err = _infer_error(client, "digits", [bad])
+    assert err.status() == "400" and "NaN" in err.message()
+    out = httpclient.InferRequestedOutput("logits")
+    err = _infer_error(client, "imagenet", [bytes_input([jpeg], True)], outputs=[out])
+    assert err.status() == "400" and "logits" in err.message()
+
+
+def _post(server: LiveServer, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(
+        f"{server.base}/v2/models/imagenet/infer", content=body, headers=headers or {}, timeout=30
+    )
+
+
+def test_raw_protocol_errors_have_the_error_shape(server: LiveServer) -> None:
+    cases: list[tuple[bytes, dict[str, str], int]] = [
+        (b"{not json", {}, 400),
+        (b"[]", {}, 400),
+        (json.dumps({"inputs": []}).encode(), {}, 400),
+        (
+            json.dumps(
+                {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["%%"]}]}
+            ).encode(),
+            {},
+            400,
+        ),
+        # Header length past the end of the body.
+        (b'{"inputs": []}', {"Inference-Header-Content-Length": "999"}, 400),
+        # Binary size claims more bytes than sent.
+        (
+            json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "image",
+                            "datatype": "BYTES",
+                            "shape": [1],
+                            "parameters": {"binary_data_size": 100},
+                        }
+                    ]
+                }
+            ).encode(),
+            {"Inference-Header-Content-Length": "0"},
+            400,
+        ),
+        (b"x" * (MAX_REQUEST_BYTES + 1), {}, 413),
+        # A JSON part over its own cap (within the body cap).
+        (b" " * (OIP_MAX_JSON + 1) + b"{}", {}, 413),
+        # A gzip bomb: small on the wire, over the body cap once inflated.
+        (gzip.compress(b" " * (MAX_REQUEST_BYTES + 10)), {"Content-Encoding": "gzip"}, 413),
+        (b"{}", {"Content-Encoding": "br"}, 415),
+    ]
+    for body, headers, status in cases:
+        if headers.get("Inference-Header-Content-Length") == "0":
+            headers = {"Inference-Header-Content-Length": str(len(body))}
+        r = _post(server, body, headers)
+        assert r.status_code == status, (body[:60], r.text)
+        doc = r.json()
+        assert list(doc) == ["error"] and isinstance(doc["error"], str) and doc["error"]
+    r = httpx.get(f"{server.base}/v2/models/imagenet/nothing-here", timeout=10)
+    assert r.status_code == 404 and "error" in r.json()
+
+
+def test_reads_need_the_key_when_configured(tmp_path: Path) -> None:
+    env = {
+        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
+        "IMGCLASS_ENABLED_MODELS": '["digits"]',
+        "IMGCLASS_LOAD_IN_BACKGROUND": "false",
+        "IMGCLASS_API_KEY": "k" * 32,
+        "IMGCLASS_API_KEY_FOR_READS": "true",
+        "IMGCLASS_LOG_LEVEL": "WARNING",
+    }
+    with live_server(tmp_path, env, ready_path="/v2/health/ready") as s:
+        anon = httpclient.InferenceServerClient(url=f"127.0.0.1:{s.port}")
+        assert anon.is_server_live()  # probes stay open
+        with pytest.raises(InferenceServerException) as info:
+            anon.get_model_metadata("digits")
+        assert info.value.status() == "401"
+        keyed = anon.get_model_metadata("digits", headers={"X-API-Key": "k" * 32})
+        assert keyed["name"] == "digits"
