@@ -1,11 +1,15 @@
 """Image ingestion, one policy: bytes -> sniffed format -> upright RGB/gray array at model size.
 
-Pillow + numpy only. Every failure is a typed ServiceError (413/415/422), never a crash.
+Pillow + numpy only. Every failure is a typed ServiceError (413/415/422), never a crash, and
+its message is ours: Pillow's text (heap addresses, internals) goes to the log only. Decoding
+is bounded before it starts (app/decode_guard.py) and reduces before it converts
+(app/pixels.py); EXIF orientation is read defensively (app/exif.py).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -13,11 +17,25 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from app.bundle import InputSpec
-from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
+from app.decode_guard import (
+    FRAME_COUNT_CAP,
+    NORMAL_SCANS,
+    DecodeBudget,
+    count_gif_frames,
+    count_jpeg_scans,
+    count_tiff_pages,
+    decode_slot,
+    timed,
+)
+from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from app.exif import ExifStatus, apply_orientation, read_orientation
+from app.pixels import flatten, reduce_and_convert
 from app.trim import trim_and_centre
+
+logger = logging.getLogger(__name__)
 
 ACCEPTED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 ACCEPTED_TEXT: Final = "JPEG, PNG, WebP, GIF (first frame), BMP or TIFF"
@@ -29,9 +47,8 @@ _RESAMPLE: Final = {
     "lanczos": Image.Resampling.LANCZOS,
     "box": Image.Resampling.BOX,
 }
-# EXIF orientation tag and the transform each value stands for (for reporting only).
-_ORIENTATION_TAG: Final = 0x0112
-# Decode JPEGs at reduced scale once they are at least this many times the model input.
+# Decoded images are reduced (JPEG: in the DCT domain; others: box filter) to no less than
+# this many times the model input before any further work.
 _DRAFT_FACTOR: Final = 2
 
 
@@ -40,6 +57,18 @@ class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     min_side: int = 8
+    # Work per request, all its images together: decoded pixels (a progressive JPEG counts
+    # pixels x scans / 10) and seconds spent decoding.
+    max_request_pixels: int = 128_000_000
+    decode_seconds: float = 5.0
+    # Progressive JPEG scans allowed in one file (libjpeg writes 10; each costs a full pass).
+    max_jpeg_scans: int = 100
+    # Decodes running at once in this process; 0 = one per CPU core.
+    decode_concurrency: int = 0
+
+    def budget(self) -> DecodeBudget:
+        """A fresh work budget for one request."""
+        return DecodeBudget(self.max_request_pixels, self.decode_seconds)
 
 
 @dataclass(frozen=True)
@@ -51,10 +80,14 @@ class ImageInfo:
     height: int
     mode: str
     orientation: int  # EXIF orientation value that was applied (1 = none)
-    frames: int
+    frames: int  # counted up to FRAME_COUNT_CAP; see frames_capped
     decoded_width: int  # size actually decoded (smaller than width/height after a JPEG draft)
     decoded_height: int
     inverted: bool = False  # gray levels inverted (the bundle's input.invert)
+    # none | applied | unreadable (EXIF could not be parsed: not rotated) | invalid
+    # (orientation tag not a value 1-8: not rotated). See app/exif.py.
+    exif: ExifStatus = "none"
+    frames_capped: bool = False  # the file has more frames than were counted
 
 
 @dataclass(frozen=True)
@@ -99,6 +132,13 @@ def _describe(data: bytes) -> str:
         return "unrecognised binary data"
 
 
+def _too_many_pixels(w: int, h: int, limits: ImageLimits) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The image is {w}x{h} = {w * h:,} pixels; the limit is {limits.max_pixels:,}.",
+        limit_pixels=limits.max_pixels,
+    )
+
+
 def open_image(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str]:
     """Sniff, open (header only) and check dimensions. Raises 413/415/422."""
     if not data:
@@ -124,16 +164,15 @@ def open_image(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str]:
             f"The image's dimensions exceed the limit of {limits.max_pixels:,} pixels.",
             limit_pixels=limits.max_pixels,
         ) from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+    except Exception as exc:  # Pillow's parsers raise many types on crafted headers
+        logger.info("%s header unreadable: %s: %s", fmt, type(exc).__name__, exc)
         raise InvalidImage(
-            f"The data starts like a {fmt} file but could not be read: {exc}."
-        ) from exc
+            f"The data starts like a {fmt} file but its header is damaged or incomplete, so "
+            f"it could not be read. Accepted: {ACCEPTED_TEXT}."
+        ) from None
     w, h = img.size
     if w * h > limits.max_pixels:
-        raise PayloadTooLarge(
-            f"The image is {w}x{h} = {w * h:,} pixels; the limit is {limits.max_pixels:,}.",
-            limit_pixels=limits.max_pixels,
-        )
+        raise _too_many_pixels(w, h, limits)
     if min(w, h) < limits.min_side:
         raise InvalidImage(
             f"The image is {w}x{h} pixels; both sides must be at least {limits.min_side} pixels."
@@ -141,81 +180,94 @@ def open_image(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str]:
     return img, fmt
 
 
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit / 32-bit integer or float gray images -> 8-bit 'L'."""
-    arr = np.asarray(img, dtype=np.float64)
-    peak = float(arr.max()) if arr.size else 0.0
-    if img.mode == "F" and peak <= 1.0:
-        arr = arr * 255.0
-    elif peak > 255.0:
-        arr = arr / 257.0  # 16-bit range (0..65535) onto 0..255
-    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+def _count_frames(img: Image.Image, fmt: str, data: bytes) -> int:
+    """Frames in the file, counted up to FRAME_COUNT_CAP + 1 without decoding any."""
+    if fmt == "TIFF":
+        return count_tiff_pages(data, FRAME_COUNT_CAP + 1)
+    if fmt == "GIF":
+        return max(1, count_gif_frames(data, FRAME_COUNT_CAP + 1))
+    # PNG (APNG acTL) and WebP (demuxer) read the count from a header.
+    return int(getattr(img, "n_frames", 1))
 
 
-def _flatten_alpha(img: Image.Image) -> Image.Image:
-    """Composite any transparency on white and return an 'RGB' or 'L' image."""
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode == "PA":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        out = Image.alpha_composite(background, rgba)
-        return out.convert("L" if img.mode in ("LA", "La") else "RGB")
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        return _to_8bit(img)
-    if img.mode == "1":
-        return img.convert("L")
-    if img.mode in ("L", "RGB"):
-        return img
-    # CMYK, YCbCr, LAB, HSV, RGBX ...
-    return img.convert("RGB")
+def _plan(img: Image.Image, fmt: str, data: bytes, spec: InputSpec, limits: ImageLimits) -> int:
+    """Set up a reduced JPEG decode where it helps; return the work (pixels) to charge."""
+    w, h = img.size
+    side = max(spec.width, spec.height)  # either side may end up as either after rotation
+    if fmt != "JPEG":
+        return w * h
+    scans = count_jpeg_scans(data, limits.max_jpeg_scans)
+    if scans > limits.max_jpeg_scans:
+        raise PayloadTooLarge(
+            f"The JPEG has more than {limits.max_jpeg_scans} progressive scans (ordinary "
+            "files have about 10); each costs a full decoding pass, so it is refused.",
+            limit_jpeg_scans=limits.max_jpeg_scans,
+        )
+    if min(w, h) >= 2 * _DRAFT_FACTOR * side:
+        # DCT-domain downscale: the decoded size stays >= 2x the model input on both sides.
+        img.draft("L" if spec.color == "gray" else "RGB", (side * _DRAFT_FACTOR,) * 2)
+    if getattr(img, "is_progressive", False) or scans > NORMAL_SCANS:
+        # A progressive decode passes over every coefficient once per scan, drafted or not.
+        return w * h * max(1, -(-scans // NORMAL_SCANS))
+    return img.size[0] * img.size[1]
 
 
-def decode(data: bytes, spec: InputSpec, limits: ImageLimits) -> tuple[Image.Image, ImageInfo]:
-    """Decode to an upright 'RGB' or 'L' image in the bundle's colour space."""
-    img, fmt = open_image(data, limits)
-    width, height = img.size
-    mode = img.mode
-    frames = int(getattr(img, "n_frames", 1))
-    try:
-        if frames > 1:
-            img.seek(0)
-        if fmt == "JPEG" and (
-            width >= _DRAFT_FACTOR * spec.width * 2 and height >= _DRAFT_FACTOR * spec.height * 2
-        ):
-            # DCT-domain downscale: decoded size stays >= 2x the model input in both sides.
-            img.draft(
-                "L" if spec.color == "gray" else "RGB",
-                (spec.width * _DRAFT_FACTOR, spec.height * _DRAFT_FACTOR),
-            )
-        img.load()
-        orientation = 1
+def _decode_failed(fmt: str, exc: BaseException) -> InvalidImage:
+    logger.info("%s decode failed: %s: %s", fmt, type(exc).__name__, exc)
+    return InvalidImage(
+        f"The {fmt} image is damaged or truncated and could not be decoded. "
+        f"Accepted: {ACCEPTED_TEXT}, complete files."
+    )
+
+
+def decode(
+    data: bytes, spec: InputSpec, limits: ImageLimits, budget: DecodeBudget | None = None
+) -> tuple[Image.Image, ImageInfo]:
+    """Decode to an upright 'RGB' or 'L' image in the bundle's colour space, reduced to no
+    less than twice the model input. `budget` is the request's (a fresh one if omitted)."""
+    budget = budget if budget is not None else limits.budget()
+    with decode_slot(limits.decode_concurrency), timed(budget):
+        img, fmt = open_image(data, limits)
+        width, height = img.size
+        mode = img.mode
         try:
-            orientation = int(img.getexif().get(_ORIENTATION_TAG, 1) or 1)
-        except Exception:  # broken EXIF must not fail the request
-            orientation = 1
-        upright = ImageOps.exif_transpose(img) if orientation != 1 else img
-        if upright is None:  # pragma: no cover - exif_transpose(in_place=False) returns an image
-            upright = img
-        flat = _flatten_alpha(upright)
-        target = "L" if spec.color == "gray" else "RGB"
-        if flat.mode != target:
-            flat = flat.convert(target)
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError) as exc:
-        raise InvalidImage(f"The {fmt} image is damaged or truncated: {exc}.") from exc
+            frames = _count_frames(img, fmt, data)
+            budget.charge(_plan(img, fmt, data, spec, limits))
+            if img.size[0] * img.size[1] > limits.max_pixels:  # a format that lied in its header
+                raise _too_many_pixels(*img.size, limits)
+            img.load()
+            decoded = img.size
+            orientation, exif_status = read_orientation(img)
+            side = max(spec.width, spec.height) * _DRAFT_FACTOR
+            factor = max(1, min(decoded) // side)
+            small = reduce_and_convert(img, factor)
+            if small is img:  # small and already in its working mode: outlive the close below
+                small = img.copy()
+        except ServiceError:
+            raise
+        except MemoryError:
+            raise PayloadTooLarge("There is not enough memory to decode this image now.") from None
+        except Exception as exc:  # truncated data, bad chunks: Pillow raises many types
+            raise _decode_failed(fmt, exc) from None
+        finally:
+            img.close()
+    upright = flatten(apply_orientation(small, orientation))
+    target = "L" if spec.color == "gray" else "RGB"
+    if upright.mode != target:
+        upright = upright.convert(target)
     info = ImageInfo(
         format=fmt,
         width=width,
         height=height,
         mode=mode,
-        orientation=orientation if 1 <= orientation <= 8 else 1,
-        frames=frames,
-        decoded_width=img.size[0],
-        decoded_height=img.size[1],
+        orientation=orientation,
+        frames=min(frames, FRAME_COUNT_CAP),
+        decoded_width=decoded[0],  # as stored, like width and height
+        decoded_height=decoded[1],
+        exif=exif_status,
+        frames_capped=frames > FRAME_COUNT_CAP,
     )
-    return flat, info
+    return upright, info
 
 
 # Border median at or above this (0-255) counts as a light background.
@@ -292,10 +344,13 @@ def to_array(img: Image.Image, spec: InputSpec) -> npt.NDArray[np.float32]:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def prepare(data: bytes, spec: InputSpec, limits: ImageLimits) -> PreparedImage:
-    """The whole ingestion path for one upload."""
+def prepare(
+    data: bytes, spec: InputSpec, limits: ImageLimits, budget: DecodeBudget | None = None
+) -> PreparedImage:
+    """The whole ingestion path for one upload. Pass one `limits.budget()` to every image of
+    a request so that the request's pixel and time budget covers them all."""
     t0 = time.perf_counter()
-    img, info = decode(data, spec, limits)
+    img, info = decode(data, spec, limits, budget)
     t1 = time.perf_counter()
     invert = should_invert(img, spec)  # on the whole picture: trimming removes the border
     if spec.trim:

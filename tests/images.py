@@ -47,3 +47,168 @@ def photo(path: Path) -> Image.Image:
     with Image.open(path) as im:
         im.load()
         return im.copy()
+
+
+# --- Crafted containers for the hostile-input suite (all generated, nothing committed) ---
+
+# TIFF/EXIF field types: 1 BYTE, 2 ASCII, 3 SHORT, 4 LONG, 5 RATIONAL, 7 UNDEFINED,
+# 8 SSHORT, 9 SLONG, 10 SRATIONAL, 11 FLOAT, 12 DOUBLE.
+_TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
+
+
+def tiff_ifd_bytes(entries: list[tuple[int, int, int, bytes]], *, little: bool = True) -> bytes:
+    """A TIFF structure (header + one IFD) with entries written exactly as given:
+    (tag, field type, count, raw value bytes). Nothing is checked, so any type confusion can
+    be expressed. Values over 4 bytes go after the IFD."""
+    bo = "<" if little else ">"
+    head = (b"II*\x00" if little else b"MM\x00*") + struct.pack(bo + "I", 8)
+    ifd_size = 2 + 12 * len(entries) + 4
+    extra = b""
+    body = struct.pack(bo + "H", len(entries))
+    for tag, kind, count, raw in sorted(entries, key=lambda e: e[0]):
+        if len(raw) <= 4:
+            body += struct.pack(bo + "HHI", tag, kind, count) + raw.ljust(4, b"\x00")
+        else:
+            offset = 8 + ifd_size + len(extra)
+            body += struct.pack(bo + "HHII", tag, kind, count, offset)
+            extra += raw + (b"\x00" if len(raw) % 2 else b"")
+    return head + body + struct.pack(bo + "I", 0) + extra
+
+
+def exif_payload(entries: list[tuple[int, int, int, bytes]], *, little: bool = True) -> bytes:
+    """EXIF as stored in a JPEG APP1 / WebP EXIF chunk: 'Exif\\0\\0' + a TIFF structure."""
+    return b"Exif\x00\x00" + tiff_ifd_bytes(entries, little=little)
+
+
+def short(v: int, signed: bool = False) -> bytes:
+    return struct.pack("<h" if signed else "<H", v)
+
+
+def long_(v: int, signed: bool = False) -> bytes:
+    return struct.pack("<i" if signed else "<I", v)
+
+
+def orientation_entry(value: int) -> tuple[int, int, int, bytes]:
+    return (0x0112, 3, 1, short(value))
+
+
+def png_with_exif_chunk(png: bytes, tiff: bytes) -> bytes:
+    """Insert an eXIf chunk (raw TIFF structure) right after IHDR."""
+    end_ihdr = 8 + 8 + 13 + 4
+    return png[:end_ihdr] + png_chunk(b"eXIf", tiff) + png[end_ihdr:]
+
+
+def jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
+    """(marker, start, end) of each segment of a baseline/progressive JPEG; an SOS segment's
+    end includes its entropy-coded data."""
+    out: list[tuple[int, int, int]] = []
+    pos = 2
+    while pos + 4 <= len(data):
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            out.append((marker, pos, pos + 2))
+            break
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        end = pos + 2 + length
+        if marker == 0xDA:
+            while True:  # entropy data ends at the first 0xFF not followed by 00 or RSTn
+                end = data.index(b"\xff", end)
+                nxt = data[end + 1]
+                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
+                    end += 2
+                    continue
+                break
+        out.append((marker, pos, end))
+        pos = end
+    return out
+
+
+def repeat_last_scan(progressive: bytes, times: int) -> bytes:
+    """A progressive JPEG whose last scan is repeated `times` more times: valid syntax, cheap
+    bytes, and each repeat costs the decoder a pass over every coefficient."""
+    segs = jpeg_segments(progressive)
+    sos = [s for s in segs if s[0] == 0xDA]
+    _, start, end = sos[-1]
+    eoi = segs[-1][1]
+    return progressive[:end] + progressive[start:end] * times + progressive[eoi:]
+
+
+def many_page_tiff(pages: int, side: int = 8) -> bytes:
+    """An uncompressed gray TIFF with `pages` IFDs that all share one strip of pixel data."""
+    strip_off = 8
+    pixels = bytes(range(side * side)) if side * side <= 256 else b"\x80" * (side * side)
+    first_ifd = strip_off + len(pixels)
+    first_ifd += first_ifd % 2
+    n_entries = 8
+    ifd_len = 2 + n_entries * 12 + 4
+    out = bytearray(b"II*\x00" + struct.pack("<I", first_ifd))
+    out += pixels
+    out += b"\x00" * (first_ifd - len(out))
+    for i in range(pages):
+        here = first_ifd + i * ifd_len
+        nxt = here + ifd_len if i + 1 < pages else 0
+        entries = [
+            (256, 3, 1, side),  # ImageWidth
+            (257, 3, 1, side),  # ImageLength
+            (258, 3, 1, 8),  # BitsPerSample
+            (259, 3, 1, 1),  # Compression: none
+            (262, 3, 1, 1),  # Photometric: BlackIsZero
+            (273, 4, 1, strip_off),  # StripOffsets
+            (278, 3, 1, side),  # RowsPerStrip
+            (279, 4, 1, side * side),  # StripByteCounts
+        ]
+        out += struct.pack("<H", n_entries)
+        for tag, kind, count, value in entries:
+            raw = struct.pack("<H", value) if kind == 3 else struct.pack("<I", value)
+            out += struct.pack("<HHI", tag, kind, count) + raw.ljust(4, b"\x00")
+        out += struct.pack("<I", nxt)
+    return bytes(out)
+
+
+def big_png(width: int, height: int, *, mode: str = "RGBA", bits: int = 8) -> bytes:
+    """A valid PNG of any size, compressed row by row (never the whole image in memory):
+    a smooth horizontal ramp so that it is not all one colour."""
+    color_type, channels = {"L": (0, 1), "RGB": (2, 3), "RGBA": (6, 4), "LA": (4, 2)}[mode]
+    bpp = channels * bits // 8
+    ramp = np.linspace(0, (1 << bits) - 1, width).astype(">u2" if bits == 16 else np.uint8)
+    row = np.repeat(ramp[:, None], channels, axis=1)
+    if mode in ("RGBA", "LA"):
+        row[:, -1] = (1 << bits) - 1  # opaque
+    raw_row = b"\x00" + row.tobytes()
+    assert len(raw_row) == 1 + width * bpp
+    comp = zlib.compressobj(9)
+    idat = b"".join(comp.compress(raw_row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, bits, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def jpeg_with_size(data: bytes, width: int, height: int) -> bytes:
+    """Rewrite the SOF dimensions of a JPEG (the body stays the small original)."""
+    for marker, start, _ in jpeg_segments(data):
+        if marker in (0xC0, 0xC1, 0xC2):
+            return data[: start + 5] + struct.pack(">HH", height, width) + data[start + 9 :]
+    raise ValueError("no SOF segment")
+
+
+def gif_with_size(width: int, height: int) -> bytes:
+    """A GIF whose logical screen and only frame claim any size, with a one-pixel body."""
+    return (
+        b"GIF89a"
+        + struct.pack("<HHBBB", width, height, 0x80, 0, 0)
+        + b"\x00\x00\x00\xff\xff\xff"
+        + b","
+        + struct.pack("<HHHHB", 0, 0, width, height, 0)
+        + b"\x02\x02\x44\x01\x00;"
+    )
+
+
+def bmp_with_size(width: int, height: int) -> bytes:
+    """A 24-bit BMP header claiming any size, with almost no pixel data."""
+    header = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+    body = b"\x00" * 64
+    return b"BM" + struct.pack("<IHHI", 14 + len(header) + len(body), 0, 0, 54) + header + body

@@ -1,0 +1,183 @@
+"""Bounds on decoding work: cost found from the headers before decoding, a pixel and time
+budget per request, and a process-wide cap on decodes running at once.
+
+Everything here reads container structure with bounded loops over the bytes; nothing here
+decodes pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Final
+
+from app.errors import NotReady, PayloadTooLarge
+
+logger = logging.getLogger(__name__)
+
+# Frames are counted only this far: the count is reported, never used, and counting every
+# page of a 40,000-page TIFF was the CPU bomb.
+FRAME_COUNT_CAP: Final = 100
+# libjpeg's default progressive script has 10 scans (6 for gray); a progressive JPEG costs
+# about one pass over every coefficient per scan, so its decode is charged as
+# pixels x scans / this many.
+NORMAL_SCANS: Final = 10
+# How long a request waits for a decode slot before the server says it is busy.
+SLOT_WAIT_S: Final = 30.0
+
+# A marker inside JPEG entropy-coded data: 0xFF followed by anything but 00 (stuffing),
+# FF (fill) or D0-D7 (restart markers).
+_JPEG_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
+# Markers that stand alone (no length field).
+_JPEG_STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xD8), 0xD8})
+
+
+def count_jpeg_scans(data: bytes, cap: int) -> int:
+    """Number of SOS segments (scans), counted up to cap + 1. Walks segment lengths and, in
+    entropy-coded data, jumps from marker to marker with a regex: linear in the data size."""
+    pos, scans, n = 2, 0, len(data)
+    while pos + 4 <= n and scans <= cap:
+        if data[pos] != 0xFF:
+            m = _JPEG_MARKER.search(data, pos)
+            if m is None:
+                break
+            pos = m.start()
+            continue
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI
+            break
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        pos += 2 + max(length, 2)
+        if marker == 0xDA:
+            scans += 1
+            m = _JPEG_MARKER.search(data, pos)
+            if m is None:
+                break
+            pos = m.start()
+    return scans
+
+
+def count_tiff_pages(data: bytes, cap: int) -> int:
+    """Pages (IFDs in the main chain) counted up to cap, stopping at a loop or a bad offset."""
+    if len(data) < 8:
+        return 0
+    bo = "<" if data[:2] == b"II" else ">"
+    (offset,) = struct.unpack_from(bo + "I", data, 4)
+    seen: set[int] = set()
+    while 0 < offset <= len(data) - 2 and offset not in seen and len(seen) < cap:
+        seen.add(offset)
+        (entries,) = struct.unpack_from(bo + "H", data, offset)
+        nxt = offset + 2 + 12 * entries
+        if nxt + 4 > len(data):
+            break
+        (offset,) = struct.unpack_from(bo + "I", data, nxt)
+    return len(seen)
+
+
+def count_gif_frames(data: bytes, cap: int) -> int:
+    """Image descriptors of a GIF counted up to cap, by walking blocks and sub-blocks."""
+    n = len(data)
+    if n < 13:
+        return 0
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    frames = 0
+    while pos < n and frames < cap:
+        kind = data[pos]
+        if kind == 0x3B:  # trailer
+            break
+        if kind == 0x21:  # extension: label, then sub-blocks
+            pos += 2
+        elif kind == 0x2C:  # image descriptor (+ local colour table), LZW code size, sub-blocks
+            frames += 1
+            if pos + 10 > n:
+                break
+            local = data[pos + 9]
+            pos += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1
+        else:
+            break
+        while pos < n and data[pos]:  # sub-blocks until the zero terminator
+            pos += data[pos] + 1
+        pos += 1
+    return frames
+
+
+class DecodeBudget:
+    """Work allowed to one request, shared by all its images: pixels decoded (weighted by
+    progressive-JPEG scans) and seconds spent decoding. Not thread-safe: one per request."""
+
+    def __init__(self, max_pixels: int, max_seconds: float) -> None:
+        self.max_pixels = max_pixels
+        self.max_seconds = max_seconds
+        self.pixels = 0
+        self.seconds = 0.0
+
+    def charge(self, pixels: int) -> None:
+        """Count work before it is done; refuse (413) when the request would go over."""
+        if self.pixels + pixels > self.max_pixels:
+            raise PayloadTooLarge(
+                f"Decoding this request would take about {(self.pixels + pixels) / 1e6:,.0f} "
+                f"megapixels of work; the limit per request is {self.max_pixels / 1e6:,.0f}. "
+                "Send fewer or smaller images per request.",
+                limit_request_pixels=self.max_pixels,
+            )
+        self.pixels += pixels
+
+    def spend(self, seconds: float) -> None:
+        """Add decode time; refuse (413) once the request has used up its time budget."""
+        self.seconds += seconds
+        if self.seconds > self.max_seconds:
+            raise PayloadTooLarge(
+                f"Decoding this request's images took more than {self.max_seconds:g} s; "
+                "send fewer or smaller images per request.",
+                limit_decode_seconds=self.max_seconds,
+            )
+
+
+_slots_lock = threading.Lock()
+_slots: dict[int, threading.BoundedSemaphore] = {}
+
+
+def slot_count(configured: int) -> int:
+    """Decodes allowed at once: the setting, or one per CPU core when it is 0."""
+    return configured if configured > 0 else max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def decode_slot(configured: int) -> Iterator[None]:
+    """Hold one of the process-wide decode slots (however many threads the server runs), so
+    at most N full-size images are in memory and on the CPU at once."""
+    size = slot_count(configured)
+    with _slots_lock:
+        sem = _slots.setdefault(size, threading.BoundedSemaphore(size))
+    if not sem.acquire(timeout=SLOT_WAIT_S):
+        raise NotReady(
+            f"The server is busy decoding other images (waited {SLOT_WAIT_S:g} s); retry shortly."
+        )
+    try:
+        yield
+    finally:
+        sem.release()
+
+
+@contextmanager
+def timed(budget: DecodeBudget) -> Iterator[None]:
+    """Charge the block's wall time to the budget (checked when the block ends)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        budget.seconds += time.perf_counter() - t0
+    budget.spend(0.0)

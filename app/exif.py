@@ -1,0 +1,61 @@
+"""EXIF orientation, read defensively and applied by hand.
+
+Any failure while reading the tag means "no rotation", reported as such. The transpose is
+done here from the orientation value alone: `ImageOps.exif_transpose` re-serialises the
+whole EXIF block and raises on type-confused tags that do not matter to us.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final, Literal
+
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+ORIENTATION_TAG: Final = 0x0112
+
+# The transpose that makes a stored image upright, per EXIF orientation value (1 = as stored).
+_UPRIGHT: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+# What happened to the orientation, as reported to clients:
+#   none: no orientation tag; applied: a value 1-8 was applied (1 = upright as stored);
+#   unreadable: the EXIF block could not be parsed, so no rotation; invalid: the tag holds
+#   something other than a value 1-8 (wrong type or out of range), so no rotation.
+ExifStatus = Literal["none", "applied", "unreadable", "invalid"]
+
+
+def read_orientation(img: Image.Image) -> tuple[int, ExifStatus]:
+    """(orientation to apply, status). Never raises: hostile EXIF is routine."""
+    try:
+        raw = img.getexif().get(ORIENTATION_TAG)
+    except Exception as exc:  # Pillow's EXIF parser raises many types on crafted blocks
+        logger.info("EXIF unreadable, orientation ignored: %s: %s", type(exc).__name__, exc)
+        return 1, "unreadable"
+    if raw is None:
+        return 1, "none"
+    # bool is an int subclass and tuples/strings/rationals come from type-confused tags.
+    if type(raw) is not int or not 1 <= raw <= 8:
+        logger.info("EXIF orientation %r is not a value 1-8; ignored", raw)
+        return 1, "invalid"
+    return raw, "applied"
+
+
+def swaps_axes(orientation: int) -> bool:
+    """Orientations 5-8 turn the image by 90 degrees (width and height trade places)."""
+    return orientation >= 5
+
+
+def apply_orientation(img: Image.Image, orientation: int) -> Image.Image:
+    """The upright image for an orientation value 1-8 (other values: unchanged)."""
+    method = _UPRIGHT.get(orientation)
+    return img if method is None else img.transpose(method)

@@ -1,0 +1,101 @@
+"""Reduce first, convert after: any decoded mode -> a small 8-bit 'L' or 'RGB' image.
+
+The full-size decoded image is read in horizontal strips; each strip is converted to an
+8-bit working mode (alpha premultiplied) and reduced by an integer factor, so no full-size
+copy is ever made (a 40 MP RGBA image used to cost two more 160 MB buffers, a 16-bit one
+several float64 copies). 16-bit and alpha arithmetic is integer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+# Bytes of source pixels converted per strip.
+STRIP_BYTES: Final = 4 * 1024 * 1024
+
+_AS_RGB: Final = frozenset({"RGB", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"})
+
+
+def working_mode(img: Image.Image) -> str:
+    """The 8-bit mode a decoded image is reduced in: 'L', 'RGB', 'La' or 'RGBa'."""
+    mode = img.mode
+    if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in img.info):
+        return "RGBa"
+    if mode in ("LA", "La"):
+        return "La"
+    if mode in ("1", "L", "F") or mode.startswith("I"):
+        return "L"
+    return "RGB"  # RGB, P without transparency, CMYK, YCbCr, LAB, HSV, RGBX
+
+
+def _gray_scale(img: Image.Image) -> tuple[int, float]:
+    """(right shift, multiplier) that bring a 16/32-bit or float gray image onto 0-255,
+    from its extrema (computed in C, no copy): 16-bit data is shifted by 8, float in 0-1 is
+    multiplied by 255, anything already within 0-255 is left as it is."""
+    hi: Any = img.getextrema()[1]  # a number for one-band images
+    if img.mode == "F":
+        return 0, 255.0 if float(hi) <= 1.0 else 1.0
+    peak = int(hi)
+    if peak <= 255:
+        return 0, 1.0
+    if peak <= 65535:
+        return 8, 1.0
+    return max(0, peak.bit_length() - 8), 1.0
+
+
+def _gray_to_l(strip: Image.Image, shift: int, mult: float) -> Image.Image:
+    arr: npt.NDArray[np.generic] = np.asarray(strip)
+    if strip.mode == "F":
+        out = np.clip(np.rint(arr.astype(np.float32) * np.float32(mult)), 0, 255)
+    else:
+        out = np.clip(arr.astype(np.int64) >> shift, 0, 255)
+    return Image.fromarray(out.astype(np.uint8), mode="L")
+
+
+def _to_working(strip: Image.Image, work: str, scale: tuple[int, float]) -> Image.Image:
+    mode = strip.mode
+    if mode == work:
+        return strip
+    if work == "L" and (mode == "F" or mode.startswith("I")):
+        return _gray_to_l(strip, *scale)
+    if work == "RGBa" and mode not in ("RGBA", "RGBa"):
+        strip = strip.convert("RGBA")
+    if work == "La" and mode == "La":
+        return strip
+    return strip.convert(work)
+
+
+def reduce_and_convert(img: Image.Image, factor: int) -> Image.Image:
+    """The decoded image reduced by `factor` (box filter) in its 8-bit working mode."""
+    work = working_mode(img)
+    scale = _gray_scale(img) if work == "L" and img.mode not in ("1", "L") else (0, 1.0)
+    w, h = img.size
+    if factor <= 1 and w * h * 4 <= STRIP_BYTES:
+        return _to_working(img, work, scale)
+    out = Image.new(work, (-(-w // factor), -(-h // factor)))
+    rows = max(factor, STRIP_BYTES // max(1, w * 4) // factor * factor)
+    for top in range(0, h, rows):
+        strip = _to_working(img.crop((0, top, w, min(h, top + rows))), work, scale)
+        if factor > 1:
+            strip = strip.reduce(factor)
+        out.paste(strip, (0, top // factor))
+    return out
+
+
+def flatten(img: Image.Image) -> Image.Image:
+    """Composite premultiplied alpha on white (integer maths): 'RGBa'/'La' -> 'RGB'/'L'."""
+    if img.mode not in ("RGBa", "La"):
+        return img
+    arr = np.asarray(img)
+    if arr.ndim == 2:  # defensive: some Pillow builds expose La as one plane
+        return img.convert("L")
+    # Premultiplied colour c' = c * a / 255; on white: c' + 255 - a, never above 255.
+    color = arr[..., :-1].astype(np.uint16) + (255 - arr[..., -1:].astype(np.uint16))
+    flat = np.minimum(color, 255).astype(np.uint8)
+    if img.mode == "La":
+        return Image.fromarray(flat[..., 0], mode="L")
+    return Image.fromarray(flat, mode="RGB")
