@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uvicorn
 
+from app.multiproc import prepare_multiprocess_dir
 from app.settings import Settings
-from app.telemetry import prepare_multiprocess_dir
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Prometheus metrics: definitions, recording helpers and the /metrics exposition.
 
 Process-wide counters and histograms live here (prometheus-client). With several uvicorn
-workers, `python -m app` sets PROMETHEUS_MULTIPROC_DIR before any worker starts, every worker
+workers, `python -m app` sets PROMETHEUS_MULTIPROC_DIR (app.multiproc) before any worker starts, every worker
 writes its samples to files there and a scrape of any worker aggregates all of them.
 State the app already holds (bundles served, catalog sizes) is read at scrape time by
 `StateCollector` instead of being copied into gauges. No FastAPI here.
@@ -10,10 +10,8 @@ State the app already holds (bundles served, catalog sizes) is read at scrape ti
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 from prometheus_client import (
@@ -29,9 +27,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from app.multiproc import multiprocess_dir
+
 logger = logging.getLogger(__name__)
 
-MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format 0.0.4: what Prometheus 2.x servers (Debian 12 ships 2.42) parse.
 CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
 
@@ -216,29 +215,6 @@ class StateCollector(Collector):
         for c in catalogs:
             items.add_metric([c.name, c.model], float(c.items))
         yield items
-
-
-def multiprocess_dir() -> Path | None:
-    value = os.environ.get(MULTIPROC_ENV)
-    return Path(value) if value else None
-
-
-def prepare_multiprocess_dir(workers: int) -> Path | None:
-    """Called by `python -m app` before workers start: with several workers, metrics go
-    through files in PROMETHEUS_MULTIPROC_DIR (made here when unset; emptied at start, as
-    prometheus-client requires, so counters of an earlier run do not leak in)."""
-    if workers <= 1:
-        return multiprocess_dir()
-    path = multiprocess_dir()
-    if path is None:
-        import tempfile
-
-        path = Path(tempfile.mkdtemp(prefix="imgclass-metrics-"))
-        os.environ[MULTIPROC_ENV] = str(path)
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob("*.db"):
-        stale.unlink()
-    return path
 
 
 def exposition(state: Collector) -> bytes:

@@ -1,0 +1,35 @@
+"""Set up prometheus-client's multiprocess mode before uvicorn starts several workers.
+
+Kept apart from app.telemetry on purpose: importing prometheus-client (or defining a metric)
+in the parent process before this runs would open metric files in a folder not yet made.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Final
+
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> Path | None:
+    value = os.environ.get(MULTIPROC_ENV)
+    return Path(value) if value else None
+
+
+def prepare_multiprocess_dir(workers: int) -> Path | None:
+    """With several workers, metrics go through files in PROMETHEUS_MULTIPROC_DIR (a fresh
+    temporary folder when unset). The folder is emptied first, as prometheus-client requires,
+    so counters of an earlier run do not leak in. One worker: nothing to do."""
+    if workers <= 1:
+        return multiprocess_dir()
+    path = multiprocess_dir()
+    if path is None:
+        path = Path(tempfile.mkdtemp(prefix="imgclass-metrics-"))
+        os.environ[MULTIPROC_ENV] = str(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return path

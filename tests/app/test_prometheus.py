@@ -1,0 +1,171 @@
+"""A real Prometheus server (Debian `prometheus`, scripts/setup-system installs it) scrapes a
+real imgclass started with `python -m app` and two workers (multiprocess metrics) on
+loopback, and answers PromQL over its HTTP API."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.mmap_dict import MmapedDict
+
+from tests.conftest import DATA, ROOT, free_port, require
+from tests.live_server import LiveServer, live_server
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+QUERY_TIMEOUT_S = 40
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(PROMETHEUS).is_file(),
+        reason="no prometheus binary: run scripts/setup-system (Debian package 'prometheus')",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def imgclass(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    tmp = tmp_path_factory.mktemp("prom-app")
+    env = {
+        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
+        "IMGCLASS_ENABLED_MODELS": '["digits"]',
+        "IMGCLASS_LOAD_IN_BACKGROUND": "false",
+        "IMGCLASS_WORKERS": "2",
+        "IMGCLASS_LOG_LEVEL": "WARNING",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp / "multiproc"),
+    }
+    with live_server(tmp, env, entry="app") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def prometheus(imgclass: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("prometheus")
+    config = tmp / "prometheus.yml"
+    config.write_text(
+        "global:\n"
+        "  scrape_interval: 1s\n"
+        "  scrape_timeout: 1s\n"
+        "scrape_configs:\n"
+        "  - job_name: imgclass\n"
+        "    metrics_path: /metrics\n"
+        "    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{imgclass.port}']\n"
+    )
+    port = free_port()
+    log = (tmp / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail((tmp / "prometheus.log").read_text()[-3000:])
+            try:
+                if httpx.get(f"{base}/-/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("prometheus not ready in 30 s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        log.close()
+
+
+def query_until(base: str, promql: str, want: float) -> float:
+    """Poll an instant query until it returns `want` (scrapes are 1 s apart) or time runs out."""
+    deadline = time.monotonic() + QUERY_TIMEOUT_S
+    got = float("nan")
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{base}/api/v1/query", params={"query": promql}, timeout=5)
+        body = r.json()
+        assert body["status"] == "success", body
+        result = body["data"]["result"]
+        if result:
+            got = float(result[0]["value"][1])
+            if got == want:
+                return got
+        time.sleep(0.5)
+    return got
+
+
+def predict_pids(server: LiveServer) -> set[str]:
+    """Worker pids whose metric files count a /v1 prediction."""
+    folder = server.log.parent / "multiproc"
+    pids = set()
+    for db in folder.glob("counter_*.db"):
+        for key, value, *_ in MmapedDict(str(db), read_mode=True).read_all_values():
+            if "imgclass_requests" in key and "/v1/models/{name}/predict" in key and value > 0:
+                pids.add(db.stem.split("_")[-1])
+    return pids
+
+
+def test_prometheus_scrapes_metrics_from_all_workers(imgclass: LiveServer, prometheus: str) -> None:
+    png = require(DATA / "photos" / "foolbox" / "mnist_00_7.png").read_bytes()
+    n_v1, n_v2 = 0, 4
+    # A new connection each time; go on until both workers have served predictions, so the
+    # totals below can only be right if the workers' metrics are aggregated.
+    while n_v1 < 6 or len(predict_pids(imgclass)) < 2:
+        r = httpx.post(f"{imgclass.base}/v1/models/digits/predict", content=png, timeout=30)
+        assert r.status_code == 200, r.text
+        n_v1 += 1
+        assert n_v1 < 60, "one worker took every request"
+    body = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [1],
+                "data": [base64.b64encode(png).decode()],
+            }
+        ]
+    }
+    for _ in range(n_v2):
+        r = httpx.post(f"{imgclass.base}/v2/models/digits/infer", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+    assert query_until(prometheus, 'up{job="imgclass"}', 1) == 1
+    v1 = 'sum(imgclass_requests_total{route="/v1/models/{name}/predict",model="digits",status="200"})'
+    assert query_until(prometheus, v1, n_v1) == n_v1
+    v2 = 'sum(imgclass_requests_total{route="/v2/models/{name}/infer",model="digits",status="200"})'
+    assert query_until(prometheus, v2, n_v2) == n_v2
+    assert (
+        query_until(
+            prometheus, 'sum(imgclass_inference_seconds_count{model="digits"}) >= bool 4', 1
+        )
+        == 1
+    )
+    assert query_until(prometheus, 'count(imgclass_model_info{model="digits"})', 1) == 1
+    # Every scrape, whichever worker answers it, sees the requests of both workers.
+    for _ in range(4):
+        text = httpx.get(f"{imgclass.base}/metrics", timeout=5).text
+        line = next(
+            ln
+            for ln in text.splitlines()
+            if ln.startswith("imgclass_requests_total{")
+            and 'route="/v1/models/{name}/predict"' in ln
+            and 'status="200"' in ln
+        )
+        assert float(line.rsplit(" ", 1)[1]) == n_v1
