@@ -150,7 +150,13 @@ def metrics_section(metrics: Sequence[Metrics]) -> Section:
 
 
 def _reference_text(r: Reference) -> str:
-    figures = ", ".join(f"{k} {pct(v, 1)}" for k, v in r.figures.items())
+    def figure(k: str, v: float) -> str:
+        text = f"{k} {pct(v, 1)}"
+        if r.n_samples is not None and r.n_samples <= 1000:  # small samples: show the count
+            text += f" ({round(v * r.n_samples)}/{r.n_samples})"
+        return text
+
+    figures = ", ".join(figure(k, v) for k, v in r.figures.items())
     where = ", ".join(
         x
         for x in (

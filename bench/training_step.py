@@ -33,11 +33,12 @@ def _one(config: Path, precision: str, xla: bool, steps: int, warmup: int) -> di
     """Runs in the child process: time `steps` training steps."""
     import keras
 
-    from training.config import TrainConfig
+    from training.config import ScratchConfig
     from training.datasets import make_datasets
+    from training.recipes import load_config
     from training.train import build_model, compile_model
 
-    cfg = TrainConfig.from_yaml(config)
+    cfg = load_config(config, ScratchConfig)
     keras.utils.set_random_seed(cfg.seed)
     data = make_datasets(cfg, None)
     keras.mixed_precision.set_global_policy(precision)

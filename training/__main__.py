@@ -1,4 +1,6 @@
-"""CLI: python -m training {train,export,evaluate,lecture} ..."""
+"""CLI: python -m training {train,export,evaluate,eval-bundles,quantize,lecture,recipes} ...
+
+`train` runs any config through the recipe registry (training/recipes.py)."""
 
 from __future__ import annotations
 
@@ -14,71 +16,41 @@ from training.data import DataNotFound
 logger = logging.getLogger("training")
 
 
-def _recipe(config: Path) -> str:
-    """Which recipe a YAML config is for: `transfer`, `pretrained` or the default `scratch`."""
-    import yaml
-
-    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    return str(raw.get("recipe", "scratch")) if isinstance(raw, dict) else "scratch"
-
-
 def _train(args: argparse.Namespace) -> int:
-    recipe = _recipe(args.config)
-    if recipe == "transfer":  # frozen pretrained backbone + head from an image folder
-        from training.transfer import train_transfer
+    from training.recipes import RunOptions, load_config, run
 
-        res = train_transfer(args.config, args.data_dir, args.out_dir)
-        print(f"run directory: {res.run_dir}")
-        print(
-            f"held-out accuracy: {res.test_accuracy:.4%} (n={res.n_test}; "
-            f"train {res.n_train}, val {res.n_val})"
-        )
-        print(f"bundle: {res.bundle.path}")
-        return 0
-    if recipe == "pretrained":  # imagenet / bird: the pretrained network as it is
-        from training.pretrained import build
-
-        print(f"bundle: {build(args.config, args.out_dir).path}")
-        return 0
-    from training.config import TrainConfig
-    from training.train import fit
-
-    cfg = TrainConfig.from_yaml(args.config)
-    if args.epochs is not None:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": args.epochs})})
-    result = fit(
-        cfg,
+    cfg = load_config(args.config)
+    options = RunOptions(
         data_dir=args.data_dir,
         out_dir=args.out_dir,
         runs_dir=args.runs_dir,
+        epochs=args.epochs,
         export=not args.no_export,
     )
-    ex = result.export
-    print(f"run directory: {result.run_dir}")
-    print(f"training time: {result.train_seconds / 60:.1f} min, {result.epochs_run} epochs")
-    if ex is not None:
-        print(
-            f"Keras {result.datasets.arrays.test_split} accuracy: {ex.keras_test.accuracy:.4%} (n={ex.keras_test.n_samples})"
-        )
-        if ex.serving is not None and ex.bundle is not None:
-            print(
-                f"serving-path accuracy: {ex.serving.report.accuracy:.4%} "
-                f"(n={ex.serving.report.n_samples}), agreement with Keras {ex.agreement:.4%}"
-            )
-            print(f"bundle: {ex.bundle.path}")
+    for line in run(cfg, options).lines():
+        print(line)
+    return 0
+
+
+def _recipes(args: argparse.Namespace) -> int:
+    from training.recipes import recipes
+
+    for r in recipes().values():
+        print(f"{r.name:<12} {r.summary} (config {r.config.__name__}, runner {r.runner})")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     import keras
 
-    from training.config import TrainConfig
+    from training.config import ScratchConfig
     from training.datasets import load_arrays
     from training.evaluate import evaluate_and_export
     from training.export import hardware
-    from training.train import new_run_dir
+    from training.recipes import load_config
+    from training.runs import start_run
 
-    cfg = TrainConfig.from_yaml(args.config)
+    cfg = load_config(args.config, ScratchConfig)
     from training.tta import for_export
 
     model = for_export(keras.models.load_model(args.keras_model, compile=False), cfg)
@@ -87,8 +59,7 @@ def _export(args: argparse.Namespace) -> int:
     previous = args.keras_model.parent / "metrics.json"
     if previous.is_file():  # a run directory: keep what it recorded about training
         training = json.loads(previous.read_text(encoding="utf-8")).get("training", training)
-    run_dir = new_run_dir(args.runs_dir, f"{cfg.name}-export")
-    (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    run_dir = start_run(args.runs_dir, cfg, "-export")
     model.save(run_dir / "model.keras")  # the exact model behind the bundle, for `evaluate`
     result = evaluate_and_export(
         model,
@@ -111,7 +82,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from app.bundle import load_bundle
-    from training.metrics import evaluate_probs
+    from app.metrics import evaluate_probs
     from training.serving_eval import (
         SERVING_PATH,
         claimed_test_metrics,
@@ -121,10 +92,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(args.bundle)
     if args.config is not None:
-        from training.config import TrainConfig
+        from training.config import ScratchConfig
         from training.datasets import load_arrays
+        from training.recipes import load_config
 
-        arrays = load_arrays(TrainConfig.from_yaml(args.config), args.data_dir)
+        arrays = load_arrays(load_config(args.config, ScratchConfig), args.data_dir)
         x = arrays.x_test_raw if arrays.x_test_raw is not None else arrays.x_test
         y, dataset = arrays.y_test, arrays.dataset
     else:
@@ -187,6 +159,12 @@ def _lecture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _delegate(module: str, argv: list[str]) -> int:
+    import importlib
+
+    return int(importlib.import_module(module).main(argv) or 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -198,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         default=None,
-        help="data root (default ./data or $IMGCLASS_DATA); for folder configs, the image folder",
+        help="data root (default ./data or $IMGCLASS_TRAINING_DATA_DIR); for folder configs, the image folder",
     )
     train.add_argument("--out-dir", type=Path, default=None, help="bundles folder (default models)")
     train.add_argument("--runs-dir", type=Path, default=Path("runs"))
@@ -224,6 +202,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs-dir", type=Path, default=Path("runs"), help="where to look for the Keras model"
     )
     ev.set_defaults(func=_evaluate)
+
+    rec = sub.add_parser("recipes", help="list the registered recipes")
+    rec.set_defaults(func=_recipes)
+
+    check = sub.add_parser(
+        "eval-bundles", help="re-check bundles' claimed accuracy on their full test splits"
+    )
+    check.add_argument(
+        "rest", nargs=argparse.REMAINDER, help="see python -m training.serving_eval -h"
+    )
+    check.set_defaults(func=lambda a: _delegate("training.serving_eval", a.rest))
+
+    quant = sub.add_parser("quantize", help="static INT8 copy of a bundle")
+    quant.add_argument("rest", nargs=argparse.REMAINDER, help="see python -m training.quantize -h")
+    quant.set_defaults(func=lambda a: _delegate("training.quantize", a.rest))
 
     lec = sub.add_parser("lecture", help="MLP vs lecture CNN on MNIST and shifted MNIST")
     lec.add_argument("--epochs", type=int, default=None)

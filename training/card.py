@@ -1,63 +1,73 @@
-"""The model card (README.md inside a bundle): data, architecture, metrics with sample sizes."""
+"""Card sections the recipes share, as data for the one renderer (app/card.py).
+
+TensorFlow-free: tables from app.metrics reports, and the `scratch` recipe's card data (data,
+architecture, training, serving-path metrics), every figure taken from the run or the config.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from training.config import TrainConfig
-from training.metrics import EvalReport
+from app.bundle import Bundle
+from app.card import CardData, Section, Table, pct
+from app.metrics import EvalReport
+from training.config import AugmentConfig, ScratchConfig
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:.2f}%"
+def per_class_table(report: EvalReport) -> Table:
+    return Table(
+        ("class", "precision", "recall", "F1", "n"),
+        tuple(
+            (c.label, pct(c.precision), pct(c.recall), pct(c.f1), str(c.support))
+            for c in report.per_class
+        ),
+        caption=f"Per class (n={report.n_samples:,}):",
+    )
 
 
-def _confusion_table(report: EvalReport, names: tuple[str, ...]) -> list[str]:
-    short = [n if len(n) <= 11 else n[:10] + "." for n in names]
-    lines = [
-        "| true \\ predicted | " + " | ".join(short) + " |",
-        "|---" * (len(names) + 1) + "|",
+def confusion_table(report: EvalReport, names: Sequence[str], width: int = 11) -> Table:
+    short = tuple(n if len(n) <= width else n[: width - 1] + "." for n in names)
+    return Table(
+        ("true \\ predicted", *short),
+        tuple(
+            (f"**{name}** (n={sum(row):,})", *(str(v) for v in row))
+            for name, row in zip(names, report.confusion, strict=True)
+        ),
+        caption="Confusion matrix (rows: true class, columns: predicted):",
+    )
+
+
+def augment_text(a: AugmentConfig) -> str:
+    parts = [
+        "horizontal flip" if a.flip_horizontal else "",
+        f"random translation up to {a.translate:.0%} of the side" if a.translate else "",
+        f"rotation up to {a.rotation * 360:.0f} degrees" if a.rotation else "",
+        f"zoom up to {a.zoom:.0%}" if a.zoom else "",
+        f"contrast +-{a.contrast:.0%}" if a.contrast else "",
+        f"random erasing (p={a.erasing})" if a.erasing else "",
+        f"mixup (alpha {a.mixup_alpha})" if a.mixup_alpha else "",
     ]
-    for name, row in zip(names, report.confusion, strict=True):
-        lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
-    return lines
+    return ", ".join(p for p in parts if p) or "none"
 
 
-def _augment_text(cfg: TrainConfig) -> str:
-    a = cfg.augment
-    parts = []
-    if a.flip_horizontal:
-        parts.append("horizontal flip")
-    if a.translate:
-        parts.append(f"random translation up to {a.translate:.0%} of the side")
-    if a.rotation:
-        parts.append(f"rotation up to {a.rotation * 360:.0f} degrees")
-    if a.zoom:
-        parts.append(f"zoom up to {a.zoom:.0%}")
-    if a.contrast:
-        parts.append(f"contrast +-{a.contrast:.0%}")
-    if a.erasing:
-        parts.append(f"random erasing (p={a.erasing})")
-    if a.mixup_alpha:
-        parts.append(f"mixup (alpha {a.mixup_alpha})")
-    return ", ".join(parts) if parts else "none"
+def _time_text(training: dict[str, Any]) -> str:
+    seconds = training.get("train_seconds")
+    if seconds is None:
+        return "not recorded (exported from a saved Keras model)"
+    text = (
+        f"{seconds / 60:.1f} min ({training.get('epochs_run', '?')} epochs, best epoch "
+        f"{training.get('best_epoch', '?')} restored) on {training.get('hardware', 'unknown hardware')}"
+    )
+    if "mean_load_avg_1m" in training:
+        text += f" (mean 1-minute load average during training {training['mean_load_avg_1m']})"
+    return text
 
 
-_POLARITY = {
-    "False": "",
-    "True": "; gray levels inverted before resizing (the model was trained dark on light)",
-    "auto": (
-        "; polarity `auto`: an image with a light border (a dark object on a light background, "
-        "such as ink on paper or a product shot on white) is inverted before resizing, so it "
-        "reaches the model light on dark like the training images"
-    ),
-}
-
-
-def render_card(
-    cfg: TrainConfig,
+def scratch_card_data(
+    cfg: ScratchConfig,
+    bundle: Bundle,
     *,
-    class_names: tuple[str, ...],
     sizes: dict[str, int],
     dataset: str,
     test_split: str,
@@ -67,94 +77,64 @@ def render_card(
     training: dict[str, Any],
     params: int,
     inverted_accuracy: float | None = None,
-) -> str:
-    """Markdown for the bundle's README.md."""
+) -> CardData:
     t = cfg.train
-    spec = cfg.input
-    minutes = training.get("train_seconds")
-    time_text = (
-        f"{minutes / 60:.1f} min ({training.get('epochs_run', '?')} epochs, best epoch "
-        f"{training.get('best_epoch', '?')} restored) on {training.get('hardware', 'unknown hardware')}"
-        + (
-            f" (mean 1-minute load average during training {training['mean_load_avg_1m']}; "
-            "about 2 is this job alone on 2 CPUs, more means other jobs shared the machine)"
-            if "mean_load_avg_1m" in training
-            else ""
-        )
-        if minutes is not None
-        else "not recorded (exported from a saved Keras model)"
+    arch = cfg.model.architecture + (
+        "(" + ", ".join(f"{k}={v}" for k, v in cfg.model.kwargs.items()) + ")"
+        if cfg.model.kwargs
+        else ""
     )
-    lines = [
-        f"# Model card: `{cfg.name}`",
-        "",
-        cfg.description or f"{dataset} classifier.",
-        "",
-        "## Data",
-        f"- Source: {dataset}; classes ({len(class_names)}): {', '.join(class_names)}.",
-        f"- Training: {sizes['train']:,} images; validation (stratified, from the official "
-        f"training split, picks the checkpoint): {sizes['val']:,}; {test_split} split: {sizes['test']:,}.",
-        f"- Input: {spec.height}x{spec.width} {spec.color}, pixels 0-255 (scaling is inside the "
-        f"graph), resize `{spec.resize.mode}`/{spec.resize.interpolation}"
-        + _POLARITY[str(spec.invert)]
-        + ".",
-        "",
-        "## Architecture and training",
-        f"- `{cfg.model.architecture}`"
-        + (
-            "(" + ", ".join(f"{k}={v}" for k, v in cfg.model.kwargs.items()) + ")"
-            if cfg.model.kwargs
-            else ""
-        )
-        + f": {params:,} parameters; outputs "
-        "`probs` (softmax) and `embedding` (the layer before the classifier).",
-        f"- {t.optimizer} lr {t.learning_rate}, {t.schedule} schedule, weight decay {t.weight_decay}, "
-        f"label smoothing {t.label_smoothing}, batch {t.batch_size}, up to {t.epochs} epochs, "
-        f"seed {cfg.seed}, precision {t.precision}.",
-        f"- Augmentation (training only): {_augment_text(cfg)}.",
-        *(
-            [
-                "- Test-time augmentation in the graph: the prediction (and the embedding) is the "
-                "mean over the image and its mirror image, so left-right mirroring never changes it."
-            ]
-            if cfg.model.flip_tta
-            else []
+    data = Section(
+        "Data",
+        bullets=(
+            f"Source: {dataset}.",
+            f"Training: {sizes['train']:,} images; validation (stratified, from the training "
+            f"split, picks the checkpoint): {sizes['val']:,}; {test_split} split: {sizes['test']:,}.",
         ),
-        f"- Training time: {time_text}.",
-        f"- Reproduce: `python -m training train --config training/configs/{cfg.name}.yaml`.",
-        "",
-        f"## Metrics ({dataset}, {test_split} split, n = {serving.n_samples:,})",
-        "Measured through the serving path: each test image encoded as PNG, decoded by "
-        "`app.imaging.prepare`, classified by onnxruntime.",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        f"| accuracy | {_pct(serving.accuracy)} |",
-        f"| top-{serving.top_k} accuracy | {_pct(serving.top_k_accuracy)} |",
-        f"| macro precision / recall / F1 | {_pct(serving.macro_precision)} / "
-        f"{_pct(serving.macro_recall)} / {_pct(serving.macro_f1)} |",
-        f"| Keras accuracy on the same images | {_pct(keras_report.accuracy)} |",
-        f"| serving path = Keras top-1 | {_pct(agreement)} of {serving.n_samples:,} images |",
-        *(
-            [
-                f"| accuracy, the same images inverted (dark on light; `invert: auto`) "
-                f"| {_pct(inverted_accuracy)} |"
-            ]
-            if inverted_accuracy is not None
-            else []
-        ),
-        "",
-        "Per class:",
-        "",
-        "| class | precision | recall | F1 | n |",
-        "|---|---|---|---|---|",
+    )
+    train_bullets = [
+        f"`{arch}`, trained from random weights (seed {cfg.seed}).",
+        f"{t.optimizer} lr {t.learning_rate}, {t.schedule} schedule, weight decay "
+        f"{t.weight_decay}, label smoothing {t.label_smoothing}, batch {t.batch_size}, up to "
+        f"{t.epochs} epochs, precision {t.precision}.",
+        f"Augmentation (training only): {augment_text(cfg.augment)}.",
+        f"Training time: {_time_text(training)}.",
     ]
-    for c in serving.per_class:
-        lines.append(
-            f"| {c.label} | {_pct(c.precision)} | {_pct(c.recall)} | {_pct(c.f1)} | {c.support} |"
+    if cfg.model.flip_tta:
+        train_bullets.append(
+            "Test-time augmentation in the graph: the prediction (and the embedding) is the "
+            "mean over the image and its mirror image."
         )
-    lines += ["", "Confusion matrix (rows: true class, columns: predicted):", ""]
-    lines += _confusion_table(serving, class_names)
-    lines += ["", "## Limitations", ""]
-    limits = list(cfg.limitations) or ["Only evaluated on the data set named above."]
-    lines += [f"- {item}" for item in limits]
-    return "\n".join(lines) + "\n"
+    rows = [
+        ("accuracy (serving path)", pct(serving.accuracy)),
+        (f"top-{serving.top_k} accuracy", pct(serving.top_k_accuracy)),
+        (
+            "macro precision / recall / F1",
+            f"{pct(serving.macro_precision)} / {pct(serving.macro_recall)} / {pct(serving.macro_f1)}",
+        ),
+        ("Keras accuracy on the same images", pct(keras_report.accuracy)),
+        ("serving path = Keras top-1", f"{pct(agreement)} of {serving.n_samples:,} images"),
+    ]
+    if inverted_accuracy is not None:
+        rows.append(("accuracy, the same images inverted (`invert: auto`)", pct(inverted_accuracy)))
+    evaluation = Section(
+        f"Evaluation ({dataset}, {test_split} split, n = {serving.n_samples:,})",
+        paragraphs=(
+            "Measured through the serving path: each test image encoded as PNG, decoded by "
+            "`app.imaging.prepare`, classified by onnxruntime.",
+        ),
+        tables=(
+            Table(("metric", "value"), tuple(rows)),
+            per_class_table(serving),
+            confusion_table(serving, bundle.labels),
+        ),
+    )
+    return CardData(
+        bundle.metadata,
+        labels=bundle.labels,
+        facts={"Parameters": f"{params:,}"},
+        sections=(data, Section("Training", bullets=tuple(train_bullets)), evaluation),
+        references=(),
+        limitations=tuple(cfg.limitations),
+        reproduce=f"python -m training train --config training/configs/{cfg.name}.yaml",
+    )

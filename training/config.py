@@ -1,4 +1,10 @@
-"""TrainConfig: one YAML per model under training/configs/; the resolved copy goes into the run."""
+"""Recipe configs: one YAML per model under training/configs/, one pydantic model per recipe.
+
+Every config shares `RecipeBase` (recipe, name, seed, input, export, limitations, reference
+figures for the card); the `recipe` field picks the class (default `scratch`). Parsing goes
+through `training.recipes.load_config`, which builds the discriminated union from the recipe
+registry, so a YAML is read once and never peeked into. TensorFlow-free.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,57 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.bundle import InputSpec
 
+# MBConv blocks of EfficientNet-Lite0 (training/architectures/efficientnet_lite.NUM_BLOCKS;
+# a test keeps the two equal). Kept here so parsing a config never imports Keras.
+EFFICIENTNET_LITE0_BLOCKS = 16
 
-class _Section(BaseModel):
+
+class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DataConfig(_Section):
+class ExportConfig(Section):
+    opset: int = Field(default=17, ge=13, le=18)
+    out_dir: Path = Path("models")
+    version: str = "1"
+    parity_atol: float = Field(default=1e-4, gt=0)
+    # How many real inputs the Keras-vs-ONNX parity check runs on (recipes with a fixed photo
+    # set, such as `pretrained`, use theirs).
+    parity_samples: int = Field(default=64, ge=1)
+    # Also write `<name>-int8` (static INT8, training/quantize.py) when its top-1 agrees with
+    # fp32 on >= 95% of >= 40 real images (transfer recipe).
+    int8: bool = False
+
+
+class ReferenceFigure(Section):
+    """A figure measured elsewhere, quoted on the model card for comparison (never computed)."""
+
+    what: str
+    figures: dict[str, float]  # rates in 0..1, e.g. {precision: 0.971}
+    dataset: str | None = None
+    n_samples: int | None = Field(default=None, ge=1)
+    source: str | None = None
+
+
+class RecipeBase(Section):
+    recipe: str
+    name: str
+    description: str = ""
+    seed: int
+    input: InputSpec
+    export: ExportConfig = ExportConfig()
+    # Free-form card notes copied into the model card.
+    limitations: list[str] = Field(default_factory=list)
+    references: list[ReferenceFigure] = Field(default_factory=list)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --- scratch: a CNN trained from random weights on arrays or an image folder -----------------
+
+
+class DataConfig(Section):
     source: Literal["fashion_mnist", "mnist", "cifar10", "folder"]
     # Folder holding the raw files; None = the project's data dir for the source.
     path: Path | None = None
@@ -39,7 +90,7 @@ class DataConfig(_Section):
         return f"{name} ({self.binary_positive} vs rest)" if self.binary_positive else name
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     architecture: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
     # Ship mean(model(x), model(mirror(x))) as one graph (training/tta.py); only where a mirror
@@ -47,7 +98,7 @@ class ModelConfig(_Section):
     flip_tta: bool = False
 
 
-class AugmentConfig(_Section):
+class AugmentConfig(Section):
     # Never for digits or text: a mirrored 2 is not a 2.
     flip_horizontal: bool = False
     translate: float = Field(default=0.0, ge=0, le=0.5)  # fraction of height/width
@@ -61,7 +112,7 @@ class AugmentConfig(_Section):
     mixup_alpha: float = Field(default=0.0, ge=0)
 
 
-class TrainParams(_Section):
+class TrainParams(Section):
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=128, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
@@ -82,33 +133,76 @@ class TrainParams(_Section):
     verbose: int = Field(default=2, ge=0, le=2)
 
 
-class ExportConfig(_Section):
-    opset: int = Field(default=17, ge=13, le=18)
-    out_dir: Path = Path("models")
-    version: str = "1"
-    parity_atol: float = Field(default=1e-4, gt=0)
-    parity_samples: int = Field(default=64, ge=1)
+class ScratchConfig(RecipeBase):
+    """training/configs/{products,digits,lecture-*,cifar10-bird,folder-example}.yaml."""
 
-
-class TrainConfig(_Section):
-    name: str
-    description: str = ""
-    seed: int
+    recipe: Literal["scratch"] = "scratch"
     data: DataConfig
-    input: InputSpec
     model: ModelConfig
     augment: AugmentConfig = AugmentConfig()
     train: TrainParams = TrainParams()
-    export: ExportConfig = ExportConfig()
-    # Free-form card notes (limitations etc.) copied into the model card.
-    limitations: list[str] = Field(default_factory=list)
 
-    @classmethod
-    def from_yaml(cls, path: Path) -> TrainConfig:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a YAML mapping")
-        return cls.model_validate(raw)
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+# --- transfer: frozen pretrained backbone + a head trained on an image folder ---------------
+
+
+class FolderData(Section):
+    # One subfolder per class; None = given on the command line (--data-dir).
+    path: Path | None = None
+    val_fraction: float = Field(default=0.15, ge=0, lt=0.5)
+    test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
+    limit_per_class: int | None = Field(default=None, ge=3)
+
+
+class BackboneConfig(Section):
+    architecture: Literal["efficientnet_lite0"] = "efficientnet_lite0"
+    weights: str = "imagenet"
+
+
+class HeadConfig(Section):
+    epochs: int = Field(default=60, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    early_stopping_patience: int = Field(default=8, ge=1)
+    class_weight: Literal["none", "balanced"] = "balanced"
+    # Also cache and train on the embedding of each training image flipped left-right.
+    flip_augment: bool = True
+
+
+class FineTuneConfig(Section):
+    enabled: bool = False
+    # How many of the MBConv blocks (counted from the top) to unfreeze, plus the head conv.
+    blocks: int = Field(default=2, ge=0, le=EFFICIENTNET_LITE0_BLOCKS)
+    epochs: int = Field(default=3, ge=1)
+    learning_rate: float = Field(default=1e-5, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+
+
+class TransferConfig(RecipeBase):
+    """training/configs/santa.yaml: `recipe: transfer`."""
+
+    recipe: Literal["transfer"] = "transfer"
+    data: FolderData = FolderData()
+    backbone: BackboneConfig = BackboneConfig()
+    head: HeadConfig = HeadConfig()
+    fine_tune: FineTuneConfig = FineTuneConfig()
+    # Binary only: label whose probability gets a threshold calibrated on the validation split.
+    positive_label: str | None = None
+    cache_dir: Path = Path("runs/cache/embeddings")
+
+
+# --- pretrained: the ImageNet network as it is, with a fixed head ---------------------------
+
+
+class PretrainedConfig(RecipeBase):
+    """training/configs/{imagenet,bird}.yaml: `recipe: pretrained`, no training."""
+
+    recipe: Literal["pretrained"] = "pretrained"
+    architecture: Literal["efficientnet_lite0"] = "efficientnet_lite0"
+    weights: str = "imagenet"
+    # Which fixed head follows the ImageNet softmax (training/pretrained_heads.py).
+    head: Literal["imagenet", "bird"]
+    # Resize modes tried on the evaluation photos; the best top-1 (then top-5) wins.
+    resize_candidates: list[Literal["stretch", "center_crop", "letterbox"]] = Field(min_length=1)
+    positive_label: str | None = None

@@ -11,6 +11,8 @@ import logging
 import os
 import pickle
 import struct
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,7 +22,7 @@ import numpy.typing as npt
 
 from app.bundle import InputSpec
 from app.errors import ServiceError
-from app.imaging import ImageLimits, prepare
+from app.imaging import ImageLimits, prepare, sniff_format
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +43,28 @@ FASHION_MNIST_CLASSES = (
 )
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 CIFAR10_FOLDER = "cifar-10-batches-py"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 class DataNotFound(FileNotFoundError):
     """A data set is missing; the message names the command that fetches it."""
 
 
+DATA_ENV = "IMGCLASS_TRAINING_DATA_DIR"
+OLD_DATA_ENV = "IMGCLASS_DATA"  # deprecated: too close to the server's IMGCLASS_DATA_DIR
+
+
 def data_root() -> Path:
-    """Where scripts/fetch-data puts everything (IMGCLASS_DATA overrides)."""
-    return Path(os.environ.get("IMGCLASS_DATA", PROJECT_ROOT / "data"))
+    """Where scripts/fetch-data puts the training data ($IMGCLASS_TRAINING_DATA_DIR overrides;
+    the old $IMGCLASS_DATA still works, with a deprecation warning)."""
+    value = os.environ.get(DATA_ENV)
+    if value is None and OLD_DATA_ENV in os.environ:
+        warnings.warn(
+            f"{OLD_DATA_ENV} is deprecated; set {DATA_ENV} instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        value = os.environ[OLD_DATA_ENV]
+    return Path(value) if value else PROJECT_ROOT / "data"
 
 
 @dataclass(frozen=True)
@@ -193,74 +207,133 @@ def load_cifar10(folder: Path | None = None, binary_positive: str | None = None)
 
 # --- Image folders ------------------------------------------------------------------------
 
+# Fewer than this per class leaves no room for training, validation and test images.
+MIN_IMAGES_PER_CLASS = 3
+
+
+def _is_image(path: Path) -> bool:
+    """The server's rule: the file's first bytes name a format it accepts (suffixes are not
+    trusted). Files that fail to decode later are skipped by `load_images`."""
+    with path.open("rb") as f:
+        head = f.read(32)
+    return sniff_format(head) is not None
+
+
+def list_class_folder(
+    root: Path, limit_per_class: int | None = None
+) -> tuple[tuple[str, ...], list[list[Path]]]:
+    """Class names (sorted non-hidden subfolders) and their image files (sorted).
+
+    The one folder rule of every recipe: any non-hidden file below a class folder whose
+    content is an image format the server accepts; anything else is skipped with a warning
+    naming it. At least 2 classes with MIN_IMAGES_PER_CLASS images each."""
+    if not root.is_dir():
+        raise DataNotFound(
+            f"{root} is not a folder; expected one subfolder per class, e.g. {root}/santa/*.jpg "
+            f"and {root}/not_santa/*.jpg ({FETCH_HINT} for the project's own data sets)"
+        )
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files: list[list[Path]] = []
+    for c in classes:
+        candidates = sorted(
+            p
+            for p in (root / c).rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
+        images = []
+        for p in candidates:
+            if _is_image(p):
+                images.append(p)
+            else:
+                logger.warning("skipping %s: not an image format the server accepts", p)
+        files.append(images[:limit_per_class] if limit_per_class is not None else images)
+    too_few = [c for c, f in zip(classes, files, strict=True) if len(f) < MIN_IMAGES_PER_CLASS]
+    if len(classes) < 2 or too_few:
+        raise ValueError(
+            f"{root}: need at least 2 class subfolders with at least {MIN_IMAGES_PER_CLASS} "
+            f"images each (found classes {classes}; too few images in {too_few})"
+        )
+    return tuple(classes), files
+
+
+def load_images(
+    paths: Sequence[Path], spec: InputSpec, limits: ImageLimits | None = None
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Image files -> model input through the server's own ingestion (app.imaging.prepare).
+
+    Returns the arrays and the indices of `paths` they came from: a file the server would
+    refuse is skipped with a warning naming it."""
+    limits = limits or ImageLimits()
+    arrays: list[npt.NDArray[np.float32]] = []
+    kept: list[int] = []
+    for i, path in enumerate(paths):
+        try:
+            arrays.append(prepare(path.read_bytes(), spec, limits).array)
+        except (ServiceError, OSError) as exc:
+            logger.warning("skipping %s: %s", path, getattr(exc, "detail", exc))
+            continue
+        kept.append(i)
+    shape = (0, spec.height, spec.width, spec.channels)
+    x = np.stack(arrays).astype(np.float32) if arrays else np.zeros(shape, np.float32)
+    return x, np.asarray(kept, dtype=np.int64)
+
 
 def load_image_folder(
     folder: Path, spec: InputSpec, limits: ImageLimits | None = None
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], tuple[str, ...]]:
-    """One subfolder per class, images of any size/format, decoded like the server does.
-
-    Files that the server would refuse are skipped with a warning naming them.
-    """
-    if not folder.is_dir():
-        raise DataNotFound(
-            f"image folder {folder} not found; {FETCH_HINT} or point data.path at it"
-        )
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < 2:
-        raise ValueError(f"{folder}: need at least two class subfolders, found {classes}")
-    limits = limits or ImageLimits()
-    images: list[npt.NDArray[np.float32]] = []
-    labels: list[int] = []
-    skipped: list[str] = []
-    for index, name in enumerate(classes):
-        files = sorted(
-            p for p in (folder / name).rglob("*") if p.is_file() and not p.name.startswith(".")
-        )
-        for path in files:
-            try:
-                images.append(prepare(path.read_bytes(), spec, limits).array)
-            except (ServiceError, OSError) as exc:
-                skipped.append(str(path))
-                logger.warning("skipping %s: %s", path, getattr(exc, "detail", exc))
-                continue
-            labels.append(index)
-    if skipped:
-        logger.warning("skipped %d unreadable file(s) in %s", len(skipped), folder)
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+    """A class folder decoded like the server does: (x, y, class names)."""
+    classes, files = list_class_folder(folder)
+    paths = [p for group in files for p in group]
+    labels = np.asarray([i for i, group in enumerate(files) for _ in group], dtype=np.int64)
+    x, kept = load_images(paths, spec, limits)
+    y = labels[kept]
+    counts = np.bincount(y, minlength=len(classes))
     empty = [c for c, n in zip(classes, counts, strict=True) if n == 0]
     if empty:
         raise ValueError(f"{folder}: no readable images for class(es) {empty}")
-    shape = (spec.height, spec.width, spec.channels)
-    x = np.stack(images).astype(np.float32) if images else np.zeros((0, *shape), np.float32)
-    return x, np.asarray(labels, dtype=np.int64), tuple(classes)
+    return x, y, classes
 
 
 # --- Splits -------------------------------------------------------------------------------
 
 
 def stratified_split(
-    y: npt.NDArray[np.int64], fraction: float, seed: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Indices (rest, held_out): `fraction` of every class held out (>= 1 where a class has 2+)."""
+    y: npt.NDArray[np.int64], fractions: float | Sequence[float], seed: int
+) -> list[npt.NDArray[np.int64]]:
+    """Indices [rest, held_1, held_2, ...], each sorted: the one split rule of every recipe.
+
+    Per class (in label order) the examples are shuffled with `seed`; held-out split i takes
+    the next round(n * fractions[i]) of them (n = the class's size), at least one where the
+    fraction is > 0 and at least two remain, and never the last one: every class keeps one
+    example in `rest`."""
+    fracs = [fractions] if isinstance(fractions, float | int) else list(fractions)
     rng = np.random.default_rng(seed)
-    rest: list[npt.NDArray[np.int64]] = []
-    held: list[npt.NDArray[np.int64]] = []
+    parts: list[list[npt.NDArray[np.int64]]] = [[] for _ in range(len(fracs) + 1)]
     for cls in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == cls))
-        n = round(len(idx) * fraction)
-        if fraction > 0 and len(idx) >= 2:
-            n = min(max(n, 1), len(idx) - 1)
-        held.append(idx[:n])
-        rest.append(idx[n:])
-    return np.sort(np.concatenate(rest)), np.sort(np.concatenate(held))
+        start = 0
+        for i, f in enumerate(fracs):
+            left = len(idx) - start
+            n = round(len(idx) * f)
+            n = min(max(n, 1), left - 1) if f > 0 and left >= 2 else min(n, max(left - 1, 0))
+            parts[i + 1].append(idx[start : start + n])
+            start += n
+        parts[0].append(idx[start:])
+    return [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
+
+
+def class_weights(y: npt.NDArray[np.int64], num_classes: int) -> npt.NDArray[np.float32]:
+    """'balanced' weights n / (k * n_c), as in scikit-learn (a missing class counts as 1)."""
+    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    weights = len(y) / (num_classes * np.maximum(counts, 1))
+    return weights.astype(np.float32)
 
 
 def stratified_subset(y: npt.NDArray[np.int64], n: int, seed: int) -> npt.NDArray[np.int64]:
     """Indices of about `n` examples with the class proportions of `y`."""
     if n >= len(y):
         return np.arange(len(y))
-    _, keep = stratified_split(y, n / len(y), seed)
-    return keep
+    return stratified_split(y, n / len(y), seed)[1]
 
 
 def shift_images(

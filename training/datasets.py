@@ -13,9 +13,10 @@ import numpy.typing as npt
 import tensorflow as tf
 
 from app.imaging import border_is_light, to_array
-from training.config import AugmentConfig, TrainConfig
+from training.config import AugmentConfig, ScratchConfig
 from training.data import (
     ArraySplits,
+    class_weights,
     load_cifar10,
     load_fashion_mnist,
     load_image_folder,
@@ -62,7 +63,7 @@ class Datasets:
     steps_per_epoch: int
 
 
-def _source_arrays(cfg: TrainConfig, data_dir: Path | None) -> ArraySplits:
+def _source_arrays(cfg: ScratchConfig, data_dir: Path | None) -> ArraySplits:
     d = cfg.data
     folder = d.path if d.path is not None else None
     if folder is None and data_dir is not None:
@@ -83,7 +84,7 @@ def _source_arrays(cfg: TrainConfig, data_dir: Path | None) -> ArraySplits:
     return ArraySplits(x[rest], y[rest], x[test], y[test], names)
 
 
-def _match_spec(x: npt.NDArray[Any], cfg: TrainConfig, source: str) -> npt.NDArray[Any]:
+def _match_spec(x: npt.NDArray[Any], cfg: ScratchConfig, source: str) -> npt.NDArray[Any]:
     """Array sources hold raw 0..255 pixels: apply the bundle's pixel policy like the server."""
     spec = cfg.input
     if x.shape[1:] != (spec.height, spec.width, spec.channels):
@@ -103,7 +104,7 @@ def _match_spec(x: npt.NDArray[Any], cfg: TrainConfig, source: str) -> npt.NDArr
     return x if default else to_array(x, spec)  # type: ignore[arg-type]
 
 
-def load_arrays(cfg: TrainConfig, data_dir: Path | None = None) -> SplitArrays:
+def load_arrays(cfg: ScratchConfig, data_dir: Path | None = None) -> SplitArrays:
     """Read the configured source and cut train/val (stratified) and test."""
     d = cfg.data
     src = _source_arrays(cfg, data_dir)
@@ -185,13 +186,6 @@ def _mixup(alpha: float, seed: int) -> Any:
     return mix
 
 
-def class_weights(y: npt.NDArray[np.int64], num_classes: int) -> npt.NDArray[np.float32]:
-    """'balanced' weights n / (k * n_c), as in scikit-learn."""
-    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
-    weights = len(y) / (num_classes * np.maximum(counts, 1))
-    return weights.astype(np.float32)
-
-
 def _eval_ds(x: npt.NDArray[Any], y: npt.NDArray[np.int64], k: int, bs: int, cache: bool) -> Any:
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if cache:
@@ -202,7 +196,7 @@ def _eval_ds(x: npt.NDArray[Any], y: npt.NDArray[np.int64], k: int, bs: int, cac
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def make_datasets(cfg: TrainConfig, data_dir: Path | None = None) -> Datasets:
+def make_datasets(cfg: ScratchConfig, data_dir: Path | None = None) -> Datasets:
     """Train (shuffled, augmented, optional mixup and class weights), val and test pipelines."""
     arrays = load_arrays(cfg, data_dir)
     k, bs, seed = arrays.num_classes, cfg.train.batch_size, cfg.seed

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,12 @@ import numpy as np
 import numpy.typing as npt
 
 from app.bundle import Bundle, Metrics
-from training.card import render_card
-from training.config import TrainConfig
+from app.card import render_card
+from app.metrics import EvalReport, evaluate_probs
+from training.card import scratch_card_data
+from training.config import ScratchConfig
 from training.datasets import SplitArrays
 from training.export import ExportError, ParityReport, export_bundle
-from training.metrics import EvalReport, evaluate_probs
 from training.plots import plot_confusion
 from training.serving_eval import SERVING_PATH, ServingResult, evaluate_bundle
 
@@ -56,7 +57,9 @@ def agreement(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
     return float(np.mean(a.argmax(axis=1) == b.argmax(axis=1)))
 
 
-def _provenance(cfg: TrainConfig, arrays: SplitArrays, training: dict[str, Any]) -> dict[str, Any]:
+def _provenance(
+    cfg: ScratchConfig, arrays: SplitArrays, training: dict[str, Any]
+) -> dict[str, Any]:
     prov: dict[str, Any] = {
         "data_source": f"{arrays.dataset}: train {arrays.sizes()['train']} / val "
         f"{arrays.sizes()['val']} (stratified) / {arrays.test_split} {arrays.sizes()['test']}",
@@ -100,7 +103,7 @@ def inverted_test_metric(
 
 def evaluate_and_export(
     model: keras.Model,
-    cfg: TrainConfig,
+    cfg: ScratchConfig,
     arrays: SplitArrays,
     *,
     run_dir: Path,
@@ -171,25 +174,34 @@ def evaluate_and_export(
         if cfg.input.invert == "auto" and raw_test.dtype == np.uint8:
             inverted = inverted_test_metric(staged, raw_test, arrays)
             summary["serving_inverted"] = inverted.model_dump()
-        card = render_card(
-            cfg,
-            class_names=names,
-            sizes=arrays.sizes(),
-            dataset=arrays.dataset,
-            test_split=arrays.test_split,
-            serving=serving.report,
-            keras_report=keras_test,
-            agreement=agree,
-            training=training,
-            params=int(model.count_params()),
-            inverted_accuracy=inverted.accuracy if inverted else None,
-        )
         val_metric = keras_val.to_metrics(arrays.dataset, "val", "keras")
+        shipped_metrics = [
+            serving_metric,
+            keras_metric,
+            val_metric,
+            *([inverted] if inverted else []),
+        ]
+        final_meta = staged.metadata.model_copy(update={"metrics": shipped_metrics})
+        card = render_card(
+            scratch_card_data(
+                cfg,
+                replace(staged, metadata=final_meta),
+                sizes=arrays.sizes(),
+                dataset=arrays.dataset,
+                test_split=arrays.test_split,
+                serving=serving.report,
+                keras_report=keras_test,
+                agreement=agree,
+                training=training,
+                params=int(model.count_params()),
+                inverted_accuracy=inverted.accuracy if inverted else None,
+            )
+        )
         # Ship the very bytes that were just evaluated (parity is checked again on them).
         bundle, _ = export_bundle(
             model,
             out_dir=out_dir,
-            metrics=[serving_metric, keras_metric, val_metric, *([inverted] if inverted else [])],
+            metrics=shipped_metrics,
             model_card=card,
             onnx_bytes=staged.model_path.read_bytes(),
             **kw,

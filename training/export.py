@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import numpy.typing as npt
 import onnx
-import onnxruntime as ort
+import onnxruntime
 import tensorflow as tf
 import tf2onnx
 
@@ -34,8 +34,8 @@ from app.bundle import (
     ProbsOutput,
     Provenance,
     utc_now,
-    write_bundle,
 )
+from app.bundle_write import write_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +99,21 @@ def _rename_outputs(proto: onnx.ModelProto, names: dict[str, str]) -> None:
 
 
 def check_parity(
-    model: keras.Model, onnx_bytes: bytes, inputs: npt.NDArray[np.float32], atol: float
+    model: keras.Model,
+    onnx_bytes: bytes,
+    inputs: npt.NDArray[np.float32],
+    atol: float,
+    metadata: BundleMetadata,
+    labels: Sequence[str],
 ) -> ParityReport:
-    """Compare onnxruntime with Keras on real inputs; raise ExportError beyond `atol`."""
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    ort_probs, ort_emb = session.run([PROBS_NAME, EMBEDDING_NAME], {INPUT_NAME: inputs})
+    """Compare onnxruntime (through the server's runtime, app.runtime.OnnxModel) with Keras on
+    real inputs; raise ExportError beyond `atol`."""
+    from training.serving_eval import open_model, run_prepared
+
+    ort_probs, ort_emb = run_prepared(
+        open_model(onnx_bytes, metadata=metadata, labels=tuple(labels)), inputs, len(inputs)
+    )
+    assert ort_emb is not None  # every exported graph has an embedding output
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "structure of inputs" for a named input
         keras_out = model(inputs, training=False)
@@ -130,7 +140,7 @@ def library_versions() -> dict[str, str]:
         "keras": keras.__version__,
         "tf2onnx": tf2onnx.__version__,
         "onnx": onnx.__version__,
-        "onnxruntime": ort.__version__,
+        "onnxruntime": onnxruntime.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
@@ -199,14 +209,6 @@ def export_bundle(
     expected_shape = (input_spec.height, input_spec.width, input_spec.channels)
     if inputs.ndim != 4 or inputs.shape[1:] != expected_shape:
         raise ExportError(f"parity inputs have shape {inputs.shape}; expected N x {expected_shape}")
-    report = check_parity(serving, onnx_bytes, inputs, atol)
-    logger.info(
-        "parity on %d inputs: probs %.2e, embedding %.2e, top-1 agreement %.4f",
-        report.n_samples,
-        report.max_abs_diff_probs,
-        report.max_abs_diff_embedding,
-        report.top1_agreement,
-    )
     prov = {
         "library_versions": library_versions(),
         "git_commit": git_commit(),
@@ -229,6 +231,14 @@ def export_bundle(
         provenance=Provenance.model_validate(prov),
         # Placeholder; write_bundle recomputes hash and size from the bytes it writes.
         artifact=Artifact(sha256="0" * 64, bytes=len(onnx_bytes)),
+    )
+    report = check_parity(serving, onnx_bytes, inputs, atol, metadata, labels)
+    logger.info(
+        "parity on %d inputs: probs %.2e, embedding %.2e, top-1 agreement %.4f",
+        report.n_samples,
+        report.max_abs_diff_probs,
+        report.max_abs_diff_embedding,
+        report.top1_agreement,
     )
     bundle = write_bundle(
         out_dir / name,

@@ -1,7 +1,8 @@
-"""Image folders for transfer learning: class subfolders, stratified splits, and the on-disk
-cache of backbone embeddings keyed by each file's sha256 (so renames and re-runs cost nothing).
+"""The on-disk cache of backbone embeddings for transfer learning, keyed by each file's sha256
+(so renames and re-runs cost nothing).
 
-Images are read through the server's own ingestion (app.imaging): training sees what serving sees.
+Images are read by training.data.load_images (the server's own ingestion): training sees what
+serving sees; folders are listed and split by training.data as well.
 """
 
 from __future__ import annotations
@@ -18,63 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.bundle import InputSpec
-from app.imaging import ImageLimits, prepare
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
-
-def scan_folder(
-    root: Path, limit_per_class: int | None = None
-) -> tuple[tuple[str, ...], list[list[Path]]]:
-    """Class names (sorted subfolder names) and their image files."""
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"{root} is not a folder; expected one subfolder per class, e.g. {root}/santa/*.jpg "
-            f"and {root}/not_santa/*.jpg"
-        )
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    files = [
-        sorted(
-            p for p in (root / c).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        for c in classes
-    ]
-    if limit_per_class is not None:
-        files = [f[:limit_per_class] for f in files]
-    too_few = [c for c, f in zip(classes, files, strict=True) if len(f) < 3]
-    if len(classes) < 2 or too_few:
-        raise ValueError(
-            f"{root}: need at least 2 class subfolders with at least 3 images each "
-            f"(found classes {classes}; too few images in {too_few})"
-        )
-    return tuple(classes), files
-
-
-def stratified_split(
-    files: Sequence[Sequence[Path]], val_fraction: float, test_fraction: float, seed: int
-) -> tuple[dict[str, list[Path]], dict[str, npt.NDArray[np.int64]]]:
-    """Per class: shuffle, then at least one test image, one validation image where the class
-    has >= 4 images and val_fraction > 0, the rest training."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, list[tuple[Path, int]]] = {"train": [], "val": [], "test": []}
-    for label, group in enumerate(files):
-        order = rng.permutation(len(group))
-        n = len(group)
-        n_test = max(1, round(n * test_fraction))
-        n_val = max(1, round(n * val_fraction)) if val_fraction > 0 and n - n_test >= 3 else 0
-        for rank, i in enumerate(order):
-            split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-            out[split].append((group[i], label))
-    paths = {k: [p for p, _ in v] for k, v in out.items()}
-    labels = {k: np.array([y for _, y in v], dtype=np.int64) for k, v in out.items()}
-    return paths, labels
-
-
-def load_images(paths: Sequence[Path], spec: InputSpec) -> npt.NDArray[np.float32]:
-    limits = ImageLimits()
-    arrays = [prepare(p.read_bytes(), spec, limits).array for p in paths]
-    shape = (0, spec.height, spec.width, spec.channels)
-    return np.stack(arrays) if arrays else np.zeros(shape, np.float32)
+from training.data import load_images
 
 
 def _sha256(path: Path) -> str:
@@ -123,22 +68,32 @@ def embed_files(
     cache: EmbeddingCache,
     flip: bool = False,
     batch_size: int = 16,
-) -> tuple[npt.NDArray[np.float32], EmbedStats]:
-    """Embeddings of `paths` (left-right mirrored when `flip`), from the cache where possible."""
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], EmbedStats]:
+    """Embeddings of `paths` (left-right mirrored when `flip`), from the cache where possible,
+    and the indices of the paths they belong to (unreadable files are skipped, as by
+    training.data.load_images)."""
     view = "flip" if flip else "orig"
     keys = [f"{_sha256(p)}:{view}" for p in paths]
     missing = sorted(
         {k: p for k, p in zip(keys, paths, strict=True) if k not in cache.entries}.items()
     )
+    computed = 0
     if missing:
-        x = load_images([p for _, p in missing], spec)
+        x, ok = load_images([p for _, p in missing], spec)
         if flip:
             x = np.ascontiguousarray(x[:, :, ::-1, :])
-        emb = backbone.predict(x, batch_size=batch_size, verbose=0)
-        for (k, _), e in zip(missing, emb, strict=True):
-            cache.entries[k] = np.asarray(e, dtype=np.float32)
-        cache.dirty = True
-    stats = EmbedStats(computed=len(missing), cached=len(paths) - len(missing))
+        if len(x):
+            emb = backbone.predict(x, batch_size=batch_size, verbose=0)
+            for i, e in zip(ok, emb, strict=True):
+                cache.entries[missing[int(i)][0]] = np.asarray(e, dtype=np.float32)
+            cache.dirty = True
+        computed = len(ok)
+    kept = np.asarray([i for i, k in enumerate(keys) if k in cache.entries], dtype=np.int64)
+    stats = EmbedStats(computed=computed, cached=len(kept) - computed)
     dim = int(backbone.output.shape[-1])
-    out = np.stack([cache.entries[k] for k in keys]) if keys else np.zeros((0, dim), np.float32)
-    return out, stats
+    out = (
+        np.stack([cache.entries[keys[i]] for i in kept])
+        if len(kept)
+        else np.zeros((0, dim), np.float32)
+    )
+    return out, kept, stats

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from training.data import DataNotFound, data_root
 
@@ -167,9 +165,3 @@ def bird_photos(photos: Path | None = None) -> list[LabelledPhoto]:
             if p.suffix.lower() in (".jpg", ".jpeg", ".png"):
                 out.append(LabelledPhoto(p, group, None, False))
     return out
-
-
-def topk_hits(probs: np.ndarray, labels: Iterable[int], k: int) -> np.ndarray:
-    """Boolean per row: is the true label among the k highest scores?"""
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return np.array([y in row for row, y in zip(order, labels, strict=True)])

@@ -14,9 +14,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from training.config import TrainConfig
+from training.config import ScratchConfig
 from training.data import shift_images
 from training.evaluate import keras_probs
+from training.recipes import load_config
 from training.train import fit
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class LectureRow:
     accuracy: dict[int, float]  # max shift in px -> test accuracy
 
 
-def _measure(cfg: TrainConfig, label: str, data_dir: Path | None, runs_dir: Path) -> LectureRow:
+def _measure(cfg: ScratchConfig, label: str, data_dir: Path | None, runs_dir: Path) -> LectureRow:
     result = fit(cfg, data_dir=data_dir, runs_dir=runs_dir, export=False)
     arrays = result.datasets.arrays
     acc: dict[int, float] = {}
@@ -186,7 +187,7 @@ def run_lecture(
     t0 = time.perf_counter()
     rows: list[LectureRow] = []
     for label, name in VARIANTS:
-        cfg = TrainConfig.from_yaml(CONFIGS / name)
+        cfg = load_config(CONFIGS / name, ScratchConfig)
         if epochs is not None:
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epochs})})
         rows.append(_measure(cfg, label, data_dir, runs_dir))

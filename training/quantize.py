@@ -15,14 +15,13 @@ import argparse
 import logging
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
+import onnxruntime as ort  # version and quantization tools only; inference: app.runtime
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -32,8 +31,12 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from app.bundle import INPUT_NAME, Bundle, InputSpec, Metrics, load_bundle, write_bundle
-from app.imaging import ImageLimits, prepare
+from app.bundle import INPUT_NAME, Bundle, Metrics, load_bundle
+from app.bundle_write import write_bundle
+from app.metrics import top_k_hits
+from app.runtime import OnnxModel
+from training.data import load_images
+from training.serving_eval import open_model, run_prepared
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +56,6 @@ class _Photos(CalibrationDataReader):  # type: ignore[misc]
 
     def rewind(self) -> None:
         self._it = iter(self._batches)
-
-
-def load_inputs(paths: Sequence[Path], spec: InputSpec) -> npt.NDArray[np.float32]:
-    limits = ImageLimits()
-    return np.stack([prepare(p.read_bytes(), spec, limits).array for p in paths])
 
 
 def quantize_onnx(model: Path, calibration: npt.NDArray[np.float32], out: Path) -> None:
@@ -82,36 +80,31 @@ def quantize_onnx(model: Path, calibration: npt.NDArray[np.float32], out: Path) 
         )
 
 
-def session(model: Path | bytes, threads: int = 0) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    src = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 def predict(
-    model: Path | bytes, x: npt.NDArray[np.float32], batch: int = 8
+    model: Bundle | bytes, like: Bundle, x: npt.NDArray[np.float32]
 ) -> npt.NDArray[np.float32]:
-    s = session(model)
-    out = [s.run(["probs"], {INPUT_NAME: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
-    return np.concatenate(out)
+    """Probabilities through the server's runtime (bare bytes get `like`'s I/O contract)."""
+    probs, _ = run_prepared(open_model(model, like), x, batch_size=8)
+    return probs
 
 
 def latencies_ms(
-    models: dict[str, Path | bytes], shape: tuple[int, ...], runs: int = 20, threads: int = 0
+    models: dict[str, Bundle | bytes],
+    like: Bundle,
+    shape: tuple[int, ...],
+    runs: int = 20,
+    threads: int = 0,
 ) -> dict[str, float]:
-    """Median wall time of one session.run per model on the same random batch. Runs alternate
-    between the models, so load from other processes hits all of them alike."""
-    sessions = {k: session(m, threads) for k, m in models.items()}
+    """Median wall time of one onnxruntime run per model on the same random batch. Runs
+    alternate between the models, so load from other processes hits all of them alike."""
+    loaded = {k: open_model(m, like, threads=threads) for k, m in models.items()}
     x = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
+    times: dict[str, list[float]] = {k: [] for k in loaded}
     for i in range(runs + 2):
-        for k, s in sessions.items():
-            t0 = time.perf_counter()
-            s.run(None, {INPUT_NAME: x})
+        for k, model in loaded.items():
+            ms = model.run(x).inference_ms
             if i >= 2:  # warm-up
-                times[k].append((time.perf_counter() - t0) * 1e3)
+                times[k].append(ms)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -137,18 +130,22 @@ def quantize_bundle(
     out_dir: Path,
     name: str,
     photos: Sequence[Path],
-    evaluate: Callable[[bytes, InputSpec], list[Metrics]] | None = None,
+    evaluate: Callable[[OnnxModel], list[Metrics]] | None = None,
     min_agreement: float = MIN_AGREEMENT,
     seed: int = 0,
     save_onnx: Path | None = None,
 ) -> QuantReport:
     """Quantize bundle `src` and write it as ``out_dir/name`` if it agrees well enough.
 
-    `evaluate(model_bytes, spec)` adds the INT8 model's own metrics (e.g. top-1 on a test set)."""
+    `evaluate(int8_model)` adds the INT8 model's own metrics (e.g. top-1 on a test set)."""
     fp32 = load_bundle(src)
     spec = fp32.metadata.input
-    x = load_inputs(photos, spec)
-    ref_probs = predict(fp32.model_path, x)
+    x, kept = load_images(photos, spec)
+    if len(kept) < len(photos):
+        logger.warning(
+            "%d of %d calibration photos unreadable", len(photos) - len(kept), len(photos)
+        )
+    ref_probs = predict(fp32, fp32, x)
     ref = ref_probs.argmax(1)
     confident = ref_probs.max(1) >= 0.5
     rng = np.random.default_rng(seed)
@@ -159,16 +156,18 @@ def quantize_bundle(
             q = Path(tmp) / f"fold{k}.onnx"
             quantize_onnx(fp32.model_path, x[calib], q)
             held = ~calib
-            cross[held] = predict(q, x[held]).argmax(1) == ref[held]
+            cross[held] = predict(q.read_bytes(), fp32, x[held]).argmax(1) == ref[held]
         final = Path(tmp) / "int8.onnx"
         quantize_onnx(fp32.model_path, x, final)
         int8_bytes = final.read_bytes()
     if save_onnx is not None:  # for benchmarks, whatever the verdict
         save_onnx.write_bytes(int8_bytes)
-    shipped = predict(int8_bytes, x).argmax(1) == ref
-    pair: dict[str, Path | bytes] = {"fp32": fp32.model_path, "int8": int8_bytes}
+    shipped = predict(int8_bytes, fp32, x).argmax(1) == ref
+    pair: dict[str, Bundle | bytes] = {"fp32": fp32, "int8": int8_bytes}
     lat = {
-        b: latencies_ms(pair, (b, spec.height, spec.width, spec.channels), runs=20 if b == 1 else 8)
+        b: latencies_ms(
+            pair, fp32, (b, spec.height, spec.width, spec.channels), runs=20 if b == 1 else 8
+        )
         for b in (1, 8)
     }
     report = QuantReport(
@@ -190,7 +189,7 @@ def quantize_bundle(
             name, report.agreement_cross, len(x), min_agreement, MIN_PHOTOS,
         )  # fmt: skip
         return report
-    eval_metrics = evaluate(int8_bytes, spec) if evaluate is not None else []
+    eval_metrics = evaluate(open_model(int8_bytes, fp32)) if evaluate is not None else []
     bundle = write_bundle(
         out_dir / name,
         model_bytes=int8_bytes,
@@ -310,18 +309,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
 
 
-def _imagenet_top1(model: bytes, spec: InputSpec) -> list[Metrics]:
+def _imagenet_top1(model: OnnxModel) -> list[Metrics]:
     from training import imagenet
 
     photos = imagenet.imagenet_photos()
-    probs = predict(model, load_inputs([p.path for p in photos], spec))
+    x, _ = load_images([p.path for p in photos], model.bundle.metadata.input)
+    probs, _ = run_prepared(model, x)
     y = [p.imagenet_label for p in photos]
     metric = Metrics(
         dataset="foolbox 3.3.4 ImageNet validation-style photos (data/photos/foolbox/imagenet_*)",
         split="test",
         n_samples=len(photos),
-        accuracy=float(imagenet.topk_hits(probs, y, 1).mean()),
-        top5_accuracy=float(imagenet.topk_hits(probs, y, 5).mean()),
+        accuracy=float(top_k_hits(probs, y, 1).mean()),
+        top5_accuracy=float(top_k_hits(probs, y, 5).mean()),
     )
     return [metric]
 

@@ -1,7 +1,9 @@
 """Evaluate a bundle through the serving path (PNG bytes -> app.imaging.prepare -> onnxruntime).
 
-TensorFlow-free: needs only the server's dependencies and numpy, so CI can re-check the
-committed bundles (scripts/eval-bundles) without installing the training stack.
+The one way training code runs an ONNX graph: the server's own `app.runtime.OnnxModel`
+(`open_model` wraps a graph that is not yet a bundle, e.g. during the parity check or INT8
+calibration). TensorFlow-free: needs only the server's dependencies and numpy, so CI can
+re-check the committed bundles (scripts/eval-bundles) without installing the training stack.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import io
 import logging
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +23,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from app.bundle import Bundle, BundleMetadata, Metrics, load_bundle
+from app.bundle import Bundle, BundleMetadata, Metrics, load_bundle, write_bundle
 from app.imaging import ImageLimits, prepare
+from app.metrics import EvalReport, evaluate_probs
 from app.runtime import CPU, OnnxModel
 from training.data import (
     ArraySplits,
@@ -30,7 +34,6 @@ from training.data import (
     load_fashion_mnist,
     load_mnist,
 )
-from training.metrics import EvalReport, evaluate_probs
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,43 @@ class ServingResult:
     probs: npt.NDArray[np.float32]
     seconds: float
     provider: str
+
+
+def open_model(
+    model: Bundle | bytes,
+    like: Bundle | None = None,
+    *,
+    metadata: BundleMetadata | None = None,
+    labels: tuple[str, ...] | None = None,
+    threads: int = 0,
+) -> OnnxModel:
+    """An `OnnxModel` (CPU) for a bundle, or for bare ONNX bytes with the I/O contract of
+    `like` (or of `metadata` + `labels`): the bytes are staged as a bundle in a temporary
+    folder, so they pass the same checks as anything the server loads."""
+    if isinstance(model, Bundle):
+        return OnnxModel(model, [CPU], intra_op_threads=threads)
+    meta = metadata if metadata is not None else (like.metadata if like else None)
+    names = labels if labels is not None else (like.labels if like else None)
+    if meta is None or names is None:
+        raise ValueError("bare ONNX bytes need `like` or `metadata` and `labels`")
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = write_bundle(Path(tmp) / meta.name, model_bytes=model, metadata=meta, labels=names)
+        return OnnxModel(staged, [CPU], intra_op_threads=threads)  # the session holds the graph
+
+
+def run_prepared(
+    model: OnnxModel, x: npt.NDArray[np.float32], batch_size: int = 16
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+    """(probs, embedding) for inputs already in model form (N x H x W x C float32)."""
+    if len(x) == 0:
+        return np.zeros((0, model.bundle.metadata.num_classes), np.float32), None
+    probs, embs = [], []
+    for i in range(0, len(x), batch_size):
+        out = model.run(np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32))
+        probs.append(out.probs)
+        if out.embedding is not None:
+            embs.append(out.embedding)
+    return np.concatenate(probs), (np.concatenate(embs) if embs else None)
 
 
 def encode_png(image: npt.NDArray[np.uint8]) -> bytes:

@@ -7,7 +7,6 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,13 @@ import keras
 import numpy as np
 
 from training.architectures import create_model
-from training.config import TrainConfig
+from training.config import ScratchConfig
 from training.datasets import Datasets, make_datasets
 from training.evaluate import ExportResult, evaluate_and_export
 from training.export import hardware
 from training.plots import plot_history, read_history
+from training.recipes import RunOptions, RunReport
+from training.runs import start_run
 from training.tta import for_export
 
 logger = logging.getLogger(__name__)
@@ -56,18 +57,7 @@ class _EpochLog(keras.callbacks.Callback):
         logs["load_avg_1m"] = os.getloadavg()[0]
 
 
-def new_run_dir(runs_dir: Path, name: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = runs_dir / f"{name}-{stamp}"
-    suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = runs_dir / f"{name}-{stamp}-{suffix}"
-    run_dir.mkdir(parents=True)
-    return run_dir
-
-
-def _optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+def _optimizer(cfg: ScratchConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     t = cfg.train
     lr: float | keras.optimizers.schedules.LearningRateSchedule = t.learning_rate
     if t.schedule == "cosine":
@@ -87,7 +77,7 @@ def _optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optim
     return keras.optimizers.Adam(lr)
 
 
-def build_model(cfg: TrainConfig, num_classes: int) -> keras.Model:
+def build_model(cfg: ScratchConfig, num_classes: int) -> keras.Model:
     spec = cfg.input
     return create_model(
         cfg.model.architecture,
@@ -97,7 +87,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> keras.Model:
     )
 
 
-def compile_model(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None:
+def compile_model(model: keras.Model, cfg: ScratchConfig, steps_per_epoch: int) -> None:
     model.compile(
         optimizer=_optimizer(cfg, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing),
@@ -105,7 +95,7 @@ def compile_model(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) ->
     )
 
 
-def _callbacks(cfg: TrainConfig, run_dir: Path) -> list[keras.callbacks.Callback]:
+def _callbacks(cfg: ScratchConfig, run_dir: Path) -> list[keras.callbacks.Callback]:
     t = cfg.train
     mode = "max" if t.monitor == "val_accuracy" else "min"
     cbs: list[keras.callbacks.Callback] = [
@@ -137,7 +127,7 @@ def _callbacks(cfg: TrainConfig, run_dir: Path) -> list[keras.callbacks.Callback
     return cbs
 
 
-def _float32_copy(model: keras.Model, cfg: TrainConfig, num_classes: int) -> keras.Model:
+def _float32_copy(model: keras.Model, cfg: ScratchConfig, num_classes: int) -> keras.Model:
     """The same network under the float32 policy (what is evaluated and exported)."""
     keras.mixed_precision.set_global_policy("float32")
     clone = build_model(cfg, num_classes)
@@ -146,7 +136,7 @@ def _float32_copy(model: keras.Model, cfg: TrainConfig, num_classes: int) -> ker
 
 
 def fit(
-    cfg: TrainConfig,
+    cfg: ScratchConfig,
     *,
     data_dir: Path | None = None,
     out_dir: Path | None = None,
@@ -156,8 +146,7 @@ def fit(
     """Train `cfg` from scratch, restore the best checkpoint, evaluate, and export the bundle."""
     t_start = time.perf_counter()
     keras.utils.set_random_seed(cfg.seed)
-    run_dir = new_run_dir(runs_dir, cfg.name)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    run_dir = start_run(runs_dir, cfg)
     logger.info("run directory %s", run_dir)
 
     data = make_datasets(cfg, data_dir)
@@ -222,3 +211,32 @@ def fit(
         train_seconds=train_seconds,
         export=result,
     )
+
+
+def run(cfg: ScratchConfig, options: RunOptions) -> RunReport:
+    """The `scratch` recipe entry point (training.recipes)."""
+    if options.epochs is not None:
+        cfg = cfg.model_copy(
+            update={"train": cfg.train.model_copy(update={"epochs": options.epochs})}
+        )
+    result = fit(
+        cfg,
+        data_dir=options.data_dir,
+        out_dir=options.out_dir,
+        runs_dir=options.runs_dir,
+        export=options.export,
+    )
+    ex = result.export
+    arrays = result.datasets.arrays
+    metrics = []
+    if ex is not None:
+        metrics.append(ex.keras_test.to_metrics(arrays.dataset, arrays.test_split, "keras"))
+        if ex.serving is not None:
+            metrics.append(
+                ex.serving.report.to_metrics(arrays.dataset, arrays.test_split, "onnxruntime")
+            )
+    notes = [f"training time: {result.train_seconds / 60:.1f} min, {result.epochs_run} epochs"]
+    if ex is not None and ex.agreement is not None:
+        notes.append(f"serving path = Keras top-1 on {ex.agreement:.4%} of the test images")
+    bundles = [ex.bundle.path] if ex is not None and ex.bundle is not None else []
+    return RunReport("scratch", cfg.name, result.run_dir, bundles, metrics, notes)

@@ -6,7 +6,7 @@ from typing import Any
 
 import keras
 
-from training.config import TrainConfig
+from training.config import ScratchConfig
 
 
 @keras.saving.register_keras_serializable(package="imgclass")
@@ -42,7 +42,7 @@ def with_flip_tta(model: keras.Model) -> keras.Model:
     return keras.Model(inputs, [probs, embedding], name=f"{model.name}_flip_tta")
 
 
-def for_export(model: keras.Model, cfg: TrainConfig) -> keras.Model:
+def for_export(model: keras.Model, cfg: ScratchConfig) -> keras.Model:
     """The model as it is evaluated and shipped under `cfg` (wrapped once, if configured)."""
     if cfg.model.flip_tta and not has_flip_tta(model):
         return with_flip_tta(model)

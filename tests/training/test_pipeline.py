@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
-from training.config import TrainConfig
+from training.config import ScratchConfig
 from training.datasets import class_weights, make_datasets
 
 
-def small_config(**overrides: object) -> TrainConfig:
+def small_config(**overrides: object) -> ScratchConfig:
     raw: dict[str, object] = {
         "name": "pipe",
         "seed": 3,
@@ -27,7 +27,7 @@ def small_config(**overrides: object) -> TrainConfig:
             section.update(value)
         else:
             raw[key] = value
-    return TrainConfig.model_validate(raw)
+    return ScratchConfig.model_validate(raw)
 
 
 def _first_batch(ds):  # type: ignore[no-untyped-def]

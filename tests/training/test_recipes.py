@@ -1,0 +1,93 @@
+"""The recipe registry: every shipped config parses once into its recipe's config class."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from training import recipes
+from training.config import PretrainedConfig, RecipeBase, ScratchConfig, TransferConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "training" / "configs"
+EXPECTED = {
+    "santa": TransferConfig,
+    "imagenet": PretrainedConfig,
+    "bird": PretrainedConfig,
+    "products": ScratchConfig,
+    "digits": ScratchConfig,
+    "folder-example": ScratchConfig,
+}
+
+
+def test_every_shipped_config_parses_into_its_recipe() -> None:
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        cfg = recipes.load_config(path)
+        assert cfg.recipe in recipes.recipes(), path
+        if path.stem in EXPECTED:
+            assert type(cfg) is EXPECTED[path.stem], path
+
+
+def test_absent_recipe_means_scratch_and_unknown_is_refused(tmp_path: Path) -> None:
+    raw = yaml.safe_load((CONFIGS / "digits.yaml").read_text())
+    assert "recipe" not in raw
+    assert isinstance(recipes.parse_config(raw), ScratchConfig)
+    with pytest.raises(ValueError, match="unknown recipe 'nope'"):
+        recipes.parse_config({**raw, "recipe": "nope"})
+    with pytest.raises(ValidationError, match="resize_candidates"):  # a transfer key in scratch
+        recipes.parse_config({**raw, "resize_candidates": ["stretch"]})
+    with pytest.raises(ValueError, match="needs TransferConfig"):
+        recipes.load_config(CONFIGS / "digits.yaml", TransferConfig)
+    with pytest.raises(ValueError, match="mapping"):
+        recipes.parse_config(["not", "a", "mapping"])
+
+
+class _EchoConfig(RecipeBase):
+    recipe: Literal["echo"] = "echo"
+    words: list[str]
+
+
+def echo_run(cfg: _EchoConfig, options: recipes.RunOptions) -> recipes.RunReport:
+    return recipes.RunReport(cfg.recipe, cfg.name, None, notes=list(cfg.words))
+
+
+def test_a_new_recipe_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(recipes, "_RECIPES", dict(recipes._RECIPES))
+    recipes.register(recipes.Recipe("echo", _EchoConfig, f"{__name__}:echo_run", "test"))
+    raw = {
+        "recipe": "echo",
+        "name": "e",
+        "seed": 1,
+        "words": ["hello"],
+        "input": {"height": 8, "width": 8, "channels": 1, "color": "gray"},
+    }
+    cfg = recipes.parse_config(raw)
+    assert isinstance(cfg, _EchoConfig)
+    assert recipes.run(cfg).lines() == ["e (echo recipe)", "hello"]
+    with pytest.raises(ValueError, match="twice"):
+        recipes.register(recipes.Recipe("echo", _EchoConfig, "x:y", "again"))
+    with pytest.raises(ValueError, match="defaults to 'echo'"):
+        recipes.register(recipes.Recipe("other", _EchoConfig, "x:y", "mismatch"))
+
+
+def test_cli_lists_recipes_and_parsing_needs_no_tensorflow() -> None:
+    code = (
+        "import sys; from training.recipes import load_config;"
+        "[load_config(p) for p in __import__('pathlib').Path('training/configs').glob('*.yaml')];"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')];"
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "training", "recipes"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and {"scratch", "transfer", "pretrained"} <= {
+        line.split()[0] for line in out.stdout.splitlines()
+    }

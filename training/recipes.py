@@ -1,0 +1,171 @@
+"""The recipe registry: recipe name -> config class + runner; configs are parsed here, once.
+
+A recipe is a config class (TensorFlow-free, in training/config.py or its own module) and a
+runner ``run(cfg, options) -> RunReport`` named as "module:function" and imported only when a
+run starts (runners import TensorFlow). `load_config` validates a YAML against the union of
+all registered config classes, told apart by their `recipe` field (absent = "scratch").
+To add a recipe, see docs/architecture.md ("How to add a recipe").
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, Union
+
+import yaml
+from pydantic import Discriminator, Tag, TypeAdapter
+
+from app.bundle import Metrics
+from training.config import PretrainedConfig, RecipeBase, ScratchConfig, TransferConfig
+
+DEFAULT_RECIPE = "scratch"
+C = TypeVar("C", bound=RecipeBase)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the command line may override; None = the config's own value."""
+
+    data_dir: Path | None = None
+    out_dir: Path | None = None
+    runs_dir: Path = Path("runs")
+    epochs: int | None = None
+    export: bool = True
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a run produced; every metric names its data set, split and sample size."""
+
+    recipe: str
+    name: str
+    run_dir: Path | None
+    bundles: list[Path] = field(default_factory=list)
+    metrics: list[Metrics] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # extra lines for the command line
+
+    def lines(self) -> list[str]:
+        out = [f"{self.name} ({self.recipe} recipe)"]
+        if self.run_dir is not None:
+            out.append(f"run directory: {self.run_dir}")
+        for m in self.metrics:
+            figures = ", ".join(
+                f"{k} {v:.4%}"
+                for k, v in (("accuracy", m.accuracy), ("top-5", m.top5_accuracy), ("F1", m.f1))
+                if v is not None
+            )
+            out.append(
+                f"{m.dataset}, {m.split} split, n={m.n_samples:,} ({m.evaluated_with}): {figures}"
+            )
+        out += self.notes
+        out += [f"bundle: {b}" for b in self.bundles]
+        return out
+
+
+Runner = Callable[[Any, RunOptions], RunReport]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    config: type[RecipeBase]
+    runner: str  # "module:function"
+    summary: str
+
+    def load_runner(self) -> Runner:
+        module, _, func = self.runner.partition(":")
+        fn: Runner = getattr(importlib.import_module(module), func)
+        return fn
+
+
+_RECIPES: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    """Add a recipe; its config class must declare ``recipe: Literal["<name>"]``."""
+    if recipe.name in _RECIPES:
+        raise ValueError(f"recipe {recipe.name!r} registered twice")
+    declared = recipe.config.model_fields["recipe"].default
+    if declared != recipe.name:
+        raise ValueError(
+            f"{recipe.config.__name__}.recipe defaults to {declared!r}, not {recipe.name!r}"
+        )
+    _RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def recipes() -> dict[str, Recipe]:
+    return dict(_RECIPES)
+
+
+def get(name: str) -> Recipe:
+    if name not in _RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; registered: {', '.join(sorted(_RECIPES))}")
+    return _RECIPES[name]
+
+
+def _recipe_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("recipe", DEFAULT_RECIPE))
+    return str(getattr(value, "recipe", DEFAULT_RECIPE))
+
+
+def config_adapter() -> TypeAdapter[Any]:
+    """A validator for the union of every registered config (rebuilt: recipes can be added)."""
+    members = tuple(Annotated[r.config, Tag(r.name)] for r in _RECIPES.values())
+    union = Annotated[Union[members], Discriminator(_recipe_of)]  # noqa: UP007
+    return TypeAdapter(union)
+
+
+def parse_config(raw: Any, source: str = "config") -> RecipeBase:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: expected a YAML mapping")
+    recipe = _recipe_of(raw)
+    if recipe not in _RECIPES:
+        raise ValueError(
+            f"{source}: unknown recipe {recipe!r}; registered: {', '.join(sorted(_RECIPES))}"
+        )
+    cfg: RecipeBase = config_adapter().validate_python(raw)
+    return cfg
+
+
+def load_config(path: Path, expect: type[C] | None = None) -> C:
+    """Read and validate one YAML config (any recipe; `expect` insists on one config class)."""
+    cfg = parse_config(yaml.safe_load(Path(path).read_text(encoding="utf-8")), str(path))
+    if expect is not None and not isinstance(cfg, expect):
+        raise ValueError(f"{path}: a {cfg.recipe!r} config; this needs {expect.__name__}")
+    return cfg  # type: ignore[return-value]
+
+
+def run(cfg: RecipeBase, options: RunOptions | None = None) -> RunReport:
+    """Run the config's recipe."""
+    return get(cfg.recipe).load_runner()(cfg, options or RunOptions())
+
+
+register(
+    Recipe(
+        "scratch",
+        ScratchConfig,
+        "training.train:run",
+        "a CNN trained from random weights (IDX, CIFAR-10 or an image folder)",
+    )
+)
+register(
+    Recipe(
+        "transfer",
+        TransferConfig,
+        "training.transfer:run",
+        "frozen pretrained backbone + softmax head trained on an image folder",
+    )
+)
+register(
+    Recipe(
+        "pretrained",
+        PretrainedConfig,
+        "training.pretrained:run",
+        "the pretrained ImageNet network with a fixed head (imagenet, bird); no training",
+    )
+)

@@ -1,0 +1,47 @@
+"""The one run-directory layout, shared by every recipe (TensorFlow-free).
+
+runs/<name>-<YYYYmmdd-HHMMSS>/
+    config.yaml      the resolved config (every default spelled out): what ran
+    metrics.json     what was measured; every figure names its data set, split and n
+    bundle/<name>/   the staged bundle that was evaluated (the shipped one has its sha256)
+    model.keras      the Keras model behind the bundle (recipes that train)
+    ...              recipe extras (history.csv, plots, splits)
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from training.config import RecipeBase
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+STAGED_BUNDLES = "bundle"
+
+
+def new_run_dir(runs_dir: Path, name: str) -> Path:
+    """A fresh, empty run directory named after the config and the start time."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = runs_dir / f"{name}-{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = runs_dir / f"{name}-{stamp}-{suffix}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def start_run(runs_dir: Path, cfg: RecipeBase, suffix: str = "") -> Path:
+    """New run directory holding the resolved config."""
+    run_dir = new_run_dir(runs_dir, cfg.name + suffix)
+    (run_dir / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
+    return run_dir
+
+
+def write_metrics(run_dir: Path, summary: dict[str, Any]) -> Path:
+    path = run_dir / METRICS_FILE
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
