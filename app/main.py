@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from app import __version__
 from app.api import access, catalogs, health, metrics, models, predict, v2
 from app.api.guards import GuardMiddleware
+from app.batching import Schedulers, serving_threads
 from app.catalog.service import CatalogService
 from app.errors import install_error_handlers
 from app.logs import RequestObserver, configure_logging
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registry.load_all()
             catalog_service.warm()
         yield
+        app.state.schedulers.close()
         catalog_service.close()
 
     app = FastAPI(
@@ -57,11 +59,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = ModelRegistry(
         settings.models_dir,
         providers=settings.providers,
-        intra_op_threads=settings.intra_op_threads,
+        intra_op_threads=serving_threads(settings),
         warmup_runs=settings.warmup_runs,
         enabled=settings.enabled_models,
     )
     app.state.catalogs = CatalogService(settings, app.state.registry)
+    app.state.schedulers = Schedulers.from_settings(settings)
     install_error_handlers(app)
     # Added innermost first: access log -> CORS -> guards -> routes.
     app.add_middleware(
