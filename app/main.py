@@ -14,14 +14,15 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
-from app.api import access, catalogs, health, metrics, models, predict, v2
+from app.api import access, catalogs, health, metrics, models, predict, teach, v2
 from app.api.guards import GuardMiddleware
-from app.batching import Schedulers, serving_threads
 from app.catalog.service import CatalogService
 from app.errors import install_error_handlers
 from app.logs import RequestObserver, configure_logging
 from app.registry import ModelRegistry
 from app.settings import Settings
+from app.teach.core import job_work, taught_root
+from app.teach.jobs import JobRunner, JobStore
 
 logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -44,8 +45,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             registry.load_all()
             catalog_service.warm()
+        registry.start_watching(settings.model_poll_seconds)
+        app.state.teach.start()
         yield
-        app.state.schedulers.close()
+        app.state.teach.stop()
+        registry.stop_watching()
         catalog_service.close()
 
     app = FastAPI(
@@ -58,13 +62,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Built here, not in the lifespan, so an impossible provider setting fails start-up at once.
     app.state.registry = ModelRegistry(
         settings.models_dir,
+        taught_dir=taught_root(settings),
         providers=settings.providers,
-        intra_op_threads=serving_threads(settings),
+        intra_op_threads=settings.intra_op_threads,
         warmup_runs=settings.warmup_runs,
         enabled=settings.enabled_models,
     )
     app.state.catalogs = CatalogService(settings, app.state.registry)
-    app.state.schedulers = Schedulers.from_settings(settings)
+    app.state.teach = JobRunner(
+        JobStore(settings.data_dir / "teach" / "jobs"),
+        job_work(app.state.catalogs, app.state.registry, settings),
+        max_queued=settings.teach_max_queued,
+    )
     install_error_handlers(app)
     # Added innermost first: access log -> CORS -> guards -> routes.
     app.add_middleware(
@@ -90,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(predict.router)
     app.include_router(catalogs.router)
+    app.include_router(teach.router)
     app.include_router(v2.router)
     app.include_router(metrics.router)
 

@@ -1,24 +1,53 @@
-"""ModelRegistry: find bundles, verify, load, warm up; get(name) or ModelNotFound/NotReady."""
+"""ModelRegistry: find bundles, verify, load, warm up; get(name) or ModelNotFound/NotReady.
+
+Two sources: shipped bundles (`models_dir/<name>/`) and taught bundles
+(`taught_dir/<name>/<version>/`, head-only graphs on a shipped backbone). `refresh()` follows the
+disk: bundles added, replaced or removed are loaded or dropped without a restart, so several
+server processes sharing one volume converge; `start_watching` polls it in a thread.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 
-from app.bundle import METADATA_FILE, BundleError, load_bundle
+import numpy as np
+import numpy.typing as npt
+
+from app.bundle import METADATA_FILE, Bundle, load_bundle
 from app.errors import ModelNotFound, NotReady
-from app.runtime import OnnxModel, choose_providers
+from app.runtime import ModelOutput, OnnxModel, choose_providers
+from app.teach.served import TaughtModel
 
 logger = logging.getLogger(__name__)
+
+VERSION_SEP = "@"
+
+
+class ServedModel(Protocol):
+    """What predict and catalogs use of a model: OnnxModel and TaughtModel both offer it."""
+
+    bundle: Bundle
+    provider: str
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]: ...
+
+    def run(self, batch: npt.NDArray[np.float32]) -> ModelOutput: ...
+
+    def warm_up(self, runs: int) -> float: ...
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    model: OnnxModel
+    model: ServedModel
     load_ms: float
     warmup_ms: float
     loaded_at: datetime
@@ -26,6 +55,34 @@ class LoadedModel:
     @property
     def name(self) -> str:
         return self.model.bundle.name
+
+    @property
+    def version(self) -> str:
+        return self.model.bundle.metadata.version
+
+    @property
+    def taught(self) -> bool:
+        return self.model.bundle.metadata.backbone is not None
+
+
+# What identifies a bundle's files on disk: a change means "load it again".
+Fingerprint = tuple[int, ...]
+
+
+def _fingerprint(directory: Path) -> Fingerprint:
+    out: list[int] = []
+    for f in (directory / METADATA_FILE, directory / "model.onnx"):
+        try:
+            st = f.stat()
+        except OSError:
+            out.extend((0, 0, 0))
+            continue
+        out.extend((st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+def _version_key(version: str) -> tuple[int, str]:
+    return (int(version), version) if version.isdigit() else (-1, version)
 
 
 class ModelRegistry:
@@ -35,61 +92,175 @@ class ModelRegistry:
         self,
         models_dir: Path,
         *,
+        taught_dir: Path | None = None,
         providers: str = "auto",
         intra_op_threads: int = 0,
         warmup_runs: int = 2,
         enabled: list[str] | None = None,
     ) -> None:
         self.models_dir = models_dir
+        self.taught_dir = taught_dir
         self._providers = choose_providers(providers)  # fails fast on an impossible setting
         self._threads = intra_op_threads
         self._warmup_runs = warmup_runs
         self._enabled = set(enabled or [])
-        self._models: dict[str, LoadedModel] = {}
+        self._models: dict[str, LoadedModel] = {}  # shipped, by name
+        self._taught: dict[str, dict[str, LoadedModel]] = {}  # name -> version -> model
+        self._prints: dict[str, Fingerprint] = {}  # key (name or name@version) -> files
         self._refused: dict[str, str] = {}
         self._pending: set[str] = set()
         self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         self._done = threading.Event()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.on_change: list[Callable[[], None]] = []
 
+    # discovery ----------------------------------------------------------------------------
     def discover(self) -> list[Path]:
+        """Shipped bundle folders (models_dir/<name>/metadata.json)."""
         if not self.models_dir.is_dir():
-            logger.warning("models directory %s does not exist; serving no models", self.models_dir)
             return []
         dirs = sorted(p.parent for p in self.models_dir.glob(f"*/{METADATA_FILE}"))
         if self._enabled:
             dirs = [d for d in dirs if d.name in self._enabled]
         return dirs
 
-    def load_all(self) -> None:
-        """Load every bundle; a bad one is refused (logged, reported) and the rest are served."""
-        dirs = self.discover()
-        with self._lock:
-            self._pending = {d.name for d in dirs}
-        for directory in dirs:
-            self._load_one(directory)
-        self._done.set()
-        logger.info(
-            "model loading finished: %d served, %d refused", len(self._models), len(self._refused)
+    def discover_taught(self) -> list[Path]:
+        """Taught bundle folders (taught_dir/<name>/<version>/metadata.json)."""
+        if self.taught_dir is None or not self.taught_dir.is_dir():
+            return []
+        return sorted(
+            p.parent
+            for p in self.taught_dir.glob(f"*/*/{METADATA_FILE}")
+            if not p.parent.parent.name.startswith(".") and not p.parent.name.startswith(".")
         )
 
-    def _load_one(self, directory: Path) -> None:
-        name = directory.name
+    # loading ------------------------------------------------------------------------------
+    def load_all(self) -> None:
+        """Load every bundle; a bad one is refused (logged, reported) and the rest are served."""
+        if not self.models_dir.is_dir():
+            logger.warning("models directory %s does not exist", self.models_dir)
+        with self._lock:
+            self._pending = {d.name for d in self.discover()}
+            self._pending |= {d.parent.name for d in self.discover_taught()}
+        self.refresh()
+        self._done.set()
+        logger.info(
+            "model loading finished: %d served, %d taught, %d refused",
+            len(self._models),
+            sum(len(v) for v in self._taught.values()),
+            len(self._refused),
+        )
+
+    def refresh(self) -> bool:
+        """Bring the served set in line with the disk; True when anything changed."""
+        with self._refresh_lock:
+            changed = self._refresh_shipped()
+            changed |= self._refresh_taught(force=changed)
+        if changed:
+            for callback in list(self.on_change):
+                callback()
+        return changed
+
+    def _refresh_shipped(self) -> bool:
+        found = {d.name: d for d in self.discover()}
+        changed = False
+        for name in sorted(set(self._models) | {k for k in self._refused if "@" not in k}):
+            if name not in found:
+                self._drop(name)
+                changed = True
+        for name, directory in found.items():
+            fp = _fingerprint(directory)
+            if self._prints.get(name) == fp:
+                continue
+            self._prints[name] = fp
+            changed = True
+            model = self._load(name, partial(self._open_shipped, directory))
+            with self._lock:
+                if model is not None:
+                    self._models[name] = model
+                else:
+                    self._models.pop(name, None)
+        return changed
+
+    def _refresh_taught(self, force: bool) -> bool:
+        found = {f"{d.parent.name}{VERSION_SEP}{d.name}": d for d in self.discover_taught()}
+        changed = False
+        known = {f"{n}{VERSION_SEP}{v}" for n, vs in self._taught.items() for v in vs}
+        known |= {k for k in self._refused if VERSION_SEP in k}
+        for key in sorted(known - set(found)):
+            self._drop(key)
+            changed = True
+        for key, directory in found.items():
+            fp = _fingerprint(directory)
+            # A backbone reload (force) re-checks every taught model against the new sha.
+            if self._prints.get(key) == fp and not force:
+                continue
+            self._prints[key] = fp
+            changed = True
+            name, version = key.split(VERSION_SEP, 1)
+            model = self._load(key, partial(self._open_taught, directory, name))
+            with self._lock:
+                versions = self._taught.setdefault(name, {})
+                if model is not None:
+                    versions[version] = model
+                else:
+                    versions.pop(version, None)
+                if not versions:
+                    del self._taught[name]
+        return changed
+
+    def _drop(self, key: str) -> None:
+        with self._lock:
+            self._prints.pop(key, None)
+            self._refused.pop(key, None)
+            if VERSION_SEP in key:
+                name, version = key.split(VERSION_SEP, 1)
+                versions = self._taught.get(name, {})
+                versions.pop(version, None)
+                if not versions:
+                    self._taught.pop(name, None)
+            else:
+                self._models.pop(key, None)
+        logger.info("bundle %s removed from disk; no longer served", key)
+
+    def _open_shipped(self, directory: Path) -> OnnxModel:
+        return OnnxModel(load_bundle(directory), self._providers, self._threads)
+
+    def _open_taught(self, directory: Path, name: str) -> TaughtModel:
+        bundle = load_bundle(directory, name=name)
+        ref = bundle.metadata.backbone
+        if name in self._models or name in self.discover_names():
+            raise ValueError(f"taught model {name!r} has the name of a shipped model")
+        if ref is None:
+            raise ValueError(f"{directory}: a taught bundle must name its backbone")
+        with self._lock:
+            backbone = self._models.get(ref.name)
+        if backbone is None or not isinstance(backbone.model, OnnxModel):
+            raise ValueError(f"backbone {ref.name!r} of taught model {name!r} is not served")
+        return TaughtModel(bundle, backbone.model)
+
+    def discover_names(self) -> set[str]:
+        return {d.name for d in self.discover()}
+
+    def _load(self, key: str, opener: Callable[[], ServedModel]) -> LoadedModel | None:
         t0 = time.perf_counter()
         try:
-            bundle = load_bundle(directory)
-            model = OnnxModel(bundle, self._providers, self._threads)
+            model = opener()
             load_ms = (time.perf_counter() - t0) * 1e3
             warm_ms = model.warm_up(self._warmup_runs)
-        except BundleError as exc:
-            logger.error("refusing bundle %s: %s", name, exc)
+        except Exception as exc:  # any failure refuses this bundle only; the rest are served
+            reason = str(exc) or type(exc).__name__
+            logger.error("refusing bundle %s: %s", key, reason)
             with self._lock:
-                self._refused[name] = str(exc)
-                self._pending.discard(name)
-            return
-        meta = bundle.metadata
+                self._refused[key] = reason
+                self._pending.discard(key.split(VERSION_SEP, 1)[0])
+            return None
+        meta = model.bundle.metadata
         logger.info(
             "loaded bundle %s v%s sha256=%s provider=%s load=%.0fms warmup=%.0fms",
-            name,
+            key,
             meta.version,
             meta.artifact.sha256[:12],
             model.provider,
@@ -97,8 +268,32 @@ class ModelRegistry:
             warm_ms,
         )
         with self._lock:
-            self._models[name] = LoadedModel(model, load_ms, warm_ms, datetime.now(UTC))
-            self._pending.discard(name)
+            self._refused.pop(key, None)
+            self._pending.discard(key.split(VERSION_SEP, 1)[0])
+        return LoadedModel(model, load_ms, warm_ms, datetime.now(UTC))
+
+    # watching -----------------------------------------------------------------------------
+    def start_watching(self, poll_seconds: float) -> None:
+        """Poll the model folders every `poll_seconds` (0 = never) after the first load."""
+        if poll_seconds <= 0 or self._watcher is not None:
+            return
+
+        def loop() -> None:
+            self._done.wait()
+            while not self._stop.wait(poll_seconds):
+                try:
+                    self.refresh()
+                except Exception:  # keep watching; the next round retries
+                    logger.exception("model folder refresh failed")
+
+        self._watcher = threading.Thread(target=loop, name="model-watcher", daemon=True)
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+            self._watcher = None
 
     def wait_until_loaded(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
@@ -107,10 +302,17 @@ class ModelRegistry:
     def loading_finished(self) -> bool:
         return self._done.is_set()
 
+    # lookup -------------------------------------------------------------------------------
     def get(self, name: str) -> LoadedModel:
+        """A model by name (a taught model's newest version) or `name@version`."""
+        base, _, version = name.partition(VERSION_SEP)
         with self._lock:
-            found = self._models.get(name)
-            pending = name in self._pending
+            found = self._models.get(base) if not version else None
+            versions = self._taught.get(base, {})
+            if found is None and versions:
+                key = version or max(versions, key=_version_key)
+                found = versions.get(key)
+            pending = base in self._pending
             refused = self._refused.get(name)
         if found is not None:
             return found
@@ -118,7 +320,12 @@ class ModelRegistry:
             raise NotReady(f"Model {name!r} is still loading; retry in a moment.", retry_after_s=1)
         if refused is not None:
             raise ModelNotFound(
-                f"Model {name!r} exists but was refused at start-up; the server log says why."
+                f"Model {name!r} exists but was refused when loading; the server log says why."
+            )
+        if version and versions:
+            raise ModelNotFound(
+                f"Model {base!r} has no version {version!r}. "
+                f"Versions: {', '.join(sorted(versions, key=_version_key))}."
             )
         raise ModelNotFound(
             f"No model named {name!r}. Available: {', '.join(self.names()) or 'none'}."
@@ -126,11 +333,25 @@ class ModelRegistry:
 
     def names(self) -> list[str]:
         with self._lock:
-            return sorted(self._models)
+            return sorted(set(self._models) | set(self._taught))
+
+    def versions(self, name: str) -> list[str]:
+        """Served versions of a taught model, oldest first (empty for shipped models)."""
+        with self._lock:
+            return sorted(self._taught.get(name, {}), key=_version_key)
+
+    def is_shipped(self, name: str) -> bool:
+        with self._lock:
+            return name in self._models
 
     def loaded(self) -> list[LoadedModel]:
+        """Every shipped model and the newest version of every taught one, by name."""
         with self._lock:
-            return [self._models[n] for n in sorted(self._models)]
+            out = dict(self._models)
+            for name, versions in self._taught.items():
+                if name not in out:
+                    out[name] = versions[max(versions, key=_version_key)]
+        return [out[n] for n in sorted(out)]
 
     def refused(self) -> dict[str, str]:
         with self._lock:

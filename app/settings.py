@@ -23,19 +23,8 @@ class Settings(BaseSettings):
     # Execution providers: auto = CUDA when onnxruntime has it, else CPU. "cuda" where CUDA
     # is missing is a start-up error, never a silent fallback.
     providers: Literal["auto", "cpu", "cuda"] = "auto"
-    # Serving pipelines per model: threads that each decode a request and run its forward pass
-    # in one hop (0 = one per core). onnxruntime threads per session: 0 = cores / pipelines,
-    # so the two multiply to the core count (docs/performance.md has the measurements).
-    pipelines: int = Field(default=0, ge=0, le=256)
+    # 0 lets onnxruntime choose (one per physical core).
     intra_op_threads: int = Field(default=0, ge=0, le=256)
-    # Requests that may wait per model (0 = 8 per pipeline); beyond it 503 + Retry-After at once.
-    queue_limit: int = Field(default=0, ge=0, le=100_000)
-    # A request not answered within this many seconds (waiting or running) gets a 503.
-    request_deadline_s: float = Field(default=10.0, gt=0, le=3600)
-    # Micro-batching: concurrent requests for one model share one forward pass when warm-up
-    # measured that faster per image (a GPU; not one CPU thread). These cap that policy.
-    batch_max_size: int = Field(default=32, ge=1, le=1024)
-    batch_max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
     warmup_runs: int = Field(default=2, ge=0, le=100)
     # Load bundles in a background thread so /healthz answers at once; /readyz says when done.
     load_in_background: bool = True

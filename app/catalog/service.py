@@ -97,7 +97,11 @@ def open_store(settings: Settings) -> CatalogStore:
 
 
 def model_ref(loaded: LoadedModel) -> ModelRef:
+    """The embedding space a model's vectors live in: a taught model shares its backbone's."""
     meta = loaded.model.bundle.metadata
+    if meta.backbone is not None:
+        bb = meta.backbone
+        return ModelRef(name=bb.name, version=bb.version, sha256=bb.sha256, dim=bb.dim)
     emb = meta.outputs.embedding
     if emb is None:
         raise InvalidRequest(
@@ -376,7 +380,10 @@ class CatalogService:
         self, loaded: LoadedModel, catalog: str | None, embeddings: Vector | None, k: int
     ) -> SearchOutcome:
         """Neighbours for predict?similar=k: `embeddings` come from predict's forward pass."""
-        name = catalog or self.default_catalog(loaded.name)
+        backbone = loaded.model.bundle.metadata.backbone  # a taught model: its source catalog
+        name = (
+            catalog or self.default_catalog(loaded.name) or (backbone.catalog if backbone else None)
+        )
         if name is None:
             raise InvalidRequest(
                 f"Model {loaded.name!r} has no default catalog; name one with catalog=<name>."
@@ -385,17 +392,14 @@ class CatalogService:
             model_ref(loaded)
             raise InvalidRequest(f"Model {loaded.name!r} returned no embedding.")
         record = self.get(name)
-        if record.model.name != loaded.name:
+        if record.model.name != model_ref(loaded).name:
             raise ModelMismatch(
                 f"Catalog {name!r} holds embeddings of model {record.model.name!r}, not "
                 f"{loaded.name!r}; ask model {record.model.name!r} instead.",
                 catalog_model=record.model.name,
             )
         bound = self.bound_model(record)
-        if (
-            bound.model.bundle.metadata.artifact.sha256
-            != loaded.model.bundle.metadata.artifact.sha256
-        ):
+        if model_ref(bound).sha256 != model_ref(loaded).sha256:
             raise ModelMismatch(f"Model {loaded.name!r} was reloaded during the request; retry.")
         return self._search(record, unit_rows(embeddings), k, None, (), 0.0)
 

@@ -1,0 +1,156 @@
+"""Teach endpoints: train a classifier from a catalog (a job), follow or cancel the job, delete a
+taught model, download any model as one standalone ONNX file."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteAuth
+from app.errors import ModelNotFound
+from app.registry import VERSION_SEP, ModelRegistry
+from app.teach.compose import check_model_name, delete_taught, delete_version
+from app.teach.core import check_labels, limits_from, taught_root
+from app.teach.download import standalone_file
+from app.teach.errors import ModelNameTaken, ShippedModel
+from app.teach.jobs import Job, JobRunner
+
+router = APIRouter(tags=["teach"])
+
+
+class TeachRequest(BaseModel):
+    model: str = Field(description="name of the new model (a new version if it exists)")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="validation split seed")
+    positive_label: str | None = Field(
+        default=None, description="for two classes: the label the decision threshold is for"
+    )
+    description: str = Field(default="", max_length=500)
+
+
+class JobView(BaseModel):
+    id: str
+    url: str
+    catalog: str
+    model: str
+    status: str = Field(description="queued, running, succeeded, failed or cancelled")
+    progress: float = Field(ge=0, le=1)
+    phase: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    cancel_requested: bool
+    warnings: list[str]
+    error: dict[str, Any] | None = Field(description="problem details when status is failed")
+    result: dict[str, Any] | None = Field(
+        description="on success: model, version, labels, held-out metrics with n, summary"
+    )
+
+
+class DeletedModel(BaseModel):
+    name: str
+    versions: list[str]
+
+
+def get_runner(request: Request) -> JobRunner:
+    runner: JobRunner = request.app.state.teach
+    return runner
+
+
+RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+
+
+def job_view(job: Job) -> JobView:
+    fields = {k: v for k, v in asdict(job).items() if k in JobView.model_fields}
+    return JobView(url=f"/v1/jobs/{job.id}", **fields)
+
+
+@router.post(
+    "/v1/catalogs/{catalog}/train",
+    status_code=202,
+    response_model=JobView,
+    dependencies=[WriteAuth],
+    responses={
+        404: {"description": "unknown catalog"},
+        409: {"description": "name of a shipped model, or a job already teaches this model"},
+        413: {"description": "too many classes or items"},
+        422: {"description": "invalid name, or fewer than 2 classes with 2+ labelled items"},
+    },
+)
+async def train(
+    catalog: str,
+    body: TeachRequest,
+    response: Response,
+    runner: RunnerDep,
+    registry: RegistryDep,
+    service: CatalogsDep,
+    settings: SettingsDep,
+) -> JobView:
+    """Teach a classifier whose classes are the catalog's item labels (unlabelled items are
+    ignored). Answers 202 with the job; poll `GET /v1/jobs/{id}` for progress and metrics."""
+    check_model_name(body.model)
+    if registry.is_shipped(body.model) or body.model in registry.discover_names():
+        raise ModelNameTaken(f"{body.model!r} is a shipped model; choose another name.")
+    # The cheap checks (catalog exists, enough classes and items) answer now, not in the job.
+    await run_in_threadpool(check_labels, service, catalog, limits_from(settings))
+    job = runner.submit(catalog, body.model, body.model_dump(exclude={"model"}))
+    view = job_view(job)
+    response.headers["Location"] = view.url
+    return view
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobView, dependencies=[ReadAuth])
+async def get_job(job_id: str, runner: RunnerDep) -> JobView:
+    """A teach job's status, progress (0..1) and phase; its result or error when done."""
+    return job_view(await run_in_threadpool(runner.get, job_id))
+
+
+@router.delete("/v1/jobs/{job_id}", response_model=JobView, dependencies=[WriteAuth])
+async def cancel_job(job_id: str, runner: RunnerDep) -> JobView:
+    """Cancel a queued or running job (a finished job is returned unchanged)."""
+    return job_view(await run_in_threadpool(runner.cancel, job_id))
+
+
+def _delete(registry: ModelRegistry, root: Any, name: str) -> DeletedModel:
+    base, _, version = name.partition(VERSION_SEP)
+    if registry.is_shipped(base) or base in registry.discover_names():
+        raise ShippedModel(
+            f"{base!r} is a shipped model (read from the models folder); only taught models "
+            "can be deleted."
+        )
+    check_model_name(base)
+    removed = delete_version(root, base, version) if version else delete_taught(root, base)
+    if not removed:
+        raise ModelNotFound(f"No taught model {name!r}.")
+    registry.refresh()
+    return DeletedModel(name=base, versions=removed)
+
+
+@router.delete("/v1/models/{name}", response_model=DeletedModel, dependencies=[WriteAuth])
+async def delete_model(name: str, registry: RegistryDep, settings: SettingsDep) -> DeletedModel:
+    """Delete a taught model: every version, or one with `name@version`. Shipped models: 409."""
+    return await run_in_threadpool(_delete, registry, taught_root(settings), name)
+
+
+@router.get(
+    "/v1/models/{name}/download",
+    dependencies=[ReadAuth],
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+async def download_model(name: str, registry: RegistryDep) -> FileResponse:
+    """The model as one ONNX file that plain onnxruntime runs: input "image" (NHWC float32 as
+    the model's `input` spec says), outputs "probs" and "embedding". For a taught model this
+    joins its backbone and head into one graph."""
+    loaded = registry.get(name)
+    path = await run_in_threadpool(standalone_file, loaded)
+    meta = loaded.model.bundle.metadata
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=f"{meta.name}-v{meta.version}.onnx",
+    )

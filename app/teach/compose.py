@@ -1,0 +1,215 @@
+"""Taught bundles on disk: <taught_dir>/<name>/<version>/ holding the head graph, metadata naming
+the backbone (name, version, sha256), labels and a card; written atomically, versioned, deleted."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from app.bundle import (
+    METADATA_FILE,
+    Artifact,
+    BackboneRef,
+    Bundle,
+    BundleMetadata,
+    Metrics,
+    Outputs,
+    ProbsOutput,
+    Provenance,
+    utc_now,
+)
+from app.bundle_write import fsync_dir, write_bundle
+from app.teach.errors import InvalidModelName
+from app.teach.graph import HEAD_OPSET, head_model
+from app.teach.head import Head
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_STAGING = ".staging"
+
+
+def check_model_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise InvalidModelName(
+            f"Invalid model name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit."
+        )
+    return name
+
+
+def versions_on_disk(root: Path, name: str) -> list[str]:
+    folder = root / name
+    if not folder.is_dir():
+        return []
+    found = [p.parent.name for p in folder.glob(f"*/{METADATA_FILE}") if p.parent.name.isdigit()]
+    return sorted(found, key=int)
+
+
+@dataclass(frozen=True)
+class TaughtSpec:
+    """Everything about a taught model except its weights."""
+
+    name: str
+    labels: tuple[str, ...]
+    backbone: Bundle
+    catalog: str
+    n_items: int
+    metrics: Metrics
+    description: str
+    seed: int
+    training_time_s: float
+    notes: str
+
+
+def taught_metadata(spec: TaughtSpec, head: Head) -> BundleMetadata:
+    bb = spec.backbone.metadata
+    emb = bb.outputs.embedding
+    if emb is None:
+        raise ValueError(f"backbone {bb.name!r} has no embedding output")
+    return BundleMetadata(
+        name=spec.name,
+        version="0",  # set when the version folder is claimed
+        created_at=utc_now(),
+        description=spec.description
+        or f"Taught from catalog {spec.catalog!r} on the {bb.name!r} backbone.",
+        input=bb.input,
+        outputs=Outputs(probs=ProbsOutput(kind="softmax"), embedding=emb),
+        num_classes=len(spec.labels),
+        metrics=[spec.metrics],
+        provenance=Provenance(
+            data_source=f"catalog {spec.catalog!r}: {spec.n_items} labelled items",
+            architecture=(
+                f"softmax regression head (L2 {head.l2:g}, {head.iterations} iterations) "
+                f"on the {emb.dim}-d unit embedding of {bb.name!r}"
+            ),
+            pretrained_weights=f"{bb.name} v{bb.version} sha256 {bb.artifact.sha256}",
+            weights_license=bb.provenance.weights_license,
+            seed=spec.seed,
+            training_time_s=round(spec.training_time_s, 3),
+            hardware=f"{platform.machine()} CPU, {os.cpu_count()} cores",
+            library_versions={"numpy": np.__version__, "onnx": onnx.__version__},
+            opset=HEAD_OPSET,
+            notes=spec.notes,
+        ),
+        artifact=Artifact(sha256="0" * 64, bytes=1),  # recomputed by write_bundle
+        backbone=BackboneRef(
+            name=bb.name,
+            version=bb.version,
+            sha256=bb.artifact.sha256,
+            dim=emb.dim,
+            catalog=spec.catalog,
+        ),
+    )
+
+
+def render_card(meta: BundleMetadata, labels: Sequence[str], summary: Sequence[str]) -> str:
+    """A short model card from the metadata and the validation figures (nothing typed in)."""
+    m = meta.primary_metrics
+    bb = meta.backbone
+    lines = [f"# {meta.name} v{meta.version}", "", meta.description, ""]
+    lines += ["## What it tells apart", "", *[f"- {lab}" for lab in labels], ""]
+    if m is not None:
+        lines += ["## How well (held-out)", ""]
+        lines.append(
+            f"Accuracy {m.accuracy:.1%} on {m.n_samples} held-out items of {m.dataset} "
+            f"({m.split}; {m.notes or ''})".rstrip()
+        )
+        lines += ["", *[f"- {s}" for s in summary], ""]
+        if m.threshold is not None:
+            lines.append(f"Decision threshold for {m.positive_label!r}: {m.threshold:.4f}.")
+            lines.append("")
+    if bb is not None:
+        lines += [
+            "## How it was made",
+            "",
+            f"A softmax-regression head on the stored embeddings of catalog {bb.catalog!r}, "
+            f"computed by backbone {bb.name!r} v{bb.version} (sha256 {bb.sha256[:12]}...). "
+            "It is served on that backbone and refused if the backbone changes.",
+            "",
+            f"Provenance: {meta.provenance.data_source}; {meta.provenance.architecture}.",
+            "",
+            "Limits: it knows only these classes and answers one of them for any picture; "
+            "accuracy on pictures unlike the catalog's is unknown.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def write_taught(
+    root: Path, spec: TaughtSpec, head: Head, summary: Sequence[str]
+) -> tuple[Path, str]:
+    """Write a new version atomically: assembled in a staging folder, then renamed to
+    <root>/<name>/<version>/; a version number another process claimed first is skipped."""
+    check_model_name(spec.name)
+    dim = spec.backbone.metadata.outputs.embedding.dim  # type: ignore[union-attr]
+    model_bytes = head_model(head, dim).SerializeToString()
+    (root / spec.name).mkdir(parents=True, exist_ok=True)
+    staging = root / _STAGING
+    staging.mkdir(parents=True, exist_ok=True)
+    for _attempt in range(20):
+        existing = versions_on_disk(root, spec.name)
+        version = str(int(existing[-1]) + 1 if existing else 1)
+        meta = taught_metadata(spec, head).model_copy(update={"version": version})
+        work = Path(tempfile.mkdtemp(dir=staging, prefix=f"{spec.name}-{version}-"))
+        try:
+            bundle = write_bundle(
+                work / spec.name,
+                model_bytes=model_bytes,
+                metadata=meta,
+                labels=spec.labels,
+                model_card=render_card(meta, spec.labels, summary),
+            )
+            target = root / spec.name / version
+            try:
+                os.rename(bundle.path, target)  # fails if another writer took this version
+            except OSError:
+                if target.exists():
+                    continue
+                raise
+            fsync_dir(target.parent)
+            return target, version
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    raise RuntimeError(f"could not claim a new version folder for {spec.name!r}")
+
+
+def delete_taught(root: Path, name: str) -> list[str]:
+    """Remove every version of a taught model; it disappears from disk in one rename."""
+    folder = root / name
+    versions = versions_on_disk(root, name)
+    if not folder.is_dir():
+        return []
+    trash = root / _STAGING / f"deleted-{name}-{secrets.token_hex(4)}"
+    trash.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(folder, trash)
+    fsync_dir(root)
+    shutil.rmtree(trash, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (root / _STAGING).rmdir()
+    return versions
+
+
+def delete_version(root: Path, name: str, version: str) -> list[str]:
+    """Remove one version of a taught model (the others stay served)."""
+    if not version.isdigit() or version not in versions_on_disk(root, name):
+        return []
+    trash = root / _STAGING / f"deleted-{name}-{version}-{secrets.token_hex(4)}"
+    trash.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(root / name / version, trash)
+    fsync_dir(root / name)
+    shutil.rmtree(trash, ignore_errors=True)
+    if not versions_on_disk(root, name):
+        shutil.rmtree(root / name, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (root / _STAGING).rmdir()
+    return [version]

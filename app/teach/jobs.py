@@ -1,0 +1,270 @@
+"""Teach jobs: one worker thread per process runs them in order; each job is a small JSON file
+under <data_dir>/teach/jobs/, so any process sharing the folder can report it and a restart marks
+the jobs a dead process left running as failed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from app.bundle_write import atomic_write
+from app.errors import ServiceError
+from app.teach.errors import JobConflict, JobNotFound, JobQueueFull, TeachCancelled
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+ACTIVE: tuple[Status, ...] = ("queued", "running")
+_SAVE_EVERY_S = 0.25  # progress writes at most this often
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Job:
+    id: str
+    catalog: str
+    model: str
+    options: dict[str, Any]
+    status: Status = "queued"
+    progress: float = 0.0
+    phase: str = "queued"
+    created_at: str = field(default_factory=_now)
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    owner_pid: int = field(default_factory=os.getpid)
+    cancel_requested: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.status not in ACTIVE
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobStore:
+    """Job files: <root>/<id>.json, written atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, job_id: str) -> Path:
+        return self.root / f"{job_id}.json"
+
+    def save(self, job: Job) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path(job.id), json.dumps(asdict(job), indent=1).encode())
+
+    def load(self, job_id: str) -> Job:
+        if not job_id.isalnum() or len(job_id) > 64:
+            raise JobNotFound(f"No job {job_id[:64]!r}.")
+        try:
+            raw = json.loads(self.path(job_id).read_text(encoding="utf-8"))
+            return Job(**raw)
+        except (OSError, ValueError, TypeError) as exc:
+            raise JobNotFound(f"No job {job_id!r}.") from exc
+
+    def all(self) -> list[Job]:
+        if not self.root.is_dir():
+            return []
+        jobs = []
+        for p in sorted(self.root.glob("*.json")):
+            try:
+                jobs.append(Job(**json.loads(p.read_text(encoding="utf-8"))))
+            except (OSError, ValueError, TypeError):
+                continue
+        return jobs
+
+    def fail_orphans(self) -> int:
+        """Jobs queued or running in a process that no longer exists (or in an earlier life of
+        this pid) failed: their work is lost, the client must start them again."""
+        n = 0
+        for job in self.all():
+            if job.status in ACTIVE and (
+                job.owner_pid == os.getpid() or not _pid_alive(job.owner_pid)
+            ):
+                job.status, job.finished_at = "failed", _now()
+                job.error = {
+                    "title": "Interrupted",
+                    "detail": "The server stopped while this job was queued or running; "
+                    "start it again.",
+                }
+                self.save(job)
+                n += 1
+        return n
+
+
+Work = Callable[[Job, Callable[[str, float], None], Callable[[], bool]], dict[str, Any]]
+
+
+class JobRunner:
+    """A bounded queue and one worker thread (teaching is CPU work; one at a time per process)."""
+
+    def __init__(self, store: JobStore, work: Work, max_queued: int = 8) -> None:
+        self.store = store
+        self._work = work
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._max_queued = max_queued
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        failed = self.store.fail_orphans()
+        if failed:
+            logger.warning("%d teach job(s) interrupted by a restart were marked failed", failed)
+        self._thread = threading.Thread(target=self._loop, name="teach-jobs", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            with self._lock:
+                for job in self._jobs.values():
+                    job.cancel_requested = True
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def submit(self, catalog: str, model: str, options: dict[str, Any]) -> Job:
+        with self._lock:
+            mine = [j for j in self._jobs.values() if not j.done]
+            if len(mine) >= self._max_queued:
+                raise JobQueueFull(
+                    f"{len(mine)} teach jobs are already waiting; retry later.", retry_after_s=10
+                )
+            others = [j for j in self.store.all() if j.model == model and not j.done]
+            if others:
+                raise JobConflict(
+                    f"Job {others[0].id} is already teaching model {model!r}; wait for it or "
+                    "cancel it.",
+                    job_id=others[0].id,
+                )
+            job = Job(id=secrets.token_hex(8), catalog=catalog, model=model, options=options)
+            self._jobs[job.id] = job
+            self.store.save(job)
+        self._queue.put(job.id)
+        return replace(job)
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                return replace(job)
+        return self.store.load(job_id)  # another process's job, or an old one
+
+    def cancel(self, job_id: str) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                if not job.done:
+                    job.cancel_requested = True
+                    if job.status == "queued":
+                        self._finish(job, "cancelled")
+                    else:
+                        self.store.save(job)
+                return replace(job)
+        job = self.store.load(job_id)
+        if not job.done:  # owned by another process: it polls the flag in the file
+            job.cancel_requested = True
+            self.store.save(job)
+        return job
+
+    def _finish(self, job: Job, status: Status) -> None:
+        job.status, job.finished_at = status, _now()
+        if status == "succeeded":
+            job.progress, job.phase = 1.0, "done"
+        self.store.save(job)
+
+    def _loop(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            if job_id is None:
+                return
+            with self._lock:
+                job = self._jobs.get(job_id)
+                if job is None or job.done:
+                    continue
+                job.status, job.started_at, job.phase = "running", _now(), "starting"
+                self.store.save(job)
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        last_save = [0.0]
+        last_check = [time.monotonic()]
+
+        def progress(phase: str, fraction: float) -> None:
+            weights = {
+                "reading embeddings": (0.0, 0.1),
+                "validating": (0.1, 0.8),
+                "fitting": (0.8, 0.9),
+                "writing bundle": (0.9, 0.95),
+                "loading": (0.95, 1.0),
+            }
+            lo, hi = weights.get(phase, (job.progress, job.progress))
+            with self._lock:
+                job.phase = phase
+                job.progress = round(max(job.progress, lo + (hi - lo) * min(1.0, fraction)), 3)
+                if time.monotonic() - last_save[0] >= _SAVE_EVERY_S:
+                    last_save[0] = time.monotonic()
+                    self.store.save(job)
+
+        def should_stop() -> bool:
+            if job.cancel_requested:
+                return True
+            if time.monotonic() - last_check[0] > 1.0:  # a cancel sent to another process
+                last_check[0] = time.monotonic()
+                with contextlib.suppress(ServiceError):
+                    job.cancel_requested = self.store.load(job.id).cancel_requested
+            return job.cancel_requested
+
+        try:
+            result = self._work(job, progress, should_stop)
+        except TeachCancelled:
+            with self._lock:
+                self._finish(job, "cancelled")
+            logger.info("teach job %s cancelled", job.id)
+            return
+        except ServiceError as exc:
+            with self._lock:
+                job.error = exc.to_problem()
+                self._finish(job, "failed")
+            logger.info("teach job %s failed: %s", job.id, exc.detail)
+            return
+        except Exception:  # a bug: report it on the job, keep the worker alive
+            logger.exception("teach job %s crashed", job.id)
+            with self._lock:
+                job.error = {
+                    "title": "Internal error",
+                    "detail": "An unexpected error occurred; it has been logged.",
+                }
+                self._finish(job, "failed")
+            return
+        with self._lock:
+            job.result = result
+            job.warnings = list(result.get("warnings", []))
+            self._finish(job, "succeeded")
+        logger.info("teach job %s succeeded: %s v%s", job.id, job.model, result.get("version"))

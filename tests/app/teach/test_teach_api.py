@@ -1,0 +1,187 @@
+"""Teach through the HTTP API on real Fashion-MNIST test images with the shipped `products`
+backbone: job lifecycle, versions, deletion, limits as problem+json, download, similarity."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+from fastapi.testclient import TestClient
+
+from app.bundle import InputSpec
+from app.imaging import prepare
+from app.ingest import limits_from
+from app.main import create_app
+from tests.app.teach.conftest import (
+    BAG,
+    SANDAL,
+    SNEAKER,
+    make_catalog,
+    teach_settings,
+    wait_job,
+)
+
+
+def teach(c: TestClient, catalog: str, model: str, **kw: object) -> dict[str, object]:
+    r = c.post(f"/v1/catalogs/{catalog}/train", json={"model": model}, **kw)  # type: ignore[arg-type]
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == r.json()["url"]
+    return wait_job(c, r.headers["location"])
+
+
+def predict_labels(c: TestClient, model: str, images: list[bytes]) -> list[str]:
+    files = [("file", (f"{i}.png", d, "image/png")) for i, d in enumerate(images)]
+    r = c.post(f"/v1/models/{model}/predict", files=files)
+    assert r.status_code == 200, r.text
+    return [res["predictions"][0]["label"] for res in r.json()["results"]]
+
+
+def test_teach_predict_version_delete(
+    teach_client: TestClient, fm_pngs: dict[int, list[bytes]]
+) -> None:
+    c = teach_client
+    make_catalog(c, "shop", {"sneaker": fm_pngs[SNEAKER][:8], "bag": fm_pngs[BAG][:8]})
+    job = teach(c, "shop", "shoes")
+    assert job["status"] == "succeeded", job
+    result = job["result"]
+    assert isinstance(result, dict)
+    assert result["model"] == "shoes" and result["version"] == "1"
+    metrics = result["metrics"]
+    # 8 per class: 5-fold cross-validation predicts every item once.
+    assert metrics["n_samples"] == 16 and metrics["split"] == "cross-validation"
+    assert sum(map(sum, metrics["confusion"])) == 16
+    assert metrics["threshold"] is not None and metrics["positive_label"] in ("bag", "sneaker")
+    assert any("of 8 held-out pictures" in s for s in result["summary"])
+    assert any("only 8 examples" in w for w in job["warnings"])
+
+    # Held-out pictures the catalog never saw.
+    held = fm_pngs[SNEAKER][40:50] + fm_pngs[BAG][40:50]
+    got = predict_labels(c, "shoes", held)
+    truth = ["sneaker"] * 10 + ["bag"] * 10
+    assert sum(g == t for g, t in zip(got, truth, strict=True)) >= 18, got
+
+    info = c.get("/v1/models/shoes").json()
+    assert info["version"] == "1" and info["num_classes"] == 2
+
+    # Re-teach with a third class: version 2 is the default, version 1 stays addressable.
+    make_catalog(
+        c,
+        "shop3",
+        {
+            "sneaker": fm_pngs[SNEAKER][:10],
+            "bag": fm_pngs[BAG][:10],
+            "sandal": fm_pngs[SANDAL][:10],
+        },
+    )
+    assert teach(c, "shop3", "shoes")["status"] == "succeeded"
+    assert c.get("/v1/models/shoes").json()["num_classes"] == 3
+    assert c.get("/v1/models/shoes@1").json()["num_classes"] == 2
+    assert predict_labels(c, "shoes@1", held[:1]) == ["sneaker"]
+
+    r = c.delete("/v1/models/shoes@1")
+    assert r.status_code == 200 and r.json()["versions"] == ["1"]
+    assert c.get("/v1/models/shoes@1").status_code == 404
+    assert c.get("/v1/models/shoes").json()["version"] == "2"
+    r = c.delete("/v1/models/shoes")
+    assert r.status_code == 200 and r.json()["versions"] == ["2"]
+    assert c.get("/v1/models/shoes").status_code == 404
+    assert c.delete("/v1/models/shoes").status_code == 404
+    r = c.delete("/v1/models/products")
+    assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_refusals_are_problem_json(
+    teach_client: TestClient, fm_pngs: dict[int, list[bytes]]
+) -> None:
+    c = teach_client
+    make_catalog(c, "one", {"sneaker": fm_pngs[SNEAKER][:3]})
+    make_catalog(c, "thin", {"sneaker": fm_pngs[SNEAKER][:3], "bag": fm_pngs[BAG][:1]})
+    cases = [
+        ("one", {"model": "Bad Name"}, 422, "invalid-model-name"),
+        ("one", {"model": "products"}, 409, "model-name-taken"),
+        ("nope", {"model": "x"}, 404, "catalog-not-found"),
+        ("one", {"model": "x"}, 422, "not-enough-examples"),
+        ("thin", {"model": "x"}, 422, "not-enough-examples"),
+        ("thin", {"model": "x", "seed": -1}, 422, "invalid-request"),
+    ]
+    for catalog, body, status, slug in cases:
+        r = c.post(f"/v1/catalogs/{catalog}/train", json=body)
+        assert r.status_code == status, (body, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["type"].endswith(slug), r.json()
+    assert c.get("/v1/jobs/doesnotexist").status_code == 404
+    assert c.get("/v1/jobs/..%2F..%2Fetc").status_code == 404
+
+
+def test_write_key_required(tmp_path, fm_pngs) -> None:  # type: ignore[no-untyped-def]
+    key = {"X-API-Key": "s3cret"}
+    with TestClient(create_app(teach_settings(tmp_path, api_key="s3cret"))) as c:
+        r = c.post("/v1/catalogs", json={"name": "k", "model": "products"}, headers=key)
+        assert r.status_code == 201
+        assert c.post("/v1/catalogs/k/train", json={"model": "m"}).status_code == 401
+        assert c.delete("/v1/models/m").status_code == 401
+        assert c.delete("/v1/jobs/abc").status_code == 401
+
+
+def test_class_limit_is_413(tmp_path, fm_pngs) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(create_app(teach_settings(tmp_path, teach_max_classes=2))) as c:
+        make_catalog(c, "three", {str(k): fm_pngs[k][:2] for k in (SNEAKER, BAG, SANDAL)})
+        r = c.post("/v1/catalogs/three/train", json={"model": "m"})
+        assert r.status_code == 413 and r.json()["type"].endswith("teach-limit")
+
+
+def test_download_runs_in_plain_onnxruntime_with_the_same_top1(
+    teach_client: TestClient, fm_pngs: dict[int, list[bytes]]
+) -> None:
+    c = teach_client
+    classes = {
+        "sneaker": fm_pngs[SNEAKER][:10],
+        "bag": fm_pngs[BAG][:10],
+        "sandal": fm_pngs[SANDAL][:10],
+    }
+    make_catalog(c, "dl", classes)
+    assert teach(c, "dl", "dlm")["status"] == "succeeded"
+    r = c.get("/v1/models/dlm/download")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    sess = ort.InferenceSession(r.content, providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["image"]
+    assert {o.name for o in sess.get_outputs()} == {"probs", "embedding"}
+    info = c.get("/v1/models/dlm").json()
+    spec = InputSpec.model_validate(info["input"])
+    settings = c.app.state.settings  # type: ignore[attr-defined]
+    held = fm_pngs[SNEAKER][30:36] + fm_pngs[BAG][30:36] + fm_pngs[SANDAL][30:36]
+    batch = np.stack([prepare(d, spec, limits_from(settings)).array for d in held])
+    probs, emb = sess.run(["probs", "embedding"], {"image": batch.astype(np.float32)})
+    served = predict_labels(c, "dlm", held)
+    labels = info["labels"]
+    assert [labels[i] for i in probs.argmax(axis=1)] == served
+    files = [("file", (f"{i}.png", d, "image/png")) for i, d in enumerate(held)]
+    body = c.post("/v1/models/dlm/predict", files=files).json()
+    served_p = np.array(
+        [
+            [p["score"] for p in sorted(r["predictions"], key=lambda p: p["index"])]
+            for r in body["results"]
+        ]
+    )
+    assert np.allclose(served_p, probs, atol=1e-4)
+    assert emb.shape == (len(held), 256)
+    # A shipped model downloads as its own file.
+    shipped = c.get("/v1/models/products/download")
+    assert shipped.status_code == 200 and len(shipped.content) == info_size(c, "products")
+
+
+def info_size(c: TestClient, name: str) -> int:
+    return int(c.get(f"/v1/models/{name}").json()["size_bytes"])
+
+
+def test_similar_uses_the_source_catalog(
+    teach_client: TestClient, fm_pngs: dict[int, list[bytes]]
+) -> None:
+    c = teach_client
+    make_catalog(c, "sim", {"sneaker": fm_pngs[SNEAKER][:8], "bag": fm_pngs[BAG][:8]})
+    assert teach(c, "sim", "simm")["status"] == "succeeded"
+    r = c.post("/v1/models/simm/predict?similar=3", content=fm_pngs[BAG][50])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["catalog"] == "sim"
+    hits = body["results"][0]["similar"]
+    assert len(hits) == 3 and [h["label"] for h in hits].count("bag") >= 2
