@@ -7,7 +7,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from app.api.forms import BodyLimits, Form, is_multipart, read_body, read_form
+from app.api.forms import BodyLimits, Form, is_json, is_multipart, read_body, read_form
+from app.api.json_input import read_json_images
 from app.errors import InvalidRequest
 from app.imaging import ACCEPTED_TEXT
 from app.settings import Settings
@@ -83,6 +84,8 @@ async def read_uploads(
     """Every image in the request, in order: multipart `file` parts or the raw body.
     Raises 400/413/422 problems; nothing beyond the route's limits is read."""
     limits = limits or image_limits(settings)
+    if is_json(request):  # {"images": [{"b64": ...} | {"url": ...}]}
+        return [Upload(i.filename, i.data) for i in await read_json_images(request, settings)]
     if not is_multipart(request):
         data = await read_body(request, settings.max_image_bytes)
         return [Upload(filename=request.headers.get("x-filename"), data=data)]

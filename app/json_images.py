@@ -1,0 +1,109 @@
+"""JSON image input for the v1 API: {"images": [{"b64": "..."} | {"url": "https://..."}]}.
+
+Each entry becomes the same bytes a multipart part would be, so decoding goes through the one
+ingestion policy. base64 is size-checked before it is decoded; URLs go through app.url_fetch
+(off unless IMGCLASS_URL_FETCH_ENABLED) with one deadline for the whole request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from app.errors import InvalidRequest, PayloadTooLarge, ServiceError
+from app.settings import Settings
+from app.url_fetch import FetchPolicy, fetch_image
+
+_DATA_URL: Final = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
+SHAPE_HINT: Final = 'Send {"images": [{"b64": "<base64>"} or {"url": "https://..."}]}.'
+
+
+@dataclass(frozen=True)
+class JsonImage:
+    filename: str | None
+    data: bytes
+
+
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    return FetchPolicy(
+        enabled=settings.url_fetch_enabled,
+        allow_http=settings.url_allow_http,
+        allowed_hosts=tuple(settings.url_allowed_hosts),
+        private_allowlist=tuple(settings.url_private_allowlist),
+        max_bytes=settings.max_image_bytes,
+        timeout_s=settings.url_timeout_s,
+        max_redirects=settings.url_max_redirects,
+    )
+
+
+def _decode_b64(text: str, limit: int, where: str) -> bytes:
+    text = _DATA_URL.sub("", text.strip(), count=1)
+    if len(text) // 4 * 3 > limit + 3:
+        raise PayloadTooLarge(
+            f"{where} is larger than the limit of {limit:,} bytes once decoded.",
+            limit_bytes=limit,
+        )
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest(f"{where}: 'b64' is not valid base64.") from exc
+
+
+def parse_images(raw: bytes, settings: Settings) -> list[dict[str, Any]]:
+    """Validate the JSON document's shape; returns the image entries (not yet fetched)."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"The JSON body is not valid JSON. {SHAPE_HINT}") from exc
+    if not isinstance(doc, dict) or set(doc) != {"images"} or not isinstance(doc["images"], list):
+        raise InvalidRequest(
+            f"The JSON body must be an object with one key, 'images'. {SHAPE_HINT}"
+        )
+    entries = doc["images"]
+    if not entries:
+        raise InvalidRequest(f"'images' is empty. {SHAPE_HINT}")
+    if len(entries) > settings.max_batch_images:
+        raise PayloadTooLarge(
+            f"Too many images: at most {settings.max_batch_images} per request.",
+            limit_images=settings.max_batch_images,
+        )
+    for i, entry in enumerate(entries):
+        ok = isinstance(entry, dict) and len(entry) == 1
+        key = next(iter(entry)) if ok else None
+        if not ok or key not in ("b64", "url") or not isinstance(entry[key], str):
+            raise InvalidRequest(
+                f'images[{i}] must be {{"b64": "..."}} or {{"url": "..."}}. {SHAPE_HINT}',
+                image_index=i,
+            )
+    return entries
+
+
+def load_images(entries: list[dict[str, Any]], settings: Settings) -> list[JsonImage]:
+    """Decode the base64 entries and fetch the URL ones (blocking: run in a worker thread)."""
+    policy = fetch_policy(settings)
+    deadline = time.monotonic() + policy.timeout_s
+    images: list[JsonImage] = []
+    for i, entry in enumerate(entries):
+        where = f"images[{i}]"
+        if "b64" in entry:
+            images.append(
+                JsonImage(None, _decode_b64(entry["b64"], settings.max_image_bytes, where))
+            )
+            continue
+        url = entry["url"]
+        try:
+            data = fetch_image(url, policy, deadline=deadline)
+        except ServiceError as exc:
+            if len(entries) > 1:
+                exc.detail = f"{where}: {exc.detail}"
+                exc.extra["image_index"] = i
+            raise
+        name = urlsplit(url).path.rsplit("/", 1)[-1][:200]
+        images.append(JsonImage(name or None, data))
+    return images

@@ -1,0 +1,268 @@
+"""Fetch an image by URL without becoming an SSRF proxy.
+
+Every hop (the URL and each redirect) is checked the same way: scheme (https unless http is
+allowed), no credentials in the URL, the host allow-list, then DNS, and every address the
+name resolves to must be public (not private, loopback, link-local - cloud metadata lives at
+169.254.169.254 -, multicast, reserved, shared or unspecified; IPv4-mapped IPv6 is judged as
+the IPv4 it carries). The connection goes to the address that was checked (the Host header
+and TLS name stay the URL's), so a second DNS answer cannot swap in another target. Bytes and
+the whole fetch's time are capped. Stdlib only; blocking (run it in a worker thread).
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Final
+from urllib.parse import urljoin, urlsplit
+
+from app.errors import PayloadTooLarge, ServiceError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], list[str]]
+REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_CHUNK: Final = 64 * 1024
+USER_AGENT: Final = "imgclass-url-fetch/1"
+
+
+class UrlNotAllowed(ServiceError):
+    status: ClassVar[int] = 422
+    slug: ClassVar[str] = "url-not-allowed"
+    title: ClassVar[str] = "Image URL not allowed"
+
+
+class UrlFetchFailed(ServiceError):
+    status: ClassVar[int] = 422
+    slug: ClassVar[str] = "url-fetch-failed"
+    title: ClassVar[str] = "Image URL could not be fetched"
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    enabled: bool = False
+    allow_http: bool = False
+    allowed_hosts: Sequence[str] = ()  # empty: any public host
+    private_allowlist: Sequence[str] = ()  # hosts, IPs or CIDRs exempt from the public rule
+    max_bytes: int = 20 * 1024 * 1024
+    timeout_s: float = 5.0
+    max_redirects: int = 3
+    resolver: Resolver | None = field(default=None, compare=False)  # tests and DNS overrides
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise UrlFetchFailed(f"The image URL's host {host!r} does not resolve.") from exc
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def is_public(ip: IPAddress) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return is_public(ip.ipv4_mapped)
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
+
+
+def _host_matches(host: str, patterns: Sequence[str]) -> bool:
+    for pattern in patterns:
+        p = pattern.strip().lower().rstrip(".")
+        if p == host or (p.startswith("*.") and host.endswith(p[1:])):
+            return True
+    return False
+
+
+def _exempt(host: str, ip: IPAddress, literal: bool, allowlist: Sequence[str]) -> bool:
+    """A non-public address is allowed only for a host named in the allow-list (exact or
+    *.suffix), or for an IP-literal URL inside a listed address or CIDR. A name is never
+    exempt just because it resolves to a listed address: that is the DNS trick refused here."""
+    if _host_matches(host, allowlist):
+        return True
+    if not literal:
+        return False
+    for entry in allowlist:
+        try:
+            if ip in ipaddress.ip_network(entry.strip().strip("[]"), strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+@dataclass(frozen=True)
+class _Target:
+    scheme: str
+    host: str  # lower-case, no brackets
+    port: int
+    path: str  # path + query
+    ip: str  # the checked address to connect to
+
+
+def check_url(url: str, policy: FetchPolicy) -> _Target:
+    """Everything that decides whether a URL may be fetched; the address to connect to."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UrlNotAllowed(f"Not a valid URL: {exc}.") from exc
+    scheme = parts.scheme.lower()
+    allowed = ("https", "http") if policy.allow_http else ("https",)
+    if scheme not in allowed:
+        raise UrlNotAllowed(
+            f"Only {' and '.join(allowed)} image URLs are fetched"
+            + ("" if policy.allow_http else " (IMGCLASS_URL_ALLOW_HTTP=true allows http)")
+            + f"; got {scheme or 'no scheme'!r}."
+        )
+    if parts.username is not None or parts.password is not None:
+        raise UrlNotAllowed("Image URLs may not carry credentials (user:password@).")
+    host = (parts.hostname or "").lower().rstrip(".")
+    if not host:
+        raise UrlNotAllowed("The image URL has no host.")
+    if policy.allowed_hosts and not _host_matches(host, policy.allowed_hosts):
+        raise UrlNotAllowed(
+            f"The host {host!r} is not in IMGCLASS_URL_ALLOWED_HOSTS; images are fetched only "
+            "from the hosts listed there."
+        )
+    port = port or (443 if scheme == "https" else 80)
+    literal = True
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        literal = False
+        resolve = policy.resolver or system_resolver
+        try:
+            addresses = [ipaddress.ip_address(a.split("%")[0]) for a in resolve(host, port)]
+        except ValueError as exc:
+            raise UrlFetchFailed(f"{host!r} resolved to an invalid address.") from exc
+    if not addresses:
+        raise UrlFetchFailed(f"The image URL's host {host!r} does not resolve.")
+    for ip in addresses:
+        if not is_public(ip) and not _exempt(host, ip, literal, policy.private_allowlist):
+            raise UrlNotAllowed(
+                f"The image URL's host {host!r} resolves to {ip}, which is not a public address "
+                "(private, loopback, link-local, metadata, multicast or reserved): not fetched."
+            )
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return _Target(scheme, host, port, path, str(addresses[0]))
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    pinned: socket.socket  # the connected socket, kept after http.client lets go of it
+
+    def __init__(self, target: _Target, timeout: float) -> None:
+        super().__init__(target.host, target.port, timeout=timeout)
+        self._ip = target.ip
+
+    def connect(self) -> None:
+        self.sock = self.pinned = socket.create_connection((self._ip, self.port), self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    pinned: socket.socket
+
+    def __init__(self, target: _Target, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(target.host, target.port, timeout=timeout, context=context)
+        self._ip = target.ip
+        self._ctx = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._ip, self.port), self.timeout)
+        # Certificate and SNI are checked against the URL's host name, not the address.
+        self.sock = self.pinned = self._ctx.wrap_socket(sock, server_hostname=self.host)
+
+
+def _remaining(deadline: float, url: str) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise UrlFetchFailed(f"Fetching {url} took longer than the limit; not used.")
+    return left
+
+
+def fetch_image(
+    url: str,
+    policy: FetchPolicy,
+    *,
+    deadline: float | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> bytes:
+    """The body of `url` (after at most policy.max_redirects checked redirects)."""
+    if not policy.enabled:
+        raise UrlNotAllowed(
+            "Image URLs are not fetched by this server (IMGCLASS_URL_FETCH_ENABLED=false); "
+            "send the image bytes (multipart, raw body or base64 'b64')."
+        )
+    deadline = deadline if deadline is not None else time.monotonic() + policy.timeout_s
+    context = ssl_context or ssl.create_default_context()
+    current = url
+    for _hop in range(policy.max_redirects + 1):
+        target = check_url(current, policy)
+        timeout = _remaining(deadline, url)
+        conn: _PinnedHTTP | _PinnedHTTPS = (
+            _PinnedHTTPS(target, timeout, context)
+            if target.scheme == "https"
+            else _PinnedHTTP(target, timeout)
+        )
+        try:
+            conn.request(
+                "GET",
+                target.path,
+                headers={
+                    "User-Agent": USER_AGENT,
+                    "Accept": "image/*",
+                    "Accept-Encoding": "identity",
+                },
+            )
+            response = conn.getresponse()
+            if response.status in REDIRECTS:
+                location = response.getheader("Location")
+                if not location:
+                    raise UrlFetchFailed(f"{current} redirected without a Location.")
+                current = urljoin(current, location)
+                continue
+            if response.status != 200:
+                raise UrlFetchFailed(f"{current} answered HTTP {response.status}.")
+            return _read_capped(response, policy.max_bytes, deadline, conn.pinned, url)
+        except TimeoutError as exc:
+            raise UrlFetchFailed(f"Fetching {url} took longer than the limit; not used.") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise UrlFetchFailed(f"Fetching {current} failed: {exc.__class__.__name__}.") from exc
+        finally:
+            conn.close()
+    raise UrlFetchFailed(f"{url} redirected more than {policy.max_redirects} times.")
+
+
+def _read_capped(
+    response: http.client.HTTPResponse,
+    limit: int,
+    deadline: float,
+    sock: socket.socket,
+    url: str,
+) -> bytes:
+    length = response.getheader("Content-Length")
+    if length is not None and length.strip().isdigit() and int(length) > limit:
+        raise PayloadTooLarge(
+            f"The image at the URL is {int(length):,} bytes; the limit is {limit:,}.",
+            limit_bytes=limit,
+        )
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        # http.client hands the socket to the response (conn.sock may be None by now); the
+        # timeout of each read is what is left of the whole fetch's time.
+        sock.settimeout(_remaining(deadline, url))
+        chunk = response.read1(_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(
+                f"The image at the URL is larger than the limit of {limit:,} bytes.",
+                limit_bytes=limit,
+            )
+        chunks.append(chunk)

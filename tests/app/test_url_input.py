@@ -1,0 +1,243 @@
+"""JSON image input on /v1 predict: base64 and URLs, with the SSRF rules. A real HTTP server on
+127.0.0.1 serves the images; it is reachable only because the test settings allow-list it."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.url_fetch import FetchPolicy, UrlFetchFailed, UrlNotAllowed, check_url, fetch_image
+from tests.conftest import DATA, ROOT, make_settings, require
+
+MAX_IMAGE_BYTES = 64 * 1024
+PNG = "mnist_00_7.png"
+
+
+def digit() -> bytes:
+    return require(DATA / "photos" / "foolbox" / PNG).read_bytes()
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        if "Content-Length" not in (headers or {}) and status != 999:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        path = self.path
+        if path == "/digit.png":
+            self._send(200, digit(), {"Content-Type": "image/png"})
+        elif path == "/page.html":
+            self._send(200, b"<!doctype html><html>no image</html>", {"Content-Type": "image/png"})
+        elif path == "/big":
+            self._send(200, b"\x89PNG\r\n\x1a\n" + b"\0" * MAX_IMAGE_BYTES)
+        elif path == "/big-no-length":
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for _ in range(MAX_IMAGE_BYTES // 4096 + 2):
+                self.wfile.write(b"\0" * 4096)
+        elif path == "/slow":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(100):
+                self.wfile.write(b"\0" * 10)
+                self.wfile.flush()
+                time.sleep(0.1)
+        elif path == "/to-digit":
+            self._send(302, headers={"Location": "/digit.png"})
+        elif path == "/to-metadata":
+            self._send(302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+        elif path == "/to-loopback-name":
+            port = self.server.server_address[1]
+            self._send(301, headers={"Location": f"http://localhost:{port}/digit.png"})
+        elif path == "/loop":
+            self._send(307, headers={"Location": "/loop"})
+        else:
+            self._send(404, b"not found")
+
+
+@pytest.fixture(scope="module")
+def image_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def make_client(tmp_path: Path, **overrides: object) -> TestClient:
+    values: dict[str, object] = {
+        "enabled_models": ["digits"],
+        "allowed_hosts": ["*"],
+        "max_image_bytes": MAX_IMAGE_BYTES,
+        "url_fetch_enabled": True,
+        "url_allow_http": True,  # the test server speaks plain http
+        "url_private_allowlist": ["127.0.0.1"],  # the one private address the tests may reach
+        "url_timeout_s": 1.5,
+    }
+    values.update(overrides)
+    return TestClient(create_app(make_settings(ROOT / "models", tmp_path, **values)))
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    with make_client(tmp_path_factory.mktemp("url")) as c:
+        yield c
+
+
+def predict_json(client: TestClient, images: list[dict[str, str]]) -> httpx.Response:
+    return client.post("/v1/models/digits/predict", json={"images": images})
+
+
+def top(r: httpx.Response) -> list[tuple[int, float]]:
+    assert r.status_code == 200, r.text
+    return [(p["index"], p["score"]) for p in r.json()["results"][0]["predictions"]]
+
+
+def test_b64_and_url_give_the_multipart_answer(client: TestClient, image_server: str) -> None:
+    png = digit()
+    expected = top(client.post("/v1/models/digits/predict", files={"file": ("d.png", png)}))
+    b64 = base64.b64encode(png).decode()
+    assert top(predict_json(client, [{"b64": b64}])) == expected
+    assert top(predict_json(client, [{"b64": "data:image/png;base64," + b64}])) == expected
+    assert top(predict_json(client, [{"url": f"{image_server}/digit.png"}])) == expected
+    assert top(predict_json(client, [{"url": f"{image_server}/to-digit"}])) == expected
+    r = predict_json(client, [{"b64": b64}, {"url": f"{image_server}/digit.png"}])
+    assert r.status_code == 200 and len(r.json()["results"]) == 2
+    assert r.json()["results"][1]["filename"] == "digit.png"
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"images": [{"b64": "not base64!"}]}, 422),
+        ({"images": []}, 422),
+        ({"images": [{"b64": "aGk=", "url": "https://x"}]}, 422),
+        ({"images": [{"path": "/etc/passwd"}]}, 422),
+        ({"imgs": []}, 422),
+        ([1, 2], 422),
+        ({"images": [{"b64": base64.b64encode(b"\0" * (MAX_IMAGE_BYTES + 10)).decode()}]}, 413),
+        ({"images": [{"b64": "aGk="}] * 40}, 413),
+    ],
+)
+def test_bad_json_bodies(client: TestClient, body: Any, status: int) -> None:
+    r = client.post("/v1/models/digits/predict", json=body)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+
+
+def url_error(client: TestClient, url: str) -> dict[str, Any]:
+    r = predict_json(client, [{"url": url}])
+    assert 400 <= r.status_code < 500, r.text
+    doc: dict[str, Any] = r.json()
+    doc["status_code"] = r.status_code
+    return doc
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.1.2.3/x.png",  # private
+        "http://192.168.0.10/x.png",  # private
+        "http://127.0.0.2/x.png",  # loopback, not the allow-listed address
+        "http://169.254.169.254/latest/meta-data/",  # link-local: cloud metadata
+        "http://[::1]/x.png",  # IPv6 loopback
+        "http://[fd00:ec2::254]/",  # IPv6 ULA (AWS metadata over IPv6)
+        "http://[::ffff:127.0.0.1]/x.png",  # IPv4-mapped loopback
+        "http://224.0.0.1/x.png",  # multicast
+        "http://0.0.0.0/x.png",  # unspecified
+        "http://100.64.0.1/x.png",  # shared address space (carrier NAT)
+        "http://240.0.0.1/x.png",  # reserved
+        "http://localhost/x.png",  # a DNS name (here /etc/hosts) resolving to loopback
+    ],
+)
+def test_non_public_addresses_are_refused(client: TestClient, url: str) -> None:
+    doc = url_error(client, url)
+    assert doc["status_code"] == 422 and doc["type"] == "/problems/url-not-allowed", doc
+    assert "not a public address" in doc["detail"]
+
+
+def test_redirects_are_checked_on_every_hop(client: TestClient, image_server: str) -> None:
+    doc = url_error(client, f"{image_server}/to-metadata")
+    assert doc["type"] == "/problems/url-not-allowed" and "169.254.169.254" in doc["detail"]
+    doc = url_error(client, f"{image_server}/to-loopback-name")
+    assert doc["type"] == "/problems/url-not-allowed" and "localhost" in doc["detail"]
+    doc = url_error(client, f"{image_server}/loop")
+    assert doc["type"] == "/problems/url-fetch-failed" and "redirected more than" in doc["detail"]
+
+
+def test_size_time_content_and_status(client: TestClient, image_server: str) -> None:
+    assert url_error(client, f"{image_server}/big")["status_code"] == 413
+    assert url_error(client, f"{image_server}/big-no-length")["status_code"] == 413
+    t0 = time.monotonic()
+    doc = url_error(client, f"{image_server}/slow")
+    assert time.monotonic() - t0 < 5
+    assert doc["type"] == "/problems/url-fetch-failed" and "longer than the limit" in doc["detail"]
+    doc = url_error(client, f"{image_server}/page.html")
+    assert doc["status_code"] == 415 and "HTML" in doc["detail"]
+    doc = url_error(client, f"{image_server}/missing.png")
+    assert doc["type"] == "/problems/url-fetch-failed" and "404" in doc["detail"]
+    doc = url_error(client, "http://user:pw@example.com/x.png")
+    assert doc["type"] == "/problems/url-not-allowed" and "credentials" in doc["detail"]
+    doc = url_error(client, "file:///etc/passwd")
+    assert doc["type"] == "/problems/url-not-allowed"
+
+
+def test_https_only_allow_list_and_off_by_default(tmp_path: Path, image_server: str) -> None:
+    url = f"{image_server}/digit.png"
+    with make_client(tmp_path / "a", url_allow_http=False) as c:
+        doc = url_error(c, url)
+        assert doc["type"] == "/problems/url-not-allowed" and "https" in doc["detail"]
+    with make_client(tmp_path / "b", url_allowed_hosts=["images.example.com"]) as c:
+        doc = url_error(c, url)
+        assert "IMGCLASS_URL_ALLOWED_HOSTS" in doc["detail"]
+    with make_client(tmp_path / "c", url_allowed_hosts=["127.0.0.1"]) as c:
+        assert predict_json(c, [{"url": url}]).status_code == 200
+    with make_client(tmp_path / "d", url_private_allowlist=[]) as c:
+        doc = url_error(c, url)  # 127.0.0.1 itself, once not allow-listed
+        assert "not a public address" in doc["detail"]
+    with make_client(tmp_path / "e", url_fetch_enabled=False, url_private_allowlist=[]) as c:
+        doc = url_error(c, url)
+        assert "IMGCLASS_URL_FETCH_ENABLED" in doc["detail"]
+
+
+def test_dns_answer_is_checked_and_pinned() -> None:
+    """A name whose DNS answer holds a private address is refused even when another answer is
+    public; an accepted name is connected to by the checked address."""
+    answers = {"mixed.example": ["93.184.215.14", "10.0.0.7"], "ok.example": ["93.184.215.14"]}
+    policy = FetchPolicy(enabled=True, resolver=lambda host, port: answers[host])
+    with pytest.raises(UrlNotAllowed, match=r"10\.0\.0\.7"):
+        check_url("https://mixed.example/cat.jpg", policy)
+    target = check_url("https://ok.example:8443/cat.jpg?size=big", policy)
+    assert (target.ip, target.host, target.port, target.path) == (
+        "93.184.215.14",
+        "ok.example",
+        8443,
+        "/cat.jpg?size=big",
+    )
+    unresolvable = FetchPolicy(enabled=True, resolver=lambda host, port: [])
+    with pytest.raises(UrlFetchFailed):
+        fetch_image("https://nowhere.example/x.jpg", unresolvable)
