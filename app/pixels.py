@@ -8,6 +8,7 @@ several float64 copies). 16-bit and alpha arithmetic is integer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Final
 
 import numpy as np
@@ -36,7 +37,10 @@ def _gray_scale(img: Image.Image) -> tuple[int, float]:
     """(right shift, multiplier) that bring a 16/32-bit or float gray image onto 0-255,
     from its extrema (computed in C, no copy): 16-bit data is shifted by 8, float in 0-1 is
     multiplied by 255, anything already within 0-255 is left as it is."""
-    hi: Any = img.getextrema()[1]  # a number for one-band images
+    try:
+        hi: Any = img.getextrema()[1]  # a number for one-band images
+    except ValueError:  # Pillow has no extrema for some modes (I;16B): strip by strip
+        hi = max(int(np.asarray(s).max()) for _, s in _strips(img, 1))
     if img.mode == "F":
         return 0, 255.0 if float(hi) <= 1.0 else 1.0
     peak = int(hi)
@@ -45,6 +49,14 @@ def _gray_scale(img: Image.Image) -> tuple[int, float]:
     if peak <= 65535:
         return 8, 1.0
     return max(0, peak.bit_length() - 8), 1.0
+
+
+def _strips(img: Image.Image, factor: int) -> Iterator[tuple[int, Image.Image]]:
+    """(top, strip) pairs covering the image; strip heights are multiples of factor."""
+    w, h = img.size
+    rows = max(factor, STRIP_BYTES // max(1, w * 4) // factor * factor)
+    for top in range(0, h, rows):
+        yield top, img.crop((0, top, w, min(h, top + rows)))
 
 
 def _gray_to_l(strip: Image.Image, shift: int, mult: float) -> Image.Image:
@@ -77,9 +89,8 @@ def reduce_and_convert(img: Image.Image, factor: int) -> Image.Image:
     if factor <= 1 and w * h * 4 <= STRIP_BYTES:
         return _to_working(img, work, scale)
     out = Image.new(work, (-(-w // factor), -(-h // factor)))
-    rows = max(factor, STRIP_BYTES // max(1, w * 4) // factor * factor)
-    for top in range(0, h, rows):
-        strip = _to_working(img.crop((0, top, w, min(h, top + rows))), work, scale)
+    for top, raw in _strips(img, factor):
+        strip = _to_working(raw, work, scale)
         if factor > 1:
             strip = strip.reduce(factor)
         out.paste(strip, (0, top // factor))

@@ -1,0 +1,188 @@
+"""Peak server memory and the slowest answers over the hostile-input corpus (issue #11).
+
+Starts a real server (`python -m app`, uvicorn) on a free loopback port with the shipped
+bundles, sends every case of tests/app/hostile/cases.py (crafted EXIF, CPU and memory bombs,
+damaged files, polyglots, non-images, odd-but-valid images) plus a batch of large images,
+samples the server's RSS every 10 ms (psutil) and prints: peak RSS, RSS after start-up,
+counts by status class, answers of the wrong class, and the slowest cases with their times.
+
+Usage:
+  .venv/bin/python -m bench.peak_memory [--app-root DIR] [--repeat 1] [--slowest 10]
+`--app-root` runs the server from another checkout (e.g. a `git worktree` of an older
+commit) to measure "before"; the corpus always comes from this checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.app.hostile.cases import CASES, Case, Payload, photo  # noqa: E402
+from tests.images import encode  # noqa: E402
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RssSampler(threading.Thread):
+    """Peak resident memory of a process and its children, sampled every `every` seconds."""
+
+    def __init__(self, pid: int, every: float = 0.01) -> None:
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.every = every
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def current(self) -> int:
+        try:
+            procs = [self.proc, *self.proc.children(recursive=True)]
+            return sum(p.memory_info().rss for p in procs)
+        except psutil.Error:
+            return 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, self.current())
+            time.sleep(self.every)
+
+
+def post(client: httpx.Client, url: str, payload: Payload) -> httpx.Response:
+    if isinstance(payload, bytes):
+        return client.post(
+            url, content=payload, headers={"content-type": "application/octet-stream"}
+        )
+    files = [
+        ("file", (f"img{i}", data, "application/octet-stream")) for i, data in enumerate(payload)
+    ]
+    return client.post(url, files=files)
+
+
+def status_ok(case: Case, status: int) -> bool:
+    """Right class of answer (the top-1 check lives in the tests; here only the class)."""
+    if case.expect in ("photo", "ok"):
+        return 200 <= status < 300
+    if case.expect == "reject":
+        return status in case.statuses
+    return 200 <= status < 300 or status in case.statuses
+
+
+def large_batch() -> Case:
+    big = encode(photo().resize((4000, 3000)), "JPEG", quality=85)
+    return Case("batch-8x12mp-jpeg", lambda: [big] * 8, "ok", group="batch")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--app-root", type=Path, default=ROOT)
+    ap.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    ap.add_argument("--repeat", type=int, default=1, help="send the corpus this many times")
+    ap.add_argument("--slowest", type=int, default=10)
+    ap.add_argument("--timeout", type=float, default=120.0, help="client timeout per request (s)")
+    args = ap.parse_args()
+
+    cases = [*CASES, large_batch()]
+    payloads = {c.name: c.make() for c in cases}  # generated before the server starts
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="peakmem-")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(args.app_root),
+        "IMGCLASS_MODELS_DIR": str(args.models_dir),
+        "IMGCLASS_DATA_DIR": tmp,
+        "IMGCLASS_HOST": "127.0.0.1",
+        "IMGCLASS_PORT": str(port),
+        "IMGCLASS_LOG_LEVEL": "WARNING",
+        "IMGCLASS_ACCESS_LOG": "false",
+    }
+    log = Path(tmp) / "server.log"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app"],
+            cwd=args.app_root,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        # No keep-alive: a server that resets a connection after a 500 must not cost the next case.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(timeout=args.timeout, limits=limits) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if client.get(base + "/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    sys.exit(f"server did not become ready; log: {log}")
+                time.sleep(0.2)
+            sampler = RssSampler(proc.pid)
+            rss_ready = sampler.current()
+            sampler.start()
+            times: list[tuple[float, str, int]] = []
+            classes: collections.Counter[str] = collections.Counter()
+            wrong: list[str] = []
+            for _ in range(args.repeat):
+                for case in cases:
+                    t0 = time.perf_counter()
+                    try:
+                        status = post(
+                            client, f"{base}/v1/models/{case.model}/predict", payloads[case.name]
+                        ).status_code
+                    except httpx.TransportError:  # timeout, reset: no answer at all
+                        status = 0
+                    dt = time.perf_counter() - t0
+                    times.append((dt, case.name, status))
+                    classes[f"{status // 100}xx" if status else "no answer"] += 1
+                    if not status_ok(case, status):
+                        wrong.append(f"{case.name} -> {status}")
+                    if proc.poll() is not None:
+                        sys.exit(f"the server died during {case.name}; log: {log}")
+            sampler.stop.set()
+            sampler.join()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    n = len(times)
+    print(
+        f"app root: {args.app_root}   cases: {len(cases)} x {args.repeat} = {n} requests (sequential)"
+    )
+    print(f"RSS after start-up (4 shipped bundles loaded): {rss_ready / 2**20:8.1f} MiB")
+    print(f"peak RSS over the run:                         {sampler.peak / 2**20:8.1f} MiB")
+    print("answers by status class: " + ", ".join(f"{k}: {v}" for k, v in sorted(classes.items())))
+    print(f"answers of the wrong class: {len(wrong)}" + "".join(f"\n  {w}" for w in wrong))
+    print(
+        f"total time: {sum(t for t, _, _ in times):.1f} s; over 3 s: {sum(t > 3 for t, _, _ in times)}"
+    )
+    print(f"\n{'slowest cases':40s} {'seconds':>8s} {'status':>7s}")
+    for dt, name, status in sorted(times, reverse=True)[: args.slowest]:
+        print(f"{name:40s} {dt:8.2f} {status:7d}")
+
+
+if __name__ == "__main__":
+    main()

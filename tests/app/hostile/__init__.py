@@ -1,0 +1,1 @@
+"""Hostile and odd-but-valid inputs driven through the real app (issue #11)."""

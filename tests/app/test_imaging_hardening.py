@@ -1,0 +1,237 @@
+"""Ingestion under hostile input, without HTTP: EXIF read defensively, decode work bounded
+before it starts, reduce-before-convert with integer maths, messages of our own."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.bundle import InputSpec
+from app.decode_guard import (
+    FRAME_COUNT_CAP,
+    count_gif_frames,
+    count_jpeg_scans,
+    count_tiff_pages,
+    decode_slot,
+)
+from app.errors import InvalidImage, PayloadTooLarge
+from app.imaging import ImageLimits, decode, prepare
+from tests.app.hostile import cases
+from tests.images import encode, exif_payload, many_page_tiff, orientation_entry
+
+RGB = InputSpec(height=32, width=32, channels=3, color="rgb")
+RGB224 = InputSpec(height=224, width=224, channels=3, color="rgb")
+GRAY = InputSpec(height=28, width=28, channels=1, color="gray")
+LIMITS = ImageLimits()
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def small(photos_dir: Path) -> Image.Image:
+    """A small asymmetric real photo, so every one of the 8 orientations looks different."""
+    with Image.open(photos_dir / "skimage" / "chelsea.png") as im:
+        return im.convert("RGB").resize((90, 60))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_all_eight_orientations_are_applied_exactly(small: Image.Image, orientation: int) -> None:
+    stored = cases.stored_for(orientation, small)
+    data = encode(stored, "PNG", exif=exif_payload([orientation_entry(orientation)]))
+    img, info = decode(data, RGB, LIMITS)
+    assert (info.orientation, info.exif) == (orientation, "applied")
+    np.testing.assert_array_equal(np.asarray(img), np.asarray(small))
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "orientation"),
+    [
+        ("exif-negative-sshort-resolution-unit", "applied", 6),
+        ("exif-ascii-xresolution", "applied", 6),
+        ("exif-negative-slong-width", "applied", 6),
+        ("exif-float-resolution-unit", "applied", 6),
+        ("png-exif-chunk-type-confusion", "applied", 6),
+        ("exif-nan-rationals", "applied", 6),
+        ("exif-orientation-out-of-range", "invalid", 1),
+        ("exif-orientation-as-ascii", "invalid", 1),
+        ("exif-orientation-as-rational", "invalid", 1),
+    ],
+)
+def test_crafted_exif_is_reported_not_fatal(name: str, status: str, orientation: int) -> None:
+    """Type-confused tags next to a valid orientation: rotated; a bad orientation tag: not
+    rotated, and said so."""
+    (case,) = [c for c in cases.CASES if c.name == name]
+    data = case.make()
+    assert isinstance(data, bytes)
+    img, info = decode(data, RGB224, LIMITS)
+    assert (info.exif, info.orientation) == (status, orientation)
+    assert img.size == cases.photo().size  # the 512x512 photo, upright or as stored
+
+
+def test_unparseable_exif_means_no_rotation() -> None:
+    data = cases.jpeg_raw_exif(b"Exif\x00\x00MM\x00*\xff\xff\xff\xff", orientation=1)
+    _, info = decode(data, RGB224, LIMITS)
+    assert info.orientation == 1 and info.exif in ("unreadable", "none")
+
+
+def test_jpeg_scans_are_counted_and_bombs_refused() -> None:
+    p = cases.photo()
+    assert count_jpeg_scans(encode(p, "JPEG"), 100) == 1
+    assert count_jpeg_scans(encode(p, "JPEG", progressive=True), 100) == 10
+    assert count_jpeg_scans(encode(p.convert("L"), "JPEG", progressive=True), 100) == 6
+    bomb = cases.progressive_bomb(1500)
+    assert count_jpeg_scans(bomb, 100) == 101  # stops counting past the cap
+    t0 = time.perf_counter()
+    with pytest.raises(PayloadTooLarge, match="progressive scans"):
+        prepare(bomb, RGB224, LIMITS)
+    assert time.perf_counter() - t0 < 1.0  # refused from the headers, never decoded
+    # Below the scan cap, a progressive file is charged pixels x scans / 10.
+    mid = cases.progressive_bomb(60, side=1000)
+    with pytest.raises(PayloadTooLarge, match="megapixels"):
+        prepare(mid, RGB224, ImageLimits(max_request_pixels=5_000_000))
+    assert prepare(mid, RGB224, LIMITS).array.shape == (224, 224, 3)
+
+
+def test_frames_are_counted_only_up_to_the_cap() -> None:
+    many = many_page_tiff(40_000)
+    assert count_tiff_pages(many, FRAME_COUNT_CAP + 1) == FRAME_COUNT_CAP + 1
+    assert count_tiff_pages(many_page_tiff(3), 100) == 3
+    t0 = time.perf_counter()
+    _, info = decode(many, GRAY, LIMITS)
+    assert time.perf_counter() - t0 < 1.0
+    assert (info.frames, info.frames_capped) == (FRAME_COUNT_CAP, True)
+    gif = cases.gif_many_frames(5000)
+    assert count_gif_frames(gif, 10**6) == 5000
+    assert decode(gif, GRAY, LIMITS)[1].frames_capped
+
+
+def test_gif_frame_walk_agrees_with_pillow(small: Image.Image) -> None:
+    frames = [
+        small,
+        small.rotate(90),
+        small.rotate(180),
+        small.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+    ]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=40)
+    with Image.open(io.BytesIO(data)) as im:
+        assert count_gif_frames(data, 100) == im.n_frames == 4
+
+
+def test_request_pixel_budget_spans_the_batch() -> None:
+    limits = ImageLimits(max_request_pixels=1_000_000)
+    img = encode(Image.new("RGB", (600, 600), (9, 9, 9)), "PNG")  # 0.36 MP each
+    budget = limits.budget()
+    prepare(img, RGB, limits, budget)
+    prepare(img, RGB, limits, budget)
+    with pytest.raises(PayloadTooLarge, match="per request"):
+        prepare(img, RGB, limits, budget)
+    prepare(img, RGB, limits)  # alone, each image fits: a fresh budget per call
+
+
+def test_request_time_budget() -> None:
+    with pytest.raises(PayloadTooLarge, match="took more than"):
+        prepare(encode(Image.new("RGB", (64, 64)), "PNG"), RGB, ImageLimits(decode_seconds=0.0))
+
+
+def test_decode_slots_bound_concurrency() -> None:
+    """With one slot held elsewhere, a decode waits for it."""
+    data = encode(Image.new("RGB", (64, 64)), "PNG")
+    held, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with decode_slot(1):
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(10)
+    worker = threading.Thread(
+        target=lambda: (prepare(data, RGB, ImageLimits(decode_concurrency=1)), done.set())
+    )
+    worker.start()
+    assert not done.wait(0.3)  # blocked behind the held slot
+    release.set()
+    assert done.wait(10)
+    t.join()
+    worker.join()
+
+
+def test_sixteen_bit_is_integer_shifted() -> None:
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+    img, info = decode(encode(Image.fromarray(ramp), "PNG"), GRAY, LIMITS)
+    assert info.mode.startswith("I;16")
+    np.testing.assert_array_equal(np.asarray(img), (ramp >> 8).astype(np.uint8))
+
+
+def test_float_and_low_range_gray() -> None:
+    f = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    img, _ = decode(encode(Image.fromarray(f, "F"), "TIFF"), GRAY, LIMITS)
+    assert np.asarray(img).max() == 255 and np.asarray(img).min() == 0
+    low = np.full((20, 20), 200, dtype=np.uint16)  # 16-bit container, 8-bit values: kept
+    img, _ = decode(encode(Image.fromarray(low), "PNG"), GRAY, LIMITS)
+    assert int(np.asarray(img).mean()) == 200
+
+
+def test_reduced_alpha_matches_full_size_compositing(small: Image.Image) -> None:
+    """Premultiplied reduce then composite == composite at full size then reduce (±1)."""
+    big = small.resize((900, 600)).convert("RGBA")
+    alpha = np.tile(np.linspace(0, 255, 900, dtype=np.uint8), (600, 1))
+    big.putalpha(Image.fromarray(alpha))
+    img, _ = decode(encode(big, "PNG"), RGB, LIMITS)
+    assert img.size == (100, 67)  # reduced by 9 before any conversion (>= 2x the input)
+    white = Image.new("RGBA", big.size, (255, 255, 255, 255))
+    ref = Image.alpha_composite(white, big).convert("RGB").reduce(9)
+    diff = np.abs(np.asarray(img, np.int16) - np.asarray(ref, np.int16))
+    assert diff.max() <= 2
+
+
+def test_damaged_files_get_our_message_only() -> None:
+    data = encode(cases.photo(), "PNG")[:3000]
+    with pytest.raises(InvalidImage) as err:
+        prepare(data, RGB, LIMITS)
+    detail = err.value.detail
+    assert "damaged or truncated" in detail and "0x" not in detail and "BytesIO" not in detail
+    with pytest.raises(InvalidImage) as err:
+        prepare(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, RGB, LIMITS)
+    assert "header" in err.value.detail and "0x" not in err.value.detail
+
+
+PEAK_SCRIPT = """
+import resource, sys
+from tests.images import big_png
+from app.bundle import InputSpec
+from app.imaging import ImageLimits, prepare
+data = big_png({w}, {h}, mode="{mode}", bits={bits})
+spec = InputSpec(height=224, width=224, channels=3, color="rgb")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+prepare(data, spec, ImageLimits())
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) // 1024)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("w", "h", "mode", "bits", "intrinsic_mb"),
+    [(8000, 5000, "L", 16, 80), (7000, 5700, "RGBA", 8, 160)],
+)
+def test_peak_memory_is_the_decoded_image_plus_a_little(
+    w: int, h: int, mode: str, bits: int, intrinsic_mb: int
+) -> None:
+    """Growth of the peak RSS while preparing one huge image (fresh process): the decoded
+    buffer Pillow must hold, plus at most 64 MB (it used to be ~1 GiB and ~0.8 GiB)."""
+    script = PEAK_SCRIPT.format(w=w, h=h, mode=mode, bits=bits)
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    growth_mb = int(out.stdout.split()[-1])
+    assert growth_mb < intrinsic_mb + 64, growth_mb
