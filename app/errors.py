@@ -100,6 +100,22 @@ class NotReady(ServiceError):
     title = "Not ready"
 
 
+class Overloaded(ServiceError):
+    """The model's queue is full: answered at once, with Retry-After, instead of waiting."""
+
+    status = 503
+    slug = "overloaded"
+    title = "Server busy"
+
+
+class DeadlineExceeded(ServiceError):
+    """The request waited past request_deadline_s; it was not (or no longer) run."""
+
+    status = 503
+    slug = "deadline-exceeded"
+    title = "Deadline exceeded"
+
+
 class ConfigurationError(Exception):
     """A setting that cannot be honoured (e.g. CUDA requested where it is absent). Stops start-up."""
 
@@ -120,9 +136,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
-        if exc.status >= 500:
+        if exc.status >= 500 and not isinstance(exc, Overloaded):  # no log flood under overload
             logger.error("%s %s: %s", request.method, request.url.path, exc.detail)
-        headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else {}
+        retry = exc.extra.get("retry_after_s")
+        if isinstance(retry, int | float):
+            headers["Retry-After"] = str(max(1, round(retry)))
         return JSONResponse(
             exc.to_problem(request.url.path),
             status_code=exc.status,

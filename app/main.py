@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from app import __version__
 from app.api import access, catalogs, health, metrics, models, predict, teach, v2
 from app.api.guards import GuardMiddleware
+from app.batching import Schedulers, serving_threads
 from app.catalog.service import CatalogService
 from app.errors import install_error_handlers
 from app.logs import RequestObserver, configure_logging
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.teach.stop()
         registry.stop_watching()
+        app.state.schedulers.close()
         catalog_service.close()
 
     app = FastAPI(
@@ -64,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.models_dir,
         taught_dir=taught_root(settings),
         providers=settings.providers,
-        intra_op_threads=settings.intra_op_threads,
+        intra_op_threads=serving_threads(settings),
         warmup_runs=settings.warmup_runs,
         enabled=settings.enabled_models,
     )
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         job_work(app.state.catalogs, app.state.registry, settings),
         max_queued=settings.teach_max_queued,
     )
+    app.state.schedulers = Schedulers.from_settings(settings)
     install_error_handlers(app)
     # Added innermost first: access log -> CORS -> guards -> routes.
     app.add_middleware(

@@ -23,8 +23,19 @@ class Settings(BaseSettings):
     # Execution providers: auto = CUDA when onnxruntime has it, else CPU. "cuda" where CUDA
     # is missing is a start-up error, never a silent fallback.
     providers: Literal["auto", "cpu", "cuda"] = "auto"
-    # 0 lets onnxruntime choose (one per physical core).
+    # Serving pipelines per model: threads that each decode a request and run its forward pass
+    # in one hop (0 = one per core). onnxruntime threads per session: 0 = cores / pipelines,
+    # so the two multiply to the core count (docs/performance.md has the measurements).
+    pipelines: int = Field(default=0, ge=0, le=256)
     intra_op_threads: int = Field(default=0, ge=0, le=256)
+    # Requests that may wait per model (0 = 8 per pipeline); beyond it 503 + Retry-After at once.
+    queue_limit: int = Field(default=0, ge=0, le=100_000)
+    # A request not answered within this many seconds (waiting or running) gets a 503.
+    request_deadline_s: float = Field(default=10.0, gt=0, le=3600)
+    # Micro-batching: concurrent requests for one model share one forward pass when warm-up
+    # measured that faster per image (a GPU; not one CPU thread). These cap that policy.
+    batch_max_size: int = Field(default=32, ge=1, le=1024)
+    batch_max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
     warmup_runs: int = Field(default=2, ge=0, le=100)
     # Load bundles in a background thread so /healthz answers at once; /readyz says when done.
     load_in_background: bool = True
@@ -84,6 +95,14 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(default=32, ge=4, le=128)
     hnsw_ef_search: int = Field(default=256, ge=8, le=4096)
     thumbnail_px: int = Field(default=128, ge=16, le=1024)
+
+    # Registry follows the disk: re-scan the shipped and taught model folders this often
+    # (seconds; 0 = load once at start-up). Several processes sharing a volume converge.
+    model_poll_seconds: float = Field(default=2.0, ge=0, le=3600)
+    # Teaching (POST /v1/catalogs/{catalog}/train): limits per job and jobs waiting.
+    teach_max_classes: int = Field(default=100, ge=2, le=10_000)
+    teach_max_items: int = Field(default=20_000, ge=4, le=1_000_000)
+    teach_max_queued: int = Field(default=8, ge=1, le=1000)
 
     # Registry follows the disk: re-scan the shipped and taught model folders this often
     # (seconds; 0 = load once at start-up). Several processes sharing a volume converge.

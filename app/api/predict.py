@@ -5,43 +5,34 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.catalogs import CatalogsDep
-from app.api.deps import ReadAuth, RegistryDep, SettingsDep
+from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep
+from app.api.predict_shapes import predict_response
 from app.api.uploads import IMAGE_BODY_OPENAPI, Upload, read_uploads
+from app.batching import Schedulers
 from app.bundle import InputSpec
-from app.catalog.schemas import neighbor_view
 from app.classify import classify
-from app.errors import ServiceError
-from app.imaging import ImageLimits, PreparedImage, prepare
+from app.imaging import ImageLimits, PreparedImage
+from app.ingest import limits_from, prepare_batch
 from app.schemas import PredictResponse
-from app.settings import Settings
+
+__all__ = ["limits_from", "prepare_all", "router"]
 
 router = APIRouter(prefix="/v1/models", tags=["predict"], dependencies=[ReadAuth])
 
 
-def limits_from(settings: Settings) -> ImageLimits:
-    return ImageLimits(
-        max_bytes=settings.max_image_bytes,
-        max_pixels=settings.max_image_pixels,
-        min_side=settings.min_image_side,
-    )
-
-
 def prepare_all(uploads: list[Upload], spec: InputSpec, limits: ImageLimits) -> list[PreparedImage]:
-    """Decode every upload; an error names the offending file when there are several."""
-    prepared: list[PreparedImage] = []
-    for i, up in enumerate(uploads):
-        try:
-            prepared.append(prepare(up.data, spec, limits))
-        except ServiceError as exc:
-            if len(uploads) > 1:
-                label = f"image {i + 1}" + (f" ({up.filename!r})" if up.filename else "")
-                exc.detail = f"{label}: {exc.detail}"
-                exc.extra["image_index"] = i
-            raise
-    return prepared
+    """Decode every upload in the calling thread (for callers outside the scheduler; the
+    predict route decodes inside app.batching's workers)."""
+    return prepare_batch([u.data for u in uploads], spec, limits, [u.filename for u in uploads])
+
+
+def _json(body: PredictResponse) -> Response:
+    # pydantic-core writes the JSON directly; returning a Response skips FastAPI's second
+    # validation + jsonable_encoder pass over a model we have just built.
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 @router.post(
@@ -53,7 +44,7 @@ def prepare_all(uploads: list[Upload], spec: InputSpec, limits: ImageLimits) -> 
         413: {"description": "image or batch too large"},
         415: {"description": "not an image"},
         422: {"description": "damaged image or invalid parameters"},
-        503: {"description": "model still loading"},
+        503: {"description": "model still loading, queue full or deadline passed (Retry-After)"},
     },
 )
 async def predict(
@@ -74,7 +65,7 @@ async def predict(
         str | None,
         Query(description="catalog for `similar` (default: the model's default_catalog)"),
     ] = None,
-) -> PredictResponse:
+) -> Response:
     """Classify one image (raw body) or a batch (multipart `file` parts).
 
     Per image: ranked predictions, what was decoded (size, format, EXIF orientation applied)
@@ -83,29 +74,27 @@ async def predict(
     this model (`catalog=`, else the model's default catalog), from the same forward pass.
     """
     loaded = registry.get(name)
-    uploads = await read_uploads(request, settings)
     meta = loaded.model.bundle.metadata
+    schedulers: Schedulers = request.app.state.schedulers
+    scheduler = schedulers.get(name, loaded.model, meta.input)
+    scheduler.admit()  # a full queue answers 503 before the body is read
+    uploads = await read_uploads(request, settings)
     k = min(top_k or settings.default_top_k, meta.num_classes)
-    prepared = await run_in_threadpool(prepare_all, uploads, meta.input, limits_from(settings))
-    outcome = await run_in_threadpool(classify, loaded, prepared, [u.filename for u in uploads], k)
-    results, timings, searched = outcome.results, outcome.timings, None
-    if similar is not None:
-        # Neighbours from the embeddings of the same forward pass.
-        found = await run_in_threadpool(
-            catalogs.similar, loaded, catalog, outcome.embeddings, similar
+    # Decode + forward pass in one worker-thread hop (app.batching), maybe batched with others.
+    scored = await scheduler.submit([u.data for u in uploads], [u.filename for u in uploads])
+    filenames = [u.filename for u in uploads]
+    outcome = classify(loaded, scored.images, filenames, k, output=scored.output)
+    if similar is None:
+        return _json(predict_response(loaded, k, outcome))
+    # Neighbours from the embeddings of the same forward pass.
+    found = await run_in_threadpool(catalogs.similar, loaded, catalog, outcome.embeddings, similar)
+    return _json(
+        predict_response(
+            loaded,
+            k,
+            outcome,
+            catalog=found.catalog.name,
+            hits=found.hits,
+            search_ms=found.search_ms,
         )
-        searched = found.catalog.name
-        results = [
-            r.model_copy(update={"similar": [neighbor_view(searched, h) for h in hits]})
-            for r, hits in zip(results, found.hits, strict=True)
-        ]
-        timings = timings.model_copy(update={"search_ms": round(found.search_ms, 3)})
-    return PredictResponse(
-        model=meta.name,
-        version=meta.version,
-        provider=loaded.model.provider,
-        top_k=k,
-        results=results,
-        timings=timings,
-        catalog=searched,
     )

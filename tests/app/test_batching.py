@@ -1,0 +1,217 @@
+"""app.batching against the real tiny bundle and a real onnxruntime session, under real
+concurrency: every caller gets its own rows, errors stay with their request, a full queue
+answers at once, a deadline is kept."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from fastapi.testclient import TestClient
+
+from app.batching import ModelScheduler, SchedulerConfig, Schedulers, resolve_threads
+from app.bundle import load_bundle
+from app.errors import DeadlineExceeded, Overloaded, UnsupportedMediaType
+from app.imaging import ImageLimits, prepare
+from app.main import create_app
+from app.runtime import BatchPolicy, ModelOutput, OnnxModel, measure_batch_policy
+from tests.conftest import make_settings
+from tests.images import fashion_png
+
+
+@pytest.fixture(scope="module")
+def model(tiny_models_dir: Path) -> OnnxModel:
+    return OnnxModel(load_bundle(tiny_models_dir / "tiny"), ["CPUExecutionProvider"], 1)
+
+
+@pytest.fixture(scope="module")
+def pngs(fashion_mnist) -> list[bytes]:  # type: ignore[no-untyped-def]
+    return [fashion_png(fashion_mnist.x_test[i]) for i in range(48)]
+
+
+class Gated:
+    """The real model behind a gate, so a test can hold a worker inside a forward pass."""
+
+    def __init__(self, model: OnnxModel) -> None:
+        self.model = model
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.runs = 0
+
+    def run(self, batch: npt.NDArray[np.float32]) -> ModelOutput:
+        self.runs += 1
+        self.entered.set()
+        self.gate.wait(10)
+        return self.model.run(batch)
+
+
+def scheduler(model: object, spec, **kw: object) -> ModelScheduler:  # type: ignore[no-untyped-def]
+    args: dict[str, object] = {
+        "policy": BatchPolicy(1, 0.0, "test"),
+        "pipelines": 2,
+        "queue_limit": 64,
+        "deadline_s": 10.0,
+    }
+    args.update(kw)
+    return ModelScheduler("tiny", model, spec, ImageLimits(), **args)  # type: ignore[arg-type]
+
+
+def direct_probs(model: OnnxModel, data: bytes) -> npt.NDArray[np.float32]:
+    arr = prepare(data, model.bundle.metadata.input, ImageLimits()).array
+    return model.run(arr[None]).probs[0]
+
+
+@pytest.mark.parametrize("max_batch", [1, 8])
+def test_each_caller_gets_its_own_rows(model: OnnxModel, pngs: list[bytes], max_batch: int) -> None:
+    spec = model.bundle.metadata.input
+    sched = scheduler(model, spec, policy=BatchPolicy(max_batch, 20.0, "test"))
+    # Requests of 1, 2 or 3 images so batches mix request sizes.
+    requests = [pngs[i : i + 1 + i % 3] for i in range(0, 40, 2)]
+
+    async def main() -> list:  # type: ignore[type-arg]
+        return await asyncio.gather(*(sched.submit(r) for r in requests))
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        sched.close()
+    for req, scored in zip(requests, results, strict=True):
+        assert scored.output.probs.shape == (len(req), 10)
+        assert len(scored.images) == len(req)
+        for data, probs in zip(req, scored.output.probs, strict=True):
+            np.testing.assert_allclose(probs, direct_probs(model, data), atol=1e-5)
+        assert scored.queue_wait_ms >= 0
+    sizes = {s.batch_size for s in results}
+    if max_batch == 1:
+        # One request per forward pass: a batch is exactly that request's images.
+        assert all(s.batch_size == len(r) for r, s in zip(requests, results, strict=True))
+    else:
+        assert max(sizes) > 3, sizes  # several requests really shared a forward pass
+        assert max(sizes) <= 8
+
+
+def test_bad_image_fails_only_its_own_request(model: OnnxModel, pngs: list[bytes]) -> None:
+    spec = model.bundle.metadata.input
+    sched = scheduler(model, spec, policy=BatchPolicy(8, 50.0, "test"), pipelines=1)
+    good = [[pngs[0]], [pngs[1], pngs[2]], [pngs[3]]]
+    bad = [pngs[4], b"just some text, not an image"]
+
+    async def main() -> list:  # type: ignore[type-arg]
+        calls = [sched.submit(good[0]), sched.submit(bad, ["a.png", "notes.txt"])]
+        calls += [sched.submit(g) for g in good[1:]]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    try:
+        out = asyncio.run(main())
+    finally:
+        sched.close()
+    err = out[1]
+    assert isinstance(err, UnsupportedMediaType)
+    assert err.extra["image_index"] == 1 and "notes.txt" in err.detail
+    for req, scored in zip(good, [out[0], out[2], out[3]], strict=True):
+        assert not isinstance(scored, BaseException), scored
+        for data, probs in zip(req, scored.output.probs, strict=True):
+            np.testing.assert_allclose(probs, direct_probs(model, data), atol=1e-5)
+
+
+def test_full_queue_is_refused_at_once(model: OnnxModel, pngs: list[bytes]) -> None:
+    gated = Gated(model)
+    sched = scheduler(gated, model.bundle.metadata.input, pipelines=1, queue_limit=2)
+
+    async def main() -> tuple[list, float]:  # type: ignore[type-arg]
+        first = asyncio.ensure_future(sched.submit([pngs[0]]))
+        await asyncio.to_thread(gated.entered.wait, 5)  # the worker is inside a forward pass
+        queued = [asyncio.ensure_future(sched.submit([pngs[i]])) for i in (1, 2)]
+        await asyncio.sleep(0.05)
+        assert sched.depth == 2
+        t0 = time.perf_counter()
+        with pytest.raises(Overloaded) as info:
+            sched.admit()
+        with pytest.raises(Overloaded):
+            await sched.submit([pngs[3]])
+        refused_in = time.perf_counter() - t0
+        assert info.value.extra["retry_after_s"] >= 1
+        gated.gate.set()
+        return await asyncio.gather(first, *queued), refused_in
+
+    try:
+        done, refused_in = asyncio.run(main())
+    finally:
+        sched.close()
+    assert refused_in < 0.05
+    assert len(done) == 3 and all(s.output.probs.shape == (1, 10) for s in done)
+
+
+def test_deadline_answers_and_skips_the_work(model: OnnxModel, pngs: list[bytes]) -> None:
+    gated = Gated(model)
+    sched = scheduler(gated, model.bundle.metadata.input, pipelines=1, deadline_s=0.3)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(sched.submit([pngs[0]]))
+        await asyncio.to_thread(gated.entered.wait, 5)
+        t0 = time.perf_counter()
+        with pytest.raises(DeadlineExceeded):
+            await sched.submit([pngs[1]])
+        assert 0.25 < time.perf_counter() - t0 < 1.0
+        with pytest.raises(DeadlineExceeded):
+            await first  # held past its deadline inside the forward pass
+        gated.gate.set()
+
+    try:
+        asyncio.run(main())
+        time.sleep(0.2)
+    finally:
+        sched.close()
+    assert gated.runs == 1  # the expired request was never run
+
+
+def test_batch_policy_is_measured(model: OnnxModel) -> None:
+    policy = measure_batch_policy(model, (2, 4))
+    sizes = [b for b, _ in policy.measured]
+    assert sizes[0] == 1 and 2 in sizes
+    assert all(ms > 0 for _, ms in policy.measured)
+    assert policy.max_batch in sizes
+    assert policy.max_batch == 1 or policy.max_wait_ms > 0
+    # The operator's cap wins over the measurement.
+    config = SchedulerConfig(1, 4, 1.0, max_batch=1, max_wait_ms=5.0, limits=ImageLimits())
+    pool = Schedulers(config)
+    try:
+        model.batch_policy = BatchPolicy(8, 2.0, "pretend measured")
+        assert pool.get("tiny", model, model.bundle.metadata.input).policy.max_batch == 1
+    finally:
+        pool.close()
+
+
+def test_threads_times_pipelines_fill_the_cores() -> None:
+    from app.batching import cpu_count
+
+    cores = cpu_count()
+    assert resolve_threads(0, cores) == 1
+    assert resolve_threads(0, 1) == cores
+    assert resolve_threads(3, 1) == 3
+
+
+def test_deadline_over_http_is_503_with_retry_after(
+    tiny_models_dir: Path, tmp_path: Path, pngs: list[bytes]
+) -> None:
+    settings = make_settings(tiny_models_dir, tmp_path, request_deadline_s=1e-6)
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/models/tiny/predict", content=pngs[0])
+        assert r.status_code == 503, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert int(r.headers["retry-after"]) >= 1
+        assert r.json()["type"].endswith("/deadline-exceeded")
+        assert client.get("/healthz").status_code == 200
+
+
+def test_models_report_the_active_policy(client: TestClient) -> None:
+    client.post("/v1/models/tiny/predict", content=b"x")  # any request creates the scheduler
+    serving = client.get("/v1/models/tiny").json()["serving"]
+    assert serving["max_batch"] >= 1 and serving["pipelines"] >= 1
+    assert serving["queue_limit"] >= 1 and serving["reason"]
+    assert serving["measured"][0][0] == 1
