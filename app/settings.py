@@ -104,14 +104,6 @@ class Settings(BaseSettings):
     teach_max_items: int = Field(default=20_000, ge=4, le=1_000_000)
     teach_max_queued: int = Field(default=8, ge=1, le=1000)
 
-    # Registry follows the disk: re-scan the shipped and taught model folders this often
-    # (seconds; 0 = load once at start-up). Several processes sharing a volume converge.
-    model_poll_seconds: float = Field(default=2.0, ge=0, le=3600)
-    # Teaching (POST /v1/catalogs/{catalog}/train): limits per job and jobs waiting.
-    teach_max_classes: int = Field(default=100, ge=2, le=10_000)
-    teach_max_items: int = Field(default=20_000, ge=4, le=1_000_000)
-    teach_max_queued: int = Field(default=8, ge=1, le=1000)
-
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True
