@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=64)
     min_image_side: int = Field(default=8, ge=1)
     max_batch_images: int = Field(default=32, ge=1, le=1024)
+    # Decode work per request, all its images together (413 beyond): pixels decoded (a
+    # progressive JPEG counts pixels x scans / 10) and seconds spent decoding.
+    max_request_pixels: int = Field(default=128_000_000, ge=64)
+    decode_time_budget_s: float = Field(default=5.0, gt=0)
+    # Progressive JPEG scans allowed in one file (libjpeg writes 10; 413 beyond).
+    max_jpeg_scans: int = Field(default=100, ge=1)
+    # Image decodes running at once in the process, whatever the thread count; 0 = one per core.
+    decode_concurrency: int = Field(default=0, ge=0, le=256)
     # Whole multipart/raw body of one request (a batch), counted while it streams in.
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # JSON bodies (search by vector/item, catalog creation) and JSON text fields.
