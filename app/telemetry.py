@@ -10,7 +10,7 @@ State the app already holds (bundles served, catalog sizes) is read at scrape ti
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -90,18 +90,6 @@ QUEUE_DEPTH = Gauge(
     ["model"],
     multiprocess_mode="livesum",
 )
-TEACH_JOBS = Counter(
-    "imgclass_teach_jobs",
-    "Taught-model jobs that finished, by outcome (e.g. succeeded, failed, cancelled).",
-    ["outcome"],
-)
-TEACH_JOBS_RUNNING = Gauge(
-    "imgclass_teach_jobs_running",
-    "Taught-model jobs running right now.",
-    multiprocess_mode="livesum",
-)
-
-
 # -- recording helpers (cheap; safe from any thread) -------------------------------------
 
 
@@ -131,16 +119,6 @@ def set_queue_depth(model: str, depth: int) -> None:
     QUEUE_DEPTH.labels(model).set(depth)
 
 
-def teach_job_started() -> None:
-    TEACH_JOBS_RUNNING.inc()
-
-
-def teach_job_finished(outcome: str) -> None:
-    """Call once per started job; `outcome` should come from a small fixed set."""
-    TEACH_JOBS_RUNNING.dec()
-    TEACH_JOBS.labels(outcome).inc()
-
-
 # -- state read at scrape time ------------------------------------------------------------
 
 
@@ -164,17 +142,20 @@ class CatalogState:
 
 
 class StateCollector(Collector):
-    """Reads the app's own state on each scrape: served bundles and catalog sizes."""
+    """Reads the app's own state on each scrape: served bundles, catalog sizes, teach jobs
+    (job files are shared by all workers, so every worker counts them all)."""
 
     def __init__(
         self,
         models: Callable[[], Sequence[ModelState]],
         catalogs: Callable[[], Sequence[CatalogState]],
         refused: Callable[[], int],
+        teach_jobs: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self._models = models
         self._catalogs = catalogs
         self._refused = refused
+        self._teach_jobs = teach_jobs
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
@@ -215,6 +196,19 @@ class StateCollector(Collector):
         for c in catalogs:
             items.add_metric([c.name, c.model], float(c.items))
         yield items
+        jobs = GaugeMetricFamily(
+            "imgclass_teach_jobs",
+            "Taught-model jobs by status (queued, running, succeeded, failed, cancelled ...).",
+            labels=["status"],
+        )
+        try:
+            counts = dict(self._teach_jobs())
+        except Exception as exc:  # the job folder must not break the scrape either
+            logger.warning("teach job counts unavailable for /metrics: %s", exc)
+            counts = {}
+        for status, n in sorted(counts.items()):
+            jobs.add_metric([status], float(n))
+        yield jobs
 
 
 def exposition(state: Collector) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -9,11 +11,14 @@ from app import telemetry
 from app.api.deps import ReadAuth
 from app.catalog.service import CatalogService
 from app.registry import ModelRegistry
+from app.teach.jobs import JobRunner
 
 router = APIRouter(tags=["operations"])
 
 
-def state_collector(registry: ModelRegistry, catalogs: CatalogService) -> telemetry.StateCollector:
+def state_collector(
+    registry: ModelRegistry, catalogs: CatalogService, teach: JobRunner | None
+) -> telemetry.StateCollector:
     def models() -> list[telemetry.ModelState]:
         return [
             telemetry.ModelState(
@@ -33,7 +38,12 @@ def state_collector(registry: ModelRegistry, catalogs: CatalogService) -> teleme
             for c in catalogs.list_catalogs()
         ]
 
-    return telemetry.StateCollector(models, catalog_sizes, lambda: len(registry.refused()))
+    def teach_jobs() -> Counter[str]:
+        return Counter(job.status for job in teach.store.all()) if teach is not None else Counter()
+
+    return telemetry.StateCollector(
+        models, catalog_sizes, lambda: len(registry.refused()), teach_jobs
+    )
 
 
 @router.get(
@@ -45,5 +55,6 @@ def state_collector(registry: ModelRegistry, catalogs: CatalogService) -> teleme
 def metrics(request: Request) -> Response:
     """Prometheus metrics: requests, latencies (decode, queue wait, inference, total),
     in-flight requests, queue depth, batch sizes, served bundles and catalog sizes."""
-    collector = state_collector(request.app.state.registry, request.app.state.catalogs)
+    state = request.app.state
+    collector = state_collector(state.registry, state.catalogs, getattr(state, "teach", None))
     return Response(telemetry.exposition(collector), media_type=telemetry.CONTENT_TYPE)

@@ -180,3 +180,19 @@ def test_request_ids_and_json_access_log(
     }
     failed = [line for line in lines if line["request_id"] == "e-1" and "status" in line]
     assert failed and failed[0]["status"] == 404 and failed[0]["model"] == ""
+
+
+def test_teach_jobs_by_status(tmp_path: Path) -> None:
+    """The gauge reads the job files every worker shares (app.teach.jobs.JobStore)."""
+    from app.teach.jobs import Job, JobStore
+
+    settings = make_settings(
+        ROOT / "models", tmp_path, enabled_models=["digits"], allowed_hosts=["*"]
+    )
+    with TestClient(create_app(settings)) as c:
+        store = JobStore(settings.data_dir / "teach" / "jobs")
+        for i, status in enumerate(["succeeded", "succeeded", "failed"]):
+            store.save(Job(id=f"job{i}", catalog="c", model="digits", options={}, status=status))
+        text = c.get("/metrics").text
+    assert value(text, "imgclass_teach_jobs", status="succeeded") == 2
+    assert value(text, "imgclass_teach_jobs", status="failed") == 1
