@@ -57,6 +57,23 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Control characters (CR, LF, ESC, ...) in a logged value are written as \xNN, so a '%0A' in a
+# request path or a crafted filename cannot start a forged line in the text log.
+_CONTROL: Final = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, 0x85, 0x2028, 0x2029)}
+
+
+def escape_control(text: str) -> str:
+    return text.translate(_CONTROL)
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record: the message is escaped; only a traceback may add lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = escape_control(record.message)
+        return super().formatMessage(record)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, object] = {
@@ -81,7 +98,7 @@ def configure_logging(settings: Settings) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+            TextFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
         )
     root = logging.getLogger("app")
     root.handlers[:] = [handler]

@@ -1,4 +1,5 @@
-"""Annotated dependencies shared by the routers."""
+"""Annotated dependencies shared by the routers. All `async def`: FastAPI runs sync
+dependencies in the thread pool, where they would queue behind decodes (probes included)."""
 
 from __future__ import annotations
 
@@ -14,17 +15,17 @@ from app.registry import ModelRegistry
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     registry: ModelRegistry = request.app.state.registry
     return registry
 
 
-def get_catalogs(request: Request) -> CatalogService:
+async def get_catalogs(request: Request) -> CatalogService:
     service: CatalogService = request.app.state.catalogs
     return service
 
@@ -79,7 +80,7 @@ def _check_key(request: Request, settings: Settings) -> None:
     )
 
 
-def require_write_key(request: Request, settings: SettingsDep) -> None:
+async def require_write_key(request: Request, settings: SettingsDep) -> None:
     """Write endpoints need the API key whenever one is configured; without one, a server
     listening beyond loopback refuses writes unless explicitly opted out."""
     if writes_locked(settings):
@@ -92,7 +93,7 @@ def require_write_key(request: Request, settings: SettingsDep) -> None:
     _check_key(request, settings)
 
 
-def require_read_key(request: Request, settings: SettingsDep) -> None:
+async def require_read_key(request: Request, settings: SettingsDep) -> None:
     """Read endpoints need the key only when api_key_for_reads is set."""
     if settings.api_key_for_reads:
         _check_key(request, settings)

@@ -1,0 +1,219 @@
+"""Bodies are capped while they stream: a real uvicorn server on loopback, raw sockets sending
+chunked bodies (no Content-Length) that never end. The 413 (or 401) must arrive while the
+client is still sending, i.e. before the server read past the route's limit."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from PIL import Image
+
+from app.main import create_app
+from tests.conftest import free_port, make_settings
+
+KEY = "test-key-0123456789"
+IMAGE_LIMIT = 64 * 1024
+REQUEST_LIMIT = 160 * 1024
+JSON_LIMIT = 8 * 1024
+BOUNDARY = "imgclassboundary"
+
+
+class Live:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def send_unending(
+        self, path: str, ctype: str, chunks: Iterator[bytes], key: bool = True
+    ) -> str:
+        """POST a chunked body that is never terminated; the status line the server answers
+        with while the body is still open (a timeout means it waited for more)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                f"Content-Type: {ctype}\r\nTransfer-Encoding: chunked\r\n"
+                + (f"X-API-Key: {KEY}\r\n" if key else "")
+                + "\r\n"
+            )
+            s.sendall(head.encode())
+            try:
+                for chunk in filter(None, chunks):  # an empty chunk would end the body
+                    s.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server answered and closed: what we want to see
+            # No terminating 0-chunk: a server waiting for the end would time out here.
+            s.settimeout(5)
+            try:
+                data = s.recv(65536)
+            except TimeoutError:
+                return "timeout"
+            return data.split(b"\r\n", 1)[0].decode()
+
+
+@pytest.fixture(scope="module")
+def live(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    settings = make_settings(
+        tiny_models_dir,
+        tmp_path_factory.mktemp("limits"),
+        api_key=KEY,
+        max_image_bytes=IMAGE_LIMIT,
+        max_request_bytes=REQUEST_LIMIT,
+        max_batch_images=4,
+        max_json_bytes=JSON_LIMIT,
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.05)
+    lv = Live(port)
+    r = httpx.post(
+        f"{lv.url}/v1/catalogs", json={"name": "c", "model": "tiny"}, headers={"x-api-key": KEY}
+    )
+    assert r.status_code == 201, r.text
+    yield lv
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _png(side: int = 28) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (side, side), 40).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _zeros(total: int, step: int = 8192) -> Iterator[bytes]:
+    for _ in range(0, total, step):
+        yield b"\0" * step
+
+
+def _part_head(name: str, filename: str | None = None) -> bytes:
+    disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    return f"--{BOUNDARY}\r\nContent-Disposition: {disp}\r\n\r\n".encode()
+
+
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def test_raw_body_over_the_image_limit_is_refused_while_streaming(live: Live) -> None:
+    status = live.send_unending(
+        "/v1/models/tiny/predict", "application/octet-stream", _zeros(IMAGE_LIMIT * 4)
+    )
+    assert " 413 " in status, status
+
+
+def test_one_multipart_file_over_its_limit_is_refused_before_the_part_ends(live: Live) -> None:
+    def body() -> Iterator[bytes]:
+        yield _part_head("file", "big.png")
+        yield from _zeros(IMAGE_LIMIT * 2)  # under the request limit, over the per-file one
+
+    assert " 413 " in live.send_unending("/v1/models/tiny/predict", MULTIPART, body())
+
+
+def test_parts_each_within_limits_but_over_the_request_limit(live: Live) -> None:
+    def body() -> Iterator[bytes]:
+        for i in range(3):  # 3 x 63 KB: each file and the count are fine, the total is not
+            yield _part_head("file", f"{i}.bin")
+            yield from _zeros(IMAGE_LIMIT - 1024)
+            yield b"\r\n"
+
+    status = live.send_unending("/v1/catalogs/c/items", MULTIPART, body())
+    assert " 413 " in status, status
+
+
+def test_json_bodies_are_capped_before_parsing(live: Live) -> None:
+    def big_json() -> Iterator[bytes]:
+        yield b'{"vector": ['
+        while True:
+            yield b"0.125," * 1000
+
+    it = big_json()
+    chunks = (next(it) for _ in range(20))  # ~120 KB, far over the 8 KiB JSON limit
+    assert " 413 " in live.send_unending("/v1/catalogs/c/search", "application/json", chunks)
+    chunks = (next(it) for _ in range(20))
+    assert " 413 " in live.send_unending("/v1/catalogs", "application/json", chunks)
+
+
+def test_the_key_is_checked_before_any_body_is_read(live: Live) -> None:
+    for path in ("/v1/catalogs", "/v1/catalogs/c/items"):
+        status = live.send_unending(path, "application/json", iter([b'{"name": "x"']), key=False)
+        assert " 401 " in status, (path, status)
+
+
+def test_too_many_files_is_413(live: Live) -> None:
+    files = [("file", (f"{i}.png", _png(), "image/png")) for i in range(5)]
+    for path in ("/v1/models/tiny/predict", "/v1/catalogs/c/items"):
+        r = httpx.post(f"{live.url}{path}", files=files, headers={"x-api-key": KEY})
+        assert r.status_code == 413, (path, r.text)
+        assert r.json()["limit_images"] == 4
+
+
+def test_search_takes_one_file(live: Live) -> None:
+    files = [("file", (f"{i}.png", _png(), "image/png")) for i in range(2)]
+    r = httpx.post(f"{live.url}/v1/catalogs/c/search", files=files)
+    assert r.status_code == 413, r.text
+
+
+def test_deeply_nested_json_is_422_never_500(live: Live) -> None:
+    deep = "[" * 3000 + "]" * 3000
+    meta = '{"a": ' + deep + "}"
+    h = {"x-api-key": KEY}
+    r = httpx.post(
+        f"{live.url}/v1/catalogs/c/items",
+        files={"file": ("a.png", _png(), "image/png")},
+        data={"metadata": meta},
+        headers=h,
+    )
+    assert r.status_code == 422 and "deeper" in r.json()["detail"], r.text
+    items = json.dumps([{"id": "a"}])[:-1] + ', {"metadata": ' + meta + "}]"
+    r = httpx.post(
+        f"{live.url}/v1/catalogs/c/items",
+        files={"file": ("a.png", _png(), "image/png")},
+        data={"items": items},
+        headers=h,
+    )
+    assert r.status_code == 422, r.text
+    for path in ("/v1/catalogs", "/v1/catalogs/c/search"):
+        r = httpx.post(
+            f"{live.url}{path}",
+            content='{"x": ' + "[" * 2000 + "]" * 2000 + "}",
+            headers={**h, "content-type": "application/json"},
+        )
+        assert r.status_code == 422, (path, r.text)
+    # Brackets inside strings are not nesting.
+    ok = {"metadata": json.dumps({"s": "[" * 500})}
+    r = httpx.post(
+        f"{live.url}/v1/catalogs/c/items",
+        files={"file": ("a.png", _png(), "image/png")},
+        data=ok,
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+
+
+def test_limits_leave_normal_requests_alone(live: Live) -> None:
+    files = [("file", (f"{i}.png", _png(), "image/png")) for i in range(4)]
+    r = httpx.post(
+        f"{live.url}/v1/catalogs/c/items",
+        files=files,
+        data={"label": "x", "metadata": '{"k": [1, {"n": 2}]}'},
+        headers={"x-api-key": KEY},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["items"][0]["metadata"] == {"k": [1, {"n": 2}]}
+    r = httpx.post(f"{live.url}/v1/catalogs/c/search", json={"item_id": r.json()["ids"][0], "k": 2})
+    assert r.status_code == 200 and len(r.json()["neighbors"]) == 2, r.text

@@ -1,0 +1,182 @@
+"""Safe defaults: Host allow-list (DNS rebinding), no cross-site state change, writes refused
+beyond loopback without a key, refused-bundle reasons only for key holders, async probes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.api.guards import host_allowed, is_loopback, split_host
+from app.api.health import healthz, readyz
+from app.main import create_app
+from tests.conftest import make_settings
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (28, 28), 30).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def make(tiny_models_dir: Path, tmp_path: Path) -> Iterator[object]:
+    clients: list[TestClient] = []
+
+    def factory(models: Path | None = None, **overrides: object) -> TestClient:
+        c = TestClient(create_app(make_settings(models or tiny_models_dir, tmp_path, **overrides)))
+        c.__enter__()
+        clients.append(c)
+        return c
+
+    yield factory
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+def test_host_parsing() -> None:
+    assert split_host("LocalHost:8000") == "localhost"
+    assert split_host("[::1]:8000") == "[::1]"
+    assert host_allowed("app.localhost:1", ["*.localhost"])
+    assert not host_allowed("localhost.evil.com", ["localhost", "*.localhost"])
+    assert not host_allowed("", ["localhost"])
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+
+
+def test_default_hosts_refuse_a_rebound_name(make) -> None:  # type: ignore[no-untyped-def]
+    c = make(allowed_hosts=["localhost", "127.0.0.1", "[::1]"])
+    for host in ("localhost:8000", "127.0.0.1:8000", "[::1]:8000"):
+        assert c.get("/v1/models", headers={"host": host}).status_code == 200, host
+    r = c.get("/v1/models", headers={"host": "attacker.example:8000"})
+    assert r.status_code == 400
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "IMGCLASS_ALLOWED_HOSTS" in r.json()["detail"]
+    # Probes answer whatever name a load balancer uses.
+    assert c.get("/healthz", headers={"host": "10.0.0.7:8000"}).status_code == 200
+
+
+def test_star_turns_the_host_check_off(make) -> None:  # type: ignore[no-untyped-def]
+    c = make(allowed_hosts=["*"])
+    assert c.get("/v1/models", headers={"host": "anything.example"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"origin": "https://evil.example"}, 403),
+        ({"origin": "null"}, 403),
+        ({"sec-fetch-site": "cross-site"}, 403),
+        ({"origin": "http://testserver"}, 200),  # the page itself
+        ({"sec-fetch-site": "same-origin"}, 200),
+        ({}, 200),  # curl, SDKs
+    ],
+)
+def test_cross_site_posts_are_refused(make, headers: dict[str, str], status: int) -> None:  # type: ignore[no-untyped-def]
+    c = make()
+    r = c.post("/v1/catalogs", json={"name": "c", "model": "tiny"}, headers=headers)
+    assert r.status_code == (201 if status == 200 else status), r.text
+    if status == 403:
+        assert r.json()["type"].endswith("cross-site-request")
+        assert c.get("/v1/catalogs/c").status_code == 404
+    # Multipart is a CORS "simple" request: no preflight protects it, the guard does.
+    r = c.post(
+        "/v1/catalogs/c/items", files={"file": ("a.png", _png(), "image/png")}, headers=headers
+    )
+    assert (r.status_code == 403) == (status == 403), r.text
+
+
+def test_cross_site_write_never_reaches_the_store(make) -> None:  # type: ignore[no-untyped-def]
+    c = make()
+    body = {"name": "csrf", "model": "tiny"}
+    r = c.post("/v1/catalogs", json=body, headers={"origin": "https://evil.example"})
+    assert r.status_code == 403
+    assert c.get("/v1/catalogs/csrf").status_code == 404
+    listed = make(cors_origins=["https://trusted.example"])
+    r = listed.post("/v1/catalogs", json=body, headers={"origin": "https://trusted.example"})
+    assert r.status_code == 201, r.text
+
+
+def test_beyond_loopback_without_key_refuses_writes(make) -> None:  # type: ignore[no-untyped-def]
+    c = make(host="0.0.0.0")
+    r = c.post("/v1/catalogs", json={"name": "x", "model": "tiny"})
+    assert r.status_code == 401
+    detail = r.json()["detail"]
+    assert "IMGCLASS_API_KEY" in detail and "IMGCLASS_ALLOW_UNAUTHENTICATED_WRITES" in detail
+    assert c.get("/v1/catalogs").status_code == 200  # reads stay open
+    assert c.get("/v1/access").json()["writes_enabled"] is False
+    opted = make(host="0.0.0.0", allow_unauthenticated_writes=True)
+    assert opted.post("/v1/catalogs", json={"name": "y", "model": "tiny"}).status_code == 201
+    keyed = make(host="0.0.0.0", api_key="k" * 24)
+    r = keyed.post(
+        "/v1/catalogs", json={"name": "z", "model": "tiny"}, headers={"x-api-key": "k" * 24}
+    )
+    assert r.status_code == 201
+
+
+def test_access_tells_the_page_what_to_send(make) -> None:  # type: ignore[no-untyped-def]
+    open_ = make().get("/v1/access").json()
+    assert open_ == {
+        "key_required_for_reads": False,
+        "key_required_for_writes": False,
+        "writes_enabled": True,
+        "key_accepted": False,
+    }
+    c = make(api_key="secret-key-123", api_key_for_reads=True)
+    assert c.get("/v1/access").json()["key_required_for_reads"] is True
+    assert c.get("/v1/access", headers={"x-api-key": "wrong"}).json()["key_accepted"] is False
+    assert c.get("/v1/access", headers={"x-api-key": "secret-key-123"}).json()["key_accepted"]
+
+
+def test_refused_reasons_only_for_key_holders(make, tiny_models_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
+    shutil.copytree(tiny_models_dir / "tiny", models / "broken")
+    meta = json.loads((models / "broken/metadata.json").read_text())
+    meta["name"] = "broken"
+    meta["artifact"]["sha256"] = "0" * 64
+    (models / "broken/metadata.json").write_text(json.dumps(meta))
+    c = make(models, api_key="secret-key-123")
+    ready = c.get("/readyz").json()
+    assert ready["refused"] == [{"name": "broken", "reason": None}]
+    public = c.get("/v1/models").json()["refused"]
+    assert public == [{"name": "broken", "reason": None}]
+    assert str(models) not in c.get("/v1/models").text
+    held = c.get("/v1/models", headers={"x-api-key": "secret-key-123"}).json()["refused"]
+    assert held[0]["reason"] and "sha256" in held[0]["reason"]
+
+
+def test_probes_answer_while_the_thread_pool_is_busy(make) -> None:  # type: ignore[no-untyped-def]
+    """Sync routes and sync dependencies queue in anyio's thread pool behind decodes; the
+    probes (and the dependencies they use) must not."""
+    assert asyncio.iscoroutinefunction(healthz) and asyncio.iscoroutinefunction(readyz)
+    c = make()
+    release = threading.Event()
+    watchdog = threading.Timer(5.0, release.set)  # frees the pool if a probe would block
+    watchdog.start()
+
+    def fill_pool() -> None:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 1
+
+    assert c.portal is not None
+    c.portal.call(fill_pool)
+    c.portal.start_task_soon(anyio.to_thread.run_sync, release.wait)
+    try:
+        t0 = time.monotonic()
+        for path in ("/healthz", "/readyz"):
+            assert c.get(path).status_code == 200
+        assert time.monotonic() - t0 < 4.0, "a probe waited for the busy thread pool"
+    finally:
+        release.set()
+        watchdog.cancel()
