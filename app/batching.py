@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from app import telemetry
 from app.bundle import InputSpec
 from app.errors import DeadlineExceeded, Overloaded
 from app.imaging import ImageLimits, PreparedImage
@@ -178,6 +179,7 @@ class ModelScheduler:
             if len(self._queue) >= self.queue_limit:
                 raise self._overloaded()
             self._queue.append(job)
+            telemetry.set_queue_depth(self.name, len(self._queue))
             self._cond.notify()
         try:
             return await asyncio.wait_for(job.future, self.deadline_s)
@@ -230,6 +232,7 @@ class ModelScheduler:
                 if remaining <= 0 or self._closed:
                     break
                 self._cond.wait(remaining)
+            telemetry.set_queue_depth(self.name, len(self._queue))
         taken = time.perf_counter()
         for job in jobs:
             job.taken = taken
@@ -270,6 +273,13 @@ class ModelScheduler:
             for job, _ in live:
                 job.loop.call_soon_threadsafe(_deliver, job.future, exc)
             return
+        telemetry.observe_batch(
+            self.name,
+            [im.decode_ms + im.preprocess_ms for _, images in live for im in images],
+            [(job.taken - job.submitted) * 1e3 for job, _ in live],
+            out.inference_ms,
+            len(arrays),
+        )
         start = 0
         for job, images in live:
             stop = start + len(images)

@@ -104,15 +104,26 @@ def observe_decode(model: str, ms_per_image: Iterable[float]) -> None:
         hist.observe(ms / 1e3)
 
 
-def observe_queue_wait(model: str, ms: float) -> None:
-    QUEUE_WAIT_SECONDS.labels(model).observe(ms / 1e3)
-
-
 def observe_inference(model: str, ms: float, batch_size: int) -> None:
     """One forward pass of `batch_size` images."""
     INFERENCE_SECONDS.labels(model).observe(ms / 1e3)
     BATCH_SIZE.labels(model).observe(batch_size)
     IMAGES.labels(model).inc(batch_size)
+
+
+def observe_batch(
+    model: str,
+    decode_ms: Iterable[float],
+    queue_wait_ms: Iterable[float],
+    inference_ms: float,
+    batch_size: int,
+) -> None:
+    """One served batch (app.batching): decode per image, queue wait per request, the pass."""
+    observe_decode(model, decode_ms)
+    wait = QUEUE_WAIT_SECONDS.labels(model)
+    for ms in queue_wait_ms:
+        wait.observe(ms / 1e3)
+    observe_inference(model, inference_ms, batch_size)
 
 
 def set_queue_depth(model: str, depth: int) -> None:

@@ -24,6 +24,7 @@ from app import __version__, telemetry
 from app.api.deps import ReadAuth, RegistryDep, SettingsDep
 from app.api.forms import read_body
 from app.api.health import server_ready
+from app.batching import Schedulers
 from app.classify import top_k_predictions
 from app.errors import (
     BadRequest,
@@ -32,7 +33,6 @@ from app.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
-from app.ingest import limits_from, prepare_batch
 from app.oip import (
     BYTES,
     FP32,
@@ -43,6 +43,7 @@ from app.oip import (
     parse_infer_request,
 )
 from app.registry import LoadedModel, ModelRegistry
+from app.runtime import ModelOutput
 from app.settings import Settings
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -205,18 +206,11 @@ def _batch(req: InferRequest, loaded: LoadedModel, settings: Settings) -> InputT
     return tensor
 
 
-def _images_to_array(
-    tensor: InputTensor, loaded: LoadedModel, settings: Settings
-) -> npt.NDArray[np.float32]:
-    """FP32 passes through; BYTES elements go through the /v1 ingestion policy."""
-    if tensor.array is not None:
-        return tensor.array
-    assert tensor.items is not None
-    prepared = prepare_batch(
-        tensor.items, loaded.model.bundle.metadata.input, limits_from(settings)
-    )
-    telemetry.observe_decode(loaded.name, [p.decode_ms + p.preprocess_ms for p in prepared])
-    return np.stack([p.array for p in prepared]).astype(np.float32, copy=False)
+def _run_tensor(loaded: LoadedModel, batch: npt.NDArray[np.float32]) -> ModelOutput:
+    """An FP32 tensor needs no decoding: one forward pass, recorded like a served batch."""
+    out = loaded.model.run(batch)
+    telemetry.observe_inference(loaded.name, out.inference_ms, batch.shape[0])
+    return out
 
 
 def _outputs(
@@ -273,7 +267,9 @@ async def infer(
     `probs`, `embedding` (when the bundle has one) and the classification extension."""
     loaded = _model(registry, name, version)
     meta = loaded.model.bundle.metadata
-    request.state.model = meta.name
+    schedulers: Schedulers = request.app.state.schedulers
+    scheduler = schedulers.get(loaded.name, loaded.model, meta.input)
+    scheduler.admit()  # a full queue answers 503 before the body is read
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     body = await read_body(request, settings.max_request_bytes)
     if encoding != "identity":
@@ -287,9 +283,12 @@ async def infer(
         max_elements=settings.max_batch_images * per_image,
     )
     tensor = _batch(req, loaded, settings)
-    batch = await run_in_threadpool(_images_to_array, tensor, loaded, settings)
-    out = await run_in_threadpool(loaded.model.run, batch)
-    telemetry.observe_inference(loaded.name, out.inference_ms, batch.shape[0])
+    if tensor.items is not None:
+        # Encoded files: the same queue, decode policy and batching as /v1 predict.
+        out = (await scheduler.submit(tensor.items)).output
+    else:
+        assert tensor.array is not None
+        out = await run_in_threadpool(_run_tensor, loaded, tensor.array)
     content, header_len = encode_response(
         meta.name, meta.version, req.id, _outputs(req, loaded, out.probs, out.embedding)
     )

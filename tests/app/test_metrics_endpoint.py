@@ -68,6 +68,13 @@ def test_metrics_label_route_templates_models_and_statuses(app_client: TestClien
     assert not any("random" in line for line in after.splitlines() if "imgclass_" in line)
     assert delta("imgclass_request_duration_seconds_count", route=route, model="digits") == 2
     assert value(after, "imgclass_requests_in_flight", model="digits") == 0
+    # The serving scheduler's hooks (app.batching): per image, per request, per pass.
+    assert delta("imgclass_decode_seconds_count", model="digits") == 2
+    assert delta("imgclass_queue_wait_seconds_count", model="digits") == 2
+    assert delta("imgclass_inference_seconds_count", model="digits") == 2
+    assert delta("imgclass_batch_size_sum", model="digits") == 2
+    assert ("imgclass_queue_depth", (("model", "digits"),)) in samples(after)
+    assert value(after, "imgclass_queue_depth", model="digits") == 0
     meta = json.loads((ROOT / "models" / "digits" / "metadata.json").read_text())
     info = {
         "model": "digits",
