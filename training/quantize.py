@@ -31,8 +31,9 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from app.bundle import INPUT_NAME, Bundle, Metrics, load_bundle
+from app.bundle import INPUT_NAME, Bundle, BundleMetadata, Metrics, load_bundle
 from app.bundle_write import write_bundle
+from app.card import CardData, Section, Table, pct, render_card
 from app.metrics import top_k_hits
 from app.runtime import OnnxModel
 from training.data import load_images
@@ -190,12 +191,13 @@ def quantize_bundle(
         )  # fmt: skip
         return report
     eval_metrics = evaluate(open_model(int8_bytes, fp32)) if evaluate is not None else []
+    meta = _metadata(fp32, name, report, eval_metrics)
     bundle = write_bundle(
         out_dir / name,
         model_bytes=int8_bytes,
-        metadata=_metadata(fp32, name, report, eval_metrics),
+        metadata=meta,
         labels=fp32.labels,
-        model_card=_card(fp32, name, report, eval_metrics),
+        model_card=_card(fp32, meta, report),
     )
     return QuantReport(**{**report.__dict__, "written": bundle})
 
@@ -221,7 +223,9 @@ def _agreement_metric(fp32: Bundle, r: QuantReport) -> Metrics:
     )
 
 
-def _metadata(fp32: Bundle, name: str, r: QuantReport, eval_metrics: Sequence[Metrics]):  # type: ignore[no-untyped-def]
+def _metadata(
+    fp32: Bundle, name: str, r: QuantReport, eval_metrics: Sequence[Metrics]
+) -> BundleMetadata:
     meta = fp32.metadata
     prov = meta.provenance.model_copy(
         update={
@@ -241,38 +245,52 @@ def _metadata(fp32: Bundle, name: str, r: QuantReport, eval_metrics: Sequence[Me
     )
 
 
-def _card(fp32: Bundle, name: str, r: QuantReport, eval_metrics: Sequence[Metrics]) -> str:
-    evals = "\n".join(
-        f"- {m.dataset}, n={m.n_samples}: top-1 {m.accuracy:.3f}"
-        + (f", top-5 {m.top5_accuracy:.3f}" if m.top5_accuracy is not None else "")
-        for m in eval_metrics
+def _card(fp32: Bundle, meta: BundleMetadata, r: QuantReport) -> str:
+    """The INT8 bundle's card, rendered by app/card.py from the report."""
+    agreement = Section(
+        f"Agreement with fp32 (n={r.n_photos} real photos)",
+        paragraphs=(
+            f"Static INT8 version of [`{fp32.name}`](../{fp32.name}/README.md): same input, "
+            "outputs and labels. QDQ format, per-channel QInt8 weights, QUInt8 activations, "
+            f"percentile calibration on {r.n_photos} real photos (training/quantize.py).",
+        ),
+        bullets=(
+            f"top-1 agreement {pct(r.agreement_cross, 1)} with each photo scored by a model "
+            "calibrated on the other half (2-fold cross-calibration)",
+            f"the shipped model, calibrated on all of them, agrees on "
+            f"{pct(r.agreement_shipped, 1)} of those same photos (in-sample)",
+            f"{pct(r.agreement_confident, 1)} on the n={r.n_confident} photos where fp32's top-1 "
+            "probability is >= 0.5",
+        ),
     )
-    return f"""# {name}
-
-Static INT8 version of [`{fp32.name}`](../{fp32.name}/README.md): same input, outputs and labels.
-QDQ format, per-channel QInt8 weights, QUInt8 activations, percentile calibration on
-{r.n_photos} real photos (training/quantize.py).
-
-## Agreement with fp32 (n={r.n_photos} real photos)
-- top-1 agreement {100 * r.agreement_cross:.1f}% with each photo scored by a model calibrated on
-  the other half (2-fold cross-calibration); the shipped model, calibrated on all of them,
-  agrees on {100 * r.agreement_shipped:.1f}% of those same photos (in-sample);
-  {100 * r.agreement_confident:.1f}% on the n={r.n_confident} photos where fp32's top-1 probability is >= 0.5.
-{evals}
-
-## Speed (onnxruntime CPU, median, this build machine)
-| batch | fp32 ms | int8 ms | speed-up |
-|---|---|---|---|
-| 1 | {r.fp32_ms[1]:.1f} | {r.int8_ms[1]:.1f} | {r.speedup(1):.2f}x |
-| 8 | {r.fp32_ms[8]:.1f} | {r.int8_ms[8]:.1f} | {r.speedup(8):.2f}x |
-
-Size: {r.fp32_bytes / 1e6:.1f} MB -> {r.int8_bytes / 1e6:.1f} MB.
-
-## Limitations
-- Probabilities differ from fp32 by a few percent; the ranking near ties can change.
-- Speed-ups depend on the CPU's integer instructions (VNNI/AVX-512 help most); measure on yours with bench/imagenet.py.
-- The embedding is quantized too: cosine similarities shift slightly against fp32 catalogs; do not mix embeddings of the two in one catalog.
-"""
+    speed = Section(
+        "Speed (onnxruntime CPU, median, this build machine)",
+        tables=(
+            Table(
+                ("batch", "fp32 ms", "int8 ms", "speed-up"),
+                tuple(
+                    (str(b), f"{r.fp32_ms[b]:.1f}", f"{r.int8_ms[b]:.1f}", f"{r.speedup(b):.2f}x")
+                    for b in sorted(r.fp32_ms)
+                ),
+            ),
+        ),
+        paragraphs=(f"Size: {r.fp32_bytes / 1e6:.1f} MB -> {r.int8_bytes / 1e6:.1f} MB.",),
+    )
+    return render_card(
+        CardData(
+            meta,
+            labels=fp32.labels,
+            sections=(agreement, speed),
+            limitations=(
+                "Probabilities differ from fp32 by a few percent; the ranking near ties can change.",
+                "Speed-ups depend on the CPU's integer instructions (VNNI/AVX-512 help most); "
+                "measure on yours with bench/imagenet.py.",
+                "The embedding is quantized too: cosine similarities shift slightly against fp32 "
+                "catalogs; do not mix embeddings of the two in one catalog.",
+            ),
+            reproduce=f"python -m training quantize --bundle {fp32.path} --name {meta.name}",
+        )
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -34,6 +34,7 @@ def test_builds_with_embedding_before_softmax(name: str, shape: tuple[int, int, 
     np.testing.assert_allclose(np.asarray(out).sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["modern_cnn", "small_resnet"])
 def test_export_parity_with_batch_norm(name: str, tmp_path: Path, fashion_mnist) -> None:  # type: ignore[no-untyped-def]
     keras.utils.set_random_seed(0)
@@ -57,6 +58,7 @@ def test_export_parity_with_batch_norm(name: str, tmp_path: Path, fashion_mnist)
     assert out.embedding is not None and out.embedding.shape == (4, 16)
 
 
+@pytest.mark.slow
 def test_flip_tta_exports_as_one_flip_invariant_graph(tmp_path: Path, fashion_mnist) -> None:  # type: ignore[no-untyped-def]
     from training.tta import has_flip_tta, with_flip_tta
 

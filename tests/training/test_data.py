@@ -1,4 +1,5 @@
-"""Loaders on small files in the real formats (IDX, IDX.gz, CIFAR pickles, image folders)."""
+"""training/data.py: loaders on small files in the real formats (IDX, IDX.gz, CIFAR pickles,
+image folders), the one folder rule, the one split rule, the data-root setting."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ from app.bundle import InputSpec
 from tests.training.conftest import synthetic_cifar, write_cifar, write_idx, write_idx_set
 from training.data import (
     DataNotFound,
+    class_weights,
+    data_root,
+    list_class_folder,
     load_cifar10,
     load_image_folder,
+    load_images,
     load_mnist,
     read_idx,
     shift_images,
@@ -135,3 +140,62 @@ def test_shift_images_moves_pixels() -> None:
     for img, (dy, dx) in zip(shifted, shifts, strict=True):
         assert img[14 + dy, 14 + dx] == 255 and img.sum() == 255
     assert np.abs(shifts).max() <= 6 and len({tuple(s) for s in shifts}) > 10
+
+
+def test_the_folder_rule_is_content_not_suffix(image_folder: Path) -> None:
+    from tests.training.conftest import encode
+
+    img = __import__("PIL.Image", fromlist=["Image"]).new("RGB", (9, 9), (200, 200, 200))
+    (image_folder / "light" / "odd_suffix.dat").write_bytes(encode(img, "PNG"))
+    (image_folder / "light" / ".hidden.png").write_bytes(encode(img, "PNG"))
+    (image_folder / ".cache").mkdir()
+    (image_folder / ".cache" / "x.png").write_bytes(encode(img, "PNG"))
+    names, files = list_class_folder(image_folder)
+    assert names == ("dark", "light")
+    light = [p.name for p in files[1]]
+    assert "odd_suffix.dat" in light and "notes.txt" not in light and ".hidden.png" not in light
+    # corrupt.jpg starts like a JPEG: listed, then skipped when it fails to decode
+    assert "corrupt.jpg" in [p.name for p in files[0]]
+    x, kept = load_images(files[0], GRAY28)
+    assert len(kept) == len(files[0]) - 1 and x.shape == (len(kept), 28, 28, 1)
+    assert files[0][next(i for i in range(len(files[0])) if i not in kept)].name == "corrupt.jpg"
+    assert list_class_folder(image_folder, limit_per_class=4)[1][0] == files[0][:4]
+
+
+def test_the_folder_rule_explains_bad_layouts(tmp_path: Path) -> None:
+    with pytest.raises(DataNotFound, match="one subfolder per class"):
+        list_class_folder(tmp_path / "missing")
+    (tmp_path / "only").mkdir()
+    with pytest.raises(ValueError, match="at least 2 class subfolders"):
+        list_class_folder(tmp_path)
+
+
+def test_stratified_split_several_held_out_parts() -> None:
+    y = np.repeat(np.arange(3), [20, 10, 3]).astype(np.int64)
+    rest, test, val = stratified_split(y, [0.25, 0.15], seed=0)
+    parts = [rest, test, val]
+    assert sum(len(p) for p in parts) == len(y)
+    assert len(np.unique(np.concatenate(parts))) == len(y)  # disjoint
+    assert np.bincount(y[test], minlength=3).tolist() == [5, 2, 1]  # round(n * 0.25), >= 1
+    assert np.bincount(y[val], minlength=3).tolist() == [3, 2, 1]  # round(n * 0.15), >= 1
+    assert np.bincount(y[rest], minlength=3).tolist() == [12, 6, 1]  # every class keeps one
+    # the first held-out part is the same as a one-part split with the same seed
+    np.testing.assert_array_equal(test, stratified_split(y, 0.25, seed=0)[1])
+    tiny = np.array([0, 0, 1], np.int64)
+    r, _h = stratified_split(tiny, 0.4, seed=0)
+    assert sorted(y_ for y_ in tiny[r]) == [0, 1]  # the single class-1 example stays in rest
+
+
+def test_class_weights_balanced() -> None:
+    w = class_weights(np.array([0, 0, 0, 1], np.int64), 3)
+    assert w.tolist() == pytest.approx([4 / 9, 4 / 3, 4 / 3])  # a missing class counts as 1
+
+
+def test_training_data_dir_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("IMGCLASS_DATA", raising=False)
+    monkeypatch.setenv("IMGCLASS_TRAINING_DATA_DIR", str(tmp_path / "new"))
+    assert data_root() == tmp_path / "new"
+    monkeypatch.delenv("IMGCLASS_TRAINING_DATA_DIR")
+    monkeypatch.setenv("IMGCLASS_DATA", str(tmp_path / "old"))
+    with pytest.warns(DeprecationWarning, match="IMGCLASS_TRAINING_DATA_DIR"):
+        assert data_root() == tmp_path / "old"

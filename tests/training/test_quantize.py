@@ -23,6 +23,7 @@ def images(tmp_path_factory: pytest.TempPathFactory, fashion_mnist) -> list[Path
     return paths
 
 
+@pytest.mark.slow
 def test_quantized_bundle_agrees_and_validates(
     tiny_models_dir: Path, images, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -47,6 +48,7 @@ def test_quantized_bundle_agrees_and_validates(
     assert "INT8" in (tmp_path / "tiny-int8" / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_quantized_bundle_is_not_written_below_the_bar(
     tiny_models_dir: Path, images, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -14,8 +14,9 @@ import pytest
 from app.bundle import load_bundle
 from app.registry import ModelRegistry
 from tests.conftest import ROOT
-from tests.training.test_pipeline import small_config
+from tests.training.test_datasets import small_config
 from training.__main__ import main as cli
+from training.data import load_cifar10
 from training.serving_eval import check_bundles
 from training.train import RunResult, fit
 
@@ -45,6 +46,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory, mnist_small_dir: Path) 
     return fit(cfg, data_dir=mnist_small_dir, out_dir=tmp / "models", runs_dir=tmp / "runs")
 
 
+@pytest.mark.slow
 def test_short_run_beats_chance_clearly(digits_run: RunResult) -> None:
     ex = digits_run.export
     assert ex is not None and ex.serving is not None
@@ -54,6 +56,7 @@ def test_short_run_beats_chance_clearly(digits_run: RunResult) -> None:
     assert ex.agreement is not None and ex.agreement >= 0.999
 
 
+@pytest.mark.slow
 def test_run_directory_holds_everything(digits_run: RunResult) -> None:
     run = digits_run.run_dir
     for name in (
@@ -83,6 +86,7 @@ def test_run_directory_holds_everything(digits_run: RunResult) -> None:
     assert staged.metadata.artifact.sha256 == digits_run.export.bundle.metadata.artifact.sha256
 
 
+@pytest.mark.slow
 def test_bundle_records_metrics_provenance_and_card(digits_run: RunResult) -> None:
     assert digits_run.export is not None and digits_run.export.bundle is not None
     bundle = load_bundle(digits_run.export.bundle.path)
@@ -95,13 +99,14 @@ def test_bundle_records_metrics_provenance_and_card(digits_run: RunResult) -> No
     card = (bundle.path / "README.md").read_text()
     assert "n = 300" in card and "Confusion matrix" in card and "Training time" in card
     # invert: auto -> the same test images inverted are measured and recorded too.
-    assert meta.input.invert == "auto" and "polarity `auto`" in card
+    assert meta.input.invert == "auto" and "`invert: auto`" in card
     inverted = [m for m in meta.metrics if m.split == "test inverted"]
     assert len(inverted) == 1 and inverted[0].n_samples == 300
     assert inverted[0].accuracy is not None and primary.accuracy is not None
     assert abs(inverted[0].accuracy - primary.accuracy) <= 0.02
 
 
+@pytest.mark.slow
 def test_bundle_serves_in_the_registry(digits_run: RunResult, photos_dir: Path) -> None:
     from app.imaging import ImageLimits, prepare
 
@@ -118,6 +123,7 @@ def test_bundle_serves_in_the_registry(digits_run: RunResult, photos_dir: Path) 
     assert (pred == truth).mean() > 0.5  # 20 real MNIST test digits, model trained on 810
 
 
+@pytest.mark.slow
 def test_eval_check_passes_and_catches_a_false_claim(
     digits_run: RunResult, mnist_small_dir: Path, tmp_path: Path
 ) -> None:
@@ -133,6 +139,7 @@ def test_eval_check_passes_and_catches_a_false_claim(
     assert not ok and rows[0]["status"] == "FAIL"
 
 
+@pytest.mark.slow
 def test_cli_export_and_evaluate(
     digits_run: RunResult, mnist_small_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -190,7 +197,11 @@ def test_cli_export_and_evaluate(
     assert rc == 0 and f"Keras model: {keras_model}" in out and "n=300" in out
 
 
-def test_cifar_bird_one_vs_rest_route(tmp_path: Path, cifar_dir: Path) -> None:
+@pytest.mark.slow
+def test_cifar_bird_one_vs_rest_through_the_cli(
+    tmp_path: Path, cifar_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m training train --config X` dispatches through the recipe registry."""
     cfg = small_config(
         name="mini-bird",
         data={"source": "cifar10", "binary_positive": "bird", "val_fraction": 0.2},
@@ -200,22 +211,26 @@ def test_cifar_bird_one_vs_rest_route(tmp_path: Path, cifar_dir: Path) -> None:
         train={"epochs": 5, "batch_size": 32, "class_weight": "balanced", "verbose": 0},
         export={"parity_samples": 16},
     )
-    result = fit(
-        cfg, data_dir=cifar_dir.parent, out_dir=tmp_path / "models", runs_dir=tmp_path / "runs"
-    )
-    assert result.export is not None and result.export.bundle is not None
-    bundle = result.export.bundle
+    config = tmp_path / "mini-bird.yaml"
+    config.write_text(cfg.to_yaml())
+    argv = ["train", "--config", str(config), "--data-dir", str(cifar_dir.parent)]
+    argv += ["--out-dir", str(tmp_path / "models"), "--runs-dir", str(tmp_path / "runs")]
+    assert cli(argv) == 0
+    out = capsys.readouterr().out
+    assert "mini-bird (scratch recipe)" in out and "n=200 (onnxruntime)" in out
+    bundle = load_bundle(tmp_path / "models" / "mini-bird")
     assert bundle.labels == ("not_bird", "bird") and bundle.metadata.num_classes == 2
-    report = result.export.serving.report if result.export.serving else None
-    assert report is not None and report.n_samples == 200
-    majority = max(np.bincount(result.datasets.arrays.y_test)) / 200
-    assert report.accuracy > majority + 0.1  # the blob marks birds: learnable beyond the majority
-    assert report.top_k == 2 and report.per_class[1].label == "bird"
+    m = bundle.metadata.primary_metrics
+    assert m is not None and m.n_samples == 200 and m.accuracy is not None
+    y_test = np.asarray(load_cifar10(cifar_dir, "bird").y_test)
+    majority = max(np.bincount(y_test)) / len(y_test)
+    assert m.accuracy > majority + 0.1  # the blob marks birds: learnable beyond the majority
+    assert m.extra["top2_accuracy"] >= m.accuracy
 
 
 def test_serving_eval_needs_no_tensorflow() -> None:
     code = (
-        "import sys, training.serving_eval, training.data, training.metrics;"
+        "import sys, training.serving_eval, training.data, app.metrics, app.card, app.bundle_write;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'yaml')];"
         "sys.exit(f'imported {bad}' if bad else 0)"
     )

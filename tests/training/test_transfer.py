@@ -40,7 +40,6 @@ def _config(tmp: Path, **overrides: object) -> Path:
         name="standin",
         positive_label=None,
         cache_dir=str(tmp / "cache"),
-        run_dir=str(tmp / "runs"),
         data={"val_fraction": 0.15, "test_fraction": 0.25},
         head={**cfg["head"], "epochs": 40, "flip_augment": False},
     )
@@ -52,12 +51,16 @@ def _config(tmp: Path, **overrides: object) -> Path:
 
 @pytest.fixture(scope="module")
 def result(folder: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from training.transfer import train_transfer
+    from training.config import TransferConfig
+    from training.recipes import load_config
+    from training.transfer import run_transfer
 
     tmp = tmp_path_factory.mktemp("transfer")
-    return train_transfer(_config(tmp), folder, tmp / "models"), tmp
+    cfg = load_config(_config(tmp), TransferConfig)
+    return run_transfer(cfg, folder, tmp / "models", tmp / "runs"), tmp
 
 
+@pytest.mark.slow
 def test_held_out_accuracy_well_above_chance(result) -> None:  # type: ignore[no-untyped-def]
     r, _ = result
     assert (r.n_train, r.n_val, r.n_test) == (36, 9, 15)  # 20 per class: 12/3/5
@@ -67,6 +70,7 @@ def test_held_out_accuracy_well_above_chance(result) -> None:  # type: ignore[no
     assert np.asarray(r.confusion).sum() == r.n_test
 
 
+@pytest.mark.slow
 def test_bundle_serves_and_agrees(result, folder: Path) -> None:  # type: ignore[no-untyped-def]
     r, _ = result
     bundle = load_bundle(r.bundle.path)
@@ -86,12 +90,16 @@ def test_bundle_serves_and_agrees(result, folder: Path) -> None:  # type: ignore
     assert (r.run_dir / "metrics.json").is_file() and (r.run_dir / "config.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_embeddings_are_cached_by_content(result, folder: Path) -> None:  # type: ignore[no-untyped-def]
-    from training.transfer import EmbeddingCache, TransferConfig, backbone_key, embed_files
+    from training.config import TransferConfig
+    from training.folder_embeddings import EmbeddingCache, embed_files
+    from training.recipes import load_config
+    from training.transfer_head import backbone_key
 
     r, tmp = result
     assert r.embed_stats.computed == 60 and r.embed_stats.cached == 0
-    cfg = TransferConfig.from_yaml(tmp / "config.yaml")
+    cfg = load_config(tmp / "config.yaml", TransferConfig)
     cache = EmbeddingCache.open(cfg.cache_dir, backbone_key(cfg))
     assert len(cache.entries) == 60
     # A renamed copy hits the cache (keyed by content); the backbone is never called.
@@ -104,32 +112,23 @@ def test_embeddings_are_cached_by_content(result, folder: Path) -> None:  # type
         def predict(self, *a: object, **k: object) -> None:
             raise AssertionError("cache miss")
 
-    emb, stats = embed_files(Boom(), [copy], cfg.input, cache)  # type: ignore[arg-type]
-    assert stats.cached == 1 and emb.shape == (1, 1280)
+    emb, kept, stats = embed_files(Boom(), [copy], cfg.input, cache)  # type: ignore[arg-type]
+    assert stats.cached == 1 and emb.shape == (1, 1280) and kept.tolist() == [0]
 
 
-def test_scan_folder_explains_bad_layouts(tmp_path: Path) -> None:
-    from training.transfer import scan_folder
-
-    with pytest.raises(FileNotFoundError, match="one subfolder per class"):
-        scan_folder(tmp_path / "missing")
-    (tmp_path / "only").mkdir()
-    with pytest.raises(ValueError, match="at least 2 class subfolders"):
-        scan_folder(tmp_path)
-
-
-def test_stratified_split_keeps_every_class_in_test() -> None:
-    from training.transfer import stratified_split
-
-    files = [[Path(f"a{i}") for i in range(10)], [Path(f"b{i}") for i in range(3)]]
-    paths, labels = stratified_split(files, 0.2, 0.2, seed=0)
-    assert sorted(set(labels["test"].tolist())) == [0, 1]
-    assert sum(len(v) for v in paths.values()) == 13
-    assert not set(paths["train"]) & set(paths["test"])
+@pytest.mark.slow
+def test_card_is_rendered_from_the_run(result) -> None:  # type: ignore[no-untyped-def]
+    r, _ = result
+    card = (r.bundle.path / "README.md").read_text()
+    meta = r.bundle.metadata
+    assert f"({meta.outputs.embedding.dim}-d" in card
+    assert f"train {r.n_train}, validation {r.n_val}, test {r.n_test}" in card
+    assert f"n={r.n_test}" in card and "Confusion matrix" in card
 
 
 def test_binary_folder_records_a_threshold_calibrated_on_validation() -> None:
-    from training.transfer import TransferConfig, _metrics
+    from training.config import TransferConfig
+    from training.transfer import _metrics
 
     cfg = TransferConfig(
         name="santa",
