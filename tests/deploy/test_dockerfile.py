@@ -278,3 +278,35 @@ def test_compose_ci_override_uses_host_network() -> None:
     assert api["network_mode"] == "host"
     assert api["build"]["network"] == "host"
     assert not api.get("ports"), "published ports cannot be used with host networking"
+
+
+def _bytes(size: str) -> int:
+    """'${VAR:-1g}' or '512m' -> bytes."""
+    value = size.rsplit(":-", 1)[-1].rstrip("}").lower()
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    return int(float(value[:-1]) * units[value[-1]]) if value[-1] in units else int(value)
+
+
+def test_compose_services_have_resource_limits() -> None:
+    """Every served container: sized tmpfs and memory, CPU and pids limits; memory above the
+    600 MB peak-RSS budget of issue #11 with headroom."""
+    services = _compose(COMPOSE)["services"]
+    for name in ("api", "api-gpu", "api-milvus"):
+        s = services[name]
+        tmpfs = [t for t in s["tmpfs"] if str(t).startswith("/tmp")]
+        assert tmpfs and "size=" in tmpfs[0], f"{name}: /tmp tmpfs has no size"
+        assert _bytes(s["mem_limit"]) >= 800 << 20, name
+        assert s["memswap_limit"] == s["mem_limit"], f"{name}: swap beyond the memory limit"
+        assert float(str(s["cpus"]).rsplit(":-", 1)[-1].rstrip("}")) > 0, name
+        assert 0 < int(s["pids_limit"]) <= 1024, name
+
+
+def test_compose_says_how_writes_are_authorised() -> None:
+    """The container listens on 0.0.0.0, where writes without a key are refused unless the
+    opt-out is set: compose must set it explicitly (published on loopback) or pass a key."""
+    for name in ("api", "api-gpu", "api-milvus"):
+        env = _compose(COMPOSE)["services"][name]["environment"]
+        assert "IMGCLASS_API_KEY" in env
+        assert str(env["IMGCLASS_ALLOW_UNAUTHENTICATED_WRITES"]).endswith(":-true}"), name
+    ports = _compose(COMPOSE)["services"]["api"]["ports"]
+    assert all(str(p).startswith("${IMGCLASS_BIND:-127.0.0.1}:") for p in ports)

@@ -26,10 +26,13 @@ IMAGE = os.environ.get("IMGCLASS_CI_MILVUS_IMAGE", "")
 DOCKER = os.environ.get("IMGCLASS_CI_DOCKER", "docker")
 READY_TIMEOUT_S = 120
 
-pytestmark = pytest.mark.skipif(
-    not IMAGE,
-    reason="needs the api-milvus image; scripts/ci-docker builds it and runs this module",
-)
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.skipif(
+        not IMAGE,
+        reason="needs the api-milvus image; scripts/ci-docker builds it and runs this module",
+    ),
+]
 
 # Three Fashion-MNIST test photos (file name ends in the true class index).
 PHOTOS = {

@@ -1,0 +1,33 @@
+"""Every IMGCLASS_* setting is documented in the README's configuration table, and the table
+names no setting that does not exist."""
+
+from __future__ import annotations
+
+import re
+
+from app.settings import Settings
+from tests.conftest import ROOT
+
+
+def _documented() -> set[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("\n## Configuration")
+    end = text.find("\n## ", start + 1)
+    names: set[str] = set()
+    for line in text[start : end if end > 0 else None].splitlines():
+        if line.startswith("|"):
+            names |= set(re.findall(r"IMGCLASS_[A-Z0-9_]+", line.split("|")[1]))
+    return names
+
+
+def test_every_setting_has_a_readme_row() -> None:
+    fields = {f"IMGCLASS_{name.upper()}" for name in Settings.model_fields}
+    documented = _documented()
+    missing = sorted(fields - documented)
+    assert not missing, (
+        "README.md '## Configuration' has no row (first column) for: "
+        + ", ".join(missing)
+        + ". Add `| `NAME` | default | meaning |` rows for them."
+    )
+    stale = sorted(documented - fields)
+    assert not stale, f"README.md documents settings app/settings.py does not have: {stale}"
