@@ -169,3 +169,14 @@ register(
         "the pretrained ImageNet network with a fixed head (imagenet, bird); no training",
     )
 )
+# training/emoji/config.py is TensorFlow-free, like the configs above.
+from training.emoji.config import EmojiHeadConfig  # noqa: E402
+
+register(
+    Recipe(
+        "emoji_head",
+        EmojiHeadConfig,
+        "training.emoji.build:run",
+        "binary head on the imagenet embedding, leave-one-style-out on emoji art (santa, bird)",
+    )
+)

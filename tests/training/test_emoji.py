@@ -1,0 +1,158 @@
+"""Emoji art as drawing data: catalogue labels, rendering, heads, ONNX composition, LOSO."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import DATA, FETCH_HINT
+from training.emoji.catalog import (
+    CLOTHING_TO_FASHION,
+    FASHION_CLASSES,
+    STYLES,
+    Picture,
+    load_catalog,
+    split_key,
+)
+from training.emoji.heads import features, fit_head
+from training.emoji.loso import StyleSet, Task, choose_on_validation, run_loso
+
+ROOT = Path(__file__).resolve().parents[2]
+EMOJI = DATA / "emoji"
+
+
+@pytest.fixture(scope="module")
+def catalog() -> list[Picture]:
+    if not (EMOJI / "emoji-datasource" / "emoji.json").is_file():
+        pytest.fail(f"emoji art missing in {EMOJI}; {FETCH_HINT}")
+    return load_catalog(DATA)
+
+
+def test_code_points_split_into_emoji_and_skin_tone() -> None:
+    assert split_key("1F385-1F3FB") == ("1F385", 1)
+    assert split_key("1f936-1f3ff") == ("1F936", 5)
+    assert split_key("2603-FE0F") == ("2603", 0)
+    assert split_key("1F9D1-200D-1F384") == ("1F9D1-200D-1F384", 0)
+
+
+def test_every_style_has_santa_in_every_skin_tone_and_the_hard_negatives(catalog) -> None:  # type: ignore[no-untyped-def]
+    by_style = {s: [p for p in catalog if p.style == s] for s in STYLES}
+    for style, pics in by_style.items():
+        santas = Counter((p.short_name, p.tone) for p in pics if p.is_santa)
+        names = {p.short_name for p in pics}
+        assert {"christmas_tree", "gift", "snowman", "elf"} <= names, style
+        if style == "fluent-high-contrast":  # one-colour art: no skin tones drawn
+            assert set(santas) == {(n, 0) for n in ("santa", "mrs_claus", "mx_claus")}
+        else:
+            assert len(santas) == 18, style  # 3 figures x (default + 5 tones)
+            tones = {p.tone for p in pics if p.short_name == "elf"}
+            assert tones == {0, 1, 2, 3, 4, 5}, style
+        assert sum(p.is_santa for p in pics) == sum(santas.values())
+
+
+def test_bird_and_clothing_labels(catalog) -> None:  # type: ignore[no-untyped-def]
+    noto = [p for p in catalog if p.style == "noto"]
+    birds = {p.short_name for p in noto if p.bird_label == 1}
+    assert {"penguin", "owl", "flamingo", "chicken", "dodo"} <= birds
+    assert {p.short_name for p in noto if p.bird_label is None} == {"feather", "wing"}
+    assert all(p.bird_label == 0 for p in noto if p.short_name in ("egg", "poultry_leg"))
+    assert set(CLOTHING_TO_FASHION.values()) <= set(FASHION_CLASSES)
+    for style in STYLES:  # every mapped clothing emoji is drawn in every style
+        mapped = {p.short_name for p in catalog if p.style == style and p.fashion_class}
+        assert mapped == set(CLOTHING_TO_FASHION), style
+
+
+def test_labels_agree_across_styles_for_the_same_code_point(catalog) -> None:  # type: ignore[no-untyped-def]
+    names: dict[str, set[str]] = {}
+    for p in catalog:
+        names.setdefault(p.key, set()).add(p.short_name)
+    assert all(len(v) == 1 for v in names.values())
+    fluent = {p.path.name: p.short_name for p in catalog if p.style == "fluent-flat"}
+    assert fluent["santa-claus-medium-dark.svg"] == "santa"
+    assert fluent["person-elf-default.svg"] == "elf"
+    assert fluent["phoenix-bird.svg"] == "phoenix"
+
+
+def test_rendering_is_white_backed_and_augmentation_is_seeded(catalog) -> None:  # type: ignore[no-untyped-def]
+    from training.emoji.render import augment, base_array
+
+    svg = next(p for p in catalog if p.style == "openmoji-black" and p.short_name == "santa")
+    png = next(p for p in catalog if p.style == "noto" and p.short_name == "santa")
+    for pic in (svg, png):
+        a = base_array(pic, 64)
+        assert a.shape == (64, 64, 3) and a.dtype == np.uint8
+        assert (a[0, 0] == 255).all()  # transparent corner composited on white
+        assert a.min() < 100  # something is drawn
+    x1 = augment(svg, 96, np.random.default_rng([0, 1]))
+    x2 = augment(svg, 96, np.random.default_rng([0, 1]))
+    x3 = augment(svg, 96, np.random.default_rng([0, 2]))
+    assert x1.shape == (96, 96, 3)
+    assert np.array_equal(x1, x2) and not np.array_equal(x1, x3)
+
+
+def _synthetic_sets(seed: int = 0) -> dict[str, StyleSet]:
+    """Five 'styles': positives shifted along one direction, each style with its own offset."""
+    rng = np.random.default_rng(seed)
+    sets = {}
+    for i, style in enumerate(["a", "b", "c", "d", "e"]):
+        y = (rng.random(400) < 0.05).astype(np.int64)
+        y[:3] = 1
+        x = rng.normal(size=(400, 8)).astype(np.float32)
+        x[:, 0] += 5.0 * y + 0.3 * i  # signal plus a per-style shift
+        sets[style] = StyleSet(
+            style, [], y, x, [x + rng.normal(scale=0.1, size=x.shape).astype(np.float32)]
+        )
+    return sets
+
+
+TOY = Task("toy", ("no", "yes"), lambda p: 0, False, False, "max_f1", cs=(0.1, 1.0))
+
+
+def test_loso_pools_every_fold_and_never_calibrates_on_the_held_out_style() -> None:
+    sets = _synthetic_sets()
+    res = run_loso(TOY, sets)
+    assert set(res["folds"]) == set(sets)
+    pooled = res["pooled"]
+    assert pooled["n"] == sum(len(s.y) for s in sets.values())
+    assert pooled["tp"] == sum(f["tp"] for f in res["folds"].values())
+    assert pooled["recall"]["estimate"] > 0.8  # the signal is strong
+    # The threshold for style 'a' depends only on the other styles: scrambling 'a' leaves it.
+    c1, cal1, _ = choose_on_validation(TOY, sets, ["b", "c", "d", "e"], None)
+    scrambled = dict(sets)
+    scrambled["a"] = StyleSet("a", [], sets["a"].y[::-1].copy(), -sets["a"].x_base, [])
+    c2, cal2, _ = choose_on_validation(TOY, scrambled, ["b", "c", "d", "e"], None)
+    assert (c1, cal1.threshold) == (c2, cal2.threshold)
+    assert res["folds"]["a"]["threshold"] == cal1.threshold
+
+
+def test_head_features_and_mass_logit() -> None:
+    emb = np.zeros((3, 4), np.float32)
+    mass = np.array([0.5, 0.9, 0.0], np.float32)
+    x = features(emb, mass, use_mass=True)
+    assert x.shape == (3, 5)
+    assert x[0, 4] == pytest.approx(0.0) and x[1, 4] == pytest.approx(np.log(9), rel=1e-5)
+    assert np.isfinite(x).all()
+    assert features(emb, mass, use_mass=False).shape == (3, 4)
+
+
+@pytest.mark.parametrize("use_mass", [False, True])
+def test_composed_graph_matches_the_numpy_head_on_real_pictures(catalog, use_mass: bool) -> None:  # type: ignore[no-untyped-def]
+    from training.emoji.compose import compose, parity, run
+    from training.emoji.embed import Backbone
+    from training.emoji.render import base_array
+
+    backbone = Backbone(ROOT / "models" / "imagenet", threads=1)
+    pics = [p for p in catalog if p.style == "twemoji" and p.short_name in ("santa", "owl", "gift")]
+    imgs = np.stack([base_array(p, 224) for p in pics]).astype(np.float32)
+    emb, mass = backbone(imgs)
+    x = features(emb, mass, use_mass)
+    y = np.array([int(p.short_name == "owl") for p in pics])
+    head = fit_head(np.concatenate([x, x + 0.01]), np.concatenate([y, y]), c=1.0, use_mass=use_mass)
+    model = compose(backbone.bundle.model_path, head)
+    assert parity(model, head, imgs, x) < 1e-4
+    probs, emb2 = run(model, imgs)
+    assert probs.shape == (len(pics), 2) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.allclose(emb2, emb, atol=1e-5)  # the backbone's embedding output is kept

@@ -1,0 +1,127 @@
+"""Card sections for the emoji-head bundles, built from the LOSO report (no typed-in figures)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.card import Section, Table
+from app.metrics import Calibration
+from training.emoji.catalog import (
+    BIRD_AMBIGUOUS,
+    BIRD_SUBCATEGORY,
+    SANTA,
+    SANTA_HARD_NAMES,
+    STYLES,
+)
+from training.emoji.loso import Task
+
+
+def _frac(d: dict[str, Any]) -> str:
+    if not d.get("n"):
+        return "n/a"
+    return f"{d['k']}/{d['n']} = {100 * d['estimate']:.1f}% [{100 * d['low']:.1f}, {100 * d['high']:.1f}]"
+
+
+def _row(what: str, f: dict[str, Any], threshold: float | None) -> tuple[str, ...]:
+    return (
+        what,
+        str(f["n"]),
+        str(f["n_positive"]),
+        _frac(f["precision"]),
+        _frac(f["recall"]),
+        _frac(f.get("recall_at_1pct_fpr", {})),
+        f"{f['roc_auc']:.3f}" if "roc_auc" in f else "n/a",
+        "per fold" if threshold is None else f"{threshold:.4f}",
+    )
+
+
+HEADER = (
+    "held-out style",
+    "n",
+    "positives",
+    "precision [Wilson 95%]",
+    "recall [Wilson 95%]",
+    "recall at 1% FPR",
+    "ROC AUC",
+    "threshold",
+)
+
+
+def trained_on(task: Task) -> str:
+    if task.name == "santa":
+        return (
+            "Trained on emoji drawings only: "
+            f"{', '.join(sorted(SANTA))} in every skin tone are 'santa'; every other emoji is "
+            "'not_santa', including the hard ones (other people and fantasy figures in every "
+            f"skin tone, {', '.join(sorted(SANTA_HARD_NAMES))}). It has never seen a photograph "
+            "of Santa (none is openly licensed and reachable here). For photos, teach your own "
+            "model from a folder of your pictures: the server's teach feature, or "
+            "`python -m training train --config training/configs/santa.yaml --data-dir <folder>`."
+        )
+    return (
+        f"Trained on emoji drawings (positives: emoji.json subcategory `{BIRD_SUBCATEGORY}`; "
+        f"{' and '.join(sorted(BIRD_AMBIGUOUS))} are parts of a bird, not birds, and are left "
+        "out of training and of every figure) plus the labelled real photos the project ships "
+        "(weighted x10). The head sees the ImageNet network's embedding and its probability mass "
+        "on the 59 ImageNet bird classes, so photographed birds keep what the photo-only bundle had."
+    )
+
+
+def card_sections(
+    task: Task, loso: dict[str, Any], photos: dict[str, Any] | None, cal: Calibration
+) -> tuple[Section, ...]:
+    rows = [
+        _row(s, loso["folds"][s], loso["folds"][s]["threshold"])
+        for s in STYLES
+        if s in loso["folds"]
+    ]
+    rows.append(_row("pooled (7 folds)", loso["pooled"], None))
+    out = [
+        Section("What it was trained on", paragraphs=(trained_on(task),)),
+        Section(
+            "Leave-one-style-out evaluation (drawings)",
+            paragraphs=(
+                "Each style is scored by a head trained on the other six (un-augmented pictures "
+                "plus one augmented view each: colour, line weight, scale/position, background, "
+                "resolution). Regularisation and threshold were chosen on validation scores from "
+                "an inner leave-one-style-out over those six; the held-out style was scored once. "
+                "Recall at 1% FPR is threshold-free (the best recall on that style at <= 1% false "
+                "positives).",
+                f"The shipped head is trained on all seven styles; its threshold "
+                f"{cal.threshold:.4f} was chosen by the rule {cal.rule} on the pooled held-out "
+                "scores above (validation for the shipped head, which was not fitted on them).",
+            ),
+            tables=(Table(HEADER, tuple(rows)),),
+        ),
+    ]
+    if photos is not None:
+        out.append(
+            Section(
+                "Real photos (out-of-fold)",
+                paragraphs=(
+                    f"{photos['n']} photos, {photos['n_positive']} with a bird; each scored by a "
+                    "head trained on all drawings and the other four fifths of the photos. "
+                    f"Lowest bird score {photos['lowest_bird']:.3f}, highest non-bird score "
+                    f"{photos['highest_non_bird']:.3f}, threshold {cal.threshold:.4f}.",
+                ),
+                tables=(Table(HEADER, (_row("photos", photos, cal.threshold),)),),
+            )
+        )
+    return tuple(out)
+
+
+def limitations(task: Task) -> tuple[str, ...]:
+    common = (
+        "Drawings here are emoji: one object, centred, on a plain background. Scenes, sketches, "
+        "cartoons with many objects and photos of a kind the training data lacks are not measured.",
+        "Per-style figures rest on few positives (see n and the intervals); a style's interval is wide.",
+    )
+    if task.name == "santa":
+        return (
+            "Not measured on photographs at all: teach your own model for photos.",
+            *common,
+        )
+    return (
+        "Only 3 bird photos among the labelled photos: the photo figures are a smoke test.",
+        *common,
+    )

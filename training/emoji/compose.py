@@ -1,0 +1,103 @@
+"""Compose a linear head onto the shipped imagenet bundle's ONNX graph (no Keras round trip).
+
+The backbone graph is used as it is (its own `image` input and `embedding` output); the head
+adds: [optional ImageNet bird-mass logit] -> standardise -> dot -> bias -> softmax over
+(0, z), i.e. probs = (1 - sigmoid(z), sigmoid(z)). The ImageNet `probs` output is renamed to
+an internal tensor. `parity` checks the composed graph against the numpy head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from app.bundle import EMBEDDING_NAME, INPUT_NAME, PROBS_NAME
+from training.emoji.heads import MASS_EPS, LinearHead
+from training.imagenet import BIRD_INDICES
+
+_INTERNAL_PROBS = "imagenet_probs"
+
+
+def compose(backbone_onnx: Path, head: LinearHead) -> bytes:
+    """The serialized composed model: input `image`, outputs `probs` (N x 2), `embedding`."""
+    model = onnx.load(str(backbone_onnx))
+    g = model.graph
+    for node in g.node:
+        node.output[:] = [_INTERNAL_PROBS if o == PROBS_NAME else o for o in node.output]
+        node.input[:] = [_INTERNAL_PROBS if i == PROBS_NAME else i for i in node.input]
+    emb_out = next(o for o in g.output if o.name == EMBEDDING_NAME)
+    dim = emb_out.type.tensor_type.shape.dim[1].dim_value
+
+    def const(name: str, value: npt.NDArray[np.generic]) -> str:
+        g.initializer.append(numpy_helper.from_array(value, name))
+        return name
+
+    nodes = []
+    head_in = EMBEDDING_NAME
+    if head.use_mass:
+        idx = const("head_bird_indices", np.asarray(BIRD_INDICES, np.int64))
+        axes = const("head_axes1", np.asarray([1], np.int64))
+        nodes += [
+            helper.make_node("Gather", [_INTERNAL_PROBS, idx], ["head_bird_p"], axis=1),
+            helper.make_node("ReduceSum", ["head_bird_p", axes], ["head_mass"], keepdims=1),
+            helper.make_node(
+                "Clip",
+                [
+                    "head_mass",
+                    const("head_lo", np.asarray(MASS_EPS, np.float32)),
+                    const("head_hi", np.asarray(1 - MASS_EPS, np.float32)),
+                ],
+                ["head_mass_c"],
+            ),
+            helper.make_node(
+                "Sub", [const("head_one", np.asarray(1.0, np.float32)), "head_mass_c"], ["head_1m"]
+            ),
+            helper.make_node("Div", ["head_mass_c", "head_1m"], ["head_odds"]),
+            helper.make_node("Log", ["head_odds"], ["head_mass_logit"]),
+            helper.make_node("Concat", [EMBEDDING_NAME, "head_mass_logit"], ["head_x"], axis=1),
+        ]
+        head_in = "head_x"
+    w = (head.weights / head.scale).astype(np.float32)  # fold the standardisation into w, b
+    b = np.float32(head.bias - float(np.sum(head.mean.astype(np.float64) * w)))
+    nodes += [
+        helper.make_node("MatMul", [head_in, const("head_w", w[:, None])], ["head_xw"]),
+        helper.make_node(
+            "Add", ["head_xw", const("head_b", np.asarray([b], np.float32))], ["head_z"]
+        ),
+        helper.make_node("Sub", ["head_z", "head_z"], ["head_zero"]),
+        helper.make_node("Concat", ["head_zero", "head_z"], ["head_logits"], axis=1),
+        helper.make_node("Softmax", ["head_logits"], [PROBS_NAME], axis=1),
+    ]
+    g.node.extend(nodes)
+    probs = helper.make_tensor_value_info(PROBS_NAME, TensorProto.FLOAT, [None, 2])
+    keep = [o for o in g.output if o.name == EMBEDDING_NAME]
+    del g.output[:]
+    g.output.extend([probs, *keep])
+    assert dim > 0
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def run(model_bytes: bytes, batch: npt.NDArray[np.float32]) -> tuple[np.ndarray, np.ndarray]:
+    sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    if names != [INPUT_NAME]:
+        raise ValueError(f"composed graph inputs {names}, expected [{INPUT_NAME!r}]")
+    probs, emb = sess.run([PROBS_NAME, EMBEDDING_NAME], {INPUT_NAME: batch})
+    return probs, emb
+
+
+def parity(
+    model_bytes: bytes,
+    head: LinearHead,
+    batch: npt.NDArray[np.float32],
+    head_input: npt.NDArray[np.float32],
+) -> float:
+    """max |P(positive) composed - numpy head| on `batch` (head_input: its features)."""
+    probs, _ = run(model_bytes, batch)
+    return float(np.max(np.abs(probs[:, 1] - head.score(head_input))))

@@ -1,0 +1,21 @@
+"""Config of the `emoji_head` recipe (TensorFlow-free): a binary head on the imagenet bundle's
+embedding, trained and evaluated leave-one-style-out on emoji art (training/emoji/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from training.config import RecipeBase
+
+
+class EmojiHeadConfig(RecipeBase):
+    recipe: Literal["emoji_head"] = "emoji_head"
+    # Which emoji are positive, labels, threshold rule (training.emoji.loso.TASKS).
+    task: Literal["santa", "bird"]
+    # The bundle whose graph and `embedding` output the head is composed onto.
+    backbone_bundle: Path = Path("models/imagenet")
+    # Augmented views of every training picture (cached; "aug<seed>").
+    views: list[str] = Field(default_factory=lambda: ["aug0"])

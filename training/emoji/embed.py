@@ -1,0 +1,154 @@
+"""Backbone features of the emoji pictures and real photos, computed once and cached.
+
+Features are the shipped ``models/imagenet`` bundle's outputs through onnxruntime (the same
+graph every head here is composed onto): the 1280-d ``embedding`` and the ImageNet probability
+mass on the 59 bird classes. Cached as .npz under ``data/emoji-cache`` keyed by the bundle's
+sha256, the style, the view (``base`` or an augmentation seed) and RENDER_VERSION.
+
+CLI: ``python -m training.emoji.embed [--aug-copies 1]`` fills the cache (minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from app.bundle import load_bundle
+from app.imaging import ImageLimits, prepare
+from training.emoji.catalog import PROJECT_ROOT, STYLES, Picture, data_root, load_catalog
+from training.emoji.render import augment, base_array
+from training.imagenet import BIRD_INDICES, bird_photos
+
+logger = logging.getLogger(__name__)
+
+# Bump when rendering or augmentation changes: cached features are then recomputed.
+RENDER_VERSION = 1
+SIZE = 224
+BACKBONE = PROJECT_ROOT / "models" / "imagenet"
+
+
+@dataclass(frozen=True)
+class Features:
+    emb: npt.NDArray[np.float32]  # N x 1280
+    bird_mass: npt.NDArray[np.float32]  # N
+    paths: tuple[str, ...]  # picture files, relative to the data root
+
+
+class Backbone:
+    """The imagenet bundle's graph in onnxruntime: RGB 224 uint8 batch -> features."""
+
+    def __init__(self, bundle_dir: Path = BACKBONE, threads: int = 2) -> None:
+        self.bundle = load_bundle(bundle_dir)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            str(self.bundle.model_path), opts, providers=["CPUExecutionProvider"]
+        )
+        self.sha = self.bundle.metadata.artifact.sha256
+        self._bird = np.asarray(BIRD_INDICES)
+
+    def __call__(self, batch: npt.NDArray[np.float32]) -> tuple[np.ndarray, np.ndarray]:
+        probs, emb = self.session.run(["probs", "embedding"], {"image": batch})
+        return emb.astype(np.float32), probs[:, self._bird].sum(axis=1).astype(np.float32)
+
+
+def _run(
+    backbone: Backbone, arrays: Callable[[int], npt.NDArray[np.uint8]], n: int, batch: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    embs, masses = [], []
+    for start in range(0, n, batch):
+        x = np.stack([arrays(i) for i in range(start, min(n, start + batch))]).astype(np.float32)
+        e, m = backbone(x)
+        embs.append(e)
+        masses.append(m)
+    dim = backbone.bundle.metadata.outputs.embedding
+    width = dim.dim if dim is not None else 0
+    if not embs:
+        return np.zeros((0, width), np.float32), np.zeros(0, np.float32)
+    return np.concatenate(embs), np.concatenate(masses)
+
+
+def cache_dir(root: Path | None = None) -> Path:
+    return (root or data_root()) / "emoji-cache"
+
+
+def _cache_file(root: Path | None, backbone_sha: str, style: str, view: str) -> Path:
+    return cache_dir(root) / f"r{RENDER_VERSION}-{backbone_sha[:12]}" / f"{style}-{view}.npz"
+
+
+def style_features(
+    pictures: Sequence[Picture],
+    style: str,
+    view: str,
+    backbone: Backbone,
+    root: Path | None = None,
+) -> Features:
+    """Features of one style's pictures; view 'base' (on white) or 'aug<seed>' (augmented)."""
+    path = _cache_file(root, backbone.sha, style, view)
+    base = root or data_root()
+    rel = tuple(str(p.path.relative_to(base)) for p in pictures)
+    if path.is_file():
+        z = np.load(path)
+        row = {p: i for i, p in enumerate(z["paths"].tolist())}
+        if all(p in row for p in rel):  # the same pictures, or a subset of the cached ones
+            idx = np.array([row[p] for p in rel], np.int64)
+            return Features(z["emb"][idx], z["bird_mass"][idx], rel)
+    t0 = time.perf_counter()
+    if view == "base":
+
+        def arrays(i: int) -> npt.NDArray[np.uint8]:
+            return base_array(pictures[i], SIZE)
+    else:
+        seed = int(view.removeprefix("aug"))
+        style_no = list(STYLES).index(style)
+
+        def arrays(i: int) -> npt.NDArray[np.uint8]:
+            rng = np.random.default_rng([seed, style_no, i])
+            return augment(pictures[i], SIZE, rng)
+
+    emb, mass = _run(backbone, arrays, len(pictures))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, emb=emb, bird_mass=mass, paths=np.asarray(rel))
+    tmp.replace(path)
+    logger.info(
+        "%s %s: %d pictures in %.0f s", style, view, len(pictures), time.perf_counter() - t0
+    )
+    return Features(emb, mass, rel)
+
+
+def photo_features(backbone: Backbone) -> tuple[Features, npt.NDArray[np.int64], list[str]]:
+    """The labelled real photos (training.imagenet.bird_photos) through the server's ingestion."""
+    photos = bird_photos()
+    spec = backbone.bundle.metadata.input
+    arrays = [prepare(p.path.read_bytes(), spec, ImageLimits()).array for p in photos]
+    emb, mass = backbone(np.stack(arrays))
+    y = np.array([int(p.is_bird) for p in photos], np.int64)
+    return Features(emb, mass, tuple(str(p.path) for p in photos)), y, [p.group for p in photos]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--styles", nargs="*", default=list(STYLES))
+    ap.add_argument("--aug-copies", type=int, default=1, help="augmented views per picture")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    backbone = Backbone(threads=args.threads)
+    catalog = load_catalog(styles=args.styles)
+    for style in args.styles:
+        pics = [p for p in catalog if p.style == style]
+        for view in ["base"] + [f"aug{k}" for k in range(args.aug_copies)]:
+            style_features(pics, style, view, backbone)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""Leave-one-style-out (LOSO) training and evaluation of binary heads on emoji art.
+
+For each style h: train on the other styles (un-augmented + augmented views), choose the
+regularisation C and the decision threshold on *validation* scores obtained by an inner
+leave-one-style-out over the training styles only, then score the held-out style h once.
+Per-style and pooled figures carry n and Wilson 95% intervals (app.metrics). The shipped head
+is trained on all styles with C and the threshold chosen the same way one level up (on the
+LOSO scores, which no shipped parameter was fitted on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from app.metrics import (
+    Calibration,
+    calibrate_threshold,
+    recall_at_fpr,
+    roc_auc,
+    wilson_interval,
+)
+from training.emoji.catalog import STYLES, Picture, load_catalog
+from training.emoji.embed import Backbone, Features, photo_features, style_features
+from training.emoji.heads import LinearHead, features, fit_head
+
+MAX_FPR = 0.01
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    labels: tuple[str, str]  # (negative, positive), the bundle's labels.txt order
+    label: Callable[[Picture], int | None]
+    use_mass: bool  # add the ImageNet bird-mass logit as a feature
+    with_photos: bool  # train (and check) with the labelled real photos too
+    rule: Literal["max_f1", "precision"]
+    target: float | None = None
+    cs: tuple[float, ...] = (0.003, 0.03)
+
+
+TASKS = {
+    "santa": Task(
+        "santa", ("not_santa", "santa"), lambda p: int(p.is_santa), False, False, "max_f1"
+    ),
+    "bird": Task(
+        "bird", ("not_bird", "bird"), lambda p: p.bird_label, True, True, "precision", 0.985
+    ),
+}
+PHOTO_WEIGHT = 10.0
+
+
+@dataclass
+class StyleSet:
+    style: str
+    pictures: list[Picture]
+    y: npt.NDArray[np.int64]
+    x_base: npt.NDArray[np.float32]
+    x_aug: list[npt.NDArray[np.float32]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PhotoSet:
+    x: npt.NDArray[np.float32]
+    y: npt.NDArray[np.int64]
+    groups: list[str]
+    paths: tuple[str, ...]
+
+
+def _keep(feat: Features, mask: npt.NDArray[np.bool_], use_mass: bool) -> npt.NDArray[np.float32]:
+    return features(feat.emb[mask], feat.bird_mass[mask], use_mass)
+
+
+def load_sets(
+    task: Task, backbone: Backbone, views: Sequence[str] = ("aug0",), styles: Sequence[str] = ()
+) -> dict[str, StyleSet]:
+    """The task's labelled features for each style (pictures whose label is None dropped)."""
+    wanted = list(styles) or list(STYLES)
+    catalog = load_catalog(styles=wanted)
+    out = {}
+    for style in wanted:
+        pics = [p for p in catalog if p.style == style]
+        labels = [task.label(p) for p in pics]
+        mask = np.array([lab is not None for lab in labels])
+        base = style_features(pics, style, "base", backbone)
+        aug = [_keep(style_features(pics, style, v, backbone), mask, task.use_mass) for v in views]
+        out[style] = StyleSet(
+            style,
+            [p for p, m in zip(pics, mask, strict=True) if m],
+            np.array([lab for lab in labels if lab is not None], np.int64),
+            _keep(base, mask, task.use_mass),
+            aug,
+        )
+    return out
+
+
+def load_photos(task: Task, backbone: Backbone) -> PhotoSet:
+    feat, y, groups = photo_features(backbone)
+    return PhotoSet(features(feat.emb, feat.bird_mass, task.use_mass), y, groups, feat.paths)
+
+
+def train(
+    task: Task,
+    sets: dict[str, StyleSet],
+    styles: Sequence[str],
+    c: float,
+    photos: PhotoSet | None = None,
+    photo_mask: npt.NDArray[np.bool_] | None = None,
+) -> LinearHead:
+    xs, ys, ws = [], [], []
+    for s in styles:
+        for x in [sets[s].x_base, *sets[s].x_aug]:
+            xs.append(x)
+            ys.append(sets[s].y)
+            ws.append(np.ones(len(x)))
+    if photos is not None:
+        m = photo_mask if photo_mask is not None else np.ones(len(photos.y), bool)
+        xs.append(photos.x[m])
+        ys.append(photos.y[m])
+        ws.append(np.full(int(m.sum()), PHOTO_WEIGHT))
+    return fit_head(
+        np.concatenate(xs),
+        np.concatenate(ys),
+        c=c,
+        use_mass=task.use_mass,
+        sample_weight=np.concatenate(ws),
+    )
+
+
+def _calibrate(
+    task: Task, scores: npt.NDArray[np.float64], y: npt.NDArray[np.int64]
+) -> Calibration:
+    return calibrate_threshold(scores, y == 1, task.rule, task.target)
+
+
+def _selection_score(scores: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> float:
+    """How C is chosen on validation: recall at 1% false positives, then ROC AUC."""
+    return recall_at_fpr(scores, y == 1, MAX_FPR).recall + 1e-3 * roc_auc(scores, y == 1)
+
+
+def choose_on_validation(
+    task: Task, sets: dict[str, StyleSet], styles: Sequence[str], photos: PhotoSet | None
+) -> tuple[float, Calibration, dict[str, Any]]:
+    """C and threshold from inner leave-one-style-out scores over `styles` only."""
+    best: tuple[float, float, npt.NDArray[np.float64], npt.NDArray[np.int64]] | None = None
+    for c in task.cs:
+        scores, ys = [], []
+        for v in styles:
+            head = train(task, sets, [s for s in styles if s != v], c, photos)
+            scores.append(head.score(sets[v].x_base))
+            ys.append(sets[v].y)
+        s, y = np.concatenate(scores), np.concatenate(ys)
+        sel = _selection_score(s, y)
+        if best is None or sel > best[0]:
+            best = (sel, c, s, y)
+    assert best is not None
+    _, c, s, y = best
+    cal = _calibrate(task, s, y)
+    return c, cal, {"c": c, "n_validation": len(y), "calibration": cal.to_dict()}
+
+
+def interval(k: int, n: int) -> dict[str, float | int]:
+    if n == 0:
+        return {"k": 0, "n": 0}
+    iv = wilson_interval(k, n)
+    return {"k": k, "n": n, "estimate": iv.estimate, "low": iv.low, "high": iv.high}
+
+
+def summarise(
+    scores: npt.NDArray[np.float64],
+    y: npt.NDArray[np.int64],
+    threshold: float | npt.NDArray[np.float64],
+) -> dict[str, Any]:
+    """Figures at the calibrated threshold(s) plus threshold-free ranking figures."""
+    pred = scores >= threshold
+    pos = y == 1
+    tp, fp = int(np.sum(pred & pos)), int(np.sum(pred & ~pos))
+    fn, tn = int(np.sum(~pred & pos)), int(np.sum(~pred & ~pos))
+    out: dict[str, Any] = {
+        "n": len(y),
+        "n_positive": int(pos.sum()),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "precision": interval(tp, tp + fp),
+        "recall": interval(tp, tp + fn),
+        "false_positive_rate": interval(fp, fp + tn),
+    }
+    if 0 < pos.sum() < len(y):
+        at = recall_at_fpr(scores, pos, MAX_FPR)
+        out["roc_auc"] = roc_auc(scores, pos)
+        out["recall_at_1pct_fpr"] = interval(at.tp, at.tp + at.fn)
+    return out
+
+
+def run_loso(
+    task: Task, sets: dict[str, StyleSet], photos: PhotoSet | None = None
+) -> dict[str, Any]:
+    """The outer loop: per held-out style, and pooled over all folds."""
+    styles = list(sets)
+    folds: dict[str, Any] = {}
+    all_s, all_y, all_t = [], [], []
+    for h in styles:
+        train_styles = [s for s in styles if s != h]
+        c, cal, chosen = choose_on_validation(task, sets, train_styles, photos)
+        head = train(task, sets, train_styles, c, photos)
+        scores = head.score(sets[h].x_base)
+        folds[h] = {**summarise(scores, sets[h].y, cal.threshold), "chosen": chosen}
+        folds[h]["threshold"] = cal.threshold
+        all_s.append(scores)
+        all_y.append(sets[h].y)
+        all_t.append(np.full(len(scores), cal.threshold))
+    s, y, t = np.concatenate(all_s), np.concatenate(all_y), np.concatenate(all_t)
+    pooled = summarise(s, y, t)
+    return {"task": task.name, "folds": folds, "pooled": pooled, "scores": (s, y)}
+
+
+def final_head(
+    task: Task, sets: dict[str, StyleSet], loso: dict[str, Any], photos: PhotoSet | None
+) -> tuple[LinearHead, Calibration, float]:
+    """The shipped head: all styles; C by the LOSO selection score, threshold on LOSO scores."""
+    s, y = loso["scores"]
+    cs = [f["chosen"]["c"] for f in loso["folds"].values()]
+    c = max(set(cs), key=cs.count)  # the C most folds chose
+    cal = _calibrate(task, s, y)
+    return train(task, sets, list(sets), c, photos), cal, c
+
+
+def photo_check(
+    task: Task, sets: dict[str, StyleSet], photos: PhotoSet, c: float, threshold: float, k: int = 5
+) -> dict[str, Any]:
+    """Out-of-fold scores of the real photos: k folds, each bird photo in a different fold."""
+    rng = np.random.default_rng(0)
+    fold = np.empty(len(photos.y), np.int64)
+    for cls in (0, 1):
+        idx = np.flatnonzero(photos.y == cls)
+        fold[idx] = rng.permutation(len(idx)) % k
+    scores = np.zeros(len(photos.y))
+    for f in range(k):
+        head = train(task, sets, list(sets), c, photos, photo_mask=fold != f)
+        scores[fold == f] = head.score(photos.x[fold == f])
+    out = summarise(scores, photos.y, threshold)
+    out["lowest_bird"] = float(scores[photos.y == 1].min())
+    out["highest_non_bird"] = float(scores[photos.y == 0].max())
+    return out
