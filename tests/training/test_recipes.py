@@ -91,3 +91,37 @@ def test_cli_lists_recipes_and_parsing_needs_no_tensorflow() -> None:
     assert out.returncode == 0 and {"scratch", "transfer", "pretrained"} <= {
         line.split()[0] for line in out.stdout.splitlines()
     }
+
+
+SHARED_CORE = {"app.bundle", "app.bundle_write", "app.metrics", "app.card"}
+ALLOWED_FROM_APP = SHARED_CORE | {"app.imaging", "app.runtime", "app.errors"}
+
+
+def test_training_imports_only_the_shared_core() -> None:
+    """docs/architecture.md: what training/ may import from app/, and that the shared core
+    loads neither TensorFlow nor FastAPI."""
+    import ast
+
+    used: dict[str, set[str]] = {}
+    for path in (ROOT / "training").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                if name == "app" or name.startswith("app."):
+                    used.setdefault(name, set()).add(str(path.relative_to(ROOT)))
+    outside = {m: sorted(p) for m, p in used.items() if m not in ALLOWED_FROM_APP}
+    assert not outside, f"training/ imports app modules outside the shared core: {outside}"
+    code = (
+        f"import sys; import {', '.join(sorted(SHARED_CORE))};"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'tensorflow', 'keras', 'fastapi', 'starlette'});"
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
