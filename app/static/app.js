@@ -441,6 +441,8 @@ function wireInputs() {
 function init() {
   wireInputs();
   updateChrome();
+  // auth.js: a key was entered and accepted; reads may have been refused without it.
+  document.addEventListener("imgclass:key-accepted", () => loadModels());
   loadModels({ keepSelection: false });
   pollReady();
 }

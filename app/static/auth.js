@@ -1,0 +1,113 @@
+// API key for servers that need one: asks GET /v1/access, shows a key field when a key is
+// required, keeps the key in sessionStorage (this tab, this session) and sends it as the
+// X-API-Key header on this page's own requests. Never in a URL, never in localStorage.
+// Loaded before app.js, so every later fetch of the page carries the key.
+
+const STORAGE_KEY = "imgclass.apiKey";
+const nativeFetch = window.fetch.bind(window);
+
+function storedKey() {
+  try {
+    return sessionStorage.getItem(STORAGE_KEY) || "";
+  } catch {
+    return ""; // storage disabled: the key lives only as long as the page
+  }
+}
+
+let memoryKey = storedKey();
+
+function setKey(value) {
+  memoryKey = value;
+  try {
+    if (value) sessionStorage.setItem(STORAGE_KEY, value);
+    else sessionStorage.removeItem(STORAGE_KEY);
+  } catch {
+    /* keep it in memory only */
+  }
+}
+
+function sameOrigin(input) {
+  const url = new URL(input instanceof Request ? input.url : String(input), location.href);
+  return url.origin === location.origin;
+}
+
+// The page's own requests get the key; requests to other origins never do.
+window.fetch = (input, init = {}) => {
+  if (!memoryKey || !sameOrigin(input)) return nativeFetch(input, init);
+  const headers = new Headers(init.headers || (input instanceof Request ? input.headers : undefined));
+  if (!headers.has("X-API-Key")) headers.set("X-API-Key", memoryKey);
+  return nativeFetch(input, { ...init, headers }).then((response) => {
+    if (response.status === 401) showField("The key was not accepted. Check it and try again.");
+    return response;
+  });
+};
+
+let box = null;
+
+function build() {
+  const style = document.createElement("style");
+  style.textContent = `
+    .auth-key { display: flex; gap: .4rem; align-items: center; font-size: .85rem; }
+    .auth-key input { width: 12rem; padding: .25rem .5rem; border-radius: 6px;
+      border: 1px solid color-mix(in srgb, currentColor 30%, transparent);
+      background: transparent; color: inherit; font: inherit; }
+    .auth-key button { padding: .25rem .6rem; border-radius: 6px; font: inherit; cursor: pointer; }
+    .auth-key-note { font-size: .8rem; opacity: .8; }
+  `;
+  document.head.append(style);
+  box = document.createElement("form");
+  box.id = "auth-key";
+  box.className = "auth-key";
+  box.hidden = true;
+  box.setAttribute("aria-label", "API key");
+  box.innerHTML = `
+    <label for="auth-key-input">API key</label>
+    <input id="auth-key-input" name="key" type="password" autocomplete="off" spellcheck="false"
+      placeholder="needed by this server" required>
+    <button type="submit">Use key</button>
+    <span class="auth-key-note" role="status" aria-live="polite"></span>`;
+  box.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const input = box.querySelector("input");
+    setKey(input.value.trim());
+    input.value = "";
+    await refresh();
+  });
+  const slot = document.querySelector(".topbar-end") || document.body;
+  slot.prepend(box);
+}
+
+function showField(note) {
+  if (!box) build();
+  box.hidden = false;
+  box.querySelector(".auth-key-note").textContent = note;
+}
+
+async function refresh() {
+  let access;
+  try {
+    const r = await window.fetch("/v1/access", { cache: "no-store", headers: { Accept: "application/json" } });
+    if (!r.ok) return;
+    access = await r.json();
+  } catch {
+    return; // the page's own status pill reports an unreachable server
+  }
+  const needed = access.key_required_for_reads || access.key_required_for_writes;
+  if (!needed) {
+    if (box) box.hidden = true;
+    return;
+  }
+  if (access.key_accepted) {
+    if (box) box.hidden = true;
+    document.dispatchEvent(new CustomEvent("imgclass:key-accepted"));
+    return;
+  }
+  if (memoryKey) setKey("");
+  showField(
+    access.key_required_for_reads
+      ? "This server needs its API key for every request."
+      : "This server needs its API key to add or change data.",
+  );
+}
+
+refresh();

@@ -1,0 +1,89 @@
+"""The page asks for the API key when the server needs one, keeps it for the browser session
+(sessionStorage, never the URL) and sends it as X-API-Key."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from app.main import create_app
+from tests.browser.conftest import DESKTOP, _open
+from tests.conftest import free_port, make_settings
+
+pytestmark = pytest.mark.browser
+KEY = "browser-key-7f3a9c2e"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    settings = make_settings(
+        tiny_models_dir,
+        tmp_path_factory.mktemp("keyed"),
+        api_key=KEY,
+        api_key_for_reads=True,
+        log_level="WARNING",
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_key_field_appears_and_the_key_is_kept_for_the_session(
+    browser: Any, keyed_server: str
+) -> None:
+    context, page, errors = _open(browser, keyed_server, **DESKTOP)
+    sent: list[tuple[str, str | None]] = []
+    page.on("request", lambda r: sent.append((r.url, r.headers.get("x-api-key"))))
+    try:
+        page.goto("/")
+        field = page.locator("#auth-key")
+        field.wait_for(state="visible")
+        assert "needs its API key" in field.inner_text()
+        assert page.locator("#model-select option[value='tiny']").count() == 0
+
+        page.fill("#auth-key-input", "wrong-key")
+        page.click("#auth-key button[type=submit]")
+        page.wait_for_function("document.querySelector('#auth-key .auth-key-note').textContent")
+        assert field.is_visible()
+        assert page.evaluate("sessionStorage.getItem('imgclass.apiKey')") is None
+
+        page.fill("#auth-key-input", KEY)
+        page.click("#auth-key button[type=submit]")
+        field.wait_for(state="hidden")
+        page.wait_for_selector("#model-select option[value='tiny']", state="attached")
+        assert page.evaluate("sessionStorage.getItem('imgclass.apiKey')") == KEY
+        assert page.evaluate("localStorage.getItem('imgclass.apiKey')") is None
+
+        # A reload in the same tab keeps the key; nothing ever put it in a URL.
+        page.reload()
+        page.wait_for_selector("#model-select option[value='tiny']", state="attached")
+        assert not field.is_visible()
+        assert all(KEY not in url for url, _ in sent)
+        models = [h for url, h in sent if url.endswith("/v1/models")]
+        assert models and models[-1] == KEY
+
+        # Another browser session starts without it.
+        other_ctx, other, other_errors = _open(browser, keyed_server, **DESKTOP)
+        other.goto("/")
+        other.locator("#auth-key").wait_for(state="visible")
+        other_ctx.close()
+        assert not other_errors, other_errors
+    finally:
+        context.close()
+    assert not errors, errors
