@@ -148,6 +148,28 @@ class DecodeBudget:
 
 _slots_lock = threading.Lock()
 _slots: dict[int, threading.BoundedSemaphore] = {}
+_heap_tuned = False
+# glibc mallopt parameter: fixed mmap threshold (a fixed value also turns off its dynamic
+# raising, which is what keeps freed decode buffers inside per-thread arenas).
+_M_MMAP_THRESHOLD: Final = -3
+_MMAP_THRESHOLD_BYTES: Final = 4 * 1024 * 1024
+
+
+def return_large_buffers_to_the_os() -> bool:
+    """Serve allocations of 4 MB and more with mmap so that they go back to the OS when
+    freed. Decoded images are 10-160 MB; with glibc's default dynamic threshold, freed ones
+    stay in the arena of whichever worker thread decoded them (measured: a 40 MP RGBA PNG
+    decoded in 6 threads in turn left 233 MB resident; 62 MB with this). No-op off glibc or
+    when MALLOC_MMAP_THRESHOLD_ is set. Returns whether the setting was applied."""
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is not None:
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
 
 
 def slot_count(configured: int) -> int:
@@ -159,9 +181,13 @@ def slot_count(configured: int) -> int:
 def decode_slot(configured: int) -> Iterator[None]:
     """Hold one of the process-wide decode slots (however many threads the server runs), so
     at most N full-size images are in memory and on the CPU at once."""
+    global _heap_tuned
     size = slot_count(configured)
     with _slots_lock:
         sem = _slots.setdefault(size, threading.BoundedSemaphore(size))
+        if not _heap_tuned:
+            _heap_tuned = True
+            logger.debug("large buffers via mmap: %s", return_large_buffers_to_the_os())
     if not sem.acquire(timeout=SLOT_WAIT_S):
         raise NotReady(
             f"The server is busy decoding other images (waited {SLOT_WAIT_S:g} s); retry shortly."
