@@ -28,9 +28,11 @@ IMAGE_BODY_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": (
-            f"Either multipart/form-data with one or more `file` parts (a batch), or the raw "
-            f"bytes of one image as the body. Accepted: {ACCEPTED_TEXT}; the format is sniffed "
-            "from the bytes, the Content-Type is not trusted."
+            f"Either multipart/form-data with one or more `file` parts (a batch), the raw "
+            'bytes of one image as the body, or JSON `{"images": [{"b64": ...} | '
+            '{"url": ...}]}` (URLs only when the server enables them). '
+            f"Accepted: {ACCEPTED_TEXT}; the format is sniffed from the bytes, the Content-Type "
+            "is not trusted."
         ),
         "content": {
             "multipart/form-data": {
@@ -47,6 +49,32 @@ IMAGE_BODY_OPENAPI: dict[str, Any] = {
             },
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
+            # app/json_images.py: base64 or (when IMGCLASS_URL_FETCH_ENABLED) image URLs.
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "images": {
+                            "type": "array",
+                            "items": {
+                                "oneOf": [
+                                    {
+                                        "type": "object",
+                                        "properties": {"b64": {"type": "string"}},
+                                        "required": ["b64"],
+                                    },
+                                    {
+                                        "type": "object",
+                                        "properties": {"url": {"type": "string", "format": "uri"}},
+                                        "required": ["url"],
+                                    },
+                                ]
+                            },
+                        }
+                    },
+                    "required": ["images"],
+                }
+            },
         },
     }
 }
