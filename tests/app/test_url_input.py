@@ -241,3 +241,55 @@ def test_dns_answer_is_checked_and_pinned() -> None:
     unresolvable = FetchPolicy(enabled=True, resolver=lambda host, port: [])
     with pytest.raises(UrlFetchFailed):
         fetch_image("https://nowhere.example/x.jpg", unresolvable)
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The same handler over TLS with a throwaway certificate for IP 127.0.0.1 (openssl CLI)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make a test certificate")
+    tmp = tmp_path_factory.mktemp("tls")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", cert
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_https_is_verified_against_the_url_host(tls_server: tuple[str, Path]) -> None:
+    import ssl
+
+    base, cert = tls_server
+    trusting = ssl.create_default_context(cafile=str(cert))
+    policy = FetchPolicy(enabled=True, private_allowlist=["127.0.0.1", "images.internal"])
+    assert fetch_image(f"{base}/digit.png", policy, ssl_context=trusting) == digit()
+    # The system trust store does not know the throwaway certificate.
+    with pytest.raises(UrlFetchFailed, match="SSL"):
+        fetch_image(f"{base}/digit.png", policy)
+    # A name that resolves to the same address is still checked as that name: the certificate
+    # (for 127.0.0.1 only) does not cover it, so the connection to the pinned IP is refused.
+    port = base.rsplit(":", 1)[1]
+    named = FetchPolicy(
+        enabled=True,
+        private_allowlist=["images.internal"],
+        resolver=lambda host, port: ["127.0.0.1"],
+    )
+    with pytest.raises(UrlFetchFailed, match="SSL"):
+        fetch_image(f"https://images.internal:{port}/digit.png", named, ssl_context=trusting)
