@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from app import __version__
+from app import __version__, telemetry
 from app.api import access, catalogs, health, metrics, models, predict, teach, v2
 from app.api.guards import GuardMiddleware
 from app.batching import Schedulers, serving_threads
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry.stop_watching()
         app.state.schedulers.close()
         catalog_service.close()
+        telemetry.process_stopped()
 
     app = FastAPI(
         title="imgclass",

@@ -10,6 +10,7 @@ State the app already holds (bundles served, catalog sizes) is read at scrape ti
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -220,6 +221,13 @@ class StateCollector(Collector):
         for status, n in sorted(counts.items()):
             jobs.add_metric([status], float(n))
         yield jobs
+
+
+def process_stopped() -> None:
+    """At a worker's shutdown: drop its live gauges (in-flight, queue depth) from the shared
+    multiprocess files, so a restarted worker's old values are not summed in."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 def exposition(state: Collector) -> bytes:
