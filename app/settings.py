@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     teach_max_classes: int = Field(default=100, ge=2, le=10_000)
     teach_max_items: int = Field(default=20_000, ge=4, le=1_000_000)
     teach_max_queued: int = Field(default=8, ge=1, le=1000)
+    # Zip upload into a catalog (POST /v1/catalogs/{catalog}/items:zip): compressed size.
+    teach_max_zip_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

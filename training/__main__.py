@@ -218,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("rest", nargs=argparse.REMAINDER, help="see python -m training.quantize -h")
     quant.set_defaults(func=lambda a: _delegate("training.quantize", a.rest))
 
+    teach = sub.add_parser(
+        "teach", help="teach a classifier head from a folder of class subfolders (no TensorFlow)"
+    )
+    teach.add_argument("rest", nargs=argparse.REMAINDER, help="see python -m app.teach.cli -h")
+    teach.set_defaults(func=lambda a: _delegate("app.teach.cli", a.rest))
+
     lec = sub.add_parser("lecture", help="MLP vs lecture CNN on MNIST and shifted MNIST")
     lec.add_argument("--epochs", type=int, default=None)
     lec.add_argument("--data-dir", type=Path, default=None)
@@ -229,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["teach"]:  # its own options (app/teach/cli.py); argparse REMAINDER drops them
+        return _delegate("app.teach.cli", argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -12,12 +12,13 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteAuth
-from app.errors import ModelNotFound
+from app.errors import ModelNotFound, PayloadTooLarge
 from app.registry import VERSION_SEP, ModelRegistry
 from app.teach.compose import check_model_name, delete_taught, delete_version
 from app.teach.core import check_labels, limits_from, taught_root
 from app.teach.download import standalone_file
 from app.teach.errors import ModelNameTaken, ShippedModel
+from app.teach.folder import IngestReport, ZipLimits, ingest, zip_images
 from app.teach.jobs import Job, JobRunner
 
 router = APIRouter(tags=["teach"])
@@ -49,6 +50,12 @@ class JobView(BaseModel):
     result: dict[str, Any] | None = Field(
         description="on success: model, version, labels, held-out metrics with n, summary"
     )
+
+
+class ZipIngested(BaseModel):
+    catalog: str
+    added: dict[str, int] = Field(description="images added per class (label)")
+    skipped: list[dict[str, str]] = Field(description="files not added, each with the reason")
 
 
 class DeletedModel(BaseModel):
@@ -101,6 +108,51 @@ async def train(
     view = job_view(job)
     response.headers["Location"] = view.url
     return view
+
+
+async def _read_capped(request: Request, cap: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise PayloadTooLarge(f"The zip exceeds {cap:,} bytes.", limit_bytes=cap)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise PayloadTooLarge(f"The zip exceeds {cap:,} bytes.", limit_bytes=cap)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/v1/catalogs/{catalog}/items:zip",
+    response_model=ZipIngested,
+    dependencies=[WriteAuth],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "a zip file (raw body): one top-level folder per class",
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+    responses={404: {"description": "unknown catalog"}, 413: {"description": "zip too big"}},
+)
+async def add_zip(
+    catalog: str, request: Request, service: CatalogsDep, settings: SettingsDep
+) -> ZipIngested:
+    """Add the images of a zip to a catalog, labelled by their top-level folder. Bad images
+    are skipped and listed; caps on size, entries, unpacked bytes and compression ratio."""
+    await run_in_threadpool(service.get, catalog)  # 404 before reading the body
+    data = await _read_capped(request, settings.teach_max_zip_bytes)
+    limits = ZipLimits(
+        max_entries=settings.teach_max_items, max_entry_bytes=settings.max_image_bytes
+    )
+
+    def work() -> IngestReport:
+        report = IngestReport()
+        return ingest(service, catalog, zip_images(data, report, limits), report)
+
+    report = await run_in_threadpool(work)
+    return ZipIngested(catalog=catalog, added=report.added, skipped=report.skipped)
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobView, dependencies=[ReadAuth])

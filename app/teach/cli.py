@@ -1,0 +1,109 @@
+"""`python -m training teach --data-dir DIR --name NAME`: teach from a folder of class subfolders.
+
+The same path as the server: the images go into a catalog (embedded by the backbone, in the
+service's data folder), then the catalog teaches the model; a running server sharing that data
+folder serves it within its poll interval. No TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from app.catalog.service import CatalogService
+from app.catalog.types import CatalogNotFound
+from app.errors import ServiceError
+from app.registry import ModelRegistry
+from app.settings import Settings
+from app.teach.core import limits_from, taught_root, teach_catalog
+from app.teach.folder import IngestReport, folder_images, ingest
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training teach", description=__doc__)
+    p.add_argument(
+        "--data-dir", type=Path, required=True, help="folder with one subfolder per class"
+    )
+    p.add_argument("--name", required=True, help="model name (a new version if it exists)")
+    p.add_argument("--backbone", default="products", help="shipped bundle whose embedding is used")
+    p.add_argument("--catalog", default=None, help="catalog to fill (default: the model name)")
+    p.add_argument("--models-dir", type=Path, default=None, help="shipped bundles (default models)")
+    p.add_argument(
+        "--service-data",
+        type=Path,
+        default=None,
+        help="the service's data folder (default $IMGCLASS_DATA_DIR or data/service)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--positive-label", default=None, help="two classes: the positive one")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, object] = {"enabled_models": [args.backbone], "warmup_runs": 0}
+    if args.models_dir is not None:
+        overrides["models_dir"] = args.models_dir
+    if args.service_data is not None:
+        overrides["data_dir"] = args.service_data
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    registry = ModelRegistry(
+        settings.models_dir,
+        taught_dir=taught_root(settings),
+        providers=settings.providers,
+        warmup_runs=0,
+        enabled=[args.backbone],
+    )
+    registry.load_all()
+    service = CatalogService(settings, registry)
+    service.open()
+    catalog = args.catalog or args.name
+    report = IngestReport()
+    try:
+        try:
+            record = service.get(catalog)
+            print(f"adding to existing catalog {catalog!r} ({record.item_count} items)")
+        except CatalogNotFound:
+            service.create(catalog, args.backbone, f"taught from folder {args.data_dir.name}")
+        images = folder_images(args.data_dir, report, settings.max_image_bytes)
+        ingest(service, catalog, images, report)
+        print(f"added {sum(report.added.values())} images: {json.dumps(report.added)}")
+        for s in report.skipped:
+            print(f"skipped {s['name']}: {s['reason']}")
+
+        def progress(phase: str, fraction: float) -> None:
+            logger.debug("%s %.0f%%", phase, fraction * 100)
+
+        result = teach_catalog(
+            service,
+            registry,
+            taught_root(settings),
+            catalog,
+            args.name,
+            seed=args.seed,
+            positive_label=args.positive_label,
+            limits=limits_from(settings),
+            progress=progress,
+        )
+    except ServiceError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    finally:
+        service.close()
+    m = result.metrics
+    print(
+        f"taught {result.model} v{result.version} -> {result.path}\n"
+        f"held-out accuracy {m['accuracy']:.3f} on n={m['n_samples']} ({m['split']})"
+    )
+    for line in [*result.summary, *result.warnings]:
+        print(f"  {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
