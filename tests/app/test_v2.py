@@ -264,6 +264,7 @@ def test_raw_protocol_errors_have_the_error_shape(server: LiveServer) -> None:
     assert r.status_code == 404 and "error" in r.json()
 
 
+@pytest.mark.slow  # a second server start (~6 s here)
 def test_reads_need_the_key_when_configured(tmp_path: Path) -> None:
     env = {
         "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
