@@ -1,13 +1,20 @@
-"""One ingestion path for a batch of uploads (predict, catalogs, search): settings -> limits,
-bytes -> prepared model inputs, errors naming the offending image. No HTTP."""
+"""One ingestion path for a batch of uploads (predict, catalogs, search, thumbnails):
+settings -> limits, bytes -> prepared model inputs under one per-request decode budget,
+errors naming the offending image. No HTTP."""
 
 from __future__ import annotations
 
+import io
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image
 
 from app.bundle import InputSpec
+from app.decode_guard import DecodeBudget
 from app.errors import ServiceError
-from app.imaging import ImageLimits, PreparedImage, prepare
+from app.imaging import ImageInfo, ImageLimits, PreparedImage, decode, prepare
 from app.settings import Settings
 
 
@@ -16,7 +23,18 @@ def limits_from(settings: Settings) -> ImageLimits:
         max_bytes=settings.max_image_bytes,
         max_pixels=settings.max_image_pixels,
         min_side=settings.min_image_side,
+        max_request_pixels=settings.max_request_pixels,
+        decode_seconds=settings.decode_time_budget_s,
+        max_jpeg_scans=settings.max_jpeg_scans,
+        decode_concurrency=settings.decode_concurrency,
     )
+
+
+def _name_image(exc: ServiceError, i: int, n: int, filenames: Sequence[str | None] | None) -> None:
+    if n > 1:
+        name = filenames[i] if filenames else None
+        exc.detail = f"image {i + 1}" + (f" ({name!r})" if name else "") + f": {exc.detail}"
+        exc.extra["image_index"] = i
 
 
 def prepare_batch(
@@ -24,18 +42,53 @@ def prepare_batch(
     spec: InputSpec,
     limits: ImageLimits,
     filenames: Sequence[str | None] | None = None,
+    budget: DecodeBudget | None = None,
 ) -> list[PreparedImage]:
-    """Decode and prepare every image; an error names the offending one when there are
-    several (detail prefixed, `image_index` added)."""
+    """Decode and prepare every image under one decode budget for the whole request; an
+    error names the offending image when there are several (`image_index` added)."""
+    budget = budget if budget is not None else limits.budget()
     prepared: list[PreparedImage] = []
     for i, data in enumerate(images):
         try:
-            prepared.append(prepare(data, spec, limits))
+            prepared.append(prepare(data, spec, limits, budget))
         except ServiceError as exc:
-            if len(images) > 1:
-                name = filenames[i] if filenames else None
-                label = f"image {i + 1}" + (f" ({name!r})" if name else "")
-                exc.detail = f"{label}: {exc.detail}"
-                exc.extra["image_index"] = i
+            _name_image(exc, i, len(images), filenames)
             raise
     return prepared
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    jpeg: bytes
+    info: ImageInfo  # format and stored size of the original
+
+
+def thumbnails(
+    images: Sequence[bytes],
+    limits: ImageLimits,
+    size: int,
+    budget: DecodeBudget | None = None,
+) -> list[Thumbnail]:
+    """JPEG thumbnails (upright, alpha on white, longest side <= size, never upscaled) through
+    the decode the model inputs go through: the same format rules, 16-bit and alpha maths, pixel
+    and time budget and decode slots, in colour whatever the model's colour space.
+
+    A second decode rather than the model's: the model's is reduced to about twice its input
+    (56 px for a 28 px model) and converted to its colour space, too small or gray for a
+    thumbnail, and deriving the model input from a thumbnail-sized decode would make catalog
+    embeddings differ from predict's for the same bytes."""
+    half = max(1, math.ceil(size / 2))  # decode keeps >= 2x the spec's side
+    thumb_spec = InputSpec(width=half, height=half, channels=3, color="rgb")
+    budget = budget if budget is not None else limits.budget()
+    out: list[Thumbnail] = []
+    for i, data in enumerate(images):
+        try:
+            img, info = decode(data, thumb_spec, limits, budget)
+        except ServiceError as exc:
+            _name_image(exc, i, len(images), None)
+            raise
+        img.thumbnail((size, size), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=85, optimize=True)
+        out.append(Thumbnail(jpeg=buf.getvalue(), info=info))
+    return out

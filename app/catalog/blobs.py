@@ -7,18 +7,15 @@ and survives a crash; the store's commit comes only after.
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from PIL import Image, ImageOps
-
 from app.catalog.types import ImageRef
 from app.fsutil import TMP_PREFIX, atomic_write, fsync_dir
-from app.imaging import ImageLimits, open_image
+from app.ingest import Thumbnail
 
 CONTENT_TYPES: Final = {
     "JPEG": "image/jpeg",
@@ -30,26 +27,6 @@ CONTENT_TYPES: Final = {
 }
 THUMBNAIL_TYPE: Final = "image/jpeg"
 _SHA256: Final = re.compile(r"^[0-9a-f]{64}$")
-
-
-def make_thumbnail(img: Image.Image, size: int) -> bytes:
-    """Upright, alpha flattened on white, longest side <= size (never upscaled), JPEG."""
-    if getattr(img, "n_frames", 1) > 1:
-        img.seek(0)
-    img = ImageOps.exif_transpose(img) or img
-    if img.mode in ("RGBA", "LA", "PA", "P", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, rgba).convert("RGB")
-    elif img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        img = img.point(lambda v: v / 257).convert("L") if img.mode != "F" else img.convert("L")
-    elif img.mode not in ("L", "RGB"):
-        img = img.convert("RGB")
-    img = img.copy()
-    img.thumbnail((size, size), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=85, optimize=True)
-    return buf.getvalue()
 
 
 @dataclass(frozen=True)
@@ -72,19 +49,16 @@ class BlobStore:
     def thumbnail_path(self, sha256: str) -> Path:
         return self.root / "thumbs" / sha256[:2] / f"{sha256}.jpg"
 
-    def prepare(self, data: bytes, limits: ImageLimits) -> PendingImage:
-        """Digest and thumbnail, computed before any lock is taken. Raises 413/415/422."""
-        img, fmt = open_image(data, limits)
-        with img:
-            width, height = img.size
-            thumb = make_thumbnail(img, self.thumbnail_px)
+    def pending(self, data: bytes, thumb: Thumbnail) -> PendingImage:
+        """Digest and description of an upload and its thumbnail (app.ingest.thumbnails),
+        computed before any lock is taken."""
         ref = ImageRef(
             sha256=hashlib.sha256(data).hexdigest(),
-            content_type=CONTENT_TYPES[fmt],
-            width=width,
-            height=height,
+            content_type=CONTENT_TYPES[thumb.info.format],
+            width=thumb.info.width,
+            height=thumb.info.height,
         )
-        return PendingImage(ref=ref, data=data, thumbnail=thumb)
+        return PendingImage(ref=ref, data=data, thumbnail=thumb.jpeg)
 
     def write(self, pending: list[PendingImage]) -> list[ImageRef]:
         """Put the files in place unless they already are (same name, same bytes); durable on

@@ -10,170 +10,35 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
+from app.catalog.milvus_base import BATCH, ITEM_FIELDS, MilvusBase, lit, record_item
 from app.catalog.store import CatalogStore
 from app.catalog.types import (
     CatalogExists,
-    CatalogNotFound,
     CatalogRecord,
     DimensionMismatch,
     DuplicateItem,
     Hit,
-    ImageRef,
     ItemNotFound,
     ItemPage,
     ItemRecord,
     ModelRef,
     NewItem,
-    StoreUnavailable,
     Vector,
 )
-from app.errors import Conflict, ServiceError
+from app.errors import Conflict
 
 logger = logging.getLogger(__name__)
 
-_ITEM_FIELDS = ["id", "label", "metadata", "image", "content_type", "width", "height", "created_at"]
-_BATCH = 1000
 
-
-def milvus_uri(url: str) -> str:
-    """milvus://host:port -> http://host:port; milvus+https://host:port -> https://host:port."""
-    parts = urlsplit(url)
-    scheme = "https" if parts.scheme == "milvus+https" else "http"
-    if parts.scheme not in ("milvus", "milvus+https") or not parts.hostname:
-        raise ValueError(f"not a Milvus URL: {url!r} (expected milvus://host:19530)")
-    return f"{scheme}://{parts.hostname}:{parts.port or 19530}"
-
-
-def _lit(s: str) -> str:
-    """A string literal for a Milvus boolean expression."""
-    return json.dumps(s)
-
-
-def _record_item(e: dict[str, Any]) -> ItemRecord:
-    meta = e.get("metadata")
-    return ItemRecord(
-        id=e["id"],
-        label=e["label"] or None,
-        metadata=meta if isinstance(meta, dict) else {},
-        image=ImageRef(
-            sha256=e["image"], content_type=e["content_type"], width=e["width"], height=e["height"]
-        ),
-        created_at=datetime.fromisoformat(e["created_at"]),
-    )
-
-
-class MilvusStore(CatalogStore):
+class MilvusStore(MilvusBase, CatalogStore):
     kind = "milvus"
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        token: str | None = None,
-        prefix: str = "imgclass_",
-        hnsw_m: int = 16,
-        ef_construction: int = 200,
-        ef_search: int = 128,
-        timeout_s: float = 30.0,
-    ) -> None:
-        self.url = url
-        self.uri = milvus_uri(url)
-        self._token = token
-        self.prefix = prefix
-        self.registry = f"{prefix}catalogs"
-        self._hnsw = {"M": hnsw_m, "efConstruction": ef_construction}
-        self._ef = ef_search
-        self._timeout = timeout_s
-        self._client: Any = None
-        self._lock = threading.Lock()  # create/delete of catalogs and id checks before inserts
-
-    # plumbing -----------------------------------------------------------------------------
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        from pymilvus import MilvusException
-
-        try:
-            yield
-        except ServiceError:
-            raise
-        except MilvusException as exc:
-            # The URI and Milvus's own text go to the log only, never to a client.
-            logger.error("Milvus at %s failed: %s", self.uri, exc)
-            raise StoreUnavailable(
-                "The Milvus vector store failed; the server log says why."
-            ) from exc
-        except (ConnectionError, TimeoutError) as exc:
-            logger.error("Milvus at %s cannot be reached: %s", self.uri, exc)
-            raise StoreUnavailable(
-                "The Milvus vector store cannot be reached; the server log says why."
-            ) from exc
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            raise StoreUnavailable("The Milvus store is not open.")
-        return self._client
-
-    def open(self) -> None:
-        try:
-            from pymilvus import DataType, MilvusClient
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise RuntimeError(
-                "IMGCLASS_VECTOR_STORE names Milvus but pymilvus is not installed; "
-                "pip install 'imgclass[milvus]'"
-            ) from exc
-        with self._errors():
-            self._client = MilvusClient(
-                uri=self.uri, token=self._token or "", timeout=self._timeout
-            )
-            if not self._client.has_collection(self.registry):
-                schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
-                schema.add_field("name", DataType.VARCHAR, is_primary=True, max_length=64)
-                schema.add_field("info", DataType.VARCHAR, max_length=8192)
-                # Milvus requires a vector field in every collection; this one is unused.
-                schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)
-                idx = self._client.prepare_index_params()
-                idx.add_index(field_name="v", index_type="FLAT", metric_type="L2")
-                self._client.create_collection(
-                    self.registry, schema=schema, index_params=idx, consistency_level="Session"
-                )
-            self._client.load_collection(self.registry)
-
-    def close(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:  # closing must not fail shutdown
-                logger.debug("closing the Milvus client failed", exc_info=True)
-            self._client = None
-
-    def describe(self) -> str:
-        return f"Milvus at {self.uri} (collections {self.prefix}*)"
-
-    def _info(self, name: str) -> dict[str, Any]:
-        with self._errors():
-            rows = self.client.query(
-                self.registry, filter=f"name == {_lit(name)}", output_fields=["info"]
-            )
-        if not rows:
-            raise CatalogNotFound(f"No catalog named {name!r}; GET /v1/catalogs lists them.")
-        info: dict[str, Any] = json.loads(rows[0]["info"])
-        return info
-
-    def _count(self, collection: str, expr: str = 'id != ""') -> int:
-        with self._errors():
-            rows = self.client.query(collection, filter=expr, output_fields=["count(*)"])
-        return int(rows[0]["count(*)"]) if rows else 0
 
     def _record(self, name: str, info: dict[str, Any]) -> CatalogRecord:
         return CatalogRecord(
@@ -191,7 +56,7 @@ class MilvusStore(CatalogStore):
 
         with self._lock, self._errors():
             exists = self.client.query(
-                self.registry, filter=f"name == {_lit(name)}", output_fields=["name"]
+                self.registry, filter=f"name == {lit(name)}", output_fields=["name"]
             )
             if exists:
                 raise CatalogExists(f"A catalog named {name!r} already exists.")
@@ -248,17 +113,10 @@ class MilvusStore(CatalogStore):
             for batch in self._pages(info["collection"], ["image"]):
                 shas.update(e["image"] for e in batch)
             with self._errors():
-                self.client.delete(self.registry, filter=f"name == {_lit(name)}")
-                self._settle(self.registry, f"name == {_lit(name)}")
+                self.client.delete(self.registry, filter=f"name == {lit(name)}")
+                self._settle(self.registry, f"name == {lit(name)}")
                 self.client.drop_collection(info["collection"])
         return shas
-
-    def _settle(self, collection: str, expr: str) -> None:
-        """Wait until a delete/upsert is visible. Milvus 2.3 returns no timestamp for them, so
-        Session reads could miss them; one Strong read waits until they are applied."""
-        self.client.query(
-            collection, filter=expr, output_fields=["count(*)"], consistency_level="Strong"
-        )
 
     def rebind_catalog(
         self, name: str, model: ModelRef, vectors: dict[str, Vector]
@@ -271,15 +129,15 @@ class MilvusStore(CatalogStore):
                     "Milvus cannot change a collection's dimension: recreate the catalog."
                 )
             rows: list[dict[str, Any]] = []
-            for batch in self._pages(info["collection"], _ITEM_FIELDS):
+            for batch in self._pages(info["collection"], ITEM_FIELDS):
                 rows.extend(batch)
             if {r["id"] for r in rows} != set(vectors):
                 raise Conflict(
                     f"Catalog {name!r} changed while it was being reindexed; run the reindex again."
                 )
             with self._errors():
-                for start in range(0, len(rows), _BATCH):
-                    chunk = rows[start : start + _BATCH]
+                for start in range(0, len(rows), BATCH):
+                    chunk = rows[start : start + BATCH]
                     for r in chunk:
                         r["vector"] = np.asarray(vectors[r["id"]], np.float32).tolist()
                     self.client.upsert(info["collection"], chunk)
@@ -293,26 +151,8 @@ class MilvusStore(CatalogStore):
                 self.client.upsert(
                     self.registry, [{"name": name, "info": json.dumps(info), "v": [0.0, 0.0]}]
                 )
-                self._settle(self.registry, f"name == {_lit(name)}")
+                self._settle(self.registry, f"name == {lit(name)}")
         return self._record(name, info)
-
-    def _pages(
-        self, collection: str, fields: list[str], expr: str = ""
-    ) -> Iterator[list[dict[str, Any]]]:
-        after = ""
-        while True:
-            where = f"id > {_lit(after)}" + (f" and ({expr})" if expr else "")
-            with self._errors():
-                batch = self.client.query(
-                    collection, filter=where, output_fields=["id", *fields], limit=_BATCH
-                )
-            if not batch:
-                return
-            batch.sort(key=lambda e: e["id"])
-            yield batch
-            if len(batch) < _BATCH:
-                return
-            after = batch[-1]["id"]
 
     # items --------------------------------------------------------------------------------
     def add_items(self, name: str, items: Sequence[NewItem]) -> list[ItemRecord]:
@@ -331,8 +171,8 @@ class MilvusStore(CatalogStore):
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         with self._lock, self._errors():
             taken: list[str] = []
-            for start in range(0, len(ids), _BATCH):
-                chunk = ids[start : start + _BATCH]
+            for start in range(0, len(ids), BATCH):
+                chunk = ids[start : start + BATCH]
                 taken += [
                     r["id"]
                     for r in self.client.query(
@@ -369,32 +209,11 @@ class MilvusStore(CatalogStore):
             for it in items
         ]
 
-    def _insert_all_or_nothing(self, collection: str, rows: list[dict[str, Any]]) -> None:
-        """Milvus has no multi-batch transaction: when a later batch fails, the batches already
-        inserted are deleted again before the error is raised. Then one Strong read waits until
-        every row is applied, so the 201 is followed by searches that see the items."""
-        done: list[str] = []
-        try:
-            for start in range(0, len(rows), _BATCH):
-                chunk = rows[start : start + _BATCH]
-                self.client.insert(collection, chunk)
-                done += [r["id"] for r in chunk]
-            self._settle(collection, f"id in {json.dumps(done[:1])}")
-        except BaseException:
-            if done:
-                try:
-                    for start in range(0, len(done), _BATCH):
-                        ids = done[start : start + _BATCH]
-                        self.client.delete(collection, filter=f"id in {json.dumps(ids)}")
-                except Exception:
-                    logger.exception("rolling back a partial insert into %s failed", collection)
-            raise
-
     def _get(self, name: str, item_id: str, fields: list[str]) -> dict[str, Any]:
         info = self._info(name)
         with self._errors():
             rows = self.client.query(
-                info["collection"], filter=f"id == {_lit(item_id)}", output_fields=fields
+                info["collection"], filter=f"id == {lit(item_id)}", output_fields=fields
             )
         if not rows:
             raise ItemNotFound(f"Catalog {name!r} has no item {item_id!r}.")
@@ -402,7 +221,7 @@ class MilvusStore(CatalogStore):
         return row
 
     def get_item(self, name: str, item_id: str) -> ItemRecord:
-        return _record_item(self._get(name, item_id, _ITEM_FIELDS))
+        return record_item(self._get(name, item_id, ITEM_FIELDS))
 
     def get_vector(self, name: str, item_id: str) -> Vector:
         return np.asarray(self._get(name, item_id, ["vector"])["vector"], dtype=np.float32)
@@ -412,14 +231,12 @@ class MilvusStore(CatalogStore):
     ) -> ItemPage:
         info = self._info(name)
         coll = info["collection"]
-        label_expr = f"label == {_lit(label)}" if label is not None else ""
-        where = f"id > {_lit(after or '')}" + (f" and {label_expr}" if label_expr else "")
+        label_expr = f"label == {lit(label)}" if label is not None else ""
+        where = f"id > {lit(after or '')}" + (f" and {label_expr}" if label_expr else "")
         with self._errors():
-            rows = self.client.query(
-                coll, filter=where, output_fields=_ITEM_FIELDS, limit=limit + 1
-            )
+            rows = self.client.query(coll, filter=where, output_fields=ITEM_FIELDS, limit=limit + 1)
         rows.sort(key=lambda e: e["id"])
-        items = [_record_item(r) for r in rows[:limit]]
+        items = [record_item(r) for r in rows[:limit]]
         total = self._count(coll, label_expr or 'id != ""')
         more = len(rows) > limit
         return ItemPage(items=items, next_after=items[-1].id if more else None, total=total)
@@ -427,7 +244,7 @@ class MilvusStore(CatalogStore):
     def delete_item(self, name: str, item_id: str) -> ItemRecord:
         info = self._info(name)
         record = self.get_item(name, item_id)
-        expr = f"id == {_lit(item_id)}"
+        expr = f"id == {lit(item_id)}"
         with self._errors():
             self.client.delete(info["collection"], filter=expr)
             self._settle(info["collection"], expr)
@@ -441,7 +258,7 @@ class MilvusStore(CatalogStore):
             for r in rows:
                 coll = json.loads(r["info"])["collection"]
                 if self.client.query(
-                    coll, filter=f"image == {_lit(sha256)}", output_fields=["id"], limit=1
+                    coll, filter=f"image == {lit(sha256)}", output_fields=["id"], limit=1
                 ):
                     return True
         return False
@@ -465,7 +282,7 @@ class MilvusStore(CatalogStore):
             )
         parts = []
         if label is not None:
-            parts.append(f"label == {_lit(label)}")
+            parts.append(f"label == {lit(label)}")
         if exclude:
             parts.append(f"id not in {json.dumps(list(exclude))}")
         with self._errors():
@@ -474,14 +291,14 @@ class MilvusStore(CatalogStore):
                 data=np.asarray(queries, np.float32).tolist(),
                 limit=k,
                 filter=" and ".join(parts),
-                output_fields=_ITEM_FIELDS,
+                output_fields=ITEM_FIELDS,
                 search_params={"metric_type": "IP", "params": {"ef": max(self._ef, 2 * k)}},
             )
         out: list[list[Hit]] = []
         for hits in res:
             out.append(
                 [
-                    Hit(_record_item({**h["entity"], "id": h["id"]}), float(h["distance"]))
+                    Hit(record_item({**h["entity"], "id": h["id"]}), float(h["distance"]))
                     for h in hits
                 ]
             )

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from app.catalog.backends import open_store
 from app.catalog.blobs import BlobStore
-from app.catalog.index import IndexConfig
 from app.catalog.store import CatalogStore
 from app.catalog.types import (
     CatalogRecord,
@@ -41,9 +41,9 @@ from app.catalog.types import (
     check_label,
     unit_rows,
 )
-from app.errors import ConfigurationError, InvalidRequest, ServiceError
+from app.errors import InvalidRequest, ServiceError
 from app.imaging import PreparedImage
-from app.ingest import limits_from, prepare_batch
+from app.ingest import limits_from, prepare_batch, thumbnails
 from app.registry import LoadedModel, ModelRegistry
 from app.settings import Settings
 
@@ -71,29 +71,6 @@ class SearchOutcome:
 def new_item_id() -> str:
     """Time-ordered (ms, hex) + random: ids sort roughly by creation, as listings do."""
     return f"{time.time_ns() // 1_000_000:011x}{secrets.token_hex(5)}"
-
-
-def open_store(settings: Settings) -> CatalogStore:
-    """The backend named by IMGCLASS_VECTOR_STORE."""
-    url = settings.vector_store.strip()
-    if url in ("", "embedded"):
-        from app.catalog.embedded import EmbeddedStore
-
-        cfg = IndexConfig(
-            kind=settings.index_kind,
-            hnsw_threshold=settings.hnsw_threshold,
-            hnsw_m=settings.hnsw_m,
-            ef_search=settings.hnsw_ef_search,
-        )
-        return EmbeddedStore(settings.data_dir / "catalogs", cfg)
-    if url.startswith(("milvus://", "milvus+https://")):
-        from app.catalog.milvus import MilvusStore
-
-        token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
-        return MilvusStore(url, token=token, prefix=settings.milvus_prefix)
-    raise ConfigurationError(
-        f"IMGCLASS_VECTOR_STORE={url!r}: use 'embedded' or 'milvus://host:19530'."
-    )
 
 
 def model_ref(loaded: LoadedModel) -> ModelRef:
@@ -304,7 +281,8 @@ class CatalogService:
         ids = [check_item_id(s.id) if s.id is not None else new_item_id() for s in specs]
         labels = [check_label(s.label) for s in specs]
         vectors = self.embed(loaded, images)
-        pending = [self.blobs.prepare(data, self.limits) for data in images]
+        thumbs = thumbnails(images, self.limits, self.settings.thumbnail_px)
+        pending = [self.blobs.pending(data, t) for data, t in zip(images, thumbs, strict=True)]
         with self._blob_guard():
             refs: list[ImageRef] = self.blobs.write(pending)
             items = [

@@ -12,6 +12,7 @@ from PIL import Image
 
 from app.catalog.blobs import BlobStore
 from app.imaging import ImageLimits
+from app.ingest import thumbnails
 
 
 def _png(value: int) -> bytes:
@@ -32,7 +33,8 @@ def test_orphan_images_are_collected_at_start_up(
     # temporary file of a write interrupted before its rename.
     root = tmp_path / "service-data" / "catalogs"
     blobs = BlobStore(root)
-    orphan = blobs.write([blobs.prepare(_png(200), ImageLimits())])[0].sha256
+    data = _png(200)
+    orphan = blobs.write([blobs.pending(data, thumbnails([data], ImageLimits(), 128)[0])])[0].sha256
     partial = blobs.image_path(orphan).parent / ".tmp-interrupted"
     partial.write_bytes(b"half")
     assert blobs.image_path(orphan).is_file() and blobs.thumbnail_path(orphan).is_file()

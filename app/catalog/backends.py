@@ -1,0 +1,31 @@
+"""The catalog backend named by IMGCLASS_VECTOR_STORE (embedded SQLite + faiss, or Milvus)."""
+
+from __future__ import annotations
+
+from app.catalog.index import IndexConfig
+from app.catalog.store import CatalogStore
+from app.errors import ConfigurationError
+from app.settings import Settings
+
+
+def open_store(settings: Settings) -> CatalogStore:
+    """The backend named by IMGCLASS_VECTOR_STORE."""
+    url = settings.vector_store.strip()
+    if url in ("", "embedded"):
+        from app.catalog.embedded import EmbeddedStore
+
+        cfg = IndexConfig(
+            kind=settings.index_kind,
+            hnsw_threshold=settings.hnsw_threshold,
+            hnsw_m=settings.hnsw_m,
+            ef_search=settings.hnsw_ef_search,
+        )
+        return EmbeddedStore(settings.data_dir / "catalogs", cfg)
+    if url.startswith(("milvus://", "milvus+https://")):
+        from app.catalog.milvus import MilvusStore
+
+        token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+        return MilvusStore(url, token=token, prefix=settings.milvus_prefix)
+    raise ConfigurationError(
+        f"IMGCLASS_VECTOR_STORE={url!r}: use 'embedded' or 'milvus://host:19530'."
+    )

@@ -1,0 +1,198 @@
+"""Milvus plumbing under MilvusStore: the client, error mapping (addresses only in the log),
+the catalog registry lookup, paging, settling reads and all-or-nothing inserts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from app.catalog.types import CatalogNotFound, ImageRef, ItemRecord, StoreUnavailable
+from app.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+ITEM_FIELDS = ["id", "label", "metadata", "image", "content_type", "width", "height", "created_at"]
+BATCH = 1000
+
+
+def milvus_uri(url: str) -> str:
+    """milvus://host:port -> http://host:port; milvus+https://host:port -> https://host:port."""
+    parts = urlsplit(url)
+    scheme = "https" if parts.scheme == "milvus+https" else "http"
+    if parts.scheme not in ("milvus", "milvus+https") or not parts.hostname:
+        raise ValueError(f"not a Milvus URL: {url!r} (expected milvus://host:19530)")
+    return f"{scheme}://{parts.hostname}:{parts.port or 19530}"
+
+
+def lit(s: str) -> str:
+    """A string literal for a Milvus boolean expression."""
+    return json.dumps(s)
+
+
+def record_item(e: dict[str, Any]) -> ItemRecord:
+    meta = e.get("metadata")
+    return ItemRecord(
+        id=e["id"],
+        label=e["label"] or None,
+        metadata=meta if isinstance(meta, dict) else {},
+        image=ImageRef(
+            sha256=e["image"], content_type=e["content_type"], width=e["width"], height=e["height"]
+        ),
+        created_at=datetime.fromisoformat(e["created_at"]),
+    )
+
+
+class MilvusBase:
+    """Connection and helpers; MilvusStore adds the CatalogStore methods."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        prefix: str = "imgclass_",
+        hnsw_m: int = 16,
+        ef_construction: int = 200,
+        ef_search: int = 128,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.uri = milvus_uri(url)
+        self._token = token
+        self.prefix = prefix
+        self.registry = f"{prefix}catalogs"
+        self._hnsw = {"M": hnsw_m, "efConstruction": ef_construction}
+        self._ef = ef_search
+        self._timeout = timeout_s
+        self._client: Any = None
+        self._lock = threading.Lock()  # create/delete of catalogs and id checks before inserts
+
+    # plumbing -----------------------------------------------------------------------------
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        from pymilvus import MilvusException
+
+        try:
+            yield
+        except ServiceError:
+            raise
+        except MilvusException as exc:
+            # The URI and Milvus's own text go to the log only, never to a client.
+            logger.error("Milvus at %s failed: %s", self.uri, exc)
+            raise StoreUnavailable(
+                "The Milvus vector store failed; the server log says why."
+            ) from exc
+        except (ConnectionError, TimeoutError) as exc:
+            logger.error("Milvus at %s cannot be reached: %s", self.uri, exc)
+            raise StoreUnavailable(
+                "The Milvus vector store cannot be reached; the server log says why."
+            ) from exc
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            raise StoreUnavailable("The Milvus store is not open.")
+        return self._client
+
+    def open(self) -> None:
+        try:
+            from pymilvus import DataType, MilvusClient
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise RuntimeError(
+                "IMGCLASS_VECTOR_STORE names Milvus but pymilvus is not installed; "
+                "pip install 'imgclass[milvus]'"
+            ) from exc
+        with self._errors():
+            self._client = MilvusClient(
+                uri=self.uri, token=self._token or "", timeout=self._timeout
+            )
+            if not self._client.has_collection(self.registry):
+                schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
+                schema.add_field("name", DataType.VARCHAR, is_primary=True, max_length=64)
+                schema.add_field("info", DataType.VARCHAR, max_length=8192)
+                # Milvus requires a vector field in every collection; this one is unused.
+                schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)
+                idx = self._client.prepare_index_params()
+                idx.add_index(field_name="v", index_type="FLAT", metric_type="L2")
+                self._client.create_collection(
+                    self.registry, schema=schema, index_params=idx, consistency_level="Session"
+                )
+            self._client.load_collection(self.registry)
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # closing must not fail shutdown
+                logger.debug("closing the Milvus client failed", exc_info=True)
+            self._client = None
+
+    def describe(self) -> str:
+        return f"Milvus at {self.uri} (collections {self.prefix}*)"
+
+    def _info(self, name: str) -> dict[str, Any]:
+        with self._errors():
+            rows = self.client.query(
+                self.registry, filter=f"name == {lit(name)}", output_fields=["info"]
+            )
+        if not rows:
+            raise CatalogNotFound(f"No catalog named {name!r}.", catalog=name)
+        info: dict[str, Any] = json.loads(rows[0]["info"])
+        return info
+
+    def _count(self, collection: str, expr: str = 'id != ""') -> int:
+        with self._errors():
+            rows = self.client.query(collection, filter=expr, output_fields=["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def _settle(self, collection: str, expr: str) -> None:
+        """Wait until a delete/upsert is visible. Milvus 2.3 returns no timestamp for them, so
+        Session reads could miss them; one Strong read waits until they are applied."""
+        self.client.query(
+            collection, filter=expr, output_fields=["count(*)"], consistency_level="Strong"
+        )
+
+    def _pages(
+        self, collection: str, fields: list[str], expr: str = ""
+    ) -> Iterator[list[dict[str, Any]]]:
+        after = ""
+        while True:
+            where = f"id > {lit(after)}" + (f" and ({expr})" if expr else "")
+            with self._errors():
+                batch = self.client.query(
+                    collection, filter=where, output_fields=["id", *fields], limit=BATCH
+                )
+            if not batch:
+                return
+            batch.sort(key=lambda e: e["id"])
+            yield batch
+            if len(batch) < BATCH:
+                return
+            after = batch[-1]["id"]
+
+    def _insert_all_or_nothing(self, collection: str, rows: list[dict[str, Any]]) -> None:
+        """Milvus has no multi-batch transaction: when a later batch fails, the batches already
+        inserted are deleted again before the error is raised. Then one Strong read waits until
+        every row is applied, so the 201 is followed by searches that see the items."""
+        done: list[str] = []
+        try:
+            for start in range(0, len(rows), BATCH):
+                chunk = rows[start : start + BATCH]
+                self.client.insert(collection, chunk)
+                done += [r["id"] for r in chunk]
+            self._settle(collection, f"id in {json.dumps(done[:1])}")
+        except BaseException:
+            if done:
+                try:
+                    for start in range(0, len(done), BATCH):
+                        ids = done[start : start + BATCH]
+                        self.client.delete(collection, filter=f"id in {json.dumps(ids)}")
+                except Exception:
+                    logger.exception("rolling back a partial insert into %s failed", collection)
+            raise
