@@ -24,6 +24,7 @@ from app.decode_guard import (
     FRAME_COUNT_CAP,
     NORMAL_SCANS,
     DecodeBudget,
+    check_png_chunks,
     count_gif_frames,
     count_jpeg_scans,
     count_tiff_pages,
@@ -139,8 +140,48 @@ def _too_many_pixels(w: int, h: int, limits: ImageLimits) -> PayloadTooLarge:
     )
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """Read from the container's structure before Pillow parses anything."""
+
+    scans: int = 0  # JPEG scans (SOS segments), counted up to the cap + 1
+    frames: int | None = None  # TIFF pages / GIF frames, counted (None: from Pillow's header)
+
+
+def _inspect(fmt: str, data: bytes, limits: ImageLimits) -> _Facts:
+    """Refuse (413) files whose structure alone would cost too much to parse or decode:
+    too many JPEG scans or segments, PNG chunks, GIF metadata blocks."""
+    try:
+        if fmt == "JPEG":
+            scans = count_jpeg_scans(data, limits.max_jpeg_scans)
+            if scans > limits.max_jpeg_scans:
+                raise PayloadTooLarge(
+                    f"The JPEG has more than {limits.max_jpeg_scans} progressive scans "
+                    "(ordinary files have about 10); each costs a full decoding pass, so it "
+                    "is refused.",
+                    limit_jpeg_scans=limits.max_jpeg_scans,
+                )
+            return _Facts(scans=scans)
+        if fmt == "PNG":
+            check_png_chunks(data)
+        elif fmt == "TIFF":
+            return _Facts(frames=count_tiff_pages(data, FRAME_COUNT_CAP + 1))
+        elif fmt == "GIF":
+            return _Facts(frames=max(1, count_gif_frames(data, FRAME_COUNT_CAP + 1)))
+    except ServiceError:
+        raise
+    except Exception as exc:  # a walker tripping over bytes Pillow would refuse anyway
+        logger.info("%s structure unreadable: %s: %s", fmt, type(exc).__name__, exc)
+    return _Facts()
+
+
 def open_image(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str]:
-    """Sniff, open (header only) and check dimensions. Raises 413/415/422."""
+    """Sniff, check the structure, open (header only) and check dimensions. 413/415/422."""
+    img, fmt, _ = _open(data, limits)
+    return img, fmt
+
+
+def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
     if not data:
         raise InvalidImage(f"The request contained no image data; send a {ACCEPTED_TEXT} file.")
     if len(data) > limits.max_bytes:
@@ -154,6 +195,7 @@ def open_image(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str]:
             f"The upload is {_describe(data)}, not an image. Accepted: {ACCEPTED_TEXT}.",
             accepted=list(ACCEPTED_FORMATS),
         )
+    facts = _inspect(fmt, data, limits)
     try:
         with warnings.catch_warnings():
             # We enforce our own pixel limit below; Pillow's warning would only add noise.
@@ -177,32 +219,15 @@ def open_image(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str]:
         raise InvalidImage(
             f"The image is {w}x{h} pixels; both sides must be at least {limits.min_side} pixels."
         )
-    return img, fmt
+    return img, fmt, facts
 
 
-def _count_frames(img: Image.Image, fmt: str, data: bytes) -> int:
-    """Frames in the file, counted up to FRAME_COUNT_CAP + 1 without decoding any."""
-    if fmt == "TIFF":
-        return count_tiff_pages(data, FRAME_COUNT_CAP + 1)
-    if fmt == "GIF":
-        return max(1, count_gif_frames(data, FRAME_COUNT_CAP + 1))
-    # PNG (APNG acTL) and WebP (demuxer) read the count from a header.
-    return int(getattr(img, "n_frames", 1))
-
-
-def _plan(img: Image.Image, fmt: str, data: bytes, spec: InputSpec, limits: ImageLimits) -> int:
+def _plan(img: Image.Image, fmt: str, scans: int, spec: InputSpec) -> int:
     """Set up a reduced JPEG decode where it helps; return the work (pixels) to charge."""
     w, h = img.size
     side = max(spec.width, spec.height)  # either side may end up as either after rotation
     if fmt != "JPEG":
         return w * h
-    scans = count_jpeg_scans(data, limits.max_jpeg_scans)
-    if scans > limits.max_jpeg_scans:
-        raise PayloadTooLarge(
-            f"The JPEG has more than {limits.max_jpeg_scans} progressive scans (ordinary "
-            "files have about 10); each costs a full decoding pass, so it is refused.",
-            limit_jpeg_scans=limits.max_jpeg_scans,
-        )
     if min(w, h) >= 2 * _DRAFT_FACTOR * side:
         # DCT-domain downscale: the decoded size stays >= 2x the model input on both sides.
         img.draft("L" if spec.color == "gray" else "RGB", (side * _DRAFT_FACTOR,) * 2)
@@ -227,12 +252,13 @@ def decode(
     less than twice the model input. `budget` is the request's (a fresh one if omitted)."""
     budget = budget if budget is not None else limits.budget()
     with decode_slot(limits.decode_concurrency), timed(budget):
-        img, fmt = open_image(data, limits)
+        img, fmt, facts = _open(data, limits)
         width, height = img.size
         mode = img.mode
         try:
-            frames = _count_frames(img, fmt, data)
-            budget.charge(_plan(img, fmt, data, spec, limits))
+            # PNG (APNG acTL) and WebP (demuxer) give their frame count in a header.
+            frames = facts.frames or int(getattr(img, "n_frames", 1))
+            budget.charge(_plan(img, fmt, facts.scans, spec))
             if img.size[0] * img.size[1] > limits.max_pixels:  # a format that lied in its header
                 raise _too_many_pixels(*img.size, limits)
             img.load()

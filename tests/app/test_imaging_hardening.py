@@ -235,3 +235,21 @@ def test_peak_memory_is_the_decoded_image_plus_a_little(
     assert out.returncode == 0, out.stderr[-2000:]
     growth_mb = int(out.stdout.split()[-1])
     assert growth_mb < intrinsic_mb + 64, growth_mb
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG-TEXT", "PNG-IDAT", "GIF"])
+def test_structure_bombs_are_refused_before_parsing(fmt: str) -> None:
+    """Millions of tiny records (Pillow parses each in Python: a 19 MB JPEG of empty APP
+    segments took 27 s) are refused from a bounded walk over the bytes."""
+    data = cases.structure_bomb(fmt)
+    t0 = time.perf_counter()
+    with pytest.raises(PayloadTooLarge, match="ordinary files have"):
+        prepare(data, RGB224, LIMITS)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_many_frame_apng_is_fine(small: Image.Image) -> None:
+    frames = [small.rotate(i) for i in range(150)]
+    data = encode(frames[0], "PNG", save_all=True, append_images=frames[1:])
+    _, info = decode(data, RGB, LIMITS)
+    assert (info.frames, info.frames_capped) == (FRAME_COUNT_CAP, True)

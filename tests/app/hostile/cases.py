@@ -361,6 +361,42 @@ def _cpu_memory_cases() -> list[Case]:
     ]
 
 
+def structure_bomb(fmt: str, size: int = 4 << 20) -> bytes:
+    """Valid-looking files made of a huge number of tiny records, each of which a reader
+    parses one by one: empty JPEG APP5 segments, PNG text chunks or empty IDAT chunks, GIF
+    comment sub-blocks before the first image."""
+    if fmt == "JPEG":
+        j = photo_jpeg()
+        return j[:2] + b"\xff\xe5\x00\x02" * (size // 4) + j[2:]
+    if fmt in ("PNG-TEXT", "PNG-IDAT"):
+        png = encode(Image.new("RGB", (64, 64), (1, 2, 3)), "PNG")
+        chunk = png_chunk(b"tEXt", b"a\x00b") if fmt == "PNG-TEXT" else png_chunk(b"IDAT", b"")
+        return png[:33] + chunk * (size // len(chunk)) + png[33:]
+    return gif_with_comment(size // 2)
+
+
+def gif_with_comment(subblocks: int) -> bytes:
+    """The digit as a GIF, with a comment extension of `subblocks` one-byte sub-blocks
+    before its image."""
+    gif = encode(digit(), "GIF")
+    flags = gif[10]
+    start = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    return gif[:start] + b"\x21\xfe" + b"\x01a" * subblocks + b"\x00" + gif[start:]
+
+
+def _structure_cases() -> list[Case]:
+    c = functools.partial(Case, group="cpu", model="imagenet", expect="reject", statuses=(413,))
+    return [
+        c("jpeg-million-empty-segments", lambda: structure_bomb("JPEG")),
+        c("png-300k-text-chunks", lambda: structure_bomb("PNG-TEXT")),
+        c("png-350k-empty-idat-chunks", lambda: structure_bomb("PNG-IDAT")),
+        c("gif-2m-comment-subblocks", lambda: structure_bomb("GIF")),
+        mk(
+            "gif-5000-comment-subblocks", "valid", "digits", lambda: gif_with_comment(5000), "photo"
+        ),
+    ]
+
+
 def _bomb_cases() -> list[Case]:
     c = functools.partial(Case, group="bomb", model="imagenet", expect="reject", statuses=(413,))
     return [
@@ -682,6 +718,7 @@ CASES: list[Case] = [
     *_orientation_cases(),
     *_cpu_memory_cases(),
     *_bomb_cases(),
+    *_structure_cases(),
     *_damaged_cases(),
     *_polyglot_cases(),
     *_not_image_cases(),
