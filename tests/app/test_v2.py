@@ -108,21 +108,31 @@ def test_health_and_metadata_through_tritonclient(
 def test_real_photos_same_top5_as_v1(
     client: httpclient.InferenceServerClient, server: LiveServer, binary: bool
 ) -> None:
-    images = [photo(p) for p in PHOTOS]
-    outputs = [
-        httpclient.InferRequestedOutput("probs", binary_data=binary, class_count=5),
-    ]
-    result = client.infer("imagenet", [bytes_input(images, binary)], outputs=outputs)
-    top5 = parse_classification(result.as_numpy("probs"))
-    expected = v1_predictions(server, "imagenet", images, 5)
-    assert [[i for _, i, _ in row] for row in top5] == [
-        [p["index"] for p in row] for row in expected
-    ]
-    for row, exp in zip(top5, expected, strict=True):
-        assert [label for _, _, label in row] == [p["label"] for p in exp]
-        np.testing.assert_allclose([s for s, _, _ in row], [p["score"] for p in exp], atol=1e-5)
-    # The photos' true classes (in their file names) are the top-1 of the shipped model.
-    assert [row[0][1] for row in top5] == [int(p.split("_")[2].split(".")[0]) for p in PHOTOS]
+    """All 20 foolbox ImageNet photos, in batches of MAX_BATCH: the classification extension
+    gives exactly /v1's top-5 (indices, labels, scores)."""
+    names = sorted(p.name for p in (DATA / "photos" / "foolbox").glob("imagenet_*.jpg"))
+    assert len(names) == 20, "expected the 20 foolbox ImageNet photos; run scripts/fetch-data"
+    for start in range(0, len(names), MAX_BATCH):
+        images = [photo(n) for n in names[start : start + MAX_BATCH]]
+        outputs = [httpclient.InferRequestedOutput("probs", binary_data=binary, class_count=5)]
+        result = client.infer("imagenet", [bytes_input(images, binary)], outputs=outputs)
+        top5 = parse_classification(result.as_numpy("probs"))
+        expected = v1_predictions(server, "imagenet", images, 5)
+        assert [[i for _, i, _ in row] for row in top5] == [
+            [p["index"] for p in row] for row in expected
+        ]
+        for row, exp in zip(top5, expected, strict=True):
+            assert [label for _, _, label in row] == [p["label"] for p in exp]
+            np.testing.assert_allclose([s for s, _, _ in row], [p["score"] for p in exp], atol=1e-5)
+    # The first photos' true classes (in their file names) are the shipped model's top-1.
+    first = parse_classification(
+        client.infer(
+            "imagenet",
+            [bytes_input([photo(p) for p in PHOTOS], binary)],
+            outputs=[httpclient.InferRequestedOutput("probs", binary_data=binary, class_count=1)],
+        ).as_numpy("probs")
+    )
+    assert [row[0][1] for row in first] == [int(p.split("_")[2].split(".")[0]) for p in PHOTOS]
 
 
 def test_full_outputs_binary(client: httpclient.InferenceServerClient, server: LiveServer) -> None:
