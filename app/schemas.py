@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.bundle import InputSpec, Metrics, Outputs, Provenance
+from app.bundle import BackboneRef, InputSpec, Metrics, Outputs, Provenance
 
 # catalogs -----------------------------------------------------------------------------------
 MAX_K = 100
@@ -163,6 +163,10 @@ class ModelInfo(BaseModel):
         default=None, description="catalog predict?similar=k searches when none is named"
     )
     serving: ServingPolicy | None = None
+    backbone: BackboneRef | None = Field(
+        default=None,
+        description="taught models: the served backbone its head runs on and its source catalog",
+    )
 
 
 class RefusedModel(BaseModel):

@@ -34,8 +34,9 @@ def model_info(
         loaded_at=loaded.loaded_at,
         load_ms=round(loaded.load_ms, 1),
         warmup_ms=round(loaded.warmup_ms, 1),
-        default_catalog=default_catalog,
+        default_catalog=default_catalog or (meta.backbone.catalog if meta.backbone else None),
         serving=serving,
+        backbone=meta.backbone,
     )
 
 

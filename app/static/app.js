@@ -443,6 +443,12 @@ function init() {
   updateChrome();
   // auth.js: a key was entered and accepted; reads may have been refused without it.
   document.addEventListener("imgclass:key-accepted", () => loadModels());
+  // teach.js: a model was just taught; list it and select it for "try it".
+  document.addEventListener("imgclass:model-taught", async (e) => {
+    await loadModels();
+    el.modelSelect.value = e.detail.model;
+    selectModel(e.detail.model);
+  });
   loadModels({ keepSelection: false });
   pollReady();
 }

@@ -1,0 +1,280 @@
+// Teach flow: name a model, add classes, drop/paste/snap pictures into each, train on this server
+// (POST /v1/catalogs/{c}/train), follow the job, show held-out results in plain words, try it.
+// Talks only to this server's /v1 API. The new model appears in the page's model list
+// (app.js listens for "imgclass:model-taught").
+import { problemMessage, readProblem } from "./problems.js";
+
+const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+const UPLOAD_BATCH = 8;
+const $ = (sel, root = document) => root.querySelector(sel);
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== false && v !== undefined && v !== null) node.setAttribute(k, v === true ? "" : v);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+const state = { classes: [], active: null, nextId: 1, busy: false };
+let root;
+let ui;
+
+function classCard(cls) {
+  const count = h("span", { class: "teach-count", "aria-live": "polite" }, "0 pictures");
+  const thumbs = h("ul", { class: "teach-thumbs" });
+  const picker = h("input", { type: "file", accept: "image/*", multiple: true, class: "visually-hidden", tabindex: "-1" });
+  const name = h("input", {
+    class: "teach-class-name", type: "text", value: cls.label, "aria-label": "Class name",
+    placeholder: "Class name, e.g. Santa", maxlength: "60",
+    oninput: (e) => { cls.label = e.target.value; },
+  });
+  const add = h("button", { type: "button", class: "btn btn-small teach-add", onclick: () => picker.click() }, "Add pictures");
+  const remove = h("button", {
+    type: "button", class: "btn btn-ghost btn-small teach-remove", "aria-label": "Remove this class",
+    onclick: () => removeClass(cls),
+  }, "Remove");
+  const card = h("li", { class: "teach-class", tabindex: "-1" },
+    h("div", { class: "teach-class-head" }, name, remove),
+    h("div", { class: "teach-drop", onclick: () => picker.click() },
+      h("span", {}, "Drop, paste or "), h("span", { class: "linkish" }, "choose"), h("span", {}, " pictures of this class")),
+    thumbs,
+    h("div", { class: "teach-class-foot" }, count, add),
+    picker);
+  picker.addEventListener("change", () => { addFiles(cls, picker.files); picker.value = ""; });
+  card.addEventListener("focusin", () => { state.active = cls; });
+  card.addEventListener("pointerdown", () => { state.active = cls; });
+  card.addEventListener("dragover", (e) => { e.preventDefault(); e.stopPropagation(); card.classList.add("is-over"); });
+  card.addEventListener("dragleave", () => card.classList.remove("is-over"));
+  card.addEventListener("drop", (e) => {
+    e.preventDefault();
+    e.stopPropagation(); // the page's own drop handler classifies; this one teaches
+    card.classList.remove("is-over");
+    state.active = cls;
+    addFiles(cls, e.dataTransfer.files);
+  });
+  Object.assign(cls, { card, thumbs, count, nameInput: name });
+  return card;
+}
+
+function addClass(label = "") {
+  const cls = { id: state.nextId++, label, files: [] };
+  state.classes.push(cls);
+  ui.classes.append(classCard(cls));
+  refresh();
+  return cls;
+}
+
+function removeClass(cls) {
+  for (const f of cls.files) URL.revokeObjectURL(f.url);
+  state.classes = state.classes.filter((c) => c !== cls);
+  cls.card.remove();
+  refresh();
+}
+
+function addFiles(cls, list) {
+  for (const file of Array.from(list || [])) {
+    if (!file.type.startsWith("image/") && file.type !== "") continue;
+    const url = URL.createObjectURL(file);
+    cls.files.push({ file, url });
+    const img = h("img", { src: url, alt: "", loading: "lazy", decoding: "async" });
+    cls.thumbs.append(h("li", {}, img));
+  }
+  refresh();
+}
+
+function refresh() {
+  for (const cls of state.classes) {
+    const n = cls.files.length;
+    cls.count.textContent = `${n} picture${n === 1 ? "" : "s"}`;
+  }
+  const ready = state.classes.filter((c) => c.files.length >= 2 && c.label.trim()).length;
+  ui.hint.textContent = ready >= 2
+    ? `${ready} classes ready. Ten or more pictures per class give steadier results.`
+    : "Add at least two classes with two or more pictures each.";
+  ui.train.disabled = state.busy || ready < 2;
+}
+
+function setProgress(fraction, text) {
+  ui.progress.hidden = false;
+  ui.bar.style.width = `${Math.round(fraction * 100)}%`;
+  ui.progress.setAttribute("aria-valuenow", String(Math.round(fraction * 100)));
+  ui.phase.textContent = text;
+}
+
+function showError(problem) {
+  const msg = problemMessage(problem);
+  ui.error.hidden = false;
+  ui.error.replaceChildren(h("strong", {}, problem.title || msg.title), h("p", {}, problem.detail || msg.text));
+}
+
+async function api(url, options = {}) {
+  let r;
+  try {
+    r = await fetch(url, options);
+  } catch {
+    throw { status: 0 };
+  }
+  if (!r.ok) throw await readProblem(r);
+  return r.status === 204 ? null : r.json();
+}
+
+function slug(text) {
+  return text.trim().toLowerCase().replace(/[^a-z0-9_-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 64);
+}
+
+async function train() {
+  const model = ui.name.value.trim();
+  ui.error.hidden = true;
+  ui.results.hidden = true;
+  if (!NAME_RE.test(model)) {
+    showError({ title: "Choose another model name", detail: "Use lowercase letters, digits, '-' or '_' (up to 64), starting with a letter or digit." });
+    ui.name.focus();
+    return;
+  }
+  const classes = state.classes.filter((c) => c.files.length && c.label.trim());
+  const labels = classes.map((c) => c.label.trim());
+  if (new Set(labels).size !== labels.length) {
+    showError({ title: "Two classes have the same name", detail: "Give every class its own name." });
+    return;
+  }
+  state.busy = true;
+  refresh();
+  const catalog = slug(`teach-${model}`);
+  const backbone = ui.backbone.value;
+  try {
+    setProgress(0, "Preparing the example catalog…");
+    // The page keeps one catalog of examples per taught model: teaching again starts it fresh.
+    await api(`/v1/catalogs/${catalog}`, { method: "DELETE" }).catch((p) => { if (p.status !== 404) throw p; });
+    await api("/v1/catalogs", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name: catalog, model: backbone, description: `examples for ${model}` }),
+    });
+    const total = classes.reduce((n, c) => n + c.files.length, 0);
+    let sent = 0;
+    for (const cls of classes) {
+      for (let i = 0; i < cls.files.length; i += UPLOAD_BATCH) {
+        const form = new FormData();
+        for (const f of cls.files.slice(i, i + UPLOAD_BATCH)) form.append("file", f.file, f.file.name || "picture");
+        form.append("label", cls.label.trim());
+        await api(`/v1/catalogs/${catalog}/items`, { method: "POST", body: form });
+        sent += Math.min(UPLOAD_BATCH, cls.files.length - i);
+        setProgress(0.5 * (sent / total), `Uploading pictures: ${sent} of ${total}`);
+      }
+    }
+    const job = await api(`/v1/catalogs/${catalog}/train`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ model }),
+    });
+    let done = job;
+    while (done.status === "queued" || done.status === "running") {
+      setProgress(0.5 + 0.5 * done.progress, `Training: ${done.phase}…`);
+      await new Promise((res) => setTimeout(res, 250));
+      done = await api(done.url, { cache: "no-store" });
+    }
+    if (done.status !== "succeeded") throw done.error || { title: `Training ${done.status}` };
+    setProgress(1, `Trained ${done.result.model} v${done.result.version}.`);
+    showResults(done);
+  } catch (problem) {
+    ui.progress.hidden = true;
+    showError(problem || { status: 0 });
+  } finally {
+    state.busy = false;
+    refresh();
+  }
+}
+
+function showResults(job) {
+  const r = job.result;
+  const m = r.metrics;
+  const n = m.n_samples;
+  const right = Math.round(m.accuracy * n);
+  const how = m.split === "holdout"
+    ? "pictures set aside before training"
+    : "pictures: each was judged by a model trained without it (cross-validation)";
+  const table = h("table", { class: "teach-confusion", "aria-describedby": "teach-caption" },
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "true \\ said"), ...m.labels.map((l) => h("th", { scope: "col" }, l)))),
+    h("tbody", {}, ...m.confusion.map((row, i) => h("tr", {},
+      h("th", { scope: "row" }, m.labels[i]),
+      ...row.map((v, j) => h("td", { class: i === j ? "diag" : v ? "off" : "" }, String(v)))))));
+  ui.results.replaceChildren(
+    h("h3", { class: "teach-results-title" }, `${r.model} v${r.version} is ready`),
+    h("p", { class: "teach-headline" }, `Right on ${right} of ${n} (${(m.accuracy * 100).toFixed(0)}%) held-out ${how}.`),
+    h("ul", { class: "teach-summary" }, ...r.summary.map((s) => h("li", {}, `${s}.`))),
+    ...(job.warnings.length ? [h("p", { class: "teach-warn" }, job.warnings.join("; "))] : []),
+    h("p", { class: "teach-caption", id: "teach-caption" }, "Confusion matrix: rows are the true class, columns what the model said."),
+    h("div", { class: "teach-table-wrap" }, table),
+    h("button", { type: "button", class: "btn btn-primary teach-try", onclick: () => tryIt(r.model) }, `Try ${r.model}`),
+  );
+  ui.results.hidden = false;
+  ui.results.scrollIntoView({ behavior: "smooth", block: "nearest" });
+}
+
+function tryIt(model) {
+  document.dispatchEvent(new CustomEvent("imgclass:model-taught", { detail: { model } }));
+  const target = $("#dropzone");
+  if (target) {
+    target.scrollIntoView({ behavior: "smooth", block: "center" });
+    target.focus({ preventScroll: true });
+  }
+}
+
+async function loadBackbones() {
+  try {
+    const body = await api("/v1/models", { cache: "no-store" });
+    const usable = (body.models || []).filter((m) => m.outputs && m.outputs.embedding && !m.backbone);
+    ui.backbone.replaceChildren(...usable.map((m) => h("option", { value: m.name }, m.name)));
+    const photos = usable.find((m) => m.name === "imagenet");
+    if (photos) ui.backbone.value = "imagenet";
+    if (!usable.length) window.setTimeout(loadBackbones, 2000);
+  } catch {
+    window.setTimeout(loadBackbones, 3000);
+  }
+}
+
+function build() {
+  root = document.getElementById("teach");
+  if (!root) return;
+  ui = {};
+  ui.name = h("input", { id: "teach-name", type: "text", placeholder: "e.g. santa", autocomplete: "off", spellcheck: "false", maxlength: "64" });
+  ui.backbone = h("select", { id: "teach-backbone" });
+  ui.classes = h("ol", { class: "teach-classes" });
+  ui.hint = h("p", { class: "teach-hint", "aria-live": "polite" });
+  ui.train = h("button", { type: "button", class: "btn btn-primary", id: "teach-train", onclick: train }, "Train");
+  ui.bar = h("div", { class: "teach-bar-fill" });
+  ui.phase = h("p", { class: "teach-phase", "aria-live": "polite" });
+  ui.progress = h("div", { class: "teach-progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", hidden: true },
+    h("div", { class: "teach-bar" }, ui.bar), ui.phase);
+  ui.error = h("div", { class: "teach-error", role: "alert", hidden: true });
+  ui.results = h("section", { class: "teach-results", "aria-live": "polite", hidden: true });
+  root.append(
+    h("div", { class: "teach-head" },
+      h("h2", { class: "section-title" }, "Teach a new model"),
+      h("p", { class: "teach-lede" }, "Give examples of each kind of picture; this server learns to tell them apart in seconds.")),
+    h("div", { class: "teach-fields" },
+      h("label", { class: "field-label", for: "teach-name" }, "Model name", ui.name),
+      h("label", { class: "field-label", for: "teach-backbone" }, "Built on", h("div", { class: "select-wrap" }, ui.backbone))),
+    ui.classes,
+    h("div", { class: "teach-actions" },
+      h("button", { type: "button", class: "btn btn-ghost", onclick: () => addClass("").nameInput.focus() }, "Add a class"),
+      ui.train),
+    ui.hint, ui.progress, ui.error, ui.results);
+  addClass("");
+  addClass("");
+  ui.name.addEventListener("input", refresh);
+  // A paste while a class is active (clicked or focused) goes to that class, not to the classifier.
+  document.addEventListener("paste", (e) => {
+    if (!state.active || !root.contains(document.activeElement) && !root.matches(":hover")) return;
+    const files = Array.from(e.clipboardData ? e.clipboardData.files : []);
+    if (!files.length) return;
+    e.preventDefault();
+    e.stopImmediatePropagation();
+    addFiles(state.active, files);
+  }, true);
+  loadBackbones();
+}
+
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", build);
+else build();

@@ -1,0 +1,79 @@
+"""The Teach flow in real Chromium: name a model, add two classes of real Fashion-MNIST test
+images, train on the server, read the held-out results, then try the new model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.app.teach.conftest import BAG, SNEAKER, fm_test_split, png
+from tests.browser.conftest import PHONE
+
+pytestmark = pytest.mark.browser
+SHOTS = Path("/tmp/shots")
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    x, y = fm_test_split()
+    out = tmp_path_factory.mktemp("teach-pictures")
+    files: dict[str, list[Path]] = {}
+    for label, cls in (("sneaker", SNEAKER), ("bag", BAG)):
+        files[label] = []
+        for j, i in enumerate(np.flatnonzero(y == cls)[:13]):
+            p = out / f"{label}-{j}.png"
+            p.write_bytes(png(x[i]))
+            files[label].append(p)
+    return files
+
+
+def teach_flow(page: Any, model: str, pictures: dict[str, list[Path]], shot: str) -> None:
+    page.locator("#teach").scroll_into_view_if_needed()
+    page.wait_for_function("document.querySelectorAll('#teach-backbone option').length > 0")
+    page.fill("#teach-name", model)
+    page.select_option("#teach-backbone", "products")
+    classes = page.locator("#teach .teach-class")
+    assert classes.count() == 2
+    for i, label in enumerate(("sneaker", "bag")):
+        card = classes.nth(i)
+        card.locator(".teach-class-name").fill(label)
+        card.locator("input[type=file]").set_input_files([str(p) for p in pictures[label][:12]])
+        assert card.locator(".teach-thumbs img").count() == 12
+        assert card.locator(".teach-count").inner_text() == "12 pictures"
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"teach-{shot}-before.png"), full_page=True)
+    page.click("#teach-train")
+    page.wait_for_selector("#teach .teach-results:not([hidden])", timeout=60_000)
+    text = page.locator("#teach .teach-results").inner_text()
+    assert "sneaker recognised in" in text and "of 12 held-out pictures" in text
+    assert "held-out" in text and f"{model} v1 is ready" in text
+    assert page.locator("#teach .teach-confusion tbody tr").count() == 2
+    page.screenshot(path=str(SHOTS / f"teach-{shot}-results.png"), full_page=True)
+
+    page.click("#teach .teach-try")
+    page.wait_for_function("m => document.querySelector('#model-select').value === m", arg=model)
+    page.set_input_files("#file-input", [str(pictures["bag"][12]), str(pictures["sneaker"][12])])
+    page.wait_for_function(
+        "document.querySelectorAll('#results > li.result[data-state=\"done\"]').length === 2",
+        timeout=30_000,
+    )
+    tops = page.locator("#results > li.result .preds li").all_inner_texts()
+    joined = " ".join(tops)
+    assert "bag" in joined and "sneaker" in joined
+    page.screenshot(path=str(SHOTS / f"teach-{shot}-try.png"), full_page=True)
+
+
+def test_teach_create_add_train_predict_desktop(open_page: Any, pictures) -> None:  # type: ignore[no-untyped-def]
+    page = open_page()
+    teach_flow(page, "shoes-desktop", pictures, "desktop")
+
+
+def test_teach_at_phone_width(open_page: Any, pictures) -> None:  # type: ignore[no-untyped-def]
+    page = open_page(**PHONE)
+    teach_flow(page, "shoes-phone", pictures, "phone")
+    # Nothing wider than the screen.
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0
