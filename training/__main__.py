@@ -159,6 +159,14 @@ def _lecture(args: argparse.Namespace) -> int:
     return 0
 
 
+# Commands whose options belong to another module's own command line.
+DELEGATED = {
+    "teach": "app.teach.cli",
+    "quantize": "training.quantize",
+    "eval-bundles": "training.serving_eval",
+}
+
+
 def _delegate(module: str, argv: list[str]) -> int:
     import importlib
 
@@ -207,14 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     rec.set_defaults(func=_recipes)
 
     check = sub.add_parser(
-        "eval-bundles", help="re-check bundles' claimed accuracy on their full test splits"
+        "eval-bundles",
+        help="re-check bundles' claimed accuracy on their full test splits",
+        add_help=False,  # -h goes to training.serving_eval
     )
     check.add_argument(
         "rest", nargs=argparse.REMAINDER, help="see python -m training.serving_eval -h"
     )
     check.set_defaults(func=lambda a: _delegate("training.serving_eval", a.rest))
 
-    quant = sub.add_parser("quantize", help="static INT8 copy of a bundle")
+    quant = sub.add_parser("quantize", help="static INT8 copy of a bundle", add_help=False)
     quant.add_argument("rest", nargs=argparse.REMAINDER, help="see python -m training.quantize -h")
     quant.set_defaults(func=lambda a: _delegate("training.quantize", a.rest))
 
@@ -236,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["teach"]:  # its own options (app/teach/cli.py); argparse REMAINDER drops them
-        return _delegate("app.teach.cli", argv[1:])
+    if argv[:1] and argv[0] in DELEGATED:  # own options; argparse REMAINDER would drop them
+        return _delegate(DELEGATED[argv[0]], argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
