@@ -26,6 +26,6 @@ async def access(request: Request, settings: SettingsDep) -> Access:
     return Access(
         key_required_for_reads=key_required(settings, write=False),
         key_required_for_writes=key_required(settings, write=True),
-        writes_enabled=not writes_locked(settings),
+        writes_enabled=not writes_locked(settings, request),
         key_accepted=key_holder(request, settings),
     )

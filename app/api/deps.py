@@ -4,6 +4,7 @@ dependencies in the thread pool, where they would queue behind decodes (probes i
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -55,12 +56,24 @@ def key_holder(request: Request, settings: Settings) -> bool:
     return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
 
 
-def writes_locked(settings: Settings) -> bool:
-    """No key, yet listening beyond loopback: anyone on the network could write."""
-    return (
-        settings.api_key is None
-        and not settings.allow_unauthenticated_writes
-        and not is_loopback(settings.host)
+def arrived_beyond_loopback(request: Request) -> bool:
+    """The connection came in on a non-loopback local address (uvicorn started with
+    --host 0.0.0.0 whatever IMGCLASS_HOST says, or a container's own interface)."""
+    server = request.scope.get("server")
+    if not server or not isinstance(server[0], str):
+        return False  # a Unix socket
+    try:
+        return not ipaddress.ip_address(server[0].strip("[]")).is_loopback
+    except ValueError:
+        return False  # not an address (an in-process test client)
+
+
+def writes_locked(settings: Settings, request: Request | None = None) -> bool:
+    """No key, yet reachable beyond loopback: anyone on the network could write."""
+    if settings.api_key is not None or settings.allow_unauthenticated_writes:
+        return False
+    return not is_loopback(settings.host) or (
+        request is not None and arrived_beyond_loopback(request)
     )
 
 
@@ -83,10 +96,10 @@ def _check_key(request: Request, settings: Settings) -> None:
 async def require_write_key(request: Request, settings: SettingsDep) -> None:
     """Write endpoints need the API key whenever one is configured; without one, a server
     listening beyond loopback refuses writes unless explicitly opted out."""
-    if writes_locked(settings):
+    if writes_locked(settings, request):
         raise Unauthorized(
-            f"Writes are disabled: this server listens on {settings.host}, beyond loopback, "
-            "and has no API key. Set IMGCLASS_API_KEY=<a long random secret> and send it as "
+            "Writes are disabled: this server is reachable beyond loopback and has no API "
+            "key. Set IMGCLASS_API_KEY=<a long random secret> and send it as "
             "'X-API-Key', or set IMGCLASS_ALLOW_UNAUTHENTICATED_WRITES=true to accept writes "
             "from anyone who can reach the port."
         )

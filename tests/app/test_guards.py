@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -180,3 +181,23 @@ def test_probes_answer_while_the_thread_pool_is_busy(make) -> None:  # type: ign
     finally:
         release.set()
         watchdog.cancel()
+
+
+@pytest.mark.parametrize(("address", "locked"), [("192.168.1.5", True), ("127.0.0.1", False)])
+def test_a_connection_on_a_public_interface_locks_writes_whatever_the_setting(
+    tiny_models_dir: Path, tmp_path: Path, address: str, locked: bool
+) -> None:
+    """`uvicorn --host 0.0.0.0` with IMGCLASS_HOST left at 127.0.0.1: the local address the
+    request arrived on (ASGI scope 'server') decides."""
+    app = create_app(make_settings(tiny_models_dir, tmp_path, allowed_hosts=["*"]))
+
+    async def run() -> tuple[int, bool]:
+        transport = httpx.ASGITransport(app=app)  # scope["server"] comes from the URL
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{address}:8000") as c:
+            access = (await c.get("/v1/access")).json()
+            r = await c.post("/v1/catalogs/none/items", content=b"x")
+            return r.status_code, access["writes_enabled"]
+
+    status, enabled = asyncio.run(run())
+    assert enabled is not locked
+    assert (status == 401) is locked, status
