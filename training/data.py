@@ -1,7 +1,7 @@
 """Data sources: locating the raw files, reading them into numpy arrays, stratified splits.
 
 TensorFlow-free (numpy, Pillow via app.imaging), so the serving-path evaluation can use it
-without TensorFlow; the tf.data pipelines live in training/pipeline.py.
+without TensorFlow; the tf.data pipelines live in training/datasets.py.
 """
 
 from __future__ import annotations
