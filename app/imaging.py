@@ -24,7 +24,9 @@ from app.decode_guard import (
     FRAME_COUNT_CAP,
     NORMAL_SCANS,
     DecodeBudget,
+    check_bmp,
     check_png_chunks,
+    check_tiff_strips,
     count_gif_frames,
     count_jpeg_scans,
     count_tiff_pages,
@@ -164,7 +166,10 @@ def _inspect(fmt: str, data: bytes, limits: ImageLimits) -> _Facts:
             return _Facts(scans=scans)
         if fmt == "PNG":
             check_png_chunks(data)
+        elif fmt == "BMP":
+            check_bmp(data)
         elif fmt == "TIFF":
+            check_tiff_strips(data)
             return _Facts(frames=count_tiff_pages(data, FRAME_COUNT_CAP + 1))
         elif fmt == "GIF":
             return _Facts(frames=max(1, count_gif_frames(data, FRAME_COUNT_CAP + 1)))

@@ -212,3 +212,45 @@ def bmp_with_size(width: int, height: int) -> bytes:
     header = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
     body = b"\x00" * 64
     return b"BM" + struct.pack("<IHHI", 14 + len(header) + len(body), 0, 0, 54) + header + body
+
+
+def tiff_one_row_strips(width: int, height: int) -> bytes:
+    """An uncompressed gray TIFF stored as `height` strips of one row each."""
+    n = height
+    ifd_len = 2 + 8 * 12 + 4
+    offs_at = 8 + ifd_len
+    counts_at = offs_at + 4 * n
+    data_at = counts_at + 4 * n
+    offsets = (data_at + np.arange(n, dtype=np.uint32) * width).astype("<u4").tobytes()
+    counts = np.full(n, width, dtype="<u4").tobytes()
+
+    def long_entry(tag: int, count: int, value: int) -> bytes:
+        return struct.pack("<HHII", tag, 4, count, value)
+
+    def short_entry(tag: int, value: int) -> bytes:
+        return struct.pack("<HHIHH", tag, 3, 1, value, 0)
+
+    ifd = (
+        struct.pack("<H", 8)
+        + long_entry(256, 1, width)
+        + long_entry(257, 1, height)
+        + short_entry(258, 8)
+        + short_entry(259, 1)
+        + short_entry(262, 1)
+        + long_entry(273, n, offs_at)
+        + long_entry(278, 1, 1)
+        + long_entry(279, n, counts_at)
+        + struct.pack("<I", 0)
+    )
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + offsets + counts + b"\x80" * (width * n)
+
+
+def bmp_rle8_runs(width: int, height: int, runs: int) -> bytes:
+    """An 8-bit RLE BMP whose pixel data is `runs` one-pixel runs, row after row (each row
+    ended by an end-of-line escape), then end-of-bitmap."""
+    row = b"\x01\x05" * width + b"\x00\x00"
+    data = row * (runs // width) + b"\x00\x01"
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+    header = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(data), 2835, 2835, 256, 0)
+    offset = 14 + 40 + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset) + header + palette + data

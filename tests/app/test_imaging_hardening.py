@@ -25,7 +25,14 @@ from app.decode_guard import (
 from app.errors import InvalidImage, PayloadTooLarge
 from app.imaging import ImageLimits, decode, prepare
 from tests.app.hostile import cases
-from tests.images import encode, exif_payload, many_page_tiff, orientation_entry
+from tests.images import (
+    bmp_rle8_runs,
+    encode,
+    exif_payload,
+    many_page_tiff,
+    orientation_entry,
+    tiff_one_row_strips,
+)
 
 RGB = InputSpec(height=32, width=32, channels=3, color="rgb")
 RGB224 = InputSpec(height=224, width=224, channels=3, color="rgb")
@@ -237,11 +244,21 @@ def test_peak_memory_is_the_decoded_image_plus_a_little(
     assert growth_mb < intrinsic_mb + 64, growth_mb
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG-TEXT", "PNG-IDAT", "GIF"])
-def test_structure_bombs_are_refused_before_parsing(fmt: str) -> None:
+STRUCTURE_BOMBS = {
+    "JPEG": lambda: cases.structure_bomb("JPEG"),
+    "PNG-TEXT": lambda: cases.structure_bomb("PNG-TEXT"),
+    "PNG-IDAT": lambda: cases.structure_bomb("PNG-IDAT"),
+    "GIF": lambda: cases.structure_bomb("GIF"),
+    "TIFF-STRIPS": lambda: tiff_one_row_strips(8, 600_000),
+    "BMP-RLE": lambda: bmp_rle8_runs(4000, 2500, 2_000_000),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(STRUCTURE_BOMBS))
+def test_structure_bombs_are_refused_before_parsing(kind: str) -> None:
     """Millions of tiny records (Pillow parses each in Python: a 19 MB JPEG of empty APP
     segments took 27 s) are refused from a bounded walk over the bytes."""
-    data = cases.structure_bomb(fmt)
+    data = STRUCTURE_BOMBS[kind]()
     t0 = time.perf_counter()
     with pytest.raises(PayloadTooLarge, match="ordinary files have"):
         prepare(data, RGB224, LIMITS)

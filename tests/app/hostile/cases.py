@@ -19,6 +19,7 @@ from PIL import Image
 
 from tests.images import (
     big_png,
+    bmp_rle8_runs,
     bmp_with_size,
     encode,
     exif_payload,
@@ -33,6 +34,7 @@ from tests.images import (
     repeat_last_scan,
     short,
     tiff_ifd_bytes,
+    tiff_one_row_strips,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -391,6 +393,9 @@ def _structure_cases() -> list[Case]:
         c("png-300k-text-chunks", lambda: structure_bomb("PNG-TEXT")),
         c("png-350k-empty-idat-chunks", lambda: structure_bomb("PNG-IDAT")),
         c("gif-2m-comment-subblocks", lambda: structure_bomb("GIF")),
+        c("tiff-600k-one-row-strips", lambda: tiff_one_row_strips(8, 600_000)),
+        c("bmp-rle8-2m-runs", lambda: bmp_rle8_runs(4000, 2500, 2_000_000)),
+        mk("bmp-rle8-small", "valid", "imagenet", lambda: bmp_rle8_runs(64, 64, 4096), "ok"),
         mk(
             "gif-5000-comment-subblocks", "valid", "digits", lambda: gif_with_comment(5000), "photo"
         ),
