@@ -117,9 +117,9 @@ def run_transfer(
     """The whole recipe on a validated config: folder `root`, bundle into `bundle_dir`."""
     t: dict[str, float] = {}
     t0 = time.perf_counter()
+    class_names, paths, labels = split_folder(cfg, root)  # before the run folder: fail early
     run_dir = start_run(runs_dir, cfg)
     keras.utils.set_random_seed(cfg.seed)
-    class_names, paths, labels = split_folder(cfg, root)
     k = len(class_names)
     size = (cfg.input.height, cfg.input.width, cfg.input.channels)
     model = create_model(
