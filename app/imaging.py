@@ -213,6 +213,11 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
         ) from exc
     except Exception as exc:  # Pillow's parsers raise many types on crafted headers
         logger.info("%s header unreadable: %s: %s", fmt, type(exc).__name__, exc)
+        if fmt == "PNG" and "Decompressed" in str(exc):  # Pillow's MAX_TEXT_CHUNK guard
+            raise PayloadTooLarge(
+                "The PNG carries a compressed text or colour-profile chunk that expands to "
+                "more than 1 MB (a decompression bomb), so it is refused."
+            ) from None
         raise InvalidImage(
             f"The data starts like a {fmt} file but its header is damaged or incomplete, so "
             f"it could not be read. Accepted: {ACCEPTED_TEXT}."

@@ -7,7 +7,7 @@ samples the server's RSS every 10 ms (psutil) and prints: peak RSS, RSS after st
 counts by status class, answers of the wrong class, and the slowest cases with their times.
 
 Usage:
-  .venv/bin/python -m bench.peak_memory [--app-root DIR] [--repeat 1] [--slowest 10]
+  .venv/bin/python -m bench.peak_memory [--app-root DIR] [--repeat 1] [--concurrency 1]
 `--app-root` runs the server from another checkout (e.g. a `git worktree` of an older
 commit) to measure "before"; the corpus always comes from this checkout.
 """
@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -96,6 +97,7 @@ def main() -> None:
     ap.add_argument("--models-dir", type=Path, default=ROOT / "models")
     ap.add_argument("--repeat", type=int, default=1, help="send the corpus this many times")
     ap.add_argument("--slowest", type=int, default=10)
+    ap.add_argument("--concurrency", type=int, default=1, help="requests in flight at once")
     ap.add_argument("--timeout", type=float, default=120.0, help="client timeout per request (s)")
     args = ap.parse_args()
 
@@ -143,22 +145,25 @@ def main() -> None:
             times: list[tuple[float, str, int]] = []
             classes: collections.Counter[str] = collections.Counter()
             wrong: list[str] = []
-            for _ in range(args.repeat):
-                for case in cases:
-                    t0 = time.perf_counter()
-                    try:
-                        status = post(
-                            client, f"{base}/v1/models/{case.model}/predict", payloads[case.name]
-                        ).status_code
-                    except httpx.TransportError:  # timeout, reset: no answer at all
-                        status = 0
-                    dt = time.perf_counter() - t0
-                    times.append((dt, case.name, status))
+
+            def one(case: Case) -> tuple[float, str, int]:
+                t0 = time.perf_counter()
+                try:
+                    url = f"{base}/v1/models/{case.model}/predict"
+                    status = post(client, url, payloads[case.name]).status_code
+                except httpx.TransportError:  # timeout, reset: no answer at all
+                    status = 0
+                return time.perf_counter() - t0, case.name, status
+
+            by_name = {c.name: c for c in cases}
+            with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+                for dt, name, status in pool.map(one, cases * args.repeat):
+                    times.append((dt, name, status))
                     classes[f"{status // 100}xx" if status else "no answer"] += 1
-                    if not status_ok(case, status):
-                        wrong.append(f"{case.name} -> {status}")
+                    if not status_ok(by_name[name], status):
+                        wrong.append(f"{name} -> {status}")
                     if proc.poll() is not None:
-                        sys.exit(f"the server died during {case.name}; log: {log}")
+                        sys.exit(f"the server died during {name}; log: {log}")
             sampler.stop.set()
             sampler.join()
     finally:
@@ -170,7 +175,8 @@ def main() -> None:
 
     n = len(times)
     print(
-        f"app root: {args.app_root}   cases: {len(cases)} x {args.repeat} = {n} requests (sequential)"
+        f"app root: {args.app_root}   cases: {len(cases)} x {args.repeat} = {n} requests, "
+        f"{args.concurrency} at a time"
     )
     print(f"RSS after start-up (4 shipped bundles loaded): {rss_ready / 2**20:8.1f} MiB")
     print(f"peak RSS over the run:                         {sampler.peak / 2**20:8.1f} MiB")

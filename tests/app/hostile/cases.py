@@ -418,16 +418,16 @@ def _bomb_cases() -> list[Case]:
             "bomb",
             "imagenet",
             lambda: png_text_bomb(b"zTXt"),
-            "either",
-            (413, 422),
+            "reject",
+            (413,),
         ),
         mk(
             "png-iccp-bomb",
             "bomb",
             "imagenet",
             lambda: png_text_bomb(b"iCCP"),
-            "either",
-            (413, 422),
+            "reject",
+            (413,),
         ),
     ]
 
@@ -483,7 +483,7 @@ def _damaged_cases() -> list[Case]:
         )
     out += [
         mk("png-bad-crc", "damaged", "imagenet", _bad_crc, "reject", (422,)),
-        mk("jpeg-noise-in-scan", "damaged", "imagenet", _noisy_jpeg, "either", (422,)),
+        mk("jpeg-noise-in-scan", "damaged", "imagenet", _noisy_jpeg, "ok"),
         mk("jpeg-soi-only", "damaged", "imagenet", lambda: b"\xff\xd8\xff", "reject", (422,)),
         mk(
             "png-signature-only",
@@ -493,7 +493,7 @@ def _damaged_cases() -> list[Case]:
             "reject",
             (422,),
         ),
-        mk("tiff-ifd-loop", "damaged", "imagenet", _tiff_loop, "either", (422,)),
+        mk("tiff-ifd-loop", "damaged", "imagenet", _tiff_loop, "ok"),
     ]
     return out
 
