@@ -146,7 +146,11 @@ class ModelScheduler:
         """Requests waiting for a worker right now."""
         return len(self._queue)
 
-    def _overloaded(self) -> Overloaded:
+    @property
+    def full(self) -> bool:
+        return len(self._queue) >= self.queue_limit
+
+    def overloaded(self) -> Overloaded:
         return Overloaded(
             f"Model {self.name!r} has {self.queue_limit} requests waiting already; "
             f"retry in {self.retry_after_s} s.",
@@ -156,7 +160,7 @@ class ModelScheduler:
     def admit(self) -> None:
         """Cheap early check (before a body is read): raise Overloaded when the queue is full."""
         if len(self._queue) >= self.queue_limit:
-            raise self._overloaded()
+            raise self.overloaded()
 
     async def submit(
         self, datas: Sequence[bytes], filenames: Sequence[str | None] | None = None
@@ -177,7 +181,7 @@ class ModelScheduler:
             if self._closed:
                 raise Overloaded(f"Model {self.name!r} is shutting down.", retry_after_s=1)
             if len(self._queue) >= self.queue_limit:
-                raise self._overloaded()
+                raise self.overloaded()
             self._queue.append(job)
             telemetry.set_queue_depth(self.name, len(self._queue))
             self._cond.notify()
@@ -374,6 +378,10 @@ class Schedulers:
         size = min(policy.max_batch, self.config.max_batch)
         wait = min(policy.max_wait_ms, self.config.max_wait_ms) if size > 1 else 0.0
         return BatchPolicy(size, wait, policy.reason, policy.measured)
+
+    def peek(self, name: str) -> ModelScheduler | None:
+        """The scheduler serving `name`, if a request has reached it yet (never creates one)."""
+        return self._by_name.get(name)
 
     def describe(self, name: str, model: object) -> dict[str, Any]:
         """The serving policy of a model (whether or not a request has reached it yet)."""

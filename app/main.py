@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from app import __version__, telemetry
 from app.api import access, catalogs, health, metrics, models, predict, teach, v2
 from app.api.guards import GuardMiddleware
+from app.api.overload import OverloadShedder
 from app.batching import Schedulers, serving_threads
 from app.catalog.service import CatalogService
 from app.errors import install_error_handlers
@@ -80,6 +81,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.schedulers = Schedulers.from_settings(settings)
     install_error_handlers(app)
     # Added innermost first: access log -> CORS -> guards -> routes.
+    # Innermost: a full model queue is refused before routing (after the guards).
+    app.add_middleware(
+        OverloadShedder, schedulers=app.state.schedulers, pause_ms=settings.overload_pause_ms
+    )
     app.add_middleware(
         GuardMiddleware,
         allowed_hosts=settings.allowed_hosts,
