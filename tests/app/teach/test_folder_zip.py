@@ -9,6 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.app.teach.conftest import BAG, SNEAKER, wait_job
@@ -57,6 +58,7 @@ def test_zip_refusals(teach_client: TestClient) -> None:
     assert r.status_code == 404
 
 
+@pytest.mark.slow
 def test_cli_teaches_from_a_folder(tmp_path: Path, fm_pngs) -> None:  # type: ignore[no-untyped-def]
     folder = tmp_path / "pictures"
     for label, cls in (("sneaker", SNEAKER), ("bag", BAG)):

@@ -38,6 +38,7 @@ def fm_embeddings() -> tuple[np.ndarray, np.ndarray]:
     return unit(out.embedding), y[idx].astype(np.int64)
 
 
+@pytest.mark.slow
 def test_head_matches_sklearn_on_the_same_split(fm_embeddings) -> None:  # type: ignore[no-untyped-def]
     from sklearn.linear_model import LogisticRegression
 
@@ -58,6 +59,7 @@ def test_head_matches_sklearn_on_the_same_split(fm_embeddings) -> None:  # type:
     assert agree >= 0.95
 
 
+@pytest.mark.slow
 def test_validation_never_scores_an_item_it_trained_on(fm_embeddings) -> None:  # type: ignore[no-untyped-def]
     x, y = fm_embeddings
     small = np.concatenate([np.flatnonzero(y == c)[:6] for c in (0, 1, 7)])
