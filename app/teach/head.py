@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 # Below this, a feature's spread is noise: floor it so that standardising never blows it up.
@@ -77,24 +78,29 @@ def fit_head(
     mu = (w[:, None] * xs).sum(axis=0)
     sd = np.sqrt((w[:, None] * (xs - mu) ** 2).sum(axis=0))
     sd = np.maximum(sd, _SD_FLOOR_RATIO * float(sd.mean()) + 1e-12)
-    z = (xs - mu) / sd
-    onehot = np.zeros((n, num_classes))
-    onehot[np.arange(n), y] = 1.0
+    # float32 for the loop: half the memory traffic of float64, same answer to ~1e-6.
+    z = ((xs - mu) / sd).astype(np.float32)
+    w32 = w.astype(np.float32)
+    rows = np.arange(n)
+    onehot = np.zeros((n, num_classes), dtype=np.float32)
+    onehot[rows, y] = 1.0
     # Lipschitz constant of the gradient: softmax CE curvature <= 1/2 times the weighted
     # second moment of [z, 1]; its top eigenvalue by a few power iterations.
     lip = 0.5 * _top_eigenvalue(z, w) + l2
-    step = 1.0 / lip
+    step = np.float32(1.0 / lip)
 
-    def grad(wt: F64, bt: F64) -> tuple[F64, F64, float]:
-        p = softmax(z @ wt + bt)
-        r = (p - onehot) * w[:, None]
-        loss = float(-(w * np.log(p[np.arange(n), y] + 1e-300)).sum()) + 0.5 * l2 * float(
-            (wt * wt).sum()
-        )
-        return z.T @ r + l2 * wt, r.sum(axis=0), loss
+    def grad(wt: F32, bt: F32) -> tuple[F32, F32, float]:
+        logits = z @ wt + bt
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        p = e / e.sum(axis=1, keepdims=True)
+        r = (p - onehot) * w32[:, None]
+        loss = float(-(w * np.log(p[rows, y].astype(np.float64) + 1e-30)).sum())
+        loss += 0.5 * l2 * float((wt * wt).sum())
+        return z.T @ r + np.float32(l2) * wt, r.sum(axis=0), loss
 
-    wt = np.zeros((d, num_classes))
-    bt = np.zeros(num_classes)
+    wt = np.zeros((d, num_classes), dtype=np.float32)
+    bt = np.zeros(num_classes, dtype=np.float32)
     vw, vb = wt.copy(), bt.copy()
     t = 1.0
     prev_loss = np.inf
@@ -106,20 +112,22 @@ def fit_head(
         if loss > prev_loss:  # adaptive restart: momentum overshot
             t = 1.0
         t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
-        beta = (t - 1.0) / t_next
+        beta = np.float32((t - 1.0) / t_next)
         vw = new_w + beta * (new_w - wt)
         vb = new_b + beta * (new_b - bt)
         change = float(np.abs(new_w - wt).max())
         wt, bt, t, prev_loss = new_w, new_b, t_next, loss
-        if change < tol * step or (should_stop is not None and it % 25 == 0 and should_stop()):
+        if change < tol * float(step) or (
+            should_stop is not None and it % 25 == 0 and should_stop()
+        ):
             break
     # Fold the standardisation into the served weights: z = (x - mu) / sd.
-    weights = wt / sd[:, None]
-    bias = bt - mu @ weights
+    weights = wt.astype(np.float64) / sd[:, None]
+    bias = bt.astype(np.float64) - mu @ weights
     return Head(weights=weights, bias=bias, l2=l2, iterations=it)
 
 
-def _top_eigenvalue(z: F64, w: F64, rounds: int = 30) -> float:
+def _top_eigenvalue(z: F32, w: F64, rounds: int = 30) -> float:
     aug = np.hstack([z, np.ones((z.shape[0], 1))])
     v = np.ones(aug.shape[1]) / np.sqrt(aug.shape[1])
     lam = 1.0
