@@ -114,7 +114,6 @@ class ModelRegistry:
         self._done = threading.Event()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
-        self.on_change: list[Callable[[], None]] = []
 
     # discovery ----------------------------------------------------------------------------
     def discover(self) -> list[Path]:
@@ -158,9 +157,6 @@ class ModelRegistry:
         with self._refresh_lock:
             changed = self._refresh_shipped()
             changed |= self._refresh_taught(force=changed)
-        if changed:
-            for callback in list(self.on_change):
-                callback()
         return changed
 
     def _refresh_shipped(self) -> bool:

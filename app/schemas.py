@@ -167,6 +167,10 @@ class ModelInfo(BaseModel):
         default=None,
         description="taught models: the served backbone its head runs on and its source catalog",
     )
+    versions: list[str] = Field(
+        default_factory=list,
+        description="taught models: every served version, oldest first (address one as name@version)",
+    )
 
 
 class RefusedModel(BaseModel):

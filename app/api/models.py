@@ -71,4 +71,6 @@ def get_model(
 ) -> ModelInfo:
     """One model's public metadata and its serving policy (pipelines, queue, batching)."""
     loaded = registry.get(name)
-    return model_info(loaded, catalogs.default_catalog(name), serving_of(request, loaded))
+    info = model_info(loaded, catalogs.default_catalog(name), serving_of(request, loaded))
+    info.versions = registry.versions(loaded.name)
+    return info

@@ -75,6 +75,7 @@ def test_teach_predict_version_delete(
     assert teach(c, "shop3", "shoes")["status"] == "succeeded"
     assert c.get("/v1/models/shoes").json()["num_classes"] == 3
     assert c.get("/v1/models/shoes@1").json()["num_classes"] == 2
+    assert c.get("/v1/models/shoes").json()["versions"] == ["1", "2"]
     assert predict_labels(c, "shoes@1", held[:1]) == ["sneaker"]
 
     r = c.delete("/v1/models/shoes@1")
