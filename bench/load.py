@@ -1,0 +1,308 @@
+"""Serving throughput against this machine's ceiling, in one run (issue #15).
+
+(a) ceiling: the project's own ingestion (app.imaging.prepare) + runtime (app.runtime.OnnxModel)
+    in-process, no HTTP, best of several configurations: P parallel decode+inference pipelines
+    x T onnxruntime threads x batch B.
+(b) server: `python -m app` with its default settings (as scripts/serve starts it) over HTTP,
+    driven by Debian `hey` (loopback, -z seconds per cell, a prebuilt multipart body) at 1, 8
+    and 32 clients, for each model and image: req/s (200s only), p50/p99 of the 200s, 503s,
+    other statuses, extra TCP dials (hey's CSV drops transport errors; a reset shows up as a
+    new dial), and req/s as a ratio of the ceiling, measured with the best configuration right
+    before and right after the cell (the mean of the two).
+(c) peer: FastAPI + Keras `predict` (bench/keras_peer.py, imagenet only: it needs the train
+    extra) on the same image at the same clients, reported as imgclass / peer.
+
+Images: one real photo (imgaug's quokka.jpg, 960x643) re-encoded here as a 640x480 JPEG and, upscaled,
+as a 4000x3000 (12 MP) JPEG, both baseline quality 90. The generator shares the cores with the server:
+compare the ratios inside one run, not absolute req/s across machines.
+
+Usage: .venv/bin/python -m bench.load [--models imagenet products] [--images 640 12mp]
+         [--clients 1 8 32] [--seconds 8] [--skip ceiling server peer] [--peer-clients 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from app.batching import cpu_count
+from app.bundle import load_bundle
+from app.imaging import ImageLimits, prepare
+from app.runtime import OnnxModel, choose_providers
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTO = ROOT / "data" / "photos" / "imgaug" / "quokka.jpg"  # a real 960x643 photo
+BOUNDARY = "imgclassbenchboundary"
+
+
+def images() -> dict[str, bytes]:
+    if not PHOTO.is_file():
+        sys.exit(f"{PHOTO} missing; run scripts/fetch-data")
+    out = {}
+    with Image.open(PHOTO) as im:
+        rgb = im.convert("RGB")
+    for key, size in (("640", (640, 480)), ("12mp", (4000, 3000))):
+        buf = io.BytesIO()
+        rgb.resize(size, Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
+        out[key] = buf.getvalue()
+    return out
+
+
+def multipart(data: bytes) -> bytes:
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="photo.jpg"'
+        "\r\nContent-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+# -- (a) in-process ceiling -------------------------------------------------------------------
+
+
+def ceiling_configs() -> list[tuple[int, int, int]]:
+    cores = cpu_count()
+    configs = {(cores, 1, 1), (1, cores, 1), (1, cores, 4), (cores, 1, 4), (cores * 2, 1, 1)}
+    return sorted(configs)
+
+
+def in_process(model_dir: Path, data: bytes, p: int, t: int, b: int, seconds: float) -> float:
+    """img/s of P threads each looping prepare x B -> one forward pass, T onnxruntime threads."""
+    bundle = load_bundle(model_dir)
+    model = OnnxModel(bundle, choose_providers("auto"), t)
+    spec, limits = bundle.metadata.input, ImageLimits()
+    for _ in range(2):
+        model.run(np.stack([prepare(data, spec, limits).array for _ in range(b)]))
+    counts = [0] * p
+    stop = time.perf_counter() + seconds
+
+    def loop(i: int) -> None:
+        while time.perf_counter() < stop:
+            arrays = [prepare(data, spec, limits).array for _ in range(b)]
+            model.run(arrays[0][None] if b == 1 else np.stack(arrays))
+            counts[i] += b
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(p)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+# -- (b)/(c) HTTP -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"server exited during start-up ({url}); see its log")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    sys.exit(f"{url} not ready after {timeout:.0f} s")
+
+
+@dataclass
+class Cell:
+    ok: int
+    rps: float
+    p50: float
+    p99: float
+    s503: int
+    other: int
+    dials: int
+
+
+def hey(url: str, body: Path, clients: int, seconds: float) -> Cell:
+    cmd = ["hey", "-z", f"{seconds}s", "-c", str(clients), "-m", "POST", "-o", "csv"]
+    cmd += ["-T", f"multipart/form-data; boundary={BOUNDARY}", "-D", str(body), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    ok = [float(r["response-time"]) * 1e3 for r in rows if r["status-code"] == "200"]
+    s503 = sum(r["status-code"] == "503" for r in rows)
+    dials = sum(float(r["DNS+dialup"]) > 0 for r in rows)
+    q = statistics.quantiles(ok, n=100) if len(ok) >= 2 else [float("nan")] * 99
+    return Cell(
+        ok=len(ok),
+        rps=len(ok) / seconds,
+        p50=statistics.median(ok) if ok else float("nan"),
+        p99=q[98],
+        s503=s503,
+        other=len(rows) - len(ok) - s503,
+        dials=max(0, dials - clients),
+    )
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as fh:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def server_env(args: argparse.Namespace, work: Path, port: int) -> dict[str, str]:
+    env = dict(
+        os.environ,
+        IMGCLASS_MODELS_DIR=str(args.models_dir),
+        IMGCLASS_DATA_DIR=str(work / "service"),
+        IMGCLASS_PORT=str(port),
+        IMGCLASS_ENABLED_MODELS="[" + ",".join(f'"{m}"' for m in args.models) + "]",
+    )
+    env.update(kv.split("=", 1) for kv in args.env)
+    return env
+
+
+def sweep(
+    args: argparse.Namespace, imgs: dict[str, bytes]
+) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """(a) every ceiling configuration once; the best per model and image is re-measured next to
+    each server cell (other processes share these cores, so adjacent runs are compared)."""
+    print("(a) in-process ceiling sweep: img/s of app.imaging.prepare + OnnxModel.run, no HTTP")
+    print("| model | image | pipelines x ort threads x batch | img/s |")
+    print("|---|---|---|---:|")
+    best: dict[tuple[str, str], tuple[int, int, int]] = {}
+    for m in args.models:
+        for k, data in imgs.items():
+            rates = {}
+            for cfg in ceiling_configs():
+                rates[cfg] = in_process(args.models_dir / m, data, *cfg, args.ceiling_seconds)
+                print(f"| {m} | {k} | {' x '.join(map(str, cfg))} | {rates[cfg]:.0f} |", flush=True)
+            best[(m, k)] = max(rates, key=lambda c: rates[c])
+    print()
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["imagenet", "products"])
+    ap.add_argument("--images", nargs="+", default=["640", "12mp"], choices=["640", "12mp"])
+    ap.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32])
+    ap.add_argument("--seconds", type=float, default=8.0, help="per server cell (hey -z)")
+    ap.add_argument("--ceiling-seconds", type=float, default=3.0, help="per ceiling run")
+    ap.add_argument("--peer-clients", nargs="+", type=int, default=[8])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["server", "peer"])
+    ap.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    ap.add_argument("--env", nargs="*", default=[], help="extra IMGCLASS_*=value for the server")
+    args = ap.parse_args()
+    if shutil.which("hey") is None:
+        sys.exit("hey not found; run scripts/setup-system (Debian package 'hey')")
+    imgs = {k: v for k, v in images().items() if k in args.images}
+    work = Path(tempfile.mkdtemp(prefix="imgclass-load-"))
+    bodies = {k: work / f"{k}.body" for k in imgs}
+    for k, path in bodies.items():
+        path.write_bytes(multipart(imgs[k]))
+    sizes = ", ".join(f"{k} = {len(v):,} B" for k, v in imgs.items())
+    print(
+        f"imgclass load bench: {cpu_count()} cores, onnxruntime {choose_providers('auto')}, "
+        f"hey -z {args.seconds:g}s per cell, ceiling runs {args.ceiling_seconds:g}s"
+    )
+    print(f"images from {PHOTO.relative_to(ROOT)}: {sizes}\n")
+    best = sweep(args, imgs)
+
+    results: dict[tuple[str, str, int], Cell] = {}
+    if "server" not in args.skip:
+        port = free_port()
+        proc = start([sys.executable, "-m", "app"], server_env(args, work, port), work / "srv.log")
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(base + "/readyz", proc, 180)
+            print(
+                "(b) server (python -m app, default settings) over HTTP: hey, multipart, one image"
+            )
+            for m in args.models:
+                pol = httpx.get(f"{base}/v1/models/{m}").json().get("serving")
+                if pol:
+                    print(
+                        f"  {m}: {pol['pipelines']} pipelines x {pol['intra_op_threads']} ort "
+                        f"threads, queue limit {pol['queue_limit']}, max batch {pol['max_batch']} "
+                        f"({pol['reason']})"
+                    )
+            print(
+                "| model | image | clients | req/s | p50 ms | p99 ms | 503s | other | extra dials "
+                "| ceiling img/s (config) | x ceiling |"
+            )
+            print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+            for m in args.models:
+                for k in imgs:
+                    cfg = best[(m, k)]
+                    for c in args.clients:
+                        # The ceiling right before and right after the cell, averaged: other
+                        # processes on these cores come and go.
+                        before = in_process(
+                            args.models_dir / m, imgs[k], *cfg, args.ceiling_seconds
+                        )
+                        cell = hey(f"{base}/v1/models/{m}/predict", bodies[k], c, args.seconds)
+                        after = in_process(args.models_dir / m, imgs[k], *cfg, args.ceiling_seconds)
+                        ceil = (before + after) / 2
+                        results[(m, k, c)] = cell
+                        print(
+                            f"| {m} | {k} | {c} | {cell.rps:.0f} | {cell.p50:.1f} | {cell.p99:.1f} "
+                            f"| {cell.s503} | {cell.other} | {cell.dials} "
+                            f"| {ceil:.0f} ({' x '.join(map(str, cfg))}) | {cell.rps / ceil:.2f} |",
+                            flush=True,
+                        )
+        finally:
+            stop(proc)
+        print()
+
+    if "peer" not in args.skip and "imagenet" in args.models:
+        port = free_port()
+        cmd = [sys.executable, "-m", "uvicorn", "bench.keras_peer:app", "--port", str(port)]
+        proc = start([*cmd, "--log-level", "warning"], dict(os.environ), work / "peer.log")
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/docs", proc, 300)
+            print(
+                "(c) tutorial peer: FastAPI + Keras predict, same EfficientNet-Lite0 weights, imagenet"
+            )
+            print("| image | clients | peer req/s | peer p50 ms | peer p99 ms | imgclass / peer |")
+            print("|---|---:|---:|---:|---:|---:|")
+            for k in imgs:
+                for c in args.peer_clients:
+                    cell = hey(f"http://127.0.0.1:{port}/predict", bodies[k], c, args.seconds)
+                    ours = results.get(("imagenet", k, c))
+                    ratio = ours.rps / cell.rps if ours and cell.rps else float("nan")
+                    print(
+                        f"| {k} | {c} | {cell.rps:.1f} | {cell.p50:.0f} | {cell.p99:.0f} "
+                        f"| {ratio:.1f} |",
+                        flush=True,
+                    )
+        finally:
+            stop(proc)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
