@@ -193,6 +193,7 @@ class MilvusBase:
                     for start in range(0, len(done), BATCH):
                         ids = done[start : start + BATCH]
                         self.client.delete(collection, filter=f"id in {json.dumps(ids)}")
+                    self._settle(collection, 'id != ""')
                 except Exception:
                     logger.exception("rolling back a partial insert into %s failed", collection)
             raise

@@ -193,3 +193,21 @@ def test_rebind_replaces_vectors_and_model(store: CatalogStore) -> None:
     assert store.search("c", new[4:5], 1)[0][0].item.id == "it00004"
     with pytest.raises(Exception, match="changed while"):
         store.rebind_catalog("c", model_ref(sha="c" * 64), {"it00000": new[0]})
+
+
+def test_add_items_is_all_or_nothing_across_batches(store: CatalogStore) -> None:
+    """A failure in a later batch (Milvus inserts 1,000 rows per call) leaves nothing behind."""
+    rng = np.random.default_rng(3)
+    store.create_catalog("c", model_ref())
+    items = new_items(unit(rng, 1001))
+    bad = items[-1]
+    items[-1] = type(bad)(
+        id=bad.id, image=bad.image, vector=bad.vector, metadata={"not json": {1, 2}}
+    )
+    with pytest.raises(Exception):  # noqa: B017 - backends fail in their own way
+        store.add_items("c", items)
+    assert store.get_catalog("c").item_count == 0
+    with pytest.raises(ItemNotFound):
+        store.get_item("c", items[0].id)
+    assert store.add_items("c", items[:3])  # the catalog is still usable
+    assert store.get_catalog("c").item_count == 3
