@@ -115,11 +115,10 @@ def fit_head(
         beta = np.float32((t - 1.0) / t_next)
         vw = new_w + beta * (new_w - wt)
         vb = new_b + beta * (new_b - bt)
-        change = float(np.abs(new_w - wt).max())
+        # Stop on a small gradient (a float32 weight difference can round to 0 too early).
+        small = float(np.abs(gw).max()) < tol and float(np.abs(gb).max()) < tol
         wt, bt, t, prev_loss = new_w, new_b, t_next, loss
-        if change < tol * float(step) or (
-            should_stop is not None and it % 25 == 0 and should_stop()
-        ):
+        if small or (should_stop is not None and it % 25 == 0 and should_stop()):
             break
     # Fold the standardisation into the served weights: z = (x - mu) / sd.
     weights = wt.astype(np.float64) / sd[:, None]
