@@ -12,8 +12,9 @@ import io
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,9 @@ from app.decode_guard import (
 from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from app.exif import ExifStatus, apply_orientation, read_orientation
 from app.pixels import flatten, reduce_and_convert
+from app.polarity import LIGHT_BORDER as LIGHT_BORDER
+from app.polarity import border_is_light as border_is_light
+from app.polarity import should_invert
 from app.trim import trim_and_centre
 
 logger = logging.getLogger(__name__)
@@ -306,36 +310,19 @@ def decode(
     return upright, info
 
 
-# Border median at or above this (0-255) counts as a light background.
-LIGHT_BORDER = 128
-
-
-def _ring_boxes(h: int, w: int) -> list[tuple[int, int, int, int]]:
-    """The outer ring of an h x w image (4% of the shorter side, at least 1 px) as four
-    non-overlapping (left, top, right, bottom) boxes."""
-    t = max(1, round(min(h, w) * 0.04))
-    return [(0, 0, w, t), (0, h - t, w, h), (0, t, t, h - t), (w - t, t, w, h - t)]
-
-
-def border_is_light(pixels: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
-    """For gray images (..., H, W): is the median of the outer ring light? Vectorised over
-    leading axes, so it serves a batch as well."""
-    h, w = pixels.shape[-2:]
-    lead = pixels.shape[:-2]
-    ring = np.concatenate(
-        [pixels[..., y0:y1, x0:x1].reshape(*lead, -1) for x0, y0, x1, y1 in _ring_boxes(h, w)],
-        axis=-1,
-    )
-    return np.asarray(np.median(ring, axis=-1) >= LIGHT_BORDER)
-
-
-def should_invert(img: Image.Image, spec: InputSpec) -> bool:
-    """The bundle's polarity policy for one decoded image (see InputSpec.invert). Only the
-    ring's pixels are read, never a copy of the whole (possibly large) image."""
-    if spec.invert != "auto":
-        return bool(spec.invert)
-    ring = [np.asarray(img.crop(box)).ravel() for box in _ring_boxes(img.height, img.width)]
-    return bool(np.median(np.concatenate(ring)) >= LIGHT_BORDER)
+def check_request(images: Sequence[bytes], spec: InputSpec, limits: ImageLimits) -> None:
+    """Refuse (413) a request whose images' headers already show more decode work than its
+    pixel budget, before any image is decoded (headers only: no pixels). Faults of single
+    images are left to `prepare`, which reports them with the image's index."""
+    total = 0
+    for data in images:
+        try:
+            img, fmt, facts = _open(data, limits)
+        except ServiceError:
+            continue
+        with img:
+            total += _plan(img, fmt, facts.scans, spec)
+    limits.budget().charge(total)
 
 
 def resize(img: Image.Image, spec: InputSpec) -> Image.Image:

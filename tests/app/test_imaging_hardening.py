@@ -23,7 +23,7 @@ from app.decode_guard import (
     decode_slot,
 )
 from app.errors import InvalidImage, PayloadTooLarge
-from app.imaging import ImageLimits, decode, prepare
+from app.imaging import ImageLimits, check_request, decode, prepare
 from tests.app.hostile import cases
 from tests.images import (
     bmp_rle8_runs,
@@ -270,3 +270,19 @@ def test_many_frame_apng_is_fine(small: Image.Image) -> None:
     data = encode(frames[0], "PNG", save_all=True, append_images=frames[1:])
     _, info = decode(data, RGB, LIMITS)
     assert (info.frames, info.frames_capped) == (FRAME_COUNT_CAP, True)
+
+
+def test_check_request_refuses_an_over_budget_batch_from_headers() -> None:
+    limits = ImageLimits(max_request_pixels=1_000_000)
+    img = encode(Image.new("RGB", (600, 600), (9, 9, 9)), "PNG")  # 0.36 MP each
+    check_request([img, img], RGB, limits)
+    with pytest.raises(PayloadTooLarge, match="per request"):
+        check_request([img, img, img], RGB, limits)
+    # Damaged or non-image members are left to prepare (which names them).
+    check_request([img, b"not an image", img[:100]], RGB, limits)
+    # A 40 MP batch is refused without decoding: a header read per image.
+    big = cases.big_png(7000, 5700, mode="RGBA")
+    t0 = time.perf_counter()
+    with pytest.raises(PayloadTooLarge):
+        check_request([big] * 32, RGB224, LIMITS)
+    assert time.perf_counter() - t0 < 1.0
