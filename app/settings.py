@@ -30,9 +30,9 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(default=0, ge=0, le=256)
     # Requests that may wait per model (0 = 8 per pipeline); beyond it 503 + Retry-After at once.
     queue_limit: int = Field(default=0, ge=0, le=100_000)
-    # A refused request's 503 is sent after this pause (ms), so clients that retry at once
-    # (ignoring Retry-After) cannot turn refusals into a CPU storm that starves the pipelines.
-    overload_pause_ms: float = Field(default=0.0, ge=0, le=1000)
+    # A refused request's 503 is sent after this pause (ms; 0 = at once). Clients that retry
+    # at once, ignoring Retry-After, otherwise keep a core busy being refused (docs/performance.md).
+    overload_pause_ms: float = Field(default=50.0, ge=0, le=1000)
     # A request not answered within this many seconds (waiting or running) gets a 503.
     request_deadline_s: float = Field(default=10.0, gt=0, le=3600)
     # Micro-batching: concurrent requests for one model share one forward pass when warm-up

@@ -1,9 +1,13 @@
 """Load shedding at the door: a POST to /v1/models/{name}/predict whose model queue is full is
 answered 503 + Retry-After (problem+json) before routing, dependencies or body parsing.
 
-Pure ASGI and cheap on purpose: clients that retry at once (most load generators ignore
-Retry-After) would otherwise spend the CPU the pipelines need on being refused. The route
-checks again (`ModelScheduler.admit`/`submit`), so this is an optimisation, not the rule.
+Pure ASGI and cheap on purpose (~0.07 ms of server CPU per refusal, plus the access log line,
+against ~1 ms through the route). The refusal is sent after `pause_ms` (setting
+overload_pause_ms, default 50): a client that ignores Retry-After and retries at once (most
+load generators do) would otherwise keep the event loop and itself runnable non-stop, taking
+CPU from the pipelines (measured: ~2,000 refusals/s from 24 such clients, vs ~240/s paced).
+The route checks again (`ModelScheduler.admit`/`submit`), so this is an optimisation, not
+the rule.
 """
 
 from __future__ import annotations

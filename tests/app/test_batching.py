@@ -250,6 +250,11 @@ def test_shedder_refuses_a_full_model_before_routing(model: OnnxModel, pngs: lis
             # other models and other routes go through
             assert (await c.post("/v1/models/other/predict", content=b"x")).text == "routed"
             assert (await c.get("/v1/models/tiny")).text == "routed"
+        paced = httpx.ASGITransport(app=OverloadShedder(inner, schedulers=pool, pause_ms=150))
+        async with httpx.AsyncClient(transport=paced, base_url="http://t") as c:
+            t0 = time.perf_counter()
+            assert (await c.post("/v1/models/tiny/predict", content=pngs[2])).status_code == 503
+            assert time.perf_counter() - t0 >= 0.14
         gated.gate.set()
         await asyncio.gather(first, queued)
 
