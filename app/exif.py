@@ -59,3 +59,12 @@ def apply_orientation(img: Image.Image, orientation: int) -> Image.Image:
     """The upright image for an orientation value 1-8 (other values: unchanged)."""
     method = _UPRIGHT.get(orientation)
     return img if method is None else img.transpose(method)
+
+
+def applied_by_loader(img: Image.Image) -> bool:
+    """After load: is the orientation tag gone? Pillow's TIFF loader transposes the image
+    itself and deletes the tag, so it must not be applied a second time."""
+    try:
+        return img.getexif().get(ORIENTATION_TAG) is None
+    except Exception:  # unreadable now means it was read before: Pillow did not apply it
+        return False

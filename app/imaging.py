@@ -35,7 +35,7 @@ from app.decode_guard import (
     timed,
 )
 from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
-from app.exif import ExifStatus, apply_orientation, read_orientation
+from app.exif import ExifStatus, applied_by_loader, apply_orientation, read_orientation
 from app.pixels import flatten, reduce_and_convert
 from app.polarity import LIGHT_BORDER as LIGHT_BORDER
 from app.polarity import border_is_light as border_is_light
@@ -275,9 +275,11 @@ def decode(
             budget.charge(_plan(img, fmt, facts.scans, spec))
             if img.size[0] * img.size[1] > limits.max_pixels:  # a format that lied in its header
                 raise _too_many_pixels(*img.size, limits)
-            img.load()
-            decoded = img.size
+            decoded = img.size  # as stored (a JPEG draft already applied)
             orientation, exif_status = read_orientation(img)
+            img.load()
+            # Pillow's TIFF loader applies the orientation itself and drops the tag.
+            todo = 1 if orientation != 1 and applied_by_loader(img) else orientation
             side = max(spec.width, spec.height) * _DRAFT_FACTOR
             factor = max(1, min(decoded) // side)
             small = reduce_and_convert(img, factor)
@@ -291,7 +293,7 @@ def decode(
             raise _decode_failed(fmt, exc) from None
         finally:
             img.close()
-    upright = flatten(apply_orientation(small, orientation))
+    upright = flatten(apply_orientation(small, todo))
     target = "L" if spec.color == "gray" else "RGB"
     if upright.mode != target:
         upright = upright.convert(target)

@@ -122,6 +122,31 @@ def png_exif(entries: list[tuple[int, int, int, bytes]], orientation: int = 6) -
 
 
 O6 = orientation_entry(6)
+
+
+def tiff_with_tags(img: Image.Image, extra: list[tuple[int, int, int, bytes]]) -> bytes:
+    """An uncompressed RGB TIFF of `img` whose first IFD also holds `extra` entries as given
+    (type confusion included): the TIFF's own tags are its EXIF."""
+    w, h = img.size
+    pixels = img.convert("RGB").tobytes()
+    entries = [
+        (256, 4, 1, long_(w)),
+        (257, 4, 1, long_(h)),
+        (258, 3, 3, short(8) + short(8) + short(8)),
+        (259, 3, 1, short(1)),
+        (262, 3, 1, short(2)),
+        (273, 4, 1, long_(0)),  # patched below, once the IFD's size is known
+        (277, 3, 1, short(3)),
+        (278, 4, 1, long_(h)),
+        (279, 4, 1, long_(len(pixels))),
+        *extra,
+    ]
+    raw = tiff_ifd_bytes(entries)
+    at = struct.pack("<HHI", 273, 4, 1) + long_(0)
+    raw = raw.replace(at, struct.pack("<HHI", 273, 4, 1) + long_(len(raw)))
+    return raw + pixels
+
+
 NAN_RATIONAL = struct.pack("<II", 0, 0)
 
 
@@ -167,6 +192,14 @@ def _exif_cases() -> list[Case]:
                 "WEBP",
                 quality=90,
                 exif=exif_payload([O6, (0x0128, 8, 1, short(-3, signed=True))]),
+            ),
+            "photo",
+        ),
+        c(
+            "tiff-orientation-with-type-confusion",
+            lambda: tiff_with_tags(
+                stored_for(6),
+                [O6, (0x0128, 8, 1, short(-3, signed=True)), (0x011A, 2, 4, b"72\x00\x00")],
             ),
             "photo",
         ),
