@@ -245,7 +245,7 @@ def _plan(img: Image.Image, fmt: str, scans: int, spec: InputSpec) -> int:
     if min(w, h) >= 2 * _DRAFT_FACTOR * side:
         # DCT-domain downscale: the decoded size stays >= 2x the model input on both sides.
         img.draft("L" if spec.color == "gray" else "RGB", (side * _DRAFT_FACTOR,) * 2)
-    if getattr(img, "is_progressive", False) or scans > NORMAL_SCANS:
+    if img.info.get("progressive") or scans > NORMAL_SCANS:
         # A progressive decode passes over every coefficient once per scan, drafted or not.
         return w * h * max(1, -(-scans // NORMAL_SCANS))
     return img.size[0] * img.size[1]

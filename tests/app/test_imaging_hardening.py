@@ -292,3 +292,13 @@ def test_check_request_refuses_an_over_budget_batch_from_headers() -> None:
     with pytest.raises(PayloadTooLarge):
         check_request([big] * 32, RGB224, LIMITS)
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_progressive_jpeg_is_charged_at_full_size() -> None:
+    """A drafted baseline JPEG costs its reduced size; a progressive one its full size
+    (every scan passes over every coefficient, drafted or not)."""
+    big = cases.photo().resize((2048, 2048))
+    limits = ImageLimits(max_request_pixels=2_000_000)
+    prepare(encode(big, "JPEG", quality=80), RGB224, limits)  # drafted to 1024x1024
+    with pytest.raises(PayloadTooLarge, match="megapixels"):
+        prepare(encode(big, "JPEG", quality=80, progressive=True), RGB224, limits)
