@@ -19,7 +19,7 @@ function h(tag, attrs = {}, ...children) {
   return node;
 }
 
-const state = { classes: [], active: null, nextId: 1, busy: false };
+const state = { classes: [], active: null, nextId: 1, busy: false, skipped: [] };
 let root;
 let ui;
 
@@ -155,16 +155,36 @@ async function train() {
     });
     const total = classes.reduce((n, c) => n + c.files.length, 0);
     let sent = 0;
+    const skipped = [];
+    const upload = (files, label) => {
+      const form = new FormData();
+      for (const f of files) form.append("file", f.file, f.file.name || "picture");
+      form.append("label", label);
+      return api(`/v1/catalogs/${catalog}/items`, { method: "POST", body: form });
+    };
     for (const cls of classes) {
+      const label = cls.label.trim();
       for (let i = 0; i < cls.files.length; i += UPLOAD_BATCH) {
-        const form = new FormData();
-        for (const f of cls.files.slice(i, i + UPLOAD_BATCH)) form.append("file", f.file, f.file.name || "picture");
-        form.append("label", cls.label.trim());
-        await api(`/v1/catalogs/${catalog}/items`, { method: "POST", body: form });
-        sent += Math.min(UPLOAD_BATCH, cls.files.length - i);
+        const chunk = cls.files.slice(i, i + UPLOAD_BATCH);
+        try {
+          await upload(chunk, label);
+        } catch (p) {
+          if (![413, 415, 422].includes(p.status)) throw p;
+          // One bad picture refuses its batch: send them one by one, skip and list the bad ones.
+          for (const f of chunk) {
+            try {
+              await upload([f], label);
+            } catch (q) {
+              if (![413, 415, 422].includes(q.status)) throw q;
+              skipped.push(`${f.file.name || "a picture"} (${label}): ${q.detail || q.title || "refused"}`);
+            }
+          }
+        }
+        sent += chunk.length;
         setProgress(0.5 * (sent / total), `Uploading pictures: ${sent} of ${total}`);
       }
     }
+    state.skipped = skipped;
     const job = await api(`/v1/catalogs/${catalog}/train`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ model }),
     });
@@ -204,6 +224,9 @@ function showResults(job) {
     h("p", { class: "teach-headline" }, `Right on ${right} of ${n} (${(m.accuracy * 100).toFixed(0)}%) held-out ${how}.`),
     h("ul", { class: "teach-summary" }, ...r.summary.map((s) => h("li", {}, `${s}.`))),
     ...(job.warnings.length ? [h("p", { class: "teach-warn" }, job.warnings.join("; "))] : []),
+    ...(state.skipped.length
+      ? [h("p", { class: "teach-warn" }, `Skipped ${state.skipped.length} picture(s) the server could not read: ${state.skipped.join("; ")}`)]
+      : []),
     h("p", { class: "teach-caption", id: "teach-caption" }, "Confusion matrix: rows are the true class, columns what the model said."),
     h("div", { class: "teach-table-wrap" }, table),
     h("button", { type: "button", class: "btn btn-primary teach-try", onclick: () => tryIt(r.model) }, `Try ${r.model}`),

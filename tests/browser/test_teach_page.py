@@ -27,6 +27,9 @@ def pictures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
             p = out / f"{label}-{j}.png"
             p.write_bytes(png(x[i]))
             files[label].append(p)
+    broken = out / "broken.png"
+    broken.write_bytes(png(x[0])[:70])  # a truncated PNG: the server refuses it (422)
+    files["broken"] = [broken]
     return files
 
 
@@ -40,9 +43,12 @@ def teach_flow(page: Any, model: str, pictures: dict[str, list[Path]], shot: str
     for i, label in enumerate(("sneaker", "bag")):
         card = classes.nth(i)
         card.locator(".teach-class-name").fill(label)
-        card.locator("input[type=file]").set_input_files([str(p) for p in pictures[label][:12]])
-        assert card.locator(".teach-thumbs img").count() == 12
-        assert card.locator(".teach-count").inner_text() == "12 pictures"
+        files = [str(p) for p in pictures[label][:12]]
+        if label == "bag":
+            files.append(str(pictures["broken"][0]))  # skipped and listed, not fatal
+        card.locator("input[type=file]").set_input_files(files)
+        assert card.locator(".teach-thumbs img").count() == len(files)
+        assert card.locator(".teach-count").inner_text() == f"{len(files)} pictures"
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / f"teach-{shot}-before.png"), full_page=True)
     page.click("#teach-train")
@@ -51,6 +57,7 @@ def teach_flow(page: Any, model: str, pictures: dict[str, list[Path]], shot: str
     assert "sneaker recognised in" in text and "of 12 held-out pictures" in text
     assert "held-out" in text and f"{model} v1 is ready" in text
     assert page.locator("#teach .teach-confusion tbody tr").count() == 2
+    assert "Skipped 1 picture(s)" in text and "broken.png" in text
     page.screenshot(path=str(SHOTS / f"teach-{shot}-results.png"), full_page=True)
 
     page.click("#teach .teach-try")
