@@ -302,3 +302,16 @@ def test_progressive_jpeg_is_charged_at_full_size() -> None:
     prepare(encode(big, "JPEG", quality=80), RGB224, limits)  # drafted to 1024x1024
     with pytest.raises(PayloadTooLarge, match="megapixels"):
         prepare(encode(big, "JPEG", quality=80, progressive=True), RGB224, limits)
+
+
+@pytest.mark.parametrize("mode", ["P", "LA", "RGBA"])
+def test_transparency_survives_the_strip_path(mode: str) -> None:
+    """Large enough to be read in strips: a fully transparent image is white in every mode."""
+    if mode == "P":
+        im = Image.new("P", (3000, 2000), 0)
+        im.putpalette([255, 0, 0] + [0, 0, 255] * 255)
+        data = encode(im, "PNG", transparency=0)
+    else:
+        data = encode(Image.new(mode, (3000, 2000), (0,) * len(mode)), "PNG")
+    img, _ = decode(data, RGB, LIMITS)
+    assert img.size == (97, 65) and np.asarray(img).min() == 255
