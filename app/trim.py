@@ -4,7 +4,8 @@ Fashion-MNIST's product photos were trimmed to the object, fitted by their longe
 centred; a real product picture usually is not. For a picture on a uniform background (the
 outermost pixel ring nearly one colour) this crops to the object's bounding box and pads the
 shorter side with that background colour so the object is centred in a square. Pictures
-without a uniform background (photos of scenes) are returned unchanged. Pillow only.
+without a uniform background (photos of scenes), and objects that already span the picture,
+are returned unchanged. Pillow only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from PIL import Image, ImageChops
 
 # A pixel belongs to the object when any channel differs from the background by more than this.
 TOLERANCE: Final = 24
+# An object spanning at least this share of the picture along either side is already fitted
+# (Fashion-MNIST's own images are): it is left exactly as it is.
+FITTED: Final = 0.95
 # The border counts as uniform when at least this share of its pixels is within TOLERANCE of
 # its median colour.
 UNIFORM_SHARE: Final = 0.9
@@ -53,6 +57,9 @@ def trim_and_centre(img: Image.Image) -> Image.Image:
         diff = ImageChops.lighter(ImageChops.lighter(r, g), b)
     box = diff.point(lambda v: 255 if v > TOLERANCE else 0).getbbox()
     if box is None:  # nothing but background
+        return img
+    left, top, right, bottom = box
+    if max((right - left) / img.width, (bottom - top) / img.height) >= FITTED:
         return img
     obj = img.crop(box)
     side = max(obj.size)

@@ -46,6 +46,16 @@ def test_gray_pictures_and_uniform_coloured_backgrounds() -> None:
     assert out.getpixel((0, 0)) == (30, 90, 200)
 
 
+def test_objects_that_already_span_the_picture_are_left_exactly_as_they_are() -> None:
+    # Fashion-MNIST-like: the object fills the picture's height, a margin on the sides.
+    img = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(img).rectangle((8, 0, 19, 27), fill=200)
+    assert trim_and_centre(img) is img
+    img2 = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(img2).rectangle((8, 4, 19, 23), fill=200)  # 20 of 28 rows: trimmed
+    assert trim_and_centre(img2).size == (20, 20)
+
+
 def test_scenes_and_blank_pictures_are_left_alone() -> None:
     rng = np.random.default_rng(0)
     noise = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
