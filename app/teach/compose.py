@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from app import card
 from app.bundle import (
     METADATA_FILE,
     Artifact,
@@ -30,6 +31,7 @@ from app.bundle import (
     utc_now,
 )
 from app.bundle_write import fsync_dir, write_bundle
+from app.card import CardData, Licence, Section
 from app.teach.errors import InvalidModelName
 from app.teach.graph import HEAD_OPSET, head_model
 from app.teach.head import Head
@@ -113,36 +115,41 @@ def taught_metadata(spec: TaughtSpec, head: Head) -> BundleMetadata:
 
 
 def render_card(meta: BundleMetadata, labels: Sequence[str], summary: Sequence[str]) -> str:
-    """A short model card from the metadata and the validation figures (nothing typed in)."""
-    m = meta.primary_metrics
+    """The model card, by app/card.py's one renderer, from the metadata and the held-out
+    figures of this teaching (nothing typed in)."""
     bb = meta.backbone
-    lines = [f"# {meta.name} v{meta.version}", "", meta.description, ""]
-    lines += ["## What it tells apart", "", *[f"- {lab}" for lab in labels], ""]
-    if m is not None:
-        lines += ["## How well (held-out)", ""]
-        lines.append(
-            f"Accuracy {m.accuracy:.1%} on {m.n_samples} held-out items of {m.dataset} "
-            f"({m.split}; {m.notes or ''})".rstrip()
-        )
-        lines += ["", *[f"- {s}" for s in summary], ""]
-        if m.threshold is not None:
-            lines.append(f"Decision threshold for {m.positive_label!r}: {m.threshold:.4f}.")
-            lines.append("")
+    sections = [Section("Held-out results in words", bullets=tuple(summary))]
     if bb is not None:
-        lines += [
-            "## How it was made",
-            "",
-            f"A softmax-regression head on the stored embeddings of catalog {bb.catalog!r}, "
-            f"computed by backbone {bb.name!r} v{bb.version} (sha256 {bb.sha256[:12]}...). "
-            "It is served on that backbone and refused if the backbone changes.",
-            "",
-            f"Provenance: {meta.provenance.data_source}; {meta.provenance.architecture}.",
-            "",
-            "Limits: it knows only these classes and answers one of them for any picture; "
-            "accuracy on pictures unlike the catalog's is unknown.",
-            "",
-        ]
-    return "\n".join(lines)
+        sections.append(
+            Section(
+                "How it was taught",
+                paragraphs=(
+                    f"A softmax-regression head on the stored embeddings of catalog "
+                    f"`{bb.catalog}`, computed by backbone `{bb.name}` v{bb.version} (sha256 "
+                    f"{bb.sha256[:12]}...). It is served on that backbone, one backbone pass per "
+                    "request, and refused if the backbone changes.",
+                ),
+            )
+        )
+    licences: tuple[Licence, ...] = ()
+    if meta.provenance.weights_license:
+        licences = (Licence("backbone weights", meta.provenance.weights_license),)
+    return card.render_card(
+        CardData(
+            metadata=meta,
+            labels=tuple(labels),
+            sections=tuple(sections),
+            limitations=(
+                "It knows only these classes and answers one of them for any picture.",
+                "The held-out figures come from the catalog's own pictures; on a different "
+                "kind of picture (another style, camera or background) accuracy is unknown.",
+            ),
+            licences=licences,
+            reproduce=f"POST /v1/catalogs/{bb.catalog}/train with the same items and seed"
+            if bb is not None
+            else None,
+        )
+    )
 
 
 def write_taught(
