@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 ACTIVE: tuple[Status, ...] = ("queued", "running")
 _SAVE_EVERY_S = 0.25  # progress writes at most this often
+KEEP_FINISHED = 500  # finished jobs kept on disk (pruned at start-up)
 
 
 def _now() -> str:
@@ -99,6 +100,14 @@ class JobStore:
                 continue
         return jobs
 
+    def prune(self, keep: int = KEEP_FINISHED) -> int:
+        """Remove all but the newest `keep` finished jobs (the folder must not grow forever)."""
+        done = sorted((j for j in self.all() if j.done), key=lambda j: j.created_at)
+        old = done[: max(0, len(done) - keep)]
+        for job in old:
+            self.path(job.id).unlink(missing_ok=True)
+        return len(old)
+
     def fail_orphans(self) -> int:
         """Jobs queued or running in a process that no longer exists (or in an earlier life of
         this pid) failed: their work is lost, the client must start them again."""
@@ -135,6 +144,7 @@ class JobRunner:
 
     def start(self) -> None:
         failed = self.store.fail_orphans()
+        self.store.prune()
         if failed:
             logger.warning("%d teach job(s) interrupted by a restart were marked failed", failed)
         self._thread = threading.Thread(target=self._loop, name="teach-jobs", daemon=True)

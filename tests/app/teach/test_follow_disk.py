@@ -193,3 +193,23 @@ def test_cancel_queued_and_running_jobs(tmp_path: Path) -> None:
         assert JobStore(tmp_path / "jobs").load(first.id).status == "cancelled"
     finally:
         runner.stop()
+
+
+def test_finished_jobs_are_pruned(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs")
+    for i in range(5):
+        store.save(
+            Job(
+                id=f"j{i}",
+                catalog="c",
+                model="m",
+                options={},
+                status="succeeded",
+                created_at=f"2026-01-0{i + 1}T00:00:00",
+            )
+        )
+    store.save(
+        Job(id="live", catalog="c", model="m", options={}, status="running", owner_pid=os.getppid())
+    )
+    assert store.prune(keep=2) == 3
+    assert sorted(j.id for j in store.all()) == ["j3", "j4", "live"]
