@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteAuth
@@ -25,6 +25,8 @@ router = APIRouter(tags=["teach"])
 
 
 class TeachRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     model: str = Field(description="name of the new model (a new version if it exists)")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="validation split seed")
     positive_label: str | None = Field(

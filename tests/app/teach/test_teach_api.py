@@ -103,6 +103,8 @@ def test_refusals_are_problem_json(
         ("one", {"model": "x"}, 422, "not-enough-examples"),
         ("thin", {"model": "x"}, 422, "not-enough-examples"),
         ("thin", {"model": "x", "seed": -1}, 422, "invalid-request"),
+        ("thin", {"model": "x", "epochs": 3}, 422, "invalid-request"),
+        ("thin", {"model": "x", "description": "a" * 501}, 422, "invalid-request"),
     ]
     for catalog, body, status, slug in cases:
         r = c.post(f"/v1/catalogs/{catalog}/train", json=body)
@@ -110,6 +112,13 @@ def test_refusals_are_problem_json(
         assert r.headers["content-type"] == "application/problem+json"
         assert r.json()["type"].endswith(slug), r.json()
     assert c.get("/v1/jobs/doesnotexist").status_code == 404
+    r = c.post(
+        "/v1/catalogs/one/train", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert c.delete("/v1/models/x@abc").status_code == 404
+    assert c.delete("/v1/models/Bad@1").status_code == 422
+    assert c.get("/v1/models/nope/download").status_code == 404
     assert c.get("/v1/jobs/..%2F..%2Fetc").status_code == 404
 
 
