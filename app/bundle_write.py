@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from app import fsutil
 from app.bundle import (
     CARD_FILE,
     LABELS_FILE,
@@ -35,6 +36,7 @@ from app.bundle import (
     BundleMetadata,
     load_bundle,
 )
+from app.fsutil import fsync_dir as fsync_dir  # re-exported for bundle writers
 
 logger = logging.getLogger(__name__)
 
@@ -43,37 +45,10 @@ _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry inside `path` durable (no-op where directories can't be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one.
-
-    Temp file in the same folder, fsync, chmod (mkstemp makes 0600; bundles are read by other
-    users, e.g. in containers), rename over the target, fsync the folder."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    """`app.fsutil.atomic_write` with a world-readable default mode (mkstemp makes 0600;
+    bundles are read by other users, e.g. in containers)."""
+    fsutil.atomic_write(path, data, mode=mode)
 
 
 def _exchange(a: Path, b: Path) -> bool:
