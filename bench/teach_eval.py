@@ -22,7 +22,8 @@ from collections.abc import Callable
 import numpy as np
 
 from app.metrics import wilson_interval
-from app.teach.core import Examples, train
+from app.teach.core import train
+from app.teach.examples import Examples
 from app.teach.head import unit
 from app.teach.validate import stratified_holdout
 from training.emoji.catalog import Picture, load_catalog

@@ -15,9 +15,10 @@ from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteA
 from app.errors import ModelNotFound, PayloadTooLarge
 from app.registry import VERSION_SEP, ModelRegistry
 from app.teach.compose import check_model_name, delete_taught, delete_version
-from app.teach.core import check_labels, limits_from, taught_root
+from app.teach.core import taught_root
 from app.teach.download import standalone_file
 from app.teach.errors import ModelNameTaken, ShippedModel
+from app.teach.examples import check_labels, limits_from
 from app.teach.folder import IngestReport, ZipLimits, ingest, zip_images
 from app.teach.jobs import Job, JobRunner
 

@@ -18,7 +18,8 @@ from app.catalog.types import CatalogNotFound
 from app.errors import ServiceError
 from app.registry import ModelRegistry
 from app.settings import Settings
-from app.teach.core import limits_from, taught_root, teach_catalog
+from app.teach.core import taught_root, teach_catalog
+from app.teach.examples import limits_from
 from app.teach.folder import IngestReport, folder_images, ingest
 
 logger = logging.getLogger(__name__)

@@ -30,8 +30,9 @@ from app.bundle import (
     Provenance,
     utc_now,
 )
-from app.bundle_write import fsync_dir, write_bundle
+from app.bundle_write import write_bundle
 from app.card import CardData, Licence, Section
+from app.fsutil import fsync_dir
 from app.teach.errors import InvalidModelName
 from app.teach.graph import HEAD_OPSET, head_model
 from app.teach.head import Head
