@@ -17,9 +17,9 @@ from app import __version__, telemetry
 from app.api import access, catalogs, health, metrics, models, predict, teach, v2
 from app.api.guards import GuardMiddleware
 from app.api.overload import OverloadShedder
+from app.api.problems import install_error_handlers
 from app.batching import Schedulers, serving_threads
 from app.catalog.service import CatalogService
-from app.errors import install_error_handlers
 from app.logs import RequestObserver, configure_logging
 from app.registry import ModelRegistry
 from app.settings import Settings

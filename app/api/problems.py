@@ -1,0 +1,98 @@
+"""Render every error (ours, routing, validation, unexpected) as application/problem+json
+(RFC 9457). The HTTP half of app/errors.py: only the server imports it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import PROBLEM_BASE, PROBLEM_JSON, Overloaded, ServiceError
+
+logger = logging.getLogger(__name__)
+
+
+def problem_response(status: int, title: str, detail: str, slug: str, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error (ours, routing, validation, unexpected) as problem+json."""
+
+    async def service_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceError)
+        if exc.status >= 500 and not isinstance(exc, Overloaded):  # no log flood under overload
+            logger.error("%s %s: %s", request.method, request.url.path, exc.detail)
+        headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else {}
+        retry = exc.extra.get("retry_after_s")
+        if isinstance(retry, int | float):
+            headers["Retry-After"] = str(max(1, round(retry)))
+        return JSONResponse(
+            exc.to_problem(request.url.path),
+            status_code=exc.status,
+            media_type=PROBLEM_JSON,
+            headers=headers,
+        )
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        titles = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"No route {request.method} {request.url.path}; see /docs for the API."
+        slug = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
+            exc.status_code, "http-error"
+        )
+        return problem_response(
+            exc.status_code,
+            titles.get(exc.status_code, "HTTP error"),
+            detail,
+            slug,
+            instance=request.url.path,
+        )
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {
+                "loc": list(e.get("loc", ())),
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+            for e in exc.errors()
+        ]
+        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors]
+        return problem_response(
+            422,
+            "Invalid request",
+            "; ".join(parts) or "The request is not valid.",
+            "invalid-request",
+            instance=request.url.path,
+            errors=errors,
+        )
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            500,
+            "Internal server error",
+            "An unexpected error occurred; it has been logged.",
+            "internal-error",
+            instance=request.url.path,
+        )
+
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected)
