@@ -17,7 +17,9 @@ from app.settings import Settings
 pytest_plugins = ["tests.milvus_server"]
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("IMGCLASS_DATA", ROOT / "data"))
+DATA = Path(
+    os.environ.get("IMGCLASS_TRAINING_DATA_DIR") or os.environ.get("IMGCLASS_DATA") or ROOT / "data"
+)
 FETCH_HINT = "run scripts/fetch-data (the README's test command does it)"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

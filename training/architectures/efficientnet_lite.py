@@ -45,7 +45,7 @@ NUM_BLOCKS = sum(s[0] for s in STAGES)  # 16
 
 
 def default_weights_path() -> Path:
-    """Where scripts/fetch-data puts the checkpoint (IMGCLASS_DATA overrides the data dir)."""
+    """Where scripts/fetch-data puts the checkpoint (IMGCLASS_TRAINING_DATA_DIR overrides the data dir)."""
     from training.data import data_root
 
     return data_root() / "weights" / WEIGHTS_FILE

@@ -16,7 +16,7 @@ def test_build_script_fills_and_resumes(tiny_models_dir: Path, tmp_path: Path) -
         **os.environ,
         "IMGCLASS_MODELS_DIR": str(tiny_models_dir),
         "IMGCLASS_DATA_DIR": str(tmp_path / "svc"),
-        "IMGCLASS_DATA": str(DATA),
+        "IMGCLASS_TRAINING_DATA_DIR": str(DATA),
     }
     cmd = [sys.executable, str(ROOT / "scripts/build-products-catalog"), "--model", "tiny"]
     first = subprocess.run([*cmd, "--limit", "60"], env=env, capture_output=True, text=True)
