@@ -52,9 +52,7 @@ def _hidden(parts: tuple[str, ...]) -> bool:
 def _strip_common_root(names: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
     """A zip of one folder ("pets/cat/1.jpg", "pets/dog/2.jpg"): its classes are one level down."""
     while (
-        names
-        and len({n[0] for n in names}) == 1
-        and len({n[1] for n in names if len(n) >= 3}) >= 2
+        names and len({n[0] for n in names}) == 1 and len({n[1] for n in names if len(n) >= 3}) >= 2
     ):
         names = [n[1:] for n in names]
     return names
