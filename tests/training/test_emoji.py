@@ -18,7 +18,14 @@ from training.emoji.catalog import (
     split_key,
 )
 from training.emoji.heads import features, fit_head
-from training.emoji.loso import StyleSet, Task, choose_on_validation, run_loso
+from training.emoji.loso import (
+    StyleSet,
+    Task,
+    choose_on_validation,
+    project,
+    projection_for,
+    run_loso,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EMOJI = DATA / "emoji"
@@ -102,15 +109,15 @@ def _synthetic_sets(seed: int = 0) -> dict[str, StyleSet]:
         y[:3] = 1
         x = rng.normal(size=(400, 8)).astype(np.float32)
         x[:, 0] += 5.0 * y + 0.3 * i  # signal plus a per-style shift
-        sets[style] = StyleSet(
-            style, [], y, x, [x + rng.normal(scale=0.1, size=x.shape).astype(np.float32)]
-        )
+        aug = x + rng.normal(scale=0.1, size=x.shape).astype(np.float32)
+        sets[style] = StyleSet(style, [], y, x, [(aug, y)])
     return sets
 
 
 TOY = Task("toy", ("no", "yes"), lambda p: 0, False, False, "max_f1", cs=(0.1, 1.0))
 
 
+@pytest.mark.slow
 def test_loso_pools_every_fold_and_never_calibrates_on_the_held_out_style() -> None:
     sets = _synthetic_sets()
     res = run_loso(TOY, sets)
@@ -119,13 +126,18 @@ def test_loso_pools_every_fold_and_never_calibrates_on_the_held_out_style() -> N
     assert pooled["n"] == sum(len(s.y) for s in sets.values())
     assert pooled["tp"] == sum(f["tp"] for f in res["folds"].values())
     assert pooled["recall"]["estimate"] > 0.8  # the signal is strong
-    # The threshold for style 'a' depends only on the other styles: scrambling 'a' leaves it.
-    c1, cal1, _ = choose_on_validation(TOY, sets, ["b", "c", "d", "e"], None)
+    # The threshold for style 'a' depends only on the other styles: scrambling 'a' leaves the
+    # projection, C and threshold unchanged.
+    others = ["b", "c", "d", "e"]
     scrambled = dict(sets)
     scrambled["a"] = StyleSet("a", [], sets["a"].y[::-1].copy(), -sets["a"].x_base, [])
-    c2, cal2, _ = choose_on_validation(TOY, scrambled, ["b", "c", "d", "e"], None)
-    assert (c1, cal1.threshold) == (c2, cal2.threshold)
-    assert res["folds"]["a"]["threshold"] == cal1.threshold
+    chosen = []
+    for variant in (sets, scrambled):
+        psets, _ = project(variant, None, projection_for(variant, others, None))
+        c, cal, _ = choose_on_validation(TOY, psets, others, None)
+        chosen.append((c, cal.threshold))
+    assert chosen[0] == chosen[1]
+    assert res["folds"]["a"]["threshold"] == chosen[0][1]
 
 
 def test_head_features_and_mass_logit() -> None:
@@ -138,11 +150,14 @@ def test_head_features_and_mass_logit() -> None:
     assert features(emb, mass, use_mass=False).shape == (3, 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_mass", [False, True])
 def test_composed_graph_matches_the_numpy_head_on_real_pictures(catalog, use_mass: bool) -> None:  # type: ignore[no-untyped-def]
-    from training.emoji.compose import compose, parity, run
+    from training.emoji.compose import compose, parity
     from training.emoji.embed import Backbone
+    from training.emoji.heads import fit_projection
     from training.emoji.render import base_array
+    from training.serving_eval import open_model
 
     backbone = Backbone(ROOT / "models" / "imagenet", threads=1)
     pics = [p for p in catalog if p.style == "twemoji" and p.short_name in ("santa", "owl", "gift")]
@@ -150,9 +165,14 @@ def test_composed_graph_matches_the_numpy_head_on_real_pictures(catalog, use_mas
     emb, mass = backbone(imgs)
     x = features(emb, mass, use_mass)
     y = np.array([int(p.short_name == "owl") for p in pics])
-    head = fit_head(np.concatenate([x, x + 0.01]), np.concatenate([y, y]), c=1.0, use_mass=use_mass)
-    model = compose(backbone.bundle.model_path, head)
+    proj = fit_projection(np.concatenate([x, x + 0.01]), k=4)
+    xp = proj(np.concatenate([x, x + 0.01]))
+    head = fit_head(xp, np.concatenate([y, y]), c=1.0, use_mass=use_mass).with_projection(proj)
+    # Staged as a bundle with the imagenet input spec: the server's runtime checks the I/O.
+    meta = backbone.bundle.metadata.model_copy(update={"name": "toy", "num_classes": 2})
+    model = open_model(compose(backbone.bundle.model_path, head), metadata=meta, labels=("a", "b"))
     assert parity(model, head, imgs, x) < 1e-4
-    probs, emb2 = run(model, imgs)
+    out = model.run(imgs)
+    probs, emb2 = out.probs, out.embedding
     assert probs.shape == (len(pics), 2) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert np.allclose(emb2, emb, atol=1e-5)  # the backbone's embedding output is kept

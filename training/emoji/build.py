@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from app.bundle import BundleMetadata, EmbeddingOutput, Metrics, Outputs, Provenance, utc_now
+from app.bundle import BundleMetadata, Metrics, Outputs, Provenance, utc_now
 from app.bundle_write import write_bundle
-from app.card import CardData, Licence, render_card
+from app.card import CardData, Licence, Reference, render_card
 from training.emoji.card import card_sections, limitations
 from training.emoji.catalog import LABELS_SOURCE, STYLES
+from training.emoji.check import FOLD_HEADS, save_fold_heads
 from training.emoji.compose import compose, parity
 from training.emoji.config import EmojiHeadConfig
 from training.emoji.embed import Backbone
@@ -39,6 +40,7 @@ from training.emoji.render import base_array
 from training.export import git_commit, hardware
 from training.recipes import RunOptions, RunReport
 from training.runs import start_run, write_metrics
+from training.serving_eval import open_model
 
 logger = logging.getLogger(__name__)
 DATASET = "emoji art, 7 drawing styles (Noto, Twemoji, OpenMoji colour + line art, Fluent flat/modern/high-contrast)"
@@ -102,10 +104,6 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
     head, cal, c = final_head(task, sets, loso, photos)
     photo_fig = photo_check(task, sets, photos, c, cal.threshold) if photos is not None else None
     model_bytes = compose(backbone.bundle.model_path, head)
-    imgs, feats = _parity_inputs(sets, photos, backbone)
-    worst = parity(model_bytes, head, imgs, feats)
-    if worst > cfg.export.parity_atol:
-        raise RuntimeError(f"composed graph differs from the numpy head by {worst:.2e}")
     pos = task.labels[1]
     metrics = [
         _metric(
@@ -148,7 +146,7 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
         created_at=utc_now(),
         description=cfg.description,
         input=base_meta.input,
-        outputs=Outputs(embedding=EmbeddingOutput(dim=head.weights.shape[0] - int(head.use_mass))),
+        outputs=Outputs(embedding=base_meta.outputs.embedding),
         num_classes=2,
         metrics=metrics,
         provenance=Provenance(
@@ -165,17 +163,29 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
             library_versions=_library_versions(),
             git_commit=git_commit(),
             opset=base_meta.provenance.opset,
-            notes=f"head C={c:g}; composed onto {backbone.bundle.name} sha256 {backbone.sha[:12]}; "
-            f"parity vs numpy head on {len(imgs)} real pictures: max |dP| {worst:.1e}",
         ),
         artifact=base_meta.artifact,  # replaced by write_bundle
     )
+    # Parity through the server's runtime (staged as a bundle: the I/O contract is checked too).
+    imgs, feats = _parity_inputs(sets, photos, backbone)
+    worst = parity(open_model(model_bytes, metadata=meta, labels=task.labels), head, imgs, feats)
+    if worst > cfg.export.parity_atol:
+        raise RuntimeError(f"composed graph differs from the numpy head by {worst:.2e}")
+    prov = meta.provenance.model_copy(
+        update={
+            "notes": f"head C={c:g} on a {head.weights.shape[0]}-d PCA projection of the "
+            f"features; composed onto {backbone.bundle.name} sha256 {backbone.sha[:12]}; parity "
+            f"vs the numpy head on {len(imgs)} real pictures: max |dP| {worst:.1e}"
+        }
+    )
+    meta = meta.model_copy(update={"provenance": prov})
     card = render_card(
         CardData(
             metadata=meta,
             labels=task.labels,
             sections=card_sections(task, loso, photo_fig, cal),
             limitations=tuple(cfg.limitations) or limitations(task),
+            references=tuple(Reference(**r.model_dump()) for r in cfg.references),
             licences=(
                 *tuple(Licence(f"emoji art, {s}", STYLES[s][1]) for s in STYLES),
                 Licence("labels", LABELS_SOURCE),
@@ -192,7 +202,9 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
         labels=task.labels,
         model_card=card,
     )
-    summary = {k: v for k, v in loso.items() if k != "scores"}
+    save_fold_heads(bundle.path / FOLD_HEADS, task, loso, backbone.sha)
+    folds = {h: {k: v for k, v in f.items() if k != "head"} for h, f in loso["folds"].items()}
+    summary: dict[str, Any] = {"task": task.name, "folds": folds, "pooled": loso["pooled"]}
     summary.update(
         {"c": c, "calibration": cal.to_dict(), "photos": photo_fig, "parity_max_abs": worst}
     )

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from app.bundle import EMBEDDING_NAME, INPUT_NAME, PROBS_NAME
+from app.bundle import EMBEDDING_NAME, PROBS_NAME
+from app.runtime import OnnxModel
 from training.emoji.heads import MASS_EPS, LinearHead
 from training.imagenet import BIRD_INDICES
 
@@ -62,8 +62,8 @@ def compose(backbone_onnx: Path, head: LinearHead) -> bytes:
             helper.make_node("Concat", [EMBEDDING_NAME, "head_mass_logit"], ["head_x"], axis=1),
         ]
         head_in = "head_x"
-    w = (head.weights / head.scale).astype(np.float32)  # fold the standardisation into w, b
-    b = np.float32(head.bias - float(np.sum(head.mean.astype(np.float64) * w)))
+    w64, b64 = head.folded()  # projection and standardisation folded into one dot product
+    w, b = w64.astype(np.float32), np.float32(b64)
     nodes += [
         helper.make_node("MatMul", [head_in, const("head_w", w[:, None])], ["head_xw"]),
         helper.make_node(
@@ -83,21 +83,13 @@ def compose(backbone_onnx: Path, head: LinearHead) -> bytes:
     return model.SerializeToString()
 
 
-def run(model_bytes: bytes, batch: npt.NDArray[np.float32]) -> tuple[np.ndarray, np.ndarray]:
-    sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    names = [i.name for i in sess.get_inputs()]
-    if names != [INPUT_NAME]:
-        raise ValueError(f"composed graph inputs {names}, expected [{INPUT_NAME!r}]")
-    probs, emb = sess.run([PROBS_NAME, EMBEDDING_NAME], {INPUT_NAME: batch})
-    return probs, emb
-
-
 def parity(
-    model_bytes: bytes,
+    model: OnnxModel,
     head: LinearHead,
     batch: npt.NDArray[np.float32],
     head_input: npt.NDArray[np.float32],
 ) -> float:
-    """max |P(positive) composed - numpy head| on `batch` (head_input: its features)."""
-    probs, _ = run(model_bytes, batch)
+    """max |P(positive) of the composed graph - numpy head| on `batch` (head_input: its
+    features), run through the server's runtime (app.runtime.OnnxModel)."""
+    probs = model.run(np.ascontiguousarray(batch, dtype=np.float32)).probs
     return float(np.max(np.abs(probs[:, 1] - head.score(head_input))))

@@ -13,25 +13,28 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from app.bundle import load_bundle
 from app.imaging import ImageLimits, prepare
 from training.emoji.catalog import PROJECT_ROOT, STYLES, Picture, data_root, load_catalog
 from training.emoji.render import augment, base_array
 from training.imagenet import BIRD_INDICES, bird_photos
+from training.serving_eval import open_model
 
 logger = logging.getLogger(__name__)
 
 # Bump when rendering or augmentation changes: cached features are then recomputed.
 RENDER_VERSION = 1
 SIZE = 224
+# Percent of the non-positive pictures that also get augmented views (compute on 2 CPU cores).
+AUG_SHARE = 35
 BACKBONE = PROJECT_ROOT / "models" / "imagenet"
 
 
@@ -43,21 +46,20 @@ class Features:
 
 
 class Backbone:
-    """The imagenet bundle's graph in onnxruntime: RGB 224 uint8 batch -> features."""
+    """The imagenet bundle's graph in the server's runtime: RGB 224 float batch -> features."""
 
     def __init__(self, bundle_dir: Path = BACKBONE, threads: int = 2) -> None:
         self.bundle = load_bundle(bundle_dir)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            str(self.bundle.model_path), opts, providers=["CPUExecutionProvider"]
-        )
+        self.model = open_model(self.bundle, threads=threads)
         self.sha = self.bundle.metadata.artifact.sha256
         self._bird = np.asarray(BIRD_INDICES)
 
     def __call__(self, batch: npt.NDArray[np.float32]) -> tuple[np.ndarray, np.ndarray]:
-        probs, emb = self.session.run(["probs", "embedding"], {"image": batch})
-        return emb.astype(np.float32), probs[:, self._bird].sum(axis=1).astype(np.float32)
+        out = self.model.run(np.ascontiguousarray(batch, dtype=np.float32))
+        if out.embedding is None:
+            raise ValueError(f"{self.bundle.name} has no embedding output")
+        mass = out.probs[:, self._bird].sum(axis=1)
+        return out.embedding.astype(np.float32), mass.astype(np.float32)
 
 
 def _run(
@@ -90,8 +92,11 @@ def style_features(
     view: str,
     backbone: Backbone,
     root: Path | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> Features:
-    """Features of one style's pictures; view 'base' (on white) or 'aug<seed>' (augmented)."""
+    """Features of one style's pictures; view 'base' (on white) or 'aug<seed>' (augmented;
+    picture i's random view is seeded by seeds[i], default i: pass each picture's index in the
+    style's full list so a subset gets the same views as the whole)."""
     path = _cache_file(root, backbone.sha, style, view)
     base = root or data_root()
     rel = tuple(str(p.path.relative_to(base)) for p in pictures)
@@ -111,7 +116,7 @@ def style_features(
         style_no = list(STYLES).index(style)
 
         def arrays(i: int) -> npt.NDArray[np.uint8]:
-            rng = np.random.default_rng([seed, style_no, i])
+            rng = np.random.default_rng([seed, style_no, seeds[i] if seeds is not None else i])
             return augment(pictures[i], SIZE, rng)
 
     emb, mass = _run(backbone, arrays, len(pictures))
@@ -135,10 +140,28 @@ def photo_features(backbone: Backbone) -> tuple[Features, npt.NDArray[np.int64],
     return Features(emb, mass, tuple(str(p.path) for p in photos)), y, [p.group for p in photos]
 
 
+def aug_subset(pictures: Sequence[Picture], view: str) -> list[int]:
+    """Indices of the pictures that get augmented view `view`: every Santa and bird, and for
+    'aug0' also a fixed AUG_SHARE percent of the rest (by a hash of the file name: the same
+    emoji in every run); 'aug1', 'aug2', ... are extra views of the rare positives only, and
+    'aug1' also of Santa's hardest negatives (the other fantasy figures)."""
+    share = AUG_SHARE if view == "aug0" else 0
+    return [
+        i
+        for i, p in enumerate(pictures)
+        if p.is_santa
+        or p.bird_label == 1
+        or (view == "aug1" and p.subcategory == "person-fantasy")
+        or zlib.crc32(p.path.name.encode()) % 100 < share
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--styles", nargs="*", default=list(STYLES))
-    ap.add_argument("--aug-copies", type=int, default=1, help="augmented views per picture")
+    ap.add_argument(
+        "--aug-copies", type=int, default=5, help="augmented views (aug0 + extra positive views)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -146,8 +169,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     catalog = load_catalog(styles=args.styles)
     for style in args.styles:
         pics = [p for p in catalog if p.style == style]
-        for view in ["base"] + [f"aug{k}" for k in range(args.aug_copies)]:
-            style_features(pics, style, view, backbone)
+        style_features(pics, style, "base", backbone)
+        for k in range(args.aug_copies):
+            idx = aug_subset(pics, f"aug{k}")
+            style_features([pics[i] for i in idx], style, f"aug{k}", backbone, seeds=idx)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,14 @@ from app.metrics import (
     wilson_interval,
 )
 from training.emoji.catalog import STYLES, Picture, load_catalog
-from training.emoji.embed import Backbone, Features, photo_features, style_features
-from training.emoji.heads import LinearHead, features, fit_head
+from training.emoji.embed import (
+    Backbone,
+    Features,
+    aug_subset,
+    photo_features,
+    style_features,
+)
+from training.emoji.heads import LinearHead, Projection, features, fit_head, fit_projection
 
 MAX_FPR = 0.01
 
@@ -40,7 +46,7 @@ class Task:
     with_photos: bool  # train (and check) with the labelled real photos too
     rule: Literal["max_f1", "precision"]
     target: float | None = None
-    cs: tuple[float, ...] = (0.003, 0.03)
+    cs: tuple[float, ...] = (0.01, 0.03, 0.1)
 
 
 TASKS = {
@@ -60,7 +66,8 @@ class StyleSet:
     pictures: list[Picture]
     y: npt.NDArray[np.int64]
     x_base: npt.NDArray[np.float32]
-    x_aug: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    # Augmented views: (features, labels) of a subset of the pictures (embed.aug_subset).
+    aug: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,13 @@ def load_sets(
         labels = [task.label(p) for p in pics]
         mask = np.array([lab is not None for lab in labels])
         base = style_features(pics, style, "base", backbone)
-        aug = [_keep(style_features(pics, style, v, backbone), mask, task.use_mass) for v in views]
+        aug = []
+        for v in views:
+            idx = [i for i in aug_subset(pics, v) if mask[i]]
+            sub = [pics[i] for i in idx]
+            y_sub = np.array([labels[i] for i in idx], np.int64)
+            f = style_features(sub, style, v, backbone, seeds=idx)
+            aug.append((features(f.emb, f.bird_mass, task.use_mass), y_sub))
         out[style] = StyleSet(
             style,
             [p for p, m in zip(pics, mask, strict=True) if m],
@@ -103,6 +116,26 @@ def load_photos(task: Task, backbone: Backbone) -> PhotoSet:
     return PhotoSet(features(feat.emb, feat.bird_mass, task.use_mass), y, groups, feat.paths)
 
 
+def project(
+    sets: dict[str, StyleSet], photos: PhotoSet | None, proj: Projection
+) -> tuple[dict[str, StyleSet], PhotoSet | None]:
+    """Every set's features through `proj` (fitted on training styles only)."""
+    out = {
+        k: StyleSet(s.style, s.pictures, s.y, proj(s.x_base), [(proj(x), y) for x, y in s.aug])
+        for k, s in sets.items()
+    }
+    if photos is None:
+        return out, None
+    return out, PhotoSet(proj(photos.x), photos.y, photos.groups, photos.paths)
+
+
+def projection_for(
+    sets: dict[str, StyleSet], styles: Sequence[str], photos: PhotoSet | None
+) -> Projection:
+    rows = [sets[s].x_base for s in styles] + ([photos.x] if photos is not None else [])
+    return fit_projection(np.concatenate(rows))
+
+
 def train(
     task: Task,
     sets: dict[str, StyleSet],
@@ -113,9 +146,9 @@ def train(
 ) -> LinearHead:
     xs, ys, ws = [], [], []
     for s in styles:
-        for x in [sets[s].x_base, *sets[s].x_aug]:
+        for x, y in [(sets[s].x_base, sets[s].y), *sets[s].aug]:
             xs.append(x)
-            ys.append(sets[s].y)
+            ys.append(y)
             ws.append(np.ones(len(x)))
     if photos is not None:
         m = photo_mask if photo_mask is not None else np.ones(len(photos.y), bool)
@@ -207,11 +240,14 @@ def run_loso(
     all_s, all_y, all_t = [], [], []
     for h in styles:
         train_styles = [s for s in styles if s != h]
-        c, cal, chosen = choose_on_validation(task, sets, train_styles, photos)
-        head = train(task, sets, train_styles, c, photos)
-        scores = head.score(sets[h].x_base)
+        proj = projection_for(sets, train_styles, photos)
+        psets, pphotos = project(sets, photos, proj)
+        c, cal, chosen = choose_on_validation(task, psets, train_styles, pphotos)
+        head = train(task, psets, train_styles, c, pphotos)
+        scores = head.score(psets[h].x_base)
         folds[h] = {**summarise(scores, sets[h].y, cal.threshold), "chosen": chosen}
         folds[h]["threshold"] = cal.threshold
+        folds[h]["head"] = head.with_projection(proj)
         all_s.append(scores)
         all_y.append(sets[h].y)
         all_t.append(np.full(len(scores), cal.threshold))
@@ -228,7 +264,9 @@ def final_head(
     cs = [f["chosen"]["c"] for f in loso["folds"].values()]
     c = max(set(cs), key=cs.count)  # the C most folds chose
     cal = _calibrate(task, s, y)
-    return train(task, sets, list(sets), c, photos), cal, c
+    proj = projection_for(sets, list(sets), photos)
+    psets, pphotos = project(sets, photos, proj)
+    return train(task, psets, list(sets), c, pphotos).with_projection(proj), cal, c
 
 
 def photo_check(
@@ -241,9 +279,12 @@ def photo_check(
         idx = np.flatnonzero(photos.y == cls)
         fold[idx] = rng.permutation(len(idx)) % k
     scores = np.zeros(len(photos.y))
+    proj = projection_for(sets, list(sets), None)  # drawings only: no held-out photo leaks in
+    psets, pphotos = project(sets, photos, proj)
+    assert pphotos is not None
     for f in range(k):
-        head = train(task, sets, list(sets), c, photos, photo_mask=fold != f)
-        scores[fold == f] = head.score(photos.x[fold == f])
+        head = train(task, psets, list(sets), c, pphotos, photo_mask=fold != f)
+        scores[fold == f] = head.score(pphotos.x[fold == f])
     out = summarise(scores, photos.y, threshold)
     out["lowest_bird"] = float(scores[photos.y == 1].min())
     out["highest_non_bird"] = float(scores[photos.y == 0].max())

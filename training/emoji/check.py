@@ -1,0 +1,174 @@
+"""CI re-check of the emoji-head bundles on their held-out styles (scripts/eval-bundles).
+
+Each emoji-head bundle keeps its seven leave-one-style-out fold heads (``loso-heads.npz``, a
+few KB: the folded weights of the head that never saw that style, its validation threshold
+and the counts it scored). This re-runs each fold head on its held-out style through the
+serving path (PNG bytes -> app.imaging.prepare -> the imagenet bundle in app.runtime): every
+positive of the style and a seeded sample of its negatives. Fails when a style's recall
+differs from the recorded one by more than one picture, or when the sample's false-positive
+rate is significantly (Wilson 95%) above the recorded one. TensorFlow-free.
+CLI: ``python -m training.emoji.check models/santa models/bird [--negatives 100]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from app.imaging import ImageLimits, prepare
+from app.metrics import wilson_interval
+from training.emoji.catalog import PROJECT_ROOT, STYLES, Picture, load_catalog
+from training.emoji.embed import BACKBONE, Backbone
+from training.emoji.heads import features
+from training.emoji.loso import TASKS
+from training.emoji.render import base_array
+
+FOLD_HEADS = "loso-heads.npz"
+
+
+def save_fold_heads(path: Path, task: Any, loso: dict[str, Any], backbone_sha: str) -> None:
+    styles = list(loso["folds"])
+    folded = [loso["folds"][s]["head"].folded() for s in styles]
+    f = loso["folds"]
+    np.savez(
+        path,
+        task=np.asarray(task.name),
+        backbone_sha256=np.asarray(backbone_sha),
+        use_mass=np.asarray(task.use_mass),
+        styles=np.asarray(styles),
+        w=np.stack([w for w, _ in folded]).astype(np.float32),
+        b=np.asarray([b for _, b in folded], np.float64),
+        threshold=np.asarray([f[s]["threshold"] for s in styles], np.float64),
+        tp=np.asarray([f[s]["tp"] for s in styles]),
+        fn=np.asarray([f[s]["fn"] for s in styles]),
+        fp=np.asarray([f[s]["fp"] for s in styles]),
+        tn=np.asarray([f[s]["tn"] for s in styles]),
+    )
+
+
+def _png(p: Picture) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(base_array(p, 224)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class _Features:
+    """Serving-path features per picture, computed once for every bundle checked."""
+
+    def __init__(self, backbone: Backbone) -> None:
+        self.backbone = backbone
+        self.cache: dict[Path, tuple[npt.NDArray[np.float32], float]] = {}
+
+    def __call__(self, pics: Sequence[Picture]) -> tuple[np.ndarray, np.ndarray]:
+        todo = [p for p in pics if p.path not in self.cache]
+        spec = self.backbone.bundle.metadata.input
+        for i in range(0, len(todo), 32):
+            chunk = todo[i : i + 32]
+            x = np.stack([prepare(_png(p), spec, ImageLimits()).array for p in chunk])
+            emb, mass = self.backbone(x)
+            for p, e, m in zip(chunk, emb, mass, strict=True):
+                self.cache[p.path] = (e, float(m))
+        emb = np.stack([self.cache[p.path][0] for p in pics])
+        mass = np.asarray([self.cache[p.path][1] for p in pics], np.float32)
+        return emb, mass
+
+
+def check_bundle(
+    bundle_dir: Path,
+    catalog: list[Picture],
+    feats: _Features,
+    negatives: int,
+    only: Sequence[str] | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Re-run each fold head on its held-out style (or only the styles in `only`)."""
+    z = np.load(bundle_dir / FOLD_HEADS)
+    task = TASKS[str(z["task"])]
+    problems = []
+    if str(z["backbone_sha256"]) != feats.backbone.sha:
+        problems.append(f"{bundle_dir.name}: fold heads were trained on another imagenet bundle")
+        return [], problems
+    rows = []
+    for i, style in enumerate(z["styles"].tolist()):
+        if only is not None and style not in only:
+            continue
+        pics = [p for p in catalog if p.style == style and task.label(p) is not None]
+        pos = [p for p in pics if task.label(p) == 1]
+        neg_all = [p for p in pics if task.label(p) == 0]
+        rng = np.random.default_rng([7, i])
+        neg = [neg_all[j] for j in sorted(rng.choice(len(neg_all), negatives, replace=False))]
+        emb, mass = feats(pos + neg)
+        x = features(emb, mass, bool(z["use_mass"]))
+        # score >= threshold  <=>  logit >= logit(threshold)
+        t = float(z["threshold"][i])
+        hit = (x.astype(np.float64) @ z["w"][i] + z["b"][i]) >= np.log(t / (1 - t))
+        tp, fp = int(hit[: len(pos)].sum()), int(hit[len(pos) :].sum())
+        rec_tp, rec_n = int(z["tp"][i]), int(z["tp"][i] + z["fn"][i])
+        rec_fpr = int(z["fp"][i]) / max(1, int(z["fp"][i] + z["tn"][i]))
+        sample = wilson_interval(fp, len(neg))
+        row = {
+            "bundle": bundle_dir.name,
+            "style": style,
+            "recall": f"{tp}/{len(pos)}",
+            "recorded recall": f"{rec_tp}/{rec_n}",
+            "FP (sample)": f"{fp}/{len(neg)}",
+            "recorded FPR": f"{100 * rec_fpr:.2f}%",
+        }
+        rows.append(row)
+        if len(pos) != rec_n or abs(tp - rec_tp) > 1:
+            problems.append(
+                f"{bundle_dir.name}/{style}: recall {tp}/{len(pos)} vs recorded {rec_tp}/{rec_n}"
+            )
+        if sample.low > rec_fpr:
+            problems.append(
+                f"{bundle_dir.name}/{style}: false positives {fp}/{len(neg)} on the sample, "
+                f"significantly above the recorded {100 * rec_fpr:.2f}%"
+            )
+    return rows, problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "bundles",
+        nargs="*",
+        type=Path,
+        default=[PROJECT_ROOT / "models" / n for n in ("santa", "bird")],
+    )
+    ap.add_argument("--negatives", type=int, default=100, help="sampled negatives per style")
+    ap.add_argument("--styles", nargs="*", default=None, help="only these held-out styles")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    feats = _Features(Backbone(BACKBONE))
+    catalog = load_catalog(styles=args.styles or list(STYLES))
+    rows, problems = [], []
+    for b in args.bundles:
+        r, p = check_bundle(b, catalog, feats, args.negatives, args.styles)
+        rows += r
+        problems += p
+    if rows:
+        cols = list(rows[0])
+        print("  ".join(f"{c:>22s}" for c in cols))
+        for r in rows:
+            print("  ".join(f"{r[c]!s:>22s}" for c in cols))
+    print(
+        f"fold heads on held-out emoji styles, serving path, all positives + {args.negatives} "
+        f"sampled negatives per style; {len(feats.cache)} pictures in {time.perf_counter() - t0:.0f} s"
+    )
+    for p in problems:
+        print(f"FAIL {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
