@@ -14,7 +14,7 @@ from PIL import Image
 from app.bundle import InputSpec
 from app.decode_guard import DecodeBudget
 from app.errors import ServiceError
-from app.imaging import ImageInfo, ImageLimits, PreparedImage, decode, prepare
+from app.imaging import ImageInfo, ImageLimits, PreparedImage, check_request, decode, prepare
 from app.settings import Settings
 
 
@@ -46,6 +46,8 @@ def prepare_batch(
 ) -> list[PreparedImage]:
     """Decode and prepare every image under one decode budget for the whole request; an
     error names the offending image when there are several (`image_index` added)."""
+    if len(images) > 1:  # an over-budget batch is refused from its headers, before decoding
+        check_request(images, spec, limits)
     budget = budget if budget is not None else limits.budget()
     prepared: list[PreparedImage] = []
     for i, data in enumerate(images):
@@ -79,6 +81,8 @@ def thumbnails(
     embeddings differ from predict's for the same bytes."""
     half = max(1, math.ceil(size / 2))  # decode keeps >= 2x the spec's side
     thumb_spec = InputSpec(width=half, height=half, channels=3, color="rgb")
+    if len(images) > 1:
+        check_request(images, thumb_spec, limits)
     budget = budget if budget is not None else limits.budget()
     out: list[Thumbnail] = []
     for i, data in enumerate(images):

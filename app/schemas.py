@@ -4,7 +4,7 @@ shapes them into these)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -215,6 +215,14 @@ class ImageMeta(BaseModel):
         default=False,
         description="gray levels were inverted before classifying (the model's input.invert: "
         "always, or 'auto' for a dark object on a light background)",
+    )
+    exif: Literal["none", "applied", "unreadable", "invalid"] = Field(
+        default="none",
+        description="EXIF orientation outcome: none (no tag), applied, unreadable (EXIF could "
+        "not be parsed: not rotated) or invalid (tag not 1-8: not rotated)",
+    )
+    frames_capped: bool = Field(
+        default=False, description="the file has more frames than `frames` (counting stops early)"
     )
 
 

@@ -106,6 +106,8 @@ def test_predict_raw_body_matches_direct_run(
         "decoded_width": 28,
         "decoded_height": 28,
         "inverted": False,
+        "exif": "none",
+        "frames_capped": False,
     }
     assert set(res["timings"]) == {"decode_ms", "preprocess_ms", "inference_ms", "total_ms"}
 
