@@ -173,8 +173,8 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
         raise RuntimeError(f"composed graph differs from the numpy head by {worst:.2e}")
     prov = meta.provenance.model_copy(
         update={
-            "notes": f"head C={c:g} on a {head.weights.shape[0]}-d PCA projection of the "
-            f"features; composed onto {backbone.bundle.name} sha256 {backbone.sha[:12]}; parity "
+            "notes": f"head: {c[0]} augmented view(s), C={c[1]:g}, on a {head.weights.shape[0]}-d PCA projection of sqrt("
+            f"embedding); composed onto {backbone.bundle.name} sha256 {backbone.sha[:12]}; parity "
             f"vs the numpy head on {len(imgs)} real pictures: max |dP| {worst:.1e}"
         }
     )

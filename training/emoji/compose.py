@@ -1,7 +1,7 @@
 """Compose a linear head onto the shipped imagenet bundle's ONNX graph (no Keras round trip).
 
 The backbone graph is used as it is (its own `image` input and `embedding` output); the head
-adds: [optional ImageNet bird-mass logit] -> standardise -> dot -> bias -> softmax over
+adds: sqrt(embedding) [+ the ImageNet bird-mass logit] -> project -> standardise -> dot -> bias -> softmax over
 (0, z), i.e. probs = (1 - sigmoid(z), sigmoid(z)). The ImageNet `probs` output is renamed to
 an internal tensor. `parity` checks the composed graph against the numpy head.
 """
@@ -37,8 +37,11 @@ def compose(backbone_onnx: Path, head: LinearHead) -> bytes:
         g.initializer.append(numpy_helper.from_array(value, name))
         return name
 
-    nodes = []
-    head_in = EMBEDDING_NAME
+    nodes = [
+        helper.make_node("Relu", [EMBEDDING_NAME], ["head_emb_pos"]),
+        helper.make_node("Sqrt", ["head_emb_pos"], ["head_emb_root"]),
+    ]  # heads.features: the square root of the embedding
+    head_in = "head_emb_root"
     if head.use_mass:
         idx = const("head_bird_indices", np.asarray(BIRD_INDICES, np.int64))
         axes = const("head_axes1", np.asarray([1], np.int64))
@@ -59,7 +62,7 @@ def compose(backbone_onnx: Path, head: LinearHead) -> bytes:
             ),
             helper.make_node("Div", ["head_mass_c", "head_1m"], ["head_odds"]),
             helper.make_node("Log", ["head_odds"], ["head_mass_logit"]),
-            helper.make_node("Concat", [EMBEDDING_NAME, "head_mass_logit"], ["head_x"], axis=1),
+            helper.make_node("Concat", ["head_emb_root", "head_mass_logit"], ["head_x"], axis=1),
         ]
         head_in = "head_x"
     w64, b64 = head.folded()  # projection and standardisation folded into one dot product

@@ -25,10 +25,14 @@ def mass_logit(mass: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 def features(
     emb: npt.NDArray[np.float32], mass: npt.NDArray[np.float32], use_mass: bool
 ) -> npt.NDArray[np.float32]:
-    """The head's input: the embedding, plus the bird-mass logit as one more column."""
+    """The head's input: the square root of the (non-negative, post-ReLU average) embedding,
+    plus the bird-mass logit as one more column. The square root ("power normalisation")
+    damps the few large activations that differ most between drawing styles: on 5 styles'
+    leave-one-style-out (Santa), recall at 1% FPR 71/90 vs 58/90 on the raw embedding."""
+    root = np.sqrt(np.maximum(emb, 0.0)).astype(np.float32)
     if not use_mass:
-        return emb
-    return np.concatenate([emb, mass_logit(mass)[:, None]], axis=1)
+        return root
+    return np.concatenate([root, mass_logit(mass)[:, None]], axis=1)
 
 
 @dataclass(frozen=True)
