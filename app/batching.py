@@ -48,8 +48,10 @@ def cpu_count() -> int:
 
 
 def resolve_pipelines(setting: int) -> int:
-    """0 = one pipeline per core."""
-    return setting if setting > 0 else cpu_count()
+    """0 = two pipelines per core: while one holds the GIL for the Python parts of decoding,
+    another runs in Pillow or onnxruntime (measured on 2 cores, 4 pipelines against 2:
+    products +21% (640 px JPEG) and +60% (12 MP), imagenet unchanged)."""
+    return setting if setting > 0 else 2 * cpu_count()
 
 
 def resolve_threads(setting: int, pipelines: int) -> int:
@@ -327,7 +329,7 @@ class Schedulers:
         return cls(
             SchedulerConfig(
                 pipelines=pipelines,
-                queue_limit=settings.queue_limit or 8 * pipelines,
+                queue_limit=settings.queue_limit or 8 * cpu_count(),
                 deadline_s=settings.request_deadline_s,
                 max_batch=settings.batch_max_size,
                 max_wait_ms=settings.batch_max_wait_ms,

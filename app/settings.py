@@ -24,11 +24,11 @@ class Settings(BaseSettings):
     # is missing is a start-up error, never a silent fallback.
     providers: Literal["auto", "cpu", "cuda"] = "auto"
     # Serving pipelines per model: threads that each decode a request and run its forward pass
-    # in one hop (0 = one per core). onnxruntime threads per session: 0 = cores / pipelines,
-    # so the two multiply to the core count (docs/performance.md has the measurements).
+    # in one hop (0 = two per core). onnxruntime threads per session: 0 = cores / pipelines
+    # (at least 1), so they never oversubscribe the cores (docs/performance.md).
     pipelines: int = Field(default=0, ge=0, le=256)
     intra_op_threads: int = Field(default=0, ge=0, le=256)
-    # Requests that may wait per model (0 = 8 per pipeline); beyond it 503 + Retry-After at once.
+    # Requests that may wait per model (0 = 8 per core); beyond it 503 + Retry-After.
     queue_limit: int = Field(default=0, ge=0, le=100_000)
     # A refused request's 503 is sent after this pause (ms; 0 = at once). Clients that retry
     # at once, ignoring Retry-After, otherwise keep a core busy being refused (docs/performance.md).

@@ -14,7 +14,13 @@ import numpy.typing as npt
 import pytest
 from fastapi.testclient import TestClient
 
-from app.batching import ModelScheduler, SchedulerConfig, Schedulers, resolve_threads
+from app.batching import (
+    ModelScheduler,
+    SchedulerConfig,
+    Schedulers,
+    resolve_pipelines,
+    resolve_threads,
+)
 from app.bundle import load_bundle
 from app.errors import DeadlineExceeded, Overloaded, UnsupportedMediaType
 from app.imaging import ImageLimits, prepare
@@ -125,7 +131,9 @@ def test_full_queue_is_refused_at_once(model: OnnxModel, pngs: list[bytes]) -> N
 
     async def main() -> tuple[list, float]:  # type: ignore[type-arg]
         first = asyncio.ensure_future(sched.submit([pngs[0]]))
-        await asyncio.to_thread(gated.entered.wait, 5)  # the worker is inside a forward pass
+        assert await asyncio.to_thread(
+            gated.entered.wait, 30
+        )  # the worker is inside a forward pass
         queued = [asyncio.ensure_future(sched.submit([pngs[i]])) for i in (1, 2)]
         await asyncio.sleep(0.05)
         assert sched.depth == 2
@@ -153,7 +161,7 @@ def test_deadline_answers_and_skips_the_work(model: OnnxModel, pngs: list[bytes]
 
     async def main() -> None:
         first = asyncio.ensure_future(sched.submit([pngs[0]]))
-        await asyncio.to_thread(gated.entered.wait, 5)
+        assert await asyncio.to_thread(gated.entered.wait, 30)
         t0 = time.perf_counter()
         with pytest.raises(DeadlineExceeded):
             await sched.submit([pngs[1]])
@@ -164,6 +172,10 @@ def test_deadline_answers_and_skips_the_work(model: OnnxModel, pngs: list[bytes]
 
     try:
         asyncio.run(main())
+        for _ in range(100):  # let the worker finish the first and reach the expired one
+            if sched.depth == 0:
+                break
+            time.sleep(0.05)
         time.sleep(0.2)
     finally:
         sched.close()
@@ -194,6 +206,8 @@ def test_threads_times_pipelines_fill_the_cores() -> None:
     assert resolve_threads(0, cores) == 1
     assert resolve_threads(0, 1) == cores
     assert resolve_threads(3, 1) == 3
+    assert resolve_pipelines(0) == 2 * cores and resolve_pipelines(3) == 3
+    assert resolve_threads(0, resolve_pipelines(0)) == 1  # never more threads than cores
 
 
 def test_deadline_over_http_is_503_with_retry_after(
@@ -235,7 +249,7 @@ def test_shedder_refuses_a_full_model_before_routing(model: OnnxModel, pngs: lis
     async def main() -> None:
         sched = pool.get("tiny", gated, model.bundle.metadata.input)
         first = asyncio.ensure_future(sched.submit([pngs[0]]))
-        await asyncio.to_thread(gated.entered.wait, 5)
+        assert await asyncio.to_thread(gated.entered.wait, 30)
         queued = asyncio.ensure_future(sched.submit([pngs[1]]))
         await asyncio.sleep(0.05)
         assert sched.full
