@@ -16,6 +16,7 @@ queue wait and the size of the batch that served it; `depth` is the queue length
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -104,6 +105,13 @@ def _deliver(future: asyncio.Future[Scored], result: Scored | BaseException) -> 
         future.set_exception(result)
     else:
         future.set_result(result)
+
+
+def _resolve(job: _Job, result: Scored | BaseException) -> None:
+    """Hand a result to the caller's event loop (from a worker thread)."""
+    # RuntimeError: the loop is closed (shutdown), so nobody is waiting any more.
+    with contextlib.suppress(RuntimeError):
+        job.loop.call_soon_threadsafe(_deliver, job.future, result)
 
 
 class ModelScheduler:
@@ -211,7 +219,7 @@ class ModelScheduler:
             self._cond.notify_all()
         for job in pending:
             err = Overloaded(f"Model {self.name!r} is shutting down.", retry_after_s=1)
-            job.loop.call_soon_threadsafe(_deliver, job.future, err)
+            _resolve(job, err)
 
     # -- worker side (threads) --------------------------------------------------------------
 
@@ -254,7 +262,7 @@ class ModelScheduler:
             except BaseException as exc:  # never let a worker die silently
                 logger.exception("scheduler %s: worker error", self.name)
                 for job in jobs:
-                    job.loop.call_soon_threadsafe(_deliver, job.future, exc)
+                    _resolve(job, exc)
 
     def _serve(self, jobs: list[_Job]) -> None:
         live: list[tuple[_Job, list[PreparedImage]]] = []
@@ -262,12 +270,12 @@ class ModelScheduler:
             if job.cancelled or job.future.done():
                 continue
             if time.perf_counter() > job.deadline:
-                job.loop.call_soon_threadsafe(_deliver, job.future, self._deadline_error())
+                _resolve(job, self._deadline_error())
                 continue
             try:
                 live.append((job, prepare_batch(job.datas, self.spec, self.limits, job.filenames)))
             except Exception as exc:  # one bad request never fails its batch-mates
-                job.loop.call_soon_threadsafe(_deliver, job.future, exc)
+                _resolve(job, exc)
         if not live:
             return
         arrays = [im.array for _, images in live for im in images]
@@ -277,7 +285,7 @@ class ModelScheduler:
         except Exception as exc:
             logger.exception("scheduler %s: inference failed", self.name)
             for job, _ in live:
-                job.loop.call_soon_threadsafe(_deliver, job.future, exc)
+                _resolve(job, exc)
             return
         telemetry.observe_batch(
             self.name,
@@ -300,7 +308,7 @@ class ModelScheduler:
                 queue_wait_ms=(job.taken - job.submitted) * 1e3,
                 batch_size=len(arrays),
             )
-            job.loop.call_soon_threadsafe(_deliver, job.future, scored)
+            _resolve(job, scored)
             start = stop
 
 
