@@ -10,23 +10,12 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep
 from app.api.predict_shapes import predict_response
-from app.api.uploads import IMAGE_BODY_OPENAPI, Upload, read_uploads
+from app.api.uploads import IMAGE_BODY_OPENAPI, read_uploads
 from app.batching import Schedulers
-from app.bundle import InputSpec
 from app.classify import classify
-from app.imaging import ImageLimits, PreparedImage
-from app.ingest import limits_from, prepare_batch
 from app.schemas import PredictResponse
 
-__all__ = ["limits_from", "prepare_all", "router"]
-
 router = APIRouter(prefix="/v1/models", tags=["predict"], dependencies=[ReadAuth])
-
-
-def prepare_all(uploads: list[Upload], spec: InputSpec, limits: ImageLimits) -> list[PreparedImage]:
-    """Decode every upload in the calling thread (for callers outside the scheduler; the
-    predict route decodes inside app.batching's workers)."""
-    return prepare_batch([u.data for u in uploads], spec, limits, [u.filename for u in uploads])
 
 
 def _json(body: PredictResponse) -> Response:
