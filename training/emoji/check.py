@@ -29,7 +29,7 @@ from app.metrics import wilson_interval
 from training.emoji.catalog import PROJECT_ROOT, STYLES, Picture, load_catalog
 from training.emoji.embed import BACKBONE, Backbone
 from training.emoji.heads import features
-from training.emoji.loso import TASKS
+from training.emoji.loso import MASS_RULE, TASKS
 from training.emoji.render import base_array
 
 FOLD_HEADS = "loso-heads.npz"
@@ -44,6 +44,7 @@ def save_fold_heads(path: Path, task: Any, loso: dict[str, Any], backbone_sha: s
         task=np.asarray(task.name),
         backbone_sha256=np.asarray(backbone_sha),
         use_mass=np.asarray(task.use_mass),
+        combine_mass=np.asarray(task.combine_mass),
         styles=np.asarray(styles),
         w=np.stack([w for w, _ in folded]).astype(np.float32),
         b=np.asarray([b for _, b in folded], np.float64),
@@ -108,8 +109,10 @@ def check_bundle(
         emb, mass = feats(pos + neg)
         x = features(emb, mass, bool(z["use_mass"]))
         # score >= threshold  <=>  logit >= logit(threshold)
-        t = float(z["threshold"][i])
+        t = min(float(z["threshold"][i]), 1 - 1e-9)
         hit = (x.astype(np.float64) @ z["w"][i] + z["b"][i]) >= np.log(t / (1 - t))
+        if "combine_mass" in z.files and bool(z["combine_mass"]):  # mass rule fires alone
+            hit |= mass >= MASS_RULE
         tp, fp = int(hit[: len(pos)].sum()), int(hit[len(pos) :].sum())
         rec_tp, rec_n = int(z["tp"][i]), int(z["tp"][i] + z["fn"][i])
         rec_fpr = int(z["fp"][i]) / max(1, int(z["fp"][i] + z["tn"][i]))

@@ -23,8 +23,11 @@ from training.imagenet import BIRD_INDICES
 _INTERNAL_PROBS = "imagenet_probs"
 
 
-def compose(backbone_onnx: Path, head: LinearHead) -> bytes:
-    """The serialized composed model: input `image`, outputs `probs` (N x 2), `embedding`."""
+def compose(backbone_onnx: Path, head: LinearHead, combine_threshold: float | None = None) -> bytes:
+    """The serialized composed model: input `image`, outputs `probs` (N x 2), `embedding`.
+
+    With `combine_threshold` t, P(positive) = max(ImageNet bird mass, sigmoid(z - logit t)):
+    at 0.5 it says "mass >= 0.5 or head score >= t" (loso.decision_scores)."""
     model = onnx.load(str(backbone_onnx))
     g = model.graph
     for node in g.node:
@@ -72,10 +75,33 @@ def compose(backbone_onnx: Path, head: LinearHead) -> bytes:
         helper.make_node(
             "Add", ["head_xw", const("head_b", np.asarray([b], np.float32))], ["head_z"]
         ),
-        helper.make_node("Sub", ["head_z", "head_z"], ["head_zero"]),
-        helper.make_node("Concat", ["head_zero", "head_z"], ["head_logits"], axis=1),
-        helper.make_node("Softmax", ["head_logits"], [PROBS_NAME], axis=1),
     ]
+    if combine_threshold is None:
+        nodes += [
+            helper.make_node("Sub", ["head_z", "head_z"], ["head_zero"]),
+            helper.make_node("Concat", ["head_zero", "head_z"], ["head_logits"], axis=1),
+            helper.make_node("Softmax", ["head_logits"], [PROBS_NAME], axis=1),
+        ]
+    else:
+        t = min(max(combine_threshold, 1e-6), 1 - 1e-6)
+        shift = np.asarray([np.log(t / (1 - t))], np.float32)
+        idx = const("comb_bird_indices", np.asarray(BIRD_INDICES, np.int64))
+        nodes += [
+            helper.make_node("Sub", ["head_z", const("comb_shift", shift)], ["comb_z"]),
+            helper.make_node("Sigmoid", ["comb_z"], ["comb_head_p"]),
+            helper.make_node("Gather", [_INTERNAL_PROBS, idx], ["comb_bird_p"], axis=1),
+            helper.make_node(
+                "ReduceSum",
+                ["comb_bird_p", const("comb_axes1", np.asarray([1], np.int64))],
+                ["comb_mass"],
+                keepdims=1,
+            ),
+            helper.make_node("Max", ["comb_mass", "comb_head_p"], ["comb_p"]),
+            helper.make_node(
+                "Sub", [const("comb_one", np.asarray(1.0, np.float32)), "comb_p"], ["comb_q"]
+            ),
+            helper.make_node("Concat", ["comb_q", "comb_p"], [PROBS_NAME], axis=1),
+        ]
     g.node.extend(nodes)
     probs = helper.make_tensor_value_info(PROBS_NAME, TensorProto.FLOAT, [None, 2])
     keep = [o for o in g.output if o.name == EMBEDDING_NAME]
@@ -91,8 +117,15 @@ def parity(
     head: LinearHead,
     batch: npt.NDArray[np.float32],
     head_input: npt.NDArray[np.float32],
+    mass: npt.NDArray[np.float32] | None = None,
+    combine_threshold: float | None = None,
 ) -> float:
-    """max |P(positive) of the composed graph - numpy head| on `batch` (head_input: its
-    features), run through the server's runtime (app.runtime.OnnxModel)."""
+    """max |P(positive) of the composed graph - the numpy head| on `batch` (head_input: its
+    features, mass: its ImageNet bird mass), run through the server's runtime."""
     probs = model.run(np.ascontiguousarray(batch, dtype=np.float32)).probs
-    return float(np.max(np.abs(probs[:, 1] - head.score(head_input))))
+    want = head.score(head_input)
+    if combine_threshold is not None and mass is not None:
+        t = min(max(combine_threshold, 1e-6), 1 - 1e-6)
+        shifted = 1.0 / (1.0 + np.exp(-(head.logits(head_input) - np.log(t / (1 - t)))))
+        want = np.maximum(mass.astype(np.float64), shifted)
+    return float(np.max(np.abs(probs[:, 1] - want)))
