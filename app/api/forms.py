@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
@@ -139,6 +140,38 @@ async def read_json(request: Request, limit: int) -> Any:
     """A JSON body, capped at `limit` bytes before it is parsed; an empty body is {}."""
     raw = await read_body(request, limit)
     return parse_json(raw) if raw.strip() else {}
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def validation_detail(exc: ValidationError) -> str:
+    """Pydantic's errors as one line: `field: message; ...`."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+async def read_model(request: Request, model: type[_M], limit: int, what: str) -> _M:
+    """A JSON body capped at `limit` bytes and depth-checked before parsing, validated into
+    `model`; any fault is a 4xx problem that says which field and why."""
+    try:
+        return model.model_validate(await read_json(request, limit))
+    except ValidationError as exc:
+        raise InvalidRequest(f"Invalid {what}: {validation_detail(exc)}") from exc
+
+
+def json_body_openapi(
+    model: type[BaseModel], limit_setting: str = "IMGCLASS_MAX_JSON_BYTES"
+) -> dict[str, Any]:
+    """OpenAPI text for a route that reads its JSON body with `read_model`."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": f"JSON, at most {limit_setting} bytes and {MAX_JSON_DEPTH} levels deep.",
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
 
 
 class _FormBuilder:

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteAuth
-from app.errors import ModelNotFound, PayloadTooLarge
+from app.api.forms import json_body_openapi, read_body, read_model
+from app.errors import ModelNotFound
 from app.registry import VERSION_SEP, ModelRegistry
 from app.teach.compose import check_model_name, delete_taught, delete_version
 from app.teach.core import taught_root
@@ -84,6 +85,7 @@ def job_view(job: Job) -> JobView:
     status_code=202,
     response_model=JobView,
     dependencies=[WriteAuth],
+    openapi_extra=json_body_openapi(TeachRequest),
     responses={
         404: {"description": "unknown catalog"},
         409: {"description": "name of a shipped model, or a job already teaches this model"},
@@ -93,7 +95,7 @@ def job_view(job: Job) -> JobView:
 )
 async def train(
     catalog: str,
-    body: TeachRequest,
+    request: Request,
     response: Response,
     runner: RunnerDep,
     registry: RegistryDep,
@@ -102,6 +104,9 @@ async def train(
 ) -> JobView:
     """Teach a classifier whose classes are the catalog's item labels (unlabelled items are
     ignored). Answers 202 with the job; poll `GET /v1/jobs/{id}` for progress and metrics."""
+    # Read here (capped, depth-checked), not as a FastAPI body parameter: the key check runs
+    # before any byte of the body is read.
+    body = await read_model(request, TeachRequest, settings.max_json_bytes, "teach request")
     check_model_name(body.model)
     if registry.is_shipped(body.model) or body.model in registry.discover_names():
         raise ModelNameTaken(f"{body.model!r} is a shipped model; choose another name.")
@@ -111,19 +116,6 @@ async def train(
     view = job_view(job)
     response.headers["Location"] = view.url
     return view
-
-
-async def _read_capped(request: Request, cap: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise PayloadTooLarge(f"The zip exceeds {cap:,} bytes.", limit_bytes=cap)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise PayloadTooLarge(f"The zip exceeds {cap:,} bytes.", limit_bytes=cap)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @router.post(
@@ -145,7 +137,7 @@ async def add_zip(
     """Add the images of a zip to a catalog, labelled by their top-level folder. Bad images
     are skipped and listed; caps on size, entries, unpacked bytes and compression ratio."""
     await run_in_threadpool(service.get, catalog)  # 404 before reading the body
-    data = await _read_capped(request, settings.teach_max_zip_bytes)
+    data = await read_body(request, settings.teach_max_zip_bytes)
     limits = ZipLimits(
         max_entries=settings.teach_max_items, max_entry_bytes=settings.max_image_bytes
     )

@@ -146,10 +146,12 @@ def test_json_bodies_are_capped_before_parsing(live: Live) -> None:
     assert " 413 " in live.send_unending("/v1/catalogs/c/search", "application/json", chunks)
     chunks = (next(it) for _ in range(20))
     assert " 413 " in live.send_unending("/v1/catalogs", "application/json", chunks)
+    chunks = (next(it) for _ in range(20))
+    assert " 413 " in live.send_unending("/v1/catalogs/c/train", "application/json", chunks)
 
 
 def test_the_key_is_checked_before_any_body_is_read(live: Live) -> None:
-    for path in ("/v1/catalogs", "/v1/catalogs/c/items"):
+    for path in ("/v1/catalogs", "/v1/catalogs/c/items", "/v1/catalogs/c/train"):
         status = live.send_unending(path, "application/json", iter([b'{"name": "x"']), key=False)
         assert " 401 " in status, (path, status)
 

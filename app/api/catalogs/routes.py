@@ -5,23 +5,15 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Request, Response
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.catalogs.openapi import CREATE_BODY, ERRORS
 from app.api.catalogs.shaping import catalog_url, catalog_view
 from app.api.deps import CatalogsDep, ReadAuth, SettingsDep, WriteAuth
-from app.api.forms import read_json
-from app.errors import InvalidRequest
+from app.api.forms import read_model
 from app.schemas import CatalogCreate, CatalogInfo, CatalogList, ReindexResult
 
 router = APIRouter(prefix="/v1/catalogs", tags=["catalogs"], dependencies=[ReadAuth])
-
-
-def validation_detail(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-    )
 
 
 @router.post(
@@ -37,10 +29,7 @@ async def create_catalog(
 ) -> CatalogInfo:
     """Create an empty catalog bound to a served model's embedding space (name, version and
     sha256 of its model.onnx are recorded). 409 if the name is taken."""
-    try:
-        body = CatalogCreate.model_validate(await read_json(request, settings.max_json_bytes))
-    except ValidationError as exc:
-        raise InvalidRequest(f"Invalid catalog: {validation_detail(exc)}") from exc
+    body = await read_model(request, CatalogCreate, settings.max_json_bytes, "catalog")
     rec = await run_in_threadpool(service.create, body.name, body.model, body.description)
     response.headers["Location"] = catalog_url(rec.name)
     return catalog_view(service, rec)

@@ -6,14 +6,12 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.catalogs.openapi import ERRORS, SEARCH_BODY
-from app.api.catalogs.routes import validation_detail
 from app.api.catalogs.shaping import search_view
 from app.api.deps import CatalogsDep, ReadAuth, SettingsDep
-from app.api.forms import is_json, read_json
+from app.api.forms import is_json, read_model
 from app.api.uploads import image_limits, read_uploads
 from app.errors import InvalidRequest
 from app.schemas import MAX_K, SearchRequest, SearchResponse
@@ -43,10 +41,7 @@ async def search(
     t0 = time.perf_counter()
     body = SearchRequest()
     if is_json(request):
-        try:
-            body = SearchRequest.model_validate(await read_json(request, settings.max_json_bytes))
-        except ValidationError as exc:
-            raise InvalidRequest(f"Invalid search request: {validation_detail(exc)}") from exc
+        body = await read_model(request, SearchRequest, settings.max_json_bytes, "search request")
     k = body.k or k
     label = body.label if body.label is not None else label
     item_id = body.item_id if body.item_id is not None else item_id
