@@ -2,7 +2,8 @@
 
 `RequestObserver` is the outermost ASGI middleware: it takes a valid incoming X-Request-ID
 (or makes one), echoes it, puts it in a contextvar that a logging filter copies onto every
-record of that request (threads started by run_in_threadpool inherit it), counts bytes in and
+record of that request (threads started by run_in_threadpool inherit it; the scheduler's
+worker threads set it with `logging_as` while they work for a request), counts bytes in and
 out, records the Prometheus request metrics and writes one access-log line.
 """
 
@@ -14,7 +15,8 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -43,6 +45,17 @@ ACCESS_FIELDS: Final = (
 )
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+@contextmanager
+def logging_as(request_id: str) -> Iterator[None]:
+    """Log under `request_id` in this thread for the duration (a worker serving a request's
+    work; several requests' ids joined by commas for work shared by a batch)."""
+    token = request_id_var.set(request_id)
+    try:
+        yield
+    finally:
+        request_id_var.reset(token)
 
 
 def valid_request_id(value: str | None) -> str | None:
