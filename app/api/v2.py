@@ -17,10 +17,9 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import __version__, telemetry
+from app import __version__
 from app.api.deps import ReadAuth, RegistryDep, SettingsDep
 from app.api.forms import read_body
 from app.api.health import server_ready
@@ -43,7 +42,6 @@ from app.oip import (
     parse_infer_request,
 )
 from app.registry import LoadedModel, ModelRegistry
-from app.runtime import ModelOutput
 from app.settings import Settings
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -206,13 +204,6 @@ def _batch(req: InferRequest, loaded: LoadedModel, settings: Settings) -> InputT
     return tensor
 
 
-def _run_tensor(loaded: LoadedModel, batch: npt.NDArray[np.float32]) -> ModelOutput:
-    """An FP32 tensor needs no decoding: one forward pass, recorded like a served batch."""
-    out = loaded.model.run(batch)
-    telemetry.observe_inference(loaded.name, out.inference_ms, batch.shape[0])
-    return out
-
-
 def _outputs(
     req: InferRequest,
     loaded: LoadedModel,
@@ -283,12 +274,13 @@ async def infer(
         max_elements=settings.max_batch_images * per_image,
     )
     tensor = _batch(req, loaded, settings)
+    # Encoded files are decoded by the same policy as /v1 predict; an FP32 tensor skips that
+    # step. Both wait in the model's queue (deadline, batching) like every other request.
     if tensor.items is not None:
-        # Encoded files: the same queue, decode policy and batching as /v1 predict.
         out = (await scheduler.submit(tensor.items)).output
     else:
         assert tensor.array is not None
-        out = await run_in_threadpool(_run_tensor, loaded, tensor.array)
+        out = (await scheduler.submit_tensor(tensor.array)).output
     content, header_len = encode_response(
         meta.name, meta.version, req.id, _outputs(req, loaded, out.probs, out.embedding)
     )

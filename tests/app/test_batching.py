@@ -277,3 +277,54 @@ def test_shedder_refuses_a_full_model_before_routing(model: OnnxModel, pngs: lis
     finally:
         pool.close()
     assert passed == ["/v1/models/other/predict", "/v1/models/tiny"]
+
+
+def test_prepared_tensors_share_the_queue_and_batches_with_images(
+    model: OnnxModel, pngs: list[bytes]
+) -> None:
+    """/v2 FP32 inputs: a request that brings its own tensor waits in the same queue, may share
+    a forward pass with decoded images, and gets exactly its own rows back."""
+    spec = model.bundle.metadata.input
+    sched = scheduler(model, spec, policy=BatchPolicy(8, 200.0, "test"), pipelines=1)
+    tensors = [
+        np.stack([prepare(d, spec, ImageLimits()).array for d in pngs[i : i + 2]]) for i in (10, 20)
+    ]
+
+    async def main() -> list:  # type: ignore[type-arg]
+        calls = [sched.submit([pngs[0]]), sched.submit_tensor(tensors[0])]
+        calls += [sched.submit([pngs[1], pngs[2]]), sched.submit_tensor(tensors[1])]
+        return await asyncio.gather(*calls)
+
+    try:
+        img0, t0, img1, t1 = asyncio.run(main())
+    finally:
+        sched.close()
+    for tensor, scored in ((tensors[0], t0), (tensors[1], t1)):
+        assert scored.images == []
+        np.testing.assert_allclose(scored.output.probs, model.run(tensor).probs, atol=1e-5)
+    for req, scored in ((pngs[0:1], img0), (pngs[1:3], img1)):
+        for data, probs in zip(req, scored.output.probs, strict=True):
+            np.testing.assert_allclose(probs, direct_probs(model, data), atol=1e-5)
+    assert max(s.batch_size for s in (img0, t0, img1, t1)) > 2  # tensors and images mixed
+
+
+def test_v2_fp32_keeps_the_request_deadline(
+    tiny_models_dir: Path, tmp_path: Path, pngs: list[bytes]
+) -> None:
+    settings = make_settings(tiny_models_dir, tmp_path, request_deadline_s=1e-6)
+    with TestClient(create_app(settings)) as client:
+        spec = client.app.state.registry.get("tiny").model.bundle.metadata.input  # type: ignore[attr-defined]
+        arr = prepare(pngs[0], spec, ImageLimits()).array[None]
+        body = {
+            "inputs": [
+                {
+                    "name": spec.name,
+                    "datatype": "FP32",
+                    "shape": list(arr.shape),
+                    "data": arr.ravel().tolist(),
+                }
+            ]
+        }
+        r = client.post("/v2/models/tiny/infer", json=body)
+        assert r.status_code == 503, r.text
+        assert int(r.headers["retry-after"]) >= 1 and "request_deadline_s" in r.json()["error"]
