@@ -176,3 +176,28 @@ def test_composed_graph_matches_the_numpy_head_on_real_pictures(catalog, use_mas
     probs, emb2 = out.probs, out.embedding
     assert probs.shape == (len(pics), 2) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert np.allclose(emb2, emb, atol=1e-5)  # the backbone's embedding output is kept
+
+
+def test_card_notes_come_from_the_config_and_render_in_the_card() -> None:
+    """The santa card's lecture's-route section lives in santa-emoji.yaml: a rebuild renders it."""
+    import yaml
+
+    from app.bundle import load_bundle
+    from app.card import CardData, render_card
+    from training.emoji.card import note_sections
+    from training.recipes import parse_config
+
+    root = Path(__file__).resolve().parents[2]
+    raw = yaml.safe_load((root / "training/configs/santa-emoji.yaml").read_text())
+    cfg = parse_config(raw)
+    sections = note_sections(cfg.card_notes)  # type: ignore[attr-defined]
+    assert [s.title for s in sections] == [
+        "The lecture's route, measured the same way (not shipped)"
+    ]
+    meta = load_bundle(root / "models" / "santa").metadata
+    card = render_card(CardData(metadata=meta, labels=("not_santa", "santa"), sections=sections))
+    assert "## The lecture's route, measured the same way (not shipped)" in card
+    assert "16/111 = 14.4%" in card
+    raw["card_notes"] = [{"title": "empty"}]
+    with pytest.raises(ValueError):
+        parse_config(raw)

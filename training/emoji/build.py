@@ -21,7 +21,7 @@ import numpy as np
 from app.bundle import BundleMetadata, Metrics, Outputs, Provenance, utc_now
 from app.bundle_write import write_bundle
 from app.card import CardData, Licence, Reference, render_card
-from training.emoji.card import card_sections, limitations
+from training.emoji.card import card_sections, limitations, note_sections
 from training.emoji.catalog import LABELS_SOURCE, STYLES
 from training.emoji.check import FOLD_HEADS, save_fold_heads
 from training.emoji.compose import compose, parity
@@ -195,7 +195,7 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
         CardData(
             metadata=meta,
             labels=task.labels,
-            sections=card_sections(task, loso, photo_fig, cal),
+            sections=card_sections(task, loso, photo_fig, cal) + note_sections(cfg.card_notes),
             limitations=tuple(cfg.limitations) or limitations(task),
             references=tuple(Reference(**r.model_dump()) for r in cfg.references),
             licences=(

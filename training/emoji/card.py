@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from app.card import Section, Table
@@ -13,6 +14,7 @@ from training.emoji.catalog import (
     SANTA_HARD_NAMES,
     STYLES,
 )
+from training.emoji.config import CardNote
 from training.emoji.loso import Task
 
 
@@ -110,6 +112,11 @@ def card_sections(
             )
         )
     return tuple(out)
+
+
+def note_sections(notes: Sequence[CardNote]) -> tuple[Section, ...]:
+    """The config's `card_notes` as card sections (kept in the YAML, so a rebuild keeps them)."""
+    return tuple(Section(n.title, paragraphs=tuple(n.paragraphs)) for n in notes)
 
 
 def limitations(task: Task) -> tuple[str, ...]:

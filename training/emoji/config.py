@@ -8,7 +8,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from training.config import RecipeBase
+from training.config import RecipeBase, Section
+
+
+class CardNote(Section):
+    """A card section kept with the config (e.g. a route measured elsewhere, not shipped), so
+    a rebuild renders it instead of it being typed into the card by hand."""
+
+    title: str
+    paragraphs: list[str] = Field(min_length=1)
 
 
 class EmojiHeadConfig(RecipeBase):
@@ -19,3 +27,5 @@ class EmojiHeadConfig(RecipeBase):
     backbone_bundle: Path = Path("models/imagenet")
     # Augmented views of every training picture (cached; "aug<seed>").
     views: list[str] = Field(default_factory=lambda: ["aug0"])
+    # Extra card sections, rendered after the evaluation sections.
+    card_notes: list[CardNote] = Field(default_factory=list)
