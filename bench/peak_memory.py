@@ -132,7 +132,9 @@ def main() -> None:
             deadline = time.monotonic() + 120
             while True:
                 try:
-                    if client.get(base + "/readyz").status_code == 200:
+                    ready = client.get(base + "/readyz")
+                    if ready.status_code == 200:
+                        served = ready.json().get("models", [])
                         break
                 except httpx.TransportError:
                     pass
@@ -178,8 +180,9 @@ def main() -> None:
         f"app root: {args.app_root}   cases: {len(cases)} x {args.repeat} = {n} requests, "
         f"{args.concurrency} at a time"
     )
-    print(f"RSS after start-up (4 shipped bundles loaded): {rss_ready / 2**20:8.1f} MiB")
-    print(f"peak RSS over the run:                         {sampler.peak / 2**20:8.1f} MiB")
+    print(f"bundles loaded at start-up: {', '.join(served)}")
+    print(f"RSS after start-up:      {rss_ready / 2**20:8.1f} MiB")
+    print(f"peak RSS over the run:   {sampler.peak / 2**20:8.1f} MiB")
     print("answers by status class: " + ", ".join(f"{k}: {v}" for k, v in sorted(classes.items())))
     print(f"answers of the wrong class: {len(wrong)}" + "".join(f"\n  {w}" for w in wrong))
     print(
