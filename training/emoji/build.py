@@ -9,6 +9,7 @@ with per-style metrics, a card rendered by app/card.py, the bundle written by ap
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -96,6 +97,10 @@ def _parity_inputs(
 def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
     t0 = time.perf_counter()
     task = TASKS[cfg.task]
+    if cfg.cs is not None:
+        task = dataclasses.replace(task, cs=tuple(cfg.cs))
+    if cfg.hard_weights is not None:
+        task = dataclasses.replace(task, hard_weights=tuple(cfg.hard_weights))
     backbone = Backbone(cfg.backbone_bundle)
     if backbone.bundle.metadata.input != cfg.input:
         raise ValueError(f"{cfg.name}: `input` must equal {cfg.backbone_bundle}'s input spec")
@@ -185,7 +190,7 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
         raise RuntimeError(f"composed graph differs from the numpy head by {worst:.2e}")
     prov = meta.provenance.model_copy(
         update={
-            "notes": f"head: {c[0]} augmented view(s), C={c[1]:g}, on a {head.weights.shape[0]}-d PCA projection of sqrt("
+            "notes": f"head: {c[0]} augmented view(s), C={c[1]:g}, hard-negative weight {c[2]:g}, on a {head.weights.shape[0]}-d PCA projection of sqrt("
             f"embedding); composed onto {backbone.bundle.name} sha256 {backbone.sha[:12]}; parity "
             f"vs the numpy head on {len(imgs)} real pictures: max |dP| {worst:.1e}"
         }

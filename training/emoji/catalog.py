@@ -123,6 +123,18 @@ class Picture:
         return self.short_name in SANTA
 
     @property
+    def is_santa_hard_negative(self) -> bool:
+        """Other people and fantasy figures, Christmas trees, gifts, snowmen, bells."""
+        return not self.is_santa and (
+            self.subcategory in SANTA_HARD_SUBCATEGORIES or self.short_name in SANTA_HARD_NAMES
+        )
+
+    @property
+    def is_bird_hard_negative(self) -> bool:
+        """Other animals (every `animal-*` subcategory but the birds)."""
+        return self.bird_label == 0 and self.subcategory.startswith("animal-")
+
+    @property
     def bird_label(self) -> int | None:
         """1 bird, 0 not a bird, None for the ambiguous parts (feather, wing)."""
         if self.short_name in BIRD_AMBIGUOUS:

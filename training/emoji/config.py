@@ -27,5 +27,9 @@ class EmojiHeadConfig(RecipeBase):
     backbone_bundle: Path = Path("models/imagenet")
     # Augmented views of every training picture (cached; "aug<seed>").
     views: list[str] = Field(default_factory=lambda: ["aug0"])
+    # The regularisation values the inner leave-one-style-out chooses from (None: the task's).
+    cs: list[float] | None = Field(default=None, min_length=1)
+    # Weights for the task's hard negatives (as drawn) that the inner LOSO chooses from.
+    hard_weights: list[float] | None = Field(default=None, min_length=1)
     # Extra card sections, rendered after the evaluation sections.
     card_notes: list[CardNote] = Field(default_factory=list)

@@ -11,6 +11,7 @@ LOSO scores, which no shipped parameter was fitted on).
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -36,6 +37,7 @@ from training.emoji.embed import (
 from training.emoji.heads import LinearHead, Projection, features, fit_head, fit_projection
 
 MAX_FPR = 0.01
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,21 @@ class Task:
     combine_mass: bool = False
     # How many augmented views to train with (0 = the pictures as drawn); chosen on validation.
     aug_options: tuple[int, ...] = (0, 1)
+    # Hard negatives (e.g. other people for Santa) and the extra weights their pictures as drawn
+    # may get in training (1.0 = none); the weight is chosen on validation like C.
+    hard: Callable[[Picture], bool] | None = None
+    hard_weights: tuple[float, ...] = (1.0,)
 
 
 TASKS = {
     "santa": Task(
-        "santa", ("not_santa", "santa"), lambda p: int(p.is_santa), False, False, "max_f1"
+        "santa",
+        ("not_santa", "santa"),
+        lambda p: int(p.is_santa),
+        False,
+        False,
+        "max_f1",
+        hard=lambda p: p.is_santa_hard_negative,
     ),
     "bird": Task(
         "bird",
@@ -68,10 +80,11 @@ TASKS = {
         "precision",
         0.98,
         combine_mass=True,
+        hard=lambda p: p.is_bird_hard_negative,
     ),
 }
 PHOTO_WEIGHT = 10.0
-Setting = tuple[int, float]  # (augmented views used, C)
+Setting = tuple[int, float, float]  # (augmented views used, C, hard-negative weight)
 
 
 @dataclass
@@ -83,6 +96,7 @@ class StyleSet:
     # Augmented views: (features, labels) of a subset of the pictures (embed.aug_subset).
     aug: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]] = field(default_factory=list)
     mass: npt.NDArray[np.float32] | None = None  # ImageNet bird mass of the base pictures
+    hard: npt.NDArray[np.bool_] | None = None  # the task's hard negatives among the base pictures
 
 
 @dataclass(frozen=True)
@@ -117,13 +131,16 @@ def load_sets(
             y_sub = np.array([labels[i] for i in idx], np.int64)
             f = style_features(sub, style, v, backbone, seeds=idx)
             aug.append((features(f.emb, f.bird_mass, task.use_mass), y_sub))
+        kept = [p for p, m in zip(pics, mask, strict=True) if m]
+        hard = None if task.hard is None else np.array([task.hard(p) for p in kept], bool)
         out[style] = StyleSet(
             style,
-            [p for p, m in zip(pics, mask, strict=True) if m],
+            kept,
             np.array([lab for lab in labels if lab is not None], np.int64),
             _keep(base, mask, task.use_mass),
             aug,
             base.bird_mass[mask],
+            hard,
         )
     return out
 
@@ -140,7 +157,13 @@ def project(
     """Every set's features through `proj` (fitted on training styles only)."""
     out = {
         k: StyleSet(
-            s.style, s.pictures, s.y, proj(s.x_base), [(proj(x), y) for x, y in s.aug], s.mass
+            s.style,
+            s.pictures,
+            s.y,
+            proj(s.x_base),
+            [(proj(x), y) for x, y in s.aug],
+            s.mass,
+            s.hard,
         )
         for k, s in sets.items()
     }
@@ -164,13 +187,15 @@ def train(
     photos: PhotoSet | None = None,
     photo_mask: npt.NDArray[np.bool_] | None = None,
 ) -> LinearHead:
-    n_aug, c = setting
+    n_aug, c, hard_w = setting
     xs, ys, ws = [], [], []
     for s in styles:
-        for x, y in [(sets[s].x_base, sets[s].y), *sets[s].aug[:n_aug]]:
+        st = sets[s]
+        for i, (x, y) in enumerate([(st.x_base, st.y), *st.aug[:n_aug]]):
             xs.append(x)
             ys.append(y)
-            ws.append(np.ones(len(x)))
+            hard = st.hard if i == 0 and st.hard is not None and hard_w != 1.0 else None
+            ws.append(np.ones(len(x)) if hard is None else np.where(hard & (y == 0), hard_w, 1.0))
     if photos is not None:
         m = photo_mask if photo_mask is not None else np.ones(len(photos.y), bool)
         xs.append(photos.x[m])
@@ -201,7 +226,7 @@ def choose_on_validation(
 ) -> tuple[Setting, Calibration, dict[str, Any]]:
     """Augmented views, C and threshold from inner leave-one-style-out scores over `styles`."""
     best: tuple[float, Setting, npt.NDArray[np.float64], npt.NDArray[np.int64]] | None = None
-    for c in itertools.product(task.aug_options, task.cs):
+    for c in itertools.product(task.aug_options, task.cs, task.hard_weights):
         scores, ys = [], []
         for v in styles:
             head = train(task, sets, [s for s in styles if s != v], c, photos)
@@ -214,7 +239,13 @@ def choose_on_validation(
     assert best is not None
     _, c, s, y = best
     cal = _calibrate(task, s, y)
-    chosen = {"aug_views": c[0], "c": c[1], "n_validation": len(y), "calibration": cal.to_dict()}
+    chosen = {
+        "aug_views": c[0],
+        "c": c[1],
+        "hard_weight": c[2],
+        "n_validation": len(y),
+        "calibration": cal.to_dict(),
+    }
     return c, cal, chosen
 
 
@@ -270,6 +301,7 @@ def run_loso(
         folds[h] = {**summarise(scores, sets[h].y, cal.threshold), "chosen": chosen}
         folds[h]["threshold"] = cal.threshold
         folds[h]["head"] = head.with_projection(proj)
+        logger.info("%s: held-out %s done, chosen %s", task.name, h, chosen)
         all_s.append(scores)
         all_y.append(sets[h].y)
         all_t.append(np.full(len(scores), cal.threshold))
@@ -284,7 +316,10 @@ def final_head(
     """The shipped head: all styles; the setting most folds chose on their validation, the
     threshold by the task's rule on the pooled held-out scores."""
     s, y = loso["scores"]
-    cs = [(f["chosen"]["aug_views"], f["chosen"]["c"]) for f in loso["folds"].values()]
+    cs = [
+        (f["chosen"]["aug_views"], f["chosen"]["c"], f["chosen"]["hard_weight"])
+        for f in loso["folds"].values()
+    ]
     c = max(sorted(set(cs)), key=cs.count)
     cal = _calibrate(task, s, y)
     proj = projection_for(sets, list(sets), photos)
