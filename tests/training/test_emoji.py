@@ -25,6 +25,7 @@ from training.emoji.loso import (
     project,
     projection_for,
     run_loso,
+    train,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,3 +202,25 @@ def test_card_notes_come_from_the_config_and_render_in_the_card() -> None:
     raw["card_notes"] = [{"title": "empty"}]
     with pytest.raises(ValueError):
         parse_config(raw)
+
+
+def test_hard_negative_weight_pushes_the_hard_negatives_down() -> None:
+    """Setting (views, C, hard weight): x3 on flagged negatives lowers their scores; x1 is the
+    unweighted fit (the shipped heads' setting)."""
+    rng = np.random.default_rng(1)
+    sets = {}
+    for style in ("a", "b"):
+        y = np.zeros(300, np.int64)
+        y[:20] = 1
+        hard = np.zeros(300, bool)
+        hard[20:80] = True  # negatives that look half like positives
+        x = rng.normal(size=(300, 4)).astype(np.float32)
+        x[:, 0] += 3.0 * y + 1.5 * hard
+        sets[style] = StyleSet(style, [], y, x, [], None, hard)
+    plain = train(TOY, sets, ["a", "b"], (0, 1.0, 1.0))
+    heavy = train(TOY, sets, ["a", "b"], (0, 1.0, 3.0))
+    x, hard = sets["a"].x_base, sets["a"].hard
+    assert heavy.score(x[hard]).mean() < plain.score(x[hard]).mean() - 0.05
+    no_flags = {k: StyleSet(k, [], s.y, s.x_base, []) for k, s in sets.items()}
+    same = train(TOY, no_flags, ["a", "b"], (0, 1.0, 3.0))
+    assert np.allclose(same.score(x), plain.score(x))
