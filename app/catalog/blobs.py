@@ -73,9 +73,10 @@ class BlobStore:
                 if not path.is_file():
                     atomic_write(path, data, sync_dir=False)
                     touched.add(path.parent)
+        # New shard folders were made durable in their parents by atomic_write
+        # (make_dirs_durably); what is left is the new names inside each touched folder.
         for folder in touched:
             fsync_dir(folder)
-            fsync_dir(folder.parent)  # the shard folder itself may be new
         return [p.ref for p in pending]
 
     def remove(self, sha256: str) -> None:
