@@ -46,10 +46,11 @@ def cpu_count() -> int:
 
 
 def resolve_pipelines(setting: int) -> int:
-    """0 = two pipelines per core: while one holds the GIL for the Python parts of decoding,
-    another runs in Pillow or onnxruntime (measured on 2 cores, 4 pipelines against 2:
-    products +21% (640 px JPEG) and +60% (12 MP), imagenet unchanged)."""
-    return setting if setting > 0 else 2 * cpu_count()
+    """0 = one pipeline per core. On a quiet 2-core machine (bench/load.py, 2026-12-01 22:00
+    UTC) 2 pipelines beat 4 in-process in every cell (imagenet 640 px 201 vs 185 img/s, 12 MP
+    85 vs 79; products 1147 vs 1010, 188 vs 176) and over HTTP at 8 clients (imagenet 640 px
+    173 vs 156 req/s); the earlier 4-pipeline lead was measured while other jobs loaded the cores."""
+    return setting if setting > 0 else cpu_count()
 
 
 def resolve_threads(setting: int, pipelines: int) -> int:

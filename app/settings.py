@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     # is missing is a start-up error, never a silent fallback.
     providers: Literal["auto", "cpu", "cuda"] = "auto"
     # Serving pipelines per model: threads that each decode a request and run its forward pass
-    # in one hop (0 = two per core). onnxruntime threads per session: 0 = cores / pipelines
+    # in one hop (0 = one per core). onnxruntime threads per session: 0 = cores / pipelines
     # (at least 1), so they never oversubscribe the cores (docs/performance.md).
     pipelines: int = Field(default=0, ge=0, le=256)
     intra_op_threads: int = Field(default=0, ge=0, le=256)

@@ -206,7 +206,7 @@ def test_threads_times_pipelines_fill_the_cores() -> None:
     assert resolve_threads(0, cores) == 1
     assert resolve_threads(0, 1) == cores
     assert resolve_threads(3, 1) == 3
-    assert resolve_pipelines(0) == 2 * cores and resolve_pipelines(3) == 3
+    assert resolve_pipelines(0) == cores and resolve_pipelines(3) == 3
     assert resolve_threads(0, resolve_pipelines(0)) == 1  # never more threads than cores
 
 
