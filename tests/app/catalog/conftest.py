@@ -49,7 +49,9 @@ def new_items(
 StoreFactory = Callable[..., CatalogStore]
 
 
-@pytest.fixture(params=["embedded", "milvus"])
+# The Milvus backend needs a real Milvus server (seconds per test): part of the full run, not
+# of the fast subset.
+@pytest.fixture(params=["embedded", pytest.param("milvus", marks=pytest.mark.slow)])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """Open stores of one backend; calling it again gives a second view of the same data
     (a restart or another process)."""
