@@ -1,11 +1,14 @@
-"""A real imgclass server in a subprocess on a free loopback port, for tests that need real
-HTTP clients (tritonclient, Prometheus, URL fetching). Bounded start-up; always stopped."""
+"""A real imgclass server on a free loopback port, for tests that need real HTTP clients
+(tritonclient, Prometheus, URL fetching, streaming bodies, Chromium): in a subprocess
+(`live_server`) or a uvicorn thread in this process (`serve_in_thread`). Bounded start-up;
+always stopped."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI
 
 from tests.conftest import ROOT, free_port
 
@@ -80,3 +85,21 @@ def live_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI) -> Iterator[int]:
+    """Run `app` with uvicorn in a daemon thread on a free loopback port; yields the port."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    try:
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -7,18 +7,16 @@ from __future__ import annotations
 import io
 import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
 from app.main import create_app
-from tests.conftest import free_port, make_settings
+from tests.conftest import make_settings
+from tests.live_server import serve_in_thread
 
 KEY = "test-key-0123456789"
 IMAGE_LIMIT = 64 * 1024
@@ -70,24 +68,13 @@ def live(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         max_batch_images=4,
         max_json_bytes=JSON_LIMIT,
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    lv = Live(port)
-    r = httpx.post(
-        f"{lv.url}/v1/catalogs", json={"name": "c", "model": "tiny"}, headers={"x-api-key": KEY}
-    )
-    assert r.status_code == 201, r.text
-    yield lv
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(create_app(settings)) as port:
+        lv = Live(port)
+        r = httpx.post(
+            f"{lv.url}/v1/catalogs", json={"name": "c", "model": "tiny"}, headers={"x-api-key": KEY}
+        )
+        assert r.status_code == 201, r.text
+        yield lv
 
 
 def _png(side: int = 28) -> bytes:

@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from app.main import create_app
 from tests.browser.conftest import DESKTOP, _open
-from tests.conftest import free_port, make_settings
+from tests.conftest import make_settings
+from tests.live_server import serve_in_thread
 
 pytestmark = pytest.mark.browser
 KEY = "browser-key-7f3a9c2e"
@@ -29,19 +27,8 @@ def keyed_server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
         api_key_for_reads=True,
         log_level="WARNING",
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(create_app(settings)) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_key_field_appears_and_the_key_is_kept_for_the_session(
