@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,6 +34,38 @@ class LiveServer:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def running_process(
+    cmd: list[str], ready_url: str, log_path: Path, timeout_s: float, **popen: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `cmd` (output to `log_path`), wait until `ready_url` answers 200 (failing the test
+    with the log's tail if it exits or is not ready in `timeout_s`), always stop it."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **popen)
+    deadline = time.monotonic() + timeout_s
+    tail = lambda: log_path.read_text(errors="replace")[-3000:]  # noqa: E731
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"{cmd[0]} exited with {proc.returncode}:\n{tail()}")
+            try:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{ready_url} not ready in {timeout_s:g} s:\n{tail()}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
 
 
 @contextmanager
@@ -61,30 +94,11 @@ def live_server(
             "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
         ]  # fmt: skip
     log_path = tmp / f"server-{port}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = LiveServer(f"http://127.0.0.1:{port}", port, log_path)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{server.log_text()[-3000:]}")
-            try:
-                if httpx.get(server.base + ready_path, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in {START_TIMEOUT_S}s:\n{server.log_text()[-3000:]}")
-            time.sleep(0.2)
+    with running_process(
+        cmd, server.base + ready_path, log_path, START_TIMEOUT_S, cwd=ROOT, env=full_env
+    ):
         yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @contextmanager

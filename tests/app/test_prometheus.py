@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict
 
 from tests.conftest import DATA, ROOT, free_port, require
-from tests.live_server import LiveServer, live_server
+from tests.live_server import LiveServer, live_server, running_process
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 QUERY_TIMEOUT_S = 40
@@ -65,40 +64,15 @@ def prometheus(imgclass: LiveServer, tmp_path_factory: pytest.TempPathFactory) -
         f"      - targets: ['127.0.0.1:{imgclass.port}']\n"
     )
     port = free_port()
-    log = (tmp / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail((tmp / "prometheus.log").read_text()[-3000:])
-            try:
-                if httpx.get(f"{base}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("prometheus not ready in 30 s")
-            time.sleep(0.2)
+    cmd = [
+        PROMETHEUS,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with running_process(cmd, f"{base}/-/ready", tmp / "prometheus.log", 30):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
 
 
 def query_until(base: str, promql: str, want: float) -> float:

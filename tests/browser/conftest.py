@@ -7,9 +7,7 @@ without them every browser test is skipped with that hint. No browser is ever do
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import DATA, ROOT, export_tiny, fit_tiny, free_port, require
+from tests.live_server import running_process
 
 CHROMIUM = Path(os.environ.get("IMGCLASS_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -121,40 +120,15 @@ def server(browser_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
         # Used once the `wardrobe` fixture has made that catalog (similarity feature).
         "IMGCLASS_DEFAULT_CATALOGS": '{"tiny": "wardrobe"}',
     }
-    log_path = tmp / "server.log"
-    log = log_path.open("wb")
     cmd = [
         sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
-                )
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"server not ready in {SERVER_START_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}"
-                )
-            time.sleep(0.2)
+    with running_process(
+        cmd, f"{base}/readyz", tmp / "server.log", SERVER_START_TIMEOUT_S, cwd=ROOT, env=env
+    ):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="session")
