@@ -111,6 +111,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(teach.router)
     app.include_router(v2.router)
     app.include_router(metrics.router)
+    # The predict hot path skips FastAPI's dependency machinery (app/api/predict.py); the
+    # FastAPI declaration of the same path stays for the OpenAPI document.
+    app.router.routes.insert(0, predict.predict_route)
 
     if (STATIC_DIR / "index.html").is_file():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

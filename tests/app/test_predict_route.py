@@ -1,0 +1,92 @@
+"""The predict hot path (a plain Starlette route ahead of the FastAPI declaration) behaves
+exactly like the FastAPI route it shadows: same results, same validation problems, same docs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.api.predict import predict_route
+from app.main import create_app
+from tests.conftest import make_settings
+from tests.images import fashion_png
+
+QUERIES = [
+    "",
+    "?top_k=3",
+    "?top_k=3&top_k=2",  # the last value wins, as in FastAPI
+    "?top_k=0",
+    "?top_k=1001",
+    "?top_k=abc",
+    "?similar=0",
+    "?similar=101",
+    "?unknown=1&top_k=2",
+]
+
+
+@pytest.fixture(scope="module")
+def both(
+    tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[TestClient, TestClient]]:
+    hot_app = create_app(make_settings(tiny_models_dir, tmp_path_factory.mktemp("hot")))
+    declared_app = create_app(make_settings(tiny_models_dir, tmp_path_factory.mktemp("declared")))
+    declared_app.router.routes.remove(predict_route)
+    assert hot_app.router.routes[0] is predict_route
+    with TestClient(hot_app) as hot, TestClient(declared_app) as declared:
+        yield hot, declared
+
+
+def _comparable(body: dict) -> dict:  # type: ignore[type-arg]
+    """Drop what differs between any two calls (timings)."""
+
+    def drop(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: drop(v) for k, v in value.items() if k not in ("timings", "timings_ms")}
+        if isinstance(value, list):
+            return [drop(v) for v in value]
+        return value
+
+    out = drop(body)
+    assert isinstance(out, dict)
+    return out
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_hot_route_answers_like_the_declared_route(
+    both: tuple[TestClient, TestClient],
+    fashion_mnist,
+    query: str,  # type: ignore[no-untyped-def]
+) -> None:
+    hot, declared = both
+    data = fashion_png(fashion_mnist.x_test[0])
+    a = hot.post(f"/v1/models/tiny/predict{query}", content=data)
+    b = declared.post(f"/v1/models/tiny/predict{query}", content=data)
+    assert a.status_code == b.status_code
+    assert a.headers["content-type"] == b.headers["content-type"]
+    assert _comparable(a.json()) == _comparable(b.json())
+    if a.status_code == 422:
+        assert a.headers["content-type"] == "application/problem+json"
+        assert a.json()["errors"][0]["loc"][0] == "query"
+
+
+def test_unknown_model_and_missing_key_match(tiny_models_dir: Path, tmp_path: Path) -> None:
+    settings = make_settings(tiny_models_dir, tmp_path, api_key="k" * 32, api_key_for_reads=True)
+    with TestClient(create_app(settings)) as c:
+        no_key = c.post("/v1/models/tiny/predict", content=b"x")
+        assert no_key.status_code == 401 and no_key.headers["www-authenticate"] == "ApiKey"
+        unknown = c.post("/v1/models/nope/predict", content=b"x", headers={"X-API-Key": "k" * 32})
+        assert unknown.status_code == 404
+        assert unknown.headers["content-type"] == "application/problem+json"
+
+
+def test_openapi_still_documents_predict(both: tuple[TestClient, TestClient]) -> None:
+    hot, _ = both
+    op = hot.get("/openapi.json").json()["paths"]["/v1/models/{name}/predict"]["post"]
+    params = {p["name"]: p for p in op["parameters"]}
+    assert set(params) == {"name", "top_k", "similar", "catalog"}
+    top_k = params["top_k"]["schema"]["anyOf"][0]
+    assert (top_k["minimum"], top_k["maximum"]) == (1, 1000)
+    assert "requestBody" in op
