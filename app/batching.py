@@ -72,6 +72,8 @@ class SchedulerConfig:
     max_batch: int
     max_wait_ms: float
     limits: ImageLimits
+    queue_max_wait_ms: float = 0.0  # 0: no bound on the estimated wait
+    queue_max_bytes: int = 0  # 0: no bound on the bytes waiting
 
 
 class Schedulers:
@@ -89,8 +91,10 @@ class Schedulers:
         return cls(
             SchedulerConfig(
                 pipelines=pipelines,
-                queue_limit=settings.queue_limit or 8 * cpu_count(),
+                queue_limit=settings.queue_limit or 32 * cpu_count(),
                 deadline_s=settings.request_deadline_s,
+                queue_max_wait_ms=settings.queue_max_wait_ms,
+                queue_max_bytes=settings.queue_max_bytes,
                 max_batch=settings.batch_max_size,
                 max_wait_ms=settings.batch_max_wait_ms,
                 limits=limits_from(settings),
@@ -119,13 +123,17 @@ class Schedulers:
                 pipelines=self.config.pipelines,
                 queue_limit=self.config.queue_limit,
                 deadline_s=self.config.deadline_s,
+                max_wait_s=self.config.queue_max_wait_ms / 1e3,
+                max_bytes=self.config.queue_max_bytes,
             )
             self._by_name[name] = sched
             logger.info(
-                "scheduler %s: %d pipelines, queue limit %d, %s",
+                "scheduler %s: %d pipelines, queue limit %d requests / %g ms / %d bytes, %s",
                 name,
                 sched.pipelines,
                 sched.queue_limit,
+                self.config.queue_max_wait_ms,
+                self.config.queue_max_bytes,
                 sched.policy.describe(),
             )
             return sched
@@ -158,7 +166,13 @@ class Schedulers:
             "pipelines": self.config.pipelines,
             "intra_op_threads": int(getattr(model, "intra_op_threads", 0)),
             "queue_limit": self.config.queue_limit,
+            "queue_max_wait_ms": self.config.queue_max_wait_ms,
+            "queue_max_bytes": self.config.queue_max_bytes,
             "queue_depth": sched.depth if sched is not None and live else 0,
+            "queue_wait_estimate_ms": round(sched.drain_s() * 1e3, 2)
+            if sched is not None and live
+            else 0.0,
+            "ms_per_image": round(sched.image_s * 1e3, 3) if sched is not None and live else None,
             "deadline_s": self.config.deadline_s,
             "max_batch": policy.max_batch,
             "max_wait_ms": policy.max_wait_ms,

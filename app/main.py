@@ -83,7 +83,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added innermost first: access log -> CORS -> guards -> routes.
     # Innermost: a full model queue is refused before routing (after the guards).
     app.add_middleware(
-        OverloadShedder, schedulers=app.state.schedulers, pause_ms=settings.overload_pause_ms
+        OverloadShedder,
+        schedulers=app.state.schedulers,
+        pause_ms=settings.overload_pause_ms,
+        max_pause_ms=settings.overload_pause_max_ms,
     )
     app.add_middleware(
         GuardMiddleware,

@@ -8,9 +8,12 @@ thread each use N cores (measured: 221 img/s vs 165 img/s for one pipeline with 
 onnxruntime threads, 640 px JPEG, imagenet, 2 cores). A request may also bring an input
 tensor that is already prepared (/v2 FP32): it waits in the same queue and shares batches.
 
-Overload is answered at once: when `queue_limit` requests already wait, `admit`/`submit`
-raise `Overloaded` (503 + Retry-After); a request still waiting at its deadline gets
-`DeadlineExceeded` (503) and is never run. Workers log under the request id of the request a
+Overload is answered at once: `admit`/`submit` raise `Overloaded` (503 + Retry-After) when the
+work already waiting would take longer than `max_wait_s` to start (queued images x the model's
+recent time per image / workers: the queue is bounded by the wait it imposes, so a light model
+queues more requests than a heavy one), when `queue_limit` requests wait (a hard cap), or when
+the bodies waiting would pass `max_bytes` (memory). A request still waiting at its deadline
+gets `DeadlineExceeded` (503) and is never run. Workers log under the request id of the request a
 line concerns (the batch's ids for the forward pass), see app.logs.
 """
 
@@ -68,6 +71,7 @@ class _Job:
     tensor: npt.NDArray[np.float32] | None = None  # N x H x W x C, already prepared
     cancelled: bool = False
     taken: float = field(default=0.0)
+    size: int = 0  # bytes held while queued
 
     @property
     def n(self) -> int:
@@ -109,6 +113,8 @@ class ModelScheduler:
         pipelines: int,
         queue_limit: int,
         deadline_s: float,
+        max_wait_s: float = 0.0,
+        max_bytes: int = 0,
         retry_after_s: int = 1,
     ) -> None:
         self.name = name
@@ -119,8 +125,13 @@ class ModelScheduler:
         self.pipelines = pipelines
         self.queue_limit = queue_limit
         self.deadline_s = deadline_s
+        self.max_wait_s = max_wait_s  # 0: no bound on the estimated wait
+        self.max_bytes = max_bytes  # 0: no bound on the bytes waiting
         self.retry_after_s = retry_after_s
         self._queue: deque[_Job] = deque()
+        self._image_s = 0.0  # moving average: one image's decode + forward pass, one worker
+        self._queued_images = 0
+        self._queued_bytes = 0
         self._cond = threading.Condition()
         self._closed = False
         self._threads = [
@@ -139,18 +150,31 @@ class ModelScheduler:
 
     @property
     def full(self) -> bool:
-        return len(self._queue) >= self.queue_limit
+        """No room for one more request: the hard cap, or the wait bound, is reached."""
+        if len(self._queue) >= self.queue_limit:
+            return True
+        return self.max_wait_s > 0 and self.drain_s() >= self.max_wait_s
+
+    @property
+    def image_s(self) -> float:
+        """Recent seconds one worker spends on one image (0 until the first is served)."""
+        return self._image_s
+
+    def drain_s(self) -> float:
+        """Estimated seconds until the work waiting now has all been taken by a worker."""
+        return self._queued_images * self._image_s / max(1, self.pipelines)
 
     def overloaded(self) -> Overloaded:
         return Overloaded(
-            f"Model {self.name!r} has {self.queue_limit} requests waiting already; "
-            f"retry in {self.retry_after_s} s.",
+            f"Model {self.name!r} is busy: {len(self._queue)} requests are waiting "
+            f"(about {self.drain_s() * 1e3:.0f} ms of work; limits: {self.queue_limit} "
+            f"requests, {self.max_wait_s * 1e3:.0f} ms); retry in {self.retry_after_s} s.",
             retry_after_s=self.retry_after_s,
         )
 
     def admit(self) -> None:
         """Cheap early check (before a body is read): raise Overloaded when the queue is full."""
-        if len(self._queue) >= self.queue_limit:
+        if self.full:
             raise self.overloaded()
 
     async def submit(
@@ -187,9 +211,14 @@ class ModelScheduler:
         with self._cond:
             if self._closed:
                 raise Overloaded(f"Model {self.name!r} is shutting down.", retry_after_s=1)
-            if len(self._queue) >= self.queue_limit:
+            size = sum(map(len, datas)) if tensor is None else int(tensor.nbytes)
+            too_big = self.max_bytes > 0 and self._queued_bytes + size > self.max_bytes
+            if self._queue and (self.full or too_big):  # one request is always let in
                 raise self.overloaded()
             self._queue.append(job)
+            self._queued_images += job.n
+            self._queued_bytes += size
+            job.size = size
             telemetry.set_queue_depth(self.name, len(self._queue))
             self._cond.notify()
         try:
@@ -213,6 +242,7 @@ class ModelScheduler:
             self._closed = True
             pending = list(self._queue)
             self._queue.clear()
+            self._queued_images = self._queued_bytes = 0
             self._cond.notify_all()
         for job in pending:
             err = Overloaded(f"Model {self.name!r} is shutting down.", retry_after_s=1)
@@ -227,7 +257,7 @@ class ModelScheduler:
                 self._cond.wait()
             if self._closed:
                 return None
-            jobs = [self._queue.popleft()]
+            jobs = [self._popleft()]
             n = jobs[0].n
             limit = self.policy.max_batch
             until = time.perf_counter() + self.policy.max_wait_ms / 1e3
@@ -235,7 +265,7 @@ class ModelScheduler:
                 if self._queue:
                     if n + self._queue[0].n > limit:
                         break
-                    job = self._queue.popleft()
+                    job = self._popleft()
                     jobs.append(job)
                     n += job.n
                     continue
@@ -248,6 +278,13 @@ class ModelScheduler:
         for job in jobs:
             job.taken = taken
         return jobs
+
+    def _popleft(self) -> _Job:
+        """Take the oldest waiting request (the caller holds the condition's lock)."""
+        job = self._queue.popleft()
+        self._queued_images -= job.n
+        self._queued_bytes -= job.size
+        return job
 
     def _work(self) -> None:
         while True:
@@ -270,6 +307,16 @@ class ModelScheduler:
             return prepare_batch(job.datas, self.spec, self.limits, job.filenames)
 
     def _serve(self, jobs: list[_Job]) -> None:
+        started = time.perf_counter()
+        images = self._serve_batch(jobs)
+        if images:  # an exponential moving average over roughly the last 20 batches
+            per_image = (time.perf_counter() - started) / images
+            with self._cond:
+                a = 0.1 if self._image_s else 1.0
+                self._image_s += a * (per_image - self._image_s)
+
+    def _serve_batch(self, jobs: list[_Job]) -> int:
+        """Serve the jobs' live requests; return how many images went through the forward pass."""
         live: list[tuple[_Job, list[PreparedImage]]] = []
         for job in jobs:
             if job.cancelled or job.future.done():
@@ -282,7 +329,7 @@ class ModelScheduler:
             except Exception as exc:  # one bad request never fails its batch-mates
                 _resolve(job, exc)
         if not live:
-            return
+            return 0
         arrays: list[npt.NDArray[np.float32]] = []
         for job, images in live:
             arrays.extend(_rows(job, images))
@@ -294,7 +341,7 @@ class ModelScheduler:
                 logger.exception("scheduler %s: inference failed", self.name)
                 for job, _ in live:
                     _resolve(job, exc)
-                return
+                return 0
         telemetry.observe_batch(
             self.name,
             [im.decode_ms + im.preprocess_ms for _, images in live for im in images],
@@ -318,6 +365,7 @@ class ModelScheduler:
             )
             _resolve(job, scored)
             start = stop
+        return len(arrays)
 
 
 def _rows(job: _Job, images: list[PreparedImage]) -> list[npt.NDArray[np.float32]]:

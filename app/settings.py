@@ -28,11 +28,18 @@ class Settings(BaseSettings):
     # (at least 1), so they never oversubscribe the cores (docs/performance.md).
     pipelines: int = Field(default=0, ge=0, le=256)
     intra_op_threads: int = Field(default=0, ge=0, le=256)
-    # Requests that may wait per model (0 = 8 per core); beyond it 503 + Retry-After.
+    # A model's queue is bounded by the wait it imposes: a request is refused (503 +
+    # Retry-After) when the work already waiting would take longer than queue_max_wait_ms to
+    # start (estimated from the model's recent time per image), when queue_limit requests wait
+    # (0 = 32 per core), or when the bodies waiting would pass queue_max_bytes.
     queue_limit: int = Field(default=0, ge=0, le=100_000)
-    # A refused request's 503 is sent after this pause (ms; 0 = at once). Clients that retry
-    # at once, ignoring Retry-After, otherwise keep a core busy being refused (docs/performance.md).
+    queue_max_wait_ms: float = Field(default=250.0, ge=0, le=600_000)
+    queue_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    # A refused request's 503 is sent after the queue's estimated drain time, within these
+    # bounds (ms; 0 = at once). Clients that retry at once, ignoring Retry-After, otherwise
+    # keep a core busy being refused (docs/performance.md).
     overload_pause_ms: float = Field(default=50.0, ge=0, le=1000)
+    overload_pause_max_ms: float = Field(default=250.0, ge=0, le=1000)
     # A request not answered within this many seconds (waiting or running) gets a 503.
     request_deadline_s: float = Field(default=10.0, gt=0, le=3600)
     # Micro-batching: concurrent requests for one model share one forward pass when warm-up

@@ -5,6 +5,7 @@ answers at once, a deadline is kept."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -277,6 +278,103 @@ def test_shedder_refuses_a_full_model_before_routing(model: OnnxModel, pngs: lis
     finally:
         pool.close()
     assert passed == ["/v1/models/other/predict", "/v1/models/tiny"]
+
+
+def test_refusals_are_paced_by_the_queue_drain_time(model: OnnxModel, pngs: list[bytes]) -> None:
+    """The shedder holds a refusal for the queue's estimated drain time (requests waiting x
+    the measured time per request / workers), within its floor and cap; 0 means at once."""
+    from app.api.overload import OverloadShedder
+
+    gated = Gated(model)
+    gated.gate.set()  # open at first: measure the time per request
+    sched = scheduler(gated, model.bundle.metadata.input, pipelines=1)
+
+    async def main() -> None:
+        for d in pngs[:3]:
+            await sched.submit([d])
+        assert sched.image_s > 0 and sched.drain_s() == 0.0  # measured; nothing waits
+        gated.gate.clear()
+        gated.entered.clear()
+        held = asyncio.ensure_future(sched.submit([pngs[3]]))
+        assert await asyncio.to_thread(gated.entered.wait, 30)
+        waiting = [asyncio.ensure_future(sched.submit([d])) for d in pngs[4:7]]
+        await asyncio.sleep(0.05)
+        assert sched.depth == 3
+        assert sched.drain_s() == pytest.approx(3 * sched.image_s)
+        wide = OverloadShedder(None, schedulers=None, pause_ms=0.001, max_pause_ms=1000)  # type: ignore[arg-type]
+        assert wide.pause_for(sched) == pytest.approx(sched.drain_s())
+        capped = OverloadShedder(None, schedulers=None, pause_ms=0.001, max_pause_ms=0.002)  # type: ignore[arg-type]
+        assert capped.pause_for(sched) == pytest.approx(0.000002)
+        floor = OverloadShedder(None, schedulers=None, pause_ms=900, max_pause_ms=1000)  # type: ignore[arg-type]
+        assert floor.pause_for(sched) == pytest.approx(0.9)
+        off = OverloadShedder(None, schedulers=None, pause_ms=0, max_pause_ms=1000)  # type: ignore[arg-type]
+        assert off.pause_for(sched) == 0.0
+        gated.gate.set()
+        await asyncio.gather(held, *waiting)
+
+    try:
+        asyncio.run(main())
+    finally:
+        sched.close()
+
+
+def test_queue_is_bounded_by_the_wait_it_imposes_and_by_bytes(
+    model: OnnxModel, pngs: list[bytes]
+) -> None:
+    """With a generous count cap, the estimated wait (queued images x time per image /
+    workers) refuses first; the bytes cap refuses a body that would not fit, though one
+    request is always let in."""
+    gated = Gated(model)
+    gated.gate.set()
+    spec = model.bundle.metadata.input
+    sched = scheduler(gated, spec, pipelines=1, queue_limit=1000, max_wait_s=10.0)
+
+    async def main() -> None:
+        for d in pngs[:3]:
+            await sched.submit([d])
+        per_image = sched.image_s
+        assert per_image > 0
+        sched.max_wait_s = 2.5 * per_image  # room for about 2.5 images of waiting work
+        gated.gate.clear()
+        gated.entered.clear()
+        held = asyncio.ensure_future(sched.submit([pngs[3]]))
+        assert await asyncio.to_thread(gated.entered.wait, 30)
+        waiting = [asyncio.ensure_future(sched.submit([d])) for d in pngs[4:7]]
+        await asyncio.sleep(0.05)
+        assert sched.depth == 3 and sched.full  # 3 x per_image >= 2.5 x per_image
+        with pytest.raises(Overloaded) as refused:
+            sched.admit()
+        assert "ms of work" in refused.value.detail
+        with pytest.raises(Overloaded):
+            await sched.submit([pngs[8]])
+        gated.gate.set()
+        await asyncio.gather(held, *waiting)
+
+    try:
+        asyncio.run(main())
+    finally:
+        sched.close()
+
+    small = scheduler(Gated(model), spec, pipelines=1, max_bytes=len(pngs[0]) + 10)
+    small.model.gate.clear()  # type: ignore[attr-defined]
+
+    async def fill() -> None:
+        first = asyncio.ensure_future(small.submit([pngs[0]]))  # taken by the worker
+        assert await asyncio.to_thread(small.model.entered.wait, 30)  # type: ignore[attr-defined]
+        alone = asyncio.ensure_future(small.submit([pngs[1] * 3]))  # too big, but alone: in
+        await asyncio.sleep(0.05)
+        assert small.depth == 1
+        with pytest.raises(Overloaded):
+            await small.submit([pngs[2]])  # would pass the bytes cap
+        small.model.gate.set()  # type: ignore[attr-defined]
+        await first
+        with contextlib.suppress(Exception):  # three PNGs glued together: decoded or refused
+            await alone
+
+    try:
+        asyncio.run(fill())
+    finally:
+        small.close()
 
 
 def test_prepared_tensors_share_the_queue_and_batches_with_images(
