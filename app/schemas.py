@@ -131,8 +131,22 @@ class ServingPolicy(BaseModel):
 
     pipelines: int = Field(description="worker threads: decode + forward pass in one hop")
     intra_op_threads: int = Field(description="onnxruntime threads per forward pass")
-    queue_limit: int = Field(description="requests that may wait; beyond it 503 + Retry-After")
+    queue_limit: int = Field(description="requests that may wait (hard cap); beyond: 503")
+    queue_max_wait_ms: float = Field(
+        description="a request is refused (503 + Retry-After) when the work already waiting "
+        "would take longer than this to start (0 = no bound)"
+    )
+    queue_max_bytes: int = Field(description="bytes of request bodies that may wait (0 = no cap)")
     queue_depth: int = Field(description="requests waiting now")
+    queue_wait_estimate_ms: float = Field(
+        description="estimated wait for a request arriving now (queued images x ms_per_image / "
+        "pipelines)"
+    )
+    ms_per_image: float | None = Field(
+        default=None,
+        description="recent decode + forward time of one image on one pipeline (None before "
+        "the first request)",
+    )
     deadline_s: float
     max_batch: int = Field(description="images one forward pass may gather from requests")
     max_wait_ms: float = Field(description="how long a worker waits to fill a batch")

@@ -4,10 +4,10 @@
     in-process, no HTTP, best of several configurations: P parallel decode+inference pipelines
     x T onnxruntime threads x batch B.
 (b) server: `python -m app` with its default settings (as scripts/serve starts it) over HTTP,
-    driven by Debian `hey` (loopback, -z seconds per cell, a prebuilt multipart body) at 1, 8
-    and 32 clients, for each model and image: req/s (200s only), p50/p99 of the 200s, 503s,
-    other statuses, extra TCP dials (hey's CSV drops transport errors; a reset shows up as a
-    new dial), and req/s as a ratio of the ceiling, measured with the best configuration right
+    driven by Debian `hey` (loopback, -z seconds per cell, a prebuilt multipart body) at 1, 8,
+    32 and 64 clients, for each model and image: req/s (200s only), p50/p99 of the 200s, 503s
+    and how fast they came back (p50/p99), other statuses, extra TCP dials (hey's CSV drops
+    transport errors; a reset shows up as a new dial), and req/s as a ratio of the ceiling, measured with the best configuration right
     before and right after the cell (the mean of the two).
 (c) peer: FastAPI + Keras `predict` (bench/keras_peer.py, imagenet only: it needs the train
     extra) on the same image at the same clients, reported as imgclass / peer.
@@ -17,7 +17,7 @@ as a 4000x3000 (12 MP) JPEG, both baseline quality 90. The generator shares the 
 compare the ratios inside one run, not absolute req/s across machines.
 
 Usage: .venv/bin/python -m bench.load [--models imagenet products] [--images 640 12mp]
-         [--clients 1 8 32] [--seconds 8] [--skip ceiling server peer] [--peer-clients 8]
+         [--clients 1 8 32 64] [--seconds 8] [--skip ceiling server peer] [--peer-clients 8]
 """
 
 from __future__ import annotations
@@ -106,6 +106,28 @@ def in_process(model_dir: Path, data: bytes, p: int, t: int, b: int, seconds: fl
     return sum(counts) / (time.perf_counter() - t0)
 
 
+def _pair(a: float, b: float) -> str:
+    return "-" if a != a else f"{a:.0f} / {b:.0f}"  # NaN: no refusals
+
+
+def targets(
+    results: dict[tuple[str, str, int], Cell], ratios: dict[tuple[str, str, int], float]
+) -> None:
+    """The issue's server targets, computed from the cells above (8 and 32 clients)."""
+    print("(b') against the targets: 8 clients x ceiling (imagenet >= 0.85, products >= 0.60);")
+    print("     32 vs 8 clients: throughput (>= 1.0) and accepted p99 (< 4.0)")
+    print("| model | image | 8 clients x ceiling | 32/8 req/s | 32/8 p99 |")
+    print("|---|---|---:|---:|---:|")
+    for (m, k, c), cell in results.items():
+        if c != 8:
+            continue
+        big = results.get((m, k, 32))
+        tput = f"{big.rps / cell.rps:.2f}" if big and cell.rps else "-"
+        p99 = f"{big.p99 / cell.p99:.2f}" if big and cell.p99 == cell.p99 else "-"
+        print(f"| {m} | {k} | {ratios[(m, k, c)]:.2f} | {tput} | {p99} |")
+    print()
+
+
 # -- (b)/(c) HTTP -----------------------------------------------------------------------------
 
 
@@ -138,6 +160,8 @@ class Cell:
     s503: int
     other: int
     dials: int
+    p50_503: float  # how long a refusal took to arrive
+    p99_503: float
 
 
 def hey(url: str, body: Path, clients: int, seconds: float) -> Cell:
@@ -146,7 +170,9 @@ def hey(url: str, body: Path, clients: int, seconds: float) -> Cell:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     ok = [float(r["response-time"]) * 1e3 for r in rows if r["status-code"] == "200"]
-    s503 = sum(r["status-code"] == "503" for r in rows)
+    refused = [float(r["response-time"]) * 1e3 for r in rows if r["status-code"] == "503"]
+    s503 = len(refused)
+    q503 = statistics.quantiles(refused, n=100) if len(refused) >= 2 else [float("nan")] * 99
     dials = sum(float(r["DNS+dialup"]) > 0 for r in rows)
     q = statistics.quantiles(ok, n=100) if len(ok) >= 2 else [float("nan")] * 99
     return Cell(
@@ -157,6 +183,8 @@ def hey(url: str, body: Path, clients: int, seconds: float) -> Cell:
         s503=s503,
         other=len(rows) - len(ok) - s503,
         dials=max(0, dials - clients),
+        p50_503=statistics.median(refused) if refused else float("nan"),
+        p99_503=q503[98],
     )
 
 
@@ -209,7 +237,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["imagenet", "products"])
     ap.add_argument("--images", nargs="+", default=["640", "12mp"], choices=["640", "12mp"])
-    ap.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32])
+    ap.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32, 64])
     ap.add_argument("--seconds", type=float, default=8.0, help="per server cell (hey -z)")
     ap.add_argument("--ceiling-seconds", type=float, default=3.0, help="per ceiling run")
     ap.add_argument("--peer-clients", nargs="+", type=int, default=[8])
@@ -233,6 +261,7 @@ def main() -> None:
     best = sweep(args, imgs)
 
     results: dict[tuple[str, str, int], Cell] = {}
+    ratios: dict[tuple[str, str, int], float] = {}
     if "server" not in args.skip:
         port = free_port()
         proc = start([sys.executable, "-m", "app"], server_env(args, work, port), work / "srv.log")
@@ -247,14 +276,15 @@ def main() -> None:
                 if pol:
                     print(
                         f"  {m}: {pol['pipelines']} pipelines x {pol['intra_op_threads']} ort "
-                        f"threads, queue limit {pol['queue_limit']}, max batch {pol['max_batch']} "
+                        f"threads, queue bound {pol['queue_max_wait_ms']:g} ms of work / "
+                        f"{pol['queue_limit']} requests, max batch {pol['max_batch']} "
                         f"({pol['reason']})"
                     )
             print(
-                "| model | image | clients | req/s | p50 ms | p99 ms | 503s | other | extra dials "
-                "| ceiling img/s (config) | x ceiling |"
+                "| model | image | clients | req/s | p50 ms | p99 ms | 503s | 503 p50/p99 ms "
+                "| other | extra dials | ceiling img/s (config) | x ceiling |"
             )
-            print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+            print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
             for m in args.models:
                 for k in imgs:
                     cfg = best[(m, k)]
@@ -268,15 +298,18 @@ def main() -> None:
                         after = in_process(args.models_dir / m, imgs[k], *cfg, args.ceiling_seconds)
                         ceil = (before + after) / 2
                         results[(m, k, c)] = cell
+                        ratios[(m, k, c)] = cell.rps / ceil
                         print(
                             f"| {m} | {k} | {c} | {cell.rps:.0f} | {cell.p50:.1f} | {cell.p99:.1f} "
-                            f"| {cell.s503} | {cell.other} | {cell.dials} "
+                            f"| {cell.s503} | {_pair(cell.p50_503, cell.p99_503)} "
+                            f"| {cell.other} | {cell.dials} "
                             f"| {ceil:.0f} ({' x '.join(map(str, cfg))}) | {cell.rps / ceil:.2f} |",
                             flush=True,
                         )
         finally:
             stop(proc)
         print()
+        targets(results, ratios)
 
     if "peer" not in args.skip and "imagenet" in args.models:
         port = free_port()
