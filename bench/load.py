@@ -7,8 +7,9 @@
     driven by Debian `hey` (loopback, -z seconds per cell, a prebuilt multipart body) at 1, 8,
     32 and 64 clients, for each model and image: req/s (200s only), p50/p99 of the 200s, 503s
     and how fast they came back (p50/p99), other statuses, extra TCP dials (hey's CSV drops
-    transport errors; a reset shows up as a new dial), and req/s as a ratio of the ceiling, measured with the best configuration right
-    before and right after the cell (the mean of the two).
+    transport errors; a reset shows up as a new dial), p99 of a /readyz probe sent every 100 ms
+    on a new connection during the cell, and req/s as a ratio of the ceiling, measured with the
+    best configuration right before and right after the cell (the mean of the two).
 (c) peer: FastAPI + Keras `predict` (bench/keras_peer.py, imagenet only: it needs the train
     extra) on the same image at the same clients, reported as imgclass / peer.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import http.client
 import io
 import os
 import shutil
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,6 +165,7 @@ class Cell:
     dials: int
     p50_503: float  # how long a refusal took to arrive
     p99_503: float
+    probe_p99: float = float("nan")  # GET /readyz during the cell, ms
 
 
 def hey(url: str, body: Path, clients: int, seconds: float) -> Cell:
@@ -186,6 +190,50 @@ def hey(url: str, body: Path, clients: int, seconds: float) -> Cell:
         p50_503=statistics.median(refused) if refused else float("nan"),
         p99_503=q503[98],
     )
+
+
+class ProbeWatch:
+    """GET a probe every 100 ms on a fresh connection while a cell runs (as an orchestrator
+    would), recording how long each answer took. Plain `http.client`: an httpx client per
+    probe would cost the bench more CPU than the server spends answering it."""
+
+    def __init__(self, url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.host, self.port, self.path = parts.hostname or "127.0.0.1", parts.port, parts.path
+        self.ms: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _once(self) -> float:
+        t0 = time.perf_counter()
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        try:
+            conn.request("GET", self.path)
+            resp = conn.getresponse()
+            resp.read()
+            ok = resp.status == 200
+        except OSError:
+            ok = False
+        finally:
+            conn.close()
+        return (time.perf_counter() - t0) * 1e3 if ok else 10_000.0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.ms.append(self._once())
+
+    def __enter__(self) -> ProbeWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def p99(self) -> float:
+        if len(self.ms) < 2:
+            return float("nan")
+        return statistics.quantiles(self.ms, n=100)[98]
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -282,9 +330,9 @@ def main() -> None:
                     )
             print(
                 "| model | image | clients | req/s | p50 ms | p99 ms | 503s | 503 p50/p99 ms "
-                "| other | extra dials | ceiling img/s (config) | x ceiling |"
+                "| other | extra dials | probe p99 ms | ceiling img/s (config) | x ceiling |"
             )
-            print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+            print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
             for m in args.models:
                 for k in imgs:
                     cfg = best[(m, k)]
@@ -294,7 +342,9 @@ def main() -> None:
                         before = in_process(
                             args.models_dir / m, imgs[k], *cfg, args.ceiling_seconds
                         )
-                        cell = hey(f"{base}/v1/models/{m}/predict", bodies[k], c, args.seconds)
+                        with ProbeWatch(base + "/readyz") as probes:
+                            cell = hey(f"{base}/v1/models/{m}/predict", bodies[k], c, args.seconds)
+                        cell.probe_p99 = probes.p99()
                         after = in_process(args.models_dir / m, imgs[k], *cfg, args.ceiling_seconds)
                         ceil = (before + after) / 2
                         results[(m, k, c)] = cell
@@ -302,7 +352,7 @@ def main() -> None:
                         print(
                             f"| {m} | {k} | {c} | {cell.rps:.0f} | {cell.p50:.1f} | {cell.p99:.1f} "
                             f"| {cell.s503} | {_pair(cell.p50_503, cell.p99_503)} "
-                            f"| {cell.other} | {cell.dials} "
+                            f"| {cell.other} | {cell.dials} | {cell.probe_p99:.1f} "
                             f"| {ceil:.0f} ({' x '.join(map(str, cfg))}) | {cell.rps / ceil:.2f} |",
                             flush=True,
                         )
