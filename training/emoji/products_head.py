@@ -1,9 +1,7 @@
 """Refit `products`' classifier on its frozen embedding with Fashion-MNIST plus emoji clothing.
 
-The shipped graph runs the conv stack on the image and on its mirror (flip_tta) and averages
-two softmaxes that share one classifier (MatMul + Add on each branch's 256-d ReLU embedding).
-This module swaps that shared classifier for a new one (graph surgery on the initializers, so
-serving stays one graph: input `image`, outputs `probs` and `embedding`, unchanged shapes).
+The conv stack stays as shipped; the shared classifier of its two flip-TTA branches is swapped
+(training.emoji.products_graph), so serving stays one graph with the same inputs and outputs.
 The new head is a softmax regression fitted on every Fashion-MNIST training image and on
 views of the clothing drawings of the training styles (each view sent through
 `app.imaging.prepare` with the bundle's input spec, as serving does), with the drawings'
@@ -13,6 +11,10 @@ CLI: ``python -m training.emoji.products_head [--ship]``.
 
 from __future__ import annotations
 
+import argparse
+import json
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,111 +23,27 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 
-from app.bundle import Bundle
-from training.emoji.catalog import STYLES
-from training.emoji.products_views import EVAL_VIEWS, BranchEmbedder, Drawings, embed_drawings
+from app.bundle import Bundle, load_bundle
+from app.bundle_write import write_bundle
+from app.metrics import wilson_interval
+from training.emoji.catalog import PROJECT_ROOT, STYLES, data_root
+from training.emoji.products_graph import (
+    BranchEmbedder,
+    branch_probs,
+    classifier_params,
+    replace_head,
+    with_branch_outputs,
+)
+from training.emoji.products_views import EVAL_VIEWS, Drawings, embed_drawings
+from training.serving_eval import SERVING_PATH
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 
-# --- graph surgery ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClassifierSite:
-    """Where the shared classifier sits: its weight/bias initializers and each branch's input."""
-
-    weight: str
-    bias: str
-    branch_inputs: tuple[str, ...]  # the per-branch embedding tensors fed to the MatMuls
-    matmuls: tuple[str, ...]  # node names (or output names) of those MatMuls
-
-
-def find_classifier(model: onnx.ModelProto) -> ClassifierSite:
-    """Softmax <- Add(MatMul(x, W), b) on every branch; all branches must share W and b."""
-    g = model.graph
-    producer = {o: n for n in g.node for o in n.output}
-    inits = {i.name for i in g.initializer}
-    sites: list[tuple[str, str, str, str]] = []
-    for node in g.node:
-        if node.op_type != "Softmax":
-            continue
-        add = producer.get(node.input[0])
-        if add is None or add.op_type != "Add":
-            continue
-        mm_in = [i for i in add.input if i not in inits]
-        bias = [i for i in add.input if i in inits]
-        mm = producer.get(mm_in[0]) if len(mm_in) == 1 else None
-        if mm is None or mm.op_type != "MatMul" or len(bias) != 1 or mm.input[1] not in inits:
-            continue
-        sites.append((mm.input[1], bias[0], mm.input[0], mm.output[0]))
-    if not sites:
-        raise ValueError("no Softmax(MatMul + Add) classifier found in the graph")
-    if len({(w, b) for w, b, _, _ in sites}) != 1:
-        raise ValueError("the branches' classifiers do not share one weight and bias")
-    w, b = sites[0][0], sites[0][1]
-    return ClassifierSite(w, b, tuple(s[2] for s in sites), tuple(s[3] for s in sites))
-
-
-def classifier_params(model: onnx.ModelProto) -> tuple[F32, F32]:
-    site = find_classifier(model)
-    inits = {i.name: i for i in model.graph.initializer}
-    w = numpy_helper.to_array(inits[site.weight]).astype(np.float32)
-    b = numpy_helper.to_array(inits[site.bias]).astype(np.float32)
-    return w, b
-
-
-def with_branch_outputs(model_bytes: bytes) -> tuple[bytes, tuple[str, ...]]:
-    """The graph with each branch's embedding added as an output (for feature extraction)."""
-    model = onnx.load_from_string(model_bytes)
-    site = find_classifier(model)
-    w, _ = classifier_params(model)
-    for name in site.branch_inputs:
-        model.graph.output.append(
-            helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, int(w.shape[0])])
-        )
-    return model.SerializeToString(), site.branch_inputs
-
-
-def replace_head(model_bytes: bytes, weight: F32, bias: F32, sqrt: bool = False) -> bytes:
-    """The same graph with the shared classifier set to (weight, bias); with `sqrt` every
-    branch's MatMul reads the square root of its (non-negative, post-ReLU) embedding."""
-    model = onnx.load_from_string(model_bytes)
-    site = find_classifier(model)
-    old_w, old_b = classifier_params(model)
-    if weight.shape != old_w.shape or bias.shape != old_b.shape:
-        raise ValueError(f"head shape {weight.shape}/{bias.shape} != {old_w.shape}/{old_b.shape}")
-    g = model.graph
-    for init in g.initializer:
-        if init.name == site.weight:
-            init.CopyFrom(numpy_helper.from_array(weight.astype(np.float32), site.weight))
-        elif init.name == site.bias:
-            init.CopyFrom(numpy_helper.from_array(bias.astype(np.float32), site.bias))
-    if sqrt:
-        nodes = list(g.node)
-        for k, (node_out, src) in enumerate(zip(site.matmuls, site.branch_inputs, strict=True)):
-            mm = next(n for n in nodes if node_out in n.output)
-            root = f"products_head_sqrt_{k}"
-            pos = nodes.index(mm)
-            nodes.insert(pos, helper.make_node("Sqrt", [src], [root], name=root))
-            mm.input[0] = root
-        del g.node[:]
-        g.node.extend(nodes)
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
-
-
 # --- softmax regression ----------------------------------------------------------------------
-
-
-def softmax(z: F64) -> F64:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    out: F64 = e / e.sum(axis=1, keepdims=True)
-    return out
 
 
 def fit_softmax(
@@ -170,15 +88,6 @@ def fit_softmax(
     res = minimize(loss_grad, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
     theta = res.x
     return theta[: d * c].reshape(d, c).astype(np.float32), theta[d * c :].astype(np.float32)
-
-
-def branch_probs(emb: F32, weight: F32, bias: F32, sqrt: bool = False) -> F64:
-    """What the graph computes from branch embeddings (N x B x D): the mean of the branches'
-    softmaxes."""
-    x = np.sqrt(np.maximum(emb, 0.0)) if sqrt else emb
-    z = x.astype(np.float64) @ weight.astype(np.float64) + bias.astype(np.float64)
-    n, nb, c = z.shape
-    return softmax(z.reshape(n * nb, c)).reshape(n, nb, c).mean(axis=1)
 
 
 # --- leave-one-style-out ---------------------------------------------------------------------
@@ -320,3 +229,86 @@ def loso(
 def pooled(folds: dict[str, Any], which: str, kind: str) -> tuple[int, int]:
     k = sum(f[which][kind][0] for f in folds.values())
     return k, sum(f[which][kind][1] for f in folds.values())
+
+
+def final_head(
+    data: Data, shipped: tuple[F32, F32], inner_fm: int, log: Callable[[str], None]
+) -> tuple[tuple[F32, F32], float, float]:
+    """The head to ship: settings chosen by the inner rule on all seven styles, fitted on
+    every drawing view and all Fashion-MNIST train."""
+    log("final head: choosing on all styles")
+    share, l2 = choose(data, list(STYLES), shipped, inner_subset(data, inner_fm), log)
+    head = fit_fold(data, list(STYLES), share, l2, np.arange(len(data.fm_y)), shipped)
+    return head, share, l2
+
+
+def _cell(k: int, n: int) -> str:
+    iv = wilson_interval(k, n)
+    return f"{k}/{n} = {100 * k / n:.1f}% [{100 * iv.low:.1f}, {100 * iv.high:.1f}]"
+
+
+def table(folds: dict[str, Any]) -> list[str]:
+    """Markdown: per held-out style, the shipped head and the refitted one (top-1 right / n)."""
+    out = [
+        "| held-out style | chosen share, L2 | drawing: shipped head | drawing: refitted "
+        "| product shot: shipped head | product shot: refitted |",
+        "|---|---|---|---|---|---|",
+    ]
+    for style, f in folds.items():
+        cells = [f[w][k] for k in EVAL_VIEWS for w in ("shipped", "new")]
+        out.append(
+            f"| {style} | {f['share']}, {f['l2']:g} | "
+            + " | ".join(f"{k}/{n}" for k, n in cells)
+            + " |"
+        )
+    pooled_cells = [_cell(*pooled(folds, w, k)) for k in EVAL_VIEWS for w in ("shipped", "new")]
+    out.append("| pooled (Wilson 95%) | | " + " | ".join(pooled_cells) + " |")
+    return out
+
+
+def stage(bundle: Bundle, head: tuple[F32, F32], folder: Path) -> Bundle:
+    """The bundle with the refitted head, written to `folder` (metadata as shipped)."""
+    model = replace_head(bundle.model_path.read_bytes(), *head)
+    return write_bundle(
+        folder / bundle.name, model_bytes=model, metadata=bundle.metadata, labels=bundle.labels
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from training.serving_eval import evaluate_bundle, official_test_split
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--bundle", type=Path, default=PROJECT_ROOT / "models" / "products")
+    ap.add_argument("--cache", type=Path, default=data_root() / "products-head-cache")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the drawings' random views")
+    ap.add_argument("--inner-fm", type=int, default=10000, help="F-MNIST images per inner fit")
+    ap.add_argument("--json", type=Path, help="write the per-fold results here")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", flush=True)
+
+    bundle = load_bundle(args.bundle)
+    shipped = classifier_params(onnx.load(str(bundle.model_path)))
+    data = load_data(bundle, args.cache, args.seed, log)
+    folds = loso(data, shipped, args.inner_fm, log)
+    print("\n".join(table(folds)))
+    head, share, l2 = final_head(data, shipped, args.inner_fm, log)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = stage(bundle, head, Path(tmp))
+        split = official_test_split(bundle.metadata)
+        acc = evaluate_bundle(staged, split.x_test, split.y_test).report.accuracy
+        inv = evaluate_bundle(staged, 255 - split.x_test, split.y_test).report.accuracy
+    print(
+        f"final head (share {share}, L2 {l2:g}, all styles + Fashion-MNIST train): Fashion-MNIST"
+        f" test {acc:.2%}, inverted {inv:.2%} (n={len(split.y_test)}, {SERVING_PATH})"
+    )
+    if args.json:
+        res = {"folds": folds, "final": {"share": share, "l2": l2, "test": acc, "inverted": inv}}
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,60 +1,24 @@
-"""Views of the emoji clothing drawings and branch embeddings of uploads (serving path).
+"""Views of the emoji clothing drawings as uploads, and their branch embeddings.
 
-Each view is an upload as a client would send it (RGB on a background); `BranchEmbedder`
-sends uploads through `app.imaging.prepare` with the bundle's input spec and returns the
-per-branch embeddings of a graph (training.emoji.products_head.with_branch_outputs).
+Each view is an RGB upload as a client would send it: the drawing as distributed, as a
+product shot, randomly augmented (training.emoji.render.augment), filled or with thicker
+strokes. `embed_drawings` sends them through the serving path (products_graph.BranchEmbedder).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageFilter, ImageOps
 
-from app.bundle import InputSpec
 from training.emoji.catalog import FASHION_CLASSES, Picture, load_catalog
+from training.emoji.products_graph import BranchEmbedder
 from training.emoji.render import augment, load_rgba, on_background
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
-
-
-# --- features through the serving path -------------------------------------------------------
-
-
-class BranchEmbedder:
-    """Branch embeddings (N x B x D) of uploads, through `app.imaging.prepare` + onnxruntime."""
-
-    def __init__(
-        self, graph: bytes, names: Sequence[str], spec: InputSpec, threads: int = 0
-    ) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
-        self.names, self.spec = tuple(names), spec
-
-    def prepared(self, x: F32) -> F32:
-        outs = self.session.run(list(self.names), {"image": np.ascontiguousarray(x, np.float32)})
-        return np.stack(outs, axis=1).astype(np.float32)
-
-    def __call__(self, images: Sequence[npt.NDArray[np.uint8]], batch: int = 512) -> F32:
-        from app.imaging import ImageLimits, prepare
-        from training.serving_eval import encode_png
-
-        limits = ImageLimits()
-        out = []
-        for s in range(0, len(images), batch):
-            x = np.stack(
-                [prepare(encode_png(im), self.spec, limits).array for im in images[s : s + batch]]
-            )
-            out.append(self.prepared(x))
-        d = self.session.get_outputs()[0].shape
-        return np.concatenate(out) if out else np.zeros((0, len(self.names), d[-1]), np.float32)
 
 
 # --- drawing views ---------------------------------------------------------------------------

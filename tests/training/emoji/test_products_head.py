@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from training.emoji import products_graph as pg
 from training.emoji import products_head as ph
 from training.emoji.catalog import STYLES
 from training.emoji.products_views import Drawings
@@ -81,14 +82,14 @@ def _images(n: int = 16) -> np.ndarray:
 
 
 def test_find_classifier_sees_one_shared_head_on_both_branches() -> None:
-    site = ph.find_classifier(onnx.load_from_string(_graph()))
+    site = pg.find_classifier(onnx.load_from_string(_graph()))
     assert (site.weight, site.bias) == ("wc", "bc")
     assert site.branch_inputs == ("emb0", "emb1")
 
 
 def test_find_classifier_refuses_branches_with_different_heads() -> None:
     with pytest.raises(ValueError, match="share"):
-        ph.find_classifier(onnx.load_from_string(_graph(shared=False)))
+        pg.find_classifier(onnx.load_from_string(_graph(shared=False)))
 
 
 @pytest.mark.parametrize("sqrt", [False, True])
@@ -99,24 +100,24 @@ def test_replace_head_keeps_io_and_computes_the_numpy_head(sqrt: bool) -> None:
     rng = np.random.default_rng(2)
     w = rng.normal(size=(D, C)).astype(np.float32)
     b = rng.normal(size=C).astype(np.float32)
-    new = ph.replace_head(model, w, b, sqrt=sqrt)
+    new = pg.replace_head(model, w, b, sqrt=sqrt)
     after = _run(new, x)
     assert list(after) == list(before) == ["probs", "embedding"]
     assert after["probs"].shape == before["probs"].shape == (len(x), C)
     np.testing.assert_array_equal(after["embedding"], before["embedding"])
     assert not np.allclose(after["probs"], before["probs"])
-    graph, names = ph.with_branch_outputs(model)
+    graph, names = pg.with_branch_outputs(model)
     branches = _run(graph, x)
     emb = np.stack([branches[n] for n in names], axis=1)
-    np.testing.assert_allclose(after["probs"], ph.branch_probs(emb, w, b, sqrt=sqrt), atol=1e-5)
+    np.testing.assert_allclose(after["probs"], pg.branch_probs(emb, w, b, sqrt=sqrt), atol=1e-5)
     # the shipped head read back reproduces the original graph
-    w0, b0 = ph.classifier_params(onnx.load_from_string(model))
-    np.testing.assert_allclose(before["probs"], ph.branch_probs(emb, w0, b0), atol=1e-5)
+    w0, b0 = pg.classifier_params(onnx.load_from_string(model))
+    np.testing.assert_allclose(before["probs"], pg.branch_probs(emb, w0, b0), atol=1e-5)
 
 
 def test_replace_head_refuses_a_head_of_another_shape() -> None:
     with pytest.raises(ValueError, match="shape"):
-        ph.replace_head(_graph(), np.zeros((D + 1, C), np.float32), np.zeros(C, np.float32))
+        pg.replace_head(_graph(), np.zeros((D + 1, C), np.float32), np.zeros(C, np.float32))
 
 
 def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
