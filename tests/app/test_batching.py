@@ -280,6 +280,24 @@ def test_shedder_refuses_a_full_model_before_routing(model: OnnxModel, pngs: lis
     assert passed == ["/v1/models/other/predict", "/v1/models/tiny"]
 
 
+async def measured_then_held(
+    sched: ModelScheduler, gated: Gated, pngs: list[bytes]
+) -> tuple[asyncio.Future[object], list[asyncio.Future[object]]]:
+    """Serve three requests with the gate open (the scheduler measures its time per image),
+    then hold a fourth inside the forward pass and queue three more behind it."""
+    for d in pngs[:3]:
+        await sched.submit([d])
+    assert sched.image_s > 0 and sched.drain_s() == 0.0  # measured; nothing waits
+    gated.gate.clear()
+    gated.entered.clear()
+    held = asyncio.ensure_future(sched.submit([pngs[3]]))
+    assert await asyncio.to_thread(gated.entered.wait, 30)
+    waiting = [asyncio.ensure_future(sched.submit([d])) for d in pngs[4:7]]
+    await asyncio.sleep(0.05)
+    assert sched.depth == 3
+    return held, waiting  # type: ignore[return-value]
+
+
 def test_refusals_are_paced_by_the_queue_drain_time(model: OnnxModel, pngs: list[bytes]) -> None:
     """The shedder holds a refusal for the queue's estimated drain time (requests waiting x
     the measured time per request / workers), within its floor and cap; 0 means at once."""
@@ -290,16 +308,7 @@ def test_refusals_are_paced_by_the_queue_drain_time(model: OnnxModel, pngs: list
     sched = scheduler(gated, model.bundle.metadata.input, pipelines=1)
 
     async def main() -> None:
-        for d in pngs[:3]:
-            await sched.submit([d])
-        assert sched.image_s > 0 and sched.drain_s() == 0.0  # measured; nothing waits
-        gated.gate.clear()
-        gated.entered.clear()
-        held = asyncio.ensure_future(sched.submit([pngs[3]]))
-        assert await asyncio.to_thread(gated.entered.wait, 30)
-        waiting = [asyncio.ensure_future(sched.submit([d])) for d in pngs[4:7]]
-        await asyncio.sleep(0.05)
-        assert sched.depth == 3
+        held, waiting = await measured_then_held(sched, gated, pngs)
         assert sched.drain_s() == pytest.approx(3 * sched.image_s)
         wide = OverloadShedder(None, schedulers=None, pause_ms=0.001, max_pause_ms=1000)  # type: ignore[arg-type]
         assert wide.pause_for(sched) == pytest.approx(sched.drain_s())
@@ -330,18 +339,11 @@ def test_queue_is_bounded_by_the_wait_it_imposes_and_by_bytes(
     sched = scheduler(gated, spec, pipelines=1, queue_limit=1000, max_wait_s=10.0)
 
     async def main() -> None:
-        for d in pngs[:3]:
-            await sched.submit([d])
-        per_image = sched.image_s
-        assert per_image > 0
-        sched.max_wait_s = 2.5 * per_image  # room for about 2.5 images of waiting work
-        gated.gate.clear()
-        gated.entered.clear()
-        held = asyncio.ensure_future(sched.submit([pngs[3]]))
-        assert await asyncio.to_thread(gated.entered.wait, 30)
-        waiting = [asyncio.ensure_future(sched.submit([d])) for d in pngs[4:7]]
-        await asyncio.sleep(0.05)
-        assert sched.depth == 3 and sched.full  # 3 x per_image >= 2.5 x per_image
+        sched.max_wait_s = 1000.0  # no bound while measuring and filling
+        held, waiting = await measured_then_held(sched, gated, pngs)
+        assert not sched.full
+        sched.max_wait_s = 2.5 * sched.image_s  # room for about 2.5 images of waiting work
+        assert sched.full  # 3 waiting x image_s >= 2.5 x image_s
         with pytest.raises(Overloaded) as refused:
             sched.admit()
         assert "ms of work" in refused.value.detail
