@@ -91,7 +91,7 @@ class Schedulers:
         return cls(
             SchedulerConfig(
                 pipelines=pipelines,
-                queue_limit=settings.queue_limit or 32 * cpu_count(),
+                queue_limit=settings.queue_limit or 12 * cpu_count(),
                 deadline_s=settings.request_deadline_s,
                 queue_max_wait_ms=settings.queue_max_wait_ms,
                 queue_max_bytes=settings.queue_max_bytes,

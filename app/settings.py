@@ -28,12 +28,12 @@ class Settings(BaseSettings):
     # (at least 1), so they never oversubscribe the cores (docs/performance.md).
     pipelines: int = Field(default=0, ge=0, le=256)
     intra_op_threads: int = Field(default=0, ge=0, le=256)
-    # A model's queue is bounded by the wait it imposes: a request is refused (503 +
-    # Retry-After) when the work already waiting would take longer than queue_max_wait_ms to
-    # start (estimated from the model's recent time per image), when queue_limit requests wait
-    # (0 = 32 per core), or when the bodies waiting would pass queue_max_bytes.
+    # A model's queue: a request is refused (503 + Retry-After) when queue_limit requests wait
+    # (0 = 12 per core), when the work already waiting would take longer than
+    # queue_max_wait_ms to start (estimated from the model's recent time per image), or when
+    # the bodies waiting would pass queue_max_bytes.
     queue_limit: int = Field(default=0, ge=0, le=100_000)
-    queue_max_wait_ms: float = Field(default=250.0, ge=0, le=600_000)
+    queue_max_wait_ms: float = Field(default=1000.0, ge=0, le=600_000)
     queue_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     # A refused request's 503 is sent after the queue's estimated drain time, within these
     # bounds (ms; 0 = at once). Clients that retry at once, ignoring Retry-After, otherwise
