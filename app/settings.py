@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     # A refused request's 503 is sent after the queue's estimated drain time, within these
     # bounds (ms; 0 = at once). Clients that retry at once, ignoring Retry-After, otherwise
     # keep a core busy being refused (docs/performance.md).
-    overload_pause_ms: float = Field(default=50.0, ge=0, le=1000)
+    overload_pause_ms: float = Field(default=100.0, ge=0, le=1000)
     overload_pause_max_ms: float = Field(default=250.0, ge=0, le=1000)
     # A request not answered within this many seconds (waiting or running) gets a 503.
     request_deadline_s: float = Field(default=10.0, gt=0, le=3600)

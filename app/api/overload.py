@@ -4,7 +4,7 @@ answered 503 + Retry-After (problem+json) before routing, dependencies or body p
 Pure ASGI and cheap on purpose (~0.07 ms of server CPU per refusal, plus the access log line,
 against ~1 ms through the route). The refusal is paced: it is sent after the time the queue
 needs to drain (the requests waiting x the model's recent per-request time / its workers),
-at least `pause_ms` (overload_pause_ms, default 50) and at most `max_pause_ms`
+at least `pause_ms` (overload_pause_ms, default 100) and at most `max_pause_ms`
 (overload_pause_max_ms, default 250), so a refused client hears back no later than an
 accepted one would have started, and never seconds later. A client that ignores Retry-After
 and retries at once (most load generators do) would otherwise keep the event loop and itself
