@@ -6,7 +6,7 @@ The new head is a softmax regression fitted on every Fashion-MNIST training imag
 views of the clothing drawings of the training styles (each view sent through
 `app.imaging.prepare` with the bundle's input spec, as serving does), with the drawings'
 weight and the L2 strength chosen by an inner leave-one-style-out on the training styles.
-CLI: ``python -m training.emoji.products_head [--ship]``.
+CLI: ``python -m training.emoji.products_head [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def fit_softmax(
     l2: float,
     init: tuple[F32, F32],
     prior: tuple[F32, F32] | None = None,
-    max_iter: int = 200,
+    max_iter: int = 100,
 ) -> tuple[F32, F32]:
     """Weighted mean cross-entropy + l2/2 * ||W - W_prior||^2 (bias free), by L-BFGS started
     at `init`. With the shipped head as start and prior, the refit moves only as far from
@@ -94,7 +94,9 @@ def fit_softmax(
 
 TRAIN_KINDS = {"drawing": 1, "product_shot": 1, "augment": 16, "filled": 6, "thick": 6}
 # (drawings' share of the total training weight, L2 towards the shipped head)
-GRID = ((0.03, 1e-3), (0.1, 1e-3), (0.3, 1e-3), (0.3, 1e-4))
+# (0.3, 1e-3) was dropped after the noto fold: below (0.3, 1e-4) on both inner drawings (63
+# vs 67 of 84) and Fashion-MNIST val (0.9420 vs 0.9433).
+GRID = ((0.03, 1e-3), (0.1, 1e-3), (0.3, 1e-4))
 FMNIST_SLACK = 0.001  # inner rule: Fashion-MNIST val accuracy may drop at most this much
 
 
@@ -281,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--bundle", type=Path, default=PROJECT_ROOT / "models" / "products")
     ap.add_argument("--cache", type=Path, default=data_root() / "products-head-cache")
     ap.add_argument("--seed", type=int, default=0, help="seed of the drawings' random views")
-    ap.add_argument("--inner-fm", type=int, default=10000, help="F-MNIST images per inner fit")
+    ap.add_argument("--inner-fm", type=int, default=5000, help="F-MNIST images per inner fit")
     ap.add_argument("--json", type=Path, help="write the per-fold results here")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
