@@ -6,7 +6,11 @@ The new head is a softmax regression fitted on every Fashion-MNIST training imag
 views of the clothing drawings of the training styles (each view sent through
 `app.imaging.prepare` with the bundle's input spec, as serving does), with the drawings'
 weight and the L2 strength chosen by an inner leave-one-style-out on the training styles.
-CLI: ``python -m training.emoji.products_head [--json out.json]``.
+CLI: ``python -m training.emoji.products_head [--json out.json]`` (about 15 min on 2 cores;
+embeddings cached under data/products-head-cache). It measures and reports; it never writes
+models/products. Measured: the inner rule kept the drawings' share at 0.03 in every fold
+(larger shares cost Fashion-MNIST val 0.2-0.5 points), and held-out drawings went from 63/98
+to 66/98, within noise, so the bundle was not changed (docs/drawings.md).
 """
 
 from __future__ import annotations
