@@ -207,18 +207,17 @@ class ModelScheduler:
             deadline=now + self.deadline_s,
             request_id=request_id_var.get(),
             tensor=tensor,
+            size=sum(map(len, datas)) if tensor is None else int(tensor.nbytes),
         )
         with self._cond:
             if self._closed:
                 raise Overloaded(f"Model {self.name!r} is shutting down.", retry_after_s=1)
-            size = sum(map(len, datas)) if tensor is None else int(tensor.nbytes)
-            too_big = self.max_bytes > 0 and self._queued_bytes + size > self.max_bytes
+            too_big = self.max_bytes > 0 and self._queued_bytes + job.size > self.max_bytes
             if self._queue and (self.full or too_big):  # one request is always let in
                 raise self.overloaded()
             self._queue.append(job)
             self._queued_images += job.n
-            self._queued_bytes += size
-            job.size = size
+            self._queued_bytes += job.size
             telemetry.set_queue_depth(self.name, len(self._queue))
             self._cond.notify()
         try:

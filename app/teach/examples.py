@@ -4,7 +4,7 @@ decoded: the catalog already holds every item's vector."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,10 +43,8 @@ def _never() -> bool:
     return False
 
 
-def read_examples(
-    service: CatalogService, catalog: str, limits: Limits, should_stop: ShouldStop = _never
-) -> tuple[CatalogRecord, Examples]:
-    """Every labelled item's stored vector; unlabelled items are counted and ignored."""
+def _sized_record(service: CatalogService, catalog: str, limits: Limits) -> CatalogRecord:
+    """The catalog's record, refused when it holds more items than one teach job takes."""
     record = service.get(catalog)
     if record.item_count > limits.max_items:
         raise TeachLimitExceeded(
@@ -54,6 +52,26 @@ def read_examples(
             f"{limits.max_items:,}.",
             limit_items=limits.max_items,
         )
+    return record
+
+
+def _checked_labels(names: Iterable[str], catalog: str, limits: Limits) -> tuple[str, ...]:
+    """The sorted distinct labels, refused when there are more than a taught model may have."""
+    labels = tuple(sorted(set(names)))
+    if len(labels) > limits.max_classes:
+        raise TeachLimitExceeded(
+            f"Catalog {catalog!r} has {len(labels)} labels; a taught model has at most "
+            f"{limits.max_classes} classes.",
+            limit_classes=limits.max_classes,
+        )
+    return labels
+
+
+def read_examples(
+    service: CatalogService, catalog: str, limits: Limits, should_stop: ShouldStop = _never
+) -> tuple[CatalogRecord, Examples]:
+    """Every labelled item's stored vector; unlabelled items are counted and ignored."""
+    record = _sized_record(service, catalog, limits)
     store = service.store
     vectors: list[np.ndarray] = []
     names: list[str] = []
@@ -67,13 +85,7 @@ def read_examples(
                 continue
             names.append(item.label)
             vectors.append(store.get_vector(catalog, item.id))
-    labels = tuple(sorted(set(names)))
-    if len(labels) > limits.max_classes:
-        raise TeachLimitExceeded(
-            f"Catalog {catalog!r} has {len(labels)} labels; a taught model has at most "
-            f"{limits.max_classes} classes.",
-            limit_classes=limits.max_classes,
-        )
+    labels = _checked_labels(set(names), catalog, limits)
     index = {lab: i for i, lab in enumerate(labels)}
     y = np.asarray([index[n] for n in names], dtype=np.int64)
     x = unit(np.stack(vectors)) if vectors else np.zeros((0, record.model.dim))
@@ -83,25 +95,13 @@ def read_examples(
 
 def check_labels(service: CatalogService, catalog: str, limits: Limits) -> dict[str, int]:
     """Label counts of a catalog (no vectors read), checked against the teaching rules."""
-    record = service.get(catalog)
-    if record.item_count > limits.max_items:
-        raise TeachLimitExceeded(
-            f"Catalog {catalog!r} has {record.item_count:,} items; one teach job takes at most "
-            f"{limits.max_items:,}.",
-            limit_items=limits.max_items,
-        )
+    _sized_record(service, catalog, limits)
     counts: dict[str, int] = {}
     for batch in service.store.iter_items(catalog, batch=1000):
         for item in batch:
             if item.label is not None:
                 counts[item.label] = counts.get(item.label, 0) + 1
-    labels = tuple(sorted(counts))
-    if len(labels) > limits.max_classes:
-        raise TeachLimitExceeded(
-            f"Catalog {catalog!r} has {len(labels)} labels; a taught model has at most "
-            f"{limits.max_classes} classes.",
-            limit_classes=limits.max_classes,
-        )
+    labels = _checked_labels(counts, catalog, limits)
     y = np.asarray([i for i, lab in enumerate(labels) for _ in range(counts[lab])], np.int64)
     check_examples(y, labels, catalog)
     return counts
