@@ -1,0 +1,52 @@
+"""training.emoji.products_finetune: the shipped `products` graph's weights in Keras (real bundle,
+real onnxruntime) and one fine-tuning epoch on a few images."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from app.bundle import load_bundle
+from training.emoji import products_finetune as pf
+from training.emoji.catalog import PROJECT_ROOT
+
+BUNDLE = PROJECT_ROOT / "models" / "products"
+
+pytestmark = pytest.mark.slow  # imports TensorFlow (~10 s)
+
+
+def _uploads(n: int, seed: int = 0) -> np.ndarray:
+    """Light blobs of random size and place on black or white, as RGB uploads."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, 40, 40, 3), np.uint8)
+    for k in range(n):
+        y0, x0, h, w = rng.integers(0, 20, 4)
+        out[k, y0 : y0 + h + 8, x0 : x0 + w + 8] = rng.integers(60, 255, 3)
+        if k % 2:
+            out[k] = 255 - out[k]
+    return out
+
+
+def test_keras_model_matches_the_shipped_graph_on_the_serving_path() -> None:
+    bundle = load_bundle(BUNDLE)
+    x = pf.prepare_all(_uploads(12), bundle.metadata.input)
+    sess = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
+    want = sess.run(["probs"], {"image": x})[0]
+    got = pf.tta_probs(pf.build_model(bundle), x)
+    assert want.shape == got.shape == (12, 10)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_one_epoch_moves_the_kernels_and_keeps_the_folded_batchnorm() -> None:
+    bundle = load_bundle(BUNDLE)
+    model = pf.build_model(bundle)
+    x = pf.prepare_all(_uploads(16, seed=1), bundle.metadata.input)
+    y = np.arange(16) % 10
+    before_k = model.get_layer("s1_1_conv").get_weights()[0].copy()
+    before_bn = [w.copy() for w in model.get_layer("s1_1_bn").get_weights()]
+    ft = pf.FineTune(epochs=1, fm_per_epoch=8, drawing_share=0.5, learning_rate=1e-3)
+    pf.finetune(model, x[:12], y[:12], x[12:], y[12:], ft)
+    assert np.abs(model.get_layer("s1_1_conv").get_weights()[0] - before_k).max() > 0
+    for a, b in zip(model.get_layer("s1_1_bn").get_weights(), before_bn, strict=True):
+        np.testing.assert_array_equal(a, b)
