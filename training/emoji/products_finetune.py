@@ -129,7 +129,7 @@ def prepare_all(images: Sequence[U8] | U8, spec: InputSpec) -> F32:
     from app.imaging import ImageLimits, prepare
     from training.serving_eval import encode_png
 
-    limits = ImageLimits()
+    limits = ImageLimits(decode_seconds=600.0)  # offline: a paused process must not fail
     return np.stack([prepare(encode_png(im), spec, limits).array for im in images])
 
 
