@@ -3,7 +3,9 @@
 Two sources: shipped bundles (`models_dir/<name>/`) and taught bundles
 (`taught_dir/<name>/<version>/`, head-only graphs on a shipped backbone). `refresh()` follows the
 disk: bundles added, replaced or removed are loaded or dropped without a restart, so several
-server processes sharing one volume converge; `start_watching` polls it in a thread.
+server processes sharing one volume converge; `start_watching` polls it in a thread. Taught
+changes made through the app also bump a stamp file (app/teach/stamp.py) that `get()` checks with
+one os.stat, so every process on the host serves them at once (read-your-writes), not a poll later.
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ from app.bundle import METADATA_FILE, Bundle, load_bundle
 from app.errors import ModelNotFound, NotReady
 from app.runtime import ModelOutput, OnnxModel, choose_providers
 from app.teach.served import TaughtModel
+from app.teach.stamp import Stamp, read_stamp, stamp_path
 
 logger = logging.getLogger(__name__)
 
 VERSION_SEP = "@"
+# A name not served triggers at most one taught re-scan per this many seconds per process
+# (finds bundles copied in by hand, without letting unknown names force a scan per request).
+MISS_RESCAN_S = 0.25
 
 
 class ServedModel(Protocol):
@@ -114,6 +120,9 @@ class ModelRegistry:
         self._done = threading.Event()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._stamp_path = stamp_path(taught_dir) if taught_dir is not None else None
+        self._seen_stamp: Stamp = None  # the stamp read before the last taught scan began
+        self._last_miss_scan = float("-inf")
 
     # discovery ----------------------------------------------------------------------------
     def discover(self) -> list[Path]:
@@ -155,9 +164,49 @@ class ModelRegistry:
     def refresh(self) -> bool:
         """Bring the served set in line with the disk; True when anything changed."""
         with self._refresh_lock:
-            changed = self._refresh_shipped()
-            changed |= self._refresh_taught(force=changed)
+            stamp = self._read_stamp()
+            try:
+                changed = self._refresh_shipped()
+                changed |= self._refresh_taught(force=changed)
+            finally:
+                self._seen_stamp = stamp
         return changed
+
+    def _read_stamp(self) -> Stamp:
+        return read_stamp(self._stamp_path) if self._stamp_path is not None else None
+
+    def _follow_stamp(self) -> None:
+        """Re-scan the taught folder now if a process bumped the stamp since the last scan (one
+        os.stat when nothing changed). Callers that see the new stamp wait for the scan."""
+        if self._stamp_path is None or not self._done.is_set():
+            return
+        if read_stamp(self._stamp_path) == self._seen_stamp:
+            return
+        self._scan_taught(only_if_stamp_moved=True)
+
+    def _scan_taught(self, *, only_if_stamp_moved: bool) -> bool:
+        with self._refresh_lock:
+            stamp = self._read_stamp()
+            if only_if_stamp_moved and stamp == self._seen_stamp:
+                return False  # another thread scanned after this stamp appeared
+            try:
+                return self._refresh_taught(force=False)
+            except Exception:  # answer with what is served; the poll retries
+                logger.exception("taught model refresh failed")
+                return False
+            finally:
+                self._seen_stamp = stamp
+
+    def _rescan_on_miss(self, name: str) -> bool:
+        """One rate-limited taught scan for a name that is not served (nor refused)."""
+        if self._stamp_path is None or not self._done.is_set():
+            return False
+        now = time.monotonic()
+        with self._lock:
+            if name in self._refused or now - self._last_miss_scan < MISS_RESCAN_S:
+                return False
+            self._last_miss_scan = now
+        return self._scan_taught(only_if_stamp_moved=False)
 
     def _refresh_shipped(self) -> bool:
         found = {d.name: d for d in self.discover()}
@@ -300,7 +349,17 @@ class ModelRegistry:
 
     # lookup -------------------------------------------------------------------------------
     def get(self, name: str) -> LoadedModel:
-        """A model by name (a taught model's newest version) or `name@version`."""
+        """A model by name (a taught model's newest version) or `name@version`. Follows taught
+        changes made by any process (stamp), and re-scans once for an unknown name."""
+        self._follow_stamp()
+        try:
+            return self._lookup(name)
+        except ModelNotFound:
+            if not self._rescan_on_miss(name):
+                raise
+        return self._lookup(name)
+
+    def _lookup(self, name: str) -> LoadedModel:
         base, _, version = name.partition(VERSION_SEP)
         with self._lock:
             found = self._models.get(base) if not version else None
@@ -333,6 +392,7 @@ class ModelRegistry:
 
     def versions(self, name: str) -> list[str]:
         """Served versions of a taught model, oldest first (empty for shipped models)."""
+        self._follow_stamp()
         with self._lock:
             return sorted(self._taught.get(name, {}), key=_version_key)
 
@@ -342,6 +402,7 @@ class ModelRegistry:
 
     def loaded(self) -> list[LoadedModel]:
         """Every shipped model and the newest version of every taught one, by name."""
+        self._follow_stamp()
         with self._lock:
             out = dict(self._models)
             for name, versions in self._taught.items():

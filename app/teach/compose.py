@@ -1,5 +1,6 @@
 """Taught bundles on disk: <taught_dir>/<name>/<version>/ holding the head graph, metadata naming
-the backbone (name, version, sha256), labels and a card; written atomically, versioned, deleted."""
+the backbone (name, version, sha256), labels and a card; written atomically, versioned, deleted.
+Every publish or delete bumps the change stamp (app/teach/stamp.py) so other processes follow."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from app.fsutil import fsync_dir
 from app.teach.errors import InvalidModelName
 from app.teach.graph import HEAD_OPSET, head_model
 from app.teach.head import Head
+from app.teach.stamp import bump
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _STAGING = ".staging"
@@ -185,6 +187,7 @@ def write_taught(
                     continue
                 raise
             fsync_dir(target.parent)
+            bump(root)
             return target, version
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -201,6 +204,7 @@ def delete_taught(root: Path, name: str) -> list[str]:
     trash.parent.mkdir(parents=True, exist_ok=True)
     os.rename(folder, trash)
     fsync_dir(root)
+    bump(root)
     shutil.rmtree(trash, ignore_errors=True)
     with contextlib.suppress(OSError):
         (root / _STAGING).rmdir()
@@ -215,6 +219,7 @@ def delete_version(root: Path, name: str, version: str) -> list[str]:
     trash.parent.mkdir(parents=True, exist_ok=True)
     os.rename(root / name / version, trash)
     fsync_dir(root / name)
+    bump(root)
     shutil.rmtree(trash, ignore_errors=True)
     if not versions_on_disk(root, name):
         shutil.rmtree(root / name, ignore_errors=True)
