@@ -1,26 +1,73 @@
-"""`python -m app` / `imgclass`: start the server with uvicorn using the Settings."""
+"""`python -m app` / `imgclass`: start the server with the Settings.
+
+One worker: uvicorn in this process. Several (the default on a multi-core CPU, see
+app.cores.resolve_workers): this process supervises that many uvicorn workers, each with its
+own SO_REUSEPORT socket (app.serve), and tells them the count through IMGCLASS_WORKERS so each
+sizes its pipelines, threads, queues and decodes to its share of the cores.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+
 import uvicorn
 
+from app.cores import resolve_workers
 from app.multiproc import prepare_multiprocess_dir
+from app.serve import Supervisor, reuseport_supported, uvicorn_config
 from app.settings import Settings
+
+logger = logging.getLogger("app.serve")
+
+
+def _gpu(providers: str) -> bool:
+    if providers == "cpu":
+        return False
+    from app.runtime import CUDA, available_providers  # onnxruntime, never TensorFlow
+
+    return CUDA in available_providers()
 
 
 def main() -> None:
     settings = Settings()
+    workers = resolve_workers(settings.workers, _gpu(settings.providers))
+    os.environ["IMGCLASS_WORKERS"] = str(workers)  # read by each worker's Settings
     # Several workers share their Prometheus metrics through files; set up before they start.
-    prepare_multiprocess_dir(settings.workers)
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level.lower(),
-        access_log=False,  # the app logs each request itself
-    )
+    prepare_multiprocess_dir(workers)
+    if workers == 1:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            access_log=False,  # the app logs each request itself
+        )
+        return
+    if not reuseport_supported():  # pragma: no cover - not Linux/BSD
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+        )
+        return
+    from app.logs import configure_logging  # after the metrics folder is set up
+
+    uvicorn_config(settings.log_level).configure_logging()
+    configure_logging(settings)
+    try:
+        supervisor = Supervisor(settings.host, settings.port, workers, settings.log_level)
+        supervisor.bind()
+    except OSError as exc:
+        logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+        sys.exit(3)
+    sys.exit(supervisor.run())
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ it; `depths()` gives the queue lengths now.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from app.bundle import InputSpec
+from app.cores import cores_per_worker, cpu_count
 from app.imaging import ImageLimits
 from app.ingest import limits_from
 from app.runtime import BatchPolicy
@@ -37,31 +37,26 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def cpu_count() -> int:
-    """Cores this process may use (cgroup/affinity aware where the OS tells)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def resolve_pipelines(setting: int) -> int:
-    """0 = one pipeline per core. On a quiet 2-core machine (bench/load.py, 2026-12-01 22:00
+def resolve_pipelines(setting: int, workers: int = 0) -> int:
+    """0 = one pipeline per core of this worker's share (app.cores.cores_per_worker). On a quiet 2-core machine (bench/load.py, 2026-12-01 22:00
     UTC) 2 pipelines beat 4 in-process in every cell (imagenet 640 px 201 vs 185 img/s, 12 MP
     85 vs 79; products 1147 vs 1010, 188 vs 176) and over HTTP at 8 clients (imagenet 640 px
     173 vs 156 req/s); the earlier 4-pipeline lead was measured while other jobs loaded the cores."""
-    return setting if setting > 0 else cpu_count()
+    return setting if setting > 0 else cores_per_worker(workers)
 
 
-def resolve_threads(setting: int, pipelines: int) -> int:
-    """onnxruntime intra-op threads per session; 0 = the cores divided among the pipelines,
-    so pipelines x threads = cores (no oversubscription)."""
-    return setting if setting > 0 else max(1, cpu_count() // max(1, pipelines))
+def resolve_threads(setting: int, pipelines: int, workers: int = 0) -> int:
+    """onnxruntime intra-op threads per session; 0 = this worker's cores divided among its
+    pipelines, so workers x pipelines x threads = cores (no oversubscription: onnxruntime's
+    threads spin while they wait, so two sessions with 2 threads each on 2 cores halved
+    `imagenet`'s throughput)."""
+    return setting if setting > 0 else max(1, cores_per_worker(workers) // max(1, pipelines))
 
 
 def serving_threads(settings: Settings) -> int:
     """The onnxruntime thread count the registry gives each session."""
-    return resolve_threads(settings.intra_op_threads, resolve_pipelines(settings.pipelines))
+    pipelines = resolve_pipelines(settings.pipelines, settings.workers)
+    return resolve_threads(settings.intra_op_threads, pipelines, settings.workers)
 
 
 @dataclass(frozen=True)
@@ -87,11 +82,11 @@ class Schedulers:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Schedulers:
-        pipelines = resolve_pipelines(settings.pipelines)
+        pipelines = resolve_pipelines(settings.pipelines, settings.workers)
         return cls(
             SchedulerConfig(
                 pipelines=pipelines,
-                queue_limit=settings.queue_limit or 12 * cpu_count(),
+                queue_limit=settings.queue_limit or 12 * cores_per_worker(settings.workers),
                 deadline_s=settings.request_deadline_s,
                 queue_max_wait_ms=settings.queue_max_wait_ms,
                 queue_max_bytes=settings.queue_max_bytes,

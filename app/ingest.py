@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from app.bundle import InputSpec
+from app.cores import cores_per_worker
 from app.decode_guard import DecodeBudget
 from app.errors import ServiceError
 from app.imaging import ImageInfo, ImageLimits, PreparedImage, check_request, decode, prepare
@@ -26,7 +27,8 @@ def limits_from(settings: Settings) -> ImageLimits:
         max_request_pixels=settings.max_request_pixels,
         decode_seconds=settings.decode_time_budget_s,
         max_jpeg_scans=settings.max_jpeg_scans,
-        decode_concurrency=settings.decode_concurrency,
+        # 0 = one decode at a time per core of this worker's share of the machine
+        decode_concurrency=settings.decode_concurrency or cores_per_worker(settings.workers),
     )
 
 

@@ -18,7 +18,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    workers: int = Field(default=1, ge=1, le=64)
+    # Server processes (0 = auto: one per core, at most 4, on CPU; one with CUDA). Each worker
+    # loads every model and gets its share of the cores for its pipelines, threads, queue and
+    # decodes; `python -m app` gives each its own SO_REUSEPORT socket (app.serve).
+    workers: int = Field(default=0, ge=0, le=64)
 
     # Execution providers: auto = CUDA when onnxruntime has it, else CPU. "cuda" where CUDA
     # is missing is a start-up error, never a silent fallback.

@@ -1,0 +1,54 @@
+"""How many cores this server may use, and how they are shared among its worker processes.
+
+Kept free of heavy imports: `python -m app`'s supervising parent reads it before any worker
+starts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Final
+
+MAX_AUTO_WORKERS: Final = 4  # each worker loads every model; past 4, add pipelines instead
+CGROUP_CPU_MAX: Final = Path("/sys/fs/cgroup/cpu.max")
+
+
+def _cgroup_quota_cores(path: Path = CGROUP_CPU_MAX) -> int | None:
+    """Cores allowed by a cgroup v2 CPU quota (`docker run --cpus 2`), rounded up; None if none."""
+    try:
+        quota, period = path.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    try:
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def cpu_count() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota."""
+    try:
+        cores = max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = max(1, os.cpu_count() or 1)
+    quota = _cgroup_quota_cores()
+    return min(cores, quota) if quota else cores
+
+
+def resolve_workers(setting: int, gpu: bool) -> int:
+    """0 = auto: one worker process per core (at most 4) on CPU; one on a GPU, whose memory
+    every worker would fill with its own copy of each model (docs/performance.md)."""
+    if setting > 0:
+        return setting
+    return 1 if gpu else min(cpu_count(), MAX_AUTO_WORKERS)
+
+
+def cores_per_worker(workers: int) -> int:
+    """This worker's share of the cores. `workers` is the resolved count `python -m app`
+    exports to its workers; 0 (an app made some other way, e.g. `uvicorn --factory` or a test
+    client) means one process with every core."""
+    return max(1, cpu_count() // workers) if workers > 0 else cpu_count()

@@ -1,0 +1,63 @@
+"""app.cores: the cores a server may use (affinity, cgroup quota) and each worker's share."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from app import cores
+from app.batching import Schedulers
+from app.cores import MAX_AUTO_WORKERS, cores_per_worker, cpu_count, resolve_workers
+from app.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("max 100000\n", None),
+        ("150000 100000\n", 2),
+        ("50000 100000\n", 1),
+        ("200000 100000\n", 2),
+        ("garbage\n", None),
+        ("0 0\n", None),
+    ],
+)
+def test_cgroup_quota(tmp_path: Path, text: str, expected: int | None) -> None:
+    f = tmp_path / "cpu.max"
+    f.write_text(text)
+    assert cores._cgroup_quota_cores(f) == expected
+
+
+def test_missing_cgroup_file_means_no_quota(tmp_path: Path) -> None:
+    assert cores._cgroup_quota_cores(tmp_path / "absent") is None
+
+
+def test_cpu_count_is_capped_by_affinity() -> None:
+    assert 1 <= cpu_count() <= len(os.sched_getaffinity(0))
+
+
+def test_resolve_workers() -> None:
+    assert resolve_workers(3, gpu=False) == 3
+    assert resolve_workers(3, gpu=True) == 3  # an explicit setting wins
+    assert resolve_workers(0, gpu=True) == 1
+    assert resolve_workers(0, gpu=False) == min(cpu_count(), MAX_AUTO_WORKERS)
+
+
+def test_each_worker_gets_its_share() -> None:
+    n = cpu_count()
+    assert cores_per_worker(0) == n  # not started by `python -m app`: one process, every core
+    assert cores_per_worker(1) == n
+    assert cores_per_worker(n) == 1
+    assert cores_per_worker(n * 4) == 1  # never zero
+
+
+def test_scheduler_sizing_follows_the_share() -> None:
+    n = cpu_count()
+    alone = Schedulers.from_settings(Settings(workers=0)).config
+    shared = Schedulers.from_settings(Settings(workers=n)).config
+    assert (alone.pipelines, alone.queue_limit) == (n, 12 * n)
+    assert (shared.pipelines, shared.queue_limit) == (1, 12)
+    assert shared.limits.decode_concurrency == 1
+    assert alone.limits.decode_concurrency == n

@@ -1,0 +1,150 @@
+"""`python -m app` with several workers (app.serve): one SO_REUSEPORT socket per worker, the
+kernel spreads connections over them, a dead worker is replaced, SIGTERM stops everything,
+a port in use fails at once. Real processes, real sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import ROOT, free_port
+from tests.live_server import LiveServer, live_server
+
+pytestmark = pytest.mark.slow
+
+
+def _env(workers: int) -> dict[str, str]:
+    return {
+        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
+        "IMGCLASS_ENABLED_MODELS": '["digits"]',
+        "IMGCLASS_LOAD_IN_BACKGROUND": "false",
+        "IMGCLASS_WORKERS": str(workers),
+    }
+
+
+def _server_pid(port: int) -> int:
+    """The supervising parent: the `python -m app` process whose children listen on `port`."""
+    for proc in psutil.process_iter(["cmdline"]):
+        if (proc.info["cmdline"] or [])[-2:] == ["-m", "app"] and any(
+            c.laddr.port == port for w in _workers(proc.pid) for c in _listening(w)
+        ):
+            return proc.pid
+    raise AssertionError(f"no `python -m app` parent listening on {port}")
+
+
+def _workers(parent: int) -> list[psutil.Process]:
+    try:
+        kids = psutil.Process(parent).children()
+    except psutil.NoSuchProcess:
+        return []
+    return [k for k in kids if "spawn_main" in " ".join(k.cmdline())]
+
+
+def _listening(proc: psutil.Process) -> list[object]:
+    return [c for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+
+
+def _established(proc: psutil.Process, port: int) -> int:
+    conns = proc.net_connections("tcp")
+    return sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+
+
+def _wait(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with live_server(tmp_path_factory.mktemp("serve"), _env(2), entry="app") as server:
+        yield server
+
+
+def test_each_worker_listens_and_connections_are_spread(two_workers: LiveServer) -> None:
+    parent = _server_pid(two_workers.port)
+    workers = _workers(parent)
+    assert len(workers) == 2
+    for w in workers:  # one listening socket each, on the same port
+        assert [c.laddr.port for c in _listening(w)] == [two_workers.port]  # type: ignore[attr-defined]
+    # 16 keep-alive connections, each answered: both workers hold some (all 16 on one worker
+    # would happen with probability 2 / 2**16 if the kernel spreads them at random).
+    socks = []
+    try:
+        for _ in range(16):
+            s = socket.create_connection(("127.0.0.1", two_workers.port), timeout=10)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            socks.append(s)
+        counts = [_established(w, two_workers.port) for w in workers]
+        assert sum(counts) == 16 and min(counts) >= 1, counts
+    finally:
+        for s in socks:
+            s.close()
+    # each worker sized itself to its share of the cores
+    serving = httpx.get(f"{two_workers.base}/v1/models/digits", timeout=10).json()["serving"]
+    cores = len(os.sched_getaffinity(0))
+    assert serving["pipelines"] == max(1, cores // 2)
+
+
+def test_a_dead_worker_is_replaced(two_workers: LiveServer) -> None:
+    parent = _server_pid(two_workers.port)
+    victim = _workers(parent)[0]
+    victim.kill()
+    victim.wait(10)
+    _wait(
+        lambda: len(_workers(parent)) == 2 and victim.pid not in [w.pid for w in _workers(parent)],
+        30,
+        "a replacement worker",
+    )
+    _wait(lambda: all(_listening(w) for w in _workers(parent)), 60, "the replacement to listen")
+    for _ in range(6):  # new connections: whichever worker takes them answers
+        with httpx.Client(timeout=10) as c:
+            assert c.get(f"{two_workers.base}/readyz").status_code == 200
+    assert "exited with -9; starting another" in two_workers.log_text()
+
+
+def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
+    with live_server(tmp_path, _env(2), entry="app") as server:
+        parent = psutil.Process(_server_pid(server.port))
+        workers = _workers(parent.pid)
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(40) == 0
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{server.base}/healthz", timeout=2)
+
+
+def test_a_port_in_use_fails_at_once(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen(1)
+        env = {**os.environ, **_env(2), "IMGCLASS_PORT": str(port)}
+        env["IMGCLASS_DATA_DIR"] = str(tmp_path / "data")
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "app"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 3
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert time.monotonic() - started < 30
