@@ -69,6 +69,7 @@ class SchedulerConfig:
     limits: ImageLimits
     queue_max_wait_ms: float = 0.0  # 0: no bound on the estimated wait
     queue_max_bytes: int = 0  # 0: no bound on the bytes waiting
+    workers: int = 1  # server processes, each with these pipelines and this queue
 
 
 class Schedulers:
@@ -93,6 +94,7 @@ class Schedulers:
                 max_batch=settings.batch_max_size,
                 max_wait_ms=settings.batch_max_wait_ms,
                 limits=limits_from(settings),
+                workers=max(1, settings.workers),
             )
         )
 
@@ -158,6 +160,7 @@ class Schedulers:
             else self._capped(getattr(model, "batch_policy", None))
         )
         return {
+            "workers": self.config.workers,
             "pipelines": self.config.pipelines,
             "intra_op_threads": int(getattr(model, "intra_op_threads", 0)),
             "queue_limit": self.config.queue_limit,

@@ -129,7 +129,11 @@ class ServingPolicy(BaseModel):
     """How requests for a model are scheduled (app.batching); the batch size is measured at
     warm-up on this machine's provider and kept only where it was faster per image."""
 
-    pipelines: int = Field(description="worker threads: decode + forward pass in one hop")
+    workers: int = Field(
+        default=1,
+        description="server processes; each has the pipelines, queue and limits below",
+    )
+    pipelines: int = Field(description="threads per process: decode + forward pass in one hop")
     intra_op_threads: int = Field(description="onnxruntime threads per forward pass")
     queue_limit: int = Field(description="requests that may wait (hard cap); beyond: 503")
     queue_max_wait_ms: float = Field(

@@ -323,10 +323,10 @@ def main() -> None:
                 pol = httpx.get(f"{base}/v1/models/{m}").json().get("serving")
                 if pol:
                     print(
-                        f"  {m}: {pol['pipelines']} pipelines x {pol['intra_op_threads']} ort "
-                        f"threads, queue bound {pol['queue_max_wait_ms']:g} ms of work / "
-                        f"{pol['queue_limit']} requests, max batch {pol['max_batch']} "
-                        f"({pol['reason']})"
+                        f"  {m}: {pol.get('workers', 1)} processes x {pol['pipelines']} "
+                        f"pipelines x {pol['intra_op_threads']} ort threads, queue bound "
+                        f"{pol['queue_max_wait_ms']:g} ms of work / {pol['queue_limit']} "
+                        f"requests per process, max batch {pol['max_batch']} ({pol['reason']})"
                     )
             print(
                 "| model | image | clients | req/s | p50 ms | p99 ms | 503s | 503 p50/p99 ms "

@@ -97,7 +97,7 @@ def test_each_worker_listens_and_connections_are_spread(two_workers: LiveServer)
     # each worker sized itself to its share of the cores
     serving = httpx.get(f"{two_workers.base}/v1/models/digits", timeout=10).json()["serving"]
     cores = len(os.sched_getaffinity(0))
-    assert serving["pipelines"] == max(1, cores // 2)
+    assert serving["workers"] == 2 and serving["pipelines"] == max(1, cores // 2)
 
 
 def test_a_dead_worker_is_replaced(two_workers: LiveServer) -> None:
