@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.main import create_app
+from app.registry import ModelRegistry
 from tests.conftest import DATA, ROOT, make_settings, require
 
 # Fashion-MNIST class indices -> names (the products bundle's labels.txt order).
@@ -78,3 +79,17 @@ def wait_job(c: TestClient, url: str, timeout: float = 60, **kw: Any) -> dict[st
             return body
         time.sleep(0.05)
     raise AssertionError(f"job {url} still running after {timeout} s")
+
+
+def follower_registry(data: Path, cls: type[ModelRegistry] = ModelRegistry) -> Any:
+    """A second, real registry on the same data folder (another process's view), products only;
+    `cls`: a ModelRegistry subclass (e.g. one that counts its scans)."""
+    reg = cls(
+        ROOT / "models",
+        taught_dir=data / "models",
+        providers="cpu",
+        warmup_runs=0,
+        enabled=["products"],
+    )
+    reg.load_all()
+    return reg

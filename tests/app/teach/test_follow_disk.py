@@ -18,19 +18,12 @@ import pytest
 
 from app.registry import ModelRegistry
 from app.teach.jobs import Job, JobRunner, JobStore
-from tests.app.teach.conftest import BAG, SNEAKER, make_catalog, wait_job
+from tests.app.teach.conftest import BAG, SNEAKER, follower_registry, make_catalog, wait_job
 from tests.conftest import ROOT, free_port
 
 
 def _registry(data: Path) -> ModelRegistry:
-    reg = ModelRegistry(
-        ROOT / "models",
-        taught_dir=data / "models",
-        providers="cpu",
-        warmup_runs=0,
-        enabled=["products"],
-    )
-    reg.load_all()
+    reg: ModelRegistry = follower_registry(data)
     return reg
 
 

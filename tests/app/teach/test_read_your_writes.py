@@ -17,7 +17,7 @@ import pytest
 from app.errors import ModelNotFound
 from app.registry import ModelRegistry
 from app.teach.stamp import read_stamp, stamp_path
-from tests.app.teach.conftest import BAG, SNEAKER, make_catalog, wait_job
+from tests.app.teach.conftest import BAG, SNEAKER, follower_registry, make_catalog, wait_job
 from tests.conftest import ROOT
 from tests.live_server import live_server
 
@@ -33,14 +33,7 @@ class CountingRegistry(ModelRegistry):
 
 
 def _counting(data: Path) -> CountingRegistry:
-    reg = CountingRegistry(
-        ROOT / "models",
-        taught_dir=data / "models",
-        providers="cpu",
-        warmup_runs=0,
-        enabled=["products"],
-    )
-    reg.load_all()
+    reg: CountingRegistry = follower_registry(data, CountingRegistry)
     return reg
 
 
