@@ -1,0 +1,454 @@
+"""Fine-tune the top of the imagenet backbone (last MBConv block + head conv) for santa/bird.
+
+The shipped heads are linear on the frozen 1280-d embedding. Here the imagenet ONNX graph is cut
+at the input of its last MBConv block (block15, 7x7x192): that tensor is computed once per
+emoji picture through onnxruntime (base view and one augmented view, ``embed.aug_subset``
+'aug0') and cached as float16 under ``data/emoji-finetune-cache``. The rest of the network is
+rebuilt in Keras from the graph's initializers (BatchNorm already folded by tf2onnx; parity with
+onnxruntime is checked) and trained per leave-one-style-out fold with a logistic head.
+
+CLI: ``python -m training.emoji.top_finetune --task santa|bird`` (fills the cache first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from training.emoji.catalog import STYLES, Picture, data_root, load_catalog
+from training.emoji.embed import BACKBONE, SIZE, aug_subset
+from training.emoji.loso import MASS_RULE, _selection_score, summarise
+from training.emoji.render import augment, base_array
+
+logger = logging.getLogger(__name__)
+
+CUT = "serving_1/block14_add_1/Add:0"  # NCHW N x 192 x 7 x 7: the input of block15
+TOP = ("block15_expand", "block15_dw", "block15_project", "head")
+CACHE_VERSION = 1
+
+
+def cut_model_bytes(bundle_dir: Path = BACKBONE) -> bytes:
+    """The imagenet graph with the cut tensor as one more output (next to embedding/probs)."""
+    import onnx
+
+    model = onnx.load(str(bundle_dir / "model.onnx"))
+    model.graph.output.append(onnx.helper.make_tensor_value_info(CUT, onnx.TensorProto.FLOAT, None))
+    return bytes(model.SerializeToString())
+
+
+class CutBackbone:
+    """RGB 224 float batch -> (cut tensor NHWC float16, embedding, probs) via onnxruntime."""
+
+    def __init__(self, bundle_dir: Path = BACKBONE, threads: int = 2) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            cut_model_bytes(bundle_dir), opts, providers=["CPUExecutionProvider"]
+        )
+
+    def __call__(self, batch: npt.NDArray[np.float32]) -> tuple[np.ndarray, ...]:
+        cut, emb, probs = self.session.run([CUT, "embedding", "probs"], {"image": batch})
+        return cut.transpose(0, 2, 3, 1).astype(np.float16), emb, probs
+
+
+def view_array(picture: Picture, style: str, view: str, seed: int) -> npt.NDArray[np.uint8]:
+    """The picture as embed.style_features renders it: 'base' or 'aug<k>' seeded per picture."""
+    if view == "base":
+        return base_array(picture, SIZE)
+    rng = np.random.default_rng([int(view.removeprefix("aug")), list(STYLES).index(style), seed])
+    return augment(picture, SIZE, rng)
+
+
+@dataclass
+class CutSet:
+    cut: npt.NDArray[np.float16]  # N x 7 x 7 x 192
+    emb: npt.NDArray[np.float32]  # N x 1280 (the ONNX embedding, for parity)
+    bird_mass: npt.NDArray[np.float32]
+    paths: tuple[str, ...]
+
+
+def cache_file(style: str, view: str, root: Path | None = None) -> Path:
+    return (
+        (root or data_root()) / "emoji-finetune-cache" / f"v{CACHE_VERSION}" / f"{style}-{view}.npz"
+    )
+
+
+def cut_features(
+    style: str, view: str, backbone: CutBackbone | None = None, batch: int = 32
+) -> CutSet:
+    """Cut tensors of a style's pictures (base: all; aug0: embed.aug_subset), cached."""
+    from training.imagenet import BIRD_INDICES
+
+    path = cache_file(style, view)
+    if path.is_file():
+        z = np.load(path)
+        return CutSet(z["cut"], z["emb"], z["bird_mass"], tuple(z["paths"].tolist()))
+    pics = [p for p in load_catalog(styles=[style]) if p.style == style]
+    idx = list(range(len(pics))) if view == "base" else aug_subset(pics, view)
+    backbone = backbone or CutBackbone()
+    t0 = time.perf_counter()
+    cuts, embs, masses = [], [], []
+    for s in range(0, len(idx), batch):
+        part = idx[s : s + batch]
+        x = np.stack([view_array(pics[i], style, view, i) for i in part]).astype(np.float32)
+        c, e, p = backbone(x)
+        cuts.append(c)
+        embs.append(e)
+        masses.append(p[:, np.asarray(BIRD_INDICES)].sum(axis=1))
+    base = data_root()
+    rel = np.asarray([str(pics[i].path.relative_to(base)) for i in idx])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    out = CutSet(np.concatenate(cuts), np.concatenate(embs), np.concatenate(masses), tuple(rel))
+    np.savez(tmp, cut=out.cut, emb=out.emb, bird_mass=out.bird_mass, paths=rel)
+    tmp.replace(path)
+    logger.info("%s %s: %d pictures in %.0f s", style, view, len(idx), time.perf_counter() - t0)
+    return out
+
+
+def fill_cache(views: Sequence[str] = ("base", "aug0")) -> None:
+    backbone = CutBackbone()
+    for view in views:
+        for style in STYLES:
+            cut_features(style, view, backbone)
+
+
+def top_ops(bundle_dir: Path = BACKBONE) -> list[dict[str, Any]]:
+    """The graph's nodes from CUT to the global pool as plain ops with numpy weights (NHWC).
+
+    Conv -> {'conv', kernel, bias, depthwise}; a depthwise conv's following Mul/Add by
+    constants (its BatchNorm) folded into its kernel and bias; Clip -> 'relu6'; an Add of two
+    activations -> 'add' (residual); GlobalAveragePool -> 'pool' (the embedding).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(bundle_dir / "model.onnx")).graph
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    nodes = list(graph.node)
+    start = next(i for i, n in enumerate(nodes) if CUT in n.input)
+    ops: list[dict[str, Any]] = []
+    for n in nodes[start:]:
+        ins, out = list(n.input), n.output[0]
+        if n.op_type == "Conv":
+            w = init[ins[1]]
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            dw = group > 1
+            kernel = w.transpose(2, 3, 0, 1) if dw else w.transpose(2, 3, 1, 0)
+            bias = init[ins[2]] if len(ins) > 2 else np.zeros(w.shape[0], np.float32)
+            ops.append({"op": "conv", "in": ins[0], "out": out, "kernel": kernel, "bias": bias,
+                        "depthwise": dw})  # fmt: skip
+        elif n.op_type in ("Mul", "Add") and ins[1] in init:
+            prev = ops[-1]
+            if prev["op"] != "conv" or prev["out"] != ins[0]:
+                raise ValueError(f"cannot fold {n.name}: not after a conv")
+            c = init[ins[1]].reshape(-1)
+            if n.op_type == "Mul":
+                prev["kernel"] = prev["kernel"] * c.reshape(1, 1, -1, 1)
+                prev["bias"] = prev["bias"] * c
+            else:
+                prev["bias"] = prev["bias"] + c
+            prev["out"] = out
+        elif n.op_type == "Clip":
+            ops.append({"op": "relu6", "in": ins[0], "out": out})
+        elif n.op_type == "Add":
+            ops.append({"op": "add", "in": ins[0], "in2": ins[1], "out": out})
+        elif n.op_type == "GlobalAveragePool":
+            ops.append({"op": "pool", "in": ins[0], "out": out})
+            return ops
+        else:
+            raise ValueError(f"unexpected {n.op_type} after the cut")
+    raise ValueError("no GlobalAveragePool after the cut")
+
+
+def build_top(ops: list[dict[str, Any]], channels: int = 192) -> Any:
+    """Keras model: cut tensor (7 x 7 x channels) -> embedding, weights from `ops`."""
+    import keras
+
+    x_in = keras.Input((7, 7, channels), name="cut")
+    t: dict[str, Any] = {CUT: x_in}
+    for i, o in enumerate(ops):
+        x = t[o["in"]]
+        if o["op"] == "conv":
+            k = o["kernel"]
+            if o["depthwise"]:
+                layer = keras.layers.DepthwiseConv2D(k.shape[:2], padding="same", name=f"dw{i}")
+            else:
+                layer = keras.layers.Conv2D(k.shape[-1], 1, name=f"conv{i}")
+            t[o["out"]] = layer(x)
+            layer.set_weights([k.astype(np.float32), o["bias"].astype(np.float32)])
+        elif o["op"] == "relu6":
+            t[o["out"]] = keras.layers.ReLU(max_value=6.0)(x)
+        elif o["op"] == "add":
+            t[o["out"]] = keras.layers.Add()([x, t[o["in2"]]])
+        else:
+            t[o["out"]] = keras.layers.GlobalAveragePooling2D(name="embedding")(x)
+    return keras.Model(x_in, t[ops[-1]["out"]], name="top")
+
+
+def embed(top: Any, cut: npt.NDArray[Any], batch: int = 256) -> npt.NDArray[np.float32]:
+    out = [np.asarray(top(cut[s : s + batch].astype(np.float32), training=False))
+           for s in range(0, len(cut), batch)]  # fmt: skip
+    return np.concatenate(out) if out else np.zeros((0, 1280), np.float32)
+
+
+EPS = 1e-4  # sqrt(emb + EPS): the shipped heads' power normalisation, finite gradient at 0
+C = 0.01  # the initial logistic head's L2 (fixed, not tuned)
+
+
+@dataclass
+class Data:
+    """Every style's pictures (base and aug0 views) with both tasks' labels (-1: unlabelled)."""
+
+    style: npt.NDArray[np.str_]
+    base: npt.NDArray[np.bool_]
+    cut: npt.NDArray[np.float16]
+    y: npt.NDArray[np.int64]  # N x 2: santa, bird
+    mass: npt.NDArray[np.float32]  # ImageNet bird mass from the frozen (served) graph
+    emb: npt.NDArray[np.float32]
+
+
+def load_data(views: Sequence[str] = ("base", "aug0")) -> Data:
+    cat = {str(p.path.relative_to(data_root())): p for p in load_catalog()}
+    parts: list[tuple[str, str, CutSet]] = [
+        (st, v, cut_features(st, v)) for v in views for st in STYLES
+    ]
+    ys = []
+    for _, _, cs in parts:
+        pics = [cat[r] for r in cs.paths]
+        bird = [-1 if p.bird_label is None else p.bird_label for p in pics]
+        ys.append(np.array([[int(p.is_santa), b] for p, b in zip(pics, bird, strict=True)]))
+    return Data(
+        np.concatenate([np.full(len(cs.paths), st) for st, _, cs in parts]),
+        np.concatenate([np.full(len(cs.paths), v == "base") for _, v, cs in parts]),
+        np.concatenate([cs.cut for _, _, cs in parts]),
+        np.concatenate(ys).astype(np.int64),
+        np.concatenate([cs.bird_mass for _, _, cs in parts]),
+        np.concatenate([cs.emb for _, _, cs in parts]),
+    )
+
+
+def _decision(task: int, p: npt.NDArray[np.float64], mass: npt.NDArray[np.float32]) -> Any:
+    return np.where(mass >= MASS_RULE, 1.0, p) if task == 1 else p
+
+
+def validation_style(held_out: str) -> str:
+    """The inner validation style for a fold: the next style (high contrast, with 3 Santas,
+    is skipped)."""
+    names = list(STYLES)
+    i = names.index(held_out)
+    for k in range(1, len(names)):
+        v = names[(i + k) % len(names)]
+        if v != "fluent-high-contrast":
+            return v
+    raise ValueError("no validation style")
+
+
+def run_fold(
+    d: Data, held_out: str, photos: tuple[Any, ...], epochs: int, n_neg: int, lr: float, seed: int
+) -> dict[str, Any]:
+    """Train the top + a two-output logistic head (santa, bird) on five styles, choose the epoch
+    (0 = the initial head on frozen features) and threshold per task on the validation style,
+    score the held-out style (base views) once per epoch; the chosen epoch's scores are kept."""
+    import keras
+    import tensorflow as tf
+
+    from app.metrics import calibrate_threshold
+    from training.emoji.heads import fit_head
+
+    t0 = time.perf_counter()
+    val = validation_style(held_out)
+    tr = (d.style != held_out) & (d.style != val)
+    ve, he = (d.style == val) & d.base, (d.style == held_out) & d.base
+    feats = np.sqrt(d.emb[tr] + EPS)
+    heads = [fit_head(feats[d.y[tr, t] >= 0], d.y[tr, t][d.y[tr, t] >= 0], c=C, use_mass=False)
+             for t in range(2)]  # fmt: skip
+    mean, scale = heads[0].mean, heads[0].scale  # same rows up to bird's unlabelled few
+    keras.utils.set_random_seed(seed)
+    top = build_top(top_ops())
+    x_in = keras.Input((7, 7, int(d.cut.shape[-1])))
+    z = keras.layers.Lambda(lambda e: (keras.ops.sqrt(e + EPS) - mean) / scale)(top(x_in))
+    dense = keras.layers.Dense(2, name="logits")
+    model = keras.Model(x_in, dense(z))
+    w = np.stack([h.weights * h.scale / scale for h in heads], 1)  # re-standardise bird's
+    b = np.array(
+        [
+            h.bias
+            - float(np.sum(h.mean / h.scale * h.weights))
+            + float(np.sum(mean / scale * w[:, i]))
+            for i, h in enumerate(heads)
+        ]
+    )
+    dense.set_weights([w.astype(np.float32), b.astype(np.float32)])
+    opt = keras.optimizers.Adam(lr)
+
+    @tf.function(reduce_retracing=True)
+    def step(x: Any, y: Any, sw: Any) -> Any:
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            yf = tf.cast(tf.maximum(y, 0), tf.float32)
+            loss = tf.nn.sigmoid_cross_entropy_with_logits(labels=yf, logits=logits)
+            loss = tf.reduce_sum(loss * sw) / tf.cast(tf.shape(x)[0], tf.float32)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    def scores(mask_or_cut: Any) -> npt.NDArray[np.float64]:
+        cut = d.cut[mask_or_cut] if mask_or_cut.dtype == bool else mask_or_cut
+        out = [np.asarray(model(cut[s : s + 256].astype(np.float32), training=False))
+               for s in range(0, len(cut), 256)]  # fmt: skip
+        return 1.0 / (1.0 + np.exp(-np.concatenate(out).astype(np.float64)))
+
+    rng = np.random.default_rng(seed)
+    idx_tr = np.flatnonzero(tr)
+    pos = idx_tr[(d.y[idx_tr] == 1).any(axis=1)]
+    neg = idx_tr[~(d.y[idx_tr] == 1).any(axis=1)]
+    history: list[dict[str, Any]] = []
+    for epoch in range(epochs + 1):
+        if epoch:
+            ids = np.concatenate([pos, rng.choice(neg, min(n_neg, len(neg)), replace=False)])
+            rng.shuffle(ids)
+            y = d.y[ids]
+            sw = np.zeros(y.shape, np.float32)
+            for t in range(2):
+                lab = y[:, t] >= 0
+                n_p, n_n = max(1, int((y[:, t] == 1).sum())), max(1, int((y[:, t] == 0).sum()))
+                sw[:, t] = np.where(y[:, t] == 1, lab.sum() / (2 * n_p), lab.sum() / (2 * n_n))
+                sw[~lab, t] = 0.0
+            for s in range(0, len(ids), 64):
+                sl = slice(s, s + 64)
+                step(d.cut[ids[sl]].astype(np.float32), y[sl], sw[sl])
+        sv, sh = scores(ve), scores(he)
+        sp = scores(photos[0]) if photos else None
+        history.append({"val": sv, "held": sh, "photo": sp})
+        logger.info("%s epoch %d: %.0f s", held_out, epoch, time.perf_counter() - t0)
+    out: dict[str, Any] = {"validation_style": val, "seconds": time.perf_counter() - t0}
+    for t, (name, rule, target) in enumerate(TASK_RULES):
+        yv, yh = d.y[ve, t], d.y[he, t]
+        lv, lh = yv >= 0, yh >= 0
+        sel = [
+            _selection_score(_decision(t, h["val"][:, t], d.mass[ve])[lv], yv[lv]) for h in history
+        ]
+        best = int(np.argmax(sel))
+        res: dict[str, Any] = {"epoch": best, "y": yh[lh]}
+        for e in sorted({0, best}):  # the frozen head (epoch 0) is calibrated the same way
+            dv = _decision(t, history[e]["val"][:, t], d.mass[ve])[lv]
+            res[f"threshold{e}"] = calibrate_threshold(dv, yv[lv] == 1, rule, target).threshold
+            res[f"scores{e}"] = _decision(t, history[e]["held"][:, t], d.mass[he])[lh]
+        if t == 1 and photos:
+            res["photo_scores"] = _decision(t, history[best]["photo"][:, t], photos[1])
+            res["photo_y"] = photos[2]
+        out[name] = res
+    return out
+
+
+def photo_inputs(backbone: CutBackbone) -> tuple[Any, ...]:
+    """Cut tensors, ImageNet bird mass and labels of the real photos (never trained on)."""
+    from app.bundle import load_bundle
+    from app.imaging import ImageLimits, prepare
+    from training.imagenet import BIRD_INDICES, bird_photos
+
+    spec = load_bundle(BACKBONE).metadata.input
+    photos = bird_photos()
+    x = np.stack([prepare(p.path.read_bytes(), spec, ImageLimits()).array for p in photos])
+    cut, _, probs = backbone(x.astype(np.float32))
+    mass = probs[:, np.asarray(BIRD_INDICES)].sum(axis=1)
+    return cut, mass, np.array([int(p.is_bird) for p in photos])
+
+
+TASK_RULES = (("santa", "max_f1", None), ("bird", "precision", 0.98))
+
+
+def _fmt(iv: dict[str, Any]) -> str:
+    if not iv.get("n"):
+        return "0/0"
+    return f"{iv['k']}/{iv['n']} = {100 * iv['estimate']:.1f}% [{100 * iv['low']:.1f}, {100 * iv['high']:.1f}]"
+
+
+def report(task: str, folds: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per-style and pooled figures (frozen head = epoch 0, and the chosen epoch)."""
+    out: dict[str, Any] = {"task": task, "folds": {}, "pooled": {}}
+    rows = {"frozen": ([], [], []), "finetuned": ([], [], [])}
+    print(
+        f"\n{task}: held-out style | val style | epoch | s | frozen P, R, R@1%FPR, AUC | fine-tuned P, R, R@1%FPR, AUC"
+    )
+    for style, f in folds.items():
+        r = f[task]
+        line = [style, f["validation_style"], str(r["epoch"]), f"{f['seconds']:.0f}"]
+        res = {}
+        for kind, e in (("frozen", 0), ("finetuned", r["epoch"])):
+            thr = r[f"threshold{e}"]
+            sm = summarise(r[f"scores{e}"], r["y"], thr)
+            res[kind] = sm
+            line.append(", ".join([f"{sm['tp']}/{sm['tp'] + sm['fp']}", f"{sm['tp']}/{sm['n_positive']}",
+                                   f"{sm['recall_at_1pct_fpr']['k']}/{sm['n_positive']}", f"{sm['roc_auc']:.3f}"]))  # fmt: skip
+            for acc, v in zip(
+                rows[kind], (r[f"scores{e}"], r["y"], np.full(len(r["y"]), thr)), strict=True
+            ):
+                acc.append(v)
+        if "photo_scores" in r:
+            ps, py = r["photo_scores"], r["photo_y"]
+            res["photos"] = {"birds_found": int((ps[py == 1] >= r[f"threshold{r['epoch']}"]).sum()), "birds": int((py == 1).sum()),
+                             "non_birds_flagged": int((ps[py == 0] >= r[f"threshold{r['epoch']}"]).sum()), "non_birds": int((py == 0).sum())}  # fmt: skip
+            line.append(f"photos {res['photos']}")
+        out["folds"][style] = {
+            **res,
+            "epoch": r["epoch"],
+            "threshold": r[f"threshold{r['epoch']}"],
+            "validation_style": f["validation_style"],
+            "seconds": f["seconds"],
+        }
+        print(" | ".join(line))
+    for kind, (s, y, t) in rows.items():
+        sm = summarise(np.concatenate(s), np.concatenate(y), np.concatenate(t))
+        out["pooled"][kind] = sm
+        print(
+            f"pooled {kind}: n={sm['n']} positives={sm['n_positive']} precision {_fmt(sm['precision'])} recall {_fmt(sm['recall'])} recall@1%FPR {_fmt(sm['recall_at_1pct_fpr'])} AUC {sm['roc_auc']:.3f}"
+        )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--task", choices=["santa", "bird", "both"], default="both",
+                    help="which tables to print (one shared top is trained for both tasks)")  # fmt: skip
+    ap.add_argument("--styles", nargs="*", default=list(STYLES), help="held-out styles to run")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--n-neg", type=int, default=4000, help="negatives sampled per epoch")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fill-only", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/ftb/top_finetune.json"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    fill_cache()
+    if args.fill_only:
+        return
+    d = load_data()
+    photos = photo_inputs(CutBackbone())
+    folds = {}
+    for style in args.styles:
+        folds[style] = run_fold(d, style, photos, args.epochs, args.n_neg, args.lr, args.seed)
+        tasks = ["santa", "bird"] if args.task == "both" else [args.task]
+        result = {t: report(t, folds) for t in tasks}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **result}, indent=1)
+        )
+
+
+if __name__ == "__main__":
+    main()
