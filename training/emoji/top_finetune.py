@@ -273,24 +273,19 @@ def run_fold(
     tr = (d.style != held_out) & (d.style != val)
     ve, he = (d.style == val) & d.base, (d.style == held_out) & d.base
     feats = np.sqrt(d.emb[tr] + EPS)
-    heads = [fit_head(feats[d.y[tr, t] >= 0], d.y[tr, t][d.y[tr, t] >= 0], c=C, use_mass=False)
-             for t in range(2)]  # fmt: skip
-    mean, scale = heads[0].mean, heads[0].scale  # same rows up to bird's unlabelled few
+    ys = [d.y[tr, t] for t in range(2)]
+    heads = [fit_head(feats[y >= 0], y[y >= 0], c=C, use_mass=False) for y in ys]
+    mean, scale = heads[0].mean, heads[0].scale  # santa's head sees every training row
     keras.utils.set_random_seed(seed)
     top = build_top(top_ops())
     x_in = keras.Input((7, 7, int(d.cut.shape[-1])))
     z = keras.layers.Lambda(lambda e: (keras.ops.sqrt(e + EPS) - mean) / scale)(top(x_in))
     dense = keras.layers.Dense(2, name="logits")
     model = keras.Model(x_in, dense(z))
-    w = np.stack([h.weights * h.scale / scale for h in heads], 1)  # re-standardise bird's
-    b = np.array(
-        [
-            h.bias
-            - float(np.sum(h.mean / h.scale * h.weights))
-            + float(np.sum(mean / scale * w[:, i]))
-            for i, h in enumerate(heads)
-        ]
-    )
+    # logit = f @ w + b on raw features (every head's own standardisation folded in), as z:
+    folded = [h.folded() for h in heads]
+    w = np.stack([fw * scale for fw, _ in folded], 1)
+    b = np.array([fb + float(mean @ fw) for fw, fb in folded])
     dense.set_weights([w.astype(np.float32), b.astype(np.float32)])
     opt = keras.optimizers.Adam(lr)
 
@@ -311,6 +306,10 @@ def run_fold(
                for s in range(0, len(cut), 256)]  # fmt: skip
         return 1.0 / (1.0 + np.exp(-np.concatenate(out).astype(np.float64)))
 
+    chk = np.flatnonzero(tr)[:64]  # the Keras head at epoch 0 is the fitted logistic heads
+    want = np.stack([h.score(np.sqrt(d.emb[chk] + EPS)) for h in heads], 1)
+    if np.abs(scores(d.cut[chk]) - want).max() > 1e-2:
+        raise RuntimeError("Keras top + head disagrees with the frozen features' heads")
     rng = np.random.default_rng(seed)
     idx_tr = np.flatnonzero(tr)
     pos = idx_tr[(d.y[idx_tr] == 1).any(axis=1)]
@@ -374,60 +373,73 @@ TASK_RULES = (("santa", "max_f1", None), ("bird", "precision", 0.98))
 def _fmt(iv: dict[str, Any]) -> str:
     if not iv.get("n"):
         return "0/0"
-    return f"{iv['k']}/{iv['n']} = {100 * iv['estimate']:.1f}% [{100 * iv['low']:.1f}, {100 * iv['high']:.1f}]"
+    pct = [100 * iv[k] for k in ("estimate", "low", "high")]
+    return f"{iv['k']}/{iv['n']} = {pct[0]:.1f}% [{pct[1]:.1f}, {pct[2]:.1f}]"
+
+
+def _brief(sm: dict[str, Any]) -> str:
+    """precision, recall, recall at 1% FPR as counts, then ROC AUC."""
+    k = sm["recall_at_1pct_fpr"]["k"]
+    return f"{sm['tp']}/{sm['tp'] + sm['fp']}, {sm['tp']}/{sm['n_positive']}, {k}/{sm['n_positive']}, {sm['roc_auc']:.3f}"
+
+
+def _photos(r: dict[str, Any], threshold: float) -> dict[str, int]:
+    s, y = r["photo_scores"], r["photo_y"]
+    return {
+        "birds_found": int((s[y == 1] >= threshold).sum()),
+        "birds": int((y == 1).sum()),
+        "non_birds_flagged": int((s[y == 0] >= threshold).sum()),
+        "non_birds": int((y == 0).sum()),
+    }
 
 
 def report(task: str, folds: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Per-style and pooled figures (frozen head = epoch 0, and the chosen epoch)."""
+    """Per-style and pooled figures: the frozen head (epoch 0) and the validation-chosen epoch,
+    each at its own validation-calibrated threshold."""
     out: dict[str, Any] = {"task": task, "folds": {}, "pooled": {}}
-    rows = {"frozen": ([], [], []), "finetuned": ([], [], [])}
-    print(
-        f"\n{task}: held-out style | val style | epoch | s | frozen P, R, R@1%FPR, AUC | fine-tuned P, R, R@1%FPR, AUC"
-    )
+    rows: dict[str, tuple[list[Any], list[Any], list[Any]]] = {
+        "frozen": ([], [], []),
+        "finetuned": ([], [], []),
+    }
+    print(f"\n{task}: held-out | validation | epoch | s | frozen / fine-tuned: P, R, R@1%FPR, AUC")
     for style, f in folds.items():
         r = f[task]
+        res: dict[str, Any] = {"epoch": r["epoch"], "validation_style": f["validation_style"]}
         line = [style, f["validation_style"], str(r["epoch"]), f"{f['seconds']:.0f}"]
-        res = {}
         for kind, e in (("frozen", 0), ("finetuned", r["epoch"])):
-            thr = r[f"threshold{e}"]
-            sm = summarise(r[f"scores{e}"], r["y"], thr)
-            res[kind] = sm
-            line.append(", ".join([f"{sm['tp']}/{sm['tp'] + sm['fp']}", f"{sm['tp']}/{sm['n_positive']}",
-                                   f"{sm['recall_at_1pct_fpr']['k']}/{sm['n_positive']}", f"{sm['roc_auc']:.3f}"]))  # fmt: skip
-            for acc, v in zip(
-                rows[kind], (r[f"scores{e}"], r["y"], np.full(len(r["y"]), thr)), strict=True
-            ):
+            thr, s = r[f"threshold{e}"], r[f"scores{e}"]
+            res[kind] = {**summarise(s, r["y"], thr), "threshold": thr}
+            line.append(_brief(res[kind]))
+            for acc, v in zip(rows[kind], (s, r["y"], np.full(len(s), thr)), strict=True):
                 acc.append(v)
         if "photo_scores" in r:
-            ps, py = r["photo_scores"], r["photo_y"]
-            res["photos"] = {"birds_found": int((ps[py == 1] >= r[f"threshold{r['epoch']}"]).sum()), "birds": int((py == 1).sum()),
-                             "non_birds_flagged": int((ps[py == 0] >= r[f"threshold{r['epoch']}"]).sum()), "non_birds": int((py == 0).sum())}  # fmt: skip
+            res["photos"] = _photos(r, r[f"threshold{r['epoch']}"])
             line.append(f"photos {res['photos']}")
-        out["folds"][style] = {
-            **res,
-            "epoch": r["epoch"],
-            "threshold": r[f"threshold{r['epoch']}"],
-            "validation_style": f["validation_style"],
-            "seconds": f["seconds"],
-        }
+        out["folds"][style] = {**res, "seconds": f["seconds"]}
         print(" | ".join(line))
     for kind, (s, y, t) in rows.items():
         sm = summarise(np.concatenate(s), np.concatenate(y), np.concatenate(t))
         out["pooled"][kind] = sm
         print(
-            f"pooled {kind}: n={sm['n']} positives={sm['n_positive']} precision {_fmt(sm['precision'])} recall {_fmt(sm['recall'])} recall@1%FPR {_fmt(sm['recall_at_1pct_fpr'])} AUC {sm['roc_auc']:.3f}"
+            f"pooled {kind}: n={sm['n']} positives={sm['n_positive']} "
+            f"precision {_fmt(sm['precision'])} recall {_fmt(sm['recall'])} "
+            f"recall@1%FPR {_fmt(sm['recall_at_1pct_fpr'])} AUC {sm['roc_auc']:.3f}"
         )
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--task", choices=["santa", "bird", "both"], default="both",
-                    help="which tables to print (one shared top is trained for both tasks)")  # fmt: skip
+    ap.add_argument(
+        "--task",
+        choices=["santa", "bird", "both"],
+        default="both",
+        help="which tables to print (one shared top is trained for both tasks)",
+    )
     ap.add_argument("--styles", nargs="*", default=list(STYLES), help="held-out styles to run")
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--n-neg", type=int, default=4000, help="negatives sampled per epoch")
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--n-neg", type=int, default=3000, help="negatives sampled per epoch")
+    ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fill-only", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("/tmp/ftb/top_finetune.json"))
