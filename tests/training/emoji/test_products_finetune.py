@@ -50,3 +50,25 @@ def test_one_epoch_moves_the_kernels_and_keeps_the_folded_batchnorm() -> None:
     assert np.abs(model.get_layer("s1_1_conv").get_weights()[0] - before_k).max() > 0
     for a, b in zip(model.get_layer("s1_1_bn").get_weights(), before_bn, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_frozen_first_stage_and_distillation_targets() -> None:
+    bundle = load_bundle(BUNDLE)
+    model = pf.build_model(bundle)
+    x = pf.prepare_all(_uploads(16, seed=2), bundle.metadata.input)
+    y = np.arange(16) % 10
+    s1 = model.get_layer("s1_2_conv").get_weights()[0].copy()
+    s2 = model.get_layer("s2_1_conv").get_weights()[0].copy()
+    ft = pf.FineTune(
+        epochs=1,
+        fm_per_epoch=8,
+        drawing_share=0.5,
+        learning_rate=1e-3,
+        distill=0.5,
+        freeze_stages=1,
+    )
+    with pytest.raises(ValueError, match="teacher"):
+        pf.finetune(pf.build_model(bundle), x[:12], y[:12], x[12:], y[12:], ft)
+    pf.finetune(model, x[:12], y[:12], x[12:], y[12:], ft, teacher=pf.build_model(bundle))
+    np.testing.assert_array_equal(model.get_layer("s1_2_conv").get_weights()[0], s1)
+    assert np.abs(model.get_layer("s2_1_conv").get_weights()[0] - s2).max() > 0
