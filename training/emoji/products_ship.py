@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.bundle import BundleMetadata, Metrics, load_bundle
+from app.bundle import Bundle, BundleMetadata, Metrics, load_bundle
 from app.bundle_write import write_bundle
 from app.card import CardData, Licence, Section, Table, pct, render_card
 from app.metrics import EvalReport
@@ -198,29 +198,27 @@ def card(
     return render_card(data_card)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--loso", type=Path, required=True, help="products_finetune --json output")
-    ap.add_argument("--bundle", type=Path, default=PROJECT_ROOT / "models" / "products")
-    ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "models")
-    ap.add_argument("--cache", type=Path, default=PROJECT_ROOT / "data" / "products-ft-cache")
-    ap.add_argument("--min-accuracy", type=float, default=0.940)
-    args = ap.parse_args(argv)
+def stage(
+    start: Bundle,
+    ft: FineTune,
+    fm: dict[str, Any],
+    directory: Path,
+    cache: Path,
+    start_text: str,
+) -> tuple[Bundle, dict[str, Any]]:
+    """Train on all styles and export (parity-checked) into `directory`, or reuse what an
+    earlier call with the same settings and starting bundle left there."""
+    record = directory / "final.json"
+    key = {"settings": asdict(ft), "start_sha256": start.metadata.artifact.sha256}
+    if record.is_file() and json.loads(record.read_text())["key"] == key:
+        return load_bundle(directory / start.name), json.loads(record.read_text())["final"]
     from training.export import export_bundle
     from training.tta import with_flip_tta
 
-    loso = json.loads(args.loso.read_text())
-    if sorted(f["held_out"] for f in loso["folds"]) != sorted(STYLES):
-        raise SystemExit("the leave-one-style-out run must cover every style")
-    ft = FineTune(**loso["settings"])
-    start = load_bundle(args.bundle)
     meta = start.metadata
-    fm = fmnist(start, args.cache)
-    dr = drawing_views(meta.input, args.cache, ft.seed)
+    dr = drawing_views(meta.input, cache, ft.seed)
     t0 = time.perf_counter()
     model, final = run_fold(start, None, fm, dr, ft)
-    print(f"final model (Keras): {json.dumps(final)}", flush=True)
-    start_text = f"`products` v{meta.version} (sha256 {meta.artifact.sha256[:12]})"
     version = str(int(meta.version) + 1) if meta.version.isdigit() else meta.version + "-ft"
     provenance = {
         "data_source": "Fashion-MNIST: train 54000 / val 6000 (stratified) / test 10000; emoji "
@@ -233,65 +231,91 @@ def main(argv: Sequence[str] | None = None) -> int:
         "epochs": ft.epochs,
         "seed": ft.seed,
         "training_time_s": round(time.perf_counter() - t0, 1),
-        "notes": f"fine-tuned: {json.dumps(loso['settings'])}; leave-one-style-out folds are "
+        "notes": f"fine-tuned: {json.dumps(asdict(ft))}; leave-one-style-out folds are "
         "separate models",
     }
+    staged, parity = export_bundle(
+        with_flip_tta(model),
+        out_dir=directory,
+        name=meta.name,
+        labels=start.labels,
+        input_spec=meta.input,
+        parity_inputs=fm["x_test"][:512],
+        provenance=provenance,
+        description=meta.description.replace("trained from scratch", "fine-tuned with drawings"),
+        version=version,
+    )
+    final["parity"] = asdict(parity)
+    record.write_text(json.dumps({"key": key, "final": final}, indent=2) + "\n")
+    return staged, final
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--loso", type=Path, help="products_finetune --json output (to write)")
+    ap.add_argument("--bundle", type=Path, default=PROJECT_ROOT / "models" / "products")
+    ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "models")
+    ap.add_argument("--cache", type=Path, default=PROJECT_ROOT / "data" / "products-ft-cache")
+    ap.add_argument("--min-accuracy", type=float, default=0.940)
+    ap.add_argument(
+        "--stage",
+        type=Path,
+        default=PROJECT_ROOT / "data" / "products-ft-cache" / "stage",
+        help="the trained, exported model is kept here and reused while the settings match",
+    )
+    args = ap.parse_args(argv)
+    loso = json.loads(args.loso.read_text()) if args.loso else None
+    if loso and sorted(f["held_out"] for f in loso["folds"]) != sorted(STYLES):
+        raise SystemExit("the leave-one-style-out run must cover every style")
+    ft = FineTune(**loso["settings"]) if loso else FineTune()
+    start = load_bundle(args.bundle)
+    meta = start.metadata
+    start_text = f"`products` v{meta.version} (sha256 {meta.artifact.sha256[:12]})"
+    fm = fmnist(start, args.cache)
+    staged, final = stage(start, ft, fm, args.stage, args.cache, start_text)
     split = official_test_split(meta)
-    with tempfile.TemporaryDirectory() as tmp:
-        staged, parity = export_bundle(
-            with_flip_tta(model),
-            out_dir=Path(tmp),
-            name=meta.name,
-            labels=start.labels,
-            input_spec=meta.input,
-            parity_inputs=fm["x_test"][:512],
-            provenance=provenance,
-            description=meta.description.replace(
-                "trained from scratch", "fine-tuned with drawings"
-            ),
-            version=version,
-        )
-        test = evaluate_bundle(staged, split.x_test, split.y_test).report
-        inverted = evaluate_bundle(staged, (255 - split.x_test).astype(np.uint8), split.y_test)
-        print(
-            f"parity {parity}; serving-path test {test.accuracy:.4f}, inverted "
-            f"{inverted.report.accuracy:.4f} (n={test.n_samples})",
-            flush=True,
-        )
-        if test.accuracy < args.min_accuracy:
-            print(f"refusing: Fashion-MNIST test below {args.min_accuracy:.2%}; nothing written")
-            return 1
-        note = f"{SERVING_PATH}, input.trim on"
-        metrics = [
-            test.to_metrics("Fashion-MNIST", "test", "onnxruntime", notes=note),
-            inverted.report.to_metrics(
-                "Fashion-MNIST",
-                "test inverted",
-                "onnxruntime",
-                notes=note + "; every test image inverted (255 - x) -> input.invert auto",
-            ),
-            Metrics(
-                dataset="Fashion-MNIST",
-                split="val",
-                n_samples=len(fm["y_val"]),
-                accuracy=final["fmnist_val"],
-                evaluated_with="keras",
-                notes="prepared by app.imaging.prepare, mirror-averaged",
-            ),
-            *loso_metrics(loso),
-        ]
-        new_meta = staged.metadata.model_copy(update={"metrics": metrics})
-        text = card(
-            new_meta, start.labels, loso, ft, test, inverted.report.accuracy, final, start_text
-        )
-        out = write_bundle(
-            args.out / meta.name,
-            model_bytes=staged.model_path.read_bytes(),
-            metadata=new_meta,
-            labels=list(start.labels),
-            model_card=text,
-        )
-    print(f"wrote {out.path} (version {version})")
+    test = evaluate_bundle(staged, split.x_test, split.y_test).report
+    inverted = evaluate_bundle(staged, (255 - split.x_test).astype(np.uint8), split.y_test)
+    print(
+        f"final model: {json.dumps(final)}; serving-path test {test.accuracy:.4f}, inverted "
+        f"{inverted.report.accuracy:.4f} (n={test.n_samples})",
+        flush=True,
+    )
+    if loso is None:
+        print("no --loso: staged only, nothing written")
+        return 0
+    if test.accuracy < args.min_accuracy:
+        print(f"refusing: Fashion-MNIST test below {args.min_accuracy:.2%}; nothing written")
+        return 1
+    note = f"{SERVING_PATH}, input.trim on"
+    metrics = [
+        test.to_metrics("Fashion-MNIST", "test", "onnxruntime", notes=note),
+        inverted.report.to_metrics(
+            "Fashion-MNIST",
+            "test inverted",
+            "onnxruntime",
+            notes=note + "; every test image inverted (255 - x) -> input.invert auto",
+        ),
+        Metrics(
+            dataset="Fashion-MNIST",
+            split="val",
+            n_samples=len(fm["y_val"]),
+            accuracy=final["fmnist_val"],
+            evaluated_with="keras",
+            notes="prepared by app.imaging.prepare, mirror-averaged",
+        ),
+        *loso_metrics(loso),
+    ]
+    new_meta = staged.metadata.model_copy(update={"metrics": metrics})
+    text = card(new_meta, start.labels, loso, ft, test, inverted.report.accuracy, final, start_text)
+    out = write_bundle(
+        args.out / meta.name,
+        model_bytes=staged.model_path.read_bytes(),
+        metadata=new_meta,
+        labels=list(start.labels),
+        model_card=text,
+    )
+    print(f"wrote {out.path} (version {new_meta.version})")
     return 0
 
 
