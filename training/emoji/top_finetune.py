@@ -26,14 +26,13 @@ import numpy as np
 import numpy.typing as npt
 
 from training.emoji.catalog import STYLES, Picture, data_root, load_catalog
-from training.emoji.embed import BACKBONE, SIZE, aug_subset
+from training.emoji.embed import BACKBONE, RENDER_VERSION, SIZE, aug_subset
 from training.emoji.loso import MASS_RULE, _selection_score, summarise
 from training.emoji.render import augment, base_array
 
 logger = logging.getLogger(__name__)
 
 CUT = "serving_1/block14_add_1/Add:0"  # NCHW N x 192 x 7 x 7: the input of block15
-TOP = ("block15_expand", "block15_dw", "block15_project", "head")
 CACHE_VERSION = 1
 
 
@@ -79,10 +78,13 @@ class CutSet:
     paths: tuple[str, ...]
 
 
-def cache_file(style: str, view: str, root: Path | None = None) -> Path:
-    return (
-        (root or data_root()) / "emoji-finetune-cache" / f"v{CACHE_VERSION}" / f"{style}-{view}.npz"
-    )
+def cache_file(style: str, view: str, bundle_dir: Path = BACKBONE) -> Path:
+    """Keyed like embed's cache: rendering version, backbone sha256, this cache's version."""
+    from app.bundle import load_bundle
+
+    sha = load_bundle(bundle_dir).metadata.artifact.sha256[:12]
+    key = f"r{RENDER_VERSION}-{sha}-v{CACHE_VERSION}"
+    return data_root() / "emoji-finetune-cache" / key / f"{style}-{view}.npz"
 
 
 def cut_features(
