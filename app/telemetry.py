@@ -29,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app.multiproc import multiprocess_dir
+from app.procmem import ProcessMemory
 
 logger = logging.getLogger(__name__)
 
@@ -163,11 +164,13 @@ class StateCollector(Collector):
         catalogs: Callable[[], Sequence[CatalogState]],
         refused: Callable[[], int],
         teach_jobs: Callable[[], Mapping[str, int]] = dict,
+        memory: Callable[[], Sequence[ProcessMemory]] = list,
     ) -> None:
         self._models = models
         self._catalogs = catalogs
         self._refused = refused
         self._teach_jobs = teach_jobs
+        self._memory = memory
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
@@ -221,6 +224,15 @@ class StateCollector(Collector):
         for status, n in sorted(counts.items()):
             jobs.add_metric([status], float(n))
         yield jobs
+        rss = GaugeMetricFamily(
+            "imgclass_process_resident_memory_bytes",
+            "Resident memory of each server process, read at scrape time (role: server, or "
+            "supervisor and worker when python -m app runs several workers).",
+            labels=["pid", "role"],
+        )
+        for p in self._memory():
+            rss.add_metric([str(p.pid), p.role], float(p.rss_bytes))
+        yield rss
 
 
 def process_stopped() -> None:

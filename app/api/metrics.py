@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from app import telemetry
 from app.api.deps import ReadAuth
 from app.catalog.service import CatalogService
+from app.procmem import server_memory
 from app.registry import ModelRegistry
 from app.teach.jobs import JobRunner
 
@@ -17,7 +18,10 @@ router = APIRouter(tags=["operations"])
 
 
 def state_collector(
-    registry: ModelRegistry, catalogs: CatalogService, teach: JobRunner | None
+    registry: ModelRegistry,
+    catalogs: CatalogService,
+    teach: JobRunner | None,
+    workers: int = 1,
 ) -> telemetry.StateCollector:
     def models() -> list[telemetry.ModelState]:
         return [
@@ -42,7 +46,11 @@ def state_collector(
         return Counter(job.status for job in teach.store.all()) if teach is not None else Counter()
 
     return telemetry.StateCollector(
-        models, catalog_sizes, lambda: len(registry.refused()), teach_jobs
+        models,
+        catalog_sizes,
+        lambda: len(registry.refused()),
+        teach_jobs,
+        lambda: server_memory(workers),
     )
 
 
@@ -54,7 +62,10 @@ def state_collector(
 )
 def metrics(request: Request) -> Response:
     """Prometheus metrics: requests, latencies (decode, queue wait, inference, total),
-    in-flight requests, queue depth, batch sizes, served bundles and catalog sizes."""
+    in-flight requests, queue depth, batch sizes, served bundles and catalog sizes, and the
+    resident memory of every server process."""
     state = request.app.state
-    collector = state_collector(state.registry, state.catalogs, getattr(state, "teach", None))
+    collector = state_collector(
+        state.registry, state.catalogs, getattr(state, "teach", None), state.settings.workers
+    )
     return Response(telemetry.exposition(collector), media_type=telemetry.CONTENT_TYPE)

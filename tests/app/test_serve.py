@@ -100,6 +100,20 @@ def test_each_worker_listens_and_connections_are_spread(two_workers: LiveServer)
     assert serving["workers"] == 2 and serving["pipelines"] == max(1, cores // 2)
 
 
+def test_metrics_report_every_process_memory(two_workers: LiveServer) -> None:
+    parent = _server_pid(two_workers.port)
+    text = httpx.get(f"{two_workers.base}/metrics", timeout=10).text
+    rows = [ln for ln in text.splitlines() if ln.startswith("imgclass_process_resident_memory")]
+    roles = {}
+    for row in rows:
+        labels, value = row.rsplit(" ", 1)
+        pid = int(labels.split('pid="')[1].split('"')[0])
+        roles[pid] = labels.split('role="')[1].split('"')[0]
+        assert float(value) > 10 * 2**20
+    expected = {parent: "supervisor"} | {w.pid: "worker" for w in _workers(parent)}
+    assert roles == expected
+
+
 def test_a_dead_worker_is_replaced(two_workers: LiveServer) -> None:
     parent = _server_pid(two_workers.port)
     victim = _workers(parent)[0]
