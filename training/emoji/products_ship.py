@@ -33,9 +33,11 @@ from training.emoji.catalog import LABELS_SOURCE, PROJECT_ROOT, STYLES
 from training.emoji.products_finetune import (
     TRAIN_VIEWS,
     FineTune,
+    build_model,
     drawing_views,
     fmnist,
     run_fold,
+    tta_probs,
 )
 from training.emoji.products_views import EVAL_VIEWS
 from training.serving_eval import SERVING_PATH, evaluate_bundle, official_test_split
@@ -145,6 +147,10 @@ def card(
                         f"{pct(test.macro_f1)}",
                     ),
                     ("the same images inverted (`invert: auto`)", pct(inverted)),
+                    (
+                        "serving path = Keras top-1",
+                        f"{pct(final.get('keras_top1_agreement'))} of {test.n_samples:,} images",
+                    ),
                     (
                         "validation split (n=6,000, Keras, mirror-averaged)",
                         pct(final["fmnist_val"]),
@@ -274,11 +280,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     fm = fmnist(start, args.cache)
     staged, final = stage(start, ft, fm, args.stage, args.cache, start_text)
     split = official_test_split(meta)
-    test = evaluate_bundle(staged, split.x_test, split.y_test).report
+    served = evaluate_bundle(staged, split.x_test, split.y_test)
+    test = served.report
+    # The trained weights read back from the graph (BN stays folded, as trained) in Keras, on
+    # the serving path's prepared images: the export's top-1 agreement on all 10,000.
+    keras_top1 = tta_probs(build_model(staged), fm["x_test"]).argmax(1)
+    agreement = float(np.mean(keras_top1 == served.probs.argmax(1)))
     inverted = evaluate_bundle(staged, (255 - split.x_test).astype(np.uint8), split.y_test)
     print(
         f"final model: {json.dumps(final)}; serving-path test {test.accuracy:.4f}, inverted "
-        f"{inverted.report.accuracy:.4f} (n={test.n_samples})",
+        f"{inverted.report.accuracy:.4f} (n={test.n_samples}); Keras = serving top-1 {agreement:.4f}",
         flush=True,
     )
     if loso is None:
@@ -289,7 +300,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     note = f"{SERVING_PATH}, input.trim on"
     metrics = [
-        test.to_metrics("Fashion-MNIST", "test", "onnxruntime", notes=note),
+        test.to_metrics(
+            "Fashion-MNIST",
+            "test",
+            "onnxruntime",
+            notes=note + "; Keras agreement: the graph's weights read back into the Keras model",
+            keras_top1_agreement=agreement,
+        ),
         inverted.report.to_metrics(
             "Fashion-MNIST",
             "test inverted",
@@ -307,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         *loso_metrics(loso),
     ]
     new_meta = staged.metadata.model_copy(update={"metrics": metrics})
+    final = {**final, "keras_top1_agreement": agreement}
     text = card(new_meta, start.labels, loso, ft, test, inverted.report.accuracy, final, start_text)
     out = write_bundle(
         args.out / meta.name,
