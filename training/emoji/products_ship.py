@@ -9,7 +9,9 @@ through the serving path and writes models/products (same input spec: invert aut
 labels; outputs probs + embedding) with the measurements and a card, only when the test accuracy
 is at least --min-accuracy. The fold models are separate models; their held-out numbers are the
 generalisation figures, the shipped model saw every style.
-CLI: ``python -m training.emoji.products_ship --loso loso.json [--out models]``.
+CLI: ``python -m training.emoji.products_ship --loso loso.json [--bundle START] [--out models]``
+(START: the starting bundle; models/products v2 was made from v1, sha256 61288c3ff119, which
+lives in git history). Without --loso it only trains and stages.
 """
 
 from __future__ import annotations
@@ -170,9 +172,9 @@ def card(
             "model trained on all seven styles, so its own score on them is not a "
             "generalisation figure and is not reported. Fold models' Fashion-MNIST accuracies "
             "are Keras, mirror-averaged, on the serving path's prepared images.",
-            "Command: `python -m training.emoji.products_finetune --json loso.json` "
-            "(settings in FineTune there), then `python -m training.emoji.products_ship "
-            "--loso loso.json`.",
+            "Command: see Reproduce below (settings in FineTune, "
+            f"training/emoji/products_finetune.py); START is a folder holding {start}, the "
+            "starting bundle, from the git history of models/products.",
         ),
         tables=(
             Table(
@@ -198,8 +200,8 @@ def card(
             *(Licence(f"emoji drawings, {s}", lic) for s, (_, lic) in STYLES.items()),
             Licence("Fashion-MNIST", "MIT"),
         ),
-        reproduce="python -m training.emoji.products_finetune --json loso.json && "
-        "python -m training.emoji.products_ship --loso loso.json",
+        reproduce="python -m training.emoji.products_finetune --bundle START --json loso.json && "
+        "python -m training.emoji.products_ship --bundle START --loso loso.json",
     )
     return render_card(data_card)
 
