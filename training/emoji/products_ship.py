@@ -107,6 +107,10 @@ def card(
             + f". Labels: {LABELS_SOURCE}. Each drawing is used in {views} views "
             "(training.emoji.products_views), each sent through the serving path's "
             "`app.imaging.prepare`.",
+            "Input policy (unchanged from the starting bundle): `input.trim` "
+            f"{str(meta.input.trim).lower()}: the server crops a picture on a uniform "
+            "background to the object and centres it (app/trim.py), as Fashion-MNIST's photos "
+            f"were prepared; `input.invert` {meta.input.invert}.",
         ),
     )
     train = Section(
