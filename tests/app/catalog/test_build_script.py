@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,41 @@ def test_build_script_fills_and_resumes(tiny_models_dir: Path, tmp_path: Path) -
         [*cmd[:-2], "--model", "nope"], env=env, capture_output=True, text=True
     )
     assert missing.returncode == 2 and "no bundle" in missing.stderr
+
+
+def test_build_script_reindexes_after_a_new_model_build(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    """A new build of the shipped model (another sha256) must not leave scripts/serve with a
+    catalog that refuses every search: the script re-embeds the stored items."""
+    import onnx
+
+    from app.bundle import load_bundle, read_metadata
+    from app.bundle_write import write_bundle
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
+    env = {
+        **os.environ,
+        "IMGCLASS_MODELS_DIR": str(models),
+        "IMGCLASS_DATA_DIR": str(tmp_path / "svc"),
+        "IMGCLASS_TRAINING_DATA_DIR": str(DATA),
+    }
+    cmd = [sys.executable, str(ROOT / "scripts/build-products-catalog"), "--model", "tiny"]
+    assert subprocess.run([*cmd, "--limit", "30"], env=env, capture_output=True).returncode == 0
+    bundle = load_bundle(models / "tiny")
+    proto = onnx.load(str(bundle.model_path))
+    onnx.helper.set_model_props(proto, {"build": "2"})
+    meta = read_metadata(models / "tiny/metadata.json").model_copy(update={"version": "2"})
+    write_bundle(
+        models / "tiny", model_bytes=proto.SerializeToString(), metadata=meta, labels=bundle.labels
+    )
+    again = subprocess.run([*cmd, "--limit", "40"], env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "reindexed 30 items" in again.stdout and "30 items present, 10 to add" in again.stdout
+    store = EmbeddedStore(tmp_path / "svc" / "catalogs")
+    store.open()
+    rec = store.get_catalog("products")
+    assert rec.item_count == 40
+    assert rec.model.sha256 == load_bundle(models / "tiny").metadata.artifact.sha256
+    store.close()
