@@ -162,3 +162,33 @@ def test_a_port_in_use_fails_at_once(tmp_path: Path) -> None:
     assert done.returncode == 3
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert time.monotonic() - started < 30
+
+
+def test_workers_accept_only_once_loaded(tmp_path: Path) -> None:
+    """The parent listens before the workers start, so a request may reach a worker at once:
+    it must wait for that worker's models, never get 503 "still loading" (a client that saw
+    /readyz 200 from one worker would otherwise be refused by the other)."""
+    port = free_port()
+    env = {**os.environ, **_env(2), "IMGCLASS_PORT": str(port)}
+    env["IMGCLASS_DATA_DIR"] = str(tmp_path / "data")
+    env["IMGCLASS_LOAD_IN_BACKGROUND"] = "true"  # the workers must override it
+    with (tmp_path / "server.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=log
+        )
+    try:
+        statuses: list[int] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and (not statuses or statuses[-1] != 200):
+            try:
+                with httpx.Client(timeout=60) as c:  # a new connection each time
+                    statuses.append(c.get(f"http://127.0.0.1:{port}/readyz").status_code)
+            except httpx.ConnectError:  # the parent has not bound the socket yet
+                time.sleep(0.05)
+        assert statuses and set(statuses) == {200}, statuses
+        for _ in range(20):  # whichever worker a new connection reaches is ready
+            with httpx.Client(timeout=60) as c:
+                assert c.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(40)
