@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.bundle import load_bundle, read_metadata, write_bundle
 from app.catalog.embedded import EmbeddedStore
 from app.catalog.index import IndexConfig
 from app.catalog.store import CatalogStore
@@ -102,3 +103,17 @@ def make_client(tiny_models_dir: Path, tmp_path: Path) -> Iterator[Callable[...,
     yield factory
     for c in clients:
         c.close()
+
+
+def rebuild_bundle(bundle_dir: Path, version: str = "2") -> None:
+    """A new build of the same model in place: same name, graph and behaviour, other bytes and
+    sha256 (as a retrained or re-exported bundle would have)."""
+    import onnx
+
+    bundle = load_bundle(bundle_dir)
+    proto = onnx.load(str(bundle.model_path))
+    onnx.helper.set_model_props(proto, {"build": version})
+    meta = read_metadata(bundle_dir / "metadata.json").model_copy(update={"version": version})
+    write_bundle(
+        bundle_dir, model_bytes=proto.SerializeToString(), metadata=meta, labels=bundle.labels
+    )

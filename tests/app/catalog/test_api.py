@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.bundle import load_bundle, read_metadata, write_bundle
+from tests.app.catalog.conftest import rebuild_bundle
 
 ClientFactory = Callable[..., TestClient]
 N = 40
@@ -257,20 +257,11 @@ def test_changed_model_build_is_refused_until_reindexed(
     tiny_models_dir: Path,
     tmp_path: Path,
 ) -> None:
-    import onnx
-
     models = tmp_path / "models"
     shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
     with make_client(models_dir=models) as c:
         fill(c, images[:12])
-    # a new build of the same model: same name and behaviour, different bytes and sha256
-    bundle = load_bundle(models / "tiny")
-    proto = onnx.load(str(bundle.model_path))
-    onnx.helper.set_model_props(proto, {"build": "2"})
-    meta = read_metadata(models / "tiny/metadata.json").model_copy(update={"version": "2"})
-    write_bundle(
-        models / "tiny", model_bytes=proto.SerializeToString(), metadata=meta, labels=bundle.labels
-    )
+    rebuild_bundle(models / "tiny")
     with make_client(models_dir=models) as c:
         assert c.get("/v1/catalogs/fm").json()["stale"] is True
         r = problem(c.post("/v1/catalogs/fm/search", json={"item_id": "p001"}), 409)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from app.catalog.embedded import EmbeddedStore
+from tests.app.catalog.conftest import rebuild_bundle
 from tests.conftest import DATA, ROOT
 
 
@@ -45,10 +46,7 @@ def test_build_script_reindexes_after_a_new_model_build(
 ) -> None:
     """A new build of the shipped model (another sha256) must not leave scripts/serve with a
     catalog that refuses every search: the script re-embeds the stored items."""
-    import onnx
-
-    from app.bundle import load_bundle, read_metadata
-    from app.bundle_write import write_bundle
+    from app.bundle import load_bundle
 
     models = tmp_path / "models"
     shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
@@ -60,13 +58,7 @@ def test_build_script_reindexes_after_a_new_model_build(
     }
     cmd = [sys.executable, str(ROOT / "scripts/build-products-catalog"), "--model", "tiny"]
     assert subprocess.run([*cmd, "--limit", "30"], env=env, capture_output=True).returncode == 0
-    bundle = load_bundle(models / "tiny")
-    proto = onnx.load(str(bundle.model_path))
-    onnx.helper.set_model_props(proto, {"build": "2"})
-    meta = read_metadata(models / "tiny/metadata.json").model_copy(update={"version": "2"})
-    write_bundle(
-        models / "tiny", model_bytes=proto.SerializeToString(), metadata=meta, labels=bundle.labels
-    )
+    rebuild_bundle(models / "tiny")
     again = subprocess.run([*cmd, "--limit", "40"], env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert "reindexed 30 items" in again.stdout and "30 items present, 10 to add" in again.stdout
