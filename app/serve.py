@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ MAX_EARLY_EXITS: Final = 3
 
 
 def reuseport_supported() -> bool:
-    return hasattr(socket, "SO_REUSEPORT")
+    """Linux spreads connections over SO_REUSEPORT sockets; other systems (macOS, the BSDs)
+    accept the option but hand new connections to one socket, so they get uvicorn's workers."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
 def bind_reuseport(host: str, port: int) -> socket.socket:
