@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +31,12 @@ from app.main import create_app
 from app.runtime import BatchPolicy, ModelOutput, OnnxModel, measure_batch_policy
 from tests.conftest import make_settings
 from tests.images import fashion_png
+
+T = TypeVar("T")
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +76,14 @@ def scheduler(model: object, spec, **kw: object) -> ModelScheduler:  # type: ign
     return ModelScheduler("tiny", model, spec, ImageLimits(), **args)  # type: ignore[arg-type]
 
 
+def run_then_close(owner: Closable, coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on a fresh event loop, then close the scheduler(s) it used, whatever happened."""
+    try:
+        return asyncio.run(coro)
+    finally:
+        owner.close()
+
+
 def direct_probs(model: OnnxModel, data: bytes) -> npt.NDArray[np.float32]:
     arr = prepare(data, model.bundle.metadata.input, ImageLimits()).array
     return model.run(arr[None]).probs[0]
@@ -83,10 +99,7 @@ def test_each_caller_gets_its_own_rows(model: OnnxModel, pngs: list[bytes], max_
     async def main() -> list:  # type: ignore[type-arg]
         return await asyncio.gather(*(sched.submit(r) for r in requests))
 
-    try:
-        results = asyncio.run(main())
-    finally:
-        sched.close()
+    results = run_then_close(sched, main())
     for req, scored in zip(requests, results, strict=True):
         assert scored.output.probs.shape == (len(req), 10)
         assert len(scored.images) == len(req)
@@ -113,10 +126,7 @@ def test_bad_image_fails_only_its_own_request(model: OnnxModel, pngs: list[bytes
         calls += [sched.submit(g) for g in good[1:]]
         return await asyncio.gather(*calls, return_exceptions=True)
 
-    try:
-        out = asyncio.run(main())
-    finally:
-        sched.close()
+    out = run_then_close(sched, main())
     err = out[1]
     assert isinstance(err, UnsupportedMediaType)
     assert err.extra["image_index"] == 1 and "notes.txt" in err.detail
@@ -148,10 +158,7 @@ def test_full_queue_is_refused_at_once(model: OnnxModel, pngs: list[bytes]) -> N
         gated.gate.set()
         return await asyncio.gather(first, *queued), refused_in
 
-    try:
-        done, refused_in = asyncio.run(main())
-    finally:
-        sched.close()
+    done, refused_in = run_then_close(sched, main())
     assert refused_in < 0.5  # no waiting for the queue (generous for loaded cores)
     assert len(done) == 3 and all(s.output.probs.shape == (1, 10) for s in done)
 
@@ -273,10 +280,7 @@ def test_shedder_refuses_a_full_model_before_routing(model: OnnxModel, pngs: lis
         gated.gate.set()
         await asyncio.gather(first, queued)
 
-    try:
-        asyncio.run(main())
-    finally:
-        pool.close()
+    run_then_close(pool, main())
     assert passed == ["/v1/models/other/predict", "/v1/models/tiny"]
 
 
@@ -321,10 +325,7 @@ def test_refusals_are_paced_by_the_queue_drain_time(model: OnnxModel, pngs: list
         gated.gate.set()
         await asyncio.gather(held, *waiting)
 
-    try:
-        asyncio.run(main())
-    finally:
-        sched.close()
+    run_then_close(sched, main())
 
 
 def test_queue_is_bounded_by_the_wait_it_imposes_and_by_bytes(
@@ -352,10 +353,7 @@ def test_queue_is_bounded_by_the_wait_it_imposes_and_by_bytes(
         gated.gate.set()
         await asyncio.gather(held, *waiting)
 
-    try:
-        asyncio.run(main())
-    finally:
-        sched.close()
+    run_then_close(sched, main())
 
     small = scheduler(Gated(model), spec, pipelines=1, max_bytes=len(pngs[0]) + 10)
     small.model.gate.clear()  # type: ignore[attr-defined]
@@ -373,10 +371,7 @@ def test_queue_is_bounded_by_the_wait_it_imposes_and_by_bytes(
         with contextlib.suppress(Exception):  # three PNGs glued together: decoded or refused
             await alone
 
-    try:
-        asyncio.run(fill())
-    finally:
-        small.close()
+    run_then_close(small, fill())
 
 
 def test_prepared_tensors_share_the_queue_and_batches_with_images(
@@ -395,10 +390,7 @@ def test_prepared_tensors_share_the_queue_and_batches_with_images(
         calls += [sched.submit([pngs[1], pngs[2]]), sched.submit_tensor(tensors[1])]
         return await asyncio.gather(*calls)
 
-    try:
-        img0, t0, img1, t1 = asyncio.run(main())
-    finally:
-        sched.close()
+    img0, t0, img1, t1 = run_then_close(sched, main())
     for tensor, scored in ((tensors[0], t0), (tensors[1], t1)):
         assert scored.images == []
         np.testing.assert_allclose(scored.output.probs, model.run(tensor).probs, atol=1e-5)
