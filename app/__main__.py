@@ -36,17 +36,9 @@ def main() -> None:
     os.environ["IMGCLASS_WORKERS"] = str(workers)  # read by each worker's Settings
     # Several workers share their Prometheus metrics through files; set up before they start.
     prepare_multiprocess_dir(workers)
-    if workers == 1:
-        uvicorn.run(
-            "app.main:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-            access_log=False,  # the app logs each request itself
-        )
-        return
-    if not reuseport_supported():  # pragma: no cover - not Linux/BSD
+    if workers == 1 or not reuseport_supported():
+        # One process; or several on a system whose SO_REUSEPORT does not spread connections
+        # (app.serve.reuseport_supported): uvicorn's own workers, one shared socket.
         uvicorn.run(
             "app.main:create_app",
             factory=True,
@@ -54,7 +46,7 @@ def main() -> None:
             port=settings.port,
             workers=workers,
             log_level=settings.log_level.lower(),
-            access_log=False,
+            access_log=False,  # the app logs each request itself
         )
         return
     from app.logs import configure_logging  # after the metrics folder is set up
