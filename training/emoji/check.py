@@ -83,6 +83,38 @@ class _Features:
         return emb, mass
 
 
+class _TopFolds:
+    """A fine-tuned-top bundle's folds (training.emoji.top_graph.TOP_FOLDS): the served graph
+    with one fold's top and head swapped in, run on PNG bytes through the server's runtime."""
+
+    def __init__(self, bundle_dir: Path, z: Any, backbone: Backbone) -> None:
+        import onnx
+
+        from app.bundle import load_bundle
+        from training.serving_eval import open_model
+
+        self.bundle = load_bundle(bundle_dir)
+        self.served = onnx.load(str(self.bundle.model_path))
+        self.imagenet = onnx.load(str(backbone.bundle.model_path))
+        self.z = z
+        self.open_model = open_model
+
+    def __call__(self, i: int, pics: Sequence[Picture]) -> npt.NDArray[np.bool_]:
+        from training.emoji.top_graph import fold_graph
+
+        z = self.z
+        names = z["names"].tolist()
+        deltas = {n: z[f"d{i}_{k}"] for k, n in enumerate(names) if f"d{i}_{k}" in z.files}
+        graph = fold_graph(self.served, self.imagenet, names, deltas, z["w"][i], float(z["b"][i]))
+        model = self.open_model(graph, like=self.bundle)
+        spec = self.bundle.metadata.input
+        p = []
+        for s in range(0, len(pics), 32):
+            x = np.stack([prepare(_png(q), spec, ImageLimits()).array for q in pics[s : s + 32]])
+            p.append(model.run(x).probs[:, 1])
+        return np.concatenate(p) >= float(z["threshold"][i])
+
+
 def check_bundle(
     bundle_dir: Path,
     catalog: list[Picture],
@@ -90,13 +122,17 @@ def check_bundle(
     negatives: int,
     only: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Re-run each fold head on its held-out style (or only the styles in `only`)."""
-    z = np.load(bundle_dir / FOLD_HEADS)
+    """Re-run each fold head (or fold top + head) on its held-out style (or only `only`)."""
+    from training.emoji.top_graph import TOP_FOLDS
+
+    top = (bundle_dir / TOP_FOLDS).is_file()
+    z = np.load(bundle_dir / (TOP_FOLDS if top else FOLD_HEADS))
     task = TASKS[str(z["task"])]
     problems = []
     if str(z["backbone_sha256"]) != feats.backbone.sha:
         problems.append(f"{bundle_dir.name}: fold heads were trained on another imagenet bundle")
         return [], problems
+    top_folds = _TopFolds(bundle_dir, z, feats.backbone) if top else None
     rows = []
     for i, style in enumerate(z["styles"].tolist()):
         if only is not None and style not in only:
@@ -106,13 +142,16 @@ def check_bundle(
         neg_all = [p for p in pics if task.label(p) == 0]
         rng = np.random.default_rng([7, i])
         neg = [neg_all[j] for j in sorted(rng.choice(len(neg_all), negatives, replace=False))]
-        emb, mass = feats(pos + neg)
-        x = features(emb, mass, bool(z["use_mass"]))
-        # score >= threshold  <=>  logit >= logit(threshold)
-        t = min(float(z["threshold"][i]), 1 - 1e-9)
-        hit = (x.astype(np.float64) @ z["w"][i] + z["b"][i]) >= np.log(t / (1 - t))
-        if "combine_mass" in z.files and bool(z["combine_mass"]):  # mass rule fires alone
-            hit |= mass >= MASS_RULE
+        if top_folds is not None:
+            hit = top_folds(i, pos + neg)
+        else:
+            emb, mass = feats(pos + neg)
+            x = features(emb, mass, bool(z["use_mass"]))
+            # score >= threshold  <=>  logit >= logit(threshold)
+            t = min(float(z["threshold"][i]), 1 - 1e-9)
+            hit = (x.astype(np.float64) @ z["w"][i] + z["b"][i]) >= np.log(t / (1 - t))
+            if "combine_mass" in z.files and bool(z["combine_mass"]):  # mass rule fires alone
+                hit |= mass >= MASS_RULE
         tp, fp = int(hit[: len(pos)].sum()), int(hit[len(pos) :].sum())
         rec_tp, rec_n = int(z["tp"][i]), int(z["tp"][i] + z["fn"][i])
         rec_fpr = int(z["fp"][i]) / max(1, int(z["fp"][i] + z["tn"][i]))

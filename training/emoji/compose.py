@@ -23,12 +23,23 @@ from training.imagenet import BIRD_INDICES
 _INTERNAL_PROBS = "imagenet_probs"
 
 
-def compose(backbone_onnx: Path, head: LinearHead, combine_threshold: float | None = None) -> bytes:
+def compose(
+    backbone_onnx: Path | onnx.ModelProto,
+    head: LinearHead,
+    combine_threshold: float | None = None,
+    eps: float = 0.0,
+) -> bytes:
     """The serialized composed model: input `image`, outputs `probs` (N x 2), `embedding`.
 
     With `combine_threshold` t, P(positive) = max(ImageNet bird mass, sigmoid(z - logit t)):
-    at 0.5 it says "mass >= 0.5 or head score >= t" (loso.decision_scores)."""
-    model = onnx.load(str(backbone_onnx))
+    at 0.5 it says "mass >= 0.5 or head score >= t" (loso.decision_scores). With `eps`, the
+    head's input is sqrt(embedding + eps) (top_finetune's heads) instead of sqrt(embedding).
+    A ModelProto given is changed in place."""
+    model = (
+        backbone_onnx
+        if isinstance(backbone_onnx, onnx.ModelProto)
+        else onnx.load(str(backbone_onnx))
+    )
     g = model.graph
     for node in g.node:
         node.output[:] = [_INTERNAL_PROBS if o == PROBS_NAME else o for o in node.output]
@@ -40,10 +51,14 @@ def compose(backbone_onnx: Path, head: LinearHead, combine_threshold: float | No
         g.initializer.append(numpy_helper.from_array(value, name))
         return name
 
-    nodes = [
-        helper.make_node("Relu", [EMBEDDING_NAME], ["head_emb_pos"]),
-        helper.make_node("Sqrt", ["head_emb_pos"], ["head_emb_root"]),
-    ]  # heads.features: the square root of the embedding
+    nodes = [helper.make_node("Relu", [EMBEDDING_NAME], ["head_emb_pos"])]
+    root_in = "head_emb_pos"
+    if eps:
+        eps_c = const("head_eps", np.asarray(eps, np.float32))
+        nodes.append(helper.make_node("Add", ["head_emb_pos", eps_c], ["head_emb_eps"]))
+        root_in = "head_emb_eps"
+    # heads.features: the square root of the embedding
+    nodes.append(helper.make_node("Sqrt", [root_in], ["head_emb_root"]))
     head_in = "head_emb_root"
     if head.use_mass:
         idx = const("head_bird_indices", np.asarray(BIRD_INDICES, np.int64))

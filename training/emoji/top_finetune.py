@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,22 +260,34 @@ def validation_style(held_out: str) -> str:
     raise ValueError("no validation style")
 
 
-def run_fold(
-    d: Data, held_out: str, photos: tuple[Any, ...], epochs: int, n_neg: int, lr: float, seed: int
-) -> dict[str, Any]:
-    """Train the top + a two-output logistic head (santa, bird) on five styles, choose the epoch
-    (0 = the initial head on frozen features) and threshold per task on the validation style,
-    score the held-out style (base views) once per epoch; the chosen epoch's scores are kept."""
+@dataclass
+class TopState:
+    """The Keras top + two-output logistic head (santa, bird) while it trains."""
+
+    model: Any  # cut -> logits (N x 2)
+    top: Any  # cut -> embedding (the rebuilt block15 + head conv)
+    dense: Any  # the logistic head on (sqrt(embedding + EPS) - mean) / scale
+    mean: npt.NDArray[np.float64]
+    scale: npt.NDArray[np.float64]
+
+    def scores(self, cut: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+        out = [np.asarray(self.model(cut[s : s + 256].astype(np.float32), training=False))
+               for s in range(0, len(cut), 256)]  # fmt: skip
+        logits = np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+        return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+
+
+def train_top(
+    d: Data, tr: npt.NDArray[np.bool_], epochs: int, n_neg: int, lr: float, seed: int
+) -> Iterator[tuple[int, TopState]]:
+    """Train the top + head on the rows `tr`; yields (epoch, state) before training (epoch 0 =
+    the logistic heads fitted on the frozen features) and after each epoch of every positive
+    view plus `n_neg` freshly sampled negatives, class-balanced per task."""
     import keras
     import tensorflow as tf
 
-    from app.metrics import calibrate_threshold
     from training.emoji.heads import fit_head
 
-    t0 = time.perf_counter()
-    val = validation_style(held_out)
-    tr = (d.style != held_out) & (d.style != val)
-    ve, he = (d.style == val) & d.base, (d.style == held_out) & d.base
     feats = np.sqrt(d.emb[tr] + EPS)
     ys = [d.y[tr, t] for t in range(2)]
     heads = [fit_head(feats[y >= 0], y[y >= 0], c=C, use_mass=False) for y in ys]
@@ -292,6 +304,7 @@ def run_fold(
     b = np.array([fb + float(mean @ fw) for fw, fb in folded])
     dense.set_weights([w.astype(np.float32), b.astype(np.float32)])
     opt = keras.optimizers.Adam(lr)
+    state = TopState(model, top, dense, mean.astype(np.float64), scale.astype(np.float64))
 
     @tf.function(reduce_retracing=True)
     def step(x: Any, y: Any, sw: Any) -> Any:
@@ -304,21 +317,14 @@ def run_fold(
         opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
-    def scores(mask_or_cut: Any) -> npt.NDArray[np.float64]:
-        cut = d.cut[mask_or_cut] if mask_or_cut.dtype == bool else mask_or_cut
-        out = [np.asarray(model(cut[s : s + 256].astype(np.float32), training=False))
-               for s in range(0, len(cut), 256)]  # fmt: skip
-        return 1.0 / (1.0 + np.exp(-np.concatenate(out).astype(np.float64)))
-
     chk = np.flatnonzero(tr)[:64]  # the Keras head at epoch 0 is the fitted logistic heads
     want = np.stack([h.score(np.sqrt(d.emb[chk] + EPS)) for h in heads], 1)
-    if np.abs(scores(d.cut[chk]) - want).max() > 1e-2:
+    if np.abs(state.scores(d.cut[chk]) - want).max() > 1e-2:
         raise RuntimeError("Keras top + head disagrees with the frozen features' heads")
     rng = np.random.default_rng(seed)
     idx_tr = np.flatnonzero(tr)
     pos = idx_tr[(d.y[idx_tr] == 1).any(axis=1)]
     neg = idx_tr[~(d.y[idx_tr] == 1).any(axis=1)]
-    history: list[dict[str, Any]] = []
     for epoch in range(epochs + 1):
         if epoch:
             ids = np.concatenate([pos, rng.choice(neg, min(n_neg, len(neg)), replace=False)])
@@ -333,9 +339,36 @@ def run_fold(
             for s in range(0, len(ids), 64):
                 sl = slice(s, s + 64)
                 step(d.cut[ids[sl]].astype(np.float32), y[sl], sw[sl])
-        sv, sh = scores(ve), scores(he)
-        sp = scores(photos[0]) if photos else None
+        yield epoch, state
+
+
+def run_fold(
+    d: Data,
+    held_out: str,
+    photos: tuple[Any, ...],
+    epochs: int,
+    n_neg: int,
+    lr: float,
+    seed: int,
+    on_epoch: Callable[[int, TopState], None] | None = None,
+) -> dict[str, Any]:
+    """Train the top + a two-output logistic head (santa, bird) on five styles, choose the epoch
+    (0 = the initial head on frozen features) and threshold per task on the validation style,
+    score the held-out style (base views) once per epoch; the chosen epoch's scores are kept.
+    `on_epoch(epoch, state)` sees the model after each epoch (top_ship keeps its weights)."""
+    from app.metrics import calibrate_threshold
+
+    t0 = time.perf_counter()
+    val = validation_style(held_out)
+    tr = (d.style != held_out) & (d.style != val)
+    ve, he = (d.style == val) & d.base, (d.style == held_out) & d.base
+    history: list[dict[str, Any]] = []
+    for epoch, st in train_top(d, tr, epochs, n_neg, lr, seed):
+        sv, sh = st.scores(d.cut[ve]), st.scores(d.cut[he])
+        sp = st.scores(photos[0]) if photos else None
         history.append({"val": sv, "held": sh, "photo": sp})
+        if on_epoch is not None:
+            on_epoch(epoch, st)
         logger.info("%s epoch %d: %.0f s", held_out, epoch, time.perf_counter() - t0)
     out: dict[str, Any] = {"validation_style": val, "seconds": time.perf_counter() - t0}
     for t, (name, rule, target) in enumerate(TASK_RULES):

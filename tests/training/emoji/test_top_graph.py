@@ -1,0 +1,118 @@
+"""training.emoji.top_graph: fine-tuned top weights swapped into the real imagenet graph
+(onnxruntime, no TensorFlow), checked against a numpy implementation of block15 + head conv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from tests.conftest import ROOT
+from training.emoji import top_graph as tg
+from training.emoji.top_finetune import CutBackbone, top_ops
+
+IMAGENET = ROOT / "models" / "imagenet" / "model.onnx"
+
+
+def _keras_layout_weights(noise: float, seed: int) -> dict[str, np.ndarray]:
+    """The imagenet top in Keras layout (as top_finetune.build_top names it), perturbed."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for i, o in enumerate(top_ops()):
+        if o["op"] == "conv":
+            name = f"dw{i}" if o["depthwise"] else f"conv{i}"
+            for part in ("kernel", "bias"):
+                v = o[part].astype(np.float32)
+                out[f"{name}.{part}"] = v + noise * v.std() * rng.standard_normal(v.shape).astype(
+                    np.float32
+                )
+    out["head_w"] = 0.05 * rng.standard_normal(1280)
+    out["head_b"] = np.asarray(-1.0)
+    return out
+
+
+def _numpy_top(cut: np.ndarray, w: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(embedding, P(positive)) of block15 + head conv + head on NHWC cut tensors, in numpy."""
+    relu6 = lambda t: np.clip(t, 0.0, 6.0)  # noqa: E731
+    x = relu6(cut @ w["conv0.kernel"][0, 0] + w["conv0.bias"])
+    k = w["dw2.kernel"][..., 0]  # 3 x 3 x C, 'same' padding
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    y = sum(xp[:, a : a + 7, b : b + 7, :] * k[a, b] for a in range(3) for b in range(3))
+    x = relu6(y + w["dw2.bias"])
+    x = x @ w["conv4.kernel"][0, 0] + w["conv4.bias"]
+    x = relu6(x @ w["conv5.kernel"][0, 0] + w["conv5.bias"])
+    emb = x.mean(axis=(1, 2))
+    z = np.sqrt(emb.astype(np.float64) + tg.EPS) @ w["head_w"] + float(w["head_b"])
+    return emb, 1.0 / (1.0 + np.exp(-z))
+
+
+def _pictures(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = np.full((n, 224, 224, 3), 255.0, np.float32)
+    for k in range(n):
+        y0, x0 = rng.integers(0, 150, 2)
+        h, w = rng.integers(20, 74, 2)
+        x[k, y0 : y0 + h, x0 : x0 + w] = rng.integers(0, 255, 3)
+    return x
+
+
+@pytest.fixture(scope="module")
+def cut_and_images() -> tuple[np.ndarray, np.ndarray]:
+    x = _pictures(4, seed=3)
+    (cut,) = CutBackbone(threads=1).session.run([tg.CUT], {"image": x})
+    return x, cut
+
+
+def _session(model: bytes | Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model), opts, providers=["CPUExecutionProvider"]
+    )
+
+
+def test_the_top_convs_are_found_with_their_initializers() -> None:
+    params = tg.top_params(onnx.load(str(IMAGENET)))
+    assert [p.layer for p in params] == ["conv0", "dw2", "conv4", "conv5"]
+    dw = params[1]
+    assert dw.depthwise and dw.bias is None and dw.mul and dw.add  # BatchNorm left as Mul, Add
+
+
+def test_swapped_weights_match_a_numpy_top(cut_and_images: tuple[np.ndarray, np.ndarray]) -> None:
+    x, cut = cut_and_images
+    w = _keras_layout_weights(noise=0.3, seed=0)
+    served, values = tg.served_graph(IMAGENET, w)
+    assert len(values) == 9  # 4 kernels, 3 conv biases, the depthwise conv's Mul (1) and Add (bias)
+    emb_np, p_np = _numpy_top(cut.transpose(0, 2, 3, 1), w)
+    probs, emb = _session(served).run(["probs", "embedding"], {"image": x})
+    np.testing.assert_allclose(emb, emb_np, atol=2e-4)
+    np.testing.assert_allclose(probs[:, 1], p_np, atol=1e-5)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    (p_cut,) = _session(tg.cut_subgraph(served)).run(["probs"], {tg.CUT: cut})
+    np.testing.assert_allclose(p_cut, probs, atol=1e-6)
+    # the layout matters: the depthwise kernel mirrored gives another embedding
+    w["dw2.kernel"] = w["dw2.kernel"][::-1, ::-1].copy()
+    emb_flip = _session(tg.served_graph(IMAGENET, w)[0]).run(["embedding"], {"image": x})[0]
+    assert np.abs(emb_flip - emb).max() > 1e-2
+
+
+def test_fold_graph_swaps_a_fold_into_the_served_graph(
+    cut_and_images: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, cut = cut_and_images
+    served = onnx.load_from_string(tg.served_graph(IMAGENET, _keras_layout_weights(0.3, 0))[0])
+    imagenet = onnx.load(str(IMAGENET))
+    fold = _keras_layout_weights(noise=0.2, seed=1)
+    deltas = tg.fold_deltas(imagenet, fold)
+    assert all(d.dtype == np.float16 for d in deltas.values())
+    names = sorted(deltas)
+    got = _session(tg.fold_graph(served, imagenet, names, deltas, fold["head_w"], -1.0))
+    _, p_np = _numpy_top(cut.transpose(0, 2, 3, 1), fold)
+    np.testing.assert_allclose(got.run(["probs"], {"image": x})[0][:, 1], p_np, atol=1e-3)
+    # no differences stored (a fold whose chosen epoch is 0): imagenet's own top
+    frozen = _session(tg.fold_graph(served, imagenet, names, {}, fold["head_w"], -1.0))
+    want = _session(IMAGENET).run(["embedding"], {"image": x})[0]
+    np.testing.assert_array_equal(frozen.run(["embedding"], {"image": x})[0], want)

@@ -1,0 +1,172 @@
+"""Ship `santa` v2: the backbone's top (block15 + head conv) fine-tuned on emoji art.
+
+Settings are top_finetune's 5-epoch run, fixed before this ran (Adam 2e-4, 3,000 negatives
+per epoch, seed 0, the shared santa+bird top; per fold the santa epoch and threshold are
+chosen on the validation style). Steps, each resumable from the run directory:
+
+1. ``folds``: the 7 leave-one-style-out fold models; per fold the santa-chosen epoch's top
+   weights, santa head (folded onto sqrt(embedding + EPS)), validation threshold and held-out
+   scores are saved (``fold-<style>.npz``).
+2. ``final``: the top trained on all 7 styles for the median of the folds' santa epochs (rule
+   fixed in advance), saved as ``final.npz``.
+3. ``write``: the served graph (training.emoji.top_graph), parity, metadata, card, bundle
+   (training.emoji.top_bundle).
+
+CLI: ``python -m training.emoji.top_ship [--run-dir runs/santa-top] [--step all]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from training.emoji.catalog import PROJECT_ROOT, STYLES
+from training.emoji.top_finetune import (
+    EPS,
+    CutBackbone,
+    Data,
+    TopState,
+    fill_cache,
+    load_data,
+    photo_inputs,
+    run_fold,
+    train_top,
+)
+
+logger = logging.getLogger(__name__)
+
+SETTINGS = {"epochs": 5, "n_neg": 3000, "lr": 2e-4, "seed": 0}
+SANTA = 0  # column of the shared top's logistic head
+
+
+def snapshot(st: TopState) -> dict[str, npt.NDArray[Any]]:
+    """The top's conv weights (Keras layout, by layer name) and santa's head folded onto
+    sqrt(embedding + EPS): logit = sqrt(e + EPS) @ head_w + head_b."""
+    out: dict[str, npt.NDArray[Any]] = {}
+    for layer in st.top.layers:
+        ws = layer.get_weights()
+        if ws:
+            out[f"{layer.name}.kernel"], out[f"{layer.name}.bias"] = (np.asarray(w) for w in ws)
+    wd, bd = (np.asarray(v, np.float64) for v in st.dense.get_weights())
+    out["head_w"] = wd[:, SANTA] / st.scale
+    out["head_b"] = np.asarray(bd[SANTA] - float((st.mean / st.scale) @ wd[:, SANTA]))
+    return out
+
+
+def keras_santa_scores(weights: dict[str, Any], cut: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """P(santa) of saved weights on cut tensors, in Keras (for the parity check)."""
+    from training.emoji.top_finetune import build_top, embed, top_ops
+
+    top = build_top(top_ops())
+    for layer in top.layers:
+        if f"{layer.name}.kernel" in weights:
+            layer.set_weights([weights[f"{layer.name}.kernel"], weights[f"{layer.name}.bias"]])
+    e = embed(top, cut).astype(np.float64)
+    z = np.sqrt(e + EPS) @ weights["head_w"] + float(weights["head_b"])
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+def _save(path: Path, arrays: dict[str, Any], info: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, info=np.asarray(json.dumps(info)), **arrays)
+    tmp.replace(path)
+
+
+def load_saved(path: Path) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
+    z = np.load(path)
+    return {k: z[k] for k in z.files if k != "info"}, json.loads(str(z["info"]))
+
+
+def fold_path(run_dir: Path, style: str) -> Path:
+    return run_dir / f"fold-{style}.npz"
+
+
+def run_folds(d: Data, run_dir: Path, styles: Sequence[str]) -> None:
+    """Each missing fold: train, keep the santa-chosen epoch's weights, scores and threshold."""
+    photos = photo_inputs(CutBackbone())
+    for style in styles:
+        path = fold_path(run_dir, style)
+        if path.is_file():
+            continue
+        snaps: dict[int, dict[str, npt.NDArray[Any]]] = {}
+
+        def keep(epoch: int, st: TopState, snaps: dict[int, Any] = snaps) -> None:
+            snaps[epoch] = snapshot(st)
+
+        fold = run_fold(d, style, photos, **SETTINGS, on_epoch=keep)
+        arrays: dict[str, Any] = {}
+        info: dict[str, Any] = {"held_out": style, "settings": SETTINGS}
+        info.update(validation_style=fold["validation_style"], seconds=fold["seconds"])
+        for task in ("santa", "bird"):
+            r = fold[task]
+            info[task] = {"epoch": r["epoch"]}
+            for e in sorted({0, r["epoch"]}):
+                info[task][f"threshold{e}"] = float(r[f"threshold{e}"])
+                arrays[f"{task}_scores{e}"] = r[f"scores{e}"]
+            arrays[f"{task}_y"] = r["y"]
+            if "photo_scores" in r:
+                arrays["bird_photo_scores"], arrays["bird_photo_y"] = (
+                    r["photo_scores"],
+                    r["photo_y"],
+                )
+        arrays.update(snaps[fold["santa"]["epoch"]])
+        _save(path, arrays, info)
+        logger.info("%s: santa epoch %d, %.0f s", style, fold["santa"]["epoch"], fold["seconds"])
+
+
+def final_epochs(run_dir: Path) -> int:
+    """The rule fixed before the folds ran: the median of the 7 folds' santa-chosen epochs."""
+    epochs = [load_saved(fold_path(run_dir, s))[1]["santa"]["epoch"] for s in STYLES]
+    return int(np.median(epochs))
+
+
+def run_final(d: Data, run_dir: Path) -> None:
+    path = run_dir / "final.npz"
+    if path.is_file():
+        return
+    epochs = final_epochs(run_dir)
+    t0 = time.perf_counter()
+    s = dict(SETTINGS, epochs=epochs)
+    last: dict[str, npt.NDArray[Any]] = {}
+    for e, st in train_top(d, np.ones(len(d.style), bool), **s):
+        logger.info("final epoch %d: %.0f s", e, time.perf_counter() - t0)
+        last = snapshot(st)
+    info = {"settings": s, "seconds": time.perf_counter() - t0, "styles": list(STYLES)}
+    _save(path, last, info)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--run-dir", type=Path, default=PROJECT_ROOT / "runs" / "santa-top")
+    ap.add_argument("--step", choices=["folds", "final", "train", "write", "all"], default="all")
+    ap.add_argument("--styles", nargs="*", default=list(STYLES))
+    ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "models")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    if args.step in ("folds", "final", "train", "all"):
+        fill_cache()
+        d = load_data()
+        if args.step in ("folds", "train", "all"):
+            run_folds(d, args.run_dir, args.styles)
+        if args.step in ("final", "train", "all"):
+            run_final(d, args.run_dir)
+        del d
+    if args.step in ("write", "all"):
+        from training.emoji.top_bundle import write
+
+        write(args.run_dir, args.out)
+
+
+if __name__ == "__main__":
+    main()
