@@ -177,6 +177,10 @@ def check_bundle(
     return rows, problems
 
 
+def _scored(row: dict[str, Any]) -> int:
+    return int(str(row["recall"]).split("/")[1]) + int(str(row["FP (sample)"]).split("/")[1])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -205,7 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("  ".join(f"{r[c]!s:>22s}" for c in cols))
     print(
         f"fold heads on held-out emoji styles, serving path, all positives + {args.negatives} "
-        f"sampled negatives per style; {len(feats.cache)} pictures in {time.perf_counter() - t0:.0f} s"
+        f"sampled negatives per style; {sum(_scored(r) for r in rows)} pictures scored in "
+        f"{time.perf_counter() - t0:.0f} s"
     )
     for p in problems:
         print(f"FAIL {p}", file=sys.stderr)
