@@ -153,7 +153,9 @@ class ServingPolicy(BaseModel):
     )
     deadline_s: float
     max_batch: int = Field(description="images one forward pass may gather from requests")
-    max_wait_ms: float = Field(description="how long a worker waits to fill a batch")
+    max_wait_ms: float = Field(
+        description="how long a worker waits to fill a batch (0: it takes only requests already queued)"
+    )
     reason: str
     measured: list[tuple[int, float]] = Field(
         description="(batch size, ms per image) measured at warm-up"

@@ -326,7 +326,8 @@ def main() -> None:
                         f"  {m}: {pol.get('workers', 1)} processes x {pol['pipelines']} "
                         f"pipelines x {pol['intra_op_threads']} ort threads, queue bound "
                         f"{pol['queue_max_wait_ms']:g} ms of work / {pol['queue_limit']} "
-                        f"requests per process, max batch {pol['max_batch']} ({pol['reason']})"
+                        f"requests per process, max batch {pol['max_batch']}, wait {pol['max_wait_ms']:g} ms "
+                        f"({pol['reason']})"
                     )
             print(
                 "| model | image | clients | req/s | p50 ms | p99 ms | 503s | 503 p50/p99 ms "

@@ -28,7 +28,14 @@ from app.bundle import load_bundle
 from app.errors import DeadlineExceeded, Overloaded, UnsupportedMediaType
 from app.imaging import ImageLimits, prepare
 from app.main import create_app
-from app.runtime import BatchPolicy, ModelOutput, OnnxModel, measure_batch_policy
+from app.runtime import (
+    TAKE_GAIN,
+    WAIT_GAIN,
+    BatchPolicy,
+    ModelOutput,
+    OnnxModel,
+    measure_batch_policy,
+)
 from tests.conftest import make_settings
 from tests.images import fashion_png
 
@@ -115,6 +122,34 @@ def test_each_caller_gets_its_own_rows(model: OnnxModel, pngs: list[bytes], max_
         assert max(sizes) <= 8
 
 
+def test_no_wait_batching_gathers_only_what_is_queued(model: OnnxModel, pngs: list[bytes]) -> None:
+    """max_wait 0: a lone request runs alone at once; requests that queued up behind a busy
+    worker share its next forward pass."""
+    gated = Gated(model)
+    gated.gate.set()
+    sched = scheduler(
+        gated, model.bundle.metadata.input, pipelines=1, policy=BatchPolicy(4, 0.0, "t")
+    )
+
+    async def main() -> tuple[int, list[int]]:
+        lone = await sched.submit(pngs[:1])
+        gated.gate.clear()
+        gated.entered.clear()
+        first = asyncio.ensure_future(sched.submit(pngs[1:2]))
+        assert await asyncio.to_thread(gated.entered.wait, 30)  # the worker is held in a pass
+        queued = [asyncio.ensure_future(sched.submit(pngs[i : i + 1])) for i in range(2, 8)]
+        while sched.depth < len(queued):
+            await asyncio.sleep(0.01)
+        gated.gate.set()
+        done = await asyncio.gather(first, *queued)
+        return lone.batch_size, [s.batch_size for s in done]
+
+    lone_size, sizes = run_then_close(sched, main())
+    assert lone_size == 1
+    assert sizes[0] == 1  # the held pass had only its own request
+    assert sizes[1:] == [4, 4, 4, 4, 2, 2]  # six queued requests: one pass of 4, one of 2
+
+
 def test_bad_image_fails_only_its_own_request(model: OnnxModel, pngs: list[bytes]) -> None:
     spec = model.bundle.metadata.input
     sched = scheduler(model, spec, policy=BatchPolicy(8, 50.0, "test"), pipelines=1)
@@ -196,7 +231,17 @@ def test_batch_policy_is_measured(model: OnnxModel) -> None:
     assert sizes[0] == 1 and 2 in sizes
     assert all(ms > 0 for _, ms in policy.measured)
     assert policy.max_batch in sizes
-    assert policy.max_batch == 1 or policy.max_wait_ms > 0
+    per_image = dict(policy.measured)
+    if policy.max_batch == 1:
+        assert (
+            min(per_image.values()) > TAKE_GAIN * per_image[1]
+            or min(per_image, key=per_image.__getitem__) == 1
+        )
+        assert policy.max_wait_ms == 0
+    else:  # adopted only for a clear gain; waiting for batch-mates only for a large one
+        gain = per_image[policy.max_batch] / per_image[1]
+        assert gain <= TAKE_GAIN
+        assert (policy.max_wait_ms > 0) == (gain <= WAIT_GAIN)
     # The operator's cap wins over the measurement.
     config = SchedulerConfig(1, 4, 1.0, max_batch=1, max_wait_ms=5.0, limits=ImageLimits())
     pool = Schedulers(config)
