@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from app import __version__, telemetry
 from app.api import access, catalogs, health, metrics, models, predict, teach, v2
 from app.api.guards import GuardMiddleware
+from app.api.hotpath import ServingApp
 from app.api.overload import OverloadShedder
 from app.api.problems import install_error_handlers
 from app.batching import Schedulers, serving_threads
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog_service.close()
         telemetry.process_stopped()
 
-    app = FastAPI(
+    app = ServingApp(
         title="imgclass",
         version=__version__,
         summary="Image classification and visual similarity over HTTP, served with onnxruntime.",

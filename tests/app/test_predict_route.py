@@ -1,5 +1,6 @@
-"""The predict hot path (a plain Starlette route ahead of the FastAPI declaration) behaves
-exactly like the FastAPI route it shadows: same results, same validation problems, same docs."""
+"""The predict hot path (app.api.hotpath: the app's own middleware, then a plain handler, past
+Starlette's stack, router and FastAPI's parameter machinery) behaves exactly like the full stack
+and the FastAPI route it shadows: same results, same problems, same guards, same docs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.types import Receive, Scope, Send
 
 from app.api.predict import predict_route
 from app.main import create_app
@@ -35,8 +38,13 @@ def both(
     declared_app = create_app(make_settings(tiny_models_dir, tmp_path_factory.mktemp("declared")))
     declared_app.router.routes.remove(predict_route)
     assert hot_app.router.routes[0] is predict_route
-    with TestClient(hot_app) as hot, TestClient(declared_app) as declared:
-        yield hot, declared
+
+    async def full_stack(scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI's own dispatch: every middleware, the router, the declared route."""
+        await FastAPI.__call__(declared_app, scope, receive, send)
+
+    with TestClient(hot_app) as hot, TestClient(declared_app):
+        yield hot, TestClient(full_stack)
 
 
 def _comparable(body: dict) -> dict:  # type: ignore[type-arg]
@@ -67,6 +75,7 @@ def test_hot_route_answers_like_the_declared_route(
     assert a.status_code == b.status_code
     assert a.headers["content-type"] == b.headers["content-type"]
     assert _comparable(a.json()) == _comparable(b.json())
+    assert a.headers["x-request-id"] and b.headers["x-request-id"]
     if a.status_code == 422:
         assert a.headers["content-type"] == "application/problem+json"
         assert a.json()["errors"][0]["loc"][0] == "query"
@@ -90,3 +99,33 @@ def test_openapi_still_documents_predict(both: tuple[TestClient, TestClient]) ->
     top_k = params["top_k"]["schema"]["anyOf"][0]
     assert (top_k["minimum"], top_k["maximum"]) == (1, 1000)
     assert "requestBody" in op
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "body"),
+    [
+        ("/v1/models/nope/predict", {}, b"x"),  # unknown model: 404
+        ("/v1/models/tiny/predict", {}, b"not an image"),  # 415
+        ("/v1/models/tiny/predict", {"Origin": "https://evil.example"}, b"x"),  # guard: 403
+        ("/v1/models/tiny/predict", {"Host": "rebind.example"}, b"x"),  # guard: 400
+        ("/v1/models/tiny/predict", {"Content-Type": "multipart/form-data"}, b"x"),  # 400
+    ],
+)
+def test_refusals_match_the_full_stack(
+    both: tuple[TestClient, TestClient], path: str, headers: dict[str, str], body: bytes
+) -> None:
+    hot, declared = both
+    a = hot.post(path, content=body, headers=headers)
+    b = declared.post(path, content=body, headers=headers)
+    assert 400 <= a.status_code < 500
+    assert (a.status_code, a.headers["content-type"]) == (b.status_code, b.headers["content-type"])
+    assert a.headers["content-type"] == "application/problem+json"
+    assert a.json() == b.json()
+
+
+def test_hot_path_is_counted_under_the_route_template(both: tuple[TestClient, TestClient]) -> None:
+    hot, _ = both
+    hot.post("/v1/models/nope/predict", content=b"x")
+    text = hot.get("/metrics").text
+    assert 'route="/v1/models/{name}/predict"' in text
+    assert "/v1/models/nope/predict" not in text
