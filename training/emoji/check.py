@@ -83,6 +83,18 @@ class _Features:
         return emb, mass
 
 
+def style_sample(
+    catalog: Sequence[Picture], task: Any, style: str, i: int, negatives: int
+) -> tuple[list[Picture], list[Picture]]:
+    """Every positive of the style and a sample of its negatives, seeded by the fold index."""
+    pics = [p for p in catalog if p.style == style and task.label(p) is not None]
+    pos = [p for p in pics if task.label(p) == 1]
+    neg_all = [p for p in pics if task.label(p) == 0]
+    rng = np.random.default_rng([7, i])
+    neg = [neg_all[j] for j in sorted(rng.choice(len(neg_all), negatives, replace=False))]
+    return pos, neg
+
+
 class _TopFolds:
     """A fine-tuned-top bundle's folds (training.emoji.top_graph.TOP_FOLDS): the served graph
     with one fold's top and head swapped in, run on PNG bytes through the server's runtime."""
@@ -137,11 +149,7 @@ def check_bundle(
     for i, style in enumerate(z["styles"].tolist()):
         if only is not None and style not in only:
             continue
-        pics = [p for p in catalog if p.style == style and task.label(p) is not None]
-        pos = [p for p in pics if task.label(p) == 1]
-        neg_all = [p for p in pics if task.label(p) == 0]
-        rng = np.random.default_rng([7, i])
-        neg = [neg_all[j] for j in sorted(rng.choice(len(neg_all), negatives, replace=False))]
+        pos, neg = style_sample(catalog, task, style, i, negatives)
         if top_folds is not None:
             hit = top_folds(i, pos + neg)
         else:

@@ -80,23 +80,27 @@ def decide(summary: dict[str, Any]) -> tuple[bool, str]:
 
 
 def print_summary(summary: dict[str, Any], threshold: float | None = None) -> None:
-    print("held-out | validation | epoch | fine-tuned P, R, R@1%FPR (own cut), AUC | frozen")
+    """Markdown tables (docs/drawings.md): per style, then pooled."""
+    print("| held-out | validation | epoch | precision | recall | recall at 1% FPR (own cut) "
+          "| ROC AUC | threshold | frozen (epoch 0): P, R, R@1%FPR, AUC |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for style, f in summary["folds"].items():
-        cells = []
-        for kind in ("finetuned", "frozen"):
-            m = f[kind]
-            k = m["recall_at_1pct_fpr"]["k"]
-            cells.append(f"{m['tp']}/{m['tp'] + m['fp']}, {m['tp']}/{m['n_positive']}, "
-                         f"{k}/{m['n_positive']}, {m['roc_auc']:.3f}")  # fmt: skip
-        print(f"{style} | {f['validation_style']} | {f['epoch']} | {cells[0]} | {cells[1]}")
+        m, z = f["finetuned"], f["frozen"]
+        frozen = (f"{z['tp']}/{z['tp'] + z['fp']}, {z['tp']}/{z['n_positive']}, "
+                  f"{z['recall_at_1pct_fpr']['k']}/{z['n_positive']}, {z['roc_auc']:.3f}")  # fmt: skip
+        print(f"| {style} | {f['validation_style']} | {f['epoch']} | {_frac(m['precision'])} | "
+              f"{_frac(m['recall'])} | {_frac(m['recall_at_1pct_fpr'])} | {m['roc_auc']:.3f} | "
+              f"{m['threshold']:.4f} | {frozen} |")  # fmt: skip
+    print("\n| models | n | Santas | precision | recall | R@1% FPR, one pooled cut "
+          "| R@1% FPR, per-style cuts summed | ROC AUC |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for kind, p in summary["pooled"].items():
-        print(f"pooled {kind}: n={p['n']} positives={p['n_positive']} precision "
-              f"{_frac(p['precision'])} recall {_frac(p['recall'])} R@1%FPR one cut "
-              f"{_frac(p['recall_at_1pct_fpr'])}, per-style cuts {_frac(p['per_style_cuts'])}, "
-              f"AUC {p['roc_auc']:.3f}")  # fmt: skip
+        print(f"| {kind} | {p['n']} | {p['n_positive']} | {_frac(p['precision'])} | "
+              f"{_frac(p['recall'])} | {_frac(p['recall_at_1pct_fpr'])} | "
+              f"{_frac(p['per_style_cuts'])} | {p['roc_auc']:.3f} |")  # fmt: skip
     if threshold is not None:
         at = summary["at_shipped"]
-        print(f"at the shipped threshold {threshold:.4f} (chosen on these pooled scores): "
+        print(f"\nat the shipped threshold {threshold:.4f} (chosen on these pooled scores): "
               f"precision {_frac(at['precision'])} recall {_frac(at['recall'])}")  # fmt: skip
 
 
@@ -226,8 +230,12 @@ def _sections(
     )
 
 
-def write(run_dir: Path, out: Path) -> None:
-    """Summarise, decide, and (if the rule says ship) write models/santa v2."""
+def write(run_dir: Path, out: Path, candidate: bool = False) -> None:
+    """Summarise, decide, and (if the rule says ship) write models/santa v2. `candidate`:
+    write it whatever the rule says, only outside the project's models/ (to check the
+    composition, the card and the CI check on a model that is not shipped)."""
+    if candidate and out.resolve() == (PROJECT_ROOT / "models").resolve():
+        raise ValueError("a candidate is never written into models/: give another --out")
     import json
 
     from app.bundle import load_bundle
@@ -251,7 +259,7 @@ def write(run_dir: Path, out: Path) -> None:
     (run_dir / "summary.json").write_text(
         json.dumps({**keep, "decision": why, "threshold": thr}, indent=1, default=str)
     )
-    if not ok:
+    if not ok and not candidate:
         return
     t0 = time.perf_counter()
     final, finfo = load_saved(run_dir / "final.npz")

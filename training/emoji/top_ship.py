@@ -150,6 +150,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--step", choices=["folds", "final", "train", "write", "all"], default="all")
     ap.add_argument("--styles", nargs="*", default=list(STYLES))
     ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "models")
+    ap.add_argument(
+        "--candidate",
+        action="store_true",
+        help="write the bundle even if the ship rule says no (only with --out outside models/)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -165,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.step in ("write", "all"):
         from training.emoji.top_bundle import write
 
-        write(args.run_dir, args.out)
+        write(args.run_dir, args.out, args.candidate)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,9 @@ graph: passes on the recorded counts, fails on a record that is off by two pictu
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from tests.conftest import DATA, ROOT
 from training.emoji import top_bundle as tb
@@ -44,27 +42,86 @@ def test_per_style_cuts_and_the_pooled_cut_differ_and_decide(tmp_path: Path) -> 
     assert tb.decide(tb.summarise_folds(tmp_path))[1].startswith("per-style cuts summed 70/70")
 
 
-@pytest.mark.slow  # renders pictures and runs the served graph twice (~10 s)
+def _top_bundle(root: Path, style: str) -> tuple[Path, int, int]:
+    """A fine-tuned-top bundle as top_bundle writes it, from perturbed imagenet weights (not a
+    trained model): served graph with one top, the fold of `style` another (stored as float16
+    differences), its threshold between two middle scores and its counts computed in numpy
+    (test_top_graph._numpy_top) on the imagenet graph's cut tensors of the pictures the check
+    scores (every Santa + 10 sampled negatives). Returns the bundle, recorded tp and fp."""
+    import io
+
+    import onnx
+    from PIL import Image
+
+    from app.bundle import load_bundle
+    from app.bundle_write import write_bundle
+    from app.imaging import ImageLimits, prepare
+    from tests.training.emoji.test_top_graph import IMAGENET, _keras_layout_weights, _numpy_top
+    from training.emoji.check import style_sample
+    from training.emoji.loso import TASKS
+    from training.emoji.render import base_array
+    from training.emoji.top_finetune import CUT, CutBackbone
+    from training.emoji.top_graph import fold_deltas, served_graph
+
+    imagenet = load_bundle(ROOT / "models" / "imagenet")
+    served, values = served_graph(IMAGENET, _keras_layout_weights(0.3, 0))
+    meta = load_bundle(ROOT / "models" / "santa", verify_hash=False).metadata
+    bundle = write_bundle(root / "santa", model_bytes=served, metadata=meta,
+                          labels=("not_santa", "santa"))  # fmt: skip
+    fold = _keras_layout_weights(0.2, 1)
+    i = list(STYLES).index(style)
+    pos, neg = style_sample(load_catalog(DATA, styles=[style]), TASKS["santa"], style, i, 10)
+    pngs = []
+    for p in pos + neg:
+        buf = io.BytesIO()
+        Image.fromarray(base_array(p, 224)).save(buf, format="PNG")
+        pngs.append(prepare(buf.getvalue(), imagenet.metadata.input, ImageLimits()).array)
+    (cut,) = CutBackbone(threads=1).session.run([CUT], {"image": np.stack(pngs)})
+    _, score = _numpy_top(cut.transpose(0, 2, 3, 1), fold)
+    srt = np.sort(score)  # threshold in the widest gap of the middle scores: none sits on it
+    k = int(np.argmax(np.diff(srt[3:-3]))) + 3
+    thr = float(srt[k] + srt[k + 1]) / 2
+    hit = score >= thr
+    tp, fp = int(hit[: len(pos)].sum()), int(hit[len(pos) :].sum())
+    names = sorted(values)
+    deltas = fold_deltas(onnx.load(str(IMAGENET)), fold)
+    n = len(STYLES)
+    np.savez_compressed(
+        bundle.path / TOP_FOLDS,
+        task=np.asarray("santa"),
+        backbone_sha256=np.asarray(imagenet.metadata.artifact.sha256),
+        styles=np.asarray(list(STYLES)),
+        names=np.asarray(names),
+        w=np.tile(np.asarray(fold["head_w"], np.float32), (n, 1)),
+        b=np.full(n, float(fold["head_b"])),
+        threshold=np.full(n, thr),
+        epoch=np.ones(n, np.int64),
+        tp=np.full(n, tp),
+        fn=np.full(n, len(pos) - tp),
+        fp=np.full(n, fp),
+        tn=np.full(n, len(neg) - fp),
+        **{f"d{i}_{k}": deltas[name] for k, name in enumerate(names)},
+    )
+    return bundle.path, tp, fp
+
+
 def test_check_rescores_a_fold_through_the_served_graph(tmp_path: Path) -> None:
     from training.emoji.check import _Features, check_bundle
     from training.emoji.embed import BACKBONE, Backbone
 
-    bundle = ROOT / "models" / "santa"
-    assert (bundle / TOP_FOLDS).is_file()
-    feats = _Features(Backbone(BACKBONE, threads=1))
     style = "fluent-high-contrast"  # 3 Santas: the smallest style
+    bundle, tp, fp = _top_bundle(tmp_path, style)
+    feats = _Features(Backbone(BACKBONE, threads=1))
     catalog = load_catalog(DATA, styles=[style])
     rows, problems = check_bundle(bundle, catalog, feats, 10, [style])
     assert not problems, problems
-    assert rows[0]["recall"].endswith("/3") and rows[0]["FP (sample)"].endswith("/10")
-    tp = int(rows[0]["recall"].split("/")[0])
-    # a copy whose record is two pictures off must fail
-    copy = tmp_path / "santa"
-    shutil.copytree(bundle, copy)
-    z = dict(np.load(copy / TOP_FOLDS))
+    # the served graph with the fold swapped in (onnxruntime, PNG path) = the numpy fold model
+    assert rows[0]["recall"] == f"{tp}/3" and rows[0]["FP (sample)"] == f"{fp}/10"
+    # the same bundle with a record two pictures off must fail
+    z = dict(np.load(bundle / TOP_FOLDS))
     i = list(STYLES).index(style)
     wrong = tp - 2 if tp >= 2 else tp + 2
     z["tp"][i], z["fn"][i] = wrong, 3 - wrong
-    np.savez_compressed(copy / TOP_FOLDS, **z)
-    _, problems = check_bundle(copy, catalog, feats, 10, [style])
+    np.savez_compressed(bundle / TOP_FOLDS, **z)
+    _, problems = check_bundle(bundle, catalog, feats, 10, [style])
     assert any(f"recall {tp}/3 vs recorded {wrong}/3" in p for p in problems), problems
