@@ -70,6 +70,7 @@ class SchedulerConfig:
     queue_max_wait_ms: float = 0.0  # 0: no bound on the estimated wait
     queue_max_bytes: int = 0  # 0: no bound on the bytes waiting
     workers: int = 1  # server processes, each with these pipelines and this queue
+    batch_max_bytes: int = 0  # 0: no bound on a batch's encoded bytes
 
 
 class Schedulers:
@@ -95,6 +96,7 @@ class Schedulers:
                 max_wait_ms=settings.batch_max_wait_ms,
                 limits=limits_from(settings),
                 workers=max(1, settings.workers),
+                batch_max_bytes=settings.batch_max_bytes,
             )
         )
 
@@ -122,6 +124,7 @@ class Schedulers:
                 deadline_s=self.config.deadline_s,
                 max_wait_s=self.config.queue_max_wait_ms / 1e3,
                 max_bytes=self.config.queue_max_bytes,
+                batch_max_bytes=self.config.batch_max_bytes,
             )
             self._by_name[name] = sched
             logger.info(
@@ -174,6 +177,7 @@ class Schedulers:
             "deadline_s": self.config.deadline_s,
             "max_batch": policy.max_batch,
             "max_wait_ms": policy.max_wait_ms,
+            "batch_max_bytes": self.config.batch_max_bytes,
             "reason": policy.reason,
             "measured": [list(row) for row in policy.measured],
         }

@@ -77,6 +77,11 @@ class _Job:
     def n(self) -> int:
         return len(self.datas) if self.tensor is None else int(self.tensor.shape[0])
 
+    @property
+    def encoded(self) -> int:
+        """Bytes of encoded images to decode (0 for a prepared tensor)."""
+        return self.size if self.tensor is None else 0
+
 
 def _deliver(future: asyncio.Future[Scored], result: Scored | BaseException) -> None:
     if future.done():  # the caller gave up (deadline, disconnect)
@@ -115,6 +120,7 @@ class ModelScheduler:
         deadline_s: float,
         max_wait_s: float = 0.0,
         max_bytes: int = 0,
+        batch_max_bytes: int = 0,
         retry_after_s: int = 1,
     ) -> None:
         self.name = name
@@ -127,6 +133,7 @@ class ModelScheduler:
         self.deadline_s = deadline_s
         self.max_wait_s = max_wait_s  # 0: no bound on the estimated wait
         self.max_bytes = max_bytes  # 0: no bound on the bytes waiting
+        self.batch_max_bytes = batch_max_bytes  # 0: no bound on a batch's encoded images
         self.retry_after_s = retry_after_s
         self._queue: deque[_Job] = deque()
         self._image_s = 0.0  # moving average: one image's decode + forward pass, one worker
@@ -257,13 +264,17 @@ class ModelScheduler:
             if self._closed:
                 return None
             jobs = [self._popleft()]
-            n = jobs[0].n
-            limit = self.policy.max_batch
+            n, encoded = jobs[0].n, jobs[0].encoded
+            limit, byte_limit = self.policy.max_batch, self.batch_max_bytes or None
             until = time.perf_counter() + self.policy.max_wait_ms / 1e3
             while n < limit:
                 if self._queue:
-                    if n + self._queue[0].n > limit:
+                    mate = self._queue[0]
+                    if n + mate.n > limit:
                         break
+                    if byte_limit is not None and encoded + mate.encoded > byte_limit:
+                        break  # its decoding would hold up the requests already in the batch
+                    encoded += mate.encoded
                     job = self._popleft()
                     jobs.append(job)
                     n += job.n

@@ -156,6 +156,11 @@ class ServingPolicy(BaseModel):
     max_wait_ms: float = Field(
         description="how long a worker waits to fill a batch (0: it takes only requests already queued)"
     )
+    batch_max_bytes: int = Field(
+        default=0,
+        description="a batch takes more requests only while their encoded images total at most "
+        "this many bytes (0 = no cap)",
+    )
     reason: str
     measured: list[tuple[int, float]] = Field(
         description="(batch size, ms per image) measured at warm-up"

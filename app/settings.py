@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # measured that faster per image (a GPU; not one CPU thread). These cap that policy.
     batch_max_size: int = Field(default=32, ge=1, le=1024)
     batch_max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
+    # A batch takes more requests only while their encoded images total at most this many bytes
+    # (0: no bound): a worker decodes its batch one image at a time before the forward pass, so
+    # a batch of large photos makes its first request wait for every other one's decoding.
+    batch_max_bytes: int = Field(default=1 << 20, ge=0, le=1 << 30)
     warmup_runs: int = Field(default=2, ge=0, le=100)
     # Load bundles in a background thread so /healthz answers at once; /readyz says when done.
     load_in_background: bool = True

@@ -122,13 +122,23 @@ def test_each_caller_gets_its_own_rows(model: OnnxModel, pngs: list[bytes], max_
         assert max(sizes) <= 8
 
 
-def test_no_wait_batching_gathers_only_what_is_queued(model: OnnxModel, pngs: list[bytes]) -> None:
+@pytest.mark.parametrize(
+    ("batch_bytes", "expected"),
+    [(0, [4, 4, 4, 4, 2, 2]), (1, [1, 1, 1, 1, 1, 1])],
+)
+def test_no_wait_batching_gathers_only_what_is_queued(
+    model: OnnxModel, pngs: list[bytes], batch_bytes: int, expected: list[int]
+) -> None:
     """max_wait 0: a lone request runs alone at once; requests that queued up behind a busy
-    worker share its next forward pass."""
+    worker share its next forward pass, within the batch's byte budget for encoded images."""
     gated = Gated(model)
     gated.gate.set()
     sched = scheduler(
-        gated, model.bundle.metadata.input, pipelines=1, policy=BatchPolicy(4, 0.0, "t")
+        gated,
+        model.bundle.metadata.input,
+        pipelines=1,
+        policy=BatchPolicy(4, 0.0, "t"),
+        batch_max_bytes=batch_bytes,
     )
 
     async def main() -> tuple[int, list[int]]:
@@ -147,7 +157,7 @@ def test_no_wait_batching_gathers_only_what_is_queued(model: OnnxModel, pngs: li
     lone_size, sizes = run_then_close(sched, main())
     assert lone_size == 1
     assert sizes[0] == 1  # the held pass had only its own request
-    assert sizes[1:] == [4, 4, 4, 4, 2, 2]  # six queued requests: one pass of 4, one of 2
+    assert sizes[1:] == expected  # six queued requests: 4 + 2, or one by one over the byte cap
 
 
 def test_bad_image_fails_only_its_own_request(model: OnnxModel, pngs: list[bytes]) -> None:
