@@ -9,10 +9,13 @@ chosen on the validation style). Steps, each resumable from the run directory:
    scores are saved (``fold-<style>.npz``).
 2. ``final``: the top trained on all 7 styles for the median of the folds' santa epochs (rule
    fixed in advance), saved as ``final.npz``.
-3. ``write``: the served graph (training.emoji.top_graph), parity, metadata, card, bundle
-   (training.emoji.top_bundle).
+3. ``write``: the figures and the ship rule (training.emoji.top_bundle); only if the rule
+   passes: the served graph (training.emoji.top_graph), parity, metadata, card and bundle in
+   ``--out`` (models/). ``--candidate --out DIR`` writes it whatever the rule says, never
+   into models/.
 
-CLI: ``python -m training.emoji.top_ship [--run-dir runs/santa-top] [--step all]``.
+CLI: ``python -m training.emoji.top_ship [--run-dir runs/santa-top] [--step all]`` (about 15-20
+min for the 7 folds + 1 min for the final model on 2 cores, once the cut cache is filled).
 """
 
 from __future__ import annotations

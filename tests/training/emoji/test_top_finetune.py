@@ -8,6 +8,7 @@ import pytest
 
 from training.emoji import top_finetune as tt
 from training.emoji.catalog import STYLES
+from training.emoji.top_report import report
 
 pytestmark = pytest.mark.slow  # imports TensorFlow (~10 s)
 
@@ -67,5 +68,5 @@ def test_one_fold_trains_and_reports_both_tasks() -> None:
         r = fold[task]
         assert r["epoch"] in (0, 1)
         assert len(r["scores0"]) == int((y[::3, ["santa", "bird"].index(task)] >= 0).sum())
-        out = tt.report(task, {"noto": fold})
+        out = report(task, {"noto": fold})
         assert out["pooled"]["frozen"]["n"] == len(r["y"])
