@@ -24,6 +24,7 @@ from training.emoji.card import HEADER, _frac, _row, limitations, note_sections,
 from training.emoji.catalog import LABELS_SOURCE, PROJECT_ROOT, STYLES
 from training.emoji.loso import TASKS, interval, summarise
 from training.emoji.top_graph import TOP_FOLDS, fold_deltas, served_graph
+from training.emoji.top_report import print_summary
 from training.emoji.top_ship import fold_path, load_saved
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def summarise_folds(run_dir: Path) -> dict[str, Any]:
         e = int(info["santa"]["epoch"])
         y = arrays["santa_y"]
         f: dict[str, Any] = {"epoch": e, "validation_style": info["validation_style"]}
+        f["fixed_epoch"] = info.get("fixed_epoch")  # top_ship --fixed-epoch: not chosen
         for kind, k in (("finetuned", e), ("frozen", 0)):
             thr = float(info["santa"][f"threshold{k}"])
             s = arrays[f"santa_scores{k}"]
@@ -77,31 +79,6 @@ def decide(summary: dict[str, Any]) -> tuple[bool, str]:
         f"(v1: {V1_POOLED_AT_1PCT}/{one['n']}): {'ship' if ok else 'do not ship'}"
     )
     return ok, why
-
-
-def print_summary(summary: dict[str, Any], threshold: float | None = None) -> None:
-    """Markdown tables (docs/drawings.md): per style, then pooled."""
-    print("| held-out | validation | epoch | precision | recall | recall at 1% FPR (own cut) "
-          "| ROC AUC | threshold | frozen (epoch 0): P, R, R@1%FPR, AUC |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
-    for style, f in summary["folds"].items():
-        m, z = f["finetuned"], f["frozen"]
-        frozen = (f"{z['tp']}/{z['tp'] + z['fp']}, {z['tp']}/{z['n_positive']}, "
-                  f"{z['recall_at_1pct_fpr']['k']}/{z['n_positive']}, {z['roc_auc']:.3f}")  # fmt: skip
-        print(f"| {style} | {f['validation_style']} | {f['epoch']} | {_frac(m['precision'])} | "
-              f"{_frac(m['recall'])} | {_frac(m['recall_at_1pct_fpr'])} | {m['roc_auc']:.3f} | "
-              f"{m['threshold']:.4f} | {frozen} |")  # fmt: skip
-    print("\n| models | n | Santas | precision | recall | R@1% FPR, one pooled cut "
-          "| R@1% FPR, per-style cuts summed | ROC AUC |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
-    for kind, p in summary["pooled"].items():
-        print(f"| {kind} | {p['n']} | {p['n_positive']} | {_frac(p['precision'])} | "
-              f"{_frac(p['recall'])} | {_frac(p['recall_at_1pct_fpr'])} | "
-              f"{_frac(p['per_style_cuts'])} | {p['roc_auc']:.3f} |")  # fmt: skip
-    if threshold is not None:
-        at = summary["at_shipped"]
-        print(f"\nat the shipped threshold {threshold:.4f} (chosen on these pooled scores): "
-              f"precision {_frac(at['precision'])} recall {_frac(at['recall'])}")  # fmt: skip
 
 
 def parity(model_bytes: bytes, final: dict[str, Any], meta: BundleMetadata) -> dict[str, float]:
@@ -188,14 +165,57 @@ def save_top_folds(
     logger.info("%s: %d bytes", path, path.stat().st_size)
 
 
+def fixed_epoch(summary: dict[str, Any]) -> int | None:
+    """The epoch every fold model was taken at (top_ship --fixed-epoch), else None."""
+    fixed = {f.get("fixed_epoch") for f in summary["folds"].values()}
+    return fixed.pop() if len(fixed) == 1 else None
+
+
+def _epoch_text(summary: dict[str, Any], final_epochs: int) -> tuple[str, str]:
+    """How the folds' epoch was set, and how the served model's epoch count was."""
+    fixed = fixed_epoch(summary)
+    if fixed is None:
+        epochs = ", ".join(f"{s} {f['epoch']}" for s, f in summary["folds"].items())
+        return (
+            "the next style validates: it chooses the epoch (0 = the head on the frozen "
+            f"backbone) and the threshold (max F1). Chosen epochs: {epochs}.",
+            f"for {final_epochs} epochs (the median of the folds' chosen epochs, a rule fixed "
+            "before they ran)",
+        )
+    return (
+        f"every fold model is taken at epoch {fixed}, the served model's procedure; the next "
+        "style validates: it chooses the threshold (max F1) at that epoch.",
+        f"for {final_epochs} epochs, fixed",
+    )
+
+
+def _previous_text(prev: dict[str, Any], now: dict[str, Any]) -> str:
+    """The first estimate beside this one (a run whose folds chose their own epochs)."""
+    a, b = prev["pooled"]["finetuned"], now["pooled"]["finetuned"]
+    epochs = ", ".join(str(f["epoch"]) for f in prev["folds"].values())
+    return (
+        "This is the second estimate. The first took each fold model at the epoch its "
+        f"validation style chose ({epochs}), a different procedure from the served model's "
+        f"fixed epochs, and its fold models' score scales disagreed: per-style cuts "
+        f"{_frac(a['per_style_cuts'])}, one pooled cut {_frac(a['recall_at_1pct_fpr'])}, "
+        f"which failed the ship rule (pooled one cut >= v1's {V1_POOLED_AT_1PCT}). This one: "
+        f"per-style cuts {_frac(b['per_style_cuts'])}, one pooled cut "
+        f"{_frac(b['recall_at_1pct_fpr'])}. A second look after a failed rule is weaker "
+        "evidence than a first; both are reported."
+    )
+
+
 def _sections(
-    summary: dict[str, Any], threshold: float, final_info: dict[str, Any]
+    summary: dict[str, Any],
+    threshold: float,
+    final_info: dict[str, Any],
+    previous: dict[str, Any] | None = None,
 ) -> tuple[Section, ...]:
     folds, p = summary["folds"], summary["pooled"]["finetuned"]
     rows = [_row(s, folds[s]["finetuned"], folds[s]["finetuned"]["threshold"]) for s in STYLES]
     rows.append(_row("pooled (7 fold models)", p, None))
     rows.append(_row("pooled, at the shipped threshold", summary["at_shipped"], threshold))
-    epochs = ", ".join(f"{s} {folds[s]['epoch']}" for s in STYLES)
+    fold_epochs, final_epochs = _epoch_text(summary, int(final_info["settings"]["epochs"]))
     v1 = V1_POOLED_AT_1PCT
     return (
         Section("What it was trained on", paragraphs=(trained_on(TASKS["santa"]),)),
@@ -205,9 +225,8 @@ def _sections(
                 "Seven fold models, one per held-out style: the top of the backbone (block15 and "
                 "the head conv) and a logistic head fine-tuned on five styles (Adam 2e-4, every "
                 "Santa plus 3,000 freshly drawn negatives per epoch, pictures as drawn plus one "
-                "augmented view, seed 0); the next style validates: it chooses the epoch (0 = "
-                "the head on the frozen backbone) and the threshold (max F1). The held-out style "
-                f"is scored once. Chosen epochs: {epochs}. Scores are computed in Keras on "
+                f"augmented view, seed 0); {fold_epochs} The held-out style "
+                "is scored once. Scores are computed in Keras on "
                 "float16 cut tensors; the CI check (`scripts/eval-bundles`) re-scores every "
                 "fold model through the served graph with that fold's weights swapped in.",
                 "Recall at 1% FPR, two ways: each held-out style with its own cut at 1% false "
@@ -218,22 +237,25 @@ def _sections(
                 "on that source's negatives, i.e. one held-out style with its own cut. A cut "
                 "over scores pooled from seven different models is not something any served "
                 "model has.",
-                f"The served model is trained on all seven styles for {final_info['settings']['epochs']} "
-                "epochs (the median of the folds' chosen epochs, a rule fixed before they ran); "
+                f"The served model is trained on all seven styles {final_epochs}; "
                 f"its threshold {threshold:.4f} was chosen by the rule {RULE} on the pooled "
                 "held-out scores of the fold models (as v1), so the last row of the table is "
                 "optimistic. The served model itself was never scored on a style it did not "
                 "train on: every figure here is from the fold models.",
+                *((_previous_text(previous, summary),) if previous else ()),
             ),
             tables=(Table(HEADER, tuple(rows)),),
         ),
     )
 
 
-def write(run_dir: Path, out: Path, candidate: bool = False) -> None:
+def write(
+    run_dir: Path, out: Path, candidate: bool = False, previous_run: Path | None = None
+) -> None:
     """Summarise, decide, and (if the rule says ship) write models/santa v2. `candidate`:
     write it whatever the rule says, only outside the project's models/ (to check the
-    composition, the card and the CI check on a model that is not shipped)."""
+    composition, the card and the CI check on a model that is not shipped). `previous_run`:
+    an earlier estimate of the same model, printed and named on the card beside this one."""
     if candidate and out.resolve() == (PROJECT_ROOT / "models").resolve():
         raise ValueError("a candidate is never written into models/: give another --out")
     import json
@@ -243,6 +265,12 @@ def write(run_dir: Path, out: Path, candidate: bool = False) -> None:
     from training.emoji.embed import BACKBONE
     from training.export import git_commit, hardware
 
+    previous = None
+    if previous_run is not None:
+        previous = summarise_folds(previous_run)
+        print(f"previous estimate ({previous_run}):")
+        print_summary(previous)
+        print(f"\nthis estimate ({run_dir}):")
     summary = summarise_folds(run_dir)
     p = summary["pooled"]["finetuned"]
     cal = calibrate_threshold(p["scores"], p["y"] == 1, RULE)
@@ -267,9 +295,11 @@ def write(run_dir: Path, out: Path, candidate: bool = False) -> None:
     model_bytes, values = served_graph(base.model_path, final)
     task = TASKS["santa"]
     pos = task.labels[1]
+    fixed = fixed_epoch(summary)
+    chosen = "epoch and threshold" if fixed is None else f"epoch {fixed} fixed, threshold"
     pooled_note = (
-        "each style scored by a fold model (top + head fine-tuned on 5 other styles, epoch and "
-        "threshold chosen on the 6th); precision/recall at each fold's validation threshold; "
+        f"each style scored by a fold model (top + head fine-tuned on 5 other styles, {chosen} "
+        "chosen on the 6th); precision/recall at each fold's validation threshold; "
         f"the shipped threshold was chosen by the same rule ({RULE}) on these pooled held-out "
         "scores; recall_at_1pct_fpr: one cut over the pooled scores; "
         "recall_at_1pct_fpr_per_style_cuts: each style's own cut, summed"
@@ -343,7 +373,8 @@ def write(run_dir: Path, out: Path, candidate: bool = False) -> None:
         CardData(
             metadata=meta,
             labels=task.labels,
-            sections=_sections(summary, thr, finfo) + note_sections(_v1_config().card_notes),
+            sections=_sections(summary, thr, finfo, previous)
+            + note_sections(_v1_config().card_notes),
             limitations=(
                 *limitations(task),
                 "Every held-out figure is from the 7 fold models; the served model (all 7 styles) was never scored on an unseen style.",
@@ -353,7 +384,8 @@ def write(run_dir: Path, out: Path, candidate: bool = False) -> None:
                 Licence("labels", LABELS_SOURCE),
                 Licence("backbone weights", str(bm.provenance.weights_license)),
             ),
-            reproduce="scripts/fetch-data && python -m training.emoji.top_ship",
+            reproduce="scripts/fetch-data && python -m training.emoji.top_ship"
+            + ("" if fixed is None else f" --fixed-epoch {fixed}"),
         )
     )
     bundle = write_bundle(

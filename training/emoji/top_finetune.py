@@ -343,6 +343,16 @@ def train_top(
         yield epoch, state
 
 
+def choose_epoch(selection: Sequence[float], fixed_epoch: int | None = None) -> int:
+    """The epoch a fold keeps: the best validation selection score, or `fixed_epoch` (the
+    final model's procedure, e.g. "5 epochs, fixed"), which must be one that was trained."""
+    if fixed_epoch is None:
+        return int(np.argmax(selection))
+    if not 0 <= fixed_epoch < len(selection):
+        raise ValueError(f"fixed epoch {fixed_epoch} not trained (epochs 0-{len(selection) - 1})")
+    return fixed_epoch
+
+
 def run_fold(
     d: Data,
     held_out: str,
@@ -352,10 +362,12 @@ def run_fold(
     lr: float,
     seed: int,
     on_epoch: Callable[[int, TopState], None] | None = None,
+    fixed_epoch: int | None = None,
 ) -> dict[str, Any]:
     """Train the top + a two-output logistic head (santa, bird) on five styles, choose the epoch
-    (0 = the initial head on frozen features) and threshold per task on the validation style,
-    score the held-out style (base views) once per epoch; the chosen epoch's scores are kept.
+    (0 = the initial head on frozen features; or `fixed_epoch` for every task) and threshold per
+    task on the validation style, score the held-out style (base views) once per epoch; the
+    chosen epoch's scores are kept.
     `on_epoch(epoch, state)` sees the model after each epoch (top_ship keeps its weights)."""
     from app.metrics import calibrate_threshold
 
@@ -378,7 +390,7 @@ def run_fold(
         sel = [
             _selection_score(_decision(t, h["val"][:, t], d.mass[ve])[lv], yv[lv]) for h in history
         ]
-        best = int(np.argmax(sel))
+        best = choose_epoch(sel, fixed_epoch)
         res: dict[str, Any] = {"epoch": best, "y": yh[lh]}
         for e in sorted({0, best}):  # the frozen head (epoch 0) is calibrated the same way
             dv = _decision(t, history[e]["val"][:, t], d.mass[ve])[lv]

@@ -1,5 +1,6 @@
 """Tables of top_finetune's leave-one-style-out folds: per style and pooled, the frozen head
-(epoch 0) and the validation-chosen epoch, each at its own validation threshold."""
+(epoch 0) and the validation-chosen epoch, each at its own validation threshold; and
+top_bundle's santa v2 summary (print_summary)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from training.emoji.card import _frac
 from training.emoji.loso import summarise
 
 
@@ -66,3 +68,28 @@ def report(task: str, folds: dict[str, dict[str, Any]]) -> dict[str, Any]:
             f"recall@1%FPR {_fmt(sm['recall_at_1pct_fpr'])} AUC {sm['roc_auc']:.3f}"
         )
     return out
+
+
+def print_summary(summary: dict[str, Any], threshold: float | None = None) -> None:
+    """Markdown tables (docs/drawings.md): per style, then pooled."""
+    print("| held-out | validation | epoch | precision | recall | recall at 1% FPR (own cut) "
+          "| ROC AUC | threshold | frozen (epoch 0): P, R, R@1%FPR, AUC |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for style, f in summary["folds"].items():
+        m, z = f["finetuned"], f["frozen"]
+        frozen = (f"{z['tp']}/{z['tp'] + z['fp']}, {z['tp']}/{z['n_positive']}, "
+                  f"{z['recall_at_1pct_fpr']['k']}/{z['n_positive']}, {z['roc_auc']:.3f}")  # fmt: skip
+        print(f"| {style} | {f['validation_style']} | {f['epoch']} | {_frac(m['precision'])} | "
+              f"{_frac(m['recall'])} | {_frac(m['recall_at_1pct_fpr'])} | {m['roc_auc']:.3f} | "
+              f"{m['threshold']:.4f} | {frozen} |")  # fmt: skip
+    print("\n| models | n | Santas | precision | recall | R@1% FPR, one pooled cut "
+          "| R@1% FPR, per-style cuts summed | ROC AUC |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for kind, p in summary["pooled"].items():
+        print(f"| {kind} | {p['n']} | {p['n_positive']} | {_frac(p['precision'])} | "
+              f"{_frac(p['recall'])} | {_frac(p['recall_at_1pct_fpr'])} | "
+              f"{_frac(p['per_style_cuts'])} | {p['roc_auc']:.3f} |")  # fmt: skip
+    if threshold is not None:
+        at = summary["at_shipped"]
+        print(f"\nat the shipped threshold {threshold:.4f} (chosen on these pooled scores): "
+              f"precision {_frac(at['precision'])} recall {_frac(at['recall'])}")  # fmt: skip

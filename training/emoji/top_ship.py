@@ -93,8 +93,32 @@ def fold_path(run_dir: Path, style: str) -> Path:
     return run_dir / f"fold-{style}.npz"
 
 
-def run_folds(d: Data, run_dir: Path, styles: Sequence[str]) -> None:
-    """Each missing fold: train, keep the santa-chosen epoch's weights, scores and threshold."""
+def fixed_epoch_problem(path: Path, fixed_epoch: int) -> str | None:
+    """Why a fold file already in the run directory is not a fold model taken at
+    `fixed_epoch` (None: it is; e.g. a fold copied from a run whose validation chose that
+    epoch: its weights, scores and threshold are then that epoch's)."""
+    arrays, info = load_saved(path)
+    if int(info["santa"]["epoch"]) != fixed_epoch:
+        return f"{path}: santa epoch {info['santa']['epoch']}, not {fixed_epoch}"
+    if f"santa_scores{fixed_epoch}" not in arrays or f"threshold{fixed_epoch}" not in info["santa"]:
+        return f"{path}: no scores or threshold at epoch {fixed_epoch}"
+    return None
+
+
+def check_fixed(run_dir: Path, styles: Sequence[str], fixed_epoch: int | None) -> None:
+    """Refuse (before any training) a fold file in the run directory of another epoch."""
+    for style in styles if fixed_epoch is not None else ():
+        path = fold_path(run_dir, style)
+        if path.is_file() and (why := fixed_epoch_problem(path, fixed_epoch)):
+            raise ValueError(f"{why}: move it away to retrain this fold")
+
+
+def run_folds(
+    d: Data, run_dir: Path, styles: Sequence[str], fixed_epoch: int | None = None
+) -> None:
+    """Each missing fold: train, keep the santa-chosen epoch's weights, scores and threshold
+    (`fixed_epoch`: that epoch for every fold, threshold still from the validation style)."""
+    check_fixed(run_dir, styles, fixed_epoch)
     photos = photo_inputs(CutBackbone())
     for style in styles:
         path = fold_path(run_dir, style)
@@ -105,9 +129,10 @@ def run_folds(d: Data, run_dir: Path, styles: Sequence[str]) -> None:
         def keep(epoch: int, st: TopState, snaps: dict[int, Any] = snaps) -> None:
             snaps[epoch] = snapshot(st)
 
-        fold = run_fold(d, style, photos, **SETTINGS, on_epoch=keep)
+        fold = run_fold(d, style, photos, **SETTINGS, on_epoch=keep, fixed_epoch=fixed_epoch)
         arrays: dict[str, Any] = {}
         info: dict[str, Any] = {"held_out": style, "settings": SETTINGS}
+        info["fixed_epoch"] = fixed_epoch
         info.update(validation_style=fold["validation_style"], seconds=fold["seconds"])
         for task in ("santa", "bird"):
             r = fold[task]
@@ -152,7 +177,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--run-dir", type=Path, default=PROJECT_ROOT / "runs" / "santa-top")
     ap.add_argument("--step", choices=["folds", "final", "train", "write", "all"], default="all")
     ap.add_argument("--styles", nargs="*", default=list(STYLES))
+    ap.add_argument(
+        "--fixed-epoch",
+        type=int,
+        default=None,
+        help="folds step: take every fold model at this epoch (the final model's procedure) "
+        "instead of the validation-chosen one; the threshold is still chosen on validation",
+    )
     ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "models")
+    ap.add_argument(
+        "--previous-run",
+        type=Path,
+        default=None,
+        help="write step: an earlier run directory of the same model, printed and named on the "
+        "card beside this estimate",
+    )
     ap.add_argument(
         "--candidate",
         action="store_true",
@@ -163,17 +202,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args.run_dir.mkdir(parents=True, exist_ok=True)
     if args.step in ("folds", "final", "train", "all"):
+        check_fixed(args.run_dir, args.styles, args.fixed_epoch)
         fill_cache()
         d = load_data()
         if args.step in ("folds", "train", "all"):
-            run_folds(d, args.run_dir, args.styles)
+            run_folds(d, args.run_dir, args.styles, args.fixed_epoch)
         if args.step in ("final", "train", "all"):
             run_final(d, args.run_dir)
         del d
     if args.step in ("write", "all"):
         from training.emoji.top_bundle import write
 
-        write(args.run_dir, args.out, args.candidate)
+        write(args.run_dir, args.out, args.candidate, args.previous_run)
 
 
 if __name__ == "__main__":

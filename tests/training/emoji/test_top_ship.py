@@ -1,0 +1,88 @@
+"""top_ship's --fixed-epoch option: every fold model taken at the final model's epoch (the
+procedure that produced the served model), and fold files reused only if they are that epoch's.
+Fast: no training, no TensorFlow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.emoji import top_bundle as tb
+from training.emoji.catalog import STYLES
+from training.emoji.top_finetune import choose_epoch
+from training.emoji.top_ship import _save, fixed_epoch_problem, fold_path, main
+
+
+def test_fixed_epoch_overrides_the_validation_choice() -> None:
+    sel = [0.9, 0.2, 0.3, 0.1, 0.4, 0.5]  # validation prefers the frozen head (epoch 0)
+    assert choose_epoch(sel) == 0
+    assert choose_epoch(sel, 5) == 5
+    assert choose_epoch(sel, 0) == 0
+    with pytest.raises(ValueError, match="not trained"):
+        choose_epoch(sel, 6)  # only epochs 0-5 were trained
+    with pytest.raises(ValueError, match="not trained"):
+        choose_epoch(sel, -1)
+
+
+def _fold(path: Path, epoch: int, scores: bool = True) -> None:
+    info = {"settings": {"epochs": 5}, "santa": {"epoch": epoch, "threshold0": 0.5}}
+    arrays = {"santa_scores0": np.zeros(3), "santa_y": np.zeros(3, np.int64)}
+    if epoch:
+        info["santa"][f"threshold{epoch}"] = 0.2
+        if scores:
+            arrays[f"santa_scores{epoch}"] = np.ones(3)
+    _save(path, arrays, info)
+
+
+def test_a_fold_is_reused_only_if_it_is_the_fixed_epochs(tmp_path: Path) -> None:
+    _fold(tmp_path / "a.npz", 5)
+    assert fixed_epoch_problem(tmp_path / "a.npz", 5) is None
+    _fold(tmp_path / "b.npz", 0)  # validation kept the frozen head: a different procedure
+    assert "santa epoch 0, not 5" in str(fixed_epoch_problem(tmp_path / "b.npz", 5))
+    _fold(tmp_path / "c.npz", 1)
+    assert "santa epoch 1, not 5" in str(fixed_epoch_problem(tmp_path / "c.npz", 5))
+    _fold(tmp_path / "d.npz", 5, scores=False)
+    assert "no scores" in str(fixed_epoch_problem(tmp_path / "d.npz", 5))
+
+
+def test_folds_step_refuses_a_fold_of_another_epoch_before_training(tmp_path: Path) -> None:
+    _fold(fold_path(tmp_path, "noto"), 0)
+    with pytest.raises(ValueError, match="santa epoch 0, not 5"):
+        main(["--run-dir", str(tmp_path), "--step", "folds", "--styles", "noto",
+              "--fixed-epoch", "5"])  # fmt: skip
+
+
+def _run(run_dir: Path, epoch: int, fixed: int | None, shift: float) -> None:
+    """7 fold files (10 Santas among 110 per style), every fold taken at `epoch`."""
+    rng = np.random.default_rng(0)
+    for style in STYLES:
+        y = np.r_[np.zeros(100, np.int64), np.ones(10, np.int64)]
+        s = np.r_[rng.uniform(0, 0.45, 100), np.full(10, 0.475)]
+        s = s + (shift if style == "noto" else 0.0)
+        info = {"validation_style": "twemoji", "fixed_epoch": fixed,
+                "santa": {"epoch": epoch, "threshold0": 0.5, f"threshold{epoch}": 0.46}}  # fmt: skip
+        arrays = {"santa_scores0": s, f"santa_scores{epoch}": s, "santa_y": y}
+        _save(fold_path(run_dir, style), arrays, info)
+
+
+def test_card_says_how_the_fold_epoch_was_set_and_names_the_first_estimate(
+    tmp_path: Path,
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    _run(first, 1, None, 0.45)  # validation-chosen epochs, one fold's scale off
+    _run(second, 5, 5, 0.0)
+    a, b = tb.summarise_folds(first), tb.summarise_folds(second)
+    assert tb.fixed_epoch(a) is None and tb.fixed_epoch(b) == 5
+    assert "Chosen epochs: noto 1" in tb._epoch_text(a, 5)[0]
+    assert "taken at epoch 5" in tb._epoch_text(b, 5)[0] and tb._epoch_text(b, 5)[1].endswith(
+        "fixed"
+    )
+    text = tb._previous_text(a, b)
+    # the first run's pooled cut suffers from noto's shifted scale; the second's does not
+    assert a["pooled"]["finetuned"]["recall_at_1pct_fpr"]["k"] == 10
+    assert b["pooled"]["finetuned"]["recall_at_1pct_fpr"]["k"] == 70
+    assert "one pooled cut 10/70" in text and "one pooled cut 70/70" in text
+    assert "second estimate" in text
