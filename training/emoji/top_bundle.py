@@ -25,7 +25,7 @@ from training.emoji.catalog import LABELS_SOURCE, PROJECT_ROOT, STYLES
 from training.emoji.loso import TASKS, interval, summarise
 from training.emoji.top_graph import TOP_FOLDS, fold_deltas, served_graph
 from training.emoji.top_report import print_summary
-from training.emoji.top_ship import fold_path, load_saved
+from training.emoji.top_ship import fold_path, load_saved, run_fixed_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +44,18 @@ def _v1_config() -> Any:
 
 
 def summarise_folds(run_dir: Path) -> dict[str, Any]:
-    """Per style (fine-tuned at the santa-chosen epoch, and frozen = epoch 0) and pooled."""
+    """Per style (fine-tuned at the santa-chosen epoch, or the run's fixed one, and frozen =
+    epoch 0) and pooled."""
+    fixed = run_fixed_epoch(run_dir)
     folds: dict[str, Any] = {}
     acc: dict[str, list[list[Any]]] = {"finetuned": [[], [], []], "frozen": [[], [], []]}
     for style in STYLES:
         arrays, info = load_saved(fold_path(run_dir, style))
         e = int(info["santa"]["epoch"])
+        if fixed is not None and e != fixed:
+            raise ValueError(f"{run_dir} is a fixed-epoch-{fixed} run but {style} is epoch {e}")
         y = arrays["santa_y"]
         f: dict[str, Any] = {"epoch": e, "validation_style": info["validation_style"]}
-        f["fixed_epoch"] = info.get("fixed_epoch")  # top_ship --fixed-epoch: not chosen
         for kind, k in (("finetuned", e), ("frozen", 0)):
             thr = float(info["santa"][f"threshold{k}"])
             s = arrays[f"santa_scores{k}"]
@@ -67,7 +70,7 @@ def summarise_folds(run_dir: Path) -> dict[str, Any]:
         k = sum(folds[st][kind]["recall_at_1pct_fpr"]["k"] for st in STYLES)
         pooled[kind]["per_style_cuts"] = interval(k, int((yy == 1).sum()))
         pooled[kind]["scores"], pooled[kind]["y"] = sc, yy
-    return {"folds": folds, "pooled": pooled}
+    return {"folds": folds, "pooled": pooled, "fixed_epoch": fixed}
 
 
 def decide(summary: dict[str, Any]) -> tuple[bool, str]:
@@ -167,8 +170,8 @@ def save_top_folds(
 
 def fixed_epoch(summary: dict[str, Any]) -> int | None:
     """The epoch every fold model was taken at (top_ship --fixed-epoch), else None."""
-    fixed = {f.get("fixed_epoch") for f in summary["folds"].values()}
-    return fixed.pop() if len(fixed) == 1 else None
+    fixed: int | None = summary.get("fixed_epoch")
+    return fixed
 
 
 def _epoch_text(summary: dict[str, Any], final_epochs: int) -> tuple[str, str]:

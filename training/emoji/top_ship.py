@@ -6,7 +6,10 @@ chosen on the validation style). Steps, each resumable from the run directory:
 
 1. ``folds``: the 7 leave-one-style-out fold models; per fold the santa-chosen epoch's top
    weights, santa head (folded onto sqrt(embedding + EPS)), validation threshold and held-out
-   scores are saved (``fold-<style>.npz``).
+   scores are saved (``fold-<style>.npz``). ``--fixed-epoch N``: every fold taken at epoch N
+   (the served model's procedure when that is "N epochs, fixed"; recorded in ``run.json``),
+   threshold still from the validation style; fold files already there (e.g. copied from a
+   run whose validation chose N) are kept only if they are epoch N's.
 2. ``final``: the top trained on all 7 styles for the median of the folds' santa epochs (rule
    fixed in advance), saved as ``final.npz``.
 3. ``write``: the figures and the ship rule (training.emoji.top_bundle); only if the rule
@@ -93,6 +96,15 @@ def fold_path(run_dir: Path, style: str) -> Path:
     return run_dir / f"fold-{style}.npz"
 
 
+RUN_FILE = "run.json"  # run-level choices: {"fixed_epoch": N} after `--fixed-epoch N`
+
+
+def run_fixed_epoch(run_dir: Path) -> int | None:
+    """The epoch every fold of this run directory was taken at (None: validation chose)."""
+    path = run_dir / RUN_FILE
+    return json.loads(path.read_text()).get("fixed_epoch") if path.is_file() else None
+
+
 def fixed_epoch_problem(path: Path, fixed_epoch: int) -> str | None:
     """Why a fold file already in the run directory is not a fold model taken at
     `fixed_epoch` (None: it is; e.g. a fold copied from a run whose validation chose that
@@ -105,12 +117,18 @@ def fixed_epoch_problem(path: Path, fixed_epoch: int) -> str | None:
     return None
 
 
-def check_fixed(run_dir: Path, styles: Sequence[str], fixed_epoch: int | None) -> None:
-    """Refuse (before any training) a fold file in the run directory of another epoch."""
-    for style in styles if fixed_epoch is not None else ():
+def check_fixed(run_dir: Path, fixed_epoch: int | None) -> None:
+    """Refuse (before any training) to mix procedures in one run directory: another fixed
+    epoch than the one recorded, or a fold file of another epoch; then record the choice."""
+    if (run_dir / RUN_FILE).is_file() and run_fixed_epoch(run_dir) != fixed_epoch:
+        raise ValueError(f"{run_dir} was run with --fixed-epoch {run_fixed_epoch(run_dir)}")
+    if fixed_epoch is None:
+        return
+    for style in STYLES:  # every fold in the directory, also those not being run now
         path = fold_path(run_dir, style)
         if path.is_file() and (why := fixed_epoch_problem(path, fixed_epoch)):
             raise ValueError(f"{why}: move it away to retrain this fold")
+    (run_dir / RUN_FILE).write_text(json.dumps({"fixed_epoch": fixed_epoch}) + "\n")
 
 
 def run_folds(
@@ -118,7 +136,7 @@ def run_folds(
 ) -> None:
     """Each missing fold: train, keep the santa-chosen epoch's weights, scores and threshold
     (`fixed_epoch`: that epoch for every fold, threshold still from the validation style)."""
-    check_fixed(run_dir, styles, fixed_epoch)
+    check_fixed(run_dir, fixed_epoch)
     photos = photo_inputs(CutBackbone())
     for style in styles:
         path = fold_path(run_dir, style)
@@ -132,7 +150,6 @@ def run_folds(
         fold = run_fold(d, style, photos, **SETTINGS, on_epoch=keep, fixed_epoch=fixed_epoch)
         arrays: dict[str, Any] = {}
         info: dict[str, Any] = {"held_out": style, "settings": SETTINGS}
-        info["fixed_epoch"] = fixed_epoch
         info.update(validation_style=fold["validation_style"], seconds=fold["seconds"])
         for task in ("santa", "bird"):
             r = fold[task]
@@ -201,8 +218,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args.run_dir.mkdir(parents=True, exist_ok=True)
+    if args.step in ("folds", "train", "all"):
+        check_fixed(args.run_dir, args.fixed_epoch)
     if args.step in ("folds", "final", "train", "all"):
-        check_fixed(args.run_dir, args.styles, args.fixed_epoch)
         fill_cache()
         d = load_data()
         if args.step in ("folds", "train", "all"):

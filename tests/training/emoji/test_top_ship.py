@@ -12,7 +12,15 @@ import pytest
 from training.emoji import top_bundle as tb
 from training.emoji.catalog import STYLES
 from training.emoji.top_finetune import choose_epoch
-from training.emoji.top_ship import _save, fixed_epoch_problem, fold_path, main
+from training.emoji.top_ship import (
+    RUN_FILE,
+    _save,
+    check_fixed,
+    fixed_epoch_problem,
+    fold_path,
+    main,
+    run_fixed_epoch,
+)
 
 
 def test_fixed_epoch_overrides_the_validation_choice() -> None:
@@ -55,16 +63,19 @@ def test_folds_step_refuses_a_fold_of_another_epoch_before_training(tmp_path: Pa
 
 
 def _run(run_dir: Path, epoch: int, fixed: int | None, shift: float) -> None:
-    """7 fold files (10 Santas among 110 per style), every fold taken at `epoch`."""
+    """7 fold files (10 Santas among 110 per style), every fold taken at `epoch`; `fixed`:
+    recorded as the run's fixed epoch, as `--fixed-epoch` does."""
     rng = np.random.default_rng(0)
     for style in STYLES:
         y = np.r_[np.zeros(100, np.int64), np.ones(10, np.int64)]
         s = np.r_[rng.uniform(0, 0.45, 100), np.full(10, 0.475)]
         s = s + (shift if style == "noto" else 0.0)
-        info = {"validation_style": "twemoji", "fixed_epoch": fixed,
+        info = {"validation_style": "twemoji", "settings": {"epochs": 5},
                 "santa": {"epoch": epoch, "threshold0": 0.5, f"threshold{epoch}": 0.46}}  # fmt: skip
         arrays = {"santa_scores0": s, f"santa_scores{epoch}": s, "santa_y": y}
         _save(fold_path(run_dir, style), arrays, info)
+    if fixed is not None:
+        check_fixed(run_dir, fixed)
 
 
 def test_card_says_how_the_fold_epoch_was_set_and_names_the_first_estimate(
@@ -86,3 +97,17 @@ def test_card_says_how_the_fold_epoch_was_set_and_names_the_first_estimate(
     assert b["pooled"]["finetuned"]["recall_at_1pct_fpr"]["k"] == 70
     assert "one pooled cut 10/70" in text and "one pooled cut 70/70" in text
     assert "second estimate" in text
+
+
+def test_a_run_keeps_one_procedure(tmp_path: Path) -> None:
+    _run(tmp_path, 5, 5, 0.0)  # 7 folds at epoch 5, recorded as a fixed-epoch-5 run
+    assert run_fixed_epoch(tmp_path) == 5 and (tmp_path / RUN_FILE).is_file()
+    with pytest.raises(ValueError, match="--fixed-epoch 5"):
+        check_fixed(tmp_path, None)  # resuming it with validation-chosen epochs
+    with pytest.raises(ValueError, match="--fixed-epoch 5"):
+        check_fixed(tmp_path, 3)
+    _fold(fold_path(tmp_path, "noto"), 0)  # a fold of another procedure slipped in
+    with pytest.raises(ValueError, match="noto is epoch 0"):
+        tb.summarise_folds(tmp_path)
+    with pytest.raises(ValueError, match="santa epoch 0, not 5"):
+        check_fixed(tmp_path, 5)
