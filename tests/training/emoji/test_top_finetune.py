@@ -70,3 +70,7 @@ def test_one_fold_trains_and_reports_both_tasks() -> None:
         assert len(r["scores0"]) == int((y[::3, ["santa", "bird"].index(task)] >= 0).sum())
         out = report(task, {"noto": fold})
         assert out["pooled"]["frozen"]["n"] == len(r["y"])
+    # top_ship --fixed-epoch: the last epoch for both tasks, whatever validation prefers
+    fixed = tt.run_fold(d, "noto", (), epochs=1, n_neg=5, lr=1e-3, seed=0, fixed_epoch=1)
+    for task in ("santa", "bird"):
+        assert fixed[task]["epoch"] == 1 and {"threshold1", "scores1"} <= set(fixed[task])
