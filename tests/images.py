@@ -43,6 +43,18 @@ def fashion_png(x: np.ndarray) -> bytes:
     return encode(Image.fromarray(np.asarray(x).squeeze().astype(np.uint8), mode="L"), "PNG")
 
 
+def rectangles(n: int, seed: int = 0) -> np.ndarray:
+    """Coloured rectangles on white: n x 224 x 224 x 3 float32 RGB in 0..255 (a bundle's pixel
+    range), for tests that feed a backbone pictures without decoding files."""
+    rng = np.random.default_rng(seed)
+    x = np.full((n, 224, 224, 3), 255.0, np.float32)
+    for k in range(n):
+        y0, x0 = rng.integers(0, 150, 2)
+        h, w = rng.integers(20, 74, 2)
+        x[k, y0 : y0 + h, x0 : x0 + w] = rng.integers(0, 255, 3)
+    return x
+
+
 def photo(path: Path) -> Image.Image:
     with Image.open(path) as im:
         im.load()

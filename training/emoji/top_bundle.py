@@ -92,7 +92,7 @@ def parity(model_bytes: bytes, final: dict[str, Any], meta: BundleMetadata) -> d
 
     from training.emoji.catalog import data_root, load_catalog
     from training.emoji.render import base_array
-    from training.emoji.top_finetune import CUT, CutBackbone, cut_features
+    from training.emoji.top_cache import CUT, CutBackbone, cut_features
     from training.emoji.top_graph import cut_subgraph
     from training.emoji.top_ship import keras_santa_scores
     from training.serving_eval import open_model

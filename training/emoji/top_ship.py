@@ -36,12 +36,11 @@ import numpy as np
 import numpy.typing as npt
 
 from training.emoji.catalog import PROJECT_ROOT, STYLES
+from training.emoji.top_cache import CutBackbone, fill_cache
 from training.emoji.top_finetune import (
     EPS,
-    CutBackbone,
     Data,
     TopState,
-    fill_cache,
     load_data,
     photo_inputs,
     run_fold,

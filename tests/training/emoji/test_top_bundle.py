@@ -60,7 +60,7 @@ def _top_bundle(root: Path, style: str) -> tuple[Path, int, int]:
     from training.emoji.check import style_sample
     from training.emoji.loso import TASKS
     from training.emoji.render import base_array
-    from training.emoji.top_finetune import CUT, CutBackbone
+    from training.emoji.top_cache import CUT, CutBackbone
     from training.emoji.top_graph import fold_deltas, served_graph
 
     imagenet = load_bundle(ROOT / "models" / "imagenet")

@@ -6,34 +6,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.images import rectangles
 from training.emoji import top_finetune as tt
 from training.emoji.catalog import STYLES
+from training.emoji.top_cache import CUT, CutBackbone
 from training.emoji.top_report import report
 
 pytestmark = pytest.mark.slow  # imports TensorFlow (~10 s)
 
 
-def _pictures(n: int, seed: int = 0) -> np.ndarray:
-    """Coloured rectangles on white, 224 x 224 RGB floats in the bundle's pixel range."""
-    rng = np.random.default_rng(seed)
-    x = np.full((n, 224, 224, 3), 255.0, np.float32)
-    for k in range(n):
-        y0, x0 = rng.integers(0, 150, 2)
-        h, w = rng.integers(20, 74, 2)
-        x[k, y0 : y0 + h, x0 : x0 + w] = rng.integers(0, 255, 3)
-    return x
-
-
 def test_rebuilt_top_matches_the_onnx_embedding() -> None:
-    backbone = tt.CutBackbone(threads=1)
-    cut, emb, probs = backbone(_pictures(8))
+    backbone = CutBackbone(threads=1)
+    cut, emb, probs = backbone(rectangles(8))
     assert cut.shape == (8, 7, 7, 192) and emb.shape == (8, 1280) and probs.shape == (8, 1000)
     ops = tt.top_ops()
     assert [o["op"] for o in ops].count("conv") == 4  # expand, depthwise, project, head
     got = tt.embed(tt.build_top(ops), cut)
     # float16 cut tensor (as cached): the embedding stays within 1e-2 of onnxruntime's
     np.testing.assert_allclose(got, emb, atol=1e-2)
-    exact, want = backbone.session.run([tt.CUT, "embedding"], {"image": _pictures(4, seed=1)})
+    exact, want = backbone.session.run([CUT, "embedding"], {"image": rectangles(4, seed=1)})
     np.testing.assert_allclose(
         tt.embed(tt.build_top(ops), exact.transpose(0, 2, 3, 1)), want, atol=1e-4
     )
@@ -48,8 +39,8 @@ def test_validation_style_is_never_the_held_out_one_nor_high_contrast() -> None:
 def test_one_fold_trains_and_reports_both_tasks() -> None:
     names = list(STYLES)[:3]  # noto held out, twemoji validates, openmoji-color trains
     n = 30
-    backbone = tt.CutBackbone(threads=1)
-    cut, emb, _ = backbone(_pictures(n, seed=2))
+    backbone = CutBackbone(threads=1)
+    cut, emb, _ = backbone(rectangles(n, seed=2))
     y = np.zeros((n, 2), np.int64)
     y[::5, 0] = 1  # every style gets Santas and birds (labels are arbitrary here)
     y[1::5, 1] = 1

@@ -11,8 +11,10 @@ import onnxruntime as ort
 import pytest
 
 from tests.conftest import ROOT
+from tests.images import rectangles
 from training.emoji import top_graph as tg
-from training.emoji.top_finetune import CutBackbone, top_ops
+from training.emoji.top_cache import CutBackbone
+from training.emoji.top_finetune import top_ops
 
 IMAGENET = ROOT / "models" / "imagenet" / "model.onnx"
 
@@ -49,19 +51,9 @@ def _numpy_top(cut: np.ndarray, w: dict[str, np.ndarray]) -> tuple[np.ndarray, n
     return emb, 1.0 / (1.0 + np.exp(-z))
 
 
-def _pictures(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = np.full((n, 224, 224, 3), 255.0, np.float32)
-    for k in range(n):
-        y0, x0 = rng.integers(0, 150, 2)
-        h, w = rng.integers(20, 74, 2)
-        x[k, y0 : y0 + h, x0 : x0 + w] = rng.integers(0, 255, 3)
-    return x
-
-
 @pytest.fixture(scope="module")
 def cut_and_images() -> tuple[np.ndarray, np.ndarray]:
-    x = _pictures(4, seed=3)
+    x = rectangles(4, seed=3)
     (cut,) = CutBackbone(threads=1).session.run([tg.CUT], {"image": x})
     return x, cut
 
