@@ -61,8 +61,12 @@ def top_k_predictions(
     probs: npt.NDArray[np.float32], labels: tuple[str, ...], k: int
 ) -> list[Prediction]:
     k = min(k, probs.shape[0])
-    # argsort is stable; ties keep the lower class index first.
-    order = np.argsort(-probs, kind="stable")[:k]
+    # The k best in O(n) (a 1000-class argsort cost ~15 us per image on the event loop): every
+    # class scoring at least the k-th best score, then a stable sort of those few, so ties keep
+    # the lower class index first, as a stable argsort of all classes would.
+    kth = np.partition(probs, probs.shape[0] - k)[probs.shape[0] - k]
+    candidates = np.flatnonzero(probs >= kth)
+    order = candidates[np.argsort(-probs[candidates], kind="stable")][:k]
     return [Prediction(label=labels[i], index=int(i), score=float(probs[i])) for i in order]
 
 
