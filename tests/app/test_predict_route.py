@@ -129,3 +129,21 @@ def test_hot_path_is_counted_under_the_route_template(both: tuple[TestClient, Te
     text = hot.get("/metrics").text
     assert 'route="/v1/models/{name}/predict"' in text
     assert "/v1/models/nope/predict" not in text
+
+
+def test_cors_applies_on_the_hot_path(tiny_models_dir: Path, tmp_path: Path, fashion_mnist) -> None:  # type: ignore[no-untyped-def]
+    """With IMGCLASS_CORS_ORIGINS set, a listed site's predict is answered with its CORS
+    header (the hot path runs the same CORSMiddleware), an unlisted one is refused."""
+    settings = make_settings(tiny_models_dir, tmp_path, cors_origins=["https://ok.example"])
+    data = fashion_png(fashion_mnist.x_test[0])
+    with TestClient(create_app(settings)) as c:
+        ok = c.post(
+            "/v1/models/tiny/predict", content=data, headers={"Origin": "https://ok.example"}
+        )
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == "https://ok.example"
+        other = c.post(
+            "/v1/models/tiny/predict", content=data, headers={"Origin": "https://evil.example"}
+        )
+        assert other.status_code == 403
+        assert "access-control-allow-origin" not in other.headers
