@@ -38,10 +38,11 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_pipelines(setting: int, workers: int = 0) -> int:
-    """0 = one pipeline per core of this worker's share (app.cores.cores_per_worker). On a quiet 2-core machine (bench/load.py, 2026-12-01 22:00
-    UTC) 2 pipelines beat 4 in-process in every cell (imagenet 640 px 201 vs 185 img/s, 12 MP
-    85 vs 79; products 1147 vs 1010, 188 vs 176) and over HTTP at 8 clients (imagenet 640 px
-    173 vs 156 req/s); the earlier 4-pipeline lead was measured while other jobs loaded the cores."""
+    """0 = one pipeline per core of this worker's share (app.cores.cores_per_worker). On a
+    quiet 2-core machine (bench/load.py, 2026-12-01 22:00 UTC) 2 pipelines beat 4 in-process in
+    every cell (imagenet 640 px 201 vs 185 img/s, 12 MP 85 vs 79; products 1147 vs 1010, 188 vs
+    176) and over HTTP at 8 clients (imagenet 640 px 173 vs 156 req/s); the earlier 4-pipeline
+    lead was measured while other jobs loaded the cores."""
     return setting if setting > 0 else cores_per_worker(workers)
 
 

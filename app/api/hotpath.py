@@ -15,7 +15,6 @@ request, and a predict request under a `root_path`, takes the full stack.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -24,9 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.predict import handle_predict, predict_route
-
-_PREDICT = re.compile(r"/v1/models/([^/]+)/predict")
+from app.api.predict import PATH_PATTERN, handle_predict, predict_route
 
 
 class ServingApp(FastAPI):
@@ -37,7 +34,7 @@ class ServingApp(FastAPI):
             scope["type"] == "http"
             and scope["method"] == "POST"
             and not scope.get("root_path")
-            and (match := _PREDICT.fullmatch(scope["path"])) is not None
+            and (match := PATH_PATTERN.fullmatch(scope["path"])) is not None
         ):
             scope["app"] = self
             scope["path_params"] = {"name": match.group(1)}

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.predict import PATH_PATTERN
 from app.batching import Schedulers
 from app.errors import PROBLEM_JSON
 from app.scheduler import ModelScheduler
-
-_PREDICT = re.compile(r"^/v1/models/([^/]+)/predict$")
 
 
 class OverloadShedder:
@@ -52,7 +50,7 @@ class OverloadShedder:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            match = _PREDICT.match(scope["path"])
+            match = PATH_PATTERN.fullmatch(scope["path"])
             sched = self.schedulers.peek(match.group(1)) if match else None
             if sched is not None and sched.full:
                 problem = sched.overloaded().to_problem(scope["path"])

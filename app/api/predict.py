@@ -11,6 +11,7 @@ errors.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -32,6 +33,8 @@ from app.schemas import PredictResponse
 from app.settings import Settings
 
 PATH = "/v1/models/{name}/predict"
+# PATH as a pattern, for the ASGI layers that act on predict requests before routing.
+PATH_PATTERN = re.compile(r"/v1/models/([^/]+)/predict")
 TOP_K = "labels per image; default 5, capped at the class count"
 SIMILAR = "also return this many similar catalog items per image"
 CATALOG = "catalog for `similar` (default: the model's default_catalog)"
