@@ -3,11 +3,13 @@ real onnxruntime) and one fine-tuning epoch on a few images."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from app.bundle import load_bundle
+from app.bundle import Bundle, load_bundle
 from training.emoji import products_finetune as pf
 from training.emoji.catalog import PROJECT_ROOT
 
@@ -28,6 +30,13 @@ def _uploads(n: int, seed: int = 0) -> np.ndarray:
     return out
 
 
+def _model_and_batch(seed: int) -> tuple[Bundle, Any, np.ndarray, np.ndarray]:
+    """The shipped bundle, its graph's weights in Keras, and 16 prepared uploads with labels."""
+    bundle = load_bundle(BUNDLE)
+    x = pf.prepare_all(_uploads(16, seed=seed), bundle.metadata.input)
+    return bundle, pf.build_model(bundle), x, np.arange(16) % 10
+
+
 def test_keras_model_matches_the_shipped_graph_on_the_serving_path() -> None:
     bundle = load_bundle(BUNDLE)
     x = pf.prepare_all(_uploads(12), bundle.metadata.input)
@@ -39,10 +48,7 @@ def test_keras_model_matches_the_shipped_graph_on_the_serving_path() -> None:
 
 
 def test_one_epoch_moves_the_kernels_and_keeps_the_folded_batchnorm() -> None:
-    bundle = load_bundle(BUNDLE)
-    model = pf.build_model(bundle)
-    x = pf.prepare_all(_uploads(16, seed=1), bundle.metadata.input)
-    y = np.arange(16) % 10
+    _, model, x, y = _model_and_batch(seed=1)
     before_k = model.get_layer("s1_1_conv").get_weights()[0].copy()
     before_bn = [w.copy() for w in model.get_layer("s1_1_bn").get_weights()]
     ft = pf.FineTune(epochs=1, fm_per_epoch=8, drawing_share=0.5, learning_rate=1e-3)
@@ -53,10 +59,7 @@ def test_one_epoch_moves_the_kernels_and_keeps_the_folded_batchnorm() -> None:
 
 
 def test_frozen_first_stage_and_distillation_targets() -> None:
-    bundle = load_bundle(BUNDLE)
-    model = pf.build_model(bundle)
-    x = pf.prepare_all(_uploads(16, seed=2), bundle.metadata.input)
-    y = np.arange(16) % 10
+    bundle, model, x, y = _model_and_batch(seed=2)
     s1 = model.get_layer("s1_2_conv").get_weights()[0].copy()
     s2 = model.get_layer("s2_1_conv").get_weights()[0].copy()
     ft = pf.FineTune(
