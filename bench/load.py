@@ -4,12 +4,17 @@
     in-process, no HTTP, best of several configurations: P parallel decode+inference pipelines
     x T onnxruntime threads x batch B.
 (b) server: `python -m app` with its default settings (as scripts/serve starts it) over HTTP,
-    driven by Debian `hey` (loopback, -z seconds per cell, a prebuilt multipart body) at 1, 8,
-    32 and 64 clients, for each model and image: req/s (200s only), p50/p99 of the 200s, 503s
-    and how fast they came back (p50/p99), other statuses, extra TCP dials (hey's CSV drops
-    transport errors; a reset shows up as a new dial), p99 of a /readyz probe sent every 100 ms
-    on a new connection during the cell, and req/s as a ratio of the ceiling, measured with the
-    best configuration right before and right after the cell (the mean of the two).
+    at 1, 8, 32 and 64 clients, for each model and image, driven by two real load generators
+    in turn (loopback, a prebuilt multipart body, bench/clients.py):
+    - Debian `hey` (-z seconds): req/s (200s only), p50/p99 of the 200s, 503s and how fast
+      they came back (p50/p99), other statuses, extra TCP dials (hey's CSV drops transport
+      errors; a reset shows up as a new dial), p99 of a /readyz probe sent every 100 ms on a
+      new connection during the cell;
+    - Debian `wrk` (one thread, -d seconds): req/s of 2xx, non-2xx and socket errors. It costs
+      about a quarter of hey's CPU per request, and on 2 cores the client's CPU is CPU the
+      server does not get.
+    Each req/s is also given as a ratio of the ceiling, measured with the best configuration
+    right before and right after the cell (the mean of the two).
 (c) peer: FastAPI + Keras `predict` (bench/keras_peer.py, imagenet only: it needs the train
     extra) on the same image at the same clients, reported as imgclass / peer.
 
@@ -24,20 +29,15 @@ Usage: .venv/bin/python -m bench.load [--models imagenet products] [--images 640
 from __future__ import annotations
 
 import argparse
-import csv
-import http.client
 import io
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -48,10 +48,10 @@ from app.batching import cpu_count
 from app.bundle import load_bundle
 from app.imaging import ImageLimits, prepare
 from app.runtime import OnnxModel, choose_providers
+from bench.clients import BOUNDARY, Cell, ProbeWatch, WrkCell, hey, wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "data" / "photos" / "imgaug" / "quokka.jpg"  # a real 960x643 photo
-BOUNDARY = "imgclassbenchboundary"
 
 
 def images() -> dict[str, bytes]:
@@ -114,20 +114,35 @@ def _pair(a: float, b: float) -> str:
 
 
 def targets(
-    results: dict[tuple[str, str, int], Cell], ratios: dict[tuple[str, str, int], float]
+    results: dict[tuple[str, str, int], Cell],
+    ratios: dict[tuple[str, str, int], float],
+    wrk_results: dict[tuple[str, str, int], WrkCell],
+    wrk_ratios: dict[tuple[str, str, int], float],
 ) -> None:
-    """The issue's server targets, computed from the cells above (8 and 32 clients)."""
+    """The issue's server targets, computed from the cells above (8 and 32 clients), for each
+    client; the accepted p99 needs per-request statuses, which only hey reports."""
     print("(b') against the targets: 8 clients x ceiling (imagenet >= 0.85, products >= 0.60);")
     print("     32 vs 8 clients: throughput (>= 1.0) and accepted p99 (< 4.0)")
-    print("| model | image | 8 clients x ceiling | 32/8 req/s | 32/8 p99 |")
-    print("|---|---|---:|---:|---:|")
+    print(
+        "| model | image | 8 clients x ceiling, hey | 8 clients x ceiling, wrk "
+        "| 32/8 req/s, hey | 32/8 req/s, wrk | 32/8 accepted p99, hey |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
     for (m, k, c), cell in results.items():
         if c != 8:
             continue
-        big = results.get((m, k, 32))
+        big, w8, w32 = (
+            results.get((m, k, 32)),
+            wrk_results.get((m, k, 8)),
+            wrk_results.get((m, k, 32)),
+        )
         tput = f"{big.rps / cell.rps:.2f}" if big and cell.rps else "-"
+        wtput = f"{w32.rps / w8.rps:.2f}" if w8 and w32 and w8.rps else "-"
         p99 = f"{big.p99 / cell.p99:.2f}" if big and cell.p99 == cell.p99 else "-"
-        print(f"| {m} | {k} | {ratios[(m, k, c)]:.2f} | {tput} | {p99} |")
+        print(
+            f"| {m} | {k} | {ratios[(m, k, c)]:.2f} | {wrk_ratios.get((m, k, c), float('nan')):.2f} "
+            f"| {tput} | {wtput} | {p99} |"
+        )
     print()
 
 
@@ -152,88 +167,6 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
             pass
         time.sleep(0.1)
     sys.exit(f"{url} not ready after {timeout:.0f} s")
-
-
-@dataclass
-class Cell:
-    ok: int
-    rps: float
-    p50: float
-    p99: float
-    s503: int
-    other: int
-    dials: int
-    p50_503: float  # how long a refusal took to arrive
-    p99_503: float
-    probe_p99: float = float("nan")  # GET /readyz during the cell, ms
-
-
-def hey(url: str, body: Path, clients: int, seconds: float) -> Cell:
-    cmd = ["hey", "-z", f"{seconds}s", "-c", str(clients), "-m", "POST", "-o", "csv"]
-    cmd += ["-T", f"multipart/form-data; boundary={BOUNDARY}", "-D", str(body), url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
-    rows = list(csv.DictReader(io.StringIO(out.stdout)))
-    ok = [float(r["response-time"]) * 1e3 for r in rows if r["status-code"] == "200"]
-    refused = [float(r["response-time"]) * 1e3 for r in rows if r["status-code"] == "503"]
-    s503 = len(refused)
-    q503 = statistics.quantiles(refused, n=100) if len(refused) >= 2 else [float("nan")] * 99
-    dials = sum(float(r["DNS+dialup"]) > 0 for r in rows)
-    q = statistics.quantiles(ok, n=100) if len(ok) >= 2 else [float("nan")] * 99
-    return Cell(
-        ok=len(ok),
-        rps=len(ok) / seconds,
-        p50=statistics.median(ok) if ok else float("nan"),
-        p99=q[98],
-        s503=s503,
-        other=len(rows) - len(ok) - s503,
-        dials=max(0, dials - clients),
-        p50_503=statistics.median(refused) if refused else float("nan"),
-        p99_503=q503[98],
-    )
-
-
-class ProbeWatch:
-    """GET a probe every 100 ms on a fresh connection while a cell runs (as an orchestrator
-    would), recording how long each answer took. Plain `http.client`: an httpx client per
-    probe would cost the bench more CPU than the server spends answering it."""
-
-    def __init__(self, url: str) -> None:
-        parts = urllib.parse.urlsplit(url)
-        self.host, self.port, self.path = parts.hostname or "127.0.0.1", parts.port, parts.path
-        self.ms: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _once(self) -> float:
-        t0 = time.perf_counter()
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
-        try:
-            conn.request("GET", self.path)
-            resp = conn.getresponse()
-            resp.read()
-            ok = resp.status == 200
-        except OSError:
-            ok = False
-        finally:
-            conn.close()
-        return (time.perf_counter() - t0) * 1e3 if ok else 10_000.0
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            self.ms.append(self._once())
-
-    def __enter__(self) -> ProbeWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def p99(self) -> float:
-        if len(self.ms) < 2:
-            return float("nan")
-        return statistics.quantiles(self.ms, n=100)[98]
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -286,15 +219,16 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["imagenet", "products"])
     ap.add_argument("--images", nargs="+", default=["640", "12mp"], choices=["640", "12mp"])
     ap.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32, 64])
-    ap.add_argument("--seconds", type=float, default=8.0, help="per server cell (hey -z)")
+    ap.add_argument("--seconds", type=float, default=8.0, help="per client per server cell")
     ap.add_argument("--ceiling-seconds", type=float, default=3.0, help="per ceiling run")
     ap.add_argument("--peer-clients", nargs="+", type=int, default=[8])
     ap.add_argument("--skip", nargs="*", default=[], choices=["server", "peer"])
     ap.add_argument("--models-dir", type=Path, default=ROOT / "models")
     ap.add_argument("--env", nargs="*", default=[], help="extra IMGCLASS_*=value for the server")
     args = ap.parse_args()
-    if shutil.which("hey") is None:
-        sys.exit("hey not found; run scripts/setup-system (Debian package 'hey')")
+    for tool in ("hey", "wrk"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found; run scripts/setup-system (Debian package '{tool}')")
     imgs = {k: v for k, v in images().items() if k in args.images}
     work = Path(tempfile.mkdtemp(prefix="imgclass-load-"))
     bodies = {k: work / f"{k}.body" for k in imgs}
@@ -303,13 +237,15 @@ def main() -> None:
     sizes = ", ".join(f"{k} = {len(v):,} B" for k, v in imgs.items())
     print(
         f"imgclass load bench: {cpu_count()} cores, onnxruntime {choose_providers('auto')}, "
-        f"hey -z {args.seconds:g}s per cell, ceiling runs {args.ceiling_seconds:g}s"
+        f"hey and wrk {args.seconds:g}s each per cell, ceiling runs {args.ceiling_seconds:g}s"
     )
     print(f"images from {PHOTO.relative_to(ROOT)}: {sizes}\n")
     best = sweep(args, imgs)
 
     results: dict[tuple[str, str, int], Cell] = {}
     ratios: dict[tuple[str, str, int], float] = {}
+    wrk_results: dict[tuple[str, str, int], WrkCell] = {}
+    wrk_ratios: dict[tuple[str, str, int], float] = {}
     if "server" not in args.skip:
         port = free_port()
         proc = start([sys.executable, "-m", "app"], server_env(args, work, port), work / "srv.log")
@@ -317,7 +253,7 @@ def main() -> None:
         try:
             wait_ready(base + "/readyz", proc, 180)
             print(
-                "(b) server (python -m app, default settings) over HTTP: hey, multipart, one image"
+                "(b) server (python -m app, default settings) over HTTP: hey, then wrk, multipart, one image"
             )
             for m in args.models:
                 pol = httpx.get(f"{base}/v1/models/{m}").json().get("serving")
@@ -330,10 +266,13 @@ def main() -> None:
                         f"({pol['reason']})"
                     )
             print(
-                "| model | image | clients | req/s | p50 ms | p99 ms | 503s | 503 p50/p99 ms "
-                "| other | extra dials | probe p99 ms | ceiling img/s (config) | x ceiling |"
+                "| model | image | clients | hey req/s | p50 ms | p99 ms | 503s | 503 p50/p99 ms "
+                "| other | extra dials | probe p99 ms | wrk req/s | wrk non-2xx | wrk socket errors "
+                "| ceiling img/s (config) | x ceiling, hey | x ceiling, wrk |"
             )
-            print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+            print(
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+            )
             for m in args.models:
                 for k in imgs:
                     cfg = best[(m, k)]
@@ -343,24 +282,29 @@ def main() -> None:
                         before = in_process(
                             args.models_dir / m, imgs[k], *cfg, args.ceiling_seconds
                         )
+                        url = f"{base}/v1/models/{m}/predict"
                         with ProbeWatch(base + "/readyz") as probes:
-                            cell = hey(f"{base}/v1/models/{m}/predict", bodies[k], c, args.seconds)
+                            cell = hey(url, bodies[k], c, args.seconds)
                         cell.probe_p99 = probes.p99()
+                        wcell = wrk(url, bodies[k], c, args.seconds)
                         after = in_process(args.models_dir / m, imgs[k], *cfg, args.ceiling_seconds)
                         ceil = (before + after) / 2
-                        results[(m, k, c)] = cell
+                        results[(m, k, c)], wrk_results[(m, k, c)] = cell, wcell
                         ratios[(m, k, c)] = cell.rps / ceil
+                        wrk_ratios[(m, k, c)] = wcell.rps / ceil
                         print(
                             f"| {m} | {k} | {c} | {cell.rps:.0f} | {cell.p50:.1f} | {cell.p99:.1f} "
                             f"| {cell.s503} | {_pair(cell.p50_503, cell.p99_503)} "
                             f"| {cell.other} | {cell.dials} | {cell.probe_p99:.1f} "
-                            f"| {ceil:.0f} ({' x '.join(map(str, cfg))}) | {cell.rps / ceil:.2f} |",
+                            f"| {wcell.rps:.0f} | {wcell.non2xx} | {wcell.socket_errors} "
+                            f"| {ceil:.0f} ({' x '.join(map(str, cfg))}) | {cell.rps / ceil:.2f} "
+                            f"| {wcell.rps / ceil:.2f} |",
                             flush=True,
                         )
         finally:
             stop(proc)
         print()
-        targets(results, ratios)
+        targets(results, ratios, wrk_results, wrk_ratios)
 
     if "peer" not in args.skip and "imagenet" in args.models:
         port = free_port()
