@@ -80,34 +80,36 @@ WAIT_GAIN = 0.85
 def measure_batch_policy(
     model: OnnxModel,
     candidates: tuple[int, ...] = (2, 4, 8),
-    repeats: int = 3,
-    budget_s: float = 0.05,
+    rounds: int = 2,
+    budget_s: float = 0.15,
+    max_rounds: int = 50,
 ) -> BatchPolicy:
     """Time batch 1 against larger batches on this session (its provider and thread count)
     and keep the size with the lowest time per image, if it beats batch 1 clearly.
 
-    Each size runs at least `repeats` times and, while within `budget_s`, up to 50 times; the
-    fastest run counts (the least disturbed by other processes on these cores)."""
-    zeros = {b: np.zeros((b, *model.input_shape), dtype=np.float32) for b in (1, *candidates)}
-
-    def per_image(b: int) -> float:
-        model.run(zeros[b])  # first run at a new shape allocates
-        times: list[float] = []
-        until = time.perf_counter() + budget_s
-        while len(times) < repeats or (len(times) < 50 and time.perf_counter() < until):
-            times.append(model.run(zeros[b]).inference_ms)
-        return min(times) / b
-
-    one = per_image(1)
-    table = [(1, one)]
+    The sizes run in interleaved rounds (1, 2, 4, 8, 1, 2, ...): at least `rounds` and, while
+    within `budget_s`, up to `max_rounds`; each size's fastest run counts (the least disturbed
+    by other processes on these cores). Interleaving gives every size the same number of runs
+    over the same stretch of time, so a neighbour's burst, or the minimum of many short runs
+    against few long ones, does not decide for or against batching. A size whose first run
+    takes over 250 ms is dropped with every larger one (no use as a latency budget)."""
+    sizes = [1]
     for b in candidates:
-        table.append((b, per_image(b)))
-        if table[-1][1] >= one:  # no gain at this size: larger ones are not tried (start-up time)
+        first = model.run(np.zeros((b, *model.input_shape), dtype=np.float32)).inference_ms
+        if first > 250:  # the first run at a new shape also allocates: an upper bound
             break
-        if table[-1][1] * b > 250:  # a batch this slow is no use as a latency budget
-            break
-    one = min(one, per_image(1))  # measured again: other processes share these cores
-    table[0] = (1, one)
+        sizes.append(b)
+    zeros = {b: np.zeros((b, *model.input_shape), dtype=np.float32) for b in sizes}
+    model.run(zeros[1])
+    fastest = dict.fromkeys(sizes, float("inf"))
+    until = time.perf_counter() + budget_s
+    done = 0
+    while done < rounds or (done < max_rounds and time.perf_counter() < until):
+        for b in sizes:
+            fastest[b] = min(fastest[b], model.run(zeros[b]).inference_ms)
+        done += 1
+    table = [(b, fastest[b] / b) for b in sizes]
+    one = table[0][1]
     best_b, best = min(table, key=lambda row: row[1])
     measured = tuple((b, round(ms, 3)) for b, ms in table)
     if best_b == 1 or best > TAKE_GAIN * one:
