@@ -21,6 +21,7 @@ from app.api.overload import OverloadShedder
 from app.api.problems import install_error_handlers
 from app.batching import Schedulers, serving_threads
 from app.catalog.service import CatalogService
+from app.heap import freeze_loaded_heap
 from app.logs import RequestObserver, configure_logging
 from app.registry import ModelRegistry
 from app.settings import Settings
@@ -29,6 +30,12 @@ from app.teach.jobs import JobRunner, JobStore
 
 logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
+
+
+def _load_then_freeze(registry: ModelRegistry, freeze: bool) -> None:
+    registry.load_all()
+    if freeze:
+        freeze_loaded_heap()  # full collections skip what start-up built (app/heap.py)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,13 +48,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog_service: CatalogService = app.state.catalogs
         catalog_service.open()
         if settings.load_in_background:
-            threading.Thread(target=registry.load_all, name="model-loader", daemon=True).start()
+            threading.Thread(
+                target=_load_then_freeze,
+                args=(registry, settings.gc_freeze),
+                name="model-loader",
+                daemon=True,
+            ).start()
             threading.Thread(
                 target=catalog_service.warm, name="catalog-loader", daemon=True
             ).start()
         else:
             registry.load_all()
             catalog_service.warm()
+            if settings.gc_freeze:
+                freeze_loaded_heap()
         registry.start_watching(settings.model_poll_seconds)
         app.state.teach.start()
         yield

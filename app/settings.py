@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     warmup_runs: int = Field(default=2, ge=0, le=100)
     # Load bundles in a background thread so /healthz answers at once; /readyz says when done.
     load_in_background: bool = True
+    # Once the models are loaded, move what start-up built out of the garbage collector's sight
+    # (gc.freeze), so a full collection stops the process for ~1 ms instead of ~45 (app/heap.py).
+    gc_freeze: bool = True
     # When true, /readyz stays 503 if any bundle was refused.
     require_all_models: bool = False
     # Subset of bundle names to serve (empty = all found in models_dir).

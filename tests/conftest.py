@@ -24,6 +24,9 @@ FETCH_HINT = "run scripts/fetch-data (the README's test command does it)"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# One pytest process starts hundreds of apps: freezing the heap at each start-up would keep the
+# reference cycles of every app torn down since (tests/app/test_heap.py turns it on).
+os.environ.setdefault("IMGCLASS_GC_FREEZE", "false")
 
 TINY_SEED = 1234
 TINY_TRAIN_N = 3000
