@@ -1,7 +1,7 @@
 """A real imgclass server on a free loopback port, for tests that need real HTTP clients
 (tritonclient, Prometheus, URL fetching, streaming bodies, Chromium): in a subprocess
 (`live_server`) or a uvicorn thread in this process (`serve_in_thread`). Bounded start-up;
-always stopped."""
+always stopped. `serve_stdlib` runs a test's own http.server in a thread the same way."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,15 @@ def serve_in_thread(app: FastAPI) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def serve_stdlib(server: ThreadingHTTPServer, scheme: str = "http") -> Iterator[str]:
+    """Serve a bound http.server in a daemon thread; yields its base URL; always shut down."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +17,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.url_fetch import FetchPolicy, UrlFetchFailed, UrlNotAllowed, check_url, fetch_image
 from tests.conftest import DATA, ROOT, make_settings, require
+from tests.live_server import serve_stdlib
 
 MAX_IMAGE_BYTES = 64 * 1024
 PNG = "mnist_00_7.png"
@@ -79,13 +79,8 @@ class Handler(BaseHTTPRequestHandler):
 def image_server() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_stdlib(server) as base:
+        yield base
 
 
 def make_client(tmp_path: Path, **overrides: object) -> TestClient:
@@ -264,13 +259,8 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", cert
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_stdlib(server, "https") as base:
+        yield base, cert
 
 
 def test_https_is_verified_against_the_url_host(tls_server: tuple[str, Path]) -> None:

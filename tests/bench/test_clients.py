@@ -12,6 +12,7 @@ from typing import ClassVar
 import pytest
 
 from bench.clients import BOUNDARY, hey, parse_wrk, wrk
+from tests.live_server import serve_stdlib
 
 WRK_REPORT = """Running 8s test @ http://127.0.0.1:8000/v1/models/imagenet/predict
   1 threads and 8 connections
@@ -78,14 +79,8 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     _Handler.seen = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/predict"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve_stdlib(ThreadingHTTPServer(("127.0.0.1", 0), _Handler)) as base:
+        yield f"{base}/predict"
 
 
 @pytest.fixture
