@@ -71,8 +71,9 @@ class BatchPolicy:
 # (a 0.9 ms forward pass) measured 0.90-0.95x per image at batch 4-8 in the model alone and
 # +12% req/s at 8 clients over HTTP, where fewer onnxruntime calls and thread hand-offs add to
 # the gain. Waiting up to one batch-1 pass for batch-mates is worth it only at a gain of 15% or
-# more (WAIT_GAIN: a GPU). On one CPU thread EfficientNet-Lite0 gains nothing (168 -> 157 img/s
-# at batch 8), so it does not batch.
+# more (WAIT_GAIN: a GPU). On one CPU thread EfficientNet-Lite0 gains little or nothing (168 ->
+# 157 img/s at batch 8 in pure onnxruntime), so it usually does not batch; where a start measures
+# a gain, the take-only policy was neutral over HTTP (docs/performance.md).
 TAKE_GAIN = 0.95
 WAIT_GAIN = 0.85
 
