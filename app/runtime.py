@@ -94,14 +94,14 @@ def measure_batch_policy(
     over the same stretch of time, so a neighbour's burst, or the minimum of many short runs
     against few long ones, does not decide for or against batching. A size whose first run
     takes over 250 ms is dropped with every larger one (no use as a latency budget)."""
-    sizes = [1]
-    for b in candidates:
-        first = model.run(np.zeros((b, *model.input_shape), dtype=np.float32)).inference_ms
-        if first > 250:  # the first run at a new shape also allocates: an upper bound
-            break
-        sizes.append(b)
-    zeros = {b: np.zeros((b, *model.input_shape), dtype=np.float32) for b in sizes}
+    zeros = {1: np.zeros((1, *model.input_shape), dtype=np.float32)}
     model.run(zeros[1])
+    for b in candidates:
+        batch = np.zeros((b, *model.input_shape), dtype=np.float32)
+        if model.run(batch).inference_ms > 250:  # the first run at a new shape also allocates
+            break
+        zeros[b] = batch
+    sizes = list(zeros)
     fastest = dict.fromkeys(sizes, float("inf"))
     until = time.perf_counter() + budget_s
     done = 0
