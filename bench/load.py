@@ -32,7 +32,6 @@ import argparse
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from app.bundle import load_bundle
 from app.imaging import ImageLimits, prepare
 from app.runtime import OnnxModel, choose_providers
 from bench.clients import BOUNDARY, Cell, ProbeWatch, WrkCell, hey, wrk
+from bench.procs import free_port, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "data" / "photos" / "imgaug" / "quokka.jpg"  # a real 960x643 photo
@@ -149,37 +149,9 @@ def targets(
 # -- (b)/(c) HTTP -----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"server exited during start-up ({url}); see its log")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    sys.exit(f"{url} not ready after {timeout:.0f} s")
-
-
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as fh:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def server_env(args: argparse.Namespace, work: Path, port: int) -> dict[str, str]:

@@ -31,16 +31,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.procs import free_port, stop  # noqa: E402
 from tests.app.hostile.cases import CASES, Case, Payload, photo  # noqa: E402
 from tests.images import encode  # noqa: E402
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RssSampler(threading.Thread):
@@ -169,11 +162,7 @@ def main() -> None:
             sampler.stop.set()
             sampler.join()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
     n = len(times)
     print(

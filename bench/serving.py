@@ -15,7 +15,6 @@ import argparse
 import io
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,14 +25,10 @@ import httpx
 import psutil
 from PIL import Image
 
+from bench.procs import free_port, stop, uvicorn_cmd
+
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "data" / "photos" / "matplotlib" / "grace_hopper.jpg"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def jpeg(size: tuple[int, int]) -> bytes:
@@ -66,23 +61,7 @@ def main() -> None:
         IMGCLASS_LOG_LEVEL="WARNING",
     )
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
+    proc = subprocess.Popen(uvicorn_cmd(port, "--log-level", "warning"), cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
@@ -120,8 +99,7 @@ def main() -> None:
                     rows.append((model, label, len(data), dec, pre, inf, tot))
             rss_after = ps.memory_info().rss / 2**20
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
     cpu = platform.processor() or platform.machine()
     print(

@@ -15,13 +15,11 @@ Usage: .venv/bin/python -m bench.teach [--backbone products] [--sizes 2x20,10x10
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
 import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +29,9 @@ import httpx
 import numpy as np
 import psutil
 from PIL import Image
+
+from bench.procs import free_port, stop, uvicorn_cmd, wait_ready
+from training.data import read_idx
 
 ROOT = Path(__file__).resolve().parent.parent
 FM = ROOT / "data" / "fashion-mnist"
@@ -48,20 +49,8 @@ NAMES = [
 ]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def fm_images() -> tuple[np.ndarray, np.ndarray]:
-    with gzip.open(FM / "t10k-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read()[16:], np.uint8).reshape(-1, 28, 28)
-    with gzip.open(FM / "t10k-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read()[8:], np.uint8)
-    return x, y
+    return read_idx(FM / "t10k-images-idx3-ubyte.gz"), read_idx(FM / "t10k-labels-idx1-ubyte.gz")
 
 
 def png(arr: np.ndarray) -> bytes:
@@ -79,29 +68,14 @@ def start(data: Path, backbone: str) -> tuple[subprocess.Popen[bytes], str]:
         "IMGCLASS_ACCESS_LOG": "false",
         "IMGCLASS_LOG_LEVEL": "WARNING",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(uvicorn_cmd(port), env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.terminate()
-    raise SystemExit("server did not become ready in 120 s")
+    try:
+        wait_ready(f"{base}/readyz", proc, 120)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, base
 
 
 def fill(c: httpx.Client, catalog: str, backbone: str, per_class: dict[str, list[bytes]]) -> float:
@@ -185,8 +159,7 @@ def main() -> None:
                 teach_to_first_prediction(c, "rss", f"rss{i}", probe)
             after = rss_mb(proc.pid)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)
         shutil.rmtree(data, ignore_errors=True)
 
     print(

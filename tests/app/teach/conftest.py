@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from PIL import Image
 from app.main import create_app
 from app.registry import ModelRegistry
 from tests.conftest import DATA, ROOT, make_settings, require
+from training.data import read_idx
 
 # Fashion-MNIST class indices -> names (the products bundle's labels.txt order).
 FM = "fashion-mnist"
@@ -25,10 +25,8 @@ SNEAKER, BAG, SANDAL, BOOT, SHIRT, TROUSER = 7, 8, 5, 9, 6, 1
 
 def fm_test_split() -> tuple[np.ndarray, np.ndarray]:
     root = require(DATA / FM)
-    with gzip.open(root / "t10k-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read()[16:], np.uint8).reshape(-1, 28, 28)
-    with gzip.open(root / "t10k-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read()[8:], np.uint8)
+    x = read_idx(root / "t10k-images-idx3-ubyte.gz")
+    y = read_idx(root / "t10k-labels-idx1-ubyte.gz")
     return x, y
 
 
