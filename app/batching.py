@@ -72,6 +72,7 @@ class SchedulerConfig:
     queue_max_bytes: int = 0  # 0: no bound on the bytes waiting
     workers: int = 1  # server processes, each with these pipelines and this queue
     batch_max_bytes: int = 0  # 0: no bound on a batch's encoded bytes
+    pipeline_nice: int = 0  # nice levels below the event loop (app.cores)
 
 
 class Schedulers:
@@ -98,6 +99,7 @@ class Schedulers:
                 limits=limits_from(settings),
                 workers=max(1, settings.workers),
                 batch_max_bytes=settings.batch_max_bytes,
+                pipeline_nice=settings.pipeline_nice,
             )
         )
 
@@ -126,6 +128,7 @@ class Schedulers:
                 max_wait_s=self.config.queue_max_wait_ms / 1e3,
                 max_bytes=self.config.queue_max_bytes,
                 batch_max_bytes=self.config.batch_max_bytes,
+                nice=self.config.pipeline_nice,
             )
             self._by_name[name] = sched
             logger.info(
@@ -167,6 +170,7 @@ class Schedulers:
             "workers": self.config.workers,
             "pipelines": self.config.pipelines,
             "intra_op_threads": int(getattr(model, "intra_op_threads", 0)),
+            "pipeline_nice": self.config.pipeline_nice,
             "queue_limit": self.config.queue_limit,
             "queue_max_wait_ms": self.config.queue_max_wait_ms,
             "queue_max_bytes": self.config.queue_max_bytes,

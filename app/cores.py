@@ -1,4 +1,5 @@
-"""How many cores this server may use, and how they are shared among its worker processes.
+"""How many cores this server may use, how they are shared among its worker processes, and
+how a worker's threads share them.
 
 Kept free of heavy imports: `python -m app`'s supervising parent reads it before any worker
 starts.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import threading
 from pathlib import Path
 from typing import Final
 
@@ -52,3 +55,25 @@ def cores_per_worker(workers: int) -> int:
     exports to its workers; 0 (an app made some other way, e.g. `uvicorn --factory` or a test
     client) means one process with every core."""
     return max(1, cpu_count() // workers) if workers > 0 else cpu_count()
+
+
+def lower_thread_priority(steps: int) -> bool:
+    """Lower the calling thread's scheduling priority by `steps` nice levels (at most to 19).
+
+    Linux keeps a nice value per thread, so a worker can run its CPU-bound pipelines below its
+    event loop: when every core is busy, the kernel gives a waking loop the core at once and
+    probes and light requests are answered while the forward passes wait a moment. Returns
+    whether the priority changed; elsewhere (where the call would address a process, not a
+    thread) and on any error it does nothing."""
+    if steps <= 0 or not sys.platform.startswith("linux"):
+        return False
+    tid = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        target = min(19, current + steps)
+        if target == current:
+            return False
+        os.setpriority(os.PRIO_PROCESS, tid, target)
+    except OSError:
+        return False
+    return True

@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from app import telemetry
 from app.bundle import InputSpec
+from app.cores import lower_thread_priority
 from app.errors import DeadlineExceeded, Overloaded
 from app.imaging import ImageLimits, PreparedImage
 from app.ingest import prepare_batch
@@ -122,6 +123,7 @@ class ModelScheduler:
         max_bytes: int = 0,
         batch_max_bytes: int = 0,
         retry_after_s: int = 1,
+        nice: int = 0,
     ) -> None:
         self.name = name
         self.model = model
@@ -135,6 +137,7 @@ class ModelScheduler:
         self.max_bytes = max_bytes  # 0: no bound on the bytes waiting
         self.batch_max_bytes = batch_max_bytes  # 0: no bound on a batch's encoded images
         self.retry_after_s = retry_after_s
+        self.nice = nice  # the worker threads run this many nice levels lower (app.cores)
         self._queue: deque[_Job] = deque()
         self._image_s = 0.0  # moving average: one image's decode + forward pass, one worker
         self._queued_images = 0
@@ -297,6 +300,7 @@ class ModelScheduler:
         return job
 
     def _work(self) -> None:
+        lower_thread_priority(self.nice)
         while True:
             jobs = self._take()
             if jobs is None:

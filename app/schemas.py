@@ -135,6 +135,10 @@ class ServingPolicy(BaseModel):
     )
     pipelines: int = Field(description="threads per process: decode + forward pass in one hop")
     intra_op_threads: int = Field(description="onnxruntime threads per forward pass")
+    pipeline_nice: int = Field(
+        default=0,
+        description="nice levels the pipelines run below the event loop (Linux; 0 = same)",
+    )
     queue_limit: int = Field(description="requests that may wait (hard cap); beyond: 503")
     queue_max_wait_ms: float = Field(
         description="a request is refused (503 + Retry-After) when the work already waiting "

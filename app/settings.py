@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # (at least 1), so they never oversubscribe the cores (docs/performance.md).
     pipelines: int = Field(default=0, ge=0, le=256)
     intra_op_threads: int = Field(default=0, ge=0, le=256)
+    # Pipelines run this many nice levels below the event loop (Linux; 0 = same priority), so
+    # probes and light requests are answered while the forward passes keep the cores busy.
+    pipeline_nice: int = Field(default=5, ge=0, le=19)
     # A model's queue: a request is refused (503 + Retry-After) when queue_limit requests wait
     # (0 = 12 per core), when the work already waiting would take longer than
     # queue_max_wait_ms to start (estimated from the model's recent time per image), or when

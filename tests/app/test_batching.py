@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import threading
 import time
 from collections.abc import Coroutine
@@ -36,6 +38,7 @@ from app.runtime import (
     OnnxModel,
     measure_batch_policy,
 )
+from app.settings import Settings
 from tests.conftest import make_settings
 from tests.images import fashion_png
 
@@ -477,3 +480,29 @@ def test_v2_fp32_keeps_the_request_deadline(
         r = client.post("/v2/models/tiny/infer", json=body)
         assert r.status_code == 503, r.text
         assert int(r.headers["retry-after"]) >= 1 and "request_deadline_s" in r.json()["error"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux")
+@pytest.mark.parametrize("nice", [0, 4])
+def test_pipelines_run_below_the_event_loop(model: OnnxModel, pngs: list[bytes], nice: int) -> None:
+    """The worker threads take `nice` levels below the thread that made the scheduler (the
+    event loop's), which itself is left alone."""
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    sched = scheduler(model, model.bundle.metadata.input, nice=nice)
+
+    async def go() -> list[int]:
+        await sched.submit([pngs[0]])  # a worker has run its loop's first lines by now
+        for _ in range(100):  # the other worker may still be starting
+            if all(t.native_id is not None for t in sched._threads):
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        return [os.getpriority(os.PRIO_PROCESS, t.native_id or 0) for t in sched._threads]
+
+    assert run_then_close(sched, go()) == [min(19, mine + nice)] * 2
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+
+
+def test_models_report_the_pipeline_priority(client: TestClient) -> None:
+    serving = client.get("/v1/models/tiny").json()["serving"]
+    assert serving["pipeline_nice"] == Settings().pipeline_nice == 5

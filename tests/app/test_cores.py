@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from app import cores
 from app.batching import Schedulers
-from app.cores import MAX_AUTO_WORKERS, cores_per_worker, cpu_count, resolve_workers
+from app.cores import (
+    MAX_AUTO_WORKERS,
+    cores_per_worker,
+    cpu_count,
+    lower_thread_priority,
+    resolve_workers,
+)
 from app.settings import Settings
 
 
@@ -61,3 +69,49 @@ def test_scheduler_sizing_follows_the_share() -> None:
     assert (shared.pipelines, shared.queue_limit) == (1, 12)
     assert shared.limits.decode_concurrency == 1
     assert alone.limits.decode_concurrency == n
+
+
+def _thread_nice(tid: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, tid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux")
+def test_lower_thread_priority_changes_only_the_calling_thread() -> None:
+    main_before = _thread_nice(threading.get_native_id())
+    seen: dict[str, int | bool] = {}
+
+    def body() -> None:
+        tid = threading.get_native_id()
+        seen["before"] = _thread_nice(tid)
+        seen["changed"] = lower_thread_priority(3)
+        seen["after"] = _thread_nice(tid)
+        seen["again"] = lower_thread_priority(0)  # 0 steps: nothing to do
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert seen["changed"] is True and seen["again"] is False
+    assert seen["after"] == min(19, int(seen["before"]) + 3)
+    assert _thread_nice(threading.get_native_id()) == main_before  # the caller's only
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux")
+def test_lower_thread_priority_stops_at_19() -> None:
+    out: list[object] = []
+
+    def body() -> None:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, 19)
+        out.extend([lower_thread_priority(5), _thread_nice(tid)])
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert out == [False, 19]
+
+
+def test_lower_thread_priority_elsewhere_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cores.sys, "platform", "darwin")
+    called: list[object] = []
+    monkeypatch.setattr(cores.os, "setpriority", lambda *a: called.append(a))
+    assert lower_thread_priority(5) is False and called == []
