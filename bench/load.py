@@ -113,6 +113,12 @@ def _pair(a: float, b: float) -> str:
     return "-" if a != a else f"{a:.0f} / {b:.0f}"  # NaN: no refusals
 
 
+def _over(ratios: dict[tuple[str, str, int], float], m: str, k: str) -> str:
+    """32 clients' share of their ceiling over 8 clients' share of theirs."""
+    a, b = ratios.get((m, k, 32)), ratios.get((m, k, 8))
+    return f"{a / b:.2f}" if a is not None and b else "-"
+
+
 def targets(
     results: dict[tuple[str, str, int], Cell],
     ratios: dict[tuple[str, str, int], float],
@@ -120,14 +126,21 @@ def targets(
     wrk_ratios: dict[tuple[str, str, int], float],
 ) -> None:
     """The issue's server targets, computed from the cells above (8 and 32 clients), for each
-    client; the accepted p99 needs per-request statuses, which only hey reports."""
+    client; the accepted p99 needs per-request statuses, which only hey reports.
+
+    32/8 is given twice: as measured (req/s over req/s) and over each cell's own ceiling (the
+    cells' "x ceiling" figures divided), which takes out how fast the machine itself ran during
+    each cell: the ceiling is measured right before and after every cell and moves by up to ~7%
+    between adjacent cells here."""
     print("(b') against the targets: 8 clients x ceiling (imagenet >= 0.85, products >= 0.60);")
-    print("     32 vs 8 clients: throughput (>= 1.0) and accepted p99 (< 4.0)")
+    print("     32 vs 8 clients: throughput (>= 1.0; as measured, and over each cell's ceiling)")
+    print("     and accepted p99 (< 4.0)")
     print(
         "| model | image | 8 clients x ceiling, hey | 8 clients x ceiling, wrk "
-        "| 32/8 req/s, hey | 32/8 req/s, wrk | 32/8 accepted p99, hey |"
+        "| 32/8 req/s, hey | 32/8 req/s, wrk | 32/8 x ceiling, hey | 32/8 x ceiling, wrk "
+        "| 32/8 accepted p99, hey |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for (m, k, c), cell in results.items():
         if c != 8:
             continue
@@ -141,7 +154,7 @@ def targets(
         p99 = f"{big.p99 / cell.p99:.2f}" if big and cell.p99 == cell.p99 else "-"
         print(
             f"| {m} | {k} | {ratios[(m, k, c)]:.2f} | {wrk_ratios.get((m, k, c), float('nan')):.2f} "
-            f"| {tput} | {wtput} | {p99} |"
+            f"| {tput} | {wtput} | {_over(ratios, m, k)} | {_over(wrk_ratios, m, k)} | {p99} |"
         )
     print()
 
