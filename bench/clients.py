@@ -40,6 +40,13 @@ class Cell:
     probe_p99: float = float("nan")  # GET /readyz during the cell, ms
 
 
+def p99(values: list[float]) -> float:
+    """The 99th percentile; one value is its own percentile, none gives NaN."""
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100)[98]
+
+
 def hey(url: str, body: Path, clients: int, seconds: float) -> Cell:
     cmd = ["hey", "-z", f"{seconds}s", "-c", str(clients), "-m", "POST", "-o", "csv"]
     cmd += ["-T", f"multipart/form-data; boundary={BOUNDARY}", "-D", str(body), url]
@@ -48,19 +55,17 @@ def hey(url: str, body: Path, clients: int, seconds: float) -> Cell:
     ok = [float(r["response-time"]) * 1e3 for r in rows if r["status-code"] == "200"]
     refused = [float(r["response-time"]) * 1e3 for r in rows if r["status-code"] == "503"]
     s503 = len(refused)
-    q503 = statistics.quantiles(refused, n=100) if len(refused) >= 2 else [float("nan")] * 99
     dials = sum(float(r["DNS+dialup"]) > 0 for r in rows)
-    q = statistics.quantiles(ok, n=100) if len(ok) >= 2 else [float("nan")] * 99
     return Cell(
         ok=len(ok),
         rps=len(ok) / seconds,
         p50=statistics.median(ok) if ok else float("nan"),
-        p99=q[98],
+        p99=p99(ok),
         s503=s503,
         other=len(rows) - len(ok) - s503,
         dials=max(0, dials - clients),
         p50_503=statistics.median(refused) if refused else float("nan"),
-        p99_503=q503[98],
+        p99_503=p99(refused),
     )
 
 
@@ -163,6 +168,4 @@ class ProbeWatch:
         self._thread.join()
 
     def p99(self) -> float:
-        if len(self.ms) < 2:
-            return float("nan")
-        return statistics.quantiles(self.ms, n=100)[98]
+        return p99(self.ms)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import threading
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from typing import ClassVar
 
 import pytest
 
-from bench.clients import BOUNDARY, hey, parse_wrk, wrk
+from bench.clients import BOUNDARY, hey, p99, parse_wrk, wrk
 from tests.live_server import serve_stdlib
 
 WRK_REPORT = """Running 8s test @ http://127.0.0.1:8000/v1/models/imagenet/predict
@@ -116,3 +117,9 @@ def test_hey_separates_200s_and_503s_from_a_real_server(server: str, body: Path)
     assert abs(cell.s503 - len(_Handler.seen) // 3) <= 2
     assert cell.other == 0 and cell.dials == 0
     assert 0 < cell.p50 <= cell.p99 and 0 < cell.p50_503 <= cell.p99_503
+
+
+def test_p99_of_none_one_and_many() -> None:
+    assert math.isnan(p99([]))
+    assert p99([123.0]) == 123.0  # a single refusal is its own p99, not "nan"
+    assert p99([float(i) for i in range(1, 101)]) == pytest.approx(99.99, abs=0.01)
