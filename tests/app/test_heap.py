@@ -37,7 +37,9 @@ def test_freeze_keeps_live_objects_and_collects_garbage_first(unfrozen: None) ->
     garbage_ids = {id(g) for g in garbage}
     del garbage
     frozen = freeze_loaded_heap()
-    assert frozen == gc.get_freeze_count() >= len(live)
+    # Not equal to gc.get_freeze_count() read later: other threads of the test process (and the
+    # log line) may free a frozen object by reference counting in between (seen: 2 of 589,460).
+    assert frozen >= len(live) and gc.get_freeze_count() >= len(live)
     tracked = {id(o) for o in gc.get_objects()}  # the permanent generation is not listed
     assert not any(id(n) in tracked for n in live)
     # The unreachable cycles were collected before the freeze, not frozen for good: back in
