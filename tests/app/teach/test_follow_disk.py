@@ -19,7 +19,8 @@ import pytest
 from app.registry import ModelRegistry
 from app.teach.jobs import Job, JobRunner, JobStore
 from tests.app.teach.conftest import BAG, SNEAKER, follower_registry, make_catalog, wait_job
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
+from tests.live_server import live_server
 
 
 def _registry(data: Path) -> ModelRegistry:
@@ -57,9 +58,9 @@ def test_second_registry_picks_up_replaces_and_drops(teach_client, fm_pngs, tmp_
     assert "follow" not in other.names() and not other.refused()
 
 
-def _serve(port: int, data: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
+def _follower_env(data: Path) -> dict[str, str]:
+    """Two servers on one data folder, each polling it for taught bundles."""
+    return {
         "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
         "IMGCLASS_DATA_DIR": str(data),
         "IMGCLASS_ENABLED_MODELS": '["products"]',
@@ -67,43 +68,14 @@ def _serve(port: int, data: Path) -> subprocess.Popen[bytes]:
         "IMGCLASS_WARMUP_RUNS": "0",
         "IMGCLASS_ACCESS_LOG": "false",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    return subprocess.Popen(
-        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-
-def _ready(base: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{base} not ready in 60 s")
 
 
 @pytest.mark.slow
 def test_teach_on_one_server_predict_on_another(tmp_path, fm_pngs) -> None:  # type: ignore[no-untyped-def]
     data = tmp_path / "shared"
-    ports = [free_port(), free_port()]
-    procs = [_serve(p, data) for p in ports]
-    try:
-        a, b = (f"http://127.0.0.1:{p}" for p in ports)
-        _ready(a)
-        _ready(b)
+    env = _follower_env(data)
+    with live_server(tmp_path, env) as sa, live_server(tmp_path, env) as sb:
+        a, b = sa.base, sb.base
         with httpx.Client(base_url=a, timeout=30) as ca, httpx.Client(base_url=b, timeout=30) as cb:
             make_catalog(ca, "two", {"sneaker": fm_pngs[SNEAKER][:10], "bag": fm_pngs[BAG][:10]})  # type: ignore[arg-type]
             r = ca.post("/v1/catalogs/two/train", json={"model": "shared"})
@@ -124,10 +96,6 @@ def test_teach_on_one_server_predict_on_another(tmp_path, fm_pngs) -> None:  # t
             while ca.get("/v1/models/shared").status_code != 404:
                 assert time.monotonic() < deadline, "server A still serves a deleted model"
                 time.sleep(0.2)
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=20)
 
 
 def test_restart_marks_running_jobs_failed(tmp_path: Path) -> None:
