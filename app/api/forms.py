@@ -9,9 +9,11 @@ first; JSON is size-capped before parsing and depth-limited.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ValidationError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -28,6 +30,9 @@ from app.errors import (
 # Deeper JSON than this is refused (422) before parsing: nothing here needs more, and
 # Python's parser would otherwise recurse once per level.
 MAX_JSON_DEPTH: Final = 32
+# RFC 5987/2231 `filename*=charset'lang'percent-encoded` (curl -F, some HTTP libraries);
+# python-multipart's header parser drops it, which made such a part a text field.
+_FILENAME_STAR: Final = re.compile(rb"""filename\*\s*=\s*"?([^;"]*)""", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,10 @@ class _FormBuilder:
             raise BadRequest("A multipart part has no 'Content-Disposition: form-data; name=...'.")
         self._name = options[b"name"].decode("utf-8", "replace")
         raw_filename = options.get(b"filename")
+        star = _FILENAME_STAR.search(self._headers.get("content-disposition", b""))
+        if star is not None:  # RFC 5987 wins over a plain filename, as in RFC 6266
+            value = star.group(1).decode("latin-1").split("'", 2)[-1]
+            raw_filename = unquote(value, errors="replace").encode()
         self._is_file = raw_filename is not None
         self._filename = raw_filename.decode("utf-8", "replace") if raw_filename else None
         lim = self.limits
@@ -266,8 +275,8 @@ async def read_form(request: Request, limits: BodyLimits) -> Form:
             "on_part_end",
         )
     }
-    parser = MultipartParser(boundary, callbacks)
     try:
+        parser = MultipartParser(boundary, callbacks)  # refuses a boundary over 256 bytes
         async for chunk in stream(request, limits.total):
             parser.write(chunk)
         parser.finalize()

@@ -206,3 +206,31 @@ def test_limits_leave_normal_requests_alone(live: Live) -> None:
     assert r.json()["items"][0]["metadata"] == {"k": [1, {"n": 2}]}
     r = httpx.post(f"{live.url}/v1/catalogs/c/search", json={"item_id": r.json()["ids"][0], "k": 2})
     assert r.status_code == 200 and len(r.json()["neighbors"]) == 2, r.text
+
+
+def test_a_boundary_longer_than_the_parser_takes_is_400_not_500(live: Live) -> None:
+    boundary = "b" * 5000  # python-multipart refuses boundaries over 256 bytes when built
+    body = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+    r = httpx.post(
+        f"{live.url}/v1/models/tiny/predict",
+        content=body.encode() + _png() + f"\r\n--{boundary}--\r\n".encode(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "boundary" in r.json()["detail"].lower()
+
+
+def test_an_rfc5987_filename_makes_a_file_part(live: Live) -> None:
+    """`filename*=UTF-8''...` alone (no plain filename) is a file, not a 1 KB text field."""
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+        "filename*=UTF-8''%e2%82%ac%20price.png\r\n\r\n"
+    )
+    r = httpx.post(
+        f"{live.url}/v1/models/tiny/predict",
+        content=head.encode() + _png() + f"\r\n--{BOUNDARY}--\r\n".encode(),
+        headers={"content-type": MULTIPART},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["filename"] == "\u20ac price.png"
