@@ -1,10 +1,12 @@
 """Teach jobs: one worker thread per process runs them in order; each job is a small JSON file
 under <data_dir>/teach/jobs/, so any process sharing the folder can report it and a restart marks
-the jobs a dead process left running as failed."""
+the jobs a dead process left running as failed. Every write goes through one lock file (flock), so
+processes sharing the folder never teach one name twice nor lose each other's cancel."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -12,7 +14,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,9 +78,30 @@ class JobStore:
     def path(self, job_id: str) -> Path:
         return self.root / f"{job_id}.json"
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's lock: one read-check-write at a time across the processes (workers,
+        replicas on one volume) that share it. Released by the kernel if the holder dies."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def save(self, job: Job) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path(job.id), json.dumps(asdict(job), indent=1).encode())
+
+    def save_owned(self, job: Job) -> None:
+        """The owner's write: a cancel that another process wrote into the file wins, so the
+        owner's progress saves never undo it (the owner then stops at its next check)."""
+        with self.locked():
+            with contextlib.suppress(ServiceError):
+                if self.load(job.id).cancel_requested:
+                    job.cancel_requested = True
+            self.save(job)
 
     def load(self, job_id: str) -> Job:
         if not job_id.isalnum() or len(job_id) > 64:
@@ -112,18 +135,19 @@ class JobStore:
         """Jobs queued or running in a process that no longer exists (or in an earlier life of
         this pid) failed: their work is lost, the client must start them again."""
         n = 0
-        for job in self.all():
-            if job.status in ACTIVE and (
-                job.owner_pid == os.getpid() or not _pid_alive(job.owner_pid)
-            ):
-                job.status, job.finished_at = "failed", _now()
-                job.error = {
-                    "title": "Interrupted",
-                    "detail": "The server stopped while this job was queued or running; "
-                    "start it again.",
-                }
-                self.save(job)
-                n += 1
+        with self.locked():
+            for job in self.all():
+                if job.status in ACTIVE and (
+                    job.owner_pid == os.getpid() or not _pid_alive(job.owner_pid)
+                ):
+                    job.status, job.finished_at = "failed", _now()
+                    job.error = {
+                        "title": "Interrupted",
+                        "detail": "The server stopped while this job was queued or running; "
+                        "start it again.",
+                    }
+                    self.save(job)
+                    n += 1
         return n
 
 
@@ -166,16 +190,17 @@ class JobRunner:
                 raise JobQueueFull(
                     f"{len(mine)} teach jobs are already waiting; retry later.", retry_after_s=10
                 )
-            others = [j for j in self.store.all() if j.model == model and not j.done]
-            if others:
-                raise JobConflict(
-                    f"Job {others[0].id} is already teaching model {model!r}; wait for it or "
-                    "cancel it.",
-                    job_id=others[0].id,
-                )
-            job = Job(id=secrets.token_hex(8), catalog=catalog, model=model, options=options)
-            self._jobs[job.id] = job
-            self.store.save(job)
+            with self.store.locked():  # the check and the new file: one step for all processes
+                others = [j for j in self.store.all() if j.model == model and not j.done]
+                if others:
+                    raise JobConflict(
+                        f"Job {others[0].id} is already teaching model {model!r}; wait for it "
+                        "or cancel it.",
+                        job_id=others[0].id,
+                    )
+                job = Job(id=secrets.token_hex(8), catalog=catalog, model=model, options=options)
+                self._jobs[job.id] = job
+                self.store.save(job)
         self._queue.put(job.id)
         return replace(job)
 
@@ -195,19 +220,20 @@ class JobRunner:
                     if job.status == "queued":
                         self._finish(job, "cancelled")
                     else:
-                        self.store.save(job)
+                        self.store.save_owned(job)
                 return replace(job)
-        job = self.store.load(job_id)
-        if not job.done:  # owned by another process: it polls the flag in the file
-            job.cancel_requested = True
-            self.store.save(job)
+        with self.store.locked():
+            job = self.store.load(job_id)
+            if not job.done:  # owned by another process: it polls the flag in the file
+                job.cancel_requested = True
+                self.store.save(job)
         return job
 
     def _finish(self, job: Job, status: Status) -> None:
         job.status, job.finished_at = status, _now()
         if status == "succeeded":
             job.progress, job.phase = 1.0, "done"
-        self.store.save(job)
+        self.store.save_owned(job)
 
     def _loop(self) -> None:
         while True:
@@ -219,7 +245,7 @@ class JobRunner:
                 if job is None or job.done:
                     continue
                 job.status, job.started_at, job.phase = "running", _now(), "starting"
-                self.store.save(job)
+                self.store.save_owned(job)
             self._run(job)
 
     def _run(self, job: Job) -> None:
@@ -240,7 +266,7 @@ class JobRunner:
                 job.progress = round(max(job.progress, lo + (hi - lo) * min(1.0, fraction)), 3)
                 if time.monotonic() - last_save[0] >= _SAVE_EVERY_S:
                     last_save[0] = time.monotonic()
-                    self.store.save(job)
+                    self.store.save_owned(job)
 
         def should_stop() -> bool:
             if job.cancel_requested:

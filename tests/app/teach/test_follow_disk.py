@@ -174,3 +174,84 @@ def test_finished_jobs_are_pruned(tmp_path: Path) -> None:
     )
     assert store.prune(keep=2) == 3
     assert sorted(j.id for j in store.all()) == ["j3", "j4", "live"]
+
+
+_SUBMITTER = """
+import json, sys
+from pathlib import Path
+from app.errors import ServiceError
+from app.teach.jobs import JobRunner, JobStore
+
+root, go, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
+runner = JobRunner(JobStore(root), lambda *a: {}, max_queued=len(names))  # never started
+while not go.exists():
+    pass
+won = []
+for name in names:
+    try:
+        runner.submit("c", name, {})
+        won.append(name)
+    except ServiceError as exc:
+        assert exc.status == 409, exc
+print(json.dumps(won))
+"""
+
+
+def test_one_job_per_model_across_processes(tmp_path: Path) -> None:
+    # Workers of one server (or replicas on one volume) share the job folder: the check for a
+    # job already teaching the name and the new job's file must be one step for all of them,
+    # or two train calls at once teach the name twice (measured over HTTP before the file lock:
+    # 3 of 15 names got two 202s from 2 workers).
+    names = [f"m{i}" for i in range(40)]
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SUBMITTER, str(tmp_path / "jobs"), str(go), ",".join(names)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    time.sleep(1.0)  # let every process import and spin on the start file
+    go.touch()
+    won = [name for p in procs for name in json.loads(p.communicate(timeout=60)[0])]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(won) == sorted(names)  # each name accepted exactly once
+    assert sorted(j.model for j in JobStore(tmp_path / "jobs").all()) == sorted(names)
+
+
+def test_cancel_from_another_process_is_not_overwritten(tmp_path: Path) -> None:
+    # The owner saves progress every 0.25 s; a cancel written meanwhile by another process (the
+    # DELETE landed on the other worker) must survive those saves and stop the job (measured
+    # over HTTP before: 7 of 12 such cancels were lost and the job succeeded).
+    def work(job, progress, should_stop):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            progress("validating", 0.5)
+            if should_stop():
+                from app.teach.errors import TeachCancelled
+
+                raise TeachCancelled()
+            time.sleep(0.3)  # a save on every step, after the 0.25 s save interval
+        return {"model": job.model, "version": "1"}
+
+    runner = JobRunner(JobStore(tmp_path / "jobs"), work)
+    runner.start()
+    try:
+        job = runner.submit("c", "m", {})
+        deadline = time.monotonic() + 5
+        while runner.get(job.id).status != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        other = JobRunner(JobStore(tmp_path / "jobs"), work)  # another process's view
+        other_view = other.cancel(job.id)
+        assert other_view.cancel_requested and not other_view.done
+        deadline = time.monotonic() + 5
+        while not runner.get(job.id).done:
+            assert time.monotonic() < deadline, "the cancel was lost"
+            time.sleep(0.02)
+        assert runner.get(job.id).status == "cancelled"
+        assert JobStore(tmp_path / "jobs").load(job.id).cancel_requested
+    finally:
+        runner.stop()
