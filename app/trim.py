@@ -23,6 +23,9 @@ FITTED: Final = 0.95
 # The border counts as uniform when at least this share of its pixels is within TOLERANCE of
 # its median colour.
 UNIFORM_SHARE: Final = 0.9
+# The square canvas's side at most (pixels): the models that trim take inputs of tens of
+# pixels, and decoding already reduced ordinary pictures far below this.
+MAX_SIDE: Final = 2048
 
 
 def _border(img: Image.Image) -> np.ndarray:
@@ -62,6 +65,10 @@ def trim_and_centre(img: Image.Image) -> Image.Image:
     if max((right - left) / img.width, (bottom - top) / img.height) >= FITTED:
         return img
     obj = img.crop(box)
+    if max(obj.size) > MAX_SIDE:
+        # A long thin object (a line across a 4,000,000x10 picture) would otherwise be
+        # centred in a square of its length: terabytes. Shrink it first, keeping its shape.
+        obj = obj.reduce(-(-max(obj.size) // MAX_SIDE))
     side = max(obj.size)
     canvas = Image.new(img.mode, (side, side), fill)
     canvas.paste(obj, ((side - obj.width) // 2, (side - obj.height) // 2))

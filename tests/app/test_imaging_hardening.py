@@ -315,3 +315,51 @@ def test_transparency_survives_the_strip_path(mode: str) -> None:
         data = encode(Image.new(mode, (3000, 2000), (0,) * len(mode)), "PNG")
     img, _ = decode(data, RGB, LIMITS)
     assert img.size == (97, 65) and np.asarray(img).min() == 255
+
+
+THIN_SCRIPT = """
+import io, resource
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # fail with MemoryError, not OOM
+from PIL import Image, ImageDraw
+from app.bundle import InputSpec, ResizeSpec
+from app.imaging import ImageLimits, prepare
+img = Image.new("{mode}", ({w}, {h}), "white")
+ImageDraw.Draw(img).line([({w} // 20, {h} // 2), ({w} - {w} // 20, {h} // 2)], fill="black")
+buf = io.BytesIO()
+img.save(buf, "PNG")
+del img
+spec = InputSpec({spec})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = prepare(buf.getvalue(), spec, ImageLimits())
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(out.array.shape, (after - before) // 1024)
+"""
+THIN_SPECS = {
+    "center-crop": 'height=224, width=224, channels=3, color="rgb", '
+    'resize=ResizeSpec(mode="center_crop")',
+    "trim": 'height=28, width=28, channels=1, color="gray", trim=True, '
+    'resize=ResizeSpec(mode="letterbox")',
+}
+
+
+@pytest.mark.parametrize(
+    ("w", "h", "mode", "spec", "intrinsic_mb"),
+    [
+        (4_000_000, 10, "RGB", "center-crop", 160),  # was scaled to 89,600,000x224 first
+        (10, 4_000_000, "RGB", "center-crop", 160),
+        (4_000_000, 10, "L", "trim", 40),  # the line was centred in a 3,600,000 px square
+    ],
+)
+def test_long_thin_pictures_cost_their_own_size(
+    w: int, h: int, mode: str, spec: str, intrinsic_mb: int
+) -> None:
+    """A 40 MP picture 4,000,000 px long (a 39-117 KB PNG) is prepared in its own memory,
+    plus a little: center_crop scales only the region it keeps and trim shrinks an object
+    longer than its canvas cap (before, both asked for tens of GB or terabytes)."""
+    script = THIN_SCRIPT.format(w=w, h=h, mode=mode, spec=THIN_SPECS[spec])
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    growth_mb = int(out.stdout.split()[-1])
+    assert growth_mb < intrinsic_mb + 64, out.stdout

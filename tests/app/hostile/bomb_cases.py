@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import struct
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from tests.app.hostile.base import (
     Case,
@@ -94,8 +94,21 @@ def zlib_bomb(size: int) -> bytes:
     return b"".join(comp.compress(block) for _ in range(size >> 20)) + comp.flush()
 
 
+def thin_line(width: int, height: int, mode: str) -> bytes:
+    """A long thin white picture with a dark line along most of its length."""
+    img = Image.new(mode, (width, height), "white")
+    ImageDraw.Draw(img).line([(width // 20, height // 2), (width * 19 // 20, height // 2)], 0)
+    return encode(img, "PNG")
+
+
 def cpu_and_memory() -> list[Case]:
     return [
+        # Long thin pictures within the pixel limit: center_crop used to scale the whole
+        # 400000x100 picture to 896000x224 (1.3 GB) and trim to centre the line in a square
+        # of its length (test_imaging_hardening has the 4,000,000-px versions).
+        mk("png-400000x100", "memory", "imagenet", lambda: big_png(400_000, 100, mode="RGB"), "ok"),
+        mk("png-100x400000", "memory", "imagenet", lambda: big_png(100, 400_000, mode="RGB"), "ok"),
+        mk("png-line-40000x10", "memory", "products", lambda: thin_line(40_000, 10, "L"), "ok"),
         mk(
             "jpeg-progressive-1500-scans",
             "cpu",
