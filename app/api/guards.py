@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.problems import is_oip_path
 from app.errors import PROBLEM_BASE, PROBLEM_JSON
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -65,16 +66,22 @@ def _origin_host(origin: str) -> str | None:
     return parts.netloc.lower()
 
 
-async def _problem(send: Send, status: int, slug: str, title: str, detail: str) -> None:
-    body = json.dumps(
-        {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
-    ).encode()
+async def _problem(
+    scope: Scope, send: Send, status: int, slug: str, title: str, detail: str
+) -> None:
+    if is_oip_path(scope["path"]):  # the Open Inference Protocol's error shape
+        doc: dict[str, object] = {"error": detail}
+        media_type = "application/json"
+    else:
+        doc = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
+        media_type = PROBLEM_JSON
+    body = json.dumps(doc).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-type", media_type.encode()),
                 (b"content-length", str(len(body)).encode()),
             ],
         }
@@ -101,6 +108,7 @@ class GuardMiddleware:
         probe = scope["path"] in PROBE_PATHS and scope["method"] in SAFE_METHODS
         if not self.any_host and not probe and not host_allowed(host, self.allowed_hosts):
             await _problem(
+                scope,
                 send,
                 400,
                 "host-not-allowed",
@@ -111,6 +119,7 @@ class GuardMiddleware:
             return
         if scope["method"] not in SAFE_METHODS and self._cross_site(headers, host):
             await _problem(
+                scope,
                 send,
                 403,
                 "cross-site-request",

@@ -1,5 +1,6 @@
 """Render every error (ours, routing, validation, unexpected) as application/problem+json
-(RFC 9457). The HTTP half of app/errors.py: only the server imports it."""
+(RFC 9457), or as {"error": "..."} under /v2, the Open Inference Protocol's shape that its
+clients (tritonclient, KServe) read. The HTTP half of app/errors.py: only the server imports it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,24 @@ from app.errors import PROBLEM_BASE, PROBLEM_JSON, Overloaded, ServiceError
 logger = logging.getLogger(__name__)
 
 
-def problem_response(status: int, title: str, detail: str, slug: str, **extra: Any) -> JSONResponse:
+def is_oip_path(path: str) -> bool:
+    """A path of the Open Inference Protocol (/v2...), whose errors are {"error": "..."}."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    slug: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """problem+json; {"error": detail} when `extra["instance"]` is a /v2 path (routing,
+    validation and unexpected errors reach /v2 clients outside the v2 routes' own handler)."""
+    instance = extra.get("instance")
+    if isinstance(instance, str) and is_oip_path(instance):
+        return JSONResponse({"error": detail}, status_code=status, headers=headers)
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + slug,
         "title": title,
@@ -24,7 +42,7 @@ def problem_response(status: int, title: str, detail: str, slug: str, **extra: A
         "detail": detail,
     }
     body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -38,6 +56,8 @@ def install_error_handlers(app: FastAPI) -> None:
         retry = exc.extra.get("retry_after_s")
         if isinstance(retry, int | float):
             headers["Retry-After"] = str(max(1, round(retry)))
+        if is_oip_path(request.url.path):
+            return JSONResponse({"error": exc.detail}, status_code=exc.status, headers=headers)
         return JSONResponse(
             exc.to_problem(request.url.path),
             status_code=exc.status,

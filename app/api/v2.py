@@ -41,7 +41,7 @@ from app.oip import (
     encode_response,
     parse_infer_request,
 )
-from app.registry import LoadedModel, ModelRegistry
+from app.registry import VERSION_SEP, LoadedModel, ModelRegistry
 from app.settings import Settings
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -81,6 +81,9 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], route_clas
 
 
 def _model(registry: ModelRegistry, name: str, version: str | None) -> LoadedModel:
+    if version is not None and version in registry.versions(name):
+        # A taught model's older version: /versions/{v} is the protocol's name@version.
+        return registry.get(f"{name}{VERSION_SEP}{version}")
     loaded = registry.get(name)
     have = loaded.model.bundle.metadata.version
     if version is not None and version != have:
@@ -107,7 +110,7 @@ def ready(registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
-def _metadata(loaded: LoadedModel) -> dict[str, Any]:
+def _metadata(loaded: LoadedModel, versions: list[str]) -> dict[str, Any]:
     meta = loaded.model.bundle.metadata
     spec = meta.input
     outputs = [{"name": meta.outputs.probs.name, "datatype": FP32, "shape": [-1, meta.num_classes]}]
@@ -116,7 +119,7 @@ def _metadata(loaded: LoadedModel) -> dict[str, Any]:
         outputs.append({"name": emb.name, "datatype": FP32, "shape": [-1, emb.dim]})
     return {
         "name": meta.name,
-        "versions": [meta.version],
+        "versions": versions or [meta.version],  # every version /versions/{v} can address
         "platform": "onnxruntime_onnx",
         # One input, two ways to send it: encoded image files, or the model's own tensor.
         "inputs": [
@@ -135,7 +138,8 @@ def _metadata(loaded: LoadedModel) -> dict[str, Any]:
 @router.get("/models/{name}/versions/{version}", dependencies=[ReadAuth])
 def model_metadata(name: str, registry: RegistryDep, version: str | None = None) -> dict[str, Any]:
     """Model metadata: inputs (BYTES image files or the FP32 input tensor) and outputs."""
-    return _metadata(_model(registry, name, version))
+    loaded = _model(registry, name, version)
+    return _metadata(loaded, registry.versions(loaded.model.bundle.metadata.name))
 
 
 @router.get("/models/{name}/ready", dependencies=[ReadAuth])

@@ -1,11 +1,13 @@
 """Open Inference Protocol v2 driven by the official Triton HTTP client (tritonclient[http])
-against a real uvicorn server on loopback, on the shipped imagenet and digits bundles."""
+against a real uvicorn server on loopback, on the shipped imagenet and digits bundles and on
+models taught there from Fashion-MNIST test images (products backbone)."""
 
 from __future__ import annotations
 
 import base64
 import gzip
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from app.bundle import load_bundle
 from app.imaging import ImageLimits, prepare
+from tests.app.teach.conftest import BAG, SNEAKER, TROUSER, fm_test_split, png
 from tests.conftest import DATA, ROOT, require
 from tests.live_server import LiveServer, live_server
 
@@ -33,7 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("v2")
     env = {
         "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
-        "IMGCLASS_ENABLED_MODELS": '["imagenet", "digits"]',
+        "IMGCLASS_ENABLED_MODELS": '["imagenet", "digits", "products"]',
         "IMGCLASS_LOAD_IN_BACKGROUND": "false",
         "IMGCLASS_MAX_BATCH_IMAGES": str(MAX_BATCH),
         "IMGCLASS_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
@@ -274,6 +277,26 @@ def test_raw_protocol_errors_have_the_error_shape(server: LiveServer) -> None:
     assert r.status_code == 404 and "error" in r.json()
 
 
+def test_errors_refused_before_the_v2_routes_have_the_error_shape(server: LiveServer) -> None:
+    # Refused by routing (method) or by the guards in front of every route (Host allow-list,
+    # cross-site browser POST): problem+json elsewhere, the protocol's shape under /v2, so
+    # tritonclient reports the server's message instead of failing to decode the body.
+    url = f"{server.base}/v2/models/imagenet/infer"
+    cases = [
+        httpx.request("PATCH", url, timeout=10),
+        httpx.get(f"{server.base}/v2/health/ready", headers={"Host": "rebind.example"}),
+        httpx.post(url, content=b"{}", headers={"Origin": "https://other.example"}, timeout=10),
+    ]
+    assert [r.status_code for r in cases] == [405, 400, 403]
+    for r in cases:
+        assert r.headers["content-type"] == "application/json", r.text
+        doc = r.json()
+        assert list(doc) == ["error"] and isinstance(doc["error"], str) and doc["error"]
+    assert httpx.patch(f"{server.base}/v1/models", timeout=10).headers["content-type"] == (
+        "application/problem+json"
+    )
+
+
 @pytest.mark.slow  # a second server start (~6 s here)
 def test_reads_need_the_key_when_configured(tmp_path: Path) -> None:
     env = {
@@ -292,3 +315,59 @@ def test_reads_need_the_key_when_configured(tmp_path: Path) -> None:
         assert info.value.status() == "401"
         keyed = anon.get_model_metadata("digits", headers={"X-API-Key": "k" * 32})
         assert keyed["name"] == "digits"
+
+
+def _teach(server: LiveServer, catalog: str, model: str) -> str:
+    r = httpx.post(f"{server.base}/v1/catalogs/{catalog}/train", json={"model": model}, timeout=30)
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 60
+    job = httpx.get(server.base + r.headers["location"], timeout=10).json()
+    while job["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+        job = httpx.get(server.base + r.headers["location"], timeout=10).json()
+    assert job["status"] == "succeeded", job
+    version: str = job["result"]["version"]
+    return version
+
+
+def test_every_taught_version_through_tritonclient(
+    client: httpclient.InferenceServerClient, server: LiveServer
+) -> None:
+    # /versions/{v} is the protocol's way to name a version: it must reach a taught model's
+    # older versions, as name@v does on /v1 (it answered 404 "served: '2'" before).
+    x, y = fm_test_split()
+    pngs = {c: [png(x[i]) for i in np.flatnonzero(y == c)[:16]] for c in (SNEAKER, BAG, TROUSER)}
+    base = server.base
+    assert httpx.post(f"{base}/v1/catalogs", json={"name": "v2t", "model": "products"}).is_success
+
+    def add(cls: int, label: str) -> None:
+        for start in range(0, 12, MAX_BATCH):
+            chunk = pngs[cls][start : start + MAX_BATCH]
+            files = [("file", (f"{i}.png", b, "image/png")) for i, b in enumerate(chunk)]
+            r = httpx.post(f"{base}/v1/catalogs/v2t/items", files=files, data={"label": label})
+            assert r.status_code == 201, r.text
+
+    add(SNEAKER, "sneaker")
+    add(BAG, "bag")
+    assert _teach(server, "v2t", "v2taught") == "1"
+    add(TROUSER, "trouser")
+    assert _teach(server, "v2t", "v2taught") == "2"
+
+    assert client.get_model_metadata("v2taught")["versions"] == ["1", "2"]
+    held_out = [pngs[SNEAKER][-1], pngs[BAG][-1], pngs[TROUSER][-1]]
+    for version, n_classes in (("1", 2), ("2", 3)):
+        assert client.is_model_ready("v2taught", model_version=version)
+        meta = client.get_model_metadata("v2taught", model_version=version)
+        assert meta["outputs"][0]["shape"] == [-1, n_classes]
+        res = client.infer("v2taught", [bytes_input(held_out, True)], model_version=version)
+        assert res.get_response()["model_version"] == version
+        probs = res.as_numpy("probs")
+        assert probs is not None and probs.shape == (3, n_classes)
+        files = [("file", (f"{i}.png", b, "image/png")) for i, b in enumerate(held_out)]
+        r = httpx.post(f"{base}/v1/models/v2taught@{version}/predict?top_k=3", files=files)
+        assert r.status_code == 200, r.text
+        for row, result in zip(probs, r.json()["results"], strict=True):
+            for pred in result["predictions"]:
+                assert abs(row[pred["index"]] - pred["score"]) < 1e-6
+    assert not client.is_model_ready("v2taught", model_version="3")
