@@ -33,3 +33,15 @@ def prepare_multiprocess_dir(workers: int) -> Path | None:
     for stale in path.glob("*.db"):
         stale.unlink()
     return path
+
+
+def forget_dead_worker(pid: int) -> None:
+    """Drop the live gauges (in-flight requests, queue depth) of a worker that died without
+    its shutdown (a crash, SIGKILL, the OOM killer): they are summed over every file in the
+    folder, so its last values would count for good. Its counters stay: totals never drop."""
+    path = multiprocess_dir()
+    if path is None:
+        return
+    from prometheus_client import multiprocess  # the folder is prepared by now
+
+    multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]

@@ -35,6 +35,8 @@ from typing import Final
 
 import uvicorn
 
+from app.multiproc import forget_dead_worker
+
 logger = logging.getLogger("app.serve")
 
 BACKLOG: Final = 2048
@@ -127,6 +129,8 @@ class Supervisor:
             return True
         code = proc.exitcode
         proc.join()
+        if proc.pid is not None:
+            forget_dead_worker(proc.pid)
         early = time.monotonic() - slot.started_at < EARLY_EXIT_S
         slot.early_exits = slot.early_exits + 1 if early else 0
         if slot.early_exits >= MAX_EARLY_EXITS:

@@ -192,3 +192,38 @@ def test_workers_accept_only_once_loaded(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(40)
+
+
+def _in_flight(base: str, model: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    prefix = f'imgclass_requests_in_flight{{model="{model}"}} '
+    rows = [ln for ln in text.splitlines() if ln.startswith(prefix)]
+    return float(rows[0].split()[-1]) if rows else 0.0
+
+
+def test_a_killed_workers_requests_leave_the_in_flight_gauge(two_workers: LiveServer) -> None:
+    # In-flight requests and queue depth are summed over the workers' files (livesum); a worker
+    # killed mid-request cannot take its values out, so the supervisor must (measured before:
+    # the gauge stayed at 1 for good after a worker was killed holding one request).
+    parent = _server_pid(two_workers.port)
+    sock = socket.create_connection(("127.0.0.1", two_workers.port), timeout=10)
+    try:  # a predict whose body never finishes arriving: in flight until its worker dies
+        sock.sendall(
+            b"POST /v1/models/digits/predict HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: image/png\r\nContent-Length: 100000\r\n\r\n" + b"\x89PNG"
+        )
+        _wait(lambda: _in_flight(two_workers.base, "digits") == 1, 10, "the request in flight")
+        local = sock.getsockname()[1]
+        owner = next(
+            w
+            for w in _workers(parent)
+            if any(c.raddr and c.raddr.port == local for c in w.net_connections("tcp"))
+        )
+        owner.kill()
+        owner.wait(10)
+    finally:
+        sock.close()
+    _wait(lambda: len(_workers(parent)) == 2, 30, "a replacement worker")
+    _wait(lambda: all(_listening(w) for w in _workers(parent)), 60, "the replacement to listen")
+    for _ in range(4):  # whichever worker answers the scrape, the sum no longer counts it
+        assert _in_flight(two_workers.base, "digits") == 0
