@@ -371,3 +371,18 @@ def test_every_taught_version_through_tritonclient(
             for pred in result["predictions"]:
                 assert abs(row[pred["index"]] - pred["score"]) < 1e-6
     assert not client.is_model_ready("v2taught", model_version="3")
+
+
+def test_an_output_requested_twice_is_400(server: LiveServer) -> None:
+    """Each requested output entry was computed and sent: 10,000 copies of a 1,000-class
+    classification in a 1 MB request took 28 s of CPU and 2 GB on a live worker."""
+    b64 = base64.b64encode(photo(PHOTOS[0])).decode()
+    image = {"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64]}
+    wanted = {"name": "probs", "parameters": {"classification": 1000}}
+    r = _post(server, json.dumps({"inputs": [image], "outputs": [wanted] * 10_000}).encode(), {})
+    assert r.status_code == 400, r.text[:300]
+    assert "more than once" in r.json()["error"]
+    one = json.dumps({"inputs": [image], "outputs": [wanted, {"name": "embedding"}]}).encode()
+    r = _post(server, one, {})
+    assert r.status_code == 200, r.text[:300]
+    assert [o["name"] for o in r.json()["outputs"]] == ["probs", "embedding"]
