@@ -12,13 +12,14 @@ import logging
 import os
 import queue
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from app.bundle_write import atomic_write
 from app.errors import ServiceError
@@ -29,11 +30,28 @@ logger = logging.getLogger(__name__)
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 ACTIVE: tuple[Status, ...] = ("queued", "running")
 _SAVE_EVERY_S = 0.25  # progress writes at most this often
+_HEARTBEAT_S = 1.0  # a running job's process touches its active job files this often
+# A job of another pid namespace (a replica in its own container on the shared volume) whose
+# file was not touched for this long lost its process: its pid means nothing here.
+STALE_AFTER_S = 120.0
 KEEP_FINISHED = 500  # finished jobs kept on disk (pruned at start-up)
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _pid_namespace() -> str:
+    """Which processes a pid names: the host name and this pid namespace (containers sharing a
+    volume reuse the same small pids, so a pid alone cannot say whose job it is)."""
+    try:
+        ns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        ns = "-"
+    return f"{socket.gethostname()}/{ns}"
+
+
+PID_NAMESPACE: Final = _pid_namespace()
 
 
 @dataclass
@@ -52,6 +70,7 @@ class Job:
     result: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     owner_pid: int = field(default_factory=os.getpid)
+    owner_namespace: str = PID_NAMESPACE
     cancel_requested: bool = False
 
     @property
@@ -131,24 +150,45 @@ class JobStore:
             self.path(job.id).unlink(missing_ok=True)
         return len(old)
 
+    def orphaned(self, job: Job, at_start: bool = False) -> bool:
+        """An active job whose process is gone: a dead pid of this pid namespace (at start-up
+        also this very pid, from an earlier life), or, owned in another namespace, a file
+        untouched for STALE_AFTER_S (its process touches it every second while it lives)."""
+        if job.done:
+            return False
+        if job.owner_namespace == PID_NAMESPACE:
+            mine = job.owner_pid == os.getpid()
+            return (at_start and mine) or (not mine and not _pid_alive(job.owner_pid))
+        try:
+            age = time.time() - self.path(job.id).stat().st_mtime
+        except OSError:
+            return False
+        return age > STALE_AFTER_S
+
+    def fail(self, job: Job) -> None:
+        job.status, job.finished_at = "failed", _now()
+        job.error = {
+            "title": "Interrupted",
+            "detail": "The server stopped while this job was queued or running; start it again.",
+        }
+        self.save(job)
+
     def fail_orphans(self) -> int:
-        """Jobs queued or running in a process that no longer exists (or in an earlier life of
-        this pid) failed: their work is lost, the client must start them again."""
+        """Jobs queued or running in a process that no longer exists failed: their work is
+        lost, the client must start them again."""
         n = 0
         with self.locked():
             for job in self.all():
-                if job.status in ACTIVE and (
-                    job.owner_pid == os.getpid() or not _pid_alive(job.owner_pid)
-                ):
-                    job.status, job.finished_at = "failed", _now()
-                    job.error = {
-                        "title": "Interrupted",
-                        "detail": "The server stopped while this job was queued or running; "
-                        "start it again.",
-                    }
-                    self.save(job)
+                if self.orphaned(job, at_start=True):
+                    self.fail(job)
                     n += 1
         return n
+
+    def touch(self, job_ids: list[str]) -> None:
+        """The heartbeat that tells other pid namespaces these jobs' process is alive."""
+        for job_id in job_ids:
+            with contextlib.suppress(OSError):
+                os.utime(self.path(job_id))
 
 
 Work = Callable[[Job, Callable[[str, float], None], Callable[[], bool]], dict[str, Any]]
@@ -191,7 +231,14 @@ class JobRunner:
                     f"{len(mine)} teach jobs are already waiting; retry later.", retry_after_s=10
                 )
             with self.store.locked():  # the check and the new file: one step for all processes
-                others = [j for j in self.store.all() if j.model == model and not j.done]
+                others = []
+                for other in self.store.all():
+                    if other.model != model or other.done:
+                        continue
+                    if self.store.orphaned(other):  # its process died: it teaches nothing
+                        self.store.fail(other)
+                    else:
+                        others.append(other)
                 if others:
                     raise JobConflict(
                         f"Job {others[0].id} is already teaching model {model!r}; wait for it "
@@ -271,10 +318,13 @@ class JobRunner:
         def should_stop() -> bool:
             if job.cancel_requested:
                 return True
-            if time.monotonic() - last_check[0] > 1.0:  # a cancel sent to another process
+            if time.monotonic() - last_check[0] > _HEARTBEAT_S:
                 last_check[0] = time.monotonic()
-                with contextlib.suppress(ServiceError):
-                    job.cancel_requested = self.store.load(job.id).cancel_requested
+                with self._lock:
+                    active = [j.id for j in self._jobs.values() if not j.done]
+                    # reads a cancel sent to another process; the rewrite is the heartbeat
+                    self.store.save_owned(job)
+                self.store.touch([j for j in active if j != job.id])
             return job.cancel_requested
 
         try:

@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.errors import ServiceError
 from app.registry import ModelRegistry
-from app.teach.jobs import Job, JobRunner, JobStore
+from app.teach.jobs import STALE_AFTER_S, Job, JobRunner, JobStore
 from tests.app.teach.conftest import BAG, SNEAKER, follower_registry, make_catalog, wait_job
 from tests.conftest import ROOT
 from tests.live_server import live_server
@@ -254,4 +255,65 @@ def test_cancel_from_another_process_is_not_overwritten(tmp_path: Path) -> None:
         assert runner.get(job.id).status == "cancelled"
         assert JobStore(tmp_path / "jobs").load(job.id).cancel_requested
     finally:
+        runner.stop()
+
+
+def test_jobs_of_another_pid_namespace_are_judged_by_their_heartbeat(tmp_path: Path) -> None:
+    # Replicas in their own containers share the job folder but not pids: a pid from another
+    # namespace may be alive here by chance (it was this very pid before: a replica starting
+    # marked a live job failed, checked with `unshare --pid`). Their jobs are orphans only
+    # once their file is stale; a live owner touches it every second.
+    def foreign(job_id: str, model: str, pid: int) -> Job:
+        return Job(
+            id=job_id,
+            catalog="c",
+            model=model,
+            options={},
+            status="running",
+            owner_pid=pid,
+            owner_namespace="replica-b/1",
+        )
+
+    store = JobStore(tmp_path / "jobs")
+    store.save(foreign("fresh", "m1", os.getpid()))
+    store.save(foreign("stale", "m2", os.getpid()))
+    old = time.time() - STALE_AFTER_S - 5
+    os.utime(store.path("stale"), (old, old))
+    assert store.fail_orphans() == 1
+    assert [store.load(i).status for i in ("fresh", "stale")] == ["running", "failed"]
+
+    runner = JobRunner(store, lambda *a: {})  # never started: its jobs stay queued
+    with pytest.raises(ServiceError) as info:
+        runner.submit("c", "m1", {})  # the fresh foreign job still teaches m1
+    assert info.value.status == 409
+    store.save(foreign("stale2", "m3", 1))
+    os.utime(store.path("stale2"), (old, old))
+    runner.submit("c", "m3", {})  # a stale one does not block its name: it is failed
+    assert store.load("stale2").status == "failed"
+
+
+def test_a_running_job_keeps_its_queued_jobs_files_fresh(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def work(job, progress, should_stop):  # type: ignore[no-untyped-def]
+        while not release.is_set() and not should_stop():
+            time.sleep(0.05)
+        return {"model": job.model, "version": "1"}
+
+    store = JobStore(tmp_path / "jobs")
+    runner = JobRunner(store, work)
+    runner.start()
+    try:
+        first = runner.submit("c", "m1", {})
+        second = runner.submit("c", "m2", {})  # waits behind the first
+        old = time.time() - 60
+        for job_id in (first.id, second.id):
+            os.utime(store.path(job_id), (old, old))
+        deadline = time.monotonic() + 5
+        while min(store.path(i).stat().st_mtime for i in (first.id, second.id)) < old + 30:
+            assert time.monotonic() < deadline, "no heartbeat on the job files"
+            time.sleep(0.1)
+        assert store.load(second.id).status == "queued"
+    finally:
+        release.set()
         runner.stop()
