@@ -15,7 +15,7 @@ from app.api.deps import CatalogsDep, ReadAuth, SettingsDep, WriteAuth
 from app.api.forms import is_multipart, read_form
 from app.api.uploads import read_uploads, uploads_from
 from app.catalog.service import CatalogService
-from app.errors import NotFound
+from app.errors import InvalidRequest, NotFound
 from app.schemas import Item, ItemList, ItemsCreated
 
 router = APIRouter(prefix="/v1/catalogs", tags=["catalogs"], dependencies=[ReadAuth])
@@ -47,6 +47,12 @@ async def add_items(
     All or nothing; the 201 is sent only once images and items are durably stored."""
     await run_in_threadpool(service.get, name)  # 404 before reading a large body
     if is_multipart(request):
+        given = [k for k, v in (("id", id), ("label", label), ("metadata", metadata)) if v]
+        if given:  # silently dropped before: the items were stored without them
+            raise InvalidRequest(
+                f"The {', '.join(given)} query parameter(s) apply to raw-body uploads; with "
+                "multipart, send them as text fields (one per file, or one for all)."
+            )
         form = await read_form(request, items_limits(settings))
         uploads = uploads_from(form)
         specs = form_specs(form, len(uploads))

@@ -45,6 +45,9 @@ async def search(
     k = body.k or k
     label = body.label if body.label is not None else label
     item_id = body.item_id if body.item_id is not None else item_id
+    if body.vector is not None and item_id is not None:
+        # One query per search: the vector won, and the reply named the item as the query.
+        raise InvalidRequest("Give either item_id or vector, not both.")
     if body.vector is not None:
         out = await run_in_threadpool(service.search_vector, name, body.vector, k, label)
     elif item_id is not None:

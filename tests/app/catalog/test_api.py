@@ -213,11 +213,19 @@ def test_bad_input_is_a_clear_problem(
         problem(c.post("/v1/catalogs/fm/items?id=bad%20id", content=images[0][0]), 422)
         files = [("file", (f"{i}.png", images[i][0], "image/png")) for i in range(3)]
         problem(c.post("/v1/catalogs/fm/items", files=files, data={"id": ["a", "b"]}), 422)
+        # Query id/label/metadata are for raw bodies; with multipart they were dropped.
+        r = problem(c.post("/v1/catalogs/fm/items?label=shoe&id=q1", files=files[:1]), 422)
+        assert "text fields" in r["detail"]
         assert c.get("/v1/catalogs/fm").json()["item_count"] == 10  # nothing half-added
         # wrong embedding size, and another model's catalog
         r = problem(c.post("/v1/catalogs/fm/search", json={"vector": [0.1] * 7}), 422)
         assert "32" in r["detail"]
         problem(c.post("/v1/catalogs/fm/search?k=101", json={"item_id": "p001"}), 422)
+        # Both kinds of query at once: the vector was used and the missing item named as query.
+        both = {"item_id": "missing", "vector": [0.1] * 32}
+        assert "not both" in problem(c.post("/v1/catalogs/fm/search", json=both), 422)["detail"]
+        vec = {"vector": [0.1] * 32}
+        problem(c.post("/v1/catalogs/fm/search?item_id=p001", json=vec), 422)
         r = problem(
             c.post("/v1/models/tiny/predict?similar=3&catalog=elsewhere", content=images[0][0]), 409
         )
