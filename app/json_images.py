@@ -21,6 +21,9 @@ from app.settings import Settings
 from app.url_fetch import FetchPolicy, fetch_image
 
 _DATA_URL: Final = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
+# JSON punctuation (, : { [) allowed per image entry before parsing (an entry needs about 4;
+# URLs with commas or a data URL add a few).
+_MARKS_PER_IMAGE: Final = 64
 SHAPE_HINT: Final = 'Send {"images": [{"b64": "<base64>"} or {"url": "https://..."}]}.'
 
 
@@ -55,8 +58,21 @@ def _decode_b64(text: str, limit: int, where: str) -> bytes:
         raise InvalidRequest(f"{where}: 'b64' is not valid base64.") from exc
 
 
+def _check_structure(raw: bytes, max_images: int) -> None:
+    """422 for a body with far more JSON values than the one accepted shape can hold, before
+    it is parsed: 30 MB of `{},` became 10 million dicts (+770 MB, 0.7 s with the event loop
+    stopped). Base64 has none of these characters; a data URL or an image URL a few."""
+    marks = sum(raw.count(c) for c in (b",", b":", b"{", b"["))
+    if marks > _MARKS_PER_IMAGE * (max_images + 1):
+        raise InvalidRequest(
+            f"The JSON body holds far more values than {max_images} image entries need. "
+            f"{SHAPE_HINT}"
+        )
+
+
 def parse_images(raw: bytes, settings: Settings) -> list[dict[str, Any]]:
     """Validate the JSON document's shape; returns the image entries (not yet fetched)."""
+    _check_structure(raw, settings.max_batch_images)
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError) as exc:

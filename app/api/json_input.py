@@ -14,5 +14,5 @@ async def read_json_images(request: Request, settings: Settings) -> list[JsonIma
     """The body is capped at max_request_bytes before parsing; URL fetches (blocking, with one
     deadline) run in a worker thread."""
     raw = await read_body(request, settings.max_request_bytes)
-    entries = parse_images(raw, settings)
+    entries = await run_in_threadpool(parse_images, raw, settings)  # up to 32 MB of JSON
     return await run_in_threadpool(load_images, entries, settings)

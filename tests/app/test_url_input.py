@@ -144,6 +144,27 @@ def test_bad_json_bodies(client: TestClient, body: Any, status: int) -> None:
     assert r.headers["content-type"].startswith("application/problem+json")
 
 
+@pytest.mark.parametrize("filler", [b"{},", b"[],", b"1,", b'"":1,'])
+def test_json_full_of_tiny_values_is_refused_before_parsing(
+    client: TestClient, filler: bytes
+) -> None:
+    """A body of a million tiny values (30 MB of `{},` became 10 million dicts, +770 MB on a
+    live worker) is refused from its punctuation count, before it is parsed."""
+    body = b'{"images": [' + filler * 1_000_000 + b'{"b64": "aGk="}]}'
+    r = client.post(
+        "/v1/models/digits/predict", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    assert "far more values" in r.json()["detail"]
+
+
+def test_urls_with_commas_and_data_urls_pass_the_structure_check(client: TestClient) -> None:
+    data_url = "data:image/png;base64," + base64.b64encode(b"\0" * 64).decode()
+    url = "https://img.example/w_100,h_100,c_fill,q_auto:good/a.png"
+    r = predict_json(client, [{"b64": data_url}, {"url": url}])
+    assert "far more values" not in r.text, r.text
+
+
 def url_error(client: TestClient, url: str) -> dict[str, Any]:
     r = predict_json(client, [{"url": url}])
     assert 400 <= r.status_code < 500, r.text
