@@ -11,6 +11,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,23 @@ from app.teach.stamp import bump
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _STAGING = ".staging"
+# A writer killed mid-way (SIGKILL, OOM, power) leaves its folder in .staging; a write or a
+# delete in progress is seconds old, so anything older than this is such a leftover.
+STAGING_LEFTOVER_S = 3600.0
+
+
+def sweep_staging(root: Path, older_than_s: float = STAGING_LEFTOVER_S) -> int:
+    """Remove the leftovers of writers that died before their rename (never a live write)."""
+    staging = root / _STAGING
+    if not staging.is_dir():
+        return 0
+    n = 0
+    for entry in staging.iterdir():
+        with contextlib.suppress(OSError):
+            if time.time() - entry.stat().st_mtime > older_than_s:
+                shutil.rmtree(entry)
+                n += 1
+    return n
 
 
 def check_model_name(name: str) -> str:
@@ -166,6 +184,7 @@ def write_taught(
     (root / spec.name).mkdir(parents=True, exist_ok=True)
     staging = root / _STAGING
     staging.mkdir(parents=True, exist_ok=True)
+    sweep_staging(root)
     for _attempt in range(20):
         existing = versions_on_disk(root, spec.name)
         version = str(int(existing[-1]) + 1 if existing else 1)

@@ -3,6 +3,10 @@ backbone: job lifecycle, versions, deletion, limits as problem+json, download, s
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 from fastapi.testclient import TestClient
@@ -11,6 +15,7 @@ from app.bundle import InputSpec
 from app.imaging import prepare
 from app.ingest import limits_from
 from app.main import create_app
+from app.teach.compose import STAGING_LEFTOVER_S
 from tests.app.teach.conftest import (
     BAG,
     SANDAL,
@@ -195,3 +200,23 @@ def test_similar_uses_the_source_catalog(
     assert body["catalog"] == "sim"
     hits = body["results"][0]["similar"]
     assert len(hits) == 3 and [h["label"] for h in hits].count("bag") >= 2
+
+
+def test_teaching_sweeps_what_a_killed_writer_left(
+    teach_client: TestClient, fm_pngs: dict[int, list[bytes]], tmp_path: Path
+) -> None:
+    # A worker killed (kill -9) while writing a version leaves its staging folder, e.g.
+    # .staging/k9b-1-nthrhi0i/.staging/k9b-pz2ihxkh/model.onnx in a real run; the next write
+    # removes such leftovers once they are older than any write takes, never a fresh one.
+    staging = tmp_path / "service-data" / "models" / ".staging"
+    old_left = staging / "k9b-1-nthrhi0i" / ".staging" / "k9b-pz2ihxkh"
+    old_left.mkdir(parents=True)
+    (old_left / "model.onnx").write_bytes(b"half a graph")
+    fresh = staging / "other-1-abcdef12"  # another process writing right now
+    fresh.mkdir()
+    then = time.time() - STAGING_LEFTOVER_S - 60
+    os.utime(staging / "k9b-1-nthrhi0i", (then, then))
+    c = teach_client
+    make_catalog(c, "sweep", {"sneaker": fm_pngs[SNEAKER][:4], "bag": fm_pngs[BAG][:4]})
+    assert teach(c, "sweep", "swept")["status"] == "succeeded"
+    assert sorted(p.name for p in staging.iterdir()) == ["other-1-abcdef12"]
