@@ -32,7 +32,7 @@ from app.bundle import (
     Provenance,
     utc_now,
 )
-from app.bundle_write import write_bundle
+from app.bundle_write import atomic_write, write_bundle
 from app.card import CardData, Licence, Section
 from app.fsutil import fsync_dir
 from app.teach.errors import InvalidModelName
@@ -45,6 +45,22 @@ _STAGING = ".staging"
 # A writer killed mid-way (SIGKILL, OOM, power) leaves its folder in .staging; a write or a
 # delete in progress is seconds old, so anything older than this is such a leftover.
 STAGING_LEFTOVER_S = 3600.0
+# <root>/.deleted-versions/<name>: the highest version number a deleted version of <name> had,
+# so re-teaching never reuses it (name@2 must not come to mean another model after a delete).
+_DELETED = ".deleted-versions"
+
+
+def _highest_deleted(root: Path, name: str) -> int:
+    try:
+        return int((root / _DELETED / name).read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return 0
+
+
+def _remember_deleted(root: Path, name: str, versions: Sequence[str]) -> None:
+    top = max([_highest_deleted(root, name), *(int(v) for v in versions if v.isdigit())])
+    (root / _DELETED).mkdir(parents=True, exist_ok=True)
+    atomic_write(root / _DELETED / name, str(top).encode("ascii"))
 
 
 def sweep_staging(root: Path, older_than_s: float = STAGING_LEFTOVER_S) -> int:
@@ -187,7 +203,8 @@ def write_taught(
     sweep_staging(root)
     for _attempt in range(20):
         existing = versions_on_disk(root, spec.name)
-        version = str(int(existing[-1]) + 1 if existing else 1)
+        last = max(int(existing[-1]) if existing else 0, _highest_deleted(root, spec.name))
+        version = str(last + 1)
         meta = taught_metadata(spec, head).model_copy(update={"version": version})
         work = Path(tempfile.mkdtemp(dir=staging, prefix=f"{spec.name}-{version}-"))
         try:
@@ -219,6 +236,7 @@ def delete_taught(root: Path, name: str) -> list[str]:
     versions = versions_on_disk(root, name)
     if not folder.is_dir():
         return []
+    _remember_deleted(root, name, versions)
     trash = root / _STAGING / f"deleted-{name}-{secrets.token_hex(4)}"
     trash.parent.mkdir(parents=True, exist_ok=True)
     os.rename(folder, trash)
@@ -234,6 +252,7 @@ def delete_version(root: Path, name: str, version: str) -> list[str]:
     """Remove one version of a taught model (the others stay served)."""
     if not version.isdigit() or version not in versions_on_disk(root, name):
         return []
+    _remember_deleted(root, name, [version])
     trash = root / _STAGING / f"deleted-{name}-{version}-{secrets.token_hex(4)}"
     trash.parent.mkdir(parents=True, exist_ok=True)
     os.rename(root / name / version, trash)

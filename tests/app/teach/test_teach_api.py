@@ -91,6 +91,12 @@ def test_teach_predict_version_delete(
     assert r.status_code == 200 and r.json()["versions"] == ["2"]
     assert c.get("/v1/models/shoes").status_code == 404
     assert c.delete("/v1/models/shoes").status_code == 404
+    # Version numbers are never reused (they were: 1 again here, and 2 again after deleting
+    # only @2), so a client holding shoes@2 never reaches a different model by that name.
+    assert teach(c, "shop", "shoes")["result"]["version"] == "3"  # type: ignore[index]
+    assert c.delete("/v1/models/shoes@3").status_code == 200
+    assert teach(c, "shop", "shoes")["result"]["version"] == "4"  # type: ignore[index]
+    assert c.get("/v1/models/shoes").json()["versions"] == ["4"]
     r = c.delete("/v1/models/products")
     assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json"
 
