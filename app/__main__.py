@@ -15,7 +15,7 @@ import sys
 import uvicorn
 
 from app.cores import resolve_workers
-from app.multiproc import prepare_multiprocess_dir
+from app.multiproc import multiprocess_metrics
 from app.serve import Supervisor, reuseport_supported, uvicorn_config
 from app.settings import Settings
 
@@ -35,7 +35,11 @@ def main() -> None:
     workers = resolve_workers(settings.workers, _gpu(settings.providers))
     os.environ["IMGCLASS_WORKERS"] = str(workers)  # read by each worker's Settings
     # Several workers share their Prometheus metrics through files; set up before they start.
-    prepare_multiprocess_dir(workers)
+    with multiprocess_metrics(workers):
+        _serve(settings, workers)
+
+
+def _serve(settings: Settings, workers: int) -> None:
     if workers == 1 or not reuseport_supported():
         # One process; or several on a system whose SO_REUSEPORT does not spread connections
         # (app.serve.reuseport_supported): uvicorn's own workers, one shared socket.

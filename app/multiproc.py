@@ -7,7 +7,10 @@ in the parent process before this runs would open metric files in a folder not y
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -45,3 +48,16 @@ def forget_dead_worker(pid: int) -> None:
     from prometheus_client import multiprocess  # the folder is prepared by now
 
     multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
+
+
+@contextmanager
+def multiprocess_metrics(workers: int) -> Iterator[Path | None]:
+    """`prepare_multiprocess_dir` for the server's lifetime; a folder it had to make (none was
+    given) is removed when the server stops instead of being left in the temp dir."""
+    made = multiprocess_dir() is None
+    path = prepare_multiprocess_dir(workers)
+    try:
+        yield path
+    finally:
+        if made and path is not None:
+            shutil.rmtree(path, ignore_errors=True)

@@ -135,10 +135,15 @@ def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
     with live_server(tmp_path, _env(2), entry="app") as server:
         parent = psutil.Process(_server_pid(server.port))
         workers = _workers(parent.pid)
+        # The metrics folder the server made for its workers (none was given): removed at
+        # exit, not left in /tmp by every start (301 were there from earlier runs).
+        metrics_dir = Path(workers[0].environ()["PROMETHEUS_MULTIPROC_DIR"])
+        assert metrics_dir.is_dir()
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(40) == 0
         _, alive = psutil.wait_procs(workers, timeout=10)
         assert not alive
+        assert not metrics_dir.exists()
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{server.base}/healthz", timeout=2)
 
