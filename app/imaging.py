@@ -57,9 +57,7 @@ _RESAMPLE: Final = {
 # Decoded images are reduced (JPEG: in the DCT domain; others: box filter) to no less than
 # this many times the model input before any further work.
 _DRAFT_FACTOR: Final = 2
-# center_crop scales the whole picture, then crops, while the scaled picture is at most this
-# many times the model input (every ordinary aspect ratio); beyond, it scales only the region
-# it keeps (same sampling positions; bilinear results differ by at most 1 level).
+# center_crop scales only the region it keeps when scaling all would pass this x the input.
 _MAX_SCALED_AREA: Final = 16
 
 
@@ -273,6 +271,7 @@ def decode(
         img, fmt, facts = _open(data, limits)
         width, height = img.size
         mode = img.mode
+        keep_open = False
         try:
             # PNG (APNG acTL) and WebP (demuxer) give their frame count in a header.
             frames = facts.frames or int(getattr(img, "n_frames", 1))
@@ -287,8 +286,8 @@ def decode(
             side = max(spec.width, spec.height) * _DRAFT_FACTOR
             factor = max(1, min(decoded) // side)
             small = reduce_and_convert(img, factor)
-            if small is img:  # small and already in its working mode: outlive the close below
-                small = img.copy()
+            # Nothing to reduce or convert: kept, not closed (a copy doubled a thin 40 MP one).
+            keep_open = small is img
         except ServiceError:
             raise
         except MemoryError:
@@ -296,7 +295,8 @@ def decode(
         except Exception as exc:  # truncated data, bad chunks: Pillow raises many types
             raise _decode_failed(fmt, exc) from None
         finally:
-            img.close()
+            if not keep_open:
+                img.close()
     upright = flatten(apply_orientation(small, todo))
     target = "L" if spec.color == "gray" else "RGB"
     if upright.mode != target:
@@ -345,8 +345,7 @@ def resize(img: Image.Image, spec: InputSpec) -> Image.Image:
         nw, nh = max(tw, round(w * scale)), max(th, round(h * scale))
         left, top = (nw - tw) // 2, (nh - th) // 2
         if nw * nh > _MAX_SCALED_AREA * tw * th:
-            # A very long, thin picture (400000x100 is within the pixel limit) would be scaled
-            # up to 896000x224 (1.3 GB, 2 s) only to keep its middle: scale just that region.
+            # 400000x100 was scaled to 896000x224 (1.3 GB, 2 s) to keep its middle.
             sx, sy = w / nw, h / nh
             box = (left * sx, top * sy, (left + tw) * sx, (top + th) * sy)
             return img.resize((tw, th), method, box=box)

@@ -86,8 +86,8 @@ def reduce_and_convert(img: Image.Image, factor: int) -> Image.Image:
     work = working_mode(img)
     scale = _gray_scale(img) if work == "L" and img.mode not in ("1", "L") else (0, 1.0)
     w, h = img.size
-    if factor <= 1 and w * h * 4 <= STRIP_BYTES:
-        return _to_working(img, work, scale)
+    if factor <= 1 and (w * h * 4 <= STRIP_BYTES or img.mode == work):
+        return _to_working(img, work, scale)  # nothing to reduce or convert: img itself
     out = Image.new(work, (-(-w // factor), -(-h // factor)))
     for top, raw in _strips(img, factor):
         strip = _to_working(raw, work, scale)
@@ -98,9 +98,21 @@ def reduce_and_convert(img: Image.Image, factor: int) -> Image.Image:
 
 
 def flatten(img: Image.Image) -> Image.Image:
-    """Composite premultiplied alpha on white (integer maths): 'RGBa'/'La' -> 'RGB'/'L'."""
+    """Composite premultiplied alpha on white (integer maths): 'RGBa'/'La' -> 'RGB'/'L', in
+    strips: an image that could not be reduced (40 MP, 100 px high) needed ~15 bytes a pixel
+    of numpy temporaries when done whole."""
     if img.mode not in ("RGBa", "La"):
         return img
+    w, h = img.size
+    if w * h * 4 <= STRIP_BYTES:
+        return _flatten_strip(img)
+    out = Image.new("L" if img.mode == "La" else "RGB", img.size)
+    for top, strip in _strips(img, 1):
+        out.paste(_flatten_strip(strip), (0, top))
+    return out
+
+
+def _flatten_strip(img: Image.Image) -> Image.Image:
     arr = np.asarray(img)
     if arr.ndim == 2:  # defensive: some Pillow builds expose La as one plane
         return img.convert("L")
