@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteAuth
 from app.api.forms import json_body_openapi, read_body, read_model
-from app.errors import ModelNotFound
+from app.errors import InvalidRequest, ModelNotFound
 from app.registry import VERSION_SEP, ModelRegistry
 from app.teach.compose import check_model_name, delete_taught, delete_version
 from app.teach.core import taught_root
@@ -111,7 +111,12 @@ async def train(
     if registry.is_shipped(body.model) or body.model in registry.discover_names():
         raise ModelNameTaken(f"{body.model!r} is a shipped model; choose another name.")
     # The cheap checks (catalog exists, enough classes and items) answer now, not in the job.
-    await run_in_threadpool(check_labels, service, catalog, limits_from(settings))
+    counts = await run_in_threadpool(check_labels, service, catalog, limits_from(settings))
+    if body.positive_label is not None and body.positive_label not in counts:
+        raise InvalidRequest(
+            f"positive_label {body.positive_label!r} is not a label of catalog {catalog!r}; "
+            f"its labels: {', '.join(sorted(counts))}."
+        )
     job = runner.submit(catalog, body.model, body.model_dump(exclude={"model"}))
     view = job_view(job)
     response.headers["Location"] = view.url

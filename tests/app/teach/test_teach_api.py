@@ -107,6 +107,7 @@ def test_refusals_are_problem_json(
     c = teach_client
     make_catalog(c, "one", {"sneaker": fm_pngs[SNEAKER][:3]})
     make_catalog(c, "thin", {"sneaker": fm_pngs[SNEAKER][:3], "bag": fm_pngs[BAG][:1]})
+    make_catalog(c, "pair", {"sneaker": fm_pngs[SNEAKER][:3], "bag": fm_pngs[BAG][:3]})
     cases = [
         ("one", {"model": "Bad Name"}, 422, "invalid-model-name"),
         ("one", {"model": "products"}, 409, "model-name-taken"),
@@ -116,6 +117,8 @@ def test_refusals_are_problem_json(
         ("thin", {"model": "x", "seed": -1}, 422, "invalid-request"),
         ("thin", {"model": "x", "epochs": 3}, 422, "invalid-request"),
         ("thin", {"model": "x", "description": "a" * 501}, 422, "invalid-request"),
+        # A label the catalog lacks (it was accepted, then ignored or failed inside the job).
+        ("pair", {"model": "x", "positive_label": "santa"}, 422, "invalid-request"),
     ]
     for catalog, body, status, slug in cases:
         r = c.post(f"/v1/catalogs/{catalog}/train", json=body)
