@@ -34,6 +34,10 @@ _HEARTBEAT_S = 1.0  # a running job's process touches its active job files this 
 # A job of another pid namespace (a replica in its own container on the shared volume) whose
 # file was not touched for this long lost its process: its pid means nothing here.
 STALE_AFTER_S = 120.0
+INTERRUPTED: Final = {
+    "title": "Interrupted",
+    "detail": "The server stopped while this job was queued or running; start it again.",
+}
 KEEP_FINISHED = 500  # finished jobs kept on disk (pruned at start-up)
 
 
@@ -167,10 +171,7 @@ class JobStore:
 
     def fail(self, job: Job) -> None:
         job.status, job.finished_at = "failed", _now()
-        job.error = {
-            "title": "Interrupted",
-            "detail": "The server stopped while this job was queued or running; start it again.",
-        }
+        job.error = dict(INTERRUPTED)
         self.save(job)
 
     def fail_orphans(self) -> int:
@@ -205,6 +206,7 @@ class JobRunner:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         failed = self.store.fail_orphans()
@@ -215,10 +217,10 @@ class JobRunner:
         self._thread.start()
 
     def stop(self) -> None:
+        """At shutdown: the running job stops at its next check and, like the queued ones,
+        ends failed ("Interrupted"), not cancelled: no client cancelled it."""
         if self._thread is not None:
-            with self._lock:
-                for job in self._jobs.values():
-                    job.cancel_requested = True
+            self._stopping.set()
             self._queue.put(None)
             self._thread.join(timeout=30)
             self._thread = None
@@ -291,6 +293,10 @@ class JobRunner:
                 job = self._jobs.get(job_id)
                 if job is None or job.done:
                     continue
+                if self._stopping.is_set():  # queued when the server stopped
+                    job.error = dict(INTERRUPTED)
+                    self._finish(job, "failed")
+                    continue
                 job.status, job.started_at, job.phase = "running", _now(), "starting"
                 self.store.save_owned(job)
             self._run(job)
@@ -316,7 +322,7 @@ class JobRunner:
                     self.store.save_owned(job)
 
         def should_stop() -> bool:
-            if job.cancel_requested:
+            if job.cancel_requested or self._stopping.is_set():
                 return True
             if time.monotonic() - last_check[0] > _HEARTBEAT_S:
                 last_check[0] = time.monotonic()
@@ -331,8 +337,12 @@ class JobRunner:
             result = self._work(job, progress, should_stop)
         except TeachCancelled:
             with self._lock:
-                self._finish(job, "cancelled")
-            logger.info("teach job %s cancelled", job.id)
+                if job.cancel_requested:
+                    self._finish(job, "cancelled")
+                else:  # the server is stopping
+                    job.error = dict(INTERRUPTED)
+                    self._finish(job, "failed")
+            logger.info("teach job %s %s", job.id, job.status)
             return
         except ServiceError as exc:
             with self._lock:

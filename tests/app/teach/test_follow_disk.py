@@ -317,3 +317,29 @@ def test_a_running_job_keeps_its_queued_jobs_files_fresh(tmp_path: Path) -> None
     finally:
         release.set()
         runner.stop()
+
+
+def test_shutdown_fails_the_running_and_queued_jobs_as_interrupted(tmp_path: Path) -> None:
+    # A SIGTERM'd server (real 2-worker run) left its running job "cancelled" with no error,
+    # as if the client had cancelled it; it is "failed" (Interrupted), like after a crash.
+    started = threading.Event()
+
+    def work(job, progress, should_stop):  # type: ignore[no-untyped-def]
+        started.set()
+        while not should_stop():
+            time.sleep(0.01)
+        from app.teach.errors import TeachCancelled
+
+        raise TeachCancelled()
+
+    store = JobStore(tmp_path / "jobs")
+    runner = JobRunner(store, work)
+    runner.start()
+    running = runner.submit("c", "m1", {})
+    queued = runner.submit("c", "m2", {})
+    assert started.wait(5)
+    runner.stop()
+    for job_id in (running.id, queued.id):
+        job = store.load(job_id)
+        assert job.status == "failed" and not job.cancel_requested, job
+        assert job.error is not None and job.error["title"] == "Interrupted"
