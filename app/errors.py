@@ -69,6 +69,14 @@ class PayloadTooLarge(ServiceError):
     title = "Payload too large"
 
 
+class RequestTimeout(ServiceError):
+    """The body did not arrive in time; the handler closes the connection with the answer."""
+
+    status = 408
+    slug = "request-timeout"
+    title = "Request body timeout"
+
+
 class UnsupportedMediaType(ServiceError):
     status = 415
     slug = "unsupported-media-type"

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     decode_concurrency: int = Field(default=0, ge=0, le=256)
     # Whole multipart/raw body of one request (a batch), counted while it streams in.
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Seconds a request's body may take to arrive in full (408 and the connection closed
+    # beyond): uvicorn has no body read timeout, so a slow sender, or a Content-Length larger
+    # than what is sent, would hold a connection and its buffers for good.
+    body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     # JSON bodies (search by vector/item, catalog creation) and JSON text fields.
     max_json_bytes: int = Field(default=256 * 1024, ge=256)
     default_top_k: int = Field(default=5, ge=1)

@@ -8,6 +8,7 @@ first; JSON is size-capped before parsing and depth-limited.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from app.errors import (
     BadRequest,
     InvalidRequest,
     PayloadTooLarge,
+    RequestTimeout,
     ServiceError,
     UnsupportedMediaType,
 )
@@ -30,6 +32,8 @@ from app.errors import (
 # Deeper JSON than this is refused (422) before parsing: nothing here needs more, and
 # Python's parser would otherwise recurse once per level.
 MAX_JSON_DEPTH: Final = 32
+# Settings.body_timeout_s, for a request outside the app (tests, benches).
+DEFAULT_BODY_TIMEOUT_S: Final = 60.0
 # RFC 5987/2231 `filename*=charset'lang'percent-encoded` (curl -F, some HTTP libraries);
 # python-multipart's header parser drops it, which made such a part a text field.
 _FILENAME_STAR: Final = re.compile(rb"""filename\*\s*=\s*"?([^;"]*)""", re.IGNORECASE)
@@ -83,8 +87,24 @@ def _too_large(limit: int) -> PayloadTooLarge:
     )
 
 
+def _body_timeout_s(request: Request) -> float:
+    app = request.scope.get("app")
+    settings = getattr(getattr(app, "state", None), "settings", None)
+    return float(getattr(settings, "body_timeout_s", DEFAULT_BODY_TIMEOUT_S))
+
+
+def _timed_out(timeout_s: float) -> RequestTimeout:
+    return RequestTimeout(
+        f"The request body did not arrive in full within {timeout_s:g} s "
+        "(IMGCLASS_BODY_TIMEOUT_S); send the whole body at once, with a Content-Length that "
+        "matches it.",
+        timeout_s=timeout_s,
+    )
+
+
 async def stream(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The body's chunks; 413 as soon as more than `limit` bytes have arrived."""
+    """The body's chunks; 413 as soon as more than `limit` bytes have arrived. Callers bound
+    the time it takes with one asyncio.timeout around the whole read (read_body, read_form)."""
     length = request.headers.get("content-length")
     if length is not None and length.strip().isdigit() and int(length) > limit:
         raise _too_large(limit)
@@ -101,8 +121,16 @@ async def stream(request: Request, limit: int) -> AsyncIterator[bytes]:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, at most `limit` bytes (413 beyond)."""
-    return b"".join([c async for c in stream(request, limit)])
+    """The whole body, at most `limit` bytes (413 beyond), within body_timeout_s (408)."""
+    # One deadline per body, around the whole read: uvicorn has no body read timeout, so a
+    # client sending slowly (or less than its Content-Length) would hold the connection.
+    # asyncio.timeout costs ~4 us once; a timer per chunk would cost that per chunk.
+    timeout_s = _body_timeout_s(request)
+    try:
+        async with asyncio.timeout(timeout_s):
+            return b"".join([c async for c in stream(request, limit)])
+    except TimeoutError as exc:
+        raise _timed_out(timeout_s) from exc
 
 
 def check_json_depth(text: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> None:
@@ -275,13 +303,17 @@ async def read_form(request: Request, limits: BodyLimits) -> Form:
             "on_part_end",
         )
     }
+    timeout_s = _body_timeout_s(request)
     try:
         parser = MultipartParser(boundary, callbacks)  # refuses a boundary over 256 bytes
-        async for chunk in stream(request, limits.total):
-            parser.write(chunk)
+        async with asyncio.timeout(timeout_s):  # as in read_body
+            async for chunk in stream(request, limits.total):
+                parser.write(chunk)
         parser.finalize()
     except ServiceError:
         raise
+    except TimeoutError as exc:
+        raise _timed_out(timeout_s) from exc
     except Exception as exc:  # python-multipart's parse errors
         raise BadRequest(
             f"The multipart body could not be parsed: {exc}".rstrip(".") + "."

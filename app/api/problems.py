@@ -56,6 +56,8 @@ def install_error_handlers(app: FastAPI) -> None:
         retry = exc.extra.get("retry_after_s")
         if isinstance(retry, int | float):
             headers["Retry-After"] = str(max(1, round(retry)))
+        if exc.status == 408:  # the rest of the body may still come: never read it
+            headers["Connection"] = "close"
         if is_oip_path(request.url.path):
             return JSONResponse({"error": exc.detail}, status_code=exc.status, headers=headers)
         return JSONResponse(

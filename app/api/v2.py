@@ -67,6 +67,8 @@ class OipRoute(APIRoute):
                 retry = exc.extra.get("retry_after_s")
                 if retry is not None:
                     headers = {"Retry-After": str(retry)}
+                if exc.status == 408:  # the rest of the body may still come: never read it
+                    headers = {"Connection": "close"}
                 return oip_error(exc.status, exc.detail, headers)
             except RequestValidationError as exc:
                 parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]

@@ -4,9 +4,11 @@ client is still sending, i.e. before the server read past the route's limit."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,7 @@ KEY = "test-key-0123456789"
 IMAGE_LIMIT = 64 * 1024
 REQUEST_LIMIT = 160 * 1024
 JSON_LIMIT = 8 * 1024
+BODY_TIMEOUT_S = 2.0
 BOUNDARY = "imgclassboundary"
 
 
@@ -29,6 +32,27 @@ class Live:
     def __init__(self, port: int) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+
+    def send_slowly(self, head: str, first: bytes, drip: bytes) -> tuple[str, bytes, float]:
+        """Send `head` and `first`, then `drip` every 0.2 s until the server answers; the
+        status line, everything it sent until it closed the connection, the seconds taken."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            start = time.monotonic()
+            s.sendall(head.encode() + first)
+            s.settimeout(0.2)
+            got = b""
+            while time.monotonic() - start < 4 * BODY_TIMEOUT_S + 5:
+                try:
+                    data = s.recv(65536)
+                except TimeoutError:
+                    if not got and drip:
+                        with contextlib.suppress(OSError):
+                            s.sendall(drip)
+                    continue
+                if not data:  # the server closed the connection
+                    return got.split(b"\r\n", 1)[0].decode(), got, time.monotonic() - start
+                got += data
+            return "still open", got, time.monotonic() - start
 
     def send_unending(
         self, path: str, ctype: str, chunks: Iterator[bytes], key: bool = True
@@ -67,6 +91,7 @@ def live(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         max_request_bytes=REQUEST_LIMIT,
         max_batch_images=4,
         max_json_bytes=JSON_LIMIT,
+        body_timeout_s=BODY_TIMEOUT_S,
     )
     with serve_in_thread(create_app(settings)) as port:
         lv = Live(port)
@@ -234,3 +259,47 @@ def test_an_rfc5987_filename_makes_a_file_part(live: Live) -> None:
     )
     assert r.status_code == 200, r.text
     assert r.json()["results"][0]["filename"] == "\u20ac price.png"
+
+
+def _slow_head(live: Live, path: str, ctype: str, length: int | None) -> str:
+    framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n"
+        f"Content-Type: {ctype}\r\n{framing}\r\nX-API-Key: {KEY}\r\n\r\n"
+    )
+
+
+def _assert_timed_out(status: str, got: bytes, took: float) -> dict:  # type: ignore[type-arg]
+    assert " 408 " in status, (status, got[:300])
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert b"connection: close" in head.lower(), head
+    assert BODY_TIMEOUT_S * 0.9 <= took < BODY_TIMEOUT_S + 5, took
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+def test_a_body_shorter_than_its_content_length_gets_408_and_the_connection_closes(
+    live: Live,
+) -> None:
+    head = _slow_head(live, "/v1/models/tiny/predict", "image/png", 10_000)
+    status, got, took = live.send_slowly(head, _png()[:100], b"")
+    problem = _assert_timed_out(status, got, took)
+    assert problem["status"] == 408 and problem["type"].endswith("/request-timeout")
+    assert f"within {BODY_TIMEOUT_S:g} s" in problem["detail"], problem
+    assert "IMGCLASS_BODY_TIMEOUT_S" in problem["detail"]
+
+
+def test_a_multipart_body_sent_a_byte_at_a_time_gets_408(live: Live) -> None:
+    head = _slow_head(live, "/v1/catalogs/c/items", MULTIPART, None)
+    part = _part_head("file", "slow.png")
+    status, got, took = live.send_slowly(
+        head, f"{len(part):x}\r\n".encode() + part + b"\r\n", b"1\r\n\0\r\n"
+    )
+    problem = _assert_timed_out(status, got, took)
+    assert "did not arrive in full" in problem["detail"], problem
+
+
+def test_a_slow_v2_infer_body_gets_408_in_the_protocol_shape(live: Live) -> None:
+    head = _slow_head(live, "/v2/models/tiny/infer", "application/json", 5_000)
+    status, got, took = live.send_slowly(head, b'{"inputs": [', b" ")
+    error = _assert_timed_out(status, got, took)
+    assert f"within {BODY_TIMEOUT_S:g} s" in error["error"], error
