@@ -258,7 +258,13 @@ class JobRunner:
             job = self._jobs.get(job_id)
             if job is not None:
                 return replace(job)
-        return self.store.load(job_id)  # another process's job, or an old one
+        job = self.store.load(job_id)  # another process's job, or an old one
+        if self.store.orphaned(job):  # its process died and nothing restarted it yet
+            with self.store.locked():
+                job = self.store.load(job_id)
+                if self.store.orphaned(job):
+                    self.store.fail(job)
+        return job
 
     def cancel(self, job_id: str) -> Job:
         with self._lock:

@@ -343,3 +343,18 @@ def test_shutdown_fails_the_running_and_queued_jobs_as_interrupted(tmp_path: Pat
         job = store.load(job_id)
         assert job.status == "failed" and not job.cancel_requested, job
         assert job.error is not None and job.error["title"] == "Interrupted"
+
+
+def test_a_job_whose_process_died_reads_failed(tmp_path: Path) -> None:
+    # kill -9 of the worker running a job: until a process starts again (the supervisor's
+    # replacement, or never with uvicorn's own workers) the job read "running" from any other
+    # process; reading it now finds the owner gone.
+    code = "import os; print(os.getpid())"
+    dead = int(subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout)
+    store = JobStore(tmp_path / "jobs")
+    store.save(
+        Job(id="gone1", catalog="c", model="m", options={}, status="running", owner_pid=dead)
+    )
+    job = JobRunner(store, lambda *a: {}).get("gone1")
+    assert job.status == "failed" and job.error is not None
+    assert store.load("gone1").status == "failed"
