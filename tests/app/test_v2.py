@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -371,6 +372,25 @@ def test_every_taught_version_through_tritonclient(
             for pred in result["predictions"]:
                 assert abs(row[pred["index"]] - pred["score"]) < 1e-6
     assert not client.is_model_ready("v2taught", model_version="3")
+
+    # Both versions at once: each keeps its own queue (one queue named for both made every
+    # request close the other version's: 47 of 240 such requests got 503 "shutting down").
+    def alternate(version: str, out: list[str]) -> None:
+        own = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+        for _ in range(25):
+            try:
+                own.infer("v2taught", [bytes_input(held_out[:1], True)], model_version=version)
+                out.append("ok")
+            except InferenceServerException as exc:
+                out.append(exc.message())
+
+    results: list[str] = []
+    threads = [threading.Thread(target=alternate, args=(v, results)) for v in "1212"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == ["ok"] * 100, [r for r in results if r != "ok"][:3]
 
 
 def test_an_output_requested_twice_is_400(server: LiveServer) -> None:
