@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
@@ -35,6 +37,7 @@ from app.errors import (
 from app.oip import (
     BYTES,
     FP32,
+    INLINE_JSON_BYTES,
     InferRequest,
     InputTensor,
     OutputTensor,
@@ -280,16 +283,22 @@ async def infer(
     scheduler.admit()  # a full queue answers 503 before the body is read
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     body = await read_body(request, settings.max_request_bytes)
-    if encoding != "identity":
-        body = _decompress(body, encoding, settings.max_request_bytes)
+    if encoding != "identity":  # inflating up to max_request_bytes: off the event loop
+        body = await run_in_threadpool(_decompress, body, encoding, settings.max_request_bytes)
     spec = meta.input
     per_image = spec.height * spec.width * spec.channels
-    req = parse_infer_request(
+    header_length = _header_length(request)
+    parse = partial(
+        parse_infer_request,
         body,
-        _header_length(request),
+        header_length,
         max_json_bytes=settings.oip_max_json_bytes,
         max_elements=settings.max_batch_images * per_image,
     )
+    # A large JSON part (an FP32 tensor as text: 1.2 MB per 224 px image) is parsed in the
+    # thread pool, as /v1 JSON bodies are; binary-data requests' few hundred bytes stay here.
+    json_bytes = len(body) if header_length is None else header_length
+    req = parse() if json_bytes <= INLINE_JSON_BYTES else await run_in_threadpool(parse)
     tensor = _batch(req, loaded, settings)
     # Encoded files are decoded by the same policy as /v1 predict; an FP32 tensor skips that
     # step. Both wait in the model's queue (deadline, batching) like every other request.
