@@ -141,7 +141,9 @@ class RequestObserver:
         match = _MODEL_PATH.match(path)
         if match is None:
             return ""
-        name = match.group(1)
+        # `name@version` (a taught model's older version) counts under its name; a name the
+        # registry does not serve is "", so client input never becomes a label value.
+        name = match.group(1).partition("@")[0]
         return name if name in self.known_models() else ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

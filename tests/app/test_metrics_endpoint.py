@@ -50,6 +50,10 @@ def test_metrics_label_route_templates_models_and_statuses(app_client: TestClien
         r = app_client.post("/v1/models/digits/predict", files={"file": ("d.png", digit())})
         assert r.status_code == 200
     assert app_client.post("/v1/models/no-such-model/predict", content=digit()).status_code == 404
+    # `name@version` (taught models have versions; a shipped one answers 404) counts under the
+    # model's name; an unknown model with a version is "" like any unknown name.
+    assert app_client.post("/v1/models/digits@99/predict", content=digit()).status_code == 404
+    assert app_client.post("/v1/models/nope@1/predict", content=digit()).status_code == 404
     assert app_client.get("/some/random/path/42").status_code == 404
     r = app_client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
@@ -60,13 +64,14 @@ def test_metrics_label_route_templates_models_and_statuses(app_client: TestClien
 
     ok = {"route": route, "method": "POST", "model": "digits", "status": "200"}
     assert delta("imgclass_requests_total", **ok) == 2
+    assert delta("imgclass_requests_total", **{**ok, "status": "404"}) == 1
     # An unknown model name does not become a label value (bounded cardinality).
     missing = {"route": route, "method": "POST", "model": "", "status": "404"}
-    assert delta("imgclass_requests_total", **missing) == 1
+    assert delta("imgclass_requests_total", **missing) == 2
     unmatched = {"route": "<unmatched>", "method": "GET", "model": "", "status": "404"}
     assert delta("imgclass_requests_total", **unmatched) == 1
     assert not any("random" in line for line in after.splitlines() if "imgclass_" in line)
-    assert delta("imgclass_request_duration_seconds_count", route=route, model="digits") == 2
+    assert delta("imgclass_request_duration_seconds_count", route=route, model="digits") == 3
     assert value(after, "imgclass_requests_in_flight", model="digits") == 0
     # The serving scheduler's hooks (app.batching): per image, per request, per pass.
     assert delta("imgclass_decode_seconds_count", model="digits") == 2
