@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
-from app.errors import NotReady, PayloadTooLarge
+from app.errors import InvalidImage, NotReady, PayloadTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -182,12 +182,19 @@ def check_tiff_strips(data: bytes) -> None:
 def check_bmp(data: bytes) -> None:
     """Refuse (413) an RLE-compressed BMP with more than MAX_BMP_RLE_BYTES of pixel data:
     Pillow decodes RLE in Python, one run at a time (2.5 million one-pixel runs in 5 MB took
-    3.4 s)."""
+    3.4 s). A width that is not positive or a zero height is a 422 (Pillow reads a negative
+    width as about 4 billion and reported a pixel-limit 413)."""
     if len(data) < 34:
         return
     (header_size,) = struct.unpack_from("<I", data, 14)
     if header_size < 40:  # OS/2 headers have no compression field
         return
+    width, height = struct.unpack_from("<ii", data, 18)
+    if width <= 0 or height == 0:
+        raise InvalidImage(
+            f"The BMP header is invalid: it gives {width}x{height} pixels. A BMP's width must "
+            "be positive and its height non-zero (negative only for top-down rows)."
+        )
     (offset,) = struct.unpack_from("<I", data, 10)
     (compression,) = struct.unpack_from("<I", data, 30)
     if compression in (1, 2) and len(data) - offset > MAX_BMP_RLE_BYTES:
@@ -196,6 +203,48 @@ def check_bmp(data: bytes) -> None:
             f"more than {MAX_BMP_RLE_BYTES // 1024:,} KB of run-length-encoded pixels",
             "far less; run-length encoding is for small images",
         )
+
+
+_TIFF_SAMPLE_KINDS: Final = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
+# What Pillow decodes from TIFF, said once for every refusal of another sample format.
+TIFF_SAMPLES_ACCEPTED: Final = (
+    "1-, 2-, 4-, 8- and 16-bit unsigned integers, and 32-bit integers or 32-bit floats in "
+    "one-channel images"
+)
+
+
+def _tiff_first_value(data: bytes, bo: str, entry: int) -> int:
+    kind, count = struct.unpack_from(bo + "HI", data, entry + 2)
+    fmt = {3: "H", 4: "I"}.get(kind)
+    if fmt is None or count == 0:
+        return 0
+    at = (
+        entry + 8
+        if count * struct.calcsize(fmt) <= 4
+        else struct.unpack_from(bo + "I", data, entry + 8)[0]
+    )
+    return int(struct.unpack_from(bo + fmt, data, at)[0])
+
+
+def tiff_sample_format(data: bytes) -> str | None:
+    """The first page's samples when they are not plain integers of 16 bits or fewer, e.g.
+    "64-bit floating-point"; None otherwise or when the header cannot be read."""
+    try:
+        bo = "<" if data[:2] == b"II" else ">"
+        (offset,) = struct.unpack_from(bo + "I", data, 4)
+        (entries,) = struct.unpack_from(bo + "H", data, offset)
+        found = {258: 1, 339: 1}  # BitsPerSample, SampleFormat (TIFF defaults)
+        for i in range(min(entries, (len(data) - offset - 2) // 12)):
+            entry = offset + 2 + 12 * i
+            (tag,) = struct.unpack_from(bo + "H", data, entry)
+            if tag in found:
+                found[tag] = _tiff_first_value(data, bo, entry)
+    except struct.error:
+        return None
+    bits, kind = found[258], found[339]
+    if kind == 1 and bits <= 16:
+        return None
+    return f"{bits}-bit {_TIFF_SAMPLE_KINDS.get(kind, f'type-{kind}')}"
 
 
 def _too_complex(fmt: str, what: str, usual: str) -> PayloadTooLarge:

@@ -24,6 +24,7 @@ from app.bundle import InputSpec
 from app.decode_guard import (
     FRAME_COUNT_CAP,
     NORMAL_SCANS,
+    TIFF_SAMPLES_ACCEPTED,
     DecodeBudget,
     check_bmp,
     check_png_chunks,
@@ -32,6 +33,7 @@ from app.decode_guard import (
     count_jpeg_scans,
     count_tiff_pages,
     decode_slot,
+    tiff_sample_format,
     timed,
 )
 from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
@@ -223,6 +225,12 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
             raise PayloadTooLarge(
                 "The PNG carries a compressed text or colour-profile chunk that expands to "
                 "more than 1 MB (a decompression bomb), so it is refused."
+            ) from None
+        samples = tiff_sample_format(data) if fmt == "TIFF" else None
+        if samples is not None:
+            raise InvalidImage(
+                f"The TIFF stores {samples} samples, which cannot be decoded here. Accepted "
+                f"TIFF samples: {TIFF_SAMPLES_ACCEPTED}."
             ) from None
         raise InvalidImage(
             f"The data starts like a {fmt} file but its header is damaged or incomplete, so "

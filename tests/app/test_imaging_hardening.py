@@ -4,6 +4,7 @@ before it starts, reduce-before-convert with integer maths, messages of our own.
 from __future__ import annotations
 
 import io
+import struct
 import subprocess
 import sys
 import threading
@@ -373,3 +374,59 @@ def test_long_thin_pictures_cost_their_own_size(
     assert out.returncode == 0, out.stderr[-2000:].decode(errors="replace")
     growth_mb = int(out.stdout.split()[-1])
     assert growth_mb < intrinsic_mb + 64, out.stdout
+
+
+def _bmp(width: int, height: int) -> bytes:
+    """A 64x64 RGB BMP with its header's width and height set to the given values."""
+    data = bytearray(encode(Image.new("RGB", (64, 64), (200, 30, 30)), "BMP"))
+    struct.pack_into("<ii", data, 18, width, height)
+    return bytes(data)
+
+
+def test_a_bmp_with_a_negative_width_is_an_invalid_header_not_a_pixel_limit() -> None:
+    """Pillow reads a width of -64 as about 4 billion: it was a 413 'exceeds 40,000,000
+    pixels'. A negative height is legal (top-down rows) and still decodes."""
+    for width, height in [(-64, 64), (0, 64), (64, 0)]:
+        with pytest.raises(InvalidImage) as err:
+            prepare(_bmp(width, height), RGB, LIMITS)
+        assert f"BMP header is invalid: it gives {width}x{height} pixels" in err.value.detail
+    top_down = prepare(_bmp(64, -64), RGB, LIMITS).array
+    assert top_down.shape == (32, 32, 3) and top_down[..., 0].mean() > top_down[..., 1].mean()
+
+
+def _tiff(arr: np.ndarray, bits: int, sample_format: int) -> bytes:
+    """A little-endian, uncompressed, one-strip, one-channel TIFF of `arr` (Pillow writes no
+    64-bit samples, so the header is written here)."""
+    h, w = arr.shape
+    pixels = arr.tobytes()
+    tags = [
+        (256, 4, w),
+        (257, 4, h),
+        (258, 3, bits),
+        (259, 3, 1),  # no compression
+        (262, 3, 1),  # black is zero
+        (273, 4, 0),  # strip offset, filled in below
+        (277, 3, 1),
+        (278, 4, h),
+        (279, 4, len(pixels)),
+        (339, 3, sample_format),
+    ]
+    data_at = 8 + 2 + 12 * len(tags) + 4
+    out = bytearray(b"II*\0" + struct.pack("<IH", 8, len(tags)))
+    for tag, kind, value in tags:
+        value = data_at if tag == 273 else value
+        packed = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+        out += struct.pack("<HHI", tag, kind, 1) + packed
+    return bytes(out + struct.pack("<I", 0) + pixels)
+
+
+def test_a_float64_tiff_says_its_sample_format_is_not_supported() -> None:
+    """It was 422 'header is damaged'; 32-bit float decodes as before."""
+    values = np.random.default_rng(0).random((64, 64))
+    with pytest.raises(InvalidImage) as err:
+        prepare(_tiff(values.astype("<f8"), 64, 3), GRAY, LIMITS)
+    detail = err.value.detail
+    assert "64-bit floating-point samples" in detail and "damaged" not in detail, detail
+    assert "Accepted TIFF samples: 1-, 2-, 4-, 8- and 16-bit unsigned integers" in detail
+    arr = prepare(_tiff(values.astype("<f4"), 32, 3), GRAY, LIMITS).array
+    assert arr.shape == (28, 28, 1) and arr.std() > 0
