@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     teach_max_queued: int = Field(default=8, ge=1, le=1000)
     # Zip upload into a catalog (POST /v1/catalogs/{catalog}/items:zip): compressed size.
     teach_max_zip_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    # Zip upload: pixels of all its images together, as their headers declare them, checked
+    # before any is decoded (413 beyond); about 670 twelve-megapixel photos by default.
+    teach_zip_max_pixels: int = Field(default=8_000_000_000, ge=1_000_000)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -139,12 +139,16 @@ async def train(
 async def add_zip(
     catalog: str, request: Request, service: CatalogsDep, settings: SettingsDep
 ) -> ZipIngested:
-    """Add the images of a zip to a catalog, labelled by their top-level folder. Bad images
-    are skipped and listed; caps on size, entries, unpacked bytes and compression ratio."""
+    """Add the images of a zip to a catalog, labelled by their top-level folder. Bad images,
+    hidden files and unsafe paths are skipped and listed; caps on size, entries, images,
+    their header-declared pixels (checked before decoding), unpacked bytes and compression
+    ratio."""
     await run_in_threadpool(service.get, catalog)  # 404 before reading the body
     data = await read_body(request, settings.teach_max_zip_bytes)
     limits = ZipLimits(
-        max_entries=settings.teach_max_items, max_entry_bytes=settings.max_image_bytes
+        max_images=settings.teach_max_items,
+        max_pixels=settings.teach_zip_max_pixels,
+        max_entry_bytes=settings.max_image_bytes,
     )
 
     def work() -> IngestReport:

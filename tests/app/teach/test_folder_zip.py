@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
-from tests.app.teach.conftest import BAG, SNEAKER, wait_job
+from app.main import create_app
+from tests.app.teach.conftest import BAG, SNEAKER, teach_settings, wait_job
 from tests.conftest import ROOT
 
 
@@ -43,8 +45,9 @@ def test_zip_upload_then_teach(teach_client: TestClient, fm_pngs) -> None:  # ty
     body = r.json()
     assert body["added"] == {"bag": 6, "sneaker": 6}
     reasons = {s["name"].split("/")[-1]: s["reason"] for s in body["skipped"]}
-    assert set(reasons) == {"broken.png", "notes.txt", "readme.md", "bomb.png"}
+    assert set(reasons) == {"broken.png", "notes.txt", "readme.md", "bomb.png", "._x"}
     assert "zip bomb" in reasons["bomb.png"] and "class folder" in reasons["readme.md"]
+    assert "hidden or system file" in reasons["._x"]
     r = c.post("/v1/catalogs/z/train", json={"model": "zipped"})
     assert wait_job(c, r.headers["location"])["status"] == "succeeded"
 
@@ -56,6 +59,74 @@ def test_zip_refusals(teach_client: TestClient) -> None:
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     r = c.post("/v1/catalogs/missing/items:zip", content=_zip({"a/b.png": b"x"}))
     assert r.status_code == 404
+
+
+def _post_zip(c: TestClient, catalog: str, data: bytes) -> dict:  # type: ignore[type-arg]
+    r = c.post(
+        f"/v1/catalogs/{catalog}/items:zip",
+        content=data,
+        headers={"content-type": "application/zip"},
+    )
+    assert r.headers["content-type"].startswith("application/"), r.text
+    return {"status": r.status_code, **r.json()}
+
+
+def test_unsafe_and_hidden_paths_are_listed_never_made_classes(
+    teach_client: TestClient,
+    fm_pngs,  # type: ignore[no-untyped-def]
+) -> None:
+    """An absolute zip path made a class named "/" (all entries under "/cat/"); hidden files
+    vanished without a word. Both are now in `skipped` with the reason."""
+    c = teach_client
+    assert c.post("/v1/catalogs", json={"name": "p", "model": "products"}).status_code == 201
+    bag = fm_pngs[BAG]
+    only_absolute = _zip({"/cat/1.png": bag[0], "/cat/2.png": bag[1]})
+    body = _post_zip(c, "p", only_absolute)
+    assert body["status"] == 200 and body["added"] == {}, body
+    assert [s["reason"].split(";")[0] for s in body["skipped"]] == ["an absolute path"] * 2
+    entries = {f"bag/{i}.png": d for i, d in enumerate(bag[:3])}
+    entries |= {
+        "../up/1.png": bag[3],
+        "bag/../../x.png": bag[4],
+        "C:/win/1.png": bag[5],
+        "bag/.hidden.png": bag[6],
+        ".git/config": b"[core]",
+    }
+    body = _post_zip(c, "p", _zip(entries))
+    assert body["status"] == 200 and body["added"] == {"bag": 3}, body
+    reasons = {s["name"]: s["reason"] for s in body["skipped"]}
+    assert set(reasons) == set(entries) - {"bag/0.png", "bag/1.png", "bag/2.png"}
+    assert "'..'" in reasons["../up/1.png"] and "'..'" in reasons["bag/../../x.png"]
+    assert reasons["C:/win/1.png"].startswith("an absolute path")
+    assert "hidden" in reasons["bag/.hidden.png"] and "hidden" in reasons[".git/config"]
+    labels = {i["label"] for i in c.get("/v1/catalogs/p/items").json()["items"]}
+    assert labels == {"bag"}
+
+
+def _big_png(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (w, h), 90).save(buf, format="PNG")  # a few KB: decoding is the cost
+    return buf.getvalue()
+
+
+def test_zip_work_is_bounded_before_anything_is_decoded(tmp_path: Path, fm_pngs) -> None:  # type: ignore[no-untyped-def]
+    settings = teach_settings(tmp_path, teach_max_items=4, teach_zip_max_pixels=50_000_000)
+    with TestClient(create_app(settings)) as c:
+        assert c.post("/v1/catalogs", json={"name": "b", "model": "products"}).status_code == 201
+        big = _big_png(4000, 5000)  # 20 MP each, 3 of them: 60 MP declared
+        body = _post_zip(c, "b", _zip({f"a/{i}.png": big for i in range(3)}))
+        assert body["status"] == 413, body
+        assert "declare 60 megapixels in all; at most 50" in body["detail"], body
+        assert body["limit_pixels"] == 50_000_000
+        five = {f"a/{i}.png": d for i, d in enumerate(fm_pngs[BAG][:5])}
+        body = _post_zip(c, "b", _zip(five))
+        assert body["status"] == 413 and "at most 4 (IMGCLASS_TEACH_MAX_ITEMS)" in body["detail"]
+        # Counted from the end-of-central-directory record, before zipfile reads the entries.
+        body = _post_zip(c, "b", _zip({f"x/{i}": b"" for i in range(17)}))
+        assert body["status"] == 413 and "17 entries; at most 16" in body["detail"], body
+        assert c.get("/v1/catalogs/b/items").json()["items"] == []
+        ok = _post_zip(c, "b", _zip({f"a/{i}.png": d for i, d in enumerate(fm_pngs[BAG][:4])}))
+        assert ok["status"] == 200 and ok["added"] == {"a": 4}, ok
 
 
 @pytest.mark.slow
