@@ -61,6 +61,10 @@ _RESAMPLE: Final = {
 _DRAFT_FACTOR: Final = 2
 # center_crop scales only the region it keeps when scaling all would pass this x the input.
 _MAX_SCALED_AREA: Final = 16
+# A gray picture for an RGB bundle larger than this after reduction (only a thin one is) is
+# resized gray and converted at model size: resampling treats R, G and B alike, so the values
+# are the same, without a full-size RGB copy (+120 MB for a 400000x100 picture).
+_CONVERT_LATER_PIXELS: Final = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -270,10 +274,17 @@ def _decode_failed(fmt: str, exc: BaseException) -> InvalidImage:
 
 
 def decode(
-    data: bytes, spec: InputSpec, limits: ImageLimits, budget: DecodeBudget | None = None
+    data: bytes,
+    spec: InputSpec,
+    limits: ImageLimits,
+    budget: DecodeBudget | None = None,
+    *,
+    gray_as_is: bool = False,
 ) -> tuple[Image.Image, ImageInfo]:
     """Decode to an upright 'RGB' or 'L' image in the bundle's colour space, reduced to no
-    less than twice the model input. `budget` is the request's (a fresh one if omitted)."""
+    less than twice the model input. `budget` is the request's (a fresh one if omitted).
+    `gray_as_is`: a gray picture too large to have been reduced (a thin one) stays 'L' for
+    an RGB bundle; the caller converts it after resizing (see `prepare`)."""
     budget = budget if budget is not None else limits.budget()
     with decode_slot(limits.decode_concurrency), timed(budget):
         img, fmt, facts = _open(data, limits)
@@ -307,7 +318,8 @@ def decode(
                 img.close()
     upright = flatten(apply_orientation(small, todo))
     target = "L" if spec.color == "gray" else "RGB"
-    if upright.mode != target:
+    big_gray = upright.mode == "L" and upright.width * upright.height > _CONVERT_LATER_PIXELS
+    if upright.mode != target and not (gray_as_is and big_gray):
         upright = upright.convert(target)
     info = ImageInfo(
         format=fmt,
@@ -392,7 +404,7 @@ def prepare(
     """The whole ingestion path for one upload. Pass one `limits.budget()` to every image of
     a request so that the request's pixel and time budget covers them all."""
     t0 = time.perf_counter()
-    img, info = decode(data, spec, limits, budget)
+    img, info = decode(data, spec, limits, budget, gray_as_is=not spec.trim)
     t1 = time.perf_counter()
     try:
         invert = should_invert(img, spec)  # on the whole picture: trimming removes the border
@@ -402,7 +414,10 @@ def prepare(
             # Before resizing, so letterbox padding keeps the model's own background value.
             img = ImageOps.invert(img)
             info = replace(info, inverted=True)
-        array = to_array(resize(img, spec), spec)
+        small = resize(img, spec)
+        if small.mode == "L" and spec.color == "rgb":  # a thin gray picture, see decode
+            small = small.convert("RGB")
+        array = to_array(small, spec)
     except MemoryError:
         raise PayloadTooLarge("There is not enough memory to prepare this image now.") from None
     t2 = time.perf_counter()

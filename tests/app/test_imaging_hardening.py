@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
-from app.bundle import InputSpec
+from app.bundle import InputSpec, ResizeSpec
 from app.decode_guard import (
     FRAME_COUNT_CAP,
     count_gif_frames,
@@ -24,7 +24,7 @@ from app.decode_guard import (
     decode_slot,
 )
 from app.errors import InvalidImage, PayloadTooLarge
-from app.imaging import ImageLimits, check_request, decode, prepare
+from app.imaging import ImageLimits, check_request, decode, prepare, resize, to_array
 from tests.app.hostile import cases
 from tests.images import (
     bmp_rle8_runs,
@@ -354,6 +354,7 @@ def thin_png(w: int, h: int, mode: str) -> bytes:
         # copies and whole-image numpy temporaries around them made it +707-878 MB.
         (400_000, 100, "RGBA", "center-crop", 320),
         (400_000, 100, "RGB", "center-crop", 160),  # the same picture without alpha
+        (400_000, 100, "L", "center-crop", 40),  # gray for an RGB model: +191 MB converted whole
     ],
 )
 def test_long_thin_pictures_cost_their_own_size(
@@ -430,3 +431,30 @@ def test_a_float64_tiff_says_its_sample_format_is_not_supported() -> None:
     assert "Accepted TIFF samples: 1-, 2-, 4-, 8- and 16-bit unsigned integers" in detail
     arr = prepare(_tiff(values.astype("<f4"), 32, 3), GRAY, LIMITS).array
     assert arr.shape == (28, 28, 1) and arr.std() > 0
+
+
+@pytest.mark.parametrize("mode", ["stretch", "center_crop", "letterbox"])
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic", "lanczos", "box"])
+def test_a_large_gray_picture_converted_after_resizing_gives_the_same_values(
+    mode: str, interpolation: str
+) -> None:
+    """A gray picture too large after reduction is resized gray and converted to RGB at model
+    size: exactly the values of converting it whole first (decode's default)."""
+    rng = np.random.default_rng(1)
+    gray = Image.fromarray(rng.integers(0, 256, (150, 8000), dtype=np.uint8), mode="L")
+    data = encode(gray, "PNG")
+    for invert in (False, True):
+        spec = InputSpec(
+            height=224,
+            width=224,
+            channels=3,
+            color="rgb",
+            invert=invert,
+            resize=ResizeSpec(mode=mode, interpolation=interpolation, pad_value=255),
+        )
+        whole, _ = decode(data, spec, LIMITS)  # converted to RGB at 8000x150
+        assert whole.mode == "RGB" and whole.size == (8000, 150)
+        expected = to_array(resize(ImageOps.invert(whole) if invert else whole, spec), spec)
+        got = prepare(data, spec, LIMITS).array
+        assert got.shape == (224, 224, 3)
+        np.testing.assert_array_equal(got, expected)
