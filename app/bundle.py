@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,10 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from app.bundle_io import BundleError as BundleError
+from app.bundle_io import TensorInfo as TensorInfo
+from app.bundle_io import check_io as check_io
 
 SCHEMA_VERSION = 1
 MODEL_FILE = "model.onnx"
@@ -28,14 +33,21 @@ PROBS_NAME = "probs"
 EMBEDDING_NAME = "embedding"
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-class BundleError(Exception):
-    """A bundle that cannot be served; the message says what disagrees."""
+# A bundle's files are plain names inside its folder (no path: "../x" or "/etc/x" would read
+# another folder's or the host's files).
+_FILE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
+# The largest shipped labels.txt (ImageNet, 1,000 classes) is 10.5 KB; 21k-class sets ~300 KB.
+MAX_LABELS_BYTES = 4 << 20
+MAX_METADATA_BYTES = 1 << 20
+MAX_LABEL_CHARS = 256
+# (x - mean) / std in float32: a smaller std turns ordinary pixels into inf.
+MIN_STD = 1e-6
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN/inf are refused everywhere (json.loads accepts NaN/Infinity; a NaN std or an
+    # infinite pixel range would silently turn every prediction into NaN).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Normalization(_Strict):
@@ -58,8 +70,8 @@ class Normalization(_Strict):
                 raise ValueError("mean and std are required when normalization is not in the graph")
             if len(self.mean) != len(self.std):
                 raise ValueError("mean and std must have the same length")
-            if any(s <= 0 for s in self.std):
-                raise ValueError("std values must be positive")
+            if any(s < MIN_STD for s in self.std):
+                raise ValueError(f"std values must be at least {MIN_STD:g}")
         return self
 
 
@@ -161,7 +173,7 @@ class Provenance(_Strict):
 
 
 class Artifact(_Strict):
-    file: str = MODEL_FILE
+    file: str = Field(default=MODEL_FILE, pattern=_FILE_NAME)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=1)
 
@@ -190,7 +202,7 @@ class BundleMetadata(_Strict):
     description: str = ""
     input: InputSpec
     outputs: Outputs
-    labels_file: str = LABELS_FILE
+    labels_file: str = Field(default=LABELS_FILE, pattern=_FILE_NAME)
     num_classes: int = Field(ge=2)
     metrics: list[Metrics] = Field(default_factory=list)
     provenance: Provenance
@@ -211,14 +223,6 @@ class BundleMetadata(_Strict):
             if m.split == "test":
                 return m
         return self.metrics[0] if self.metrics else None
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """Name and shape of a graph tensor as a runtime reports it (dims may be None/str for dynamic)."""
-
-    name: str
-    shape: tuple[int | str | None, ...]
 
 
 @dataclass(frozen=True)
@@ -246,41 +250,103 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _read_text(path: Path, what: str, limit: int, encoding: str = "utf-8") -> str:
+    """A small UTF-8 file's text, or BundleError naming the file and what is wrong with it."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
+    if len(data) > limit:
+        raise BundleError(f"{path}: {what} is larger than {limit:,} bytes")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise BundleError(
+            f"{path}: {what} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from exc
+
+
 def read_labels(path: Path) -> tuple[str, ...]:
-    lines = path.read_text(encoding="utf-8").splitlines()
+    # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first label.
+    lines = _read_text(path, "labels file", MAX_LABELS_BYTES, "utf-8-sig").splitlines()
     # Trailing empty lines are tolerated; empty labels in between are not.
     while lines and not lines[-1].strip():
         lines.pop()
     labels = tuple(line.strip() for line in lines)
-    if any(not lab for lab in labels):
-        raise BundleError(f"{path}: empty label line")
-    if len(set(labels)) != len(labels):
-        raise BundleError(f"{path}: duplicate labels")
+    for i, lab in enumerate(labels, 1):
+        if not lab:
+            raise BundleError(f"{path}: line {i} is an empty label")
+        if len(lab) > MAX_LABEL_CHARS:
+            raise BundleError(f"{path}: line {i} is longer than {MAX_LABEL_CHARS} characters")
+        if not lab.isprintable():
+            raise BundleError(f"{path}: line {i} holds a control or unprintable character")
+    dup = sorted(lab for lab, n in Counter(labels).items() if n > 1)
+    if dup:
+        raise BundleError(f"{path}: duplicate labels {', '.join(map(repr, dup[:5]))}")
     return labels
 
 
 def read_metadata(path: Path) -> BundleMetadata:
+    text = _read_text(path, "metadata", MAX_METADATA_BYTES)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path}: unreadable metadata ({exc})") from exc
+        json.loads(text)  # the JSON error (line, column) reads better than pydantic's
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: metadata is not valid JSON ({exc})") from exc
     try:
-        return BundleMetadata.model_validate(raw)
+        # strict: a wrong type is an error, not coerced ("8" is not a height, "true" not a bool).
+        return BundleMetadata.model_validate_json(text, strict=True)
     except ValidationError as exc:
-        raise BundleError(f"{path}: metadata does not match the schema: {exc}") from exc
+        raise BundleError(f"{path}: metadata does not match the schema: {_brief(exc)}") from exc
 
 
-def load_bundle(directory: Path, *, verify_hash: bool = True, name: str | None = None) -> Bundle:
+def _brief(exc: ValidationError) -> str:
+    """Pydantic's errors on one line each, without its URLs and echoed input values."""
+    errors = exc.errors(include_url=False, include_input=False)
+    parts = [f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in errors[:5]]
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root)
+
+
+def load_bundle(
+    directory: Path, *, verify_hash: bool = True, name: str | None = None, root: Path | None = None
+) -> Bundle:
     """Read and cross-check a bundle folder (metadata, labels, artifact hash and size).
 
     The metadata's name must equal `name`, by default the folder's (versioned taught bundles
-    live in <name>/<version>/)."""
-    meta = read_metadata(directory / METADATA_FILE)
+    live in <name>/<version>/). The folder and its files must lie, symlinks resolved, inside
+    `root` (by default the folder's parent, i.e. the models folder)."""
+    try:
+        return _load_bundle(directory, verify_hash, name, root)
+    except OSError as exc:  # unreadable folder or file (permissions, I/O): one clear reason
+        raise BundleError(
+            f"{exc.filename or directory}: cannot read ({exc.strerror or exc})"
+        ) from exc
+
+
+def _load_bundle(directory: Path, verify_hash: bool, name: str | None, root: Path | None) -> Bundle:
+    base = (root if root is not None else directory.parent).resolve()
+    if not directory.is_dir():
+        raise BundleError(
+            f"{directory}: not a bundle folder (a bundle is a folder with {METADATA_FILE})"
+        )
+    if not _inside(directory, base):
+        raise BundleError(f"{directory}: resolves to {directory.resolve()}, outside {base}")
+    meta_path = directory / METADATA_FILE
+    if meta_path.exists() and not _inside(meta_path, base):
+        raise BundleError(f"{meta_path}: a symlink to a file outside {base}")
+    meta = read_metadata(meta_path)
     if meta.name != (name or directory.name):
         raise BundleError(f"{directory}: metadata name {meta.name!r} differs from folder name")
     labels_path = directory / meta.labels_file
     if not labels_path.is_file():
         raise BundleError(f"{directory}: missing {meta.labels_file}")
+    if not _inside(labels_path, base):
+        raise BundleError(f"{labels_path}: a symlink to a file outside {base}")
     labels = read_labels(labels_path)
     if len(labels) != meta.num_classes:
         raise BundleError(
@@ -289,6 +355,8 @@ def load_bundle(directory: Path, *, verify_hash: bool = True, name: str | None =
     model_path = directory / meta.artifact.file
     if not model_path.is_file():
         raise BundleError(f"{directory}: missing {meta.artifact.file}")
+    if not _inside(model_path, base):
+        raise BundleError(f"{model_path}: a symlink to a file outside {base}")
     size = model_path.stat().st_size
     if size != meta.artifact.bytes:
         raise BundleError(
@@ -302,66 +370,6 @@ def load_bundle(directory: Path, *, verify_hash: bool = True, name: str | None =
                 f"({meta.artifact.sha256[:12]}...)"
             )
     return Bundle(path=directory, metadata=meta, labels=labels)
-
-
-def check_io(
-    meta: BundleMetadata, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo]
-) -> None:
-    """Check a graph's inputs/outputs against the metadata; raise BundleError on any mismatch."""
-    spec = meta.input
-    if meta.backbone is not None:
-        _check_head_io(meta, meta.backbone, inputs, outputs)
-        return
-    if len(inputs) != 1:
-        names = [t.name for t in inputs]
-        raise BundleError(
-            f"{meta.name}: graph has {len(inputs)} inputs {names}, expected exactly 1"
-        )
-    inp = inputs[0]
-    if inp.name != spec.name:
-        raise BundleError(f"{meta.name}: graph input is {inp.name!r}, metadata says {spec.name!r}")
-    expected_in = (None, spec.height, spec.width, spec.channels)
-    _check_shape(meta.name, inp, expected_in)
-    by_name = {t.name: t for t in outputs}
-    probs = by_name.get(meta.outputs.probs.name)
-    if probs is None:
-        raise BundleError(f"{meta.name}: graph has no output {meta.outputs.probs.name!r}")
-    _check_shape(meta.name, probs, (None, meta.num_classes))
-    emb_spec = meta.outputs.embedding
-    if emb_spec is not None:
-        emb = by_name.get(emb_spec.name)
-        if emb is None:
-            raise BundleError(f"{meta.name}: graph has no output {emb_spec.name!r}")
-        _check_shape(meta.name, emb, (None, emb_spec.dim))
-
-
-def _check_head_io(
-    meta: BundleMetadata,
-    backbone: BackboneRef,
-    inputs: Sequence[TensorInfo],
-    outputs: Sequence[TensorInfo],
-) -> None:
-    emb = meta.outputs.embedding
-    if emb is None or emb.dim != backbone.dim:
-        raise BundleError(f"{meta.name}: a taught bundle serves its backbone's embedding")
-    if len(inputs) != 1 or inputs[0].name != emb.name:
-        names = [t.name for t in inputs]
-        raise BundleError(f"{meta.name}: head graph inputs are {names}, expected [{emb.name!r}]")
-    _check_shape(meta.name, inputs[0], (None, backbone.dim))
-    probs = next((t for t in outputs if t.name == meta.outputs.probs.name), None)
-    if probs is None:
-        raise BundleError(f"{meta.name}: graph has no output {meta.outputs.probs.name!r}")
-    _check_shape(meta.name, probs, (None, meta.num_classes))
-
-
-def _check_shape(bundle: str, tensor: TensorInfo, expected: tuple[int | None, ...]) -> None:
-    shape = tensor.shape
-    ok = len(shape) == len(expected) and all(
-        want is None or got == want for got, want in zip(shape, expected, strict=True)
-    )
-    if not ok:
-        shown = tuple("N" if w is None else w for w in expected)
-        raise BundleError(f"{bundle}: tensor {tensor.name!r} has shape {shape}, expected {shown}")
 
 
 def write_bundle(

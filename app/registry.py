@@ -114,6 +114,7 @@ class ModelRegistry:
         self._taught: dict[str, dict[str, LoadedModel]] = {}  # name -> version -> model
         self._prints: dict[str, Fingerprint] = {}  # key (name or name@version) -> files
         self._refused: dict[str, str] = {}
+        self._shipped: set[str] = set()  # shipped keys found last scan (served or refused)
         self._pending: set[str] = set()
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
@@ -126,10 +127,11 @@ class ModelRegistry:
 
     # discovery ----------------------------------------------------------------------------
     def discover(self) -> list[Path]:
-        """Shipped bundle folders (models_dir/<name>/metadata.json)."""
+        """Shipped bundle candidates: every entry of models_dir not starting with "." (a folder
+        without metadata.json, or a file, is then refused with that reason, not skipped)."""
         if not self.models_dir.is_dir():
             return []
-        dirs = sorted(p.parent for p in self.models_dir.glob(f"*/{METADATA_FILE}"))
+        dirs = sorted(p for p in self.models_dir.iterdir() if not p.name.startswith("."))
         if self._enabled:
             dirs = [d for d in dirs if d.name in self._enabled]
         return dirs
@@ -211,17 +213,19 @@ class ModelRegistry:
     def _refresh_shipped(self) -> bool:
         found = {d.name: d for d in self.discover()}
         changed = False
-        for name in sorted(set(self._models) | {k for k in self._refused if "@" not in k}):
-            if name not in found:
-                self._drop(name)
-                changed = True
+        # A folder named like "x@1" is shipped (and refused), not a taught version: the kind is
+        # remembered here rather than read from the name.
+        for name in sorted((set(self._models) | self._shipped) - set(found)):
+            self._drop(name)
+            changed = True
+        self._shipped = set(found)
         for name, directory in found.items():
             fp = _fingerprint(directory)
             if self._prints.get(name) == fp:
                 continue
             self._prints[name] = fp
             changed = True
-            model = self._load(name, partial(self._open_shipped, directory))
+            model = self._load(name, partial(self._open_shipped, directory), pending=name)
             with self._lock:
                 if model is not None:
                     self._models[name] = model
@@ -233,7 +237,7 @@ class ModelRegistry:
         found = {f"{d.parent.name}{VERSION_SEP}{d.name}": d for d in self.discover_taught()}
         changed = False
         known = {f"{n}{VERSION_SEP}{v}" for n, vs in self._taught.items() for v in vs}
-        known |= {k for k in self._refused if VERSION_SEP in k}
+        known |= {k for k in self._refused if VERSION_SEP in k and k not in self._shipped}
         for key in sorted(known - set(found)):
             self._drop(key)
             changed = True
@@ -245,7 +249,7 @@ class ModelRegistry:
             self._prints[key] = fp
             changed = True
             name, version = key.split(VERSION_SEP, 1)
-            model = self._load(key, partial(self._open_taught, directory, name))
+            model = self._load(key, partial(self._open_taught, directory, name), pending=name)
             with self._lock:
                 versions = self._taught.setdefault(name, {})
                 if model is not None:
@@ -289,7 +293,9 @@ class ModelRegistry:
     def discover_names(self) -> set[str]:
         return {d.name for d in self.discover()}
 
-    def _load(self, key: str, opener: Callable[[], ServedModel]) -> LoadedModel | None:
+    def _load(
+        self, key: str, opener: Callable[[], ServedModel], *, pending: str
+    ) -> LoadedModel | None:
         t0 = time.perf_counter()
         try:
             model = opener()
@@ -300,7 +306,7 @@ class ModelRegistry:
             logger.error("refusing bundle %s: %s", key, reason)
             with self._lock:
                 self._refused[key] = reason
-                self._pending.discard(key.split(VERSION_SEP, 1)[0])
+                self._pending.discard(pending)
             return None
         meta = model.bundle.metadata
         logger.info(
@@ -314,7 +320,7 @@ class ModelRegistry:
         )
         with self._lock:
             self._refused.pop(key, None)
-            self._pending.discard(key.split(VERSION_SEP, 1)[0])
+            self._pending.discard(pending)
         return LoadedModel(model, load_ms, warm_ms, datetime.now(UTC))
 
     # watching -----------------------------------------------------------------------------

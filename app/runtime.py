@@ -206,8 +206,16 @@ class OnnxModel:
         t0 = time.perf_counter()
         zeros = np.zeros((1, *self.input_shape), dtype=np.float32)
         for _ in range(runs):
-            self.run(zeros)
+            out = self.run(zeros)
         if runs > 0:
+            # A graph that answers NaN/inf (broken weights, a bad export) would serve empty
+            # rankings with 200 for every image: refuse it at load instead.
+            for name, arr in (("probs", out.probs), ("embedding", out.embedding)):
+                if arr is not None and not np.isfinite(arr).all():
+                    raise BundleError(
+                        f"{self.bundle.name}: output {name!r} is not finite (NaN or inf) "
+                        "for a blank input; the graph or its weights are broken"
+                    )
             sizes = (2, 4, 8, 16, 32) if self.provider == CUDA else (2, 4, 8)
             self.batch_policy = measure_batch_policy(self, sizes)
             logger.info("%s: %s", self.bundle.name, self.batch_policy.describe())

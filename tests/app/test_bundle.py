@@ -17,6 +17,7 @@ from app.bundle import (
     load_bundle,
     read_labels,
 )
+from tests.onnx_graphs import LABELS, write_tiny_bundle
 
 
 def copy_bundle(src: Path, dst_root: Path, name: str = "tiny") -> Path:
@@ -110,3 +111,102 @@ def test_check_io_names_and_shapes(tiny_models_dir: Path) -> None:
         check_io(meta, good_in, good_out[:1])
     with pytest.raises(BundleError, match="shape"):
         check_io(meta, good_in, [TensorInfo("probs", ("N", 9)), good_out[1]])
+
+
+# Hostile bundles (a checker's probes): each is refused with a reason naming the file and the
+# fault, never loaded with a silently wrong meaning. Built from tiny onnx.helper graphs.
+
+
+def _raw_metadata(bundle: Path) -> dict[str, object]:
+    raw: dict[str, object] = json.loads((bundle / "metadata.json").read_text())
+    return raw
+
+
+def test_labels_with_a_byte_order_mark_lose_it(tmp_path: Path) -> None:
+    b = write_tiny_bundle(tmp_path, "bom").path
+    (b / "labels.txt").write_bytes(b"\xef\xbb\xbfcat\r\ndog\r\neel\r\n")
+    assert load_bundle(b).labels == LABELS  # not "\ufeffcat"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"cat\n\xff\xfedog\neel\n", r"labels.txt: labels file is not UTF-8 text \(byte 0xff"),
+        (b"cat\ndo\x1b[31mg\neel\n", "line 2 holds a control"),
+        (b"cat\ndog\n" + b"e" * 300 + b"\n", "line 3 is longer than 256"),
+        (b"cat\n\ndog\n", "line 2 is an empty label"),
+        (b"cat\ndog\ndog\n", "duplicate labels 'dog'"),
+        (b"cat\ndog\neel\n" + b"\n" * (5 << 20), "larger than 4,194,304 bytes"),
+    ],
+    ids=["non-utf8", "control", "long", "empty-line", "duplicate", "huge"],
+)
+def test_bad_labels_file_is_refused(tmp_path: Path, content: bytes, reason: str) -> None:
+    b = write_tiny_bundle(tmp_path, "bad").path
+    (b / "labels.txt").write_bytes(content)
+    with pytest.raises(BundleError, match=reason):
+        load_bundle(b)
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        ('"height": 8', '"height": "8"'),
+        ('"in_graph": true', '"in_graph": false, "mean": [0.5], "std": [NaN]'),
+        ('"in_graph": true', '"in_graph": false, "mean": [Infinity], "std": [0.5]'),
+        ('"in_graph": true', '"in_graph": false, "mean": [0.0], "std": [1e-300]'),
+        ('"pixel_range": [\n      0.0,\n      255.0\n    ]', '"pixel_range": [0, Infinity]'),
+        ('"labels_file": "labels.txt"', '"labels_file": "../other/labels.txt"'),
+        ('"file": "model.onnx"', '"file": "/etc/passwd"'),
+    ],
+    ids=[
+        "height-as-string",
+        "std-nan",
+        "mean-inf",
+        "std-tiny",
+        "range-inf",
+        "labels-path",
+        "model-path",
+    ],
+)
+def test_metadata_with_wrong_values_is_refused(tmp_path: Path, edit: str, reason: str) -> None:
+    b = write_tiny_bundle(tmp_path, "bad").path
+    text = (b / "metadata.json").read_text()
+    assert edit in text
+    (b / "metadata.json").write_text(text.replace(edit, reason))
+    with pytest.raises(BundleError, match="metadata does not match the schema"):
+        load_bundle(b)
+
+
+def test_metadata_that_is_not_utf8_or_json_says_so(tmp_path: Path) -> None:
+    b = write_tiny_bundle(tmp_path, "bad").path
+    (b / "metadata.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(BundleError, match=r"metadata.json: metadata is not UTF-8 text"):
+        load_bundle(b)
+    (b / "metadata.json").write_text("[]")
+    with pytest.raises(BundleError, match=r"\(top level\): Input should be an object"):
+        load_bundle(b)
+
+
+def test_a_file_is_not_a_bundle(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(BundleError, match="not a bundle folder"):
+        load_bundle(tmp_path / "afile")
+
+
+def test_symlinks_out_of_the_models_folder_are_refused(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    outside = write_tiny_bundle(tmp_path, "elsewhere").path
+    models.mkdir()
+    (models / "linked").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(BundleError, match="outside"):
+        load_bundle(models / "linked", name="elsewhere")
+    b = write_tiny_bundle(models, "model-link").path
+    (b / "model.onnx").unlink()
+    (b / "model.onnx").symlink_to(outside / "model.onnx")
+    with pytest.raises(BundleError, match=r"model\.onnx: a symlink to a file outside"):
+        load_bundle(b)
+    # A link that stays inside the models folder is fine (e.g. a shared file).
+    (b / "model.onnx").unlink()
+    (models / "blob.onnx").write_bytes((outside / "model.onnx").read_bytes())
+    (b / "model.onnx").symlink_to(models / "blob.onnx")
+    assert load_bundle(b).labels == LABELS

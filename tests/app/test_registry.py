@@ -17,6 +17,7 @@ from app.main import create_app
 from app.registry import ModelRegistry
 from app.runtime import available_providers, choose_providers
 from tests.conftest import ROOT, make_settings
+from tests.onnx_graphs import SIDE, graph_bytes, write_tiny_bundle
 
 
 @pytest.fixture
@@ -140,3 +141,36 @@ def test_server_never_imports_tensorflow(tiny_models_dir: Path, tmp_path: Path) 
     )
     assert out.returncode == 0, out.stderr
     assert "LOADED:\n" in out.stdout or out.stdout.strip().endswith("LOADED:")
+
+
+def test_odd_entries_are_refused_with_reasons_and_readiness_stays_true(tmp_path: Path) -> None:
+    """A file, a folder without metadata, a folder named like a taught version ('x@1'), a
+    graph that answers NaN and a fixed-batch graph are all listed as refused (not skipped, not
+    'loading' for ever), the good bundle is served, and repeated scans change nothing."""
+    models = tmp_path / "models"
+    write_tiny_bundle(models, "good")
+    (models / "afile").write_text("not a bundle")
+    (models / "nometa").mkdir()
+    shutil.copytree(models / "good", models / "x@1")
+    write_tiny_bundle(models, "nan", graph_bytes(nan_weights=True))
+    write_tiny_bundle(models, "batch1", graph_bytes(input_shape=(1, SIDE, SIDE, 1)))
+    (models / ".hidden").mkdir()  # hidden entries (e.g. .staging) are not candidates
+    reg = ModelRegistry(models, providers="cpu", warmup_runs=1)
+    reg.load_all()
+    assert reg.names() == ["good"]
+    refused = reg.refused()
+    assert sorted(refused) == ["afile", "batch1", "nan", "nometa", "x@1"]
+    assert "not a bundle folder" in refused["afile"]
+    assert "metadata.json: cannot read metadata" in refused["nometa"]
+    assert "differs from folder name" in refused["x@1"]
+    assert "output 'probs' is not finite" in refused["nan"]
+    assert "fixed batch size 1" in refused["batch1"]
+    assert reg.pending() == []
+    assert reg.refresh() is False and reg.refresh() is False
+    assert sorted(reg.refused()) == sorted(refused) and reg.names() == ["good"]
+    with TestClient(create_app(make_settings(models, tmp_path))) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["loading"] == []
+        assert [m["name"] for m in ready.json()["refused"]] == sorted(refused)
+    (models / "afile").unlink()
+    assert reg.refresh() is True and "afile" not in reg.refused()
