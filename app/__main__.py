@@ -15,6 +15,7 @@ import sys
 import uvicorn
 
 from app.cores import resolve_workers
+from app.http_guard import HeadGuardedProtocol
 from app.multiproc import multiprocess_metrics
 from app.serve import Supervisor, reuseport_supported, uvicorn_config
 from app.settings import Settings
@@ -51,6 +52,7 @@ def _serve(settings: Settings, workers: int) -> None:
             workers=workers,
             log_level=settings.log_level.lower(),
             access_log=False,  # the app logs each request itself
+            http=HeadGuardedProtocol,  # each request's head timed and capped
         )
         return
     from app.logs import configure_logging  # after the metrics folder is set up

@@ -35,6 +35,7 @@ from typing import Final
 
 import uvicorn
 
+from app.http_guard import HeadGuardedProtocol
 from app.multiproc import forget_dead_worker
 
 logger = logging.getLogger("app.serve")
@@ -73,6 +74,7 @@ def uvicorn_config(log_level: str) -> uvicorn.Config:
         factory=True,
         log_level=log_level.lower(),
         access_log=False,  # the app logs each request itself
+        http=HeadGuardedProtocol,  # each request's head timed and capped (app/http_guard.py)
     )
 
 

@@ -1,0 +1,111 @@
+"""uvicorn's httptools protocol with a deadline and a size cap on each request's head.
+
+uvicorn 0.54 bounds neither the request line and headers' time nor their size, and arms its
+keep-alive timeout only after a response: a connection that sent nothing, or dribbled a header
+line now and then, stayed open for good, and 8 MB of headers were buffered and accepted. Here
+each head (from the connection's start, or from the end of the previous response) must be
+complete within HEAD_TIMEOUT_S and MAX_HEAD_BYTES, or the connection gets a 408/431 and is
+closed. Bodies are the app's business (IMGCLASS_BODY_TIMEOUT_S, per-route byte limits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+HEAD_TIMEOUT_S: Final = 10.0
+MAX_HEAD_BYTES: Final = 64 * 1024
+_END: Final = b"\r\n\r\n"
+
+
+def _close_with(transport: asyncio.Transport, status: bytes, text: bytes) -> None:
+    if transport.is_closing():
+        return
+    transport.write(
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(text) + text
+    )
+    transport.close()
+
+
+class HeadGuardedProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol; a request's head is timed and counted until its headers are parsed."""
+
+    head_timeout_s: float = HEAD_TIMEOUT_S
+    max_head_bytes: int = MAX_HEAD_BYTES
+
+    _head_timer: asyncio.TimerHandle | None = None
+    _in_head = False
+    _head_bytes = 0
+    _tail = b""
+
+    def _start_head(self) -> None:
+        """Count the next head's bytes from here (the previous body has ended)."""
+        self._in_head = True
+        self._head_bytes = 0
+        self._tail = b""
+
+    def _arm(self) -> None:
+        """Time the head from here: the connection is open and no response is pending."""
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _end_head(self) -> None:
+        self._in_head = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head:
+            text = (
+                b"The request line and headers did not arrive within %gs.\n" % self.head_timeout_s
+            )
+            _close_with(self.transport, b"408 Request Timeout", text)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end_head()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            # Bytes up to the blank line that ends the head (a body may follow in the same read,
+            # so the chunk is searched, never copied).
+            edge = (self._tail + data[:3]).find(_END) if self._tail else -1
+            if edge >= 0:
+                head = edge + len(_END) - len(self._tail)
+            else:
+                end = data.find(_END)
+                head = len(data) if end < 0 else end + len(_END)
+            self._head_bytes += head
+            self._tail = data[-3:] if len(data) >= 3 else (self._tail + data)[-3:]
+            if self._head_bytes > self.max_head_bytes:
+                self._end_head()
+                text = b"The request line and headers exceed %d bytes.\n" % self.max_head_bytes
+                _close_with(self.transport, b"431 Request Header Fields Too Large", text)
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._end_head()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._start_head()  # a pipelined head is counted at once, timed after the response
+        if self.cycle.response_complete and not self.transport.is_closing():
+            self._arm()  # answered before its body ended (a 413): the response is out already
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._in_head and not self.transport.is_closing():
+            self._arm()

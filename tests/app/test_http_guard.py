@@ -1,0 +1,125 @@
+"""Request heads are timed and capped: a real uvicorn server with the protocol `python -m app`
+uses (a subclass with a 1 s deadline and a 4 KB cap, to keep the test short), the real app,
+raw sockets. Bodies and ordinary keep-alive and pipelined traffic are left alone."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from PIL import Image
+
+from app.http_guard import HeadGuardedProtocol
+from app.main import create_app
+from tests.conftest import free_port, make_settings
+
+
+class ShortGuard(HeadGuardedProtocol):
+    head_timeout_s = 1.0
+    max_head_bytes = 4096
+
+
+@pytest.fixture(scope="module")
+def port(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    app = create_app(make_settings(tiny_models_dir, tmp_path_factory.mktemp("guard")))
+    number = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=number, log_level="warning", http=ShortGuard
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    try:
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.05)
+        yield number
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _until_closed(s: socket.socket, drip: bytes = b"", limit_s: float = 8.0) -> tuple[bytes, float]:
+    """Everything the server sends until it closes (sending `drip` every 0.2 s meanwhile)."""
+    start = time.monotonic()
+    s.settimeout(0.2)
+    got = b""
+    while time.monotonic() - start < limit_s:
+        try:
+            data = s.recv(65536)
+        except TimeoutError:
+            if drip and not got:
+                with contextlib.suppress(OSError):
+                    s.sendall(drip)
+            continue
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        got += data
+    return got, time.monotonic() - start
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise((160, 160), 60).save(buf, format="PNG")  # ~25 KB
+    return buf.getvalue()
+
+
+def test_an_idle_connection_is_closed_with_408(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        got, took = _until_closed(s)
+    assert got.startswith(b"HTTP/1.1 408 "), got[:200]
+    assert b"did not arrive within 1s" in got and 0.9 <= took < 4, took
+
+
+def test_dribbled_headers_are_cut_off(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        got, took = _until_closed(s, drip=b"X-a: b\r\n")
+    assert got.startswith(b"HTTP/1.1 408 "), got[:200]
+    assert took < 4, took
+
+
+def test_oversized_headers_get_431(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-pad: " + b"a" * 5000
+        s.sendall(head)
+        got, _ = _until_closed(s)
+    assert got.startswith(b"HTTP/1.1 431 "), got[:200]
+    assert b"exceed 4096 bytes" in got
+
+
+def test_ordinary_traffic_is_untouched(port: int) -> None:
+    """Keep-alive requests with bodies far over the head cap, a body that takes longer than
+    the head deadline, pipelined requests: all answered."""
+    png = _png()
+    assert len(png) > 4 * ShortGuard.max_head_bytes
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        for _ in range(3):
+            r = client.post("/v1/models/tiny/predict", content=png)
+            assert r.status_code == 200, r.text
+            time.sleep(0.3)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(
+            b"POST /v1/models/tiny/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(png)
+        )
+        for i in range(0, len(png), len(png) // 5 + 1):  # over ~2 s: twice the head deadline
+            time.sleep(0.4)
+            s.sendall(png[i : i + len(png) // 5 + 1])
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2)
+        got, _ = _until_closed(s, limit_s=6)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)
+    # The predict, both pipelined probes, then the idle connection's 408.
+    assert statuses == [b"200", b"200", b"200", b"408"], got[-500:]
