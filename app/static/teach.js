@@ -148,7 +148,12 @@ async function train() {
   try {
     setProgress(0, "Preparing the example catalog…");
     // The page keeps one catalog of examples per taught model: teaching again starts it fresh.
-    await api(`/v1/catalogs/${catalog}`, { method: "DELETE" }).catch((p) => { if (p.status !== 404) throw p; });
+    // Looked up in the list first: a DELETE answered 404 is logged by the browser as a console
+    // error on every first teach of a name.
+    const { catalogs } = await api("/v1/catalogs", { cache: "no-store" });
+    if (catalogs.some((c) => c.name === catalog)) {
+      await api(`/v1/catalogs/${catalog}`, { method: "DELETE" }).catch((p) => { if (p.status !== 404) throw p; });
+    }
     await api("/v1/catalogs", {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ name: catalog, model: backbone, description: `examples for ${model}` }),

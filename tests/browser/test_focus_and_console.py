@@ -1,0 +1,87 @@
+"""What a keyboard or screen-reader user meets in a result card, and a teach run that leaves the
+browser console clean (real Chromium, real server, real pictures)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.app.teach.conftest import BAG, SNEAKER, fm_test_split, png
+from tests.browser.test_upload_page import FASHION, api_predict, select_model, wait_settled
+
+pytestmark = pytest.mark.browser
+
+
+def test_tab_reaches_remove_before_the_similar_images_and_each_has_one_clear_name(
+    open_page: Any, api: httpx.Client, photos: Path, wardrobe: str | None
+) -> None:
+    models = api.get("/v1/models").json()["models"]
+    with_catalog = [m for m in models if m.get("default_catalog")]
+    if not with_catalog:
+        pytest.skip("no served model advertises a default_catalog")
+    model = with_catalog[0]["name"]
+    expected = api_predict(api, model, [photos / FASHION], similar=8)["results"][0]["similar"]
+    page = open_page()
+    select_model(page, model)
+    page.set_input_files("#file-input", str(photos / FASHION))
+    wait_settled(page, 1)
+    page.focus("#clear-button")
+    order = []
+    for _ in range(len(expected) + 2):
+        page.keyboard.press("Tab")
+        order.append(
+            page.evaluate(
+                "() => { const e = document.activeElement;"
+                " return [e.className, e.getAttribute('aria-label') || ''] }"
+            )
+        )
+    # The remove button sits at the card's top right: it comes first, the grid after it
+    # (it came last, after every similar image, before).
+    assert order[0] == ["result-remove", "Remove fashionMNIST_00_9.png"], order
+    names = [name for _, name in order[1 : 1 + len(expected)]]
+    top = expected[0]
+    assert names[0].startswith(f"{top['label']}, "), names
+    assert "similar (opens the image in a new tab)" in names[0]
+    assert all(name.endswith("new tab)") for name in names), names
+
+
+@pytest.fixture(scope="module")
+def few_pictures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    x, y = fm_test_split()
+    out = tmp_path_factory.mktemp("teach-few")
+    files: dict[str, list[str]] = {}
+    for label, cls in (("sneaker", SNEAKER), ("bag", BAG)):
+        files[label] = []
+        for j, i in enumerate(np.flatnonzero(y == cls)[:4]):
+            p = out / f"{label}-{j}.png"
+            p.write_bytes(png(x[i]))
+            files[label].append(str(p))
+    return files
+
+
+def test_teaching_a_new_name_sends_no_request_that_fails(
+    open_page: Any, few_pictures: dict[str, list[str]]
+) -> None:
+    """Chromium logs every 4xx answer as a console error; the page used to DELETE the example
+    catalog blindly before creating it, so each first teach of a name logged a 404."""
+    page = open_page()
+    failed: list[str] = []
+    console: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    page.locator("#teach").scroll_into_view_if_needed()
+    page.wait_for_function("document.querySelectorAll('#teach-backbone option').length > 0")
+    page.fill("#teach-name", "console-clean")
+    page.select_option("#teach-backbone", "products")
+    classes = page.locator("#teach .teach-class")
+    for i, label in enumerate(("sneaker", "bag")):
+        classes.nth(i).locator(".teach-class-name").fill(label)
+        classes.nth(i).locator("input[type=file]").set_input_files(few_pictures[label])
+    page.click("#teach-train")
+    page.wait_for_selector("#teach .teach-results:not([hidden])", timeout=60_000)
+    assert "console-clean v1 is ready" in page.locator("#teach .teach-results").inner_text()
+    assert failed == [] and console == [], (failed, console)
