@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from app.bundle import Bundle
-from training.data import DataNotFound
+from training.data import BadData, DataNotFound
+from training.recipes import ConfigError
 
 logger = logging.getLogger("training")
 
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except DataNotFound as exc:
+    except (DataNotFound, BadData, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -49,6 +49,11 @@ class DataNotFound(FileNotFoundError):
     """A data set is missing; the message names the command that fetches it."""
 
 
+class BadData(ValueError):
+    """Data that is there but cannot be used (too few classes or images, a wrong format);
+    the message says what to change. The CLI prints it as one line."""
+
+
 DATA_ENV = "IMGCLASS_TRAINING_DATA_DIR"
 OLD_DATA_ENV = "IMGCLASS_DATA"  # deprecated: too close to the server's IMGCLASS_DATA_DIR
 
@@ -85,15 +90,15 @@ def read_idx(path: Path) -> npt.NDArray[np.uint8]:
     with opener(path, "rb") as f:
         raw = f.read()
     if len(raw) < 4:
-        raise ValueError(f"{path}: not an IDX file (too short)")
+        raise BadData(f"{path}: not an IDX file (too short)")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {raw[:4].hex()})")
+        raise BadData(f"{path}: not an unsigned-byte IDX file (magic {raw[:4].hex()})")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     expected = int(np.prod(dims)) if dims else 0
     if data.size != expected:
-        raise ValueError(f"{path}: {data.size} bytes of data, header says {dims}")
+        raise BadData(f"{path}: {data.size} bytes of data, header says {dims}")
     return data.reshape(dims)
 
 
@@ -113,7 +118,7 @@ def load_idx_dataset(folder: Path, class_names: tuple[str, ...], name: str) -> A
     x_test = read_idx(_find(folder, "t10k-images-idx3-ubyte"))
     y_test = read_idx(_find(folder, "t10k-labels-idx1-ubyte"))
     if len(x_train) != len(y_train) or len(x_test) != len(y_test):
-        raise ValueError(f"{folder}: image and label counts differ")
+        raise BadData(f"{folder}: image and label counts differ")
     return ArraySplits(
         x_train=x_train[..., None],
         y_train=y_train.astype(np.int64),
@@ -163,7 +168,7 @@ def _read_pickle(path: Path) -> dict[str, Any]:
     with path.open("rb") as f:
         raw = _ArrayUnpickler(f, encoding="bytes").load()
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a pickled dict, got {type(raw).__name__}")
+        raise BadData(f"{path}: expected a pickled dict, got {type(raw).__name__}")
     return {k.decode() if isinstance(k, bytes) else str(k): v for k, v in raw.items()}
 
 
@@ -172,7 +177,7 @@ def _cifar_batch(path: Path) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int6
     data = np.asarray(batch["data"], dtype=np.uint8)
     labels = np.asarray(batch["labels"], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
-        raise ValueError(f"{path}: expected N x 3072 data and N labels, got {data.shape}")
+        raise BadData(f"{path}: expected N x 3072 data and N labels, got {data.shape}")
     # Rows hold the red, green and blue 32x32 planes one after another.
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
 
@@ -197,7 +202,7 @@ def load_cifar10(folder: Path | None = None, binary_positive: str | None = None)
     x_test, y_test = _cifar_batch(folder / "test_batch")
     if binary_positive is not None:
         if binary_positive not in names:
-            raise ValueError(f"binary_positive {binary_positive!r} is not a CIFAR-10 class {names}")
+            raise BadData(f"binary_positive {binary_positive!r} is not a CIFAR-10 class {names}")
         pos = names.index(binary_positive)
         y_train = (y_train == pos).astype(np.int64)
         y_test = (y_test == pos).astype(np.int64)
@@ -249,7 +254,7 @@ def list_class_folder(
         files.append(images[:limit_per_class] if limit_per_class is not None else images)
     too_few = [c for c, f in zip(classes, files, strict=True) if len(f) < MIN_IMAGES_PER_CLASS]
     if len(classes) < 2 or too_few:
-        raise ValueError(
+        raise BadData(
             f"{root}: need at least 2 class subfolders with at least {MIN_IMAGES_PER_CLASS} "
             f"images each (found classes {classes}; too few images in {too_few})"
         )
@@ -290,7 +295,7 @@ def load_image_folder(
     counts = np.bincount(y, minlength=len(classes))
     empty = [c for c, n in zip(classes, counts, strict=True) if n == 0]
     if empty:
-        raise ValueError(f"{folder}: no readable images for class(es) {empty}")
+        raise BadData(f"{folder}: no readable images for class(es) {empty}")
     return x, y, classes
 
 

@@ -16,6 +16,7 @@ from app.imaging import border_is_light, to_array
 from training.config import AugmentConfig, ScratchConfig
 from training.data import (
     ArraySplits,
+    BadData,
     class_weights,
     load_cifar10,
     load_fashion_mnist,
@@ -76,9 +77,9 @@ def _source_arrays(cfg: ScratchConfig, data_dir: Path | None) -> ArraySplits:
     if d.source == "cifar10":
         return load_cifar10(folder, d.binary_positive)
     if folder is None:
-        raise ValueError("data.source 'folder' needs data.path (or --data-dir)")
+        raise BadData("data.source 'folder' needs data.path (or --data-dir)")
     if d.test_fraction <= 0:
-        raise ValueError("an image folder has no official test split: set data.test_fraction > 0")
+        raise BadData("an image folder has no official test split: set data.test_fraction > 0")
     x, y, names = load_image_folder(folder, cfg.input)
     rest, test = stratified_split(y, d.test_fraction, cfg.seed + 1)
     return ArraySplits(x[rest], y[rest], x[test], y[test], names)
@@ -88,7 +89,7 @@ def _match_spec(x: npt.NDArray[Any], cfg: ScratchConfig, source: str) -> npt.NDA
     """Array sources hold raw 0..255 pixels: apply the bundle's pixel policy like the server."""
     spec = cfg.input
     if x.shape[1:] != (spec.height, spec.width, spec.channels):
-        raise ValueError(
+        raise BadData(
             f"{source} images are {x.shape[1:]} but input is "
             f"{(spec.height, spec.width, spec.channels)}; set input height/width/channels to match"
         )

@@ -16,13 +16,17 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union
 
 import yaml
-from pydantic import Discriminator, Tag, TypeAdapter
+from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
 from app.bundle import Metrics
 from training.config import PretrainedConfig, RecipeBase, ScratchConfig, TransferConfig
 
 DEFAULT_RECIPE = "scratch"
 C = TypeVar("C", bound=RecipeBase)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and each wrong key."""
 
 
 @dataclass(frozen=True)
@@ -122,10 +126,10 @@ def config_adapter() -> TypeAdapter[Any]:
 
 def parse_config(raw: Any, source: str = "config") -> RecipeBase:
     if not isinstance(raw, dict):
-        raise ValueError(f"{source}: expected a YAML mapping")
+        raise ConfigError(f"{source}: expected a YAML mapping (key: value lines)")
     recipe = _recipe_of(raw)
     if recipe not in _RECIPES:
-        raise ValueError(
+        raise ConfigError(
             f"{source}: unknown recipe {recipe!r}; registered: {', '.join(sorted(_RECIPES))}"
         )
     cfg: RecipeBase = config_adapter().validate_python(raw)
@@ -133,11 +137,38 @@ def parse_config(raw: Any, source: str = "config") -> RecipeBase:
 
 
 def load_config(path: Path, expect: type[C] | None = None) -> C:
-    """Read and validate one YAML config (any recipe; `expect` insists on one config class)."""
-    cfg = parse_config(yaml.safe_load(Path(path).read_text(encoding="utf-8")), str(path))
+    """Read and validate one YAML config (any recipe; `expect` insists on one config class).
+
+    Every failure is a ConfigError whose message names the file and what to change."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: the config is not UTF-8 text") from exc
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from exc
+    try:
+        cfg = parse_config(raw, str(path))
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_config_errors(exc)}") from exc
     if expect is not None and not isinstance(cfg, expect):
-        raise ValueError(f"{path}: a {cfg.recipe!r} config; this needs {expect.__name__}")
+        raise ConfigError(f"{path}: a {cfg.recipe!r} config; this needs {expect.__name__}")
     return cfg  # type: ignore[return-value]
+
+
+def _config_errors(exc: ValidationError) -> str:
+    """pydantic's errors as `key.path: message` on one line (the union tag left out)."""
+    parts = []
+    for e in exc.errors(include_url=False):
+        loc = [str(x) for x in e["loc"][1:]]  # [0] is the recipe tag of the union member
+        value = e.get("input")
+        shown = "" if e["type"] == "missing" or isinstance(value, dict) else f" (got {value!r:.60})"
+        parts.append(f"{'.'.join(loc) or '(top level)'}: {e['msg']}{shown}")
+    return "; ".join(parts)
 
 
 def run(cfg: RecipeBase, options: RunOptions | None = None) -> RunReport:

@@ -30,7 +30,13 @@ from training.architectures import create_model
 from training.architectures.efficientnet_lite import WEIGHTS_FILE, WEIGHTS_LICENSE
 from training.card import confusion_table, per_class_table
 from training.config import TransferConfig
-from training.data import DataNotFound, list_class_folder, load_images, stratified_split
+from training.data import (
+    BadData,
+    DataNotFound,
+    list_class_folder,
+    load_images,
+    stratified_split,
+)
 from training.export import export_bundle
 from training.folder_embeddings import EmbeddingCache, EmbedStats, embed_files
 from training.recipes import RunOptions, RunReport
@@ -251,7 +257,7 @@ def _metrics(
     if cfg.positive_label is None or len(class_names) != 2:
         return Metrics(**common)
     if cfg.positive_label not in class_names:
-        raise ValueError(f"positive_label {cfg.positive_label!r} is not one of {class_names}")
+        raise BadData(f"positive_label {cfg.positive_label!r} is not one of {class_names}")
     pos = class_names.index(cfg.positive_label)
     threshold = 0.5
     if len(labels["val"]):

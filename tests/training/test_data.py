@@ -13,6 +13,7 @@ import pytest
 from app.bundle import InputSpec
 from tests.training.conftest import synthetic_cifar, write_cifar, write_idx, write_idx_set
 from training.data import (
+    BadData,
     DataNotFound,
     class_weights,
     data_root,
@@ -166,7 +167,7 @@ def test_the_folder_rule_explains_bad_layouts(tmp_path: Path) -> None:
     with pytest.raises(DataNotFound, match="one subfolder per class"):
         list_class_folder(tmp_path / "missing")
     (tmp_path / "only").mkdir()
-    with pytest.raises(ValueError, match="at least 2 class subfolders"):
+    with pytest.raises(BadData, match="at least 2 class subfolders"):  # the CLI's one-liner
         list_class_folder(tmp_path)
 
 

@@ -1,0 +1,73 @@
+"""python -m training: a bad config or data folder is one `error:` line and exit 2, never a
+traceback (run as a real subprocess, as a user would)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+LECTURE = (ROOT / "training" / "configs" / "lecture-cnn.yaml").read_text()
+
+
+def run_cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "training", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "cannot read the config (No such file or directory)"),
+        (
+            LECTURE.replace("name: lecture-cnn", "recipe: nosuch\nname: x"),
+            "unknown recipe 'nosuch'",
+        ),
+        (LECTURE + "bogus_key: 1\n", "bogus_key: Extra inputs are not permitted (got 1)"),
+        (LECTURE.replace("epochs: 5", "epochs: five"), "train.epochs: Input should be a valid"),
+        (LECTURE.replace("seed: 7", ""), "seed: Field required"),
+        ("name: x\n  bad: [yaml\n", "not valid YAML at line 2, column 6"),
+        ("", "expected a YAML mapping"),
+    ],
+    ids=["missing", "unknown-recipe", "unknown-key", "wrong-type", "no-seed", "bad-yaml", "empty"],
+)
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, text: str | None, message: str) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    if text is not None:
+        cfg.write_text(text)
+    r = run_cli("train", "--config", cfg, "--no-export", "--runs-dir", tmp_path / "runs")
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {cfg}: ") and message in lines[0]
+
+
+@pytest.mark.slow  # the runner imports TensorFlow before it reads the folder
+def test_a_folder_with_an_empty_class_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    for cls, n in (("red", 4), ("blue", 0)):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (16, 16), (200, 10 * i, 0)).save(tmp_path / "data" / cls / f"{i}.png")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text((ROOT / "training" / "configs" / "folder-example.yaml").read_text())
+    r = run_cli(
+        "train", "--config", cfg, "--data-dir", tmp_path / "data", "--no-export",
+        "--runs-dir", tmp_path / "runs", timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: {tmp_path / 'data'}: need at least 2 class subfolders")
+    )
