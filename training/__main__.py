@@ -10,7 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
-from app.bundle import Bundle
+from app.bundle import Bundle, BundleError
 from training.data import BadData, DataNotFound
 from training.recipes import ConfigError
 
@@ -52,6 +52,9 @@ def _export(args: argparse.Namespace) -> int:
     from training.runs import start_run
 
     cfg = load_config(args.config, ScratchConfig)
+    if not args.keras_model.is_file():
+        print(f"error: {args.keras_model}: no such Keras model file (.keras)", file=sys.stderr)
+        return 2
     from training.tta import for_export
 
     model = for_export(keras.models.load_model(args.keras_model, compile=False), cfg)
@@ -247,16 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] and argv[0] in DELEGATED:  # own options; argparse REMAINDER would drop them
-        return _delegate(DELEGATED[argv[0]], argv[1:])
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
+        if argv[:1] and argv[0] in DELEGATED:  # own options; argparse REMAINDER would drop them
+            return _delegate(DELEGATED[argv[0]], argv[1:])
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
         return int(args.func(args))
-    except (DataNotFound, BadData, ConfigError) as exc:
+    except (DataNotFound, BadData, ConfigError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -26,7 +26,8 @@ def _agreement_metric(fp32: Bundle, r: QuantReport) -> Metrics:
         f"(calibrated on all {r.n_photos}) agrees on {r.agreement_shipped:.3f}",
         extra={
             "agreement_shipped_in_sample": r.agreement_shipped,
-            "agreement_fp32_confident": r.agreement_confident,
+            # Undefined (NaN) when fp32 is confident on no photo: metadata holds no NaN.
+            **({"agreement_fp32_confident": r.agreement_confident} if r.n_confident else {}),
             "n_fp32_confident": float(r.n_confident),
             "fp32_ms_batch1": round(r.fp32_ms[1], 2),
             "int8_ms_batch1": round(r.int8_ms[1], 2),
@@ -84,8 +85,8 @@ def int8_card(fp32: Bundle, meta: BundleMetadata, r: QuantReport) -> str:
             *(f"{m}: fp32 {a:.3f}, INT8 {b:.3f}" for m, a, b in r.kept),
             f"the shipped model, calibrated on all of them, agrees on "
             f"{pct(r.agreement_shipped, 1)} of those same photos (in-sample)",
-            f"{pct(r.agreement_confident, 1)} on the n={r.n_confident} photos where fp32's top-1 "
-            "probability is >= 0.5",
+            f"{pct(r.agreement_confident if r.n_confident else None, 1)} on the "
+            f"n={r.n_confident} photos where fp32's top-1 probability is >= 0.5",
         ),
     )
     speed = Section(

@@ -71,3 +71,19 @@ def test_a_folder_with_an_empty_class_is_one_line_and_exit_2(tmp_path: Path) -> 
         .splitlines()[-1]
         .startswith(f"error: {tmp_path / 'data'}: need at least 2 class subfolders")
     )
+
+
+@pytest.mark.parametrize("command", ["evaluate", "quantize"])
+def test_a_broken_bundle_is_one_line_and_exit_2(tmp_path: Path, command: str) -> None:
+    """`evaluate` and the delegated `quantize` print the bundle's refusal reason, not a
+    traceback (BundleError was uncaught, and delegated commands bypassed the handler)."""
+    from tests.onnx_graphs import write_tiny_bundle
+
+    b = write_tiny_bundle(tmp_path, "tiny").path
+    (b / "labels.txt").write_text("cat\ndog\n")
+    args = ["--name", "tiny-int8", "--out-dir", tmp_path] if command == "quantize" else []
+    r = run_cli(command, "--bundle", b, *args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: {b}: labels.txt has 2 labels, metadata says 3"
+    )

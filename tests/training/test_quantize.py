@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +58,24 @@ def test_quantized_bundle_is_not_written_below_the_bar(
     r = quantize_bundle(tiny_models_dir / "tiny", tmp_path, "no", images[:20], min_agreement=0.0)
     assert r.written is None  # fewer than 40 photos: agreement not measurable enough
     assert not (tmp_path / "no").exists()
+
+
+def test_no_confident_photo_leaves_no_nan_in_metadata_or_card(tmp_path: Path) -> None:
+    """A model confident on no calibration photo (a tiny fresh one) has no 'confident'
+    agreement: it was NaN in the metadata, which write_bundle refused, so quantize crashed."""
+    from app.bundle import BundleMetadata
+    from tests.onnx_graphs import write_tiny_bundle
+    from training.quantize import QuantReport
+    from training.quantize_card import int8_card, int8_metadata
+
+    fp32 = write_tiny_bundle(tmp_path, "tiny")
+    r = QuantReport(
+        n_photos=42, n_sources=6, agreement_cross=1.0, agreement_shipped=1.0,
+        agreement_confident=float("nan"), n_confident=0, fp32_ms={1: 0.2, 8: 1.0},
+        int8_ms={1: 0.1, 8: 0.5}, fp32_bytes=1000, int8_bytes=500, written=None, views=7,
+    )  # fmt: skip
+    meta = BundleMetadata.model_validate(int8_metadata(fp32, "tiny-int8", r, []).model_dump())
+    extra = meta.metrics[-1].extra
+    assert "agreement_fp32_confident" not in extra and extra["n_fp32_confident"] == 0
+    card = int8_card(fp32, meta, r)
+    assert not re.search(r"\bnan\b", card, re.IGNORECASE) and "n/a on the n=0 photos" in card
