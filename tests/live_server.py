@@ -5,7 +5,9 @@ always stopped. `serve_stdlib` runs a test's own http.server in a thread the sam
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -103,10 +105,12 @@ def live_server(
 
 
 @contextmanager
-def serve_in_thread(app: FastAPI) -> Iterator[int]:
-    """Run `app` with uvicorn in a daemon thread on a free loopback port; yields the port."""
+def serve_in_thread(app: FastAPI, **options: Any) -> Iterator[int]:
+    """Run `app` with uvicorn in a daemon thread on a free loopback port; yields the port.
+    `options` go to uvicorn.Config (e.g. `http=` a protocol class)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -118,6 +122,30 @@ def serve_in_thread(app: FastAPI) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def read_until_closed(
+    sock: socket.socket, drip: bytes = b"", limit_s: float = 8.0
+) -> tuple[bytes, float, bool]:
+    """Everything the server sends on `sock` until it closes the connection or `limit_s`
+    passes, sending `drip` every 0.2 s until its first byte arrives: (bytes, seconds, closed)."""
+    start = time.monotonic()
+    sock.settimeout(0.2)
+    got = b""
+    while time.monotonic() - start < limit_s:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            if drip and not got:
+                with contextlib.suppress(OSError):
+                    sock.sendall(drip)
+            continue
+        except ConnectionResetError:
+            return got, time.monotonic() - start, True
+        if not data:
+            return got, time.monotonic() - start, True
+        got += data
+    return got, time.monotonic() - start, False
 
 
 @contextmanager

@@ -4,11 +4,9 @@ client is still sending, i.e. before the server read past the route's limit."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from PIL import Image
 
 from app.main import create_app
 from tests.conftest import make_settings
-from tests.live_server import serve_in_thread
+from tests.live_server import read_until_closed, serve_in_thread
 
 KEY = "test-key-0123456789"
 IMAGE_LIMIT = 64 * 1024
@@ -37,22 +35,11 @@ class Live:
         """Send `head` and `first`, then `drip` every 0.2 s until the server answers; the
         status line, everything it sent until it closed the connection, the seconds taken."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
-            start = time.monotonic()
             s.sendall(head.encode() + first)
-            s.settimeout(0.2)
-            got = b""
-            while time.monotonic() - start < 4 * BODY_TIMEOUT_S + 5:
-                try:
-                    data = s.recv(65536)
-                except TimeoutError:
-                    if not got and drip:
-                        with contextlib.suppress(OSError):
-                            s.sendall(drip)
-                    continue
-                if not data:  # the server closed the connection
-                    return got.split(b"\r\n", 1)[0].decode(), got, time.monotonic() - start
-                got += data
-            return "still open", got, time.monotonic() - start
+            got, took, closed = read_until_closed(s, drip, 4 * BODY_TIMEOUT_S + 5)
+        if not closed:
+            return "still open", got, took
+        return got.split(b"\r\n", 1)[0].decode(), got, took
 
     def send_unending(
         self, path: str, ctype: str, chunks: Iterator[bytes], key: bool = True

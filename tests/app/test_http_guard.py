@@ -4,23 +4,21 @@ raw sockets. Bodies and ordinary keep-alive and pipelined traffic are left alone
 
 from __future__ import annotations
 
-import contextlib
 import io
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
 from app.http_guard import HeadGuardedProtocol
 from app.main import create_app
-from tests.conftest import free_port, make_settings
+from tests.conftest import make_settings
+from tests.live_server import read_until_closed, serve_in_thread
 
 
 class ShortGuard(HeadGuardedProtocol):
@@ -31,43 +29,13 @@ class ShortGuard(HeadGuardedProtocol):
 @pytest.fixture(scope="module")
 def port(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     app = create_app(make_settings(tiny_models_dir, tmp_path_factory.mktemp("guard")))
-    number = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=number, log_level="warning", http=ShortGuard
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    try:
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-            time.sleep(0.05)
+    with serve_in_thread(app, http=ShortGuard) as number:
         yield number
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _until_closed(s: socket.socket, drip: bytes = b"", limit_s: float = 8.0) -> tuple[bytes, float]:
-    """Everything the server sends until it closes (sending `drip` every 0.2 s meanwhile)."""
-    start = time.monotonic()
-    s.settimeout(0.2)
-    got = b""
-    while time.monotonic() - start < limit_s:
-        try:
-            data = s.recv(65536)
-        except TimeoutError:
-            if drip and not got:
-                with contextlib.suppress(OSError):
-                    s.sendall(drip)
-            continue
-        except ConnectionResetError:
-            break
-        if not data:
-            break
-        got += data
-    return got, time.monotonic() - start
+    got, took, _ = read_until_closed(s, drip, limit_s)
+    return got, took
 
 
 def _png() -> bytes:
