@@ -254,6 +254,8 @@ function classify(items) {
     setCardPending(item);
     return { item, run: item.run };
   });
+  // The summary covers every request of this run (8 images each), not only the last one.
+  const tally = { images: 0, ms: 0 };
   state.inflight += 1;
   updateChrome();
   announce(`Classifying ${jobs.length} image${jobs.length === 1 ? "" : "s"} with ${model.name}…`);
@@ -262,7 +264,7 @@ function classify(items) {
     .then(async () => {
       for (let i = 0; i < jobs.length; i += BATCH_SIZE) {
         const chunk = jobs.slice(i, i + BATCH_SIZE).filter((j) => j.item.run === j.run);
-        if (chunk.length) await sendBatch(chunk, model, topK, 0);
+        if (chunk.length) await sendBatch(chunk, model, topK, 0, tally);
       }
     })
     .catch((err) => {
@@ -294,7 +296,7 @@ function announceDone(jobs) {
   announce(text);
 }
 
-async function sendBatch(jobs, model, topK, attempt) {
+async function sendBatch(jobs, model, topK, attempt, tally) {
   const live = jobs.filter((j) => j.item.run === j.run);
   if (!live.length) return;
   const form = new FormData();
@@ -317,7 +319,9 @@ async function sendBatch(jobs, model, topK, attempt) {
       j.item.result = result;
       renderResult(j.item, result, body);
     });
-    renderSummary(body, live.length);
+    tally.images += live.length;
+    tally.ms += body.timings.total_ms;
+    renderSummary(body, tally);
     return;
   }
   const problem = await readProblem(response);
@@ -325,18 +329,18 @@ async function sendBatch(jobs, model, topK, attempt) {
     // One bad file must not sink the batch: report it and send the rest again.
     const bad = live[problem.image_index];
     setCardProblem(bad.item, problemMessage(stripIndex(problem), { model: model.name }), retry);
-    await sendBatch(live.filter((j) => j !== bad), model, topK, attempt);
+    await sendBatch(live.filter((j) => j !== bad), model, topK, attempt, tally);
     return;
   }
   if (problem.status === 413 && live.length > 1) {
-    for (const j of live) await sendBatch([j], model, topK, attempt);
+    for (const j of live) await sendBatch([j], model, topK, attempt, tally);
     return;
   }
   if (problem.status === 503 && attempt < MAX_NOT_READY_RETRIES) {
     const wait = Math.min(5, Math.max(1, Number(problem.retry_after_s) || 1)) * 1000;
     for (const j of live) setCardBusyText(j.item, "Model still loading, retrying…");
     await new Promise((r) => window.setTimeout(r, wait));
-    await sendBatch(live, model, topK, attempt + 1);
+    await sendBatch(live, model, topK, attempt + 1, tally);
     return;
   }
   if (problem.status === 404) loadModels({ keepSelection: false });
@@ -360,8 +364,9 @@ function failAll(jobs, problem, model) {
 
 // ---------- rendering a card ----------
 
-function renderSummary(body, n) {
-  el.summary.textContent = `Last run: ${n} image${n === 1 ? "" : "s"} with ${body.model} v${body.version} on ${providerName(body.provider)} in ${ms(body.timings.total_ms)}`;
+function renderSummary(body, tally) {
+  const n = tally.images;
+  el.summary.textContent = `Last run: ${n} image${n === 1 ? "" : "s"} with ${body.model} v${body.version} on ${providerName(body.provider)} in ${ms(tally.ms)}`;
 }
 
 // ---------- input wiring ----------

@@ -85,3 +85,16 @@ def test_teaching_a_new_name_sends_no_request_that_fails(
     page.wait_for_selector("#teach .teach-results:not([hidden])", timeout=60_000)
     assert "console-clean v1 is ready" in page.locator("#teach .teach-results").inner_text()
     assert failed == [] and console == [], (failed, console)
+
+
+def test_summary_counts_every_image_of_a_run_not_only_the_last_request(
+    open_page: Any, photos: Path
+) -> None:
+    """The page sends 8 images per request; 12 at once made the summary say '4 images'."""
+    files = sorted((photos / "foolbox").glob("fashionMNIST_*.png"))[:12]
+    page = open_page()
+    select_model(page, "products")
+    page.set_input_files("#file-input", [str(p) for p in files])
+    wait_settled(page, 12)
+    summary = page.locator("#summary").inner_text()
+    assert summary.startswith("Last run: 12 images with products"), summary
