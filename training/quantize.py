@@ -244,7 +244,9 @@ def quantize_bundle(
 def main(argv: Sequence[str] | None = None) -> None:
     from training import imagenet
 
-    parser = argparse.ArgumentParser(description="Static INT8 quantization of a bundle.")
+    parser = argparse.ArgumentParser(
+        prog="python -m training quantize", description="Static INT8 quantization of a bundle."
+    )
     parser.add_argument("--bundle", type=Path, default=Path("models/imagenet"))
     parser.add_argument("--name", default="imagenet-int8")
     parser.add_argument("--out-dir", type=Path, default=Path("models"))

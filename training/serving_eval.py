@@ -29,6 +29,7 @@ from app.metrics import EvalReport, evaluate_probs
 from app.runtime import CPU, OnnxModel
 from training.data import (
     ArraySplits,
+    BadData,
     data_root,
     load_cifar10,
     load_fashion_mnist,
@@ -140,7 +141,7 @@ def claimed_test_metrics(meta: BundleMetadata) -> Metrics:
             return m
     primary = meta.primary_metrics
     if primary is None or primary.accuracy is None:
-        raise ValueError(f"{meta.name}: metadata records no test accuracy to check")
+        raise BadData(f"{meta.name}: metadata records no test-split accuracy to check against")
     return primary
 
 
@@ -149,8 +150,10 @@ def official_test_split(meta: BundleMetadata, data_dir: Path | None = None) -> A
     dataset = claimed_test_metrics(meta).dataset
     loader = _LOADERS.get(dataset)
     if loader is None:
-        raise ValueError(
-            f"{meta.name}: no loader for data set {dataset!r}; known: {', '.join(_LOADERS)}"
+        raise BadData(
+            f"{meta.name}: no official test split to re-check for data set {dataset!r} "
+            f"(known: {', '.join(_LOADERS)}); evaluate it with "
+            "python -m training evaluate --bundle DIR --config CONFIG --data-dir DIR"
         )
     root = data_dir or data_root()
     folder = {"Fashion-MNIST": "fashion-mnist", "MNIST": "mnist", "CIFAR-10": "cifar-10-batches-py"}
@@ -175,7 +178,7 @@ def check_bundles(
         claimed = claimed_test_metrics(bundle.metadata)
         data = official_test_split(bundle.metadata, data_dir)
         if tuple(data.class_names) != bundle.labels:
-            raise ValueError(f"{bundle.name}: labels differ from {claimed.dataset}'s class names")
+            raise BadData(f"{bundle.name}: labels differ from {claimed.dataset}'s class names")
         x, y = data.x_test, data.y_test
         if limit is not None:
             x, y = x[:limit], y[:limit]
@@ -216,7 +219,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training eval-bundles", description=__doc__)
     parser.add_argument("bundles", nargs="+", type=Path, help="bundle folders, e.g. models/digits")
     parser.add_argument("--tolerance-points", type=float, default=0.1)
     parser.add_argument("--data-dir", type=Path, default=None)

@@ -87,3 +87,15 @@ def test_a_broken_bundle_is_one_line_and_exit_2(tmp_path: Path, command: str) ->
     assert r.stderr.strip().splitlines()[-1] == (
         f"error: {b}: labels.txt has 2 labels, metadata says 3"
     )
+
+
+@pytest.mark.parametrize("command", ["eval-bundles", "evaluate --bundle"])
+def test_a_bundle_without_an_official_test_split_is_one_line(tmp_path: Path, command: str) -> None:
+    from tests.onnx_graphs import write_tiny_bundle
+
+    b = write_tiny_bundle(tmp_path, "tiny").path  # records no metrics at all
+    r = run_cli(*command.split(), b)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: tiny: metadata records no test-split accuracy to check against"
+    )
