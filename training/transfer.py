@@ -82,6 +82,13 @@ def split_folder(
 ) -> tuple[tuple[str, ...], dict[str, list[Path]], dict[str, npt.NDArray[np.int64]]]:
     """Class names and the stratified train/val/test files and labels."""
     class_names, files = list_class_folder(root, cfg.data.limit_per_class)
+    # Checked before any embedding or training (it used to fail after both, at the metrics).
+    label = cfg.positive_label
+    if label is not None and len(class_names) == 2 and label not in class_names:
+        raise BadData(
+            f"positive_label {label!r} is not one of the folder's classes "
+            f"{list(class_names)} ({root}); set it to one of them in the config"
+        )
     flat = [p for group in files for p in group]
     y = np.asarray([i for i, group in enumerate(files) for _ in group], dtype=np.int64)
     rest, test, val = stratified_split(y, [cfg.data.test_fraction, cfg.data.val_fraction], cfg.seed)

@@ -148,3 +148,27 @@ def test_binary_folder_records_a_threshold_calibrated_on_validation() -> None:
     assert m.positive_label == "santa" and m.threshold == 0.5
     assert (m.extra["tp"], m.extra["fn"], m.extra["fp"], m.extra["tn"]) == (1, 1, 0, 1)
     assert m.precision == 1.0 and m.recall == 0.5 and m.n_samples == 3
+
+
+def test_a_positive_label_not_in_the_folder_is_refused_before_training(tmp_path: Path) -> None:
+    """It was only checked at the metrics, after embedding, training and export to the run."""
+    from PIL import Image
+
+    from training.config import TransferConfig
+    from training.data import BadData
+    from training.transfer import split_folder
+
+    for cls in ("red", "green"):
+        (tmp_path / cls).mkdir()
+        for i in range(4):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    cfg = TransferConfig(
+        name="santa",
+        seed=0,
+        input={"height": 224, "width": 224, "channels": 3, "color": "rgb"},
+        positive_label="santa",
+    )
+    with pytest.raises(BadData, match=r"positive_label 'santa' is not one of the folder's"):
+        split_folder(cfg, tmp_path)
+    names, _, _ = split_folder(cfg.model_copy(update={"positive_label": "red"}), tmp_path)
+    assert names == ("green", "red")
