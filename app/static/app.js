@@ -338,7 +338,8 @@ async function sendBatch(jobs, model, topK, attempt, tally) {
   }
   if (problem.status === 503 && attempt < MAX_NOT_READY_RETRIES) {
     const wait = Math.min(5, Math.max(1, Number(problem.retry_after_s) || 1)) * 1000;
-    for (const j of live) setCardBusyText(j.item, "Model still loading, retrying…");
+    const busy = /\/(overloaded|deadline-exceeded)$/.test(String(problem.type || ""));
+    for (const j of live) setCardBusyText(j.item, busy ? "Server busy, retrying…" : "Model still loading, retrying…");
     await new Promise((r) => window.setTimeout(r, wait));
     await sendBatch(live, model, topK, attempt + 1, tally);
     return;

@@ -63,6 +63,14 @@ export function problemMessage(p, context = {}) {
       }
       return { title: "Request not accepted", text: detail || "The server rejected the request." };
     case 503:
+      // Busy (queue full, or the request waited past the server's deadline) is not loading.
+      if (slug === "overloaded" || slug === "deadline-exceeded") {
+        return {
+          title: "Server busy",
+          text: "The server has more images to classify than it can take right now. Try again in a few seconds.",
+          retry: true,
+        };
+      }
       return {
         title: "Model still loading",
         text: "The model is warming up. This usually takes a few seconds; try again shortly.",

@@ -3,6 +3,7 @@ browser console clean (real Chromium, real server, real pictures)."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,14 @@ import numpy as np
 import pytest
 
 from tests.app.teach.conftest import BAG, SNEAKER, fm_test_split, png
-from tests.browser.test_upload_page import FASHION, api_predict, select_model, wait_settled
+from tests.browser.test_upload_page import (
+    CAT,
+    FASHION,
+    api_predict,
+    select_model,
+    wait_settled,
+)
+from tests.live_server import live_server
 
 pytestmark = pytest.mark.browser
 
@@ -98,3 +106,49 @@ def test_summary_counts_every_image_of_a_run_not_only_the_last_request(
     wait_settled(page, 12)
     summary = page.locator("#summary").inner_text()
     assert summary.startswith("Last run: 12 images with products"), summary
+
+
+def test_a_busy_server_is_not_called_loading(
+    browser: Any, browser_models_dir: Path, photos: Path, tmp_path: Path
+) -> None:
+    """A real server whose request deadline (1 ms) no forward pass of `imagenet` meets answers
+    every predict with 503 deadline-exceeded: the card says the server is busy and retries;
+    it used to say 'Model still loading' / 'The model is warming up' (that is not-ready)."""
+    env = {
+        "IMGCLASS_MODELS_DIR": str(browser_models_dir),
+        "IMGCLASS_ENABLED_MODELS": '["imagenet"]',
+        "IMGCLASS_REQUEST_DEADLINE_S": "0.001",
+        "IMGCLASS_LOG_LEVEL": "WARNING",
+    }
+    with live_server(tmp_path, env) as server:
+        context = browser.new_context(base_url=server.base, viewport={"width": 1280, "height": 800})
+        try:
+            page = context.new_page()
+            page.goto("/")
+            page.wait_for_selector("#model-select:not([disabled])")
+            select_model(page, "imagenet")
+            page.set_input_files("#file-input", str(photos / CAT))
+            busy = page.locator("#results > li.result .result-busy-text")
+            page.wait_for_function(
+                "() => document.querySelector('#results .result-busy-text')"
+                "?.textContent.includes('retrying')"
+            )
+            assert busy.first.inner_text() == "Server busy, retrying…"
+            # The message the card ends with, for the server's own problem body.
+            message = page.evaluate(
+                """async (b64) => {
+                  const { problemMessage, readProblem } = await import('/static/problems.js');
+                  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                  const form = new FormData();
+                  form.append('file', new Blob([bytes], { type: 'image/png' }), 'cat.png');
+                  const r = await fetch('/v1/models/imagenet/predict', { method: 'POST', body: form });
+                  const p = await readProblem(r);
+                  return [p.status, p.type, problemMessage(p, { model: 'imagenet' })];
+                }""",
+                base64.b64encode((photos / CAT).read_bytes()).decode(),
+            )
+        finally:
+            context.close()
+    status, ptype, msg = message
+    assert status == 503 and ptype.endswith("/deadline-exceeded"), message
+    assert msg["title"] == "Server busy" and "warming up" not in msg["text"], msg
