@@ -150,7 +150,10 @@ async function loadModels({ keepSelection = true } = {}) {
     state.model = null;
   } else {
     el.modelSelect.disabled = false;
-    const chosen = state.models.find((m) => m.name === previous) || state.models[0];
+    // First visit: the model that knows the most labels (a general classifier such as
+    // imagenet answers "what's in your picture?"; alphabetical order picked bird / not-bird).
+    const widest = state.models.reduce((a, m) => ((m.num_classes || 0) > (a.num_classes || 0) ? m : a));
+    const chosen = state.models.find((m) => m.name === previous) || widest;
     el.modelSelect.value = chosen.name;
     selectModel(chosen.name, { reclassify: false });
     // Images added before any model was ready are classified now.

@@ -152,3 +152,21 @@ def test_a_busy_server_is_not_called_loading(
     status, ptype, msg = message
     assert status == 503 and ptype.endswith("/deadline-exceeded"), message
     assert msg["title"] == "Server busy" and "warming up" not in msg["text"], msg
+
+
+def test_a_first_visit_starts_on_the_model_that_knows_the_most_labels(
+    open_page: Any, api: httpx.Client
+) -> None:
+    """'What's in your picture?' on a first visit used the alphabetically first model (with the
+    shipped bundles: bird / not-bird); now the widest one (imagenet, 1,000 labels)."""
+    # Asked now, not through the session `models` fixture: that list would miss the models
+    # taught by later tests.
+    models = api.get("/v1/models").json()["models"]
+    widest = max(models, key=lambda m: m["num_classes"])
+    assert widest["num_classes"] > min(m["num_classes"] for m in models)
+    page = open_page()  # a fresh browser context: nothing remembered
+    assert page.locator("#model-select").input_value() == widest["name"]
+    page.select_option("#model-select", models[0]["name"])
+    page.reload()
+    page.wait_for_selector("#model-select:not([disabled])")
+    assert page.locator("#model-select").input_value() == models[0]["name"]  # remembered
