@@ -128,6 +128,30 @@ def measure_batch_policy(
     return BatchPolicy(best_b, wait, reason, measured)
 
 
+def check_outputs(bundle: Bundle, out: ModelOutput) -> None:
+    """Refuse a graph whose warm-up answer cannot be right: NaN/inf (broken weights; every
+    image would get an empty ranking with 200) or `probs` that are not probabilities (logits
+    exported without the softmax would be served as scores like 74.9)."""
+    for name, arr in (("probs", out.probs), ("embedding", out.embedding)):
+        if arr is not None and not np.isfinite(arr).all():
+            raise BundleError(
+                f"{bundle.name}: output {name!r} is not finite (NaN or inf) for a blank "
+                "input; the graph or its weights are broken"
+            )
+    probs, kind = out.probs, bundle.metadata.outputs.probs.kind
+    if probs.min() < -1e-4 or probs.max() > 1 + 1e-4:
+        raise BundleError(
+            f"{bundle.name}: output 'probs' has values in [{probs.min():.3g}, {probs.max():.3g}] "
+            f"for a blank input, not {kind} probabilities in [0, 1] (logits without the {kind}?)"
+        )
+    sums = probs.sum(axis=1)
+    if kind == "softmax" and np.abs(sums - 1).max() > 1e-3:
+        raise BundleError(
+            f"{bundle.name}: softmax output 'probs' sums to {sums.min():.4g}, not 1, for a "
+            "blank input (metadata says softmax; use kind 'sigmoid' for independent scores)"
+        )
+
+
 class OnnxModel:
     """A verified bundle with a live inference session."""
 
@@ -157,6 +181,12 @@ class OnnxModel:
         inputs = [TensorInfo(i.name, tuple(i.shape)) for i in self.session.get_inputs()]
         outputs = [TensorInfo(o.name, tuple(o.shape)) for o in self.session.get_outputs()]
         check_io(bundle.metadata, inputs, outputs)
+        in_type = self.session.get_inputs()[0].type
+        if in_type != "tensor(float)":  # the server feeds float32 (InputSpec.dtype)
+            raise BundleError(
+                f"{bundle.name}: graph input {inputs[0].name!r} is {in_type}, "
+                "the bundle contract feeds tensor(float) (float32)"
+            )
         meta = bundle.metadata
         self._input_name = meta.input.name
         self._output_names = [meta.outputs.probs.name]
@@ -208,14 +238,7 @@ class OnnxModel:
         for _ in range(runs):
             out = self.run(zeros)
         if runs > 0:
-            # A graph that answers NaN/inf (broken weights, a bad export) would serve empty
-            # rankings with 200 for every image: refuse it at load instead.
-            for name, arr in (("probs", out.probs), ("embedding", out.embedding)):
-                if arr is not None and not np.isfinite(arr).all():
-                    raise BundleError(
-                        f"{self.bundle.name}: output {name!r} is not finite (NaN or inf) "
-                        "for a blank input; the graph or its weights are broken"
-                    )
+            check_outputs(self.bundle, out)
             sizes = (2, 4, 8, 16, 32) if self.provider == CUDA else (2, 4, 8)
             self.batch_policy = measure_batch_policy(self, sizes)
             logger.info("%s: %s", self.bundle.name, self.batch_policy.describe())

@@ -34,8 +34,13 @@ def graph_bytes(
     input_shape: Sequence[int | str] = ("N", SIDE, SIDE, 1),
     classes: int = len(LABELS),
     nan_weights: bool = False,
+    input_type: int = TensorProto.FLOAT,
+    softmax: bool = True,
 ) -> bytes:
-    """image (N x 8 x 8 x 1) -> flatten -> embedding (N x 4) -> softmax probs (N x classes)."""
+    """image (N x 8 x 8 x 1) -> flatten -> embedding (N x 4) -> softmax probs (N x classes).
+
+    `input_type` other than FLOAT casts the input to float first; `softmax=False` exports the
+    logits as "probs" (a classic export mistake)."""
     rng = np.random.default_rng(0)
     w1 = rng.normal(size=(SIDE * SIDE, DIM)).astype(np.float32)
     w2 = rng.normal(size=(DIM, classes)).astype(np.float32)
@@ -47,12 +52,15 @@ def graph_bytes(
         numpy_helper.from_array(np.array([-1, SIDE * SIDE], dtype=np.int64), "shape"),
     ]
     nodes = [
-        helper.make_node("Reshape", [input_name, "shape"], ["flat"]),
+        helper.make_node("Reshape", [input_name, "shape"], ["flat0"]),
+        helper.make_node("Cast", ["flat0"], ["flat"], to=TensorProto.FLOAT),
         helper.make_node("MatMul", ["flat", "w1"], ["embedding"]),
         helper.make_node("MatMul", ["embedding", "w2"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)
+        if softmax
+        else helper.make_node("Identity", ["logits"], ["probs"]),
     ]
-    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_shape))]
+    inputs = [helper.make_tensor_value_info(input_name, input_type, list(input_shape))]
     outputs = [
         helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", classes]),
         helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", DIM]),
