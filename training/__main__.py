@@ -171,6 +171,13 @@ DELEGATED = {
 }
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _delegate(module: str, argv: list[str]) -> int:
     import importlib
 
@@ -192,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out-dir", type=Path, default=None, help="bundles folder (default models)")
     train.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    train.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
+    train.add_argument(
+        "--epochs", type=_positive_int, default=None, help="override the config's epochs"
+    )
     train.add_argument("--no-export", action="store_true", help="train and evaluate only")
     train.set_defaults(func=_train)
 
@@ -206,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="evaluate a bundle through the serving path")
     ev.add_argument("--bundle", type=Path, required=True)
-    ev.add_argument("--limit", type=int, default=None, help="first N test images only")
+    ev.add_argument("--limit", type=_positive_int, default=None, help="first N test images only")
     ev.add_argument("--config", type=Path, default=None, help="take the test split from a config")
     ev.add_argument("--keras-model", type=Path, default=None, help="compare with this Keras model")
     ev.add_argument("--data-dir", type=Path, default=None)
@@ -239,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     teach.set_defaults(func=lambda a: _delegate("app.teach.cli", a.rest))
 
     lec = sub.add_parser("lecture", help="MLP vs lecture CNN on MNIST and shifted MNIST")
-    lec.add_argument("--epochs", type=int, default=None)
+    lec.add_argument("--epochs", type=_positive_int, default=None)
     lec.add_argument("--data-dir", type=Path, default=None)
     lec.add_argument("--runs-dir", type=Path, default=Path("runs"))
     lec.add_argument("--doc", type=Path, default=Path("docs/lecture-cnn-vs-mlp.md"))

@@ -224,6 +224,12 @@ def _is_image(path: Path) -> bool:
     return sniff_format(head) is not None
 
 
+def _ignored(name: str) -> bool:
+    """Hidden entries and macOS zip debris (__MACOSX/ holds ._name resource forks), as the
+    server's teach upload ignores them; a folder unzipped on Linux has both."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def list_class_folder(
     root: Path, limit_per_class: int | None = None
 ) -> tuple[tuple[str, ...], list[list[Path]]]:
@@ -237,13 +243,13 @@ def list_class_folder(
             f"{root} is not a folder; expected one subfolder per class, e.g. {root}/santa/*.jpg "
             f"and {root}/not_santa/*.jpg ({FETCH_HINT} for the project's own data sets)"
         )
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not _ignored(d.name))
     files: list[list[Path]] = []
     for c in classes:
         candidates = sorted(
             p
             for p in (root / c).rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+            if p.is_file() and not any(_ignored(part) for part in p.relative_to(root).parts)
         )
         images = []
         for p in candidates:

@@ -99,3 +99,13 @@ def test_a_bundle_without_an_official_test_split_is_one_line(tmp_path: Path, com
     assert r.stderr.strip().splitlines()[-1] == (
         "error: tiny: metadata records no test-split accuracy to check against"
     )
+
+
+@pytest.mark.parametrize("args", [["train", "--epochs", "0"], ["evaluate", "--limit", "-5"]])
+def test_counts_below_one_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
+    """--epochs 0 trained nothing and crashed reading best.weights.h5; --limit -5 silently
+    dropped the last five test images."""
+    extra = ["--config", tmp_path / "c.yaml"] if args[0] == "train" else ["--bundle", tmp_path]
+    r = run_cli(*args, *extra)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith(f"must be at least 1, got {args[2]}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from app.bundle import InputSpec
 from tests.training.conftest import synthetic_cifar, write_cifar, write_idx, write_idx_set
@@ -200,3 +201,16 @@ def test_training_data_dir_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("IMGCLASS_DATA", str(tmp_path / "old"))
     with pytest.warns(DeprecationWarning, match="IMGCLASS_TRAINING_DATA_DIR"):
         assert data_root() == tmp_path / "old"
+
+
+def test_the_folder_rule_ignores_macos_zip_debris(tmp_path: Path) -> None:
+    """A folder unzipped from a macOS zip has __MACOSX/ beside the classes (and inside them);
+    it was taken for a class. The server's teach upload ignores it too."""
+    for cls in ("cat", "dog", "__MACOSX", "__MACOSX/cat"):
+        (tmp_path / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (30 * i, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "cat" / "__MACOSX").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat" / "__MACOSX" / "x.png")
+    classes, files = list_class_folder(tmp_path)
+    assert classes == ("cat", "dog") and [len(f) for f in files] == [3, 3]
