@@ -47,10 +47,11 @@ export function problemMessage(p, context = {}) {
       const accepted = Array.isArray(p.accepted) && p.accepted.length
         ? p.accepted.map((f) => (f === "WEBP" ? "WebP" : f)).join(", ")
         : "JPEG, PNG, WebP, GIF, BMP, TIFF";
+      // The server's detail already says what the file is and what is accepted; the generic
+      // sentence is for when it says nothing (the card showed both: the formats twice).
       return {
         title: "Not an image",
-        text: `This file isn’t an image the service can read. Accepted formats: ${accepted}.`,
-        detail,
+        text: detail || `This file isn’t an image the service can read. Accepted formats: ${accepted}.`,
       };
     }
     case 422:

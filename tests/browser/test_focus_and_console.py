@@ -170,3 +170,16 @@ def test_a_first_visit_starts_on_the_model_that_knows_the_most_labels(
     page.reload()
     page.wait_for_selector("#model-select:not([disabled])")
     assert page.locator("#model-select").input_value() == models[0]["name"]  # remembered
+
+
+def test_a_text_file_is_explained_once(open_page: Any, tmp_path: Path) -> None:
+    """The card said 'This file isn't an image ... Accepted formats: ...' and then the
+    server's 'The upload is text, not an image. Accepted: ...' under it."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping list, not a picture\n")
+    page = open_page()
+    page.set_input_files("#file-input", str(notes))
+    wait_settled(page, 1)
+    error = page.locator("#results > li.result .result-error").inner_text()
+    assert "Not an image" in error and "text, not an image" in error, error
+    assert error.count("Accepted") == 1, error
