@@ -196,7 +196,8 @@ class BundleMetadata(_Strict):
 
     schema_version: Literal[1] = 1
     name: str
-    version: str = "1"
+    # Shown in responses and logs and kept by catalogs: a short token, no spaces or controls.
+    version: str = Field(default="1", pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
     created_at: datetime
     task: Literal["classification"] = "classification"
     description: str = ""

@@ -157,6 +157,7 @@ def test_bad_labels_file_is_refused(tmp_path: Path, content: bytes, reason: str)
         ('"pixel_range": [\n      0.0,\n      255.0\n    ]', '"pixel_range": [0, Infinity]'),
         ('"labels_file": "labels.txt"', '"labels_file": "../other/labels.txt"'),
         ('"file": "model.onnx"', '"file": "/etc/passwd"'),
+        ('"version": "1"', '"version": "1\\n../x"'),
     ],
     ids=[
         "height-as-string",
@@ -166,6 +167,7 @@ def test_bad_labels_file_is_refused(tmp_path: Path, content: bytes, reason: str)
         "range-inf",
         "labels-path",
         "model-path",
+        "version-newline",
     ],
 )
 def test_metadata_with_wrong_values_is_refused(tmp_path: Path, edit: str, reason: str) -> None:
