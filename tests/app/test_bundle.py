@@ -147,17 +147,21 @@ def test_bad_labels_file_is_refused(tmp_path: Path, content: bytes, reason: str)
         load_bundle(b)
 
 
+NAN, INF = "__nan__", "__inf__"  # json.dumps cannot write NaN into a str; swapped in below
+NORM = {"in_graph": False, "mean": [0.5], "std": [0.5]}
+
+
 @pytest.mark.parametrize(
-    ("edit", "reason"),
+    ("path", "value", "reason"),
     [
-        ('"height": 8', '"height": "8"'),
-        ('"in_graph": true', '"in_graph": false, "mean": [0.5], "std": [NaN]'),
-        ('"in_graph": true', '"in_graph": false, "mean": [Infinity], "std": [0.5]'),
-        ('"in_graph": true', '"in_graph": false, "mean": [0.0], "std": [1e-300]'),
-        ('"pixel_range": [\n      0.0,\n      255.0\n    ]', '"pixel_range": [0, Infinity]'),
-        ('"labels_file": "labels.txt"', '"labels_file": "../other/labels.txt"'),
-        ('"file": "model.onnx"', '"file": "/etc/passwd"'),
-        ('"version": "1"', '"version": "1\\n../x"'),
+        ("input.height", "8", "input.height: Input should be a valid integer"),
+        ("input.normalization", {**NORM, "std": [NAN]}, "std.0: Input should be a finite"),
+        ("input.normalization", {**NORM, "mean": [INF]}, "mean.0: Input should be a finite"),
+        ("input.normalization", {**NORM, "std": [1e-300]}, "std values must be at least 1e-06"),
+        ("input.pixel_range", [0, INF], "pixel_range.1: Input should be a finite number"),
+        ("labels_file", "../other/labels.txt", "labels_file: String should match pattern"),
+        ("artifact.file", "/etc/passwd", "artifact.file: String should match pattern"),
+        ("version", "1\n../x", "version: String should match pattern"),
     ],
     ids=[
         "height-as-string",
@@ -170,13 +174,21 @@ def test_bad_labels_file_is_refused(tmp_path: Path, content: bytes, reason: str)
         "version-newline",
     ],
 )
-def test_metadata_with_wrong_values_is_refused(tmp_path: Path, edit: str, reason: str) -> None:
+def test_metadata_with_wrong_values_is_refused(
+    tmp_path: Path, path: str, value: object, reason: str
+) -> None:
     b = write_tiny_bundle(tmp_path, "bad").path
-    text = (b / "metadata.json").read_text()
-    assert edit in text
-    (b / "metadata.json").write_text(text.replace(edit, reason))
-    with pytest.raises(BundleError, match="metadata does not match the schema"):
+    raw = _raw_metadata(b)
+    node = raw
+    *parents, key = path.split(".")
+    for k in parents:
+        node = node[k]  # type: ignore[assignment,index]
+    node[key] = value  # type: ignore[index]
+    text = json.dumps(raw).replace(f'"{NAN}"', "NaN").replace(f'"{INF}"', "Infinity")
+    (b / "metadata.json").write_text(text)
+    with pytest.raises(BundleError, match="metadata does not match the schema") as err:
         load_bundle(b)
+    assert reason in str(err.value)
 
 
 def test_metadata_that_is_not_utf8_or_json_says_so(tmp_path: Path) -> None:

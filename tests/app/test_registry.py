@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
@@ -174,3 +175,52 @@ def test_odd_entries_are_refused_with_reasons_and_readiness_stays_true(tmp_path:
         assert [m["name"] for m in ready.json()["refused"]] == sorted(refused)
     (models / "afile").unlink()
     assert reg.refresh() is True and "afile" not in reg.refused()
+
+
+def test_real_server_refuses_hostile_bundles_and_serves_the_good_one(tmp_path: Path) -> None:
+    """`python -m app` on a models folder of hostile bundles: it starts, /readyz is 200 with
+    every bad one named, /v1/models serves only the good one, the log gives each reason."""
+    import httpx
+
+    from tests.live_server import live_server
+    from tests.onnx_graphs import replace_model
+
+    models = tmp_path / "models"
+    write_tiny_bundle(models, "good")
+    bad = {
+        "path-escape": "artifact.file: String should match pattern",
+        "labels-bom-ctrl": "line 2 holds a control",
+        "std-nan": "normalization.std.0: Input should be a finite number",
+        "logits": "softmax output 'probs' sums to",
+        "outside": "a symlink to a file outside",
+        "afile": "not a bundle folder",
+    }
+    for name in bad:
+        if name != "afile":
+            write_tiny_bundle(models, name)
+    meta = models / "path-escape" / "metadata.json"
+    meta.write_text(
+        meta.read_text().replace('"file": "model.onnx"', '"file": "../good/model.onnx"')
+    )
+    (models / "labels-bom-ctrl" / "labels.txt").write_bytes(b"\xef\xbb\xbfcat\ndo\x1bg\neel\n")
+    meta = models / "std-nan" / "metadata.json"
+    raw = json.loads(meta.read_text())
+    raw["input"]["normalization"] = {"in_graph": False, "mean": [0.5], "std": ["NAN"]}
+    meta.write_text(json.dumps(raw).replace('"NAN"', "NaN"))
+    replace_model(models / "logits", graph_bytes(softmax=False))
+    elsewhere = write_tiny_bundle(tmp_path, "elsewhere").path / "model.onnx"
+    (models / "outside" / "model.onnx").unlink()
+    (models / "outside" / "model.onnx").symlink_to(elsewhere)
+    (models / "afile").write_text("not a bundle")
+    env = {"IMGCLASS_MODELS_DIR": str(models), "IMGCLASS_WORKERS": "1"}
+    with live_server(tmp_path, env, entry="app") as server:
+        ready = httpx.get(server.base + "/readyz").json()
+        listed = httpx.get(server.base + "/v1/models").json()
+        log = server.log_text()
+    assert ready["status"] == "ready" and ready["models"] == ["good"] and ready["loading"] == []
+    assert [r["name"] for r in ready["refused"]] == sorted(bad)
+    assert [m["name"] for m in listed["models"]] == ["good"]
+    assert sorted(r["name"] for r in listed["refused"]) == sorted(bad)
+    for name, reason in bad.items():
+        assert f"refusing bundle {name}: " in log and reason in log, name
+    assert "Traceback" not in log
