@@ -51,6 +51,9 @@ async def search(
     if body.vector is not None:
         out = await run_in_threadpool(service.search_vector, name, body.vector, k, label)
     elif item_id is not None:
+        if not is_json(request) and _has_body(request):
+            # An image body with ?item_id=: the item won and the image was ignored.
+            raise InvalidRequest("Give either an image or item_id, not both.")
         out = await run_in_threadpool(service.search_item, name, item_id, k, label)
     elif is_json(request):
         raise InvalidRequest("Give item_id or vector in the JSON body, or upload an image.")
@@ -61,3 +64,8 @@ async def search(
             raise InvalidRequest(f"Search takes one image; {len(uploads)} were sent.")
         out = await run_in_threadpool(service.search_images, name, [uploads[0].data], k, label)
     return search_view(out, k, label, item_id, t0)
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length", "").strip()
+    return "transfer-encoding" in request.headers or (length not in ("", "0"))

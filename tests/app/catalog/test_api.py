@@ -226,6 +226,12 @@ def test_bad_input_is_a_clear_problem(
         assert "not both" in problem(c.post("/v1/catalogs/fm/search", json=both), 422)["detail"]
         vec = {"vector": [0.1] * 32}
         problem(c.post("/v1/catalogs/fm/search?item_id=p001", json=vec), 422)
+        # An image with ?item_id=: the item was used and the image ignored.
+        r = problem(c.post("/v1/catalogs/fm/search?item_id=p001", content=images[0][0]), 422)
+        assert "not both" in r["detail"]
+        r = problem(c.post("/v1/catalogs/fm/search?item_id=p001", files=files[:1]), 422)
+        assert "not both" in r["detail"]
+        assert c.post("/v1/catalogs/fm/search?item_id=p001").status_code == 200  # no body
         r = problem(
             c.post("/v1/models/tiny/predict?similar=3&catalog=elsewhere", content=images[0][0]), 409
         )
