@@ -69,6 +69,12 @@ class PayloadTooLarge(ServiceError):
     title = "Payload too large"
 
 
+class HeadersTooLarge(ServiceError):
+    status = 431
+    slug = "request-header-fields-too-large"
+    title = "Request header fields too large"
+
+
 class RequestTimeout(ServiceError):
     """The body did not arrive in time; the handler closes the connection with the answer."""
 

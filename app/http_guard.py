@@ -11,21 +11,29 @@ closed. Bodies are the app's business (IMGCLASS_BODY_TIMEOUT_S, per-route byte l
 from __future__ import annotations
 
 import asyncio
+import json
+from http import HTTPStatus
 from typing import Final
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.errors import PROBLEM_JSON, BadRequest, HeadersTooLarge, RequestTimeout, ServiceError
 
 HEAD_TIMEOUT_S: Final = 10.0
 MAX_HEAD_BYTES: Final = 64 * 1024
 _END: Final = b"\r\n\r\n"
 
 
-def _close_with(transport: asyncio.Transport, status: bytes, text: bytes) -> None:
+def _close_with(transport: asyncio.Transport, error: ServiceError) -> None:
+    """Answer `error` as problem+json, as the app does, and close the connection."""
     if transport.is_closing():
         return
+    body = json.dumps(error.to_problem()).encode()
+    reason = HTTPStatus(error.status).phrase.encode()
     transport.write(
-        b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
-        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(text) + text
+        b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+        % (error.status, reason, PROBLEM_JSON.encode(), len(body))
+        + body
     )
     transport.close()
 
@@ -62,10 +70,10 @@ class HeadGuardedProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self._in_head:
-            text = (
-                b"The request line and headers did not arrive within %gs.\n" % self.head_timeout_s
+            detail = (
+                f"The request line and headers did not arrive within {self.head_timeout_s:g} s."
             )
-            _close_with(self.transport, b"408 Request Timeout", text)
+            _close_with(self.transport, RequestTimeout(detail, timeout_s=self.head_timeout_s))
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -90,8 +98,10 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             self._tail = data[-3:] if len(data) >= 3 else (self._tail + data)[-3:]
             if self._head_bytes > self.max_head_bytes:
                 self._end_head()
-                text = b"The request line and headers exceed %d bytes.\n" % self.max_head_bytes
-                _close_with(self.transport, b"431 Request Header Fields Too Large", text)
+                detail = f"The request line and headers exceed {self.max_head_bytes:,} bytes."
+                _close_with(
+                    self.transport, HeadersTooLarge(detail, limit_bytes=self.max_head_bytes)
+                )
                 return
         super().data_received(data)
 
@@ -109,3 +119,12 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if self._in_head and not self.transport.is_closing():
             self._arm()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that are not HTTP/1.1 (a bad request line or header, a
+        Content-Length with chunked, an HTTP/2 preface), as problem+json instead of text."""
+        detail = (
+            "The request is not valid HTTP/1.1 (request line, headers or framing). "
+            "Send HTTP/1.1 with either Content-Length or chunked transfer encoding."
+        )
+        _close_with(self.transport, BadRequest(detail))

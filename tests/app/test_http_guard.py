@@ -5,6 +5,7 @@ raw sockets. Bodies and ordinary keep-alive and pipelined traffic are left alone
 from __future__ import annotations
 
 import io
+import json
 import re
 import socket
 import time
@@ -48,7 +49,9 @@ def test_an_idle_connection_is_closed_with_408(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port)) as s:
         got, took = _until_closed(s)
     assert got.startswith(b"HTTP/1.1 408 "), got[:200]
-    assert b"did not arrive within 1s" in got and 0.9 <= took < 4, took
+    problem = _problem(got)
+    assert "did not arrive within 1 s" in problem["detail"] and 0.9 <= took < 4, took
+    assert problem["status"] == 408 and problem["timeout_s"] == 1.0
 
 
 def test_dribbled_headers_are_cut_off(port: int) -> None:
@@ -65,7 +68,35 @@ def test_oversized_headers_get_431(port: int) -> None:
         s.sendall(head)
         got, _ = _until_closed(s)
     assert got.startswith(b"HTTP/1.1 431 "), got[:200]
-    assert b"exceed 4096 bytes" in got
+    problem = _problem(got)
+    assert problem["status"] == 431 and problem["limit_bytes"] == 4096
+    assert "exceed 4,096 bytes" in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n",
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nBad Header\x01: x\r\n\r\n",
+    ],
+)
+def test_bytes_that_are_not_http_get_a_400_problem(port: int, head: bytes) -> None:
+    """uvicorn answered these in text/plain; the answer is problem+json like every other."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(head)
+        got, _ = _until_closed(s)
+    assert got.startswith(b"HTTP/1.1 400 "), got[:200]
+    assert _problem(got)["status"] == 400 and "HTTP/1.1" in _problem(got)["detail"]
+
+
+def _problem(response: bytes) -> dict[str, object]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"content-type: application/problem+json" in head.lower(), head
+    parsed: dict[str, object] = json.loads(body)
+    return parsed
 
 
 def test_ordinary_traffic_is_untouched(port: int) -> None:
