@@ -33,8 +33,7 @@ PROBS_NAME = "probs"
 EMBEDDING_NAME = "embedding"
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-# A bundle's files are plain names inside its folder (no path: "../x" or "/etc/x" would read
-# another folder's or the host's files).
+# Bundle files are plain names in its folder ("../x", "/etc/x" would read other files).
 _FILE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
 # The largest shipped labels.txt (ImageNet, 1,000 classes) is 10.5 KB; 21k-class sets ~300 KB.
 MAX_LABELS_BYTES = 4 << 20
@@ -45,8 +44,7 @@ MIN_STD = 1e-6
 
 
 class _Strict(BaseModel):
-    # NaN/inf are refused everywhere (json.loads accepts NaN/Infinity; a NaN std or an
-    # infinite pixel range would silently turn every prediction into NaN).
+    # No NaN/inf anywhere (JSON readers accept them; a NaN std made every prediction NaN).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
@@ -244,11 +242,8 @@ class Bundle:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _read_text(path: Path, what: str, limit: int, encoding: str = "utf-8") -> str:
@@ -269,9 +264,9 @@ def _read_text(path: Path, what: str, limit: int, encoding: str = "utf-8") -> st
 
 
 def read_labels(path: Path) -> tuple[str, ...]:
-    # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first label.
+    # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first label;
+    # trailing empty lines are tolerated, empty labels in between are not.
     lines = _read_text(path, "labels file", MAX_LABELS_BYTES, "utf-8-sig").splitlines()
-    # Trailing empty lines are tolerated; empty labels in between are not.
     while lines and not lines[-1].strip():
         lines.pop()
     labels = tuple(line.strip() for line in lines)
@@ -291,14 +286,25 @@ def read_labels(path: Path) -> tuple[str, ...]:
 def read_metadata(path: Path) -> BundleMetadata:
     text = _read_text(path, "metadata", MAX_METADATA_BYTES)
     try:
-        json.loads(text)  # the JSON error (line, column) reads better than pydantic's
+        # Its errors (line, column) read better than pydantic's; a repeated key took its last value.
+        json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise BundleError(f"{path}: metadata is not valid JSON ({exc})") from exc
+    except BundleError as exc:
+        raise BundleError(f"{path}: {exc}") from exc
     try:
         # strict: a wrong type is an error, not coerced ("8" is not a height, "true" not a bool).
         return BundleMetadata.model_validate_json(text, strict=True)
     except ValidationError as exc:
         raise BundleError(f"{path}: metadata does not match the schema: {_brief(exc)}") from exc
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    counts = Counter(k for k, _ in pairs)
+    if len(counts) != len(pairs):
+        key = max(counts, key=counts.__getitem__)
+        raise BundleError(f"metadata gives the key {key!r} more than once")
+    return dict(pairs)
 
 
 def _brief(exc: ValidationError) -> str:
@@ -309,7 +315,7 @@ def _brief(exc: ValidationError) -> str:
     return "; ".join(parts) + more
 
 
-def _inside(path: Path, root: Path) -> bool:
+def _inside(path: Path, root: Path) -> bool:  # symlinks resolved
     return path.resolve().is_relative_to(root)
 
 

@@ -14,18 +14,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
-import numpy.typing as npt
-
-from app.bundle import METADATA_FILE, Bundle, load_bundle
+from app.bundle import METADATA_FILE, load_bundle
 from app.errors import ModelNotFound, NotReady
-from app.runtime import ModelOutput, OnnxModel, choose_providers
+from app.loaded import Fingerprint, fingerprint, version_key
+from app.loaded import LoadedModel as LoadedModel
+from app.loaded import ServedModel as ServedModel
+from app.runtime import OnnxModel, choose_providers
 from app.teach.served import TaughtModel
 from app.teach.stamp import Stamp, read_stamp, stamp_path
 
@@ -35,60 +33,6 @@ VERSION_SEP = "@"
 # A name not served triggers at most one taught re-scan per this many seconds per process
 # (finds bundles copied in by hand, without letting unknown names force a scan per request).
 MISS_RESCAN_S = 0.25
-
-
-class ServedModel(Protocol):
-    """What predict and catalogs use of a model: OnnxModel and TaughtModel both offer it."""
-
-    bundle: Bundle
-    provider: str
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]: ...
-
-    def run(self, batch: npt.NDArray[np.float32]) -> ModelOutput: ...
-
-    def warm_up(self, runs: int) -> float: ...
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    model: ServedModel
-    load_ms: float
-    warmup_ms: float
-    loaded_at: datetime
-
-    @property
-    def name(self) -> str:
-        return self.model.bundle.name
-
-    @property
-    def version(self) -> str:
-        return self.model.bundle.metadata.version
-
-    @property
-    def taught(self) -> bool:
-        return self.model.bundle.metadata.backbone is not None
-
-
-# What identifies a bundle's files on disk: a change means "load it again".
-Fingerprint = tuple[int, ...]
-
-
-def _fingerprint(directory: Path) -> Fingerprint:
-    out: list[int] = []
-    for f in (directory / METADATA_FILE, directory / "model.onnx"):
-        try:
-            st = f.stat()
-        except OSError:
-            out.extend((0, 0, 0))
-            continue
-        out.extend((st.st_ino, st.st_mtime_ns, st.st_size))
-    return tuple(out)
-
-
-def _version_key(version: str) -> tuple[int, str]:
-    return (int(version), version) if version.isdigit() else (-1, version)
 
 
 class ModelRegistry:
@@ -220,7 +164,7 @@ class ModelRegistry:
             changed = True
         self._shipped = set(found)
         for name, directory in found.items():
-            fp = _fingerprint(directory)
+            fp = fingerprint(directory)
             if self._prints.get(name) == fp:
                 continue
             self._prints[name] = fp
@@ -242,7 +186,7 @@ class ModelRegistry:
             self._drop(key)
             changed = True
         for key, directory in found.items():
-            fp = _fingerprint(directory)
+            fp = fingerprint(directory)
             # A backbone reload (force) re-checks every taught model against the new sha.
             if self._prints.get(key) == fp and not force:
                 continue
@@ -371,7 +315,7 @@ class ModelRegistry:
             found = self._models.get(base) if not version else None
             versions = self._taught.get(base, {})
             if found is None and versions:
-                key = version or max(versions, key=_version_key)
+                key = version or max(versions, key=version_key)
                 found = versions.get(key)
             pending = base in self._pending
             refused = self._refused.get(name)
@@ -386,7 +330,7 @@ class ModelRegistry:
         if version and versions:
             raise ModelNotFound(
                 f"Model {base!r} has no version {version!r}. "
-                f"Versions: {', '.join(sorted(versions, key=_version_key))}."
+                f"Versions: {', '.join(sorted(versions, key=version_key))}."
             )
         raise ModelNotFound(
             f"No model named {name!r}. Available: {', '.join(self.names()) or 'none'}."
@@ -400,7 +344,7 @@ class ModelRegistry:
         """Served versions of a taught model, oldest first (empty for shipped models)."""
         self._follow_stamp()
         with self._lock:
-            return sorted(self._taught.get(name, {}), key=_version_key)
+            return sorted(self._taught.get(name, {}), key=version_key)
 
     def is_shipped(self, name: str) -> bool:
         with self._lock:
@@ -413,7 +357,7 @@ class ModelRegistry:
             out = dict(self._models)
             for name, versions in self._taught.items():
                 if name not in out:
-                    out[name] = versions[max(versions, key=_version_key)]
+                    out[name] = versions[max(versions, key=version_key)]
         return [out[n] for n in sorted(out)]
 
     def refused(self) -> dict[str, str]:

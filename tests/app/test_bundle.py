@@ -201,6 +201,18 @@ def test_metadata_that_is_not_utf8_or_json_says_so(tmp_path: Path) -> None:
         load_bundle(b)
 
 
+def test_metadata_with_a_repeated_key_is_refused(tmp_path: Path) -> None:
+    """JSON readers keep a repeated key's last value: '"in_graph": true, ..., "in_graph": false'
+    would mean whatever the last one says, unseen by a reader of the first."""
+    b = write_tiny_bundle(tmp_path, "bad").path
+    text = (b / "metadata.json").read_text()
+    (b / "metadata.json").write_text(
+        text.replace('"version": "1",', '"version": "1", "version": "2",')
+    )
+    with pytest.raises(BundleError, match="metadata gives the key 'version' more than once"):
+        load_bundle(b)
+
+
 def test_a_file_is_not_a_bundle(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("not a folder")
     with pytest.raises(BundleError, match="not a bundle folder"):
