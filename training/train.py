@@ -146,10 +146,9 @@ def fit(
     """Train `cfg` from scratch, restore the best checkpoint, evaluate, and export the bundle."""
     t_start = time.perf_counter()
     keras.utils.set_random_seed(cfg.seed)
+    data = make_datasets(cfg, data_dir)  # before the run directory: bad data leaves none behind
     run_dir = start_run(runs_dir, cfg)
     logger.info("run directory %s", run_dir)
-
-    data = make_datasets(cfg, data_dir)
     keras.mixed_precision.set_global_policy(cfg.train.precision)
     model = build_model(cfg, data.arrays.num_classes)
     compile_model(model, cfg, data.steps_per_epoch)

@@ -71,6 +71,7 @@ def test_a_folder_with_an_empty_class_is_one_line_and_exit_2(tmp_path: Path) -> 
         .splitlines()[-1]
         .startswith(f"error: {tmp_path / 'data'}: need at least 2 class subfolders")
     )
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 @pytest.mark.parametrize("command", ["evaluate", "quantize"])
