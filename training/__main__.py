@@ -178,6 +178,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _folder(text: str) -> Path:
+    """An output folder: it may not exist yet, but it must not be a file (found only after
+    a whole training run, at the export, before this check)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
+    return path
+
+
 def _delegate(module: str, argv: list[str]) -> int:
     import importlib
 
@@ -197,8 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="data root (default ./data or $IMGCLASS_TRAINING_DATA_DIR); for folder configs, the image folder",
     )
-    train.add_argument("--out-dir", type=Path, default=None, help="bundles folder (default models)")
-    train.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    train.add_argument(
+        "--out-dir", type=_folder, default=None, help="bundles folder (default models)"
+    )
+    train.add_argument("--runs-dir", type=_folder, default=Path("runs"))
     train.add_argument(
         "--epochs", type=_positive_int, default=None, help="override the config's epochs"
     )
@@ -209,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--keras-model", type=Path, required=True)
     export.add_argument("--config", type=Path, required=True)
     export.add_argument("--data-dir", type=Path, default=None)
-    export.add_argument("--out-dir", type=Path, default=None)
-    export.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    export.add_argument("--out-dir", type=_folder, default=None)
+    export.add_argument("--runs-dir", type=_folder, default=Path("runs"))
     export.set_defaults(func=_export)
 
     ev = sub.add_parser("evaluate", help="evaluate a bundle through the serving path")
@@ -250,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     lec = sub.add_parser("lecture", help="MLP vs lecture CNN on MNIST and shifted MNIST")
     lec.add_argument("--epochs", type=_positive_int, default=None)
     lec.add_argument("--data-dir", type=Path, default=None)
-    lec.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    lec.add_argument("--runs-dir", type=_folder, default=Path("runs"))
     lec.add_argument("--doc", type=Path, default=Path("docs/lecture-cnn-vs-mlp.md"))
     lec.add_argument("--image", type=Path, default=Path("docs/img/lecture-cnn-vs-mlp.png"))
     lec.set_defaults(func=_lecture)

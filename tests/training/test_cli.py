@@ -110,3 +110,13 @@ def test_counts_below_one_are_usage_errors(tmp_path: Path, args: list[str]) -> N
     r = run_cli(*args, *extra)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].endswith(f"must be at least 1, got {args[2]}")
+
+
+def test_an_output_folder_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
+    """It was found only at the export, after the whole training run (NotADirectoryError)."""
+    (tmp_path / "models").write_text("a file")
+    r = run_cli("train", "--config", tmp_path / "c.yaml", "--out-dir", tmp_path / "models")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert (
+        r.stderr.strip().splitlines()[-1].endswith(f"{tmp_path / 'models'} is a file, not a folder")
+    )
