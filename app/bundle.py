@@ -344,8 +344,8 @@ def _load_bundle(directory: Path, verify_hash: bool, name: str | None, root: Pat
     if not _inside(directory, base):
         raise BundleError(f"{directory}: resolves to {directory.resolve()}, outside {base}")
     meta_path = directory / METADATA_FILE
-    if meta_path.exists() and not _inside(meta_path, base):
-        raise BundleError(f"{meta_path}: a symlink to a file outside {base}")
+    if meta_path.exists() and not (meta_path.is_file() and _inside(meta_path, base)):
+        raise BundleError(f"{meta_path}: not a regular file inside {base} (a FIFO? a symlink out?)")
     meta = read_metadata(meta_path)
     if meta.name != (name or directory.name):
         raise BundleError(f"{directory}: metadata name {meta.name!r} differs from folder name")

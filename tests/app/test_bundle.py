@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -236,3 +237,19 @@ def test_symlinks_out_of_the_models_folder_are_refused(tmp_path: Path) -> None:
     (models / "blob.onnx").write_bytes((outside / "model.onnx").read_bytes())
     (b / "model.onnx").symlink_to(models / "blob.onnx")
     assert load_bundle(b).labels == LABELS
+
+
+def test_a_fifo_or_a_symlink_out_as_metadata_is_refused_without_blocking(tmp_path: Path) -> None:
+    """Opening a FIFO metadata.json blocked the loader (and the server's readiness) for good."""
+    models = tmp_path / "models"
+    b = write_tiny_bundle(models, "fifo").path
+    (b / "metadata.json").unlink()
+    os.mkfifo(b / "metadata.json")
+    with pytest.raises(BundleError, match=r"metadata\.json: not a regular file inside"):
+        load_bundle(b)
+    outside = write_tiny_bundle(tmp_path, "elsewhere").path
+    b = write_tiny_bundle(models, "elsewhere").path
+    (b / "metadata.json").unlink()
+    (b / "metadata.json").symlink_to(outside / "metadata.json")
+    with pytest.raises(BundleError, match=r"metadata\.json: not a regular file inside"):
+        load_bundle(b)
