@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -245,8 +246,22 @@ def test_a_fifo_or_a_symlink_out_as_metadata_is_refused_without_blocking(tmp_pat
     b = write_tiny_bundle(models, "fifo").path
     (b / "metadata.json").unlink()
     os.mkfifo(b / "metadata.json")
-    with pytest.raises(BundleError, match=r"metadata\.json: not a regular file inside"):
-        load_bundle(b)
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_bundle(b)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # release the blocked reader, then fail instead of hanging
+        os.close(os.open(b / "metadata.json", os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("loading a bundle whose metadata.json is a FIFO blocked")
+    assert isinstance(errors[0], BundleError)
+    assert "metadata.json: not a regular file inside" in str(errors[0])
     outside = write_tiny_bundle(tmp_path, "elsewhere").path
     b = write_tiny_bundle(models, "elsewhere").path
     (b / "metadata.json").unlink()
