@@ -16,9 +16,9 @@ from app.api.forms import json_body_openapi, read_body, read_model
 from app.errors import InvalidRequest, ModelNotFound
 from app.registry import VERSION_SEP, ModelRegistry
 from app.teach.compose import check_model_name, delete_taught, delete_version
-from app.teach.core import taught_root
+from app.teach.core import check_free_name, taught_root
 from app.teach.download import standalone_file
-from app.teach.errors import ModelNameTaken, ShippedModel
+from app.teach.errors import ShippedModel
 from app.teach.examples import check_labels, limits_from
 from app.teach.folder import IngestReport, ZipLimits, ingest, zip_images
 from app.teach.jobs import Job, JobRunner
@@ -107,9 +107,7 @@ async def train(
     # Read here (capped, depth-checked), not as a FastAPI body parameter: the key check runs
     # before any byte of the body is read.
     body = await read_model(request, TeachRequest, settings.max_json_bytes, "teach request")
-    check_model_name(body.model)
-    if registry.is_shipped(body.model) or body.model in registry.discover_names():
-        raise ModelNameTaken(f"{body.model!r} is a shipped model; choose another name.")
+    check_free_name(registry, body.model)
     # The cheap checks (catalog exists, enough classes and items) answer now, not in the job.
     counts = await run_in_threadpool(check_labels, service, catalog, limits_from(settings))
     if body.positive_label is not None and body.positive_label not in counts:

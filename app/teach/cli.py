@@ -18,7 +18,7 @@ from app.catalog.types import CatalogNotFound
 from app.errors import ServiceError
 from app.registry import ModelRegistry
 from app.settings import Settings
-from app.teach.core import taught_root, teach_catalog
+from app.teach.core import check_free_name, taught_root, teach_catalog
 from app.teach.examples import limits_from
 from app.teach.folder import IngestReport, folder_images, ingest
 
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     catalog = args.catalog or args.name
     report = IngestReport()
     try:
+        check_free_name(registry, args.name)  # before any image is added to a catalog
         try:
             record = service.get(catalog)
             print(f"adding to existing catalog {catalog!r} ({record.item_count} items)")

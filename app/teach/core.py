@@ -40,6 +40,15 @@ def taught_root(settings: Settings) -> Path:
     return settings.data_dir / "models"
 
 
+def check_free_name(registry: ModelRegistry, model: str) -> None:
+    """A valid name that no shipped bundle has, served or not: a registry limited to some
+    models (the CLI serves only its backbone) must still refuse the others' names, which any
+    full server would refuse to serve as taught models."""
+    check_model_name(model)
+    if registry.is_shipped(model) or (registry.models_dir / model).exists():
+        raise ModelNameTaken(f"{model!r} is a shipped model; choose another name.")
+
+
 @dataclass(frozen=True)
 class Trained:
     head: Head
@@ -191,9 +200,7 @@ def teach_catalog(
     should_stop: ShouldStop = _never,
 ) -> TeachResult:
     """The whole job: examples -> validated head -> bundle on disk -> served by `registry`."""
-    check_model_name(model)
-    if registry.is_shipped(model) or model in registry.discover_names():
-        raise ModelNameTaken(f"{model!r} is a shipped model; choose another name.")
+    check_free_name(registry, model)
     progress("reading embeddings", 0.0)
     record, ex = read_examples(service, catalog, limits or Limits(), should_stop)
     backbone = service.bound_model(record)  # 409 if the served backbone changed since

@@ -4,9 +4,11 @@ zip bombs and oversized uploads refused."""
 from __future__ import annotations
 
 import io
+import sqlite3
 import subprocess
 import sys
 import zipfile
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.main import create_app
+from app.teach import cli as teach_cli
 from tests.app.teach.conftest import BAG, SNEAKER, teach_settings, wait_job
 from tests.conftest import ROOT
 
@@ -127,6 +130,29 @@ def test_zip_work_is_bounded_before_anything_is_decoded(tmp_path: Path, fm_pngs)
         assert c.get("/v1/catalogs/b/items").json()["items"] == []
         ok = _post_zip(c, "b", _zip({f"a/{i}.png": d for i, d in enumerate(fm_pngs[BAG][:4])}))
         assert ok["status"] == 200 and ok["added"] == {"a": 4}, ok
+
+
+def test_cli_refuses_a_shipped_name_before_adding_images(
+    tmp_path: Path, fm_pngs: dict[int, list[bytes]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI serves only its backbone, yet a name of any shipped bundle ('digits' here) is
+    refused: such a taught model would never be served (README's teach walk-through found it)."""
+    folder = tmp_path / "pictures"
+    for label, cls in (("sneaker", SNEAKER), ("bag", BAG)):
+        (folder / label).mkdir(parents=True)
+        for i, data in enumerate(fm_pngs[cls][:2]):
+            (folder / label / f"{i}.png").write_bytes(data)
+    service = tmp_path / "service"
+    argv = ["--data-dir", str(folder), "--name", "digits", "--service-data", str(service)]
+    code = teach_cli.main([*argv, "--models-dir", str(ROOT / "models")])
+    out = capsys.readouterr()
+    assert code == 2 and "'digits' is a shipped model" in out.err
+    assert "added" not in out.out and not (service / "models" / "digits").exists()
+    db = service / "catalogs" / "catalogs.sqlite3"
+    if db.exists():
+        with closing(sqlite3.connect(db)) as con:
+            rows = con.execute("SELECT count(*) FROM catalogs WHERE name = 'digits'").fetchone()
+        assert rows == (0,)
 
 
 @pytest.mark.slow

@@ -111,6 +111,8 @@ def test_refusals_are_problem_json(
     cases = [
         ("one", {"model": "Bad Name"}, 422, "invalid-model-name"),
         ("one", {"model": "products"}, 409, "model-name-taken"),
+        # Shipped but not enabled on this server: a full server would refuse to serve it.
+        ("one", {"model": "digits"}, 409, "model-name-taken"),
         ("nope", {"model": "x"}, 404, "catalog-not-found"),
         ("one", {"model": "x"}, 422, "not-enough-examples"),
         ("thin", {"model": "x"}, 422, "not-enough-examples"),
