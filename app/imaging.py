@@ -42,6 +42,8 @@ from app.pixels import flatten, reduce_and_convert
 from app.polarity import LIGHT_BORDER as LIGHT_BORDER
 from app.polarity import border_is_light as border_is_light
 from app.polarity import should_invert
+from app.tensorize import resize as resize
+from app.tensorize import to_array as to_array
 from app.trim import trim_and_centre
 
 logger = logging.getLogger(__name__)
@@ -49,18 +51,9 @@ logger = logging.getLogger(__name__)
 ACCEPTED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 ACCEPTED_TEXT: Final = "JPEG, PNG, WebP, GIF (first frame), BMP or TIFF"
 
-_RESAMPLE: Final = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-}
 # Decoded images are reduced (JPEG: in the DCT domain; others: box filter) to no less than
 # this many times the model input before any further work.
 _DRAFT_FACTOR: Final = 2
-# center_crop scales only the region it keeps when scaling all would pass this x the input.
-_MAX_SCALED_AREA: Final = 16
 # A gray picture for an RGB bundle larger than this after reduction (only a thin one is) is
 # resized gray and converted at model size: resampling treats R, G and B alike, so the values
 # are the same, without a full-size RGB copy (+120 MB for a 400000x100 picture).
@@ -349,53 +342,6 @@ def check_request(images: Sequence[bytes], spec: InputSpec, limits: ImageLimits)
         with img:
             total += _plan(img, fmt, facts.scans, spec)
     limits.budget().charge(total)
-
-
-def resize(img: Image.Image, spec: InputSpec) -> Image.Image:
-    """Bring an image to spec.width x spec.height per the bundle's resize mode."""
-    tw, th = spec.width, spec.height
-    method = _RESAMPLE[spec.resize.interpolation]
-    w, h = img.size
-    if (w, h) == (tw, th):
-        return img
-    if spec.resize.mode == "stretch":
-        return img.resize((tw, th), method)
-    if spec.resize.mode == "center_crop":
-        scale = max(tw / w, th / h)
-        nw, nh = max(tw, round(w * scale)), max(th, round(h * scale))
-        left, top = (nw - tw) // 2, (nh - th) // 2
-        if nw * nh > _MAX_SCALED_AREA * tw * th:
-            # 400000x100 was scaled to 896000x224 (1.3 GB, 2 s) to keep its middle.
-            sx, sy = w / nw, h / nh
-            box = (left * sx, top * sy, (left + tw) * sx, (top + th) * sy)
-            return img.resize((tw, th), method, box=box)
-        scaled = img.resize((nw, nh), method)
-        return scaled.crop((left, top, left + tw, top + th))
-    # letterbox
-    scale = min(tw / w, th / h)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    scaled = img.resize((nw, nh), method)
-    fill = spec.resize.pad_value
-    canvas = Image.new(img.mode, (tw, th), fill if img.mode == "L" else (fill, fill, fill))
-    canvas.paste(scaled, ((tw - nw) // 2, (th - nh) // 2))
-    return canvas
-
-
-def to_array(img: Image.Image, spec: InputSpec) -> npt.NDArray[np.float32]:
-    """Pixels -> float32 H x W x C in the bundle's range and normalisation (inversion, when
-    the bundle asks for it, happens on the image before resizing: see `prepare`)."""
-    arr = np.asarray(img, dtype=np.float32)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    lo, hi = spec.pixel_range
-    if (lo, hi) != (0.0, 255.0):
-        arr = (arr * np.float32((hi - lo) / 255.0) + np.float32(lo)).astype(np.float32)
-    norm = spec.normalization
-    if not norm.in_graph and norm.mean is not None and norm.std is not None:
-        mean = np.asarray(norm.mean, dtype=np.float32)
-        std = np.asarray(norm.std, dtype=np.float32)
-        arr = np.divide(np.subtract(arr, mean), std, dtype=np.float32)
-    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def prepare(

@@ -14,6 +14,7 @@ CORE = [
     "app.metrics",
     "app.card",
     "app.imaging",
+    "app.tensorize",
     "app.runtime",
     "app.errors",
 ]

@@ -1,0 +1,70 @@
+"""Pixels at model size: the bundle's resize policy (stretch, center_crop, letterbox) and the
+float32 tensor in its pixel range and normalisation. Pillow + numpy only; `app.imaging` uses
+these after decoding, and training reads through the same functions (docs/architecture.md)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from app.bundle import InputSpec
+
+_RESAMPLE: Final = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+}
+# center_crop scales only the region it keeps when scaling all would pass this x the input.
+_MAX_SCALED_AREA: Final = 16
+
+
+def resize(img: Image.Image, spec: InputSpec) -> Image.Image:
+    """Bring an image to spec.width x spec.height per the bundle's resize mode."""
+    tw, th = spec.width, spec.height
+    method = _RESAMPLE[spec.resize.interpolation]
+    w, h = img.size
+    if (w, h) == (tw, th):
+        return img
+    if spec.resize.mode == "stretch":
+        return img.resize((tw, th), method)
+    if spec.resize.mode == "center_crop":
+        scale = max(tw / w, th / h)
+        nw, nh = max(tw, round(w * scale)), max(th, round(h * scale))
+        left, top = (nw - tw) // 2, (nh - th) // 2
+        if nw * nh > _MAX_SCALED_AREA * tw * th:
+            # 400000x100 was scaled to 896000x224 (1.3 GB, 2 s) to keep its middle.
+            sx, sy = w / nw, h / nh
+            box = (left * sx, top * sy, (left + tw) * sx, (top + th) * sy)
+            return img.resize((tw, th), method, box=box)
+        scaled = img.resize((nw, nh), method)
+        return scaled.crop((left, top, left + tw, top + th))
+    # letterbox
+    scale = min(tw / w, th / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    scaled = img.resize((nw, nh), method)
+    fill = spec.resize.pad_value
+    canvas = Image.new(img.mode, (tw, th), fill if img.mode == "L" else (fill, fill, fill))
+    canvas.paste(scaled, ((tw - nw) // 2, (th - nh) // 2))
+    return canvas
+
+
+def to_array(img: Image.Image, spec: InputSpec) -> npt.NDArray[np.float32]:
+    """Pixels -> float32 H x W x C in the bundle's range and normalisation (inversion, when
+    the bundle asks for it, happens on the image before resizing: see `prepare`)."""
+    arr = np.asarray(img, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    lo, hi = spec.pixel_range
+    if (lo, hi) != (0.0, 255.0):
+        arr = (arr * np.float32((hi - lo) / 255.0) + np.float32(lo)).astype(np.float32)
+    norm = spec.normalization
+    if not norm.in_graph and norm.mean is not None and norm.std is not None:
+        mean = np.asarray(norm.mean, dtype=np.float32)
+        std = np.asarray(norm.std, dtype=np.float32)
+        arr = np.divide(np.subtract(arr, mean), std, dtype=np.float32)
+    return np.ascontiguousarray(arr, dtype=np.float32)
