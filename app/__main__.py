@@ -15,6 +15,7 @@ import sys
 import uvicorn
 
 from app.cores import resolve_workers
+from app.errors import ConfigurationError
 from app.http_guard import HeadGuardedProtocol
 from app.multiproc import multiprocess_metrics
 from app.serve import Supervisor, reuseport_supported, uvicorn_config
@@ -24,16 +25,23 @@ logger = logging.getLogger("app.serve")
 
 
 def _gpu(providers: str) -> bool:
+    """Whether forward passes run on CUDA. A setting that cannot be honoured (`cuda` without
+    it) raises here, before any worker starts: each would fail alike, three times."""
     if providers == "cpu":
         return False
-    from app.runtime import CUDA, available_providers  # onnxruntime, never TensorFlow
+    from app.runtime import CUDA, choose_providers  # onnxruntime, never TensorFlow
 
-    return CUDA in available_providers()
+    return CUDA in choose_providers(providers)
 
 
 def main() -> None:
     settings = Settings()
-    workers = resolve_workers(settings.workers, _gpu(settings.providers))
+    try:
+        gpu = _gpu(settings.providers)
+    except ConfigurationError as exc:
+        print(f"imgclass: not started: {exc}", file=sys.stderr)
+        sys.exit(2)
+    workers = resolve_workers(settings.workers, gpu)
     os.environ["IMGCLASS_WORKERS"] = str(workers)  # read by each worker's Settings
     # Several workers share their Prometheus metrics through files; set up before they start.
     with multiprocess_metrics(workers):

@@ -169,6 +169,23 @@ def test_a_port_in_use_fails_at_once(tmp_path: Path) -> None:
     assert time.monotonic() - started < 30
 
 
+def test_cuda_where_it_is_missing_fails_at_once_in_one_line(tmp_path: Path) -> None:
+    """README: IMGCLASS_PROVIDERS=cuda without CUDA stops start-up with an error. It did, but
+    only after every worker had failed three times: six tracebacks, over 200 lines."""
+    from app.runtime import CUDA, available_providers
+
+    if CUDA in available_providers():
+        pytest.skip("this onnxruntime has CUDA: the setting is honoured")
+    env = {**os.environ, **_env(2), "IMGCLASS_PORT": str(free_port())}
+    env.update(IMGCLASS_PROVIDERS="cuda", IMGCLASS_DATA_DIR=str(tmp_path / "data"))
+    done = subprocess.run(
+        [sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "IMGCLASS_PROVIDERS=cuda but this onnxruntime build has no CUDA" in done.stderr
+    assert "Traceback" not in done.stderr and "worker process" not in done.stderr
+
+
 def test_workers_accept_only_once_loaded(tmp_path: Path) -> None:
     """The parent listens before the workers start, so a request may reach a worker at once:
     it must wait for that worker's models, never get 503 "still loading" (a client that saw
