@@ -321,4 +321,18 @@ async def infer(
 
 @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False)
 def unknown(rest: str, request: Request) -> JSONResponse:
+    # This catch-all takes every method, so a wrong method on a real route lands here too.
+    allowed = sorted(
+        {
+            m
+            for r in router.routes
+            if isinstance(r, APIRoute) and r.endpoint is not unknown
+            if r.path_regex.match(request.url.path)
+            for m in r.methods or ()
+        }
+    )
+    if allowed:
+        allow = ", ".join(allowed)
+        message = f"{request.method} is not allowed on /v2/{rest}; use {allow}."
+        return oip_error(405, message, {"Allow": allow})
     return oip_error(404, f"No route {request.method} /v2/{rest} in the v2 protocol.")
