@@ -61,6 +61,21 @@ def main(argv: list[str] | None = None) -> int:
         enabled=[args.backbone],
     )
     registry.load_all()
+    if args.backbone not in registry.names():
+        folder = settings.models_dir
+        shipped = (
+            sorted(d.name for d in folder.iterdir() if (d / "metadata.json").is_file())
+            if folder.is_dir()
+            else []
+        )
+        reason = registry.refused().get(args.backbone)
+        why = f" ({reason})" if reason else ""
+        print(
+            f"error: --backbone {args.backbone!r} is not a servable bundle in "
+            f"{settings.models_dir}{why}; bundles there: {', '.join(shipped) or 'none'}.",
+            file=sys.stderr,
+        )
+        return 2
     service = CatalogService(settings, registry)
     service.open()
     catalog = args.catalog or args.name

@@ -124,14 +124,18 @@ def folder_images(root: Path, report: IngestReport, max_bytes: int) -> Iterator[
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         if _hidden((class_dir.name,)):
             continue
+        files = 0
         for path in sorted(p for p in class_dir.rglob("*") if p.is_file()):
             rel = path.relative_to(root)
             if _hidden(rel.parts):
                 continue
+            files += 1
             if path.stat().st_size > max_bytes:
                 report.skip(str(rel), f"larger than {max_bytes:,} bytes")
                 continue
             yield LabelledImage(class_dir.name, str(rel), path.read_bytes())
+        if files == 0:  # said, not dropped in silence: the class is left out of the model
+            report.skip(f"{class_dir.name}/", "an empty class folder: no images, no class")
 
 
 def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator[LabelledImage]:

@@ -155,6 +155,37 @@ def test_cli_refuses_a_shipped_name_before_adding_images(
         assert rows == (0,)
 
 
+def test_cli_names_the_bundles_when_the_backbone_is_not_one(
+    tmp_path: Path, fm_pngs: dict[int, list[bytes]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown --backbone is one line that lists the bundles there (it said 'Available:
+    none' after logging an unrelated refusal), before anything is added."""
+    folder = tmp_path / "pictures"
+    (folder / "bag").mkdir(parents=True)
+    (folder / "bag" / "0.png").write_bytes(fm_pngs[BAG][0])
+    service = tmp_path / "service"
+    argv = ["--data-dir", str(folder), "--name", "shoes", "--service-data", str(service)]
+    code = teach_cli.main([*argv, "--models-dir", str(ROOT / "models"), "--backbone", "nosuch"])
+    out = capsys.readouterr()
+    assert code == 2 and "--backbone 'nosuch' is not a servable bundle" in out.err
+    assert "products" in out.err and "imagenet" in out.err and "added" not in out.out
+
+
+def test_an_empty_class_folder_is_listed_not_dropped_in_silence(tmp_path: Path) -> None:
+    from app.teach.folder import IngestReport, folder_images
+
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "a.png").write_bytes(b"not read here")
+    (tmp_path / "dogs").mkdir()
+    (tmp_path / "dogs" / ".DS_Store").write_bytes(b"hidden, so no image")
+    report = IngestReport()
+    labels = [i.label for i in folder_images(tmp_path, report, 1 << 20)]
+    assert labels == ["cats"]
+    assert report.skipped == [
+        {"name": "dogs/", "reason": "an empty class folder: no images, no class"}
+    ]
+
+
 @pytest.mark.slow
 def test_cli_teaches_from_a_folder(tmp_path: Path, fm_pngs) -> None:  # type: ignore[no-untyped-def]
     folder = tmp_path / "pictures"
