@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
-from tests.app.teach.conftest import BAG, SNEAKER, fm_test_split, png
+from tests.app.teach.conftest import write_sneakers_and_bags
 from tests.browser.test_upload_page import (
     CAT,
     FASHION,
@@ -59,16 +58,8 @@ def test_tab_reaches_remove_before_the_similar_images_and_each_has_one_clear_nam
 
 @pytest.fixture(scope="module")
 def few_pictures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
-    x, y = fm_test_split()
-    out = tmp_path_factory.mktemp("teach-few")
-    files: dict[str, list[str]] = {}
-    for label, cls in (("sneaker", SNEAKER), ("bag", BAG)):
-        files[label] = []
-        for j, i in enumerate(np.flatnonzero(y == cls)[:4]):
-            p = out / f"{label}-{j}.png"
-            p.write_bytes(png(x[i]))
-            files[label].append(str(p))
-    return files
+    files = write_sneakers_and_bags(tmp_path_factory.mktemp("teach-few"), 4)
+    return {label: [str(p) for p in paths] for label, paths in files.items()}
 
 
 def test_teaching_a_new_name_sends_no_request_that_fails(

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from tests.app.teach.conftest import BAG, SNEAKER, fm_test_split, png
+from tests.app.teach.conftest import fm_test_split, png, write_sneakers_and_bags
 from tests.browser.conftest import PHONE
 
 pytestmark = pytest.mark.browser
@@ -18,15 +17,9 @@ SHOTS = Path("/tmp/shots")
 
 @pytest.fixture(scope="module")
 def pictures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
-    x, y = fm_test_split()
     out = tmp_path_factory.mktemp("teach-pictures")
-    files: dict[str, list[Path]] = {}
-    for label, cls in (("sneaker", SNEAKER), ("bag", BAG)):
-        files[label] = []
-        for j, i in enumerate(np.flatnonzero(y == cls)[:13]):
-            p = out / f"{label}-{j}.png"
-            p.write_bytes(png(x[i]))
-            files[label].append(p)
+    files = write_sneakers_and_bags(out, 13)
+    x, _ = fm_test_split()
     broken = out / "broken.png"
     broken.write_bytes(png(x[0])[:70])  # a truncated PNG: the server refuses it (422)
     files["broken"] = [broken]

@@ -36,6 +36,19 @@ def png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def write_sneakers_and_bags(out: Path, per_class: int) -> dict[str, list[Path]]:
+    """The first `per_class` Fashion-MNIST test sneakers and bags as PNG files in `out`."""
+    x, y = fm_test_split()
+    files: dict[str, list[Path]] = {}
+    for label, cls in (("sneaker", SNEAKER), ("bag", BAG)):
+        files[label] = []
+        for j, i in enumerate(np.flatnonzero(y == cls)[:per_class]):
+            p = out / f"{label}-{j}.png"
+            p.write_bytes(png(x[i]))
+            files[label].append(p)
+    return files
+
+
 @pytest.fixture(scope="session")
 def fm_pngs() -> dict[int, list[bytes]]:
     """The first 60 Fashion-MNIST test images of each class, as PNG files."""
