@@ -12,11 +12,13 @@ from app.api.catalogs.openapi import ERRORS, ITEMS_BODY
 from app.api.catalogs.parsing import form_specs, items_limits, query_spec
 from app.api.catalogs.shaping import item_view
 from app.api.deps import CatalogsDep, ReadAuth, SettingsDep, WriteAuth
+from app.api.embed_gate import embed_slot
 from app.api.forms import is_multipart, read_form
 from app.api.uploads import read_uploads, uploads_from
 from app.catalog.service import CatalogService
 from app.errors import InvalidRequest, NotFound
 from app.schemas import Item, ItemList, ItemsCreated
+from app.settings import Settings
 
 router = APIRouter(prefix="/v1/catalogs", tags=["catalogs"], dependencies=[ReadAuth])
 
@@ -46,6 +48,19 @@ async def add_items(
     """Add images to a catalog (embedded with the catalog's model in one forward pass).
     All or nothing; the 201 is sent only once images and items are durably stored."""
     await run_in_threadpool(service.get, name)  # 404 before reading a large body
+    async with embed_slot(request):  # 503 at once when too many embeds are in flight
+        return await _add(name, request, service, settings, id, label, metadata)
+
+
+async def _add(
+    name: str,
+    request: Request,
+    service: CatalogService,
+    settings: Settings,
+    id: str | None,
+    label: str | None,
+    metadata: str | None,
+) -> ItemsCreated:
     if is_multipart(request):
         given = [k for k, v in (("id", id), ("label", label), ("metadata", metadata)) if v]
         if given:  # silently dropped before: the items were stored without them
