@@ -16,6 +16,7 @@ import uvicorn
 
 from app.cores import resolve_workers
 from app.errors import ConfigurationError
+from app.fsutil import check_writable
 from app.http_guard import HeadGuardedProtocol
 from app.multiproc import multiprocess_metrics
 from app.serve import Supervisor, reuseport_supported, uvicorn_config
@@ -37,6 +38,7 @@ def _gpu(providers: str) -> bool:
 def main() -> None:
     settings = Settings()
     try:
+        check_writable(settings.data_dir)  # else every worker fails alike, with a traceback
         gpu = _gpu(settings.providers)
     except ConfigurationError as exc:
         print(f"imgclass: not started: {exc}", file=sys.stderr)

@@ -123,5 +123,21 @@ class DeadlineExceeded(ServiceError):
     title = "Deadline exceeded"
 
 
+class InsufficientStorage(ServiceError):
+    """The data folder's disk (or quota) is full: nothing was stored; free space and retry."""
+
+    status = 507
+    slug = "insufficient-storage"
+    title = "Insufficient storage"
+
+
+class StorageUnavailable(ServiceError):
+    """The data folder is read-only, not writable by the service, or its database is locked."""
+
+    status = 503
+    slug = "storage-unavailable"
+    title = "Storage unavailable"
+
+
 class ConfigurationError(Exception):
     """A setting that cannot be honoured (e.g. CUDA requested where it is absent). Stops start-up."""

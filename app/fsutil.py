@@ -3,10 +3,19 @@ bundles): a file that exists is complete, and a name that was returned survives 
 
 from __future__ import annotations
 
+import errno
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Final
+
+from app.errors import (
+    ConfigurationError,
+    InsufficientStorage,
+    ServiceError,
+    StorageUnavailable,
+)
 
 TMP_PREFIX: Final = ".tmp-"
 
@@ -55,3 +64,62 @@ def atomic_write(
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+# sqlite3 primary result codes (https://sqlite.org/rescode.html).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_FULL, _SQLITE_CANTOPEN = 5, 6, 8, 13, 14
+
+
+def storage_error(exc: BaseException) -> ServiceError | None:
+    """The client-facing error for a failed write to the data folder (disk full, read-only,
+    no permission, database locked), or None when `exc` is not one of those."""
+    if isinstance(exc, sqlite3.OperationalError):
+        code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        if code == _SQLITE_FULL:
+            return InsufficientStorage(
+                "The data folder's disk is full; nothing was stored. Free space and retry."
+            )
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return StorageUnavailable(
+                "The catalog database is locked by another process; retry shortly.",
+                retry_after_s=5,
+            )
+        if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
+            return StorageUnavailable(
+                "The catalog database cannot be written (read-only data folder or missing "
+                "permissions); reads and predictions still work."
+            )
+        return None
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        if exc.errno in _FULL:
+            return InsufficientStorage(
+                "The data folder's disk is full; nothing was stored. Free space and retry."
+            )
+        if exc.errno in _READ_ONLY:
+            return StorageUnavailable(
+                "The data folder cannot be written (read-only or missing permissions); "
+                "reads and predictions still work."
+            )
+    return None
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` and write, then remove, a probe file in it; raise ConfigurationError
+    naming the folder and the OS's reason when that fails (read-only, no permission); a full
+    disk is let through (predictions still work, writes answer 507)."""
+    probe = folder / f"{TMP_PREFIX}write-probe-{os.getpid()}"
+    try:
+        make_dirs_durably(folder)
+        atomic_write(probe, b"probe")
+        probe.unlink()
+    except OSError as exc:
+        if exc.errno in _FULL:  # a full disk still serves predictions; writes answer 507
+            Path(probe).unlink(missing_ok=True)
+            return
+        raise ConfigurationError(
+            f"the data folder {folder} (IMGCLASS_DATA_DIR) is not writable: "
+            f"{exc.strerror or exc}. Catalogs, taught models and jobs are stored there; "
+            "mount it read-write for the service's user."
+        ) from exc

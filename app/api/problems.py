@@ -5,6 +5,7 @@ clients (tritonclient, KServe) read. The HTTP half of app/errors.py: only the se
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import PROBLEM_BASE, PROBLEM_JSON, Overloaded, ServiceError
+from app.fsutil import storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +106,15 @@ def install_error_handlers(app: FastAPI) -> None:
             errors=errors,
         )
 
+    async def storage(request: Request, exc: Exception) -> JSONResponse:
+        """Disk full, read-only data folder, locked database: the machine, not a bug. Handled
+        here (not by `unexpected`, which Starlette re-raises into a traceback) as 507/503."""
+        mapped = storage_error(exc)
+        if mapped is None:
+            return await unexpected(request, exc)
+        logger.warning("storage failure under %s: %s", request.url.path, exc)
+        return await service_error(request, mapped)
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(
@@ -117,4 +128,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(OSError, storage)
+    app.add_exception_handler(sqlite3.Error, storage)
     app.add_exception_handler(Exception, unexpected)

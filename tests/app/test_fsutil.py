@@ -1,0 +1,83 @@
+"""app.fsutil's storage failure mapping and start-up write check, on real OS and SQLite errors."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from app.errors import ConfigurationError, InsufficientStorage, StorageUnavailable
+from app.fsutil import check_writable, storage_error
+
+
+def test_a_database_locked_by_another_process_is_a_503_with_retry(tmp_path: Path) -> None:
+    db = tmp_path / "x.sqlite3"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    other = sqlite3.connect(db, timeout=0, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        other.execute("INSERT INTO t VALUES (1)")
+    holder.execute("ROLLBACK")
+    mapped = storage_error(caught.value)
+    assert isinstance(mapped, StorageUnavailable)
+    assert mapped.status == 503 and mapped.extra["retry_after_s"] > 0
+
+
+def test_a_read_only_database_is_a_503(tmp_path: Path) -> None:
+    db = tmp_path / "x.sqlite3"
+    sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.commit()
+    ro = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        ro.execute("INSERT INTO t VALUES (1)")
+    mapped = storage_error(caught.value)
+    assert isinstance(mapped, StorageUnavailable) and "read-only" in mapped.detail
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        (errno.ENOSPC, InsufficientStorage),
+        (errno.EDQUOT, InsufficientStorage),
+        (errno.EROFS, StorageUnavailable),
+        (errno.EACCES, StorageUnavailable),
+    ],
+)
+def test_os_errors_of_the_disk_map_to_507_or_503(code: int, kind: type) -> None:
+    mapped = storage_error(OSError(code, os.strerror(code)))
+    assert isinstance(mapped, kind)
+    assert mapped.status == (507 if kind is InsufficientStorage else 503)
+
+
+def test_other_errors_stay_unexpected() -> None:
+    assert storage_error(FileNotFoundError(errno.ENOENT, "gone")) is None
+    assert storage_error(OSError(errno.EIO, "I/O error")) is None
+    assert storage_error(ValueError("bug")) is None
+    assert storage_error(sqlite3.OperationalError("no such table: t")) is None
+
+
+def test_check_writable_creates_the_folder_and_leaves_nothing(tmp_path: Path) -> None:
+    check_writable(tmp_path / "a" / "b")
+    assert (tmp_path / "a" / "b").is_dir()
+    assert list((tmp_path / "a" / "b").iterdir()) == []
+
+
+def test_check_writable_refuses_a_folder_it_cannot_create(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(ConfigurationError, match="IMGCLASS_DATA_DIR"):
+        check_writable(tmp_path / "file" / "data")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod 0o555")
+def test_check_writable_refuses_a_read_only_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(ConfigurationError, match="not writable"):
+            check_writable(folder)
+    finally:
+        folder.chmod(0o755)
