@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from app.api.deps import ReadAuth, require_read_key
+from app.api.disconnect import unless_gone
 from app.api.predict_shapes import predict_response
 from app.api.uploads import IMAGE_BODY_OPENAPI, read_uploads
 from app.batching import Schedulers
@@ -83,7 +84,7 @@ async def handle_predict(request: Request) -> Response:
     k = min(query.top_k or settings.default_top_k, meta.num_classes)
     filenames = [u.filename for u in uploads]
     # Decode + forward pass in one worker-thread hop (app.batching), maybe batched with others.
-    scored = await scheduler.submit([u.data for u in uploads], filenames)
+    scored = await unless_gone(request, scheduler.submit([u.data for u in uploads], filenames))
     outcome = classify(loaded, scored.images, filenames, k, output=scored.output)
     if query.similar is None:
         return _json(predict_response(loaded, k, outcome))

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
 from app.api.deps import ReadAuth, RegistryDep, SettingsDep
+from app.api.disconnect import unless_gone
 from app.api.forms import read_body
 from app.api.health import server_ready
 from app.batching import Schedulers
@@ -303,10 +304,10 @@ async def infer(
     # Encoded files are decoded by the same policy as /v1 predict; an FP32 tensor skips that
     # step. Both wait in the model's queue (deadline, batching) like every other request.
     if tensor.items is not None:
-        out = (await scheduler.submit(tensor.items)).output
+        out = (await unless_gone(request, scheduler.submit(tensor.items))).output
     else:
         assert tensor.array is not None
-        out = (await scheduler.submit_tensor(tensor.array)).output
+        out = (await unless_gone(request, scheduler.submit_tensor(tensor.array))).output
     content, header_len = encode_response(
         meta.name, meta.version, req.id, _outputs(req, loaded, out.probs, out.embedding)
     )
