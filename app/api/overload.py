@@ -1,5 +1,6 @@
-"""Load shedding at the door: a POST to /v1/models/{name}/predict whose model queue is full is
-answered 503 + Retry-After (problem+json) before routing, dependencies or body parsing.
+"""Load shedding at the door: a POST to /v1/models/{name}/predict or /v2/models/{name}/infer
+whose model queue is full is answered 503 + Retry-After (problem+json; {"error"} under /v2)
+before routing, dependencies or body parsing.
 
 Pure ASGI and cheap on purpose (~0.07 ms of server CPU per refusal, plus the access log line,
 against ~1 ms through the route). The refusal is paced: it is sent after the time the queue
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -26,6 +28,9 @@ from app.api.predict import PATH_PATTERN
 from app.batching import Schedulers
 from app.errors import PROBLEM_JSON
 from app.scheduler import ModelScheduler
+
+# /v2 infer of a model's newest version (an older version's queue is checked by the route).
+V2_INFER = re.compile(r"/v2/models/([^/]+)/infer")
 
 
 class OverloadShedder:
@@ -50,11 +55,16 @@ class OverloadShedder:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            match = PATH_PATTERN.fullmatch(scope["path"])
+            path = scope["path"]
+            match = PATH_PATTERN.fullmatch(path) or V2_INFER.fullmatch(path)
             sched = self.schedulers.peek(match.group(1)) if match else None
-            if sched is not None and sched.full:
-                problem = sched.overloaded().to_problem(scope["path"])
-                body = json.dumps(problem).encode()
+            if match is not None and sched is not None and sched.full:
+                error = sched.overloaded()
+                if match.re is V2_INFER:  # the Open Inference Protocol's error shape
+                    doc, media_type = {"error": error.detail}, "application/json"
+                else:
+                    doc, media_type = error.to_problem(path), PROBLEM_JSON
+                body = json.dumps(doc).encode()
                 pause = self.pause_for(sched)
                 if pause > 0:
                     await asyncio.sleep(pause)
@@ -63,7 +73,7 @@ class OverloadShedder:
                         "type": "http.response.start",
                         "status": 503,
                         "headers": [
-                            (b"content-type", PROBLEM_JSON.encode()),
+                            (b"content-type", media_type.encode()),
                             (b"content-length", str(len(body)).encode()),
                             (b"retry-after", str(sched.retry_after_s).encode()),
                         ],

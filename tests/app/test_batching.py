@@ -329,6 +329,12 @@ def test_shedder_refuses_a_full_model_before_routing(model: OnnxModel, pngs: lis
             assert r.headers["content-type"] == "application/problem+json"
             assert int(r.headers["retry-after"]) >= 1
             assert r.json()["type"].endswith("/overloaded") and r.json()["status"] == 503
+            # /v2 infer is shed too, in the Open Inference Protocol's error shape (it went on
+            # to the route and was refused there, unpaced, after its body was read)
+            r = await c.post("/v2/models/tiny/infer", content=b"{}")
+            assert r.status_code == 503 and r.headers["content-type"] == "application/json"
+            assert list(r.json()) == ["error"] and "busy" in r.json()["error"]
+            assert int(r.headers["retry-after"]) >= 1
             # other models and other routes go through
             assert (await c.post("/v1/models/other/predict", content=b"x")).text == "routed"
             assert (await c.get("/v1/models/tiny")).text == "routed"
@@ -336,6 +342,9 @@ def test_shedder_refuses_a_full_model_before_routing(model: OnnxModel, pngs: lis
         async with httpx.AsyncClient(transport=paced, base_url="http://t") as c:
             t0 = time.perf_counter()
             assert (await c.post("/v1/models/tiny/predict", content=pngs[2])).status_code == 503
+            assert time.perf_counter() - t0 >= 0.14
+            t0 = time.perf_counter()
+            assert (await c.post("/v2/models/tiny/infer", content=b"{}")).status_code == 503
             assert time.perf_counter() - t0 >= 0.14
         gated.gate.set()
         await asyncio.gather(first, queued)
