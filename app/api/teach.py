@@ -12,9 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteAuth
+from app.api.embed_gate import embed_slot
 from app.api.forms import json_body_openapi, read_body, read_model
+from app.catalog.service import CatalogService
 from app.errors import InvalidRequest, ModelNotFound
 from app.registry import VERSION_SEP, ModelRegistry
+from app.settings import Settings
 from app.teach.compose import check_model_name, delete_taught, delete_version
 from app.teach.core import check_free_name, taught_root
 from app.teach.download import standalone_file
@@ -142,6 +145,13 @@ async def add_zip(
     their header-declared pixels (checked before decoding), unpacked bytes and compression
     ratio."""
     await run_in_threadpool(service.get, catalog)  # 404 before reading the body
+    async with embed_slot(request):  # 503 at once when too many embeds are in flight
+        return await _add_zip(catalog, request, service, settings)
+
+
+async def _add_zip(
+    catalog: str, request: Request, service: CatalogService, settings: Settings
+) -> ZipIngested:
     data = await read_body(request, settings.teach_max_zip_bytes)
     limits = ZipLimits(
         max_images=settings.teach_max_items,

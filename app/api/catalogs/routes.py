@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.catalogs.openapi import CREATE_BODY, ERRORS
 from app.api.catalogs.shaping import catalog_url, catalog_view
 from app.api.deps import CatalogsDep, ReadAuth, SettingsDep, WriteAuth
+from app.api.embed_gate import embed_slot
 from app.api.forms import read_model
 from app.schemas import CatalogCreate, CatalogInfo, CatalogList, ReindexResult
 
@@ -58,11 +59,12 @@ async def delete_catalog(name: str, service: CatalogsDep) -> Response:
 @router.post(
     "/{name}/reindex", response_model=ReindexResult, dependencies=[WriteAuth], responses=ERRORS
 )
-async def reindex_catalog(name: str, service: CatalogsDep) -> ReindexResult:
+async def reindex_catalog(name: str, request: Request, service: CatalogsDep) -> ReindexResult:
     """Re-embed every stored image with the model build now served and rebind the catalog to
     it (after a model update). Synchronous: about a second per few thousand small images."""
     t0 = time.perf_counter()
-    rec, n = await run_in_threadpool(service.reindex, name)
+    async with embed_slot(request):  # 503 at once when too many embeds are in flight
+        rec, n = await run_in_threadpool(service.reindex, name)
     return ReindexResult(
         catalog=catalog_view(service, rec), items=n, seconds=round(time.perf_counter() - t0, 3)
     )

@@ -5,7 +5,9 @@ with IMGCLASS_QUEUE_LIMIT=1, every request waiting its turn."""
 
 from __future__ import annotations
 
+import io
 import threading
+import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,7 +19,7 @@ from tests.live_server import LiveServer, live_server
 
 CLIENTS = 16
 PHOTO = (ROOT / "data/photos/matplotlib/grace_hopper.jpg").read_bytes()
-PER_CLIENT = 6
+PER_CLIENT = 4
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +86,16 @@ def test_search_by_image_beyond_the_bound_gets_503(server: LiveServer) -> None:
     _check(responses, 200)
     # The gate is released after every request, refused or not: one alone is accepted.
     assert httpx.post(url, content=PHOTO, timeout=30).status_code == 200
+
+
+def test_zip_uploads_and_reindex_share_the_bound(server: LiveServer) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("a/1.jpg", PHOTO)
+        z.writestr("b/1.jpg", PHOTO)
+    url = f"{server.base}/v1/catalogs/g/items:zip"
+    responses = _burst(lambda c: c.post(url, content=buf.getvalue()))
+    _check(responses, 200)
+    reindex = f"{server.base}/v1/catalogs/g/reindex"
+    responses = _burst(lambda c: c.post(reindex))
+    _check(responses, 200)
