@@ -64,6 +64,8 @@ def _check(responses: list[httpx.Response], ok: int) -> None:
         assert r.headers["retry-after"] == "1"
         assert r.headers["content-type"] == "application/problem+json"
         assert r.json()["status"] == 503 and "busy" in r.json()["detail"]
+        # paced like a predict refusal (IMGCLASS_OVERLOAD_PAUSE_MS, 100 by default)
+        assert r.elapsed.total_seconds() >= 0.09
 
 
 def test_item_adds_beyond_the_bound_get_503_with_retry_after(server: LiveServer) -> None:
