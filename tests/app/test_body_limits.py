@@ -264,6 +264,7 @@ def _assert_timed_out(status: str, got: bytes, took: float) -> dict:  # type: ig
     return json.loads(body)  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow  # real sockets and timeouts: several seconds
 def test_a_body_shorter_than_its_content_length_gets_408_and_the_connection_closes(
     live: Live,
 ) -> None:
@@ -275,6 +276,7 @@ def test_a_body_shorter_than_its_content_length_gets_408_and_the_connection_clos
     assert "IMGCLASS_BODY_TIMEOUT_S" in problem["detail"]
 
 
+@pytest.mark.slow  # real sockets and timeouts: several seconds
 def test_a_multipart_body_sent_a_byte_at_a_time_gets_408(live: Live) -> None:
     head = _slow_head(live, "/v1/catalogs/c/items", MULTIPART, None)
     part = _part_head("file", "slow.png")
@@ -285,6 +287,7 @@ def test_a_multipart_body_sent_a_byte_at_a_time_gets_408(live: Live) -> None:
     assert "did not arrive in full" in problem["detail"], problem
 
 
+@pytest.mark.slow  # real sockets and timeouts: several seconds
 def test_a_slow_v2_infer_body_gets_408_in_the_protocol_shape(live: Live) -> None:
     head = _slow_head(live, "/v2/models/tiny/infer", "application/json", 5_000)
     status, got, took = live.send_slowly(head, b'{"inputs": [', b" ")

@@ -78,6 +78,7 @@ def _give_up(server: LiveServer, path: str, send: dict[str, object], seconds: fl
         ),
     ],
 )
+@pytest.mark.slow  # real sockets and timeouts: several seconds
 def test_clients_that_give_up_leave_no_queued_work(
     server: LiveServer, path: str, send: dict[str, object]
 ) -> None:

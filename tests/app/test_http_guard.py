@@ -99,6 +99,7 @@ def _problem(response: bytes) -> dict[str, object]:
     return parsed
 
 
+@pytest.mark.slow  # real sockets and timeouts: several seconds
 def test_ordinary_traffic_is_untouched(port: int) -> None:
     """Keep-alive requests with bodies far over the head cap, a body that takes longer than
     the head deadline, pipelined requests: all answered."""
