@@ -25,6 +25,7 @@ import re
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.predict import PATH_PATTERN
+from app.api.problems import is_oip_path
 from app.batching import Schedulers
 from app.errors import PROBLEM_JSON
 from app.scheduler import ModelScheduler
@@ -60,7 +61,7 @@ class OverloadShedder:
             sched = self.schedulers.peek(match.group(1)) if match else None
             if match is not None and sched is not None and sched.full:
                 error = sched.overloaded()
-                if match.re is V2_INFER:  # the Open Inference Protocol's error shape
+                if is_oip_path(path):  # the Open Inference Protocol's error shape, as guards
                     doc, media_type = {"error": error.detail}, "application/json"
                 else:
                     doc, media_type = error.to_problem(path), PROBLEM_JSON
