@@ -211,3 +211,13 @@ register(
         "binary head on the imagenet embedding, leave-one-style-out on emoji art (santa, bird)",
     )
 )
+from training.emoji.config import EmojiTopConfig  # noqa: E402
+
+register(
+    Recipe(
+        "emoji_top",
+        EmojiTopConfig,
+        "training.emoji.top_recipe:run",
+        "imagenet graph's last block + head conv fine-tuned with a Santa head, leave-one-style-out on emoji art",
+    )
+)

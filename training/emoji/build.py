@@ -1,6 +1,6 @@
 """The `emoji_head` recipe: LOSO-evaluated head on the imagenet embedding -> served bundle.
 
-``python -m training train --config training/configs/santa-emoji.yaml`` (or bird-emoji.yaml):
+``python -m training train --config training/configs/santa-emoji.yaml`` (santa v1) or bird-emoji.yaml:
 features from the cache (training.emoji.embed; filled on first use), leave-one-style-out
 evaluation (training.emoji.loso), the shipped head on all styles, the head composed onto the
 imagenet bundle's graph (training.emoji.compose, parity-checked on real pictures), metadata

@@ -33,3 +33,21 @@ class EmojiHeadConfig(RecipeBase):
     hard_weights: list[float] | None = Field(default=None, min_length=1)
     # Extra card sections, rendered after the evaluation sections.
     card_notes: list[CardNote] = Field(default_factory=list)
+
+
+class EmojiTopConfig(RecipeBase):
+    """Config of the `emoji_top` recipe (training.emoji.top_recipe): the imagenet graph's last
+    block and head conv fine-tuned with a Santa head on emoji art, leave-one-style-out folds,
+    then one model on every style (training.emoji.top_ship; its settings are fixed in code)."""
+
+    recipe: Literal["emoji_top"] = "emoji_top"
+    task: Literal["santa"] = "santa"
+    # The bundle whose graph is cut and fine-tuned (only models/imagenet's graph is supported).
+    backbone_bundle: Path = Path("models/imagenet")
+    # Every fold model taken at this epoch, as the served model is (None: each fold's epoch is
+    # chosen on its validation style and the served model gets the folds' median).
+    fixed_epoch: int | None = Field(default=5, ge=0, le=5)
+    # Run directory under the runs dir; reused, so every step resumes where it stopped.
+    run_name: str = Field(default="santa-top", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    # Extra card sections, rendered after the evaluation sections (and v1's notes).
+    card_notes: list[CardNote] = Field(default_factory=list)

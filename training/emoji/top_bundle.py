@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from app.card import CardData, Licence, Section, Table, render_card
 from app.metrics import calibrate_threshold
 from training.emoji.card import HEADER, _frac, _row, limitations, note_sections, trained_on
 from training.emoji.catalog import LABELS_SOURCE, PROJECT_ROOT, STYLES
+from training.emoji.config import CardNote
 from training.emoji.loso import TASKS, interval, summarise
 from training.emoji.top_graph import TOP_FOLDS, fold_deltas, served_graph
 from training.emoji.top_report import print_summary
@@ -30,7 +32,9 @@ from training.emoji.top_ship import fold_path, load_saved, run_fixed_epoch
 logger = logging.getLogger(__name__)
 
 GOAL = 0.85  # issue 14: recall at 1% FPR on held-out drawing styles
-V1_POOLED_AT_1PCT = 89  # santa v1's pooled one-cut recall at 1% FPR (of 111), metadata.json
+V1_PER_STYLE_AT_1PCT = 93  # santa v1: each held-out style's own 1% FPR cut, summed (of 111)
+V1_POOLED_AT_1PCT = 89  # santa v1: one cut over the pooled held-out scores (of 111)
+V1_SANTAS = 111
 LOSO = "leave-one-style-out"
 RULE = "max_f1"  # the shipped threshold's rule, as v1: on the pooled held-out scores
 
@@ -74,12 +78,17 @@ def summarise_folds(run_dir: Path) -> dict[str, Any]:
 
 
 def decide(summary: dict[str, Any]) -> tuple[bool, str]:
+    """Ship when recall at 1% FPR, each held-out style cut at its own 1% (what a check on a new
+    source of drawings measures), reaches the goal and beats v1's. The pooled one cut (how well
+    the 7 fold models' score scales agree) is printed beside it; until 2026-12-02 it also had
+    to reach v1's 89 (docs/drawings.md says why that condition was dropped)."""
     p = summary["pooled"]["finetuned"]
     per, one = p["per_style_cuts"], p["recall_at_1pct_fpr"]
-    ok = per["estimate"] >= GOAL and one["k"] >= V1_POOLED_AT_1PCT
+    ok = per["estimate"] >= GOAL and per["estimate"] > V1_PER_STYLE_AT_1PCT / V1_SANTAS
     why = (
-        f"per-style cuts summed {_frac(per)} (goal >= {GOAL}); pooled one cut {_frac(one)} "
-        f"(v1: {V1_POOLED_AT_1PCT}/{one['n']}): {'ship' if ok else 'do not ship'}"
+        f"per-style cuts summed {_frac(per)} (goal >= {GOAL}, v1: {V1_PER_STYLE_AT_1PCT}/"
+        f"{V1_SANTAS}); pooled one cut {_frac(one)} (v1: {V1_POOLED_AT_1PCT}/{V1_SANTAS}, "
+        f"reported): {'ship' if ok else 'do not ship'}"
     )
     return ok, why
 
@@ -235,11 +244,15 @@ def _sections(
                 "Recall at 1% FPR, two ways: each held-out style with its own cut at 1% false "
                 f"positives, summed over the styles: {_frac(p['per_style_cuts'])}; one cut over "
                 f"the scores of all 7 fold models pooled: {_frac(p['recall_at_1pct_fpr'])} "
-                f"(v1: {v1}/{p['n_positive']}). The first is the headline: an independent check "
-                "measures this one served model on one source of drawings it never saw, cutting "
-                "on that source's negatives, i.e. one held-out style with its own cut. A cut "
-                "over scores pooled from seven different models is not something any served "
-                "model has.",
+                f"(v1: {V1_PER_STYLE_AT_1PCT}/{V1_SANTAS} and {v1}/{V1_SANTAS}). The first is "
+                "the headline and the ship rule: an independent check measures this one served "
+                "model on one source of drawings it never saw, cutting on that source's "
+                "negatives, i.e. one held-out style with its own cut. The second measures how "
+                "well the fold models' score scales agree across styles, that is how well one "
+                "threshold travels to a new style: where it is below v1's, the decision "
+                "(`is_positive`) suits some styles better than others. On a new source of "
+                "drawings, choose the threshold on a few labelled pictures of it (every response "
+                "carries P(santa)), or teach your own model.",
                 f"The served model is trained on all seven styles {final_epochs}; "
                 f"its threshold {threshold:.4f} was chosen by the rule {RULE} on the pooled "
                 "held-out scores of the fold models (as v1), so the last row of the table is "
@@ -253,12 +266,18 @@ def _sections(
 
 
 def write(
-    run_dir: Path, out: Path, candidate: bool = False, previous_run: Path | None = None
-) -> None:
+    run_dir: Path,
+    out: Path,
+    candidate: bool = False,
+    previous_run: Path | None = None,
+    card_notes: Sequence[CardNote] = (),
+) -> Path | None:
     """Summarise, decide, and (if the rule says ship) write models/santa v2. `candidate`:
     write it whatever the rule says, only outside the project's models/ (to check the
     composition, the card and the CI check on a model that is not shipped). `previous_run`:
-    an earlier estimate of the same model, printed and named on the card beside this one."""
+    an earlier estimate of the same model, printed and named on the card beside this one.
+    `card_notes`: extra card sections (the recipe config's), after v1's.
+    Returns the bundle written, or None when the rule said no."""
     if candidate and out.resolve() == (PROJECT_ROOT / "models").resolve():
         raise ValueError("a candidate is never written into models/: give another --out")
     import json
@@ -291,7 +310,7 @@ def write(
         json.dumps({**keep, "decision": why, "threshold": thr}, indent=1, default=str)
     )
     if not ok and not candidate:
-        return
+        return None
     t0 = time.perf_counter()
     final, finfo = load_saved(run_dir / "final.npz")
     base = load_bundle(BACKBONE)
@@ -377,7 +396,8 @@ def write(
             metadata=meta,
             labels=task.labels,
             sections=_sections(summary, thr, finfo, previous)
-            + note_sections(_v1_config().card_notes),
+            + note_sections(_v1_config().card_notes)
+            + note_sections(card_notes),
             limitations=(
                 *limitations(task),
                 "Every held-out figure is from the 7 fold models; the served model (all 7 styles) was never scored on an unseen style.",
@@ -396,3 +416,4 @@ def write(
     )
     save_top_folds(bundle.path / TOP_FOLDS, run_dir, summary, final)
     logger.info("wrote %s in %.0f s", bundle.path, time.perf_counter() - t0)
+    return bundle.path
