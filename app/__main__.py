@@ -1,8 +1,8 @@
 """`python -m app` / `imgclass`: start the server with the Settings.
 
 One worker: uvicorn in this process. Several (the default on a multi-core CPU, see
-app.cores.resolve_workers): this process supervises that many uvicorn workers, each with its
-own SO_REUSEPORT socket (app.serve), and tells them the count through IMGCLASS_WORKERS so each
+app.cores.resolve_workers): this process listens, deals the connections out to that many
+uvicorn workers in turn (app.serve), and tells them the count through IMGCLASS_WORKERS so each
 sizes its pipelines, threads, queues and decodes to its share of the cores.
 """
 
@@ -19,7 +19,7 @@ from app.errors import ConfigurationError
 from app.fsutil import check_writable
 from app.http_guard import HeadGuardedProtocol
 from app.multiproc import multiprocess_metrics
-from app.serve import Supervisor, reuseport_supported, uvicorn_config
+from app.serve import Supervisor, dealing_supported, uvicorn_config
 from app.settings import Settings
 
 logger = logging.getLogger("app.serve")
@@ -51,9 +51,9 @@ def main() -> None:
 
 
 def _serve(settings: Settings, workers: int) -> None:
-    if workers == 1 or not reuseport_supported():
-        # One process; or several on a system whose SO_REUSEPORT does not spread connections
-        # (app.serve.reuseport_supported): uvicorn's own workers, one shared socket.
+    if workers == 1 or not dealing_supported():
+        # One process; or several on a system that cannot pass sockets between processes
+        # (app.serve.dealing_supported): uvicorn's own workers, one shared socket.
         uvicorn.run(
             "app.main:create_app",
             factory=True,

@@ -1,25 +1,31 @@
-"""Run the server as N worker processes on one port, each with its own listening socket.
+"""Run the server as N worker processes on one port; the parent accepts and deals connections.
 
 Why not uvicorn's `workers=N`: its workers share one listening socket, and with keep-alive
 clients the first worker to wake accepts every connection a client opens at once, so one
 process (one GIL) may serve all of them while the other idles (measured: `imagenet` at 8
-clients 81 req/s in one run of three, against ~150). Here the parent binds one socket per worker
-with SO_REUSEPORT before starting them, so the kernel spreads new connections over the workers
-by a hash of their addresses, and a connection that arrives while its worker restarts waits in
-that socket's backlog instead of being refused.
+clients 81 req/s in one run of three, against ~150). Until 2026-12-02 the parent bound one
+SO_REUSEPORT socket per worker and the kernel spread new connections by a hash of their
+addresses: at random, so a client's 8 connections all landed on one worker 2 times in 256
+(measured: 561 req/s instead of ~850 for `products`; with 2 connections, both share a worker
+half the time). Now the parent listens, accepts, and hands each connection's file descriptor
+to the next ready worker in turn over a Unix socket pair (SCM_RIGHTS): a client's connections
+are dealt out evenly, and a worker still loading or restarting gets none until it says it is
+ready. The parent only accepts; the requests never pass through it.
 
-Each worker loads its models before it accepts connections (IMGCLASS_LOAD_IN_BACKGROUND is
-off in workers), so no request reaches a worker that would answer "still loading".
+Each worker loads its models before it takes connections (IMGCLASS_LOAD_IN_BACKGROUND is off
+in workers), so no request reaches a worker that would answer "still loading".
 
-The parent only supervises: it starts the workers (spawned, so nothing is inherited but the
-socket and the environment), replaces one that exits while the server is not stopping (a crash,
-the OOM killer, a signal sent to that worker alone), and on SIGTERM/SIGINT asks every worker to
-finish its requests and exit. A worker that fails within its first seconds three times in a row
-stops the whole server (a broken configuration would fail the same way forever).
+The parent supervises: it starts the workers (spawned, so nothing is inherited but their end of
+the socket pair and the environment), replaces one that exits while the server is not stopping
+(a crash, the OOM killer, a signal sent to that worker alone), and on SIGTERM/SIGINT stops
+accepting and asks every worker to finish its requests and exit. A worker that fails within its
+first seconds three times in a row stops the whole server (a broken configuration would fail
+the same way forever).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -28,6 +34,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -44,27 +51,29 @@ BACKLOG: Final = 2048
 STOP_GRACE_S: Final = 30.0
 EARLY_EXIT_S: Final = 10.0  # a worker dying this soon after its start counts as a failed start
 MAX_EARLY_EXITS: Final = 3
+# At start-up no connection is dealt until every worker is ready (or this long has passed):
+# a client that starts as soon as /readyz answers would otherwise keep every connection it
+# opened on the first worker to finish loading.
+START_HOLD_S: Final = 120.0
 
 
-def reuseport_supported() -> bool:
-    """Linux spreads connections over SO_REUSEPORT sockets; other systems (macOS, the BSDs)
-    accept the option but hand new connections to one socket, so they get uvicorn's workers."""
-    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+def dealing_supported() -> bool:
+    """Passing sockets between processes (SCM_RIGHTS) needs a Unix; elsewhere uvicorn's own
+    workers serve (app.__main__)."""
+    return sys.platform != "win32" and hasattr(socket, "send_fds")
 
 
-def bind_reuseport(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on (host, port) that other sockets with SO_REUSEPORT may share."""
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The parent's listening TCP socket on (host, port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host.strip("[]"), port))
         sock.listen(BACKLOG)
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
     return sock
 
 
@@ -78,28 +87,86 @@ def uvicorn_config(log_level: str) -> uvicorn.Config:
     )
 
 
-def _worker_main(sock: socket.socket, log_level: str) -> None:  # pragma: no cover - child
-    # Load every model before accepting: the kernel hands this worker its share of new
-    # connections as soon as its socket listens, and a worker still loading would answer them
-    # 503 while /readyz, served by a worker that is ready, says 200. Connections wait in the
-    # backlog instead (measured: a third of one client's requests refused after start-up).
+READY: Final = b"r"  # worker -> parent: loaded, deal me connections
+
+
+class DealtServer(uvicorn.Server):
+    """A uvicorn server that listens on nothing: it serves the connections whose sockets the
+    parent sends over `channel`, and tells the parent when it is ready for them."""
+
+    def __init__(self, config: uvicorn.Config, channel: socket.socket) -> None:
+        super().__init__(config)
+        self.channel = channel
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=[])  # the app's lifespan (models loaded), no listener
+        if self.should_exit:
+            return
+        self._loop = asyncio.get_running_loop()
+        self.channel.setblocking(False)
+        self._loop.add_reader(self.channel.fileno(), self._take_connections)
+        self.channel.send(READY)
+
+    def _protocol(self) -> asyncio.Protocol:
+        config = self.config
+        return config.http_protocol_class(  # type: ignore[call-arg]
+            config=config, server_state=self.server_state, app_state=self.lifespan.state
+        )
+
+    def _take_connections(self) -> None:
+        assert self._loop is not None
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.channel, 1024, 256)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, fds = b"", []
+        if not data and not fds:  # the parent is gone: finish what is in flight and stop
+            self._loop.remove_reader(self.channel.fileno())
+            self.should_exit = True
+            return
+        for fd in fds:
+            conn = socket.socket(fileno=fd)
+            conn.setblocking(False)
+            self._loop.create_task(self._serve_connection(conn))
+
+    async def _serve_connection(self, conn: socket.socket) -> None:
+        assert self._loop is not None
+        try:
+            await self._loop.connect_accepted_socket(self._protocol, conn)
+        except OSError:  # the client left before the worker got to it
+            conn.close()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._loop is not None:  # take no more connections, then uvicorn's shutdown
+            self._loop.remove_reader(self.channel.fileno())
+        await super().shutdown(sockets)
+
+
+def _worker_main(channel: socket.socket, log_level: str) -> None:  # pragma: no cover - child
+    # Load every model before saying ready: the parent deals connections only to ready
+    # workers, so none waits on a worker that is still loading, and none is answered 503
+    # "still loading" while /readyz, served by a worker that is ready, says 200.
     os.environ["IMGCLASS_LOAD_IN_BACKGROUND"] = "false"
     config = uvicorn_config(log_level)
     config.configure_logging()  # spawned: logging is set up again in the child
-    uvicorn.Server(config).run(sockets=[sock])
+    DealtServer(config, channel).run()
 
 
 @dataclass
 class _Slot:
-    sock: socket.socket
+    channel: socket.socket | None = None  # the parent's end of the pair
     process: BaseProcess | None = None
+    ready: bool = False
     started_at: float = 0.0
     early_exits: int = 0
 
 
 @dataclass
 class Supervisor:
-    """Start `workers` processes, one per SO_REUSEPORT socket, and keep them running."""
+    """Start `workers` processes, deal the listening socket's connections to them in turn, and
+    keep them running."""
 
     host: str
     port: int
@@ -108,21 +175,104 @@ class Supervisor:
     poll_s: float = 0.5
     slots: list[_Slot] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
+    listener: socket.socket | None = None
 
     def __post_init__(self) -> None:
         self._ctx = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()  # slots' channels: the dealer vs restarts
+        self._next = 0
+        self._all_ready_once = False  # every worker has been ready since the start
+        self._began = time.monotonic()
 
     def bind(self) -> None:
-        """All sockets are bound before any worker starts: a port in use fails here, once."""
-        self.slots = [_Slot(bind_reuseport(self.host, self.port)) for _ in range(self.workers)]
+        """Listen before any worker starts: a port in use fails here, once."""
+        self._began = time.monotonic()
+        self.listener = bind_listener(self.host, self.port)
+        self.slots = [_Slot() for _ in range(self.workers)]
 
     def _start(self, slot: _Slot) -> None:
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         proc = self._ctx.Process(
-            target=_worker_main, args=(slot.sock, self.log_level), name="imgclass-worker"
+            target=_worker_main, args=(child_end, self.log_level), name="imgclass-worker"
         )
         proc.start()
-        slot.process, slot.started_at = proc, time.monotonic()
+        child_end.close()
+        parent_end.setblocking(False)
+        with self._lock:
+            old, slot.channel, slot.ready = slot.channel, parent_end, False
+            slot.process, slot.started_at = proc, time.monotonic()
+        if old is not None:
+            old.close()
         logger.info("started worker process %s", proc.pid)
+
+    # -- dealing (one thread) ---------------------------------------------------------------
+
+    def _ready(self, slot: _Slot) -> bool:
+        """Whether the worker has said it is ready (read at most once, without blocking)."""
+        if slot.ready or slot.channel is None:
+            return slot.ready
+        try:
+            slot.ready = slot.channel.recv(1) == READY
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            pass
+        return slot.ready
+
+    def _deal(self, conn: socket.socket) -> bool:
+        """Hand `conn` to the next ready worker; False when none could take it now (or, at
+        start-up, until every worker is ready: see START_HOLD_S). A worker restarted later
+        gets connections again once it is ready; the others serve meanwhile."""
+        with self._lock:
+            if not self._all_ready_once:
+                if all(self._ready(slot) for slot in self.slots):
+                    self._all_ready_once = True
+                elif time.monotonic() - self._began < START_HOLD_S:
+                    return False
+            for i in range(len(self.slots)):
+                slot = self.slots[(self._next + i) % len(self.slots)]
+                if slot.channel is None or not self._ready(slot):
+                    continue
+                try:
+                    socket.send_fds(slot.channel, [b"c"], [conn.fileno()])
+                except (BlockingIOError, InterruptedError):
+                    continue  # its queue is full: it is not reading, try the next
+                except OSError:
+                    slot.ready = False  # it died; the supervisor restarts it
+                    continue
+                self._next = (self._next + i + 1) % len(self.slots)
+                return True
+        return False
+
+    def _dealer(self) -> None:
+        """Accept connections and deal them out; hold them (in arrival order) while no worker is
+        ready, as a backlog would."""
+        assert self.listener is not None
+        self.listener.settimeout(0.05)
+        held: deque[socket.socket] = deque()
+        while not self.stopping.is_set():
+            while held and self._deal(held[0]):
+                held.popleft().close()
+            try:
+                conn, _addr = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self.stopping.is_set():
+                    break
+                time.sleep(0.05)  # e.g. out of file descriptors: the kernel keeps the backlog
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if not held and self._deal(conn):
+                conn.close()  # the worker holds its own copy
+            elif len(held) < BACKLOG:
+                held.append(conn)
+            else:
+                conn.close()
+        for conn in held:
+            conn.close()
+
+    # -- supervising ------------------------------------------------------------------------
 
     def _check(self, slot: _Slot) -> bool:
         """Restart a worker that died abnormally; False when the server must stop."""
@@ -131,6 +281,8 @@ class Supervisor:
             return True
         code = proc.exitcode
         proc.join()
+        with self._lock:
+            slot.ready = False
         if proc.pid is not None:
             forget_dead_worker(proc.pid)
         early = time.monotonic() - slot.started_at < EARLY_EXIT_S
@@ -150,8 +302,10 @@ class Supervisor:
         return True
 
     def stop(self) -> None:
-        """SIGTERM every worker (uvicorn finishes the requests in flight), then wait."""
+        """Stop accepting, SIGTERM every worker (uvicorn finishes the requests in flight), wait."""
         self.stopping.set()
+        if self.listener is not None:
+            self.listener.close()
         procs = [s.process for s in self.slots if s.process is not None]
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
@@ -164,7 +318,8 @@ class Supervisor:
                 proc.kill()
                 proc.join(5)
         for slot in self.slots:
-            slot.sock.close()
+            if slot.channel is not None:
+                slot.channel.close()
 
     def run(self) -> int:
         """Serve until a signal or an unrecoverable worker failure; the exit status."""
@@ -176,19 +331,24 @@ class Supervisor:
             self.stopping.set()
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        dealer = threading.Thread(target=self._dealer, name="imgclass-dealer", daemon=True)
         failed = False
         try:
             logger.info(
-                "serving on %s:%d with %d worker processes (one SO_REUSEPORT socket each)",
+                "serving on %s:%d with %d worker processes (connections dealt in turn)",
                 self.host,
                 self.port,
                 self.workers,
             )
             for slot in self.slots:
                 self._start(slot)
+            dealer.start()
             while not failed and not self.stopping.wait(self.poll_s):
                 failed = not all(self._check(slot) for slot in self.slots)
         finally:
+            self.stopping.set()
+            if dealer.is_alive():
+                dealer.join(2)
             self.stop()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     # Server processes (0 = auto: one per core, at most 4, on CPU; one with CUDA). Each worker
     # loads every model and gets its share of the cores for its pipelines, threads, queue and
-    # decodes; `python -m app` gives each its own SO_REUSEPORT socket (app.serve).
+    # decodes; `python -m app` listens and deals connections to them in turn (app.serve).
     workers: int = Field(default=0, ge=0, le=64)
 
     # Execution providers: auto = CUDA when onnxruntime has it, else CPU. "cuda" where CUDA
