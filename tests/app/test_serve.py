@@ -259,3 +259,15 @@ def test_a_killed_workers_requests_leave_the_in_flight_gauge(two_workers: LiveSe
     _wait(lambda: _split(two_workers.port, parent, 4) == [2, 2], 60, "the replacement to serve")
     for _ in range(4):  # whichever worker answers the scrape, the sum no longer counts it
         assert _in_flight(two_workers.base, "digits") == 0
+
+
+def test_workers_stop_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """Only the parent accepts: workers whose parent died (kill -9, no SIGTERM to pass on)
+    finish what they hold and exit instead of staying behind as orphans."""
+    with live_server(tmp_path, _env(2), entry="app") as server:
+        parent = psutil.Process(_server_pid(server.port))
+        workers = _workers(parent.pid)
+        assert len(workers) == 2
+        parent.kill()
+        _gone, alive = psutil.wait_procs(workers, timeout=20)
+        assert alive == [], [p.pid for p in alive]
