@@ -26,6 +26,7 @@ the same way forever).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -211,12 +212,8 @@ class Supervisor:
         """Whether the worker has said it is ready (read at most once, without blocking)."""
         if slot.ready or slot.channel is None:
             return slot.ready
-        try:
+        with contextlib.suppress(OSError):  # nothing yet (BlockingIOError), or the worker is gone
             slot.ready = slot.channel.recv(1) == READY
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            pass
         return slot.ready
 
     def _deal(self, conn: socket.socket) -> bool:
