@@ -130,25 +130,38 @@ def check_fixed(run_dir: Path, fixed_epoch: int | None) -> None:
     (run_dir / RUN_FILE).write_text(json.dumps({"fixed_epoch": fixed_epoch}) + "\n")
 
 
+def with_seed(seed: int | None) -> dict[str, Any]:
+    """SETTINGS, with another seed (a member of an ensemble, training.emoji.top_members)."""
+    return dict(SETTINGS) if seed is None else dict(SETTINGS, seed=seed)
+
+
 def run_folds(
-    d: Data, run_dir: Path, styles: Sequence[str], fixed_epoch: int | None = None
+    d: Data,
+    run_dir: Path,
+    styles: Sequence[str],
+    fixed_epoch: int | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """Each missing fold: train, keep the santa-chosen epoch's weights, scores and threshold
-    (`fixed_epoch`: that epoch for every fold, threshold still from the validation style)."""
+    (`fixed_epoch`: that epoch for every fold, threshold still from the validation style).
+    A fold file already there must have been trained with the same `settings`."""
+    settings = dict(SETTINGS) if settings is None else settings
     check_fixed(run_dir, fixed_epoch)
     photos = photo_inputs(CutBackbone())
     for style in styles:
         path = fold_path(run_dir, style)
         if path.is_file():
+            if (had := load_saved(path)[1].get("settings")) != settings:
+                raise ValueError(f"{path} was trained with {had}, not {settings}")
             continue
         snaps: dict[int, dict[str, npt.NDArray[Any]]] = {}
 
         def keep(epoch: int, st: TopState, snaps: dict[int, Any] = snaps) -> None:
             snaps[epoch] = snapshot(st)
 
-        fold = run_fold(d, style, photos, **SETTINGS, on_epoch=keep, fixed_epoch=fixed_epoch)
+        fold = run_fold(d, style, photos, **settings, on_epoch=keep, fixed_epoch=fixed_epoch)
         arrays: dict[str, Any] = {}
-        info: dict[str, Any] = {"held_out": style, "settings": SETTINGS}
+        info: dict[str, Any] = {"held_out": style, "settings": settings}
         info.update(validation_style=fold["validation_style"], seconds=fold["seconds"])
         for task in ("santa", "bird"):
             r = fold[task]
@@ -173,13 +186,13 @@ def final_epochs(run_dir: Path) -> int:
     return int(np.median(epochs))
 
 
-def run_final(d: Data, run_dir: Path) -> None:
+def run_final(d: Data, run_dir: Path, settings: dict[str, Any] | None = None) -> None:
     path = run_dir / "final.npz"
     if path.is_file():
         return
     epochs = final_epochs(run_dir)
     t0 = time.perf_counter()
-    s = dict(SETTINGS, epochs=epochs)
+    s = dict(SETTINGS if settings is None else settings, epochs=epochs)
     last: dict[str, npt.NDArray[Any]] = {}
     for e, st in train_top(d, np.ones(len(d.style), bool), **s):
         logger.info("final epoch %d: %.0f s", e, time.perf_counter() - t0)
@@ -199,6 +212,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="folds step: take every fold model at this epoch (the final model's procedure) "
         "instead of the validation-chosen one; the threshold is still chosen on validation",
+    )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help=f"folds/final steps: another seed than {SETTINGS['seed']} (one member of an "
+        "ensemble: give each member its own --run-dir; training.emoji.top_members scores them)",
     )
     ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "models")
     ap.add_argument(
@@ -223,9 +243,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         fill_cache()
         d = load_data()
         if args.step in ("folds", "train", "all"):
-            run_folds(d, args.run_dir, args.styles, args.fixed_epoch)
+            run_folds(d, args.run_dir, args.styles, args.fixed_epoch, with_seed(args.seed))
         if args.step in ("final", "train", "all"):
-            run_final(d, args.run_dir)
+            run_final(d, args.run_dir, with_seed(args.seed))
         del d
     if args.step in ("write", "all"):
         from training.emoji.top_bundle import write
