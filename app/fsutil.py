@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -109,7 +110,8 @@ def check_writable(folder: Path) -> None:
     """Create `folder` and write, then remove, a probe file in it; raise ConfigurationError
     naming the folder and the OS's reason when that fails (read-only, no permission); a full
     disk is let through (predictions still work, writes answer 507)."""
-    probe = folder / f"{TMP_PREFIX}write-probe-{os.getpid()}"
+    # unique per call: replicas sharing a volume can have the same pid (1 in each container)
+    probe = folder / f"{TMP_PREFIX}write-probe-{os.getpid()}-{secrets.token_hex(8)}"
     try:
         make_dirs_durably(folder)
         atomic_write(probe, b"probe")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,31 @@ def test_check_writable_creates_the_folder_and_leaves_nothing(tmp_path: Path) ->
     check_writable(tmp_path / "a" / "b")
     assert (tmp_path / "a" / "b").is_dir()
     assert list((tmp_path / "a" / "b").iterdir()) == []
+
+
+def test_check_writable_at_once_from_processes_with_the_same_pid(tmp_path: Path) -> None:
+    """Two replicas on one data volume are both pid 1 in their containers and start together
+    (scripts/ci-docker): their probes must not share a name, or one removes the other's and
+    that replica refuses to start ("not writable: No such file or directory"). Threads of one
+    process share a pid too."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def probe() -> None:
+        start.wait()
+        try:
+            for _ in range(100):
+                check_writable(tmp_path)
+        except BaseException as exc:  # collected and reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=probe) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_check_writable_refuses_a_folder_it_cannot_create(tmp_path: Path) -> None:
