@@ -185,6 +185,7 @@ from app.teach.jobs import JobRunner, JobStore
 
 root, go, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
 runner = JobRunner(JobStore(root), lambda *a: {}, max_queued=len(names))  # never started
+print("ready", flush=True)
 while not go.exists():
     pass
 won = []
@@ -194,7 +195,8 @@ for name in names:
         won.append(name)
     except ServiceError as exc:
         assert exc.status == 409, exc
-print(json.dumps(won))
+print(json.dumps(won), flush=True)
+sys.stdin.read()  # alive until told: a finished process's queued jobs are orphans (rightly)
 """
 
 
@@ -205,18 +207,24 @@ def test_one_job_per_model_across_processes(tmp_path: Path) -> None:
     # 3 of 15 names got two 202s from 2 workers).
     names = [f"m{i}" for i in range(40)]
     go = tmp_path / "go"
+    # Every process stays alive until all have submitted: one that exits early leaves queued
+    # jobs of a dead pid, which the others then rightly treat as orphans and replace (this test
+    # flaked that way when one process was still importing after another had finished).
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _SUBMITTER, str(tmp_path / "jobs"), str(go), ",".join(names)],
             cwd=ROOT,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         for _ in range(4)
     ]
-    time.sleep(1.0)  # let every process import and spin on the start file
+    assert all(p.stdout is not None and p.stdout.readline() == "ready\n" for p in procs)
     go.touch()
-    won = [name for p in procs for name in json.loads(p.communicate(timeout=60)[0])]
+    won = [name for p in procs if p.stdout for name in json.loads(p.stdout.readline())]
+    for p in procs:
+        p.communicate(timeout=60)  # closes stdin: the process exits
     assert all(p.returncode == 0 for p in procs)
     assert sorted(won) == sorted(names)  # each name accepted exactly once
     assert sorted(j.model for j in JobStore(tmp_path / "jobs").all()) == sorted(names)
