@@ -127,12 +127,11 @@ class _TopFolds:
         self.open_model = open_model
 
     def __call__(self, i: int, pics: Sequence[Picture]) -> npt.NDArray[np.bool_]:
-        from training.emoji.top_graph import fold_graph
+        from training.emoji.top_graph import fold_graph, stored_members
 
         z = self.z
         names = z["names"].tolist()
-        deltas = {n: z[f"d{i}_{k}"] for k, n in enumerate(names) if f"d{i}_{k}" in z.files}
-        graph = fold_graph(self.served, self.imagenet, names, deltas, z["w"][i], float(z["b"][i]))
+        graph = fold_graph(self.served, self.imagenet, names, stored_members(z, i))
         model = self.open_model(graph, like=self.bundle)
         spec = self.bundle.metadata.input
         p = []

@@ -28,13 +28,16 @@ def compose(
     head: LinearHead,
     combine_threshold: float | None = None,
     eps: float = 0.0,
+    features: str = EMBEDDING_NAME,
 ) -> bytes:
     """The serialized composed model: input `image`, outputs `probs` (N x 2), `embedding`.
 
     With `combine_threshold` t, P(positive) = max(ImageNet bird mass, sigmoid(z - logit t)):
     at 0.5 it says "mass >= 0.5 or head score >= t" (loso.decision_scores). With `eps`, the
     head's input is sqrt(embedding + eps) (top_finetune's heads) instead of sqrt(embedding).
-    A ModelProto given is changed in place."""
+    `features`: the tensor the head reads instead of the `embedding` output (e.g. several
+    members' embeddings side by side, top_graph.add_members). A ModelProto given is changed
+    in place."""
     model = (
         backbone_onnx
         if isinstance(backbone_onnx, onnx.ModelProto)
@@ -51,7 +54,7 @@ def compose(
         g.initializer.append(numpy_helper.from_array(value, name))
         return name
 
-    nodes = [helper.make_node("Relu", [EMBEDDING_NAME], ["head_emb_pos"])]
+    nodes = [helper.make_node("Relu", [features], ["head_emb_pos"])]
     root_in = "head_emb_pos"
     if eps:
         eps_c = const("head_eps", np.asarray(eps, np.float32))

@@ -47,6 +47,10 @@ class EmojiTopConfig(RecipeBase):
     # Every fold model taken at this epoch, as the served model is (None: each fold's epoch is
     # chosen on its validation style and the served model gets the folds' median).
     fixed_epoch: int | None = Field(default=5, ge=0, le=5)
+    # One seed: one fine-tuned top (santa v2). Several: one member per seed, each trained and
+    # evaluated alike in its own run directory (<run dir>/seed-<s>), served as the mean of
+    # their logits on one shared trunk (santa v3). The first must be `seed`.
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=8)
     # Run directory under the runs dir; reused, so every step resumes where it stopped.
     run_name: str = Field(default="santa-top", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     # Extra card sections, rendered after the evaluation sections (and v1's notes).

@@ -1,6 +1,8 @@
-"""`santa` v2 from top_ship's run directory: figures, decision rule, served graph, bundle.
+"""`santa` from top_ship's run directories: figures, decision rule, served graph, bundle.
 
-Reads the 7 fold files and the final model (training.emoji.top_ship), summarises the folds
+v2 is one run directory; v3 is several (members: the same procedure with other seeds), scored
+and served as the mean of their logits (training.emoji.top_members' rule, top_graph's shared
+trunk). Reads the 7 fold files and the final model of each (training.emoji.top_ship), summarises the folds
 (per style at its validation threshold; recall at 1% FPR with each style's own cut and with
 one cut over the pooled scores), applies the ship rule, then composes the served graph
 (training.emoji.top_graph), checks parity against Keras and writes the bundle with
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from app.bundle import BundleMetadata, Outputs, Provenance, utc_now
 from app.bundle_write import write_bundle
@@ -25,7 +28,8 @@ from training.emoji.card import HEADER, _frac, _row, limitations, note_sections,
 from training.emoji.catalog import LABELS_SOURCE, PROJECT_ROOT, STYLES
 from training.emoji.config import CardNote
 from training.emoji.loso import TASKS, interval, summarise
-from training.emoji.top_graph import TOP_FOLDS, fold_deltas, served_graph
+from training.emoji.top_graph import TOP_FOLDS, delta_key, fold_deltas, served_graph
+from training.emoji.top_members import logit
 from training.emoji.top_report import print_summary
 from training.emoji.top_ship import fold_path, load_saved, run_fixed_epoch
 
@@ -47,34 +51,66 @@ def _v1_config() -> Any:
     return load_config(PROJECT_ROOT / "training" / "configs" / "santa-emoji.yaml", EmojiHeadConfig)
 
 
-def summarise_folds(run_dir: Path) -> dict[str, Any]:
+def members_of(run_dirs: Path | Sequence[Path]) -> list[Path]:
+    return [run_dirs] if isinstance(run_dirs, Path) else list(run_dirs)
+
+
+def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+def fold_scores(
+    saved: Sequence[tuple[dict[str, Any], dict[str, Any]]], epoch: int
+) -> tuple[npt.NDArray[np.float64], float]:
+    """One fold's held-out P(santa) and validation threshold at `epoch`, from each member's
+    fold file: the mean of the members' logits and of their thresholds' logits (one member:
+    its own, unchanged)."""
+    if len(saved) == 1:
+        arrays, info = saved[0]
+        return arrays[f"santa_scores{epoch}"], float(info["santa"][f"threshold{epoch}"])
+    z = np.mean([logit(a[f"santa_scores{epoch}"]) for a, _ in saved], axis=0)
+    t = float(np.mean([logit(i["santa"][f"threshold{epoch}"]) for _, i in saved]))
+    return _sigmoid(z), float(_sigmoid(np.asarray(t)))
+
+
+def summarise_folds(run_dirs: Path | Sequence[Path]) -> dict[str, Any]:
     """Per style (fine-tuned at the santa-chosen epoch, or the run's fixed one, and frozen =
-    epoch 0) and pooled."""
-    fixed = run_fixed_epoch(run_dir)
+    epoch 0) and pooled. Several run directories (members: the same procedure, other seeds)
+    are scored as one model, the mean of their logits (training.emoji.top_members' rule)."""
+    dirs = members_of(run_dirs)
+    fixed = run_fixed_epoch(dirs[0])
+    if len(dirs) > 1 and (fixed is None or any(run_fixed_epoch(d) != fixed for d in dirs)):
+        raise ValueError(f"members must all be runs of one fixed epoch: {dirs}")
     folds: dict[str, Any] = {}
     acc: dict[str, list[list[Any]]] = {"finetuned": [[], [], []], "frozen": [[], [], []]}
     for style in STYLES:
-        arrays, info = load_saved(fold_path(run_dir, style))
+        saved = [load_saved(fold_path(d, style)) for d in dirs]
+        arrays, info = saved[0]
         e = int(info["santa"]["epoch"])
-        if fixed is not None and e != fixed:
-            raise ValueError(f"{run_dir} is a fixed-epoch-{fixed} run but {style} is epoch {e}")
+        for d, (m_arrays, m_info) in zip(dirs, saved, strict=True):
+            if fixed is not None and int(m_info["santa"]["epoch"]) != fixed:
+                raise ValueError(f"{d} is a fixed-epoch-{fixed} run but {style} is epoch "
+                                 f"{m_info['santa']['epoch']}")  # fmt: skip
+            if m_info["validation_style"] != info["validation_style"] or not np.array_equal(
+                m_arrays["santa_y"], arrays["santa_y"]
+            ):
+                raise ValueError(f"{style}: {d} scored other pictures than {dirs[0]}")
         y = arrays["santa_y"]
         f: dict[str, Any] = {"epoch": e, "validation_style": info["validation_style"]}
         for kind, k in (("finetuned", e), ("frozen", 0)):
-            thr = float(info["santa"][f"threshold{k}"])
-            s = arrays[f"santa_scores{k}"]
+            s, thr = fold_scores(saved, k)
             f[kind] = {**summarise(s, y, thr), "threshold": thr}
             for a, v in zip(acc[kind], (s, y, np.full(len(y), thr)), strict=True):
                 a.append(v)
         folds[style] = f
     pooled: dict[str, Any] = {}
-    for kind, (s, y, t) in acc.items():
-        sc, yy = np.concatenate(s), np.concatenate(y)
-        pooled[kind] = summarise(sc, yy, np.concatenate(t))
+    for kind, (ss, ys, ts) in acc.items():
+        sc, yy = np.concatenate(ss), np.concatenate(ys)
+        pooled[kind] = summarise(sc, yy, np.concatenate(ts))
         k = sum(folds[st][kind]["recall_at_1pct_fpr"]["k"] for st in STYLES)
         pooled[kind]["per_style_cuts"] = interval(k, int((yy == 1).sum()))
         pooled[kind]["scores"], pooled[kind]["y"] = sc, yy
-    return {"folds": folds, "pooled": pooled, "fixed_epoch": fixed}
+    return {"folds": folds, "pooled": pooled, "fixed_epoch": fixed, "members": len(dirs)}
 
 
 def decide(summary: dict[str, Any]) -> tuple[bool, str]:
@@ -93,7 +129,19 @@ def decide(summary: dict[str, Any]) -> tuple[bool, str]:
     return ok, why
 
 
-def parity(model_bytes: bytes, final: dict[str, Any], meta: BundleMetadata) -> dict[str, float]:
+def keras_scores(
+    finals: Sequence[dict[str, Any]], cut: npt.NDArray[Any]
+) -> npt.NDArray[np.float64]:
+    """P(santa) of the members' final models on cut tensors in Keras: sigmoid of the mean of
+    their logits (what the served graph computes)."""
+    from training.emoji.top_ship import keras_santa_logits
+
+    return _sigmoid(np.mean([keras_santa_logits(f, cut) for f in finals], axis=0))
+
+
+def parity(
+    model_bytes: bytes, finals: Sequence[dict[str, Any]], meta: BundleMetadata
+) -> dict[str, float]:
     """Composed ONNX vs Keras: on cached (float16) cut tensors through the cut subgraph, and
     end to end on rendered pictures through the server's runtime (Keras fed the float32 cut
     tensors of the same pictures from the imagenet graph)."""
@@ -103,7 +151,6 @@ def parity(model_bytes: bytes, final: dict[str, Any], meta: BundleMetadata) -> d
     from training.emoji.render import base_array
     from training.emoji.top_cache import CUT, CutBackbone, cut_features
     from training.emoji.top_graph import cut_subgraph
-    from training.emoji.top_ship import keras_santa_scores
     from training.serving_eval import open_model
 
     cs = cut_features("twemoji", "base")
@@ -113,7 +160,7 @@ def parity(model_bytes: bytes, final: dict[str, Any], meta: BundleMetadata) -> d
     cut = cs.cut[rows]
     sub = ort.InferenceSession(cut_subgraph(model_bytes), providers=["CPUExecutionProvider"])
     (p_sub,) = sub.run(["probs"], {CUT: cut.astype(np.float32).transpose(0, 3, 1, 2)})
-    d_cut = float(np.abs(p_sub[:, 1] - keras_santa_scores(final, cut)).max())
+    d_cut = float(np.abs(p_sub[:, 1] - keras_scores(finals, cut)).max())
     pics = [p for p in load_catalog(styles=list(STYLES)) if p.is_santa][::6]
     two = ("noto", "openmoji-black")
     pics += [p for p in load_catalog(styles=list(two)) if p.style in two][::400]
@@ -121,7 +168,7 @@ def parity(model_bytes: bytes, final: dict[str, Any], meta: BundleMetadata) -> d
     served = open_model(model_bytes, metadata=meta, labels=TASKS["santa"].labels)
     p_full = served.run(x).probs[:, 1]
     (exact,) = CutBackbone().session.run([CUT], {"image": x})
-    d_full = float(np.abs(p_full - keras_santa_scores(final, exact.transpose(0, 2, 3, 1))).max())
+    d_full = float(np.abs(p_full - keras_scores(finals, exact.transpose(0, 2, 3, 1))).max())
     out = {
         "cut_rows": len(rows),
         "cut_max_abs": d_cut,
@@ -135,10 +182,15 @@ def parity(model_bytes: bytes, final: dict[str, Any], meta: BundleMetadata) -> d
 
 
 def save_top_folds(
-    path: Path, run_dir: Path, summary: dict[str, Any], final: dict[str, Any]
+    path: Path,
+    run_dirs: Sequence[Path],
+    summary: dict[str, Any],
+    finals: Sequence[dict[str, Any]],
 ) -> None:
-    """The fold models for the CI check: head, threshold, held-out counts, and the top as
-    float16 differences from the imagenet graph (none for a fold whose chosen epoch is 0)."""
+    """The fold models for the CI check: heads, threshold, held-out counts, and each member's
+    top as float16 differences from the imagenet graph (none for a fold whose chosen epoch is
+    0). One member: santa v2's layout (w: styles x dim); K: w is styles x K x dim
+    (top_graph.stored_members reads both)."""
     import onnx
 
     from app.bundle import load_bundle
@@ -147,24 +199,30 @@ def save_top_folds(
 
     bb = load_bundle(BACKBONE)
     imagenet = onnx.load(str(bb.model_path))
-    names = sorted(onnx_initializers(imagenet, final))
+    names = sorted(onnx_initializers(imagenet, finals[0]))
+    k_members = len(run_dirs)
     arrays: dict[str, Any] = {}
     cols: dict[str, list[Any]] = {
         k: [] for k in ("w", "b", "threshold", "epoch", "tp", "fn", "fp", "tn")
     }
     for i, style in enumerate(STYLES):
-        a, _ = load_saved(fold_path(run_dir, style))
         f = summary["folds"][style]
-        if f["epoch"] > 0:
-            deltas = fold_deltas(imagenet, a)
-            arrays.update({f"d{i}_{k}": deltas[n] for k, n in enumerate(names)})
-        cols["w"].append(np.asarray(a["head_w"], np.float32))
-        cols["b"].append(float(a["head_b"]))
+        ws, bs = [], []
+        for m, d in enumerate(run_dirs):
+            a, _ = load_saved(fold_path(d, style))
+            if f["epoch"] > 0:
+                deltas = fold_deltas(imagenet, a)
+                arrays.update({delta_key(i, m, k, k_members): deltas[n]
+                               for k, n in enumerate(names)})  # fmt: skip
+            ws.append(np.asarray(a["head_w"], np.float32))
+            bs.append(float(a["head_b"]))
+        cols["w"].append(ws[0] if k_members == 1 else np.stack(ws))
+        cols["b"].append(bs[0] if k_members == 1 else np.asarray(bs))
         cols["epoch"].append(f["epoch"])
-        m = f["finetuned"]
-        cols["threshold"].append(m["threshold"])
+        m_ = f["finetuned"]
+        cols["threshold"].append(m_["threshold"])
         for k in ("tp", "fn", "fp", "tn"):
-            cols[k].append(m[k])
+            cols[k].append(m_[k])
     np.savez_compressed(
         path,
         task=np.asarray("santa"),
@@ -217,15 +275,31 @@ def _previous_text(prev: dict[str, Any], now: dict[str, Any]) -> str:
     )
 
 
+def _members_text(seeds: Sequence[int]) -> tuple[str, str]:
+    """How a fold model and the served model are made of members (one: v2's single model)."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}", ""
+    listed = ", ".join(str(x) for x in seeds)
+    return (
+        f"seeds {listed}: {len(seeds)} members per fold, trained alike, their santa logits "
+        "averaged and their validation thresholds averaged in logit space, a rule fixed before "
+        "any average was scored",
+        f" It is {len(seeds)} such tops (seeds {listed}) on one shared trunk, their logits "
+        "averaged; the served embedding is the mean of theirs.",
+    )
+
+
 def _sections(
     summary: dict[str, Any],
     threshold: float,
     final_info: dict[str, Any],
     previous: dict[str, Any] | None = None,
+    seeds: Sequence[int] = (0,),
 ) -> tuple[Section, ...]:
     folds, p = summary["folds"], summary["pooled"]["finetuned"]
     rows = [_row(s, folds[s]["finetuned"], folds[s]["finetuned"]["threshold"]) for s in STYLES]
     rows.append(_row("pooled (7 fold models)", p, None))
+    fold_seeds, served_members = _members_text(seeds)
     rows.append(_row("pooled, at the shipped threshold", summary["at_shipped"], threshold))
     fold_epochs, final_epochs = _epoch_text(summary, int(final_info["settings"]["epochs"]))
     v1 = V1_POOLED_AT_1PCT
@@ -237,7 +311,7 @@ def _sections(
                 "Seven fold models, one per held-out style: the top of the backbone (block15 and "
                 "the head conv) and a logistic head fine-tuned on five styles (Adam 2e-4, every "
                 "Santa plus 3,000 freshly drawn negatives per epoch, pictures as drawn plus one "
-                f"augmented view, seed 0); {fold_epochs} The held-out style "
+                f"augmented view, {fold_seeds}); {fold_epochs} The held-out style "
                 "is scored once. Scores are computed in Keras on "
                 "float16 cut tensors; the CI check (`scripts/eval-bundles`) re-scores every "
                 "fold model through the served graph with that fold's weights swapped in.",
@@ -253,8 +327,9 @@ def _sections(
                 "(`is_positive`) suits some styles better than others. On a new source of "
                 "drawings, choose the threshold on a few labelled pictures of it (every response "
                 "carries P(santa)), or teach your own model.",
-                f"The served model is trained on all seven styles {final_epochs}; "
-                f"its threshold {threshold:.4f} was chosen by the rule {RULE} on the pooled "
+                f"The served model is trained on all seven styles {final_epochs}.{served_members} "
+                f"Its"
+                f" threshold {threshold:.4f} was chosen by the rule {RULE} on the pooled "
                 "held-out scores of the fold models (as v1), so the last row of the table is "
                 "optimistic. The served model itself was never scored on a style it did not "
                 "train on: every figure here is from the fold models.",
@@ -266,13 +341,18 @@ def _sections(
 
 
 def write(
-    run_dir: Path,
+    run_dirs: Path | Sequence[Path],
     out: Path,
     candidate: bool = False,
     previous_run: Path | None = None,
     card_notes: Sequence[CardNote] = (),
+    version: str = "2",
+    summary_dir: Path | None = None,
 ) -> Path | None:
-    """Summarise, decide, and (if the rule says ship) write models/santa v2. `candidate`:
+    """Summarise, decide, and (if the rule says ship) write models/santa. Several run
+    directories: the members of one model (other seeds), averaged in logit space; the
+    figures and `summary.json` (in `summary_dir`, default: the one run directory, else the
+    members' parent) are the average's. `candidate`:
     write it whatever the rule says, only outside the project's models/ (to check the
     composition, the card and the CI check on a model that is not shipped). `previous_run`:
     an earlier estimate of the same model, printed and named on the card beside this one.
@@ -287,13 +367,15 @@ def write(
     from training.emoji.embed import BACKBONE
     from training.export import git_commit, hardware
 
+    dirs = members_of(run_dirs)
+    summary_dir = summary_dir or (dirs[0] if len(dirs) == 1 else dirs[0].parent)
     previous = None
     if previous_run is not None:
         previous = summarise_folds(previous_run)
         print(f"previous estimate ({previous_run}):")
         print_summary(previous)
-        print(f"\nthis estimate ({run_dir}):")
-    summary = summarise_folds(run_dir)
+        print(f"\nthis estimate ({', '.join(map(str, dirs))}):")
+    summary = summarise_folds(dirs)
     p = summary["pooled"]["finetuned"]
     cal = calibrate_threshold(p["scores"], p["y"] == 1, RULE)
     thr = float(cal.threshold)
@@ -306,21 +388,26 @@ def write(
         k: {a: b for a, b in v.items() if a not in ("scores", "y")}
         for k, v in summary["pooled"].items()
     }
-    (run_dir / "summary.json").write_text(
+    (summary_dir / "summary.json").write_text(
         json.dumps({**keep, "decision": why, "threshold": thr}, indent=1, default=str)
     )
     if not ok and not candidate:
         return None
     t0 = time.perf_counter()
-    final, finfo = load_saved(run_dir / "final.npz")
+    saved = [load_saved(d / "final.npz") for d in dirs]
+    finals, finfo = [a for a, _ in saved], saved[0][1]
+    seeds = [int(i["settings"]["seed"]) for _, i in saved]
+    if any({**i["settings"], "seed": 0} != {**finfo["settings"], "seed": 0} for _, i in saved):
+        raise ValueError(f"members were trained with other settings: {[i for _, i in saved]}")
     base = load_bundle(BACKBONE)
-    model_bytes, values = served_graph(base.model_path, final)
+    model_bytes, values = served_graph(base.model_path, finals)
     task = TASKS["santa"]
     pos = task.labels[1]
     fixed = fixed_epoch(summary)
     chosen = "epoch and threshold" if fixed is None else f"epoch {fixed} fixed, threshold"
+    by = "a fold model" if len(dirs) == 1 else f"the mean logit of {len(dirs)} fold models"
     pooled_note = (
-        f"each style scored by a fold model (top + head fine-tuned on 5 other styles, {chosen} "
+        f"each style scored by {by} (top + head fine-tuned on 5 other styles, {chosen} "
         "chosen on the 6th); precision/recall at each fold's validation threshold; "
         f"the shipped threshold was chosen by the same rule ({RULE}) on these pooled held-out "
         "scores; recall_at_1pct_fpr: one cut over the pooled scores; "
@@ -333,7 +420,7 @@ def write(
     for style, f in summary["folds"].items():
         fig = f["finetuned"]
         note = (
-            f"fold model trained on 5 other styles (validation {f['validation_style']}, epoch "
+            f"{by} trained on 5 other styles (validation {f['validation_style']}, epoch "
             f"{f['epoch']}); threshold {fig['threshold']:.4f} from validation"
         )
         metrics.append(
@@ -355,12 +442,18 @@ def write(
     )
     metrics = [m.model_copy(update={"evaluated_with": "keras"}) for m in metrics]
     bm = base.metadata
-    n_top = int(sum(v.size for v in values.values()))
+    n_top = int(sum(v.size for v in values.values())) // len(dirs)
+    tops = (
+        "its last block and head conv fine-tuned, and a logistic-regression head"
+        if len(dirs) == 1
+        else f"{len(dirs)} fine-tunings of its last block and head conv (seeds "
+        f"{', '.join(map(str, seeds))}), each with a logistic-regression head, logits averaged"
+    )
     meta = BundleMetadata(
         name="santa",
-        version="2",
+        version=version,
         created_at=utc_now(),
-        description="Santa / not-Santa on drawings: EfficientNet-Lite0 (ImageNet weights) with its last block and head conv fine-tuned, and a logistic-regression head, on openly licensed emoji art (Santa, Mrs and Mx Claus in every skin tone vs every other emoji). Not trained or measured on photographs.",
+        description=f"Santa / not-Santa on drawings: EfficientNet-Lite0 (ImageNet weights) with {tops}, on openly licensed emoji art (Santa, Mrs and Mx Claus in every skin tone vs every other emoji). Not trained or measured on photographs.",
         input=bm.input,
         outputs=Outputs(embedding=bm.outputs.embedding),
         num_classes=2,
@@ -368,12 +461,14 @@ def write(
         provenance=Provenance(
             data_source=f"{DATASET}; labels {LABELS_SOURCE}",
             data_version="emoji-datasource 16.0.0, openmoji 17.0.0, fluentui-emoji 1.3.0",
-            architecture=f"efficientnet_lite0 (models/{base.name} graph; block15 + head conv, {n_top:,} weights, fine-tuned) + logistic-regression head",
+            architecture=f"efficientnet_lite0 (models/{base.name} graph; block15 + head conv, {n_top:,} weights, fine-tuned"
+            + ("" if len(dirs) == 1 else f"; {len(dirs)} such tops on one trunk, logits averaged")
+            + ") + logistic-regression head",
             pretrained_weights=bm.provenance.pretrained_weights,
             weights_license=bm.provenance.weights_license,
             epochs=int(finfo["settings"]["epochs"]),
             seed=int(finfo["settings"]["seed"]),
-            training_time_s=round(float(finfo["seconds"]), 1),
+            training_time_s=round(sum(float(i["seconds"]) for _, i in saved), 1),
             hardware=hardware(),
             library_versions=_library_versions(),
             git_commit=git_commit(),
@@ -381,10 +476,11 @@ def write(
         ),
         artifact=bm.artifact,  # replaced by write_bundle
     )
-    par = parity(model_bytes, final, meta)
+    par = parity(model_bytes, finals, meta)
     if max(par["cut_max_abs"], par["full_max_abs"]) > 1e-4:
         raise RuntimeError(f"served graph differs from Keras: {par}")
-    notes = (f"training.emoji.top_ship, settings {finfo['settings']}; composed onto {base.name} sha256 "
+    members = "" if len(dirs) == 1 else f" x {len(dirs)} members, seeds {seeds}"
+    notes = (f"training.emoji.top_ship, settings {finfo['settings']}{members}; composed onto {base.name} sha256 "
              f"{base.metadata.artifact.sha256[:12]}; parity vs Keras: max |dP| {par['cut_max_abs']:.1e} "
              f"on {par['cut_rows']} cached cut tensors, {par['full_max_abs']:.1e} end to end on "
              f"{par['pictures']} rendered pictures")  # fmt: skip
@@ -395,7 +491,7 @@ def write(
         CardData(
             metadata=meta,
             labels=task.labels,
-            sections=_sections(summary, thr, finfo, previous)
+            sections=_sections(summary, thr, finfo, previous, seeds)
             + note_sections(_v1_config().card_notes)
             + note_sections(card_notes),
             limitations=(
@@ -407,13 +503,18 @@ def write(
                 Licence("labels", LABELS_SOURCE),
                 Licence("backbone weights", str(bm.provenance.weights_license)),
             ),
-            reproduce="scripts/fetch-data && python -m training.emoji.top_ship"
-            + ("" if fixed is None else f" --fixed-epoch {fixed}"),
+            reproduce=(
+                "scripts/fetch-data && python -m training.emoji.top_ship"
+                + ("" if fixed is None else f" --fixed-epoch {fixed}")
+                if len(dirs) == 1
+                else "scripts/fetch-data && python -m training train --config "
+                "training/configs/santa-emoji-top.yaml"
+            ),
         )
     )
     bundle = write_bundle(
         out / "santa", model_bytes=model_bytes, metadata=meta, labels=task.labels, model_card=card
     )
-    save_top_folds(bundle.path / TOP_FOLDS, run_dir, summary, final)
+    save_top_folds(bundle.path / TOP_FOLDS, dirs, summary, finals)
     logger.info("wrote %s in %.0f s", bundle.path, time.perf_counter() - t0)
     return bundle.path

@@ -8,10 +8,17 @@ Keras layout keyed by the layer names top_finetune.build_top gives (``conv<i>``/
 ops unchanged: the kernel transposed to ONNX layout, the bias into the conv's bias input or,
 for a conv without one, into the following Add, whose Mul then multiplies by 1.
 Fold graphs are stored as float16 differences from the imagenet graph's initializers.
+
+Several fine-tuned tops (members: the same recipe, other seeds) share one trunk: each member
+after the first gets its own copy of the nodes from the cut to the embedding, its tensors and
+top initializers renamed with ``__m<k>``; the head reads the members' sqrt-features side by
+side with each member's head divided by K (so the logit is the mean of the members' logits) and
+the served embedding is the mean of theirs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from training.emoji.compose import compose
 from training.emoji.heads import LinearHead
@@ -28,6 +35,7 @@ CUT = "serving_1/block14_add_1/Add:0"  # as in top_finetune (which imports Tenso
 EPS = 1e-4  # top_finetune.EPS: the head's input is sqrt(embedding + EPS)
 HEAD_W, HEAD_B = "head_w", "head_b"  # compose's names for the logistic head's initializers
 TOP_FOLDS = "loso-top.npz"
+ENSEMBLE_FEATURES = "ens_emb_concat"  # the members' embeddings side by side (the head's input)
 
 
 @dataclass(frozen=True)
@@ -109,21 +117,86 @@ def initializer_values(model: onnx.ModelProto, names: list[str]) -> dict[str, np
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in want}
 
 
-def head(w: npt.NDArray[Any], b: float) -> LinearHead:
-    """logit = sqrt(embedding + EPS) @ w + b as a LinearHead (for compose)."""
-    w32 = np.asarray(w, np.float32)
-    return LinearHead(np.zeros_like(w32), np.ones_like(w32), w32, float(b), False, 0.0)
+def member_name(name: str, k: int) -> str:
+    """Member `k`'s copy of a tensor or initializer of the top (member 0 keeps the original)."""
+    return name if k == 0 else f"{name}__m{k}"
+
+
+def _top_nodes(model: onnx.ModelProto) -> tuple[int, int]:
+    """[start, end) of the nodes from the cut up to the node that makes the embedding tensor
+    (GlobalAveragePool, then its Squeeze)."""
+    nodes = list(model.graph.node)
+    start = next(i for i, n in enumerate(nodes) if CUT in n.input)
+    gap = next(i for i in range(start, len(nodes)) if nodes[i].op_type == "GlobalAveragePool")
+    end = gap + 1
+    if end < len(nodes) and nodes[end].op_type in ("Squeeze", "Reshape", "Flatten"):
+        end += 1
+    return start, end
+
+
+def add_members(model: onnx.ModelProto, k_members: int, top_names: Sequence[str]) -> str:
+    """Give `model` (the imagenet graph, changed in place) K-1 more copies of the top; return
+    the tensor the head reads (the members' embeddings side by side) after rewiring the
+    `embedding` output to their mean. K = 1: the graph unchanged, the head reads `embedding`."""
+    from app.bundle import EMBEDDING_NAME
+
+    if k_members == 1:
+        return EMBEDDING_NAME
+    g = model.graph
+    start, end = _top_nodes(model)
+    top = list(g.node)[start:end]
+    made = {o for n in top for o in n.output}
+    own = set(top_names)
+    inits = {t.name: t for t in g.initializer}
+    emb = top[-1].output[0]
+    clones: list[onnx.NodeProto] = []
+    for k in range(1, k_members):
+        for n in top:
+            c = onnx.NodeProto()
+            c.CopyFrom(n)
+            c.name = member_name(n.name, k) if n.name else ""
+            c.input[:] = [member_name(i, k) if i in made or i in own else i for i in n.input]
+            c.output[:] = [member_name(o, k) for o in n.output]
+            clones.append(c)
+        for name in top_names:
+            t = onnx.TensorProto()
+            t.CopyFrom(inits[name])
+            t.name = member_name(name, k)
+            g.initializer.append(t)
+    embs = [member_name(emb, k) for k in range(k_members)]
+    clones += [
+        helper.make_node("Concat", embs, [ENSEMBLE_FEATURES], axis=1),
+        helper.make_node("Mean", embs, ["ens_emb_mean"]),
+    ]
+    for n in list(g.node)[end:]:  # what read member 0's embedding now reads the mean
+        if n.op_type == "Identity" and n.output[0] == EMBEDDING_NAME:
+            n.input[0] = "ens_emb_mean"
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(nodes[:end] + clones + nodes[end:])
+    return ENSEMBLE_FEATURES
+
+
+def head(ws: Sequence[npt.NDArray[Any]], bs: Sequence[float]) -> LinearHead:
+    """The mean of the members' logits, mean_k(sqrt(embedding_k + EPS) @ w_k + b_k), as one
+    LinearHead on their sqrt-features side by side (for compose)."""
+    w32 = (np.concatenate([np.asarray(w, np.float64) for w in ws]) / len(ws)).astype(np.float32)
+    return LinearHead(np.zeros_like(w32), np.ones_like(w32), w32, float(np.mean(bs)), False, 0.0)
 
 
 def served_graph(
-    imagenet_onnx: Path, weights: dict[str, npt.NDArray[Any]]
+    imagenet_onnx: Path, members: Sequence[dict[str, npt.NDArray[Any]]]
 ) -> tuple[bytes, dict[str, npt.NDArray[np.float32]]]:
-    """The imagenet graph with the fine-tuned top swapped in and the santa head composed on
-    (probs = softmax(0, logit), embedding = the fine-tuned embedding); also the top's values."""
+    """The imagenet graph with the fine-tuned top of each member swapped in and the santa head
+    composed on (probs = softmax(0, mean logit), embedding = the members' mean fine-tuned
+    embedding); also the top's values, by member-renamed initializer name."""
     model = onnx.load(str(imagenet_onnx))
-    values = onnx_initializers(model, weights)
+    per = [onnx_initializers(model, w) for w in members]
+    features = add_members(model, len(members), sorted(per[0]))
+    values = {member_name(n, k): v for k, vs in enumerate(per) for n, v in vs.items()}
     set_initializers(model, values)
-    return compose(model, head(weights["head_w"], float(weights["head_b"])), eps=EPS), values
+    h = head([w["head_w"] for w in members], [float(w["head_b"]) for w in members])
+    return compose(model, h, eps=EPS, features=features), values
 
 
 def fold_deltas(
@@ -135,22 +208,53 @@ def fold_deltas(
     return {k: (v - base[k]).astype(np.float16) for k, v in values.items()}
 
 
+@dataclass(frozen=True)
+class FoldMember:
+    """One member's fold model as stored: top differences (none: the frozen top) and head."""
+
+    deltas: dict[str, npt.NDArray[Any]]
+    w: npt.NDArray[Any]
+    b: float
+
+
+def delta_key(fold: int, member: int, k: int, members: int) -> str:
+    """The key of fold `fold`, member `member`, initializer `k` (of `names`) in TOP_FOLDS
+    (one member: v2's ``d<fold>_<k>``)."""
+    return f"d{fold}_{k}" if members == 1 else f"d{fold}m{member}_{k}"
+
+
+def stored_members(z: Any, fold: int) -> list[FoldMember]:
+    """Fold `fold`'s members from a loaded TOP_FOLDS file (w: styles x [members x] dim)."""
+    names = [str(n) for n in z["names"]]
+    w, b = np.asarray(z["w"]), np.asarray(z["b"])
+    if w.ndim == 2:  # one member (santa v2)
+        w, b = w[:, None, :], b[:, None]
+    k_members = w.shape[1]
+    out = []
+    for m in range(k_members):
+        keys = {n: delta_key(fold, m, k, k_members) for k, n in enumerate(names)}
+        deltas = {n: z[key] for n, key in keys.items() if key in z.files}
+        out.append(FoldMember(deltas, w[fold, m], float(b[fold, m])))
+    return out
+
+
 def fold_graph(
     served: onnx.ModelProto,
     imagenet: onnx.ModelProto,
     names: list[str],
-    deltas: dict[str, npt.NDArray[Any]],
-    w: npt.NDArray[Any],
-    b: float,
+    members: Sequence[FoldMember],
 ) -> bytes:
-    """The served graph with one fold's top and head swapped in: every name in `names` gets
-    imagenet's value plus the fold's stored difference (none stored: the frozen top)."""
+    """The served graph with one fold's tops and heads swapped in: every name in `names` gets,
+    for each member, imagenet's value plus that member's stored difference."""
     model = onnx.ModelProto()
     model.CopyFrom(served)
     base = initializer_values(imagenet, names)
-    values: dict[str, Any] = {
-        n: base[n] + deltas[n].astype(np.float32) if n in deltas else base[n] for n in names
-    }
+    values: dict[str, Any] = {}
+    for k, m in enumerate(members):
+        for n in names:
+            d = m.deltas.get(n)
+            values[member_name(n, k)] = base[n] if d is None else base[n] + d.astype(np.float32)
+    w, b = head([m.w for m in members], [m.b for m in members]).folded()
     values[HEAD_W] = np.asarray(w, np.float32).reshape(-1, 1)
     values[HEAD_B] = np.asarray([b], np.float32)
     set_initializers(model, values)

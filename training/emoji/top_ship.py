@@ -12,7 +12,8 @@ chosen on the validation style). Steps, each resumable from the run directory:
    run whose validation chose N) are kept only if they are epoch N's.
 2. ``final``: the top trained on all 7 styles for the median of the folds' santa epochs (rule
    fixed in advance), saved as ``final.npz``.
-3. ``write``: the figures and the ship rule (training.emoji.top_bundle); only if the rule
+3. ``write``: the figures and the ship rule (training.emoji.top_bundle; ``--run-dir A B C``:
+   the members of one model, see top_bundle); only if the rule
    passes: the served graph (training.emoji.top_graph), parity, metadata, card and bundle in
    ``--out`` (models/). ``--candidate --out DIR`` writes it whatever the rule says, never
    into models/.
@@ -69,6 +70,11 @@ def snapshot(st: TopState) -> dict[str, npt.NDArray[Any]]:
 
 def keras_santa_scores(weights: dict[str, Any], cut: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     """P(santa) of saved weights on cut tensors, in Keras (for the parity check)."""
+    return np.asarray(1.0 / (1.0 + np.exp(-keras_santa_logits(weights, cut))))
+
+
+def keras_santa_logits(weights: dict[str, Any], cut: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """The santa logit of saved weights on cut tensors, in Keras."""
     from training.emoji.top_finetune import build_top, embed, top_ops
 
     top = build_top(top_ops())
@@ -76,8 +82,7 @@ def keras_santa_scores(weights: dict[str, Any], cut: npt.NDArray[Any]) -> npt.ND
         if f"{layer.name}.kernel" in weights:
             layer.set_weights([weights[f"{layer.name}.kernel"], weights[f"{layer.name}.bias"]])
     e = embed(top, cut).astype(np.float64)
-    z = np.sqrt(e + EPS) @ weights["head_w"] + float(weights["head_b"])
-    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+    return np.asarray(np.sqrt(e + EPS) @ weights["head_w"] + float(weights["head_b"]))
 
 
 def _save(path: Path, arrays: dict[str, Any], info: dict[str, Any]) -> None:
@@ -203,7 +208,15 @@ def run_final(d: Data, run_dir: Path, settings: dict[str, Any] | None = None) ->
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--run-dir", type=Path, default=PROJECT_ROOT / "runs" / "santa-top")
+    ap.add_argument(
+        "--run-dir",
+        type=Path,
+        nargs="+",
+        default=[PROJECT_ROOT / "runs" / "santa-top"],
+        help="the run directory; for the write step, several: the members of one model (one "
+        "run per seed), served as the mean of their logits",
+    )
+    ap.add_argument("--version", default="2", help="write step: the bundle's version")
     ap.add_argument("--step", choices=["folds", "final", "train", "write", "all"], default="all")
     ap.add_argument("--styles", nargs="*", default=list(STYLES))
     ap.add_argument(
@@ -236,21 +249,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    args.run_dir.mkdir(parents=True, exist_ok=True)
+    dirs: list[Path] = args.run_dir
+    if args.step != "write" and len(dirs) != 1:
+        ap.error("only the write step takes several run directories")
+    run_dir = dirs[0]
+    run_dir.mkdir(parents=True, exist_ok=True)
     if args.step in ("folds", "train", "all"):
-        check_fixed(args.run_dir, args.fixed_epoch)
+        check_fixed(run_dir, args.fixed_epoch)
     if args.step in ("folds", "final", "train", "all"):
         fill_cache()
         d = load_data()
         if args.step in ("folds", "train", "all"):
-            run_folds(d, args.run_dir, args.styles, args.fixed_epoch, with_seed(args.seed))
+            run_folds(d, run_dir, args.styles, args.fixed_epoch, with_seed(args.seed))
         if args.step in ("final", "train", "all"):
-            run_final(d, args.run_dir, with_seed(args.seed))
+            run_final(d, run_dir, with_seed(args.seed))
         del d
     if args.step in ("write", "all"):
         from training.emoji.top_bundle import write
 
-        write(args.run_dir, args.out, args.candidate, args.previous_run)
+        write(dirs, args.out, args.candidate, args.previous_run, version=args.version)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import DATA, ROOT
 from training.emoji import top_bundle as tb
@@ -54,10 +55,10 @@ def _fold_files_ranked_low(run_dir: Path, styles: list[str]) -> None:
         _save(fold_path(run_dir, style), {"santa_scores0": s, "santa_y": y}, info)
 
 
-def _top_bundle(root: Path, style: str) -> tuple[Path, int, int]:
+def _top_bundle(root: Path, style: str, members: int = 1) -> tuple[Path, int, int]:
     """A fine-tuned-top bundle as top_bundle writes it, from perturbed imagenet weights (not a
-    trained model): served graph with one top, the fold of `style` another (stored as float16
-    differences), its threshold between two middle scores and its counts computed in numpy
+    trained model): served graph with `members` tops, the fold of `style` others (stored as
+    float16 differences; several members: their mean logit), its threshold between two middle scores and its counts computed in numpy
     (test_top_graph._numpy_top) on the imagenet graph's cut tensors of the pictures the check
     scores (every Santa + 10 sampled negatives). Returns the bundle, recorded tp and fp."""
     import io
@@ -68,19 +69,19 @@ def _top_bundle(root: Path, style: str) -> tuple[Path, int, int]:
     from app.bundle import load_bundle
     from app.bundle_write import write_bundle
     from app.imaging import ImageLimits, prepare
-    from tests.training.emoji.test_top_graph import IMAGENET, _keras_layout_weights, _numpy_top
+    from tests.training.emoji.test_top_graph import IMAGENET, _keras_layout_weights, _numpy_logit
     from training.emoji.check import style_sample
     from training.emoji.loso import TASKS
     from training.emoji.render import base_array
     from training.emoji.top_cache import CUT, CutBackbone
-    from training.emoji.top_graph import fold_deltas, served_graph
+    from training.emoji.top_graph import delta_key, fold_deltas, served_graph
 
     imagenet = load_bundle(ROOT / "models" / "imagenet")
-    served, values = served_graph(IMAGENET, _keras_layout_weights(0.3, 0))
+    served, values = served_graph(IMAGENET, [_keras_layout_weights(0.3, m) for m in range(members)])
     meta = load_bundle(ROOT / "models" / "santa", verify_hash=False).metadata
     bundle = write_bundle(root / "santa", model_bytes=served, metadata=meta,
                           labels=("not_santa", "santa"))  # fmt: skip
-    fold = _keras_layout_weights(0.2, 1)
+    folds = [_keras_layout_weights(0.2, 10 + m) for m in range(members)]
     i = list(STYLES).index(style)
     pos, neg = style_sample(load_catalog(DATA, styles=[style]), TASKS["santa"], style, i, 10)
     pngs = []
@@ -89,40 +90,49 @@ def _top_bundle(root: Path, style: str) -> tuple[Path, int, int]:
         Image.fromarray(base_array(p, 224)).save(buf, format="PNG")
         pngs.append(prepare(buf.getvalue(), imagenet.metadata.input, ImageLimits()).array)
     (cut,) = CutBackbone(threads=1).session.run([CUT], {"image": np.stack(pngs)})
-    _, score = _numpy_top(cut.transpose(0, 2, 3, 1), fold)
+    z = np.mean([_numpy_logit(cut.transpose(0, 2, 3, 1), f)[1] for f in folds], axis=0)
+    score = 1.0 / (1.0 + np.exp(-z))
     srt = np.sort(score)  # threshold in the widest gap of the middle scores: none sits on it
     k = int(np.argmax(np.diff(srt[3:-3]))) + 3
     thr = float(srt[k] + srt[k + 1]) / 2
     hit = score >= thr
     tp, fp = int(hit[: len(pos)].sum()), int(hit[len(pos) :].sum())
-    names = sorted(values)
-    deltas = fold_deltas(onnx.load(str(IMAGENET)), fold)
+    names = sorted(fold_deltas(onnx.load(str(IMAGENET)), folds[0]))
+    stored = {
+        delta_key(i, m, k, members): d[name]
+        for m, d in enumerate(fold_deltas(onnx.load(str(IMAGENET)), f) for f in folds)
+        for k, name in enumerate(names)
+    }
+    assert len(values) == len(names) * members
     n = len(STYLES)
+    w = np.stack([np.asarray(f["head_w"], np.float32) for f in folds])
+    b = np.asarray([float(f["head_b"]) for f in folds])
     np.savez_compressed(
         bundle.path / TOP_FOLDS,
         task=np.asarray("santa"),
         backbone_sha256=np.asarray(imagenet.metadata.artifact.sha256),
         styles=np.asarray(list(STYLES)),
         names=np.asarray(names),
-        w=np.tile(np.asarray(fold["head_w"], np.float32), (n, 1)),
-        b=np.full(n, float(fold["head_b"])),
+        w=np.tile(w[0] if members == 1 else w, (n, 1) if members == 1 else (n, 1, 1)),
+        b=np.full(n, b[0]) if members == 1 else np.tile(b, (n, 1)),
         threshold=np.full(n, thr),
         epoch=np.ones(n, np.int64),
         tp=np.full(n, tp),
         fn=np.full(n, len(pos) - tp),
         fp=np.full(n, fp),
         tn=np.full(n, len(neg) - fp),
-        **{f"d{i}_{k}": deltas[name] for k, name in enumerate(names)},
+        **stored,
     )
     return bundle.path, tp, fp
 
 
-def test_check_rescores_a_fold_through_the_served_graph(tmp_path: Path) -> None:
+@pytest.mark.parametrize("members", [1, 3])
+def test_check_rescores_a_fold_through_the_served_graph(tmp_path: Path, members: int) -> None:
     from training.emoji.check import _Features, check_bundle
     from training.emoji.embed import BACKBONE, Backbone
 
     style = "fluent-high-contrast"  # 3 Santas: the smallest style
-    bundle, tp, fp = _top_bundle(tmp_path, style)
+    bundle, tp, fp = _top_bundle(tmp_path, style, members)
     feats = _Features(Backbone(BACKBONE, threads=1))
     catalog = load_catalog(DATA, styles=[style])
     rows, problems = check_bundle(bundle, catalog, feats, 10, [style])

@@ -38,6 +38,12 @@ def _keras_layout_weights(noise: float, seed: int) -> dict[str, np.ndarray]:
 
 def _numpy_top(cut: np.ndarray, w: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(embedding, P(positive)) of block15 + head conv + head on NHWC cut tensors, in numpy."""
+    emb, z = _numpy_logit(cut, w)
+    return emb, 1.0 / (1.0 + np.exp(-z))
+
+
+def _numpy_logit(cut: np.ndarray, w: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(embedding, logit) of block15 + head conv + head on NHWC cut tensors, in numpy."""
     relu6 = lambda t: np.clip(t, 0.0, 6.0)  # noqa: E731
     x = relu6(cut @ w["conv0.kernel"][0, 0] + w["conv0.bias"])
     k = w["dw2.kernel"][..., 0]  # 3 x 3 x C, 'same' padding
@@ -47,8 +53,7 @@ def _numpy_top(cut: np.ndarray, w: dict[str, np.ndarray]) -> tuple[np.ndarray, n
     x = x @ w["conv4.kernel"][0, 0] + w["conv4.bias"]
     x = relu6(x @ w["conv5.kernel"][0, 0] + w["conv5.bias"])
     emb = x.mean(axis=(1, 2))
-    z = np.sqrt(emb.astype(np.float64) + tg.EPS) @ w["head_w"] + float(w["head_b"])
-    return emb, 1.0 / (1.0 + np.exp(-z))
+    return emb, np.sqrt(emb.astype(np.float64) + tg.EPS) @ w["head_w"] + float(w["head_b"])
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +81,7 @@ def test_the_top_convs_are_found_with_their_initializers() -> None:
 def test_swapped_weights_match_a_numpy_top(cut_and_images: tuple[np.ndarray, np.ndarray]) -> None:
     x, cut = cut_and_images
     w = _keras_layout_weights(noise=0.3, seed=0)
-    served, values = tg.served_graph(IMAGENET, w)
+    served, values = tg.served_graph(IMAGENET, [w])
     assert len(values) == 9  # 4 kernels, 3 conv biases, the depthwise conv's Mul (1) and Add (bias)
     emb_np, p_np = _numpy_top(cut.transpose(0, 2, 3, 1), w)
     probs, emb = _session(served).run(["probs", "embedding"], {"image": x})
@@ -87,7 +92,7 @@ def test_swapped_weights_match_a_numpy_top(cut_and_images: tuple[np.ndarray, np.
     np.testing.assert_allclose(p_cut, probs, atol=1e-6)
     # the layout matters: the depthwise kernel mirrored gives another embedding
     w["dw2.kernel"] = w["dw2.kernel"][::-1, ::-1].copy()
-    emb_flip = _session(tg.served_graph(IMAGENET, w)[0]).run(["embedding"], {"image": x})[0]
+    emb_flip = _session(tg.served_graph(IMAGENET, [w])[0]).run(["embedding"], {"image": x})[0]
     assert np.abs(emb_flip - emb).max() > 1e-2
 
 
@@ -95,16 +100,52 @@ def test_fold_graph_swaps_a_fold_into_the_served_graph(
     cut_and_images: tuple[np.ndarray, np.ndarray],
 ) -> None:
     x, cut = cut_and_images
-    served = onnx.load_from_string(tg.served_graph(IMAGENET, _keras_layout_weights(0.3, 0))[0])
+    served = onnx.load_from_string(tg.served_graph(IMAGENET, [_keras_layout_weights(0.3, 0)])[0])
     imagenet = onnx.load(str(IMAGENET))
     fold = _keras_layout_weights(noise=0.2, seed=1)
     deltas = tg.fold_deltas(imagenet, fold)
     assert all(d.dtype == np.float16 for d in deltas.values())
     names = sorted(deltas)
-    got = _session(tg.fold_graph(served, imagenet, names, deltas, fold["head_w"], -1.0))
+    got = _session(
+        tg.fold_graph(served, imagenet, names, [tg.FoldMember(deltas, fold["head_w"], -1.0)])
+    )
     _, p_np = _numpy_top(cut.transpose(0, 2, 3, 1), fold)
     np.testing.assert_allclose(got.run(["probs"], {"image": x})[0][:, 1], p_np, atol=1e-3)
     # no differences stored (a fold whose chosen epoch is 0): imagenet's own top
-    frozen = _session(tg.fold_graph(served, imagenet, names, {}, fold["head_w"], -1.0))
+    frozen = _session(
+        tg.fold_graph(served, imagenet, names, [tg.FoldMember({}, fold["head_w"], -1.0)])
+    )
     want = _session(IMAGENET).run(["embedding"], {"image": x})[0]
     np.testing.assert_array_equal(frozen.run(["embedding"], {"image": x})[0], want)
+
+
+def test_members_share_the_trunk_and_average_their_logits(
+    cut_and_images: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, cut = cut_and_images
+    members = [_keras_layout_weights(0.3, seed) for seed in (0, 1, 2)]
+    members[1]["head_b"] = np.asarray(2.0)  # members disagree in scale, not only in weights
+    served, values = tg.served_graph(IMAGENET, members)
+    assert len(values) == 27  # 9 per member, each under its own name
+    model = onnx.load_from_string(served)
+    n_conv = sum(n.op_type == "Conv" for n in model.graph.node)
+    n_base = sum(n.op_type == "Conv" for n in onnx.load(str(IMAGENET)).graph.node)
+    assert n_conv == n_base + 2 * 4  # two more copies of the top's 4 convs, one trunk
+    nhwc = cut.transpose(0, 2, 3, 1)
+    embs, zs = zip(*(_numpy_logit(nhwc, w) for w in members), strict=True)
+    want_p = 1.0 / (1.0 + np.exp(-np.mean(zs, axis=0)))
+    probs, emb = _session(served).run(["probs", "embedding"], {"image": x})
+    np.testing.assert_allclose(probs[:, 1], want_p, atol=1e-5)
+    np.testing.assert_allclose(emb, np.mean(embs, axis=0), atol=2e-4)
+    # no member alone and no mean of probabilities gives that answer
+    ps = [1.0 / (1.0 + np.exp(-z)) for z in zs]
+    assert min(np.abs(p - want_p).max() for p in [*ps, np.mean(ps, axis=0)]) > 1e-3
+    # a fold of three members swapped in: each member's own differences and head
+    imagenet = onnx.load(str(IMAGENET))
+    folds = [_keras_layout_weights(0.2, seed) for seed in (4, 5, 6)]
+    stored = [tg.FoldMember(tg.fold_deltas(imagenet, f), f["head_w"], -1.0) for f in folds]
+    names = sorted(stored[0].deltas)
+    got = _session(tg.fold_graph(model, imagenet, names, stored))
+    z_fold = np.mean([_numpy_logit(nhwc, {**f, "head_b": -1.0})[1] for f in folds], axis=0)
+    p_fold = got.run(["probs"], {"image": x})[0][:, 1]
+    np.testing.assert_allclose(p_fold, 1.0 / (1.0 + np.exp(-z_fold)), atol=1e-3)

@@ -32,11 +32,9 @@ def test_the_shipped_config_is_the_emoji_top_recipe() -> None:
     [
         (_cfg(seed=1), recipes.RunOptions(), "seed must be 0"),
         (_cfg(name="claus"), recipes.RunOptions(), "name must be 'santa'"),
-        (
-            _cfg(export=_cfg().export.model_copy(update={"version": "7"})),
-            recipes.RunOptions(),
-            "export.version must be '2'",
-        ),
+        (_cfg(seeds=[1, 0, 2]), recipes.RunOptions(), "start with seed 0"),
+        (_cfg(seeds=[0, 1, 1]), recipes.RunOptions(), "distinct"),
+        (_cfg(fixed_epoch=None), recipes.RunOptions(), "need a fixed_epoch"),
         (_cfg(), recipes.RunOptions(epochs=3), "not --epochs"),
         (_cfg(), recipes.RunOptions(data_dir=Path("/tmp")), "not --data-dir"),
         (_cfg(backbone_bundle=ROOT / "models" / "products"), recipes.RunOptions(), "only"),
