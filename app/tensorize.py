@@ -19,8 +19,6 @@ _RESAMPLE: Final = {
     "lanczos": Image.Resampling.LANCZOS,
     "box": Image.Resampling.BOX,
 }
-# center_crop scales only the region it keeps when scaling all would pass this x the input.
-_MAX_SCALED_AREA: Final = 16
 
 
 def resize(img: Image.Image, spec: InputSpec) -> Image.Image:
@@ -33,16 +31,16 @@ def resize(img: Image.Image, spec: InputSpec) -> Image.Image:
     if spec.resize.mode == "stretch":
         return img.resize((tw, th), method)
     if spec.resize.mode == "center_crop":
+        # Scale only the region kept (resize's `box`): the pixels of scaling the whole picture
+        # and cropping, within one level of rounding, without scaling what the crop drops (a
+        # quarter of a 4:3 photo: 640x480 in 2.3 instead of 3.0 ms; and 400000x100 is not
+        # scaled to 896000x224, 1.3 GB and 2 s, to keep its middle).
         scale = max(tw / w, th / h)
         nw, nh = max(tw, round(w * scale)), max(th, round(h * scale))
         left, top = (nw - tw) // 2, (nh - th) // 2
-        if nw * nh > _MAX_SCALED_AREA * tw * th:
-            # 400000x100 was scaled to 896000x224 (1.3 GB, 2 s) to keep its middle.
-            sx, sy = w / nw, h / nh
-            box = (left * sx, top * sy, (left + tw) * sx, (top + th) * sy)
-            return img.resize((tw, th), method, box=box)
-        scaled = img.resize((nw, nh), method)
-        return scaled.crop((left, top, left + tw, top + th))
+        sx, sy = w / nw, h / nh
+        box = (left * sx, top * sy, (left + tw) * sx, (top + th) * sy)
+        return img.resize((tw, th), method, box=box)
     # letterbox
     scale = min(tw / w, th / h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
