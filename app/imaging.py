@@ -51,8 +51,13 @@ logger = logging.getLogger(__name__)
 ACCEPTED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 ACCEPTED_TEXT: Final = "JPEG, PNG, WebP, GIF (first frame), BMP or TIFF"
 
-# Decoded images are reduced (JPEG: in the DCT domain; others: box filter) to no less than
-# this many times the model input before any further work.
+# Decoded images are reduced by a box filter to no less than this many times the model input
+# before any further work. A JPEG at least twice that (4x the input) on its short side is first
+# decoded at the smallest DCT scale, 1/4 or 1/8, that keeps both sides >= the model input: a
+# 4000x3000 photo at 500x375 for a 224 model, 13 instead of 18 ms to prepare on this CPU. One
+# only 2-4x the input is decoded in full (its only scale, 1/2, saved 1.6 ms on a 640x480 photo
+# but moved imagenet's answers on the labelled photos its card is measured on). Fidelity
+# against an exact decode: `python -m bench.draft_scale` (docs/performance.md).
 _DRAFT_FACTOR: Final = 2
 # A gray picture for an RGB bundle larger than this after reduction (only a thin one is) is
 # resized gray and converted at model size: resampling treats R, G and B alike, so the values
@@ -250,8 +255,8 @@ def _plan(img: Image.Image, fmt: str, scans: int, spec: InputSpec) -> int:
     if fmt != "JPEG":
         return w * h
     if min(w, h) >= 2 * _DRAFT_FACTOR * side:
-        # DCT-domain downscale: the decoded size stays >= 2x the model input on both sides.
-        img.draft("L" if spec.color == "gray" else "RGB", (side * _DRAFT_FACTOR,) * 2)
+        # DCT-domain downscale: the decoded size stays >= the model input on both sides.
+        img.draft("L" if spec.color == "gray" else "RGB", (side, side))
     if img.info.get("progressive") or scans > NORMAL_SCANS:
         # A progressive decode passes over every coefficient once per scan, drafted or not.
         return w * h * max(1, -(-scans // NORMAL_SCANS))
@@ -275,7 +280,7 @@ def decode(
     gray_as_is: bool = False,
 ) -> tuple[Image.Image, ImageInfo]:
     """Decode to an upright 'RGB' or 'L' image in the bundle's colour space, reduced to no
-    less than twice the model input. `budget` is the request's (a fresh one if omitted).
+    less than twice the model input (a large JPEG: DCT-scaled to no less than the input). `budget` is the request's (a fresh one if omitted).
     `gray_as_is`: a gray picture too large to have been reduced (a thin one) stays 'L' for
     an RGB bundle; the caller converts it after resizing (see `prepare`)."""
     budget = budget if budget is not None else limits.budget()

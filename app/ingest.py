@@ -5,7 +5,6 @@ errors naming the offending image. No HTTP."""
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -77,12 +76,13 @@ def thumbnails(
     the decode the model inputs go through: the same format rules, 16-bit and alpha maths, pixel
     and time budget and decode slots, in colour whatever the model's colour space.
 
-    A second decode rather than the model's: the model's is reduced to about twice its input
-    (56 px for a 28 px model) and converted to its colour space, too small or gray for a
-    thumbnail, and deriving the model input from a thumbnail-sized decode would make catalog
-    embeddings differ from predict's for the same bytes."""
-    half = max(1, math.ceil(size / 2))  # decode keeps >= 2x the spec's side
-    thumb_spec = InputSpec(width=half, height=half, channels=3, color="rgb")
+    A second decode rather than the model's: the model's is reduced to 1-2x its input (28-56
+    px for a 28 px model) and converted to its colour space, too small or gray for a thumbnail,
+    and deriving the model input from a thumbnail-sized decode would make catalog embeddings
+    differ from predict's for the same bytes."""
+    # decode keeps both sides >= the spec's side (a large JPEG's DCT scale), then box-reduces
+    # to no less than twice it: never below the thumbnail
+    thumb_spec = InputSpec(width=size, height=size, channels=3, color="rgb")
     if len(images) > 1:
         check_request(images, thumb_spec, limits)
     budget = budget if budget is not None else limits.budget()

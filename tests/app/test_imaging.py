@@ -103,6 +103,21 @@ def test_large_jpeg_is_drafted(chelsea: Image.Image) -> None:
     assert min(img.size) >= 2 * RGB.height
 
 
+def test_large_jpeg_decodes_at_the_smallest_dct_scale_that_keeps_the_input(
+    chelsea: Image.Image,
+) -> None:
+    """For a 224 model: 4000x3000 decodes at 1/8 (500x375: both sides >= 224); 2000x1000 at
+    1/4 (1/8 would give 125 rows); 640x480, under 4x the input, in full."""
+    spec = RGB.model_copy(update={"height": 224, "width": 224})
+    for size, decoded in (((4000, 3000), (500, 375)), ((2000, 1000), (500, 250)),
+                          ((640, 480), (640, 480))):  # fmt: skip
+        data = encode(chelsea.resize(size), "JPEG", quality=85)
+        img, info = decode(data, spec, LIMITS)
+        assert (info.decoded_width, info.decoded_height) == decoded
+        assert min(img.size) >= 224
+        assert prepare(data, spec, LIMITS).array.shape == (224, 224, 3)
+
+
 def test_resize_modes(chelsea: Image.Image) -> None:
     data = encode(chelsea, "PNG")
     for mode in ("stretch", "center_crop", "letterbox"):
