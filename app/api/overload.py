@@ -3,15 +3,17 @@ whose model queue is full is answered 503 + Retry-After (problem+json; {"error"}
 before routing, dependencies or body parsing.
 
 Pure ASGI and cheap on purpose (~0.07 ms of server CPU per refusal, plus the access log line,
-against ~1 ms through the route). The refusal is paced: it is sent after the time the queue
-needs to drain (the requests waiting x the model's recent per-request time / its workers),
+against ~1 ms through the route). A connection's first refusal is sent at once. A connection
+refused again within its Retry-After (a client that did not wait) is paced: the refusal is
+sent after the time the queue needs to drain (the requests waiting x the model's recent per-request time / its workers),
 at least `pause_ms` (overload_pause_ms, default 100) and at most `max_pause_ms`
 (overload_pause_max_ms, default 250), so a refused client hears back no later than an
 accepted one would have started, and never seconds later. A client that ignores Retry-After
 and retries at once (most load generators do) would otherwise keep the event loop and itself
 runnable non-stop, taking CPU from the pipelines (measured: ~2,000 refusals/s from 24 such
 clients unpaced, ~240/s at 50 ms; with 12 MP bodies every refusal also re-uploads the image).
-`pause_ms=0` refuses at once.
+Measured at 32 clients with every refusal sent at once: accepted throughput fell to
+0.18-0.78x of the 8-client figure (docs/performance.md). `pause_ms=0` refuses at once always.
 The route checks again (`ModelScheduler.admit`/`submit`), so this is an optimisation, not
 the rule.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -32,6 +35,8 @@ from app.scheduler import ModelScheduler
 
 # /v2 infer of a model's newest version (an older version's queue is checked by the route).
 V2_INFER = re.compile(r"/v2/models/([^/]+)/infer")
+# Connections remembered with their last refusal (bounded: the oldest half is forgotten).
+MAX_REMEMBERED = 4096
 
 
 class OverloadShedder:
@@ -47,6 +52,23 @@ class OverloadShedder:
         self.schedulers = schedulers
         self.pause_s = pause_ms / 1e3
         self.max_pause_s = max(pause_ms, max_pause_ms) / 1e3
+        self._refused: dict[object, float] = {}  # connection (client address) -> last refusal
+
+    def again(self, scope: Scope, within_s: float) -> bool:
+        """Record a refusal on this request's connection; True if that connection was already
+        refused within `within_s` (its Retry-After: it did not wait). A request without a
+        client address counts as a repeat (paced, the safe side)."""
+        client = scope.get("client")
+        if client is None:
+            return True
+        key = tuple(client)
+        now = time.monotonic()
+        last = self._refused.pop(key, None)
+        self._refused[key] = now  # re-inserted: the dict stays in order of last refusal
+        if len(self._refused) > MAX_REMEMBERED:
+            for old in list(self._refused)[: MAX_REMEMBERED // 2]:
+                del self._refused[old]
+        return last is not None and now - last < within_s
 
     def pause_for(self, sched: ModelScheduler) -> float:
         """Seconds to hold a refusal: the queue's drain time within [pause_ms, max_pause_ms]."""
@@ -67,7 +89,7 @@ class OverloadShedder:
                     doc, media_type = error.to_problem(path), PROBLEM_JSON
                 body = json.dumps(doc).encode()
                 pause = self.pause_for(sched)
-                if pause > 0:
+                if pause > 0 and self.again(scope, float(sched.retry_after_s)):
                     await asyncio.sleep(pause)
                 await send(
                     {

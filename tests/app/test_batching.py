@@ -338,14 +338,22 @@ def test_shedder_refuses_a_full_model_before_routing(model: OnnxModel, pngs: lis
             # other models and other routes go through
             assert (await c.post("/v1/models/other/predict", content=b"x")).text == "routed"
             assert (await c.get("/v1/models/tiny")).text == "routed"
-        paced = httpx.ASGITransport(app=OverloadShedder(inner, schedulers=pool, pause_ms=150))
-        async with httpx.AsyncClient(transport=paced, base_url="http://t") as c:
-            t0 = time.perf_counter()
-            assert (await c.post("/v1/models/tiny/predict", content=pngs[2])).status_code == 503
-            assert time.perf_counter() - t0 >= 0.14
-            t0 = time.perf_counter()
-            assert (await c.post("/v2/models/tiny/infer", content=b"{}")).status_code == 503
-            assert time.perf_counter() - t0 >= 0.14
+        # pacing: a connection's first refusal at once, one that comes back within its
+        # Retry-After (it did not wait) after the pause
+        paced = OverloadShedder(inner, schedulers=pool, pause_ms=150)
+
+        async def refused_after(client: tuple[str, int], path: str, body: bytes) -> float:
+            transport = httpx.ASGITransport(app=paced, client=client)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                t0 = time.perf_counter()
+                assert (await c.post(path, content=body)).status_code == 503
+                return time.perf_counter() - t0
+
+        conn = ("127.0.0.1", 40001)
+        assert await refused_after(conn, "/v1/models/tiny/predict", pngs[2]) < 0.1
+        assert await refused_after(conn, "/v1/models/tiny/predict", pngs[2]) >= 0.14
+        assert await refused_after(conn, "/v2/models/tiny/infer", b"{}") >= 0.14
+        assert await refused_after(("127.0.0.1", 40002), "/v2/models/tiny/infer", b"{}") < 0.1
         gated.gate.set()
         await asyncio.gather(first, queued)
 
@@ -519,3 +527,18 @@ def test_pipelines_run_below_the_event_loop(model: OnnxModel, pngs: list[bytes],
 def test_models_report_the_pipeline_priority(client: TestClient) -> None:
     serving = client.get("/v1/models/tiny").json()["serving"]
     assert serving["pipeline_nice"] == Settings().pipeline_nice == 5
+
+
+def test_a_connection_is_paced_only_when_it_comes_back_within_retry_after() -> None:
+    from app.api.overload import MAX_REMEMBERED, OverloadShedder
+
+    shedder = OverloadShedder(None, schedulers=None, pause_ms=100)  # type: ignore[arg-type]
+    conn = {"client": ("127.0.0.1", 5000)}
+    assert not shedder.again(conn, 1.0)  # first refusal: at once
+    assert shedder.again(conn, 1.0)  # back at once: paced
+    assert not shedder.again(conn, 0.0)  # back after its Retry-After: at once again
+    assert not shedder.again({"client": ("127.0.0.1", 5001)}, 1.0)  # another connection
+    assert shedder.again({"client": None}, 1.0)  # unknown connection: paced
+    for port in range(6000, 6000 + 3 * MAX_REMEMBERED):
+        shedder.again({"client": ("10.0.0.1", port)}, 1.0)
+    assert len(shedder._refused) <= MAX_REMEMBERED  # memory stays bounded
