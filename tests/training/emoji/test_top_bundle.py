@@ -126,7 +126,7 @@ def _top_bundle(root: Path, style: str, members: int = 1) -> tuple[Path, int, in
     return bundle.path, tp, fp
 
 
-@pytest.mark.parametrize("members", [1, 3])
+@pytest.mark.parametrize("members", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_check_rescores_a_fold_through_the_served_graph(tmp_path: Path, members: int) -> None:
     from training.emoji.check import _Features, check_bundle
     from training.emoji.embed import BACKBONE, Backbone
