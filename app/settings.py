@@ -41,9 +41,10 @@ class Settings(BaseSettings):
     queue_limit: int = Field(default=0, ge=0, le=100_000)
     queue_max_wait_ms: float = Field(default=1000.0, ge=0, le=600_000)
     queue_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
-    # A refused request's 503 is sent after the queue's estimated drain time, within these
-    # bounds (ms; 0 = at once). Clients that retry at once, ignoring Retry-After, otherwise
-    # keep a core busy being refused (docs/performance.md).
+    # A connection's first 503 is sent at once; one refused again within its Retry-After gets
+    # its 503 after the queue's estimated drain time, within these bounds (ms; 0 = always at
+    # once). Clients that retry at once, ignoring Retry-After, otherwise keep a core busy
+    # being refused (docs/performance.md).
     overload_pause_ms: float = Field(default=100.0, ge=0, le=1000)
     overload_pause_max_ms: float = Field(default=250.0, ge=0, le=1000)
     # A request not answered within this many seconds (waiting or running) gets a 503.
