@@ -280,7 +280,8 @@ def decode(
     gray_as_is: bool = False,
 ) -> tuple[Image.Image, ImageInfo]:
     """Decode to an upright 'RGB' or 'L' image in the bundle's colour space, reduced to no
-    less than twice the model input (a large JPEG: DCT-scaled to no less than the input). `budget` is the request's (a fresh one if omitted).
+    less than twice the model input (a large JPEG: DCT-scaled to no less than the input).
+    `budget` is the request's (a fresh one if omitted).
     `gray_as_is`: a gray picture too large to have been reduced (a thin one) stays 'L' for
     an RGB bundle; the caller converts it after resizing (see `prepare`)."""
     budget = budget if budget is not None else limits.budget()

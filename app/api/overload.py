@@ -5,8 +5,8 @@ before routing, dependencies or body parsing.
 Pure ASGI and cheap on purpose (~0.07 ms of server CPU per refusal, plus the access log line,
 against ~1 ms through the route). A connection's first refusal is sent at once. A connection
 refused again within its Retry-After (a client that did not wait) is paced: the refusal is
-sent after the time the queue needs to drain (the requests waiting x the model's recent per-request time / its workers),
-at least `pause_ms` (overload_pause_ms, default 100) and at most `max_pause_ms`
+sent after the time the queue needs to drain (the requests waiting x the model's recent
+per-request time / its workers), at least `pause_ms` (overload_pause_ms, default 100) and at most `max_pause_ms`
 (overload_pause_max_ms, default 250), so a refused client hears back no later than an
 accepted one would have started, and never seconds later. A client that ignores Retry-After
 and retries at once (most load generators do) would otherwise keep the event loop and itself

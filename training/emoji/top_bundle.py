@@ -2,9 +2,10 @@
 
 v2 is one run directory; v3 is several (members: the same procedure with other seeds), scored
 and served as the mean of their logits (training.emoji.top_members' rule, top_graph's shared
-trunk). Reads the 7 fold files and the final model of each (training.emoji.top_ship), summarises the folds
-(per style at its validation threshold; recall at 1% FPR with each style's own cut and with
-one cut over the pooled scores), applies the ship rule, then composes the served graph
+trunk). Reads the 7 fold files and the final model of each (training.emoji.top_ship),
+summarises the folds (per style at its validation threshold; recall at 1% FPR with each
+style's own cut and with one cut over the pooled scores), applies the ship rule, then composes
+the served graph
 (training.emoji.top_graph), checks parity against Keras and writes the bundle with
 app.bundle_write plus the fold file the CI check re-scores (top_graph.TOP_FOLDS).
 """
