@@ -5,9 +5,8 @@ and served as the mean of their logits (training.emoji.top_members' rule, top_gr
 trunk). Reads the 7 fold files and the final model of each (training.emoji.top_ship),
 summarises the folds (per style at its validation threshold; recall at 1% FPR with each
 style's own cut and with one cut over the pooled scores), applies the ship rule, then composes
-the served graph
-(training.emoji.top_graph), checks parity against Keras and writes the bundle with
-app.bundle_write plus the fold file the CI check re-scores (top_graph.TOP_FOLDS).
+the served graph (training.emoji.top_graph), checks parity against Keras and writes the bundle
+with app.bundle_write plus the fold file the CI check re-scores (top_graph.TOP_FOLDS).
 """
 
 from __future__ import annotations
