@@ -131,14 +131,22 @@ class _TopFolds:
 
         z = self.z
         names = z["names"].tolist()
-        graph = fold_graph(self.served, self.imagenet, names, stored_members(z, i))
+        thr = float(z["threshold"][i])
+        # bird: the members' copies start at 1 (the original top gives the bird mass) and the
+        # fold's threshold goes into the graph, which then decides at 0.5
+        combine = "combine" in z.files and bool(z["combine"])
+        first = int(z["first_member"]) if "first_member" in z.files else 0
+        members = stored_members(z, i)
+        graph = fold_graph(
+            self.served, self.imagenet, names, members, first, thr if combine else None
+        )
         model = self.open_model(graph, like=self.bundle)
         spec = self.bundle.metadata.input
         p = []
         for s in range(0, len(pics), 32):
             x = np.stack([prepare(_png(q), spec, ImageLimits()).array for q in pics[s : s + 32]])
             p.append(model.run(x).probs[:, 1])
-        return np.concatenate(p) >= float(z["threshold"][i])
+        return np.concatenate(p) >= (0.5 if combine else thr)
 
 
 def check_bundle(

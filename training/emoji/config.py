@@ -37,11 +37,12 @@ class EmojiHeadConfig(RecipeBase):
 
 class EmojiTopConfig(RecipeBase):
     """Config of the `emoji_top` recipe (training.emoji.top_recipe): the imagenet graph's last
-    block and head conv fine-tuned with a Santa head on emoji art, leave-one-style-out folds,
-    then one model on every style (training.emoji.top_ship; its settings are fixed in code)."""
+    block and head conv fine-tuned with a Santa and a bird head on emoji art,
+    leave-one-style-out folds, then one model on every style (training.emoji.top_ship; its
+    settings are fixed in code). `task` says which head the bundle serves (its `name`)."""
 
     recipe: Literal["emoji_top"] = "emoji_top"
-    task: Literal["santa"] = "santa"
+    task: Literal["santa", "bird"] = "santa"
     # The bundle whose graph is cut and fine-tuned (only models/imagenet's graph is supported).
     backbone_bundle: Path = Path("models/imagenet")
     # Every fold model taken at this epoch, as the served model is (None: each fold's epoch is

@@ -134,13 +134,20 @@ def _top_nodes(model: onnx.ModelProto) -> tuple[int, int]:
     return start, end
 
 
-def add_members(model: onnx.ModelProto, k_members: int, top_names: Sequence[str]) -> str:
-    """Give `model` (the imagenet graph, changed in place) K-1 more copies of the top; return
-    the tensor the head reads (the members' embeddings side by side) after rewiring the
-    `embedding` output to their mean. K = 1: the graph unchanged, the head reads `embedding`."""
+def add_members(
+    model: onnx.ModelProto, k_members: int, top_names: Sequence[str], keep_original: bool = False
+) -> str:
+    """Give `model` (the imagenet graph, changed in place) more copies of the top; return the
+    tensor the head reads (the members' embeddings side by side) after rewiring the
+    `embedding` output to their mean. Member k is copy ``first + k`` (member_name), where
+    `first` is 0 (member 0 is the original top, whose values are then replaced) or, with
+    `keep_original`, 1: the original top stays as it is, so the ImageNet `probs` (and the bird
+    mass) are the imagenet bundle's, and K copies are added. K = 1 without `keep_original`:
+    the graph unchanged, the head reads `embedding`."""
     from app.bundle import EMBEDDING_NAME
 
-    if k_members == 1:
+    first = int(keep_original)
+    if k_members == 1 and not keep_original:
         return EMBEDDING_NAME
     g = model.graph
     start, end = _top_nodes(model)
@@ -150,7 +157,7 @@ def add_members(model: onnx.ModelProto, k_members: int, top_names: Sequence[str]
     inits = {t.name: t for t in g.initializer}
     emb = top[-1].output[0]
     clones: list[onnx.NodeProto] = []
-    for k in range(1, k_members):
+    for k in range(1, k_members + first):
         for n in top:
             c = onnx.NodeProto()
             c.CopyFrom(n)
@@ -163,12 +170,12 @@ def add_members(model: onnx.ModelProto, k_members: int, top_names: Sequence[str]
             t.CopyFrom(inits[name])
             t.name = member_name(name, k)
             g.initializer.append(t)
-    embs = [member_name(emb, k) for k in range(k_members)]
+    embs = [member_name(emb, k) for k in range(first, k_members + first)]
     clones += [
         helper.make_node("Concat", embs, [ENSEMBLE_FEATURES], axis=1),
-        helper.make_node("Mean", embs, ["ens_emb_mean"]),
+        helper.make_node("Mean" if len(embs) > 1 else "Identity", embs, ["ens_emb_mean"]),
     ]
-    for n in list(g.node)[end:]:  # what read member 0's embedding now reads the mean
+    for n in list(g.node)[end:]:  # what read the original embedding now reads the mean
         if n.op_type == "Identity" and n.output[0] == EMBEDDING_NAME:
             n.input[0] = "ens_emb_mean"
     nodes = list(g.node)
@@ -185,18 +192,31 @@ def head(ws: Sequence[npt.NDArray[Any]], bs: Sequence[float]) -> LinearHead:
 
 
 def served_graph(
-    imagenet_onnx: Path, members: Sequence[dict[str, npt.NDArray[Any]]]
+    imagenet_onnx: Path,
+    members: Sequence[dict[str, npt.NDArray[Any]]],
+    head_keys: tuple[str, str] = (HEAD_W, HEAD_B),
+    combine_threshold: float | None = None,
 ) -> tuple[bytes, dict[str, npt.NDArray[np.float32]]]:
-    """The imagenet graph with the fine-tuned top of each member swapped in and the santa head
-    composed on (probs = softmax(0, mean logit), embedding = the members' mean fine-tuned
-    embedding); also the top's values, by member-renamed initializer name."""
+    """The imagenet graph with each member's fine-tuned top and the head under `head_keys`
+    composed on: probs = softmax(0, mean logit), embedding = the members' mean fine-tuned
+    embedding; also the top's values, by member-renamed initializer name.
+    `combine_threshold` t (bird): the original top is kept for the ImageNet bird mass and the
+    members are added beside it; P(positive) = max(bird mass, sigmoid(mean logit - logit t))
+    (compose), i.e. "mass >= 0.5 or the head's probability >= t" at 0.5."""
     model = onnx.load(str(imagenet_onnx))
     per = [onnx_initializers(model, w) for w in members]
-    features = add_members(model, len(members), sorted(per[0]))
-    values = {member_name(n, k): v for k, vs in enumerate(per) for n, v in vs.items()}
+    keep = combine_threshold is not None
+    features = add_members(model, len(members), sorted(per[0]), keep_original=keep)
+    first = int(keep)
+    values = {member_name(n, k + first): v for k, vs in enumerate(per) for n, v in vs.items()}
     set_initializers(model, values)
-    h = head([w["head_w"] for w in members], [float(w["head_b"]) for w in members])
-    return compose(model, h, eps=EPS, features=features), values
+    kw, kb = head_keys
+    h = head([w[kw] for w in members], [float(w[kb]) for w in members])
+    model_bytes = compose(model, h, combine_threshold=combine_threshold, eps=EPS, features=features)
+    return model_bytes, values
+
+
+COMBINE_SHIFT = "comb_shift"  # compose's initializer: logit of the head's threshold (bird)
 
 
 def fold_deltas(
@@ -243,9 +263,14 @@ def fold_graph(
     imagenet: onnx.ModelProto,
     names: list[str],
     members: Sequence[FoldMember],
+    first: int = 0,
+    threshold: float | None = None,
 ) -> bytes:
     """The served graph with one fold's tops and heads swapped in: every name in `names` gets,
-    for each member, imagenet's value plus that member's stored difference."""
+    for each member k (copy ``first + k``, see add_members), imagenet's value plus that
+    member's stored difference. `threshold` (a graph composed with a combine threshold, bird):
+    the fold's own threshold replaces the served one, so P(positive) >= 0.5 is the fold's
+    decision."""
     model = onnx.ModelProto()
     model.CopyFrom(served)
     base = initializer_values(imagenet, names)
@@ -253,19 +278,25 @@ def fold_graph(
     for k, m in enumerate(members):
         for n in names:
             d = m.deltas.get(n)
-            values[member_name(n, k)] = base[n] if d is None else base[n] + d.astype(np.float32)
+            values[member_name(n, k + first)] = (
+                base[n] if d is None else base[n] + d.astype(np.float32)
+            )
     w, b = head([m.w for m in members], [m.b for m in members]).folded()
     values[HEAD_W] = np.asarray(w, np.float32).reshape(-1, 1)
     values[HEAD_B] = np.asarray([b], np.float32)
+    if threshold is not None:
+        t = min(max(threshold, 1e-6), 1 - 1e-6)
+        values[COMBINE_SHIFT] = np.asarray([np.log(t / (1 - t))], np.float32)
     set_initializers(model, values)
     return bytes(model.SerializeToString())
 
 
-def cut_subgraph(model_bytes: bytes) -> bytes:
-    """The graph from the cut tensor (NCHW float32) to `probs`: parity on cached cut tensors."""
+def cut_subgraph(model_bytes: bytes, outputs: Sequence[str] = ("probs",)) -> bytes:
+    """The graph from the cut tensor (NCHW float32) to `outputs`: parity on cached cut
+    tensors."""
     model = onnx.shape_inference.infer_shapes(onnx.load_from_string(model_bytes))
     if CUT not in {v.name for v in model.graph.value_info}:
         vi = onnx.helper.make_tensor_value_info(CUT, onnx.TensorProto.FLOAT, [None, 192, 7, 7])
         model.graph.value_info.append(vi)
-    sub = onnx.utils.Extractor(model).extract_model([CUT], ["probs"])
+    sub = onnx.utils.Extractor(model).extract_model([CUT], list(outputs))
     return bytes(sub.SerializeToString())

@@ -1,5 +1,5 @@
 """The `emoji_top` recipe: ``python -m training train --config training/configs/santa-emoji-top.yaml``
-runs training.emoji.top_ship end to end (cut cache, the 7 leave-one-style-out fold models, the
+(or bird-emoji-top.yaml) runs training.emoji.top_ship end to end (cut cache, the 7 leave-one-style-out fold models, the
 model on every style, figures, ship rule, bundle) and reports the run's figures; with several
 `seeds`, once per seed (the members), then one bundle serving the mean of their logits.
 
@@ -42,7 +42,7 @@ def run(cfg: EmojiTopConfig, options: RunOptions) -> RunReport:
     from training.emoji.top_ship import SETTINGS, check_fixed, run_final, run_folds, with_seed
 
     # top_ship fixes these in code (settings chosen before any fold ran): refuse, never ignore.
-    fixed = {"name": "santa", "seed": SETTINGS["seed"]}
+    fixed = {"name": cfg.task, "seed": SETTINGS["seed"]}
     given = {"name": cfg.name, "seed": cfg.seed}
     for key, want in fixed.items():
         if given[key] != want:
@@ -74,6 +74,7 @@ def run(cfg: EmojiTopConfig, options: RunOptions) -> RunReport:
         card_notes=cfg.card_notes,
         version=cfg.export.version,
         summary_dir=run_dir,
+        task=cfg.task,
     )
     decision = json.loads((run_dir / "summary.json").read_text())["decision"]
     if bundle is None:

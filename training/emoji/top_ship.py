@@ -1,19 +1,20 @@
-"""Ship `santa` v2: the backbone's top (block15 + head conv) fine-tuned on emoji art.
+"""Ship `santa` (v2, v3) and `bird` (v2): the backbone's top (block15 + head conv) fine-tuned
+on emoji art with a two-output head (Santa, bird); one run gives both tasks' fold models.
 
 Settings are top_finetune's 5-epoch run, fixed before this ran (Adam 2e-4, 3,000 negatives
 per epoch, seed 0, the shared santa+bird top; per fold the santa epoch and threshold are
 chosen on the validation style). Steps, each resumable from the run directory:
 
 1. ``folds``: the 7 leave-one-style-out fold models; per fold the santa-chosen epoch's top
-   weights, santa head (folded onto sqrt(embedding + EPS)), validation threshold and held-out
-   scores are saved (``fold-<style>.npz``). ``--fixed-epoch N``: every fold taken at epoch N
+   weights, both heads (folded onto sqrt(embedding + EPS); bird's since 2026-12-02 19:00),
+   each task's validation threshold and held-out scores are saved (``fold-<style>.npz``). ``--fixed-epoch N``: every fold taken at epoch N
    (the served model's procedure when that is "N epochs, fixed"; recorded in ``run.json``),
    threshold still from the validation style; fold files already there (e.g. copied from a
    run whose validation chose N) are kept only if they are epoch N's.
 2. ``final``: the top trained on all 7 styles for the median of the folds' santa epochs (rule
    fixed in advance), saved as ``final.npz``.
 3. ``write``: the figures and the ship rule (training.emoji.top_bundle; ``--run-dir A B C``:
-   the members of one model, see top_bundle); only if the rule
+   the members of one model, see top_bundle; ``--task bird``: the bird bundle); only if the rule
    passes: the served graph (training.emoji.top_graph), parity, metadata, card and bundle in
    ``--out`` (models/). ``--candidate --out DIR`` writes it whatever the rule says, never
    into models/.
@@ -52,29 +53,36 @@ logger = logging.getLogger(__name__)
 
 SETTINGS = {"epochs": 5, "n_neg": 3000, "lr": 2e-4, "seed": 0}
 SANTA = 0  # column of the shared top's logistic head
+TASKS = ("santa", "bird")  # the shared head's columns, in order
+HEAD_PREFIX = {"santa": "", "bird": "bird_"}  # santa's keys stay those of v2's fold files
+
+
+def head_keys(task: str) -> tuple[str, str]:
+    """The names a task's folded head is saved under in fold and final files."""
+    return f"{HEAD_PREFIX[task]}head_w", f"{HEAD_PREFIX[task]}head_b"
 
 
 def snapshot(st: TopState) -> dict[str, npt.NDArray[Any]]:
-    """The top's conv weights (Keras layout, by layer name) and santa's head folded onto
-    sqrt(embedding + EPS): logit = sqrt(e + EPS) @ head_w + head_b."""
+    """The top's conv weights (Keras layout, by layer name) and each task's head folded onto
+    sqrt(embedding + EPS): logit = sqrt(e + EPS) @ head_w + head_b (santa: head_w/head_b;
+    bird: bird_head_w/bird_head_b; files written before 2026-12-02 19:00 hold santa's only)."""
     out: dict[str, npt.NDArray[Any]] = {}
     for layer in st.top.layers:
         ws = layer.get_weights()
         if ws:
             out[f"{layer.name}.kernel"], out[f"{layer.name}.bias"] = (np.asarray(w) for w in ws)
     wd, bd = (np.asarray(v, np.float64) for v in st.dense.get_weights())
-    out["head_w"] = wd[:, SANTA] / st.scale
-    out["head_b"] = np.asarray(bd[SANTA] - float((st.mean / st.scale) @ wd[:, SANTA]))
+    for col, task in enumerate(TASKS):
+        kw, kb = head_keys(task)
+        out[kw] = wd[:, col] / st.scale
+        out[kb] = np.asarray(bd[col] - float((st.mean / st.scale) @ wd[:, col]))
     return out
 
 
-def keras_santa_scores(weights: dict[str, Any], cut: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-    """P(santa) of saved weights on cut tensors, in Keras (for the parity check)."""
-    return np.asarray(1.0 / (1.0 + np.exp(-keras_santa_logits(weights, cut))))
-
-
-def keras_santa_logits(weights: dict[str, Any], cut: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-    """The santa logit of saved weights on cut tensors, in Keras."""
+def keras_logits(
+    weights: dict[str, Any], cut: npt.NDArray[Any], task: str = "santa"
+) -> npt.NDArray[np.float64]:
+    """The `task` head's logit of saved weights on cut tensors, in Keras."""
     from training.emoji.top_finetune import build_top, embed, top_ops
 
     top = build_top(top_ops())
@@ -82,7 +90,8 @@ def keras_santa_logits(weights: dict[str, Any], cut: npt.NDArray[Any]) -> npt.ND
         if f"{layer.name}.kernel" in weights:
             layer.set_weights([weights[f"{layer.name}.kernel"], weights[f"{layer.name}.bias"]])
     e = embed(top, cut).astype(np.float64)
-    return np.asarray(np.sqrt(e + EPS) @ weights["head_w"] + float(weights["head_b"]))
+    kw, kb = head_keys(task)
+    return np.asarray(np.sqrt(e + EPS) @ weights[kw] + float(weights[kb]))
 
 
 def _save(path: Path, arrays: dict[str, Any], info: dict[str, Any]) -> None:
@@ -217,6 +226,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "run per seed), served as the mean of their logits",
     )
     ap.add_argument("--version", default="2", help="write step: the bundle's version")
+    ap.add_argument(
+        "--task",
+        choices=list(TASKS),
+        default="santa",
+        help="write step: which head the bundle serves (both are trained)",
+    )
     ap.add_argument("--step", choices=["folds", "final", "train", "write", "all"], default="all")
     ap.add_argument("--styles", nargs="*", default=list(STYLES))
     ap.add_argument(
@@ -267,7 +282,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.step in ("write", "all"):
         from training.emoji.top_bundle import write
 
-        write(dirs, args.out, args.candidate, args.previous_run, version=args.version)
+        write(
+            dirs, args.out, args.candidate, args.previous_run, version=args.version, task=args.task
+        )
 
 
 if __name__ == "__main__":

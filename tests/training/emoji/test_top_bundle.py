@@ -55,12 +55,17 @@ def _fold_files_ranked_low(run_dir: Path, styles: list[str]) -> None:
         _save(fold_path(run_dir, style), {"santa_scores0": s, "santa_y": y}, info)
 
 
-def _top_bundle(root: Path, style: str, members: int = 1) -> tuple[Path, int, int]:
+def _top_bundle(
+    root: Path, style: str, members: int = 1, task: str = "santa"
+) -> tuple[Path, int, int, int]:
     """A fine-tuned-top bundle as top_bundle writes it, from perturbed imagenet weights (not a
     trained model): served graph with `members` tops, the fold of `style` others (stored as
-    float16 differences; several members: their mean logit), its threshold between two middle scores and its counts computed in numpy
-    (test_top_graph._numpy_top) on the imagenet graph's cut tensors of the pictures the check
-    scores (every Santa + 10 sampled negatives). Returns the bundle, recorded tp and fp."""
+    float16 differences; several members: their mean logit), its threshold in the widest gap
+    of the middle scores and its counts computed in numpy (test_top_graph._numpy_logit) on
+    the imagenet graph's cut tensors of the pictures the check scores (every positive + 10
+    sampled negatives). bird: the graph keeps imagenet's top beside the members and decides
+    "ImageNet bird mass >= 0.5 or head >= threshold" (top_bird). Returns the bundle, recorded
+    tp and fp, and the number of positives."""
     import io
 
     import onnx
@@ -75,27 +80,33 @@ def _top_bundle(root: Path, style: str, members: int = 1) -> tuple[Path, int, in
     from training.emoji.render import base_array
     from training.emoji.top_cache import CUT, CutBackbone
     from training.emoji.top_graph import delta_key, fold_deltas, served_graph
+    from training.imagenet import BIRD_INDICES
 
+    bird = task == "bird"
     imagenet = load_bundle(ROOT / "models" / "imagenet")
-    served, values = served_graph(IMAGENET, [_keras_layout_weights(0.3, m) for m in range(members)])
+    weights = [_keras_layout_weights(0.3, m) for m in range(members)]
+    served, values = served_graph(IMAGENET, weights, combine_threshold=0.9 if bird else None)
     meta = load_bundle(ROOT / "models" / "santa", verify_hash=False).metadata
-    bundle = write_bundle(root / "santa", model_bytes=served, metadata=meta,
-                          labels=("not_santa", "santa"))  # fmt: skip
+    meta = meta.model_copy(update={"name": task})
+    bundle = write_bundle(root / task, model_bytes=served, metadata=meta,
+                          labels=TASKS[task].labels)  # fmt: skip
     folds = [_keras_layout_weights(0.2, 10 + m) for m in range(members)]
     i = list(STYLES).index(style)
-    pos, neg = style_sample(load_catalog(DATA, styles=[style]), TASKS["santa"], style, i, 10)
+    pos, neg = style_sample(load_catalog(DATA, styles=[style]), TASKS[task], style, i, 10)
     pngs = []
     for p in pos + neg:
         buf = io.BytesIO()
         Image.fromarray(base_array(p, 224)).save(buf, format="PNG")
         pngs.append(prepare(buf.getvalue(), imagenet.metadata.input, ImageLimits()).array)
-    (cut,) = CutBackbone(threads=1).session.run([CUT], {"image": np.stack(pngs)})
+    cut, probs = CutBackbone(threads=1).session.run([CUT, "probs"], {"image": np.stack(pngs)})
     z = np.mean([_numpy_logit(cut.transpose(0, 2, 3, 1), f)[1] for f in folds], axis=0)
     score = 1.0 / (1.0 + np.exp(-z))
     srt = np.sort(score)  # threshold in the widest gap of the middle scores: none sits on it
     k = int(np.argmax(np.diff(srt[3:-3]))) + 3
     thr = float(srt[k] + srt[k + 1]) / 2
     hit = score >= thr
+    if bird:
+        hit |= probs[:, BIRD_INDICES].sum(axis=1) >= 0.5
     tp, fp = int(hit[: len(pos)].sum()), int(hit[len(pos) :].sum())
     names = sorted(fold_deltas(onnx.load(str(IMAGENET)), folds[0]))
     stored = {
@@ -107,9 +118,10 @@ def _top_bundle(root: Path, style: str, members: int = 1) -> tuple[Path, int, in
     n = len(STYLES)
     w = np.stack([np.asarray(f["head_w"], np.float32) for f in folds])
     b = np.asarray([float(f["head_b"]) for f in folds])
+    extra = {"first_member": np.asarray(1), "combine": np.asarray(True)} if bird else {}
     np.savez_compressed(
         bundle.path / TOP_FOLDS,
-        task=np.asarray("santa"),
+        task=np.asarray(task),
         backbone_sha256=np.asarray(imagenet.metadata.artifact.sha256),
         styles=np.asarray(list(STYLES)),
         names=np.asarray(names),
@@ -122,31 +134,38 @@ def _top_bundle(root: Path, style: str, members: int = 1) -> tuple[Path, int, in
         fp=np.full(n, fp),
         tn=np.full(n, len(neg) - fp),
         **stored,
+        **extra,
     )
-    return bundle.path, tp, fp
+    return bundle.path, tp, fp, len(pos)
 
 
-@pytest.mark.parametrize("members", [1, pytest.param(3, marks=pytest.mark.slow)])
-def test_check_rescores_a_fold_through_the_served_graph(tmp_path: Path, members: int) -> None:
+@pytest.mark.parametrize(
+    ("members", "task"),
+    [(1, "santa"), pytest.param(3, "santa", marks=pytest.mark.slow), (2, "bird")],
+)
+def test_check_rescores_a_fold_through_the_served_graph(
+    tmp_path: Path, members: int, task: str
+) -> None:
     from training.emoji.check import _Features, check_bundle
     from training.emoji.embed import BACKBONE, Backbone
 
-    style = "fluent-high-contrast"  # 3 Santas: the smallest style
-    bundle, tp, fp = _top_bundle(tmp_path, style, members)
+    style = "fluent-high-contrast"  # 3 Santas (20 birds): the smallest style
+    bundle, tp, fp, n_pos = _top_bundle(tmp_path, style, members, task)
     feats = _Features(Backbone(BACKBONE, threads=1))
     catalog = load_catalog(DATA, styles=[style])
     rows, problems = check_bundle(bundle, catalog, feats, 10, [style])
     assert not problems, problems
     # the served graph with the fold swapped in (onnxruntime, PNG path) = the numpy fold model
-    assert rows[0]["recall"] == f"{tp}/3" and rows[0]["FP (sample)"] == f"{fp}/10"
+    assert rows[0]["recall"] == f"{tp}/{n_pos}" and rows[0]["FP (sample)"] == f"{fp}/10"
+    assert 0 < tp < n_pos or task == "santa"  # bird: both sides of the fold's threshold
     # the same bundle with a record two pictures off must fail
     z = dict(np.load(bundle / TOP_FOLDS))
     i = list(STYLES).index(style)
     wrong = tp - 2 if tp >= 2 else tp + 2
-    z["tp"][i], z["fn"][i] = wrong, 3 - wrong
+    z["tp"][i], z["fn"][i] = wrong, n_pos - wrong
     np.savez_compressed(bundle / TOP_FOLDS, **z)
     _, problems = check_bundle(bundle, catalog, feats, 10, [style])
-    assert any(f"recall {tp}/3 vs recorded {wrong}/3" in p for p in problems), problems
+    assert any(f"recall {tp}/{n_pos} vs recorded {wrong}/{n_pos}" in p for p in problems), problems
 
 
 def test_the_false_positive_check_is_an_exact_binomial_tail() -> None:
@@ -158,3 +177,58 @@ def test_the_false_positive_check_is_an_exact_binomial_tail() -> None:
     assert 0.07 < binomial_tail(3, 100, 0.0101) < 0.09 > SIGNIFICANCE
     assert binomial_tail(6, 100, 0.0101) < SIGNIFICANCE  # twice as many is a real change
     assert binomial_tail(1, 100, 0.0) == 0.0  # any false positive where none were recorded
+
+
+def _bird_folds(run_dir: Path, seed: int, photo_fp: str | None = None) -> None:
+    """bird fold files of one member: per style 200 negatives U(0, 0.9) and 20 birds, 10 of
+    them at 0.95 and 10 at U(0, 0.9); the fold threshold 0.92; 73 photos (3 birds at 1.0, the
+    mass rule, and 70 non-birds at 0.1), one non-bird at 0.99 in the fold `photo_fp`."""
+    rng = np.random.default_rng(seed)
+    for style in STYLES:
+        y = np.r_[np.zeros(200, np.int64), np.ones(20, np.int64)]
+        s = np.r_[rng.uniform(0, 0.9, 200), np.full(10, 0.95), rng.uniform(0, 0.9, 10)]
+        photo_y = np.r_[np.ones(3, np.int64), np.zeros(70, np.int64)]
+        photo = np.r_[np.ones(3), np.full(70, 0.1)]
+        if style == photo_fp:
+            photo[5] = 0.99
+        info = {
+            "validation_style": "noto",
+            "santa": {"epoch": 5, "threshold0": 0.5, "threshold5": 0.5},
+            "bird": {"epoch": 5, "threshold0": 0.5, "threshold5": 0.92},
+        }
+        arrays = {"bird_scores0": s, "bird_scores5": s, "bird_y": y,
+                  "bird_photo_scores": photo, "bird_photo_y": photo_y}  # fmt: skip
+        _save(fold_path(run_dir, style), arrays, info)
+    (run_dir / "run.json").write_text('{"fixed_epoch": 5}\n')
+
+
+def test_bird_members_are_averaged_and_decided_with_their_photos(tmp_path: Path) -> None:
+    dirs = [tmp_path / f"seed-{k}" for k in range(3)]
+    for k, d in enumerate(dirs):
+        d.mkdir()
+        _bird_folds(d, k)
+    summary = tb.summarise_folds(dirs, "bird")
+    p = summary["pooled"]["finetuned"]
+    assert summary["task"] == "bird" and p["n_positive"] == 140 and p["n"] == 7 * 220
+    # the 70 birds at 0.95 in every member are found; the mean logit of three U(0, 0.9)
+    # negatives never reaches 0.92
+    assert p["tp"] >= 70 and p["fp"] == 0
+    assert all(f["photos"] == {"birds_found": 3, "birds": 3, "non_birds_flagged": 0,
+                               "non_birds": 70} for f in summary["folds"].values())  # fmt: skip
+    ok, why = tb.decide(summary)
+    assert ok and why.endswith("photos: every fold right: ship"), why
+    # one member alone flagging a non-bird photo at 0.99 is outvoted (mean logit -> 0.52)
+    _bird_folds(dirs[0], 0, photo_fp="twemoji")
+    assert tb.decide(tb.summarise_folds(dirs, "bird"))[0]
+    for k, d in enumerate(dirs):  # every member flags it: the fold model is wrong on a photo
+        _bird_folds(d, k, photo_fp="twemoji")
+    ok, why = tb.decide(tb.summarise_folds(dirs, "bird"))
+    assert not ok and "wrong in twemoji" in why and why.endswith("do not ship")
+    # fewer birds than v1 found (32 of 140): no
+    for k, d in enumerate(dirs):
+        _bird_folds(d, k)
+    summary = tb.summarise_folds(dirs, "bird")
+    for f in summary["folds"].values():
+        f["finetuned"]["tp"] = 4
+    summary["pooled"]["finetuned"]["tp"] = 28
+    assert not tb.decide(summary)[0]

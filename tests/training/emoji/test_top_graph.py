@@ -149,3 +149,51 @@ def test_members_share_the_trunk_and_average_their_logits(
     z_fold = np.mean([_numpy_logit(nhwc, {**f, "head_b": -1.0})[1] for f in folds], axis=0)
     p_fold = got.run(["probs"], {"image": x})[0][:, 1]
     np.testing.assert_allclose(p_fold, 1.0 / (1.0 + np.exp(-z_fold)), atol=1e-3)
+
+
+def test_bird_keeps_the_original_top_for_the_mass_rule_beside_its_members(
+    cut_and_images: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """bird v2: P(bird) = max(ImageNet bird mass of the untouched imagenet top, sigmoid(mean
+    member logit - logit t)); the fold graph puts a fold's members and threshold in."""
+    from training.imagenet import BIRD_INDICES
+
+    x, cut = cut_and_images
+    members = [_keras_layout_weights(0.3, seed) for seed in (0, 1)]
+    for k, m in enumerate(members):  # the bird head's keys (top_ship.head_keys("bird"))
+        m["bird_head_w"], m["bird_head_b"] = m.pop("head_w"), np.asarray(0.5 * k)
+    (imagenet_probs,) = _session(IMAGENET).run(["probs"], {"image": x})
+    mass = imagenet_probs[:, BIRD_INDICES].sum(axis=1)
+    nhwc = cut.transpose(0, 2, 3, 1)
+    z = np.mean(
+        [_numpy_logit(nhwc, {**m, "head_w": m["bird_head_w"], "head_b": m["bird_head_b"]})[1]
+         for m in members], axis=0,
+    )  # fmt: skip
+    keys = ("bird_head_w", "bird_head_b")
+    for t in (0.01, 0.999999):  # the head decides / the mass decides
+        served, values = tg.served_graph(IMAGENET, members, keys, combine_threshold=t)
+        assert len(values) == 18 and all(n.endswith(("__m1", "__m2")) for n in values)
+        model = onnx.load_from_string(served)
+        n_conv = sum(n.op_type == "Conv" for n in model.graph.node)
+        assert n_conv == sum(n.op_type == "Conv" for n in onnx.load(str(IMAGENET)).graph.node) + 8
+        head_p = 1.0 / (1.0 + np.exp(-(z - np.log(t / (1 - t)))))
+        want = np.maximum(mass, head_p)
+        probs, emb = _session(served).run(["probs", "embedding"], {"image": x})
+        np.testing.assert_allclose(probs[:, 1], want, atol=1e-5)
+        wins = np.abs(probs[:, 1] - mass) < 1e-7
+        assert wins.all() if t > 0.5 else not wins.any()
+        embs = [_numpy_logit(nhwc, {**m, "head_w": m["bird_head_w"]})[0] for m in members]
+        np.testing.assert_allclose(emb, np.mean(embs, axis=0), atol=2e-4)
+    # a fold's two members and its own threshold swapped in: positive at 0.5 exactly when the
+    # mass reaches 0.5 or the fold's mean logit reaches logit(threshold)
+    imagenet = onnx.load(str(IMAGENET))
+    folds = [_keras_layout_weights(0.2, seed) for seed in (4, 5)]
+    stored = [tg.FoldMember(tg.fold_deltas(imagenet, f), f["head_w"], -1.0) for f in folds]
+    names = sorted(stored[0].deltas)
+    z_fold = np.mean([_numpy_logit(nhwc, {**f, "head_b": -1.0})[1] for f in folds], axis=0)
+    thr = float(1.0 / (1.0 + np.exp(-np.median(z_fold))))
+    got = _session(tg.fold_graph(model, imagenet, names, stored, first=1, threshold=thr))
+    p = got.run(["probs"], {"image": x})[0][:, 1]
+    want = np.maximum(mass, 1.0 / (1.0 + np.exp(-(z_fold - np.log(thr / (1 - thr))))))
+    np.testing.assert_allclose(p, want, atol=1e-3)
+    assert 0 < (p >= 0.5).sum() < len(p)
