@@ -21,6 +21,13 @@ from training.emoji.heads import MASS_EPS, LinearHead
 from training.imagenet import BIRD_INDICES
 
 _INTERNAL_PROBS = "imagenet_probs"
+_T_CLIP = 1e-12  # thresholds within 1e-12 of 0 or 1 (fine-tuned heads reach 1 - 1e-6)
+
+
+def threshold_logit(t: float) -> float:
+    """logit(t) of a combine threshold, finite for t in [0, 1]."""
+    t = min(max(float(t), _T_CLIP), 1 - _T_CLIP)
+    return float(np.log(t / (1 - t)))
 
 
 def compose(
@@ -101,8 +108,7 @@ def compose(
             helper.make_node("Softmax", ["head_logits"], [PROBS_NAME], axis=1),
         ]
     else:
-        t = min(max(combine_threshold, 1e-6), 1 - 1e-6)
-        shift = np.asarray([np.log(t / (1 - t))], np.float32)
+        shift = np.asarray([threshold_logit(combine_threshold)], np.float32)
         idx = const("comb_bird_indices", np.asarray(BIRD_INDICES, np.int64))
         nodes += [
             helper.make_node("Sub", ["head_z", const("comb_shift", shift)], ["comb_z"]),
@@ -143,7 +149,7 @@ def parity(
     probs = model.run(np.ascontiguousarray(batch, dtype=np.float32)).probs
     want = head.score(head_input)
     if combine_threshold is not None and mass is not None:
-        t = min(max(combine_threshold, 1e-6), 1 - 1e-6)
-        shifted = 1.0 / (1.0 + np.exp(-(head.logits(head_input) - np.log(t / (1 - t)))))
+        shift = threshold_logit(combine_threshold)
+        shifted = 1.0 / (1.0 + np.exp(-(head.logits(head_input) - shift)))
         want = np.maximum(mass.astype(np.float64), shifted)
     return float(np.max(np.abs(probs[:, 1] - want)))

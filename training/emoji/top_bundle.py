@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from app.bundle import BundleMetadata, Outputs, Provenance, utc_now
 from app.bundle_write import write_bundle
-from app.card import CardData, Licence, Section, Table, render_card
+from app.card import CardData, Licence, Reference, Section, Table, render_card
 from app.metrics import calibrate_threshold
 from training.emoji.card import HEADER, _frac, _row, limitations, note_sections, trained_on
 from training.emoji.catalog import LABELS_SOURCE, PROJECT_ROOT, STYLES
@@ -174,8 +174,10 @@ def keras_scores(
     z = np.mean([keras_logits(f, cut, task) for f in finals], axis=0)
     if combine is None:
         return _sigmoid(z)
+    from training.emoji.compose import threshold_logit
+
     t, mass = combine
-    return np.maximum(np.asarray(mass, np.float64), _sigmoid(z - logit(t)))
+    return np.maximum(np.asarray(mass, np.float64), _sigmoid(z - threshold_logit(t)))
 
 
 def parity(
@@ -409,6 +411,7 @@ def write(
     version: str = "2",
     summary_dir: Path | None = None,
     task: str = "santa",
+    references: Sequence[Reference] = (),
 ) -> Path | None:
     """Summarise, decide, and (if the rule says ship) write models/<task> (santa, or bird:
     training.emoji.top_bird). Several run directories: the members of one model (other
@@ -417,7 +420,8 @@ def write(
     write it whatever the rule says, only outside the project's models/ (to check the
     composition, the card and the CI check on a model that is not shipped). `previous_run`:
     an earlier estimate of the same model, printed and named on the card beside this one.
-    `card_notes`: extra card sections (the recipe config's), after v1's (santa).
+    `card_notes`: extra card sections (the recipe config's), after v1's (santa);
+    `references`: figures measured elsewhere that the card quotes (the recipe config's).
     Returns the bundle written, or None when the rule said no."""
     if candidate and out.resolve() == (PROJECT_ROOT / "models").resolve():
         raise ValueError("a candidate is never written into models/: give another --out")
@@ -605,6 +609,7 @@ def write(
             metadata=meta,
             labels=labels,
             sections=sections,
+            references=tuple(references),
             limitations=(
                 *limitations(TASKS[task]),
                 "Every held-out figure is from the 7 fold models; the served model (all 7 styles) was never scored on an unseen style.",

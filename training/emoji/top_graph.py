@@ -28,7 +28,7 @@ import numpy.typing as npt
 import onnx
 from onnx import helper, numpy_helper
 
-from training.emoji.compose import compose
+from training.emoji.compose import compose, threshold_logit
 from training.emoji.heads import LinearHead
 
 CUT = "serving_1/block14_add_1/Add:0"  # as in top_finetune (which imports TensorFlow lazily)
@@ -285,8 +285,7 @@ def fold_graph(
     values[HEAD_W] = np.asarray(w, np.float32).reshape(-1, 1)
     values[HEAD_B] = np.asarray([b], np.float32)
     if threshold is not None:
-        t = min(max(threshold, 1e-6), 1 - 1e-6)
-        values[COMBINE_SHIFT] = np.asarray([np.log(t / (1 - t))], np.float32)
+        values[COMBINE_SHIFT] = np.asarray([threshold_logit(threshold)], np.float32)
     set_initializers(model, values)
     return bytes(model.SerializeToString())
 

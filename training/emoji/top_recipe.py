@@ -66,6 +66,7 @@ def run(cfg: EmojiTopConfig, options: RunOptions) -> RunReport:
     del d
     if not options.export:
         return RunReport(recipe=cfg.recipe, name=cfg.name, run_dir=run_dir)
+    from app.card import Reference
     from training.emoji.top_bundle import write
 
     bundle = write(
@@ -75,6 +76,7 @@ def run(cfg: EmojiTopConfig, options: RunOptions) -> RunReport:
         version=cfg.export.version,
         summary_dir=run_dir,
         task=cfg.task,
+        references=[Reference(**r.model_dump()) for r in cfg.references],
     )
     decision = json.loads((run_dir / "summary.json").read_text())["decision"]
     if bundle is None:

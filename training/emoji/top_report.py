@@ -82,7 +82,12 @@ def print_summary(summary: dict[str, Any], threshold: float | None = None) -> No
         print(f"| {style} | {f['validation_style']} | {f['epoch']} | {_frac(m['precision'])} | "
               f"{_frac(m['recall'])} | {_frac(m['recall_at_1pct_fpr'])} | {m['roc_auc']:.3f} | "
               f"{m['threshold']:.4f} | {frozen} |")  # fmt: skip
-    print("\n| models | n | Santas | precision | recall | R@1% FPR, one pooled cut "
+    if summary.get("task") == "bird":  # each fold model on the real photos, at its threshold
+        print("\nphotos (fold models): " + "; ".join(
+            f"{s} {f['photos']['birds_found']}/{f['photos']['birds']} birds, "
+            f"{f['photos']['non_birds_flagged']}/{f['photos']['non_birds']} flagged"
+            for s, f in summary["folds"].items()))  # fmt: skip
+    print("\n| models | n | positives | precision | recall | R@1% FPR, one pooled cut "
           "| R@1% FPR, per-style cuts summed | ROC AUC |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for kind, p in summary["pooled"].items():
