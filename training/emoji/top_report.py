@@ -98,3 +98,7 @@ def print_summary(summary: dict[str, Any], threshold: float | None = None) -> No
         at = summary["at_shipped"]
         print(f"\nat the shipped threshold {threshold:.4f} (chosen on these pooled scores): "
               f"precision {_frac(at['precision'])} recall {_frac(at['recall'])}")  # fmt: skip
+    if "served_rule_loso" in summary:
+        nested = summary["served_rule_loso"]
+        print("the same rule, each style's threshold chosen on the other six styles: precision "
+              f"{_frac(nested['precision'])} recall {_frac(nested['recall'])}")  # fmt: skip

@@ -232,3 +232,20 @@ def test_bird_members_are_averaged_and_decided_with_their_photos(tmp_path: Path)
         f["finetuned"]["tp"] = 4
     summary["pooled"]["finetuned"]["tp"] = 28
     assert not tb.decide(summary)[0]
+
+
+def test_the_served_rule_is_scored_with_each_styles_threshold_chosen_without_it(
+    tmp_path: Path,
+) -> None:
+    """noto's whole scale is shifted up by 0.45: a threshold chosen on the six other styles
+    (between their negatives, below 0.45, and their positives at 0.475) flags nearly all of
+    noto's negatives, which a threshold chosen on all seven would partly hide."""
+    _fold_files(tmp_path, {"noto": 0.45})
+    summary = tb.summarise_folds(tmp_path)
+    nested = tb.served_rule_loso(summary, "max_f1", None)
+    t = nested["thresholds"]
+    assert 0.45 <= t["noto"] <= 0.475  # chosen on the six unshifted styles only
+    assert all(t[s] == t["twemoji"] for s in list(STYLES)[2:])  # the same six-style pools
+    assert nested["n"] == 770 and nested["tp"] == 70
+    assert nested["fp"] >= 85  # noto's negatives, U(0.45, 0.9), nearly all above 0.475
+    assert nested["thresholds"].keys() == set(STYLES)
