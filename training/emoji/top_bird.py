@@ -18,9 +18,8 @@ import numpy as np
 from app.bundle import BundleMetadata
 from app.card import Section, Table
 from training.emoji.card import HEADER, _frac, _row, trained_on
-from training.emoji.catalog import STYLES
 from training.emoji.loso import TASKS, summarise
-from training.emoji.top_bundle import SERVED_RULE_SPLIT
+from training.emoji.top_bundle import fold_table_rows
 
 # bird v1 (models/bird until 2026-12-02), leave-one-style-out at the fold thresholds, pooled:
 V1_TP, V1_FLAGGED, V1_BIRDS = 32, 37, 140
@@ -104,10 +103,7 @@ def sections(
     served_text: str,
 ) -> tuple[Section, ...]:
     folds, p = summary["folds"], summary["pooled"]["finetuned"]
-    rows = [_row(s, folds[s]["finetuned"], folds[s]["finetuned"]["threshold"]) for s in STYLES]
-    rows.append(_row("pooled (7 fold models)", p, None))
-    rows.append(_row("pooled, at the shipped threshold", summary["at_shipped"], threshold))
-    rows.append(_row(f"pooled, {SERVED_RULE_SPLIT}", summary["served_rule_loso"], None))
+    rows = fold_table_rows(summary, threshold)
     fold_photos = "; ".join(
         f"{s} {f['photos']['birds_found']}/{f['photos']['birds']} birds, "
         f"{f['photos']['non_birds_flagged']}/{f['photos']['non_birds']} non-birds flagged"

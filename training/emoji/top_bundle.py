@@ -374,6 +374,17 @@ def _members_text(seeds: Sequence[int], task: str = "santa") -> tuple[str, str]:
     )
 
 
+def fold_table_rows(summary: dict[str, Any], threshold: float) -> list[tuple[str, ...]]:
+    """The card's leave-one-style-out table: each held-out style at its fold threshold, pooled,
+    pooled at the shipped threshold, and the shipped rule chosen without each style."""
+    folds = summary["folds"]
+    rows = [_row(s, folds[s]["finetuned"], folds[s]["finetuned"]["threshold"]) for s in STYLES]
+    rows.append(_row("pooled (7 fold models)", summary["pooled"]["finetuned"], None))
+    rows.append(_row("pooled, at the shipped threshold", summary["at_shipped"], threshold))
+    rows.append(_row(f"pooled, {SERVED_RULE_SPLIT}", summary["served_rule_loso"], None))
+    return rows
+
+
 def _sections(
     summary: dict[str, Any],
     threshold: float,
@@ -381,12 +392,9 @@ def _sections(
     previous: dict[str, Any] | None = None,
     seeds: Sequence[int] = (0,),
 ) -> tuple[Section, ...]:
-    folds, p = summary["folds"], summary["pooled"]["finetuned"]
-    rows = [_row(s, folds[s]["finetuned"], folds[s]["finetuned"]["threshold"]) for s in STYLES]
-    rows.append(_row("pooled (7 fold models)", p, None))
+    p = summary["pooled"]["finetuned"]
+    rows = fold_table_rows(summary, threshold)
     fold_seeds, served_members = _members_text(seeds)
-    rows.append(_row("pooled, at the shipped threshold", summary["at_shipped"], threshold))
-    rows.append(_row(f"pooled, {SERVED_RULE_SPLIT}", summary["served_rule_loso"], None))
     fold_epochs, final_epochs = _epoch_text(summary, int(final_info["settings"]["epochs"]))
     v1 = V1_POOLED_AT_1PCT
     return (
