@@ -25,9 +25,8 @@ import numpy.typing as npt
 from app.metrics import recall_at_fpr, roc_auc
 from training.emoji.catalog import STYLES
 from training.emoji.loso import MAX_FPR
-from training.emoji.top_ship import fold_path, load_saved
+from training.emoji.top_ship import TASKS, fold_path, load_saved
 
-TASKS = ("santa", "bird")
 _CLIP = 1e-7  # float32 probabilities saturate; logits of 0 and 1 are kept finite
 
 

@@ -7,7 +7,8 @@ chosen on the validation style). Steps, each resumable from the run directory:
 
 1. ``folds``: the 7 leave-one-style-out fold models; per fold the santa-chosen epoch's top
    weights, both heads (folded onto sqrt(embedding + EPS); bird's since 2026-12-02 19:00),
-   each task's validation threshold and held-out scores are saved (``fold-<style>.npz``). ``--fixed-epoch N``: every fold taken at epoch N
+   each task's validation threshold and held-out scores are saved (``fold-<style>.npz``).
+   ``--fixed-epoch N``: every fold taken at epoch N
    (the served model's procedure when that is "N epochs, fixed"; recorded in ``run.json``),
    threshold still from the validation style; fold files already there (e.g. copied from a
    run whose validation chose N) are kept only if they are epoch N's.
@@ -52,7 +53,6 @@ from training.emoji.top_finetune import (
 logger = logging.getLogger(__name__)
 
 SETTINGS = {"epochs": 5, "n_neg": 3000, "lr": 2e-4, "seed": 0}
-SANTA = 0  # column of the shared top's logistic head
 TASKS = ("santa", "bird")  # the shared head's columns, in order
 HEAD_PREFIX = {"santa": "", "bird": "bird_"}  # santa's keys stay those of v2's fold files
 
