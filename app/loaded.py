@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.bundle import METADATA_FILE, Bundle
+from app.numtext import ascii_uint
 from app.runtime import ModelOutput
 
 
@@ -66,4 +67,5 @@ def fingerprint(directory: Path) -> Fingerprint:
 
 
 def version_key(version: str) -> tuple[int, str]:
-    return (int(version), version) if version.isdigit() else (-1, version)
+    number = ascii_uint(version)
+    return (-1, version) if number is None else (number, version)

@@ -175,8 +175,8 @@ def _decode_input(
                 f"{where}: {len(binary):,} bytes of FP32 data for shape {list(shape)} "
                 f"(needs {count * 4:,})."
             )
-        arr = np.frombuffer(binary, dtype="<f4").astype(np.float32).reshape(shape)
-        return InputTensor(name, datatype, shape, array=arr)
+        arr = _finite(np.frombuffer(binary, dtype="<f4").astype(np.float32), where)
+        return InputTensor(name, datatype, shape, array=arr.reshape(shape))
     if "data" not in obj:
         raise BadRequest(f"{where} has neither data nor parameters.binary_data_size.")
     if datatype == BYTES:
@@ -189,9 +189,27 @@ def _decode_input(
     values = _flatten(obj["data"], (int, float), count, where)
     if len(values) != count:
         raise BadRequest(f"{where}: {len(values)} elements for shape {list(shape)}.")
-    return InputTensor(
-        name, datatype, shape, array=np.asarray(values, dtype=np.float32).reshape(shape)
-    )
+    return InputTensor(name, datatype, shape, array=_fp32(values, where).reshape(shape))
+
+
+def _fp32(values: list[Any], where: str) -> npt.NDArray[np.float32]:
+    """JSON numbers as float32; an integer too large for a float, or a value outside float32's
+    range (which would become inf and then NaN scores), is the client's error."""
+    try:
+        with np.errstate(over="ignore"):
+            arr = np.asarray(values, dtype=np.float32)
+    except OverflowError:
+        arr = np.array([np.inf], dtype=np.float32)
+    return _finite(arr, where)
+
+
+def _finite(arr: npt.NDArray[np.float32], where: str) -> npt.NDArray[np.float32]:
+    if not np.isfinite(arr).all():
+        raise BadRequest(
+            f"{where} holds a value that is not a finite FP32 number "
+            f"(|x| <= {float(np.finfo(np.float32).max):.4g}; no NaN or Infinity)."
+        )
+    return arr
 
 
 def _requested_outputs(value: Any) -> list[RequestedOutput] | None:

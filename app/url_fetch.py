@@ -11,10 +11,12 @@ the whole fetch's time are capped. Stdlib only; blocking (run it in a worker thr
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from typing import ClassVar, Final
 from urllib.parse import urljoin, urlsplit
 
 from app.errors import PayloadTooLarge, ServiceError
+from app.numtext import ascii_uint
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
@@ -152,27 +155,42 @@ def check_url(url: str, policy: FetchPolicy) -> _Target:
     return _Target(scheme, host, port, path, str(addresses[0]))
 
 
-class _PinnedHTTP(http.client.HTTPConnection):
-    pinned: socket.socket  # the connected socket, kept after http.client lets go of it
+class _Abortable:
+    """Shut the connection's socket down from another thread: every blocked read or write on
+    it returns at once (close() alone would not wake a thread blocked in recv)."""
 
+    pinned: socket.socket | None = None  # the connected socket, kept after http.client lets go
+    aborted: bool = False
+
+    def abort(self) -> None:
+        self.aborted = True
+        sock = self.pinned
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _PinnedHTTP(_Abortable, http.client.HTTPConnection):
     def __init__(self, target: _Target, timeout: float) -> None:
         super().__init__(target.host, target.port, timeout=timeout)
         self._ip = target.ip
 
     def connect(self) -> None:
         self.sock = self.pinned = socket.create_connection((self._ip, self.port), self.timeout)
+        if self.aborted:  # the watchdog fired while connecting
+            self.abort()
 
 
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    pinned: socket.socket
-
+class _PinnedHTTPS(_Abortable, http.client.HTTPSConnection):
     def __init__(self, target: _Target, timeout: float, context: ssl.SSLContext) -> None:
         super().__init__(target.host, target.port, timeout=timeout, context=context)
         self._ip = target.ip
         self._ctx = context
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._ip, self.port), self.timeout)
+        sock = self.pinned = socket.create_connection((self._ip, self.port), self.timeout)
+        if self.aborted:
+            self.abort()
         # Certificate and SNI are checked against the URL's host name, not the address.
         self.sock = self.pinned = self._ctx.wrap_socket(sock, server_hostname=self.host)
 
@@ -208,46 +226,70 @@ def fetch_image(
             if target.scheme == "https"
             else _PinnedHTTP(target, timeout)
         )
+        # A socket timeout bounds each read, not the whole exchange: a server that drips one
+        # header line (or one '100 Continue') a second would hold the fetch for minutes. The
+        # watchdog shuts the connection down when the fetch's time is up, wherever it is.
+        watchdog = threading.Timer(timeout, conn.abort)
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            conn.request(
-                "GET",
-                target.path,
-                headers={
-                    "User-Agent": USER_AGENT,
-                    "Accept": "image/*",
-                    "Accept-Encoding": "identity",
-                },
-            )
-            response = conn.getresponse()
-            if response.status in REDIRECTS:
-                location = response.getheader("Location")
-                if not location:
-                    raise UrlFetchFailed(f"{current} redirected without a Location.")
-                current = urljoin(current, location)
-                continue
-            if response.status != 200:
-                raise UrlFetchFailed(f"{current} answered HTTP {response.status}.")
-            return _read_capped(response, policy.max_bytes, deadline, conn.pinned, url)
-        except TimeoutError as exc:
-            raise UrlFetchFailed(f"Fetching {url} took longer than the limit; not used.") from exc
+            location = _exchange(conn, target, current, policy.max_bytes, deadline, url)
+            if conn.aborted:  # a body cut short by the watchdog reads as a short body
+                raise TimeoutError
         except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, TimeoutError) or time.monotonic() >= deadline:
+                raise UrlFetchFailed(
+                    f"Fetching {url} took longer than the limit; not used."
+                ) from exc
             raise UrlFetchFailed(f"Fetching {current} failed: {exc.__class__.__name__}.") from exc
         finally:
+            watchdog.cancel()
             conn.close()
+        if isinstance(location, bytes):
+            return location
+        try:
+            current = urljoin(current, location)
+        except ValueError as exc:
+            raise UrlFetchFailed(f"{current} redirected to an invalid URL: {exc}.") from exc
     raise UrlFetchFailed(f"{url} redirected more than {policy.max_redirects} times.")
+
+
+def _exchange(
+    conn: _PinnedHTTP | _PinnedHTTPS,
+    target: _Target,
+    current: str,
+    limit: int,
+    deadline: float,
+    url: str,
+) -> bytes | str:
+    """One request: the body (bytes), or where it redirects to (str)."""
+    conn.request(
+        "GET",
+        target.path,
+        headers={"User-Agent": USER_AGENT, "Accept": "image/*", "Accept-Encoding": "identity"},
+    )
+    response = conn.getresponse()
+    if response.status in REDIRECTS:
+        location = response.getheader("Location")
+        if not location:
+            raise UrlFetchFailed(f"{current} redirected without a Location.")
+        return location
+    if response.status != 200:
+        raise UrlFetchFailed(f"{current} answered HTTP {response.status}.")
+    return _read_capped(response, limit, deadline, conn.pinned, url)
 
 
 def _read_capped(
     response: http.client.HTTPResponse,
     limit: int,
     deadline: float,
-    sock: socket.socket,
+    sock: socket.socket | None,
     url: str,
 ) -> bytes:
-    length = response.getheader("Content-Length")
-    if length is not None and length.strip().isdigit() and int(length) > limit:
+    length = ascii_uint((response.getheader("Content-Length") or "").strip())
+    if length is not None and length > limit:
         raise PayloadTooLarge(
-            f"The image at the URL is {int(length):,} bytes; the limit is {limit:,}.",
+            f"The image at the URL is {length:,} bytes; the limit is {limit:,}.",
             limit_bytes=limit,
         )
     chunks: list[bytes] = []
@@ -255,7 +297,8 @@ def _read_capped(
     while True:
         # http.client hands the socket to the response (conn.sock may be None by now); the
         # timeout of each read is what is left of the whole fetch's time.
-        sock.settimeout(_remaining(deadline, url))
+        if sock is not None:
+            sock.settimeout(_remaining(deadline, url))
         chunk = response.read1(_CHUNK)
         if not chunk:
             return b"".join(chunks)

@@ -28,6 +28,7 @@ from app.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
+from app.numtext import ascii_uint
 
 # Deeper JSON than this is refused (422) before parsing: nothing here needs more, and
 # Python's parser would otherwise recurse once per level.
@@ -105,8 +106,8 @@ def _timed_out(timeout_s: float) -> RequestTimeout:
 async def stream(request: Request, limit: int) -> AsyncIterator[bytes]:
     """The body's chunks; 413 as soon as more than `limit` bytes have arrived. Callers bound
     the time it takes with one asyncio.timeout around the whole read (read_body, read_form)."""
-    length = request.headers.get("content-length")
-    if length is not None and length.strip().isdigit() and int(length) > limit:
+    length = ascii_uint((request.headers.get("content-length") or "").strip())
+    if length is not None and length > limit:
         raise _too_large(limit)
     total = 0
     try:

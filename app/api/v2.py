@@ -35,6 +35,7 @@ from app.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
+from app.numtext import ascii_uint
 from app.oip import (
     BYTES,
     FP32,
@@ -188,9 +189,10 @@ def _header_length(request: Request) -> int | None:
     raw = request.headers.get(HEADER_LENGTH)
     if raw is None:
         return None
-    if not raw.strip().isdigit():
-        raise BadRequest(f"{HEADER_LENGTH} must be a non-negative integer.")
-    return int(raw)
+    value = ascii_uint(raw.strip())
+    if value is None:
+        raise BadRequest(f"{HEADER_LENGTH} must be a non-negative integer (ASCII digits).")
+    return value
 
 
 def _batch(req: InferRequest, loaded: LoadedModel, settings: Settings) -> InputTensor:

@@ -41,7 +41,7 @@ from app.catalog.types import (
     check_label,
     unit_rows,
 )
-from app.errors import InvalidRequest, ServiceError
+from app.errors import Conflict, InvalidRequest, ServiceError
 from app.imaging import PreparedImage
 from app.ingest import limits_from, prepare_batch, thumbnails
 from app.registry import LoadedModel, ModelRegistry
@@ -261,7 +261,12 @@ class CatalogService:
         ref = model_ref(loaded)
         vectors: dict[str, Vector] = {}
         for batch in store.iter_items(name, batch=256):
-            datas = [self.blobs.image_path(it.image.sha256).read_bytes() for it in batch]
+            try:
+                datas = [self.blobs.image_path(it.image.sha256).read_bytes() for it in batch]
+            except FileNotFoundError as exc:  # an item deleted (and its image collected) meanwhile
+                raise Conflict(
+                    f"Catalog {name!r} changed while it was being reindexed; run the reindex again."
+                ) from exc
             embedded = self.embed(loaded, datas)
             vectors.update({it.id: embedded[i] for i, it in enumerate(batch)})
         record = store.rebind_catalog(name, ref, vectors)

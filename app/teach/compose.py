@@ -35,6 +35,7 @@ from app.bundle import (
 from app.bundle_write import atomic_write, write_bundle
 from app.card import CardData, Licence, Section
 from app.fsutil import fsync_dir
+from app.numtext import ascii_uint
 from app.teach.errors import InvalidModelName
 from app.teach.graph import HEAD_OPSET, head_model
 from app.teach.head import Head
@@ -58,7 +59,9 @@ def _highest_deleted(root: Path, name: str) -> int:
 
 
 def _remember_deleted(root: Path, name: str, versions: Sequence[str]) -> None:
-    top = max([_highest_deleted(root, name), *(int(v) for v in versions if v.isdigit())])
+    top = max(
+        [_highest_deleted(root, name), *(n for v in versions if (n := ascii_uint(v)) is not None)]
+    )
     (root / _DELETED).mkdir(parents=True, exist_ok=True)
     atomic_write(root / _DELETED / name, str(top).encode("ascii"))
 
@@ -90,7 +93,11 @@ def versions_on_disk(root: Path, name: str) -> list[str]:
     folder = root / name
     if not folder.is_dir():
         return []
-    found = [p.parent.name for p in folder.glob(f"*/{METADATA_FILE}") if p.parent.name.isdigit()]
+    found = [
+        p.parent.name
+        for p in folder.glob(f"*/{METADATA_FILE}")
+        if ascii_uint(p.parent.name) is not None
+    ]
     return sorted(found, key=int)
 
 
@@ -250,7 +257,7 @@ def delete_taught(root: Path, name: str) -> list[str]:
 
 def delete_version(root: Path, name: str, version: str) -> list[str]:
     """Remove one version of a taught model (the others stay served)."""
-    if not version.isdigit() or version not in versions_on_disk(root, name):
+    if ascii_uint(version) is None or version not in versions_on_disk(root, name):
         return []
     _remember_deleted(root, name, [version])
     trash = root / _STAGING / f"deleted-{name}-{version}-{secrets.token_hex(4)}"

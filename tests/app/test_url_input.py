@@ -71,8 +71,27 @@ class Handler(BaseHTTPRequestHandler):
             self._send(301, headers={"Location": f"http://localhost:{port}/digit.png"})
         elif path == "/loop":
             self._send(307, headers={"Location": "/loop"})
+        elif path == "/superscript-length":  # '²'.isdigit() is true; int('²') raises
+            self._send(200, digit(), {"Content-Length": "\u00b2", "Connection": "close"})
+        elif path == "/to-broken-url":
+            self._send(302, headers={"Location": "http://[::1"})
+        elif path in ("/drip-headers", "/drip-continue"):
+            self._drip(path)
         else:
             self._send(404, b"not found")
+
+    def _drip(self, path: str) -> None:
+        """A line every 0.2 s for up to 6 s: each read is quick, the whole is not."""
+        line = b"X-Drip: 1\r\n" if path == "/drip-headers" else b"HTTP/1.1 100 Continue\r\n\r\n"
+        try:
+            if path == "/drip-headers":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(30):
+                self.wfile.write(line)
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            return
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +239,30 @@ def test_size_time_content_and_status(client: TestClient, image_server: str) -> 
     assert doc["type"] == "/problems/url-not-allowed" and "credentials" in doc["detail"]
     doc = url_error(client, "file:///etc/passwd")
     assert doc["type"] == "/problems/url-not-allowed"
+
+
+def test_a_dripping_server_is_cut_off_at_the_fetch_limit(
+    client: TestClient, image_server: str
+) -> None:
+    """Header lines or '100 Continue' lines arriving one by one, each well inside the socket
+    timeout: the whole fetch still ends at IMGCLASS_URL_TIMEOUT_S (1.5 s here)."""
+    for path in ("/drip-headers", "/drip-continue"):
+        t0 = time.monotonic()
+        doc = url_error(client, f"{image_server}{path}")
+        assert time.monotonic() - t0 < 3.5, path
+        assert doc["type"] == "/problems/url-fetch-failed", doc
+        assert "longer than the limit" in doc["detail"], doc
+
+
+def test_malformed_answers_from_the_image_host_are_422(
+    client: TestClient, image_server: str
+) -> None:
+    # A Content-Length that is not ASCII digits is ignored (the body is read to the end of the
+    # connection, still capped at the image limit): it was a 500 once.
+    r = predict_json(client, [{"url": f"{image_server}/superscript-length"}])
+    assert r.status_code == 200 and top(r)[0][0] == 7, r.text
+    doc = url_error(client, f"{image_server}/to-broken-url")
+    assert doc["type"] == "/problems/url-fetch-failed" and "invalid URL" in doc["detail"], doc
 
 
 def test_https_only_allow_list_and_off_by_default(tmp_path: Path, image_server: str) -> None:

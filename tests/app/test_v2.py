@@ -10,7 +10,7 @@ import gzip
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -226,15 +226,29 @@ def test_errors_through_tritonclient(client: httpclient.InferenceServerClient) -
     assert err.status() == "400" and "logits" in err.message()
 
 
-def _post(server: LiveServer, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+def _post(
+    server: LiveServer, body: bytes, headers: Mapping[str, str | bytes] | None = None
+) -> httpx.Response:
     return httpx.post(
         f"{server.base}/v2/models/imagenet/infer", content=body, headers=headers or {}, timeout=30
     )
 
 
 def test_raw_protocol_errors_have_the_error_shape(server: LiveServer) -> None:
-    cases: list[tuple[bytes, dict[str, str], int]] = [
+    def fp32(value: str) -> bytes:
+        head = '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [%s]}]}'
+        return (head % value).encode()
+
+    cases: list[tuple[bytes, dict[str, str | bytes], int]] = [
         (b"{not json", {}, 400),
+        # Numbers no float32 holds (the 400-digit integer was an OverflowError and a 500).
+        (fp32("9" * 400), {}, 400),
+        (fp32("1e39"), {}, 400),
+        (fp32("NaN"), {}, 400),
+        (fp32("-Infinity"), {}, 400),
+        # '²' passes str.isdigit() and int() refuses it (a 500 once).
+        (b'{"inputs": []}', {"Inference-Header-Content-Length": b"\xb2"}, 400),
+        (b'{"inputs": []}', {"Inference-Header-Content-Length": "1" * 30}, 400),
         (b"[]", {}, 400),
         (json.dumps({"inputs": []}).encode(), {}, 400),
         (

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.catalogs.openapi import ERRORS, ITEMS_BODY
@@ -14,9 +13,10 @@ from app.api.catalogs.shaping import item_view
 from app.api.deps import CatalogsDep, ReadAuth, SettingsDep, WriteAuth
 from app.api.embed_gate import embed_slot
 from app.api.forms import is_multipart, read_form
+from app.api.stored_file import StoredFileResponse, open_stored
 from app.api.uploads import read_uploads, uploads_from
 from app.catalog.service import CatalogService
-from app.errors import InvalidRequest, NotFound
+from app.errors import InvalidRequest
 from app.schemas import Item, ItemList, ItemsCreated
 from app.settings import Settings
 
@@ -120,14 +120,13 @@ async def _file(
     }
     if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
         return Response(status_code=304, headers=headers)
-    if not path.is_file():
-        raise NotFound(f"The image file of item {item_id!r} is missing from the data folder.")
-    return FileResponse(path, media_type=ctype, headers=headers)
+    file = await run_in_threadpool(open_stored, path, f"item {item_id!r}")
+    return StoredFileResponse(file, ctype, headers)
 
 
 @router.get(
     "/{name}/items/{item_id}/image",
-    response_class=FileResponse,
+    response_class=StoredFileResponse,
     responses={200: {"content": {"image/*": {}}}, 304: {"description": "not modified"}, **ERRORS},
 )
 async def get_item_image(
@@ -139,7 +138,7 @@ async def get_item_image(
 
 @router.get(
     "/{name}/items/{item_id}/thumbnail",
-    response_class=FileResponse,
+    response_class=StoredFileResponse,
     responses={
         200: {"content": {"image/jpeg": {}}},
         304: {"description": "not modified"},

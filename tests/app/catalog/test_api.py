@@ -303,3 +303,49 @@ def test_catalogs_survive_a_restart(
         assert [n["id"] for n in after] == [n["id"] for n in before]
         problem(c.get("/v1/catalogs/fm/items/p007"), 404)
         assert c.get("/v1/catalogs/fm/items/p008/thumbnail").status_code == 200
+
+
+def test_reindex_racing_a_delete_is_409_not_500(
+    make_client: ClientFactory, images: list[tuple[bytes, str]]
+) -> None:
+    """A delete that lands while a reindex walks the items removes an image the reindex has
+    listed but not read yet. Here the item's stored image is removed between the two steps by
+    hand (what the delete's collection does); the reindex answers 409 'run it again' (it was
+    a FileNotFoundError and a 500), and nothing is rebound."""
+    with make_client() as c:
+        fill(c, images[:12])
+        service = c.app.state.catalogs  # type: ignore[attr-defined]
+        item = c.get("/v1/catalogs/fm/items/p003").json()
+        before = c.get("/v1/catalogs/fm").json()
+        service.blobs.image_path(item["image"]["sha256"]).unlink()
+        r = problem(c.post("/v1/catalogs/fm/reindex"), 409)
+        assert "run the reindex again" in r["detail"]
+        assert c.get("/v1/catalogs/fm").json() == before
+
+
+def test_stored_images_ranges_and_a_delete_mid_answer(
+    make_client: ClientFactory, images: list[tuple[bytes, str]]
+) -> None:
+    with make_client() as c:
+        fill(c, images[:2])
+        url = "/v1/catalogs/fm/items/p001/image"
+        whole = c.get(url)
+        assert whole.status_code == 200 and whole.content == images[1][0]
+        assert whole.headers["accept-ranges"] == "bytes"
+        size = len(whole.content)
+        part = c.get(url, headers={"Range": "bytes=4-9"})
+        assert part.status_code == 206 and part.content == whole.content[4:10]
+        assert part.headers["content-range"] == f"bytes 4-9/{size}"
+        for ignored in ("bytes=abc", "bytes=9-4", "bytes=0-1,3-4"):
+            r = c.get(url, headers={"Range": ignored})
+            assert r.status_code == 200 and r.content == whole.content, ignored
+        r = problem(c.get(url, headers={"Range": f"bytes={size}-"}), 416)
+        assert c.get(url, headers={"Range": f"bytes={size}-"}).headers["content-range"] == (
+            f"bytes */{size}"
+        )
+        assert r["type"].endswith("range-not-satisfiable")
+        # Once the stored file is gone (a delete collected it), the answer is a 404 problem.
+        service = c.app.state.catalogs  # type: ignore[attr-defined]
+        sha = c.get("/v1/catalogs/fm/items/p001").json()["image"]["sha256"]
+        service.blobs.image_path(sha).unlink()
+        problem(c.get(url), 404)

@@ -1,0 +1,90 @@
+"""Byte ranges of stored images: one range served, the rest ignored or 416 (RFC 9110 14.2)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.api.stored_file import (
+    CHUNK,
+    RangeNotSatisfiable,
+    StoredFileResponse,
+    byte_range,
+    open_stored,
+)
+from app.errors import NotFound
+
+SIZE = 1000
+
+
+@pytest.mark.parametrize(
+    ("header", "span"),
+    [
+        (None, None),
+        ("bytes=0-99", (0, 100)),
+        ("bytes=900-", (900, 1000)),
+        ("bytes=900-5000", (900, 1000)),
+        ("bytes=-100", (900, 1000)),
+        ("bytes=-5000", (0, 1000)),
+        ("bytes = 0 - 9", (0, 10)),
+        # ignored: the whole file is sent
+        ("bytes=abc", None),
+        ("bytes=-", None),
+        ("bytes=5-2", None),
+        ("items=0-9", None),
+        ("bytes=0-1,3-4", None),
+        ("bytes=" + "9" * 30 + "-", None),
+        ("bytes=\u00b2-", None),
+    ],
+)
+def test_byte_range(header: str | None, span: tuple[int, int] | None) -> None:
+    assert byte_range(header, SIZE) == span
+
+
+@pytest.mark.parametrize("header", ["bytes=1000-", "bytes=5000-6000", "bytes=-0"])
+def test_unsatisfiable(header: str) -> None:
+    with pytest.raises(RangeNotSatisfiable):
+        byte_range(header, SIZE)
+
+
+def _serve(
+    response: StoredFileResponse, headers: list[tuple[bytes, bytes]]
+) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": headers}
+    asyncio.run(response(scope, receive, send))
+    return sent
+
+
+def test_a_file_removed_after_it_was_opened_is_still_sent_whole(tmp_path: Path) -> None:
+    """A delete landing between 'open' and the last chunk (it was a broken body once)."""
+    data = bytes(range(256)) * (CHUNK // 128 + 3)  # several chunks
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    response = StoredFileResponse(open_stored(path, "item 'a'"), "image/png", {})
+    path.unlink()
+    sent = _serve(response, [])
+    assert sent[0]["status"] == 200
+    assert dict(sent[0]["headers"])[b"content-length"] == str(len(data)).encode()
+    assert b"".join(m["body"] for m in sent[1:]) == data
+    assert sent[-1]["more_body"] is False and response.file.closed
+    path.write_bytes(data)
+    ranged = StoredFileResponse(open_stored(path, "item 'a'"), "image/png", {})
+    path.unlink()
+    sent = _serve(ranged, [(b"range", b"bytes=-10")])
+    assert sent[0]["status"] == 206 and b"".join(m["body"] for m in sent[1:]) == data[-10:]
+
+
+def test_a_missing_file_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="missing from the data folder"):
+        open_stored(tmp_path / "gone", "item 'a'")
