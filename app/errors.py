@@ -76,11 +76,11 @@ class HeadersTooLarge(ServiceError):
 
 
 class RequestTimeout(ServiceError):
-    """The body did not arrive in time; the handler closes the connection with the answer."""
+    """The head or the body did not arrive in time; the connection is closed with the answer."""
 
     status = 408
     slug = "request-timeout"
-    title = "Request body timeout"
+    title = "Request timeout"
 
 
 class UnsupportedMediaType(ServiceError):

@@ -24,6 +24,7 @@ _DATA_URL: Final = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
 # JSON punctuation (, : { [) allowed per image entry before parsing (an entry needs about 4;
 # URLs with commas or a data URL add a few).
 _MARKS_PER_IMAGE: Final = 64
+_URLSAFE: Final = str.maketrans("-_", "+/")
 SHAPE_HINT: Final = 'Send {"images": [{"b64": "<base64>"} or {"url": "https://..."}]}.'
 
 
@@ -52,10 +53,17 @@ def _decode_b64(text: str, limit: int, where: str) -> bytes:
             f"{where} is larger than the limit of {limit:,} bytes once decoded.",
             limit_bytes=limit,
         )
+    # What clients send besides strict RFC 4648: MIME line breaks, the URL-safe alphabet,
+    # padding left off. All are taken; anything else outside the alphabet is refused.
+    text = "".join(text.split()).translate(_URLSAFE)
+    text += "=" * (-len(text) % 4)
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise InvalidRequest(f"{where}: 'b64' is not valid base64.") from exc
+        raise InvalidRequest(
+            f"{where}: 'b64' is not valid base64 ({exc}); send the file's bytes in the base64 "
+            "alphabet (A-Z a-z 0-9 + / or - _), optionally as a data: URL."
+        ) from exc
 
 
 def _check_structure(raw: bytes, max_images: int) -> None:

@@ -9,12 +9,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__, telemetry
 from app.api import access, catalogs, health, metrics, models, predict, teach, v2
+from app.api.cors import ProblemCORSMiddleware
 from app.api.guards import GuardMiddleware
 from app.api.hotpath import ServingApp
 from app.api.overload import OverloadShedder
@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            ProblemCORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["*"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -161,13 +162,28 @@ def parse_json(text: bytes | str, where: str = "The JSON body") -> Any:
     """Depth-checked json.loads; any syntax error is a 422 that says where."""
     check_json_depth(text)
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"{where} is not valid JSON: {exc.msg} at position {exc.pos}."
         ) from exc
-    except (ValueError, RecursionError) as exc:  # bad UTF-8; recursion is pre-empted above
+    except _NotJson as exc:
+        raise InvalidRequest(f"{where} is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # recursion is pre-empted above
+        if "digits" in str(exc):  # int() refuses more than sys.get_int_max_str_digits()
+            raise InvalidRequest(
+                f"{where} holds an integer of more than {sys.get_int_max_str_digits():,} digits."
+            ) from exc
         raise InvalidRequest(f"{where} is not valid UTF-8 JSON.") from exc
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (Python's parser takes them; stored, NaN became null)."""
+    raise _NotJson(f"{name} is not a JSON value (RFC 8259 has no NaN or Infinity).")
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -276,7 +292,10 @@ class _FormBuilder:
         try:
             text = self._buf.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InvalidRequest(f"The '{self._name}' field is not UTF-8 text.") from exc
+            raise InvalidRequest(
+                f"The '{self._name}' field is not UTF-8 text. A file part needs a filename in "
+                f'its Content-Disposition (form-data; name="{self._name}"; filename="a.jpg").'
+            ) from exc
         self.form.fields.append((self._name, text))
 
 
@@ -317,7 +336,9 @@ async def read_form(request: Request, limits: BodyLimits) -> Form:
         raise _timed_out(timeout_s) from exc
     except Exception as exc:  # python-multipart's parse errors
         raise BadRequest(
-            f"The multipart body could not be parsed: {exc}".rstrip(".") + "."
+            f"The multipart body could not be parsed ({str(exc).rstrip('.')}). Send "
+            "multipart/form-data as HTTP clients write it: parts between '--' + the Content-Type's "
+            "boundary lines, each with a Content-Disposition header, a final '--boundary--'."
         ) from exc
     request.state.imgclass_form = builder.form
     return builder.form

@@ -61,8 +61,15 @@ def open_stored(path: Path, what: str) -> BinaryIO:
 class StoredFileResponse(Response):
     """Streams an open file; closes it when done, also when the client goes away."""
 
-    def __init__(self, file: BinaryIO, media_type: str, headers: dict[str, str]) -> None:
-        super().__init__(media_type=media_type, headers={**headers, "Accept-Ranges": "bytes"})
+    def __init__(
+        self, file: BinaryIO, media_type: str, headers: dict[str, str], status_code: int = 200
+    ) -> None:
+        # status_code: 200, or 206 for a range (decided when sent); FastAPI's OpenAPI reads it.
+        super().__init__(
+            status_code=status_code,
+            media_type=media_type,
+            headers={**headers, "Accept-Ranges": "bytes"},
+        )
         self.file = file
         self.size = os.fstat(file.fileno()).st_size
 

@@ -293,3 +293,38 @@ def test_a_slow_v2_infer_body_gets_408_in_the_protocol_shape(live: Live) -> None
     status, got, took = live.send_slowly(head, b'{"inputs": [', b" ")
     error = _assert_timed_out(status, got, took)
     assert f"within {BODY_TIMEOUT_S:g} s" in error["error"], error
+
+
+def test_messages_say_what_to_send_instead(live: Live) -> None:
+    """Errors the fuzz run found misleading: each says what was wrong and what is accepted."""
+    h = {"x-api-key": KEY}
+    items = f"{live.url}/v1/catalogs/c/items"
+    # NaN / Infinity are not JSON (stored, NaN became null).
+    for constant in ("NaN", "-Infinity"):
+        r = httpx.post(
+            items,
+            files={"file": ("a.png", _png(), "image/png")},
+            data={"metadata": '{"score": ' + constant + "}"},
+            headers=h,
+        )
+        assert r.status_code == 422 and "no NaN or Infinity" in r.json()["detail"], r.text
+    # An integer int() refuses to read (more than 4,300 digits) was "not valid UTF-8 JSON".
+    r = httpx.post(
+        f"{live.url}/v1/catalogs",
+        content='{"name": "d", "n": ' + "7" * 5000 + "}",
+        headers={**h, "content-type": "application/json"},
+    )
+    assert r.status_code == 422 and "digits" in r.json()["detail"], r.text
+    # A file part without filename= is a text field; PNG bytes are not UTF-8.
+    body = _part_head("file") + _png() + f"\r\n--{BOUNDARY}--\r\n".encode()
+    r = httpx.post(
+        f"{live.url}/v1/models/tiny/predict", content=body, headers={"content-type": MULTIPART}
+    )
+    assert r.status_code == 422 and 'filename="a.jpg"' in r.json()["detail"], r.text
+    # A body that is not multipart at all, under a multipart Content-Type.
+    r = httpx.post(
+        f"{live.url}/v1/models/tiny/predict",
+        content=b"just some bytes",
+        headers={"content-type": MULTIPART},
+    )
+    assert r.status_code == 400 and "Content-Disposition" in r.json()["detail"], r.text

@@ -147,3 +147,17 @@ def test_cors_applies_on_the_hot_path(tiny_models_dir: Path, tmp_path: Path, fas
         )
         assert other.status_code == 403
         assert "access-control-allow-origin" not in other.headers
+        # A preflight from an unlisted site is refused as problem+json (it was text/plain).
+        pre = c.options(
+            "/v1/models/tiny/predict",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert pre.status_code == 400
+        assert pre.headers["content-type"].startswith("application/problem+json")
+        assert "origin" in pre.json()["detail"] and "IMGCLASS_CORS_ORIGINS" in pre.json()["detail"]
+        listed = c.options(
+            "/v1/models/tiny/predict",
+            headers={"Origin": "https://ok.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert listed.status_code == 200
+        assert listed.headers["access-control-allow-origin"] == "https://ok.example"

@@ -137,6 +137,13 @@ def test_b64_and_url_give_the_multipart_answer(client: TestClient, image_server:
     b64 = base64.b64encode(png).decode()
     assert top(predict_json(client, [{"b64": b64}])) == expected
     assert top(predict_json(client, [{"b64": "data:image/png;base64," + b64}])) == expected
+    # What clients send besides strict base64: MIME line breaks, URL-safe, no padding.
+    mime = base64.encodebytes(png).decode()
+    assert "\n" in mime and top(predict_json(client, [{"b64": mime}])) == expected
+    urlsafe = base64.urlsafe_b64encode(png).decode().rstrip("=")
+    assert top(predict_json(client, [{"b64": urlsafe}])) == expected
+    r = predict_json(client, [{"b64": b64[:40] + "*" + b64[40:]}])
+    assert r.status_code == 422 and "base64 alphabet" in r.json()["detail"], r.text
     assert top(predict_json(client, [{"url": f"{image_server}/digit.png"}])) == expected
     assert top(predict_json(client, [{"url": f"{image_server}/to-digit"}])) == expected
     r = predict_json(client, [{"b64": b64}, {"url": f"{image_server}/digit.png"}])
