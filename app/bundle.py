@@ -211,7 +211,7 @@ class BundleMetadata(_Strict):
     @field_validator("name")
     @classmethod
     def _name_ok(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
+        if not _NAME_RE.fullmatch(v):
             raise ValueError("name must be lowercase letters, digits, '-' or '_' (max 64)")
         return v
 

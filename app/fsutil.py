@@ -3,11 +3,14 @@ bundles): a file that exists is complete, and a name that was returned survives 
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import secrets
 import sqlite3
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -19,6 +22,21 @@ from app.errors import (
 )
 
 TMP_PREFIX: Final = ".tmp-"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing): one holder at a time across the
+    threads and processes (workers, replicas on one volume) that use it; each call opens its
+    own file description, so threads of one process exclude each other too. The kernel
+    releases it if the holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def fsync_dir(path: Path) -> None:

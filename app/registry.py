@@ -11,6 +11,7 @@ one os.stat, so every process on the host serves them at once (read-your-writes)
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,26 @@ VERSION_SEP = "@"
 # A name not served triggers at most one taught re-scan per this many seconds per process
 # (finds bundles copied in by hand, without letting unknown names force a scan per request).
 MISS_RESCAN_S = 0.25
+
+
+def split_ref(name: str) -> tuple[str, str]:
+    """`name` or `name@version` -> (name, version or ""); `name@` names nothing (404), never
+    "every version" or "the newest"."""
+    base, sep, version = name.partition(VERSION_SEP)
+    if sep and not version:
+        raise ModelNotFound(
+            f"{name!r} has an empty version: use {base!r} for the newest version or "
+            f"'{base}{VERSION_SEP}N' for version N."
+        )
+    return base, version
+
+
+def _names(folder: Path) -> list[str]:
+    """Entries of `folder` not starting with '.'; none if it is gone or not a folder."""
+    try:
+        return [n for n in os.listdir(folder) if not n.startswith(".")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 class ModelRegistry:
@@ -84,11 +105,14 @@ class ModelRegistry:
         """Taught bundle folders (taught_dir/<name>/<version>/metadata.json)."""
         if self.taught_dir is None or not self.taught_dir.is_dir():
             return []
-        return sorted(
-            p.parent
-            for p in self.taught_dir.glob(f"*/*/{METADATA_FILE}")
-            if not p.parent.parent.name.startswith(".") and not p.parent.name.startswith(".")
-        )
+        found: list[Path] = []
+        # A plain walk, not glob: a folder deleted mid-scan (a delete in another process) is
+        # skipped, where pathlib's glob raised FileNotFoundError (a 500 once).
+        for name in _names(self.taught_dir):
+            for version in _names(self.taught_dir / name):
+                if (self.taught_dir / name / version / METADATA_FILE).is_file():
+                    found.append(self.taught_dir / name / version)
+        return sorted(found)
 
     # loading ------------------------------------------------------------------------------
     def load_all(self) -> None:
@@ -310,7 +334,7 @@ class ModelRegistry:
         return self._lookup(name)
 
     def _lookup(self, name: str) -> LoadedModel:
-        base, _, version = name.partition(VERSION_SEP)
+        base, version = split_ref(name)
         with self._lock:
             found = self._models.get(base) if not version else None
             versions = self._taught.get(base, {})

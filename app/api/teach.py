@@ -7,20 +7,20 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteAuth
 from app.api.embed_gate import embed_slot
 from app.api.forms import json_body_openapi, read_body, read_model
+from app.api.stored_file import StoredFileResponse
 from app.catalog.service import CatalogService
 from app.errors import InvalidRequest, ModelNotFound
-from app.registry import VERSION_SEP, ModelRegistry
+from app.registry import ModelRegistry, split_ref
 from app.settings import Settings
 from app.teach.compose import check_model_name, delete_taught, delete_version
 from app.teach.core import check_free_name, taught_root
-from app.teach.download import standalone_file
+from app.teach.download import open_download
 from app.teach.errors import ShippedModel
 from app.teach.examples import check_labels, limits_from
 from app.teach.folder import IngestReport, ZipLimits, ingest, zip_images
@@ -118,7 +118,10 @@ async def train(
             f"positive_label {body.positive_label!r} is not a label of catalog {catalog!r}; "
             f"its labels: {', '.join(sorted(counts))}."
         )
-    job = runner.submit(catalog, body.model, body.model_dump(exclude={"model"}))
+    # Off the event loop: it takes the job folder's lock and reads and writes files.
+    job = await run_in_threadpool(
+        runner.submit, catalog, body.model, body.model_dump(exclude={"model"})
+    )
     view = job_view(job)
     response.headers["Location"] = view.url
     return view
@@ -180,7 +183,7 @@ async def cancel_job(job_id: str, runner: RunnerDep) -> JobView:
 
 
 def _delete(registry: ModelRegistry, root: Any, name: str) -> DeletedModel:
-    base, _, version = name.partition(VERSION_SEP)
+    base, version = split_ref(name)
     if registry.is_shipped(base) or base in registry.discover_names():
         raise ShippedModel(
             f"{base!r} is a shipped model (read from the models folder); only taught models "
@@ -203,18 +206,18 @@ async def delete_model(name: str, registry: RegistryDep, settings: SettingsDep) 
 @router.get(
     "/v1/models/{name}/download",
     dependencies=[ReadAuth],
-    response_class=FileResponse,
+    response_class=StoredFileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-async def download_model(name: str, registry: RegistryDep) -> FileResponse:
+async def download_model(name: str, registry: RegistryDep) -> StoredFileResponse:
     """The model as one ONNX file that plain onnxruntime runs: input "image" (NHWC float32 as
     the model's `input` spec says), outputs "probs" and "embedding". For a taught model this
     joins its backbone and head into one graph."""
     loaded = registry.get(name)
-    path = await run_in_threadpool(standalone_file, loaded)
+    file = await run_in_threadpool(open_download, loaded)
     meta = loaded.model.bundle.metadata
-    return FileResponse(
-        path,
-        media_type="application/octet-stream",
-        filename=f"{meta.name}-v{meta.version}.onnx",
+    # Model names are [a-z0-9_-] and versions digits: the filename needs no quoting.
+    disposition = f'attachment; filename="{meta.name}-v{meta.version}.onnx"'
+    return StoredFileResponse(
+        file, "application/octet-stream", {"Content-Disposition": disposition}
     )

@@ -91,7 +91,7 @@ class BlobStore:
                 continue
             for path in folder.glob("??/*"):
                 sha = path.name.removesuffix(suffix)
-                if _SHA256.match(sha) and sha not in seen:
+                if _SHA256.fullmatch(sha) and sha not in seen:
                     seen.add(sha)
                     yield sha
 

@@ -7,9 +7,7 @@ removes images no item references any more.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import secrets
 import threading
 import time
@@ -42,6 +40,7 @@ from app.catalog.types import (
     unit_rows,
 )
 from app.errors import Conflict, InvalidRequest, ServiceError
+from app.fsutil import file_lock
 from app.imaging import PreparedImage
 from app.ingest import limits_from, prepare_batch, thumbnails
 from app.registry import LoadedModel, ModelRegistry
@@ -176,14 +175,8 @@ class CatalogService:
     def _blob_guard(self) -> Iterator[None]:
         """Serialise 'write image + commit' against 'delete + remove unreferenced image', also
         across processes sharing the data folder (uvicorn workers, the build script)."""
-        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._blob_lock:
-            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # releases the flock
+        with self._blob_lock, file_lock(self._lock_path):
+            yield
 
     # models -------------------------------------------------------------------------------
     def bound_model(self, catalog: CatalogRecord) -> LoadedModel:

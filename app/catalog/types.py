@@ -115,7 +115,7 @@ class Hit:
 
 
 def check_catalog_name(name: str) -> str:
-    if not CATALOG_NAME_RE.match(name):
+    if not CATALOG_NAME_RE.fullmatch(name):
         raise InvalidRequest(
             f"Invalid catalog name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', "
             "starting with a letter or digit."
@@ -124,7 +124,7 @@ def check_catalog_name(name: str) -> str:
 
 
 def check_item_id(item_id: str) -> str:
-    if not ITEM_ID_RE.match(item_id):
+    if not ITEM_ID_RE.fullmatch(item_id):
         raise InvalidRequest(
             f"Invalid item id {item_id!r}: use 1-128 letters, digits, '.', '_', ':' or '-', "
             "starting with a letter or digit."

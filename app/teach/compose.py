@@ -34,7 +34,7 @@ from app.bundle import (
 )
 from app.bundle_write import atomic_write, write_bundle
 from app.card import CardData, Licence, Section
-from app.fsutil import fsync_dir
+from app.fsutil import file_lock, fsync_dir
 from app.numtext import ascii_uint
 from app.teach.errors import InvalidModelName
 from app.teach.graph import HEAD_OPSET, head_model
@@ -43,6 +43,10 @@ from app.teach.stamp import bump
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _STAGING = ".staging"
+# Publishing a version and deleting versions hold this lock (all processes): 'highest version,
+# deleted or not, + 1' and the renames are one step, so concurrent deletes and teaches neither
+# reuse a number nor trip over each other's folders.
+_LOCK = ".lock"
 # A writer killed mid-way (SIGKILL, OOM, power) leaves its folder in .staging; a write or a
 # delete in progress is seconds old, so anything older than this is such a leftover.
 STAGING_LEFTOVER_S = 3600.0
@@ -81,7 +85,7 @@ def sweep_staging(root: Path, older_than_s: float = STAGING_LEFTOVER_S) -> int:
 
 
 def check_model_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InvalidModelName(
             f"Invalid model name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', "
             "starting with a letter or digit."
@@ -93,10 +97,12 @@ def versions_on_disk(root: Path, name: str) -> list[str]:
     folder = root / name
     if not folder.is_dir():
         return []
+    try:
+        entries = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):  # deleted meanwhile
+        return []
     found = [
-        p.parent.name
-        for p in folder.glob(f"*/{METADATA_FILE}")
-        if ascii_uint(p.parent.name) is not None
+        v for v in entries if ascii_uint(v) is not None and (folder / v / METADATA_FILE).is_file()
     ]
     return sorted(found, key=int)
 
@@ -208,7 +214,8 @@ def write_taught(
     staging = root / _STAGING
     staging.mkdir(parents=True, exist_ok=True)
     sweep_staging(root)
-    for _attempt in range(20):
+    with file_lock(root / _LOCK):
+        (root / spec.name).mkdir(parents=True, exist_ok=True)  # a delete may have removed it
         existing = versions_on_disk(root, spec.name)
         last = max(int(existing[-1]) if existing else 0, _highest_deleted(root, spec.name))
         version = str(last + 1)
@@ -223,51 +230,45 @@ def write_taught(
                 model_card=render_card(meta, spec.labels, summary),
             )
             target = root / spec.name / version
-            try:
-                os.rename(bundle.path, target)  # fails if another writer took this version
-            except OSError:
-                if target.exists():
-                    continue
-                raise
+            os.rename(bundle.path, target)  # a folder already there (not ours) fails it
             fsync_dir(target.parent)
             bump(root)
             return target, version
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    raise RuntimeError(f"could not claim a new version folder for {spec.name!r}")
 
 
 def delete_taught(root: Path, name: str) -> list[str]:
     """Remove every version of a taught model; it disappears from disk in one rename."""
     folder = root / name
-    versions = versions_on_disk(root, name)
-    if not folder.is_dir():
-        return []
-    _remember_deleted(root, name, versions)
-    trash = root / _STAGING / f"deleted-{name}-{secrets.token_hex(4)}"
-    trash.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(folder, trash)
-    fsync_dir(root)
-    bump(root)
+    with file_lock(root / _LOCK):
+        versions = versions_on_disk(root, name)
+        if not folder.is_dir():
+            return []
+        _remember_deleted(root, name, versions)
+        trash = root / _STAGING / f"deleted-{name}-{secrets.token_hex(4)}"
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(folder, trash)
+        fsync_dir(root)
+        bump(root)
     shutil.rmtree(trash, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        (root / _STAGING).rmdir()
     return versions
 
 
 def delete_version(root: Path, name: str, version: str) -> list[str]:
     """Remove one version of a taught model (the others stay served)."""
-    if ascii_uint(version) is None or version not in versions_on_disk(root, name):
+    if ascii_uint(version) is None:
         return []
-    _remember_deleted(root, name, [version])
-    trash = root / _STAGING / f"deleted-{name}-{version}-{secrets.token_hex(4)}"
-    trash.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(root / name / version, trash)
-    fsync_dir(root / name)
-    bump(root)
+    with file_lock(root / _LOCK):
+        if version not in versions_on_disk(root, name):
+            return []
+        _remember_deleted(root, name, [version])
+        trash = root / _STAGING / f"deleted-{name}-{version}-{secrets.token_hex(4)}"
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(root / name / version, trash)
+        fsync_dir(root / name)
+        bump(root)
+        if not versions_on_disk(root, name):
+            shutil.rmtree(root / name, ignore_errors=True)
     shutil.rmtree(trash, ignore_errors=True)
-    if not versions_on_disk(root, name):
-        shutil.rmtree(root / name, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        (root / _STAGING).rmdir()
     return [version]

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 import onnx
 from onnx import numpy_helper
 
 from app.bundle_write import atomic_write
+from app.errors import ModelNotFound
 from app.registry import LoadedModel
 from app.teach.graph import standalone_model
 from app.teach.head import Head
@@ -34,7 +36,25 @@ def standalone_file(loaded: LoadedModel) -> Path:
     target = model.bundle.path / STANDALONE_FILE
     with _lock:
         if not target.is_file():
-            backbone = onnx.load(str(model.backbone.bundle.model_path))
-            joined = standalone_model(backbone, head_from_onnx(model.bundle.model_path))
-            atomic_write(target, joined.SerializeToString())
+            try:
+                backbone = onnx.load(str(model.backbone.bundle.model_path))
+                joined = standalone_model(backbone, head_from_onnx(model.bundle.model_path))
+                atomic_write(target, joined.SerializeToString())
+            except Exception as exc:
+                if not model.bundle.path.is_dir():  # deleted while it was being joined
+                    raise _gone(loaded) from exc
+                raise
     return target
+
+
+def _gone(loaded: LoadedModel) -> ModelNotFound:
+    return ModelNotFound(f"Model {loaded.name!r} was deleted; it has no file to download.")
+
+
+def open_download(loaded: LoadedModel) -> BinaryIO:
+    """The standalone file, open (blocking): a delete landing after this cannot cut it short."""
+    path = standalone_file(loaded)
+    try:
+        return path.open("rb")
+    except FileNotFoundError as exc:
+        raise _gone(loaded) from exc

@@ -177,6 +177,32 @@ def test_finished_jobs_are_pruned(tmp_path: Path) -> None:
     assert sorted(j.id for j in store.all()) == ["j3", "j4", "live"]
 
 
+def test_a_long_uptime_keeps_jobs_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finished jobs leave memory beyond KEEP_IN_MEMORY (read from disk when asked for) and the
+    folder is pruned as jobs finish, not only at start-up (20,000 job files made every submit
+    and /metrics scrape take 2 s)."""
+    from app.teach import jobs
+
+    monkeypatch.setattr(jobs, "KEEP_IN_MEMORY", 3)
+    store = JobStore(tmp_path / "jobs")
+    monkeypatch.setattr(store, "prune_if_over", lambda: JobStore.prune_if_over(store, keep=10))
+    runner = JobRunner(store, lambda job, progress, should_stop: {"ok": True}, max_queued=100)
+    runner.start()
+    try:
+        ids = []
+        for i in range(40):
+            ids.append(runner.submit("c", f"m{i}", {}).id)
+            deadline = time.monotonic() + 5
+            while runner.get(ids[-1]).status != "succeeded":
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+        assert len(runner._jobs) <= 3
+        assert len(store.all()) <= 11  # pruned to 10 once over 11
+        assert runner.get(ids[-5]).status == "succeeded"  # out of memory, read from disk
+    finally:
+        runner.stop()
+
+
 _SUBMITTER = """
 import json, sys
 from pathlib import Path

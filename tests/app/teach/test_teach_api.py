@@ -4,18 +4,22 @@ backbone: job lifecycle, versions, deletion, limits as problem+json, download, s
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 from fastapi.testclient import TestClient
 
 from app.bundle import InputSpec
+from app.errors import ModelNotFound
 from app.imaging import prepare
 from app.ingest import limits_from
 from app.main import create_app
 from app.teach.compose import STAGING_LEFTOVER_S
+from app.teach.download import open_download
 from tests.app.teach.conftest import (
     BAG,
     SANDAL,
@@ -83,6 +87,10 @@ def test_teach_predict_version_delete(
     assert c.get("/v1/models/shoes").json()["versions"] == ["1", "2"]
     assert predict_labels(c, "shoes@1", held[:1]) == ["sneaker"]
 
+    # 'shoes@' names no version: it neither deletes every version nor reads the newest.
+    for r in (c.delete("/v1/models/shoes@"), c.get("/v1/models/shoes@")):
+        assert r.status_code == 404 and "empty version" in r.json()["detail"], r.text
+    assert c.get("/v1/models/shoes").json()["versions"] == ["1", "2"]
     r = c.delete("/v1/models/shoes@1")
     assert r.status_code == 200 and r.json()["versions"] == ["1"]
     assert c.get("/v1/models/shoes@1").status_code == 404
@@ -190,9 +198,17 @@ def test_download_runs_in_plain_onnxruntime_with_the_same_top1(
     )
     assert np.allclose(served_p, probs, atol=1e-4)
     assert emb.shape == (len(held), 256)
+    assert r.headers["content-disposition"] == 'attachment; filename="dlm-v1.onnx"'
     # A shipped model downloads as its own file.
     shipped = c.get("/v1/models/products/download")
     assert shipped.status_code == 200 and len(shipped.content) == info_size(c, "products")
+    # A delete landing while the first download joins the graph: 404, not a 500 (the join
+    # wrote into the folder the delete had just moved away).
+    assert teach(c, "dl", "dlm")["status"] == "succeeded"
+    loaded = c.app.state.registry.get("dlm@2")  # type: ignore[attr-defined]
+    shutil.rmtree(loaded.model.bundle.path)
+    with pytest.raises(ModelNotFound, match="was deleted"):
+        open_download(loaded)
 
 
 def info_size(c: TestClient, name: str) -> int:
