@@ -4,8 +4,14 @@ Those routes run their forward passes in the thread pool, not through a model's 
 (app.scheduler), so without this a burst of them waited in the thread pool's queue with no
 bound and no deadline. The gate admits at most `limit` such requests at once per server
 process (the model queue's limit plus its pipelines) and answers the next one 503 +
-Retry-After before its body is read, after the same pause as a predict refusal
-(overload_pause_ms), so clients that retry at once cannot keep a core busy being refused.
+Retry-After, after the same pause as a predict refusal (overload_pause_ms), so clients that
+retry at once cannot keep a core busy being refused.
+
+A request is refused before its body is read when the gate is already full (`refuse_if_full`),
+but takes its slot only once the body is in (`slot`): a slow upload holds a connection, not a
+slot. Taken before the body, 13 slow uploads per process made every item add and image search
+answer 503 for up to the body timeout. Bodies in flight are bounded as predict's are: each by
+its byte cap and IMGCLASS_BODY_TIMEOUT_S.
 """
 
 from __future__ import annotations
@@ -32,8 +38,8 @@ class EmbedGate:
     def for_schedulers(cls, schedulers: Schedulers, pause_ms: float) -> EmbedGate:
         return cls(schedulers.config.queue_limit + schedulers.config.pipelines, pause_ms / 1e3)
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def refuse_if_full(self) -> None:
+        """503 (after the pause) when every slot is taken; nothing is held otherwise."""
         if self.active >= self.limit:
             if self.pause_s > 0:
                 await asyncio.sleep(self.pause_s)
@@ -42,6 +48,10 @@ class EmbedGate:
                 f"(limit {self.limit}); retry in {RETRY_AFTER_S} s.",
                 retry_after_s=RETRY_AFTER_S,
             )
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        await self.refuse_if_full()
         self.active += 1
         try:
             yield
@@ -49,11 +59,16 @@ class EmbedGate:
             self.active -= 1
 
 
-def embed_slot(request: Request) -> AbstractAsyncContextManager[None]:
-    """The app's gate (made on first use from its schedulers' limits), entered as a slot."""
+def embed_gate(request: Request) -> EmbedGate:
+    """The app's gate (made on first use from its schedulers' limits)."""
     state = request.app.state
     gate: EmbedGate | None = getattr(state, "embed_gate", None)
     if gate is None:
         gate = EmbedGate.for_schedulers(state.schedulers, state.settings.overload_pause_ms)
         state.embed_gate = gate
-    return gate.slot()
+    return gate
+
+
+def embed_slot(request: Request) -> AbstractAsyncContextManager[None]:
+    """A slot of the app's gate: take it once the body is read (503 if none is free)."""
+    return embed_gate(request).slot()

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteAuth
-from app.api.embed_gate import embed_slot
+from app.api.embed_gate import embed_gate, embed_slot
 from app.api.forms import json_body_openapi, read_body, read_model
 from app.api.stored_file import StoredFileResponse
 from app.catalog.service import CatalogService
@@ -148,8 +148,8 @@ async def add_zip(
     their header-declared pixels (checked before decoding), unpacked bytes and compression
     ratio."""
     await run_in_threadpool(service.get, catalog)  # 404 before reading the body
-    async with embed_slot(request):  # 503 at once when too many embeds are in flight
-        return await _add_zip(catalog, request, service, settings)
+    await embed_gate(request).refuse_if_full()  # 503 before the body when the gate is full
+    return await _add_zip(catalog, request, service, settings)
 
 
 async def _add_zip(
@@ -166,7 +166,8 @@ async def _add_zip(
         report = IngestReport()
         return ingest(service, catalog, zip_images(data, report, limits), report)
 
-    report = await run_in_threadpool(work)
+    async with embed_slot(request):  # held while embedding, not while the body arrives
+        report = await run_in_threadpool(work)
     return ZipIngested(catalog=catalog, added=report.added, skipped=report.skipped)
 
 

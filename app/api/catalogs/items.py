@@ -11,7 +11,7 @@ from app.api.catalogs.openapi import ERRORS, ITEMS_BODY
 from app.api.catalogs.parsing import form_specs, items_limits, query_spec
 from app.api.catalogs.shaping import item_view
 from app.api.deps import CatalogsDep, ReadAuth, SettingsDep, WriteAuth
-from app.api.embed_gate import embed_slot
+from app.api.embed_gate import embed_gate, embed_slot
 from app.api.forms import is_multipart, read_form
 from app.api.stored_file import StoredFileResponse, open_stored
 from app.api.uploads import read_uploads, uploads_from
@@ -48,8 +48,8 @@ async def add_items(
     """Add images to a catalog (embedded with the catalog's model in one forward pass).
     All or nothing; the 201 is sent only once images and items are durably stored."""
     await run_in_threadpool(service.get, name)  # 404 before reading a large body
-    async with embed_slot(request):  # 503 at once when too many embeds are in flight
-        return await _add(name, request, service, settings, id, label, metadata)
+    await embed_gate(request).refuse_if_full()  # 503 before the body when the gate is full
+    return await _add(name, request, service, settings, id, label, metadata)
 
 
 async def _add(
@@ -74,7 +74,8 @@ async def _add(
     else:
         specs = [query_spec({"id": id, "label": label, "metadata": metadata})]
         uploads = await read_uploads(request, settings)
-    records = await run_in_threadpool(service.add, name, [u.data for u in uploads], specs)
+    async with embed_slot(request):  # held while embedding, not while the body arrives
+        records = await run_in_threadpool(service.add, name, [u.data for u in uploads], specs)
     return ItemsCreated(
         catalog=name, ids=[r.id for r in records], items=[item_view(name, r) for r in records]
     )

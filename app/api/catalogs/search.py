@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.catalogs.openapi import ERRORS, SEARCH_BODY
 from app.api.catalogs.shaping import search_view
 from app.api.deps import CatalogsDep, ReadAuth, SettingsDep
-from app.api.embed_gate import embed_slot
+from app.api.embed_gate import embed_gate, embed_slot
 from app.api.forms import is_json, read_model
 from app.api.uploads import image_limits, read_uploads
 from app.errors import InvalidRequest
@@ -60,12 +60,13 @@ async def search(
         raise InvalidRequest("Give item_id or vector in the JSON body, or upload an image.")
     else:
         await run_in_threadpool(service.get, name)
-        async with embed_slot(request):  # 503 at once when too many embeds are in flight
-            limits = image_limits(settings, files=1)
-            uploads = await read_uploads(request, settings, limits=limits)
-            if len(uploads) != 1:
-                raise InvalidRequest(f"Search takes one image; {len(uploads)} were sent.")
-            data = uploads[0].data
+        await embed_gate(request).refuse_if_full()  # 503 before the body when full
+        limits = image_limits(settings, files=1)
+        uploads = await read_uploads(request, settings, limits=limits)
+        if len(uploads) != 1:
+            raise InvalidRequest(f"Search takes one image; {len(uploads)} were sent.")
+        data = uploads[0].data
+        async with embed_slot(request):  # held while embedding, not while the body arrives
             out = await run_in_threadpool(service.search_images, name, [data], k, label)
     return search_view(out, k, label, item_id, t0)
 

@@ -6,7 +6,9 @@ with IMGCLASS_QUEUE_LIMIT=1, every request waiting its turn."""
 from __future__ import annotations
 
 import io
+import socket
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -101,3 +103,33 @@ def test_zip_uploads_and_reindex_share_the_bound(server: LiveServer) -> None:
     reindex = f"{server.base}/v1/catalogs/g/reindex"
     responses = _burst(lambda c: c.post(reindex))
     _check(responses, 200)
+
+
+def test_slow_uploads_hold_no_slot(server: LiveServer) -> None:
+    """Requests still sending their bodies do not count: with every slot's worth of slow
+    uploads open (and more), an add and a search by image go through at once. The gate was
+    taken before the body once, and slow uploads made catalog writes 503 until they timed out."""
+    host, port = server.base.removeprefix("http://").split(":")
+    slow = []
+    for path in ["/v1/catalogs/g/items?label=x", "/v1/catalogs/g/search?k=1"] * 4:
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(PHOTO)}\r\n\r\n".encode()
+            + PHOTO[:100]
+        )
+        slow.append(s)
+    try:
+        time.sleep(0.3)  # the slow requests are routed and waiting for their bodies
+        r = httpx.post(
+            f"{server.base}/v1/catalogs/g/items?label=y",
+            content=PHOTO,
+            headers={"content-type": "image/jpeg"},
+            timeout=30,
+        )
+        assert r.status_code == 201, r.text
+        r = httpx.post(f"{server.base}/v1/catalogs/g/search?k=1", content=PHOTO, timeout=30)
+        assert r.status_code == 200, r.text
+    finally:
+        for s in slow:
+            s.close()
