@@ -48,6 +48,15 @@ def split_ref(name: str) -> tuple[str, str]:
     return base, version
 
 
+MAX_NAMES_SHOWN = 20  # a 404 names at most this many served models
+
+
+def _short(name: str, limit: int = 100) -> str:
+    """repr of a client-given name, cut to `limit` characters (a 10,000-character name made a
+    20 KB 404)."""
+    return repr(name) if len(name) <= limit else repr(name[:limit]) + f"... ({len(name):,} chars)"
+
+
 def _names(folder: Path) -> list[str]:
     """Entries of `folder` not starting with '.'; none if it is gone or not a folder."""
     try:
@@ -356,9 +365,11 @@ class ModelRegistry:
                 f"Model {base!r} has no version {version!r}. "
                 f"Versions: {', '.join(sorted(versions, key=version_key))}."
             )
-        raise ModelNotFound(
-            f"No model named {name!r}. Available: {', '.join(self.names()) or 'none'}."
-        )
+        names = self.names()
+        shown = ", ".join(names[:MAX_NAMES_SHOWN]) or "none"
+        if len(names) > MAX_NAMES_SHOWN:
+            shown += f" and {len(names) - MAX_NAMES_SHOWN} more (GET /v1/models lists them)"
+        raise ModelNotFound(f"No model named {_short(name)}. Available: {shown}.")
 
     def names(self) -> list[str]:
         with self._lock:

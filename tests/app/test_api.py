@@ -65,6 +65,11 @@ def test_unknown_model_is_404(client: TestClient) -> None:
     assert_problem(client.get("/v1/models/nope"), 404, "no model named 'nope'")
     png = encode(Image.new("L", (28, 28)), "PNG")
     assert_problem(client.post("/v1/models/nope/predict", content=png), 404)
+    # A long name is echoed cut short in the detail (a 10,000-character name made a 20 KB
+    # answer; `instance` still holds the path as sent).
+    r = client.get("/v1/models/" + "n" * 10_000)
+    assert_problem(r, 404, "(10,000 chars)")
+    assert len(r.json()["detail"]) < 500
 
 
 def test_openapi_docs(client: TestClient) -> None:
