@@ -345,7 +345,9 @@ class ModelRegistry:
     def _lookup(self, name: str) -> LoadedModel:
         base, version = split_ref(name)
         with self._lock:
-            found = self._models.get(base) if not version else None
+            shipped = self._models.get(base)
+            # A shipped model is also addressed by its own version (as /v2 does): santa@3.
+            found = shipped if not version or (shipped and shipped.version == version) else None
             versions = self._taught.get(base, {})
             if found is None and versions:
                 key = version or max(versions, key=version_key)
@@ -360,6 +362,10 @@ class ModelRegistry:
             raise ModelNotFound(
                 f"Model {name!r} exists but was refused when loading; the server log says why."
             )
+        if version and shipped is not None and not versions:
+            raise ModelNotFound(
+                f"Model {base!r} has no version {_short(version)}. Versions: {shipped.version}."
+            )
         if version and versions:
             raise ModelNotFound(
                 f"Model {base!r} has no version {version!r}. "
@@ -370,6 +376,20 @@ class ModelRegistry:
         if len(names) > MAX_NAMES_SHOWN:
             shown += f" and {len(names) - MAX_NAMES_SHOWN} more (GET /v1/models lists them)"
         raise ModelNotFound(f"No model named {_short(name)}. Available: {shown}.")
+
+    def serving_name(self, loaded: LoadedModel) -> str:
+        """The one name a model's requests queue under, however it was addressed: `name` for
+        a shipped model or a taught model's newest version, `name@v` for an older taught
+        version. One name for two versions made each request close the scheduler the other
+        version's requests were waiting in (503 "shutting down"); two names for one model
+        (`santa` and `santa@3`) would give it two queues and twice its bound."""
+        if not loaded.taught:  # no stamp read, no sort: the predict hot path
+            return loaded.name
+        with self._lock:  # as of the get() just before (it followed the stamp)
+            newest = max(self._taught.get(loaded.name, {}) or [loaded.version], key=version_key)
+        if loaded.version != newest:
+            return f"{loaded.name}{VERSION_SEP}{loaded.version}"
+        return loaded.name
 
     def names(self) -> list[str]:
         with self._lock:

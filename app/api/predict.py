@@ -60,11 +60,27 @@ def _json(body: PredictResponse) -> Response:
 
 def _query(request: Request) -> PredictQuery:
     try:
-        return PredictQuery.model_validate(dict(request.query_params))
+        query = PredictQuery.model_validate(dict(request.query_params))
     except ValidationError as exc:
         raise RequestValidationError(
             [{**e, "loc": ("query", *e["loc"])} for e in exc.errors(include_url=False)]
         ) from None
+    if query.catalog is not None and query.similar is None:  # it was ignored in silence
+        msg = (
+            "catalog= picks the catalog for similar=k; add similar=k (1-100) to get the k most "
+            "similar items, or leave catalog= out"
+        )
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", "catalog"),
+                    "msg": msg,
+                    "input": query.catalog,
+                }
+            ]
+        )
+    return query
 
 
 async def handle_predict(request: Request) -> Response:
@@ -78,7 +94,7 @@ async def handle_predict(request: Request) -> Response:
     loaded = registry.get(name)
     meta = loaded.model.bundle.metadata
     schedulers: Schedulers = state.schedulers
-    scheduler = schedulers.get(name, loaded.model, meta.input)
+    scheduler = schedulers.get(registry.serving_name(loaded), loaded.model, meta.input)
     scheduler.admit()  # a full queue answers 503 before the body is read
     uploads = await read_uploads(request, settings)
     k = min(query.top_k or settings.default_top_k, meta.num_classes)

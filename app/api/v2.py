@@ -98,17 +98,6 @@ def _model(registry: ModelRegistry, name: str, version: str | None) -> LoadedMod
     return loaded
 
 
-def _scheduler_name(registry: ModelRegistry, loaded: LoadedModel) -> str:
-    """The name /v1 serves this model under: `name` for the newest version, `name@v` for an
-    older taught one. One name for two versions made each request close the scheduler the
-    other version's requests were waiting in (503 "shutting down")."""
-    meta = loaded.model.bundle.metadata
-    versions = registry.versions(meta.name)
-    if versions and meta.version != versions[-1]:
-        return f"{meta.name}{VERSION_SEP}{meta.version}"
-    return meta.name
-
-
 @router.get("", dependencies=[ReadAuth])
 def server_metadata() -> dict[str, Any]:
     """Server metadata: name, version and the protocol extensions implemented."""
@@ -282,7 +271,7 @@ async def infer(
     loaded = _model(registry, name, version)
     meta = loaded.model.bundle.metadata
     schedulers: Schedulers = request.app.state.schedulers
-    scheduler = schedulers.get(_scheduler_name(registry, loaded), loaded.model, meta.input)
+    scheduler = schedulers.get(registry.serving_name(loaded), loaded.model, meta.input)
     scheduler.admit()  # a full queue answers 503 before the body is read
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     body = await read_body(request, settings.max_request_bytes)

@@ -65,6 +65,15 @@ def test_unknown_model_is_404(client: TestClient) -> None:
     assert_problem(client.get("/v1/models/nope"), 404, "no model named 'nope'")
     png = encode(Image.new("L", (28, 28)), "PNG")
     assert_problem(client.post("/v1/models/nope/predict", content=png), 404)
+    # A shipped model is addressed by its own version too (as under /v2), and only by it.
+    version = client.get("/v1/models/tiny").json()["version"]
+    assert client.get(f"/v1/models/tiny@{version}").json()["version"] == version
+    assert_problem(client.get("/v1/models/tiny@999"), 404, "has no version '999'")
+    assert_problem(client.get("/v1/models/tiny@"), 404, "empty version")
+    # ...and its requests queue with the plain name's: one queue, one bound.
+    assert client.post(f"/v1/models/tiny@{version}/predict", content=png).status_code == 200
+    schedulers = client.app.state.schedulers._by_name  # type: ignore[attr-defined]
+    assert "tiny" in schedulers and f"tiny@{version}" not in schedulers
     # A long name is echoed cut short in the detail (a 10,000-character name made a 20 KB
     # answer; `instance` still holds the path as sent).
     r = client.get("/v1/models/" + "n" * 10_000)

@@ -27,6 +27,7 @@ QUERIES = [
     "?similar=0",
     "?similar=101",
     "?unknown=1&top_k=2",
+    "?catalog=anything",  # without similar=: 422 on both paths
 ]
 
 

@@ -239,6 +239,9 @@ def test_bad_input_is_a_clear_problem(
         problem(
             c.post("/v1/models/tiny/predict?similar=3", content=images[0][0]), 422
         )  # no default
+        # catalog= without similar= was ignored in silence; it says what it is for now.
+        r = problem(c.post("/v1/models/tiny/predict?catalog=fm", content=images[0][0]), 422)
+        assert "similar=k" in r["detail"]
 
 
 def test_writes_need_the_api_key(
