@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__, telemetry
 from app.api import access, catalogs, health, metrics, models, predict, teach, v2
+from app.api.body_budget import BodyBudget
 from app.api.cors import ProblemCORSMiddleware
 from app.api.guards import GuardMiddleware
 from app.api.hotpath import ServingApp
@@ -94,6 +95,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_queued=settings.teach_max_queued,
     )
     app.state.schedulers = Schedulers.from_settings(settings)
+    app.state.body_budget = BodyBudget(
+        max(settings.max_body_bytes_in_flight, settings.max_request_bytes)
+        if settings.max_body_bytes_in_flight
+        else 0
+    )
     install_error_handlers(app)
     # Added innermost first: access log -> CORS -> guards -> routes.
     # Innermost: a full model queue is refused before routing (after the guards).

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     decode_concurrency: int = Field(default=0, ge=0, le=256)
     # Whole multipart/raw body of one request (a batch), counted while it streams in.
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Bytes of request bodies one server process receives at once (0 = no bound); beyond,
+    # 503 + Retry-After before the body is buffered. Raised to max_request_bytes if lower.
+    max_body_bytes_in_flight: int = Field(default=128 * 1024 * 1024, ge=0)
     # Seconds a request's body may take to arrive in full (408 and the connection closed
     # beyond): uvicorn has no body read timeout, so a slow sender, or a Content-Length larger
     # than what is sent, would hold a connection and its buffers for good.

@@ -12,7 +12,8 @@ import asyncio
 import json
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 from urllib.parse import unquote
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from app.api.body_budget import BodyBudget
 from app.errors import (
     BadRequest,
     InvalidRequest,
@@ -104,22 +106,35 @@ def _timed_out(timeout_s: float) -> RequestTimeout:
     )
 
 
-async def stream(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The body's chunks; 413 as soon as more than `limit` bytes have arrived. Callers bound
-    the time it takes with one asyncio.timeout around the whole read (read_body, read_form)."""
+async def stream(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+    """The body's chunks; 413 as soon as more than `limit` bytes have arrived, 503 when the
+    process's body budget (app.api.body_budget) has no room for it. Callers bound the time it
+    takes with one asyncio.timeout around the whole read and close it when done (read_body,
+    read_form), which returns its share of the budget."""
     length = ascii_uint((request.headers.get("content-length") or "").strip())
     if length is not None and length > limit:
         raise _too_large(limit)
+    budget: BodyBudget | None = getattr(request.app.state, "body_budget", None)
+    reserved = 0
     total = 0
     try:
+        if budget is not None and length:
+            budget.reserve(length)
+            reserved = length
         async for chunk in request.stream():
             total += len(chunk)
             if total > limit:
                 raise _too_large(limit)
+            if budget is not None and total > reserved:
+                budget.reserve(total - reserved)
+                reserved = total
             if chunk:
                 yield chunk
     except ClientDisconnect as exc:
         raise BadRequest("The client disconnected before the body was complete.") from exc
+    finally:
+        if budget is not None:
+            budget.release(reserved)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -129,8 +144,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     # asyncio.timeout costs ~4 us once; a timer per chunk would cost that per chunk.
     timeout_s = _body_timeout_s(request)
     try:
-        async with asyncio.timeout(timeout_s):
-            return b"".join([c async for c in stream(request, limit)])
+        async with asyncio.timeout(timeout_s), aclosing(stream(request, limit)) as chunks:
+            return b"".join([c async for c in chunks])
     except TimeoutError as exc:
         raise _timed_out(timeout_s) from exc
 
@@ -326,8 +341,11 @@ async def read_form(request: Request, limits: BodyLimits) -> Form:
     timeout_s = _body_timeout_s(request)
     try:
         parser = MultipartParser(boundary, callbacks)  # refuses a boundary over 256 bytes
-        async with asyncio.timeout(timeout_s):  # as in read_body
-            async for chunk in stream(request, limits.total):
+        async with (
+            asyncio.timeout(timeout_s),  # as in read_body
+            aclosing(stream(request, limits.total)) as chunks,
+        ):
+            async for chunk in chunks:
                 parser.write(chunk)
         parser.finalize()
     except ServiceError:

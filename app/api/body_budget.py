@@ -1,0 +1,38 @@
+"""A per-process budget for request bodies being received.
+
+Each body is capped (IMGCLASS_MAX_REQUEST_BYTES) and must arrive within
+IMGCLASS_BODY_TIMEOUT_S, but without a budget nothing bounded how many arrive at once: a
+client with a hundred slow 32 MB uploads held 3 GB of one process. The budget counts the bytes
+of bodies in transit (a declared Content-Length is reserved whole when the body starts, so a
+slow sender cannot creep past it; a chunked body reserves as it arrives) and refuses a body
+that does not fit with 503 + Retry-After, before its bytes are buffered. Bodies already read
+are bounded further on by the model queues and the catalog embed gate. Touched only on the
+event loop: no lock.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from app.errors import Overloaded
+
+RETRY_AFTER_S: Final = 1
+
+
+class BodyBudget:
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = limit_bytes  # 0: unbounded
+        self.in_transit = 0
+
+    def reserve(self, n: int) -> None:
+        if self.limit and self.in_transit + n > self.limit:
+            raise Overloaded(
+                f"This server process is receiving {self.in_transit:,} bytes of request bodies "
+                f"(limit {self.limit:,}, IMGCLASS_MAX_BODY_BYTES_IN_FLIGHT); retry in "
+                f"{RETRY_AFTER_S} s.",
+                retry_after_s=RETRY_AFTER_S,
+            )
+        self.in_transit += n
+
+    def release(self, n: int) -> None:
+        self.in_transit -= n
