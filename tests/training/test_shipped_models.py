@@ -109,6 +109,7 @@ def test_dark_on_white_uploads_are_inverted_and_classified(name: str, server: Te
     assert plain[0]["image"]["inverted"] is False
 
 
+@pytest.mark.slow  # 6-8 s; scripts/test runs the script itself on the full sets right after
 def test_eval_bundles_script_runs_on_a_slice() -> None:
     """scripts/eval-bundles on the first 500 test images of each set (CI runs the full 10k)."""
     proc = subprocess.run(
