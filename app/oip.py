@@ -198,18 +198,22 @@ def _fp32(values: list[Any], where: str) -> npt.NDArray[np.float32]:
     try:
         with np.errstate(over="ignore"):
             arr = np.asarray(values, dtype=np.float32)
-    except OverflowError:
-        arr = np.array([np.inf], dtype=np.float32)
+    except OverflowError as exc:
+        raise _not_finite(where) from exc
     return _finite(arr, where)
 
 
 def _finite(arr: npt.NDArray[np.float32], where: str) -> npt.NDArray[np.float32]:
     if not np.isfinite(arr).all():
-        raise BadRequest(
-            f"{where} holds a value that is not a finite FP32 number "
-            f"(|x| <= {float(np.finfo(np.float32).max):.4g}; no NaN or Infinity)."
-        )
+        raise _not_finite(where)
     return arr
+
+
+def _not_finite(where: str) -> BadRequest:
+    return BadRequest(
+        f"{where} holds a value that is not a finite FP32 number "
+        f"(|x| <= {float(np.finfo(np.float32).max):.4g}; no NaN or Infinity)."
+    )
 
 
 def _requested_outputs(value: Any) -> list[RequestedOutput] | None:

@@ -368,7 +368,7 @@ class ModelRegistry:
             )
         if version and versions:
             raise ModelNotFound(
-                f"Model {base!r} has no version {version!r}. "
+                f"Model {base!r} has no version {_short(version)}. "
                 f"Versions: {', '.join(sorted(versions, key=version_key))}."
             )
         names = self.names()

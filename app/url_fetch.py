@@ -233,7 +233,7 @@ def fetch_image(
         watchdog.daemon = True
         watchdog.start()
         try:
-            location = _exchange(conn, target, current, policy.max_bytes, deadline, url)
+            got = _exchange(conn, target, current, policy.max_bytes, deadline, url)
             if conn.aborted:  # a body cut short by the watchdog reads as a short body
                 raise TimeoutError
         except (OSError, http.client.HTTPException) as exc:
@@ -245,10 +245,10 @@ def fetch_image(
         finally:
             watchdog.cancel()
             conn.close()
-        if isinstance(location, bytes):
-            return location
-        try:
-            current = urljoin(current, location)
+        if isinstance(got, bytes):  # the body
+            return got
+        try:  # a redirect's Location
+            current = urljoin(current, got)
         except ValueError as exc:
             raise UrlFetchFailed(f"{current} redirected to an invalid URL: {exc}.") from exc
     raise UrlFetchFailed(f"{url} redirected more than {policy.max_redirects} times.")

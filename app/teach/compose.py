@@ -206,11 +206,10 @@ def write_taught(
     root: Path, spec: TaughtSpec, head: Head, summary: Sequence[str]
 ) -> tuple[Path, str]:
     """Write a new version atomically: assembled in a staging folder, then renamed to
-    <root>/<name>/<version>/; a version number another process claimed first is skipped."""
+    <root>/<name>/<version>/, the number claimed under the lock that deletes hold too."""
     check_model_name(spec.name)
     dim = spec.backbone.metadata.outputs.embedding.dim  # type: ignore[union-attr]
     model_bytes = head_model(head, dim).SerializeToString()
-    (root / spec.name).mkdir(parents=True, exist_ok=True)
     staging = root / _STAGING
     staging.mkdir(parents=True, exist_ok=True)
     sweep_staging(root)

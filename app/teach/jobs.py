@@ -41,12 +41,7 @@ INTERRUPTED: Final = {
     "status": 503,
     "detail": "The server stopped while this job was queued or running; start it again.",
 }
-CRASHED: Final = {
-    "type": PROBLEM_BASE + "internal-error",
-    "title": "Internal error",
-    "status": 500,
-    "detail": "An unexpected error occurred; it has been logged.",
-}
+CRASHED: Final = ServiceError("An unexpected error occurred; it has been logged.").to_problem()
 KEEP_FINISHED = 500  # finished jobs kept on disk (pruned at start-up and as jobs finish)
 KEEP_IN_MEMORY = 64  # finished jobs a runner keeps in memory (older ones are read from disk)
 
