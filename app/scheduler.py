@@ -233,11 +233,25 @@ class ModelScheduler:
         try:
             return await asyncio.wait_for(job.future, self.deadline_s)
         except TimeoutError:
-            job.cancelled = True
+            self._withdraw(job)
             raise self._deadline_error() from None
         except asyncio.CancelledError:
-            job.cancelled = True  # client went away: do not spend CPU on it
+            self._withdraw(job)  # client went away: do not spend CPU on it
             raise
+
+    def _withdraw(self, job: _Job) -> None:
+        """Nobody waits for `job` any more: a worker that has taken it skips it, and if it is
+        still queued it leaves the queue now, so it no longer counts towards the depth, the
+        estimated wait or the byte bound (each of which would refuse live requests)."""
+        job.cancelled = True
+        with self._cond:
+            for i, queued in enumerate(self._queue):
+                if queued is job:
+                    del self._queue[i]
+                    self._queued_images -= job.n
+                    self._queued_bytes -= job.size
+                    telemetry.set_queue_depth(self.name, len(self._queue))
+                    return
 
     def _deadline_error(self) -> DeadlineExceeded:
         return DeadlineExceeded(

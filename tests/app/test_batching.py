@@ -211,6 +211,34 @@ def test_full_queue_is_refused_at_once(model: OnnxModel, pngs: list[bytes]) -> N
     assert len(done) == 3 and all(s.output.probs.shape == (1, 10) for s in done)
 
 
+def test_a_cancelled_request_leaves_the_queue_at_once(model: OnnxModel, pngs: list[bytes]) -> None:
+    """A request whose client left stops counting at once: the depth drops, and the room it
+    held is free for a live request, while the worker is still busy."""
+    gated = Gated(model)
+    sched = scheduler(gated, model.bundle.metadata.input, pipelines=1, queue_limit=2)
+
+    async def main() -> int:
+        first = asyncio.ensure_future(sched.submit([pngs[0]]))
+        assert await asyncio.to_thread(gated.entered.wait, 30)
+        gone = [asyncio.ensure_future(sched.submit([pngs[i]])) for i in (1, 2)]
+        await asyncio.sleep(0.05)
+        assert sched.depth == 2 and sched.full
+        for task in gone:
+            task.cancel()
+        await asyncio.gather(*gone, return_exceptions=True)
+        assert sched.depth == 0 and not sched.full  # before the worker is free again
+        assert sched.drain_s() == 0.0
+        live = asyncio.ensure_future(sched.submit([pngs[3]]))
+        await asyncio.sleep(0.05)
+        assert sched.depth == 1
+        gated.gate.set()
+        await first
+        await live
+        return gated.runs
+
+    assert run_then_close(sched, main()) == 2  # the cancelled requests were never run
+
+
 def test_deadline_answers_and_skips_the_work(model: OnnxModel, pngs: list[bytes]) -> None:
     gated = Gated(model)
     sched = scheduler(gated, model.bundle.metadata.input, pipelines=1, deadline_s=0.3)

@@ -84,8 +84,15 @@ def test_clients_that_give_up_leave_no_queued_work(
 ) -> None:
     sent = _give_up(server, path, send, 1.5)
     assert sent > CLIENTS
-    time.sleep(0.2)  # the server sees the last disconnects
-    assert _depth(server) == 0
+    # The server sees the last disconnects (a loaded CI machine may still be parsing a few
+    # bodies that were sent in time; each of those leaves the queue as soon as it is queued).
+    depth = _depth(server)
+    for _ in range(10):
+        if depth == 0:
+            break
+        time.sleep(0.1)
+        depth = _depth(server)
+    assert depth == 0
     gone = len(re.findall(rf"POST {re.escape(path)} 499", server.log_text()))
     assert gone >= sent // 2, (gone, sent)
     # The server still answers, correctly.
