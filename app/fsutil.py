@@ -39,6 +39,15 @@ def file_lock(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the flock
 
 
+def visible_entries(folder: Path) -> list[str]:
+    """Entries of `folder` not starting with '.'; none if it is gone or not a folder (a folder
+    deleted by another process mid-scan is skipped, not an error)."""
+    try:
+        return [n for n in os.listdir(folder) if not n.startswith(".")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def fsync_dir(path: Path) -> None:
     """Make the names in `path` (new, renamed, removed entries) durable."""
     fd = os.open(path, os.O_RDONLY)

@@ -11,7 +11,6 @@ one os.stat, so every process on the host serves them at once (read-your-writes)
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from app.bundle import METADATA_FILE, load_bundle
 from app.errors import ModelNotFound, NotReady
+from app.fsutil import visible_entries
 from app.loaded import Fingerprint, fingerprint, version_key
 from app.loaded import LoadedModel as LoadedModel
 from app.loaded import ServedModel as ServedModel
@@ -55,14 +55,6 @@ def _short(name: str, limit: int = 100) -> str:
     """repr of a client-given name, cut to `limit` characters (a 10,000-character name made a
     20 KB 404)."""
     return repr(name) if len(name) <= limit else repr(name[:limit]) + f"... ({len(name):,} chars)"
-
-
-def _names(folder: Path) -> list[str]:
-    """Entries of `folder` not starting with '.'; none if it is gone or not a folder."""
-    try:
-        return [n for n in os.listdir(folder) if not n.startswith(".")]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
 
 
 class ModelRegistry:
@@ -117,8 +109,8 @@ class ModelRegistry:
         found: list[Path] = []
         # A plain walk, not glob: a folder deleted mid-scan (a delete in another process) is
         # skipped, where pathlib's glob raised FileNotFoundError (a 500 once).
-        for name in _names(self.taught_dir):
-            for version in _names(self.taught_dir / name):
+        for name in visible_entries(self.taught_dir):
+            for version in visible_entries(self.taught_dir / name):
                 if (self.taught_dir / name / version / METADATA_FILE).is_file():
                     found.append(self.taught_dir / name / version)
         return sorted(found)

@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     teach_max_classes: int = Field(default=100, ge=2, le=10_000)
     teach_max_items: int = Field(default=20_000, ge=4, le=1_000_000)
     teach_max_queued: int = Field(default=8, ge=1, le=1000)
+    # Taught models kept: every version is loaded by every server process, so their number is
+    # bounded (409 `taught-model-limit` beyond: delete an old one first).
+    teach_max_models: int = Field(default=100, ge=1, le=100_000)
+    teach_max_versions: int = Field(default=20, ge=1, le=10_000)
     # Zip upload into a catalog (POST /v1/catalogs/{catalog}/items:zip): compressed size.
     teach_max_zip_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
     # Zip upload: pixels of all its images together, as their headers declare them, checked

@@ -18,8 +18,8 @@ from app.catalog.service import CatalogService
 from app.errors import InvalidRequest, ModelNotFound
 from app.registry import ModelRegistry, split_ref
 from app.settings import Settings
-from app.teach.compose import check_model_name, delete_taught, delete_version
-from app.teach.core import check_free_name, taught_root
+from app.teach.compose import check_model_name, check_room, delete_taught, delete_version
+from app.teach.core import check_free_name, room_from, taught_root
 from app.teach.download import open_download
 from app.teach.errors import ShippedModel
 from app.teach.examples import check_labels, limits_from
@@ -91,7 +91,11 @@ def job_view(job: Job) -> JobView:
     openapi_extra=json_body_openapi(TeachRequest),
     responses={
         404: {"description": "unknown catalog"},
-        409: {"description": "name of a shipped model, or a job already teaches this model"},
+        409: {
+            "description": "name of a shipped model, a job already teaches this model, or "
+            "the model has IMGCLASS_TEACH_MAX_VERSIONS versions (or IMGCLASS_TEACH_MAX_MODELS "
+            "taught models are kept)"
+        },
         413: {"description": "too many classes or items"},
         422: {"description": "invalid name, or fewer than 2 classes with 2+ labelled items"},
     },
@@ -111,6 +115,8 @@ async def train(
     # before any byte of the body is read.
     body = await read_model(request, TeachRequest, settings.max_json_bytes, "teach request")
     check_free_name(registry, body.model)
+    # Room for one more version (checked again, under the lock, when the job publishes).
+    await run_in_threadpool(check_room, taught_root(settings), body.model, room_from(settings))
     # The cheap checks (catalog exists, enough classes and items) answer now, not in the job.
     counts = await run_in_threadpool(check_labels, service, catalog, limits_from(settings))
     if body.positive_label is not None and body.positive_label not in counts:

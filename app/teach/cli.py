@@ -18,7 +18,8 @@ from app.catalog.types import CatalogNotFound
 from app.errors import ServiceError
 from app.registry import ModelRegistry
 from app.settings import Settings
-from app.teach.core import check_free_name, taught_root, teach_catalog
+from app.teach.compose import check_room
+from app.teach.core import check_free_name, room_from, taught_root, teach_catalog
 from app.teach.examples import limits_from
 from app.teach.folder import IngestReport, folder_images, ingest
 
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     report = IngestReport()
     try:
         check_free_name(registry, args.name)  # before any image is added to a catalog
+        check_room(taught_root(settings), args.name, room_from(settings))
         try:
             record = service.get(catalog)
             print(f"adding to existing catalog {catalog!r} ({record.item_count} items)")
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             positive_label=args.positive_label,
             limits=limits_from(settings),
+            room=room_from(settings),
             progress=progress,
         )
     except ServiceError as exc:

@@ -34,9 +34,9 @@ from app.bundle import (
 )
 from app.bundle_write import atomic_write, write_bundle
 from app.card import CardData, Licence, Section
-from app.fsutil import file_lock, fsync_dir
+from app.fsutil import file_lock, fsync_dir, visible_entries
 from app.numtext import ascii_uint
-from app.teach.errors import InvalidModelName
+from app.teach.errors import InvalidModelName, TaughtModelLimit
 from app.teach.graph import HEAD_OPSET, head_model
 from app.teach.head import Head
 from app.teach.stamp import bump
@@ -105,6 +105,36 @@ def versions_on_disk(root: Path, name: str) -> list[str]:
         v for v in entries if ascii_uint(v) is not None and (folder / v / METADATA_FILE).is_file()
     ]
     return sorted(found, key=int)
+
+
+@dataclass(frozen=True)
+class Room:
+    """How many taught models, and versions of one model, may be kept (each is loaded by every
+    server process, so neither may grow without bound)."""
+
+    max_models: int = 100
+    max_versions: int = 20
+
+
+def check_room(root: Path, name: str, room: Room) -> None:
+    """TaughtModelLimit (409) unless one more version of `name` fits: checked when a job is
+    submitted (an answer at once) and again when it publishes, under the lock."""
+    versions = versions_on_disk(root, name)
+    if len(versions) >= room.max_versions:
+        raise TaughtModelLimit(
+            f"Model {name!r} already has {len(versions)} versions (at most "
+            f"{room.max_versions}, IMGCLASS_TEACH_MAX_VERSIONS); delete one it no longer needs "
+            f"(DELETE /v1/models/{name}@{versions[0]}) and teach again."
+        )
+    if versions:
+        return  # a new version of a model already kept
+    models = [n for n in visible_entries(root) if versions_on_disk(root, n)]
+    if len(models) >= room.max_models:
+        raise TaughtModelLimit(
+            f"{len(models)} taught models are kept (at most {room.max_models}, "
+            "IMGCLASS_TEACH_MAX_MODELS); delete one (DELETE /v1/models/<name>) or teach a new "
+            "version of an existing one."
+        )
 
 
 @dataclass(frozen=True)
@@ -203,10 +233,11 @@ def render_card(meta: BundleMetadata, labels: Sequence[str], summary: Sequence[s
 
 
 def write_taught(
-    root: Path, spec: TaughtSpec, head: Head, summary: Sequence[str]
+    root: Path, spec: TaughtSpec, head: Head, summary: Sequence[str], room: Room | None = None
 ) -> tuple[Path, str]:
     """Write a new version atomically: assembled in a staging folder, then renamed to
-    <root>/<name>/<version>/, the number claimed under the lock that deletes hold too."""
+    <root>/<name>/<version>/, the number claimed under the lock that deletes hold too (and
+    `room` checked under it, so concurrent jobs cannot pass the bound together)."""
     check_model_name(spec.name)
     dim = spec.backbone.metadata.outputs.embedding.dim  # type: ignore[union-attr]
     model_bytes = head_model(head, dim).SerializeToString()
@@ -214,6 +245,7 @@ def write_taught(
     staging.mkdir(parents=True, exist_ok=True)
     sweep_staging(root)
     with file_lock(root / _LOCK):
+        check_room(root, spec.name, room or Room())
         (root / spec.name).mkdir(parents=True, exist_ok=True)  # a delete may have removed it
         existing = versions_on_disk(root, spec.name)
         last = max(int(existing[-1]) if existing else 0, _highest_deleted(root, spec.name))

@@ -21,7 +21,7 @@ from app.catalog.service import CatalogService
 from app.metrics import EvalReport, calibrate_threshold, evaluate_probs, wilson_interval
 from app.registry import ModelRegistry
 from app.settings import Settings
-from app.teach.compose import TaughtSpec, check_model_name, write_taught
+from app.teach.compose import Room, TaughtSpec, check_model_name, write_taught
 from app.teach.errors import ModelNameTaken, NotEnoughExamples, TeachCancelled
 from app.teach.examples import Examples, Limits, limits_from, read_examples
 from app.teach.head import Head, fit_head
@@ -38,6 +38,10 @@ ShouldStop = Callable[[], bool]
 def taught_root(settings: Settings) -> Path:
     """Taught bundles live in the service's data folder (the shipped models/ may be read-only)."""
     return settings.data_dir / "models"
+
+
+def room_from(settings: Settings) -> Room:
+    return Room(max_models=settings.teach_max_models, max_versions=settings.teach_max_versions)
 
 
 def check_free_name(registry: ModelRegistry, model: str) -> None:
@@ -196,6 +200,7 @@ def teach_catalog(
     positive_label: str | None = None,
     description: str = "",
     limits: Limits | None = None,
+    room: Room | None = None,
     progress: Progress = _noop_progress,
     should_stop: ShouldStop = _never,
 ) -> TeachResult:
@@ -233,7 +238,7 @@ def teach_catalog(
         training_time_s=trained.seconds,
         notes=f"{ex.skipped_unlabelled} unlabelled items ignored",
     )
-    path, version = write_taught(taught_root, spec, trained.head, trained.summary)
+    path, version = write_taught(taught_root, spec, trained.head, trained.summary, room)
     progress("loading", 0.0)
     registry.refresh()
     registry.get(f"{model}@{version}")  # raises if it was refused
@@ -272,6 +277,7 @@ def job_work(
     """What a teach job runs (see app.teach.jobs): the job names catalog, model and options."""
     root = taught_root(settings)
     limits = limits_from(settings)
+    room = room_from(settings)
 
     def work(job: Any, progress: Progress, should_stop: ShouldStop) -> dict[str, Any]:
         opts = job.options
@@ -285,6 +291,7 @@ def job_work(
             positive_label=opts.get("positive_label"),
             description=str(opts.get("description", "")),
             limits=limits,
+            room=room,
             progress=progress,
             should_stop=should_stop,
         )

@@ -25,6 +25,11 @@ class TeachLimitExceeded(PayloadTooLarge):
     title = "Too many classes or items for one teach job"
 
 
+class TaughtModelLimit(Conflict):
+    slug = "taught-model-limit"
+    title = "No room for another taught model or version"
+
+
 class JobNotFound(NotFound):
     slug = "job-not-found"
     title = "Job not found"

@@ -13,6 +13,7 @@ import pytest
 
 from app.bundle import Metrics, load_bundle
 from app.teach.compose import (
+    Room,
     TaughtSpec,
     check_model_name,
     delete_taught,
@@ -20,6 +21,7 @@ from app.teach.compose import (
     versions_on_disk,
     write_taught,
 )
+from app.teach.errors import TaughtModelLimit
 from app.teach.head import Head
 from tests.conftest import ROOT
 
@@ -99,3 +101,21 @@ def test_names_with_line_breaks_or_spaces_are_refused(name: str) -> None:
     # re's `$` matches before a final newline: 'm2\n' was served as a model.
     with pytest.raises(Exception, match="Invalid model name"):
         check_model_name(name)
+
+
+def test_versions_and_models_kept_are_bounded_under_the_lock(tmp_path: Path, spec_for) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "models"
+    room = Room(max_models=2, max_versions=3)
+    # Eight concurrent publishes of one name: exactly three fit, the others are refused.
+    errors = _run_all([lambda: write_taught(root, *spec_for("a"), (), room) for _ in range(8)])
+    assert versions_on_disk(root, "a") == ["1", "2", "3"]
+    assert len(errors) == 5 and all(isinstance(e, TaughtModelLimit) for e in errors)
+    assert "already has 3 versions" in str(errors[0]) and "DELETE /v1/models/a@1" in str(errors[0])
+    write_taught(root, *spec_for("b"), (), room)
+    with pytest.raises(TaughtModelLimit, match="2 taught models are kept"):
+        write_taught(root, *spec_for("c"), (), room)
+    # Deleting makes room again; version numbers are still never reused.
+    delete_version(root, "a", "1")
+    assert write_taught(root, *spec_for("a"), (), room)[1] == "4"
+    delete_taught(root, "b")
+    assert write_taught(root, *spec_for("c"), (), room)[1] == "1"

@@ -163,6 +163,21 @@ def test_class_limit_is_413(tmp_path, fm_pngs) -> None:  # type: ignore[no-untyp
         assert r.status_code == 413 and r.json()["type"].endswith("teach-limit")
 
 
+def test_versions_beyond_the_bound_are_409_at_submit(tmp_path, fm_pngs) -> None:  # type: ignore[no-untyped-def]
+    settings = teach_settings(tmp_path, teach_max_versions=1, teach_max_models=1)
+    with TestClient(create_app(settings)) as c:
+        make_catalog(c, "two", {"sneaker": fm_pngs[SNEAKER][:4], "bag": fm_pngs[BAG][:4]})
+        assert teach(c, "two", "m")["status"] == "succeeded"
+        for model, says in (("m", "already has 1 versions"), ("n", "1 taught models are kept")):
+            r = c.post("/v1/catalogs/two/train", json={"model": model})
+            assert r.status_code == 409, r.text
+            problem = r.json()
+            assert r.headers["content-type"] == "application/problem+json"
+            assert problem["type"].endswith("taught-model-limit") and says in problem["detail"]
+        assert c.delete("/v1/models/m").status_code == 200
+        assert teach(c, "two", "n")["status"] == "succeeded"
+
+
 def test_download_runs_in_plain_onnxruntime_with_the_same_top1(
     teach_client: TestClient, fm_pngs: dict[int, list[bytes]]
 ) -> None:
