@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -24,7 +24,7 @@ from app.teach.download import open_download
 from app.teach.errors import ShippedModel
 from app.teach.examples import check_labels, limits_from
 from app.teach.folder import IngestReport, ZipLimits, ingest, zip_images
-from app.teach.jobs import Job, JobRunner
+from app.teach.jobs import Job, JobRunner, Status
 
 router = APIRouter(tags=["teach"])
 
@@ -56,6 +56,13 @@ class JobView(BaseModel):
     error: dict[str, Any] | None = Field(description="problem details when status is failed")
     result: dict[str, Any] | None = Field(
         description="on success: model, version, labels, held-out metrics with n, summary"
+    )
+
+
+class JobList(BaseModel):
+    jobs: list[JobView] = Field(description="newest first, at most `limit`")
+    total: int = Field(
+        description="jobs matching the filters (finished jobs beyond the newest 500 are not kept)"
     )
 
 
@@ -175,6 +182,19 @@ async def _add_zip(
     async with embed_slot(request):  # held while embedding, not while the body arrives
         report = await run_in_threadpool(work)
     return ZipIngested(catalog=catalog, added=report.added, skipped=report.skipped)
+
+
+@router.get("/v1/jobs", response_model=JobList, dependencies=[ReadAuth])
+async def list_jobs(
+    runner: RunnerDep,
+    status: Annotated[Status | None, Query(description="only jobs with this status")] = None,
+    model: Annotated[str | None, Query(max_length=64, description="only jobs teaching it")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobList:
+    """Teach jobs of every server process, newest first: to find a job again after a reload,
+    or to see what is queued."""
+    jobs, total = await run_in_threadpool(runner.find, status=status, model=model, limit=limit)
+    return JobList(jobs=[job_view(j) for j in jobs], total=total)
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobView, dependencies=[ReadAuth])

@@ -275,6 +275,27 @@ class JobRunner:
                     self.store.fail(job)
         return job
 
+    def find(
+        self, *, status: Status | None = None, model: str | None = None, limit: int = 50
+    ) -> tuple[list[Job], int]:
+        """Jobs of every process sharing the folder, newest first, as `get` reports each (this
+        process's own from memory, a dead process's active ones failed), filtered; at most
+        `limit` of them and how many matched."""
+        with self._lock:
+            mine = {job_id: replace(job) for job_id, job in self._jobs.items()}
+        jobs = {job.id: job for job in self.store.all()}
+        jobs.update(mine)  # fresher than their last save
+        for job_id, job in jobs.items():
+            if job_id not in mine and not job.done and self.store.orphaned(job):
+                jobs[job_id] = self.get(job_id)  # marks it failed, as a GET of it would
+        found = [
+            j
+            for j in jobs.values()
+            if (status is None or j.status == status) and (model is None or j.model == model)
+        ]
+        found.sort(key=lambda j: (j.created_at, j.id), reverse=True)
+        return found[:limit], len(found)
+
     def cancel(self, job_id: str) -> Job:
         with self._lock:
             job = self._jobs.get(job_id)

@@ -157,6 +157,62 @@ def test_cancel_queued_and_running_jobs(tmp_path: Path) -> None:
         runner.stop()
 
 
+def test_job_list_spans_processes_newest_first(tmp_path: Path) -> None:
+    """GET /v1/jobs's source: this runner's jobs, another live process's, and a dead process's
+    running job, reported failed as a GET of it would be."""
+    store = JobStore(tmp_path / "jobs")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    store.save(
+        Job(
+            id="old",
+            catalog="c",
+            model="m",
+            options={},
+            status="succeeded",
+            created_at="2026-01-01T00:00:00.000+00:00",
+        )
+    )
+    store.save(
+        Job(
+            id="gone",
+            catalog="c",
+            model="g",
+            options={},
+            status="running",
+            owner_pid=int(dead.stdout),
+            created_at="2026-01-02T00:00:00.000+00:00",
+        )
+    )
+    store.save(
+        Job(
+            id="other",
+            catalog="c",
+            model="o",
+            options={},
+            status="running",
+            owner_pid=os.getppid(),
+            created_at="2026-01-03T00:00:00.000+00:00",
+        )
+    )
+    runner = JobRunner(store, lambda *a: {}, max_queued=4)  # never started: jobs stay queued
+    mine = runner.submit("c", "n", {})
+    jobs, total = runner.find()
+    assert [j.id for j in jobs] == [mine.id, "other", "gone", "old"] and total == 4
+    assert [j.status for j in jobs] == ["queued", "running", "failed", "succeeded"]
+    assert store.load("gone").status == "failed"
+    jobs, total = runner.find(status="running")
+    assert [j.id for j in jobs] == ["other"] and total == 1
+    jobs, total = runner.find(model="m")
+    assert [j.id for j in jobs] == ["old"]
+    jobs, total = runner.find(limit=2)
+    assert [j.id for j in jobs] == [mine.id, "other"] and total == 4
+
+
 def test_finished_jobs_are_pruned(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs")
     for i in range(5):

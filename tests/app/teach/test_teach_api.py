@@ -178,6 +178,24 @@ def test_versions_beyond_the_bound_are_409_at_submit(tmp_path, fm_pngs) -> None:
         assert teach(c, "two", "n")["status"] == "succeeded"
 
 
+def test_jobs_are_listed_newest_first(teach_client: TestClient, fm_pngs) -> None:  # type: ignore[no-untyped-def]
+    c = teach_client
+    make_catalog(c, "l", {"sneaker": fm_pngs[SNEAKER][:4], "bag": fm_pngs[BAG][:4]})
+    assert c.get("/v1/jobs").json() == {"jobs": [], "total": 0}
+    first, second = teach(c, "l", "a"), teach(c, "l", "b")
+    listed = c.get("/v1/jobs").json()
+    assert [j["id"] for j in listed["jobs"]] == [second["id"], first["id"]]
+    assert (
+        listed["total"] == 2 and listed["jobs"][0] == second
+    )  # the same view as GET /v1/jobs/{id}
+    one = c.get("/v1/jobs", params={"model": "a", "status": "succeeded", "limit": 1}).json()
+    assert [j["id"] for j in one["jobs"]] == [first["id"]] and one["total"] == 1
+    assert c.get("/v1/jobs", params={"status": "running"}).json()["total"] == 0
+    for bad in ({"status": "done"}, {"limit": 0}, {"limit": 501}):
+        r = c.get("/v1/jobs", params=bad)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+
+
 def test_download_runs_in_plain_onnxruntime_with_the_same_top1(
     teach_client: TestClient, fm_pngs: dict[int, list[bytes]]
 ) -> None:
