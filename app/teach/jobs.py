@@ -102,6 +102,10 @@ class JobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # file name -> (its stat, the job read): all() parses only files that changed (a
+        # finished job's file holds its metrics; 500 of them re-read per listing is real CPU).
+        # Every save is a new file (atomic rename): a new inode and ctime.
+        self._read: dict[str, tuple[tuple[int, ...], Job]] = {}
 
     def path(self, job_id: str) -> Path:
         return self.root / f"{job_id}.json"
@@ -136,14 +140,26 @@ class JobStore:
             raise JobNotFound(f"No job {job_id!r}.") from exc
 
     def all(self) -> list[Job]:
-        if not self.root.is_dir():
+        """Every readable job file (copies: callers may change them)."""
+        try:
+            names = sorted(n for n in os.listdir(self.root) if n.endswith(".json"))
+        except OSError:
             return []
-        jobs = []
-        for p in sorted(self.root.glob("*.json")):
+        jobs, cache = [], self._read
+        for name in names:
             try:
-                jobs.append(Job(**json.loads(p.read_text(encoding="utf-8"))))
+                st = os.stat(self.root / name)
+                key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                hit = cache.get(name)
+                if hit is None or hit[0] != key:
+                    raw = json.loads((self.root / name).read_text(encoding="utf-8"))
+                    hit = (key, Job(**raw))
+                    cache[name] = hit
             except (OSError, ValueError, TypeError):
                 continue
+            jobs.append(replace(hit[1]))
+        for gone in set(cache) - set(names):
+            cache.pop(gone, None)
         return jobs
 
     def prune_if_over(self, keep: int = KEEP_FINISHED) -> int:

@@ -213,6 +213,29 @@ def test_job_list_spans_processes_newest_first(tmp_path: Path) -> None:
     assert [j.id for j in jobs] == [mine.id, "other"] and total == 4
 
 
+def test_job_files_are_parsed_again_only_when_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = JobStore(tmp_path / "jobs")
+    for i in range(3):
+        store.save(Job(id=f"j{i}", catalog="c", model="m", options={}))
+    parsed: list[str] = []
+    real_loads = json.loads
+
+    def counting_loads(text: str) -> object:
+        parsed.append(text)
+        return real_loads(text)
+
+    monkeypatch.setattr("app.teach.jobs.json.loads", counting_loads)
+    assert [j.status for j in store.all()] == ["queued"] * 3 and len(parsed) == 3
+    store.all()[0].status = "failed"  # a copy: the store's reading is unchanged
+    assert len(parsed) == 3 and store.all()[0].status == "queued"
+    store.save(Job(id="j1", catalog="c", model="m", options={}, status="cancelled"))
+    (tmp_path / "jobs" / "j2.json").unlink()
+    assert [(j.id, j.status) for j in store.all()] == [("j0", "queued"), ("j1", "cancelled")]
+    assert len(parsed) == 4
+
+
 def test_finished_jobs_are_pruned(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs")
     for i in range(5):
