@@ -242,14 +242,38 @@ def process_stopped() -> None:
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
-def exposition(state: Collector) -> bytes:
-    """The /metrics body: process metrics (all workers in multiprocess mode) + app state."""
+class _ServedOnly(Collector):
+    """`source`'s metrics without the samples of models no longer served: a deleted taught
+    model's series leave /metrics at once (the multiprocess files cannot drop a label set,
+    and a process keeps them until it restarts). Samples without a model ('') stay."""
+
+    def __init__(self, source: CollectorRegistry, served: Callable[[str], bool]) -> None:
+        self.source = source
+        self.served = served
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.source.collect():  # fresh Metric objects on every collect
+            metric.samples = [
+                s
+                for s in metric.samples
+                if not s.labels.get("model") or self.served(s.labels["model"])
+            ]
+            yield metric
+
+
+def exposition(state: Collector, served: Callable[[str], bool] | None = None) -> bytes:
+    """The /metrics body: process metrics (all workers in multiprocess mode) + app state;
+    `served`: which `model` label values are still served (default: all)."""
     if multiprocess_dir() is not None:
-        shared = CollectorRegistry()
-        multiprocess.MultiProcessCollector(shared)  # type: ignore[no-untyped-call]
-        head = generate_latest(shared)
+        source = CollectorRegistry()
+        multiprocess.MultiProcessCollector(source)  # type: ignore[no-untyped-call]
     else:
-        head = generate_latest(REGISTRY)
+        source = REGISTRY
+    if served is not None:
+        filtered = CollectorRegistry(auto_describe=False)
+        filtered.register(_ServedOnly(source, served))
+        source = filtered
+    head = generate_latest(source)
     app_registry = CollectorRegistry(auto_describe=False)
     app_registry.register(state)
     return head + generate_latest(app_registry)

@@ -65,7 +65,11 @@ def metrics(request: Request) -> Response:
     in-flight requests, queue depth, batch sizes, served bundles and catalog sizes, and the
     resident memory of every server process."""
     state = request.app.state
+    registry: ModelRegistry = state.registry
     collector = state_collector(
-        state.registry, state.catalogs, getattr(state, "teach", None), state.settings.workers
+        registry, state.catalogs, getattr(state, "teach", None), state.settings.workers
     )
-    return Response(telemetry.exposition(collector), media_type=telemetry.CONTENT_TYPE)
+    names = registry.names()  # a model label is a name, or name@version for an older version
+    served = set(names) | {f"{n}@{v}" for n in names for v in registry.versions(n)}
+    body = telemetry.exposition(collector, served.__contains__)
+    return Response(body, media_type=telemetry.CONTENT_TYPE)

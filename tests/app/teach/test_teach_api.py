@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.bundle import InputSpec
 from app.errors import ModelNotFound
@@ -194,6 +195,31 @@ def test_jobs_are_listed_newest_first(teach_client: TestClient, fm_pngs) -> None
     for bad in ({"status": "done"}, {"limit": 0}, {"limit": 501}):
         r = c.get("/v1/jobs", params=bad)
         assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+
+
+def _model_labels(c: TestClient) -> set[str]:
+    text = c.get("/metrics").text
+    return {
+        s.labels["model"]
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.labels.get("model")
+    }
+
+
+def test_a_deleted_model_leaves_the_metrics(teach_client: TestClient, fm_pngs) -> None:  # type: ignore[no-untyped-def]
+    c = teach_client
+    make_catalog(c, "mx", {"sneaker": fm_pngs[SNEAKER][:4], "bag": fm_pngs[BAG][:4]})
+    teach(c, "mx", "gone")
+    teach(c, "mx", "gone")
+    predict_labels(c, "gone", fm_pngs[BAG][40:41])
+    predict_labels(c, "gone@1", fm_pngs[BAG][40:41])  # queues under its own name, gone@1
+    assert {"gone", "gone@1", "products"} <= _model_labels(c)
+    assert c.delete("/v1/models/gone@1").status_code == 200
+    labels = _model_labels(c)
+    assert "gone" in labels and "gone@1" not in labels
+    assert c.delete("/v1/models/gone").status_code == 200
+    assert not {"gone", "gone@1"} & _model_labels(c) and "products" in _model_labels(c)
 
 
 def test_download_runs_in_plain_onnxruntime_with_the_same_top1(
