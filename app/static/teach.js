@@ -6,6 +6,8 @@ import { problemMessage, readProblem } from "./problems.js";
 
 const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 const UPLOAD_BATCH = 8;
+// The job this tab started, kept across a reload (the job itself lives on the server).
+const JOB_KEY = "imgclass.teach.job";
 const $ = (sel, root = document) => root.querySelector(sel);
 
 function h(tag, attrs = {}, ...children) {
@@ -193,15 +195,7 @@ async function train() {
     const job = await api(`/v1/catalogs/${catalog}/train`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ model }),
     });
-    let done = job;
-    while (done.status === "queued" || done.status === "running") {
-      setProgress(0.5 + 0.5 * done.progress, `Training: ${done.phase}…`);
-      await new Promise((res) => setTimeout(res, 250));
-      done = await api(done.url, { cache: "no-store" });
-    }
-    if (done.status !== "succeeded") throw done.error || { title: `Training ${done.status}` };
-    setProgress(1, `Trained ${done.result.model} v${done.result.version}.`);
-    showResults(done);
+    await follow(job, 0.5);
   } catch (problem) {
     ui.progress.hidden = true;
     showError(problem || { status: 0 });
@@ -211,8 +205,53 @@ async function train() {
   }
 }
 
+// Poll a job to its end and show its results; its progress fills the bar from `start` on.
+async function follow(job, start) {
+  remember(job.url);
+  let done = job;
+  while (done.status === "queued" || done.status === "running") {
+    setProgress(start + (1 - start) * done.progress, `Training ${done.model}: ${done.phase}…`);
+    await new Promise((res) => setTimeout(res, 250));
+    done = await api(done.url, { cache: "no-store" });
+  }
+  remember(null);
+  if (done.status !== "succeeded") throw done.error || { title: `Training ${done.status}` };
+  setProgress(1, `Trained ${done.result.model} v${done.result.version}.`);
+  showResults(done);
+}
+
+function remember(url) {
+  try {
+    if (url) sessionStorage.setItem(JOB_KEY, url);
+    else sessionStorage.removeItem(JOB_KEY);
+  } catch { /* storage off: a reload just loses sight of the job */ }
+}
+
+// After a reload: pick up the job this tab started (still training, or finished meanwhile).
+async function resume() {
+  let url = null;
+  try { url = sessionStorage.getItem(JOB_KEY); } catch { return; }
+  if (!url || !/^\/v1\/jobs\/[A-Za-z0-9]+$/.test(url)) return;
+  state.busy = true;
+  refresh();
+  try {
+    const job = await api(url, { cache: "no-store" });
+    ui.name.value = job.model;
+    await follow(job, 0);
+  } catch (problem) {
+    remember(null);
+    ui.progress.hidden = true;
+    if (problem && problem.status !== 404) showError(problem);
+  } finally {
+    state.busy = false;
+    refresh();
+  }
+}
+
 function showResults(job) {
   const r = job.result;
+  state.backbone = r.backbone; // after a reload the form shows what the job was built on
+  if ([...ui.backbone.options].some((o) => o.value === r.backbone)) ui.backbone.value = r.backbone;
   const m = r.metrics;
   const n = m.n_samples;
   const right = Math.round(m.accuracy * n);
@@ -254,8 +293,8 @@ async function loadBackbones() {
     const body = await api("/v1/models", { cache: "no-store" });
     const usable = (body.models || []).filter((m) => m.outputs && m.outputs.embedding && !m.backbone);
     ui.backbone.replaceChildren(...usable.map((m) => h("option", { value: m.name }, m.name)));
-    const photos = usable.find((m) => m.name === "imagenet");
-    if (photos) ui.backbone.value = "imagenet";
+    const want = usable.find((m) => m.name === (state.backbone || "imagenet"));
+    if (want) ui.backbone.value = want.name;
     if (!usable.length) window.setTimeout(loadBackbones, 2000);
   } catch {
     window.setTimeout(loadBackbones, 3000);
@@ -302,6 +341,7 @@ function build() {
     addFiles(state.active, files);
   }, true);
   loadBackbones();
+  resume();
 }
 
 if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", build);

@@ -77,3 +77,31 @@ def test_teach_at_phone_width(open_page: Any, pictures) -> None:  # type: ignore
     # Nothing wider than the screen.
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0
+
+
+def test_a_reload_while_training_picks_the_job_up(open_page: Any, pictures) -> None:  # type: ignore[no-untyped-def]
+    page = open_page()
+    page.wait_for_function("document.querySelectorAll('#teach-backbone option').length > 0")
+    page.fill("#teach-name", "shoes-reload")
+    page.select_option("#teach-backbone", "products")
+    classes = page.locator("#teach .teach-class")
+    for i, label in enumerate(("sneaker", "bag")):
+        classes.nth(i).locator(".teach-class-name").fill(label)
+        classes.nth(i).locator("input[type=file]").set_input_files(
+            [str(p) for p in pictures[label][:6]]
+        )
+    page.click("#teach-train")
+    # The job is on the server once the page remembers it; reload at once.
+    page.wait_for_function("sessionStorage.getItem('imgclass.teach.job') !== null", timeout=60_000)
+    page.reload()
+    page.wait_for_selector("#teach .teach-results:not([hidden])", timeout=60_000)
+    text = page.locator("#teach .teach-results").inner_text()
+    assert "shoes-reload v1 is ready" in text and "of 6 held-out pictures" in text
+    assert page.input_value("#teach-name") == "shoes-reload"
+    assert page.input_value("#teach-backbone") == "products"  # what the job was built on
+    assert page.evaluate("sessionStorage.getItem('imgclass.teach.job')") is None
+    page.screenshot(path=str(SHOTS / "teach-reload-results.png"), full_page=True)
+    # Shown once: a second reload starts clean.
+    page.reload()
+    page.wait_for_function("document.querySelectorAll('#teach-backbone option').length > 0")
+    assert page.locator("#teach .teach-results").is_hidden()
