@@ -256,3 +256,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.browser)
+
+
+def fill_teach_form(page: Any, model: str, files: dict[str, list[str]]) -> None:
+    """The Teach section: model name, the products backbone, one class per label (the page
+    starts with two) with its picture files."""
+    page.locator("#teach").scroll_into_view_if_needed()
+    page.wait_for_function("document.querySelectorAll('#teach-backbone option').length > 0")
+    page.fill("#teach-name", model)
+    page.select_option("#teach-backbone", "products")
+    classes = page.locator("#teach .teach-class")
+    for i, (label, paths) in enumerate(files.items()):
+        classes.nth(i).locator(".teach-class-name").fill(label)
+        classes.nth(i).locator("input[type=file]").set_input_files(paths)

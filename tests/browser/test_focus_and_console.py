@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.app.teach.conftest import write_sneakers_and_bags
+from tests.browser.conftest import fill_teach_form
 from tests.browser.test_upload_page import (
     CAT,
     FASHION,
@@ -72,14 +73,7 @@ def test_teaching_a_new_name_sends_no_request_that_fails(
     console: list[str] = []
     page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
-    page.locator("#teach").scroll_into_view_if_needed()
-    page.wait_for_function("document.querySelectorAll('#teach-backbone option').length > 0")
-    page.fill("#teach-name", "console-clean")
-    page.select_option("#teach-backbone", "products")
-    classes = page.locator("#teach .teach-class")
-    for i, label in enumerate(("sneaker", "bag")):
-        classes.nth(i).locator(".teach-class-name").fill(label)
-        classes.nth(i).locator("input[type=file]").set_input_files(few_pictures[label])
+    fill_teach_form(page, "console-clean", {k: few_pictures[k] for k in ("sneaker", "bag")})
     page.click("#teach-train")
     page.wait_for_selector("#teach .teach-results:not([hidden])", timeout=60_000)
     assert "console-clean v1 is ready" in page.locator("#teach .teach-results").inner_text()

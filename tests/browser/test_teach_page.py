@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.app.teach.conftest import fm_test_split, png, write_sneakers_and_bags
-from tests.browser.conftest import PHONE
+from tests.browser.conftest import PHONE, fill_teach_form
 
 pytestmark = pytest.mark.browser
 SHOTS = Path("/tmp/shots")
@@ -81,15 +81,11 @@ def test_teach_at_phone_width(open_page: Any, pictures) -> None:  # type: ignore
 
 def test_a_reload_while_training_picks_the_job_up(open_page: Any, pictures) -> None:  # type: ignore[no-untyped-def]
     page = open_page()
-    page.wait_for_function("document.querySelectorAll('#teach-backbone option').length > 0")
-    page.fill("#teach-name", "shoes-reload")
-    page.select_option("#teach-backbone", "products")
-    classes = page.locator("#teach .teach-class")
-    for i, label in enumerate(("sneaker", "bag")):
-        classes.nth(i).locator(".teach-class-name").fill(label)
-        classes.nth(i).locator("input[type=file]").set_input_files(
-            [str(p) for p in pictures[label][:6]]
-        )
+    fill_teach_form(
+        page,
+        "shoes-reload",
+        {label: [str(p) for p in pictures[label][:6]] for label in ("sneaker", "bag")},
+    )
     page.click("#teach-train")
     # The job is on the server once the page remembers it; reload at once.
     page.wait_for_function("sessionStorage.getItem('imgclass.teach.job') !== null", timeout=60_000)

@@ -99,21 +99,27 @@ def test_teach_on_one_server_predict_on_another(tmp_path, fm_pngs) -> None:  # t
                 time.sleep(0.2)
 
 
-def test_restart_marks_running_jobs_failed(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs")
-    dead = subprocess.run(
+def _dead_pid() -> int:
+    """The pid of a process that has exited."""
+    out = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
         text=True,
         check=True,
     )
+    return int(out.stdout)
+
+
+def test_restart_marks_running_jobs_failed(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs")
+    dead = _dead_pid()
     job = Job(
         id="abc123",
         catalog="c",
         model="m",
         options={},
         status="running",
-        owner_pid=int(dead.stdout),
+        owner_pid=dead,
     )
     store.save(job)
     alive = Job(
@@ -161,12 +167,7 @@ def test_job_list_spans_processes_newest_first(tmp_path: Path) -> None:
     """GET /v1/jobs's source: this runner's jobs, another live process's, and a dead process's
     running job, reported failed as a GET of it would be."""
     store = JobStore(tmp_path / "jobs")
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    dead = _dead_pid()
     store.save(
         Job(
             id="old",
@@ -184,7 +185,7 @@ def test_job_list_spans_processes_newest_first(tmp_path: Path) -> None:
             model="g",
             options={},
             status="running",
-            owner_pid=int(dead.stdout),
+            owner_pid=dead,
             created_at="2026-01-02T00:00:00.000+00:00",
         )
     )
