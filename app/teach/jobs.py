@@ -309,7 +309,7 @@ class JobRunner:
             for j in jobs.values()
             if (status is None or j.status == status) and (model is None or j.model == model)
         ]
-        found.sort(key=lambda j: (j.created_at, j.id), reverse=True)
+        found.sort(key=lambda j: (str(j.created_at), str(j.id)), reverse=True)
         return found[:limit], len(found)
 
     def cancel(self, job_id: str) -> Job:
