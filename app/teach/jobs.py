@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from pydantic import TypeAdapter
+
 from app.bundle_write import atomic_write
 from app.errors import PROBLEM_BASE, ServiceError
 from app.fsutil import file_lock
@@ -87,6 +89,17 @@ class Job:
         return self.status not in ACTIVE
 
 
+_JOB_FILE: Final = TypeAdapter(Job)
+
+
+def _read_job(raw: object) -> Job:
+    """A job file's JSON as a Job, every field of its declared type (ValueError otherwise): a
+    damaged or hand-edited file reads as no job, never as a job a view cannot show."""
+    if not isinstance(raw, dict):
+        raise ValueError("a job file holds one JSON object")
+    return _JOB_FILE.validate_python(raw)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -135,7 +148,7 @@ class JobStore:
             raise JobNotFound(f"No job {job_id[:64]!r}.")
         try:
             raw = json.loads(self.path(job_id).read_text(encoding="utf-8"))
-            return Job(**raw)
+            return _read_job(raw)
         except (OSError, ValueError, TypeError) as exc:
             raise JobNotFound(f"No job {job_id!r}.") from exc
 
@@ -153,7 +166,7 @@ class JobStore:
                 hit = cache.get(name)
                 if hit is None or hit[0] != key:
                     raw = json.loads((self.root / name).read_text(encoding="utf-8"))
-                    hit = (key, Job(**raw))
+                    hit = (key, _read_job(raw))
                     cache[name] = hit
             except (OSError, ValueError, TypeError):
                 continue

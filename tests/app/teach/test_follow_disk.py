@@ -237,6 +237,28 @@ def test_job_files_are_parsed_again_only_when_rewritten(
     assert len(parsed) == 4
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"id": "bad", "catalog": "c", "model": "m", "options": {}, "created_at": null}',
+        '{"id": 5, "catalog": "c", "model": "m", "options": {}}',
+        '{"id": "bad", "catalog": "c", "model": "m", "options": {}, "status": "weird"}',
+        "[1, 2]",
+        "{",
+    ],
+)
+def test_a_damaged_job_file_reads_as_no_job(tmp_path: Path, text: str) -> None:
+    """A job file whose fields have the wrong types (edited by hand, a disk error) is no job:
+    404 for its id, left out of listings; before, a null created_at made GET /v1/jobs a 500."""
+    store = JobStore(tmp_path / "jobs")
+    store.save(Job(id="good", catalog="c", model="m", options={}))
+    (tmp_path / "jobs" / "bad.json").write_text(text)
+    with pytest.raises(ServiceError, match="No job"):
+        store.load("bad")
+    runner = JobRunner(store, lambda *a: {})
+    assert [j.id for j in runner.find()[0]] == ["good"]
+
+
 def test_finished_jobs_are_pruned(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs")
     for i in range(5):
