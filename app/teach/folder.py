@@ -8,10 +8,12 @@ is read within caps on entries, total uncompressed bytes and compression ratio (
 from __future__ import annotations
 
 import io
+import lzma
 import re
 import struct
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -85,6 +87,34 @@ def _declared_entries(data: bytes) -> int | None:
         if data[record : record + 4] == b"PK\x06\x06" and record + 40 <= len(data):
             (entries,) = struct.unpack_from("<Q", data, record + 32)
     return int(entries)
+
+
+# What reading one damaged or unsupported entry raises: a bad CRC or header (BadZipFile), a
+# corrupt deflate, LZMA or bzip2 stream (zlib.error, LZMAError, OSError), a stream that ends
+# early (EOFError), an unknown method (NotImplementedError), encryption (RuntimeError).
+_UNREADABLE = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
+def _why(exc: BaseException) -> str:
+    kinds = {
+        zlib.error: "a corrupt compressed stream",
+        lzma.LZMAError: "a corrupt compressed stream",
+        EOFError: "its compressed data ends early",
+        NotImplementedError: "an unsupported compression method",
+        RuntimeError: "encrypted or unreadable",
+    }
+    for kind, text in kinds.items():
+        if isinstance(exc, kind):
+            return text
+    return type(exc).__name__
 
 
 def _header_pixels(zf: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -> int:
@@ -208,8 +238,8 @@ def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator
                 with zf.open(info) as f:
                     # Never trust the header's size: read one byte past it at most.
                     blob = f.read(limits.max_entry_bytes + 1)
-            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
-                report.skip(name, f"unreadable in the zip ({type(exc).__name__})")
+            except _UNREADABLE as exc:
+                report.skip(name, f"unreadable in the zip ({_why(exc)})")
                 continue
             total += len(blob)
             if len(blob) > limits.max_entry_bytes or total > limits.max_total_bytes:

@@ -106,6 +106,47 @@ def test_unsafe_and_hidden_paths_are_listed_never_made_classes(
     assert labels == {"bag"}
 
 
+def _damage_entry(data: bytes, name: str, damage: str) -> bytes:
+    """`data` (a zip) with entry `name` made unreadable: "corrupt", its deflate stream starts
+    with an invalid block type; "truncated", the central directory says its compressed data is
+    8 bytes long, so the stream ends early."""
+    d = bytearray(data)
+    raw = name.encode()
+    if damage == "corrupt":
+        local = d.find(b"PK\x03\x04")  # walk the local headers to `name`
+        while d[local + 30 : local + 30 + len(raw)] != raw:
+            local = d.find(b"PK\x03\x04", local + 4)
+        n = int.from_bytes(d[local + 26 : local + 28], "little")
+        m = int.from_bytes(d[local + 28 : local + 30], "little")
+        d[local + 30 + n + m] = 0xFF  # BTYPE=11: no such deflate block type
+    else:
+        central = d.find(b"PK\x01\x02")
+        while d[central + 46 : central + 46 + len(raw)] != raw:
+            central = d.find(b"PK\x01\x02", central + 4)
+        d[central + 20 : central + 24] = (8).to_bytes(4, "little")
+    return bytes(d)
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncated"])
+def test_a_damaged_entry_is_skipped_with_the_reason(
+    teach_client: TestClient,
+    fm_pngs,  # type: ignore[no-untyped-def]
+    damage: str,
+) -> None:
+    """A corrupt deflate stream raised zlib.error out of the zip reader: a 500 with the
+    entries before it already added. Now the entry is skipped and named, the rest added."""
+    c = teach_client
+    assert c.post("/v1/catalogs", json={"name": "d", "model": "products"}).status_code == 201
+    bag = fm_pngs[BAG]
+    data = _zip(
+        {"bag/0.png": bag[0], "bag/1.png": bag[1], "bag/bad.png": bag[2], "bag/3.png": bag[3]}
+    )
+    body = _post_zip(c, "d", _damage_entry(data, "bag/bad.png", damage))
+    assert body["status"] == 200 and body["added"] == {"bag": 3}, body
+    (skipped,) = body["skipped"]
+    assert skipped["name"] == "bag/bad.png" and "unreadable in the zip" in skipped["reason"]
+
+
 def _big_png(w: int, h: int) -> bytes:
     buf = io.BytesIO()
     Image.new("L", (w, h), 90).save(buf, format="PNG")  # a few KB: decoding is the cost
