@@ -135,10 +135,11 @@ def check_item_id(item_id: str) -> str:
 def check_label(label: str | None) -> str | None:
     if label is None:
         return None
-    label = label.strip()
+    given, label = label, label.strip()
     if not label or len(label) > MAX_LABEL_CHARS or not label.isprintable():
         raise InvalidRequest(
-            f"Invalid label {label[:40]!r}: 1-{MAX_LABEL_CHARS} printable characters."
+            f"Invalid label {given[:40]!r}: 1-{MAX_LABEL_CHARS} printable characters "
+            "(spaces at either end are trimmed)."
         )
     return label
 

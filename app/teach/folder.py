@@ -15,7 +15,7 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Final
 
@@ -268,16 +268,27 @@ def ingest(
                     report.skip(one.name, exc.detail)
         batch.clear()
 
-    for image in images:
-        try:
-            check_label(image.label)
-        except ServiceError as exc:
-            report.skip(image.name, exc.detail)
-            continue
-        batch.append(image)
-        if len(batch) >= _BATCH:
-            flush()
-    flush()
+    try:
+        for image in images:
+            try:
+                label = check_label(image.label) or ""
+            except ServiceError as exc:
+                report.skip(image.name, exc.detail)
+                continue
+            batch.append(replace(image, label=label))  # as stored (trimmed), and so reported
+            if len(batch) >= _BATCH:
+                flush()
+        flush()
+    except ServiceError as exc:
+        # Batches already added stay (each is committed): the error says so, and which.
+        if report.added:
+            n = sum(report.added.values())
+            exc.detail += (
+                f" {n} image(s) read before this were added to catalog {catalog!r} and stay "
+                "there (`added`, by label); the rest of the upload was not."
+            )
+            exc.extra["added"] = dict(report.added)
+        raise
     return report
 
 

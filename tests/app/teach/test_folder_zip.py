@@ -15,8 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.errors import PayloadTooLarge
 from app.main import create_app
 from app.teach import cli as teach_cli
+from app.teach.folder import IngestReport, LabelledImage, ingest
 from tests.app.teach.conftest import BAG, SNEAKER, teach_settings, wait_job
 from tests.conftest import ROOT
 
@@ -145,6 +147,45 @@ def test_a_damaged_entry_is_skipped_with_the_reason(
     assert body["status"] == 200 and body["added"] == {"bag": 3}, body
     (skipped,) = body["skipped"]
     assert skipped["name"] == "bag/bad.png" and "unreadable in the zip" in skipped["reason"]
+
+
+def test_an_error_after_committed_batches_says_what_stays(
+    teach_client: TestClient,
+    fm_pngs,  # type: ignore[no-untyped-def]
+) -> None:
+    """Images are added in committed batches of 32: an error raised later (the zip reader's
+    mid-stream size check) leaves the first batch in the catalog, and the error says so."""
+    c = teach_client
+    assert c.post("/v1/catalogs", json={"name": "half", "model": "products"}).status_code == 201
+    service = c.app.state.catalogs  # type: ignore[attr-defined]
+
+    def images():  # type: ignore[no-untyped-def]
+        for i in range(40):
+            yield LabelledImage("bag", f"bag/{i}.png", fm_pngs[BAG][i])
+        raise PayloadTooLarge("The zip unpacks to more than its headers declare.")
+
+    with pytest.raises(PayloadTooLarge) as info:
+        ingest(service, "half", images(), IngestReport())
+    assert info.value.extra["added"] == {"bag": 32}
+    assert "32 image(s) read before this were added" in info.value.detail
+    assert c.get("/v1/catalogs/half").json()["item_count"] == 32
+
+
+def test_added_counts_use_the_labels_as_stored(
+    teach_client: TestClient,
+    fm_pngs,  # type: ignore[no-untyped-def]
+) -> None:
+    """A folder 'bag ' is stored as label 'bag' and reported so (it was reported as 'bag ');
+    a folder of whitespace is refused under its own name, not as ''."""
+    c = teach_client
+    assert c.post("/v1/catalogs", json={"name": "t", "model": "products"}).status_code == 201
+    bag = fm_pngs[BAG]
+    body = _post_zip(c, "t", _zip({"bag /0.png": bag[0], "bag/1.png": bag[1], "\t/2.png": bag[2]}))
+    assert body["status"] == 200 and body["added"] == {"bag": 2}, body
+    (skipped,) = body["skipped"]
+    assert skipped["reason"].startswith("Invalid label '\\t'"), skipped
+    labels = [i["label"] for i in c.get("/v1/catalogs/t/items").json()["items"]]
+    assert labels == ["bag", "bag"]
 
 
 def _big_png(w: int, h: int) -> bytes:
