@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -77,3 +78,29 @@ def test_a_write_waits_for_another_process_holding_the_database(
         holder.close()
         ids = sorted(i["id"] for i in c.get("/v1/catalogs/fm/items").json()["items"])
         assert ids == ["a", "b"]
+
+
+def test_a_database_replaced_under_the_server_is_a_503(
+    make_client: ClientFactory,
+    images: list[tuple[bytes, str]],  # noqa: F811
+) -> None:
+    """The catalog database's tables gone under the running server (its file replaced by an
+    empty one; here a second connection drops them): every catalog call was a 500 with a
+    traceback (fuzz round 3 deleted a running server's data folder). Now a 503 that says what
+    happened, and predictions keep working. (A database damaged before start-up was already
+    a 503 vector-store-unavailable.)"""
+    with make_client() as c:
+        assert c.post("/v1/catalogs", json={"name": "fm", "model": "tiny"}).status_code == 201
+        db = c.app.state.settings.data_dir / "catalogs" / "catalogs.sqlite3"  # type: ignore[attr-defined]
+        with closing(sqlite3.connect(db)) as other:
+            tables = other.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+            ).fetchall()
+            for (name,) in tables:
+                other.execute(f'DROP TABLE "{name}"')
+            other.commit()
+        body = problem(c.get("/v1/catalogs/fm"), 503)
+        assert "missing or damaged" in body["detail"]
+        problem(c.post("/v1/catalogs/fm/items", content=images[0][0]), 503)
+        problem(c.post("/v1/catalogs", json={"name": "n2", "model": "tiny"}), 503)
+        assert c.post("/v1/models/tiny/predict", content=images[1][0]).status_code == 200
