@@ -17,6 +17,7 @@ from app.api import access, catalogs, health, metrics, models, predict, teach, v
 from app.api.body_budget import BodyBudget
 from app.api.cors import ProblemCORSMiddleware
 from app.api.guards import GuardMiddleware
+from app.api.head import HeadAsGet
 from app.api.hotpath import ServingApp
 from app.api.overload import OverloadShedder
 from app.api.problems import install_error_handlers
@@ -101,8 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else 0
     )
     install_error_handlers(app)
-    # Added innermost first: access log -> CORS -> guards -> routes.
-    # Innermost: a full model queue is refused before routing (after the guards).
+    # Added innermost first: access log -> CORS -> guards -> shedder -> HEAD -> routes.
+    app.add_middleware(HeadAsGet)  # innermost: the routes answer HEAD as GET, without a body
+    # A full model queue is refused before routing (after the guards).
     app.add_middleware(
         OverloadShedder,
         schedulers=app.state.schedulers,

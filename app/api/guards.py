@@ -104,6 +104,18 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if sum(1 for k, _ in scope["headers"] if k.lower() == b"host") > 1:
+            # RFC 9112 3.2: a request with more than one Host line gets a 400 (the dict above
+            # keeps the last one, which the allow-list would have checked).
+            await _problem(
+                scope,
+                send,
+                400,
+                "host-not-allowed",
+                "Host not allowed",
+                "The request has more than one Host header; send exactly one.",
+            )
+            return
         host = headers.get("host", "")
         probe = scope["path"] in PROBE_PATHS and scope["method"] in SAFE_METHODS
         if not self.any_host and not probe and not host_allowed(host, self.allowed_hosts):

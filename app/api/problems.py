@@ -75,6 +75,12 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"No route {request.method} {request.url.path}; see /docs for the API."
+        headers = dict(exc.headers or {})  # a 405's Allow (RFC 9110 15.5.6: it must be sent)
+        if exc.status_code == 405 and headers.get("Allow"):
+            allowed = headers["Allow"]
+            if "GET" in allowed.split(", ") and "HEAD" not in allowed:
+                headers["Allow"] = allowed = f"{allowed}, HEAD"  # app/api/head.py answers it
+            detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}."
         slug = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
             exc.status_code, "http-error"
         )
@@ -83,6 +89,7 @@ def install_error_handlers(app: FastAPI) -> None:
             titles.get(exc.status_code, "HTTP error"),
             detail,
             slug,
+            headers=headers or None,
             instance=request.url.path,
         )
 
