@@ -104,30 +104,10 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if sum(1 for k, _ in scope["headers"] if k.lower() == b"host") > 1:
-            # RFC 9112 3.2: a request with more than one Host line gets a 400 (the dict above
-            # keeps the last one, which the allow-list would have checked).
-            await _problem(
-                scope,
-                send,
-                400,
-                "host-not-allowed",
-                "Host not allowed",
-                "The request has more than one Host header; send exactly one.",
-            )
-            return
         host = headers.get("host", "")
-        probe = scope["path"] in PROBE_PATHS and scope["method"] in SAFE_METHODS
-        if not self.any_host and not probe and not host_allowed(host, self.allowed_hosts):
-            await _problem(
-                scope,
-                send,
-                400,
-                "host-not-allowed",
-                "Host not allowed",
-                "This server answers only to the host names in IMGCLASS_ALLOWED_HOSTS "
-                "(a guard against DNS rebinding); add the name you use to reach it.",
-            )
+        refusal = self._host_refusal(scope, host)
+        if refusal is not None:
+            await _problem(scope, send, 400, "host-not-allowed", "Host not allowed", refusal)
             return
         if scope["method"] not in SAFE_METHODS and self._cross_site(headers, host):
             await _problem(
@@ -142,6 +122,20 @@ class GuardMiddleware:
             )
             return
         await self.app(scope, receive, send)
+
+    def _host_refusal(self, scope: Scope, host: str) -> str | None:
+        """Why this request's Host is refused (400), or None."""
+        if sum(1 for k, _ in scope["headers"] if k.lower() == b"host") > 1:
+            # RFC 9112 3.2: more than one Host line is a 400 (`host`, from a dict, is the
+            # last one, which the allow-list alone would have checked).
+            return "The request has more than one Host header; send exactly one."
+        probe = scope["path"] in PROBE_PATHS and scope["method"] in SAFE_METHODS
+        if not self.any_host and not probe and not host_allowed(host, self.allowed_hosts):
+            return (
+                "This server answers only to the host names in IMGCLASS_ALLOWED_HOSTS "
+                "(a guard against DNS rebinding); add the name you use to reach it."
+            )
+        return None
 
     def _cross_site(self, headers: dict[str, str], host: str) -> bool:
         origin = headers.get("origin")
