@@ -101,20 +101,24 @@ _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_FULL, _SQLITE_CANTOPEN =
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 
 
+def database_gone() -> StorageUnavailable:
+    """The catalog database was removed, replaced or damaged under the running server:
+    nothing a client can fix by sending another request."""
+    return StorageUnavailable(
+        "The catalog database is missing or damaged (its file was removed or replaced while "
+        "the server ran); restore the data folder or restart the server. Predictions without "
+        "catalogs still work."
+    )
+
+
 def storage_error(exc: BaseException) -> ServiceError | None:
     """The client-facing error for a failing data folder (disk full, read-only, no
     permission, database locked, database removed or damaged under the running server), or
     None when `exc` is not one of those."""
     if isinstance(exc, sqlite3.DatabaseError):
         code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
-        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "no such table" in str(exc):
-            # The database file was deleted, replaced or damaged under the running server
-            # (its tables are gone): nothing a client can fix by sending another request.
-            return StorageUnavailable(
-                "The catalog database is missing or damaged (its file was removed or replaced "
-                "while the server ran); restore the data folder or restart the server. "
-                "Predictions without catalogs still work."
-            )
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return database_gone()
         if code == _SQLITE_FULL:
             return InsufficientStorage(
                 "The data folder's disk is full; nothing was stored. Free space and retry."

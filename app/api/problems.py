@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.catalog.sqlite import schema_gone
 from app.errors import PROBLEM_BASE, PROBLEM_JSON, Overloaded, ServiceError
 from app.fsutil import storage_error
 
@@ -116,7 +117,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def storage(request: Request, exc: Exception) -> JSONResponse:
         """Disk full, read-only data folder, locked database: the machine, not a bug. Handled
         here (not by `unexpected`, which Starlette re-raises into a traceback) as 507/503."""
-        mapped = storage_error(exc)
+        mapped = storage_error(exc) or schema_gone(exc)
         if mapped is None:
             return await unexpected(request, exc)
         logger.warning("storage failure under %s: %s", request.url.path, exc)

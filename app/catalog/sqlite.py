@@ -4,6 +4,7 @@ connections (WAL, synchronous=FULL) and write/read transactions."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from app.catalog.types import ImageRef, ItemRecord, ModelRef
+from app.errors import ServiceError
+from app.fsutil import database_gone
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS catalogs (
@@ -53,6 +56,18 @@ CREATE TABLE IF NOT EXISTS deletions (
 CREATE INDEX IF NOT EXISTS deletions_catalog ON deletions (catalog_id, seq);
 """
 ITEM_COLS = "item_id, label, metadata, image_sha256, content_type, width, height, created_at"
+_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA))
+
+
+def schema_gone(exc: BaseException) -> ServiceError | None:
+    """StorageUnavailable when `exc` says one of this schema's own tables does not exist: the
+    database file was replaced (by an empty one) under the running server. Any other missing
+    table is a bug in a query and stays a 500."""
+    if isinstance(exc, sqlite3.OperationalError):
+        found = re.fullmatch(r"no such table: (?:main\.)?(\w+)", str(exc))
+        if found is not None and found.group(1) in _TABLES:
+            return database_gone()
+    return None
 
 
 @dataclass(frozen=True)

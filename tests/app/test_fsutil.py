@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from app.catalog.sqlite import schema_gone
 from app.errors import ConfigurationError, InsufficientStorage, StorageUnavailable
 from app.fsutil import check_writable, storage_error
 
@@ -51,6 +52,28 @@ def test_os_errors_of_the_disk_map_to_507_or_503(code: int, kind: type) -> None:
     mapped = storage_error(OSError(code, os.strerror(code)))
     assert isinstance(mapped, kind)
     assert mapped.status == (507 if kind is InsufficientStorage else 503)
+
+
+def test_a_file_that_is_not_a_database_is_a_503(tmp_path: Path) -> None:
+    db = tmp_path / "x.sqlite3"
+    db.write_bytes(b"not a database, " * 4096)
+    with pytest.raises(sqlite3.DatabaseError) as caught:
+        sqlite3.connect(db).execute("SELECT * FROM catalogs")
+    mapped = storage_error(caught.value)
+    assert isinstance(mapped, StorageUnavailable) and "missing or damaged" in mapped.detail
+
+
+def test_only_the_catalog_schemas_own_tables_missing_mean_a_replaced_database(
+    tmp_path: Path,
+) -> None:
+    """An empty database where the catalog's was: a 503. A query naming a table the schema
+    does not have is a bug, and stays a 500."""
+    conn = sqlite3.connect(tmp_path / "x.sqlite3")
+    for table, gone in (("catalogs", True), ("main.items", True), ("catlogs", False)):
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            conn.execute(f"SELECT * FROM {table}")
+        assert (schema_gone(caught.value) is not None) is gone, table
+        assert storage_error(caught.value) is None
 
 
 def test_other_errors_stay_unexpected() -> None:
