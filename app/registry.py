@@ -387,6 +387,16 @@ class ModelRegistry:
         with self._lock:
             return sorted(set(self._models) | set(self._taught))
 
+    def serving_names(self) -> set[str]:
+        """Every name a model's requests queue and are counted under (`serving_name`): each
+        model's name, and `name@v` for every taught version. One stamp check, one lock."""
+        self._follow_stamp()
+        with self._lock:
+            keys = set(self._models) | set(self._taught)
+            for name, versions in self._taught.items():
+                keys.update(f"{name}{VERSION_SEP}{v}" for v in versions)
+        return keys
+
     def versions(self, name: str) -> list[str]:
         """Served versions of a taught model, oldest first (empty for shipped models)."""
         self._follow_stamp()

@@ -69,7 +69,5 @@ def metrics(request: Request) -> Response:
     collector = state_collector(
         registry, state.catalogs, getattr(state, "teach", None), state.settings.workers
     )
-    names = registry.names()  # a model label is a name, or name@version for an older version
-    served = set(names) | {f"{n}@{v}" for n in names for v in registry.versions(n)}
-    body = telemetry.exposition(collector, served.__contains__)
+    body = telemetry.exposition(collector, registry.serving_names().__contains__)
     return Response(body, media_type=telemetry.CONTENT_TYPE)
