@@ -166,3 +166,28 @@ def check_writable(folder: Path) -> None:
             f"{exc.strerror or exc}. Catalogs, taught models and jobs are stored there; "
             "mount it read-write for the service's user."
         ) from exc
+
+
+class FolderIdentity:
+    """Which folder a path named when the server started or first saw it (device and inode), so a probe can
+    tell that the data folder was removed or replaced under the running server (every catalog
+    call then answers 503) with one stat call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._key = self._stat()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def intact(self) -> bool:
+        """False when the folder, once seen, is now missing or another folder. A folder that
+        did not exist yet (created on first write) is watched from the first call that sees it."""
+        if self._key is None:
+            self._key = self._stat()
+            return True
+        return self._stat() == self._key

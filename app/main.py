@@ -23,6 +23,7 @@ from app.api.overload import OverloadShedder
 from app.api.problems import install_error_handlers
 from app.batching import Schedulers, serving_threads
 from app.catalog.service import CatalogService
+from app.fsutil import FolderIdentity
 from app.heap import freeze_loaded_heap
 from app.logs import RequestObserver, configure_logging
 from app.registry import ModelRegistry
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.data_folder = FolderIdentity(settings.data_dir)  # /readyz: removed or replaced?
     # Built here, not in the lifespan, so an impossible provider setting fails start-up at once.
     app.state.registry = ModelRegistry(
         settings.models_dir,

@@ -300,3 +300,8 @@ class Readiness(BaseModel):
     models: list[str]
     loading: list[str]
     refused: list[RefusedModel]
+    storage: str = Field(
+        "ok",
+        description="'ok', or 'unavailable' when the data folder (catalogs, taught models, "
+        "jobs) was removed or replaced under the running server",
+    )

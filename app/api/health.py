@@ -3,7 +3,7 @@ behind decodes and forward passes, and cheap (no I/O, no locks held long)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.deps import RegistryDep, SettingsDep
@@ -28,19 +28,28 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
+async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
     """200 once every bundle has been loaded and warmed up (refused bundles are named; why
     is in the log and, for API-key holders, in /v1/models); 503 while loading, when no model
-    could be loaded, or - with require_all_models - when any bundle was refused."""
+    could be loaded, with require_all_models when any bundle was refused, or when the data
+    folder was removed or replaced under the running server (catalogs, teaching and jobs then
+    answer 503; a load balancer should send traffic to a replica that still has it). One stat
+    call, no lock."""
     refused = registry.refused()
     names = registry.names()
-    ready = server_ready(registry, settings)
+    storage_ok = request.app.state.data_folder.intact()
+    ready = server_ready(registry, settings) and storage_ok
+    if ready:
+        status = "ready"
+    elif not registry.loading_finished:
+        status = "loading"
+    else:
+        status = "unavailable" if storage_ok else "storage-unavailable"
     body = Readiness(
-        status="ready"
-        if ready
-        else ("loading" if not registry.loading_finished else "unavailable"),
+        status=status,
         models=names,
         loading=registry.pending(),
         refused=[RefusedModel(name=n) for n in sorted(refused)],
+        storage="ok" if storage_ok else "unavailable",
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -5,6 +5,9 @@ readable through its open descriptor), and every error is problem+json.
 Byte ranges: one range (`bytes=a-b`, `bytes=a-`, `bytes=-n`) gets 206; a range past the end
 gets 416 problem+json with `Content-Range: bytes */size`; a malformed header or several ranges
 are ignored and the whole file is sent (RFC 9110 section 14.2 lets a server ignore Range).
+`If-Range` (RFC 9110 section 13.1.5): the range is honoured only when it names this file's
+ETag, compared strongly; a weak tag, another tag or a date (no Last-Modified is sent) gets the
+whole file, so a client resuming a download never splices two different images.
 """
 
 from __future__ import annotations
@@ -50,6 +53,22 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size)
 
 
+def range_applies(if_range: str | None, etag: str | None) -> bool:
+    """Whether a Range header may be honoured given the request's If-Range (strong match)."""
+    if if_range is None:
+        return True
+    tag = if_range.strip()
+    return etag is not None and not tag.startswith("W/") and tag == etag
+
+
+def none_match(if_none_match: str | None, etag: str) -> bool:
+    """Whether If-None-Match names this ETag (weak comparison, `*` matches), i.e. a 304."""
+    if if_none_match is None:
+        return False
+    tags = [t.strip() for t in if_none_match.split(",")]
+    return "*" in tags or etag in [t.removeprefix("W/") for t in tags]
+
+
 def open_stored(path: Path, what: str) -> BinaryIO:
     """The file, open; 404 problem when it is gone (blocking: call it in a worker thread)."""
     try:
@@ -82,6 +101,10 @@ class StoredFileResponse(Response):
     async def _send(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = dict(scope.get("headers") or [])
         header = raw.get(b"range")
+        if_range = raw.get(b"if-range")
+        etag = self.headers.get("etag")
+        if not range_applies(if_range.decode("latin-1") if if_range is not None else None, etag):
+            header = None
         try:
             span = byte_range(header.decode("latin-1") if header is not None else None, self.size)
         except RangeNotSatisfiable:

@@ -112,7 +112,8 @@ def live() -> dict[str, bool]:
 
 @router.get("/health/ready")
 def ready(registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
-    """200 when the server is ready for inference (same rule as /readyz), else 503."""
+    """200 when the server is ready for inference (the /readyz rule for models; the data folder
+    is not checked here: predictions do not need it), else 503."""
     ok = server_ready(registry, settings)
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 

@@ -13,7 +13,9 @@ from app.api.stored_file import (
     RangeNotSatisfiable,
     StoredFileResponse,
     byte_range,
+    none_match,
     open_stored,
+    range_applies,
 )
 from app.errors import NotFound
 
@@ -88,3 +90,56 @@ def test_a_file_removed_after_it_was_opened_is_still_sent_whole(tmp_path: Path) 
 def test_a_missing_file_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="missing from the data folder"):
         open_stored(tmp_path / "gone", "item 'a'")
+
+
+ETAG = '"abc"'
+
+
+@pytest.mark.parametrize(
+    ("if_range", "applies"),
+    [
+        (None, True),
+        ('"abc"', True),
+        (' "abc" ', True),
+        ('"old"', False),
+        ('W/"abc"', False),  # If-Range compares strongly
+        ("Tue, 01 Dec 2026 10:00:00 GMT", False),  # no Last-Modified is sent
+        ("", False),
+    ],
+)
+def test_range_applies_only_for_this_files_strong_etag(if_range: str | None, applies: bool) -> None:
+    assert range_applies(if_range, ETAG) is applies
+
+
+@pytest.mark.parametrize(
+    ("header", "match"),
+    [
+        (None, False),
+        ('"abc"', True),
+        ('"x", "abc"', True),
+        ('W/"abc"', True),  # If-None-Match compares weakly
+        ("*", True),
+        ('"abcd"', False),
+        ("", False),
+    ],
+)
+def test_none_match(header: str | None, match: bool) -> None:
+    assert none_match(header, ETAG) is match
+
+
+def test_a_stale_if_range_gets_the_whole_file(tmp_path: Path) -> None:
+    """A client resuming a download of an image that has since changed must not splice two
+    images: a Range under a stale If-Range is ignored (RFC 9110 13.1.5)."""
+    data = bytes(range(200))
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+
+    def serve(headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+        return _serve(StoredFileResponse(open_stored(path, "a"), "image/png", {"ETag": ETAG}),
+                      headers)  # fmt: skip
+
+    fresh = serve([(b"range", b"bytes=100-"), (b"if-range", ETAG.encode())])
+    assert fresh[0]["status"] == 206 and b"".join(m["body"] for m in fresh[1:]) == data[100:]
+    stale = serve([(b"range", b"bytes=100-"), (b"if-range", b'"old"')])
+    assert stale[0]["status"] == 200 and b"".join(m["body"] for m in stale[1:]) == data
+    assert b"content-range" not in dict(stale[0]["headers"])

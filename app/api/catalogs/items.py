@@ -13,7 +13,7 @@ from app.api.catalogs.shaping import item_view
 from app.api.deps import CatalogsDep, ReadAuth, SettingsDep, WriteAuth
 from app.api.embed_gate import embed_gate, embed_slot
 from app.api.forms import is_multipart, read_form
-from app.api.stored_file import StoredFileResponse, open_stored
+from app.api.stored_file import StoredFileResponse, none_match, open_stored
 from app.api.uploads import read_uploads, uploads_from
 from app.catalog.service import CatalogService
 from app.errors import InvalidRequest
@@ -119,7 +119,7 @@ async def _file(
         "Cache-Control": f"{scope}, max-age=86400",
         "X-Content-Type-Options": "nosniff",
     }
-    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+    if none_match(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     file = await run_in_threadpool(open_stored, path, f"item {item_id!r}")
     return StoredFileResponse(file, ctype, headers)

@@ -104,3 +104,31 @@ def test_a_database_replaced_under_the_server_is_a_503(
         problem(c.post("/v1/catalogs/fm/items", content=images[0][0]), 503)
         problem(c.post("/v1/catalogs", json={"name": "n2", "model": "tiny"}), 503)
         assert c.post("/v1/models/tiny/predict", content=images[1][0]).status_code == 200
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_readyz_fails_when_the_data_folder_goes_away(
+    make_client: ClientFactory,
+    images: list[tuple[bytes, str]],  # noqa: F811
+    how: str,
+) -> None:
+    """/readyz answered 200 after the running server's data folder was deleted (fuzz round
+    3), while every catalog call answered 503: a load balancer kept sending traffic to a
+    replica that could not store anything. Now it is 503 `storage-unavailable`; liveness and
+    predictions are unaffected."""
+    with make_client() as c:
+        assert c.get("/readyz").json()["storage"] == "ok"
+        data = c.app.state.settings.data_dir  # type: ignore[attr-defined]
+        moved = data.with_name(data.name + "-old")
+        data.rename(moved)
+        if how == "replaced":
+            data.mkdir()
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["status"] == "storage-unavailable"
+        assert r.json()["storage"] == "unavailable"
+        assert c.get("/healthz").status_code == 200
+        assert c.post("/v1/models/tiny/predict", content=images[1][0]).status_code == 200
+        if how == "removed":  # put back: ready again
+            moved.rename(data)
+            assert c.get("/readyz").status_code == 200
