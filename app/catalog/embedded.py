@@ -12,7 +12,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
@@ -37,8 +37,8 @@ from app.catalog.types import (
     ModelRef,
     NewItem,
     Vector,
+    catalog_changed,
 )
-from app.errors import Conflict
 from app.fsutil import fsync_dir, make_dirs_durably
 
 logger = logging.getLogger(__name__)
@@ -148,18 +148,23 @@ class EmbeddedStore(CatalogStore):
         return shas
 
     def rebind_catalog(
-        self, name: str, model: ModelRef, vectors: dict[str, Vector]
+        self,
+        name: str,
+        model: ModelRef,
+        vectors: dict[str, Vector],
+        images: Mapping[str, str] | None = None,
     ) -> CatalogRecord:
         with self._tx() as conn:
             row = self._row(conn, name)
-            ids = {
-                r[0]
-                for r in conn.execute("SELECT item_id FROM items WHERE catalog_id = ?", (row.id,))
-            }
-            if ids != set(vectors):
-                raise Conflict(
-                    f"Catalog {name!r} changed while it was being reindexed; run the reindex again."
-                )
+            now_images = dict(
+                conn.execute(
+                    "SELECT item_id, image_sha256 FROM items WHERE catalog_id = ?", (row.id,)
+                ).fetchall()
+            )
+            if set(now_images) != set(vectors) or (
+                images is not None and any(now_images[i] != images.get(i) for i in now_images)
+            ):
+                raise catalog_changed(name)
             for v in vectors.values():
                 if v.shape != (model.dim,):
                     raise DimensionMismatch(f"vector of shape {v.shape}, expected ({model.dim},)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from app.catalog.types import (
     ModelRef,
     NewItem,
     Vector,
+    catalog_changed,
 )
 from app.errors import Conflict
 
@@ -119,7 +120,11 @@ class MilvusStore(MilvusBase, CatalogStore):
         return shas
 
     def rebind_catalog(
-        self, name: str, model: ModelRef, vectors: dict[str, Vector]
+        self,
+        name: str,
+        model: ModelRef,
+        vectors: dict[str, Vector],
+        images: Mapping[str, str] | None = None,
     ) -> CatalogRecord:
         with self._lock:
             info = self._info(name)
@@ -131,10 +136,10 @@ class MilvusStore(MilvusBase, CatalogStore):
             rows: list[dict[str, Any]] = []
             for batch in self._pages(info["collection"], ITEM_FIELDS):
                 rows.extend(batch)
-            if {r["id"] for r in rows} != set(vectors):
-                raise Conflict(
-                    f"Catalog {name!r} changed while it was being reindexed; run the reindex again."
-                )
+            if {r["id"] for r in rows} != set(vectors) or (
+                images is not None and any(r["image"] != images.get(r["id"]) for r in rows)
+            ):
+                raise catalog_changed(name)
             with self._errors():
                 for start in range(0, len(rows), BATCH):
                     chunk = rows[start : start + BATCH]

@@ -23,10 +23,12 @@ from app.catalog.backends import open_store
 from app.catalog.blobs import BlobStore
 from app.catalog.store import CatalogStore
 from app.catalog.types import (
+    CatalogChanged,
     CatalogRecord,
     DimensionMismatch,
     Hit,
     ImageRef,
+    ItemNotFound,
     ItemPage,
     ItemRecord,
     ModelMismatch,
@@ -48,6 +50,7 @@ from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 _EMBED_BATCH = 64
+REINDEX_ROUNDS = 5  # reindex: rebind attempts while writes keep changing the catalog
 
 
 @dataclass(frozen=True)
@@ -247,24 +250,67 @@ class CatalogService:
                 self.blobs.remove(sha)
 
     def reindex(self, name: str) -> tuple[CatalogRecord, int]:
-        """Re-embed every stored image with the model now served under the catalog's model name."""
+        """Re-embed every stored image with the model now served under the catalog's model
+        name, then rebind in one step. Writes may continue meanwhile: when the catalog changed
+        (items added, deleted or replaced), only the images not yet embedded are embedded and
+        the rebind is tried again, up to REINDEX_ROUNDS times; each round embeds only what
+        changed, so it converges unless writes outpace the embedding."""
         store = self._ensure_open()
         catalog = store.get_catalog(name)
         loaded = self.registry.get(catalog.model.name)
         ref = model_ref(loaded)
-        vectors: dict[str, Vector] = {}
-        for batch in store.iter_items(name, batch=256):
+        by_image: dict[str, Vector] = {}  # sha256 -> vector, kept across rounds
+        for round_ in range(1, REINDEX_ROUNDS + 1):
+            images = self._embed_missing(store, name, loaded, by_image)
             try:
-                datas = [self.blobs.image_path(it.image.sha256).read_bytes() for it in batch]
-            except FileNotFoundError as exc:  # an item deleted (and its image collected) meanwhile
-                raise Conflict(
-                    f"Catalog {name!r} changed while it was being reindexed; run the reindex again."
-                ) from exc
-            embedded = self.embed(loaded, datas)
-            vectors.update({it.id: embedded[i] for i, it in enumerate(batch)})
-        record = store.rebind_catalog(name, ref, vectors)
-        logger.info("catalog %s reindexed with %s sha256=%s", name, ref.name, ref.sha256[:12])
-        return record, len(vectors)
+                record = store.rebind_catalog(
+                    name, ref, {i: by_image[sha] for i, sha in images.items()}, images
+                )
+            except CatalogChanged:
+                if round_ == REINDEX_ROUNDS:
+                    raise
+                logger.info("catalog %s changed during reindex round %d", name, round_)
+                continue
+            logger.info("catalog %s reindexed with %s sha256=%s", name, ref.name, ref.sha256[:12])
+            return record, len(images)
+        raise AssertionError("unreachable")
+
+    def _embed_missing(
+        self, store: CatalogStore, name: str, loaded: LoadedModel, by_image: dict[str, Vector]
+    ) -> dict[str, str]:
+        """The catalog's items now (id -> image sha256); embeds the images `by_image` lacks.
+        An item whose image vanished meanwhile (deleted, image collected) is left out: the
+        rebind then sees the catalog changed."""
+        images: dict[str, str] = {}
+        for batch in store.iter_items(name, batch=256):
+            todo: dict[str, bytes] = {}
+            for it in batch:
+                sha = it.image.sha256
+                if sha not in by_image and sha not in todo:
+                    try:
+                        todo[sha] = self.blobs.image_path(sha).read_bytes()
+                    except FileNotFoundError:
+                        if self._still_stored(store, name, it.id, sha):
+                            raise Conflict(
+                                f"Cannot reindex catalog {name!r}: the image file of item "
+                                f"{it.id!r} is missing from the data folder. Restore the data "
+                                "folder, or delete that item, then reindex."
+                            ) from None
+                        continue  # deleted meanwhile (its image collected)
+                images[it.id] = sha
+            if todo:
+                embedded = self.embed(loaded, list(todo.values()))
+                by_image.update(zip(todo, embedded, strict=True))
+        return images
+
+    @staticmethod
+    def _still_stored(store: CatalogStore, name: str, item_id: str, sha: str) -> bool:
+        """Whether the item still holds that image (its file missing: a damaged data folder,
+        not a delete racing the reindex, which removes the item before its image)."""
+        try:
+            return store.get_item(name, item_id).image.sha256 == sha
+        except ItemNotFound:
+            return False
 
     # items --------------------------------------------------------------------------------
     def add(

@@ -8,7 +8,7 @@ Every backend must pass tests/app/catalog/test_store_contract.py.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from app.catalog.types import CatalogRecord, Hit, ItemPage, ItemRecord, ModelRef, NewItem, Vector
 
@@ -48,9 +48,15 @@ class CatalogStore(ABC):
 
     @abstractmethod
     def rebind_catalog(
-        self, name: str, model: ModelRef, vectors: dict[str, Vector]
+        self,
+        name: str,
+        model: ModelRef,
+        vectors: dict[str, Vector],
+        images: Mapping[str, str] | None = None,
     ) -> CatalogRecord:
-        """Replace every item's vector (all ids must be given) and the model binding (reindex)."""
+        """Replace every item's vector and the model binding (reindex), in one step. `vectors`
+        must name exactly the catalog's items, and each item's image must still be the one of
+        `images` (id -> sha256, when given); else CatalogChanged and nothing changes."""
 
     # items
     @abstractmethod

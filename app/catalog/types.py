@@ -40,6 +40,20 @@ class DuplicateItem(Conflict):
     title = "Item id already in use"
 
 
+class CatalogChanged(Conflict):
+    """Items were added, removed or replaced between reading a catalog and rebinding it."""
+
+    slug = "catalog-changed"
+    title = "Catalog changed during the operation"
+
+
+def catalog_changed(name: str) -> CatalogChanged:
+    return CatalogChanged(
+        f"Catalog {name!r} kept changing while it was being reindexed (items added, deleted or "
+        "replaced); nothing was changed. Run the reindex again, ideally while writes pause."
+    )
+
+
 class ModelMismatch(Conflict):
     """The catalog's vectors were made by another model (or another build of it)."""
 

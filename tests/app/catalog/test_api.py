@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.catalog.service import REINDEX_ROUNDS, ItemSpec
 from tests.app.catalog.conftest import rebuild_bundle
 
 ClientFactory = Callable[..., TestClient]
@@ -308,13 +310,11 @@ def test_catalogs_survive_a_restart(
         assert c.get("/v1/catalogs/fm/items/p008/thumbnail").status_code == 200
 
 
-def test_reindex_racing_a_delete_is_409_not_500(
+def test_reindex_with_an_image_file_missing_is_409_naming_the_item(
     make_client: ClientFactory, images: list[tuple[bytes, str]]
 ) -> None:
-    """A delete that lands while a reindex walks the items removes an image the reindex has
-    listed but not read yet. Here the item's stored image is removed between the two steps by
-    hand (what the delete's collection does); the reindex answers 409 'run it again' (it was
-    a FileNotFoundError and a 500), and nothing is rebound."""
+    """An item whose stored image file is gone (a damaged data folder; it was a
+    FileNotFoundError and a 500 once): 409 naming the item and what to do, nothing rebound."""
     with make_client() as c:
         fill(c, images[:12])
         service = c.app.state.catalogs  # type: ignore[attr-defined]
@@ -322,8 +322,68 @@ def test_reindex_racing_a_delete_is_409_not_500(
         before = c.get("/v1/catalogs/fm").json()
         service.blobs.image_path(item["image"]["sha256"]).unlink()
         r = problem(c.post("/v1/catalogs/fm/reindex"), 409)
-        assert "run the reindex again" in r["detail"]
+        assert "'p003'" in r["detail"] and "missing from the data folder" in r["detail"]
         assert c.get("/v1/catalogs/fm").json() == before
+
+
+def _writes_during_reindex(
+    service: Any, images: list[tuple[bytes, str]], every_round: bool
+) -> list[str]:
+    """Make service.embed add an item (and, the first time, delete p003) each time the
+    reindex embeds, as concurrent clients would; returns the ids added."""
+    real = service.embed
+    added: list[str] = []
+    busy = threading.local()
+
+    def embed(loaded: Any, datas: list[bytes]) -> Any:
+        out = real(loaded, datas)
+        if not getattr(busy, "on", False) and (every_round or not added):
+            busy.on = True
+            try:
+                if not added:
+                    service.delete_item("fm", "p003")
+                item_id = f"late{len(added)}"
+                service.add("fm", [images[20 + len(added)][0]], [ItemSpec(id=item_id)])
+                added.append(item_id)
+            finally:
+                busy.on = False
+        return out
+
+    service.embed = embed
+    return added
+
+
+def test_a_reindex_catches_up_with_writes_made_while_it_runs(
+    make_client: ClientFactory, images: list[tuple[bytes, str]]
+) -> None:
+    """Fuzz round 3: a reindex racing a stream of writes answered 'run it again' 65 times in
+    77. Now a changed catalog is caught up (only the new images are embedded) and rebound:
+    the item deleted meanwhile is gone, the one added meanwhile is searchable."""
+    with make_client() as c:
+        fill(c, images[:12])
+        added = _writes_during_reindex(c.app.state.catalogs, images, every_round=False)  # type: ignore[attr-defined]
+        r = c.post("/v1/catalogs/fm/reindex")
+        assert r.status_code == 200, r.text
+        assert added == ["late0"] and r.json()["items"] == 12  # 12 - p003 + late0
+        assert c.get("/v1/catalogs/fm").json()["item_count"] == 12
+        problem(c.get("/v1/catalogs/fm/items/p003"), 404)
+        hit = c.post("/v1/catalogs/fm/search?k=1", content=images[20][0]).json()["neighbors"][0]
+        assert hit["id"] == "late0" and hit["score"] > 0.999
+
+
+def test_a_reindex_that_never_catches_up_gives_up_with_409(
+    make_client: ClientFactory, images: list[tuple[bytes, str]]
+) -> None:
+    """Writes that land in every round: after REINDEX_ROUNDS tries, a 409 catalog-changed that
+    says to run it again (it does not retry forever)."""
+    with make_client() as c:
+        fill(c, images[:12])
+        added = _writes_during_reindex(c.app.state.catalogs, images, every_round=True)  # type: ignore[attr-defined]
+        r = problem(c.post("/v1/catalogs/fm/reindex"), 409)
+        assert (
+            r["type"].endswith("catalog-changed") and "run the reindex again" in r["detail"].lower()
+        )
+        assert len(added) == REINDEX_ROUNDS
 
 
 def test_stored_images_ranges_and_a_delete_mid_answer(

@@ -7,6 +7,7 @@ import pytest
 
 from app.catalog.store import CatalogStore
 from app.catalog.types import (
+    CatalogChanged,
     CatalogExists,
     CatalogNotFound,
     DimensionMismatch,
@@ -191,8 +192,15 @@ def test_rebind_replaces_vectors_and_model(store: CatalogStore) -> None:
     )
     assert rec.model.sha256 == "b" * 64 and rec.item_count == 10
     assert store.search("c", new[4:5], 1)[0][0].item.id == "it00004"
-    with pytest.raises(Exception, match="changed while"):
+    with pytest.raises(CatalogChanged):  # not every item given
         store.rebind_catalog("c", model_ref(sha="c" * 64), {"it00000": new[0]})
+    every = {f"it{i:05d}": new[i] for i in range(10)}
+    shas = {i: store.get_item("c", i).image.sha256 for i in every}
+    with pytest.raises(CatalogChanged):  # an item now holds another image than the vector's
+        store.rebind_catalog("c", model_ref(sha="c" * 64), every, {**shas, "it00004": "0" * 64})
+    assert store.get_catalog("c").model.sha256 == "b" * 64  # nothing changed
+    rec = store.rebind_catalog("c", model_ref(sha="c" * 64), every, shas)
+    assert rec.model.sha256 == "c" * 64
 
 
 def test_add_items_is_all_or_nothing_across_batches(store: CatalogStore) -> None:
