@@ -66,6 +66,37 @@ def _origin_host(origin: str) -> str | None:
     return parts.netloc.lower()
 
 
+def coding_refusal(raw: Iterable[tuple[bytes, bytes]]) -> tuple[int, str, str, str] | None:
+    """(status, slug, title, detail) for a request body in a coding this server does not decode
+    (it was read as raw bytes: "not an image"), or None. Transfer-Encoding: only `chunked`
+    (RFC 9112 7; a 400 rather than the 501 the RFC suggests, since the client can fix it);
+    Content-Encoding: only `identity` (RFC 9110 15.5.16: 415)."""
+    te: list[str] = []
+    ce: list[str] = []
+    for k, v in raw:
+        name = k.lower()
+        if name in (b"transfer-encoding", b"content-encoding"):
+            codings = [c.strip().lower() for c in v.decode("latin-1").split(",") if c.strip()]
+            (te if name == b"transfer-encoding" else ce).extend(codings)
+    if any(c != "chunked" for c in te):
+        return (
+            400,
+            "unsupported-transfer-coding",
+            "Transfer coding not supported",
+            f"Transfer-Encoding {', '.join(te)!r} is not supported; only chunked is. Send the "
+            "body uncompressed, with Content-Length or Transfer-Encoding: chunked.",
+        )
+    if any(c != "identity" for c in ce):
+        return (
+            415,
+            "unsupported-content-coding",
+            "Content coding not supported",
+            f"Content-Encoding {', '.join(ce)!r} is not supported: send the body uncompressed "
+            "(JPEG, PNG and WebP are compressed already).",
+        )
+    return None
+
+
 async def _problem(
     scope: Scope, send: Send, status: int, slug: str, title: str, detail: str
 ) -> None:
@@ -90,8 +121,9 @@ async def _problem(
 
 
 class GuardMiddleware:
-    """Refuse (400) a Host not on the allow-list and (403) a state-changing request that a
-    browser marks as cross-site, before the route or its body is touched."""
+    """Refuse (400) a Host not on the allow-list, (400/415) a body in a transfer or content
+    coding this server does not decode, and (403) a state-changing request that a browser marks
+    as cross-site, before the route or its body is touched."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: list[str], allowed_origins: list[str]) -> None:
         self.app = app
@@ -108,6 +140,10 @@ class GuardMiddleware:
         refusal = self._host_refusal(scope, host)
         if refusal is not None:
             await _problem(scope, send, 400, "host-not-allowed", "Host not allowed", refusal)
+            return
+        coding = coding_refusal(scope["headers"]) if scope["method"] not in SAFE_METHODS else None
+        if coding is not None:
+            await _problem(scope, send, *coding)
             return
         if scope["method"] not in SAFE_METHODS and self._cross_site(headers, host):
             await _problem(

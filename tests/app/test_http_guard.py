@@ -4,6 +4,7 @@ raw sockets. Bodies and ordinary keep-alive and pipelined traffic are left alone
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -90,6 +91,35 @@ def test_bytes_that_are_not_http_get_a_400_problem(port: int, head: bytes) -> No
         got, _ = _until_closed(s)
     assert got.startswith(b"HTTP/1.1 400 "), got[:200]
     assert _problem(got)["status"] == 400 and "HTTP/1.1" in _problem(got)["detail"]
+
+
+@pytest.mark.parametrize(
+    ("codings", "status", "slug"),
+    [
+        (b"Transfer-Encoding: gzip, chunked\r\n", 400, "unsupported-transfer-coding"),
+        (
+            b"Transfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n",
+            415,
+            "unsupported-content-coding",
+        ),
+    ],
+)
+def test_a_compressed_body_is_refused_saying_so(
+    port: int, codings: bytes, status: int, slug: str
+) -> None:
+    """A gzip body was read as raw bytes: 'not an image' (415) or, through other routes, an
+    empty image (422), which hid the real cause. Now the coding is named."""
+    body = gzip.compress(_png())
+    chunked = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(
+            b"POST /v1/models/tiny/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: image/png\r\nConnection: close\r\n" + codings + b"\r\n" + chunked
+        )
+        got, _ = _until_closed(s)
+    assert got.startswith(b"HTTP/1.1 %d " % status), got[:200]
+    problem = _problem(got)
+    assert str(problem["type"]).endswith(slug) and "gzip" in str(problem["detail"])
 
 
 def _problem(response: bytes) -> dict[str, object]:
