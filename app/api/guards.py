@@ -20,6 +20,10 @@ from app.errors import PROBLEM_BASE, PROBLEM_JSON
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 # Paths a probe (kubelet, Docker, a load balancer) may call by IP or service name.
 PROBE_PATHS: Final = frozenset({"/healthz", "/readyz"})
+IDENTITY: Final = frozenset({"identity"})
+# The Open Inference Protocol's infer route inflates gzip/deflate bodies (tritonclient's
+# request_compression_algorithm), bounded after inflating (app/api/v2.py).
+OIP_CONTENT_CODINGS: Final = frozenset({"identity", "gzip", "deflate"})
 
 
 def split_host(host: str) -> str:
@@ -66,11 +70,13 @@ def _origin_host(origin: str) -> str | None:
     return parts.netloc.lower()
 
 
-def coding_refusal(raw: Iterable[tuple[bytes, bytes]]) -> tuple[int, str, str, str] | None:
+def coding_refusal(
+    raw: Iterable[tuple[bytes, bytes]], content_codings: frozenset[str] = frozenset({"identity"})
+) -> tuple[int, str, str, str] | None:
     """(status, slug, title, detail) for a request body in a coding this server does not decode
     (it was read as raw bytes: "not an image"), or None. Transfer-Encoding: only `chunked`
     (RFC 9112 7; a 400 rather than the 501 the RFC suggests, since the client can fix it);
-    Content-Encoding: only `identity` (RFC 9110 15.5.16: 415)."""
+    Content-Encoding: only `content_codings` (RFC 9110 15.5.16: 415)."""
     te: list[str] = []
     ce: list[str] = []
     for k, v in raw:
@@ -86,13 +92,18 @@ def coding_refusal(raw: Iterable[tuple[bytes, bytes]]) -> tuple[int, str, str, s
             f"Transfer-Encoding {', '.join(te)!r} is not supported; only chunked is. Send the "
             "body uncompressed, with Content-Length or Transfer-Encoding: chunked.",
         )
-    if any(c != "identity" for c in ce):
+    if any(c not in content_codings for c in ce):
+        extra = sorted(content_codings - {"identity"})
         return (
             415,
             "unsupported-content-coding",
             "Content coding not supported",
-            f"Content-Encoding {', '.join(ce)!r} is not supported: send the body uncompressed "
-            "(JPEG, PNG and WebP are compressed already).",
+            f"Content-Encoding {', '.join(ce)!r} is not supported here: send the body "
+            + (
+                f"uncompressed or as {' or '.join(extra)}."
+                if extra
+                else "uncompressed (JPEG, PNG and WebP are compressed already)."
+            ),
         )
     return None
 
@@ -141,7 +152,13 @@ class GuardMiddleware:
         if refusal is not None:
             await _problem(scope, send, 400, "host-not-allowed", "Host not allowed", refusal)
             return
-        coding = coding_refusal(scope["headers"]) if scope["method"] not in SAFE_METHODS else None
+        coding = (
+            coding_refusal(
+                scope["headers"], OIP_CONTENT_CODINGS if is_oip_path(scope["path"]) else IDENTITY
+            )
+            if scope["method"] not in SAFE_METHODS
+            else None
+        )
         if coding is not None:
             await _problem(scope, send, *coding)
             return

@@ -19,7 +19,14 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.api.guards import host_allowed, is_loopback, split_host
+from app.api.guards import (
+    IDENTITY,
+    OIP_CONTENT_CODINGS,
+    coding_refusal,
+    host_allowed,
+    is_loopback,
+    split_host,
+)
 from app.api.health import healthz, readyz
 from app.main import create_app
 from tests.conftest import make_settings
@@ -201,3 +208,41 @@ def test_a_connection_on_a_public_interface_locks_writes_whatever_the_setting(
     status, enabled = asyncio.run(run())
     assert enabled is not locked
     assert (status == 401) is locked, status
+
+
+@pytest.mark.parametrize(
+    ("headers", "codings", "status"),
+    [
+        ([], IDENTITY, None),
+        ([(b"Transfer-Encoding", b"chunked")], IDENTITY, None),
+        ([(b"transfer-encoding", b"gzip, chunked")], IDENTITY, 400),
+        ([(b"transfer-encoding", b"chunked"), (b"transfer-encoding", b"br")], IDENTITY, 400),
+        ([(b"content-encoding", b"identity")], IDENTITY, None),
+        ([(b"content-encoding", b"gzip")], IDENTITY, 415),
+        ([(b"content-encoding", b"gzip")], OIP_CONTENT_CODINGS, None),  # v2 infer inflates it
+        ([(b"content-encoding", b"deflate")], OIP_CONTENT_CODINGS, None),
+        ([(b"content-encoding", b"br")], OIP_CONTENT_CODINGS, 415),
+    ],
+)
+def test_body_codings(
+    headers: list[tuple[bytes, bytes]], codings: frozenset[str], status: int | None
+) -> None:
+    refusal = coding_refusal(headers, codings)
+    assert (refusal[0] if refusal else None) == status
+
+
+def test_the_v2_route_still_takes_gzip_and_other_routes_say_why_not(make) -> None:  # type: ignore[no-untyped-def]
+    """The guard refuses compressed bodies (they were read as raw bytes), but the Open
+    Inference Protocol route inflates gzip/deflate (tritonclient's request compression)."""
+    with make() as client:
+        r = client.post(
+            "/v1/models/tiny/predict",
+            content=b"\x1f\x8b-not-really",
+            headers={"Content-Encoding": "gzip", "Content-Type": "image/png"},
+        )
+        assert r.status_code == 415 and "uncompressed" in r.json()["detail"]
+        assert r.json()["type"].endswith("unsupported-content-coding")
+        r = client.post(
+            "/v2/models/tiny/infer", content=b"not gzip", headers={"Content-Encoding": "gzip"}
+        )
+        assert r.status_code == 400 and "could not be decompressed" in r.json()["error"]
