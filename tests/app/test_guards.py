@@ -234,15 +234,15 @@ def test_body_codings(
 def test_the_v2_route_still_takes_gzip_and_other_routes_say_why_not(make) -> None:  # type: ignore[no-untyped-def]
     """The guard refuses compressed bodies (they were read as raw bytes), but the Open
     Inference Protocol route inflates gzip/deflate (tritonclient's request compression)."""
-    with make() as client:
-        r = client.post(
-            "/v1/models/tiny/predict",
-            content=b"\x1f\x8b-not-really",
-            headers={"Content-Encoding": "gzip", "Content-Type": "image/png"},
-        )
-        assert r.status_code == 415 and "uncompressed" in r.json()["detail"]
-        assert r.json()["type"].endswith("unsupported-content-coding")
-        r = client.post(
-            "/v2/models/tiny/infer", content=b"not gzip", headers={"Content-Encoding": "gzip"}
-        )
-        assert r.status_code == 400 and "could not be decompressed" in r.json()["error"]
+    client = make()
+    r = client.post(
+        "/v1/models/tiny/predict",
+        content=b"\x1f\x8b-not-really",
+        headers={"Content-Encoding": "gzip", "Content-Type": "image/png"},
+    )
+    assert r.status_code == 415 and "uncompressed" in r.json()["detail"]
+    assert r.json()["type"].endswith("unsupported-content-coding")
+    r = client.post(
+        "/v2/models/tiny/infer", content=b"not gzip", headers={"Content-Encoding": "gzip"}
+    )
+    assert r.status_code == 400 and "could not be decompressed" in r.json()["error"]
