@@ -7,6 +7,7 @@ removes images no item references any more.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
@@ -50,7 +51,7 @@ from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 _EMBED_BATCH = 64
-REINDEX_ROUNDS = 5  # reindex: rebind attempts while writes keep changing the catalog
+REINDEX_ROUNDS = 3  # reindex: rebind attempts; the last one holds the write guard
 
 
 @dataclass(frozen=True)
@@ -253,25 +254,34 @@ class CatalogService:
         """Re-embed every stored image with the model now served under the catalog's model
         name, then rebind in one step. Writes may continue meanwhile: when the catalog changed
         (items added, deleted or replaced), only the images not yet embedded are embedded and
-        the rebind is tried again, up to REINDEX_ROUNDS times; each round embeds only what
-        changed, so it converges unless writes outpace the embedding."""
+        the rebind is tried again. The last of REINDEX_ROUNDS rounds holds the write guard, so
+        adds and deletes (every process) wait for that one short round - the images added since
+        the round before, and the rebind - and the reindex finishes however busy the writers."""
         store = self._ensure_open()
         catalog = store.get_catalog(name)
         loaded = self.registry.get(catalog.model.name)
         ref = model_ref(loaded)
         by_image: dict[str, Vector] = {}  # sha256 -> vector, kept across rounds
         for round_ in range(1, REINDEX_ROUNDS + 1):
-            images = self._embed_missing(store, name, loaded, by_image)
-            try:
-                record = store.rebind_catalog(
-                    name, ref, {i: by_image[sha] for i, sha in images.items()}, images
-                )
-            except CatalogChanged:
-                if round_ == REINDEX_ROUNDS:
-                    raise
-                logger.info("catalog %s changed during reindex round %d", name, round_)
-                continue
-            logger.info("catalog %s reindexed with %s sha256=%s", name, ref.name, ref.sha256[:12])
+            last = round_ == REINDEX_ROUNDS
+            with self._blob_guard() if last else contextlib.nullcontext():
+                images = self._embed_missing(store, name, loaded, by_image)
+                try:
+                    record = store.rebind_catalog(
+                        name, ref, {i: by_image[sha] for i, sha in images.items()}, images
+                    )
+                except CatalogChanged:
+                    if last:  # changed under the write guard: not by this service's writers
+                        raise
+                    logger.info("catalog %s changed during reindex round %d", name, round_)
+                    continue
+            logger.info(
+                "catalog %s reindexed with %s sha256=%s in %d round(s)",
+                name,
+                ref.name,
+                ref.sha256[:12],
+                round_,
+            )
             return record, len(images)
         raise AssertionError("unreachable")
 
