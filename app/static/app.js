@@ -70,11 +70,17 @@ async function pollReady() {
   try {
     const r = await fetch("/readyz", { cache: "no-store" });
     const body = await r.json().catch(() => ({}));
+    el.status.title = "";
     if (r.ok) {
       setStatus("ready", "Ready");
     } else if (body.status === "loading") {
       setStatus("loading", "Loading models…");
       next = 1500;
+    } else if (body.status === "storage-unavailable") {
+      // Predictions still work; catalogs, teaching and jobs do not (the data folder is gone).
+      setStatus("degraded", "Storage unavailable");
+      el.status.title = "The server's data folder was removed or replaced: predictions work, catalogs and teaching answer 503.";
+      next = 5000;
     } else {
       setStatus("down", "No model available");
       next = 5000;

@@ -234,6 +234,30 @@ def test_network_failure_and_model_loading_are_explained(open_page: Any, photos:
     assert card.get_attribute("data-state") == "done"
 
 
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_a_server_without_its_data_folder_says_storage_unavailable(
+    open_page: Any, artifacts: Path, size: str
+) -> None:
+    """/readyz answers 503 storage-unavailable when the server's data folder was removed
+    (tests/app/catalog/test_storage_failures.py); predictions still work. The pill said
+    "No model available", which was wrong. Only /readyz's answer is stood in for here."""
+    page = open_page(**(PHONE if size == "phone" else {}))
+    body = (
+        '{"status":"storage-unavailable","models":["tiny"],"loading":[],"refused":[],'
+        '"storage":"unavailable"}'
+    )
+    page.route(
+        "**/readyz",
+        lambda route: route.fulfill(status=503, content_type="application/json", body=body),
+    )
+    page.reload()
+    page.wait_for_selector("#server-status[data-state='degraded']")
+    pill = page.locator("#server-status")
+    assert pill.inner_text().strip() == "Storage unavailable"
+    assert "predictions work" in (pill.get_attribute("title") or "")
+    page.screenshot(path=str(artifacts / f"{size}-storage-unavailable.png"))
+
+
 def test_switching_models_reclassifies(
     open_page: Any, api: httpx.Client, photos: Path, models: list[dict[str, Any]]
 ) -> None:
