@@ -10,7 +10,7 @@ import ipaddress
 import json
 from collections.abc import Iterable
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -108,14 +108,32 @@ def coding_refusal(
     return None
 
 
+def repeated_query_name(query_string: bytes) -> str | None:
+    """The first query parameter given more than once (`?top_k=1&top_k=9`), or None: no route
+    takes a list, and "the last one wins" silently hid a client's mistake."""
+    seen: set[str] = set()
+    for name, _ in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
 async def _problem(
-    scope: Scope, send: Send, status: int, slug: str, title: str, detail: str
+    scope: Scope,
+    send: Send,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    **extra: object,
 ) -> None:
     if is_oip_path(scope["path"]):  # the Open Inference Protocol's error shape
         doc: dict[str, object] = {"error": detail}
         media_type = "application/json"
     else:
         doc = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
+        doc.update(extra)
         media_type = PROBLEM_JSON
     body = json.dumps(doc).encode()
     await send(
@@ -132,9 +150,10 @@ async def _problem(
 
 
 class GuardMiddleware:
-    """Refuse (400) a Host not on the allow-list, (400/415) a body in a transfer or content
-    coding this server does not decode, and (403) a state-changing request that a browser marks
-    as cross-site, before the route or its body is touched."""
+    """Refuse (400) a Host not on the allow-list, (422) a query parameter given twice,
+    (400/415) a body in a transfer or content coding this server does not decode, and (403) a
+    state-changing request that a browser marks as cross-site, before the route or its body is
+    touched."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: list[str], allowed_origins: list[str]) -> None:
         self.app = app
@@ -151,6 +170,26 @@ class GuardMiddleware:
         refusal = self._host_refusal(scope, host)
         if refusal is not None:
             await _problem(scope, send, 400, "host-not-allowed", "Host not allowed", refusal)
+            return
+        repeated = repeated_query_name(scope.get("query_string", b""))
+        if repeated is not None:
+            await _problem(
+                scope,
+                send,
+                422,
+                "invalid-request",
+                "Invalid request",
+                f"query.{repeated[:64]}: given more than once; give each parameter once "
+                "(no parameter takes a list).",
+                instance=scope["path"],
+                errors=[
+                    {
+                        "loc": ["query", repeated[:64]],
+                        "msg": "given more than once",
+                        "type": "repeated",
+                    }
+                ],
+            )
             return
         coding = (
             coding_refusal(

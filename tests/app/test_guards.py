@@ -25,6 +25,7 @@ from app.api.guards import (
     coding_refusal,
     host_allowed,
     is_loopback,
+    repeated_query_name,
     split_host,
 )
 from app.api.health import healthz, readyz
@@ -246,3 +247,27 @@ def test_the_v2_route_still_takes_gzip_and_other_routes_say_why_not(make) -> Non
         "/v2/models/tiny/infer", content=b"not gzip", headers={"Content-Encoding": "gzip"}
     )
     assert r.status_code == 400 and "could not be decompressed" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("query", "repeated"),
+    [
+        (b"", None),
+        (b"top_k=3&similar=2", None),
+        (b"top_k=3&top_k=9", "top_k"),
+        (b"a=&b=1&a", "a"),  # blank values count
+        (b"t%6Fp_k=1&top_k=2", "top_k"),  # percent-decoded names
+    ],
+)
+def test_repeated_query_name(query: bytes, repeated: str | None) -> None:
+    assert repeated_query_name(query) == repeated
+
+
+def test_a_query_parameter_given_twice_is_a_422(make) -> None:  # type: ignore[no-untyped-def]
+    """`?top_k=1&top_k=1000`: the last one won, silently; now the client is told."""
+    client = make()
+    r = client.get("/v1/models?x=1&x=2")
+    assert r.status_code == 422 and "query.x: given more than once" in r.json()["detail"]
+    assert r.json()["errors"][0]["loc"] == ["query", "x"]
+    r = client.post("/v2/models/tiny/infer?a=1&a=1", json={})
+    assert r.status_code == 422 and "more than once" in r.json()["error"]

@@ -20,7 +20,7 @@ from tests.images import fashion_png
 QUERIES = [
     "",
     "?top_k=3",
-    "?top_k=3&top_k=2",  # the last value wins, as in FastAPI
+    "?top_k=3&top_k=2",  # 422 on both: a parameter given twice (the last one used to win)
     "?top_k=0",
     "?top_k=1001",
     "?top_k=abc",
