@@ -10,6 +10,7 @@ import os
 import secrets
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -30,6 +31,7 @@ def file_lock(path: Path) -> Iterator[None]:
     threads and processes (workers, replicas on one volume) that use it; each call opens its
     own file description, so threads of one process exclude each other too. The kernel
     releases it if the holder dies."""
+    check_folder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -59,7 +61,9 @@ def fsync_dir(path: Path) -> None:
 
 def make_dirs_durably(path: Path) -> None:
     """mkdir -p, then fsync the parent of every folder that was created, so the new folders
-    survive a crash (mkdir alone may live only in the page cache)."""
+    survive a crash (mkdir alone may live only in the page cache). Never recreates a watched
+    data folder that was removed or replaced (check_folder)."""
+    check_folder(path)
     missing: list[Path] = []
     p = path
     while not p.exists():
@@ -98,7 +102,7 @@ _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
 # sqlite3 primary result codes (https://sqlite.org/rescode.html).
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_FULL, _SQLITE_CANTOPEN = 5, 6, 8, 13, 14
-_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+_SQLITE_CORRUPT, _SQLITE_NOTADB, _SQLITE_IOERR = 11, 26, 10
 
 
 def database_gone() -> StorageUnavailable:
@@ -119,6 +123,12 @@ def storage_error(exc: BaseException) -> ServiceError | None:
         code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
         if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
             return database_gone()
+        if code == _SQLITE_IOERR:  # e.g. its -wal file removed or swapped under the server
+            return StorageUnavailable(
+                "The catalog database could not be read or written (an I/O error: the data "
+                "folder's files were moved, removed or are failing); nothing was stored. "
+                "Restore the data folder or restart the server."
+            )
         if code == _SQLITE_FULL:
             return InsufficientStorage(
                 "The data folder's disk is full; nothing was stored. Free space and retry."
@@ -169,12 +179,13 @@ def check_writable(folder: Path) -> None:
 
 
 class FolderIdentity:
-    """Which folder a path named when the server started or first saw it (device and inode), so a probe can
-    tell that the data folder was removed or replaced under the running server (every catalog
-    call then answers 503) with one stat call."""
+    """Which folder a path named when the server started or first saw it (device and inode),
+    so that a probe and every writer can tell, with one stat call, that the data folder was
+    removed or replaced under the running server."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.abspath = os.path.abspath(path)
         self._key = self._stat()
 
     def _stat(self) -> tuple[int, int] | None:
@@ -191,3 +202,35 @@ class FolderIdentity:
             self._key = self._stat()
             return True
         return self._stat() == self._key
+
+    def covers(self, path: Path) -> bool:
+        p = os.path.abspath(path)
+        return p == self.abspath or p.startswith(self.abspath.rstrip(os.sep) + os.sep)
+
+
+# Data folders that writes must not silently recreate (app.main registers the service's).
+_WATCHED: list[FolderIdentity] = []
+_WATCHED_LOCK = threading.Lock()
+
+
+def watch_folder(identity: FolderIdentity) -> None:
+    """Refuse writes under `identity.path` from now on whenever it was removed or replaced:
+    moved away, the server would otherwise recreate it, and store some of a write there and
+    the rest (SQLite, through its open connection) in the moved folder."""
+    with _WATCHED_LOCK:
+        _WATCHED[:] = [w for w in _WATCHED if w.abspath != identity.abspath] + [identity]
+
+
+def folder_gone() -> StorageUnavailable:
+    return StorageUnavailable(
+        "The data folder was removed or replaced while the server ran; nothing was stored. "
+        "Restore it (or restart the server). Predictions without catalogs still work."
+    )
+
+
+def check_folder(path: Path) -> None:
+    """Raise StorageUnavailable (503) when `path` lies in a watched data folder that was
+    removed or replaced (called by every write helper here, before anything is created)."""
+    for identity in _WATCHED:
+        if identity.covers(path) and not identity.intact():
+            raise folder_gone()

@@ -23,7 +23,7 @@ from app.api.overload import OverloadShedder
 from app.api.problems import install_error_handlers
 from app.batching import Schedulers, serving_threads
 from app.catalog.service import CatalogService
-from app.fsutil import FolderIdentity
+from app.fsutil import FolderIdentity, watch_folder
 from app.heap import freeze_loaded_heap
 from app.logs import RequestObserver, configure_logging
 from app.registry import ModelRegistry
@@ -81,7 +81,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.data_folder = FolderIdentity(settings.data_dir)  # /readyz: removed or replaced?
+    # /readyz and every writer: was the data folder removed or replaced under the server?
+    app.state.data_folder = FolderIdentity(settings.data_dir)
+    watch_folder(app.state.data_folder)
     # Built here, not in the lifespan, so an impossible provider setting fails start-up at once.
     app.state.registry = ModelRegistry(
         settings.models_dir,

@@ -43,7 +43,7 @@ from app.catalog.types import (
     unit_rows,
 )
 from app.errors import Conflict, InvalidRequest, ServiceError
-from app.fsutil import file_lock
+from app.fsutil import check_folder, file_lock
 from app.imaging import PreparedImage
 from app.ingest import limits_from, prepare_batch, thumbnails
 from app.registry import LoadedModel, ModelRegistry
@@ -139,6 +139,7 @@ class CatalogService:
         return removed
 
     def _ensure_open(self) -> CatalogStore:
+        check_folder(self.settings.data_dir)  # 503 when the data folder was moved or replaced
         if self._opened:
             return self.store
         with self._open_lock:

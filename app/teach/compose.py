@@ -34,7 +34,7 @@ from app.bundle import (
 )
 from app.bundle_write import atomic_write, write_bundle
 from app.card import CardData, Licence, Section
-from app.fsutil import file_lock, fsync_dir, visible_entries
+from app.fsutil import file_lock, fsync_dir, make_dirs_durably, visible_entries
 from app.numtext import ascii_uint
 from app.teach.errors import InvalidModelName, TaughtModelLimit
 from app.teach.graph import HEAD_OPSET, head_model
@@ -66,7 +66,7 @@ def _remember_deleted(root: Path, name: str, versions: Sequence[str]) -> None:
     top = max(
         [_highest_deleted(root, name), *(n for v in versions if (n := ascii_uint(v)) is not None)]
     )
-    (root / _DELETED).mkdir(parents=True, exist_ok=True)
+    make_dirs_durably(root / _DELETED)
     atomic_write(root / _DELETED / name, str(top).encode("ascii"))
 
 
@@ -242,7 +242,7 @@ def write_taught(
     dim = spec.backbone.metadata.outputs.embedding.dim  # type: ignore[union-attr]
     model_bytes = head_model(head, dim).SerializeToString()
     staging = root / _STAGING
-    staging.mkdir(parents=True, exist_ok=True)
+    make_dirs_durably(staging)  # never recreates a data folder moved away (fsutil.check_folder)
     sweep_staging(root)
     with file_lock(root / _LOCK):
         check_room(root, spec.name, room or Room())
