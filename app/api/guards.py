@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.problems import is_oip_path
 from app.errors import PROBLEM_BASE, PROBLEM_JSON
+from app.inflate import DECODED, codings
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 # Paths a probe (kubelet, Docker, a load balancer) may call by IP or service name.
@@ -23,7 +24,7 @@ PROBE_PATHS: Final = frozenset({"/healthz", "/readyz"})
 IDENTITY: Final = frozenset({"identity"})
 # The Open Inference Protocol's infer route inflates gzip/deflate bodies (tritonclient's
 # request_compression_algorithm), bounded after inflating (app/api/v2.py).
-OIP_CONTENT_CODINGS: Final = frozenset({"identity", "gzip", "deflate"})
+OIP_CONTENT_CODINGS: Final = DECODED
 
 
 def split_host(host: str) -> str:
@@ -77,13 +78,8 @@ def coding_refusal(
     (it was read as raw bytes: "not an image"), or None. Transfer-Encoding: only `chunked`
     (RFC 9112 7; a 400 rather than the 501 the RFC suggests, since the client can fix it);
     Content-Encoding: only `content_codings` (RFC 9110 15.5.16: 415)."""
-    te: list[str] = []
-    ce: list[str] = []
-    for k, v in raw:
-        name = k.lower()
-        if name in (b"transfer-encoding", b"content-encoding"):
-            codings = [c.strip().lower() for c in v.decode("latin-1").split(",") if c.strip()]
-            (te if name == b"transfer-encoding" else ce).extend(codings)
+    te = codings(v.decode("latin-1") for k, v in raw if k.lower() == b"transfer-encoding")
+    ce = codings(v.decode("latin-1") for k, v in raw if k.lower() == b"content-encoding")
     if any(c != "chunked" for c in te):
         return (
             400,

@@ -7,7 +7,6 @@ FP32 tensor of the model's own input shape. Errors use the protocol's shape {"er
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -33,8 +32,8 @@ from app.errors import (
     ModelNotFound,
     PayloadTooLarge,
     ServiceError,
-    UnsupportedMediaType,
 )
+from app.inflate import codings, inflate
 from app.numtext import ascii_uint
 from app.oip import (
     BYTES,
@@ -158,23 +157,6 @@ def model_ready(name: str, registry: RegistryDep, version: str | None = None) ->
     return {"name": loaded.name, "ready": True}
 
 
-def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """gzip/deflate request bodies (tritonclient can send them), bounded after inflating."""
-    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
-    if wbits is None:
-        raise UnsupportedMediaType(
-            f"Content-Encoding {encoding!r} is not accepted (gzip, deflate)."
-        )
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"The {encoding} body could not be decompressed: {exc}.") from exc
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"The decompressed body exceeds {limit:,} bytes.", limit_bytes=limit)
-    return out
-
-
 def _header_length(request: Request) -> int | None:
     raw = request.headers.get(HEADER_LENGTH)
     if raw is None:
@@ -274,10 +256,10 @@ async def infer(
     schedulers: Schedulers = request.app.state.schedulers
     scheduler = schedulers.get(registry.serving_name(loaded), loaded.model, meta.input)
     scheduler.admit()  # a full queue answers 503 before the body is read
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    applied = codings(request.headers.getlist("content-encoding"))
     body = await read_body(request, settings.max_request_bytes)
-    if encoding != "identity":  # inflating up to max_request_bytes: off the event loop
-        body = await run_in_threadpool(_decompress, body, encoding, settings.max_request_bytes)
+    if any(c != "identity" for c in applied):  # up to max_request_bytes: off the event loop
+        body = await run_in_threadpool(inflate, body, applied, settings.max_request_bytes)
     spec = meta.input
     per_image = spec.height * spec.width * spec.channels
     header_length = _header_length(request)

@@ -184,6 +184,38 @@ def test_gzip_request_body(client: httpclient.InferenceServerClient) -> None:
     np.testing.assert_allclose(packed, plain, atol=1e-6)
 
 
+def test_stacked_and_repeated_content_codings(server: LiveServer) -> None:
+    """Fuzz round 4: `gzip, gzip` was refused as "not accepted (gzip, deflate)", and a second
+    Content-Encoding line was ignored (the body then read as broken JSON). Codings are one
+    list across lines (RFC 9110 5.3), undone in reverse; x-gzip is gzip."""
+    doc = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "data": [base64.b64encode(photo(PHOTOS[2])).decode()],
+                }
+            ]
+        }
+    ).encode()
+    plain = _post(server, doc)
+    assert plain.status_code == 200, plain.text
+    twice = gzip.compress(gzip.compress(doc))
+    for headers in (
+        [("Content-Encoding", "gzip, gzip")],
+        [("Content-Encoding", "gzip"), ("Content-Encoding", "x-gzip")],
+    ):
+        r = httpx.post(
+            f"{server.base}/v2/models/imagenet/infer", content=twice, headers=headers, timeout=30
+        )
+        assert r.status_code == 200, (headers, r.text)
+        assert r.json()["outputs"] == plain.json()["outputs"]
+    truncated = _post(server, gzip.compress(doc)[:-9], {"Content-Encoding": "gzip"})
+    assert truncated.status_code == 400 and "truncated" in truncated.json()["error"]
+
+
 def _infer_error(
     client: httpclient.InferenceServerClient, *args, **kwargs
 ) -> InferenceServerException:  # type: ignore[no-untyped-def]

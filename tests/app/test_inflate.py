@@ -1,0 +1,61 @@
+"""Request bodies in a content coding (app.inflate): gzip/deflate/x-gzip, stacked codings,
+gzip members, truncation and trailing bytes, and the bound on the inflated size."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+
+import pytest
+
+from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from app.inflate import MAX_CODINGS, codings, inflate
+
+DATA = b'{"inputs": []}' * 100
+LIMIT = 10_000
+
+
+def test_codings_are_one_list_across_header_lines() -> None:
+    assert codings(["gzip", " Deflate , identity"]) == ["gzip", "deflate", "identity"]
+    assert codings([]) == [] and codings([" , "]) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "applied"),
+    [
+        (DATA, []),
+        (DATA, ["identity"]),
+        (gzip.compress(DATA), ["gzip"]),
+        (gzip.compress(DATA), ["x-gzip"]),  # RFC 9110 8.4.1.3
+        (zlib.compress(DATA), ["deflate"]),  # HTTP's deflate is the zlib format
+        (gzip.compress(zlib.compress(DATA)), ["deflate", "gzip"]),  # undone in reverse
+        (gzip.compress(DATA[:700]) + gzip.compress(DATA[700:]), ["gzip"]),  # two members
+    ],
+)
+def test_inflates(body: bytes, applied: list[str]) -> None:
+    assert inflate(body, applied, LIMIT) == DATA
+
+
+@pytest.mark.parametrize(
+    ("body", "applied", "error", "message"),
+    [
+        (gzip.compress(DATA)[:-9], ["gzip"], BadRequest, "truncated"),
+        (gzip.compress(DATA) + b"junk", ["gzip"], BadRequest, "could not be decompressed"),
+        (zlib.compress(DATA) + b"junk", ["deflate"], BadRequest, "follow the end"),
+        (b"not gzip", ["gzip"], BadRequest, "could not be decompressed"),
+        (gzip.compress(b" " * (LIMIT + 1)), ["gzip"], PayloadTooLarge, "exceeds 10,000"),
+        # the bound holds across members, not per member
+        (gzip.compress(b" " * 6000) * 2, ["gzip"], PayloadTooLarge, "exceeds"),
+        (DATA, ["br"], UnsupportedMediaType, "'br' is not accepted"),
+        (DATA, ["gzip"] * (MAX_CODINGS + 1), BadRequest, "At most"),
+    ],
+)
+def test_refuses(body: bytes, applied: list[str], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        inflate(body, applied, LIMIT)
+
+
+def test_a_bomb_costs_at_most_the_limit() -> None:
+    bomb = gzip.compress(b"\0" * 50_000_000)  # ~50 KB on the wire
+    with pytest.raises(PayloadTooLarge):
+        inflate(bomb, ["gzip"], LIMIT)
