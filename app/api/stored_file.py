@@ -25,7 +25,7 @@ from app.api.problems import problem_response
 from app.errors import NotFound
 
 CHUNK: Final = 64 * 1024
-_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
+_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})", re.IGNORECASE)  # units: RFC 9110 14.1
 
 
 class RangeNotSatisfiable(Exception):

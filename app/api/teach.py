@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteAuth
 from app.api.embed_gate import embed_gate, embed_slot
 from app.api.forms import json_body_openapi, read_body, read_model
-from app.api.stored_file import StoredFileResponse
+from app.api.stored_file import StoredFileResponse, none_match
 from app.catalog.service import CatalogService
 from app.errors import InvalidRequest, ModelNotFound
 from app.registry import ModelRegistry, split_ref
@@ -236,15 +236,21 @@ async def delete_model(name: str, registry: RegistryDep, settings: SettingsDep) 
     response_class=StoredFileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-async def download_model(name: str, registry: RegistryDep) -> StoredFileResponse:
+async def download_model(name: str, request: Request, registry: RegistryDep) -> Response:
     """The model as one ONNX file that plain onnxruntime runs: input "image" (NHWC float32 as
     the model's `input` spec says), outputs "probs" and "embedding". For a taught model this
-    joins its backbone and head into one graph."""
+    joins its backbone and head into one graph. The ETag names the exact build (the bundle's
+    model digest, and its backbone's), so a download resumed with Range + If-Range after a
+    re-teach gets the whole new file instead of splicing two versions."""
     loaded = registry.get(name)
-    file = await run_in_threadpool(open_download, loaded)
     meta = loaded.model.bundle.metadata
+    build = meta.artifact.sha256[:32] + (f"-{meta.backbone.sha256[:16]}" if meta.backbone else "")
     # Model names are [a-z0-9_-] and versions digits: the filename needs no quoting.
-    disposition = f'attachment; filename="{meta.name}-v{meta.version}.onnx"'
-    return StoredFileResponse(
-        file, "application/octet-stream", {"Content-Disposition": disposition}
-    )
+    headers = {
+        "Content-Disposition": f'attachment; filename="{meta.name}-v{meta.version}.onnx"',
+        "ETag": f'"{build}"',
+    }
+    if none_match(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    file = await run_in_threadpool(open_download, loaded)
+    return StoredFileResponse(file, "application/octet-stream", headers)

@@ -32,6 +32,7 @@ SIZE = 1000
         ("bytes=-100", (900, 1000)),
         ("bytes=-5000", (0, 1000)),
         ("bytes = 0 - 9", (0, 10)),
+        ("Bytes=0-9", (0, 10)),  # range units compare case-insensitively (RFC 9110 14.1)
         # ignored: the whole file is sent
         ("bytes=abc", None),
         ("bytes=-", None),

@@ -222,6 +222,33 @@ def test_a_deleted_model_leaves_the_metrics(teach_client: TestClient, fm_pngs) -
     assert not {"gone", "gone@1"} & _model_labels(c) and "products" in _model_labels(c)
 
 
+def test_a_resumed_download_never_splices_two_versions(
+    teach_client: TestClient, fm_pngs: dict[int, list[bytes]]
+) -> None:
+    """Fuzz round 4: the download honoured Range but had no ETag, so a client resuming
+    `name` (the newest version) after a re-teach joined bytes of two versions. Now the ETag
+    names the build: with the old one in If-Range the whole new file comes back."""
+    c = teach_client
+    make_catalog(c, "rs", {"sneaker": fm_pngs[SNEAKER][:8], "bag": fm_pngs[BAG][:8]})
+    assert teach(c, "rs", "rsm")["status"] == "succeeded"
+    first = c.get("/v1/models/rsm/download", headers={"Range": "bytes=0-99"})
+    assert first.status_code == 206 and len(first.content) == 100
+    old = first.headers["etag"]
+    assert c.get("/v1/models/rsm/download", headers={"If-None-Match": old}).status_code == 304
+    more = c.post("/v1/catalogs/rs/items", params={"label": "bag"}, content=fm_pngs[BAG][9])
+    assert more.status_code == 201, more.text  # other data: another head, another file
+    assert teach(c, "rs", "rsm")["status"] == "succeeded"
+    new_whole = c.get("/v1/models/rsm/download")
+    assert new_whole.headers["etag"] != old
+    resumed = c.get("/v1/models/rsm/download", headers={"Range": "bytes=100-", "If-Range": old})
+    assert resumed.status_code == 200 and resumed.content == new_whole.content
+    fresh = c.get(
+        "/v1/models/rsm/download",
+        headers={"Range": "bytes=100-", "If-Range": new_whole.headers["etag"]},
+    )
+    assert fresh.status_code == 206 and fresh.content == new_whole.content[100:]
+
+
 def test_download_runs_in_plain_onnxruntime_with_the_same_top1(
     teach_client: TestClient, fm_pngs: dict[int, list[bytes]]
 ) -> None:
