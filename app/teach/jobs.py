@@ -349,7 +349,11 @@ class JobRunner:
         job.status, job.finished_at = status, _now()
         if status == "succeeded":
             job.progress, job.phase = 1.0, "done"
-        self.store.save_owned(job)
+        try:
+            self.store.save_owned(job)
+        except ServiceError as exc:  # e.g. the data folder moved away: the job stays known here
+            logger.warning("teach job %s %s, but its file was not saved: %s", job.id, status, exc)
+            return
         # Bounded over any uptime: finished jobs beyond KEEP_IN_MEMORY are read from disk when
         # asked for, and the folder keeps the newest KEEP_FINISHED (a submit and /metrics read
         # every file; 20,000 of them took 2 s a submit).
@@ -363,17 +367,30 @@ class JobRunner:
             job_id = self._queue.get()
             if job_id is None:
                 return
-            with self._lock:
-                job = self._jobs.get(job_id)
-                if job is None or job.done:
-                    continue
-                if self._stopping.is_set():  # queued when the server stopped
-                    job.error = dict(INTERRUPTED)
-                    self._finish(job, "failed")
-                    continue
-                job.status, job.started_at, job.phase = "running", _now(), "starting"
-                self.store.save_owned(job)
-            self._run(job)
+            try:
+                self._take(job_id)
+            except Exception as exc:  # never let one job end the worker (the queue would stall)
+                logger.exception("teach job %s could not be run", job_id)
+                with self._lock:
+                    job = self._jobs.get(job_id)
+                    if job is not None and not job.done:
+                        job.error = (
+                            exc.to_problem() if isinstance(exc, ServiceError) else dict(CRASHED)
+                        )
+                        job.status, job.finished_at = "failed", _now()
+
+    def _take(self, job_id: str) -> None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.done:
+                return
+            if self._stopping.is_set():  # queued when the server stopped
+                job.error = dict(INTERRUPTED)
+                self._finish(job, "failed")
+                return
+            job.status, job.started_at, job.phase = "running", _now(), "starting"
+            self.store.save_owned(job)
+        self._run(job)
 
     def _run(self, job: Job) -> None:
         last_save = [0.0]

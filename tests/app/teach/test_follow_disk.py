@@ -494,3 +494,43 @@ def test_a_job_whose_process_died_reads_failed(tmp_path: Path) -> None:
     job = JobRunner(store, lambda *a: {}).get("gone1")
     assert job.status == "failed" and job.error is not None
     assert store.load("gone1").status == "failed"
+
+
+def test_the_job_worker_survives_its_data_folder_moving_away(tmp_path: Path) -> None:
+    """Writes under a data folder moved away are refused (fsutil.check_folder), also the job
+    file's final save: that refusal escaped the worker thread, and every later job stayed
+    queued for good. Now the job ends failed (storage-unavailable, kept in memory) and the
+    next job runs once the folder is back."""
+    from app.fsutil import FolderIdentity, check_folder, watch_folder
+
+    data = tmp_path / "data"
+    store = JobStore(data / "teach" / "jobs")
+    store.root.mkdir(parents=True)
+    watch_folder(FolderIdentity(data))
+    away = tmp_path / "away"
+
+    def work(job: Job, progress: object, should_stop: object) -> dict[str, object]:
+        if job.model == "first":
+            data.rename(away)
+            check_folder(data)  # what a catalog read or the publish does: 503
+        return {"ok": True}
+
+    runner = JobRunner(store, work)
+    runner.start()
+    try:
+        first = runner.submit("c", "first", {})
+        deadline = time.monotonic() + 10
+        while not runner.get(first.id).done:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        failed = runner.get(first.id)
+        assert failed.status == "failed" and failed.error is not None
+        assert failed.error["status"] == 503
+        away.rename(data)
+        second = runner.submit("c", "second", {})
+        while not runner.get(second.id).done:
+            assert time.monotonic() < deadline, "the worker died: the job stayed queued"
+            time.sleep(0.01)
+        assert runner.get(second.id).status == "succeeded"
+    finally:
+        runner.stop()
