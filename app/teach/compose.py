@@ -66,7 +66,6 @@ def _remember_deleted(root: Path, name: str, versions: Sequence[str]) -> None:
     top = max(
         [_highest_deleted(root, name), *(n for v in versions if (n := ascii_uint(v)) is not None)]
     )
-    make_dirs_durably(root / _DELETED)
     atomic_write(root / _DELETED / name, str(top).encode("ascii"))
 
 

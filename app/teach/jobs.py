@@ -24,7 +24,7 @@ from pydantic import TypeAdapter
 
 from app.bundle_write import atomic_write
 from app.errors import PROBLEM_BASE, ServiceError
-from app.fsutil import check_folder, file_lock
+from app.fsutil import file_lock
 from app.teach.errors import JobConflict, JobNotFound, JobQueueFull, TeachCancelled
 
 logger = logging.getLogger(__name__)
@@ -131,8 +131,8 @@ class JobStore:
             yield
 
     def save(self, job: Job) -> None:
-        check_folder(self.root)  # never recreate a data folder moved away under the server
-        self.root.mkdir(parents=True, exist_ok=True)
+        # atomic_write makes the folder, and never recreates a data folder moved away
+        # under the server (fsutil.check_folder)
         atomic_write(self.path(job.id), json.dumps(asdict(job), indent=1).encode())
 
     def save_owned(self, job: Job) -> None:
