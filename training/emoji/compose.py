@@ -8,6 +8,7 @@ an internal tensor. `parity` checks the composed graph against the numpy head.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from app.bundle import EMBEDDING_NAME, PROBS_NAME
 from app.runtime import OnnxModel
 from training.emoji.heads import MASS_EPS, LinearHead
+from training.emoji.identity import IdentityHead
 from training.imagenet import BIRD_INDICES
 
 _INTERNAL_PROBS = "imagenet_probs"
@@ -32,7 +34,7 @@ def threshold_logit(t: float) -> float:
 
 def compose(
     backbone_onnx: Path | onnx.ModelProto,
-    head: LinearHead,
+    head: LinearHead | IdentityHead,
     combine_threshold: float | None = None,
     eps: float = 0.0,
     features: str = EMBEDDING_NAME,
@@ -93,14 +95,17 @@ def compose(
             helper.make_node("Concat", ["head_emb_root", "head_mass_logit"], ["head_x"], axis=1),
         ]
         head_in = "head_x"
-    w64, b64 = head.folded()  # projection and standardisation folded into one dot product
-    w, b = w64.astype(np.float32), np.float32(b64)
-    nodes += [
-        helper.make_node("MatMul", [head_in, const("head_w", w[:, None])], ["head_xw"]),
-        helper.make_node(
-            "Add", ["head_xw", const("head_b", np.asarray([b], np.float32))], ["head_z"]
-        ),
-    ]
+    if isinstance(head, IdentityHead):
+        nodes += _identity_nodes(head, head_in, const)
+    else:
+        w64, b64 = head.folded()  # projection and standardisation folded into one dot product
+        w, b = w64.astype(np.float32), np.float32(b64)
+        nodes += [
+            helper.make_node("MatMul", [head_in, const("head_w", w[:, None])], ["head_xw"]),
+            helper.make_node(
+                "Add", ["head_xw", const("head_b", np.asarray([b], np.float32))], ["head_z"]
+            ),
+        ]
     if combine_threshold is None:
         nodes += [
             helper.make_node("Sub", ["head_z", "head_z"], ["head_zero"]),
@@ -136,9 +141,28 @@ def compose(
     return model.SerializeToString()
 
 
+def _identity_nodes(
+    head: IdentityHead, head_in: str, const: Callable[[str, npt.NDArray[np.generic]], str]
+) -> list[onnx.NodeProto]:
+    """head_z = log(sum of the positive emoji's softmax) - log(sum of the others'): class
+    logits, then a log-sum-exp over each group (ReduceLogSumExp, numerically stable)."""
+    w64, b64 = head.folded()
+    pos = np.flatnonzero(head.positive).astype(np.int64)
+    neg = np.flatnonzero(~head.positive).astype(np.int64)
+    return [
+        helper.make_node("MatMul", [head_in, const("head_w", w64.astype(np.float32))], ["head_xw"]),
+        helper.make_node("Add", ["head_xw", const("head_b", b64.astype(np.float32))], ["head_cl"]),
+        helper.make_node("Gather", ["head_cl", const("head_pos", pos)], ["head_cl_pos"], axis=1),
+        helper.make_node("Gather", ["head_cl", const("head_neg", neg)], ["head_cl_neg"], axis=1),
+        helper.make_node("ReduceLogSumExp", ["head_cl_pos"], ["head_lse_pos"], axes=[1]),
+        helper.make_node("ReduceLogSumExp", ["head_cl_neg"], ["head_lse_neg"], axes=[1]),
+        helper.make_node("Sub", ["head_lse_pos", "head_lse_neg"], ["head_z"]),
+    ]
+
+
 def parity(
     model: OnnxModel,
-    head: LinearHead,
+    head: LinearHead | IdentityHead,
     batch: npt.NDArray[np.float32],
     head_input: npt.NDArray[np.float32],
     mass: npt.NDArray[np.float32] | None = None,

@@ -31,6 +31,13 @@ class EmojiHeadConfig(RecipeBase):
     cs: list[float] | None = Field(default=None, min_length=1)
     # Weights for the task's hard negatives (as drawn) that the inner LOSO chooses from.
     hard_weights: list[float] | None = Field(default=None, min_length=1)
+    # `logistic`: a binary logistic head (santa v1, bird v1). `identity`: a softmax over every
+    # emoji, the task's score its emoji's summed probability (training.emoji.identity, bird v3).
+    head: Literal["logistic", "identity"] = "logistic"
+    identity_l2: float = Field(default=1e-5, gt=0)  # the identity head's L2 (fixed, one setting)
+    identity_epochs: int = Field(default=10, ge=1, le=100)
+    # The config file a rebuild runs (named on the card).
+    config_file: str | None = None
     # Extra card sections, rendered after the evaluation sections.
     card_notes: list[CardNote] = Field(default_factory=list)
 

@@ -35,6 +35,7 @@ from training.emoji.embed import (
     style_features,
 )
 from training.emoji.heads import LinearHead, Projection, features, fit_head, fit_projection
+from training.emoji.identity import IdentityHead, fit_identity_head
 
 MAX_FPR = 0.01
 logger = logging.getLogger(__name__)
@@ -59,6 +60,12 @@ class Task:
     # may get in training (1.0 = none); the weight is chosen on validation like C.
     hard: Callable[[Picture], bool] | None = None
     hard_weights: tuple[float, ...] = (1.0,)
+    # An emoji-identity softmax head (training.emoji.identity) instead of a logistic one: one
+    # setting (every augmented view, `identity_l2`), no inner search; each fold's threshold is
+    # the task's rule on the other styles' held-out scores (see run_loso).
+    identity: bool = False
+    identity_l2: float = 1e-5
+    identity_epochs: int = 10
 
 
 TASKS = {
@@ -85,6 +92,7 @@ TASKS = {
 }
 PHOTO_WEIGHT = 10.0
 Setting = tuple[int, float, float]  # (augmented views used, C, hard-negative weight)
+Head = LinearHead | IdentityHead
 
 
 @dataclass
@@ -97,6 +105,9 @@ class StyleSet:
     aug: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]] = field(default_factory=list)
     mass: npt.NDArray[np.float32] | None = None  # ImageNet bird mass of the base pictures
     hard: npt.NDArray[np.bool_] | None = None  # the task's hard negatives among the base pictures
+    # Emoji keys (training.emoji.identity's classes) of the base pictures and of each aug view.
+    keys: npt.NDArray[np.str_] | None = None
+    aug_keys: list[npt.NDArray[np.str_]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -124,13 +135,14 @@ def load_sets(
         labels = [task.label(p) for p in pics]
         mask = np.array([lab is not None for lab in labels])
         base = style_features(pics, style, "base", backbone)
-        aug = []
+        aug, aug_keys = [], []
         for v in views:
             idx = [i for i in aug_subset(pics, v) if mask[i]]
             sub = [pics[i] for i in idx]
             y_sub = np.array([labels[i] for i in idx], np.int64)
             f = style_features(sub, style, v, backbone, seeds=idx)
             aug.append((features(f.emb, f.bird_mass, task.use_mass), y_sub))
+            aug_keys.append(np.asarray([p.key for p in sub]))
         kept = [p for p, m in zip(pics, mask, strict=True) if m]
         hard = None if task.hard is None else np.array([task.hard(p) for p in kept], bool)
         out[style] = StyleSet(
@@ -141,6 +153,8 @@ def load_sets(
             aug,
             base.bird_mass[mask],
             hard,
+            np.asarray([p.key for p in kept]),
+            aug_keys,
         )
     return out
 
@@ -164,6 +178,8 @@ def project(
             [(proj(x), y) for x, y in s.aug],
             s.mass,
             s.hard,
+            s.keys,
+            s.aug_keys,
         )
         for k, s in sets.items()
     }
@@ -186,8 +202,10 @@ def train(
     setting: Setting,
     photos: PhotoSet | None = None,
     photo_mask: npt.NDArray[np.bool_] | None = None,
-) -> LinearHead:
+) -> Head:
     n_aug, c, hard_w = setting
+    if task.identity:
+        return _train_identity(task, sets, styles, n_aug)
     xs, ys, ws = [], [], []
     for s in styles:
         st = sets[s]
@@ -207,6 +225,31 @@ def train(
         c=c,
         use_mass=task.use_mass,
         sample_weight=np.concatenate(ws),
+    )
+
+
+def _train_identity(
+    task: Task, sets: dict[str, StyleSet], styles: Sequence[str], n_aug: int
+) -> IdentityHead:
+    xs, keys, positive = [], [], set()
+    for s in styles:
+        st = sets[s]
+        if st.keys is None:
+            raise ValueError(f"{task.name}: identity heads need the pictures' emoji keys")
+        views = [(st.x_base, st.y, st.keys)] + [
+            (x, y, k) for (x, y), k in zip(st.aug[:n_aug], st.aug_keys[:n_aug], strict=True)
+        ]
+        for x, y, k in views:
+            xs.append(x)
+            keys.extend(k.tolist())
+            positive.update(k[y == 1].tolist())
+    return fit_identity_head(
+        np.concatenate(xs),
+        keys,
+        frozenset(positive),
+        l2=task.identity_l2,
+        epochs=task.identity_epochs,
+        seed=0,
     )
 
 
@@ -288,6 +331,8 @@ def run_loso(
     task: Task, sets: dict[str, StyleSet], photos: PhotoSet | None = None
 ) -> dict[str, Any]:
     """The outer loop: per held-out style, and pooled over all folds."""
+    if task.identity:
+        return _run_loso_identity(task, sets)
     styles = list(sets)
     folds: dict[str, Any] = {}
     all_s, all_y, all_t = [], [], []
@@ -310,12 +355,59 @@ def run_loso(
     return {"task": task.name, "folds": folds, "pooled": pooled, "scores": (s, y)}
 
 
+def identity_setting(task: Task, sets: dict[str, StyleSet]) -> Setting:
+    """An identity head's one setting: every augmented view, `identity_l2`."""
+    return (min(len(s.aug) for s in sets.values()), task.identity_l2, 1.0)
+
+
+def _run_loso_identity(task: Task, sets: dict[str, StyleSet]) -> dict[str, Any]:
+    """Identity heads: one fit per fold (no inner search: a fit takes a minute, not a second).
+    Fold h's threshold is the task's rule on the held-out scores of the other six folds, so
+    no figure of style h is chosen on style h; the shipped threshold is the same rule on all
+    seven (final_head)."""
+    styles = list(sets)
+    setting = identity_setting(task, sets)
+    heads, scores = {}, {}
+    for h in styles:
+        heads[h] = train(task, sets, [s for s in styles if s != h], setting)
+        scores[h] = decision_scores(task, heads[h].score(sets[h].x_base), sets[h].mass)
+        logger.info("%s: identity head for held-out %s done", task.name, h)
+    folds: dict[str, Any] = {}
+    all_t = []
+    for h in styles:
+        others = [s for s in styles if s != h]
+        cal = _calibrate(
+            task,
+            np.concatenate([scores[s] for s in others]),
+            np.concatenate([sets[s].y for s in others]),
+        )
+        chosen = {
+            "aug_views": setting[0],
+            "c": setting[1],
+            "hard_weight": setting[2],
+            "n_validation": int(sum(len(sets[s].y) for s in others)),
+            "calibration": cal.to_dict(),
+            "threshold_from": "the other six styles' held-out scores",
+        }
+        folds[h] = {**summarise(scores[h], sets[h].y, cal.threshold), "chosen": chosen}
+        folds[h]["threshold"] = cal.threshold
+        folds[h]["head"] = heads[h]
+        all_t.append(np.full(len(scores[h]), cal.threshold))
+    s = np.concatenate([scores[h] for h in styles])
+    y = np.concatenate([sets[h].y for h in styles])
+    pooled = summarise(s, y, np.concatenate(all_t))
+    return {"task": task.name, "folds": folds, "pooled": pooled, "scores": (s, y)}
+
+
 def final_head(
     task: Task, sets: dict[str, StyleSet], loso: dict[str, Any], photos: PhotoSet | None
-) -> tuple[LinearHead, Calibration, Setting]:
+) -> tuple[Head, Calibration, Setting]:
     """The shipped head: all styles; the setting most folds chose on their validation, the
     threshold by the task's rule on the pooled held-out scores."""
     s, y = loso["scores"]
+    if task.identity:
+        setting = identity_setting(task, sets)
+        return train(task, sets, list(sets), setting), _calibrate(task, s, y), setting
     cs = [
         (f["chosen"]["aug_views"], f["chosen"]["c"], f["chosen"]["hard_weight"])
         for f in loso["folds"].values()
@@ -327,7 +419,7 @@ def final_head(
     return train(task, psets, list(sets), c, pphotos).with_projection(proj), cal, c
 
 
-def photo_test(task: Task, head: LinearHead, photos: PhotoSet, threshold: float) -> dict[str, Any]:
+def photo_test(task: Task, head: Head, photos: PhotoSet, threshold: float) -> dict[str, Any]:
     """The shipped head's decisions on the labelled real photos (never trained on)."""
     scores = decision_scores(task, head.score(photos.x), photos.mass)
     out = summarise(scores, photos.y, threshold)
