@@ -104,7 +104,11 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
         task = dataclasses.replace(task, hard_weights=tuple(cfg.hard_weights))
     if cfg.head == "identity":
         task = dataclasses.replace(
-            task, identity=True, identity_l2=cfg.identity_l2, identity_epochs=cfg.identity_epochs
+            task,
+            identity=True,
+            identity_l2=cfg.identity_l2,
+            identity_epochs=cfg.identity_epochs,
+            identity_seed=cfg.seed,
         )
     backbone = Backbone(cfg.backbone_bundle)
     if backbone.bundle.metadata.input != cfg.input:

@@ -66,6 +66,7 @@ class Task:
     identity: bool = False
     identity_l2: float = 1e-5
     identity_epochs: int = 10
+    identity_seed: int = 0
 
 
 TASKS = {
@@ -249,7 +250,7 @@ def _train_identity(
         frozenset(positive),
         l2=task.identity_l2,
         epochs=task.identity_epochs,
-        seed=0,
+        seed=task.identity_seed,
     )
 
 

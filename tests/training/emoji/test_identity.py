@@ -130,3 +130,16 @@ def test_composed_identity_graph_matches_the_numpy_head_on_real_pictures() -> No
         graph = compose(backbone.bundle.model_path, head, combine)
         model = open_model(graph, metadata=meta, labels=("a", "b"))
         assert parity(model, head, imgs, x, mass, combine) < 1e-4
+
+
+def test_the_shipped_bird_config_builds_an_identity_head_and_names_itself() -> None:
+    import yaml
+
+    from training.recipes import parse_config
+
+    path = "training/configs/bird-emoji-identity.yaml"
+    cfg = parse_config(yaml.safe_load((ROOT / path).read_text()))
+    assert cfg.head == "identity" and cfg.config_file == path  # type: ignore[attr-defined]
+    assert (ROOT / "models" / "bird" / "metadata.json").is_file()
+    card = (ROOT / "models" / "bird" / "README.md").read_text()
+    assert path in card and "emoji-identity softmax head" in card
