@@ -101,6 +101,17 @@ def test_rendering_is_white_backed_and_augmentation_is_seeded(catalog) -> None: 
     assert np.array_equal(x1, x2) and not np.array_equal(x1, x3)
 
 
+def test_views_all_cover_every_picture_with_seeds_no_aug_view_uses(catalog) -> None:  # type: ignore[no-untyped-def]
+    from training.emoji.embed import aug_subset, view_seed
+
+    pics = [p for p in catalog if p.style == "twemoji"]
+    assert aug_subset(pics, "all1") == list(range(len(pics)))
+    aug0 = aug_subset(pics, "aug0")
+    assert 0.3 < len(aug0) / len(pics) < 0.45  # positives + 35% of the rest
+    assert view_seed("aug0") == 0 and view_seed("aug1") == 1
+    assert view_seed("all1") == 101 and view_seed("all0") == 100  # never an aug view's seed
+
+
 def _synthetic_sets(seed: int = 0) -> dict[str, StyleSet]:
     """Five 'styles': positives shifted along one direction, each style with its own offset."""
     rng = np.random.default_rng(seed)

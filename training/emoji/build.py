@@ -226,7 +226,8 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
         CardData(
             metadata=meta,
             labels=task.labels,
-            sections=card_sections(task, loso, photo_fig, cal) + note_sections(cfg.card_notes),
+            sections=card_sections(task, loso, photo_fig, cal, cfg.views)
+            + note_sections(cfg.card_notes),
             limitations=tuple(cfg.limitations) or limitations(task),
             references=tuple(Reference(**r.model_dump()) for r in cfg.references),
             licences=(

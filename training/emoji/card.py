@@ -83,19 +83,35 @@ LOGISTIC_PROTOCOL = (
     "regularisation and the threshold were made on validation scores from an inner "
     "leave-one-style-out over those six; the held-out style was scored once."
 )
-IDENTITY_PROTOCOL = (
-    "Each style is scored by a head trained on the other six: a softmax over every emoji "
-    "(skin tones merged; one class per emoji, each drawn in up to six styles), on the pictures "
-    "as drawn plus one augmented view (colour, line weight, scale/position, background, "
-    "resolution) of the positives and 35% of the rest, one fixed setting. The score is the "
-    "positive emoji's summed probability. Each style's threshold is the rule below applied to "
-    "the other six styles' held-out scores, so nothing about a style's figures was chosen on "
-    "that style; it was scored once."
-)
+AUGMENTS = "colour, line weight, scale/position, background, resolution"
+
+
+def identity_protocol(views: Sequence[str]) -> str:
+    """How an identity head's folds were trained and thresholded, naming its views."""
+    kinds = []
+    for v in views:
+        if v.startswith("all"):
+            kinds.append("one of every picture")
+        elif v == "aug0":
+            kinds.append("one of the positives and 35% of the rest")
+        else:
+            kinds.append("one more of the positives")
+    return (
+        "Each style is scored by a head trained on the other six: a softmax over every emoji "
+        "(skin tones merged; one class per emoji, each drawn in up to six styles), on the "
+        f"pictures as drawn plus augmented views ({AUGMENTS}): {'; '.join(kinds)}; one fixed "
+        "setting. The score is the positive emoji's summed probability. Each style's threshold "
+        "is the rule below applied to the other six styles' held-out scores, so nothing about a "
+        "style's figures was chosen on that style; it was scored once."
+    )
 
 
 def card_sections(
-    task: Task, loso: dict[str, Any], photos: dict[str, Any] | None, cal: Calibration
+    task: Task,
+    loso: dict[str, Any],
+    photos: dict[str, Any] | None,
+    cal: Calibration,
+    views: Sequence[str] = ("aug0",),
 ) -> tuple[Section, ...]:
     rows = [
         _row(s, loso["folds"][s], loso["folds"][s]["threshold"])
@@ -108,7 +124,7 @@ def card_sections(
         Section(
             "Leave-one-style-out evaluation (drawings)",
             paragraphs=(
-                (IDENTITY_PROTOCOL if task.identity else LOGISTIC_PROTOCOL)
+                (identity_protocol(views) if task.identity else LOGISTIC_PROTOCOL)
                 + " Recall at 1% FPR is threshold-free (the best recall on that style at <= 1% "
                 "false positives).",
                 f"The shipped head is trained on all seven styles; its threshold "

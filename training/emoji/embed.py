@@ -112,7 +112,7 @@ def style_features(
         def arrays(i: int) -> npt.NDArray[np.uint8]:
             return base_array(pictures[i], SIZE)
     else:
-        seed = int(view.removeprefix("aug"))
+        seed = view_seed(view)
         style_no = list(STYLES).index(style)
 
         def arrays(i: int) -> npt.NDArray[np.uint8]:
@@ -140,11 +140,22 @@ def photo_features(backbone: Backbone) -> tuple[Features, npt.NDArray[np.int64],
     return Features(emb, mass, tuple(str(p.path) for p in photos)), y, [p.group for p in photos]
 
 
+def view_seed(view: str) -> int:
+    """The augmentation seed of a view: 'aug<k>' -> k, 'all<k>' -> 100 + k (never the seed of
+    an 'aug' view, so a picture's 'all' view differs from its 'aug' views)."""
+    if view.startswith("all"):
+        return 100 + int(view.removeprefix("all"))
+    return int(view.removeprefix("aug"))
+
+
 def aug_subset(pictures: Sequence[Picture], view: str) -> list[int]:
     """Indices of the pictures that get augmented view `view`: every Santa and bird, and for
     'aug0' also a fixed AUG_SHARE percent of the rest (by a hash of the file name: the same
     emoji in every run); 'aug1', 'aug2', ... are extra views of the rare positives only, and
-    'aug1' also of Santa's hardest negatives (the other fantasy figures)."""
+    'aug1' also of Santa's hardest negatives (the other fantasy figures). 'all<k>': one view of
+    every picture (the emoji-identity heads, which learn every emoji, not only the positives)."""
+    if view.startswith("all"):
+        return list(range(len(pictures)))
     share = AUG_SHARE if view == "aug0" else 0
     return [
         i

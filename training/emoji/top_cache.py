@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from training.emoji.catalog import STYLES, Picture, data_root, load_catalog
-from training.emoji.embed import BACKBONE, RENDER_VERSION, SIZE, aug_subset
+from training.emoji.embed import BACKBONE, RENDER_VERSION, SIZE, aug_subset, view_seed
 from training.emoji.render import augment, base_array
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def view_array(picture: Picture, style: str, view: str, seed: int) -> npt.NDArra
     """The picture as embed.style_features renders it: 'base' or 'aug<k>' seeded per picture."""
     if view == "base":
         return base_array(picture, SIZE)
-    rng = np.random.default_rng([int(view.removeprefix("aug")), list(STYLES).index(style), seed])
+    rng = np.random.default_rng([view_seed(view), list(STYLES).index(style), seed])
     return augment(picture, SIZE, rng)
 
 
