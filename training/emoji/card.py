@@ -76,14 +76,14 @@ def trained_on(task: Task) -> str:
     )
 
 
+AUGMENTS = "colour, line weight, scale/position, background, resolution"
 LOGISTIC_PROTOCOL = (
     "Each style is scored by a head trained on the other six: the pictures as drawn, plus one "
-    "augmented view (colour, line weight, scale/position, background, resolution) of the "
-    "positives and 35% of the rest when the inner validation preferred it. That choice, the "
-    "regularisation and the threshold were made on validation scores from an inner "
-    "leave-one-style-out over those six; the held-out style was scored once."
+    f"augmented view ({AUGMENTS}) of the positives and 35% of the rest when the inner "
+    "validation preferred it. That choice, the regularisation and the threshold were made on "
+    "validation scores from an inner leave-one-style-out over those six; the held-out style "
+    "was scored once."
 )
-AUGMENTS = "colour, line weight, scale/position, background, resolution"
 
 
 def identity_protocol(views: Sequence[str]) -> str:

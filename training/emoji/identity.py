@@ -39,7 +39,6 @@ class IdentityHead:
     l2: float
     epochs: int
     use_mass: bool = False  # the compose/loso interface of a LinearHead (no mass feature)
-    projection: None = None
 
     def class_logits(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         w, b = self.folded()
