@@ -110,6 +110,57 @@ def test_views_all_cover_every_picture_with_seeds_no_aug_view_uses(catalog) -> N
     assert 0.3 < len(aug0) / len(pics) < 0.45  # positives + 35% of the rest
     assert view_seed("aug0") == 0 and view_seed("aug1") == 1
     assert view_seed("all1") == 101 and view_seed("all0") == 100  # never an aug view's seed
+    assert aug_subset(pics, "sty0") == list(range(len(pics)))
+    assert view_seed("sty0") == 200 and view_seed("sty1") == 201  # nor an all view's
+
+
+def test_line_art_traces_the_outline_and_colour_boundaries(catalog) -> None:  # type: ignore[no-untyped-def]
+    from training.emoji.render import line_art, load_rgba
+
+    for style in ("fluent-flat", "noto"):  # an SVG style and a 64 px PNG style
+        duck = next(p for p in catalog if p.style == style and p.short_name == "duck")
+        lines = np.asarray(line_art(duck, 128))
+        drawn = lines[..., 3] > 0
+        assert (lines[drawn][:, :3] == 0).all()  # black lines, nothing else drawn
+        shape = np.asarray(load_rgba(duck, 128))[..., 3] > 127
+        share = drawn.sum() / shape.sum()
+        assert 0.05 < share < 0.6, (style, share)  # lines, not the filled shape
+        # Every row the duck spans has a line at both ends of the shape (its outline).
+        for row in np.flatnonzero(shape.any(axis=1))[5:-5:10]:
+            cols = np.flatnonzero(shape[row])
+            near = drawn[row, max(cols[0] - 2, 0) : cols[0] + 3]
+            assert near.any(), (style, row)
+        thick = np.asarray(line_art(duck, 128, weight=5))[..., 3] > 0
+        assert thick.sum() > 1.5 * drawn.sum()
+
+
+def test_silhouette_fills_the_shape_and_keeps_inner_lines_white(catalog) -> None:  # type: ignore[no-untyped-def]
+    from training.emoji.render import load_rgba, silhouette
+
+    duck = next(p for p in catalog if p.style == "fluent-flat" and p.short_name == "duck")
+    sil = np.asarray(silhouette(duck, 128))
+    shape = np.asarray(load_rgba(duck, 128))[..., 3] > 127
+    assert (sil[..., 3][~shape] == 0).all()  # nothing outside the drawing
+    black = shape & (sil[..., :3].sum(axis=2) == 0)
+    white = shape & (sil[..., :3].min(axis=2) == 255)
+    assert black.sum() > 0.6 * shape.sum()  # mostly filled
+    assert white.sum() > 0.01 * shape.sum()  # the colour boundaries inside stay visible
+
+
+def test_style_views_are_seeded_on_white_and_both_kinds_occur(catalog) -> None:  # type: ignore[no-untyped-def]
+    from training.emoji.render import style_view
+
+    owl = next(p for p in catalog if p.style == "twemoji" and p.short_name == "owl")
+    views = [style_view(owl, 96, np.random.default_rng([200, 1, k])) for k in range(12)]
+    again = style_view(owl, 96, np.random.default_rng([200, 1, 0]))
+    assert np.array_equal(views[0], again)
+    for v in views:
+        assert v.shape == (96, 96, 3) and v.dtype == np.uint8
+        assert set(np.unique(v[[0, -1]])) <= set(range(200, 256))  # white edges (placement)
+        assert (v.max(axis=2) - v.min(axis=2)).max() < 30  # black and white only, no colour
+    dark = [float((v < 128).mean()) for v in views]
+    # Line art darkens a little of the canvas, a silhouette much more: both kinds are drawn.
+    assert min(dark) < 0.15 and max(dark) > 0.25, dark
 
 
 def _synthetic_sets(seed: int = 0) -> dict[str, StyleSet]:
@@ -235,3 +286,13 @@ def test_hard_negative_weight_pushes_the_hard_negatives_down() -> None:
     no_flags = {k: StyleSet(k, [], s.y, s.x_base, []) for k, s in sets.items()}
     same = train(TOY, no_flags, ["a", "b"], (0, 1.0, 3.0))
     assert np.allclose(same.score(x), plain.score(x))
+
+
+def test_identity_card_names_every_kind_of_view() -> None:
+    from training.emoji.card import identity_protocol
+
+    text = identity_protocol(["aug0", "all1", "sty0"])
+    assert "one of the positives and 35% of the rest" in text
+    assert "one of every picture;" in text
+    assert "line art" in text and "silhouette" in text
+    assert "line art" not in identity_protocol(["aug0", "all1"])

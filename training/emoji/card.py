@@ -90,7 +90,13 @@ def identity_protocol(views: Sequence[str]) -> str:
     """How an identity head's folds were trained and thresholded, naming its views."""
     kinds = []
     for v in views:
-        if v.startswith("all"):
+        if v.startswith("sty"):
+            kinds.append(
+                "one of every picture redrawn in another technique, as line art (its outline "
+                "and colour boundaries in black on white) or as a black silhouette with its "
+                "colour boundaries left white (render.style_view)"
+            )
+        elif v.startswith("all"):
             kinds.append("one of every picture")
         elif v == "aug0":
             kinds.append("one of the positives and 35% of the rest")

@@ -32,7 +32,7 @@ class EmojiHeadConfig(RecipeBase):
     # Weights for the task's hard negatives (as drawn) that the inner LOSO chooses from.
     hard_weights: list[float] | None = Field(default=None, min_length=1)
     # `logistic`: a binary logistic head (santa v1, bird v1). `identity`: a softmax over every
-    # emoji, the task's score its emoji's summed probability (training.emoji.identity, bird v3).
+    # emoji, the task's score its emoji's summed probability (training.emoji.identity, bird v3, v4).
     head: Literal["logistic", "identity"] = "logistic"
     identity_l2: float = Field(default=1e-5, gt=0)  # the identity head's L2 (fixed, one setting)
     identity_epochs: int = Field(default=10, ge=1, le=100)

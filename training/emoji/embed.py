@@ -24,7 +24,7 @@ import numpy.typing as npt
 from app.bundle import load_bundle
 from app.imaging import ImageLimits, prepare
 from training.emoji.catalog import PROJECT_ROOT, STYLES, Picture, data_root, load_catalog
-from training.emoji.render import augment, base_array
+from training.emoji.render import augment, base_array, style_view
 from training.imagenet import BIRD_INDICES, bird_photos
 from training.serving_eval import open_model
 
@@ -94,9 +94,10 @@ def style_features(
     root: Path | None = None,
     seeds: Sequence[int] | None = None,
 ) -> Features:
-    """Features of one style's pictures; view 'base' (on white) or 'aug<seed>' (augmented;
-    picture i's random view is seeded by seeds[i], default i: pass each picture's index in the
-    style's full list so a subset gets the same views as the whole)."""
+    """Features of one style's pictures; view 'base' (on white), 'aug<k>'/'all<k>' (augmented)
+    or 'sty<k>' (redrawn as line art or a silhouette: render.style_view). Picture i's random
+    view is seeded by seeds[i], default i: pass each picture's index in the style's full list so
+    a subset gets the same views as the whole."""
     path = _cache_file(root, backbone.sha, style, view)
     base = root or data_root()
     rel = tuple(str(p.path.relative_to(base)) for p in pictures)
@@ -114,10 +115,11 @@ def style_features(
     else:
         seed = view_seed(view)
         style_no = list(STYLES).index(style)
+        draw = style_view if view.startswith("sty") else augment
 
         def arrays(i: int) -> npt.NDArray[np.uint8]:
             rng = np.random.default_rng([seed, style_no, seeds[i] if seeds is not None else i])
-            return augment(pictures[i], SIZE, rng)
+            return draw(pictures[i], SIZE, rng)
 
     emb, mass = _run(backbone, arrays, len(pictures))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,10 +143,12 @@ def photo_features(backbone: Backbone) -> tuple[Features, npt.NDArray[np.int64],
 
 
 def view_seed(view: str) -> int:
-    """The augmentation seed of a view: 'aug<k>' -> k, 'all<k>' -> 100 + k (never the seed of
-    an 'aug' view, so a picture's 'all' view differs from its 'aug' views)."""
+    """The augmentation seed of a view: 'aug<k>' -> k, 'all<k>' -> 100 + k, 'sty<k>' -> 200 + k
+    (kinds never share a seed, so a picture's views of different kinds differ)."""
     if view.startswith("all"):
         return 100 + int(view.removeprefix("all"))
+    if view.startswith("sty"):
+        return 200 + int(view.removeprefix("sty"))
     return int(view.removeprefix("aug"))
 
 
@@ -153,8 +157,9 @@ def aug_subset(pictures: Sequence[Picture], view: str) -> list[int]:
     'aug0' also a fixed AUG_SHARE percent of the rest (by a hash of the file name: the same
     emoji in every run); 'aug1', 'aug2', ... are extra views of the rare positives only, and
     'aug1' also of Santa's hardest negatives (the other fantasy figures). 'all<k>': one view of
-    every picture (the emoji-identity heads, which learn every emoji, not only the positives)."""
-    if view.startswith("all"):
+    every picture (the emoji-identity heads, which learn every emoji, not only the positives);
+    'sty<k>': one style view (line art or silhouette) of every picture."""
+    if view.startswith(("all", "sty")):
         return list(range(len(pictures)))
     share = AUG_SHARE if view == "aug0" else 0
     return [

@@ -3,7 +3,10 @@
 PNG styles (64 px) and SVG styles (rasterised with resvg-py at the requested size) are
 composited on white and resized with the same rule as ``app.imaging`` (bilinear). Augmentation
 varies what differs between drawing styles: colour, line weight, scale/position, background
-and resolution.
+and resolution. Style views (``style_view``) redraw a picture in another drawing technique: line
+art (its outline and colour boundaries in black on white) or a silhouette (its shape filled
+black, colour boundaries left white), so a head trained on colour emoji also sees the same
+object drawn the way line-art and high-contrast sets draw it.
 """
 
 from __future__ import annotations
@@ -115,3 +118,86 @@ def augment(picture: Picture, size: int, rng: np.random.Generator) -> npt.NDArra
     if rng.random() < 0.5:
         canvas = ImageOps.mirror(canvas)
     return np.asarray(canvas.convert("RGB"), dtype=np.uint8)
+
+
+# Style views. A colour boundary is where neighbouring pixels differ by more than this much in
+# some RGB channel (0-255); the PNG styles are found at their own 64 px and scaled up, so the
+# blur of upscaling does not hide their lines.
+EDGE_STEP = 40
+PNG_SIZE = 64
+
+
+def _max_filter(mask: npt.NDArray[np.bool_], k: int) -> npt.NDArray[np.bool_]:
+    if k <= 1:
+        return mask
+    im = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(k))
+    return np.asarray(im) > 127
+
+
+def _min_filter(mask: npt.NDArray[np.bool_], k: int) -> npt.NDArray[np.bool_]:
+    im = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MinFilter(k))
+    return np.asarray(im) > 127
+
+
+def _boundaries(img: Image.Image) -> npt.NDArray[np.bool_]:
+    """Colour boundaries inside the drawing plus its outline, as a boolean map."""
+    rgba = np.asarray(img, dtype=np.float32)
+    alpha = rgba[..., 3:4] / 255.0
+    rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
+    step = np.zeros(rgb.shape[:2], np.float32)
+    step[:, 1:] = np.abs(np.diff(rgb, axis=1)).max(axis=2)
+    step[1:, :] = np.maximum(step[1:, :], np.abs(np.diff(rgb, axis=0)).max(axis=2))
+    shape = rgba[..., 3] > 127
+    outline = shape & ~_min_filter(shape, 3)
+    return np.asarray(((step > EDGE_STEP) & shape) | outline)
+
+
+def drawing_lines(picture: Picture, size: int) -> tuple[Image.Image, npt.NDArray[np.bool_]]:
+    """The picture at `size` (RGBA) and its line map at that size."""
+    img = load_rgba(picture, size)
+    if picture.path.suffix.lower() == ".svg":
+        return img, _boundaries(img)
+    small = _boundaries(load_rgba(picture, PNG_SIZE))
+    up = Image.fromarray(small.astype(np.uint8) * 255).resize(
+        (size, size), Image.Resampling.BILINEAR
+    )
+    return img, np.asarray(up) > 80
+
+
+def line_art(picture: Picture, size: int, weight: int = 1) -> Image.Image:
+    """Black lines on a transparent canvas; `weight` thickens them (an odd filter size)."""
+    _, lines = drawing_lines(picture, size)
+    out = np.zeros((size, size, 4), np.uint8)
+    out[_max_filter(lines, weight)] = (0, 0, 0, 255)
+    return Image.fromarray(out, "RGBA")
+
+
+def silhouette(picture: Picture, size: int, weight: int = 1) -> Image.Image:
+    """The shape filled black, inner colour boundaries white (like a high-contrast icon set)."""
+    img, lines = drawing_lines(picture, size)
+    shape = np.asarray(img)[..., 3] > 127
+    inner = _max_filter(lines, weight) & _min_filter(shape, 7)
+    out = np.zeros((size, size, 4), np.uint8)
+    out[shape] = (0, 0, 0, 255)
+    out[inner] = (255, 255, 255, 255)
+    return Image.fromarray(out, "RGBA")
+
+
+def style_view(picture: Picture, size: int, rng: np.random.Generator) -> npt.NDArray[np.uint8]:
+    """One random style view: line art or silhouette (even odds), scaled to 70-100% and placed
+    at random on white, mirrored half the time; size x size x 3 uint8."""
+    svg = picture.path.suffix.lower() == ".svg"
+    if rng.random() < 0.5:
+        img = line_art(picture, size, int(rng.choice([1, 3, 3, 5])) if svg else 1)
+    else:
+        img = silhouette(picture, size, int(rng.choice([1, 3, 3])))
+    side = max(8, round(size * float(rng.uniform(0.7, 1.0))))
+    img = img.resize((side, side), Image.Resampling.BILINEAR)
+    off = size - side
+    x, y = (int(rng.integers(0, off + 1)), int(rng.integers(0, off + 1))) if off else (0, 0)
+    layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    layer.paste(img, (x, y))
+    canvas = on_background(layer)
+    if rng.random() < 0.5:
+        canvas = ImageOps.mirror(canvas)
+    return np.asarray(canvas, dtype=np.uint8)
