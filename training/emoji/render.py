@@ -152,21 +152,22 @@ def _boundaries(img: Image.Image) -> npt.NDArray[np.bool_]:
     return np.asarray(((step > EDGE_STEP) & shape) | outline)
 
 
-def drawing_lines(picture: Picture, size: int) -> tuple[Image.Image, npt.NDArray[np.bool_]]:
-    """The picture at `size` (RGBA) and its line map at that size."""
-    img = load_rgba(picture, size)
+def drawing_lines(
+    picture: Picture, size: int, img: Image.Image | None = None
+) -> npt.NDArray[np.bool_]:
+    """The picture's line map at `size` (`img`: the picture already loaded at that size)."""
     if picture.path.suffix.lower() == ".svg":
-        return img, _boundaries(img)
+        return _boundaries(img if img is not None else load_rgba(picture, size))
     small = _boundaries(load_rgba(picture, PNG_SIZE))
     up = Image.fromarray(small.astype(np.uint8) * 255).resize(
         (size, size), Image.Resampling.BILINEAR
     )
-    return img, np.asarray(up) > 80
+    return np.asarray(np.asarray(up) > 80)
 
 
 def line_art(picture: Picture, size: int, weight: int = 1) -> Image.Image:
     """Black lines on a transparent canvas; `weight` thickens them (an odd filter size)."""
-    _, lines = drawing_lines(picture, size)
+    lines = drawing_lines(picture, size)
     out = np.zeros((size, size, 4), np.uint8)
     out[_max_filter(lines, weight)] = (0, 0, 0, 255)
     return Image.fromarray(out, "RGBA")
@@ -174,7 +175,8 @@ def line_art(picture: Picture, size: int, weight: int = 1) -> Image.Image:
 
 def silhouette(picture: Picture, size: int, weight: int = 1) -> Image.Image:
     """The shape filled black, inner colour boundaries white (like a high-contrast icon set)."""
-    img, lines = drawing_lines(picture, size)
+    img = load_rgba(picture, size)
+    lines = drawing_lines(picture, size, img)
     shape = np.asarray(img)[..., 3] > 127
     inner = _max_filter(lines, weight) & _min_filter(shape, 7)
     out = np.zeros((size, size, 4), np.uint8)
