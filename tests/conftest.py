@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,6 +24,11 @@ DATA = Path(
 )
 FETCH_HINT = "run scripts/fetch-data (the README's test command does it)"
 
+# The suite starts about a hundred Python processes (xdist workers, real servers, scripts), each
+# importing app/ (and pytest re-rewriting every test module): without bytecode caches each of
+# them compiles those sources again. Cache them (in the git-ignored __pycache__ folders) even
+# where PYTHONDONTWRITEBYTECODE is set; child processes read the caches without writing.
+sys.dont_write_bytecode = False
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # One pytest process starts hundreds of apps: freezing the heap at each start-up would keep the
@@ -34,7 +41,7 @@ FAST_SUBSET = "not slow and not browser and not docker"
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     """The fast subset (`-m "not slow and not browser and not docker"`) runs on every core
-    with pytest-xdist (150 s serially, 95 s on 2 workers on a 2-core machine, 2026-12-02);
+    with pytest-xdist (on one 2-core machine, 2026-12-04: 98-106 s on 2 workers, see README);
     `-n 0` runs it in one process, `-n N` chooses. Other selections are left as given: the
     browser, Docker and timing-heavy slow tests expect the machine to themselves."""
     if (
@@ -75,6 +82,10 @@ def photos_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def fashion_mnist():  # type: ignore[no-untyped-def]
+    return _load_fashion_mnist()
+
+
+def _load_fashion_mnist():  # type: ignore[no-untyped-def]
     from training.data import load_fashion_mnist
 
     require(DATA / "fashion-mnist")
@@ -134,17 +145,39 @@ def export_tiny(  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory, fashion_mnist) -> Path:  # type: ignore[no-untyped-def]
+def tiny_models_dir(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Path:
     """A models/ folder holding one real bundle, `tiny`: a small CNN trained for a few seconds
-    on 3,000 Fashion-MNIST training images and exported through training.export."""
+    on 3,000 Fashion-MNIST training images and exported through training.export.
+
+    Under pytest-xdist the workers share one: the first to take the lock trains and exports it
+    into the run's common temporary folder, the others wait and read it (they never import
+    TensorFlow for it). Tests treat the folder as read-only."""
+    if not hasattr(request.config, "workerinput"):  # one process: nothing to share
+        out = tmp_path_factory.mktemp("models")
+        _build_tiny(out)
+        return out
+    shared = tmp_path_factory.getbasetemp().parent / "tiny-models"
+    shared.mkdir(exist_ok=True)
+    with open(shared.parent / "tiny-models.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not (shared / "tiny" / "metadata.json").exists():
+                _build_tiny(shared)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return shared
+
+
+def _build_tiny(out: Path) -> None:
     from app.bundle import Metrics
 
-    data = fashion_mnist
+    data = _load_fashion_mnist()
     x = data.x_train[:TINY_TRAIN_N].astype(np.float32)
     model = fit_tiny(x, data.y_train[:TINY_TRAIN_N], len(data.class_names), epochs=4)
     x_test = data.x_test[:1000].astype(np.float32)
     _, acc = model.evaluate(x_test, data.y_test[:1000], verbose=0)
-    out = tmp_path_factory.mktemp("models")
     export_tiny(
         model,
         out,
@@ -162,7 +195,6 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory, fashion_mnist) -> 
         data_source=f"Fashion-MNIST train[:{TINY_TRAIN_N}]",
         epochs=4,
     )
-    return out
 
 
 def make_settings(models_dir: Path, tmp: Path, **overrides: object) -> Settings:

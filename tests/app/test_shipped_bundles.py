@@ -59,6 +59,7 @@ print(rss() - before, peak() - peak_before)
 """
 
 
+@pytest.mark.slow  # 4 s: a fresh interpreter measuring its own memory
 def test_a_client_batch_of_32_leaves_no_arena_behind() -> None:
     """A 32-image request on a 224 px model grew onnxruntime's arena by ~340 MB that stayed
     for the life of the worker (per model). On the CPU it now runs in slices no larger than

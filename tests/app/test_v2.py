@@ -384,6 +384,7 @@ def _teach(server: LiveServer, catalog: str, model: str) -> str:
     return version
 
 
+@pytest.mark.slow  # 4 s: teaches a model and a second version through a live server
 def test_every_taught_version_through_tritonclient(
     client: httpclient.InferenceServerClient, server: LiveServer
 ) -> None:

@@ -1,28 +1,34 @@
-"""Every registered architecture builds, exposes `embedding`, and exports with parity."""
+"""Every registered architecture builds, exposes `embedding`, and exports with parity.
+
+Keras and the modules that load it are imported inside the tests, not at collection: every
+xdist worker collects every module, and TensorFlow's import cost each worker 5-8 s there."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 
 from app.bundle import InputSpec
 from app.runtime import OnnxModel
-from training.architectures import available, create_model
-from training.export import export_bundle
 
 OURS = ["tiny_cnn", "mlp", "lecture_cnn", "bird_cnn", "modern_cnn", "small_resnet"]
 
 
 def test_registry_lists_ours() -> None:
+    from training.architectures import available
+
     assert set(OURS) <= set(available())
 
 
 @pytest.mark.parametrize("name", OURS)
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)], ids=["gray28", "rgb32"])
 def test_builds_with_embedding_before_softmax(name: str, shape: tuple[int, int, int]) -> None:
+    import keras
+
+    from training.architectures import create_model
+
     model = create_model(name, shape, 3)
     assert model.output_shape == (None, 3)
     emb = model.get_layer("embedding")
@@ -37,6 +43,11 @@ def test_builds_with_embedding_before_softmax(name: str, shape: tuple[int, int, 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["modern_cnn", "small_resnet"])
 def test_export_parity_with_batch_norm(name: str, tmp_path: Path, fashion_mnist) -> None:  # type: ignore[no-untyped-def]
+    import keras
+
+    from training.architectures import create_model
+    from training.export import export_bundle
+
     keras.utils.set_random_seed(0)
     model = create_model(name, (28, 28, 1), 10, widths=(8, 16), embedding_dim=16)
     # Non-trivial BN statistics, as after training.
@@ -60,6 +71,10 @@ def test_export_parity_with_batch_norm(name: str, tmp_path: Path, fashion_mnist)
 
 @pytest.mark.slow
 def test_flip_tta_exports_as_one_flip_invariant_graph(tmp_path: Path, fashion_mnist) -> None:  # type: ignore[no-untyped-def]
+    import keras
+
+    from training.architectures import create_model
+    from training.export import export_bundle
     from training.tta import has_flip_tta, with_flip_tta
 
     keras.utils.set_random_seed(1)

@@ -129,6 +129,7 @@ def test_bird_keeps_every_labelled_photo_right(client: TestClient) -> None:
     assert wrong == []
 
 
+@pytest.mark.slow  # 4 s; scripts/eval-bundles runs the same check on every fold in CI
 def test_fold_heads_reproduce_the_recorded_held_out_recall() -> None:
     """scripts/eval-bundles' check on one style per bundle, with a small negative sample."""
     from training.emoji.check import _Features, check_bundle

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from app.catalog.embedded import EmbeddedStore
 from tests.app.catalog.conftest import rebuild_bundle
 from tests.conftest import DATA, ROOT
@@ -41,6 +43,7 @@ def test_build_script_fills_and_resumes(tiny_models_dir: Path, tmp_path: Path) -
     assert missing.returncode == 2 and "no bundle" in missing.stderr
 
 
+@pytest.mark.slow  # 3 s: a second scripted build; fills_and_resumes covers the script fast
 def test_build_script_reindexes_after_a_new_model_build(
     tiny_models_dir: Path, tmp_path: Path
 ) -> None:
