@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import socket
 import sys
@@ -85,6 +86,7 @@ def fashion_mnist():  # type: ignore[no-untyped-def]
     return _load_fashion_mnist()
 
 
+@functools.cache  # the fixture and the tiny bundle's build read it once per process
 def _load_fashion_mnist():  # type: ignore[no-untyped-def]
     from training.data import load_fashion_mnist
 
@@ -161,12 +163,9 @@ def tiny_models_dir(
     shared = tmp_path_factory.getbasetemp().parent / "tiny-models"
     shared.mkdir(exist_ok=True)
     with open(shared.parent / "tiny-models.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not (shared / "tiny" / "metadata.json").exists():
-                _build_tiny(shared)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (shared / "tiny" / "metadata.json").exists():
+            _build_tiny(shared)
     return shared
 
 
