@@ -163,6 +163,16 @@ def test_style_views_are_seeded_on_white_and_both_kinds_occur(catalog) -> None: 
     assert min(dark) < 0.15 and max(dark) > 0.25, dark
 
 
+def test_products_style_view_is_the_render_style_view_of_the_upload_size(catalog) -> None:  # type: ignore[no-untyped-def]
+    from training.emoji.products_views import RENDER, view
+    from training.emoji.render import style_view
+
+    shirt = next(p for p in catalog if p.style == "noto" and p.fashion_class is not None)
+    got = view(shirt, "style", np.random.default_rng(5))
+    assert got.shape == (RENDER, RENDER, 3) and got.dtype == np.uint8
+    assert np.array_equal(got, style_view(shirt, RENDER, np.random.default_rng(5)))
+
+
 def _synthetic_sets(seed: int = 0) -> dict[str, StyleSet]:
     """Five 'styles': positives shifted along one direction, each style with its own offset."""
     rng = np.random.default_rng(seed)

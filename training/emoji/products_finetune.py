@@ -58,7 +58,13 @@ class FineTune:
     label_smoothing: float = 0.1
     distill: float = 0.0  # share of the shipped model's probs in Fashion-MNIST targets
     freeze_stages: int = 0  # conv stages (from the input) kept at the shipped weights
+    # Style views per drawing (line art or silhouette, training.emoji.render.style_view) added
+    # to TRAIN_VIEWS; 0 = v2's views.
+    style_views: int = 0
     seed: int = 0
+
+    def train_views(self) -> dict[str, int]:
+        return {**TRAIN_VIEWS, "style": self.style_views} if self.style_views else TRAIN_VIEWS
 
 
 # --- the shipped weights in Keras --------------------------------------------------------------
@@ -137,15 +143,19 @@ def prepare_all(images: Sequence[U8] | U8, spec: InputSpec) -> F32:
     return np.stack([prepare(encode_png(im), spec, limits).array for im in images])
 
 
-def drawing_views(spec: InputSpec, cache: Path, seed: int) -> dict[str, npt.NDArray[Any]]:
-    """Prepared training views and the two eval views of every mapped clothing drawing."""
-    path = cache / f"drawing-views-{seed}.npz"
+def drawing_views(
+    spec: InputSpec, cache: Path, seed: int, views: dict[str, int] = TRAIN_VIEWS
+) -> dict[str, npt.NDArray[Any]]:
+    """Prepared training views (`views`: kind -> views per drawing) and the two eval views of
+    every mapped clothing drawing."""
+    extra = "".join(f"-{k}{n}" for k, n in views.items() if k not in TRAIN_VIEWS)
+    path = cache / f"drawing-views-{seed}{extra}.npz"
     if not path.is_file():
         rng = np.random.default_rng(seed)
         rows: list[tuple[U8, int, str, str]] = []
         for p in (p for p in load_catalog() if p.fashion_class is not None):
             y = FASHION_CLASSES.index(str(p.fashion_class))
-            for kind, n in TRAIN_VIEWS.items():
+            for kind, n in views.items():
                 rows += [(view(p, kind, rng), y, p.style, f"train/{kind}") for _ in range(n)]
             rows += [(view(p, kind, rng), y, p.style, f"eval/{kind}") for kind in EVAL_VIEWS]
         x = prepare_all([r[0] for r in rows], spec)
@@ -281,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ft = FineTune(**{k: types[k](v) for k, v in (kv.split("=", 1) for kv in args.set)})
     bundle = load_bundle(args.bundle)
     fm = fmnist(bundle, args.cache)
-    dr = drawing_views(bundle.metadata.input, args.cache, ft.seed)
+    dr = drawing_views(bundle.metadata.input, args.cache, ft.seed, ft.train_views())
     base = build_model(bundle)
     base_test = float((tta_probs(base, fm["x_test"]).argmax(1) == fm["y_test"]).mean())
     log(f"settings {asdict(ft)}; shipped weights in Keras: F-MNIST test {base_test:.4f}")

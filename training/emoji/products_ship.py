@@ -33,7 +33,6 @@ from app.metrics import EvalReport
 from training.card import confusion_table, per_class_table
 from training.emoji.catalog import LABELS_SOURCE, PROJECT_ROOT, STYLES
 from training.emoji.products_finetune import (
-    TRAIN_VIEWS,
     FineTune,
     build_model,
     drawing_views,
@@ -93,7 +92,7 @@ def card(
     fold_rows += (("pooled (Wilson 95%)", *(_iv(pooled[k]) for k in EVAL_VIEWS), "", ""),)
     per_style = "/".join(sorted({str(f["drawing"]["n"]) for f in loso["folds"]}))
     n_dr = round(ft.fm_per_epoch * ft.drawing_share / (1 - ft.drawing_share))
-    views = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in TRAIN_VIEWS.items())
+    views = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in ft.train_views().items())
     data = Section(
         "Data",
         bullets=(
@@ -217,6 +216,7 @@ def stage(
     directory: Path,
     cache: Path,
     start_text: str,
+    version: str | None = None,
 ) -> tuple[Bundle, dict[str, Any]]:
     """Train on all styles and export (parity-checked) into `directory`, or reuse what an
     earlier call with the same settings and starting bundle left there."""
@@ -228,10 +228,11 @@ def stage(
     from training.tta import with_flip_tta
 
     meta = start.metadata
-    dr = drawing_views(meta.input, cache, ft.seed)
+    dr = drawing_views(meta.input, cache, ft.seed, ft.train_views())
     t0 = time.perf_counter()
     model, final = run_fold(start, None, fm, dr, ft)
-    version = str(int(meta.version) + 1) if meta.version.isdigit() else meta.version + "-ft"
+    if version is None:
+        version = str(int(meta.version) + 1) if meta.version.isdigit() else meta.version + "-ft"
     provenance = {
         "data_source": "Fashion-MNIST: train 54000 / val 6000 (stratified) / test 10000; emoji "
         "clothing drawings, 7 styles x 14 (" + ", ".join(STYLES) + ")",
@@ -275,6 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=PROJECT_ROOT / "data" / "products-ft-cache" / "stage",
         help="the trained, exported model is kept here and reused while the settings match",
     )
+    ap.add_argument(
+        "--version", help="the new bundle's version (default: the starting bundle's plus one)"
+    )
     args = ap.parse_args(argv)
     loso = json.loads(args.loso.read_text()) if args.loso else None
     if loso and sorted(f["held_out"] for f in loso["folds"]) != sorted(STYLES):
@@ -284,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = start.metadata
     start_text = f"`products` v{meta.version} (sha256 {meta.artifact.sha256[:12]})"
     fm = fmnist(start, args.cache)
-    staged, final = stage(start, ft, fm, args.stage, args.cache, start_text)
+    staged, final = stage(start, ft, fm, args.stage, args.cache, start_text, args.version)
     split = official_test_split(meta)
     served = evaluate_bundle(staged, split.x_test, split.y_test)
     test = served.report

@@ -15,7 +15,7 @@ from PIL import Image, ImageFilter, ImageOps
 
 from training.emoji.catalog import FASHION_CLASSES, Picture, load_catalog
 from training.emoji.products_graph import BranchEmbedder
-from training.emoji.render import augment, load_rgba, on_background
+from training.emoji.render import augment, load_rgba, on_background, style_view
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -55,7 +55,10 @@ def _thick(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 def view(picture: Picture, kind: str, rng: np.random.Generator) -> npt.NDArray[np.uint8]:
     """One view of a drawing as an upload (RGB uint8): 'drawing' (as distributed, on white),
     'product_shot' (half size, lower left), 'augment' (training.emoji.render.augment),
-    'filled' and 'thick' (with random scale and position)."""
+    'filled' and 'thick' (with random scale and position), 'style' (redrawn as line art or a
+    silhouette: training.emoji.render.style_view)."""
+    if kind == "style":
+        return style_view(picture, RENDER, rng)
     if kind in ("drawing", "product_shot"):
         img = load_rgba(picture, RENDER)
         if kind == "product_shot":

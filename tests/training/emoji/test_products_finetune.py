@@ -75,3 +75,10 @@ def test_frozen_first_stage_and_distillation_targets() -> None:
     pf.finetune(model, x[:12], y[:12], x[12:], y[12:], ft, teacher=pf.build_model(bundle))
     np.testing.assert_array_equal(model.get_layer("s1_2_conv").get_weights()[0], s1)
     assert np.abs(model.get_layer("s2_1_conv").get_weights()[0] - s2).max() > 0
+
+
+def test_style_views_join_the_training_views_only_when_asked() -> None:
+    assert pf.FineTune().train_views() == pf.TRAIN_VIEWS
+    views = pf.FineTune(style_views=4).train_views()
+    assert views == {**pf.TRAIN_VIEWS, "style": 4}
+    assert "style" not in pf.TRAIN_VIEWS  # the module's default stays v2's recipe
