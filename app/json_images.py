@@ -17,6 +17,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from app.errors import InvalidRequest, PayloadTooLarge, ServiceError
+from app.jsontext import lone_surrogate_at, surrogate_message
 from app.settings import Settings
 from app.url_fetch import FetchPolicy, fetch_image
 
@@ -85,6 +86,9 @@ def parse_images(raw: bytes, settings: Settings) -> list[dict[str, Any]]:
         doc = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise InvalidRequest(f"The JSON body is not valid JSON. {SHAPE_HINT}") from exc
+    bad = lone_surrogate_at(raw, doc)
+    if bad is not None:
+        raise InvalidRequest(surrogate_message("The JSON body", bad))
     if not isinstance(doc, dict) or set(doc) != {"images"} or not isinstance(doc["images"], list):
         raise InvalidRequest(
             f"The JSON body must be an object with one key, 'images'. {SHAPE_HINT}"

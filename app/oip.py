@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.errors import BadRequest, PayloadTooLarge
+from app.jsontext import lone_surrogate_at, surrogate_message
 
 FP32: Final = "FP32"
 BYTES: Final = "BYTES"
@@ -287,7 +288,11 @@ def parse_infer_request(
             f"{max_json_bytes:,}. Send tensors and images with the binary-data extension.",
             limit_bytes=max_json_bytes,
         )
-    doc = _object(_loads(header), "The inference request")
+    parsed = _loads(header)
+    bad = lone_surrogate_at(header, parsed)
+    if bad is not None:
+        raise BadRequest(surrogate_message("The inference request", bad))
+    doc = _object(parsed, "The inference request")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise BadRequest("The inference request needs a non-empty 'inputs' list.")

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from app.errors import PayloadTooLarge, ServiceError
 from app.numtext import ascii_uint
@@ -125,6 +125,11 @@ def check_url(url: str, policy: FetchPolicy) -> _Target:
     host = (parts.hostname or "").lower().rstrip(".")
     if not host:
         raise UrlNotAllowed("The image URL has no host.")
+    if not host.isascii():  # an internationalised name: its ASCII (IDNA) form goes on the wire
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise UrlNotAllowed(f"The image URL's host is not a valid domain name: {exc}.") from exc
     if policy.allowed_hosts and not _host_matches(host, policy.allowed_hosts):
         raise UrlNotAllowed(
             f"The host {host!r} is not in IMGCLASS_URL_ALLOWED_HOSTS; images are fetched only "
@@ -152,7 +157,21 @@ def check_url(url: str, policy: FetchPolicy) -> _Target:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return _Target(scheme, host, port, path, str(addresses[0]))
+    return _Target(scheme, host, port, _request_target(path), str(addresses[0]))
+
+
+# Characters a request target may hold as they are (RFC 3986 reserved and unreserved, and '%' of
+# the escapes already there); the rest is percent-encoded as UTF-8, as browsers send it.
+_TARGET_SAFE = "/?:@!$&'()*+,;=-._~%[]"
+
+
+def _request_target(path: str) -> str:
+    """The path and query as an ASCII request target: 'café.png' -> 'caf%C3%A9.png'
+    (http.client refuses non-ASCII: that was a 500), spaces and controls escaped too."""
+    try:
+        return quote(path, safe=_TARGET_SAFE)
+    except UnicodeEncodeError as exc:  # an unpaired surrogate: not text
+        raise UrlNotAllowed("The image URL's path or query is not valid Unicode.") from exc
 
 
 class _Abortable:
@@ -273,7 +292,10 @@ def _exchange(
         location = response.getheader("Location")
         if not location:
             raise UrlFetchFailed(f"{current} redirected without a Location.")
-        return location
+        try:  # http.client reads header bytes as Latin-1; servers send UTF-8 there
+            return location.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            return location
     if response.status != 200:
         raise UrlFetchFailed(f"{current} answered HTTP {response.status}.")
     return _read_capped(response, limit, deadline, conn.pinned, url)

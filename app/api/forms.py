@@ -31,6 +31,7 @@ from app.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
+from app.jsontext import lone_surrogate_at, surrogate_message
 from app.numtext import ascii_uint
 
 # Deeper JSON than this is refused (422) before parsing: nothing here needs more, and
@@ -177,7 +178,7 @@ def parse_json(text: bytes | str, where: str = "The JSON body") -> Any:
     """Depth-checked json.loads; any syntax error is a 422 that says where."""
     check_json_depth(text)
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"{where} is not valid JSON: {exc.msg} at position {exc.pos}."
@@ -190,6 +191,10 @@ def parse_json(text: bytes | str, where: str = "The JSON body") -> Any:
                 f"{where} holds an integer of more than {sys.get_int_max_str_digits():,} digits."
             ) from exc
         raise InvalidRequest(f"{where} is not valid UTF-8 JSON.") from exc
+    bad = lone_surrogate_at(text, value)
+    if bad is not None:
+        raise InvalidRequest(surrogate_message(where, bad))
+    return value
 
 
 class _NotJson(ValueError):

@@ -400,7 +400,8 @@ class CatalogService:
     ) -> SearchOutcome:
         catalog = self.get(name)
         self.bound_model(catalog)
-        v = np.asarray(vector, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32: inf, which unit_rows refuses
+            v = np.asarray(vector, dtype=np.float32)
         if v.shape != (catalog.model.dim,):
             raise DimensionMismatch(
                 f"Catalog {name!r} holds {catalog.model.dim}-d embeddings of model "

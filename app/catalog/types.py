@@ -163,10 +163,18 @@ def unit_rows(vectors: npt.NDArray[np.floating[Any]]) -> Vector:
     v = np.ascontiguousarray(vectors, dtype=np.float32)
     if v.ndim == 1:
         v = v[None, :]
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    # In float64: float32 squares overflow from about 2e19 and vanish below about 1e-23, so a
+    # client's finite vector of large or tiny values read as having no direction.
+    wide = v.astype(np.float64)
+    if not np.all(np.isfinite(wide)):
+        raise InvalidRequest(
+            "An embedding vector holds a value that is not finite or beyond float32's range "
+            "(about 3.4e38); it has no direction."
+        )
+    norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))[:, None]
     if not np.all(np.isfinite(norms)) or np.any(norms == 0):
         raise InvalidRequest("An embedding vector is zero or not finite; it has no direction.")
-    return np.ascontiguousarray(v / norms, dtype=np.float32)
+    return np.ascontiguousarray(wide / norms, dtype=np.float32)
 
 
 class StoreUnavailable(ServiceError):

@@ -42,8 +42,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path
-        if path == "/digit.png":
+        if path in ("/digit.png", "/caf%C3%A9.png", "/digit.png?q=%C3%A9&r=a%20b"):
             self._send(200, digit(), {"Content-Type": "image/png"})
+        elif path == "/to-cafe":  # a UTF-8 Location (sent as bytes; http.client reads Latin-1)
+            self._send(302, headers={"Location": "/caf\u00e9.png".encode().decode("latin-1")})
         elif path == "/page.html":
             self._send(200, b"<!doctype html><html>no image</html>", {"Content-Type": "image/png"})
         elif path == "/big":
@@ -220,6 +222,27 @@ def test_non_public_addresses_are_refused(client: TestClient, url: str) -> None:
     doc = url_error(client, url)
     assert doc["status_code"] == 422 and doc["type"] == "/problems/url-not-allowed", doc
     assert "not a public address" in doc["detail"]
+
+
+def test_non_ascii_urls_are_sent_percent_encoded(client: TestClient, image_server: str) -> None:
+    """http.client refuses a non-ASCII request target: these were 500s."""
+    want = top(predict_json(client, [{"url": f"{image_server}/digit.png"}]))
+    for url in (
+        f"{image_server}/caf\u00e9.png",
+        f"{image_server}/caf%C3%A9.png",  # already encoded: left as it is
+        f"{image_server}/digit.png?q=\u00e9&r=a b",
+        f"{image_server}/to-cafe",
+    ):
+        assert top(predict_json(client, [{"url": url}])) == want, url
+    doc = url_error(client, "http://ex\u00e4mple.invalid/x.png")  # IDNA name, no such host
+    assert doc["type"] == "/problems/url-fetch-failed" and "does not resolve" in doc["detail"]
+    doc = url_error(client, "http://a..b/x.png")  # an empty label is no domain name
+    assert doc["status_code"] == 422, doc
+    lone = b'{"images": [{"url": "http://127.0.0.1/\\ud800.png"}]}'
+    r = client.post(
+        "/v1/models/digits/predict", content=lone, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422 and "surrogate" in r.json()["detail"], r.text
 
 
 def test_redirects_are_checked_on_every_hop(client: TestClient, image_server: str) -> None:

@@ -283,6 +283,13 @@ def test_raw_protocol_errors_have_the_error_shape(server: LiveServer) -> None:
         (b'{"inputs": []}', {"Inference-Header-Content-Length": "1" * 30}, 400),
         (b"[]", {}, 400),
         (json.dumps({"inputs": []}).encode(), {}, 400),
+        # An unpaired surrogate escape is JSON syntax but no text any answer can carry.
+        (
+            b'{"inputs": [{"name": "\\ud800", "datatype": "FP32", "shape": [1], "data": [1]}]}',
+            {},
+            400,
+        ),
+        (b'{"id": "\xed\xb0\x80", "inputs": []}', {}, 400),
         (
             json.dumps(
                 {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["%%"]}]}
@@ -323,6 +330,13 @@ def test_raw_protocol_errors_have_the_error_shape(server: LiveServer) -> None:
         assert r.status_code == status, (body[:60], r.text)
         doc = r.json()
         assert list(doc) == ["error"] and isinstance(doc["error"], str) and doc["error"]
+    # A request that is right in every other way: its id is echoed in the answer.
+    b64 = base64.b64encode(photo(PHOTOS[0])).decode()
+    good = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64]}]}
+    assert _post(server, json.dumps(good).encode(), {}).status_code == 200
+    lone_id = json.dumps({"id": "LONE", **good}).replace("LONE", "\\udc00").encode()
+    r = _post(server, lone_id, {})
+    assert r.status_code == 400 and "surrogate" in r.json()["error"], r.text
     r = httpx.get(f"{server.base}/v2/models/imagenet/nothing-here", timeout=10)
     assert r.status_code == 404 and "error" in r.json()
 

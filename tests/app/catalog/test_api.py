@@ -246,6 +246,48 @@ def test_bad_input_is_a_clear_problem(
         assert "similar=k" in r["detail"]
 
 
+def test_lone_surrogates_and_extreme_vectors(
+    make_client: ClientFactory, images: list[tuple[bytes, str]]
+) -> None:
+    """A `\\ud800` escape is valid JSON syntax but not text: stored in an item's metadata it
+    once made every later listing of the catalog a 500; in a search body it was a 500 at once.
+    Finite vectors whose float32 squares overflow or underflow have a direction all the same."""
+    lone = b'{"a": "\\ud800"}'
+    json_body = {"content-type": "application/json"}
+    with make_client(default_catalogs={}) as c:
+        fill(c, images[:3])
+        r = problem(
+            c.post(f"/v1/catalogs/fm/items?metadata={lone.decode()}", content=images[3][0]), 422
+        )
+        assert "surrogate" in r["detail"] and "$.a" in r["detail"]
+        form = {"metadata": lone.decode()}
+        files = [("file", ("a.png", images[3][0], "image/png"))]
+        assert (
+            "surrogate"
+            in problem(c.post("/v1/catalogs/fm/items", files=files, data=form), 422)["detail"]
+        )
+        items = json.dumps([{"id": "x", "metadata": {"k": "LONE"}}]).replace("LONE", "\\udfff")
+        r = c.post("/v1/catalogs/fm/items", files=files, data={"items": items})
+        assert "$[0].metadata.k" in problem(r, 422)["detail"]
+        for body in (b'{"label": "\\ud800", "vector": [0.1]}', b'{"item_id": "\\udc00"}'):
+            problem(c.post("/v1/catalogs/fm/search", content=body, headers=json_body), 422)
+        # The UTF-8 bytes of a surrogate, which json.loads of bytes lets through.
+        raw = b'{"item_id": "\xed\xa0\x80"}'
+        problem(c.post("/v1/catalogs/fm/search", content=raw, headers=json_body), 422)
+        # A proper pair is one character, and welcome.
+        pair = b'{"item_id": "\\ud83d\\ude00"}'
+        problem(
+            c.post("/v1/catalogs/fm/search", content=pair, headers=json_body), 404
+        )  # no such id
+        assert c.get("/v1/catalogs/fm").json()["item_count"] == 3  # nothing stored
+        assert c.get("/v1/catalogs/fm/items").status_code == 200
+        for scale in (3e19, 1e38, 1e-23):
+            r = c.post("/v1/catalogs/fm/search?k=2", json={"vector": [scale] * 32})
+            assert r.status_code == 200, (scale, r.text)
+        r = problem(c.post("/v1/catalogs/fm/search", json={"vector": [1e39] * 32}), 422)
+        assert "float32" in r["detail"]
+
+
 def test_writes_need_the_api_key(
     make_client: ClientFactory, images: list[tuple[bytes, str]]
 ) -> None:
