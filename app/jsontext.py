@@ -20,6 +20,7 @@ _ESCAPE: Final = r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
 _TEXT_HINT: Final = re.compile(_ESCAPE + "|[\ud800-\udfff]")
 _BYTES_HINT: Final = re.compile(_ESCAPE.encode() + rb"|\xed[\xa0-\xbf]")
 _WALKED: Final = (str, dict, list)
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 def _unencodable(s: str) -> bool:
@@ -54,6 +55,26 @@ def lone_surrogate_at(raw: bytes | str, value: Any) -> str | None:
         elif isinstance(node, list):  # numbers are skipped without building their path
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node) if isinstance(v, _WALKED))
     return None
+
+
+def stored_json(text: str) -> Any:
+    """json.loads of a document this service stored itself. Versions before the check above
+    stored unpaired surrogates (ASCII-escaped, so the write worked); they are read back as
+    U+FFFD, so the item answers again instead of failing every response that shows it."""
+    value = json.loads(text)
+    if lone_surrogate_at(text, value) is None:
+        return value
+    return _scrub(value)
+
+
+def _scrub(node: Any) -> Any:
+    if isinstance(node, str):
+        return _SURROGATE.sub("\ufffd", node)
+    if isinstance(node, dict):
+        return {_scrub(k): _scrub(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_scrub(v) for v in node]
+    return node
 
 
 def surrogate_message(where: str, path: str) -> str:

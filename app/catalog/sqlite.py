@@ -3,7 +3,6 @@ connections (WAL, synchronous=FULL) and write/read transactions."""
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import threading
@@ -17,6 +16,7 @@ from typing import Any
 from app.catalog.types import ImageRef, ItemRecord, ModelRef
 from app.errors import ServiceError
 from app.fsutil import database_gone
+from app.jsontext import stored_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS catalogs (
@@ -90,7 +90,7 @@ def item_from_row(r: Sequence[Any]) -> ItemRecord:
     return ItemRecord(
         id=r[0],
         label=r[1],
-        metadata=json.loads(r[2]),
+        metadata=stored_json(r[2]),
         image=ImageRef(sha256=r[3], content_type=r[4], width=r[5], height=r[6]),
         created_at=datetime.fromisoformat(r[7]),
     )

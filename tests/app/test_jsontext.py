@@ -41,3 +41,13 @@ def test_a_long_key_is_cut_in_the_path() -> None:
     raw = json.dumps({"k" * 500: {"x": "LONE"}}).replace("LONE", "\\ud800").encode()
     where = lone_surrogate_at(raw, json.loads(raw))
     assert where == "$." + "k" * 40 + ".x"
+
+
+def test_stored_documents_read_back_with_replacement_characters() -> None:
+    from app.jsontext import stored_json
+
+    stored = json.dumps({"a": "LONE", "b": "\U0001f600", "LONE": [1, "x"]})  # as SQLite holds it
+    got = stored_json(stored.replace("LONE", "\\ud800"))
+    assert got == {"a": "\ufffd", "b": "\U0001f600", "\ufffd": [1, "x"]}
+    json.dumps(got, ensure_ascii=False).encode("utf-8")  # every answer can carry it now
+    assert stored_json('{"n": 1}') == {"n": 1}
