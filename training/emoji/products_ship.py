@@ -78,6 +78,7 @@ def card(
     inverted: float,
     final: dict[str, Any],
     start: str,
+    selection: str | None = None,
 ) -> str:
     fold_rows = tuple(
         (
@@ -129,7 +130,8 @@ def card(
             )
             + (f"; first {ft.freeze_stages} conv stage(s) frozen" if ft.freeze_stages else "")
             + ".",
-            "Settings chosen on Fashion-MNIST validation accuracy and an inner split of the "
+            selection
+            or "Settings chosen on Fashion-MNIST validation accuracy and an inner split of the "
             "drawing styles (docs/drawings.md), never on a held-out style's score or on the "
             "Fashion-MNIST test split.",
             "Test-time augmentation in the graph: prediction and embedding are the mean over the "
@@ -279,6 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--version", help="the new bundle's version (default: the starting bundle's plus one)"
     )
+    ap.add_argument(
+        "--selection",
+        help="how the settings were chosen, for the card (default: the v2 protocol's sentence)",
+    )
     args = ap.parse_args(argv)
     loso = json.loads(args.loso.read_text()) if args.loso else None
     if loso and sorted(f["held_out"] for f in loso["folds"]) != sorted(STYLES):
@@ -335,7 +341,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     new_meta = staged.metadata.model_copy(update={"metrics": metrics})
     final = {**final, "keras_top1_agreement": agreement}
-    text = card(new_meta, start.labels, loso, ft, test, inverted.report.accuracy, final, start_text)
+    text = card(
+        new_meta,
+        start.labels,
+        loso,
+        ft,
+        test,
+        inverted.report.accuracy,
+        final,
+        start_text,
+        args.selection,
+    )
     out = write_bundle(
         args.out / meta.name,
         model_bytes=staged.model_path.read_bytes(),
