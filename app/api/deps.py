@@ -53,7 +53,11 @@ def key_holder(request: Request, settings: Settings) -> bool:
         return False
     presented = _presented_key(request)
     expected = settings.api_key.get_secret_value()
-    return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
+    if presented is None:
+        return False
+    # Header values arrive decoded as Latin-1: back to the bytes the client sent, compared with
+    # the key's UTF-8 bytes (a non-ASCII key sent by curl or a browser is UTF-8 on the wire).
+    return hmac.compare_digest(presented.encode("latin-1"), expected.encode("utf-8"))
 
 
 def arrived_beyond_loopback(request: Request) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import sys
 from collections.abc import AsyncGenerator
@@ -178,7 +179,7 @@ def parse_json(text: bytes | str, where: str = "The JSON body") -> Any:
     """Depth-checked json.loads; any syntax error is a 422 that says where."""
     check_json_depth(text)
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"{where} is not valid JSON: {exc.msg} at position {exc.pos}."
@@ -199,6 +200,15 @@ def parse_json(text: bytes | str, where: str = "The JSON body") -> Any:
 
 class _NotJson(ValueError):
     pass
+
+
+def _finite_float(literal: str) -> float:
+    """A number literal beyond float64 (1e400) became inf, stored as `Infinity` (not JSON) and
+    answered as null: refused like the NaN and Infinity keywords."""
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _NotJson(f"the number {literal[:40]} is beyond what a 64-bit float holds.")
+    return value
 
 
 def _no_constant(name: str) -> Any:

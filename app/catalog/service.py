@@ -362,7 +362,8 @@ class CatalogService:
     def list_items(
         self, name: str, *, after: str | None, limit: int, label: str | None
     ) -> ItemPage:
-        return self._ensure_open().list_items(name, after=after, limit=limit, label=label)
+        store = self._ensure_open()
+        return store.list_items(name, after=after, limit=limit, label=_filter_label(label))
 
     def delete_item(self, name: str, item_id: str) -> ItemRecord:
         store = self._ensure_open()
@@ -447,5 +448,11 @@ class CatalogService:
         embed_ms: float,
     ) -> SearchOutcome:
         t0 = time.perf_counter()
+        label = _filter_label(label)
         hits = self.store.search(catalog.name, vectors, k, label=label, exclude=exclude)
         return SearchOutcome(catalog, hits, embed_ms, (time.perf_counter() - t0) * 1e3)
+
+
+def _filter_label(label: str | None) -> str | None:
+    """A label filter as labels are stored (trimmed, check_label): `label=shoe ` finds shoes."""
+    return None if label is None else label.strip()

@@ -148,6 +148,21 @@ def test_access_tells_the_page_what_to_send(make) -> None:  # type: ignore[no-un
     assert c.get("/v1/access", headers={"x-api-key": "secret-key-123"}).json()["key_accepted"]
 
 
+def test_a_non_ascii_key_is_matched_on_its_utf8_bytes(make) -> None:  # type: ignore[no-untyped-def]
+    """Header values arrive decoded as Latin-1; curl and browsers send a key's UTF-8 bytes.
+    Comparing the decoded text's UTF-8 left every non-ASCII key unmatchable (401 always)."""
+    key = "s3cr3t-k\u00e9y-\u043a\u043b\u044e\u0447"
+    c = make(api_key=key, api_key_for_reads=True)
+
+    def accepted(headers: dict[str, bytes]) -> bool:
+        return bool(c.get("/v1/access", headers=headers).json()["key_accepted"])
+
+    assert accepted({"x-api-key": key.encode()})
+    assert accepted({"authorization": b"Bearer " + key.encode()})
+    assert not accepted({"x-api-key": key.encode()[:-1]})
+    assert not accepted({"x-api-key": "s3cr3t-k\u00e9y".encode("latin-1")})
+
+
 def test_refused_reasons_only_for_key_holders(make, tiny_models_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     models = tmp_path / "models"
     shutil.copytree(tiny_models_dir / "tiny", models / "tiny")

@@ -246,7 +246,7 @@ def test_bad_input_is_a_clear_problem(
         assert "similar=k" in r["detail"]
 
 
-def test_lone_surrogates_and_extreme_vectors(
+def test_lone_surrogates_extreme_numbers_and_padded_label_filters(
     make_client: ClientFactory, images: list[tuple[bytes, str]]
 ) -> None:
     """A `\\ud800` escape is valid JSON syntax but not text: stored in an item's metadata it
@@ -286,6 +286,21 @@ def test_lone_surrogates_and_extreme_vectors(
             assert r.status_code == 200, (scale, r.text)
         r = problem(c.post("/v1/catalogs/fm/search", json={"vector": [1e39] * 32}), 422)
         assert "float32" in r["detail"]
+        # A number literal beyond float64 became inf: stored as `Infinity`, answered as null.
+        for meta in ('{"a": 1E400}', '{"a": [-1e999]}'):
+            r = c.post("/v1/catalogs/fm/items", files=files, data={"metadata": meta})
+            assert "64-bit float" in problem(r, 422)["detail"], meta
+        assert c.get("/v1/catalogs/fm").json()["item_count"] == 3
+        # Label filters are trimmed as stored labels are.
+        label = images[0][1]
+        want = c.get("/v1/catalogs/fm/items", params={"label": label}).json()["items"]
+        got = c.get("/v1/catalogs/fm/items", params={"label": f" {label} "}).json()["items"]
+        assert want and got == want
+        search = "/v1/catalogs/fm/search"
+        plain = c.post(search, params={"item_id": "p001", "label": label}).json()["neighbors"]
+        spaced = c.post(search, params={"item_id": "p001", "label": f"{label} "}).json()
+        spaced = spaced["neighbors"]
+        assert plain and spaced == plain
 
 
 def test_writes_need_the_api_key(
