@@ -87,13 +87,15 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], route_clas
 
 
 def _model(registry: ModelRegistry, name: str, version: str | None) -> LoadedModel:
-    if version is not None and version in registry.versions(name):
+    versions = registry.versions(name) if version is not None else []
+    if version is not None and version in versions:
         # A taught model's older version: /versions/{v} is the protocol's name@version.
         return registry.get(f"{name}{VERSION_SEP}{version}")
     loaded = registry.get(name)
     have = loaded.model.bundle.metadata.version
     if version is not None and version != have:
-        raise ModelNotFound(f"Model {name!r} has no version {version!r}; served: {have!r}.")
+        served = ", ".join(repr(v) for v in versions) or repr(have)
+        raise ModelNotFound(f"Model {name!r} has no version {version!r}; served: {served}.")
     return loaded
 
 

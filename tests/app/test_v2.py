@@ -439,6 +439,8 @@ def test_every_taught_version_through_tritonclient(
             for pred in result["predictions"]:
                 assert abs(row[pred["index"]] - pred["score"]) < 1e-6
     assert not client.is_model_ready("v2taught", model_version="3")
+    r = httpx.get(f"{base}/v2/models/v2taught/versions/3", timeout=10)
+    assert r.status_code == 404 and "served: '1', '2'" in r.json()["error"], r.text
 
     # Both versions at once: each keeps its own queue (one queue named for both made every
     # request close the other version's: 47 of 240 such requests got 503 "shutting down").
