@@ -19,7 +19,7 @@ from app.errors import InvalidRequest, ModelNotFound
 from app.registry import ModelRegistry, split_ref
 from app.settings import Settings
 from app.teach.compose import check_model_name, check_room, delete_taught, delete_version
-from app.teach.core import check_free_name, room_from, taught_root
+from app.teach.core import check_free_name, check_positive_label, room_from, taught_root
 from app.teach.download import open_download
 from app.teach.errors import ShippedModel
 from app.teach.examples import check_labels, limits_from
@@ -131,6 +131,7 @@ async def train(
             f"positive_label {body.positive_label!r} is not a label of catalog {catalog!r}; "
             f"its labels: {', '.join(sorted(counts))}."
         )
+    check_positive_label(body.positive_label, sorted(counts))
     # Off the event loop: it takes the job folder's lock and reads and writes files.
     job = await run_in_threadpool(
         runner.submit, catalog, body.model, body.model_dump(exclude={"model"})

@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from app.bundle import Bundle, Metrics
 from app.catalog.service import CatalogService
+from app.errors import InvalidRequest
 from app.metrics import EvalReport, calibrate_threshold, evaluate_probs, wilson_interval
 from app.registry import ModelRegistry
 from app.settings import Settings
@@ -86,6 +87,20 @@ def _never() -> bool:
     return False
 
 
+def check_positive_label(requested: str | None, labels: Sequence[str]) -> None:
+    """positive_label names one of exactly two classes (it was ignored in silence with more)."""
+    if requested is None:
+        return
+    if requested not in labels:
+        raise NotEnoughExamples(f"positive_label {requested!r} is not one of {list(labels)}.")
+    if len(labels) != 2:
+        raise InvalidRequest(
+            f"positive_label is for two-class models (a yes/no decision with a threshold); "
+            f"these examples have {len(labels)} labels: {', '.join(labels)}. Leave it out, or "
+            "teach from a catalog with two labels."
+        )
+
+
 def positive_index(labels: Sequence[str], requested: str | None) -> int:
     """For two classes: the requested label, else the one not named like "not X" / "other"."""
     if requested is not None:
@@ -127,6 +142,7 @@ def train(
 ) -> Trained:
     """Validate (L2 chosen without the reported items), then fit the served head on all items."""
     t0 = time.perf_counter()
+    check_positive_label(positive_label, ex.labels)
     counts = np.bincount(ex.y, minlength=len(ex.labels))
     warnings = [
         f"class {lab!r} has only {int(n)} examples; {WARN_PER_CLASS}+ per class give steadier results"

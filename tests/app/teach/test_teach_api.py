@@ -117,6 +117,8 @@ def test_refusals_are_problem_json(
     make_catalog(c, "one", {"sneaker": fm_pngs[SNEAKER][:3]})
     make_catalog(c, "thin", {"sneaker": fm_pngs[SNEAKER][:3], "bag": fm_pngs[BAG][:1]})
     make_catalog(c, "pair", {"sneaker": fm_pngs[SNEAKER][:3], "bag": fm_pngs[BAG][:3]})
+    trio = {"sneaker": fm_pngs[SNEAKER][:3], "bag": fm_pngs[BAG][:3], "sandal": fm_pngs[SANDAL][:3]}
+    make_catalog(c, "trio", trio)
     cases = [
         ("one", {"model": "Bad Name"}, 422, "invalid-model-name"),
         ("one", {"model": "products"}, 409, "model-name-taken"),
@@ -130,6 +132,8 @@ def test_refusals_are_problem_json(
         ("thin", {"model": "x", "description": "a" * 501}, 422, "invalid-request"),
         # A label the catalog lacks (it was accepted, then ignored or failed inside the job).
         ("pair", {"model": "x", "positive_label": "santa"}, 422, "invalid-request"),
+        # Three labels: a threshold for one of them means nothing (it was ignored in silence).
+        ("trio", {"model": "x", "positive_label": "bag"}, 422, "invalid-request"),
     ]
     for catalog, body, status, slug in cases:
         r = c.post(f"/v1/catalogs/{catalog}/train", json=body)
