@@ -12,6 +12,7 @@ import logging
 import secrets
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -454,5 +455,6 @@ class CatalogService:
 
 
 def _filter_label(label: str | None) -> str | None:
-    """A label filter as labels are stored (trimmed, check_label): `label=shoe ` finds shoes."""
-    return None if label is None else label.strip()
+    """A label filter as labels are stored (trimmed, NFC: check_label): `label=shoe ` finds
+    shoes."""
+    return None if label is None else unicodedata.normalize("NFC", label.strip())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -149,7 +150,8 @@ def check_item_id(item_id: str) -> str:
 def check_label(label: str | None) -> str | None:
     if label is None:
         return None
-    given, label = label, label.strip()
+    # NFC: 'é' typed and 'é' from a macOS file name (e + combining accent) are one label.
+    given, label = label, unicodedata.normalize("NFC", label.strip())
     if not label or len(label) > MAX_LABEL_CHARS or not label.isprintable():
         raise InvalidRequest(
             f"Invalid label {given[:40]!r}: 1-{MAX_LABEL_CHARS} printable characters "

@@ -301,6 +301,11 @@ def test_lone_surrogates_extreme_numbers_and_padded_label_filters(
         spaced = c.post(search, params={"item_id": "p001", "label": f"{label} "}).json()
         spaced = spaced["neighbors"]
         assert plain and spaced == plain
+        # Labels are stored composed (NFC): a decomposed 'é' (macOS file names) is the same label.
+        one = [("file", ("a.png", images[3][0], "image/png"))]
+        assert c.post("/v1/catalogs/fm/items", files=one, data={"label": "cafe\u0301"}).is_success
+        got = c.get("/v1/catalogs/fm/items", params={"label": "caf\u00e9"}).json()["items"]
+        assert [i["label"] for i in got] == ["caf\u00e9"]
 
 
 def test_writes_need_the_api_key(

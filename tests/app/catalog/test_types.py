@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.catalog.types import check_catalog_name, check_item_id
+from app.catalog.types import check_catalog_name, check_item_id, check_label
 from app.errors import InvalidRequest
 
 
@@ -22,3 +22,12 @@ def test_catalog_names_out_of_pattern_are_refused(name: str) -> None:
 def test_good_names_pass() -> None:
     assert check_item_id("SKU-1:a.b_c") == "SKU-1:a.b_c"
     assert check_catalog_name("shop_2") == "shop_2"
+
+
+def test_labels_are_trimmed_and_composed() -> None:
+    composed, decomposed = "caf\u00e9", "cafe\u0301"  # typed, and from a macOS file name
+    assert check_label(f" {decomposed} ") == check_label(composed) == composed
+    assert check_label(None) is None
+    for bad in ("", "   ", "a\nb", "x" * 1000):
+        with pytest.raises(InvalidRequest):
+            check_label(bad)
