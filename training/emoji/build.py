@@ -109,6 +109,7 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
             identity_l2=cfg.identity_l2,
             identity_epochs=cfg.identity_epochs,
             identity_seed=cfg.seed,
+            identity_wccn=tuple(cfg.identity_wccn),
         )
     backbone = Backbone(cfg.backbone_bundle)
     if backbone.bundle.metadata.input != cfg.input:

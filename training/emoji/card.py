@@ -86,7 +86,7 @@ LOGISTIC_PROTOCOL = (
 )
 
 
-def identity_protocol(views: Sequence[str]) -> str:
+def identity_protocol(views: Sequence[str], wccn: Sequence[float] = ()) -> str:
     """How an identity head's folds were trained and thresholded, naming its views."""
     kinds = []
     for v in views:
@@ -106,7 +106,16 @@ def identity_protocol(views: Sequence[str]) -> str:
         "Each style is scored by a head trained on the other six: a softmax over every emoji "
         "(skin tones merged; one class per emoji, each drawn in up to six styles), on the "
         f"pictures as drawn plus augmented views ({AUGMENTS}): {'; '.join(kinds)}; one fixed "
-        "setting. The score is the positive emoji's summed probability. Each style's threshold "
+        "setting. "
+        + (
+            "Its input is first whitened against the within-emoji covariance of the training "
+            "rows (WCCN: directions in which one emoji varies across styles are scaled down), "
+            f"the shrinkage chosen from {', '.join(f'{a:g}' for a in wccn)} by inner "
+            "leave-one-style-out emoji identity (no task label, no held-out picture). "
+            if wccn
+            else ""
+        )
+        + "The score is the positive emoji's summed probability. Each style's threshold "
         "is the rule below applied to the other six styles' held-out scores, so nothing about a "
         "style's figures was chosen on that style; it was scored once."
     )
@@ -130,7 +139,11 @@ def card_sections(
         Section(
             "Leave-one-style-out evaluation (drawings)",
             paragraphs=(
-                (identity_protocol(views) if task.identity else LOGISTIC_PROTOCOL)
+                (
+                    identity_protocol(views, task.identity_wccn)
+                    if task.identity
+                    else LOGISTIC_PROTOCOL
+                )
                 + " Recall at 1% FPR is threshold-free (the best recall on that style at <= 1% "
                 "false positives).",
                 f"The shipped head is trained on all seven styles; its threshold "

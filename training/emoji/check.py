@@ -52,6 +52,8 @@ def _head_arrays(heads: list[Any]) -> dict[str, npt.NDArray[Any]]:
     for i, h in enumerate(heads):
         out.update({f"mean_{i}": h.mean, f"scale_{i}": h.scale, f"bias_{i}": h.bias})
         out.update({f"w_{i}": h.weights.astype(np.float16), f"positive_{i}": h.positive})
+        if h.transform is not None:  # float16 values already (training.emoji.wccn.whitening)
+            out[f"transform_{i}"] = h.transform.astype(np.float16)
     return out
 
 
@@ -67,6 +69,7 @@ def _fold_logits(z: Any, i: int, x: npt.NDArray[np.float32]) -> npt.NDArray[np.f
         positive=z[f"positive_{i}"],
         l2=0.0,
         epochs=0,
+        transform=z[f"transform_{i}"].astype(np.float32) if f"transform_{i}" in z.files else None,
     )
     return head.logits(x)
 

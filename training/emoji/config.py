@@ -36,6 +36,9 @@ class EmojiHeadConfig(RecipeBase):
     head: Literal["logistic", "identity"] = "logistic"
     identity_l2: float = Field(default=1e-5, gt=0)  # the identity head's L2 (fixed, one setting)
     identity_epochs: int = Field(default=10, ge=1, le=100)
+    # WCCN shrinkage values the identity head's folds choose from (training.emoji.wccn: the
+    # features whitened against their within-emoji covariance); empty: none (bird v3, v4).
+    identity_wccn: list[float] = Field(default_factory=list)
     # The config file a rebuild runs (named on the card).
     config_file: str | None = None
     # Extra card sections, rendered after the evaluation sections.

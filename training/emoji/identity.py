@@ -11,6 +11,7 @@ than the binary heads, at no cost in the server (one matrix product on the embed
 
 The head is plain arrays (mean, scale, weights D x K, bias K, which classes are positive);
 ``folded`` gives the one affine map the composed graph applies (training.emoji.compose).
+An optional WCCN transform (training.emoji.wccn) whitens the features first; it folds in too.
 Weights are rounded to float16 when fitted, so the fold heads kept for CI (float16 on disk)
 score exactly what was recorded.
 """
@@ -39,6 +40,9 @@ class IdentityHead:
     l2: float
     epochs: int
     use_mass: bool = False  # the compose/loso interface of a LinearHead (no mass feature)
+    # D x D: features are multiplied by it before standardising (training.emoji.wccn), or None.
+    transform: npt.NDArray[np.float32] | None = None
+    shrink: float | None = None  # the WCCN shrinkage that made `transform`
 
     def class_logits(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         w, b = self.folded()
@@ -54,9 +58,12 @@ class IdentityHead:
         return np.asarray(1.0 / (1.0 + np.exp(-self.logits(x))))
 
     def folded(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """(W, b) with class logits = x @ W + b on raw features (standardisation folded in)."""
+        """(W, b) with class logits = x @ W + b on raw features (the WCCN transform and the
+        standardisation folded in)."""
         w = self.weights.astype(np.float64) / self.scale.astype(np.float64)[:, None]
         b = self.bias.astype(np.float64) - self.mean.astype(np.float64) @ w
+        if self.transform is not None:
+            w = self.transform.astype(np.float64) @ w
         return w, b
 
     def with_projection(self, projection: object) -> IdentityHead:

@@ -10,6 +10,7 @@ LOSO scores, which no shipped parameter was fitted on).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from app.metrics import (
     roc_auc,
     wilson_interval,
 )
+from training.emoji import wccn
 from training.emoji.catalog import STYLES, Picture, load_catalog
 from training.emoji.embed import (
     Backbone,
@@ -67,6 +69,8 @@ class Task:
     identity_l2: float = 1e-5
     identity_epochs: int = 10
     identity_seed: int = 0
+    # WCCN shrinkage values to choose from (training.emoji.wccn); empty: no WCCN.
+    identity_wccn: tuple[float, ...] = ()
 
 
 TASKS = {
@@ -244,14 +248,50 @@ def _train_identity(
             xs.append(x)
             keys.extend(k.tolist())
             positive.update(k[y == 1].tolist())
-    return fit_identity_head(
-        np.concatenate(xs),
+    x = np.concatenate(xs)
+    transform, shrink = None, None
+    if task.identity_wccn:
+        shrink, transform = _wccn(task, sets, styles, n_aug)
+        x = (x @ transform).astype(np.float32)
+    head = fit_identity_head(
+        x,
         keys,
         frozenset(positive),
         l2=task.identity_l2,
         epochs=task.identity_epochs,
         seed=task.identity_seed,
     )
+    return dataclasses.replace(head, transform=transform, shrink=shrink)
+
+
+def _wccn(
+    task: Task, sets: dict[str, StyleSet], styles: Sequence[str], n_aug: int
+) -> tuple[float, npt.NDArray[np.float32]]:
+    """The WCCN transform of these training styles, its shrinkage chosen by inner
+    leave-one-style-out emoji identity (no task label, no held-out style; training.emoji.wccn)."""
+    names = sorted({str(k) for s in styles for k in _all_keys(sets[s], n_aug)})
+    index = {k: i for i, k in enumerate(names)}
+    rows = {}
+    for s in styles:
+        st = sets[s]
+        x = np.concatenate([st.x_base] + [a for a, _ in st.aug[:n_aug]])
+        ids = np.asarray([index[str(k)] for k in _all_keys(st, n_aug)], np.int64)
+        base_ids = np.asarray([index[str(k)] for k in _all_keys(st, 0)], np.int64)
+        rows[s] = wccn.StyleRows(wccn.scatter(x, ids, len(names)), st.x_base, base_ids)
+    shrink, accuracy = wccn.choose_shrink(rows, task.identity_wccn)
+    logger.info(
+        "%s: WCCN shrinkage %s (inner nearest-mean emoji accuracy %s)",
+        task.name,
+        shrink,
+        {k: round(v, 4) for k, v in accuracy.items()},
+    )
+    return shrink, wccn.fit_whitening(rows, shrink)
+
+
+def _all_keys(st: StyleSet, n_aug: int) -> list[str]:
+    if st.keys is None:
+        raise ValueError("identity heads need the pictures' emoji keys")
+    return [*st.keys.tolist(), *(k for a in st.aug_keys[:n_aug] for k in a.tolist())]
 
 
 def _calibrate(
@@ -390,6 +430,9 @@ def _run_loso_identity(task: Task, sets: dict[str, StyleSet]) -> dict[str, Any]:
             "calibration": cal.to_dict(),
             "threshold_from": "the other six styles' held-out scores",
         }
+        shrink = getattr(heads[h], "shrink", None)
+        if shrink is not None:
+            chosen["wccn_shrink"] = shrink
         folds[h] = {**summarise(scores[h], sets[h].y, cal.threshold), "chosen": chosen}
         folds[h]["threshold"] = cal.threshold
         folds[h]["head"] = heads[h]
