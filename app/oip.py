@@ -265,7 +265,12 @@ def _loads(header: bytes) -> Any:
             finally:
                 if collecting:
                     gc.enable()
-    except (ValueError, RecursionError) as exc:
+    except RecursionError as exc:  # the parser's own limit: its message names Python internals
+        raise BadRequest(
+            "The inference request nests arrays or objects deeper than the server parses "
+            "(about 1,000 levels); tensor `data` is flat or nested as deep as its `shape`."
+        ) from exc
+    except ValueError as exc:
         raise BadRequest(f"The inference request is not valid JSON: {exc}.") from exc
 
 

@@ -29,14 +29,27 @@ RETRY_AFTER_S = 1
 
 
 class EmbedGate:
-    def __init__(self, limit: int, pause_s: float = 0.0) -> None:
+    def __init__(self, limit: int, pause_s: float = 0.0, unpack_limit: int = 1) -> None:
         self.limit = max(1, limit)
         self.pause_s = pause_s
         self.active = 0  # touched only on the event loop
+        # Zip uploads unpack to up to 200x their size: at most this many unpack at once, the
+        # others wait their turn holding their gate slot (so the gate bounds the waiting).
+        self.unpack_limit = max(1, unpack_limit)
+        self._unpack: asyncio.Semaphore | None = None
 
     @classmethod
     def for_schedulers(cls, schedulers: Schedulers, pause_ms: float) -> EmbedGate:
-        return cls(schedulers.config.queue_limit + schedulers.config.pipelines, pause_ms / 1e3)
+        config = schedulers.config
+        return cls(config.queue_limit + config.pipelines, pause_ms / 1e3, config.pipelines)
+
+    @asynccontextmanager
+    async def unpack_turn(self) -> AsyncIterator[None]:
+        """Wait until fewer than `unpack_limit` zip uploads of this process are unpacking."""
+        if self._unpack is None:
+            self._unpack = asyncio.Semaphore(self.unpack_limit)
+        async with self._unpack:
+            yield
 
     async def refuse_if_full(self) -> None:
         """503 (after the pause) when every slot is taken; nothing is held otherwise."""

@@ -23,7 +23,7 @@ from app.teach.core import check_free_name, check_positive_label, room_from, tau
 from app.teach.download import open_download
 from app.teach.errors import ShippedModel
 from app.teach.examples import check_labels, limits_from
-from app.teach.folder import IngestReport, ZipLimits, ingest, zip_images
+from app.teach.folder import BatchLimits, IngestReport, ZipLimits, ingest, zip_images
 from app.teach.jobs import Job, JobRunner, Status
 
 router = APIRouter(tags=["teach"])
@@ -175,12 +175,15 @@ async def _add_zip(
         max_pixels=settings.teach_zip_max_pixels,
         max_entry_bytes=settings.max_image_bytes,
     )
+    batches = BatchLimits(max_pixels=settings.max_request_pixels)
 
     def work() -> IngestReport:
         report = IngestReport()
-        return ingest(service, catalog, zip_images(data, report, limits), report)
+        return ingest(service, catalog, zip_images(data, report, limits), report, batches)
 
-    async with embed_slot(request):  # held while embedding, not while the body arrives
+    # The slot is held while embedding, not while the body arrives; the unpack turn bounds
+    # how many zips of this process are unpacked at once.
+    async with embed_slot(request), embed_gate(request).unpack_turn():
         report = await run_in_threadpool(work)
     return ZipIngested(catalog=catalog, added=report.added, skipped=report.skipped)
 

@@ -21,7 +21,7 @@ from app.settings import Settings
 from app.teach.compose import check_room
 from app.teach.core import check_free_name, room_from, taught_root, teach_catalog
 from app.teach.examples import limits_from
-from app.teach.folder import IngestReport, folder_images, ingest
+from app.teach.folder import BatchLimits, IngestReport, folder_images, ingest
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         except CatalogNotFound:
             service.create(catalog, args.backbone, f"taught from folder {args.data_dir.name}")
         images = folder_images(args.data_dir, report, settings.max_image_bytes)
-        ingest(service, catalog, images, report)
+        ingest(
+            service, catalog, images, report, BatchLimits(max_pixels=settings.max_request_pixels)
+        )
         print(f"added {sum(report.added.values())} images: {json.dumps(report.added)}")
         for s in report.skipped:
             print(f"skipped {s['name']}: {s['reason']}")

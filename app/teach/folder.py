@@ -26,7 +26,6 @@ from app.catalog.types import check_label
 from app.errors import InvalidRequest, PayloadTooLarge, ServiceError
 from app.imaging import sniff_format
 
-_BATCH = 32
 _DRIVE: Final = re.compile(r"[A-Za-z]:[\\/]")
 _IGNORED = ("__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini")
 
@@ -36,6 +35,29 @@ class LabelledImage:
     label: str
     name: str  # path inside the folder or zip, for the report
     data: bytes
+    pixels: int = 0  # what its header declares, when known (zip entries); 0: unknown
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """One add to the catalog holds at most this many images, bytes and header-declared
+    pixels. Counted by images alone, a zip of 20 MB entries (they unpack up to 200x) held
+    640 MB per upload, and a batch over the request pixel budget was refused whole, then
+    decoded again one image at a time."""
+
+    max_images: int = 32
+    max_bytes: int = 32 << 20
+    max_pixels: int = 128_000_000  # IMGCLASS_MAX_REQUEST_PIXELS, the server's per-request budget
+
+    def full(self, batch: list[LabelledImage], image: LabelledImage) -> bool:
+        """Whether `image` must start a new batch."""
+        if not batch:
+            return False
+        return (
+            len(batch) >= self.max_images
+            or sum(len(b.data) for b in batch) + len(image.data) > self.max_bytes
+            or sum(b.pixels for b in batch) + image.pixels > self.max_pixels
+        )
 
 
 @dataclass
@@ -184,6 +206,11 @@ def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator
         raise InvalidRequest(f"The upload is not a readable zip file ({exc}).") from exc
     with zf:
         infos = [i for i in zf.infolist() if not i.is_dir()]
+        if not infos:
+            raise InvalidRequest(
+                "The zip holds no files: put one folder per class in it, with that class's "
+                "images inside (e.g. cat/1.jpg, dog/2.png)."
+            )
         if len(infos) > limits.max_files:
             raise PayloadTooLarge(
                 f"The zip has {len(infos):,} files; at most {limits.max_files:,} are read.",
@@ -223,7 +250,8 @@ def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator
                 f"{limits.max_images:,} (IMGCLASS_TEACH_MAX_ITEMS) are read per upload.",
                 limit_images=limits.max_images,
             )
-        pixels = sum(_header_pixels(zf, info, limits.max_entry_bytes) for info, _ in images)
+        declared_px = [_header_pixels(zf, info, limits.max_entry_bytes) for info, _ in images]
+        pixels = sum(declared_px)
         if pixels > limits.max_pixels:
             raise PayloadTooLarge(
                 f"The zip's images declare {pixels / 1e6:,.0f} megapixels in all; at most "
@@ -232,7 +260,7 @@ def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator
                 limit_pixels=limits.max_pixels,
             )
         total = 0
-        for info, label in images:
+        for (info, label), px in zip(images, declared_px, strict=True):
             name = info.filename
             try:
                 with zf.open(info) as f:
@@ -244,14 +272,19 @@ def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator
             total += len(blob)
             if len(blob) > limits.max_entry_bytes or total > limits.max_total_bytes:
                 raise PayloadTooLarge("The zip unpacks to more than its headers declare.")
-            yield LabelledImage(label, name, blob)
+            yield LabelledImage(label, name, blob, px)
 
 
 def ingest(
-    service: CatalogService, catalog: str, images: Iterator[LabelledImage], report: IngestReport
+    service: CatalogService,
+    catalog: str,
+    images: Iterator[LabelledImage],
+    report: IngestReport,
+    limits: BatchLimits | None = None,
 ) -> IngestReport:
-    """Add images in batches; a batch that fails is retried image by image, so one bad file
-    is skipped with its reason and the rest are added."""
+    """Add images in batches (within `limits`); a batch that fails is retried image by image,
+    so one bad file is skipped with its reason and the rest are added."""
+    limits = limits or BatchLimits()
     service.get(catalog)  # 404 before any work
     batch: list[LabelledImage] = []
 
@@ -275,9 +308,9 @@ def ingest(
             except ServiceError as exc:
                 report.skip(image.name, exc.detail)
                 continue
-            batch.append(replace(image, label=label))  # as stored (trimmed), and so reported
-            if len(batch) >= _BATCH:
+            if limits.full(batch, image):
                 flush()
+            batch.append(replace(image, label=label))  # as stored (trimmed), and so reported
         flush()
     except ServiceError as exc:
         # Batches already added stay (each is committed): the error says so, and which.

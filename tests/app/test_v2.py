@@ -506,3 +506,13 @@ def test_a_large_json_part_parses_the_same_with_the_collector_paused() -> None:
     with pytest.raises(BadRequest, match="not valid JSON"):
         parse_infer_request(body[:-1], None, max_json_bytes=len(body), max_elements=values.size)
     assert gc.isenabled()
+
+
+def test_json_nested_past_the_parsers_limit_is_a_plain_400() -> None:
+    """10,000 nested arrays: Python's parser gives up with RecursionError, whose message
+    ("maximum recursion depth exceeded while decoding ...") was sent to the client."""
+    body = b'{"inputs": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    with pytest.raises(BadRequest) as info:
+        parse_infer_request(body, None, max_json_bytes=len(body), max_elements=10)
+    assert "deeper than the server parses" in str(info.value.detail)
+    assert "recursion" not in str(info.value.detail)

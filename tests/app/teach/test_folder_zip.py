@@ -18,7 +18,7 @@ from PIL import Image
 from app.errors import PayloadTooLarge
 from app.main import create_app
 from app.teach import cli as teach_cli
-from app.teach.folder import IngestReport, LabelledImage, ingest
+from app.teach.folder import BatchLimits, IngestReport, LabelledImage, ingest
 from tests.app.teach.conftest import BAG, SNEAKER, teach_settings, wait_job
 from tests.conftest import ROOT
 
@@ -64,6 +64,10 @@ def test_zip_refusals(teach_client: TestClient) -> None:
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     r = c.post("/v1/catalogs/missing/items:zip", content=_zip({"a/b.png": b"x"}))
     assert r.status_code == 404
+    # An empty zip (only its end record) or one of folders only: 422 saying what is expected.
+    for empty in (_zip({}), _zip({"cat/": b""})):
+        r = c.post("/v1/catalogs/zz/items:zip", content=empty)
+        assert r.status_code == 422 and "holds no files" in r.json()["detail"], r.text
 
 
 def _post_zip(c: TestClient, catalog: str, data: bytes) -> dict:  # type: ignore[type-arg]
@@ -299,3 +303,66 @@ def test_cli_teaches_from_a_folder(tmp_path: Path, fm_pngs) -> None:  # type: ig
     # The CLI must not need TensorFlow.
     check = [sys.executable, "-c", "import sys, app.teach.cli; print('tensorflow' in sys.modules)"]
     assert subprocess.run(check, cwd=ROOT, capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_batches_are_bounded_by_bytes_and_declared_pixels(
+    teach_client: TestClient,
+    fm_pngs,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch closes before it would pass any of its limits: counted by images alone, 32
+    zip entries of 20 MB each were held (640 MB) per upload, and a batch over the request
+    pixel budget was refused whole and decoded again one image at a time."""
+    c = teach_client
+    assert c.post("/v1/catalogs", json={"name": "bb", "model": "products"}).status_code == 201
+    service = c.app.state.catalogs  # type: ignore[attr-defined]
+    sizes: list[int] = []
+    add = service.add
+
+    def counting_add(name, images, specs):  # type: ignore[no-untyped-def]
+        sizes.append(len(images))
+        return add(name, images, specs)
+
+    monkeypatch.setattr(service, "add", counting_add)
+    bag = fm_pngs[BAG][:7]
+    by_bytes = BatchLimits(max_bytes=sum(len(b) for b in bag[:3]))
+    ingest(service, "bb", (LabelledImage("bag", f"{i}", d) for i, d in enumerate(bag)),
+           IngestReport(), by_bytes)  # fmt: skip
+    assert sum(sizes) == 7 and max(sizes) <= 3 and len(sizes) >= 3, sizes
+    sizes.clear()
+    by_pixels = BatchLimits(max_pixels=2 * 784)
+    report = ingest(service, "bb", (LabelledImage("bag", f"{i}", d, 784) for i, d in enumerate(bag)),
+                    IngestReport(), by_pixels)  # fmt: skip
+    assert sizes == [2, 2, 2, 1] and report.added == {"bag": 7}
+    sizes.clear()
+    ingest(service, "bb", (LabelledImage("bag", f"{i}", d) for i, d in enumerate(bag)),
+           IngestReport(), BatchLimits(max_images=4))  # fmt: skip
+    assert sizes == [4, 3]
+    # One image over every limit is still tried, alone (and refused or added on its own).
+    assert not BatchLimits(max_bytes=1).full([], LabelledImage("a", "a", b"xx", 10**9))
+    assert c.get("/v1/catalogs/bb").json()["item_count"] == 21
+
+
+def test_zips_of_one_process_unpack_in_turns() -> None:
+    """At most `unpack_limit` zip uploads unpack at once; the others wait, holding their slot."""
+    import asyncio
+
+    from app.api.embed_gate import EmbedGate
+
+    gate = EmbedGate(limit=10, unpack_limit=2)
+    running, peak = 0, 0
+
+    async def one() -> None:
+        nonlocal running, peak
+        async with gate.slot(), gate.unpack_turn():
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.01)
+            running -= 1
+
+    async def main() -> None:
+        await asyncio.gather(*(one() for _ in range(6)))
+
+    asyncio.run(main())
+    assert peak == 2 and gate.active == 0
+    assert EmbedGate(limit=3, unpack_limit=0).unpack_limit == 1
