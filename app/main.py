@@ -27,6 +27,7 @@ from app.fsutil import FolderIdentity, watch_folder
 from app.heap import freeze_loaded_heap
 from app.logs import RequestObserver, configure_logging
 from app.registry import ModelRegistry
+from app.security_headers import SecurityHeaders
 from app.settings import Settings
 from app.teach.core import job_work, taught_root
 from app.teach.jobs import JobRunner, JobStore
@@ -106,7 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else 0
     )
     install_error_handlers(app)
-    # Added innermost first: access log -> CORS -> guards -> shedder -> HEAD -> routes.
+    # Added innermost first: headers -> access log -> CORS -> guards -> shedder -> HEAD ->
+    # routes.
     app.add_middleware(HeadAsGet)  # innermost: the routes answer HEAD as GET, without a body
     # A full model queue is refused before routing (after the guards).
     app.add_middleware(
@@ -133,6 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         known_models=app.state.registry.names,
         access_log=settings.access_log,
     )
+    # Around everything: browser-hardening headers on every answer, refusals included.
+    app.add_middleware(SecurityHeaders)
     app.include_router(health.router)
     app.include_router(access.router)
     app.include_router(models.router)

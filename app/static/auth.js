@@ -45,16 +45,6 @@ window.fetch = (input, init = {}) => {
 let box = null;
 
 function build() {
-  const style = document.createElement("style");
-  style.textContent = `
-    .auth-key { display: flex; gap: .4rem; align-items: center; font-size: .85rem; }
-    .auth-key input { width: 12rem; padding: .25rem .5rem; border-radius: 6px;
-      border: 1px solid color-mix(in srgb, currentColor 30%, transparent);
-      background: transparent; color: inherit; font: inherit; }
-    .auth-key button { padding: .25rem .6rem; border-radius: 6px; font: inherit; cursor: pointer; }
-    .auth-key-note { font-size: .8rem; opacity: .8; }
-  `;
-  document.head.append(style);
   box = document.createElement("form");
   box.id = "auth-key";
   box.className = "auth-key";

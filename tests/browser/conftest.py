@@ -208,6 +208,10 @@ class PageErrors(list[str]):
 
 
 def _open(browser: Any, server: str, **context_args: Any) -> tuple[Any, Any, PageErrors]:
+    # Playwright's wait_for_function compiles its predicate with eval, which the page's
+    # Content-Security-Policy forbids (app/security_headers.py), so the harness lifts the
+    # policy; tests/browser/test_csp.py drives the page with it enforced.
+    context_args.setdefault("bypass_csp", True)
     context = browser.new_context(base_url=server, **context_args)
     context.set_default_timeout(15_000)
     page = context.new_page()

@@ -1,0 +1,71 @@
+"""Browser-hardening headers (app/security_headers.py) on every answer: the page, its static
+files, JSON, problem+json refusals from routes and from middleware, and the predict hot path."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.security_headers import DOCS_POLICY, PAGE_POLICY
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (28, 28), 200).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _hardened(r: object, policy: str = PAGE_POLICY) -> None:
+    h = r.headers  # type: ignore[attr-defined]
+    assert h["x-content-type-options"] == "nosniff", (r, dict(h))
+    assert h["content-security-policy"] == policy
+    assert h["x-frame-options"] == "SAMEORIGIN"
+    assert h["referrer-policy"] == "no-referrer"
+    assert len(h.get_list("x-content-type-options")) == 1  # never twice
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/static/app.js", "/v1/models", "/metrics", "/openapi.json", "/healthz"]
+)
+def test_every_answer_is_hardened(client: TestClient, path: str) -> None:
+    r = client.get(path)
+    assert r.status_code == 200, (path, r.text[:200])
+    _hardened(r)
+
+
+def test_refusals_and_the_predict_hot_path_are_hardened(client: TestClient) -> None:
+    missing = client.get("/v1/models/nope")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    _hardened(missing)
+    # Refused by the guard middleware before any route (a cross-site form post).
+    r = client.post("/v1/catalogs", content=b"x", headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403, r.text
+    _hardened(r)
+    ok = client.post("/v1/models/tiny/predict", files={"file": ("a.png", _png(), "image/png")})
+    assert ok.status_code == 200, ok.text
+    _hardened(ok)
+    bad = client.post("/v1/models/tiny/predict", content=b"<html><script>x</script>")
+    assert bad.status_code in (415, 422) and "html" not in bad.headers["content-type"]
+    _hardened(bad)
+
+
+def test_the_api_docs_keep_their_cdn_scripts_but_cannot_be_framed(client: TestClient) -> None:
+    for path in ("/docs", "/redoc"):
+        r = client.get(path)
+        assert r.status_code == 200
+        _hardened(r, DOCS_POLICY)
+
+
+def test_the_page_needs_nothing_its_policy_forbids(client: TestClient) -> None:
+    """The page's markup has no inline script or style (the CSP allows only 'self' files); the
+    browser suite (tests/browser) checks a full session leaves the console free of violations."""
+    html = client.get("/").text
+    assert "<script>" not in html and "<style" not in html and " style=" not in html
+    assert 'type="module" src="/static/' in html
+    for name in ("app.js", "auth.js", "teach.js", "cards.js"):
+        js = client.get(f"/static/{name}").text
+        assert 'createElement("style")' not in js and "eval(" not in js, name
