@@ -29,14 +29,22 @@ DOCS_POLICY: Final = "frame-ancestors 'self'"
 DOCS_PATHS: Final = ("/docs", "/redoc")
 
 
-def headers_for(path: str) -> list[tuple[bytes, bytes]]:
-    docs = any(path == p or path.startswith(p + "/") for p in DOCS_PATHS)
-    return [
+def _headers(policy: str) -> tuple[tuple[bytes, bytes], ...]:
+    return (
         (b"x-content-type-options", b"nosniff"),
-        (b"content-security-policy", (DOCS_POLICY if docs else PAGE_POLICY).encode()),
+        (b"content-security-policy", policy.encode()),
         (b"x-frame-options", b"SAMEORIGIN"),
         (b"referrer-policy", b"no-referrer"),
-    ]
+    )
+
+
+_PAGE_HEADERS: Final = _headers(PAGE_POLICY)  # built once: this wraps the predict hot path too
+_DOCS_HEADERS: Final = _headers(DOCS_POLICY)
+
+
+def headers_for(path: str) -> tuple[tuple[bytes, bytes], ...]:
+    docs = any(path == p or path.startswith(p + "/") for p in DOCS_PATHS)
+    return _DOCS_HEADERS if docs else _PAGE_HEADERS
 
 
 class SecurityHeaders:

@@ -12,7 +12,6 @@ import logging
 import secrets
 import threading
 import time
-import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from app.catalog.types import (
     check_catalog_name,
     check_item_id,
     check_label,
+    normal_label,
     unit_rows,
 )
 from app.errors import Conflict, InvalidRequest, ServiceError
@@ -455,6 +455,5 @@ class CatalogService:
 
 
 def _filter_label(label: str | None) -> str | None:
-    """A label filter as labels are stored (trimmed, NFC: check_label): `label=shoe ` finds
-    shoes."""
-    return None if label is None else unicodedata.normalize("NFC", label.strip())
+    """A label filter read as labels are stored: `label=shoe ` finds shoes."""
+    return None if label is None else normal_label(label)

@@ -147,11 +147,16 @@ def check_item_id(item_id: str) -> str:
     return item_id
 
 
+def normal_label(label: str) -> str:
+    """A label as stored and matched: trimmed, and in NFC ('é' typed and 'é' from a macOS file
+    name, e + combining accent, are one label)."""
+    return unicodedata.normalize("NFC", label.strip())
+
+
 def check_label(label: str | None) -> str | None:
     if label is None:
         return None
-    # NFC: 'é' typed and 'é' from a macOS file name (e + combining accent) are one label.
-    given, label = label, unicodedata.normalize("NFC", label.strip())
+    given, label = label, normal_label(label)
     if not label or len(label) > MAX_LABEL_CHARS or not label.isprintable():
         raise InvalidRequest(
             f"Invalid label {given[:40]!r}: 1-{MAX_LABEL_CHARS} printable characters "
