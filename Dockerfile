@@ -49,8 +49,8 @@ COPY --from=builder /opt/venv /opt/venv
 # folder over /app/models (read-only is enough) to serve other bundles.
 COPY --from=builder /bundles/ /app/models/
 # One worker process: onnxruntime already spreads a request over the cores
-# (IMGCLASS_INTRA_OP_THREADS=0 lets it choose one thread per core it sees). With a CPU
-# limit on the container, set IMGCLASS_INTRA_OP_THREADS to that limit.
+# (IMGCLASS_INTRA_OP_THREADS=0 gives each pipeline its share of the cores the process may
+# use, which follows the container's CPU limit; see docs/deployment.md).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -18,8 +18,9 @@ from app.bundle import InputSpec
 from app.cores import cores_per_worker, cpu_count
 from app.imaging import ImageLimits
 from app.ingest import limits_from
+from app.queued import Scored
 from app.runtime import BatchPolicy
-from app.scheduler import ModelScheduler, Runnable, Scored
+from app.scheduler import ModelScheduler, Runnable
 from app.settings import Settings
 
 __all__ = [

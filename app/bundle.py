@@ -2,14 +2,14 @@
 
 Pure module (pydantic + hashlib only): the server reads bundles with it, `training/` writes them.
 A bundle is a folder ``<name>/`` holding ``model.onnx``, ``metadata.json`` and ``labels.txt``.
+How each file is read without trusting it is app.bundle_files; the graph's names and shapes are
+checked by app.bundle_io.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from app.bundle_files import inside, no_duplicate_keys, read_labels, read_text, sha256_file
 from app.bundle_io import BundleError as BundleError
 from app.bundle_io import TensorInfo as TensorInfo
 from app.bundle_io import check_io as check_io
@@ -35,10 +36,7 @@ EMBEDDING_NAME = "embedding"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # Bundle files are plain names in its folder ("../x", "/etc/x" would read other files).
 _FILE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
-# The largest shipped labels.txt (ImageNet, 1,000 classes) is 10.5 KB; 21k-class sets ~300 KB.
-MAX_LABELS_BYTES = 4 << 20
 MAX_METADATA_BYTES = 1 << 20
-MAX_LABEL_CHARS = 256
 # (x - mean) / std in float32: a smaller std turns ordinary pixels into inf.
 MIN_STD = 1e-6
 
@@ -241,53 +239,11 @@ class Bundle:
         return self.path / self.metadata.artifact.file
 
 
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _read_text(path: Path, what: str, limit: int, encoding: str = "utf-8") -> str:
-    """A small UTF-8 file's text, or BundleError naming the file and what is wrong with it."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(limit + 1)
-    except OSError as exc:
-        raise BundleError(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
-    if len(data) > limit:
-        raise BundleError(f"{path}: {what} is larger than {limit:,} bytes")
-    try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        raise BundleError(
-            f"{path}: {what} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
-        ) from exc
-
-
-def read_labels(path: Path) -> tuple[str, ...]:
-    # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first label;
-    # trailing empty lines are tolerated, empty labels in between are not.
-    lines = _read_text(path, "labels file", MAX_LABELS_BYTES, "utf-8-sig").splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    labels = tuple(line.strip() for line in lines)
-    for i, lab in enumerate(labels, 1):
-        if not lab:
-            raise BundleError(f"{path}: line {i} is an empty label")
-        if len(lab) > MAX_LABEL_CHARS:
-            raise BundleError(f"{path}: line {i} is longer than {MAX_LABEL_CHARS} characters")
-        if not lab.isprintable():
-            raise BundleError(f"{path}: line {i} holds a control or unprintable character")
-    dup = sorted(lab for lab, n in Counter(labels).items() if n > 1)
-    if dup:
-        raise BundleError(f"{path}: duplicate labels {', '.join(map(repr, dup[:5]))}")
-    return labels
-
-
 def read_metadata(path: Path) -> BundleMetadata:
-    text = _read_text(path, "metadata", MAX_METADATA_BYTES)
+    text = read_text(path, "metadata", MAX_METADATA_BYTES)
     try:
         # Its errors (line, column) read better than pydantic's; a repeated key took its last value.
-        json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        json.loads(text, object_pairs_hook=no_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise BundleError(f"{path}: metadata is not valid JSON ({exc})") from exc
     except BundleError as exc:
@@ -299,24 +255,12 @@ def read_metadata(path: Path) -> BundleMetadata:
         raise BundleError(f"{path}: metadata does not match the schema: {_brief(exc)}") from exc
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    counts = Counter(k for k, _ in pairs)
-    if len(counts) != len(pairs):
-        key = max(counts, key=counts.__getitem__)
-        raise BundleError(f"metadata gives the key {key!r} more than once")
-    return dict(pairs)
-
-
 def _brief(exc: ValidationError) -> str:
     """Pydantic's errors on one line each, without its URLs and echoed input values."""
     errors = exc.errors(include_url=False, include_input=False)
     parts = [f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in errors[:5]]
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more
-
-
-def _inside(path: Path, root: Path) -> bool:  # symlinks resolved
-    return path.resolve().is_relative_to(root)
 
 
 def load_bundle(
@@ -341,10 +285,10 @@ def _load_bundle(directory: Path, verify_hash: bool, name: str | None, root: Pat
         raise BundleError(
             f"{directory}: not a bundle folder (a bundle is a folder with {METADATA_FILE})"
         )
-    if not _inside(directory, base):
+    if not inside(directory, base):
         raise BundleError(f"{directory}: resolves to {directory.resolve()}, outside {base}")
     meta_path = directory / METADATA_FILE
-    if meta_path.exists() and not (meta_path.is_file() and _inside(meta_path, base)):
+    if meta_path.exists() and not (meta_path.is_file() and inside(meta_path, base)):
         raise BundleError(f"{meta_path}: not a regular file inside {base} (a FIFO? a symlink out?)")
     meta = read_metadata(meta_path)
     if meta.name != (name or directory.name):
@@ -352,7 +296,7 @@ def _load_bundle(directory: Path, verify_hash: bool, name: str | None, root: Pat
     labels_path = directory / meta.labels_file
     if not labels_path.is_file():
         raise BundleError(f"{directory}: missing {meta.labels_file}")
-    if not _inside(labels_path, base):
+    if not inside(labels_path, base):
         raise BundleError(f"{labels_path}: a symlink to a file outside {base}")
     labels = read_labels(labels_path)
     if len(labels) != meta.num_classes:
@@ -362,7 +306,7 @@ def _load_bundle(directory: Path, verify_hash: bool, name: str | None, root: Pat
     model_path = directory / meta.artifact.file
     if not model_path.is_file():
         raise BundleError(f"{directory}: missing {meta.artifact.file}")
-    if not _inside(model_path, base):
+    if not inside(model_path, base):
         raise BundleError(f"{model_path}: a symlink to a file outside {base}")
     size = model_path.stat().st_size
     if size != meta.artifact.bytes:

@@ -30,7 +30,8 @@ from app.registry import ModelRegistry
 from app.security_headers import SecurityHeaders
 from app.settings import Settings
 from app.teach.core import job_work, taught_root
-from app.teach.jobs import JobRunner, JobStore
+from app.teach.job_store import JobStore
+from app.teach.jobs import JobRunner
 
 logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"

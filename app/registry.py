@@ -6,6 +6,8 @@ disk: bundles added, replaced or removed are loaded or dropped without a restart
 server processes sharing one volume converge; `start_watching` polls it in a thread. Taught
 changes made through the app also bump a stamp file (app/teach/stamp.py) that `get()` checks with
 one os.stat, so every process on the host serves them at once (read-your-writes), not a poll later.
+How clients name a model (`name@version`) and the 404 for a name that matches nothing are
+app.model_refs; finding bundle folders and opening one (timed, warmed up) is app.bundle_folders.
 """
 
 from __future__ import annotations
@@ -14,47 +16,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from app.bundle import METADATA_FILE, load_bundle
+from app.bundle import load_bundle
+from app.bundle_folders import open_and_warm, shipped_folders, taught_folders
 from app.errors import ModelNotFound, NotReady
-from app.fsutil import visible_entries
 from app.loaded import Fingerprint, fingerprint, version_key
 from app.loaded import LoadedModel as LoadedModel
 from app.loaded import ServedModel as ServedModel
+from app.model_refs import VERSION_SEP, missing_model, split_ref
 from app.runtime import OnnxModel, choose_providers
 from app.teach.served import TaughtModel
 from app.teach.stamp import Stamp, read_stamp, stamp_path
 
 logger = logging.getLogger(__name__)
 
-VERSION_SEP = "@"
 # A name not served triggers at most one taught re-scan per this many seconds per process
 # (finds bundles copied in by hand, without letting unknown names force a scan per request).
 MISS_RESCAN_S = 0.25
-
-
-def split_ref(name: str) -> tuple[str, str]:
-    """`name` or `name@version` -> (name, version or ""); `name@` names nothing (404), never
-    "every version" or "the newest"."""
-    base, sep, version = name.partition(VERSION_SEP)
-    if sep and not version:
-        raise ModelNotFound(
-            f"{name!r} has an empty version: use {base!r} for the newest version or "
-            f"'{base}{VERSION_SEP}N' for version N."
-        )
-    return base, version
-
-
-MAX_NAMES_SHOWN = 20  # a 404 names at most this many served models
-
-
-def _short(name: str, limit: int = 100) -> str:
-    """repr of a client-given name, cut to `limit` characters (a 10,000-character name made a
-    20 KB 404)."""
-    return repr(name) if len(name) <= limit else repr(name[:limit]) + f"... ({len(name):,} chars)"
 
 
 class ModelRegistry:
@@ -93,27 +73,12 @@ class ModelRegistry:
 
     # discovery ----------------------------------------------------------------------------
     def discover(self) -> list[Path]:
-        """Shipped bundle candidates: every entry of models_dir not starting with "." (a folder
-        without metadata.json, or a file, is then refused with that reason, not skipped)."""
-        if not self.models_dir.is_dir():
-            return []
-        dirs = sorted(p for p in self.models_dir.iterdir() if not p.name.startswith("."))
-        if self._enabled:
-            dirs = [d for d in dirs if d.name in self._enabled]
-        return dirs
+        """Shipped bundle candidates (app.bundle_folders.shipped_folders)."""
+        return shipped_folders(self.models_dir, self._enabled)
 
     def discover_taught(self) -> list[Path]:
         """Taught bundle folders (taught_dir/<name>/<version>/metadata.json)."""
-        if self.taught_dir is None or not self.taught_dir.is_dir():
-            return []
-        found: list[Path] = []
-        # A plain walk, not glob: a folder deleted mid-scan (a delete in another process) is
-        # skipped, where pathlib's glob raised FileNotFoundError (a 500 once).
-        for name in visible_entries(self.taught_dir):
-            for version in visible_entries(self.taught_dir / name):
-                if (self.taught_dir / name / version / METADATA_FILE).is_file():
-                    found.append(self.taught_dir / name / version)
-        return sorted(found)
+        return taught_folders(self.taught_dir)
 
     # loading ------------------------------------------------------------------------------
     def load_all(self) -> None:
@@ -265,11 +230,8 @@ class ModelRegistry:
     def _load(
         self, key: str, opener: Callable[[], ServedModel], *, pending: str
     ) -> LoadedModel | None:
-        t0 = time.perf_counter()
         try:
-            model = opener()
-            load_ms = (time.perf_counter() - t0) * 1e3
-            warm_ms = model.warm_up(self._warmup_runs)
+            loaded = open_and_warm(key, opener, self._warmup_runs)
         except Exception as exc:  # any failure refuses this bundle only; the rest are served
             reason = str(exc) or type(exc).__name__
             logger.error("refusing bundle %s: %s", key, reason)
@@ -277,20 +239,10 @@ class ModelRegistry:
                 self._refused[key] = reason
                 self._pending.discard(pending)
             return None
-        meta = model.bundle.metadata
-        logger.info(
-            "loaded bundle %s v%s sha256=%s provider=%s load=%.0fms warmup=%.0fms",
-            key,
-            meta.version,
-            meta.artifact.sha256[:12],
-            model.provider,
-            load_ms,
-            warm_ms,
-        )
         with self._lock:
             self._refused.pop(key, None)
             self._pending.discard(pending)
-        return LoadedModel(model, load_ms, warm_ms, datetime.now(UTC))
+        return loaded
 
     # watching -----------------------------------------------------------------------------
     def start_watching(self, poll_seconds: float) -> None:
@@ -354,20 +306,12 @@ class ModelRegistry:
             raise ModelNotFound(
                 f"Model {name!r} exists but was refused when loading; the server log says why."
             )
-        if version and shipped is not None and not versions:
-            raise ModelNotFound(
-                f"Model {base!r} has no version {_short(version)}. Versions: {shipped.version}."
-            )
-        if version and versions:
-            raise ModelNotFound(
-                f"Model {base!r} has no version {_short(version)}. "
-                f"Versions: {', '.join(sorted(versions, key=version_key))}."
-            )
-        names = self.names()
-        shown = ", ".join(names[:MAX_NAMES_SHOWN]) or "none"
-        if len(names) > MAX_NAMES_SHOWN:
-            shown += f" and {len(names) - MAX_NAMES_SHOWN} more (GET /v1/models lists them)"
-        raise ModelNotFound(f"No model named {_short(name)}. Available: {shown}.")
+        raise missing_model(
+            name,
+            shipped_version=None if shipped is None else shipped.version,
+            versions=versions,
+            served=self.names,
+        )
 
     def serving_name(self, loaded: LoadedModel) -> str:
         """The one name a model's requests queue under, however it was addressed: `name` for

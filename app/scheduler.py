@@ -14,19 +14,18 @@ recent time per image / workers: the queue is bounded by the wait it imposes, so
 queues more requests than a heavy one), when `queue_limit` requests wait (a hard cap), or when
 the bodies waiting would pass `max_bytes` (memory). A request still waiting at its deadline
 gets `DeadlineExceeded` (503) and is never run. Workers log under the request id of the request a
-line concerns (the batch's ids for the forward pass), see app.logs.
+line concerns (the batch's ids for the forward pass), see app.logs. What waits in the queue,
+and how a result reaches its caller, is app.queued.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -39,6 +38,7 @@ from app.errors import DeadlineExceeded, Overloaded
 from app.imaging import ImageLimits, PreparedImage
 from app.ingest import prepare_batch
 from app.logs import logging_as, request_id_var
+from app.queued import QueuedJob, Scored, batch_ids, job_rows, resolve
 from app.runtime import BatchPolicy, ModelOutput
 
 logger = logging.getLogger(__name__)
@@ -48,61 +48,6 @@ class Runnable(Protocol):
     """What the scheduler needs from a model (OnnxModel, or a taught model)."""
 
     def run(self, batch: npt.NDArray[np.float32]) -> ModelOutput: ...
-
-
-@dataclass(frozen=True)
-class Scored:
-    """One request's images, decoded and scored."""
-
-    images: list[PreparedImage]  # empty for a request that sent a prepared tensor
-    output: ModelOutput  # this request's rows and its share of the forward pass time
-    queue_wait_ms: float  # submit -> a worker took it
-    batch_size: int  # images in the onnxruntime call that served this request
-
-
-@dataclass(eq=False)
-class _Job:
-    datas: Sequence[bytes]  # encoded images, or () when `tensor` is given
-    filenames: Sequence[str | None]
-    future: asyncio.Future[Scored]
-    loop: asyncio.AbstractEventLoop
-    submitted: float
-    deadline: float
-    request_id: str  # the submitting request's id, for the worker's log lines
-    tensor: npt.NDArray[np.float32] | None = None  # N x H x W x C, already prepared
-    cancelled: bool = False
-    taken: float = field(default=0.0)
-    size: int = 0  # bytes held while queued
-
-    @property
-    def n(self) -> int:
-        return len(self.datas) if self.tensor is None else int(self.tensor.shape[0])
-
-    @property
-    def encoded(self) -> int:
-        """Bytes of encoded images to decode (0 for a prepared tensor)."""
-        return self.size if self.tensor is None else 0
-
-
-def _deliver(future: asyncio.Future[Scored], result: Scored | BaseException) -> None:
-    if future.done():  # the caller gave up (deadline, disconnect)
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
-
-
-def _resolve(job: _Job, result: Scored | BaseException) -> None:
-    """Hand a result to the caller's event loop (from a worker thread)."""
-    # RuntimeError: the loop is closed (shutdown), so nobody is waiting any more.
-    with contextlib.suppress(RuntimeError):
-        job.loop.call_soon_threadsafe(_deliver, job.future, result)
-
-
-def _batch_ids(jobs: Sequence[_Job]) -> str:
-    """The ids of the requests sharing a forward pass, for lines about the whole pass."""
-    return ",".join(dict.fromkeys(job.request_id for job in jobs))
 
 
 class ModelScheduler:
@@ -138,7 +83,7 @@ class ModelScheduler:
         self.batch_max_bytes = batch_max_bytes  # 0: no bound on a batch's encoded images
         self.retry_after_s = retry_after_s
         self.nice = nice  # the worker threads run this many nice levels lower (app.cores)
-        self._queue: deque[_Job] = deque()
+        self._queue: deque[QueuedJob] = deque()
         self._image_s = 0.0  # moving average: one image's decode + forward pass, one worker
         self._queued_images = 0
         self._queued_bytes = 0
@@ -208,7 +153,7 @@ class ModelScheduler:
     ) -> Scored:
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
-        job = _Job(
+        job = QueuedJob(
             datas=datas,
             filenames=filenames,
             future=loop.create_future(),
@@ -239,7 +184,7 @@ class ModelScheduler:
             self._withdraw(job)  # client went away: do not spend CPU on it
             raise
 
-    def _withdraw(self, job: _Job) -> None:
+    def _withdraw(self, job: QueuedJob) -> None:
         """Nobody waits for `job` any more: a worker that has taken it skips it, and if it is
         still queued it leaves the queue now, so it no longer counts towards the depth, the
         estimated wait or the byte bound (each of which would refuse live requests)."""
@@ -269,11 +214,11 @@ class ModelScheduler:
             self._cond.notify_all()
         for job in pending:
             err = Overloaded(f"Model {self.name!r} is shutting down.", retry_after_s=1)
-            _resolve(job, err)
+            resolve(job, err)
 
     # -- worker side (threads) --------------------------------------------------------------
 
-    def _take(self) -> list[_Job] | None:
+    def _take(self) -> list[QueuedJob] | None:
         """Block for work; then gather up to the policy's batch, waiting at most max_wait."""
         with self._cond:
             while not self._queue and not self._closed:
@@ -306,7 +251,7 @@ class ModelScheduler:
             job.taken = taken
         return jobs
 
-    def _popleft(self) -> _Job:
+    def _popleft(self) -> QueuedJob:
         """Take the oldest waiting request (the caller holds the condition's lock)."""
         job = self._queue.popleft()
         self._queued_images -= job.n
@@ -322,19 +267,19 @@ class ModelScheduler:
             try:
                 self._serve(jobs)
             except BaseException as exc:  # never let a worker die silently
-                with logging_as(_batch_ids(jobs)):
+                with logging_as(batch_ids(jobs)):
                     logger.exception("scheduler %s: worker error", self.name)
                 for job in jobs:
-                    _resolve(job, exc)
+                    resolve(job, exc)
 
-    def _prepare(self, job: _Job) -> list[PreparedImage]:
+    def _prepare(self, job: QueuedJob) -> list[PreparedImage]:
         """Decode one request's images, logging under its request id."""
         if job.tensor is not None:
             return []
         with logging_as(job.request_id):
             return prepare_batch(job.datas, self.spec, self.limits, job.filenames)
 
-    def _serve(self, jobs: list[_Job]) -> None:
+    def _serve(self, jobs: list[QueuedJob]) -> None:
         started = time.perf_counter()
         images = self._serve_batch(jobs)
         if images:  # an exponential moving average over roughly the last 20 batches
@@ -343,32 +288,32 @@ class ModelScheduler:
                 a = 0.1 if self._image_s else 1.0
                 self._image_s += a * (per_image - self._image_s)
 
-    def _serve_batch(self, jobs: list[_Job]) -> int:
+    def _serve_batch(self, jobs: list[QueuedJob]) -> int:
         """Serve the jobs' live requests; return how many images went through the forward pass."""
-        live: list[tuple[_Job, list[PreparedImage]]] = []
+        live: list[tuple[QueuedJob, list[PreparedImage]]] = []
         for job in jobs:
             if job.cancelled or job.future.done():
                 continue
             if time.perf_counter() > job.deadline:
-                _resolve(job, self._deadline_error())
+                resolve(job, self._deadline_error())
                 continue
             try:
                 live.append((job, self._prepare(job)))
             except Exception as exc:  # one bad request never fails its batch-mates
-                _resolve(job, exc)
+                resolve(job, exc)
         if not live:
             return 0
         arrays: list[npt.NDArray[np.float32]] = []
         for job, images in live:
-            arrays.extend(_rows(job, images))
+            arrays.extend(job_rows(job, images))
         batch = arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
-        with logging_as(_batch_ids([job for job, _ in live])):
+        with logging_as(batch_ids([job for job, _ in live])):
             try:
                 out = self.model.run(batch)
             except Exception as exc:
                 logger.exception("scheduler %s: inference failed", self.name)
                 for job, _ in live:
-                    _resolve(job, exc)
+                    resolve(job, exc)
                 return 0
         telemetry.observe_batch(
             self.name,
@@ -391,13 +336,6 @@ class ModelScheduler:
                 queue_wait_ms=(job.taken - job.submitted) * 1e3,
                 batch_size=len(arrays),
             )
-            _resolve(job, scored)
+            resolve(job, scored)
             start = stop
         return len(arrays)
-
-
-def _rows(job: _Job, images: list[PreparedImage]) -> list[npt.NDArray[np.float32]]:
-    """One H x W x C array per image of a request: its decoded images or its tensor's rows."""
-    if job.tensor is not None:
-        return list(job.tensor)
-    return [im.array for im in images]

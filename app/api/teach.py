@@ -16,7 +16,8 @@ from app.api.forms import json_body_openapi, read_body, read_model
 from app.api.stored_file import StoredFileResponse, none_match
 from app.catalog.service import CatalogService
 from app.errors import InvalidRequest, ModelNotFound
-from app.registry import ModelRegistry, split_ref
+from app.model_refs import split_ref
+from app.registry import ModelRegistry
 from app.settings import Settings
 from app.teach.compose import check_model_name, check_room, delete_taught, delete_version
 from app.teach.core import check_free_name, check_positive_label, room_from, taught_root
@@ -24,7 +25,8 @@ from app.teach.download import open_download
 from app.teach.errors import ShippedModel
 from app.teach.examples import check_labels, limits_from
 from app.teach.folder import BatchLimits, IngestReport, ZipLimits, ingest, zip_images
-from app.teach.jobs import Job, JobRunner, Status
+from app.teach.job_store import Job, Status
+from app.teach.jobs import JobRunner
 
 router = APIRouter(tags=["teach"])
 

@@ -34,6 +34,7 @@ from app.errors import (
     ServiceError,
 )
 from app.inflate import codings, inflate
+from app.model_refs import VERSION_SEP
 from app.numtext import ascii_uint
 from app.oip import (
     BYTES,
@@ -45,7 +46,7 @@ from app.oip import (
     encode_response,
     parse_infer_request,
 )
-from app.registry import VERSION_SEP, LoadedModel, ModelRegistry
+from app.registry import LoadedModel, ModelRegistry
 from app.settings import Settings
 
 HEADER_LENGTH = "Inference-Header-Content-Length"

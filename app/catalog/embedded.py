@@ -22,7 +22,16 @@ import numpy as np
 
 from app.catalog.cache import CatalogState, IndexCache, LiveIndex
 from app.catalog.index import IndexConfig
-from app.catalog.sqlite import ITEM_COLS, SCHEMA, Connections, Row, item_from_row, now
+from app.catalog.sqlite import (
+    ITEM_COLS,
+    SCHEMA,
+    Connections,
+    Row,
+    catalog_row,
+    item_from_row,
+    items_by_seq,
+    now,
+)
 from app.catalog.store import CatalogStore
 from app.catalog.types import (
     CatalogExists,
@@ -38,6 +47,8 @@ from app.catalog.types import (
     NewItem,
     Vector,
     catalog_changed,
+    check_item_vectors,
+    check_queries,
 )
 from app.fsutil import fsync_dir, make_dirs_durably
 
@@ -76,25 +87,6 @@ class EmbeddedStore(CatalogStore):
         self._cache.close()
         self._db.close()
 
-    def _row(self, conn: sqlite3.Connection, name: str) -> Row:
-        r = conn.execute(
-            "SELECT id, name, description, model, model_version, model_sha256, dim, created_at,"
-            " item_count, epoch, version FROM catalogs WHERE name = ?",
-            (name,),
-        ).fetchone()
-        if r is None:
-            raise CatalogNotFound(f"No catalog named {name!r}.", catalog=name)
-        return Row(
-            id=r[0],
-            name=r[1],
-            description=r[2],
-            model=ModelRef(name=r[3], version=r[4], sha256=r[5], dim=r[6]),
-            created_at=r[7],
-            item_count=r[8],
-            epoch=r[9],
-            version=r[10],
-        )
-
     def _record(self, row: Row) -> CatalogRecord:
         kind = self._cache.kind_of(row.id, row.epoch)
         return CatalogRecord(
@@ -117,11 +109,11 @@ class EmbeddedStore(CatalogStore):
                 )
             except sqlite3.IntegrityError as exc:
                 raise CatalogExists(f"A catalog named {name!r} already exists.") from exc
-            row = self._row(conn, name)
+            row = catalog_row(conn, name)
         return self._record(row)
 
     def get_catalog(self, name: str) -> CatalogRecord:
-        return self._record(self._row(self._conn(), name))
+        return self._record(catalog_row(self._conn(), name))
 
     def list_catalogs(self) -> list[CatalogRecord]:
         conn = self._conn()
@@ -129,12 +121,12 @@ class EmbeddedStore(CatalogStore):
         out: list[CatalogRecord] = []
         for n in names:
             with suppress(CatalogNotFound):  # deleted meanwhile
-                out.append(self._record(self._row(conn, n)))
+                out.append(self._record(catalog_row(conn, n)))
         return out
 
     def delete_catalog(self, name: str) -> set[str]:
         with self._tx() as conn:
-            row = self._row(conn, name)
+            row = catalog_row(conn, name)
             shas = {
                 r[0]
                 for r in conn.execute(
@@ -155,7 +147,7 @@ class EmbeddedStore(CatalogStore):
         images: Mapping[str, str] | None = None,
     ) -> CatalogRecord:
         with self._tx() as conn:
-            row = self._row(conn, name)
+            row = catalog_row(conn, name)
             now_images = dict(
                 conn.execute(
                     "SELECT item_id, image_sha256 FROM items WHERE catalog_id = ?", (row.id,)
@@ -177,7 +169,7 @@ class EmbeddedStore(CatalogStore):
                 " epoch = epoch + 1, version = version + 1 WHERE id = ?",
                 (model.name, model.version, model.sha256, model.dim, row.id),
             )
-            row = self._row(conn, name)
+            row = catalog_row(conn, name)
         return self._record(row)
 
     # items --------------------------------------------------------------------------------
@@ -188,13 +180,8 @@ class EmbeddedStore(CatalogStore):
         if dup:
             raise DuplicateItem(f"Item ids repeated in the request: {', '.join(sorted(dup))}.")
         with self._tx() as conn:
-            row = self._row(conn, name)
-            for it in items:
-                if it.vector.shape != (row.model.dim,):
-                    raise DimensionMismatch(
-                        f"Catalog {name!r} holds {row.model.dim}-d vectors of model "
-                        f"{row.model.name!r}; got a vector of shape {it.vector.shape}."
-                    )
+            row = catalog_row(conn, name)
+            check_item_vectors(name, row.model.name, row.model.dim, items)
             taken: list[str] = []
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
@@ -246,7 +233,7 @@ class EmbeddedStore(CatalogStore):
 
     def get_item(self, name: str, item_id: str) -> ItemRecord:
         conn = self._conn()
-        row = self._row(conn, name)
+        row = catalog_row(conn, name)
         r = conn.execute(
             f"SELECT {ITEM_COLS} FROM items WHERE catalog_id = ? AND item_id = ?",
             (row.id, item_id),
@@ -257,7 +244,7 @@ class EmbeddedStore(CatalogStore):
 
     def get_vector(self, name: str, item_id: str) -> Vector:
         conn = self._conn()
-        row = self._row(conn, name)
+        row = catalog_row(conn, name)
         r = conn.execute(
             "SELECT vector FROM items WHERE catalog_id = ? AND item_id = ?", (row.id, item_id)
         ).fetchone()
@@ -269,7 +256,7 @@ class EmbeddedStore(CatalogStore):
         self, name: str, *, after: str | None = None, limit: int = 50, label: str | None = None
     ) -> ItemPage:
         with self._read() as conn:
-            row = self._row(conn, name)
+            row = catalog_row(conn, name)
             where = "catalog_id = ?"
             args: list[Any] = [row.id]
             if label is not None:
@@ -293,7 +280,7 @@ class EmbeddedStore(CatalogStore):
 
     def delete_item(self, name: str, item_id: str) -> ItemRecord:
         with self._tx() as conn:
-            row = self._row(conn, name)
+            row = catalog_row(conn, name)
             r = conn.execute(
                 f"SELECT seq, {ITEM_COLS} FROM items WHERE catalog_id = ? AND item_id = ?",
                 (row.id, item_id),
@@ -322,7 +309,7 @@ class EmbeddedStore(CatalogStore):
     # index --------------------------------------------------------------------------------
     def _synced(self, name: str) -> tuple[Row, LiveIndex]:
         """The catalog's row and its index, caught up with every committed write."""
-        row = self._row(self._conn(), name)
+        row = catalog_row(self._conn(), name)
         state = CatalogState(row.id, row.name, row.model.dim, row.epoch, row.version)
         return row, self._cache.get(state)
 
@@ -350,11 +337,7 @@ class EmbeddedStore(CatalogStore):
         exclude: Sequence[str] = (),
     ) -> list[list[Hit]]:
         row, live = self._synced(name)
-        if queries.ndim != 2 or queries.shape[1] != row.model.dim:
-            raise DimensionMismatch(
-                f"Catalog {name!r} holds {row.model.dim}-d vectors of model {row.model.name!r}; "
-                f"the query has shape {tuple(queries.shape)}."
-            )
+        check_queries(name, row.model.name, row.model.dim, queries)
         conn = self._conn()
         skip: set[int] = set()
         if exclude:
@@ -374,16 +357,9 @@ class EmbeddedStore(CatalogStore):
             pairs = [
                 (int(i), float(s)) for i, s in zip(ids, scores, strict=True) if int(i) not in skip
             ][:k]
-            records = self._hydrate(conn, [p[0] for p in pairs])
+            records = items_by_seq(conn, [p[0] for p in pairs])
             results.append([Hit(records[i], s) for i, s in pairs if i in records])
         return results
-
-    def _hydrate(self, conn: sqlite3.Connection, seqs: list[int]) -> dict[int, ItemRecord]:
-        if not seqs:
-            return {}
-        marks = ",".join("?" * len(seqs))
-        rows = conn.execute(f"SELECT seq, {ITEM_COLS} FROM items WHERE seq IN ({marks})", seqs)
-        return {r[0]: item_from_row(r[1:]) for r in rows}
 
     def index_stats(self, name: str) -> dict[str, Any]:
         """Kind and size of the loaded index (bench and tests)."""

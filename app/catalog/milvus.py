@@ -22,7 +22,6 @@ from app.catalog.store import CatalogStore
 from app.catalog.types import (
     CatalogExists,
     CatalogRecord,
-    DimensionMismatch,
     DuplicateItem,
     Hit,
     ItemNotFound,
@@ -32,6 +31,8 @@ from app.catalog.types import (
     NewItem,
     Vector,
     catalog_changed,
+    check_item_vectors,
+    check_queries,
 )
 from app.errors import Conflict
 
@@ -167,12 +168,7 @@ class MilvusStore(MilvusBase, CatalogStore):
             raise DuplicateItem(f"Item ids repeated in the request: {', '.join(dup)}.")
         info = self._info(name)
         dim = info["model"]["dim"]
-        for it in items:
-            if it.vector.shape != (dim,):
-                raise DimensionMismatch(
-                    f"Catalog {name!r} holds {dim}-d vectors of model {info['model']['name']!r}; "
-                    f"got a vector of shape {it.vector.shape}."
-                )
+        check_item_vectors(name, info["model"]["name"], dim, items)
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         with self._lock, self._errors():
             taken: list[str] = []
@@ -280,11 +276,7 @@ class MilvusStore(MilvusBase, CatalogStore):
     ) -> list[list[Hit]]:
         info = self._info(name)
         dim = info["model"]["dim"]
-        if queries.ndim != 2 or queries.shape[1] != dim:
-            raise DimensionMismatch(
-                f"Catalog {name!r} holds {dim}-d vectors of model {info['model']['name']!r}; "
-                f"the query has shape {tuple(queries.shape)}."
-            )
+        check_queries(name, info["model"]["name"], dim, queries)
         parts = []
         if label is not None:
             parts.append(f"label == {lit(label)}")

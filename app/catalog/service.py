@@ -2,14 +2,13 @@
 
 It embeds images with the served model (one forward pass, L2-normalised `embedding` output),
 writes images before the store commits, refuses to mix embedding spaces (model sha check) and
-removes images no item references any more.
+removes images no item references any more. How a model embeds is app.catalog.embedding; how a
+catalog is re-embedded for a new model build is app.catalog.reindex.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,37 +21,34 @@ import numpy as np
 
 from app.catalog.backends import open_store
 from app.catalog.blobs import BlobStore
+from app.catalog.embedding import embed_prepared, model_ref
+from app.catalog.reindex import reindex_catalog
 from app.catalog.store import CatalogStore
 from app.catalog.types import (
-    CatalogChanged,
     CatalogRecord,
     DimensionMismatch,
     Hit,
     ImageRef,
-    ItemNotFound,
     ItemPage,
     ItemRecord,
     ModelMismatch,
-    ModelRef,
     NewItem,
     StoreUnavailable,
     Vector,
     check_catalog_name,
     check_item_id,
     check_label,
+    new_item_id,
     normal_label,
     unit_rows,
 )
-from app.errors import Conflict, InvalidRequest, ServiceError
+from app.errors import InvalidRequest, ServiceError
 from app.fsutil import check_folder, file_lock
-from app.imaging import PreparedImage
 from app.ingest import limits_from, prepare_batch, thumbnails
 from app.registry import LoadedModel, ModelRegistry
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
-_EMBED_BATCH = 64
-REINDEX_ROUNDS = 3  # reindex: rebind attempts; the last one holds the write guard
 
 
 @dataclass(frozen=True)
@@ -70,25 +66,6 @@ class SearchOutcome:
     hits: list[list[Hit]]
     embed_ms: float
     search_ms: float
-
-
-def new_item_id() -> str:
-    """Time-ordered (ms, hex) + random: ids sort roughly by creation, as listings do."""
-    return f"{time.time_ns() // 1_000_000:011x}{secrets.token_hex(5)}"
-
-
-def model_ref(loaded: LoadedModel) -> ModelRef:
-    """The embedding space a model's vectors live in: a taught model shares its backbone's."""
-    meta = loaded.model.bundle.metadata
-    if meta.backbone is not None:
-        bb = meta.backbone
-        return ModelRef(name=bb.name, version=bb.version, sha256=bb.sha256, dim=bb.dim)
-    emb = meta.outputs.embedding
-    if emb is None:
-        raise InvalidRequest(
-            f"Model {meta.name!r} has no embedding output, so it cannot back a catalog."
-        )
-    return ModelRef(name=meta.name, version=meta.version, sha256=meta.artifact.sha256, dim=emb.dim)
 
 
 class CatalogService:
@@ -215,18 +192,7 @@ class CatalogService:
     def embed(self, loaded: LoadedModel, images: Sequence[bytes]) -> Vector:
         """Unit embedding rows of `images`, decoded per the model's bundle. Raises 413/415/422."""
         prepared = prepare_batch(images, loaded.model.bundle.metadata.input, self.limits)
-        return self.embed_prepared(loaded, prepared)
-
-    def embed_prepared(self, loaded: LoadedModel, prepared: Sequence[PreparedImage]) -> Vector:
-        model_ref(loaded)  # 422 when the model has no embedding
-        rows: list[Vector] = []
-        for start in range(0, len(prepared), _EMBED_BATCH):
-            chunk = prepared[start : start + _EMBED_BATCH]
-            batch = np.stack([p.array for p in chunk]).astype(np.float32, copy=False)
-            out = loaded.model.run(batch)
-            assert out.embedding is not None
-            rows.append(out.embedding)
-        return unit_rows(np.concatenate(rows))
+        return embed_prepared(loaded, prepared)
 
     # catalogs -----------------------------------------------------------------------------
     def create(self, name: str, model: str, description: str = "") -> CatalogRecord:
@@ -254,75 +220,14 @@ class CatalogService:
 
     def reindex(self, name: str) -> tuple[CatalogRecord, int]:
         """Re-embed every stored image with the model now served under the catalog's model
-        name, then rebind in one step. Writes may continue meanwhile: when the catalog changed
-        (items added, deleted or replaced), only the images not yet embedded are embedded and
-        the rebind is tried again. The last of REINDEX_ROUNDS rounds holds the write guard, so
-        adds and deletes (every process) wait for that one short round - the images added since
-        the round before, and the rebind - and the reindex finishes however busy the writers."""
+        name, then rebind in one step, catching up with writes made meanwhile; the last round
+        holds the write guard (app.catalog.reindex)."""
         store = self._ensure_open()
         catalog = store.get_catalog(name)
         loaded = self.registry.get(catalog.model.name)
-        ref = model_ref(loaded)
-        by_image: dict[str, Vector] = {}  # sha256 -> vector, kept across rounds
-        for round_ in range(1, REINDEX_ROUNDS + 1):
-            last = round_ == REINDEX_ROUNDS
-            with self._blob_guard() if last else contextlib.nullcontext():
-                images = self._embed_missing(store, name, loaded, by_image)
-                try:
-                    record = store.rebind_catalog(
-                        name, ref, {i: by_image[sha] for i, sha in images.items()}, images
-                    )
-                except CatalogChanged:
-                    if last:  # changed under the write guard: not by this service's writers
-                        raise
-                    logger.info("catalog %s changed during reindex round %d", name, round_)
-                    continue
-            logger.info(
-                "catalog %s reindexed with %s sha256=%s in %d round(s)",
-                name,
-                ref.name,
-                ref.sha256[:12],
-                round_,
-            )
-            return record, len(images)
-        raise AssertionError("unreachable")
-
-    def _embed_missing(
-        self, store: CatalogStore, name: str, loaded: LoadedModel, by_image: dict[str, Vector]
-    ) -> dict[str, str]:
-        """The catalog's items now (id -> image sha256); embeds the images `by_image` lacks.
-        An item whose image vanished meanwhile (deleted, image collected) is left out: the
-        rebind then sees the catalog changed."""
-        images: dict[str, str] = {}
-        for batch in store.iter_items(name, batch=256):
-            todo: dict[str, bytes] = {}
-            for it in batch:
-                sha = it.image.sha256
-                if sha not in by_image and sha not in todo:
-                    try:
-                        todo[sha] = self.blobs.image_path(sha).read_bytes()
-                    except FileNotFoundError:
-                        if self._still_stored(store, name, it.id, sha):
-                            raise Conflict(
-                                f"Cannot reindex catalog {name!r}: the image file of item "
-                                f"{it.id!r} is missing from the data folder. Restore the data "
-                                "folder, or delete that item, then reindex."
-                            ) from None
-                        continue  # deleted meanwhile (its image collected)
-                images[it.id] = sha
-            if todo:
-                embedded = self.embed(loaded, list(todo.values()))
-                by_image.update(zip(todo, embedded, strict=True))
-        return images
-
-    @staticmethod
-    def _still_stored(store: CatalogStore, name: str, item_id: str, sha: str) -> bool:
-        """Whether the item still holds that image (its file missing: a damaged data folder,
-        not a delete racing the reindex, which removes the item before its image)."""
-        try:
-            return store.get_item(name, item_id).image.sha256 == sha
-        except ItemNotFound:
-            return False
+        return reindex_catalog(
+            store, self.blobs, name, loaded, embed=self.embed, write_guard=self._blob_guard
+        )
 
     # items --------------------------------------------------------------------------------
     def add(

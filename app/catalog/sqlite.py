@@ -1,4 +1,4 @@
-"""SQLite plumbing of the embedded catalog store: schema, row decoding, per-thread
+"""SQLite plumbing of the embedded catalog store: schema, row reading and decoding, per-thread
 connections (WAL, synchronous=FULL) and write/read transactions."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from app.catalog.types import ImageRef, ItemRecord, ModelRef
+from app.catalog.types import CatalogNotFound, ImageRef, ItemRecord, ModelRef
 from app.errors import ServiceError
 from app.fsutil import database_gone
 from app.jsontext import stored_json
@@ -94,6 +94,36 @@ def item_from_row(r: Sequence[Any]) -> ItemRecord:
         image=ImageRef(sha256=r[3], content_type=r[4], width=r[5], height=r[6]),
         created_at=datetime.fromisoformat(r[7]),
     )
+
+
+def catalog_row(conn: sqlite3.Connection, name: str) -> Row:
+    """The catalogs row of `name`, or CatalogNotFound."""
+    r = conn.execute(
+        "SELECT id, name, description, model, model_version, model_sha256, dim, created_at,"
+        " item_count, epoch, version FROM catalogs WHERE name = ?",
+        (name,),
+    ).fetchone()
+    if r is None:
+        raise CatalogNotFound(f"No catalog named {name!r}.", catalog=name)
+    return Row(
+        id=r[0],
+        name=r[1],
+        description=r[2],
+        model=ModelRef(name=r[3], version=r[4], sha256=r[5], dim=r[6]),
+        created_at=r[7],
+        item_count=r[8],
+        epoch=r[9],
+        version=r[10],
+    )
+
+
+def items_by_seq(conn: sqlite3.Connection, seqs: list[int]) -> dict[int, ItemRecord]:
+    """The items with these `seq` keys (faiss ids), by key; those deleted meanwhile are absent."""
+    if not seqs:
+        return {}
+    marks = ",".join("?" * len(seqs))
+    rows = conn.execute(f"SELECT seq, {ITEM_COLS} FROM items WHERE seq IN ({marks})", seqs)
+    return {r[0]: item_from_row(r[1:]) for r in rows}
 
 
 class Connections:

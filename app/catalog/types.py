@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+import secrets
+import threading
+import time
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -129,6 +133,27 @@ class Hit:
     score: float  # inner product of unit vectors = cosine similarity
 
 
+def check_item_vectors(name: str, model: str, dim: int, items: Sequence[NewItem]) -> None:
+    """A store's check before adding items: each vector has the catalog's dimension `dim` (the
+    embedding size of its `model`); a 422 for the first that has not."""
+    for it in items:
+        if it.vector.shape != (dim,):
+            raise DimensionMismatch(
+                f"Catalog {name!r} holds {dim}-d vectors of model {model!r}; "
+                f"got a vector of shape {it.vector.shape}."
+            )
+
+
+def check_queries(name: str, model: str, dim: int, queries: Vector) -> None:
+    """A store's check before a search: the query rows are N x `dim`, the catalog's
+    dimension (the embedding size of its `model`); a 422 otherwise."""
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise DimensionMismatch(
+            f"Catalog {name!r} holds {dim}-d vectors of model {model!r}; "
+            f"the query has shape {tuple(queries.shape)}."
+        )
+
+
 def check_catalog_name(name: str) -> str:
     if not CATALOG_NAME_RE.fullmatch(name):
         raise InvalidRequest(
@@ -145,6 +170,27 @@ def check_item_id(item_id: str) -> str:
             "starting with a letter or digit."
         )
     return item_id
+
+
+_ID_LOCK = threading.Lock()
+_last_id = (0, 0)  # (ms, 40-bit random part) of the last id this process made
+
+
+def new_item_id() -> str:
+    """Time-ordered (ms, hex) + a 40-bit random part: ids sort by creation, as listings do.
+    Within one process they strictly increase, so the items of one request list in upload
+    order: in the same millisecond (or if the clock steps back) the previous id's random part
+    is incremented instead of drawn."""
+    global _last_id
+    with _ID_LOCK:
+        ms, rand = time.time_ns() // 1_000_000, secrets.randbits(40)
+        last_ms, last_rand = _last_id
+        if ms <= last_ms:
+            ms, rand = last_ms, last_rand + 1
+            if rand >= 1 << 40:
+                ms, rand = last_ms + 1, 0
+        _last_id = (ms, rand)
+    return f"{ms:011x}{rand:010x}"
 
 
 def normal_label(label: str) -> str:

@@ -17,8 +17,8 @@ from app.bundle import (
     TensorInfo,
     check_io,
     load_bundle,
-    read_labels,
 )
+from app.bundle_files import read_labels
 from tests.onnx_graphs import LABELS, write_tiny_bundle
 
 

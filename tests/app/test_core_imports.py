@@ -9,6 +9,7 @@ import pytest
 
 CORE = [
     "app.bundle",
+    "app.bundle_files",
     "app.bundle_io",
     "app.bundle_write",
     "app.metrics",

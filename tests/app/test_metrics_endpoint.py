@@ -195,8 +195,8 @@ def test_request_ids_and_json_access_log(
 
 
 def test_teach_jobs_by_status(tmp_path: Path) -> None:
-    """The gauge reads the job files every worker shares (app.teach.jobs.JobStore)."""
-    from app.teach.jobs import Job, JobStore
+    """The gauge reads the job files every worker shares (app.teach.job_store.JobStore)."""
+    from app.teach.job_store import Job, JobStore
 
     settings = make_settings(
         ROOT / "models", tmp_path, enabled_models=["digits"], allowed_hosts=["*"]

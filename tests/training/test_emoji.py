@@ -18,15 +18,9 @@ from training.emoji.catalog import (
     split_key,
 )
 from training.emoji.heads import features, fit_head
-from training.emoji.loso import (
-    StyleSet,
-    Task,
-    choose_on_validation,
-    project,
-    projection_for,
-    run_loso,
-    train,
-)
+from training.emoji.loso import choose_on_validation, run_loso, train
+from training.emoji.style_sets import StyleSet, project, projection_for
+from training.emoji.tasks import Task
 
 ROOT = Path(__file__).resolve().parents[2]
 EMOJI = DATA / "emoji"

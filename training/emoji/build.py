@@ -29,17 +29,10 @@ from training.emoji.compose import compose, parity
 from training.emoji.config import EmojiHeadConfig
 from training.emoji.embed import Backbone
 from training.emoji.identity import IdentityHead
-from training.emoji.loso import (
-    MASS_RULE,
-    TASKS,
-    PhotoSet,
-    final_head,
-    load_photos,
-    load_sets,
-    photo_test,
-    run_loso,
-)
+from training.emoji.loso import final_head, photo_test, run_loso
 from training.emoji.render import base_array
+from training.emoji.style_sets import PhotoSet, load_photos, load_sets
+from training.emoji.tasks import MASS_RULE, TASKS
 from training.export import git_commit, hardware
 from training.recipes import RunOptions, RunReport
 from training.runs import start_run, write_metrics

@@ -15,7 +15,7 @@ from training.emoji.catalog import (
     STYLES,
 )
 from training.emoji.config import CardNote
-from training.emoji.loso import Task
+from training.emoji.tasks import Task
 
 
 def _frac(d: dict[str, Any]) -> str:

@@ -33,8 +33,8 @@ from training.emoji.catalog import PROJECT_ROOT, STYLES, Picture, load_catalog
 from training.emoji.embed import BACKBONE, Backbone
 from training.emoji.heads import features
 from training.emoji.identity import IdentityHead
-from training.emoji.loso import MASS_RULE, TASKS
 from training.emoji.render import base_array
+from training.emoji.tasks import MASS_RULE, TASKS
 
 FOLD_HEADS = "loso-heads.npz"
 

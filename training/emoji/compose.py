@@ -42,7 +42,7 @@ def compose(
     """The serialized composed model: input `image`, outputs `probs` (N x 2), `embedding`.
 
     With `combine_threshold` t, P(positive) = max(ImageNet bird mass, sigmoid(z - logit t)):
-    at 0.5 it says "mass >= 0.5 or head score >= t" (loso.decision_scores). With `eps`, the
+    at 0.5 it says "mass >= 0.5 or head score >= t" (tasks.decision_scores). With `eps`, the
     head's input is sqrt(embedding + eps) (top_finetune's heads) instead of sqrt(embedding).
     `features`: the tensor the head reads instead of the `embedding` output (e.g. several
     members' embeddings side by side, top_graph.add_members). A ModelProto given is changed

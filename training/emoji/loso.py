@@ -5,7 +5,8 @@ regularisation C and the decision threshold on *validation* scores obtained by a
 leave-one-style-out over the training styles only, then score the held-out style h once.
 Per-style and pooled figures carry n and Wilson 95% intervals (app.metrics). The shipped head
 is trained on all styles with C and the threshold chosen the same way one level up (on the
-LOSO scores, which no shipped parameter was fitted on).
+LOSO scores, which no shipped parameter was fitted on). The tasks and their decision rule are
+in training.emoji.tasks, the per-style features it works on in training.emoji.style_sets.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,176 +28,17 @@ from app.metrics import (
     wilson_interval,
 )
 from training.emoji import wccn
-from training.emoji.catalog import STYLES, Picture, load_catalog
-from training.emoji.embed import (
-    Backbone,
-    Features,
-    aug_subset,
-    photo_features,
-    style_features,
-)
-from training.emoji.heads import LinearHead, Projection, features, fit_head, fit_projection
+from training.emoji.heads import LinearHead, fit_head
 from training.emoji.identity import IdentityHead, fit_identity_head
+from training.emoji.style_sets import PhotoSet, StyleSet, project, projection_for
+from training.emoji.tasks import Task, decision_scores
 
 MAX_FPR = 0.01
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    labels: tuple[str, str]  # (negative, positive), the bundle's labels.txt order
-    label: Callable[[Picture], int | None]
-    use_mass: bool  # add the ImageNet bird-mass logit as a feature
-    with_photos: bool  # test on the labelled real photos too (never trained on)
-    rule: Literal["max_f1", "precision"]
-    target: float | None = None
-    cs: tuple[float, ...] = (0.01, 0.03, 0.1)
-    # Decide "mass >= 0.5 or head >= threshold": the ImageNet bird-mass rule (right on every
-    # photo we have) stays, the head only adds what it finds on drawings.
-    combine_mass: bool = False
-    # How many augmented views to train with (0 = the pictures as drawn); chosen on validation.
-    aug_options: tuple[int, ...] = (0, 1)
-    # Hard negatives (e.g. other people for Santa) and the extra weights their pictures as drawn
-    # may get in training (1.0 = none); the weight is chosen on validation like C.
-    hard: Callable[[Picture], bool] | None = None
-    hard_weights: tuple[float, ...] = (1.0,)
-    # An emoji-identity softmax head (training.emoji.identity) instead of a logistic one: one
-    # setting (every augmented view, `identity_l2`), no inner search; each fold's threshold is
-    # the task's rule on the other styles' held-out scores (see run_loso).
-    identity: bool = False
-    identity_l2: float = 1e-5
-    identity_epochs: int = 10
-    identity_seed: int = 0
-    # WCCN shrinkage values to choose from (training.emoji.wccn); empty: no WCCN.
-    identity_wccn: tuple[float, ...] = ()
-
-
-TASKS = {
-    "santa": Task(
-        "santa",
-        ("not_santa", "santa"),
-        lambda p: int(p.is_santa),
-        False,
-        False,
-        "max_f1",
-        hard=lambda p: p.is_santa_hard_negative,
-    ),
-    "bird": Task(
-        "bird",
-        ("not_bird", "bird"),
-        lambda p: p.bird_label,
-        False,
-        True,
-        "precision",
-        0.98,
-        combine_mass=True,
-        hard=lambda p: p.is_bird_hard_negative,
-    ),
-}
 PHOTO_WEIGHT = 10.0
 Setting = tuple[int, float, float]  # (augmented views used, C, hard-negative weight)
 Head = LinearHead | IdentityHead
-
-
-@dataclass
-class StyleSet:
-    style: str
-    pictures: list[Picture]
-    y: npt.NDArray[np.int64]
-    x_base: npt.NDArray[np.float32]
-    # Augmented views: (features, labels) of a subset of the pictures (embed.aug_subset).
-    aug: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]] = field(default_factory=list)
-    mass: npt.NDArray[np.float32] | None = None  # ImageNet bird mass of the base pictures
-    hard: npt.NDArray[np.bool_] | None = None  # the task's hard negatives among the base pictures
-    # Emoji keys (training.emoji.identity's classes) of the base pictures and of each aug view.
-    keys: npt.NDArray[np.str_] | None = None
-    aug_keys: list[npt.NDArray[np.str_]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class PhotoSet:
-    x: npt.NDArray[np.float32]
-    y: npt.NDArray[np.int64]
-    groups: list[str]
-    paths: tuple[str, ...]
-    mass: npt.NDArray[np.float32] | None = None
-
-
-def _keep(feat: Features, mask: npt.NDArray[np.bool_], use_mass: bool) -> npt.NDArray[np.float32]:
-    return features(feat.emb[mask], feat.bird_mass[mask], use_mass)
-
-
-def load_sets(
-    task: Task, backbone: Backbone, views: Sequence[str] = ("aug0",), styles: Sequence[str] = ()
-) -> dict[str, StyleSet]:
-    """The task's labelled features for each style (pictures whose label is None dropped)."""
-    wanted = list(styles) or list(STYLES)
-    catalog = load_catalog(styles=wanted)
-    out = {}
-    for style in wanted:
-        pics = [p for p in catalog if p.style == style]
-        labels = [task.label(p) for p in pics]
-        mask = np.array([lab is not None for lab in labels])
-        base = style_features(pics, style, "base", backbone)
-        aug, aug_keys = [], []
-        for v in views:
-            idx = [i for i in aug_subset(pics, v) if mask[i]]
-            sub = [pics[i] for i in idx]
-            y_sub = np.array([labels[i] for i in idx], np.int64)
-            f = style_features(sub, style, v, backbone, seeds=idx)
-            aug.append((features(f.emb, f.bird_mass, task.use_mass), y_sub))
-            aug_keys.append(np.asarray([p.key for p in sub]))
-        kept = [p for p, m in zip(pics, mask, strict=True) if m]
-        hard = None if task.hard is None else np.array([task.hard(p) for p in kept], bool)
-        out[style] = StyleSet(
-            style,
-            kept,
-            np.array([lab for lab in labels if lab is not None], np.int64),
-            _keep(base, mask, task.use_mass),
-            aug,
-            base.bird_mass[mask],
-            hard,
-            np.asarray([p.key for p in kept]),
-            aug_keys,
-        )
-    return out
-
-
-def load_photos(task: Task, backbone: Backbone) -> PhotoSet:
-    feat, y, groups = photo_features(backbone)
-    x = features(feat.emb, feat.bird_mass, task.use_mass)
-    return PhotoSet(x, y, groups, feat.paths, feat.bird_mass)
-
-
-def project(
-    sets: dict[str, StyleSet], photos: PhotoSet | None, proj: Projection
-) -> tuple[dict[str, StyleSet], PhotoSet | None]:
-    """Every set's features through `proj` (fitted on training styles only)."""
-    out = {
-        k: StyleSet(
-            s.style,
-            s.pictures,
-            s.y,
-            proj(s.x_base),
-            [(proj(x), y) for x, y in s.aug],
-            s.mass,
-            s.hard,
-            s.keys,
-            s.aug_keys,
-        )
-        for k, s in sets.items()
-    }
-    if photos is None:
-        return out, None
-    return out, PhotoSet(proj(photos.x), photos.y, photos.groups, photos.paths, photos.mass)
-
-
-def projection_for(
-    sets: dict[str, StyleSet], styles: Sequence[str], photos: PhotoSet | None
-) -> Projection:
-    rows = [sets[s].x_base for s in styles] + ([photos.x] if photos is not None else [])
-    return fit_projection(np.concatenate(rows))
 
 
 def train(
@@ -470,18 +311,3 @@ def photo_test(task: Task, head: Head, photos: PhotoSet, threshold: float) -> di
     out["lowest_bird"] = float(scores[photos.y == 1].min())
     out["highest_non_bird"] = float(scores[photos.y == 0].max())
     return out
-
-
-MASS_RULE = 0.5  # the photo-only bird bundle's threshold on the ImageNet bird mass
-
-
-def decision_scores(
-    task: Task, head_scores: npt.NDArray[np.float64], mass: npt.NDArray[np.float32] | None
-) -> npt.NDArray[np.float64]:
-    """Scores whose threshold gives the task's decision: for `combine_mass`, a picture whose
-    ImageNet bird mass reaches MASS_RULE scores 1 (always positive), else its head score."""
-    if not task.combine_mass:
-        return head_scores
-    if mass is None:
-        raise ValueError(f"{task.name}: combining needs the ImageNet bird mass")
-    return np.where(mass >= MASS_RULE, 1.0, head_scores)

@@ -5,8 +5,8 @@ The fold files top_ship writes hold both heads of the shared santa+bird top (sin
 model. bird's decision keeps the photo-only rule: "ImageNet bird mass >= 0.5 **or** the
 drawing head fires". The served graph keeps the imagenet graph's own top (for the mass) and
 adds the members' fine-tuned tops beside it (training.emoji.top_graph, `combine_threshold`).
-training.emoji.top_bundle does the figures, the graph, parity and the bundle; this module
-says what is bird's own.
+training.emoji.top_summary does the figures, training.emoji.top_bundle the graph, parity and
+the bundle; this module says what is bird's own.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import numpy as np
 from app.bundle import BundleMetadata
 from app.card import Section, Table
 from training.emoji.card import HEADER, _frac, _row, trained_on
-from training.emoji.loso import TASKS, summarise
-from training.emoji.top_bundle import fold_table_rows
+from training.emoji.loso import summarise
+from training.emoji.tasks import TASKS
+from training.emoji.top_card import fold_table_rows
 
 # bird v1 (models/bird until 2026-12-02), leave-one-style-out at the fold thresholds, pooled:
 V1_TP, V1_FLAGGED, V1_BIRDS = 32, 37, 140

@@ -30,7 +30,8 @@ import numpy.typing as npt
 
 from training.emoji.catalog import STYLES, data_root, load_catalog
 from training.emoji.embed import BACKBONE
-from training.emoji.loso import MASS_RULE, _selection_score
+from training.emoji.loso import _selection_score
+from training.emoji.tasks import MASS_RULE
 from training.emoji.top_cache import CUT, CutBackbone, CutSet, cut_features, fill_cache
 
 logger = logging.getLogger(__name__)

@@ -14,9 +14,10 @@ chosen on the validation style). Steps, each resumable from the run directory:
    run whose validation chose N) are kept only if they are epoch N's.
 2. ``final``: the top trained on all 7 styles for the median of the folds' santa epochs (rule
    fixed in advance), saved as ``final.npz``.
-3. ``write``: the figures and the ship rule (training.emoji.top_bundle; ``--run-dir A B C``:
-   the members of one model, see top_bundle; ``--task bird``: the bird bundle); only if the rule
-   passes: the served graph (training.emoji.top_graph), parity, metadata, card and bundle in
+3. ``write``: the figures and the ship rule (training.emoji.top_summary, via top_bundle;
+   ``--run-dir A B C``: the members of one model, see top_bundle; ``--task bird``: the bird
+   bundle); only if the rule passes: the served graph (training.emoji.top_graph), parity
+   (top_parity), metadata, card (top_card) and bundle (top_bundle) in
    ``--out`` (models/). ``--candidate --out DIR`` writes it whatever the rule says, never
    into models/.
 

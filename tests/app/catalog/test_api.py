@@ -15,7 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.catalog.service import REINDEX_ROUNDS, ItemSpec
+from app.catalog.reindex import REINDEX_ROUNDS
+from app.catalog.service import ItemSpec
 from tests.app.catalog.conftest import rebuild_bundle
 
 ClientFactory = Callable[..., TestClient]

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from app.catalog.types import check_catalog_name, check_item_id, check_label
+from app.catalog.types import check_catalog_name, check_item_id, check_label, new_item_id
 from app.errors import InvalidRequest
 
 
@@ -31,3 +33,18 @@ def test_labels_are_trimmed_and_composed() -> None:
     for bad in ("", "   ", "a\nb", "x" * 1000):
         with pytest.raises(InvalidRequest):
             check_label(bad)
+
+
+def test_generated_item_ids_are_valid_and_strictly_increasing() -> None:
+    ids = [new_item_id() for _ in range(5000)]  # many fall in one millisecond
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(check_item_id(i) == i and len(i) == 21 for i in ids)
+
+
+def test_generated_item_ids_keep_increasing_when_the_clock_steps_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = new_item_id()
+    monkeypatch.setattr(time, "time_ns", lambda: 1_000_000_000)  # 1970: far behind
+    later = [new_item_id() for _ in range(3)]
+    assert [first, *later] == sorted({first, *later})

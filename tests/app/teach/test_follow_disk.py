@@ -18,7 +18,8 @@ import pytest
 
 from app.errors import ServiceError
 from app.registry import ModelRegistry
-from app.teach.jobs import STALE_AFTER_S, Job, JobRunner, JobStore
+from app.teach.job_store import STALE_AFTER_S, Job, JobStore
+from app.teach.jobs import JobRunner
 from tests.app.teach.conftest import BAG, SNEAKER, follower_registry, make_catalog, wait_job
 from tests.conftest import ROOT
 from tests.live_server import live_server
@@ -227,7 +228,7 @@ def test_job_files_are_parsed_again_only_when_rewritten(
         parsed.append(text)
         return real_loads(text)
 
-    monkeypatch.setattr("app.teach.jobs.json.loads", counting_loads)
+    monkeypatch.setattr("app.teach.job_store.json.loads", counting_loads)
     assert [j.status for j in store.all()] == ["queued"] * 3 and len(parsed) == 3
     store.all()[0].status = "failed"  # a copy: the store's reading is unchanged
     assert len(parsed) == 3 and store.all()[0].status == "queued"
@@ -309,7 +310,8 @@ _SUBMITTER = """
 import json, sys
 from pathlib import Path
 from app.errors import ServiceError
-from app.teach.jobs import JobRunner, JobStore
+from app.teach.job_store import JobStore
+from app.teach.jobs import JobRunner
 
 root, go, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
 runner = JobRunner(JobStore(root), lambda *a: {}, max_queued=len(names))  # never started

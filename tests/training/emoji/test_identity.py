@@ -12,7 +12,9 @@ from app.metrics import calibrate_threshold
 from tests.conftest import ROOT
 from training.emoji.check import _fold_logits, save_fold_heads
 from training.emoji.identity import IdentityHead, fit_identity_head
-from training.emoji.loso import StyleSet, Task, run_loso
+from training.emoji.loso import run_loso
+from training.emoji.style_sets import StyleSet
+from training.emoji.tasks import Task
 
 BIRDS = ("dove", "owl")
 OTHERS = ("whale", "rabbit", "pear", "arm")

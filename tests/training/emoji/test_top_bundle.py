@@ -1,4 +1,4 @@
-"""training.emoji.top_bundle's figures and ship rule on fold files written like top_ship's, and
+"""training.emoji.top_summary's figures and ship rule on fold files written like top_ship's, and
 the CI check (training.emoji.check) of the shipped fine-tuned-top bundle through its served
 graph: passes on the recorded counts, fails on a record that is off by two pictures."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import DATA, ROOT
-from training.emoji import top_bundle as tb
+from training.emoji import top_summary as ts
 from training.emoji.catalog import STYLES, load_catalog
 from training.emoji.top_graph import TOP_FOLDS
 from training.emoji.top_ship import _save, fold_path
@@ -29,7 +29,7 @@ def _fold_files(run_dir: Path, shift: dict[str, float]) -> None:
 
 def test_per_style_cuts_and_the_pooled_cut_differ_and_decide(tmp_path: Path) -> None:
     _fold_files(tmp_path, {"noto": 0.45, "twemoji": 0.45})
-    summary = tb.summarise_folds(tmp_path)
+    summary = ts.summarise_folds(tmp_path)
     p = summary["pooled"]["finetuned"]
     assert p["n"] == 770 and p["n_positive"] == 70
     for style in STYLES:  # each style alone: every positive above its 1% FPR cut
@@ -37,11 +37,11 @@ def test_per_style_cuts_and_the_pooled_cut_differ_and_decide(tmp_path: Path) -> 
     assert p["per_style_cuts"]["k"] == 70
     # pooled: the shifted styles' negatives sit above the others' positives
     assert p["recall_at_1pct_fpr"]["k"] == 20
-    ok, why = tb.decide(summary)  # the per-style cuts decide; the pooled cut is reported
+    ok, why = ts.decide(summary)  # the per-style cuts decide; the pooled cut is reported
     assert ok and why.startswith("per-style cuts summed 70/70") and "pooled one cut 20/70" in why
     _fold_files(tmp_path, {})  # then two styles' positives below their negatives: 50/70 < 0.85
     _fold_files_ranked_low(tmp_path, list(STYLES)[:2])
-    ok, why = tb.decide(tb.summarise_folds(tmp_path))
+    ok, why = ts.decide(ts.summarise_folds(tmp_path))
     assert not ok and "do not ship" in why and why.startswith("per-style cuts summed 50/70")
 
 
@@ -76,8 +76,8 @@ def _top_bundle(
     from app.imaging import ImageLimits, prepare
     from tests.training.emoji.test_top_graph import IMAGENET, _keras_layout_weights, _numpy_logit
     from training.emoji.check import style_sample
-    from training.emoji.loso import TASKS
     from training.emoji.render import base_array
+    from training.emoji.tasks import TASKS
     from training.emoji.top_cache import CUT, CutBackbone
     from training.emoji.top_graph import delta_key, fold_deltas, served_graph
     from training.imagenet import BIRD_INDICES
@@ -211,7 +211,7 @@ def test_bird_members_are_averaged_and_decided_with_their_photos(tmp_path: Path)
     for k, d in enumerate(dirs):
         d.mkdir()
         _bird_folds(d, k)
-    summary = tb.summarise_folds(dirs, "bird")
+    summary = ts.summarise_folds(dirs, "bird")
     p = summary["pooled"]["finetuned"]
     assert summary["task"] == "bird" and p["n_positive"] == 140 and p["n"] == 7 * 220
     # the 70 birds at 0.95 in every member are found; the mean logit of three U(0, 0.9)
@@ -219,23 +219,23 @@ def test_bird_members_are_averaged_and_decided_with_their_photos(tmp_path: Path)
     assert p["tp"] >= 70 and p["fp"] == 0
     assert all(f["photos"] == {"birds_found": 3, "birds": 3, "non_birds_flagged": 0,
                                "non_birds": 70} for f in summary["folds"].values())  # fmt: skip
-    ok, why = tb.decide(summary)
+    ok, why = ts.decide(summary)
     assert ok and why.endswith("photos: every fold right: ship"), why
     # one member alone flagging a non-bird photo at 0.99 is outvoted (mean logit -> 0.52)
     _bird_folds(dirs[0], 0, photo_fp="twemoji")
-    assert tb.decide(tb.summarise_folds(dirs, "bird"))[0]
+    assert ts.decide(ts.summarise_folds(dirs, "bird"))[0]
     for k, d in enumerate(dirs):  # every member flags it: the fold model is wrong on a photo
         _bird_folds(d, k, photo_fp="twemoji")
-    ok, why = tb.decide(tb.summarise_folds(dirs, "bird"))
+    ok, why = ts.decide(ts.summarise_folds(dirs, "bird"))
     assert not ok and "wrong in twemoji" in why and why.endswith("do not ship")
     # fewer birds than v1 found (32 of 140): no
     for k, d in enumerate(dirs):
         _bird_folds(d, k)
-    summary = tb.summarise_folds(dirs, "bird")
+    summary = ts.summarise_folds(dirs, "bird")
     for f in summary["folds"].values():
         f["finetuned"]["tp"] = 4
     summary["pooled"]["finetuned"]["tp"] = 28
-    assert not tb.decide(summary)[0]
+    assert not ts.decide(summary)[0]
 
 
 def test_the_served_rule_is_scored_with_each_styles_threshold_chosen_without_it(
@@ -245,8 +245,8 @@ def test_the_served_rule_is_scored_with_each_styles_threshold_chosen_without_it(
     (between their negatives, below 0.45, and their positives at 0.475) flags nearly all of
     noto's negatives, which a threshold chosen on all seven would partly hide."""
     _fold_files(tmp_path, {"noto": 0.45})
-    summary = tb.summarise_folds(tmp_path)
-    nested = tb.served_rule_loso(summary, "max_f1", None)
+    summary = ts.summarise_folds(tmp_path)
+    nested = ts.served_rule_loso(summary, "max_f1", None)
     t = nested["thresholds"]
     assert 0.45 <= t["noto"] <= 0.475  # chosen on the six unshifted styles only
     assert all(t[s] == t["twemoji"] for s in list(STYLES)[2:])  # the same six-style pools

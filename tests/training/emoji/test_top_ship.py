@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.emoji import top_bundle as tb
+from training.emoji import top_summary as ts
 from training.emoji.catalog import STYLES
+from training.emoji.top_card import epoch_text, previous_text
 from training.emoji.top_finetune import choose_epoch
 from training.emoji.top_ship import (
     RUN_FILE,
@@ -85,13 +86,11 @@ def test_card_says_how_the_fold_epoch_was_set_and_names_the_first_estimate(
     first.mkdir(), second.mkdir()
     _run(first, 1, None, 0.45)  # validation-chosen epochs, one fold's scale off
     _run(second, 5, 5, 0.0)
-    a, b = tb.summarise_folds(first), tb.summarise_folds(second)
-    assert tb.fixed_epoch(a) is None and tb.fixed_epoch(b) == 5
-    assert "Chosen epochs: noto 1" in tb._epoch_text(a, 5)[0]
-    assert "taken at epoch 5" in tb._epoch_text(b, 5)[0] and tb._epoch_text(b, 5)[1].endswith(
-        "fixed"
-    )
-    text = tb._previous_text(a, b)
+    a, b = ts.summarise_folds(first), ts.summarise_folds(second)
+    assert ts.fixed_epoch(a) is None and ts.fixed_epoch(b) == 5
+    assert "Chosen epochs: noto 1" in epoch_text(a, 5)[0]
+    assert "taken at epoch 5" in epoch_text(b, 5)[0] and epoch_text(b, 5)[1].endswith("fixed")
+    text = previous_text(a, b)
     # the first run's pooled cut suffers from noto's shifted scale; the second's does not
     assert a["pooled"]["finetuned"]["recall_at_1pct_fpr"]["k"] == 10
     assert b["pooled"]["finetuned"]["recall_at_1pct_fpr"]["k"] == 70
@@ -108,6 +107,6 @@ def test_a_run_keeps_one_procedure(tmp_path: Path) -> None:
         check_fixed(tmp_path, 3)
     _fold(fold_path(tmp_path, "noto"), 0)  # a fold of another procedure slipped in
     with pytest.raises(ValueError, match="noto is epoch 0"):
-        tb.summarise_folds(tmp_path)
+        ts.summarise_folds(tmp_path)
     with pytest.raises(ValueError, match="santa epoch 0, not 5"):
         check_fixed(tmp_path, 5)

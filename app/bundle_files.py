@@ -1,0 +1,74 @@
+"""Reading a bundle's files without trusting them (part of the bundle contract, app.bundle):
+size-capped UTF-8 text, the rules of labels.txt, JSON objects without a repeated key, a file's
+sha256, and whether a path stays inside the models folder once symlinks are resolved. No schema
+here: app.bundle checks the metadata against it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+from app.bundle_io import BundleError
+
+# The largest shipped labels.txt (ImageNet, 1,000 classes) is 10.5 KB; 21k-class sets ~300 KB.
+MAX_LABELS_BYTES = 4 << 20
+MAX_LABEL_CHARS = 256
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's bytes (the artifact hash), read in chunks."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def read_text(path: Path, what: str, limit: int, encoding: str = "utf-8") -> str:
+    """A small UTF-8 file's text, or BundleError naming the file and what is wrong with it."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
+    if len(data) > limit:
+        raise BundleError(f"{path}: {what} is larger than {limit:,} bytes")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise BundleError(
+            f"{path}: {what} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from exc
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
+    """labels.txt as one label per line, or BundleError naming the line that breaks a rule."""
+    # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first label;
+    # trailing empty lines are tolerated, empty labels in between are not.
+    lines = read_text(path, "labels file", MAX_LABELS_BYTES, "utf-8-sig").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    labels = tuple(line.strip() for line in lines)
+    for i, lab in enumerate(labels, 1):
+        if not lab:
+            raise BundleError(f"{path}: line {i} is an empty label")
+        if len(lab) > MAX_LABEL_CHARS:
+            raise BundleError(f"{path}: line {i} is longer than {MAX_LABEL_CHARS} characters")
+        if not lab.isprintable():
+            raise BundleError(f"{path}: line {i} holds a control or unprintable character")
+    dup = sorted(lab for lab, n in Counter(labels).items() if n > 1)
+    if dup:
+        raise BundleError(f"{path}: duplicate labels {', '.join(map(repr, dup[:5]))}")
+    return labels
+
+
+def no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A json `object_pairs_hook`: a key given twice is a BundleError, not the last value."""
+    counts = Counter(k for k, _ in pairs)
+    if len(counts) != len(pairs):
+        key = max(counts, key=counts.__getitem__)
+        raise BundleError(f"metadata gives the key {key!r} more than once")
+    return dict(pairs)
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path`, symlinks resolved, lies under `root` (a resolved folder)."""
+    return path.resolve().is_relative_to(root)

@@ -1,0 +1,64 @@
+"""The registry's disk side (app.registry): which folders hold bundles (shipped:
+`models_dir/<name>/`, taught: `taught_dir/<name>/<version>/`), and opening one as a served
+model, timed, warmed up and logged. Which bundles are served, and refusing one, is the
+registry's."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.bundle import METADATA_FILE
+from app.fsutil import visible_entries
+from app.loaded import LoadedModel, ServedModel
+
+logger = logging.getLogger(__name__)
+
+
+def shipped_folders(models_dir: Path, enabled: set[str]) -> list[Path]:
+    """Shipped bundle candidates: every entry of models_dir not starting with "." (a folder
+    without metadata.json, or a file, is then refused with that reason, not skipped); only
+    the `enabled` names when any are given."""
+    if not models_dir.is_dir():
+        return []
+    dirs = sorted(p for p in models_dir.iterdir() if not p.name.startswith("."))
+    if enabled:
+        dirs = [d for d in dirs if d.name in enabled]
+    return dirs
+
+
+def taught_folders(taught_dir: Path | None) -> list[Path]:
+    """Taught bundle folders (taught_dir/<name>/<version>/metadata.json)."""
+    if taught_dir is None or not taught_dir.is_dir():
+        return []
+    found: list[Path] = []
+    # A plain walk, not glob: a folder deleted mid-scan (a delete in another process) is
+    # skipped, where pathlib's glob raised FileNotFoundError (a 500 once).
+    for name in visible_entries(taught_dir):
+        for version in visible_entries(taught_dir / name):
+            if (taught_dir / name / version / METADATA_FILE).is_file():
+                found.append(taught_dir / name / version)
+    return sorted(found)
+
+
+def open_and_warm(key: str, opener: Callable[[], ServedModel], warmup_runs: int) -> LoadedModel:
+    """Open one bundle with `opener` and warm it up, both timed; logs the load. Raises what
+    `opener` or the warm-up raise (the registry then refuses that bundle)."""
+    t0 = time.perf_counter()
+    model = opener()
+    load_ms = (time.perf_counter() - t0) * 1e3
+    warm_ms = model.warm_up(warmup_runs)
+    meta = model.bundle.metadata
+    logger.info(
+        "loaded bundle %s v%s sha256=%s provider=%s load=%.0fms warmup=%.0fms",
+        key,
+        meta.version,
+        meta.artifact.sha256[:12],
+        model.provider,
+        load_ms,
+        warm_ms,
+    )
+    return LoadedModel(model, load_ms, warm_ms, datetime.now(UTC))

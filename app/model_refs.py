@@ -1,0 +1,59 @@
+"""How clients name a served model: `name` (a taught model's newest version) or `name@version`,
+and the 404 that says what is served when a name matches nothing. No state: the registry
+(app.registry) looks names up and hands what it holds to `missing_model`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from app.errors import ModelNotFound
+from app.loaded import version_key
+
+VERSION_SEP = "@"
+MAX_NAMES_SHOWN = 20  # a 404 names at most this many served models
+
+
+def split_ref(name: str) -> tuple[str, str]:
+    """`name` or `name@version` -> (name, version or ""); `name@` names nothing (404), never
+    "every version" or "the newest"."""
+    base, sep, version = name.partition(VERSION_SEP)
+    if sep and not version:
+        raise ModelNotFound(
+            f"{name!r} has an empty version: use {base!r} for the newest version or "
+            f"'{base}{VERSION_SEP}N' for version N."
+        )
+    return base, version
+
+
+def _short(name: str, limit: int = 100) -> str:
+    """repr of a client-given name, cut to `limit` characters (a 10,000-character name made a
+    20 KB 404)."""
+    return repr(name) if len(name) <= limit else repr(name[:limit]) + f"... ({len(name):,} chars)"
+
+
+def missing_model(
+    name: str,
+    *,
+    shipped_version: str | None,
+    versions: Collection[str],
+    served: Callable[[], list[str]],
+) -> ModelNotFound:
+    """The 404 for a name no served model answers to (neither loading nor refused): the
+    versions there are when only the version is wrong (`shipped_version` of a shipped model of
+    that name, `versions` of a taught one), else the names `served()` lists, the first
+    MAX_NAMES_SHOWN of them."""
+    base, version = split_ref(name)
+    if version and shipped_version is not None and not versions:
+        return ModelNotFound(
+            f"Model {base!r} has no version {_short(version)}. Versions: {shipped_version}."
+        )
+    if version and versions:
+        return ModelNotFound(
+            f"Model {base!r} has no version {_short(version)}. "
+            f"Versions: {', '.join(sorted(versions, key=version_key))}."
+        )
+    names = served()
+    shown = ", ".join(names[:MAX_NAMES_SHOWN]) or "none"
+    if len(names) > MAX_NAMES_SHOWN:
+        shown += f" and {len(names) - MAX_NAMES_SHOWN} more (GET /v1/models lists them)"
+    return ModelNotFound(f"No model named {_short(name)}. Available: {shown}.")

@@ -1,0 +1,222 @@
+"""Teach job files: each job is a small JSON file under <data_dir>/teach/jobs/, so any process
+sharing the folder can report it and a restart marks the jobs a dead process left running as
+failed. Every write goes through one lock file (flock), so processes sharing the folder never
+teach one name twice nor lose each other's cancel. The worker that runs jobs is app.teach.jobs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import TypeAdapter
+
+from app.bundle_write import atomic_write
+from app.errors import PROBLEM_BASE, ServiceError
+from app.fsutil import file_lock
+from app.teach.errors import JobNotFound
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+ACTIVE: tuple[Status, ...] = ("queued", "running")
+# A job of another pid namespace (a replica in its own container on the shared volume) whose
+# file was not touched for this long lost its process: its pid means nothing here.
+STALE_AFTER_S = 120.0
+# Job errors have the problem+json shape of every other error (type, title, status, detail).
+INTERRUPTED: Final = {
+    "type": PROBLEM_BASE + "interrupted",
+    "title": "Interrupted",
+    "status": 503,
+    "detail": "The server stopped while this job was queued or running; start it again.",
+}
+KEEP_FINISHED = 500  # finished jobs kept on disk (pruned at start-up and as jobs finish)
+
+
+def now() -> str:
+    """An ISO 8601 UTC time stamp to the millisecond, as job files store times."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _pid_namespace() -> str:
+    """Which processes a pid names: the host name and this pid namespace (containers sharing a
+    volume reuse the same small pids, so a pid alone cannot say whose job it is)."""
+    try:
+        ns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        ns = "-"
+    return f"{socket.gethostname()}/{ns}"
+
+
+PID_NAMESPACE: Final = _pid_namespace()
+
+
+@dataclass
+class Job:
+    id: str
+    catalog: str
+    model: str
+    options: dict[str, Any]
+    status: Status = "queued"
+    progress: float = 0.0
+    phase: str = "queued"
+    created_at: str = field(default_factory=now)
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    owner_pid: int = field(default_factory=os.getpid)
+    owner_namespace: str = PID_NAMESPACE
+    cancel_requested: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.status not in ACTIVE
+
+
+_JOB_FILE: Final = TypeAdapter(Job)
+
+
+def _read_job(raw: object) -> Job:
+    """A job file's JSON as a Job, every field of its declared type (ValueError otherwise): a
+    damaged or hand-edited file reads as no job, never as a job a view cannot show."""
+    if not isinstance(raw, dict):
+        raise ValueError("a job file holds one JSON object")
+    return _JOB_FILE.validate_python(raw)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobStore:
+    """Job files: <root>/<id>.json, written atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        # file name -> (its stat, the job read): all() parses only files that changed (a
+        # finished job's file holds its metrics; 500 of them re-read per listing is real CPU).
+        # Every save is a new file (atomic rename): a new inode and ctime.
+        self._read: dict[str, tuple[tuple[int, ...], Job]] = {}
+
+    def path(self, job_id: str) -> Path:
+        return self.root / f"{job_id}.json"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's lock: one read-check-write at a time across the processes (workers,
+        replicas on one volume) that share it. Released by the kernel if the holder dies."""
+        with file_lock(self.root / ".lock"):
+            yield
+
+    def save(self, job: Job) -> None:
+        # atomic_write makes the folder, and never recreates a data folder moved away
+        # under the server (fsutil.check_folder)
+        atomic_write(self.path(job.id), json.dumps(asdict(job), indent=1).encode())
+
+    def save_owned(self, job: Job) -> None:
+        """The owner's write: a cancel that another process wrote into the file wins, so the
+        owner's progress saves never undo it (the owner then stops at its next check)."""
+        with self.locked():
+            with contextlib.suppress(ServiceError):
+                if self.load(job.id).cancel_requested:
+                    job.cancel_requested = True
+            self.save(job)
+
+    def load(self, job_id: str) -> Job:
+        if not job_id.isalnum() or len(job_id) > 64:
+            raise JobNotFound(f"No job {job_id[:64]!r}.")
+        try:
+            raw = json.loads(self.path(job_id).read_text(encoding="utf-8"))
+            return _read_job(raw)
+        except (OSError, ValueError, TypeError) as exc:
+            raise JobNotFound(f"No job {job_id!r}.") from exc
+
+    def all(self) -> list[Job]:
+        """Every readable job file (copies: callers may change them)."""
+        try:
+            names = sorted(n for n in os.listdir(self.root) if n.endswith(".json"))
+        except OSError:
+            return []
+        jobs, cache = [], self._read
+        for name in names:
+            try:
+                st = os.stat(self.root / name)
+                key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                hit = cache.get(name)
+                if hit is None or hit[0] != key:
+                    raw = json.loads((self.root / name).read_text(encoding="utf-8"))
+                    hit = (key, _read_job(raw))
+                    cache[name] = hit
+            except (OSError, ValueError, TypeError):
+                continue
+            jobs.append(replace(hit[1]))
+        for gone in set(cache) - set(names):
+            cache.pop(gone, None)
+        return jobs
+
+    def prune_if_over(self, keep: int = KEEP_FINISHED) -> int:
+        """prune() once the folder holds 10% more files than `keep` (a listing, not a read of
+        every file, decides)."""
+        try:
+            n = sum(1 for name in os.listdir(self.root) if name.endswith(".json"))
+        except OSError:
+            return 0
+        return self.prune(keep) if n > keep + keep // 10 else 0
+
+    def prune(self, keep: int = KEEP_FINISHED) -> int:
+        """Remove all but the newest `keep` finished jobs (the folder must not grow forever)."""
+        done = sorted((j for j in self.all() if j.done), key=lambda j: j.created_at)
+        old = done[: max(0, len(done) - keep)]
+        for job in old:
+            self.path(job.id).unlink(missing_ok=True)
+        return len(old)
+
+    def orphaned(self, job: Job, at_start: bool = False) -> bool:
+        """An active job whose process is gone: a dead pid of this pid namespace (at start-up
+        also this very pid, from an earlier life), or, owned in another namespace, a file
+        untouched for STALE_AFTER_S (its process touches it every second while it lives)."""
+        if job.done:
+            return False
+        if job.owner_namespace == PID_NAMESPACE:
+            mine = job.owner_pid == os.getpid()
+            return (at_start and mine) or (not mine and not _pid_alive(job.owner_pid))
+        try:
+            age = time.time() - self.path(job.id).stat().st_mtime
+        except OSError:
+            return False
+        return age > STALE_AFTER_S
+
+    def fail(self, job: Job) -> None:
+        job.status, job.finished_at = "failed", now()
+        job.error = dict(INTERRUPTED)
+        self.save(job)
+
+    def fail_orphans(self) -> int:
+        """Jobs queued or running in a process that no longer exists failed: their work is
+        lost, the client must start them again."""
+        n = 0
+        with self.locked():
+            for job in self.all():
+                if self.orphaned(job, at_start=True):
+                    self.fail(job)
+                    n += 1
+        return n
+
+    def touch(self, job_ids: list[str]) -> None:
+        """The heartbeat that tells other pid namespaces these jobs' process is alive."""
+        for job_id in job_ids:
+            with contextlib.suppress(OSError):
+                os.utime(self.path(job_id))
