@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,13 +81,21 @@ class Schedulers:
     """One ModelScheduler per served model, made on first use and replaced when the registry
     serves a new model object under the same name (a reload or a taught model)."""
 
-    def __init__(self, config: SchedulerConfig) -> None:
+    def __init__(
+        self, config: SchedulerConfig, served: Callable[[], Collection[str]] | None = None
+    ) -> None:
         self.config = config
+        # The names the registry serves now (ModelRegistry.serving_names): each time a new
+        # scheduler is made, those of names gone since (deleted here or by another worker,
+        # seen through the registry's poll) are retired, so idle ones never pile up.
+        self.served = served
         self._by_name: dict[str, ModelScheduler] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Schedulers:
+    def from_settings(
+        cls, settings: Settings, served: Callable[[], Collection[str]] | None = None
+    ) -> Schedulers:
         pipelines = resolve_pipelines(settings.pipelines, settings.workers)
         return cls(
             SchedulerConfig(
@@ -101,7 +110,8 @@ class Schedulers:
                 workers=max(1, settings.workers),
                 batch_max_bytes=settings.batch_max_bytes,
                 pipeline_nice=settings.pipeline_nice,
-            )
+            ),
+            served,
         )
 
     def get(self, name: str, model: Runnable, spec: InputSpec) -> ModelScheduler:
@@ -116,6 +126,8 @@ class Schedulers:
                 return sched
             if sched is not None:
                 sched.close()
+            if self.served is not None:
+                self._retire_locked(set(self.served()) | {name})
             chosen = getattr(model, "batch_policy", None)
             sched = ModelScheduler(
                 name,
@@ -153,6 +165,23 @@ class Schedulers:
         size = min(policy.max_batch, self.config.max_batch)
         wait = min(policy.max_wait_ms, self.config.max_wait_ms) if size > 1 else 0.0
         return BatchPolicy(size, wait, policy.reason, policy.measured)
+
+    def retire(self, served: Collection[str]) -> list[str]:
+        """Close the schedulers (their pipeline threads, their hold on the model) of names no
+        longer served, e.g. a deleted taught model; requests still queued there get 503.
+        Without this every deleted name kept two idle threads for the life of the process
+        (bench/soak.py measured it). Returns the names retired."""
+        with self._lock:
+            gone = self._retire_locked(served)
+        return gone
+
+    def _retire_locked(self, served: Collection[str]) -> list[str]:
+        gone = [name for name in self._by_name if name not in served]
+        for name in gone:
+            self._by_name.pop(name).close()
+        if gone:
+            logger.info("schedulers retired (no longer served): %s", ", ".join(sorted(gone)))
+        return gone
 
     def peek(self, name: str) -> ModelScheduler | None:
         """The scheduler serving `name`, if a request has reached it yet (never creates one)."""

@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         job_work(app.state.catalogs, app.state.registry, settings),
         max_queued=settings.teach_max_queued,
     )
-    app.state.schedulers = Schedulers.from_settings(settings)
+    app.state.schedulers = Schedulers.from_settings(settings, app.state.registry.serving_names)
     app.state.body_budget = BodyBudget(
         max(settings.max_body_bytes_in_flight, settings.max_request_bytes)
         if settings.max_body_bytes_in_flight

@@ -14,6 +14,7 @@ from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteA
 from app.api.embed_gate import embed_gate, embed_slot
 from app.api.forms import json_body_openapi, read_body, read_model
 from app.api.stored_file import StoredFileResponse, none_match
+from app.batching import Schedulers
 from app.catalog.service import CatalogService
 from app.errors import InvalidRequest, ModelNotFound
 from app.model_refs import split_ref
@@ -231,9 +232,14 @@ def _delete(registry: ModelRegistry, root: Any, name: str) -> DeletedModel:
 
 
 @router.delete("/v1/models/{name}", response_model=DeletedModel, dependencies=[WriteAuth])
-async def delete_model(name: str, registry: RegistryDep, settings: SettingsDep) -> DeletedModel:
+async def delete_model(
+    name: str, request: Request, registry: RegistryDep, settings: SettingsDep
+) -> DeletedModel:
     """Delete a taught model: every version, or one with `name@version`. Shipped models: 409."""
-    return await run_in_threadpool(_delete, registry, taught_root(settings), name)
+    deleted = await run_in_threadpool(_delete, registry, taught_root(settings), name)
+    schedulers: Schedulers = request.app.state.schedulers
+    await run_in_threadpool(lambda: schedulers.retire(registry.serving_names()))
+    return deleted
 
 
 @router.get(

@@ -295,6 +295,31 @@ def test_batch_policy_is_measured(model: OnnxModel) -> None:
         pool.close()
 
 
+def test_schedulers_of_names_no_longer_served_are_retired(model: OnnxModel) -> None:
+    """A deleted taught model's scheduler (its pipeline threads) goes: on retire(), and when
+    the next new scheduler is made (a name another worker deleted, seen through the poll)."""
+    served = {"a", "b", "c"}
+    config = SchedulerConfig(2, 4, 1.0, max_batch=1, max_wait_ms=0.0, limits=ImageLimits())
+    pool = Schedulers(config, served=lambda: set(served))
+    spec = model.bundle.metadata.input
+    try:
+        a, b = pool.get("a", model, spec), pool.get("b", model, spec)
+        assert all(t.is_alive() for t in a._threads + b._threads) and len(a._threads) == 2
+        served.discard("a")
+        assert pool.retire(served) == ["a"] and pool.peek("a") is None
+        assert pool.peek("b") is b
+        served.discard("b")
+        c = pool.get("c", model, spec)  # making c retires b
+        assert pool.peek("b") is None and pool.peek("c") is c
+        for t in a._threads + b._threads:
+            t.join(timeout=5)
+            assert not t.is_alive(), t.name
+        assert all(t.is_alive() for t in c._threads)
+        assert pool.retire({"c"}) == []
+    finally:
+        pool.close()
+
+
 def test_threads_times_pipelines_fill_the_cores() -> None:
     from app.batching import cpu_count
 

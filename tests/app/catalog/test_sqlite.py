@@ -1,0 +1,45 @@
+"""app.catalog.sqlite: one connection per thread, none left behind by threads that ended."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from app.catalog.sqlite import Connections
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_connections_of_ended_threads_are_closed(tmp_path: Path) -> None:
+    db = Connections(tmp_path / "c.sqlite3")
+    db.conn().execute("CREATE TABLE t (x INTEGER)")
+    before = open_fds()
+
+    def use() -> None:  # like a request on a short-lived thread-pool worker
+        with db.tx() as conn:
+            conn.execute("INSERT INTO t VALUES (1)")
+
+    for _ in range(40):
+        worker = threading.Thread(target=use)
+        worker.start()
+        worker.join()
+    # One connection of a thread that ended may remain until the next thread opens one.
+    assert len(db._conns) <= 2
+    assert open_fds() <= before + 3
+    with db.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 40
+    db.close()
+    assert db._conns == {}
+
+
+def test_a_live_thread_keeps_its_connection(tmp_path: Path) -> None:
+    db = Connections(tmp_path / "c.sqlite3")
+    mine = db.conn()
+    other = threading.Thread(target=db.conn)
+    other.start()
+    other.join()
+    assert db.conn() is mine and threading.current_thread() in db._conns
+    db.close()
