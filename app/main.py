@@ -24,7 +24,7 @@ from app.api.problems import install_error_handlers
 from app.batching import Schedulers, serving_threads
 from app.catalog.service import CatalogService
 from app.fsutil import FolderIdentity, watch_folder
-from app.heap import freeze_loaded_heap
+from app.heap import HeapTrimmer, freeze_loaded_heap
 from app.logs import RequestObserver, configure_logging
 from app.registry import ModelRegistry
 from app.security_headers import SecurityHeaders
@@ -69,7 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 freeze_loaded_heap()
         registry.start_watching(settings.model_poll_seconds)
         app.state.teach.start()
+        trimmer = HeapTrimmer(settings.heap_trim_seconds)
+        trimmer.start()
         yield
+        trimmer.stop()
         app.state.teach.stop()
         registry.stop_watching()
         app.state.schedulers.close()
