@@ -7,7 +7,9 @@ import re
 
 import pytest
 
-from bench.soak import Call, Sample, fit, main, resource_row, unexpected
+from bench.soak import main
+from bench.soak_stats import Sample, fit, resource_row
+from bench.soak_workload import Call, unexpected
 
 
 def test_fit_recovers_a_slope_under_noise_and_gives_its_scatter() -> None:
