@@ -172,8 +172,7 @@ class Schedulers:
         Without this every deleted name kept two idle threads for the life of the process
         (bench/soak.py measured it). Returns the names retired."""
         with self._lock:
-            gone = self._retire_locked(served)
-        return gone
+            return self._retire_locked(served)
 
     def _retire_locked(self, served: Collection[str]) -> list[str]:
         gone = [name for name in self._by_name if name not in served]

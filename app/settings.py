@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     # (gc.freeze), so a full collection stops the process for ~1 ms instead of ~45 (app/heap.py).
     gc_freeze: bool = True
     # Every this many seconds hand the C allocator's free pages back to the OS (malloc_trim;
-    # glibc only; 0 = never), so RSS follows the memory in use under long mixed loads
+    # glibc only; 0 = never), which slows RSS growth under long mixed loads
     # (app/heap.py, bench/soak.py).
     heap_trim_seconds: float = Field(default=60.0, ge=0, le=86400)
     # When true, /readyz stays 503 if any bundle was refused.
