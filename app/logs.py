@@ -117,6 +117,12 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
     root.propagate = False
+    if settings.log_format == "json":
+        # uvicorn's own lines (start-up, shutdown, protocol warnings, ASGI errors) as JSON too,
+        # so a JSON log pipeline never meets a line it cannot parse ("uvicorn.error" propagates
+        # to "uvicorn").
+        for name in ("uvicorn", "uvicorn.access"):
+            logging.getLogger(name).handlers[:] = [handler]
 
 
 def _route_template(scope: Scope) -> str:

@@ -1,8 +1,10 @@
 """Honest held-out predictions for a head: stratified hold-out for larger sets, stratified k-fold
-cross-validation for small ones; the L2 strength is chosen on data the reported figures never saw."""
+cross-validation for small ones; the L2 strength is chosen on data the reported figures never saw.
+Copies of one picture (identical embeddings) always fall on the same side of a split."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -67,6 +69,18 @@ def stratified_holdout(y: I64, fraction: float, rng: np.random.Generator) -> tup
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
+def copy_groups(x: F64) -> I64:
+    """A group id per row: rows with identical embeddings (one picture added more than once)
+    share one. Groups are numbered by first appearance, so without copies group i is row i and
+    the splits are the same as on the rows themselves."""
+    groups = np.empty(len(x), dtype=np.int64)
+    seen: dict[bytes, int] = {}
+    for i, row in enumerate(np.ascontiguousarray(x)):
+        key = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+        groups[i] = seen.setdefault(key, len(seen))
+    return groups
+
+
 def _log_loss(probs: F64, y: I64) -> float:
     return float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))))
 
@@ -110,19 +124,29 @@ def validate(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Validation:
-    """Held-out probabilities (L2 chosen inside each training part) and the L2 for the final fit."""
+    """Held-out probabilities (L2 chosen inside each training part) and the L2 for the final fit.
+    The splits are drawn over distinct pictures, so no item is scored by a head fitted on a copy
+    of it; a class with a single distinct picture falls back to splitting its items."""
     rng = np.random.default_rng(seed)
-    counts = np.bincount(y, minlength=num_classes)
+    groups = copy_groups(x)
+    first = np.unique(groups, return_index=True)[1]  # one row per group, in group order
+    gy = y[first]
+    counts = np.bincount(gy, minlength=num_classes)
+    if counts.min() < 2:  # a class with one distinct picture: split the items instead
+        groups, gy = np.arange(len(y)), y
+        counts = np.bincount(y, minlength=num_classes)
     report = progress or (lambda _f: None)
-    if len(y) >= HOLDOUT_MIN_ITEMS and counts.min() >= HOLDOUT_MIN_PER_CLASS:
-        train, test = stratified_holdout(y, HOLDOUT_FRACTION, rng)
+    if len(gy) >= HOLDOUT_MIN_ITEMS and counts.min() >= HOLDOUT_MIN_PER_CLASS:
+        _, test_groups = stratified_holdout(gy, HOLDOUT_FRACTION, rng)
+        held = np.isin(groups, test_groups)
+        train, test = np.flatnonzero(~held), np.flatnonzero(held)
         l2 = choose_l2(x[train], y[train], num_classes, rng, grid, should_stop)
         report(0.8)
         head = fit_head(x[train], y[train], num_classes, l2=l2, should_stop=should_stop)
         report(1.0)
         return Validation("holdout", 1, test, head.predict_proba(x[test]), l2, seed)
     k = int(min(MAX_FOLDS, counts.min()))
-    folds = stratified_folds(y, k, rng)
+    folds = [np.flatnonzero(np.isin(groups, f)) for f in stratified_folds(gy, k, rng)]
     probs = np.zeros((len(y), num_classes))
     for j, f in enumerate(folds):
         train = np.setdiff1d(np.arange(len(y)), f)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.main import create_app
-from tests.browser.conftest import DESKTOP, _open
+from tests.browser.conftest import DESKTOP, PHONE, _open
 from tests.conftest import make_settings
 from tests.live_server import serve_in_thread
 
@@ -71,6 +71,46 @@ def test_key_field_appears_and_the_key_is_kept_for_the_session(
         other.locator("#auth-key").wait_for(state="visible")
         other_ctx.close()
         assert not other_errors, other_errors
+    finally:
+        context.close()
+    assert not errors, errors
+
+
+@pytest.mark.parametrize(
+    ("width", "context_args"),
+    [
+        (390, PHONE),
+        (600, {"viewport": {"width": 600, "height": 900}}),
+        (768, {"viewport": {"width": 768, "height": 900}}),
+    ],
+)
+def test_the_key_field_fits_narrow_screens(
+    browser: Any,
+    keyed_server: str,
+    artifacts: Path,
+    width: int,
+    context_args: dict[str, Any],
+) -> None:
+    """The field used to make the top bar 575 px wide on a 390 px phone: the page scrolled
+    sideways, and the Use key button and the status pill were off screen."""
+    context, page, errors = _open(browser, keyed_server, **context_args)
+    try:
+        page.goto("/")
+        page.locator("#auth-key").wait_for(state="visible")
+        page.locator("#server-status:not([data-state='unknown'])").wait_for()
+        page.screenshot(path=str(artifacts / f"api-key-{width}.png"))
+        fit = page.evaluate(
+            """() => {
+              const right = (sel) => document.querySelector(sel).getBoundingClientRect().right;
+              return {scroll: document.documentElement.scrollWidth,
+                      client: document.documentElement.clientWidth,
+                      button: right('#auth-key button'), pill: right('#server-status'),
+                      bar: document.querySelector('.topbar').getBoundingClientRect().height};
+            }"""
+        )
+        assert fit["scroll"] <= fit["client"] == width, fit
+        assert fit["button"] <= width and fit["pill"] <= width, fit
+        assert fit["bar"] < 140, fit  # the sticky bar leaves the page most of a phone screen
     finally:
         context.close()
     assert not errors, errors

@@ -79,3 +79,45 @@ def test_stratified_splits_are_disjoint_and_cover_every_class() -> None:
         assert set(y[f].tolist()) == {0, 1, 2}
     train, test = stratified_holdout(y, 0.2, np.random.default_rng(1))
     assert not set(train) & set(test) and set(y[test].tolist()) == {0, 1, 2}
+
+
+def _noise_with_copies(copies: int, unique: int, dim: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """`unique` random unit vectors with random labels (nothing to learn), each `copies` times:
+    the same picture added several times (a zip sent again after a dropped connection)."""
+    rng = np.random.default_rng(7)
+    x = unit(rng.normal(size=(unique, dim)))
+    y = np.tile(np.arange(2), unique // 2)
+    order = rng.permutation(unique * copies)
+    return np.repeat(x, copies, axis=0)[order], np.repeat(y, copies)[order].astype(np.int64)
+
+
+@pytest.mark.parametrize(("copies", "unique"), [(2, 240), (4, 20)])  # hold-out, cross-validation
+def test_copies_of_one_picture_are_never_on_both_sides_of_a_split(copies: int, unique: int) -> None:
+    x, y = _noise_with_copies(copies, unique)
+    v = validate(x, y, 2)
+    assert v.method == ("holdout" if unique >= 200 else "cross-validation")
+    held = x[v.indices]
+    if v.method == "holdout":  # no held-out picture has a copy among the training items
+        train = np.setdiff1d(np.arange(len(y)), v.indices)
+        assert not (held @ x[train].T > 1 - 1e-9).any()
+    # Nothing to learn: the honest held-out accuracy is near chance, not the ~1.0 a head
+    # scores on copies of what it was fitted on.
+    acc = float((v.probs.argmax(1) == y[v.indices]).mean())
+    assert acc < 0.75, acc
+
+
+def test_without_copies_the_split_is_unchanged() -> None:
+    x, y = _noise_with_copies(1, 240)
+    v = validate(x, y, 2, seed=3)
+    _, test = stratified_holdout(y, 0.2, np.random.default_rng(3))
+    assert np.array_equal(v.indices, test)
+
+
+def test_a_class_with_one_distinct_picture_still_validates() -> None:
+    """Copies labelled differently, or a class that is one picture sent twice: the items are
+    split as they are (nothing else to hold out), never a crash."""
+    x, _ = _noise_with_copies(1, 6)
+    xs = np.concatenate([x[:3], x[:3], x[3:4], x[3:4]])  # class 1 copies class 0's pictures
+    ys = np.array([0, 0, 0, 1, 1, 1, 2, 2], dtype=np.int64)  # class 2: one picture, twice
+    v = validate(xs, ys, 3)
+    assert v.method == "cross-validation" and v.n == len(ys)

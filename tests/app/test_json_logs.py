@@ -1,0 +1,39 @@
+"""With IMGCLASS_LOG_FORMAT=json every line the server writes is one JSON object: uvicorn's own
+lines (start-up, shutdown, protocol warnings) too, not only the app's, so a JSON log pipeline
+never meets a line it cannot parse. Real `python -m app`, one worker and two."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT
+from tests.live_server import live_server
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_every_log_line_is_json(tmp_path: Path, workers: str) -> None:
+    env = {
+        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
+        "IMGCLASS_ENABLED_MODELS": '["digits"]',
+        "IMGCLASS_WORKERS": workers,
+        "IMGCLASS_LOG_FORMAT": "json",
+        "IMGCLASS_LOG_LEVEL": "INFO",
+    }
+    with live_server(tmp_path, env, entry="app") as server:
+        r = httpx.get(server.base + "/v1/models", headers={"X-Request-ID": "json-log-1"})
+        assert r.status_code == 200, r.text
+    lines = [line for line in server.log_text().splitlines() if line.strip()]
+    not_json = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            not_json.append(line)
+    assert not not_json, not_json
+    records = [json.loads(line) for line in lines]
+    assert any(r["logger"].startswith("uvicorn") for r in records), records
+    assert any(r.get("request_id") == "json-log-1" for r in records), records
