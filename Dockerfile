@@ -45,6 +45,10 @@ RUN groupadd --system --gid 10001 imgclass \
  && mkdir -p /app/models /data \
  && chown imgclass:imgclass /data
 COPY --from=builder /opt/venv /opt/venv
+# jemalloc (from .wheelhouse/jemalloc, Debian's libjemalloc2): `python -m app` preloads it
+# (IMGCLASS_ALLOCATOR=auto), which keeps RSS flat under long mixed loads (docs/operations.md).
+COPY --from=builder /wheelhouse/jemalloc/libjemalloc.so.2 /usr/local/lib/libjemalloc.so.2
+COPY --from=builder /wheelhouse/jemalloc/copyright /usr/local/share/doc/libjemalloc2/copyright
 # Bundles baked in, owned by root so the service cannot alter them; mount your own
 # folder over /app/models (read-only is enough) to serve other bundles.
 COPY --from=builder /bundles/ /app/models/
@@ -103,6 +107,8 @@ RUN groupadd --system --gid 10001 imgclass \
  && mkdir -p /app/models /data \
  && chown imgclass:imgclass /data
 COPY --from=gpu-builder /opt/venv /opt/venv
+COPY --from=gpu-builder /wheelhouse/jemalloc/libjemalloc.so.2 /usr/local/lib/libjemalloc.so.2
+COPY --from=gpu-builder /wheelhouse/jemalloc/copyright /usr/local/share/doc/libjemalloc2/copyright
 COPY --from=gpu-builder /bundles/ /app/models/
 # providers=cuda fails start-up when CUDA is unusable instead of silently using the CPU.
 ENV PATH=/opt/venv/bin:$PATH \

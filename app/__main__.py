@@ -14,6 +14,7 @@ import sys
 
 import uvicorn
 
+from app.allocator import check_loaded, reexec_with_jemalloc
 from app.cores import resolve_workers
 from app.errors import ConfigurationError
 from app.fsutil import check_writable
@@ -38,6 +39,8 @@ def _gpu(providers: str) -> bool:
 def main() -> None:
     settings = Settings()
     try:
+        reexec_with_jemalloc(settings.allocator)  # returns when nothing is to be done
+        check_loaded(settings.allocator)
         check_writable(settings.data_dir)  # else every worker fails alike, with a traceback
         gpu = _gpu(settings.providers)
     except ConfigurationError as exc:

@@ -19,7 +19,8 @@ goes back to the OS only when it sits at the arena's top. Under a long mixed loa
 the free memory kept in 16 arenas grew, and RSS with it, about 2 MB a minute. `malloc_trim(0)`
 hands every whole free page of every arena back (madvise); a trim once a minute took RSS about
 60 MB lower and slowed that growth to about 1.3 MB a minute over 25 minutes, without stopping
-it (docs/operations.md, "Soak"). Off glibc it does nothing.
+it (docs/operations.md, "Soak"). The server now prefers jemalloc (app/allocator.py), which
+kept RSS flat in the same soak; the trimmer runs only when the process is on glibc.
 """
 
 from __future__ import annotations

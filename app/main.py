@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__, telemetry
+from app.allocator import loaded_allocator
 from app.api import access, catalogs, health, metrics, models, predict, teach, v2
 from app.api.body_budget import BodyBudget
 from app.api.cors import ProblemCORSMiddleware
@@ -69,7 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 freeze_loaded_heap()
         registry.start_watching(settings.model_poll_seconds)
         app.state.teach.start()
-        trimmer = HeapTrimmer(settings.heap_trim_seconds)
+        # jemalloc hands free pages back by itself; malloc_trim is glibc's (app/heap.py).
+        allocator = loaded_allocator()
+        logger.info("C allocator: %s (IMGCLASS_ALLOCATOR=%s)", allocator, settings.allocator)
+        trimmer = HeapTrimmer(settings.heap_trim_seconds if allocator == "glibc" else 0)
         trimmer.start()
         yield
         trimmer.stop()

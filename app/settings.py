@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.allocator import Allocator
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMGCLASS_", env_file=None, extra="ignore")
@@ -64,9 +66,12 @@ class Settings(BaseSettings):
     # (gc.freeze), so a full collection stops the process for ~1 ms instead of ~45 (app/heap.py).
     gc_freeze: bool = True
     # Every this many seconds hand the C allocator's free pages back to the OS (malloc_trim;
-    # glibc only; 0 = never), which slows RSS growth under long mixed loads
+    # glibc only, skipped on jemalloc; 0 = never), which slows RSS growth under long mixed loads
     # (app/heap.py, bench/soak.py).
     heap_trim_seconds: float = Field(default=60.0, ge=0, le=86400)
+    # The C allocator `python -m app` runs on (app/allocator.py): auto = jemalloc when the
+    # system has libjemalloc.so.2 (RSS flat under long mixed loads), else glibc.
+    allocator: Allocator = "auto"
     # When true, /readyz stays 503 if any bundle was refused.
     require_all_models: bool = False
     # Subset of bundle names to serve (empty = all found in models_dir).

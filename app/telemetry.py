@@ -165,12 +165,14 @@ class StateCollector(Collector):
         refused: Callable[[], int],
         teach_jobs: Callable[[], Mapping[str, int]] = dict,
         memory: Callable[[], Sequence[ProcessMemory]] = list,
+        allocator: str = "",
     ) -> None:
         self._models = models
         self._catalogs = catalogs
         self._refused = refused
         self._teach_jobs = teach_jobs
         self._memory = memory
+        self._allocator = allocator
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
@@ -233,6 +235,15 @@ class StateCollector(Collector):
         for p in self._memory():
             rss.add_metric([str(p.pid), p.role], float(p.rss_bytes))
         yield rss
+        if self._allocator:
+            alloc = GaugeMetricFamily(
+                "imgclass_allocator_info",
+                "The C allocator the server runs on (value 1): jemalloc or glibc "
+                "(IMGCLASS_ALLOCATOR, app/allocator.py).",
+                labels=["allocator"],
+            )
+            alloc.add_metric([self._allocator], 1.0)
+            yield alloc
 
 
 def process_stopped() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app import telemetry
+from app.allocator import loaded_allocator
 from app.api.deps import ReadAuth
 from app.catalog.service import CatalogService
 from app.procmem import server_memory
@@ -15,6 +17,7 @@ from app.registry import ModelRegistry
 from app.teach.jobs import JobRunner
 
 router = APIRouter(tags=["operations"])
+ALLOCATOR: Final = loaded_allocator()  # fixed for the process's life (chosen before it started)
 
 
 def state_collector(
@@ -51,6 +54,7 @@ def state_collector(
         lambda: len(registry.refused()),
         teach_jobs,
         lambda: server_memory(workers),
+        ALLOCATOR,
     )
 
 
