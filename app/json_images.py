@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -17,7 +16,13 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from app.errors import InvalidRequest, PayloadTooLarge, ServiceError
-from app.jsontext import lone_surrogate_at, surrogate_message
+from app.jsontext import (
+    RepeatedKey,
+    loads_unique,
+    lone_surrogate_at,
+    repeated_key_message,
+    surrogate_message,
+)
 from app.settings import Settings
 from app.url_fetch import FetchPolicy, fetch_image
 
@@ -83,7 +88,9 @@ def parse_images(raw: bytes, settings: Settings) -> list[dict[str, Any]]:
     """Validate the JSON document's shape; returns the image entries (not yet fetched)."""
     _check_structure(raw, settings.max_batch_images)
     try:
-        doc = json.loads(raw)
+        doc = loads_unique(raw)
+    except RepeatedKey as exc:
+        raise InvalidRequest(f"{repeated_key_message('The JSON body', exc)} {SHAPE_HINT}") from exc
     except (ValueError, RecursionError) as exc:
         raise InvalidRequest(f"The JSON body is not valid JSON. {SHAPE_HINT}") from exc
     bad = lone_surrogate_at(raw, doc)

@@ -57,6 +57,82 @@ def lone_surrogate_at(raw: bytes | str, value: Any) -> str | None:
     return None
 
 
+class RepeatedKey(ValueError):
+    """An object of a client's JSON gives one key twice: `json.loads` keeps the last value in
+    silence (a create with two "name"s made the second catalog), so which was meant is unknown."""
+
+    def __init__(self, key: str, path: str) -> None:
+        super().__init__(f"the key {_shown(key)} is given more than once in the object at {path}")
+        self.key = key
+        self.path = path
+
+
+class _Repeated(dict[str, Any]):
+    """An object with a repeated key, marked while parsing and found by the walk after it."""
+
+    key: str = ""
+
+
+def loads_unique(text: bytes | str, **kwargs: Any) -> Any:
+    """`json.loads(text, **kwargs)` that raises RepeatedKey, naming the path of the object
+    (`$.items[0].metadata`), when an object gives a key twice. The hook marks such objects;
+    the document is walked only when one was marked."""
+    marked: list[bool] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        if len(obj) == len(items):
+            return obj
+        seen: set[str] = set()
+        rep = _Repeated(obj)
+        for k, _ in items:
+            if k in seen:
+                rep.key = k
+                break
+            seen.add(k)
+        marked.append(True)
+        return rep
+
+    value = json.loads(text, object_pairs_hook=pairs, **kwargs)
+    if marked:
+        _raise_repeated(value)
+    return value
+
+
+def _shown(key: str) -> str:
+    """A key for a message: quoted, at most 40 characters, escapes for what is not printable."""
+    short = key[:40] + ("..." if len(key) > 40 else "")
+    return ascii(short) if _unencodable(short) or not short.isprintable() else repr(short)
+
+
+def _raise_repeated(value: Any) -> None:
+    stack: list[tuple[Any, str]] = [(value, "$")]
+    while stack:  # depth first, in document order
+        node, path = stack.pop()
+        if isinstance(node, _Repeated):
+            raise RepeatedKey(node.key, path)
+        if isinstance(node, dict):
+            kids = [(v, f"{path}.{_segment(k)}") for k, v in node.items()]
+        elif isinstance(node, list):
+            kids = [(v, f"{path}[{i}]") for i, v in enumerate(node)]
+        else:
+            continue
+        stack.extend(kid for kid in reversed(kids) if isinstance(kid[0], (dict, list)))
+
+
+def _segment(key: str) -> str:
+    short = key[:40]
+    return short if short.isprintable() and not _unencodable(short) else ascii(short)
+
+
+def repeated_key_message(where: str, exc: RepeatedKey) -> str:
+    return (
+        f"{where} gives the key {_shown(exc.key)} more than once (at "
+        f"{exc.path}.{_segment(exc.key)}): JSON object keys must be unique here (a parser "
+        "would keep one of the values in silence). Send each key once."
+    )
+
+
 def stored_json(text: str) -> Any:
     """json.loads of a document this service stored itself. Versions before the check above
     stored unpaired surrogates (ASCII-escaped, so the write worked); they are read back as

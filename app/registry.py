@@ -37,6 +37,16 @@ logger = logging.getLogger(__name__)
 MISS_RESCAN_S = 0.25
 
 
+class BackboneNotServed(ValueError):
+    """A taught bundle refused because its backbone is not served here (not enabled, absent
+    or itself refused). Its log record carries `backbone_not_served` (the backbone's name), so
+    a tool that loads one backbone on purpose (the teach CLI) can tell it from real errors."""
+
+    def __init__(self, backbone: str, model: str) -> None:
+        super().__init__(f"backbone {backbone!r} of taught model {model!r} is not served")
+        self.backbone = backbone
+
+
 class ModelRegistry:
     """Holds every servable bundle. Thread-safe: loading may run in a background thread."""
 
@@ -221,7 +231,7 @@ class ModelRegistry:
         with self._lock:
             backbone = self._models.get(ref.name)
         if backbone is None or not isinstance(backbone.model, OnnxModel):
-            raise ValueError(f"backbone {ref.name!r} of taught model {name!r} is not served")
+            raise BackboneNotServed(ref.name, name)
         return TaughtModel(bundle, backbone.model)
 
     def discover_names(self) -> set[str]:
@@ -234,7 +244,10 @@ class ModelRegistry:
             loaded = open_and_warm(key, opener, self._warmup_runs)
         except Exception as exc:  # any failure refuses this bundle only; the rest are served
             reason = str(exc) or type(exc).__name__
-            logger.error("refusing bundle %s: %s", key, reason)
+            other = exc.backbone if isinstance(exc, BackboneNotServed) else None
+            logger.error(
+                "refusing bundle %s: %s", key, reason, extra={"backbone_not_served": other}
+            )
             with self._lock:
                 self._refused[key] = reason
                 self._pending.discard(pending)

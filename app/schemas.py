@@ -74,10 +74,27 @@ class ItemList(BaseModel):
     next_after: str | None = Field(description="pass as ?after= for the next page; null at the end")
 
 
+class SkippedCopy(BaseModel):
+    """An image not added by `skip_duplicates=true`: a copy of an item with the same label."""
+
+    index: int = Field(description="the image's position in the request, from 0")
+    filename: str | None = Field(description="its file name, when the request gave one")
+    label: str | None
+    duplicate_of: str = Field(
+        description="id of the item it copies: already in the catalog, or added by this request"
+    )
+    score: float = Field(description="cosine similarity of the two embeddings (>= 0.99999)")
+
+
 class ItemsCreated(BaseModel):
     catalog: str
-    ids: list[str]
+    ids: list[str] = Field(description="ids of the items added, in request order")
     items: list[Item]
+    added: int = Field(description="items added")
+    duplicates_skipped: int = Field(default=0, description="copies left out (skip_duplicates)")
+    duplicates: list[SkippedCopy] = Field(
+        default_factory=list, description="with skip_duplicates=true: each copy left out"
+    )
 
 
 class SearchRequest(BaseModel):
@@ -222,7 +239,10 @@ class Prediction(BaseModel):
 
 
 class Decision(BaseModel):
-    """Verdict of a binary model at its calibrated threshold."""
+    """Verdict of a yes/no model at its calibrated threshold: only for a two-class model whose
+    metrics record a threshold and positive_label (a taught model: positive_label asked for,
+    or the other label named like "not X"/"other"). Other models, two ordinary categories
+    included, answer with ranked predictions only and `decision` null."""
 
     label: str
     positive_label: str

@@ -32,7 +32,13 @@ from app.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
-from app.jsontext import lone_surrogate_at, surrogate_message
+from app.jsontext import (
+    RepeatedKey,
+    loads_unique,
+    lone_surrogate_at,
+    repeated_key_message,
+    surrogate_message,
+)
 from app.numtext import ascii_uint
 
 # Deeper JSON than this is refused (422) before parsing: nothing here needs more, and
@@ -176,10 +182,13 @@ def check_json_depth(text: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> None
 
 
 def parse_json(text: bytes | str, where: str = "The JSON body") -> Any:
-    """Depth-checked json.loads; any syntax error is a 422 that says where."""
+    """Depth-checked json.loads; any syntax error, or a key given twice in one object, is a
+    422 that says where."""
     check_json_depth(text)
     try:
-        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        value = loads_unique(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except RepeatedKey as exc:
+        raise InvalidRequest(repeated_key_message(where, exc)) from exc
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"{where} is not valid JSON: {exc.msg} at position {exc.pos}."

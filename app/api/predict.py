@@ -152,7 +152,8 @@ async def predict(
     """Classify one image (raw body) or a batch (multipart `file` parts).
 
     Per image: ranked predictions, what was decoded (size, format, EXIF orientation applied)
-    and timings. Binary models with a calibrated threshold also return a `decision`.
+    and timings. Yes/no models (two classes with a calibrated threshold) also return a
+    `decision`; two ordinary categories are ranked like any classes.
     With `similar=k`, each result also lists the k most similar items of a catalog bound to
     this model (`catalog=`, else the model's default catalog), from the same forward pass.
     """

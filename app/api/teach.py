@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from app.api.catalogs.items import SKIP_DUPLICATES_TEXT
 from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteAuth
 from app.api.embed_gate import embed_gate, embed_slot
 from app.api.forms import json_body_openapi, read_body, read_model
@@ -38,7 +39,11 @@ class TeachRequest(BaseModel):
     model: str = Field(description="name of the new model (a new version if it exists)")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="validation split seed")
     positive_label: str | None = Field(
-        default=None, description="for two classes: the label the decision threshold is for"
+        default=None,
+        description="for two classes: ask for a yes/no decision on this label (a calibrated "
+        "threshold; predictions carry a `decision`). Without it a yes/no decision is made only "
+        'when the other label is named like "not X", "no X", "other" or "background"; two '
+        "ordinary categories are ranked like any classes, with no decision",
     )
     description: str = Field(default="", max_length=500)
 
@@ -69,10 +74,22 @@ class JobList(BaseModel):
     )
 
 
+class ZipCopy(BaseModel):
+    name: str = Field(description="the entry's path in the zip")
+    label: str
+    duplicate_of: str = Field(description="id of the item it copies")
+    score: float = Field(description="cosine similarity of the two embeddings (>= 0.99999)")
+
+
 class ZipIngested(BaseModel):
     catalog: str
     added: dict[str, int] = Field(description="images added per class (label)")
     skipped: list[dict[str, str]] = Field(description="files not added, each with the reason")
+    duplicates_skipped: int = Field(default=0, description="copies left out (skip_duplicates)")
+    duplicates: list[ZipCopy] = Field(
+        default_factory=list,
+        description="with skip_duplicates=true: each image left out as a copy of an item",
+    )
 
 
 class DeletedModel(BaseModel):
@@ -158,19 +175,28 @@ async def train(
     responses={404: {"description": "unknown catalog"}, 413: {"description": "zip too big"}},
 )
 async def add_zip(
-    catalog: str, request: Request, service: CatalogsDep, settings: SettingsDep
+    catalog: str,
+    request: Request,
+    service: CatalogsDep,
+    settings: SettingsDep,
+    skip_duplicates: Annotated[bool, Query(description=SKIP_DUPLICATES_TEXT)] = False,
 ) -> ZipIngested:
     """Add the images of a zip to a catalog, labelled by their top-level folder. Bad images,
     hidden files and unsafe paths are skipped and listed; caps on size, entries, images,
     their header-declared pixels (checked before decoding), unpacked bytes and compression
-    ratio."""
+    ratio. With `skip_duplicates=true` an image that copies an item of the same label (e.g.
+    the zip sent again after an upload cut off mid-way) is left out and listed."""
     await run_in_threadpool(service.get, catalog)  # 404 before reading the body
     await embed_gate(request).refuse_if_full()  # 503 before the body when the gate is full
-    return await _add_zip(catalog, request, service, settings)
+    return await _add_zip(catalog, request, service, settings, skip_duplicates)
 
 
 async def _add_zip(
-    catalog: str, request: Request, service: CatalogService, settings: Settings
+    catalog: str,
+    request: Request,
+    service: CatalogService,
+    settings: Settings,
+    skip_duplicates: bool = False,
 ) -> ZipIngested:
     data = await read_body(request, settings.teach_max_zip_bytes)
     limits = ZipLimits(
@@ -182,13 +208,20 @@ async def _add_zip(
 
     def work() -> IngestReport:
         report = IngestReport()
-        return ingest(service, catalog, zip_images(data, report, limits), report, batches)
+        images = zip_images(data, report, limits)
+        return ingest(service, catalog, images, report, batches, skip_duplicates=skip_duplicates)
 
     # The slot is held while embedding, not while the body arrives; the unpack turn bounds
     # how many zips of this process are unpacked at once.
     async with embed_slot(request), embed_gate(request).unpack_turn():
         report = await run_in_threadpool(work)
-    return ZipIngested(catalog=catalog, added=report.added, skipped=report.skipped)
+    return ZipIngested(
+        catalog=catalog,
+        added=report.added,
+        skipped=report.skipped,
+        duplicates_skipped=len(report.duplicates),
+        duplicates=[ZipCopy(**asdict(c)) for c in report.duplicates],
+    )
 
 
 @router.get("/v1/jobs", response_model=JobList, dependencies=[ReadAuth])

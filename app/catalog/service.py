@@ -21,6 +21,7 @@ import numpy as np
 
 from app.catalog.backends import open_store
 from app.catalog.blobs import BlobStore
+from app.catalog.dedup import Match, find_duplicates
 from app.catalog.embedding import embed_prepared, model_ref
 from app.catalog.reindex import reindex_catalog
 from app.catalog.store import CatalogStore
@@ -38,8 +39,8 @@ from app.catalog.types import (
     check_catalog_name,
     check_item_id,
     check_label,
+    check_label_filter,
     new_item_id,
-    normal_label,
     unit_rows,
 )
 from app.errors import InvalidRequest, ServiceError
@@ -58,6 +59,14 @@ class ItemSpec:
     id: str | None = None
     label: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AddOutcome:
+    """Items added (in request order) and, with skip_duplicates, the copies left out."""
+
+    records: list[ItemRecord]
+    duplicates: list[Match]
 
 
 @dataclass(frozen=True)
@@ -234,6 +243,20 @@ class CatalogService:
         self, name: str, images: Sequence[bytes], specs: Sequence[ItemSpec]
     ) -> list[ItemRecord]:
         """Embed, store images durably, then commit the items (all or nothing)."""
+        return self.add_checked(name, images, specs).records
+
+    def add_checked(
+        self,
+        name: str,
+        images: Sequence[bytes],
+        specs: Sequence[ItemSpec],
+        *,
+        skip_duplicates: bool = False,
+    ) -> AddOutcome:
+        """`add`; with `skip_duplicates`, an image that copies an item of the same label (in
+        the catalog, or earlier in `images`) is not added but reported (app.catalog.dedup).
+        The check runs under the write guard, so a re-sent upload racing the original (still
+        running after the client gave up) cannot slip a copy in between check and commit."""
         if len(images) != len(specs):
             raise InvalidRequest(f"{len(images)} images but {len(specs)} item descriptions.")
         store = self._ensure_open()
@@ -245,19 +268,23 @@ class CatalogService:
         thumbs = thumbnails(images, self.limits, self.settings.thumbnail_px)
         pending = [self.blobs.pending(data, t) for data, t in zip(images, thumbs, strict=True)]
         with self._blob_guard():
-            refs: list[ImageRef] = self.blobs.write(pending)
+            copies = find_duplicates(store, name, vectors, labels, ids) if skip_duplicates else {}
+            keep = [i for i in range(len(specs)) if i not in copies]
+            if not keep:
+                return AddOutcome([], list(copies.values()))
+            refs: list[ImageRef] = self.blobs.write([pending[i] for i in keep])
             items = [
                 NewItem(
                     id=ids[i],
-                    image=refs[i],
+                    image=ref,
                     vector=vectors[i],
                     label=labels[i],
-                    metadata=s.metadata,
+                    metadata=specs[i].metadata,
                 )
-                for i, s in enumerate(specs)
+                for i, ref in zip(keep, refs, strict=True)
             ]
             try:
-                return store.add_items(name, items)
+                return AddOutcome(store.add_items(name, items), list(copies.values()))
             except BaseException:
                 self._collect({r.sha256 for r in refs})
                 raise
@@ -269,7 +296,7 @@ class CatalogService:
         self, name: str, *, after: str | None, limit: int, label: str | None
     ) -> ItemPage:
         store = self._ensure_open()
-        return store.list_items(name, after=after, limit=limit, label=_filter_label(label))
+        return store.list_items(name, after=after, limit=limit, label=check_label_filter(label))
 
     def delete_item(self, name: str, item_id: str) -> ItemRecord:
         store = self._ensure_open()
@@ -354,11 +381,6 @@ class CatalogService:
         embed_ms: float,
     ) -> SearchOutcome:
         t0 = time.perf_counter()
-        label = _filter_label(label)
+        label = check_label_filter(label)
         hits = self.store.search(catalog.name, vectors, k, label=label, exclude=exclude)
         return SearchOutcome(catalog, hits, embed_ms, (time.perf_counter() - t0) * 1e3)
-
-
-def _filter_label(label: str | None) -> str | None:
-    """A label filter read as labels are stored: `label=shoe ` finds shoes."""
-    return None if label is None else normal_label(label)

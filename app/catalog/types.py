@@ -211,6 +211,21 @@ def check_label(label: str | None) -> str | None:
     return label
 
 
+def check_label_filter(label: str | None) -> str | None:
+    """A label filter read as labels are stored: `label=shoe ` finds shoes. One longer than a
+    label may be is a 422, as on add: it answered 200 with nothing found, as if the label were
+    merely unused."""
+    if label is None:
+        return None
+    given, label = label, normal_label(label)
+    if len(label) > MAX_LABEL_CHARS:
+        raise InvalidRequest(
+            f"Invalid label filter {given[:40]!r}... ({len(label):,} characters): labels are "
+            f"1-{MAX_LABEL_CHARS} printable characters (spaces at either end are trimmed)."
+        )
+    return label
+
+
 def unit_rows(vectors: npt.NDArray[np.floating[Any]]) -> Vector:
     """L2-normalise each row (so inner product = cosine); zero or non-finite rows are refused."""
     v = np.ascontiguousarray(vectors, dtype=np.float32)

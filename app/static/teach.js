@@ -31,7 +31,8 @@ function classCard(cls) {
   const picker = h("input", { type: "file", accept: "image/*", multiple: true, class: "visually-hidden", tabindex: "-1" });
   const name = h("input", {
     class: "teach-class-name", type: "text", value: cls.label, "aria-label": "Class name",
-    placeholder: "Class name, e.g. Santa", maxlength: "60",
+    // Short enough for the narrowest card (about 110 px of text beside "Remove" on a desktop).
+    placeholder: "Class name", title: "Class name, e.g. Santa", maxlength: "60",
     oninput: (e) => { cls.label = e.target.value; },
   });
   const add = h("button", { type: "button", class: "btn btn-small teach-add", onclick: () => picker.click() }, "Add pictures");
@@ -267,6 +268,9 @@ function showResults(job) {
     h("h3", { class: "teach-results-title" }, `${r.model} v${r.version} is ready`),
     h("p", { class: "teach-headline" }, `Right on ${right} of ${n} (${(m.accuracy * 100).toFixed(0)}%) held-out ${how}.`),
     h("ul", { class: "teach-summary" }, ...r.summary.map((s) => h("li", {}, `${s}.`))),
+    ...(m.threshold != null && m.positive_label != null
+      ? [h("p", { class: "teach-decision" }, `A yes/no model: it says “${m.positive_label}” when that score reaches ${(m.threshold * 100).toFixed(0)}%, else “${m.labels.find((l) => l !== m.positive_label)}”.`)]
+      : []),
     ...(job.warnings.length ? [h("p", { class: "teach-warn" }, job.warnings.join("; "))] : []),
     ...(state.skipped.length
       ? [h("p", { class: "teach-warn" }, `Skipped ${state.skipped.length} picture(s) the server could not read: ${state.skipped.join("; ")}`)]

@@ -42,12 +42,62 @@ def build_parser() -> argparse.ArgumentParser:
         help="the service's data folder (default $IMGCLASS_DATA_DIR or data/service)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--positive-label", default=None, help="two classes: the positive one")
+    p.add_argument(
+        "--keep-duplicates",
+        action="store_true",
+        help="add every picture even when it copies an item of its label already in the "
+        "catalog (by default copies are left out, so teaching again from the same folder, "
+        "grown by a few pictures, adds only the new ones)",
+    )
+    p.add_argument(
+        "--positive-label",
+        default=None,
+        help="two classes: make it a yes/no model for this label (a threshold and a decision); "
+        'by default only when the other class is named like "not X" or "other"',
+    )
     return p
+
+
+class OtherBackbones(logging.Filter):
+    """On the registry's logger: drops its refusals of taught models on a backbone this run
+    does not load (the CLI loads only --backbone), counted per backbone for one summary line.
+    Every other refusal (a broken bundle, a changed backbone) is logged as before."""
+
+    def __init__(self, backbone: str) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.skipped: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        other = getattr(record, "backbone_not_served", None)
+        if not isinstance(other, str) or other == self.backbone:
+            return True
+        self.skipped[other] = self.skipped.get(other, 0) + 1
+        return False
+
+    def summary(self) -> str | None:
+        if not self.skipped:
+            return None
+        n = sum(self.skipped.values())
+        per = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items()))
+        return (
+            f"not loading {n} taught model version(s) on other backbones ({per}): this run "
+            f"serves only {self.backbone!r}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet = OtherBackbones(args.backbone)
+    registry_log = logging.getLogger(ModelRegistry.__module__)
+    registry_log.addFilter(quiet)
+    try:
+        return _run(args, quiet)
+    finally:
+        registry_log.removeFilter(quiet)
+
+
+def _run(args: argparse.Namespace, quiet: OtherBackbones) -> int:
     overrides: dict[str, object] = {"enabled_models": [args.backbone], "warmup_runs": 0}
     if args.models_dir is not None:
         overrides["models_dir"] = args.models_dir
@@ -77,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if (line := quiet.summary()) is not None:
+        print(line)
     service = CatalogService(settings, registry)
     service.open()
     catalog = args.catalog or args.name
@@ -91,9 +143,19 @@ def main(argv: list[str] | None = None) -> int:
             service.create(catalog, args.backbone, f"taught from folder {args.data_dir.name}")
         images = folder_images(args.data_dir, report, settings.max_image_bytes)
         ingest(
-            service, catalog, images, report, BatchLimits(max_pixels=settings.max_request_pixels)
+            service,
+            catalog,
+            images,
+            report,
+            BatchLimits(max_pixels=settings.max_request_pixels),
+            skip_duplicates=not args.keep_duplicates,
         )
         print(f"added {sum(report.added.values())} images: {json.dumps(report.added)}")
+        if report.duplicates:
+            print(
+                f"left out {len(report.duplicates)} copies of pictures already in catalog "
+                f"{catalog!r} (--keep-duplicates adds them)"
+            )
         for s in report.skipped:
             print(f"skipped {s['name']}: {s['reason']}")
 
@@ -122,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         f"taught {result.model} v{result.version} -> {result.path}\n"
         f"held-out accuracy {m['accuracy']:.3f} on n={m['n_samples']} ({m['split']})"
     )
+    if m.get("threshold") is not None:
+        print(f"yes/no model: {m['positive_label']!r} when its score >= {m['threshold']:g}")
+    elif len(result.labels) == 2:
+        print("two categories, no yes/no threshold (--positive-label LABEL asks for one)")
     for line in [*result.summary, *result.warnings]:
         print(f"  {line}")
     return 0

@@ -193,6 +193,26 @@ def taught_metadata(spec: TaughtSpec, head: Head) -> BundleMetadata:
     )
 
 
+def decision_text(meta: BundleMetadata, labels: Sequence[str]) -> tuple[str, ...]:
+    """For two classes, one sentence: the yes/no decision the predictions carry, or that
+    there is none (two ordinary categories are ranked like any classes)."""
+    if len(labels) != 2:
+        return ()
+    m = meta.primary_metrics
+    if m is not None and m.threshold is not None and m.positive_label in labels:
+        neg = labels[1 - labels.index(m.positive_label)]
+        return (
+            f"A yes/no model: `{m.positive_label}` when its probability is at least "
+            f"{m.threshold:g} (the best-F1 cut on the held-out scores), else `{neg}`; every "
+            "prediction carries this `decision`.",
+        )
+    return (
+        "Two categories, not a yes/no question: predictions rank both labels like any "
+        "classifier's, with no threshold and no `decision`. Teach again with `positive_label` "
+        "for a yes/no decision on one of them.",
+    )
+
+
 def render_card(meta: BundleMetadata, labels: Sequence[str], summary: Sequence[str]) -> str:
     """The model card, by app/card.py's one renderer, from the metadata and the held-out
     figures of this teaching (nothing typed in)."""
@@ -207,6 +227,7 @@ def render_card(meta: BundleMetadata, labels: Sequence[str], summary: Sequence[s
                     f"`{bb.catalog}`, computed by backbone `{bb.name}` v{bb.version} (sha256 "
                     f"{bb.sha256[:12]}...). It is served on that backbone, one backbone pass per "
                     "request, and refused if the backbone changes.",
+                    *decision_text(meta, labels),
                 ),
             )
         )

@@ -101,18 +101,29 @@ def check_positive_label(requested: str | None, labels: Sequence[str]) -> None:
         )
 
 
-def positive_index(labels: Sequence[str], requested: str | None) -> int:
-    """For two classes: the requested label, else the one not named like "not X" / "other"."""
+NEGATIVE_WORDS = ("not", "no", "non", "other", "others", "background", "negative")
+
+
+def looks_negative(label: str) -> bool:
+    """A label named like "not X", "no_x", "other", "background": the "no" side of a yes/no
+    question (first word, case-insensitive; "-" and "_" separate words)."""
+    first = label.lower().replace("-", " ").replace("_", " ").split()
+    return bool(first) and first[0] in NEGATIVE_WORDS
+
+
+def positive_index(labels: Sequence[str], requested: str | None) -> int | None:
+    """For two classes: which label a yes/no decision is for, or None when it is not a yes/no
+    question. The requested label, else the one beside a label named like "not X" / "other";
+    two ordinary categories ("Sneaker", "Sandal") have none: they are ranked like any classes,
+    without a threshold that would turn one of them into "not the other"."""
     if requested is not None:
         if requested not in labels:
             raise NotEnoughExamples(f"positive_label {requested!r} is not one of {list(labels)}.")
         return labels.index(requested)
-    negative = ("not", "no", "non", "other", "others", "background", "negative")
     for i, lab in enumerate(labels):
-        first = lab.lower().replace("-", " ").replace("_", " ").split()
-        if first and first[0] in negative:
+        if looks_negative(lab):
             return 1 - i
-    return 0
+    return None
 
 
 def plain_summary(report: EvalReport) -> list[str]:
@@ -180,8 +191,8 @@ def train(
         accuracy_ci95_low=round(ci.low, 4),
         accuracy_ci95_high=round(ci.high, 4),
     ).model_copy(update={"evaluated_with": "numpy"})  # same weights as the graph, scored in numpy
-    if len(ex.labels) == 2:
-        pos = positive_index(ex.labels, positive_label)
+    pos = positive_index(ex.labels, positive_label) if len(ex.labels) == 2 else None
+    if pos is not None:  # a yes/no question: asked for, or one label is the "no" side
         cal = calibrate_threshold(val.probs[:, pos], y_val == pos, rule="max_f1")
         metrics = metrics.model_copy(
             update={

@@ -60,10 +60,21 @@ class BatchLimits:
         )
 
 
+@dataclass(frozen=True)
+class CopySkipped:
+    """An image left out because it copies an item of its label (skip_duplicates)."""
+
+    name: str
+    label: str
+    duplicate_of: str
+    score: float
+
+
 @dataclass
 class IngestReport:
     added: dict[str, int] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    duplicates: list[CopySkipped] = field(default_factory=list)
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped.append({"name": name, "reason": reason})
@@ -281,9 +292,12 @@ def ingest(
     images: Iterator[LabelledImage],
     report: IngestReport,
     limits: BatchLimits | None = None,
+    *,
+    skip_duplicates: bool = False,
 ) -> IngestReport:
     """Add images in batches (within `limits`); a batch that fails is retried image by image,
-    so one bad file is skipped with its reason and the rest are added."""
+    so one bad file is skipped with its reason and the rest are added. With `skip_duplicates`
+    an image that copies an item of its label (app.catalog.dedup) is left out and listed."""
     limits = limits or BatchLimits()
     service.get(catalog)  # 404 before any work
     batch: list[LabelledImage] = []
@@ -292,11 +306,11 @@ def ingest(
         if not batch:
             return
         try:
-            _add(service, catalog, batch, report)
+            _add(service, catalog, batch, report, skip_duplicates)
         except ServiceError:
             for one in batch:
                 try:
-                    _add(service, catalog, [one], report)
+                    _add(service, catalog, [one], report, skip_duplicates)
                 except ServiceError as exc:
                     report.skip(one.name, exc.detail)
         batch.clear()
@@ -321,17 +335,28 @@ def ingest(
                 "there (`added`, by label); the rest of the upload was not."
             )
             exc.extra["added"] = dict(report.added)
+        if report.duplicates:
+            exc.extra["duplicates_skipped"] = len(report.duplicates)
         raise
     return report
 
 
 def _add(
-    service: CatalogService, catalog: str, batch: list[LabelledImage], report: IngestReport
+    service: CatalogService,
+    catalog: str,
+    batch: list[LabelledImage],
+    report: IngestReport,
+    skip_duplicates: bool,
 ) -> None:
-    service.add(
+    out = service.add_checked(
         catalog,
         [b.data for b in batch],
         [ItemSpec(label=b.label, metadata={"file": b.name[-200:]}) for b in batch],
+        skip_duplicates=skip_duplicates,
     )
-    for b in batch:
-        report.added[b.label] = report.added.get(b.label, 0) + 1
+    copies = {m.index: m for m in out.duplicates}
+    for i, b in enumerate(batch):
+        if (m := copies.get(i)) is not None:
+            report.duplicates.append(CopySkipped(b.name, b.label, m.item_id, round(m.score, 6)))
+        else:
+            report.added[b.label] = report.added.get(b.label, 0) + 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.app.teach.conftest import fm_test_split, png, write_sneakers_and_bags
@@ -101,3 +102,89 @@ def test_a_reload_while_training_picks_the_job_up(open_page: Any, pictures) -> N
     page.reload()
     page.wait_for_function("document.querySelectorAll('#teach-backbone option').length > 0")
     assert page.locator("#teach .teach-results").is_hidden()
+
+
+@pytest.fixture(scope="module")
+def shoes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    """13 Fashion-MNIST test sneakers, sandals and bags each (12 to teach, 1 to try)."""
+    from tests.app.teach.conftest import BAG, SANDAL, SNEAKER
+
+    out = tmp_path_factory.mktemp("shoes")
+    x, y = fm_test_split()
+    files: dict[str, list[Path]] = {}
+    for name, cls in (("sneaker", SNEAKER), ("sandal", SANDAL), ("bag", BAG)):
+        files[name] = []
+        for j, i in enumerate(np.flatnonzero(y == cls)[:13]):
+            p = out / f"{name}-{j}.png"
+            p.write_bytes(png(x[i]))
+            files[name].append(p)
+    return files
+
+
+def teach_and_try(
+    page: Any, model: str, classes: dict[str, list[Path]], shot: str
+) -> tuple[str, list[Any]]:
+    """Teach `classes` (label -> pictures, the last one kept back) on the page, try the model on
+    the kept-back pictures; the results' text and the two result cards."""
+    fill_teach_form(page, model, {k: [str(p) for p in v[:12]] for k, v in classes.items()})
+    page.click("#teach-train")
+    page.wait_for_selector("#teach .teach-results:not([hidden])", timeout=60_000)
+    text = page.locator("#teach .teach-results").inner_text()
+    SHOTS.mkdir(exist_ok=True)
+    page.locator("#teach .teach-results").screenshot(path=str(SHOTS / f"{shot}-results.png"))
+    page.click("#teach .teach-try")
+    page.wait_for_function("m => document.querySelector('#model-select').value === m", arg=model)
+    page.set_input_files("#file-input", [str(v[12]) for v in classes.values()])
+    page.wait_for_function(
+        "document.querySelectorAll('#results > li.result[data-state=\"done\"]').length === 2",
+        timeout=30_000,
+    )
+    cards = page.locator("#results > li.result").all()
+    cards[0].screenshot(path=str(SHOTS / f"{shot}-try.png"))
+    return text, cards
+
+
+@pytest.mark.parametrize("size", [{}, PHONE], ids=["desktop", "phone"])
+def test_two_categories_are_ranked_and_a_yes_no_model_gives_a_verdict(
+    open_page: Any, shoes: dict[str, list[Path]], size: dict[str, Any]
+) -> None:
+    """Sneaker vs Sandal is a choice, not a yes/no question: the page showed "✕ Not Sandal"
+    for a sneaker. Now it shows the ranked labels; santa vs not_santa keeps its verdict."""
+    tag = "phone" if size else "desktop"
+    page = open_page(**size)
+    classes = {"Sneaker": shoes["sneaker"], "Sandal": shoes["sandal"]}
+    text, cards = teach_and_try(page, f"shoe-kind-{tag}", classes, f"two-categories-{tag}")
+    assert "yes/no" not in text and page.locator("#teach .teach-decision").count() == 0
+    for card, label in zip(cards, classes, strict=True):
+        assert card.locator(".verdict").is_hidden()
+        assert "Not " not in card.inner_text()
+        assert card.locator(".preds li.top .pred-label").inner_text() == label
+
+    page = open_page(**size)
+    classes = {"santa": shoes["sneaker"], "not_santa": shoes["bag"]}
+    text, cards = teach_and_try(page, f"santa-{tag}", classes, f"yes-no-{tag}")
+    assert "A yes/no model: it says “santa” when that score reaches" in text
+    verdicts = [c.locator(".verdict") for c in cards]
+    assert all(v.is_visible() for v in verdicts)
+    assert verdicts[0].get_attribute("data-positive") == "true"
+    assert verdicts[1].get_attribute("data-positive") == "false"
+    assert verdicts[1].locator(".verdict-text").inner_text() == "Not a santa"
+
+
+@pytest.mark.parametrize("size", [{}, PHONE], ids=["desktop", "phone"])
+def test_the_class_name_placeholder_fits_its_box(open_page: Any, size: dict[str, Any]) -> None:
+    """It was cut to "Class name, e" beside the Remove button on a desktop."""
+    page = open_page(**size)
+    page.locator("#teach").scroll_into_view_if_needed()
+    fits = page.evaluate(
+        """() => [...document.querySelectorAll('.teach-class-name')].map((i) => {
+            const cs = getComputedStyle(i);
+            const ctx = document.createElement('canvas').getContext('2d');
+            ctx.font = cs.font;
+            const room = i.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+            return [i.placeholder, ctx.measureText(i.placeholder).width, room];
+        })"""
+    )
+    assert len(fits) == 2
+    for text, width, room in fits:
+        assert text and width <= room, (text, width, room)

@@ -17,8 +17,14 @@ from app.api.stored_file import StoredFileResponse, none_match, open_stored
 from app.api.uploads import read_uploads, uploads_from
 from app.catalog.service import CatalogService
 from app.errors import InvalidRequest
-from app.schemas import Item, ItemList, ItemsCreated
+from app.schemas import Item, ItemList, ItemsCreated, SkippedCopy
 from app.settings import Settings
+
+SKIP_DUPLICATES_TEXT = (
+    "true: an image whose embedding equals (cosine >= 0.99999) an item's with the same label, "
+    "in the catalog or earlier in the request, is not added but listed in `duplicates`; makes "
+    "re-sending an upload whose answer was lost safe"
+)
 
 router = APIRouter(prefix="/v1/catalogs", tags=["catalogs"], dependencies=[ReadAuth])
 
@@ -39,17 +45,23 @@ router = APIRouter(prefix="/v1/catalogs", tags=["catalogs"], dependencies=[ReadA
 async def add_items(
     name: str,
     request: Request,
+    response: Response,
     service: CatalogsDep,
     settings: SettingsDep,
     id: Annotated[str | None, Query(description="raw-body upload: the item id")] = None,
     label: Annotated[str | None, Query(description="raw-body upload: the label")] = None,
     metadata: Annotated[str | None, Query(description="raw-body upload: JSON object")] = None,
+    skip_duplicates: Annotated[bool, Query(description=SKIP_DUPLICATES_TEXT)] = False,
 ) -> ItemsCreated:
     """Add images to a catalog (embedded with the catalog's model in one forward pass).
-    All or nothing; the 201 is sent only once images and items are durably stored."""
+    All or nothing; the 201 is sent only once images and items are durably stored. With
+    `skip_duplicates=true` copies are left out and listed (200 when nothing was added)."""
     await run_in_threadpool(service.get, name)  # 404 before reading a large body
     await embed_gate(request).refuse_if_full()  # 503 before the body when the gate is full
-    return await _add(name, request, service, settings, id, label, metadata)
+    out = await _add(name, request, service, settings, id, label, metadata, skip_duplicates)
+    if not out.ids:
+        response.status_code = 200  # nothing was created: every image was a copy
+    return out
 
 
 async def _add(
@@ -60,6 +72,7 @@ async def _add(
     id: str | None,
     label: str | None,
     metadata: str | None,
+    skip_duplicates: bool,
 ) -> ItemsCreated:
     if is_multipart(request):
         given = [k for k, v in (("id", id), ("label", label), ("metadata", metadata)) if v]
@@ -75,9 +88,28 @@ async def _add(
         specs = [query_spec({"id": id, "label": label, "metadata": metadata})]
         uploads = await read_uploads(request, settings)
     async with embed_slot(request):  # held while embedding, not while the body arrives
-        records = await run_in_threadpool(service.add, name, [u.data for u in uploads], specs)
+        out = await run_in_threadpool(
+            lambda: service.add_checked(
+                name, [u.data for u in uploads], specs, skip_duplicates=skip_duplicates
+            )
+        )
+    records = out.records
     return ItemsCreated(
-        catalog=name, ids=[r.id for r in records], items=[item_view(name, r) for r in records]
+        catalog=name,
+        ids=[r.id for r in records],
+        items=[item_view(name, r) for r in records],
+        added=len(records),
+        duplicates_skipped=len(out.duplicates),
+        duplicates=[
+            SkippedCopy(
+                index=m.index,
+                filename=uploads[m.index].filename,
+                label=m.label,
+                duplicate_of=m.item_id,
+                score=round(m.score, 6),
+            )
+            for m in out.duplicates
+        ],
     )
 
 

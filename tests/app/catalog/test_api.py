@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
@@ -475,3 +476,64 @@ def test_stored_images_ranges_and_a_delete_mid_answer(
         sha = c.get("/v1/catalogs/fm/items/p001").json()["image"]["sha256"]
         service.blobs.image_path(sha).unlink()
         problem(c.get(url), 404)
+
+
+def test_a_json_key_given_twice_is_a_422_naming_its_path(
+    make_client: ClientFactory, images: list[tuple[bytes, str]]
+) -> None:
+    """json.loads keeps the last of two equal keys: a create with two names made the second
+    catalog (201), where a repeated query parameter is a 422. Every JSON body is read once."""
+    json_body = {"content-type": "application/json"}
+    with make_client(default_catalogs={}) as c:
+        fill(c, images[:3])
+        twice = b'{"name": "one", "model": "tiny", "name": "two"}'
+        r = problem(c.post("/v1/catalogs", content=twice, headers=json_body), 422)
+        assert "'name' more than once (at $.name)" in r["detail"], r["detail"]
+        assert [x["name"] for x in c.get("/v1/catalogs").json()["catalogs"]] == ["fm"]
+        body = b'{"item_id": "p001", "k": 2, "k": 5}'
+        r = problem(c.post("/v1/catalogs/fm/search", content=body, headers=json_body), 422)
+        assert "$.k" in r["detail"]
+        # Image JSON (its own parser), the multipart `items` array, metadata, the teach request.
+        b64 = base64.b64encode(images[3][0]).decode()
+        doc = f'{{"images": [{{"b64": "{b64}", "b64": "{b64}"}}]}}'.encode()
+        r = problem(c.post("/v1/catalogs/fm/items", content=doc, headers=json_body), 422)
+        assert "$.images[0].b64" in r["detail"] and b64[:20] not in r["detail"]
+        one = [("file", ("a.png", images[3][0], "image/png"))]
+        items = '[{"id": "x", "metadata": {"sku": 1, "sku": 2}}]'
+        r = problem(c.post("/v1/catalogs/fm/items", files=one, data={"items": items}), 422)
+        assert "'sku'" in r["detail"] and "$[0].metadata.sku" in r["detail"]
+        r = problem(
+            c.post("/v1/catalogs/fm/items", files=one, data={"metadata": '{"a":1,"a":1}'}), 422
+        )
+        assert "$.a" in r["detail"]
+        r = c.post('/v1/catalogs/fm/items?metadata={"a":1,"a":2}', content=images[3][0])
+        assert "$.a" in problem(r, 422)["detail"]
+        body = b'{"model": "taught", "model": "other"}'
+        r = c.post("/v1/catalogs/fm/train", content=body, headers=json_body)
+        assert "'model' more than once" in problem(r, 422)["detail"]
+        assert c.get("/v1/catalogs/fm").json()["item_count"] == 3
+        # Equal keys in different objects are fine.
+        ok = b'{"item_id": "p001", "label": "x"}'
+        assert c.post("/v1/catalogs/fm/search", content=ok, headers=json_body).status_code == 200
+
+
+def test_a_label_filter_longer_than_any_label_is_a_422(
+    make_client: ClientFactory, images: list[tuple[bytes, str]]
+) -> None:
+    """Labels are at most 256 characters: a longer filter answered 200 with nothing found."""
+    long = "x" * 257
+    with make_client(default_catalogs={}) as c:
+        fill(c, images[:3])
+        for r in (
+            c.post("/v1/catalogs/fm/search", params={"item_id": "p001", "label": long}),
+            c.post("/v1/catalogs/fm/search", json={"item_id": "p001", "label": long}),
+            c.post("/v1/catalogs/fm/search", json={"vector": [0.1] * 32, "label": long}),
+            c.post("/v1/catalogs/fm/search", params={"label": long}, content=images[0][0]),
+            c.get("/v1/catalogs/fm/items", params={"label": long}),
+        ):
+            detail = problem(r, 422)["detail"]
+            assert "Invalid label filter" in detail and "1-256 printable characters" in detail
+        # 256 characters (and a padded one that trims to 256) are labels that may exist.
+        for label in ("y" * 256, f"  {'y' * 256} "):
+            r = c.post("/v1/catalogs/fm/search", params={"item_id": "p001", "label": label})
+            assert r.status_code == 200 and r.json()["neighbors"] == [], r.text

@@ -13,7 +13,12 @@ def test_the_positive_label_is_the_requested_one_or_not_the_negative_sounding_on
     assert positive_index(["bird", "not_bird"], None) == 0
     assert positive_index(["not-santa", "santa"], None) == 1
     assert positive_index(["Other", "cat"], None) == 1
-    assert positive_index(["cat", "dog"], None) == 0
+    # Two ordinary categories are not a yes/no question: no positive label (it was the first).
+    assert positive_index(["cat", "dog"], None) is None
+    assert positive_index(["Sandal", "Sneaker"], None) is None
+    assert positive_index(["nothing", "notebook"], None) is None  # whole first words only
+    assert positive_index(["Background", "cat"], None) == 1
+    assert positive_index(["dog", "no-dog"], None) == 0
     assert positive_index(["cat", "dog"], "dog") == 1
     with pytest.raises(NotEnoughExamples, match="not one of"):
         positive_index(["cat", "dog"], "bird")

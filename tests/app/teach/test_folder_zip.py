@@ -300,6 +300,14 @@ def test_cli_teaches_from_a_folder(tmp_path: Path, fm_pngs) -> None:  # type: ig
     assert "added 16 images" in out.stdout and "skipped bag/broken.jpg" in out.stdout
     assert "taught cli-shoes v1" in out.stdout and "n=16" in out.stdout
     assert (service / "models" / "cli-shoes" / "1" / "metadata.json").is_file()
+    # Teaching again from the same folder, grown by two pictures: only those two are added.
+    for i, data in enumerate(fm_pngs[SNEAKER][8:10]):
+        (folder / "sneaker" / f"new{i}.png").write_bytes(data)
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "added 2 images" in again.stdout, again.stdout
+    assert "left out 16 copies" in again.stdout, again.stdout
+    assert "taught cli-shoes v2" in again.stdout and "n=18" in again.stdout
     # The CLI must not need TensorFlow.
     check = [sys.executable, "-c", "import sys, app.teach.cli; print('tensorflow' in sys.modules)"]
     assert subprocess.run(check, cwd=ROOT, capture_output=True, text=True).stdout.strip() == "False"
@@ -317,13 +325,13 @@ def test_batches_are_bounded_by_bytes_and_declared_pixels(
     assert c.post("/v1/catalogs", json={"name": "bb", "model": "products"}).status_code == 201
     service = c.app.state.catalogs  # type: ignore[attr-defined]
     sizes: list[int] = []
-    add = service.add
+    add = service.add_checked
 
-    def counting_add(name, images, specs):  # type: ignore[no-untyped-def]
+    def counting_add(name, images, specs, **kw):  # type: ignore[no-untyped-def]
         sizes.append(len(images))
-        return add(name, images, specs)
+        return add(name, images, specs, **kw)
 
-    monkeypatch.setattr(service, "add", counting_add)
+    monkeypatch.setattr(service, "add_checked", counting_add)
     bag = fm_pngs[BAG][:7]
     by_bytes = BatchLimits(max_bytes=sum(len(b) for b in bag[:3]))
     ingest(service, "bb", (LabelledImage("bag", f"{i}", d) for i, d in enumerate(bag)),
