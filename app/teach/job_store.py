@@ -74,6 +74,8 @@ class Job:
     owner_pid: int = field(default_factory=os.getpid)
     owner_namespace: str = PID_NAMESPACE
     cancel_requested: bool = False
+    # X-Request-ID of the request that made the job: its log lines carry it too.
+    request_id: str = "-"
 
     @property
     def done(self) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from app.errors import ServiceError
+from app.logs import logging_as, request_id_var
 from app.teach.errors import JobConflict, JobQueueFull, TeachCancelled
 from app.teach.job_store import INTERRUPTED, Job, JobStore, Status, now
 
@@ -81,7 +82,13 @@ class JobRunner:
                         "or cancel it.",
                         job_id=others[0].id,
                     )
-                job = Job(id=secrets.token_hex(8), catalog=catalog, model=model, options=options)
+                job = Job(
+                    id=secrets.token_hex(8),
+                    catalog=catalog,
+                    model=model,
+                    options=options,
+                    request_id=request_id_var.get(),
+                )
                 self._jobs[job.id] = job
                 self.store.save(job)
         self._queue.put(job.id)
@@ -185,7 +192,8 @@ class JobRunner:
                 return
             job.status, job.started_at, job.phase = "running", now(), "starting"
             self.store.save_owned(job)
-        self._run(job)
+        with logging_as(job.request_id):  # the job's lines carry its train request's id
+            self._run(job)
 
     def _run(self, job: Job) -> None:
         last_save = [0.0]

@@ -338,3 +338,27 @@ def test_teaching_sweeps_what_a_killed_writer_left(
     make_catalog(c, "sweep", {"sneaker": fm_pngs[SNEAKER][:4], "bag": fm_pngs[BAG][:4]})
     assert teach(c, "sweep", "swept")["status"] == "succeeded"
     assert sorted(p.name for p in staging.iterdir()) == ["other-1-abcdef12"]
+
+
+def test_job_log_lines_carry_the_train_request_id(
+    teach_client: TestClient, fm_pngs: dict[int, list[bytes]]
+) -> None:
+    """A teach job runs in its own thread, after the train request has been answered; its log
+    lines still carry that request's X-Request-ID, so one id finds both."""
+    import logging
+
+    from tests.app.test_request_ids import Records
+
+    c = teach_client
+    make_catalog(c, "rid", {"sneaker": fm_pngs[SNEAKER][:6], "bag": fm_pngs[BAG][:6]})
+    root = logging.getLogger("app")
+    handler, level = Records(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        job = teach(c, "rid", "rid-shoes", headers={"X-Request-ID": "teach-req-42"})
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert job["status"] == "succeeded", job
+    assert handler.ids("app.teach.jobs", "succeeded") == ["teach-req-42"]
