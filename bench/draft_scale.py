@@ -60,7 +60,7 @@ def way(name: str) -> Iterator[None]:
     saved = imaging._plan, imaging._DRAFT_FACTOR
     plan = WAYS[name]
     if plan is not None:
-        imaging._plan = plan  # type: ignore[assignment]
+        imaging._plan = plan
     if name == "exact":
         imaging._DRAFT_FACTOR = 1_000_000  # type: ignore[misc]
     try:

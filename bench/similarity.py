@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.catalog.embedded import EmbeddedStore  # noqa: E402
 from app.catalog.index import IndexConfig  # noqa: E402
-from app.catalog.types import ImageRef, ModelRef, NewItem, unit_rows  # noqa: E402
+from app.catalog.types import ImageRef, ModelRef, NewItem, Vector, unit_rows  # noqa: E402
 
 K = 10
 
@@ -237,6 +238,11 @@ def draw_grid(
 
 
 # speed --------------------------------------------------------------------------------------
+def search_row(store: EmbeddedStore, qs: Vector, label: str | None, i: int) -> object:
+    """One query (row i of qs) against catalog "c", optionally filtered by label."""
+    return store.search("c", qs[i][None, :], K, label=label)
+
+
 def timed(fn: Callable[[int], Any], n: int) -> list[float]:
     out = []
     for i in range(n):
@@ -313,8 +319,8 @@ def speed(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             kind = store.index_stats("c")["kind"]
             build_s = time.perf_counter() - t0
-            lat = timed(lambda i, s=store: s.search("c", qs[i][None, :], K), len(qs))
-            flat_lat = timed(lambda i, s=store: s.search("c", qs[i][None, :], K, label="L3"), 200)
+            lat = timed(partial(search_row, store, qs, None), len(qs))
+            flat_lat = timed(partial(search_row, store, qs, "L3"), 200)
             qps = throughput(store, qs, args.threads, args.seconds)
             new = unit_rows(rng.standard_normal((100, args.dim)))
             add = [0.0] * 100

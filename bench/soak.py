@@ -107,7 +107,8 @@ def server(
         proc = subprocess.Popen(
             cmd, cwd=args.app_root, env=env, stdout=fh, stderr=subprocess.STDOUT
         )
-    base, stopped = f"http://127.0.0.1:{port}", {}
+    base = f"http://127.0.0.1:{port}"
+    stopped: dict[str, float] = {}
     try:
         wait_ready(base + "/readyz", proc, 180)
         yield proc, base, stopped

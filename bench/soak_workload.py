@@ -14,6 +14,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -279,10 +280,8 @@ def teach_once(c: httpx.Client, rec: Recorder, model: str, imgs: dict[str, list[
         return False
     for label, datas in imgs.items():
         files = [("file", (f"{i}.png", d)) for i, d in enumerate(datas)]
-        rec.call(
-            "teach: catalog add",
-            lambda f=files, lb=label: c.post(f"{cat}/items", files=f, data={"label": lb}),
-        )  # type: ignore[misc]
+        add = partial(c.post, f"{cat}/items", files=files, data={"label": label})
+        rec.call("teach: catalog add", add)
     r = rec.call("teach: train", lambda: c.post(f"{cat}/train", json={"model": model}))
     job: dict[str, object] = {}
     if r is not None and r.status_code == 202:
@@ -300,8 +299,11 @@ def teach_once(c: httpx.Client, rec: Recorder, model: str, imgs: dict[str, list[
         probe, url = imgs["coat"][0], f"/v1/models/{model}/predict"
         for _ in range(3):
             rec.call("teach: predict taught", lambda: c.post(url, content=probe))
-        body = infer_json(probe)
-        rec.call("teach: v2 infer taught", lambda: c.post(f"/v2/models/{model}/infer", json=body))
+        infer_body = infer_json(probe)
+        rec.call(
+            "teach: v2 infer taught",
+            lambda: c.post(f"/v2/models/{model}/infer", json=infer_body),
+        )
         rec.call("teach: delete model", lambda: c.delete(f"/v1/models/{model}"))
         rec.call("teach: predict deleted", lambda: c.post(url, content=probe), expect="4xx")
     rec.call("teach: catalog delete", lambda: c.delete(cat))

@@ -113,7 +113,7 @@ def teach_to_first_prediction(
 
 
 def rss_mb(pid: int) -> float:
-    return psutil.Process(pid).memory_info().rss / 2**20
+    return float(psutil.Process(pid).memory_info().rss) / 2**20
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from app.metrics import wilson_interval
 from app.teach.core import train
@@ -64,8 +65,9 @@ def keras_head(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, c: int) -> 
     cfg = load_config("training/configs/santa.yaml")
     keras.utils.set_random_seed(cfg.seed)
     fit, val = stratified_holdout(y_tr, 0.2, np.random.default_rng(0))
-    head, _ = train_head(cfg, x_tr[fit], y_tr[fit], x_tr[val], y_tr[val], c)  # type: ignore[arg-type]
-    return np.asarray(head.predict(x_te, verbose=0)).argmax(axis=1)
+    head, _ = train_head(cfg, x_tr[fit], y_tr[fit], x_tr[val], y_tr[val], c)
+    predicted: npt.NDArray[np.intp] = np.argmax(np.asarray(head.predict(x_te, verbose=0)), axis=1)
+    return predicted
 
 
 def run_task(name: str, task: Callable[[Picture], str | None], backbone: Backbone) -> None:
