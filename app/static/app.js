@@ -337,7 +337,7 @@ async function sendBatch(jobs, model, topK, attempt, tally) {
   if (Number.isInteger(problem.image_index) && live.length > 1 && live[problem.image_index]) {
     // One bad file must not sink the batch: report it and send the rest again.
     const bad = live[problem.image_index];
-    setCardProblem(bad.item, problemMessage(stripIndex(problem), { model: model.name }), retry);
+    setCardProblem(bad.item, problemMessage(stripIndex(problem), { model: model.name, size: bad.item.file.size }), retry);
     await sendBatch(live.filter((j) => j !== bad), model, topK, attempt, tally);
     return;
   }
@@ -367,7 +367,8 @@ function stripIndex(problem) {
 function failAll(jobs, problem, model) {
   const msg = problemMessage(problem, { model: model.name });
   for (const j of jobs) {
-    if (j.item.run === j.run) setCardProblem(j.item, msg, retry);
+    // The file's own size goes into "It is 772 KB; the limit is ..." (one file per request then).
+    if (j.item.run === j.run) setCardProblem(j.item, problemMessage(problem, { model: model.name, size: j.item.file.size }), retry);
   }
   if (problem.status === 0 || problem.status === 401 || problem.status === 404) showAlert(msg.title, msg.text);
 }

@@ -21,7 +21,7 @@ export function problemMessage(p, context = {}) {
     case 0:
       return {
         title: "Can’t reach the server",
-        text: "The request did not get through. Check that the service is running and your connection works, then try again.",
+        text: "Check that the service is running and your connection works, then try again.",
         retry: true,
       };
     case 401:
@@ -35,31 +35,48 @@ export function problemMessage(p, context = {}) {
         text: `${context.model ? `“${context.model}” ` : "This model "}is no longer served. The list of models has been refreshed; pick another one.`,
       };
     case 413: {
-      const limit = p.limit_bytes ? ` The limit is ${bytes(p.limit_bytes)} per image.` : "";
-      const imgs = p.limit_images && !p.limit_bytes ? ` At most ${p.limit_images} images per request.` : "";
-      const px = p.limit_pixels ? ` The limit is ${nfInt.format(p.limit_pixels)} pixels.` : "";
-      return {
-        title: "Image too large",
-        text: `This file is too big to classify.${limit}${imgs}${px} Try a smaller or downscaled copy.`,
-      };
+      // One short title, then what was too large and the limit (the server's detail is not
+      // shown as well: it would say the same again in other words).
+      if (p.limit_pixels) {
+        const dims = /(\d+)x(\d+)/.exec(detail);
+        const what = dims
+          ? `It is ${dims[1]}×${dims[2]} = ${nfInt.format(dims[1] * dims[2])} pixels; the`
+          : "Its dimensions exceed the";
+        return {
+          title: "Image too large",
+          text: `${what} limit is ${nfInt.format(p.limit_pixels)} pixels. Try a downscaled copy.`,
+        };
+      }
+      if (p.limit_bytes) {
+        const size = context.size ? `It is ${bytes(context.size)}; the` : "The";
+        return {
+          title: "Image too large",
+          text: `${size} limit is ${bytes(p.limit_bytes)} per image. Try a smaller or downscaled copy.`,
+        };
+      }
+      if (p.limit_images) {
+        return { title: "Too many images", text: `At most ${p.limit_images} images per request.` };
+      }
+      return { title: "Image too large", text: detail || "Try a smaller or downscaled copy." };
     }
     case 415: {
       const accepted = Array.isArray(p.accepted) && p.accepted.length
         ? p.accepted.map((f) => (f === "WEBP" ? "WebP" : f)).join(", ")
         : "JPEG, PNG, WebP, GIF, BMP, TIFF";
-      // The server's detail already says what the file is and what is accepted; the generic
-      // sentence is for when it says nothing (the card showed both: the formats twice).
-      return {
-        title: "Not an image",
-        text: detail || `This file isn’t an image the service can read. Accepted formats: ${accepted}.`,
-      };
+      // The title says "Not an image"; the body says what the file is and what is accepted,
+      // once (the server's "The upload is X, not an image. Accepted: ..." is reworded).
+      const m = /^The upload is (.+?), not an image\. (Accepted: .+)$/.exec(detail);
+      if (m) return { title: "Not an image", text: `This file is ${m[1]}. ${m[2]}` };
+      return { title: "Not an image", text: detail || `Accepted formats: ${accepted}.` };
     }
     case 422:
       if (slug === "invalid-image") {
+        // The server's detail says what is wrong (damaged or truncated, too small, an
+        // unsupported TIFF) and what is accepted: it is the body, under one short title.
+        const small = /at least \d+ pixels/.test(detail);
         return {
-          title: "Image can’t be read",
-          text: "The file looks like an image but seems damaged, truncated or too small to classify.",
-          detail,
+          title: small ? "Image too small" : "Image can’t be read",
+          text: detail || "The file looks like an image but seems damaged or truncated.",
         };
       }
       return { title: "Request not accepted", text: detail || "The server rejected the request." };
@@ -74,7 +91,7 @@ export function problemMessage(p, context = {}) {
       }
       return {
         title: "Model still loading",
-        text: "The model is warming up. This usually takes a few seconds; try again shortly.",
+        text: "This usually takes a few seconds; try again shortly.",
         retry: true,
       };
     default:

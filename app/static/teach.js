@@ -3,6 +3,7 @@
 // Talks only to this server's /v1 API. The new model appears in the page's model list
 // (app.js listens for "imgclass:model-taught").
 import { problemMessage, readProblem } from "./problems.js";
+import { ACCEPTED_TEXT, sniffFile } from "./sniff.js";
 
 const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 const UPLOAD_BATCH = 8;
@@ -28,6 +29,8 @@ let ui;
 function classCard(cls) {
   const count = h("span", { class: "teach-count", "aria-live": "polite" }, "0 pictures");
   const thumbs = h("ul", { class: "teach-thumbs" });
+  // Files that are not pictures: listed with the reason, never counted nor sent.
+  const issues = h("ul", { class: "teach-issues", "aria-live": "polite", hidden: true });
   const picker = h("input", { type: "file", accept: "image/*", multiple: true, class: "visually-hidden", tabindex: "-1" });
   const name = h("input", {
     class: "teach-class-name", type: "text", value: cls.label, "aria-label": "Class name",
@@ -45,6 +48,7 @@ function classCard(cls) {
     h("div", { class: "teach-drop", onclick: () => picker.click() },
       h("span", {}, "Drop, paste or "), h("span", { class: "linkish" }, "choose"), h("span", {}, " pictures of this class")),
     thumbs,
+    issues,
     h("div", { class: "teach-class-foot" }, count, add),
     picker);
   picker.addEventListener("change", () => { addFiles(cls, picker.files); picker.value = ""; });
@@ -59,12 +63,12 @@ function classCard(cls) {
     state.active = cls;
     addFiles(cls, e.dataTransfer.files);
   });
-  Object.assign(cls, { card, thumbs, count, nameInput: name });
+  Object.assign(cls, { card, thumbs, issues, count, nameInput: name });
   return card;
 }
 
 function addClass(label = "") {
-  const cls = { id: state.nextId++, label, files: [] };
+  const cls = { id: state.nextId++, label, files: [], rejected: [], checking: 0 };
   state.classes.push(cls);
   ui.classes.append(classCard(cls));
   refresh();
@@ -78,13 +82,43 @@ function removeClass(cls) {
   refresh();
 }
 
-function addFiles(cls, list) {
-  for (const file of Array.from(list || [])) {
-    if (!file.type.startsWith("image/") && file.type !== "") continue;
+// Each file is checked by its first bytes, as the server checks it (sniff.js): a PDF named
+// .png or a text file is listed at once as not an image and is neither counted nor sent. A file
+// that looks like an image is counted and sent; the server still decodes it and reports the
+// ones it cannot read after training. One this browser cannot show (a TIFF, a damaged file)
+// gets a "no preview" tile instead of a broken image.
+async function addFiles(cls, list) {
+  const files = Array.from(list || []);
+  if (!files.length) return;
+  cls.checking += files.length;
+  refresh();
+  const checked = await Promise.all(files.map((file) => sniffFile(file)));
+  cls.checking -= files.length;
+  if (!state.classes.includes(cls)) return; // removed meanwhile
+  files.forEach((file, i) => {
+    const { format, reason } = checked[i];
+    const name = file.name || "a pasted file";
+    if (!format) {
+      cls.rejected.push(name);
+      cls.issues.append(h("li", { class: "teach-issue" }, h("strong", {}, name), `: ${reason} (left out)`));
+      return;
+    }
     const url = URL.createObjectURL(file);
     cls.files.push({ file, url });
-    const img = h("img", { src: url, alt: "", loading: "lazy", decoding: "async" });
-    cls.thumbs.append(h("li", {}, img));
+    const img = h("img", { src: url, alt: "", loading: "lazy", decoding: "async", title: name });
+    const li = h("li", {}, img);
+    img.addEventListener("error", () => {
+      li.replaceChildren(h("span", {
+        class: "teach-no-preview",
+        title: `${name}: no preview in this browser; the server checks it when training`,
+      }, format));
+    }, { once: true });
+    cls.thumbs.append(li);
+  });
+  if (cls.rejected.length) {
+    cls.issues.querySelector(".teach-issues-note")?.remove();
+    cls.issues.append(h("li", { class: "teach-issues-note" }, `Accepted: ${ACCEPTED_TEXT}.`));
+    cls.issues.hidden = false;
   }
   refresh();
 }
@@ -92,7 +126,10 @@ function addFiles(cls, list) {
 function refresh() {
   for (const cls of state.classes) {
     const n = cls.files.length;
-    cls.count.textContent = `${n} picture${n === 1 ? "" : "s"}`;
+    const out = cls.rejected.length;
+    cls.count.textContent = `${n} picture${n === 1 ? "" : "s"}`
+      + (out ? ` · ${out} left out` : "")
+      + (cls.checking ? " · checking…" : "");
   }
   const ready = state.classes.filter((c) => c.files.length >= 2 && c.label.trim()).length;
   ui.hint.textContent = ready >= 2

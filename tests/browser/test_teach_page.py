@@ -41,8 +41,11 @@ def teach_flow(page: Any, model: str, pictures: dict[str, list[Path]], shot: str
         if label == "bag":
             files.append(str(pictures["broken"][0]))  # skipped and listed, not fatal
         card.locator("input[type=file]").set_input_files(files)
-        assert card.locator(".teach-thumbs img").count() == len(files)
-        assert card.locator(".teach-count").inner_text() == f"{len(files)} pictures"
+        # Each file's first bytes are checked before it is counted (a moment, asynchronously).
+        # The truncated PNG starts like a PNG: counted and sent, the server skips and reports it.
+        card.locator(f'.teach-count:text-is("{len(files)} pictures")').wait_for()
+        assert card.locator(".teach-thumbs li").count() == len(files)
+        assert card.locator(".teach-issues").is_hidden()
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / f"teach-{shot}-before.png"), full_page=True)
     page.click("#teach-train")
@@ -188,3 +191,59 @@ def test_the_class_name_placeholder_fits_its_box(open_page: Any, size: dict[str,
     assert len(fits) == 2
     for text, width, room in fits:
         assert text and width <= room, (text, width, room)
+
+
+def test_a_file_that_is_not_an_image_is_left_out_at_once(
+    open_page: Any, pictures: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """A PDF renamed .png (or a text file) dropped into a class showed as a broken thumbnail and
+    counted as a picture until training skipped it (a text file vanished without a word). Now
+    the page checks the first bytes as the server does: listed at once as not an image, with
+    the reason, neither counted nor sent."""
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\n")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping list, not a picture\n")
+    page = open_page()
+    sent: list[bytes] = []
+
+    def record(route: Any) -> None:
+        if route.request.method == "POST" and route.request.url.endswith("/items"):
+            sent.append(route.request.post_data_buffer or b"")
+        if route.request.url.endswith("/train"):
+            # Only the uploads are looked at: no model is trained.
+            route.fulfill(status=409, content_type="application/problem+json",
+                          body='{"title":"Conflict","status":409,"detail":"stop here"}')  # fmt: skip
+            return
+        route.continue_()
+
+    page.route("**/v1/catalogs/**", record)
+    sneakers = [str(p) for p in pictures["sneaker"][:2]]
+    bags = [str(p) for p in pictures["bag"][:1]]
+    fill_teach_form(
+        page,
+        "left-out",
+        {"sneaker": [*sneakers, str(fake), str(notes)], "bag": [*bags, str(fake)]},
+    )
+    first, second = page.locator("#teach .teach-class").all()
+    first.locator('.teach-count:text-is("2 pictures · 2 left out")').wait_for()
+    second.locator('.teach-count:text-is("1 picture · 1 left out")').wait_for()
+    assert first.locator(".teach-thumbs li").count() == 2
+    assert second.locator(".teach-thumbs li").count() == 1
+    issues = first.locator(".teach-issues")
+    assert issues.is_visible()
+    text = issues.inner_text()
+    assert "fake.png: a PDF document, not an image (left out)" in text, text
+    assert "notes.txt: text, not an image (left out)" in text, text
+    assert text.count("Accepted: JPEG, PNG") == 1, text
+    # The bag class has one picture: not enough to train.
+    assert page.locator("#teach-train").is_disabled()
+    assert "two or more pictures" in page.locator("#teach .teach-hint").inner_text()
+    # A second bag: now it can be trained, and only the five pictures are sent.
+    second.locator("input[type=file]").set_input_files(str(pictures["bag"][1]))
+    second.locator('.teach-count:text-is("2 pictures · 1 left out")').wait_for()
+    page.click("#teach-train")
+    page.wait_for_selector("#teach .teach-error:not([hidden])")
+    body = b"".join(sent)
+    assert body.count(b'filename="') == 4, body[:400]
+    assert b"fake.png" not in body and b"notes.txt" not in body

@@ -195,6 +195,75 @@ def test_too_large_image_is_explained(open_page: Any, photos: Path) -> None:
     assert "293 KB" in error  # the server's limit_bytes (300,000) in human units
 
 
+def test_each_error_card_says_it_once(open_page: Any, photos: Path, tmp_path: Path) -> None:
+    """A truncated image's card said "damaged, truncated or too small" and then the server's
+    "damaged or truncated" under it; a PDF's said "Not an image" and "..., not an image"; a
+    file with too many pixels said "This file is too big". Now: a short title, then once what
+    was wrong and what is accepted."""
+    from PIL import Image
+
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes((photos / FASHION).read_bytes()[:70])
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"%PDF-1.4\n1 0 obj <<>> endobj\n")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (4, 4), "red").save(tiny)
+    page = open_page()
+    select_model(page, "tiny")
+    page.set_input_files("#file-input", [str(truncated), str(fake), str(tiny)])
+    wait_settled(page, 3)
+
+    def error_of(name: str) -> tuple[str, str]:
+        box = card_for(page, name).locator(".result-error")
+        return box.locator(".error-title").inner_text(), box.inner_text()
+
+    title, error = error_of("truncated.png")
+    assert title == "Image can\N{RIGHT SINGLE QUOTATION MARK}t be read", error
+    assert error.lower().count("truncated") == 1 and error.count("Accepted") == 1, error
+    assert card_for(page, "truncated.png").locator(".error-detail").count() == 0
+    title, error = error_of("fake.png")
+    assert title == "Not an image" and "This file is a PDF document." in error, error
+    assert error.lower().count("not an image") == 1 and error.count("Accepted") == 1, error
+    title, error = error_of("tiny.png")
+    assert title == "Image too small" and "4x4 pixels" in error, error
+    assert error.lower().count("damaged") == 0, error
+
+    # Too many pixels (the test server's pixel limit is the default): the server's answer.
+    body = (
+        '{"type":"/problems/payload-too-large","title":"Payload too large","status":413,'
+        '"detail":"The image is 9000x9000 = 81,000,000 pixels; the limit is 40,000,000.",'
+        '"limit_pixels":40000000}'
+    )
+    page.route(
+        "**/predict*",
+        lambda route: route.fulfill(status=413, content_type="application/problem+json", body=body),
+    )
+    page.set_input_files("#file-input", str(photos / FASHION))
+    wait_settled(page, 4)
+    title, error = error_of(FASHION.split("/")[-1])
+    assert title == "Image too large", error
+    assert (
+        "9000\N{MULTIPLICATION SIGN}9000 = 81,000,000 pixels" in error
+        and "40,000,000 pixels" in error
+    ), error
+    assert "too big" not in error, error  # the file itself is small: its pixels are many
+    page.unroute("**/predict*")
+
+    # Can't reach the server; model still loading: the body is advice, not the title again.
+    messages = page.evaluate(
+        """async () => {
+          const { problemMessage } = await import('/static/problems.js');
+          return [problemMessage({ status: 0 }),
+                  problemMessage({ status: 503, type: '/problems/not-ready' })];
+        }"""
+    )
+    offline, loading = messages
+    assert offline["title"].startswith("Can") and "reach the server" in offline["title"], offline
+    assert "did not get through" not in offline["text"], offline
+    assert loading["title"] == "Model still loading", loading
+    assert "warming up" not in loading["text"], loading
+
+
 def test_network_failure_and_model_loading_are_explained(open_page: Any, photos: Path) -> None:
     page = open_page()
     select_model(page, "tiny")

@@ -1,0 +1,56 @@
+// What a file is, from its first bytes: the same magic numbers the server checks
+// (app/imaging.py sniff_format and _describe). The name and the browser's type are not trusted.
+// The server stays the authority: a file that passes here may still be refused there.
+
+export const ACCEPTED_TEXT = "JPEG, PNG, WebP, GIF, BMP or TIFF";
+
+function startsWith(b, bytes, at = 0) {
+  if (b.length < at + bytes.length) return false;
+  return bytes.every((v, i) => b[at + i] === v);
+}
+
+const ascii = (s) => Array.from(s, (c) => c.charCodeAt(0));
+
+// "JPEG" | "PNG" | "GIF" | "WEBP" | "BMP" | "TIFF" | null
+export function sniffFormat(b) {
+  if (startsWith(b, [0xff, 0xd8, 0xff])) return "JPEG";
+  if (startsWith(b, [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])) return "PNG";
+  if (startsWith(b, ascii("GIF87a")) || startsWith(b, ascii("GIF89a"))) return "GIF";
+  if (startsWith(b, ascii("RIFF")) && startsWith(b, ascii("WEBP"), 8)) return "WEBP";
+  if (startsWith(b, ascii("BM")) && b.length >= 26) return "BMP";
+  if (startsWith(b, [0x49, 0x49, 0x2a, 0x00]) || startsWith(b, [0x4d, 0x4d, 0x00, 0x2a])) return "TIFF";
+  return null;
+}
+
+// A few words for what a non-image file is, as the server words it.
+export function describeBytes(b) {
+  let i = 0;
+  while (i < b.length && [0x09, 0x0a, 0x0d, 0x20].includes(b[i])) i += 1;
+  const head = String.fromCharCode(...b.slice(i, i + 16)).toLowerCase();
+  if (head.startsWith("<!doctype html") || head.startsWith("<html")) return "an HTML document";
+  if (head.startsWith("<?xml") || head.startsWith("<svg")) return "an SVG/XML document (vector images are not accepted)";
+  if (head.startsWith("%pdf")) return "a PDF document";
+  if (startsWith(b, ascii("RIFF")) || startsWith(b, ascii("ftyp"), 4)) return "a video or HEIC/AVIF file";
+  if (startsWith(b, [0x50, 0x4b, 0x03, 0x04])) return "a zip archive";
+  try {
+    new TextDecoder("utf-8", { fatal: true }).decode(b.slice(0, 256), { stream: true });
+    return "text";
+  } catch {
+    return "not a picture file";
+  }
+}
+
+// -> { format } for an image the server may accept, or { reason } for a file it will refuse.
+export async function sniffFile(file) {
+  if (!file.size) return { reason: "an empty file" };
+  let bytes;
+  try {
+    bytes = new Uint8Array(await file.slice(0, 256).arrayBuffer());
+  } catch {
+    return { reason: "could not be read" };
+  }
+  const format = sniffFormat(bytes);
+  if (format) return { format };
+  const what = describeBytes(bytes);
+  return { reason: what === "not a picture file" ? what : `${what}, not an image` };
+}
