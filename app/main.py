@@ -13,7 +13,6 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__, telemetry
-from app.allocator import loaded_allocator
 from app.api import access, catalogs, health, metrics, models, predict, teach, v2
 from app.api.body_budget import BodyBudget
 from app.api.cors import ProblemCORSMiddleware
@@ -71,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry.start_watching(settings.model_poll_seconds)
         app.state.teach.start()
         # jemalloc hands free pages back by itself; malloc_trim is glibc's (app/heap.py).
-        allocator = loaded_allocator()
+        allocator = metrics.ALLOCATOR  # read from /proc/self/maps once per process
         logger.info("C allocator: %s (IMGCLASS_ALLOCATOR=%s)", allocator, settings.allocator)
         trimmer = HeapTrimmer(settings.heap_trim_seconds if allocator == "glibc" else 0)
         trimmer.start()
