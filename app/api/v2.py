@@ -131,14 +131,22 @@ def _metadata(loaded: LoadedModel, versions: list[str]) -> dict[str, Any]:
         "name": meta.name,
         "versions": versions or [meta.version],  # every version /versions/{v} can address
         "platform": "onnxruntime_onnx",
-        # One input, two ways to send it: encoded image files, or the model's own tensor.
+        # One input, listed once (clients key inputs by name). It takes encoded image files
+        # (BYTES); the model's own FP32 tensor is the other accepted form, named in its
+        # parameters (OIP parameter values are strings, numbers or booleans).
         "inputs": [
-            {"name": spec.name, "datatype": BYTES, "shape": [-1]},
             {
                 "name": spec.name,
-                "datatype": FP32,
-                "shape": [-1, spec.height, spec.width, spec.channels],
-            },
+                "datatype": BYTES,
+                "shape": [-1],
+                "parameters": {
+                    "content": "encoded image files (JPEG, PNG, WebP, GIF, BMP, TIFF)",
+                    "also_accepts": (
+                        f"{FP32} [-1,{spec.height},{spec.width},{spec.channels}] NHWC, "
+                        "preprocessed as the model's input block says"
+                    ),
+                },
+            }
         ],
         "outputs": outputs,
     }

@@ -30,7 +30,15 @@ function classCard(cls) {
   const count = h("span", { class: "teach-count", "aria-live": "polite" }, "0 pictures");
   const thumbs = h("ul", { class: "teach-thumbs" });
   // Files that are not pictures: listed with the reason, never counted nor sent.
-  const issues = h("ul", { class: "teach-issues", "aria-live": "polite", hidden: true });
+  const issueList = h("ul", { class: "teach-issues-list" });
+  const issueCount = h("span", { class: "teach-issues-count" });
+  const issues = h("div", { class: "teach-issues", "aria-live": "polite", hidden: true },
+    h("div", { class: "teach-issues-head" }, issueCount, h("button", {
+      type: "button", class: "btn btn-ghost btn-small teach-issues-dismiss",
+      "aria-label": "Dismiss the list of files left out", onclick: () => dismissIssues(cls),
+    }, "Dismiss")),
+    issueList,
+    h("p", { class: "teach-issues-note" }, `Accepted: ${ACCEPTED_TEXT}.`));
   const picker = h("input", { type: "file", accept: "image/*", multiple: true, class: "visually-hidden", tabindex: "-1" });
   const name = h("input", {
     class: "teach-class-name", type: "text", value: cls.label, "aria-label": "Class name",
@@ -63,7 +71,7 @@ function classCard(cls) {
     state.active = cls;
     addFiles(cls, e.dataTransfer.files);
   });
-  Object.assign(cls, { card, thumbs, issues, count, nameInput: name });
+  Object.assign(cls, { card, thumbs, issues, issueList, issueCount, count, nameInput: name });
   return card;
 }
 
@@ -100,7 +108,7 @@ async function addFiles(cls, list) {
     const name = file.name || "a pasted file";
     if (!format) {
       cls.rejected.push(name);
-      cls.issues.append(h("li", { class: "teach-issue" }, h("strong", {}, name), `: ${reason} (left out)`));
+      cls.issueList.append(h("li", { class: "teach-issue" }, h("strong", {}, name), `: ${reason}`));
       return;
     }
     const url = URL.createObjectURL(file);
@@ -116,20 +124,27 @@ async function addFiles(cls, list) {
     cls.thumbs.append(li);
   });
   if (cls.rejected.length) {
-    cls.issues.querySelector(".teach-issues-note")?.remove();
-    cls.issues.append(h("li", { class: "teach-issues-note" }, `Accepted: ${ACCEPTED_TEXT}.`));
+    const out = cls.rejected.length;
+    cls.issueCount.textContent = `${out} file${out === 1 ? "" : "s"} left out (not images)`;
     cls.issues.hidden = false;
   }
   refresh();
 }
 
+// The list of files left out is only a notice (nothing of it is kept or sent): dismissing it
+// empties it until the next file that is not an image.
+function dismissIssues(cls) {
+  cls.rejected = [];
+  cls.issueList.replaceChildren();
+  cls.issues.hidden = true;
+  cls.card.focus();
+}
+
 function refresh() {
   for (const cls of state.classes) {
     const n = cls.files.length;
-    const out = cls.rejected.length;
-    cls.count.textContent = `${n} picture${n === 1 ? "" : "s"}`
-      + (out ? ` · ${out} left out` : "")
-      + (cls.checking ? " · checking…" : "");
+    // What will be sent; the files left out are counted in their own list below the pictures.
+    cls.count.textContent = `${n} picture${n === 1 ? "" : "s"}` + (cls.checking ? " · checking…" : "");
   }
   const ready = state.classes.filter((c) => c.files.length >= 2 && c.label.trim()).length;
   ui.hint.textContent = ready >= 2

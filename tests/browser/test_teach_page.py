@@ -193,8 +193,9 @@ def test_the_class_name_placeholder_fits_its_box(open_page: Any, size: dict[str,
         assert text and width <= room, (text, width, room)
 
 
+@pytest.mark.parametrize("size", [{}, PHONE], ids=["desktop", "phone"])
 def test_a_file_that_is_not_an_image_is_left_out_at_once(
-    open_page: Any, pictures: dict[str, list[Path]], tmp_path: Path
+    open_page: Any, pictures: dict[str, list[Path]], tmp_path: Path, size: dict[str, Any]
 ) -> None:
     """A PDF renamed .png (or a text file) dropped into a class showed as a broken thumbnail and
     counted as a picture until training skipped it (a text file vanished without a word). Now
@@ -204,7 +205,7 @@ def test_a_file_that_is_not_an_image_is_left_out_at_once(
     fake.write_bytes(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\n")
     notes = tmp_path / "notes.txt"
     notes.write_text("shopping list, not a picture\n")
-    page = open_page()
+    page = open_page(**size)
     sent: list[bytes] = []
 
     def record(route: Any) -> None:
@@ -226,22 +227,35 @@ def test_a_file_that_is_not_an_image_is_left_out_at_once(
         {"sneaker": [*sneakers, str(fake), str(notes)], "bag": [*bags, str(fake)]},
     )
     first, second = page.locator("#teach .teach-class").all()
-    first.locator('.teach-count:text-is("2 pictures · 2 left out")').wait_for()
-    second.locator('.teach-count:text-is("1 picture · 1 left out")').wait_for()
+    first.locator('.teach-count:text-is("2 pictures")').wait_for()
+    second.locator('.teach-count:text-is("1 picture")').wait_for()
     assert first.locator(".teach-thumbs li").count() == 2
     assert second.locator(".teach-thumbs li").count() == 1
     issues = first.locator(".teach-issues")
     assert issues.is_visible()
     text = issues.inner_text()
-    assert "fake.png: a PDF document, not an image (left out)" in text, text
-    assert "notes.txt: text, not an image (left out)" in text, text
+    assert "2 files left out (not images)" in text, text
+    assert "fake.png: a PDF document, not an image" in text, text
+    assert "notes.txt: text, not an image" in text, text
     assert text.count("Accepted: JPEG, PNG") == 1, text
     # The bag class has one picture: not enough to train.
     assert page.locator("#teach-train").is_disabled()
     assert "two or more pictures" in page.locator("#teach .teach-hint").inner_text()
     # A second bag: now it can be trained, and only the five pictures are sent.
     second.locator("input[type=file]").set_input_files(str(pictures["bag"][1]))
-    second.locator('.teach-count:text-is("2 pictures · 1 left out")').wait_for()
+    second.locator('.teach-count:text-is("2 pictures")').wait_for()
+    # The notice can be dismissed; nothing it listed comes back or is sent.
+    second.locator(".teach-issues-dismiss").click()
+    assert second.locator(".teach-issues").is_hidden()
+    assert first.locator(".teach-issues").is_visible()
+    # Each count stays on one line inside its card (it wrapped on a desktop card).
+    for card in (first, second):
+        count = card.locator(".teach-count")
+        assert count.evaluate("(el) => el.getClientRects().length") == 1
+        inner, outer = count.bounding_box(), card.bounding_box()
+        assert inner and outer and inner["x"] + inner["width"] <= outer["x"] + outer["width"]
+    shot = "phone" if size else "desktop"
+    page.screenshot(path=str(SHOTS / f"teach-left-out-{shot}.png"), full_page=True)
     page.click("#teach-train")
     page.wait_for_selector("#teach .teach-error:not([hidden])")
     body = b"".join(sent)
