@@ -37,14 +37,27 @@ MAX_GIF_HEADER_BLOCKS: Final = 20_000
 GIF_WALK_STEPS: Final = 500_000
 MAX_BMP_RLE_BYTES: Final = 1024 * 1024
 MAX_TIFF_STRIPS: Final = 65_536
+# A TIFF tile may be larger than its image (tiles are multiples of 16 on each side) only up to
+# this many pixels (1024 x 1024).
+MAX_TILE_PIXELS: Final = 1 << 20
 # How long a request waits for a decode slot before the server says it is busy.
 SLOT_WAIT_S: Final = 30.0
+# A JPEG-compressed TIFF strip or tile is decoded by libtiff, which stops a progressive
+# stream after LIBTIFF_JPEG_MAX_ALLOWED_SCAN_NUMBER scans (its default: 100). The budget
+# charges such a TIFF its pixels once, like an ordinary JPEG, but a 140 KB 6000x6000 TIFF
+# whose strip repeats its last scan ran 99 passes: 2.2 s per image. JPEG-in-TIFF is
+# baseline (progressive streams are not legal there), so allow one ordinary progressive
+# script (up to NORMAL_SCANS scans); libtiff reads the variable at each decode. Set before
+# any thread starts decoding (at import); an operator's own value is kept.
+TIFF_JPEG_SCAN_ENV: Final = "LIBTIFF_JPEG_MAX_ALLOWED_SCAN_NUMBER"
 
 # A marker inside JPEG entropy-coded data: 0xFF followed by anything but 00 (stuffing),
 # FF (fill) or D0-D7 (restart markers).
 _JPEG_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
 # Markers that stand alone (no length field).
 _JPEG_STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xD8), 0xD8})
+
+os.environ.setdefault(TIFF_JPEG_SCAN_ENV, str(NORMAL_SCANS + 1))  # scans 1-10 pass
 
 
 def count_jpeg_scans(data: bytes, cap: int) -> int:
@@ -163,7 +176,9 @@ def check_png_chunks(data: bytes) -> None:
 def check_tiff_strips(data: bytes) -> None:
     """Refuse (413) a TIFF whose first page has more than MAX_TIFF_STRIPS strips or tiles:
     Pillow turns each offset into a Python int and feeds them one at a time (1.2 million
-    one-row strips took 6.7 s)."""
+    one-row strips took 6.7 s). Also refuse tiles larger than the image beyond
+    MAX_TILE_PIXELS: libtiff decodes a tile whole into one buffer, so a 12 KB file of a
+    1000x1000 image with one 16384x16384 tile took 788 MB (23168x23168: 1.5 GB, 3 s)."""
     if len(data) < 10:
         return
     bo = "<" if data[:2] == b"II" else ">"
@@ -171,12 +186,26 @@ def check_tiff_strips(data: bytes) -> None:
     if not 0 < offset <= len(data) - 2:
         return
     (entries,) = struct.unpack_from(bo + "H", data, offset)
+    sizes: dict[int, int] = {}
     for i in range(min(entries, (len(data) - offset - 2) // 12)):
-        tag, _, count = struct.unpack_from(bo + "HHI", data, offset + 2 + 12 * i)
+        entry = offset + 2 + 12 * i
+        tag, _, count = struct.unpack_from(bo + "HHI", data, entry)
         if tag in (273, 279, 324, 325) and count > MAX_TIFF_STRIPS:  # strip/tile offsets, sizes
             raise _too_complex(
                 "TIFF", f"more than {MAX_TIFF_STRIPS:,} strips or tiles", "a few thousand at most"
             )
+        if tag in (256, 257, 322, 323):  # ImageWidth, ImageLength, TileWidth, TileLength
+            sizes[tag] = _tiff_uint(data, bo, entry) or 0
+    tile_w, tile_h = sizes.get(322, 0), sizes.get(323, 0)
+    width, height = sizes.get(256, 0), sizes.get(257, 0)
+    # An unreadable image size counts as 0: then only tiles up to MAX_TILE_PIXELS pass.
+    if tile_w * tile_h > max(width * height, MAX_TILE_PIXELS):
+        raise PayloadTooLarge(
+            f"The TIFF stores its {width}x{height} image in tiles of {tile_w}x{tile_h} "
+            "pixels; each tile is decoded whole, so a tile larger than the image (and than "
+            f"{MAX_TILE_PIXELS:,} pixels) is refused (ordinary tiles are 256x256 or 512x512).",
+            limit_tile_pixels=MAX_TILE_PIXELS,
+        )
 
 
 def check_bmp(data: bytes) -> None:
@@ -213,17 +242,31 @@ TIFF_SAMPLES_ACCEPTED: Final = (
 )
 
 
-def _tiff_first_value(data: bytes, bo: str, entry: int) -> int:
+# TIFF field types an unsigned value may be stored as (libtiff reads each of these for a
+# LONG field): BYTE, SHORT, LONG, SBYTE, SSHORT, SLONG, LONG8, SLONG8, IFD8.
+_TIFF_INT_TYPES: Final = {1: "B", 3: "H", 4: "I", 6: "b", 8: "h", 9: "i", 16: "Q", 17: "q", 18: "Q"}
+
+
+def _tiff_uint(data: bytes, bo: str, entry: int) -> int | None:
+    """The first value of the IFD entry at `entry` as a non-negative integer; None for other
+    field types, an empty or out-of-file value, or a negative one."""
     kind, count = struct.unpack_from(bo + "HI", data, entry + 2)
-    fmt = {3: "H", 4: "I"}.get(kind)
+    fmt = _TIFF_INT_TYPES.get(kind)
     if fmt is None or count == 0:
+        return None
+    size = struct.calcsize(fmt)
+    at = entry + 8 if count * size <= 4 else struct.unpack_from(bo + "I", data, entry + 8)[0]
+    if at + size > len(data):
+        return None
+    value = int(struct.unpack_from(bo + fmt, data, at)[0])
+    return value if value >= 0 else None
+
+
+def _tiff_first_value(data: bytes, bo: str, entry: int) -> int:
+    kind, _ = struct.unpack_from(bo + "HI", data, entry + 2)
+    if kind not in (3, 4):
         return 0
-    at = (
-        entry + 8
-        if count * struct.calcsize(fmt) <= 4
-        else struct.unpack_from(bo + "I", data, entry + 8)[0]
-    )
-    return int(struct.unpack_from(bo + fmt, data, at)[0])
+    return _tiff_uint(data, bo, entry) or 0
 
 
 def tiff_sample_format(data: bytes) -> str | None:

@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(default=32, ge=4, le=128)
     hnsw_ef_search: int = Field(default=256, ge=8, le=4096)
     thumbnail_px: int = Field(default=128, ge=16, le=1024)
+    # Catalogs kept: each is listed whole by GET /v1/catalogs and /metrics (no paging), so their
+    # number is bounded (409 `catalog-limit` beyond: delete one first). Milvus lists at most
+    # 16,384.
+    max_catalogs: int = Field(default=1000, ge=1, le=16_384)
 
     # Registry follows the disk: re-scan the shipped and taught model folders this often
     # (seconds; 0 = load once at start-up). Several processes sharing a volume converge.

@@ -115,6 +115,9 @@ class EmbeddedStore(CatalogStore):
     def get_catalog(self, name: str) -> CatalogRecord:
         return self._record(catalog_row(self._conn(), name))
 
+    def count_catalogs(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM catalogs").fetchone()[0])
+
     def list_catalogs(self) -> list[CatalogRecord]:
         conn = self._conn()
         names = [r[0] for r in conn.execute("SELECT name FROM catalogs ORDER BY name")]

@@ -26,6 +26,7 @@ from app.catalog.embedding import embed_prepared, model_ref
 from app.catalog.reindex import reindex_catalog
 from app.catalog.store import CatalogStore
 from app.catalog.types import (
+    CatalogLimit,
     CatalogRecord,
     DimensionMismatch,
     Hit,
@@ -205,9 +206,22 @@ class CatalogService:
 
     # catalogs -----------------------------------------------------------------------------
     def create(self, name: str, model: str, description: str = "") -> CatalogRecord:
+        """Create a catalog; 409 beyond `max_catalogs` (counted under the write guard, which
+        every process sharing the data folder takes, so concurrent creates cannot pass it)."""
         check_catalog_name(name)
         ref = model_ref(self.registry.get(model))
-        return self._ensure_open().create_catalog(name, ref, description)
+        store = self._ensure_open()
+        limit = self.settings.max_catalogs
+        with self._blob_guard():
+            count = store.count_catalogs()
+            if count >= limit:
+                raise CatalogLimit(
+                    f"There are already {count:,} catalogs; this server keeps at most "
+                    f"{limit:,} (IMGCLASS_MAX_CATALOGS), since every listing returns them all. "
+                    "Delete one you no longer need, or add items to an existing catalog.",
+                    limit_catalogs=limit,
+                )
+            return store.create_catalog(name, ref, description)
 
     def get(self, name: str) -> CatalogRecord:
         return self._ensure_open().get_catalog(name)

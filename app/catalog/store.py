@@ -42,6 +42,10 @@ class CatalogStore(ABC):
     @abstractmethod
     def list_catalogs(self) -> list[CatalogRecord]: ...
 
+    def count_catalogs(self) -> int:
+        """How many catalogs exist (backends with a cheaper count override this)."""
+        return len(self.list_catalogs())
+
     @abstractmethod
     def delete_catalog(self, name: str) -> set[str]:
         """Remove the catalog and all its items; returns the image digests it referenced."""

@@ -40,6 +40,11 @@ class CatalogExists(Conflict):
     title = "Catalog already exists"
 
 
+class CatalogLimit(Conflict):
+    slug = "catalog-limit"
+    title = "No room for another catalog"
+
+
 class DuplicateItem(Conflict):
     slug = "duplicate-item"
     title = "Item id already in use"

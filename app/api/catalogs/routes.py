@@ -29,7 +29,8 @@ async def create_catalog(
     request: Request, service: CatalogsDep, settings: SettingsDep, response: Response
 ) -> CatalogInfo:
     """Create an empty catalog bound to a served model's embedding space (name, version and
-    sha256 of its model.onnx are recorded). 409 if the name is taken."""
+    sha256 of its model.onnx are recorded). 409 if the name is taken, or when
+    IMGCLASS_MAX_CATALOGS catalogs already exist (`catalog-limit`)."""
     body = await read_model(request, CatalogCreate, settings.max_json_bytes, "catalog")
     rec = await run_in_threadpool(service.create, body.name, body.model, body.description)
     response.headers["Location"] = catalog_url(rec.name)

@@ -537,3 +537,30 @@ def test_a_label_filter_longer_than_any_label_is_a_422(
         for label in ("y" * 256, f"  {'y' * 256} "):
             r = c.post("/v1/catalogs/fm/search", params={"item_id": "p001", "label": label})
             assert r.status_code == 200 and r.json()["neighbors"] == [], r.text
+
+
+def test_the_number_of_catalogs_is_bounded(make_client: ClientFactory) -> None:
+    """GET /v1/catalogs and /metrics list every catalog (no paging), and nothing bounded how
+    many a client could create: 3,000 of them (2 KB descriptions, 7 s to make) made each
+    listing 6.8 MB, growing without end. Now IMGCLASS_MAX_CATALOGS, counted under the
+    cross-process write guard, so creates racing at the limit cannot pass it."""
+    with make_client(max_catalogs=3) as c:
+        results: list[int] = []
+
+        def create(i: int) -> None:
+            r = c.post("/v1/catalogs", json={"name": f"c{i}", "model": "tiny"})
+            results.append(r.status_code)
+
+        threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == [201] * 3 + [409] * 5, results
+        assert len(c.get("/v1/catalogs").json()["catalogs"]) == 3
+        body = problem(c.post("/v1/catalogs", json={"name": "more", "model": "tiny"}), 409)
+        assert body["type"] == "/problems/catalog-limit" and body["limit_catalogs"] == 3
+        assert "IMGCLASS_MAX_CATALOGS" in body["detail"] and "Delete one" in body["detail"]
+        name = c.get("/v1/catalogs").json()["catalogs"][0]["name"]
+        assert c.delete(f"/v1/catalogs/{name}").status_code == 204
+        assert c.post("/v1/catalogs", json={"name": "more", "model": "tiny"}).status_code == 201

@@ -32,6 +32,7 @@ def test_catalog_lifecycle(store: CatalogStore) -> None:
     assert rec.model == model_ref()
     store.create_catalog("bags", model_ref())
     assert [c.name for c in store.list_catalogs()] == ["bags", "shoes"]
+    assert store.count_catalogs() == 2
     assert store.get_catalog("shoes").model.sha256 == "a" * 64
     with pytest.raises(CatalogExists):
         store.create_catalog("shoes", model_ref())
@@ -41,6 +42,7 @@ def test_catalog_lifecycle(store: CatalogStore) -> None:
     with pytest.raises(CatalogNotFound):
         store.delete_catalog("shoes")
     assert [c.name for c in store.list_catalogs()] == ["bags"]
+    assert store.count_catalogs() == 1
 
 
 def test_add_get_list_delete_items(store: CatalogStore) -> None:
