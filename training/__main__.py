@@ -27,6 +27,7 @@ def _train(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir,
         epochs=args.epochs,
         export=not args.no_export,
+        config_path=args.config,
     )
     for line in run(cfg, options).lines():
         print(line)
@@ -72,6 +73,7 @@ def _export(args: argparse.Namespace) -> int:
         run_dir=run_dir,
         out_dir=args.out_dir or cfg.export.out_dir,
         training=training,
+        config_path=args.config,
     )
     assert result.bundle is not None and result.serving is not None
     print(f"bundle: {result.bundle.path}")

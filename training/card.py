@@ -7,12 +7,14 @@ architecture, training, serving-path metrics), every figure taken from the run o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from app.bundle import Bundle
 from app.card import CardData, Section, Table, pct
 from app.metrics import EvalReport
 from training.config import AugmentConfig, ScratchConfig
+from training.runs import reproduce_command
 
 
 def per_class_table(report: EvalReport) -> Table:
@@ -77,6 +79,7 @@ def scratch_card_data(
     training: dict[str, Any],
     params: int,
     inverted_accuracy: float | None = None,
+    config_path: Path | None = None,
 ) -> CardData:
     t = cfg.train
     arch = cfg.model.architecture + (
@@ -136,5 +139,5 @@ def scratch_card_data(
         sections=(data, Section("Training", bullets=tuple(train_bullets)), evaluation),
         references=(),
         limitations=tuple(cfg.limitations),
-        reproduce=f"python -m training train --config training/configs/{cfg.name}.yaml",
+        reproduce=reproduce_command(config_path),
     )

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from app.bundle import InputSpec
+from app.bundle import BundleMetadata, InputSpec
 
 # MBConv blocks of EfficientNet-Lite0 (training/architectures/efficientnet_lite.NUM_BLOCKS;
 # a test keeps the two equal). Kept here so parsing a config never imports Keras.
@@ -23,6 +23,20 @@ EFFICIENTNET_LITE0_BLOCKS = 16
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def bundle_field(field: str, value: str) -> str:
+    """`value` checked by the bundle contract's own rule for metadata `field` (app/bundle.py),
+    so that a config the bundle would refuse fails when it is read, not after a whole training
+    run (the name also names the run folder: "../x" would have left `runs/`)."""
+    try:
+        BundleMetadata.__pydantic_validator__.validate_assignment(
+            BundleMetadata.model_construct(), field, value
+        )
+    except ValidationError as exc:
+        msg = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+        raise ValueError(f"{msg} (the bundle contract's rule)") from None
+    return value
 
 
 class ExportConfig(Section):
@@ -36,6 +50,11 @@ class ExportConfig(Section):
     # Also write `<name>-int8` (static INT8, training/quantize.py) when its top-1 agrees with
     # fp32 on >= 95% of >= 40 real images (transfer recipe).
     int8: bool = False
+
+    @field_validator("version")
+    @classmethod
+    def _version_ok(cls, v: str) -> str:
+        return bundle_field("version", v)
 
 
 class ReferenceFigure(Section):
@@ -58,6 +77,11 @@ class RecipeBase(Section):
     # Free-form card notes copied into the model card.
     limitations: list[str] = Field(default_factory=list)
     references: list[ReferenceFigure] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        return bundle_field("name", v)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -22,6 +22,7 @@ from training.config import ScratchConfig
 from training.datasets import SplitArrays
 from training.export import ExportError, ParityReport, export_bundle
 from training.plots import plot_confusion
+from training.runs import config_shown
 from training.serving_eval import SERVING_PATH, ServingResult, evaluate_bundle
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def agreement(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
 
 
 def _provenance(
-    cfg: ScratchConfig, arrays: SplitArrays, training: dict[str, Any]
+    cfg: ScratchConfig, arrays: SplitArrays, training: dict[str, Any], config_path: Path | None
 ) -> dict[str, Any]:
     prov: dict[str, Any] = {
         "data_source": f"{arrays.dataset}: train {arrays.sizes()['train']} / val "
@@ -71,7 +72,7 @@ def _provenance(
         "epochs": training.get("epochs_run"),
         "seed": cfg.seed,
         "training_time_s": training.get("train_seconds"),
-        "notes": f"best epoch {training.get('best_epoch')} restored; config training/configs/{cfg.name}.yaml"
+        "notes": f"best epoch {training.get('best_epoch')} restored; config {config_shown(config_path)}"
         + (
             "; prediction = mean over the image and its mirror (in the graph)"
             if cfg.model.flip_tta
@@ -110,6 +111,7 @@ def evaluate_and_export(
     out_dir: Path,
     training: dict[str, Any],
     export: bool = True,
+    config_path: Path | None = None,
 ) -> ExportResult:
     """Keras metrics -> staged bundle -> serving-path metrics -> final bundle with card."""
     names = arrays.class_names
@@ -138,7 +140,7 @@ def evaluate_and_export(
             "labels": names,
             "input_spec": cfg.input,
             "parity_inputs": np.asarray(arrays.x_test[: cfg.export.parity_samples], np.float32),
-            "provenance": _provenance(cfg, arrays, training),
+            "provenance": _provenance(cfg, arrays, training, config_path),
             "description": cfg.description,
             "version": cfg.export.version,
             "opset": cfg.export.opset,
@@ -195,6 +197,7 @@ def evaluate_and_export(
                 training=training,
                 params=int(model.count_params()),
                 inverted_accuracy=inverted.accuracy if inverted else None,
+                config_path=config_path,
             )
         )
         # Ship the very bytes that were just evaluated (parity is checked again on them).

@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from app.metrics import wilson_interval
 from training.config import ScratchConfig
 from training.data import shift_images
 from training.evaluate import keras_probs
@@ -41,6 +42,7 @@ class LectureRow:
     train_seconds: float
     n_train: int
     accuracy: dict[int, float]  # max shift in px -> test accuracy
+    n_test: int  # the test images each accuracy is measured on
 
 
 def _measure(cfg: ScratchConfig, label: str, data_dir: Path | None, runs_dir: Path) -> LectureRow:
@@ -60,6 +62,7 @@ def _measure(cfg: ScratchConfig, label: str, data_dir: Path | None, runs_dir: Pa
         train_seconds=result.train_seconds,
         n_train=len(arrays.y_train),
         accuracy=acc,
+        n_test=len(arrays.y_test),
     )
 
 
@@ -83,7 +86,17 @@ def _plot(rows: list[LectureRow], path: Path, n_test: int) -> None:
     plt.close(fig)
 
 
-def render(rows: list[LectureRow], n_test: int, image: str, hardware: str) -> str:
+def _half_width_points(p: float, n: int) -> float:
+    """Half the 95% Wilson interval of an accuracy p measured on n images, in points."""
+    ci = wilson_interval(round(p * n), n)
+    return (ci.high - ci.low) / 2 * 100
+
+
+def render(
+    rows: list[LectureRow], n_test: int, image: str, hardware: str, epochs: int | None = None
+) -> str:
+    """The report; `epochs` = the --epochs override the rows were trained with, if any."""
+    command = "python -m training lecture" + (f" --epochs {epochs}" if epochs else "")
     header = " | ".join(f"shift <= {s} px" if s else "test (unshifted)" for s in SHIFTS)
     lines = [
         "# The lecture's lesson, measured: dense network vs CNN on shifted digits",
@@ -93,7 +106,7 @@ def render(rows: list[LectureRow], n_test: int, image: str, hardware: str) -> st
         "tolerance to position. Here both are trained on the same MNIST data and tested on the "
         "official MNIST test set and on shifted copies of it.",
         "",
-        "Reproduce: `python -m training lecture` (configs `training/configs/lecture-*.yaml`; "
+        f"Reproduce: `{command}` (configs `training/configs/lecture-*.yaml`; "
         "numbers below are from one run with the configs' fixed seeds).",
         "",
         "## Setup",
@@ -167,8 +180,9 @@ def render(rows: list[LectureRow], n_test: int, image: str, hardware: str) -> st
         )
     lines += [
         "- Single runs with one seed each: differences of a few tenths of a point are noise. With "
-        "n = 10,000 the 95% interval of an accuracy near 98% is about +-0.3 points, near 50% about "
-        "+-1 point.",
+        f"n = {n_test:,} the 95% interval of an accuracy near 98% is about "
+        f"+-{_half_width_points(0.98, n_test):.1f} points, near 50% about "
+        f"+-{_half_width_points(0.5, n_test):.1f} points.",
         "",
     ]
     return "\n".join(lines)
@@ -191,7 +205,9 @@ def run_lecture(
         if epochs is not None:
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epochs})})
         rows.append(_measure(cfg, label, data_dir, runs_dir))
-    n_test = 10_000
+    n_test = rows[0].n_test  # measured, not assumed: --data-dir may hold a smaller MNIST
+    if any(r.n_test != n_test for r in rows):
+        raise ValueError(f"the variants were tested on different sets: {[r.n_test for r in rows]}")
     runs_dir.mkdir(parents=True, exist_ok=True)
     (runs_dir / "lecture-results.json").write_text(
         json.dumps([asdict(r) for r in rows], indent=2), encoding="utf-8"
@@ -199,6 +215,6 @@ def run_lecture(
     _plot(rows, image, n_test)
     rel = image.relative_to(doc.parent) if image.is_relative_to(doc.parent) else image
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(render(rows, n_test, str(rel), hardware()), encoding="utf-8")
+    doc.write_text(render(rows, n_test, str(rel), hardware(), epochs), encoding="utf-8")
     logger.info("lecture comparison written to %s in %.0f s", doc, time.perf_counter() - t0)
     return rows

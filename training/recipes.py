@@ -38,6 +38,8 @@ class RunOptions:
     runs_dir: Path = Path("runs")
     epochs: int | None = None
     export: bool = True
+    # The YAML that was run, as given: cards and provenance name it (never `<name>.yaml`).
+    config_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -136,12 +138,28 @@ def parse_config(raw: Any, source: str = "config") -> RecipeBase:
     return cfg
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping (PyYAML keeps the last
+    one silently, so an edit further up a config would be ignored without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: Path, expect: type[C] | None = None) -> C:
     """Read and validate one YAML config (any recipe; `expect` insists on one config class).
 
     Every failure is a ConfigError whose message names the file and what to change."""
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:

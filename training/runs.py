@@ -41,6 +41,23 @@ def start_run(runs_dir: Path, cfg: RecipeBase, suffix: str = "") -> Path:
     return run_dir
 
 
+def config_shown(config_path: Path | None) -> str:
+    """The config file as a card or a provenance note names it: the file that was run (a
+    config's `name` need not be its file name: cifar10-bird.yaml is `cifar-bird`), relative to
+    the working folder where it lies inside it; "<this config>" when no file is known."""
+    if config_path is None:
+        return "<this config>"
+    path = Path(config_path)
+    if path.is_absolute() and path.is_relative_to(Path.cwd()):
+        path = path.relative_to(Path.cwd())
+    return str(path)
+
+
+def reproduce_command(config_path: Path | None, *extra: str) -> str:
+    """`python -m training train --config <the file that was run> [extra ...]`."""
+    return " ".join(("python -m training train --config", config_shown(config_path), *extra))
+
+
 def write_metrics(run_dir: Path, summary: dict[str, Any]) -> Path:
     path = run_dir / METRICS_FILE
     path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")

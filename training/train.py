@@ -13,13 +13,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from training.architectures import create_model
+from training.architectures import check_arguments, create_model
 from training.config import ScratchConfig
 from training.datasets import Datasets, make_datasets
 from training.evaluate import ExportResult, evaluate_and_export
 from training.export import hardware
 from training.plots import plot_history, read_history
-from training.recipes import RunOptions, RunReport
+from training.recipes import ConfigError, RunOptions, RunReport
 from training.runs import start_run
 from training.tta import for_export
 
@@ -78,13 +78,17 @@ def _optimizer(cfg: ScratchConfig, steps_per_epoch: int) -> keras.optimizers.Opt
 
 
 def build_model(cfg: ScratchConfig, num_classes: int) -> keras.Model:
+    """The config's network; a wrong `model:` section is a ConfigError (one `error:` line)."""
     spec = cfg.input
-    return create_model(
-        cfg.model.architecture,
-        (spec.height, spec.width, spec.channels),
-        num_classes,
-        **cfg.model.kwargs,
-    )
+    try:
+        return create_model(
+            cfg.model.architecture,
+            (spec.height, spec.width, spec.channels),
+            num_classes,
+            **cfg.model.kwargs,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{cfg.name}: model: {exc}") from exc
 
 
 def compile_model(model: keras.Model, cfg: ScratchConfig, steps_per_epoch: int) -> None:
@@ -142,15 +146,20 @@ def fit(
     out_dir: Path | None = None,
     runs_dir: Path = Path("runs"),
     export: bool = True,
+    config_path: Path | None = None,
 ) -> RunResult:
     """Train `cfg` from scratch, restore the best checkpoint, evaluate, and export the bundle."""
     t_start = time.perf_counter()
+    try:  # a wrong architecture or option fails before the data is read
+        check_arguments(cfg.model.architecture, cfg.model.kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.name}: model: {exc}") from exc
     keras.utils.set_random_seed(cfg.seed)
     data = make_datasets(cfg, data_dir)  # before the run directory: bad data leaves none behind
+    keras.mixed_precision.set_global_policy(cfg.train.precision)
+    model = build_model(cfg, data.arrays.num_classes)  # so is a model that cannot be built
     run_dir = start_run(runs_dir, cfg)
     logger.info("run directory %s", run_dir)
-    keras.mixed_precision.set_global_policy(cfg.train.precision)
-    model = build_model(cfg, data.arrays.num_classes)
     compile_model(model, cfg, data.steps_per_epoch)
     logger.info(
         "%s: %s params, %s, hardware %s",
@@ -198,6 +207,7 @@ def fit(
         out_dir=out_dir or cfg.export.out_dir,
         training=training,
         export=export,
+        config_path=config_path,
     )
     logger.info("run finished in %.0f s: %s", time.perf_counter() - t_start, run_dir)
     return RunResult(
@@ -224,6 +234,7 @@ def run(cfg: ScratchConfig, options: RunOptions) -> RunReport:
         out_dir=options.out_dir,
         runs_dir=options.runs_dir,
         export=options.export,
+        config_path=options.config_path,
     )
     ex = result.export
     arrays = result.datasets.arrays

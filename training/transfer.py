@@ -40,7 +40,7 @@ from training.data import (
 from training.export import export_bundle
 from training.folder_embeddings import EmbeddingCache, EmbedStats, embed_files
 from training.recipes import RunOptions, RunReport
-from training.runs import STAGED_BUNDLES, start_run, write_metrics
+from training.runs import STAGED_BUNDLES, reproduce_command, start_run, write_metrics
 from training.serving_eval import open_model, run_prepared
 from training.transfer_head import backbone_key, fine_tune, train_head
 
@@ -67,7 +67,9 @@ def run(cfg: TransferConfig, options: RunOptions) -> RunReport:
     root = options.data_dir if options.data_dir is not None else cfg.data.path
     if root is None:
         raise DataNotFound("no image folder: set data.path in the config or pass --data-dir")
-    r = run_transfer(cfg, root, options.out_dir or cfg.export.out_dir, options.runs_dir)
+    r = run_transfer(
+        cfg, root, options.out_dir or cfg.export.out_dir, options.runs_dir, options.config_path
+    )
     notes = [
         f"split: train {r.n_train}, val {r.n_val}, test {r.n_test}; embeddings computed "
         f"{r.embed_stats.computed}, cached {r.embed_stats.cached}"
@@ -125,7 +127,11 @@ def _embed_splits(
 
 
 def run_transfer(
-    cfg: TransferConfig, root: Path, bundle_dir: Path, runs_dir: Path = Path("runs")
+    cfg: TransferConfig,
+    root: Path,
+    bundle_dir: Path,
+    runs_dir: Path = Path("runs"),
+    config_path: Path | None = None,
 ) -> TransferResult:
     """The whole recipe on a validated config: folder `root`, bundle into `bundle_dir`."""
     t: dict[str, float] = {}
@@ -200,7 +206,9 @@ def run_transfer(
         }
     )
     sizes = {s: len(p) for s, p in paths.items()}
-    card = render_card(card_data(cfg, replace(draft, metadata=meta), report, sizes, root))
+    card = render_card(
+        card_data(cfg, replace(draft, metadata=meta), report, sizes, root, config_path)
+    )
     bundle = write_bundle(
         bundle_dir / cfg.name,
         model_bytes=draft.model_path.read_bytes(),
@@ -288,7 +296,12 @@ def _metrics(
 
 
 def card_data(
-    cfg: TransferConfig, bundle: Bundle, report: EvalReport, sizes: dict[str, int], root: Path
+    cfg: TransferConfig,
+    bundle: Bundle,
+    report: EvalReport,
+    sizes: dict[str, int],
+    root: Path,
+    config_path: Path | None = None,
 ) -> CardData:
     meta = bundle.metadata
     ft = cfg.fine_tune
@@ -320,7 +333,7 @@ def card_data(
         references=tuple(Reference(**r.model_dump()) for r in cfg.references),
         limitations=tuple(cfg.limitations),
         licences=(Licence("pretrained weights", WEIGHTS_LICENSE),),
-        reproduce=f"python -m training train --config <this config> --data-dir {root}",
+        reproduce=reproduce_command(config_path, "--data-dir", str(root)),
     )
 
 

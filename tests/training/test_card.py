@@ -60,3 +60,31 @@ def test_scratch_card_is_rendered_from_run_data() -> None:
         "75.00% of 321 images" in card and "1.5 min (3 epochs, best epoch 2 restored) on X" in card
     )
     assert "Training: 1,000 images" in card and cfg.limitations[0] in card
+
+
+def test_scratch_card_names_the_config_file_that_was_run() -> None:
+    """cifar10-bird.yaml is named `cifar-bird`: the card said `--config
+    training/configs/cifar-bird.yaml`, a file that does not exist."""
+    path = Path("training/configs/cifar10-bird.yaml")
+    cfg = load_config(ROOT / path, ScratchConfig)
+    assert cfg.name == "cifar-bird"
+    bundle = load_bundle(ROOT / "models" / "digits", verify_hash=False)
+    r = _report(50, 3)
+    kw = {
+        "sizes": {"train": 10, "val": 10, "test": 50},
+        "dataset": "CIFAR-10 (bird vs rest)",
+        "test_split": "test",
+        "serving": r,
+        "keras_report": r,
+        "agreement": 1.0,
+        "training": {},
+        "params": 1,
+    }
+    card = render_card(scratch_card_data(cfg, bundle, config_path=path, **kw))  # type: ignore[arg-type]
+    assert "`python -m training train --config training/configs/cifar10-bird.yaml`" in card
+    assert (ROOT / path).is_file()
+    # An absolute path inside the working folder is shown relative to it; none known: a placeholder.
+    card = render_card(scratch_card_data(cfg, bundle, config_path=Path.cwd() / path, **kw))  # type: ignore[arg-type]
+    assert "--config training/configs/cifar10-bird.yaml`" in card
+    card = render_card(scratch_card_data(cfg, bundle, **kw))  # type: ignore[arg-type]
+    assert "--config <this config>`" in card and "cifar-bird.yaml" not in card

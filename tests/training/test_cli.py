@@ -39,8 +39,20 @@ def run_cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProc
         (LECTURE.replace("seed: 7", ""), "seed: Field required"),
         ("name: x\n  bad: [yaml\n", "not valid YAML at line 2, column 6"),
         ("", "expected a YAML mapping"),
+        (LECTURE.replace("name: lecture-cnn", "name: ../x"), "name: Value error, name must be"),
+        (LECTURE.replace("seed: 7", "seed: 7\nseed: 8"), "key 'seed' is given twice"),
     ],
-    ids=["missing", "unknown-recipe", "unknown-key", "wrong-type", "no-seed", "bad-yaml", "empty"],
+    ids=[
+        "missing",
+        "unknown-recipe",
+        "unknown-key",
+        "wrong-type",
+        "no-seed",
+        "bad-yaml",
+        "empty",
+        "bad-name",
+        "key-twice",
+    ],
 )
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, text: str | None, message: str) -> None:
     cfg = tmp_path / "cfg.yaml"

@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from training.config import ScratchConfig
-from training.recipes import load_config
+from training.recipes import ConfigError, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 NAMES = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
@@ -45,3 +45,35 @@ def test_config_rejects_typos_and_missing_seed() -> None:
     del raw["seed"]
     with pytest.raises(ValidationError, match="seed"):
         ScratchConfig.model_validate(raw)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("name: digits", "name: ../escape"), "name: Value error, name must be lowercase"),
+        (("name: digits", "name: Digits"), "name: Value error, name must be lowercase"),
+        (("name: digits", "name: digits\nexport: {version: 1 beta}"), "export.version:"),
+    ],
+    ids=["path", "uppercase", "version-with-a-space"],
+)
+def test_name_and_version_follow_the_bundle_contract(
+    tmp_path: Path, edit: tuple[str, str], message: str
+) -> None:
+    """They were accepted, so a run trained to the end and then died with a pydantic traceback
+    when the bundle was written; `name: ../escape` also put the run folder outside runs/."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text((CONFIGS / "digits.yaml").read_text().replace(*edit))
+    with pytest.raises(ConfigError, match="bundle contract") as err:
+        load_config(cfg)
+    assert message in str(err.value)
+
+
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys: an edit above it was silently ignored."""
+    text = (CONFIGS / "digits.yaml").read_text()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text.replace("seed: 20240612", "seed: 20240612\nmodel: {architecture: mlp}"))
+    with pytest.raises(ConfigError, match=r"line \d+, column 1: key 'model' is given twice"):
+        load_config(cfg)
+    # the same key in two different sections is fine (epochs under train and nowhere else)
+    assert load_config(CONFIGS / "digits.yaml").name == "digits"

@@ -211,7 +211,9 @@ def test_cifar_bird_one_vs_rest_through_the_cli(
         train={"epochs": 5, "batch_size": 32, "class_weight": "balanced", "verbose": 0},
         export={"parity_samples": 16},
     )
-    config = tmp_path / "mini-bird.yaml"
+    # Named unlike the config's `name` (as cifar10-bird.yaml is `cifar-bird`): the card used to
+    # name training/configs/<name>.yaml, a file that does not exist.
+    config = tmp_path / "bird-vs-rest-small.yaml"
     config.write_text(cfg.to_yaml())
     argv = ["train", "--config", str(config), "--data-dir", str(cifar_dir.parent)]
     argv += ["--out-dir", str(tmp_path / "models"), "--runs-dir", str(tmp_path / "runs")]
@@ -226,6 +228,36 @@ def test_cifar_bird_one_vs_rest_through_the_cli(
     majority = max(np.bincount(y_test)) / len(y_test)
     assert m.accuracy > majority + 0.1  # the blob marks birds: learnable beyond the majority
     assert m.extra["top2_accuracy"] >= m.accuracy
+    card = (bundle.path / "README.md").read_text()
+    assert f"`python -m training train --config {config}`" in card
+    assert bundle.metadata.provenance.notes is not None
+    assert bundle.metadata.provenance.notes.endswith(f"config {config}")
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"architecture": "tiny_cn"}, "model: unknown architecture 'tiny_cn'; choose one of"),
+        (
+            {"architecture": "tiny_cnn", "kwargs": {"widht": 3}},
+            "model: architecture 'tiny_cnn' takes no 'widht'; its options: filters, embedding_dim",
+        ),
+    ],
+    ids=["unknown-architecture", "unknown-option"],
+)
+def test_a_wrong_model_section_is_one_line_before_any_data_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model: dict[str, object], message: str
+) -> None:
+    """Both were a ValueError/TypeError traceback, raised after the data was loaded and the
+    run folder made. Now: one `error:` line, exit 2, no data read (the data folder here does
+    not exist), no run folder."""
+    config = tmp_path / "c.yaml"
+    config.write_text(small_config(name="wrong-model", model=model).to_yaml())
+    argv = ["train", "--config", str(config), "--data-dir", str(tmp_path / "no-data")]
+    assert cli([*argv, "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: wrong-model: {message}")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_serving_eval_needs_no_tensorflow() -> None:
