@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Final
+from typing import Final, get_args
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -14,6 +14,7 @@ from app.api.deps import ReadAuth
 from app.catalog.service import CatalogService
 from app.procmem import server_memory
 from app.registry import ModelRegistry
+from app.teach.job_store import Status
 from app.teach.jobs import JobRunner
 
 router = APIRouter(tags=["operations"])
@@ -46,7 +47,13 @@ def state_collector(
         ]
 
     def teach_jobs() -> Counter[str]:
-        return Counter(job.status for job in teach.store.all()) if teach is not None else Counter()
+        if teach is None:
+            return Counter()
+        # Every status has a series from the start (0 until a job reaches it): an alert on
+        # `failed` then sees 0 -> 1, not a series that appears out of nothing.
+        counts = Counter(dict.fromkeys(get_args(Status), 0))
+        counts.update(job.status for job in teach.store.all())
+        return counts
 
     return telemetry.StateCollector(
         models,

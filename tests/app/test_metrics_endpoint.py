@@ -208,3 +208,6 @@ def test_teach_jobs_by_status(tmp_path: Path) -> None:
         text = c.get("/metrics").text
     assert value(text, "imgclass_teach_jobs", status="succeeded") == 2
     assert value(text, "imgclass_teach_jobs", status="failed") == 1
+    # Statuses no job has reached yet are 0, not absent (alerts compare against them).
+    for status in ("queued", "running", "cancelled"):
+        assert value(text, "imgclass_teach_jobs", status=status) == 0

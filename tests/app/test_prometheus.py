@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -13,12 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.mmap_dict import MmapedDict
 
 from tests.conftest import DATA, ROOT, free_port, require
 from tests.live_server import LiveServer, live_server, running_process
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+DEPLOY = ROOT / "deploy" / "prometheus"
 QUERY_TIMEOUT_S = 40
 pytestmark = pytest.mark.slow
 MISSING = "no prometheus binary: run scripts/setup-system (Debian package 'prometheus')"
@@ -52,17 +55,19 @@ def imgclass(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 @pytest.fixture(scope="module")
 def prometheus(imgclass: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("prometheus")
+    # The shipped deploy/prometheus/prometheus.yml with its alert rules, aimed at this server
+    # and sped up: what `docker compose --profile monitoring` runs.
+    shipped = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    shipped["global"] = {
+        "scrape_interval": "1s",
+        "scrape_timeout": "1s",
+        "evaluation_interval": "1s",
+    }
+    shipped["rule_files"] = [str(DEPLOY / f) for f in shipped["rule_files"]]
+    [job] = shipped["scrape_configs"]
+    job["static_configs"] = [{"targets": [f"127.0.0.1:{imgclass.port}"]}]
     config = tmp / "prometheus.yml"
-    config.write_text(
-        "global:\n"
-        "  scrape_interval: 1s\n"
-        "  scrape_timeout: 1s\n"
-        "scrape_configs:\n"
-        "  - job_name: imgclass\n"
-        "    metrics_path: /metrics\n"
-        "    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{imgclass.port}']\n"
-    )
+    config.write_text(yaml.safe_dump(shipped))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [
@@ -149,3 +154,30 @@ def test_prometheus_scrapes_metrics_from_all_workers(imgclass: LiveServer, prome
             and 'status="200"' in ln
         )
         assert float(line.rsplit(" ", 1)[1]) == n_v1
+
+
+def test_the_shipped_alert_rules_load_and_name_real_metrics(
+    imgclass: LiveServer, prometheus: str
+) -> None:
+    """Every rule of deploy/prometheus/imgclass-rules.yml is loaded and evaluates without error
+    against the real server, none fires on a healthy one, and every metric a rule names is one
+    the server exports (a renamed metric would leave its alert silently dead)."""
+    deadline = time.monotonic() + QUERY_TIMEOUT_S
+    while True:
+        groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        if rules and all(r.get("lastEvaluation", "0001").startswith("2") for r in rules):
+            break  # every rule evaluated at least once (never-run rules say 0001-01-01)
+        assert time.monotonic() < deadline, rules
+        time.sleep(0.5)
+    assert len(rules) == 8
+    for rule in rules:
+        assert rule["health"] == "ok", rule
+        assert rule["state"] == "inactive", rule
+    exported = {
+        line.split("{")[0].split(" ")[0]
+        for line in httpx.get(f"{imgclass.base}/metrics", timeout=5).text.splitlines()
+        if line and not line.startswith("#")
+    }
+    named = {n for r in rules for n in re.findall(r"\bimgclass_[a-z_]+", r["query"])}
+    assert named and named <= exported, sorted(named - exported)
