@@ -90,6 +90,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from app.bundle import load_bundle
     from app.metrics import evaluate_probs
     from training.serving_eval import (
+        PHOTO_PATH,
         SERVING_PATH,
         claimed_test_metrics,
         evaluate_bundle,
@@ -98,13 +99,21 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(args.bundle)
     if args.config is not None:
-        from training.config import ScratchConfig
-        from training.datasets import load_arrays
+        from training import bundle_eval
+        from training.config import PretrainedConfig
         from training.recipes import load_config
 
-        arrays = load_arrays(load_config(args.config, ScratchConfig), args.data_dir)
-        x = arrays.x_test_raw if arrays.x_test_raw is not None else arrays.x_test
-        y, dataset = arrays.y_test, arrays.dataset
+        cfg = load_config(args.config)
+        bundle_eval.refuse_other_recipes(cfg, args.config)
+        if isinstance(cfg, PretrainedConfig):  # the head's own photos and figures
+            measured = bundle_eval.pretrained_metrics(cfg, bundle, args.data_dir)
+            print(f"{bundle.name}: the {cfg.head!r} head's photo files -> {PHOTO_PATH}")
+            recorded = next((m for m in bundle.metadata.metrics if m.split == "test"), None)
+            for line in bundle_eval.metric_lines(measured, recorded):
+                print(f"  {line}")
+            return 0
+        held_out = bundle_eval.held_out_set(cfg, bundle, args.data_dir)
+        x, y, dataset = held_out.x, held_out.y, held_out.dataset
     else:
         data = official_test_split(bundle.metadata, args.data_dir)
         x, y = data.x_test, data.y_test

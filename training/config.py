@@ -213,7 +213,14 @@ class TransferConfig(RecipeBase):
     fine_tune: FineTuneConfig = FineTuneConfig()
     # Binary only: label whose probability gets a threshold calibrated on the validation split.
     positive_label: str | None = None
-    cache_dir: Path = Path("runs/cache/embeddings")
+    # Embedding cache. A relative path is under the runs dir (--runs-dir, default runs/), so
+    # the default is runs/cache/embeddings and a run with another runs dir writes nothing into
+    # ./runs; an absolute path is used as it is (e.g. one cache shared by several runs dirs).
+    cache_dir: Path = Path("cache/embeddings")
+
+    def cache_path(self, runs_dir: Path) -> Path:
+        """Where the embedding cache lives for a run whose runs dir is `runs_dir`."""
+        return self.cache_dir if self.cache_dir.is_absolute() else runs_dir / self.cache_dir
 
 
 # --- pretrained: the ImageNet network as it is, with a fixed head ---------------------------

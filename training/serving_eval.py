@@ -39,6 +39,7 @@ from training.data import (
 logger = logging.getLogger(__name__)
 
 SERVING_PATH = "PNG bytes -> app.imaging.prepare -> onnxruntime (CPU)"
+PHOTO_PATH = "app.imaging.prepare -> onnxruntime (CPU)"  # image files sent as they are
 
 # metadata metrics.dataset -> loader of the official splits
 _LOADERS: dict[str, Callable[[Path | None], ArraySplits]] = {
@@ -152,8 +153,11 @@ def official_test_split(meta: BundleMetadata, data_dir: Path | None = None) -> A
     if loader is None:
         raise BadData(
             f"{meta.name}: no official test split to re-check for data set {dataset!r} "
-            f"(known: {', '.join(_LOADERS)}); evaluate it with "
-            "python -m training evaluate --bundle DIR --config CONFIG --data-dir DIR"
+            f"(known: {', '.join(_LOADERS)}); evaluate it with the scratch, transfer or "
+            "pretrained config that built it: python -m training evaluate --bundle DIR "
+            "--config CONFIG [--data-dir DIR]; a bundle measured leave-one-style-out "
+            "(emoji_head, emoji_top) is re-measured by its run: python -m training train "
+            "--config CONFIG --out-dir DIR"
         )
     root = data_dir or data_root()
     folder = {"Fashion-MNIST": "fashion-mnist", "MNIST": "mnist", "CIFAR-10": "cifar-10-batches-py"}

@@ -145,7 +145,7 @@ def run_transfer(
         cfg.backbone.architecture, size, k, weights=cfg.backbone.weights, dropout=cfg.head.dropout
     )
     backbone = keras.Model(model.input, model.get_layer("embedding").output)
-    cache = EmbeddingCache.open(cfg.cache_dir, backbone_key(cfg))
+    cache = EmbeddingCache.open(cfg.cache_path(runs_dir), backbone_key(cfg))
     t["setup"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -132,3 +132,32 @@ def test_an_output_folder_that_is_a_file_is_a_usage_error(tmp_path: Path) -> Non
     assert (
         r.stderr.strip().splitlines()[-1].endswith(f"{tmp_path / 'models'} is a file, not a folder")
     )
+
+
+@pytest.mark.slow  # the pretrained head imports TensorFlow
+def test_evaluate_advises_only_what_works_per_bundle_kind() -> None:
+    """`evaluate --bundle models/imagenet` advised `--config CONFIG`, and `--config
+    training/configs/imagenet.yaml` was then refused ("needs ScratchConfig")."""
+    from app.bundle import load_bundle
+
+    r = run_cli("evaluate", "--bundle", "models/imagenet")
+    advice = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "scratch, transfer or pretrained config" in advice
+    assert "evaluate --bundle DIR --config CONFIG" in advice
+    r = run_cli(
+        "evaluate", "--bundle", "models/imagenet", "--config", "training/configs/imagenet.yaml"
+    )
+    assert r.returncode == 0, r.stderr
+    recorded = load_bundle(ROOT / "models" / "imagenet").metadata.metrics[0]
+    assert f"test split, n={recorded.n_samples}" in r.stdout
+    assert f"accuracy {recorded.accuracy:.4%} (recorded {recorded.accuracy:.4%})" in r.stdout
+    assert f"top-5 {recorded.top5_accuracy:.4%}" in r.stdout
+    # Emoji bundles are measured by their run (leave-one-style-out): that is what it says.
+    config = "training/configs/bird-emoji-identity.yaml"
+    r = run_cli("evaluate", "--bundle", "models/bird", "--config", config)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .endswith(f"python -m training train --config {config} --out-dir DIR")
+    )

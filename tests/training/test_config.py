@@ -77,3 +77,15 @@ def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
         load_config(cfg)
     # the same key in two different sections is fine (epochs under train and nowhere else)
     assert load_config(CONFIGS / "digits.yaml").name == "digits"
+
+
+def test_a_relative_transfer_cache_dir_is_under_the_runs_dir(tmp_path: Path) -> None:
+    """cache_dir was taken from the working folder: `--runs-dir /tmp/runs` still wrote the
+    embedding cache into ./runs/cache. The shipped example keeps runs/cache/embeddings."""
+    from training.config import TransferConfig
+
+    cfg = load_config(Path("training/configs/santa.yaml"), TransferConfig)
+    assert cfg.cache_path(Path("runs")) == Path("runs/cache/embeddings")
+    assert cfg.cache_path(tmp_path / "runs") == tmp_path / "runs" / "cache" / "embeddings"
+    shared = cfg.model_copy(update={"cache_dir": tmp_path / "shared"})
+    assert shared.cache_path(tmp_path / "runs") == tmp_path / "shared"

@@ -39,7 +39,7 @@ def _config(tmp: Path, **overrides: object) -> Path:
     cfg.update(
         name="standin",
         positive_label=None,
-        cache_dir=str(tmp / "cache"),
+        cache_dir="cache",  # relative: under the runs dir (tmp / "runs"), not ./cache
         data={"val_fraction": 0.15, "test_fraction": 0.25},
         head={**cfg["head"], "epochs": 40, "flip_augment": False},
     )
@@ -100,7 +100,11 @@ def test_embeddings_are_cached_by_content(result, folder: Path) -> None:  # type
     r, tmp = result
     assert r.embed_stats.computed == 60 and r.embed_stats.cached == 0
     cfg = load_config(tmp / "config.yaml", TransferConfig)
-    cache = EmbeddingCache.open(cfg.cache_dir, backbone_key(cfg))
+    # A relative cache_dir follows the runs dir (it was taken from the working folder, so
+    # `--runs-dir /tmp/runs` still wrote into ./runs/cache).
+    assert cfg.cache_path(tmp / "runs") == tmp / "runs" / "cache"
+    assert not Path("cache").exists()
+    cache = EmbeddingCache.open(tmp / "runs" / "cache", backbone_key(cfg))
     assert len(cache.entries) == 60
     # A renamed copy hits the cache (keyed by content); the backbone is never called.
     copy = tmp / "renamed.png"
@@ -172,3 +176,19 @@ def test_a_positive_label_not_in_the_folder_is_refused_before_training(tmp_path:
         split_folder(cfg, tmp_path)
     names, _, _ = split_folder(cfg.model_copy(update={"positive_label": "red"}), tmp_path)
     assert names == ("green", "red")
+
+
+@pytest.mark.slow
+def test_evaluate_with_the_transfer_config_remeasures_its_held_out_split(  # type: ignore[no-untyped-def]
+    result, folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`evaluate --config` took only scratch configs ("needs ScratchConfig"), though its advice
+    named any config: a transfer bundle is now re-measured on the split its run held out."""
+    from training.__main__ import main
+
+    r, tmp = result
+    args = ["--config", tmp / "config.yaml", "--data-dir", folder, "--runs-dir", tmp / "runs"]
+    assert main(["evaluate", "--bundle", str(r.bundle.path), *map(str, args)]) == 0
+    out = capsys.readouterr().out
+    assert f"image folder (3 classes) test, n={r.n_test}," in out
+    assert f"accuracy {r.test_accuracy:.4%}" in out

@@ -22,7 +22,7 @@ import numpy as np
 from app.bundle import BundleMetadata, Metrics, Outputs, Provenance, utc_now
 from app.bundle_write import write_bundle
 from app.card import CardData, Licence, Reference, render_card
-from training.emoji.card import card_sections, limitations, note_sections
+from training.emoji.card import card_sections, limitations, note_sections, reproduce
 from training.emoji.catalog import LABELS_SOURCE, STYLES
 from training.emoji.check import FOLD_HEADS, save_fold_heads
 from training.emoji.compose import compose, parity
@@ -229,8 +229,7 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
                 Licence("labels", LABELS_SOURCE),
                 Licence("backbone weights", str(base_meta.provenance.weights_license)),
             ),
-            reproduce="scripts/fetch-data && python -m training train --config "
-            + (cfg.config_file or f"training/configs/{cfg.name}-emoji.yaml"),
+            reproduce=reproduce(options.config_path),
         )
     )
     out_dir = options.out_dir or cfg.export.out_dir

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from app.card import Section, Table
@@ -16,6 +17,7 @@ from training.emoji.catalog import (
 )
 from training.emoji.config import CardNote
 from training.emoji.tasks import Task
+from training.runs import reproduce_command
 
 
 def _frac(d: dict[str, Any]) -> str:
@@ -189,3 +191,9 @@ def limitations(task: Task) -> tuple[str, ...]:
         "Only 3 bird photos among the labelled photos: the photo figures are a smoke test.",
         *common,
     )
+
+
+def reproduce(config_path: Path | None) -> str:
+    """The card's Reproduce line: fetch the data, then train the config file that was run
+    (training.recipes.RunOptions.config_path; a config's `name` need not be its file name)."""
+    return "scripts/fetch-data && " + reproduce_command(config_path)

@@ -39,8 +39,6 @@ class EmojiHeadConfig(RecipeBase):
     # WCCN shrinkage values the identity head's folds choose from (training.emoji.wccn: the
     # features whitened against their within-emoji covariance); empty: none (bird v3, v4).
     identity_wccn: list[float] = Field(default_factory=list)
-    # The config file a rebuild runs (named on the card).
-    config_file: str | None = None
     # Extra card sections, rendered after the evaluation sections.
     card_notes: list[CardNote] = Field(default_factory=list)
 

@@ -2,10 +2,11 @@
 
 Each mapped clothing emoji (catalog.CLOTHING_TO_FASHION) is rendered on white, encoded as PNG
 and sent through the server's ingestion with the bundle's input spec, with and without the
-trim-and-centre policy (InputSpec.trim), then scored by onnxruntime. Two views: the drawing
-as distributed (it fills its square) and as a "product shot" (the drawing at half size in the
-lower left of a white square, as untrimmed, uncentred pictures are). No training: every style
-is held out. CLI: ``python -m training.emoji.products_eval [--bundle models/products]``.
+trim-and-centre policy (InputSpec.trim), then scored by the server's runtime
+(training.serving_eval.open_model). Two views: the drawing as distributed (it fills its square)
+and as a "product shot" (the drawing at half size in the lower left of a white square, as
+untrimmed, uncentred pictures are). No training: every style is held out.
+CLI: ``python -m training.emoji.products_eval [--bundle models/products]``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 from app.bundle import load_bundle
@@ -26,6 +26,7 @@ from app.imaging import ImageLimits, prepare
 from app.metrics import wilson_interval
 from training.emoji.catalog import PROJECT_ROOT, STYLES, Picture, load_catalog
 from training.emoji.render import load_rgba, on_background
+from training.serving_eval import open_model, run_prepared
 
 RENDER_SIZE = 224
 VIEWS = ("drawing", "product_shot")
@@ -43,17 +44,25 @@ def _png(p: Picture, view: str) -> bytes:
 
 
 def evaluate(bundle_dir: Path, styles: Sequence[str] = tuple(STYLES)) -> dict[str, Any]:
+    """Top-1 per style and pooled, per view and trim policy; `emoji`: how many distinct
+    clothing emoji were scored (pooled and per style), for text that quotes the counts."""
     bundle = load_bundle(bundle_dir)
     labels = list(bundle.labels)
-    sess = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
+    model = open_model(bundle)
     pics = [p for p in load_catalog(styles=styles) if p.fashion_class is not None]
     y = np.array([labels.index(str(p.fashion_class)) for p in pics])
-    out: dict[str, Any] = {"bundle": bundle.name, "n": len(pics), "policies": {}}
+    emoji = {s: len({p.key for p in pics if p.style == s}) for s in styles}
+    out: dict[str, Any] = {
+        "bundle": bundle.name,
+        "n": len(pics),
+        "emoji": {"pooled": len({p.key for p in pics}), "per_style": emoji},
+        "policies": {},
+    }
     for view, trim in [(v, t) for v in VIEWS for t in (False, True)]:
         blobs = [_png(p, view) for p in pics]
         spec = bundle.metadata.input.model_copy(update={"trim": trim})
         x = np.stack([prepare(b, spec, ImageLimits()).array for b in blobs])
-        pred = sess.run(["probs"], {"image": x})[0].argmax(axis=1)
+        pred = run_prepared(model, x)[0].argmax(axis=1)
         per_style = {}
         for style in styles:
             m = np.array([p.style == style for p in pics])

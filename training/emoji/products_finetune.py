@@ -1,9 +1,9 @@
 """Fine-tune the whole `products` CNN on Fashion-MNIST plus drawing views, leave one style out.
 
 The shipped graph's weights (tf2onnx folded each BatchNorm into its conv) are loaded into the
-recipe's `modern_cnn` (training/configs/products.yaml): conv kernels from the ONNX convs, each
-BN set to the identity with the folded conv bias as its beta and frozen (so it runs in inference
-mode while the kernels and the dense head train). `load_shipped` checks this Keras model against
+network its config names (training/configs/products.yaml, `model:`): conv kernels from the ONNX
+convs, each BN set to the identity with the folded conv bias as its beta and frozen (so it runs
+in inference mode while the kernels and the dense head train). `load_shipped` checks this Keras model against
 onnxruntime on the serving path before anything trains.
 
 Per fold, the model starts from the shipped weights and trains a few epochs at a small learning
@@ -96,16 +96,17 @@ def onnx_params(model: onnx.ModelProto) -> tuple[list[tuple[F32, F32]], list[tup
     return convs, dense
 
 
-def build_model(bundle: Bundle) -> Any:
-    """The recipe's architecture with the bundle's weights (BN folded; BN layers frozen)."""
-    import yaml
-
+def build_model(bundle: Bundle, config: Path = CONFIG) -> Any:
+    """The network of the scratch config that built the bundle (`config`, read by the recipe
+    registry's one reader) with the bundle's weights (BN folded; BN layers frozen)."""
     from training.architectures import create_model
+    from training.config import ScratchConfig
+    from training.recipes import load_config
 
-    kwargs = yaml.safe_load(CONFIG.read_text())["model"]["kwargs"]
+    net = load_config(config, expect=ScratchConfig).model
     spec = bundle.metadata.input
     model = create_model(
-        "modern_cnn", (spec.height, spec.width, spec.channels), len(bundle.labels), **kwargs
+        net.architecture, (spec.height, spec.width, spec.channels), len(bundle.labels), **net.kwargs
     )
     convs, dense = onnx_params(onnx.load(str(bundle.model_path)))
     conv_layers = [lyr for lyr in model.layers if lyr.name.endswith("_conv")]

@@ -135,6 +135,8 @@ class BranchEmbedder:
     def __init__(
         self, graph: bytes, names: Sequence[str], spec: InputSpec, threads: int = 0
     ) -> None:
+        # A raw session, not app.runtime: the outputs are the flip-TTA branches' intermediate
+        # embeddings (with_branch_outputs), which OnnxModel.run does not return.
         import onnxruntime as ort
 
         opts = ort.SessionOptions()

@@ -1,7 +1,7 @@
 """Declare the trim-and-centre input policy on the shipped `products` bundle, measured.
 
 Same model.onnx; metadata.input.trim = true. Re-measures, through the serving path with the
-policy on, Fashion-MNIST's official test split (original and inverted, n=10,000 each) and the
+policy on, Fashion-MNIST's official test split (original and inverted) and the
 emoji clothing drawings per style (training.emoji.products_eval: as distributed and as
 untrimmed "product shots"), records them in the metadata, and adds a section to the card.
 Refuses to write when Fashion-MNIST test accuracy falls below --min-accuracy.
@@ -20,7 +20,7 @@ import numpy as np
 
 from app.bundle import Metrics, load_bundle
 from app.bundle_write import write_bundle
-from app.metrics import wilson_interval
+from app.metrics import EvalReport, wilson_interval
 from training.emoji.catalog import PROJECT_ROOT, STYLES
 from training.emoji.products_eval import evaluate
 from training.serving_eval import SERVING_PATH, evaluate_bundle, official_test_split
@@ -41,8 +41,16 @@ def _fmnist(bundle_dir: Path, untrimmed_dir: Path) -> tuple[Any, Any, float]:
     return plain.report, inverted.report, same
 
 
-def _card_section(res: dict[str, Any], acc: float, acc_inv: float, before: float) -> str:
+def _card_section(
+    res: dict[str, Any], plain: EvalReport, inverted: EvalReport, before: float
+) -> str:
+    """The card's section from what was measured: `res` (products_eval.evaluate), the
+    Fashion-MNIST test reports with the policy, and the accuracy recorded without it."""
     pols = res["policies"]
+    emoji = res["emoji"]["per_style"]
+    per_style = (
+        f"{next(iter(emoji.values()))} emoji" if len(set(emoji.values())) == 1 else "the emoji"
+    )
     lines = [
         SECTION,
         "",
@@ -50,10 +58,11 @@ def _card_section(res: dict[str, Any], acc: float, acc_inv: float, before: float
         "to the object and centres it in a square (app/trim.py), as Fashion-MNIST's product "
         "photos were prepared. Pictures without a uniform border (scenes) are left as they are.",
         "",
-        f"- Fashion-MNIST official test (n=10,000), serving path with the policy: "
-        f"**{100 * acc:.2f}%** (inverted: {100 * acc_inv:.2f}%); without it: {100 * before:.2f}%.",
-        "- Emoji clothing drawings (never trained on; 14 emoji mapped to Fashion-MNIST classes "
-        "per style; top-1 correct / n):",
+        f"- Fashion-MNIST official test (n={plain.n_samples:,}), serving path with the policy: "
+        f"**{100 * plain.accuracy:.2f}%** (inverted, n={inverted.n_samples:,}: "
+        f"{100 * inverted.accuracy:.2f}%); without it: {100 * before:.2f}%.",
+        f"- Emoji clothing drawings (never trained on; {per_style} mapped to Fashion-MNIST "
+        "classes per style; top-1 correct / n):",
         "",
         "| style | drawing as is | drawing, trim | product shot as is | product shot, trim |",
         "|---|---|---|---|---|",
@@ -81,6 +90,26 @@ def _card_section(res: dict[str, Any], acc: float, acc_inv: float, before: float
         "",
     ]
     return "\n".join(lines)
+
+
+def drawing_metrics(res: dict[str, Any]) -> list[Metrics]:
+    """One metrics entry per style with the policy on, from products_eval.evaluate's result."""
+    out = []
+    for style in STYLES:
+        c = res["policies"]["drawing/trim"]["per_style"][style]
+        iv = wilson_interval(c["k"], c["n"])
+        emoji = res["emoji"]["per_style"][style]
+        out.append(
+            Metrics(
+                dataset=f"emoji clothing drawings, {style} ({emoji} emoji mapped to Fashion-MNIST classes)",
+                split="never trained on",
+                n_samples=c["n"],
+                accuracy=c["k"] / c["n"],
+                evaluated_with="onnxruntime",
+                notes=f"{SERVING_PATH}, input.trim on; Wilson 95% [{iv.low:.3f}, {iv.high:.3f}]",
+            )
+        )
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,24 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics.append(rep.to_metrics(m.dataset, m.split, "onnxruntime", notes=note, **extra))
         else:
             metrics.append(m)
-    for style in STYLES:
-        c = res["policies"]["drawing/trim"]["per_style"][style]
-        iv = wilson_interval(c["k"], c["n"])
-        metrics.append(
-            Metrics(
-                dataset=f"emoji clothing drawings, {style} (14 emoji mapped to Fashion-MNIST classes)",
-                split="never trained on",
-                n_samples=c["n"],
-                accuracy=c["k"] / c["n"],
-                evaluated_with="onnxruntime",
-                notes=f"{SERVING_PATH}, input.trim on; Wilson 95% [{iv.low:.3f}, {iv.high:.3f}]",
-            )
-        )
+    metrics += drawing_metrics(res)
     card_path = bundle.path / "README.md"
     card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
     if SECTION in card:
         card = card[: card.index(SECTION)].rstrip() + "\n"
-    card = card.rstrip() + "\n\n" + _card_section(res, plain.accuracy, inverted.accuracy, before)
+    card = card.rstrip() + "\n\n" + _card_section(res, plain, inverted, before)
     new_meta = staged_meta.model_copy(update={"metrics": metrics})
     write_bundle(
         bundle.path,

@@ -24,7 +24,7 @@ from app.bundle import BundleMetadata, Outputs, Provenance, utc_now
 from app.bundle_write import write_bundle
 from app.card import CardData, Licence, Reference, render_card
 from app.metrics import calibrate_threshold
-from training.emoji.card import limitations, note_sections
+from training.emoji.card import limitations, note_sections, reproduce
 from training.emoji.catalog import LABELS_SOURCE, PROJECT_ROOT, STYLES
 from training.emoji.config import CardNote
 from training.emoji.loso import summarise
@@ -121,6 +121,7 @@ def write(
     summary_dir: Path | None = None,
     task: str = "santa",
     references: Sequence[Reference] = (),
+    config_path: Path | None = None,
 ) -> Path | None:
     """Summarise, decide, and (if the rule says ship) write models/<task> (santa, or bird:
     training.emoji.top_bird). Several run directories: the members of one model (other
@@ -131,6 +132,8 @@ def write(
     an earlier estimate of the same model, printed and named on the card beside this one.
     `card_notes`: extra card sections (the recipe config's), after v1's (santa);
     `references`: figures measured elsewhere that the card quotes (the recipe config's).
+    `config_path`: the recipe config that was run, named on the card's Reproduce line (None,
+    as from the top_ship command line: training/configs/<task>-emoji-top.yaml).
     Returns the bundle written, or None when the rule said no."""
     if candidate and out.resolve() == (PROJECT_ROOT / "models").resolve():
         raise ValueError("a candidate is never written into models/: give another --out")
@@ -321,7 +324,7 @@ def write(
             + note_sections(v1_config().card_notes)
             + note_sections(card_notes)
         )
-    config = f"training/configs/{task}-emoji-top.yaml"
+    config = config_path or Path(f"training/configs/{task}-emoji-top.yaml")
     card = render_card(
         CardData(
             metadata=meta,
@@ -341,7 +344,7 @@ def write(
                 "scripts/fetch-data && python -m training.emoji.top_ship"
                 + ("" if fixed is None else f" --fixed-epoch {fixed}")
                 if len(dirs) == 1 and not bird
-                else f"scripts/fetch-data && python -m training train --config {config}"
+                else reproduce(config)
             ),
         )
     )

@@ -41,6 +41,8 @@ class CutBackbone:
     """RGB 224 float batch -> (cut tensor NHWC float16, embedding, probs) via onnxruntime."""
 
     def __init__(self, bundle_dir: Path = BACKBONE, threads: int = 2) -> None:
+        # A raw session, not app.runtime: OnnxModel.run returns only a bundle's probs and
+        # embedding, and the cut tensor here is an intermediate one added as an output.
         import onnxruntime as ort
 
         opts = ort.SessionOptions()

@@ -66,6 +66,9 @@ def parity(
     rows = np.r_[np.arange(0, len(cs.paths), 15), positives]
     cut = cs.cut[rows]
     outs = ["probs"] if combine_threshold is None else ["probs", "comb_mass"]
+    # A raw session, not app.runtime: the cut subgraph's input is the block15 tensor (NCHW),
+    # not an image, and `comb_mass` is no bundle output, so OnnxModel would refuse it. The
+    # served graph itself goes through the server's runtime below (open_model).
     sub = ort.InferenceSession(cut_subgraph(model_bytes, outs), providers=["CPUExecutionProvider"])
     got = sub.run(outs, {CUT: cut.astype(np.float32).transpose(0, 3, 1, 2)})
     comb = None if combine_threshold is None else (combine_threshold, got[1][:, 0])

@@ -77,6 +77,7 @@ def run(cfg: EmojiTopConfig, options: RunOptions) -> RunReport:
         summary_dir=run_dir,
         task=cfg.task,
         references=[Reference(**r.model_dump()) for r in cfg.references],
+        config_path=options.config_path,
     )
     decision = json.loads((run_dir / "summary.json").read_text())["decision"]
     if bundle is None:

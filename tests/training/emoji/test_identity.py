@@ -134,14 +134,22 @@ def test_composed_identity_graph_matches_the_numpy_head_on_real_pictures() -> No
         assert parity(model, head, imgs, x, mass, combine) < 1e-4
 
 
-def test_the_shipped_bird_config_builds_an_identity_head_and_names_itself() -> None:
-    import yaml
+def test_the_shipped_bird_config_builds_an_identity_head_and_the_card_names_its_file() -> None:
+    """The card's Reproduce line named `training/configs/<name>-emoji.yaml` unless the YAML
+    repeated its own path in a `config_file` key; bird-emoji-identity.yaml is `bird`, so
+    without that key the card named bird-emoji.yaml, another recipe. The line now names the
+    file that was run (RunOptions.config_path) and the key is gone."""
+    from training.emoji.card import reproduce
+    from training.emoji.config import EmojiHeadConfig
+    from training.recipes import load_config
 
-    from training.recipes import parse_config
-
-    path = "training/configs/bird-emoji-identity.yaml"
-    cfg = parse_config(yaml.safe_load((ROOT / path).read_text()))
-    assert cfg.head == "identity" and cfg.config_file == path  # type: ignore[attr-defined]
-    assert (ROOT / "models" / "bird" / "metadata.json").is_file()
+    path = Path("training/configs/bird-emoji-identity.yaml")
+    cfg = load_config(ROOT / path, EmojiHeadConfig)
+    assert cfg.head == "identity" and cfg.name == "bird"
+    assert "config_file" not in EmojiHeadConfig.model_fields
+    line = reproduce(path)
+    assert line == f"scripts/fetch-data && python -m training train --config {path}"
+    assert reproduce(Path.cwd() / path) == line  # shown relative to the working folder
+    assert reproduce(None).endswith("--config <this config>")
     card = (ROOT / "models" / "bird" / "README.md").read_text()
-    assert path in card and "emoji-identity softmax head" in card
+    assert line in card and "emoji-identity softmax head" in card

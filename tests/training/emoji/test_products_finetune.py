@@ -3,11 +3,13 @@ real onnxruntime) and one fine-tuning epoch on a few images."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+import yaml
 
 from app.bundle import Bundle, load_bundle
 from training.emoji import products_finetune as pf
@@ -82,3 +84,25 @@ def test_style_views_join_the_training_views_only_when_asked() -> None:
     views = pf.FineTune(style_views=4).train_views()
     assert views == {**pf.TRAIN_VIEWS, "style": 4}
     assert "style" not in pf.TRAIN_VIEWS  # the module's default stays v2's recipe
+
+
+def test_the_network_comes_from_the_config_through_the_one_reader(tmp_path: Path) -> None:
+    """build_model read products.yaml with its own yaml.safe_load and typed "modern_cnn" in:
+    a config naming another network was ignored. Now the config (read by
+    training.recipes.load_config) names the network, and a config that is not a scratch
+    recipe's, or one with a key given twice, is refused as every config is."""
+    from training.recipes import ConfigError
+
+    bundle = load_bundle(BUNDLE)
+    raw = yaml.safe_load(pf.CONFIG.read_text())
+    raw["model"] = {"architecture": "small_resnet", "kwargs": {"widths": [8, 16, 32]}}
+    other = tmp_path / "resnet.yaml"
+    other.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=r"graph has 6 convs/2 dense, model differs"):
+        pf.build_model(bundle, other)
+    with pytest.raises(ConfigError, match="needs ScratchConfig"):
+        pf.build_model(bundle, PROJECT_ROOT / "training" / "configs" / "santa.yaml")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(pf.CONFIG.read_text() + "seed: 1\n")
+    with pytest.raises(ConfigError, match="given twice"):
+        pf.build_model(bundle, twice)

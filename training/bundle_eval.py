@@ -1,0 +1,107 @@
+"""The test set a config names, for ``python -m training evaluate --bundle DIR --config CONFIG``.
+
+Per recipe, the set its run measured: `scratch`, the config's data set test split
+(training.datasets.load_arrays); `transfer`, the image folder's held-out split, cut as the run
+cut it (training.transfer.split_folder, same seed and fractions); `pretrained`, the fixed
+head's own evaluation photos (training.pretrained_heads). The emoji recipes measure their
+bundles inside the run (leave-one-style-out), so their configs are refused with what to run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from app.bundle import Bundle, Metrics
+from training.config import PretrainedConfig, RecipeBase, ScratchConfig, TransferConfig
+from training.data import BadData, DataNotFound, load_images
+from training.recipes import ConfigError
+
+# What `evaluate --config` accepts; the CLI's own advice (serving_eval) names the same ones.
+EVALUATED = ("scratch", "transfer", "pretrained")
+
+
+@dataclass(frozen=True)
+class HeldOutSet:
+    x: npt.NDArray[Any]  # raw uint8 images, or float32 inputs already prepared by the server
+    y: npt.NDArray[np.int64]
+    dataset: str
+
+
+def _same_labels(bundle: Bundle, names: tuple[str, ...], what: str) -> None:
+    if tuple(names) != bundle.labels:
+        raise BadData(
+            f"{bundle.name}: its labels {list(bundle.labels)[:5]} are not {what}'s classes "
+            f"{list(names)[:5]}; give the config (and data) that built the bundle"
+        )
+
+
+def refuse_other_recipes(cfg: RecipeBase, path: Path) -> None:
+    """A config whose bundles are not measured on a test set this command can rebuild."""
+    if cfg.recipe not in EVALUATED:
+        raise ConfigError(
+            f"{path}: a {cfg.recipe!r} config; `evaluate --config` takes a "
+            f"{', '.join(EVALUATED[:-1])} or {EVALUATED[-1]} config. Its bundles are measured "
+            f"by the run itself (leave-one-style-out): python -m training train --config "
+            f"{path} --out-dir DIR"
+        )
+
+
+def held_out_set(cfg: RecipeBase, bundle: Bundle, data_dir: Path | None) -> HeldOutSet:
+    """The held-out split the config's run measured (`data_dir` as for `train`)."""
+    if isinstance(cfg, ScratchConfig):
+        from training.datasets import load_arrays
+
+        arrays = load_arrays(cfg, data_dir)
+        x = arrays.x_test_raw if arrays.x_test_raw is not None else arrays.x_test
+        return HeldOutSet(x, arrays.y_test, arrays.dataset)
+    if not isinstance(cfg, TransferConfig):
+        raise ConfigError(f"{cfg.name}: a {cfg.recipe!r} config names no held-out split")
+    from training.transfer import split_folder
+
+    root = data_dir if data_dir is not None else cfg.data.path
+    if root is None:
+        raise DataNotFound("no image folder: set data.path in the config or pass --data-dir")
+    names, paths, labels = split_folder(cfg, root)
+    _same_labels(bundle, names, str(root))
+    # Prepared by the server's ingestion; a file it refuses is dropped, as the run dropped it.
+    x, kept = load_images(paths["test"], bundle.metadata.input)
+    return HeldOutSet(x, labels["test"][kept], f"image folder ({len(names)} classes)")
+
+
+def pretrained_metrics(cfg: PretrainedConfig, bundle: Bundle, data_dir: Path | None) -> Metrics:
+    """The fixed head's evaluation (the recipe's own) on the bundle as it is, with its
+    recorded resize policy; photos from <data dir>/photos, as `train` reads them."""
+    from training.pretrained_heads import HEADS
+    from training.serving_eval import open_model
+
+    photos = data_dir / "photos" if data_dir is not None else None
+    head = HEADS[cfg.head](cfg, photos, bundle.path.parent)
+    _same_labels(bundle, head.labels(), f"the {cfg.head!r} head")
+    metric, _ = head.evaluate(open_model(bundle), bundle.metadata.input, "re-evaluated")
+    return metric
+
+
+def metric_lines(measured: Metrics, recorded: Metrics | None) -> list[str]:
+    """The measured figures, each beside the bundle's recorded one when it has it."""
+    figures = (
+        ("accuracy", "accuracy"),
+        ("top-5", "top5_accuracy"),
+        ("precision", "precision"),
+        ("recall", "recall"),
+    )
+    out = [f"{measured.dataset}, {measured.split} split, n={measured.n_samples}"]
+    for label, key in figures:
+        value = getattr(measured, key)
+        if value is None:
+            continue
+        before = getattr(recorded, key, None) if recorded is not None else None
+        shown = f" (recorded {before:.4%})" if before is not None else ""
+        out.append(f"  {label} {value:.4%}{shown}")
+    if measured.threshold is not None:
+        out.append(f"  threshold {measured.threshold:g} on P({measured.positive_label})")
+    return out
