@@ -55,9 +55,13 @@ COPY --from=builder /bundles/ /app/models/
 # One worker process: onnxruntime already spreads a request over the cores
 # (IMGCLASS_INTRA_OP_THREADS=0 gives each pipeline its share of the cores the process may
 # use, which follows the container's CPU limit; see docs/deployment.md).
+# ORT_DISABLE_TELEMETRY: onnxruntime >= 1.32 sends usage events to Microsoft from Linux too and
+# keeps a device id under $HOME/.cache; on the read-only root it only logs a non-JSON warning.
+# A self-hosted, possibly air-gapped service sends nothing: this opts out before any session.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    ORT_DISABLE_TELEMETRY=1 \
     IMGCLASS_HOST=0.0.0.0 \
     IMGCLASS_PORT=8000 \
     IMGCLASS_WORKERS=1 \
@@ -111,9 +115,11 @@ COPY --from=gpu-builder /wheelhouse/jemalloc/libjemalloc.so.2 /usr/local/lib/lib
 COPY --from=gpu-builder /wheelhouse/jemalloc/copyright /usr/local/share/doc/libjemalloc2/copyright
 COPY --from=gpu-builder /bundles/ /app/models/
 # providers=cuda fails start-up when CUDA is unusable instead of silently using the CPU.
+# ORT_DISABLE_TELEMETRY=1: no usage events to Microsoft, no device id file (see runtime).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    ORT_DISABLE_TELEMETRY=1 \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     IMGCLASS_HOST=0.0.0.0 \

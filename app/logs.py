@@ -121,8 +121,14 @@ def configure_logging(settings: Settings) -> None:
         # uvicorn's own lines (start-up, shutdown, protocol warnings, ASGI errors) as JSON too,
         # so a JSON log pipeline never meets a line it cannot parse ("uvicorn.error" propagates
         # to "uvicorn").
-        for name in ("uvicorn", "uvicorn.access"):
-            logging.getLogger(name).handlers[:] = [handler]
+        logging.getLogger("uvicorn").handlers[:] = [handler]
+        # uvicorn writes its own access line only while "uvicorn.access" has a handler. `python
+        # -m app` turns it off (the app logs each request itself, as app.access): giving it a
+        # handler here doubled every request's access line. Reformat it only where uvicorn
+        # already writes it (a server started with uvicorn's own access log on).
+        access = logging.getLogger("uvicorn.access")
+        if access.handlers:
+            access.handlers[:] = [handler]
 
 
 def _route_template(scope: Scope) -> str:

@@ -37,3 +37,7 @@ def test_every_log_line_is_json(tmp_path: Path, workers: str) -> None:
     records = [json.loads(line) for line in lines]
     assert any(r["logger"].startswith("uvicorn") for r in records), records
     assert any(r.get("request_id") == "json-log-1" for r in records), records
+    # One access line per request (app.access, with its fields), not uvicorn's as well.
+    access = [r for r in records if r.get("request_id") == "json-log-1" and "access" in r["logger"]]
+    assert [r["logger"] for r in access] == ["app.access"], access
+    assert access[0]["status"] == 200 and access[0]["path"] == "/v1/models", access

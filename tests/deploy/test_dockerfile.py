@@ -310,3 +310,39 @@ def test_compose_says_how_writes_are_authorised() -> None:
         assert str(env["IMGCLASS_ALLOW_UNAUTHENTICATED_WRITES"]).endswith(":-true}"), name
     ports = _compose(COMPOSE)["services"]["api"]["ports"]
     assert all(str(p).startswith("${IMGCLASS_BIND:-127.0.0.1}:") for p in ports)
+
+
+@pytest.mark.parametrize("target", SERVED_TARGETS)
+def test_served_image_opts_out_of_onnxruntime_telemetry(target: str) -> None:
+    """onnxruntime >= 1.32 sends usage events to Microsoft on Linux and keeps a device id under
+    $HOME/.cache; on the read-only root it also logs a coloured non-JSON warning at the first
+    session. ORT_DISABLE_TELEMETRY=1 (read before the first session) turns all of it off."""
+    assert _env(_stage(target)).get("ORT_DISABLE_TELEMETRY") == "1"
+
+
+def _compose_default(value: str) -> str:
+    """'${VAR:-default}' -> 'default' (what compose uses when VAR is unset)."""
+    match = re.fullmatch(r"\$\{[A-Z0-9_]+:-(.*)\}", value)
+    return match.group(1) if match else value
+
+
+def test_compose_api_answers_the_prometheus_scrape_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The monitoring profile's Prometheus scrapes the targets in deploy/prometheus/prometheus.yml
+    (api:8000): the api service's Host allow-list must include them, or every scrape is a 400
+    and ImgclassDown fires on a healthy server."""
+    from app.api.guards import host_allowed
+
+    env = _compose(COMPOSE)["services"]["api"]["environment"]
+    hosts = env.get("IMGCLASS_ALLOWED_HOSTS")
+    if hosts:
+        monkeypatch.setenv("IMGCLASS_ALLOWED_HOSTS", _compose_default(str(hosts)))
+    else:
+        monkeypatch.delenv("IMGCLASS_ALLOWED_HOSTS", raising=False)
+    allowed = Settings().allowed_hosts
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = [
+        t for job in config["scrape_configs"] for s in job["static_configs"] for t in s["targets"]
+    ]
+    assert targets
+    refused = [t for t in targets if not host_allowed(t, allowed)]
+    assert not refused, f"api refuses Host {refused} (IMGCLASS_ALLOWED_HOSTS {allowed})"

@@ -1,0 +1,64 @@
+"""onnxruntime >= 1.32 keeps a device id and an event database under $HOME/.cache/Microsoft
+and queues them for upload. Importing the server (or training/, bench/) opts out first, unless
+the operator set ORT_DISABLE_TELEMETRY."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+SESSION = (
+    "import onnxruntime as ort; "
+    f"ort.InferenceSession({str(ROOT / 'models' / 'products' / 'model.onnx')!r}, "
+    "providers=['CPUExecutionProvider'])"
+)
+
+
+def run(code: str, home: Path, **env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, "HOME": str(home), **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def telemetry_files(home: Path) -> list[Path]:
+    """onnxruntime's telemetry folder (other libraries keep their own caches under ~/.cache)."""
+    folder = home / ".cache" / "Microsoft"
+    return sorted(folder.rglob("*")) if folder.exists() else []
+
+
+@pytest.mark.parametrize("package", ["app.runtime", "training.export", "bench.model_cost"])
+def test_loading_a_model_through_the_project_leaves_no_telemetry(
+    tmp_path: Path, package: str
+) -> None:
+    run(f"import {package}; {SESSION}", tmp_path)
+    assert telemetry_files(tmp_path) == []
+
+
+def test_onnxruntime_alone_does_keep_telemetry(tmp_path: Path) -> None:
+    """The control: without the opt-out this onnxruntime writes its files (so the test above
+    can fail)."""
+    run(SESSION, tmp_path)
+    assert any(p.name == "deviceid" for p in telemetry_files(tmp_path))
+
+
+def test_the_operators_own_setting_is_kept(tmp_path: Path) -> None:
+    got = run(
+        "import app, os; print(os.environ['ORT_DISABLE_TELEMETRY'])",
+        tmp_path,
+        ORT_DISABLE_TELEMETRY="0",
+    )
+    assert got.strip() == "0"
