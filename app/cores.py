@@ -16,6 +16,9 @@ from typing import Final
 
 MAX_AUTO_WORKERS: Final = 4  # each worker loads every model; past 4, add pipelines instead
 CGROUP_CPU_MAX: Final = Path("/sys/fs/cgroup/cpu.max")
+# cgroup v1 (older hosts; Docker mounts the container's own cgroup here): the CPU controller's
+# folder, under either name distributions give it.
+CGROUP_V1_CPU_DIRS: Final = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup/cpu,cpuacct"))
 
 
 def _cgroup_quota_cores(path: Path = CGROUP_CPU_MAX) -> int | None:
@@ -32,13 +35,28 @@ def _cgroup_quota_cores(path: Path = CGROUP_CPU_MAX) -> int | None:
         return None
 
 
+def _cgroup_v1_quota_cores(dirs: tuple[Path, ...] | None = None) -> int | None:
+    """Cores allowed by a cgroup v1 CFS quota (`docker run --cpus 2` on a v1 host: quota
+    200000 over period 100000), rounded up; None if there is none (-1) or no v1 controller.
+    `dirs`: the controller folders to look in (default CGROUP_V1_CPU_DIRS)."""
+    for folder in CGROUP_V1_CPU_DIRS if dirs is None else dirs:
+        try:
+            quota = int((folder / "cpu.cfs_quota_us").read_text())
+            period = int((folder / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+    return None
+
+
 def cpu_count() -> int:
-    """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota."""
+    """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota (v2, else
+    v1)."""
     try:
         cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         cores = max(1, os.cpu_count() or 1)
-    quota = _cgroup_quota_cores()
+    quota = _cgroup_quota_cores() or _cgroup_v1_quota_cores()
     return min(cores, quota) if quota else cores
 
 

@@ -42,6 +42,33 @@ def test_missing_cgroup_file_means_no_quota(tmp_path: Path) -> None:
     assert cores._cgroup_quota_cores(tmp_path / "absent") is None
 
 
+@pytest.mark.parametrize(
+    ("quota", "period", "expected"),
+    [("-1", "100000", None), ("150000", "100000", 2), ("50000", "100000", 1), ("0", "0", None)],
+)
+def test_cgroup_v1_quota(tmp_path: Path, quota: str, period: str, expected: int | None) -> None:
+    """A v1 host (`docker run --cpus` writes cpu.cfs_quota_us): the limit was ignored there, so
+    a 2-CPU container on a 16-core host sized itself for 16."""
+    folder = tmp_path / "cpu,cpuacct"
+    folder.mkdir()
+    (folder / "cpu.cfs_quota_us").write_text(quota + "\n")
+    (folder / "cpu.cfs_period_us").write_text(period + "\n")
+    assert cores._cgroup_v1_quota_cores((tmp_path / "cpu", folder)) == expected
+    assert cores._cgroup_v1_quota_cores((tmp_path / "absent",)) is None
+
+
+def test_cpu_count_takes_the_v1_quota_when_there_is_no_v2_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "cpu"
+    folder.mkdir()
+    (folder / "cpu.cfs_quota_us").write_text("100000\n")
+    (folder / "cpu.cfs_period_us").write_text("100000\n")
+    monkeypatch.setattr(cores, "CGROUP_V1_CPU_DIRS", (folder,))
+    monkeypatch.setattr(cores, "_cgroup_quota_cores", lambda: None)
+    assert cpu_count() == 1
+
+
 def test_cpu_count_is_capped_by_affinity() -> None:
     assert 1 <= cpu_count() <= len(os.sched_getaffinity(0))
 
