@@ -243,9 +243,11 @@ def validation_detail(exc: ValidationError) -> str:
 
 async def read_model(request: Request, model: type[_M], limit: int, what: str) -> _M:
     """A JSON body capped at `limit` bytes and depth-checked before parsing, validated into
-    `model`; any fault is a 4xx problem that says which field and why."""
+    `model` strictly (JSON types as declared: `true` or `"5"` is not a number, `5.0` not an
+    integer; lax parsing took `"k": true` as k = 1 and `"2"` inside a vector as 2.0); any fault
+    is a 4xx problem that says which field and why."""
     try:
-        return model.model_validate(await read_json(request, limit))
+        return model.model_validate(await read_json(request, limit), strict=True)
     except ValidationError as exc:
         raise InvalidRequest(f"Invalid {what}: {validation_detail(exc)}") from exc
 

@@ -225,6 +225,12 @@ def test_bad_input_is_a_clear_problem(
         r = problem(c.post("/v1/catalogs/fm/search", json={"vector": [0.1] * 7}), 422)
         assert "32" in r["detail"]
         problem(c.post("/v1/catalogs/fm/search?k=101", json={"item_id": "p001"}), 422)
+        # JSON types as declared: lax parsing took `"k": true` as 1 and "2" in a vector as 2.0.
+        r = problem(c.post("/v1/catalogs/fm/search", json={"item_id": "p001", "k": True}), 422)
+        assert "k:" in r["detail"] and "integer" in r["detail"], r
+        r = problem(c.post("/v1/catalogs/fm/search", json={"vector": [0.1] * 31 + ["2"]}), 422)
+        assert "vector.31" in r["detail"], r
+        problem(c.post("/v1/catalogs", json={"name": 7, "model": "tiny"}), 422)
         # Both kinds of query at once: the vector was used and the missing item named as query.
         both = {"item_id": "missing", "vector": [0.1] * 32}
         assert "not both" in problem(c.post("/v1/catalogs/fm/search", json=both), 422)["detail"]
