@@ -116,7 +116,10 @@ def _flatten(data: Any, leaf: type | tuple[type, ...], limit: int, where: str) -
             if len(out) > limit:
                 raise BadRequest(f"{where}.data holds more elements than its shape says.")
         else:
-            raise BadRequest(f"{where}.data holds a {type(node).__name__} where it needs values.")
+            got = {bool: "a boolean", dict: "an object", str: "a string", type(None): "null"}
+            wanted = "base64 strings" if leaf is str else "numbers"
+            kind = got.get(type(node), "a number")
+            raise BadRequest(f"{where}.data holds {kind} where it needs {wanted}.")
     return out
 
 

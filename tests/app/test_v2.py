@@ -516,3 +516,23 @@ def test_json_nested_past_the_parsers_limit_is_a_plain_400() -> None:
         parse_infer_request(body, None, max_json_bytes=len(body), max_elements=10)
     assert "deeper than the server parses" in str(info.value.detail)
     assert "recursion" not in str(info.value.detail)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "leaf", "said"),
+    [
+        ("BYTES", 5, "holds a number where it needs base64 strings"),
+        ("BYTES", None, "holds null where it needs base64 strings"),
+        ("FP32", True, "holds a boolean where it needs numbers"),
+        ("FP32", "1.5", "holds a string where it needs numbers"),
+        ("FP32", {"v": 1}, "holds an object where it needs numbers"),
+    ],
+)
+def test_a_wrong_json_element_type_is_named(datatype: str, leaf: object, said: str) -> None:
+    """It said "holds a int where it needs values", whatever the input wanted."""
+    body = json.dumps(
+        {"inputs": [{"name": "image", "datatype": datatype, "shape": [1], "data": [leaf]}]}
+    ).encode()
+    with pytest.raises(BadRequest) as info:
+        parse_infer_request(body, None, max_json_bytes=len(body), max_elements=10)
+    assert said in info.value.detail
