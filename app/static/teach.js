@@ -4,6 +4,7 @@
 // (app.js listens for "imgclass:model-taught").
 import { problemMessage, readProblem } from "./problems.js";
 import { ACCEPTED_TEXT, sniffFile } from "./sniff.js";
+import { pct } from "./format.js";
 
 const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 const UPLOAD_BATCH = 8;
@@ -200,6 +201,10 @@ async function train() {
   refresh();
   const catalog = slug(`teach-${model}`);
   const backbone = ui.backbone.value;
+  // The example catalog is made for this job: if the job never starts (the name is refused,
+  // a limit is reached, an upload fails), it is deleted again instead of left behind.
+  let created = false;
+  let started = false;
   try {
     setProgress(0, "Preparing the example catalog…");
     // The page keeps one catalog of examples per taught model: teaching again starts it fresh.
@@ -213,6 +218,7 @@ async function train() {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ name: catalog, model: backbone, description: `examples for ${model}` }),
     });
+    created = true;
     const total = classes.reduce((n, c) => n + c.files.length, 0);
     let sent = 0;
     const skipped = [];
@@ -248,10 +254,14 @@ async function train() {
     const job = await api(`/v1/catalogs/${catalog}/train`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ model }),
     });
+    started = true;
     await follow(job, 0.5);
   } catch (problem) {
     ui.progress.hidden = true;
     showError(problem || { status: 0 });
+    if (created && !started) {
+      await api(`/v1/catalogs/${catalog}`, { method: "DELETE" }).catch(() => {});
+    }
   } finally {
     state.busy = false;
     refresh();
@@ -321,7 +331,7 @@ function showResults(job) {
     h("p", { class: "teach-headline" }, `Right on ${right} of ${n} (${(m.accuracy * 100).toFixed(0)}%) held-out ${how}.`),
     h("ul", { class: "teach-summary" }, ...r.summary.map((s) => h("li", {}, `${s}.`))),
     ...(m.threshold != null && m.positive_label != null
-      ? [h("p", { class: "teach-decision" }, `A yes/no model: it says “${m.positive_label}” when that score reaches ${(m.threshold * 100).toFixed(0)}%, else “${m.labels.find((l) => l !== m.positive_label)}”.`)]
+      ? [h("p", { class: "teach-decision" }, `A yes/no model: it says “${m.positive_label}” when that score reaches ${pct(m.threshold)}, else “${m.labels.find((l) => l !== m.positive_label)}”.`)]
       : []),
     ...(job.warnings.length ? [h("p", { class: "teach-warn" }, job.warnings.join("; "))] : []),
     ...(state.skipped.length
@@ -361,7 +371,7 @@ function build() {
   root = document.getElementById("teach");
   if (!root) return;
   ui = {};
-  ui.name = h("input", { id: "teach-name", type: "text", placeholder: "e.g. santa", autocomplete: "off", spellcheck: "false", maxlength: "64" });
+  ui.name = h("input", { id: "teach-name", type: "text", placeholder: "e.g. my-shoes", autocomplete: "off", spellcheck: "false", maxlength: "64" });
   ui.backbone = h("select", { id: "teach-backbone" });
   ui.classes = h("ol", { class: "teach-classes" });
   ui.hint = h("p", { class: "teach-hint", "aria-live": "polite" });

@@ -261,3 +261,24 @@ def test_a_file_that_is_not_an_image_is_left_out_at_once(
     body = b"".join(sent)
     assert body.count(b'filename="') == 4, body[:400]
     assert b"fake.png" not in body and b"notes.txt" not in body
+
+
+def test_a_refused_model_name_leaves_no_example_catalog_behind(
+    open_page: Any, api: Any, pictures: dict[str, list[Path]]
+) -> None:
+    """A shipped model's name is refused when the job is asked for, after the page has made
+    its example catalog and uploaded into it: that catalog was left behind (found by a new
+    user who typed the placeholder's "santa"). It is deleted again; the placeholder names no
+    shipped model."""
+    page = open_page()
+    assert page.locator("#teach-name").get_attribute("placeholder") == "e.g. my-shoes"
+    files = {"sneaker": [str(p) for p in pictures["sneaker"][:2]]}
+    files["bag"] = [str(p) for p in pictures["bag"][:2]]
+    fill_teach_form(page, "products", files)
+    page.locator('#teach .teach-class .teach-count:text-is("2 pictures")').first.wait_for()
+    page.click("#teach-train")
+    page.wait_for_selector("#teach .teach-error:not([hidden])")
+    assert "shipped" in page.locator("#teach .teach-error").inner_text().lower()
+    page.wait_for_function("!document.querySelector('#teach-train').disabled")
+    names = [c["name"] for c in api.get("/v1/catalogs").json()["catalogs"]]
+    assert "teach-products" not in names, names
