@@ -55,7 +55,9 @@ function classCard(cls) {
   const card = h("li", { class: "teach-class", tabindex: "-1" },
     h("div", { class: "teach-class-head" }, name, remove),
     h("div", { class: "teach-drop", onclick: () => picker.click() },
-      h("span", {}, "Drop, paste or "), h("span", { class: "linkish" }, "choose"), h("span", {}, " pictures of this class")),
+      // Touch screens cannot drop or paste (as the page's own drop zone says "Choose photos").
+      h("span", { class: "only-fine" }, "Drop, paste or "), h("span", { class: "only-touch" }, "Tap to "),
+      h("span", { class: "linkish" }, "choose"), h("span", {}, " pictures of this class")),
     thumbs,
     issues,
     h("div", { class: "teach-class-foot" }, count, add),

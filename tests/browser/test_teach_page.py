@@ -282,3 +282,16 @@ def test_a_refused_model_name_leaves_no_example_catalog_behind(
     page.wait_for_function("!document.querySelector('#teach-train').disabled")
     names = [c["name"] for c in api.get("/v1/catalogs").json()["catalogs"]]
     assert "teach-products" not in names, names
+
+
+@pytest.mark.parametrize("size", [{}, PHONE], ids=["desktop", "phone"])
+def test_a_class_box_offers_what_the_device_can_do(open_page: Any, size: dict[str, Any]) -> None:
+    """A touch screen cannot drop or paste; its class boxes said "Drop, paste or choose" while
+    the page's own drop zone said "Choose photos"."""
+    page = open_page(**size)
+    page.locator("#teach").scroll_into_view_if_needed()
+    text = page.locator("#teach .teach-drop").first.inner_text()
+    if size:
+        assert text == "Tap to choose pictures of this class", text
+    else:
+        assert text == "Drop, paste or choose pictures of this class", text
