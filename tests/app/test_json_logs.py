@@ -5,6 +5,7 @@ never meets a line it cannot parse. Real `python -m app`, one worker and two."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -37,6 +38,9 @@ def test_every_log_line_is_json(tmp_path: Path, workers: str) -> None:
     records = [json.loads(line) for line in lines]
     assert any(r["logger"].startswith("uvicorn") for r in records), records
     assert any(r.get("request_id") == "json-log-1" for r in records), records
+    # RFC 3339 UTC timestamps with milliseconds (they were local time to the second).
+    for r in records:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["ts"]), r["ts"]
     # One access line per request (app.access, with its fields), not uvicorn's as well.
     access = [r for r in records if r.get("request_id") == "json-log-1" and "access" in r["logger"]]
     assert [r["logger"] for r in access] == ["app.access"], access
