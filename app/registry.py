@@ -311,6 +311,16 @@ class ModelRegistry:
                 found = versions.get(key)
             pending = base in self._pending
             refused = self._refused.get(name)
+            # A taught name whose every version was refused (e.g. its backbone was replaced)
+            # exists: "No model named 'x'" would send its owner looking for a typo.
+            refused_versions = (
+                []
+                if version or versions or shipped
+                else sorted(
+                    (k for k in self._refused if k.startswith(base + VERSION_SEP)),
+                    key=lambda k: version_key(split_ref(k)[1]),
+                )
+            )
         if found is not None:
             return found
         if pending or (not self._done.is_set() and not self._models):
@@ -318,6 +328,12 @@ class ModelRegistry:
         if refused is not None:
             raise ModelNotFound(
                 f"Model {name!r} exists but was refused when loading; the server log says why."
+            )
+        if refused_versions:
+            raise ModelNotFound(
+                f"Model {name!r} exists but every version of it was refused when loading "
+                f"({', '.join(refused_versions)}); the server log says why (a taught model is "
+                "refused when the backbone it was taught on is no longer served: teach it again)."
             )
         raise missing_model(
             name,

@@ -22,6 +22,7 @@ from app.errors import InvalidRequest
 from app.metrics import EvalReport, calibrate_threshold, evaluate_probs, wilson_interval
 from app.registry import ModelRegistry
 from app.settings import Settings
+from app.teach.caveats import caveats, majority_extra, without_trivial_top_k
 from app.teach.compose import Room, TaughtSpec, check_model_name, write_taught
 from app.teach.errors import ModelNameTaken, NotEnoughExamples, TeachCancelled
 from app.teach.examples import Examples, Limits, limits_from, read_examples
@@ -191,6 +192,9 @@ def train(
         accuracy_ci95_low=round(ci.low, 4),
         accuracy_ci95_high=round(ci.high, 4),
     ).model_copy(update={"evaluated_with": "numpy"})  # same weights as the graph, scored in numpy
+    extra = {**without_trivial_top_k(metrics.extra, len(ex.labels)), **majority_extra(report)}
+    metrics = metrics.model_copy(update={"extra": extra})
+    warnings += caveats(ex.x, ex.y, ex.labels, report)
     pos = positive_index(ex.labels, positive_label) if len(ex.labels) == 2 else None
     if pos is not None:  # a yes/no question: asked for, or one label is the "no" side
         cal = calibrate_threshold(val.probs[:, pos], y_val == pos, rule="max_f1")

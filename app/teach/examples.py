@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.catalog.service import CatalogService
-from app.catalog.types import CatalogRecord
+from app.catalog.types import CatalogRecord, ItemNotFound
 from app.settings import Settings
 from app.teach.errors import NotEnoughExamples, TeachCancelled, TeachLimitExceeded
 from app.teach.head import F64, I64, unit
@@ -83,8 +83,12 @@ def read_examples(
             if item.label is None:
                 unlabelled += 1
                 continue
+            try:
+                vector = store.get_vector(catalog, item.id)
+            except ItemNotFound:  # deleted since its page was listed: as if a moment earlier
+                continue
             names.append(item.label)
-            vectors.append(store.get_vector(catalog, item.id))
+            vectors.append(vector)
     labels = _checked_labels(set(names), catalog, limits)
     index = {lab: i for i, lab in enumerate(labels)}
     y = np.asarray([index[n] for n in names], dtype=np.int64)
@@ -94,8 +98,10 @@ def read_examples(
 
 
 def check_labels(service: CatalogService, catalog: str, limits: Limits) -> dict[str, int]:
-    """Label counts of a catalog (no vectors read), checked against the teaching rules."""
-    _sized_record(service, catalog, limits)
+    """Label counts of a catalog (no vectors read), checked against the teaching rules; a
+    catalog built with another build of its model than the one served (stale, to be reindexed)
+    is a 409 now, as the job would fail with."""
+    service.bound_model(_sized_record(service, catalog, limits))
     counts: dict[str, int] = {}
     for batch in service.store.iter_items(catalog, batch=1000):
         for item in batch:

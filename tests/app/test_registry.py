@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.errors import ConfigurationError
+from app.errors import ConfigurationError, ModelNotFound
 from app.main import create_app
 from app.registry import ModelRegistry
 from app.runtime import available_providers, choose_providers
@@ -224,3 +224,25 @@ def test_real_server_refuses_hostile_bundles_and_serves_the_good_one(tmp_path: P
     for name, reason in bad.items():
         assert f"refusing bundle {name}: " in log and reason in log, name
     assert "Traceback" not in log
+
+
+def test_a_taught_name_whose_every_version_was_refused_is_not_called_missing(
+    tmp_path: Path,
+) -> None:
+    """A taught model whose backbone was replaced has every version refused: asking for it by
+    name answered "No model named 'x'" (as for a typo), while `x@1` said it exists but was
+    refused. Both now say it exists and was refused, naming the versions."""
+    models = tmp_path / "models"
+    write_tiny_bundle(models, "good")
+    taught = tmp_path / "taught"
+    for version in ("1", "2"):  # not valid taught bundles: refused, as a stale head is
+        shutil.copytree(models / "good", taught / "mine" / version)
+    reg = ModelRegistry(models, taught_dir=taught, providers="cpu", warmup_runs=0)
+    reg.load_all()
+    assert sorted(reg.refused()) == ["mine@1", "mine@2"]
+    with pytest.raises(ModelNotFound, match=r"'mine' exists but every version .*mine@1, mine@2"):
+        reg.get("mine")
+    with pytest.raises(ModelNotFound, match="'mine@2' exists but was refused"):
+        reg.get("mine@2")
+    with pytest.raises(ModelNotFound, match="No model named 'min'"):
+        reg.get("min")  # a prefix of a refused name is still simply missing

@@ -570,3 +570,25 @@ def test_the_number_of_catalogs_is_bounded(make_client: ClientFactory) -> None:
         name = c.get("/v1/catalogs").json()["catalogs"][0]["name"]
         assert c.delete(f"/v1/catalogs/{name}").status_code == 204
         assert c.post("/v1/catalogs", json={"name": "more", "model": "tiny"}).status_code == 201
+
+
+def test_teaching_a_stale_catalog_is_refused_before_a_job_starts(
+    make_client: ClientFactory,
+    images: list[tuple[bytes, str]],
+    tiny_models_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A catalog whose model was replaced (stale until reindexed): the train call answered 202
+    and the job failed a moment later with model-mismatch; it is a 409 now, with no job."""
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
+    two_labels = [(img, "ab"[i % 2]) for i, (img, _) in enumerate(images[:12])]
+    with make_client(models_dir=models) as c:
+        fill(c, two_labels)
+    rebuild_bundle(models / "tiny")
+    with make_client(models_dir=models) as c:
+        r = problem(c.post("/v1/catalogs/fm/train", json={"model": "mine"}), 409)
+        assert r["type"].endswith("model-mismatch") and "reindex" in r["detail"]
+        assert c.get("/v1/jobs").json()["total"] == 0
+        assert c.post("/v1/catalogs/fm/reindex").status_code == 200
+        assert c.post("/v1/catalogs/fm/train", json={"model": "mine"}).status_code == 202
