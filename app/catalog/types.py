@@ -217,12 +217,17 @@ def check_label(label: str | None) -> str | None:
 
 
 def check_label_filter(label: str | None) -> str | None:
-    """A label filter read as labels are stored: `label=shoe ` finds shoes. One longer than a
-    label may be is a 422, as on add: it answered 200 with nothing found, as if the label were
-    merely unused."""
+    """A label filter read as labels are stored: `label=shoe ` finds shoes. One empty (after
+    trimming) or longer than a label may be is a 422, as on add: each answered 200 with nothing
+    found, as if the label were merely unused."""
     if label is None:
         return None
     given, label = label, normal_label(label)
+    if not label:
+        raise InvalidRequest(
+            "The label filter is empty: leave `label` out to search every label, or give one "
+            f"(1-{MAX_LABEL_CHARS} printable characters)."
+        )
     if len(label) > MAX_LABEL_CHARS:
         raise InvalidRequest(
             f"Invalid label filter {given[:40]!r}... ({len(label):,} characters): labels are "

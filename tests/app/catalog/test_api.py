@@ -526,7 +526,8 @@ def test_a_json_key_given_twice_is_a_422_naming_its_path(
 def test_a_label_filter_longer_than_any_label_is_a_422(
     make_client: ClientFactory, images: list[tuple[bytes, str]]
 ) -> None:
-    """Labels are at most 256 characters: a longer filter answered 200 with nothing found."""
+    """Labels are 1-256 characters: a longer (or empty) filter answered 200 with nothing
+    found."""
     long = "x" * 257
     with make_client(default_catalogs={}) as c:
         fill(c, images[:3])
@@ -539,6 +540,14 @@ def test_a_label_filter_longer_than_any_label_is_a_422(
         ):
             detail = problem(r, 422)["detail"]
             assert "Invalid label filter" in detail and "1-256 printable characters" in detail
+        # An empty filter (or one that trims to nothing) answered 200 with nothing found too.
+        for empty in ("", "   "):
+            for r in (
+                c.post("/v1/catalogs/fm/search", params={"item_id": "p001", "label": empty}),
+                c.post("/v1/catalogs/fm/search", json={"item_id": "p001", "label": empty}),
+                c.get("/v1/catalogs/fm/items", params={"label": empty}),
+            ):
+                assert "label filter is empty" in problem(r, 422)["detail"]
         # 256 characters (and a padded one that trims to 256) are labels that may exist.
         for label in ("y" * 256, f"  {'y' * 256} "):
             r = c.post("/v1/catalogs/fm/search", params={"item_id": "p001", "label": label})
