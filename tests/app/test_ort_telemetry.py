@@ -72,7 +72,12 @@ def test_onnxruntime_alone_does_keep_telemetry(tmp_path: Path) -> None:
     """The control: without the opt-out this onnxruntime writes its files (so the test above
     can fail)."""
     run(SESSION, tmp_path)
-    assert any(p.name == "deviceid" for p in telemetry_files(tmp_path))
+    files = telemetry_files(tmp_path)
+    if not files:
+        # Seen once on a CI machine before NOT_PASSED existed: onnxruntime also decides by
+        # things a test cannot take away. The tests above then prove nothing here, and say so.
+        pytest.skip("onnxruntime kept no telemetry on this machine even without the opt-out")
+    assert any(p.name == "deviceid" for p in files)
 
 
 def test_the_operators_own_setting_is_kept(tmp_path: Path) -> None:
