@@ -300,3 +300,6 @@ def test_identity_card_names_every_kind_of_view() -> None:
     assert "one of every picture;" in text
     assert "line art" in text and "silhouette" in text
     assert "line art" not in identity_protocol(["aug0", "all1"])
+    twice = identity_protocol(["aug0", "all1", "sty0", "sty1", "aug1", "aug2"])
+    assert twice.count("redrawn") == 1 and "two of every picture redrawn" in twice
+    assert "two more of the positives" in twice

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ def trained_on(task: Task) -> str:
     )
 
 
+NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five"}
 AUGMENTS = "colour, line weight, scale/position, background, resolution"
 LOGISTIC_PROTOCOL = (
     "Each style is scored by a head trained on the other six: the pictures as drawn, plus one "
@@ -90,7 +92,7 @@ LOGISTIC_PROTOCOL = (
 
 def identity_protocol(views: Sequence[str], wccn: Sequence[float] = ()) -> str:
     """How an identity head's folds were trained and thresholded, naming its views."""
-    kinds = []
+    kinds: list[str] = []
     for v in views:
         if v.startswith("sty"):
             kinds.append(
@@ -104,10 +106,15 @@ def identity_protocol(views: Sequence[str], wccn: Sequence[float] = ()) -> str:
             kinds.append("one of the positives and 35% of the rest")
         else:
             kinds.append("one more of the positives")
+    counts = dict(Counter(kinds))  # two style views are one kind of view, said once
+    said = [
+        k if n == 1 else k.replace("one ", f"{NUMBERS.get(n, str(n))} ", 1)
+        for k, n in counts.items()
+    ]
     return (
         "Each style is scored by a head trained on the other six: a softmax over every emoji "
         "(skin tones merged; one class per emoji, each drawn in up to six styles), on the "
-        f"pictures as drawn plus augmented views ({AUGMENTS}): {'; '.join(kinds)}; one fixed "
+        f"pictures as drawn plus augmented views ({AUGMENTS}): {'; '.join(said)}; one fixed "
         "setting. "
         + (
             "Its input is first whitened against the within-emoji covariance of the training "
