@@ -40,8 +40,9 @@ const state = {
   queue: Promise.resolve(),
 };
 
-function showAlert(title, text) {
+function showAlert(title, text, kind = "page") {
   el.alert.replaceChildren();
+  el.alert.dataset.kind = kind;
   const strong = document.createElement("strong");
   strong.textContent = title;
   const span = document.createElement("span");
@@ -65,7 +66,14 @@ function announce(text) {
 
 // ---------- server status ----------
 
+let pollTimer = 0;
+let polling = false;
+
+// Asks /readyz now and again later; a call while a check is under way is that check.
 async function pollReady() {
+  if (polling) return;
+  polling = true;
+  window.clearTimeout(pollTimer);
   let next = 15000;
   try {
     const r = await fetch("/readyz", { cache: "no-store" });
@@ -89,7 +97,8 @@ async function pollReady() {
     setStatus("down", "Offline");
     next = 5000;
   }
-  window.setTimeout(pollReady, next);
+  polling = false;
+  pollTimer = window.setTimeout(pollReady, next);
 }
 
 function setStatus(kind, text) {
@@ -286,8 +295,12 @@ function classify(items) {
     });
 }
 
+// "Try again" on one card also retries the others that failed for a passing reason (server
+// unreachable, busy, loading): after an outage, twenty cards needed twenty clicks.
 function retry(item) {
-  if (state.model) classify([item]);
+  if (!state.model) return;
+  const others = state.items.filter((it) => it !== item && it.problem && it.problem.retry);
+  classify([item, ...others]);
 }
 
 function announceDone(jobs) {
@@ -321,6 +334,9 @@ async function sendBatch(jobs, model, topK, attempt, tally) {
     return;
   }
   if (response.ok) {
+    // The server answered: a "can't reach the server" banner from an earlier failure is stale.
+    if (el.alert.dataset.kind === "request") hideAlert();
+    if (el.status.dataset.state === "down") pollReady();
     const body = await response.json();
     live.forEach((j, i) => {
       if (j.item.run !== j.run) return;
@@ -370,7 +386,11 @@ function failAll(jobs, problem, model) {
     // The file's own size goes into "It is 772 KB; the limit is ..." (one file per request then).
     if (j.item.run === j.run) setCardProblem(j.item, problemMessage(problem, { model: model.name, size: j.item.file.size }), retry);
   }
-  if (problem.status === 0 || problem.status === 401 || problem.status === 404) showAlert(msg.title, msg.text);
+  if (problem.status === 0 || problem.status === 401 || problem.status === 404) {
+    showAlert(msg.title, msg.text, "request");
+  }
+  // The status pill said "Ready" for up to 15 s after a request could not reach the server.
+  if (problem.status === 0) pollReady();
 }
 
 // ---------- rendering a card ----------

@@ -148,8 +148,15 @@ export function renderResult(item, result, body) {
   });
   list.hidden = false;
   if (!result.decision && topScore < 0.5 && result.predictions.length > 1) {
+    // A cat photo on imagenet (Egyptian cat 39%, tiger cat 33%, tabby 16%) was told "this may
+    // not be something the model was trained to recognise": when the first labels shown hold
+    // most of the probability, the model is only torn between them.
+    const first = result.predictions.slice(0, 3);
+    const shared = first.reduce((sum, p) => sum + p.score, 0);
     const note = $(".result-note", card);
-    note.textContent = "Low confidence: this may not be something the model was trained to recognise.";
+    note.textContent = shared >= 0.6
+      ? `Low confidence: the model is torn between its top ${first.length} labels (${pct(shared)} together); it is most likely one of them.`
+      : "Low confidence: this may not be something the model was trained to recognise.";
     note.hidden = false;
   }
   list.setAttribute("aria-label", `Top ${result.predictions.length} labels for ${item.file.name}`);

@@ -45,7 +45,9 @@ function classCard(cls) {
     class: "teach-class-name", type: "text", value: cls.label, "aria-label": "Class name",
     // Short enough for the narrowest card (about 110 px of text beside "Remove" on a desktop).
     placeholder: "Class name", title: "Class name, e.g. Santa", maxlength: "60",
-    oninput: (e) => { cls.label = e.target.value; },
+    // Names typed after the pictures were added must enable Train too (refresh), not only
+    // names typed first.
+    oninput: (e) => { cls.label = e.target.value; refresh(); },
   });
   const add = h("button", { type: "button", class: "btn btn-small teach-add", onclick: () => picker.click() }, "Add pictures");
   const remove = h("button", {
@@ -74,7 +76,7 @@ function classCard(cls) {
     state.active = cls;
     addFiles(cls, e.dataTransfer.files);
   });
-  Object.assign(cls, { card, thumbs, issues, issueList, issueCount, count, nameInput: name });
+  Object.assign(cls, { card, thumbs, issues, issueList, issueCount, count, nameInput: name, remove, add });
   return card;
 }
 
@@ -144,15 +146,26 @@ function dismissIssues(cls) {
 }
 
 function refresh() {
+  state.classes.forEach((cls, i) => {
+    // Each class's controls get a name of their own: a screen reader listed "Class name",
+    // "Remove this class" and "Add pictures" once per class, all alike.
+    const which = `class ${i + 1}${cls.label.trim() ? ` (${cls.label.trim()})` : ""}`;
+    cls.nameInput.setAttribute("aria-label", `Name of class ${i + 1}`);
+    cls.remove.setAttribute("aria-label", `Remove ${which}`);
+    cls.add.setAttribute("aria-label", `Add pictures to ${which}`);
+  });
   for (const cls of state.classes) {
     const n = cls.files.length;
     // What will be sent; the files left out are counted in their own list below the pictures.
     cls.count.textContent = `${n} picture${n === 1 ? "" : "s"}` + (cls.checking ? " · checking…" : "");
   }
   const ready = state.classes.filter((c) => c.files.length >= 2 && c.label.trim()).length;
+  const unnamed = state.classes.filter((c) => c.files.length >= 2 && !c.label.trim()).length;
   ui.hint.textContent = ready >= 2
     ? `${ready} classes ready. Ten or more pictures per class give steadier results.`
-    : "Add at least two classes with two or more pictures each.";
+    : ready + unnamed >= 2
+      ? `Name ${unnamed === 1 ? "the class" : "the classes"} that ${unnamed === 1 ? "has" : "have"} pictures but no name.`
+      : "Add at least two classes with two or more pictures each.";
   ui.train.disabled = state.busy || ready < 2;
 }
 
