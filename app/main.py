@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__, telemetry
-from app.api import access, catalogs, health, metrics, models, predict, teach, v2
+from app.api import access, catalogs, health, metrics, models, openapi, predict, teach, v2
 from app.api.body_budget import BodyBudget
 from app.api.cors import ProblemCORSMiddleware
 from app.api.guards import GuardMiddleware
@@ -155,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The predict hot path skips FastAPI's dependency machinery (app/api/predict.py); the
     # FastAPI declaration of the same path stays for the OpenAPI document.
     app.router.routes.insert(0, predict.predict_route)
+    openapi.install(app)  # errors documented in the shapes they are sent in
 
     if (STATIC_DIR / "index.html").is_file():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

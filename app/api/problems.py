@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.catalog.sqlite import schema_gone
 from app.errors import PROBLEM_BASE, PROBLEM_JSON, Overloaded, ServiceError
@@ -48,6 +49,20 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def path_methods(request: Request) -> list[str]:
+    """Every method some route of the app fully matches on this request's path (included
+    routers too: each route's own `matches`, no router internals)."""
+    routes = request.app.router.routes
+    return [
+        m
+        for m in METHODS
+        if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error (ours, routing, validation, unexpected) as problem+json."""
 
@@ -78,9 +93,15 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = f"No route {request.method} {request.url.path}; see /docs for the API."
         headers = dict(exc.headers or {})  # a 405's Allow (RFC 9110 15.5.6: it must be sent)
         if exc.status_code == 405 and headers.get("Allow"):
-            allowed = headers["Allow"]
-            if "GET" in allowed.split(", ") and "HEAD" not in allowed:
-                headers["Allow"] = allowed = f"{allowed}, HEAD"  # app/api/head.py answers it
+            # Starlette names only the first route of the path; GET and POST on one path are
+            # two routes here (/v1/catalogs), and Allow must list every method of the resource.
+            # /v2 has one route a path, and a catch-all (app/api/v2.py) that takes every method
+            # but OPTIONS: Starlette's Allow is the right one there.
+            own = [] if is_oip_path(request.url.path) else path_methods(request)
+            methods = set(own or headers["Allow"].split(", "))
+            if "GET" in methods:
+                methods.add("HEAD")  # app/api/head.py answers it
+            headers["Allow"] = allowed = ", ".join(sorted(methods))
             detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}."
         slug = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
             exc.status_code, "http-error"

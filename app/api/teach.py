@@ -21,7 +21,13 @@ from app.errors import InvalidRequest, ModelNotFound
 from app.model_refs import split_ref
 from app.registry import ModelRegistry
 from app.settings import Settings
-from app.teach.compose import check_model_name, check_room, delete_taught, delete_version
+from app.teach.compose import (
+    NAME_RE,
+    check_model_name,
+    check_room,
+    delete_taught,
+    delete_version,
+)
 from app.teach.core import check_free_name, check_positive_label, room_from, taught_root
 from app.teach.download import open_download
 from app.teach.errors import ShippedModel
@@ -36,7 +42,10 @@ router = APIRouter(tags=["teach"])
 class TeachRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="name of the new model (a new version if it exists)")
+    model: str = Field(
+        description="name of the new model (a new version if it exists)",
+        json_schema_extra={"pattern": NAME_RE.pattern, "maxLength": 64},  # checked by hand
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="validation split seed")
     positive_label: str | None = Field(
         default=None,

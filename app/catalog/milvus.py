@@ -3,7 +3,9 @@
 One registry collection (`<prefix>catalogs`) maps catalog names to their bindings; each catalog
 is a collection keyed by item id (VARCHAR primary key, so queries come back in id order) with
 label, JSON metadata, image digest and the unit vector (HNSW, inner product). Requests use
-Strong consistency so a client reads its own writes. Needs `pip install imgclass[milvus]`.
+Session consistency (a client reads its own writes), and every write ends with one Strong read
+that waits until Milvus has applied it (MilvusBase._settle), so reads after the answer to a write
+see it. Needs `pip install imgclass[milvus]`.
 """
 
 from __future__ import annotations

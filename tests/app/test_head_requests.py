@@ -62,6 +62,24 @@ def test_a_405_says_what_is_allowed(client: TestClient) -> None:
     assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
 
 
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/v1/catalogs", "GET, HEAD, POST"),
+        ("/v1/catalogs/shoes", "DELETE, GET, HEAD"),
+        ("/v1/catalogs/shoes/items", "GET, HEAD, POST"),
+        ("/v1/models/tiny", "DELETE, GET, HEAD"),
+        ("/v1/jobs/abc", "DELETE, GET, HEAD"),
+    ],
+)
+def test_a_405_lists_every_method_of_the_path(client: TestClient, path: str, allow: str) -> None:
+    """GET and POST (or DELETE) of one path are separate routes; Starlette named only the first
+    one's methods, so Allow said `POST` on /v1/catalogs, which also answers GET."""
+    r = client.request("OPTIONS", path)
+    assert r.status_code == 405 and r.headers["allow"] == allow
+    assert r.json()["detail"].endswith(f"allowed: {allow}.")
+
+
 @pytest.fixture(scope="module")
 def port(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     app = create_app(
@@ -106,3 +124,15 @@ def test_two_host_headers_are_a_400(port: int, hosts: tuple[bytes, bytes]) -> No
     )
     assert got.startswith(b"HTTP/1.1 400 "), got[:300]
     assert b"more than one Host header" in got
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [("/v2/health/live", "GET, HEAD"), ("/v2/models/tiny/infer", "POST")],
+)
+def test_a_v2_405_lists_the_routes_own_methods(client: TestClient, path: str, allow: str) -> None:
+    """/v2's catch-all takes GET, POST, PUT and DELETE (to answer in the protocol's shape); it
+    is not one of the resource's methods."""
+    r = client.request("OPTIONS", path)
+    assert r.status_code == 405 and r.headers["allow"] == allow
+    assert r.json() == {"error": f"OPTIONS is not allowed on {path}; allowed: {allow}."}

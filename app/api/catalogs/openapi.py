@@ -41,7 +41,11 @@ ITEMS_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "file": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "minItems": 1,
+                        },
                         "id": {"type": "array", "items": {"type": "string"}},
                         "label": {"type": "array", "items": {"type": "string"}},
                         "metadata": {"type": "array", "items": {"type": "string"}},

@@ -1,0 +1,225 @@
+"""The OpenAPI document says how errors really look: every error under /v1 (and the probes,
+/metrics) is application/problem+json (app/api/problems.py), every error under /v2 is the Open
+Inference Protocol's {"error": "..."}. FastAPI's generated document said `422
+application/json HTTPValidationError` and nothing for the other statuses, so a client generated
+from it expected a shape the server never sends, and checkers flagged each 404/409 as
+undocumented. Applied once, when the document is first built; routes keep their own texts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.api.problems import is_oip_path
+from app.bundle_files import MAX_LABEL_CHARS
+from app.catalog.types import CATALOG_NAME_RE, ITEM_ID_RE
+from app.errors import PROBLEM_JSON
+from app.model_refs import VERSION_SEP
+
+PROBLEM: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details: what was wrong and what is accepted.",
+    "properties": {
+        "type": {"type": "string", "description": "a URI reference naming the kind of error"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "what was wrong and what is accepted"},
+        "instance": {"type": "string", "description": "the request path"},
+        "errors": {
+            "type": "array",
+            "description": "invalid parameters, one entry each (validation errors)",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+    "required": ["type", "title", "status", "detail"],
+    "additionalProperties": True,
+}
+OIP_ERROR: dict[str, Any] = {
+    "type": "object",
+    "description": "The Open Inference Protocol's error response.",
+    "properties": {"error": {"type": "string"}},
+    "required": ["error"],
+}
+_TENSOR = {
+    "name": {"type": "string"},
+    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+    "datatype": {"type": "string", "description": "BYTES (encoded image files) or FP32"},
+    "parameters": {"type": "object"},
+    "data": {"type": "array", "description": "row-major, flattened"},
+}
+OIP_SCHEMAS: dict[str, dict[str, Any]] = {
+    "InferenceRequest": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "inputs": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/RequestInput"},
+                "minItems": 1,
+            },
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+                    "required": ["name"],
+                },
+            },
+        },
+        "required": ["inputs"],
+    },
+    "RequestInput": {
+        "type": "object",
+        "properties": {**_TENSOR, "datatype": {"enum": ["BYTES", "FP32"]}},
+        "required": ["name", "shape", "datatype"],
+    },
+    "InferenceResponse": {
+        "type": "object",
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": _TENSOR,
+                    "required": ["name", "shape", "datatype"],
+                },
+            },
+        },
+        "required": ["model_name", "outputs"],
+    },
+}
+INFER_BODY: dict[str, Any] = {
+    "required": True,
+    "description": (
+        "An inference request (JSON), or with the binary data extension: the JSON header, then "
+        "the raw tensors, its length in the Inference-Header-Content-Length header."
+    ),
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+_REFS = {"problem": "#/components/schemas/Problem", "oip": "#/components/schemas/OipError"}
+
+
+def _error_response(description: str, oip: bool) -> dict[str, Any]:
+    ref = {"$ref": _REFS["oip" if oip else "problem"]}
+    media = "application/json" if oip else PROBLEM_JSON
+    return {"description": description, "content": {media: {"schema": ref}}}
+
+
+def _document_errors(path: str, operation: dict[str, Any]) -> None:
+    oip = is_oip_path(path)
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    for status, response in list(responses.items()):
+        if status[:1] not in "45":
+            continue
+        text = response.get("description", "")
+        if status == "422" and text == "Validation Error":  # FastAPI's own, never sent as is
+            text = "invalid parameters" if not oip else "invalid request"
+        responses[status] = _error_response(text, oip)
+    responses["default"] = _error_response(
+        "any other error (e.g. 400, 401, 403, 404, 405, 408, 409, 413, 415, 429, 503, 507)"
+        + (": the Open Inference Protocol's error shape" if oip else ": problem details"),
+        oip,
+    )
+
+
+# What the /v1 routes check by hand (app/catalog/types.py), said in the document too, so that a
+# client (or a checker generating requests from it) knows a name the server refuses with 422.
+_NAME = {"pattern": CATALOG_NAME_RE.pattern, "maxLength": 64}
+# a model's name, or name@version (app/model_refs.py)
+_MODEL_REF = {"pattern": CATALOG_NAME_RE.pattern.removesuffix("$") + f"({VERSION_SEP}.+)?$"}
+_ITEM = {"pattern": ITEM_ID_RE.pattern, "maxLength": 128}
+_LABEL = {"minLength": 1, "maxLength": MAX_LABEL_CHARS, "pattern": r"\S"}
+PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
+    ("path", "catalog"): _NAME,
+    ("query", "catalog"): _NAME,
+    ("path", "item_id"): _ITEM,
+    ("query", "item_id"): _ITEM,
+    ("query", "id"): _ITEM,
+    ("query", "label"): _LABEL,
+}
+
+
+def _constrain(path: str, operation: dict[str, Any]) -> None:
+    for param in operation.get("parameters", []):
+        key = (param.get("in", ""), param.get("name", ""))
+        extra = PARAMETERS.get(key)
+        if key == ("path", "name") and path.startswith("/v1/catalogs/"):
+            extra = _NAME
+        if key == ("path", "name") and path.startswith("/v1/models/"):
+            extra = _MODEL_REF
+        if extra is None:
+            continue
+        schema = param.get("schema", {})
+        for branch in schema.get("anyOf", [schema]):  # optional: [string, null]
+            if branch.get("type") == "string":
+                branch.update(extra)
+
+
+def _document_infer(operation: dict[str, Any]) -> None:
+    """/v2 .../infer reads its body by hand (JSON or binary extension): say what it takes."""
+    operation.setdefault("requestBody", INFER_BODY)
+    ok = operation.get("responses", {}).get("200", {})
+    ok["description"] = (
+        "The inference response (JSON); with binary_data_output, the JSON header, then the raw "
+        "tensors (its length in Inference-Header-Content-Length)."
+    )
+    ok["content"] = {
+        "application/json": {"schema": {"$ref": "#/components/schemas/InferenceResponse"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    }
+
+
+def _drop_unused(schemas: dict[str, Any], document: dict[str, Any]) -> None:
+    text = repr(document["paths"]) + repr(
+        {k: v for k, v in schemas.items() if k not in ("HTTPValidationError", "ValidationError")}
+    )
+    for name in ("HTTPValidationError", "ValidationError"):
+        if f"#/components/schemas/{name}'" not in text:
+            schemas.pop(name, None)
+
+
+def with_error_shapes(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with every operation's error responses in the shape they are sent."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM
+    schemas["OipError"] = OIP_ERROR
+    schemas.update(OIP_SCHEMAS)
+    for path, item in document.get("paths", {}).items():
+        for method, operation in item.items():
+            if method in ("get", "post", "put", "patch", "delete"):
+                _document_errors(path, operation)
+                if path.startswith("/v1/"):
+                    _constrain(path, operation)
+                if is_oip_path(path) and path.endswith("/infer"):
+                    _document_infer(operation)
+    _drop_unused(schemas, document)
+    return document
+
+
+def install(app: FastAPI) -> None:
+    """Build app.openapi() with the error shapes (FastAPI caches the result)."""
+    generate: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = with_error_shapes(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

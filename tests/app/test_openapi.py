@@ -1,0 +1,104 @@
+"""The OpenAPI document declares errors in the shapes they are sent (app/api/openapi.py), and the
+name rules it states are the ones the server applies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from tests.conftest import make_settings
+
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+OIP_REF = {"$ref": "#/components/schemas/OipError"}
+METHODS = ("get", "post", "put", "patch", "delete")
+
+
+@pytest.fixture(scope="module")
+def client(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(tiny_models_dir, tmp_path_factory.mktemp("oa")))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def document(client: TestClient) -> dict[str, Any]:
+    doc: dict[str, Any] = client.get("/openapi.json").json()
+    return doc
+
+
+def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            if method in METHODS:
+                yield path, method, op
+
+
+def test_every_error_response_names_the_shape_it_is_sent_in(document: dict[str, Any]) -> None:
+    seen = 0
+    for path, method, op in operations(document):
+        oip = path.startswith("/v2")
+        assert "default" in op["responses"], (method, path)
+        for status, response in op["responses"].items():
+            if status != "default" and status[0] not in "45":
+                continue
+            media = "application/json" if oip else "application/problem+json"
+            assert response["content"] == {media: {"schema": OIP_REF if oip else PROBLEM_REF}}
+            seen += 1
+    assert seen > 60
+    # FastAPI's own 422 shape is never sent, so it is not documented either
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+def schema_of(document: dict[str, Any], path: str, method: str, name: str) -> dict[str, Any]:
+    op = document["paths"][path][method]
+    param = next(p for p in op["parameters"] if p["name"] == name)
+    schema: dict[str, Any] = param["schema"]
+    return next((b for b in schema.get("anyOf", [schema]) if b.get("type") == "string"), schema)
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [("shoes", True), ("a-b_9", True), ("Shoes", False), ("-x", False), ("x" * 65, False)],
+)
+def test_the_documented_catalog_name_rule_is_the_servers(
+    client: TestClient, document: dict[str, Any], name: str, valid: bool
+) -> None:
+    pattern = schema_of(document, "/v1/catalogs/{name}", "get", "name")["pattern"]
+    assert bool(re.search(pattern, name)) is valid
+    r = client.post("/v1/catalogs", json={"name": name, "model": "tiny"})
+    assert r.status_code == (201 if valid else 422), r.text
+    assert client.get(f"/v1/catalogs/{name}").status_code == (200 if valid else 404)
+
+
+@pytest.mark.parametrize(("label", "valid"), [("shoe", True), ("", False), ("   ", False)])
+def test_the_documented_label_filter_rule_is_the_servers(
+    client: TestClient, document: dict[str, Any], label: str, valid: bool
+) -> None:
+    schema = schema_of(document, "/v1/catalogs/{name}/items", "get", "label")
+    documented = len(label) >= schema["minLength"] and bool(re.search(schema["pattern"], label))
+    assert documented is valid
+    client.post("/v1/catalogs", json={"name": "labels", "model": "tiny"})
+    r = client.get("/v1/catalogs/labels/items", params={"label": label})
+    assert r.status_code == (200 if valid else 422), r.text
+
+
+def test_an_error_body_has_the_documented_fields(client: TestClient) -> None:
+    r = client.get("/v1/catalogs/Bad-Name")
+    assert r.headers["content-type"] == "application/problem+json"
+    assert {"type", "title", "status", "detail"} <= set(r.json())
+    r = client.get("/v2/models/nope")
+    assert r.headers["content-type"].startswith("application/json") and set(r.json()) == {"error"}
+
+
+def test_v2_infer_documents_its_body(document: dict[str, Any]) -> None:
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        body = document["paths"][path]["post"]["requestBody"]
+        assert body["required"] is True
+        assert set(body["content"]) == {"application/json", "application/octet-stream"}
+    request = document["components"]["schemas"]["InferenceRequest"]
+    assert request["required"] == ["inputs"]
