@@ -45,6 +45,10 @@ ACCESS_FIELDS: Final = (
     "bytes_out",
 )
 
+# The `method` label's values: the HTTP server parses some 40 methods (PROPFIND, MKCOL, ...),
+# and every one sent to every route and model was a new imgclass_requests_total series.
+METRIC_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 
@@ -208,7 +212,8 @@ class RequestObserver:
             route = _route_template(scope)
             method = scope.get("method", "")
             status = int(counts["status"])
-            telemetry.observe_request(route, method, model, status, seconds)
+            label = method if method in METRIC_METHODS else "other"
+            telemetry.observe_request(route, label, model, status, seconds)
             if self.access_log:
                 access_logger.info(
                     "%s %s %d %.1fms",

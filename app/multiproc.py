@@ -24,11 +24,13 @@ def multiprocess_dir() -> Path | None:
 
 def prepare_multiprocess_dir(workers: int) -> Path | None:
     """With several workers, metrics go through files in PROMETHEUS_MULTIPROC_DIR (a fresh
-    temporary folder when unset). The folder is emptied first, as prometheus-client requires,
-    so counters of an earlier run do not leak in. One worker: nothing to do."""
-    if workers <= 1:
-        return multiprocess_dir()
+    temporary folder when unset). A folder that is set is emptied first, as prometheus-client
+    requires, so counters of an earlier run do not leak in; with one worker too, which then
+    writes there as well (an earlier run killed with a request in flight left
+    imgclass_requests_in_flight at 1 for good). One worker and none set: nothing to do."""
     path = multiprocess_dir()
+    if path is None and workers <= 1:
+        return None
     if path is None:
         path = Path(tempfile.mkdtemp(prefix="imgclass-metrics-"))
         os.environ[MULTIPROC_ENV] = str(path)

@@ -58,7 +58,7 @@ class InputTensor:
 @dataclass(frozen=True)
 class RequestedOutput:
     name: str
-    binary: bool
+    binary: bool | None  # `binary_data`; None: not given, the request's binary_data_output
     classification: int = 0  # > 0: the classification extension, top-k as strings
 
 
@@ -245,8 +245,18 @@ def _requested_outputs(value: Any) -> list[RequestedOutput] | None:
         k = params.get("classification", 0)
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise BadRequest(f"output {name!r}: parameters.classification must be an integer >= 0.")
-        outs.append(RequestedOutput(name, bool(params.get("binary_data", False)), k))
+        binary = _flag(params, "binary_data", f"output {name!r}")
+        outs.append(RequestedOutput(name, binary, k))
     return outs
+
+
+def _flag(params: dict[str, Any], key: str, where: str) -> bool | None:
+    """A boolean parameter, None when absent. bool("false") is True: a string (or a number)
+    sent binary data to a client that asked for JSON, so anything but a boolean is a 400."""
+    value = params.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise BadRequest(f"{where}: parameters.{key} must be true or false (a JSON boolean).")
+    return value
 
 
 def _loads(header: bytes) -> Any:
@@ -335,12 +345,14 @@ def parse_infer_request(
     if len(set(names)) != len(names):
         raise BadRequest("Each input name may appear only once.")
     request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):  # else dropped in silence
+        raise BadRequest("The inference request's id must be a string.")
     params = _params(doc, "The inference request")
     return InferRequest(
-        id=request_id if isinstance(request_id, str) else None,
+        id=request_id,
         inputs=inputs,
         outputs=_requested_outputs(doc.get("outputs")),
-        binary_output=bool(params.get("binary_data_output", False)),
+        binary_output=bool(_flag(params, "binary_data_output", "The inference request")),
     )
 
 

@@ -66,8 +66,16 @@ def system_resolver(host: str, port: int) -> list[str]:
 
 
 def is_public(ip: IPAddress) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return is_public(ip.ipv4_mapped)
+    if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv4 address inside IPv6 is judged as that IPv4: mapped (::ffff:a.b.c.d) and 6to4
+        # (2002:aabb:ccdd::/48, which ipaddress calls global: 2002:7f00:1:: passed the check
+        # and a host with a 6to4 route sends it to 127.0.0.1). Deprecated site-local fec0::/10
+        # is still routed inside some networks; ipaddress calls it global too.
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is not None:
+            return is_public(embedded)
+        if ip.is_site_local:
+            return False
     return ip.is_global and not ip.is_multicast and not ip.is_reserved
 
 

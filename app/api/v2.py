@@ -234,7 +234,9 @@ def _outputs(
                 f"Model {loaded.name!r} has no output {w.name!r}; "
                 f"available: {', '.join(available)}."
             )
-        binary = w.binary or req.binary_output
+        # An output's own `binary_data` overrides the request's `binary_data_output` (binary
+        # tensor data extension), false included.
+        binary = req.binary_output if w.binary is None else w.binary
         if w.classification == 0:
             arr = available[w.name]
             outs.append(OutputTensor(w.name, FP32, list(arr.shape), array=arr, binary=binary))

@@ -211,3 +211,37 @@ def test_teach_jobs_by_status(tmp_path: Path) -> None:
     # Statuses no job has reached yet are 0, not absent (alerts compare against them).
     for status in ("queued", "running", "cancelled"):
         assert value(text, "imgclass_teach_jobs", status=status) == 0
+
+
+def test_unusual_methods_share_one_label_value(app_client: TestClient) -> None:
+    """The HTTP server parses some 40 methods; each one sent to each route and model was a
+    series of its own (PROPFIND on /v1/models: one more series per method)."""
+    labels = {"route": "/v1/models/{name}/predict", "model": "digits", "status": "405"}
+    before = value(
+        app_client.get("/metrics").text, "imgclass_requests_total", method="other", **labels
+    )
+    unusual = ("PROPFIND", "MKCOL", "PURGE", "SEARCH")
+    for method in unusual:
+        r = app_client.request(method, "/v1/models/digits/predict")
+        assert r.status_code == 405
+    after = app_client.get("/metrics").text
+    methods = {dict(s[1])["method"] for s in samples(after) if s[0] == "imgclass_requests_total"}
+    assert not methods & set(unusual), methods
+    assert value(after, "imgclass_requests_total", method="other", **labels) - before == 4
+
+
+def test_a_set_multiprocess_folder_is_emptied_with_one_worker_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR set, one worker writes its samples there too. The folder
+    was emptied only for several workers: after a crash with a request in flight, the next
+    run showed imgclass_requests_in_flight 1 for good, and the old run's counters."""
+    from app.multiproc import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    stale = tmp_path / "gauge_livesum_4242.db"
+    stale.write_bytes(b"\0" * 64)
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    assert prepare_multiprocess_dir(1) == tmp_path
+    assert not stale.exists()
+    monkeypatch.delenv(MULTIPROC_ENV)
+    assert prepare_multiprocess_dir(1) is None  # none set, one worker: no folder at all

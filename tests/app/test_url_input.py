@@ -216,6 +216,11 @@ def url_error(client: TestClient, url: str) -> dict[str, Any]:
         "http://100.64.0.1/x.png",  # shared address space (carrier NAT)
         "http://240.0.0.1/x.png",  # reserved
         "http://localhost/x.png",  # a DNS name (here /etc/hosts) resolving to loopback
+        # 6to4 embeds an IPv4 address: these carry 127.0.0.1 and 169.254.169.254 (they were
+        # called public, and fetched where a 6to4 route exists).
+        "http://[2002:7f00:1::]/x.png",
+        "http://[2002:a9fe:a9fe::1]/latest/meta-data/",
+        "http://[fec0::1]/x.png",  # deprecated IPv6 site-local, still routed internally
     ],
 )
 def test_non_public_addresses_are_refused(client: TestClient, url: str) -> None:
@@ -330,6 +335,16 @@ def test_dns_answer_is_checked_and_pinned() -> None:
     unresolvable = FetchPolicy(enabled=True, resolver=lambda host, port: [])
     with pytest.raises(UrlFetchFailed):
         fetch_image("https://nowhere.example/x.jpg", unresolvable)
+
+
+def test_a_name_resolving_to_6to4_of_a_private_address_is_refused() -> None:
+    """A DNS answer of 2002:7f00:1:: (6to4 around 127.0.0.1) passed as public; a 6to4 address
+    around a public IPv4 still does."""
+    answers = {"sneaky.example": ["2002:a9fe:a9fe::"], "fine.example": ["2002:5db8:d70e::1"]}
+    policy = FetchPolicy(enabled=True, resolver=lambda host, port: answers[host])
+    with pytest.raises(UrlNotAllowed, match="not a public address"):
+        check_url("https://sneaky.example/cat.jpg", policy)
+    assert check_url("https://fine.example/cat.jpg", policy).ip == "2002:5db8:d70e::1"
 
 
 @pytest.fixture(scope="module")

@@ -536,3 +536,54 @@ def test_a_wrong_json_element_type_is_named(datatype: str, leaf: object, said: s
     with pytest.raises(BadRequest) as info:
         parse_infer_request(body, None, max_json_bytes=len(body), max_elements=10)
     assert said in info.value.detail
+
+
+def test_an_outputs_binary_data_overrides_the_requests_binary_data_output(
+    server: LiveServer,
+) -> None:
+    """The binary tensor data extension: `binary_data_output` applies "unless overridden by
+    binary_data on a specific output". An output that asked for JSON (`binary_data: false`)
+    came back as binary data whenever the request said `binary_data_output: true`."""
+    b64 = base64.b64encode(photo(PHOTOS[0])).decode()
+    image = {"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64]}
+    doc = {
+        "inputs": [image],
+        "parameters": {"binary_data_output": True},
+        "outputs": [
+            {"name": "probs", "parameters": {"classification": 2, "binary_data": False}},
+            {"name": "embedding"},  # no binary_data of its own: the request's default
+        ],
+    }
+    r = _post(server, json.dumps(doc).encode())
+    assert r.status_code == 200, r.text[:300]
+    size = int(r.headers["Inference-Header-Content-Length"])
+    probs, embedding = json.loads(r.content[:size])["outputs"]
+    assert probs["shape"] == [1, 2] and len(probs["data"]) == 2, probs
+    assert "parameters" not in probs
+    assert embedding["parameters"]["binary_data_size"] == len(r.content) - size
+    # And the other way round: binary for one output of a JSON request.
+    doc["parameters"] = {"binary_data_output": False}
+    doc["outputs"] = [{"name": "probs", "parameters": {"binary_data": True}}, {"name": "embedding"}]
+    r = _post(server, json.dumps(doc).encode())
+    size = int(r.headers["Inference-Header-Content-Length"])
+    probs, embedding = json.loads(r.content[:size])["outputs"]
+    assert probs["parameters"]["binary_data_size"] == 4000 and "data" in embedding
+
+
+@pytest.mark.parametrize(
+    ("doc", "said"),
+    [
+        # bool("false") is True: binary data went to a client that asked for JSON.
+        ({"parameters": {"binary_data_output": "false"}}, "binary_data_output must be true"),
+        ({"parameters": {"binary_data_output": 0}}, "binary_data_output must be true"),
+        ({"outputs": [{"name": "probs", "parameters": {"binary_data": "no"}}]}, "binary_data"),
+        # The protocol's id is a string echoed back; a number was dropped without a word.
+        ({"id": 7}, "id must be a string"),
+    ],
+)
+def test_parameters_of_the_wrong_type_are_400(doc: dict[str, object], said: str) -> None:
+    image = {"name": "image", "datatype": "BYTES", "shape": [1], "data": ["AAAA"]}
+    body = json.dumps({"inputs": [image], **doc}).encode()
+    with pytest.raises(BadRequest) as info:
+        parse_infer_request(body, None, max_json_bytes=len(body), max_elements=10)
+    assert said in info.value.detail
