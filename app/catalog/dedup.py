@@ -56,7 +56,7 @@ def find_duplicates(
     # One unfiltered k=1 search settles most rows: a top score under the threshold means no
     # item of any label is a copy; a copy on top with the same label is the answer.
     unsure: dict[str | None, list[int]] = {}
-    top = store.search(name, vectors, 1)
+    top = store.search(name, vectors, 1, fresh=True)
     for i, (label, first) in enumerate(zip(labels, top, strict=True)):
         if not first or first[0].score < DUPLICATE_COSINE:
             continue
@@ -68,7 +68,7 @@ def find_duplicates(
         if label is None:
             found.update(_unlabelled(store, name, vectors, rows))
             continue
-        filtered = store.search(name, vectors[rows], 1, label=label)
+        filtered = store.search(name, vectors[rows], 1, label=label, fresh=True)
         for i, row_hits in zip(rows, filtered, strict=True):
             if row_hits and row_hits[0].score >= DUPLICATE_COSINE:
                 found[i] = Match(i, label, row_hits[0].item.id, row_hits[0].score, False)
@@ -100,7 +100,7 @@ def _unlabelled(
     found: dict[int, Match] = {}
     pending, k = rows, _FIRST_K
     while pending:
-        hits = store.search(name, vectors[pending], k)
+        hits = store.search(name, vectors[pending], k, fresh=True)
         deeper: list[int] = []
         for i, row_hits in zip(pending, hits, strict=True):
             copies = [h for h in row_hits if h.score >= DUPLICATE_COSINE]

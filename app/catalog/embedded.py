@@ -338,6 +338,7 @@ class EmbeddedStore(CatalogStore):
         *,
         label: str | None = None,
         exclude: Sequence[str] = (),
+        fresh: bool = False,  # always: _synced reads what other processes committed
     ) -> list[list[Hit]]:
         row, live = self._synced(name)
         check_queries(name, row.model.name, row.model.dim, queries)

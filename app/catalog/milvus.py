@@ -260,8 +260,12 @@ class MilvusStore(MilvusBase, CatalogStore):
             )
             for r in rows:
                 coll = json.loads(r["info"])["collection"]
-                if self.client.query(
-                    coll, filter=f"image == {lit(sha256)}", output_fields=["id"], limit=1
+                if self.client.query(  # Strong: another replica's new item may reference it
+                    coll,
+                    filter=f"image == {lit(sha256)}",
+                    output_fields=["id"],
+                    limit=1,
+                    consistency_level="Strong",
                 ):
                     return True
         return False
@@ -275,6 +279,7 @@ class MilvusStore(MilvusBase, CatalogStore):
         *,
         label: str | None = None,
         exclude: Sequence[str] = (),
+        fresh: bool = False,
     ) -> list[list[Hit]]:
         info = self._info(name)
         dim = info["model"]["dim"]
@@ -292,6 +297,9 @@ class MilvusStore(MilvusBase, CatalogStore):
                 filter=" and ".join(parts),
                 output_fields=ITEM_FIELDS,
                 search_params={"metric_type": "IP", "params": {"ef": max(self._ef, 2 * k)}},
+                # Session reads see this client's writes; another replica's are seen once
+                # applied. Strong waits for every write answered before the call.
+                **({"consistency_level": "Strong"} if fresh else {}),
             )
         out: list[list[Hit]] = []
         for hits in res:

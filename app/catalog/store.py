@@ -108,7 +108,10 @@ class CatalogStore(ABC):
         *,
         label: str | None = None,
         exclude: Sequence[str] = (),
+        fresh: bool = False,
     ) -> list[list[Hit]]:
         """For each unit query row, the k most similar items (highest inner product first),
         only those with `label` when given, never the ids in `exclude`. Exactly k results
-        whenever that many items match."""
+        whenever that many items match. `fresh`: the search sees every write answered before
+        it, by any process or replica (the duplicate check, app/catalog/dedup.py); a store
+        that always does (the embedded one re-syncs each call) ignores it."""

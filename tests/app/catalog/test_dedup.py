@@ -7,7 +7,7 @@ import numpy as np
 
 from app.catalog.dedup import DUPLICATE_COSINE, find_duplicates
 from app.catalog.store import CatalogStore
-from tests.app.catalog.conftest import model_ref, new_items, unit
+from tests.app.catalog.conftest import StoreFactory, model_ref, new_items, unit
 
 
 def test_copies_are_found_per_label_in_the_catalog_and_the_request(store: CatalogStore) -> None:
@@ -63,3 +63,18 @@ def test_an_unlabelled_copy_is_found_behind_many_labelled_ones(store: CatalogSto
     store.add_items("c", new_items(v, prefix="bare"))
     found = find_duplicates(store, "c", v, [None], ["x"])
     assert [m.item_id for m in found.values()] == ["bare00000"]
+
+
+def test_another_replica_sees_the_copies_at_once(make_store: StoreFactory) -> None:
+    """Two stores on the same data (two processes, or two replicas on one Milvus): what one
+    added is a copy for the other's check at once, and its image counts as in use (the blob
+    collection asks), with no wait in between. The check reads `fresh` (Milvus: Strong)."""
+    rng = np.random.default_rng(11)
+    first, second = make_store(), make_store()
+    stored = unit(rng, 3)
+    first.create_catalog("shared", model_ref())
+    items = new_items(stored, labels=["cat", "cat", "dog"])
+    first.add_items("shared", items)
+    found = find_duplicates(second, "shared", stored, ["cat", "cat", "dog"], ["a", "b", "c"])
+    assert {i: m.item_id for i, m in found.items()} == {0: "it00000", 1: "it00001", 2: "it00002"}
+    assert second.image_in_use(items[0].image.sha256)
