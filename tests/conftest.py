@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.cores import cpu_count
 from app.main import create_app
 from app.settings import Settings
 
@@ -51,7 +52,8 @@ def pytest_configure(config: pytest.Config) -> None:
         and not hasattr(config, "workerinput")
         and not config.getoption("collectonly")
         and " ".join(str(config.getoption("markexpr") or "").split()) == FAST_SUBSET
-        and (n := min(os.cpu_count() or 1, 4)) > 1
+        # the cores this process may use (affinity, cgroup quota), not the host's count
+        and (n := min(cpu_count(), 4)) > 1
     ):
         config.option.numprocesses = n
         config.option.dist = "load"

@@ -60,11 +60,16 @@ def test_slow_uploads_beyond_the_budget_get_503_and_the_budget_comes_back(
         max_body_bytes_in_flight=BUDGET,
         body_timeout_s=30.0,
     )
-    with serve_in_thread(create_app(settings)) as port:
+    app = create_app(settings)
+    with serve_in_thread(app) as port:
         url = f"http://127.0.0.1:{port}/v1/models/tiny/predict"
         slow = [_open_slow(port, REQUEST_LIMIT) for _ in range(2)]
         try:
-            time.sleep(0.3)  # both are routed and reading their bodies
+            # both are routed and reading their bodies: their declared lengths are reserved
+            deadline = time.monotonic() + 30
+            while app.state.body_budget.in_transit < 2 * REQUEST_LIMIT:
+                assert time.monotonic() < deadline, app.state.body_budget.in_transit
+                time.sleep(0.02)
             t0 = time.monotonic()
             r = httpx.post(url, content=b"\0" * REQUEST_LIMIT, timeout=10)
             assert time.monotonic() - t0 < 2

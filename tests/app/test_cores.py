@@ -117,7 +117,8 @@ def test_lower_thread_priority_changes_only_the_calling_thread() -> None:
     t = threading.Thread(target=body)
     t.start()
     t.join()
-    assert seen["changed"] is True and seen["again"] is False
+    # changed unless this process already runs at the lowest priority (a niced CI job)
+    assert seen["changed"] is (int(seen["before"]) < 19) and seen["again"] is False
     assert seen["after"] == min(19, int(seen["before"]) + 3)
     assert _thread_nice(threading.get_native_id()) == main_before  # the caller's only
 

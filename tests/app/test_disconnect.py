@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import DATA
 from tests.live_server import LiveServer, live_server
 
-PHOTO = (ROOT / "data/photos/matplotlib/grace_hopper.jpg").read_bytes()
+PHOTO = (DATA / "photos/matplotlib/grace_hopper.jpg").read_bytes()
 CLIENTS = 16
 
 

@@ -187,8 +187,12 @@ def _require_browser() -> None:
         pytest.skip(f"the playwright package is missing; {SETUP_HINT}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
+    """Chromium, closed when the browser tests are done. Not session-wide: while Playwright's
+    sync API is open, its event loop counts as running in the main thread, and every later
+    test that calls asyncio.run() (tests/app, in another order) fails with "cannot be called
+    from a running event loop"."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

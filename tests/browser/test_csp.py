@@ -17,7 +17,7 @@ pytestmark = pytest.mark.browser
 
 
 def test_the_page_works_with_its_policy_enforced(
-    open_page: Any, api: httpx.Client, photos: Path, wardrobe: str | None
+    open_page: Any, api: httpx.Client, photos: Path, wardrobe: str | None, artifacts: Path
 ) -> None:
     models = api.get("/v1/models").json()["models"]
     with_catalog = [m["name"] for m in models if m.get("default_catalog")]
@@ -36,4 +36,4 @@ def test_the_page_works_with_its_policy_enforced(
     if with_catalog:  # the similar pictures are served thumbnails: img-src 'self'
         page.wait_for_selector("#results .similar img")
     page.wait_for_selector("#teach-backbone option", state="attached")
-    page.screenshot(path=str(Path("test-artifacts") / "csp-enforced.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "csp-enforced.png"), full_page=True)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from tests.app.teach.conftest import fm_test_split, png, write_sneakers_and_bags
-from tests.browser.conftest import PHONE, fill_teach_form
+from tests.browser.conftest import ARTIFACTS, PHONE, fill_teach_form
 
 pytestmark = pytest.mark.browser
-SHOTS = Path("/tmp/shots")
+SHOTS = ARTIFACTS  # in the checkout (git-ignored), not a fixed /tmp folder another user may own
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def teach_flow(page: Any, model: str, pictures: dict[str, list[Path]], shot: str
         card.locator(f'.teach-count:text-is("{len(files)} pictures")').wait_for()
         assert card.locator(".teach-thumbs li").count() == len(files)
         assert card.locator(".teach-issues").is_hidden()
-    SHOTS.mkdir(exist_ok=True)
+    SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"teach-{shot}-before.png"), full_page=True)
     page.click("#teach-train")
     page.wait_for_selector("#teach .teach-results:not([hidden])", timeout=60_000)
@@ -133,7 +133,7 @@ def teach_and_try(
     page.click("#teach-train")
     page.wait_for_selector("#teach .teach-results:not([hidden])", timeout=60_000)
     text = page.locator("#teach .teach-results").inner_text()
-    SHOTS.mkdir(exist_ok=True)
+    SHOTS.mkdir(parents=True, exist_ok=True)
     page.locator("#teach .teach-results").screenshot(path=str(SHOTS / f"{shot}-results.png"))
     page.click("#teach .teach-try")
     page.wait_for_function("m => document.querySelector('#model-select').value === m", arg=model)

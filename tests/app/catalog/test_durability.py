@@ -92,8 +92,11 @@ def test_kill_9_after_201_loses_nothing(server: Server, fashion_mnist: Any) -> N
         w = httpx.Client(base_url=server.url, timeout=30)
         i = offset
         while not stop.is_set():
+            # images 500-999: none is the foreground's (0-14, 99), so the searches below for
+            # fg3 and "last" cannot meet a background copy of the same picture
+            image = _png(500 + i % 500, fashion_mnist)
             try:
-                r = w.post(f"/v1/catalogs/d/items?id=bg{i}", content=_png(i % 500, fashion_mnist))
+                r = w.post(f"/v1/catalogs/d/items?id=bg{i}", content=image)
             except httpx.HTTPError:
                 return
             if r.status_code == 201:

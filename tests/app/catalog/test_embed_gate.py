@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import DATA
 from tests.live_server import LiveServer, live_server
 
 CLIENTS = 16
-PHOTO = (ROOT / "data/photos/matplotlib/grace_hopper.jpg").read_bytes()
+PHOTO = (DATA / "photos/matplotlib/grace_hopper.jpg").read_bytes()
 PER_CLIENT = 4
 
 

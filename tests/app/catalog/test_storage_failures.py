@@ -69,13 +69,17 @@ def test_a_write_waits_for_another_process_holding_the_database(
 
         def release() -> None:
             time.sleep(1.0)
-            holder.execute("ROLLBACK")
+            # Set before the ROLLBACK, not after: the add can only finish once the lock is
+            # gone, and its answer may beat this thread back from the ROLLBACK call.
             released.set()
+            holder.execute("ROLLBACK")
 
-        threading.Thread(target=release).start()
+        releaser = threading.Thread(target=release)
+        releaser.start()
         r2: Any = c.post("/v1/catalogs/fm/items", params={"id": "b"}, content=images[1][0])
         assert released.is_set()
         assert r2.status_code == 201, r2.text
+        releaser.join(timeout=30)  # back from the ROLLBACK before its connection is closed
         holder.close()
         ids = sorted(i["id"] for i in c.get("/v1/catalogs/fm/items").json()["items"])
         assert ids == ["a", "b"]

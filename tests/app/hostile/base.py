@@ -4,15 +4,14 @@ case is made from, and EXIF/TIFF writers."""
 from __future__ import annotations
 
 import functools
-import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from PIL import Image
 
+from tests.conftest import DATA  # $IMGCLASS_TRAINING_DATA_DIR, as scripts/fetch-data
 from tests.images import (
     encode,
     exif_payload,
@@ -23,8 +22,6 @@ from tests.images import (
     tiff_ifd_bytes,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
-DATA = Path(os.environ.get("IMGCLASS_DATA", ROOT / "data"))
 PHOTO = DATA / "photos" / "foolbox" / "imagenet_08_915.jpg"  # a yurt (ImageNet class 915)
 DIGIT = DATA / "photos" / "foolbox" / "mnist_00_7.png"  # a handwritten 7
 DIGIT_LABEL = "7"

@@ -357,6 +357,12 @@ def test_job_log_lines_carry_the_train_request_id(
     root.setLevel(logging.INFO)
     try:
         job = teach(c, "rid", "rid-shoes", headers={"X-Request-ID": "teach-req-42"})
+        # The job thread saves "succeeded" (what the poll above sees) and then logs it: wait
+        # for that line before the handler goes, or a loaded machine answers the poll first.
+        deadline = time.monotonic() + 30
+        while job["status"] == "succeeded" and not handler.ids("app.teach.jobs", "succeeded"):
+            assert time.monotonic() < deadline, "no 'succeeded' log line from the job"
+            time.sleep(0.02)
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
