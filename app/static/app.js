@@ -37,6 +37,7 @@ const state = {
   items: [], // {id, file, url, card, run, result, problem}
   nextId: 1,
   inflight: 0,
+  requests: new Set(), // {controller, jobs} of predict requests on the wire
   queue: Promise.resolve(),
 };
 
@@ -228,6 +229,7 @@ function removeItem(item) {
   const idx = state.items.indexOf(item);
   if (idx >= 0) state.items.splice(idx, 1);
   item.run += 1; // late responses for it are ignored
+  abortStale();
   URL.revokeObjectURL(item.url);
   const next = item.card.nextElementSibling || item.card.previousElementSibling;
   item.card.remove();
@@ -241,6 +243,7 @@ function clearAll() {
     item.run += 1;
     URL.revokeObjectURL(item.url);
   }
+  abortStale();
   state.items = [];
   el.results.replaceChildren();
   hideAlert();
@@ -261,6 +264,17 @@ function updateChrome() {
 
 // ---------- classification ----------
 
+// A request none of whose images still wants its answer (another model picked, the card
+// removed or sent again) is cancelled: the next run waited for it behind the queue.
+function abortStale() {
+  for (const req of state.requests) {
+    if (req.jobs.every((j) => j.item.run !== j.run)) {
+      req.controller.abort();
+      state.requests.delete(req);
+    }
+  }
+}
+
 function classify(items) {
   const model = state.model;
   const topK = Number(el.topk.value) || 5;
@@ -272,6 +286,7 @@ function classify(items) {
     setCardPending(item);
     return { item, run: item.run };
   });
+  abortStale();
   // The summary covers every request of this run (8 images each), not only the last one.
   const tally = { images: 0, ms: 0 };
   state.inflight += 1;
@@ -327,12 +342,16 @@ async function sendBatch(jobs, model, topK, attempt, tally) {
   if (model.default_catalog) params.set("similar", String(SIMILAR_K));
   const url = `/v1/models/${encodeURIComponent(model.name)}/predict?${params}`;
   let response;
+  const req = { controller: new AbortController(), jobs: live };
+  state.requests.add(req);
   try {
-    response = await fetch(url, { method: "POST", body: form, headers: { Accept: "application/json" } });
+    response = await fetch(url, { method: "POST", body: form, headers: { Accept: "application/json" }, signal: req.controller.signal });
   } catch {
-    failAll(live, { status: 0 }, model);
+    state.requests.delete(req);
+    if (!req.controller.signal.aborted) failAll(live, { status: 0 }, model);
     return;
   }
+  state.requests.delete(req);
   if (response.ok) {
     // The server answered: a "can't reach the server" banner from an earlier failure is stale.
     if (el.alert.dataset.kind === "request") hideAlert();

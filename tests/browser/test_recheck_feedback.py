@@ -176,3 +176,34 @@ def test_naming_the_classes_after_adding_their_pictures_enables_train(
     assert page.get_by_role("button", name=f"Remove class 1 ({first})", exact=True).count() == 1
     add = page.get_by_role("button", name=f"Add pictures to class 2 ({second})", exact=True)
     assert add.count() == 1
+
+
+def test_switching_model_cancels_the_request_still_waiting(open_page: Any, photos: Path) -> None:
+    """Requests go one after another; a request for the model the user just left kept the
+    new model's request waiting behind it until it ended. It is cancelled now."""
+    page = open_page()
+    select_model(page, "tiny")
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:  # never answered: a stuck request
+        held.append(route)
+
+    page.route("**/v1/models/tiny/predict*", hold)
+    page.set_input_files("#file-input", str(photos / FASHION))
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the page sent no request"
+    aborted: list[str] = []
+    page.on("requestfailed", lambda r: aborted.append(r.url))
+    select_model(page, "products")
+    page.wait_for_function(
+        "() => { const c = document.querySelector('#results > li.result');"
+        " return c && c.dataset.state === 'done'; }",
+        timeout=10_000,
+    )
+    assert cards(page).count() == 1
+    assert "with products" in page.locator("#summary").inner_text()
+    assert any("/models/tiny/predict" in u for u in aborted), aborted
+    page.unroute("**/v1/models/tiny/predict*")
