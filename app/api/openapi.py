@@ -146,24 +146,30 @@ _NAME = {"pattern": CATALOG_NAME_RE.pattern, "maxLength": 64}
 _MODEL_REF = {"pattern": CATALOG_NAME_RE.pattern.removesuffix("$") + f"({VERSION_SEP}.+)?$"}
 _ITEM = {"pattern": ITEM_ID_RE.pattern, "maxLength": 128}
 _LABEL = {"minLength": 1, "maxLength": MAX_LABEL_CHARS, "pattern": r"\S"}
-PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
-    ("path", "catalog"): _NAME,
-    ("query", "catalog"): _NAME,
-    ("path", "item_id"): _ITEM,
-    ("query", "item_id"): _ITEM,
-    ("query", "id"): _ITEM,
-    ("query", "label"): _LABEL,
-}
+# (in, name, path prefix) -> the rule; the first that fits a parameter applies.
+PARAMETERS: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("path", "name", "/v1/catalogs/", _NAME),
+    ("path", "name", "/v1/models/", _MODEL_REF),
+    ("path", "catalog", "", _NAME),
+    ("query", "catalog", "", _NAME),
+    ("path", "item_id", "", _ITEM),
+    ("query", "item_id", "", _ITEM),
+    ("query", "id", "", _ITEM),
+    ("query", "label", "", _LABEL),
+]
 
 
 def _constrain(path: str, operation: dict[str, Any]) -> None:
     for param in operation.get("parameters", []):
-        key = (param.get("in", ""), param.get("name", ""))
-        extra = PARAMETERS.get(key)
-        if key == ("path", "name") and path.startswith("/v1/catalogs/"):
-            extra = _NAME
-        if key == ("path", "name") and path.startswith("/v1/models/"):
-            extra = _MODEL_REF
+        where, name = param.get("in", ""), param.get("name", "")
+        extra = next(
+            (
+                e
+                for i, n, prefix, e in PARAMETERS
+                if (i, n) == (where, name) and path.startswith(prefix)
+            ),
+            None,
+        )
         if extra is None:
             continue
         schema = param.get("schema", {})
@@ -186,13 +192,10 @@ def _document_infer(operation: dict[str, Any]) -> None:
     }
 
 
-def _drop_unused(schemas: dict[str, Any], document: dict[str, Any]) -> None:
-    text = repr(document["paths"]) + repr(
-        {k: v for k, v in schemas.items() if k not in ("HTTPValidationError", "ValidationError")}
-    )
+def _drop_unused(schemas: dict[str, Any]) -> None:
+    """FastAPI's 422 shape is referenced only by the 422 responses _document_errors replaced."""
     for name in ("HTTPValidationError", "ValidationError"):
-        if f"#/components/schemas/{name}'" not in text:
-            schemas.pop(name, None)
+        schemas.pop(name, None)
 
 
 def with_error_shapes(document: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +212,7 @@ def with_error_shapes(document: dict[str, Any]) -> dict[str, Any]:
                     _constrain(path, operation)
                 if is_oip_path(path) and path.endswith("/infer"):
                     _document_infer(operation)
-    _drop_unused(schemas, document)
+    _drop_unused(schemas)
     return document
 
 
