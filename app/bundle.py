@@ -100,6 +100,13 @@ class InputSpec(_Strict):
     # Trim to the object on a uniform background and centre it in a square before resizing
     # (app/trim.py), as Fashion-MNIST's pictures were made. Off unless the bundle asks.
     trim: bool = False
+    # Drawings on a uniform background whose object is small in the centre crop, or partly
+    # outside it, are re-framed so the object spans this share of the model's view (app/trim.py
+    # frame_object), the framing a model trained on emoji art saw. None: off.
+    frame: float | None = Field(default=None, ge=0.5, le=1.0)
+    # "white": a uniform, non-white background touching the border is painted white at model
+    # size (app/trim.py whiten_background), as drawings flattened on white were for training.
+    background: Literal["as_is", "white"] = "as_is"
 
     @model_validator(mode="after")
     def _check(self) -> InputSpec:
@@ -110,6 +117,8 @@ class InputSpec(_Strict):
         norm = self.normalization
         if norm.mean is not None and len(norm.mean) != self.channels:
             raise ValueError("normalization mean/std need one value per channel")
+        if self.frame is not None and (self.trim or self.resize.mode != "center_crop"):
+            raise ValueError("frame is for center_crop models that do not trim")
         lo, hi = self.pixel_range
         if not lo < hi:
             raise ValueError("pixel_range must be (low, high) with low < high")

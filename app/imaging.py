@@ -44,7 +44,7 @@ from app.polarity import border_is_light as border_is_light
 from app.polarity import should_invert
 from app.tensorize import resize as resize
 from app.tensorize import to_array as to_array
-from app.trim import trim_and_centre
+from app.trim import frame_object, trim_and_centre, whiten_background
 
 logger = logging.getLogger(__name__)
 
@@ -362,11 +362,15 @@ def prepare(
         invert = should_invert(img, spec)  # on the whole picture: trimming removes the border
         if spec.trim:
             img = trim_and_centre(img)
+        elif spec.frame is not None:
+            img = frame_object(img, spec.frame, spec.width / spec.height)
         if invert:
             # Before resizing, so letterbox padding keeps the model's own background value.
             img = ImageOps.invert(img)
             info = replace(info, inverted=True)
         small = resize(img, spec)
+        if spec.background == "white":
+            small = whiten_background(small)
         if small.mode == "L" and spec.color == "rgb":  # a thin gray picture, see decode
             small = small.convert("RGB")
         array = to_array(small, spec)

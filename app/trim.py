@@ -6,6 +6,14 @@ outermost pixel ring nearly one colour) this crops to the object's bounding box 
 shorter side with that background colour so the object is centred in a square. Pictures
 without a uniform background (photos of scenes), and objects that already span the picture,
 are returned unchanged. Pillow only.
+
+The frame policy (InputSpec.frame, `frame_object`) is trim's cousin for models trained on
+drawings framed one way (emoji art: the object spans about 0.9 of the picture). A drawing on a
+uniform background whose object is small in the model's view, or lies partly outside the
+centre crop, is cropped to the object and centred so that it spans `fill` of the model's view;
+a picture already framed like that, a photo of a scene and a blank picture are unchanged.
+`whiten_background` (InputSpec.background = "white") paints such a picture's background white,
+as the emoji were flattened for training.
 """
 
 from __future__ import annotations
@@ -46,13 +54,16 @@ def background(img: Image.Image) -> tuple[int, ...] | None:
     return tuple(int(v) for v in median)
 
 
-def trim_and_centre(img: Image.Image) -> Image.Image:
-    """Crop an 'L' or 'RGB' image to its object and centre it in a square of background."""
+def object_box(
+    img: Image.Image,
+) -> tuple[int | tuple[int, ...], tuple[int, int, int, int]] | None:
+    """(background fill, the object's bounding box) for a picture on a uniform background;
+    None for scenes, blank pictures and pictures under 3 pixels a side."""
     if img.width < 3 or img.height < 3:
-        return img
+        return None
     bg = background(img)
     if bg is None:
-        return img
+        return None
     fill: int | tuple[int, ...] = bg[0] if img.mode == "L" else bg
     diff = ImageChops.difference(img, Image.new(img.mode, img.size, fill))
     if diff.mode != "L":  # the largest difference over the channels
@@ -60,7 +71,16 @@ def trim_and_centre(img: Image.Image) -> Image.Image:
         diff = ImageChops.lighter(ImageChops.lighter(r, g), b)
     box = diff.point(lambda v: 255 if v > TOLERANCE else 0).getbbox()
     if box is None:  # nothing but background
+        return None
+    return fill, box
+
+
+def trim_and_centre(img: Image.Image) -> Image.Image:
+    """Crop an 'L' or 'RGB' image to its object and centre it in a square of background."""
+    found = object_box(img)
+    if found is None:
         return img
+    fill, box = found
     left, top, right, bottom = box
     if max((right - left) / img.width, (bottom - top) / img.height) >= FITTED:
         return img
@@ -73,3 +93,75 @@ def trim_and_centre(img: Image.Image) -> Image.Image:
     canvas = Image.new(img.mode, (side, side), fill)
     canvas.paste(obj, ((side - obj.width) // 2, (side - obj.height) // 2))
     return canvas
+
+
+# An object spanning at least this share of the model's view (and inside it) is framed already.
+FRAMED: Final = 0.7
+# Framing looks for the object on pictures up to this size (decoding reduced ordinary pictures
+# to about twice the model input; a thin giant that could not be reduced is left as it is) and
+# shrinks an object longer than FRAME_SIDE before centring it.
+FRAME_MAX_PIXELS: Final = 1 << 22
+FRAME_SIDE: Final = 1024
+
+
+def _view(img: Image.Image, aspect: float) -> tuple[float, float, float, float]:
+    """The region a centre crop to width/height `aspect` keeps (app.tensorize.resize)."""
+    w, h = img.size
+    vw, vh = (w, w / aspect) if w / h <= aspect else (h * aspect, h)
+    return (w - vw) / 2, (h - vh) / 2, (w + vw) / 2, (h + vh) / 2
+
+
+def frame_object(img: Image.Image, fill: float, aspect: float = 1.0) -> Image.Image:
+    """Centre the object of a picture on a uniform background in a canvas of width/height
+    `aspect` where it spans `fill` of the canvas, unless the centre crop already shows it
+    whole at `FRAMED` of its size or more. 'L' or 'RGB'."""
+    if img.width * img.height > FRAME_MAX_PIXELS:
+        return img
+    found = object_box(img)
+    if found is None:
+        return img
+    bg, box = found
+    left, top, right, bottom = box
+    vl, vt, vr, vb = _view(img, aspect)
+    inside = left >= vl - 1 and top >= vt - 1 and right <= vr + 1 and bottom <= vb + 1
+    if inside and max((right - left) / (vr - vl), (bottom - top) / (vb - vt)) >= FRAMED:
+        return img
+    obj = img.crop(box)
+    if max(obj.size) > FRAME_SIDE:
+        obj = obj.reduce(-(-max(obj.size) // FRAME_SIDE))
+    scale = max(obj.width / aspect, obj.height) / fill  # the canvas height
+    size = (max(obj.width, round(scale * aspect)), max(obj.height, round(scale)))
+    canvas = Image.new(img.mode, size, bg)
+    canvas.paste(obj, ((size[0] - obj.width) // 2, (size[1] - obj.height) // 2))
+    return canvas
+
+
+def whiten_background(img: Image.Image) -> Image.Image:
+    """Paint a uniform, non-white background white where it touches the picture's border (the
+    region of background colour connected to the border ring; an object's own pixels of that
+    colour inside its outline stay). Run at model size: the flood grows one pixel a step for
+    at most width + height steps, so a maze-like picture costs no more than that."""
+    bg = background(img)
+    if bg is None or min(bg) >= 255 - TOLERANCE:
+        return img
+    a = np.asarray(img)
+    diff = np.abs(a.astype(np.int16) - np.asarray(bg, np.int16))
+    near = (diff.max(axis=-1) if a.ndim == 3 else diff) <= TOLERANCE
+    reached = np.zeros_like(near)
+    for edge in (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1]):
+        reached[edge] = near[edge]
+    count = int(reached.sum())
+    for _ in range(img.width + img.height):
+        grown = reached.copy()
+        grown[1:] |= reached[:-1]
+        grown[:-1] |= reached[1:]
+        grown[:, 1:] |= reached[:, :-1]
+        grown[:, :-1] |= reached[:, 1:]
+        grown &= near
+        new = int(grown.sum())
+        if new == count:
+            break
+        reached, count = grown, new
+    out = a.copy()
+    out[reached] = 255
+    return Image.fromarray(out, img.mode)

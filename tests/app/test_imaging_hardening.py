@@ -334,6 +334,8 @@ THIN_SPECS = {
     'resize=ResizeSpec(mode="center_crop")',
     "trim": 'height=28, width=28, channels=1, color="gray", trim=True, '
     'resize=ResizeSpec(mode="letterbox")',
+    "frame": 'height=224, width=224, channels=3, color="rgb", frame=0.88, '
+    'resize=ResizeSpec(mode="center_crop")',
 }
 
 
@@ -351,6 +353,7 @@ def thin_png(w: int, h: int, mode: str) -> bytes:
         # The transposed and the alpha-less twins of the cases around them: full runs only.
         pytest.param(10, 4_000_000, "RGB", "center-crop", 160, marks=pytest.mark.slow),
         (4_000_000, 10, "L", "trim", 40),  # the line was centred in a 3,600,000 px square
+        (4_000_000, 10, "RGB", "frame", 160),  # too many pixels to look for the object in
         # Not reducible (100 px high): decoded RGBA + its premultiplied working copy; the
         # copies and whole-image numpy temporaries around them made it +707-878 MB.
         # 5 s (the heaviest case): full runs only; its gray twin below keeps the path fast.

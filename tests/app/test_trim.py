@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 from app.bundle import InputSpec
 from app.imaging import ImageLimits, prepare
-from app.trim import background, trim_and_centre
+from app.trim import background, frame_object, trim_and_centre, whiten_background
 
 
 def _png(img: Image.Image) -> bytes:
@@ -79,3 +80,144 @@ def test_prepare_applies_trim_only_when_the_bundle_asks() -> None:
     assert lit(fitted) > 3 * lit(plain)
     cols = np.flatnonzero((fitted > 128).any(axis=0))
     assert cols.min() <= 1 and cols.max() >= 26  # fitted by its longer side
+
+
+# --- frame policy (InputSpec.frame): drawings re-framed the way emoji art is -----------------
+
+
+def _bird_on(canvas: tuple[int, int], at: tuple[int, int], side: int = 60) -> Image.Image:
+    """A red disc of `side` pixels at `at` on a white canvas."""
+    img = Image.new("RGB", canvas, "white")
+    ImageDraw.Draw(img).ellipse((*at, at[0] + side - 1, at[1] + side - 1), fill=(200, 30, 30))
+    return img
+
+
+def _extent(img: Image.Image) -> tuple[int, int, int, int]:
+    box = np.asarray(img.convert("L")) < 200
+    rows, cols = np.flatnonzero(box.any(axis=1)), np.flatnonzero(box.any(axis=0))
+    return int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())
+
+
+def test_frame_centres_a_small_drawing_at_the_requested_share() -> None:
+    out = frame_object(_bird_on((600, 600), (40, 400)), 0.9)
+    assert out.size == (67, 67)  # 60 / 0.9
+    left, top, right, bottom = _extent(out)
+    assert (right - left + 1, bottom - top + 1) == (60, 60)
+    assert left in (3, 4) and top in (3, 4)  # centred
+    assert out.getpixel((0, 0)) == (255, 255, 255)  # padded with the background
+
+
+def test_frame_brings_back_a_drawing_the_centre_crop_would_cut() -> None:
+    # Filling the height of a 3:1 picture, at its left end: the centre square misses it.
+    wide = _bird_on((600, 200), (0, 0), side=200)
+    out = frame_object(wide, 0.9)
+    assert out.size == (222, 222)
+    assert _extent(out)[2] - _extent(out)[0] + 1 == 200
+    # Non-square models: the canvas takes the model's aspect (width/height 2).
+    out2 = frame_object(_bird_on((300, 300), (10, 10)), 0.9, aspect=2.0)
+    assert out2.size == (133, 67)
+
+
+def test_frame_leaves_framed_drawings_scenes_and_blank_pictures_exactly_as_they_are() -> None:
+    framed = _bird_on((100, 100), (10, 10), side=80)  # 0.8 of the view, inside it
+    assert frame_object(framed, 0.9) is framed
+    # 0.8 of the centre square of a 4:3 picture, inside it: the crop already shows it well.
+    assert frame_object(_bird_on((400, 300), (80, 30), side=240), 0.9).size == (400, 300)
+    rng = np.random.default_rng(0)
+    scene = Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    assert frame_object(scene, 0.9) is scene
+    blank = Image.new("RGB", (90, 60), "white")
+    assert frame_object(blank, 0.9) is blank
+
+
+def test_frame_bounds_its_work_on_thin_giants() -> None:
+    # Too many pixels to look for the object (decoding could not reduce it): as it is.
+    thin = Image.new("L", (2_100_000, 2), 255)
+    assert frame_object(thin, 0.9) is thin
+    # A long object within the pixel cap is shrunk before centring: the canvas stays small.
+    line = Image.new("L", (40_000, 20), 255)
+    ImageDraw.Draw(line).line([(100, 10), (39_900, 10)], fill=0, width=3)
+    out = frame_object(line, 0.5)
+    assert max(out.size) <= 2 * 1024 + 2
+    # A one-pixel object: a one-pixel canvas, which the resize then scales like any picture.
+    dot = Image.new("RGB", (500, 500), "white")
+    dot.putpixel((400, 30), (0, 0, 0))
+    assert frame_object(dot, 0.88).size == (1, 1)
+
+
+def test_frame_is_declared_only_for_centre_cropping_models_without_trim() -> None:
+    base = {"height": 224, "width": 224, "channels": 3, "color": "rgb"}
+    crop = {"mode": "center_crop"}
+    assert InputSpec.model_validate({**base, "resize": crop}).frame is None
+    assert InputSpec.model_validate({**base, "resize": crop, "frame": 0.88}).frame == 0.88
+    for bad in (
+        {**base, "frame": 0.88},  # stretch
+        {**base, "resize": crop, "frame": 0.88, "trim": True},
+        {**base, "resize": crop, "frame": 0.3},
+        {**base, "resize": crop, "frame": 1.2},
+    ):
+        with pytest.raises(ValueError):
+            InputSpec.model_validate(bad)
+
+
+def test_prepare_frames_only_when_the_bundle_asks() -> None:
+    base = {"height": 64, "width": 64, "channels": 3, "color": "rgb"}
+    spec = {**base, "resize": {"mode": "center_crop"}}
+    data = _png(_bird_on((600, 600), (40, 400)))
+    plain = prepare(data, InputSpec.model_validate(spec), ImageLimits()).array
+    framed = prepare(data, InputSpec.model_validate({**spec, "frame": 0.9}), ImageLimits()).array
+    red = lambda a: int(((a[..., 0] > 128) & (a[..., 1] < 100)).sum())  # noqa: E731
+    assert red(framed) > 20 * red(plain)
+
+
+# --- background policy (InputSpec.background = "white") ---------------------------------------
+
+
+def _ringed_disc(bg: tuple[int, int, int]) -> Image.Image:
+    """A red disc with a black outline on `bg`; inside the outline a patch of `bg` colour."""
+    img = Image.new("RGB", (64, 64), bg)
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((8, 8, 55, 55), fill=(200, 30, 30), outline=(0, 0, 0), width=2)
+    draw.rectangle((28, 28, 35, 35), fill=bg)
+    return img
+
+
+def test_whiten_paints_the_background_touching_the_border_white() -> None:
+    out = whiten_background(_ringed_disc((120, 160, 90)))
+    assert out.getpixel((0, 0)) == (255, 255, 255) and out.getpixel((63, 5)) == (255, 255, 255)
+    assert out.getpixel((20, 32)) == (200, 30, 30)  # the object is untouched,
+    assert out.getpixel((31, 31)) == (120, 160, 90)  # its own patch of that colour too
+    gray = whiten_background(_ringed_disc((90, 90, 90)).convert("L"))
+    assert gray.mode == "L" and gray.getpixel((0, 0)) == 255
+
+
+def test_whiten_leaves_white_backgrounds_scenes_and_blank_pictures_alone() -> None:
+    white = _ringed_disc((255, 255, 255))
+    assert whiten_background(white) is white
+    rng = np.random.default_rng(1)
+    scene = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    assert whiten_background(scene) is scene
+
+
+def test_whiten_is_bounded_on_a_maze() -> None:
+    """Nested walls with one gap each (a corridor hundreds of pixels long): the flood, capped
+    at width + height steps, returns; the open border region is white, no wall pixel changed."""
+    a = np.full((101, 101), 60, np.uint8)
+    for k in range(2, 50, 4):  # concentric black squares with one gap each
+        a[k, k : 101 - k] = a[100 - k, k : 101 - k] = 0
+        a[k : 101 - k, k] = a[k : 101 - k, 100 - k] = 0
+        a[k, k + 2] = 60
+    out = np.asarray(whiten_background(Image.fromarray(a)))
+    assert out[0, 0] == 255 and (out == 0).sum() == (a == 0).sum()
+
+
+def test_prepare_whitens_only_when_the_bundle_asks() -> None:
+    spec = {"height": 32, "width": 32, "channels": 3, "color": "rgb"}
+    data = _png(_ringed_disc((128, 128, 128)))
+    plain = prepare(data, InputSpec.model_validate(spec), ImageLimits()).array
+    white = prepare(data, InputSpec.model_validate({**spec, "background": "white"}), ImageLimits())
+    assert plain[0, 0].tolist() == [128, 128, 128]
+    assert white.array[0, 0].tolist() == [255, 255, 255]
+    assert InputSpec.model_validate(spec).background == "as_is"
+    with pytest.raises(ValueError):
+        InputSpec.model_validate({**spec, "background": "black"})

@@ -15,6 +15,7 @@ from app.main import create_app
 from tests.conftest import DATA, FETCH_HINT, ROOT, make_settings
 from training.emoji.catalog import STYLES, load_catalog
 from training.emoji.check import FOLD_HEADS
+from training.emoji.drawing_policy import FILL, SECTION
 from training.emoji.top_graph import TOP_FOLDS
 
 PHOTOS = DATA / "photos"
@@ -56,7 +57,11 @@ def test_bundle_keeps_the_backbone_contract_and_records_loso_figures(name: str) 
     bundle = load_bundle(ROOT / "models" / name)
     imagenet = load_bundle(ROOT / "models" / "imagenet")
     meta = bundle.metadata
-    assert meta.input == imagenet.metadata.input  # the head sits on the imagenet graph
+    # the head sits on the imagenet graph; the bundle adds the frame policy for drawings
+    plain = meta.input.model_copy(update={"frame": None, "background": "as_is"})
+    assert plain == imagenet.metadata.input
+    assert meta.input.frame == FILL and meta.input.background == "white"
+    assert SECTION in (bundle.path / "README.md").read_text()
     assert bundle.labels == (f"not_{name}", name)
     first = meta.metrics[0]
     assert first.positive_label == name and first.threshold is not None
@@ -114,6 +119,42 @@ def test_bird_served_on_photos_and_drawings(client: TestClient) -> None:
     for style, name in (("noto", "penguin"), ("openmoji-color", "goose")):
         assert _decision(client, "bird", _emoji_png(style, name))["is_positive"] is True
         assert _decision(client, "bird", _emoji_png(style, "apple"))["is_positive"] is False
+
+
+def _presented(style: str, short_name: str, where: str) -> bytes:
+    """The drawing small in the middle of a white picture three times its side, at the left
+    end of a white 3:1 picture (where a centre crop shows nothing of it), or flattened on gray."""
+    from training.emoji.render import load_rgba, on_background
+
+    _emoji_png(style, short_name)  # fails with the fetch hint when the emoji art is missing
+    pics = load_catalog(DATA, styles=[style])
+    pic = next(p for p in pics if p.short_name == short_name and p.tone == 0)
+    if where == "on gray":
+        img = on_background(load_rgba(pic, 224), (128, 128, 128))
+    else:
+        drawing = on_background(load_rgba(pic, 224))
+        size = (672, 672) if where == "small" else (672, 224)
+        img = Image.new("RGB", size, "white")
+        img.paste(drawing, (224, 224) if where == "small" else (0, 0))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("where", ["small", "at one end", "on gray"])
+def test_drawings_presented_unlike_emoji_are_found(client: TestClient, where: str) -> None:
+    """input.frame and input.background: a drawing small in a large picture, at one end of a
+    wide one or on a gray background is found as it is when it fills its picture on white
+    (without the policy the centre crop of the wide one is blank: every decision there would
+    be negative)."""
+    cases = [("santa", "twemoji", "santa"), ("bird", "noto", "penguin")]
+    cases += [("bird", "openmoji-color", "goose")]
+    for model, style, name in cases:
+        drawing = _presented(style, name, where)
+        assert _decision(client, model, drawing)["is_positive"] is True, (model, name, where)
+    other = _presented("twemoji", "apple", where)
+    for model in ("santa", "bird"):
+        assert _decision(client, model, other)["is_positive"] is False, (model, where)
 
 
 def test_bird_keeps_every_labelled_photo_right(client: TestClient) -> None:

@@ -20,7 +20,7 @@ import io
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from app.bundle import InputSpec
 from app.imaging import ImageLimits, prepare
 from training.emoji.catalog import PROJECT_ROOT, STYLES, Picture, load_catalog
 from training.emoji.embed import BACKBONE, Backbone
@@ -93,30 +94,44 @@ def save_fold_heads(path: Path, task: Any, loso: dict[str, Any], backbone_sha: s
     )
 
 
-def _png(p: Picture) -> bytes:
+Present = Callable[[Picture], bytes]  # how a picture reaches the server (its file's bytes)
+
+
+def as_drawn(p: Picture) -> bytes:
+    """The evaluation view: the picture at 224 px on white, as a PNG."""
     buf = io.BytesIO()
     Image.fromarray(base_array(p, 224)).save(buf, format="PNG")
     return buf.getvalue()
 
 
+def prepared(
+    pics: Sequence[Picture], spec: InputSpec, present: Present = as_drawn
+) -> npt.NDArray[np.float32]:
+    """Model inputs for `pics` through the server's ingestion (app.imaging.prepare)."""
+    return np.stack([prepare(present(p), spec, ImageLimits()).array for p in pics])
+
+
 class _Features:
-    """Serving-path features per picture, computed once for every bundle checked."""
+    """Serving-path features per picture, computed once for every bundle checked (per input
+    policy and presentation)."""
 
     def __init__(self, backbone: Backbone) -> None:
         self.backbone = backbone
-        self.cache: dict[Path, tuple[npt.NDArray[np.float32], float]] = {}
+        self.cache: dict[tuple[Path, str, str], tuple[npt.NDArray[np.float32], float]] = {}
 
-    def __call__(self, pics: Sequence[Picture]) -> tuple[np.ndarray, np.ndarray]:
-        todo = [p for p in pics if p.path not in self.cache]
-        spec = self.backbone.bundle.metadata.input
+    def __call__(
+        self, pics: Sequence[Picture], spec: InputSpec | None = None, present: Present = as_drawn
+    ) -> tuple[np.ndarray, np.ndarray]:
+        spec = spec or self.backbone.bundle.metadata.input
+        tag = (spec.model_dump_json(), present.__name__)
+        todo = [p for p in pics if (p.path, *tag) not in self.cache]
         for i in range(0, len(todo), 32):
             chunk = todo[i : i + 32]
-            x = np.stack([prepare(_png(p), spec, ImageLimits()).array for p in chunk])
-            emb, mass = self.backbone(x)
+            emb, mass = self.backbone(prepared(chunk, spec, present))
             for p, e, m in zip(chunk, emb, mass, strict=True):
-                self.cache[p.path] = (e, float(m))
-        emb = np.stack([self.cache[p.path][0] for p in pics])
-        mass = np.asarray([self.cache[p.path][1] for p in pics], np.float32)
+                self.cache[(p.path, *tag)] = (e, float(m))
+        emb = np.stack([self.cache[(p.path, *tag)][0] for p in pics])
+        mass = np.asarray([self.cache[(p.path, *tag)][1] for p in pics], np.float32)
         return emb, mass
 
 
@@ -159,8 +174,19 @@ class _TopFolds:
         self.imagenet = onnx.load(str(backbone.bundle.model_path))
         self.z = z
         self.open_model = open_model
+        self.models: dict[int, Any] = {}  # fold index -> its graph, opened once
 
-    def __call__(self, i: int, pics: Sequence[Picture]) -> npt.NDArray[np.bool_]:
+    def __call__(
+        self, i: int, pics: Sequence[Picture], spec: InputSpec, present: Present = as_drawn
+    ) -> npt.NDArray[np.bool_]:
+        model = self.models[i] if i in self.models else self._open(i)
+        p = []
+        for s in range(0, len(pics), 32):
+            p.append(model.run(prepared(pics[s : s + 32], spec, present)).probs[:, 1])
+        combine = "combine" in self.z.files and bool(self.z["combine"])
+        return np.concatenate(p) >= (0.5 if combine else float(self.z["threshold"][i]))
+
+    def _open(self, i: int) -> Any:
         from training.emoji.top_graph import fold_graph, stored_members
 
         z = self.z
@@ -174,13 +200,46 @@ class _TopFolds:
         graph = fold_graph(
             self.served, self.imagenet, names, members, first, thr if combine else None
         )
-        model = self.open_model(graph, like=self.bundle)
-        spec = self.bundle.metadata.input
-        p = []
-        for s in range(0, len(pics), 32):
-            x = np.stack([prepare(_png(q), spec, ImageLimits()).array for q in pics[s : s + 32]])
-            p.append(model.run(x).probs[:, 1])
-        return np.concatenate(p) >= (0.5 if combine else thr)
+        self.models[i] = self.open_model(graph, like=self.bundle)
+        return self.models[i]
+
+
+class FoldDecisions:
+    """A bundle's leave-one-style-out fold models (loso-heads.npz or loso-top.npz): the
+    decisions of the fold that never saw `style` on pictures, through the serving path with
+    the bundle's input policy (or `spec`) and a presentation of each picture."""
+
+    def __init__(self, bundle_dir: Path, feats: _Features) -> None:
+        from app.bundle import load_bundle
+        from training.emoji.top_graph import TOP_FOLDS
+
+        top = (bundle_dir / TOP_FOLDS).is_file()
+        self.z = np.load(bundle_dir / (TOP_FOLDS if top else FOLD_HEADS))
+        self.task = TASKS[str(self.z["task"])]
+        self.styles: list[str] = self.z["styles"].tolist()
+        self.spec = load_bundle(bundle_dir).metadata.input
+        self.feats = feats
+        self.same_backbone = str(self.z["backbone_sha256"]) == feats.backbone.sha
+        self.top = _TopFolds(bundle_dir, self.z, feats.backbone) if top else None
+
+    def __call__(
+        self,
+        style: str,
+        pics: Sequence[Picture],
+        spec: InputSpec | None = None,
+        present: Present = as_drawn,
+    ) -> npt.NDArray[np.bool_]:
+        z, i, spec = self.z, self.styles.index(style), spec or self.spec
+        if self.top is not None:
+            return self.top(i, pics, spec, present)
+        emb, mass = self.feats(pics, spec, present)
+        x = features(emb, mass, bool(z["use_mass"]))
+        # score >= threshold  <=>  logit >= logit(threshold)
+        t = min(float(z["threshold"][i]), 1 - 1e-9)
+        hit = _fold_logits(z, i, x) >= np.log(t / (1 - t))
+        if "combine_mass" in z.files and bool(z["combine_mass"]):  # mass rule fires alone
+            hit = hit | (mass >= MASS_RULE)
+        return np.asarray(hit)
 
 
 def check_bundle(
@@ -191,31 +250,18 @@ def check_bundle(
     only: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Re-run each fold head (or fold top + head) on its held-out style (or only `only`)."""
-    from training.emoji.top_graph import TOP_FOLDS
-
-    top = (bundle_dir / TOP_FOLDS).is_file()
-    z = np.load(bundle_dir / (TOP_FOLDS if top else FOLD_HEADS))
-    task = TASKS[str(z["task"])]
+    folds = FoldDecisions(bundle_dir, feats)
+    z, task = folds.z, folds.task
     problems = []
-    if str(z["backbone_sha256"]) != feats.backbone.sha:
+    if not folds.same_backbone:
         problems.append(f"{bundle_dir.name}: fold heads were trained on another imagenet bundle")
         return [], problems
-    top_folds = _TopFolds(bundle_dir, z, feats.backbone) if top else None
     rows = []
-    for i, style in enumerate(z["styles"].tolist()):
+    for i, style in enumerate(folds.styles):
         if only is not None and style not in only:
             continue
         pos, neg = style_sample(catalog, task, style, i, negatives)
-        if top_folds is not None:
-            hit = top_folds(i, pos + neg)
-        else:
-            emb, mass = feats(pos + neg)
-            x = features(emb, mass, bool(z["use_mass"]))
-            # score >= threshold  <=>  logit >= logit(threshold)
-            t = min(float(z["threshold"][i]), 1 - 1e-9)
-            hit = _fold_logits(z, i, x) >= np.log(t / (1 - t))
-            if "combine_mass" in z.files and bool(z["combine_mass"]):  # mass rule fires alone
-                hit |= mass >= MASS_RULE
+        hit = folds(style, pos + neg)
         tp, fp = int(hit[: len(pos)].sum()), int(hit[len(pos) :].sum())
         rec_tp, rec_n = int(z["tp"][i]), int(z["tp"][i] + z["fn"][i])
         rec_fpr = int(z["fp"][i]) / max(1, int(z["fp"][i] + z["tn"][i]))
@@ -244,9 +290,10 @@ def _scored(row: dict[str, Any]) -> int:
     return int(str(row["recall"]).split("/")[1]) + int(str(row["FP (sample)"]).split("/")[1])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def bundles_parser(doc: str | None, negatives: int) -> argparse.ArgumentParser:
+    """A CLI over emoji-head bundles (santa and bird by default) and a negative sample size."""
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
         "bundles",
@@ -254,7 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         default=[PROJECT_ROOT / "models" / n for n in ("santa", "bird")],
     )
-    ap.add_argument("--negatives", type=int, default=100, help="sampled negatives per style")
+    ap.add_argument("--negatives", type=int, default=negatives, help="sampled negatives per style")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = bundles_parser(__doc__, 100)
     ap.add_argument("--styles", nargs="*", default=None, help="only these held-out styles")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
