@@ -119,6 +119,9 @@ class InputSpec(_Strict):
             raise ValueError("normalization mean/std need one value per channel")
         if self.frame is not None and (self.trim or self.resize.mode != "center_crop"):
             raise ValueError("frame is for center_crop models that do not trim")
+        if self.background == "white" and self.invert is not False:
+            # whitening runs after resizing, by then an inverted picture's background is dark
+            raise ValueError("background 'white' is for models that do not invert")
         lo, hi = self.pixel_range
         if not lo < hi:
             raise ValueError("pixel_range must be (low, high) with low < high")

@@ -221,3 +221,5 @@ def test_prepare_whitens_only_when_the_bundle_asks() -> None:
     assert InputSpec.model_validate(spec).background == "as_is"
     with pytest.raises(ValueError):
         InputSpec.model_validate({**spec, "background": "black"})
+    with pytest.raises(ValueError, match="do not invert"):
+        InputSpec.model_validate({**spec, "background": "white", "invert": True})
