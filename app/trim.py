@@ -84,14 +84,29 @@ def trim_and_centre(img: Image.Image) -> Image.Image:
     left, top, right, bottom = box
     if max((right - left) / img.width, (bottom - top) / img.height) >= FITTED:
         return img
+    return centred(img, box, fill, max_side=MAX_SIDE)
+
+
+def centred(
+    img: Image.Image,
+    box: tuple[int, int, int, int],
+    bg: int | tuple[int, ...],
+    *,
+    max_side: int,
+    fill: float = 1.0,
+    aspect: float = 1.0,
+) -> Image.Image:
+    """The object in `box`, centred on a canvas of background `bg` with width/height `aspect`
+    where it spans `fill` of the canvas. An object longer than `max_side` is shrunk first,
+    keeping its shape: a long thin one (a line across a 4,000,000x10 picture) would otherwise be
+    centred in a canvas of its length, terabytes."""
     obj = img.crop(box)
-    if max(obj.size) > MAX_SIDE:
-        # A long thin object (a line across a 4,000,000x10 picture) would otherwise be
-        # centred in a square of its length: terabytes. Shrink it first, keeping its shape.
-        obj = obj.reduce(-(-max(obj.size) // MAX_SIDE))
-    side = max(obj.size)
-    canvas = Image.new(img.mode, (side, side), fill)
-    canvas.paste(obj, ((side - obj.width) // 2, (side - obj.height) // 2))
+    if max(obj.size) > max_side:
+        obj = obj.reduce(-(-max(obj.size) // max_side))
+    height = max(obj.width / aspect, obj.height) / fill
+    size = (max(obj.width, round(height * aspect)), max(obj.height, round(height)))
+    canvas = Image.new(img.mode, size, bg)
+    canvas.paste(obj, ((size[0] - obj.width) // 2, (size[1] - obj.height) // 2))
     return canvas
 
 
@@ -126,14 +141,7 @@ def frame_object(img: Image.Image, fill: float, aspect: float = 1.0) -> Image.Im
     inside = left >= vl - 1 and top >= vt - 1 and right <= vr + 1 and bottom <= vb + 1
     if inside and max((right - left) / (vr - vl), (bottom - top) / (vb - vt)) >= FRAMED:
         return img
-    obj = img.crop(box)
-    if max(obj.size) > FRAME_SIDE:
-        obj = obj.reduce(-(-max(obj.size) // FRAME_SIDE))
-    scale = max(obj.width / aspect, obj.height) / fill  # the canvas height
-    size = (max(obj.width, round(scale * aspect)), max(obj.height, round(scale)))
-    canvas = Image.new(img.mode, size, bg)
-    canvas.paste(obj, ((size[0] - obj.width) // 2, (size[1] - obj.height) // 2))
-    return canvas
+    return centred(img, box, bg, max_side=FRAME_SIDE, fill=fill, aspect=aspect)
 
 
 def whiten_background(img: Image.Image) -> Image.Image:

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from app.bundle import InputSpec
+from app.bundle import Bundle, InputSpec, load_bundle
 from app.imaging import ImageLimits, prepare
 from training.emoji.catalog import PROJECT_ROOT, STYLES, Picture, load_catalog
 from training.emoji.embed import BACKBONE, Backbone
@@ -163,13 +163,12 @@ class _TopFolds:
     """A fine-tuned-top bundle's folds (training.emoji.top_graph.TOP_FOLDS): the served graph
     with one fold's top and head swapped in, run on PNG bytes through the server's runtime."""
 
-    def __init__(self, bundle_dir: Path, z: Any, backbone: Backbone) -> None:
+    def __init__(self, bundle: Bundle, z: Any, backbone: Backbone) -> None:
         import onnx
 
-        from app.bundle import load_bundle
         from training.serving_eval import open_model
 
-        self.bundle = load_bundle(bundle_dir)
+        self.bundle = bundle
         self.served = onnx.load(str(self.bundle.model_path))
         self.imagenet = onnx.load(str(backbone.bundle.model_path))
         self.z = z
@@ -210,17 +209,17 @@ class FoldDecisions:
     the bundle's input policy (or `spec`) and a presentation of each picture."""
 
     def __init__(self, bundle_dir: Path, feats: _Features) -> None:
-        from app.bundle import load_bundle
         from training.emoji.top_graph import TOP_FOLDS
 
         top = (bundle_dir / TOP_FOLDS).is_file()
         self.z = np.load(bundle_dir / (TOP_FOLDS if top else FOLD_HEADS))
         self.task = TASKS[str(self.z["task"])]
         self.styles: list[str] = self.z["styles"].tolist()
-        self.spec = load_bundle(bundle_dir).metadata.input
+        bundle = load_bundle(bundle_dir)
+        self.spec = bundle.metadata.input
         self.feats = feats
         self.same_backbone = str(self.z["backbone_sha256"]) == feats.backbone.sha
-        self.top = _TopFolds(bundle_dir, self.z, feats.backbone) if top else None
+        self.top = _TopFolds(bundle, self.z, feats.backbone) if top else None
 
     def __call__(
         self,
