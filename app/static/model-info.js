@@ -25,6 +25,7 @@ function stat(value, label, title) {
 
 export function renderModelInfo(container, model) {
   const frag = document.createDocumentFragment();
+  let evaluation = null;
   if (model.description) {
     const p = document.createElement("p");
     p.className = "model-desc";
@@ -34,14 +35,21 @@ export function renderModelInfo(container, model) {
   }
   const stats = document.createElement("div");
   stats.className = "stats";
-  stats.append(stat(nfInt.format(model.num_classes), model.num_classes === 1 ? "label" : "labels"));
   const m = primaryMetrics(model);
-  if (m && m.accuracy != null) {
+  // A yes/no model shows precision and recall instead of accuracy: where positives are rare
+  // (Santa is about 1 in 200 of its test drawings), accuracy stays near 100% even when most
+  // positives are missed. Accuracy stays in the stats' tooltip; the two labels in the list below.
+  const binary = m && isBinary(model) && (m.precision != null || m.recall != null);
+  if (!binary) {
+    stats.append(stat(nfInt.format(model.num_classes), model.num_classes === 1 ? "label" : "labels"));
+  }
+  if (m && m.accuracy != null && !binary) {
     stats.append(stat(pct(m.accuracy), "accuracy"));
   }
-  if (m && isBinary(model)) {
-    if (m.precision != null) stats.append(stat(pct(m.precision), "precision"));
-    if (m.recall != null) stats.append(stat(pct(m.recall), "recall"));
+  if (binary) {
+    const acc = m.accuracy != null ? `accuracy ${pct(m.accuracy)}` : undefined;
+    if (m.precision != null) stats.append(stat(pct(m.precision), "precision", acc));
+    if (m.recall != null) stats.append(stat(pct(m.recall), "recall", acc));
   }
   const inp = model.input || {};
   if (inp.width) {
@@ -55,6 +63,7 @@ export function renderModelInfo(container, model) {
       + (m.threshold != null ? `, decision threshold ${pct(m.threshold)}` : "")
       + ".";
     frag.append(ev);
+    evaluation = ev;
   } else {
     const ev = document.createElement("p");
     ev.className = "model-eval";
@@ -80,4 +89,25 @@ export function renderModelInfo(container, model) {
     + (model.default_catalog ? ` · similar images from “${model.default_catalog}”` : "");
   frag.append(foot);
   container.replaceChildren(frag);
+  if (evaluation) expandable(evaluation);
+}
+
+// Small screens clamp the evaluation sentence to three lines (app.css); where that hides some
+// of it, a tap, Enter or Space shows the whole sentence and folds it again.
+function expandable(p) {
+  if (p.scrollHeight <= p.clientHeight + 1) return;
+  p.tabIndex = 0;
+  p.setAttribute("role", "button");
+  p.setAttribute("aria-expanded", "false");
+  const toggle = () => {
+    const open = p.classList.toggle("expanded");
+    p.setAttribute("aria-expanded", String(open));
+  };
+  p.addEventListener("click", toggle);
+  p.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      toggle();
+    }
+  });
 }

@@ -424,15 +424,33 @@ def test_phone_width(open_page: Any, api: httpx.Client, photos: Path, artifacts:
     dark.screenshot(path=str(artifacts / "phone-dark.png"), full_page=True)
 
 
-@pytest.mark.parametrize("model", ["imagenet", "products", "digits"])
+@pytest.mark.parametrize("model", ["imagenet", "products", "digits", "bird", "santa"])
 def test_phone_first_screen_reaches_take_a_photo(open_page: Any, model: str) -> None:
-    """At 390x844 the upload card, "Take a photo" included, is on the first screen for the
-    shipped models whose figures fit one row (bird and santa show five, one scroll away)."""
+    """At 390x844 the upload card, "Take a photo" included, is on the first screen for every
+    shipped model: a yes/no model shows precision and recall (not accuracy and a label count),
+    and a long evaluation sentence is clamped to three lines that a tap opens in full."""
     page = open_page(**PHONE)
     select_model(page, model)
     camera = page.locator("#camera-button").bounding_box()
     assert camera is not None
     assert camera["y"] + camera["height"] <= PHONE["viewport"]["height"], (model, camera)
+    stats = page.locator("#model-info .stats").inner_text()
+    binary = model in ("bird", "santa")
+    assert ("precision" in stats and "recall" in stats) == binary, stats
+    assert ("accuracy" in stats) == (not binary), stats
+    evaluation = page.locator("#model-info .model-eval")
+    if binary:  # their sentences name seven drawing styles: five lines at this width
+        assert evaluation.get_attribute("role") == "button"
+    if evaluation.get_attribute("role") == "button":
+        folded = evaluation.bounding_box()
+        assert evaluation.get_attribute("aria-expanded") == "false"
+        evaluation.tap()
+        assert evaluation.get_attribute("aria-expanded") == "true"
+        opened = evaluation.bounding_box()
+        assert folded is not None and opened is not None
+        assert opened["height"] > folded["height"] + 10, (folded, opened)
+        evaluation.press("Enter")
+        assert evaluation.get_attribute("aria-expanded") == "false"
     # The label list still opens to the card's full width, the runtime line below it.
     page.locator(".labels summary").tap()
     chips = page.locator(".labels .chips").bounding_box()
