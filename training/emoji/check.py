@@ -117,13 +117,14 @@ class _Features:
 
     def __init__(self, backbone: Backbone) -> None:
         self.backbone = backbone
-        self.cache: dict[tuple[Path, str, str], tuple[npt.NDArray[np.float32], float]] = {}
+        # keyed by the presentation itself, not its name: two closures can share a name
+        self.cache: dict[tuple[Path, str, Present], tuple[npt.NDArray[np.float32], float]] = {}
 
     def __call__(
         self, pics: Sequence[Picture], spec: InputSpec | None = None, present: Present = as_drawn
     ) -> tuple[np.ndarray, np.ndarray]:
         spec = spec or self.backbone.bundle.metadata.input
-        tag = (spec.model_dump_json(), present.__name__)
+        tag = (spec.model_dump_json(), present)
         todo = [p for p in pics if (p.path, *tag) not in self.cache]
         for i in range(0, len(todo), 32):
             chunk = todo[i : i + 32]

@@ -5,6 +5,7 @@ graph: passes on the recorded counts, fails on a record that is off by two pictu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -253,3 +254,31 @@ def test_the_served_rule_is_scored_with_each_styles_threshold_chosen_without_it(
     assert nested["n"] == 770 and nested["tp"] == 70
     assert nested["fp"] >= 85  # noto's negatives, U(0.45, 0.9), nearly all above 0.475
     assert nested["thresholds"].keys() == set(STYLES)
+
+
+def test_features_are_cached_per_presentation_not_per_name() -> None:
+    """Two presentations that share a function name (closures made by one factory) are two
+    cache entries: keying by name once gave every later presentation the first one's features."""
+    import io
+
+    from training.emoji.check import _Features
+    from training.emoji.embed import BACKBONE, Backbone
+    from training.emoji.render import load_rgba, on_background
+
+    def rendered(size: int) -> Any:
+        def present(p: Any) -> bytes:
+            buf = io.BytesIO()
+            on_background(load_rgba(p, size)).save(buf, format="PNG")
+            return buf.getvalue()
+
+        return present
+
+    pics = load_catalog(DATA, styles=["fluent-high-contrast"])[:2]
+    feats = _Features(Backbone(BACKBONE, threads=1))
+    big, tiny = rendered(224), rendered(16)
+    assert big.__name__ == tiny.__name__
+    emb_big, _ = feats(pics, present=big)
+    emb_tiny, _ = feats(pics, present=tiny)
+    assert np.abs(emb_big - emb_tiny).max() > 0.1
+    again, _ = feats(pics, present=big)  # a cache hit returns the same features
+    np.testing.assert_array_equal(again, emb_big)
