@@ -104,8 +104,9 @@ class InputSpec(_Strict):
     # outside it, are re-framed so the object spans this share of the model's view (app/trim.py
     # frame_object), the framing a model trained on emoji art saw. None: off.
     frame: float | None = Field(default=None, ge=0.5, le=1.0)
-    # "white": a uniform, non-white background touching the border is painted white at model
-    # size (app/trim.py whiten_background), as drawings flattened on white were for training.
+    # "white": the training pictures were on white. A uniform background of another colour
+    # touching the border is painted white at model size (app/trim.py whiten_background), or
+    # black for a model that inverts (invert True or "auto"), whose white paper became black.
     background: Literal["as_is", "white"] = "as_is"
 
     @model_validator(mode="after")
@@ -119,9 +120,6 @@ class InputSpec(_Strict):
             raise ValueError("normalization mean/std need one value per channel")
         if self.frame is not None and (self.trim or self.resize.mode != "center_crop"):
             raise ValueError("frame is for center_crop models that do not trim")
-        if self.background == "white" and self.invert is not False:
-            # whitening runs after resizing, by then an inverted picture's background is dark
-            raise ValueError("background 'white' is for models that do not invert")
         lo, hi = self.pixel_range
         if not lo < hi:
             raise ValueError("pixel_range must be (low, high) with low < high")

@@ -44,7 +44,7 @@ from app.polarity import border_is_light as border_is_light
 from app.polarity import should_invert
 from app.tensorize import resize as resize
 from app.tensorize import to_array as to_array
-from app.trim import frame_object, trim_and_centre, whiten_background
+from app.trim import frame_object, to_paint, trim_and_centre, whiten_background
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ ACCEPTED_TEXT: Final = "JPEG, PNG, WebP, GIF (first frame), BMP or TIFF"
 # but moved imagenet's answers on the labelled photos its card is measured on). Fidelity
 # against an exact decode: `python -m bench.draft_scale` (docs/performance.md).
 _DRAFT_FACTOR: Final = 2
+_TRIM_ZOOM: Final = 4  # see _model_side: products (28 px) keeps >= 112 px, 224 unless drafted
 # A gray picture for an RGB bundle larger than this after reduction (only a thin one is) is
 # resized gray and converted at model size: resampling treats R, G and B alike, so the values
 # are the same, without a full-size RGB copy (+120 MB for a 400000x100 picture).
@@ -248,15 +249,23 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
     return img, fmt, facts
 
 
-def _plan(img: Image.Image, fmt: str, scans: int, spec: InputSpec) -> int:
+def _model_side(spec: InputSpec) -> int:
+    """The side a decoded picture keeps at least: the model input's (either side may end up as
+    either after rotation), 4x that for a model that trims, which crops to the object first
+    and may keep only a small part of the picture (a third of a 672 px picture's side keeps
+    its thin lines; at 1x the object went to 28 px before trimming)."""
+    return max(spec.width, spec.height) * (_TRIM_ZOOM if spec.trim else 1)
+
+
+def _plan(img: Image.Image, fmt: str, scans: int, spec: InputSpec, rgb: bool = True) -> int:
     """Set up a reduced JPEG decode where it helps; return the work (pixels) to charge."""
     w, h = img.size
-    side = max(spec.width, spec.height)  # either side may end up as either after rotation
+    side = _model_side(spec)
     if fmt != "JPEG":
         return w * h
     if min(w, h) >= 2 * _DRAFT_FACTOR * side:
         # DCT-domain downscale: the decoded size stays >= the model input on both sides.
-        img.draft("L" if spec.color == "gray" else "RGB", (side, side))
+        img.draft("RGB" if rgb else "L", (side, side))
     if img.info.get("progressive") or scans > NORMAL_SCANS:
         # A progressive decode passes over every coefficient once per scan, drafted or not.
         return w * h * max(1, -(-scans // NORMAL_SCANS))
@@ -278,12 +287,14 @@ def decode(
     budget: DecodeBudget | None = None,
     *,
     gray_as_is: bool = False,
+    keep_rgb: bool = False,
 ) -> tuple[Image.Image, ImageInfo]:
     """Decode to an upright 'RGB' or 'L' image in the bundle's colour space, reduced to no
     less than twice the model input (a large JPEG: DCT-scaled to no less than the input).
     `budget` is the request's (a fresh one if omitted).
     `gray_as_is`: a gray picture too large to have been reduced (a thin one) stays 'L' for
-    an RGB bundle; the caller converts it after resizing (see `prepare`)."""
+    an RGB bundle; the caller converts it after resizing (see `prepare`). `keep_rgb`: a
+    colour picture stays 'RGB' for a gray bundle (the caller converts it)."""
     budget = budget if budget is not None else limits.budget()
     with decode_slot(limits.decode_concurrency), timed(budget):
         img, fmt, facts = _open(data, limits)
@@ -293,7 +304,7 @@ def decode(
         try:
             # PNG (APNG acTL) and WebP (demuxer) give their frame count in a header.
             frames = facts.frames or int(getattr(img, "n_frames", 1))
-            budget.charge(_plan(img, fmt, facts.scans, spec))
+            budget.charge(_plan(img, fmt, facts.scans, spec, spec.color == "rgb" or keep_rgb))
             if img.size[0] * img.size[1] > limits.max_pixels:  # a format that lied in its header
                 raise _too_many_pixels(*img.size, limits)
             decoded = img.size  # as stored (a JPEG draft already applied)
@@ -301,7 +312,7 @@ def decode(
             img.load()
             # Pillow's TIFF loader applies the orientation itself and drops the tag.
             todo = 1 if orientation != 1 and applied_by_loader(img) else orientation
-            side = max(spec.width, spec.height) * _DRAFT_FACTOR
+            side = _model_side(spec) * _DRAFT_FACTOR
             factor = max(1, min(decoded) // side)
             small = reduce_and_convert(img, factor)
             # Nothing to reduce or convert: kept, not closed (a copy doubled a thin 40 MP one).
@@ -316,7 +327,7 @@ def decode(
             if not keep_open:
                 img.close()
     upright = flatten(apply_orientation(small, todo))
-    target = "L" if spec.color == "gray" else "RGB"
+    target = "L" if spec.color == "gray" and not (keep_rgb and upright.mode == "RGB") else "RGB"
     big_gray = upright.mode == "L" and upright.width * upright.height > _CONVERT_LATER_PIXELS
     if upright.mode != target and not (gray_as_is and big_gray):
         upright = upright.convert(target)
@@ -356,10 +367,12 @@ def prepare(
     """The whole ingestion path for one upload. Pass one `limits.budget()` to every image of
     a request so that the request's pixel and time budget covers them all."""
     t0 = time.perf_counter()
-    img, info = decode(data, spec, limits, budget, gray_as_is=not spec.trim)
+    keep_rgb = spec.background == "white"  # see to_paint
+    img, info = decode(data, spec, limits, budget, gray_as_is=not spec.trim, keep_rgb=keep_rgb)
     t1 = time.perf_counter()
     try:
-        invert = should_invert(img, spec)  # on the whole picture: trimming removes the border
+        img, paint = to_paint(img, spec)  # on the whole picture, as the polarity:
+        invert = should_invert(img, spec)  # trimming removes the border
         if spec.trim:
             img = trim_and_centre(img)
         elif spec.frame is not None:
@@ -368,11 +381,16 @@ def prepare(
             # Before resizing, so letterbox padding keeps the model's own background value.
             img = ImageOps.invert(img)
             info = replace(info, inverted=True)
+            paint = None if paint is None else tuple(255 - v for v in paint)
         small = resize(img, spec)
-        if spec.background == "white":
-            small = whiten_background(small)
+        if paint is not None:
+            # a model that inverts learnt white paper as black: its background is painted so
+            # whatever this picture's polarity (a dark background it kept is the same)
+            small = whiten_background(small, 255 if spec.invert is False else 0, paint)
         if small.mode == "L" and spec.color == "rgb":  # a thin gray picture, see decode
             small = small.convert("RGB")
+        elif small.mode == "RGB" and spec.color == "gray":  # painted in colour, see above
+            small = small.convert("L")
         array = to_array(small, spec)
     except MemoryError:
         raise PayloadTooLarge("There is not enough memory to prepare this image now.") from None

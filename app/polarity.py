@@ -39,5 +39,7 @@ def should_invert(img: Image.Image, spec: InputSpec) -> bool:
     ring's pixels are read, never a copy of the whole (possibly large) image."""
     if spec.invert != "auto":
         return bool(spec.invert)
-    ring = [np.asarray(img.crop(box)).ravel() for box in _ring_boxes(img.height, img.width)]
+    boxes = _ring_boxes(img.height, img.width)
+    # gray levels: a colour picture kept for its background (app/trim.py to_paint) as well
+    ring = [np.asarray(img.crop(box).convert("L")).ravel() for box in boxes]
     return bool(np.median(np.concatenate(ring)) >= LIGHT_BORDER)

@@ -13,7 +13,8 @@ uniform background whose object is small in the model's view, or lies partly out
 centre crop, is cropped to the object and centred so that it spans `fill` of the model's view;
 a picture already framed like that, a photo of a scene and a blank picture are unchanged.
 `whiten_background` (InputSpec.background = "white") paints such a picture's background white,
-as the emoji were flattened for training.
+as the emoji were flattened for training (black, white's inverse, for models that invert:
+Fashion-MNIST's product shots were on white before the data set inverted them).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Final
 
 import numpy as np
 from PIL import Image, ImageChops
+
+from app.bundle import InputSpec
 
 # A pixel belongs to the object when any channel differs from the background by more than this.
 TOLERANCE: Final = 24
@@ -37,11 +40,12 @@ MAX_SIDE: Final = 2048
 
 
 def _border(img: Image.Image) -> np.ndarray:
-    """The outermost pixel ring, one row per pixel (channels last)."""
-    a = np.asarray(img)
-    if a.ndim == 2:
-        a = a[:, :, None]
-    return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]], axis=0).astype(np.int16)
+    """The outermost pixel ring, one row per pixel (channels last). Only the ring is read: no
+    copy of a (possibly large) picture."""
+    w, h = img.size
+    boxes = [(0, 0, w, 1), (0, h - 1, w, h), (0, 1, 1, h - 1), (w - 1, 1, w, h - 1)]
+    parts = [np.asarray(img.crop(b)).reshape(-1, len(img.getbands())) for b in boxes]
+    return np.concatenate(parts, axis=0).astype(np.int16)
 
 
 def background(img: Image.Image) -> tuple[int, ...] | None:
@@ -144,13 +148,19 @@ def frame_object(img: Image.Image, fill: float, aspect: float = 1.0) -> Image.Im
     return centred(img, box, bg, max_side=FRAME_SIDE, fill=fill, aspect=aspect)
 
 
-def whiten_background(img: Image.Image) -> Image.Image:
-    """Paint a uniform, non-white background white where it touches the picture's border (the
-    region of background colour connected to the border ring; an object's own pixels of that
-    colour inside its outline stay). Run at model size: the flood grows one pixel a step for
-    at most width + height steps, so a maze-like picture costs no more than that."""
-    bg = background(img)
-    if bg is None or min(bg) >= 255 - TOLERANCE:
+def whiten_background(
+    img: Image.Image, white: int = 255, bg: tuple[int, ...] | None = None
+) -> Image.Image:
+    """Paint a uniform background that is not `white` (255; 0 for a picture already inverted
+    for a model trained light-on-dark, where white paper became black) that colour where it
+    touches the picture's border (the region of background colour connected to the border
+    ring; an object's own pixels of that colour inside its outline stay). `bg`: the background
+    colour read on the whole picture before it was cropped to its object (whose border, once
+    trimmed, is mostly object); by default this picture's own if its border is uniform. Run at
+    model size: the flood grows one pixel a step for at most width + height steps, so a
+    maze-like picture costs no more than that."""
+    bg = background(img) if bg is None else bg
+    if bg is None or max(abs(v - white) for v in bg) <= TOLERANCE:
         return img
     a = np.asarray(img)
     diff = np.abs(a.astype(np.int16) - np.asarray(bg, np.int16))
@@ -171,5 +181,19 @@ def whiten_background(img: Image.Image) -> Image.Image:
             break
         reached, count = grown, new
     out = a.copy()
-    out[reached] = 255
+    out[reached] = white
     return Image.fromarray(out, img.mode)
+
+
+def to_paint(img: Image.Image, spec: InputSpec) -> tuple[Image.Image, tuple[int, ...] | None]:
+    """(the picture to prepare, the background colour to paint at model size or None) for
+    InputSpec.background = "white". The colour is read on the whole picture, before trimming
+    or framing crop it to its object. None: the policy is off, the picture is a scene, or its
+    background is white already. A gray model's colour picture (decode's keep_rgb) stays
+    colour only when its background is painted, so that an object of the background's gray
+    level survives the flood; otherwise it becomes 'L' exactly as decode would make it."""
+    colour = img if spec.color == "gray" and img.mode == "RGB" else None
+    bg = background(img) if spec.background == "white" else None
+    if bg is None or max(abs(v - 255) for v in bg) <= TOLERANCE:
+        return (img if colour is None else colour.convert("L")), None
+    return img, bg

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from app.bundle import InputSpec
 from app.imaging import ImageLimits, prepare
-from app.trim import background, frame_object, trim_and_centre, whiten_background
+from app.trim import TOLERANCE, background, frame_object, trim_and_centre, whiten_background
 
 
 def _png(img: Image.Image) -> bytes:
@@ -221,5 +221,94 @@ def test_prepare_whitens_only_when_the_bundle_asks() -> None:
     assert InputSpec.model_validate(spec).background == "as_is"
     with pytest.raises(ValueError):
         InputSpec.model_validate({**spec, "background": "black"})
-    with pytest.raises(ValueError, match="do not invert"):
-        InputSpec.model_validate({**spec, "background": "white", "invert": True})
+
+
+# A Fashion-MNIST-like bundle: gray, trimmed, inverted when the border is light.
+PRODUCTS = {
+    "height": 28,
+    "width": 28,
+    "channels": 1,
+    "color": "gray",
+    "invert": "auto",
+    "trim": True,
+    "resize": {"mode": "letterbox", "pad_value": 0},
+}
+
+
+def _shirt_on(backdrop: tuple[int, int, int], shirt: tuple[int, int, int]) -> Image.Image:
+    """A 'shirt' (a filled 200x100 rectangle) in the middle of a 600x400 picture on
+    `backdrop`: trimmed, it spans its square's width with backdrop above and below."""
+    img = Image.new("RGB", (600, 400), backdrop)
+    ImageDraw.Draw(img).rectangle((200, 150, 399, 249), fill=shirt)
+    return img
+
+
+def test_whiten_paints_black_for_a_picture_inverted_for_a_light_on_dark_model() -> None:
+    # the background as the model sees it once inverted: white paper is black
+    out = whiten_background(_ringed_disc((90, 90, 90)), white=0)
+    assert out.getpixel((0, 0)) == (0, 0, 0) and out.getpixel((20, 32)) == (200, 30, 30)
+    near_black = _ringed_disc((10, 10, 10))
+    assert whiten_background(near_black, white=0) is near_black
+
+
+def test_whiten_takes_the_background_read_before_trimming() -> None:
+    """A trimmed object fills its square: its own border is mostly object, so the colour read on
+    the whole picture is what the flood starts from (at the border pixels of that colour)."""
+    trimmed = Image.new("RGB", (40, 40), (120, 160, 90))
+    ImageDraw.Draw(trimmed).rectangle((0, 5, 39, 34), fill=(20, 20, 200))
+    assert background(trimmed) is None
+    assert whiten_background(trimmed) is trimmed
+    out = whiten_background(trimmed, bg=(120, 160, 90))
+    assert out.getpixel((20, 0)) == (255, 255, 255) and out.getpixel((20, 20)) == (20, 20, 200)
+
+
+def test_a_gray_model_paints_a_coloured_backdrop_black_and_keeps_an_object_of_its_gray() -> None:
+    """Fashion-MNIST's product shots were on white, inverted to black. A shirt on a backdrop of
+    the same gray level but another colour: painted in colour, the backdrop goes black (the
+    model's background) and the shirt stays; painting in gray would take both."""
+    backdrop, shirt = (200, 120, 120), (96, 140, 200)  # gray levels 144 and 134
+
+    def gray(c: tuple[int, int, int]) -> int:
+        return int(Image.new("RGB", (1, 1), c).convert("L").getpixel((0, 0)))  # type: ignore[arg-type]
+
+    assert abs(gray(backdrop) - gray(shirt)) <= TOLERANCE  # one colour to a gray flood
+    data = _png(_shirt_on(backdrop, shirt))
+    spec = InputSpec.model_validate({**PRODUCTS, "background": "white"})
+    got = prepare(data, spec, ImageLimits())
+    a = got.array[..., 0]
+    assert got.info.inverted
+    assert a[0, 14] == 0 and a[27, 14] == 0  # the backdrop: painted, then black
+    assert 100 < a[14, 14] < 140  # the shirt's gray, inverted (255 - 134)
+    plain = prepare(data, InputSpec.model_validate(PRODUCTS), ImageLimits()).array[..., 0]
+    # without the policy the gray trim sees no object (one gray level): the whole picture,
+    # letterboxed, with the backdrop's gray inverted (255 - 144) beside the shirt
+    assert 100 < plain[14, 2] < 125
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_gray_model_on_white_is_prepared_exactly_as_without_the_policy(fmt: str) -> None:
+    img = _shirt_on((255, 255, 255), (96, 140, 200))
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, quality=90)
+    spec = InputSpec.model_validate(PRODUCTS)
+    plain = prepare(buf.getvalue(), spec, ImageLimits())
+    white = prepare(buf.getvalue(), spec.model_copy(update={"background": "white"}), ImageLimits())
+    if fmt == "PNG":  # decoded alike; a JPEG is decoded in colour for the policy (not its luma)
+        np.testing.assert_array_equal(plain.array, white.array)
+    else:
+        assert np.abs(plain.array - white.array).max() <= 2
+
+
+def test_a_trimming_model_keeps_the_detail_of_a_small_object_in_a_large_picture() -> None:
+    """Decoding reduces a picture to no less than twice the model input before the policy; a
+    model that trims keeps 4x that, so a thin-lined drawing a third of a 672 px picture's side
+    keeps most of its lines through trimming, close to the drawing sent cropped."""
+    art = Image.new("RGB", (224, 224), "white")
+    ImageDraw.Draw(art).rectangle((30, 30, 193, 193), outline="black", width=3)
+    canvas = Image.new("RGB", (672, 672), "white")
+    canvas.paste(art, (224, 224))
+    spec = InputSpec.model_validate(PRODUCTS)
+    small = prepare(_png(canvas), spec, ImageLimits()).array
+    alone = prepare(_png(art), spec, ImageLimits()).array
+    # mean |difference| 3.6 gray levels (10.5 when decoding kept only twice the input)
+    assert np.abs(small - alone).mean() <= 5

@@ -303,3 +303,25 @@ def test_identity_card_names_every_kind_of_view() -> None:
     twice = identity_protocol(["aug0", "all1", "sty0", "sty1", "aug1", "aug2"])
     assert twice.count("redrawn") == 1 and "two of every picture redrawn" in twice
     assert "two more of the positives" in twice
+
+
+def test_products_presentations_put_the_drawing_on_a_backdrop_or_small_in_a_canvas(catalog) -> None:  # type: ignore[no-untyped-def]
+    from training.emoji.products_views import BACKDROPS, PRESENTATIONS, RENDER, view
+    from training.emoji.render import load_rgba
+
+    shirt = next(p for p in catalog if p.short_name == "shirt" and p.style == "noto")
+    rng = np.random.default_rng(0)
+    drawn = view(shirt, "drawing", rng)
+    opaque = np.asarray(load_rgba(shirt, RENDER).getchannel("A")) == 255
+    assert 0.2 < opaque.mean() < 0.9
+    for kind, colour in BACKDROPS.items():
+        got = view(shirt, kind, rng)
+        assert got.shape == drawn.shape and tuple(got[0, 0]) == colour
+        assert np.array_equal(got[opaque], drawn[opaque])  # the drawing itself is unchanged
+        assert (got[~opaque] != drawn[~opaque]).any()
+    small = view(shirt, "small", rng)
+    assert small.shape == (3 * RENDER, 3 * RENDER, 3)
+    assert (small[:RENDER] == 255).all() and np.array_equal(
+        small[RENDER:-RENDER, RENDER:-RENDER], drawn
+    )
+    assert set(PRESENTATIONS) == {*BACKDROPS, "small"}

@@ -23,6 +23,7 @@ It measures and reports; training.emoji.products_ship trains the final model and
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +39,7 @@ from onnx import numpy_helper
 from app.bundle import Bundle, InputSpec, load_bundle
 from app.metrics import wilson_interval
 from training.emoji.catalog import FASHION_CLASSES, PROJECT_ROOT, STYLES, load_catalog
-from training.emoji.products_views import EVAL_VIEWS, view
+from training.emoji.products_views import EVAL_VIEWS, PRESENTATIONS, view
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -46,6 +47,7 @@ U8 = npt.NDArray[np.uint8]
 
 CONFIG = PROJECT_ROOT / "training" / "configs" / "products.yaml"
 TRAIN_VIEWS = {"drawing": 1, "product_shot": 1, "augment": 8, "filled": 4, "thick": 4}
+EVAL_KINDS = (*EVAL_VIEWS, *PRESENTATIONS)  # scored on the held-out style
 
 
 @dataclass(frozen=True)
@@ -147,10 +149,11 @@ def prepare_all(images: Sequence[U8] | U8, spec: InputSpec) -> F32:
 def drawing_views(
     spec: InputSpec, cache: Path, seed: int, views: dict[str, int] = TRAIN_VIEWS
 ) -> dict[str, npt.NDArray[Any]]:
-    """Prepared training views (`views`: kind -> views per drawing) and the two eval views of
-    every mapped clothing drawing."""
+    """Prepared training views (`views`: kind -> views per drawing), the two eval views and
+    the held-out presentations of every mapped clothing drawing, prepared with `spec`."""
     extra = "".join(f"-{k}{n}" for k, n in views.items() if k not in TRAIN_VIEWS)
-    path = cache / f"drawing-views-{seed}{extra}.npz"
+    spec_tag = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:8]
+    path = cache / f"drawing-views-{seed}{extra}-{spec_tag}.npz"
     if not path.is_file():
         rng = np.random.default_rng(seed)
         rows: list[tuple[U8, int, str, str]] = []
@@ -158,7 +161,7 @@ def drawing_views(
             y = FASHION_CLASSES.index(str(p.fashion_class))
             for kind, n in views.items():
                 rows += [(view(p, kind, rng), y, p.style, f"train/{kind}") for _ in range(n)]
-            rows += [(view(p, kind, rng), y, p.style, f"eval/{kind}") for kind in EVAL_VIEWS]
+            rows += [(view(p, k, rng), y, p.style, f"eval/{k}") for k in EVAL_KINDS]
         x = prepare_all([r[0] for r in rows], spec)
         cache.mkdir(parents=True, exist_ok=True)
         np.savez(
@@ -271,7 +274,7 @@ def run_fold(
         "fmnist_test": acc["test"],
     }
     if held_out is not None:
-        for kind in EVAL_VIEWS:
+        for kind in EVAL_KINDS:
             m = (dr["style"] == held_out) & (dr["kind"] == f"eval/{kind}")
             pred = tta_probs(model, dr["x"][m]).argmax(1)
             res[kind] = _score(int((pred == dr["y"][m]).sum()), int(m.sum()))
@@ -303,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         log(json.dumps(res))
     pooled = {
         kind: _score(sum(f[kind]["k"] for f in folds), sum(f[kind]["n"] for f in folds))
-        for kind in EVAL_VIEWS
+        for kind in EVAL_KINDS
     }
     for kind, r in pooled.items():
         log(f"pooled {kind}: {r['k']}/{r['n']} [{100 * r['low']:.1f}, {100 * r['high']:.1f}]")

@@ -25,6 +25,15 @@ I64 = npt.NDArray[np.int64]
 
 RENDER = 224
 EVAL_VIEWS = ("drawing", "product_shot")  # products_eval's two views
+# Held-out presentations scored beside them (never trained on as such): the drawing flattened
+# on a mid-gray, a light-gray and a light-blue backdrop instead of white, and small (its side
+# a third of a white canvas's, in the middle), as product photos are often taken.
+BACKDROPS = {
+    "on_gray": (128, 128, 128),
+    "on_light_gray": (220, 220, 220),
+    "on_blue": (190, 215, 240),
+}
+PRESENTATIONS = (*BACKDROPS, "small")
 
 
 def _filled(img: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -54,11 +63,18 @@ def _thick(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 def view(picture: Picture, kind: str, rng: np.random.Generator) -> npt.NDArray[np.uint8]:
     """One view of a drawing as an upload (RGB uint8): 'drawing' (as distributed, on white),
-    'product_shot' (half size, lower left), 'augment' (training.emoji.render.augment),
+    'product_shot' (half size, lower left), the PRESENTATIONS (BACKDROPS, 'small'),
+    'augment' (training.emoji.render.augment),
     'filled' and 'thick' (with random scale and position), 'style' (redrawn as line art or a
     silhouette: training.emoji.render.style_view)."""
     if kind == "style":
         return style_view(picture, RENDER, rng)
+    if kind in BACKDROPS:
+        return np.asarray(on_background(load_rgba(picture, RENDER), BACKDROPS[kind]), np.uint8)
+    if kind == "small":
+        canvas = Image.new("RGBA", (3 * RENDER, 3 * RENDER), (0, 0, 0, 0))
+        canvas.paste(load_rgba(picture, RENDER), (RENDER, RENDER))
+        return np.asarray(on_background(canvas), dtype=np.uint8)
     if kind in ("drawing", "product_shot"):
         img = load_rgba(picture, RENDER)
         if kind == "product_shot":
