@@ -47,6 +47,6 @@ def test_card_section_reports_each_presentation_and_the_held_out_folds() -> None
     assert "| noto | 13/14 | 13/14 |" in text and "| twemoji | 12/14 |" in text
     assert "| pooled | 25/28 = 89.3% [" in text
     assert "94.11% with the policy, 94.11% without; top-1 the same on 100.00%" in text
-    assert "held-out figures in Metrics" in text
+    assert "The held-out figures under Metrics are v3's own run" in text
     # without a leave-one-style-out run there is no held-out table
     assert "| held-out style |" not in card_section(shown, fm, None)
