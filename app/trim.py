@@ -69,11 +69,15 @@ def object_box(
     if bg is None:
         return None
     fill: int | tuple[int, ...] = bg[0] if img.mode == "L" else bg
-    diff = ImageChops.difference(img, Image.new(img.mode, img.size, fill))
-    if diff.mode != "L":  # the largest difference over the channels
-        r, g, b = diff.convert("RGB").split()
-        diff = ImageChops.lighter(ImageChops.lighter(r, g), b)
-    box = diff.point(lambda v: 255 if v > TOLERANCE else 0).getbbox()
+    # A pixel is the object's where any channel differs from the background by more than
+    # TOLERANCE: one lookup table per channel, no full-size copy of the background or of the
+    # picture's differences (a 40 MP RGB picture is 120 MB).
+    mask: Image.Image | None = None
+    for i, v in enumerate(bg):
+        band = img if img.mode == "L" else img.getchannel(i)
+        far = band.point([255 if abs(x - v) > TOLERANCE else 0 for x in range(256)])
+        mask = far if mask is None else ImageChops.lighter(mask, far)
+    box = mask.getbbox() if mask is not None else None
     if box is None:  # nothing but background
         return None
     return fill, box

@@ -336,12 +336,15 @@ THIN_SPECS = {
     'resize=ResizeSpec(mode="letterbox")',
     "frame": 'height=224, width=224, channels=3, color="rgb", frame=0.88, '
     'resize=ResizeSpec(mode="center_crop")',
+    # products: a gray model that paints a coloured backdrop in colour (kept RGB until then)
+    "backdrop": 'height=28, width=28, channels=1, color="gray", trim=True, invert="auto", '
+    'background="white", resize=ResizeSpec(mode="letterbox")',
 }
 
 
-def thin_png(w: int, h: int, mode: str) -> bytes:
-    """White, with a dark line along most of its length."""
-    img = Image.new(mode, (w, h), "white")
+def thin_png(w: int, h: int, mode: str, backdrop: str = "white") -> bytes:
+    """On `backdrop`, with a dark line along most of its length."""
+    img = Image.new(mode, (w, h), backdrop)
     ImageDraw.Draw(img).line([(w // 20, h // 2), (w - w // 20, h // 2)], fill="black")
     return encode(img, "PNG")
 
@@ -354,6 +357,7 @@ def thin_png(w: int, h: int, mode: str) -> bytes:
         pytest.param(10, 4_000_000, "RGB", "center-crop", 160, marks=pytest.mark.slow),
         (4_000_000, 10, "L", "trim", 40),  # the line was centred in a 3,600,000 px square
         (4_000_000, 10, "RGB", "frame", 160),  # too many pixels to look for the object in
+        (4_000_000, 10, "RGB", "backdrop", 160),  # trimmed in colour on a light-blue backdrop
         # Not reducible (100 px high): decoded RGBA + its premultiplied working copy; the
         # copies and whole-image numpy temporaries around them made it +707-878 MB.
         # 5 s (the heaviest case): full runs only; its gray twin below keeps the path fast.
@@ -370,10 +374,11 @@ def test_long_thin_pictures_cost_their_own_size(
     scales only the region it keeps, trim shrinks an object longer than its canvas cap, and
     nothing is copied or flattened whole."""
     script = THIN_SCRIPT.format(spec=THIN_SPECS[spec])
+    backdrop = "#bed7f0" if spec == "backdrop" else "white"
     out = subprocess.run(
         [sys.executable, "-c", script],
         cwd=ROOT,
-        input=thin_png(w, h, mode),
+        input=thin_png(w, h, mode, backdrop),
         capture_output=True,
         timeout=120,
     )
