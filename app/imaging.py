@@ -371,8 +371,8 @@ def prepare(
     img, info = decode(data, spec, limits, budget, gray_as_is=not spec.trim, keep_rgb=keep_rgb)
     t1 = time.perf_counter()
     try:
-        img, paint = to_paint(img, spec)  # on the whole picture, as the polarity:
-        invert = should_invert(img, spec)  # trimming removes the border
+        img, paint = to_paint(img, spec)  # both read the whole picture's border, which
+        invert = should_invert(img, spec)  # trimming and framing crop away
         if spec.trim:
             img = trim_and_centre(img)
         elif spec.frame is not None:

@@ -48,6 +48,11 @@ def _border(img: Image.Image) -> np.ndarray:
     return np.concatenate(parts, axis=0).astype(np.int16)
 
 
+def _near(colour: tuple[int, ...], value: int) -> bool:
+    """Every channel of `colour` within TOLERANCE of `value`."""
+    return max(abs(v - value) for v in colour) <= TOLERANCE
+
+
 def background(img: Image.Image) -> tuple[int, ...] | None:
     """The background colour if the border is uniform, else None."""
     ring = _border(img)
@@ -164,7 +169,7 @@ def whiten_background(
     model size: the flood grows one pixel a step for at most width + height steps, so a
     maze-like picture costs no more than that."""
     bg = background(img) if bg is None else bg
-    if bg is None or max(abs(v - white) for v in bg) <= TOLERANCE:
+    if bg is None or _near(bg, white):
         return img
     a = np.asarray(img)
     diff = np.abs(a.astype(np.int16) - np.asarray(bg, np.int16))
@@ -196,8 +201,7 @@ def to_paint(img: Image.Image, spec: InputSpec) -> tuple[Image.Image, tuple[int,
     background is white already. A gray model's colour picture (decode's keep_rgb) stays
     colour only when its background is painted, so that an object of the background's gray
     level survives the flood; otherwise it becomes 'L' exactly as decode would make it."""
-    colour = img if spec.color == "gray" and img.mode == "RGB" else None
     bg = background(img) if spec.background == "white" else None
-    if bg is None or max(abs(v - 255) for v in bg) <= TOLERANCE:
-        return (img if colour is None else colour.convert("L")), None
+    if bg is None or _near(bg, 255):
+        return (img.convert("L") if spec.color == "gray" and img.mode == "RGB" else img), None
     return img, bg

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.bundle import Bundle, BundleMetadata
+from app.bundle_write import write_bundle
 from app.card import Section, Table
 from app.metrics import Calibration
 from training.emoji.catalog import (
@@ -204,3 +206,34 @@ def reproduce(config_path: Path | None) -> str:
     """The card's Reproduce line: fetch the data, then train the config file that was run
     (training.recipes.RunOptions.config_path; a config's `name` need not be its file name)."""
     return "scripts/fetch-data && " + reproduce_command(config_path)
+
+
+def replace_section(card: str, title: str, section: str) -> str:
+    """`card` with its section headed `title` (up to the next '## ' heading) replaced by
+    `section`, or `section` appended when the card has none; the sections after it stay."""
+    if title not in card:
+        return card.rstrip() + "\n\n" + section
+    start = card.index(title)
+    end = card.find("\n## ", start + len(title))
+    head = card[:start].rstrip() + "\n\n"
+    return head + section if end < 0 else head + section.rstrip() + "\n" + card[end:]
+
+
+def rewrite_bundle(bundle: Bundle, metadata: BundleMetadata, title: str, section: str) -> None:
+    """Rewrite `bundle` in place with `metadata` and its card's section `title` replaced by
+    `section`. The model file and labels stay, and so do the files beside them (fold models):
+    write_bundle replaces the whole folder."""
+    path = bundle.path
+    card_path = path / "README.md"
+    card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
+    kept = ("model.onnx", "metadata.json", "labels.txt", "README.md")
+    extra = {f.name: f.read_bytes() for f in path.iterdir() if f.is_file() and f.name not in kept}
+    write_bundle(
+        path,
+        model_bytes=bundle.model_path.read_bytes(),
+        metadata=metadata,
+        labels=bundle.labels,
+        model_card=replace_section(card, title, section),
+    )
+    for name, data in extra.items():
+        (path / name).write_bytes(data)

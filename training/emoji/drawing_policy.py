@@ -29,9 +29,9 @@ import numpy as np
 from PIL import Image
 
 from app.bundle import load_bundle
-from app.bundle_write import write_bundle
 from app.imaging import ImageLimits, prepare
 from app.metrics import wilson_interval
+from training.emoji.card import rewrite_bundle
 from training.emoji.catalog import STYLES, Picture, load_catalog
 from training.emoji.check import (
     FoldDecisions,
@@ -280,25 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bundle = load_bundle(b)
         meta = bundle.metadata
         new_meta = meta.model_copy(update={"input": meta.input.model_copy(update=POLICY)})
-        card = (b / "README.md").read_text(encoding="utf-8")
-        if SECTION in card:
-            card = card[: card.index(SECTION)].rstrip() + "\n"
-        # write_bundle replaces the folder: the fold models and other files beside it stay
-        extra = {
-            f.name: f.read_bytes()
-            for f in b.iterdir()
-            if f.is_file()
-            and f.name not in ("model.onnx", "metadata.json", "labels.txt", "README.md")
-        }
-        write_bundle(
-            b,
-            model_bytes=bundle.model_path.read_bytes(),
-            metadata=new_meta,
-            labels=bundle.labels,
-            model_card=card.rstrip() + "\n\n" + section,
-        )
-        for fname, data in extra.items():
-            (b / fname).write_bytes(data)
+        rewrite_bundle(bundle, new_meta, SECTION, section)
         print(f"wrote {b}: input.frame = {FILL}, input.background = white")
     return 0
 

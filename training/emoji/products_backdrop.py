@@ -37,9 +37,16 @@ from app.bundle import Bundle, InputSpec, load_bundle
 from app.bundle_write import write_bundle
 from app.imaging import ImageLimits, prepare
 from app.metrics import wilson_interval
+from training.emoji.card import rewrite_bundle
 from training.emoji.catalog import PROJECT_ROOT, STYLES, load_catalog
 from training.emoji.products_views import EVAL_VIEWS, PRESENTATIONS, view
-from training.serving_eval import evaluate_bundle, official_test_split, open_model, run_prepared
+from training.serving_eval import (
+    encode_png,
+    evaluate_bundle,
+    official_test_split,
+    open_model,
+    run_prepared,
+)
 
 SECTION = "## Input policy: backdrops painted the model's background"
 POLICY = {"background": "white"}
@@ -53,15 +60,9 @@ def _jpeg_on_gray(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 # presentation -> (view kind, encoder)
 SHOWN: dict[str, tuple[str, Callable[[np.ndarray], bytes]]] = {
-    **{k: (k, _png) for k in (*EVAL_VIEWS, *PRESENTATIONS)},
+    **{k: (k, encode_png) for k in (*EVAL_VIEWS, *PRESENTATIONS)},
     "on_gray_jpeg": ("on_gray", _jpeg_on_gray),
 }
 
@@ -198,16 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if not args.write:
         return 0
-    card = (bundle.path / "README.md").read_text(encoding="utf-8")
-    if SECTION in card:
-        card = card[: card.index(SECTION)].rstrip() + "\n"
-    write_bundle(
-        bundle.path,
-        model_bytes=bundle.model_path.read_bytes(),
-        metadata=meta.model_copy(update={"input": on}),
-        labels=bundle.labels,
-        model_card=card.rstrip() + "\n\n" + section,
-    )
+    rewrite_bundle(bundle, meta.model_copy(update={"input": on}), SECTION, section)
     print(f"wrote {bundle.path}: input.background = white")
     return 0
 

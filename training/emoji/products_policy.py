@@ -21,6 +21,7 @@ import numpy as np
 from app.bundle import Metrics, load_bundle
 from app.bundle_write import write_bundle
 from app.metrics import EvalReport, wilson_interval
+from training.emoji.card import rewrite_bundle
 from training.emoji.catalog import PROJECT_ROOT, STYLES
 from training.emoji.products_eval import evaluate
 from training.serving_eval import SERVING_PATH, evaluate_bundle, official_test_split
@@ -156,19 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             metrics.append(m)
     metrics += drawing_metrics(res)
-    card_path = bundle.path / "README.md"
-    card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
-    if SECTION in card:
-        card = card[: card.index(SECTION)].rstrip() + "\n"
-    card = card.rstrip() + "\n\n" + _card_section(res, plain, inverted, before)
     new_meta = staged_meta.model_copy(update={"metrics": metrics})
-    write_bundle(
-        bundle.path,
-        model_bytes=bundle.model_path.read_bytes(),
-        metadata=new_meta,
-        labels=bundle.labels,
-        model_card=card,
-    )
+    rewrite_bundle(bundle, new_meta, SECTION, _card_section(res, plain, inverted, before))
     print(f"wrote {bundle.path}: input.trim = true")
     return 0
 
