@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Final
@@ -91,8 +93,17 @@ def parse_images(raw: bytes, settings: Settings) -> list[dict[str, Any]]:
         doc = loads_unique(raw)
     except RepeatedKey as exc:
         raise InvalidRequest(f"{repeated_key_message('The JSON body', exc)} {SHAPE_HINT}") from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"The JSON body is not valid JSON: {exc.msg} at position {exc.pos}. {SHAPE_HINT}"
+        ) from exc
     except (ValueError, RecursionError) as exc:
-        raise InvalidRequest(f"The JSON body is not valid JSON. {SHAPE_HINT}") from exc
+        said = (  # int() refuses more than sys.get_int_max_str_digits() digits
+            f"holds an integer of more than {sys.get_int_max_str_digits():,} digits"
+            if "digits" in str(exc)
+            else "is not valid JSON"
+        )
+        raise InvalidRequest(f"The JSON body {said}. {SHAPE_HINT}") from exc
     bad = lone_surrogate_at(raw, doc)
     if bad is not None:
         raise InvalidRequest(surrogate_message("The JSON body", bad))

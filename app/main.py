@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -18,9 +18,11 @@ from app.api.body_budget import BodyBudget
 from app.api.cors import ProblemCORSMiddleware
 from app.api.guards import GuardMiddleware
 from app.api.head import HeadAsGet
+from app.api.heavy_bodies import HeavyBodyGate
 from app.api.hotpath import ServingApp
 from app.api.overload import OverloadShedder
 from app.api.problems import install_error_handlers
+from app.api.query_names import known_query_only
 from app.batching import Schedulers, serving_threads
 from app.catalog.service import CatalogService
 from app.fsutil import FolderIdentity, watch_folder
@@ -113,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.max_body_bytes_in_flight
         else 0
     )
+    app.state.heavy_bodies = HeavyBodyGate()
     install_error_handlers(app)
     # Added innermost first: headers -> access log -> CORS -> guards -> shedder -> HEAD ->
     # routes.
@@ -145,11 +148,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Around everything: browser-hardening headers on every answer, refusals included.
     app.add_middleware(SecurityHeaders)
     app.include_router(health.router)
-    app.include_router(access.router)
-    app.include_router(models.router)
-    app.include_router(predict.router)
-    app.include_router(catalogs.router)
-    app.include_router(teach.router)
+    strict_query = [Depends(known_query_only)]  # a misspelt parameter is a 422
+    app.include_router(access.router, dependencies=strict_query)
+    app.include_router(models.router, dependencies=strict_query)
+    app.include_router(predict.router, dependencies=strict_query)
+    app.include_router(catalogs.router, dependencies=strict_query)
+    app.include_router(teach.router, dependencies=strict_query)
     app.include_router(v2.router)
     app.include_router(metrics.router)
     # The predict hot path skips FastAPI's dependency machinery (app/api/predict.py); the

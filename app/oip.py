@@ -42,6 +42,7 @@ MAX_JSON_OBJECTS: Final = 256
 # JSON parts up to this size are parsed as they are (binary-data requests: a few hundred bytes).
 INLINE_JSON_BYTES: Final = 64 * 1024
 _LARGE_PARSE: Final = threading.Lock()
+MAX_RANK: Final = 8  # the inputs served are [N] or [N, 1] (files) and [N, H, W, C]
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,20 @@ def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
+    """A tensor shape this server can hold: 1 to MAX_RANK positive dimensions. A zero
+    dimension (a tensor of no elements) would pass every size limit while its other dimensions
+    could be anything (2**100: no array has that shape); no model here takes one."""
     if not isinstance(value, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+        isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value
     ):
-        raise BadRequest(f"{where}.shape must be a list of non-negative integers.")
+        raise BadRequest(
+            f"{where}.shape must be a list of positive integers (e.g. [1] for one image file, "
+            "[N, H, W, C] for an FP32 tensor)."
+        )
+    if not 1 <= len(value) <= MAX_RANK:
+        raise BadRequest(
+            f"{where}.shape has {len(value)} dimensions; 1 to {MAX_RANK} are accepted."
+        )
     return tuple(value)
 
 

@@ -133,33 +133,45 @@ class ModelScheduler:
             raise self.overloaded()
 
     async def submit(
-        self, datas: Sequence[bytes], filenames: Sequence[str | None] | None = None
+        self,
+        datas: Sequence[bytes],
+        filenames: Sequence[str | None] | None = None,
+        *,
+        deadline: float | None = None,
     ) -> Scored:
         """Decode and score one request's images. Raises the image's ServiceError (naming the
-        image when there are several), Overloaded, or DeadlineExceeded."""
+        image when there are several), Overloaded, or DeadlineExceeded. `deadline`: a
+        time.perf_counter() value by which the request must be done when it is earlier than
+        deadline_s from now (the request already waited, e.g. to be parsed)."""
         names = filenames if filenames is not None else [None] * len(datas)
-        return await self._enqueue(datas, names, None)
+        return await self._enqueue(datas, names, None, deadline)
 
-    async def submit_tensor(self, batch: npt.NDArray[np.float32]) -> Scored:
+    async def submit_tensor(
+        self, batch: npt.NDArray[np.float32], *, deadline: float | None = None
+    ) -> Scored:
         """Score an input tensor that is already prepared (N x H x W x C float32, checked by
         the caller): same queue, deadline and batching as images, no decoding."""
-        return await self._enqueue((), [None] * int(batch.shape[0]), batch)
+        return await self._enqueue((), [None] * int(batch.shape[0]), batch, deadline)
 
     async def _enqueue(
         self,
         datas: Sequence[bytes],
         filenames: Sequence[str | None],
         tensor: npt.NDArray[np.float32] | None,
+        deadline: float | None = None,
     ) -> Scored:
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
+        due = now + self.deadline_s if deadline is None else min(now + self.deadline_s, deadline)
+        if due <= now:
+            raise self._deadline_error()
         job = QueuedJob(
             datas=datas,
             filenames=filenames,
             future=loop.create_future(),
             loop=loop,
             submitted=now,
-            deadline=now + self.deadline_s,
+            deadline=due,
             request_id=request_id_var.get(),
             tensor=tensor,
             size=sum(map(len, datas)) if tensor is None else int(tensor.nbytes),
@@ -176,7 +188,7 @@ class ModelScheduler:
             telemetry.set_queue_depth(self.name, len(self._queue))
             self._cond.notify()
         try:
-            return await asyncio.wait_for(job.future, self.deadline_s)
+            return await asyncio.wait_for(job.future, due - now)
         except TimeoutError:
             self._withdraw(job)
             raise self._deadline_error() from None

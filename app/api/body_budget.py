@@ -3,11 +3,12 @@
 Each body is capped (IMGCLASS_MAX_REQUEST_BYTES) and must arrive within
 IMGCLASS_BODY_TIMEOUT_S, but without a budget nothing bounded how many arrive at once: a
 client with a hundred slow 32 MB uploads held 3 GB of one process. The budget counts the bytes
-of bodies in transit (a declared Content-Length is reserved whole when the body starts, so a
-slow sender cannot creep past it; a chunked body reserves as it arrives) and refuses a body
-that does not fit with 503 + Retry-After, before its bytes are buffered. Bodies already read
-are bounded further on by the model queues and the catalog embed gate. Touched only on the
-event loop: no lock.
+of bodies received and not yet handed on, as they arrive, and refuses a body whose next chunk
+does not fit with 503 + Retry-After. It counts what arrived, not what a Content-Length
+declares: reserving declared lengths let 14 connections trickling a byte a second (each
+declaring 19 MB) hold the whole budget and refuse every other upload. Bodies already read are
+bounded further on by the model queues, the catalog embed gate and the /v2 parse gate
+(app.api.heavy_bodies). Touched only on the event loop: no lock.
 """
 
 from __future__ import annotations

@@ -90,7 +90,8 @@ def is_multipart(request: Request) -> bool:
 
 def is_json(request: Request) -> bool:
     ctype = request.headers.get("content-type", "").lower().split(";")[0].strip()
-    return ctype == "application/json" or ctype.endswith("+json")
+    # text/json: the media type some older clients still send for JSON
+    return ctype in ("application/json", "text/json") or ctype.endswith("+json")
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -126,9 +127,6 @@ async def stream(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     reserved = 0
     total = 0
     try:
-        if budget is not None and length:
-            budget.reserve(length)
-            reserved = length
         async for chunk in request.stream():
             total += len(chunk)
             if total > limit:

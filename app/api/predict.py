@@ -12,7 +12,7 @@ errors.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,7 +46,7 @@ router = APIRouter(prefix="/v1/models", tags=["predict"], dependencies=[ReadAuth
 class PredictQuery(BaseModel):
     """The query parameters, validated with the same bounds as the documented ones."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # `?topk=1` was ignored in silence
     top_k: int | None = Field(default=None, ge=1, le=1000)
     similar: int | None = Field(default=None, ge=1, le=100)
     catalog: str | None = None
@@ -58,12 +58,21 @@ def _json(body: PredictResponse) -> Response:
     return Response(body.model_dump_json(), media_type="application/json")
 
 
+def _named(error: dict[str, Any]) -> dict[str, Any]:
+    """A query error located in the query; an unknown parameter's says which ones exist."""
+    out = {**error, "loc": ("query", *error["loc"])}
+    if error["type"] == "extra_forbidden":
+        known = ", ".join(sorted(PredictQuery.model_fields))
+        out["msg"] = f"not a parameter of this route; it takes {known}"
+    return out
+
+
 def _query(request: Request) -> PredictQuery:
     try:
         query = PredictQuery.model_validate(dict(request.query_params))
     except ValidationError as exc:
         raise RequestValidationError(
-            [{**e, "loc": ("query", *e["loc"])} for e in exc.errors(include_url=False)]
+            [_named(e) for e in exc.errors(include_url=False)]  # type: ignore[arg-type]
         ) from None
     if query.catalog is not None and query.similar is None:  # it was ignored in silence
         msg = (

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from app.api.catalogs.items import SKIP_DUPLICATES_TEXT
@@ -17,6 +17,7 @@ from app.api.forms import json_body_openapi, read_body, read_model
 from app.api.stored_file import StoredFileResponse, none_match
 from app.batching import Schedulers
 from app.catalog.service import CatalogService
+from app.catalog.types import normal_label
 from app.errors import InvalidRequest, ModelNotFound
 from app.model_refs import split_ref
 from app.registry import ModelRegistry
@@ -55,6 +56,12 @@ class TeachRequest(BaseModel):
         "ordinary categories are ranked like any classes, with no decision",
     )
     description: str = Field(default="", max_length=500)
+
+    @field_validator("positive_label")
+    @classmethod
+    def _as_stored(cls, value: str | None) -> str | None:
+        """Matched as catalog labels are stored: trimmed, NFC (app.catalog.types)."""
+        return None if value is None else normal_label(value)
 
 
 class JobView(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,8 +92,10 @@ def image_limits(settings: Settings, *, files: int | None = None, **text: int) -
     )
 
 
-def uploads_from(form: Form, field: str = "file") -> list[Upload]:
-    """The images of a parsed form, in order; 422 when there is none."""
+def uploads_from(form: Form, field: str = "file", fields: Collection[str] = ()) -> list[Upload]:
+    """The images of a parsed form, in order; 422 when there is none, or when the form has a
+    part that is neither `field` nor one of the route's text `fields` (a `top_k` or a
+    misspelt `lable` sent as a form field was ignored in silence)."""
     parts = form.file_parts(field)
     if not parts:
         if form.texts(field):
@@ -102,6 +105,14 @@ def uploads_from(form: Form, field: str = "file") -> list[Upload]:
             f"No '{field}' part in the multipart body"
             + (f" (found: {', '.join(present)})" if present else "")
             + f". Send each image as a '{field}' part.",
+        )
+    unknown = [n for n in form.names() if n != field and n not in fields]
+    if unknown:
+        takes = ", ".join(f"'{n}'" for n in (field, *fields))
+        raise InvalidRequest(
+            f"Unknown form field(s) {', '.join(repr(n[:64]) for n in unknown[:5])}: this route "
+            f"reads {takes}. Options such as top_k, similar or label are query parameters "
+            "(?top_k=3) unless the route lists them here."
         )
     return [Upload(filename=p.filename, data=p.data) for p in parts]
 

@@ -7,8 +7,8 @@ FP32 tensor of the model's own input shape. Errors use the protocol's shape {"er
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Coroutine
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,6 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
@@ -25,6 +24,7 @@ from app.api.deps import ReadAuth, RegistryDep, SettingsDep
 from app.api.disconnect import unless_gone
 from app.api.forms import read_body
 from app.api.health import server_ready
+from app.api.heavy_bodies import HeavyBodyGate
 from app.batching import Schedulers
 from app.classify import top_k_predictions
 from app.errors import (
@@ -178,6 +178,38 @@ def _header_length(request: Request) -> int | None:
     return value
 
 
+async def _read_request(
+    request: Request, settings: Settings, per_image: int
+) -> tuple[InferRequest, float]:
+    """The request's body read and parsed, and when the body had arrived (perf_counter).
+    A large JSON part (an FP32 tensor as text: 1.2 MB per 224 px image) or a compressed body
+    is inflated and parsed on a worker thread, one at a time per process
+    (app.api.heavy_bodies); binary-data requests' few hundred bytes of JSON are parsed here.
+    Nothing keeps the raw body once it is parsed."""
+    applied = codings(request.headers.getlist("content-encoding"))
+    body = await read_body(request, settings.max_request_bytes)
+    received = time.perf_counter()
+    header_length = _header_length(request)
+    limits = {
+        "max_json_bytes": settings.oip_max_json_bytes,
+        "max_elements": settings.max_batch_images * per_image,
+    }
+    compressed = any(c != "identity" for c in applied)
+    json_bytes = len(body) if header_length is None else header_length
+    if not compressed and json_bytes <= INLINE_JSON_BYTES:
+        req = parse_infer_request(body, header_length, **limits)
+    else:
+        size = len(body)
+
+        def work() -> InferRequest:
+            raw = inflate(body, applied, settings.max_request_bytes) if compressed else body
+            return parse_infer_request(raw, header_length, **limits)
+
+        gate: HeavyBodyGate = request.app.state.heavy_bodies
+        req = await gate.run(request, size, received + settings.request_deadline_s, work)
+    return req, received
+
+
 def _batch(req: InferRequest, loaded: LoadedModel, settings: Settings) -> InputTensor:
     spec = loaded.model.bundle.metadata.input
     if len(req.inputs) != 1 or req.inputs[0].name != spec.name:
@@ -269,32 +301,19 @@ async def infer(
     schedulers: Schedulers = request.app.state.schedulers
     scheduler = schedulers.get(registry.serving_name(loaded), loaded.model, meta.input)
     scheduler.admit()  # a full queue answers 503 before the body is read
-    applied = codings(request.headers.getlist("content-encoding"))
-    body = await read_body(request, settings.max_request_bytes)
-    if any(c != "identity" for c in applied):  # up to max_request_bytes: off the event loop
-        body = await run_in_threadpool(inflate, body, applied, settings.max_request_bytes)
     spec = meta.input
-    per_image = spec.height * spec.width * spec.channels
-    header_length = _header_length(request)
-    parse = partial(
-        parse_infer_request,
-        body,
-        header_length,
-        max_json_bytes=settings.oip_max_json_bytes,
-        max_elements=settings.max_batch_images * per_image,
-    )
-    # A large JSON part (an FP32 tensor as text: 1.2 MB per 224 px image) is parsed in the
-    # thread pool, as /v1 JSON bodies are; binary-data requests' few hundred bytes stay here.
-    json_bytes = len(body) if header_length is None else header_length
-    req = parse() if json_bytes <= INLINE_JSON_BYTES else await run_in_threadpool(parse)
+    req, received = await _read_request(request, settings, spec.height * spec.width * spec.channels)
     tensor = _batch(req, loaded, settings)
     # Encoded files are decoded by the same policy as /v1 predict; an FP32 tensor skips that
-    # step. Both wait in the model's queue (deadline, batching) like every other request.
+    # step. Both wait in the model's queue (deadline, batching) like every other request; the
+    # deadline counts from the end of the body, so a wait to be parsed is part of it.
+    due = received + settings.request_deadline_s
     if tensor.items is not None:
-        out = (await unless_gone(request, scheduler.submit(tensor.items))).output
+        job = scheduler.submit(tensor.items, deadline=due)
     else:
         assert tensor.array is not None
-        out = (await unless_gone(request, scheduler.submit_tensor(tensor.array))).output
+        job = scheduler.submit_tensor(tensor.array, deadline=due)
+    out = (await unless_gone(request, job)).output
     content, header_len = encode_response(
         meta.name, meta.version, req.id, _outputs(req, loaded, out.probs, out.embedding)
     )

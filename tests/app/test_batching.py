@@ -266,6 +266,33 @@ def test_deadline_answers_and_skips_the_work(model: OnnxModel, pngs: list[bytes]
     assert gated.runs == 1  # the expired request was never run
 
 
+def test_an_earlier_deadline_from_the_caller_shortens_the_wait(
+    model: OnnxModel, pngs: list[bytes]
+) -> None:
+    # /v2 passes the time its body arrived plus request_deadline_s: a request that waited to
+    # be parsed does not get a whole deadline again in the queue.
+    gated = Gated(model)
+    sched = scheduler(gated, model.bundle.metadata.input, pipelines=1, deadline_s=30.0)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(sched.submit([pngs[0]]))
+        assert await asyncio.to_thread(gated.entered.wait, 30)
+        t0 = time.perf_counter()
+        with pytest.raises(DeadlineExceeded):
+            await sched.submit([pngs[1]], deadline=t0 + 0.3)
+        assert 0.25 < time.perf_counter() - t0 < 5.0
+        with pytest.raises(DeadlineExceeded):  # already past: refused without queueing
+            await sched.submit([pngs[1]], deadline=t0 - 1)
+        gated.gate.set()
+        await first
+
+    try:
+        asyncio.run(main())
+    finally:
+        sched.close()
+    assert gated.runs == 1
+
+
 def test_batch_policy_is_measured(model: OnnxModel) -> None:
     policy = measure_batch_policy(model, (2, 4))
     sizes = [b for b, _ in policy.measured]

@@ -39,17 +39,18 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
-def _open_slow(port: int, length: int) -> socket.socket:
+def _open_slow(port: int, length: int, sent: int = 4) -> socket.socket:
+    """A request declaring `length` bytes of body that sends only `sent` of them."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(
         f"POST /v1/models/tiny/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Type: image/png\r\nContent-Length: {length}\r\n\r\n".encode()
-        + b"\x89PNG"
+        + (b"\x89PNG" + b"\0" * sent)[:sent]
     )
     return s
 
 
-def test_slow_uploads_beyond_the_budget_get_503_and_the_budget_comes_back(
+def test_bodies_received_beyond_the_budget_get_503_and_the_budget_comes_back(
     tiny_models_dir: Path, tmp_path: Path
 ) -> None:
     settings = make_settings(
@@ -63,11 +64,22 @@ def test_slow_uploads_beyond_the_budget_get_503_and_the_budget_comes_back(
     app = create_app(settings)
     with serve_in_thread(app) as port:
         url = f"http://127.0.0.1:{port}/v1/models/tiny/predict"
-        slow = [_open_slow(port, REQUEST_LIMIT) for _ in range(2)]
+        # Declaring a large body reserves nothing: trickling clients cannot hold the budget.
+        trickling = [_open_slow(port, REQUEST_LIMIT) for _ in range(4)]
         try:
-            # both are routed and reading their bodies: their declared lengths are reserved
+            time.sleep(0.5)
+            assert app.state.body_budget.in_transit <= 4 * 4
+            r = httpx.post(url, content=b"\0" * REQUEST_LIMIT, timeout=10)
+            assert r.status_code == 415, r.text  # read whole: zeros are not an image
+        finally:
+            for s in trickling:
+                s.close()
+        # Bodies that did arrive are counted: two nearly whole ones leave no room for a third.
+        sent = REQUEST_LIMIT - 1024
+        slow = [_open_slow(port, REQUEST_LIMIT, sent) for _ in range(2)]
+        try:
             deadline = time.monotonic() + 30
-            while app.state.body_budget.in_transit < 2 * REQUEST_LIMIT:
+            while app.state.body_budget.in_transit < 2 * sent:
                 assert time.monotonic() < deadline, app.state.body_budget.in_transit
                 time.sleep(0.02)
             t0 = time.monotonic()

@@ -266,6 +266,11 @@ def _post(
     )
 
 
+def _tensor(datatype: str, shape: list[int], data: list[object]) -> bytes:
+    doc = {"inputs": [{"name": "image", "datatype": datatype, "shape": shape, "data": data}]}
+    return json.dumps(doc).encode()
+
+
 def test_raw_protocol_errors_have_the_error_shape(server: LiveServer) -> None:
     def fp32(value: str) -> bytes:
         head = '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [%s]}]}'
@@ -322,6 +327,28 @@ def test_raw_protocol_errors_have_the_error_shape(server: LiveServer) -> None:
         # A gzip bomb: small on the wire, over the body cap once inflated.
         (gzip.compress(b" " * (MAX_REQUEST_BYTES + 10)), {"Content-Encoding": "gzip"}, 413),
         (b"{}", {"Content-Encoding": "br"}, 415),
+        # Shapes no array can have, or of no elements, slipped past the size limit (0
+        # elements) into numpy's reshape: a 500 each.
+        *((_tensor("FP32", shape, []), {}, 400) for shape in ([0, 10**30], [1, 0, 2**62, 2**62])),
+        (_tensor("FP32", [1] * 70, [0.5]), {}, 400),
+        (_tensor("BYTES", [0], []), {}, 400),
+        (_tensor("FP32", [], [0.5]), {}, 400),
+        (
+            json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "image",
+                            "datatype": "FP32",
+                            "shape": [0, 10**30],
+                            "parameters": {"binary_data_size": 0},
+                        }
+                    ]
+                }
+            ).encode(),
+            {"Inference-Header-Content-Length": "0"},
+            400,
+        ),
     ]
     for body, headers, status in cases:
         if headers.get("Inference-Header-Content-Length") == "0":

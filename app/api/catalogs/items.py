@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.catalogs.openapi import ERRORS, ITEMS_BODY
-from app.api.catalogs.parsing import form_specs, items_limits, query_spec
+from app.api.catalogs.parsing import ITEM_FIELDS, form_specs, items_limits, query_spec
 from app.api.catalogs.shaping import item_view
 from app.api.deps import CatalogsDep, ReadAuth, SettingsDep, WriteAuth
 from app.api.embed_gate import embed_gate, embed_slot
@@ -82,7 +82,7 @@ async def _add(
                 "multipart, send them as text fields (one per file, or one for all)."
             )
         form = await read_form(request, items_limits(settings))
-        uploads = uploads_from(form)
+        uploads = uploads_from(form, fields=ITEM_FIELDS)
         specs = form_specs(form, len(uploads))
     else:
         specs = [query_spec({"id": id, "label": label, "metadata": metadata})]

@@ -22,15 +22,32 @@ def items_limits(settings: Settings) -> BodyLimits:
     return image_limits(settings, text_bytes=MAX_FORM_PART, fields=3 * n + 8)
 
 
+def metadata_bytes(meta: dict[str, Any]) -> int:
+    """Metadata's size as one measure for every way it arrives: compact JSON in UTF-8 (a
+    text field's own spacing and escapes, or json.dumps' \\u escapes, which count an emoji
+    as 12 bytes, made the same metadata pass one form and fail the other)."""
+    return len(json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def _check_size(meta: dict[str, Any], where: str) -> dict[str, Any]:
+    if metadata_bytes(meta) > MAX_METADATA_BYTES:
+        raise InvalidRequest(
+            f"{where} is larger than {MAX_METADATA_BYTES:,} bytes (as compact UTF-8 JSON)."
+        )
+    return meta
+
+
 def parse_metadata(text: str | None, where: str = "metadata") -> dict[str, Any]:
     if text is None or not text.strip():
         return {}
-    if len(text.encode()) > MAX_METADATA_BYTES:
+    # Text this long cannot hold metadata under the limit (escapes take at most 6 bytes for
+    # a character's 1 to 4): refused before it is parsed.
+    if len(text.encode()) > 6 * MAX_METADATA_BYTES:
         raise InvalidRequest(f"{where} is larger than {MAX_METADATA_BYTES:,} bytes.")
     value = parse_json(text, where)
     if not isinstance(value, dict):
         raise InvalidRequest(f"{where} must be a JSON object, not {type(value).__name__}.")
-    return value
+    return _check_size(value, where)
 
 
 def _spec_from_json(obj: Any, i: int) -> ItemSpec:
@@ -43,8 +60,8 @@ def _spec_from_json(obj: Any, i: int) -> ItemSpec:
     for key in ("id", "label"):
         if obj.get(key) is not None and not isinstance(obj[key], str):
             raise InvalidRequest(f"{where}.{key} must be a string.")
-    if meta is not None and len(json.dumps(meta).encode()) > MAX_METADATA_BYTES:
-        raise InvalidRequest(f"{where}.metadata is larger than {MAX_METADATA_BYTES:,} bytes.")
+    if meta is not None:
+        _check_size(meta, f"{where}.metadata")
     return ItemSpec(id=obj.get("id"), label=obj.get("label"), metadata=meta or {})
 
 
@@ -69,12 +86,16 @@ def query_spec(query: dict[str, str | None]) -> ItemSpec:
     )
 
 
+# The text fields of a multipart items upload, beside its `file` parts.
+ITEM_FIELDS = ("id", "label", "metadata", "items")
+
+
 def form_specs(form: Form, n: int) -> list[ItemSpec]:
     """Per-file id/label/metadata from the multipart text fields."""
-    for key in ("id", "label", "metadata", "items"):
+    for key in ITEM_FIELDS:
         if form.file_parts(key):
             raise InvalidRequest(f"The '{key}' part must be a text field, not a file.")
-    texts = {key: form.texts(key) for key in ("id", "label", "metadata", "items")}
+    texts = {key: form.texts(key) for key in ITEM_FIELDS}
     if texts["items"]:
         if any(texts[k] for k in ("id", "label", "metadata")) or len(texts["items"]) > 1:
             raise InvalidRequest("Give either one 'items' JSON array or id/label/metadata fields.")

@@ -601,3 +601,23 @@ def test_teaching_a_stale_catalog_is_refused_before_a_job_starts(
         assert c.get("/v1/jobs").json()["total"] == 0
         assert c.post("/v1/catalogs/fm/reindex").status_code == 200
         assert c.post("/v1/catalogs/fm/train", json={"model": "mine"}).status_code == 202
+
+
+def test_metadata_size_is_one_measure_in_every_form(
+    make_client: ClientFactory, images: list[tuple[bytes, str]]
+) -> None:
+    # 1,500 emoji are 6,008 bytes of UTF-8 JSON: under the 16 KB limit as a text field and
+    # inside an `items` array alike (the array measured json.dumps' \u escapes, 12 bytes each,
+    # and refused it); 5,000 (20 KB) are over it in both.
+    files = [("file", ("a.png", images[0][0], "image/png"))]
+    with make_client() as c:
+        assert c.post("/v1/catalogs", json={"name": "m", "model": "tiny"}).status_code == 201
+        for n, status in ((1500, 201), (5000, 422)):
+            meta = {"a": "\U0001f385" * n}
+            as_field = {"metadata": json.dumps(meta, ensure_ascii=False)}
+            as_items = {"items": json.dumps([{"metadata": meta}])}
+            for form in (as_field, as_items):
+                r = c.post("/v1/catalogs/m/items?skip_duplicates=false", files=files, data=form)
+                assert r.status_code == status, (n, list(form), r.text)
+                if status == 422:
+                    assert "16,384 bytes" in r.json()["detail"]

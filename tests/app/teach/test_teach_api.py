@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.api.teach import TeachRequest
 from app.bundle import InputSpec
 from app.errors import ModelNotFound
 from app.imaging import prepare
@@ -368,3 +369,11 @@ def test_job_log_lines_carry_the_train_request_id(
         root.setLevel(level)
     assert job["status"] == "succeeded", job
     assert handler.ids("app.teach.jobs", "succeeded") == ["teach-req-42"]
+
+
+def test_positive_label_is_matched_as_labels_are_stored() -> None:
+    # Trimmed and NFC like catalog labels: " k " was refused as "not a label" of a catalog
+    # whose labels are "j" and "k", and a decomposed "é" never matched the stored one.
+    assert TeachRequest(model="x", positive_label=" k ").positive_label == "k"
+    assert TeachRequest(model="x", positive_label="cafe\u0301").positive_label == "caf\u00e9"
+    assert TeachRequest(model="x").positive_label is None

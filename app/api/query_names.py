@@ -1,0 +1,62 @@
+"""Query parameters a /v1 route does not take are a 422, not ignored.
+
+FastAPI ignores a query parameter it was not told about, so a misspelt `?lable=shoe` on an
+items upload stored the item unlabelled and `?topk=1` answered five labels, both with a 200.
+Routers take `known_query_only` as a dependency; it compares the request's parameter names with
+those the route (and its dependencies) declares. The predict hot path (app.api.predict) checks
+its own through PredictQuery.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+
+def _names(dependant: Dependant) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _names(sub)
+    return names
+
+
+_DECLARED: dict[int, tuple[APIRoute, frozenset[str]]] = {}
+
+
+def declared(route: APIRoute) -> frozenset[str]:
+    """The query parameter names `route` reads (worked out once per route; APIRoute is not
+    hashable, so it is kept by identity, with the route itself to pin its id)."""
+    hit = _DECLARED.get(id(route))
+    if hit is None or hit[0] is not route:
+        hit = _DECLARED[id(route)] = (route, frozenset(_names(route.dependant)))
+    return hit[1]
+
+
+def unknown_query_error(
+    unknown: list[tuple[str, str]], known: frozenset[str]
+) -> RequestValidationError:
+    takes = ", ".join(sorted(known)) or "no query parameters"
+    return RequestValidationError(
+        [
+            {
+                "type": "extra_forbidden",
+                "loc": ("query", name[:64]),
+                "msg": f"not a parameter of this route; it takes {takes}",
+                "input": value[:64],
+            }
+            for name, value in unknown[:5]
+        ]
+    )
+
+
+async def known_query_only(request: Request) -> None:
+    """Raise a 422 naming each query parameter the matched route does not declare."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    known = declared(route)
+    unknown = [(k, v) for k, v in request.query_params.multi_items() if k not in known]
+    if unknown:
+        raise unknown_query_error(unknown, known)
