@@ -27,7 +27,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,9 @@ class FineTune:
     # to TRAIN_VIEWS; 0 = v2's views.
     style_views: int = 0
     seed: int = 0
+    # Members trained per model (training seeds seed, seed + 1, ...; the same drawing views),
+    # served as the mean of their flip-TTA softmax; 1 = one network (v1-v3).
+    members: int = 1
 
     def train_views(self) -> dict[str, int]:
         return {**TRAIN_VIEWS, "style": self.style_views} if self.style_views else TRAIN_VIEWS
@@ -251,21 +254,33 @@ def _score(k: int, n: int) -> dict[str, float]:
     return {"k": k, "n": n, "low": iv.low, "high": iv.high}
 
 
+def ensemble_probs(models: Sequence[Any], x: F32) -> F32:
+    """What an ensemble serves: the mean of its members' flip-TTA softmax."""
+    return np.mean([tta_probs(m, x) for m in models], axis=0).astype(np.float32)
+
+
 def run_fold(
     bundle: Bundle,
     held_out: str | None,
     fm: dict[str, npt.NDArray[Any]],
     dr: dict[str, npt.NDArray[Any]],
     ft: FineTune,
-) -> tuple[Any, dict[str, Any]]:
-    """Fine-tune on every style but `held_out` (all styles when None) and score."""
+) -> tuple[list[Any], dict[str, Any]]:
+    """Fine-tune `ft.members` networks on every style but `held_out` (all styles when None)
+    and score their ensemble (and, with several members, each member alone)."""
     t0 = time.perf_counter()
-    model = build_model(bundle)
-    teacher = build_model(bundle) if ft.distill > 0 else None
     train = np.char.startswith(dr["kind"].astype(str), "train/") & (dr["style"] != held_out)
-    finetune(model, fm["x_train"], fm["y_train"], dr["x"][train], dr["y"][train], ft, teacher)
+    models = []
+    for m in range(ft.members):
+        model = build_model(bundle)
+        teacher = build_model(bundle) if ft.distill > 0 else None
+        member = replace(ft, seed=ft.seed + m)
+        finetune(
+            model, fm["x_train"], fm["y_train"], dr["x"][train], dr["y"][train], member, teacher
+        )
+        models.append(model)
     acc = {
-        s: float((tta_probs(model, fm[f"x_{s}"]).argmax(1) == fm[f"y_{s}"]).mean())
+        s: float((ensemble_probs(models, fm[f"x_{s}"]).argmax(1) == fm[f"y_{s}"]).mean())
         for s in ("val", "test")
     }
     res: dict[str, Any] = {
@@ -276,10 +291,13 @@ def run_fold(
     if held_out is not None:
         for kind in EVAL_KINDS:
             m = (dr["style"] == held_out) & (dr["kind"] == f"eval/{kind}")
-            pred = tta_probs(model, dr["x"][m]).argmax(1)
+            pred = ensemble_probs(models, dr["x"][m]).argmax(1)
             res[kind] = _score(int((pred == dr["y"][m]).sum()), int(m.sum()))
+            if ft.members > 1:
+                alone = [tta_probs(one, dr["x"][m]).argmax(1) for one in models]
+                res[f"{kind}_members"] = [int((a == dr["y"][m]).sum()) for a in alone]
     res["seconds"] = round(time.perf_counter() - t0, 1)
-    return model, res
+    return models, res
 
 
 def main(argv: Sequence[str] | None = None) -> None:

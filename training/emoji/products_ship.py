@@ -232,7 +232,8 @@ def stage(
     meta = start.metadata
     dr = drawing_views(meta.input, cache, ft.seed, ft.train_views())
     t0 = time.perf_counter()
-    model, final = run_fold(start, None, fm, dr, ft)
+    models, final = run_fold(start, None, fm, dr, ft)
+    (model,) = models  # main() refuses settings with several members
     if version is None:
         version = str(int(meta.version) + 1) if meta.version.isdigit() else meta.version + "-ft"
     provenance = {
@@ -290,6 +291,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if loso and sorted(f["held_out"] for f in loso["folds"]) != sorted(STYLES):
         raise SystemExit("the leave-one-style-out run must cover every style")
     ft = FineTune(**loso["settings"]) if loso else FineTune()
+    if ft.members != 1:
+        raise SystemExit(
+            "products_ship exports one network; an ensemble of members was measured by "
+            "products_finetune only (docs/drawings.md) and is not shipped"
+        )
     start = load_bundle(args.bundle)
     meta = start.metadata
     start_text = f"`products` v{meta.version} (sha256 {meta.artifact.sha256[:12]})"

@@ -106,3 +106,29 @@ def test_the_network_comes_from_the_config_through_the_one_reader(tmp_path: Path
     twice.write_text(pf.CONFIG.read_text() + "seed: 1\n")
     with pytest.raises(ConfigError, match="given twice"):
         pf.build_model(bundle, twice)
+
+
+def test_a_fold_of_several_members_scores_their_mean() -> None:
+    bundle, _, x, y = _model_and_batch(seed=3)
+    fm = {"x_train": x[:8], "y_train": y[:8], "x_val": x[8:12], "y_val": y[8:12]}
+    fm |= {"x_test": x[12:], "y_test": y[12:]}
+    kinds = np.array(["train/drawing"] * 4 + [f"eval/{k}" for k in pf.EVAL_KINDS])
+    n = len(kinds)
+    dr = {
+        "x": np.resize(x, (n, *x.shape[1:])),
+        "y": np.arange(n) % 10,
+        "style": np.array(["noto"] * 4 + ["twemoji"] * (n - 4)),
+        "kind": kinds,
+    }
+    ft = pf.FineTune(epochs=1, fm_per_epoch=8, drawing_share=0.5, learning_rate=1e-3, members=2)
+    models, res = pf.run_fold(bundle, "twemoji", fm, dr, ft)
+    assert len(models) == 2
+    # The members trained with different seeds, and the fold scored the mean of their softmax.
+    a, b = (m.get_layer("s1_1_conv").get_weights()[0] for m in models)
+    assert np.abs(a - b).max() > 0
+    mean = pf.ensemble_probs(models, fm["x_test"])
+    np.testing.assert_allclose(mean.sum(1), 1.0, atol=1e-5)
+    want = float((mean.argmax(1) == fm["y_test"]).mean())
+    assert res["fmnist_test"] == want
+    for kind in pf.EVAL_KINDS:
+        assert res[kind]["n"] == 1 and len(res[f"{kind}_members"]) == 2
