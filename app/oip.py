@@ -97,9 +97,8 @@ def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
-    """A tensor shape this server can hold: 1 to MAX_RANK positive dimensions. A zero
-    dimension (a tensor of no elements) would pass every size limit while its other dimensions
-    could be anything (2**100: no array has that shape); no model here takes one."""
+    """1 to MAX_RANK positive dimensions. A zero one passed every size limit (no elements)
+    beside any others (2**100: no array has that shape); no model here takes an empty tensor."""
     if not isinstance(value, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value
     ):
@@ -108,9 +107,7 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
             "[N, H, W, C] for an FP32 tensor)."
         )
     if not 1 <= len(value) <= MAX_RANK:
-        raise BadRequest(
-            f"{where}.shape has {len(value)} dimensions; 1 to {MAX_RANK} are accepted."
-        )
+        raise BadRequest(f"{where}.shape has {len(value)} dimensions; 1 to {MAX_RANK} accepted.")
     return tuple(value)
 
 
