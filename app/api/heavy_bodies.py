@@ -36,15 +36,19 @@ class HeavyBodyGate:
 
     async def run(self, request: Request, size: int, deadline: float, work: Callable[[], T]) -> T:
         """`work()` (inflating and parsing a body of `size` bytes) on a worker thread once no
-        other heavy body is being parsed, by time.perf_counter() value `deadline`."""
+        other heavy body is being parsed, by time.perf_counter() value `deadline`. The turn and
+        the budget are given back when the thread is done, even if the request is cancelled
+        before then (a client gone mid-parse does not let the next parse start beside it)."""
         budget: BodyBudget | None = getattr(request.app.state, "body_budget", None)
         if budget is not None:
             budget.reserve(size)
         try:
-            try:
-                async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
-                    await self._turn.acquire()
-            except TimeoutError:
+            async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+                await self._turn.acquire()
+        except BaseException as exc:
+            if budget is not None:
+                budget.release(size)
+            if isinstance(exc, TimeoutError):
                 raise Overloaded(
                     "Large and compressed inference requests are parsed one at a time per "
                     "server process, and this one's turn did not come within the request "
@@ -52,10 +56,13 @@ class HeavyBodyGate:
                     "send tensors with the binary-data extension (no parsing).",
                     retry_after_s=RETRY_AFTER_S,
                 ) from None
-            try:
-                return await run_in_threadpool(work)
-            finally:
-                self._turn.release()
-        finally:
+            raise
+
+        def done(_: object) -> None:
+            self._turn.release()
             if budget is not None:
                 budget.release(size)
+
+        job = asyncio.ensure_future(run_in_threadpool(work))
+        job.add_done_callback(done)
+        return await asyncio.shield(job)

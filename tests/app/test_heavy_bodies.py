@@ -59,6 +59,39 @@ def test_a_waiting_body_is_charged_and_refused_at_its_deadline() -> None:
     asyncio.run(main())
 
 
+def test_a_cancelled_request_keeps_its_turn_until_its_parse_ends() -> None:
+    # The worker thread cannot be stopped: while it parses, the next heavy body must still
+    # wait, and its bytes stay counted.
+    gate = HeavyBodyGate()
+    budget = BodyBudget(1000)
+    request: Any = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(body_budget=budget)))
+    entered, release = threading.Event(), threading.Event()
+
+    def work() -> str:
+        entered.set()
+        release.wait(10)
+        return "parsed"
+
+    async def main() -> None:
+        task = asyncio.ensure_future(gate.run(request, 100, time.perf_counter() + 30, work))
+        assert await asyncio.to_thread(entered.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert budget.in_transit == 100
+        with pytest.raises(Overloaded, match="one at a time"):
+            await gate.run(request, 10, time.perf_counter() + 0.2, lambda: "next")
+        release.set()
+        for _ in range(250):
+            if budget.in_transit == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert budget.in_transit == 0
+        assert await gate.run(request, 10, time.perf_counter() + 5, lambda: "next") == "next"
+
+    asyncio.run(main())
+
+
 def test_compressed_json_tensors_sent_at_once_are_all_answered(tmp_path: Path) -> None:
     # 4 KB on the wire, 1.2 MB of JSON text once inflated: each one parsed in its turn.
     tensor = [[[[0.5] * 3] * 224] * 224]
