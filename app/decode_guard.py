@@ -323,7 +323,7 @@ class DecodeBudget:
         self.seconds += seconds
         if self.seconds > self.max_seconds:
             raise PayloadTooLarge(
-                f"Decoding this request's images took more than {self.max_seconds:g} s; "
+                f"Decoding this request's images took more than {self.max_seconds:g} s of CPU; "
                 "send fewer or smaller images per request.",
                 limit_decode_seconds=self.max_seconds,
             )
@@ -383,10 +383,12 @@ def decode_slot(configured: int) -> Iterator[None]:
 
 @contextmanager
 def timed(budget: DecodeBudget) -> Iterator[None]:
-    """Charge the block's wall time to the budget (checked when the block ends)."""
-    t0 = time.perf_counter()
+    """Charge the block's CPU time (this thread's: the decoders run in it) to the budget,
+    checked when the block ends. Wall time also counted the waits of a contended machine: a
+    batch that decodes in 1.2 s was refused after 7.3 s under load, a 413 for a 503's cause."""
+    t0 = time.thread_time()
     try:
         yield
     finally:
-        budget.seconds += time.perf_counter() - t0
+        budget.seconds += time.thread_time() - t0
     budget.spend(0.0)

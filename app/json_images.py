@@ -13,7 +13,7 @@ import json
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -130,11 +130,20 @@ def parse_images(raw: bytes, settings: Settings) -> list[dict[str, Any]]:
     return entries
 
 
+def fetch_bytes_bound(entries: list[dict[str, Any]], settings: Settings) -> int:
+    """The most bytes fetching these entries' URLs can bring in (load_images' bound)."""
+    urls = sum(1 for e in entries if "url" in e)
+    return min(urls * settings.max_image_bytes, settings.max_request_bytes)
+
+
 def load_images(entries: list[dict[str, Any]], settings: Settings) -> list[JsonImage]:
-    """Decode the base64 entries and fetch the URL ones (blocking: run in a worker thread)."""
+    """Decode the base64 entries and fetch the URL ones (blocking: run in a worker thread).
+    Fetched images together are capped at max_request_bytes, as an upload's are: 32 URLs of
+    20 MB each made one small request download 640 MB."""
     policy = fetch_policy(settings)
     deadline = time.monotonic() + policy.timeout_s
     images: list[JsonImage] = []
+    fetched = 0
     for i, entry in enumerate(entries):
         where = f"images[{i}]"
         if "b64" in entry:
@@ -143,13 +152,36 @@ def load_images(entries: list[dict[str, Any]], settings: Settings) -> list[JsonI
             )
             continue
         url = entry["url"]
+        room = settings.max_request_bytes - fetched
         try:
-            data = fetch_image(url, policy, deadline=deadline)
+            if room <= 0:
+                raise _fetched_too_much(settings.max_request_bytes)
+            data = fetch_image(
+                url, replace(policy, max_bytes=min(policy.max_bytes, room)), deadline=deadline
+            )
+        except PayloadTooLarge as too_large:
+            # over the request's total rather than this image's own limit: say so
+            err = _fetched_too_much(settings.max_request_bytes) if room < policy.max_bytes else None
+            raise _named(err or too_large, where, i, len(entries)) from None
         except ServiceError as exc:
-            if len(entries) > 1:
-                exc.detail = f"{where}: {exc.detail}"
-                exc.extra["image_index"] = i
-            raise
+            raise _named(exc, where, i, len(entries)) from None
+        fetched += len(data)
         name = urlsplit(url).path.rsplit("/", 1)[-1][:200]
         images.append(JsonImage(name or None, data))
     return images
+
+
+def _named(exc: ServiceError, where: str, i: int, n: int) -> ServiceError:
+    """A fetch error of image i of n, naming the image when there are several."""
+    if n > 1:
+        exc.detail = f"{where}: {exc.detail}"
+        exc.extra["image_index"] = i
+    return exc
+
+
+def _fetched_too_much(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The images fetched from URLs exceed {limit:,} bytes together (IMGCLASS_MAX_REQUEST_BYTES"
+        ", the limit of one request's images); send fewer or smaller images per request.",
+        limit_bytes=limit,
+    )

@@ -110,10 +110,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_queued=settings.teach_max_queued,
     )
     app.state.schedulers = Schedulers.from_settings(settings, app.state.registry.serving_names)
+    # Never below the largest body a route accepts (a teach zip may be 200 MiB): a budget
+    # smaller than that answered such a body "retry in 1 s" forever.
+    largest = max(settings.max_request_bytes, settings.teach_max_zip_bytes)
     app.state.body_budget = BodyBudget(
-        max(settings.max_body_bytes_in_flight, settings.max_request_bytes)
-        if settings.max_body_bytes_in_flight
-        else 0
+        max(settings.max_body_bytes_in_flight, largest) if settings.max_body_bytes_in_flight else 0
     )
     app.state.heavy_bodies = HeavyBodyGate()
     install_error_handlers(app)

@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     min_image_side: int = Field(default=8, ge=1)
     max_batch_images: int = Field(default=32, ge=1, le=1024)
     # Decode work per request, all its images together (413 beyond): pixels decoded (a
-    # progressive JPEG counts pixels x scans / 10) and seconds spent decoding.
+    # progressive JPEG counts pixels x scans / 10) and CPU seconds spent decoding.
     max_request_pixels: int = Field(default=128_000_000, ge=64)
     decode_time_budget_s: float = Field(default=5.0, gt=0)
     # Progressive JPEG scans allowed in one file (libjpeg writes 10; 413 beyond).
@@ -93,7 +93,8 @@ class Settings(BaseSettings):
     # Whole multipart/raw body of one request (a batch), counted while it streams in.
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # Bytes of request bodies one server process receives at once (0 = no bound); beyond,
-    # 503 + Retry-After before the body is buffered. Raised to max_request_bytes if lower.
+    # 503 + Retry-After. Raised to the largest body a route takes (max_request_bytes,
+    # teach_max_zip_bytes) if lower.
     max_body_bytes_in_flight: int = Field(default=128 * 1024 * 1024, ge=0)
     # Seconds a request's body may take to arrive in full (408 and the connection closed
     # beyond): uvicorn has no body read timeout, so a slow sender, or a Content-Length larger

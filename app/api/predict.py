@@ -105,6 +105,9 @@ async def handle_predict(request: Request) -> Response:
     schedulers: Schedulers = state.schedulers
     scheduler = schedulers.get(registry.serving_name(loaded), loaded.model, meta.input)
     scheduler.admit()  # a full queue answers 503 before the body is read
+    catalogs: CatalogService = state.catalogs
+    if query.similar is not None:  # a missing or mismatched catalog answers before any decode
+        await run_in_threadpool(catalogs.similar_catalog, loaded, query.catalog)
     uploads = await read_uploads(request, settings)
     k = min(query.top_k or settings.default_top_k, meta.num_classes)
     filenames = [u.filename for u in uploads]
@@ -114,7 +117,6 @@ async def handle_predict(request: Request) -> Response:
     if query.similar is None:
         return _json(predict_response(loaded, k, outcome))
     # Neighbours from the embeddings of the same forward pass.
-    catalogs: CatalogService = state.catalogs
     found = await run_in_threadpool(
         catalogs.similar, loaded, query.catalog, outcome.embeddings, query.similar
     )

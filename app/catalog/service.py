@@ -358,10 +358,11 @@ class CatalogService:
             )
         return self._search(catalog, unit_rows(v), k, label, (), 0.0)
 
-    def similar(
-        self, loaded: LoadedModel, catalog: str | None, embeddings: Vector | None, k: int
-    ) -> SearchOutcome:
-        """Neighbours for predict?similar=k: `embeddings` come from predict's forward pass."""
+    def similar_catalog(self, loaded: LoadedModel, catalog: str | None) -> CatalogRecord:
+        """The catalog predict?similar=k would search for `loaded` (named, the model's default,
+        or a taught model's source catalog), checked before any image is decoded: 422 for a
+        model without embeddings, 404 when it does not exist, 409 for another model's."""
+        ref = model_ref(loaded)
         backbone = loaded.model.bundle.metadata.backbone  # a taught model: its source catalog
         name = (
             catalog or self.default_catalog(loaded.name) or (backbone.catalog if backbone else None)
@@ -370,16 +371,22 @@ class CatalogService:
             raise InvalidRequest(
                 f"Model {loaded.name!r} has no default catalog; name one with catalog=<name>."
             )
-        if embeddings is None:
-            model_ref(loaded)
-            raise InvalidRequest(f"Model {loaded.name!r} returned no embedding.")
         record = self.get(name)
-        if record.model.name != model_ref(loaded).name:
+        if record.model.name != ref.name:
             raise ModelMismatch(
                 f"Catalog {name!r} holds embeddings of model {record.model.name!r}, not "
                 f"{loaded.name!r}; ask model {record.model.name!r} instead.",
                 catalog_model=record.model.name,
             )
+        return record
+
+    def similar(
+        self, loaded: LoadedModel, catalog: str | None, embeddings: Vector | None, k: int
+    ) -> SearchOutcome:
+        """Neighbours for predict?similar=k: `embeddings` come from predict's forward pass."""
+        record = self.similar_catalog(loaded, catalog)
+        if embeddings is None:
+            raise InvalidRequest(f"Model {loaded.name!r} returned no embedding.")
         bound = self.bound_model(record)
         if model_ref(bound).sha256 != model_ref(loaded).sha256:
             raise ModelMismatch(f"Model {loaded.name!r} was reloaded during the request; retry.")

@@ -59,6 +59,7 @@ def test_bodies_received_beyond_the_budget_get_503_and_the_budget_comes_back(
         max_request_bytes=REQUEST_LIMIT,
         max_image_bytes=REQUEST_LIMIT,
         max_body_bytes_in_flight=BUDGET,
+        teach_max_zip_bytes=REQUEST_LIMIT,  # the budget is never below the largest body
         body_timeout_s=30.0,
     )
     app = create_app(settings)
@@ -101,3 +102,20 @@ def test_bodies_received_beyond_the_budget_get_503_and_the_budget_comes_back(
                 break
             time.sleep(0.1)
         assert r.status_code == 415, r.text  # zeros are not an image: the body was read
+
+
+def test_the_budget_fits_the_largest_body_a_route_takes(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    # A teach zip may be larger than the budget's default: such a body was answered
+    # "retry in 1 s" forever. The budget is raised to it, as to max_request_bytes.
+    settings = make_settings(
+        tiny_models_dir,
+        tmp_path,
+        max_body_bytes_in_flight=1024 * 1024,
+        max_request_bytes=2 * 1024 * 1024,
+        teach_max_zip_bytes=3 * 1024 * 1024,
+    )
+    assert create_app(settings).state.body_budget.limit == 3 * 1024 * 1024
+    unbounded = make_settings(tiny_models_dir, tmp_path, max_body_bytes_in_flight=0)
+    assert create_app(unbounded).state.body_budget.limit == 0

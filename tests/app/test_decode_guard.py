@@ -6,13 +6,14 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from app.bundle import InputSpec
-from app.decode_guard import MAX_TILE_PIXELS, check_tiff_strips
+from app.decode_guard import MAX_TILE_PIXELS, DecodeBudget, check_tiff_strips, timed
 from app.errors import InvalidImage, PayloadTooLarge
 from app.imaging import ImageLimits, prepare
 from tests.images import encode, repeat_last_scan
@@ -169,3 +170,16 @@ def test_jpeg_in_tiff_is_limited_to_an_ordinary_progressive_script() -> None:
     assert arr.shape == (28, 28, 1)
     with pytest.raises(InvalidImage):
         prepare(_jpeg_in_tiff(600, 30), GRAY, LIMITS)  # 37 scans
+
+
+def test_the_decode_budget_counts_cpu_time_not_waiting() -> None:
+    # A decode thread that waits for a busy CPU is not decoding: wall time refused a batch
+    # that decodes in 1.2 s after 7.3 s on a loaded machine (a 413 for what is a 503's cause).
+    budget = DecodeBudget(max_pixels=10**9, max_seconds=0.2)
+    with timed(budget):
+        time.sleep(0.3)  # off the CPU
+    assert budget.seconds < 0.05
+    with pytest.raises(PayloadTooLarge, match="s of CPU"), timed(budget):
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < 0.25:  # on it
+            pass

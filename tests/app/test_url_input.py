@@ -392,3 +392,17 @@ def test_https_is_verified_against_the_url_host(tls_server: tuple[str, Path]) ->
     )
     with pytest.raises(UrlFetchFailed, match="SSL"):
         fetch_image(f"https://images.internal:{port}/digit.png", named, ssl_context=trusting)
+
+
+def test_fetched_images_together_are_capped_like_an_upload(
+    tmp_path: Path, image_server: str
+) -> None:
+    # Each URL was capped at max_image_bytes but nothing capped their sum: 32 URLs of 20 MB
+    # made one small request download 640 MB. 4 digits (1,016 bytes) fit in 1,024; 5 do not.
+    with make_client(tmp_path, max_request_bytes=1024) as c:
+        assert predict_json(c, [{"url": f"{image_server}/digit.png"}] * 4).status_code == 200
+        r = predict_json(c, [{"url": f"{image_server}/digit.png"}] * 5)
+        assert r.status_code == 413, r.text
+        detail = r.json()["detail"]
+        assert detail.startswith("images[4]:") and "together" in detail, detail
+        assert c.app.state.body_budget.in_transit == 0  # the fetch's reservation came back

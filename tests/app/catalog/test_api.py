@@ -621,3 +621,14 @@ def test_metadata_size_is_one_measure_in_every_form(
                 assert r.status_code == status, (n, list(form), r.text)
                 if status == 422:
                     assert "16,384 bytes" in r.json()["detail"]
+
+
+def test_predict_checks_its_similar_catalog_before_decoding(make_client: ClientFactory) -> None:
+    # The body is not an image: the catalog's 404 (or 409) comes first, before the decode and
+    # the forward pass it used to wait for (about a second for a batch).
+    with make_client() as c:
+        r = c.post("/v1/models/tiny/predict?similar=3&catalog=nope", content=b"not an image")
+        assert r.status_code == 404 and r.json()["type"].endswith("catalog-not-found"), r.text
+        assert c.post("/v1/catalogs", json={"name": "t", "model": "tiny"}).status_code == 201
+        r = c.post("/v1/models/tiny/predict?similar=3&catalog=t", content=b"not an image")
+        assert r.status_code == 415, r.text  # the catalog is fine: now the image is read
