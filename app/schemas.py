@@ -137,7 +137,7 @@ class SearchResponse(BaseModel):
 
 class ReindexResult(BaseModel):
     catalog: CatalogInfo
-    items: int
+    items: int = Field(description="items re-embedded: 0 when the catalog was current already")
     seconds: float
 
 

@@ -13,23 +13,21 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from app.catalog.backends import open_store
 from app.catalog.blobs import BlobStore
-from app.catalog.dedup import Match, find_duplicates
+from app.catalog.dedup import find_duplicates
 from app.catalog.embedding import embed_prepared, model_ref
+from app.catalog.outcomes import AddOutcome, ItemSpec, SearchOutcome
 from app.catalog.reindex import reindex_catalog
 from app.catalog.store import CatalogStore
 from app.catalog.types import (
     CatalogLimit,
     CatalogRecord,
     DimensionMismatch,
-    Hit,
     ImageRef,
     ItemPage,
     ItemRecord,
@@ -51,31 +49,6 @@ from app.registry import LoadedModel, ModelRegistry
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ItemSpec:
-    """What a client says about one uploaded image."""
-
-    id: str | None = None
-    label: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class AddOutcome:
-    """Items added (in request order) and, with skip_duplicates, the copies left out."""
-
-    records: list[ItemRecord]
-    duplicates: list[Match]
-
-
-@dataclass(frozen=True)
-class SearchOutcome:
-    catalog: CatalogRecord
-    hits: list[list[Hit]]
-    embed_ms: float
-    search_ms: float
 
 
 class CatalogService:
@@ -241,15 +214,16 @@ class CatalogService:
             if not self.store.image_in_use(sha):
                 self.blobs.remove(sha)
 
-    def reindex(self, name: str) -> tuple[CatalogRecord, int]:
+    def reindex(self, name: str, force: bool = False) -> tuple[CatalogRecord, int]:
         """Re-embed every stored image with the model now served under the catalog's model
         name, then rebind in one step, catching up with writes made meanwhile; the last round
-        holds the write guard (app.catalog.reindex)."""
+        holds the write guard. A no-op when the catalog is bound to that model already, unless
+        `force`; 409 while this process reindexes it (app.catalog.reindex)."""
         store = self._ensure_open()
-        catalog = store.get_catalog(name)
-        loaded = self.registry.get(catalog.model.name)
+        loaded = self.registry.get(store.get_catalog(name).model.name)
+        guard = self._blob_guard
         return reindex_catalog(
-            store, self.blobs, name, loaded, embed=self.embed, write_guard=self._blob_guard
+            store, self.blobs, name, loaded, embed=self.embed, write_guard=guard, force=force
         )
 
     # items --------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from typing import Final
 
 from PIL import Image
 
-from app.catalog.service import CatalogService, ItemSpec
+from app.catalog.outcomes import ItemSpec
+from app.catalog.service import CatalogService
 from app.catalog.types import check_label
 from app.errors import InvalidRequest, PayloadTooLarge, ServiceError
 from app.imaging import sniff_format

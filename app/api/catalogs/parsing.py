@@ -7,7 +7,7 @@ from typing import Any
 
 from app.api.forms import BodyLimits, Form, parse_json
 from app.api.uploads import image_limits
-from app.catalog.service import ItemSpec
+from app.catalog.outcomes import ItemSpec
 from app.catalog.types import MAX_METADATA_BYTES
 from app.errors import InvalidRequest
 from app.settings import Settings

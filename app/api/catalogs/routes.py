@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.catalogs.openapi import CREATE_BODY, ERRORS
@@ -60,12 +61,21 @@ async def delete_catalog(name: str, service: CatalogsDep) -> Response:
 @router.post(
     "/{name}/reindex", response_model=ReindexResult, dependencies=[WriteAuth], responses=ERRORS
 )
-async def reindex_catalog(name: str, request: Request, service: CatalogsDep) -> ReindexResult:
+async def reindex_catalog(
+    name: str,
+    request: Request,
+    service: CatalogsDep,
+    force: Annotated[
+        bool, Query(description="re-embed even when the catalog is bound to the served build")
+    ] = False,
+) -> ReindexResult:
     """Re-embed every stored image with the model build now served and rebind the catalog to
-    it (after a model update). Synchronous: about a second per few thousand small images."""
+    it (after a model update). Synchronous: about a second per few thousand small images.
+    A catalog bound to the served build already is answered at once (`items`: 0) unless
+    `force=true`; 409 while the same server process is reindexing it."""
     t0 = time.perf_counter()
     async with embed_slot(request):  # 503 at once when too many embeds are in flight
-        rec, n = await run_in_threadpool(service.reindex, name)
+        rec, n = await run_in_threadpool(service.reindex, name, force)
     return ReindexResult(
         catalog=catalog_view(service, rec), items=n, seconds=round(time.perf_counter() - t0, 3)
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from urllib.parse import quote
 
-from app.catalog.service import CatalogService, SearchOutcome
+from app.catalog.outcomes import SearchOutcome
+from app.catalog.service import CatalogService
 from app.catalog.types import CatalogRecord, Hit, ItemRecord
 from app.errors import ServiceError
 from app.schemas import (

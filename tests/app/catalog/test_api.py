@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.catalog.outcomes import ItemSpec
 from app.catalog.reindex import REINDEX_ROUNDS
-from app.catalog.service import ItemSpec
 from tests.app.catalog.conftest import rebuild_bundle
 
 ClientFactory = Callable[..., TestClient]
@@ -363,6 +363,43 @@ def test_changed_model_build_is_refused_until_reindexed(
         )
         r = c.post("/v1/catalogs/fm/search?k=1", content=images[1][0])
         assert r.status_code == 200 and r.json()["neighbors"][0]["id"] == "p001"
+        # Bound to the served build now: a reindex has nothing to do, unless forced.
+        r = c.post("/v1/catalogs/fm/reindex")
+        assert r.status_code == 200 and r.json()["items"] == 0, r.text
+        r = c.post("/v1/catalogs/fm/reindex?force=true")
+        assert r.status_code == 200 and r.json()["items"] == 12, r.text
+
+
+def test_a_catalog_is_reindexed_once_at_a_time(
+    make_client: ClientFactory, images: list[tuple[bytes, str]]
+) -> None:
+    # Six reindexes of one catalog at once did the same work six times; a second one in the
+    # same process is a 409 while the first runs.
+    with make_client() as c:
+        fill(c, images[:12])
+        service = c.app.state.catalogs  # type: ignore[attr-defined]
+        entered, release = threading.Event(), threading.Event()
+        embed = service.embed
+
+        def held(*args: Any) -> Any:  # the real embedding, once the test lets it go
+            entered.set()
+            release.wait(30)
+            return embed(*args)
+
+        service.embed = held
+        first: list[Any] = []
+        t = threading.Thread(target=lambda: first.append(service.reindex("fm", force=True)))
+        t.start()
+        try:
+            assert entered.wait(30)
+            r = problem(c.post("/v1/catalogs/fm/reindex?force=true"), 409)
+            assert "being reindexed already" in r["detail"]
+        finally:
+            release.set()
+            t.join(30)
+        assert first and first[0][1] == 12
+        service.embed = embed
+        assert c.post("/v1/catalogs/fm/reindex?force=true").json()["items"] == 12
 
 
 def test_catalogs_survive_a_restart(
@@ -391,7 +428,7 @@ def test_reindex_with_an_image_file_missing_is_409_naming_the_item(
         item = c.get("/v1/catalogs/fm/items/p003").json()
         before = c.get("/v1/catalogs/fm").json()
         service.blobs.image_path(item["image"]["sha256"]).unlink()
-        r = problem(c.post("/v1/catalogs/fm/reindex"), 409)
+        r = problem(c.post("/v1/catalogs/fm/reindex?force=true"), 409)
         assert "'p003'" in r["detail"] and "missing from the data folder" in r["detail"]
         assert c.get("/v1/catalogs/fm").json() == before
 
@@ -441,7 +478,7 @@ def test_a_reindex_catches_up_with_writes_made_while_it_runs(
         fill(c, images[:12])
         service = c.app.state.catalogs  # type: ignore[attr-defined]
         added, writers = _writes_during_reindex(service, images, every_round)
-        r = c.post("/v1/catalogs/fm/reindex")
+        r = c.post("/v1/catalogs/fm/reindex?force=true")  # the same build: forced
         del service.embed  # searches below embed too
         for t in writers:
             t.join(timeout=30)

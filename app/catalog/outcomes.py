@@ -1,0 +1,35 @@
+"""What the catalog service takes and answers beyond the store's records: a client's
+description of one uploaded image, the outcome of an add, and of a search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.catalog.dedup import Match
+from app.catalog.types import CatalogRecord, Hit, ItemRecord
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    """What a client says about one uploaded image."""
+
+    id: str | None = None
+    label: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AddOutcome:
+    """Items added (in request order) and, with skip_duplicates, the copies left out."""
+
+    records: list[ItemRecord]
+    duplicates: list[Match]
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    catalog: CatalogRecord
+    hits: list[list[Hit]]
+    embed_ms: float
+    search_ms: float
