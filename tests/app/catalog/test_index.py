@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from app.catalog import embedded
 from app.catalog.embedded import EmbeddedStore
 from app.catalog.index import IndexConfig, VectorIndex
 from tests.app.catalog.conftest import model_ref, new_items, unit
@@ -117,4 +119,33 @@ def test_flat_catalog_is_promoted_to_hnsw_when_it_grows(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "HNSW build did not finish"
         time.sleep(0.05)
     assert len(store.search("c", unit(rng, 1), 250)[0]) == 250
+    store.close()
+
+
+def test_a_search_racing_deletes_still_returns_k(tmp_path: Path, monkeypatch: Any) -> None:
+    # Items deleted between the index search and the row fetch used to drop out of the
+    # answer (fewer than k hits though plenty were left). The delete here happens exactly
+    # there, through the store itself, as another request's would.
+    rng = np.random.default_rng(11)
+    vecs = unit(rng, 100)
+    store = EmbeddedStore(tmp_path, IndexConfig())
+    store.open()
+    store.create_catalog("c", model_ref())
+    store.add_items("c", new_items(vecs))
+    q = vecs[:1]
+    nearest = [h.item.id for h in store.search("c", q, 10)[0]]
+    fetch = embedded.items_by_seq
+    deleted: list[str] = []
+
+    def racing(conn: Any, seqs: list[int]) -> Any:
+        if not deleted:
+            for item_id in nearest[:3]:
+                store.delete_item("c", item_id)
+                deleted.append(item_id)
+        return fetch(conn, seqs)
+
+    monkeypatch.setattr(embedded, "items_by_seq", racing)
+    hits = [h.item.id for h in store.search("c", q, 10)[0]]
+    assert deleted and len(hits) == 10, hits
+    assert not set(deleted) & set(hits) and hits[:7] == nearest[3:]
     store.close()
