@@ -153,3 +153,55 @@ def test_ordinary_traffic_is_untouched(port: int) -> None:
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)
     # The predict, both pipelined probes, then the idle connection's 408.
     assert statuses == [b"200", b"200", b"200", b"408"], got[-500:]
+
+
+class StallGuard(HeadGuardedProtocol):
+    write_stall_s = 1.0
+
+
+def test_a_client_that_stops_reading_is_dropped_and_its_answer_freed(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    # A predict answer of ~30 MB (32 images x 60 neighbours x 15 KB of metadata) to a client
+    # that never reads: it sat in the write buffer for as long as the client stayed connected
+    # (20 such clients held a gigabyte). Now the connection is aborted once the buffer has
+    # not drained for write_stall_s, and the server answers others as before.
+    app = create_app(make_settings(tiny_models_dir, tmp_path))
+    png = _png_small()
+    with serve_in_thread(app, http=StallGuard) as port:
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.post(f"{base}/v1/catalogs", json={"name": "m", "model": "tiny"}).is_success
+        meta = json.dumps({"notes": "x" * 15_000})
+        for start in range(0, 60, 20):
+            files = [("file", (f"{i}.png", png, "image/png")) for i in range(start, start + 20)]
+            r = httpx.post(f"{base}/v1/catalogs/m/items", files=files, data={"metadata": meta})
+            assert r.status_code == 201, r.text
+        body = (
+            b"".join(
+                b"--b\r\nContent-Disposition: form-data; name=file; filename=a.png\r\n"
+                b"Content-Type: image/png\r\n\r\n" + png + b"\r\n"
+                for _ in range(32)
+            )
+            + b"--b--\r\n"
+        )
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", port))
+            s.sendall(
+                b"POST /v1/models/tiny/predict?similar=60&catalog=m HTTP/1.1\r\n"
+                b"Host: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body
+            )
+            time.sleep(4)  # not reading: the answer waits in the server's buffers
+            got, _, closed = read_until_closed(s, limit_s=20)
+        assert closed
+        assert got.startswith(b"HTTP/1.1 200 ")
+        length = int(re.search(rb"content-length: (\d+)", got[:2000], re.I).group(1))  # type: ignore[union-attr]
+        assert length > 25_000_000 and len(got) < length / 2, (length, len(got))
+        assert httpx.get(f"{base}/healthz").status_code == 200
+
+
+def _png_small() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (28, 28), 120).save(buf, format="PNG")
+    return buf.getvalue()
