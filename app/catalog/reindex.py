@@ -68,40 +68,28 @@ def reindex_catalog(
     if not force and current.model.sha256 == ref.sha256 and current.model.dim == ref.dim:
         return current, 0
     with _alone(name):
-        return _reindex(store, blobs, name, loaded, embed, write_guard)
-
-
-def _reindex(
-    store: CatalogStore,
-    blobs: BlobStore,
-    name: str,
-    loaded: LoadedModel,
-    embed: Embed,
-    write_guard: Callable[[], AbstractContextManager[None]],
-) -> tuple[CatalogRecord, int]:
-    ref = model_ref(loaded)
-    by_image: dict[str, Vector] = {}  # sha256 -> vector, kept across rounds
-    for round_ in range(1, REINDEX_ROUNDS + 1):
-        last = round_ == REINDEX_ROUNDS
-        with write_guard() if last else contextlib.nullcontext():
-            images = _embed_missing(store, blobs, name, loaded, by_image, embed)
-            try:
-                record = store.rebind_catalog(
-                    name, ref, {i: by_image[sha] for i, sha in images.items()}, images
-                )
-            except CatalogChanged:
-                if last:  # changed under the write guard: not by this service's writers
-                    raise
-                logger.info("catalog %s changed during reindex round %d", name, round_)
-                continue
-        logger.info(
-            "catalog %s reindexed with %s sha256=%s in %d round(s)",
-            name,
-            ref.name,
-            ref.sha256[:12],
-            round_,
-        )
-        return record, len(images)
+        by_image: dict[str, Vector] = {}  # sha256 -> vector, kept across rounds
+        for round_ in range(1, REINDEX_ROUNDS + 1):
+            last = round_ == REINDEX_ROUNDS
+            with write_guard() if last else contextlib.nullcontext():
+                images = _embed_missing(store, blobs, name, loaded, by_image, embed)
+                try:
+                    record = store.rebind_catalog(
+                        name, ref, {i: by_image[sha] for i, sha in images.items()}, images
+                    )
+                except CatalogChanged:
+                    if last:  # changed under the write guard: not by this service's writers
+                        raise
+                    logger.info("catalog %s changed during reindex round %d", name, round_)
+                    continue
+            logger.info(
+                "catalog %s reindexed with %s sha256=%s in %d round(s)",
+                name,
+                ref.name,
+                ref.sha256[:12],
+                round_,
+            )
+            return record, len(images)
     raise AssertionError("unreachable")
 
 

@@ -239,20 +239,33 @@ def test_a_cancelled_request_leaves_the_queue_at_once(model: OnnxModel, pngs: li
     assert run_then_close(sched, main()) == 2  # the cancelled requests were never run
 
 
-def test_deadline_answers_and_skips_the_work(model: OnnxModel, pngs: list[bytes]) -> None:
+@pytest.mark.parametrize("caller", [False, True], ids=["own-deadline", "caller-deadline"])
+def test_deadline_answers_and_skips_the_work(
+    model: OnnxModel, pngs: list[bytes], caller: bool
+) -> None:
+    # caller: /v2 passes the time its body arrived plus request_deadline_s, so a request that
+    # waited to be parsed does not get a whole deadline again in the queue.
     gated = Gated(model)
-    sched = scheduler(gated, model.bundle.metadata.input, pipelines=1, deadline_s=0.3)
+    sched = scheduler(
+        gated, model.bundle.metadata.input, pipelines=1, deadline_s=30.0 if caller else 0.3
+    )
 
     async def main() -> None:
         first = asyncio.ensure_future(sched.submit([pngs[0]]))
         assert await asyncio.to_thread(gated.entered.wait, 30)
         t0 = time.perf_counter()
         with pytest.raises(DeadlineExceeded):
-            await sched.submit([pngs[1]])
+            await sched.submit([pngs[1]], deadline=t0 + 0.3 if caller else None)
         assert 0.25 < time.perf_counter() - t0 < 5.0  # loose: shared, loaded CI cores
-        with pytest.raises(DeadlineExceeded):
-            await first  # held past its deadline inside the forward pass
+        if caller:
+            with pytest.raises(DeadlineExceeded):  # already past: refused without queueing
+                await sched.submit([pngs[1]], deadline=t0 - 1)
+        else:
+            with pytest.raises(DeadlineExceeded):
+                await first  # held past its deadline inside the forward pass
         gated.gate.set()
+        if caller:
+            await first
 
     try:
         asyncio.run(main())
@@ -263,34 +276,7 @@ def test_deadline_answers_and_skips_the_work(model: OnnxModel, pngs: list[bytes]
         time.sleep(0.2)
     finally:
         sched.close()
-    assert gated.runs == 1  # the expired request was never run
-
-
-def test_an_earlier_deadline_from_the_caller_shortens_the_wait(
-    model: OnnxModel, pngs: list[bytes]
-) -> None:
-    # /v2 passes the time its body arrived plus request_deadline_s: a request that waited to
-    # be parsed does not get a whole deadline again in the queue.
-    gated = Gated(model)
-    sched = scheduler(gated, model.bundle.metadata.input, pipelines=1, deadline_s=30.0)
-
-    async def main() -> None:
-        first = asyncio.ensure_future(sched.submit([pngs[0]]))
-        assert await asyncio.to_thread(gated.entered.wait, 30)
-        t0 = time.perf_counter()
-        with pytest.raises(DeadlineExceeded):
-            await sched.submit([pngs[1]], deadline=t0 + 0.3)
-        assert 0.25 < time.perf_counter() - t0 < 5.0
-        with pytest.raises(DeadlineExceeded):  # already past: refused without queueing
-            await sched.submit([pngs[1]], deadline=t0 - 1)
-        gated.gate.set()
-        await first
-
-    try:
-        asyncio.run(main())
-    finally:
-        sched.close()
-    assert gated.runs == 1
+    assert gated.runs == 1  # the expired requests were never run
 
 
 def test_batch_policy_is_measured(model: OnnxModel) -> None:

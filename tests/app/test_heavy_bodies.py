@@ -24,37 +24,54 @@ from tests.conftest import ROOT
 from tests.live_server import live_server
 
 
-def test_a_waiting_body_is_charged_and_refused_at_its_deadline() -> None:
-    gate = HeavyBodyGate()
-    budget = BodyBudget(1000)
-    request: Any = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(body_budget=budget)))
-    entered, release = threading.Event(), threading.Event()
+class Held:
+    """A gate, a body budget of 1,000 bytes behind a stand-in request, and parse work that
+    holds its worker thread until released."""
 
-    def first_work() -> str:
-        entered.set()
-        release.wait(10)
-        return "first"
+    def __init__(self) -> None:
+        self.gate = HeavyBodyGate()
+        self.budget = BodyBudget(1000)
+        state = SimpleNamespace(body_budget=self.budget)
+        self.request: Any = SimpleNamespace(app=SimpleNamespace(state=state))
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def work(self) -> str:
+        self.entered.set()
+        self.release.wait(10)
+        return "parsed"
+
+    async def start(self, size: int) -> asyncio.Future[str]:
+        """A parse of `size` bytes, once its worker thread is running."""
+        job = asyncio.ensure_future(self.run(size, 30, self.work))
+        assert await asyncio.to_thread(self.entered.wait, 10)
+        return job
+
+    def run(self, size: int, within_s: float, work: Any) -> Any:
+        return self.gate.run(self.request, size, time.perf_counter() + within_s, work)
+
+
+def test_a_waiting_body_is_charged_and_refused_at_its_deadline() -> None:
+    h = Held()
 
     async def main() -> None:
-        first = asyncio.ensure_future(gate.run(request, 600, time.perf_counter() + 30, first_work))
-        assert await asyncio.to_thread(entered.wait, 10)
-        assert budget.in_transit == 600
+        first = await h.start(600)
+        assert h.budget.in_transit == 600
         t0 = time.perf_counter()
-        waiting = asyncio.ensure_future(gate.run(request, 300, t0 + 0.3, lambda: "second"))
+        waiting = asyncio.ensure_future(h.run(300, 0.3, lambda: "second"))
         await asyncio.sleep(0.05)
-        assert budget.in_transit == 900  # waiting for its turn: still counted
+        assert h.budget.in_transit == 900  # waiting for its turn: still counted
         with pytest.raises(Overloaded, match="one at a time") as refused:
             await waiting
         assert refused.value.extra["retry_after_s"] >= 1
         assert 0.25 < time.perf_counter() - t0 < 5.0
-        assert budget.in_transit == 600
+        assert h.budget.in_transit == 600
         # No room in the budget: refused at once, before waiting.
         with pytest.raises(Overloaded, match="IMGCLASS_MAX_BODY_BYTES_IN_FLIGHT"):
-            await gate.run(request, 500, time.perf_counter() + 30, lambda: "third")
-        release.set()
-        assert await first == "first"
-        assert budget.in_transit == 0
-        assert await gate.run(request, 10, time.perf_counter() + 5, lambda: "after") == "after"
+            await h.run(500, 30, lambda: "third")
+        h.release.set()
+        assert await first == "parsed"
+        assert h.budget.in_transit == 0
+        assert await h.run(10, 5, lambda: "after") == "after"
 
     asyncio.run(main())
 
@@ -62,32 +79,23 @@ def test_a_waiting_body_is_charged_and_refused_at_its_deadline() -> None:
 def test_a_cancelled_request_keeps_its_turn_until_its_parse_ends() -> None:
     # The worker thread cannot be stopped: while it parses, the next heavy body must still
     # wait, and its bytes stay counted.
-    gate = HeavyBodyGate()
-    budget = BodyBudget(1000)
-    request: Any = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(body_budget=budget)))
-    entered, release = threading.Event(), threading.Event()
-
-    def work() -> str:
-        entered.set()
-        release.wait(10)
-        return "parsed"
+    h = Held()
 
     async def main() -> None:
-        task = asyncio.ensure_future(gate.run(request, 100, time.perf_counter() + 30, work))
-        assert await asyncio.to_thread(entered.wait, 10)
+        task = await h.start(100)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert budget.in_transit == 100
+        assert h.budget.in_transit == 100
         with pytest.raises(Overloaded, match="one at a time"):
-            await gate.run(request, 10, time.perf_counter() + 0.2, lambda: "next")
-        release.set()
+            await h.run(10, 0.2, lambda: "next")
+        h.release.set()
         for _ in range(250):
-            if budget.in_transit == 0:
+            if h.budget.in_transit == 0:
                 break
             await asyncio.sleep(0.02)
-        assert budget.in_transit == 0
-        assert await gate.run(request, 10, time.perf_counter() + 5, lambda: "next") == "next"
+        assert h.budget.in_transit == 0
+        assert await h.run(10, 5, lambda: "next") == "next"
 
     asyncio.run(main())
 
