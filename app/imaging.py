@@ -24,7 +24,6 @@ from app.bundle import InputSpec
 from app.decode_guard import (
     FRAME_COUNT_CAP,
     NORMAL_SCANS,
-    TIFF_SAMPLES_ACCEPTED,
     DecodeBudget,
     check_bmp,
     check_png_chunks,
@@ -33,11 +32,11 @@ from app.decode_guard import (
     count_jpeg_scans,
     count_tiff_pages,
     decode_slot,
-    tiff_sample_format,
     timed,
 )
 from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from app.exif import ExifStatus, applied_by_loader, apply_orientation, read_orientation
+from app.open_errors import unreadable_header
 from app.pixels import flatten, reduce_and_convert
 from app.polarity import LIGHT_BORDER as LIGHT_BORDER
 from app.polarity import border_is_light as border_is_light
@@ -224,21 +223,7 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
         ) from exc
     except Exception as exc:  # Pillow's parsers raise many types on crafted headers
         logger.info("%s header unreadable: %s: %s", fmt, type(exc).__name__, exc)
-        if fmt == "PNG" and "Decompressed" in str(exc):  # Pillow's MAX_TEXT_CHUNK guard
-            raise PayloadTooLarge(
-                "The PNG carries a compressed text or colour-profile chunk that expands to "
-                "more than 1 MB (a decompression bomb), so it is refused."
-            ) from None
-        samples = tiff_sample_format(data) if fmt == "TIFF" else None
-        if samples is not None:
-            raise InvalidImage(
-                f"The TIFF stores {samples} samples, which cannot be decoded here. Accepted "
-                f"TIFF samples: {TIFF_SAMPLES_ACCEPTED}."
-            ) from None
-        raise InvalidImage(
-            f"The data starts like a {fmt} file but its header is damaged or incomplete, so "
-            f"it could not be read. Accepted: {ACCEPTED_TEXT}."
-        ) from None
+        raise unreadable_header(fmt, data, exc, ACCEPTED_TEXT) from None
     w, h = img.size
     if w * h > limits.max_pixels:
         raise _too_many_pixels(w, h, limits)

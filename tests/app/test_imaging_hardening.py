@@ -468,3 +468,12 @@ def test_a_large_gray_picture_converted_after_resizing_gives_the_same_values(
         got = prepare(data, spec, LIMITS).array
         assert got.shape == (224, 224, 3)
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("compression", [4, 5])  # BI_JPEG, BI_PNG
+def test_a_bmp_wrapping_jpeg_or_png_says_so(compression: int) -> None:
+    # It was "header is damaged": the header is fine, the compression is not decoded here.
+    data = bytearray(encode(Image.new("RGB", (8, 8), (1, 2, 3)), "BMP"))
+    struct.pack_into("<I", data, 30, compression)
+    with pytest.raises(InvalidImage, match="compression this server does not decode"):
+        prepare(bytes(data), RGB, ImageLimits())

@@ -1,0 +1,37 @@
+"""What to answer when Pillow cannot open a file whose first bytes name a format it reads.
+
+Pillow's parsers raise many exception types on crafted or unusual headers; the client gets
+the reason where one is known (a PNG text-chunk bomb, TIFF samples or a BMP compression that
+is not decoded here) and otherwise that the header is damaged, with what is accepted.
+"""
+
+from __future__ import annotations
+
+from app.decode_guard import TIFF_SAMPLES_ACCEPTED, tiff_sample_format
+from app.errors import InvalidImage, PayloadTooLarge, ServiceError
+
+
+def unreadable_header(fmt: str, data: bytes, exc: BaseException, accepted: str) -> ServiceError:
+    said = str(exc)
+    if fmt == "PNG" and "Decompressed" in said:  # Pillow's MAX_TEXT_CHUNK guard
+        return PayloadTooLarge(
+            "The PNG carries a compressed text or colour-profile chunk that expands to "
+            "more than 1 MB (a decompression bomb), so it is refused."
+        )
+    samples = tiff_sample_format(data) if fmt == "TIFF" else None
+    if samples is not None:
+        return InvalidImage(
+            f"The TIFF stores {samples} samples, which cannot be decoded here. Accepted "
+            f"TIFF samples: {TIFF_SAMPLES_ACCEPTED}."
+        )
+    if fmt == "BMP" and "compression" in said.lower():
+        # BI_JPEG / BI_PNG (a JPEG or PNG stream inside a BMP, meant for printers) and others
+        return InvalidImage(
+            "The BMP stores its pixels with a compression this server does not decode (such "
+            "as a JPEG or PNG stream inside the BMP). Send uncompressed or RLE BMP, or the "
+            f"JPEG or PNG itself. Accepted: {accepted}."
+        )
+    return InvalidImage(
+        f"The data starts like a {fmt} file but its header is damaged or incomplete, so "
+        f"it could not be read. Accepted: {accepted}."
+    )
