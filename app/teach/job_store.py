@@ -20,7 +20,7 @@ from pydantic import TypeAdapter
 
 from app.bundle_write import atomic_write
 from app.errors import PROBLEM_BASE, ServiceError
-from app.fsutil import file_lock
+from app.fsutil import file_lock, storage_error
 from app.teach.errors import JobNotFound
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -124,9 +124,13 @@ class JobStore:
             yield
 
     def save(self, job: Job) -> None:
+        """Write the job's file; a full disk or read-only folder is its problem (507/503)."""
         # atomic_write makes the folder, and never recreates a data folder moved away
         # under the server (fsutil.check_folder)
-        atomic_write(self.path(job.id), json.dumps(asdict(job), indent=1).encode())
+        try:
+            atomic_write(self.path(job.id), json.dumps(asdict(job), indent=1).encode())
+        except OSError as exc:
+            raise (storage_error(exc) or exc) from exc
 
     def save_owned(self, job: Job) -> None:
         """The owner's write: a cancel that another process wrote into the file wins, so the

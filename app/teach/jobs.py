@@ -4,6 +4,7 @@ of them can report or cancel a job, and a name is never taught twice at once."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import secrets
@@ -14,6 +15,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from app.errors import ServiceError
+from app.fsutil import storage_error
 from app.logs import logging_as, request_id_var
 from app.teach.errors import JobConflict, JobQueueFull, TeachCancelled
 from app.teach.job_store import INTERRUPTED, Job, JobStore, Status, now
@@ -21,6 +23,7 @@ from app.teach.job_store import INTERRUPTED, Job, JobStore, Status, now
 logger = logging.getLogger(__name__)
 
 _SAVE_EVERY_S = 0.25  # progress writes at most this often
+_RETRY_SAVE_S = 2.0  # an ended job whose file could not be written is written again this often
 _HEARTBEAT_S = 1.0  # a running job's process touches its active job files this often
 # A bug's job error, in the problem+json shape of every other error (as INTERRUPTED).
 CRASHED: Final = ServiceError("An unexpected error occurred; it has been logged.").to_problem()
@@ -28,6 +31,12 @@ KEEP_IN_MEMORY = 64  # finished jobs a runner keeps in memory (older ones are re
 
 
 Work = Callable[[Job, Callable[[str, float], None], Callable[[], bool]], dict[str, Any]]
+
+
+def failure(exc: BaseException) -> ServiceError | None:
+    """A job's error as the client's problem: its own, or the data folder's (a full disk is a
+    507, as on every route); None for a bug."""
+    return exc if isinstance(exc, ServiceError) else storage_error(exc)
 
 
 class JobRunner:
@@ -42,6 +51,10 @@ class JobRunner:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        # Jobs this process ended whose file could not say so (a full disk): their files still
+        # read "queued" or "running", which every process would take for a live job of that
+        # model name. Written again every _RETRY_SAVE_S until the disk takes them.
+        self._unsaved: set[str] = set()
 
     def start(self) -> None:
         failed = self.store.fail_orphans()
@@ -62,6 +75,7 @@ class JobRunner:
 
     def submit(self, catalog: str, model: str, options: dict[str, Any]) -> Job:
         with self._lock:
+            self._save_unsaved()
             mine = [j for j in self._jobs.values() if not j.done]
             if len(mine) >= self._max_queued:
                 raise JobQueueFull(
@@ -71,6 +85,9 @@ class JobRunner:
                 others = []
                 for other in self.store.all():
                     if other.model != model or other.done:
+                        continue
+                    known = self._jobs.get(other.id)
+                    if known is not None and known.done:  # ended here; its file lags behind
                         continue
                     if self.store.orphaned(other):  # its process died: it teaches nothing
                         self.store.fail(other)
@@ -89,8 +106,8 @@ class JobRunner:
                     options=options,
                     request_id=request_id_var.get(),
                 )
+                self.store.save(job)  # first: a job whose file failed was never queued
                 self._jobs[job.id] = job
-                self.store.save(job)
         self._queue.put(job.id)
         return replace(job)
 
@@ -153,9 +170,11 @@ class JobRunner:
             job.progress, job.phase = 1.0, "done"
         try:
             self.store.save_owned(job)
-        except ServiceError as exc:  # e.g. the data folder moved away: the job stays known here
+        except ServiceError as exc:  # e.g. a full disk: the job stays known here, saved later
             logger.warning("teach job %s %s, but its file was not saved: %s", job.id, status, exc)
+            self._unsaved.add(job.id)
             return
+        self._unsaved.discard(job.id)
         # Bounded over any uptime: finished jobs beyond KEEP_IN_MEMORY are read from disk when
         # asked for, and the folder keeps the newest KEEP_FINISHED (a submit and /metrics read
         # every file; 20,000 of them took 2 s a submit).
@@ -164,22 +183,41 @@ class JobRunner:
             del self._jobs[old.id]
         self.store.prune_if_over()
 
+    def _save_unsaved(self) -> None:
+        """Write the files of ended jobs that could not be written before (caller holds the
+        lock); those that still cannot wait for the next try."""
+        for job_id in list(self._unsaved):
+            job = self._jobs.get(job_id)
+            if job is None:
+                self._unsaved.discard(job_id)
+                continue
+            with contextlib.suppress(ServiceError):
+                self.store.save_owned(job)
+                self._unsaved.discard(job_id)
+
     def _loop(self) -> None:
         while True:
-            job_id = self._queue.get()
+            try:
+                job_id = self._queue.get(timeout=_RETRY_SAVE_S)
+            except queue.Empty:
+                with self._lock:
+                    self._save_unsaved()
+                continue
             if job_id is None:
                 return
             try:
                 self._take(job_id)
             except Exception as exc:  # never let one job end the worker (the queue would stall)
-                logger.exception("teach job %s could not be run", job_id)
+                problem = failure(exc)
+                if problem is None:
+                    logger.exception("teach job %s could not be run", job_id)
+                else:
+                    logger.warning("teach job %s could not be run: %s", job_id, problem.detail)
                 with self._lock:
                     job = self._jobs.get(job_id)
                     if job is not None and not job.done:
-                        job.error = (
-                            exc.to_problem() if isinstance(exc, ServiceError) else dict(CRASHED)
-                        )
-                        job.status, job.finished_at = "failed", now()
+                        job.error = dict(CRASHED) if problem is None else problem.to_problem()
+                        self._finish(job, "failed")
 
     def _take(self, job_id: str) -> None:
         with self._lock:
@@ -244,10 +282,14 @@ class JobRunner:
                 self._finish(job, "failed")
             logger.info("teach job %s failed: %s", job.id, exc.detail)
             return
-        except Exception:  # a bug: report it on the job, keep the worker alive
-            logger.exception("teach job %s crashed", job.id)
+        except Exception as exc:  # a bug, or the data folder failing: keep the worker alive
+            problem = failure(exc)
+            if problem is None:
+                logger.exception("teach job %s crashed", job.id)
+            else:
+                logger.warning("teach job %s failed: %s", job.id, problem.detail)
             with self._lock:
-                job.error = dict(CRASHED)
+                job.error = dict(CRASHED) if problem is None else problem.to_problem()
                 self._finish(job, "failed")
             return
         with self._lock:

@@ -536,3 +536,74 @@ def test_the_job_worker_survives_its_data_folder_moving_away(tmp_path: Path) -> 
         assert runner.get(second.id).status == "succeeded"
     finally:
         runner.stop()
+
+
+def test_a_job_that_meets_a_full_disk_fails_as_507_and_frees_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The disk filled between the train call and the job's start: the job failed in memory
+    # as a 500 while its file still read "queued", owned by a live process, so every later
+    # train of the name was a 409 (on any worker) until a restart. Now it is a 507, and its
+    # file is written as soon as the disk takes it again.
+    import errno
+
+    from app.teach import job_store
+
+    full = threading.Event()
+    write = job_store.atomic_write
+
+    def disk(path: Path, data: bytes, **kw: object) -> None:
+        if b'"status": "running"' in data and not cleared.is_set():
+            full.set()  # the disk fills as the job starts
+        if full.is_set():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, data, **kw)  # type: ignore[arg-type]
+
+    cleared = threading.Event()
+    monkeypatch.setattr(job_store, "atomic_write", disk)
+    runner = JobRunner(JobStore(tmp_path / "jobs"), lambda *a: {"version": "1"})
+    runner.start()
+    job = runner.submit("c", "m", {})
+    try:
+        deadline = time.monotonic() + 10
+        while not runner.get(job.id).done:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        failed = runner.get(job.id)
+        assert failed.status == "failed" and failed.error is not None
+        assert failed.error["status"] == 507 and "disk is full" in failed.error["detail"]
+        assert JobStore(tmp_path / "jobs").load(job.id).status == "queued"  # could not say so
+        with pytest.raises(ServiceError) as refused:  # a new job's file cannot be written
+            runner.submit("c", "m", {})
+        assert refused.value.status == 507
+        cleared.set()
+        full.clear()
+        deadline = time.monotonic() + 10  # the owner writes the ended job's file again
+        while JobStore(tmp_path / "jobs").load(job.id).status != "failed":
+            assert time.monotonic() < deadline, "the ended job's file was never written"
+            time.sleep(0.05)
+        other = JobRunner(JobStore(tmp_path / "jobs"), lambda *a: {})  # another worker's view
+        assert other.submit("c", "m", {}).status == "queued"  # the name is free again
+    finally:
+        runner.stop()
+
+
+def test_a_full_disk_while_writing_the_bundle_is_a_507_not_a_crash(tmp_path: Path) -> None:
+    import errno
+
+    def work(*_: object) -> dict[str, object]:  # what write_bundle raised on a full disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    runner = JobRunner(JobStore(tmp_path / "jobs"), work)
+    runner.start()
+    try:
+        job = runner.submit("c", "m", {})
+        deadline = time.monotonic() + 10
+        while not runner.get(job.id).done:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        error = runner.get(job.id).error
+        assert error is not None and error["status"] == 507, error
+        assert JobStore(tmp_path / "jobs").load(job.id).status == "failed"
+    finally:
+        runner.stop()
