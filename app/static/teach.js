@@ -214,7 +214,7 @@ async function train() {
   }
   state.busy = true;
   refresh();
-  const catalog = slug(`teach-${model}`);
+  let catalog = slug(`teach-${model}`);
   const backbone = ui.backbone.value;
   // The example catalog is made for this job: if the job never starts (the name is refused,
   // a limit is reached, an upload fails), it is deleted again instead of left behind.
@@ -223,15 +223,24 @@ async function train() {
   try {
     setProgress(0, "Preparing the example catalog…");
     // The page keeps one catalog of examples per taught model: teaching again starts it fresh.
+    // Only a catalog this page made for this model (its description says so) is replaced; any
+    // other catalog of that name (made through the API, or for a model whose long name was cut
+    // to the same 64 characters) is left alone and the examples go to a free name beside it.
     // Looked up in the list first: a DELETE answered 404 is logged by the browser as a console
     // error on every first teach of a name.
+    const description = `examples for ${model}`;
     const { catalogs } = await api("/v1/catalogs", { cache: "no-store" });
-    if (catalogs.some((c) => c.name === catalog)) {
+    const known = new Map(catalogs.map((c) => [c.name, c]));
+    const base = catalog;
+    for (let n = 2; known.has(catalog) && known.get(catalog).description !== description; n++) {
+      catalog = base.slice(0, 64 - `-${n}`.length) + `-${n}`;
+    }
+    if (known.has(catalog)) {
       await api(`/v1/catalogs/${catalog}`, { method: "DELETE" }).catch((p) => { if (p.status !== 404) throw p; });
     }
     await api("/v1/catalogs", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ name: catalog, model: backbone, description: `examples for ${model}` }),
+      body: JSON.stringify({ name: catalog, model: backbone, description }),
     });
     created = true;
     const total = classes.reduce((n, c) => n + c.files.length, 0);

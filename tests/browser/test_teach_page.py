@@ -295,3 +295,32 @@ def test_a_class_box_offers_what_the_device_can_do(open_page: Any, size: dict[st
         assert text == "Tap to choose pictures of this class", text
     else:
         assert text == "Drop, paste or choose pictures of this class", text
+
+
+def test_teaching_never_replaces_a_catalog_the_page_did_not_make(
+    open_page: Any, api: Any, pictures: dict[str, list[Path]]
+) -> None:
+    """A catalog someone made through the API under the name the page uses for a model's
+    examples (`teach-<model>`) was deleted without a word when that model was taught on the
+    page. It is left alone: the examples go to `teach-<model>-2`, which teaching the model
+    again replaces (the page made it)."""
+    r = api.post(
+        "/v1/catalogs", json={"name": "teach-kept", "model": "products", "description": "mine"}
+    )
+    assert r.status_code == 201, r.text
+    own = [("file", ("mine.png", pictures["bag"][12].read_bytes(), "image/png"))]
+    r = api.post("/v1/catalogs/teach-kept/items", files=own, data={"label": "boot"})
+    assert r.status_code == 201, r.text
+    files = {label: [str(p) for p in pictures[label][:6]] for label in ("sneaker", "bag")}
+    for version in ("v1", "v2"):
+        page = open_page()
+        fill_teach_form(page, "kept", files)
+        page.click("#teach-train")
+        page.wait_for_selector("#teach .teach-results:not([hidden])", timeout=60_000)
+        assert f"kept {version} is ready" in page.locator("#teach .teach-results").inner_text()
+        page.close()
+    mine = api.get("/v1/catalogs/teach-kept").json()
+    assert mine["description"] == "mine" and mine["item_count"] == 1
+    made = {c["name"]: c for c in api.get("/v1/catalogs").json()["catalogs"]}
+    assert made["teach-kept-2"]["description"] == "examples for kept"
+    assert made["teach-kept-2"]["item_count"] == 12 and "teach-kept-3" not in made
