@@ -24,7 +24,14 @@ from PIL import Image
 from app.catalog.outcomes import ItemSpec
 from app.catalog.service import CatalogService
 from app.catalog.types import check_label
-from app.errors import InvalidRequest, PayloadTooLarge, ServiceError
+from app.errors import (
+    InsufficientStorage,
+    InvalidRequest,
+    PayloadTooLarge,
+    ServiceError,
+    StorageUnavailable,
+)
+from app.fsutil import storage_error
 from app.imaging import sniff_format
 
 _DRIVE: Final = re.compile(r"[A-Za-z]:[\\/]")
@@ -308,11 +315,15 @@ def ingest(
             return
         try:
             _add(service, catalog, batch, report, skip_duplicates)
-        except ServiceError:
+        except ServiceError as exc:
+            if _storage(exc):  # the data folder, not an image: no use trying them one by one
+                raise
             for one in batch:
                 try:
                     _add(service, catalog, [one], report, skip_duplicates)
                 except ServiceError as exc:
+                    if _storage(exc):
+                        raise
                     report.skip(one.name, exc.detail)
         batch.clear()
 
@@ -327,19 +338,30 @@ def ingest(
                 flush()
             batch.append(replace(image, label=label))  # as stored (trimmed), and so reported
         flush()
-    except ServiceError as exc:
+    except (ServiceError, OSError) as raised:
+        err = raised if isinstance(raised, ServiceError) else storage_error(raised)
+        if err is None:
+            raise
         # Batches already added stay (each is committed): the error says so, and which.
         if report.added:
             n = sum(report.added.values())
-            exc.detail += (
+            err.detail = err.detail.replace("; nothing was stored.", ".") + (
                 f" {n} image(s) read before this were added to catalog {catalog!r} and stay "
-                "there (`added`, by label); the rest of the upload was not."
+                "there (`added`, by label); the rest of the upload was not. To send the whole "
+                "upload again without copies of those, add ?skip_duplicates=true."
             )
-            exc.extra["added"] = dict(report.added)
+            err.extra["added"] = dict(report.added)
         if report.duplicates:
-            exc.extra["duplicates_skipped"] = len(report.duplicates)
-        raise
+            err.extra["duplicates_skipped"] = len(report.duplicates)
+        if err is raised:
+            raise
+        raise err from raised
     return report
+
+
+def _storage(exc: ServiceError) -> bool:
+    """A failing data folder (full, read-only, gone): every further image would fail too."""
+    return isinstance(exc, (InsufficientStorage, StorageUnavailable))
 
 
 def _add(

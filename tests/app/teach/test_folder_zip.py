@@ -3,6 +3,7 @@ zip bombs and oversized uploads refused."""
 
 from __future__ import annotations
 
+import errno
 import io
 import sqlite3
 import subprocess
@@ -15,7 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.errors import PayloadTooLarge
+from app.catalog import blobs
+from app.errors import InsufficientStorage, PayloadTooLarge
 from app.main import create_app
 from app.teach import cli as teach_cli
 from app.teach.folder import BatchLimits, IngestReport, LabelledImage, ingest
@@ -173,6 +175,38 @@ def test_an_error_after_committed_batches_says_what_stays(
     assert info.value.extra["added"] == {"bag": 32}
     assert "32 image(s) read before this were added" in info.value.detail
     assert c.get("/v1/catalogs/half").json()["item_count"] == 32
+
+
+def test_a_disk_that_fills_mid_upload_says_what_stays(
+    teach_client: TestClient,
+    fm_pngs,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk filled after the first committed batch: the 507 said "nothing was stored"
+    while 32 items were, and a client retrying as told stored them twice. Now it says what
+    stays and how to resend without copies; the images after it are not tried one by one."""
+    c = teach_client
+    assert c.post("/v1/catalogs", json={"name": "full", "model": "products"}).status_code == 201
+    service = c.app.state.catalogs  # type: ignore[attr-defined]
+    write = blobs.atomic_write
+    written = [0]
+
+    def disk(path: Path, data: bytes, **kw: object) -> None:  # full after 32 images
+        written[0] += 1
+        if written[0] > 2 * 32:  # an image and its thumbnail each
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, data, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(blobs, "atomic_write", disk)
+    images = (LabelledImage("bag", f"bag/{i}.png", fm_pngs[BAG][i]) for i in range(60))
+    with pytest.raises(InsufficientStorage) as info:
+        ingest(service, "full", images, IngestReport())
+    assert info.value.extra["added"] == {"bag": 32}
+    detail = info.value.detail
+    assert "disk is full" in detail and "nothing was stored" not in detail
+    assert "32 image(s) read before this were added" in detail and "skip_duplicates" in detail
+    assert written[0] == 2 * 32 + 1  # the second batch failed once, not image by image
+    assert c.get("/v1/catalogs/full").json()["item_count"] == 32
 
 
 def test_added_counts_use_the_labels_as_stored(
