@@ -62,7 +62,9 @@ class BlobStore:
 
     def write(self, pending: list[PendingImage]) -> list[ImageRef]:
         """Put the files in place unless they already are (same name, same bytes); durable on
-        return: every file and every folder that got a new name is fsynced."""
+        return: every file and every folder that got a new name is fsynced. A file of that
+        name with other bytes (truncated or damaged on disk) is replaced: uploading the image
+        again repairs it, where it used to be kept and served as it was."""
         touched: set[Path] = set()
         for p in pending:
             sha = p.ref.sha256
@@ -70,7 +72,7 @@ class BlobStore:
                 (self.thumbnail_path(sha), p.thumbnail),
                 (self.image_path(sha), p.data),
             ):
-                if not path.is_file():
+                if not _holds(path, data):
                     atomic_write(path, data, sync_dir=False)
                     touched.add(path.parent)
         # New shard folders were made durable in their parents by atomic_write
@@ -101,3 +103,11 @@ class BlobStore:
             if folder.is_dir():
                 for path in folder.glob(f"??/{TMP_PREFIX}*"):
                     path.unlink(missing_ok=True)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether the file at `path` holds exactly `data` (its size is compared first)."""
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False

@@ -6,6 +6,7 @@ guard."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -111,7 +112,7 @@ def _embed_missing(
             sha = it.image.sha256
             if sha not in by_image and sha not in todo:
                 try:
-                    todo[sha] = blobs.image_path(sha).read_bytes()
+                    todo[sha] = _intact(blobs.image_path(sha).read_bytes(), sha, name, it.id)
                 except FileNotFoundError:
                     if _still_stored(store, name, it.id, sha):
                         raise Conflict(
@@ -125,6 +126,19 @@ def _embed_missing(
             embedded = embed(loaded, list(todo.values()))
             by_image.update(zip(todo, embedded, strict=True))
     return images
+
+
+def _intact(data: bytes, sha: str, name: str, item_id: str) -> bytes:
+    """The stored image's bytes if they still match their digest; a file damaged on disk is a
+    409 naming its item (it was a 422 about "image 1" of the whole catalog)."""
+    if hashlib.sha256(data).hexdigest() != sha:
+        raise Conflict(
+            f"Cannot reindex catalog {name!r}: the image file of item {item_id!r} is damaged in "
+            "the data folder (its bytes no longer match their sha256). Upload that image again "
+            "(which rewrites the file), restore the data folder, or delete the item, then "
+            "reindex."
+        )
+    return data
 
 
 def _still_stored(store: CatalogStore, name: str, item_id: str, sha: str) -> bool:

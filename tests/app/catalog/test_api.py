@@ -433,6 +433,25 @@ def test_reindex_with_an_image_file_missing_is_409_naming_the_item(
         assert c.get("/v1/catalogs/fm").json() == before
 
 
+def test_a_damaged_image_file_is_named_by_reindex_and_repaired_by_uploading_it_again(
+    make_client: ClientFactory, images: list[tuple[bytes, str]]
+) -> None:
+    """A stored image truncated on disk was served as it was, kept when the same image was
+    uploaded again, and failed a reindex as "image 1: damaged" naming no item."""
+    with make_client() as c:
+        fill(c, images[:12])
+        service = c.app.state.catalogs  # type: ignore[attr-defined]
+        item = c.get("/v1/catalogs/fm/items/p003").json()
+        path = service.blobs.image_path(item["image"]["sha256"])
+        path.write_bytes(images[3][0][:100])
+        r = problem(c.post("/v1/catalogs/fm/reindex?force=true"), 409)
+        assert "'p003'" in r["detail"] and "damaged" in r["detail"], r["detail"]
+        r = c.post("/v1/catalogs/fm/items?id=again", content=images[3][0])
+        assert r.status_code == 201, r.text
+        assert c.get("/v1/catalogs/fm/items/p003/image").content == images[3][0]
+        assert c.post("/v1/catalogs/fm/reindex?force=true").status_code == 200
+
+
 def _writes_during_reindex(
     service: Any, images: list[tuple[bytes, str]], every_round: bool
 ) -> tuple[list[str], list[threading.Thread]]:
