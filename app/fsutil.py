@@ -178,6 +178,9 @@ def check_writable(folder: Path) -> None:
         ) from exc
 
 
+MIN_FREE_BYTES: Final = 1024 * 1024  # less than this free on the data folder's disk: "full"
+
+
 class FolderIdentity:
     """Which folder a path named when the server started or first saw it (device and inode),
     so that a probe and every writer can tell, with one stat call, that the data folder was
@@ -202,6 +205,18 @@ class FolderIdentity:
             self._key = self._stat()
             return True
         return self._stat() == self._key
+
+    def writes(self) -> str:
+        """'ok', 'full' (under MIN_FREE_BYTES left for the service: writes answer 507) or
+        'read-only' (a read-only mount, or no write permission: writes answer 503), from two
+        cheap system calls; predictions work in every case."""
+        try:
+            st = os.statvfs(self.path)
+        except OSError:
+            return "ok"  # not created yet (made on first write), or gone: intact() says so
+        if st.f_flag & os.ST_RDONLY or not os.access(self.path, os.W_OK):
+            return "read-only"
+        return "full" if st.f_bavail * st.f_frsize < MIN_FREE_BYTES else "ok"
 
     def covers(self, path: Path) -> bool:
         p = os.path.abspath(path)

@@ -322,6 +322,8 @@ class Readiness(BaseModel):
     refused: list[RefusedModel]
     storage: str = Field(
         "ok",
-        description="'ok', or 'unavailable' when the data folder (catalogs, taught models, "
-        "jobs) was removed or replaced under the running server",
+        description="'ok'; 'full' or 'read-only' when the data folder (catalogs, taught "
+        "models, jobs) cannot take writes (the server stays ready: predictions work, writes "
+        "answer 507/503); 'unavailable' when it was removed or replaced under the running "
+        "server",
     )

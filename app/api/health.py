@@ -33,11 +33,13 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
     is in the log and, for API-key holders, in /v1/models); 503 while loading, when no model
     could be loaded, with require_all_models when any bundle was refused, or when the data
     folder was removed or replaced under the running server (catalogs, teaching and jobs then
-    answer 503; a load balancer should send traffic to a replica that still has it). One stat
-    call, no lock."""
+    answer 503; a load balancer should send traffic to a replica that still has it). A full or
+    read-only data folder is reported in `storage` but keeps the server ready: predictions
+    work, writes answer 507/503. A few system calls, no lock."""
     refused = registry.refused()
     names = registry.names()
-    storage_ok = request.app.state.data_folder.intact()
+    folder = request.app.state.data_folder
+    storage_ok = folder.intact()
     ready = server_ready(registry, settings) and storage_ok
     if ready:
         status = "ready"
@@ -50,6 +52,7 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
         models=names,
         loading=registry.pending(),
         refused=[RefusedModel(name=n) for n in sorted(refused)],
-        storage="ok" if storage_ok else "unavailable",
+        # full or read-only: still ready (predictions work), said so for operators
+        storage=folder.writes() if storage_ok else "unavailable",
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -9,10 +9,13 @@ import threading
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from app.catalog.sqlite import schema_gone
 from app.errors import ConfigurationError, InsufficientStorage, StorageUnavailable
-from app.fsutil import check_writable, storage_error
+from app.fsutil import FolderIdentity, check_writable, storage_error
+from app.main import create_app
+from tests.conftest import make_settings
 
 
 def test_a_database_locked_by_another_process_is_a_503_with_retry(tmp_path: Path) -> None:
@@ -130,3 +133,27 @@ def test_check_writable_refuses_a_read_only_folder(tmp_path: Path) -> None:
             check_writable(folder)
     finally:
         folder.chmod(0o755)
+
+
+def test_the_data_folder_says_when_it_cannot_take_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_models_dir: Path
+) -> None:
+    # /readyz said storage "ok" on a full disk and on a read-only mount (writes then answered
+    # 507/503). It says so now, and stays ready: predictions still work.
+    folder = FolderIdentity(tmp_path)
+    assert folder.writes() == "ok"
+    real = os.statvfs(tmp_path)
+
+    def statvfs(avail_blocks: int, flag: int) -> object:
+        fields = list(real)
+        fields[4], fields[8] = avail_blocks, flag  # f_bavail, f_flag
+        return lambda _: os.statvfs_result(fields)
+
+    monkeypatch.setattr(os, "statvfs", statvfs(1, real.f_flag))
+    assert folder.writes() == "full"
+    monkeypatch.setattr(os, "statvfs", statvfs(real.f_bavail, real.f_flag | os.ST_RDONLY))
+    assert folder.writes() == "read-only"
+    monkeypatch.setattr(os, "statvfs", statvfs(1, real.f_flag))
+    with TestClient(create_app(make_settings(tiny_models_dir, tmp_path))) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 200 and r.json()["storage"] == "full", r.text
