@@ -23,6 +23,7 @@ from app.catalog.dedup import find_duplicates
 from app.catalog.embedding import embed_prepared, model_ref
 from app.catalog.outcomes import AddOutcome, ItemSpec, SearchOutcome
 from app.catalog.reindex import reindex_catalog
+from app.catalog.reserve import SpaceReserve
 from app.catalog.store import CatalogStore
 from app.catalog.types import (
     CatalogLimit,
@@ -69,6 +70,7 @@ class CatalogService:
         self._open_lock = threading.Lock()
         self._opened = False
         self.limits = limits_from(settings)
+        self.reserve = SpaceReserve(root)
 
     # lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:
@@ -82,6 +84,7 @@ class CatalogService:
             self.collect_orphans()
         except Exception as exc:  # start-up must not fail over housekeeping
             logger.error("collecting orphan images failed: %s", exc)
+        self.reserve.ensure()
 
     def collect_orphans(self) -> int:
         """Remove stored images no item references: left behind when a crash fell between the
@@ -204,9 +207,12 @@ class CatalogService:
 
     def delete(self, name: str) -> None:
         store = self._ensure_open()
-        with self._blob_guard():
-            shas = store.delete_catalog(name)
-            self._collect(shas)
+
+        def work() -> None:
+            with self._blob_guard():
+                self._collect(store.delete_catalog(name))
+
+        self.reserve.freeing(work)
 
     def _collect(self, shas: set[str]) -> None:
         """Remove images nothing references any more (caller holds the blob guard)."""
@@ -288,10 +294,14 @@ class CatalogService:
 
     def delete_item(self, name: str, item_id: str) -> ItemRecord:
         store = self._ensure_open()
-        with self._blob_guard():
-            record = store.delete_item(name, item_id)
-            self._collect({record.image.sha256})
-        return record
+
+        def work() -> ItemRecord:
+            with self._blob_guard():
+                record = store.delete_item(name, item_id)
+                self._collect({record.image.sha256})
+            return record
+
+        return self.reserve.freeing(work)
 
     def item_file(self, name: str, item_id: str, thumbnail: bool) -> tuple[Path, str, ItemRecord]:
         item = self.get_item(name, item_id)
