@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from app.catalog.milvus_base import BATCH, ITEM_FIELDS, MilvusBase, lit, record_item
+from app.catalog.milvus_base import BATCH, ITEM_FIELDS, MilvusBase, gone, lit, record_item
 from app.catalog.store import CatalogStore
 from app.catalog.types import (
     CatalogExists,
@@ -59,8 +59,11 @@ class MilvusStore(MilvusBase, CatalogStore):
         from pymilvus import DataType
 
         with self._lock, self._errors():
-            exists = self.client.query(
-                self.registry, filter=f"name == {lit(name)}", output_fields=["name"]
+            exists = self.client.query(  # Strong: another process may have just made it
+                self.registry,
+                filter=f"name == {lit(name)}",
+                output_fields=["name"],
+                consistency_level="Strong",
             )
             if exists:
                 raise CatalogExists(f"A catalog named {name!r} already exists.")
@@ -97,6 +100,10 @@ class MilvusStore(MilvusBase, CatalogStore):
             self.client.insert(
                 self.registry, [{"name": name, "info": json.dumps(info), "v": [0.0, 0.0]}]
             )
+            # Durable (a Milvus killed before it flushed lost the row, leaving its collection
+            # an orphan) and visible to every process before the 201.
+            self.client.flush(self.registry)
+            self._settle(self.registry, f"name == {lit(name)}")
         return self._record(name, info)
 
     def get_catalog(self, name: str) -> CatalogRecord:
@@ -118,8 +125,13 @@ class MilvusStore(MilvusBase, CatalogStore):
                 shas.update(e["image"] for e in batch)
             with self._errors():
                 self.client.delete(self.registry, filter=f"name == {lit(name)}")
+                self.client.flush(self.registry)  # durable, as create's row
                 self._settle(self.registry, f"name == {lit(name)}")
-                self.client.drop_collection(info["collection"])
+                try:
+                    self.client.drop_collection(info["collection"])
+                except Exception as exc:
+                    if not gone(exc):  # gone already: the row was all that was left
+                        raise
         return shas
 
     def rebind_catalog(
@@ -260,14 +272,20 @@ class MilvusStore(MilvusBase, CatalogStore):
             )
             for r in rows:
                 coll = json.loads(r["info"])["collection"]
-                if self.client.query(  # Strong: another replica's new item may reference it
-                    coll,
-                    filter=f"image == {lit(sha256)}",
-                    output_fields=["id"],
-                    limit=1,
-                    consistency_level="Strong",
-                ):
-                    return True
+                try:
+                    if self.client.query(  # Strong: another replica's item may reference it
+                        coll,
+                        filter=f"image == {lit(sha256)}",
+                        output_fields=["id"],
+                        limit=1,
+                        consistency_level="Strong",
+                    ):
+                        return True
+                except Exception as exc:
+                    # A catalog whose collection is gone (dropped by a delete racing this
+                    # listing) holds no items; its error failed adds and deletes everywhere.
+                    if not gone(exc):
+                        raise
         return False
 
     # search -------------------------------------------------------------------------------

@@ -31,8 +31,18 @@ def milvus_uri(url: str) -> str:
 
 
 def lit(s: str) -> str:
-    """A string literal for a Milvus boolean expression."""
-    return json.dumps(s)
+    """A string literal for a Milvus boolean expression. Characters beyond the Basic
+    Multilingual Plane stay as they are: json.dumps' surrogate-pair escapes (an emoji in a
+    label) are not Milvus syntax, so every filter on such a label was a 503."""
+    return json.dumps(s, ensure_ascii=False)
+
+
+def gone(exc: BaseException) -> bool:
+    """Whether a Milvus error says the collection does not exist."""
+    from pymilvus import MilvusException
+    from pymilvus.exceptions import ErrorCode
+
+    return isinstance(exc, MilvusException) and exc.code == ErrorCode.COLLECTION_NOT_FOUND
 
 
 def record_item(e: dict[str, Any]) -> ItemRecord:
@@ -46,6 +56,18 @@ def record_item(e: dict[str, Any]) -> ItemRecord:
         ),
         created_at=datetime.fromisoformat(e["created_at"]),
     )
+
+
+def quiet_pymilvus() -> None:
+    """pymilvus logs every failed call with a full traceback through a stderr handler of its
+    own, past the server's log format (JSON or text): 200,000 lines while Milvus was down for
+    a few minutes. `_errors` logs each failure once, in the server's format; pymilvus's own
+    loggers keep only CRITICAL, through the server's handlers."""
+    for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "pymilvus"]:
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.propagate = True
+        lg.setLevel(logging.CRITICAL if name == "pymilvus" else logging.NOTSET)
 
 
 class MilvusBase:
@@ -108,6 +130,7 @@ class MilvusBase:
                 "IMGCLASS_VECTOR_STORE names Milvus but pymilvus is not installed; "
                 "pip install 'imgclass[milvus]'"
             ) from exc
+        quiet_pymilvus()
         with self._errors():
             self._client = MilvusClient(
                 uri=self.uri, token=self._token or "", timeout=self._timeout
@@ -137,18 +160,28 @@ class MilvusBase:
         return f"Milvus at {self.uri} (collections {self.prefix}*)"
 
     def _info(self, name: str) -> dict[str, Any]:
+        where = f"name == {lit(name)}"
         with self._errors():
-            rows = self.client.query(
-                self.registry, filter=f"name == {lit(name)}", output_fields=["info"]
-            )
+            rows = self.client.query(self.registry, filter=where, output_fields=["info"])
+            if not rows:  # created a moment ago by another process: a Strong read sees it
+                rows = self.client.query(
+                    self.registry, filter=where, output_fields=["info"], consistency_level="Strong"
+                )
         if not rows:
             raise CatalogNotFound(f"No catalog named {name!r}.", catalog=name)
         info: dict[str, Any] = json.loads(rows[0]["info"])
         return info
 
     def _count(self, collection: str, expr: str = 'id != ""') -> int:
+        """Items matching `expr`; 0 for a collection that is gone (a registry row left by a
+        Milvus that lost its latest writes must not make every listing fail)."""
         with self._errors():
-            rows = self.client.query(collection, filter=expr, output_fields=["count(*)"])
+            try:
+                rows = self.client.query(collection, filter=expr, output_fields=["count(*)"])
+            except Exception as exc:
+                if gone(exc):
+                    return 0
+                raise
         return int(rows[0]["count(*)"]) if rows else 0
 
     def _settle(self, collection: str, expr: str) -> None:
@@ -165,9 +198,14 @@ class MilvusBase:
         while True:
             where = f"id > {lit(after)}" + (f" and ({expr})" if expr else "")
             with self._errors():
-                batch = self.client.query(
-                    collection, filter=where, output_fields=["id", *fields], limit=BATCH
-                )
+                try:
+                    batch = self.client.query(
+                        collection, filter=where, output_fields=["id", *fields], limit=BATCH
+                    )
+                except Exception as exc:
+                    if gone(exc):  # nothing left to page through
+                        return
+                    raise
             if not batch:
                 return
             batch.sort(key=lambda e: e["id"])

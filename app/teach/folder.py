@@ -23,7 +23,7 @@ from PIL import Image
 
 from app.catalog.outcomes import ItemSpec
 from app.catalog.service import CatalogService
-from app.catalog.types import check_label
+from app.catalog.types import StoreUnavailable, check_label
 from app.errors import (
     InsufficientStorage,
     InvalidRequest,
@@ -360,8 +360,9 @@ def ingest(
 
 
 def _storage(exc: ServiceError) -> bool:
-    """A failing data folder (full, read-only, gone): every further image would fail too."""
-    return isinstance(exc, (InsufficientStorage, StorageUnavailable))
+    """A failing data folder (full, read-only, gone) or vector store (Milvus down): every
+    further image would fail too."""
+    return isinstance(exc, (InsufficientStorage, StorageUnavailable, StoreUnavailable))
 
 
 def _add(

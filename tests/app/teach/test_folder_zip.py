@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.catalog import blobs
+from app.catalog.types import StoreUnavailable
 from app.errors import InsufficientStorage, PayloadTooLarge
 from app.main import create_app
 from app.teach import cli as teach_cli
@@ -207,6 +208,34 @@ def test_a_disk_that_fills_mid_upload_says_what_stays(
     assert "32 image(s) read before this were added" in detail and "skip_duplicates" in detail
     assert written[0] == 2 * 32 + 1  # the second batch failed once, not image by image
     assert c.get("/v1/catalogs/full").json()["item_count"] == 32
+
+
+def test_a_vector_store_failing_mid_upload_ends_it(
+    teach_client: TestClient,
+    fm_pngs,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Milvus failing after the first batch: the zip answered 200 with every later entry
+    "skipped" for the store's failure, each tried one by one. Now the upload ends at once, as
+    on a full disk, saying what stays."""
+    c = teach_client
+    assert c.post("/v1/catalogs", json={"name": "vs", "model": "products"}).status_code == 201
+    service = c.app.state.catalogs  # type: ignore[attr-defined]
+    add = service.add_checked
+    calls = [0]
+
+    def failing(*args: object, **kw: object) -> object:
+        calls[0] += 1
+        if calls[0] > 1:
+            raise StoreUnavailable("The Milvus vector store failed; the server log says why.")
+        return add(*args, **kw)
+
+    monkeypatch.setattr(service, "add_checked", failing)
+    images = (LabelledImage("bag", f"bag/{i}.png", fm_pngs[BAG][i]) for i in range(60))
+    with pytest.raises(StoreUnavailable) as info:
+        ingest(service, "vs", images, IngestReport())
+    assert info.value.extra["added"] == {"bag": 32} and calls[0] == 2
+    assert "skip_duplicates" in info.value.detail
 
 
 def test_added_counts_use_the_labels_as_stored(
