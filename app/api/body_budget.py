@@ -13,9 +13,15 @@ bounded further on by the model queues, the catalog embed gate and the /v2 parse
 
 from __future__ import annotations
 
-from typing import Final
+import asyncio
+from collections.abc import Callable
+from typing import Final, TypeVar
+
+from starlette.concurrency import run_in_threadpool
 
 from app.errors import Overloaded
+
+T = TypeVar("T")
 
 RETRY_AFTER_S: Final = 1
 
@@ -37,3 +43,12 @@ class BodyBudget:
 
     def release(self, n: int) -> None:
         self.in_transit -= n
+
+
+async def on_thread(work: Callable[[], T], then: Callable[[], None]) -> T:
+    """`work()` on a worker thread; `then()` once that thread has finished, even when the
+    request awaiting it is cancelled first: a thread cannot be stopped, so what it holds (its
+    bytes in the budget, its turn) is held until it ends."""
+    job = asyncio.ensure_future(run_in_threadpool(work))
+    job.add_done_callback(lambda _: then())
+    return await asyncio.shield(job)

@@ -18,10 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Final, TypeVar
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from app.api.body_budget import BodyBudget
+from app.api.body_budget import BodyBudget, on_thread
 from app.errors import Overloaded
 
 T = TypeVar("T")
@@ -58,11 +57,9 @@ class HeavyBodyGate:
                 ) from None
             raise
 
-        def done(_: object) -> None:
+        def done() -> None:
             self._turn.release()
             if budget is not None:
                 budget.release(size)
 
-        job = asyncio.ensure_future(run_in_threadpool(work))
-        job.add_done_callback(done)
-        return await asyncio.shield(job)
+        return await on_thread(work, done)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from app.api.body_budget import BodyBudget
+from app.api.body_budget import BodyBudget, on_thread
 from app.api.forms import read_body
 from app.json_images import JsonImage, fetch_bytes_bound, load_images, parse_images
 from app.settings import Settings
@@ -23,7 +21,5 @@ async def read_json_images(request: Request, settings: Settings) -> list[JsonIma
     budget: BodyBudget | None = getattr(request.app.state, "body_budget", None)
     if budget is None or bound == 0:
         return await run_in_threadpool(load_images, entries, settings)
-    budget.reserve(bound)
-    job = asyncio.ensure_future(run_in_threadpool(load_images, entries, settings))
-    job.add_done_callback(lambda _: budget.release(bound))  # when the fetching thread is done
-    return await asyncio.shield(job)
+    budget.reserve(bound)  # given back when the fetching thread is done
+    return await on_thread(lambda: load_images(entries, settings), lambda: budget.release(bound))

@@ -106,19 +106,20 @@ async def handle_predict(request: Request) -> Response:
     scheduler = schedulers.get(registry.serving_name(loaded), loaded.model, meta.input)
     scheduler.admit()  # a full queue answers 503 before the body is read
     catalogs: CatalogService = state.catalogs
-    if query.similar is not None:  # a missing or mismatched catalog answers before any decode
-        await run_in_threadpool(catalogs.similar_catalog, loaded, query.catalog)
+    similar_in = None  # a missing or mismatched catalog answers before any decode
+    if query.similar is not None:
+        similar_in = await run_in_threadpool(catalogs.similar_catalog, loaded, query.catalog)
     uploads = await read_uploads(request, settings)
     k = min(query.top_k or settings.default_top_k, meta.num_classes)
     filenames = [u.filename for u in uploads]
     # Decode + forward pass in one worker-thread hop (app.batching), maybe batched with others.
     scored = await unless_gone(request, scheduler.submit([u.data for u in uploads], filenames))
     outcome = classify(loaded, scored.images, filenames, k, output=scored.output)
-    if query.similar is None:
+    if query.similar is None or similar_in is None:
         return _json(predict_response(loaded, k, outcome))
     # Neighbours from the embeddings of the same forward pass.
     found = await run_in_threadpool(
-        catalogs.similar, loaded, query.catalog, outcome.embeddings, query.similar
+        catalogs.similar, loaded, similar_in, outcome.embeddings, query.similar
     )
     return _json(
         predict_response(

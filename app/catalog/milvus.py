@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from app.catalog.milvus_base import BATCH, ITEM_FIELDS, MilvusBase, gone, lit, record_item
+from app.catalog.milvus_base import (
+    BATCH,
+    ITEM_FIELDS,
+    MilvusBase,
+    lit,
+    record_item,
+    unless_gone,
+)
 from app.catalog.store import CatalogStore
 from app.catalog.types import (
     CatalogExists,
@@ -127,11 +134,8 @@ class MilvusStore(MilvusBase, CatalogStore):
                 self.client.delete(self.registry, filter=f"name == {lit(name)}")
                 self.client.flush(self.registry)  # durable, as create's row
                 self._settle(self.registry, f"name == {lit(name)}")
-                try:
+                with unless_gone():  # gone already: the row was all that was left
                     self.client.drop_collection(info["collection"])
-                except Exception as exc:
-                    if not gone(exc):  # gone already: the row was all that was left
-                        raise
         return shas
 
     def rebind_catalog(
@@ -272,7 +276,9 @@ class MilvusStore(MilvusBase, CatalogStore):
             )
             for r in rows:
                 coll = json.loads(r["info"])["collection"]
-                try:
+                # A catalog whose collection is gone (dropped by a delete racing this listing)
+                # holds no items; its error failed adds and deletes everywhere.
+                with unless_gone():
                     if self.client.query(  # Strong: another replica's item may reference it
                         coll,
                         filter=f"image == {lit(sha256)}",
@@ -281,11 +287,6 @@ class MilvusStore(MilvusBase, CatalogStore):
                         consistency_level="Strong",
                     ):
                         return True
-                except Exception as exc:
-                    # A catalog whose collection is gone (dropped by a delete racing this
-                    # listing) holds no items; its error failed adds and deletes everywhere.
-                    if not gone(exc):
-                        raise
         return False
 
     # search -------------------------------------------------------------------------------

@@ -37,12 +37,19 @@ def lit(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)
 
 
-def gone(exc: BaseException) -> bool:
-    """Whether a Milvus error says the collection does not exist."""
+@contextmanager
+def unless_gone() -> Iterator[None]:
+    """Let a Milvus error that says the collection does not exist pass in silence (a
+    collection dropped by a racing delete, or lost with a Milvus that lost its latest writes,
+    holds no items); any other error goes on."""
     from pymilvus import MilvusException
     from pymilvus.exceptions import ErrorCode
 
-    return isinstance(exc, MilvusException) and exc.code == ErrorCode.COLLECTION_NOT_FOUND
+    try:
+        yield
+    except MilvusException as exc:
+        if exc.code != ErrorCode.COLLECTION_NOT_FOUND:
+            raise
 
 
 def record_item(e: dict[str, Any]) -> ItemRecord:
@@ -175,13 +182,9 @@ class MilvusBase:
     def _count(self, collection: str, expr: str = 'id != ""') -> int:
         """Items matching `expr`; 0 for a collection that is gone (a registry row left by a
         Milvus that lost its latest writes must not make every listing fail)."""
-        with self._errors():
-            try:
-                rows = self.client.query(collection, filter=expr, output_fields=["count(*)"])
-            except Exception as exc:
-                if gone(exc):
-                    return 0
-                raise
+        rows: list[dict[str, Any]] = []
+        with self._errors(), unless_gone():
+            rows = self.client.query(collection, filter=expr, output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
 
     def _settle(self, collection: str, expr: str) -> None:
@@ -197,15 +200,11 @@ class MilvusBase:
         after = ""
         while True:
             where = f"id > {lit(after)}" + (f" and ({expr})" if expr else "")
-            with self._errors():
-                try:
-                    batch = self.client.query(
-                        collection, filter=where, output_fields=["id", *fields], limit=BATCH
-                    )
-                except Exception as exc:
-                    if gone(exc):  # nothing left to page through
-                        return
-                    raise
+            batch: list[dict[str, Any]] = []
+            with self._errors(), unless_gone():  # gone: nothing left to page through
+                batch = self.client.query(
+                    collection, filter=where, output_fields=["id", *fields], limit=BATCH
+                )
             if not batch:
                 return
             batch.sort(key=lambda e: e["id"])

@@ -50,22 +50,22 @@ def _alone(name: str) -> Iterator[None]:
 def reindex_catalog(
     store: CatalogStore,
     blobs: BlobStore,
-    name: str,
+    current: CatalogRecord,
     loaded: LoadedModel,
     *,
     embed: Embed,
     write_guard: Callable[[], AbstractContextManager[None]],
     force: bool = False,
 ) -> tuple[CatalogRecord, int]:
-    """Re-embed every stored image of catalog `name` with `loaded`, then rebind in one step;
-    (the catalog, the items re-embedded). A catalog bound to `loaded` already is returned as
-    it is (0 items) unless `force`. Writes may continue meanwhile: when the catalog changed
+    """Re-embed every stored image of catalog `current` with `loaded`, then rebind in one
+    step; (the catalog, the items re-embedded). A catalog bound to `loaded` already is returned
+    as it is (0 items) unless `force`. Writes may continue meanwhile: when the catalog changed
     (items added, deleted or replaced), only the images not yet embedded are embedded and the
     rebind is tried again. The last of REINDEX_ROUNDS rounds holds the write guard, so adds and
     deletes (every process) wait for that one short round - the images added since the round
     before, and the rebind - and the reindex finishes however busy the writers."""
     ref = model_ref(loaded)
-    current = store.get_catalog(name)
+    name = current.name
     if not force and current.model.sha256 == ref.sha256 and current.model.dim == ref.dim:
         return current, 0
     with _alone(name):

@@ -226,10 +226,11 @@ class CatalogService:
         holds the write guard. A no-op when the catalog is bound to that model already, unless
         `force`; 409 while this process reindexes it (app.catalog.reindex)."""
         store = self._ensure_open()
-        loaded = self.registry.get(store.get_catalog(name).model.name)
+        catalog = store.get_catalog(name)
+        loaded = self.registry.get(catalog.model.name)
         guard = self._blob_guard
         return reindex_catalog(
-            store, self.blobs, name, loaded, embed=self.embed, write_guard=guard, force=force
+            store, self.blobs, catalog, loaded, embed=self.embed, write_guard=guard, force=force
         )
 
     # items --------------------------------------------------------------------------------
@@ -365,10 +366,10 @@ class CatalogService:
         return record
 
     def similar(
-        self, loaded: LoadedModel, catalog: str | None, embeddings: Vector | None, k: int
+        self, loaded: LoadedModel, record: CatalogRecord, embeddings: Vector | None, k: int
     ) -> SearchOutcome:
-        """Neighbours for predict?similar=k: `embeddings` come from predict's forward pass."""
-        record = self.similar_catalog(loaded, catalog)
+        """Neighbours for predict?similar=k in the catalog `similar_catalog` found before the
+        images were decoded: `embeddings` come from predict's forward pass."""
         if embeddings is None:
             raise InvalidRequest(f"Model {loaded.name!r} returned no embedding.")
         bound = self.bound_model(record)

@@ -208,16 +208,23 @@ class JobRunner:
             try:
                 self._take(job_id)
             except Exception as exc:  # never let one job end the worker (the queue would stall)
-                problem = failure(exc)
-                if problem is None:
-                    logger.exception("teach job %s could not be run", job_id)
-                else:
-                    logger.warning("teach job %s could not be run: %s", job_id, problem.detail)
                 with self._lock:
                     job = self._jobs.get(job_id)
-                    if job is not None and not job.done:
-                        job.error = dict(CRASHED) if problem is None else problem.to_problem()
-                        self._finish(job, "failed")
+                self._fail(job, job_id, exc)
+
+    def _fail(self, job: Job | None, job_id: str, exc: BaseException) -> None:
+        """End a job on an error (called in its except block): its own or the data folder's
+        problem (a full disk is a 507), logged in a line, or a bug, CRASHED and logged with its
+        traceback."""
+        problem = failure(exc)
+        if problem is None:
+            logger.exception("teach job %s crashed", job_id)
+        else:
+            logger.info("teach job %s failed: %s", job_id, problem.detail)
+        with self._lock:
+            if job is not None and not job.done:
+                job.error = dict(CRASHED) if problem is None else problem.to_problem()
+                self._finish(job, "failed")
 
     def _take(self, job_id: str) -> None:
         with self._lock:
@@ -276,21 +283,8 @@ class JobRunner:
                     self._finish(job, "failed")
             logger.info("teach job %s %s", job.id, job.status)
             return
-        except ServiceError as exc:
-            with self._lock:
-                job.error = exc.to_problem()
-                self._finish(job, "failed")
-            logger.info("teach job %s failed: %s", job.id, exc.detail)
-            return
-        except Exception as exc:  # a bug, or the data folder failing: keep the worker alive
-            problem = failure(exc)
-            if problem is None:
-                logger.exception("teach job %s crashed", job.id)
-            else:
-                logger.warning("teach job %s failed: %s", job.id, problem.detail)
-            with self._lock:
-                job.error = dict(CRASHED) if problem is None else problem.to_problem()
-                self._finish(job, "failed")
+        except Exception as exc:  # its own error, the data folder's, or a bug
+            self._fail(job, job.id, exc)
             return
         with self._lock:
             job.result = result
