@@ -303,6 +303,37 @@ def test_download_runs_in_plain_onnxruntime_with_the_same_top1(
         open_download(loaded)
 
 
+def test_a_download_works_when_the_data_folder_cannot_take_the_cached_file(
+    teach_client: TestClient, fm_pngs: dict[int, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The joined graph is cached next to the taught bundle; on a read-only (or full) data
+    folder that write failed and the download answered 503. It is now served uncached."""
+    import errno
+
+    import app.teach.download as download
+
+    c = teach_client
+    make_catalog(c, "ro", {"sneaker": fm_pngs[SNEAKER][:8], "bag": fm_pngs[BAG][:8]})
+    assert teach(c, "ro", "rom")["status"] == "succeeded"
+
+    def read_only(path: Path, data: bytes, mode: int = 0o644) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(download, "atomic_write", read_only)
+    first = c.get("/v1/models/rom/download")
+    assert first.status_code == 200, first.text
+    ranged = c.get("/v1/models/rom/download", headers={"Range": "bytes=10-19"})
+    assert ranged.status_code == 206 and ranged.content == first.content[10:20]
+    sess = ort.InferenceSession(first.content, providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["image"]
+    loaded = c.app.state.registry.get("rom")  # type: ignore[attr-defined]
+    assert not (loaded.model.bundle.path / download.STANDALONE_FILE).exists()
+    # once the folder takes writes again the file is cached, byte for byte the same
+    monkeypatch.undo()
+    assert c.get("/v1/models/rom/download").content == first.content
+    assert (loaded.model.bundle.path / download.STANDALONE_FILE).is_file()
+
+
 def info_size(c: TestClient, name: str) -> int:
     return int(c.get(f"/v1/models/{name}").json()["size_bytes"])
 
