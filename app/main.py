@@ -18,6 +18,7 @@ from app.api.body_budget import BodyBudget
 from app.api.cors import ProblemCORSMiddleware
 from app.api.guards import GuardMiddleware
 from app.api.head import HeadAsGet
+from app.api.big_answers import AnswerGate
 from app.api.heavy_bodies import HeavyBodyGate
 from app.api.hotpath import ServingApp
 from app.api.overload import OverloadShedder
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max(settings.max_body_bytes_in_flight, largest) if settings.max_body_bytes_in_flight else 0
     )
     app.state.heavy_bodies = HeavyBodyGate()
+    app.state.answers = AnswerGate()
     install_error_handlers(app)
     # Added innermost first: headers -> access log -> CORS -> guards -> shedder -> HEAD ->
     # routes.

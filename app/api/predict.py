@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from app.api.big_answers import AnswerGate
 from app.api.deps import ReadAuth, require_read_key
 from app.api.disconnect import unless_gone
 from app.api.predict_shapes import predict_response
@@ -118,11 +119,12 @@ async def handle_predict(request: Request) -> Response:
     if query.similar is None or similar_in is None:
         return _json(predict_response(loaded, k, outcome))
     # Neighbours from the embeddings of the same forward pass.
-    found = await run_in_threadpool(
-        catalogs.similar, loaded, similar_in, outcome.embeddings, query.similar
-    )
-    return _json(
-        predict_response(
+    answers: AnswerGate = state.answers
+    catalog, similar = similar_in, query.similar
+
+    def build() -> bytes:
+        found = catalogs.similar(loaded, catalog, outcome.embeddings, similar)
+        body = predict_response(
             loaded,
             k,
             outcome,
@@ -130,7 +132,9 @@ async def handle_predict(request: Request) -> Response:
             hits=found.hits,
             search_ms=found.search_ms,
         )
-    )
+        return body.model_dump_json().encode()
+
+    return await answers.respond(request, len(uploads) * similar, build)
 
 
 class _HotRoute(Route):

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from app.api.big_answers import AnswerGate
 from app.api.catalogs.openapi import ERRORS, ITEMS_BODY
 from app.api.catalogs.parsing import ITEM_FIELDS, form_specs, items_limits, query_spec
 from app.api.catalogs.shaping import item_view
@@ -116,22 +117,27 @@ async def _add(
 @router.get("/{name}/items", response_model=ItemList, responses=ERRORS)
 async def list_items(
     name: str,
+    request: Request,
     service: CatalogsDep,
     after: Annotated[
         str | None, Query(description="cursor: the last id of the previous page")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     label: Annotated[str | None, Query(description="only items with this label")] = None,
-) -> ItemList:
+) -> Response:
     """Items in id order (generated ids sort by creation time), a page at a time."""
-    page = await run_in_threadpool(
-        lambda: service.list_items(name, after=after, limit=limit, label=label)
-    )
-    return ItemList(
-        items=[item_view(name, it) for it in page.items],
-        total=page.total,
-        next_after=page.next_after,
-    )
+
+    def build() -> bytes:
+        page = service.list_items(name, after=after, limit=limit, label=label)
+        items = [item_view(name, it) for it in page.items]
+        return (
+            ItemList(items=items, total=page.total, next_after=page.next_after)
+            .model_dump_json()
+            .encode()
+        )
+
+    answers: AnswerGate = request.app.state.answers
+    return await answers.respond(request, limit, build)
 
 
 @router.get("/{name}/items/{item_id}", response_model=Item, responses=ERRORS)
