@@ -12,7 +12,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "unknown catalog, item or model"},
     409: {"description": "the served model is not the build the catalog was made with"},
     422: {"description": "invalid parameters"},
-    503: {"description": "model still loading or vector store unavailable"},
+    503: {
+        "description": "model still loading, vector store unavailable or server busy (Retry-After)"
+    },
 }
 
 CREATE_BODY: dict[str, Any] = {
