@@ -364,10 +364,13 @@ class EmbeddedStore(CatalogStore):
                 found = live.index.search(queries, fetch, allowed)
             results: list[list[Hit]] = []
             vanished = False
-            for ids, scores in found:
-                pairs = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
-                pairs = [p for p in pairs if p[0] not in skip]
-                records = items_by_seq(conn, [p[0] for p in pairs])
+            per_query = [
+                [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if int(i) not in skip]
+                for ids, scores in found
+            ]
+            # one read (and one parsed record) per item, however many queries found it
+            records = items_by_seq(conn, sorted({i for pairs in per_query for i, _ in pairs}))
+            for pairs in per_query:
                 hits = [Hit(records[i], s) for i, s in pairs if i in records]
                 vanished |= len(hits) < min(k, len(pairs))
                 results.append(hits[:k])

@@ -117,13 +117,18 @@ def catalog_row(conn: sqlite3.Connection, name: str) -> Row:
     )
 
 
+_SEQS_PER_QUERY = 4096  # well under SQLite's limit on parameters (32,766)
+
+
 def items_by_seq(conn: sqlite3.Connection, seqs: list[int]) -> dict[int, ItemRecord]:
     """The items with these `seq` keys (faiss ids), by key; those deleted meanwhile are absent."""
-    if not seqs:
-        return {}
-    marks = ",".join("?" * len(seqs))
-    rows = conn.execute(f"SELECT seq, {ITEM_COLS} FROM items WHERE seq IN ({marks})", seqs)
-    return {r[0]: item_from_row(r[1:]) for r in rows}
+    out: dict[int, ItemRecord] = {}
+    for start in range(0, len(seqs), _SEQS_PER_QUERY):
+        part = seqs[start : start + _SEQS_PER_QUERY]
+        marks = ",".join("?" * len(part))
+        rows = conn.execute(f"SELECT seq, {ITEM_COLS} FROM items WHERE seq IN ({marks})", part)
+        out.update((r[0], item_from_row(r[1:])) for r in rows)
+    return out
 
 
 class Connections:
