@@ -42,6 +42,10 @@ def main() -> None:
         reexec_with_jemalloc(settings.allocator)  # returns when nothing is to be done
         check_loaded(settings.allocator)
         check_writable(settings.data_dir)  # else every worker fails alike, with a traceback
+        if settings.grpc_port:
+            from app.grpc_oip import check_grpc_port
+
+            check_grpc_port(settings.host, settings.grpc_port)
         gpu = _gpu(settings.providers)
     except ConfigurationError as exc:
         print(f"imgclass: not started: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -14,11 +15,11 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__, telemetry
 from app.api import access, catalogs, health, metrics, models, openapi, predict, teach, v2
+from app.api.big_answers import AnswerGate
 from app.api.body_budget import BodyBudget
 from app.api.cors import ProblemCORSMiddleware
 from app.api.guards import GuardMiddleware
 from app.api.head import HeadAsGet
-from app.api.big_answers import AnswerGate
 from app.api.heavy_bodies import HeavyBodyGate
 from app.api.hotpath import ServingApp
 from app.api.overload import OverloadShedder
@@ -54,6 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry: ModelRegistry = app.state.registry
         catalog_service: CatalogService = app.state.catalogs
+        grpc_server = None  # bound first: a port in use stops start-up before any thread runs
+        if settings.grpc_port:
+            from app.grpc_oip import GrpcServer  # grpcio is loaded only when the port is set
+
+            grpc_server = GrpcServer(app.state, asyncio.get_running_loop())
         catalog_service.open()
         if settings.load_in_background:
             threading.Thread(
@@ -77,7 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logger.info("C allocator: %s (IMGCLASS_ALLOCATOR=%s)", allocator, settings.allocator)
         trimmer = HeapTrimmer(settings.heap_trim_seconds if allocator == "glibc" else 0)
         trimmer.start()
+        if grpc_server is not None:
+            grpc_server.start()
         yield
+        if grpc_server is not None:
+            await asyncio.to_thread(grpc_server.stop)
         trimmer.stop()
         app.state.teach.stop()
         registry.stop_watching()

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # The Open Inference Protocol's gRPC binding (KServe v2 / Triton; app/grpc_oip.py) on this
+    # port of `host`, in every worker (SO_REUSEPORT); 0 = off. Triton's own default is 8001.
+    grpc_port: int = Field(default=0, ge=0, le=65535)
     # Server processes (0 = auto: one per core, at most 4, on CPU; one with CUDA). Each worker
     # loads every model and gets its share of the cores for its pipelines, threads, queue and
     # decodes; `python -m app` listens and deals connections to them in turn (app.serve).

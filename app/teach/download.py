@@ -46,7 +46,7 @@ def _joined(model: TaughtModel) -> bytes:
 
 def _uncached(data: bytes) -> BinaryIO:
     """The joined graph in an anonymous temporary file (gone when closed)."""
-    file = tempfile.TemporaryFile()
+    file = tempfile.TemporaryFile()  # noqa: SIM115 (handed to the caller, who closes it)
     try:
         file.write(data)
         file.seek(0)

@@ -1,0 +1,329 @@
+"""The Open Inference Protocol v2 over gRPC: the `inference.GRPCInferenceService` of KServe v2
+and Triton (message classes from the `tritonclient` package's generated modules), beside the
+HTTP/REST binding in app/api/v2.py and sharing its rules: the same model lookup (`name` plus
+an optional version), inputs (`image` as BYTES holding encoded image files, or the model's FP32
+NHWC tensor), outputs (`probs`, `embedding`, the classification extension), ingestion policy,
+limits, queue, batching and deadline.
+
+Off unless IMGCLASS_GRPC_PORT is set. Each server process runs one gRPC server on its own
+threads (grpcio's synchronous server: the event loop may be uvloop, which grpc.aio does not
+support) and binds the port with SO_REUSEPORT, so the kernel spreads connections over the
+workers of `python -m app`. A call is parsed on a gRPC thread and scheduled on the process's
+event loop like an HTTP request. Bounds: messages up to IMGCLASS_MAX_REQUEST_BYTES (plus room
+for the request's own fields), GRPC_THREADS calls at once per process and GRPC_PENDING more
+waiting (then RESOURCE_EXHAUSTED), the request deadline (or the client's, when shorter).
+Errors carry the same details as the HTTP binding's, with gRPC status codes (`_CODES`).
+Triton's own extensions (repository, statistics, shared memory, streaming) answer
+UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hmac
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, TypeVar
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from app import __version__
+from app.api.health import server_ready
+from app.api.v2 import EXTENSIONS, _batch, _metadata, _model, _outputs
+from app.batching import Schedulers
+from app.errors import (
+    BadRequest,
+    ConfigurationError,
+    DeadlineExceeded,
+    NotReady,
+    ServiceError,
+    Unauthorized,
+)
+from app.oip import (
+    BYTES,
+    FP32,
+    SUPPORTED_DATATYPES,
+    InferRequest,
+    InputTensor,
+    OutputTensor,
+    RequestedOutput,
+    _decode_input,
+    serialize_bytes,
+)
+from app.registry import ModelRegistry
+from app.settings import Settings
+from app.telemetry import observe_request
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+GRPC_THREADS: Final = 8
+GRPC_PENDING: Final = 32
+_ROOM: Final = 1 << 20  # a message's own fields beside the image bytes
+
+# HTTP status of a service error -> gRPC status code
+_CODES: Final = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    431: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    507: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def _key(context: grpc.ServicerContext) -> str | None:
+    """The API key the call presents (`x-api-key`, or `authorization: Bearer <key>`)."""
+    meta = dict(context.invocation_metadata() or ())
+    key = meta.get("x-api-key")
+    auth = meta.get("authorization")
+    if key is None and isinstance(auth, str) and auth[:7].lower() == "bearer ":
+        key = auth[7:].strip()
+    return key if isinstance(key, str) else None
+
+
+def _input(t: Any, raw: bytes | None, index: int, max_elements: int) -> InputTensor:
+    """One input tensor, through the HTTP binding's checks: raw bytes are its binary section
+    (BYTES: 4-byte little-endian length + bytes per element; FP32: little-endian floats), and
+    `contents` are turned into the same bytes."""
+    obj = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+    if raw is None and t.datatype == BYTES and t.contents.bytes_contents:
+        raw = serialize_bytes(list(t.contents.bytes_contents))
+    elif raw is None and t.datatype == FP32 and t.contents.fp32_contents:
+        raw = np.asarray(t.contents.fp32_contents, dtype="<f4").tobytes()
+    if raw is None and t.datatype in SUPPORTED_DATATYPES:
+        kind = "bytes" if t.datatype == BYTES else "fp32"
+        raise BadRequest(
+            f"input {t.name!r} carries no data: send it in raw_input_contents (as tritonclient "
+            f"does) or in contents.{kind}_contents."
+        )
+    return _decode_input(obj, raw, index, max_elements)
+
+
+def parse_request(request: Any, max_elements: int) -> InferRequest:
+    """A ModelInferRequest as the HTTP binding's InferRequest (400/413 on bad input)."""
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise BadRequest(
+            f"raw_input_contents holds {len(raw)} tensors for {len(request.inputs)} inputs; "
+            "when used, it carries every input, in order."
+        )
+    inputs = [
+        _input(t, raw[i] if raw else None, i, max_elements) for i, t in enumerate(request.inputs)
+    ]
+    outputs = None
+    if request.outputs:
+        outputs = []
+        for o in request.outputs:
+            cls = o.parameters.get("classification")
+            k = int(cls.int64_param) if cls is not None else 0
+            if k < 0:
+                raise BadRequest(f"output {o.name!r}: classification must be >= 0.")
+            outputs.append(RequestedOutput(o.name, None, k))
+    return InferRequest(request.id or None, inputs, outputs, binary_output=False)
+
+
+def _response(name: str, version: str, req_id: str | None, outs: list[OutputTensor]) -> Any:
+    response = pb.ModelInferResponse(model_name=name, model_version=version, id=req_id or "")
+    for o in outs:
+        response.outputs.add(name=o.name, datatype=o.datatype, shape=o.shape)
+        if o.items is not None:
+            response.raw_output_contents.append(serialize_bytes(o.items))
+        else:
+            assert o.array is not None
+            response.raw_output_contents.append(o.array.astype("<f4").tobytes())
+    return response
+
+
+class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    """The KServe v2 RPCs on one server process's registry and queues."""
+
+    def __init__(self, state: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.state, self.loop = state, loop
+        self.settings: Settings = state.settings
+        self.registry: ModelRegistry = state.registry
+
+    # plumbing ----------------------------------------------------------------------------
+    def _call(
+        self,
+        context: grpc.ServicerContext,
+        method: str,
+        work: Callable[[], T],
+        model: str = "",
+        read: bool = True,
+    ) -> T:
+        """`work()` with service errors as gRPC statuses, the key checked for reads, and the
+        call counted in /metrics like an HTTP request (route `grpc <method>`, the HTTP status
+        its error has, 200 on success; an unknown model's name is not a label)."""
+        t0, status = time.perf_counter(), 200
+        try:
+            if read and self.settings.api_key_for_reads:
+                self._check_key(context)
+            return work()
+        except ServiceError as exc:
+            status = exc.status
+            code = _CODES.get(exc.status, grpc.StatusCode.INTERNAL)
+            if isinstance(exc, DeadlineExceeded):
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
+            context.abort(code, exc.detail)
+            raise  # abort raises; this line is for the type checker
+        finally:
+            label = model if status != 404 else ""
+            observe_request(f"grpc {method}", "POST", label, status, time.perf_counter() - t0)
+
+    def _check_key(self, context: grpc.ServicerContext) -> None:
+        if self.settings.api_key is None:
+            return
+        got = _key(context)
+        want = self.settings.api_key.get_secret_value().encode()
+        if got is None or not hmac.compare_digest(got.encode(), want):
+            raise Unauthorized(
+                "This call needs the API key: send it as metadata 'x-api-key: <key>' or "
+                "'authorization: Bearer <key>'."
+            )
+
+    def _on_loop(
+        self, context: grpc.ServicerContext, coro: Coroutine[Any, Any, T], wait_s: float
+    ) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        context.add_callback(future.cancel)  # the client went away: stop waiting in the queue
+        try:
+            return future.result(timeout=wait_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise DeadlineExceeded("The request deadline passed before inference.") from None
+        except concurrent.futures.CancelledError:
+            context.abort(grpc.StatusCode.CANCELLED, "The call was cancelled.")
+            raise
+
+    # health and metadata -----------------------------------------------------------------
+    def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        return pb.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        return pb.ServerReadyResponse(ready=server_ready(self.registry, self.settings))
+
+    def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        def work() -> Any:
+            try:
+                _model(self.registry, request.name, request.version or None)
+            except NotReady:
+                return pb.ModelReadyResponse(ready=False)
+            return pb.ModelReadyResponse(ready=True)
+
+        return self._call(context, "ModelReady", work, request.name, read=False)
+
+    def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        return self._call(
+            context,
+            "ServerMetadata",
+            lambda: pb.ServerMetadataResponse(
+                name="imgclass", version=__version__, extensions=EXTENSIONS
+            ),
+        )
+
+    def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        def work() -> Any:
+            loaded = _model(self.registry, request.name, request.version or None)
+            meta = _metadata(loaded, self.registry.versions(loaded.model.bundle.metadata.name))
+            out = pb.ModelMetadataResponse(
+                name=meta["name"], versions=meta["versions"], platform=meta["platform"]
+            )
+            for kind in ("inputs", "outputs"):
+                for t in meta[kind]:
+                    getattr(out, kind).add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+            return out
+
+        return self._call(context, "ModelMetadata", work, request.name)
+
+    # inference ---------------------------------------------------------------------------
+    def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        return self._call(
+            context, "ModelInfer", lambda: self._infer(request, context), request.model_name
+        )
+
+    def _infer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        received = time.perf_counter()
+        loaded = _model(self.registry, request.model_name, request.model_version or None)
+        meta = loaded.model.bundle.metadata
+        spec = meta.input
+        per_image = spec.height * spec.width * spec.channels
+        req = parse_request(request, self.settings.max_batch_images * per_image)
+        tensor = _batch(req, loaded, self.settings)
+        left = context.time_remaining()
+        wait_s = min(self.settings.request_deadline_s, left if left is not None else 1e9)
+        due = received + wait_s
+
+        async def run() -> Any:
+            schedulers: Schedulers = self.state.schedulers
+            name = self.registry.serving_name(loaded)
+            scheduler = schedulers.get(name, loaded.model, spec)
+            scheduler.admit()
+            if tensor.items is not None:
+                return (await scheduler.submit(tensor.items, deadline=due)).output
+            assert tensor.array is not None
+            return (await scheduler.submit_tensor(tensor.array, deadline=due)).output
+
+        out = self._on_loop(context, run(), wait_s + 1.0)
+        outs = _outputs(req, loaded, out.probs, out.embedding)
+        return _response(meta.name, meta.version, req.id, outs)
+
+
+class GrpcServer:
+    """The gRPC binding of one server process: started and stopped by the app's lifespan."""
+
+    def __init__(self, state: Any, loop: asyncio.AbstractEventLoop) -> None:
+        settings: Settings = state.settings
+        check_grpc_port(settings.host, settings.grpc_port)  # before grpc starts its threads
+        size = settings.max_request_bytes + _ROOM
+        self.server = grpc.server(
+            concurrent.futures.ThreadPoolExecutor(GRPC_THREADS, thread_name_prefix="grpc"),
+            options=[
+                ("grpc.max_receive_message_length", size),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.so_reuseport", 1),
+            ],
+            maximum_concurrent_rpcs=GRPC_THREADS + GRPC_PENDING,
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(OipServicer(state, loop), self.server)
+        self.address = f"{settings.host}:{settings.grpc_port}"
+        try:
+            bound = self.server.add_insecure_port(self.address)
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            self.server.stop(None)
+            raise ConfigurationError(f"cannot listen on {self.address} (IMGCLASS_GRPC_PORT)")
+
+    def start(self) -> None:
+        self.server.start()
+        logger.info("Open Inference Protocol over gRPC on %s", self.address)
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        self.server.stop(grace_s).wait(grace_s + 1.0)
+
+
+def check_grpc_port(host: str, port: int) -> None:
+    """Before any worker starts: the gRPC port can be bound beside the other workers
+    (SO_REUSEPORT), else ConfigurationError (another program holds it)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on {host}:{port} (IMGCLASS_GRPC_PORT): {exc.strerror}"
+            ) from None

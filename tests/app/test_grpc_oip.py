@@ -1,0 +1,269 @@
+"""The Open Inference Protocol over gRPC (app/grpc_oip.py) driven by the official Triton gRPC
+client (tritonclient.grpc) against a real `python -m app` with two workers sharing the port, on
+the shipped imagenet and digits bundles: the same answers as /v1 and /v2 over HTTP, errors as
+gRPC status codes with the HTTP binding's details, and the API key as call metadata."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+
+from app.bundle import load_bundle
+from app.imaging import ImageLimits, prepare
+from tests.conftest import DATA, ROOT, require
+from tests.live_server import LiveServer, live_server
+
+grpcclient = pytest.importorskip("tritonclient.grpc", reason="pip install tritonclient grpcio")
+from tritonclient.grpc import service_pb2 as pb  # noqa: E402
+from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+MAX_BATCH = 4
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+KEY = "grpc-test-key"
+AUTH = {"x-api-key": KEY}
+PHOTOS = ["imagenet_00_243.jpg", "imagenet_01_559.jpg", "imagenet_02_438.jpg"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, int]]:
+    tmp = tmp_path_factory.mktemp("grpc")
+    port = free_port()
+    env = {
+        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
+        "IMGCLASS_ENABLED_MODELS": '["imagenet", "digits"]',
+        "IMGCLASS_LOAD_IN_BACKGROUND": "false",
+        "IMGCLASS_WORKERS": "2",
+        "IMGCLASS_GRPC_PORT": str(port),
+        "IMGCLASS_MAX_BATCH_IMAGES": str(MAX_BATCH),
+        "IMGCLASS_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+        "IMGCLASS_API_KEY": KEY,
+        "IMGCLASS_API_KEY_FOR_READS": "true",
+        "IMGCLASS_LOG_LEVEL": "WARNING",
+    }
+    with live_server(tmp, env, entry="app", ready_path="/healthz") as s:
+        wait_ready(port)
+        yield s, port
+
+
+def wait_ready(port: int) -> None:
+    client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{port}")
+    for _ in range(600):
+        try:
+            if client.is_server_ready():
+                return
+        except InferenceServerException:
+            pass
+        import time
+
+        time.sleep(0.1)
+    raise AssertionError("the gRPC binding never became ready")
+
+
+@pytest.fixture(scope="module")
+def client(server: tuple[LiveServer, int]) -> grpcclient.InferenceServerClient:
+    return grpcclient.InferenceServerClient(url=f"127.0.0.1:{server[1]}")
+
+
+def photo(name: str) -> bytes:
+    return require(DATA / "photos" / "foolbox" / name).read_bytes()
+
+
+def files_input(images: list[bytes]) -> grpcclient.InferInput:
+    inp = grpcclient.InferInput("image", [len(images)], "BYTES")
+    inp.set_data_from_numpy(np.array(images, dtype=np.object_))
+    return inp
+
+
+def v1_top(server: LiveServer, model: str, images: list[bytes], k: int) -> list[list[dict]]:  # type: ignore[type-arg]
+    files = [("file", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(images)]
+    r = httpx.post(
+        f"{server.base}/v1/models/{model}/predict?top_k={k}", files=files, headers=AUTH, timeout=60
+    )
+    assert r.status_code == 200, r.text
+    return [res["predictions"] for res in r.json()["results"]]
+
+
+def status_of(call: object) -> tuple[str, str]:
+    """(gRPC status name, message) of a failing tritonclient call."""
+    with pytest.raises(InferenceServerException) as info:
+        call()  # type: ignore[operator]
+    return str(info.value.status()), str(info.value.message())
+
+
+def test_health_and_metadata(client: grpcclient.InferenceServerClient) -> None:
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("imagenet", headers=AUTH)
+    meta = client.get_server_metadata(headers=AUTH)
+    assert meta.name == "imgclass" and "classification" in meta.extensions
+    model = client.get_model_metadata("imagenet", headers=AUTH)
+    assert model.name == "imagenet" and list(model.versions) == ["1"]
+    assert [(t.name, t.datatype, list(t.shape)) for t in model.inputs] == [("image", "BYTES", [-1])]
+    assert [(t.name, list(t.shape)) for t in model.outputs] == [
+        ("probs", [-1, 1000]),
+        ("embedding", [-1, 1280]),
+    ]
+    code, msg = status_of(lambda: client.get_model_metadata("nope", headers=AUTH))
+    assert code == "StatusCode.NOT_FOUND" and "nope" in msg
+    code, _ = status_of(lambda: client.is_model_ready("nope", headers=AUTH))
+    assert code == "StatusCode.NOT_FOUND"
+
+
+def test_real_photos_same_top5_as_v1_on_both_workers(
+    client: grpcclient.InferenceServerClient, server: tuple[LiveServer, int]
+) -> None:
+    """The classification extension gives /v1's top-5 exactly; new channels land on both
+    workers (SO_REUSEPORT), and each answers the same."""
+    images = [photo(p) for p in PHOTOS]
+    expected = v1_top(server[0], "imagenet", images, 5)
+    outputs = [grpcclient.InferRequestedOutput("probs", class_count=5)]
+    for _ in range(6):  # fresh connections: the kernel spreads them over the workers
+        fresh = grpcclient.InferenceServerClient(url=f"127.0.0.1:{server[1]}")
+        result = fresh.infer("imagenet", [files_input(images)], outputs=outputs, headers=AUTH)
+        rows = [[c.decode().split(":", 2) for c in row] for row in result.as_numpy("probs")]
+        assert [[int(i) for _, i, _ in row] for row in rows] == [
+            [p["index"] for p in row] for row in expected
+        ]
+        for row, exp in zip(rows, expected, strict=True):
+            assert [lab for _, _, lab in row] == [p["label"] for p in exp]
+            np.testing.assert_allclose(
+                [float(s) for s, _, _ in row], [p["score"] for p in exp], atol=1e-5
+            )
+        fresh.close()
+    # true classes of the file names are the top-1
+    assert [int(r[0][1]) for r in rows] == [int(p.split("_")[2].split(".")[0]) for p in PHOTOS]
+    full = client.infer("imagenet", [files_input(images[:2])], headers=AUTH, model_version="1")
+    probs, emb = full.as_numpy("probs"), full.as_numpy("embedding")
+    assert probs.shape == (2, 1000) and probs.dtype == np.float32 and emb.shape == (2, 1280)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_fp32_tensor_and_contents_match_the_encoded_file(
+    client: grpcclient.InferenceServerClient, server: tuple[LiveServer, int]
+) -> None:
+    png = photo("mnist_00_7.png")
+    spec = load_bundle(ROOT / "models" / "digits", verify_hash=False).metadata.input
+    tensor = prepare(png, spec, ImageLimits()).array[None]
+    fp32 = grpcclient.InferInput("image", list(tensor.shape), "FP32")
+    fp32.set_data_from_numpy(tensor)
+    from_tensor = client.infer("digits", [fp32], headers=AUTH).as_numpy("probs")
+    from_file = client.infer("digits", [files_input([png])], headers=AUTH).as_numpy("probs")
+    np.testing.assert_allclose(from_tensor, from_file, atol=1e-6)
+    # typed `contents` instead of raw_input_contents (other OIP clients send these)
+    with grpc.insecure_channel(f"127.0.0.1:{server[1]}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        req = pb.ModelInferRequest(model_name="digits")
+        t = req.inputs.add(name="image", datatype="BYTES", shape=[1])
+        t.contents.bytes_contents.append(png)
+        got = stub.ModelInfer(req, metadata=tuple(AUTH.items()))
+        probs = np.frombuffer(got.raw_output_contents[0], dtype="<f4").reshape(1, -1)
+        np.testing.assert_allclose(probs, from_file, atol=1e-6)
+        req = pb.ModelInferRequest(model_name="digits")
+        t = req.inputs.add(name="image", datatype="FP32", shape=list(tensor.shape))
+        t.contents.fp32_contents.extend(tensor.ravel().tolist())
+        got = stub.ModelInfer(req, metadata=tuple(AUTH.items()))
+        probs = np.frombuffer(got.raw_output_contents[0], dtype="<f4").reshape(1, -1)
+        np.testing.assert_allclose(probs, from_file, atol=1e-6)
+
+
+def test_errors_are_status_codes_with_the_http_bindings_details(
+    client: grpcclient.InferenceServerClient, server: tuple[LiveServer, int]
+) -> None:
+    png = photo("mnist_00_7.png")
+
+    def infer(model: str, inputs: list[grpcclient.InferInput], **kw: object) -> object:
+        return lambda: client.infer(model, inputs, headers=kw.pop("headers", AUTH), **kw)
+
+    code, msg = status_of(infer("nope", [files_input([png])]))
+    assert code == "StatusCode.NOT_FOUND" and "nope" in msg
+    code, msg = status_of(infer("digits", [files_input([b"not an image"])]))
+    assert code == "StatusCode.INVALID_ARGUMENT" and "image" in msg.lower()
+    code, msg = status_of(infer("digits", [files_input([png] * (MAX_BATCH + 1))]))
+    assert code == "StatusCode.RESOURCE_EXHAUSTED" and str(MAX_BATCH) in msg
+    ints = grpcclient.InferInput("image", [1, 2], "INT32")
+    ints.set_data_from_numpy(np.zeros((1, 2), np.int32))
+    code, msg = status_of(infer("digits", [ints]))
+    assert code == "StatusCode.INVALID_ARGUMENT" and "BYTES" in msg and "FP32" in msg
+    wrong = grpcclient.InferInput("pixels", [1], "BYTES")
+    wrong.set_data_from_numpy(np.array([png], dtype=np.object_))
+    code, msg = status_of(infer("digits", [wrong]))
+    assert code == "StatusCode.INVALID_ARGUMENT" and "'image'" in msg
+    nan = grpcclient.InferInput("image", [1, 28, 28, 1], "FP32")
+    nan.set_data_from_numpy(np.full((1, 28, 28, 1), np.nan, np.float32))
+    code, msg = status_of(infer("digits", [nan]))
+    assert code == "StatusCode.INVALID_ARGUMENT" and "NaN" in msg
+    code, msg = status_of(infer("digits", [files_input([png])], headers={}))
+    assert code == "StatusCode.UNAUTHENTICATED" and "x-api-key" in msg
+    code, _ = status_of(infer("digits", [files_input([png])], headers={"x-api-key": "wrong"}))
+    assert code == "StatusCode.UNAUTHENTICATED"
+    code, msg = status_of(
+        infer("digits", [files_input([png])], outputs=[grpcclient.InferRequestedOutput("logits")])
+    )
+    assert code == "StatusCode.INVALID_ARGUMENT" and "logits" in msg
+    # a message over the request limit is refused by gRPC itself, before any parsing
+    big = files_input([b"\xff" * (MAX_REQUEST_BYTES + (2 << 20))])
+    code, _ = status_of(infer("digits", [big]))
+    assert code == "StatusCode.RESOURCE_EXHAUSTED"
+    # raw contents for some inputs only, and an input with no data at all
+    with grpc.insecure_channel(f"127.0.0.1:{server[1]}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        req = pb.ModelInferRequest(model_name="digits")
+        req.inputs.add(name="image", datatype="BYTES", shape=[1])
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(req, metadata=tuple(AUTH.items()))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "raw_input_contents" in str(info.value.details())
+        req.raw_input_contents.extend([b"", b""])
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(req, metadata=tuple(AUTH.items()))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # Triton's own extensions are not served
+        with pytest.raises(grpc.RpcError) as info:
+            stub.RepositoryIndex(pb.RepositoryIndexRequest(), metadata=tuple(AUTH.items()))
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    # the server is still well: no worker died, nothing logged a traceback
+    assert client.is_server_ready()
+    assert "Traceback" not in server[0].log_text()
+    # calls are counted in /metrics like HTTP requests, an unknown model without its name
+    text = httpx.get(f"{server[0].base}/metrics", headers=AUTH, timeout=30).text
+    assert 'method="POST",model="digits",route="grpc ModelInfer",status="200"' in text
+    assert 'method="POST",model="",route="grpc ModelInfer",status="404"' in text
+    assert 'method="POST",model="digits",route="grpc ModelInfer",status="401"' in text
+    assert 'model="nope"' not in text
+
+
+def test_a_grpc_port_in_use_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = {
+            **os.environ,
+            "IMGCLASS_DATA_DIR": str(tmp_path / "data"),
+            "IMGCLASS_PORT": str(free_port()),
+            "IMGCLASS_GRPC_PORT": str(port),
+        }
+        run = subprocess.run(
+            [sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert run.returncode == 2
+    assert run.stderr.strip() == (
+        f"imgclass: not started: cannot listen on 127.0.0.1:{port} (IMGCLASS_GRPC_PORT): "
+        "Address already in use"
+    )
