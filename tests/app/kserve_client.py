@@ -2,7 +2,8 @@
 
 Run by tests/app/test_v2_kserve.py inside `.venv-kserve` (scripts/install all), which the
 project's own environment cannot hold (the SDK pins protobuf and psutil lower). Usage:
-`python kserve_client.py BASE_URL MODEL PHOTO...`; prints one JSON object on stdout.
+`python kserve_client.py BASE_URL MODEL PHOTO...`; prints one JSON object on stdout. A
+BASE_URL of `grpc://HOST:PORT` drives the gRPC binding with the SDK's InferenceGRPCClient.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from typing import Any
 
 import numpy as np
-from kserve import InferenceRESTClient, RESTConfig
+from kserve import InferenceGRPCClient, InferenceRESTClient, RESTConfig
 from kserve.protocol.infer_type import InferInput, InferRequest
 
 
@@ -66,5 +67,43 @@ async def main(base: str, model: str, paths: list[str]) -> dict[str, Any]:
     return out
 
 
+async def main_grpc(url: str, model: str, paths: list[str]) -> dict[str, Any]:
+    client = InferenceGRPCClient(url=url, timeout=60)
+    photos = [open(p, "rb").read() for p in paths]  # noqa: SIM115 - short script
+    out: dict[str, Any] = {
+        "live": await client.is_server_live(),
+        "ready": await client.is_server_ready(),
+        "model_ready": await client.is_model_ready(model),
+    }
+    rows: list[list[int]] = []
+    for start in range(0, len(photos), 4):
+        req = InferRequest(
+            model_name=model,
+            infer_inputs=[image_input(photos[start : start + 4], True)],
+            request_id=f"kserve-grpc-{start}",
+        )
+        res = await client.infer(req)
+        outputs = {o.name: o for o in res.outputs}
+        rows += top5(outputs["probs"].as_numpy())
+        out.setdefault("outputs", sorted(outputs))
+        out.setdefault("request_id", res.id)
+    out["grpc"] = rows
+    try:
+        await client.infer(
+            InferRequest(model_name="no-such-model", infer_inputs=[image_input(photos[:1], True)])
+        )
+        out["unknown_model"] = "answered"
+    except Exception as exc:  # grpc.aio.AioRpcError
+        out["unknown_model"] = f"{type(exc).__name__}: {exc}"
+    await client.close()
+    return out
+
+
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3:]))))
+    base, model, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
+    run = (
+        main_grpc(base.removeprefix("grpc://"), model, paths)
+        if base.startswith("grpc://")
+        else main(base, model, paths)
+    )
+    print(json.dumps(asyncio.run(run)))

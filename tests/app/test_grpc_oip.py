@@ -6,6 +6,7 @@ gRPC status codes with the HTTP binding's details, and the API key as call metad
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from app.bundle import load_bundle
 from app.imaging import ImageLimits, prepare
-from tests.conftest import DATA, ROOT, require
+from tests.conftest import DATA, ROOT, free_port, require
 from tests.live_server import LiveServer, live_server
 
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="pip install tritonclient grpcio")
@@ -29,12 +30,6 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024
 KEY = "grpc-test-key"
 AUTH = {"x-api-key": KEY}
 PHOTOS = ["imagenet_00_243.jpg", "imagenet_01_559.jpg", "imagenet_02_438.jpg"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +61,6 @@ def wait_ready(port: int) -> None:
                 return
         except InferenceServerException:
             pass
-        import time
-
         time.sleep(0.1)
     raise AssertionError("the gRPC binding never became ready")
 

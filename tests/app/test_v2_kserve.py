@@ -12,13 +12,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import DATA, ROOT
+from tests.conftest import DATA, ROOT, free_port
 from tests.live_server import LiveServer, live_server
 
 KSERVE_PYTHON = ROOT / ".venv-kserve" / "bin" / "python"
 CLIENT = ROOT / "tests" / "app" / "kserve_client.py"
 
 pytestmark = pytest.mark.slow
+GRPC_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "IMGCLASS_ENABLED_MODELS": '["imagenet"]',
         "IMGCLASS_LOAD_IN_BACKGROUND": "false",
         "IMGCLASS_LOG_LEVEL": "WARNING",
+        "IMGCLASS_GRPC_PORT": str(GRPC_PORT),
     }
     with live_server(tmp_path_factory.mktemp("kserve"), env, ready_path="/v2/health/ready") as s:
         yield s
@@ -61,3 +63,30 @@ def test_kserve_rest_client_gets_the_same_top5_as_v1(server: LiveServer) -> None
     assert got["binary"] == expected
     # An unknown model is an error the SDK reports with the server's message, not a success.
     assert "no-such-model" in got["unknown_model"] and "answered" not in got["unknown_model"]
+
+
+def test_kserve_grpc_client_gets_the_same_top5_as_v1(server: LiveServer) -> None:
+    """The SDK's InferenceGRPCClient against the gRPC binding (IMGCLASS_GRPC_PORT)."""
+    if not KSERVE_PYTHON.exists():
+        pytest.fail(f"{KSERVE_PYTHON} is missing; run scripts/install all")
+    photos = sorted((DATA / "photos" / "foolbox").glob("imagenet_*.jpg"))
+    run = subprocess.run(
+        [str(KSERVE_PYTHON), str(CLIENT), f"grpc://127.0.0.1:{GRPC_PORT}", "imagenet"]
+        + [str(p) for p in photos],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout)
+    assert (got["live"], got["ready"], got["model_ready"]) == (True, True, True)
+    assert got["outputs"] == ["embedding", "probs"] and got["request_id"] == "kserve-grpc-0"
+    expected: list[list[int]] = []
+    for start in range(0, len(photos), 4):
+        files = [
+            ("file", (p.name, p.read_bytes(), "image/jpeg")) for p in photos[start : start + 4]
+        ]
+        r = httpx.post(f"{server.base}/v1/models/imagenet/predict?top_k=5", files=files, timeout=60)
+        expected += [[p["index"] for p in res["predictions"]] for res in r.json()["results"]]
+    assert got["grpc"] == expected
+    assert "NOT_FOUND" in got["unknown_model"] and "no-such-model" in got["unknown_model"]
