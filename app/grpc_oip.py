@@ -9,9 +9,14 @@ Off unless IMGCLASS_GRPC_PORT is set. Each server process runs one gRPC server o
 threads (grpcio's synchronous server: the event loop may be uvloop, which grpc.aio does not
 support) and binds the port with SO_REUSEPORT, so the kernel spreads connections over the
 workers of `python -m app`. A call is parsed on a gRPC thread and scheduled on the process's
-event loop like an HTTP request. Bounds: messages up to IMGCLASS_MAX_REQUEST_BYTES (plus room
-for the request's own fields), GRPC_THREADS calls at once per process and GRPC_PENDING more
-waiting (then RESOURCE_EXHAUSTED), the request deadline (or the client's, when shorter).
+event loop like an HTTP request. Bounds: messages up to IMGCLASS_GRPC_MAX_MESSAGE_BYTES (8 MiB;
+gRPC refuses larger ones with RESOURCE_EXHAUSTED before they are parsed), charged to the
+process's body budget while they are served (IMGCLASS_MAX_BODY_BYTES_IN_FLIGHT, shared with
+HTTP bodies: UNAVAILABLE when full), GRPC_THREADS calls at once per process and GRPC_PENDING
+more waiting (then RESOURCE_EXHAUSTED), the request deadline (or the client's, when shorter).
+gRPC holds a whole message before a call runs, and the call copies it about twice while it is
+parsed, so one process holds at most about GRPC_CALLS x 3 x the message limit for gRPC
+(12 x 3 x 8 MiB = 288 MiB by default).
 Errors carry the same details as the HTTP binding's, with gRPC status codes (`_CODES`).
 Triton's own extensions (repository, statistics, shared memory, streaming) answer
 UNIMPLEMENTED.
@@ -33,6 +38,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from app import __version__
+from app.api.body_budget import BodyBudget
 from app.api.health import server_ready
 from app.api.v2 import EXTENSIONS, _batch, _metadata, _model, _outputs
 from app.batching import Schedulers
@@ -63,8 +69,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 GRPC_THREADS: Final = 8
-GRPC_PENDING: Final = 32
-_ROOM: Final = 1 << 20  # a message's own fields beside the image bytes
+GRPC_PENDING: Final = 4
+GRPC_CALLS: Final = GRPC_THREADS + GRPC_PENDING
 
 # HTTP status of a service error -> gRPC status code
 _CODES: Final = {
@@ -253,6 +259,23 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         )
 
     def _infer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """The call's message stays charged to the process's body budget (as an HTTP body
+        would be) until the answer is built: 503 UNAVAILABLE when it does not fit."""
+        size = request.ByteSize()
+        budget: BodyBudget | None = getattr(self.state, "body_budget", None)
+        if budget is None:
+            return self._infer_held(request, context)
+
+        async def reserve() -> None:
+            budget.reserve(size)
+
+        self._on_loop(context, reserve(), 5.0)
+        try:
+            return self._infer_held(request, context)
+        finally:
+            self.loop.call_soon_threadsafe(budget.release, size)
+
+    def _infer_held(self, request: Any, context: grpc.ServicerContext) -> Any:
         received = time.perf_counter()
         loaded = _model(self.registry, request.model_name, request.model_version or None)
         meta = loaded.model.bundle.metadata
@@ -285,7 +308,7 @@ class GrpcServer:
     def __init__(self, state: Any, loop: asyncio.AbstractEventLoop) -> None:
         settings: Settings = state.settings
         check_grpc_port(settings.host, settings.grpc_port)  # before grpc starts its threads
-        size = settings.max_request_bytes + _ROOM
+        size = settings.grpc_max_message_bytes
         self.server = grpc.server(
             concurrent.futures.ThreadPoolExecutor(GRPC_THREADS, thread_name_prefix="grpc"),
             options=[
@@ -293,7 +316,7 @@ class GrpcServer:
                 ("grpc.max_send_message_length", -1),
                 ("grpc.so_reuseport", 1),
             ],
-            maximum_concurrent_rpcs=GRPC_THREADS + GRPC_PENDING,
+            maximum_concurrent_rpcs=GRPC_CALLS,
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(OipServicer(state, loop), self.server)
         self.address = f"{settings.host}:{settings.grpc_port}"

@@ -42,6 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
         "IMGCLASS_LOAD_IN_BACKGROUND": "false",
         "IMGCLASS_WORKERS": "2",
         "IMGCLASS_GRPC_PORT": str(port),
+        "IMGCLASS_GRPC_MAX_MESSAGE_BYTES": str(MAX_REQUEST_BYTES),
         "IMGCLASS_MAX_BATCH_IMAGES": str(MAX_BATCH),
         "IMGCLASS_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
         "IMGCLASS_API_KEY": KEY,
@@ -205,7 +206,7 @@ def test_errors_are_status_codes_with_the_http_bindings_details(
         infer("digits", [files_input([png])], outputs=[grpcclient.InferRequestedOutput("logits")])
     )
     assert code == "StatusCode.INVALID_ARGUMENT" and "logits" in msg
-    # a message over the request limit is refused by gRPC itself, before any parsing
+    # a message over the gRPC message limit is refused by gRPC itself, before any parsing
     big = files_input([b"\xff" * (MAX_REQUEST_BYTES + (2 << 20))])
     code, _ = status_of(infer("digits", [big]))
     assert code == "StatusCode.RESOURCE_EXHAUSTED"
@@ -251,6 +252,7 @@ def test_a_grpc_port_in_use_stops_start_up_with_one_line(tmp_path: Path) -> None
             "IMGCLASS_DATA_DIR": str(tmp_path / "data"),
             "IMGCLASS_PORT": str(free_port()),
             "IMGCLASS_GRPC_PORT": str(port),
+        "IMGCLASS_GRPC_MAX_MESSAGE_BYTES": str(MAX_REQUEST_BYTES),
         }
         run = subprocess.run(
             [sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=60
