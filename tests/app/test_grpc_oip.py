@@ -252,7 +252,7 @@ def test_a_grpc_port_in_use_stops_start_up_with_one_line(tmp_path: Path) -> None
             "IMGCLASS_DATA_DIR": str(tmp_path / "data"),
             "IMGCLASS_PORT": str(free_port()),
             "IMGCLASS_GRPC_PORT": str(port),
-        "IMGCLASS_GRPC_MAX_MESSAGE_BYTES": str(MAX_REQUEST_BYTES),
+            "IMGCLASS_GRPC_MAX_MESSAGE_BYTES": str(MAX_REQUEST_BYTES),
         }
         run = subprocess.run(
             [sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=60
