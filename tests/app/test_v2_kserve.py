@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -35,22 +37,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield s
 
 
-def test_kserve_rest_client_gets_the_same_top5_as_v1(server: LiveServer) -> None:
+def run_client(base: str) -> tuple[dict[str, Any], list[Path]]:
+    """The SDK client script's JSON answer against `base`, and the photos it sent."""
     if not KSERVE_PYTHON.exists():
         pytest.fail(f"{KSERVE_PYTHON} is missing; run scripts/install all")
     photos = sorted((DATA / "photos" / "foolbox").glob("imagenet_*.jpg"))
     assert len(photos) == 20, "expected the 20 foolbox ImageNet photos; run scripts/fetch-data"
     run = subprocess.run(
-        [str(KSERVE_PYTHON), str(CLIENT), server.base, "imagenet", *map(str, photos)],
+        [str(KSERVE_PYTHON), str(CLIENT), base, "imagenet", *map(str, photos)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    got = json.loads(run.stdout)
+    got: dict[str, Any] = json.loads(run.stdout)
     assert (got["live"], got["ready"], got["model_ready"]) == (True, True, True)
     assert got["outputs"] == ["embedding", "probs"]
-    assert got["request_id"].startswith("kserve-")
+    return got, photos
+
+
+def v1_top5(server: LiveServer, photos: list[Path]) -> list[list[int]]:
     expected: list[list[int]] = []
     for start in range(0, len(photos), 4):
         files = [
@@ -59,6 +65,13 @@ def test_kserve_rest_client_gets_the_same_top5_as_v1(server: LiveServer) -> None
         r = httpx.post(f"{server.base}/v1/models/imagenet/predict?top_k=5", files=files, timeout=60)
         assert r.status_code == 200, r.text
         expected += [[p["index"] for p in res["predictions"]] for res in r.json()["results"]]
+    return expected
+
+
+def test_kserve_rest_client_gets_the_same_top5_as_v1(server: LiveServer) -> None:
+    got, photos = run_client(server.base)
+    assert got["request_id"].startswith("kserve-")
+    expected = v1_top5(server, photos)
     assert got["json"] == expected
     assert got["binary"] == expected
     # An unknown model is an error the SDK reports with the server's message, not a success.
@@ -67,26 +80,7 @@ def test_kserve_rest_client_gets_the_same_top5_as_v1(server: LiveServer) -> None
 
 def test_kserve_grpc_client_gets_the_same_top5_as_v1(server: LiveServer) -> None:
     """The SDK's InferenceGRPCClient against the gRPC binding (IMGCLASS_GRPC_PORT)."""
-    if not KSERVE_PYTHON.exists():
-        pytest.fail(f"{KSERVE_PYTHON} is missing; run scripts/install all")
-    photos = sorted((DATA / "photos" / "foolbox").glob("imagenet_*.jpg"))
-    run = subprocess.run(
-        [str(KSERVE_PYTHON), str(CLIENT), f"grpc://127.0.0.1:{GRPC_PORT}", "imagenet"]
-        + [str(p) for p in photos],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    got = json.loads(run.stdout)
-    assert (got["live"], got["ready"], got["model_ready"]) == (True, True, True)
-    assert got["outputs"] == ["embedding", "probs"] and got["request_id"] == "kserve-grpc-0"
-    expected: list[list[int]] = []
-    for start in range(0, len(photos), 4):
-        files = [
-            ("file", (p.name, p.read_bytes(), "image/jpeg")) for p in photos[start : start + 4]
-        ]
-        r = httpx.post(f"{server.base}/v1/models/imagenet/predict?top_k=5", files=files, timeout=60)
-        expected += [[p["index"] for p in res["predictions"]] for res in r.json()["results"]]
-    assert got["grpc"] == expected
+    got, photos = run_client(f"grpc://127.0.0.1:{GRPC_PORT}")
+    assert got["request_id"] == "kserve-grpc-0"
+    assert got["grpc"] == v1_top5(server, photos)
     assert "NOT_FOUND" in got["unknown_model"] and "no-such-model" in got["unknown_model"]
