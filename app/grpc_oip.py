@@ -71,6 +71,7 @@ T = TypeVar("T")
 GRPC_THREADS: Final = 8
 GRPC_PENDING: Final = 4
 GRPC_CALLS: Final = GRPC_THREADS + GRPC_PENDING
+MAX_DETAIL: Final = 2048  # characters of an error's message sent in the status
 
 # HTTP status of a service error -> gRPC status code
 _CODES: Final = {
@@ -181,7 +182,10 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
             code = _CODES.get(exc.status, grpc.StatusCode.INTERNAL)
             if isinstance(exc, DeadlineExceeded):
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
-            context.abort(code, exc.detail)
+            detail = exc.detail  # gRPC refuses trailers over 16 KiB: a quoted 2 MB version
+            if len(detail) > MAX_DETAIL:  # would cost the client its answer
+                detail = detail[: MAX_DETAIL - 3] + "..."
+            context.abort(code, detail)
             raise  # abort raises; this line is for the type checker
         finally:
             label = model if status != 404 else ""

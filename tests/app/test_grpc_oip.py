@@ -223,6 +223,14 @@ def test_errors_are_status_codes_with_the_http_bindings_details(
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(req, metadata=tuple(AUTH.items()))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # a 2 MB version string: the error names it, shortened (gRPC caps trailers at 16 KiB)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelMetadata(
+                pb.ModelMetadataRequest(name="digits", version="9" * 2_000_000),
+                metadata=tuple(AUTH.items()),
+            )
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert len(str(info.value.details())) <= 2048
         # Triton's own extensions are not served
         with pytest.raises(grpc.RpcError) as info:
             stub.RepositoryIndex(pb.RepositoryIndexRequest(), metadata=tuple(AUTH.items()))
