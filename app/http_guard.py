@@ -10,7 +10,24 @@ closed. Bodies are the app's business (IMGCLASS_BODY_TIMEOUT_S, per-route byte l
 Answers are bounded the other way: a client that stops reading leaves the answer in the
 connection's write buffer (20 such clients of a 53 MB predict answer held a gigabyte for as
 long as they stayed connected). When the buffer has stayed above its high-water mark for
-WRITE_STALL_S, the connection is aborted and the buffer freed.
+WRITE_STALL_S, the connection is aborted and the buffer freed, also when the connection was
+already closing (a graceful close waits for the buffer to drain, which never happens).
+
+Fuzz round 14 (docs/hardening.md) added the rest:
+- trailers of a chunked body are counted with the head's cap and never stored (uvicorn
+  appended every trailer line to the request's headers: 144 MB of trailers took a worker to
+  2.9 GB);
+- a connection whose request body was not read to its end when the answer was complete is
+  half-closed and closed LINGER_S later (a client trickling a body nobody reads, or a declared
+  1 GB body refused with 413, held its connection and file descriptor for as long as it
+  liked);
+- when more than MAX_PIPELINED requests wait behind the one being answered, those are answered
+  and the connection closes (uvicorn parsed and queued every pipelined request: 50,000 from a
+  client that read nothing held 190 MB), and the head timer never answers 408 while a response
+  is owed (it wrote one into the middle of a pipelined stream);
+- a request with a body and a non-WebSocket `Upgrade` (curl --http2 on http://) is refused
+  with a 400 saying so: httptools stops parsing at the upgrade, so the body was lost and the
+  route answered as if none had been sent.
 """
 
 from __future__ import annotations
@@ -29,6 +46,8 @@ logger = logging.getLogger(__name__)
 HEAD_TIMEOUT_S: Final = 10.0
 MAX_HEAD_BYTES: Final = 64 * 1024
 WRITE_STALL_S: Final = 60.0  # as long as a request body may take (IMGCLASS_BODY_TIMEOUT_S)
+MAX_PIPELINED: Final = 1000  # requests waiting behind the one being answered, at most
+LINGER_S: Final = 5.0  # a body still arriving after its answer is dropped this long, then closed
 _END: Final = b"\r\n\r\n"
 
 
@@ -52,12 +71,17 @@ class HeadGuardedProtocol(HttpToolsProtocol):
     head_timeout_s: float = HEAD_TIMEOUT_S
     max_head_bytes: int = MAX_HEAD_BYTES
     write_stall_s: float = WRITE_STALL_S
+    linger_s: float = LINGER_S
+    max_pipelined: int = MAX_PIPELINED
 
     _head_timer: asyncio.TimerHandle | None = None
     _write_timer: asyncio.TimerHandle | None = None
     _in_head = False
     _head_bytes = 0
     _tail = b""
+    _in_trailers = False  # the current message's headers are parsed: headers now are trailers
+    _trailer_bytes = 0
+    _discarding = False  # answered; the rest of the request body is read and dropped
 
     def _start_head(self) -> None:
         """Count the next head's bytes from here (the previous body has ended)."""
@@ -79,6 +103,8 @@ class HeadGuardedProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
+        if self._owes_response():
+            return  # re-armed when the answer is out (on_response_complete)
         if self._in_head:
             detail = (
                 f"The request line and headers did not arrive within {self.head_timeout_s:g} s."
@@ -113,16 +139,39 @@ class HeadGuardedProtocol(HttpToolsProtocol):
 
     def _write_stalled(self) -> None:
         self._write_timer = None
-        if not self.transport.is_closing():
-            size = self.transport.get_write_buffer_size()
+        size = self.transport.get_write_buffer_size()
+        if size:  # closing or not: a graceful close() waits for this buffer to drain
             logger.warning(
                 "client stopped reading for %g s with %d bytes of its answer unsent: closed",
                 self.write_stall_s,
                 size,
             )
-            self.transport.abort()  # drops the unsent bytes (close() would wait to send them)
+            self.transport.abort()  # drops the unsent bytes
+
+    def _linger(self) -> None:
+        """Close after an answer whose request body is still arriving. Closing at once would
+        reset the connection while the client still sends, and a reset can destroy the answer
+        before the client reads it; so, as web servers do, the answer is finished with a
+        half-close (FIN), what the client still sends is read and dropped, and the connection
+        is closed LINGER_S later (or as soon as the client closes its side)."""
+        self._discarding = True
+        self._end_head()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(self.linger_s, self._linger_over)
+
+    def _linger_over(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.abort()
+
+    def _owes_response(self) -> bool:
+        """A request is being answered, or waits in the pipeline."""
+        cycle = getattr(self, "cycle", None)
+        return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return  # answered and closing: the rest of the body is dropped
         if self._in_head:
             # Bytes up to the blank line that ends the head (a body may follow in the same read,
             # so the chunk is searched, never copied).
@@ -143,9 +192,53 @@ class HeadGuardedProtocol(HttpToolsProtocol):
                 return
         super().data_received(data)
 
+    def on_message_begin(self) -> None:
+        self._in_trailers = False
+        super().on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_trailers:
+            super().on_header(name, value)
+            return
+        # A trailer of a chunked body: counted against the head's cap, never kept (the app
+        # has its headers already; uvicorn would append every line to them).
+        self._trailer_bytes += len(name) + len(value) + 4
+        if self._trailer_bytes > self.max_head_bytes and not self.transport.is_closing():
+            # The route has this request already (it may have answered it): no status line
+            # can be sent in its place, so the connection is closed.
+            logger.warning("chunked body trailers over %d bytes: closed", self.max_head_bytes)
+            self.transport.close()
+
     def on_headers_complete(self) -> None:
         self._end_head()
+        self._in_trailers, self._trailer_bytes = True, 0
+        if self._refuse_upgrade_with_body():
+            return
         super().on_headers_complete()
+        if len(self.pipeline) > self.max_pipelined:
+            # Too many requests sent ahead of their answers: those in hand are answered, then
+            # the connection closes (HTTP lets a server close a pipelined connection; clients
+            # send the unanswered requests again); nothing more is read.
+            self.pipeline.popleft()  # this one (uvicorn queues on the left), unanswered
+            self.pipeline[0][0].keep_alive = False
+            self._discarding = True
+
+    def _refuse_upgrade_with_body(self) -> bool:
+        """A request with a body and an Upgrade other than WebSocket: httptools stops at the
+        upgrade, so its body would never reach the route. Refused with a 400 saying why."""
+        if not self.parser.should_upgrade() or self._should_upgrade():
+            return False
+        heads = dict(self.headers)
+        declared = heads.get(b"content-length", b"0").strip() not in (b"", b"0")
+        if not declared and b"transfer-encoding" not in heads:
+            return False  # no body: served as if the Upgrade were not there
+        upgrade = heads.get(b"upgrade", b"").decode("latin-1")[:40]
+        detail = (
+            f"Upgrade: {upgrade} is not supported, and a request that asks for it cannot carry "
+            "a body here. Send the request without Upgrade (curl: --http1.1)."
+        )
+        _close_with(self.transport, BadRequest(detail))
+        return True
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -154,6 +247,13 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             self._arm()  # answered before its body ended (a 413): the response is out already
 
     def on_response_complete(self) -> None:
+        # With requests pipelined behind it, the answered one's body had ended (the parser
+        # moved on); otherwise self.cycle is the answered one.
+        if not self.pipeline and self.cycle.more_body and not self.transport.is_closing():
+            # Answered before its body ended (a 413, a 404, a route that reads none): the rest
+            # of the body would keep the connection open for as long as the client trickles it.
+            self._linger()
+            return
         super().on_response_complete()
         if self._in_head and not self.transport.is_closing():
             self._arm()

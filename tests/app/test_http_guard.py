@@ -159,13 +159,16 @@ class StallGuard(HeadGuardedProtocol):
     write_stall_s = 1.0
 
 
+@pytest.mark.parametrize("connection", [b"keep-alive", b"close"])
 def test_a_client_that_stops_reading_is_dropped_and_its_answer_freed(
-    tiny_models_dir: Path, tmp_path: Path
+    tiny_models_dir: Path, tmp_path: Path, connection: bytes
 ) -> None:
     # A predict answer of ~30 MB (32 images x 60 neighbours x 15 KB of metadata) to a client
     # that never reads: it sat in the write buffer for as long as the client stayed connected
     # (20 such clients held a gigabyte). Now the connection is aborted once the buffer has
-    # not drained for write_stall_s, and the server answers others as before.
+    # not drained for write_stall_s, and the server answers others as before; also when the
+    # connection was closing already (Connection: close, or keep-alive's timer: round 14
+    # found a graceful close that waited for the buffer for good).
     app = create_app(make_settings(tiny_models_dir, tmp_path))
     png = _png_small()
     with serve_in_thread(app, http=StallGuard) as port:
@@ -190,7 +193,7 @@ def test_a_client_that_stops_reading_is_dropped_and_its_answer_freed(
             s.sendall(
                 b"POST /v1/models/tiny/predict?similar=60&catalog=m HTTP/1.1\r\n"
                 b"Host: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                b"Content-Length: %d\r\n\r\n" % len(body) + body
+                b"Connection: %s\r\nContent-Length: %d\r\n\r\n" % (connection, len(body)) + body
             )
             time.sleep(4)  # not reading: the answer waits in the server's buffers
             got, _, closed = read_until_closed(s, limit_s=20)
@@ -205,3 +208,100 @@ def _png_small() -> bytes:
     buf = io.BytesIO()
     Image.new("L", (28, 28), 120).save(buf, format="PNG")
     return buf.getvalue()
+
+
+# Fuzz round 14 ------------------------------------------------------------------------------
+
+
+class RoundGuard(HeadGuardedProtocol):
+    head_timeout_s = 1.0
+    max_head_bytes = 4096
+    linger_s = 1.0
+    max_pipelined = 5
+
+
+@pytest.fixture(scope="module")
+def guarded(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    settings = make_settings(tiny_models_dir, tmp_path_factory.mktemp("round14"))
+    with serve_in_thread(create_app(settings), http=RoundGuard) as number:
+        yield number
+
+
+def test_chunked_trailers_are_capped_and_never_kept(guarded: int) -> None:
+    """uvicorn appended every trailer line to the request's headers: 144 MB of trailers took
+    a worker to 2.9 GB, with no time limit on a GET. Now they count against the head's cap
+    and the connection closes past it."""
+    with socket.create_connection(("127.0.0.1", guarded)) as s:
+        s.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+        )
+        try:
+            for _ in range(200):  # 1.2 MB of trailer lines, far past the 4 KB cap
+                s.sendall(b"X-t: a\r\n" * 800)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed while we were still sending: what the cap does
+        got, took, closed = read_until_closed(s, limit_s=5)
+    assert closed and took < 4, (took, got[:200])
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000\r\n\r\n",
+        b"POST /v1/models/nope/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n",
+        b"POST /v1/models/tiny/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: image/png\r\nContent-Length: 1000000000\r\n\r\n",
+    ],
+)
+def test_a_body_still_arriving_after_its_answer_ends_the_connection(
+    guarded: int, head: bytes
+) -> None:
+    """A body nobody reads (a GET's, a 404's, a 413's) held the connection and its file
+    descriptor for as long as the client trickled it. The answer arrives whole, then the
+    connection is half-closed and closed linger_s later however the client goes on."""
+    with socket.create_connection(("127.0.0.1", guarded)) as s:
+        s.sendall(head + b"a" * 100)
+        got, took, closed = read_until_closed(s, drip=b"a", limit_s=6)
+    assert closed and took < 3.5, took
+    status = int(got.split(b" ", 2)[1])
+    assert status in (200, 404, 413), got[:200]
+    length = int(re.search(rb"content-length: (\d+)", got, re.I).group(1))  # type: ignore[union-attr]
+    assert len(got.split(b"\r\n\r\n", 1)[1]) == length  # the whole answer came through
+
+
+def test_an_upgrade_with_a_body_is_refused_saying_so(guarded: int) -> None:
+    """curl --http2 on http:// sends `Upgrade: h2c` with its POST; httptools stops at the
+    upgrade, so the body never reached the route, which answered 422 "no image data"."""
+    png = _png_small()
+    with socket.create_connection(("127.0.0.1", guarded)) as s:
+        s.sendall(
+            b"POST /v1/models/tiny/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"
+            b"Content-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(png) + png
+        )
+        got, _ = _until_closed(s, limit_s=4)
+    assert got.startswith(b"HTTP/1.1 400 "), got[:300]
+    assert "Upgrade: h2c is not supported" in _problem(got)["detail"]
+    # without a body the Upgrade is ignored, as before
+    r = httpx.get(
+        f"http://127.0.0.1:{guarded}/healthz",
+        headers={"Connection": "Upgrade", "Upgrade": "h2c"},
+    )
+    assert r.status_code == 200
+
+
+def test_a_long_pipeline_is_answered_in_part_then_closed(guarded: int) -> None:
+    """uvicorn parsed and queued every pipelined request (50,000 from a client that read
+    nothing held 190 MB). Past max_pipelined waiting, those in hand are answered and the
+    connection closes; a pipeline within the cap is answered whole and stays open."""
+    probe = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", guarded)) as s:
+        s.sendall(probe * 40)
+        got, took, closed = read_until_closed(s, limit_s=5)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)
+    assert closed and statuses == [b"200"] * 6 and took < 2, (statuses, took)
+    with socket.create_connection(("127.0.0.1", guarded)) as s:
+        s.sendall(probe * 5)
+        got, _, _ = read_until_closed(s, limit_s=3)
+    # five answers, then the idle connection's 408 (head deadline 1 s), never one mid-stream
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", got) == [b"200"] * 5 + [b"408"]
