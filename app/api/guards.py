@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterable
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
@@ -34,6 +35,37 @@ def split_host(host: str) -> str:
         end = host.find("]")
         return host[: end + 1] if end > 0 else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def host_syntax_ok(host: str) -> bool:
+    """RFC 9110 7.2: `uri-host [ ":" port ]`, read strictly: a DNS name or IPv4 address (dot-
+    separated labels of letters, digits, '-' and '_', no empty label) or a bracketed IPv6
+    address, and a port of digits up to 65535. `localhost:8000@evil.com`, `evil.com#.localhost`
+    or `..localhost` are not hosts (the allow-list once matched them on their first or last
+    part)."""
+    h = host.strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        if end < 0:
+            return False
+        try:
+            ipaddress.IPv6Address(h[1:end])
+        except ValueError:
+            return False
+        rest = h[end + 1 :]
+    else:
+        name, colon, port = h.partition(":")
+        if not _HOST_NAME.fullmatch(name):
+            return False
+        rest = colon + port
+    if not rest:
+        return True
+    port = rest[1:]
+    return rest[0] == ":" and bool(_PORT.fullmatch(port)) and int(port) <= 65535
 
 
 def host_allowed(host: str, patterns: Iterable[str]) -> bool:
@@ -218,6 +250,11 @@ class GuardMiddleware:
             # RFC 9112 3.2: more than one Host line is a 400 (`host`, from a dict, is the
             # last one, which the allow-list alone would have checked).
             return "The request has more than one Host header; send exactly one."
+        if host and not host_syntax_ok(host):
+            return (
+                "The Host header is not a host name or address with an optional port "
+                "(RFC 9110 7.2), e.g. 'localhost:8000' or '[::1]:8000'."
+            )
         probe = scope["path"] in PROBE_PATHS and scope["method"] in SAFE_METHODS
         if not self.any_host and not probe and not host_allowed(host, self.allowed_hosts):
             return (

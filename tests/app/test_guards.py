@@ -24,6 +24,7 @@ from app.api.guards import (
     OIP_CONTENT_CODINGS,
     coding_refusal,
     host_allowed,
+    host_syntax_ok,
     is_loopback,
     repeated_query_name,
     split_host,
@@ -74,6 +75,40 @@ def test_default_hosts_refuse_a_rebound_name(make) -> None:  # type: ignore[no-u
     assert "IMGCLASS_ALLOWED_HOSTS" in r.json()["detail"]
     # Probes answer whatever name a load balancer uses.
     assert c.get("/healthz", headers={"host": "10.0.0.7:8000"}).status_code == 200
+
+
+BAD_HOSTS = [
+    "localhost:8714@evil.com",
+    "evil.com#.localhost",
+    "localhost:8714 evil",
+    "localhost:abc",
+    "..localhost",
+    "127.0.0.1:99999",
+    "localhost:",
+    "[::1",
+    "[nope]:80",
+    "local host",
+    "localhost/x",
+]
+
+
+def test_host_syntax() -> None:
+    for good in ("localhost", "LocalHost:8000", "127.0.0.1:8000", "[::1]:8000", "a.b-c_d.example.",
+                 "app.localhost:1", "[2001:db8::1]"):  # fmt: skip
+        assert host_syntax_ok(good), good
+    for bad in BAD_HOSTS:
+        assert not host_syntax_ok(bad), bad
+
+
+@pytest.mark.parametrize("allowed", [["localhost", "*.localhost", "127.0.0.1"], ["*"]])
+def test_a_malformed_host_is_a_400(make, allowed: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Fuzz round 14: these passed the allow-list on their first or last part (200)."""
+    c = make(allowed_hosts=allowed)
+    for host in BAD_HOSTS:
+        r = c.get("/v1/models", headers={"host": host})
+        assert r.status_code == 400, host
+        assert "not a host name or address" in r.json()["detail"]
+        assert c.get("/healthz", headers={"host": host}).status_code == 400, host
 
 
 def test_star_turns_the_host_check_off(make) -> None:  # type: ignore[no-untyped-def]
