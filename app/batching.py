@@ -168,7 +168,7 @@ class Schedulers:
 
     def retire(self, served: Collection[str]) -> list[str]:
         """Close the schedulers (their pipeline threads, their hold on the model) of names no
-        longer served, e.g. a deleted taught model; requests still queued there get 503.
+        longer served, e.g. a deleted taught model; requests still queued there get 404.
         Without this every deleted name kept two idle threads for the life of the process
         (bench/soak.py measured it). Returns the names retired."""
         with self._lock:
@@ -177,7 +177,7 @@ class Schedulers:
     def _retire_locked(self, served: Collection[str]) -> list[str]:
         gone = [name for name in self._by_name if name not in served]
         for name in gone:
-            self._by_name.pop(name).close()
+            self._by_name.pop(name).close(gone=True)
         if gone:
             logger.info("schedulers retired (no longer served): %s", ", ".join(sorted(gone)))
         return gone

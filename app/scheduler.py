@@ -34,7 +34,7 @@ import numpy.typing as npt
 from app import telemetry
 from app.bundle import InputSpec
 from app.cores import lower_thread_priority
-from app.errors import DeadlineExceeded, Overloaded
+from app.errors import DeadlineExceeded, ModelNotFound, Overloaded, ServiceError
 from app.imaging import ImageLimits, PreparedImage
 from app.ingest import prepare_batch
 from app.logs import logging_as, request_id_var
@@ -89,6 +89,7 @@ class ModelScheduler:
         self._queued_bytes = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._gone = False  # closed because the name is no longer served (a delete)
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-pipeline-{i}", daemon=True)
             for i in range(pipelines)
@@ -178,7 +179,7 @@ class ModelScheduler:
         )
         with self._cond:
             if self._closed:
-                raise Overloaded(f"Model {self.name!r} is shutting down.", retry_after_s=1)
+                raise self._closed_error()
             too_big = self.max_bytes > 0 and self._queued_bytes + job.size > self.max_bytes
             if self._queue and (self.full or too_big):  # one request is always let in
                 raise self.overloaded()
@@ -217,16 +218,23 @@ class ModelScheduler:
             retry_after_s=self.retry_after_s,
         )
 
-    def close(self) -> None:
+    def _closed_error(self) -> ServiceError:
+        if self._gone:  # deleted: retrying would not help
+            return ModelNotFound(f"Model {self.name!r} was deleted while this request waited.")
+        return Overloaded(f"Model {self.name!r} is shutting down.", retry_after_s=1)
+
+    def close(self, gone: bool = False) -> None:
+        """Stop; queued requests are answered 503 (retry: a replaced model or a server
+        stopping), or 404 when `gone` (the name is no longer served: a deleted model)."""
         with self._cond:
             self._closed = True
+            self._gone = gone
             pending = list(self._queue)
             self._queue.clear()
             self._queued_images = self._queued_bytes = 0
             self._cond.notify_all()
         for job in pending:
-            err = Overloaded(f"Model {self.name!r} is shutting down.", retry_after_s=1)
-            resolve(job, err)
+            resolve(job, self._closed_error())
 
     # -- worker side (threads) --------------------------------------------------------------
 

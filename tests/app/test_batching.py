@@ -27,7 +27,7 @@ from app.batching import (
     resolve_threads,
 )
 from app.bundle import load_bundle
-from app.errors import DeadlineExceeded, Overloaded, UnsupportedMediaType
+from app.errors import DeadlineExceeded, ModelNotFound, Overloaded, UnsupportedMediaType
 from app.imaging import ImageLimits, prepare
 from app.main import create_app
 from app.runtime import (
@@ -331,6 +331,35 @@ def test_schedulers_of_names_no_longer_served_are_retired(model: OnnxModel) -> N
         assert pool.retire({"c"}) == []
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("gone", [True, False])
+def test_requests_queued_at_a_close_learn_why(
+    model: OnnxModel, pngs: list[bytes], gone: bool
+) -> None:
+    """A model deleted while requests waited: 404, not a 503 "shutting down ... retry in 1 s"
+    (fuzz round 14: 9 of 49,000 predicts racing deletes), which stays for a server stopping
+    or a model replaced (a retry then reaches the new one)."""
+    gated = Gated(model)
+    sched = scheduler(gated, model.bundle.metadata.input, pipelines=1)
+
+    async def main() -> list[BaseException | object]:
+        first = asyncio.ensure_future(sched.submit([pngs[0]]))
+        assert await asyncio.to_thread(gated.entered.wait, 30)
+        queued = asyncio.ensure_future(sched.submit([pngs[1]]))
+        await asyncio.sleep(0.05)
+        sched.close(gone=gone)
+        gated.gate.set()
+        late = asyncio.ensure_future(sched.submit([pngs[2]]))
+        return await asyncio.gather(first, queued, late, return_exceptions=True)
+
+    first, queued, late = run_then_close(sched, main())
+    assert not isinstance(first, BaseException)  # the one in a forward pass is answered
+    for err in (queued, late):
+        if gone:
+            assert isinstance(err, ModelNotFound) and "was deleted" in err.detail
+        else:
+            assert isinstance(err, Overloaded) and "shutting down" in err.detail
 
 
 def test_threads_times_pipelines_fill_the_cores() -> None:
