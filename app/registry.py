@@ -257,7 +257,6 @@ class ModelRegistry:
             self._pending.discard(pending)
         return loaded
 
-    # watching -----------------------------------------------------------------------------
     def start_watching(self, poll_seconds: float) -> None:
         """Poll the model folders every `poll_seconds` (0 = never) after the first load."""
         if poll_seconds <= 0 or self._watcher is not None:
@@ -268,7 +267,9 @@ class ModelRegistry:
             while not self._stop.wait(poll_seconds):
                 try:
                     self.refresh()
-                except Exception:  # keep watching; the next round retries
+                except OSError as exc:  # out of file descriptors, say: one line, retried
+                    logger.warning("model folder refresh failed (retrying): %s", exc)
+                except Exception:
                     logger.exception("model folder refresh failed")
 
         self._watcher = threading.Thread(target=loop, name="model-watcher", daemon=True)
