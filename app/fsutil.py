@@ -154,6 +154,12 @@ def storage_error(exc: BaseException) -> ServiceError | None:
                 "The data folder cannot be written (read-only or missing permissions); "
                 "reads and predictions still work."
             )
+        if exc.errno in (errno.EMFILE, errno.ENFILE):  # the process or system is out of fds
+            return StorageUnavailable(
+                "The server has no file descriptors free right now (too many open "
+                "connections or files); nothing was changed. Retry shortly.",
+                retry_after_s=1,
+            )
     return None
 
 

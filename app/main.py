@@ -49,6 +49,10 @@ def _load_then_freeze(registry: ModelRegistry, freeze: bool) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    # anyio imports its asyncio backend on first use: at a moment with every file descriptor
+    # taken (fuzz round 14) that import failed and the request answered 500.
+    import anyio._backends._asyncio  # noqa: F401
+
     configure_logging(settings)
 
     @asynccontextmanager

@@ -42,6 +42,27 @@ def test_a_read_only_database_is_a_503(tmp_path: Path) -> None:
     assert isinstance(mapped, StorageUnavailable) and "read-only" in mapped.detail
 
 
+def test_running_out_of_file_descriptors_is_a_503_to_retry(tmp_path: Path) -> None:
+    """Fuzz round 14: with every fd held by idle clients, a request that had to open a file
+    (here a real EMFILE under a lowered limit) answered 500."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    try:
+        with pytest.raises(OSError) as caught:
+            for _ in range(100):
+                held.append((tmp_path / "f").open("w"))
+    finally:
+        for f in held:
+            f.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    mapped = storage_error(caught.value)
+    assert isinstance(mapped, StorageUnavailable) and mapped.status == 503
+    assert "file descriptors" in mapped.detail and mapped.extra["retry_after_s"] == 1
+
+
 @pytest.mark.parametrize(
     ("code", "kind"),
     [
