@@ -207,7 +207,17 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             # The route has this request already (it may have answered it): no status line
             # can be sent in its place, so the connection is closed.
             logger.warning("chunked body trailers over %d bytes: closed", self.max_head_bytes)
-            self.transport.close()
+            self._drop()
+
+    def _drop(self) -> None:
+        """Close while the route may still be answering: its cycle is marked disconnected
+        first, as connection_lost would, so its writes are skipped instead of raising on a
+        closed transport (a traceback per request)."""
+        cycles = [c for c, _ in self.pipeline] + ([self.cycle] if self.cycle is not None else [])
+        for cycle in cycles:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.transport.close()
 
     def on_headers_complete(self) -> None:
         self._end_head()
