@@ -33,9 +33,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar
 
 import grpc
-import numpy as np
 from tritonclient.grpc import service_pb2 as pb
-from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from app import __version__
 from app.api.body_budget import BodyBudget
@@ -43,24 +41,13 @@ from app.api.health import server_ready
 from app.api.v2 import EXTENSIONS, _batch, _metadata, _model, _outputs
 from app.batching import Schedulers
 from app.errors import (
-    BadRequest,
     ConfigurationError,
     DeadlineExceeded,
     NotReady,
     ServiceError,
     Unauthorized,
 )
-from app.oip import (
-    BYTES,
-    FP32,
-    SUPPORTED_DATATYPES,
-    InferRequest,
-    InputTensor,
-    OutputTensor,
-    RequestedOutput,
-    _decode_input,
-    serialize_bytes,
-)
+from app.grpc_codec import call_key, parse_request, response_message
 from app.registry import ModelRegistry
 from app.settings import Settings
 from app.telemetry import observe_request
@@ -89,70 +76,7 @@ _CODES: Final = {
 }
 
 
-def _key(context: grpc.ServicerContext) -> str | None:
-    """The API key the call presents (`x-api-key`, or `authorization: Bearer <key>`)."""
-    meta = dict(context.invocation_metadata() or ())
-    key = meta.get("x-api-key")
-    auth = meta.get("authorization")
-    if key is None and isinstance(auth, str) and auth[:7].lower() == "bearer ":
-        key = auth[7:].strip()
-    return key if isinstance(key, str) else None
-
-
-def _input(t: Any, raw: bytes | None, index: int, max_elements: int) -> InputTensor:
-    """One input tensor, through the HTTP binding's checks: raw bytes are its binary section
-    (BYTES: 4-byte little-endian length + bytes per element; FP32: little-endian floats), and
-    `contents` are turned into the same bytes."""
-    obj = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
-    if raw is None and t.datatype == BYTES and t.contents.bytes_contents:
-        raw = serialize_bytes(list(t.contents.bytes_contents))
-    elif raw is None and t.datatype == FP32 and t.contents.fp32_contents:
-        raw = np.asarray(t.contents.fp32_contents, dtype="<f4").tobytes()
-    if raw is None and t.datatype in SUPPORTED_DATATYPES:
-        kind = "bytes" if t.datatype == BYTES else "fp32"
-        raise BadRequest(
-            f"input {t.name!r} carries no data: send it in raw_input_contents (as tritonclient "
-            f"does) or in contents.{kind}_contents."
-        )
-    return _decode_input(obj, raw, index, max_elements)
-
-
-def parse_request(request: Any, max_elements: int) -> InferRequest:
-    """A ModelInferRequest as the HTTP binding's InferRequest (400/413 on bad input)."""
-    raw = list(request.raw_input_contents)
-    if raw and len(raw) != len(request.inputs):
-        raise BadRequest(
-            f"raw_input_contents holds {len(raw)} tensors for {len(request.inputs)} inputs; "
-            "when used, it carries every input, in order."
-        )
-    inputs = [
-        _input(t, raw[i] if raw else None, i, max_elements) for i, t in enumerate(request.inputs)
-    ]
-    outputs = None
-    if request.outputs:
-        outputs = []
-        for o in request.outputs:
-            cls = o.parameters.get("classification")
-            k = int(cls.int64_param) if cls is not None else 0
-            if k < 0:
-                raise BadRequest(f"output {o.name!r}: classification must be >= 0.")
-            outputs.append(RequestedOutput(o.name, None, k))
-    return InferRequest(request.id or None, inputs, outputs, binary_output=False)
-
-
-def _response(name: str, version: str, req_id: str | None, outs: list[OutputTensor]) -> Any:
-    response = pb.ModelInferResponse(model_name=name, model_version=version, id=req_id or "")
-    for o in outs:
-        response.outputs.add(name=o.name, datatype=o.datatype, shape=o.shape)
-        if o.items is not None:
-            response.raw_output_contents.append(serialize_bytes(o.items))
-        else:
-            assert o.array is not None
-            response.raw_output_contents.append(o.array.astype("<f4").tobytes())
-    return response
-
-
-class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+class OipServicer:
     """The KServe v2 RPCs on one server process's registry and queues."""
 
     def __init__(self, state: Any, loop: asyncio.AbstractEventLoop) -> None:
@@ -167,23 +91,26 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         method: str,
         work: Callable[[], T],
         model: str = "",
-        read: bool = True,
     ) -> T:
         """`work()` with service errors as gRPC statuses, the key checked for reads, and the
         call counted in /metrics like an HTTP request (route `grpc <method>`, the HTTP status
         its error has, 200 on success; an unknown model's name is not a label)."""
         t0, status = time.perf_counter(), 200
         try:
-            if read and self.settings.api_key_for_reads:
+            if self.settings.api_key_for_reads:
                 self._check_key(context)
             return work()
         except ServiceError as exc:
             status = exc.status
             code = _CODES.get(exc.status, grpc.StatusCode.INTERNAL)
+            detail = exc.detail
             if isinstance(exc, DeadlineExceeded):
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
-            detail = exc.detail  # gRPC refuses trailers over 16 KiB: a quoted 2 MB version
-            if len(detail) > MAX_DETAIL:  # would cost the client its answer
+                left = context.time_remaining()
+                if left is not None and left < 1.0:  # the client's deadline, not the server's
+                    detail = "The call's deadline passed before its inference finished."
+            # gRPC refuses trailers over 16 KiB: a quoted 2 MB version cost the client its answer
+            if len(detail) > MAX_DETAIL:
                 detail = detail[: MAX_DETAIL - 3] + "..."
             context.abort(code, detail)
             raise  # abort raises; this line is for the type checker
@@ -194,7 +121,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     def _check_key(self, context: grpc.ServicerContext) -> None:
         if self.settings.api_key is None:
             return
-        got = _key(context)
+        got = call_key(context)
         want = self.settings.api_key.get_secret_value().encode()
         if got is None or not hmac.compare_digest(got.encode(), want):
             raise Unauthorized(
@@ -231,7 +158,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
                 return pb.ModelReadyResponse(ready=False)
             return pb.ModelReadyResponse(ready=True)
 
-        return self._call(context, "ModelReady", work, request.name, read=False)
+        return self._call(context, "ModelReady", work, request.name)
 
     def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         return self._call(
@@ -285,7 +212,8 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         meta = loaded.model.bundle.metadata
         spec = meta.input
         per_image = spec.height * spec.width * spec.channels
-        req = parse_request(request, self.settings.max_batch_images * per_image)
+        n = self.settings.max_batch_images
+        req = parse_request(request, n * per_image, n)
         tensor = _batch(req, loaded, self.settings)
         left = context.time_remaining()
         wait_s = min(self.settings.request_deadline_s, left if left is not None else 1e9)
@@ -303,7 +231,44 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
         out = self._on_loop(context, run(), wait_s + 1.0)
         outs = _outputs(req, loaded, out.probs, out.embedding)
-        return _response(meta.name, meta.version, req.id, outs)
+        return response_message(meta.name, meta.version, req.id, outs)
+
+
+# The protocol's RPCs served; Triton's others are not registered, so gRPC answers UNIMPLEMENTED.
+_RPCS: Final = {
+    "ServerLive": pb.ServerLiveRequest,
+    "ServerReady": pb.ServerReadyRequest,
+    "ModelReady": pb.ModelReadyRequest,
+    "ServerMetadata": pb.ServerMetadataRequest,
+    "ModelMetadata": pb.ModelMetadataRequest,
+    "ModelInfer": pb.ModelInferRequest,
+}
+
+
+def _handlers(servicer: OipServicer) -> Any:
+    """The service's handlers, each parsing its request itself: a message that is not valid
+    protobuf is INVALID_ARGUMENT (grpcio's own deserializer answered INTERNAL, round 15)."""
+
+    def handler(method: str, message: Any) -> Any:
+        impl = getattr(servicer, method)
+
+        def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
+            try:
+                request = message.FromString(raw)
+            except Exception:  # DecodeError, or whatever a hostile message raises
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"The {message.DESCRIPTOR.name} message is not valid protobuf.",
+                )
+            return impl(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            handle, response_serializer=lambda response: response.SerializeToString()
+        )
+
+    return grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService", {m: handler(m, msg) for m, msg in _RPCS.items()}
+    )
 
 
 class GrpcServer:
@@ -317,12 +282,12 @@ class GrpcServer:
             concurrent.futures.ThreadPoolExecutor(GRPC_THREADS, thread_name_prefix="grpc"),
             options=[
                 ("grpc.max_receive_message_length", size),
-                ("grpc.max_send_message_length", -1),
+                ("grpc.max_send_message_length", 64 << 20),
                 ("grpc.so_reuseport", 1),
             ],
             maximum_concurrent_rpcs=GRPC_CALLS,
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(OipServicer(state, loop), self.server)
+        self.server.add_generic_rpc_handlers((_handlers(OipServicer(state, loop)),))
         self.address = f"{settings.host}:{settings.grpc_port}"
         try:
             bound = self.server.add_insecure_port(self.address)

@@ -270,3 +270,65 @@ def test_a_grpc_port_in_use_stops_start_up_with_one_line(tmp_path: Path) -> None
         f"imgclass: not started: cannot listen on 127.0.0.1:{port} (IMGCLASS_GRPC_PORT): "
         "Address already in use"
     )
+
+
+def test_round_15_findings(server: tuple[LiveServer, int]) -> None:
+    """Fuzz round 15 on the gRPC binding: each of these was answered otherwise."""
+    png = photo("mnist_00_7.png")
+    meta = tuple(AUTH.items())
+    with grpc.insecure_channel(f"127.0.0.1:{server[1]}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+
+        def refused(req: object, code: grpc.StatusCode, said: str) -> None:
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelInfer(req, metadata=meta)
+            assert info.value.code() == code, info.value.details()
+            assert said in str(info.value.details()), info.value.details()
+
+        def files_request(n: int = 1) -> pb.ModelInferRequest:
+            req = pb.ModelInferRequest(model_name="digits")
+            t = req.inputs.add(name="image", datatype="BYTES", shape=[n])
+            t.contents.bytes_contents.extend([png] * n)
+            return req
+
+        # an output asked 400 times: a 15 KB request, a 338 MB answer
+        req = files_request()
+        for _ in range(3):
+            out = req.outputs.add(name="probs")
+            out.parameters["classification"].int64_param = 5
+        refused(req, grpc.StatusCode.INVALID_ARGUMENT, "more than once")
+        # 4 million empty BYTES elements: expanded before the image count refused them
+        req = pb.ModelInferRequest(model_name="digits")
+        t = req.inputs.add(name="image", datatype="BYTES", shape=[1_000_000])
+        t.contents.bytes_contents.extend([b""] * 1_000_000)
+        refused(req, grpc.StatusCode.RESOURCE_EXHAUSTED, f"({MAX_BATCH})")
+        req = pb.ModelInferRequest(model_name="digits")
+        req.inputs.add(name="image", datatype="BYTES", shape=[200_000])
+        req.raw_input_contents.append(b"\x00\x00\x00\x00" * 200_000)
+        refused(req, grpc.StatusCode.RESOURCE_EXHAUSTED, f"({MAX_BATCH})")
+        # a classification parameter of another type was ignored (probabilities came back)
+        req = files_request()
+        req.outputs.add(name="probs").parameters["classification"].string_param = "5"
+        refused(req, grpc.StatusCode.INVALID_ARGUMENT, "int64_param")
+        # raw_input_contents and contents both: the contents were dropped in silence
+        req = files_request()
+        req.raw_input_contents.append(len(png).to_bytes(4, "little") + png)
+        refused(req, grpc.StatusCode.INVALID_ARGUMENT, "both raw_input_contents and contents")
+        # a message that is not protobuf: grpcio's own INTERNAL "Exception deserializing"
+        raw_infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        for junk in (b"\xff\xff\xff", b"\x0a\xff\xff\xff\xff\x0f", b"\x0b" * 1000):
+            with pytest.raises(grpc.RpcError) as info:
+                raw_infer(junk, metadata=meta)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "not valid protobuf" in str(info.value.details())
+        # ModelReady answered without the key that reads need, listing the models
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelReady(pb.ModelReadyRequest(name="zz"))
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # a client's short deadline is named as such
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(files_request(MAX_BATCH), metadata=meta, timeout=0.001)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "request_deadline_s" not in str(info.value.details())
+        # and a good call still works
+        assert stub.ModelInfer(files_request(), metadata=meta).outputs
