@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,12 +33,12 @@ def pngs() -> list[bytes]:
     return [png(i) for i in range(N + 32)]
 
 
-def fill(c: TestClient, pngs: list[bytes]) -> None:
+def fill(c: TestClient, pngs: list[bytes], meta: dict[str, str] = META, copies: int = 1) -> None:
     assert c.post("/v1/catalogs", json={"name": "big", "model": "tiny"}).status_code == 201
-    for start in range(0, N, 20):
-        part = range(start, min(start + 20, N))
-        files = [("file", (f"{i}.png", pngs[i], "image/png")) for i in part]
-        form = {"id": [f"i{i:04d}" for i in part], "metadata": [json.dumps(META)] * len(part)}
+    for start in range(0, N * copies, 20):
+        part = range(start, min(start + 20, N * copies))
+        files = [("file", (f"{i}.png", pngs[i % N], "image/png")) for i in part]
+        form = {"id": [f"i{i:04d}" for i in part], "metadata": [json.dumps(meta)] * len(part)}
         r = c.post("/v1/catalogs/big/items", files=files, data=form)
         assert r.status_code == 201, r.text
 
@@ -117,3 +118,40 @@ def test_a_big_answer_waits_for_its_turn_until_the_deadline(
             c.portal.call(turn.release)
         assert c.get("/v1/catalogs/big/items?limit=1000").status_code == 200
         assert in_transit(c) == 0
+
+
+def test_an_answer_stays_charged_while_its_client_does_not_read(
+    tiny_models_dir: Path, tmp_path: Path, pngs: list[bytes]
+) -> None:
+    """Round 15: the whole answer went into the connection's buffer at once and its charge
+    was given back, so 100 clients that did not read held 2.9 GB against a 128 MiB budget.
+    Sent in pieces, the answer stays charged until the client has taken it."""
+    import socket
+    import time
+
+    import httpx
+
+    from app.main import create_app
+    from tests.conftest import make_settings
+    from tests.live_server import serve_in_thread
+
+    app = create_app(make_settings(tiny_models_dir, tmp_path))
+    with serve_in_thread(app) as port:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+            # 900 items of 16 KB: a 15 MB answer, more than the kernel's socket buffers take
+            fill(c, pngs, {"note": "m" * 16000}, copies=3)  # type: ignore[arg-type]
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", port))
+            s.sendall(b"GET /v1/catalogs/big/items?limit=1000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            time.sleep(1.0)  # not reading: most of the answer cannot leave the server
+            assert app.state.body_budget.in_transit > 10_000_000
+            s.settimeout(10)
+            got = b""
+            while b'"next_after":null}' not in got:
+                piece = s.recv(1 << 16)
+                assert piece, "closed before the whole answer came"
+                got += piece
+        time.sleep(0.2)
+        assert app.state.body_budget.in_transit == 0
+        assert got.count(b'"note"') == 3 * N
