@@ -222,6 +222,10 @@ class HeadGuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._end_head()
         self._in_trailers, self._trailer_bytes = True, 0
+        if self.transport.is_closing():
+            # the rest of a read after the connection was closed (a request pipelined behind
+            # trailers over the cap, round 15): never started, its answer could not be sent
+            return
         if self._refuse_upgrade_with_body():
             return
         super().on_headers_complete()
