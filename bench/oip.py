@@ -74,7 +74,10 @@ def v2_sender(port: int, model: str, jpeg: bytes) -> Send:
 def grpc_sender(port: int, model: str, jpeg: bytes) -> Send:
     import tritonclient.grpc as grpcclient
 
-    client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{port}")
+    # Channels of one process share a connection unless told not to (gRPC's global subchannel
+    # pool), and one connection is served by one worker: each client here is its own.
+    args = [("grpc.use_local_subchannel_pool", 1)]
+    client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{port}", channel_args=args)
     inp = grpcclient.InferInput("image", [1], "BYTES")
     inp.set_data_from_numpy(np.array([jpeg], dtype=np.object_))
     out = [grpcclient.InferRequestedOutput("probs")]
