@@ -36,7 +36,7 @@ import asyncio
 import json
 import logging
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -229,6 +229,7 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         if self._refuse_upgrade_with_body():
             return
         super().on_headers_complete()
+        self._announce_close(self.cycle)
         if len(self.pipeline) > self.max_pipelined:
             # Too many requests sent ahead of their answers: those in hand are answered, then
             # the connection closes (HTTP lets a server close a pipelined connection; clients
@@ -236,6 +237,24 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             self.pipeline.popleft()  # this one (uvicorn queues on the left), unanswered
             self.pipeline[0][0].keep_alive = False
             self._discarding = True
+
+    def _announce_close(self, cycle: Any) -> None:
+        """An answer that starts while its request body is still arriving says `Connection:
+        close`, so the client does not send its next request on a connection that will be
+        closed after it (on_response_complete lingers, then closes). uvicorn would close at
+        once after such an answer; keep_alive is set back before the last piece so the
+        linger does it (an immediate close with unread bytes can reset the answer away)."""
+        send = cycle.send
+
+        async def send_announcing(message: Any) -> None:
+            if message["type"] == "http.response.start" and cycle.more_body:
+                cycle.keep_alive = False  # uvicorn then adds `connection: close`
+                cycle.linger_close = True
+            elif getattr(cycle, "linger_close", False) and not message.get("more_body", False):
+                cycle.keep_alive = True  # closed by the linger, not at once
+            await send(message)
+
+        cycle.send = send_announcing
 
     def _refuse_upgrade_with_body(self) -> bool:
         """A request with a body and an Upgrade other than WebSocket: httptools stops at the
@@ -263,7 +282,12 @@ class HeadGuardedProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         # With requests pipelined behind it, the answered one's body had ended (the parser
         # moved on); otherwise self.cycle is the answered one.
-        if not self.pipeline and self.cycle.more_body and not self.transport.is_closing():
+        announced = getattr(self.cycle, "linger_close", False)
+        if (
+            not self.pipeline
+            and (self.cycle.more_body or announced)
+            and not self.transport.is_closing()
+        ):
             # Answered before its body ended (a 413, a 404, a route that reads none): the rest
             # of the body would keep the connection open for as long as the client trickles it.
             self._linger()
