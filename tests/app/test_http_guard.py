@@ -160,7 +160,9 @@ class StallGuard(HeadGuardedProtocol):
     write_stall_s = 1.0
 
 
-@pytest.mark.parametrize("connection", [b"keep-alive", b"close"])
+@pytest.mark.parametrize(
+    "connection", [b"keep-alive", pytest.param(b"close", marks=pytest.mark.slow)]
+)
 def test_a_client_that_stops_reading_is_dropped_and_its_answer_freed(
     tiny_models_dir: Path, tmp_path: Path, connection: bytes
 ) -> None:

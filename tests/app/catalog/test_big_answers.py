@@ -120,6 +120,7 @@ def test_a_big_answer_waits_for_its_turn_until_the_deadline(
         assert in_transit(c) == 0
 
 
+@pytest.mark.slow  # 900 items of 16 KB (about 15 s here)
 def test_an_answer_stays_charged_while_its_client_does_not_read(
     tiny_models_dir: Path, tmp_path: Path, pngs: list[bytes]
 ) -> None:
