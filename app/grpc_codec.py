@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
+from app.api.deps import presented_key
 from app.errors import BadRequest, PayloadTooLarge
 from app.oip import (
     BYTES,
@@ -26,13 +27,9 @@ from app.oip import (
 
 
 def call_key(context: Any) -> str | None:
-    """The API key the call presents (`x-api-key`, or `authorization: Bearer <key>`)."""
-    meta = dict(context.invocation_metadata() or ())
-    key = meta.get("x-api-key")
-    auth = meta.get("authorization")
-    if key is None and isinstance(auth, str) and auth[:7].lower() == "bearer ":
-        key = auth[7:].strip()
-    return key if isinstance(key, str) else None
+    """The API key the call presents, read as HTTP reads it (app.api.deps.presented_key)."""
+    meta = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+    return presented_key(meta.get)
 
 
 def _input(t: Any, raw: bytes | None, index: int, max_elements: int, max_files: int) -> InputTensor:

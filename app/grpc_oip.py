@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hmac
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -37,6 +36,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from app import __version__
 from app.api.body_budget import BodyBudget
+from app.api.deps import key_matches
 from app.api.health import server_ready
 from app.api.v2 import EXTENSIONS, _batch, _metadata, _model, _outputs
 from app.batching import Schedulers
@@ -122,8 +122,7 @@ class OipServicer:
         if self.settings.api_key is None:
             return
         got = call_key(context)
-        want = self.settings.api_key.get_secret_value().encode()
-        if got is None or not hmac.compare_digest(got.encode(), want):
+        if not key_matches(None if got is None else got.encode(), self.settings):
             raise Unauthorized(
                 "This call needs the API key: send it as metadata 'x-api-key: <key>' or "
                 "'authorization: Bearer <key>'."

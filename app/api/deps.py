@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -36,28 +37,32 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 CatalogsDep = Annotated[CatalogService, Depends(get_catalogs)]
 
 
-def _presented_key(request: Request) -> str | None:
-    key = request.headers.get("x-api-key")
+def presented_key(header: Callable[[str], str | None]) -> str | None:
+    """The API key a request or call presents: `x-api-key`, else `authorization: Bearer <key>`
+    (`header` looks up a lower-case header or gRPC metadata name)."""
+    key = header("x-api-key")
     if key:
         return key
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
+    scheme, _, token = (header("authorization") or "").partition(" ")
     if scheme.lower() == "bearer" and token:
         return token.strip()
     return None
 
 
+def key_matches(presented: bytes | None, settings: Settings) -> bool:
+    """Whether `presented` (the bytes the client sent) is the configured API key (never true
+    when none is set), compared in constant time with the key's UTF-8 bytes."""
+    if settings.api_key is None or presented is None:
+        return False
+    return hmac.compare_digest(presented, settings.api_key.get_secret_value().encode("utf-8"))
+
+
 def key_holder(request: Request, settings: Settings) -> bool:
     """Whether the request presents the configured API key (never true when none is set)."""
-    if settings.api_key is None:
-        return False
-    presented = _presented_key(request)
-    expected = settings.api_key.get_secret_value()
-    if presented is None:
-        return False
-    # Header values arrive decoded as Latin-1: back to the bytes the client sent, compared with
-    # the key's UTF-8 bytes (a non-ASCII key sent by curl or a browser is UTF-8 on the wire).
-    return hmac.compare_digest(presented.encode("latin-1"), expected.encode("utf-8"))
+    presented = presented_key(request.headers.get)
+    # Header values arrive decoded as Latin-1: back to the bytes the client sent (a non-ASCII
+    # key sent by curl or a browser is UTF-8 on the wire).
+    return key_matches(None if presented is None else presented.encode("latin-1"), settings)
 
 
 def arrived_beyond_loopback(request: Request) -> bool:
