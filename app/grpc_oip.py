@@ -19,7 +19,8 @@ parsed, so one process holds at most about GRPC_CALLS x 3 x the message limit fo
 (12 x 3 x 8 MiB = 288 MiB by default).
 Errors carry the same details as the HTTP binding's, with gRPC status codes (`_CODES`).
 Triton's own extensions (repository, statistics, shared memory, streaming) answer
-UNIMPLEMENTED.
+UNIMPLEMENTED. The standard health service (`grpc.health.v1.Health` Check, app/grpc_health.py)
+is served beside it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from app.errors import (
     Unauthorized,
 )
 from app.grpc_codec import call_key, parse_request, response_message
+from app.grpc_health import NOT_SERVING, SERVING, health_handler
 from app.registry import ModelRegistry
 from app.settings import Settings
 from app.telemetry import observe_request
@@ -59,6 +61,7 @@ GRPC_THREADS: Final = 8
 GRPC_PENDING: Final = 4
 GRPC_CALLS: Final = GRPC_THREADS + GRPC_PENDING
 MAX_DETAIL: Final = 2048  # characters of an error's message sent in the status
+SERVICE: Final = "inference.GRPCInferenceService"
 
 # HTTP status of a service error -> gRPC status code
 _CODES: Final = {
@@ -158,6 +161,20 @@ class OipServicer:
             return pb.ModelReadyResponse(ready=True)
 
         return self._call(context, "ModelReady", work, request.name)
+
+    def health(self, service: str, context: grpc.ServicerContext) -> int:
+        """grpc.health.v1 Check: the server (ServerReady's rule) or one model (ModelReady's)."""
+        if service in ("", SERVICE):
+            return SERVING if server_ready(self.registry, self.settings) else NOT_SERVING
+
+        def work() -> int:
+            try:
+                _model(self.registry, service, None)
+            except NotReady:
+                return NOT_SERVING
+            return SERVING
+
+        return self._call(context, "Health.Check", work, service)
 
     def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         return self._call(
@@ -266,7 +283,7 @@ def _handlers(servicer: OipServicer) -> Any:
         )
 
     return grpc.method_handlers_generic_handler(
-        "inference.GRPCInferenceService", {m: handler(m, msg) for m, msg in _RPCS.items()}
+        SERVICE, {m: handler(m, msg) for m, msg in _RPCS.items()}
     )
 
 
@@ -286,7 +303,8 @@ class GrpcServer:
             ],
             maximum_concurrent_rpcs=GRPC_CALLS,
         )
-        self.server.add_generic_rpc_handlers((_handlers(OipServicer(state, loop)),))
+        servicer = OipServicer(state, loop)
+        self.server.add_generic_rpc_handlers((_handlers(servicer), health_handler(servicer.health)))
         self.address = f"{settings.host}:{settings.grpc_port}"
         try:
             bound = self.server.add_insecure_port(self.address)

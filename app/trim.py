@@ -34,6 +34,12 @@ FITTED: Final = 0.95
 # The border counts as uniform when at least this share of its pixels is within TOLERANCE of
 # its median colour.
 UNIFORM_SHARE: Final = 0.9
+# For the backdrop paint of a model that trims (product shots: InputSpec.trim with background
+# "white"), a product photographed filling the frame touches the border on several sides: the
+# backdrop is then the colour of all four corners, if it covers at least this share of the
+# ring (`backdrop`). Only pixels of that colour connected to the border are painted. Models on
+# drawings and photos (frame) keep UNIFORM_SHARE, so a photo's sky is never painted.
+BACKDROP_SHARE: Final = 0.5
 # The square canvas's side at most (pixels): the models that trim take inputs of tens of
 # pixels, and decoding already reduced ordinary pictures far below this.
 MAX_SIDE: Final = 2048
@@ -61,6 +67,22 @@ def background(img: Image.Image) -> tuple[int, ...] | None:
     if float(close.mean()) < UNIFORM_SHARE:
         return None
     return tuple(int(v) for v in median)
+
+
+def backdrop(img: Image.Image) -> tuple[int, ...] | None:
+    """A product shot's backdrop: the uniform background, or else the colour the four corner
+    pixels share when it covers at least BACKDROP_SHARE of the border ring; None otherwise."""
+    bg = background(img)
+    if bg is not None or img.width < 2 or img.height < 2:
+        return bg
+    w, h = img.size
+    spots = ((0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1))
+    corners = np.asarray([img.getpixel(xy) for xy in spots], np.int16).reshape(4, -1)
+    median = np.median(corners, axis=0).astype(np.int16)
+    if int(np.abs(corners - median).max()) > TOLERANCE:
+        return None
+    close = np.all(np.abs(_border(img) - median) <= TOLERANCE, axis=1)
+    return tuple(int(v) for v in median) if float(close.mean()) >= BACKDROP_SHARE else None
 
 
 def object_box(
@@ -201,7 +223,9 @@ def to_paint(img: Image.Image, spec: InputSpec) -> tuple[Image.Image, tuple[int,
     background is white already. A gray model's colour picture (decode's keep_rgb) stays
     colour only when its background is painted, so that an object of the background's gray
     level survives the flood; otherwise it becomes 'L' exactly as decode would make it."""
-    bg = background(img) if spec.background == "white" else None
+    bg = None
+    if spec.background == "white":
+        bg = backdrop(img) if spec.trim else background(img)
     if bg is None or _near(bg, 255):
         return (img.convert("L") if spec.color == "gray" and img.mode == "RGB" else img), None
     return img, bg

@@ -115,6 +115,42 @@ def test_health_and_metadata(client: grpcclient.InferenceServerClient) -> None:
     assert code == "StatusCode.NOT_FOUND"
 
 
+def test_standard_health_service_on_the_wire(server: tuple[LiveServer, int]) -> None:
+    """grpc.health.v1.Health/Check as a probe sends it, encoded by hand (field 1: the service
+    name; the answer's field 1: 1 SERVING, 2 NOT_SERVING), so the wire format is checked
+    independently of the server's message classes."""
+
+    def encoded(service: str) -> bytes:
+        name = service.encode()
+        return b"\x0a" + bytes([len(name)]) + name if name else b""
+
+    with grpc.insecure_channel(f"127.0.0.1:{server[1]}") as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+
+        def status(service: str, **kw: object) -> grpc.StatusCode | bytes:
+            try:
+                return bytes(check(encoded(service), timeout=10, **kw))
+            except grpc.RpcError as exc:
+                return exc.code()
+
+        auth = tuple(AUTH.items())
+        assert status("") == b"\x08\x01"  # the server: no key needed, like /readyz
+        assert status("inference.GRPCInferenceService") == b"\x08\x01"
+        assert status("imagenet", metadata=auth) == b"\x08\x01"
+        assert status("imagenet") == grpc.StatusCode.UNAUTHENTICATED  # reads need the key
+        assert status("nope", metadata=auth) == grpc.StatusCode.NOT_FOUND
+        try:
+            check(b"\xff\xff\xff", timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+        else:
+            raise AssertionError("a message that is not protobuf was answered")
+        watch = channel.unary_stream("/grpc.health.v1.Health/Watch")
+        with pytest.raises(grpc.RpcError) as info:
+            list(watch(b"", timeout=10))
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
 def test_real_photos_same_top5_as_v1_on_both_workers(
     client: grpcclient.InferenceServerClient, server: tuple[LiveServer, int]
 ) -> None:

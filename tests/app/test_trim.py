@@ -10,7 +10,14 @@ from PIL import Image, ImageDraw
 
 from app.bundle import InputSpec
 from app.imaging import ImageLimits, prepare
-from app.trim import TOLERANCE, background, frame_object, trim_and_centre, whiten_background
+from app.trim import (
+    TOLERANCE,
+    backdrop,
+    background,
+    frame_object,
+    trim_and_centre,
+    whiten_background,
+)
 
 
 def _png(img: Image.Image) -> bytes:
@@ -285,6 +292,35 @@ def test_a_gray_model_paints_a_coloured_backdrop_black_and_keeps_an_object_of_it
     assert 100 < plain[14, 2] < 125
 
 
+def test_a_product_filling_the_frame_has_its_backdrop_painted_but_a_drawing_model_does_not() -> (
+    None
+):
+    """A product shot filling the frame touches the border on two sides: 70% of the ring is
+    backdrop, under UNIFORM_SHARE. A model that trims (product shots) paints that backdrop
+    (the corners' colour, most of the ring); a drawing or photo model keeps 0.9, so the same
+    picture, like a photo with sky along most of its border, is left as it is."""
+    img = Image.new("RGB", (300, 300), (120, 160, 220))
+    ImageDraw.Draw(img).rectangle((60, 0, 239, 299), fill=(40, 40, 40))  # top to bottom
+    assert background(img) is None and backdrop(img) == (120, 160, 220)
+    data = _png(img)
+    a = prepare(data, InputSpec.model_validate({**PRODUCTS, "background": "white"}), ImageLimits())
+    assert a.array[14, 1, 0] == 0 and a.array[14, 26, 0] == 0  # backdrop: the model's black
+    assert a.array[14, 14, 0] > 200  # the dark product, inverted
+    plain = prepare(data, InputSpec.model_validate(PRODUCTS), ImageLimits()).array
+    assert plain[14, 1, 0] > 40  # without the policy the backdrop's gray stays
+    framed = {
+        "height": 32,
+        "width": 32,
+        "channels": 3,
+        "color": "rgb",
+        "frame": 0.88,
+        "resize": {"mode": "center_crop"},
+    }
+    spec = InputSpec.model_validate({**framed, "background": "white"})
+    kept = prepare(data, spec, ImageLimits()).array
+    assert kept[16, 1].tolist() == [120, 160, 220]
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_a_gray_model_on_white_is_prepared_exactly_as_without_the_policy(fmt: str) -> None:
     img = _shirt_on((255, 255, 255), (96, 140, 200))
@@ -312,3 +348,15 @@ def test_a_trimming_model_keeps_the_detail_of_a_small_object_in_a_large_picture(
     alone = prepare(_png(art), spec, ImageLimits()).array
     # mean |difference| 3.6 gray levels (10.5 when decoding kept only twice the input)
     assert np.abs(small - alone).mean() <= 5
+
+
+def test_a_backdrop_needs_all_four_corners_and_most_of_the_border() -> None:
+    img = Image.new("RGB", (100, 100), (200, 200, 200))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((30, 0, 69, 99), fill=(30, 30, 90))  # 40% of top and bottom edges
+    assert backdrop(img) == (200, 200, 200)
+    draw.rectangle((0, 0, 9, 9), fill=(30, 30, 90))  # a corner covered by the object
+    assert backdrop(img) is None
+    wide = Image.new("RGB", (200, 100), (200, 200, 200))
+    ImageDraw.Draw(wide).rectangle((10, 0, 189, 99), fill=(30, 30, 90))  # 90% of the long edges
+    assert backdrop(wide) is None  # the corners agree, but that colour is 40% of the ring
