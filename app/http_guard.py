@@ -28,6 +28,7 @@ Fuzz round 14 (docs/hardening.md) added the rest:
 - a request with a body and a non-WebSocket `Upgrade` (curl --http2 on http://) is refused
   with a 400 saying so: httptools stops parsing at the upgrade, so the body was lost and the
   route answered as if none had been sent.
+A request line naming another version than HTTP/1.0 or 1.1 gets a 400 (it was served as 1.1).
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             # the rest of a read after the connection was closed (a request pipelined behind
             # trailers over the cap, round 15): never started, its answer could not be sent
             return
-        if self._refuse_upgrade_with_body():
+        if self._refuse_upgrade_with_body() or self._refuse_version():
             return
         super().on_headers_complete()
         self._announce_close(self.cycle)
@@ -269,6 +270,20 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         detail = (
             f"Upgrade: {upgrade} is not supported, and a request that asks for it cannot carry "
             "a body here. Send the request without Upgrade (curl: --http1.1)."
+        )
+        _close_with(self.transport, BadRequest(detail))
+        return True
+
+    def _refuse_version(self) -> bool:
+        """A request line naming another HTTP version than 1.0 or 1.1 (`HTTP/2.0`, `HTTP/1.2`)
+        was served as if it said 1.1; it gets a 400 saying what is spoken, and the connection
+        closes (a 4xx, not 505: the project's rule for bad input)."""
+        version = self.parser.get_http_version()
+        if version in ("1.0", "1.1"):
+            return False
+        detail = (
+            f"HTTP/{version[:8]} is not spoken here: send HTTP/1.1 (or 1.0). For HTTP/2 and "
+            "gRPC, use the gRPC port (IMGCLASS_GRPC_PORT) or a proxy in front."
         )
         _close_with(self.transport, BadRequest(detail))
         return True
