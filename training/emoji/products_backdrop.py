@@ -126,8 +126,11 @@ def card_section(shown: dict[str, Any], fm: dict[str, Any], loso: dict[str, Any]
         "before the data set inverted them, so the model knows one background, black. A "
         "uniform backdrop that is not white, read on the whole picture before trimming, is "
         "painted the model's black at model size, in colour for a colour picture (an object "
-        "of the backdrop's gray level survives). Pictures on white, and gray ones on black "
-        "like Fashion-MNIST's own, are prepared exactly as before. Same model.onnx.",
+        "of the backdrop's gray level survives). A product filling the frame touches the "
+        "border: its backdrop is then the colour of the four corners if that colour covers "
+        "at least half the border (`app/trim.py` backdrop, since 2026-12-05 13:00 UTC; the "
+        "figures below are with it). Pictures on white, and gray ones on black like "
+        "Fashion-MNIST's own, are prepared exactly as before. Same model.onnx.",
         "",
         f"Fashion-MNIST test (n={fm['test']['n']:,}): {100 * fm['test']['on']:.2f}% with the "
         f"policy, {100 * fm['test']['off']:.2f}% without; top-1 the same on "
