@@ -5,7 +5,9 @@ the output (a bomb costs at most `limit` bytes and the CPU to make them).
 Several codings (`gzip, deflate`, or repeated header lines, which mean one list) are undone
 in reverse order, at most MAX_CODINGS of them; `x-gzip` is gzip (RFC 9110 8.4.1.3). A stream
 must end with its end-of-stream marker (a truncated body is refused, not half-read); gzip may
-hold several members (RFC 1952), deflate must not be followed by anything.
+hold several members (RFC 1952), at most MAX_MEMBERS (each member's end copies the rest of the
+body: 3.6 MB of empty 20-byte members had cost 21 s of CPU, fuzz round 16); deflate must not be
+followed by anything.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Final
 from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 MAX_CODINGS: Final = 4
+MAX_MEMBERS: Final = 16  # gzip members per body (clients send one)
 _WBITS: Final = {
     "gzip": 16 + zlib.MAX_WBITS,
     "x-gzip": 16 + zlib.MAX_WBITS,
@@ -49,7 +52,7 @@ def inflate(body: bytes, applied: list[str], limit: int) -> bytes:
 
 def _inflate_one(data: bytes, coding: str, limit: int) -> bytes:
     out = bytearray()
-    while True:
+    for _ in range(MAX_MEMBERS):
         inflater = zlib.decompressobj(_WBITS[coding])
         try:
             # max_length >= 1 here (0 would mean "no limit")
@@ -67,3 +70,4 @@ def _inflate_one(data: bytes, coding: str, limit: int) -> bytes:
             return bytes(out)
         if coding == "deflate":
             raise BadRequest(f"{len(data):,} bytes follow the end of the deflate stream.")
+    raise BadRequest(f"The {coding} body holds more than {MAX_MEMBERS} members; send one.")

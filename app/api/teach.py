@@ -100,11 +100,16 @@ class ZipCopy(BaseModel):
 class ZipIngested(BaseModel):
     catalog: str
     added: dict[str, int] = Field(description="images added per class (label)")
-    skipped: list[dict[str, str]] = Field(description="files not added, each with the reason")
+    skipped: list[dict[str, str]] = Field(
+        description="files not added, each with the reason (the first 100; names cut at 256 "
+        "characters)"
+    )
+    skipped_count: int = Field(default=0, description="files not added, all of them")
     duplicates_skipped: int = Field(default=0, description="copies left out (skip_duplicates)")
     duplicates: list[ZipCopy] = Field(
         default_factory=list,
-        description="with skip_duplicates=true: each image left out as a copy of an item",
+        description="with skip_duplicates=true: the images left out as copies of an item (the "
+        "first 100)",
     )
 
 
@@ -235,7 +240,8 @@ async def _add_zip(
         catalog=catalog,
         added=report.added,
         skipped=report.skipped,
-        duplicates_skipped=len(report.duplicates),
+        skipped_count=report.skipped_count,
+        duplicates_skipped=report.duplicates_count,
         duplicates=[ZipCopy(**asdict(c)) for c in report.duplicates],
     )
 

@@ -151,13 +151,15 @@ def _run(args: argparse.Namespace, quiet: OtherBackbones) -> int:
             skip_duplicates=not args.keep_duplicates,
         )
         print(f"added {sum(report.added.values())} images: {json.dumps(report.added)}")
-        if report.duplicates:
+        if report.duplicates_count:
             print(
-                f"left out {len(report.duplicates)} copies of pictures already in catalog "
+                f"left out {report.duplicates_count} copies of pictures already in catalog "
                 f"{catalog!r} (--keep-duplicates adds them)"
             )
         for s in report.skipped:
             print(f"skipped {s['name']}: {s['reason']}")
+        if report.skipped_count > len(report.skipped):
+            print(f"skipped {report.skipped_count - len(report.skipped)} more files")
 
         def progress(phase: str, fraction: float) -> None:
             logger.debug("%s %.0f%%", phase, fraction * 100)

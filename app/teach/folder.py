@@ -78,14 +78,34 @@ class CopySkipped:
     score: float
 
 
+# A report lists at most this many skipped files and copies (all are counted), each name cut
+# to NAME_CHARS: a zip of 190 MB of long entry names had made a 1.1 GB answer (round 16).
+LISTED = 100
+NAME_CHARS = 256
+
+
+def shown(name: str) -> str:
+    """An entry's name as a report lists it: at most NAME_CHARS characters."""
+    return name if len(name) <= NAME_CHARS else name[: NAME_CHARS - 3] + "..."
+
+
 @dataclass
 class IngestReport:
     added: dict[str, int] = field(default_factory=dict)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    duplicates: list[CopySkipped] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # the first LISTED
+    duplicates: list[CopySkipped] = field(default_factory=list)  # the first LISTED
+    skipped_count: int = 0
+    duplicates_count: int = 0
 
     def skip(self, name: str, reason: str) -> None:
-        self.skipped.append({"name": name, "reason": reason})
+        self.skipped_count += 1
+        if len(self.skipped) < LISTED:
+            self.skipped.append({"name": shown(name), "reason": reason})
+
+    def duplicate(self, copy: CopySkipped) -> None:
+        self.duplicates_count += 1
+        if len(self.duplicates) < LISTED:
+            self.duplicates.append(copy)
 
 
 @dataclass(frozen=True)
@@ -182,7 +202,10 @@ def _header_pixels(zf: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -
 def _strip_common_root(names: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
     """A zip of one folder ("pets/cat/1.jpg", "pets/dog/2.jpg"): its classes are one level down."""
     while (
-        names and len({n[0] for n in names}) == 1 and len({n[1] for n in names if len(n) >= 3}) >= 2
+        names
+        and all(len(n) >= 2 for n in names)  # a file beside the folder: no single root
+        and len({n[0] for n in names}) == 1
+        and len({n[1] for n in names if len(n) >= 3}) >= 2
     ):
         names = [n[1:] for n in names]
     return names
@@ -224,7 +247,8 @@ def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator
     except (zipfile.BadZipFile, ValueError) as exc:
         raise InvalidRequest(f"The upload is not a readable zip file ({exc}).") from exc
     with zf:
-        infos = [i for i in zf.infolist() if not i.is_dir()]
+        # not ZipInfo.is_dir(): it fails on an empty name (one starting with NUL), round 16
+        infos = [i for i in zf.infolist() if not i.filename.endswith("/")]
         if not infos:
             raise InvalidRequest(
                 "The zip holds no files: put one folder per class in it, with that class's "
@@ -245,7 +269,9 @@ def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator
         for info in infos:
             parts = PurePosixPath(info.filename).parts
             unsafe = _unsafe(info.filename, parts)
-            if unsafe is not None:
+            if not parts:  # '', '.', './.': no name at all
+                report.skip(info.filename, "an entry without a file name")
+            elif unsafe is not None:
                 report.skip(info.filename, unsafe)
             elif _hidden(parts):
                 report.skip(info.filename, "a hidden or system file (.name, __MACOSX, Thumbs.db)")
@@ -351,8 +377,8 @@ def ingest(
                 "upload again without copies of those, add ?skip_duplicates=true."
             )
             err.extra["added"] = dict(report.added)
-        if report.duplicates:
-            err.extra["duplicates_skipped"] = len(report.duplicates)
+        if report.duplicates_count:
+            err.extra["duplicates_skipped"] = report.duplicates_count
         if err is raised:
             raise
         raise err from raised
@@ -381,6 +407,6 @@ def _add(
     copies = {m.index: m for m in out.duplicates}
     for i, b in enumerate(batch):
         if (m := copies.get(i)) is not None:
-            report.duplicates.append(CopySkipped(b.name, b.label, m.item_id, round(m.score, 6)))
+            report.duplicate(CopySkipped(shown(b.name), b.label, m.item_id, round(m.score, 6)))
         else:
             report.added[b.label] = report.added.get(b.label, 0) + 1

@@ -115,6 +115,34 @@ def test_unsafe_and_hidden_paths_are_listed_never_made_classes(
     assert labels == {"bag"}
 
 
+def test_round_16_zip_names_that_crashed_and_a_report_that_had_no_bound(
+    teach_client: TestClient,
+    fm_pngs,  # type: ignore[no-untyped-def]
+) -> None:
+    """Fuzz round 16: an entry named '' (or starting with NUL) or '.', and a file beside two
+    class folders under one root, answered 500 (IndexError); 190 MB of skipped long names made
+    a 1.1 GB answer. Names without a file name are skipped; the report lists 100, counts all."""
+    c = teach_client
+    assert c.post("/v1/catalogs", json={"name": "r16", "model": "products"}).status_code == 201
+    bag = fm_pngs[BAG]
+    placeholder = "@NUL@.png"  # zipfile will not write a name starting with NUL: patched in
+    with_nul = _zip({placeholder: b"abc", "bag/1.png": bag[1]}, zipfile.ZIP_STORED)
+    with_nul = with_nul.replace(placeholder.encode(), b"\x00" + placeholder.encode()[1:])
+    assert zipfile.ZipFile(io.BytesIO(with_nul)).namelist()[0] == ""  # as the server reads it
+    for data in [with_nul] + [_zip({odd: bag[0], "bag/1.png": bag[1]}) for odd in (".", "./.")]:
+        body = _post_zip(c, "r16", data)
+        assert body["status"] == 200 and body["added"] == {"bag": 1}, body
+        assert "without a file name" in body["skipped"][0]["reason"]
+    beside = _zip({"a": b"x", "a/x/1.png": bag[2], "a/y/2.png": bag[3]})
+    body = _post_zip(c, "r16", beside)
+    assert body["status"] == 200 and body["added"] == {"a": 2}, body
+    many = _zip({f"{i}-{'n' * 1000}.txt": b"" for i in range(300)} | {"bag/4.png": bag[4]})
+    body = _post_zip(c, "r16", many)
+    assert body["status"] == 200 and body["added"] == {"bag": 1}, body
+    assert body["skipped_count"] == 300 and len(body["skipped"]) == 100
+    assert max(len(s["name"]) for s in body["skipped"]) == 256
+
+
 def _damage_entry(data: bytes, name: str, damage: str) -> bytes:
     """`data` (a zip) with entry `name` made unreadable: "corrupt", its deflate stream starts
     with an invalid block type; "truncated", the central directory says its compressed data is
