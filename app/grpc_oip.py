@@ -117,8 +117,13 @@ class OipServicer:
                 detail = detail[: MAX_DETAIL - 3] + "..."
             context.abort(code, detail)
             raise  # abort raises; this line is for the type checker
+        except BaseException:
+            status = 499  # cancelled by the client (an abort of its own), or gRPC's own error
+            raise
         finally:
-            label = model if status != 404 else ""
+            # only a served model's name is a label: a name a client made up (unknown, or
+            # sent without the key, or cancelled) would add series without bound (round 16)
+            label = model if status == 200 and model in self.registry.names() else ""
             observe_request(f"grpc {method}", "POST", label, status, time.perf_counter() - t0)
 
     def _check_key(self, context: grpc.ServicerContext) -> None:

@@ -48,6 +48,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
         "IMGCLASS_API_KEY": KEY,
         "IMGCLASS_API_KEY_FOR_READS": "true",
         "IMGCLASS_LOG_LEVEL": "WARNING",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),  # read by the round-16 test
     }
     with live_server(tmp, env, entry="app", ready_path="/healthz") as s:
         wait_ready(port)
@@ -278,8 +279,31 @@ def test_errors_are_status_codes_with_the_http_bindings_details(
     text = httpx.get(f"{server[0].base}/metrics", headers=AUTH, timeout=30).text
     assert 'method="POST",model="digits",route="grpc ModelInfer",status="200"' in text
     assert 'method="POST",model="",route="grpc ModelInfer",status="404"' in text
-    assert 'method="POST",model="digits",route="grpc ModelInfer",status="401"' in text
+    assert 'method="POST",model="",route="grpc ModelInfer",status="401"' in text
     assert 'model="nope"' not in text
+
+
+def test_round_16_client_names_never_become_metric_series(server: tuple[LiveServer, int]) -> None:
+    """A call without the key, or one the client cancelled, stored its model name as a label
+    (18,000 cancelled calls made 5,997 series); only a served model's name is one now."""
+    made_up = [f"madeup{i:04d}" for i in range(20)]
+    with grpc.insecure_channel(f"127.0.0.1:{server[1]}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for name in made_up[:10]:  # without the key
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelReady(pb.ModelReadyRequest(name=name), timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        for name in made_up[10:]:  # cancelled at once
+            future = stub.ModelInfer.future(
+                pb.ModelInferRequest(model_name=name), metadata=tuple(AUTH.items())
+            )
+            future.cancel()
+    time.sleep(0.5)
+    files = list((server[0].log.parent / "metrics").glob("*.db"))
+    assert files, "the metrics folder was not used"
+    stored = b"".join(f.read_bytes() for f in files)
+    assert not [n for n in made_up if n.encode() in stored]
+    assert b"digits" in stored  # served models' names are labels
 
 
 def test_a_grpc_port_in_use_stops_start_up_with_one_line(tmp_path: Path) -> None:
