@@ -43,7 +43,14 @@ from app.polarity import border_is_light as border_is_light
 from app.polarity import should_invert
 from app.tensorize import resize as resize
 from app.tensorize import to_array as to_array
-from app.trim import frame_object, to_paint, trim_and_centre, whiten_background
+from app.trim import (
+    frame_object,
+    ink_on_paper,
+    light_ink,
+    to_paint,
+    trim_and_centre,
+    whiten_background,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +103,7 @@ class ImageInfo:
     frames: int  # counted up to FRAME_COUNT_CAP; see frames_capped
     decoded_width: int  # size actually decoded (smaller than width/height after a JPEG draft)
     decoded_height: int
-    inverted: bool = False  # gray levels inverted (the bundle's input.invert)
+    inverted: bool = False  # input.invert, or light ink on dark (trim.light_ink)
     # none | applied | unreadable (EXIF could not be parsed: not rotated) | invalid
     # (orientation tag not a value 1-8: not rotated). See app/exif.py.
     exif: ExifStatus = "none"
@@ -356,6 +363,9 @@ def prepare(
     img, info = decode(data, spec, limits, budget, gray_as_is=not spec.trim, keep_rgb=keep_rgb)
     t1 = time.perf_counter()
     try:
+        if spec.background == "white" and spec.invert is False and light_ink(img):
+            img = ink_on_paper(img)  # light lines on dark: as dark lines on white paper
+            info = replace(info, inverted=True)
         img, paint = to_paint(img, spec)  # both read the whole picture's border, which
         invert = should_invert(img, spec)  # trimming and framing crop away
         if spec.trim:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Final
 
 import numpy as np
-from PIL import Image, ImageChops
+from PIL import Image, ImageChops, ImageOps
 
 from app.bundle import InputSpec
 
@@ -229,3 +229,49 @@ def to_paint(img: Image.Image, spec: InputSpec) -> tuple[Image.Image, tuple[int,
     if bg is None or _near(bg, 255):
         return (img.convert("L") if spec.color == "gray" and img.mode == "RGB" else img), None
     return img, bg
+
+
+# Light ink on a dark background (chalk on a blackboard, a white-on-black sketch, a 28 px
+# bitmap of white strokes): for a model that learnt dark drawings on white (background
+# "white", no inversion), painting the dark background white would leave white lines on white.
+# The test reads a thumbnail of at most INK_SIDE px: the background's mean under INK_DARK, the
+# object (pixels off the background) covering at most INK_COVER of its bounding box (lines,
+# not filled shapes such as a colour emoji on black), and its strong pixels (at least half as
+# far from the background as the farthest) at least INK_GRAY_SHARE achromatic (channel spread
+# at most INK_CHROMA) and INK_LIGHTER brighter than the background (median).
+INK_SIDE: Final = 128
+INK_DARK: Final = 96
+INK_COVER: Final = 0.4
+INK_CHROMA: Final = 48
+INK_GRAY_SHARE: Final = 0.9
+INK_LIGHTER: Final = 96
+
+
+def light_ink(img: Image.Image) -> bool:
+    """Whether `img` is a drawing in light, colourless lines on a uniform dark background."""
+    if img.width < 3 or img.height < 3 or img.mode not in ("L", "RGB"):
+        return False
+    bg = background(img)
+    if bg is None or float(np.mean(bg)) > INK_DARK:
+        return False
+    factor = max(1, -(-max(img.size) // INK_SIDE))
+    a = np.asarray(img.reduce(factor) if factor > 1 else img, np.int16)
+    if a.ndim == 2:
+        a = a[..., None]
+    dist = np.abs(a - np.asarray(bg, np.int16)).max(axis=-1)
+    obj = dist > TOLERANCE
+    if not obj.any():
+        return False
+    rows, cols = np.nonzero(obj)
+    box = obj[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    if float(box.mean()) > INK_COVER:
+        return False
+    strong = a[dist >= dist.max() / 2]
+    gray = (strong.max(axis=-1) - strong.min(axis=-1)) <= INK_CHROMA
+    lighter = float(np.median(strong.mean(axis=-1))) - float(np.mean(bg))
+    return float(gray.mean()) >= INK_GRAY_SHARE and lighter >= INK_LIGHTER
+
+
+def ink_on_paper(img: Image.Image) -> Image.Image:
+    """A light-ink drawing as dark ink on light paper: gray, inverted, in `img`'s mode."""
+    return ImageOps.invert(img.convert("L")).convert(img.mode)

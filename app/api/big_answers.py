@@ -73,10 +73,13 @@ class AnswerGate:
     def __init__(self) -> None:
         self._turn = asyncio.Lock()
 
-    async def respond(self, request: Request, items: int, build: Callable[[], bytes]) -> Response:
+    async def respond(
+        self, request: Request, items: int, build: Callable[[], bytes], large: bool | None = None
+    ) -> Response:
         """The JSON answer `build()` makes on a worker thread (reading the stored items and
-        writing them out), listing at most `items` stored items."""
-        if items <= LARGE_ITEMS:
+        writing them out), listing at most `items` stored items; `large`: whether it is a big
+        answer whatever `items` says (records that are each large, such as finished jobs)."""
+        if not (items > LARGE_ITEMS if large is None else large):
             return Response(await run_in_threadpool(build), media_type=JSON)
         settings: Settings = request.app.state.settings
         try:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
+from app.api.big_answers import AnswerGate
 from app.api.catalogs.items import SKIP_DUPLICATES_TEXT
 from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteAuth
 from app.api.embed_gate import embed_gate, embed_slot
@@ -36,6 +37,9 @@ from app.teach.examples import check_labels, limits_from
 from app.teach.folder import BatchLimits, IngestReport, ZipLimits, ingest, zip_images
 from app.teach.job_store import Job, Status
 from app.teach.jobs import JobRunner
+
+MAX_LISTED_JOBS = 100  # jobs per listing (500 finished ones are kept; filter by status, model)
+SMALL_JOB_LISTING = 10  # listings of more jobs are built as big answers (app.api.big_answers)
 
 router = APIRouter(tags=["teach"])
 
@@ -248,15 +252,23 @@ async def _add_zip(
 
 @router.get("/v1/jobs", response_model=JobList, dependencies=[ReadAuth])
 async def list_jobs(
+    request: Request,
     runner: RunnerDep,
     status: Annotated[Status | None, Query(description="only jobs with this status")] = None,
     model: Annotated[str | None, Query(max_length=64, description="only jobs teaching it")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> JobList:
+    limit: Annotated[int, Query(ge=1, le=MAX_LISTED_JOBS)] = 50,
+) -> Response:
     """Teach jobs of every server process, newest first: to find a job again after a reload,
-    or to see what is queued."""
-    jobs, total = await run_in_threadpool(runner.find, status=status, model=model, limit=limit)
-    return JobList(jobs=[job_view(j) for j in jobs], total=total)
+    or to see what is queued. A finished job carries its result (with 100 long labels, about
+    1 MB), so a listing of more than a few is built as a big answer (one at a time per process,
+    held in the body budget)."""
+
+    def build() -> bytes:
+        jobs, total = runner.find(status=status, model=model, limit=limit)
+        return JobList(jobs=[job_view(j) for j in jobs], total=total).model_dump_json().encode()
+
+    answers: AnswerGate = request.app.state.answers
+    return await answers.respond(request, limit, build, large=limit > SMALL_JOB_LISTING)
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobView, dependencies=[ReadAuth])

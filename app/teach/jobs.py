@@ -17,7 +17,7 @@ from typing import Any, Final
 from app.errors import ServiceError
 from app.fsutil import storage_error
 from app.logs import logging_as, request_id_var
-from app.teach.errors import JobConflict, JobQueueFull, TeachCancelled
+from app.teach.errors import JobConflict, JobNotFound, JobQueueFull, TeachCancelled
 from app.teach.job_store import INTERRUPTED, Job, JobStore, Status, now
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,17 @@ class JobRunner:
             if (status is None or j.status == status) and (model is None or j.model == model)
         ]
         found.sort(key=lambda j: (str(j.created_at), str(j.id)), reverse=True)
-        return found[:limit], len(found)
+        return [j if j.id in mine else self._whole(j) for j in found[:limit]], len(found)
+
+    def _whole(self, job: Job) -> Job:
+        """A finished job from the store with its result and warnings (all() leaves them out),
+        or as listed if its file has gone since (pruned)."""
+        if not job.done:
+            return job
+        try:
+            return self.store.load(job.id)
+        except JobNotFound:
+            return job
 
     def cancel(self, job_id: str) -> Job:
         with self._lock:

@@ -15,6 +15,8 @@ from app.trim import (
     backdrop,
     background,
     frame_object,
+    ink_on_paper,
+    light_ink,
     trim_and_centre,
     whiten_background,
 )
@@ -360,3 +362,55 @@ def test_a_backdrop_needs_all_four_corners_and_most_of_the_border() -> None:
     wide = Image.new("RGB", (200, 100), (200, 200, 200))
     ImageDraw.Draw(wide).rectangle((10, 0, 189, 99), fill=(30, 30, 90))  # 90% of the long edges
     assert backdrop(wide) is None  # the corners agree, but that colour is 40% of the ring
+
+
+def _strokes(
+    ink: tuple[int, int, int], paper: tuple[int, int, int], size: int = 200
+) -> Image.Image:
+    """A line drawing: a circle and a cross in 4 px strokes."""
+    img = Image.new("RGB", (size, size), paper)
+    d = ImageDraw.Draw(img)
+    d.ellipse((40, 40, 160, 160), outline=ink, width=4)
+    d.line((60, 100, 140, 100), fill=ink, width=4)
+    d.line((100, 60, 100, 140), fill=ink, width=4)
+    return img
+
+
+def test_light_ink_on_a_dark_background_is_recognised_and_nothing_else() -> None:
+    assert light_ink(_strokes((255, 255, 255), (0, 0, 0)))  # chalk on a blackboard
+    assert light_ink(_strokes((240, 240, 240), (20, 40, 90)))  # white on navy
+    assert light_ink(_strokes((255, 255, 255), (0, 0, 0)).convert("L").resize((100, 100)))
+    assert not light_ink(_strokes((0, 0, 0), (255, 255, 255)))  # ink on paper already
+    assert not light_ink(_strokes((230, 40, 40), (0, 0, 0)))  # coloured lines
+    filled = Image.new("RGB", (200, 200), "black")
+    ImageDraw.Draw(filled).ellipse((40, 40, 160, 160), fill=(250, 250, 250))
+    assert not light_ink(filled)  # a filled shape, not lines
+    assert not light_ink(Image.new("RGB", (200, 200), "black"))  # blank
+    noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    assert not light_ink(Image.fromarray(noise))  # a scene: no uniform border
+    out = np.asarray(ink_on_paper(_strokes((255, 255, 255), (0, 0, 0))))
+    assert out[0, 0].tolist() == [255, 255, 255] and out[100, 100].tolist() == [0, 0, 0]
+
+
+def test_a_drawing_model_sees_light_ink_as_dark_lines_on_white() -> None:
+    """White lines on black, for a model trained on dark drawings on white (background
+    "white"): painting the black white had left white lines on white."""
+    spec = InputSpec.model_validate(
+        {
+            "height": 64,
+            "width": 64,
+            "channels": 3,
+            "color": "rgb",
+            "resize": {"mode": "center_crop"},
+            "frame": 0.88,
+            "background": "white",
+        }
+    )
+    chalk = _png(_strokes((255, 255, 255), (0, 0, 0)))
+    got = prepare(chalk, spec, ImageLimits())
+    paper = prepare(_png(_strokes((0, 0, 0), (255, 255, 255))), spec, ImageLimits())
+    assert got.info.inverted and not paper.info.inverted
+    assert np.abs(got.array - paper.array).mean() < 4  # the same drawing
+    # a model without the drawing policy, or one that inverts itself, is not touched
+    plain = prepare(chalk, spec.model_copy(update={"background": "as_is"}), ImageLimits())
+    assert not plain.info.inverted and plain.array[0, 0].tolist() == [0, 0, 0]
