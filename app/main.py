@@ -10,8 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import FileResponse
-from fastapi.staticfiles import StaticFiles
+from starlette.routing import Route
 
 from app import __version__, telemetry
 from app.api import access, catalogs, health, metrics, models, openapi, predict, teach, v2
@@ -23,6 +22,7 @@ from app.api.head import HeadAsGet
 from app.api.heavy_bodies import HeavyBodyGate
 from app.api.hotpath import ServingApp
 from app.api.overload import OverloadShedder
+from app.api.page_assets import PageAssets
 from app.api.problems import install_error_handlers
 from app.api.query_names import known_query_only
 from app.batching import Schedulers, serving_threads
@@ -179,10 +179,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openapi.install(app)  # errors documented in the shapes they are sent in
 
     if (STATIC_DIR / "index.html").is_file():
-        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-
-        @app.get("/", include_in_schema=False)
-        def index() -> FileResponse:
-            return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+        assets = PageAssets(STATIC_DIR)
+        app.mount("/static", assets, name="static")
+        app.router.routes.append(Route("/", assets.index, methods=["GET", "HEAD"]))
 
     return app

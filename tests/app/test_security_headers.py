@@ -69,3 +69,22 @@ def test_the_page_needs_nothing_its_policy_forbids(client: TestClient) -> None:
     for name in ("app.js", "auth.js", "teach.js", "cards.js"):
         js = client.get(f"/static/{name}").text
         assert 'createElement("style")' not in js and "eval(" not in js, name
+
+
+@pytest.mark.parametrize("path", ["/", "/static/app.js"])
+def test_page_assets_ignore_ranges_and_answer_conditional_requests(
+    client: TestClient, path: str
+) -> None:
+    """Round 16: a malformed or unsatisfiable Range got a text/plain 400 or 416, and `/`
+    ignored If-None-Match. Ranges are ignored now (RFC 9110 14.2); both answer 304."""
+    whole = client.get(path)
+    assert whole.status_code == 200 and whole.headers["etag"]
+    for rng in ("bytes=9-0", "items=0-5", "bytes=999999-", "bytes=0-3"):
+        r = client.get(path, headers={"Range": rng})
+        assert r.status_code == 200 and r.content == whole.content, (rng, r.status_code)
+    again = client.get(path, headers={"If-None-Match": whole.headers["etag"]})
+    assert again.status_code == 304 and not again.content
+    assert whole.headers["content-type"].startswith("text/html" if path == "/" else "text/")
+    missing = client.get("/static/nope.js")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"

@@ -1,0 +1,45 @@
+"""The browser page's files (app/static) as served: `/` (index.html) and `/static/...`.
+
+Both go through Starlette's StaticFiles, so `/` answers If-None-Match and If-Modified-Since with
+304 like every asset (it was a plain FileResponse that ignored them). Range headers are
+ignored, as RFC 9110 14.2 lets a server do: the files are a few KB, and Starlette answered a
+malformed or unsatisfiable range (`bytes=9-0`, `items=0-5`) with a text/plain 400 or 416
+instead of problem+json (fuzz round 16).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+
+_RANGE = (b"range", b"if-range")
+
+
+def _without_range(scope: Scope) -> Scope:
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in _RANGE]
+    return {**scope, "headers": headers}
+
+
+class PageAssets:
+    """The ASGI app mounted at `/static`; `index` is the one routed at `/` (index.html)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.files = StaticFiles(directory=directory)
+        self.index = _Index(self.files)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.files(_without_range(scope), receive, send)
+
+
+class _Index:
+    """`/` as StaticFiles serves `/index.html` (an ASGI app, not a route function: the Range
+    header must be gone from the scope the file response itself is sent with)."""
+
+    def __init__(self, files: StaticFiles) -> None:
+        self.files = files
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope = _without_range({**scope, "path": "/index.html", "raw_path": b"/index.html"})
+        await self.files(scope, receive, send)
