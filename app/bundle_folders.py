@@ -18,6 +18,20 @@ from app.loaded import LoadedModel, ServedModel
 logger = logging.getLogger(__name__)
 
 
+class BackboneNotServed(ValueError):
+    """A taught bundle refused because its backbone is not served here (not enabled, absent
+    or itself refused). Its log record carries `backbone_not_served` (the backbone's name), so
+    a tool that loads one backbone on purpose (the teach CLI) can tell it from real errors."""
+
+    def __init__(self, backbone: str, model: str) -> None:
+        super().__init__(f"backbone {backbone!r} of taught model {model!r} is not served")
+        self.backbone = backbone
+
+
+class RemovedWhileLoading(Exception):
+    """A taught version's folder was deleted while it was being read: not a refused bundle."""
+
+
 def shipped_folders(models_dir: Path, enabled: set[str]) -> list[Path]:
     """Shipped bundle candidates: every entry of models_dir not starting with "." (a folder
     without metadata.json, or a file, is then refused with that reason, not skipped); only

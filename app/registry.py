@@ -1,13 +1,11 @@
 """ModelRegistry: find bundles, verify, load, warm up; get(name) or ModelNotFound/NotReady.
 
-Two sources: shipped bundles (`models_dir/<name>/`) and taught bundles
-(`taught_dir/<name>/<version>/`, head-only graphs on a shipped backbone). `refresh()` follows the
-disk: bundles added, replaced or removed are loaded or dropped without a restart, so several
-server processes sharing one volume converge; `start_watching` polls it in a thread. Taught
-changes made through the app also bump a stamp file (app/teach/stamp.py) that `get()` checks with
-one os.stat, so every process on the host serves them at once (read-your-writes), not a poll later.
-How clients name a model (`name@version`) and the 404 for a name that matches nothing are
-app.model_refs; finding bundle folders and opening one (timed, warmed up) is app.bundle_folders.
+Two sources: shipped bundles (`models_dir/<name>/`) and taught bundles (`taught_dir/<name>/
+<version>/`, head-only graphs on a shipped backbone). `refresh()` follows the disk (bundles added,
+replaced or removed are loaded or dropped without a restart; `start_watching` polls it). Taught
+changes made through the app bump a stamp file (app/teach/stamp.py) that `get()` checks with one
+os.stat, so every process on the host serves them at once. Model names: app.model_refs; bundle
+folders and opening one: app.bundle_folders.
 """
 
 from __future__ import annotations
@@ -20,7 +18,13 @@ from functools import partial
 from pathlib import Path
 
 from app.bundle import load_bundle
-from app.bundle_folders import open_and_warm, shipped_folders, taught_folders
+from app.bundle_folders import (
+    BackboneNotServed,
+    RemovedWhileLoading,
+    open_and_warm,
+    shipped_folders,
+    taught_folders,
+)
 from app.errors import ModelNotFound, NotReady
 from app.loaded import Fingerprint, fingerprint, version_key
 from app.loaded import LoadedModel as LoadedModel
@@ -35,16 +39,6 @@ logger = logging.getLogger(__name__)
 # A name not served triggers at most one taught re-scan per this many seconds per process
 # (finds bundles copied in by hand, without letting unknown names force a scan per request).
 MISS_RESCAN_S = 0.25
-
-
-class BackboneNotServed(ValueError):
-    """A taught bundle refused because its backbone is not served here (not enabled, absent
-    or itself refused). Its log record carries `backbone_not_served` (the backbone's name), so
-    a tool that loads one backbone on purpose (the teach CLI) can tell it from real errors."""
-
-    def __init__(self, backbone: str, model: str) -> None:
-        super().__init__(f"backbone {backbone!r} of taught model {model!r} is not served")
-        self.backbone = backbone
 
 
 class ModelRegistry:
@@ -90,7 +84,6 @@ class ModelRegistry:
         """Taught bundle folders (taught_dir/<name>/<version>/metadata.json)."""
         return taught_folders(self.taught_dir)
 
-    # loading ------------------------------------------------------------------------------
     def load_all(self) -> None:
         """Load every bundle; a bad one is refused (logged, reported) and the rest are served."""
         if not self.models_dir.is_dir():
@@ -222,7 +215,12 @@ class ModelRegistry:
         return OnnxModel(load_bundle(directory), self._providers, self._threads)
 
     def _open_taught(self, directory: Path, name: str) -> TaughtModel:
-        bundle = load_bundle(directory, name=name)
+        try:
+            bundle = load_bundle(directory, name=name)
+        except Exception:
+            if not directory.is_dir():  # a delete raced this load (round 16)
+                raise RemovedWhileLoading(name) from None
+            raise
         ref = bundle.metadata.backbone
         if name in self._models or name in self.discover_names():
             raise ValueError(f"taught model {name!r} has the name of a shipped model")
@@ -240,20 +238,22 @@ class ModelRegistry:
     def _load(
         self, key: str, opener: Callable[[], ServedModel], *, pending: str
     ) -> LoadedModel | None:
+        loaded, reason = None, None
         try:
             loaded = open_and_warm(key, opener, self._warmup_runs)
+        except RemovedWhileLoading:  # not refused: there is nothing left to serve
+            logger.info("bundle %s was removed while it was being loaded", key)
         except Exception as exc:  # any failure refuses this bundle only; the rest are served
             reason = str(exc) or type(exc).__name__
             other = exc.backbone if isinstance(exc, BackboneNotServed) else None
             logger.error(
                 "refusing bundle %s: %s", key, reason, extra={"backbone_not_served": other}
             )
-            with self._lock:
-                self._refused[key] = reason
-                self._pending.discard(pending)
-            return None
         with self._lock:
-            self._refused.pop(key, None)
+            if reason is None:
+                self._refused.pop(key, None)
+            else:
+                self._refused[key] = reason
             self._pending.discard(pending)
         return loaded
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app import registry as registry_module
 from app.errors import ConfigurationError, ModelNotFound
 from app.main import create_app
 from app.registry import ModelRegistry
@@ -246,3 +247,30 @@ def test_a_taught_name_whose_every_version_was_refused_is_not_called_missing(
         reg.get("mine@2")
     with pytest.raises(ModelNotFound, match="No model named 'min'"):
         reg.get("min")  # a prefix of a refused name is still simply missing
+
+
+def test_a_taught_version_deleted_while_it_loads_is_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fuzz round 16: a DELETE racing a teach publish left "refusing bundle x@9: missing
+    labels.txt" at ERROR and a job error saying the model "was refused when loading"."""
+    models = tmp_path / "models"
+    write_tiny_bundle(models, "good")
+    taught = tmp_path / "taught"
+    shutil.copytree(models / "good", taught / "race" / "9")
+    real = registry_module.load_bundle
+
+    def deleted_meanwhile(directory: Path, **kw: object) -> object:
+        if taught in directory.parents:
+            shutil.rmtree(directory)  # the delete lands between the scan and the read
+        return real(directory, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(registry_module, "load_bundle", deleted_meanwhile)
+    reg = ModelRegistry(models, taught_dir=taught, providers="cpu", warmup_runs=0)
+    with caplog.at_level("INFO", logger="app.registry"):
+        reg.load_all()
+    assert reg.refused() == {} and reg.pending() == []
+    assert "race@9 was removed while it was being loaded" in caplog.text
+    assert "refusing bundle" not in caplog.text
+    with pytest.raises(ModelNotFound, match="No model named 'race@9'"):
+        reg.get("race@9")
