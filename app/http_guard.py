@@ -28,7 +28,8 @@ Fuzz round 14 (docs/hardening.md) added the rest:
 - a request with a body and a non-WebSocket `Upgrade` (curl --http2 on http://) is refused
   with a 400 saying so: httptools stops parsing at the upgrade, so the body was lost and the
   route answered as if none had been sent.
-A request line naming another version than HTTP/1.0 or 1.1 gets a 400 (it was served as 1.1).
+A request line naming another version than HTTP/1.0 or 1.1 gets a 400 (it was served as 1.1);
+`Expect: 100-continue` from an HTTP/1.0 client is ignored, as RFC 9110 10.1.1 says (round 16).
 """
 
 from __future__ import annotations
@@ -229,6 +230,8 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             return
         if self._refuse_upgrade_with_body() or self._refuse_version():
             return
+        if self.parser.get_http_version() == "1.0":
+            self.expect_100_continue = False  # RFC 9110 10.1.1: ignored from 1.0 clients
         super().on_headers_complete()
         self._announce_close(self.cycle)
         if len(self.pipeline) > self.max_pipelined:

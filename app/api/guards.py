@@ -104,12 +104,14 @@ def _origin_host(origin: str) -> str | None:
 
 
 def coding_refusal(
-    raw: Iterable[tuple[bytes, bytes]], content_codings: frozenset[str] = frozenset({"identity"})
+    raw: Iterable[tuple[bytes, bytes]],
+    content_codings: frozenset[str] | None = frozenset({"identity"}),
 ) -> tuple[int, str, str, str] | None:
     """(status, slug, title, detail) for a request body in a coding this server does not decode
     (it was read as raw bytes: "not an image"), or None. Transfer-Encoding: only `chunked`
-    (RFC 9112 7; a 400 rather than the 501 the RFC suggests, since the client can fix it);
-    Content-Encoding: only `content_codings` (RFC 9110 15.5.16: 415)."""
+    (RFC 9112 7; a 400 rather than the 501 the RFC suggests, since the client can fix it), for
+    every method; Content-Encoding: only `content_codings` (RFC 9110 15.5.16: 415), None: not
+    checked (a GET's body is never read)."""
     te = codings(v.decode("latin-1") for k, v in raw if k.lower() == b"transfer-encoding")
     ce = codings(v.decode("latin-1") for k, v in raw if k.lower() == b"content-encoding")
     if any(c != "chunked" for c in te):
@@ -120,7 +122,7 @@ def coding_refusal(
             f"Transfer-Encoding {', '.join(te)!r} is not supported; only chunked is. Send the "
             "body uncompressed, with Content-Length or Transfer-Encoding: chunked.",
         )
-    if any(c not in content_codings for c in ce):
+    if content_codings is not None and any(c not in content_codings for c in ce):
         extra = sorted(content_codings - {"identity"})
         return (
             415,
@@ -220,13 +222,11 @@ class GuardMiddleware:
                 ],
             )
             return
-        coding = (
-            coding_refusal(
-                scope["headers"], OIP_CONTENT_CODINGS if is_oip_path(scope["path"]) else IDENTITY
-            )
-            if scope["method"] not in SAFE_METHODS
-            else None
-        )
+        if scope["method"] in SAFE_METHODS:  # transfer codings only (round 16: ignored here)
+            coding = coding_refusal(scope["headers"], None)
+        else:
+            oip = is_oip_path(scope["path"])
+            coding = coding_refusal(scope["headers"], OIP_CONTENT_CODINGS if oip else IDENTITY)
         if coding is not None:
             await _problem(scope, send, *coding)
             return

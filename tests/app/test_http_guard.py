@@ -123,6 +123,20 @@ def test_a_compressed_body_is_refused_saying_so(
     assert str(problem["type"]).endswith(slug) and "gzip" in str(problem["detail"])
 
 
+def test_a_transfer_coding_is_refused_on_a_get_too(port: int) -> None:
+    """Round 16: `Transfer-Encoding: gzip, chunked` was refused on a POST and ignored on a GET;
+    a content coding on a GET (whose body is never read) is still ignored."""
+    for te, status in ((b"Transfer-Encoding: gzip, chunked\r\n", 400), (b"", 200)):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(
+                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                + te
+                + (b"\r\n0\r\n\r\n" if te else b"Content-Encoding: gzip\r\n\r\n")
+            )
+            got, _ = _until_closed(s)
+        assert got.startswith(b"HTTP/1.1 %d " % status), got[:200]
+
+
 def _problem(response: bytes) -> dict[str, object]:
     head, _, body = response.partition(b"\r\n\r\n")
     assert b"content-type: application/problem+json" in head.lower(), head
@@ -339,6 +353,20 @@ def test_a_request_line_in_another_http_version_gets_a_400(port: int, version: b
             )
             got, _ = _until_closed(s)
         assert got.startswith(b"HTTP/1.1 200 "), got[:200]
+
+
+def test_an_http_1_0_client_gets_no_100_continue(port: int) -> None:
+    """RFC 9110 10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored; an
+    HTTP/1.1 client still gets its interim 100 (round 16)."""
+    for version, interim in ((b"1.0", False), (b"1.1", True)):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(
+                b"POST /v1/catalogs HTTP/" + version + b"\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 2\r\n"
+                b"Expect: 100-continue\r\nConnection: close\r\n\r\n{}"
+            )
+            got, _ = _until_closed(s)
+        assert (b" 100 Continue" in got) is interim, got[:200]
 
 
 def test_a_long_pipeline_is_answered_in_part_then_closed(guarded: int) -> None:
