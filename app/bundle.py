@@ -107,6 +107,8 @@ class InputSpec(_Strict):
     # "white": the training pictures were on white. A uniform background of another colour
     # touching the border is painted white at model size (app/trim.py whiten_background), or
     # black for a model that inverts (invert True or "auto"), whose white paper became black.
+    # For a model that does not invert, light ink on a dark background (chalk, white lines on
+    # black) is first drawn as dark ink on white (app/trim.py light_ink).
     background: Literal["as_is", "white"] = "as_is"
 
     @model_validator(mode="after")

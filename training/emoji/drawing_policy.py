@@ -257,7 +257,9 @@ def card_section(name: str, res: dict[str, Any], negatives: int) -> str:
     lines += [
         "",
         "Heavy JPEG compression and tiny pictures remain weak spots, and so does line art drawn "
-        "in black on a black background (the lines touch the background and go white with it).",
+        "in black on a black background (the lines touch the background and go white with it). "
+        "Light ink on a dark background is drawn as dark ink on white before the policy applies "
+        "(`app/trim.py` `light_ink`); docs/drawings.md has its figures.",
         "Reproduce: after training the bundle, "
         f"`python -m training.emoji.drawing_policy models/{name} --write`.",
         "",
