@@ -34,7 +34,8 @@ from app.teach.core import check_free_name, check_positive_label, room_from, tau
 from app.teach.download import open_download
 from app.teach.errors import ShippedModel
 from app.teach.examples import check_labels, limits_from
-from app.teach.folder import BatchLimits, IngestReport, ZipLimits, ingest, zip_images
+from app.teach.folder import BatchLimits, ZipLimits, ingest, zip_images
+from app.teach.ingest_report import IngestReport
 from app.teach.job_store import Job, Status
 from app.teach.jobs import JobRunner
 

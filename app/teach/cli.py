@@ -21,7 +21,8 @@ from app.settings import Settings
 from app.teach.compose import check_room
 from app.teach.core import check_free_name, room_from, taught_root, teach_catalog
 from app.teach.examples import limits_from
-from app.teach.folder import BatchLimits, IngestReport, folder_images, ingest
+from app.teach.folder import BatchLimits, folder_images, ingest
+from app.teach.ingest_report import IngestReport
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Final
 
@@ -33,6 +33,7 @@ from app.errors import (
 )
 from app.fsutil import storage_error
 from app.imaging import sniff_format
+from app.teach.ingest_report import CopySkipped, IngestReport, shown
 
 _DRIVE: Final = re.compile(r"[A-Za-z]:[\\/]")
 _IGNORED = ("__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini")
@@ -66,46 +67,6 @@ class BatchLimits:
             or sum(len(b.data) for b in batch) + len(image.data) > self.max_bytes
             or sum(b.pixels for b in batch) + image.pixels > self.max_pixels
         )
-
-
-@dataclass(frozen=True)
-class CopySkipped:
-    """An image left out because it copies an item of its label (skip_duplicates)."""
-
-    name: str
-    label: str
-    duplicate_of: str
-    score: float
-
-
-# A report lists at most this many skipped files and copies (all are counted), each name cut
-# to NAME_CHARS: a zip of 190 MB of long entry names had made a 1.1 GB answer (round 16).
-LISTED = 100
-NAME_CHARS = 256
-
-
-def shown(name: str) -> str:
-    """An entry's name as a report lists it: at most NAME_CHARS characters."""
-    return name if len(name) <= NAME_CHARS else name[: NAME_CHARS - 3] + "..."
-
-
-@dataclass
-class IngestReport:
-    added: dict[str, int] = field(default_factory=dict)
-    skipped: list[dict[str, str]] = field(default_factory=list)  # the first LISTED
-    duplicates: list[CopySkipped] = field(default_factory=list)  # the first LISTED
-    skipped_count: int = 0
-    duplicates_count: int = 0
-
-    def skip(self, name: str, reason: str) -> None:
-        self.skipped_count += 1
-        if len(self.skipped) < LISTED:
-            self.skipped.append({"name": shown(name), "reason": reason})
-
-    def duplicate(self, copy: CopySkipped) -> None:
-        self.duplicates_count += 1
-        if len(self.duplicates) < LISTED:
-            self.duplicates.append(copy)
 
 
 @dataclass(frozen=True)

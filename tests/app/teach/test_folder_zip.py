@@ -21,7 +21,8 @@ from app.catalog.types import StoreUnavailable
 from app.errors import InsufficientStorage, PayloadTooLarge
 from app.main import create_app
 from app.teach import cli as teach_cli
-from app.teach.folder import BatchLimits, IngestReport, LabelledImage, ingest
+from app.teach.folder import BatchLimits, LabelledImage, ingest
+from app.teach.ingest_report import IngestReport
 from tests.app.teach.conftest import BAG, SNEAKER, teach_settings, wait_job
 from tests.conftest import ROOT
 
@@ -349,7 +350,8 @@ def test_cli_names_the_bundles_when_the_backbone_is_not_one(
 
 
 def test_an_empty_class_folder_is_listed_not_dropped_in_silence(tmp_path: Path) -> None:
-    from app.teach.folder import IngestReport, folder_images
+    from app.teach.folder import folder_images
+    from app.teach.ingest_report import IngestReport
 
     (tmp_path / "cats").mkdir()
     (tmp_path / "cats" / "a.png").write_bytes(b"not read here")
