@@ -45,13 +45,26 @@ BACKDROP_SHARE: Final = 0.5
 MAX_SIDE: Final = 2048
 
 
+# Pixels read per side of the border ring at most: a longer side is sampled evenly (nearest).
+# An 8 x 5,000,000 picture's ring is 10 M pixels: its median took 0.5 s, three times per
+# picture (fuzz round 17); ordinary pictures are read whole, as before.
+RING_SAMPLES: Final = 4096
+
+
+def _side(img: Image.Image, box: tuple[int, int, int, int]) -> np.ndarray:
+    strip = img.crop(box)
+    if max(strip.size) > RING_SAMPLES:
+        size = (RING_SAMPLES, 1) if strip.width > strip.height else (1, RING_SAMPLES)
+        strip = strip.resize(size, Image.Resampling.NEAREST)
+    return np.asarray(strip).reshape(-1, len(img.getbands()))
+
+
 def _border(img: Image.Image) -> np.ndarray:
-    """The outermost pixel ring, one row per pixel (channels last). Only the ring is read: no
-    copy of a (possibly large) picture."""
+    """The outermost pixel ring, one row per pixel (channels last), each side sampled to at
+    most RING_SAMPLES pixels. Only the ring is read: no copy of a (possibly large) picture."""
     w, h = img.size
     boxes = [(0, 0, w, 1), (0, h - 1, w, h), (0, 1, 1, h - 1), (w - 1, 1, w, h - 1)]
-    parts = [np.asarray(img.crop(b)).reshape(-1, len(img.getbands())) for b in boxes]
-    return np.concatenate(parts, axis=0).astype(np.int16)
+    return np.concatenate([_side(img, b) for b in boxes], axis=0).astype(np.int16)
 
 
 def _near(colour: tuple[int, ...], value: int) -> bool:

@@ -11,7 +11,9 @@ from PIL import Image, ImageDraw
 from app.bundle import InputSpec
 from app.imaging import ImageLimits, prepare
 from app.trim import (
+    RING_SAMPLES,
     TOLERANCE,
+    _border,
     backdrop,
     background,
     frame_object,
@@ -414,3 +416,16 @@ def test_a_drawing_model_sees_light_ink_as_dark_lines_on_white() -> None:
     # a model without the drawing policy, or one that inverts itself, is not touched
     plain = prepare(chalk, spec.model_copy(update={"background": "as_is"}), ImageLimits())
     assert not plain.info.inverted and plain.array[0, 0].tolist() == [0, 0, 0]
+
+
+def test_the_border_ring_of_a_thin_giant_is_sampled() -> None:
+    """Round 17: an 8 x 5,000,000 picture's ring was read whole (10 M pixels, a 0.5 s median,
+    three times per picture). Each side is sampled to at most RING_SAMPLES pixels; the colour
+    found is the same."""
+    thin = Image.new("RGB", (8, 200_000), (10, 20, 30))
+    ImageDraw.Draw(thin).rectangle((2, 1000, 5, 199_000), fill=(250, 250, 250))
+    ring = _border(thin)
+    assert len(ring) <= 2 * 8 + 2 * RING_SAMPLES
+    assert background(thin) == (10, 20, 30)
+    small = Image.new("RGB", (300, 200), (10, 20, 30))
+    assert len(_border(small)) == 2 * 300 + 2 * 198  # ordinary pictures: every ring pixel
