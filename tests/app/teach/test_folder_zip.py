@@ -467,3 +467,31 @@ def test_zips_of_one_process_unpack_in_turns() -> None:
     asyncio.run(main())
     assert peak == 2 and gate.active == 0
     assert EmbedGate(limit=3, unpack_limit=0).unpack_limit == 1
+
+
+def test_round_17_zip_offsets_and_a_lying_entry_count(
+    teach_client: TestClient,
+    fm_pngs,  # type: ignore[no-untyped-def]
+) -> None:
+    """Round 17: a central-directory offset past the data ('negative seek value') answered
+    500; an end record claiming 1 entry over many more let zipfile parse them all first."""
+    import struct
+    import zlib
+
+    c = teach_client
+    assert c.post("/v1/catalogs", json={"name": "r17", "model": "products"}).status_code == 201
+    good = _zip({"bag/1.png": fm_pngs[BAG][0], "sneaker/2.png": fm_pngs[SNEAKER][0]})
+    bad_offset = good[:-6] + struct.pack("<L", 10**9) + good[-2:]
+    body = _post_zip(c, "r17", bad_offset)
+    assert body["status"] in (200, 422), body  # read what can be read, or refused: never 500
+    name = b"a/b"
+    crc = zlib.crc32(b"")
+    local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, 0, 0, len(name), 0)
+    entry = struct.pack(
+        "<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, crc, 0, 0, len(name), 0, 0, 0, 0, 0, 0
+    )
+    n = 90_000  # over 4 x the test settings' item limit
+    cd = (entry + name) * n
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(cd), len(local + name), 0)
+    body = _post_zip(c, "r17", local + name + cd + end)
+    assert body["status"] == 413 and f"{n:,} entries" in body["detail"], body
