@@ -16,10 +16,13 @@ in a pool of their own, so no generated module or extra package is needed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Final
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from app.grpc_watchdog import MessageWatchdog
 
 SERVICE: Final = "grpc.health.v1.Health"
 SERVING: Final = 1
@@ -54,11 +57,13 @@ def _messages() -> tuple[Any, Any]:
 HealthCheckRequest, HealthCheckResponse = _messages()
 
 
-def health_handler(check: Any) -> Any:
+def health_handler(check: Any, watchdog: MessageWatchdog) -> Any:
     """The service's generic handler. `check(service, context)` -> SERVING or NOT_SERVING, or
-    aborts the call (NOT_FOUND, UNAUTHENTICATED)."""
+    aborts the call (NOT_FOUND, UNAUTHENTICATED). Its message is read as the protocol's are
+    (app/grpc_watchdog.py), but it takes no place among their calls."""
 
-    def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
+    def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+        raw = watchdog.first(requests, context)
         try:
             request = HealthCheckRequest.FromString(raw)
         except Exception:  # DecodeError, or whatever a hostile message raises
@@ -67,7 +72,7 @@ def health_handler(check: Any) -> Any:
             )
         return HealthCheckResponse(status=check(request.service, context))
 
-    unary = grpc.unary_unary_rpc_method_handler(
+    check_rpc = grpc.stream_unary_rpc_method_handler(
         handle, response_serializer=lambda response: response.SerializeToString()
     )
-    return grpc.method_handlers_generic_handler(SERVICE, {"Check": unary})
+    return grpc.method_handlers_generic_handler(SERVICE, {"Check": check_rpc})

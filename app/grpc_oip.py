@@ -12,11 +12,13 @@ workers of `python -m app`. A call is parsed on a gRPC thread and scheduled on t
 event loop like an HTTP request. Bounds: messages up to IMGCLASS_GRPC_MAX_MESSAGE_BYTES (8 MiB;
 gRPC refuses larger ones with RESOURCE_EXHAUSTED before they are parsed), charged to the
 process's body budget while they are served (IMGCLASS_MAX_BODY_BYTES_IN_FLIGHT, shared with
-HTTP bodies: UNAVAILABLE when full), GRPC_THREADS calls at once per process and GRPC_PENDING
-more waiting (then RESOURCE_EXHAUSTED), the request deadline (or the client's, when shorter).
-gRPC holds a whole message before a call runs, and the call copies it about twice while it is
-parsed, so one process holds at most about GRPC_CALLS x 3 x the message limit for gRPC
-(12 x 3 x 8 MiB = 288 MiB by default).
+HTTP bodies: UNAVAILABLE when full), GRPC_CALLS of the protocol's calls at once per process,
+their wait for a message included (then RESOURCE_EXHAUSTED at once; HEALTH_THREADS more
+threads are kept for the health service), a message that must arrive within
+IMGCLASS_BODY_TIMEOUT_S (app/grpc_watchdog.py), the request deadline (or the client's, when
+shorter). A call's message is held whole while it is parsed and copied about twice, so one
+process holds at most about GRPC_CALLS x 3 x the message limit for gRPC (8 x 3 x 8 MiB =
+192 MiB by default).
 Errors carry the same details as the HTTP binding's, with gRPC status codes (`_CODES`).
 Triton's own extensions (repository, statistics, shared memory, streaming) answer
 UNIMPLEMENTED. The standard health service (`grpc.health.v1.Health` Check, app/grpc_health.py)
@@ -29,7 +31,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -50,6 +52,7 @@ from app.errors import (
 )
 from app.grpc_codec import call_key, parse_request, response_message
 from app.grpc_health import NOT_SERVING, SERVING, health_handler
+from app.grpc_watchdog import CallGate, MessageWatchdog
 from app.registry import ModelRegistry
 from app.settings import Settings
 from app.telemetry import observe_request
@@ -57,9 +60,9 @@ from app.telemetry import observe_request
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-GRPC_THREADS: Final = 8
-GRPC_PENDING: Final = 4
-GRPC_CALLS: Final = GRPC_THREADS + GRPC_PENDING
+GRPC_CALLS: Final = 8  # the protocol's calls at once per process (CallGate)
+HEALTH_THREADS: Final = 4  # threads the protocol's calls never take: health checks are answered
+GRPC_PENDING: Final = 4  # calls waiting for a thread (then RESOURCE_EXHAUSTED)
 MAX_DETAIL: Final = 2048  # characters of an error's message sent in the status
 SERVICE: Final = "inference.GRPCInferenceService"
 
@@ -266,24 +269,31 @@ _RPCS: Final = {
 }
 
 
-def _handlers(servicer: OipServicer) -> Any:
-    """The service's handlers, each parsing its request itself: a message that is not valid
-    protobuf is INVALID_ARGUMENT (grpcio's own deserializer answered INTERNAL, round 15)."""
+def _handlers(servicer: OipServicer, gate: CallGate, watchdog: MessageWatchdog) -> Any:
+    """The service's handlers, each taking a place in `gate`, reading its message within the
+    watchdog's time (a stream's first message: the same bytes on the wire as a unary call) and
+    parsing it itself: a message that is not valid protobuf is INVALID_ARGUMENT (grpcio's own
+    deserializer answered INTERNAL, round 15)."""
 
     def handler(method: str, message: Any) -> Any:
         impl = getattr(servicer, method)
 
-        def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
+        def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+            gate.enter(context)
             try:
-                request = message.FromString(raw)
-            except Exception:  # DecodeError, or whatever a hostile message raises
-                context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"The {message.DESCRIPTOR.name} message is not valid protobuf.",
-                )
-            return impl(request, context)
+                raw = watchdog.first(requests, context)
+                try:
+                    request = message.FromString(raw)
+                except Exception:  # DecodeError, or whatever a hostile message raises
+                    context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"The {message.DESCRIPTOR.name} message is not valid protobuf.",
+                    )
+                return impl(request, context)
+            finally:
+                gate.leave()
 
-        return grpc.unary_unary_rpc_method_handler(
+        return grpc.stream_unary_rpc_method_handler(
             handle, response_serializer=lambda response: response.SerializeToString()
         )
 
@@ -299,17 +309,20 @@ class GrpcServer:
         settings: Settings = state.settings
         check_grpc_port(settings.host, settings.grpc_port)  # before grpc starts its threads
         size = settings.grpc_max_message_bytes
+        threads = GRPC_CALLS + HEALTH_THREADS
         self.server = grpc.server(
-            concurrent.futures.ThreadPoolExecutor(GRPC_THREADS, thread_name_prefix="grpc"),
+            concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="grpc"),
             options=[
                 ("grpc.max_receive_message_length", size),
                 ("grpc.max_send_message_length", 64 << 20),
                 ("grpc.so_reuseport", 1),
             ],
-            maximum_concurrent_rpcs=GRPC_CALLS,
+            maximum_concurrent_rpcs=threads + GRPC_PENDING,
         )
         servicer = OipServicer(state, loop)
-        self.server.add_generic_rpc_handlers((_handlers(servicer), health_handler(servicer.health)))
+        self.watchdog = MessageWatchdog(settings.body_timeout_s)
+        oip = _handlers(servicer, CallGate(GRPC_CALLS), self.watchdog)
+        self.server.add_generic_rpc_handlers((oip, health_handler(servicer.health, self.watchdog)))
         self.address = f"{settings.host}:{settings.grpc_port}"
         try:
             bound = self.server.add_insecure_port(self.address)
@@ -325,6 +338,7 @@ class GrpcServer:
 
     def stop(self, grace_s: float = 2.0) -> None:
         self.server.stop(grace_s).wait(grace_s + 1.0)
+        self.watchdog.stop()
 
 
 def check_grpc_port(host: str, port: int) -> None:

@@ -49,6 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
         "IMGCLASS_API_KEY_FOR_READS": "true",
         "IMGCLASS_LOG_LEVEL": "WARNING",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),  # read by the round-16 test
+        "IMGCLASS_BODY_TIMEOUT_S": "3",  # a gRPC message must arrive within it (round 17)
     }
     with live_server(tmp, env, entry="app", ready_path="/healthz") as s:
         wait_ready(port)
@@ -392,3 +393,50 @@ def test_round_15_findings(server: tuple[LiveServer, int]) -> None:
         assert "request_deadline_s" not in str(info.value.details())
         # and a good call still works
         assert stub.ModelInfer(files_request(), metadata=meta).outputs
+
+
+def test_round_17_calls_that_never_send_a_message_cannot_starve_the_health_service(
+    server: tuple[LiveServer, int],
+) -> None:
+    """48 calls that sent headers and never their message held every gRPC thread of a process
+    for good: health probes got RESOURCE_EXHAUSTED for as long as the client liked. The
+    protocol's calls now take one of 8 places (more are refused at once), threads are kept for
+    the health service, and a message must arrive within IMGCLASS_BODY_TIMEOUT_S."""
+    import threading
+
+    stop = threading.Event()
+
+    def never() -> Iterator[bytes]:  # a request stream that never yields its message
+        stop.wait()
+        return
+        yield b""
+
+    address = f"127.0.0.1:{server[1]}"
+    held_channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+    infer = held_channel.stream_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    t0 = time.monotonic()
+    held = [infer.future(never()) for _ in range(20)]  # one connection: one process
+    try:
+        time.sleep(1.0)
+        refused = [f for f in held if f.done()]
+        assert len(refused) >= 12 and all(
+            f.exception().code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[union-attr]
+            for f in refused
+        )
+        for _ in range(6):  # the health service answers meanwhile, on every process
+            with grpc.insecure_channel(
+                address, options=[("grpc.use_local_subchannel_pool", 1)]
+            ) as channel:
+                check = channel.unary_unary("/grpc.health.v1.Health/Check")
+                assert bytes(check(b"", timeout=2)) == b"\x08\x01"
+        for f in held:  # the rest are cancelled once their message is overdue
+            code = f.exception(timeout=10).code()  # type: ignore[union-attr]
+            assert code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        assert time.monotonic() - t0 < 3 + 5
+    finally:
+        stop.set()
+        held_channel.close()

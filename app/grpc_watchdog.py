@@ -1,0 +1,80 @@
+"""The first message of a gRPC call, within a time limit, and a bound on the calls that may
+wait for theirs.
+
+grpcio's synchronous server runs each call on a pool thread from the moment its headers arrive,
+and a unary call waits on that thread for its message. A client that sends headers and never
+the message held a thread, and a place among the process's concurrent calls, for as long as it
+liked: 48 such calls at 0 bytes/s kept every `grpc.health.v1` probe RESOURCE_EXHAUSTED for
+150 s while /readyz said 200 (fuzz round 17). So every method is served as a stream whose first
+message is read here: a call whose message has not arrived within `timeout_s` is cancelled
+(`MessageWatchdog`), and the protocol's methods take a place (`CallGate`) before they wait for
+it, so they never hold the threads kept for the health service.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+
+TICK_S = 0.5  # how often overdue calls are looked for
+
+
+class MessageWatchdog:
+    """Cancels calls whose first message is overdue; one daemon thread per server process."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._due: dict[int, tuple[float, grpc.ServicerContext]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="grpc-watchdog", daemon=True)
+        self._thread.start()
+
+    def first(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        """The call's first message; the call is cancelled if it does not come in time, and
+        INVALID_ARGUMENT if the client ends its stream without one."""
+        key = id(context)
+        with self._lock:
+            self._due[key] = (time.monotonic() + self.timeout_s, context)
+        try:
+            return next(requests)
+        except StopIteration:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "The call carried no message.")
+            raise  # abort raises; this line is for the type checker
+        finally:
+            with self._lock:
+                self._due.pop(key, None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(TICK_S):
+            now = time.monotonic()
+            with self._lock:
+                late = [ctx for due, ctx in self._due.values() if due <= now]
+            for context in late:
+                context.cancel()  # the waiting read raises; the thread is free again
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class CallGate:
+    """At most `limit` of the protocol's calls at once in a process, their wait for a message
+    included; one more is refused at once with RESOURCE_EXHAUSTED."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def enter(self, context: grpc.ServicerContext) -> None:
+        if not self._slots.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"This server process already serves {self.limit} inference calls; retry "
+                "shortly, or spread calls over more connections (each reaches one process).",
+            )
+
+    def leave(self) -> None:
+        self._slots.release()
