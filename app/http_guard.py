@@ -29,7 +29,8 @@ Fuzz round 14 (docs/hardening.md) added the rest:
   with a 400 saying so: httptools stops parsing at the upgrade, so the body was lost and the
   route answered as if none had been sent.
 A request line naming another version than HTTP/1.0 or 1.1 gets a 400 (it was served as 1.1);
-`Expect: 100-continue` from an HTTP/1.0 client is ignored, as RFC 9110 10.1.1 says (round 16).
+`Expect: 100-continue` from an HTTP/1.0 client is ignored, as RFC 9110 10.1.1 says (round 16);
+an absolute-form target's host is the one the Host allow-list checks (RFC 9112 3.2.2, round 17).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import logging
 from http import HTTPStatus
 from typing import Any, Final
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.errors import PROBLEM_JSON, BadRequest, HeadersTooLarge, RequestTimeout, ServiceError
@@ -232,6 +234,8 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             return
         if self.parser.get_http_version() == "1.0":
             self.expect_100_continue = False  # RFC 9110 10.1.1: ignored from 1.0 clients
+        if self.url[:1] not in (b"/", b"*"):
+            self._host_from_target()
         super().on_headers_complete()
         self._announce_close(self.cycle)
         if len(self.pipeline) > self.max_pipelined:
@@ -276,6 +280,21 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         )
         _close_with(self.transport, BadRequest(detail))
         return True
+
+    def _host_from_target(self) -> None:
+        """An absolute-form target (`GET http://evil.com/v1/models`): RFC 9112 3.2.2 says its
+        host replaces the Host header, so that is what the allow-list checks (round 17: the
+        Host header was checked and the target's host ignored)."""
+        try:
+            parsed = httptools.parse_url(self.url)
+        except httptools.HttpParserInvalidURLError:
+            return  # uvicorn refuses it itself
+        if not parsed.host:
+            return
+        host = b"[" + parsed.host + b"]" if b":" in parsed.host else parsed.host
+        authority = host + (b":%d" % parsed.port if parsed.port else b"")
+        # in place: the request scope holds this very list
+        self.headers[:] = [(k, v) for k, v in self.headers if k != b"host"] + [(b"host", authority)]
 
     def _refuse_version(self) -> bool:
         """A request line naming another HTTP version than 1.0 or 1.1 (`HTTP/2.0`, `HTTP/1.2`)

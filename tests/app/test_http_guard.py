@@ -137,6 +137,26 @@ def test_a_transfer_coding_is_refused_on_a_get_too(port: int) -> None:
         assert got.startswith(b"HTTP/1.1 %d " % status), got[:200]
 
 
+def test_an_absolute_form_target_is_checked_by_its_host(port: int) -> None:
+    """Round 17: `GET http://evil.com/v1/models` with an allowed Host header got 200; RFC 9112
+    3.2.2 says the target's host replaces the Host header."""
+    cases = [
+        (b"http://evil.com/v1/models", b"127.0.0.1", 400),
+        (b"http://127.0.0.1:%d/v1/models" % port, b"evil.com", 200),
+        (b"http://[::1]:%d/v1/models" % port, b"127.0.0.1", 400),  # not in the test's list
+        (b"/v1/models", b"evil.com", 400),  # origin form: the Host header, as before
+    ]
+    for target, host, status in cases:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(
+                b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+            )
+            got, _ = _until_closed(s)
+        assert got.startswith(b"HTTP/1.1 %d " % status), (target, host, got[:200])
+        if status == 400:  # refused by the allow-list, not as a malformed Host
+            assert "IMGCLASS_ALLOWED_HOSTS" in str(_problem(got)["detail"])
+
+
 def _problem(response: bytes) -> dict[str, object]:
     head, _, body = response.partition(b"\r\n\r\n")
     assert b"content-type: application/problem+json" in head.lower(), head
