@@ -86,6 +86,18 @@ class HeadGuardedProtocol(HttpToolsProtocol):
     _in_trailers = False  # the current message's headers are parsed: headers now are trailers
     _trailer_bytes = 0
     _discarding = False  # answered; the rest of the request body is read and dropped
+    _refusal: ServiceError | None = None  # sent once the answers owed before it are out
+
+    def _refuse(self, error: ServiceError) -> None:
+        """Answer a request that cannot be parsed or served with `error` and close. Requests
+        pipelined before it are answered first (round 17: a POST sent just before a bad
+        request line ran, and the only answer on the connection was the 400); nothing read
+        after it is parsed."""
+        owed = self.pipeline or (self.cycle is not None and not self.cycle.response_complete)
+        if owed and not self.transport.is_closing():
+            self._refusal, self._discarding = error, True
+            return
+        _close_with(self.transport, error)
 
     def _start_head(self) -> None:
         """Count the next head's bytes from here (the previous body has ended)."""
@@ -226,9 +238,9 @@ class HeadGuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._end_head()
         self._in_trailers, self._trailer_bytes = True, 0
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refusal is not None:
             # the rest of a read after the connection was closed (a request pipelined behind
-            # trailers over the cap, round 15): never started, its answer could not be sent
+            # trailers over the cap, round 15), or behind a refused one: never started
             return
         if self._refuse_upgrade_with_body() or self._refuse_version():
             return
@@ -278,7 +290,7 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             f"Upgrade: {upgrade} is not supported, and a request that asks for it cannot carry "
             "a body here. Send the request without Upgrade (curl: --http1.1)."
         )
-        _close_with(self.transport, BadRequest(detail))
+        self._refuse(BadRequest(detail))
         return True
 
     def _host_from_target(self) -> None:
@@ -307,10 +319,16 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             f"HTTP/{version[:8]} is not spoken here: send HTTP/1.1 (or 1.0). For HTTP/2 and "
             "gRPC, use the gRPC port (IMGCLASS_GRPC_PORT) or a proxy in front."
         )
-        _close_with(self.transport, BadRequest(detail))
+        self._refuse(BadRequest(detail))
         return True
 
+    def on_body(self, body: bytes) -> None:
+        if self._refusal is None:  # else the refused request's: not the owed one's
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._refusal is not None:
+            return
         super().on_message_complete()
         self._start_head()  # a pipelined head is counted at once, timed after the response
         if self.cycle.response_complete and not self.transport.is_closing():
@@ -330,7 +348,9 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             self._linger()
             return
         super().on_response_complete()
-        if self._in_head and not self.transport.is_closing():
+        if self._refusal is not None and not self.pipeline:
+            _close_with(self.transport, self._refusal)  # the answers owed before it are out
+        elif self._in_head and not self.transport.is_closing():
             self._arm()
 
     def send_400_response(self, msg: str) -> None:
@@ -340,4 +360,4 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             "The request is not valid HTTP/1.1 (request line, headers or framing). "
             "Send HTTP/1.1 with either Content-Length or chunked transfer encoding."
         )
-        _close_with(self.transport, BadRequest(detail))
+        self._refuse(BadRequest(detail))

@@ -157,6 +157,23 @@ def test_an_absolute_form_target_is_checked_by_its_host(port: int) -> None:
             assert "IMGCLASS_ALLOWED_HOSTS" in str(_problem(got)["detail"])
 
 
+@pytest.mark.parametrize("bad", [b"GET / HTTP/2.0\r\n", b"GET / HTTP/1.2\r\n", b"\x01\x02 x\r\n"])
+def test_a_request_pipelined_before_a_bad_one_gets_its_own_answer(port: int, bad: bytes) -> None:
+    """Round 17: a POST sent in one segment just before a malformed request ran, and the
+    connection's only answer was the 400 for the second line. Now the POST is answered, then
+    the 400, then the connection closes; nothing after the bad line is parsed."""
+    body = b'{"name": "piped", "model": "tiny"}'
+    first = b"POST /v1/catalogs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    first += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    after = b"DELETE /v1/catalogs/piped HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(first + bad + b"Host: 127.0.0.1\r\n\r\n" + after)
+        got, _ = _until_closed(s)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)  # a body need not end in CRLF
+    assert statuses[0] in (b"201", b"409") and statuses[1:] == [b"400"], got[:600]
+    assert httpx.get(f"http://127.0.0.1:{port}/v1/catalogs/piped").status_code == 200
+
+
 def _problem(response: bytes) -> dict[str, object]:
     head, _, body = response.partition(b"\r\n\r\n")
     assert b"content-type: application/problem+json" in head.lower(), head
