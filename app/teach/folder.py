@@ -211,7 +211,8 @@ def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator
         )
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError, OverflowError) as exc:
+    except (zipfile.BadZipFile, ValueError, OverflowError, NotImplementedError) as exc:
+        # NotImplementedError: 'zip file version 25.5' needed to extract (round 18)
         raise InvalidRequest(f"The upload is not a readable zip file ({exc}).") from exc
     with zf:
         # not ZipInfo.is_dir(): it fails on an empty name (one starting with NUL), round 16

@@ -484,6 +484,10 @@ def test_round_17_zip_offsets_and_a_lying_entry_count(
     bad_offset = good[:-6] + struct.pack("<L", 10**9) + good[-2:]
     body = _post_zip(c, "r17", bad_offset)
     assert body["status"] in (200, 422), body  # read what can be read, or refused: never 500
+    too_new = bytearray(good)  # round 18: 'version needed to extract' 25.5 answered 500
+    struct.pack_into("<H", too_new, too_new.find(b"PK\x01\x02") + 6, 0xFF)
+    body = _post_zip(c, "r17", bytes(too_new))
+    assert body["status"] == 422 and "zip file version" in body["detail"], body
     name = b"a/b"
     crc = zlib.crc32(b"")
     local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, 0, 0, len(name), 0)
