@@ -348,8 +348,10 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             self._linger()
             return
         super().on_response_complete()
-        if self._refusal is not None and not self.pipeline:
-            _close_with(self.transport, self._refusal)  # the answers owed before it are out
+        # self.cycle is the last request parsed: once it is answered and none waits, every
+        # answer owed before the refusal is out (round 18: the last one had been cut off)
+        if self._refusal is not None and not self.pipeline and self.cycle.response_complete:
+            _close_with(self.transport, self._refusal)
         elif self._in_head and not self.transport.is_closing():
             self._arm()
 

@@ -166,11 +166,13 @@ def test_a_request_pipelined_before_a_bad_one_gets_its_own_answer(port: int, bad
     first = b"POST /v1/catalogs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
     first += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     after = b"DELETE /v1/catalogs/piped HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    listing = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(first + bad + b"Host: 127.0.0.1\r\n\r\n" + after)
+        s.sendall(first + listing * 3 + bad + b"Host: 127.0.0.1\r\n\r\n" + after)
         got, _ = _until_closed(s)
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)  # a body need not end in CRLF
-    assert statuses[0] in (b"201", b"409") and statuses[1:] == [b"400"], got[:600]
+    assert statuses[0] in (b"201", b"409"), got[:600]
+    assert statuses[1:] == [b"200"] * 3 + [b"400"], statuses  # round 18: the last was cut off
     assert httpx.get(f"http://127.0.0.1:{port}/v1/catalogs/piped").status_code == 200
 
 
