@@ -22,11 +22,12 @@ from typing import Any, Final
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from app.grpc_watchdog import MessageWatchdog
+from app.grpc_watchdog import CallGate, MessageWatchdog
 
 SERVICE: Final = "grpc.health.v1.Health"
 SERVING: Final = 1
 NOT_SERVING: Final = 2
+MESSAGE_S: Final = 2.0  # a check's message (a few bytes) arrives within this, or is cancelled
 
 
 def _messages() -> tuple[Any, Any]:
@@ -57,13 +58,18 @@ def _messages() -> tuple[Any, Any]:
 HealthCheckRequest, HealthCheckResponse = _messages()
 
 
-def health_handler(check: Any, watchdog: MessageWatchdog) -> Any:
+def health_handler(check: Any, watchdog: MessageWatchdog, gate: CallGate) -> Any:
     """The service's generic handler. `check(service, context)` -> SERVING or NOT_SERVING, or
-    aborts the call (NOT_FOUND, UNAUTHENTICATED). Its message is read as the protocol's are
-    (app/grpc_watchdog.py), but it takes no place among their calls."""
+    aborts the call (NOT_FOUND, UNAUTHENTICATED). It takes one of the health service's own
+    places (`gate`, the threads kept for it: round 18 held every thread with checks that never
+    sent their message) and its message, a few bytes, must come within MESSAGE_S."""
 
     def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
-        raw = watchdog.first(requests, context)
+        gate.enter(context)
+        try:
+            raw = watchdog.first(requests, context, MESSAGE_S)
+        finally:
+            gate.leave()
         try:
             request = HealthCheckRequest.FromString(raw)
         except Exception:  # DecodeError, or whatever a hostile message raises

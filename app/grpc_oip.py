@@ -322,7 +322,10 @@ class GrpcServer:
         servicer = OipServicer(state, loop)
         self.watchdog = MessageWatchdog(settings.body_timeout_s)
         oip = _handlers(servicer, CallGate(GRPC_CALLS), self.watchdog)
-        self.server.add_generic_rpc_handlers((oip, health_handler(servicer.health, self.watchdog)))
+        health = health_handler(
+            servicer.health, self.watchdog, CallGate(HEALTH_THREADS, "health checks")
+        )
+        self.server.add_generic_rpc_handlers((oip, health))
         self.address = f"{settings.host}:{settings.grpc_port}"
         try:
             bound = self.server.add_insecure_port(self.address)

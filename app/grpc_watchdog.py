@@ -33,12 +33,19 @@ class MessageWatchdog:
         self._thread = threading.Thread(target=self._run, name="grpc-watchdog", daemon=True)
         self._thread.start()
 
-    def first(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
-        """The call's first message; the call is cancelled if it does not come in time, and
-        INVALID_ARGUMENT if the client ends its stream without one."""
+    def first(
+        self,
+        requests: Iterator[bytes],
+        context: grpc.ServicerContext,
+        timeout_s: float | None = None,
+    ) -> bytes:
+        """The call's first message; the call is cancelled if it does not come within
+        `timeout_s` (the watchdog's by default), and INVALID_ARGUMENT if the client ends its
+        stream without one."""
         key = id(context)
+        wait = self.timeout_s if timeout_s is None else timeout_s
         with self._lock:
-            self._due[key] = (time.monotonic() + self.timeout_s, context)
+            self._due[key] = (time.monotonic() + wait, context)
         try:
             return next(requests)
         except StopIteration:
@@ -61,18 +68,18 @@ class MessageWatchdog:
 
 
 class CallGate:
-    """At most `limit` of the protocol's calls at once in a process, their wait for a message
+    """At most `limit` calls of one kind at once in a process, their wait for a message
     included; one more is refused at once with RESOURCE_EXHAUSTED."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, limit: int, what: str = "inference calls") -> None:
+        self.limit, self.what = limit, what
         self._slots = threading.BoundedSemaphore(limit)
 
     def enter(self, context: grpc.ServicerContext) -> None:
         if not self._slots.acquire(blocking=False):
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"This server process already serves {self.limit} inference calls; retry "
+                f"This server process already serves {self.limit} {self.what}; retry "
                 "shortly, or spread calls over more connections (each reaches one process).",
             )
 

@@ -94,6 +94,8 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         request line ran, and the only answer on the connection was the 400); nothing read
         after it is parsed."""
         owed = self.pipeline or (self.cycle is not None and not self.cycle.response_complete)
+        if self.cycle is not None and self.cycle.more_body:
+            owed = False  # the bad bytes are the body of the request in hand (round 18)
         if owed and not self.transport.is_closing():
             self._refusal, self._discarding = error, True
             return
@@ -246,8 +248,8 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             return
         if self.parser.get_http_version() == "1.0":
             self.expect_100_continue = False  # RFC 9110 10.1.1: ignored from 1.0 clients
-        if self.url[:1] not in (b"/", b"*"):
-            self._host_from_target()
+        if self.url[:1] not in (b"/", b"*") and self._host_from_target():
+            return
         super().on_headers_complete()
         self._announce_close(self.cycle)
         if len(self.pipeline) > self.max_pipelined:
@@ -267,6 +269,10 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         send = cycle.send
 
         async def send_announcing(message: Any) -> None:
+            if self.transport.is_closing():
+                # closed under it (a refusal, a pipeline cut, the client): uvicorn would write
+                # to the closed transport and log a traceback (round 18)
+                cycle.disconnected = True
             if message["type"] == "http.response.start" and cycle.more_body:
                 cycle.keep_alive = False  # uvicorn then adds `connection: close`
                 cycle.linger_close = True
@@ -293,20 +299,27 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         self._refuse(BadRequest(detail))
         return True
 
-    def _host_from_target(self) -> None:
+    def _host_from_target(self) -> bool:
         """An absolute-form target (`GET http://evil.com/v1/models`): RFC 9112 3.2.2 says its
         host replaces the Host header, so that is what the allow-list checks (round 17: the
         Host header was checked and the target's host ignored)."""
         try:
             parsed = httptools.parse_url(self.url)
         except httptools.HttpParserInvalidURLError:
-            return  # uvicorn refuses it itself
-        if not parsed.host:
-            return
+            return False  # uvicorn refuses it itself
+        if parsed.schema not in (b"http", b"https"):
+            scheme = (parsed.schema or b"").decode("latin-1")[:16]
+            self._refuse(
+                BadRequest(f"A request target's scheme must be http or https, not {scheme!r}.")
+            )
+            return True
+        if not parsed.host or sum(1 for k, _ in self.headers if k == b"host") != 1:
+            return False  # no Host line, or two: the Host checks refuse it (round 18)
         host = b"[" + parsed.host + b"]" if b":" in parsed.host else parsed.host
         authority = host + (b":%d" % parsed.port if parsed.port else b"")
         # in place: the request scope holds this very list
         self.headers[:] = [(k, v) for k, v in self.headers if k != b"host"] + [(b"host", authority)]
+        return False
 
     def _refuse_version(self) -> bool:
         """A request line naming another HTTP version than 1.0 or 1.1 (`HTTP/2.0`, `HTTP/1.2`)

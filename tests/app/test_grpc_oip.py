@@ -427,12 +427,9 @@ def test_round_17_calls_that_never_send_a_message_cannot_starve_the_health_servi
             f.exception().code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[union-attr]
             for f in refused
         )
-        for _ in range(6):  # the health service answers meanwhile, on every process
-            with grpc.insecure_channel(
-                address, options=[("grpc.use_local_subchannel_pool", 1)]
-            ) as channel:
-                check = channel.unary_unary("/grpc.health.v1.Health/Check")
-                assert bytes(check(b"", timeout=2)) == b"\x08\x01"
+        check = held_channel.unary_unary("/grpc.health.v1.Health/Check")
+        for _ in range(6):  # the health service answers meanwhile, on the same process
+            assert bytes(check(b"", timeout=2)) == b"\x08\x01"
         for f in held:  # the rest are cancelled once their message is overdue
             code = f.exception(timeout=10).code()  # type: ignore[union-attr]
             assert code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -440,3 +437,47 @@ def test_round_17_calls_that_never_send_a_message_cannot_starve_the_health_servi
     finally:
         stop.set()
         held_channel.close()
+
+
+def test_round_18_health_checks_without_a_message_take_only_their_own_places(
+    server: tuple[LiveServer, int],
+) -> None:
+    """Health checks that never sent their message took no place and held every thread (0 of
+    57 probes and 0 of 57 ServerLive answered). They take one of the health service's 4
+    places now, and their few-byte message must come within 2 s."""
+    import threading
+
+    stop = threading.Event()
+
+    def never() -> Iterator[bytes]:
+        stop.wait()
+        return
+        yield b""
+
+    channel = grpc.insecure_channel(
+        f"127.0.0.1:{server[1]}", options=[("grpc.use_local_subchannel_pool", 1)]
+    )
+    hold = channel.stream_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    t0 = time.monotonic()
+    held = [hold.future(never()) for _ in range(12)]  # one connection: one process
+    try:
+        time.sleep(0.5)
+        refused = [f for f in held if f.done()]
+        assert len(refused) >= 8, len(refused)
+        detail = str(refused[0].exception().details())  # type: ignore[union-attr]
+        assert "health checks" in detail
+        live = pb_grpc.GRPCInferenceServiceStub(channel).ServerLive  # the same process
+        assert live(pb.ServerLiveRequest(), timeout=2).live
+        for f in held:
+            assert f.exception(timeout=6).code() in (  # type: ignore[union-attr]
+                grpc.StatusCode.CANCELLED,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            )
+        assert time.monotonic() - t0 < 2 + 4
+    finally:
+        stop.set()
+        channel.close()

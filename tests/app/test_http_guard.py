@@ -176,6 +176,36 @@ def test_a_request_pipelined_before_a_bad_one_gets_its_own_answer(port: int, bad
     assert httpx.get(f"http://127.0.0.1:{port}/v1/catalogs/piped").status_code == 200
 
 
+def test_round_18_absolute_form_still_needs_one_host_and_an_http_scheme(port: int) -> None:
+    """The target's host replaced every Host line, so no Host, two or an empty one passed;
+    ftp:// and ws:// targets were served."""
+    heads = {
+        b"GET http://127.0.0.1/v1/models HTTP/1.1\r\n": b"not a valid",  # no Host
+        b"GET http://127.0.0.1/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: 127.0.0.1\r\n": b"Host",
+        b"GET ftp://127.0.0.1/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n": b"http or https",
+        b"GET ws://127.0.0.1/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n": b"http or https",
+    }
+    for head, said in heads.items():
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(head + b"Connection: close\r\n\r\n")
+            got, _ = _until_closed(s)
+        assert got.startswith(b"HTTP/1.1 400 "), (head, got[:300])
+        assert said in got or said == b"not a valid", (head, got[:400])
+
+
+def test_round_18_broken_chunk_framing_is_a_400_at_once(port: int) -> None:
+    """A bad chunk-size line inside the request in hand waited for the body timeout (408 after
+    60 s): the deferred refusal waited for that very request."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(
+            b"POST /v1/catalogs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"zz-not-hex\r\n{}\r\n0\r\n\r\n"
+        )
+        got, took = _until_closed(s)
+    assert got.startswith(b"HTTP/1.1 400 ") and took < 3, (got[:200], took)
+
+
 def _problem(response: bytes) -> dict[str, object]:
     head, _, body = response.partition(b"\r\n\r\n")
     assert b"content-type: application/problem+json" in head.lower(), head
