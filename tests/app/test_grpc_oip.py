@@ -6,9 +6,12 @@ gRPC status codes with the HTTP binding's details, and the API key as call metad
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -395,6 +398,30 @@ def test_round_15_findings(server: tuple[LiveServer, int]) -> None:
         assert stub.ModelInfer(files_request(), metadata=meta).outputs
 
 
+@contextmanager
+def held_calls(port: int, method: str, n: int) -> Iterator[tuple[grpc.Channel, list[Any]]]:
+    """`n` calls of `method` on one new connection (so one server process) whose request
+    stream never yields its message, and that channel; let go on exit."""
+    stop = threading.Event()
+
+    def never() -> Iterator[bytes]:
+        stop.wait()
+        return
+        yield b""
+
+    channel = grpc.insecure_channel(
+        f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+    )
+    call = channel.stream_unary(
+        method, request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+    try:
+        yield channel, [call.future(never()) for _ in range(n)]
+    finally:
+        stop.set()
+        channel.close()
+
+
 def test_round_17_calls_that_never_send_a_message_cannot_starve_the_health_service(
     server: tuple[LiveServer, int],
 ) -> None:
@@ -402,25 +429,11 @@ def test_round_17_calls_that_never_send_a_message_cannot_starve_the_health_servi
     for good: health probes got RESOURCE_EXHAUSTED for as long as the client liked. The
     protocol's calls now take one of 8 places (more are refused at once), threads are kept for
     the health service, and a message must arrive within IMGCLASS_BODY_TIMEOUT_S."""
-    import threading
-
-    stop = threading.Event()
-
-    def never() -> Iterator[bytes]:  # a request stream that never yields its message
-        stop.wait()
-        return
-        yield b""
-
-    address = f"127.0.0.1:{server[1]}"
-    held_channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
-    infer = held_channel.stream_unary(
-        "/inference.GRPCInferenceService/ModelInfer",
-        request_serializer=lambda b: b,
-        response_deserializer=lambda b: b,
-    )
     t0 = time.monotonic()
-    held = [infer.future(never()) for _ in range(20)]  # one connection: one process
-    try:
+    with held_calls(server[1], "/inference.GRPCInferenceService/ModelInfer", 20) as (
+        held_channel,
+        held,
+    ):
         time.sleep(1.0)
         refused = [f for f in held if f.done()]
         assert len(refused) >= 12 and all(
@@ -434,9 +447,6 @@ def test_round_17_calls_that_never_send_a_message_cannot_starve_the_health_servi
             code = f.exception(timeout=10).code()  # type: ignore[union-attr]
             assert code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED)
         assert time.monotonic() - t0 < 3 + 5
-    finally:
-        stop.set()
-        held_channel.close()
 
 
 def test_round_18_health_checks_without_a_message_take_only_their_own_places(
@@ -445,26 +455,8 @@ def test_round_18_health_checks_without_a_message_take_only_their_own_places(
     """Health checks that never sent their message took no place and held every thread (0 of
     57 probes and 0 of 57 ServerLive answered). They take one of the health service's 4
     places now, and their few-byte message must come within 2 s."""
-    import threading
-
-    stop = threading.Event()
-
-    def never() -> Iterator[bytes]:
-        stop.wait()
-        return
-        yield b""
-
-    channel = grpc.insecure_channel(
-        f"127.0.0.1:{server[1]}", options=[("grpc.use_local_subchannel_pool", 1)]
-    )
-    hold = channel.stream_unary(
-        "/grpc.health.v1.Health/Check",
-        request_serializer=lambda b: b,
-        response_deserializer=lambda b: b,
-    )
     t0 = time.monotonic()
-    held = [hold.future(never()) for _ in range(12)]  # one connection: one process
-    try:
+    with held_calls(server[1], "/grpc.health.v1.Health/Check", 12) as (channel, held):
         time.sleep(0.5)
         refused = [f for f in held if f.done()]
         assert len(refused) >= 8, len(refused)
@@ -478,6 +470,3 @@ def test_round_18_health_checks_without_a_message_take_only_their_own_places(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
             )
         assert time.monotonic() - t0 < 2 + 4
-    finally:
-        stop.set()
-        channel.close()
