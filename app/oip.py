@@ -1,11 +1,10 @@
 """Open Inference Protocol v2 (KServe v2 / Triton HTTP) codec: infer requests in JSON or with
 the binary-data extension, responses the same way. Bytes and numpy only: no FastAPI, no model.
 
-Protocol notes that shape this module:
-- BYTES elements in the binary section are a 4-byte little-endian length then the bytes; in
-  JSON they are strings, and for images we read them as base64 (JSON cannot carry raw bytes).
-- The JSON header of a binary request is the first `Inference-Header-Content-Length` bytes of
-  the body; the binary inputs follow in the order of `inputs`, sized by `binary_data_size`.
+Protocol notes: BYTES elements in the binary section are a 4-byte little-endian length then
+the bytes; in JSON they are strings, read as base64 for images (JSON cannot carry raw bytes).
+The JSON header of a binary request is the first `Inference-Header-Content-Length` bytes of the
+body; the binary inputs follow in the order of `inputs`, sized by `binary_data_size`.
 """
 
 from __future__ import annotations
@@ -182,6 +181,8 @@ def _decode_input(
             f"{where}: {count:,} elements is more than this server accepts ({max_elements:,}).",
             limit_elements=max_elements,
         )
+    if binary is not None and "data" in obj:  # one would be dropped unsaid (round 19)
+        raise BadRequest(f"{where}: give either data or parameters.binary_data_size, not both.")
     if binary is not None:
         if datatype == BYTES:
             items = deserialize_bytes(binary, where)

@@ -3,6 +3,8 @@ taught model, download any model as one standalone ONNX file."""
 
 from __future__ import annotations
 
+import itertools
+import threading
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -13,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.big_answers import AnswerGate
 from app.api.catalogs.items import SKIP_DUPLICATES_TEXT
 from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteAuth
+from app.api.disconnect import ClientGone, unless_gone
 from app.api.embed_gate import embed_gate, embed_slot
 from app.api.forms import json_body_openapi, read_body, read_model
 from app.api.stored_file import StoredFileResponse, none_match
@@ -232,15 +235,23 @@ async def _add_zip(
     )
     batches = BatchLimits(max_pixels=settings.max_request_pixels)
 
+    gone = threading.Event()  # the client left: no more images are read (round 19)
+
     def work() -> IngestReport:
         report = IngestReport()
         images = zip_images(data, report, limits)
-        return ingest(service, catalog, images, report, batches, skip_duplicates=skip_duplicates)
+        kept = itertools.takewhile(lambda _: not gone.is_set(), images)
+        return ingest(service, catalog, kept, report, batches, skip_duplicates=skip_duplicates)
 
     # The slot is held while embedding, not while the body arrives; the unpack turn bounds
-    # how many zips of this process are unpacked at once.
+    # how many zips of this process are unpacked at once. A client that leaves stops the
+    # unpacking after the batch in hand (what is committed stays, as when it had waited).
     async with embed_slot(request), embed_gate(request).unpack_turn():
-        report = await run_in_threadpool(work)
+        try:
+            report = await unless_gone(request, run_in_threadpool(work))
+        except ClientGone:
+            gone.set()
+            raise
     return ZipIngested(
         catalog=catalog,
         added=report.added,

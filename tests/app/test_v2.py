@@ -8,6 +8,7 @@ import base64
 import gc
 import gzip
 import json
+import struct
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -271,6 +272,21 @@ def _tensor(datatype: str, shape: list[int], data: list[object]) -> bytes:
     return json.dumps(doc).encode()
 
 
+_both_head = json.dumps(
+    {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [1],
+                "data": ["not a list of images"],
+                "parameters": {"binary_data_size": 8},
+            }
+        ]
+    }
+).encode()
+
+
 def test_raw_protocol_errors_have_the_error_shape(server: LiveServer) -> None:
     def fp32(value: str) -> bytes:
         head = '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [%s]}]}'
@@ -319,6 +335,12 @@ def test_raw_protocol_errors_have_the_error_shape(server: LiveServer) -> None:
                 }
             ).encode(),
             {"Inference-Header-Content-Length": "0"},
+            400,
+        ),
+        # data and binary_data_size together: the data was dropped unsaid (round 19)
+        (
+            _both_head + struct.pack("<I", 4) + b"abcd",
+            {"Inference-Header-Content-Length": str(len(_both_head))},
             400,
         ),
         (b"x" * (MAX_REQUEST_BYTES + 1), {}, 413),
