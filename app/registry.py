@@ -218,7 +218,7 @@ class ModelRegistry:
         try:
             bundle = load_bundle(directory, name=name)
         except Exception:
-            if not (directory / "model.onnx").is_file():  # a delete raced it (rounds 16, 19)
+            if not directory.is_dir():  # a delete raced this load (round 16)
                 raise RemovedWhileLoading(name) from None
             raise
         ref = bundle.metadata.backbone
