@@ -28,8 +28,8 @@ from app.oip import (
 
 def call_key(context: Any) -> str | None:
     """The API key the call presents, read as HTTP reads it (app.api.deps.presented_key)."""
-    meta = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-    return presented_key(meta.get)
+    meta = [(k, v) for k, v in context.invocation_metadata() or () if isinstance(v, str)]
+    return presented_key(lambda name: [v for k, v in meta if k == name])
 
 
 def _input(t: Any, raw: bytes | None, index: int, max_elements: int, max_files: int) -> InputTensor:

@@ -135,7 +135,7 @@ class OipServicer:
         got = call_key(context)
         if not key_matches(None if got is None else got.encode(), self.settings):
             raise Unauthorized(
-                "This call needs the API key: send it as metadata 'x-api-key: <key>' or "
+                "This call needs the API key: send it once, as metadata 'x-api-key: <key>' or "
                 "'authorization: Bearer <key>'."
             )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -37,13 +37,18 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 CatalogsDep = Annotated[CatalogService, Depends(get_catalogs)]
 
 
-def presented_key(header: Callable[[str], str | None]) -> str | None:
+def presented_key(values: Callable[[str], Sequence[str]]) -> str | None:
     """The API key a request or call presents: `x-api-key`, else `authorization: Bearer <key>`
-    (`header` looks up a lower-case header or gRPC metadata name)."""
-    key = header("x-api-key")
-    if key:
-        return key
-    scheme, _, token = (header("authorization") or "").partition(" ")
+    (`values` lists a lower-case header's or gRPC metadata name's values). A key header sent
+    more than once presents no key on either door: proxies and clients disagree on which copy
+    counts (HTTP frameworks read the first, gRPC maps the last)."""
+    keys = values("x-api-key")
+    auths = values("authorization")
+    if len(keys) > 1 or len(auths) > 1:
+        return None
+    if keys and keys[0]:
+        return keys[0]
+    scheme, _, token = (auths[0] if auths else "").partition(" ")
     if scheme.lower() == "bearer" and token:
         return token.strip()
     return None
@@ -59,7 +64,7 @@ def key_matches(presented: bytes | None, settings: Settings) -> bool:
 
 def key_holder(request: Request, settings: Settings) -> bool:
     """Whether the request presents the configured API key (never true when none is set)."""
-    presented = presented_key(request.headers.get)
+    presented = presented_key(request.headers.getlist)
     # Header values arrive decoded as Latin-1: back to the bytes the client sent (a non-ASCII
     # key sent by curl or a browser is UTF-8 on the wire).
     return key_matches(None if presented is None else presented.encode("latin-1"), settings)
@@ -97,7 +102,7 @@ def _check_key(request: Request, settings: Settings) -> None:
     if settings.api_key is None or key_holder(request, settings):
         return
     raise Unauthorized(
-        "This endpoint needs the API key: send it as 'X-API-Key: <key>' "
+        "This endpoint needs the API key: send it once, as 'X-API-Key: <key>' "
         "or 'Authorization: Bearer <key>'."
     )
 

@@ -287,6 +287,24 @@ def test_errors_are_status_codes_with_the_http_bindings_details(
     assert 'model="nope"' not in text
 
 
+def test_a_key_sent_twice_is_no_key(server: tuple[LiveServer, int]) -> None:
+    """gRPC mapped a repeated x-api-key to its last value, HTTP to its first: a key header
+    sent more than once now presents no key on either door (round 19)."""
+    with grpc.insecure_channel(f"127.0.0.1:{server[1]}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        request = pb.ModelReadyRequest(name="digits")
+        assert stub.ModelReady(request, metadata=(("x-api-key", KEY),), timeout=10).ready
+        for twice in ([KEY, KEY], ["wrong", KEY], [KEY, "wrong"]):
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelReady(request, metadata=[("x-api-key", k) for k in twice], timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "once" in str(info.value.details())
+        bearer = [("authorization", f"Bearer {KEY}")] * 2
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelReady(request, metadata=bearer, timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 def test_round_16_client_names_never_become_metric_series(server: tuple[LiveServer, int]) -> None:
     """A call without the key, or one the client cancelled, stored its model name as a label
     (18,000 cancelled calls made 5,997 series); only a served model's name is one now."""

@@ -183,6 +183,21 @@ def test_access_tells_the_page_what_to_send(make) -> None:  # type: ignore[no-un
     assert c.get("/v1/access", headers={"x-api-key": "secret-key-123"}).json()["key_accepted"]
 
 
+def test_a_key_sent_twice_is_no_key(make) -> None:  # type: ignore[no-untyped-def]
+    """HTTP read a repeated X-API-Key as its first copy and gRPC as its last: a key header
+    sent more than once now presents no key on both doors, and the 401 says to send it once."""
+    c = make(api_key="secret-key-123", api_key_for_reads=True)
+    for twice in (["secret-key-123"] * 2, ["secret-key-123", "wrong"], ["wrong", "secret-key-123"]):
+        headers = [("x-api-key", k) for k in twice]
+        assert c.get("/v1/access", headers=headers).json()["key_accepted"] is False
+        r = c.get("/v1/models", headers=headers)
+        assert r.status_code == 401 and "once" in r.json()["detail"]
+    bearer = [("authorization", "Bearer secret-key-123")] * 2
+    assert c.get("/v1/models", headers=bearer).status_code == 401
+    mixed = [("x-api-key", "secret-key-123"), ("authorization", "Bearer other")]
+    assert c.get("/v1/models", headers=mixed).status_code == 200  # x-api-key wins, as documented
+
+
 def test_a_non_ascii_key_is_matched_on_its_utf8_bytes(make) -> None:  # type: ignore[no-untyped-def]
     """Header values arrive decoded as Latin-1; curl and browsers send a key's UTF-8 bytes.
     Comparing the decoded text's UTF-8 left every non-ASCII key unmatchable (401 always)."""
