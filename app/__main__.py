@@ -70,6 +70,7 @@ def _serve(settings: Settings, workers: int) -> None:
             log_level=settings.log_level.lower(),
             access_log=False,  # the app logs each request itself
             http=HeadGuardedProtocol,  # each request's head timed and capped
+            ws="none",  # no WebSocket endpoint: the guard refuses the handshake with a 400
         )
         return
     from app.logs import configure_logging  # after the metrics folder is set up

@@ -25,9 +25,9 @@ Fuzz round 14 (docs/hardening.md) added the rest:
   and the connection closes (uvicorn parsed and queued every pipelined request: 50,000 from a
   client that read nothing held 190 MB), and the head timer never answers 408 while a response
   is owed (it wrote one into the middle of a pipelined stream);
-- a request with a body and a non-WebSocket `Upgrade` (curl --http2 on http://) is refused
-  with a 400 saying so: httptools stops parsing at the upgrade, so the body was lost and the
-  route answered as if none had been sent.
+- a request with a body and an `Upgrade` (curl --http2 on http://) is refused with a 400
+  saying so: httptools stops parsing at the upgrade, so the body was lost and the route
+  answered as if none had been sent; a WebSocket handshake gets a 400 saying none is served.
 A request line naming another version than HTTP/1.0 or 1.1 gets a 400 (it was served as 1.1);
 `Expect: 100-continue` from an HTTP/1.0 client is ignored, as RFC 9110 10.1.1 says (round 16);
 an absolute-form target's host is the one the Host allow-list checks (RFC 9112 3.2.2, round 17).
@@ -244,7 +244,7 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             # the rest of a read after the connection was closed (a request pipelined behind
             # trailers over the cap, round 15), or behind a refused one: never started
             return
-        if self._refuse_upgrade_with_body() or self._refuse_version():
+        if self._refuse_upgrade() or self._refuse_version():
             return
         if self.parser.get_http_version() == "1.0":
             self.expect_100_continue = False  # RFC 9110 10.1.1: ignored from 1.0 clients
@@ -282,16 +282,31 @@ class HeadGuardedProtocol(HttpToolsProtocol):
 
         cycle.send = send_announcing
 
-    def _refuse_upgrade_with_body(self) -> bool:
-        """A request with a body and an Upgrade other than WebSocket: httptools stops at the
-        upgrade, so its body would never reach the route. Refused with a 400 saying why."""
-        if not self.parser.should_upgrade() or self._should_upgrade():
+    def _should_upgrade(self) -> bool:
+        """Never hand the connection to a WebSocket protocol, whatever uvicorn was configured
+        with: no endpoint speaks it (`_refuse_upgrade` answers the handshake)."""
+        return False
+
+    def _refuse_upgrade(self) -> bool:
+        """An Upgrade this server does not speak. WebSocket is refused with a 400 saying so
+        (it broke inside the parser's callback and got the generic "not valid HTTP/1.1");
+        another Upgrade with a body too: httptools stops at the upgrade, so the body would
+        never reach the route. Without a body, any other Upgrade is served as if absent."""
+        if not self.parser.should_upgrade():
             return False
         heads = dict(self.headers)
+        upgrade = heads.get(b"upgrade", b"").decode("latin-1")[:40]
+        if any(p.strip().lower().startswith("websocket") for p in upgrade.split(",")):
+            detail = (
+                "WebSocket is not served here: every endpoint answers plain HTTP/1.1 requests "
+                "(and the inference protocol over gRPC, on its own port, when enabled). "
+                "Send the request without Upgrade."
+            )
+            self._refuse(BadRequest(detail))
+            return True
         declared = heads.get(b"content-length", b"0").strip() not in (b"", b"0")
         if not declared and b"transfer-encoding" not in heads:
             return False  # no body: served as if the Upgrade were not there
-        upgrade = heads.get(b"upgrade", b"").decode("latin-1")[:40]
         detail = (
             f"Upgrade: {upgrade} is not supported, and a request that asks for it cannot carry "
             "a body here. Send the request without Upgrade (curl: --http1.1)."

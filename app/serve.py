@@ -85,6 +85,7 @@ def uvicorn_config(log_level: str) -> uvicorn.Config:
         log_level=log_level.lower(),
         access_log=False,  # the app logs each request itself
         http=HeadGuardedProtocol,  # each request's head timed and capped (app/http_guard.py)
+        ws="none",  # no WebSocket endpoint: the guard refuses the handshake with a 400
     )
 
 

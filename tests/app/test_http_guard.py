@@ -405,6 +405,35 @@ def test_an_upgrade_with_a_body_is_refused_saying_so(guarded: int) -> None:
     assert r.status_code == 200
 
 
+@pytest.mark.parametrize(
+    "upgrade",
+    [
+        b"Upgrade: websocket\r\nConnection: Upgrade",
+        b"Upgrade: WebSocket, h2c\r\nConnection: keep-alive, Upgrade",
+    ],
+)
+def test_a_websocket_handshake_is_refused_saying_none_is_served(
+    guarded: int, upgrade: bytes
+) -> None:
+    """A WebSocket handshake broke inside the parser's callback: the generic "not valid
+    HTTP/1.1" 400, or with one request pipelined before it, a KeyError traceback."""
+    handshake = (
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + upgrade + b"\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    plain = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    for sent, answers in ((handshake, 1), (plain + handshake, 2)):
+        with socket.create_connection(("127.0.0.1", guarded)) as s:
+            s.sendall(sent)
+            got, _ = _until_closed(s, limit_s=4)
+        assert len(re.findall(rb"HTTP/1\.1 \d{3} [A-Z]", got)) == answers, got[:600]
+        if answers == 2:
+            assert got.startswith(b"HTTP/1.1 200 ")
+            got = got[got.index(b"HTTP/1.1 400 ") :]
+        assert got.startswith(b"HTTP/1.1 400 "), got[:300]
+        assert "WebSocket is not served" in str(_problem(got)["detail"])
+
+
 @pytest.mark.parametrize("version", [b"2.0", b"1.2", b"3.0"])
 def test_a_request_line_in_another_http_version_gets_a_400(port: int, version: bytes) -> None:
     """`GET / HTTP/2.0` was served as if it said HTTP/1.1."""
