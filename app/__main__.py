@@ -20,7 +20,7 @@ from app.errors import ConfigurationError
 from app.fsutil import check_writable
 from app.http_guard import HeadGuardedProtocol
 from app.multiproc import multiprocess_metrics
-from app.serve import Supervisor, dealing_supported, uvicorn_config
+from app.serve import Supervisor, bind_listener, dealing_supported, uvicorn_config
 from app.settings import Settings
 
 logger = logging.getLogger("app.serve")
@@ -58,8 +58,21 @@ def main() -> None:
 
 
 def _serve(settings: Settings, workers: int) -> None:
-    if workers == 1 or not dealing_supported():
-        # One process; or several on a system that cannot pass sockets between processes
+    if workers == 1:
+        # One process: uvicorn on the socket the dealing parent would bind, so `::` listens
+        # on IPv4 and IPv6 alike with one worker or several (asyncio's own bind made it
+        # IPv6-only).
+        try:
+            listener = bind_listener(settings.host, settings.port)
+        except OSError as exc:
+            logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+            sys.exit(3)
+        config = uvicorn_config(settings.log_level)
+        config.host, config.port = settings.host, settings.port
+        uvicorn.Server(config).run(sockets=[listener])
+        return
+    if not dealing_supported():
+        # Several processes on a system that cannot pass sockets between processes
         # (app.serve.dealing_supported): uvicorn's own workers, one shared socket.
         uvicorn.run(
             "app.main:create_app",

@@ -69,7 +69,7 @@ def health_handler(check: Any, watchdog: MessageWatchdog, gate: CallGate) -> Any
         try:
             raw = watchdog.first(requests, context, MESSAGE_S)
         finally:
-            gate.leave()
+            gate.leave(context)
         try:
             request = HealthCheckRequest.FromString(raw)
         except Exception:  # DecodeError, or whatever a hostile message raises

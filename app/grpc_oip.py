@@ -61,7 +61,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 GRPC_CALLS: Final = 8  # the protocol's calls at once per process (CallGate)
-HEALTH_THREADS: Final = 4  # threads the protocol's calls never take: health checks are answered
+HEALTH_THREADS: Final = 8  # threads the protocol's calls never take: health checks are answered
+HEALTH_PER_PEER: Final = 2  # of those, one address may hold (round 18's flood came from one)
 GRPC_PENDING: Final = 4  # calls waiting for a thread (then RESOURCE_EXHAUSTED)
 MAX_DETAIL: Final = 2048  # characters of an error's message sent in the status
 SERVICE: Final = "inference.GRPCInferenceService"
@@ -291,7 +292,7 @@ def _handlers(servicer: OipServicer, gate: CallGate, watchdog: MessageWatchdog) 
                     )
                 return impl(request, context)
             finally:
-                gate.leave()
+                gate.leave(context)
 
         return grpc.stream_unary_rpc_method_handler(
             handle, response_serializer=lambda response: response.SerializeToString()
@@ -323,10 +324,13 @@ class GrpcServer:
         self.watchdog = MessageWatchdog(settings.body_timeout_s)
         oip = _handlers(servicer, CallGate(GRPC_CALLS), self.watchdog)
         health = health_handler(
-            servicer.health, self.watchdog, CallGate(HEALTH_THREADS, "health checks")
+            servicer.health,
+            self.watchdog,
+            CallGate(HEALTH_THREADS, "health checks", per_peer=HEALTH_PER_PEER),
         )
         self.server.add_generic_rpc_handlers((oip, health))
-        self.address = f"{settings.host}:{settings.grpc_port}"
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6 (::)
+        self.address = f"{host}:{settings.grpc_port}"
         try:
             bound = self.server.add_insecure_port(self.address)
         except RuntimeError:

@@ -67,21 +67,55 @@ class MessageWatchdog:
         self._stop.set()
 
 
+def peer_address(context: grpc.ServicerContext) -> str:
+    """The calling address without its port (`ipv4:10.0.0.7`, `ipv6:[::1]`, `unix:...`)."""
+    peer = str(context.peer() or "")
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.rsplit(":", 1)[0]
+    return peer
+
+
 class CallGate:
     """At most `limit` calls of one kind at once in a process, their wait for a message
-    included; one more is refused at once with RESOURCE_EXHAUSTED."""
+    included, and at most `per_peer` of them from one address; one more is refused at once
+    with RESOURCE_EXHAUSTED. The per-address bound keeps one client from holding every place
+    with calls that never send their message (round 18: a flood of such health checks, each
+    re-opened as soon as it was cancelled, left other probes refused)."""
 
-    def __init__(self, limit: int, what: str = "inference calls") -> None:
-        self.limit, self.what = limit, what
-        self._slots = threading.BoundedSemaphore(limit)
+    def __init__(self, limit: int, what: str = "inference calls", per_peer: int = 0) -> None:
+        self.limit, self.what, self.per_peer = limit, what, per_peer or limit
+        self._lock = threading.Lock()
+        self._total = 0
+        self._held: dict[str, int] = {}
 
     def enter(self, context: grpc.ServicerContext) -> None:
-        if not self._slots.acquire(blocking=False):
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+        """Take a place for `context`'s call (then `leave(context)` once it ends)."""
+        peer = peer_address(context)
+        with self._lock:
+            mine = self._held.get(peer, 0)
+            if self._total < self.limit and mine < self.per_peer:
+                self._total += 1
+                self._held[peer] = mine + 1
+                return
+            full = self._total >= self.limit
+        if full:
+            detail = (
                 f"This server process already serves {self.limit} {self.what}; retry "
-                "shortly, or spread calls over more connections (each reaches one process).",
+                "shortly, or spread calls over more connections (each reaches one process)."
             )
+        else:
+            detail = (
+                f"This server process already serves {self.per_peer} {self.what} from your "
+                "address; retry once one of them has its answer."
+            )
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, detail)
 
-    def leave(self) -> None:
-        self._slots.release()
+    def leave(self, context: grpc.ServicerContext) -> None:
+        peer = peer_address(context)
+        with self._lock:
+            self._total -= 1
+            left = self._held.get(peer, 1) - 1
+            if left > 0:
+                self._held[peer] = left
+            else:
+                self._held.pop(peer, None)

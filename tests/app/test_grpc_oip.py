@@ -417,7 +417,9 @@ def test_round_15_findings(server: tuple[LiveServer, int]) -> None:
 
 
 @contextmanager
-def held_calls(port: int, method: str, n: int) -> Iterator[tuple[grpc.Channel, list[Any]]]:
+def held_calls(
+    port: int, method: str, n: int, host: str = "127.0.0.1"
+) -> Iterator[tuple[grpc.Channel, list[Any]]]:
     """`n` calls of `method` on one new connection (so one server process) whose request
     stream never yields its message, and that channel; let go on exit."""
     stop = threading.Event()
@@ -428,7 +430,7 @@ def held_calls(port: int, method: str, n: int) -> Iterator[tuple[grpc.Channel, l
         yield b""
 
     channel = grpc.insecure_channel(
-        f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        f"{host}:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
     )
     call = channel.stream_unary(
         method, request_serializer=lambda b: b, response_deserializer=lambda b: b
@@ -488,3 +490,42 @@ def test_round_18_health_checks_without_a_message_take_only_their_own_places(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
             )
         assert time.monotonic() - t0 < 2 + 4
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow  # a server of its own
+@pytest.mark.skipif(not _ipv6_loopback(), reason="needs ::1 (an IPv6 loopback)")
+def test_round_18_one_address_cannot_hold_the_health_service(tmp_path: Path) -> None:
+    """A client flooding the health service with checks that never send their message kept
+    every other prober's checks RESOURCE_EXHAUSTED (1 of 56 answered). One address now holds
+    at most 2 of its 8 places: checks from another address are answered throughout. The
+    server listens on `::` (IPv4 and IPv6), which the gRPC binding could not bind before."""
+    port = free_port()
+    env = {
+        "IMGCLASS_HOST": "::",
+        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
+        "IMGCLASS_ENABLED_MODELS": '["digits"]',
+        "IMGCLASS_WORKERS": "1",
+        "IMGCLASS_GRPC_PORT": str(port),
+        "IMGCLASS_ALLOW_UNAUTHENTICATED_WRITES": "true",
+        "IMGCLASS_LOG_LEVEL": "WARNING",
+    }
+    with live_server(tmp_path, env, entry="app", ready_path="/healthz"):
+        wait_ready(port)
+        with held_calls(port, "/grpc.health.v1.Health/Check", 16) as (_, held):
+            time.sleep(0.5)
+            refused = [f for f in held if f.done()]
+            assert len(refused) == 14, len(refused)
+            assert "from your address" in str(refused[0].exception().details())  # type: ignore[union-attr]
+            with grpc.insecure_channel(f"[::1]:{port}") as other:
+                check = other.unary_unary("/grpc.health.v1.Health/Check")
+                for _ in range(10):  # the other address's probes, while the two are held
+                    assert bytes(check(b"", timeout=2)) == b"\x08\x01"

@@ -157,12 +157,14 @@ def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
             httpx.get(f"{server.base}/healthz", timeout=2)
 
 
-def test_a_port_in_use_fails_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_port_in_use_fails_at_once(tmp_path: Path, workers: int) -> None:
+    """With one worker too (uvicorn now runs on the socket the dealing parent binds)."""
     port = free_port()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen(1)
-        env = {**os.environ, **_env(2), "IMGCLASS_PORT": str(port)}
+        env = {**os.environ, **_env(workers), "IMGCLASS_PORT": str(port)}
         env["IMGCLASS_DATA_DIR"] = str(tmp_path / "data")
         started = time.monotonic()
         done = subprocess.run(
