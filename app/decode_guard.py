@@ -323,8 +323,8 @@ class DecodeBudget:
         self.seconds += seconds
         if self.seconds > self.max_seconds:
             raise PayloadTooLarge(
-                f"Decoding this request's images took more than {self.max_seconds:g} s of CPU; "
-                "send fewer or smaller images per request.",
+                "Decoding and preparing this request's images took more than "
+                f"{self.max_seconds:g} s of CPU; send fewer or smaller images per request.",
                 limit_decode_seconds=self.max_seconds,
             )
 

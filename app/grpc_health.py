@@ -65,11 +65,11 @@ def health_handler(check: Any, watchdog: MessageWatchdog, gate: CallGate) -> Any
     sent their message) and its message, a few bytes, must come within MESSAGE_S."""
 
     def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
-        gate.enter(context)
+        place = gate.enter(context)
         try:
             raw = watchdog.first(requests, context, MESSAGE_S)
         finally:
-            gate.leave(context)
+            gate.leave(place)
         try:
             request = HealthCheckRequest.FromString(raw)
         except Exception:  # DecodeError, or whatever a hostile message raises

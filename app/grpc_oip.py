@@ -280,7 +280,7 @@ def _handlers(servicer: OipServicer, gate: CallGate, watchdog: MessageWatchdog) 
         impl = getattr(servicer, method)
 
         def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
-            gate.enter(context)
+            place = gate.enter(context)
             try:
                 raw = watchdog.first(requests, context)
                 try:
@@ -292,7 +292,7 @@ def _handlers(servicer: OipServicer, gate: CallGate, watchdog: MessageWatchdog) 
                     )
                 return impl(request, context)
             finally:
-                gate.leave(context)
+                gate.leave(place)
 
         return grpc.stream_unary_rpc_method_handler(
             handle, response_serializer=lambda response: response.SerializeToString()

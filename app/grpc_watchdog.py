@@ -88,15 +88,16 @@ class CallGate:
         self._total = 0
         self._held: dict[str, int] = {}
 
-    def enter(self, context: grpc.ServicerContext) -> None:
-        """Take a place for `context`'s call (then `leave(context)` once it ends)."""
+    def enter(self, context: grpc.ServicerContext) -> str:
+        """Take a place for `context`'s call; pass what it returns to `leave` once the call
+        ends (its peer is read here once: a cancelled call's may read otherwise later)."""
         peer = peer_address(context)
         with self._lock:
             mine = self._held.get(peer, 0)
             if self._total < self.limit and mine < self.per_peer:
                 self._total += 1
                 self._held[peer] = mine + 1
-                return
+                return peer
             full = self._total >= self.limit
         if full:
             detail = (
@@ -109,9 +110,9 @@ class CallGate:
                 "address; retry once one of them has its answer."
             )
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, detail)
+        raise AssertionError("abort raises")  # for the type checker
 
-    def leave(self, context: grpc.ServicerContext) -> None:
-        peer = peer_address(context)
+    def leave(self, peer: str) -> None:
         with self._lock:
             self._total -= 1
             left = self._held.get(peer, 1) - 1

@@ -41,6 +41,7 @@ from app.pixels import flatten, reduce_and_convert
 from app.polarity import LIGHT_BORDER as LIGHT_BORDER
 from app.polarity import border_is_light as border_is_light
 from app.polarity import should_invert
+from app.tensorize import blank
 from app.tensorize import resize as resize
 from app.tensorize import to_array as to_array
 from app.trim import (
@@ -104,9 +105,8 @@ class ImageInfo:
     decoded_width: int  # size actually decoded (smaller than width/height after a JPEG draft)
     decoded_height: int
     inverted: bool = False  # input.invert, or light ink on dark (trim.light_ink)
-    # none | applied | unreadable (EXIF could not be parsed: not rotated) | invalid
-    # (orientation tag not a value 1-8: not rotated). See app/exif.py.
-    exif: ExifStatus = "none"
+    blank: bool = False  # one colour as the model sees it (tensorize.blank)
+    exif: ExifStatus = "none"  # none | applied | unreadable | invalid: see app/exif.py
     frames_capped: bool = False  # the file has more frames than were counted
 
 
@@ -360,33 +360,37 @@ def prepare(
     a request so that the request's pixel and time budget covers them all."""
     t0 = time.perf_counter()
     keep_rgb = spec.background == "white"  # see to_paint
+    budget = budget if budget is not None else limits.budget()
     img, info = decode(data, spec, limits, budget, gray_as_is=not spec.trim, keep_rgb=keep_rgb)
     t1 = time.perf_counter()
+    # preparing counts against the request's CPU budget as decoding does (fuzz round 20)
     try:
-        if spec.background == "white" and spec.invert is False and light_ink(img):
-            img = ink_on_paper(img)  # light lines on dark: as dark lines on white paper
-            info = replace(info, inverted=True)
-        img, paint = to_paint(img, spec)  # both read the whole picture's border, which
-        invert = should_invert(img, spec)  # trimming and framing crop away
-        if spec.trim:
-            img = trim_and_centre(img)
-        elif spec.frame is not None:
-            img = frame_object(img, spec.frame, spec.width / spec.height)
-        if invert:
-            # Before resizing, so letterbox padding keeps the model's own background value.
-            img = ImageOps.invert(img)
-            info = replace(info, inverted=True)
-            paint = None if paint is None else tuple(255 - v for v in paint)
-        small = resize(img, spec)
-        if paint is not None:
-            # a model that inverts learnt white paper as black: its background is painted so
-            # whatever this picture's polarity (a dark background it kept is the same)
-            small = whiten_background(small, 255 if spec.invert is False else 0, paint)
-        if small.mode == "L" and spec.color == "rgb":  # a thin gray picture, see decode
-            small = small.convert("RGB")
-        elif small.mode == "RGB" and spec.color == "gray":  # painted in colour, see above
-            small = small.convert("L")
-        array = to_array(small, spec)
+        with timed(budget):
+            if spec.background == "white" and spec.invert is False and light_ink(img):
+                img = ink_on_paper(img)  # light lines on dark: as dark lines on white paper
+                info = replace(info, inverted=True)
+            img, paint = to_paint(img, spec)  # both read the whole picture's border, which
+            invert = should_invert(img, spec)  # trimming and framing crop away
+            if spec.trim:
+                img = trim_and_centre(img)
+            elif spec.frame is not None:
+                img = frame_object(img, spec.frame, spec.width / spec.height)
+            if invert:
+                # Before resizing, so letterbox padding keeps the model's own background value.
+                img = ImageOps.invert(img)
+                info = replace(info, inverted=True)
+                paint = None if paint is None else tuple(255 - v for v in paint)
+            info = replace(info, blank=blank(img))
+            small = resize(img, spec)
+            if paint is not None:
+                # a model that inverts learnt white paper as black: its background is painted so
+                # whatever this picture's polarity (a dark background it kept is the same)
+                small = whiten_background(small, 255 if spec.invert is False else 0, paint)
+            if small.mode == "L" and spec.color == "rgb":  # a thin gray picture, see decode
+                small = small.convert("RGB")
+            elif small.mode == "RGB" and spec.color == "gray":  # painted in colour, see above
+                small = small.convert("L")
+            array = to_array(small, spec)
     except MemoryError:
         raise PayloadTooLarge("There is not enough memory to prepare this image now.") from None
     t2 = time.perf_counter()

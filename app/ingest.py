@@ -5,7 +5,7 @@ errors naming the offending image. No HTTP."""
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from PIL import Image
@@ -44,14 +44,19 @@ def prepare_batch(
     limits: ImageLimits,
     filenames: Sequence[str | None] | None = None,
     budget: DecodeBudget | None = None,
+    still_wanted: Callable[[], None] | None = None,
 ) -> list[PreparedImage]:
     """Decode and prepare every image under one decode budget for the whole request; an
-    error names the offending image when there are several (`image_index` added)."""
+    error names the offending image when there are several (`image_index` added).
+    `still_wanted()` runs before each image and raises once the answer is no longer wanted
+    (the request's deadline passed, its client left)."""
     if len(images) > 1:  # an over-budget batch is refused from its headers, before decoding
         check_request(images, spec, limits)
     budget = budget if budget is not None else limits.budget()
     prepared: list[PreparedImage] = []
     for i, data in enumerate(images):
+        if still_wanted is not None:
+            still_wanted()
         try:
             prepared.append(prepare(data, spec, limits, budget))
         except ServiceError as exc:

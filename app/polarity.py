@@ -10,6 +10,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from app.bundle import InputSpec
+from app.trim import sampled
 
 # Border median at or above this (0-255) counts as a light background.
 LIGHT_BORDER = 128
@@ -41,5 +42,5 @@ def should_invert(img: Image.Image, spec: InputSpec) -> bool:
         return bool(spec.invert)
     boxes = _ring_boxes(img.height, img.width)
     # gray levels: a colour picture kept for its background (app/trim.py to_paint) as well
-    ring = [np.asarray(img.crop(box).convert("L")).ravel() for box in boxes]
+    ring = [np.asarray(sampled(img, box).convert("L")).ravel() for box in boxes]
     return bool(np.median(np.concatenate(ring)) >= LIGHT_BORDER)

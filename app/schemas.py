@@ -265,6 +265,12 @@ class ImageMeta(BaseModel):
         description="gray levels were inverted before classifying (the model's input.invert: "
         "always, or 'auto' for a dark object on a light background)",
     )
+    blank: bool = Field(
+        default=False,
+        description="the picture is one colour as the model sees it (after trimming, framing "
+        "and painting): there is nothing in it to classify, so its predictions say only what "
+        "the model makes of an empty picture",
+    )
     exif: Literal["none", "applied", "unreadable", "invalid"] = Field(
         default="none",
         description="EXIF orientation outcome: none (no tag), applied, unreadable (EXIF could "

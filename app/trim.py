@@ -51,12 +51,19 @@ MAX_SIDE: Final = 2048
 RING_SAMPLES: Final = 4096
 
 
+def sampled(img: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
+    """The strip `box` of `img`, sampled evenly (nearest) to at most RING_SAMPLES pixels along
+    each axis, reading only the pixels it keeps (cropping a 1 x 5,000,000 column first took
+    0.2 s, fuzz round 20). Ordinary pictures' strips are read whole."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    if max(w, h) <= RING_SAMPLES:
+        return img.crop(box)
+    size = (min(w, RING_SAMPLES), min(h, RING_SAMPLES))
+    return img.resize(size, Image.Resampling.NEAREST, box=box)
+
+
 def _side(img: Image.Image, box: tuple[int, int, int, int]) -> np.ndarray:
-    strip = img.crop(box)
-    if max(strip.size) > RING_SAMPLES:
-        size = (RING_SAMPLES, 1) if strip.width > strip.height else (1, RING_SAMPLES)
-        strip = strip.resize(size, Image.Resampling.NEAREST)
-    return np.asarray(strip).reshape(-1, len(img.getbands()))
+    return np.asarray(sampled(img, box)).reshape(-1, len(img.getbands()))
 
 
 def _border(img: Image.Image) -> np.ndarray:
@@ -124,7 +131,11 @@ def object_box(
 
 
 def trim_and_centre(img: Image.Image) -> Image.Image:
-    """Crop an 'L' or 'RGB' image to its object and centre it in a square of background."""
+    """Crop an 'L' or 'RGB' image to its object and centre it in a square of background.
+    Like framing, only on pictures up to FRAME_MAX_PIXELS: a thin giant decoding could not
+    reduce (8 x 5,000,000) cost 0.56 s to search for its object (fuzz round 20)."""
+    if img.width * img.height > FRAME_MAX_PIXELS:
+        return img
     found = object_box(img)
     if found is None:
         return img

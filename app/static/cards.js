@@ -96,7 +96,8 @@ export function renderResult(item, result, body) {
   meta.push(bytes(item.file.size));
   if (im.orientation && im.orientation !== 1) meta.push("turned upright");
   if (im.frames > 1) meta.push(`first of ${im.frames} frames`);
-  if (im.inverted) meta.push("light background: colours inverted for the model");
+  if (im.inverted && !im.blank) meta.push("light background: colours inverted for the model");
+  if (im.blank) meta.push("one colour only: nothing to classify, so the answer is a guess");
   $(".result-meta", card).textContent = meta.join(" · ");
 
   if (result.decision) {

@@ -120,6 +120,7 @@ def test_predict_raw_body_matches_direct_run(
         "decoded_width": 28,
         "decoded_height": 28,
         "inverted": False,
+        "blank": False,
         "exif": "none",
         "frames_capped": False,
     }

@@ -49,11 +49,10 @@ def test_one_address_holds_at_most_its_share_and_others_still_get_places() -> No
     held, refused = [], []
     for call in flood:
         try:
-            gate.enter(call)  # type: ignore[arg-type]
-            held.append(call)
+            held.append(gate.enter(call))  # type: ignore[arg-type]
         except Aborted:
             refused.append(call)
-    assert len(held) == 2 and len(refused) == 10
+    assert held == ["ipv4:203.0.113.9"] * 2 and len(refused) == 10
     code, detail = refused[0].aborted  # type: ignore[misc]
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "your address" in detail
     # a probe from another address is served while the flood holds its two places
@@ -65,12 +64,12 @@ def test_one_address_holds_at_most_its_share_and_others_still_get_places() -> No
         gate.enter(extra)  # type: ignore[arg-type]
     assert "already serves 8 health checks" in extra.aborted[1]  # type: ignore[index]
     # places come back when calls end, per address
-    gate.leave(held[0])  # type: ignore[arg-type]
-    gate.enter(flood[5])  # type: ignore[arg-type]
+    gate.leave(held[0])
+    again = gate.enter(flood[5])  # type: ignore[arg-type]
     with pytest.raises(Aborted):
         gate.enter(flood[6])  # type: ignore[arg-type]
-    for call in [held[1], flood[5], *probes]:
-        gate.leave(call)  # type: ignore[arg-type]
+    for place in [held[1], again, *(peer_address(p) for p in probes)]:  # type: ignore[arg-type]
+        gate.leave(place)
     for call in flood[:2] + probes[:6]:
         gate.enter(call)  # type: ignore[arg-type]
 
@@ -83,3 +82,16 @@ def test_without_a_share_an_address_may_take_every_place() -> None:
         gate.enter(Call(f"ipv4:127.0.0.1:{port}"))  # type: ignore[arg-type]
     with pytest.raises(Aborted):
         gate.enter(Call("ipv4:127.0.0.1:99"))  # type: ignore[arg-type]
+
+
+def test_a_place_is_given_back_under_the_address_it_was_taken_with() -> None:
+    """A cancelled call's context may name its peer otherwise by the time it ends: places
+    were given back under that name, and the address kept them for good (the suite's next
+    calls from 127.0.0.1 were refused "8 inference calls from your address")."""
+    gate = CallGate(2, per_peer=2)
+    call = Call("ipv4:127.0.0.1:5000")
+    place = gate.enter(call)  # type: ignore[arg-type]
+    call._peer = ""  # what a cancelled call may say
+    gate.leave(place)
+    for port in (1, 2):
+        gate.enter(Call(f"ipv4:127.0.0.1:{port}"))  # type: ignore[arg-type]

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
+from app import imaging
 from app.bundle import InputSpec
+from app.decode_guard import DecodeBudget
+from app.errors import PayloadTooLarge
 from app.imaging import ImageLimits, prepare
+from app.polarity import should_invert
 from app.trim import (
+    FRAME_MAX_PIXELS,
     RING_SAMPLES,
     TOLERANCE,
     _border,
@@ -19,6 +25,7 @@ from app.trim import (
     frame_object,
     ink_on_paper,
     light_ink,
+    sampled,
     trim_and_centre,
     whiten_background,
 )
@@ -429,3 +436,72 @@ def test_the_border_ring_of_a_thin_giant_is_sampled() -> None:
     assert background(thin) == (10, 20, 30)
     small = Image.new("RGB", (300, 200), (10, 20, 30))
     assert len(_border(small)) == 2 * 300 + 2 * 198  # ordinary pictures: every ring pixel
+
+
+def test_trimming_and_the_polarity_ring_bound_their_work_on_thin_giants() -> None:
+    """Round 20: for `products` an 8 x 5,000,000 picture (one dot every 1,000 rows) cost 1.1 s
+    of preparation: trimming searched all 40 M pixels for its object (framing had a pixel cap,
+    trimming none) and the polarity rule took the median of its whole 10 M-pixel ring. Trimming
+    now leaves a picture over FRAME_MAX_PIXELS as it is, as framing does, and every side of
+    the polarity ring is sampled like trimming's."""
+    thin = Image.new("L", (8, FRAME_MAX_PIXELS // 8 + 8), 0)
+    thin.putpixel((4, 1000), 255)
+    assert trim_and_centre(thin) is thin
+    within = Image.new("L", (8, FRAME_MAX_PIXELS // 8 - 8), 0)
+    within.putpixel((4, 1000), 255)
+    assert trim_and_centre(within).size == (1, 1)  # within the cap: trimmed, as before
+    side = sampled(thin, (0, 1, 1, thin.height - 1))
+    assert side.size == (1, RING_SAMPLES)
+    assert sampled(thin, (0, 0, 8, 1)).size == (8, 1)  # short strips are read whole
+    spec = InputSpec(height=28, width=28, channels=1, color="gray", invert="auto", trim=True)
+    # a light border decided from the samples: inverted, as a light ring read whole would be
+    light = Image.new("L", (8, 5_000_000), 255)
+    assert should_invert(light, spec) and not should_invert(ImageOps.invert(light), spec)
+
+
+def test_preparation_counts_against_the_request_time_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Round 20: preparing (trimming, framing, painting, resizing) was outside the request's
+    CPU budget, which covered decoding only."""
+
+    def slow_trim(img: Image.Image) -> Image.Image:
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < 0.3:
+            pass
+        return img
+
+    monkeypatch.setattr(imaging, "trim_and_centre", slow_trim)
+    spec = InputSpec(height=28, width=28, channels=1, color="gray", invert="auto", trim=True)
+    picture = _png(Image.new("L", (40, 40), 255))
+    budget = DecodeBudget(max_pixels=10**9, max_seconds=0.2)
+    with pytest.raises(PayloadTooLarge, match="Decoding and preparing"):
+        prepare(picture, spec, ImageLimits(), budget)
+    assert budget.seconds >= 0.3
+
+
+def test_a_one_colour_picture_is_reported_blank() -> None:
+    """Round 20: white, black and transparent pictures got confident answers ("1" at 0.90 on
+    digits) with nothing saying the picture was empty. `blank` says so: one colour as the
+    model sees it, JPEG noise included; a drawing, a dot the model sees, a photo are not."""
+    gray = InputSpec(height=28, width=28, channels=1, color="gray", invert="auto", trim=True)
+    rgb = InputSpec.model_validate(
+        {"height": 64, "width": 64, "channels": 3, "color": "rgb", "frame": 0.9,
+         "background": "white", "resize": {"mode": "center_crop"}}
+    )  # fmt: skip
+
+    def is_blank(img: Image.Image, spec: InputSpec, fmt: str = "PNG") -> bool:
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, quality=60) if fmt == "JPEG" else img.save(buf, format=fmt)
+        return prepare(buf.getvalue(), spec, ImageLimits()).info.blank
+
+    for spec in (gray, rgb):
+        assert is_blank(Image.new("RGB", (64, 64), "white"), spec)
+        assert is_blank(Image.new("RGB", (64, 64), "black"), spec)
+        assert is_blank(Image.new("RGBA", (64, 64), (0, 0, 0, 0)), spec)
+        assert is_blank(Image.new("RGB", (300, 200), (90, 120, 200)), spec, "JPEG")
+        drawn = Image.new("RGB", (64, 64), "white")
+        ImageDraw.Draw(drawn).ellipse((16, 16, 48, 48), outline="black", width=4)
+        assert not is_blank(drawn, spec)
+        noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        assert not is_blank(Image.fromarray(noise), spec)

@@ -576,3 +576,25 @@ def test_dark_on_white_photo_is_inverted_and_says_so(
     card = cards(page).first
     assert top_label(card) == expected["predictions"][0]["label"] == "Ankle boot"
     assert "light background" in card.locator(".result-meta").inner_text()
+
+
+def test_a_blank_picture_says_so(
+    open_page: Any, api: httpx.Client, tmp_path: Path, artifacts: Path
+) -> None:
+    """Round 20: a one-colour picture got a confident-looking answer; the card now says there
+    was nothing to classify (the API's `image.blank`)."""
+    from PIL import Image
+
+    path = tmp_path / "white.png"
+    Image.new("RGB", (300, 200), "white").save(path)
+    expected = api_predict(api, "digits", [path])["results"][0]
+    assert expected["image"]["blank"] is True
+    page = open_page()
+    select_model(page, "digits")
+    page.set_input_files("#file-input", str(path))
+    wait_settled(page, 1)
+    card = cards(page).first
+    assert "nothing to classify" in card.locator(".result-meta").inner_text()
+    page.screenshot(path=str(artifacts / "desktop-blank.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(artifacts / "phone-blank.png"), full_page=True)
