@@ -72,10 +72,10 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8000
-# /readyz is 200 only once bundles are loaded and warmed up; urllib raises on 503,
-# so python exits non-zero and the container turns unhealthy.
+# /readyz is 200 only once bundles are loaded and warmed up; app.probe exits non-zero
+# otherwise (over HTTPS when IMGCLASS_TLS_CERTFILE is set), so the container turns unhealthy.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('IMGCLASS_PORT', '8000'), timeout=4)"]
+    CMD ["python", "-m", "app.probe"]
 CMD ["python", "-m", "app"]
 
 # ---------------------------------------------------------------- GPU: base with python3.11
@@ -133,7 +133,7 @@ WORKDIR /app
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('IMGCLASS_PORT', '8000'), timeout=4)"]
+    CMD ["python", "-m", "app.probe"]
 CMD ["python", "-m", "app"]
 
 # The CPU image is the default when no --target is given.

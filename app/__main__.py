@@ -13,6 +13,7 @@ import os
 import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from app.allocator import check_loaded, reexec_with_jemalloc
 from app.cores import resolve_workers
@@ -20,7 +21,7 @@ from app.errors import ConfigurationError
 from app.fsutil import check_writable
 from app.http_guard import HeadGuardedProtocol
 from app.multiproc import multiprocess_metrics
-from app.serve import Supervisor, bind_listener, dealing_supported, uvicorn_config
+from app.serve import Supervisor, bind_listener, check_tls, dealing_supported, uvicorn_config
 from app.settings import Settings
 
 logger = logging.getLogger("app.serve")
@@ -36,9 +37,24 @@ def _gpu(providers: str) -> bool:
     return CUDA in choose_providers(providers)
 
 
-def main() -> None:
-    settings = Settings()
+def _settings() -> Settings:
+    """The Settings, or a one-line reason per bad IMGCLASS_* variable and exit status 2 (a
+    pydantic traceback told an operator less)."""
     try:
+        return Settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = "_".join(str(p) for p in err["loc"]).upper()
+            name = f"IMGCLASS_{where}: " if where else ""
+            msg = err["msg"].removeprefix("Value error, ")
+            print(f"imgclass: not started: {name}{msg}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    settings = _settings()
+    try:
+        check_tls(settings.tls)
         reexec_with_jemalloc(settings.allocator)  # returns when nothing is to be done
         check_loaded(settings.allocator)
         check_writable(settings.data_dir)  # else every worker fails alike, with a traceback
@@ -67,7 +83,7 @@ def _serve(settings: Settings, workers: int) -> None:
         except OSError as exc:
             logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
             sys.exit(3)
-        config = uvicorn_config(settings.log_level)
+        config = uvicorn_config(settings.log_level, settings.tls)
         config.host, config.port = settings.host, settings.port
         uvicorn.Server(config).run(sockets=[listener])
         return
@@ -84,6 +100,8 @@ def _serve(settings: Settings, workers: int) -> None:
             access_log=False,  # the app logs each request itself
             http=HeadGuardedProtocol,  # each request's head timed and capped
             ws="none",  # no WebSocket endpoint: the guard refuses the handshake with a 400
+            ssl_certfile=None if settings.tls is None else settings.tls[0],
+            ssl_keyfile=None if settings.tls is None else settings.tls[1],
         )
         return
     from app.logs import configure_logging  # after the metrics folder is set up

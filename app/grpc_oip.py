@@ -32,6 +32,7 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -332,7 +333,12 @@ class GrpcServer:
         host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6 (::)
         self.address = f"{host}:{settings.grpc_port}"
         try:
-            bound = self.server.add_insecure_port(self.address)
+            if settings.tls is None:
+                bound = self.server.add_insecure_port(self.address)
+            else:  # the HTTP port's certificate and key (checked at start-up)
+                cert, key = (Path(f).read_bytes() for f in settings.tls)
+                tls = grpc.ssl_server_credentials([(key, cert)])
+                bound = self.server.add_secure_port(self.address, tls)
         except RuntimeError:
             bound = 0
         if not bound:

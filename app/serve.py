@@ -32,6 +32,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -43,8 +44,10 @@ from typing import Final
 
 import uvicorn
 
+from app.errors import ConfigurationError
 from app.http_guard import HeadGuardedProtocol
 from app.multiproc import forget_dead_worker
+from app.settings import Settings
 
 logger = logging.getLogger("app.serve")
 
@@ -78,7 +81,8 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_config(log_level: str) -> uvicorn.Config:
+def uvicorn_config(log_level: str, tls: tuple[str, str] | None = None) -> uvicorn.Config:
+    """uvicorn's settings for a worker; `tls` (certificate, key) serves HTTPS."""
     return uvicorn.Config(
         "app.main:create_app",
         factory=True,
@@ -86,9 +90,26 @@ def uvicorn_config(log_level: str) -> uvicorn.Config:
         access_log=False,  # the app logs each request itself
         http=HeadGuardedProtocol,  # each request's head timed and capped (app/http_guard.py)
         ws="none",  # no WebSocket endpoint: the guard refuses the handshake with a 400
+        ssl_certfile=None if tls is None else tls[0],
+        ssl_keyfile=None if tls is None else tls[1],
     )
 
 
+def check_tls(tls: tuple[str, str] | None) -> None:
+    """Before any worker starts: the certificate and key load and belong together, else
+    ConfigurationError (each worker would fail alike, with a traceback)."""
+    if tls is None:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(*tls)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"cannot use IMGCLASS_TLS_CERTFILE={tls[0]} with IMGCLASS_TLS_KEYFILE={tls[1]}: "
+            f"{getattr(exc, 'strerror', None) or exc}"
+        ) from None
+
+
+TLS_HANDSHAKE_S: Final = 10.0  # a dealt connection's TLS handshake must end within this
 READY: Final = b"r"  # worker -> parent: loaded, deal me connections
 
 
@@ -136,7 +157,13 @@ class DealtServer(uvicorn.Server):
     async def _serve_connection(self, conn: socket.socket) -> None:
         assert self._loop is not None
         try:
-            await self._loop.connect_accepted_socket(self._protocol, conn)
+            tls = self.config.ssl
+            await self._loop.connect_accepted_socket(
+                self._protocol,
+                conn,
+                ssl=tls,
+                ssl_handshake_timeout=TLS_HANDSHAKE_S if tls else None,
+            )
         except OSError:  # the client left before the worker got to it
             conn.close()
 
@@ -151,7 +178,7 @@ def _worker_main(channel: socket.socket, log_level: str) -> None:  # pragma: no 
     # workers, so none waits on a worker that is still loading, and none is answered 503
     # "still loading" while /readyz, served by a worker that is ready, says 200.
     os.environ["IMGCLASS_LOAD_IN_BACKGROUND"] = "false"
-    config = uvicorn_config(log_level)
+    config = uvicorn_config(log_level, Settings().tls)
     config.configure_logging()  # spawned: logging is set up again in the child
     DealtServer(config, channel).run()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.allocator import Allocator
@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     )
     # Listening beyond loopback without api_key refuses writes unless this is true.
     allow_unauthenticated_writes: bool = False
+    # HTTPS, and gRPC over TLS: a PEM certificate (chain) and its private key, both or neither.
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
 
     # Visual similarity (catalogs). "embedded" = SQLite + faiss under data_dir/catalogs;
     # "milvus://host:19530" (or "milvus+https://...") = a Milvus server (pip install .[milvus]).
@@ -176,3 +179,16 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("set IMGCLASS_TLS_CERTFILE and IMGCLASS_TLS_KEYFILE together")
+        return self
+
+    @property
+    def tls(self) -> tuple[str, str] | None:
+        """(certificate, key) file names when TLS is on."""
+        if self.tls_certfile is None or self.tls_keyfile is None:
+            return None
+        return str(self.tls_certfile), str(self.tls_keyfile)

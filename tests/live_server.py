@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -41,10 +42,16 @@ class LiveServer:
 
 @contextmanager
 def running_process(
-    cmd: list[str], ready_url: str, log_path: Path, timeout_s: float, **popen: Any
+    cmd: list[str],
+    ready_url: str,
+    log_path: Path,
+    timeout_s: float,
+    verify: ssl.SSLContext | bool = True,
+    **popen: Any,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start `cmd` (output to `log_path`), wait until `ready_url` answers 200 (failing the test
-    with the log's tail if it exits or is not ready in `timeout_s`), always stop it."""
+    with the log's tail if it exits or is not ready in `timeout_s`), always stop it. `verify`:
+    what an https `ready_url`'s certificate is checked with."""
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **popen)
     deadline = time.monotonic() + timeout_s
@@ -54,7 +61,7 @@ def running_process(
             if proc.poll() is not None:
                 pytest.fail(f"{cmd[0]} exited with {proc.returncode}:\n{tail()}")
             try:
-                if httpx.get(ready_url, timeout=2).status_code == 200:
+                if httpx.get(ready_url, timeout=2, verify=verify).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

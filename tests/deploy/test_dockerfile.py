@@ -133,9 +133,10 @@ def test_served_image_runs_as_non_root(target: str) -> None:
 def test_healthcheck_probes_readyz_without_curl(target: str) -> None:
     checks = _values(_stage(target), "HEALTHCHECK")
     assert len(checks) == 1
-    assert "/readyz" in checks[0]
-    assert "urllib" in checks[0]
+    assert '"-m", "app.probe"' in checks[0]  # GET /readyz with the standard library
     assert "curl" not in checks[0] and "wget" not in checks[0]
+    probe = (ROOT / "app" / "probe.py").read_text()
+    assert "/readyz" in probe and "urllib" in probe
 
 
 @pytest.mark.parametrize("target", SERVED_TARGETS)
@@ -243,7 +244,7 @@ def test_compose_api_service() -> None:
     assert api["restart"] == "unless-stopped"
     assert api["build"]["target"] == "runtime"
     test = " ".join(api["healthcheck"]["test"])
-    assert "/readyz" in test
+    assert "-m app.probe" in test
     # Published on loopback unless the operator says otherwise.
     assert any(str(p).startswith("${IMGCLASS_BIND:-127.0.0.1}:") for p in api["ports"])
     assert any(str(p).endswith(":8000") for p in api["ports"])

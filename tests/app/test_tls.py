@@ -1,0 +1,148 @@
+"""HTTPS and the gRPC binding over TLS (IMGCLASS_TLS_CERTFILE and IMGCLASS_TLS_KEYFILE), the
+start-up checks of the pair, and the container's probe (`python -m app.probe`), on a real
+server with certificates from a throwaway CA (trustme)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from tests.conftest import DATA, ROOT, free_port, require
+from tests.live_server import running_process
+
+trustme = pytest.importorskip("trustme", reason="pip install trustme (the dev extra)")
+grpcclient = pytest.importorskip("tritonclient.grpc", reason="pip install tritonclient grpcio")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A CA and a certificate for localhost and 127.0.0.1 (and one of another CA)."""
+    folder = tmp_path_factory.mktemp("tls")
+    ca, other = trustme.CA(), trustme.CA()
+    files = {name: folder / f"{name}.pem" for name in ("ca", "cert", "key", "other_key")}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    issued = ca.issue_cert("localhost", "127.0.0.1")
+    issued.private_key_pem.write_to_path(str(files["key"]))
+    for i, pem in enumerate(issued.cert_chain_pems):
+        pem.write_to_path(str(files["cert"]), append=i > 0)
+    other.issue_cert("localhost").private_key_pem.write_to_path(str(files["other_key"]))
+    return files
+
+
+def _trusting(pki: dict[str, Path]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(pki["ca"]))
+
+
+def _env(pki: dict[str, Path], tmp: Path, **more: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "IMGCLASS_HOST": "127.0.0.1",
+        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
+        "IMGCLASS_ENABLED_MODELS": '["digits"]',
+        "IMGCLASS_DATA_DIR": str(tmp / "data"),
+        "IMGCLASS_WARMUP_RUNS": "1",
+        "IMGCLASS_TLS_CERTFILE": str(pki["cert"]),
+        "IMGCLASS_TLS_KEYFILE": str(pki["key"]),
+        **more,
+    }
+
+
+def _start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_bad_pair_stops_the_start_with_one_line(pki: dict[str, Path], tmp_path: Path) -> None:
+    env = _env(pki, tmp_path)
+    del env["IMGCLASS_TLS_KEYFILE"]
+    done = _start(env)
+    assert done.returncode == 2
+    assert (
+        "imgclass: not started: set IMGCLASS_TLS_CERTFILE and IMGCLASS_TLS_KEYFILE together"
+        in done.stderr
+    )
+    assert "Traceback" not in done.stderr
+    done = _start(_env(pki, tmp_path, IMGCLASS_TLS_KEYFILE=str(pki["other_key"])))
+    assert done.returncode == 2 and "cannot use IMGCLASS_TLS_CERTFILE=" in done.stderr
+    done = _start(_env(pki, tmp_path, IMGCLASS_TLS_KEYFILE=str(tmp_path / "missing.pem")))
+    assert done.returncode == 2 and "No such file or directory" in done.stderr
+    # other bad settings get the same one line per variable, not a pydantic traceback
+    done = _start(_env(pki, tmp_path, IMGCLASS_PORT="eighty"))
+    assert done.returncode == 2 and "imgclass: not started: IMGCLASS_PORT: " in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_probe_fails_without_a_ready_server() -> None:
+    env = {**os.environ, "IMGCLASS_PORT": str(free_port())}
+    assert subprocess.run([sys.executable, "-m", "app.probe"], env=env, cwd=ROOT).returncode == 1
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["one-worker", "two-workers"])
+def tls_server(
+    request: pytest.FixtureRequest, pki: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[int, int]]:
+    tmp = tmp_path_factory.mktemp("tls-server")
+    port, grpc_port = free_port(), free_port()
+    env = _env(
+        pki,
+        tmp,
+        IMGCLASS_PORT=str(port),
+        IMGCLASS_GRPC_PORT=str(grpc_port),
+        IMGCLASS_WORKERS=str(request.param),
+    )
+    with running_process(
+        [sys.executable, "-m", "app"],
+        f"https://localhost:{port}/readyz",
+        tmp / "server.log",
+        90,
+        verify=_trusting(pki),
+        cwd=ROOT,
+        env=env,
+    ):
+        yield port, grpc_port
+
+
+@pytest.mark.slow  # two servers of their own
+def test_https_and_grpc_over_tls_serve_and_plain_text_does_not(
+    tls_server: tuple[int, int], pki: dict[str, Path]
+) -> None:
+    port, grpc_port = tls_server
+    digit = require(DATA / "photos" / "foolbox" / "mnist_00_7.png").read_bytes()
+    with httpx.Client(base_url=f"https://localhost:{port}", verify=_trusting(pki)) as https:
+        r = https.post("/v1/models/digits/predict", files={"file": ("7.png", digit, "image/png")})
+        assert r.status_code == 200 and r.json()["results"][0]["predictions"][0]["label"] == "7"
+    # plain HTTP to the HTTPS port gets no answer, and the server stays well
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    with socket.create_connection(("127.0.0.1", port)) as raw:  # a handshake never finished
+        raw.sendall(b"\x16\x03\x01")
+        with httpx.Client(verify=_trusting(pki)) as again:
+            assert again.get(f"https://localhost:{port}/readyz").status_code == 200
+    # gRPC: TLS with the same certificate; a plain-text channel is refused
+    client = grpcclient.InferenceServerClient(
+        url=f"localhost:{grpc_port}", ssl=True, root_certificates=str(pki["ca"])
+    )
+    assert client.is_server_ready()
+    creds = grpc.ssl_channel_credentials(pki["ca"].read_bytes())
+    with grpc.secure_channel(f"localhost:{grpc_port}", creds) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        assert bytes(check(b"", timeout=5)) == b"\x08\x01"
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as plain:
+        with pytest.raises(grpc.RpcError) as info:
+            plain.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    # the container's probe speaks HTTPS when the certificate is set
+    env = {**os.environ, "IMGCLASS_PORT": str(port), "IMGCLASS_TLS_CERTFILE": str(pki["cert"])}
+    assert subprocess.run([sys.executable, "-m", "app.probe"], env=env, cwd=ROOT).returncode == 0
+    env.pop("IMGCLASS_TLS_CERTFILE")
+    assert subprocess.run([sys.executable, "-m", "app.probe"], env=env, cwd=ROOT).returncode == 1
