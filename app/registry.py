@@ -217,20 +217,20 @@ class ModelRegistry:
     def _open_taught(self, directory: Path, name: str) -> TaughtModel:
         try:
             bundle = load_bundle(directory, name=name)
-        except Exception:
-            if not directory.is_dir():  # a delete raced this load (round 16)
+            ref = bundle.metadata.backbone
+            if name in self._models or name in self.discover_names():
+                raise ValueError(f"taught model {name!r} has the name of a shipped model")
+            if ref is None:
+                raise ValueError(f"{directory}: a taught bundle must name its backbone")
+            with self._lock:
+                backbone = self._models.get(ref.name)
+            if backbone is None or not isinstance(backbone.model, OnnxModel):
+                raise BackboneNotServed(ref.name, name)
+            return TaughtModel(bundle, backbone.model)
+        except Exception:  # a delete raced this load, as its files were read (round 16)
+            if not directory.is_dir():  # or as its head was opened (round 19)
                 raise RemovedWhileLoading(name) from None
             raise
-        ref = bundle.metadata.backbone
-        if name in self._models or name in self.discover_names():
-            raise ValueError(f"taught model {name!r} has the name of a shipped model")
-        if ref is None:
-            raise ValueError(f"{directory}: a taught bundle must name its backbone")
-        with self._lock:
-            backbone = self._models.get(ref.name)
-        if backbone is None or not isinstance(backbone.model, OnnxModel):
-            raise BackboneNotServed(ref.name, name)
-        return TaughtModel(bundle, backbone.model)
 
     def discover_names(self) -> set[str]:
         return {d.name for d in self.discover()}

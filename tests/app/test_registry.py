@@ -249,21 +249,30 @@ def test_a_taught_name_whose_every_version_was_refused_is_not_called_missing(
         reg.get("min")  # a prefix of a refused name is still simply missing
 
 
+@pytest.mark.parametrize("after_the_read", [False, True])
 def test_a_taught_version_deleted_while_it_loads_is_not_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    after_the_read: bool,
 ) -> None:
     """Fuzz round 16: a DELETE racing a teach publish left "refusing bundle x@9: missing
-    labels.txt" at ERROR and a job error saying the model "was refused when loading"."""
+    labels.txt" at ERROR and a job error saying the model "was refused when loading". Round
+    19: the same when the delete landed after the files were read, as the head was opened
+    ("onnxruntime cannot load the head: NO_SUCHFILE"); here the step after the read fails
+    (the copied bundle names no backbone) once its folder is gone."""
     models = tmp_path / "models"
     write_tiny_bundle(models, "good")
+    write_tiny_bundle(tmp_path / "made", "race")
     taught = tmp_path / "taught"
-    shutil.copytree(models / "good", taught / "race" / "9")
+    shutil.copytree(tmp_path / "made" / "race", taught / "race" / "9")
     real = registry_module.load_bundle
 
     def deleted_meanwhile(directory: Path, **kw: object) -> object:
+        bundle = real(directory, **kw) if after_the_read else None  # type: ignore[arg-type]
         if taught in directory.parents:
-            shutil.rmtree(directory)  # the delete lands between the scan and the read
-        return real(directory, **kw)  # type: ignore[arg-type]
+            shutil.rmtree(directory)  # the delete lands between the scan and the read, or after
+        return bundle or real(directory, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(registry_module, "load_bundle", deleted_meanwhile)
     reg = ModelRegistry(models, taught_dir=taught, providers="cpu", warmup_runs=0)
