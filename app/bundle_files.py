@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from pathlib import Path
+from typing import Final
 
 from app.bundle_io import BundleError
 
@@ -52,12 +53,24 @@ def read_labels(path: Path) -> tuple[str, ...]:
             raise BundleError(f"{path}: line {i} is an empty label")
         if len(lab) > MAX_LABEL_CHARS:
             raise BundleError(f"{path}: line {i} is longer than {MAX_LABEL_CHARS} characters")
-        if not lab.isprintable():
+        if not printable_label(lab):
             raise BundleError(f"{path}: line {i} holds a control or unprintable character")
     dup = sorted(lab for lab, n in Counter(labels).items() if n > 1)
     if dup:
         raise BundleError(f"{path}: duplicate labels {', '.join(map(repr, dup[:5]))}")
     return labels
+
+
+# Invisible format characters that belong in words and emoji: zero-width non-joiner and joiner
+# (Persian and Indic words, emoji sequences) and the tag characters of subdivision flags. Other
+# format characters (bidi overrides, zero-width spaces, BOM) stay refused: they disguise text.
+_JOINING: Final = frozenset({0x200C, 0x200D, *range(0xE0020, 0xE0080)})
+
+
+def printable_label(label: str) -> bool:
+    """Whether `label` has only printable characters, joiners and emoji tags counted as such
+    (str.isprintable refused the black cat emoji and Persian "cats", fuzz round 21)."""
+    return all(ch.isprintable() or ord(ch) in _JOINING for ch in label)
 
 
 def no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:

@@ -62,8 +62,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 GRPC_CALLS: Final = 8  # the protocol's calls at once per process (CallGate)
-HEALTH_THREADS: Final = 8  # threads the protocol's calls never take: health checks are answered
-HEALTH_PER_PEER: Final = 2  # of those, one address may hold (round 18's flood came from one)
+HEALTH_THREADS: Final = 24  # threads the protocol's calls never take: health checks are answered
+HEALTH_PER_PEER: Final = 8  # of those, one address may hold (round 18's flood came from one)
 GRPC_PENDING: Final = 4  # calls waiting for a thread (then RESOURCE_EXHAUSTED)
 MAX_DETAIL: Final = 2048  # characters of an error's message sent in the status
 SERVICE: Final = "inference.GRPCInferenceService"

@@ -25,9 +25,8 @@ Fuzz round 14 (docs/hardening.md) added the rest:
   and the connection closes (uvicorn parsed and queued every pipelined request: 50,000 from a
   client that read nothing held 190 MB), and the head timer never answers 408 while a response
   is owed (it wrote one into the middle of a pipelined stream);
-- a request with a body and an `Upgrade` (curl --http2 on http://) is refused with a 400
-  saying so: httptools stops parsing at the upgrade, so the body was lost and the route
-  answered as if none had been sent; a WebSocket handshake gets a 400 saying none is served.
+- a request with a body and an `Upgrade` (curl --http2 on http://), or a WebSocket
+  handshake, is refused with a 400 saying so (app/http_upgrade.py).
 A request line naming another version than HTTP/1.0 or 1.1 gets a 400 (it was served as 1.1);
 `Expect: 100-continue` from an HTTP/1.0 client is ignored, as RFC 9110 10.1.1 says (round 16);
 an absolute-form target's host is the one the Host allow-list checks (RFC 9112 3.2.2, round 17).
@@ -45,6 +44,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.errors import PROBLEM_JSON, BadRequest, HeadersTooLarge, RequestTimeout, ServiceError
+from app.http_upgrade import upgrade_refusal
 
 logger = logging.getLogger(__name__)
 HEAD_TIMEOUT_S: Final = 10.0
@@ -251,6 +251,8 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         if self.url[:1] not in (b"/", b"*") and self._host_from_target():
             return
         super().on_headers_complete()
+        if self.parser.should_upgrade():  # served without it: the connection then closes
+            self.cycle.keep_alive = False
         self._announce_close(self.cycle)
         if len(self.pipeline) > self.max_pipelined:
             # Too many requests sent ahead of their answers: those in hand are answered, then
@@ -282,37 +284,21 @@ class HeadGuardedProtocol(HttpToolsProtocol):
 
         cycle.send = send_announcing
 
+    def _unsupported_upgrade_warning(self) -> None:
+        """Upgrades are answered in on_headers_complete; uvicorn's two WARNING lines per
+        such request (one about a WebSocket library) were noise any client could add."""
+
     def _should_upgrade(self) -> bool:
         """Never hand the connection to a WebSocket protocol, whatever uvicorn was configured
         with: no endpoint speaks it (`_refuse_upgrade` answers the handshake)."""
         return False
 
     def _refuse_upgrade(self) -> bool:
-        """An Upgrade this server does not speak. WebSocket is refused with a 400 saying so
-        (it broke inside the parser's callback and got the generic "not valid HTTP/1.1");
-        another Upgrade with a body too: httptools stops at the upgrade, so the body would
-        never reach the route. Without a body, any other Upgrade is served as if absent."""
-        if not self.parser.should_upgrade():
-            return False
-        heads = dict(self.headers)
-        upgrade = heads.get(b"upgrade", b"").decode("latin-1")[:40]
-        if any(p.strip().lower().startswith("websocket") for p in upgrade.split(",")):
-            detail = (
-                "WebSocket is not served here: every endpoint answers plain HTTP/1.1 requests "
-                "(and the inference protocol over gRPC, on its own port, when enabled). "
-                "Send the request without Upgrade."
-            )
-            self._refuse(BadRequest(detail))
-            return True
-        declared = heads.get(b"content-length", b"0").strip() not in (b"", b"0")
-        if not declared and b"transfer-encoding" not in heads:
-            return False  # no body: served as if the Upgrade were not there
-        detail = (
-            f"Upgrade: {upgrade} is not supported, and a request that asks for it cannot carry "
-            "a body here. Send the request without Upgrade (curl: --http1.1)."
-        )
-        self._refuse(BadRequest(detail))
-        return True
+        """A request asking for an Upgrade: refused or served (app/http_upgrade.py)."""
+        refusal = upgrade_refusal(self.headers) if self.parser.should_upgrade() else None
+        if refusal is not None:
+            self._refuse(refusal)
+        return refusal is not None
 
     def _host_from_target(self) -> bool:
         """An absolute-form target (`GET http://evil.com/v1/models`): RFC 9112 3.2.2 says its

@@ -380,7 +380,7 @@ def prepare(
                 img = ImageOps.invert(img)
                 info = replace(info, inverted=True)
                 paint = None if paint is None else tuple(255 - v for v in paint)
-            info = replace(info, blank=blank(img))
+            info = replace(info, blank=blank(img, spec))
             small = resize(img, spec)
             if paint is not None:
                 # a model that inverts learnt white paper as black: its background is painted so

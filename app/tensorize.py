@@ -35,12 +35,7 @@ def resize(img: Image.Image, spec: InputSpec) -> Image.Image:
         # and cropping, within one level of rounding, without scaling what the crop drops (a
         # quarter of a 4:3 photo: 640x480 in 2.3 instead of 3.0 ms; and 400000x100 is not
         # scaled to 896000x224, 1.3 GB and 2 s, to keep its middle).
-        scale = max(tw / w, th / h)
-        nw, nh = max(tw, round(w * scale)), max(th, round(h * scale))
-        left, top = (nw - tw) // 2, (nh - th) // 2
-        sx, sy = w / nw, h / nh
-        box = (left * sx, top * sy, (left + tw) * sx, (top + th) * sy)
-        return img.resize((tw, th), method, box=box)
+        return img.resize((tw, th), method, box=_kept(w, h, tw, th))
     # letterbox
     scale = min(tw / w, th / h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
@@ -56,9 +51,23 @@ def resize(img: Image.Image, spec: InputSpec) -> Image.Image:
 BLANK_RANGE: Final = 8
 
 
-def blank(img: Image.Image) -> bool:
-    """Whether `img` ('L' or 'RGB') is one colour: nothing in it to classify (fuzz round 20:
-    white, black and transparent pictures got confident answers, "1" at 0.90 on digits)."""
+def _kept(w: int, h: int, tw: int, th: int) -> tuple[float, float, float, float]:
+    """The region of a w x h picture that a centre crop to tw x th keeps (left, top, right,
+    bottom, in the picture's pixels)."""
+    scale = max(tw / w, th / h)
+    nw, nh = max(tw, round(w * scale)), max(th, round(h * scale))
+    left, top = (nw - tw) // 2, (nh - th) // 2
+    sx, sy = w / nw, h / nh
+    return left * sx, top * sy, (left + tw) * sx, (top + th) * sy
+
+
+def blank(img: Image.Image, spec: InputSpec) -> bool:
+    """Whether what the model sees of `img` ('L' or 'RGB'; the centre crop's region for a
+    model that crops) is one colour: nothing in it to classify (fuzz round 20: white, black
+    and transparent pictures got confident answers, "1" at 0.90 on digits)."""
+    if spec.resize.mode == "center_crop":
+        x0, y0, x1, y1 = (int(v) for v in _kept(img.width, img.height, spec.width, spec.height))
+        img = img.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
     extrema = img.getextrema()
     bands = [extrema] if isinstance(extrema[0], int | float) else extrema
     return all(hi - lo <= BLANK_RANGE for lo, hi in bands)

@@ -46,11 +46,12 @@ def presented_key(values: Callable[[str], Sequence[str]]) -> str | None:
     auths = values("authorization")
     if len(keys) > 1 or len(auths) > 1:
         return None
-    if keys and keys[0]:
-        return keys[0]
-    scheme, _, token = (auths[0] if auths else "").partition(" ")
-    if scheme.lower() == "bearer" and token:
-        return token.strip()
+    # surrounding whitespace is not part of a value (HTTP strips it; gRPC metadata did not)
+    if keys and keys[0].strip():
+        return keys[0].strip()
+    parts = (auths[0] if auths else "").split(None, 1)  # "Bearer<TAB>key" too
+    if len(parts) == 2 and parts[0].lower() == "bearer":
+        return parts[1].strip()
     return None
 
 

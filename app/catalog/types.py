@@ -15,6 +15,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from app.bundle_files import printable_label
 from app.errors import Conflict, InvalidRequest, NotFound, ServiceError
 
 Vector = npt.NDArray[np.float32]
@@ -208,7 +209,7 @@ def check_label(label: str | None) -> str | None:
     if label is None:
         return None
     given, label = label, normal_label(label)
-    if not label or len(label) > MAX_LABEL_CHARS or not label.isprintable():
+    if not label or len(label) > MAX_LABEL_CHARS or not printable_label(label):
         raise InvalidRequest(
             f"Invalid label {given[:40]!r}: 1-{MAX_LABEL_CHARS} printable characters "
             "(spaces at either end are trimmed)."

@@ -299,6 +299,8 @@ def test_a_key_sent_twice_is_no_key(server: tuple[LiveServer, int]) -> None:
                 stub.ModelReady(request, metadata=[("x-api-key", k) for k in twice], timeout=10)
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert "once" in str(info.value.details())
+        # round 21: spaces around the key are not part of it, as HTTP reads them
+        assert stub.ModelReady(request, metadata=(("x-api-key", f" {KEY} "),), timeout=10).ready
         bearer = [("authorization", f"Bearer {KEY}")] * 2
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelReady(request, metadata=bearer, timeout=10)
@@ -473,13 +475,13 @@ def test_round_18_health_checks_without_a_message_take_only_their_own_places(
     server: tuple[LiveServer, int],
 ) -> None:
     """Health checks that never sent their message took no place and held every thread (0 of
-    57 probes and 0 of 57 ServerLive answered). They take one of the health service's 4
-    places now, and their few-byte message must come within 2 s."""
+    57 probes and 0 of 57 ServerLive answered). They take one of the health service's places
+    now (24, at most 8 from one address), and their few-byte message must come within 2 s."""
     t0 = time.monotonic()
-    with held_calls(server[1], "/grpc.health.v1.Health/Check", 12) as (channel, held):
+    with held_calls(server[1], "/grpc.health.v1.Health/Check", 20) as (channel, held):
         time.sleep(0.5)
         refused = [f for f in held if f.done()]
-        assert len(refused) >= 8, len(refused)
+        assert len(refused) >= 12, len(refused)  # one address holds at most 8 (round 20)
         detail = str(refused[0].exception().details())  # type: ignore[union-attr]
         assert "health checks" in detail
         live = pb_grpc.GRPCInferenceServiceStub(channel).ServerLive  # the same process
@@ -506,7 +508,7 @@ def _ipv6_loopback() -> bool:
 def test_round_18_one_address_cannot_hold_the_health_service(tmp_path: Path) -> None:
     """A client flooding the health service with checks that never send their message kept
     every other prober's checks RESOURCE_EXHAUSTED (1 of 56 answered). One address now holds
-    at most 2 of its 8 places: checks from another address are answered throughout. The
+    at most 8 of its 24 places: checks from another address are answered throughout. The
     server listens on `::` (IPv4 and IPv6), which the gRPC binding could not bind before."""
     port = free_port()
     env = {
@@ -520,10 +522,10 @@ def test_round_18_one_address_cannot_hold_the_health_service(tmp_path: Path) -> 
     }
     with live_server(tmp_path, env, entry="app", ready_path="/healthz"):
         wait_ready(port)
-        with held_calls(port, "/grpc.health.v1.Health/Check", 16) as (_, held):
+        with held_calls(port, "/grpc.health.v1.Health/Check", 20) as (_, held):
             time.sleep(0.5)
             refused = [f for f in held if f.done()]
-            assert len(refused) == 14, len(refused)
+            assert len(refused) == 12, len(refused)
             assert "from your address" in str(refused[0].exception().details())  # type: ignore[union-attr]
             with grpc.insecure_channel(f"[::1]:{port}") as other:
                 check = other.unary_unary("/grpc.health.v1.Health/Check")

@@ -196,6 +196,10 @@ def test_a_key_sent_twice_is_no_key(make) -> None:  # type: ignore[no-untyped-de
     assert c.get("/v1/models", headers=bearer).status_code == 401
     mixed = [("x-api-key", "secret-key-123"), ("authorization", "Bearer other")]
     assert c.get("/v1/models", headers=mixed).status_code == 200  # x-api-key wins, as documented
+    # round 21: a tab after Bearer is whitespace like a space
+    assert (
+        c.get("/v1/models", headers={"authorization": "Bearer\tsecret-key-123"}).status_code == 200
+    )
 
 
 def test_a_non_ascii_key_is_matched_on_its_utf8_bytes(make) -> None:  # type: ignore[no-untyped-def]

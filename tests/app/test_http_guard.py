@@ -410,6 +410,9 @@ def test_an_upgrade_with_a_body_is_refused_saying_so(guarded: int) -> None:
     [
         b"Upgrade: websocket\r\nConnection: Upgrade",
         b"Upgrade: WebSocket, h2c\r\nConnection: keep-alive, Upgrade",
+        # round 21: a long first token, and a second Upgrade line, hid it
+        b"Upgrade: " + b"x" * 40 + b", websocket\r\nConnection: Upgrade",
+        b"Upgrade: websocket\r\nUpgrade: foo\r\nConnection: Upgrade",
     ],
 )
 def test_a_websocket_handshake_is_refused_saying_none_is_served(
@@ -482,3 +485,28 @@ def test_a_long_pipeline_is_answered_in_part_then_closed(guarded: int) -> None:
         got, _, _ = read_until_closed(s, limit_s=3)
     # five answers, then the idle connection's 408 (head deadline 1 s), never one mid-stream
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", got) == [b"200"] * 5 + [b"408"]
+
+
+def test_a_request_pipelined_behind_an_ignored_upgrade_is_not_left_waiting(
+    guarded: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Round 21: `GET` with `Upgrade: h2c` (no body) is served as if it had no Upgrade, but
+    httptools parses nothing after it: a request pipelined behind it got no answer and the
+    connection idled until the keep-alive timeout (5 s). The answer now closes the connection
+    (the client sends the next request again), and uvicorn's two WARNING lines per such
+    request are gone."""
+    logging.getLogger("uvicorn").addHandler(caplog.handler)  # it does not propagate
+    first = (
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+    )
+    second = b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", guarded)) as s:
+            s.sendall(first + second)
+            got, took = _until_closed(s, limit_s=4)
+    finally:
+        logging.getLogger("uvicorn").removeHandler(caplog.handler)
+    assert got.startswith(b"HTTP/1.1 200 ") and len(re.findall(rb"HTTP/1\.1 \d{3} [A-Z]", got)) == 1
+    assert b"connection: close" in got.split(b"\r\n\r\n", 1)[0].lower()
+    assert took < 2.0, took
+    assert "Unsupported upgrade request" not in caplog.text

@@ -505,3 +505,14 @@ def test_a_one_colour_picture_is_reported_blank() -> None:
         assert not is_blank(drawn, spec)
         noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
         assert not is_blank(Image.fromarray(noise), spec)
+    # round 21: what a model that crops sees, not the whole picture: a tall white picture
+    # drawn on at the top only is blank to a centre-cropping model, not to one that stretches
+    # (and to one that trims, its solid square fills the whole input: blank too, rightly)
+    tall = Image.new("RGB", (224, 2000), "white")
+    ImageDraw.Draw(tall).rectangle((50, 20, 170, 140), fill="black")
+    cropping = InputSpec.model_validate(
+        {"height": 224, "width": 224, "channels": 3, "color": "rgb",
+         "resize": {"mode": "center_crop"}}
+    )  # fmt: skip
+    stretching = InputSpec(height=28, width=28, channels=1, color="gray")
+    assert is_blank(tall, cropping) and not is_blank(tall, stretching) and is_blank(tall, gray)

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
+from app.bundle_files import read_labels
+from app.bundle_io import BundleError
 from app.catalog.types import check_catalog_name, check_item_id, check_label, new_item_id
 from app.errors import InvalidRequest
 
@@ -33,6 +36,28 @@ def test_labels_are_trimmed_and_composed() -> None:
     for bad in ("", "   ", "a\nb", "x" * 1000):
         with pytest.raises(InvalidRequest):
             check_label(bad)
+
+
+def test_labels_with_joiners_and_emoji_tags_are_printable(tmp_path: Path) -> None:
+    """Round 21: str.isprintable refused emoji sequences joined by ZWJ (a black cat, the rainbow
+    flag), Persian words with ZWNJ and subdivision flags (tag characters). They are accepted,
+    in catalogs and in a bundle's labels.txt alike (a taught model's labels come from its
+    catalog); bidi overrides, zero-width spaces and a BOM still are not."""
+    cat = "\U0001f408\u200d\u2b1b"
+    flag = "\U0001f3f3\ufe0f\u200d\U0001f308"
+    persian = "\u06af\u0631\u0628\u0647\u200c\u0647\u0627"
+    scotland = "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
+    for good in (cat, flag, persian, scotland):
+        assert check_label(good) == good
+    for bad in ("a\u202eb", "a\u200bb", "\ufeffx", "a\u2066b"):
+        with pytest.raises(InvalidRequest):
+            check_label(bad)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join((cat, flag, persian, scotland)) + "\n", encoding="utf-8")
+    assert read_labels(labels) == (cat, flag, persian, scotland)
+    labels.write_text("a\nb\u202ec\n", encoding="utf-8")
+    with pytest.raises(BundleError, match="unprintable"):
+        read_labels(labels)
 
 
 def test_generated_item_ids_are_valid_and_strictly_increasing() -> None:
