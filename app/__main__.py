@@ -8,12 +8,13 @@ sizes its pipelines, threads, queues and decodes to its share of the cores.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
+from typing import NoReturn
 
 import uvicorn
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from app.allocator import check_loaded, reexec_with_jemalloc
 from app.cores import resolve_workers
@@ -23,8 +24,6 @@ from app.http_guard import HeadGuardedProtocol
 from app.multiproc import multiprocess_metrics
 from app.serve import Supervisor, bind_listener, check_tls, dealing_supported, uvicorn_config
 from app.settings import Settings
-
-logger = logging.getLogger("app.serve")
 
 
 def _gpu(providers: str) -> bool:
@@ -42,6 +41,9 @@ def _settings() -> Settings:
     pydantic traceback told an operator less)."""
     try:
         return Settings()
+    except SettingsError as exc:  # a list or map variable that is not JSON
+        print(f"imgclass: not started: {_variable(str(exc))}", file=sys.stderr)
+        sys.exit(2)
     except ValidationError as exc:
         for err in exc.errors():
             where = "_".join(str(p) for p in err["loc"]).upper()
@@ -49,6 +51,23 @@ def _settings() -> Settings:
             msg = err["msg"].removeprefix("Value error, ")
             print(f"imgclass: not started: {name}{msg}", file=sys.stderr)
         sys.exit(2)
+
+
+def _variable(message: str) -> str:
+    """pydantic-settings names the field (`error parsing value for field "enabled_models"
+    from source ...`): say which variable, and that lists and maps are JSON."""
+    field = message.split('field "', 1)[-1].split('"', 1)[0] if 'field "' in message else ""
+    name = f"IMGCLASS_{field.upper()}" if field else "a variable"
+    return f'{name} is not valid JSON (lists and maps are JSON: \'["digits"]\', \'{{"a": "b"}}\')'
+
+
+def _cannot_listen(settings: Settings, exc: OSError) -> NoReturn:
+    print(
+        f"imgclass: not started: cannot listen on {settings.host}:{settings.port}: "
+        f"{exc.strerror or exc}",
+        file=sys.stderr,
+    )
+    sys.exit(3)
 
 
 def main() -> None:
@@ -59,9 +78,12 @@ def main() -> None:
         check_loaded(settings.allocator)
         check_writable(settings.data_dir)  # else every worker fails alike, with a traceback
         if settings.grpc_port:
-            from app.grpc_oip import check_grpc_port
+            from app.grpc_oip import check_grpc_port, check_grpc_tls
 
+            if settings.grpc_port == settings.port:
+                raise ConfigurationError("IMGCLASS_GRPC_PORT is IMGCLASS_PORT: give it its own")
             check_grpc_port(settings.host, settings.grpc_port)
+            check_grpc_tls(settings.tls)
         gpu = _gpu(settings.providers)
     except ConfigurationError as exc:
         print(f"imgclass: not started: {exc}", file=sys.stderr)
@@ -74,15 +96,15 @@ def main() -> None:
 
 
 def _serve(settings: Settings, workers: int) -> None:
-    if workers == 1:
+    if workers == 1 and (settings.tls is None or not dealing_supported()):
         # One process: uvicorn on the socket the dealing parent would bind, so `::` listens
         # on IPv4 and IPv6 alike with one worker or several (asyncio's own bind made it
-        # IPv6-only).
+        # IPv6-only). With TLS one worker is dealt its connections too: only there is the
+        # handshake bounded (10 s; uvicorn's listener leaves asyncio's 60 s, fuzz round 22).
         try:
             listener = bind_listener(settings.host, settings.port)
         except OSError as exc:
-            logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
-            sys.exit(3)
+            _cannot_listen(settings, exc)
         config = uvicorn_config(settings.log_level, settings.tls)
         config.host, config.port = settings.host, settings.port
         uvicorn.Server(config).run(sockets=[listener])
@@ -112,8 +134,7 @@ def _serve(settings: Settings, workers: int) -> None:
         supervisor = Supervisor(settings.host, settings.port, workers, settings.log_level)
         supervisor.bind()
     except OSError as exc:
-        logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
-        sys.exit(3)
+        _cannot_listen(settings, exc)
     sys.exit(supervisor.run())
 
 

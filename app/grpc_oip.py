@@ -354,6 +354,27 @@ class GrpcServer:
         self.watchdog.stop()
 
 
+def check_grpc_tls(tls: tuple[str, str] | None) -> None:
+    """Before any worker starts: gRPC's TLS (BoringSSL) takes the certificate and key, which
+    Python's OpenSSL accepted (DSA, Ed448 and RSA-PSS keys it does not: each worker failed
+    with a traceback blaming the port, fuzz round 22)."""
+    if tls is None:
+        return
+    cert, key = (Path(f).read_bytes() for f in tls)
+    probe = grpc.server(concurrent.futures.ThreadPoolExecutor(1))
+    try:
+        bound = probe.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, cert)]))
+    except RuntimeError:
+        bound = 0
+    finally:
+        probe.stop(None)
+    if not bound:
+        raise ConfigurationError(
+            f"gRPC cannot use IMGCLASS_TLS_CERTFILE={tls[0]} with its key (IMGCLASS_GRPC_PORT is "
+            "set): give an RSA or ECDSA certificate"
+        )
+
+
 def check_grpc_port(host: str, port: int) -> None:
     """Before any worker starts: the gRPC port can be bound beside the other workers
     (SO_REUSEPORT), else ConfigurationError (another program holds it)."""

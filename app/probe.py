@@ -16,8 +16,11 @@ import urllib.request
 
 
 def ready(timeout_s: float = 4.0) -> bool:
-    port = os.environ.get("IMGCLASS_PORT", "8000")
-    tls = bool(os.environ.get("IMGCLASS_TLS_CERTFILE"))
+    try:  # read as the Settings read it (" 8000 ", "+8000" and "8_000" are 8000)
+        port = int(os.environ.get("IMGCLASS_PORT", "8000"))
+    except ValueError:
+        return False  # the server would not have started either
+    tls = bool(os.environ.get("IMGCLASS_TLS_CERTFILE", "").strip())  # empty: no TLS
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/readyz"
     context = None
     if tls:

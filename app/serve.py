@@ -101,11 +101,18 @@ def check_tls(tls: tuple[str, str] | None) -> None:
     if tls is None:
         return
     try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(*tls)
+        # no password: an encrypted key fails here, where OpenSSL would otherwise ask for its
+        # pass phrase on a terminal and wait (fuzz round 22)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*tls, password=lambda: b"")
     except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        with contextlib.suppress(OSError), open(tls[1], "rb") as key:
+            if b"ENCRYPTED" in key.read(1 << 16):
+                reason = "the key is encrypted; give it unencrypted (openssl pkey -in KEY)"
         raise ConfigurationError(
             f"cannot use IMGCLASS_TLS_CERTFILE={tls[0]} with IMGCLASS_TLS_KEYFILE={tls[1]}: "
-            f"{getattr(exc, 'strerror', None) or exc}"
+            f"{reason}"
         ) from None
 
 

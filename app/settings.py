@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.allocator import Allocator
@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     models_dir: Path = Path("models")
     data_dir: Path = Path("data/service")
 
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8000, ge=1, le=65535)
     # The Open Inference Protocol's gRPC binding (KServe v2 / Triton; app/grpc_oip.py) on this
     # port of `host`, in every worker (SO_REUSEPORT); 0 = off. Triton's own default is 8001.
@@ -179,6 +179,21 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True
+
+    @field_validator("tls_certfile", "tls_keyfile", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`IMGCLASS_TLS_CERTFILE=` (empty) means no TLS, not the current folder."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("vector_store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        """Checked here, before any worker starts (each failed alike, with a traceback)."""
+        url = value.strip()
+        if url in ("", "embedded") or url.startswith(("milvus://", "milvus+https://")):
+            return value
+        raise ValueError(f"{url[:80]!r}: use 'embedded' or 'milvus://host:19530'")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

@@ -275,3 +275,33 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path: Path) -> None:
         parent.kill()
         _gone, alive = psutil.wait_procs(workers, timeout=20)
         assert alive == [], [p.pid for p in alive]
+
+
+@pytest.mark.parametrize(
+    ("bad", "said"),
+    [
+        ({"IMGCLASS_ENABLED_MODELS": "digits"}, "IMGCLASS_ENABLED_MODELS is not valid JSON"),
+        ({"IMGCLASS_ALLOWED_HOSTS": "api.example"}, "IMGCLASS_ALLOWED_HOSTS is not valid JSON"),
+        ({"IMGCLASS_VECTOR_STORE": "bogus://x"}, "IMGCLASS_VECTOR_STORE: 'bogus://x': use"),
+        ({"IMGCLASS_HOST": ""}, "IMGCLASS_HOST: "),
+        ({"IMGCLASS_GRPC_PORT": "SAME"}, "IMGCLASS_GRPC_PORT is IMGCLASS_PORT"),
+        ({"IMGCLASS_HOST": "999.1.1.1"}, "cannot listen on 999.1.1.1:"),
+    ],
+)
+def test_a_bad_setting_stops_the_start_in_one_line(
+    tmp_path: Path, bad: dict[str, str], said: str
+) -> None:
+    """Fuzz round 22: a list variable not in JSON, an unknown vector store (in every worker),
+    the gRPC port equal to the HTTP port, an empty host, an address that cannot be bound:
+    tracebacks, a half-started server or a log line without `not started`. Now one line and
+    a non-zero exit before any worker starts."""
+    port = free_port()
+    env = {**os.environ, **_env(1), "IMGCLASS_PORT": str(port)}
+    env["IMGCLASS_DATA_DIR"] = str(tmp_path / "data")
+    env.update({k: str(port) if v == "SAME" else v for k, v in bad.items()})
+    done = subprocess.run(
+        [sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode in (2, 3), done.stderr[-2000:]
+    assert f"imgclass: not started: {said}" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr

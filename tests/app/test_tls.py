@@ -4,6 +4,7 @@ server with certificates from a throwaway CA (trustme)."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import ssl
@@ -35,6 +36,44 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for i, pem in enumerate(issued.cert_chain_pems):
         pem.write_to_path(str(files["cert"]), append=i > 0)
     other.issue_cert("localhost").private_key_pem.write_to_path(str(files["other_key"]))
+    # the same key encrypted, and an Ed448 certificate (OpenSSL takes it, gRPC's BoringSSL not)
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed448
+    from cryptography.x509.oid import NameOID
+
+    key = serialization.load_pem_private_key(files["key"].read_bytes(), password=None)
+    files["encrypted_key"] = folder / "encrypted_key.pem"
+    files["encrypted_key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    ed_key = ed448.Ed448PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    ed_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(ed_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(ed_key, None)
+    )
+    files["ed448_cert"] = folder / "ed448_cert.pem"
+    files["ed448_cert"].write_bytes(ed_cert.public_bytes(serialization.Encoding.PEM))
+    files["ed448_key"] = folder / "ed448_key.pem"
+    files["ed448_key"].write_bytes(
+        ed_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return files
 
 
@@ -76,6 +115,21 @@ def test_a_bad_pair_stops_the_start_with_one_line(pki: dict[str, Path], tmp_path
     assert done.returncode == 2 and "cannot use IMGCLASS_TLS_CERTFILE=" in done.stderr
     done = _start(_env(pki, tmp_path, IMGCLASS_TLS_KEYFILE=str(tmp_path / "missing.pem")))
     assert done.returncode == 2 and "No such file or directory" in done.stderr
+    # round 22: an encrypted key is refused, not asked for a pass phrase on a terminal
+    done = _start(_env(pki, tmp_path, IMGCLASS_TLS_KEYFILE=str(pki["encrypted_key"])))
+    assert done.returncode == 2 and "the key is encrypted" in done.stderr
+    # round 22: a certificate gRPC's TLS cannot use is refused before any worker starts
+    ed448 = {
+        "IMGCLASS_TLS_CERTFILE": str(pki["ed448_cert"]),
+        "IMGCLASS_TLS_KEYFILE": str(pki["ed448_key"]),
+    }
+    done = _start(_env(pki, tmp_path, IMGCLASS_GRPC_PORT=str(free_port()), **ed448))
+    assert done.returncode == 2 and "gRPC cannot use IMGCLASS_TLS_CERTFILE=" in done.stderr
+    assert "Traceback" not in done.stderr
+    # an empty certificate variable means no TLS (it was the current folder: "Is a directory")
+    env = _env(pki, tmp_path, IMGCLASS_TLS_CERTFILE="", IMGCLASS_TLS_KEYFILE="", IMGCLASS_PORT="x")
+    done = _start(env)
+    assert done.returncode == 2 and "IMGCLASS_PORT" in done.stderr and "TLS" not in done.stderr
     # other bad settings get the same one line per variable, not a pydantic traceback
     done = _start(_env(pki, tmp_path, IMGCLASS_PORT="eighty"))
     assert done.returncode == 2 and "imgclass: not started: IMGCLASS_PORT: " in done.stderr
