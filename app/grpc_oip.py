@@ -318,6 +318,9 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", size),
                 ("grpc.max_send_message_length", 64 << 20),
                 ("grpc.so_reuseport", 1),
+                # a connection's TLS handshake or HTTP/2 preface within this (gRPC's own
+                # default held one that sent nothing for 120 s, fuzz round 22)
+                ("grpc.server_handshake_timeout_ms", 10_000),
             ],
             maximum_concurrent_rpcs=threads + GRPC_PENDING,
         )
@@ -330,8 +333,10 @@ class GrpcServer:
             CallGate(HEALTH_THREADS, "health checks", per_peer=HEALTH_PER_PEER),
         )
         self.server.add_generic_rpc_handlers((oip, health))
-        host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6 (::)
-        self.address = f"{host}:{settings.grpc_port}"
+        bare = settings.host.strip("[]")  # `::`, `[::1]` or `::1` (IPv6), as HTTP takes them
+        self.address = (
+            f"[{bare}]:{settings.grpc_port}" if ":" in bare else f"{bare}:{settings.grpc_port}"
+        )
         try:
             if settings.tls is None:
                 bound = self.server.add_insecure_port(self.address)
@@ -380,11 +385,12 @@ def check_grpc_port(host: str, port: int) -> None:
     (SO_REUSEPORT), else ConfigurationError (another program holds it)."""
     import socket
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
-            sock.bind((host, port))
+            sock.bind((bare, port))
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot listen on {host}:{port} (IMGCLASS_GRPC_PORT): {exc.strerror}"

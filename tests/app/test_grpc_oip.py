@@ -531,3 +531,31 @@ def test_round_18_one_address_cannot_hold_the_health_service(tmp_path: Path) -> 
                 check = other.unary_unary("/grpc.health.v1.Health/Check")
                 for _ in range(10):  # the other address's probes, while the two are held
                     assert bytes(check(b"", timeout=2)) == b"\x08\x01"
+
+
+def test_a_bracketed_ipv6_host_is_checked_as_http_binds_it() -> None:
+    """Round 22: IMGCLASS_HOST=[::1] with gRPC on was refused ("Name or service not known",
+    blaming the gRPC port): HTTP strips the brackets, the gRPC check did not."""
+    from app.grpc_oip import check_grpc_port
+
+    if not _ipv6_loopback():
+        pytest.skip("needs ::1 (an IPv6 loopback)")
+    check_grpc_port("[::1]", free_port())
+    check_grpc_port("::1", free_port())
+
+
+@pytest.mark.slow  # waits for the handshake limit
+def test_a_connection_that_never_speaks_is_closed_by_the_grpc_port(
+    server: tuple[LiveServer, int],
+) -> None:
+    """Round 22: a connection to the gRPC port that sent nothing (no HTTP/2 preface, no TLS
+    hello) was held 120 s, gRPC's default; the server's handshake limit is 10 s now."""
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server[1])) as idle:
+        idle.settimeout(30)
+        try:
+            while idle.recv(4096):
+                pass
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert time.monotonic() - t0 < 20

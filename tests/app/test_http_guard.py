@@ -510,3 +510,25 @@ def test_a_request_pipelined_behind_an_ignored_upgrade_is_not_left_waiting(
     assert b"connection: close" in got.split(b"\r\n\r\n", 1)[0].lower()
     assert took < 2.0, took
     assert "Unsupported upgrade request" not in caplog.text
+
+
+def test_bytes_that_are_not_http_get_a_400_and_no_warning_line(
+    guarded: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Round 22: uvicorn logged "Invalid HTTP request received." at WARNING for every such
+    connection, so any client could add a line per connection (526 in the round); it is
+    DEBUG now, and the answer is still the problem+json 400."""
+    logging.getLogger("uvicorn").addHandler(caplog.handler)  # it does not propagate
+    try:
+        with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+            for junk in (
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            ):
+                with socket.create_connection(("127.0.0.1", guarded)) as s:
+                    s.sendall(junk)
+                    got, _ = _until_closed(s, limit_s=4)
+                assert got.startswith(b"HTTP/1.1 400 "), got[:200]
+    finally:
+        logging.getLogger("uvicorn").removeHandler(caplog.handler)
+    assert "Invalid HTTP request" not in caplog.text

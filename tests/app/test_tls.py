@@ -200,3 +200,35 @@ def test_https_and_grpc_over_tls_serve_and_plain_text_does_not(
     assert subprocess.run([sys.executable, "-m", "app.probe"], env=env, cwd=ROOT).returncode == 0
     env.pop("IMGCLASS_TLS_CERTFILE")
     assert subprocess.run([sys.executable, "-m", "app.probe"], env=env, cwd=ROOT).returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "url"),
+    [
+        ({}, "http://127.0.0.1:8000/readyz"),
+        ({"IMGCLASS_PORT": " 8946 "}, "http://127.0.0.1:8946/readyz"),
+        (
+            {"IMGCLASS_PORT": "8_946", "IMGCLASS_TLS_CERTFILE": "/c.pem"},
+            "https://127.0.0.1:8946/readyz",
+        ),
+        ({"IMGCLASS_TLS_CERTFILE": " "}, "http://127.0.0.1:8000/readyz"),
+        ({"IMGCLASS_HOST": "0.0.0.0"}, "http://127.0.0.1:8000/readyz"),
+        ({"IMGCLASS_HOST": "::"}, "http://127.0.0.1:8000/readyz"),
+        ({"IMGCLASS_HOST": "::1"}, "http://[::1]:8000/readyz"),
+        ({"IMGCLASS_HOST": "[::1]"}, "http://[::1]:8000/readyz"),
+        ({"IMGCLASS_HOST": "10.1.2.3"}, "http://10.1.2.3:8000/readyz"),
+        ({"IMGCLASS_PORT": "abc"}, None),
+    ],
+)
+def test_the_probe_asks_where_the_settings_listen(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str | None
+) -> None:
+    """Round 22: the probe read " 8946 " and "8_946" (ports to the Settings) as no port and
+    failed for good, crashed on "abc", and asked 127.0.0.1 of a server on ::1."""
+    from app.probe import readyz_url
+
+    for name in ("IMGCLASS_PORT", "IMGCLASS_HOST", "IMGCLASS_TLS_CERTFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert readyz_url() == url
