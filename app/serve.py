@@ -48,6 +48,7 @@ from app.errors import ConfigurationError
 from app.http_guard import HeadGuardedProtocol
 from app.multiproc import forget_dead_worker
 from app.settings import Settings
+from app.tls_door import plain_http_answered
 
 logger = logging.getLogger("app.serve")
 
@@ -165,6 +166,8 @@ class DealtServer(uvicorn.Server):
         assert self._loop is not None
         try:
             tls = self.config.ssl
+            if tls and await plain_http_answered(self._loop, conn, TLS_HANDSHAKE_S):
+                return
             await self._loop.connect_accepted_socket(
                 self._protocol,
                 conn,

@@ -175,9 +175,12 @@ def test_https_and_grpc_over_tls_serve_and_plain_text_does_not(
     with httpx.Client(base_url=f"https://localhost:{port}", verify=_trusting(pki)) as https:
         r = https.post("/v1/models/digits/predict", files={"file": ("7.png", digit, "image/png")})
         assert r.status_code == 200 and r.json()["results"][0]["predictions"][0]["label"] == "7"
-    # plain HTTP to the HTTPS port gets no answer, and the server stays well
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    # plain HTTP to the HTTPS port is told to use https (it got no answer at all), and the
+    # server stays well
+    for plain in (httpx.get, lambda url, **kw: httpx.post(url, content=digit, **kw)):
+        r = plain(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+        assert "This port speaks HTTPS" in r.json()["detail"]
     with socket.create_connection(("127.0.0.1", port)) as raw:  # a handshake never finished
         raw.sendall(b"\x16\x03\x01")
         with httpx.Client(verify=_trusting(pki)) as again:
