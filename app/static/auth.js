@@ -92,11 +92,14 @@ async function refresh() {
     document.dispatchEvent(new CustomEvent("imgclass:key-accepted"));
     return;
   }
+  const rejected = Boolean(memoryKey); // a key was sent and the server did not take it
   if (memoryKey) setKey("");
   showField(
-    access.key_required_for_reads
-      ? "This server needs its API key for every request."
-      : "This server needs its API key to add or change data.",
+    rejected
+      ? "The key was not accepted. Check it and try again."
+      : access.key_required_for_reads
+        ? "This server needs its API key for every request."
+        : "This server needs its API key to add or change data.",
   );
 }
 

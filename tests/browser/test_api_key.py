@@ -32,7 +32,7 @@ def keyed_server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_key_field_appears_and_the_key_is_kept_for_the_session(
-    browser: Any, keyed_server: str
+    browser: Any, keyed_server: str, artifacts: Path
 ) -> None:
     context, page, errors = _open(browser, keyed_server, **DESKTOP)
     sent: list[tuple[str, str | None]] = []
@@ -46,8 +46,12 @@ def test_key_field_appears_and_the_key_is_kept_for_the_session(
 
         page.fill("#auth-key-input", "wrong-key")
         page.click("#auth-key button[type=submit]")
-        page.wait_for_function("document.querySelector('#auth-key .auth-key-note').textContent")
+        # round 23: a wrong key showed the first load's text again, as if none had been sent
+        page.wait_for_function(
+            "document.querySelector('#auth-key .auth-key-note').textContent.includes('not accepted')"
+        )
         assert field.is_visible()
+        page.screenshot(path=str(artifacts / "desktop-wrong-key.png"))
         assert page.evaluate("sessionStorage.getItem('imgclass.apiKey')") is None
 
         page.fill("#auth-key-input", KEY)
