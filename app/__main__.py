@@ -20,9 +20,15 @@ from app.allocator import check_loaded, reexec_with_jemalloc
 from app.cores import resolve_workers
 from app.errors import ConfigurationError
 from app.fsutil import check_writable
-from app.http_guard import HeadGuardedProtocol
 from app.multiproc import multiprocess_metrics
-from app.serve import Supervisor, bind_listener, check_tls, dealing_supported, uvicorn_config
+from app.serve import (
+    Supervisor,
+    bind_listener,
+    check_tls,
+    dealing_supported,
+    uvicorn_config,
+    uvicorn_options,
+)
 from app.settings import Settings
 
 
@@ -113,17 +119,10 @@ def _serve(settings: Settings, workers: int) -> None:
         # Several processes on a system that cannot pass sockets between processes
         # (app.serve.dealing_supported): uvicorn's own workers, one shared socket.
         uvicorn.run(
-            "app.main:create_app",
-            factory=True,
             host=settings.host,
             port=settings.port,
             workers=workers,
-            log_level=settings.log_level.lower(),
-            access_log=False,  # the app logs each request itself
-            http=HeadGuardedProtocol,  # each request's head timed and capped
-            ws="none",  # no WebSocket endpoint: the guard refuses the handshake with a 400
-            ssl_certfile=None if settings.tls is None else settings.tls[0],
-            ssl_keyfile=None if settings.tls is None else settings.tls[1],
+            **uvicorn_options(settings.log_level, settings.tls),
         )
         return
     from app.logs import configure_logging  # after the metrics folder is set up

@@ -337,15 +337,8 @@ class GrpcServer:
         self.address = (
             f"[{bare}]:{settings.grpc_port}" if ":" in bare else f"{bare}:{settings.grpc_port}"
         )
-        try:
-            if settings.tls is None:
-                bound = self.server.add_insecure_port(self.address)
-            else:  # the HTTP port's certificate and key (checked at start-up)
-                cert, key = (Path(f).read_bytes() for f in settings.tls)
-                tls = grpc.ssl_server_credentials([(key, cert)])
-                bound = self.server.add_secure_port(self.address, tls)
-        except RuntimeError:
-            bound = 0
+        # the HTTP port's certificate and key when TLS is on (checked at start-up)
+        bound = _bind(self.server, self.address, settings.tls)
         if not bound:
             self.server.stop(None)
             raise ConfigurationError(f"cannot listen on {self.address} (IMGCLASS_GRPC_PORT)")
@@ -359,18 +352,27 @@ class GrpcServer:
         self.watchdog.stop()
 
 
+def _bind(server: grpc.Server, address: str, tls: tuple[str, str] | None) -> int:
+    """`server` on `address`, over TLS with (certificate, key) files when given: the port, or
+    0 when gRPC cannot bind it or use the pair."""
+    try:
+        if tls is None:
+            return int(server.add_insecure_port(address))
+        cert, key = (Path(f).read_bytes() for f in tls)
+        return int(server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)])))
+    except RuntimeError:
+        return 0
+
+
 def check_grpc_tls(tls: tuple[str, str] | None) -> None:
     """Before any worker starts: gRPC's TLS (BoringSSL) takes the certificate and key, which
     Python's OpenSSL accepted (DSA, Ed448 and RSA-PSS keys it does not: each worker failed
     with a traceback blaming the port, fuzz round 22)."""
     if tls is None:
         return
-    cert, key = (Path(f).read_bytes() for f in tls)
     probe = grpc.server(concurrent.futures.ThreadPoolExecutor(1))
     try:
-        bound = probe.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, cert)]))
-    except RuntimeError:
-        bound = 0
+        bound = _bind(probe, "127.0.0.1:0", tls)
     finally:
         probe.stop(None)
     if not bound:

@@ -40,7 +40,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import Final
+from typing import Any, Final
 
 import uvicorn
 
@@ -82,18 +82,24 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
+def uvicorn_options(log_level: str, tls: tuple[str, str] | None = None) -> dict[str, Any]:
+    """uvicorn's settings for the app, however it is run; `tls` (certificate, key) serves
+    HTTPS."""
+    return {
+        "app": "app.main:create_app",
+        "factory": True,
+        "log_level": log_level.lower(),
+        "access_log": False,  # the app logs each request itself
+        "http": HeadGuardedProtocol,  # each request's head timed and capped (app/http_guard.py)
+        "ws": "none",  # no WebSocket endpoint: the guard refuses the handshake with a 400
+        "ssl_certfile": None if tls is None else tls[0],
+        "ssl_keyfile": None if tls is None else tls[1],
+    }
+
+
 def uvicorn_config(log_level: str, tls: tuple[str, str] | None = None) -> uvicorn.Config:
-    """uvicorn's settings for a worker; `tls` (certificate, key) serves HTTPS."""
-    return uvicorn.Config(
-        "app.main:create_app",
-        factory=True,
-        log_level=log_level.lower(),
-        access_log=False,  # the app logs each request itself
-        http=HeadGuardedProtocol,  # each request's head timed and capped (app/http_guard.py)
-        ws="none",  # no WebSocket endpoint: the guard refuses the handshake with a 400
-        ssl_certfile=None if tls is None else tls[0],
-        ssl_keyfile=None if tls is None else tls[1],
-    )
+    """uvicorn's settings for a worker (uvicorn_options)."""
+    return uvicorn.Config(**uvicorn_options(log_level, tls))
 
 
 def check_tls(tls: tuple[str, str] | None) -> None:
