@@ -79,7 +79,10 @@ def _allocator_metric(base: str) -> str:
 
 
 @pytest.mark.skipif(find_jemalloc() is None, reason="libjemalloc2 not installed")
-@pytest.mark.parametrize(("choice", "workers"), [("auto", "1"), ("auto", "2"), ("glibc", "1")])
+@pytest.mark.parametrize(
+    ("choice", "workers"),
+    [("auto", "1"), pytest.param("auto", "2", marks=pytest.mark.slow), ("glibc", "1")],
+)
 def test_real_server_runs_on_the_chosen_allocator(
     tmp_path: Path, choice: str, workers: str
 ) -> None:

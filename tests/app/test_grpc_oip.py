@@ -444,6 +444,7 @@ def held_calls(
         channel.close()
 
 
+@pytest.mark.slow
 def test_round_17_calls_that_never_send_a_message_cannot_starve_the_health_service(
     server: tuple[LiveServer, int],
 ) -> None:

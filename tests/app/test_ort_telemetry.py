@@ -60,7 +60,10 @@ def telemetry_files(home: Path) -> list[Path]:
     return sorted(folder.rglob("*")) if folder.exists() else []
 
 
-@pytest.mark.parametrize("package", ["app.runtime", "training.export", "bench.model_cost"])
+@pytest.mark.parametrize(
+    "package",
+    ["app.runtime", pytest.param("training.export", marks=pytest.mark.slow), "bench.model_cost"],
+)
 def test_loading_a_model_through_the_project_leaves_no_telemetry(
     tmp_path: Path, package: str
 ) -> None:

@@ -101,6 +101,7 @@ def test_an_answer_that_does_not_fit_the_budget_is_a_503(
         assert c.get("/v1/catalogs/big/items?limit=200").status_code == 200
 
 
+@pytest.mark.slow
 def test_a_big_answer_waits_for_its_turn_until_the_deadline(
     make_client: ClientFactory, pngs: list[bytes]
 ) -> None:

@@ -15,6 +15,7 @@ from tests.app.catalog.conftest import rebuild_bundle
 from tests.conftest import DATA, ROOT
 
 
+@pytest.mark.slow
 def test_build_script_fills_and_resumes(tiny_models_dir: Path, tmp_path: Path) -> None:
     env = {
         **os.environ,

@@ -81,6 +81,7 @@ def _png(i: int, fashion_mnist: Any) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_kill_9_after_201_loses_nothing(server: Server, fashion_mnist: Any) -> None:
     c = httpx.Client(base_url=server.url, timeout=30)
     assert c.post("/v1/catalogs", json={"name": "d", "model": "tiny"}).status_code == 201

@@ -231,6 +231,7 @@ def _model_labels(c: TestClient) -> set[str]:
     }
 
 
+@pytest.mark.slow
 def test_a_deleted_model_leaves_the_metrics(teach_client: TestClient, fm_pngs) -> None:  # type: ignore[no-untyped-def]
     c = teach_client
     make_catalog(c, "mx", {"sneaker": fm_pngs[SNEAKER][:4], "bag": fm_pngs[BAG][:4]})
@@ -273,6 +274,7 @@ def test_a_resumed_download_never_splices_two_versions(
     assert fresh.status_code == 206 and fresh.content == new_whole.content[100:]
 
 
+@pytest.mark.slow
 def test_download_runs_in_plain_onnxruntime_with_the_same_top1(
     teach_client: TestClient, fm_pngs: dict[int, list[bytes]]
 ) -> None:

@@ -47,6 +47,7 @@ TOY = Task(
 )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_score_is_the_positive_emojis_summed_softmax_probability() -> None:
     x, _, keys = _pictures(np.random.default_rng(1), 0.0)
     head = fit_identity_head(

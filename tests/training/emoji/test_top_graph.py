@@ -151,6 +151,7 @@ def test_members_share_the_trunk_and_average_their_logits(
     np.testing.assert_allclose(p_fold, 1.0 / (1.0 + np.exp(-z_fold)), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_bird_keeps_the_original_top_for_the_mass_rule_beside_its_members(
     cut_and_images: tuple[np.ndarray, np.ndarray],
 ) -> None:

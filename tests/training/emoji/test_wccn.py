@@ -93,6 +93,7 @@ def test_a_folded_transform_scores_raw_features_and_round_trips(tmp_path: Path) 
     assert np.array_equal(_fold_logits(np.load(path), 0, x), with_t.logits(x))
 
 
+@pytest.mark.slow
 def test_an_identity_task_with_wccn_trains_on_whitened_features() -> None:
     task = dataclasses.replace(TOY, identity_epochs=2, identity_wccn=(0.1, 1.0))
     sets = _sets()
