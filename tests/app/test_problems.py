@@ -1,0 +1,91 @@
+"""app/api/problems.py: an answered client error frees its request at once.
+
+Round 23 found workers left hundreds of MB above their fresh size by refused 5.4 MB JSON
+bodies: the error raised in the thread pool sat in a reference cycle (anyio's Future -> the
+error -> its traceback -> the frame awaiting the Future), so every frame's locals (the body,
+its parsed text) waited for a full garbage collection. These tests look for exactly that: a
+frame, freed only by the cycle collector, that still holds the big body.
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import json
+import os
+from collections.abc import Iterator
+from types import FrameType
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.api.problems import forget_frames
+
+BIG = 1_500_000
+
+
+def _frames_holding_big_values(garbage: list[object]) -> list[str]:
+    held = []
+    for obj in garbage:
+        if isinstance(obj, FrameType):
+            big = [
+                name
+                for name, value in obj.f_locals.items()
+                if isinstance(value, str | bytes | bytearray) and len(value) >= BIG
+            ]
+            if big:
+                held.append(f"{obj.f_code.co_filename}:{obj.f_code.co_name} {big}")
+    return held
+
+
+@pytest.fixture
+def saved_garbage() -> Iterator[list[object]]:
+    """What the cycle collector finds after the test's request (DEBUG_SAVEALL keeps it)."""
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    found: list[object] = []
+    try:
+        yield found
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+def _collect_into(found: list[object]) -> None:
+    gc.collect()
+    found.extend(gc.garbage)
+
+
+def test_a_refused_json_body_is_not_kept_by_a_reference_cycle(
+    client: TestClient, saved_garbage: list[object]
+) -> None:
+    # A bare string where {"b64": ...} belongs: parsed in the thread pool, then refused.
+    body = json.dumps({"images": [base64.b64encode(os.urandom(BIG)).decode()]})
+    name = client.get("/v1/models").json()["models"][0]["name"]
+    r = client.post(
+        f"/v1/models/{name}/predict", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    _collect_into(saved_garbage)
+    assert _frames_holding_big_values(saved_garbage) == []
+
+
+def test_forget_frames_walks_cause_and_context() -> None:
+    def fail() -> None:
+        try:
+            raise KeyError("inner")
+        except KeyError as inner:
+            try:
+                raise ValueError("middle") from inner
+            except ValueError:
+                raise RuntimeError("outer")  # noqa: B904 (the implicit __context__ is the point)
+
+    with pytest.raises(RuntimeError) as info:
+        fail()
+    outer = info.value
+    middle = outer.__context__
+    assert middle is not None and middle.__cause__ is not None
+    forget_frames(outer)
+    assert outer.__traceback__ is None
+    assert middle.__traceback__ is None
+    assert middle.__cause__.__traceback__ is None
