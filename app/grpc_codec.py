@@ -19,11 +19,10 @@ from app.oip import (
     SUPPORTED_DATATYPES,
     InferRequest,
     InputTensor,
-    OutputTensor,
     RequestedOutput,
     _decode_input,
-    serialize_bytes,
 )
+from app.oip_response import OutputTensor, serialize_bytes
 
 
 def call_key(context: Any) -> str | None:
@@ -60,7 +59,7 @@ def _input(t: Any, raw: bytes | None, index: int, max_elements: int, max_files: 
             f"input {t.name!r} carries no data: send it in raw_input_contents (as tritonclient "
             f"does) or in contents.{kind}_contents."
         )
-    return _decode_input(obj, raw, index, limit)
+    return _decode_input(obj, raw, index, max_elements, max_files)
 
 
 def _too_many(name: str, n: int, limit: int) -> PayloadTooLarge:

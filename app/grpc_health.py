@@ -65,7 +65,7 @@ def health_handler(check: Any, watchdog: MessageWatchdog, gate: CallGate) -> Any
     sent their message) and its message, a few bytes, must come within MESSAGE_S."""
 
     def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
-        place = gate.enter(context)
+        place = gate.enter(context, "grpc Health.Check")
         try:
             raw = watchdog.first(requests, context, MESSAGE_S)
         finally:

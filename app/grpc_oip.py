@@ -281,7 +281,7 @@ def _handlers(servicer: OipServicer, gate: CallGate, watchdog: MessageWatchdog) 
         impl = getattr(servicer, method)
 
         def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
-            place = gate.enter(context)
+            place = gate.enter(context, f"grpc {method}")
             try:
                 raw = watchdog.first(requests, context)
                 try:

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 
 import grpc
 
+from app.telemetry import observe_request
+
 TICK_S = 0.5  # how often overdue calls are looked for
 
 
@@ -78,9 +80,10 @@ def peer_address(context: grpc.ServicerContext) -> str:
 class CallGate:
     """At most `limit` calls of one kind at once in a process, their wait for a message
     included, and at most `per_peer` of them from one address; one more is refused at once
-    with RESOURCE_EXHAUSTED. The per-address bound keeps one client from holding every place
-    with calls that never send their message (round 18: a flood of such health checks, each
-    re-opened as soon as it was cancelled, left other probes refused)."""
+    (UNAVAILABLE when the process is full, RESOURCE_EXHAUSTED for the address). The
+    per-address bound keeps one client from holding every place with calls that never send
+    their message (round 18: a flood of such health checks, each re-opened as soon as it was
+    cancelled, left other probes refused)."""
 
     def __init__(self, limit: int, what: str = "inference calls", per_peer: int = 0) -> None:
         self.limit, self.what, self.per_peer = limit, what, per_peer or limit
@@ -88,9 +91,11 @@ class CallGate:
         self._total = 0
         self._held: dict[str, int] = {}
 
-    def enter(self, context: grpc.ServicerContext) -> str:
+    def enter(self, context: grpc.ServicerContext, route: str = "") -> str:
         """Take a place for `context`'s call; pass what it returns to `leave` once the call
-        ends (its peer is read here once: a cancelled call's may read otherwise later)."""
+        ends (its peer is read here once: a cancelled call's may read otherwise later). A
+        refusal is counted in /metrics under `route` (as 503 when the process is full, 429
+        when the address holds its share), like the HTTP doors' refusals."""
         peer = peer_address(context)
         with self._lock:
             mine = self._held.get(peer, 0)
@@ -100,16 +105,22 @@ class CallGate:
                 return peer
             full = self._total >= self.limit
         if full:
+            # UNAVAILABLE: the status clients' retry policies retry (kserve's retries only it;
+            # round 24: 6 of 30 calls from 10 threads failed as RESOURCE_EXHAUSTED)
+            code, status = grpc.StatusCode.UNAVAILABLE, 503
             detail = (
                 f"This server process already serves {self.limit} {self.what}; retry "
                 "shortly, or spread calls over more connections (each reaches one process)."
             )
         else:
+            code, status = grpc.StatusCode.RESOURCE_EXHAUSTED, 429
             detail = (
                 f"This server process already serves {self.per_peer} {self.what} from your "
                 "address; retry once one of them has its answer."
             )
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, detail)
+        if route:
+            observe_request(route, "POST", "", status, 0.0)
+        context.abort(code, detail)
         raise AssertionError("abort raises")  # for the type checker
 
     def leave(self, peer: str) -> None:

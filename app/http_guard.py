@@ -35,16 +35,15 @@ an absolute-form target's host is the one the Host allow-list checks (RFC 9112 3
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from http import HTTPStatus
 from typing import Any, Final
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.errors import PROBLEM_JSON, BadRequest, HeadersTooLarge, RequestTimeout, ServiceError
+from app.errors import BadRequest, HeadersTooLarge, RequestTimeout, ServiceError
 from app.http_upgrade import upgrade_refusal
+from app.raw_answers import HEAD_START_BYTES, close_with
 
 logger = logging.getLogger(__name__)
 HEAD_TIMEOUT_S: Final = 10.0
@@ -53,20 +52,6 @@ WRITE_STALL_S: Final = 60.0  # as long as a request body may take (IMGCLASS_BODY
 MAX_PIPELINED: Final = 1000  # requests waiting behind the one being answered, at most
 LINGER_S: Final = 5.0  # a body still arriving after its answer is dropped this long, then closed
 _END: Final = b"\r\n\r\n"
-
-
-def _close_with(transport: asyncio.Transport, error: ServiceError) -> None:
-    """Answer `error` as problem+json, as the app does, and close the connection."""
-    if transport.is_closing():
-        return
-    body = json.dumps(error.to_problem()).encode()
-    reason = HTTPStatus(error.status).phrase.encode()
-    transport.write(
-        b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-        % (error.status, reason, PROBLEM_JSON.encode(), len(body))
-        + body
-    )
-    transport.close()
 
 
 class _PeerNoise(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -100,6 +85,7 @@ class HeadGuardedProtocol(HttpToolsProtocol):
     _in_head = False
     _head_bytes = 0
     _tail = b""
+    _head_start = b""  # the first bytes of the current head: its request line, for the answer
     _in_trailers = False  # the current message's headers are parsed: headers now are trailers
     _trailer_bytes = 0
     _discarding = False  # answered; the rest of the request body is read and dropped
@@ -116,7 +102,7 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         if owed and not self.transport.is_closing():
             self._refusal, self._discarding = error, True
             return
-        _close_with(self.transport, error)
+        close_with(self.transport, error, self._head_start)
 
     def _start_head(self) -> None:
         """Count the next head's bytes from here (the previous body has ended)."""
@@ -144,7 +130,11 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             detail = (
                 f"The request line and headers did not arrive within {self.head_timeout_s:g} s."
             )
-            _close_with(self.transport, RequestTimeout(detail, timeout_s=self.head_timeout_s))
+            close_with(
+                self.transport,
+                RequestTimeout(detail, timeout_s=self.head_timeout_s),
+                self._head_start,
+            )
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -216,14 +206,15 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             else:
                 end = data.find(_END)
                 head = len(data) if end < 0 else end + len(_END)
+            if self._head_bytes == 0:
+                self._head_start = bytes(data[:HEAD_START_BYTES])
             self._head_bytes += head
             self._tail = data[-3:] if len(data) >= 3 else (self._tail + data)[-3:]
             if self._head_bytes > self.max_head_bytes:
                 self._end_head()
                 detail = f"The request line and headers exceed {self.max_head_bytes:,} bytes."
-                _close_with(
-                    self.transport, HeadersTooLarge(detail, limit_bytes=self.max_head_bytes)
-                )
+                error = HeadersTooLarge(detail, limit_bytes=self.max_head_bytes)
+                close_with(self.transport, error, self._head_start)
                 return
         super().data_received(data)
 
@@ -378,7 +369,7 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         # self.cycle is the last request parsed: once it is answered and none waits, every
         # answer owed before the refusal is out (round 18: the last one had been cut off)
         if self._refusal is not None and not self.pipeline and self.cycle.response_complete:
-            _close_with(self.transport, self._refusal)
+            close_with(self.transport, self._refusal, self._head_start)
         elif self._in_head and not self.transport.is_closing():
             self._arm()
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import base64
 import binascii
 import gc
-import json
 import math
 import struct
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -34,7 +33,7 @@ from app.jsontext import (
 FP32: Final = "FP32"
 BYTES: Final = "BYTES"
 SUPPORTED_DATATYPES: Final = (FP32, BYTES)
-_LEN: Final = struct.Struct("<I")
+LEN: Final = struct.Struct("<I")  # a BYTES element's length prefix
 # JSON objects accepted in an infer request's JSON part: the request, its inputs and outputs
 # and their parameters need a handful (tritonclient sends 3 + 2 per tensor).
 MAX_JSON_OBJECTS: Final = 256
@@ -68,17 +67,6 @@ class InferRequest:
     inputs: list[InputTensor]
     outputs: list[RequestedOutput] | None  # None: every output
     binary_output: bool  # request-level `binary_data_output`
-
-
-@dataclass
-class OutputTensor:
-    name: str
-    datatype: str
-    shape: list[int]
-    array: npt.NDArray[np.float32] | None = None
-    items: list[bytes] | None = None
-    binary: bool = False
-    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 def _num_elements(shape: tuple[int, ...]) -> int:
@@ -137,17 +125,13 @@ def deserialize_bytes(raw: bytes, where: str) -> list[bytes]:
     while pos < len(raw):
         if pos + 4 > len(raw):
             raise BadRequest(f"{where}: truncated BYTES element length.")
-        (n,) = _LEN.unpack_from(raw, pos)
+        (n,) = LEN.unpack_from(raw, pos)
         pos += 4
         if pos + n > len(raw):
             raise BadRequest(f"{where}: a BYTES element runs past the end of its data.")
         items.append(raw[pos : pos + n])
         pos += n
     return items
-
-
-def serialize_bytes(items: list[bytes]) -> bytes:
-    return b"".join(_LEN.pack(len(b)) + b for b in items)
 
 
 def _b64(text: str, where: str) -> bytes:
@@ -161,7 +145,7 @@ def _b64(text: str, where: str) -> bytes:
 
 
 def _decode_input(
-    obj: dict[str, Any], binary: bytes | None, index: int, max_elements: int
+    obj: dict[str, Any], binary: bytes | None, index: int, max_elements: int, max_files: int
 ) -> InputTensor:
     where = f"inputs[{index}]"
     name = obj.get("name")
@@ -176,6 +160,12 @@ def _decode_input(
         )
     shape = _shape(obj.get("shape"), where)
     count = _num_elements(shape)
+    if datatype == BYTES and count > max_files:  # each element is a file: refuse before parsing
+        raise PayloadTooLarge(
+            f"{where}: {count:,} BYTES elements (image files) in one request; the limit is "
+            f"{max_files}.",
+            limit_images=max_files,
+        )
     if count > max_elements:
         raise PayloadTooLarge(
             f"{where}: {count:,} elements is more than this server accepts ({max_elements:,}).",
@@ -256,7 +246,7 @@ def _requested_outputs(value: Any) -> list[RequestedOutput] | None:
             raise BadRequest(f"output {name!r}: parameters.classification must be an integer >= 0.")
         binary = _flag(params, "binary_data", f"output {name!r}")
         outs.append(RequestedOutput(name, binary, k))
-    return outs
+    return outs or None  # [] asks for no output in particular: every one, as over gRPC
 
 
 def _flag(params: dict[str, Any], key: str, where: str) -> bool | None:
@@ -305,9 +295,17 @@ def _loads(header: bytes) -> Any:
 
 
 def parse_infer_request(
-    body: bytes, header_length: int | None, *, max_json_bytes: int, max_elements: int
+    body: bytes,
+    header_length: int | None,
+    *,
+    max_json_bytes: int,
+    max_elements: int,
+    max_files: int,
 ) -> InferRequest:
-    """Parse an infer request body. Raises 400 (malformed) or 413 (over a limit)."""
+    """Parse an infer request body. Raises 400 (malformed) or 413 (over a limit): at most
+    `max_elements` numbers per FP32 input, `max_files` encoded images per BYTES input (round
+    24: 4.8 million empty BYTES elements in 29 MB took 1.3 s to split before the batch limit
+    refused them)."""
     if header_length is None:
         header, rest = body, b""
     else:
@@ -347,7 +345,7 @@ def parse_infer_request(
                 )
             chunk = rest[pos : pos + size]
             pos += size
-        inputs.append(_decode_input(obj, chunk, i, max_elements))
+        inputs.append(_decode_input(obj, chunk, i, max_elements, max_files))
     if pos != len(rest):
         raise BadRequest(f"{len(rest) - pos:,} bytes after the inputs' binary data.")
     names = [t.name for t in inputs]
@@ -363,38 +361,3 @@ def parse_infer_request(
         outputs=_requested_outputs(doc.get("outputs")),
         binary_output=bool(_flag(params, "binary_data_output", "The inference request")),
     )
-
-
-def encode_response(
-    model_name: str, model_version: str, request_id: str | None, outputs: list[OutputTensor]
-) -> tuple[bytes, int | None]:
-    """Response body and, when any output travels as binary, the JSON header's length."""
-    blobs: list[bytes] = []
-    entries: list[dict[str, Any]] = []
-    for out in outputs:
-        entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": out.shape}
-        params = dict(out.parameters)
-        if out.binary:
-            if out.items is not None:
-                blob = serialize_bytes(out.items)
-            else:
-                assert out.array is not None
-                blob = np.ascontiguousarray(out.array, dtype="<f4").tobytes()
-            params["binary_data_size"] = len(blob)
-            blobs.append(blob)
-        elif out.items is not None:
-            entry["data"] = [b.decode("utf-8", errors="replace") for b in out.items]
-        else:
-            assert out.array is not None
-            entry["data"] = out.array.ravel().tolist()
-        if params:
-            entry["parameters"] = params
-        entries.append(entry)
-    doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
-    if request_id is not None:
-        doc["id"] = request_id
-    doc["outputs"] = entries
-    header = json.dumps(doc, separators=(",", ":")).encode()
-    if not blobs:
-        return header, None
-    return header + b"".join(blobs), len(header)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 from typing import Final
 
-from app.errors import PROBLEM_JSON, BadRequest
+from app.errors import BadRequest
+from app.raw_answers import HEAD_START_BYTES, answer_bytes
 
 TLS_HANDSHAKE: Final = 0x16
 LINGER_S: Final = 1.0  # the answer is given this long to leave before the socket closes
@@ -62,17 +62,11 @@ async def plain_http_answered(
 
 
 def _answer(conn: socket.socket) -> None:
+    head_start = b""
     with contextlib.suppress(OSError):
-        while conn.recv(65536):  # what the client sent, so closing does not reset the answer
-            pass
-    problem = BadRequest(
-        "This port speaks HTTPS: send the request again with https://, not http://."
-    ).to_problem()
-    body = json.dumps(problem).encode()
-    head = (
-        b"HTTP/1.1 400 Bad Request\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
-        b"connection: close\r\n\r\n" % (PROBLEM_JSON.encode(), len(body))
-    )
+        while chunk := conn.recv(65536):  # what the client sent, so closing does not reset it
+            head_start = head_start or chunk[:HEAD_START_BYTES]
+    error = BadRequest("This port speaks HTTPS: send the request again with https://, not http://.")
     with contextlib.suppress(OSError):
-        conn.send(head + body)  # a few hundred bytes: the socket's buffer takes them
+        conn.send(answer_bytes(error, head_start))  # a few hundred bytes: the buffer takes them
         conn.shutdown(socket.SHUT_WR)

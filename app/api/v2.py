@@ -42,10 +42,9 @@ from app.oip import (
     INLINE_JSON_BYTES,
     InferRequest,
     InputTensor,
-    OutputTensor,
-    encode_response,
     parse_infer_request,
 )
+from app.oip_response import OutputTensor, encode_response
 from app.registry import LoadedModel, ModelRegistry
 from app.settings import Settings
 
@@ -193,6 +192,7 @@ async def _read_request(
     limits = {
         "max_json_bytes": settings.oip_max_json_bytes,
         "max_elements": settings.max_batch_images * per_image,
+        "max_files": settings.max_batch_images,
     }
     compressed = any(c != "identity" for c in applied)
     json_bytes = len(body) if header_length is None else header_length

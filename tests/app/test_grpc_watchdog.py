@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from app.grpc_watchdog import CallGate, peer_address
+from app.telemetry import REQUESTS
 
 
 class Aborted(Exception):
@@ -63,6 +64,7 @@ def test_one_address_holds_at_most_its_share_and_others_still_get_places() -> No
     with pytest.raises(Aborted):  # the process-wide bound still holds: 8 places in all
         gate.enter(extra)  # type: ignore[arg-type]
     assert "already serves 8 health checks" in extra.aborted[1]  # type: ignore[index]
+    assert extra.aborted[0] == grpc.StatusCode.UNAVAILABLE  # type: ignore[index]
     # places come back when calls end, per address
     gate.leave(held[0])
     again = gate.enter(flood[5])  # type: ignore[arg-type]
@@ -95,3 +97,29 @@ def test_a_place_is_given_back_under_the_address_it_was_taken_with() -> None:
     gate.leave(place)
     for port in (1, 2):
         gate.enter(Call(f"ipv4:127.0.0.1:{port}"))  # type: ignore[arg-type]
+
+
+def test_refusals_are_retryable_when_the_process_is_full_and_counted_in_metrics() -> None:
+    """Round 24: a full process answered RESOURCE_EXHAUSTED, which client retry policies do
+    not retry (kserve retries UNAVAILABLE only: 6 of 30 calls from 10 threads failed), and the
+    refusals were missing from /metrics, so the sustained-503 alert could not see them."""
+    route = "grpc test-gate"
+
+    def counted(status: str) -> float:
+        value = REQUESTS.labels(route, "POST", "", status)._value.get()
+        return float(value)
+
+    before_full, before_share = counted("503"), counted("429")
+    gate = CallGate(2, per_peer=1)
+    gate.enter(Call("ipv4:10.0.0.1:1"), route)  # type: ignore[arg-type]
+    mine = Call("ipv4:10.0.0.1:2")
+    with pytest.raises(Aborted):
+        gate.enter(mine, route)  # type: ignore[arg-type]
+    assert mine.aborted is not None and mine.aborted[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    gate.enter(Call("ipv4:10.0.0.2:1"), route)  # type: ignore[arg-type]
+    late = Call("ipv4:10.0.0.3:1")
+    with pytest.raises(Aborted):
+        gate.enter(late, route)  # type: ignore[arg-type]
+    assert late.aborted is not None and late.aborted[0] == grpc.StatusCode.UNAVAILABLE
+    assert "retry shortly" in late.aborted[1]
+    assert counted("503") == before_full + 1 and counted("429") == before_share + 1

@@ -76,6 +76,22 @@ def test_oversized_headers_get_431(port: int) -> None:
 
 
 @pytest.mark.parametrize(
+    "target", [b"/v2/models/m", b"/v2", b"http://127.0.0.1/v2/health/ready", b"/v2?x=1"]
+)
+def test_a_refused_head_under_v2_gets_the_protocols_error_shape(port: int, target: bytes) -> None:
+    """Round 24: a 431 to a 70 KB model name went to tritonclient as problem+json, which it
+    could not read ("an exception occurred in the client while decoding the response:
+    'error'"). Under /v2 the guard answers {"error": ...}, as the routes do."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nX-pad: " + b"a" * 5000)
+        got, _ = _until_closed(s)
+    assert got.startswith(b"HTTP/1.1 431 "), got[:200]
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert b"content-type: application/json\r\n" in head
+    assert set(json.loads(body)) == {"error"} and "exceed 4,096 bytes" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize(
     "head",
     [
         b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n",

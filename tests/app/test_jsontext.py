@@ -88,5 +88,5 @@ def test_the_inference_protocol_refuses_a_repeated_key_in_its_own_shape() -> Non
 
     body = b'{"inputs": [{"name": "image", "datatype": "FP32", "shape": [1], "data": [1], "data": [2]}]}'
     with pytest.raises(BadRequest) as info:
-        parse_infer_request(body, None, max_json_bytes=len(body), max_elements=10)
+        parse_infer_request(body, None, max_json_bytes=len(body), max_elements=10, max_files=32)
     assert "'data' more than once (at $.inputs[0].data)" in str(info.value.detail)
