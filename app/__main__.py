@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from app.allocator import check_loaded, reexec_with_jemalloc
+from app.bundle_files import check_enabled
 from app.cores import resolve_workers
 from app.errors import ConfigurationError
 from app.fsutil import check_writable
@@ -83,12 +84,13 @@ def main() -> None:
         reexec_with_jemalloc(settings.allocator)  # returns when nothing is to be done
         check_loaded(settings.allocator)
         check_writable(settings.data_dir)  # else every worker fails alike, with a traceback
+        check_enabled(settings.models_dir, settings.enabled_models)
         if settings.grpc_port:
-            from app.grpc_oip import check_grpc_port, check_grpc_tls
+            from app.grpc_ports import check_grpc_port, check_grpc_tls
 
             if settings.grpc_port == settings.port:
                 raise ConfigurationError("IMGCLASS_GRPC_PORT is IMGCLASS_PORT: give it its own")
-            check_grpc_port(settings.host, settings.grpc_port)
+            check_grpc_port(settings.host, settings.grpc_port, alone=True)
             check_grpc_tls(settings.tls)
         gpu = _gpu(settings.providers)
     except ConfigurationError as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Final
 
 from app.bundle_io import BundleError
+from app.errors import ConfigurationError
 
 # The largest shipped labels.txt (ImageNet, 1,000 classes) is 10.5 KB; 21k-class sets ~300 KB.
 MAX_LABELS_BYTES = 4 << 20
@@ -85,3 +86,18 @@ def no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
 def inside(path: Path, root: Path) -> bool:
     """Whether `path`, symlinks resolved, lies under `root` (a resolved folder)."""
     return path.resolve().is_relative_to(root)
+
+
+def check_enabled(models_dir: Path, enabled: list[str]) -> None:
+    """Before start-up: every name in IMGCLASS_ENABLED_MODELS is a bundle folder of
+    `models_dir`, else ConfigurationError naming the ones that are not and what is there (a
+    typo served nothing, and /readyz said 503 with no word why)."""
+    if not enabled or not models_dir.is_dir():
+        return  # no list: every bundle; no folder: the registry says so
+    there = sorted(p.name for p in models_dir.iterdir() if not p.name.startswith("."))
+    missing = [name for name in enabled if name not in there]
+    if missing:
+        raise ConfigurationError(
+            f"IMGCLASS_ENABLED_MODELS names {', '.join(map(repr, missing))}, not a bundle in "
+            f"{models_dir} (there: {', '.join(there) or 'none'})"
+        )

@@ -32,7 +32,6 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -53,6 +52,7 @@ from app.errors import (
 )
 from app.grpc_codec import call_key, parse_request, response_message
 from app.grpc_health import NOT_SERVING, SERVING, health_handler
+from app.grpc_ports import bind, check_grpc_port
 from app.grpc_watchdog import CallGate, MessageWatchdog
 from app.registry import ModelRegistry
 from app.settings import Settings
@@ -338,7 +338,7 @@ class GrpcServer:
             f"[{bare}]:{settings.grpc_port}" if ":" in bare else f"{bare}:{settings.grpc_port}"
         )
         # the HTTP port's certificate and key when TLS is on (checked at start-up)
-        bound = _bind(self.server, self.address, settings.tls)
+        bound = bind(self.server, self.address, settings.tls)
         if not bound:
             self.server.stop(None)
             raise ConfigurationError(f"cannot listen on {self.address} (IMGCLASS_GRPC_PORT)")
@@ -350,50 +350,3 @@ class GrpcServer:
     def stop(self, grace_s: float = 2.0) -> None:
         self.server.stop(grace_s).wait(grace_s + 1.0)
         self.watchdog.stop()
-
-
-def _bind(server: grpc.Server, address: str, tls: tuple[str, str] | None) -> int:
-    """`server` on `address`, over TLS with (certificate, key) files when given: the port, or
-    0 when gRPC cannot bind it or use the pair."""
-    try:
-        if tls is None:
-            return int(server.add_insecure_port(address))
-        cert, key = (Path(f).read_bytes() for f in tls)
-        return int(server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)])))
-    except RuntimeError:
-        return 0
-
-
-def check_grpc_tls(tls: tuple[str, str] | None) -> None:
-    """Before any worker starts: gRPC's TLS (BoringSSL) takes the certificate and key, which
-    Python's OpenSSL accepted (DSA, Ed448 and RSA-PSS keys it does not: each worker failed
-    with a traceback blaming the port, fuzz round 22)."""
-    if tls is None:
-        return
-    probe = grpc.server(concurrent.futures.ThreadPoolExecutor(1))
-    try:
-        bound = _bind(probe, "127.0.0.1:0", tls)
-    finally:
-        probe.stop(None)
-    if not bound:
-        raise ConfigurationError(
-            f"gRPC cannot use IMGCLASS_TLS_CERTFILE={tls[0]} with its key (IMGCLASS_GRPC_PORT is "
-            "set): give an RSA or ECDSA certificate"
-        )
-
-
-def check_grpc_port(host: str, port: int) -> None:
-    """Before any worker starts: the gRPC port can be bound beside the other workers
-    (SO_REUSEPORT), else ConfigurationError (another program holds it)."""
-    import socket
-
-    bare = host.strip("[]")
-    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((bare, port))
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot listen on {host}:{port} (IMGCLASS_GRPC_PORT): {exc.strerror}"
-            ) from None

@@ -534,10 +534,37 @@ def test_round_18_one_address_cannot_hold_the_health_service(tmp_path: Path) -> 
                     assert bytes(check(b"", timeout=2)) == b"\x08\x01"
 
 
+def test_a_second_imgclass_cannot_join_a_running_ones_grpc_port(
+    server: tuple[LiveServer, int], tmp_path: Path
+) -> None:
+    """Round 24: workers bind the gRPC port with SO_REUSEPORT, so a second imgclass given the
+    same port started and took a share of the first one's connections (2 of 12 clients got
+    its NOT_FOUND). The parent now checks that nobody holds the port."""
+    import os
+    import subprocess
+    import sys
+
+    port = server[1]
+    env = {
+        **os.environ,
+        "IMGCLASS_DATA_DIR": str(tmp_path / "data"),
+        "IMGCLASS_PORT": str(free_port()),
+        "IMGCLASS_GRPC_PORT": str(port),
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.strip() == (
+        f"imgclass: not started: cannot listen on 127.0.0.1:{port} (IMGCLASS_GRPC_PORT): "
+        "Address already in use"
+    )
+
+
 def test_a_bracketed_ipv6_host_is_checked_as_http_binds_it() -> None:
     """Round 22: IMGCLASS_HOST=[::1] with gRPC on was refused ("Name or service not known",
     blaming the gRPC port): HTTP strips the brackets, the gRPC check did not."""
-    from app.grpc_oip import check_grpc_port
+    from app.grpc_ports import check_grpc_port
 
     if not _ipv6_loopback():
         pytest.skip("needs ::1 (an IPv6 loopback)")

@@ -286,6 +286,8 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path: Path) -> None:
         ({"IMGCLASS_HOST": ""}, "IMGCLASS_HOST: "),
         ({"IMGCLASS_GRPC_PORT": "SAME"}, "IMGCLASS_GRPC_PORT is IMGCLASS_PORT"),
         ({"IMGCLASS_HOST": "999.1.1.1"}, "cannot listen on 999.1.1.1:"),
+        # round 24: a typo served nothing, and /readyz said 503 without a word why
+        ({"IMGCLASS_ENABLED_MODELS": '["prodcuts"]'}, "IMGCLASS_ENABLED_MODELS names 'prodcuts'"),
     ],
 )
 def test_a_bad_setting_stops_the_start_in_one_line(
