@@ -93,6 +93,11 @@ def parse_request(request: Any, max_elements: int, max_files: int) -> InferReque
     return InferRequest(request.id or None, inputs, outputs, binary_output=False)
 
 
+def _param_value(param: Any, kind: str | None) -> str:
+    """An InferParameter as a message shows it: `int64_param -1`, `string_param '5'`."""
+    return f"{kind} {getattr(param, kind)!r}" if kind else "no value"
+
+
 def _classification(o: Any) -> int:
     """The classification extension's top-k of a requested output (0: not asked)."""
     if "classification" not in o.parameters:
@@ -102,7 +107,7 @@ def _classification(o: Any) -> int:
     if kind != "int64_param" or param.int64_param < 0:
         raise BadRequest(
             f"output {o.name!r}: the classification parameter must be an int64_param >= 0 "
-            f"(top-k); got {kind or 'no value'}."
+            f"(top-k); got {_param_value(param, kind)}."
         )
     return int(param.int64_param)
 

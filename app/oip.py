@@ -80,7 +80,9 @@ def _object(value: Any, where: str) -> dict[str, Any]:
 
 
 def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
-    return _object(obj.get("parameters") or {}, f"{where}.parameters")
+    # None only: 0, "", [] and false were read as no parameters, while 5 or "x" were refused
+    params = obj.get("parameters")
+    return {} if params is None else _object(params, f"{where}.parameters")
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:

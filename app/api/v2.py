@@ -91,7 +91,15 @@ def _model(registry: ModelRegistry, name: str, version: str | None) -> LoadedMod
     if version is not None and version in versions:
         # A taught model's older version: /versions/{v} is the protocol's name@version.
         return registry.get(f"{name}{VERSION_SEP}{version}")
-    loaded = registry.get(name)
+    try:
+        loaded = registry.get(name)
+    except ModelNotFound as exc:
+        if name == "stats":  # tritonclient's get_inference_statistics() with no model name
+            raise ModelNotFound(
+                f"{exc.detail} The statistics extension (GET /v2/models/stats) is not served; "
+                "/metrics has the server's counters."
+            ) from None
+        raise
     have = loaded.model.bundle.metadata.version
     if version is not None and version != have:
         served = ", ".join(repr(v) for v in versions) or repr(have)
@@ -168,9 +176,12 @@ def model_ready(name: str, registry: RegistryDep, version: str | None = None) ->
 
 
 def _header_length(request: Request) -> int | None:
-    raw = request.headers.get(HEADER_LENGTH)
-    if raw is None:
+    given = request.headers.getlist(HEADER_LENGTH)
+    if not given:
         return None
+    if len(given) > 1:  # the first was used in silence (round 24); the key's rule
+        raise BadRequest(f"{HEADER_LENGTH} is sent {len(given)} times; send it once.")
+    raw = given[0]
     value = ascii_uint(raw.strip())
     if value is None:
         raise BadRequest(f"{HEADER_LENGTH} must be a non-negative integer (ASCII digits).")
@@ -213,7 +224,7 @@ async def _read_request(
 def _batch(req: InferRequest, loaded: LoadedModel, settings: Settings) -> InputTensor:
     spec = loaded.model.bundle.metadata.input
     if len(req.inputs) != 1 or req.inputs[0].name != spec.name:
-        got = ", ".join(repr(t.name) for t in req.inputs)
+        got = ", ".join(repr(t.name) for t in req.inputs) or "no input"
         raise BadRequest(f"Model {loaded.name!r} takes one input named {spec.name!r}; got {got}.")
     tensor = req.inputs[0]
     n = tensor.shape[0] if tensor.shape else 0

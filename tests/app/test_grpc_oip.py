@@ -393,7 +393,16 @@ def test_round_15_findings(server: tuple[LiveServer, int]) -> None:
         # a classification parameter of another type was ignored (probabilities came back)
         req = files_request()
         req.outputs.add(name="probs").parameters["classification"].string_param = "5"
-        refused(req, grpc.StatusCode.INVALID_ARGUMENT, "int64_param")
+        refused(req, grpc.StatusCode.INVALID_ARGUMENT, "got string_param '5'")
+        req = files_request()  # round 24: "must be an int64_param >= 0 ... got int64_param"
+        req.outputs.add(name="probs").parameters["classification"].int64_param = -1
+        refused(req, grpc.StatusCode.INVALID_ARGUMENT, "got int64_param -1")
+        # round 24: no input at all read "takes one input named 'image'; got ."
+        refused(
+            pb.ModelInferRequest(model_name="digits"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "got no input.",
+        )
         # raw_input_contents and contents both: the contents were dropped in silence
         req = files_request()
         req.raw_input_contents.append(len(png).to_bytes(4, "little") + png)

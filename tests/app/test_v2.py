@@ -632,6 +632,11 @@ def test_an_outputs_binary_data_overrides_the_requests_binary_data_output(
         ({"outputs": [{"name": "probs", "parameters": {"binary_data": "no"}}]}, "binary_data"),
         # The protocol's id is a string echoed back; a number was dropped without a word.
         ({"id": 7}, "id must be a string"),
+        # round 24: 0, "", [] and false were read as no parameters; 5 and "x" were refused
+        ({"parameters": 0}, "parameters must be a JSON object"),
+        ({"parameters": []}, "parameters must be a JSON object"),
+        ({"parameters": False}, "parameters must be a JSON object"),
+        ({"outputs": [{"name": "probs", "parameters": ""}]}, "parameters must be a JSON object"),
     ],
 )
 def test_parameters_of_the_wrong_type_are_400(doc: dict[str, object], said: str) -> None:
@@ -678,3 +683,22 @@ def test_an_empty_outputs_list_asks_for_every_output(server: LiveServer) -> None
     every = _post(server, json.dumps({"inputs": [image]}).encode())
     names = sorted(o["name"] for o in r.json()["outputs"])
     assert names == sorted(o["name"] for o in every.json()["outputs"]) and len(names) >= 2
+
+
+def test_a_repeated_header_length_is_refused(server: LiveServer) -> None:
+    """Round 24: with two Inference-Header-Content-Length headers the first was used in
+    silence; a length sent twice is refused, as a key sent twice is."""
+    b64 = base64.b64encode(photo(PHOTOS[0])).decode()
+    body = json.dumps(
+        {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64]}]}
+    ).encode()
+    headers = [("Inference-Header-Content-Length", str(len(body)))] * 2
+    r = httpx.post(f"{server.base}/v2/models/imagenet/infer", content=body, headers=headers)
+    assert r.status_code == 400 and "send it once" in r.json()["error"], r.text
+
+
+def test_statistics_without_a_model_says_the_extension_is_not_served(server: LiveServer) -> None:
+    """Round 24: tritonclient's get_inference_statistics() asks GET /v2/models/stats, which
+    said only "No model named 'stats'"."""
+    r = httpx.get(f"{server.base}/v2/models/stats")
+    assert r.status_code == 404 and "statistics extension" in r.json()["error"], r.text
