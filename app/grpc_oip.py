@@ -49,6 +49,7 @@ from app.errors import (
     NotReady,
     ServiceError,
     Unauthorized,
+    forget_frames,
 )
 from app.grpc_codec import call_key, parse_request, response_message
 from app.grpc_health import NOT_SERVING, SERVING, health_handler
@@ -112,6 +113,7 @@ class OipServicer:
             status = exc.status
             code = _CODES.get(exc.status, grpc.StatusCode.INTERNAL)
             detail = exc.detail
+            forget_frames(exc)  # the call's frames (its message, images) go now (round 24)
             if isinstance(exc, DeadlineExceeded):
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
                 left = context.time_remaining()

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.catalog.sqlite import schema_gone
-from app.errors import PROBLEM_BASE, PROBLEM_JSON, Overloaded, ServiceError
+from app.errors import PROBLEM_BASE, PROBLEM_JSON, Overloaded, ServiceError, forget_frames
 from app.fsutil import storage_error
 
 logger = logging.getLogger(__name__)
@@ -53,27 +53,6 @@ def problem_response(
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
-
-
-def forget_frames(exc: BaseException) -> None:
-    """Drop the tracebacks of an answered error and of the errors it chains to.
-
-    An error raised in the thread pool sits in a reference cycle: anyio's Future holds the
-    error, whose traceback holds the frame that awaits the Future. Reference counting cannot
-    free a cycle, so every local of every frame in the traceback (a refused 5 MB JSON body,
-    its parsed text) stayed until the next full collection, which an idle or refusing worker
-    may not run for a long time: 600 refused 5.4 MB bodies left a worker about 280 MB above
-    its fresh size at rest (round 23; docs/hardening.md). Without the traceback nothing
-    reaches the frames and they go as soon as the answer is rendered."""
-    stack: list[BaseException] = [exc]
-    seen: set[int] = set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        node.__traceback__ = None
-        stack.extend(e for e in (node.__cause__, node.__context__) if e is not None)
 
 
 def forgetting(handler: Handler) -> Handler:

@@ -596,3 +596,40 @@ def test_a_connection_that_never_speaks_is_closed_by_the_grpc_port(
         except (ConnectionResetError, TimeoutError):
             pass
     assert time.monotonic() - t0 < 20
+
+
+def test_an_answered_call_error_lets_go_of_its_frames() -> None:
+    """Round 24: a call refused after its work ran on the event loop kept its frames (its
+    message, decoded images) in a cycle through the loop's Future until a full collection:
+    300 refused 5 MB messages left a 1-worker server at 663-846 MiB at rest, from 225. The
+    error's tracebacks are dropped once its status is set (360-377 MiB in the same run)."""
+    from types import SimpleNamespace
+
+    from app.errors import InvalidRequest
+    from app.grpc_oip import OipServicer
+
+    class Aborted(Exception):
+        pass
+
+    class Context:
+        def abort(self, code: grpc.StatusCode, detail: str) -> None:
+            raise Aborted(detail)
+
+        def time_remaining(self) -> float:
+            return 10.0
+
+    servicer = OipServicer.__new__(OipServicer)
+    servicer.settings = SimpleNamespace(api_key_for_reads=False)  # type: ignore[assignment]
+    servicer.registry = SimpleNamespace(names=lambda: [])  # type: ignore[assignment]
+    cause = ValueError("what the decoder said")
+    error = InvalidRequest("not an image")
+
+    def work() -> None:
+        try:
+            raise cause
+        except ValueError:
+            raise error from cause
+
+    with pytest.raises(Aborted, match="not an image"):
+        servicer._call(Context(), "ModelInfer", work)  # type: ignore[arg-type]
+    assert error.__traceback__ is None and cause.__traceback__ is None

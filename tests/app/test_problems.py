@@ -19,7 +19,7 @@ from types import FrameType
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api.problems import forget_frames
+from app.errors import forget_frames
 
 BIG = 1_500_000
 
