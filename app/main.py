@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from starlette.routing import Route
 
 from app import __version__, telemetry
-from app.api import access, catalogs, health, metrics, models, openapi, predict, teach, v2
+from app.api import access, api_docs, catalogs, health, metrics, models, openapi, predict, teach, v2
 from app.api.big_answers import AnswerGate
 from app.api.body_budget import BodyBudget
 from app.api.cors import ProblemCORSMiddleware
@@ -45,6 +45,15 @@ def _load_then_freeze(registry: ModelRegistry, freeze: bool) -> None:
     registry.load_all()
     if freeze:
         freeze_loaded_heap()  # full collections skip what start-up built (app/heap.py)
+
+
+def _log_address(settings: Settings) -> None:
+    """`python -m app` with one worker (IMGCLASS_WORKERS=1, set by app/__main__.py) serves on
+    a socket it bound itself, so uvicorn logs no "running on" line: this says where to go.
+    Several workers: the dealing parent (app/serve.py) logs it; plain `uvicorn`: uvicorn does."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    scheme = "https" if settings.tls else "http"
+    logger.info("serving on %s://%s:%d (page: /, API docs: /docs)", scheme, host, settings.port)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -89,6 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         trimmer.start()
         if grpc_server is not None:
             grpc_server.start()
+        if settings.workers == 1:
+            _log_address(settings)
         yield
         if grpc_server is not None:
             await asyncio.to_thread(grpc_server.stop)
@@ -104,6 +115,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Image classification and visual similarity over HTTP, served with onnxruntime.",
         lifespan=lifespan,
+        # /docs is our own page over a local Swagger UI (app/api/api_docs.py); no ReDoc.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.settings = settings
     # /readyz and every writer: was the data folder removed or replaced under the server?
@@ -179,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openapi.install(app)  # errors documented in the shapes they are sent in
 
     if (STATIC_DIR / "index.html").is_file():
+        api_docs.install(app, STATIC_DIR)  # before /static: it mounts /static/swagger
         assets = PageAssets(STATIC_DIR)
         app.mount("/static", assets, name="static")
         app.router.routes.append(Route("/", assets.index, methods=["GET", "HEAD"]))

@@ -6,9 +6,8 @@
 - `Content-Security-Policy`: the page loads only its own scripts, styles, images and API
   (`blob:` for previews of the files a user picks), and no other site may frame it
   (`frame-ancestors 'self'`, also `X-Frame-Options` for older browsers): a hostile page cannot
-  overlay the Train or upload controls. The interactive API docs (/docs, /redoc) load FastAPI's
-  Swagger UI and ReDoc scripts from a CDN and run inline code, so they get only the framing
-  rule.
+  overlay the Train or upload controls. The API docs at /docs are held to the same policy: they
+  run this server's own copy of Swagger UI, with no inline code (app/api/api_docs.py).
 - `Referrer-Policy: no-referrer`: catalog and model names in URLs do not leak to other sites.
 
 A header the route already set is left as it is.
@@ -25,8 +24,6 @@ PAGE_POLICY: Final = (
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'self'"
 )
-DOCS_POLICY: Final = "frame-ancestors 'self'"
-DOCS_PATHS: Final = ("/docs", "/redoc")
 
 
 def _headers(policy: str) -> tuple[tuple[bytes, bytes], ...]:
@@ -39,12 +36,6 @@ def _headers(policy: str) -> tuple[tuple[bytes, bytes], ...]:
 
 
 _PAGE_HEADERS: Final = _headers(PAGE_POLICY)  # built once: this wraps the predict hot path too
-_DOCS_HEADERS: Final = _headers(DOCS_POLICY)
-
-
-def headers_for(path: str) -> tuple[tuple[bytes, bytes], ...]:
-    docs = any(path == p or path.startswith(p + "/") for p in DOCS_PATHS)
-    return _DOCS_HEADERS if docs else _PAGE_HEADERS
 
 
 class SecurityHeaders:
@@ -55,7 +46,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = headers_for(scope.get("path", ""))
+        extra = _PAGE_HEADERS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -376,7 +376,8 @@ class Supervisor:
         failed = False
         try:
             logger.info(
-                "serving on %s:%d with %d worker processes (connections dealt in turn)",
+                "serving on %s:%d with %d worker processes (connections dealt in turn); "
+                "page: /, API docs: /docs",
                 self.host,
                 self.port,
                 self.workers,

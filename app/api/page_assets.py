@@ -1,4 +1,5 @@
-"""The browser page's files (app/static) as served: `/` (index.html) and `/static/...`.
+"""The browser page's files (app/static) as served: `/` (index.html) and `/static/...`; also
+/docs (api-docs.html) and Swagger UI's two files at `/static/swagger/` (app/api/api_docs.py).
 
 Both go through Starlette's StaticFiles, so `/` answers If-None-Match and If-Modified-Since with
 304 like every asset (it was a plain FileResponse that ignored them). Range headers are
@@ -12,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 _RANGE = (b"range", b"if-range")
@@ -23,13 +25,19 @@ def _without_range(scope: Scope) -> Scope:
 
 
 class PageAssets:
-    """The ASGI app mounted at `/static`; `index` is the one routed at `/` (index.html)."""
+    """The ASGI app mounted at `/static`; `index` is the one routed at `/` (index.html).
+    With `only`, just those file names are served (404 for the rest of the folder)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, index: str = "index.html", only: frozenset[str] | None = None
+    ) -> None:
         self.files = StaticFiles(directory=directory)
-        self.index = _Index(self.files)
+        self.index = _Index(self.files, "/" + index)
+        self.only = only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.only is not None and self.files.get_path(scope) not in self.only:
+            raise HTTPException(status_code=404)
         await self.files(_without_range(scope), receive, send)
 
 
@@ -37,9 +45,10 @@ class _Index:
     """`/` as StaticFiles serves `/index.html` (an ASGI app, not a route function: the Range
     header must be gone from the scope the file response itself is sent with)."""
 
-    def __init__(self, files: StaticFiles) -> None:
+    def __init__(self, files: StaticFiles, path: str) -> None:
         self.files = files
+        self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope = _without_range({**scope, "path": "/index.html", "raw_path": b"/index.html"})
+        scope = _without_range({**scope, "path": self.path, "raw_path": self.path.encode()})
         await self.files(scope, receive, send)

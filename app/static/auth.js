@@ -56,8 +56,10 @@ function build() {
       placeholder="needed by this server" required>
     <button type="submit">Use key</button>
     <span class="auth-key-note" role="status" aria-live="polite"></span>`;
+  box.addEventListener("input", () => box.classList.remove("auth-key-attention"));
   box.addEventListener("submit", async (event) => {
     event.preventDefault();
+    box.classList.remove("auth-key-attention");
     const input = box.querySelector("input");
     setKey(input.value.trim());
     input.value = "";
@@ -71,6 +73,15 @@ function showField(note) {
   if (!box) build();
   box.hidden = false;
   box.querySelector(".auth-key-note").textContent = note;
+}
+
+// Another part of the page was refused for want of the key (a 401): show the field, mark it
+// and put the cursor in it, so the person sees where the key goes (the server's 401 text is
+// written for API clients: "send it once, as 'X-API-Key: <key>' ...").
+export function askForKey(note) {
+  showField(note || box?.querySelector(".auth-key-note").textContent || "");
+  box.classList.add("auth-key-attention");
+  box.querySelector("input").focus({ preventScroll: true });
 }
 
 async function refresh() {

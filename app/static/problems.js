@@ -26,8 +26,8 @@ export function problemMessage(p, context = {}) {
       };
     case 401:
       return {
-        title: "An API key is required",
-        text: "This server only classifies for clients that send its API key. Use the HTTP API with the key, or ask the administrator to allow reads without one.",
+        title: "This server needs an API key",
+        text: "Type it in the API key field at the top, then try again.",
       };
     case 404:
       return {

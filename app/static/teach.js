@@ -2,6 +2,7 @@
 // (POST /v1/catalogs/{c}/train), follow the job, show held-out results in plain words, try it.
 // Talks only to this server's /v1 API. The new model appears in the page's model list
 // (app.js listens for "imgclass:model-taught").
+import { askForKey } from "./auth.js";
 import { problemMessage, readProblem } from "./problems.js";
 import { ACCEPTED_TEXT, sniffFile } from "./sniff.js";
 import { pct } from "./format.js";
@@ -161,8 +162,10 @@ function refresh() {
   }
   const ready = state.classes.filter((c) => c.files.length >= 2 && c.label.trim()).length;
   const unnamed = state.classes.filter((c) => c.files.length >= 2 && !c.label.trim()).length;
+  // The advice only while a class that would be sent (as train() picks them) has fewer than ten.
+  const few = state.classes.some((c) => c.files.length && c.label.trim() && c.files.length < 10);
   ui.hint.textContent = ready >= 2
-    ? `${ready} classes ready. Ten or more pictures per class give steadier results.`
+    ? `${ready} classes ready.${few ? " Ten or more pictures per class give steadier results." : ""}`
     : ready + unnamed >= 2
       ? `Name ${unnamed === 1 ? "the class" : "the classes"} that ${unnamed === 1 ? "has" : "have"} pictures but no name.`
       : "Add at least two classes with two or more pictures each.";
@@ -178,8 +181,17 @@ function setProgress(fraction, text) {
 
 function showError(problem) {
   const msg = problemMessage(problem);
+  // A 401's own text tells API clients which header to send; the page has a field for the key.
+  const ownWords = problem.status === 401;
   ui.error.hidden = false;
-  ui.error.replaceChildren(h("strong", {}, problem.title || msg.title), h("p", {}, problem.detail || msg.text));
+  ui.error.replaceChildren(
+    h("strong", {}, ownWords ? msg.title : problem.title || msg.title),
+    h("p", {}, ownWords ? msg.text : problem.detail || msg.text),
+  );
+  if (ownWords) {
+    ui.error.scrollIntoView({ block: "nearest" }); // the field is in the sticky bar, in view
+    askForKey();
+  }
 }
 
 async function api(url, options = {}) {
@@ -202,7 +214,7 @@ async function train() {
   ui.error.hidden = true;
   ui.results.hidden = true;
   if (!NAME_RE.test(model)) {
-    showError({ title: "Choose another model name", detail: "Use lowercase letters, digits, '-' or '_' (up to 64), starting with a letter or digit." });
+    showError({ title: model ? "Choose another model name" : "Give the model a name", detail: "Use lowercase letters, digits, '-' or '_' (up to 64), starting with a letter or digit." });
     ui.name.focus();
     return;
   }

@@ -4,12 +4,13 @@ files, JSON, problem+json refusals from routes and from middleware, and the pred
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.security_headers import DOCS_POLICY, PAGE_POLICY
+from app.security_headers import PAGE_POLICY
 
 
 def _png() -> bytes:
@@ -53,11 +54,40 @@ def test_refusals_and_the_predict_hot_path_are_hardened(client: TestClient) -> N
     _hardened(bad)
 
 
-def test_the_api_docs_keep_their_cdn_scripts_but_cannot_be_framed(client: TestClient) -> None:
-    for path in ("/docs", "/redoc"):
-        r = client.get(path)
-        assert r.status_code == 200
-        _hardened(r, DOCS_POLICY)
+def test_the_api_docs_are_served_from_here_under_the_page_policy(client: TestClient) -> None:
+    """/docs loaded Swagger UI from cdn.jsdelivr.net with inline code, under a policy with only
+    the framing rule: blank offline. Now every URL it names is this server's, and it carries
+    the page's policy, which names no other origin."""
+    r = client.get("/docs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    _hardened(r)
+    assert "http:" not in PAGE_POLICY and "https:" not in PAGE_POLICY and "*" not in PAGE_POLICY
+    html = r.text
+    assert "<script>" not in html and "<style" not in html and " style=" not in html
+    urls = re.findall(r'(?:src|href)="([^"]*)"', html)
+    assert urls and all(u.startswith("/") and not u.startswith("//") for u in urls), urls
+    assert "/static/api-docs.js" in urls
+    kinds = {".js": "text/javascript", ".css": "text/css"}
+    for url in urls:
+        if url == "/docs":
+            continue
+        asset = client.get(url)
+        assert asset.status_code == 200, url
+        expected = kinds.get(url[url.rfind(".") :])
+        if expected:
+            assert asset.headers["content-type"].startswith(expected), (url, asset.headers)
+        _hardened(asset)
+    js = client.get("/static/api-docs.js").text
+    assert '"/openapi.json"' in js and "validatorUrl: null" in js
+    assert client.get("/static/swagger/swagger-ui-bundle.js").text.count("SwaggerUIBundle") > 0
+    # Only the two files the page needs: not the package's own pages with inline scripts.
+    for other in ("index.html", "oauth2-redirect.html", "../../__init__.py", "nope.js"):
+        r = client.get(f"/static/swagger/{other}")
+        assert r.status_code == 404, other
+        assert r.headers["content-type"] == "application/problem+json"
+    gone = client.get("/redoc")
+    assert gone.status_code == 404 and "/docs" in gone.json()["detail"]
+    assert client.get("/docs/oauth2-redirect").status_code == 404
 
 
 def test_the_page_needs_nothing_its_policy_forbids(client: TestClient) -> None:
@@ -71,7 +101,7 @@ def test_the_page_needs_nothing_its_policy_forbids(client: TestClient) -> None:
         assert 'createElement("style")' not in js and "eval(" not in js, name
 
 
-@pytest.mark.parametrize("path", ["/", "/static/app.js"])
+@pytest.mark.parametrize("path", ["/", "/static/app.js", "/docs", "/static/swagger/swagger-ui.css"])
 def test_page_assets_ignore_ranges_and_answer_conditional_requests(
     client: TestClient, path: str
 ) -> None:
@@ -84,7 +114,9 @@ def test_page_assets_ignore_ranges_and_answer_conditional_requests(
         assert r.status_code == 200 and r.content == whole.content, (rng, r.status_code)
     again = client.get(path, headers={"If-None-Match": whole.headers["etag"]})
     assert again.status_code == 304 and not again.content
-    assert whole.headers["content-type"].startswith("text/html" if path == "/" else "text/")
+    assert whole.headers["content-type"].startswith(
+        "text/html" if path in ("/", "/docs") else "text/"
+    )
     missing = client.get("/static/nope.js")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"

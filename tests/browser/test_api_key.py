@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from app.main import create_app
 from tests.browser.conftest import DESKTOP, PHONE, _open
@@ -115,6 +116,72 @@ def test_the_key_field_fits_narrow_screens(
         assert fit["scroll"] <= fit["client"] == width, fit
         assert fit["button"] <= width and fit["pill"] <= width, fit
         assert fit["bar"] < 140, fit  # the sticky bar leaves the page most of a phone screen
+    finally:
+        context.close()
+    assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def write_keyed_server(
+    tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """IMGCLASS_API_KEY set, reads open: the page loads, teaching needs the key."""
+    settings = make_settings(
+        tiny_models_dir, tmp_path_factory.mktemp("write-keyed"), api_key=KEY, log_level="WARNING"
+    )
+    with serve_in_thread(create_app(settings)) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize(("width", "context_args"), [(1280, DESKTOP), (390, PHONE)])
+def test_train_without_the_key_points_to_the_key_field(
+    browser: Any,
+    write_keyed_server: str,
+    artifacts: Path,
+    tmp_path: Path,
+    width: int,
+    context_args: dict[str, Any],
+) -> None:
+    """Train without a key showed the API's own 401 text ("send it once, as 'X-API-Key: <key>'
+    or 'Authorization: Bearer <key>'"), written for API clients. The page now says where its
+    key field is, marks that field and puts the cursor in it."""
+    pictures = []
+    for i in range(4):
+        path = tmp_path / f"p{i}.png"
+        Image.new("L", (28, 28), 40 + 50 * i).save(path)
+        pictures.append(str(path))
+    context, page, errors = _open(browser, write_keyed_server, **context_args)
+    try:
+        page.goto("/")
+        field = page.locator("#auth-key")
+        field.wait_for(state="visible")
+        assert "add or change data" in field.inner_text()
+        page.locator("#teach").scroll_into_view_if_needed()
+        page.locator("#teach-backbone option").first.wait_for(state="attached")
+        page.fill("#teach-name", "keyless")
+        classes = page.locator("#teach .teach-class")
+        for i, label in enumerate(("dark", "light")):
+            classes.nth(i).locator(".teach-class-name").fill(label)
+            classes.nth(i).locator("input[type=file]").set_input_files(pictures[2 * i : 2 * i + 2])
+            classes.nth(i).locator('.teach-count:text-is("2 pictures")').wait_for()
+        page.click("#teach-train")
+        error = page.locator("#teach .teach-error")
+        error.wait_for(state="visible")
+        text = error.inner_text()
+        assert "This server needs an API key" in text, text
+        assert "API key field at the top" in text, text
+        assert "X-API-Key" not in text and "send it once" not in text, text
+        assert page.evaluate("document.activeElement.id") == "auth-key-input"
+        assert "auth-key-attention" in (field.get_attribute("class") or "")
+        # Both in view: the message (scrolled to) and the field (in the sticky top bar).
+        for seen in (field, error):
+            box, height = seen.bounding_box(), page.viewport_size["height"]
+            assert box and box["y"] >= 0 and box["y"] + box["height"] <= height, (seen, box)
+        page.screenshot(path=str(artifacts / f"train-needs-key-{width}.png"))
+        page.keyboard.type(KEY)  # the cursor is in the field
+        assert "auth-key-attention" not in (field.get_attribute("class") or "")
+        page.keyboard.press("Enter")
+        field.wait_for(state="hidden")
     finally:
         context.close()
     assert not errors, errors

@@ -324,3 +324,37 @@ def test_teaching_never_replaces_a_catalog_the_page_did_not_make(
     made = {c["name"]: c for c in api.get("/v1/catalogs").json()["catalogs"]}
     assert made["teach-kept-2"]["description"] == "examples for kept"
     assert made["teach-kept-2"]["item_count"] == 12 and "teach-kept-3" not in made
+
+
+@pytest.mark.parametrize("size", [{}, PHONE], ids=["1280", "390"])
+def test_the_hint_and_the_name_message_fit_what_is_missing(
+    open_page: Any, pictures: dict[str, list[Path]], size: dict[str, Any]
+) -> None:
+    """The advice "Ten or more pictures per class" showed with 12 per class, and an empty model
+    name was answered "Choose another model name". Now the advice shows only while a class has
+    fewer than ten, and an empty name asks for one."""
+    page = open_page(**size)
+    fill_teach_form(
+        page, "", {label: [str(p) for p in pictures[label][:3]] for label in ("sneaker", "bag")}
+    )
+    classes = page.locator("#teach .teach-class")
+    hint = page.locator("#teach .teach-hint")
+    classes.nth(1).locator('.teach-count:text-is("3 pictures")').wait_for()
+    assert "Ten or more pictures per class" in hint.inner_text()
+    for i, label in enumerate(("sneaker", "bag")):
+        more = [str(p) for p in pictures[label][3:12]]
+        classes.nth(i).locator("input[type=file]").set_input_files(more)
+        classes.nth(i).locator('.teach-count:text-is("12 pictures")').wait_for()
+        if i == 0:  # the bag class still has 3
+            assert "Ten or more pictures per class" in hint.inner_text()
+    assert hint.inner_text() == "2 classes ready."
+    page.click("#teach-train")
+    error = page.locator("#teach .teach-error")
+    error.wait_for(state="visible")
+    assert "Give the model a name" in error.inner_text()
+    assert page.evaluate("document.activeElement.id") == "teach-name"
+    shot = f"teach-name-hint-{'390' if size else '1280'}.png"
+    page.screenshot(path=str(SHOTS / shot), full_page=bool(size))
+    page.fill("#teach-name", "Shoes!")
+    page.click("#teach-train")
+    page.locator("#teach .teach-error strong:text-is('Choose another model name')").wait_for()
