@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_oauth2_redirect_url=None,
     )
     app.state.settings = settings
+    app.router.redirect_slashes = False  # a trailing slash gets a 404 naming the path without it
     # /readyz and every writer: was the data folder removed or replaced under the server?
     app.state.data_folder = FolderIdentity(settings.data_dir)
     watch_folder(app.state.data_folder)

@@ -68,6 +68,11 @@ def forgetting(handler: Handler) -> Handler:
     return handle
 
 
+def _routed(scope: dict[str, Any]) -> bool:
+    """Some route of the app matches this scope (its path and method)."""
+    return any(r.matches(scope)[0] is Match.FULL for r in scope["app"].router.routes)
+
+
 def path_methods(request: Request) -> list[str]:
     """Every method some route of the app fully matches on this request's path (included
     routers too: each route's own `matches`, no router internals)."""
@@ -107,6 +112,10 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"No route {request.method} {request.url.path}; see /docs for the API."
+            bare = request.url.path.rstrip("/")
+            if bare != request.url.path and bare and _routed({**request.scope, "path": bare}):
+                # no redirect (a 307 with no body: curl printed nothing for POST .../predict/)
+                detail = f"No route {request.method} {request.url.path}; did you mean {bare}?"
         headers = dict(exc.headers or {})  # a 405's Allow (RFC 9110 15.5.6: it must be sent)
         if exc.status_code == 405 and headers.get("Allow"):
             # Starlette names only the first route of the path; GET and POST on one path are

@@ -89,3 +89,15 @@ def test_forget_frames_walks_cause_and_context() -> None:
     assert outer.__traceback__ is None
     assert middle.__traceback__ is None
     assert middle.__cause__.__traceback__ is None
+
+
+def test_a_trailing_slash_gets_a_404_naming_the_path_without_it(client: TestClient) -> None:
+    """A walkthrough found POST .../predict/ answered 307 with an empty body (curl without -L
+    printed nothing); it is a 404 saying which path was meant, with no redirect."""
+    name = client.get("/v1/models").json()["models"][0]["name"]
+    r = client.post(f"/v1/models/{name}/predict/", content=b"x", follow_redirects=False)
+    assert r.status_code == 404, r.text
+    assert f"did you mean /v1/models/{name}/predict?" in r.json()["detail"]
+    assert client.get("/v1/models/", follow_redirects=False).status_code == 404
+    r = client.get("/v1/nothing/here/", follow_redirects=False)
+    assert r.status_code == 404 and "did you mean" not in r.json()["detail"]
