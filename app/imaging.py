@@ -36,6 +36,7 @@ from app.decode_guard import (
 )
 from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from app.exif import ExifStatus, applied_by_loader, apply_orientation, read_orientation
+from app.not_image import describe
 from app.open_errors import unreadable_header
 from app.pixels import flatten, reduce_and_convert
 from app.polarity import LIGHT_BORDER as LIGHT_BORDER
@@ -135,23 +136,6 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def _describe(data: bytes) -> str:
-    head = data[:64].lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html")):
-        return "an HTML document"
-    if head.startswith(b"<?xml") or head.startswith(b"<svg"):
-        return "an XML/SVG document (vector images are not accepted)"
-    if head.startswith(b"%pdf"):
-        return "a PDF document"
-    if data[:4] == b"RIFF" or data[4:8] == b"ftyp":
-        return "a media container that is not a still image (HEIC/AVIF/video are not accepted)"
-    try:
-        data[:256].decode("utf-8")
-        return "text"
-    except UnicodeDecodeError:
-        return "unrecognised binary data"
-
-
 def _too_many_pixels(w: int, h: int, limits: ImageLimits) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"The image is {w}x{h} = {w * h:,} pixels; the limit is {limits.max_pixels:,}.",
@@ -214,7 +198,7 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
     fmt = sniff_format(data)
     if fmt is None:
         raise UnsupportedMediaType(
-            f"The upload is {_describe(data)}, not an image. Accepted: {ACCEPTED_TEXT}.",
+            f"{describe(data)} Accepted: {ACCEPTED_TEXT}.",
             accepted=list(ACCEPTED_FORMATS),
         )
     facts = _inspect(fmt, data, limits)

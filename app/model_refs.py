@@ -25,7 +25,7 @@ def split_ref(name: str) -> tuple[str, str]:
     return base, version
 
 
-def _short(name: str, limit: int = 100) -> str:
+def short_repr(name: str, limit: int = 100) -> str:
     """repr of a client-given name, cut to `limit` characters (a 10,000-character name made a
     20 KB 404)."""
     return repr(name) if len(name) <= limit else repr(name[:limit]) + f"... ({len(name):,} chars)"
@@ -45,15 +45,15 @@ def missing_model(
     base, version = split_ref(name)
     if version and shipped_version is not None and not versions:
         return ModelNotFound(
-            f"Model {base!r} has no version {_short(version)}. Versions: {shipped_version}."
+            f"Model {base!r} has no version {short_repr(version)}. Versions: {shipped_version}."
         )
     if version and versions:
         return ModelNotFound(
-            f"Model {base!r} has no version {_short(version)}. "
+            f"Model {base!r} has no version {short_repr(version)}. "
             f"Versions: {', '.join(sorted(versions, key=version_key))}."
         )
     names = served()
     shown = ", ".join(names[:MAX_NAMES_SHOWN]) or "none"
     if len(names) > MAX_NAMES_SHOWN:
         shown += f" and {len(names) - MAX_NAMES_SHOWN} more (GET /v1/models lists them)"
-    return ModelNotFound(f"No model named {_short(name)}. Available: {shown}.")
+    return ModelNotFound(f"No model named {short_repr(name)}. Available: {shown}.")

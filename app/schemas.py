@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.bundle import BackboneRef, InputSpec, Metrics, Outputs, Provenance
+from app.catalog.types import CATALOG_NAME_RE
 
 # catalogs -----------------------------------------------------------------------------------
 MAX_K = 100
@@ -17,10 +18,12 @@ MAX_K = 100
 class CatalogCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # The pattern is documented, not validated here: the service checks it with a plain
+    # message (pydantic's names the raw regex).
     name: str = Field(
-        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
-        description="1-64 lowercase letters, digits, '-' or '_'",
+        description="1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit",
         examples=["shoes"],
+        json_schema_extra={"pattern": CATALOG_NAME_RE.pattern},
     )
     model: str = Field(description="served model whose embedding space the catalog uses")
     description: str = Field(default="", max_length=2000)

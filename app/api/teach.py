@@ -153,7 +153,7 @@ def job_view(job: Job) -> JobView:
             "taught models are kept)"
         },
         413: {"description": "too many classes or items"},
-        422: {"description": "invalid name, or fewer than 2 classes with 2+ labelled items"},
+        422: {"description": "invalid name, or fewer than 2 classes with 2+ distinct pictures"},
     },
 )
 async def train(
@@ -289,9 +289,18 @@ async def get_job(job_id: str, runner: RunnerDep) -> JobView:
     return job_view(await run_in_threadpool(runner.get, job_id))
 
 
-@router.delete("/v1/jobs/{job_id}", response_model=JobView, dependencies=[WriteAuth])
+@router.delete(
+    "/v1/jobs/{job_id}",
+    response_model=JobView,
+    dependencies=[WriteAuth],
+    responses={
+        404: {"description": "unknown job"},
+        409: {"description": "the job already ended: nothing to cancel"},
+    },
+)
 async def cancel_job(job_id: str, runner: RunnerDep) -> JobView:
-    """Cancel a queued or running job (a finished job is returned unchanged)."""
+    """Cancel a queued job, or ask a running one to stop (`cancel_requested`; it ends
+    `cancelled` at its next step). A job that already ended is a 409: nothing to cancel."""
     return job_view(await run_in_threadpool(runner.cancel, job_id))
 
 

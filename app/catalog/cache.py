@@ -69,9 +69,15 @@ class IndexCache:
         self._build_lock = threading.RLock()
         self._promoting: set[int] = set()
 
-    def kind_of(self, catalog_id: int, epoch: int) -> str:
+    def kind_of(self, catalog_id: int, epoch: int, items: int) -> str:
+        """The index kind; one not in memory yet (until the catalog's first search) is the kind
+        it will be, and says when it is made."""
         live = self._live.get(catalog_id)
-        return live.index.kind if live is not None and live.epoch == epoch else "not loaded"
+        if live is not None and live.epoch == epoch:
+            return live.index.kind
+        if self._snapshot_path(catalog_id, epoch).is_file():
+            return "hnsw (read from its snapshot on the first search)"
+        return f"{self.cfg.kind_for(items)} (built on the first search)"
 
     def drop(self, catalog_id: int) -> None:
         with self._build_lock:

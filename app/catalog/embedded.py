@@ -89,7 +89,7 @@ class EmbeddedStore(CatalogStore):
         self._db.close()
 
     def _record(self, row: Row) -> CatalogRecord:
-        kind = self._cache.kind_of(row.id, row.epoch)
+        kind = self._cache.kind_of(row.id, row.epoch, row.item_count)
         return CatalogRecord(
             name=row.name,
             description=row.description,

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.catalog.types import CatalogNotFound, ImageRef, ItemRecord, StoreUnavailable
+from app.catalog.types import ImageRef, ItemRecord, StoreUnavailable, missing_catalog
 from app.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,11 @@ class MilvusBase:
                     self.registry, filter=where, output_fields=["info"], consistency_level="Strong"
                 )
         if not rows:
-            raise CatalogNotFound(f"No catalog named {name!r}.", catalog=name)
+            with self._errors():
+                names = self.client.query(
+                    self.registry, filter='name != ""', output_fields=["name"], limit=16384
+                )
+            raise missing_catalog(name, [r["name"] for r in names])
         info: dict[str, Any] = json.loads(rows[0]["info"])
         return info
 

@@ -27,6 +27,7 @@ from app.catalog.reserve import SpaceReserve
 from app.catalog.store import CatalogStore
 from app.catalog.types import (
     CatalogLimit,
+    CatalogNotFound,
     CatalogRecord,
     DimensionMismatch,
     ImageRef,
@@ -41,6 +42,7 @@ from app.catalog.types import (
     check_label,
     check_label_filter,
     new_item_id,
+    source_catalog_gone,
     unit_rows,
 )
 from app.errors import InvalidRequest, ServiceError
@@ -356,7 +358,12 @@ class CatalogService:
             raise InvalidRequest(
                 f"Model {loaded.name!r} has no default catalog; name one with catalog=<name>."
             )
-        record = self.get(name)
+        try:
+            record = self.get(name)
+        except CatalogNotFound:
+            if catalog is None and backbone is not None and name == backbone.catalog:
+                raise source_catalog_gone(loaded.name, name) from None
+            raise
         if record.model.name != ref.name:
             raise ModelMismatch(
                 f"Catalog {name!r} holds embeddings of model {record.model.name!r}, not "

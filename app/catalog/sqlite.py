@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from app.catalog.types import CatalogNotFound, ImageRef, ItemRecord, ModelRef
+from app.catalog.types import ImageRef, ItemRecord, ModelRef, missing_catalog
 from app.errors import ServiceError
 from app.fsutil import database_gone
 from app.jsontext import stored_json
@@ -104,7 +104,7 @@ def catalog_row(conn: sqlite3.Connection, name: str) -> Row:
         (name,),
     ).fetchone()
     if r is None:
-        raise CatalogNotFound(f"No catalog named {name!r}.", catalog=name)
+        raise missing_catalog(name, [n for (n,) in conn.execute("SELECT name FROM catalogs")])
     return Row(
         id=r[0],
         name=r[1],

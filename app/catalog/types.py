@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from app.bundle_files import printable_label
 from app.errors import Conflict, InvalidRequest, NotFound, ServiceError
+from app.model_refs import MAX_NAMES_SHOWN, short_repr
 
 Vector = npt.NDArray[np.float32]
 
@@ -163,10 +164,20 @@ def check_queries(name: str, model: str, dim: int, queries: Vector) -> None:
 def check_catalog_name(name: str) -> str:
     if not CATALOG_NAME_RE.fullmatch(name):
         raise InvalidRequest(
-            f"Invalid catalog name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', "
-            "starting with a letter or digit."
+            f"Invalid catalog name {short_repr(name)}: use 1-64 lowercase letters, digits, '-' "
+            "or '_', starting with a letter or digit."
         )
     return name
+
+
+def missing_catalog(name: str, names: Sequence[str]) -> CatalogNotFound:
+    """The 404 for a name no catalog has: the existing names, sorted, the first MAX_NAMES_SHOWN
+    (as an unknown model's 404 lists the served models)."""
+    names = sorted(names)
+    shown = ", ".join(names[:MAX_NAMES_SHOWN]) or "none"
+    if len(names) > MAX_NAMES_SHOWN:
+        shown += f" and {len(names) - MAX_NAMES_SHOWN} more (GET /v1/catalogs lists them)"
+    return CatalogNotFound(f"No catalog named {short_repr(name)}. Catalogs: {shown}.", catalog=name)
 
 
 def check_item_id(item_id: str) -> str:
@@ -262,3 +273,13 @@ class StoreUnavailable(ServiceError):
     status = 503
     slug = "vector-store-unavailable"
     title = "Vector store unavailable"
+
+
+def source_catalog_gone(model: str, name: str) -> CatalogNotFound:
+    """predict?similar=k on a taught model whose source catalog was deleted: the client named
+    no catalog, so say which one was looked for and why (it read "No catalog named ...")."""
+    return CatalogNotFound(
+        f"Model {model!r} finds similar items in {name!r}, the catalog it was taught from, "
+        "which no longer exists; name another one with catalog=<name>.",
+        catalog=name,
+    )

@@ -1,5 +1,5 @@
 // What a file is, from its first bytes: the same magic numbers the server checks
-// (app/imaging.py sniff_format and _describe). The name and the browser's type are not trusted.
+// (app/imaging.py sniff_format, app/not_image.py describe). The name and the browser's type are not trusted.
 // The server stays the authority: a file that passes here may still be refused there.
 
 export const ACCEPTED_TEXT = "JPEG, PNG, WebP, GIF, BMP or TIFF";
@@ -22,6 +22,18 @@ export function sniffFormat(b) {
   return null;
 }
 
+// ISO base media brands of still images (HEIF/HEIC, AVIF), as app/not_image.py lists them.
+const PHOTO_BRANDS = "heic heix heim heis hevc hevx hevm hevs mif1 mif2 msf1 avif avis".split(" ");
+
+// The major and compatible brands of a leading ftyp box (within the first 64 bytes).
+function ftypBrands(b) {
+  const size = ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
+  const end = Math.min(Math.max(size, 16), 64, b.length);
+  const brands = [String.fromCharCode(...b.slice(8, 12))];
+  for (let i = 16; i + 4 <= end; i += 4) brands.push(String.fromCharCode(...b.slice(i, i + 4)));
+  return brands;
+}
+
 // A few words for what a non-image file is, as the server words it.
 export function describeBytes(b) {
   let i = 0;
@@ -30,8 +42,13 @@ export function describeBytes(b) {
   if (head.startsWith("<!doctype html") || head.startsWith("<html")) return "an HTML document";
   if (head.startsWith("<?xml") || head.startsWith("<svg")) return "an SVG/XML document (vector images are not accepted)";
   if (head.startsWith("%pdf")) return "a PDF document";
-  if (startsWith(b, ascii("RIFF")) || startsWith(b, ascii("ftyp"), 4)) return "a video or HEIC/AVIF file";
-  if (startsWith(b, [0x50, 0x4b, 0x03, 0x04])) return "a zip archive";
+  if (startsWith(b, ascii("ftyp"), 4)) {
+    return ftypBrands(b).some((brand) => PHOTO_BRANDS.includes(brand))
+      ? "a HEIC/HEIF or AVIF photo (not supported: export it as JPEG or PNG)"
+      : "a video";
+  }
+  if (startsWith(b, ascii("RIFF"))) return "a video or audio file";
+  if (startsWith(b, [0x50, 0x4b, 0x03, 0x04]) || startsWith(b, [0x50, 0x4b, 0x05, 0x06])) return "a zip archive";
   try {
     new TextDecoder("utf-8", { fatal: true }).decode(b.slice(0, 256), { stream: true });
     return "text";

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from app.catalog.service import CatalogService
-from app.catalog.types import CatalogNotFound
+from app.catalog.types import CatalogNotFound, CatalogRecord, ModelMismatch
 from app.errors import ServiceError
 from app.registry import ModelRegistry
 from app.settings import Settings
@@ -23,6 +23,7 @@ from app.teach.core import check_free_name, room_from, taught_root, teach_catalo
 from app.teach.examples import limits_from
 from app.teach.folder import BatchLimits, folder_images, ingest
 from app.teach.ingest_report import IngestReport
+from app.teach.layout import check_class_folder
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,18 @@ class OtherBackbones(logging.Filter):
         )
 
 
+def check_catalog_model(record: CatalogRecord, backbone: str) -> None:
+    """An existing catalog must be embedded by --backbone: its items were made by its own model
+    and would all be skipped ("No model named ...") by a run serving only --backbone."""
+    if record.model.name != backbone:
+        raise ModelMismatch(
+            f"catalog {record.name!r} is bound to model {record.model.name!r}, not --backbone "
+            f"{backbone!r}; delete that catalog (DELETE /v1/catalogs/{record.name} on a server "
+            "using this data folder), or choose another --name (or --catalog), or pass "
+            f"--backbone {record.model.name}."
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet = OtherBackbones(args.backbone)
@@ -99,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, quiet: OtherBackbones) -> int:
+    try:
+        check_class_folder(args.data_dir)  # before any catalog is made
+    except ServiceError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
     overrides: dict[str, object] = {"enabled_models": [args.backbone], "warmup_runs": 0}
     if args.models_dir is not None:
         overrides["models_dir"] = args.models_dir
@@ -139,6 +157,7 @@ def _run(args: argparse.Namespace, quiet: OtherBackbones) -> int:
         check_room(taught_root(settings), args.name, room_from(settings))
         try:
             record = service.get(catalog)
+            check_catalog_model(record, args.backbone)
             print(f"adding to existing catalog {catalog!r} ({record.item_count} items)")
         except CatalogNotFound:
             service.create(catalog, args.backbone, f"taught from folder {args.data_dir.name}")

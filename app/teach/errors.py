@@ -40,6 +40,11 @@ class JobConflict(Conflict):
     title = "A job for this model is already queued or running"
 
 
+class JobEnded(Conflict):
+    slug = "job-ended"
+    title = "Job already ended"
+
+
 class JobQueueFull(ServiceError):
     status = 503
     slug = "job-queue-full"

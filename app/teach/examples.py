@@ -1,6 +1,6 @@
 """The labelled examples of a catalog: its stored unit embeddings and labels, checked against
-the teaching rules (at least 2 classes with 2+ items each, class and item caps). No image is
-decoded: the catalog already holds every item's vector."""
+the teaching rules (at least 2 classes with 2+ distinct pictures each, class and item caps). No
+image is decoded: the catalog already holds every item's vector."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from app.catalog.types import CatalogRecord, ItemNotFound
 from app.settings import Settings
 from app.teach.errors import NotEnoughExamples, TeachCancelled, TeachLimitExceeded
 from app.teach.head import F64, I64, unit
+from app.teach.validate import copy_groups
 
 MIN_CLASSES = 2
 MIN_PER_CLASS = 2
@@ -75,6 +76,7 @@ def read_examples(
     store = service.store
     vectors: list[np.ndarray] = []
     names: list[str] = []
+    shas: list[str] = []
     unlabelled = 0
     for batch in store.iter_items(catalog, batch=500):
         if should_stop():
@@ -88,12 +90,17 @@ def read_examples(
             except ItemNotFound:  # deleted since its page was listed: as if a moment earlier
                 continue
             names.append(item.label)
+            shas.append(item.image.sha256)
             vectors.append(vector)
     labels = _checked_labels(set(names), catalog, limits)
     index = {lab: i for i, lab in enumerate(labels)}
     y = np.asarray([index[n] for n in names], dtype=np.int64)
     x = unit(np.stack(vectors)) if vectors else np.zeros((0, record.model.dim))
-    check_examples(y, labels, catalog)
+    # Copies by either notion: the same stored file, or the same embedding (what validate
+    # keeps on one side of a split); each class counts the fewer.
+    same_file = np.unique(shas, return_inverse=True)[1] if shas else y
+    distinct = np.minimum(_distinct(y, same_file, labels), _distinct(y, copy_groups(x), labels))
+    check_examples(y, labels, catalog, distinct)
     return record, Examples(x=x, y=y, labels=labels, skipped_unlabelled=unlabelled)
 
 
@@ -103,29 +110,52 @@ def check_labels(service: CatalogService, catalog: str, limits: Limits) -> dict[
     is a 409 now, as the job would fail with."""
     service.bound_model(_sized_record(service, catalog, limits))
     counts: dict[str, int] = {}
+    files: dict[str, set[str]] = {}  # distinct stored pictures per label
     for batch in service.store.iter_items(catalog, batch=1000):
         for item in batch:
             if item.label is not None:
                 counts[item.label] = counts.get(item.label, 0) + 1
+                files.setdefault(item.label, set()).add(item.image.sha256)
     labels = _checked_labels(counts, catalog, limits)
     y = np.asarray([i for i, lab in enumerate(labels) for _ in range(counts[lab])], np.int64)
-    check_examples(y, labels, catalog)
+    check_examples(y, labels, catalog, np.asarray([len(files[lab]) for lab in labels]))
     return counts
 
 
-def check_examples(y: I64, labels: Sequence[str], source: str) -> None:
+def _distinct(y: I64, groups: I64, labels: Sequence[str]) -> I64:
+    """Distinct pictures per class: the number of copy groups among its items."""
+    pairs = np.unique(np.stack([y, groups]), axis=1) if len(y) else np.zeros((2, 0), np.int64)
+    return np.bincount(pairs[0], minlength=len(labels))
+
+
+def check_examples(y: I64, labels: Sequence[str], source: str, distinct: I64 | None = None) -> None:
+    """At least MIN_CLASSES classes with MIN_PER_CLASS items each that are distinct pictures
+    (`distinct`, per class): a picture added twice is one example, and a class of copies of one
+    picture leaves nothing to hold out but copies of what the head was fitted on."""
     counts = np.bincount(y, minlength=len(labels))
+    distinct = counts if distinct is None else np.minimum(distinct, counts)
     if len(labels) < MIN_CLASSES:
         raise NotEnoughExamples(
             f"{source!r} has {len(labels)} labelled class(es); teaching needs at least "
             f"{MIN_CLASSES} classes with {MIN_PER_CLASS}+ labelled items each.",
             classes={lab: int(c) for lab, c in zip(labels, counts, strict=True)},
         )
-    few = {lab: int(c) for lab, c in zip(labels, counts, strict=True) if c < MIN_PER_CLASS}
+    few = {
+        lab: (int(c), int(d))
+        for lab, c, d in zip(labels, counts, distinct, strict=True)
+        if d < MIN_PER_CLASS
+    }
     if few:
+        copies = any(c != d for c, d in few.values())
         raise NotEnoughExamples(
-            f"Every class needs at least {MIN_PER_CLASS} labelled items; too few in "
-            + ", ".join(f"{k!r} ({v})" for k, v in few.items())
+            f"Every class needs at least {MIN_PER_CLASS} labelled items"
+            + (" that are distinct pictures (copies of one picture count once)" if copies else "")
+            + "; too few in "
+            + ", ".join(
+                f"{k!r} ({c})" if c == d else f"{k!r} ({c} items, {d} distinct picture(s))"
+                for k, (c, d) in few.items()
+            )
             + ".",
             classes={lab: int(c) for lab, c in zip(labels, counts, strict=True)},
+            distinct_pictures={lab: int(d) for lab, d in zip(labels, distinct, strict=True)},
         )

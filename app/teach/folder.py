@@ -34,9 +34,9 @@ from app.errors import (
 from app.fsutil import storage_error
 from app.imaging import sniff_format
 from app.teach.ingest_report import CopySkipped, IngestReport, shown
+from app.teach.layout import ZIP_LAYOUT, hidden
 
 _DRIVE: Final = re.compile(r"[A-Za-z]:[\\/]")
-_IGNORED = ("__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini")
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,6 @@ class ZipLimits:
     def max_files(self) -> int:
         """Entries of any kind in the central directory: images plus folders, macOS twins."""
         return 4 * self.max_images
-
-
-def _hidden(parts: tuple[str, ...]) -> bool:
-    return any(p.startswith(".") or p in _IGNORED for p in parts)
 
 
 def _unsafe(name: str, parts: tuple[str, ...]) -> str | None:
@@ -183,12 +179,12 @@ def folder_images(root: Path, report: IngestReport, max_bytes: int) -> Iterator[
     if not root.is_dir():
         raise InvalidRequest(f"{root} is not a folder of class subfolders.")
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        if _hidden((class_dir.name,)):
+        if hidden((class_dir.name,)):
             continue
         files = 0
         for path in sorted(p for p in class_dir.rglob("*") if p.is_file()):
             rel = path.relative_to(root)
-            if _hidden(rel.parts):
+            if hidden(rel.parts):
                 continue
             files += 1
             if path.stat().st_size > max_bytes:
@@ -218,10 +214,7 @@ def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator
         # not ZipInfo.is_dir(): it fails on an empty name (one starting with NUL), round 16
         infos = [i for i in zf.infolist() if not i.filename.endswith("/")]
         if not infos:
-            raise InvalidRequest(
-                "The zip holds no files: put one folder per class in it, with that class's "
-                "images inside (e.g. cat/1.jpg, dog/2.png)."
-            )
+            raise InvalidRequest(f"The zip holds no files: {ZIP_LAYOUT}.")
         if len(infos) > limits.max_files:
             raise PayloadTooLarge(
                 f"The zip has {len(infos):,} files; at most {limits.max_files:,} are read.",
@@ -241,11 +234,15 @@ def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator
                 report.skip(info.filename, "an entry without a file name")
             elif unsafe is not None:
                 report.skip(info.filename, unsafe)
-            elif _hidden(parts):
+            elif hidden(parts):
                 report.skip(info.filename, "a hidden or system file (.name, __MACOSX, Thumbs.db)")
             else:
                 kept.append((info, parts))
         stripped = _strip_common_root([p for _, p in kept])
+        if stripped and all(len(path) < 2 for path in stripped):  # loose files only
+            raise InvalidRequest(
+                f"None of the zip's {len(stripped):,} files is inside a class folder: {ZIP_LAYOUT}."
+            )
         images: list[tuple[zipfile.ZipInfo, str]] = []
         for (info, _), path in zip(kept, stripped, strict=True):
             name = info.filename

@@ -17,7 +17,7 @@ from typing import Any, Final
 from app.errors import ServiceError
 from app.fsutil import storage_error
 from app.logs import logging_as, request_id_var
-from app.teach.errors import JobConflict, JobNotFound, JobQueueFull, TeachCancelled
+from app.teach.errors import JobConflict, JobEnded, JobNotFound, JobQueueFull, TeachCancelled
 from app.teach.job_store import INTERRUPTED, Job, JobStore, Status, now
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,14 @@ KEEP_IN_MEMORY = 64  # finished jobs a runner keeps in memory (older ones are re
 
 
 Work = Callable[[Job, Callable[[str, float], None], Callable[[], bool]], dict[str, Any]]
+
+
+def _check_active(job: Job) -> None:
+    if job.done:
+        raise JobEnded(
+            f"Job {job.id} already ended ({job.status}); nothing to cancel.",
+            job_status=job.status,
+        )
 
 
 def failure(exc: BaseException) -> ServiceError | None:
@@ -156,21 +164,23 @@ class JobRunner:
             return job
 
     def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job, or ask a running one to stop; 409 (JobEnded) for a job that
+        already ended, which a cancel cannot change."""
         with self._lock:
             job = self._jobs.get(job_id)
             if job is not None:
-                if not job.done:
-                    job.cancel_requested = True
-                    if job.status == "queued":
-                        self._finish(job, "cancelled")
-                    else:
-                        self.store.save_owned(job)
+                _check_active(job)
+                job.cancel_requested = True
+                if job.status == "queued":
+                    self._finish(job, "cancelled")
+                else:
+                    self.store.save_owned(job)
                 return replace(job)
         with self.store.locked():
             job = self.store.load(job_id)
-            if not job.done:  # owned by another process: it polls the flag in the file
-                job.cancel_requested = True
-                self.store.save(job)
+            _check_active(job)  # owned by another process: it polls the flag in the file
+            job.cancel_requested = True
+            self.store.save(job)
         return job
 
     def _finish(self, job: Job, status: Status) -> None:

@@ -598,3 +598,42 @@ def test_a_blank_picture_says_so(
     page.screenshot(path=str(artifacts / "desktop-blank.png"), full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})
     page.screenshot(path=str(artifacts / "phone-blank.png"), full_page=True)
+
+
+@pytest.mark.parametrize(
+    ("head", "page_says", "server_says"),
+    [
+        (
+            b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic",
+            "HEIC/HEIF or AVIF photo",
+            "HEIC/HEIF or AVIF photo",
+        ),
+        (
+            b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf",
+            "HEIC/HEIF or AVIF photo",
+            "HEIC/HEIF or AVIF photo",
+        ),
+        (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2", "a video", "is a video"),
+        (b"RIFF\x24\x00\x00\x00AVI LIST", "a video or audio file", "video or audio file"),
+        (b"PK\x05\x06" + b"\x00" * 18, "a zip archive", "zip archive"),
+    ],
+)
+def test_the_page_names_a_file_that_is_not_an_image_as_the_server_does(
+    open_page: Any,
+    api: httpx.Client,
+    models: list[dict[str, Any]],
+    head: bytes,
+    page_says: str,
+    server_says: str,
+) -> None:
+    """A walkthrough found the page and the server calling HEIC photos "a video or HEIC/AVIF
+    file" and "a media container that is not a still image ..., not an image"; both now say
+    what the file is, and the same thing (app/static/sniff.js, app/not_image.py)."""
+    page = open_page()
+    said = page.evaluate(
+        "async (bytes) => (await import('/static/sniff.js')).describeBytes(new Uint8Array(bytes))",
+        list(head),
+    )
+    assert page_says in said, said
+    r = api.post(f"/v1/models/{models[0]['name']}/predict", content=head)
+    assert r.status_code == 415 and server_says in r.json()["detail"], r.text

@@ -17,9 +17,12 @@ from app.api.forms import is_multipart, read_form
 from app.api.stored_file import StoredFileResponse, none_match, open_stored
 from app.api.uploads import read_uploads, uploads_from
 from app.catalog.service import CatalogService
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, UnsupportedMediaType
+from app.imaging import ACCEPTED_FORMATS, ACCEPTED_TEXT
+from app.not_image import is_zip
 from app.schemas import Item, ItemList, ItemsCreated, SkippedCopy
 from app.settings import Settings
+from app.teach.layout import EXAMPLE
 
 SKIP_DUPLICATES_TEXT = (
     "true: an image whose embedding equals (cosine >= 0.99999) an item's with the same label, "
@@ -65,6 +68,21 @@ async def add_items(
     return out
 
 
+def _refuse_zips(name: str, images: list[bytes], filenames: list[str | None]) -> None:
+    """A zip sent here is most likely a zip of class folders meant for items:zip: say so (the
+    decode's 415 says only that a zip is not an image)."""
+    for i, data in enumerate(images):
+        if is_zip(data):
+            which = f"image {i + 1}" + (f" ({filenames[i]!r})" if filenames[i] else "")
+            raise UnsupportedMediaType(
+                (f"{which}: " if len(images) > 1 else "")
+                + "This is a zip archive; send zips of class folders to POST "
+                f"/v1/catalogs/{name}/items:zip (one folder per class, {EXAMPLE}). This route "
+                f"takes images: {ACCEPTED_TEXT}.",
+                accepted=list(ACCEPTED_FORMATS),
+            )
+
+
 async def _add(
     name: str,
     request: Request,
@@ -88,6 +106,7 @@ async def _add(
     else:
         specs = [query_spec({"id": id, "label": label, "metadata": metadata})]
         uploads = await read_uploads(request, settings)
+    _refuse_zips(name, [u.data for u in uploads], [u.filename for u in uploads])
     async with embed_slot(request):  # held while embedding, not while the body arrives
         out = await run_in_threadpool(
             lambda: service.add_checked(

@@ -37,8 +37,9 @@ def test_catalog_lifecycle(store: CatalogStore) -> None:
     with pytest.raises(CatalogExists):
         store.create_catalog("shoes", model_ref())
     store.delete_catalog("shoes")
-    with pytest.raises(CatalogNotFound):
+    with pytest.raises(CatalogNotFound) as gone:
         store.get_catalog("shoes")
+    assert gone.value.detail == "No catalog named 'shoes'. Catalogs: bags."  # as models' 404
     with pytest.raises(CatalogNotFound):
         store.delete_catalog("shoes")
     assert [c.name for c in store.list_catalogs()] == ["bags"]

@@ -370,6 +370,12 @@ def test_similar_uses_the_source_catalog(
     assert body["catalog"] == "sim"
     hits = body["results"][0]["similar"]
     assert len(hits) == 3 and [h["label"] for h in hits].count("bag") >= 2
+    # The source catalog deleted: the 404 said "No catalog named 'sim'" to a client that had
+    # named none (a walkthrough); it says which catalog was looked for, and why.
+    assert c.delete("/v1/catalogs/sim").status_code == 204
+    r = c.post("/v1/models/simm/predict?similar=3", content=fm_pngs[BAG][50])
+    assert r.status_code == 404, r.text
+    assert "'sim', the catalog it was taught from, which no longer exists" in r.json()["detail"]
 
 
 def test_teaching_sweeps_what_a_killed_writer_left(

@@ -1,0 +1,53 @@
+"""What an upload that is not an image is, said plainly for the 415 answer: documents, HEIC/AVIF
+photos, videos, zip archives, text. Magic bytes only; no HTTP (the catalog routes add where a
+zip of class folders goes)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# ISO base media (ftyp) brands of still images: HEIF/HEIC (Apple photos) and AVIF.
+_PHOTO_BRANDS: Final = frozenset(
+    b"heic heix heim heis hevc hevx hevm hevs mif1 mif2 msf1 avif avis".split()
+)
+
+
+def is_zip(data: bytes) -> bool:
+    """A zip archive: a local file header first, or the end record of an empty zip."""
+    return data[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _ftyp_brands(data: bytes) -> set[bytes]:
+    """The major and compatible brands of a leading ftyp box (within the first 64 bytes)."""
+    size = int.from_bytes(data[:4], "big")
+    end = min(max(size, 16), 64, len(data))
+    return {data[8:12]} | {data[i : i + 4] for i in range(16, end - 3, 4)}
+
+
+def describe(data: bytes) -> str:
+    """One sentence (no "Accepted" list) saying what the bytes are and what to send instead."""
+    head = data[:64].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "The upload is an HTML document, not an image."
+    if head.startswith(b"<?xml") or head.startswith(b"<svg"):
+        return "The upload is an XML/SVG document; vector images are not accepted."
+    if head.startswith(b"%pdf"):
+        return "The upload is a PDF document, not an image."
+    if is_zip(data):
+        return (
+            "The upload is a zip archive; zip archives are not images, send the images themselves."
+        )
+    if data[4:8] == b"ftyp":
+        if _ftyp_brands(data) & _PHOTO_BRANDS:
+            return (
+                "The upload is a HEIC/HEIF or AVIF photo; these formats are not supported. "
+                "Convert or export it as JPEG or PNG."
+            )
+        return "The upload is a video (MP4/MOV-style container); videos are not accepted."
+    if data[:4] == b"RIFF":  # WebP is read before this; AVI video or WAV audio
+        return "The upload is a video or audio file (RIFF container); videos are not accepted."
+    try:
+        data[:256].decode("utf-8")
+        return "The upload is text, not an image."
+    except UnicodeDecodeError:
+        return "The upload is unrecognised binary data, not an image."

@@ -1,0 +1,59 @@
+"""What a 415 says about an upload that is not an image (app/not_image.py through
+app.imaging.prepare): HEIC/AVIF photos and videos told apart, zip archives named."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.bundle import InputSpec
+from app.errors import UnsupportedMediaType
+from app.imaging import ImageLimits, prepare
+
+RGB = InputSpec(height=8, width=8, channels=3, color="rgb")
+
+
+def _ftyp(major: bytes, *compatible: bytes) -> bytes:
+    body = major + b"\0\0\0\0" + b"".join(compatible)
+    return (8 + len(body)).to_bytes(4, "big") + b"ftyp" + body + b"\0" * 64
+
+
+def _detail(data: bytes) -> str:
+    with pytest.raises(UnsupportedMediaType) as raised:
+        prepare(data, RGB, ImageLimits())
+    return raised.value.detail
+
+
+@pytest.mark.parametrize(
+    "data",
+    [_ftyp(b"heic", b"mif1", b"heic"), _ftyp(b"mif1", b"heic"), _ftyp(b"avif", b"mif1")],
+    ids=["heic", "heif", "avif"],
+)
+def test_heic_and_avif_photos_are_called_photos_with_what_to_send(data: bytes) -> None:
+    """It said 'a media container that is not a still image (HEIC/AVIF/video are not
+    accepted), not an image': HEIC photos are still images, and 'not' came twice."""
+    detail = _detail(data)
+    assert detail.startswith("The upload is a HEIC/HEIF or AVIF photo;"), detail
+    assert "Convert or export it as JPEG or PNG." in detail
+    assert "not a still image" not in detail and "video" not in detail
+
+
+@pytest.mark.parametrize(
+    "data",
+    [_ftyp(b"isom", b"iso2", b"mp41"), _ftyp(b"qt  "), b"RIFF\0\0\0\0AVI LIST" + b"\0" * 40],
+    ids=["mp4", "mov", "avi"],
+)
+def test_videos_are_said_to_be_videos(data: bytes) -> None:
+    detail = _detail(data)
+    assert "videos are not accepted" in detail and "HEIC" not in detail, detail
+    assert detail.count(" not ") == 1, detail
+
+
+@pytest.mark.parametrize(
+    "data", [b"PK\x03\x04" + b"\0" * 40, b"PK\x05\x06" + b"\0" * 18], ids=["zip", "empty zip"]
+)
+def test_a_zip_is_named_a_zip(data: bytes) -> None:
+    """Both a zip with entries and an empty one were 'unrecognised binary data'."""
+    detail = _detail(data)
+    assert detail.startswith(
+        "The upload is a zip archive; zip archives are not images, send the images themselves."
+    ), detail
