@@ -34,7 +34,7 @@ from app.errors import (
 from app.fsutil import storage_error
 from app.imaging import sniff_format
 from app.teach.ingest_report import CopySkipped, IngestReport, shown
-from app.teach.layout import ZIP_LAYOUT, hidden
+from app.teach.layout import ZIP_LAYOUT, class_root, hidden
 
 _DRIVE: Final = re.compile(r"[A-Za-z]:[\\/]")
 
@@ -163,12 +163,17 @@ def _header_pixels(zf: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -
 
 
 def _strip_common_root(names: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
-    """A zip of one folder ("pets/cat/1.jpg", "pets/dog/2.jpg"): its classes are one level down."""
+    """A zip of one folder ("pets/cat/1.jpg", "pets/dog/2.jpg"): its classes are one level
+    down; so for folders in folders ("export/pets/cat/1.jpg"), which made one class of the
+    outer folder's name (round 25)."""
     while (
         names
         and all(len(n) >= 2 for n in names)  # a file beside the folder: no single root
         and len({n[0] for n in names}) == 1
-        and len({n[1] for n in names if len(n) >= 3}) >= 2
+        and (
+            len({n[1] for n in names if len(n) >= 3}) >= 2
+            or (all(len(n) >= 3 for n in names) and len({n[1] for n in names}) == 1)
+        )
     ):
         names = [n[1:] for n in names]
     return names
@@ -178,6 +183,7 @@ def folder_images(root: Path, report: IngestReport, max_bytes: int) -> Iterator[
     """Files under root/<class>/ (any depth), in name order; oversized ones are skipped."""
     if not root.is_dir():
         raise InvalidRequest(f"{root} is not a folder of class subfolders.")
+    root = class_root(root)
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         if hidden((class_dir.name,)):
             continue

@@ -19,6 +19,21 @@ def hidden(parts: tuple[str, ...]) -> bool:
     return any(p.startswith(".") or p in _IGNORED for p in parts)
 
 
+def class_root(root: Path) -> Path:
+    """The folder whose subfolders are the classes: `root`, or the folder inside it when it
+    holds just one folder that holds folders (an export wrapped in a folder or two), as zips
+    are read. Without it, `a/b/{cat,dog}` made one class named "a" (round 25)."""
+    while True:
+        entries = [p for p in root.iterdir() if not hidden((p.name,))]
+        if len(entries) != 1 or not entries[0].is_dir():
+            return root
+        inner = [p for p in entries[0].iterdir() if not hidden((p.name,))]
+        folders = sum(p.is_dir() for p in inner)
+        if folders < 2 and (folders == 0 or folders != len(inner)):
+            return root  # root/<one class>/<its images>: one class, said later
+        root = entries[0]
+
+
 def check_class_folder(root: Path) -> None:
     """Refuses (422) a path that is not a folder, or a folder in which no class subfolder holds
     a file that reads as an image: said before a catalog is made, not after it is left empty."""
@@ -27,6 +42,7 @@ def check_class_folder(root: Path) -> None:
             f"{root} is not a folder; --data-dir takes a folder with one subfolder per class, "
             f"that class's images inside ({EXAMPLE})."
         )
+    root = class_root(root)
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not hidden((p.name,))):
         for path in sorted(class_dir.rglob("*")):
             if path.is_file() and not hidden(path.relative_to(root).parts) and _image(path):

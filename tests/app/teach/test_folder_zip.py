@@ -540,3 +540,38 @@ def test_round_19_a_zip_stops_unpacking_when_its_client_leaves(
         time.sleep(3)
         assert httpx.get(f"{s.base}/v1/catalogs/z").json()["item_count"] == first < 30
         assert "Traceback" not in s.log_text()
+
+
+def test_folders_in_folders_are_unwrapped_to_their_classes(
+    teach_client: TestClient,
+    tmp_path: Path,
+    fm_pngs,  # type: ignore[no-untyped-def]
+) -> None:
+    """Round 25: a zip of `export/shop/{sneaker,bag}/...` was added as one class, `export`, and
+    the CLI made one class `a` of `a/b/{cat,dog}`: pictures of different classes under one
+    label. Every wrapper folder that holds only one folder is looked through, in zips and
+    folders alike; a single class folder stays a class."""
+    from app.teach.folder import folder_images
+    from app.teach.ingest_report import IngestReport
+
+    c = teach_client
+    assert c.post("/v1/catalogs", json={"name": "w", "model": "products"}).status_code == 201
+    entries = {f"export/shop/sneaker/{i}.png": d for i, d in enumerate(fm_pngs[SNEAKER][:3])}
+    entries |= {f"export/shop/bag/{i}.png": d for i, d in enumerate(fm_pngs[BAG][:3])}
+    r = c.post(
+        "/v1/catalogs/w/items:zip",
+        content=_zip(entries),
+        headers={"content-type": "application/zip"},
+    )
+    assert r.status_code == 200 and r.json()["added"] == {"bag": 3, "sneaker": 3}, r.text
+
+    for label, images in (("sneaker", fm_pngs[SNEAKER][:2]), ("bag", fm_pngs[BAG][:2])):
+        (tmp_path / "pics" / "a" / "b" / label).mkdir(parents=True)
+        for i, data in enumerate(images):
+            (tmp_path / "pics" / "a" / "b" / label / f"{i}.png").write_bytes(data)
+    labels = [i.label for i in folder_images(tmp_path / "pics", IngestReport(), 1 << 20)]
+    assert sorted(labels) == ["bag", "bag", "sneaker", "sneaker"]
+    single = tmp_path / "one"
+    (single / "cat").mkdir(parents=True)
+    (single / "cat" / "0.png").write_bytes(fm_pngs[BAG][0])
+    assert [i.label for i in folder_images(single, IngestReport(), 1 << 20)] == ["cat"]
