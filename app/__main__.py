@@ -86,11 +86,12 @@ def main() -> None:
         check_writable(settings.data_dir)  # else every worker fails alike, with a traceback
         check_enabled(settings.models_dir, settings.enabled_models)
         if settings.grpc_port:
-            from app.grpc_ports import check_grpc_port, check_grpc_tls
+            from app.grpc_ports import check_grpc_port, check_grpc_tls, claim_grpc_port
 
             if settings.grpc_port == settings.port:
                 raise ConfigurationError("IMGCLASS_GRPC_PORT is IMGCLASS_PORT: give it its own")
             check_grpc_port(settings.host, settings.grpc_port, alone=True)
+            claim_grpc_port(settings.host, settings.grpc_port)  # held until this process ends
             check_grpc_tls(settings.tls)
         gpu = _gpu(settings.providers)
     except ConfigurationError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import socket
+import sys
 from pathlib import Path
 
 import grpc
@@ -59,3 +60,26 @@ def check_grpc_port(host: str, port: int, *, alone: bool = False) -> None:
             raise ConfigurationError(
                 f"cannot listen on {host}:{port} (IMGCLASS_GRPC_PORT): {exc.strerror}"
             ) from None
+
+
+_CLAIMS: list[socket.socket] = []  # held for the life of the process
+
+
+def claim_grpc_port(host: str, port: int) -> None:
+    """The parent's claim on the gRPC port, held for its life: an abstract Unix socket named
+    for the port (Linux; gone with the process, never a file left behind). check_grpc_port
+    sees the port bound only once the workers listen, seconds later: two servers started
+    within 2 s both passed it and shared the port (round 25). A second claim fails at once.
+    Nothing is claimed where abstract sockets do not exist."""
+    if not sys.platform.startswith("linux"):
+        return
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        claim.bind(f"\0imgclass-grpc-port-{port}")
+    except OSError:
+        claim.close()
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port} (IMGCLASS_GRPC_PORT): another imgclass on this "
+            "machine has claimed it (starting, serving or stopping)"
+        ) from None
+    _CLAIMS.append(claim)

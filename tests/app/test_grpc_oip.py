@@ -570,6 +570,34 @@ def test_a_second_imgclass_cannot_join_a_running_ones_grpc_port(
     )
 
 
+def test_a_port_claimed_by_an_imgclass_still_starting_is_refused(tmp_path: Path) -> None:
+    """Round 25: the check above sees the port only once the first server's workers listen,
+    seconds after it started; two servers started within 2 s both took the port. The parent
+    claims the port first (an abstract Unix socket named for it): here the test holds that
+    claim, as a first server still starting would."""
+    import os
+    import subprocess
+    import sys
+
+    port = free_port()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as claim:
+        claim.bind(f"\0imgclass-grpc-port-{port}")
+        env = {
+            **os.environ,
+            "IMGCLASS_DATA_DIR": str(tmp_path / "data"),
+            "IMGCLASS_PORT": str(free_port()),
+            "IMGCLASS_GRPC_PORT": str(port),
+        }
+        run = subprocess.run(
+            [sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.strip() == (
+        f"imgclass: not started: cannot listen on 127.0.0.1:{port} (IMGCLASS_GRPC_PORT): "
+        "another imgclass on this machine has claimed it (starting, serving or stopping)"
+    )
+
+
 def test_a_bracketed_ipv6_host_is_checked_as_http_binds_it() -> None:
     """Round 22: IMGCLASS_HOST=[::1] with gRPC on was refused ("Name or service not known",
     blaming the gRPC port): HTTP strips the brackets, the gRPC check did not."""
