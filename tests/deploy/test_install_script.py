@@ -44,7 +44,7 @@ def _install(root: Path, what: str) -> list[str]:
     )
     assert run.returncode == 0, run.stderr
     lines = calls.read_text().splitlines() if calls.exists() else []
-    return [line for line in lines if line.startswith("-m pip")]
+    return [line for line in lines if line.startswith("-m pip") and "pip check" not in line]
 
 
 def test_a_second_run_does_not_call_pip_until_pyproject_changes(tmp_path: Path) -> None:
@@ -77,3 +77,15 @@ def test_no_stamp_is_left_when_pip_fails(tmp_path: Path) -> None:
     assert not list((root / ".venv").glob(".imgclass-installed-*"))
     python.write_text(SHIM)
     assert _install(root, "serve")  # tried again, not skipped
+
+
+def test_a_venv_missing_a_requirement_is_installed_again(tmp_path: Path) -> None:
+    """Round 25: with the stamp in place, a venv that had lost a dependency (onnxruntime, the
+    Swagger UI package) was skipped, and every start ended in a traceback telling the user to
+    run scripts/install, which did nothing. `pip check` failing means: install again."""
+    root = _project(tmp_path)
+    assert _install(root, "serve")
+    assert _install(root, "serve") == []
+    python = root / ".venv" / "bin" / "python"
+    python.write_text(SHIM + 'case "$*" in "-m pip check"*) exit 1 ;; esac\n')
+    assert any("-e ." in c for c in _install(root, "serve"))
