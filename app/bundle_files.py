@@ -90,14 +90,23 @@ def inside(path: Path, root: Path) -> bool:
 
 def check_enabled(models_dir: Path, enabled: list[str]) -> None:
     """Before start-up: every name in IMGCLASS_ENABLED_MODELS is a bundle folder of
-    `models_dir`, else ConfigurationError naming the ones that are not and what is there (a
-    typo served nothing, and /readyz said 503 with no word why)."""
+    `models_dir` (a folder, not a link, holding metadata.json), else ConfigurationError
+    naming the ones that are not and what is there. A typo served nothing, and /readyz said
+    503 with no word why; a file, an empty folder and a link passed a first form (round 25)."""
     if not enabled or not models_dir.is_dir():
         return  # no list: every bundle; no folder: the registry says so
-    there = sorted(p.name for p in models_dir.iterdir() if not p.name.startswith("."))
+    there = sorted(
+        p.name
+        for p in models_dir.iterdir()
+        if not p.name.startswith(".")
+        and p.is_dir()
+        and not p.is_symlink()  # the loader refuses links out of the folder
+        and (p / "metadata.json").is_file()
+    )
     missing = [name for name in enabled if name not in there]
     if missing:
         raise ConfigurationError(
-            f"IMGCLASS_ENABLED_MODELS names {', '.join(map(repr, missing))}, not a bundle in "
-            f"{models_dir} (there: {', '.join(there) or 'none'})"
+            f"IMGCLASS_ENABLED_MODELS names {', '.join(map(repr, missing))}, not a bundle "
+            f"folder (with metadata.json) in {models_dir} (there: {', '.join(there) or 'none'}; "
+            "taught models are not listed: they are served with their backbone)"
         )
