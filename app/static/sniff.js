@@ -24,6 +24,7 @@ export function sniffFormat(b) {
 
 // ISO base media brands of still images (HEIF/HEIC, AVIF), as app/not_image.py lists them.
 const PHOTO_BRANDS = "heic heix heim heis hevc hevx hevm hevs mif1 mif2 msf1 avif avis".split(" ");
+const AUDIO_BRANDS = ["M4A ", "M4B ", "M4P "];
 
 // The major and compatible brands of a leading ftyp box (within the first 64 bytes).
 function ftypBrands(b) {
@@ -45,13 +46,16 @@ export function describeBytes(b) {
   if (startsWith(b, ascii("ftyp"), 4)) {
     return ftypBrands(b).some((brand) => PHOTO_BRANDS.includes(brand))
       ? "a HEIC/HEIF or AVIF photo (not supported: export it as JPEG or PNG)"
-      : "a video";
+      : ftypBrands(b).some((brand) => AUDIO_BRANDS.includes(brand))
+        ? "an audio file"
+        : "a video";
   }
   if (startsWith(b, ascii("RIFF"))) return "a video or audio file";
   if (startsWith(b, [0x50, 0x4b, 0x03, 0x04]) || startsWith(b, [0x50, 0x4b, 0x05, 0x06])) return "a zip archive";
   try {
-    new TextDecoder("utf-8", { fatal: true }).decode(b.slice(0, 256), { stream: true });
-    return "text";
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(b.slice(0, 256), { stream: true });
+    // NUL and other control characters are valid UTF-8 but not text (TAR, ICO, PSD files)
+    return /[\x00-\x08\x0b\x0e-\x1f\x7f]/.test(text) ? "not a picture file" : "text";
   } catch {
     return "not a picture file";
   }

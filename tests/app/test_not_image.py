@@ -8,6 +8,7 @@ import pytest
 from app.bundle import InputSpec
 from app.errors import UnsupportedMediaType
 from app.imaging import ImageLimits, prepare
+from app.not_image import describe
 
 RGB = InputSpec(height=8, width=8, channels=3, color="rgb")
 
@@ -57,3 +58,19 @@ def test_a_zip_is_named_a_zip(data: bytes) -> None:
     assert detail.startswith(
         "The upload is a zip archive; zip archives are not images, send the images themselves."
     ), detail
+
+
+@pytest.mark.parametrize(
+    ("head", "said"),
+    [
+        (b"\x00", "unrecognised binary data"),
+        (b"notes.txt\x00\x00\x00\x00ustar", "unrecognised binary data"),  # a TAR
+        (b"\x00\x00\x01\x00\x01\x00\x10\x10", "unrecognised binary data"),  # an ICO
+        ("é".encode() * 128 + b"\xc3", "text"),  # a character cut at 256 bytes is still text
+        (b"\x00\x00\x00\x20ftypM4A \x00\x00\x00\x00M4A mp42isom", "audio file"),
+    ],
+)
+def test_round_25_binary_files_are_not_called_text(head: bytes, said: str) -> None:
+    """NUL and other control characters are valid UTF-8: TAR, ICO, PSD and RAR files and a
+    lone NUL byte were "text"; M4A audio was "a video"."""
+    assert said in describe(head)

@@ -616,6 +616,10 @@ def test_a_blank_picture_says_so(
         (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2", "a video", "is a video"),
         (b"RIFF\x24\x00\x00\x00AVI LIST", "a video or audio file", "video or audio file"),
         (b"PK\x05\x06" + b"\x00" * 18, "a zip archive", "zip archive"),
+        (b"\x00\x00\x00\x20ftypM4A \x00\x00\x00\x00M4A mp42isom", "an audio file", "audio file"),
+        (b"\x00\x00\x01\x00\x01\x00\x10\x10", "not a picture file", "binary data"),  # an ICO
+        (b"notes.txt\x00\x00\x00\x00ustar", "not a picture file", "binary data"),  # a TAR
+        (b"plain words\n", "text", "is text"),
     ],
 )
 def test_the_page_names_a_file_that_is_not_an_image_as_the_server_does(
