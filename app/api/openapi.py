@@ -213,6 +213,18 @@ def with_error_shapes(document: dict[str, Any]) -> dict[str, Any]:
                 if is_oip_path(path) and path.endswith("/infer"):
                     _document_infer(operation)
     _drop_unused(schemas)
+    # The key, for Swagger UI's Authorize at /docs ("Try it out" got 401 on a keyed server,
+    # round 25). Optional: a server without IMGCLASS_API_KEY needs none.
+    document["components"]["securitySchemes"] = {
+        "ApiKey": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "IMGCLASS_API_KEY, when the server has one: writes need it, reads "
+            "too with IMGCLASS_API_KEY_FOR_READS (also accepted as Authorization: Bearer).",
+        }
+    }
+    document["security"] = [{}, {"ApiKey": []}]
     return document
 
 

@@ -12,4 +12,10 @@ window.ui = SwaggerUIBundle({
   // Swagger UI would otherwise send the document to validator.swagger.io for a badge.
   validatorUrl: null,
   presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset],
+  // The key typed on the page (app/static/auth.js keeps it for the tab's session), so "Try it
+  // out" works on a server that has one; "Authorize" sets or changes it here.
+  onComplete: () => {
+    const key = sessionStorage.getItem("imgclass.apiKey");
+    if (key) window.ui.preauthorizeApiKey("ApiKey", key);
+  },
 });

@@ -49,3 +49,23 @@ def test_docs_render_offline_under_the_page_policy(
         context.close()
     assert not elsewhere, elsewhere
     assert not errors, errors
+
+
+def test_try_it_out_sends_the_key_typed_on_the_page(browser: Any, server: str) -> None:
+    """Round 25: the document declared no API key, so Swagger UI had no Authorize button and
+    "Try it out" got 401 on a keyed server. The key is declared (optional: a server without
+    one needs none), and /docs starts authorized with the key typed on the page this session."""
+    context, page, errors = _open(browser, server, bypass_csp=False, **DESKTOP)
+    try:
+        page.goto("/")
+        page.evaluate("sessionStorage.setItem('imgclass.apiKey', 'the-typed-key')")
+        page.goto("/docs")
+        page.wait_for_selector(".opblock")
+        assert page.locator("button.authorize").count() == 1
+        sent = page.evaluate(
+            "() => window.ui.authSelectors.authorized().toJS().ApiKey?.value ?? null"
+        )
+        assert sent == "the-typed-key"
+    finally:
+        context.close()
+    assert not errors, errors
