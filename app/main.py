@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         trimmer.start()
         if grpc_server is not None:
             grpc_server.start()
-        if settings.workers == 1:
+        if settings.workers == 1 and settings.tls is None:  # with TLS the dealing parent logs
             _log_address(settings)
         yield
         if grpc_server is not None:

@@ -22,7 +22,7 @@ HEAD_START_BYTES: Final = 256  # kept of each head, enough for a method and "/v2
 
 def request_path(head_start: bytes) -> str:
     """The target of the request line these bytes begin ("" when there is none yet)."""
-    line = head_start.split(b"\r\n", 1)[0].lstrip(b"\r\n")
+    line = head_start.lstrip(b"\r\n").split(b"\r\n", 1)[0]  # empty lines may lead (RFC 9112 2.2)
     parts = line.split(b" ", 2)
     if len(parts) < 2:
         return ""

@@ -376,11 +376,12 @@ class Supervisor:
         failed = False
         try:
             logger.info(
-                "serving on %s:%d with %d worker processes (connections dealt in turn); "
+                "serving on %s:%d with %d worker process%s (connections dealt in turn); "
                 "page: /, API docs: /docs",
                 self.host,
                 self.port,
                 self.workers,
+                "" if self.workers == 1 else "es",
             )
             for slot in self.slots:
                 self._start(slot)

@@ -38,6 +38,8 @@ class PageAssets:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.only is not None and self.files.get_path(scope) not in self.only:
             raise HTTPException(status_code=404)
+        if str(scope["path"]).endswith("/"):  # `/static/app.js/` was served as app.js
+            raise HTTPException(status_code=404)
         await self.files(_without_range(scope), receive, send)
 
 

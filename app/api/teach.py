@@ -23,6 +23,7 @@ from app.batching import Schedulers
 from app.catalog.service import CatalogService
 from app.catalog.types import normal_label
 from app.errors import InvalidRequest, ModelNotFound
+from app.imaging import sniff_format
 from app.model_refs import split_ref
 from app.registry import ModelRegistry
 from app.settings import Settings
@@ -228,6 +229,12 @@ async def _add_zip(
     skip_duplicates: bool = False,
 ) -> ZipIngested:
     data = await read_body(request, settings.teach_max_zip_bytes)
+    image = sniff_format(data[:64])
+    if image is not None:  # it said only "not a readable zip file (File is not a zip file)"
+        raise InvalidRequest(
+            f"The upload is a {image} image, not a zip; add single images with POST "
+            f"/v1/catalogs/{catalog}/items, or send a zip of class folders here."
+        )
     limits = ZipLimits(
         max_images=settings.teach_max_items,
         max_pixels=settings.teach_zip_max_pixels,

@@ -179,8 +179,8 @@ def _header_length(request: Request) -> int | None:
     given = request.headers.getlist(HEADER_LENGTH)
     if not given:
         return None
-    if len(given) > 1:  # the first was used in silence (round 24); the key's rule
-        raise BadRequest(f"{HEADER_LENGTH} is sent {len(given)} times; send it once.")
+    if len(given) > 1 or "," in given[0]:  # the first was used (round 24); a proxy's join
+        raise BadRequest(f"{HEADER_LENGTH} is sent more than once; send it once.")
     raw = given[0]
     value = ascii_uint(raw.strip())
     if value is None:

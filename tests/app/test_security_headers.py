@@ -88,6 +88,9 @@ def test_the_api_docs_are_served_from_here_under_the_page_policy(client: TestCli
     gone = client.get("/redoc")
     assert gone.status_code == 404 and "/docs" in gone.json()["detail"]
     assert client.get("/docs/oauth2-redirect").status_code == 404
+    # round 25: an asset's path with a trailing slash was served as the asset
+    for slashed in ("/static/app.js/", "/static/index.html/", "/static/swagger/swagger-ui.css/"):
+        assert client.get(slashed).status_code == 404, slashed
 
 
 def test_the_page_needs_nothing_its_policy_forbids(client: TestClient) -> None:

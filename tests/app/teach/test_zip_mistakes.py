@@ -57,3 +57,16 @@ def test_a_zip_sent_as_an_image_says_where_zips_go(
         r = c.post("/v1/models/products/predict", content=data)
         assert r.status_code == 415, r.text
         assert "zip archives are not images, send the images themselves" in r.json()["detail"]
+
+
+def test_an_image_sent_as_a_zip_says_where_images_go(
+    teach_client: TestClient, fm_pngs: dict[int, list[bytes]]
+) -> None:
+    """Round 25: a PNG sent to items:zip got "not a readable zip file (File is not a zip
+    file)"; it says what it is and where single images go."""
+    c = teach_client
+    assert c.post("/v1/catalogs", json={"name": "pic", "model": "products"}).status_code == 201
+    r = c.post("/v1/catalogs/pic/items:zip", content=fm_pngs[BAG][0])
+    assert r.status_code == 422, r.text
+    assert "a PNG image, not a zip" in r.json()["detail"]
+    assert "POST /v1/catalogs/pic/items" in r.json()["detail"]
