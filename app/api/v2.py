@@ -353,4 +353,10 @@ def unknown(rest: str, request: Request) -> JSONResponse:
         allow = ", ".join(allowed)
         message = f"{request.method} is not allowed on /v2/{rest}; use {allow}."
         return oip_error(405, message, {"Allow": allow})
+    bare = request.url.path.rstrip("/")
+    if bare != request.url.path and any(  # a trailing slash (round 25): name the route
+        isinstance(r, APIRoute) and r.endpoint is not unknown and r.path_regex.match(bare)
+        for r in router.routes
+    ):
+        return oip_error(404, f"No route {request.method} /v2/{rest}; did you mean {bare}?")
     return oip_error(404, f"No route {request.method} /v2/{rest} in the v2 protocol.")

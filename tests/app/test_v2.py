@@ -705,3 +705,12 @@ def test_statistics_without_a_model_says_the_extension_is_not_served(server: Liv
     said only "No model named 'stats'"."""
     r = httpx.get(f"{server.base}/v2/models/stats")
     assert r.status_code == 404 and "statistics extension" in r.json()["error"], r.text
+
+
+def test_a_trailing_slash_names_the_route_without_it(server: LiveServer) -> None:
+    """Round 25: POST /v2/models/imagenet/infer/ said only "No route ... in the v2 protocol",
+    where /v1 paths name the path without the slash."""
+    r = httpx.post(f"{server.base}/v2/models/imagenet/infer/", content=b"{}")
+    assert r.status_code == 404 and "did you mean /v2/models/imagenet/infer?" in r.json()["error"]
+    r = httpx.get(f"{server.base}/v2/nothing/")
+    assert r.status_code == 404 and "did you mean" not in r.json()["error"]
