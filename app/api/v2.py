@@ -32,6 +32,7 @@ from app.errors import (
     ModelNotFound,
     PayloadTooLarge,
     ServiceError,
+    forget_frames,
 )
 from app.inflate import codings, inflate
 from app.model_refs import VERSION_SEP
@@ -65,22 +66,30 @@ class OipRoute(APIRoute):
         async def route(request: Request) -> Response:
             try:
                 return await handler(request)
-            except ServiceError as exc:
-                request.state.error_detail = exc.detail
-                headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else None
-                retry = exc.extra.get("retry_after_s")
-                if retry is not None:
-                    headers = {"Retry-After": str(retry)}
-                if exc.status == 408:  # the rest of the body may still come: never read it
-                    headers = {"Connection": "close"}
-                return oip_error(exc.status, exc.detail, headers)
-            except RequestValidationError as exc:
-                parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-                return oip_error(400, "; ".join(parts) or "invalid request")
-            except StarletteHTTPException as exc:
-                return oip_error(exc.status_code, str(exc.detail))
+            except (ServiceError, RequestValidationError, StarletteHTTPException) as exc:
+                try:
+                    return _answer(request, exc)
+                finally:  # its frames (the body, the decoded image) go now, as for /v1
+                    forget_frames(exc)
 
         return route
+
+
+def _answer(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, ServiceError):
+        request.state.error_detail = exc.detail
+        headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else None
+        retry = exc.extra.get("retry_after_s")
+        if retry is not None:
+            headers = {"Retry-After": str(retry)}
+        if exc.status == 408:  # the rest of the body may still come: never read it
+            headers = {"Connection": "close"}
+        return oip_error(exc.status, exc.detail, headers)
+    if isinstance(exc, RequestValidationError):
+        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return oip_error(400, "; ".join(parts) or "invalid request")
+    assert isinstance(exc, StarletteHTTPException)
+    return oip_error(exc.status_code, str(exc.detail))
 
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], route_class=OipRoute)

@@ -548,3 +548,46 @@ def test_bytes_that_are_not_http_get_a_400_and_no_warning_line(
     finally:
         logging.getLogger("uvicorn").removeHandler(caplog.handler)
     assert "Invalid HTTP request" not in caplog.text
+
+
+def test_an_answered_request_is_freed_without_the_cycle_collector() -> None:
+    """Round 25: the wrapper this protocol puts on each request's `send` held the request's
+    cycle (and the protocol), a reference cycle that kept the request's scope, with the parsed
+    multipart form stored in it, until a full garbage collection: 100 refused 19 MB uploads
+    left a worker 475 MiB larger at rest. With the collector off, every answered request's
+    cycle must be gone by reference counting alone."""
+    import gc
+    import os
+
+    path = "/upload-freed-by-refcount"
+
+    async def keeper(scope: dict[str, object], receive: object, send: object) -> None:
+        body = b""
+        while True:
+            message = await receive()  # type: ignore[operator]
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        scope.setdefault("state", {})["kept"] = bytes(body)  # type: ignore[union-attr]
+        await send({"type": "http.response.start", "status": 415, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"not an image"})  # type: ignore[operator]
+
+    def left() -> int:
+        return sum(
+            type(o).__name__ == "RequestResponseCycle" and o.scope.get("path") == path
+            for o in gc.get_objects()
+        )
+
+    with serve_in_thread(keeper, http=HeadGuardedProtocol, lifespan="off") as port:  # type: ignore[arg-type]
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(3):
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+                    assert c.post(path, content=os.urandom(100_000)).status_code == 415
+            deadline = time.monotonic() + 3
+            while left() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert left() == 0
+        finally:
+            gc.enable()
