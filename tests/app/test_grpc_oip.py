@@ -543,17 +543,12 @@ def test_round_18_one_address_cannot_hold_the_health_service(tmp_path: Path) -> 
                     assert bytes(check(b"", timeout=2)) == b"\x08\x01"
 
 
-def test_a_second_imgclass_cannot_join_a_running_ones_grpc_port(
-    server: tuple[LiveServer, int], tmp_path: Path
-) -> None:
-    """Round 24: workers bind the gRPC port with SO_REUSEPORT, so a second imgclass given the
-    same port started and took a share of the first one's connections (2 of 12 clients got
-    its NOT_FOUND). The parent now checks that nobody holds the port."""
+def _refused_start(tmp_path: Path, port: int) -> str:
+    """`python -m app` with gRPC on `port`: it must stop at start-up (exit 2); its one line."""
     import os
     import subprocess
     import sys
 
-    port = server[1]
     env = {
         **os.environ,
         "IMGCLASS_DATA_DIR": str(tmp_path / "data"),
@@ -564,7 +559,17 @@ def test_a_second_imgclass_cannot_join_a_running_ones_grpc_port(
         [sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=60
     )
     assert run.returncode == 2, run.stderr[-2000:]
-    assert run.stderr.strip() == (
+    return run.stderr.strip()
+
+
+def test_a_second_imgclass_cannot_join_a_running_ones_grpc_port(
+    server: tuple[LiveServer, int], tmp_path: Path
+) -> None:
+    """Round 24: workers bind the gRPC port with SO_REUSEPORT, so a second imgclass given the
+    same port started and took a share of the first one's connections (2 of 12 clients got
+    its NOT_FOUND). The parent now checks that nobody holds the port."""
+    port = server[1]
+    assert _refused_start(tmp_path, port) == (
         f"imgclass: not started: cannot listen on 127.0.0.1:{port} (IMGCLASS_GRPC_PORT): "
         "Address already in use"
     )
@@ -575,24 +580,11 @@ def test_a_port_claimed_by_an_imgclass_still_starting_is_refused(tmp_path: Path)
     seconds after it started; two servers started within 2 s both took the port. The parent
     claims the port first (an abstract Unix socket named for it): here the test holds that
     claim, as a first server still starting would."""
-    import os
-    import subprocess
-    import sys
-
     port = free_port()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as claim:
         claim.bind(f"\0imgclass-grpc-port-{port}")
-        env = {
-            **os.environ,
-            "IMGCLASS_DATA_DIR": str(tmp_path / "data"),
-            "IMGCLASS_PORT": str(free_port()),
-            "IMGCLASS_GRPC_PORT": str(port),
-        }
-        run = subprocess.run(
-            [sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=60
-        )
-    assert run.returncode == 2, run.stderr[-2000:]
-    assert run.stderr.strip() == (
+        said = _refused_start(tmp_path, port)
+    assert said == (
         f"imgclass: not started: cannot listen on 127.0.0.1:{port} (IMGCLASS_GRPC_PORT): "
         "another imgclass on this machine has claimed it (starting, serving or stopping)"
     )
