@@ -214,7 +214,12 @@ async function train() {
   ui.error.hidden = true;
   ui.results.hidden = true;
   if (!NAME_RE.test(model)) {
-    showError({ title: model ? "Choose another model name" : "Give the model a name", detail: "Use lowercase letters, digits, '-' or '_' (up to 64), starting with a letter or digit." });
+    const problem = { title: model ? "Choose another model name" : "Give the model a name", detail: "Use lowercase letters, digits, '-' or '_' (up to 64), starting with a letter or digit." };
+    showError(problem);
+    // Said at the field too: focusing it scrolls the box under Train out of sight on a phone.
+    ui.nameNote.textContent = `${problem.title}. ${problem.detail}`;
+    ui.nameNote.hidden = false;
+    ui.name.setAttribute("aria-invalid", "true");
     ui.name.focus();
     return;
   }
@@ -408,6 +413,8 @@ function build() {
   if (!root) return;
   ui = {};
   ui.name = h("input", { id: "teach-name", type: "text", placeholder: "e.g. my-shoes", autocomplete: "off", spellcheck: "false", maxlength: "64" });
+  ui.nameNote = h("span", { class: "field-note", id: "teach-name-note", hidden: true });
+  ui.name.setAttribute("aria-describedby", "teach-name-note");
   ui.backbone = h("select", { id: "teach-backbone" });
   ui.classes = h("ol", { class: "teach-classes" });
   ui.hint = h("p", { class: "teach-hint", "aria-live": "polite" });
@@ -423,7 +430,7 @@ function build() {
       h("h2", { class: "section-title" }, "Teach a new model"),
       h("p", { class: "teach-lede" }, "Give examples of each kind of picture; this server learns to tell them apart in seconds.")),
     h("div", { class: "teach-fields" },
-      h("label", { class: "field-label", for: "teach-name" }, "Model name", ui.name),
+      h("label", { class: "field-label", for: "teach-name" }, "Model name", ui.name, ui.nameNote),
       h("label", { class: "field-label", for: "teach-backbone" }, "Built on", h("div", { class: "select-wrap" }, ui.backbone))),
     ui.classes,
     h("div", { class: "teach-actions" },
@@ -432,7 +439,11 @@ function build() {
     ui.hint, ui.progress, ui.error, ui.results);
   addClass("");
   addClass("");
-  ui.name.addEventListener("input", refresh);
+  ui.name.addEventListener("input", () => {
+    ui.nameNote.hidden = true;
+    ui.name.removeAttribute("aria-invalid");
+    refresh();
+  });
   // A paste while a class is active (clicked or focused) goes to that class, not to the classifier.
   document.addEventListener("paste", (e) => {
     if (!state.active || !root.contains(document.activeElement) && !root.matches(":hover")) return;
