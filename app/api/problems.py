@@ -76,12 +76,7 @@ def _routed(scope: dict[str, Any]) -> bool:
 def path_methods(request: Request) -> list[str]:
     """Every method some route of the app fully matches on this request's path (included
     routers too: each route's own `matches`, no router internals)."""
-    routes = request.app.router.routes
-    return [
-        m
-        for m in METHODS
-        if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)
-    ]
+    return [m for m in METHODS if _routed({**request.scope, "method": m})]
 
 
 def install_error_handlers(app: FastAPI) -> None:

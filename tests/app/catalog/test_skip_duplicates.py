@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.app.catalog.test_api import problem
+from tests.images import zip_bytes
 
 ClientFactory = Callable[..., TestClient]
 ITEMS = "/v1/catalogs/fm/items"
@@ -102,14 +102,6 @@ def test_multipart_raw_and_json_adds_skip_copies_when_asked(
         assert count(c) == 9
 
 
-def _zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def test_a_zip_sent_again_after_a_cut_off_upload_adds_only_what_is_missing(
     make_client: ClientFactory, pics: list[bytes]
 ) -> None:
@@ -120,10 +112,10 @@ def test_a_zip_sent_again_after_a_cut_off_upload_adds_only_what_is_missing(
     headers = {"content-type": "application/zip"}
     with make_client(default_catalogs={}) as c:
         assert c.post("/v1/catalogs", json={"name": "fm", "model": "tiny"}).status_code == 201
-        part = _zip({n: entries[n] for n in names[:4]})  # what went in before the cut
+        part = zip_bytes({n: entries[n] for n in names[:4]})  # what went in before the cut
         assert c.post(f"{ITEMS}:zip", content=part, headers=headers).status_code == 200
         before = {i["metadata"]["file"]: i["id"] for i in c.get(ITEMS).json()["items"]}
-        r = c.post(f"{ITEMS}:zip?skip_duplicates=true", content=_zip(entries), headers=headers)
+        r = c.post(f"{ITEMS}:zip?skip_duplicates=true", content=zip_bytes(entries), headers=headers)
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["added"] == {"dog": 3, "cat": 3} and body["duplicates_skipped"] == 4
@@ -131,7 +123,7 @@ def test_a_zip_sent_again_after_a_cut_off_upload_adds_only_what_is_missing(
         assert {d["label"] for d in body["duplicates"]} == {"cat", "dog"}
         assert count(c) == 10
         # Once more: everything is a copy, nothing is added.
-        r = c.post(f"{ITEMS}:zip?skip_duplicates=true", content=_zip(entries), headers=headers)
+        r = c.post(f"{ITEMS}:zip?skip_duplicates=true", content=zip_bytes(entries), headers=headers)
         assert r.json()["added"] == {} and r.json()["duplicates_skipped"] == 10, r.text
         assert count(c) == 10
         # Without the flag the zip adds copies, as before.

@@ -26,14 +26,11 @@ from app.teach.folder import BatchLimits, LabelledImage, ingest
 from app.teach.ingest_report import IngestReport
 from tests.app.teach.conftest import BAG, SNEAKER, teach_settings, wait_job
 from tests.conftest import ROOT
+from tests.images import zip_bytes
 
 
 def _zip(entries: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", method) as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
+    return zip_bytes(entries, method)
 
 
 def test_zip_upload_then_teach(teach_client: TestClient, fm_pngs) -> None:  # type: ignore[no-untyped-def]

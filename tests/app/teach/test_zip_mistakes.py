@@ -3,20 +3,10 @@ zip to the single-item add route or to predict (415 'unrecognised binary data').
 
 from __future__ import annotations
 
-import io
-import zipfile
-
 from fastapi.testclient import TestClient
 
 from tests.app.teach.conftest import BAG
-
-
-def _zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
+from tests.images import zip_bytes
 
 
 def test_a_zip_of_loose_files_is_a_422_with_the_layout(
@@ -24,7 +14,9 @@ def test_a_zip_of_loose_files_is_a_422_with_the_layout(
 ) -> None:
     c = teach_client
     assert c.post("/v1/catalogs", json={"name": "loose", "model": "products"}).status_code == 201
-    loose = _zip({"1.png": fm_pngs[BAG][0], "2.png": fm_pngs[BAG][1], "__MACOSX/._1.png": b"x"})
+    loose = zip_bytes(
+        {"1.png": fm_pngs[BAG][0], "2.png": fm_pngs[BAG][1], "__MACOSX/._1.png": b"x"}
+    )
     r = c.post("/v1/catalogs/loose/items:zip", content=loose)
     assert r.status_code == 422, r.text
     assert r.headers["content-type"] == "application/problem+json"
@@ -33,7 +25,7 @@ def test_a_zip_of_loose_files_is_a_422_with_the_layout(
     assert "one folder per class" in detail and "cat/1.jpg, dog/2.png" in detail
     assert c.get("/v1/catalogs/loose").json()["item_count"] == 0
     # One class folder beside loose files is a valid upload: the loose files are skipped.
-    mixed = _zip({"1.png": fm_pngs[BAG][0], "bag/2.png": fm_pngs[BAG][1]})
+    mixed = zip_bytes({"1.png": fm_pngs[BAG][0], "bag/2.png": fm_pngs[BAG][1]})
     r = c.post("/v1/catalogs/loose/items:zip", content=mixed)
     assert r.status_code == 200 and r.json()["added"] == {"bag": 1}, r.text
 
@@ -43,7 +35,7 @@ def test_a_zip_sent_as_an_image_says_where_zips_go(
 ) -> None:
     c = teach_client
     assert c.post("/v1/catalogs", json={"name": "z", "model": "products"}).status_code == 201
-    pictures = _zip({"bag/1.png": fm_pngs[BAG][0]})
+    pictures = zip_bytes({"bag/1.png": fm_pngs[BAG][0]})
     where = "This is a zip archive; send zips of class folders to POST /v1/catalogs/z/items:zip"
     r = c.post("/v1/catalogs/z/items?label=bag", content=pictures)
     assert r.status_code == 415 and r.headers["content-type"] == "application/problem+json"
