@@ -10,21 +10,22 @@ from pathlib import Path
 import grpc
 
 from app.errors import ConfigurationError
+from app.tls_files import TlsFiles
 
 
-def bind(server: grpc.Server, address: str, tls: tuple[str, str] | None) -> int:
-    """`server` on `address`, over TLS with (certificate, key) files when given: the port, or
+def bind(server: grpc.Server, address: str, tls: TlsFiles | None) -> int:
+    """`server` on `address`, over TLS with the certificate and key when given: the port, or
     0 when gRPC cannot bind it or use the pair."""
     try:
         if tls is None:
             return int(server.add_insecure_port(address))
-        cert, key = (Path(f).read_bytes() for f in tls)
+        cert, key = Path(tls.cert).read_bytes(), tls.key_pem()
         return int(server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)])))
     except RuntimeError:
         return 0
 
 
-def check_grpc_tls(tls: tuple[str, str] | None) -> None:
+def check_grpc_tls(tls: TlsFiles | None) -> None:
     """Before any worker starts: gRPC's TLS (BoringSSL) takes the certificate and key, which
     Python's OpenSSL accepted (DSA, Ed448 and RSA-PSS keys it does not: each worker failed
     with a traceback blaming the port, fuzz round 22)."""
@@ -37,7 +38,7 @@ def check_grpc_tls(tls: tuple[str, str] | None) -> None:
         probe.stop(None)
     if not bound:
         raise ConfigurationError(
-            f"gRPC cannot use IMGCLASS_TLS_CERTFILE={tls[0]} with its key (IMGCLASS_GRPC_PORT is "
+            f"gRPC cannot use IMGCLASS_TLS_CERTFILE={tls.cert} with its key (IMGCLASS_GRPC_PORT is "
             "set): give an RSA or ECDSA certificate"
         )
 

@@ -49,6 +49,7 @@ from app.http_guard import HeadGuardedProtocol
 from app.multiproc import forget_dead_worker
 from app.settings import Settings
 from app.tls_door import plain_http_answered
+from app.tls_files import PASSWORD_SETTING, TlsFiles
 
 logger = logging.getLogger("app.serve")
 
@@ -82,9 +83,8 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_options(log_level: str, tls: tuple[str, str] | None = None) -> dict[str, Any]:
-    """uvicorn's settings for the app, however it is run; `tls` (certificate, key) serves
-    HTTPS."""
+def uvicorn_options(log_level: str, tls: TlsFiles | None = None) -> dict[str, Any]:
+    """uvicorn's settings for the app, however it is run; `tls` serves HTTPS."""
     return {
         "app": "app.main:create_app",
         "factory": True,
@@ -92,35 +92,41 @@ def uvicorn_options(log_level: str, tls: tuple[str, str] | None = None) -> dict[
         "access_log": False,  # the app logs each request itself
         "http": HeadGuardedProtocol,  # each request's head timed and capped (app/http_guard.py)
         "ws": "none",  # no WebSocket endpoint: the guard refuses the handshake with a 400
-        "ssl_certfile": None if tls is None else tls[0],
-        "ssl_keyfile": None if tls is None else tls[1],
+        "ssl_certfile": None if tls is None else tls.cert,
+        "ssl_keyfile": None if tls is None else tls.key,
+        "ssl_keyfile_password": None if tls is None else tls.password(),
     }
 
 
-def uvicorn_config(log_level: str, tls: tuple[str, str] | None = None) -> uvicorn.Config:
+def uvicorn_config(log_level: str, tls: TlsFiles | None = None) -> uvicorn.Config:
     """uvicorn's settings for a worker (uvicorn_options)."""
     return uvicorn.Config(**uvicorn_options(log_level, tls))
 
 
-def check_tls(tls: tuple[str, str] | None) -> None:
-    """Before any worker starts: the certificate and key load and belong together, else
-    ConfigurationError (each worker would fail alike, with a traceback)."""
+def check_tls(tls: TlsFiles | None) -> None:
+    """Before any worker starts: the certificate and key load and belong together, and an
+    encrypted key opens with its pass phrase, else ConfigurationError (each worker would fail
+    alike, with a traceback)."""
     if tls is None:
         return
+    password = tls.password()
+    pair = f"IMGCLASS_TLS_CERTFILE={tls.cert} with IMGCLASS_TLS_KEYFILE={tls.key}"
     try:
-        # no password: an encrypted key fails here, where OpenSSL would otherwise ask for its
-        # pass phrase on a terminal and wait (fuzz round 22)
+        # never OpenSSL's own prompt: without a pass phrase file an encrypted key fails here,
+        # where OpenSSL would otherwise ask for it on a terminal and wait (fuzz round 22)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(*tls, password=lambda: b"")
+        context.load_cert_chain(tls.cert, tls.key, password=lambda: (password or "").encode())
     except (OSError, ssl.SSLError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
-        with contextlib.suppress(OSError), open(tls[1], "rb") as key:
+        with contextlib.suppress(OSError), open(tls.key, "rb") as key:
             if b"ENCRYPTED" in key.read(1 << 16):
-                reason = "the key is encrypted; give it unencrypted (openssl pkey -in KEY)"
-        raise ConfigurationError(
-            f"cannot use IMGCLASS_TLS_CERTFILE={tls[0]} with IMGCLASS_TLS_KEYFILE={tls[1]}: "
-            f"{reason}"
-        ) from None
+                reason = (
+                    "the key is encrypted: set IMGCLASS_TLS_KEY_PASSWORD_FILE to a file holding "
+                    "its pass phrase, or give it unencrypted (openssl pkey -in KEY)"
+                    if password is None
+                    else f"the pass phrase in {PASSWORD_SETTING} does not open the key"
+                )
+        raise ConfigurationError(f"cannot use {pair}: {reason}") from None
 
 
 TLS_HANDSHAKE_S: Final = 10.0  # a dealt connection's TLS handshake must end within this

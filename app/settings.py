@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.allocator import Allocator
+from app.tls_files import TlsFiles
 
 
 class Settings(BaseSettings):
@@ -139,6 +140,8 @@ class Settings(BaseSettings):
     # HTTPS, and gRPC over TLS: a PEM certificate (chain) and its private key, both or neither.
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
+    # An encrypted key's pass phrase: a file holding it (a secret), read at start-up.
+    tls_key_password_file: Path | None = None
 
     # Visual similarity (catalogs). "embedded" = SQLite + faiss under data_dir/catalogs;
     # "milvus://host:19530" (or "milvus+https://...") = a Milvus server (pip install .[milvus]).
@@ -180,7 +183,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True
 
-    @field_validator("tls_certfile", "tls_keyfile", mode="before")
+    @field_validator("tls_certfile", "tls_keyfile", "tls_key_password_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`IMGCLASS_TLS_CERTFILE=` (empty) means no TLS, not the current folder."""
@@ -199,11 +202,16 @@ class Settings(BaseSettings):
     def _tls_pair(self) -> Settings:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("set IMGCLASS_TLS_CERTFILE and IMGCLASS_TLS_KEYFILE together")
+        if self.tls_key_password_file is not None and self.tls_keyfile is None:
+            raise ValueError("IMGCLASS_TLS_KEY_PASSWORD_FILE is set without IMGCLASS_TLS_KEYFILE")
         return self
 
     @property
-    def tls(self) -> tuple[str, str] | None:
-        """(certificate, key) file names when TLS is on."""
+    def tls(self) -> TlsFiles | None:
+        """The certificate, key and pass phrase files when TLS is on."""
         if self.tls_certfile is None or self.tls_keyfile is None:
             return None
-        return str(self.tls_certfile), str(self.tls_keyfile)
+        secret = self.tls_key_password_file
+        return TlsFiles(
+            str(self.tls_certfile), str(self.tls_keyfile), None if secret is None else str(secret)
+        )

@@ -205,6 +205,72 @@ def test_https_and_grpc_over_tls_serve_and_plain_text_does_not(
     assert subprocess.run([sys.executable, "-m", "app.probe"], env=env, cwd=ROOT).returncode == 1
 
 
+def test_a_key_pass_phrase_that_does_not_serve_stops_the_start(
+    pki: dict[str, Path], tmp_path: Path
+) -> None:
+    """IMGCLASS_TLS_KEY_PASSWORD_FILE: each way it can be wrong is one line, exit status 2."""
+    secret = tmp_path / "secret"
+    encrypted = {"IMGCLASS_TLS_KEYFILE": str(pki["encrypted_key"])}
+    secret.write_text("not it\n")
+    done = _start(_env(pki, tmp_path, IMGCLASS_TLS_KEY_PASSWORD_FILE=str(secret), **encrypted))
+    assert done.returncode == 2 and "does not open the key" in done.stderr
+    assert "not it" not in done.stderr  # the pass phrase is never printed
+    cases = {
+        "missing": ("", "cannot read IMGCLASS_TLS_KEY_PASSWORD_FILE="),
+        "empty": ("\nsecret\n", "its first line (the pass phrase) is empty"),
+        "large": ("x" * 5000, "should hold the pass phrase only"),
+    }
+    for name, (text, said) in cases.items():
+        path = tmp_path / name
+        if name != "missing":
+            path.write_text(text)
+        env = _env(pki, tmp_path, IMGCLASS_TLS_KEY_PASSWORD_FILE=str(path), **encrypted)
+        done = _start(env)
+        assert done.returncode == 2 and said in done.stderr, (name, done.stderr)
+        assert "Traceback" not in done.stderr
+    path.write_bytes(b"\xff\xfe")
+    done = _start(_env(pki, tmp_path, IMGCLASS_TLS_KEY_PASSWORD_FILE=str(path), **encrypted))
+    assert done.returncode == 2 and "not UTF-8" in done.stderr
+    env = _env(pki, tmp_path, IMGCLASS_TLS_KEY_PASSWORD_FILE=str(secret))
+    del env["IMGCLASS_TLS_CERTFILE"], env["IMGCLASS_TLS_KEYFILE"]
+    done = _start(env)
+    assert done.returncode == 2 and "without IMGCLASS_TLS_KEYFILE" in done.stderr
+
+
+@pytest.mark.slow  # a server of its own
+def test_an_encrypted_key_serves_https_and_grpc_with_its_pass_phrase(
+    pki: dict[str, Path], tmp_path: Path
+) -> None:
+    """The pass phrase comes from a file (a secret, with the trailing newline secrets often
+    have); gRPC, which takes no pass phrase, gets the key decrypted in memory."""
+    secret = tmp_path / "secret"
+    secret.write_text("secret\n")
+    port, grpc_port = free_port(), free_port()
+    env = _env(
+        pki,
+        tmp_path,
+        IMGCLASS_PORT=str(port),
+        IMGCLASS_GRPC_PORT=str(grpc_port),
+        IMGCLASS_TLS_KEYFILE=str(pki["encrypted_key"]),
+        IMGCLASS_TLS_KEY_PASSWORD_FILE=str(secret),
+    )
+    with running_process(
+        [sys.executable, "-m", "app"],
+        f"https://localhost:{port}/readyz",
+        tmp_path / "server.log",
+        90,
+        verify=_trusting(pki),
+        cwd=ROOT,
+        env=env,
+    ):
+        with httpx.Client(verify=_trusting(pki)) as https:
+            assert https.get(f"https://localhost:{port}/v1/models").status_code == 200
+        creds = grpc.ssl_channel_credentials(pki["ca"].read_bytes())
+        with grpc.secure_channel(f"localhost:{grpc_port}", creds) as channel:
+            check = channel.unary_unary("/grpc.health.v1.Health/Check")
+            assert bytes(check(b"", timeout=5)) == b"\x08\x01"
+
+
 @pytest.mark.parametrize(
     ("env", "url"),
     [

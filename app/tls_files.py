@@ -1,0 +1,75 @@
+"""The TLS certificate and key files, and the pass phrase of an encrypted key.
+
+The pass phrase comes from a file (`IMGCLASS_TLS_KEY_PASSWORD_FILE`: a Docker or Kubernetes
+secret), not from an environment variable, which `docker inspect` and /proc/<pid>/environ show.
+It is read when needed, never logged, and only its first line counts (a secret written with a
+trailing newline works)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from app.errors import ConfigurationError
+
+PASSWORD_SETTING: Final = "IMGCLASS_TLS_KEY_PASSWORD_FILE"
+_MAX_PASSWORD_FILE: Final = 4096  # bytes: a pass phrase, not a misplaced key or log file
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A PEM certificate (chain), its private key and, for an encrypted key, the file holding
+    its pass phrase."""
+
+    cert: str
+    key: str
+    password_file: str | None = None
+
+    def password(self) -> str | None:
+        """The key's pass phrase, or None when no file is set. ConfigurationError when the
+        file cannot be read, is too large, empty or not UTF-8 text."""
+        if self.password_file is None:
+            return None
+        where = f"{PASSWORD_SETTING}={self.password_file}"
+        try:
+            with open(self.password_file, "rb") as f:
+                raw = f.read(_MAX_PASSWORD_FILE + 1)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {where}: {exc.strerror or exc}") from None
+        if len(raw) > _MAX_PASSWORD_FILE:
+            raise ConfigurationError(
+                f"{where} is over {_MAX_PASSWORD_FILE} bytes: it should hold the pass phrase only"
+            )
+        line = raw.split(b"\n", 1)[0].removesuffix(b"\r")
+        if not line:
+            raise ConfigurationError(f"{where}: its first line (the pass phrase) is empty")
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"{where}: the pass phrase is not UTF-8 text") from None
+
+    def key_pem(self) -> bytes:
+        """The private key as unencrypted PEM, for gRPC (BoringSSL takes no pass phrase):
+        decrypted in memory, never written anywhere. ConfigurationError when the pass phrase
+        does not open it."""
+        data = Path(self.key).read_bytes()
+        password = self.password()
+        if password is None:
+            return data
+        from cryptography.hazmat.primitives import serialization
+
+        try:
+            key = serialization.load_pem_private_key(data, password.encode())
+        except TypeError:  # the key is not encrypted: the pass phrase is not needed
+            return data
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"IMGCLASS_TLS_KEYFILE={self.key} cannot be opened with the pass phrase in "
+                f"{PASSWORD_SETTING} for gRPC: {exc}"
+            ) from None
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
