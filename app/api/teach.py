@@ -302,12 +302,16 @@ async def get_job(job_id: str, runner: RunnerDep) -> JobView:
     dependencies=[WriteAuth],
     responses={
         404: {"description": "unknown job"},
-        409: {"description": "the job already ended: nothing to cancel"},
+        409: {
+            "description": "the job already ended (`job-ended`), or is publishing its model "
+            "(`job-publishing`): nothing to cancel"
+        },
     },
 )
 async def cancel_job(job_id: str, runner: RunnerDep) -> JobView:
     """Cancel a queued job, or ask a running one to stop (`cancel_requested`; it ends
-    `cancelled` at its next step). A job that already ended is a 409: nothing to cancel."""
+    `cancelled` at its next step). A job that already ended, or that is past its last step
+    (writing and loading its model), is a 409: nothing to cancel."""
     return job_view(await run_in_threadpool(runner.cancel, job_id))
 
 

@@ -45,6 +45,11 @@ class JobEnded(Conflict):
     title = "Job already ended"
 
 
+class JobPublishing(Conflict):
+    slug = "job-publishing"
+    title = "Job past its last step"
+
+
 class JobQueueFull(ServiceError):
     status = 503
     slug = "job-queue-full"

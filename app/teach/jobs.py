@@ -17,7 +17,14 @@ from typing import Any, Final
 from app.errors import ServiceError
 from app.fsutil import storage_error
 from app.logs import logging_as, request_id_var
-from app.teach.errors import JobConflict, JobEnded, JobNotFound, JobQueueFull, TeachCancelled
+from app.teach.errors import (
+    JobConflict,
+    JobEnded,
+    JobNotFound,
+    JobPublishing,
+    JobQueueFull,
+    TeachCancelled,
+)
 from app.teach.job_store import INTERRUPTED, Job, JobStore, Status, now
 
 logger = logging.getLogger(__name__)
@@ -33,11 +40,24 @@ KEEP_IN_MEMORY = 64  # finished jobs a runner keeps in memory (older ones are re
 Work = Callable[[Job, Callable[[str, float], None], Callable[[], bool]], dict[str, Any]]
 
 
-def _check_active(job: Job) -> None:
+# Phases after the job's last cancellation point: its model is being written and loaded, and
+# the job ends succeeded or failed, never cancelled.
+PUBLISHING: Final = ("writing bundle", "loading")
+
+
+def _check_cancellable(job: Job) -> None:
     if job.done:
         raise JobEnded(
             f"Job {job.id} already ended ({job.status}); nothing to cancel.",
             job_status=job.status,
+        )
+    if job.phase in PUBLISHING:
+        raise JobPublishing(
+            f"Job {job.id} is past its last step ({job.phase}): it can no longer be cancelled "
+            f"and will end succeeded or failed. Read its final status at /v1/jobs/{job.id}; "
+            "a model it publishes can be deleted with DELETE /v1/models/{name}@{version}.",
+            job_status=job.status,
+            phase=job.phase,
         )
 
 
@@ -169,7 +189,7 @@ class JobRunner:
         with self._lock:
             job = self._jobs.get(job_id)
             if job is not None:
-                _check_active(job)
+                _check_cancellable(job)
                 job.cancel_requested = True
                 if job.status == "queued":
                     self._finish(job, "cancelled")
@@ -178,7 +198,7 @@ class JobRunner:
                 return replace(job)
         with self.store.locked():
             job = self.store.load(job_id)
-            _check_active(job)  # owned by another process: it polls the flag in the file
+            _check_cancellable(job)  # owned by another process: it polls the flag in the file
             job.cancel_requested = True
             self.store.save(job)
         return job
@@ -274,11 +294,16 @@ class JobRunner:
             }
             lo, hi = weights.get(phase, (job.progress, job.progress))
             with self._lock:
+                # past the last cancellation point: saved at once, so that every process
+                # refuses a cancel from now on (cancel reads the phase under the same lock)
+                publishing = phase in PUBLISHING and job.phase not in PUBLISHING
                 job.phase = phase
                 job.progress = round(max(job.progress, lo + (hi - lo) * min(1.0, fraction)), 3)
-                if time.monotonic() - last_save[0] >= _SAVE_EVERY_S:
+                if publishing or time.monotonic() - last_save[0] >= _SAVE_EVERY_S:
                     last_save[0] = time.monotonic()
-                    self.store.save_owned(job)
+                    self.store.save_owned(job)  # merges a cancel another process wrote
+                if publishing and job.cancel_requested:  # a cancel that came before: it wins
+                    raise TeachCancelled()
 
         def should_stop() -> bool:
             if job.cancel_requested or self._stopping.is_set():
