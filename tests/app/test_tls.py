@@ -4,6 +4,7 @@ server with certificates from a throwaway CA (trustme)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import socket
@@ -146,14 +147,15 @@ def tls_server(
     request: pytest.FixtureRequest, pki: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[int, int]]:
     tmp = tmp_path_factory.mktemp("tls-server")
+    with _serving(pki, tmp, IMGCLASS_WORKERS=str(request.param)) as ports:
+        yield ports
+
+
+@contextlib.contextmanager
+def _serving(pki: dict[str, Path], tmp: Path, **more: str) -> Iterator[tuple[int, int]]:
+    """A server speaking HTTPS and gRPC over TLS: (port, gRPC port)."""
     port, grpc_port = free_port(), free_port()
-    env = _env(
-        pki,
-        tmp,
-        IMGCLASS_PORT=str(port),
-        IMGCLASS_GRPC_PORT=str(grpc_port),
-        IMGCLASS_WORKERS=str(request.param),
-    )
+    env = _env(pki, tmp, IMGCLASS_PORT=str(port), IMGCLASS_GRPC_PORT=str(grpc_port), **more)
     with running_process(
         [sys.executable, "-m", "app"],
         f"https://localhost:{port}/readyz",
@@ -245,24 +247,10 @@ def test_an_encrypted_key_serves_https_and_grpc_with_its_pass_phrase(
     have); gRPC, which takes no pass phrase, gets the key decrypted in memory."""
     secret = tmp_path / "secret"
     secret.write_text("secret\n")
-    port, grpc_port = free_port(), free_port()
-    env = _env(
-        pki,
-        tmp_path,
-        IMGCLASS_PORT=str(port),
-        IMGCLASS_GRPC_PORT=str(grpc_port),
-        IMGCLASS_TLS_KEYFILE=str(pki["encrypted_key"]),
-        IMGCLASS_TLS_KEY_PASSWORD_FILE=str(secret),
-    )
-    with running_process(
-        [sys.executable, "-m", "app"],
-        f"https://localhost:{port}/readyz",
-        tmp_path / "server.log",
-        90,
-        verify=_trusting(pki),
-        cwd=ROOT,
-        env=env,
-    ):
+    encrypted = str(pki["encrypted_key"])
+    with _serving(
+        pki, tmp_path, IMGCLASS_TLS_KEYFILE=encrypted, IMGCLASS_TLS_KEY_PASSWORD_FILE=str(secret)
+    ) as (port, grpc_port):
         with httpx.Client(verify=_trusting(pki)) as https:
             assert https.get(f"https://localhost:{port}/v1/models").status_code == 200
         creds = grpc.ssl_channel_credentials(pki["ca"].read_bytes())
