@@ -16,7 +16,7 @@ from app import __version__, telemetry
 from app.api import access, api_docs, catalogs, health, metrics, models, openapi, predict, teach, v2
 from app.api.big_answers import AnswerGate
 from app.api.body_budget import BodyBudget
-from app.api.cors import ProblemCORSMiddleware
+from app.api.cors import EXPOSED_HEADERS, ProblemCORSMiddleware
 from app.api.guards import GuardMiddleware
 from app.api.head import HeadAsGet
 from app.api.heavy_bodies import HeavyBodyGate
@@ -171,6 +171,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["*"],
+            # what a page on an allowed origin may read besides the CORS-safelisted ones
+            expose_headers=list(EXPOSED_HEADERS),
         )
     # Outermost: request id, metrics and the access log see every request, refused ones too.
     app.add_middleware(
@@ -179,7 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log=settings.access_log,
     )
     # Around everything: browser-hardening headers on every answer, refusals included.
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, keyed=settings.api_key is not None)
     app.include_router(health.router)
     strict_query = [Depends(known_query_only)]  # a misspelt parameter is a 422
     app.include_router(access.router, dependencies=strict_query)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final
 
 from app.errors import PROBLEM_JSON, ServiceError
+from app.security_headers import PAGE_HEADERS
 
 HEAD_START_BYTES: Final = 256  # kept of each head, enough for a method and "/v2/"
 
@@ -39,11 +41,17 @@ def answer_bytes(error: ServiceError, head_start: bytes = b"") -> bytes:
     else:
         body, media = json.dumps(error.to_problem()).encode(), PROBLEM_JSON
     reason = HTTPStatus(error.status).phrase.encode()
-    return (
-        b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-        % (error.status, reason, media.encode(), len(body))
-        + body
-    )
+    # what every answer of the app carries: Date (RFC 9110 6.6.1), the hardening headers
+    headers = [
+        (b"date", formatdate(usegmt=True).encode()),
+        (b"content-type", media.encode()),
+        (b"content-length", b"%d" % len(body)),
+        (b"cache-control", b"no-store"),
+        *PAGE_HEADERS,
+        (b"connection", b"close"),
+    ]
+    lines = b"".join(b"%s: %s\r\n" % pair for pair in headers)
+    return b"HTTP/1.1 %d %s\r\n%s\r\n" % (error.status, reason, lines) + body
 
 
 def close_with(transport: asyncio.Transport, error: ServiceError, head_start: bytes = b"") -> None:

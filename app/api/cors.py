@@ -3,11 +3,28 @@ sends 'Disallowed CORS origin' as text/plain)."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from app.api.problems import problem_response
+
+# Answer headers a page on an allowed origin may read, besides the CORS-safelisted ones: where
+# a created thing or a job is, when to retry, validators and ranges, the request id, the inference
+# protocol's binary header length, a download's file name (round 26: none could be read).
+EXPOSED_HEADERS: Final = (
+    "Location",
+    "Retry-After",
+    "ETag",
+    "Content-Range",
+    "Accept-Ranges",
+    "Content-Disposition",
+    "X-Request-Id",
+    "Inference-Header-Content-Length",
+    "Allow",
+)
 
 
 class ProblemCORSMiddleware(CORSMiddleware):

@@ -37,6 +37,8 @@ def split_host(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+# %2F and %5C in a path: decoded into separators before routing (RFC 3986 2.2: they are data)
+_ENCODED_SEPARATOR: Final = re.compile(rb"%(?:2f|5c)", re.IGNORECASE)
 _HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
 _PORT = re.compile(r"[0-9]{1,5}")
 
@@ -156,6 +158,8 @@ async def _problem(
     slug: str,
     title: str,
     detail: str,
+    *,
+    headers: Iterable[tuple[bytes, bytes]] = (),
     **extra: object,
 ) -> None:
     if is_oip_path(scope["path"]):  # the Open Inference Protocol's error shape
@@ -173,6 +177,7 @@ async def _problem(
             "headers": [
                 (b"content-type", media_type.encode()),
                 (b"content-length", str(len(body)).encode()),
+                *headers,
             ],
         }
     )
@@ -222,13 +227,27 @@ class GuardMiddleware:
                 ],
             )
             return
-        if scope["method"] in SAFE_METHODS:  # transfer codings only (round 16: ignored here)
-            coding = coding_refusal(scope["headers"], None)
-        else:
-            oip = is_oip_path(scope["path"])
-            coding = coding_refusal(scope["headers"], OIP_CONTENT_CODINGS if oip else IDENTITY)
+        if _ENCODED_SEPARATOR.search(scope.get("raw_path") or b""):
+            await _problem(
+                scope,
+                send,
+                400,
+                "invalid-path",
+                "Invalid path",
+                "The path has an encoded '/' or '\\' (%2F or %5C). No model, catalog, item or "
+                "job name contains one; a proxy's path rules would see another path than the "
+                "routes (round 26).",
+            )
+            return
+        accepted = None  # content codings: not checked (a GET's body is never read)
+        if scope["method"] not in SAFE_METHODS:  # transfer codings only (round 16)
+            accepted = OIP_CONTENT_CODINGS if is_oip_path(scope["path"]) else IDENTITY
+        coding = coding_refusal(scope["headers"], accepted)
         if coding is not None:
-            await _problem(scope, send, *coding)
+            # RFC 9110 15.5.16: a 415 for a content coding says which are accepted
+            said = ", ".join(sorted(accepted - IDENTITY) or IDENTITY) if accepted else ""
+            more = [(b"accept-encoding", said.encode())] if coding[0] == 415 else []
+            await _problem(scope, send, *coding, headers=more)
             return
         if scope["method"] not in SAFE_METHODS and self._cross_site(headers, host):
             await _problem(

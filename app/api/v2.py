@@ -358,6 +358,8 @@ def unknown(rest: str, request: Request) -> JSONResponse:
             for m in r.methods or ()
         }
     )
+    if "GET" in allowed:
+        allowed = sorted({*allowed, "HEAD"})  # app/api/head.py answers it, as on /v1
     if allowed:
         allow = ", ".join(allowed)
         message = f"{request.method} is not allowed on /v2/{rest}; use {allow}."

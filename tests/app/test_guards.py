@@ -341,3 +341,38 @@ def test_a_query_parameter_given_twice_is_a_422(make) -> None:  # type: ignore[n
     assert r.json()["errors"][0]["loc"] == ["query", "x"]
     r = client.post("/v2/models/tiny/infer?a=1&a=1", json={})
     assert r.status_code == 400 and "more than once" in r.json()["error"]
+
+
+def test_a_415_says_which_content_codings_are_accepted(make) -> None:  # type: ignore[no-untyped-def]
+    """RFC 9110 15.5.16 (round 26): the 415 for a content coding carried no Accept-Encoding."""
+    client = make()
+    brotli = {"Content-Encoding": "br", "Content-Type": "image/png"}
+    r = client.post("/v1/models/tiny/predict", content=b"x", headers=brotli)
+    assert r.status_code == 415 and r.headers["accept-encoding"] == "identity"
+    r = client.post("/v2/models/tiny/infer", content=b"x", headers=brotli)
+    assert r.status_code == 415 and r.headers["accept-encoding"] == "deflate, gzip, x-gzip"
+    assert set(r.json()) == {"error"}
+    r = client.post("/v1/models/tiny/predict", content=b"x", headers={"Transfer-Encoding": "gz"})
+    assert r.status_code == 400 and "accept-encoding" not in r.headers  # not a content coding
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/models/tiny%2Fpredict",
+        "/v1/catalogs/c1%2fitems%2Fitem1%2Fimage",
+        "/v1/models/tiny%5Cpredict",
+        "/v2/models/tiny%2Fready",
+    ],
+)
+def test_an_encoded_slash_in_the_path_is_a_400(make, path: str) -> None:  # type: ignore[no-untyped-def]
+    """Round 26: %2F was decoded into a separator before routing, so `/v1/models/x%2Fdownload`
+    downloaded the model past any proxy rule written for `*/download`."""
+    client = make()
+    r = client.post(path, content=b"x") if "predict" in path else client.get(path)
+    assert r.status_code == 400, (path, r.text)
+    said = r.json()["error"] if path.startswith("/v2/") else r.json()["detail"]
+    assert "%2F or %5C" in said
+    # encoded characters other than the separators are decoded as before
+    assert client.get("/v1/models/t%69ny").status_code == 200
+    assert client.get("/v1/models?x=a%2Fb").status_code == 422  # the query is not the path

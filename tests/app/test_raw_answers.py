@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from email.utils import parsedate_to_datetime
 
 import pytest
 
 from app.errors import HeadersTooLarge
 from app.raw_answers import answer_bytes, request_path
+from app.security_headers import PAGE_POLICY
 
 
 @pytest.mark.parametrize(
@@ -37,3 +39,16 @@ def test_v2_answers_are_the_protocols_error_and_others_problems(head: bytes, oip
     assert status == b"HTTP/1.1 431 Request Header Fields Too Large"
     body = json.loads(rest.partition(b"\r\n\r\n")[2])
     assert (set(body) == {"error"}) is oip and body.get("detail", body.get("error")) == "too large"
+
+
+def test_raw_answers_carry_a_date_and_the_hardening_headers() -> None:
+    """Round 26: a 400/408/431 written by the connection guard had no Date (RFC 9110 6.6.1: a
+    MUST on 4xx) and none of the headers every other answer has."""
+    raw = answer_bytes(HeadersTooLarge("too large", limit_bytes=10), b"GET / HTTP/1.1")
+    head = raw.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")[1:]
+    headers = dict(line.split(": ", 1) for line in head)
+    assert parsedate_to_datetime(headers["date"]).tzinfo is not None
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["content-security-policy"] == PAGE_POLICY
+    assert headers["cache-control"] == "no-store" and headers["connection"] == "close"
+    assert int(headers["content-length"]) == len(raw.partition(b"\r\n\r\n")[2])

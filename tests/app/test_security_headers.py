@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.main import create_app
 from app.security_headers import PAGE_POLICY
+from tests.conftest import make_settings
 
 
 def _png() -> bytes:
@@ -123,3 +126,46 @@ def test_page_assets_ignore_ranges_and_answer_conditional_requests(
     missing = client.get("/static/nope.js")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
+
+
+def test_api_answers_are_not_stored_by_caches(client: TestClient) -> None:
+    """Round 26: no API answer said how to cache it, so a cache applying a default lifetime
+    could serve stale model lists, jobs or metrics."""
+    for path in ("/v1/models", "/metrics", "/healthz", "/v1/models/nope", "/v2/models/tiny"):
+        r = client.get(path)
+        assert r.headers["cache-control"] == "no-store", (path, dict(r.headers))
+        assert "vary" not in r.headers or "X-API-Key" not in r.headers["vary"]  # no key set
+    r = client.post("/v1/models/tiny/predict", files={"file": ("a.png", _png(), "image/png")})
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    static = client.get("/static/app.js")  # a validator: a cache may keep it and ask again
+    assert "no-store" not in static.headers["cache-control"]
+
+
+def test_with_a_key_answers_are_private_and_vary_on_it(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    """RFC 9111 3.5 keeps shared caches from storing answers to requests with Authorization,
+    not X-API-Key: with a key configured, what a key holder is shown (refused bundles' paths
+    and reasons) must not be stored for, or served to, another client."""
+    settings = make_settings(tiny_models_dir, tmp_path, api_key="sekrit")
+    with TestClient(create_app(settings)) as keyed:
+        for headers in ({}, {"X-API-Key": "sekrit"}):
+            r = keyed.get("/v1/models", headers=headers)
+            assert r.headers["cache-control"] == "private, no-store"
+            assert r.headers.get_list("vary") == ["X-API-Key, Authorization"]
+        r = keyed.get("/static/app.js", headers={"Accept-Encoding": "gzip"})
+        assert r.headers["cache-control"].startswith("private")
+        assert len(r.headers.get_list("vary")) == 1 and "X-API-Key" in r.headers["vary"]
+
+
+def test_cross_origin_pages_can_read_where_things_are_and_when_to_retry(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    """Round 26: with IMGCLASS_CORS_ORIGINS set, a page on an allowed origin could not read
+    Location (201/202), Retry-After, ETag, Content-Range or X-Request-Id."""
+    origin = "https://app.example"
+    settings = make_settings(tiny_models_dir, tmp_path, cors_origins=[origin])
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/v1/models", headers={"Origin": origin})
+        exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
+        assert {"location", "retry-after", "etag", "content-range", "x-request-id"} <= exposed

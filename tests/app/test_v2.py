@@ -404,6 +404,10 @@ def test_errors_refused_before_the_v2_routes_have_the_error_shape(server: LiveSe
     ]
     assert [r.status_code for r in cases] == [405, 405, 400, 403]
     assert cases[1].headers["allow"] == "POST"
+    # a GET route's 405 lists HEAD, which is answered (round 26: it said only GET)
+    r = httpx.post(f"{server.base}/v2/health/live", timeout=10)
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    assert httpx.head(f"{server.base}/v2/health/live", timeout=10).status_code == 200
     for r in cases:
         assert r.headers["content-type"] == "application/json", r.text
         doc = r.json()
