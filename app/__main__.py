@@ -25,12 +25,12 @@ from app.multiproc import multiprocess_metrics
 from app.serve import (
     Supervisor,
     bind_listener,
-    check_tls,
     dealing_supported,
     uvicorn_config,
     uvicorn_options,
 )
 from app.settings import Settings
+from app.tls_files import check_tls
 
 
 def _gpu(providers: str) -> bool:

@@ -32,7 +32,6 @@ import multiprocessing
 import os
 import signal
 import socket
-import ssl
 import sys
 import threading
 import time
@@ -44,12 +43,11 @@ from typing import Any, Final
 
 import uvicorn
 
-from app.errors import ConfigurationError
 from app.http_guard import HeadGuardedProtocol
 from app.multiproc import forget_dead_worker
 from app.settings import Settings
 from app.tls_door import plain_http_answered
-from app.tls_files import PASSWORD_SETTING, TlsFiles
+from app.tls_files import TlsFiles
 
 logger = logging.getLogger("app.serve")
 
@@ -101,32 +99,6 @@ def uvicorn_options(log_level: str, tls: TlsFiles | None = None) -> dict[str, An
 def uvicorn_config(log_level: str, tls: TlsFiles | None = None) -> uvicorn.Config:
     """uvicorn's settings for a worker (uvicorn_options)."""
     return uvicorn.Config(**uvicorn_options(log_level, tls))
-
-
-def check_tls(tls: TlsFiles | None) -> None:
-    """Before any worker starts: the certificate and key load and belong together, and an
-    encrypted key opens with its pass phrase, else ConfigurationError (each worker would fail
-    alike, with a traceback)."""
-    if tls is None:
-        return
-    password = tls.password()
-    pair = f"IMGCLASS_TLS_CERTFILE={tls.cert} with IMGCLASS_TLS_KEYFILE={tls.key}"
-    try:
-        # never OpenSSL's own prompt: without a pass phrase file an encrypted key fails here,
-        # where OpenSSL would otherwise ask for it on a terminal and wait (fuzz round 22)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(tls.cert, tls.key, password=lambda: (password or "").encode())
-    except (OSError, ssl.SSLError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        with contextlib.suppress(OSError), open(tls.key, "rb") as key:
-            if b"ENCRYPTED" in key.read(1 << 16):
-                reason = (
-                    "the key is encrypted: set IMGCLASS_TLS_KEY_PASSWORD_FILE to a file holding "
-                    "its pass phrase, or give it unencrypted (openssl pkey -in KEY)"
-                    if password is None
-                    else f"the pass phrase in {PASSWORD_SETTING} does not open the key"
-                )
-        raise ConfigurationError(f"cannot use {pair}: {reason}") from None
 
 
 TLS_HANDSHAKE_S: Final = 10.0  # a dealt connection's TLS handshake must end within this

@@ -7,6 +7,8 @@ trailing newline works)."""
 
 from __future__ import annotations
 
+import contextlib
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -73,3 +75,29 @@ class TlsFiles:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+
+
+def check_tls(tls: TlsFiles | None) -> None:
+    """Before any worker starts: the certificate and key load and belong together, and an
+    encrypted key opens with its pass phrase, else ConfigurationError (each worker would fail
+    alike, with a traceback)."""
+    if tls is None:
+        return
+    password = tls.password()
+    pair = f"IMGCLASS_TLS_CERTFILE={tls.cert} with IMGCLASS_TLS_KEYFILE={tls.key}"
+    try:
+        # never OpenSSL's own prompt: without a pass phrase file an encrypted key fails here,
+        # where OpenSSL would otherwise ask for it on a terminal and wait (fuzz round 22)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls.cert, tls.key, password=lambda: (password or "").encode())
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        with contextlib.suppress(OSError), open(tls.key, "rb") as key:
+            if b"ENCRYPTED" in key.read(1 << 16):
+                reason = (
+                    "the key is encrypted: set IMGCLASS_TLS_KEY_PASSWORD_FILE to a file holding "
+                    "its pass phrase, or give it unencrypted (openssl pkey -in KEY)"
+                    if password is None
+                    else f"the pass phrase in {PASSWORD_SETTING} does not open the key"
+                )
+        raise ConfigurationError(f"cannot use {pair}: {reason}") from None

@@ -26,6 +26,7 @@ from app.api.big_answers import AnswerGate
 from app.api.deps import ReadAuth, require_read_key
 from app.api.disconnect import unless_gone
 from app.api.predict_shapes import predict_response
+from app.api.query_names import DIGITS
 from app.api.uploads import IMAGE_BODY_OPENAPI, read_uploads
 from app.batching import Schedulers
 from app.catalog.service import CatalogService
@@ -48,8 +49,8 @@ class PredictQuery(BaseModel):
     """The query parameters, validated with the same bounds as the documented ones."""
 
     model_config = ConfigDict(extra="forbid")  # `?topk=1` was ignored in silence
-    top_k: int | None = Field(default=None, ge=1, le=1000)
-    similar: int | None = Field(default=None, ge=1, le=100)
+    top_k: Annotated[int | None, Field(ge=1, le=1000), DIGITS] = None
+    similar: Annotated[int | None, Field(ge=1, le=100), DIGITS] = None
     catalog: str | None = None
 
 
@@ -161,8 +162,8 @@ predict_route = _HotRoute(PATH, handle_predict, methods=["POST"], include_in_sch
 async def predict(
     name: str,
     request: Request,
-    top_k: Annotated[int | None, Query(ge=1, le=1000, description=TOP_K)] = None,
-    similar: Annotated[int | None, Query(ge=1, le=100, description=SIMILAR)] = None,
+    top_k: Annotated[int | None, Query(ge=1, le=1000, description=TOP_K), DIGITS] = None,
+    similar: Annotated[int | None, Query(ge=1, le=100, description=SIMILAR), DIGITS] = None,
     catalog: Annotated[str | None, Query(description=CATALOG)] = None,
 ) -> Response:
     """Classify one image (raw body) or a batch (multipart `file` parts).

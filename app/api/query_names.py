@@ -1,4 +1,4 @@
-"""Query parameters a /v1 route does not take are a 422, not ignored.
+"""Query parameters a /v1 route does not take are a 422, not ignored; whole numbers are digits.
 
 FastAPI ignores a query parameter it was not told about, so a misspelt `?lable=shoe` on an
 items upload stored the item unlabelled and `?topk=1` answered five labels, both with a 200.
@@ -9,10 +9,15 @@ its own through PredictQuery.
 
 from __future__ import annotations
 
+from typing import Final
+
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BeforeValidator
+
+from app.numtext import ascii_uint
 
 
 def _names(dependant: Dependant) -> set[str]:
@@ -60,3 +65,18 @@ async def known_query_only(request: Request) -> None:
     unknown = [(k, v) for k, v in request.query_params.multi_items() if k not in known]
     if unknown:
         raise unknown_query_error(unknown, known)
+
+
+def _digits(value: object) -> object:
+    """A query integer as text: 1-18 ASCII digits and nothing else. pydantic's lax parsing read
+    `1_0` as 10 and took `1.0`, `+1` and ` 1` (round 26)."""
+    if isinstance(value, str):
+        number = ascii_uint(value)
+        if number is None:
+            raise ValueError("must be a whole number written with the digits 0-9 only")
+        return number
+    return value
+
+
+# After Query(...) in an Annotated query parameter (its bounds stay in the OpenAPI schema).
+DIGITS: Final = BeforeValidator(_digits)

@@ -3,11 +3,18 @@ starts: a delete that lands meanwhile cannot cut the body short (an unlinked fil
 readable through its open descriptor), and every error is problem+json.
 
 Byte ranges: one range (`bytes=a-b`, `bytes=a-`, `bytes=-n`) gets 206; a range past the end
-gets 416 problem+json with `Content-Range: bytes */size`; a malformed header or several ranges
-are ignored and the whole file is sent (RFC 9110 section 14.2 lets a server ignore Range).
+gets 416 problem+json with `Content-Range: bytes */size`, however many digits its numbers have
+(20 digits were a malformed header once, so the whole file was sent); a malformed header or
+several ranges are ignored and the whole file is sent (RFC 9110 section 14.2 lets a server
+ignore Range).
 `If-Range` (RFC 9110 section 13.1.5): the range is honoured only when it names this file's
 ETag, compared strongly; a weak tag, another tag or a date (no Last-Modified is sent) gets the
 whole file, so a client resuming a download never splices two different images.
+
+`If-Match` (RFC 9110 section 13.1.1): the routes call `check_if_match` before anything else
+(before If-None-Match, 13.2.2), so a stale tag gets 412 and nothing is sent or done.
+`If-Unmodified-Since` is ignored: these answers send no Last-Modified, and a server without a
+modification date ignores it (13.1.4).
 """
 
 from __future__ import annotations
@@ -22,10 +29,21 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.api.problems import problem_response
-from app.errors import NotFound
+from app.errors import NotFound, ServiceError
 
 CHUNK: Final = 64 * 1024
-_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})", re.IGNORECASE)  # units: RFC 9110 14.1
+# DIGIT is ASCII (RFC 9110 14.1.1; units compare case-insensitively, 14.1); no length cap here:
+# the head is capped (64 KB) and a long number is read by _number.
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.IGNORECASE)
+_PAST_ANY_FILE: Final = 10**18
+
+
+class PreconditionFailed(ServiceError):
+    """If-Match named none of the target's current ETags: nothing was sent or changed."""
+
+    status = 412
+    slug = "precondition-failed"
+    title = "Precondition failed"
 
 
 class RangeNotSatisfiable(Exception):
@@ -40,17 +58,30 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if m is None or (not m[1] and not m[2]):
         return None  # malformed or several ranges: ignored
     if not m[1]:  # the last n bytes
-        n = int(m[2])
+        n = _number(m[2])
         if n == 0:
             raise RangeNotSatisfiable
         return max(0, size - n), size
-    start = int(m[1])
-    end = size if not m[2] else int(m[2]) + 1
-    if m[2] and end <= start:
+    if m[2] and _order(m[2]) < _order(m[1]):
         return None  # last before first: an invalid range spec, ignored
+    start = _number(m[1])
     if start >= size:
         raise RangeNotSatisfiable
+    end = size if not m[2] else _number(m[2]) + 1
     return start, min(end, size)
+
+
+def _order(digits: str) -> tuple[int, str]:
+    """Sorts as the number does, at any length."""
+    digits = digits.lstrip("0") or "0"
+    return len(digits), digits
+
+
+def _number(digits: str) -> int:
+    """The number, or one past any file's size for more than 18 digits: int() refuses over
+    4,300 digits (a ValueError, a 500), and no comparison with a file size can tell."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else _PAST_ANY_FILE
 
 
 def range_applies(if_range: str | None, etag: str | None) -> bool:
@@ -67,6 +98,24 @@ def none_match(if_none_match: str | None, etag: str) -> bool:
         return False
     tags = [t.strip() for t in if_none_match.split(",")]
     return "*" in tags or etag in [t.removeprefix("W/") for t in tags]
+
+
+def if_match(header: str | None, etag: str) -> bool:
+    """Whether If-Match lets the request go on: absent, `*` (callers ask once the target was
+    found: it exists), or naming this ETag, compared strongly (a weak tag never matches)."""
+    if header is None:
+        return True
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+def check_if_match(header: str | None, etag: str, what: str) -> None:
+    """412 problem unless If-Match lets the request go on (RFC 9110 13.1.1)."""
+    if not if_match(header, etag):
+        raise PreconditionFailed(
+            f"If-Match names none of the current ETags of {what}: it is {etag} now, so it "
+            "changed (or was replaced) since you read it; nothing was sent or changed."
+        )
 
 
 def open_stored(path: Path, what: str) -> BinaryIO:

@@ -18,7 +18,8 @@ from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteA
 from app.api.disconnect import ClientGone, unless_gone
 from app.api.embed_gate import embed_gate, embed_slot
 from app.api.forms import json_body_openapi, read_body, read_model
-from app.api.stored_file import StoredFileResponse, none_match
+from app.api.query_names import DIGITS
+from app.api.stored_file import StoredFileResponse, check_if_match, none_match
 from app.batching import Schedulers
 from app.catalog.service import CatalogService
 from app.catalog.types import normal_label
@@ -275,7 +276,7 @@ async def list_jobs(
     runner: RunnerDep,
     status: Annotated[Status | None, Query(description="only jobs with this status")] = None,
     model: Annotated[str | None, Query(max_length=64, description="only jobs teaching it")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LISTED_JOBS)] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_LISTED_JOBS), DIGITS] = 50,
 ) -> Response:
     """Teach jobs of every server process, newest first: to find a job again after a reload,
     or to see what is queued. A finished job carries its result (with 100 long labels, about
@@ -345,14 +346,21 @@ async def delete_model(
     "/v1/models/{name}/download",
     dependencies=[ReadAuth],
     response_class=StoredFileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        304: {"description": "not modified"},
+        412: {"description": "If-Match names another build"},
+    },
 )
-async def download_model(name: str, request: Request, registry: RegistryDep) -> Response:
+async def download_model(
+    name: str, request: Request, registry: RegistryDep, settings: SettingsDep
+) -> Response:
     """The model as one ONNX file that plain onnxruntime runs: input "image" (NHWC float32 as
     the model's `input` spec says), outputs "probs" and "embedding". For a taught model this
     joins its backbone and head into one graph. The ETag names the exact build (the bundle's
     model digest, and its backbone's), so a download resumed with Range + If-Range after a
-    re-teach gets the whole new file instead of splicing two versions."""
+    re-teach gets the whole new file instead of splicing two versions; If-Match with another
+    build's ETag gets 412."""
     loaded = registry.get(name)
     meta = loaded.model.bundle.metadata
     build = meta.artifact.sha256[:32] + (f"-{meta.backbone.sha256[:16]}" if meta.backbone else "")
@@ -360,7 +368,10 @@ async def download_model(name: str, request: Request, registry: RegistryDep) -> 
     headers = {
         "Content-Disposition": f'attachment; filename="{meta.name}-v{meta.version}.onnx"',
         "ETag": f'"{build}"',
+        # `name` alone follows re-teaches: a cache checks the ETag each time (a 304).
+        "Cache-Control": "private, no-cache" if settings.api_key_for_reads else "no-cache",
     }
+    check_if_match(request.headers.get("if-match"), headers["ETag"], f"model {name!r}")
     if none_match(request.headers.get("if-none-match"), headers["ETag"]):
         return Response(status_code=304, headers=headers)
     file = await run_in_threadpool(open_download, loaded)

@@ -55,3 +55,24 @@ def test_unknown_query_parameters_and_form_fields_are_named(
         search = "/v1/catalogs/c/search"
         _problem(c.post(search, files=files, data={"label": "shoe"}), 422, "'label'")
         assert c.post(f"{search}?label=shoe", files=files).status_code == 200
+
+
+def test_query_integers_are_digits_only(tiny_models_dir: Path, tmp_path: Path) -> None:
+    """Round 26: pydantic's lax parsing read `?top_k=1_0` as 10 and took `1.0`, `+1`, ` 1` and
+    other digits than 0-9; every query integer is now 1-18 ASCII digits."""
+    png = _png()
+    with TestClient(create_app(make_settings(tiny_models_dir, tmp_path))) as c:
+        assert c.post("/v1/catalogs", json={"name": "c", "model": "tiny"}).status_code == 201
+        routes = [
+            lambda v: c.post(f"{PREDICT}?top_k={v}", content=png),
+            lambda v: c.post(f"{PREDICT}?similar={v}&catalog=c", content=png),
+            lambda v: c.get(f"/v1/catalogs/c/items?limit={v}"),
+            lambda v: c.get(f"/v1/jobs?limit={v}"),
+            lambda v: c.post(f"/v1/catalogs/c/search?k={v}", content=png),
+        ]
+        for send in routes:
+            for bad in ("1_0", "1.0", "%2B1", "%201", "1%20", "%D9%A3", "0x1", ""):
+                r = send(bad)
+                assert r.status_code == 422, (bad, r.text)
+                assert "digits 0-9" in r.text, (bad, r.text)
+            assert send("2").status_code == 200, send("2").text

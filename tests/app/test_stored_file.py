@@ -10,9 +10,12 @@ import pytest
 
 from app.api.stored_file import (
     CHUNK,
+    PreconditionFailed,
     RangeNotSatisfiable,
     StoredFileResponse,
     byte_range,
+    check_if_match,
+    if_match,
     none_match,
     open_stored,
     range_applies,
@@ -39,15 +42,35 @@ SIZE = 1000
         ("bytes=5-2", None),
         ("items=0-9", None),
         ("bytes=0-1,3-4", None),
-        ("bytes=" + "9" * 30 + "-", None),
         ("bytes=\u00b2-", None),
+        ("bytes=\u0663-", None),  # DIGIT is ASCII (an Arabic-Indic 3 is not a number here)
+        # numbers of any length (more than 18 digits was "malformed": the whole file)
+        ("bytes=0-" + "9" * 20, (0, 1000)),
+        ("bytes=0-" + "9" * 5000, (0, 1000)),  # past int()'s 4,300 digits
+        ("bytes=-" + "9" * 20, (0, 1000)),
+        ("bytes=" + "0" * 30 + "5-" + "0" * 30 + "9", (5, 10)),
+        ("bytes=" + "9" * 21 + "-" + "9" * 20, None),  # last before first
+        ("bytes=" + "9" * 20 + "-5", None),
     ],
 )
 def test_byte_range(header: str | None, span: tuple[int, int] | None) -> None:
     assert byte_range(header, SIZE) == span
 
 
-@pytest.mark.parametrize("header", ["bytes=1000-", "bytes=5000-6000", "bytes=-0"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "bytes=1000-",
+        "bytes=5000-6000",
+        "bytes=-0",
+        "bytes=" + "9" * 20 + "-",
+        "bytes=" + "9" * 30 + "-",
+        "bytes=" + "9" * 5000 + "-",
+        "bytes=" + "9" * 20 + "-" + "9" * 21,
+        "bytes=" + "9" * 20 + "-" + "9" * 20,
+        "bytes=-" + "0" * 30,
+    ],
+)
 def test_unsatisfiable(header: str) -> None:
     with pytest.raises(RangeNotSatisfiable):
         byte_range(header, SIZE)
@@ -126,6 +149,31 @@ def test_range_applies_only_for_this_files_strong_etag(if_range: str | None, app
 )
 def test_none_match(header: str | None, match: bool) -> None:
     assert none_match(header, ETAG) is match
+
+
+@pytest.mark.parametrize(
+    ("header", "match"),
+    [
+        (None, True),  # no condition
+        ('"abc"', True),
+        (' "x" , "abc" ', True),
+        ("*", True),  # the caller found the target: any current representation
+        ('W/"abc"', False),  # If-Match compares strongly (RFC 9110 13.1.1)
+        ('"abcd"', False),
+        ("", False),
+    ],
+)
+def test_if_match(header: str | None, match: bool) -> None:
+    assert if_match(header, ETAG) is match
+
+
+def test_a_failed_if_match_is_a_412_naming_the_current_tag() -> None:
+    check_if_match('"abc"', ETAG, "item 'a'")
+    with pytest.raises(PreconditionFailed) as caught:
+        check_if_match('"old"', ETAG, "item 'a'")
+    problem = caught.value.to_problem()
+    assert problem["status"] == 412 and problem["type"] == "/problems/precondition-failed"
+    assert "item 'a'" in problem["detail"] and ETAG in problem["detail"]
 
 
 def test_a_stale_if_range_gets_the_whole_file(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from app.api.catalogs.shaping import item_view
 from app.api.deps import CatalogsDep, ReadAuth, SettingsDep, WriteAuth
 from app.api.embed_gate import embed_gate, embed_slot
 from app.api.forms import is_multipart, read_form
-from app.api.stored_file import StoredFileResponse, none_match, open_stored
+from app.api.query_names import DIGITS
+from app.api.stored_file import StoredFileResponse, check_if_match, none_match, open_stored
 from app.api.uploads import read_uploads, uploads_from
 from app.catalog.service import CatalogService
 from app.errors import InvalidRequest, UnsupportedMediaType
@@ -141,7 +142,7 @@ async def list_items(
     after: Annotated[
         str | None, Query(description="cursor: the last id of the previous page")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    limit: Annotated[int, Query(ge=1, le=1000), DIGITS] = 50,
     label: Annotated[str | None, Query(description="only items with this label")] = None,
 ) -> Response:
     """Items in id order (generated ids sort by creation time), a page at a time."""
@@ -165,17 +166,25 @@ async def get_item(name: str, item_id: str, service: CatalogsDep) -> Item:
     return item_view(name, await run_in_threadpool(service.get_item, name, item_id))
 
 
+def image_etag(sha256: str, thumbnail: bool = False) -> str:
+    """The ETag of an item's image (the item's ETag for If-Match on DELETE) or thumbnail."""
+    return f'"{sha256[:32]}{"-t" if thumbnail else ""}"'
+
+
 async def _file(
     name: str, item_id: str, thumbnail: bool, request: Request, service: CatalogService
 ) -> Response:
     path, ctype, item = await run_in_threadpool(service.item_file, name, item_id, thumbnail)
-    etag = f'"{item.image.sha256[:32]}{"-t" if thumbnail else ""}"'
-    scope = "private" if service.settings.api_key_for_reads else "public"
+    etag = image_etag(item.image.sha256, thumbnail)
+    # no-cache, not max-age: an id can be deleted and added again with another picture (ids
+    # such as SKUs are the client's), and a cache kept showing the old one; the ETag makes
+    # each check a 304.
     headers = {
         "ETag": etag,
-        "Cache-Control": f"{scope}, max-age=86400",
+        "Cache-Control": "private, no-cache" if service.settings.api_key_for_reads else "no-cache",
         "X-Content-Type-Options": "nosniff",
     }
+    check_if_match(request.headers.get("if-match"), etag, f"item {item_id!r}")
     if none_match(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     file = await run_in_threadpool(open_stored, path, f"item {item_id!r}")
@@ -211,9 +220,23 @@ async def get_item_thumbnail(
 
 
 @router.delete(
-    "/{name}/items/{item_id}", status_code=204, dependencies=[WriteAuth], responses=ERRORS
+    "/{name}/items/{item_id}",
+    status_code=204,
+    dependencies=[WriteAuth],
+    responses={412: {"description": "If-Match names another image"}, **ERRORS},
 )
-async def delete_item(name: str, item_id: str, service: CatalogsDep) -> Response:
-    """Remove an item for good (and its image when nothing else uses it)."""
+async def delete_item(name: str, item_id: str, request: Request, service: CatalogsDep) -> Response:
+    """Remove an item for good (and its image when nothing else uses it).
+
+    With `If-Match`, only the item whose image has that ETag (the one GET .../image sends,
+    `"<first 32 hex digits of the image's sha256>"`; `*` = any) is deleted; else 412 and
+    nothing is deleted. Ids are the client's (a SKU may be deleted and added again with
+    another picture), so a client deletes the item it looked at, not a newer one."""
+    header = request.headers.get("if-match")
+    if header is not None:
+        item = await run_in_threadpool(service.get_item, name, item_id)  # 404 comes first
+        check_if_match(header, image_etag(item.image.sha256), f"item {item_id!r}")
+        # Checked, then deleted: a delete and re-add landing between the two (milliseconds)
+        # is not caught; closing that needs a conditional delete in CatalogService.
     await run_in_threadpool(service.delete_item, name, item_id)
     return Response(status_code=204)

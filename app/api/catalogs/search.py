@@ -13,6 +13,7 @@ from app.api.catalogs.shaping import search_view
 from app.api.deps import CatalogsDep, ReadAuth, SettingsDep
 from app.api.embed_gate import embed_gate, embed_slot
 from app.api.forms import is_json, read_model
+from app.api.query_names import DIGITS
 from app.api.uploads import image_limits, read_uploads
 from app.errors import InvalidRequest
 from app.schemas import MAX_K, SearchRequest, SearchResponse
@@ -33,7 +34,9 @@ async def search(
     request: Request,
     service: CatalogsDep,
     settings: SettingsDep,
-    k: Annotated[int, Query(ge=1, le=MAX_K, description="neighbours to return")] = DEFAULT_K,
+    k: Annotated[
+        int, Query(ge=1, le=MAX_K, description="neighbours to return"), DIGITS
+    ] = DEFAULT_K,
     label: Annotated[str | None, Query(description="only neighbours with this label")] = None,
     item_id: Annotated[str | None, Query(description="search with a stored item")] = None,
 ) -> SearchResponse:
