@@ -11,9 +11,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.bundle import METADATA_FILE
+from app.bundle import METADATA_FILE, load_bundle
 from app.fsutil import visible_entries
 from app.loaded import LoadedModel, ServedModel
+from app.runtime import OnnxModel
+from app.teach.served import TaughtModel
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +78,30 @@ def open_and_warm(key: str, opener: Callable[[], ServedModel], warmup_runs: int)
         warm_ms,
     )
     return LoadedModel(model, load_ms, warm_ms, datetime.now(UTC))
+
+
+def open_taught(
+    directory: Path,
+    name: str,
+    shipped: dict[str, LoadedModel],
+    shipped_names: Callable[[], set[str]],
+) -> TaughtModel:
+    """A taught bundle on its backbone among the `shipped` models served (a snapshot), or why
+    not: a name a shipped bundle has (served or found on disk), no backbone named, the backbone
+    not served (BackboneNotServed), or RemovedWhileLoading when its folder went away as it was
+    read (round 16) or as its head was opened (round 19)."""
+    try:
+        bundle = load_bundle(directory, name=name)
+        ref = bundle.metadata.backbone
+        if name in shipped or name in shipped_names():
+            raise ValueError(f"taught model {name!r} has the name of a shipped model")
+        if ref is None:
+            raise ValueError(f"{directory}: a taught bundle must name its backbone")
+        backbone = shipped.get(ref.name)
+        if backbone is None or not isinstance(backbone.model, OnnxModel):
+            raise BackboneNotServed(ref.name, name)
+        return TaughtModel(bundle, backbone.model)
+    except Exception:
+        if not directory.is_dir():
+            raise RemovedWhileLoading(name) from None
+        raise

@@ -16,20 +16,23 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 from app.bundle import load_bundle
 from app.bundle_folders import (
     BackboneNotServed,
     RemovedWhileLoading,
     open_and_warm,
+    open_taught,
     shipped_folders,
     taught_folders,
 )
 from app.errors import ModelNotFound, NotReady
-from app.loaded import Fingerprint, fingerprint, version_key
+from app.loaded import AGAIN, Fingerprint, Read, Reload, fingerprint, version_key
 from app.loaded import LoadedModel as LoadedModel
 from app.loaded import ServedModel as ServedModel
 from app.model_refs import VERSION_SEP, missing_model, split_ref
+from app.poller import Poller
 from app.runtime import OnnxModel, choose_providers
 from app.teach.served import TaughtModel
 from app.teach.stamp import Stamp, read_stamp, stamp_path
@@ -69,8 +72,7 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._done = threading.Event()
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._watcher: Poller | None = None
         self._stamp_path = stamp_path(taught_dir) if taught_dir is not None else None
         self._seen_stamp: Stamp = None  # the stamp read before the last taught scan began
         self._last_miss_scan = float("-inf")
@@ -162,7 +164,9 @@ class ModelRegistry:
                 continue
             self._prints[name] = fp
             changed = True
-            model = self._load(name, partial(self._open_shipped, directory), pending=name)
+            model = self._load(name, partial(self._open_shipped, directory), name, (directory, fp))
+            if model is AGAIN:
+                continue
             with self._lock:
                 if model is not None:
                     self._models[name] = model
@@ -186,7 +190,10 @@ class ModelRegistry:
             self._prints[key] = fp
             changed = True
             name, version = key.split(VERSION_SEP, 1)
-            model = self._load(key, partial(self._open_taught, directory, name), pending=name)
+            opener = partial(self._open_taught, directory, name)
+            model = self._load(key, opener, name, (directory, fp))
+            if model is AGAIN:
+                continue
             with self._lock:
                 versions = self._taught.setdefault(name, {})
                 if model is not None:
@@ -215,30 +222,21 @@ class ModelRegistry:
         return OnnxModel(load_bundle(directory), self._providers, self._threads)
 
     def _open_taught(self, directory: Path, name: str) -> TaughtModel:
-        try:
-            bundle = load_bundle(directory, name=name)
-            ref = bundle.metadata.backbone
-            if name in self._models or name in self.discover_names():
-                raise ValueError(f"taught model {name!r} has the name of a shipped model")
-            if ref is None:
-                raise ValueError(f"{directory}: a taught bundle must name its backbone")
-            with self._lock:
-                backbone = self._models.get(ref.name)
-            if backbone is None or not isinstance(backbone.model, OnnxModel):
-                raise BackboneNotServed(ref.name, name)
-            return TaughtModel(bundle, backbone.model)
-        except Exception:  # a delete raced this load, as its files were read (round 16)
-            if not directory.is_dir():  # or as its head was opened (round 19)
-                raise RemovedWhileLoading(name) from None
-            raise
+        with self._lock:
+            shipped = dict(self._models)
+        return open_taught(directory, name, shipped, self.discover_names)
 
     def discover_names(self) -> set[str]:
         return {d.name for d in self.discover()}
 
     def _load(
-        self, key: str, opener: Callable[[], ServedModel], *, pending: str
-    ) -> LoadedModel | None:
-        loaded, reason = None, None
+        self, key: str, opener: Callable[[], ServedModel], pending: str, read: Read
+    ) -> LoadedModel | Literal[Reload.AGAIN] | None:
+        """The model, None (refused or gone), or AGAIN: the folder changed while it was read
+        (`read`: the folder, its fingerprint before), so the files read may mix two bundles
+        (round 26: one's labels with another's weights) and neither a success nor a failure
+        counts: what was served stays, and the next poll loads it again."""
+        loaded, reason, other = None, None, None
         try:
             loaded = open_and_warm(key, opener, self._warmup_runs)
         except RemovedWhileLoading:  # not refused: there is nothing left to serve
@@ -246,6 +244,13 @@ class ModelRegistry:
         except Exception as exc:  # any failure refuses this bundle only; the rest are served
             reason = str(exc) or type(exc).__name__
             other = exc.backbone if isinstance(exc, BackboneNotServed) else None
+        if (loaded or reason) and fingerprint(read[0]) != read[1]:
+            with self._lock:
+                self._prints.pop(key, None)
+                self._pending.discard(pending)
+            logger.info("bundle %s changed while it was loaded; loading it again", key)
+            return AGAIN
+        if reason is not None:
             logger.error(
                 "refusing bundle %s: %s", key, reason, extra={"backbone_not_served": other}
             )
@@ -259,26 +264,15 @@ class ModelRegistry:
 
     def start_watching(self, poll_seconds: float) -> None:
         """Poll the model folders every `poll_seconds` (0 = never) after the first load."""
-        if poll_seconds <= 0 or self._watcher is not None:
-            return
-
-        def loop() -> None:
-            self._done.wait()
-            while not self._stop.wait(poll_seconds):
-                try:
-                    self.refresh()
-                except OSError as exc:  # out of file descriptors, say: one line, retried
-                    logger.warning("model folder refresh failed (retrying): %s", exc)
-                except Exception:
-                    logger.exception("model folder refresh failed")
-
-        self._watcher = threading.Thread(target=loop, name="model-watcher", daemon=True)
-        self._watcher.start()
+        if poll_seconds > 0 and self._watcher is None:
+            self._watcher = Poller(
+                "model folder refresh", self.refresh, poll_seconds, self._done, logger
+            )
+            self._watcher.start()
 
     def stop_watching(self) -> None:
-        self._stop.set()
         if self._watcher is not None:
-            self._watcher.join(timeout=5)
+            self._watcher.stop()
             self._watcher = None
 
     def wait_until_loaded(self, timeout: float | None = None) -> bool:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from app import bundle_folders
 from app import registry as registry_module
 from app.errors import ConfigurationError, ModelNotFound
 from app.main import create_app
@@ -266,7 +269,7 @@ def test_a_taught_version_deleted_while_it_loads_is_not_refused(
     write_tiny_bundle(tmp_path / "made", "race")
     taught = tmp_path / "taught"
     shutil.copytree(tmp_path / "made" / "race", taught / "race" / "9")
-    real = registry_module.load_bundle
+    real = bundle_folders.load_bundle
 
     def deleted_meanwhile(directory: Path, **kw: object) -> object:
         bundle = real(directory, **kw) if after_the_read else None  # type: ignore[arg-type]
@@ -274,7 +277,7 @@ def test_a_taught_version_deleted_while_it_loads_is_not_refused(
             shutil.rmtree(directory)  # the delete lands between the scan and the read, or after
         return bundle or real(directory, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(registry_module, "load_bundle", deleted_meanwhile)
+    monkeypatch.setattr(bundle_folders, "load_bundle", deleted_meanwhile)
     reg = ModelRegistry(models, taught_dir=taught, providers="cpu", warmup_runs=0)
     with caplog.at_level("INFO", logger="app.registry"):
         reg.load_all()
@@ -283,3 +286,64 @@ def test_a_taught_version_deleted_while_it_loads_is_not_refused(
     assert "refusing bundle" not in caplog.text
     with pytest.raises(ModelNotFound, match="No model named 'race@9'"):
         reg.get("race@9")
+
+
+def _labels(reg: ModelRegistry, name: str) -> list[str]:
+    return list(reg.get(name).model.bundle.labels)
+
+
+def test_a_labels_file_rewritten_in_place_is_followed(tmp_path: Path) -> None:
+    """Round 26: only metadata.json and model.onnx were fingerprinted, so labels.txt rewritten
+    in place kept its old labels served until a restart, and a bundle refused for a short
+    labels file (a copy caught half done) stayed refused once the file was whole."""
+    models = tmp_path / "models"
+    write_tiny_bundle(models, "m")
+    reg = ModelRegistry(models, providers="cpu", warmup_runs=0)
+    reg.load_all()
+    labels = models / "m" / "labels.txt"
+    assert _labels(reg, "m") == ["cat", "dog", "eel"]
+    labels.write_text("cow\nelk\nfox\n")
+    assert reg.refresh() and _labels(reg, "m") == ["cow", "elk", "fox"]
+    labels.write_text("cow\n")  # caught half copied: refused
+    assert reg.refresh() and "m" in reg.refused()
+    labels.write_text("cow\nelk\nfox\n")  # the copy ends: served again, not refused for good
+    assert reg.refresh() and reg.refused() == {} and _labels(reg, "m") == ["cow", "elk", "fox"]
+    assert not reg.refresh()  # nothing changed since
+    os.utime(labels)  # a touch, a chmod: a change of times is looked at again
+    assert reg.refresh()
+
+
+def test_a_bundle_changed_while_it_loads_is_loaded_again_not_mixed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 26: a rename swap landing while a bundle loaded served one bundle's metadata and
+    labels with the other's weights, or refused the model (404) until the next poll. Now what
+    was served stays, nothing is refused, and the next poll loads the folder as it is."""
+    models = tmp_path / "models"
+    write_tiny_bundle(models, "m")
+    reg = ModelRegistry(models, providers="cpu", warmup_runs=0)
+    reg.load_all()
+    real = registry_module.open_and_warm
+    swaps = {"left": 1}
+    target = {"labels": models / "m" / "labels.txt"}
+
+    def swapped_meanwhile(key: str, opener: Any, runs: int) -> Any:
+        try:
+            return real(key, opener, runs)  # reads the half-written state below
+        finally:
+            if swaps["left"]:
+                swaps["left"] -= 1
+                target["labels"].write_text("cow\nelk\nfox\n")
+
+    monkeypatch.setattr(registry_module, "open_and_warm", swapped_meanwhile)
+    (models / "m" / "labels.txt").write_text("cow\n")  # a copy in progress: would be refused
+    reg.refresh()
+    assert reg.refused() == {} and _labels(reg, "m") == ["cat", "dog", "eel"]  # still served
+    assert reg.refresh() and _labels(reg, "m") == ["cow", "elk", "fox"]
+    # a first load caught mid-change is neither served nor refused until the next poll
+    write_tiny_bundle(models, "n")
+    swaps["left"], target["labels"] = 1, models / "n" / "labels.txt"
+    (models / "n" / "labels.txt").write_text("x\n")
+    reg.refresh()
+    assert "n" not in reg.refused() and "n" not in reg.names()
+    assert reg.refresh() and "n" in reg.names()
