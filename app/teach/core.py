@@ -18,12 +18,12 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from app.bundle import Bundle, Metrics
 from app.catalog.service import CatalogService
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, ServiceError
 from app.metrics import EvalReport, calibrate_threshold, evaluate_probs, wilson_interval
 from app.registry import ModelRegistry
 from app.settings import Settings
 from app.teach.caveats import caveats, majority_extra, without_trivial_top_k
-from app.teach.compose import Room, TaughtSpec, check_model_name, write_taught
+from app.teach.compose import Room, TaughtSpec, check_model_name, delete_version, write_taught
 from app.teach.errors import ModelNameTaken, NotEnoughExamples, TeachCancelled
 from app.teach.examples import Examples, Limits, limits_from, read_examples
 from app.teach.head import Head, fit_head
@@ -269,10 +269,19 @@ def teach_catalog(
         training_time_s=trained.seconds,
         notes=f"{ex.skipped_unlabelled} unlabelled items ignored",
     )
+    service.bound_model(record)  # 409 if the backbone was replaced while this job taught
     path, version = write_taught(taught_root, spec, trained.head, trained.summary, room)
     progress("loading", 0.0)
     registry.refresh()
-    registry.get(f"{model}@{version}")  # raises if it was refused
+    try:
+        registry.get(f"{model}@{version}")  # raises if it was refused
+    except ServiceError:
+        # A failed job publishes nothing (round 26: it ended failed, and its version was
+        # served once its backbone came back); a backbone replaced meanwhile is the 409.
+        delete_version(taught_root, model, version)
+        registry.refresh()
+        service.bound_model(record)
+        raise
     logger.info(
         "taught %s v%s from catalog %s: %d items, %d classes, held-out accuracy %.3f (n=%d)",
         model,
