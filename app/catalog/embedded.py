@@ -177,7 +177,9 @@ class EmbeddedStore(CatalogStore):
         return self._record(row)
 
     # items --------------------------------------------------------------------------------
-    def add_items(self, name: str, items: Sequence[NewItem]) -> list[ItemRecord]:
+    def add_items(
+        self, name: str, items: Sequence[NewItem], embedded_sha: str | None = None
+    ) -> list[ItemRecord]:
         stamp = now()
         ids = [it.id for it in items]
         dup = {i for i in ids if ids.count(i) > 1} if len(set(ids)) != len(ids) else set()
@@ -185,7 +187,8 @@ class EmbeddedStore(CatalogStore):
             raise DuplicateItem(f"Item ids repeated in the request: {', '.join(sorted(dup))}.")
         with self._tx() as conn:
             row = catalog_row(conn, name)
-            check_item_vectors(name, row.model.name, row.model.dim, items)
+            model = row.model
+            check_item_vectors(name, model.name, model.dim, items, model.sha256, embedded_sha)
             taken: list[str] = []
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]

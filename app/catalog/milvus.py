@@ -179,14 +179,17 @@ class MilvusStore(MilvusBase, CatalogStore):
         return self._record(name, info)
 
     # items --------------------------------------------------------------------------------
-    def add_items(self, name: str, items: Sequence[NewItem]) -> list[ItemRecord]:
+    def add_items(
+        self, name: str, items: Sequence[NewItem], embedded_sha: str | None = None
+    ) -> list[ItemRecord]:
         ids = [it.id for it in items]
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})
             raise DuplicateItem(f"Item ids repeated in the request: {', '.join(dup)}.")
         info = self._info(name)
         dim = info["model"]["dim"]
-        check_item_vectors(name, info["model"]["name"], dim, items)
+        model = info["model"]
+        check_item_vectors(name, model["name"], dim, items, model["sha256"], embedded_sha)
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         with self._lock, self._errors():
             taken: list[str] = []

@@ -281,7 +281,8 @@ class CatalogService:
                 for i, ref in zip(keep, refs, strict=True)
             ]
             try:
-                return AddOutcome(store.add_items(name, items), list(copies.values()))
+                added = store.add_items(name, items, model_ref(loaded).sha256)
+                return AddOutcome(added, list(copies.values()))
             except BaseException:
                 self._collect({r.sha256 for r in refs})
                 raise

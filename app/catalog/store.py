@@ -64,8 +64,11 @@ class CatalogStore(ABC):
 
     # items
     @abstractmethod
-    def add_items(self, name: str, items: Sequence[NewItem]) -> list[ItemRecord]:
-        """All or nothing; durable when it returns. Duplicate ids -> DuplicateItem."""
+    def add_items(
+        self, name: str, items: Sequence[NewItem], embedded_sha: str | None = None
+    ) -> list[ItemRecord]:
+        """All or nothing; durable when it returns. Duplicate ids -> DuplicateItem; vectors
+        made by another build (`embedded_sha`) than the catalog's now -> ModelMismatch."""
 
     @abstractmethod
     def get_item(self, name: str, item_id: str) -> ItemRecord: ...

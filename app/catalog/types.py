@@ -140,9 +140,24 @@ class Hit:
     score: float  # inner product of unit vectors = cosine similarity
 
 
-def check_item_vectors(name: str, model: str, dim: int, items: Sequence[NewItem]) -> None:
-    """A store's check before adding items: each vector has the catalog's dimension `dim` (the
-    embedding size of its `model`); a 422 for the first that has not."""
+def check_item_vectors(
+    name: str,
+    model: str,
+    dim: int,
+    items: Sequence[NewItem],
+    bound_sha: str = "",
+    embedded_sha: str | None = None,
+) -> None:
+    """A store's check before adding items, in its write: the vectors were made by the build
+    the catalog is bound to (`bound_sha`), when the caller says which made them
+    (`embedded_sha`), else 409 (round 26: an add racing a reindex stored the old build's
+    vectors in a catalog bound to the new one, and searches went wrong in silence); and each
+    has the catalog's dimension `dim` (the embedding size of its `model`), else 422."""
+    if embedded_sha is not None and embedded_sha != bound_sha:
+        raise ModelMismatch(
+            f"Catalog {name!r} was reindexed for another build of model {model!r} while these "
+            "images were being embedded; nothing was added. Send them again."
+        )
     for it in items:
         if it.vector.shape != (dim,):
             raise DimensionMismatch(

@@ -370,6 +370,38 @@ def test_changed_model_build_is_refused_until_reindexed(
         assert r.status_code == 200 and r.json()["items"] == 12, r.text
 
 
+def test_an_add_racing_a_reindex_stores_no_vectors_of_the_old_build(
+    make_client: ClientFactory,
+    images: list[tuple[bytes, str]],
+    tiny_models_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Round 26: an add embedded with one build, then committed after a reindex had rebound
+    the catalog to another, stored old-build vectors in a catalog that said `stale: false`
+    (searches with those pictures scored 0.5 instead of 1). It is a 409 now, nothing added."""
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
+    with make_client(models_dir=models) as c:
+        fill(c, images[:4])
+        service = c.app.state.catalogs  # type: ignore[attr-defined]
+        real = service.embed
+
+        def reindexed_meanwhile(loaded: Any, data: Any) -> Any:
+            vectors = real(loaded, data)
+            service.embed = real
+            rebuild_bundle(models / "tiny")
+            c.app.state.registry.refresh()  # type: ignore[attr-defined]
+            assert service.reindex("fm")[1] == 4  # rebound to the new build, 4 re-embedded
+            return vectors
+
+        service.embed = reindexed_meanwhile
+        r = problem(c.post("/v1/catalogs/fm/items?id=late", content=images[9][0]), 409)
+        assert r["type"].endswith("/model-mismatch") and "Send them again" in r["detail"]
+        info = c.get("/v1/catalogs/fm").json()
+        assert info["item_count"] == 4 and info["stale"] is False
+        assert c.post("/v1/catalogs/fm/items?id=late", content=images[9][0]).status_code == 201
+
+
 def test_a_catalog_is_reindexed_once_at_a_time(
     make_client: ClientFactory, images: list[tuple[bytes, str]]
 ) -> None:

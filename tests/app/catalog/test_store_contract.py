@@ -13,6 +13,7 @@ from app.catalog.types import (
     DimensionMismatch,
     DuplicateItem,
     ItemNotFound,
+    ModelMismatch,
 )
 from tests.app.catalog.conftest import DIM, StoreFactory, model_ref, new_items, unit
 
@@ -75,6 +76,18 @@ def test_add_get_list_delete_items(store: CatalogStore) -> None:
     with pytest.raises(ItemNotFound):
         store.delete_item("c", "it00003")
     assert store.get_catalog("c").item_count == 24
+
+
+def test_vectors_of_another_build_are_refused_whole(store: CatalogStore) -> None:
+    """Round 26: an add embedded before a reindex rebound the catalog committed after it, so
+    the catalog (bound to the new build, `stale: false`) held the old build's vectors. The
+    store checks, in its write, which build made them."""
+    rng = np.random.default_rng(2)
+    store.create_catalog("c", model_ref())
+    store.add_items("c", new_items(unit(rng, 2)), "a" * 64)  # the catalog's build: added
+    with pytest.raises(ModelMismatch, match="reindexed for another build"):
+        store.add_items("c", new_items(unit(rng, 3), prefix="old"), "b" * 64)
+    assert store.get_catalog("c").item_count == 2
 
 
 def test_duplicates_and_dimensions_are_refused_whole(store: CatalogStore) -> None:
