@@ -11,15 +11,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from app.bundle import Bundle, Metrics
 from app.catalog.service import CatalogService
 from app.errors import InvalidRequest, ServiceError
-from app.metrics import EvalReport, calibrate_threshold, evaluate_probs, wilson_interval
+from app.metrics import (
+    EvalReport,
+    binary_report,
+    calibrate_threshold,
+    evaluate_probs,
+    wilson_interval,
+)
 from app.registry import ModelRegistry
 from app.settings import Settings
 from app.teach.caveats import caveats, majority_extra, without_trivial_top_k
@@ -78,6 +85,10 @@ class TeachResult:
     metrics: dict[str, Any]
     summary: list[str]
     warnings: list[str] = field(default_factory=list)
+
+
+MIN_TO_TUNE: Final = 10  # held-out pictures on each side before a yes/no threshold is tuned
+TUNED_RANGE: Final = (0.05, 0.95)  # a tuned threshold stays within (never all yes, or all no)
 
 
 def _noop_progress(_phase: str, _fraction: float) -> None:
@@ -143,6 +154,33 @@ def plain_summary(report: EvalReport) -> list[str]:
     return out
 
 
+def yes_no_threshold(
+    scores: npt.NDArray[np.float64], is_pos: npt.NDArray[np.bool_], label: str
+) -> tuple[float, str, str | None]:
+    """(threshold on P(label), how it was chosen, a warning or None). Round 26: the best-F1 cut
+    on the held-out scores of heads taught on fewer pictures fell to 0.0 at 2-3 positives
+    (heads that saw one or two positives score them low), so the served model said yes to
+    everything while the report, about the most probable label, looked fine. The threshold
+    moves off the even odds (0.5: the most probable label, what the figures describe) only
+    with MIN_TO_TUNE held-out pictures on each side, stays within TUNED_RANGE, and never where
+    it would flag every held-out picture."""
+    n_pos, n_neg = int(is_pos.sum()), int((~is_pos).sum())
+    if min(n_pos, n_neg) < MIN_TO_TUNE:
+        return (
+            0.5,
+            "threshold 0.5 (the most probable label)",
+            f"the yes/no threshold stays at 0.5: {n_pos} held-out {label!r} and {n_neg} other "
+            f"pictures are too few to tune it ({MIN_TO_TUNE}+ of each)",
+        )
+    cut = calibrate_threshold(scores, is_pos, rule="max_f1").threshold
+    flagged = binary_report(scores, is_pos, cut)
+    if flagged.tp + flagged.fp == len(scores):
+        return 0.5, "threshold 0.5 (the best-F1 cut flagged every held-out picture)", None
+    lo, hi = TUNED_RANGE
+    cut = min(max(cut, lo), hi)
+    return cut, f"threshold = best F1 on the held-out scores (in-sample), within {lo}-{hi}", None
+
+
 def train(
     ex: Examples,
     *,
@@ -197,14 +235,25 @@ def train(
     warnings += caveats(ex.x, ex.y, ex.labels, report)
     pos = positive_index(ex.labels, positive_label) if len(ex.labels) == 2 else None
     if pos is not None:  # a yes/no question: asked for, or one label is the "no" side
-        cal = calibrate_threshold(val.probs[:, pos], y_val == pos, rule="max_f1")
+        scores, is_pos = val.probs[:, pos], y_val == pos
+        threshold, how, warning = yes_no_threshold(scores, is_pos, ex.labels[pos])
+        decision = binary_report(scores, is_pos, threshold)
         metrics = metrics.model_copy(
             update={
-                "threshold": cal.threshold,
+                "threshold": threshold,
                 "positive_label": ex.labels[pos],
-                "notes": notes + "; threshold = best F1 on the held-out scores (in-sample)",
+                "notes": f"{notes}; {how}",
+                # what the served `decision` did on the held-out items (the figures above are
+                # the most probable label's, which is the decision only at 0.5)
+                "extra": {
+                    **metrics.extra,
+                    "decision_precision": round(decision.precision, 4),
+                    "decision_recall": round(decision.recall, 4),
+                    "decision_accuracy": round(decision.accuracy, 4),
+                },
             }
         )
+        warnings += [warning] if warning else []
     progress("fitting", 0.0)
     with threadpool_limits(limits=1, user_api="blas"):
         head = fit_head(ex.x, ex.y, len(ex.labels), l2=val.l2, should_stop=stop)
