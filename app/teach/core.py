@@ -216,12 +216,15 @@ def train(
             seed=seed,
             progress=lambda f: progress("validating", f),
             should_stop=stop,
+            groups=ex.groups,
         )
     y_val = ex.y[val.indices]
     report = evaluate_probs(y_val, val.probs, ex.labels)
     k = round(report.accuracy * report.n_samples)
     ci = wilson_interval(k, report.n_samples)
     notes = f"{val.describe()}; L2 chosen by inner cross-validation; seed {seed}"
+    if ex.groups is not None:
+        notes += "; items sharing a metadata.group kept on one side"
     metrics = report.to_metrics(
         dataset=dataset,
         split=val.method,

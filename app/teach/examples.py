@@ -38,6 +38,7 @@ class Examples:
     y: I64
     labels: tuple[str, ...]
     skipped_unlabelled: int
+    groups: I64 | None = None  # per row, from `metadata.group`; None when no item has one
 
 
 def _never() -> bool:
@@ -77,6 +78,7 @@ def read_examples(
     vectors: list[np.ndarray] = []
     names: list[str] = []
     shas: list[str] = []
+    group_keys: list[object] = []
     unlabelled = 0
     for batch in store.iter_items(catalog, batch=500):
         if should_stop():
@@ -92,6 +94,7 @@ def read_examples(
             names.append(item.label)
             shas.append(item.image.sha256)
             vectors.append(vector)
+            group_keys.append(group_key(item.metadata))
     labels = _checked_labels(set(names), catalog, limits)
     index = {lab: i for i, lab in enumerate(labels)}
     y = np.asarray([index[n] for n in names], dtype=np.int64)
@@ -101,7 +104,29 @@ def read_examples(
     same_file = np.unique(shas, return_inverse=True)[1] if shas else y
     distinct = np.minimum(_distinct(y, same_file, labels), _distinct(y, copy_groups(x), labels))
     check_examples(y, labels, catalog, distinct)
-    return record, Examples(x=x, y=y, labels=labels, skipped_unlabelled=unlabelled)
+    groups = _group_ids(group_keys)
+    return record, Examples(x, y, labels, skipped_unlabelled=unlabelled, groups=groups)
+
+
+def group_key(metadata: object) -> object:
+    """An item's `metadata.group` (a non-empty string or an integer), or None."""
+    value = metadata.get("group") if isinstance(metadata, dict) else None
+    if isinstance(value, str) and value.strip():
+        return ("s", value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return ("i", value)
+    return None
+
+
+def _group_ids(keys: Sequence[object]) -> I64 | None:
+    """A group id per item: one per distinct key, and its own for an item without one."""
+    if all(k is None for k in keys):
+        return None
+    ids: dict[object, int] = {}
+    return np.asarray(
+        [ids.setdefault(k if k is not None else ("row", i), len(ids)) for i, k in enumerate(keys)],
+        np.int64,
+    )
 
 
 def check_labels(service: CatalogService, catalog: str, limits: Limits) -> dict[str, int]:

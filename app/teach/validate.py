@@ -69,6 +69,26 @@ def stratified_holdout(y: I64, fraction: float, rng: np.random.Generator) -> tup
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
+def joined_groups(first: I64, second: I64) -> I64:
+    """One group id per row such that rows sharing a group in either partition share one
+    (connected rows, transitively), numbered by first appearance."""
+    parent = list(range(len(first)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for part in (first, second):
+        seen: dict[int, int] = {}
+        for i, g in enumerate(part.tolist()):
+            j = seen.setdefault(g, i)
+            parent[root(i)] = root(j)
+    ids: dict[int, int] = {}
+    return np.asarray([ids.setdefault(root(i), len(ids)) for i in range(len(first))], np.int64)
+
+
 def copy_groups(x: F64) -> I64:
     """A group id per row: rows with identical embeddings (one picture added more than once)
     share one. Groups are numbered by first appearance, so without copies group i is row i and
@@ -123,12 +143,15 @@ def validate(
     grid: Sequence[float] = L2_GRID,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    groups: I64 | None = None,
 ) -> Validation:
     """Held-out probabilities (L2 chosen inside each training part) and the L2 for the final fit.
     The splits are drawn over distinct pictures, so no item is scored by a head fitted on a copy
-    of it; a class with a single distinct picture falls back to splitting its items."""
+    of it, nor on an item of its group (`groups`: the items' `metadata.group`, variants of one
+    picture that are not copies); a class with a single distinct picture falls back to
+    splitting its items."""
     rng = np.random.default_rng(seed)
-    groups = copy_groups(x)
+    groups = copy_groups(x) if groups is None else joined_groups(copy_groups(x), groups)
     first = np.unique(groups, return_index=True)[1]  # one row per group, in group order
     gy = y[first]
     counts = np.bincount(gy, minlength=num_classes)
