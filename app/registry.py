@@ -327,8 +327,10 @@ class ModelRegistry:
         if refused_versions:
             raise ModelNotFound(
                 f"Model {name!r} exists but every version of it was refused when loading "
-                f"({', '.join(refused_versions)}); the server log says why (a taught model is "
-                "refused when the backbone it was taught on is no longer served: teach it again)."
+                f"({', '.join(refused_versions)}); the server log says why. A taught model is "
+                "refused while the build of the backbone it was taught on is not served: it is "
+                "served again once that build is back; if the backbone was replaced by another "
+                "build, teach it again."
             )
         raise missing_model(
             name,
