@@ -3,8 +3,7 @@ how it tells that a bundle's files changed; re-exported by app.registry."""
 
 from __future__ import annotations
 
-import os
-import zlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -14,8 +13,7 @@ from typing import Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from app.bundle import Bundle
-from app.fsutil import TMP_PREFIX
+from app.bundle import LABELS_FILE, METADATA_FILE, MODEL_FILE, Bundle
 from app.numtext import ascii_uint
 from app.runtime import ModelOutput
 
@@ -56,39 +54,54 @@ class LoadedModel:
 
 # What identifies a bundle's files on disk: a change means "load it again".
 Fingerprint = tuple[int, ...]
-# Written by the server into a taught bundle's folder after it was published: the standalone
-# graph a download joins once (app/teach/download.py).
-STANDALONE_FILE: Final = "standalone.onnx"
-DERIVED_FILES: Final = frozenset({STANDALONE_FILE})
+_NAMED: dict[str, tuple[Fingerprint, tuple[str, ...]]] = {}  # folder -> metadata stat, its files
+_NAMED_MAX: Final = 20_000
+
+
+def _stat(path: Path) -> Fingerprint:
+    try:
+        st = path.stat()  # through a link: the file that will be read
+    except OSError:
+        return (0, 0, 0, 0)
+    return (st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size)
+
+
+def _named_files(directory: Path, meta: Fingerprint) -> tuple[str, ...]:
+    """The labels and model files metadata.json names (the defaults when it cannot be read),
+    parsed again only when metadata.json changed."""
+    cached = _NAMED.get(str(directory))
+    if cached is not None and cached[0] == meta:
+        return cached[1]
+    names = (LABELS_FILE, MODEL_FILE)
+    try:
+        raw = json.loads((directory / METADATA_FILE).read_bytes()[:1_000_000])
+        artifact = raw.get("artifact") or {}
+        names = (str(raw.get("labels_file", LABELS_FILE)), str(artifact.get("file", MODEL_FILE)))
+    except (OSError, ValueError, AttributeError):
+        pass  # the load says what is wrong with it
+    if len(_NAMED) >= _NAMED_MAX:
+        _NAMED.clear()
+    _NAMED[str(directory)] = (meta, names)
+    return names
 
 
 def fingerprint(directory: Path) -> Fingerprint:
-    """The folder itself and every file in it, each by inode, change time, modification time
-    and size. Round 26: only metadata.json and model.onnx counted, so a rewritten labels.txt
-    (or a renamed artifact) was never reloaded, a chmod was never seen (it changes ctime
-    alone), and a bundle refused while a copy was half done stayed refused once it was whole.
-    The folder's own inode changes when another folder is swapped in by rename. Files the
-    server itself writes into a bundle (a taught model's standalone download, temporary
-    files) do not count."""
+    """The folder and the files a load reads (metadata.json, and the labels and model files it
+    names), each by inode, change time, modification time and size. Round 26: only
+    metadata.json and model.onnx counted, so a labels.txt rewritten in place was never
+    reloaded, a chmod was never seen (it changes ctime alone), and a bundle refused while a
+    copy was half done stayed refused once whole. Other files (a log, an editor's swap file,
+    the model card, a taught model's standalone download) do not count: a folder with a file
+    that keeps changing was reloaded, and thrown away, at every poll. The folder's own inode
+    changes when another one is swapped in by rename."""
     try:
         out = [directory.stat().st_ino]
-        with os.scandir(directory) as found:
-            entries = sorted(found, key=lambda e: e.name)
-        for entry in entries:
-            if entry.name.startswith(TMP_PREFIX) or entry.name in DERIVED_FILES:
-                continue
-            try:
-                f = entry.stat()  # through a link: the file that will be read
-            except OSError:
-                f = None
-            name = zlib.crc32(entry.name.encode("utf-8", "surrogateescape"))
-            out += (
-                (name, 0, 0, 0, 0)
-                if f is None
-                else (name, f.st_ino, f.st_ctime_ns, f.st_mtime_ns, f.st_size)
-            )
     except OSError:
         return (0,)
+    meta = _stat(directory / METADATA_FILE)
+    out += meta
+    for name in _named_files(directory, meta):
+        out += _stat(directory / name)
     return tuple(out)
 
 

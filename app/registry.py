@@ -93,7 +93,9 @@ class ModelRegistry:
         with self._lock:
             self._pending = {d.name for d in self.discover()}
             self._pending |= {d.parent.name for d in self.discover_taught()}
-        self.refresh()
+        for _ in range(3):  # again for a bundle that changed while it loaded, even unpolled
+            if not self.refresh():
+                break
         self._done.set()
         logger.info(
             "model loading finished: %d served, %d taught, %d refused",
@@ -245,9 +247,8 @@ class ModelRegistry:
             reason = str(exc) or type(exc).__name__
             other = exc.backbone if isinstance(exc, BackboneNotServed) else None
         if (loaded or reason) and fingerprint(read[0]) != read[1]:
-            with self._lock:
+            with self._lock:  # still pending at start-up: /readyz says loading, a 503 not a 404
                 self._prints.pop(key, None)
-                self._pending.discard(pending)
             logger.info("bundle %s changed while it was loaded; loading it again", key)
             return AGAIN
         if reason is not None:

@@ -223,8 +223,13 @@ def train(
     k = round(report.accuracy * report.n_samples)
     ci = wilson_interval(k, report.n_samples)
     notes = f"{val.describe()}; L2 chosen by inner cross-validation; seed {seed}"
-    if ex.groups is not None:
+    if val.grouped:
         notes += "; items sharing a metadata.group kept on one side"
+    elif ex.groups is not None:
+        warnings.append(
+            "metadata.group could not be kept: with the groups, a class has fewer than 2 groups "
+            "of its own, so items of one group were split and the figures may be optimistic"
+        )
     metrics = report.to_metrics(
         dataset=dataset,
         split=val.method,

@@ -16,12 +16,12 @@ from onnx import numpy_helper
 
 from app.bundle_write import atomic_write
 from app.errors import ModelNotFound
-from app.loaded import STANDALONE_FILE
 from app.registry import LoadedModel
 from app.teach.graph import standalone_model
 from app.teach.head import Head
 from app.teach.served import TaughtModel
 
+STANDALONE_FILE = "standalone.onnx"
 _lock = threading.Lock()
 log = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ class Validation:
     probs: F64  # len(indices) x C
     l2: float  # strength chosen for the final head
     seed: int
+    grouped: bool = False  # the given groups (metadata.group) were kept on one side
 
     @property
     def n(self) -> int:
@@ -151,10 +152,13 @@ def validate(
     picture that are not copies); a class with a single distinct picture falls back to
     splitting its items."""
     rng = np.random.default_rng(seed)
-    groups = copy_groups(x) if groups is None else joined_groups(copy_groups(x), groups)
-    first = np.unique(groups, return_index=True)[1]  # one row per group, in group order
-    gy = y[first]
-    counts = np.bincount(gy, minlength=num_classes)
+    copies = copy_groups(x)
+    grouped = groups is not None
+    groups = joined_groups(copies, groups) if groups is not None else copies
+    gy, counts = _group_classes(groups, y, num_classes)
+    if grouped and counts.min() < 2:  # the given groups leave a class under 2: copies only
+        groups, grouped = copies, False
+        gy, counts = _group_classes(groups, y, num_classes)
     if counts.min() < 2:  # a class with one distinct picture: split the items instead
         groups, gy = np.arange(len(y)), y
         counts = np.bincount(y, minlength=num_classes)
@@ -167,7 +171,7 @@ def validate(
         report(0.8)
         head = fit_head(x[train], y[train], num_classes, l2=l2, should_stop=should_stop)
         report(1.0)
-        return Validation("holdout", 1, test, head.predict_proba(x[test]), l2, seed)
+        return Validation("holdout", 1, test, head.predict_proba(x[test]), l2, seed, grouped)
     k = int(min(MAX_FOLDS, counts.min()))
     folds = [np.flatnonzero(np.isin(groups, f)) for f in stratified_folds(gy, k, rng)]
     probs = np.zeros((len(y), num_classes))
@@ -179,7 +183,15 @@ def validate(
         report((j + 1) / (k + 1))
     final_l2 = choose_l2(x, y, num_classes, rng, grid, should_stop)
     report(1.0)
-    return Validation("cross-validation", k, np.arange(len(y)), probs, final_l2, seed)
+    return Validation("cross-validation", k, np.arange(len(y)), probs, final_l2, seed, grouped)
+
+
+def _group_classes(groups: I64, y: I64, num_classes: int) -> tuple[I64, I64]:
+    """Each group's class (its first item's, for stratifying) and how many groups each class
+    has items in (a group of two labels counts for both)."""
+    first = np.unique(groups, return_index=True)[1]  # one row per group, in group order
+    pairs = np.unique(np.stack([groups, y]), axis=1)
+    return y[first], np.bincount(pairs[1], minlength=num_classes)
 
 
 def fit_final(x: F64, y: I64, num_classes: int, validation: Validation) -> Head:

@@ -311,6 +311,12 @@ def test_a_labels_file_rewritten_in_place_is_followed(tmp_path: Path) -> None:
     assert not reg.refresh()  # nothing changed since
     os.utime(labels)  # a touch, a chmod: a change of times is looked at again
     assert reg.refresh()
+    # files a load does not read do not count (round 26 attack: a log written into a bundle
+    # folder had it reloaded, and thrown away as changed, at every poll, never served)
+    for other in ("notes.log", ".DS_Store", ".labels.txt.swp", "README.md", "standalone.onnx"):
+        (models / "m" / other).write_text("x")
+        assert not reg.refresh(), other
+    assert _labels(reg, "m") == ["cow", "elk", "fox"]
 
 
 def test_a_bundle_changed_while_it_loads_is_loaded_again_not_mixed(

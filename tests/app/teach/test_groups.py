@@ -58,3 +58,32 @@ def test_a_job_says_when_groups_kept_items_together(
     job = wait_job(c, r.headers["location"])
     assert job["status"] == "succeeded", job
     assert "metadata.group kept on one side" in job["result"]["metrics"]["notes"]
+
+
+def test_groups_that_cannot_be_kept_are_said_not_claimed() -> None:
+    """Round 26 attack: a catalog whose items all share one group (or whose groups leave a
+    class fewer than two) fell back to splitting items in silence, while the notes said the
+    groups were kept."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(20, 16))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = np.repeat([0, 1], 10)
+    assert not validate(x, y, 2, groups=np.zeros(20, np.int64)).grouped
+    assert validate(x, y, 2, groups=np.arange(20) // 2).grouped
+    spanning = np.arange(20) % 5  # every group has items of both labels: 5 groups per class
+    assert validate(x, y, 2, groups=spanning).grouped
+
+
+def test_a_job_warns_when_its_groups_could_not_be_kept(
+    teach_client: TestClient, fm_pngs: dict[int, list[bytes]]
+) -> None:
+    c = teach_client
+    assert c.post("/v1/catalogs", json={"name": "one", "model": "products"}).status_code == 201
+    for label, cls in (("sneaker", SNEAKER), ("bag", BAG)):
+        files = [("file", (f"{i}.png", p, "image/png")) for i, p in enumerate(fm_pngs[cls][:4])]
+        data = {"label": label, "metadata": json.dumps({"group": "same"})}
+        assert c.post("/v1/catalogs/one/items", files=files, data=data).status_code == 201
+    job = wait_job(c, c.post("/v1/catalogs/one/train", json={"model": "one"}).headers["location"])
+    assert job["status"] == "succeeded", job
+    assert "metadata.group" not in job["result"]["metrics"]["notes"]
+    assert any("metadata.group could not be kept" in w for w in job["warnings"]), job["warnings"]
