@@ -50,7 +50,7 @@ from app.catalog.types import (
     check_item_vectors,
     check_queries,
 )
-from app.fsutil import fsync_dir, make_dirs_durably
+from app.fsutil import file_lock, fsync_dir, make_dirs_durably
 
 logger = logging.getLogger(__name__)
 _SEARCH_ROUNDS = 4  # index searches per query batch while rows vanish under it
@@ -76,9 +76,13 @@ class EmbeddedStore(CatalogStore):
     def open(self) -> None:
         self._db.closed = False
         make_dirs_durably(self.root)
-        conn = self._conn()
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(SCHEMA)
+        # One process at a time: switching a new database to WAL takes an exclusive lock that
+        # SQLite's busy timeout does not wait for, so two workers opening a fresh data folder
+        # together failed half the time ("database is locked", a 503 and an ERROR line).
+        with file_lock(self.root / ".open.lock"):
+            conn = self._conn()
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
         fsync_dir(self.root)  # the database and its WAL file are new names in root
 
     def describe(self) -> str:

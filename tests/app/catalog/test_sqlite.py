@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from app.catalog.sqlite import Connections
 
@@ -43,3 +45,31 @@ def test_a_live_thread_keeps_its_connection(tmp_path: Path) -> None:
     other.join()
     assert db.conn() is mine and threading.current_thread() in db._conns
     db.close()
+
+
+def _open_store(root: str, start: Any, results: Any) -> None:
+    from app.catalog.embedded import EmbeddedStore
+
+    store = EmbeddedStore(Path(root))
+    start.wait()
+    try:
+        store.open()
+        results.put("ok")
+    except Exception as exc:  # what a worker's first request met
+        results.put(repr(exc))
+
+
+def test_two_processes_open_a_new_store_together(tmp_path: Path) -> None:
+    """Round 26: two workers opening a fresh data folder at once failed half the time with
+    "database is locked" (the switch to WAL takes a lock the busy timeout does not wait for):
+    an ERROR line and a 503 for the first catalog request."""
+    ctx = mp.get_context("fork")
+    for trial in range(10):
+        start, results = ctx.Barrier(2), ctx.Queue()
+        root = str(tmp_path / f"t{trial}")
+        procs = [ctx.Process(target=_open_store, args=(root, start, results)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        assert [results.get(timeout=5), results.get(timeout=5)] == ["ok", "ok"], trial
