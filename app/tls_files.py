@@ -8,7 +8,9 @@ trailing newline works)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import ssl
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -17,6 +19,7 @@ from app.errors import ConfigurationError
 
 PASSWORD_SETTING: Final = "IMGCLASS_TLS_KEY_PASSWORD_FILE"
 _MAX_PASSWORD_FILE: Final = 4096  # bytes: a pass phrase, not a misplaced key or log file
+_MAX_PASSWORD: Final = 1023  # OpenSSL's pass phrase callback takes at most 1,024 bytes
 
 
 @dataclass(frozen=True)
@@ -30,12 +33,16 @@ class TlsFiles:
 
     def password(self) -> str | None:
         """The key's pass phrase, or None when no file is set. ConfigurationError when the
-        file cannot be read, is too large, empty or not UTF-8 text."""
+        file cannot be read, is not a regular file (a FIFO would block start-up, and it is read
+        once per process), is too large, empty, not UTF-8 text or longer than OpenSSL takes."""
         if self.password_file is None:
             return None
         where = f"{PASSWORD_SETTING}={self.password_file}"
         try:
-            with open(self.password_file, "rb") as f:
+            fd = os.open(self.password_file, os.O_RDONLY | os.O_NONBLOCK)
+            with open(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise ConfigurationError(f"{where} is not a regular file (a pipe, a device?)")
                 raw = f.read(_MAX_PASSWORD_FILE + 1)
         except OSError as exc:
             raise ConfigurationError(f"cannot read {where}: {exc.strerror or exc}") from None
@@ -46,6 +53,8 @@ class TlsFiles:
         line = raw.split(b"\n", 1)[0].removesuffix(b"\r")
         if not line:
             raise ConfigurationError(f"{where}: its first line (the pass phrase) is empty")
+        if len(line) > _MAX_PASSWORD:
+            raise ConfigurationError(f"{where}: the pass phrase is over {_MAX_PASSWORD} bytes")
         try:
             return line.decode("utf-8")
         except UnicodeDecodeError:

@@ -61,10 +61,15 @@ async def _check_preconditions(files: StaticFiles, scope: Scope) -> None:
 
 
 def _modified_after(found: os.stat_result, since: str) -> bool:
+    """Whether the file changed after `since`; False for a value that is not an HTTP-date
+    (ignored, RFC 9110 13.1.4): GMT, or the asctime form, which names no zone."""
     try:
         date = parsedate_to_datetime(since)
     except (TypeError, ValueError):
-        return False  # not an HTTP date: ignored (13.1.4)
+        return False
+    asctime = since.strip()[3:4] == " "  # "Sun Nov  6 08:49:37 1994"
+    if not since.rstrip().endswith(" GMT") and not (asctime and date.tzinfo is None):
+        return False
     if date.tzinfo is None:
         date = date.replace(tzinfo=UTC)
     return int(found.st_mtime) > date.timestamp()  # Last-Modified has whole seconds

@@ -230,6 +230,15 @@ def test_a_key_pass_phrase_that_does_not_serve_stops_the_start(
         done = _start(env)
         assert done.returncode == 2 and said in done.stderr, (name, done.stderr)
         assert "Traceback" not in done.stderr
+    # round 26 attack: a pass phrase longer than OpenSSL takes was a traceback, and a FIFO
+    # (or `<(printf ...)`) blocked start-up for ever or read empty the second time
+    path.write_text("x" * 1500 + "\n")
+    done = _start(_env(pki, tmp_path, IMGCLASS_TLS_KEY_PASSWORD_FILE=str(path), **encrypted))
+    assert done.returncode == 2 and "over 1023 bytes" in done.stderr, done.stderr
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    done = _start(_env(pki, tmp_path, IMGCLASS_TLS_KEY_PASSWORD_FILE=str(fifo), **encrypted))
+    assert done.returncode == 2 and "not a regular file" in done.stderr, done.stderr
     path.write_bytes(b"\xff\xfe")
     done = _start(_env(pki, tmp_path, IMGCLASS_TLS_KEY_PASSWORD_FILE=str(path), **encrypted))
     assert done.returncode == 2 and "not UTF-8" in done.stderr

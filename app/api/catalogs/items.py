@@ -15,7 +15,13 @@ from app.api.deps import CatalogsDep, ReadAuth, SettingsDep, WriteAuth
 from app.api.embed_gate import embed_gate, embed_slot
 from app.api.forms import is_multipart, read_form
 from app.api.query_names import DIGITS
-from app.api.stored_file import StoredFileResponse, check_if_match, none_match, open_stored
+from app.api.stored_file import (
+    PreconditionFailed,
+    StoredFileResponse,
+    check_if_match,
+    none_match,
+    open_stored,
+)
 from app.api.uploads import read_uploads, uploads_from
 from app.catalog.service import CatalogService
 from app.errors import InvalidRequest, UnsupportedMediaType
@@ -223,7 +229,10 @@ async def get_item_thumbnail(
     "/{name}/items/{item_id}",
     status_code=204,
     dependencies=[WriteAuth],
-    responses={412: {"description": "If-Match names another image"}, **ERRORS},
+    responses={
+        412: {"description": "If-Match names another image, or If-None-Match this one"},
+        **ERRORS,
+    },
 )
 async def delete_item(name: str, item_id: str, request: Request, service: CatalogsDep) -> Response:
     """Remove an item for good (and its image when nothing else uses it).
@@ -232,10 +241,14 @@ async def delete_item(name: str, item_id: str, request: Request, service: Catalo
     `"<first 32 hex digits of the image's sha256>"`; `*` = any) is deleted; else 412 and
     nothing is deleted. Ids are the client's (a SKU may be deleted and added again with
     another picture), so a client deletes the item it looked at, not a newer one."""
-    header = request.headers.get("if-match")
-    if header is not None:
+    header, none = request.headers.get("if-match"), request.headers.get("if-none-match")
+    if header is not None or none is not None:
         item = await run_in_threadpool(service.get_item, name, item_id)  # 404 comes first
-        check_if_match(header, image_etag(item.image.sha256), f"item {item_id!r}")
+        etag = image_etag(item.image.sha256)
+        if header is not None:
+            check_if_match(header, etag, f"item {item_id!r}")
+        if none is not None and none_match(none, etag):  # RFC 9110 13.2.2 step 3
+            raise PreconditionFailed(f"If-None-Match names item {item_id!r}: nothing deleted.")
         # Checked, then deleted: a delete and re-add landing between the two (milliseconds)
         # is not caught; closing that needs a conditional delete in CatalogService.
     await run_in_threadpool(service.delete_item, name, item_id)

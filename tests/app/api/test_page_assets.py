@@ -47,7 +47,11 @@ def test_page_assets_evaluate_if_match_and_if_unmodified_since(
     _refused(client.get(path, headers={"If-Match": '"other"', "If-None-Match": etag}))
     old = "Mon, 01 Jan 2001 00:00:00 GMT"
     _refused(client.get(path, headers={"If-Unmodified-Since": old}))
-    for fine in (modified, "Fri, 01 Jan 2100 00:00:00 GMT", "not a date"):
+    asctime = "Sun Nov  6 08:49:37 1994"  # the obsolete form names no zone: GMT
+    _refused(client.get(path, headers={"If-Unmodified-Since": asctime}))
+    # not HTTP-dates, so ignored (round 26 attack: a date without GMT or with +0100 counted)
+    not_http = ("Sun, 06 Nov 1994 08:49:37", "Thu, 01 Jan 1970 00:00:00 +0100")
+    for fine in (modified, "Fri, 01 Jan 2100 00:00:00 GMT", "not a date", *not_http):
         r = client.get(path, headers={"If-Unmodified-Since": fine})
         assert r.status_code == 200, fine
     # With If-Match, If-Unmodified-Since is not evaluated (13.1.4).

@@ -122,7 +122,15 @@ def test_delete_with_if_match_removes_only_the_picture_the_client_saw(
         missing = c.delete("/v1/catalogs/fm/items/sku-1", headers={"If-Match": "*"})
         assert missing.status_code == 404
         add(c, "sku-2", 3)
+        # If-None-Match on a delete (RFC 9110 13.2.2 step 3; round 26 attack: it was ignored)
+        now = c.get("/v1/catalogs/fm/items/sku-2/image").headers["etag"]
+        for names_it in ("*", now, f'"other", {now}'):
+            refused(c.delete("/v1/catalogs/fm/items/sku-2", headers={"If-None-Match": names_it}))
+        assert c.get("/v1/catalogs/fm/items/sku-2").status_code == 200
         assert c.delete("/v1/catalogs/fm/items/sku-2", headers={"If-Match": "*"}).status_code == 204
+        add(c, "sku-3", 4)
+        other = {"If-None-Match": '"other"'}
+        assert c.delete("/v1/catalogs/fm/items/sku-3", headers=other).status_code == 204
 
 
 def test_ranges_with_numbers_of_any_length(make_client: ClientFactory) -> None:
