@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from app.errors import InvalidRequest
-from app.teach.core import check_positive_label, positive_index
+from app.metrics import evaluate_probs
+from app.teach.core import check_positive_label, plain_summary, positive_index
 from app.teach.errors import NotEnoughExamples
 
 
@@ -31,3 +33,17 @@ def test_positive_label_needs_exactly_two_labels() -> None:
         check_positive_label("b", ["a", "b", "c"])
     with pytest.raises(NotEnoughExamples, match="not one of"):
         check_positive_label("z", ["a", "b"])
+
+
+def test_each_class_sentence_carries_its_interval() -> None:
+    """Round 26 audit: per-class figures from a handful of pictures read as certain."""
+    y = np.array([0] * 6 + [1] * 20)
+    probs = np.zeros((26, 2))
+    probs[np.arange(26), y] = 1.0
+    probs[6:8] = [1.0, 0.0]  # two of class 1 taken for class 0
+    lines = plain_summary(evaluate_probs(y, probs, ("santa", "not_santa")))
+    assert lines == [
+        "santa recognised in 6 of 6 held-out pictures (95% interval 61-100%)",
+        "not_santa recognised in 18 of 20 held-out pictures (95% interval 70-97%; taken for "
+        "santa 2x)",
+    ]
