@@ -3,11 +3,15 @@ description of one uploaded image, the outcome of an add, and of a search."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.catalog.dedup import Match
 from app.catalog.types import CatalogRecord, Hit, ItemRecord
+
+# A precondition on an item about to be deleted: raises (e.g. a 412) to refuse.
+ItemCheck = Callable[[ItemRecord], None]
 
 
 @dataclass(frozen=True)

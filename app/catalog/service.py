@@ -1,10 +1,8 @@
 """CatalogService: catalogs bound to a model's embedding space, on top of a CatalogStore.
 
-It embeds images with the served model (one forward pass, L2-normalised `embedding` output),
-writes images before the store commits, refuses to mix embedding spaces (model sha check) and
-removes images no item references any more. How a model embeds is app.catalog.embedding; how a
-catalog is re-embedded for a new model build is app.catalog.reindex.
-"""
+It embeds images with the served model, writes images before the store commits, refuses to
+mix embedding spaces (model sha check) and removes images no item references any more. How a
+model embeds: app.catalog.embedding; re-embedding for a new build: app.catalog.reindex."""
 
 from __future__ import annotations
 
@@ -21,7 +19,7 @@ from app.catalog.backends import open_store
 from app.catalog.blobs import BlobStore
 from app.catalog.dedup import find_duplicates
 from app.catalog.embedding import embed_prepared, model_ref
-from app.catalog.outcomes import AddOutcome, ItemSpec, SearchOutcome
+from app.catalog.outcomes import AddOutcome, ItemCheck, ItemSpec, SearchOutcome
 from app.catalog.reindex import reindex_catalog
 from app.catalog.reserve import SpaceReserve
 from app.catalog.store import CatalogStore
@@ -250,10 +248,9 @@ class CatalogService:
         *,
         skip_duplicates: bool = False,
     ) -> AddOutcome:
-        """`add`; with `skip_duplicates`, an image that copies an item of the same label (in
-        the catalog, or earlier in `images`) is not added but reported (app.catalog.dedup).
-        The check runs under the write guard, so a re-sent upload racing the original (still
-        running after the client gave up) cannot slip a copy in between check and commit."""
+        """`add`; with `skip_duplicates`, an image copying an item of the same label (stored, or
+        earlier in `images`) is reported, not added (app.catalog.dedup), checked under the write
+        guard: a re-sent upload racing the original cannot slip a copy in between."""
         if len(images) != len(specs):
             raise InvalidRequest(f"{len(images)} images but {len(specs)} item descriptions.")
         store = self._ensure_open()
@@ -296,11 +293,14 @@ class CatalogService:
         store = self._ensure_open()
         return store.list_items(name, after=after, limit=limit, label=check_label_filter(label))
 
-    def delete_item(self, name: str, item_id: str) -> ItemRecord:
+    def delete_item(self, name: str, item_id: str, check: ItemCheck | None = None) -> ItemRecord:
+        """`check` (raises to refuse) sees the item under the write guard adds take too."""
         store = self._ensure_open()
 
         def work() -> ItemRecord:
             with self._blob_guard():
+                if check is not None:
+                    check(store.get_item(name, item_id))
                 record = store.delete_item(name, item_id)
                 self._collect({record.image.sha256})
             return record

@@ -11,10 +11,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from app.bundle import Bundle, Metrics
@@ -23,7 +22,6 @@ from app.errors import InvalidRequest, ServiceError
 from app.metrics import (
     EvalReport,
     binary_report,
-    calibrate_threshold,
     evaluate_probs,
     wilson_interval,
 )
@@ -35,6 +33,7 @@ from app.teach.errors import ModelNameTaken, NotEnoughExamples, TeachCancelled
 from app.teach.examples import Examples, Limits, limits_from, read_examples
 from app.teach.head import Head, fit_head
 from app.teach.validate import Validation, validate
+from app.teach.yes_no import yes_no_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +84,6 @@ class TeachResult:
     metrics: dict[str, Any]
     summary: list[str]
     warnings: list[str] = field(default_factory=list)
-
-
-MIN_TO_TUNE: Final = 10  # held-out pictures on each side before a yes/no threshold is tuned
-TUNED_RANGE: Final = (0.05, 0.95)  # a tuned threshold stays within (never all yes, or all no)
 
 
 def _noop_progress(_phase: str, _fraction: float) -> None:
@@ -157,33 +152,6 @@ def plain_summary(report: EvalReport) -> list[str]:
             line += f"; taken for {report.per_class[worst].label} {row[worst]}x"
         out.append(line + ")")
     return out
-
-
-def yes_no_threshold(
-    scores: npt.NDArray[np.float64], is_pos: npt.NDArray[np.bool_], label: str
-) -> tuple[float, str, str | None]:
-    """(threshold on P(label), how it was chosen, a warning or None). Round 26: the best-F1 cut
-    on the held-out scores of heads taught on fewer pictures fell to 0.0 at 2-3 positives
-    (heads that saw one or two positives score them low), so the served model said yes to
-    everything while the report, about the most probable label, looked fine. The threshold
-    moves off the even odds (0.5: the most probable label, what the figures describe) only
-    with MIN_TO_TUNE held-out pictures on each side, stays within TUNED_RANGE, and never where
-    it would flag every held-out picture."""
-    n_pos, n_neg = int(is_pos.sum()), int((~is_pos).sum())
-    if min(n_pos, n_neg) < MIN_TO_TUNE:
-        return (
-            0.5,
-            "threshold 0.5 (the most probable label)",
-            f"the yes/no threshold stays at 0.5: {n_pos} held-out {label!r} and {n_neg} other "
-            f"pictures are too few to tune it ({MIN_TO_TUNE}+ of each)",
-        )
-    cut = calibrate_threshold(scores, is_pos, rule="max_f1").threshold
-    flagged = binary_report(scores, is_pos, cut)
-    if flagged.tp + flagged.fp == len(scores):
-        return 0.5, "threshold 0.5 (the best-F1 cut flagged every held-out picture)", None
-    lo, hi = TUNED_RANGE
-    cut = min(max(cut, lo), hi)
-    return cut, f"threshold = best F1 on the held-out scores (in-sample), within {lo}-{hi}", None
 
 
 def train(

@@ -24,6 +24,7 @@ from app.api.stored_file import (
 )
 from app.api.uploads import read_uploads, uploads_from
 from app.catalog.service import CatalogService
+from app.catalog.types import ItemRecord
 from app.errors import InvalidRequest, UnsupportedMediaType
 from app.imaging import ACCEPTED_FORMATS, ACCEPTED_TEXT
 from app.not_image import is_zip
@@ -242,14 +243,15 @@ async def delete_item(name: str, item_id: str, request: Request, service: Catalo
     nothing is deleted. Ids are the client's (a SKU may be deleted and added again with
     another picture), so a client deletes the item it looked at, not a newer one."""
     header, none = request.headers.get("if-match"), request.headers.get("if-none-match")
-    if header is not None or none is not None:
-        item = await run_in_threadpool(service.get_item, name, item_id)  # 404 comes first
+
+    def check(item: ItemRecord) -> None:
+        """Under the write guard, with the delete: no re-add lands in between (round 26)."""
         etag = image_etag(item.image.sha256)
         if header is not None:
             check_if_match(header, etag, f"item {item_id!r}")
         if none is not None and none_match(none, etag):  # RFC 9110 13.2.2 step 3
             raise PreconditionFailed(f"If-None-Match names item {item_id!r}: nothing deleted.")
-        # Checked, then deleted: a delete and re-add landing between the two (milliseconds)
-        # is not caught; closing that needs a conditional delete in CatalogService.
-    await run_in_threadpool(service.delete_item, name, item_id)
+
+    conditional = header is not None or none is not None
+    await run_in_threadpool(service.delete_item, name, item_id, check if conditional else None)
     return Response(status_code=204)

@@ -3,13 +3,19 @@ a cache revalidates every time, If-Match answered with 412, byte ranges with lon
 
 from __future__ import annotations
 
+import contextlib
 import io
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
+
+from app.catalog.outcomes import ItemSpec
+from app.catalog.types import ItemNotFound
 
 ClientFactory = Callable[..., TestClient]
 KEY = "k" * 32
@@ -166,3 +172,36 @@ def test_model_download_revalidates_and_answers_if_match(make_client: ClientFact
         r304 = c.get(url, headers={"If-None-Match": etag})
         assert r304.status_code == 304 and r304.headers["cache-control"] == "no-cache"
         assert c.get("/v1/models/nope/download", headers={"If-Match": "*"}).status_code == 404
+
+
+def test_a_conditional_delete_cannot_remove_an_item_added_again_meanwhile(
+    make_client: ClientFactory,
+) -> None:
+    """Round 26: the precondition was checked, then the item deleted, so another client's
+    delete and re-add of the id landing in between lost the new picture. The check now runs
+    under the write guard with the delete: the other client waits, and its picture stays."""
+    with make_client() as c:
+        assert c.post("/v1/catalogs", json={"name": "fm", "model": "tiny"}).status_code == 201
+        add(c, "sku-1", 1)
+        seen = c.get("/v1/catalogs/fm/items/sku-1/image").headers["etag"]
+        service = c.app.state.catalogs  # type: ignore[attr-defined]
+        checked, replaced = threading.Event(), threading.Event()
+
+        def slow_check(item: Any) -> None:  # the check passed; another client acts now
+            assert f'"{item.image.sha256[:32]}"' == seen
+            checked.set()
+            replaced.wait(1.0)  # gives the other client a second to slip in (it cannot)
+
+        def other_client() -> None:
+            checked.wait(5)
+            with contextlib.suppress(ItemNotFound):  # the first delete went first
+                service.delete_item("fm", "sku-1")
+            service.add("fm", [picture(2)], [ItemSpec(id="sku-1")])
+            replaced.set()
+
+        other = threading.Thread(target=other_client)
+        other.start()
+        service.delete_item("fm", "sku-1", slow_check)
+        other.join(10)
+        r = c.get("/v1/catalogs/fm/items/sku-1/image")
+        assert r.status_code == 200 and r.content == picture(2)  # the new picture stayed

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from fastapi.testclient import TestClient
 
-from app.teach.core import MIN_TO_TUNE, TUNED_RANGE, yes_no_threshold
+from app.teach.yes_no import MIN_TO_TUNE, TUNED_RANGE, yes_no_threshold
 from tests.app.teach.conftest import BAG, SNEAKER, make_catalog, wait_job
 
 
