@@ -11,7 +11,7 @@ from app.bundle import load_bundle
 from app.imaging import ImageLimits, prepare
 from app.runtime import OnnxModel
 from app.teach.head import fit_head, unit
-from app.teach.validate import stratified_folds, stratified_holdout, validate
+from app.teach.validate import HOLDOUT_MIN_ITEMS, stratified_folds, stratified_holdout, validate
 from tests.app.teach.conftest import fm_test_split
 from tests.conftest import ROOT
 
@@ -66,7 +66,7 @@ def test_validation_never_scores_an_item_it_trained_on(fm_embeddings) -> None:  
     v = validate(x[small], np.searchsorted([0, 1, 7], y[small]), 3)
     assert v.method == "cross-validation" and v.folds == 5 and v.n == len(small)
     big = validate(x, y, 10)
-    assert big.method == "holdout" and big.n == 120  # 20% of 60 per class
+    assert big.method == "cross-validation" and big.n == 600  # under HOLDOUT_MIN_ITEMS
     acc = float((big.probs.argmax(1) == y[big.indices]).mean())
     assert acc > 0.7  # products embeddings separate Fashion-MNIST classes well
 
@@ -91,11 +91,11 @@ def _noise_with_copies(copies: int, unique: int, dim: int = 256) -> tuple[np.nda
     return np.repeat(x, copies, axis=0)[order], np.repeat(y, copies)[order].astype(np.int64)
 
 
-@pytest.mark.parametrize(("copies", "unique"), [(2, 240), (4, 20)])  # hold-out, cross-validation
+@pytest.mark.parametrize(("copies", "unique"), [(2, 1040), (4, 20)])  # hold-out, cross-validation
 def test_copies_of_one_picture_are_never_on_both_sides_of_a_split(copies: int, unique: int) -> None:
     x, y = _noise_with_copies(copies, unique)
     v = validate(x, y, 2)
-    assert v.method == ("holdout" if unique >= 200 else "cross-validation")
+    assert v.method == ("holdout" if unique >= HOLDOUT_MIN_ITEMS else "cross-validation")
     held = x[v.indices]
     if v.method == "holdout":  # no held-out picture has a copy among the training items
         train = np.setdiff1d(np.arange(len(y)), v.indices)
@@ -107,7 +107,7 @@ def test_copies_of_one_picture_are_never_on_both_sides_of_a_split(copies: int, u
 
 
 def test_without_copies_the_split_is_unchanged() -> None:
-    x, y = _noise_with_copies(1, 240)
+    x, y = _noise_with_copies(1, 1040)
     v = validate(x, y, 2, seed=3)
     _, test = stratified_holdout(y, 0.2, np.random.default_rng(3))
     assert np.array_equal(v.indices, test)
