@@ -3,7 +3,6 @@ how it tells that a bundle's files changed; re-exported by app.registry."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -13,7 +12,14 @@ from typing import Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from app.bundle import LABELS_FILE, METADATA_FILE, MODEL_FILE, Bundle
+from app.bundle import (
+    LABELS_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    Bundle,
+    BundleError,
+    read_metadata,
+)
 from app.numtext import ascii_uint
 from app.runtime import ModelOutput
 
@@ -73,12 +79,13 @@ def _named_files(directory: Path, meta: Fingerprint) -> tuple[str, ...]:
     if cached is not None and cached[0] == meta:
         return cached[1]
     names = (LABELS_FILE, MODEL_FILE)
-    try:
-        raw = json.loads((directory / METADATA_FILE).read_bytes()[:1_000_000])
-        artifact = raw.get("artifact") or {}
-        names = (str(raw.get("labels_file", LABELS_FILE)), str(artifact.get("file", MODEL_FILE)))
-    except (OSError, ValueError, AttributeError):
-        pass  # the load says what is wrong with it
+    path = directory / METADATA_FILE
+    if path.is_file():  # never a FIFO: the poll must not block on it
+        try:
+            parsed = read_metadata(path)
+            names = (parsed.labels_file, parsed.artifact.file)
+        except BundleError:
+            pass  # the load says what is wrong with it
     if len(_NAMED) >= _NAMED_MAX:
         _NAMED.clear()
     _NAMED[str(directory)] = (meta, names)
