@@ -1,14 +1,22 @@
 """The standard gRPC health-checking service (`grpc.health.v1.Health`) beside the Open
-Inference Protocol binding, for Kubernetes gRPC probes, grpc-health-probe and load balancers
-that check backends over gRPC.
+Inference Protocol binding, for Kubernetes gRPC probes, grpc-health-probe, load balancers that
+check backends over gRPC, and gRPC clients' own health checking (which watches).
 
 `Check` with an empty service name, or `inference.GRPCInferenceService`, says SERVING exactly
 when the protocol's ServerReady (and /v2/health/ready) says ready: every bundle loaded and at
 least one served; otherwise NOT_SERVING. With a model's name it says whether that model is ready (the
 same lookup as ModelReady, `name@version` included); a name that is not a model is NOT_FOUND,
 as the protocol asks. Model checks need the API key when reads need one; the server-wide check
-never does (like /readyz). `Watch` is not served (UNIMPLEMENTED): gRPC clients that watch
-then treat the server as healthy, and probes use `Check`.
+never does (like /readyz).
+
+`Watch` sends the same status at once and again whenever it changes (looked at every
+WATCH_TICK_S); a name that is not a model is SERVICE_UNKNOWN and the call stays open, as the
+protocol asks. When the server stops, every watch is sent NOT_SERVING and ends, so watching
+clients stop routing to it before its port closes. A watch holds one of the process's threads
+for as long as the client keeps it, so a process keeps WATCHES of them (WATCHES_PER_PEER from
+one address). One more is answered UNIMPLEMENTED, with a detail saying why: gRPC's client-side
+health checking then treats the server as healthy and stops watching it (any other code would
+mark a healthy server unhealthy and have the client retry); `Check` still answers it.
 
 The two messages are built from their descriptor at import (one string field; one enum field)
 in a pool of their own, so no generated module or extra package is needed.
@@ -16,7 +24,8 @@ in a pool of their own, so no generated module or extra package is needed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import grpc
@@ -27,7 +36,11 @@ from app.grpc_watchdog import CallGate, MessageWatchdog
 SERVICE: Final = "grpc.health.v1.Health"
 SERVING: Final = 1
 NOT_SERVING: Final = 2
+SERVICE_UNKNOWN: Final = 3  # Watch only: the name is not (yet) a model
 MESSAGE_S: Final = 2.0  # a check's message (a few bytes) arrives within this, or is cancelled
+WATCH_TICK_S: Final = 1.0  # how often a watch looks at the status it watches
+WATCHES: Final = 32  # watches one process keeps at once (each holds a thread)
+WATCHES_PER_PEER: Final = 8  # of those, one address may hold
 
 
 def _messages() -> tuple[Any, Any]:
@@ -58,27 +71,90 @@ def _messages() -> tuple[Any, Any]:
 HealthCheckRequest, HealthCheckResponse = _messages()
 
 
-def health_handler(check: Any, watchdog: MessageWatchdog, gate: CallGate) -> Any:
-    """The service's generic handler. `check(service, context)` -> SERVING or NOT_SERVING, or
-    aborts the call (NOT_FOUND, UNAUTHENTICATED). It takes one of the health service's own
-    places (`gate`, the threads kept for it: round 18 held every thread with checks that never
-    sent their message) and its message, a few bytes, must come within MESSAGE_S."""
+def _request(raw: bytes, context: grpc.ServicerContext) -> Any:
+    try:
+        return HealthCheckRequest.FromString(raw)
+    except Exception:  # DecodeError, or whatever a hostile message raises
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, "The HealthCheckRequest is not valid protobuf."
+        )
 
-    def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
-        place = gate.enter(context, "grpc Health.Check")
+
+def _serialize(response: Any) -> bytes:
+    return bytes(response.SerializeToString())
+
+
+class HealthService:
+    """The service's handlers on one server process.
+
+    `check(service, context)` -> SERVING or NOT_SERVING, or aborts the call (NOT_FOUND,
+    UNAUTHENTICATED); `status(service)` -> SERVING, NOT_SERVING or SERVICE_UNKNOWN, never
+    aborting; `authorize(service, context)` aborts a watch the caller may not make. A check
+    takes one of the health service's own places (`gate`, the threads kept for it: round 18
+    held every thread with checks that never sent their message) and a watch one of
+    `watch_gate`'s; either's message, a few bytes, must come within MESSAGE_S."""
+
+    def __init__(
+        self,
+        check: Callable[[str, grpc.ServicerContext], int],
+        status: Callable[[str], int],
+        authorize: Callable[[str, grpc.ServicerContext], None],
+        watchdog: MessageWatchdog,
+        gate: CallGate,
+        watch_gate: CallGate,
+    ) -> None:
+        self._check, self._status, self._authorize = check, status, authorize
+        self._watchdog, self._gate, self._watch_gate = watchdog, gate, watch_gate
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._wakes: set[threading.Event] = set()
+
+    def handler(self) -> Any:
+        check_rpc = grpc.stream_unary_rpc_method_handler(self.check, response_serializer=_serialize)
+        watch_rpc = grpc.stream_stream_rpc_method_handler(
+            self.watch, response_serializer=_serialize
+        )
+        return grpc.method_handlers_generic_handler(
+            SERVICE, {"Check": check_rpc, "Watch": watch_rpc}
+        )
+
+    def check(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+        place = self._gate.enter(context, "grpc Health.Check")
         try:
-            raw = watchdog.first(requests, context, MESSAGE_S)
+            raw = self._watchdog.first(requests, context, MESSAGE_S)
         finally:
-            gate.leave(place)
-        try:
-            request = HealthCheckRequest.FromString(raw)
-        except Exception:  # DecodeError, or whatever a hostile message raises
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "The HealthCheckRequest is not valid protobuf."
-            )
-        return HealthCheckResponse(status=check(request.service, context))
+            self._gate.leave(place)
+        request = _request(raw, context)
+        return HealthCheckResponse(status=self._check(request.service, context))
 
-    check_rpc = grpc.stream_unary_rpc_method_handler(
-        handle, response_serializer=lambda response: response.SerializeToString()
-    )
-    return grpc.method_handlers_generic_handler(SERVICE, {"Check": check_rpc})
+    def watch(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
+        place = self._watch_gate.enter(context, "grpc Health.Watch")
+        wake = threading.Event()
+        try:
+            request = _request(self._watchdog.first(requests, context, MESSAGE_S), context)
+            self._authorize(request.service, context)
+            context.add_callback(wake.set)  # the client went away: stop at once
+            with self._lock:
+                self._wakes.add(wake)
+            sent = None
+            while context.is_active():
+                stopping = self._stopping.is_set()
+                now = NOT_SERVING if stopping else self._status(request.service)
+                if now != sent:
+                    yield HealthCheckResponse(status=now)
+                    sent = now
+                if stopping:
+                    return  # the stream ends OK: the client watches another server
+                wake.wait(WATCH_TICK_S)
+                wake.clear()
+        finally:
+            with self._lock:
+                self._wakes.discard(wake)
+            self._watch_gate.leave(place)
+
+    def stop(self) -> None:
+        """Every watch is sent NOT_SERVING and ends (the server is about to stop)."""
+        self._stopping.set()
+        with self._lock:
+            for wake in self._wakes:
+                wake.set()

@@ -21,8 +21,8 @@ process holds at most about GRPC_CALLS x 3 x the message limit for gRPC (8 x 3 x
 192 MiB by default).
 Errors carry the same details as the HTTP binding's, with gRPC status codes (`_CODES`).
 Triton's own extensions (repository, statistics, shared memory, streaming) answer
-UNIMPLEMENTED. The standard health service (`grpc.health.v1.Health` Check, app/grpc_health.py)
-is served beside it.
+UNIMPLEMENTED. The standard health service (`grpc.health.v1.Health` Check and Watch,
+app/grpc_health.py) is served beside it.
 """
 
 from __future__ import annotations
@@ -52,7 +52,14 @@ from app.errors import (
     forget_frames,
 )
 from app.grpc_codec import call_key, parse_request, response_message
-from app.grpc_health import NOT_SERVING, SERVING, health_handler
+from app.grpc_health import (
+    NOT_SERVING,
+    SERVICE_UNKNOWN,
+    SERVING,
+    WATCHES,
+    WATCHES_PER_PEER,
+    HealthService,
+)
 from app.grpc_ports import bind, check_grpc_port
 from app.grpc_watchdog import CallGate, MessageWatchdog
 from app.registry import ModelRegistry
@@ -188,6 +195,29 @@ class OipServicer:
 
         return self._call(context, "Health.Check", work, service)
 
+    def health_status(self, service: str) -> int:
+        """grpc.health.v1 Watch: Check's answer, SERVICE_UNKNOWN for a name that is not a
+        model (the watch goes on: the model may come)."""
+        if service in ("", SERVICE):
+            return SERVING if server_ready(self.registry, self.settings) else NOT_SERVING
+        try:
+            _model(self.registry, service, None)
+        except NotReady:
+            return NOT_SERVING
+        except ServiceError:
+            return SERVICE_UNKNOWN
+        return SERVING
+
+    def authorize_watch(self, service: str, context: grpc.ServicerContext) -> None:
+        """A model's watch needs the key when reads do; the server-wide one never."""
+        if service in ("", SERVICE) or not self.settings.api_key_for_reads:
+            return
+        try:
+            self._check_key(context)
+        except Unauthorized as exc:
+            observe_request("grpc Health.Watch", "POST", "", 401, 0.0)
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.detail)
+
     def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         return self._call(
             context,
@@ -313,7 +343,7 @@ class GrpcServer:
         settings: Settings = state.settings
         check_grpc_port(settings.host, settings.grpc_port)  # before grpc starts its threads
         size = settings.grpc_max_message_bytes
-        threads = GRPC_CALLS + HEALTH_THREADS
+        threads = GRPC_CALLS + HEALTH_THREADS + WATCHES
         self.server = grpc.server(
             concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="grpc"),
             options=[
@@ -329,12 +359,22 @@ class GrpcServer:
         servicer = OipServicer(state, loop)
         self.watchdog = MessageWatchdog(settings.body_timeout_s)
         oip = _handlers(servicer, CallGate(GRPC_CALLS), self.watchdog)
-        health = health_handler(
+        self.health = HealthService(
             servicer.health,
+            servicer.health_status,
+            servicer.authorize_watch,
             self.watchdog,
             CallGate(HEALTH_THREADS, "health checks", per_peer=HEALTH_PER_PEER),
+            CallGate(
+                WATCHES,
+                "health watches",
+                per_peer=WATCHES_PER_PEER,
+                refusal=grpc.StatusCode.UNIMPLEMENTED,
+                why="A client's own health checking then treats the server as healthy "
+                "without watching it; Health/Check answers as usual.",
+            ),
         )
-        self.server.add_generic_rpc_handlers((oip, health))
+        self.server.add_generic_rpc_handlers((oip, self.health.handler()))
         bare = settings.host.strip("[]")  # `::`, `[::1]` or `::1` (IPv6), as HTTP takes them
         self.address = (
             f"[{bare}]:{settings.grpc_port}" if ":" in bare else f"{bare}:{settings.grpc_port}"
@@ -350,5 +390,6 @@ class GrpcServer:
         logger.info("Open Inference Protocol over gRPC on %s", self.address)
 
     def stop(self, grace_s: float = 2.0) -> None:
+        self.health.stop()  # watching clients hear NOT_SERVING before the port closes
         self.server.stop(grace_s).wait(grace_s + 1.0)
         self.watchdog.stop()

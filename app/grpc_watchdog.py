@@ -83,10 +83,20 @@ class CallGate:
     (UNAVAILABLE when the process is full, RESOURCE_EXHAUSTED for the address). The
     per-address bound keeps one client from holding every place with calls that never send
     their message (round 18: a flood of such health checks, each re-opened as soon as it was
-    cancelled, left other probes refused)."""
+    cancelled, left other probes refused). `refusal` replaces both codes where a client
+    must read a refusal otherwise (health watches: UNIMPLEMENTED, app/grpc_health.py), and
+    `why` then ends its detail instead of the advice to retry."""
 
-    def __init__(self, limit: int, what: str = "inference calls", per_peer: int = 0) -> None:
+    def __init__(
+        self,
+        limit: int,
+        what: str = "inference calls",
+        per_peer: int = 0,
+        refusal: grpc.StatusCode | None = None,
+        why: str = "",
+    ) -> None:
         self.limit, self.what, self.per_peer = limit, what, per_peer or limit
+        self.refusal, self.why = refusal, why
         self._lock = threading.Lock()
         self._total = 0
         self._held: dict[str, int] = {}
@@ -120,6 +130,13 @@ class CallGate:
             )
         if route:
             observe_request(route, "POST", "", status, 0.0)
+        if self.refusal is not None:
+            held = self.limit if full else self.per_peer
+            where = "" if full else " from your address"
+            code, detail = (
+                self.refusal,
+                f"This server process already keeps {held} {self.what}{where}. {self.why}",
+            )
         context.abort(code, detail)
         raise AssertionError("abort raises")  # for the type checker
 

@@ -150,10 +150,7 @@ def test_standard_health_service_on_the_wire(server: tuple[LiveServer, int]) -> 
             assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
         else:
             raise AssertionError("a message that is not protobuf was answered")
-        watch = channel.unary_stream("/grpc.health.v1.Health/Watch")
-        with pytest.raises(grpc.RpcError) as info:
-            list(watch(b"", timeout=10))
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        # Watch: tests/app/test_grpc_health.py
 
 
 def test_real_photos_same_top5_as_v1_on_both_workers(
