@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from app.allocator import check_loaded, reexec_with_jemalloc
+from app.api_keys import check_key_file
 from app.bundle_files import check_enabled
 from app.cores import resolve_workers
 from app.errors import ConfigurationError
@@ -81,6 +82,8 @@ def main() -> None:
     settings = _settings()
     try:
         check_tls(settings.tls)
+        if settings.api_key_file is not None:
+            check_key_file(str(settings.api_key_file))
         reexec_with_jemalloc(settings.allocator)  # returns when nothing is to be done
         check_loaded(settings.allocator)
         check_writable(settings.data_dir)  # else every worker fails alike, with a traceback

@@ -141,7 +141,7 @@ class OipServicer:
             observe_request(f"grpc {method}", "POST", label, status, time.perf_counter() - t0)
 
     def _check_key(self, context: grpc.ServicerContext) -> None:
-        if self.settings.api_key is None:
+        if not self.settings.keyed:
             return
         got = call_key(context)
         if not key_matches(None if got is None else got.encode(), self.settings):

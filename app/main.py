@@ -181,7 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log=settings.access_log,
     )
     # Around everything: browser-hardening headers on every answer, refusals included.
-    app.add_middleware(SecurityHeaders, keyed=settings.api_key is not None)
+    app.add_middleware(SecurityHeaders, keyed=settings.keyed)
     app.include_router(health.router)
     strict_query = [Depends(known_query_only)]  # a misspelt parameter is a 422
     app.include_router(access.router, dependencies=strict_query)

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
 
     # Write endpoints require this key (header X-API-Key or Authorization: Bearer) when set.
     api_key: SecretStr | None = None
+    # Or a file of keys, one per line (a Docker/Kubernetes secret), read again when it
+    # changes: keys rotate without a restart (app/api_keys.py). Not with api_key.
+    api_key_file: Path | None = None
     # Require the key for reads too.
     api_key_for_reads: bool = False
     cors_origins: list[str] = Field(default_factory=list)
@@ -183,11 +186,25 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True
 
-    @field_validator("tls_certfile", "tls_keyfile", "tls_key_password_file", mode="before")
+    @field_validator(
+        "tls_certfile", "tls_keyfile", "tls_key_password_file", "api_key_file", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`IMGCLASS_TLS_CERTFILE=` (empty) means no TLS, not the current folder."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        """Clients' keys are read without surrounding whitespace, so the key is too; a blank
+        key could never be presented and would refuse every write with a puzzling 401."""
+        if value is None:
+            return None
+        key = value.get_secret_value().strip()
+        if not key:
+            raise ValueError("is empty: unset it for no key, or set a long random secret")
+        return SecretStr(key)
 
     @field_validator("vector_store")
     @classmethod
@@ -204,7 +221,18 @@ class Settings(BaseSettings):
             raise ValueError("set IMGCLASS_TLS_CERTFILE and IMGCLASS_TLS_KEYFILE together")
         if self.tls_key_password_file is not None and self.tls_keyfile is None:
             raise ValueError("IMGCLASS_TLS_KEY_PASSWORD_FILE is set without IMGCLASS_TLS_KEYFILE")
+        if self.api_key is not None and self.api_key_file is not None:
+            raise ValueError(
+                "set IMGCLASS_API_KEY or IMGCLASS_API_KEY_FILE, not both (the file may hold "
+                "several keys)"
+            )
         return self
+
+    @property
+    def keyed(self) -> bool:
+        """Whether clients must present an API key (for writes; reads too with
+        api_key_for_reads)."""
+        return self.api_key is not None or self.api_key_file is not None
 
     @property
     def tls(self) -> TlsFiles | None:

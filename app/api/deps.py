@@ -3,7 +3,6 @@ dependencies in the thread pool, where they would queue behind decodes (probes i
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from collections.abc import Callable, Sequence
 from typing import Annotated
@@ -11,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.api.guards import is_loopback
+from app.api_keys import key_file, matches
 from app.catalog.service import CatalogService
 from app.errors import Unauthorized
 from app.registry import ModelRegistry
@@ -55,12 +55,21 @@ def presented_key(values: Callable[[str], Sequence[str]]) -> str | None:
     return None
 
 
+def accepted_keys(settings: Settings) -> tuple[bytes, ...]:
+    """The keys the server accepts now, as UTF-8 bytes (none when it has none)."""
+    if settings.api_key_file is not None:
+        return key_file(str(settings.api_key_file)).keys()
+    if settings.api_key is not None:
+        return (settings.api_key.get_secret_value().encode("utf-8"),)
+    return ()
+
+
 def key_matches(presented: bytes | None, settings: Settings) -> bool:
-    """Whether `presented` (the bytes the client sent) is the configured API key (never true
-    when none is set), compared in constant time with the key's UTF-8 bytes."""
-    if settings.api_key is None or presented is None:
+    """Whether `presented` (the bytes the client sent) is an accepted API key (never true
+    when none is set), compared in constant time."""
+    if presented is None:
         return False
-    return hmac.compare_digest(presented, settings.api_key.get_secret_value().encode("utf-8"))
+    return matches(presented, accepted_keys(settings))
 
 
 def key_holder(request: Request, settings: Settings) -> bool:
@@ -85,7 +94,7 @@ def arrived_beyond_loopback(request: Request) -> bool:
 
 def writes_locked(settings: Settings, request: Request | None = None) -> bool:
     """No key, yet reachable beyond loopback: anyone on the network could write."""
-    if settings.api_key is not None or settings.allow_unauthenticated_writes:
+    if settings.keyed or settings.allow_unauthenticated_writes:
         return False
     return not is_loopback(settings.host) or (
         request is not None and arrived_beyond_loopback(request)
@@ -94,13 +103,13 @@ def writes_locked(settings: Settings, request: Request | None = None) -> bool:
 
 def key_required(settings: Settings, *, write: bool) -> bool:
     """What the browser page must know: does this kind of request need a key?"""
-    if settings.api_key is None:
+    if not settings.keyed:
         return False
     return write or settings.api_key_for_reads
 
 
 def _check_key(request: Request, settings: Settings) -> None:
-    if settings.api_key is None or key_holder(request, settings):
+    if not settings.keyed or key_holder(request, settings):
         return
     raise Unauthorized(
         "This endpoint needs the API key: send it once, as 'X-API-Key: <key>' "
@@ -114,7 +123,8 @@ async def require_write_key(request: Request, settings: SettingsDep) -> None:
     if writes_locked(settings, request):
         raise Unauthorized(
             "Writes are disabled: this server is reachable beyond loopback and has no API "
-            "key. Set IMGCLASS_API_KEY=<a long random secret> and send it as "
+            "key. Set IMGCLASS_API_KEY=<a long random secret> (or IMGCLASS_API_KEY_FILE) and "
+            "send it as "
             "'X-API-Key', or set IMGCLASS_ALLOW_UNAUTHENTICATED_WRITES=true to accept writes "
             "from anyone who can reach the port."
         )

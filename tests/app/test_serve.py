@@ -288,6 +288,14 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path: Path) -> None:
         ({"IMGCLASS_HOST": "999.1.1.1"}, "cannot listen on 999.1.1.1:"),
         # round 24: a typo served nothing, and /readyz said 503 without a word why
         ({"IMGCLASS_ENABLED_MODELS": '["prodcuts"]'}, "IMGCLASS_ENABLED_MODELS names 'prodcuts'"),
+        # round 27: an empty key refused every write with a 401 no client could get past
+        ({"IMGCLASS_API_KEY": "  "}, "IMGCLASS_API_KEY: is empty"),
+        ({"IMGCLASS_API_KEY_FILE": "/nonexistent/keys"}, "cannot read IMGCLASS_API_KEY_FILE="),
+        (
+            {"IMGCLASS_API_KEY_FILE": "/dev/null"},
+            "IMGCLASS_API_KEY_FILE=/dev/null is not a regular",
+        ),
+        ({"IMGCLASS_API_KEY": "a", "IMGCLASS_API_KEY_FILE": "/x"}, "set IMGCLASS_API_KEY or"),
     ],
 )
 def test_a_bad_setting_stops_the_start_in_one_line(
