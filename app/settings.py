@@ -166,7 +166,8 @@ class Settings(BaseSettings):
     max_catalogs: int = Field(default=1000, ge=1, le=16_384)
 
     # Registry follows the disk: re-scan the shipped and taught model folders this often
-    # (seconds; 0 = load once at start-up). Several processes sharing a volume converge.
+    # (seconds; 0 = no periodic re-scan: taught models and names not served yet are still
+    # looked for when asked). Several processes sharing a volume converge.
     model_poll_seconds: float = Field(default=2.0, ge=0, le=3600)
     # Teaching (POST /v1/catalogs/{catalog}/train): limits per job and jobs waiting.
     teach_max_classes: int = Field(default=100, ge=2, le=10_000)
