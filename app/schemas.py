@@ -300,6 +300,14 @@ class ImageResult(BaseModel):
     similar: list[Neighbor] | None = Field(
         default=None, description="nearest catalog items (predict?similar=k), best first"
     )
+    familiar: bool | None = Field(
+        default=None,
+        description="a taught model's answer with similar=k from the catalog it was taught "
+        "from: false when the picture's nearest example there is less alike than 99% of the "
+        "examples are to their own nearest other example (the model's "
+        "metrics.extra.familiar_min_similarity): the model was taught nothing like it and its "
+        "labels are a guess. null otherwise",
+    )
 
 
 class BatchTimings(BaseModel):

@@ -21,7 +21,24 @@ def _ms(x: float) -> float:
     return round(x, 3)
 
 
-def image_result(r: Classified, similar: list[Hit] | None, catalog: str | None) -> ImageResult:
+FLOOR_KEY = "familiar_min_similarity"  # app/teach/familiar.py
+
+
+def familiar_floor(loaded: LoadedModel, catalog: str | None) -> float | None:
+    """A taught model's floor, when `catalog` is the one it was taught from (its neighbours
+    there are what the floor was measured on)."""
+    meta = loaded.model.bundle.metadata
+    if meta.backbone is None or catalog is None or catalog != meta.backbone.catalog:
+        return None
+    for m in meta.metrics:
+        if FLOOR_KEY in m.extra:
+            return m.extra[FLOOR_KEY]
+    return None
+
+
+def image_result(
+    r: Classified, similar: list[Hit] | None, catalog: str | None, floor: float | None = None
+) -> ImageResult:
     return ImageResult(
         filename=r.filename,
         predictions=[Prediction.model_validate(p, from_attributes=True) for p in r.predictions],
@@ -36,6 +53,7 @@ def image_result(r: Classified, similar: list[Hit] | None, catalog: str | None) 
         similar=None
         if similar is None or catalog is None
         else [neighbor_view(catalog, h) for h in similar],
+        familiar=None if floor is None or not similar else similar[0].score >= floor,
     )
 
 
@@ -52,13 +70,15 @@ def predict_response(
     `catalog` and `hits` are given)."""
     meta = loaded.model.bundle.metadata
     per_image = hits if hits is not None else [None] * len(outcome.results)
+    floor = familiar_floor(loaded, catalog)
     return PredictResponse(
         model=meta.name,
         version=meta.version,
         provider=loaded.model.provider,
         top_k=top_k,
         results=[
-            image_result(r, h, catalog) for r, h in zip(outcome.results, per_image, strict=True)
+            image_result(r, h, catalog, floor)
+            for r, h in zip(outcome.results, per_image, strict=True)
         ],
         timings=BatchTimings(
             decode_ms=_ms(outcome.decode_ms),

@@ -30,6 +30,7 @@ from tests.app.teach.conftest import (
     teach_settings,
     wait_job,
 )
+from tests.conftest import DATA, require
 
 
 def teach(c: TestClient, catalog: str, model: str, **kw: object) -> dict[str, object]:
@@ -370,6 +371,15 @@ def test_similar_uses_the_source_catalog(
     assert body["catalog"] == "sim"
     hits = body["results"][0]["similar"]
     assert len(hits) == 3 and [h["label"] for h in hits].count("bag") >= 2
+    # round 27: a picture unlike every example is `familiar: false` (its labels are a guess)
+    floor = c.get("/v1/models/simm").json()["metrics"][0]["extra"]["familiar_min_similarity"]
+    assert body["results"][0]["familiar"] is True and hits[0]["score"] >= floor
+    photo = require(DATA / "photos" / "foolbox" / "imagenet_01_559.jpg").read_bytes()
+    r = c.post("/v1/models/simm/predict?similar=1", content=photo)
+    result = r.json()["results"][0]
+    assert result["familiar"] is False and result["similar"][0]["score"] < floor, result
+    plain = c.post("/v1/models/simm/predict", content=fm_pngs[BAG][50]).json()["results"][0]
+    assert plain["familiar"] is None  # no neighbours looked up, nothing to compare
     # The source catalog deleted: the 404 said "No catalog named 'sim'" to a client that had
     # named none (a walkthrough); it says which catalog was looked for, and why.
     assert c.delete("/v1/catalogs/sim").status_code == 204

@@ -1,0 +1,55 @@
+"""How alike a taught model's examples are to one another: the floor below which a new picture
+is unlike anything the model was taught.
+
+A head taught on a few classes answers one of them for every picture, a cup on a fruit model
+included, often with a high score: its probabilities compare the classes with each other, not
+the picture with what it was taught. Its examples say what "like them" means. For each example
+(up to MAX_QUERIES, drawn at random), the cosine similarity to its nearest other example;
+the FLOOR_QUANTILE of those is stored with the model (`metrics.extra.familiar_min_similarity`).
+A picture whose nearest example in the model's own catalog is less alike than that is
+`familiar: false` in predict answers (app/api/predict_shapes.py): about FLOOR_QUANTILE of
+pictures like the examples are flagged, by construction. `bench/teach_familiar.py` measures it
+on pictures the model was not taught, of its classes and of others.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+
+FLOOR_QUANTILE: Final = 0.01
+MIN_EXAMPLES: Final = 10  # fewer: no floor (one example's neighbour says too little)
+MAX_QUERIES: Final = 2000  # examples whose nearest neighbour is looked up (2,000 x n products)
+CHUNK: Final = 256  # queries per matrix product (256 x 20,000 floats = 20 MB)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (as the catalogs store them); zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def nearest_other(x: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """For each index in `queries`, the cosine similarity of that row of `x` (unit rows) to
+    its most similar other row."""
+    out = np.empty(len(queries), dtype=np.float32)
+    for start in range(0, len(queries), CHUNK):
+        rows = queries[start : start + CHUNK]
+        sims = x[rows] @ x.T
+        sims[np.arange(len(rows)), rows] = -np.inf  # not itself
+        out[start : start + CHUNK] = sims.max(axis=1)
+    return out
+
+
+def familiar_floor(x: np.ndarray, seed: int = 0) -> float | None:
+    """The FLOOR_QUANTILE of the examples' nearest-other-example similarities, or None with
+    fewer than MIN_EXAMPLES examples."""
+    n = len(x)
+    if n < MIN_EXAMPLES:
+        return None
+    unit = unit_rows(x)
+    rng = np.random.default_rng(seed)
+    queries = np.sort(rng.choice(n, size=min(n, MAX_QUERIES), replace=False))
+    return float(np.quantile(nearest_other(unit, queries), FLOOR_QUANTILE))
