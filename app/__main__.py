@@ -20,6 +20,7 @@ from app.allocator import check_loaded, reexec_with_jemalloc
 from app.api_keys import check_key_file
 from app.bundle_files import check_enabled
 from app.cores import resolve_workers
+from app.draining import DrainingServer
 from app.errors import ConfigurationError
 from app.fsutil import check_writable
 from app.multiproc import multiprocess_metrics
@@ -119,7 +120,7 @@ def _serve(settings: Settings, workers: int) -> None:
             _cannot_listen(settings, exc)
         config = uvicorn_config(settings.log_level, settings.tls)
         config.host, config.port = settings.host, settings.port
-        uvicorn.Server(config).run(sockets=[listener])
+        DrainingServer(config).run(sockets=[listener])
         return
     if not dealing_supported():
         # Several processes on a system that cannot pass sockets between processes

@@ -43,6 +43,7 @@ from app.api.deps import key_matches
 from app.api.health import server_ready
 from app.api.v2 import EXTENSIONS, _batch, _metadata, _model, _outputs
 from app.batching import Schedulers
+from app.draining import stopping
 from app.errors import (
     ConfigurationError,
     DeadlineExceeded,
@@ -183,7 +184,7 @@ class OipServicer:
 
     def health(self, service: str, context: grpc.ServicerContext) -> int:
         """grpc.health.v1 Check: the server (ServerReady's rule) or one model (ModelReady's)."""
-        if service in ("", SERVICE):
+        if service in ("", SERVICE) or stopping():
             return SERVING if server_ready(self.registry, self.settings) else NOT_SERVING
 
         def work() -> int:
@@ -198,7 +199,7 @@ class OipServicer:
     def health_status(self, service: str) -> int:
         """grpc.health.v1 Watch: Check's answer, SERVICE_UNKNOWN for a name that is not a
         model (the watch goes on: the model may come)."""
-        if service in ("", SERVICE):
+        if service in ("", SERVICE) or stopping():
             return SERVING if server_ready(self.registry, self.settings) else NOT_SERVING
         try:
             _model(self.registry, service, None)
@@ -353,6 +354,10 @@ class GrpcServer:
                 # a connection's TLS handshake or HTTP/2 preface within this (gRPC's own
                 # default held one that sent nothing for 120 s, fuzz round 22)
                 ("grpc.server_handshake_timeout_ms", 10_000),
+                # a vanished client's connection closes within ~80 s (its quiet health
+                # watches held their places for hours, round 27)
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.keepalive_timeout_ms", 20_000),
             ],
             maximum_concurrent_rpcs=threads + GRPC_PENDING,
         )

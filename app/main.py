@@ -12,7 +12,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI
 from starlette.routing import Route
 
-from app import __version__, telemetry
+from app import __version__, draining, telemetry
 from app.api import access, api_docs, catalogs, health, metrics, models, openapi, predict, teach, v2
 from app.api.big_answers import AnswerGate
 from app.api.body_budget import BodyBudget
@@ -96,12 +96,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logger.info("C allocator: %s (IMGCLASS_ALLOCATOR=%s)", allocator, settings.allocator)
         trimmer = HeapTrimmer(settings.heap_trim_seconds if allocator == "glibc" else 0)
         trimmer.start()
+        forget_grpc = None
         if grpc_server is not None:
             grpc_server.start()
+            forget_grpc = draining.on_stop(grpc_server.health.stop)  # watchers hear it first
         if settings.workers == 1 and settings.tls is None:  # with TLS the dealing parent logs
             _log_address(settings)
         yield
-        if grpc_server is not None:
+        if grpc_server is not None and forget_grpc is not None:
+            forget_grpc()
             await asyncio.to_thread(grpc_server.stop)
         trimmer.stop()
         app.state.teach.stop()

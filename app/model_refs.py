@@ -19,8 +19,8 @@ def split_ref(name: str) -> tuple[str, str]:
     base, sep, version = name.partition(VERSION_SEP)
     if sep and not version:
         raise ModelNotFound(
-            f"{name!r} has an empty version: use {base!r} for the newest version or "
-            f"'{base}{VERSION_SEP}N' for version N."
+            f"{short_repr(name)} has an empty version: use {short_repr(base)} for the newest "
+            f"version or 'NAME{VERSION_SEP}N' for version N."
         )
     return base, version
 

@@ -43,6 +43,7 @@ from typing import Any, Final
 
 import uvicorn
 
+from app.draining import DrainingServer
 from app.http_guard import HeadGuardedProtocol
 from app.multiproc import forget_dead_worker
 from app.settings import Settings
@@ -105,7 +106,7 @@ TLS_HANDSHAKE_S: Final = 10.0  # a dealt connection's TLS handshake must end wit
 READY: Final = b"r"  # worker -> parent: loaded, deal me connections
 
 
-class DealtServer(uvicorn.Server):
+class DealtServer(DrainingServer):
     """A uvicorn server that listens on nothing: it serves the connections whose sockets the
     parent sends over `channel`, and tells the parent when it is ready for them."""
 

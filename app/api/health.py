@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.deps import RegistryDep, SettingsDep
+from app.draining import stopping
 from app.registry import ModelRegistry
 from app.schemas import Health, Readiness, RefusedModel
 from app.settings import Settings
@@ -17,7 +18,7 @@ router = APIRouter(tags=["health"])
 def server_ready(registry: ModelRegistry, settings: Settings) -> bool:
     """Every bundle loaded and at least one served (and none refused, with
     require_all_models)."""
-    ready = registry.loading_finished and bool(registry.names())
+    ready = registry.loading_finished and bool(registry.names()) and not stopping()
     return ready and not (settings.require_all_models and registry.refused())
 
 
@@ -43,6 +44,8 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
     ready = server_ready(registry, settings) and storage_ok
     if ready:
         status = "ready"
+    elif stopping():
+        status = "stopping"  # SIGTERM: finishing what is in flight, take no more
     elif not registry.loading_finished:
         status = "loading"
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 import pytest
 
 from app.grpc_health import WATCH_TICK_S, WATCHES_PER_PEER
@@ -34,8 +36,14 @@ POLL_S = 0.2
 
 
 def encoded(service: str) -> bytes:
-    name = service.encode()
-    return b"\x0a" + bytes([len(name)]) + name if name else b""
+    """Field 1, length-delimited: its length as a base-128 varint, then the bytes."""
+    name, size, n = service.encode(), b"", len(service.encode())
+    while True:
+        size += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+        n >>= 7
+        if not n:
+            break
+    return b"\x0a" + size + name if name else b""
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +196,71 @@ def test_client_side_health_checking_then_a_stopping_server_says_not_serving(
         got.extend(bytes(m) for m in call)  # the rest of the stream; it ends without error
         assert call.code() == grpc.StatusCode.OK
     assert got == [SERVING, NOT_SERVING]
+
+
+def test_a_name_longer_than_any_model_is_refused_at_once(
+    served: tuple[LiveServer, int, Path],
+) -> None:
+    """Round 27: a watch looked its name up every second; 32 watches of 8 MiB names kept a core
+    busy and the process 700 MB larger."""
+    _, port, _ = served
+    long_name = "m" * 257
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        for call in (
+            lambda: next(watch(channel, long_name, metadata=AUTH)),
+            lambda: channel.unary_unary("/grpc.health.v1.Health/Check")(
+                encoded(long_name), timeout=10, metadata=AUTH
+            ),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "257 characters" in str(info.value.details())
+        assert next_within(watch(channel, "m" * 256, metadata=AUTH), 5) == SERVICE_UNKNOWN
+
+
+@pytest.mark.slow  # servers of their own
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_tells_watchers_at_once_while_http_still_drains(
+    tmp_path: Path, workers: int
+) -> None:
+    """Round 27: the health service said SERVING until uvicorn had drained HTTP, which waits
+    for uploads in flight up to the body timeout (64 s with one stalled upload; Kubernetes
+    kills after 30 s). Now SIGTERM turns it NOT_SERVING at once, Check included."""
+    port = free_port()
+    env = {
+        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
+        "IMGCLASS_ENABLED_MODELS": '["digits"]',
+        "IMGCLASS_LOAD_IN_BACKGROUND": "false",
+        "IMGCLASS_WORKERS": str(workers),
+        "IMGCLASS_GRPC_PORT": str(port),
+        "IMGCLASS_BODY_TIMEOUT_S": "30",
+        "IMGCLASS_LOG_LEVEL": "WARNING",
+    }
+    check = "/grpc.health.v1.Health/Check"
+    with live_server(tmp_path, env, entry="app") as server:
+        parent = next(
+            p
+            for p in psutil.process_iter(["cmdline", "environ"])
+            if (p.info["cmdline"] or [])[-2:] == ["-m", "app"]
+            and (p.info["environ"] or {}).get("IMGCLASS_PORT") == str(server.port)
+        )
+        with (
+            socket.create_connection(("127.0.0.1", server.port)) as stalled,
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            stalled.sendall(
+                b"POST /v1/models/digits/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: image/png\r\nContent-Length: 100000\r\n\r\n" + b"\x89PNG"
+            )
+            time.sleep(0.5)  # the upload is in flight
+            watches = [watch(channel, "") for _ in range(3)]  # one process at least gets one
+            assert all(next_within(w, 10) == SERVING for w in watches)
+            parent.terminate()
+            t0 = time.monotonic()
+            for w in watches:
+                assert next_within(w, 5) == NOT_SERVING
+            assert time.monotonic() - t0 < 5
+            assert parent.is_running()  # still draining the stalled upload
+            answer = channel.unary_unary(check)(b"", timeout=5)
+            assert answer == NOT_SERVING
