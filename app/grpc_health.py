@@ -39,7 +39,7 @@ NOT_SERVING: Final = 2
 SERVICE_UNKNOWN: Final = 3  # Watch only: the name is not (yet) a model
 MESSAGE_S: Final = 2.0  # a check's message (a few bytes) arrives within this, or is cancelled
 WATCH_TICK_S: Final = 1.0  # how often a watch looks at the status it watches
-WATCHES: Final = 32  # watches one process keeps at once (each holds a thread)
+WATCHES: Final = 16  # watches one process keeps at once (each holds a thread)
 WATCHES_PER_PEER: Final = 8  # of those, one address may hold
 # A model's name, `@version` included, is far shorter; a watch looks its name up every tick
 # (round 27: 32 watches of 8 MiB names kept a core busy and the process 700 MB larger).
