@@ -15,12 +15,12 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-import stat
 import threading
 import time
 from typing import Final
 
 from app.errors import ConfigurationError
+from app.fsutil import read_small_file
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ RECHECK_S: Final = 1.0  # the file's identity (inode, size, times) is looked at 
 MAX_FILE_BYTES: Final = 64 * 1024  # keys, not a misplaced log or archive
 MAX_KEYS: Final = 100
 MAX_KEY_BYTES: Final = 4096  # a header value a proxy still passes
+KEY_SPACE: Final = " \t\r"  # what surrounds a key and is not part of it (HTTP's OWS, CR)
 
 
 def parse_keys(raw: bytes, where: str) -> tuple[bytes, ...]:
@@ -40,8 +41,10 @@ def parse_keys(raw: bytes, where: str) -> tuple[bytes, ...]:
     except UnicodeDecodeError:
         raise ConfigurationError(f"{where} is not UTF-8 text") from None
     keys: list[bytes] = []
-    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
-        key = line.strip()
+    # lines end at \n only (\r before it is dropped): str.splitlines also splits at \v, \f,
+    # \x1c-\x1e and U+2028, which made "secret\vx" the keys "secret" and "x" (round 27)
+    for number, line in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
+        key = line.strip(KEY_SPACE)
         if not key or key.startswith("#"):
             continue
         if any(ord(c) < 32 or ord(c) == 127 for c in key):
@@ -67,15 +70,7 @@ def read_key_file(path: str) -> tuple[tuple[bytes, ...], tuple[int, ...]]:
     """The file's keys and identity. ConfigurationError when it cannot be read, is not a
     regular file (a FIFO would block) or its content is not keys (`parse_keys`)."""
     where = f"{FILE_SETTING}={path}"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        with open(fd, "rb") as f:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise ConfigurationError(f"{where} is not a regular file (a pipe, a folder?)")
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {where}: {exc.strerror or exc}") from None
+    raw, st = read_small_file(path, MAX_FILE_BYTES, where)
     return parse_keys(raw, where), _identity(st)
 
 

@@ -303,8 +303,8 @@ class ImageResult(BaseModel):
     familiar: bool | None = Field(
         default=None,
         description="a taught model's answer with similar=k from the catalog it was taught "
-        "from: false when the picture's nearest example there is less alike than 99% of the "
-        "examples are to their own nearest other example (the model's "
+        "from: false when none of the k neighbours labelled with one of its classes is as "
+        "alike as 99% of the examples are to their own nearest other example (the model's "
         "metrics.extra.familiar_min_similarity): the model was taught nothing like it and its "
         "labels are a guess. null otherwise",
     )

@@ -187,9 +187,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True
 
-    @field_validator(
-        "tls_certfile", "tls_keyfile", "tls_key_password_file", "api_key_file", mode="before"
-    )
+    @field_validator("tls_certfile", "tls_keyfile", "tls_key_password_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`IMGCLASS_TLS_CERTFILE=` (empty) means no TLS, not the current folder."""
@@ -202,10 +200,18 @@ class Settings(BaseSettings):
         key could never be presented and would refuse every write with a puzzling 401."""
         if value is None:
             return None
-        key = value.get_secret_value().strip()
+        key = value.get_secret_value().strip(" \t\r\n")
         if not key:
             raise ValueError("is empty: unset it for no key, or set a long random secret")
         return SecretStr(key)
+
+    @field_validator("api_key_file", mode="before")
+    @classmethod
+    def _key_file_not_blank(cls, value: object) -> object:
+        """Unlike the TLS files, an empty value is refused: it would quietly mean no key."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty: unset it for no key file, or name the file of keys")
+        return value
 
     @field_validator("vector_store")
     @classmethod
@@ -222,6 +228,11 @@ class Settings(BaseSettings):
             raise ValueError("set IMGCLASS_TLS_CERTFILE and IMGCLASS_TLS_KEYFILE together")
         if self.tls_key_password_file is not None and self.tls_keyfile is None:
             raise ValueError("IMGCLASS_TLS_KEY_PASSWORD_FILE is set without IMGCLASS_TLS_KEYFILE")
+        if self.api_key_for_reads and self.api_key is None and self.api_key_file is None:
+            raise ValueError(
+                "IMGCLASS_API_KEY_FOR_READS is set without a key: set IMGCLASS_API_KEY or "
+                "IMGCLASS_API_KEY_FILE too (reads were open to anyone)"
+            )
         if self.api_key is not None and self.api_key_file is not None:
             raise ValueError(
                 "set IMGCLASS_API_KEY or IMGCLASS_API_KEY_FILE, not both (the file may hold "

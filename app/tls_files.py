@@ -8,14 +8,13 @@ trailing newline works)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import ssl
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from app.errors import ConfigurationError
+from app.fsutil import read_small_file
 
 PASSWORD_SETTING: Final = "IMGCLASS_TLS_KEY_PASSWORD_FILE"
 _MAX_PASSWORD_FILE: Final = 4096  # bytes: a pass phrase, not a misplaced key or log file
@@ -38,14 +37,7 @@ class TlsFiles:
         if self.password_file is None:
             return None
         where = f"{PASSWORD_SETTING}={self.password_file}"
-        try:
-            fd = os.open(self.password_file, os.O_RDONLY | os.O_NONBLOCK)
-            with open(fd, "rb") as f:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise ConfigurationError(f"{where} is not a regular file (a pipe, a device?)")
-                raw = f.read(_MAX_PASSWORD_FILE + 1)
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read {where}: {exc.strerror or exc}") from None
+        raw, _ = read_small_file(self.password_file, _MAX_PASSWORD_FILE, where)
         if len(raw) > _MAX_PASSWORD_FILE:
             raise ConfigurationError(
                 f"{where} is over {_MAX_PASSWORD_FILE} bytes: it should hold the pass phrase only"

@@ -4,17 +4,20 @@ dependencies in the thread pool, where they would queue behind decodes (probes i
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from app.api.guards import is_loopback
-from app.api_keys import key_file, matches
+from app.api_keys import KEY_SPACE, key_file, matches
 from app.catalog.service import CatalogService
 from app.errors import Unauthorized
 from app.registry import ModelRegistry
 from app.settings import Settings
+
+_OWS = re.compile(r"[ \t]+")  # HTTP's optional whitespace: spaces and tabs, nothing else
 
 
 async def get_settings(request: Request) -> Settings:
@@ -46,12 +49,15 @@ def presented_key(values: Callable[[str], Sequence[str]]) -> str | None:
     auths = values("authorization")
     if len(keys) > 1 or len(auths) > 1:
         return None
-    # surrounding whitespace is not part of a value (HTTP strips it; gRPC metadata did not)
-    if keys and keys[0].strip():
-        return keys[0].strip()
-    parts = (auths[0] if auths else "").split(None, 1)  # "Bearer<TAB>key" too
+    # surrounding spaces and tabs are not part of a value (HTTP strips them; gRPC metadata did
+    # not). Only those: values arrive decoded as Latin-1, where str.strip() also took \xa0 and
+    # \x85, the last byte of UTF-8 letters such as 'à' (round 27: such keys never matched)
+    key = keys[0].strip(KEY_SPACE) if keys else ""
+    if key:
+        return key
+    parts = _OWS.split((auths[0] if auths else "").strip(KEY_SPACE), maxsplit=1)  # tabs too
     if len(parts) == 2 and parts[0].lower() == "bearer":
-        return parts[1].strip()
+        return parts[1]
     return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from app.api.catalogs.shaping import neighbor_view
 from app.catalog.types import Hit
 from app.classify import BatchOutcome, Classified
@@ -24,20 +26,39 @@ def _ms(x: float) -> float:
 FLOOR_KEY = "familiar_min_similarity"  # app/teach/familiar.py
 
 
-def familiar_floor(loaded: LoadedModel, catalog: str | None) -> float | None:
-    """A taught model's floor, when `catalog` is the one it was taught from (its neighbours
-    there are what the floor was measured on)."""
+@dataclass(frozen=True)
+class Familiarity:
+    """What a taught model's `familiar` compares: its floor, and the labels it was taught
+    (items of its catalog labelled otherwise, added since, are not what it knows)."""
+
+    floor: float
+    labels: frozenset[str]
+
+    def familiar(self, similar: list[Hit] | None) -> bool | None:
+        """False when no neighbour of a taught label is at least as alike as the floor (the k
+        nearest all carrying other labels counts: the model knows none of them)."""
+        if not similar:
+            return None
+        return any(h.item.label in self.labels and h.score >= self.floor for h in similar)
+
+
+def familiarity(loaded: LoadedModel, catalog: str | None) -> Familiarity | None:
+    """A taught model's, when `catalog` is the one it was taught from (its neighbours there
+    are what the floor was measured on)."""
     meta = loaded.model.bundle.metadata
     if meta.backbone is None or catalog is None or catalog != meta.backbone.catalog:
         return None
     for m in meta.metrics:
         if FLOOR_KEY in m.extra:
-            return m.extra[FLOOR_KEY]
+            return Familiarity(m.extra[FLOOR_KEY], frozenset(loaded.model.bundle.labels))
     return None
 
 
 def image_result(
-    r: Classified, similar: list[Hit] | None, catalog: str | None, floor: float | None = None
+    r: Classified,
+    similar: list[Hit] | None,
+    catalog: str | None,
+    known: Familiarity | None = None,
 ) -> ImageResult:
     return ImageResult(
         filename=r.filename,
@@ -53,7 +74,7 @@ def image_result(
         similar=None
         if similar is None or catalog is None
         else [neighbor_view(catalog, h) for h in similar],
-        familiar=None if floor is None or not similar else similar[0].score >= floor,
+        familiar=None if known is None else known.familiar(similar),
     )
 
 
@@ -70,14 +91,14 @@ def predict_response(
     `catalog` and `hits` are given)."""
     meta = loaded.model.bundle.metadata
     per_image = hits if hits is not None else [None] * len(outcome.results)
-    floor = familiar_floor(loaded, catalog)
+    known = familiarity(loaded, catalog)
     return PredictResponse(
         model=meta.name,
         version=meta.version,
         provider=loaded.model.provider,
         top_k=top_k,
         results=[
-            image_result(r, h, catalog, floor)
+            image_result(r, h, catalog, known)
             for r, h in zip(outcome.results, per_image, strict=True)
         ],
         timings=BatchTimings(

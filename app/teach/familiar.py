@@ -6,8 +6,9 @@ included, often with a high score: its probabilities compare the classes with ea
 the picture with what it was taught. Its examples say what "like them" means. For each example
 (up to MAX_QUERIES, drawn at random), the cosine similarity to its nearest other example;
 the FLOOR_QUANTILE of those is stored with the model (`metrics.extra.familiar_min_similarity`).
-A picture whose nearest example in the model's own catalog is less alike than that is
-`familiar: false` in predict answers (app/api/predict_shapes.py): about FLOOR_QUANTILE of
+A picture whose nearest example in the model's own catalog, among the items labelled with one
+of its classes, is less alike than that is `familiar: false` in predict answers
+(app/api/predict_shapes.py): about FLOOR_QUANTILE of
 pictures like the examples are flagged, by construction. `bench/teach_familiar.py` measures it
 on pictures the model was not taught, of its classes and of others.
 """
@@ -19,6 +20,7 @@ from typing import Final
 import numpy as np
 
 FLOOR_QUANTILE: Final = 0.01
+COPY: Final = 0.99999  # this alike is the same picture (catalogs' duplicate rule), not a neighbour
 MIN_EXAMPLES: Final = 10  # fewer: no floor (one example's neighbour says too little)
 MAX_QUERIES: Final = 2000  # examples whose nearest neighbour is looked up (2,000 x n products)
 CHUNK: Final = 256  # queries per matrix product (256 x 20,000 floats = 20 MB)
@@ -33,12 +35,13 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 def nearest_other(x: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """For each index in `queries`, the cosine similarity of that row of `x` (unit rows) to
-    its most similar other row."""
+    its most similar other row that is not a copy of it (-inf when every other row is one:
+    examples sent twice made every example its copy's neighbour, and the floor 1.0, round 27)."""
     out = np.empty(len(queries), dtype=np.float32)
     for start in range(0, len(queries), CHUNK):
         rows = queries[start : start + CHUNK]
         sims = x[rows] @ x.T
-        sims[np.arange(len(rows)), rows] = -np.inf  # not itself
+        sims[sims >= COPY] = -np.inf  # itself, and its copies
         out[start : start + CHUNK] = sims.max(axis=1)
     return out
 
@@ -52,4 +55,8 @@ def familiar_floor(x: np.ndarray, seed: int = 0) -> float | None:
     unit = unit_rows(x)
     rng = np.random.default_rng(seed)
     queries = np.sort(rng.choice(n, size=min(n, MAX_QUERIES), replace=False))
-    return float(np.quantile(nearest_other(unit, queries), FLOOR_QUANTILE))
+    near = nearest_other(unit, queries)
+    near = near[np.isfinite(near)]  # an example with nothing but copies says nothing
+    if len(near) < MIN_EXAMPLES:
+        return None
+    return float(np.quantile(near, FLOOR_QUANTILE))

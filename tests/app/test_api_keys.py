@@ -62,6 +62,23 @@ def test_what_cannot_be_keys_is_refused_by_line(raw: bytes, said: str) -> None:
     assert "bad" not in str(info.value)  # a key's text is never quoted
 
 
+def test_a_line_is_split_only_at_newlines() -> None:
+    """Round 27: str.splitlines() split 'secret<VT>x' into the keys 'secret' and 'x' (a
+    one-character key that then opened writes); now the control character is refused."""
+    for sep in ("\v", "\f", "\x1c", "\x1e"):
+        with pytest.raises(ConfigurationError, match="line 1 holds a control character"):
+            parse_keys(f"{OLD}{sep}x\n".encode(), "f")
+    assert parse_keys(f"{OLD}\u2028x\n".encode(), "f") == (f"{OLD}\u2028x".encode(),)
+
+
+def test_a_folder_in_the_files_place_leaks_no_descriptor(tmp_path: Path) -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(ConfigurationError, match="not a regular file"):
+            check_key_file(str(tmp_path))
+    assert len(os.listdir("/proc/self/fd")) <= before
+
+
 def test_start_up_refuses_a_missing_fifo_or_empty_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="cannot read"):
         check_key_file(str(tmp_path / "missing"))
@@ -114,11 +131,15 @@ def test_a_file_unreadable_when_a_worker_first_looks_accepts_no_key(tmp_path: Pa
 def test_settings_take_one_or_the_other(tmp_path: Path) -> None:
     assert Settings(api_key_file=tmp_path / "k").keyed
     assert Settings(api_key=" padded ").api_key.get_secret_value() == "padded"  # type: ignore[union-attr]
-    assert not Settings(api_key_file="").keyed  # empty means unset, like the TLS files
     with pytest.raises(ValueError, match="not both"):
         Settings(api_key="a", api_key_file=tmp_path / "k")
     with pytest.raises(ValueError, match="is empty"):
         Settings(api_key="")
+    # round 27: an empty file setting quietly meant no key, and reads were open to anyone
+    with pytest.raises(ValueError, match="is empty"):
+        Settings(api_key_file=" ")
+    with pytest.raises(ValueError, match="IMGCLASS_API_KEY_FOR_READS is set without a key"):
+        Settings(api_key_for_reads=True)
 
 
 def test_routes_follow_the_file_without_a_restart(tiny_models_dir: Path, tmp_path: Path) -> None:
@@ -147,3 +168,21 @@ def test_routes_follow_the_file_without_a_restart(tiny_models_dir: Path, tmp_pat
         assert key_matches(NEW.encode(), settings) and not key_matches(OLD.encode(), settings)
         write(path, "")  # emptied by mistake: the keys read before stay
         assert (status(OLD), status(NEW), status(None)) == (401, 200, 401)
+
+
+def test_a_key_ending_in_a_byte_latin1_calls_space_matches(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    """Round 27: header values arrive decoded as Latin-1, and str.strip() took \\xa0 and \\x85,
+    the last UTF-8 byte of letters such as 'a-grave' and the Cyrillic 'kha': such keys never
+    matched. Only spaces and tabs around a key are dropped now."""
+    path = tmp_path / "keys"
+    keys = ["cl\u00e9-\u00e0", "\u043a\u043b\u044e\u0447\u0445", "ends\u00c5"]
+    write(path, "\n".join(keys) + "\n")
+    settings = make_settings(tiny_models_dir, tmp_path, api_key_file=path, api_key_for_reads=True)
+    with TestClient(create_app(settings)) as c:
+        for key in keys:
+            raw = key.encode()
+            for headers in ({"x-api-key": raw}, {"authorization": b"Bearer\t " + raw + b" "}):
+                r = c.get("/v1/models", headers=headers)
+                assert r.status_code == 200, (key, headers)

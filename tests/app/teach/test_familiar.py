@@ -36,6 +36,19 @@ def test_about_one_in_a_hundred_like_the_examples_is_below_the_floor() -> None:
     assert ((elsewhere @ unit_rows(examples).T).max(axis=1) < floor).mean() > 0.9
 
 
+def test_copies_of_an_example_are_not_its_neighbours() -> None:
+    """Round 27: every example sent twice made each one's nearest other example its copy, the
+    floor 1.0 and every new picture `familiar: false`."""
+    rng = np.random.default_rng(4)
+    examples = clusters(rng, 400, 3 * rng.standard_normal((4, 32)), 1.0)
+    once = familiar_floor(examples)
+    twice = familiar_floor(np.concatenate([examples, examples]))
+    assert once is not None and twice is not None
+    assert abs(twice - once) < 0.05 and twice < 0.99
+    assert familiar_floor(np.repeat(examples[:20], 3, axis=0)) is not None
+    assert familiar_floor(np.repeat(examples[:1], 30, axis=0)) is None  # one picture, 30 times
+
+
 def test_too_few_examples_give_no_floor_and_the_sample_is_seeded() -> None:
     rng = np.random.default_rng(3)
     assert familiar_floor(rng.standard_normal((MIN_EXAMPLES - 1, 8))) is None

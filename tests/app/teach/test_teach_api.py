@@ -26,6 +26,7 @@ from tests.app.teach.conftest import (
     BAG,
     SANDAL,
     SNEAKER,
+    add_items,
     make_catalog,
     teach_settings,
     wait_job,
@@ -378,6 +379,12 @@ def test_similar_uses_the_source_catalog(
     r = c.post("/v1/models/simm/predict?similar=1", content=photo)
     result = r.json()["results"][0]
     assert result["familiar"] is False and result["similar"][0]["score"] < floor, result
+    # round 27: items added since under a label the model was not taught are not what it knows
+    add_items(c, "sim", "photo", [photo])
+    r = c.post("/v1/models/simm/predict?similar=2", content=photo)
+    result = r.json()["results"][0]
+    assert result["similar"][0]["label"] == "photo" and result["similar"][0]["score"] > 0.999
+    assert result["familiar"] is False, result
     plain = c.post("/v1/models/simm/predict", content=fm_pngs[BAG][50]).json()["results"][0]
     assert plain["familiar"] is None  # no neighbours looked up, nothing to compare
     # The source catalog deleted: the 404 said "No catalog named 'sim'" to a client that had
