@@ -9,7 +9,9 @@ sizes its pipelines, threads, queues and decodes to its share of the cores.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from types import FrameType
 from typing import NoReturn
 
 import uvicorn
@@ -108,6 +110,10 @@ def main() -> None:
         _serve(settings, workers)
 
 
+def _stopped(_signum: int, _frame: FrameType | None) -> None:
+    sys.exit(0)
+
+
 def _serve(settings: Settings, workers: int) -> None:
     if workers == 1 and (settings.tls is None or not dealing_supported()):
         # One process: uvicorn on the socket the dealing parent would bind, so `::` listens
@@ -120,6 +126,11 @@ def _serve(settings: Settings, workers: int) -> None:
             _cannot_listen(settings, exc)
         config = uvicorn_config(settings.log_level, settings.tls)
         config.host, config.port = settings.host, settings.port
+        # uvicorn raises the signal that stopped it again once it has shut down; with these
+        # handlers it ends the process with status 0, as the dealing parent does (SIGINT was
+        # a KeyboardInterrupt traceback, SIGTERM status 143; round 27)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _stopped)
         DrainingServer(config).run(sockets=[listener])
         return
     if not dealing_supported():

@@ -103,6 +103,10 @@ def uvicorn_config(log_level: str, tls: TlsFiles | None = None) -> uvicorn.Confi
 
 
 TLS_HANDSHAKE_S: Final = 10.0  # a dealt connection's TLS handshake must end within this
+# a closing TLS connection waits this long for the client's close_notify: asyncio's 30 s
+# default, equal to STOP_GRACE_S, had one idle keep-alive client get its worker killed before
+# its shutdown ran (round 27)
+TLS_SHUTDOWN_S: Final = 2.0
 READY: Final = b"r"  # worker -> parent: loaded, deal me connections
 
 
@@ -158,6 +162,7 @@ class DealtServer(DrainingServer):
                 conn,
                 ssl=tls,
                 ssl_handshake_timeout=TLS_HANDSHAKE_S if tls else None,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_S if tls else None,
             )
         except OSError:  # the client left before the worker got to it
             conn.close()
@@ -321,15 +326,20 @@ class Supervisor:
         self._start(slot)
         return True
 
+    def _terminate(self) -> list[BaseProcess]:
+        """SIGTERM every worker: each says `stopping` at once, then finishes what it holds."""
+        procs = [s.process for s in self.slots if s.process is not None]
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                proc.terminate()
+        return procs
+
     def stop(self) -> None:
         """Stop accepting, SIGTERM every worker (uvicorn finishes the requests in flight), wait."""
         self.stopping.set()
         if self.listener is not None:
             self.listener.close()
-        procs = [s.process for s in self.slots if s.process is not None]
-        for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
-                proc.terminate()
+        procs = self._terminate()
         deadline = time.monotonic() + STOP_GRACE_S
         for proc in procs:
             proc.join(max(0.1, deadline - time.monotonic()))
@@ -369,6 +379,7 @@ class Supervisor:
                 failed = not all(self._check(slot) for slot in self.slots)
         finally:
             self.stopping.set()
+            self._terminate()  # before the dealer's last accept: /readyz said 200 for 50 ms
             if dealer.is_alive():
                 dealer.join(2)
             self.stop()

@@ -315,3 +315,17 @@ def test_a_bad_setting_stops_the_start_in_one_line(
     assert done.returncode in (2, 3), done.stderr[-2000:]
     assert f"imgclass: not started: {said}" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow  # a server of its own
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_one_worker_stops_on_a_signal_with_status_0_and_no_traceback(
+    tmp_path: Path, signum: int
+) -> None:
+    """Round 27: Ctrl-C on a one-process server ended in a KeyboardInterrupt traceback (status
+    -2) and SIGTERM in status 143, where the dealing parent of several exits 0."""
+    with live_server(tmp_path, _env(1), entry="app") as server:
+        parent = psutil.Process(_server_pid(server.port))
+        parent.send_signal(signum)
+        assert parent.wait(timeout=20) == 0
+    assert "Traceback" not in server.log_text(), server.log_text()[-2000:]

@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -298,3 +299,38 @@ def test_the_probe_asks_where_the_settings_listen(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert readyz_url() == url
+
+
+@pytest.mark.slow  # servers of their own
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_idle_keep_alive_client_does_not_hold_a_stopping_server(
+    pki: dict[str, Path], tmp_path: Path, workers: str
+) -> None:
+    """Round 27: asyncio waits 30 s for a closing TLS connection's close_notify, as long as the
+    parent waits for its workers: one pooled HTTPS connection got each worker killed at 30 s,
+    its shutdown (teach jobs, catalogs, gRPC) never run. Now the wait is 2 s."""
+    import http.client
+
+    port = free_port()
+    env = _env(pki, tmp_path, IMGCLASS_PORT=str(port), IMGCLASS_WORKERS=workers)
+    log = tmp_path / "server.log"
+    with running_process(
+        [sys.executable, "-m", "app"],
+        f"https://localhost:{port}/readyz",
+        log,
+        90,
+        verify=_trusting(pki),
+        cwd=ROOT,
+        env=env,
+    ) as proc:
+        pooled = http.client.HTTPSConnection("localhost", port, context=_trusting(pki), timeout=30)
+        pooled.request("GET", "/healthz")
+        assert pooled.getresponse().read()  # answered; the connection stays open, idle
+        t0 = time.monotonic()
+        proc.terminate()
+        assert proc.wait(timeout=25) == 0
+        took = time.monotonic() - t0
+        pooled.close()
+    assert took < 10, f"stopped after {took:.1f} s"
+    text = log.read_text(errors="replace")
+    assert "killing it" not in text and "Traceback" not in text, text[-2000:]
