@@ -204,5 +204,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         assets = PageAssets(STATIC_DIR)
         app.mount("/static", assets, name="static")
         app.router.routes.append(Route("/", assets.index, methods=["GET", "HEAD"]))
+        favicon = assets.alias("favicon.svg")  # an SVG, served with its own type
+        app.router.routes.append(Route("/favicon.ico", favicon, methods=["GET", "HEAD"]))
 
     return app

@@ -102,6 +102,11 @@ class PageAssets:
         self.index = _Index(self.files, "/" + index)
         self.only = only
 
+    def alias(self, name: str) -> _Index:
+        """An ASGI app serving the file `name` of the folder at another path (`/favicon.ico`,
+        which browsers ask for on every page without a <link rel=icon>, JSON answers too)."""
+        return _Index(self.files, "/" + name)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.only is not None and self.files.get_path(scope) not in self.only:
             raise HTTPException(status_code=404)

@@ -1,9 +1,12 @@
 // imgclass browser page: pick a model, add images (drop, picker, paste, camera), show results.
 // Plain JS, no build step, no external requests: everything talks to this server's /v1 API.
+import { askForKey } from "./auth.js";
 import { buildCard, renderResult, setCardBusyText, setCardPending, setCardProblem } from "./cards.js";
 import { ms, pct, providerName, verdictText } from "./format.js";
 import { renderModelInfo, renderModelPlaceholder } from "./model-info.js";
-import { problemMessage, readProblem } from "./problems.js";
+import { acceptDropsAndPastes } from "./page-drop.js";
+import { precheck } from "./precheck.js";
+import { problemMessage, readProblem, tooLargeHere } from "./problems.js";
 
 const BATCH_SIZE = 8; // images per request; the server's default cap is 32
 const SIMILAR_K = 8;
@@ -39,7 +42,12 @@ const state = {
   inflight: 0,
   requests: new Set(), // {controller, jobs} of predict requests on the wire
   queue: Promise.resolve(),
+  keyNeeded: false, // the server refused to list its models without its API key
 };
+
+// An alert's kind says when it is stale: "offline" once the server answers again, "key" once
+// a key is accepted; the others when the next thing is done.
+const alertKind = (status) => (status === 0 ? "offline" : status === 401 ? "key" : "request");
 
 function showAlert(title, text, kind = "page") {
   el.alert.replaceChildren();
@@ -54,6 +62,7 @@ function showAlert(title, text, kind = "page") {
 
 function hideAlert() {
   el.alert.hidden = true;
+  delete el.alert.dataset.kind;
   el.alert.replaceChildren();
 }
 
@@ -80,7 +89,17 @@ async function pollReady() {
     const r = await fetch("/readyz", { cache: "no-store" });
     const body = await r.json().catch(() => ({}));
     el.status.title = "";
-    if (r.ok) {
+    // It answers again after the pill said it did not: "Can't reach the server" is stale.
+    if (el.status.dataset.state === "down") {
+      if (el.alert.dataset.kind === "offline") hideAlert();
+      document.dispatchEvent(new CustomEvent("imgclass:server-back"));
+    }
+    if (r.ok && state.keyNeeded) {
+      // Ready, but not for this page until it has the key: green "Ready" above "Loading
+      // models..." told the person nothing.
+      setStatus("locked", "API key needed");
+      el.status.title = "The server is up; it needs its API key to list models and classify.";
+    } else if (r.ok) {
       setStatus("ready", "Ready");
     } else if (body.status === "loading") {
       setStatus("loading", "Loading models…");
@@ -113,6 +132,10 @@ async function loadModels({ keepSelection = true } = {}) {
   let body;
   try {
     const r = await fetch("/v1/models", { cache: "no-store", headers: { Accept: "application/json" } });
+    if (r.status === 401) {
+      needKey();
+      return;
+    }
     if (!r.ok) {
       const msg = problemMessage(await readProblem(r));
       renderModelPlaceholder(el.modelInfo, msg.title);
@@ -123,9 +146,13 @@ async function loadModels({ keepSelection = true } = {}) {
   } catch {
     const msg = problemMessage({ status: 0 });
     renderModelPlaceholder(el.modelInfo, msg.title);
-    showAlert(msg.title, msg.text);
+    showAlert(msg.title, msg.text, "offline");
     window.setTimeout(() => loadModels({ keepSelection }), 4000);
     return;
+  }
+  if (state.keyNeeded) {
+    state.keyNeeded = false;
+    pollReady(); // the pill said "API key needed"
   }
   state.models = body.models || [];
   const loading = body.loading || [];
@@ -179,6 +206,22 @@ async function loadModels({ keepSelection = true } = {}) {
   if (loading.length) window.setTimeout(() => loadModels({ keepSelection: true }), 1500);
 }
 
+// Reads need the API key and the page has none (or a wrong one): say so where the models would
+// be, instead of "Loading models..." forever under a green "Ready".
+function needKey() {
+  state.keyNeeded = true;
+  state.models = [];
+  state.model = null;
+  const opt = document.createElement("option");
+  opt.textContent = "API key needed";
+  el.modelSelect.replaceChildren(opt);
+  el.modelSelect.disabled = true;
+  renderModelPlaceholder(el.modelInfo, "This server shows its models only to those with its API key.");
+  const msg = problemMessage({ status: 401 });
+  showAlert(msg.title, msg.text, "key");
+  setStatus("locked", "API key needed");
+}
+
 function selectModel(name, { reclassify = true } = {}) {
   const model = state.models.find((m) => m.name === name);
   if (!model) return;
@@ -198,7 +241,7 @@ function selectModel(name, { reclassify = true } = {}) {
 function addFiles(fileList, source) {
   const files = Array.from(fileList || []).filter((f) => f && f.size !== undefined);
   if (!files.length) return;
-  hideAlert();
+  if (el.alert.dataset.kind !== "key") hideAlert(); // the key is still missing
   const added = [];
   const frag = document.createDocumentFragment();
   for (const raw of files) {
@@ -216,10 +259,14 @@ function addFiles(fileList, source) {
   el.results.prepend(frag);
   updateChrome();
   if (!state.model) {
+    const msg = state.keyNeeded
+      ? { title: "API key needed", text: "Type the server’s API key in the field at the top; the image is classified as soon as it is accepted." }
+      : { title: "No model ready yet", text: "The image will be classified as soon as a model has loaded." };
     for (const item of added) {
       item.waitingForModel = true;
-      setCardProblem(item, { title: "No model ready yet", text: "The image will be classified as soon as a model has loaded." });
+      setCardProblem(item, msg);
     }
+    if (state.keyNeeded) askForKey();
     return;
   }
   classify(added);
@@ -295,8 +342,16 @@ function classify(items) {
   // Requests run one after another: a phone on a slow link should not send everything at once.
   state.queue = state.queue
     .then(async () => {
-      for (let i = 0; i < jobs.length; i += BATCH_SIZE) {
-        const chunk = jobs.slice(i, i + BATCH_SIZE).filter((j) => j.item.run === j.run);
+      const ready = [];
+      for (const j of jobs) {
+        // Not an image, or over a size limit the page knows: said at once, never sent.
+        const local = await precheck(j.item);
+        if (j.item.run !== j.run) continue;
+        if (local) setCardProblem(j.item, local);
+        else ready.push(j);
+      }
+      for (let i = 0; i < ready.length; i += BATCH_SIZE) {
+        const chunk = ready.slice(i, i + BATCH_SIZE).filter((j) => j.item.run === j.run);
         if (chunk.length) await sendBatch(chunk, model, topK, 0, tally);
       }
     })
@@ -354,14 +409,14 @@ async function sendBatch(jobs, model, topK, attempt, tally) {
   state.requests.delete(req);
   if (response.ok) {
     // The server answered: a "can't reach the server" banner from an earlier failure is stale.
-    if (el.alert.dataset.kind === "request") hideAlert();
+    if (["request", "offline", "key"].includes(el.alert.dataset.kind)) hideAlert();
     if (el.status.dataset.state === "down") pollReady();
     const body = await response.json();
     live.forEach((j, i) => {
       if (j.item.run !== j.run) return;
       const result = body.results[i];
       j.item.result = result;
-      renderResult(j.item, result, body);
+      renderResult(j.item, result, body, model);
     });
     tally.images += live.length;
     tally.ms += body.timings.total_ms;
@@ -377,7 +432,13 @@ async function sendBatch(jobs, model, topK, attempt, tally) {
     return;
   }
   if (problem.status === 413 && live.length > 1) {
-    for (const j of live) await sendBatch([j], model, topK, attempt, tally);
+    // Sent one by one, smallest first: a file over a limit a 413 has taught the page is not
+    // sent again, and the per-image limit (learnt from a smaller one) is the one it is told.
+    for (const j of live.slice().sort((a, b) => a.item.file.size - b.item.file.size)) {
+      const local = tooLargeHere(j.item.file.size);
+      if (local) setCardProblem(j.item, local);
+      else await sendBatch([j], model, topK, attempt, tally);
+    }
     return;
   }
   if (problem.status === 503 && attempt < MAX_NOT_READY_RETRIES) {
@@ -406,7 +467,7 @@ function failAll(jobs, problem, model) {
     if (j.item.run === j.run) setCardProblem(j.item, problemMessage(problem, { model: model.name, size: j.item.file.size }), retry);
   }
   if (problem.status === 0 || problem.status === 401 || problem.status === 404) {
-    showAlert(msg.title, msg.text, "request");
+    showAlert(msg.title, msg.text, alertKind(problem.status));
   }
   // The status pill said "Ready" for up to 15 s after a request could not reach the server.
   if (problem.status === 0) pollReady();
@@ -420,11 +481,6 @@ function renderSummary(body, tally) {
 }
 
 // ---------- input wiring ----------
-
-function hasFiles(event) {
-  const types = event.dataTransfer && event.dataTransfer.types;
-  return Boolean(types) && Array.from(types).includes("Files");
-}
 
 function wireInputs() {
   el.dropzone.addEventListener("click", () => el.fileInput.click());
@@ -446,58 +502,17 @@ function wireInputs() {
   el.topk.addEventListener("change", () => {
     if (state.model && state.items.length) classify(state.items.slice());
   });
-
-  // Drops are accepted anywhere on the page; the overlay says so while dragging.
-  let depth = 0;
-  document.addEventListener("dragenter", (e) => {
-    if (!hasFiles(e)) return;
-    e.preventDefault();
-    depth += 1;
-    document.body.classList.add("is-dragging");
-  });
-  document.addEventListener("dragover", (e) => {
-    if (!hasFiles(e)) return;
-    e.preventDefault();
-    e.dataTransfer.dropEffect = "copy";
-  });
-  document.addEventListener("dragleave", (e) => {
-    if (!hasFiles(e)) return;
-    depth = Math.max(0, depth - 1);
-    if (depth === 0) document.body.classList.remove("is-dragging");
-  });
-  document.addEventListener("drop", (e) => {
-    if (!hasFiles(e)) return;
-    e.preventDefault();
-    depth = 0;
-    document.body.classList.remove("is-dragging");
-    addFiles(e.dataTransfer.files, "drop");
-  });
-
-  document.addEventListener("paste", (e) => {
-    const cd = e.clipboardData;
-    if (!cd) return;
-    const files = [];
-    for (const it of Array.from(cd.items || [])) {
-      if (it.kind === "file") {
-        const f = it.getAsFile();
-        if (f) files.push(f);
-      }
-    }
-    if (!files.length && cd.files && cd.files.length) files.push(...Array.from(cd.files));
-    if (!files.length) return;
-    const target = e.target;
-    // Let text fields keep their paste; everything else becomes an upload.
-    if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA") && target.type !== "file") return;
-    e.preventDefault();
-    addFiles(files, "paste");
-  });
+  acceptDropsAndPastes(addFiles);
 }
 
 function init() {
   wireInputs();
   updateChrome();
   // auth.js: a key was entered and accepted; reads may have been refused without it.
-  document.addEventListener("imgclass:key-accepted", () => loadModels());
+  document.addEventListener("imgclass:key-accepted", () => {
+    if (el.alert.dataset.kind === "key") hideAlert();
+    loadModels();
+  });
   // teach.js: a model was just taught; list it and select it for "try it".
   document.addEventListener("imgclass:model-taught", async (e) => {
     await loadModels();

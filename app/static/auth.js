@@ -3,6 +3,8 @@
 // X-API-Key header on this page's own requests. Never in a URL, never in localStorage.
 // Loaded before app.js, so every later fetch of the page carries the key.
 
+import { learnLimits } from "./problems.js";
+
 const STORAGE_KEY = "imgclass.apiKey";
 const nativeFetch = window.fetch.bind(window);
 
@@ -37,12 +39,14 @@ window.fetch = (input, init = {}) => {
   const headers = new Headers(init.headers || (input instanceof Request ? input.headers : undefined));
   if (!headers.has("X-API-Key")) headers.set("X-API-Key", memoryKey);
   return nativeFetch(input, { ...init, headers }).then((response) => {
-    if (response.status === 401) showField("The key was not accepted. Check it and try again.");
+    if (response.status === 401) showField(REFUSED);
     return response;
   });
 };
 
 let box = null;
+let baseNote = ""; // what the field says when nothing went wrong
+const REFUSED = "The key was not accepted. Check it and try again.";
 
 function build() {
   box = document.createElement("form");
@@ -56,7 +60,12 @@ function build() {
       placeholder="needed by this server" required>
     <button type="submit">Use key</button>
     <span class="auth-key-note" role="status" aria-live="polite"></span>`;
-  box.addEventListener("input", () => box.classList.remove("auth-key-attention"));
+  // Typing a new key: "not accepted" was about the last one.
+  box.addEventListener("input", () => {
+    box.classList.remove("auth-key-attention");
+    const note = box.querySelector(".auth-key-note");
+    if (note.textContent === REFUSED) note.textContent = baseNote;
+  });
   box.addEventListener("submit", async (event) => {
     event.preventDefault();
     box.classList.remove("auth-key-attention");
@@ -90,6 +99,7 @@ async function refresh() {
     const r = await window.fetch("/v1/access", { cache: "no-store", headers: { Accept: "application/json" } });
     if (!r.ok) return;
     access = await r.json();
+    learnLimits(access); // upload limits, where this server says them
   } catch {
     return; // the page's own status pill reports an unreachable server
   }
@@ -105,13 +115,10 @@ async function refresh() {
   }
   const rejected = Boolean(memoryKey); // a key was sent and the server did not take it
   if (memoryKey) setKey("");
-  showField(
-    rejected
-      ? "The key was not accepted. Check it and try again."
-      : access.key_required_for_reads
-        ? "This server needs its API key for every request."
-        : "This server needs its API key to add or change data.",
-  );
+  baseNote = access.key_required_for_reads
+    ? "This server needs its API key for every request."
+    : "This server needs its API key to add or change data.";
+  showField(rejected ? REFUSED : baseNote);
 }
 
 refresh();

@@ -1,6 +1,6 @@
 // One result card per image: preview, verdict, top-k bars, similar items, timings, errors.
 
-import { bytes, humanize, ms, pct, providerName, verdictText } from "./format.js";
+import { bytes, capitalize, humanize, ms, pct, providerName, verdictText } from "./format.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -37,6 +37,40 @@ function resetCard(card) {
   $(".similar-grid", card).replaceChildren();
   $(".timings", card).hidden = true;
   $(".result-note", card).hidden = true;
+  warnBox(card).hidden = true;
+  delete card.dataset.guess;
+}
+
+// The "this answer is a guess" box above the verdict and labels (added where an older
+// template lacks it).
+function warnBox(card) {
+  let box = $(".result-warn", card);
+  if (!box) {
+    box = document.createElement("p");
+    box.className = "result-warn";
+    box.hidden = true;
+    $(".verdict", card).before(box);
+  }
+  return box;
+}
+
+// How alike the picture is to the closest example the model was taught: the answer's own
+// figure where it gives one, else the best similar item (a taught model's catalog holds its
+// examples).
+function closestExample(result) {
+  for (const key of ["nearest_similarity", "familiar_similarity", "closest_similarity"]) {
+    if (Number.isFinite(result[key])) return result[key];
+  }
+  const first = Array.isArray(result.similar) ? result.similar[0] : null;
+  return first && Number.isFinite(first.score) ? first.score : null;
+}
+
+function familiarFloor(model) {
+  for (const m of (model && model.metrics) || []) {
+    const v = m && m.extra && m.extra.familiar_min_similarity;
+    if (Number.isFinite(v)) return v;
+  }
+  return null;
 }
 
 export function setCardPending(item) {
@@ -82,7 +116,7 @@ export function setCardProblem(item, msg, onRetry) {
   box.hidden = false;
 }
 
-export function renderResult(item, result, body) {
+export function renderResult(item, result, body, model = null) {
   const card = item.card;
   resetCard(card);
   card.dataset.state = "done";
@@ -97,8 +131,28 @@ export function renderResult(item, result, body) {
   if (im.orientation && im.orientation !== 1) meta.push("turned upright");
   if (im.frames > 1) meta.push(`first of ${im.frames} frames`);
   if (im.inverted && !im.blank) meta.push("light background: colours inverted for the model");
-  if (im.blank) meta.push("one colour only: nothing to classify, so the answer is a guess");
   $(".result-meta", card).textContent = meta.join(" · ");
+
+  // A one-colour picture, or (a taught model) one unlike all its examples: the labels are a
+  // guess, said above them, and the top label does not look sure.
+  let guess = "";
+  if (im.blank) {
+    guess = "Nothing to classify: the picture is one colour only, so the labels below are a guess.";
+  } else if (result.familiar === false) {
+    const closest = closestExample(result);
+    const floor = familiarFloor(model);
+    guess = "Unlike anything this model was taught"
+      + (closest != null ? ` (closest example ${pct(Math.max(0, closest))} alike` : "")
+      + (closest != null && floor != null ? `; its examples are usually ${pct(floor)} or more alike` : "")
+      + (closest != null ? ")" : "")
+      + " — the answer is a guess.";
+  }
+  if (guess) {
+    const warn = warnBox(card);
+    warn.textContent = guess;
+    warn.hidden = false;
+    card.dataset.guess = im.blank ? "blank" : "unfamiliar";
+  }
 
   if (result.decision) {
     const d = result.decision;
@@ -109,14 +163,14 @@ export function renderResult(item, result, body) {
     const icon = document.createElement("span");
     icon.className = "verdict-icon";
     icon.setAttribute("aria-hidden", "true");
-    icon.textContent = d.is_positive ? "✓" : "✕";
+    icon.textContent = guess ? "?" : d.is_positive ? "✓" : "✕";
     const word = document.createElement("span");
     word.className = "verdict-text";
     word.textContent = verdictText(d);
     big.append(icon, word);
     const small = document.createElement("p");
     small.className = "verdict-score";
-    small.textContent = `${humanize(d.positive_label)} score ${pct(d.positive_score)} · threshold ${pct(d.threshold)}`;
+    small.textContent = `${capitalize(humanize(d.positive_label))} score ${pct(d.positive_score)} · threshold ${pct(d.threshold)}`;
     v.replaceChildren(big, small);
     v.hidden = false;
   }
@@ -132,6 +186,7 @@ export function renderResult(item, result, body) {
     const name = document.createElement("span");
     name.className = "pred-label";
     name.textContent = p.label;
+    name.title = p.label; // cut with "…" where it is longer than the card is wide
     const val = document.createElement("span");
     val.className = "pred-score";
     val.textContent = pct(p.score);
@@ -142,13 +197,13 @@ export function renderResult(item, result, body) {
     const fill = document.createElement("div");
     fill.className = "bar-fill";
     fill.style.setProperty("--w", `${Math.max(0.5, p.score * 100).toFixed(2)}%`);
-    if (i === 0 && topScore < 0.5) fill.classList.add("unsure");
+    if (i === 0 && (topScore < 0.5 || guess)) fill.classList.add("unsure");
     track.append(fill);
     li.append(row, track);
     list.append(li);
   });
   list.hidden = false;
-  if (!result.decision && topScore < 0.5 && result.predictions.length > 1) {
+  if (!guess && !result.decision && topScore < 0.5 && result.predictions.length > 1) {
     // A cat photo on imagenet (Egyptian cat 39%, tiger cat 33%, tabby 16%) was told "this may
     // not be something the model was trained to recognise": when the first labels shown hold
     // most of the probability, the model is only torn between them.

@@ -1,6 +1,8 @@
 // The model card: description, labels, accuracy with its data set, provider.
 
-import { isBinary, nfInt, pct, primaryMetrics, providerName } from "./format.js";
+import { isBinary, nfInt, pct, plainDataset, primaryMetrics, providerName, rate } from "./format.js";
+
+const FILTER_FROM = 20; // a label list this long gets a filter field
 
 export function renderModelPlaceholder(container, text) {
   const p = document.createElement("p");
@@ -26,12 +28,12 @@ function stat(value, label, title) {
 export function renderModelInfo(container, model) {
   const frag = document.createDocumentFragment();
   let evaluation = null;
+  let description = null;
   if (model.description) {
-    const p = document.createElement("p");
-    p.className = "model-desc";
-    p.textContent = model.description;
-    p.title = model.description; // shown in full on hover where small screens clamp it
-    frag.append(p);
+    description = document.createElement("p");
+    description.className = "model-desc";
+    description.textContent = model.description;
+    frag.append(description);
   }
   const stats = document.createElement("div");
   stats.className = "stats";
@@ -43,13 +45,15 @@ export function renderModelInfo(container, model) {
   if (!binary) {
     stats.append(stat(nfInt.format(model.num_classes), model.num_classes === 1 ? "label" : "labels"));
   }
+  // An accuracy always comes with how many pictures it was measured on ("85% on 20").
+  const on = m && m.n_samples ? ` on ${nfInt.format(m.n_samples)} ${m.n_samples === 1 ? "picture" : "pictures"}` : "";
   if (m && m.accuracy != null && !binary) {
-    stats.append(stat(pct(m.accuracy), "accuracy"));
+    stats.append(stat(rate(m.accuracy), `accuracy${on}`));
   }
   if (binary) {
-    const acc = m.accuracy != null ? `accuracy ${pct(m.accuracy)}` : undefined;
-    if (m.precision != null) stats.append(stat(pct(m.precision), "precision", acc));
-    if (m.recall != null) stats.append(stat(pct(m.recall), "recall", acc));
+    const acc = m.accuracy != null ? `accuracy ${rate(m.accuracy)}${on}` : undefined;
+    if (m.precision != null) stats.append(stat(rate(m.precision), "precision", acc));
+    if (m.recall != null) stats.append(stat(rate(m.recall), "recall", acc));
   }
   const inp = model.input || {};
   if (inp.width) {
@@ -59,7 +63,7 @@ export function renderModelInfo(container, model) {
   if (m) {
     const ev = document.createElement("p");
     ev.className = "model-eval";
-    ev.textContent = `Measured on ${m.dataset} (${m.split}, n = ${nfInt.format(m.n_samples)})`
+    ev.textContent = `Measured on ${plainDataset(m.dataset)} (${m.split}, n = ${nfInt.format(m.n_samples)})`
       + (m.threshold != null ? `, decision threshold ${pct(m.threshold)}` : "")
       + ".";
     frag.append(ev);
@@ -70,32 +74,65 @@ export function renderModelInfo(container, model) {
     ev.textContent = "No evaluation recorded for this model.";
     frag.append(ev);
   }
-  const details = document.createElement("details");
-  details.className = "labels";
-  const summary = document.createElement("summary");
-  summary.textContent = `Show the ${model.num_classes} labels`;
-  const ul = document.createElement("ul");
-  ul.className = "chips";
-  for (const label of model.labels || []) {
-    const li = document.createElement("li");
-    li.textContent = label;
-    ul.append(li);
-  }
-  details.append(summary, ul);
-  frag.append(details);
+  frag.append(labelList(model));
   const foot = document.createElement("p");
   foot.className = "model-foot";
   foot.textContent = `Runs on ${providerName(model.provider)}`
     + (model.default_catalog ? ` · similar images from “${model.default_catalog}”` : "");
   frag.append(foot);
   container.replaceChildren(frag);
+  if (description) expandable(description);
   if (evaluation) expandable(evaluation);
 }
 
-// Small screens clamp the evaluation sentence to three lines (app.css); where that hides some
-// of it, a tap, Enter or Space shows the whole sentence and folds it again.
+// The labels on demand, in a box of bounded height (imagenet has 1,000), with a filter field
+// when there are many.
+function labelList(model) {
+  const labels = model.labels || [];
+  const details = document.createElement("details");
+  details.className = "labels";
+  const summary = document.createElement("summary");
+  summary.textContent = `Show the ${nfInt.format(model.num_classes)} labels`;
+  const ul = document.createElement("ul");
+  ul.className = "chips";
+  ul.tabIndex = 0; // scrolled with the keyboard too
+  ul.setAttribute("aria-label", `Labels of ${model.name}`);
+  for (const label of labels) {
+    const li = document.createElement("li");
+    li.textContent = label;
+    ul.append(li);
+  }
+  details.append(summary);
+  if (labels.length >= FILTER_FROM) {
+    const filter = document.createElement("input");
+    filter.type = "search";
+    filter.className = "labels-filter";
+    filter.placeholder = "Filter labels";
+    filter.setAttribute("aria-label", `Filter the ${nfInt.format(labels.length)} labels`);
+    const count = document.createElement("p");
+    count.className = "labels-count";
+    count.setAttribute("aria-live", "polite");
+    filter.addEventListener("input", () => {
+      const q = filter.value.trim().toLowerCase();
+      let shown = 0;
+      for (const li of ul.children) {
+        li.hidden = Boolean(q) && !li.textContent.toLowerCase().includes(q);
+        if (!li.hidden) shown += 1;
+      }
+      count.textContent = q ? `${nfInt.format(shown)} of ${nfInt.format(labels.length)} labels` : "";
+    });
+    details.append(filter, count);
+  }
+  details.append(ul);
+  return details;
+}
+
+// Small screens clamp the description to two lines and the evaluation sentence to three
+// (app.css); where that hides some of it, a tap, Enter or Space shows it whole and folds it
+// again, and a "more" at its end says so (the hover tooltip was all a phone had).
 function expandable(p) {
   if (p.scrollHeight <= p.clientHeight + 1) return;
+  p.classList.add("clamped");
   p.tabIndex = 0;
   p.setAttribute("role", "button");
   p.setAttribute("aria-expanded", "false");

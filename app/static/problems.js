@@ -2,6 +2,70 @@
 
 import { bytes, nfInt } from "./format.js";
 
+// The server's upload limits, as far as this page knows them: from /v1/access where it says
+// (auth.js), else learnt from the 413s it answered. `image` is the limit per picture,
+// `request` the limit of one upload (several pictures). Null: not known yet.
+export const limits = { image: null, request: null };
+
+export function learnLimits(source) {
+  if (!source || typeof source !== "object") return;
+  const num = (v) => (Number.isFinite(v) && v > 0 ? v : null);
+  const given = source.limits && typeof source.limits === "object" ? source.limits : source;
+  limits.image = num(given.max_image_bytes) || limits.image;
+  limits.request = num(given.max_request_bytes) || limits.request;
+  if (source.status === 413 && num(source.limit_bytes)) {
+    const detail = String(source.detail || "");
+    if (/request body|together|decompressed body/i.test(detail)) limits.request = source.limit_bytes;
+    else if (/is larger than the limit/i.test(detail)) limits.image = source.limit_bytes;
+  }
+}
+
+// A file the page need not send: larger than a limit it knows. -> problem message or null.
+export function tooLargeHere(size) {
+  if (limits.image && size > limits.image) return tooLargeMessage(size, limits.image, true);
+  if (limits.request && size > limits.request) return tooLargeMessage(size, limits.request, false);
+  return null;
+}
+
+// The limit per image when known; otherwise (the file was bigger than a whole upload may be)
+// the upload's, said as such: the per-image limit is lower, and this server did not say it.
+function tooLargeMessage(size, limit, perImage) {
+  if (perImage || limits.image) {
+    const what = size ? `It is ${bytes(size)}; the` : "The";
+    return {
+      title: "Image too large",
+      text: `${what} limit is ${bytes(perImage ? limit : limits.image)} per image. Try a smaller or downscaled copy.`,
+    };
+  }
+  return {
+    title: "Image too large",
+    text: `${size ? `It is ${bytes(size)}, more` : "More"} than this server takes in one upload (${bytes(limit)}); a single image must be smaller still. Try a smaller or downscaled copy.`,
+  };
+}
+
+// A few words for why one picture was refused: "damaged or truncated", "too small: 4×4 pixels".
+export function shortReason(p) {
+  const detail = String(p.detail || "");
+  const slug = String(p.type || "").split("/").pop();
+  if (p.status === 413) {
+    if (p.limit_pixels) return `too many pixels: the limit is ${nfInt.format(p.limit_pixels)}`;
+    if (p.limit_bytes) return `too large: the limit is ${bytes(limits.image || p.limit_bytes)} per image`;
+    return "too large";
+  }
+  if (p.status === 415) {
+    const m = /^The upload is (.+?), not an image\./.exec(detail);
+    return m ? `${m[1]}, not an image` : "not an image";
+  }
+  if (p.status === 422 && slug === "invalid-image") {
+    const small = /(\d+)x(\d+) pixels/.exec(detail);
+    if (/at least \d+ pixels/.test(detail)) return `too small${small ? `: ${small[1]}×${small[2]} pixels` : ""}`;
+    if (/damaged|truncated/i.test(detail)) return "damaged or truncated";
+    if (/tiff/i.test(detail)) return "a TIFF this server cannot read";
+  }
+  const first = detail.replace(/^image \d+(?: \([^)]*\))?: /, "").split(/\.\s/)[0];
+  return first ? first.charAt(0).toLowerCase() + first.slice(1) : (p.title || "refused").toLowerCase();
+}
+
 export async function readProblem(response) {
   let body = null;
   try {
@@ -11,6 +75,7 @@ export async function readProblem(response) {
   }
   if (!body || typeof body !== "object") body = {};
   body.status = body.status || response.status;
+  learnLimits(body);
   return body;
 }
 
@@ -48,11 +113,11 @@ export function problemMessage(p, context = {}) {
         };
       }
       if (p.limit_bytes) {
-        const size = context.size ? `It is ${bytes(context.size)}; the` : "The";
-        return {
-          title: "Image too large",
-          text: `${size} limit is ${bytes(p.limit_bytes)} per image. Try a smaller or downscaled copy.`,
-        };
+        // "'x.png' is larger than the limit of ..." is the limit per image; "The request body
+        // exceeds ..." the limit of one whole upload, which is not the limit per image.
+        learnLimits({ ...p, status: 413 });
+        const whole = /request body|together|decompressed body/i.test(detail);
+        return tooLargeMessage(context.size, p.limit_bytes, !whole);
       }
       if (p.limit_images) {
         return { title: "Too many images", text: `At most ${p.limit_images} images per request.` };

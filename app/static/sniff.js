@@ -61,17 +61,18 @@ export function describeBytes(b) {
   }
 }
 
-// -> { format } for an image the server may accept, or { reason } for a file it will refuse.
+// -> { format } for an image the server may accept, or { reason, what } for a file it will
+// refuse ("a PDF document, not an image"; `what`: "a PDF document").
 export async function sniffFile(file) {
-  if (!file.size) return { reason: "an empty file" };
+  if (!file.size) return { reason: "an empty file", what: "an empty file" };
   let bytes;
   try {
     bytes = new Uint8Array(await file.slice(0, 256).arrayBuffer());
   } catch {
-    return { reason: "could not be read" };
+    return { reason: "could not be read", what: "unreadable" };
   }
   const format = sniffFormat(bytes);
   if (format) return { format };
   const what = describeBytes(bytes);
-  return { reason: what === "not a picture file" ? what : `${what}, not an image` };
+  return { reason: what === "not a picture file" ? what : `${what}, not an image`, what };
 }

@@ -3,9 +3,11 @@
 // Talks only to this server's /v1 API. The new model appears in the page's model list
 // (app.js listens for "imgclass:model-taught").
 import { askForKey } from "./auth.js";
-import { problemMessage, readProblem } from "./problems.js";
-import { ACCEPTED_TEXT, sniffFile } from "./sniff.js";
-import { pct } from "./format.js";
+import { h } from "./dom.js";
+import { problemMessage, readProblem, shortReason } from "./problems.js";
+import { addFiles as addPictures, classCard, refuse } from "./teach-class.js";
+import { confirmReplace, shippedProblem, whatNameIs } from "./teach-guard.js";
+import { renderResults, teachProblem, unusableClasses } from "./teach-report.js";
 
 const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 const UPLOAD_BATCH = 8;
@@ -13,79 +15,37 @@ const UPLOAD_BATCH = 8;
 const JOB_KEY = "imgclass.teach.job";
 const $ = (sel, root = document) => root.querySelector(sel);
 
-function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (v !== false && v !== undefined && v !== null) node.setAttribute(k, v === true ? "" : v);
-  }
-  node.append(...children.filter((c) => c !== null && c !== undefined));
-  return node;
-}
-
-const state = { classes: [], active: null, nextId: 1, busy: false, skipped: [] };
+const state = { classes: [], active: null, nextId: 1, busy: false, skipped: [], shownProblem: null, keyWait: false };
 let root;
 let ui;
+// What a class box (teach-class.js) needs of the form.
+const hooks = {
+  changed: () => changed(),
+  refresh: () => refresh(),
+  remove: (cls) => removeClass(cls),
+  activate: (cls) => { state.active = cls; },
+  alive: (cls) => state.classes.includes(cls),
+};
 
-function classCard(cls) {
-  const count = h("span", { class: "teach-count", "aria-live": "polite" }, "0 pictures");
-  const thumbs = h("ul", { class: "teach-thumbs" });
-  // Files that are not pictures: listed with the reason, never counted nor sent.
-  const issueList = h("ul", { class: "teach-issues-list" });
-  const issueCount = h("span", { class: "teach-issues-count" });
-  const issues = h("div", { class: "teach-issues", "aria-live": "polite", hidden: true },
-    h("div", { class: "teach-issues-head" }, issueCount, h("button", {
-      type: "button", class: "btn btn-ghost btn-small teach-issues-dismiss",
-      "aria-label": "Dismiss the list of files left out", onclick: () => dismissIssues(cls),
-    }, "Dismiss")),
-    issueList,
-    h("p", { class: "teach-issues-note" }, `Accepted: ${ACCEPTED_TEXT}.`));
-  const picker = h("input", { type: "file", accept: "image/*", multiple: true, class: "visually-hidden", tabindex: "-1" });
-  const name = h("input", {
-    class: "teach-class-name", type: "text", value: cls.label, "aria-label": "Class name",
-    // Short enough for the narrowest card (about 110 px of text beside "Remove" on a desktop).
-    placeholder: "Class name", title: "Class name, e.g. Santa", maxlength: "60",
-    // Names typed after the pictures were added must enable Train too (refresh), not only
-    // names typed first.
-    oninput: (e) => { cls.label = e.target.value; refresh(); },
-  });
-  const add = h("button", { type: "button", class: "btn btn-small teach-add", onclick: () => picker.click() }, "Add pictures");
-  const remove = h("button", {
-    type: "button", class: "btn btn-ghost btn-small teach-remove", "aria-label": "Remove this class",
-    onclick: () => removeClass(cls),
-  }, "Remove");
-  const card = h("li", { class: "teach-class", tabindex: "-1" },
-    h("div", { class: "teach-class-head" }, name, remove),
-    h("div", { class: "teach-drop", onclick: () => picker.click() },
-      // Touch screens cannot drop or paste (as the page's own drop zone says "Choose photos").
-      h("span", { class: "only-fine" }, "Drop, paste or "), h("span", { class: "only-touch" }, "Tap to "),
-      h("span", { class: "linkish" }, "choose"), h("span", {}, " pictures of this class")),
-    thumbs,
-    issues,
-    h("div", { class: "teach-class-foot" }, count, add),
-    picker);
-  picker.addEventListener("change", () => { addFiles(cls, picker.files); picker.value = ""; });
-  card.addEventListener("focusin", () => { state.active = cls; });
-  card.addEventListener("pointerdown", () => { state.active = cls; });
-  card.addEventListener("dragover", (e) => { e.preventDefault(); e.stopPropagation(); card.classList.add("is-over"); });
-  card.addEventListener("dragleave", () => card.classList.remove("is-over"));
-  card.addEventListener("drop", (e) => {
-    e.preventDefault();
-    e.stopPropagation(); // the page's own drop handler classifies; this one teaches
-    card.classList.remove("is-over");
-    state.active = cls;
-    addFiles(cls, e.dataTransfer.files);
-  });
-  Object.assign(cls, { card, thumbs, issues, issueList, issueCount, count, nameInput: name, remove, add });
-  return card;
+// Anything the person changes: an error about the last attempt is stale, and a pending
+// "replace the model?" question is answered "not now".
+function changed() {
+  clearError();
+  document.dispatchEvent(new CustomEvent("imgclass:teach-input"));
+  refresh();
+}
+
+function clearError() {
+  ui.error.hidden = true;
+  ui.error.replaceChildren();
+  state.shownProblem = null;
 }
 
 function addClass(label = "") {
   const cls = { id: state.nextId++, label, files: [], rejected: [], checking: 0 };
   state.classes.push(cls);
-  ui.classes.append(classCard(cls));
-  refresh();
+  ui.classes.append(classCard(cls, hooks));
+  changed();
   return cls;
 }
 
@@ -93,57 +53,7 @@ function removeClass(cls) {
   for (const f of cls.files) URL.revokeObjectURL(f.url);
   state.classes = state.classes.filter((c) => c !== cls);
   cls.card.remove();
-  refresh();
-}
-
-// Each file is checked by its first bytes, as the server checks it (sniff.js): a PDF named
-// .png or a text file is listed at once as not an image and is neither counted nor sent. A file
-// that looks like an image is counted and sent; the server still decodes it and reports the
-// ones it cannot read after training. One this browser cannot show (a TIFF, a damaged file)
-// gets a "no preview" tile instead of a broken image.
-async function addFiles(cls, list) {
-  const files = Array.from(list || []);
-  if (!files.length) return;
-  cls.checking += files.length;
-  refresh();
-  const checked = await Promise.all(files.map((file) => sniffFile(file)));
-  cls.checking -= files.length;
-  if (!state.classes.includes(cls)) return; // removed meanwhile
-  files.forEach((file, i) => {
-    const { format, reason } = checked[i];
-    const name = file.name || "a pasted file";
-    if (!format) {
-      cls.rejected.push(name);
-      cls.issueList.append(h("li", { class: "teach-issue" }, h("strong", {}, name), `: ${reason}`));
-      return;
-    }
-    const url = URL.createObjectURL(file);
-    cls.files.push({ file, url });
-    const img = h("img", { src: url, alt: "", loading: "lazy", decoding: "async", title: name });
-    const li = h("li", {}, img);
-    img.addEventListener("error", () => {
-      li.replaceChildren(h("span", {
-        class: "teach-no-preview",
-        title: `${name}: no preview in this browser; the server checks it when training`,
-      }, format));
-    }, { once: true });
-    cls.thumbs.append(li);
-  });
-  if (cls.rejected.length) {
-    const out = cls.rejected.length;
-    cls.issueCount.textContent = `${out} file${out === 1 ? "" : "s"} left out (not images)`;
-    cls.issues.hidden = false;
-  }
-  refresh();
-}
-
-// The list of files left out is only a notice (nothing of it is kept or sent): dismissing it
-// empties it until the next file that is not an image.
-function dismissIssues(cls) {
-  cls.rejected = [];
-  cls.issueList.replaceChildren();
-  cls.issues.hidden = true;
-  cls.card.focus();
+  changed();
 }
 
 function refresh() {
@@ -160,12 +70,15 @@ function refresh() {
     // What will be sent; the files left out are counted in their own list below the pictures.
     cls.count.textContent = `${n} picture${n === 1 ? "" : "s"}` + (cls.checking ? " · checking…" : "");
   }
-  const ready = state.classes.filter((c) => c.files.length >= 2 && c.label.trim()).length;
+  // Pictures the server refused are no longer in cls.files: never counted here.
+  const readyClasses = state.classes.filter((c) => c.files.length >= 2 && c.label.trim());
+  const ready = readyClasses.length;
+  const pictures = readyClasses.reduce((n, c) => n + c.files.length, 0);
   const unnamed = state.classes.filter((c) => c.files.length >= 2 && !c.label.trim()).length;
   // The advice only while a class that would be sent (as train() picks them) has fewer than ten.
   const few = state.classes.some((c) => c.files.length && c.label.trim() && c.files.length < 10);
   ui.hint.textContent = ready >= 2
-    ? `${ready} classes ready.${few ? " Ten or more pictures per class give steadier results." : ""}`
+    ? `${ready} classes ready · ${pictures} pictures.${few ? " Ten or more pictures per class give steadier results." : ""}`
     : ready + unnamed >= 2
       ? `Name ${unnamed === 1 ? "the class" : "the classes"} that ${unnamed === 1 ? "has" : "have"} pictures but no name.`
       : "Add at least two classes with two or more pictures each.";
@@ -176,10 +89,12 @@ function setProgress(fraction, text) {
   ui.progress.hidden = false;
   ui.bar.style.width = `${Math.round(fraction * 100)}%`;
   ui.progress.setAttribute("aria-valuenow", String(Math.round(fraction * 100)));
+  ui.progress.setAttribute("aria-valuetext", text);
   ui.phase.textContent = text;
 }
 
 function showError(problem) {
+  state.shownProblem = problem;
   const msg = problemMessage(problem);
   // A 401's own text tells API clients which header to send; the page has a field for the key.
   const ownWords = problem.status === 401;
@@ -211,7 +126,8 @@ function slug(text) {
 
 async function train() {
   const model = ui.name.value.trim();
-  ui.error.hidden = true;
+  clearError();
+  state.skipped = [];
   ui.results.hidden = true;
   if (!NAME_RE.test(model)) {
     const problem = { title: model ? "Choose another model name" : "Give the model a name", detail: "Use lowercase letters, digits, '-' or '_' (up to 64), starting with a letter or digit." };
@@ -231,6 +147,15 @@ async function train() {
   }
   state.busy = true;
   refresh();
+  // The name of a shipped model is refused now, before a catalog is made or a picture sent;
+  // a taught model's name asks first (teaching again replaces the model everyone is served).
+  const existing = await whatNameIs(model);
+  if (existing && (existing.shipped || !(await confirmReplace(ui.confirm, existing.model, labels)))) {
+    if (existing.shipped) showError(shippedProblem(model));
+    state.busy = false;
+    refresh();
+    return;
+  }
   let catalog = slug(`teach-${model}`);
   const backbone = ui.backbone.value;
   // The example catalog is made for this job: if the job never starts (the name is refused,
@@ -262,7 +187,8 @@ async function train() {
     created = true;
     const total = classes.reduce((n, c) => n + c.files.length, 0);
     let sent = 0;
-    const skipped = [];
+    const skipped = []; // { name, label, reason, cls }
+    state.skipped = skipped;
     const upload = (files, label) => {
       const form = new FormData();
       for (const f of files) form.append("file", f.file, f.file.name || "picture");
@@ -283,7 +209,7 @@ async function train() {
               await upload([f], label);
             } catch (q) {
               if (![413, 415, 422].includes(q.status)) throw q;
-              skipped.push(`${f.file.name || "a picture"} (${label}): ${q.detail || q.title || "refused"}`);
+              skipped.push({ name: f.file.name || "a picture", label, reason: shortReason(q), cls, f });
             }
           }
         }
@@ -291,7 +217,13 @@ async function train() {
         setProgress(0.5 * (sent / total), `Uploading pictures: ${sent} of ${total}`);
       }
     }
-    state.skipped = skipped;
+    // Refused pictures leave their class (listed there with the reason): the counts and the
+    // hint say what the server took, and a class left with fewer than two is said plainly
+    // before a job is asked for.
+    for (const s of skipped) refuse(s.cls, s.f, s.reason);
+    refresh();
+    const unusable = unusableClasses(classes, (c) => skipped.filter((s) => s.cls === c));
+    if (unusable) throw unusable;
     const job = await api(`/v1/catalogs/${catalog}/train`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ model }),
     });
@@ -299,7 +231,7 @@ async function train() {
     await follow(job, 0.5);
   } catch (problem) {
     ui.progress.hidden = true;
-    showError(problem || { status: 0 });
+    showError(teachProblem(problem, state.skipped));
     if (created && !started) {
       await api(`/v1/catalogs/${catalog}`, { method: "DELETE" }).catch(() => {});
     }
@@ -356,32 +288,7 @@ function showResults(job) {
   const r = job.result;
   state.backbone = r.backbone; // after a reload the form shows what the job was built on
   if ([...ui.backbone.options].some((o) => o.value === r.backbone)) ui.backbone.value = r.backbone;
-  const m = r.metrics;
-  const n = m.n_samples;
-  const right = Math.round(m.accuracy * n);
-  const how = m.split === "holdout"
-    ? "pictures set aside before training"
-    : "pictures: each was judged by a model trained without it (cross-validation)";
-  const table = h("table", { class: "teach-confusion", "aria-describedby": "teach-caption" },
-    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "true \\ said"), ...m.labels.map((l) => h("th", { scope: "col" }, l)))),
-    h("tbody", {}, ...m.confusion.map((row, i) => h("tr", {},
-      h("th", { scope: "row" }, m.labels[i]),
-      ...row.map((v, j) => h("td", { class: i === j ? "diag" : v ? "off" : "" }, String(v)))))));
-  ui.results.replaceChildren(
-    h("h3", { class: "teach-results-title" }, `${r.model} v${r.version} is ready`),
-    h("p", { class: "teach-headline" }, `Right on ${right} of ${n} (${(m.accuracy * 100).toFixed(0)}%) held-out ${how}.`),
-    h("ul", { class: "teach-summary" }, ...r.summary.map((s) => h("li", {}, `${s}.`))),
-    ...(m.threshold != null && m.positive_label != null
-      ? [h("p", { class: "teach-decision" }, `A yes/no model: it says “${m.positive_label}” when that score reaches ${pct(m.threshold)}, else “${m.labels.find((l) => l !== m.positive_label)}”.`)]
-      : []),
-    ...(job.warnings.length ? [h("p", { class: "teach-warn" }, job.warnings.join("; "))] : []),
-    ...(state.skipped.length
-      ? [h("p", { class: "teach-warn" }, `Skipped ${state.skipped.length} picture(s) the server could not read: ${state.skipped.join("; ")}`)]
-      : []),
-    h("p", { class: "teach-caption", id: "teach-caption" }, "Confusion matrix: rows are the true class, columns what the model said."),
-    h("div", { class: "teach-table-wrap" }, table),
-    h("button", { type: "button", class: "btn btn-primary teach-try", onclick: () => tryIt(r.model) }, `Try ${r.model}`),
-  );
+  renderResults(ui.results, job, state.skipped, tryIt);
   ui.results.hidden = false;
   ui.results.scrollIntoView({ behavior: "smooth", block: "nearest" });
 }
@@ -395,16 +302,27 @@ function tryIt(model) {
   }
 }
 
+let backboneTimer = 0;
+
 async function loadBackbones() {
+  window.clearTimeout(backboneTimer);
   try {
     const body = await api("/v1/models", { cache: "no-store" });
+    state.keyWait = false;
     const usable = (body.models || []).filter((m) => m.outputs && m.outputs.embedding && !m.backbone);
     ui.backbone.replaceChildren(...usable.map((m) => h("option", { value: m.name }, m.name)));
     const want = usable.find((m) => m.name === (state.backbone || "imagenet"));
     if (want) ui.backbone.value = want.name;
-    if (!usable.length) window.setTimeout(loadBackbones, 2000);
-  } catch {
-    window.setTimeout(loadBackbones, 3000);
+    if (!usable.length) backboneTimer = window.setTimeout(loadBackbones, 2000);
+  } catch (problem) {
+    if (problem && problem.status === 401) {
+      // Asking every 3 s cannot help until a key is entered (auth.js then says so).
+      state.keyWait = true;
+      ui.backbone.replaceChildren(h("option", { value: "", disabled: true }, "API key needed"));
+      ui.backbone.value = "";
+      return;
+    }
+    backboneTimer = window.setTimeout(loadBackbones, 3000);
   }
 }
 
@@ -421,9 +339,12 @@ function build() {
   ui.train = h("button", { type: "button", class: "btn btn-primary", id: "teach-train", onclick: train }, "Train");
   ui.bar = h("div", { class: "teach-bar-fill" });
   ui.phase = h("p", { class: "teach-phase", "aria-live": "polite" });
-  ui.progress = h("div", { class: "teach-progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", hidden: true },
-    h("div", { class: "teach-bar" }, ui.bar), ui.phase);
+  ui.progress = h("div", {
+    class: "teach-progress", role: "progressbar", "aria-label": "Teaching progress",
+    "aria-valuemin": "0", "aria-valuemax": "100", hidden: true,
+  }, h("div", { class: "teach-bar" }, ui.bar), ui.phase);
   ui.error = h("div", { class: "teach-error", role: "alert", hidden: true });
+  ui.confirm = h("div", { class: "teach-confirm-slot", hidden: true });
   ui.results = h("section", { class: "teach-results", "aria-live": "polite", hidden: true });
   root.append(
     h("div", { class: "teach-head" },
@@ -436,13 +357,23 @@ function build() {
     h("div", { class: "teach-actions" },
       h("button", { type: "button", class: "btn btn-ghost", onclick: () => addClass("").nameInput.focus() }, "Add a class"),
       ui.train),
-    ui.hint, ui.progress, ui.error, ui.results);
+    ui.hint, ui.confirm, ui.progress, ui.error, ui.results);
   addClass("");
   addClass("");
   ui.name.addEventListener("input", () => {
     ui.nameNote.hidden = true;
     ui.name.removeAttribute("aria-invalid");
-    refresh();
+    changed();
+  });
+  ui.backbone.addEventListener("change", changed);
+  // What stopped the last attempt is resolved: a key was accepted (401), the server answers
+  // again ("can't reach the server").
+  document.addEventListener("imgclass:key-accepted", () => {
+    if (state.shownProblem && state.shownProblem.status === 401) clearError();
+    if (state.keyWait) loadBackbones();
+  });
+  document.addEventListener("imgclass:server-back", () => {
+    if (state.shownProblem && state.shownProblem.status === 0) clearError();
   });
   // A paste while a class is active (clicked or focused) goes to that class, not to the classifier.
   document.addEventListener("paste", (e) => {
@@ -451,7 +382,7 @@ function build() {
     if (!files.length) return;
     e.preventDefault();
     e.stopImmediatePropagation();
-    addFiles(state.active, files);
+    addPictures(state.active, files, hooks);
   }, true);
   loadBackbones();
   resume();

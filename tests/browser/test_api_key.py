@@ -182,6 +182,59 @@ def test_train_without_the_key_points_to_the_key_field(
         assert "auth-key-attention" not in (field.get_attribute("class") or "")
         page.keyboard.press("Enter")
         field.wait_for(state="hidden")
+        error.wait_for(state="hidden")  # resolved: the key is in (round 27)
+    finally:
+        context.close()
+    assert not errors, errors
+
+
+@pytest.mark.parametrize(("width", "context_args"), [(1280, DESKTOP), (390, PHONE)])
+def test_a_server_that_needs_the_key_for_reads_says_so_until_it_has_it(
+    browser: Any,
+    keyed_server: str,
+    artifacts: Path,
+    tmp_path: Path,
+    width: int,
+    context_args: dict[str, Any],
+) -> None:
+    """Round 27: the model list said "Loading models..." under a green "Ready" pill; adding a
+    picture hid the key alert and said "No model ready yet"; the teach "Built on" list asked
+    /v1/models every 3 s, each time refused."""
+    picture = tmp_path / "p.png"
+    Image.new("L", (28, 28), 90).save(picture)
+    context, page, errors = _open(browser, keyed_server, **context_args)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/v1/models") else None)
+    try:
+        page.goto("/")
+        page.locator("#auth-key").wait_for(state="visible")
+        page.wait_for_selector("#server-status[data-state='locked']")
+        assert page.locator("#server-status").inner_text().strip() == "API key needed"
+        select = page.locator("#model-select")
+        assert select.is_disabled() and select.inner_text().strip() == "API key needed"
+        alert = page.locator("#alert")
+        assert alert.is_visible() and "needs an API key" in alert.inner_text()
+        assert "API key needed" in page.locator("#teach-backbone").inner_text()
+
+        page.set_input_files("#file-input", str(picture))
+        card = page.locator("#results > li.result").first
+        card.locator(".error-title:text-is('API key needed')").wait_for()
+        assert "No model ready yet" not in card.inner_text()
+        assert alert.is_visible()  # still there: the key is still missing
+        assert page.evaluate("document.activeElement.id") == "auth-key-input"
+        page.screenshot(path=str(artifacts / f"reads-need-key-{width}.png"))
+        n = len(asked)
+        page.wait_for_timeout(7000)  # the "Built on" list asked again every 3 s
+        assert len(asked) == n, asked
+
+        page.fill("#auth-key-input", KEY)
+        page.press("#auth-key-input", "Enter")
+        page.locator("#auth-key").wait_for(state="hidden")
+        page.wait_for_selector("#model-select:not([disabled])")
+        card.locator(".preds li.top").wait_for()  # the waiting picture is classified now
+        assert alert.is_hidden()
+        page.wait_for_selector("#server-status[data-state='ready']")
+        page.wait_for_selector("#teach-backbone option[value='tiny']", state="attached")
     finally:
         context.close()
     assert not errors, errors

@@ -37,7 +37,7 @@ def pct(score: float) -> str:
     v = score * 100
     if 0 < v < 0.1:
         return "<0.1%"
-    if 99.9 < v < 100:
+    if v > 99.9:  # a score of exactly 1.0 too: never "100.0%" (round 27)
         return ">99.9%"
     return f"{v:.1f}%"
 
@@ -582,7 +582,8 @@ def test_a_blank_picture_says_so(
     open_page: Any, api: httpx.Client, tmp_path: Path, artifacts: Path
 ) -> None:
     """Round 20: a one-colour picture got a confident-looking answer; the card now says there
-    was nothing to classify (the API's `image.blank`)."""
+    was nothing to classify (the API's `image.blank`). Round 27: only that, above the labels,
+    not also "torn between its top 3 labels" (or "may not be something ...") under them."""
     from PIL import Image
 
     path = tmp_path / "white.png"
@@ -594,7 +595,13 @@ def test_a_blank_picture_says_so(
     page.set_input_files("#file-input", str(path))
     wait_settled(page, 1)
     card = cards(page).first
-    assert "nothing to classify" in card.locator(".result-meta").inner_text()
+    warn = card.locator(".result-warn")
+    assert warn.is_visible() and "Nothing to classify" in warn.inner_text()
+    text = card.inner_text()
+    assert text.lower().count("nothing to classify") == 1, text
+    assert "Low confidence" not in text and card.locator(".result-note").is_hidden(), text
+    assert card.get_attribute("data-guess") == "blank"
+    assert card.locator(".pred.top .bar-fill.unsure").count() == 1  # the top label looks unsure
     page.screenshot(path=str(artifacts / "desktop-blank.png"), full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})
     page.screenshot(path=str(artifacts / "phone-blank.png"), full_page=True)

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-PATHS = ["/", "/static/app.js", "/docs", "/static/swagger/swagger-ui.css"]
+PATHS = ["/", "/static/app.js", "/docs", "/static/swagger/swagger-ui.css", "/favicon.ico"]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -59,3 +59,11 @@ def test_page_assets_evaluate_if_match_and_if_unmodified_since(
     assert r.status_code == 200
     # Conditions never turn another answer into a 412 (13.2.1).
     assert client.get("/static/nope.js", headers={"If-Match": '"x"'}).status_code == 404
+
+
+def test_favicon_ico_is_the_pages_icon(client: TestClient) -> None:
+    """Round 27: opening /v1/models or /readyz from the page's footer logged a 404 for the
+    icon browsers ask for; it is the page's SVG icon, with its own type."""
+    r = client.get("/favicon.ico")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/svg+xml"
+    assert r.content == client.get("/static/favicon.svg").content

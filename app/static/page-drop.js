@@ -1,0 +1,54 @@
+// Files dropped anywhere on the page, or pasted (outside text fields), go to `addFiles(files,
+// source)` (app.js); the overlay says so while dragging. teach.js takes the ones meant for it.
+
+function hasFiles(event) {
+  const types = event.dataTransfer && event.dataTransfer.types;
+  return Boolean(types) && Array.from(types).includes("Files");
+}
+
+export function acceptDropsAndPastes(addFiles) {
+  // Drops are accepted anywhere on the page; the overlay says so while dragging.
+  let depth = 0;
+  document.addEventListener("dragenter", (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    depth += 1;
+    document.body.classList.add("is-dragging");
+  });
+  document.addEventListener("dragover", (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = "copy";
+  });
+  document.addEventListener("dragleave", (e) => {
+    if (!hasFiles(e)) return;
+    depth = Math.max(0, depth - 1);
+    if (depth === 0) document.body.classList.remove("is-dragging");
+  });
+  document.addEventListener("drop", (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    depth = 0;
+    document.body.classList.remove("is-dragging");
+    addFiles(e.dataTransfer.files, "drop");
+  });
+
+  document.addEventListener("paste", (e) => {
+    const cd = e.clipboardData;
+    if (!cd) return;
+    const files = [];
+    for (const it of Array.from(cd.items || [])) {
+      if (it.kind === "file") {
+        const f = it.getAsFile();
+        if (f) files.push(f);
+      }
+    }
+    if (!files.length && cd.files && cd.files.length) files.push(...Array.from(cd.files));
+    if (!files.length) return;
+    const target = e.target;
+    // Let text fields keep their paste; everything else becomes an upload.
+    if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA") && target.type !== "file") return;
+    e.preventDefault();
+    addFiles(files, "paste");
+  });
+}
