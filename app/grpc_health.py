@@ -32,6 +32,7 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from app.grpc_watchdog import CallGate, MessageWatchdog
+from app.telemetry import GRPC_WATCHES
 
 SERVICE: Final = "grpc.health.v1.Health"
 SERVING: Final = 1
@@ -146,6 +147,7 @@ class HealthService:
             context.add_callback(wake.set)  # the client went away: stop at once
             with self._lock:
                 self._wakes.add(wake)
+            GRPC_WATCHES.inc()
             sent = None
             while context.is_active():
                 stopping = self._stopping.is_set()
@@ -159,7 +161,10 @@ class HealthService:
                 wake.clear()
         finally:
             with self._lock:
+                watched = wake in self._wakes
                 self._wakes.discard(wake)
+            if watched:
+                GRPC_WATCHES.dec()
             self._watch_gate.leave(place)
 
     def stop(self) -> None:

@@ -92,6 +92,11 @@ QUEUE_DEPTH = Gauge(
     ["model"],
     multiprocess_mode="livesum",
 )
+GRPC_WATCHES = Gauge(
+    "imgclass_grpc_health_watches",
+    "gRPC health watches open right now (summed over workers; 16 per process at most).",
+    multiprocess_mode="livesum",
+)
 # -- recording helpers (cheap; safe from any thread) -------------------------------------
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import psutil
 import pytest
 
@@ -130,11 +131,13 @@ def test_a_models_watch_needs_the_key_and_a_bad_message_is_refused(
 def test_watches_past_the_bound_are_unimplemented_so_clients_treat_the_server_as_healthy(
     served: tuple[LiveServer, int, Path],
 ) -> None:
-    _, port, _ = served
+    server, port, _ = served
+    wait_for_no_watches(server)  # earlier tests' cancelled watches have given their places back
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         held = [watch(channel, "") for _ in range(WATCHES_PER_PEER)]
         for call in held:
             assert next_within(call, 5) == SERVING
+        assert open_watches(server) == WATCHES_PER_PEER
         with pytest.raises(grpc.RpcError) as info:
             next(watch(channel, ""))
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
@@ -150,6 +153,22 @@ def test_watches_past_the_bound_are_unimplemented_so_clients_treat_the_server_as
                 time.sleep(0.2)
         for call in held:
             call.cancel()
+    wait_for_no_watches(server)  # each ends within a moment of its cancel
+
+
+def wait_for_no_watches(server: LiveServer) -> None:
+    deadline = time.monotonic() + 5
+    while open_watches(server) != 0:
+        assert time.monotonic() < deadline, open_watches(server)
+        time.sleep(0.1)
+    time.sleep(0.1)  # the gauge drops just before the place is given back
+
+
+def open_watches(server: LiveServer) -> float:
+    """imgclass_grpc_health_watches from the server's /metrics."""
+    text = httpx.get(f"{server.base}/metrics", headers=dict(AUTH), timeout=10).text
+    line = next(x for x in text.splitlines() if x.startswith("imgclass_grpc_health_watches "))
+    return float(line.split()[1])
 
 
 def config(service: str) -> list[tuple[str, str]]:
