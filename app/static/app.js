@@ -258,6 +258,7 @@ function addFiles(fileList, source) {
   state.items = added.concat(state.items);
   el.results.prepend(frag);
   updateChrome();
+  revealCard(added[0].card);
   if (!state.model) {
     const msg = state.keyNeeded
       ? { title: "API key needed", text: "Type the server’s API key in the field at the top; the image is classified as soon as it is accepted." }
@@ -270,6 +271,13 @@ function addFiles(fileList, source) {
     return;
   }
   classify(added);
+}
+
+// On a phone the results start below the fold: bring the new card into view (no focus moves).
+function revealCard(card) {
+  if (card.getBoundingClientRect().top < window.innerHeight - 64) return;
+  const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  card.scrollIntoView({ behavior: still ? "auto" : "smooth", block: "start" });
 }
 
 function removeItem(item) {
