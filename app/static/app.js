@@ -2,7 +2,7 @@
 // Plain JS, no build step, no external requests: everything talks to this server's /v1 API.
 import { askForKey } from "./auth.js";
 import { buildCard, renderResult, setCardBusyText, setCardPending, setCardProblem } from "./cards.js";
-import { ms, pct, providerName, verdictText } from "./format.js";
+import { ms, pct, providerName, shortName, verdictText } from "./format.js";
 import { renderModelInfo, renderModelPlaceholder } from "./model-info.js";
 import { acceptDropsAndPastes } from "./page-drop.js";
 import { precheck } from "./precheck.js";
@@ -393,6 +393,15 @@ function announceDone(jobs) {
     text = `${ok[0].item.file.name}: ${top}.`;
   }
   if (failed) text += ` ${failed} could not be classified.`;
+  // The warnings above a card's labels (one colour only; unlike anything taught) are said too.
+  const blank = ok.filter((j) => j.item.result.image && j.item.result.image.blank).length;
+  const unfamiliar = ok.filter((j) => !(j.item.result.image && j.item.result.image.blank) && j.item.result.familiar === false).length;
+  if (ok.length === 1 && blank) text += " The picture is one colour only: the answer is a guess.";
+  else if (ok.length === 1 && unfamiliar) text += " Unlike anything this model was taught: the answer is a guess.";
+  else {
+    if (blank) text += ` ${blank} ${blank === 1 ? "is" : "are"} one colour only: a guess.`;
+    if (unfamiliar) text += ` ${unfamiliar} ${unfamiliar === 1 ? "is" : "are"} unlike anything this model was taught: a guess.`;
+  }
   announce(text);
 }
 
@@ -400,7 +409,7 @@ async function sendBatch(jobs, model, topK, attempt, tally) {
   const live = jobs.filter((j) => j.item.run === j.run);
   if (!live.length) return;
   const form = new FormData();
-  for (const j of live) form.append("file", j.item.file, j.item.file.name || "image");
+  for (const j of live) form.append("file", j.item.file, shortName(j.item.file.name || "image"));
   const params = new URLSearchParams({ top_k: String(topK) });
   if (model.default_catalog) params.set("similar", String(SIMILAR_K));
   const url = `/v1/models/${encodeURIComponent(model.name)}/predict?${params}`;
@@ -472,7 +481,8 @@ function failAll(jobs, problem, model) {
   const msg = problemMessage(problem, { model: model.name });
   for (const j of jobs) {
     // The file's own size goes into "It is 772 KB; the limit is ..." (one file per request then).
-    if (j.item.run === j.run) setCardProblem(j.item, problemMessage(problem, { model: model.name, size: j.item.file.size }), retry);
+    // The status is kept: cards refused for want of a key are sent again once one is accepted.
+    if (j.item.run === j.run) setCardProblem(j.item, { ...problemMessage(problem, { model: model.name, size: j.item.file.size }), status: problem.status }, retry);
   }
   if (problem.status === 0 || problem.status === 401 || problem.status === 404) {
     showAlert(msg.title, msg.text, alertKind(problem.status));
@@ -517,9 +527,20 @@ function init() {
   wireInputs();
   updateChrome();
   // auth.js: a key was entered and accepted; reads may have been refused without it.
-  document.addEventListener("imgclass:key-accepted", () => {
+  document.addEventListener("imgclass:key-accepted", async () => {
     if (el.alert.dataset.kind === "key") hideAlert();
-    loadModels();
+    await loadModels();
+    // Cards refused with a 401 were waiting for this key: they are sent again.
+    const waiting = state.items.filter((it) => it.problem && it.problem.status === 401);
+    if (waiting.length && state.model) classify(waiting);
+  });
+  // teach.js could not reach the server: the pill says so until /readyz answers again, and
+  // then "imgclass:server-back" clears Teach's "Can't reach the server" too.
+  document.addEventListener("imgclass:server-unreachable", () => {
+    if (el.status.dataset.state === "down") return; // already checking every 5 s
+    setStatus("down", "Offline");
+    window.clearTimeout(pollTimer);
+    pollTimer = window.setTimeout(pollReady, 3000);
   });
   // teach.js: a model was just taught; list it and select it for "try it".
   document.addEventListener("imgclass:model-taught", async (e) => {

@@ -88,3 +88,13 @@ export function isBinary(model) {
 export function providerName(p) {
   return String(p || "").replace(/ExecutionProvider$/, "") || "unknown";
 }
+
+// A file name as sent in an upload: at most 200 characters, its extension kept (the server
+// caps one part's headers at about 4 KB; a longer name refused the whole upload).
+export function shortName(name, max = 200) {
+  const s = String(name);
+  if (s.length <= max) return s;
+  const dot = s.lastIndexOf(".");
+  const ext = dot > 0 && s.length - dot <= 16 ? s.slice(dot) : "";
+  return s.slice(0, max - ext.length - 1) + "…" + ext;
+}

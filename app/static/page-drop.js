@@ -25,11 +25,18 @@ export function acceptDropsAndPastes(addFiles) {
     depth = Math.max(0, depth - 1);
     if (depth === 0) document.body.classList.remove("is-dragging");
   });
+  // Any drop or end of a drag ends the overlay, wherever it lands: a Teach class box keeps its
+  // drop from this page-wide handler, and the overlay stayed up (blurred) until the next drag.
+  const settle = () => {
+    depth = 0;
+    document.body.classList.remove("is-dragging");
+  };
+  window.addEventListener("drop", settle, true);
+  window.addEventListener("dragend", settle, true);
   document.addEventListener("drop", (e) => {
     if (!hasFiles(e)) return;
     e.preventDefault();
-    depth = 0;
-    document.body.classList.remove("is-dragging");
+    settle();
     addFiles(e.dataTransfer.files, "drop");
   });
 

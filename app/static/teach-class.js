@@ -2,6 +2,7 @@
 // characters, said beside it), its pictures (checked by their first bytes, sniff.js), and the
 // files left out with the reason (not images; refused by the server when uploaded).
 import { h } from "./dom.js";
+import { tooLargeHere } from "./problems.js";
 import { ACCEPTED_TEXT, sniffFile } from "./sniff.js";
 
 export const LABEL_MAX = 60; // characters of a class name (said beside the field, never cut silently)
@@ -14,11 +15,13 @@ export function classCard(cls, hooks) {
   // Files that are not pictures: listed with the reason, never counted nor sent.
   const issueList = h("ul", { class: "teach-issues-list" });
   const issueCount = h("span", { class: "teach-issues-count" });
+  // Named per class by teach.js (refresh): "Dismiss the files left out of class 2 (bags)".
+  const dismiss = h("button", {
+    type: "button", class: "btn btn-ghost btn-small teach-issues-dismiss",
+    "aria-label": "Dismiss the list of files left out", onclick: () => dismissIssues(cls),
+  }, "Dismiss");
   const issues = h("div", { class: "teach-issues", "aria-live": "polite", hidden: true },
-    h("div", { class: "teach-issues-head" }, issueCount, h("button", {
-      type: "button", class: "btn btn-ghost btn-small teach-issues-dismiss",
-      "aria-label": "Dismiss the list of files left out", onclick: () => dismissIssues(cls),
-    }, "Dismiss")),
+    h("div", { class: "teach-issues-head" }, issueCount, dismiss),
     issueList,
     h("p", { class: "teach-issues-note" }, `Accepted: ${ACCEPTED_TEXT}.`));
   const picker = h("input", { type: "file", accept: "image/*", multiple: true, class: "visually-hidden", tabindex: "-1" });
@@ -81,7 +84,7 @@ export function classCard(cls, hooks) {
     hooks.activate(cls);
     addFiles(cls, e.dataTransfer.files, hooks);
   });
-  Object.assign(cls, { card, thumbs, issues, issueList, issueCount, count, nameInput: name, lengthNote, remove, add });
+  Object.assign(cls, { card, thumbs, issues, issueList, issueCount, count, nameInput: name, lengthNote, remove, add, dismiss });
   return card;
 }
 
@@ -126,6 +129,12 @@ export async function addFiles(cls, list, hooks) {
       leaveOut(cls, name, reason, true);
       return;
     }
+    // Over a size limit the page knows (as the classifier checks, precheck.js): never sent.
+    const big = tooLargeHere(file.size);
+    if (big) {
+      leaveOut(cls, name, `too large: ${big.text.replace(/ Try a smaller or downscaled copy\.$/, "").replace(/^I/, "i")}`, true, false);
+      return;
+    }
     const url = URL.createObjectURL(file);
     const img = h("img", { src: url, alt: "", loading: "lazy", decoding: "async", title: name });
     const li = h("li", {}, img);
@@ -144,8 +153,8 @@ export async function addFiles(cls, list, hooks) {
 // One file listed under its class as left out, with the reason: found here not to be an
 // image (`local`), or refused by the server when uploaded (then taken out of the class: it
 // is neither counted nor sent again).
-function leaveOut(cls, name, reason, local) {
-  cls.rejected.push({ name, local });
+function leaveOut(cls, name, reason, local, notImage = local) {
+  cls.rejected.push({ name, local: notImage });
   cls.issueList.append(h("li", { class: "teach-issue" }, h("strong", {}, name), `: ${local ? reason : `refused by the server (${reason})`}`));
   const out = cls.rejected.length;
   const all = cls.rejected.every((r) => r.local) ? " (not images)" : "";

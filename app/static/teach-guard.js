@@ -26,7 +26,8 @@ export function shippedProblem(name) {
   };
 }
 
-const list = (labels) => labels.map((l) => `“${l}”`).join(", ");
+// Each name in its own <bdi>: a right-to-left class name does not reorder the sentence.
+const list = (labels) => labels.flatMap((l, i) => [i ? ", “" : "“", h("bdi", {}, l), "”"]);
 
 // Shows the question in `slot` and resolves true (teach) or false (cancel: nothing changes).
 export function confirmReplace(slot, model, labels) {
@@ -52,8 +53,8 @@ export function confirmReplace(slot, model, labels) {
     },
     h("strong", { id: titleId }, `“${name}” is already a model taught here`),
     h("div", { id: textId },
-      h("p", {}, `Training makes a new version of ${name} from the classes above (${list(labels)}). `
-        + `It replaces v${v} (${list(old)}) as “${name}” for everyone using this server.`),
+      h("p", {}, `Training makes a new version of ${name} from the classes above (`, ...list(labels),
+        `). It replaces v${v} (`, ...list(old), `) as “${name}” for everyone using this server.`),
       h("p", {}, `v${v} stays available as ${name}@${v} (in the API). `
         + `The example pictures kept for ${name} are replaced by the ones above.`)),
     h("div", { class: "teach-confirm-actions" }, yes, no));

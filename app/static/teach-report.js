@@ -34,7 +34,12 @@ export function mergeWarnings(warnings) {
 }
 
 // "a.png (damaged or truncated), b.png (too small: 4×4 pixels)"
-export const refusedText = (files) => files.map((f) => `${f.name} (${f.reason})`).join(", ");
+// At most the first ten are named: 200 refused files made an error as long as the page.
+const SHOWN = 10;
+const capped = (items) => items.length <= SHOWN
+  ? items.join(", ")
+  : `${items.slice(0, SHOWN).join(", ")} and ${items.length - SHOWN} more`;
+export const refusedText = (files) => capped(files.map((f) => `${f.name} (${f.reason})`));
 
 // Classes left with fewer than two pictures the server took -> a problem in the person's
 // terms ("Class “junk” has no usable pictures: a.png (truncated), ..."), or null.
@@ -86,7 +91,7 @@ export function renderResults(container, job, refused, onTry) {
   const warnings = mergeWarnings(job.warnings);
   if (refused.length) {
     const k = refused.length;
-    warnings.push(`Left out ${k} picture${k === 1 ? "" : "s"} the server could not use: ${refused.map((f) => `${f.name} (${f.label}: ${f.reason})`).join(", ")}.`);
+    warnings.push(`Left out ${k} picture${k === 1 ? "" : "s"} the server could not use: ${capped(refused.map((f) => `${f.name} (${f.label}: ${f.reason})`))}.`);
   }
   container.replaceChildren(
     h("h3", { class: "teach-results-title" }, `${r.model} v${r.version} is ready`),

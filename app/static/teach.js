@@ -4,6 +4,7 @@
 // (app.js listens for "imgclass:model-taught").
 import { askForKey } from "./auth.js";
 import { h } from "./dom.js";
+import { shortName } from "./format.js";
 import { problemMessage, readProblem, shortReason } from "./problems.js";
 import { addFiles as addPictures, classCard, refuse } from "./teach-class.js";
 import { confirmReplace, shippedProblem, whatNameIs } from "./teach-guard.js";
@@ -52,6 +53,8 @@ function addClass(label = "") {
 function removeClass(cls) {
   for (const f of cls.files) URL.revokeObjectURL(f.url);
   state.classes = state.classes.filter((c) => c !== cls);
+  // A paste then goes to the class now shown first, not to the one removed.
+  if (state.active === cls) state.active = null;
   cls.card.remove();
   changed();
 }
@@ -64,6 +67,7 @@ function refresh() {
     cls.nameInput.setAttribute("aria-label", `Name of class ${i + 1}`);
     cls.remove.setAttribute("aria-label", `Remove ${which}`);
     cls.add.setAttribute("aria-label", `Add pictures to ${which}`);
+    cls.dismiss.setAttribute("aria-label", `Dismiss the list of files left out of ${which}`);
   });
   for (const cls of state.classes) {
     const n = cls.files.length;
@@ -120,6 +124,20 @@ async function api(url, options = {}) {
   return r.status === 204 ? null : r.json();
 }
 
+// The server refused the class name, not the pictures ("Invalid label ..."): they stay.
+function badLabel(p) {
+  return p && p.status === 422 && /^invalid label/i.test(String(p.detail || ""));
+}
+
+function labelProblem(label, p) {
+  return { own: true, status: 422, title: `The class name “${label}” cannot be used`, detail: `${String(p.detail || "")} Rename the class and train again.`.trim() };
+}
+
+// The page's status pill checks the server again and says when it answers (server-back).
+function unreachable() {
+  document.dispatchEvent(new CustomEvent("imgclass:server-unreachable"));
+}
+
 function slug(text) {
   return text.trim().toLowerCase().replace(/[^a-z0-9_-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 64);
 }
@@ -128,7 +146,6 @@ async function train() {
   const model = ui.name.value.trim();
   clearError();
   state.skipped = [];
-  ui.results.hidden = true;
   if (!NAME_RE.test(model)) {
     const problem = { title: model ? "Choose another model name" : "Give the model a name", detail: "Use lowercase letters, digits, '-' or '_' (up to 64), starting with a letter or digit." };
     showError(problem);
@@ -154,8 +171,20 @@ async function train() {
     if (existing.shipped) showError(shippedProblem(model));
     state.busy = false;
     refresh();
+    // Focus stays in the form (Train was disabled, or the question's button removed, while
+    // focused): at the name refused, or at Train after "not now".
+    if (existing.shipped) {
+      ui.name.setAttribute("aria-invalid", "true");
+      ui.name.focus();
+    } else if (!ui.confirm.contains(document.activeElement) && root.contains(document.activeElement)) {
+      // Changing the form answered "not now": focus stays where the person is typing.
+    } else {
+      (ui.train.disabled ? ui.name : ui.train).focus();
+    }
     return;
   }
+  // Only now, with the job going ahead, the last job's results give way.
+  ui.results.hidden = true;
   let catalog = slug(`teach-${model}`);
   const backbone = ui.backbone.value;
   // The example catalog is made for this job: if the job never starts (the name is refused,
@@ -164,6 +193,8 @@ async function train() {
   let started = false;
   try {
     setProgress(0, "Preparing the example catalog…");
+    // After "Replace" the question (and its focused button) is gone: focus goes to the progress.
+    if (existing || document.activeElement === document.body) ui.progress.focus();
     // The page keeps one catalog of examples per taught model: teaching again starts it fresh.
     // Only a catalog this page made for this model (its description says so) is replaced; any
     // other catalog of that name (made through the API, or for a model whose long name was cut
@@ -191,7 +222,7 @@ async function train() {
     state.skipped = skipped;
     const upload = (files, label) => {
       const form = new FormData();
-      for (const f of files) form.append("file", f.file, f.file.name || "picture");
+      for (const f of files) form.append("file", f.file, shortName(f.file.name || "picture"));
       form.append("label", label);
       return api(`/v1/catalogs/${catalog}/items`, { method: "POST", body: form });
     };
@@ -202,6 +233,7 @@ async function train() {
         try {
           await upload(chunk, label);
         } catch (p) {
+          if (badLabel(p)) throw labelProblem(label, p);
           if (![413, 415, 422].includes(p.status)) throw p;
           // One bad picture refuses its batch: send them one by one, skip and list the bad ones.
           for (const f of chunk) {
@@ -232,6 +264,7 @@ async function train() {
   } catch (problem) {
     ui.progress.hidden = true;
     showError(teachProblem(problem, state.skipped));
+    if (problem && problem.status === 0) unreachable();
     if (created && !started) {
       await api(`/v1/catalogs/${catalog}`, { method: "DELETE" }).catch(() => {});
     }
@@ -278,6 +311,7 @@ async function resume() {
     remember(null);
     ui.progress.hidden = true;
     if (problem && problem.status !== 404) showError(problem);
+    if (problem && problem.status === 0) unreachable();
   } finally {
     state.busy = false;
     refresh();
@@ -340,7 +374,7 @@ function build() {
   ui.bar = h("div", { class: "teach-bar-fill" });
   ui.phase = h("p", { class: "teach-phase", "aria-live": "polite" });
   ui.progress = h("div", {
-    class: "teach-progress", role: "progressbar", "aria-label": "Teaching progress",
+    class: "teach-progress", role: "progressbar", "aria-label": "Teaching progress", tabindex: "-1",
     "aria-valuemin": "0", "aria-valuemax": "100", hidden: true,
   }, h("div", { class: "teach-bar" }, ui.bar), ui.phase);
   ui.error = h("div", { class: "teach-error", role: "alert", hidden: true });
@@ -377,6 +411,9 @@ function build() {
   });
   // A paste while a class is active (clicked or focused) goes to that class, not to the classifier.
   document.addEventListener("paste", (e) => {
+    if (state.active && !state.classes.includes(state.active)) state.active = null;
+    // The class that was active was removed: the first class takes the paste instead.
+    if (!state.active && state.classes.length && root.contains(document.activeElement)) state.active = state.classes[0];
     if (!state.active || !root.contains(document.activeElement) && !root.matches(":hover")) return;
     const files = Array.from(e.clipboardData ? e.clipboardData.files : []);
     if (!files.length) return;

@@ -285,3 +285,41 @@ def test_an_unfamiliar_picture_is_said_to_be_a_guess(
     assert int(weight) < 600
     assert usual.locator(".result-warn").is_hidden() and usual.get_attribute("data-guess") is None
     odd.screenshot(path=str(artifacts / "desktop-unfamiliar.png"))
+    # Said to a screen reader too, not only drawn (round 27 attack).
+    page.wait_for_function(
+        "document.querySelector('#sr-status').textContent.includes('unlike anything this model was taught')"
+    )
+
+
+def test_cards_refused_for_want_of_a_key_are_sent_again_once_one_is_accepted(
+    open_page: Any, photos: Path
+) -> None:
+    page = open_page()
+    select_model(page, "tiny")
+    refused = json.dumps({"type": "about:blank", "title": "Unauthorized", "status": 401})
+    page.route(
+        "**/v1/models/tiny/predict*",
+        lambda route: route.fulfill(
+            status=401, content_type="application/problem+json", body=refused
+        ),
+    )
+    page.set_input_files("#file-input", str(photos / FASHION))
+    wait_settled(page, 1)
+    assert cards(page).first.get_attribute("data-state") == "error"
+    page.unroute("**/v1/models/tiny/predict*")
+    page.evaluate("document.dispatchEvent(new CustomEvent('imgclass:key-accepted'))")
+    page.wait_for_selector("#results > li.result[data-state='done']")
+
+
+def test_a_file_with_a_very_long_name_is_classified(open_page: Any, photos: Path) -> None:
+    """A 5,000-character name broke the multipart upload (the server caps a part's headers)."""
+    page = open_page()
+    select_model(page, "tiny")
+    page.evaluate(
+        """async (bytes) => { const dt = new DataTransfer();
+          dt.items.add(new File([new Uint8Array(bytes)], 'x'.repeat(5000) + '.png', { type: 'image/png' }));
+          document.body.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true })); }""",
+        list((photos / FASHION).read_bytes()),
+    )
+    wait_settled(page, 1)
+    assert cards(page).first.get_attribute("data-state") == "done", cards(page).first.inner_text()
