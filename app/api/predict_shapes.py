@@ -17,13 +17,11 @@ from app.schemas import (
     Prediction,
     PredictResponse,
 )
+from app.teach.familiar import FLOOR_KEY
 
 
 def _ms(x: float) -> float:
     return round(x, 3)
-
-
-FLOOR_KEY = "familiar_min_similarity"  # app/teach/familiar.py
 
 
 @dataclass(frozen=True)

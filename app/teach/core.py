@@ -31,7 +31,7 @@ from app.teach.caveats import caveats, majority_extra, without_trivial_top_k
 from app.teach.compose import Room, TaughtSpec, check_model_name, delete_version, write_taught
 from app.teach.errors import ModelNameTaken, NotEnoughExamples, TeachCancelled
 from app.teach.examples import Examples, Limits, limits_from, read_examples
-from app.teach.familiar import familiar_floor
+from app.teach.familiar import FLOOR_KEY, familiar_floor
 from app.teach.head import Head, fit_head
 from app.teach.validate import Validation, validate
 from app.teach.yes_no import yes_no_threshold
@@ -215,7 +215,7 @@ def train(
     extra = {**without_trivial_top_k(metrics.extra, len(ex.labels)), **majority_extra(report)}
     floor = familiar_floor(ex.x, seed=seed)  # predict's `familiar` compares with it
     if floor is not None:
-        extra["familiar_min_similarity"] = round(floor, 4)
+        extra[FLOOR_KEY] = round(floor, 4)
     metrics = metrics.model_copy(update={"extra": extra})
     warnings += caveats(ex.x, ex.y, ex.labels, report)
     pos = positive_index(ex.labels, positive_label) if len(ex.labels) == 2 else None

@@ -19,6 +19,7 @@ from typing import Final
 
 import numpy as np
 
+FLOOR_KEY: Final = "familiar_min_similarity"  # where the floor is kept in metrics.extra
 FLOOR_QUANTILE: Final = 0.01
 COPY: Final = 0.99999  # this alike is the same picture (catalogs' duplicate rule), not a neighbour
 MIN_EXAMPLES: Final = 10  # fewer: no floor (one example's neighbour says too little)
