@@ -61,7 +61,7 @@ from app.grpc_health import (
     WATCHES_PER_PEER,
     HealthService,
 )
-from app.grpc_ports import bind, check_grpc_port
+from app.grpc_ports import bind, check_grpc_port, server_options
 from app.grpc_watchdog import CallGate, MessageWatchdog
 from app.registry import ModelRegistry
 from app.settings import Settings
@@ -343,22 +343,10 @@ class GrpcServer:
     def __init__(self, state: Any, loop: asyncio.AbstractEventLoop) -> None:
         settings: Settings = state.settings
         check_grpc_port(settings.host, settings.grpc_port)  # before grpc starts its threads
-        size = settings.grpc_max_message_bytes
         threads = GRPC_CALLS + HEALTH_THREADS + WATCHES
         self.server = grpc.server(
             concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="grpc"),
-            options=[
-                ("grpc.max_receive_message_length", size),
-                ("grpc.max_send_message_length", 64 << 20),
-                ("grpc.so_reuseport", 1),
-                # a connection's TLS handshake or HTTP/2 preface within this (gRPC's own
-                # default held one that sent nothing for 120 s, fuzz round 22)
-                ("grpc.server_handshake_timeout_ms", 10_000),
-                # a vanished client's connection closes within ~80 s (its quiet health
-                # watches held their places for hours, round 27)
-                ("grpc.keepalive_time_ms", 60_000),
-                ("grpc.keepalive_timeout_ms", 20_000),
-            ],
+            options=server_options(settings),
             maximum_concurrent_rpcs=threads + GRPC_PENDING,
         )
         servicer = OipServicer(state, loop)

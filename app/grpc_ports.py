@@ -1,4 +1,5 @@
-"""Binding the gRPC port: the checks before the workers start and each worker's bind."""
+"""The gRPC port: the checks before the workers start, each worker's bind, and the server's
+options."""
 
 from __future__ import annotations
 
@@ -10,7 +11,28 @@ from pathlib import Path
 import grpc
 
 from app.errors import ConfigurationError
+from app.settings import Settings
 from app.tls_files import TlsFiles
+
+SEND_MESSAGE_BYTES = 64 << 20  # the largest answer (a batch's embeddings)
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """The gRPC server's channel options."""
+    return [
+        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        ("grpc.max_send_message_length", SEND_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 1),
+        # a connection's TLS handshake or HTTP/2 preface within this (gRPC's own default held
+        # one that sent nothing for 120 s, fuzz round 22)
+        ("grpc.server_handshake_timeout_ms", 10_000),
+        # a vanished client's connection closes within keepalive + timeout (its quiet health
+        # watches held their places for hours, round 27); pings go on while no data flows
+        ("grpc.keepalive_time_ms", round(settings.grpc_keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", round(settings.grpc_keepalive_timeout_s * 1000)),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.ping_timeout_ms", round(settings.grpc_keepalive_timeout_s * 1000)),
+    ]
 
 
 def bind(server: grpc.Server, address: str, tls: TlsFiles | None) -> int:

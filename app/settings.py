@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     # receives a whole message before the call runs, so a process may hold about GRPC_CALLS
     # (8) x 3 x this at once: keep it well under the container's memory.
     grpc_max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1 << 30)
+    # gRPC keepalive: a connection quiet this long is pinged, and closed when the ping is not
+    # answered within the timeout, so a vanished client's health watches free their places.
+    # Keep the interval under the idle timeout of any load balancer in front of the port.
+    grpc_keepalive_s: float = Field(default=60.0, ge=1.0, le=7200.0)
+    grpc_keepalive_timeout_s: float = Field(default=20.0, ge=1.0, le=600.0)
     # Server processes (0 = auto: one per core, at most 4, on CPU; one with CUDA). Each worker
     # loads every model and gets its share of the cores for its pipelines, threads, queue and
     # decodes; `python -m app` listens and deals connections to them in turn (app.serve).

@@ -283,3 +283,76 @@ def test_sigterm_tells_watchers_at_once_while_http_still_drains(
             assert parent.is_running()  # still draining the stalled upload
             answer = channel.unary_unary(check)(b"", timeout=5)
             assert answer == NOT_SERVING
+
+
+class FreezingProxy:
+    """A TCP proxy to `port` that can stop passing bytes without closing anything: a client
+    whose network vanished (its machine gone, a NAT entry dropped) as the server sees it."""
+
+    def __init__(self, port: int) -> None:
+        self.target, self.frozen = port, threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pass, args=(a, b), daemon=True).start()
+
+    def _pass(self, source: socket.socket, sink: socket.socket) -> None:
+        while not self.frozen.is_set():
+            try:
+                data = source.recv(65536)
+                if not data or self.frozen.is_set():
+                    return  # frozen: what arrives now is never passed on
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+@pytest.mark.slow  # a server of its own
+def test_a_vanished_clients_watch_frees_its_place_after_the_keepalive(tmp_path: Path) -> None:
+    """Round 28: a watch from a client whose network vanished is ended by gRPC keepalive
+    (IMGCLASS_GRPC_KEEPALIVE_S, then IMGCLASS_GRPC_KEEPALIVE_TIMEOUT_S for the ping's answer),
+    so such clients cannot hold the process's WATCHES places for good."""
+    port = free_port()
+    env = {
+        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
+        "IMGCLASS_ENABLED_MODELS": '["digits"]',
+        "IMGCLASS_LOAD_IN_BACKGROUND": "false",
+        "IMGCLASS_WORKERS": "1",
+        "IMGCLASS_GRPC_PORT": str(port),
+        "IMGCLASS_GRPC_KEEPALIVE_S": "1",
+        "IMGCLASS_GRPC_KEEPALIVE_TIMEOUT_S": "1",
+        "IMGCLASS_LOG_LEVEL": "WARNING",
+    }
+    proxy = FreezingProxy(port)
+    try:
+        with (
+            live_server(tmp_path, env, entry="app") as server,
+            grpc.insecure_channel(f"127.0.0.1:{proxy.port}") as channel,
+        ):
+            call = watch(channel, "")
+            assert next_within(call, 10) == SERVING
+            time.sleep(3)  # pings come and are answered: a quiet, healthy watch stays
+            assert open_watches(server) == 1
+            proxy.frozen.set()
+            started = time.monotonic()
+            while open_watches(server) != 0:
+                assert time.monotonic() - started < 15, "the vanished watch was kept"
+                time.sleep(0.2)
+            call.cancel()
+    finally:
+        proxy.close()
