@@ -25,6 +25,7 @@ in a pool of their own, so no generated module or extra package is needed.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -32,7 +33,7 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from app.grpc_watchdog import CallGate, MessageWatchdog
-from app.telemetry import GRPC_WATCHES
+from app.telemetry import GRPC_WATCHES, observe_request
 
 SERVICE: Final = "grpc.health.v1.Health"
 SERVING: Final = 1
@@ -140,7 +141,7 @@ class HealthService:
 
     def watch(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
         place = self._watch_gate.enter(context, "grpc Health.Watch")
-        wake = threading.Event()
+        wake, t0, ended = threading.Event(), time.perf_counter(), 499  # 499: the client left
         try:
             request = _request(self._watchdog.first(requests, context, MESSAGE_S), context)
             self._authorize(request.service, context)
@@ -156,6 +157,7 @@ class HealthService:
                     yield HealthCheckResponse(status=now)
                     sent = now
                 if stopping:
+                    ended = 200
                     return  # the stream ends OK: the client watches another server
                 wake.wait(WATCH_TICK_S)
                 wake.clear()
@@ -163,8 +165,9 @@ class HealthService:
             with self._lock:
                 watched = wake in self._wakes
                 self._wakes.discard(wake)
-            if watched:
+            if watched:  # counted in /metrics when it ends, as the HTTP routes are
                 GRPC_WATCHES.dec()
+                observe_request("grpc Health.Watch", "POST", "", ended, time.perf_counter() - t0)
             self._watch_gate.leave(place)
 
     def stop(self) -> None:

@@ -13,12 +13,13 @@ event loop like an HTTP request. Bounds: messages up to IMGCLASS_GRPC_MAX_MESSAG
 gRPC refuses larger ones with RESOURCE_EXHAUSTED before they are parsed), charged to the
 process's body budget while they are served (IMGCLASS_MAX_BODY_BYTES_IN_FLIGHT, shared with
 HTTP bodies: UNAVAILABLE when full), GRPC_CALLS of the protocol's calls at once per process,
-their wait for a message included (then RESOURCE_EXHAUSTED at once; HEALTH_THREADS more
+their wait for a message included (then UNAVAILABLE at once; HEALTH_THREADS more
 threads are kept for the health service), a message that must arrive within
 IMGCLASS_BODY_TIMEOUT_S (app/grpc_watchdog.py), the request deadline (or the client's, when
-shorter). A call's message is held whole while it is parsed and copied about twice, so one
-process holds at most about GRPC_CALLS x 3 x the message limit for gRPC (8 x 3 x 8 MiB =
-192 MiB by default).
+shorter). A call's message is held whole while it is parsed and copied, so one process
+holds about GRPC_CALLS x 4 x the message limit for gRPC at most (measured +250-335 MiB with
+8 MiB messages); the transport does not read ahead for calls still waiting for a place
+(app/grpc_ports.py: fixed stream windows).
 Errors carry the same details as the HTTP binding's, with gRPC status codes (`_CODES`).
 Triton's own extensions (repository, statistics, shared memory, streaming) answer
 UNIMPLEMENTED. The standard health service (`grpc.health.v1.Health` Check and Watch,
@@ -108,13 +109,16 @@ class OipServicer:
         method: str,
         work: Callable[[], T],
         model: str = "",
+        *,
+        keyless: bool = False,
     ) -> T:
-        """`work()` with service errors as gRPC statuses, the key checked for reads, and the
-        call counted in /metrics like an HTTP request (route `grpc <method>`, the HTTP status
-        its error has, 200 on success; an unknown model's name is not a label)."""
+        """`work()` with service errors as gRPC statuses, the key checked for reads (not for
+        the server's own probes, `keyless`, like /readyz), and the call counted in /metrics
+        like an HTTP request (route `grpc <method>`, the HTTP status its error has, 200 on
+        success; an unknown model's name is not a label)."""
         t0, status = time.perf_counter(), 200
         try:
-            if self.settings.api_key_for_reads:
+            if self.settings.api_key_for_reads and not keyless:
                 self._check_key(context)
             return work()
         except ServiceError as exc:
@@ -167,10 +171,13 @@ class OipServicer:
 
     # health and metadata -----------------------------------------------------------------
     def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return pb.ServerLiveResponse(live=True)
+        return self._call(
+            context, "ServerLive", lambda: pb.ServerLiveResponse(live=True), keyless=True
+        )
 
     def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return pb.ServerReadyResponse(ready=server_ready(self.registry, self.settings))
+        ready = lambda: pb.ServerReadyResponse(ready=server_ready(self.registry, self.settings))  # noqa: E731
+        return self._call(context, "ServerReady", ready, keyless=True)
 
     def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         def work() -> Any:
@@ -185,7 +192,8 @@ class OipServicer:
     def health(self, service: str, context: grpc.ServicerContext) -> int:
         """grpc.health.v1 Check: the server (ServerReady's rule) or one model (ModelReady's)."""
         if service in ("", SERVICE) or stopping():
-            return SERVING if server_ready(self.registry, self.settings) else NOT_SERVING
+            ready = lambda: SERVING if server_ready(self.registry, self.settings) else NOT_SERVING  # noqa: E731
+            return self._call(context, "Health.Check", ready, keyless=True)
 
         def work() -> int:
             try:

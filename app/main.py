@@ -145,8 +145,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.schedulers = Schedulers.from_settings(settings, app.state.registry.serving_names)
     # Never below the largest body a route accepts (a teach zip may be 200 MiB): a budget
-    # smaller than that answered such a body "retry in 1 s" forever.
+    # smaller than that answered such a body "retry in 1 s" forever (a gRPC message too,
+    # round 28).
     largest = max(settings.max_request_bytes, settings.teach_max_zip_bytes)
+    if settings.grpc_port:
+        largest = max(largest, settings.grpc_max_message_bytes)
     app.state.body_budget = BodyBudget(
         max(settings.max_body_bytes_in_flight, largest) if settings.max_body_bytes_in_flight else 0
     )

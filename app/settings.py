@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     grpc_port: int = Field(default=0, ge=0, le=65535)
     # The largest gRPC message accepted (RESOURCE_EXHAUSTED above it, before parsing). gRPC
     # receives a whole message before the call runs, so a process may hold about GRPC_CALLS
-    # (8) x 3 x this at once: keep it well under the container's memory.
+    # (8) x 4 x this at once: keep it well under the container's memory.
     grpc_max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1 << 30)
     # gRPC keepalive: a connection quiet this long is pinged, and closed when the ping is not
     # answered within the timeout, so a vanished client's health watches free their places.

@@ -356,3 +356,36 @@ def test_a_vanished_clients_watch_frees_its_place_after_the_keepalive(tmp_path: 
             call.cancel()
     finally:
         proxy.close()
+
+
+def counted(server: LiveServer, route: str, status: str) -> float:
+    """imgclass_requests_total for one gRPC route and status (0 before the first)."""
+    text = httpx.get(f"{server.base}/metrics", headers=dict(AUTH), timeout=10).text
+    want = (f'route="{route}"', f'status="{status}"')
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("imgclass_requests_total{") and all(w in line for w in want)
+    )
+
+
+def test_every_probe_and_watch_is_counted_like_an_http_request(
+    served: tuple[LiveServer, int, Path],
+) -> None:
+    """Round 28: ServerLive, ServerReady and the server-wide Check answered without a trace in
+    /metrics (HTTP counts /healthz and /readyz), and watches were never counted."""
+    server, port, _ = served
+    routes = ("grpc ServerLive", "grpc ServerReady", "grpc Health.Check")
+    before = {r: counted(server, r, "200") for r in routes}
+    watches_before = counted(server, "grpc Health.Watch", "499")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        for _ in range(3):
+            channel.unary_unary("/inference.GRPCInferenceService/ServerLive")(b"", timeout=10)
+            channel.unary_unary("/inference.GRPCInferenceService/ServerReady")(b"", timeout=10)
+            assert channel.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=10) == SERVING
+        call = watch(channel, "")
+        assert next_within(call, 5) == SERVING
+        call.cancel()  # the client leaves: counted as a cancelled call (499), like HTTP's
+    wait_for_no_watches(server)
+    assert {r: counted(server, r, "200") - before[r] for r in routes} == dict.fromkeys(routes, 3)
+    assert counted(server, "grpc Health.Watch", "499") == watches_before + 1
