@@ -1,5 +1,6 @@
 """Repository-wide layout rules (docs/architecture.md): modules stay small enough to read in one
-sitting, so no Python module in app/ or training/ grows past 400 lines."""
+sitting, so no Python module in app/ or training/ grows past 400 lines, and no script or style
+sheet of the page (app/static) past 400 and 500 lines."""
 
 from __future__ import annotations
 
@@ -39,3 +40,15 @@ def test_lengths_cover_nested_modules_and_count_every_line(tmp_path: Path) -> No
         "app/sub/big.py": MAX_MODULE_LINES + 1,
         "training/small.py": 1,
     }
+
+
+PAGE_LIMITS = {".js": 400, ".css": 500}  # the page's modules and style sheets (round 28 split)
+
+
+def test_no_page_file_is_over_its_line_limit() -> None:
+    files = [p for p in sorted((ROOT / "app" / "static").iterdir()) if p.suffix in PAGE_LIMITS]
+    assert {p.suffix for p in files} == set(PAGE_LIMITS)
+    over = {
+        p.name: n for p in files if (n := len(p.read_bytes().splitlines())) > PAGE_LIMITS[p.suffix]
+    }
+    assert not over, f"split these page files (limits {PAGE_LIMITS}): {over}"

@@ -128,8 +128,8 @@ function labelList(model) {
 }
 
 // Small screens clamp the description to two lines and the evaluation sentence to three
-// (app.css); where that hides some of it, a tap, Enter or Space shows it whole and folds it
-// again, and a "more" at its end says so (the hover tooltip was all a phone had).
+// (model-card.css); where that hides some of it, a tap, Enter or Space shows it whole and folds
+// it again, and a "more" at its end says so (the hover tooltip was all a phone had).
 function expandable(p) {
   if (p.scrollHeight <= p.clientHeight + 1) return;
   p.classList.add("clamped");

@@ -1,5 +1,6 @@
 // Files dropped anywhere on the page, or pasted (outside text fields), go to `addFiles(files,
-// source)` (app.js); the overlay says so while dragging. teach.js takes the ones meant for it.
+// source)` (image-list.js, wired by app.js); the overlay says so while dragging. teach.js takes
+// the ones meant for it.
 
 function hasFiles(event) {
   const types = event.dataTransfer && event.dataTransfer.types;

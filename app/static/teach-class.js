@@ -1,6 +1,7 @@
 // One class of the Teach form (teach.js): its name (a text area that wraps, at most LABEL_MAX
 // characters, said beside it), its pictures (checked by their first bytes, sniff.js), and the
 // files left out with the reason (not images; refused by the server when uploaded).
+import { bdi } from "./bidi.js";
 import { h } from "./dom.js";
 import { tooLargeHere } from "./problems.js";
 import { ACCEPTED_TEXT, sniffFile } from "./sniff.js";
@@ -155,7 +156,7 @@ export async function addFiles(cls, list, hooks) {
 // is neither counted nor sent again).
 function leaveOut(cls, name, reason, local, notImage = local) {
   cls.rejected.push({ name, local: notImage });
-  cls.issueList.append(h("li", { class: "teach-issue" }, h("strong", {}, name), `: ${local ? reason : `refused by the server (${reason})`}`));
+  cls.issueList.append(h("li", { class: "teach-issue" }, h("strong", {}, bdi(name)), `: ${local ? reason : `refused by the server (${reason})`}`));
   const out = cls.rejected.length;
   const all = cls.rejected.every((r) => r.local) ? " (not images)" : "";
   cls.issueCount.textContent = `${out} file${out === 1 ? "" : "s"} left out${all}`;

@@ -1,6 +1,7 @@
 // Before anything is made or sent: what the typed model name already means on this server.
 // A shipped model's name is refused at once (no example catalog made, nothing uploaded); a
 // taught model's name asks first, saying what teaching again does (docs/teach.md "Versions").
+import { bdi } from "./bidi.js";
 import { h } from "./dom.js";
 
 // -> { shipped: true, model } | { taught: true, model } | null (a free name, or no answer:
@@ -27,7 +28,7 @@ export function shippedProblem(name) {
 }
 
 // Each name in its own <bdi>: a right-to-left class name does not reorder the sentence.
-const list = (labels) => labels.flatMap((l, i) => [i ? ", “" : "“", h("bdi", {}, l), "”"]);
+const list = (labels) => labels.flatMap((l, i) => [i ? ", “" : "“", bdi(l), "”"]);
 
 // Shows the question in `slot` and resolves true (teach) or false (cancel: nothing changes).
 export function confirmReplace(slot, model, labels) {

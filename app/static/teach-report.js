@@ -1,6 +1,7 @@
 // What a teach job said, in the words of the person teaching: its held-out results and
 // warnings (a list, not one run-on sentence), the pictures the server refused, and failures
 // that named the page's internal example catalog.
+import { bdi, isolate } from "./bidi.js";
 import { h } from "./dom.js";
 import { pct, rate } from "./format.js";
 
@@ -89,6 +90,8 @@ export function renderResults(container, job, refused, onTry) {
       h("th", { scope: "row" }, m.labels[i]),
       ...row.map((v, j) => h("td", { class: i === j ? "diag" : v ? "off" : "" }, String(v)))))));
   const warnings = mergeWarnings(job.warnings);
+  // Labels and file names in these sentences (the page's and the server's) are isolated.
+  const names = [...m.labels, ...refused.flatMap((f) => [f.label, f.name])];
   if (refused.length) {
     const k = refused.length;
     warnings.push(`Left out ${k} picture${k === 1 ? "" : "s"} the server could not use: ${capped(refused.map((f) => `${f.name} (${f.label}: ${f.reason})`))}.`);
@@ -96,12 +99,13 @@ export function renderResults(container, job, refused, onTry) {
   container.replaceChildren(
     h("h3", { class: "teach-results-title" }, `${r.model} v${r.version} is ready`),
     h("p", { class: "teach-headline" }, `Right on ${right} of ${n} (${rate(m.accuracy)}) held-out ${how}.`),
-    h("ul", { class: "teach-summary" }, ...r.summary.map((s) => h("li", {}, `${s}.`))),
+    h("ul", { class: "teach-summary" }, ...r.summary.map((s) => h("li", {}, ...isolate(`${s}.`, m.labels)))),
     ...(m.threshold != null && m.positive_label != null
-      ? [h("p", { class: "teach-decision" }, `A yes/no model: it says “${m.positive_label}” when that score reaches ${pct(m.threshold)}, else “${m.labels.find((l) => l !== m.positive_label)}”.`)]
+      ? [h("p", { class: "teach-decision" }, "A yes/no model: it says “", bdi(m.positive_label),
+        `” when that score reaches ${pct(m.threshold)}, else “`, bdi(m.labels.find((l) => l !== m.positive_label)), "”.")]
       : []),
     ...(warnings.length
-      ? [h("ul", { class: "teach-warn", "aria-label": "Warnings" }, ...warnings.map((w) => h("li", {}, w)))]
+      ? [h("ul", { class: "teach-warn", "aria-label": "Warnings" }, ...warnings.map((w) => h("li", {}, ...isolate(w, names))))]
       : []),
     h("p", { class: "teach-caption", id: "teach-caption" }, "Confusion matrix: rows are the true class, columns what the model said."),
     h("div", { class: "teach-table-wrap" }, table),

@@ -1,17 +1,17 @@
 // Teach flow: name a model, add classes, drop/paste/snap pictures into each, train on this server
 // (POST /v1/catalogs/{c}/train), follow the job, show held-out results in plain words, try it.
-// Talks only to this server's /v1 API. The new model appears in the page's model list
-// (app.js listens for "imgclass:model-taught").
+// Talks only to this server's /v1 API (what Train sends: teach-send.js). The new model appears
+// in the page's model list (app.js listens for "imgclass:model-taught").
 import { askForKey } from "./auth.js";
+import { isolate } from "./bidi.js";
 import { h } from "./dom.js";
-import { shortName } from "./format.js";
-import { problemMessage, readProblem, shortReason } from "./problems.js";
+import { problemMessage } from "./problems.js";
 import { addFiles as addPictures, classCard, refuse } from "./teach-class.js";
 import { confirmReplace, shippedProblem, whatNameIs } from "./teach-guard.js";
 import { renderResults, teachProblem, unusableClasses } from "./teach-report.js";
+import { api, dropCatalog, freshCatalog, startJob, uploadClasses } from "./teach-send.js";
 
 const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
-const UPLOAD_BATCH = 8;
 // The job this tab started, kept across a reload (the job itself lives on the server).
 const JOB_KEY = "imgclass.teach.job";
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -102,10 +102,12 @@ function showError(problem) {
   const msg = problemMessage(problem);
   // A 401's own text tells API clients which header to send; the page has a field for the key.
   const ownWords = problem.status === 401;
+  // Class names and refused files' names in it are isolated (a right-to-left name).
+  const names = [...state.classes.map((c) => c.label), ...state.skipped.map((s) => s.name)];
   ui.error.hidden = false;
   ui.error.replaceChildren(
-    h("strong", {}, ownWords ? msg.title : problem.title || msg.title),
-    h("p", {}, ownWords ? msg.text : problem.detail || msg.text),
+    h("strong", {}, ...isolate(ownWords ? msg.title : problem.title || msg.title, names)),
+    h("p", {}, ...isolate(ownWords ? msg.text : problem.detail || msg.text, names)),
   );
   if (ownWords) {
     ui.error.scrollIntoView({ block: "nearest" }); // the field is in the sticky bar, in view
@@ -113,33 +115,9 @@ function showError(problem) {
   }
 }
 
-async function api(url, options = {}) {
-  let r;
-  try {
-    r = await fetch(url, options);
-  } catch {
-    throw { status: 0 };
-  }
-  if (!r.ok) throw await readProblem(r);
-  return r.status === 204 ? null : r.json();
-}
-
-// The server refused the class name, not the pictures ("Invalid label ..."): they stay.
-function badLabel(p) {
-  return p && p.status === 422 && /^invalid label/i.test(String(p.detail || ""));
-}
-
-function labelProblem(label, p) {
-  return { own: true, status: 422, title: `The class name “${label}” cannot be used`, detail: `${String(p.detail || "")} Rename the class and train again.`.trim() };
-}
-
 // The page's status pill checks the server again and says when it answers (server-back).
 function unreachable() {
   document.dispatchEvent(new CustomEvent("imgclass:server-unreachable"));
-}
-
-function slug(text) {
-  return text.trim().toLowerCase().replace(/[^a-z0-9_-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 64);
 }
 
 async function train() {
@@ -185,70 +163,21 @@ async function train() {
   }
   // Only now, with the job going ahead, the last job's results give way.
   ui.results.hidden = true;
-  let catalog = slug(`teach-${model}`);
   const backbone = ui.backbone.value;
   // The example catalog is made for this job: if the job never starts (the name is refused,
   // a limit is reached, an upload fails), it is deleted again instead of left behind.
-  let created = false;
+  let catalog = null;
   let started = false;
   try {
     setProgress(0, "Preparing the example catalog…");
     // After "Replace" the question (and its focused button) is gone: focus goes to the progress.
     if (existing || document.activeElement === document.body) ui.progress.focus();
-    // The page keeps one catalog of examples per taught model: teaching again starts it fresh.
-    // Only a catalog this page made for this model (its description says so) is replaced; any
-    // other catalog of that name (made through the API, or for a model whose long name was cut
-    // to the same 64 characters) is left alone and the examples go to a free name beside it.
-    // Looked up in the list first: a DELETE answered 404 is logged by the browser as a console
-    // error on every first teach of a name.
-    const description = `examples for ${model}`;
-    const { catalogs } = await api("/v1/catalogs", { cache: "no-store" });
-    const known = new Map(catalogs.map((c) => [c.name, c]));
-    const base = catalog;
-    for (let n = 2; known.has(catalog) && known.get(catalog).description !== description; n++) {
-      catalog = base.slice(0, 64 - `-${n}`.length) + `-${n}`;
-    }
-    if (known.has(catalog)) {
-      await api(`/v1/catalogs/${catalog}`, { method: "DELETE" }).catch((p) => { if (p.status !== 404) throw p; });
-    }
-    await api("/v1/catalogs", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ name: catalog, model: backbone, description }),
-    });
-    created = true;
-    const total = classes.reduce((n, c) => n + c.files.length, 0);
-    let sent = 0;
-    const skipped = []; // { name, label, reason, cls }
+    catalog = await freshCatalog(model, backbone);
+    const skipped = []; // { name, label, reason, cls, f }
     state.skipped = skipped;
-    const upload = (files, label) => {
-      const form = new FormData();
-      for (const f of files) form.append("file", f.file, shortName(f.file.name || "picture"));
-      form.append("label", label);
-      return api(`/v1/catalogs/${catalog}/items`, { method: "POST", body: form });
-    };
-    for (const cls of classes) {
-      const label = cls.label.trim();
-      for (let i = 0; i < cls.files.length; i += UPLOAD_BATCH) {
-        const chunk = cls.files.slice(i, i + UPLOAD_BATCH);
-        try {
-          await upload(chunk, label);
-        } catch (p) {
-          if (badLabel(p)) throw labelProblem(label, p);
-          if (![413, 415, 422].includes(p.status)) throw p;
-          // One bad picture refuses its batch: send them one by one, skip and list the bad ones.
-          for (const f of chunk) {
-            try {
-              await upload([f], label);
-            } catch (q) {
-              if (![413, 415, 422].includes(q.status)) throw q;
-              skipped.push({ name: f.file.name || "a picture", label, reason: shortReason(q), cls, f });
-            }
-          }
-        }
-        sent += chunk.length;
-        setProgress(0.5 * (sent / total), `Uploading pictures: ${sent} of ${total}`);
-      }
-    }
+    await uploadClasses(catalog, classes, skipped, (sent, total) => {
+      setProgress(0.5 * (sent / total), `Uploading pictures: ${sent} of ${total}`);
+    });
     // Refused pictures leave their class (listed there with the reason): the counts and the
     // hint say what the server took, and a class left with fewer than two is said plainly
     // before a job is asked for.
@@ -256,18 +185,14 @@ async function train() {
     refresh();
     const unusable = unusableClasses(classes, (c) => skipped.filter((s) => s.cls === c));
     if (unusable) throw unusable;
-    const job = await api(`/v1/catalogs/${catalog}/train`, {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ model }),
-    });
+    const job = await startJob(catalog, model);
     started = true;
     await follow(job, 0.5);
   } catch (problem) {
     ui.progress.hidden = true;
     showError(teachProblem(problem, state.skipped));
     if (problem && problem.status === 0) unreachable();
-    if (created && !started) {
-      await api(`/v1/catalogs/${catalog}`, { method: "DELETE" }).catch(() => {});
-    }
+    if (catalog && !started) await dropCatalog(catalog);
   } finally {
     state.busy = false;
     refresh();

@@ -1,0 +1,77 @@
+// The images on the page: added (picker, camera, drop, paste) as cards at the top of the
+// results, each classified at once or when a model is ready; removed one by one or all.
+import { askForKey } from "./auth.js";
+import { buildCard, setCardProblem } from "./cards.js";
+import { abortStale, classify } from "./classify.js";
+import { announce, hideAlert, updateChrome } from "./page-chrome.js";
+import { $, el, state } from "./page-state.js";
+
+export function addFiles(fileList, source) {
+  const files = Array.from(fileList || []).filter((f) => f && f.size !== undefined);
+  if (!files.length) return;
+  if (el.alert.dataset.kind !== "key") hideAlert(); // the key is still missing
+  const added = [];
+  const frag = document.createDocumentFragment();
+  for (const raw of files) {
+    let file = raw;
+    if (source === "paste" && (!raw.name || raw.name === "image.png")) {
+      const ext = (raw.type.split("/")[1] || "png").replace("jpeg", "jpg");
+      file = new File([raw], `pasted-${new Date().toISOString().slice(11, 19).replace(/:/g, "")}.${ext}`, { type: raw.type });
+    }
+    const item = { id: state.nextId++, file, url: URL.createObjectURL(file), run: 0, result: null, problem: null };
+    item.card = buildCard(item, el.template, removeItem);
+    added.push(item);
+    frag.append(item.card);
+  }
+  state.items = added.concat(state.items);
+  el.results.prepend(frag);
+  updateChrome();
+  revealCard(added[0].card);
+  if (!state.model) {
+    const msg = state.keyNeeded
+      ? { title: "API key needed", text: "Type the server’s API key in the field at the top; the image is classified as soon as it is accepted." }
+      : { title: "No model ready yet", text: "The image will be classified as soon as a model has loaded." };
+    for (const item of added) {
+      item.waitingForModel = true;
+      setCardProblem(item, msg);
+    }
+    if (state.keyNeeded) askForKey();
+    return;
+  }
+  classify(added);
+}
+
+// On a phone the results start below the fold: bring the new card into view (no focus moves).
+function revealCard(card) {
+  if (card.getBoundingClientRect().top < window.innerHeight - 64) return;
+  const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  card.scrollIntoView({ behavior: still ? "auto" : "smooth", block: "start" });
+}
+
+function removeItem(item) {
+  const idx = state.items.indexOf(item);
+  if (idx >= 0) state.items.splice(idx, 1);
+  item.run += 1; // late responses for it are ignored
+  abortStale();
+  URL.revokeObjectURL(item.url);
+  const next = item.card.nextElementSibling || item.card.previousElementSibling;
+  item.card.remove();
+  updateChrome();
+  const focusTarget = next ? $(".result-remove", next) : el.dropzone;
+  focusTarget.focus();
+}
+
+export function clearAll() {
+  for (const item of state.items) {
+    item.run += 1;
+    URL.revokeObjectURL(item.url);
+  }
+  abortStale();
+  state.items = [];
+  el.results.replaceChildren();
+  hideAlert();
+  updateChrome();
+  el.summary.textContent = "";
+  el.dropzone.focus();
+  announce("All images removed.");
+}

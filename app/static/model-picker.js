@@ -1,0 +1,116 @@
+// The model picker: the served models listed (and the ones still loading), the choice kept
+// across visits, the model card beside it, and "API key needed" where the list is refused.
+import { classify } from "./classify.js";
+import { renderModelInfo, renderModelPlaceholder } from "./model-info.js";
+import { announce, hideAlert, showAlert } from "./page-chrome.js";
+import { STORAGE_KEY, el, state } from "./page-state.js";
+import { problemMessage, readProblem } from "./problems.js";
+import { pollReady, setStatus } from "./server-status.js";
+
+export async function loadModels({ keepSelection = true } = {}) {
+  let body;
+  try {
+    const r = await fetch("/v1/models", { cache: "no-store", headers: { Accept: "application/json" } });
+    if (r.status === 401) {
+      needKey();
+      return;
+    }
+    if (!r.ok) {
+      const msg = problemMessage(await readProblem(r));
+      renderModelPlaceholder(el.modelInfo, msg.title);
+      showAlert(msg.title, msg.text);
+      return;
+    }
+    body = await r.json();
+  } catch {
+    const msg = problemMessage({ status: 0 });
+    renderModelPlaceholder(el.modelInfo, msg.title);
+    showAlert(msg.title, msg.text, "offline");
+    window.setTimeout(() => loadModels({ keepSelection }), 4000);
+    return;
+  }
+  if (state.keyNeeded) {
+    state.keyNeeded = false;
+    pollReady(); // the pill said "API key needed"
+  }
+  state.models = body.models || [];
+  const loading = body.loading || [];
+  const refused = body.refused || [];
+  const previous = keepSelection && state.model ? state.model.name : localStorage.getItem(STORAGE_KEY);
+
+  el.modelSelect.replaceChildren();
+  for (const m of state.models) {
+    const opt = document.createElement("option");
+    opt.value = m.name;
+    opt.textContent = m.version ? `${m.name} · v${m.version}` : m.name;
+    el.modelSelect.append(opt);
+  }
+  for (const name of loading) {
+    const opt = document.createElement("option");
+    opt.value = name;
+    opt.disabled = true;
+    opt.textContent = `${name} (loading…)`;
+    el.modelSelect.append(opt);
+  }
+  if (!state.models.length) {
+    el.modelSelect.disabled = true;
+    if (!loading.length) {
+      const opt = document.createElement("option");
+      opt.textContent = "No models available";
+      el.modelSelect.append(opt);
+    }
+    if (loading.length) {
+      renderModelPlaceholder(el.modelInfo, `Loading ${loading.length === 1 ? "the model" : `${loading.length} models`}…`);
+    } else {
+      renderModelPlaceholder(
+        el.modelInfo,
+        refused.length
+          ? `No model could be loaded (${refused.length} refused; the server log says why).`
+          : "No models are served yet. Put model bundles in the server’s models folder.",
+      );
+    }
+    state.model = null;
+  } else {
+    el.modelSelect.disabled = false;
+    // First visit: the model that knows the most labels (a general classifier such as
+    // imagenet answers "what's in your picture?"; alphabetical order picked bird / not-bird).
+    const widest = state.models.reduce((a, m) => ((m.num_classes || 0) > (a.num_classes || 0) ? m : a));
+    const chosen = state.models.find((m) => m.name === previous) || widest;
+    el.modelSelect.value = chosen.name;
+    selectModel(chosen.name, { reclassify: false });
+    // Images added before any model was ready are classified now.
+    const waiting = state.items.filter((it) => it.waitingForModel);
+    if (waiting.length) classify(waiting);
+  }
+  if (loading.length) window.setTimeout(() => loadModels({ keepSelection: true }), 1500);
+}
+
+// Reads need the API key and the page has none (or a wrong one): say so where the models would
+// be, instead of "Loading models..." forever under a green "Ready".
+function needKey() {
+  state.keyNeeded = true;
+  state.models = [];
+  state.model = null;
+  const opt = document.createElement("option");
+  opt.textContent = "API key needed";
+  el.modelSelect.replaceChildren(opt);
+  el.modelSelect.disabled = true;
+  renderModelPlaceholder(el.modelInfo, "This server shows its models only to those with its API key.");
+  const msg = problemMessage({ status: 401 });
+  showAlert(msg.title, msg.text, "key");
+  setStatus("locked", "API key needed");
+}
+
+export function selectModel(name, { reclassify = true } = {}) {
+  const model = state.models.find((m) => m.name === name);
+  if (!model) return;
+  const changed = !state.model || state.model.name !== model.name;
+  state.model = model;
+  localStorage.setItem(STORAGE_KEY, model.name);
+  renderModelInfo(el.modelInfo, model);
+  hideAlert();
+  if (changed && reclassify && state.items.length) {
+    announce(`Model ${model.name} selected; classifying ${state.items.length} image${state.items.length === 1 ? "" : "s"} again.`);
+    classify(state.items.slice());
+  }
+}

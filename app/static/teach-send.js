@@ -1,0 +1,100 @@
+// What Train sends (teach.js): the page's example catalog for the model made afresh, the
+// classes' pictures uploaded in batches (a refused batch sent again one by one, the bad
+// pictures listed, not fatal), the job asked for. Only this server's /v1 API.
+import { shortName } from "./format.js";
+import { readProblem, shortReason } from "./problems.js";
+
+const UPLOAD_BATCH = 8;
+
+// The answer's JSON, or throws the problem (status 0: the request got no answer at all).
+export async function api(url, options = {}) {
+  let r;
+  try {
+    r = await fetch(url, options);
+  } catch {
+    throw { status: 0 };
+  }
+  if (!r.ok) throw await readProblem(r);
+  return r.status === 204 ? null : r.json();
+}
+
+// The server refused the class name, not the pictures ("Invalid label ..."): they stay.
+function badLabel(p) {
+  return p && p.status === 422 && /^invalid label/i.test(String(p.detail || ""));
+}
+
+function labelProblem(label, p) {
+  return { own: true, status: 422, title: `The class name “${label}” cannot be used`, detail: `${String(p.detail || "")} Rename the class and train again.`.trim() };
+}
+
+function slug(text) {
+  return text.trim().toLowerCase().replace(/[^a-z0-9_-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 64);
+}
+
+// The page keeps one catalog of examples per taught model: teaching again starts it fresh.
+// Only a catalog this page made for this model (its description says so) is replaced; any
+// other catalog of that name (made through the API, or for a model whose long name was cut
+// to the same 64 characters) is left alone and the examples go to a free name beside it.
+// Looked up in the list first: a DELETE answered 404 is logged by the browser as a console
+// error on every first teach of a name. -> the new, empty catalog's name.
+export async function freshCatalog(model, backbone) {
+  let catalog = slug(`teach-${model}`);
+  const description = `examples for ${model}`;
+  const { catalogs } = await api("/v1/catalogs", { cache: "no-store" });
+  const known = new Map(catalogs.map((c) => [c.name, c]));
+  const base = catalog;
+  for (let n = 2; known.has(catalog) && known.get(catalog).description !== description; n++) {
+    catalog = base.slice(0, 64 - `-${n}`.length) + `-${n}`;
+  }
+  if (known.has(catalog)) {
+    await api(`/v1/catalogs/${catalog}`, { method: "DELETE" }).catch((p) => { if (p.status !== 404) throw p; });
+  }
+  await api("/v1/catalogs", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ name: catalog, model: backbone, description }),
+  });
+  return catalog;
+}
+
+export const dropCatalog = (catalog) => api(`/v1/catalogs/${catalog}`, { method: "DELETE" }).catch(() => {});
+
+// Each class's pictures under its name; `skipped` gets { name, label, reason, cls, f } for
+// each picture refused (as it happens: a failure later still names them), `progress(sent,
+// total)` after each batch.
+export async function uploadClasses(catalog, classes, skipped, progress) {
+  const total = classes.reduce((n, c) => n + c.files.length, 0);
+  let sent = 0;
+  const upload = (files, label) => {
+    const form = new FormData();
+    for (const f of files) form.append("file", f.file, shortName(f.file.name || "picture"));
+    form.append("label", label);
+    return api(`/v1/catalogs/${catalog}/items`, { method: "POST", body: form });
+  };
+  for (const cls of classes) {
+    const label = cls.label.trim();
+    for (let i = 0; i < cls.files.length; i += UPLOAD_BATCH) {
+      const chunk = cls.files.slice(i, i + UPLOAD_BATCH);
+      try {
+        await upload(chunk, label);
+      } catch (p) {
+        if (badLabel(p)) throw labelProblem(label, p);
+        if (![413, 415, 422].includes(p.status)) throw p;
+        // One bad picture refuses its batch: send them one by one, skip and list the bad ones.
+        for (const f of chunk) {
+          try {
+            await upload([f], label);
+          } catch (q) {
+            if (![413, 415, 422].includes(q.status)) throw q;
+            skipped.push({ name: f.file.name || "a picture", label, reason: shortReason(q), cls, f });
+          }
+        }
+      }
+      sent += chunk.length;
+      progress(sent, total);
+    }
+  }
+}
+
+export const startJob = (catalog, model) => api(`/v1/catalogs/${catalog}/train`, {
+  method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ model }),
+});
