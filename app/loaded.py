@@ -68,8 +68,10 @@ def _stat(path: Path) -> Fingerprint:
     try:
         st = path.stat()  # through a link: the file that will be read
     except OSError:
-        return (0, 0, 0, 0)
-    return (st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size)
+        return (0, 0, 0, 0, 0, 0)
+    # not the change time: a hard link made elsewhere (a backup tool, a copy by links) moves
+    # it, and every bundle was loaded again (round 28); a chmod or chown is seen by its values
+    return (st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_size)
 
 
 def _named_files(directory: Path, meta: Fingerprint) -> tuple[str, ...]:
@@ -94,7 +96,7 @@ def _named_files(directory: Path, meta: Fingerprint) -> tuple[str, ...]:
 
 def fingerprint(directory: Path) -> Fingerprint:
     """The folder and the files a load reads (metadata.json, and the labels and model files it
-    names), each by inode, change time, modification time and size. Round 26: only
+    names), each by inode, mode, owner, modification time and size. Round 26: only
     metadata.json and model.onnx counted, so a labels.txt rewritten in place was never
     reloaded, a chmod was never seen (it changes ctime alone), and a bundle refused while a
     copy was half done stayed refused once whole. Other files (a log, an editor's swap file,
