@@ -27,6 +27,8 @@ from app.errors import ConfigurationError
 from app.fsutil import check_writable
 from app.multiproc import multiprocess_metrics
 from app.serve import (
+    STOP_AFTER_BODY_S,
+    STOP_GRACE_S,
     Supervisor,
     bind_listener,
     dealing_supported,
@@ -148,7 +150,15 @@ def _serve(settings: Settings, workers: int) -> None:
     uvicorn_config(settings.log_level).configure_logging()
     configure_logging(settings)
     try:
-        supervisor = Supervisor(settings.host, settings.port, workers, settings.log_level)
+        supervisor = Supervisor(
+            settings.host,
+            settings.port,
+            workers,
+            settings.log_level,
+            # an upload still arriving at a stop may take the body timeout (round 28: the
+            # workers were killed at 30 s, before the default 60 s body timeout)
+            stop_grace_s=max(STOP_GRACE_S, settings.body_timeout_s + STOP_AFTER_BODY_S),
+        )
         supervisor.bind()
     except OSError as exc:
         _cannot_listen(settings, exc)

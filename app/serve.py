@@ -53,7 +53,8 @@ from app.tls_files import TlsFiles
 logger = logging.getLogger("app.serve")
 
 BACKLOG: Final = 2048
-STOP_GRACE_S: Final = 30.0
+STOP_GRACE_S: Final = 30.0  # at least; or the body timeout and STOP_AFTER_BODY_S (__main__)
+STOP_AFTER_BODY_S: Final = 10.0  # a worker's 408 to a late upload, then its shutdown
 EARLY_EXIT_S: Final = 10.0  # a worker dying this soon after its start counts as a failed start
 MAX_EARLY_EXITS: Final = 3
 # At start-up no connection is dealt until every worker is ready (or this long has passed):
@@ -209,6 +210,7 @@ class Supervisor:
     workers: int
     log_level: str = "info"
     poll_s: float = 0.5
+    stop_grace_s: float = STOP_GRACE_S  # workers left to finish their requests at a stop
     slots: list[_Slot] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
     listener: socket.socket | None = None
@@ -347,7 +349,7 @@ class Supervisor:
         if self.listener is not None:
             self.listener.close()
         procs = self._terminate()
-        deadline = time.monotonic() + STOP_GRACE_S
+        deadline = time.monotonic() + self.stop_grace_s
         for proc in procs:
             proc.join(max(0.1, deadline - time.monotonic()))
             if proc.is_alive():

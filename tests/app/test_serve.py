@@ -4,6 +4,7 @@ fails at once. Real processes, real sockets."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -370,3 +371,38 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_an_upload_still_arriving_at_a_stop_gets_its_body_timeout(tmp_path: Path) -> None:
+    """Round 28: the parent killed its workers 30 s after SIGTERM whatever the body timeout
+    (60 s by default), so an upload still arriving was cut with no answer and the worker's
+    shutdown never ran. The parent now waits the body timeout and 10 s more: the upload gets
+    its 408 (at the body timeout, 35 s here) and the server exits 0."""
+    env = {**_env(2), "IMGCLASS_BODY_TIMEOUT_S": "35"}
+    with live_server(tmp_path, env, entry="app") as server:
+        parent = psutil.Process(_server_pid(server.port))
+        with socket.create_connection(("127.0.0.1", server.port)) as upload:
+            upload.sendall(
+                b"POST /v1/models/digits/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: image/png\r\nContent-Length: 100000\r\n\r\n\x89PNG"
+            )
+            time.sleep(0.5)
+            parent.send_signal(signal.SIGTERM)
+            started, answer = time.monotonic(), b""
+            upload.settimeout(1.0)
+            while time.monotonic() - started < 60:
+                with contextlib.suppress(TimeoutError):
+                    upload.sendall(b"\0")  # one byte a second: alive, never done
+                try:
+                    chunk = upload.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                answer += chunk
+            took = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408"), (round(took, 1), answer[:80])
+        assert 30 < took < 45
+        assert parent.wait(30) == 0
