@@ -104,23 +104,26 @@ class JobRunner:
     def submit(self, catalog: str, model: str, options: dict[str, Any]) -> Job:
         with self._lock:
             self._save_unsaved()
-            mine = [j for j in self._jobs.values() if not j.done]
-            if len(mine) >= self._max_queued:
-                raise JobQueueFull(
-                    f"{len(mine)} teach jobs are already waiting; retry later.", retry_after_s=10
-                )
-            with self.store.locked():  # the check and the new file: one step for all processes
-                others = []
+            with self.store.locked():  # the checks and the new file: one step for all processes
+                others, waiting = [], 0
                 for other in self.store.all():
+                    known = self._jobs.get(other.id)  # this process's own state is the newest
+                    if (known or other).status == "queued" and not self.store.orphaned(other):
+                        waiting += 1  # queued in any process (round 28: the running one
+                        # counted, and each process counted only its own)
                     if other.model != model or other.done:
                         continue
-                    known = self._jobs.get(other.id)
                     if known is not None and known.done:  # ended here; its file lags behind
                         continue
                     if self.store.orphaned(other):  # its process died: it teaches nothing
                         self.store.fail(other)
                     else:
                         others.append(other)
+                if waiting >= self._max_queued:
+                    raise JobQueueFull(
+                        f"{waiting} teach jobs are already waiting; retry later.",
+                        retry_after_s=10,
+                    )
                 if others:
                     raise JobConflict(
                         f"Job {others[0].id} is already teaching model {model!r}; wait for it "
