@@ -92,6 +92,14 @@ QUEUE_DEPTH = Gauge(
     ["model"],
     multiprocess_mode="livesum",
 )
+TEACH_JOBS_ENDED = Counter(
+    "imgclass_teach_jobs_ended",
+    "Teach jobs that ended, by status (succeeded, failed, cancelled): a count that only grows, "
+    "where imgclass_teach_jobs (job files kept) drops when old jobs are pruned.",
+    ["status"],
+)
+for _ended in ("succeeded", "failed", "cancelled"):
+    TEACH_JOBS_ENDED.labels(_ended)  # exported from the start, at 0: alerts see the series
 GRPC_WATCHES = Gauge(
     "imgclass_grpc_health_watches",
     "gRPC health watches open right now (summed over workers; 16 per process at most).",

@@ -22,6 +22,7 @@ from app.bundle_write import atomic_write
 from app.errors import PROBLEM_BASE, ServiceError
 from app.fsutil import file_lock, storage_error
 from app.teach.errors import JobNotFound
+from app.telemetry import TEACH_JOBS_ENDED
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 ACTIVE: tuple[Status, ...] = ("queued", "running")
@@ -213,6 +214,7 @@ class JobStore:
         job.status, job.finished_at = "failed", now()
         job.error = dict(INTERRUPTED)
         self.save(job)
+        TEACH_JOBS_ENDED.labels("failed").inc()
 
     def fail_orphans(self) -> int:
         """Jobs queued or running in a process that no longer exists failed: their work is

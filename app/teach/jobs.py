@@ -26,6 +26,7 @@ from app.teach.errors import (
     TeachCancelled,
 )
 from app.teach.job_store import INTERRUPTED, Job, JobStore, Status, now
+from app.telemetry import TEACH_JOBS_ENDED
 
 logger = logging.getLogger(__name__)
 
@@ -119,16 +120,16 @@ class JobRunner:
                         self.store.fail(other)
                     else:
                         others.append(other)
-                if waiting >= self._max_queued:
-                    raise JobQueueFull(
-                        f"{waiting} teach jobs are already waiting; retry later.",
-                        retry_after_s=10,
-                    )
                 if others:
                     raise JobConflict(
                         f"Job {others[0].id} is already teaching model {model!r}; wait for it "
                         "or cancel it.",
                         job_id=others[0].id,
+                    )
+                if waiting >= self._max_queued:
+                    raise JobQueueFull(
+                        f"{waiting} teach jobs are already waiting; retry later.",
+                        retry_after_s=10,
                     )
                 job = Job(
                     id=secrets.token_hex(8),
@@ -209,6 +210,7 @@ class JobRunner:
     def _finish(self, job: Job, status: Status) -> None:
         """(caller holds self._lock)"""
         job.status, job.finished_at = status, now()
+        TEACH_JOBS_ENDED.labels(status).inc()
         if status == "succeeded":
             job.progress, job.phase = 1.0, "done"
         try:

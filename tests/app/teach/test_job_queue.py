@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from app.errors import ServiceError
 from app.teach.job_store import JobStore
@@ -45,3 +46,34 @@ def test_the_bound_counts_waiting_jobs_of_every_process_not_the_running_one(
     finally:
         release.set()
         runner.stop()
+
+
+def ended(status: str) -> float:
+    return REGISTRY.get_sample_value("imgclass_teach_jobs_ended_total", {"status": status}) or 0
+
+
+def test_every_end_is_counted_even_after_its_file_is_pruned(tmp_path: Path) -> None:
+    """Round 28: the failed-jobs alert watched the job files' gauge, which drops when old jobs
+    are pruned, so a new failure next to a prune went unseen. Ends are counted as they happen:
+    by the runner, and when a job of a process that died is failed."""
+
+    def work(job: Any, *_: Any) -> dict[str, Any]:
+        if job.model == "bad":
+            raise ValueError("no")
+        return {}
+
+    store = JobStore(tmp_path / "jobs")
+    runner = JobRunner(store, work)
+    runner.start()
+    before = {s: ended(s) for s in ("succeeded", "failed")}
+    try:
+        jobs = [runner.submit("c", name, {}) for name in ("good", "bad")]
+        deadline = time.monotonic() + 10
+        while not all(runner.get(j.id).done for j in jobs):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        runner.stop()
+    store.fail(store.load(jobs[0].id))  # as for a job whose process died
+    assert ended("succeeded") - before["succeeded"] == 1
+    assert ended("failed") - before["failed"] == 2
