@@ -23,7 +23,7 @@ from PIL import Image
 
 from app.catalog.outcomes import ItemSpec
 from app.catalog.service import CatalogService
-from app.catalog.types import StoreUnavailable, check_label
+from app.catalog.types import CatalogNotFound, StoreUnavailable, check_label
 from app.errors import (
     InsufficientStorage,
     InvalidRequest,
@@ -270,8 +270,8 @@ def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator
         pixels = sum(declared_px)
         if pixels > limits.max_pixels:
             raise PayloadTooLarge(
-                f"The zip's images declare {pixels / 1e6:,.0f} megapixels in all; at most "
-                f"{limits.max_pixels / 1e6:,.0f} (IMGCLASS_TEACH_ZIP_MAX_PIXELS) are decoded per "
+                f"The zip's images declare {pixels:,} pixels in all; at most "
+                f"{limits.max_pixels:,} (IMGCLASS_TEACH_ZIP_MAX_PIXELS) are decoded per "
                 "upload. Send the pictures in several zips, or smaller.",
                 limit_pixels=limits.max_pixels,
             )
@@ -339,6 +339,12 @@ def ingest(
         err = raised if isinstance(raised, ServiceError) else storage_error(raised)
         if err is None:
             raise
+        if isinstance(err, CatalogNotFound):  # deleted meanwhile, with what was added (round 28)
+            err.detail = (
+                f"Catalog {catalog!r} was deleted while this zip was being added; nothing of "
+                "the upload is kept."
+            )
+            raise err from None
         # Batches already added stay (each is committed): the error says so, and which.
         if report.added:
             n = sum(report.added.values())
@@ -357,9 +363,11 @@ def ingest(
 
 
 def _storage(exc: ServiceError) -> bool:
-    """A failing data folder (full, read-only, gone) or vector store (Milvus down): every
-    further image would fail too."""
-    return isinstance(exc, (InsufficientStorage, StorageUnavailable, StoreUnavailable))
+    """A failing data folder (full, read-only, gone) or vector store (Milvus down), or the
+    catalog deleted meanwhile: every further image would fail too."""
+    return isinstance(
+        exc, (InsufficientStorage, StorageUnavailable, StoreUnavailable, CatalogNotFound)
+    )
 
 
 def _add(

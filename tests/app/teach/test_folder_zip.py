@@ -19,7 +19,7 @@ from PIL import Image
 
 from app.catalog import blobs
 from app.catalog.types import StoreUnavailable
-from app.errors import InsufficientStorage, PayloadTooLarge
+from app.errors import InsufficientStorage, PayloadTooLarge, ServiceError
 from app.main import create_app
 from app.teach import cli as teach_cli
 from app.teach.folder import BatchLimits, LabelledImage, ingest
@@ -295,7 +295,7 @@ def test_zip_work_is_bounded_before_anything_is_decoded(tmp_path: Path, fm_pngs)
         big = _big_png(4000, 5000)  # 20 MP each, 3 of them: 60 MP declared
         body = _post_zip(c, "b", _zip({f"a/{i}.png": big for i in range(3)}))
         assert body["status"] == 413, body
-        assert "declare 60 megapixels in all; at most 50" in body["detail"], body
+        assert "declare 60,000,000 pixels in all; at most 50,000,000" in body["detail"], body
         assert body["limit_pixels"] == 50_000_000
         five = {f"a/{i}.png": d for i, d in enumerate(fm_pngs[BAG][:5])}
         body = _post_zip(c, "b", _zip(five))
@@ -572,3 +572,29 @@ def test_folders_in_folders_are_unwrapped_to_their_classes(
     (single / "cat").mkdir(parents=True)
     (single / "cat" / "0.png").write_bytes(fm_pngs[BAG][0])
     assert [i.label for i in folder_images(single, IngestReport(), 1 << 20)] == ["cat"]
+
+
+def test_a_catalog_deleted_during_an_upload_is_a_404_not_a_report_of_items_gone(
+    teach_client: TestClient,
+    fm_pngs,  # type: ignore[no-untyped-def]
+) -> None:
+    """Round 28: a zip whose catalog was deleted part-way answered 200, counting as `added`
+    the items deleted with it and trying every remaining image one at a time (each skipped as
+    "No catalog")."""
+    c = teach_client
+    assert c.post("/v1/catalogs", json={"name": "gone", "model": "products"}).status_code == 201
+    service = c.app.state.catalogs  # type: ignore[attr-defined]
+    tried: list[str] = []
+
+    def images():  # type: ignore[no-untyped-def]
+        for i, data in enumerate(fm_pngs[BAG][:8]):
+            tried.append(str(i))
+            if i == 4:  # two batches of 2 are in: the catalog goes
+                assert c.delete("/v1/catalogs/gone").status_code == 204
+            yield LabelledImage("bag", f"{i}.png", data)
+
+    with pytest.raises(ServiceError) as info:
+        ingest(service, "gone", images(), IngestReport(), BatchLimits(max_images=2))
+    assert info.value.status == 404 and "deleted while this zip" in info.value.detail
+    assert "added" not in info.value.extra
+    assert len(tried) <= 6  # stopped at the first batch that found no catalog
