@@ -42,12 +42,21 @@ def read_orientation(img: Image.Image) -> tuple[int, ExifStatus]:
         logger.info("EXIF unreadable, orientation ignored: %s: %s", type(exc).__name__, exc)
         return 1, "unreadable"
     if raw is None:
-        return 1, "none"
+        # Pillow reads a block that is not TIFF as no tags at all (round 28: "none")
+        return 1, "unreadable" if _not_tiff(img.info.get("exif")) else "none"
     # bool is an int subclass and tuples/strings/rationals come from type-confused tags.
     if type(raw) is not int or not 1 <= raw <= 8:
         logger.info("EXIF orientation %r is not a value 1-8; ignored", raw)
         return 1, "invalid"
     return raw, "applied"
+
+
+def _not_tiff(block: object) -> bool:
+    """An EXIF block is there (JPEG's starts with Exif\\0\\0) but holds no TIFF header."""
+    if not isinstance(block, bytes) or not block:
+        return False
+    body = block[6:] if block.startswith(b"Exif\x00\x00") else block
+    return body[:4] not in (b"II*\x00", b"MM\x00*")
 
 
 def swaps_axes(orientation: int) -> bool:

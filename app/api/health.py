@@ -33,7 +33,7 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
     """200 once every bundle has been loaded and warmed up (refused bundles are named; why
     is in the log and, for API-key holders, in /v1/models); 503 while loading, when no model
     could be loaded, with require_all_models when any bundle was refused, or when the data
-    folder was removed or replaced under the running server (catalogs, teaching and jobs then
+    folder was removed or replaced under the running server (catalogs and teaching then
     answer 503; a load balancer should send traffic to a replica that still has it). A full or
     read-only data folder is reported in `storage` but keeps the server ready: predictions
     work, writes answer 507/503. A few system calls, no lock."""

@@ -80,7 +80,11 @@ OIP_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "RequestInput": {
         "type": "object",
-        "properties": {**_TENSOR, "datatype": {"enum": ["BYTES", "FP32"]}},
+        "properties": {
+            **_TENSOR,
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+            "datatype": {"enum": ["BYTES", "FP32"]},
+        },
         "required": ["name", "shape", "datatype"],
     },
     "InferenceResponse": {
@@ -122,11 +126,18 @@ def _error_response(description: str, oip: bool) -> dict[str, Any]:
     return {"description": description, "content": {media: {"schema": ref}}}
 
 
+def _own_model(response: dict[str, Any]) -> bool:
+    """A route declared this status with a model of its own (/readyz's 503 is a Readiness,
+    /v2/health/ready's a ServerReady): that is the shape it sends (round 28)."""
+    refs = [m.get("schema", {}).get("$ref", "") for m in response.get("content", {}).values()]
+    return any(r and not r.endswith("/HTTPValidationError") for r in refs)
+
+
 def _document_errors(path: str, operation: dict[str, Any]) -> None:
     oip = is_oip_path(path)
     responses: dict[str, Any] = operation.setdefault("responses", {})
     for status, response in list(responses.items()):
-        if status[:1] not in "45":
+        if status[:1] not in "45" or _own_model(response):
             continue
         text = response.get("description", "")
         if status == "422" and text == "Validation Error":  # FastAPI's own, never sent as is
@@ -192,6 +203,56 @@ def _document_infer(operation: dict[str, Any]) -> None:
     }
 
 
+def _header(description: str, kind: str = "string") -> dict[str, Any]:
+    return {"description": description, "schema": {"type": kind}}
+
+
+_ETAG = _header("the file's version (its digest); send it back as If-None-Match or If-Range")
+_FILES = ("/image", "/thumbnail", "/download")  # stored files: ETag, byte ranges
+# (path ends with, method, status) -> headers the server sends with that answer (round 28:
+# none was declared, so generated clients could not read them)
+HEADERS: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("/v1/catalogs", "post", "201", {"Location": _header("the new catalog's URL")}),
+    ("/train", "post", "202", {"Location": _header("the job's URL (/v1/jobs/{job_id})")}),
+    *[(f, "get", "200", {"ETag": _ETAG, "Accept-Ranges": _header("bytes")}) for f in _FILES],
+    *[(f, "get", "304", {"ETag": _ETAG}) for f in _FILES],
+    *[
+        (f, "get", "206", {"ETag": _ETAG, "Content-Range": _header("bytes first-last/size")})
+        for f in _FILES
+    ],
+    (
+        "/infer",
+        "post",
+        "200",
+        {
+            "Inference-Header-Content-Length": _header(
+                "binary data extension: the length of the JSON header before the raw tensors",
+                "integer",
+            )
+        },
+    ),
+    ("", "*", "401", {"WWW-Authenticate": _header("how to send the key (Bearer)")}),
+    (
+        "",
+        "*",
+        "default",
+        {
+            "Retry-After": _header(
+                "with a 503 that will pass (a full queue, models loading): seconds to wait",
+                "integer",
+            )
+        },
+    ),
+]
+
+
+def _document_headers(path: str, method: str, operation: dict[str, Any]) -> None:
+    responses = operation.get("responses", {})
+    for suffix, verb, status, headers in HEADERS:
+        if path.endswith(suffix) and verb in ("*", method) and status in responses:
+            responses[status].setdefault("headers", {}).update(headers)
+
+
 def _drop_unused(schemas: dict[str, Any]) -> None:
     """FastAPI's 422 shape is referenced only by the 422 responses _document_errors replaced."""
     for name in ("HTTPValidationError", "ValidationError"):
@@ -208,6 +269,7 @@ def with_error_shapes(document: dict[str, Any]) -> dict[str, Any]:
         for method, operation in item.items():
             if method in ("get", "post", "put", "patch", "delete"):
                 _document_errors(path, operation)
+                _document_headers(path, method, operation)
                 if path.startswith("/v1/"):
                     _constrain(path, operation)
                 if is_oip_path(path) and path.endswith("/infer"):

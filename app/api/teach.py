@@ -351,6 +351,10 @@ async def delete_model(
     responses={
         200: {"content": {"application/octet-stream": {}}},
         304: {"description": "not modified"},
+        206: {
+            "description": "the requested byte range (Range; If-Range with this ETag)",
+            "content": {"application/octet-stream": {}},
+        },
         412: {"description": "If-Match names another build"},
     },
 )

@@ -63,17 +63,20 @@ IMAGE_BODY_OPENAPI: dict[str, Any] = {
                                         "type": "object",
                                         "properties": {"b64": {"type": "string"}},
                                         "required": ["b64"],
+                                        "additionalProperties": False,
                                     },
                                     {
                                         "type": "object",
                                         "properties": {"url": {"type": "string", "format": "uri"}},
                                         "required": ["url"],
+                                        "additionalProperties": False,
                                     },
                                 ]
                             },
                         }
                     },
                     "required": ["images"],
+                    "additionalProperties": False,
                 }
             },
         },

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
@@ -128,7 +129,15 @@ def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready")
+class ServerReady(BaseModel):
+    ready: bool
+
+
+@router.get(
+    "/health/ready",
+    response_model=ServerReady,
+    responses={503: {"model": ServerReady, "description": "not ready: ready is false"}},
+)
 def ready(registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
     """200 when the server is ready for inference (the /readyz rule for models; the data folder
     is not checked here: predictions do not need it), else 503."""

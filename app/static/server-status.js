@@ -40,7 +40,7 @@ export async function pollReady() {
       setStatus("loading", "Loading models…");
       next = 1500;
     } else if (body.status === "storage-unavailable") {
-      // Predictions still work; catalogs, teaching and jobs do not (the data folder is gone).
+      // Predictions still work; catalogs and teaching do not (the data folder is gone).
       setStatus("degraded", "Storage unavailable");
       el.status.title = "The server's data folder was removed or replaced: predictions work, catalogs and teaching answer 503.";
       next = 5000;

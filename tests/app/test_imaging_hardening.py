@@ -95,6 +95,20 @@ def test_unparseable_exif_means_no_rotation() -> None:
     assert info.orientation == 1 and info.exif in ("unreadable", "none")
 
 
+@pytest.mark.parametrize(
+    ("block", "status"),
+    [
+        (b"Exif\x00\x00garbage-not-tiff", "unreadable"),  # round 28: said "none" (no tag)
+        (b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x00\x00", "none"),  # TIFF, no tags at all
+    ],
+)
+def test_a_block_that_is_not_exif_is_unreadable_not_absent(block: bytes, status: str) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 100, 50)).save(buf, "JPEG", exif=block)
+    _, info = decode(buf.getvalue(), RGB224, LIMITS)
+    assert (info.exif, info.orientation) == (status, 1)
+
+
 def test_jpeg_scans_are_counted_and_bombs_refused() -> None:
     p = cases.photo()
     assert count_jpeg_scans(encode(p, "JPEG"), 100) == 1

@@ -38,6 +38,8 @@ SKIP_DUPLICATES_TEXT = (
     "re-sending an upload whose answer was lost safe"
 )
 
+PART = "the requested byte range (Range; If-Range with this ETag), with Content-Range"
+
 router = APIRouter(prefix="/v1/catalogs", tags=["catalogs"], dependencies=[ReadAuth])
 
 
@@ -49,6 +51,11 @@ router = APIRouter(prefix="/v1/catalogs", tags=["catalogs"], dependencies=[ReadA
     openapi_extra=ITEMS_BODY,
     responses={
         **ERRORS,
+        200: {
+            "model": ItemsCreated,
+            "description": "every image was a copy of an item of its label (skip_duplicates): "
+            "nothing was added",
+        },
         409: {"description": "duplicate item id, or stale catalog"},
         413: {"description": "too many images, an image or the body over its limit"},
         415: {},
@@ -201,7 +208,12 @@ async def _file(
 @router.get(
     "/{name}/items/{item_id}/image",
     response_class=StoredFileResponse,
-    responses={200: {"content": {"image/*": {}}}, 304: {"description": "not modified"}, **ERRORS},
+    responses={
+        200: {"content": {"image/*": {}}},
+        206: {"description": PART, "content": {"image/*": {}}},
+        304: {"description": "not modified"},
+        **ERRORS,
+    },
 )
 async def get_item_image(
     name: str, item_id: str, request: Request, service: CatalogsDep
@@ -215,6 +227,7 @@ async def get_item_image(
     response_class=StoredFileResponse,
     responses={
         200: {"content": {"image/jpeg": {}}},
+        206: {"description": PART, "content": {"image/jpeg": {}}},
         304: {"description": "not modified"},
         **ERRORS,
     },
