@@ -9,10 +9,11 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from app.bundle import Bundle, BundleError
 from training.data import BadData, DataNotFound
-from training.recipes import ConfigError
+from training.recipes import CommandError, ConfigError
 
 logger = logging.getLogger("training")
 
@@ -42,9 +43,29 @@ def _recipes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
+def _keras_model(path: Path, shape: tuple[int, int, int]) -> Any:
+    """The Keras model at `path`, taking `shape` (H, W, C) inputs, or ConfigError saying why
+    not (round 28: a missing, foreign or mis-shaped file was a traceback, and export left a
+    half-written run directory)."""
     import keras
 
+    from training.tta import HorizontalFlip  # noqa: F401  (registers the layer for loading)
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such Keras model file (.keras)")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises ValueError, OSError, zip errors ... by file kind
+        raise ConfigError(f"{path}: not a Keras model file this can read: {exc}"[:500]) from None
+    got = tuple(model.input_shape[1:])
+    if got != shape:
+        raise ConfigError(
+            f"{path}: the model takes {got} inputs (height, width, channels); this needs {shape}"
+        )
+    return model
+
+
+def _export(args: argparse.Namespace) -> int:
     from training.config import ScratchConfig
     from training.datasets import load_arrays
     from training.evaluate import evaluate_and_export
@@ -53,12 +74,10 @@ def _export(args: argparse.Namespace) -> int:
     from training.runs import start_run
 
     cfg = load_config(args.config, ScratchConfig)
-    if not args.keras_model.is_file():
-        print(f"error: {args.keras_model}: no such Keras model file (.keras)", file=sys.stderr)
-        return 2
     from training.tta import for_export
 
-    model = for_export(keras.models.load_model(args.keras_model, compile=False), cfg)
+    shape = (cfg.input.height, cfg.input.width, cfg.input.channels)
+    model = for_export(_keras_model(args.keras_model, shape), cfg)
     arrays = load_arrays(cfg, args.data_dir)
     training = {"hardware": hardware()}
     previous = args.keras_model.parent / "metrics.json"
@@ -131,12 +150,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"  {result.seconds:.1f} s ({result.seconds / max(1, r.n_samples) * 1e3:.2f} ms/image)")
     keras_model = args.keras_model or _find_keras_model(bundle, args.runs_dir)
     if keras_model is not None:
-        import keras
-
         from training.evaluate import MIN_AGREEMENT, agreement, keras_probs
-        from training.tta import HorizontalFlip  # noqa: F401  (registers the layer for loading)
 
-        model = keras.models.load_model(keras_model, compile=False)
+        spec = bundle.metadata.input
+        model = _keras_model(keras_model, (spec.height, spec.width, spec.channels))
         print(f"  Keras model: {keras_model}")
         kp = keras_probs(model, np.asarray(x, dtype=np.float32))
         agree = agreement(kp, result.probs)
@@ -290,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         return int(args.func(args))
-    except (DataNotFound, BadData, ConfigError, BundleError) as exc:
+    except (DataNotFound, BadData, ConfigError, BundleError, CommandError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -80,6 +80,7 @@ def scratch_card_data(
     params: int,
     inverted_accuracy: float | None = None,
     config_path: Path | None = None,
+    reproduce: tuple[str, ...] = (),  # more arguments of the command (e.g. --data-dir DIR)
 ) -> CardData:
     t = cfg.train
     arch = cfg.model.architecture + (
@@ -139,5 +140,5 @@ def scratch_card_data(
         sections=(data, Section("Training", bullets=tuple(train_bullets)), evaluation),
         references=(),
         limitations=tuple(cfg.limitations),
-        reproduce=reproduce_command(config_path),
+        reproduce=reproduce_command(config_path, *reproduce),
     )

@@ -65,7 +65,7 @@ def data_root() -> Path:
     if value is None and OLD_DATA_ENV in os.environ:
         warnings.warn(
             f"{OLD_DATA_ENV} is deprecated; set {DATA_ENV} instead",
-            DeprecationWarning,
+            FutureWarning,  # shown by default (a DeprecationWarning was not, round 28)
             stacklevel=2,
         )
         value = os.environ[OLD_DATA_ENV]

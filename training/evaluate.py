@@ -112,6 +112,7 @@ def evaluate_and_export(
     training: dict[str, Any],
     export: bool = True,
     config_path: Path | None = None,
+    reproduce: tuple[str, ...] = (),
 ) -> ExportResult:
     """Keras metrics -> staged bundle -> serving-path metrics -> final bundle with card."""
     names = arrays.class_names
@@ -198,6 +199,7 @@ def evaluate_and_export(
                 params=int(model.count_params()),
                 inverted_accuracy=inverted.accuracy if inverted else None,
                 config_path=config_path,
+                reproduce=reproduce,
             )
         )
         # Ship the very bytes that were just evaluated (parity is checked again on them).

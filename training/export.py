@@ -36,11 +36,12 @@ from app.bundle import (
     utc_now,
 )
 from app.bundle_write import write_bundle
+from training.recipes import CommandError
 
 logger = logging.getLogger(__name__)
 
 
-class ExportError(RuntimeError):
+class ExportError(CommandError):
     """The exported graph is not a faithful, single-input copy of the Keras model."""
 
 

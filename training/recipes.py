@@ -29,6 +29,11 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the file and each wrong key."""
 
 
+class CommandError(RuntimeError):
+    """A run that cannot go on for a reason the person running it should read (the command
+    line prints it as one `error:` line): e.g. an export that is not faithful to Keras."""
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """What the command line may override; None = the config's own value."""
@@ -80,6 +85,10 @@ class Recipe:
     config: type[RecipeBase]
     runner: str  # "module:function"
     summary: str
+    # the command line's overrides its runner honours ("data_dir", "epochs", "no_export"); any
+    # other is refused (round 28: --no-export and --epochs were ignored in silence, and a
+    # transfer run with --no-export replaced models/santa)
+    takes: frozenset[str] = frozenset()
 
     def load_runner(self) -> Runner:
         module, _, func = self.runner.partition(":")
@@ -189,9 +198,30 @@ def _config_errors(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+FLAGS = {"data_dir": "--data-dir", "epochs": "--epochs", "no_export": "--no-export"}
+
+
+def unused_options(recipe: Recipe, options: RunOptions) -> list[str]:
+    """The command-line flags given that `recipe` would not honour."""
+    given = {
+        "data_dir": options.data_dir is not None,
+        "epochs": options.epochs is not None,
+        "no_export": not options.export,
+    }
+    return [FLAGS[k] for k, on in given.items() if on and k not in recipe.takes]
+
+
 def run(cfg: RecipeBase, options: RunOptions | None = None) -> RunReport:
-    """Run the config's recipe."""
-    return get(cfg.recipe).load_runner()(cfg, options or RunOptions())
+    """Run the config's recipe; a flag the recipe does not honour is refused before it starts."""
+    recipe, options = get(cfg.recipe), options or RunOptions()
+    unused = unused_options(recipe, options)
+    if unused:
+        raise ConfigError(
+            f"recipe {recipe.name!r} does not take {' or '.join(unused)}: its settings are "
+            "in the config file (copy it and edit the copy); --out-dir and --runs-dir choose "
+            "where it writes"
+        )
+    return recipe.load_runner()(cfg, options)
 
 
 register(
@@ -200,6 +230,7 @@ register(
         ScratchConfig,
         "training.train:run",
         "a CNN trained from random weights (IDX, CIFAR-10 or an image folder)",
+        frozenset({"data_dir", "epochs", "no_export"}),
     )
 )
 register(
@@ -208,6 +239,7 @@ register(
         TransferConfig,
         "training.transfer:run",
         "frozen pretrained backbone + softmax head trained on an image folder",
+        frozenset({"data_dir"}),
     )
 )
 register(
@@ -216,6 +248,7 @@ register(
         PretrainedConfig,
         "training.pretrained:run",
         "the pretrained ImageNet network with a fixed head (imagenet, bird); no training",
+        frozenset({"data_dir"}),  # the photos it is measured on: DIR/photos
     )
 )
 # training/emoji/config.py is TensorFlow-free, like the configs above.
@@ -237,5 +270,6 @@ register(
         EmojiTopConfig,
         "training.emoji.top_recipe:run",
         "imagenet graph's last block + head conv fine-tuned with a Santa head, leave-one-style-out on emoji art",
+        frozenset({"no_export"}),
     )
 )

@@ -208,6 +208,8 @@ def fit(
         training=training,
         export=export,
         config_path=config_path,
+        # the folder it read goes into the card's Reproduce line (round 28: it failed without)
+        reproduce=("--data-dir", str(data_dir)) if data_dir is not None else (),
     )
     logger.info("run finished in %.0f s: %s", time.perf_counter() - t_start, run_dir)
     return RunResult(

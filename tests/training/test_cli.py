@@ -161,3 +161,29 @@ def test_evaluate_advises_only_what_works_per_bundle_kind() -> None:
         .splitlines()[-1]
         .endswith(f"python -m training train --config {config} --out-dir DIR")
     )
+
+
+@pytest.mark.slow  # imports TensorFlow
+@pytest.mark.parametrize("kind", ["not-keras", "missing", "wrong-shape"])
+def test_a_keras_model_that_cannot_be_used_is_one_error_line(tmp_path: Path, kind: str) -> None:
+    """Round 28: a --keras-model that is not a .keras file, is missing (for evaluate) or takes
+    other inputs was a traceback, and export left a half-written run directory."""
+    path = tmp_path / ("m.keras" if kind != "not-keras" else "m.yaml")
+    if kind == "not-keras":
+        path.write_text("name: not a model\n")
+    elif kind == "wrong-shape":
+        import keras
+
+        inputs = keras.Input((64, 64, 3))
+        keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs))).save(path)
+    runs = tmp_path / "runs"
+    config = ROOT / "training" / "configs" / "digits.yaml"
+    for args in (
+        ["export", "--config", config, "--keras-model", path, "--runs-dir", runs],
+        ["evaluate", "--bundle", ROOT / "models" / "digits", "--keras-model", path, "--limit", "8"],
+    ):
+        r = run_cli(*args, timeout=300)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+        line = r.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"error: {path}: "), line
+        assert not runs.exists() or not any(runs.iterdir())

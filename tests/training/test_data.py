@@ -199,7 +199,7 @@ def test_training_data_dir_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert data_root() == tmp_path / "new"
     monkeypatch.delenv("IMGCLASS_TRAINING_DATA_DIR")
     monkeypatch.setenv("IMGCLASS_DATA", str(tmp_path / "old"))
-    with pytest.warns(DeprecationWarning, match="IMGCLASS_TRAINING_DATA_DIR"):
+    with pytest.warns(FutureWarning, match="IMGCLASS_TRAINING_DATA_DIR"):
         assert data_root() == tmp_path / "old"
 
 

@@ -76,6 +76,56 @@ def test_a_new_recipe_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> No
         recipes.register(recipes.Recipe("other", _EchoConfig, "x:y", "mismatch"))
 
 
+def test_a_flag_a_recipe_does_not_honour_is_refused_before_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Round 28: --no-export and --epochs were ignored in silence by every recipe but scratch
+    (a transfer run with --no-export replaced models/santa); emoji_top raised a traceback."""
+    monkeypatch.setattr(recipes, "_RECIPES", dict(recipes._RECIPES))
+    recipes.register(
+        recipes.Recipe("echo", _EchoConfig, f"{__name__}:echo_run", "t", frozenset({"epochs"}))
+    )
+    raw = {
+        "recipe": "echo",
+        "name": "e",
+        "seed": 1,
+        "words": ["hi"],
+        "input": {"height": 8, "width": 8, "channels": 1, "color": "gray"},
+    }
+    cfg = recipes.parse_config(raw)
+    assert recipes.run(cfg, recipes.RunOptions(epochs=2)).lines() == ["e (echo recipe)", "hi"]
+    for options, flag in (
+        (recipes.RunOptions(export=False), "--no-export"),
+        (recipes.RunOptions(data_dir=Path("x")), "--data-dir"),
+    ):
+        with pytest.raises(recipes.ConfigError, match=f"does not take {flag}"):
+            recipes.run(cfg, options)
+    shipped = {name: r.takes for name, r in recipes.recipes().items() if name != "echo"}
+    assert shipped == {
+        "scratch": {"data_dir", "epochs", "no_export"},
+        "transfer": {"data_dir"},
+        "pretrained": {"data_dir"},
+        "emoji_head": set(),
+        "emoji_top": {"no_export"},
+    }
+
+
+def test_cli_refuses_an_unused_flag_in_one_line(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "training", "train", "--config", str(CONFIGS / "santa.yaml"),
+         "--no-export", "--epochs", "1", "--runs-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = [x for x in out.stderr.splitlines() if x.startswith("error:")]
+    assert lines == [
+        "error: recipe 'transfer' does not take --epochs or --no-export: its settings are in "
+        "the config file (copy it and edit the copy); --out-dir and --runs-dir choose where "
+        "it writes"
+    ]
+    assert "Traceback" not in out.stderr and not list(tmp_path.iterdir())
+
+
 def test_cli_lists_recipes_and_parsing_needs_no_tensorflow() -> None:
     code = (
         "import sys; from training.recipes import load_config;"
