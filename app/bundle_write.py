@@ -100,6 +100,12 @@ def write_bundle(
     folder name; everything else is written as given."""
     if len(labels) != metadata.num_classes:
         raise BundleError(f"{len(labels)} labels given for {metadata.num_classes} classes")
+    if directory.is_dir() and not (directory / METADATA_FILE).exists() and any(directory.iterdir()):
+        # round 28: `--out-dir` onto a folder holding other files replaced it without a word
+        raise BundleError(
+            f"{directory} exists and is not a bundle folder (no {METADATA_FILE}); it is not "
+            "replaced: choose another output folder"
+        )
     artifact = Artifact(
         file=MODEL_FILE, sha256=hashlib.sha256(model_bytes).hexdigest(), bytes=len(model_bytes)
     )

@@ -40,6 +40,16 @@ def _same_labels(bundle: Bundle, names: tuple[str, ...], what: str) -> None:
         )
 
 
+def _same_input(bundle: Bundle, cfg: ScratchConfig) -> None:
+    spec, want = bundle.metadata.input, cfg.input
+    got = (spec.height, spec.width, spec.channels)
+    if got != (want.height, want.width, want.channels):
+        raise BadData(
+            f"{bundle.name}: it takes {got} inputs (height, width, channels), the config "
+            f"{(want.height, want.width, want.channels)}; give the config that built the bundle"
+        )
+
+
 def refuse_other_recipes(cfg: RecipeBase, path: Path) -> None:
     """A config whose bundles are not measured on a test set this command can rebuild."""
     if cfg.recipe not in EVALUATED:
@@ -56,7 +66,9 @@ def held_out_set(cfg: RecipeBase, bundle: Bundle, data_dir: Path | None) -> Held
     if isinstance(cfg, ScratchConfig):
         from training.datasets import load_arrays
 
+        _same_input(bundle, cfg)  # before the data is read (round 28: a traceback later)
         arrays = load_arrays(cfg, data_dir)
+        _same_labels(bundle, arrays.class_names, arrays.dataset)  # round 28: never checked
         x = arrays.x_test_raw if arrays.x_test_raw is not None else arrays.x_test
         return HeldOutSet(x, arrays.y_test, arrays.dataset)
     if not isinstance(cfg, TransferConfig):

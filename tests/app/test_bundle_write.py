@@ -53,6 +53,18 @@ def test_replaces_an_older_version_completely(source, tmp_path: Path) -> None:  
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
+def test_a_folder_that_is_not_a_bundle_is_never_replaced(source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Round 28: `--out-dir` onto a folder that held other files replaced it (they were gone);
+    an empty folder is written into."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "important.txt").write_text("keep me")
+    with pytest.raises(BundleError, match="not a bundle folder"):
+        _write(source, tmp_path / "notes")
+    assert (tmp_path / "notes" / "important.txt").read_text() == "keep me"
+    (tmp_path / "empty").mkdir()
+    assert _write(source, tmp_path / "empty").name == "empty"
+
+
 def test_a_failed_write_leaves_the_old_version_and_no_debris(source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _write(source, tmp_path / "m", version="1")
     b, data = source

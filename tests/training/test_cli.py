@@ -187,3 +187,15 @@ def test_a_keras_model_that_cannot_be_used_is_one_error_line(tmp_path: Path, kin
         line = r.stderr.strip().splitlines()[-1]
         assert line.startswith(f"error: {path}: "), line
         assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_evaluate_refuses_a_config_that_did_not_build_the_bundle() -> None:
+    """Round 28: `evaluate --bundle models/digits --config products.yaml` scored digits on
+    Fashion-MNIST (13.5%, exit 0): the labels of a scratch config were never compared."""
+    r = run_cli(
+        "evaluate", "--bundle", ROOT / "models" / "digits",
+        "--config", ROOT / "training" / "configs" / "products.yaml", "--limit", "20",
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: digits: its labels") and "Fashion-MNIST" in line, line
