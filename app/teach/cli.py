@@ -15,7 +15,7 @@ from pathlib import Path
 
 from app.catalog.service import CatalogService
 from app.catalog.types import CatalogNotFound, CatalogRecord, ModelMismatch
-from app.errors import ServiceError
+from app.errors import InvalidRequest, ServiceError
 from app.registry import ModelRegistry
 from app.settings import Settings
 from app.teach.compose import check_room
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, quiet: OtherBackbones) -> int:
     try:
-        check_class_folder(args.data_dir)  # before any catalog is made
+        classes = check_class_folder(args.data_dir)  # before any catalog is made
     except ServiceError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 2
@@ -160,6 +160,12 @@ def _run(args: argparse.Namespace, quiet: OtherBackbones) -> int:
             check_catalog_model(record, args.backbone)
             print(f"adding to existing catalog {catalog!r} ({record.item_count} items)")
         except CatalogNotFound:
+            if classes < 2:  # round 28: the catalog was made and filled, then teach refused
+                raise InvalidRequest(
+                    f"{args.data_dir} has images in one class subfolder only; a model tells "
+                    "two or more classes apart (or add this class to an existing catalog "
+                    "with --catalog)."
+                ) from None
             service.create(catalog, args.backbone, f"taught from folder {args.data_dir.name}")
         images = folder_images(args.data_dir, report, settings.max_image_bytes)
         ingest(

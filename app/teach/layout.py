@@ -34,19 +34,26 @@ def class_root(root: Path) -> Path:
         root = entries[0]
 
 
-def check_class_folder(root: Path) -> None:
+def check_class_folder(root: Path) -> int:
     """Refuses (422) a path that is not a folder, or a folder in which no class subfolder holds
-    a file that reads as an image: said before a catalog is made, not after it is left empty."""
+    a file that reads as an image: said before a catalog is made, not after it is left empty.
+    Returns how many class subfolders hold one (counted up to 2)."""
     if not root.is_dir():
         raise InvalidRequest(
             f"{root} is not a folder; --data-dir takes a folder with one subfolder per class, "
             f"that class's images inside ({EXAMPLE})."
         )
     root = class_root(root)
+    classes = 0
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not hidden((p.name,))):
         for path in sorted(class_dir.rglob("*")):
             if path.is_file() and not hidden(path.relative_to(root).parts) and _image(path):
-                return
+                classes += 1
+                break
+        if classes == 2:
+            break
+    if classes:
+        return classes
     raise InvalidRequest(
         f"{root} has no class subfolder with an image in it; put one subfolder per class there, "
         f"that class's images inside ({EXAMPLE}). Images are {ACCEPTED_TEXT}."

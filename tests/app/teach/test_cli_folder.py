@@ -52,6 +52,22 @@ def test_a_folder_without_a_class_of_images_makes_no_catalog(
     assert _catalogs(service) == []
 
 
+def test_one_class_makes_no_new_catalog(
+    tmp_path: Path, fm_pngs, capsys: pytest.CaptureFixture[str]  # type: ignore[no-untyped-def]
+) -> None:
+    """Round 28: a folder with one class made a catalog, added its 50 images, then teach
+    refused (a model needs two classes), leaving the catalog behind."""
+    folder = tmp_path / "pictures"
+    (folder / "bag").mkdir(parents=True)
+    for i, data in enumerate(fm_pngs[BAG][:5]):
+        (folder / "bag" / f"{i}.png").write_bytes(data)
+    service = tmp_path / "service"
+    assert _teach(service, folder, "--backbone", "products") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: ") and "one class subfolder only" in err[-1], err
+    assert _catalogs(service) == []
+
+
 def test_a_catalog_on_another_backbone_is_refused_naming_both(
     tmp_path: Path, fm_pngs: dict[int, list[bytes]], capsys: pytest.CaptureFixture[str]
 ) -> None:
