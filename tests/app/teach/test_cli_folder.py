@@ -53,7 +53,7 @@ def test_a_folder_without_a_class_of_images_makes_no_catalog(
 
 
 def test_one_class_makes_no_new_catalog(
-    tmp_path: Path, fm_pngs, capsys: pytest.CaptureFixture[str]  # type: ignore[no-untyped-def]
+    tmp_path: Path, fm_pngs: dict[int, list[bytes]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Round 28: a folder with one class made a catalog, added its 50 images, then teach
     refused (a model needs two classes), leaving the catalog behind."""
