@@ -21,6 +21,8 @@ from app.errors import ConfigurationError
 from tests.conftest import ROOT
 from tests.live_server import live_server
 
+pytestmark = pytest.mark.slow  # real servers of their own: out of the fast subset (round 28)
+
 LIB = Path("/usr/lib/x86_64-linux-gnu") / LIBRARY
 
 

@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import ROOT
 from tests.live_server import live_server
 
+pytestmark = pytest.mark.slow  # real servers of their own: out of the fast subset (round 28)
+
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_every_log_line_is_json(tmp_path: Path, workers: str) -> None:

@@ -15,6 +15,10 @@ import pytest
 from bench.clients import BOUNDARY, hey, p99, parse_wrk, wrk
 from tests.live_server import serve_stdlib
 
+pytestmark = (
+    pytest.mark.slow
+)  # benchmark clients against real servers: out of the fast subset (round 28)
+
 WRK_REPORT = """Running 8s test @ http://127.0.0.1:8000/v1/models/imagenet/predict
   1 threads and 8 connections
   Thread Stats   Avg      Stdev     Max   +/- Stdev

@@ -189,6 +189,7 @@ def test_a_keras_model_that_cannot_be_used_is_one_error_line(tmp_path: Path, kin
         assert not runs.exists() or not any(runs.iterdir())
 
 
+@pytest.mark.slow  # reads Fashion-MNIST
 def test_evaluate_refuses_a_config_that_did_not_build_the_bundle() -> None:
     """Round 28: `evaluate --bundle models/digits --config products.yaml` scored digits on
     Fashion-MNIST (13.5%, exit 0): the labels of a scratch config were never compared."""

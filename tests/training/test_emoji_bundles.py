@@ -18,6 +18,8 @@ from training.emoji.check import FOLD_HEADS
 from training.emoji.drawing_policy import FILL, SECTION
 from training.emoji.top_graph import TOP_FOLDS
 
+pytestmark = pytest.mark.slow  # the shipped drawing bundles (scripts/eval-bundles re-scores them in CI too): out of the fast subset (round 28)
+
 PHOTOS = DATA / "photos"
 
 

@@ -20,6 +20,8 @@ from tests.conftest import ROOT, make_settings
 from tests.images import encode, fashion_png
 from training.data import load_fashion_mnist, load_mnist
 
+pytestmark = pytest.mark.slow  # the shipped bundles over HTTP: out of the fast subset (round 28)
+
 SHIPPED = {
     # bundle: (data set, claimed minimum test accuracy, foolbox file prefix)
     "products": ("Fashion-MNIST", 0.94, "fashionMNIST_"),

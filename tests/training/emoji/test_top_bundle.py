@@ -16,6 +16,10 @@ from training.emoji.catalog import STYLES, load_catalog
 from training.emoji.top_graph import TOP_FOLDS
 from training.emoji.top_ship import _save, fold_path
 
+pytestmark = (
+    pytest.mark.slow
+)  # fine-tuned tops composed and re-scored: out of the fast subset (round 28)
+
 
 def _fold_files(run_dir: Path, shift: dict[str, float]) -> None:
     """Per style 100 negatives scored U(0, 0.45) and 10 positives at 0.475, the whole style's

@@ -16,6 +16,10 @@ from training.emoji import top_graph as tg
 from training.emoji.top_cache import CutBackbone
 from training.emoji.top_finetune import top_ops
 
+pytestmark = (
+    pytest.mark.slow
+)  # fine-tuned tops composed into graphs: out of the fast subset (round 28)
+
 IMAGENET = ROOT / "models" / "imagenet" / "model.onnx"
 
 
