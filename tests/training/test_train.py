@@ -229,7 +229,8 @@ def test_cifar_bird_one_vs_rest_through_the_cli(
     assert m.accuracy > majority + 0.1  # the blob marks birds: learnable beyond the majority
     assert m.extra["top2_accuracy"] >= m.accuracy
     card = (bundle.path / "README.md").read_text()
-    assert f"`python -m training train --config {config}`" in card
+    # with the folder it read (round 28: the line failed without --data-dir)
+    assert f"`python -m training train --config {config} --data-dir {cifar_dir.parent}`" in card
     assert bundle.metadata.provenance.notes is not None
     assert bundle.metadata.provenance.notes.endswith(f"config {config}")
 
