@@ -165,3 +165,16 @@ def serve_stdlib(server: ThreadingHTTPServer, scheme: str = "http") -> Iterator[
     finally:
         server.shutdown()
         server.server_close()
+
+
+def grpc_env(grpc_port: int, workers: int = 1, **extra: str) -> dict[str, str]:
+    """`python -m app` serving the shipped `digits` bundle, with the gRPC port on."""
+    return {
+        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
+        "IMGCLASS_ENABLED_MODELS": '["digits"]',
+        "IMGCLASS_LOAD_IN_BACKGROUND": "false",
+        "IMGCLASS_WORKERS": str(workers),
+        "IMGCLASS_GRPC_PORT": str(grpc_port),
+        "IMGCLASS_LOG_LEVEL": "WARNING",
+        **extra,
+    }

@@ -27,7 +27,7 @@ import pytest
 
 from app.grpc_health import WATCH_TICK_S, WATCHES_PER_PEER
 from tests.conftest import ROOT, free_port
-from tests.live_server import LiveServer, live_server
+from tests.live_server import LiveServer, grpc_env, live_server
 
 KEY = "watch-test-key"
 AUTH = (("x-api-key", KEY),)
@@ -203,14 +203,7 @@ def test_client_side_health_checking_then_a_stopping_server_says_not_serving(
     hears NOT_SERVING and its stream ends without error (no key here: a client's own health
     checking sends no call metadata)."""
     port = free_port()
-    env = {
-        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
-        "IMGCLASS_ENABLED_MODELS": '["digits"]',
-        "IMGCLASS_LOAD_IN_BACKGROUND": "false",
-        "IMGCLASS_WORKERS": "1",
-        "IMGCLASS_GRPC_PORT": str(port),
-        "IMGCLASS_LOG_LEVEL": "WARNING",
-    }
+    env = grpc_env(port)
     live = "/inference.GRPCInferenceService/ServerLive"
     address = f"127.0.0.1:{port}"
     got: list[bytes] = []
@@ -262,15 +255,7 @@ def test_sigterm_tells_watchers_at_once_while_http_still_drains(
     for uploads in flight up to the body timeout (64 s with one stalled upload; Kubernetes
     kills after 30 s). Now SIGTERM turns it NOT_SERVING at once, Check included."""
     port = free_port()
-    env = {
-        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
-        "IMGCLASS_ENABLED_MODELS": '["digits"]',
-        "IMGCLASS_LOAD_IN_BACKGROUND": "false",
-        "IMGCLASS_WORKERS": str(workers),
-        "IMGCLASS_GRPC_PORT": str(port),
-        "IMGCLASS_BODY_TIMEOUT_S": "30",
-        "IMGCLASS_LOG_LEVEL": "WARNING",
-    }
+    env = grpc_env(port, workers, IMGCLASS_BODY_TIMEOUT_S="30")
     check = "/grpc.health.v1.Health/Check"
     with live_server(tmp_path, env, entry="app") as server:
         parent = next(
@@ -343,16 +328,7 @@ def test_a_vanished_clients_watch_frees_its_place_after_the_keepalive(tmp_path: 
     (IMGCLASS_GRPC_KEEPALIVE_S, then IMGCLASS_GRPC_KEEPALIVE_TIMEOUT_S for the ping's answer),
     so such clients cannot hold the process's WATCHES places for good."""
     port = free_port()
-    env = {
-        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
-        "IMGCLASS_ENABLED_MODELS": '["digits"]',
-        "IMGCLASS_LOAD_IN_BACKGROUND": "false",
-        "IMGCLASS_WORKERS": "1",
-        "IMGCLASS_GRPC_PORT": str(port),
-        "IMGCLASS_GRPC_KEEPALIVE_S": "1",
-        "IMGCLASS_GRPC_KEEPALIVE_TIMEOUT_S": "1",
-        "IMGCLASS_LOG_LEVEL": "WARNING",
-    }
+    env = grpc_env(port, IMGCLASS_GRPC_KEEPALIVE_S="1", IMGCLASS_GRPC_KEEPALIVE_TIMEOUT_S="1")
     proxy = FreezingProxy(port)
     try:
         with (

@@ -17,8 +17,8 @@ import grpc
 import psutil
 import pytest
 
-from tests.conftest import ROOT, free_port
-from tests.live_server import LiveServer, live_server
+from tests.conftest import free_port
+from tests.live_server import LiveServer, grpc_env, live_server
 
 pb = pytest.importorskip("tritonclient.grpc.service_pb2", reason="pip install tritonclient grpcio")
 
@@ -28,18 +28,6 @@ SETTINGS, SETTINGS_ACK = (
     b"\x00\x00\x00\x04\x00\x00\x00\x00\x00",
     b"\x00\x00\x00\x04\x01\x00\x00\x00\x00",
 )
-
-
-def env_for(port: int, **extra: str) -> dict[str, str]:
-    return {
-        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
-        "IMGCLASS_ENABLED_MODELS": '["digits"]',
-        "IMGCLASS_LOAD_IN_BACKGROUND": "false",
-        "IMGCLASS_WORKERS": "1",
-        "IMGCLASS_GRPC_PORT": str(port),
-        "IMGCLASS_LOG_LEVEL": "WARNING",
-        **extra,
-    }
 
 
 def junk_request(size: int) -> bytes:
@@ -66,7 +54,7 @@ def small_budget(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     keepalive pings every second."""
     tmp = tmp_path_factory.mktemp("grpc-transport")
     port = free_port()
-    env = env_for(
+    env = grpc_env(
         port,
         IMGCLASS_MAX_BODY_BYTES_IN_FLIGHT="4000000",
         IMGCLASS_MAX_REQUEST_BYTES="3000000",
@@ -125,7 +113,7 @@ def test_messages_of_calls_without_a_place_are_not_read_ahead(tmp_path: Path) ->
     windows only the 8 calls that hold a place read theirs (+314 MB for 80, +335 for 160)."""
     port = free_port()
     message = junk_request((8 << 20) - 200)
-    with live_server(tmp_path, env_for(port), entry="app") as server:
+    with live_server(tmp_path, grpc_env(port), entry="app") as server:
         process = server_process(server)
         channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for _ in range(80)]
         try:
@@ -188,7 +176,7 @@ def test_rapid_reset_does_not_starve_health_checks(tmp_path: Path) -> None:
     RESOURCE_EXHAUSTED "Concurrent RPC limit exceeded") while /readyz said 200. A connection
     now has at most 100 streams open (`grpc.max_concurrent_streams`): every check answered."""
     port = free_port()
-    with live_server(tmp_path, env_for(port), entry="app"):
+    with live_server(tmp_path, grpc_env(port), entry="app"):
         headers = literal_headers(
             [
                 (":method", "POST"),
