@@ -306,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        return int(args.func(args))
+        from training.runs import command_line
+
+        with command_line(argv):
+            return int(args.func(args))
     except (DataNotFound, BadData, ConfigError, BundleError, CommandError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 runs/<name>-<YYYYmmdd-HHMMSS>/
     config.yaml      the resolved config (every default spelled out): what ran
+    command.json     how it was started: the command line, the working folder, the time
     metrics.json     what was measured; every figure names its data set, split and n
     bundle/<name>/   the staged bundle that was evaluated (the shipped one has its sha256)
     model.keras      the Keras model behind the bundle (recipes that train)
@@ -11,7 +12,13 @@ runs/<name>-<YYYYmmdd-HHMMSS>/
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import os
+import platform
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +26,37 @@ from training.config import RecipeBase
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
+COMMAND_FILE = "command.json"
 STAGED_BUNDLES = "bundle"
+
+# The command line that is running, set by `python -m training` around a subcommand: a run's
+# config.yaml says what ran, but not which --data-dir, --out-dir or --epochs it ran with.
+_COMMAND: ContextVar[list[str] | None] = ContextVar("training_command", default=None)
+
+
+@contextmanager
+def command_line(argv: list[str]) -> Iterator[None]:
+    """Within this block every new run directory records `argv` in command.json."""
+    token = _COMMAND.set(list(argv))
+    try:
+        yield
+    finally:
+        _COMMAND.reset(token)
+
+
+def _write_command(run_dir: Path) -> None:
+    argv = _COMMAND.get()
+    if argv is None:  # a run started from Python, not from the command line
+        return
+    record = {
+        "command": shlex.join(["python", "-m", "training", *argv]),
+        "argv": argv,
+        "cwd": os.getcwd(),
+        "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "host": platform.node(),
+    }
+    (run_dir / COMMAND_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def new_run_dir(runs_dir: Path, name: str) -> Path:
@@ -35,9 +72,10 @@ def new_run_dir(runs_dir: Path, name: str) -> Path:
 
 
 def start_run(runs_dir: Path, cfg: RecipeBase, suffix: str = "") -> Path:
-    """New run directory holding the resolved config."""
+    """New run directory holding the resolved config (and the command line, when run from one)."""
     run_dir = new_run_dir(runs_dir, cfg.name + suffix)
     (run_dir / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
+    _write_command(run_dir)
     return run_dir
 
 

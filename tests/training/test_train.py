@@ -233,6 +233,10 @@ def test_cifar_bird_one_vs_rest_through_the_cli(
     assert f"`python -m training train --config {config} --data-dir {cifar_dir.parent}`" in card
     assert bundle.metadata.provenance.notes is not None
     assert bundle.metadata.provenance.notes.endswith(f"config {config}")
+    # the run folder says which folders it read and wrote (config.yaml cannot)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    command = json.loads((run_dir / "command.json").read_text())
+    assert command["argv"] == argv and "--data-dir" in command["command"]
 
 
 @pytest.mark.parametrize(
