@@ -188,6 +188,7 @@ def run_transfer(
         atol=cfg.export.parity_atol,
     )
     t["export"] = time.perf_counter() - t0
+    model.save(run_dir / "model.keras")  # the exact model behind the bundle, for `evaluate`
 
     probs, _ = run_prepared(open_model(draft), x_test)
     report = evaluate_probs(labels["test"], probs, class_names)

@@ -192,3 +192,6 @@ def test_evaluate_with_the_transfer_config_remeasures_its_held_out_split(  # typ
     out = capsys.readouterr().out
     assert f"image folder (3 classes) test, n={r.n_test}," in out
     assert f"accuracy {r.test_accuracy:.4%}" in out
+    # the run kept the Keras model behind the bundle, so the serving path is checked against it
+    assert f"Keras model: {r.run_dir / 'model.keras'}" in out
+    assert "same top-1 as the serving path on 100.0000%" in out
