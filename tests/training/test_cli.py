@@ -200,3 +200,33 @@ def test_evaluate_refuses_a_config_that_did_not_build_the_bundle() -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("error: digits: its labels") and "Fashion-MNIST" in line, line
+
+
+@pytest.mark.slow  # imports TensorFlow, reads MNIST
+def test_an_export_that_is_not_faithful_to_keras_is_one_error_line(tmp_path: Path) -> None:
+    """The parity refusal (onnxruntime against Keras beyond `export.parity_atol`) is one
+    `error:` line, exit 2, and no bundle is written. A tolerance of 1e-12 makes float32
+    rounding alone unfaithful, so the real check refuses a real export."""
+    import yaml
+
+    from training.config import ScratchConfig
+    from training.recipes import load_config
+    from training.train import build_model
+
+    raw = yaml.safe_load((ROOT / "training" / "configs" / "digits.yaml").read_text())
+    raw["export"] = {**raw.get("export", {}), "parity_atol": 1e-12, "parity_samples": 8}
+    config = tmp_path / "digits-strict.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    cfg = load_config(config, ScratchConfig)
+    model_path = tmp_path / "m.keras"
+    build_model(cfg, 10).save(model_path)  # MNIST digits
+    out = tmp_path / "models"
+    r = run_cli(
+        "export", "--config", config, "--keras-model", model_path,
+        "--out-dir", out, "--runs-dir", tmp_path / "runs", timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: onnxruntime differs from Keras by "), line
+    assert line.endswith("on 8 real inputs; refusing to write the bundle"), line
+    assert not out.exists() or not any(out.iterdir())
