@@ -7,6 +7,7 @@ undocumented. Applied once, when the document is first built; routes keep their 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -259,6 +260,21 @@ def _drop_unused(schemas: dict[str, Any]) -> None:
         schemas.pop(name, None)
 
 
+def _head_of(get: dict[str, Any]) -> dict[str, Any]:
+    """HEAD on a GET route (app/api/head.py): the GET's statuses and headers, no bodies."""
+    head = copy.deepcopy(get)
+    if "operationId" in head:
+        head["operationId"] += "_head"
+    head["summary"] = f"{get.get('summary', 'GET')} (headers only)"
+    head["description"] = (
+        "HEAD: the same status and headers as GET (Content-Length says what a GET would send), "
+        "with no body."
+    )
+    for response in head.get("responses", {}).values():
+        response.pop("content", None)
+    return head
+
+
 def with_error_shapes(document: dict[str, Any]) -> dict[str, Any]:
     """The document with every operation's error responses in the shape they are sent."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
@@ -274,6 +290,9 @@ def with_error_shapes(document: dict[str, Any]) -> dict[str, Any]:
                     _constrain(path, operation)
                 if is_oip_path(path) and path.endswith("/infer"):
                     _document_infer(operation)
+    for item in document.get("paths", {}).values():
+        if "get" in item and "head" not in item:
+            item["head"] = _head_of(item["get"])
     _drop_unused(schemas)
     # The key, for Swagger UI's Authorize at /docs ("Try it out" got 401 on a keyed server,
     # round 25). Optional: a server without IMGCLASS_API_KEY needs none.
