@@ -15,9 +15,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Final
 
 from app.errors import InvalidImage, NotReady, PayloadTooLarge
+from app.tiff_fields import tiff_uint
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +62,27 @@ _JPEG_STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xD8), 0xD8})
 os.environ.setdefault(TIFF_JPEG_SCAN_ENV, str(NORMAL_SCANS + 1))  # scans 1-10 pass
 
 
+# Arithmetic-coded frames (SOF9-11, SOF13-15). libjpeg's arithmetic decoder cannot suspend for
+# more input, so such a file must reach it in one feed: Pillow feeds 64 KiB at a time, and a
+# valid arithmetic JPEG over that size was refused as damaged (round 29).
+_JPEG_ARITHMETIC_SOF: Final = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+@dataclass(frozen=True)
+class JpegStructure:
+    scans: int  # SOS segments, counted up to the cap + 1
+    arithmetic: bool  # an arithmetic-coded frame header was seen
+
+
 def count_jpeg_scans(data: bytes, cap: int) -> int:
-    """Number of SOS segments (scans), counted up to cap + 1. Walks segment lengths and, in
-    entropy-coded data, jumps from marker to marker with a regex: linear in the data size.
-    Refuses (413) a file with more than MAX_JPEG_SEGMENTS segments before that."""
-    pos, scans, n, segments = 2, 0, len(data), 0
+    return jpeg_structure(data, cap).scans
+
+
+def jpeg_structure(data: bytes, cap: int) -> JpegStructure:
+    """Number of SOS segments (scans), counted up to cap + 1, and the coding. Walks segment
+    lengths and, in entropy-coded data, jumps from marker to marker with a regex: linear in
+    the data size. Refuses (413) a file with more than MAX_JPEG_SEGMENTS segments before that."""
+    pos, scans, n, segments, arithmetic = 2, 0, len(data), 0, False
     while pos + 4 <= n and scans <= cap:
         segments += 1
         if segments > MAX_JPEG_SEGMENTS:
@@ -86,13 +104,14 @@ def count_jpeg_scans(data: bytes, cap: int) -> int:
             continue
         (length,) = struct.unpack_from(">H", data, pos + 2)
         pos += 2 + max(length, 2)
+        arithmetic = arithmetic or marker in _JPEG_ARITHMETIC_SOF
         if marker == 0xDA:
             scans += 1
             m = _JPEG_MARKER.search(data, pos)
             if m is None:
                 break
             pos = m.start()
-    return scans
+    return JpegStructure(scans, arithmetic)
 
 
 def count_tiff_pages(data: bytes, cap: int) -> int:
@@ -195,7 +214,7 @@ def check_tiff_strips(data: bytes) -> None:
                 "TIFF", f"more than {MAX_TIFF_STRIPS:,} strips or tiles", "a few thousand at most"
             )
         if tag in (256, 257, 322, 323):  # ImageWidth, ImageLength, TileWidth, TileLength
-            sizes[tag] = _tiff_uint(data, bo, entry) or 0
+            sizes[tag] = tiff_uint(data, bo, entry) or 0
     tile_w, tile_h = sizes.get(322, 0), sizes.get(323, 0)
     width, height = sizes.get(256, 0), sizes.get(257, 0)
     # An unreadable image size counts as 0: then only tiles up to MAX_TILE_PIXELS pass.
@@ -234,62 +253,6 @@ def check_bmp(data: bytes) -> None:
         )
 
 
-_TIFF_SAMPLE_KINDS: Final = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
-# What Pillow decodes from TIFF, said once for every refusal of another sample format.
-TIFF_SAMPLES_ACCEPTED: Final = (
-    "1-, 2-, 4-, 8- and 16-bit unsigned integers, and 32-bit integers or 32-bit floats in "
-    "one-channel images"
-)
-
-
-# TIFF field types an unsigned value may be stored as (libtiff reads each of these for a
-# LONG field): BYTE, SHORT, LONG, SBYTE, SSHORT, SLONG, LONG8, SLONG8, IFD8.
-_TIFF_INT_TYPES: Final = {1: "B", 3: "H", 4: "I", 6: "b", 8: "h", 9: "i", 16: "Q", 17: "q", 18: "Q"}
-
-
-def _tiff_uint(data: bytes, bo: str, entry: int) -> int | None:
-    """The first value of the IFD entry at `entry` as a non-negative integer; None for other
-    field types, an empty or out-of-file value, or a negative one."""
-    kind, count = struct.unpack_from(bo + "HI", data, entry + 2)
-    fmt = _TIFF_INT_TYPES.get(kind)
-    if fmt is None or count == 0:
-        return None
-    size = struct.calcsize(fmt)
-    at = entry + 8 if count * size <= 4 else struct.unpack_from(bo + "I", data, entry + 8)[0]
-    if at + size > len(data):
-        return None
-    value = int(struct.unpack_from(bo + fmt, data, at)[0])
-    return value if value >= 0 else None
-
-
-def _tiff_first_value(data: bytes, bo: str, entry: int) -> int:
-    kind, _ = struct.unpack_from(bo + "HI", data, entry + 2)
-    if kind not in (3, 4):
-        return 0
-    return _tiff_uint(data, bo, entry) or 0
-
-
-def tiff_sample_format(data: bytes) -> str | None:
-    """The first page's samples when they are not plain integers of 16 bits or fewer, e.g.
-    "64-bit floating-point"; None otherwise or when the header cannot be read."""
-    try:
-        bo = "<" if data[:2] == b"II" else ">"
-        (offset,) = struct.unpack_from(bo + "I", data, 4)
-        (entries,) = struct.unpack_from(bo + "H", data, offset)
-        found = {258: 1, 339: 1}  # BitsPerSample, SampleFormat (TIFF defaults)
-        for i in range(min(entries, (len(data) - offset - 2) // 12)):
-            entry = offset + 2 + 12 * i
-            (tag,) = struct.unpack_from(bo + "H", data, entry)
-            if tag in found:
-                found[tag] = _tiff_first_value(data, bo, entry)
-    except struct.error:
-        return None
-    bits, kind = found[258], found[339]
-    if kind == 1 and bits <= 16:
-        return None
-    return f"{bits}-bit {_TIFF_SAMPLE_KINDS.get(kind, f'type-{kind}')}"
-
-
 def _too_complex(fmt: str, what: str, usual: str) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"The {fmt} file has {what} (ordinary files have {usual}); reading them would take "
@@ -311,8 +274,9 @@ class DecodeBudget:
         """Count work before it is done; refuse (413) when the request would go over."""
         if self.pixels + pixels > self.max_pixels:
             raise PayloadTooLarge(
-                f"Decoding this request would take about {(self.pixels + pixels) / 1e6:,.0f} "
-                f"megapixels of work; the limit per request is {self.max_pixels / 1e6:,.0f}. "
+                f"Decoding this request would take {self.pixels + pixels:,} pixels of work "
+                f"(a progressive JPEG's pixels count once per {NORMAL_SCANS} scans or part of "
+                f"{NORMAL_SCANS}); the limit per request is {self.max_pixels:,}. "
                 "Send fewer or smaller images per request.",
                 limit_request_pixels=self.max_pixels,
             )

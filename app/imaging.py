@@ -29,9 +29,9 @@ from app.decode_guard import (
     check_png_chunks,
     check_tiff_strips,
     count_gif_frames,
-    count_jpeg_scans,
     count_tiff_pages,
     decode_slot,
+    jpeg_structure,
     timed,
 )
 from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
@@ -149,6 +149,7 @@ class _Facts:
 
     scans: int = 0  # JPEG scans (SOS segments), counted up to the cap + 1
     frames: int | None = None  # TIFF pages / GIF frames, counted (None: from Pillow's header)
+    one_feed: bool = False  # an arithmetic-coded JPEG: its decoder must get the file in one go
 
 
 def _inspect(fmt: str, data: bytes, limits: ImageLimits) -> _Facts:
@@ -156,7 +157,8 @@ def _inspect(fmt: str, data: bytes, limits: ImageLimits) -> _Facts:
     too many JPEG scans or segments, PNG chunks, GIF metadata blocks."""
     try:
         if fmt == "JPEG":
-            scans = count_jpeg_scans(data, limits.max_jpeg_scans)
+            jpeg = jpeg_structure(data, limits.max_jpeg_scans)
+            scans = jpeg.scans
             if scans > limits.max_jpeg_scans:
                 raise PayloadTooLarge(
                     f"The JPEG has more than {limits.max_jpeg_scans} progressive scans "
@@ -164,7 +166,7 @@ def _inspect(fmt: str, data: bytes, limits: ImageLimits) -> _Facts:
                     "is refused.",
                     limit_jpeg_scans=limits.max_jpeg_scans,
                 )
-            return _Facts(scans=scans)
+            return _Facts(scans=scans, one_feed=jpeg.arithmetic)
         if fmt == "PNG":
             check_png_chunks(data)
         elif fmt == "BMP":
@@ -207,6 +209,8 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
             # We enforce our own pixel limit below; Pillow's warning would only add noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=[fmt])
+            if facts.one_feed:
+                img.decodermaxblock = max(img.decodermaxblock, len(data))
     except Image.DecompressionBombError as exc:
         raise PayloadTooLarge(
             f"The image's dimensions exceed the limit of {limits.max_pixels:,} pixels.",
@@ -223,6 +227,9 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
             f"The image is {w}x{h} pixels; both sides must be at least {limits.min_side} pixels."
         )
     return img, fmt, facts
+
+
+_SWAPS_SIDES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the picture a quarter
 
 
 def _model_side(spec: InputSpec) -> int:
@@ -285,6 +292,8 @@ def decode(
                 raise _too_many_pixels(*img.size, limits)
             decoded = img.size  # as stored (a JPEG draft already applied)
             orientation, exif_status = read_orientation(img)
+            if fmt == "TIFF" and orientation in _SWAPS_SIDES:  # Pillow gives the upright size
+                (width, height), decoded = (height, width), decoded[::-1]
             img.load()
             # Pillow's TIFF loader applies the orientation itself and drops the tag.
             todo = 1 if orientation != 1 and applied_by_loader(img) else orientation

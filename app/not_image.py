@@ -52,6 +52,11 @@ def describe(data: bytes) -> str:
     if data[:4] == b"RIFF":  # WebP is read before this; AVI video or WAV audio
         return "The upload is a video or audio file (RIFF container); videos are not accepted."
     if _text(data[:256]):
+        if data.lstrip()[:1] in (b"{", b"["):
+            return (
+                "The upload is JSON text sent without `Content-Type: application/json` (JSON "
+                "bodies need that header), not an image."
+            )
         return "The upload is text, not an image."
     return "The upload is unrecognised binary data, not an image."
 

@@ -7,8 +7,8 @@ is not decoded here) and otherwise that the header is damaged, with what is acce
 
 from __future__ import annotations
 
-from app.decode_guard import TIFF_SAMPLES_ACCEPTED, tiff_sample_format
 from app.errors import InvalidImage, PayloadTooLarge, ServiceError
+from app.tiff_fields import TIFF_SAMPLES_ACCEPTED, tiff_sample_format
 
 
 def unreadable_header(fmt: str, data: bytes, exc: BaseException, accepted: str) -> ServiceError:

@@ -16,7 +16,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.catalog.sqlite import schema_gone
-from app.errors import PROBLEM_BASE, PROBLEM_JSON, Overloaded, ServiceError, forget_frames
+from app.errors import (
+    PROBLEM_BASE,
+    PROBLEM_JSON,
+    NotReady,
+    Overloaded,
+    ServiceError,
+    forget_frames,
+)
 from app.fsutil import storage_error
 
 logger = logging.getLogger(__name__)
@@ -84,7 +91,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
-        if exc.status >= 500 and not isinstance(exc, Overloaded):  # no log flood under overload
+        if isinstance(exc, NotReady):  # expected while bundles load at start-up: not an error
+            logger.info("%s %s: %s", request.method, request.url.path, exc.detail)
+        elif exc.status >= 500 and not isinstance(exc, Overloaded):  # no flood under overload
             logger.error("%s %s: %s", request.method, request.url.path, exc.detail)
         headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else {}
         retry = exc.extra.get("retry_after_s")

@@ -183,3 +183,21 @@ def test_the_decode_budget_counts_cpu_time_not_waiting() -> None:
         t0 = time.thread_time()
         while time.thread_time() - t0 < 0.25:  # on it
             pass
+
+
+@pytest.mark.parametrize(
+    ("limit", "used", "charge", "said"),
+    [
+        (128_000_000, 128_000_000, 1, "128,000,001 pixels of work"),  # "128 ... limit is 128"
+        (100_000, 0, 100_001, "100,001 pixels of work"),  # "about 0 megapixels ... is 0"
+    ],
+)
+def test_the_pixel_budget_names_exact_pixels(limit: int, used: int, charge: int, said: str) -> None:
+    """Round 29: the 413 said "about 128 megapixels ... the limit per request is 128" one pixel
+    over, and "about 0 megapixels ... is 0" under a small IMGCLASS_MAX_REQUEST_PIXELS."""
+    budget = DecodeBudget(max_pixels=limit, max_seconds=5.0)
+    budget.charge(used)
+    with pytest.raises(PayloadTooLarge) as err:
+        budget.charge(charge)
+    assert said in str(err.value) and f"the limit per request is {limit:,}." in str(err.value)
+    budget.charge(0)  # what was refused was not counted

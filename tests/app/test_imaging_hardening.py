@@ -18,10 +18,12 @@ from PIL import Image, ImageDraw, ImageOps
 from app.bundle import InputSpec, ResizeSpec
 from app.decode_guard import (
     FRAME_COUNT_CAP,
+    JpegStructure,
     count_gif_frames,
     count_jpeg_scans,
     count_tiff_pages,
     decode_slot,
+    jpeg_structure,
 )
 from app.errors import InvalidImage, PayloadTooLarge
 from app.imaging import ImageLimits, check_request, decode, prepare, resize, to_array
@@ -109,6 +111,38 @@ def test_a_block_that_is_not_exif_is_unreadable_not_absent(block: bytes, status:
     assert (info.exif, info.orientation) == (status, 1)
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_the_reported_size_is_as_stored_in_every_format(fmt: str, orientation: int) -> None:
+    """Round 29: a TIFF turned a quarter by its EXIF orientation reported its upright size
+    (48x64) where every other format reports the size as stored (64x48)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, fmt, exif=exif.tobytes())
+    img, info = decode(buf.getvalue(), RGB224, LIMITS)
+    assert (info.width, info.height, info.orientation) == (64, 48, orientation)
+    assert (info.decoded_width, info.decoded_height) == (64, 48)
+    assert img.size == ((48, 64) if orientation in (6, 8) else (64, 48))  # upright
+
+
+def test_an_arithmetic_coded_jpeg_over_64_kib_decodes() -> None:
+    """Round 29: a valid arithmetic-coded JPEG larger than Pillow's 64 KiB feed was refused
+    as "damaged or truncated" (libjpeg's arithmetic decoder cannot wait for more input)."""
+    data = (Path(__file__).parents[1] / "fixtures" / "grace_hopper_arithmetic.jpg").read_bytes()
+    assert len(data) > 64 * 1024 and jpeg_structure(data, 100) == JpegStructure(1, True)
+    _, info = decode(data, RGB224, LIMITS)
+    assert (info.width, info.height) == (512, 600)
+    arr = prepare(data, RGB224, LIMITS).array
+    plain = io.BytesIO()
+    source = Image.open(io.BytesIO(data))
+    source.decodermaxblock = len(data)  # what the fix does; Pillow alone cannot read it
+    source.convert("RGB").save(plain, "JPEG")  # Huffman-coded
+    assert jpeg_structure(plain.getvalue(), 100) == JpegStructure(1, False)
+    baseline = prepare(plain.getvalue(), RGB224, LIMITS).array
+    assert np.abs(arr.astype(float) - baseline.astype(float)).mean() < 3  # the same picture
+
+
 def test_jpeg_scans_are_counted_and_bombs_refused() -> None:
     p = cases.photo()
     assert count_jpeg_scans(encode(p, "JPEG"), 100) == 1
@@ -120,9 +154,9 @@ def test_jpeg_scans_are_counted_and_bombs_refused() -> None:
     with pytest.raises(PayloadTooLarge, match="progressive scans"):
         prepare(bomb, RGB224, LIMITS)
     assert time.perf_counter() - t0 < 1.0  # refused from the headers, never decoded
-    # Below the scan cap, a progressive file is charged pixels x scans / 10.
+    # Below the scan cap, a progressive file is charged its pixels once per 10 scans begun.
     mid = cases.progressive_bomb(60, side=1000)
-    with pytest.raises(PayloadTooLarge, match="megapixels"):
+    with pytest.raises(PayloadTooLarge, match="pixels of work"):
         prepare(mid, RGB224, ImageLimits(max_request_pixels=5_000_000))
     assert prepare(mid, RGB224, LIMITS).array.shape == (224, 224, 3)
 
@@ -315,7 +349,7 @@ def test_progressive_jpeg_is_charged_at_full_size() -> None:
     big = cases.photo().resize((2048, 2048))
     limits = ImageLimits(max_request_pixels=2_000_000)
     prepare(encode(big, "JPEG", quality=80), RGB224, limits)  # drafted to 1024x1024
-    with pytest.raises(PayloadTooLarge, match="megapixels"):
+    with pytest.raises(PayloadTooLarge, match="pixels of work"):
         prepare(encode(big, "JPEG", quality=80, progressive=True), RGB224, limits)
 
 

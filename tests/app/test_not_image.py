@@ -74,3 +74,14 @@ def test_round_25_binary_files_are_not_called_text(head: bytes, said: str) -> No
     """NUL and other control characters are valid UTF-8: TAR, ICO, PSD and RAR files and a
     lone NUL byte were "text"; M4A audio was "a video"."""
     assert said in describe(head)
+
+
+@pytest.mark.parametrize("body", [b'{"images": [{"b64": "..."}]}', b'\n  [{"url": "x"}]'])
+def test_json_sent_as_an_upload_names_the_missing_header(body: bytes) -> None:
+    """Round 29: `curl -d '{"images": ...}'` (form-encoded by default) got "The upload is
+    text", with no hint that the JSON needed `Content-Type: application/json`."""
+    detail = _detail(body)
+    assert detail.startswith(
+        "The upload is JSON text sent without `Content-Type: application/json`"
+    )
+    assert describe(b"shopping list\n") == "The upload is text, not an image."

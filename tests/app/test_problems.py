@@ -165,3 +165,31 @@ def test_refused_v2_bodies_are_not_kept_by_reference_cycles(
             gc.garbage.clear()
             gc.enable()
     assert held == []
+
+
+def test_not_ready_is_logged_as_information_other_5xx_as_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Round 29: every 503 `not-ready` of an ordinary start-up (clients polling a model while
+    it loads) was an ERROR line, nine in one start; other 5xx stay errors."""
+    from fastapi import FastAPI
+
+    from app.api.problems import install_error_handlers
+    from app.errors import NotReady, StorageUnavailable
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/loading")
+    def loading() -> None:
+        raise NotReady("Model 'x' is still loading; retry in a moment.", retry_after_s=1)
+
+    @app.get("/storage")
+    def storage() -> None:
+        raise StorageUnavailable("The data folder cannot be read.")
+
+    with TestClient(app) as client, caplog.at_level("INFO", logger="app.api.problems"):
+        assert client.get("/loading").status_code == 503
+        assert client.get("/storage").status_code == 503
+    levels = {r.getMessage().split()[1]: r.levelname for r in caplog.records}
+    assert levels == {"/loading:": "INFO", "/storage:": "ERROR"}
