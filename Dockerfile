@@ -31,8 +31,9 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/python -c "import app.main, onnxruntime" \
  && /opt/venv/bin/pip uninstall --quiet --yes pip setuptools \
  && rm -rf /opt/venv/share
-# Bundles exported locally are written with mode 0600; make them world-readable here so
-# the unprivileged service can read them, without a second copy layer in the final image.
+# Bundles are written 0644 (folders 0755) by training/export.py, but a checkout or a copy made
+# under a strict umask may not be: make them world-readable here so the unprivileged service
+# can read them, without a second copy layer in the final image.
 COPY models/ /bundles/
 RUN chmod -R u=rwX,go=rX /bundles
 

@@ -24,7 +24,7 @@ from app.bundle_files import check_enabled
 from app.cores import resolve_workers
 from app.draining import DrainingServer
 from app.errors import ConfigurationError
-from app.fsutil import check_writable
+from app.fsutil import check_listable, check_writable
 from app.multiproc import multiprocess_metrics
 from app.serve import (
     STOP_AFTER_BODY_S,
@@ -92,6 +92,7 @@ def main() -> None:
         reexec_with_jemalloc(settings.allocator)  # returns when nothing is to be done
         check_loaded(settings.allocator)
         check_writable(settings.data_dir)  # else every worker fails alike, with a traceback
+        check_listable(settings.models_dir, "IMGCLASS_MODELS_DIR")
         check_enabled(settings.models_dir, settings.enabled_models)
         if settings.grpc_port:
             from app.grpc_ports import check_grpc_port, check_grpc_tls, claim_grpc_port

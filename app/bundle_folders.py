@@ -40,7 +40,11 @@ def shipped_folders(models_dir: Path, enabled: set[str]) -> list[Path]:
     the `enabled` names when any are given."""
     if not models_dir.is_dir():
         return []
-    dirs = sorted(p for p in models_dir.iterdir() if not p.name.startswith("."))
+    try:
+        dirs = sorted(p for p in models_dir.iterdir() if not p.name.startswith("."))
+    except OSError as exc:  # unreadable now (start-up checks it: python -m app stops at once)
+        logger.error("cannot list the models folder %s: %s", models_dir, exc.strerror or exc)
+        return []
     if enabled:
         dirs = [d for d in dirs if d.name in enabled]
     return dirs

@@ -212,6 +212,19 @@ def check_writable(folder: Path) -> None:
         ) from exc
 
 
+def check_listable(folder: Path, setting: str) -> None:
+    """Raise ConfigurationError when `folder` exists but this user cannot list it (a mount
+    of another owner's 0700 folder): without this every bundle stayed "loading" (round 29)."""
+    try:
+        if folder.is_dir():
+            next(os.scandir(folder), None)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"the folder {folder} ({setting}) cannot be read: {exc.strerror or exc}. Make it "
+            "readable by the service's user (chmod -R a+rX)."
+        ) from exc
+
+
 MIN_FREE_BYTES: Final = 1024 * 1024  # less than this free on the data folder's disk: "full"
 
 

@@ -82,7 +82,11 @@ def _named_files(directory: Path, meta: Fingerprint) -> tuple[str, ...]:
         return cached[1]
     names = (LABELS_FILE, MODEL_FILE)
     path = directory / METADATA_FILE
-    if path.is_file():  # never a FIFO: the poll must not block on it
+    try:
+        readable = path.is_file()  # never a FIFO: the poll must not block on it
+    except OSError:  # a folder this user cannot enter (round 29): the load refuses it
+        readable = False
+    if readable:
         try:
             parsed = read_metadata(path)
             names = (parsed.labels_file, parsed.artifact.file)

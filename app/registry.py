@@ -93,16 +93,17 @@ class ModelRegistry:
         with self._lock:
             self._pending = {d.name for d in self.discover()}
             self._pending |= {d.parent.name for d in self.discover_taught()}
-        for _ in range(3):  # again for a bundle that changed while it loaded, even unpolled
-            if not self.refresh():
-                break
+        try:
+            for _ in range(3):  # again for a bundle that changed while it loaded, even unpolled
+                if not self.refresh():
+                    break
+        except Exception as exc:  # the scan itself failed: serve what loaded, never "loading"
+            logger.error("model loading stopped: %s: %s", type(exc).__name__, exc)
+        with self._lock:
+            self._pending.clear()
         self._done.set()
-        logger.info(
-            "model loading finished: %d served, %d taught, %d refused",
-            len(self._models),
-            sum(len(v) for v in self._taught.values()),
-            len(self._refused),
-        )
+        counts = len(self._models), sum(map(len, self._taught.values())), len(self._refused)
+        logger.info("model loading finished: %d served, %d taught, %d refused", *counts)
 
     def refresh(self) -> bool:
         """Bring the served set in line with the disk; True when anything changed."""

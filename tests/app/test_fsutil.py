@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -15,7 +17,8 @@ from app.catalog.sqlite import schema_gone
 from app.errors import ConfigurationError, InsufficientStorage, StorageUnavailable
 from app.fsutil import FolderIdentity, check_writable, storage_error
 from app.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import ROOT, make_settings
+from tests.unprivileged import held_to_file_modes
 
 
 def test_a_database_locked_by_another_process_is_a_503_with_retry(tmp_path: Path) -> None:
@@ -144,16 +147,26 @@ def test_check_writable_refuses_a_folder_it_cannot_create(tmp_path: Path) -> Non
         check_writable(tmp_path / "file" / "data")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod 0o555")
 def test_check_writable_refuses_a_read_only_folder(tmp_path: Path) -> None:
+    """Skipped as root until round 29 (root writes through 0o555): now held to the modes."""
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o555)
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom app.fsutil import check_writable\n"
+        "from app.errors import ConfigurationError\n"
+        "try:\n    check_writable(Path(sys.argv[1]))\nexcept ConfigurationError as e:\n"
+        "    print(e)\n    sys.exit(3)\n"
+    )
     try:
-        with pytest.raises(ConfigurationError, match="not writable"):
-            check_writable(folder)
+        r = subprocess.run(
+            [*held_to_file_modes(), sys.executable, "-c", code, str(folder)],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )  # fmt: skip
     finally:
         folder.chmod(0o755)
+    assert r.returncode == 3 and "not writable: Permission denied" in r.stdout, r.stderr
+    assert list(folder.iterdir()) == []  # no probe file left behind
 
 
 def test_the_data_folder_says_when_it_cannot_take_writes(
