@@ -238,6 +238,10 @@ class IndexCache:
             return None
         if index.dim != row.dim or head.get("epoch") != row.epoch:
             return None
+        if index.kind != self.cfg.kind_for(index.live):  # the settings changed (round 29)
+            logger.info("index snapshot %s is %s; settings now say otherwise", path, index.kind)
+            path.unlink(missing_ok=True)
+            return None
         live = LiveIndex(
             row.id,
             row.epoch,

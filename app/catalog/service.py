@@ -87,20 +87,20 @@ class CatalogService:
         self.reserve.ensure()
 
     def collect_orphans(self) -> int:
-        """Remove stored images no item references: left behind when a crash fell between the
-        image write and the store's commit. Runs under the blob guard, so an add in flight in
-        another process (which holds it from write to commit) is never mistaken for one."""
+        """Remove stored images no item references (a crash between the image write and the
+        store's commit), under the blob guard: an add in flight elsewhere holds it."""
         store = self._ensure_open()
-        removed = 0
         with self._blob_guard():
-            for sha in list(self.blobs.stored_digests()):
-                if not store.image_in_use(sha):
-                    self.blobs.remove(sha)
-                    removed += 1
+            stored, used = list(self.blobs.stored_digests()), set[str]()
+            for at in range(0, len(stored), 1000):  # not one round trip each (Milvus: 6 min)
+                used |= store.images_in_use(stored[at : at + 1000])
+            orphans = set(stored) - used
+            for sha in orphans:
+                self.blobs.remove(sha)
             self.blobs.remove_partial_writes()
-        if removed:
-            logger.warning("removed %d orphan image(s) left by an interrupted add", removed)
-        return removed
+        if orphans:
+            logger.warning("removed %d orphan image(s) left by an interrupted add", len(orphans))
+        return len(orphans)
 
     def _ensure_open(self) -> CatalogStore:
         check_folder(self.settings.data_dir)  # 503 when the data folder was moved or replaced

@@ -101,6 +101,11 @@ class CatalogStore(ABC):
     def image_in_use(self, sha256: str) -> bool:
         """Whether any item of any catalog still references this image."""
 
+    def images_in_use(self, digests: Sequence[str]) -> set[str]:
+        """The digests among `digests` that some item references (a store where one lookup
+        costs a round trip answers many at once: start-up checks every stored image)."""
+        return {d for d in digests if self.image_in_use(d)}
+
     # search
     @abstractmethod
     def search(

@@ -103,6 +103,28 @@ def test_store_picks_index_kind_and_reloads_hnsw_from_snapshot(tmp_path: Path) -
     again.close()
 
 
+def test_a_snapshot_of_another_kind_than_the_settings_say_is_not_used(tmp_path: Path) -> None:
+    """Round 29: IMGCLASS_INDEX_KIND=flat (or a higher threshold) after a run that saved an
+    HNSW snapshot still served the approximate index from the snapshot."""
+    rng = np.random.default_rng(6)
+    vecs = unit(rng, 300)
+    store = EmbeddedStore(tmp_path, IndexConfig(kind="auto", hnsw_threshold=200, hnsw_m=16))
+    store.open()
+    store.create_catalog("big", model_ref())
+    store.add_items("big", new_items(vecs))
+    assert store.index_stats("big")["kind"] == "hnsw"
+    store.close()  # writes the HNSW snapshot
+    assert list((tmp_path / "index").glob("*.faiss"))
+    for cfg in (IndexConfig(kind="flat"), IndexConfig(kind="auto", hnsw_threshold=200_000)):
+        again = EmbeddedStore(tmp_path, cfg)
+        again.open()
+        assert again.index_stats("big")["kind"] == "flat"
+        top = [h.item.id for h in again.search("big", vecs[7:8], 10)[0]]
+        assert top == [f"it{i:05d}" for i in exact_top(vecs, vecs[7:8], 10)[0]]
+        again.close()
+    assert not list((tmp_path / "index").glob("*.faiss"))  # the stale snapshot is gone
+
+
 def test_flat_catalog_is_promoted_to_hnsw_when_it_grows(tmp_path: Path) -> None:
     import time
 
