@@ -3,7 +3,7 @@ whose model queue is full is answered 503 + Retry-After (problem+json; {"error"}
 before routing, dependencies or body parsing.
 
 Pure ASGI and cheap on purpose (~0.07 ms of server CPU per refusal, plus the access log line,
-against ~1 ms through the route). A connection's first refusal is sent at once. A connection
+against ~1 ms through the route). A client address's first refusal is sent at once. An address
 refused again within its Retry-After (a client that did not wait) is paced: the refusal is
 sent after the time the queue needs to drain (the requests waiting x the model's recent
 per-request time / its workers), at least `pause_ms` (overload_pause_ms, default 100) and at most `max_pause_ms`
@@ -14,6 +14,12 @@ runnable non-stop, taking CPU from the pipelines (measured: ~2,000 refusals/s fr
 clients unpaced, ~240/s at 50 ms; with 12 MP bodies every refusal also re-uploads the image).
 Measured at 32 clients with every refusal sent at once: accepted throughput fell to
 0.18-0.78x of the 8-client figure (docs/performance.md). `pause_ms=0` refuses at once always.
+By address, not by connection (round 29): a refusal sent while its upload is still arriving
+closes the connection (app/http_guard.py), so a client retrying a 12 MP upload came back on a
+new connection every time and was never paced (32 clients: 0.24-0.34x the 8-client
+throughput, thousands of refusals a second, the kernel out of TCP memory). Clients behind one
+address (a NAT, a proxy) share the memory: a second one refused within the first's Retry-After
+waits the pause too, at most `max_pause_ms`.
 The route checks again (`ModelScheduler.admit`/`submit`), so this is an optimisation, not
 the rule.
 """
@@ -35,7 +41,7 @@ from app.scheduler import ModelScheduler
 
 # /v2 infer of a model's newest version (an older version's queue is checked by the route).
 V2_INFER = re.compile(r"/v2/models/([^/]+)/infer")
-# Connections remembered with their last refusal (bounded: the oldest half is forgotten).
+# Client addresses remembered with their last refusal (bounded: the oldest half is forgotten).
 MAX_REMEMBERED = 4096
 
 
@@ -52,16 +58,17 @@ class OverloadShedder:
         self.schedulers = schedulers
         self.pause_s = pause_ms / 1e3
         self.max_pause_s = max(pause_ms, max_pause_ms) / 1e3
-        self._refused: dict[object, float] = {}  # connection (client address) -> last refusal
+        self._refused: dict[object, float] = {}  # client address (host) -> last refusal
 
     def again(self, scope: Scope, within_s: float) -> bool:
-        """Record a refusal on this request's connection; True if that connection was already
-        refused within `within_s` (its Retry-After: it did not wait). A request without a
-        client address counts as a repeat (paced, the safe side)."""
+        """Record a refusal for this request's client address; True if that address was
+        already refused within `within_s` (its Retry-After: it did not wait), on this
+        connection or another. A request without a client address counts as a repeat (paced,
+        the safe side)."""
         client = scope.get("client")
         if client is None:
             return True
-        key = tuple(client)
+        key = client[0]
         now = time.monotonic()
         last = self._refused.pop(key, None)
         self._refused[key] = now  # re-inserted: the dict stays in order of last refusal
