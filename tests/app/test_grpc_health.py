@@ -29,6 +29,8 @@ from app.grpc_health import WATCH_TICK_S, WATCHES_PER_PEER
 from tests.conftest import ROOT, free_port
 from tests.live_server import LiveServer, grpc_env, live_server
 
+pytestmark = pytest.mark.slow  # a gRPC server per module (round 29: the fast subset in 2 min)
+
 KEY = "watch-test-key"
 AUTH = (("x-api-key", KEY),)
 SERVING, NOT_SERVING, SERVICE_UNKNOWN = b"\x08\x01", b"\x08\x02", b"\x08\x03"

@@ -23,6 +23,8 @@ from app.imaging import ImageLimits, prepare
 from tests.conftest import DATA, ROOT, free_port, require
 from tests.live_server import LiveServer, live_server
 
+pytestmark = pytest.mark.slow  # a gRPC server per module (round 29: the fast subset in 2 min)
+
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="pip install tritonclient grpcio")
 from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402

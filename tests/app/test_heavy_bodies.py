@@ -23,6 +23,8 @@ from app.errors import Overloaded
 from tests.conftest import ROOT
 from tests.live_server import live_server
 
+pytestmark = pytest.mark.slow  # many large bodies (round 29: the fast subset in 2 min)
+
 
 class Held:
     """A gate, a body budget of 1,000 bytes behind a stand-in request, and parse work that

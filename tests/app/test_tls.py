@@ -22,6 +22,10 @@ import pytest
 from tests.conftest import DATA, ROOT, free_port, require
 from tests.live_server import running_process
 
+pytestmark = (
+    pytest.mark.slow
+)  # starts servers with certificates (round 29: the fast subset in 2 min)
+
 trustme = pytest.importorskip("trustme", reason="pip install trustme (the dev extra)")
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="pip install tritonclient grpcio")
 

@@ -19,6 +19,10 @@ from app.url_fetch import FetchPolicy, UrlFetchFailed, UrlNotAllowed, check_url,
 from tests.conftest import DATA, ROOT, make_settings, require
 from tests.live_server import serve_stdlib
 
+pytestmark = (
+    pytest.mark.slow
+)  # local HTTPS and dripping servers (round 29: the fast subset in 2 min)
+
 MAX_IMAGE_BYTES = 64 * 1024
 PNG = "mnist_00_7.png"
 

@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+pytestmark = (
+    pytest.mark.slow
+)  # training command lines in subprocesses (round 29: the fast subset in 2 min)
+
 ROOT = Path(__file__).resolve().parents[2]
 LECTURE = (ROOT / "training" / "configs" / "lecture-cnn.yaml").read_text()
 

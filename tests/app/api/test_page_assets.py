@@ -7,6 +7,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+pytestmark = pytest.mark.slow  # a live server (round 29: the fast subset in 2 min)
+
 PATHS = ["/", "/static/app.js", "/docs", "/static/swagger/swagger-ui.css", "/favicon.ico"]
 
 

@@ -19,6 +19,8 @@ import pytest
 from tests.conftest import DATA
 from tests.live_server import LiveServer, live_server
 
+pytestmark = pytest.mark.slow  # held embeds (round 29: the fast subset in 2 min)
+
 CLIENTS = 16
 PHOTO = (DATA / "photos/matplotlib/grace_hopper.jpg").read_bytes()
 PER_CLIENT = 4

@@ -28,6 +28,8 @@ from tests.app.teach.conftest import BAG, SNEAKER, teach_settings, wait_job
 from tests.conftest import ROOT
 from tests.images import zip_bytes
 
+pytestmark = pytest.mark.slow  # zips of real images (round 29: the fast subset in 2 min)
+
 
 def _zip(entries: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
     return zip_bytes(entries, method)

@@ -24,6 +24,8 @@ from tests.app.teach.conftest import BAG, SNEAKER, follower_registry, make_catal
 from tests.conftest import ROOT
 from tests.live_server import live_server
 
+pytestmark = pytest.mark.slow  # several processes (round 29: the fast subset in 2 min)
+
 
 def _registry(data: Path) -> ModelRegistry:
     reg: ModelRegistry = follower_registry(data)
