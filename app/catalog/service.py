@@ -91,10 +91,8 @@ class CatalogService:
         store's commit), under the blob guard: an add in flight elsewhere holds it."""
         store = self._ensure_open()
         with self._blob_guard():
-            stored, used = list(self.blobs.stored_digests()), set[str]()
-            for at in range(0, len(stored), 1000):  # not one round trip each (Milvus: 6 min)
-                used |= store.images_in_use(stored[at : at + 1000])
-            orphans = set(stored) - used
+            stored = list(self.blobs.stored_digests())
+            orphans = set(stored) - store.images_in_use(stored)  # in bulk (Milvus: was 6 min)
             for sha in orphans:
                 self.blobs.remove(sha)
             self.blobs.remove_partial_writes()

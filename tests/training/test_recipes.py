@@ -57,17 +57,22 @@ def echo_run(cfg: _EchoConfig, options: recipes.RunOptions) -> recipes.RunReport
     return recipes.RunReport(cfg.recipe, cfg.name, None, notes=list(cfg.words))
 
 
+def _echo_config(word: str) -> RecipeBase:
+    return recipes.parse_config(
+        {
+            "recipe": "echo",
+            "name": "e",
+            "seed": 1,
+            "words": [word],
+            "input": {"height": 8, "width": 8, "channels": 1, "color": "gray"},
+        }
+    )
+
+
 def test_a_new_recipe_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recipes, "_RECIPES", dict(recipes._RECIPES))
     recipes.register(recipes.Recipe("echo", _EchoConfig, f"{__name__}:echo_run", "test"))
-    raw = {
-        "recipe": "echo",
-        "name": "e",
-        "seed": 1,
-        "words": ["hello"],
-        "input": {"height": 8, "width": 8, "channels": 1, "color": "gray"},
-    }
-    cfg = recipes.parse_config(raw)
+    cfg = _echo_config("hello")
     assert isinstance(cfg, _EchoConfig)
     assert recipes.run(cfg).lines() == ["e (echo recipe)", "hello"]
     with pytest.raises(ValueError, match="twice"):
@@ -85,14 +90,7 @@ def test_a_flag_a_recipe_does_not_honour_is_refused_before_it_runs(
     recipes.register(
         recipes.Recipe("echo", _EchoConfig, f"{__name__}:echo_run", "t", frozenset({"epochs"}))
     )
-    raw = {
-        "recipe": "echo",
-        "name": "e",
-        "seed": 1,
-        "words": ["hi"],
-        "input": {"height": 8, "width": 8, "channels": 1, "color": "gray"},
-    }
-    cfg = recipes.parse_config(raw)
+    cfg = _echo_config("hi")
     assert recipes.run(cfg, recipes.RunOptions(epochs=2)).lines() == ["e (echo recipe)", "hi"]
     for options, flag in (
         (recipes.RunOptions(export=False), "--no-export"),
