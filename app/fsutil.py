@@ -283,6 +283,16 @@ def watch_folder(identity: FolderIdentity) -> None:
         _WATCHED[:] = [w for w in _WATCHED if w.abspath != identity.abspath] + [identity]
 
 
+def watch_data_folders(root: Path, parts: tuple[str, ...]) -> list[FolderIdentity]:
+    """Watch the data folder and the service's own folders in it (first the root). Only the
+    root was watched: with `catalogs` alone moved aside, every catalog call answered 503
+    while /readyz said storage "ok" (round 29)."""
+    identities = [FolderIdentity(root), *(FolderIdentity(root / part) for part in parts)]
+    for identity in identities:
+        watch_folder(identity)
+    return identities
+
+
 def folder_gone() -> StorageUnavailable:
     return StorageUnavailable(
         "The data folder was removed or replaced while the server ran; nothing was stored. "

@@ -239,13 +239,42 @@ def validation_detail(exc: ValidationError) -> str:
     )
 
 
+def _whole_numbers_as_integers(data: Any, exc: ValidationError) -> bool:
+    """Where `exc` says an integer was wanted and a float without a fraction came (`"k": 2.0`,
+    as Python's json.dumps writes a float: JSON Schema counts it an integer), put the int in
+    its place. Only those places: free-form metadata keeps its 2.0. True when any changed."""
+    changed = False
+    for err in exc.errors():
+        value = err.get("input")
+        if err["type"] != "int_type" or not isinstance(value, float) or not value.is_integer():
+            continue
+        *path, last = err["loc"]
+        node = data
+        try:
+            for key in path:
+                node = node[key]
+            if node[last] is value:
+                node[last] = int(value)
+                changed = True
+        except (KeyError, IndexError, TypeError):
+            continue  # a union's branch name in the path: not a place in the body
+    return changed
+
+
 async def read_model(request: Request, model: type[_M], limit: int, what: str) -> _M:
     """A JSON body capped at `limit` bytes and depth-checked before parsing, validated into
-    `model` strictly (JSON types as declared: `true` or `"5"` is not a number, `5.0` not an
-    integer; lax parsing took `"k": true` as k = 1 and `"2"` inside a vector as 2.0); any fault
-    is a 4xx problem that says which field and why."""
+    `model` strictly (JSON types as declared: `true` or `"5"` is not a number, `5.5` not an
+    integer; lax parsing took `"k": true` as k = 1 and `"2"` inside a vector as 2.0; `2.0` is
+    the integer 2, as in JSON Schema); any fault is a 4xx problem that says which field and
+    why."""
+    data = await read_json(request, limit)
     try:
-        return model.model_validate(await read_json(request, limit), strict=True)
+        return model.model_validate(data, strict=True)
+    except ValidationError as exc:
+        if not _whole_numbers_as_integers(data, exc):
+            raise InvalidRequest(f"Invalid {what}: {validation_detail(exc)}") from exc
+    try:
+        return model.model_validate(data, strict=True)
     except ValidationError as exc:
         raise InvalidRequest(f"Invalid {what}: {validation_detail(exc)}") from exc
 

@@ -33,14 +33,15 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
     """200 once every bundle has been loaded and warmed up (refused bundles are named; why
     is in the log and, for API-key holders, in /v1/models); 503 while loading, when no model
     could be loaded, with require_all_models when any bundle was refused, or when the data
-    folder was removed or replaced under the running server (catalogs and teaching then
-    answer 503; a load balancer should send traffic to a replica that still has it). A full or
-    read-only data folder is reported in `storage` but keeps the server ready: predictions
+    folder, or its catalogs, teach or models folder, was removed or replaced under the running
+    server (catalogs and teaching then answer 503; a load balancer should send traffic to a
+    replica that still has it). A full or read-only data folder is reported in `storage` but keeps the server ready: predictions
     work, writes answer 507/503. A few system calls, no lock."""
     refused = registry.refused()
     names = registry.names()
-    folder = request.app.state.data_folder
-    storage_ok = folder.intact()
+    folders = request.app.state.data_folders  # the data folder first, then its own folders
+    seen = [folder.intact() for folder in folders]  # each one, so each learns what is there
+    storage_ok = all(seen)
     ready = server_ready(registry, settings) and storage_ok
     if ready:
         status = "ready"
@@ -56,6 +57,6 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
         loading=registry.pending(),
         refused=[RefusedModel(name=n) for n in sorted(refused)],
         # full or read-only: still ready (predictions work), said so for operators
-        storage=folder.writes() if storage_ok else "unavailable",
+        storage=folders[0].writes() if storage_ok else "unavailable",
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

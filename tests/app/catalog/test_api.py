@@ -230,6 +230,14 @@ def test_bad_input_is_a_clear_problem(
         assert "k:" in r["detail"] and "integer" in r["detail"], r
         r = problem(c.post("/v1/catalogs/fm/search", json={"vector": [0.1] * 31 + ["2"]}), 422)
         assert "vector.31" in r["detail"], r
+        # A whole number written as a float is an integer, as in JSON Schema (json.dumps of a
+        # float k writes 2.0; it was a 422); a fraction, or too large a whole number, is not.
+        r = c.post("/v1/catalogs/fm/search", json={"item_id": "p001", "k": 2.0})
+        assert r.status_code == 200 and len(r.json()["neighbors"]) == 2, r.text
+        r = problem(c.post("/v1/catalogs/fm/search", json={"item_id": "p001", "k": 2.5}), 422)
+        assert "k:" in r["detail"] and "integer" in r["detail"], r
+        r = problem(c.post("/v1/catalogs/fm/search", json={"item_id": "p001", "k": 1e300}), 422)
+        assert "k:" in r["detail"] and "100" in r["detail"], r
         problem(c.post("/v1/catalogs", json={"name": 7, "model": "tiny"}), 422)
         # Both kinds of query at once: the vector was used and the missing item named as query.
         both = {"item_id": "missing", "vector": [0.1] * 32}

@@ -139,6 +139,51 @@ def test_readyz_fails_when_the_data_folder_goes_away(
             assert c.get("/readyz").status_code == 200
 
 
+def test_a_catalogs_folder_moved_aside_is_not_ready_and_writes_nothing(
+    make_client: ClientFactory,
+    images: list[tuple[bytes, str]],  # noqa: F811
+) -> None:
+    """Round 29: with only `<data>/catalogs` moved aside, every catalog call answered 503
+    while /readyz said 200, storage "ok" (only the data folder itself was watched). Now
+    /readyz is 503 storage-unavailable, a write recreates nothing, predictions work, and with
+    the folder back everything stored is there."""
+    with make_client() as c:
+        assert c.post("/v1/catalogs", json={"name": "fm", "model": "tiny"}).status_code == 201
+        assert c.post("/v1/catalogs/fm/items?id=a", content=images[0][0]).status_code == 201
+        catalogs = c.app.state.settings.data_dir / "catalogs"  # type: ignore[attr-defined]
+        away = catalogs.with_name("catalogs-away")
+        catalogs.rename(away)
+        r = c.get("/readyz")
+        assert (r.status_code, r.json()["status"]) == (503, "storage-unavailable"), r.text
+        problem(c.post("/v1/catalogs/fm/items?id=b", content=images[1][0]), 503)
+        problem(c.post("/v1/catalogs", json={"name": "n2", "model": "tiny"}), 503)
+        assert not catalogs.exists()  # nothing recreated it
+        assert c.post("/v1/models/tiny/predict", content=images[2][0]).status_code == 200
+        away.rename(catalogs)
+        assert c.get("/readyz").status_code == 200
+        assert c.get("/v1/catalogs/fm/items/a/image").content == images[0][0]
+        assert c.post("/v1/catalogs/fm/items?id=b", content=images[1][0]).status_code == 201
+
+
+@pytest.mark.parametrize("part", ["teach", "models"])
+def test_readyz_fails_when_a_folder_of_the_service_is_replaced(
+    make_client: ClientFactory, part: str
+) -> None:
+    """The teach jobs and taught models folders are watched like the catalogs folder: replaced
+    by another folder under the server, /readyz says so; put back, ready again."""
+    with make_client() as c:
+        folder = c.app.state.settings.data_dir / part  # type: ignore[attr-defined]
+        folder.mkdir(exist_ok=True)
+        assert c.get("/readyz").status_code == 200
+        away = folder.with_name(part + "-away")
+        folder.rename(away)
+        folder.mkdir()
+        assert c.get("/readyz").json()["status"] == "storage-unavailable"
+        folder.rmdir()
+        away.rename(folder)
+        assert c.get("/readyz").status_code == 200
+
+
 def test_writes_while_the_data_folder_is_away_are_refused_not_lost(
     make_client: ClientFactory,
     images: list[tuple[bytes, str]],  # noqa: F811
