@@ -47,6 +47,11 @@ def _load_then_freeze(registry: ModelRegistry, freeze: bool) -> None:
         freeze_loaded_heap()  # full collections skip what start-up built (app/heap.py)
 
 
+def _open_then_warm(catalogs: CatalogService) -> None:
+    catalogs.open()
+    catalogs.warm()
+
+
 def _log_address(settings: Settings) -> None:
     """`python -m app` with one worker (IMGCLASS_WORKERS=1, set by app/__main__.py) serves on
     a socket it bound itself, so uvicorn logs no "running on" line: this says where to go.
@@ -73,7 +78,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from app.grpc_oip import GrpcServer  # grpcio is loaded only when the port is set
 
             grpc_server = GrpcServer(app.state, asyncio.get_running_loop())
-        catalog_service.open()
         if settings.load_in_background:
             threading.Thread(
                 target=_load_then_freeze,
@@ -81,10 +85,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 name="model-loader",
                 daemon=True,
             ).start()
+            # Not in the lifespan: a Milvus that took 45 s to answer after its restart kept
+            # /healthz waiting that long (round 30). /readyz waits for `started`.
             threading.Thread(
-                target=catalog_service.warm, name="catalog-loader", daemon=True
+                target=_open_then_warm, args=(catalog_service,), name="catalog-loader", daemon=True
             ).start()
         else:
+            catalog_service.open()
             registry.load_all()
             catalog_service.warm()
             if settings.gc_freeze:

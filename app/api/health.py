@@ -42,12 +42,13 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
     folders = request.app.state.data_folders  # the data folder first, then its own folders
     seen = [folder.intact() for folder in folders]  # each one, so each learns what is there
     storage_ok = all(seen)
-    ready = server_ready(registry, settings) and storage_ok
+    catalogs_started = request.app.state.catalogs.started.is_set()  # store opened, or tried
+    ready = server_ready(registry, settings) and storage_ok and catalogs_started
     if ready:
         status = "ready"
     elif stopping():
         status = "stopping"  # SIGTERM: finishing what is in flight, take no more
-    elif not registry.loading_finished:
+    elif not registry.loading_finished or not catalogs_started:
         status = "loading"
     else:
         status = "unavailable" if storage_ok else "storage-unavailable"

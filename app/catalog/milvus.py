@@ -14,6 +14,7 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -277,29 +278,40 @@ class MilvusStore(MilvusBase, CatalogStore):
         return bool(self.images_in_use([sha256]))
 
     def images_in_use(self, digests: Sequence[str]) -> set[str]:
-        """One Strong query per catalog for up to 1,000 digests (one per digest took start-up
-        6 minutes with 10,000 stored images, round 29)."""
+        """Which of `digests` some item uses: one Strong query per catalog for up to 1,000
+        digests (one per digest took start-up 6 minutes with 10,000 images, round 29), the
+        catalogs asked at once. A Strong read waits 1.5-2 of Milvus's time ticks (about 0.3 s
+        at its default 200 ms): one catalog after another, a delete took 1.3 s with five
+        catalogs and start-up's check 10 s (round 30)."""
         found: set[str] = set()
         with self._errors():
             rows = self.client.query(
                 self.registry, filter='name != ""', output_fields=["info"], limit=16384
             )
-            for r in rows:
-                coll = json.loads(r["info"])["collection"]
-                # A catalog whose collection is gone (dropped by a delete racing this listing)
-                # holds no items; its error failed adds and deletes everywhere.
+            colls = [json.loads(r["info"])["collection"] for r in rows]
+            if not colls:
+                return found
+            with ThreadPoolExecutor(min(len(colls), 8), thread_name_prefix="in-use") as pool:
                 for at in range(0, len(digests), BATCH):
-                    ask = [d for d in digests[at : at + BATCH] if d not in found]
-                    with unless_gone():
-                        hits = self.client.query(  # Strong: another replica's item may use it
-                            coll,
-                            filter=f"image in {json.dumps(ask)}",
-                            output_fields=["image"],
-                            limit=16384,
-                            consistency_level="Strong",
-                        )
-                        found |= {h["image"] for h in hits}
+                    ask = sorted(set(digests[at : at + BATCH]) - found)
+                    if ask:
+                        for hits in pool.map(lambda c, a=ask: self._images_in(c, a), colls):
+                            found |= hits
         return found
+
+    def _images_in(self, collection: str, digests: list[str]) -> set[str]:
+        # A catalog whose collection is gone (dropped by a delete racing the listing) holds no
+        # items; its error failed adds and deletes everywhere.
+        hits: list[dict[str, Any]] = []
+        with unless_gone():
+            hits = self.client.query(  # Strong: another replica's item may use it
+                collection,
+                filter=f"image in {json.dumps(digests)}",
+                output_fields=["image"],
+                limit=16384,
+                consistency_level="Strong",
+            )
+        return {h["image"] for h in hits}
 
     # search -------------------------------------------------------------------------------
     def search(

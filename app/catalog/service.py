@@ -69,22 +69,23 @@ class CatalogService:
         self._blob_lock = threading.Lock()
         self._open_lock = threading.Lock()
         self._opened = False
+        self.started = threading.Event()
         self.limits = limits_from(settings)
         self.reserve = SpaceReserve(root)
 
     # lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:
         """Connect the store and collect orphan images; a failure is logged and retried on the
-        next request (503 until)."""
+        next request (503 until). Sets `started` once run: /readyz waits for it."""
         try:
             self._ensure_open()
-        except StoreUnavailable:
-            return  # logged by _ensure_open
-        try:
             self.collect_orphans()
+        except StoreUnavailable:
+            pass  # logged by _ensure_open
         except Exception as exc:  # start-up must not fail over housekeeping
             logger.error("collecting orphan images failed: %s", exc)
-        self.reserve.ensure()
+        self.reserve.ensure()  # never raises
+        self.started.set()
 
     def collect_orphans(self) -> int:
         """Remove stored images no item references (a crash between the image write and the

@@ -316,3 +316,11 @@ def test_many_image_references_are_looked_up_at_once(store: CatalogStore) -> Non
     asked = [f"{i:064x}" for i in range(0, 2500, 7)]  # 358 digests, 5 of them in use
     assert store.images_in_use(asked) == {f"{i:064x}" for i in (0, 7, 14, 21, 28)}
     assert store.images_in_use([]) == set()
+    # Round 30: the catalogs are asked at once (one Strong read after another took Milvus
+    # 0.3 s per catalog); an image only the last catalog uses, repeated, over several chunks.
+    store.create_catalog("c", model_ref())
+    items = new_items(unit(rng, 40), prefix="c")[35:]  # images 35-39: only in "c"
+    store.add_items("c", items)
+    asked = [f"{i:064x}" for i in range(2500)] + [f"{39:064x}"]
+    in_use = {f"{i:064x}" for i in [*range(30), *range(35, 40)]}
+    assert store.images_in_use(asked) == in_use
