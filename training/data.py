@@ -7,6 +7,7 @@ without TensorFlow; the tf.data pipelines live in training/datasets.py.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import os
 import pickle
@@ -224,6 +225,14 @@ def _is_image(path: Path) -> bool:
     return sniff_format(head) is not None
 
 
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _ignored(name: str) -> bool:
     """Hidden entries and macOS zip debris (__MACOSX/ holds ._name resource forks), as the
     server's teach upload ignores them; a folder unzipped on Linux has both."""
@@ -233,11 +242,15 @@ def _ignored(name: str) -> bool:
 def list_class_folder(
     root: Path, limit_per_class: int | None = None
 ) -> tuple[tuple[str, ...], list[list[Path]]]:
-    """Class names (sorted non-hidden subfolders) and their image files (sorted).
+    """Class names (sorted non-hidden subfolders) and their image files.
 
     The one folder rule of every recipe: any non-hidden file below a class folder whose
     content is an image format the server accepts; anything else is skipped with a warning
-    naming it. At least 2 classes with MIN_IMAGES_PER_CLASS images each."""
+    naming it, and so is a second copy of the same bytes in a class (it could land in train
+    and test at once). Each class's files are in the order of their content's sha256, so
+    renaming or moving pictures never changes which split (or `limit_per_class`'s first N)
+    they fall in: with sorted paths a rename moved pictures between train and test (round
+    30). At least 2 classes with MIN_IMAGES_PER_CLASS images each."""
     if not root.is_dir():
         raise DataNotFound(
             f"{root} is not a folder; expected one subfolder per class, e.g. {root}/santa/*.jpg "
@@ -251,12 +264,13 @@ def list_class_folder(
             for p in (root / c).rglob("*")
             if p.is_file() and not any(_ignored(part) for part in p.relative_to(root).parts)
         )
-        images = []
+        by_digest: dict[str, Path] = {}
         for p in candidates:
-            if _is_image(p):
-                images.append(p)
-            else:
+            if not _is_image(p):
                 logger.warning("skipping %s: not an image format the server accepts", p)
+            elif (first := by_digest.setdefault(_digest(p), p)) != p:
+                logger.warning("skipping %s: the same bytes as %s", p, first)
+        images = [by_digest[d] for d in sorted(by_digest)]
         files.append(images[:limit_per_class] if limit_per_class is not None else images)
     too_few = [c for c, f in zip(classes, files, strict=True) if len(f) < MIN_IMAGES_PER_CLASS]
     if len(classes) < 2 or too_few:

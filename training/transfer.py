@@ -31,6 +31,7 @@ from training.architectures.efficientnet_lite import WEIGHTS_FILE, WEIGHTS_LICEN
 from training.card import confusion_table, per_class_table
 from training.config import TransferConfig
 from training.data import (
+    MIN_IMAGES_PER_CLASS,
     BadData,
     DataNotFound,
     list_class_folder,
@@ -99,6 +100,25 @@ def split_folder(
     return class_names, paths, {s: y[ix] for s, ix in index.items()}
 
 
+def check_decodable(
+    class_names: tuple[str, ...], labels: dict[str, npt.NDArray[np.int64]], root: Path
+) -> None:
+    """Every class keeps a picture in every split once the files that fail to decode are
+    dropped: a class whose files were all truncated was trained, calibrated and exported as if
+    it were there, with one warning per file (round 30)."""
+    short = [
+        name
+        for c, name in enumerate(class_names)
+        if any(len(labels[s]) and not np.any(labels[s] == c) for s in SPLITS)
+    ]
+    if short:
+        raise BadData(
+            f"{root}: too few pictures that decode in {short}: each class needs at least "
+            f"{MIN_IMAGES_PER_CLASS} (one each for training, validation and test); the "
+            "warnings above name the files that could not be read"
+        )
+
+
 def _embed_splits(
     cfg: TransferConfig,
     backbone: keras.Model,
@@ -150,6 +170,7 @@ def run_transfer(
 
     t0 = time.perf_counter()
     emb, x_train, y_train, stats = _embed_splits(cfg, backbone, paths, labels, cache)
+    check_decodable(class_names, labels, root)
     t["embeddings"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -195,3 +195,63 @@ def test_evaluate_with_the_transfer_config_remeasures_its_held_out_split(  # typ
     # the run kept the Keras model behind the bundle, so the serving path is checked against it
     assert f"Keras model: {r.run_dir / 'model.keras'}" in out
     assert "same top-1 as the serving path on 100.0000%" in out
+
+
+def _digests(paths: list[Path]) -> set[str]:
+    import hashlib
+
+    return {hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def test_renaming_pictures_keeps_every_picture_in_its_split(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Round 30: the split followed the sorted file names, so renaming photos moved them
+    between train, validation and test (and recomputed embeddings the docs said were cached).
+    Files are now ordered by content; a second copy of the same bytes in a class is skipped
+    (it could be trained on and tested on at once)."""
+    import logging
+
+    from PIL import Image
+
+    from training.config import TransferConfig
+    from training.transfer import split_folder
+
+    for cls in ("red", "green"):
+        (tmp_path / cls).mkdir()
+        for i in range(12):
+            Image.new("RGB", (8, 8), (20 * i, 0 if cls == "red" else 99, 7)).save(
+                tmp_path / cls / f"{i:02d}.png"
+            )
+    cfg = TransferConfig(
+        name="colours", seed=0, input={"height": 224, "width": 224, "channels": 3, "color": "rgb"}
+    )
+    before = {s: _digests(paths) for s, paths in split_folder(cfg, tmp_path)[1].items()}
+    for cls in ("red", "green"):  # every name reversed: 00 <-> 11, ...
+        for p in sorted((tmp_path / cls).iterdir()):
+            p.rename(p.with_name(f"tmp-{11 - int(p.stem):02d}.png"))
+        for p in sorted((tmp_path / cls).iterdir()):
+            p.rename(p.with_name(p.name.removeprefix("tmp-")))
+    (tmp_path / "red" / "copy.png").write_bytes((tmp_path / "red" / "03.png").read_bytes())
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        _, after, _ = split_folder(cfg, tmp_path)
+    assert "copy.png: the same bytes as" in caplog.text
+    for split in ("train", "val", "test"):
+        assert _digests(after[split]) == before[split], split
+    assert sum(len(v) for v in after.values()) == 24  # the copy is not a 25th picture
+
+
+def test_a_class_left_without_pictures_that_decode_is_refused() -> None:
+    """Round 30: three truncated JPEGs (valid headers) as one class trained and exported a
+    two-class bundle whose class had no picture at all, with a warning per file."""
+    from training.data import BadData
+    from training.transfer import check_decodable
+
+    names = ("digit", "photo")
+    ok = {s: np.array([0, 1], np.int64) for s in ("train", "val", "test")}
+    check_decodable(names, ok, Path("folder"))
+    gone = ok | {"test": np.array([0], np.int64)}
+    with pytest.raises(BadData, match=r"too few pictures that decode in \['photo'\]"):
+        check_decodable(names, gone, Path("folder"))
+    no_val = ok | {"val": np.array([], np.int64)}  # val_fraction 0: no validation split at all
+    check_decodable(names, no_val, Path("folder"))
