@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from app.catalog.index import IndexConfig
 from app.catalog.store import CatalogStore
-from app.errors import ConfigurationError
+from app.catalog.types import StoreUnavailable
+from app.errors import ConfigurationError, ServiceError
 from app.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 def open_store(settings: Settings) -> CatalogStore:
@@ -29,3 +34,17 @@ def open_store(settings: Settings) -> CatalogStore:
     raise ConfigurationError(
         f"IMGCLASS_VECTOR_STORE={url!r}: use 'embedded' or 'milvus://host:19530'."
     )
+
+
+def connect(store: CatalogStore) -> None:
+    """store.open(), any failure but our own errors a 503 whose cause (where the store lives:
+    a Milvus URI, a path) goes to the log only."""
+    try:
+        store.open()
+    except ServiceError:
+        raise
+    except Exception as exc:
+        logger.error("the vector store (%s) cannot be opened: %s", store.describe(), exc)
+        raise StoreUnavailable(
+            f"The {store.kind} vector store cannot be opened; the server log says why."
+        ) from exc

@@ -133,11 +133,14 @@ class MilvusStore(MilvusBase, CatalogStore):
             for batch in self._pages(info["collection"], ["image"]):
                 shas.update(e["image"] for e in batch)
             with self._errors():
+                # The collection first: a failure after it leaves a row for an empty catalog
+                # that a second delete removes. Row first, a flush that failed after it (a
+                # Milvus just restarted) left a collection nothing named or dropped (round 30).
+                with unless_gone():  # gone already: the row was all that was left
+                    self.client.drop_collection(info["collection"])
                 self.client.delete(self.registry, filter=f"name == {lit(name)}")
                 self.client.flush(self.registry)  # durable, as create's row
                 self._settle(self.registry, f"name == {lit(name)}")
-                with unless_gone():  # gone already: the row was all that was left
-                    self.client.drop_collection(info["collection"])
         return shas
 
     def rebind_catalog(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.catalog.backends import open_store
+from app.catalog.backends import connect, open_store
 from app.catalog.blobs import BlobStore
 from app.catalog.dedup import find_duplicates
 from app.catalog.embedding import embed_prepared, model_ref
@@ -43,7 +43,7 @@ from app.catalog.types import (
     source_catalog_gone,
     unit_rows,
 )
-from app.errors import InvalidRequest, ServiceError
+from app.errors import InvalidRequest, NotReady, ServiceError
 from app.fsutil import check_folder, file_lock
 from app.ingest import limits_from, prepare_batch, thumbnails
 from app.registry import LoadedModel, ModelRegistry
@@ -78,7 +78,7 @@ class CatalogService:
         """Connect the store and collect orphan images; a failure is logged and retried on the
         next request (503 until). Sets `started` once run: /readyz waits for it."""
         try:
-            self._ensure_open()
+            self._ensure_open(wait=True)
             self.collect_orphans()
         except StoreUnavailable:
             pass  # logged by _ensure_open
@@ -101,27 +101,21 @@ class CatalogService:
             logger.warning("removed %d orphan image(s) left by an interrupted add", len(orphans))
         return len(orphans)
 
-    def _ensure_open(self) -> CatalogStore:
+    def _ensure_open(self, wait: bool = False) -> CatalogStore:
+        """The opened store. A request that finds another thread opening it gets a 503 at once:
+        waiting took a request 28 s behind a Milvus just restarted (round 30)."""
         check_folder(self.settings.data_dir)  # 503 when the data folder was moved or replaced
         if self._opened:
             return self.store
-        with self._open_lock:
+        if not self._open_lock.acquire(blocking=wait):
+            raise NotReady("The catalog store is still opening; retry shortly.", retry_after_s=2)
+        try:
             if not self._opened:
-                try:
-                    self.store.open()
-                except ServiceError:
-                    raise
-                except Exception as exc:
-                    # Where the store lives (a Milvus URI, a path) goes to the log only.
-                    logger.error(
-                        "the vector store (%s) cannot be opened: %s", self.store.describe(), exc
-                    )
-                    raise StoreUnavailable(
-                        f"The {self.store.kind} vector store cannot be opened; the server log "
-                        "says why."
-                    ) from exc
+                connect(self.store)
                 self._opened = True
                 logger.info("catalog store: %s", self.store.describe())
+        finally:
+            self._open_lock.release()
         return self.store
 
     def warm(self) -> None:

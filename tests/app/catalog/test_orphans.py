@@ -52,45 +52,77 @@ def test_orphan_images_are_collected_at_start_up(
     assert blobs.image_path(kept).is_file() and blobs.thumbnail_path(kept).is_file()
 
 
+class HeldLock:
+    """An exclusive flock on `path` taken through its own open file description, as another
+    process (a build script, a second worker, a replica) holds it: the server's flock waits.
+    Released by release(), or after `safety_s` (code that waits for it must not hang)."""
+
+    def __init__(self, path: Path, safety_s: float) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.released = threading.Event()
+        self._guard = threading.Lock()
+        self._timer = threading.Timer(safety_s, self.release)
+        self._timer.start()
+
+    def release(self) -> None:
+        with self._guard:
+            if not self.released.is_set():
+                self.released.set()
+                self._timer.cancel()
+                os.close(self.fd)
+
+
+def _wait_for(check: Callable[[], bool], seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return check()
+
+
 def test_liveness_answers_while_the_catalog_store_opens_and_readiness_waits(
     make_client: Callable[..., TestClient], tmp_path: Path
 ) -> None:
     """Round 30: the catalog store was opened and its orphan images collected inside the
     lifespan, so a store slow to answer (a Milvus just restarted: 45 s) kept even /healthz
     waiting, long enough for a liveness probe to restart the server. Here the start-up check
-    waits on the blob lock that another process (a build script, a replica) holds: the server
-    answers /healthz at once, /readyz says `loading` until the check has run, then 200."""
-    lock = tmp_path / "service-data" / "catalogs" / ".blobs.lock"
-    lock.parent.mkdir(parents=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # another open file description: the server's flock waits
-    released = threading.Event()
-
-    def release() -> None:
-        if not released.is_set():
-            released.set()
-            os.close(fd)
-
-    safety = threading.Timer(20, release)  # the old code would wait in the lifespan for this
-    safety.start()
+    waits on the blob lock that another process holds: the server answers /healthz at once,
+    /readyz says `loading` until the check has run, then 200."""
+    lock = HeldLock(tmp_path / "service-data" / "catalogs" / ".blobs.lock", safety_s=20)
     try:
         with make_client(load_in_background=True) as c:
-            entered_while_held = not released.is_set()
+            entered_while_held = not lock.released.is_set()
             assert c.get("/healthz").status_code == 200
             registry = c.app.state.registry  # type: ignore[attr-defined]
-            deadline = time.monotonic() + 30
-            while not registry.loading_finished and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert registry.loading_finished  # the models are served; the store check waits
+            assert _wait_for(lambda: registry.loading_finished)  # the models are served
             r = c.get("/readyz")
             assert (r.status_code, r.json()["status"]) == (503, "loading"), r.text
-            release()
-            deadline = time.monotonic() + 30
-            while c.get("/readyz").status_code != 200 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert c.get("/readyz").status_code == 200
+            lock.release()
+            assert _wait_for(lambda: c.get("/readyz").status_code == 200)
             assert c.post("/v1/catalogs", json={"name": "o", "model": "tiny"}).status_code == 201
         assert entered_while_held
     finally:
-        safety.cancel()
-        release()
+        lock.release()
+
+
+def test_a_request_while_the_store_opens_is_told_to_retry_at_once(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    """Round 30: a catalog request sent while the start-up thread opened the store waited
+    for it (28 s behind a Milvus just restarted). Here the store's open waits for the lock a
+    second worker opening the same folder holds: a request gets 503 `not-ready` with
+    Retry-After at once, and 200 once the store is open."""
+    lock = HeldLock(tmp_path / "service-data" / "catalogs" / ".open.lock", safety_s=15)
+    try:
+        with make_client(load_in_background=True) as c:
+            t0 = time.monotonic()
+            r = c.get("/v1/catalogs")
+            waited = time.monotonic() - t0
+            assert not lock.released.is_set() and waited < 5, waited
+            assert r.status_code == 503 and r.json()["type"] == "/problems/not-ready", r.text
+            assert r.headers["Retry-After"] == "2" and "still opening" in r.json()["detail"]
+            lock.release()
+            assert _wait_for(lambda: c.get("/v1/catalogs").status_code == 200)
+    finally:
+        lock.release()

@@ -260,7 +260,9 @@ def test_a_catalog_whose_collection_is_gone_can_be_listed_and_deleted(
 ) -> None:
     # Milvus killed before it flushed can keep a catalog's registry row and lose its
     # collection: listing, creating and deleting catalogs then answered 503 until the row was
-    # removed by hand.
+    # removed by hand. It is also what a delete that fails after its first step leaves: the
+    # collection is dropped before the row (round 30; row first, a failed flush after it left
+    # a collection that no row named and nothing dropped).
     if store.kind != "milvus":
         pytest.skip("the embedded store keeps catalogs and items in one database")
     store.create_catalog("lost", model_ref())
@@ -272,6 +274,9 @@ def test_a_catalog_whose_collection_is_gone_can_be_listed_and_deleted(
     store.create_catalog("new", model_ref())
     assert store.delete_catalog("lost") == set()
     assert {c.name for c in store.list_catalogs()} == {"kept", "new"}
+    kept = store._info("kept")["collection"]  # type: ignore[attr-defined]
+    store.delete_catalog("kept")
+    assert not store.client.has_collection(kept)  # type: ignore[attr-defined]
 
 
 def test_a_new_catalog_is_seen_by_other_views_at_once(make_store: StoreFactory) -> None:
