@@ -17,7 +17,8 @@ from app.api.catalogs.items import SKIP_DUPLICATES_TEXT
 from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteAuth
 from app.api.disconnect import ClientGone, unless_gone
 from app.api.embed_gate import embed_gate, embed_slot
-from app.api.forms import json_body_openapi, read_body, read_model
+from app.api.forms import read_body
+from app.api.json_bodies import json_body_openapi, read_model
 from app.api.query_names import DIGITS
 from app.api.stored_file import StoredFileResponse, check_if_match, none_match
 from app.batching import Schedulers

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.api.forms import BodyLimits, Form, parse_json
+from app.api.forms import BodyLimits, Form
+from app.api.json_bodies import parse_json
 from app.api.uploads import image_limits
 from app.catalog.outcomes import ItemSpec
 from app.catalog.types import MAX_METADATA_BYTES

@@ -12,7 +12,7 @@ from app.api.catalogs.openapi import CREATE_BODY, ERRORS
 from app.api.catalogs.shaping import catalog_url, catalog_view
 from app.api.deps import CatalogsDep, ReadAuth, SettingsDep, WriteAuth
 from app.api.embed_gate import embed_slot
-from app.api.forms import read_model
+from app.api.json_bodies import read_model
 from app.schemas import CatalogCreate, CatalogInfo, CatalogList, ReindexResult
 
 router = APIRouter(prefix="/v1/catalogs", tags=["catalogs"], dependencies=[ReadAuth])

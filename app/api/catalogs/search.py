@@ -12,7 +12,8 @@ from app.api.catalogs.openapi import ERRORS, SEARCH_BODY
 from app.api.catalogs.shaping import search_view
 from app.api.deps import CatalogsDep, ReadAuth, SettingsDep
 from app.api.embed_gate import embed_gate, embed_slot
-from app.api.forms import is_json, read_model
+from app.api.forms import is_json
+from app.api.json_bodies import read_model
 from app.api.query_names import DIGITS
 from app.api.uploads import image_limits, read_uploads
 from app.errors import InvalidRequest

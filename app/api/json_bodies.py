@@ -1,0 +1,163 @@
+"""JSON bodies: size-capped (app.api.forms.read_body), depth-checked before parsing, parsed
+strictly (no NaN, no repeated keys, no lone surrogates) and validated into a model with every
+fault a 4xx problem that says which field and why."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any, Final, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from app.api.forms import read_body
+from app.errors import InvalidRequest
+from app.jsontext import (
+    RepeatedKey,
+    loads_unique,
+    lone_surrogate_at,
+    repeated_key_message,
+    surrogate_message,
+)
+
+# Deeper JSON than this is refused (422) before parsing: nothing here needs more, and
+# Python's parser would otherwise recurse once per level.
+MAX_JSON_DEPTH: Final = 32
+
+
+def check_json_depth(text: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """422 when arrays/objects nest deeper than `max_depth` (strings are skipped)."""
+    data = text.encode() if isinstance(text, str) else text
+    depth = 0
+    in_string = escaped = False
+    for b in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:  # backslash
+                escaped = True
+            elif b == 0x22:  # quote
+                in_string = False
+        elif b == 0x22:
+            in_string = True
+        elif b in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > max_depth:
+                raise InvalidRequest(f"The JSON nests deeper than {max_depth} levels.")
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+
+
+def parse_json(text: bytes | str, where: str = "The JSON body") -> Any:
+    """Depth-checked json.loads; any syntax error, or a key given twice in one object, is a
+    422 that says where."""
+    check_json_depth(text)
+    try:
+        value = loads_unique(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except RepeatedKey as exc:
+        raise InvalidRequest(repeated_key_message(where, exc)) from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"{where} is not valid JSON: {exc.msg} at position {exc.pos}."
+        ) from exc
+    except _NotJson as exc:
+        raise InvalidRequest(f"{where} is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # recursion is pre-empted above
+        if "digits" in str(exc):  # int() refuses more than sys.get_int_max_str_digits()
+            raise InvalidRequest(
+                f"{where} holds an integer of more than {sys.get_int_max_str_digits():,} digits."
+            ) from exc
+        raise InvalidRequest(f"{where} is not valid UTF-8 JSON.") from exc
+    bad = lone_surrogate_at(text, value)
+    if bad is not None:
+        raise InvalidRequest(surrogate_message(where, bad))
+    return value
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _finite_float(literal: str) -> float:
+    """A number literal beyond float64 (1e400) became inf, stored as `Infinity` (not JSON) and
+    answered as null: refused like the NaN and Infinity keywords."""
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _NotJson(f"the number {literal[:40]} is beyond what a 64-bit float holds.")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (Python's parser takes them; stored, NaN became null)."""
+    raise _NotJson(f"{name} is not a JSON value (RFC 8259 has no NaN or Infinity).")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """A JSON body, capped at `limit` bytes before it is parsed; an empty body is {}."""
+    raw = await read_body(request, limit)
+    return parse_json(raw) if raw.strip() else {}
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def validation_detail(exc: ValidationError) -> str:
+    """Pydantic's errors as one line: `field: message; ...`."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def _whole_numbers_as_integers(data: Any, exc: ValidationError) -> bool:
+    """Where `exc` says an integer was wanted and a float without a fraction came (`"k": 2.0`,
+    as Python's json.dumps writes a float: JSON Schema counts it an integer), put the int in
+    its place. Only those places: free-form metadata keeps its 2.0. True when any changed."""
+    changed = False
+    for err in exc.errors():
+        value = err.get("input")
+        if err["type"] != "int_type" or not isinstance(value, float) or not value.is_integer():
+            continue
+        *path, last = err["loc"]
+        node = data
+        try:
+            for key in path:
+                node = node[key]
+            if node[last] is value:
+                node[last] = int(value)
+                changed = True
+        except (KeyError, IndexError, TypeError):
+            continue  # a union's branch name in the path: not a place in the body
+    return changed
+
+
+async def read_model(request: Request, model: type[_M], limit: int, what: str) -> _M:
+    """A JSON body capped at `limit` bytes and depth-checked before parsing, validated into
+    `model` strictly (JSON types as declared: `true` or `"5"` is not a number, `5.5` not an
+    integer; lax parsing took `"k": true` as k = 1 and `"2"` inside a vector as 2.0; `2.0` is
+    the integer 2, as in JSON Schema); any fault is a 4xx problem that says which field and
+    why."""
+    data = await read_json(request, limit)
+    try:
+        return model.model_validate(data, strict=True)
+    except ValidationError as exc:
+        if not _whole_numbers_as_integers(data, exc):
+            raise InvalidRequest(f"Invalid {what}: {validation_detail(exc)}") from exc
+    try:
+        return model.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise InvalidRequest(f"Invalid {what}: {validation_detail(exc)}") from exc
+
+
+def json_body_openapi(
+    model: type[BaseModel], limit_setting: str = "IMGCLASS_MAX_JSON_BYTES"
+) -> dict[str, Any]:
+    """OpenAPI text for a route that reads its JSON body with `read_model`."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": f"JSON, at most {limit_setting} bytes and {MAX_JSON_DEPTH} levels deep.",
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
