@@ -159,7 +159,10 @@ class ServingPolicy(BaseModel):
         default=0,
         description="nice levels the pipelines run below the event loop (Linux; 0 = same)",
     )
-    queue_limit: int = Field(description="requests that may wait (hard cap); beyond: 503")
+    queue_limit: int = Field(
+        description="requests that may wait (hard cap; those a worker took in a batch count "
+        "too, beyond one per worker); beyond: 503"
+    )
     queue_max_wait_ms: float = Field(
         description="a request is refused (503 + Retry-After) when the work already waiting "
         "would take longer than this to start (0 = no bound)"
