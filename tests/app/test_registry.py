@@ -181,6 +181,7 @@ def test_odd_entries_are_refused_with_reasons_and_readiness_stays_true(tmp_path:
     assert reg.refresh() is True and "afile" not in reg.refused()
 
 
+@pytest.mark.slow  # a live server process: full runs only
 def test_real_server_refuses_hostile_bundles_and_serves_the_good_one(tmp_path: Path) -> None:
     """`python -m app` on a models folder of hostile bundles: it starts, /readyz is 200 with
     every bad one named, /v1/models serves only the good one, the log gives each reason."""

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.live_server import live_server
 
 
+@pytest.mark.slow  # a live server process: full runs only
 def test_one_worker_logs_where_the_page_and_the_docs_are(tmp_path: Path) -> None:
     env = {
         "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
