@@ -347,3 +347,9 @@ class Readiness(BaseModel):
         "answer 507/503); 'unavailable' when it was removed or replaced under the running "
         "server",
     )
+    catalog_store: str = Field(
+        "open",
+        description="'opening' while the catalog store is opened and stored images no item "
+        "uses are looked for (status 'loading'); 'open'; 'unavailable' when it could not be "
+        "opened (the server stays ready: predictions work, catalogs answer 503 and retry)",
+    )

@@ -42,7 +42,9 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
     folders = request.app.state.data_folders  # the data folder first, then its own folders
     seen = [folder.intact() for folder in folders]  # each one, so each learns what is there
     storage_ok = all(seen)
-    catalogs_started = request.app.state.catalogs.started.is_set()  # store opened, or tried
+    catalogs = request.app.state.catalogs
+    catalogs_started = catalogs.started.is_set()  # store opened, or tried
+    store = "opening" if not catalogs_started else "open" if catalogs.opened else "unavailable"
     ready = server_ready(registry, settings) and storage_ok and catalogs_started
     if ready:
         status = "ready"
@@ -59,5 +61,6 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
         refused=[RefusedModel(name=n) for n in sorted(refused)],
         # full or read-only: still ready (predictions work), said so for operators
         storage=folders[0].writes() if storage_ok else "unavailable",
+        catalog_store=store,
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

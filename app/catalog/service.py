@@ -87,6 +87,10 @@ class CatalogService:
         self.reserve.ensure()  # never raises
         self.started.set()
 
+    @property
+    def opened(self) -> bool:
+        return self._opened
+
     def collect_orphans(self) -> int:
         """Remove stored images no item references (a crash between the image write and the
         store's commit), under the blob guard: an add in flight elsewhere holds it."""

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -98,8 +99,10 @@ def test_liveness_answers_while_the_catalog_store_opens_and_readiness_waits(
             assert _wait_for(lambda: registry.loading_finished)  # the models are served
             r = c.get("/readyz")
             assert (r.status_code, r.json()["status"]) == (503, "loading"), r.text
+            assert (r.json()["loading"], r.json()["catalog_store"]) == ([], "opening")
             lock.release()
             assert _wait_for(lambda: c.get("/readyz").status_code == 200)
+            assert c.get("/readyz").json()["catalog_store"] == "open"
             assert c.post("/v1/catalogs", json={"name": "o", "model": "tiny"}).status_code == 201
         assert entered_while_held
     finally:
@@ -126,3 +129,21 @@ def test_a_request_while_the_store_opens_is_told_to_retry_at_once(
             assert _wait_for(lambda: c.get("/v1/catalogs").status_code == 200)
     finally:
         lock.release()
+
+
+def test_readiness_names_a_catalog_store_that_could_not_be_opened(
+    make_client: Callable[..., TestClient],
+) -> None:
+    """A vector store that cannot be reached (nothing listens on its port) leaves the server
+    ready for predictions, as before; /readyz now says `catalog_store: unavailable` (an
+    operator saw "ready" while every catalog call answered 503) and catalogs say why."""
+    pytest.importorskip("pymilvus")
+    from tests.conftest import free_port
+
+    with make_client(
+        load_in_background=True, vector_store=f"milvus://127.0.0.1:{free_port()}"
+    ) as c:
+        assert _wait_for(lambda: c.get("/readyz").status_code == 200)
+        assert c.get("/readyz").json()["catalog_store"] == "unavailable"
+        r = c.get("/v1/catalogs")
+        assert r.status_code == 503 and r.json()["type"] == "/problems/vector-store-unavailable"
