@@ -225,7 +225,9 @@ def _is_image(path: Path) -> bool:
     return sniff_format(head) is not None
 
 
-def _digest(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read 1 MiB at a time (the folder rule's order and the
+    transfer recipe's embedding cache key)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -268,7 +270,7 @@ def list_class_folder(
         for p in candidates:
             if not _is_image(p):
                 logger.warning("skipping %s: not an image format the server accepts", p)
-            elif (first := by_digest.setdefault(_digest(p), p)) != p:
+            elif (first := by_digest.setdefault(file_sha256(p), p)) != p:
                 logger.warning("skipping %s: the same bytes as %s", p, first)
         images = [by_digest[d] for d in sorted(by_digest)]
         files.append(images[:limit_per_class] if limit_per_class is not None else images)

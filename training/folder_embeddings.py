@@ -7,7 +7,6 @@ serving sees; folders are listed and split by training.data as well.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Sequence
@@ -19,11 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.bundle import InputSpec
-from training.data import load_images
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from training.data import file_sha256, load_images
 
 
 @dataclass
@@ -73,7 +68,7 @@ def embed_files(
     and the indices of the paths they belong to (unreadable files are skipped, as by
     training.data.load_images)."""
     view = "flip" if flip else "orig"
-    keys = [f"{_sha256(p)}:{view}" for p in paths]
+    keys = [f"{file_sha256(p)}:{view}" for p in paths]
     missing = sorted(
         {k: p for k, p in zip(keys, paths, strict=True) if k not in cache.entries}.items()
     )
