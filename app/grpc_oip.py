@@ -140,9 +140,9 @@ class OipServicer:
             status = 499  # cancelled by the client (an abort of its own), or gRPC's own error
             raise
         finally:
-            # only a served model's name is a label: a name a client made up (unknown, or
-            # sent without the key, or cancelled) would add series without bound (round 16)
-            label = model if status == 200 and model in self.registry.names() else ""
+            # only a served model's name is a label (a made-up name would add series without
+            # bound, round 16), whatever the status, as over HTTP: refusals count (round 31)
+            label = model if model in self.registry.names() else ""
             observe_request(f"grpc {method}", "POST", label, status, time.perf_counter() - t0)
 
     def _check_key(self, context: grpc.ServicerContext) -> None:

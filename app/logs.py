@@ -48,6 +48,13 @@ ACCESS_FIELDS: Final = (
 # The `method` label's values: the HTTP server parses some 40 methods (PROPFIND, MKCOL, ...),
 # and every one sent to every route and model was a new imgclass_requests_total series.
 METRIC_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+UNMATCHED: Final = "<unmatched>"  # the route label of 404s and requests refused before routing
+
+
+def method_label(method: str) -> str:
+    """The method as a metric label: one of METRIC_METHODS, else 'other' (bounded)."""
+    return method if method in METRIC_METHODS else "other"
+
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
@@ -145,7 +152,7 @@ def _route_template(scope: Scope) -> str:
     metric labels stay bounded; '<unmatched>' for 404s and requests refused before routing."""
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return path if isinstance(path, str) and path else "<unmatched>"
+    return path if isinstance(path, str) and path else UNMATCHED
 
 
 class RequestObserver:
@@ -212,8 +219,7 @@ class RequestObserver:
             route = _route_template(scope)
             method = scope.get("method", "")
             status = int(counts["status"])
-            label = method if method in METRIC_METHODS else "other"
-            telemetry.observe_request(route, label, model, status, seconds)
+            telemetry.observe_request(route, method_label(method), model, status, seconds)
             if self.access_log:
                 access_logger.info(
                     "%s %s %d %.1fms",

@@ -136,3 +136,16 @@ def test_a_v2_405_lists_the_routes_own_methods(client: TestClient, path: str, al
     r = client.request("OPTIONS", path)
     assert r.status_code == 405 and r.headers["allow"] == allow
     assert r.json() == {"error": f"OPTIONS is not allowed on {path}; allowed: {allow}."}
+
+
+def test_head_is_counted_and_logged_under_its_route(client: TestClient) -> None:
+    """Round 31: a HEAD was counted as route `<unmatched>` (the route went into the copied
+    scope the inner app saw), so HEAD probes were lumped in with 404s."""
+    assert client.head("/v1/models/tiny").status_code == 200
+    assert client.head("/healthz").status_code == 200
+    text = client.get("/metrics").text
+    for route, model in (("/v1/models/{name}", "tiny"), ("/healthz", "")):
+        line = (
+            f'imgclass_requests_total{{method="HEAD",model="{model}",route="{route}",status="200"}}'
+        )
+        assert line in text, [t for t in text.splitlines() if 'method="HEAD"' in t]

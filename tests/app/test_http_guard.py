@@ -590,3 +590,25 @@ def test_an_answered_request_is_freed_without_the_cycle_collector() -> None:
             assert left() == 0
         finally:
             gc.enable()
+
+
+def _other_400s(port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    series = 'imgclass_requests_total{method="other",model="",route="<unmatched>",status="400"}'
+    lines = [line for line in text.splitlines() if line.startswith(series + " ")]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+@pytest.mark.parametrize("method", [b"FOO", b"BREW", b"X" * 40])
+def test_an_unknown_method_gets_a_request_id_and_is_counted(port: int, method: bytes) -> None:
+    """Round 31: a method the HTTP parser does not know was answered 400 (right) with no
+    X-Request-ID, which every answer carries, and never counted in /metrics."""
+    before = _other_400s(port)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(method + b" /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        got, _ = _until_closed(s)
+    assert got.startswith(b"HTTP/1.1 400 "), got[:200]
+    head = got.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
+    ids = [line.split(": ", 1)[1] for line in head.split("\r\n") if line.startswith("x-request-id")]
+    assert len(ids) == 1 and re.fullmatch(r"[0-9a-f]{32}", ids[0]), head
+    assert _other_400s(port) == before + 1

@@ -170,7 +170,7 @@ def test_the_shipped_alert_rules_load_and_name_real_metrics(
             break  # every rule evaluated at least once (never-run rules say 0001-01-01)
         assert time.monotonic() < deadline, rules
         time.sleep(0.5)
-    assert len(rules) == 9
+    assert len(rules) == 10
     for rule in rules:
         assert rule["health"] == "ok", rule
         assert rule["state"] == "inactive", rule
