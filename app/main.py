@@ -47,6 +47,9 @@ def _load_then_freeze(registry: ModelRegistry, freeze: bool) -> None:
         freeze_loaded_heap()  # full collections skip what start-up built (app/heap.py)
 
 
+STORE_WAIT_S = 5.0  # how long a start-up that loads its models in the lifespan waits for it
+
+
 def _open_then_warm(catalogs: CatalogService) -> None:
     catalogs.open()
     catalogs.warm()
@@ -78,6 +81,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from app.grpc_oip import GrpcServer  # grpcio is loaded only when the port is set
 
             grpc_server = GrpcServer(app.state, asyncio.get_running_loop())
+        # Not in the lifespan: a Milvus that took 45 s to answer after its restart kept
+        # /healthz waiting that long (round 30), and with several workers, whose models load
+        # in the lifespan, SIGTERM too (round 31). /readyz waits for it.
+        threading.Thread(
+            target=_open_then_warm, args=(catalog_service,), name="catalog-loader", daemon=True
+        ).start()
         if settings.load_in_background:
             threading.Thread(
                 target=_load_then_freeze,
@@ -85,15 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 name="model-loader",
                 daemon=True,
             ).start()
-            # Not in the lifespan: a Milvus that took 45 s to answer after its restart kept
-            # /healthz waiting that long (round 30). /readyz waits for `started`.
-            threading.Thread(
-                target=_open_then_warm, args=(catalog_service,), name="catalog-loader", daemon=True
-            ).start()
         else:
-            catalog_service.open()
             registry.load_all()
-            catalog_service.warm()
+            # a store that opens at once is open before the first request, as it was
+            await asyncio.to_thread(catalog_service.started.wait, STORE_WAIT_S)
             if settings.gc_freeze:
                 freeze_loaded_heap()
         registry.start_watching(settings.model_poll_seconds)

@@ -101,15 +101,20 @@ def split_folder(
 
 
 def check_decodable(
-    class_names: tuple[str, ...], labels: dict[str, npt.NDArray[np.int64]], root: Path
+    class_names: tuple[str, ...],
+    planned: dict[str, int],
+    labels: dict[str, npt.NDArray[np.int64]],
+    root: Path,
 ) -> None:
-    """Every class keeps a picture in every split once the files that fail to decode are
-    dropped: a class whose files were all truncated was trained, calibrated and exported as if
-    it were there, with one warning per file (round 30)."""
+    """Every class keeps a picture in every split that was given pictures (`planned`: the
+    split's size before decoding) once the files that fail to decode are dropped: a class
+    whose files were all truncated was trained, calibrated and exported as if it were there,
+    with one warning per file (round 30); a split left with no picture at all ended in a
+    traceback after training (round 31). A split given none (`val_fraction: 0`) is fine."""
     short = [
         name
         for c, name in enumerate(class_names)
-        if any(len(labels[s]) and not np.any(labels[s] == c) for s in SPLITS)
+        if any(planned[s] and not np.any(labels[s] == c) for s in SPLITS)
     ]
     if short:
         raise BadData(
@@ -169,8 +174,9 @@ def run_transfer(
     t["setup"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    planned = {s: len(labels[s]) for s in SPLITS}
     emb, x_train, y_train, stats = _embed_splits(cfg, backbone, paths, labels, cache)
-    check_decodable(class_names, labels, root)
+    check_decodable(class_names, planned, labels, root)
     t["embeddings"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

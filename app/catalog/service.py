@@ -161,14 +161,17 @@ class CatalogService:
             )
         return loaded
 
-    def default_catalog(self, model: str) -> str | None:
-        """The model's default catalog for predict?similar=k, if it exists and fits the model."""
+    def default_catalog(self, model: str, strict: bool = False) -> str | None:
+        """The model's default catalog, if it exists and fits the model; `strict` (for
+        predict?similar=k): a store opening or unavailable is its 503, not "none" (round 31)."""
         name = self.settings.default_catalogs.get(model)
         if name is None:
             return None
         try:
             rec = self._ensure_open().get_catalog(name)
-        except ServiceError:
+        except ServiceError as exc:
+            if strict and not isinstance(exc, CatalogNotFound):
+                raise
             return None
         return name if rec.model.name == model else None
 
@@ -349,9 +352,8 @@ class CatalogService:
         model without embeddings, 404 when it does not exist, 409 for another model's."""
         ref = model_ref(loaded)
         backbone = loaded.model.bundle.metadata.backbone  # a taught model: its source catalog
-        name = (
-            catalog or self.default_catalog(loaded.name) or (backbone.catalog if backbone else None)
-        )
+        name = catalog or self.default_catalog(loaded.name, strict=True)
+        name = name or (backbone.catalog if backbone else None)
         if name is None:
             raise InvalidRequest(
                 f"Model {loaded.name!r} has no default catalog; name one with catalog=<name>."

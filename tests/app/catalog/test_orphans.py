@@ -118,13 +118,21 @@ def test_a_request_while_the_store_opens_is_told_to_retry_at_once(
     Retry-After at once, and 200 once the store is open."""
     lock = HeldLock(tmp_path / "service-data" / "catalogs" / ".open.lock", safety_s=15)
     try:
-        with make_client(load_in_background=True) as c:
+        with make_client(load_in_background=True, default_catalogs={"tiny": "fm"}) as c:
             t0 = time.monotonic()
             r = c.get("/v1/catalogs")
             waited = time.monotonic() - t0
             assert not lock.released.is_set() and waited < 5, waited
             assert r.status_code == 503 and r.json()["type"] == "/problems/not-ready", r.text
             assert r.headers["Retry-After"] == "2" and "still opening" in r.json()["detail"]
+            # round 31: predict?similar=k through the model's default catalog said 422 "no
+            # default catalog" (final-looking, no Retry-After) while the store opened
+            registry = c.app.state.registry  # type: ignore[attr-defined]
+            assert _wait_for(lambda: registry.loading_finished)
+            r = c.post("/v1/models/tiny/predict?similar=2", content=_png(10))
+            assert r.status_code == 503 and r.json()["type"] == "/problems/not-ready", r.text
+            assert r.headers["Retry-After"] == "2"
+            assert c.get("/v1/models/tiny").status_code == 200  # the model itself is served
             lock.release()
             assert _wait_for(lambda: c.get("/v1/catalogs").status_code == 200)
     finally:
@@ -147,3 +155,29 @@ def test_readiness_names_a_catalog_store_that_could_not_be_opened(
         assert c.get("/readyz").json()["catalog_store"] == "unavailable"
         r = c.get("/v1/catalogs")
         assert r.status_code == 503 and r.json()["type"] == "/problems/vector-store-unavailable"
+
+
+def test_a_start_up_that_loads_models_in_the_lifespan_does_not_wait_for_the_store(
+    make_client: Callable[..., TestClient], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 31: each of several workers loads its models in the lifespan (the parent deals
+    connections to ready workers only), and there the store was still opened synchronously:
+    /healthz waited the whole 28 s lock wait, and SIGTERM was not heard until it ended. Now it
+    waits STORE_WAIT_S at most; catalog calls meanwhile get 503 `not-ready`."""
+    import app.main
+
+    monkeypatch.setattr(app.main, "STORE_WAIT_S", 0.5)
+    lock = HeldLock(tmp_path / "service-data" / "catalogs" / ".open.lock", safety_s=20)
+    try:
+        t0 = time.monotonic()
+        with make_client(load_in_background=False) as c:
+            assert time.monotonic() - t0 < 10 and not lock.released.is_set()
+            assert c.get("/healthz").status_code == 200
+            assert c.get("/v1/models/tiny").status_code == 200
+            r = c.get("/v1/catalogs")
+            assert r.status_code == 503 and r.json()["type"] == "/problems/not-ready", r.text
+            assert c.get("/readyz").json()["catalog_store"] == "opening"
+            lock.release()
+            assert _wait_for(lambda: c.get("/v1/catalogs").status_code == 200)
+    finally:
+        lock.release()
