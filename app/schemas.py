@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from app.bundle import BackboneRef, InputSpec, Metrics, Outputs, Provenance
 from app.catalog.types import CATALOG_NAME_RE
@@ -111,6 +112,26 @@ class SearchRequest(BaseModel):
     )
     k: int | None = Field(default=None, ge=1, le=MAX_K)
     label: str | None = Field(default=None, description="only neighbours with this label")
+
+    @field_validator("vector", mode="before")
+    @classmethod
+    def _numbers_only(cls, value: Any) -> Any:
+        """One error for a vector holding anything but numbers, not one per element: 85,000
+        of them (a 256 KiB body of `[]`s) held the event loop 0.9 s to list (round 31)."""
+        if isinstance(value, list):
+            for i, x in enumerate(value):
+                if isinstance(x, bool) or not isinstance(x, int | float):
+                    kind = _JSON_KINDS.get(type(x), type(x).__name__)
+                    raise PydanticCustomError(
+                        "vector_numbers",
+                        "element {index} is {kind}; a vector holds numbers only",
+                        {"index": i, "kind": kind},
+                    )
+        return value
+
+
+_JSON_KINDS = {list: "an array", dict: "an object", str: "a string", bool: "a boolean"}
+_JSON_KINDS[type(None)] = "null"
 
 
 class Neighbor(BaseModel):

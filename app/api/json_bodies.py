@@ -103,11 +103,18 @@ async def read_json(request: Request, limit: int) -> Any:
 _M = TypeVar("_M", bound=BaseModel)
 
 
+MAX_LISTED_ERRORS: Final = 10  # a body with thousands of faults is told its first ones
+
+
 def validation_detail(exc: ValidationError) -> str:
-    """Pydantic's errors as one line: `field: message; ...`."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    """Pydantic's errors as one line: `field: message; ...`, the first MAX_LISTED_ERRORS."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    listed = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+        for e in errors[:MAX_LISTED_ERRORS]
     )
+    more = len(errors) - MAX_LISTED_ERRORS
+    return listed + (f"; and {more:,} more" if more > 0 else "")
 
 
 def _whole_numbers_as_integers(data: Any, exc: ValidationError) -> bool:
@@ -115,7 +122,9 @@ def _whole_numbers_as_integers(data: Any, exc: ValidationError) -> bool:
     as Python's json.dumps writes a float: JSON Schema counts it an integer), put the int in
     its place. Only those places: free-form metadata keeps its 2.0. True when any changed."""
     changed = False
-    for err in exc.errors():
+    if exc.error_count() > MAX_LISTED_ERRORS:
+        return False  # a body this wrong is not a few integers written as floats
+    for err in exc.errors(include_url=False):
         value = err.get("input")
         if err["type"] != "int_type" or not isinstance(value, float) or not value.is_integer():
             continue
