@@ -191,10 +191,22 @@ def storage_error(exc: BaseException) -> ServiceError | None:
     return None
 
 
-def check_writable(folder: Path) -> None:
+# The service's own folders in the data folder: catalogs, teach jobs, taught bundles.
+SERVICE_FOLDERS: Final = ("catalogs", "teach", "models")
+
+
+def check_writable(folder: Path, parts: tuple[str, ...] = SERVICE_FOLDERS) -> None:
     """Create `folder` and write, then remove, a probe file in it; raise ConfigurationError
-    naming the folder and the OS's reason when that fails (read-only, no permission); a full
-    disk is let through (predictions still work, writes answer 507)."""
+    naming the folder and the OS's reason when that fails (read-only, no permission), or when
+    one of the service's folders in it is a file (round 31: `teach` as a file was a traceback,
+    `models` as a file was taken for the folder); a full disk is let through (predictions
+    still work, writes answer 507)."""
+    for part in parts:
+        if (folder / part).exists() and not (folder / part).is_dir():
+            raise ConfigurationError(
+                f"{folder / part} is a file, but the service keeps a folder there "
+                "(IMGCLASS_DATA_DIR): move the file away."
+            )
     # unique per call: replicas sharing a volume can have the same pid (1 in each container)
     probe = folder / f"{TMP_PREFIX}write-probe-{os.getpid()}-{secrets.token_hex(8)}"
     try:
@@ -228,6 +240,9 @@ def check_listable(folder: Path, setting: str) -> None:
 MIN_FREE_BYTES: Final = 1024 * 1024  # less than this free on the data folder's disk: "full"
 
 
+_NOT_A_FOLDER: Final = (-1, -1)
+
+
 class FolderIdentity:
     """Which folder a path named when the server started or first saw it (device and inode),
     so that a probe and every writer can tell, with one stat call, that the data folder was
@@ -236,22 +251,29 @@ class FolderIdentity:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.abspath = os.path.abspath(path)
-        self._key = self._stat()
+        key = self._stat()
+        self._key = None if key == _NOT_A_FOLDER else key
 
     def _stat(self) -> tuple[int, int] | None:
+        """(device, inode) of the folder; None while nothing is there; (-1, -1) for a file
+        or anything else that is not a folder (never the folder: round 31)."""
         try:
             st = os.stat(self.path)
         except OSError:
             return None
-        return st.st_dev, st.st_ino
+        return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else _NOT_A_FOLDER
 
     def intact(self) -> bool:
-        """False when the folder, once seen, is now missing or another folder. A folder that
-        did not exist yet (created on first write) is watched from the first call that sees it."""
+        """False when the folder, once seen, is now missing or another folder, or when a file
+        stands where it goes. A folder that did not exist yet (created on first write) is
+        watched from the first call that sees it."""
+        now = self._stat()
+        if now == _NOT_A_FOLDER:
+            return False
         if self._key is None:
-            self._key = self._stat()
+            self._key = now
             return True
-        return self._stat() == self._key
+        return now == self._key
 
     def writes(self) -> str:
         """'ok', 'full' (under MIN_FREE_BYTES left for the service: writes answer 507) or
@@ -261,8 +283,10 @@ class FolderIdentity:
             st = os.statvfs(self.path)
         except OSError:
             return "ok"  # not created yet (made on first write), or gone: intact() says so
-        if st.f_flag & os.ST_RDONLY or not os.access(self.path, os.W_OK):
+        if st.f_flag & os.ST_RDONLY:
             return "read-only"
+        if not os.access(self.path, os.W_OK):  # no permission, or not there (yet)
+            return "read-only" if os.path.lexists(self.path) else "ok"
         return "full" if st.f_bavail * st.f_frsize < MIN_FREE_BYTES else "ok"
 
     def covers(self, path: Path) -> bool:

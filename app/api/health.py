@@ -3,6 +3,8 @@ behind decodes and forward passes, and cheap (no I/O, no locks held long)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -36,7 +38,7 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
     folder, or its catalogs, teach or models folder, was removed or replaced under the running
     server (catalogs and teaching then answer 503; a load balancer should send traffic to a
     replica that still has it), and while the catalog store opens. A full or read-only data
-    folder is reported in `storage` but keeps the server ready: predictions work, writes
+    folder (or one of its folders, on a volume of its own) is reported in `storage` but keeps the server ready: predictions work, writes
     answer 507/503. A few system calls, no lock."""
     refused = registry.refused()
     names = registry.names()
@@ -61,7 +63,14 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
         loading=registry.pending(),
         refused=[RefusedModel(name=n) for n in sorted(refused)],
         # full or read-only: still ready (predictions work), said so for operators
-        storage=folders[0].writes() if storage_ok else "unavailable",
+        storage=_worst(folder.writes() for folder in folders) if storage_ok else "unavailable",
         catalog_store=store,
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+def _worst(states: Iterable[str]) -> str:
+    """The data folder's and its own folders' write states, the worst first: `catalogs` on a
+    volume of its own, full or read-only, was "ok" (only the data folder was read, round 31)."""
+    seen = set(states)
+    return next((s for s in ("read-only", "full") if s in seen), "ok")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import sqlite3
 import subprocess
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from app.catalog.sqlite import schema_gone
 from app.errors import ConfigurationError, InsufficientStorage, StorageUnavailable
-from app.fsutil import FolderIdentity, check_writable, storage_error
+from app.fsutil import SERVICE_FOLDERS, FolderIdentity, check_writable, storage_error
 from app.main import create_app
+from app.teach.core import taught_root
 from tests.conftest import ROOT, make_settings
 from tests.unprivileged import held_to_file_modes
 
@@ -191,3 +194,66 @@ def test_the_data_folder_says_when_it_cannot_take_writes(
     with TestClient(create_app(make_settings(tiny_models_dir, tmp_path))) as c:
         r = c.get("/readyz")
         assert r.status_code == 200 and r.json()["storage"] == "full", r.text
+
+
+def test_a_file_where_a_service_folder_goes_is_never_taken_for_it(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
+    """Round 31: `models` as a file at start-up was adopted as the folder (/readyz 200, then a
+    teach job ended in a 500 NotADirectoryError), a file made and removed meanwhile left /readyz
+    503 until a restart, and `teach` as a file stopped start-up with a traceback."""
+    data = tmp_path / "service-data"
+    data.mkdir()
+    (data / "models").write_text("not a folder")
+    with pytest.raises(ConfigurationError, match=r"models is a file, but the service keeps"):
+        check_writable(data)  # `python -m app` says so in one line before serving
+    assert taught_root(make_settings(tiny_models_dir, tmp_path)).name in SERVICE_FOLDERS
+    with TestClient(create_app(make_settings(tiny_models_dir, tmp_path))) as c:
+        r = c.get("/readyz")
+        assert (r.status_code, r.json()["status"]) == (503, "storage-unavailable"), r.text
+        r = c.post("/v1/catalogs", json={"name": "c", "model": "tiny"})
+        assert r.status_code == 201, r.text  # the catalogs folder is fine
+        for i in range(6):
+            png = io.BytesIO()
+            Image.new("L", (28, 28), 40 * i).save(png, "PNG")
+            r = c.post(f"/v1/catalogs/c/items?label={'ab'[i % 2]}", content=png.getvalue())
+            assert r.status_code == 201, r.text
+        (data / "models").unlink()
+        assert c.get("/readyz").status_code == 200
+        (data / "teach").rename(data / "teach-away")
+        (data / "teach").write_text("not a folder either")
+        assert c.get("/readyz").json()["status"] == "storage-unavailable"
+        r = c.post("/v1/catalogs/c/train", json={"model": "t"})
+        assert r.status_code == 503 and r.json()["type"] == "/problems/storage-unavailable", r.text
+        (data / "teach").unlink()
+        (data / "teach-away").rename(data / "teach")
+        assert c.get("/readyz").status_code == 200
+
+
+def test_readyz_storage_is_the_worst_of_the_service_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_models_dir: Path
+) -> None:
+    """Round 31: with `catalogs` on a volume of its own, full or read-only, /readyz said
+    storage "ok" (only the data folder itself was read) while adds answered 507 or 503."""
+    real = os.statvfs
+    catalogs = str(tmp_path / "service-data" / "catalogs")
+    flags: dict[str, int] = {}
+
+    def statvfs(path: object) -> os.statvfs_result:
+        got = real(path)  # type: ignore[arg-type]
+        if str(path) != catalogs:
+            return got
+        fields = list(got)
+        fields[4] = flags.get("avail", fields[4])
+        fields[8] |= flags.get("flag", 0)
+        return os.statvfs_result(fields)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    with TestClient(create_app(make_settings(tiny_models_dir, tmp_path))) as c:
+        assert c.post("/v1/catalogs", json={"name": "c", "model": "tiny"}).status_code == 201
+        assert c.get("/readyz").json()["storage"] == "ok"
+        flags["avail"] = 1
+        r = c.get("/readyz")
+        assert r.status_code == 200 and r.json()["storage"] == "full", r.text
+        flags["flag"] = os.ST_RDONLY
+        assert c.get("/readyz").json()["storage"] == "read-only"
