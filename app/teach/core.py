@@ -213,7 +213,7 @@ def train(
         accuracy_ci95_high=round(ci.high, 4),
     ).model_copy(update={"evaluated_with": "numpy"})  # same weights as the graph, scored in numpy
     extra = {**without_trivial_top_k(metrics.extra, len(ex.labels)), **majority_extra(report)}
-    floor = familiar_floor(ex.x, seed=seed)  # predict's `familiar` compares with it
+    floor = familiar_floor(ex.x, seed=seed, groups=ex.groups)  # predict's `familiar` uses it
     if floor is not None:
         extra[FLOOR_KEY] = round(floor, 4)
     metrics = metrics.model_copy(update={"extra": extra})

@@ -34,29 +34,36 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1.0)
 
 
-def nearest_other(x: np.ndarray, queries: np.ndarray) -> np.ndarray:
+def nearest_other(
+    x: np.ndarray, queries: np.ndarray, groups: np.ndarray | None = None
+) -> np.ndarray:
     """For each index in `queries`, the cosine similarity of that row of `x` (unit rows) to
     its most similar other row that is not a copy of it (-inf when every other row is one:
-    examples sent twice made every example its copy's neighbour, and the floor 1.0, round 27)."""
+    examples sent twice made every example its copy's neighbour, and the floor 1.0, round 27)
+    and, with `groups` (an id per row), not of its own group: variants of one picture (skin
+    tones, a burst) are each other's neighbours as no new picture is one of theirs, and put
+    the floor so high that most new pictures of the taught classes were flagged (round 31)."""
     out = np.empty(len(queries), dtype=np.float32)
     for start in range(0, len(queries), CHUNK):
         rows = queries[start : start + CHUNK]
         sims = x[rows] @ x.T
         sims[sims >= COPY] = -np.inf  # itself, and its copies
+        if groups is not None:
+            sims[groups[rows][:, None] == groups[None, :]] = -np.inf
         out[start : start + CHUNK] = sims.max(axis=1)
     return out
 
 
-def familiar_floor(x: np.ndarray, seed: int = 0) -> float | None:
-    """The FLOOR_QUANTILE of the examples' nearest-other-example similarities, or None with
-    fewer than MIN_EXAMPLES examples."""
+def familiar_floor(x: np.ndarray, seed: int = 0, groups: np.ndarray | None = None) -> float | None:
+    """The FLOOR_QUANTILE of the examples' nearest-other-example similarities (examples of
+    another group, with `groups`), or None with fewer than MIN_EXAMPLES examples."""
     n = len(x)
     if n < MIN_EXAMPLES:
         return None
     unit = unit_rows(x)
     rng = np.random.default_rng(seed)
     queries = np.sort(rng.choice(n, size=min(n, MAX_QUERIES), replace=False))
-    near = nearest_other(unit, queries)
+    near = nearest_other(unit, queries, groups)
     near = near[np.isfinite(near)]  # an example with nothing but copies says nothing
     if len(near) < MIN_EXAMPLES:
         return None
