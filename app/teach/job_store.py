@@ -95,13 +95,21 @@ def _read_job(raw: object) -> Job:
 
 
 def _pid_alive(pid: int) -> bool:
+    """A process of this pid namespace runs as `pid`: not gone, and not a zombie (killed and
+    not yet reaped, as in a container without an init process: its jobs read `running`
+    for as long as it stayed one, round 31)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True  # no /proc here: kill's answer is all there is
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
 
 
 class JobStore:

@@ -609,3 +609,30 @@ def test_a_full_disk_while_writing_the_bundle_is_a_507_not_a_crash(tmp_path: Pat
         assert JobStore(tmp_path / "jobs").load(job.id).status == "failed"
     finally:
         runner.stop()
+
+
+def test_a_job_whose_process_died_unreaped_reads_failed(tmp_path: Path) -> None:
+    """Round 31: a killed server whose parent does not reap it (a container without an init
+    process) stays a zombie, to which `kill(pid, 0)` still answers: its job read `running`
+    and its model name stayed taken on every other process."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{child.pid}/stat").read_text().split(")")[-1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.05)
+        store = JobStore(tmp_path / "jobs")
+        store.save(
+            Job(
+                id="zomb1",
+                catalog="c",
+                model="m",
+                options={},
+                status="running",
+                owner_pid=child.pid,
+            )
+        )
+        job = JobRunner(store, lambda *a: {}).get("zomb1")
+        assert job.status == "failed" and job.error is not None
+    finally:
+        child.wait()
