@@ -218,7 +218,8 @@ async def add_zip(
     their header-declared pixels (checked before decoding), unpacked bytes and compression
     ratio. With `skip_duplicates=true` an image that copies an item of the same label (e.g.
     the zip sent again after an upload cut off mid-way) is left out and listed."""
-    await run_in_threadpool(service.get, catalog)  # 404 before reading the body
+    # 404 before reading the body; 409 when the catalog's model was replaced by another build
+    await run_in_threadpool(lambda: service.bound_model(service.get(catalog)))
     await embed_gate(request).refuse_if_full()  # 503 before the body when the gate is full
     return await _add_zip(catalog, request, service, settings, skip_duplicates)
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from app.catalog.outcomes import ItemSpec
 from app.catalog.service import CatalogService
-from app.catalog.types import CatalogNotFound, StoreUnavailable, check_label
+from app.catalog.types import CatalogNotFound, ModelMismatch, StoreUnavailable, check_label
 from app.errors import (
     InsufficientStorage,
     InvalidRequest,
@@ -304,7 +304,9 @@ def ingest(
     so one bad file is skipped with its reason and the rest are added. With `skip_duplicates`
     an image that copies an item of its label (app.catalog.dedup) is left out and listed."""
     limits = limits or BatchLimits()
-    service.get(catalog)  # 404 before any work
+    # 404 before any work, and 409 when the catalog's model was replaced by another build:
+    # each image was skipped with that reason, and the upload answered 200 (round 31)
+    service.bound_model(service.get(catalog))
     batch: list[LabelledImage] = []
 
     def flush() -> None:
@@ -313,13 +315,15 @@ def ingest(
         try:
             _add(service, catalog, batch, report, skip_duplicates)
         except ServiceError as exc:
-            if _storage(exc):  # the data folder, not an image: no use trying them one by one
+            if _ends_the_upload(
+                exc
+            ):  # the data folder, not an image: no use trying them one by one
                 raise
             for one in batch:
                 try:
                     _add(service, catalog, [one], report, skip_duplicates)
                 except ServiceError as exc:
-                    if _storage(exc):
+                    if _ends_the_upload(exc):
                         raise
                     report.skip(one.name, exc.detail)
         batch.clear()
@@ -362,11 +366,12 @@ def ingest(
     return report
 
 
-def _storage(exc: ServiceError) -> bool:
+def _ends_the_upload(exc: ServiceError) -> bool:
     """A failing data folder (full, read-only, gone) or vector store (Milvus down), or the
-    catalog deleted meanwhile: every further image would fail too."""
+    catalog deleted or its model replaced meanwhile: every further image would fail too."""
     return isinstance(
-        exc, (InsufficientStorage, StorageUnavailable, StoreUnavailable, CatalogNotFound)
+        exc,
+        (InsufficientStorage, StorageUnavailable, StoreUnavailable, CatalogNotFound, ModelMismatch),
     )
 
 

@@ -5,7 +5,9 @@ a copy of the shipped products bundle, swapped for another build of it."""
 
 from __future__ import annotations
 
+import io
 import shutil
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,3 +72,25 @@ def test_a_backbone_replaced_during_a_job_fails_it_with_nothing_published(
     assert c.get("/v1/models/shoes").status_code == 404
     taught = core.taught_root(c.app.state.settings) / "shoes"  # type: ignore[attr-defined]
     assert not taught.exists() or not any(p.name.isdigit() for p in taught.iterdir())
+
+
+def test_a_zip_for_a_catalog_whose_model_was_replaced_is_one_409(
+    app_on_a_copy: tuple[TestClient, Path], fm_pngs: dict[int, list[bytes]]
+) -> None:
+    """Round 31: every image of the zip was skipped with the model-mismatch reason, and the
+    upload answered 200 with nothing added; train said 409. Now the zip says 409 too, before
+    its body is read."""
+    c, bundle = app_on_a_copy
+    make_catalog(c, "shop", {"sneaker": fm_pngs[SNEAKER][:2], "bag": fm_pngs[BAG][:2]})
+    _another_build(bundle)
+    c.app.state.registry.refresh()  # type: ignore[attr-defined]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("bag/1.png", fm_pngs[BAG][3])
+    r = c.post(
+        "/v1/catalogs/shop/items:zip",
+        content=buf.getvalue(),
+        headers={"content-type": "application/zip"},
+    )
+    assert r.status_code == 409 and r.json()["type"] == "/problems/model-mismatch", r.text
+    assert c.get("/v1/catalogs/shop").json()["item_count"] == 4
