@@ -33,6 +33,8 @@ from training.emoji.loso import final_head, photo_test, run_loso
 from training.emoji.render import base_array
 from training.emoji.style_sets import PhotoSet, load_photos, load_sets
 from training.emoji.tasks import MASS_RULE, TASKS
+from training.emoji.top_bird import PHOTO_SPLIT
+from training.emoji.top_summary import POOLED_AT_FOLDS
 from training.export import git_commit, hardware
 from training.recipes import RunOptions, RunReport
 from training.runs import start_run, write_metrics
@@ -121,7 +123,7 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
     metrics = [
         _metric(
             DATASET,
-            "leave-one-style-out (pooled over 7 held-out styles)",
+            f"leave-one-style-out ({POOLED_AT_FOLDS})",
             loso["pooled"],
             served,
             pos,
@@ -157,7 +159,7 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
         metrics.append(
             _metric(
                 "real photos shipped in PyPI packages (foolbox imagenet/cifar10/cifar100, scikit-image, scikit-learn, matplotlib, imgaug)",
-                "test (never trained on)",
+                PHOTO_SPLIT,
                 photo_fig,
                 served,
                 pos,

@@ -205,10 +205,24 @@ def card(
             *(Licence(f"emoji drawings, {s}", lic) for s, (_, lic) in STYLES.items()),
             Licence("Fashion-MNIST", "MIT"),
         ),
-        reproduce="python -m training.emoji.products_finetune --bundle START --json loso.json && "
-        "python -m training.emoji.products_ship --bundle START --loso loso.json",
+        reproduce=reproduce_line(ft, meta.version),
     )
     return render_card(data_card)
+
+
+def reproduce_line(ft: FineTune, version: str) -> str:
+    """The commands that rebuild this bundle from START: the settings it was trained with that
+    differ from FineTune's defaults (round 31: the line named none, so it rebuilt v2's
+    settings, not v3's), and the step that declares the backdrop policy."""
+    default = asdict(FineTune())
+    changed = [f"{k}={v}" for k, v in asdict(ft).items() if v != default[k]]
+    sets = f" --set {' '.join(changed)}" if changed else ""
+    return (
+        f"python -m training.emoji.products_finetune --bundle START{sets} --json loso.json && "
+        "python -m training.emoji.products_ship --bundle START --loso loso.json "
+        f"--version {version} && python -m training.emoji.products_backdrop --loso loso.json "
+        "--write"
+    )
 
 
 def stage(

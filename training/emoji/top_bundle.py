@@ -35,6 +35,7 @@ from training.emoji.top_parity import parity
 from training.emoji.top_report import print_summary
 from training.emoji.top_ship import fold_path, load_saved
 from training.emoji.top_summary import (
+    POOLED_AT_FOLDS,
     RULE,
     SERVED_RULE_SPLIT,
     decide,
@@ -202,9 +203,7 @@ def write(
         "recall_at_1pct_fpr_per_style_cuts: each style's own cut, summed"
     )
     served_thr = 0.5 if bird else thr  # bird: the head threshold is folded into the graph
-    metrics = [
-        _metric(DATASET, f"{LOSO} (pooled over 7 held-out styles)", p, served_thr, pos, pooled_note)
-    ]
+    metrics = [_metric(DATASET, f"{LOSO} ({POOLED_AT_FOLDS})", p, served_thr, pos, pooled_note)]
     metrics[0].extra["recall_at_1pct_fpr_per_style_cuts"] = float(p["per_style_cuts"]["estimate"])
     for style, f in summary["folds"].items():
         fig = f["finetuned"]
@@ -238,7 +237,15 @@ def write(
         "a new style"
     )
     metrics.append(
-        _metric(DATASET, f"{LOSO} (pooled), {SERVED_RULE_SPLIT}", nested, thr, pos, nested_note)
+        _metric(
+            DATASET,
+            f"{LOSO} (pooled), {SERVED_RULE_SPLIT} (per-style thresholds {t_range}; "
+            "the served one shown)",
+            nested,
+            thr,
+            pos,
+            nested_note,
+        )
     )
     metrics = [m.model_copy(update={"evaluated_with": "keras"}) for m in metrics]
     bm = base.metadata
@@ -289,7 +296,7 @@ def write(
             f"lowest bird score {photos['lowest_bird']:.3f}, highest non-bird "
             f"{photos['highest_non_bird']:.3f}"
         )
-        photo_metric = _metric(top_bird.PHOTOS, "test (never trained on)", photos, 0.5, pos, note)
+        photo_metric = _metric(top_bird.PHOTOS, top_bird.PHOTO_SPLIT, photos, 0.5, pos, note)
         meta = meta.model_copy(update={"metrics": [*meta.metrics, photo_metric]})
         print(f"photos (served graph): {photos['tp']}/{photos['n_positive']} birds found, "
               f"{photos['fp']}/{photos['n'] - photos['n_positive']} non-birds flagged")  # fmt: skip

@@ -29,6 +29,11 @@ V1_PER_STYLE_AT_1PCT = 93  # santa v1: each held-out style's own 1% FPR cut, sum
 V1_POOLED_AT_1PCT = 89  # santa v1: one cut over the pooled held-out scores (of 111)
 V1_SANTAS = 111
 SERVED_RULE_SPLIT = "served threshold rule, chosen without the held-out style"
+# The pooled row's counts are each fold's at its own threshold; the metric's threshold field is
+# the served one (the server decides by it), which these counts were not measured at (round 31).
+POOLED_AT_FOLDS = (
+    "pooled over 7 held-out styles, each at its fold's threshold; the served threshold shown"
+)
 RULE: Final = "max_f1"  # the shipped threshold's rule, as v1: on the pooled held-out scores
 
 
