@@ -202,10 +202,10 @@ def check_writable(folder: Path, parts: tuple[str, ...] = SERVICE_FOLDERS) -> No
     `models` as a file was taken for the folder); a full disk is let through (predictions
     still work, writes answer 507)."""
     for part in parts:
-        if (folder / part).exists() and not (folder / part).is_dir():
+        if os.path.lexists(folder / part) and not (folder / part).is_dir():
             raise ConfigurationError(
-                f"{folder / part} is a file, but the service keeps a folder there "
-                "(IMGCLASS_DATA_DIR): move the file away."
+                f"{folder / part} is a file (or a link to no folder), but the service keeps a "
+                "folder there (IMGCLASS_DATA_DIR): move it away."
             )
     # unique per call: replicas sharing a volume can have the same pid (1 in each container)
     probe = folder / f"{TMP_PREFIX}write-probe-{os.getpid()}-{secrets.token_hex(8)}"
@@ -255,12 +255,12 @@ class FolderIdentity:
         self._key = None if key == _NOT_A_FOLDER else key
 
     def _stat(self) -> tuple[int, int] | None:
-        """(device, inode) of the folder; None while nothing is there; (-1, -1) for a file
-        or anything else that is not a folder (never the folder: round 31)."""
+        """(device, inode) of the folder; None while nothing is there; (-1, -1) for a file, a
+        link to no folder or anything else that is not a folder (never the folder: round 31)."""
         try:
             st = os.stat(self.path)
-        except OSError:
-            return None
+        except OSError:  # nothing there, or a link to nothing (or to itself)
+            return _NOT_A_FOLDER if os.path.lexists(self.path) else None
         return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else _NOT_A_FOLDER
 
     def intact(self) -> bool:

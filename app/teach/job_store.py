@@ -94,10 +94,15 @@ def _read_job(raw: object) -> Job:
     return _JOB_FILE.validate_python(raw)
 
 
+PID_MAX: Final = 1 << 22  # Linux's largest pid_max
+
+
 def _pid_alive(pid: int) -> bool:
     """A process of this pid namespace runs as `pid`: not gone, and not a zombie (killed and
     not yet reaped, as in a container without an init process: its jobs read `running`
     for as long as it stayed one, round 31)."""
+    if not 0 < pid <= PID_MAX:  # a damaged or hand-edited file: 2**40 was a 500 (round 31)
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -205,8 +205,13 @@ def test_a_file_where_a_service_folder_goes_is_never_taken_for_it(
     data = tmp_path / "service-data"
     data.mkdir()
     (data / "models").write_text("not a folder")
-    with pytest.raises(ConfigurationError, match=r"models is a file, but the service keeps"):
+    with pytest.raises(ConfigurationError, match=r"models is a file \(or a link to no folder"):
         check_writable(data)  # `python -m app` says so in one line before serving
+    (data / "teach").symlink_to(data / "nowhere")  # a dangling link: the same
+    with pytest.raises(ConfigurationError, match=r"teach is a file"):
+        check_writable(data, ("teach",))
+    assert not FolderIdentity(data / "teach").intact()
+    (data / "teach").unlink()
     assert taught_root(make_settings(tiny_models_dir, tmp_path)).name in SERVICE_FOLDERS
     with TestClient(create_app(make_settings(tiny_models_dir, tmp_path))) as c:
         r = c.get("/readyz")

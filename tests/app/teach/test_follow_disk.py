@@ -636,3 +636,18 @@ def test_a_job_whose_process_died_unreaped_reads_failed(tmp_path: Path) -> None:
         assert job.status == "failed" and job.error is not None
     finally:
         child.wait()
+
+
+@pytest.mark.parametrize("pid", [0, -1, 2**40])
+def test_a_job_file_with_an_impossible_owner_pid_reads_failed(tmp_path: Path, pid: int) -> None:
+    """Round 31: a job file (damaged or hand-edited) whose owner_pid was 2**40 made /v1/jobs
+    a 500 (OverflowError) and stopped start-up; 0 or -1 read `running` for ever."""
+    store = JobStore(tmp_path / "jobs")
+    store.save(Job(id="odd1", catalog="c", model="m", options={}, status="running", owner_pid=pid))
+    store.save(Job(id="odd2", catalog="c", model="n", options={}, status="queued", owner_pid=pid))
+    job = JobRunner(store, lambda *a: {}).get("odd1")
+    assert job.status == "failed" and job.error is not None
+    starting = JobRunner(store, lambda *a: {})  # start-up reads every job file
+    starting.start()
+    starting.stop()
+    assert store.load("odd2").status == "failed"
