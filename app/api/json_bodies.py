@@ -141,6 +141,23 @@ def _whole_numbers_as_integers(data: Any, exc: ValidationError) -> bool:
     return changed
 
 
+def _refuse_unknown_keys(model: type[BaseModel], data: Any, what: str) -> None:
+    """One error for keys a model that forbids others does not know, before pydantic lists
+    one per key: 29,600 of them took it 0.1-0.46 s on the event loop (round 31)."""
+    if model.model_config.get("extra") != "forbid" or not isinstance(data, dict):
+        return
+    known = {f.alias or name for name, f in model.model_fields.items()} | set(model.model_fields)
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        shown = ", ".join(repr(k[:64]) for k in unknown[:MAX_LISTED_ERRORS])
+        more = len(unknown) - MAX_LISTED_ERRORS
+        raise InvalidRequest(
+            f"Invalid {what}: unknown key(s) {shown}"
+            + (f" and {more:,} more" if more > 0 else "")
+            + f"; it takes {', '.join(sorted(model.model_fields))}."
+        )
+
+
 async def read_model(request: Request, model: type[_M], limit: int, what: str) -> _M:
     """A JSON body capped at `limit` bytes and depth-checked before parsing, validated into
     `model` strictly (JSON types as declared: `true` or `"5"` is not a number, `5.5` not an
@@ -148,6 +165,7 @@ async def read_model(request: Request, model: type[_M], limit: int, what: str) -
     the integer 2, as in JSON Schema); any fault is a 4xx problem that says which field and
     why."""
     data = await read_json(request, limit)
+    _refuse_unknown_keys(model, data, what)
     try:
         return model.model_validate(data, strict=True)
     except ValidationError as exc:

@@ -34,7 +34,7 @@ from app.bundle import (
 )
 from app.bundle_write import atomic_write, write_bundle
 from app.card import CardData, Licence, Section
-from app.fsutil import file_lock, fsync_dir, make_dirs_durably, visible_entries
+from app.fsutil import check_folder, file_lock, fsync_dir, make_dirs_durably, visible_entries
 from app.numtext import ascii_uint
 from app.teach.errors import InvalidModelName, TaughtModelLimit
 from app.teach.graph import HEAD_OPSET, head_model
@@ -117,7 +117,9 @@ class Room:
 
 def check_room(root: Path, name: str, room: Room) -> None:
     """TaughtModelLimit (409) unless one more version of `name` fits: checked when a job is
-    submitted (an answer at once) and again when it publishes, under the lock."""
+    submitted (an answer at once) and again when it publishes, under the lock. 503 first when
+    the taught models' folder was removed or replaced (a job was accepted, then failed)."""
+    check_folder(root)
     versions = versions_on_disk(root, name)
     if len(versions) >= room.max_versions:
         raise TaughtModelLimit(

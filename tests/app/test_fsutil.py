@@ -223,6 +223,8 @@ def test_a_file_where_a_service_folder_goes_is_never_taken_for_it(
             Image.new("L", (28, 28), 40 * i).save(png, "PNG")
             r = c.post(f"/v1/catalogs/c/items?label={'ab'[i % 2]}", content=png.getvalue())
             assert r.status_code == 201, r.text
+        r = c.post("/v1/catalogs/c/train", json={"model": "t"})  # was 202, then failed
+        assert r.status_code == 503 and r.json()["type"] == "/problems/storage-unavailable", r.text
         (data / "models").unlink()
         assert c.get("/readyz").status_code == 200
         (data / "teach").rename(data / "teach-away")

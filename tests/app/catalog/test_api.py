@@ -238,10 +238,11 @@ def test_bad_input_is_a_clear_problem(
         )
         assert r.status_code == 422 and len(r.content) < 1000, len(r.content)
         assert "vector: element 0 is an array" in r.json()["detail"]
-        # any other body lists its first ten faults and counts the rest
+        # unknown keys are one error too (29,600 of them were 0.1-0.46 s each), listing ten
         extra = {f"x{i}": i for i in range(12)} | {"item_id": "p001"}
         r = problem(c.post("/v1/catalogs/fm/search", json=extra), 422)
-        assert r["detail"].count("Extra inputs") == 10 and r["detail"].endswith("and 2 more"), r
+        assert "unknown key(s) 'x0', 'x1'" in r["detail"] and "'x10'" not in r["detail"], r
+        assert "and 2 more; it takes item_id, k, label, vector." in r["detail"], r
         # A whole number written as a float is an integer, as in JSON Schema (json.dumps of a
         # float k writes 2.0; it was a 422); a fraction, or too large a whole number, is not.
         r = c.post("/v1/catalogs/fm/search", json={"item_id": "p001", "k": 2.0})
