@@ -146,13 +146,7 @@ def database_gone() -> StorageUnavailable:
 def storage_error(exc: BaseException) -> ServiceError | None:
     """The client-facing error for a failing data folder (disk full, read-only, no
     permission, database locked, database removed or damaged under the running server), or
-    None when `exc` is not one of those. A data folder, or a folder of the service's in it,
-    removed or replaced under the server is said as such: SQLite then reports its database
-    read-only, which named the wrong cause (round 31)."""
-    if isinstance(exc, sqlite3.DatabaseError | OSError) and any(
-        not w.intact() for w in list(_WATCHED)
-    ):
-        return folder_gone()
+    None when `exc` is not one of those."""
     if isinstance(exc, sqlite3.DatabaseError):
         code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
         if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
