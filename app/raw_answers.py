@@ -17,9 +17,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final
 
-from app import telemetry
 from app.errors import PROBLEM_JSON, ServiceError
-from app.logs import UNMATCHED, method_label
 from app.security_headers import PAGE_HEADERS
 
 HEAD_START_BYTES: Final = 256  # kept of each head, enough for a method and "/v2/"
@@ -49,6 +47,11 @@ def request_path(head_start: bytes) -> str:
 def answer_bytes(error: ServiceError, head_start: bytes = b"") -> bytes:
     """The answer, with a fresh X-Request-ID as every answer has, counted in /metrics as a
     request refused before routing (round 31: neither was done for these)."""
+    # Imported here: `python -m app` imports this module before it sets up the metrics folder
+    # of several workers, and telemetry creates its metrics (files there) on import.
+    from app import telemetry
+    from app.logs import UNMATCHED, method_label
+
     request_id = uuid.uuid4().hex
     telemetry.observe_request(
         UNMATCHED, method_label(request_method(head_start)), "", error.status, 0.0
