@@ -30,3 +30,13 @@ def test_core_module_imports_no_web_framework_and_no_tensorflow(module: str) -> 
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"{module} pulls in {out.stdout.strip()}"
+
+
+def test_starting_the_server_imports_no_metrics_before_their_folder_is_made() -> None:
+    """`python -m app` prepares PROMETHEUS_MULTIPROC_DIR after its imports, and
+    app.telemetry creates its metrics (files in that folder) on import: round 31's raw-answer
+    counting imported it early, and every start with the variable set to a folder not yet made
+    failed (14 errors in the full run)."""
+    code = "import sys, app.__main__\nprint('app.telemetry' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
