@@ -283,10 +283,8 @@ class FolderIdentity:
             st = os.statvfs(self.path)
         except OSError:
             return "ok"  # not created yet (made on first write), or gone: intact() says so
-        if st.f_flag & os.ST_RDONLY:
+        if st.f_flag & os.ST_RDONLY or not os.access(self.path, os.W_OK):
             return "read-only"
-        if not os.access(self.path, os.W_OK):  # no permission, or not there (yet)
-            return "read-only" if os.path.lexists(self.path) else "ok"
         return "full" if st.f_bavail * st.f_frsize < MIN_FREE_BYTES else "ok"
 
     def covers(self, path: Path) -> bool:

@@ -38,8 +38,8 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
     folder, or its catalogs, teach or models folder, was removed or replaced under the running
     server (catalogs and teaching then answer 503; a load balancer should send traffic to a
     replica that still has it), and while the catalog store opens. A full or read-only data
-    folder (or one of its folders, on a volume of its own) is reported in `storage` but keeps the server ready: predictions work, writes
-    answer 507/503. A few system calls, no lock."""
+    folder (or one of its folders, on a volume of its own) is reported in `storage` but keeps
+    the server ready: predictions work, writes answer 507/503. A few system calls, no lock."""
     refused = registry.refused()
     names = registry.names()
     folders = request.app.state.data_folders  # the data folder first, then its own folders

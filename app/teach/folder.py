@@ -315,9 +315,7 @@ def ingest(
         try:
             _add(service, catalog, batch, report, skip_duplicates)
         except ServiceError as exc:
-            if _ends_the_upload(
-                exc
-            ):  # the data folder, not an image: no use trying them one by one
+            if _ends_the_upload(exc):  # not an image: no use trying them one by one
                 raise
             for one in batch:
                 try:
