@@ -57,6 +57,18 @@ def _pid_namespace() -> str:
 PID_NAMESPACE: Final = _pid_namespace()
 
 
+def process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot, /proc/<pid>/stat field 22), or None
+    where /proc cannot say. With the pid it names one process: a pid the kernel handed to a
+    new process after the job's owner died reads as another process, not as the owner."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rfind(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @dataclass
 class Job:
     id: str
@@ -74,6 +86,9 @@ class Job:
     warnings: list[str] = field(default_factory=list)
     owner_pid: int = field(default_factory=os.getpid)
     owner_namespace: str = PID_NAMESPACE
+    # process_start(owner_pid) when the job was made; None in files older than it (the pid
+    # alone then says whether the owner lives)
+    owner_start: int | None = None
     cancel_requested: bool = False
     # X-Request-ID of the request that made the job: its log lines carry it too.
     request_id: str = "-"
@@ -97,10 +112,11 @@ def _read_job(raw: object) -> Job:
 PID_MAX: Final = 1 << 22  # Linux's largest pid_max
 
 
-def _pid_alive(pid: int) -> bool:
-    """A process of this pid namespace runs as `pid`: not gone, and not a zombie (killed and
+def _pid_alive(pid: int, started: int | None = None) -> bool:
+    """A process of this pid namespace runs as `pid`: not gone, not a zombie (killed and
     not yet reaped, as in a container without an init process: its jobs read `running`
-    for as long as it stayed one, round 31)."""
+    for as long as it stayed one, round 31), and, where the job recorded when its owner
+    started, that same process (a reused pid read as the owner alive, round 32)."""
     if not 0 < pid <= PID_MAX:  # a damaged or hand-edited file: 2**40 was a 500 (round 31)
         return False
     try:
@@ -114,7 +130,10 @@ def _pid_alive(pid: int) -> bool:
             stat = f.read()
     except OSError:
         return True  # no /proc here: kill's answer is all there is
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if not fields or fields[0] in (b"Z", b"X"):
+        return False
+    return started is None or fields[19:20] == [str(started).encode()]
 
 
 class JobStore:
@@ -216,7 +235,9 @@ class JobStore:
             return False
         if job.owner_namespace == PID_NAMESPACE:
             mine = job.owner_pid == os.getpid()
-            return (at_start and mine) or (not mine and not _pid_alive(job.owner_pid))
+            return (at_start and mine) or (
+                not mine and not _pid_alive(job.owner_pid, job.owner_start)
+            )
         try:
             age = time.time() - self.path(job.id).stat().st_mtime
         except OSError:

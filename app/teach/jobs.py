@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import secrets
 import threading
@@ -25,7 +26,7 @@ from app.teach.errors import (
     JobQueueFull,
     TeachCancelled,
 )
-from app.teach.job_store import INTERRUPTED, Job, JobStore, Status, now
+from app.teach.job_store import INTERRUPTED, Job, JobStore, Status, now, process_start
 from app.telemetry import TEACH_JOBS_ENDED
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class JobRunner:
                     model=model,
                     options=options,
                     request_id=request_id_var.get(),
+                    owner_start=process_start(os.getpid()),
                 )
                 self.store.save(job)  # first: a job whose file failed was never queued
                 self._jobs[job.id] = job

@@ -18,7 +18,7 @@ import pytest
 
 from app.errors import ServiceError
 from app.registry import ModelRegistry
-from app.teach.job_store import STALE_AFTER_S, Job, JobStore
+from app.teach.job_store import STALE_AFTER_S, Job, JobStore, process_start
 from app.teach.jobs import JobRunner
 from tests.app.teach.conftest import BAG, SNEAKER, follower_registry, make_catalog, wait_job
 from tests.conftest import ROOT
@@ -636,6 +636,46 @@ def test_a_job_whose_process_died_unreaped_reads_failed(tmp_path: Path) -> None:
         assert job.status == "failed" and job.error is not None
     finally:
         child.wait()
+
+
+def test_a_job_whose_owner_pid_was_reused_reads_failed(tmp_path: Path) -> None:
+    """Round 32: a job's owner that died and whose pid the kernel gave to another process read
+    as alive (`kill(pid, 0)` answers for the new process), so the job stayed `running` and its
+    model name taken. A job records when its owner started; another start time is another
+    process. Files without it keep the pid-only rule."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = process_start(other.pid)
+        assert started is not None
+        store = JobStore(tmp_path / "jobs")
+        for job_id, recorded in (("reused", started - 1), ("same", started), ("old", None)):
+            store.save(
+                Job(
+                    id=job_id,
+                    catalog="c",
+                    model=job_id,
+                    options={},
+                    status="running",
+                    owner_pid=other.pid,
+                    owner_start=recorded,
+                )
+            )
+        runner = JobRunner(store, lambda *a: {})
+        assert runner.get("reused").status == "failed"
+        assert runner.get("same").status == "running"
+        assert runner.get("old").status == "running"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_new_job_records_when_its_owner_started(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs")
+    runner = JobRunner(store, lambda *a: {})
+    job = runner.submit("c", "m", {})
+    saved = json.loads(store.path(job.id).read_text())
+    assert saved["owner_pid"] == os.getpid()
+    assert saved["owner_start"] == process_start(os.getpid()) is not None
 
 
 @pytest.mark.parametrize("pid", [0, -1, 2**40])
