@@ -229,12 +229,16 @@ class JobStore:
 
     def orphaned(self, job: Job, at_start: bool = False) -> bool:
         """An active job whose process is gone: a dead pid of this pid namespace (at start-up
-        also this very pid, from an earlier life), or, owned in another namespace, a file
+        also this very pid, from an earlier life; at any time this pid when the job records
+        another start), or, owned in another namespace, a file
         untouched for STALE_AFTER_S (its process touches it every second while it lives)."""
         if job.done:
             return False
         if job.owner_namespace == PID_NAMESPACE:
-            mine = job.owner_pid == os.getpid()
+            mine = job.owner_pid == os.getpid() and job.owner_start in (
+                None,
+                process_start(os.getpid()),
+            )
             return (at_start and mine) or (
                 not mine and not _pid_alive(job.owner_pid, job.owner_start)
             )

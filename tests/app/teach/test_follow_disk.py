@@ -660,7 +660,20 @@ def test_a_job_whose_owner_pid_was_reused_reads_failed(tmp_path: Path) -> None:
                     owner_start=recorded,
                 )
             )
+        mine = process_start(os.getpid())
+        assert mine is not None
+        store.save(  # this very pid in an earlier life (a restarted container's pid 1)
+            Job(
+                id="earlier",
+                catalog="c",
+                model="e",
+                options={},
+                status="running",
+                owner_start=mine - 1,
+            )
+        )
         runner = JobRunner(store, lambda *a: {})
+        assert runner.get("earlier").status == "failed"
         assert runner.get("reused").status == "failed"
         assert runner.get("same").status == "running"
         assert runner.get("old").status == "running"
