@@ -184,7 +184,7 @@ def run(cfg: EmojiHeadConfig, options: RunOptions) -> RunReport:
             + ("emoji-identity softmax head" if task.identity else "logistic-regression head"),
             pretrained_weights=base_meta.provenance.pretrained_weights,
             weights_license=base_meta.provenance.weights_license,
-            epochs=0,
+            epochs=cfg.identity_epochs if task.identity else 0,  # the logistic head: a solver
             seed=cfg.seed,
             training_time_s=round(time.perf_counter() - t0, 1),
             hardware=hardware(),

@@ -310,7 +310,8 @@ def write(
     notes = (f"training.emoji.top_ship, settings {finfo['settings']}{members}; composed onto {base.name} sha256 "
              f"{base.metadata.artifact.sha256[:12]}; parity vs Keras: max |dP| {par['cut_max_abs']:.1e} "
              f"on {par['cut_rows']} cached cut tensors, {par['full_max_abs']:.1e} end to end on "
-             f"{par['pictures']} rendered pictures")  # fmt: skip
+             f"{par['pictures']} rendered pictures; training time: the served model's "
+             f"{len(dirs)} fit(s), not the leave-one-style-out fold models'")  # fmt: skip
     meta = meta.model_copy(
         update={"provenance": meta.provenance.model_copy(update={"notes": notes})}
     )
