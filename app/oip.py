@@ -16,6 +16,7 @@ import math
 import struct
 import threading
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Final
 
 import numpy as np
@@ -101,7 +102,24 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
 
 
 def _flatten(data: Any, leaf: type | tuple[type, ...], limit: int, where: str) -> list[Any]:
-    """Row-major leaves of nested JSON lists, refusing other leaf types and more than `limit`."""
+    """Row-major leaves of nested JSON lists, refusing other leaf types and more than `limit`.
+    Regular data (every node of a depth a list, or every one a leaf) is flattened a depth at a
+    time in C: an 8 MB FP32 body took 0.6 s of Python per element, holding the GIL (round 31);
+    anything else takes the walk below, which names the first wrong node."""
+    leaves = {leaf} if isinstance(leaf, type) else set(leaf)
+    level: list[Any] = [data]
+    while level:
+        kinds = set(map(type, level))
+        if kinds == {list}:
+            level = list(chain.from_iterable(level))
+        elif kinds <= leaves:
+            if len(level) > limit:
+                raise BadRequest(f"{where}.data holds more elements than its shape says.")
+            return level
+        else:
+            break
+    else:
+        return []
     out: list[Any] = []
     stack: list[Any] = [data]
     while stack:

@@ -1,0 +1,93 @@
+"""app.oip: the Open Inference Protocol's JSON tensors, flattened row-major whatever their
+nesting, with the same refusals on the fast path (regular nesting) as on the walk."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from app.errors import BadRequest
+from app.oip import parse_infer_request
+
+LIMITS = {"max_json_bytes": 1 << 24, "max_elements": 1 << 22, "max_files": 8}
+
+
+def _reference(node: Any) -> list[Any]:
+    """Row-major leaves, by plain recursion."""
+    if isinstance(node, list):
+        return [leaf for child in node for leaf in _reference(child)]
+    return [node]
+
+
+def _fp32(data: Any, shape: list[int]) -> Any:
+    body = {"inputs": [{"name": "image", "datatype": "FP32", "shape": shape, "data": data}]}
+    return parse_infer_request(json.dumps(body).encode(), None, **LIMITS)
+
+
+numbers = st.one_of(st.integers(-1000, 1000), st.floats(-1e6, 1e6, allow_nan=False))
+nested = st.recursive(numbers, lambda inner: st.lists(inner, max_size=4), max_leaves=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(nested)
+def test_any_nesting_flattens_row_major(data: Any) -> None:
+    leaves = _reference(data)
+    assume(leaves)  # a shape holds one element or more
+    parsed = _fp32(data, [len(leaves)]).inputs[0].array
+    assert parsed is not None
+    np.testing.assert_array_equal(parsed, np.asarray(leaves, dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([1.0, True], "a boolean"),  # a bool is not a number here, though Python says int
+        ([[1.0], [True]], "a boolean"),
+        ([[1.0], [None]], "null"),
+        ([[1.0], ["2"]], "a string"),
+        ([[1.0], [{"a": 1}]], "an object"),
+        ([1.0, [2.0, "x"]], "a string"),
+    ],
+)
+def test_a_wrong_leaf_is_named_at_any_depth(data: Any, message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        _fp32(data, [2])
+
+
+@pytest.mark.parametrize(
+    "data", [[1.0, 2.0, 3.0], [[1.0, 2.0], [3.0]], [[[1.0]], [[2.0]], [[3.0]]]]
+)
+def test_more_elements_than_the_shape_says_is_refused(data: Any) -> None:
+    with pytest.raises(BadRequest, match="more elements than its shape"):
+        _fp32(data, [2])
+
+
+def test_a_large_regular_tensor_is_read_exactly() -> None:
+    """Nested as deep as its shape (what tritonclient sends) or flat: the same array."""
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 64, 64, 3), dtype=np.float32)
+    nested_in = _fp32(x.tolist(), list(x.shape)).inputs[0].array
+    flat_in = _fp32(x.ravel().tolist(), list(x.shape)).inputs[0].array
+    assert nested_in is not None and flat_in is not None
+    np.testing.assert_array_equal(nested_in, x)
+    np.testing.assert_array_equal(flat_in, x)
+
+
+def test_base64_bytes_elements_keep_their_order() -> None:
+    body = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [3],
+                "data": [["YQ=="], ["Yg==", "Yw=="]],
+            }
+        ]
+    }
+    parsed = parse_infer_request(json.dumps(body).encode(), None, **LIMITS)
+    assert parsed.inputs[0].items == [b"a", b"b", b"c"]
