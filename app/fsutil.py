@@ -315,16 +315,18 @@ def watch_data_folders(root: Path, parts: tuple[str, ...]) -> list[FolderIdentit
     return identities
 
 
-def folder_gone() -> StorageUnavailable:
+def folder_gone(reading: bool = False) -> StorageUnavailable:
+    outcome = "its files cannot be read" if reading else "nothing was stored"
     return StorageUnavailable(
-        "The data folder was removed or replaced while the server ran; nothing was stored. "
+        f"The data folder was removed or replaced while the server ran; {outcome}. "
         "Restore it (or restart the server). Predictions without catalogs still work."
     )
 
 
-def check_folder(path: Path) -> None:
+def check_folder(path: Path, reading: bool = False) -> None:
     """Raise StorageUnavailable (503) when `path` lies in a watched data folder that was
-    removed or replaced (called by every write helper here, before anything is created)."""
+    removed or replaced (called by every write helper here, before anything is created, and
+    by reads that miss a file, which is then the folder's fault, not the client's)."""
     for identity in _WATCHED:
         if identity.covers(path) and not identity.intact():
-            raise folder_gone()
+            raise folder_gone(reading)

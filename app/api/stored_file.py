@@ -30,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.problems import problem_response
 from app.errors import NotFound, ServiceError
+from app.fsutil import check_folder
 
 CHUNK: Final = 64 * 1024
 # DIGIT is ASCII (RFC 9110 14.1.1; units compare case-insensitively, 14.1); no length cap here:
@@ -119,10 +120,12 @@ def check_if_match(header: str | None, etag: str, what: str) -> None:
 
 
 def open_stored(path: Path, what: str) -> BinaryIO:
-    """The file, open; 404 problem when it is gone (blocking: call it in a worker thread)."""
+    """The file, open; 404 problem when it is gone, 503 when the data folder holding it was
+    removed or replaced under the server (blocking: call it in a worker thread)."""
     try:
         return path.open("rb")
     except (FileNotFoundError, IsADirectoryError) as exc:
+        check_folder(path, reading=True)  # an item listed a moment ago is not the client's 404
         raise NotFound(f"The image file of {what} is missing from the data folder.") from exc
 
 

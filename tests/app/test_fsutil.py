@@ -270,3 +270,31 @@ def test_readyz_storage_is_the_worst_of_the_service_folders(
         assert r.status_code == 200 and r.json()["storage"] == "full", r.text
         flags["flag"] = os.ST_RDONLY
         assert c.get("/readyz").json()["storage"] == "read-only"
+
+
+def test_an_item_read_from_a_replaced_catalogs_folder_is_a_503_not_a_404(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
+    """Round 32: with `catalogs` moved aside and an empty folder made in its place, an item
+    still listed (the database stays open) answered 404 "missing from the data folder" for
+    its image and thumbnail: the client's mistake, final. It is the folder's: 503, and the
+    same request answers 200 once the folder is back."""
+    data = tmp_path / "service-data"
+    with TestClient(create_app(make_settings(tiny_models_dir, tmp_path))) as c:
+        assert c.post("/v1/catalogs", json={"name": "c", "model": "tiny"}).status_code == 201
+        png = io.BytesIO()
+        Image.new("L", (28, 28), 40).save(png, "PNG")
+        r = c.post("/v1/catalogs/c/items?label=a", content=png.getvalue())
+        assert r.status_code == 201, r.text
+        item = f"/v1/catalogs/c/items/{r.json()['items'][0]['id']}"
+        (data / "catalogs").rename(data / "catalogs-away")
+        (data / "catalogs").mkdir()
+        for path in (f"{item}/image", f"{item}/thumbnail"):
+            r = c.get(path)
+            assert r.status_code == 503, r.text
+            assert r.json()["type"] == "/problems/storage-unavailable"
+            assert "cannot be read" in r.json()["detail"]
+        (data / "catalogs").rmdir()
+        (data / "catalogs-away").rename(data / "catalogs")
+        assert c.get(f"{item}/image").content == png.getvalue()
+        assert c.get(f"{item}/thumbnail").status_code == 200
