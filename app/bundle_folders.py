@@ -50,6 +50,17 @@ def shipped_folders(models_dir: Path, enabled: set[str]) -> list[Path]:
     return dirs
 
 
+def names_shipped_folder(models_dir: Path, enabled: set[str], name: str) -> bool:
+    """`name` (a client's, unchecked) is a bundle folder in models_dir that may be served."""
+    plain = bool(name) and not name.startswith(".") and "/" not in name and "\\" not in name
+    if not plain or (enabled and name not in enabled):
+        return False
+    try:
+        return (models_dir / name / "metadata.json").is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL
+        return False
+
+
 def taught_folders(taught_dir: Path | None) -> list[Path]:
     """Taught bundle folders (taught_dir/<name>/<version>/metadata.json)."""
     if taught_dir is None or not taught_dir.is_dir():

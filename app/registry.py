@@ -22,6 +22,7 @@ from app.bundle import load_bundle
 from app.bundle_folders import (
     BackboneNotServed,
     RemovedWhileLoading,
+    names_shipped_folder,
     open_and_warm,
     open_taught,
     shipped_folders,
@@ -39,8 +40,8 @@ from app.teach.stamp import Stamp, read_stamp, stamp_path
 
 logger = logging.getLogger(__name__)
 
-# A name not served triggers at most one taught re-scan per this many seconds per process
-# (finds bundles copied in by hand, without letting unknown names force a scan per request).
+# A name not served: at most one re-scan per this many seconds per process (finds bundles
+# copied in by hand, without letting unknown names force a scan per request).
 MISS_RESCAN_S = 0.25
 
 
@@ -78,12 +79,10 @@ class ModelRegistry:
         self._last_miss_scan = float("-inf")
 
     # discovery ----------------------------------------------------------------------------
-    def discover(self) -> list[Path]:
-        """Shipped bundle candidates (app.bundle_folders.shipped_folders)."""
+    def discover(self) -> list[Path]:  # shipped bundle candidates
         return shipped_folders(self.models_dir, self._enabled)
 
-    def discover_taught(self) -> list[Path]:
-        """Taught bundle folders (taught_dir/<name>/<version>/metadata.json)."""
+    def discover_taught(self) -> list[Path]:  # taught_dir/<name>/<version>/metadata.json
         return taught_folders(self.taught_dir)
 
     def load_all(self) -> None:
@@ -142,15 +141,18 @@ class ModelRegistry:
                 self._seen_stamp = stamp
 
     def _rescan_on_miss(self, name: str) -> bool:
-        """One rate-limited taught scan for a name that is not served (nor refused)."""
-        if self._stamp_path is None or not self._done.is_set():
+        """One rate-limited scan for a name not served (nor refused): taught models, or both
+        folders when the shipped one holds that bundle (unpolled, never found: round 32)."""
+        if not self._done.is_set():
             return False
         now = time.monotonic()
         with self._lock:
             if name in self._refused or now - self._last_miss_scan < MISS_RESCAN_S:
                 return False
             self._last_miss_scan = now
-        return self._scan_taught(only_if_stamp_moved=False)
+        if names_shipped_folder(self.models_dir, self._enabled, split_ref(name)[0]):
+            return self.refresh()
+        return self._stamp_path is not None and self._scan_taught(only_if_stamp_moved=False)
 
     def _refresh_shipped(self) -> bool:
         found = {d.name: d for d in self.discover()}

@@ -360,3 +360,27 @@ def test_a_bundle_changed_while_it_loads_is_loaded_again_not_mixed(
     reg.refresh()
     assert "n" not in reg.refused() and "n" not in reg.names()
     assert reg.refresh() and "n" in reg.names()
+
+
+@pytest.mark.parametrize("taught", [False, True])
+def test_a_shipped_folder_a_request_names_is_found_without_the_poll(
+    tiny_models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, taught: bool
+) -> None:
+    """Round 32: with IMGCLASS_MODEL_POLL_SECONDS=0 the README promises that a folder a request
+    names is still picked up; only the taught folder was re-scanned on a miss, so a bundle
+    copied into the models folder stayed a 404 until a restart."""
+    monkeypatch.setattr(registry_module, "MISS_RESCAN_S", 0.0)
+    models = tmp_path / "models"
+    models.mkdir()
+    reg = ModelRegistry(models, providers="cpu", taught_dir=tmp_path / "taught" if taught else None)
+    reg.load_all()
+    assert reg.names() == []
+    shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
+    assert reg.get("tiny").name == "tiny"
+    for name in ("../models/tiny", ".hidden", "nope", "a/b", "x" * 300, "a\x00b"):
+        with pytest.raises(ModelNotFound):
+            reg.get(name)
+    limited = ModelRegistry(models, providers="cpu", enabled=["other"])
+    limited.load_all()
+    with pytest.raises(ModelNotFound):  # not enabled: never served, named or not
+        limited.get("tiny")
