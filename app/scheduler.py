@@ -129,11 +129,18 @@ class ModelScheduler:
         """Estimated seconds until the work waiting now has all been taken by a worker."""
         return self._queued_images * self._image_s / max(1, self.pipelines)
 
-    def overloaded(self) -> Overloaded:
+    def overloaded(self, adding_bytes: int = 0) -> Overloaded:
+        """The 503, naming the limit reached: requests, the wait, or (`adding_bytes`, the
+        refused body) the bytes waiting, which it had left out (round 32)."""
+        why = (
+            f"{self._queued_bytes:,} bytes of requests are waiting and this one adds "
+            f"{adding_bytes:,} (limit: {self.max_bytes:,} bytes)"
+            if adding_bytes
+            else f"{self.held} requests are waiting (about {self.drain_s() * 1e3:.0f} ms of "
+            f"work; limits: {self.queue_limit} requests, {self.max_wait_s * 1e3:.0f} ms)"
+        )
         return Overloaded(
-            f"Model {self.name!r} is busy: {self.held} requests are waiting "
-            f"(about {self.drain_s() * 1e3:.0f} ms of work; limits: {self.queue_limit} "
-            f"requests, {self.max_wait_s * 1e3:.0f} ms); retry in {self.retry_after_s} s.",
+            f"Model {self.name!r} is busy: {why}; retry in {self.retry_after_s} s.",
             retry_after_s=self.retry_after_s,
         )
 
@@ -191,7 +198,7 @@ class ModelScheduler:
                 raise self._closed_error()
             too_big = self.max_bytes > 0 and self._queued_bytes + job.size > self.max_bytes
             if self._queue and (self.full or too_big):  # one request is always let in
-                raise self.overloaded()
+                raise self.overloaded(0 if self.full else job.size)
             self._queue.append(job)
             self._queued_images += job.n
             self._queued_bytes += job.size

@@ -568,8 +568,12 @@ def test_queue_is_bounded_by_the_wait_it_imposes_and_by_bytes(
         alone = asyncio.ensure_future(small.submit([pngs[1] * 3]))  # too big, but alone: in
         await asyncio.sleep(0.05)
         assert small.depth == 1
-        with pytest.raises(Overloaded):
+        with pytest.raises(Overloaded) as refused:
             await small.submit([pngs[2]])  # would pass the bytes cap
+        # the limit reached is named (round 32: the message named only the other two)
+        assert f"this one adds {len(pngs[2]):,} (limit: {len(pngs[0]) + 10:,} bytes)" in str(
+            refused.value
+        )
         small.model.gate.set()  # type: ignore[attr-defined]
         await first
         with contextlib.suppress(Exception):  # three PNGs glued together: decoded or refused
