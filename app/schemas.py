@@ -374,3 +374,8 @@ class Readiness(BaseModel):
         "uses are looked for (status 'loading'); 'open'; 'unavailable' when it could not be "
         "opened (the server stays ready: predictions work, catalogs answer 503 and retry)",
     )
+    detail: str | None = Field(
+        None,
+        description="with status 'unavailable': why no model is served (no models folder, "
+        "no bundle in it, every bundle refused, or one refused with require_all_models)",
+    )

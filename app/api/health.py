@@ -65,8 +65,27 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
         # full or read-only: still ready (predictions work), said so for operators
         storage=_worst(folder.writes() for folder in folders) if storage_ok else "unavailable",
         catalog_store=store,
+        detail=_why_no_model(registry, settings) if status == "unavailable" else None,
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+def _why_no_model(registry: ModelRegistry, settings: Settings) -> str | None:
+    """Why loading ended without serving: a mistyped IMGCLASS_MODELS_DIR looked like an
+    endless load, said only in a log line (round 32). Names no path (a private detail)."""
+    if not registry.names():
+        if not registry.models_dir.is_dir():
+            return (
+                "The models folder (IMGCLASS_MODELS_DIR) does not exist or is not a folder; "
+                "models are served once it holds bundles (it is looked at again every few "
+                "seconds)."
+            )
+        if not registry.refused():
+            return "The models folder (IMGCLASS_MODELS_DIR) holds no model bundle."
+        return "Every model bundle was refused; the server log says why."
+    if settings.require_all_models and registry.refused():
+        return "A model bundle was refused and IMGCLASS_REQUIRE_ALL_MODELS is on."
+    return None
 
 
 def _worst(states: Iterable[str]) -> str:

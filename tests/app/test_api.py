@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from PIL import Image
 
 from app.bundle import load_bundle
 from app.imaging import ImageLimits, prepare
+from app.main import create_app
 from app.runtime import OnnxModel
+from tests.conftest import make_settings
 from tests.images import encode, fashion_png, photo, png_with_header
 
 PREDICT = "/v1/models/tiny/predict"
@@ -284,3 +287,29 @@ def test_wrong_content_type_is_ignored(client: TestClient, fashion_mnist) -> Non
     assert r1.status_code == r2.status_code == 200
     assert r1.json()["results"][0]["predictions"] == r2.json()["results"][0]["predictions"]
     assert r1.json()["results"][0]["image"]["format"] == "PNG"
+
+
+def test_readyz_says_why_no_model_is_served(tiny_models_dir: Path, tmp_path: Path) -> None:
+    """Round 32: a models folder that does not exist (a mistyped IMGCLASS_MODELS_DIR) gave a
+    503 `unavailable` saying nothing, like an endless load; the reason was one log line."""
+    models = tmp_path / "models-typo"
+    cases: list[tuple[str, str]] = []
+    with TestClient(create_app(make_settings(models, tmp_path))) as c:
+        r = c.get("/readyz")
+        cases.append((r.json()["status"], r.json()["detail"]))
+        models.mkdir()
+        (models / "stray.txt").write_text("not a bundle")
+        c.app.state.registry.refresh()
+        r = c.get("/readyz")
+        cases.append((r.json()["status"], r.json()["detail"]))
+        (models / "stray.txt").unlink()
+        c.app.state.registry.refresh()
+        cases.append((c.get("/readyz").json()["status"], c.get("/readyz").json()["detail"]))
+        shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
+        c.app.state.registry.refresh()
+        r = c.get("/readyz")
+        assert r.status_code == 200 and r.json()["detail"] is None, r.text
+    assert cases[0][0] == "unavailable" and "does not exist" in cases[0][1]
+    assert cases[1][0] == "unavailable" and "Every model bundle was refused" in cases[1][1]
+    assert cases[2][0] == "unavailable" and "holds no model bundle" in cases[2][1]
+    assert str(tmp_path) not in "".join(d for _, d in cases)
