@@ -13,7 +13,11 @@ from app.tls_files import TlsFiles
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IMGCLASS_", env_file=None, extra="ignore")
+    # Numbers are finite: `inf` passed as "no budget" and `nan` was refused as "should be
+    # less than or equal to 3600" (round 32).
+    model_config = SettingsConfigDict(
+        env_prefix="IMGCLASS_", env_file=None, extra="ignore", allow_inf_nan=False
+    )
 
     # Where bundles are read from and where the service stores what clients give it.
     models_dir: Path = Path("models")
@@ -216,6 +220,16 @@ class Settings(BaseSettings):
         """Unlike the TLS files, an empty value is refused: it would quietly mean no key."""
         if isinstance(value, str) and not value.strip():
             raise ValueError("is empty: unset it for no key file, or name the file of keys")
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _some_host(cls, value: list[str]) -> list[str]:
+        if not value:  # every request but /readyz answered 400 (round 32)
+            raise ValueError(
+                "an empty list answers no request: list the host names clients use, or "
+                '["*"] to turn the check off'
+            )
         return value
 
     @field_validator("vector_store")

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 
+import pytest
+from pydantic import ValidationError
+
 from app.settings import Settings
 from tests.conftest import ROOT
 
@@ -31,3 +34,15 @@ def test_every_setting_has_a_readme_row() -> None:
     )
     stale = sorted(documented - fields)
     assert not stale, f"README.md documents settings app/settings.py does not have: {stale}"
+
+
+def test_settings_that_would_serve_nothing_or_bound_nothing_are_refused() -> None:
+    """Round 32: an empty host allow-list started a server that answered every request 400,
+    `inf` passed as a decode budget (none), `nan` was refused as "should be <= 3600"."""
+    with pytest.raises(ValidationError, match="answers no request"):
+        Settings(allowed_hosts=[])
+    for field in ("decode_time_budget_s", "model_poll_seconds"):
+        for value in ("inf", "nan", "-inf"):
+            with pytest.raises(ValidationError, match="finite number"):
+                Settings(**{field: value})  # type: ignore[arg-type]
+    assert Settings(allowed_hosts=["*"], decode_time_budget_s=0.5).decode_time_budget_s == 0.5
