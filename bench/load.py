@@ -23,7 +23,7 @@ as a 4000x3000 (12 MP) JPEG, both baseline quality 90. The generator shares the 
 compare the ratios inside one run, not absolute req/s across machines.
 
 Usage: .venv/bin/python -m bench.load [--models imagenet products] [--images 640 12mp]
-         [--clients 1 8 32 64] [--seconds 8] [--skip ceiling server peer] [--peer-clients 8]
+         [--clients 1 8 32 64] [--seconds 8] [--skip server peer] [--peer-clients 8]
 """
 
 from __future__ import annotations
