@@ -27,10 +27,12 @@ export function addFiles(fileList, source) {
   el.results.prepend(frag);
   updateChrome();
   revealCard(added[0].card);
-  if (!state.model) {
+  if (!state.model || !state.modelSettled) {
     const msg = state.keyNeeded
       ? { title: "API key needed", text: "Type the server’s API key in the field at the top; the image is classified as soon as it is accepted." }
-      : { title: "No model ready yet", text: "The image will be classified as soon as a model has loaded." };
+      : state.model
+        ? { title: "Models still loading", text: "The image will be classified once the models have loaded, or at once if you pick a model." }
+        : { title: "No model ready yet", text: "The image will be classified as soon as a model has loaded." };
     for (const item of added) {
       item.waitingForModel = true;
       setCardProblem(item, msg);

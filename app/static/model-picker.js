@@ -36,7 +36,9 @@ export async function loadModels({ keepSelection = true } = {}) {
   state.models = body.models || [];
   const loading = body.loading || [];
   const refused = body.refused || [];
-  const previous = keepSelection && state.model ? state.model.name : localStorage.getItem(STORAGE_KEY);
+  // A pick the page made itself while models were still loading is not kept: it is made
+  // again from the fuller list (a first visit during loading picked digits for a photo).
+  const previous = keepSelection && state.model && state.modelSettled ? state.model.name : localStorage.getItem(STORAGE_KEY);
 
   el.modelSelect.replaceChildren();
   for (const m of state.models) {
@@ -75,12 +77,14 @@ export async function loadModels({ keepSelection = true } = {}) {
     // First visit: the model that knows the most labels (a general classifier such as
     // imagenet answers "what's in your picture?"; alphabetical order picked bird / not-bird).
     const widest = state.models.reduce((a, m) => ((m.num_classes || 0) > (a.num_classes || 0) ? m : a));
-    const chosen = state.models.find((m) => m.name === previous) || widest;
-    el.modelSelect.value = chosen.name;
-    selectModel(chosen.name, { reclassify: false });
-    // Images added before any model was ready are classified now.
+    const kept = state.models.find((m) => m.name === previous);
+    el.modelSelect.value = (kept || widest).name;
+    selectModel((kept || widest).name, { reclassify: false, remember: false });
+    // Settled: the user's choice (now or on an earlier visit), or the widest model once none
+    // is still loading. Until then images wait: a wider model may still come.
+    state.modelSettled = Boolean(kept) || !loading.length;
     const waiting = state.items.filter((it) => it.waitingForModel);
-    if (waiting.length) classify(waiting);
+    if (waiting.length && state.modelSettled) classify(waiting);
   }
   if (loading.length) window.setTimeout(() => loadModels({ keepSelection: true }), 1500);
 }
@@ -101,12 +105,17 @@ function needKey() {
   setStatus("locked", "API key needed");
 }
 
-export function selectModel(name, { reclassify = true } = {}) {
+// `remember`: the user chose it (the picker, or "try it" after teaching): kept for later
+// visits. The page's own default is not stored, so it follows the models served.
+export function selectModel(name, { reclassify = true, remember = true } = {}) {
   const model = state.models.find((m) => m.name === name);
   if (!model) return;
   const changed = !state.model || state.model.name !== model.name;
   state.model = model;
-  localStorage.setItem(STORAGE_KEY, model.name);
+  if (remember) {
+    localStorage.setItem(STORAGE_KEY, model.name);
+    state.modelSettled = true;
+  }
   renderModelInfo(el.modelInfo, model);
   hideAlert();
   if (changed && reclassify && state.items.length) {

@@ -27,6 +27,7 @@ export const el = {
 export const state = {
   models: [],
   model: null, // the selected ModelInfo
+  modelSettled: false, // chosen by the user, or the default once no model is still loading
   items: [], // {id, file, url, card, run, result, problem}
   nextId: 1,
   inflight: 0,

@@ -14,7 +14,7 @@ export function classCard(cls, hooks) {
   const count = h("span", { class: "teach-count", "aria-live": "polite" }, "0 pictures");
   const thumbs = h("ul", { class: "teach-thumbs" });
   // Files that are not pictures: listed with the reason, never counted nor sent.
-  const issueList = h("ul", { class: "teach-issues-list" });
+  const issueList = h("ul", { class: "teach-issues-list", tabindex: "0", "aria-label": "Files left out" });
   const issueCount = h("span", { class: "teach-issues-count" });
   // Named per class by teach.js (refresh): "Dismiss the files left out of class 2 (bags)".
   const dismiss = h("button", {
@@ -25,7 +25,7 @@ export function classCard(cls, hooks) {
     h("div", { class: "teach-issues-head" }, issueCount, dismiss),
     issueList,
     h("p", { class: "teach-issues-note" }, `Accepted: ${ACCEPTED_TEXT}.`));
-  const picker = h("input", { type: "file", accept: "image/*", multiple: true, class: "visually-hidden", tabindex: "-1" });
+  const picker = h("input", { type: "file", accept: "image/*", multiple: true, class: "visually-hidden", tabindex: "-1", "aria-hidden": "true" });
   // A text area of one line that grows: a long name is shown whole, wrapped, not scrolled out
   // of sight in a narrow field. New lines are not part of a name.
   const lengthNote = h("span", { class: "teach-name-length", id: `teach-class-len-${cls.id}`, "aria-live": "polite", hidden: true });
