@@ -106,10 +106,13 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         close_with(self.transport, error, self._head_start)
 
     def _start_head(self) -> None:
-        """Count the next head's bytes from here (the previous body has ended)."""
+        """Count the next head's bytes from here (the previous body has ended). Its first
+        bytes are unknown until a read starts with them: a refusal of a head pipelined in
+        the same read was labelled with the previous request's method and shape (round 32)."""
         self._in_head = True
         self._head_bytes = 0
         self._tail = b""
+        self._head_start = b""
 
     def _arm(self) -> None:
         """Time the head from here: the connection is open and no response is pending."""

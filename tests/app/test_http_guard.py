@@ -612,3 +612,21 @@ def test_an_unknown_method_gets_a_request_id_and_is_counted(port: int, method: b
     ids = [line.split(": ", 1)[1] for line in head.split("\r\n") if line.startswith("x-request-id")]
     assert len(ids) == 1 and re.fullmatch(r"[0-9a-f]{32}", ids[0]), head
     assert _other_400s(port) == before + 1
+
+
+def test_a_bad_request_pipelined_behind_a_good_one_is_not_labelled_as_it(port: int) -> None:
+    """Round 32: a refused request read together with the one before it was answered and
+    counted with that one's method, and in the /v2 error shape when that one was /v2."""
+    before = _other_400s(port)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(
+            b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            b"FOO /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        got, _ = _until_closed(s)
+    first, _, rest = got.partition(b"HTTP/1.1 400 ")
+    assert first.startswith(b"HTTP/1.1 200 "), got[:300]
+    head, _, body = rest.partition(b"\r\n\r\n")
+    assert b"application/problem+json" in head.lower(), rest[:300]
+    assert b'"error"' not in body, body
+    assert _other_400s(port) == before + 1
