@@ -232,6 +232,19 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("default_catalogs")
+    @classmethod
+    def _catalog_names(cls, value: dict[str, str]) -> dict[str, str]:
+        from app.catalog.types import CATALOG_NAME_RE  # numpy and more: only when checked
+
+        bad = [name for name in value.values() if not CATALOG_NAME_RE.fullmatch(name)]
+        if bad:  # no catalog can be named so: predict?similar=k could never search it
+            raise ValueError(
+                f"{bad[0][:80]!r} is not a catalog name (lower-case letters, digits, - and _, "
+                "up to 64, starting with a letter or digit)"
+            )
+        return value
+
     @field_validator("vector_store")
     @classmethod
     def _known_store(cls, value: str) -> str:

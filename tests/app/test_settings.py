@@ -41,6 +41,8 @@ def test_settings_that_would_serve_nothing_or_bound_nothing_are_refused() -> Non
     `inf` passed as a decode budget (none), `nan` was refused as "should be <= 3600"."""
     with pytest.raises(ValidationError, match="answers no request"):
         Settings(allowed_hosts=[])
+    with pytest.raises(ValidationError, match="'Bad Name!' is not a catalog name"):
+        Settings(default_catalogs={"products": "Bad Name!"})
     for field in ("decode_time_budget_s", "model_poll_seconds"):
         for value in ("inf", "nan", "-inf"):
             with pytest.raises(ValidationError, match="finite number"):
