@@ -18,9 +18,8 @@ Fuzz round 14 (docs/hardening.md) added the rest:
   appended every trailer line to the request's headers: 144 MB of trailers took a worker to
   2.9 GB);
 - a connection whose request body was not read to its end when the answer was complete is
-  half-closed and closed LINGER_S later (a client trickling a body nobody reads, or a declared
-  1 GB body refused with 413, held its connection and file descriptor for as long as it
-  liked);
+  half-closed, the rest read and dropped, and closed LINGER_S or MAX_DROPPED_BYTES later (a
+  body refused with 413 held its connection and file descriptor as long as it liked);
 - when more than MAX_PIPELINED requests wait behind the one being answered, those are answered
   and the connection closes (uvicorn parsed and queued every pipelined request: 50,000 from a
   client that read nothing held 190 MB), and the head timer never answers 408 while a response
@@ -52,6 +51,7 @@ MAX_HEAD_BYTES: Final = 64 * 1024
 WRITE_STALL_S: Final = 60.0  # as long as a request body may take (IMGCLASS_BODY_TIMEOUT_S)
 MAX_PIPELINED: Final = 1000  # requests waiting behind the one being answered, at most
 LINGER_S: Final = 5.0  # a body still arriving after its answer is dropped this long, then closed
+MAX_DROPPED_BYTES: Final = 64 * 1024 * 1024  # or until this much of it was dropped
 _END: Final = b"\r\n\r\n"
 
 
@@ -90,6 +90,7 @@ class HeadGuardedProtocol(HttpToolsProtocol):
     _in_trailers = False  # the current message's headers are parsed: headers now are trailers
     _trailer_bytes = 0
     _discarding = False  # answered; the rest of the request body is read and dropped
+    _dropped = 0
     _refusal: ServiceError | None = None  # sent once the answers owed before it are out
 
     def _refuse(self, error: ServiceError) -> None:
@@ -187,6 +188,8 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         self._end_head()
         if self.transport.can_write_eof():
             self.transport.write_eof()
+        self.flow.resume_reading()  # paused at uvicorn's high-water mark, a client sending its
+        # whole body before reading (httpx, requests) waited out the linger: 5 s (round 32)
         self.loop.call_later(self.linger_s, self._linger_over)
 
     def _linger_over(self) -> None:
@@ -199,8 +202,11 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
 
     def data_received(self, data: bytes) -> None:
-        if self._discarding:
-            return  # answered and closing: the rest of the body is dropped
+        if self._discarding:  # answered and closing: the rest of the body is dropped, up to
+            self._dropped += len(data)  # a bound (reading on costs a core's time)
+            if self._dropped > MAX_DROPPED_BYTES and not self.transport.is_closing():
+                self.transport.abort()
+            return
         if self._in_head:
             # Bytes up to the blank line that ends the head (a body may follow in the same read,
             # so the chunk is searched, never copied).

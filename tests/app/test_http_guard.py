@@ -18,7 +18,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from app.http_guard import HeadGuardedProtocol
+from app.http_guard import MAX_DROPPED_BYTES, HeadGuardedProtocol
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.live_server import read_until_closed, serve_in_thread
@@ -630,3 +630,49 @@ def test_a_bad_request_pipelined_behind_a_good_one_is_not_labelled_as_it(port: i
     assert b"application/problem+json" in head.lower(), rest[:300]
     assert b'"error"' not in body, body
     assert _other_400s(port) == before + 1
+
+
+class LongLinger(HeadGuardedProtocol):
+    linger_s = 30.0
+
+
+@pytest.fixture(scope="module")
+def lingering(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    settings = make_settings(tiny_models_dir, tmp_path_factory.mktemp("round32"))
+    with serve_in_thread(create_app(settings), http=LongLinger) as number:
+        yield number
+
+
+def _post_whole_body_then_read(port: int, size: int) -> bytes:
+    """What httpx and requests do: send the whole body, then read the answer."""
+    head = (
+        b"POST /v1/models/tiny/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: image/png\r\nContent-Length: %d\r\n\r\n" % size
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(head + b"\0" * size)
+        got, _, _ = read_until_closed(s, b"", 20)
+    return got
+
+
+def test_a_client_that_sends_its_whole_body_first_gets_the_413_without_waiting(
+    lingering: int,
+) -> None:
+    """Round 32: after an early 413 the connection stopped reading (uvicorn's flow control
+    had paused it), so a client sending its whole body before reading, as httpx and requests
+    do, waited out the linger (5 s) for an answer curl had in 0.03 s: its send only ended when
+    the connection was closed. The rest of the body is read and dropped."""
+    body = b"\0" * (21 * 1024 * 1024)  # over the 20 MiB image cap
+    url = f"http://127.0.0.1:{lingering}/v1/models/tiny/predict"
+    for _ in range(3):  # the stall depended on when the answer beat the body: some were quick
+        r = httpx.post(url, content=body, headers={"Content-Type": "image/png"}, timeout=10)
+        assert r.status_code == 413, r.text
+
+
+def test_what_is_dropped_after_an_answer_is_bounded(lingering: int) -> None:
+    """Reading on after the answer costs the server's time: past MAX_DROPPED_BYTES the
+    connection is cut, long before the linger (30 s here) ends."""
+    t0 = time.monotonic()
+    with pytest.raises(OSError):
+        _post_whole_body_then_read(lingering, MAX_DROPPED_BYTES + 80 * 1024 * 1024)
+    assert time.monotonic() - t0 < LongLinger.linger_s / 2
