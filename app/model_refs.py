@@ -57,3 +57,18 @@ def missing_model(
     if len(names) > MAX_NAMES_SHOWN:
         shown += f" and {len(names) - MAX_NAMES_SHOWN} more (GET /v1/models lists them)"
     return ModelNotFound(f"No model named {short_repr(name)}. Available: {shown}.")
+
+
+def refused_model(name: str, refused_versions: list[str]) -> ModelNotFound:
+    """`name` exists, but was refused (or, a taught name, every version of it was)."""
+    if not refused_versions:
+        return ModelNotFound(
+            f"Model {name!r} exists but was refused when loading; the server log says why."
+        )
+    return ModelNotFound(
+        f"Model {name!r} exists but every version of it was refused when loading "
+        f"({', '.join(refused_versions)}); the server log says why. A taught model is "
+        "refused while the build of the backbone it was taught on is not served: it is "
+        "served again once that build is back; if the backbone was replaced by another "
+        "build, teach it again."
+    )

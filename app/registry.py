@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -22,7 +21,6 @@ from app.bundle import load_bundle
 from app.bundle_folders import (
     BackboneNotServed,
     RemovedWhileLoading,
-    names_shipped_folder,
     open_and_warm,
     open_taught,
     shipped_folders,
@@ -32,20 +30,17 @@ from app.errors import ModelNotFound, NotReady
 from app.loaded import AGAIN, Fingerprint, Read, Reload, fingerprint, version_key
 from app.loaded import LoadedModel as LoadedModel
 from app.loaded import ServedModel as ServedModel
-from app.model_refs import VERSION_SEP, missing_model, split_ref
+from app.model_refs import VERSION_SEP, missing_model, refused_model, split_ref
 from app.poller import Poller
+from app.registry_miss import NamedLookups
 from app.runtime import OnnxModel, choose_providers
 from app.teach.served import TaughtModel
 from app.teach.stamp import Stamp, read_stamp, stamp_path
 
 logger = logging.getLogger(__name__)
 
-# A name not served: at most one re-scan per this many seconds per process (finds bundles
-# copied in by hand, without letting unknown names force a scan per request).
-MISS_RESCAN_S = 0.25
 
-
-class ModelRegistry:
+class ModelRegistry(NamedLookups):
     """Holds every servable bundle. Thread-safe: loading may run in a background thread."""
 
     def __init__(
@@ -140,20 +135,6 @@ class ModelRegistry:
             finally:
                 self._seen_stamp = stamp
 
-    def _rescan_on_miss(self, name: str) -> bool:
-        """One rate-limited scan for a name not served (nor refused): taught models, or both
-        folders when the shipped one holds that bundle (unpolled, never found: round 32)."""
-        if not self._done.is_set():
-            return False
-        now = time.monotonic()
-        with self._lock:
-            if name in self._refused or now - self._last_miss_scan < MISS_RESCAN_S:
-                return False
-            self._last_miss_scan = now
-        if names_shipped_folder(self.models_dir, self._enabled, split_ref(name)[0]):
-            return self.refresh()
-        return self._stamp_path is not None and self._scan_taught(only_if_stamp_moved=False)
-
     def _refresh_shipped(self) -> bool:
         found = {d.name: d for d in self.discover()}
         changed = False
@@ -165,19 +146,20 @@ class ModelRegistry:
         self._shipped = set(found)
         for name, directory in found.items():
             fp = fingerprint(directory)
-            if self._prints.get(name) == fp:
-                continue
-            self._prints[name] = fp
-            changed = True
-            model = self._load(name, partial(self._open_shipped, directory), name, (directory, fp))
-            if model is AGAIN:
-                continue
+            if self._prints.get(name) != fp:
+                self._load_shipped(name, directory, fp)
+                changed = True
+        return changed
+
+    def _load_shipped(self, name: str, directory: Path, fp: Fingerprint) -> None:
+        self._prints[name] = fp
+        model = self._load(name, partial(self._open_shipped, directory), name, (directory, fp))
+        if model is not AGAIN:
             with self._lock:
                 if model is not None:
                     self._models[name] = model
                 else:
                     self._models.pop(name, None)
-        return changed
 
     def _refresh_taught(self, force: bool) -> bool:
         found = {f"{d.parent.name}{VERSION_SEP}{d.name}": d for d in self.discover_taught()}
@@ -237,10 +219,9 @@ class ModelRegistry:
     def _load(
         self, key: str, opener: Callable[[], ServedModel], pending: str, read: Read
     ) -> LoadedModel | Literal[Reload.AGAIN] | None:
-        """The model, None (refused or gone), or AGAIN: the folder changed while it was read
-        (`read`: the folder, its fingerprint before), so the files read may mix two bundles
-        (round 26: one's labels with another's weights) and neither a success nor a failure
-        counts: what was served stays, and the next poll loads it again."""
+        """The model, None (refused or gone), or AGAIN: the folder (`read`: it, its fingerprint
+        before) changed while read, so the files may mix two bundles (round 26): neither a
+        success nor a failure counts, and the next poll loads it again."""
         loaded, reason, other = None, None, None
         try:
             loaded = open_and_warm(key, opener, self._warmup_runs)
@@ -288,8 +269,7 @@ class ModelRegistry:
 
     # lookup -------------------------------------------------------------------------------
     def get(self, name: str) -> LoadedModel:
-        """A model by name (a taught model's newest version) or `name@version`. Follows taught
-        changes made by any process (stamp), and re-scans once for an unknown name."""
+        """A model by name (a taught model's newest version) or `name@version`."""
         self._follow_stamp()
         try:
             return self._lookup(name)
@@ -324,18 +304,8 @@ class ModelRegistry:
             return found
         if pending or (not self._done.is_set() and not self._models):
             raise NotReady(f"Model {name!r} is still loading; retry in a moment.", retry_after_s=1)
-        if refused is not None:
-            raise ModelNotFound(
-                f"Model {name!r} exists but was refused when loading; the server log says why."
-            )
-        if refused_versions:
-            raise ModelNotFound(
-                f"Model {name!r} exists but every version of it was refused when loading "
-                f"({', '.join(refused_versions)}); the server log says why. A taught model is "
-                "refused while the build of the backbone it was taught on is not served: it is "
-                "served again once that build is back; if the backbone was replaced by another "
-                "build, teach it again."
-            )
+        if refused is not None or refused_versions:
+            raise refused_model(name, [] if refused is not None else refused_versions)
         raise missing_model(
             name,
             shipped_version=None if shipped is None else shipped.version,
@@ -344,11 +314,8 @@ class ModelRegistry:
         )
 
     def serving_name(self, loaded: LoadedModel) -> str:
-        """The one name a model's requests queue under, however it was addressed: `name` for
-        a shipped model or a taught model's newest version, `name@v` for an older taught
-        version. One name for two versions made each request close the scheduler the other
-        version's requests were waiting in (503 "shutting down"); two names for one model
-        (`santa` and `santa@3`) would give it two queues and twice its bound."""
+        """The one name a model's requests queue under: `name` (shipped, or a taught model's
+        newest version) or `name@v` (an older taught version): one queue and bound each."""
         if not loaded.taught:  # no stamp read, no sort: the predict hot path
             return loaded.name
         with self._lock:  # as of the get() just before (it followed the stamp)
@@ -362,8 +329,7 @@ class ModelRegistry:
             return sorted(set(self._models) | set(self._taught))
 
     def serving_names(self) -> set[str]:
-        """Every name a model's requests queue and are counted under (`serving_name`): each
-        model's name, and `name@v` for every taught version. One stamp check, one lock."""
+        """Every name requests queue and are counted under (`serving_name`)."""
         self._follow_stamp()
         with self._lock:
             keys = set(self._models) | set(self._taught)
@@ -372,7 +338,7 @@ class ModelRegistry:
         return keys
 
     def versions(self, name: str) -> list[str]:
-        """Served versions of a taught model, oldest first (empty for shipped models)."""
+        """Served versions of a taught model, oldest first (none for shipped ones)."""
         self._follow_stamp()
         with self._lock:
             return sorted(self._taught.get(name, {}), key=version_key)

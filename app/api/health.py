@@ -73,14 +73,27 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
 def _why_no_model(registry: ModelRegistry, settings: Settings) -> str | None:
     """Why loading ended without serving: a mistyped IMGCLASS_MODELS_DIR looked like an
     endless load, said only in a log line (round 32). Names no path (a private detail)."""
+    unpolled = (
+        " It is not looked at again (IMGCLASS_MODEL_POLL_SECONDS=0): a bundle loads when a "
+        "request names it, or at a restart."
+        if settings.model_poll_seconds == 0
+        else ""
+    )
     if not registry.names():
-        if not registry.models_dir.is_dir():
-            return (
-                "The models folder (IMGCLASS_MODELS_DIR) does not exist or is not a folder; "
-                "models are served once it holds bundles (it is looked at again every few "
-                "seconds)."
+        folder = registry.models_dir
+        if not folder.is_dir():
+            return "The models folder (IMGCLASS_MODELS_DIR) does not exist or is not a folder." + (
+                unpolled
+                or " Models are served once it holds bundles (it is looked at "
+                "again every few seconds)."
             )
         if not registry.refused():
+            try:
+                waiting = any((d / "metadata.json").is_file() for d in folder.iterdir())
+            except OSError:  # unreadable: the log says so
+                waiting = False
+            if waiting and unpolled:
+                return "The models folder holds bundles not loaded yet." + unpolled
             return "The models folder (IMGCLASS_MODELS_DIR) holds no model bundle."
         return "Every model bundle was refused; the server log says why."
     if settings.require_all_models and registry.refused():

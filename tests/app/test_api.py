@@ -313,3 +313,12 @@ def test_readyz_says_why_no_model_is_served(tiny_models_dir: Path, tmp_path: Pat
     assert cases[1][0] == "unavailable" and "Every model bundle was refused" in cases[1][1]
     assert cases[2][0] == "unavailable" and "holds no model bundle" in cases[2][1]
     assert str(tmp_path) not in "".join(d for _, d in cases)
+    # unpolled, the detail says what loads the bundles (round 32: "looked at again every few
+    # seconds" and "holds no model bundle" while it held one)
+    shutil.rmtree(models)
+    unpolled = make_settings(models, tmp_path / "again", model_poll_seconds=0)
+    with TestClient(create_app(unpolled)) as c:
+        assert "not looked at again" in c.get("/readyz").json()["detail"]
+        shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
+        detail = c.get("/readyz").json()["detail"]
+        assert "holds bundles not loaded yet" in detail and "not looked at again" in detail

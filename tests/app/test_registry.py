@@ -9,15 +9,16 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from app import bundle_folders
+from app import bundle_folders, registry_miss
 from app import registry as registry_module
-from app.errors import ConfigurationError, ModelNotFound
+from app.errors import ConfigurationError, ModelNotFound, NotReady
 from app.main import create_app
 from app.registry import ModelRegistry
 from app.runtime import available_providers, choose_providers
@@ -362,21 +363,35 @@ def test_a_bundle_changed_while_it_loads_is_loaded_again_not_mixed(
     assert reg.refresh() and "n" in reg.names()
 
 
+def _served_once_loaded(reg: ModelRegistry, name: str) -> str:
+    """A folder a request names loads in a thread: 503 (NotReady) until it is served."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return reg.get(name).name
+        except NotReady:
+            assert time.monotonic() < deadline, "never loaded"
+            time.sleep(0.05)
+
+
 @pytest.mark.parametrize("taught", [False, True])
 def test_a_shipped_folder_a_request_names_is_found_without_the_poll(
     tiny_models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, taught: bool
 ) -> None:
     """Round 32: with IMGCLASS_MODEL_POLL_SECONDS=0 the README promises that a folder a request
     names is still picked up; only the taught folder was re-scanned on a miss, so a bundle
-    copied into the models folder stayed a 404 until a restart."""
-    monkeypatch.setattr(registry_module, "MISS_RESCAN_S", 0.0)
+    copied into the models folder stayed a 404 until a restart. It loads in a thread (a load
+    on the request's thread held the event loop: /healthz waited 0.6 s)."""
+    monkeypatch.setattr(registry_miss, "MISS_RESCAN_S", 0.0)
     models = tmp_path / "models"
     models.mkdir()
     reg = ModelRegistry(models, providers="cpu", taught_dir=tmp_path / "taught" if taught else None)
     reg.load_all()
     assert reg.names() == []
     shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
-    assert reg.get("tiny").name == "tiny"
+    with pytest.raises(NotReady):
+        reg.get("tiny")
+    assert _served_once_loaded(reg, "tiny") == "tiny"
     for name in ("../models/tiny", ".hidden", "nope", "a/b", "x" * 300, "a\x00b"):
         with pytest.raises(ModelNotFound):
             reg.get(name)
@@ -384,3 +399,40 @@ def test_a_shipped_folder_a_request_names_is_found_without_the_poll(
     limited.load_all()
     with pytest.raises(ModelNotFound):  # not enabled: never served, named or not
         limited.get("tiny")
+
+
+def test_a_miss_loads_only_the_folder_it_names(
+    tiny_models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 32 (the fix attacked): unpolled, a miss re-read every bundle, so any client's 404
+    (`tiny@999`) dropped bundles removed on disk and reloaded edited ones, which the README
+    says wait for a restart; and a bundle refused while it was being copied stayed refused
+    once whole."""
+    monkeypatch.setattr(registry_miss, "MISS_RESCAN_S", 0.0)
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
+    reg = ModelRegistry(models, providers="cpu")
+    reg.load_all()
+    shutil.rmtree(models / "tiny")  # removed on disk: served until a restart (or a poll)
+    with pytest.raises(ModelNotFound):
+        reg.get("tiny@999")
+    with pytest.raises(ModelNotFound):
+        reg.get("other")
+    assert reg.names() == ["tiny"]
+    half = models / "copied"  # a copy in progress: metadata.json there, the model not yet
+    half.mkdir()
+    meta = json.loads((tiny_models_dir / "tiny" / "metadata.json").read_text())
+    (half / "metadata.json").write_text(json.dumps({**meta, "name": "copied"}))
+    with pytest.raises(NotReady):
+        reg.get("copied")
+    deadline = time.monotonic() + 30
+    while "copied" not in reg.refused():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with pytest.raises(ModelNotFound, match="refused"):  # the same files: not tried again
+        reg.get("copied")
+    for part in (tiny_models_dir / "tiny").iterdir():
+        if part.name != "metadata.json":
+            shutil.copy2(part, half / part.name)
+    assert _served_once_loaded(reg, "copied") == "copied"
