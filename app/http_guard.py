@@ -1,34 +1,28 @@
 """uvicorn's httptools protocol with a deadline and a size cap on each request's head.
 
-uvicorn 0.54 bounds neither the request line and headers' time nor their size, and arms its
-keep-alive timeout only after a response: a connection that sent nothing, or dribbled a header
-line now and then, stayed open for good, and 8 MB of headers were buffered and accepted. Here
-each head (from the connection's start, or from the end of the previous response) must be
-complete within HEAD_TIMEOUT_S and MAX_HEAD_BYTES, or the connection gets a 408/431 and is
-closed. Bodies are the app's business (IMGCLASS_BODY_TIMEOUT_S, per-route byte limits).
+uvicorn 0.54 bounds neither the request line and headers' time nor their size (a connection
+dribbling a header line now and then stayed open for good; 8 MB of headers were accepted). Here
+each head (from the connection's start, or the end of the previous response) must be complete
+within HEAD_TIMEOUT_S and MAX_HEAD_BYTES, or the connection gets a 408/431 and is closed.
+Bodies are the app's business (IMGCLASS_BODY_TIMEOUT_S, per-route byte limits).
 
-Answers are bounded the other way: a client that stops reading leaves the answer in the
-connection's write buffer (20 such clients of a 53 MB predict answer held a gigabyte for as
-long as they stayed connected). When the buffer has stayed above its high-water mark for
-WRITE_STALL_S, the connection is aborted and the buffer freed, also when the connection was
-already closing (a graceful close waits for the buffer to drain, which never happens).
+Answers are bounded the other way: a connection whose write buffer stayed over its high-water
+mark for WRITE_STALL_S (a client that stopped reading) is aborted and the buffer freed.
 
 Fuzz round 14 (docs/hardening.md) added the rest:
-- trailers of a chunked body are counted with the head's cap and never stored (uvicorn
-  appended every trailer line to the request's headers: 144 MB of trailers took a worker to
-  2.9 GB);
+- trailers of a chunked body are counted with the head's cap and never stored (144 MB of
+  them took a worker to 2.9 GB);
 - a connection whose request body was not read to its end when the answer was complete is
   half-closed, the rest read and dropped, and closed LINGER_S or MAX_DROPPED_BYTES later (a
   body refused with 413 held its connection and file descriptor as long as it liked);
-- when more than MAX_PIPELINED requests wait behind the one being answered, those are answered
-  and the connection closes (uvicorn parsed and queued every pipelined request: 50,000 from a
-  client that read nothing held 190 MB), and the head timer never answers 408 while a response
-  is owed (it wrote one into the middle of a pipelined stream);
+- past MAX_PIPELINED requests waiting behind the one being answered, those are answered and
+  the connection closes (50,000 from a client that read nothing held 190 MB), and the head
+  timer never answers 408 while a response is owed;
 - a request with a body and an `Upgrade` (curl --http2 on http://), or a WebSocket
   handshake, is refused with a 400 saying so (app/http_upgrade.py).
-A request line naming another version than HTTP/1.0 or 1.1 gets a 400 (it was served as 1.1);
-`Expect: 100-continue` from an HTTP/1.0 client is ignored, as RFC 9110 10.1.1 says (round 16);
-an absolute-form target's host is the one the Host allow-list checks (RFC 9112 3.2.2, round 17).
+A request line naming another version than HTTP/1.0 or 1.1 gets a 400; `Expect:
+100-continue` from HTTP/1.0 is ignored (RFC 9110 10.1.1); an absolute-form target's host is
+the one the Host allow-list checks (RFC 9112 3.2.2).
 """
 
 from __future__ import annotations
@@ -88,6 +82,7 @@ class HeadGuardedProtocol(HttpToolsProtocol):
     _tail = b""
     _head_start = b""  # the first bytes of the current head: its request line, for the answer
     _in_trailers = False  # the current message's headers are parsed: headers now are trailers
+    _line_parsed = False  # _head_start is rebuilt from the parser (a head pipelined in a read)
     _trailer_bytes = 0
     _discarding = False  # answered; the rest of the request body is read and dropped
     _dropped = 0
@@ -107,9 +102,8 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         close_with(self.transport, error, self._head_start)
 
     def _start_head(self) -> None:
-        """Count the next head's bytes from here (the previous body has ended). Its first
-        bytes are unknown until a read starts with them: a refusal of a head pipelined in
-        the same read was labelled with the previous request's method and shape (round 32)."""
+        """Count the next head's bytes from here (the previous body has ended); its start is
+        the next read's, or (pipelined in this read) its parsed request line (on_url)."""
         self._in_head = True
         self._head_bytes = 0
         self._tail = b""
@@ -229,8 +223,14 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         super().data_received(data)
 
     def on_message_begin(self) -> None:
-        self._in_trailers = False
+        self._in_trailers, self._line_parsed = False, not self._head_start
         super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if self._line_parsed:  # round 32: else a refusal took the request before's method
+            method = self.parser.get_method()  # and shape (/v2's), or none at all
+            self._head_start = bytes(method + b" " + self.url[:HEAD_START_BYTES])
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_trailers:
