@@ -24,7 +24,26 @@ export function abortStale() {
   }
 }
 
+// Images wait while no model is settled (chosen by the user, or the default once no model is
+// still loading): a wider model may still come. Any run, not only a new image's, holds them
+// (round 32: a top-k change while loading sent a photo to digits).
+function holdForModel(items) {
+  const msg = state.keyNeeded
+    ? { title: "API key needed", text: "Type the server’s API key in the field at the top; the image is classified as soon as it is accepted." }
+    : state.model
+      ? { title: "Models still loading", text: "The image will be classified once every model has loaded, or with the model you pick." }
+      : { title: "No model ready yet", text: "The image will be classified as soon as a model has loaded." };
+  for (const item of items) {
+    item.waitingForModel = true;
+    setCardProblem(item, msg);
+  }
+}
+
 export function classify(items) {
+  if (!state.model || !state.modelSettled) {
+    holdForModel(items);
+    return;
+  }
   const model = state.model;
   const topK = Number(el.topk.value) || 5;
   const jobs = items.map((item) => {

@@ -1,7 +1,7 @@
 // The images on the page: added (picker, camera, drop, paste) as cards at the top of the
 // results, each classified at once or when a model is ready; removed one by one or all.
 import { askForKey } from "./auth.js";
-import { buildCard, setCardProblem } from "./cards.js";
+import { buildCard } from "./cards.js";
 import { abortStale, classify } from "./classify.js";
 import { announce, hideAlert, updateChrome } from "./page-chrome.js";
 import { $, el, state } from "./page-state.js";
@@ -27,20 +27,8 @@ export function addFiles(fileList, source) {
   el.results.prepend(frag);
   updateChrome();
   revealCard(added[0].card);
-  if (!state.model || !state.modelSettled) {
-    const msg = state.keyNeeded
-      ? { title: "API key needed", text: "Type the server’s API key in the field at the top; the image is classified as soon as it is accepted." }
-      : state.model
-        ? { title: "Models still loading", text: "The image will be classified once the models have loaded, or at once if you pick a model." }
-        : { title: "No model ready yet", text: "The image will be classified as soon as a model has loaded." };
-    for (const item of added) {
-      item.waitingForModel = true;
-      setCardProblem(item, msg);
-    }
-    if (state.keyNeeded) askForKey();
-    return;
-  }
-  classify(added);
+  if (state.keyNeeded) askForKey();
+  classify(added); // or held until a model is settled (classify.js)
 }
 
 // On a phone the results start below the fold: bring the new card into view (no focus moves).

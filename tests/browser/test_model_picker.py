@@ -50,6 +50,7 @@ def test_a_visit_while_models_load_waits_for_them_and_stores_no_choice(
         page.wait_for_function(
             "() => document.querySelector('#results > li.result')?.textContent.includes('loading')"
         )
+        page.select_option("#topk-select", "10")  # any run, not only a new image's, waits
         page.wait_for_timeout(500)
         assert predicts == [], "the photo was sent to a model picked before the list was whole"
         state["loading"] = False  # the page polls again (1.5 s) and finds every model
@@ -58,6 +59,7 @@ def test_a_visit_while_models_load_waits_for_them_and_stores_no_choice(
         )
         wait_settled(page, 1)
         assert len(predicts) == 1 and f"/models/{widest['name']}/predict" in predicts[0]
+        assert "top_k=10" in predicts[0]
         assert top_label(card)  # classified, by the model a visit after loading would pick
         assert page.evaluate("localStorage.getItem('imgclass.model')") is None
         # The user's own pick is kept for later visits.
