@@ -80,9 +80,9 @@ class HeadGuardedProtocol(HttpToolsProtocol):
     _in_head = False
     _head_bytes = 0
     _tail = b""
-    _head_start = b""  # the first bytes of the current head: its request line, for the answer
+    _head_start = b""  # the current head's request line (so far), for a refusal's shape
     _in_trailers = False  # the current message's headers are parsed: headers now are trailers
-    _line_parsed = False  # _head_start is rebuilt from the parser (a head pipelined in a read)
+    _url_seen = False  # the current head's request line is parsed: _head_start is from it
     _trailer_bytes = 0
     _discarding = False  # answered; the rest of the request body is read and dropped
     _dropped = 0
@@ -102,12 +102,9 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         close_with(self.transport, error, self._head_start)
 
     def _start_head(self) -> None:
-        """Count the next head's bytes from here (the previous body has ended); its start is
-        the next read's, or (pipelined in this read) its parsed request line (on_url)."""
-        self._in_head = True
-        self._head_bytes = 0
-        self._tail = b""
-        self._head_start = b""
+        """Count the next head's bytes from here (the previous body has ended)."""
+        self._in_head, self._head_bytes, self._tail = True, 0, b""
+        self._head_start, self._url_seen = b"", False
 
     def _arm(self) -> None:
         """Time the head from here: the connection is open and no response is pending."""
@@ -210,8 +207,8 @@ class HeadGuardedProtocol(HttpToolsProtocol):
             else:
                 end = data.find(_END)
                 head = len(data) if end < 0 else end + len(_END)
-            if self._head_bytes == 0:
-                self._head_start = bytes(data[:HEAD_START_BYTES])
+            if not self._url_seen:  # the request line so far, for a refusal (408, 431)
+                self._head_start += bytes(data[: HEAD_START_BYTES - len(self._head_start)])
             self._head_bytes += head
             self._tail = data[-3:] if len(data) >= 3 else (self._tail + data)[-3:]
             if self._head_bytes > self.max_head_bytes:
@@ -223,14 +220,15 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         super().data_received(data)
 
     def on_message_begin(self) -> None:
-        self._in_trailers, self._line_parsed = False, not self._head_start
+        self._in_trailers = False
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
+        """The request line as parsed, whatever reads it came in (round 32: pipelined or split
+        heads were refused with another's method and shape)."""
         super().on_url(url)
-        if self._line_parsed:  # round 32: else a refusal took the request before's method
-            method = self.parser.get_method()  # and shape (/v2's), or none at all
-            self._head_start = bytes(method + b" " + self.url[:HEAD_START_BYTES])
+        self._head_start = bytes(self.parser.get_method() + b" " + self.url[:HEAD_START_BYTES])
+        self._url_seen = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_trailers:

@@ -702,3 +702,26 @@ def test_what_is_dropped_after_an_answer_is_bounded(lingering: int) -> None:
     with pytest.raises(OSError):
         _post_whole_body_then_read(lingering, MAX_DROPPED_BYTES + 80 * 1024 * 1024)
     assert time.monotonic() - t0 < LongLinger.linger_s / 2
+
+
+@pytest.mark.parametrize("split", ["headers-later", "byte-by-byte"])
+def test_a_v2_refusal_keeps_its_shape_however_its_head_is_split(port: int, split: str) -> None:
+    """Round 32 (attacked again): a head whose request line came in one read and its headers
+    in the next (pipelined behind another request), or sent a byte at a time, was refused in
+    problem+json and counted as `other`, not as the /v2 PUT it was."""
+    before = _other_or_post_400s(port, "PUT")
+    bad = b"PUT /v2/models/tiny/ready HTTP/2.0\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        if split == "headers-later":
+            line, _, rest = bad.partition(b"\r\n")
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + line + b"\r\n")
+            time.sleep(0.3)
+            s.sendall(rest)
+        else:
+            for i in range(len(bad)):
+                s.sendall(bad[i : i + 1])
+                time.sleep(0.002)
+        got, _ = _until_closed(s)
+    body = got.partition(b"HTTP/1.1 400 ")[2].partition(b"\r\n\r\n")[2]
+    assert json.loads(body).keys() == {"error"}, got[-400:]
+    assert _other_or_post_400s(port, "PUT") == before + 1
