@@ -36,24 +36,23 @@ class NamedLookups:
         raise NotImplementedError
 
     def _rescan_on_miss(self, name: str) -> bool:
-        """One rate-limited look for a name not served: a shipped bundle folder of that name
-        not served yet (or refused, changed since) loads in a thread (True: the caller says
-        503 retry, round 32); else one taught scan, unless the name was refused."""
+        """For a name not served: a shipped bundle folder of that name not served yet (or
+        refused, changed since) loads in a thread (True: the caller says 503 retry, round 32),
+        checked on every miss (a stat), ahead of the rate limit other names share; else one
+        rate-limited taught scan, unless the name was refused."""
         if not self._done.is_set():
             return False
-        base, now = split_ref(name)[0], time.monotonic()
+        base = split_ref(name)[0]
         with self._lock:
-            if now - self._last_miss_scan < MISS_RESCAN_S:
-                return False
-            self._last_miss_scan = now
             served, refused = base in self._models, name in self._refused
         if not served and names_shipped_folder(self.models_dir, self._enabled, base):
             return self._load_named(base)
-        return (
-            not refused
-            and self._stamp_path is not None
-            and self._scan_taught(only_if_stamp_moved=False)
-        )
+        now = time.monotonic()
+        with self._lock:
+            if refused or now - self._last_miss_scan < MISS_RESCAN_S:
+                return False
+            self._last_miss_scan = now
+        return self._stamp_path is not None and self._scan_taught(only_if_stamp_moved=False)
 
     def _load_named(self, name: str) -> bool:
         """Load models_dir/<name> in a thread unless it is loading, or was refused with these

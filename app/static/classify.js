@@ -31,7 +31,7 @@ function holdForModel(items) {
   const msg = state.keyNeeded
     ? { title: "API key needed", text: "Type the server’s API key in the field at the top; the image is classified as soon as it is accepted." }
     : state.model
-      ? { title: "Models still loading", text: "The image will be classified once every model has loaded, or with the model you pick." }
+      ? { title: "Models still loading", text: "The image will be classified once every model has loaded (or at once with another model you pick)." }
       : { title: "No model ready yet", text: "The image will be classified as soon as a model has loaded." };
   for (const item of items) {
     item.waitingForModel = true;

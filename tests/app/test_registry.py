@@ -436,3 +436,22 @@ def test_a_miss_loads_only_the_folder_it_names(
         if part.name != "metadata.json":
             shutil.copy2(part, half / part.name)
     assert _served_once_loaded(reg, "copied") == "copied"
+
+
+def test_unknown_names_cannot_keep_a_copied_folder_from_loading(
+    tiny_models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 32 (attacked again): the rate limit shared by every miss came first, so a client
+    asking for unknown names 4 times a second kept a bundle copied in answering 404 "no model
+    named"; the folder is looked for on every miss (a stat), ahead of that limit."""
+    monkeypatch.setattr(registry_miss, "MISS_RESCAN_S", 3600.0)
+    models = tmp_path / "models"
+    models.mkdir()
+    reg = ModelRegistry(models, providers="cpu", taught_dir=tmp_path / "taught")
+    reg.load_all()
+    with pytest.raises(ModelNotFound):
+        reg.get("nope")  # takes the hour's one taught scan
+    shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
+    with pytest.raises(NotReady):
+        reg.get("tiny")
+    assert _served_once_loaded(reg, "tiny") == "tiny"
