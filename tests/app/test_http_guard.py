@@ -29,11 +29,18 @@ class ShortGuard(HeadGuardedProtocol):
     max_head_bytes = 4096
 
 
+def _served(
+    protocol: type[HeadGuardedProtocol], models: Path, tmp: pytest.TempPathFactory
+) -> Iterator[int]:
+    """A real server on the tiny bundle behind `protocol`; yields its port."""
+    app = create_app(make_settings(models, tmp.mktemp(protocol.__name__.lower())))
+    with serve_in_thread(app, http=protocol) as number:
+        yield number
+
+
 @pytest.fixture(scope="module")
 def port(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    app = create_app(make_settings(tiny_models_dir, tmp_path_factory.mktemp("guard")))
-    with serve_in_thread(app, http=ShortGuard) as number:
-        yield number
+    yield from _served(ShortGuard, tiny_models_dir, tmp_path_factory)
 
 
 def _until_closed(s: socket.socket, drip: bytes = b"", limit_s: float = 8.0) -> tuple[bytes, float]:
@@ -323,9 +330,7 @@ class RoundGuard(HeadGuardedProtocol):
 
 @pytest.fixture(scope="module")
 def guarded(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    settings = make_settings(tiny_models_dir, tmp_path_factory.mktemp("round14"))
-    with serve_in_thread(create_app(settings), http=RoundGuard) as number:
-        yield number
+    yield from _served(RoundGuard, tiny_models_dir, tmp_path_factory)
 
 
 def test_chunked_trailers_are_capped_and_never_kept(
@@ -593,10 +598,7 @@ def test_an_answered_request_is_freed_without_the_cycle_collector() -> None:
 
 
 def _other_400s(port: int) -> float:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    series = 'imgclass_requests_total{method="other",model="",route="<unmatched>",status="400"}'
-    lines = [line for line in text.splitlines() if line.startswith(series + " ")]
-    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+    return _other_or_post_400s(port, "other")
 
 
 @pytest.mark.parametrize("method", [b"FOO", b"BREW", b"X" * 40])
@@ -664,9 +666,7 @@ class LongLinger(HeadGuardedProtocol):
 
 @pytest.fixture(scope="module")
 def lingering(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    settings = make_settings(tiny_models_dir, tmp_path_factory.mktemp("round32"))
-    with serve_in_thread(create_app(settings), http=LongLinger) as number:
-        yield number
+    yield from _served(LongLinger, tiny_models_dir, tmp_path_factory)
 
 
 def _post_whole_body_then_read(port: int, size: int) -> bytes:
