@@ -59,6 +59,13 @@ def test_a_wrong_leaf_is_named_at_any_depth(data: Any, message: str) -> None:
         _fp32(data, [2])
 
 
+def test_lists_of_empty_lists_hold_no_elements() -> None:
+    """Round 32: a refusal at the first depth with more non-empty lists than the shape has
+    elements refused [[[]], [[]], [1.0]] for shape [1]: a list of empty lists holds none."""
+    parsed = _fp32([[[]], [[]], [1.0]], [1]).inputs[0].array
+    assert parsed is not None and parsed.tolist() == [1.0]
+
+
 @pytest.mark.parametrize(
     "data", [[1.0, 2.0, 3.0], [[1.0, 2.0], [3.0]], [[[1.0]], [[2.0]], [[3.0]]]]
 )
