@@ -57,15 +57,24 @@ def _pid_namespace() -> str:
 PID_NAMESPACE: Final = _pid_namespace()
 
 
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """/proc/<pid>/stat's fields after the command name (state first), None where unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
 def process_start(pid: int) -> int | None:
     """When process `pid` started (clock ticks after boot, /proc/<pid>/stat field 22), or None
     where /proc cannot say. With the pid it names one process: a pid the kernel handed to a
     new process after the job's owner died reads as another process, not as the owner."""
+    fields = _stat_fields(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return int(stat[stat.rfind(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
+        return int(fields[19]) if fields else None
+    except (ValueError, IndexError):
         return None
 
 
@@ -125,12 +134,9 @@ def _pid_alive(pid: int, started: int | None = None) -> bool:
         return False
     except PermissionError:
         pass
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None:
         return True  # no /proc here: kill's answer is all there is
-    fields = stat[stat.rfind(b")") + 2 :].split()
     if not fields or fields[0] in (b"Z", b"X"):
         return False
     return started is None or fields[19:20] == [str(started).encode()]
