@@ -88,10 +88,7 @@ def _why_no_model(registry: ModelRegistry, settings: Settings) -> str | None:
                 "again every few seconds)."
             )
         if not registry.refused():
-            try:
-                waiting = any((d / "metadata.json").is_file() for d in folder.iterdir())
-            except OSError:  # unreadable: the log says so
-                waiting = False
+            waiting = any((d / "metadata.json").is_file() for d in registry.discover())
             if waiting and unpolled:
                 return "The models folder holds bundles not loaded yet." + unpolled
             return "The models folder (IMGCLASS_MODELS_DIR) holds no model bundle."
