@@ -8,9 +8,11 @@ sizes its pipelines, threads, queues and decodes to its share of the cores.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
@@ -42,11 +44,20 @@ from app.tls_files import check_tls
 def _gpu(providers: str) -> bool:
     """Whether forward passes run on CUDA. A setting that cannot be honoured (`cuda` without
     it) raises here, before any worker starts: each would fail alike, three times."""
-    if providers == "cpu":
+    if providers == "cpu" or (providers == "auto" and not _cuda_library_present()):
         return False
     from app.runtime import CUDA, choose_providers  # onnxruntime, never TensorFlow
 
     return CUDA in choose_providers(providers)
+
+
+def _cuda_library_present() -> bool:
+    """Whether the installed onnxruntime ships its CUDA provider library, read from its folder
+    without importing it: this process only deals connections, and importing onnxruntime (and
+    numpy) to learn that a CPU build has no CUDA held 30 MiB here for the server's lifetime."""
+    spec = importlib.util.find_spec("onnxruntime")
+    folders = spec.submodule_search_locations if spec is not None else None
+    return any(any(Path(f, "capi").glob("*providers_cuda*")) for f in folders or ())
 
 
 def _settings() -> Settings:

@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from app import fsutil
@@ -93,11 +93,13 @@ def write_bundle(
     metadata: BundleMetadata,
     labels: Sequence[str],
     model_card: str | None = None,
+    files: Mapping[str, bytes] | None = None,
 ) -> Bundle:
     """Write the bundle folder `directory` atomically and return it, read back and verified.
 
     `metadata.artifact` (sha256, size) and `metadata.name` are set from `model_bytes` and the
-    folder name; everything else is written as given."""
+    folder name; everything else is written as given. `files`: more files of the bundle, by
+    name (a trunk's head, fold models), written in the same step."""
     if len(labels) != metadata.num_classes:
         raise BundleError(f"{len(labels)} labels given for {metadata.num_classes} classes")
     if directory.is_dir() and not (directory / METADATA_FILE).exists() and any(directory.iterdir()):
@@ -121,6 +123,10 @@ def write_bundle(
         _write_file(staged / LABELS_FILE, ("\n".join(labels) + "\n").encode("utf-8"))
         if model_card is not None:
             _write_file(staged / CARD_FILE, model_card.encode("utf-8"))
+        for name, data in (files or {}).items():
+            if Path(name).name != name or name in (MODEL_FILE, LABELS_FILE, METADATA_FILE):
+                raise BundleError(f"{name!r} is not a file name a bundle can add")
+            _write_file(staged / name, data)
         _write_file(staged / METADATA_FILE, (meta.model_dump_json(indent=2) + "\n").encode())
         fsync_dir(staged)
         replace_dir(staged, directory)

@@ -38,7 +38,8 @@ from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedM
 from app.exif import ExifStatus, applied_by_loader, apply_orientation, read_orientation
 from app.not_image import describe
 from app.open_errors import unreadable_header
-from app.pixels import flatten, reduce_and_convert
+from app.pixels import flatten, reduce_and_convert, strip_rows
+from app.png_bands import bands, layout_for_bands
 from app.polarity import LIGHT_BORDER as LIGHT_BORDER
 from app.polarity import border_is_light as border_is_light
 from app.polarity import should_invert
@@ -291,15 +292,20 @@ def decode(
             if img.size[0] * img.size[1] > limits.max_pixels:  # a format that lied in its header
                 raise _too_many_pixels(*img.size, limits)
             decoded = img.size  # as stored (a JPEG draft already applied)
+            side = _model_side(spec) * _DRAFT_FACTOR
+            layout = layout_for_bands(data, img, max(1, min(decoded) // side))  # a large PNG
             orientation, exif_status = read_orientation(img)
             if fmt == "TIFF" and orientation in _SWAPS_SIDES:  # Pillow gives the upright size
                 (width, height), decoded = (height, width), decoded[::-1]
-            img.load()
-            # Pillow's TIFF loader applies the orientation itself and drops the tag.
-            todo = 1 if orientation != 1 and applied_by_loader(img) else orientation
-            side = _model_side(spec) * _DRAFT_FACTOR
             factor = max(1, min(decoded) // side)
-            small = reduce_and_convert(img, factor)
+            if layout is not None:  # never decoded whole
+                small = reduce_and_convert(img, factor, bands(layout, strip_rows(width, factor)))
+                todo = orientation
+            else:
+                img.load()
+                # Pillow's TIFF loader applies the orientation itself and drops the tag.
+                todo = 1 if orientation != 1 and applied_by_loader(img) else orientation
+                small = reduce_and_convert(img, factor)
             # Nothing to reduce or convert: kept, not closed (a copy doubled a thin 40 MP one).
             keep_open = small is img
         except ServiceError:

@@ -54,7 +54,7 @@ def _gray_scale(img: Image.Image) -> tuple[int, float]:
 def _strips(img: Image.Image, factor: int) -> Iterator[tuple[int, Image.Image]]:
     """(top, strip) pairs covering the image; strip heights are multiples of factor."""
     w, h = img.size
-    rows = max(factor, STRIP_BYTES // max(1, w * 4) // factor * factor)
+    rows = strip_rows(w, factor)
     for top in range(0, h, rows):
         yield top, img.crop((0, top, w, min(h, top + rows)))
 
@@ -81,15 +81,24 @@ def _to_working(strip: Image.Image, work: str, scale: tuple[int, float]) -> Imag
     return strip.convert(work)
 
 
-def reduce_and_convert(img: Image.Image, factor: int) -> Image.Image:
-    """The decoded image reduced by `factor` (box filter) in its 8-bit working mode."""
+def strip_rows(width: int, factor: int) -> int:
+    """Rows per strip: about STRIP_BYTES of 4-byte pixels, a multiple of `factor`."""
+    return max(factor, STRIP_BYTES // max(1, width * 4) // factor * factor)
+
+
+def reduce_and_convert(
+    img: Image.Image, factor: int, strips: Iterator[tuple[int, Image.Image]] | None = None
+) -> Image.Image:
+    """The decoded image reduced by `factor` (box filter) in its 8-bit working mode. `strips`:
+    (top, strip) pairs of `strip_rows` rows covering it, when `img` itself is not decoded
+    (app.png_bands; an 8-bit mode then, which needs no scan for its range)."""
     work = working_mode(img)
     scale = _gray_scale(img) if work == "L" and img.mode not in ("1", "L") else (0, 1.0)
     w, h = img.size
-    if factor <= 1 and (w * h * 4 <= STRIP_BYTES or img.mode == work):
+    if strips is None and factor <= 1 and (w * h * 4 <= STRIP_BYTES or img.mode == work):
         return _to_working(img, work, scale)  # nothing to reduce or convert: img itself
     out = Image.new(work, (-(-w // factor), -(-h // factor)))
-    for top, raw in _strips(img, factor):
+    for top, raw in strips if strips is not None else _strips(img, factor):
         strip = _to_working(raw, work, scale)
         if factor > 1:
             strip = strip.reduce(factor)

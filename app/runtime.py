@@ -75,9 +75,9 @@ class BatchPolicy:
 # 157 img/s at batch 8 in pure onnxruntime), so it usually does not batch; where a start measures
 # a gain, the take-only policy was neutral over HTTP (docs/performance.md).
 TAKE_GAIN = 0.95
-# Batches up to this size (or the batch policy's, if larger) leave their arena memory in
-# place for the next run; larger ones (a client's own 32-image request) hand it back.
-ARENA_KEEP_BATCH = 8
+# Larger batches (a client's own 32-image request) run in slices of this size (or the batch
+# policy's, if larger) on the CPU.
+SLICE_BATCH = 8
 WAIT_GAIN = 0.85
 
 
@@ -162,6 +162,11 @@ class OnnxModel:
         opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # No arena on the CPU: forward passes allocate from the process allocator (jemalloc by
+        # default, app.allocator), which hands freed memory back. With onnxruntime's arena a
+        # worker held 170 MiB for the five shipped bundles after warm-up, without it 50 MiB,
+        # at the same speed (docs/hardening.md, "Measured: peak memory").
+        opts.enable_cpu_mem_arena = False
         try:
             self.session = ort.InferenceSession(
                 str(bundle.model_path), sess_options=opts, providers=providers
@@ -176,8 +181,6 @@ class OnnxModel:
         self.provider: str = active[0]
         self.intra_op_threads = intra_op_threads
         self.batch_policy = BatchPolicy(1, 0.0, "not measured (no warm-up)")
-        self._shrink = ort.RunOptions()
-        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         inputs = [TensorInfo(i.name, tuple(i.shape)) for i in self.session.get_inputs()]
         outputs = [TensorInfo(o.name, tuple(o.shape)) for o in self.session.get_outputs()]
         check_io(bundle.metadata, inputs, outputs)
@@ -203,19 +206,15 @@ class OnnxModel:
         if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
             raise ValueError(f"batch shape {batch.shape} does not match {self.input_shape}")
         t0 = time.perf_counter()
-        # A batch larger than the scheduler forms (a client's 32-image request) grew the arena
-        # by ~340 MB per 224 px model, kept for good. It runs in slices of `keep` on the CPU
-        # (imagenet, 32 images: 270-300 ms instead of 300-410; batches gain nothing there) and
-        # its last run hands back what the slices grew.
-        keep = max(ARENA_KEEP_BATCH, self.batch_policy.max_batch)
-        n = batch.shape[0]
-        step = keep if self.provider != CUDA else n
+        # A batch larger than the scheduler forms (a client's 32-image request) runs in slices
+        # of `keep` on the CPU: imagenet, 32 images, 270-300 ms instead of 300-410 (batches gain
+        # nothing there), and its activations never take more than one slice's memory.
+        keep = max(SLICE_BATCH, self.batch_policy.max_batch)
+        step = keep if self.provider != CUDA else batch.shape[0]
         parts: list[list[npt.NDArray[np.float32]]] = []
-        for start in range(0, n, step):
-            last = start + step >= n
-            options = self._shrink if n > keep and last else None
+        for start in range(0, batch.shape[0], step):
             feed = {self._input_name: batch[start : start + step]}
-            results = self.session.run(self._output_names, feed, options)
+            results = self.session.run(self._output_names, feed)
             parts.append([np.asarray(r, dtype=np.float32) for r in results])
         ms = (time.perf_counter() - t0) * 1e3
         outs = (
@@ -224,11 +223,6 @@ class OnnxModel:
         return ModelOutput(
             probs=outs[0], embedding=outs[1] if len(outs) > 1 else None, inference_ms=ms
         )
-
-    def _shrink_arena(self, batch: npt.NDArray[np.float32]) -> None:
-        """Hand back to the OS the arena memory that larger batches grew (measured: ~100 MB
-        per EfficientNet-Lite0 session after timing batch 8), with one shrinking run."""
-        self.session.run(self._output_names, {self._input_name: batch}, self._shrink)
 
     def warm_up(self, runs: int) -> float:
         """Run zero batches so the first request does not pay for lazy initialisation, then
@@ -242,5 +236,4 @@ class OnnxModel:
             sizes = (2, 4, 8, 16, 32) if self.provider == CUDA else (2, 4, 8)
             self.batch_policy = measure_batch_policy(self, sizes)
             logger.info("%s: %s", self.bundle.name, self.batch_policy.describe())
-            self._shrink_arena(zeros)
         return (time.perf_counter() - t0) * 1e3

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from app.bundle import BackboneRef, InputSpec, Metrics, Outputs, Provenance
-from app.catalog.types import CATALOG_NAME_RE
+from app.catalog.names import CATALOG_NAME_RE
 
 # catalogs -----------------------------------------------------------------------------------
 MAX_K = 100

@@ -235,7 +235,7 @@ class Settings(BaseSettings):
     @field_validator("default_catalogs")
     @classmethod
     def _catalog_names(cls, value: dict[str, str]) -> dict[str, str]:
-        from app.catalog.types import CATALOG_NAME_RE  # numpy and more: only when checked
+        from app.catalog.names import CATALOG_NAME_RE  # not .types: numpy and onnxruntime
 
         bad = [name for name in value.values() if not CATALOG_NAME_RE.fullmatch(name)]
         if bad:  # no catalog can be named so: predict?similar=k could never search it

@@ -44,7 +44,11 @@ class RssSampler(threading.Thread):
         self.proc = psutil.Process(pid)
         self.every = every
         self.peak = 0
+        self.window = 0  # peak since the last `reset_window` (per case, one at a time)
         self.stop = threading.Event()
+
+    def reset_window(self) -> None:
+        self.window = 0
 
     def current(self) -> int:
         try:
@@ -55,7 +59,9 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.peak = max(self.peak, self.current())
+            now = self.current()
+            self.peak = max(self.peak, now)
+            self.window = max(self.window, now)
             time.sleep(self.every)
 
 
@@ -138,22 +144,29 @@ def main() -> None:
             rss_ready = sampler.current()
             sampler.start()
             times: list[tuple[float, str, int]] = []
+            peaks: list[tuple[int, str]] = []  # (peak RSS during the case, case), 1 at a time
             classes: collections.Counter[str] = collections.Counter()
             wrong: list[str] = []
 
+            case_peaks: dict[str, int] = {}
+
             def one(case: Case) -> tuple[float, str, int]:
+                sampler.reset_window()
                 t0 = time.perf_counter()
                 try:
                     url = f"{base}/v1/models/{case.model}/predict"
                     status = post(client, url, payloads[case.name]).status_code
                 except httpx.TransportError:  # timeout, reset: no answer at all
                     status = 0
+                case_peaks[case.name] = max(sampler.window, sampler.current())
                 return time.perf_counter() - t0, case.name, status
 
             by_name = {c.name: c for c in cases}
             with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
                 for dt, name, status in pool.map(one, cases * args.repeat):
                     times.append((dt, name, status))
+                    if args.concurrency == 1:
+                        peaks.append((case_peaks[name], name))
                     classes[f"{status // 100}xx" if status else "no answer"] += 1
                     if not status_ok(by_name[name], status):
                         wrong.append(f"{name} -> {status}")
@@ -177,6 +190,10 @@ def main() -> None:
     print(
         f"total time: {sum(t for t, _, _ in times):.1f} s; over 3 s: {sum(t > 3 for t, _, _ in times)}"
     )
+    if peaks:
+        print(f"\n{'cases with the highest peak RSS':40s} {'MiB':>8s}")
+        for rss, name in sorted(peaks, reverse=True)[:5]:
+            print(f"{name:40s} {rss / 2**20:8.1f}")
     print(f"\n{'slowest cases':40s} {'seconds':>8s} {'status':>7s}")
     for dt, name, status in sorted(times, reverse=True)[: args.slowest]:
         print(f"{name:40s} {dt:8.2f} {status:7d}")

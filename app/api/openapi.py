@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from app.api.problems import is_oip_path
 from app.bundle_files import MAX_LABEL_CHARS
-from app.catalog.types import CATALOG_NAME_RE, ITEM_ID_RE
+from app.catalog.names import CATALOG_NAME_RE, ITEM_ID_RE
 from app.errors import PROBLEM_JSON
 from app.model_refs import VERSION_SEP
 

@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import faiss as _faiss
 import numpy as np
 import numpy.typing as npt
 
@@ -23,8 +22,19 @@ from app.catalog.types import Vector
 
 IndexKind = Literal["flat", "hnsw"]
 Ids = npt.NDArray[np.int64]
-# faiss's SWIG stubs miss most of what is used here (selectors, search parameters).
-faiss: Any = _faiss
+
+
+class _Faiss:
+    """faiss, imported on first use: a server that has no catalog index yet need not hold it
+    (13 MiB per worker). Typed Any: faiss's SWIG stubs miss most of what is used here."""
+
+    def __getattr__(self, name: str) -> Any:
+        import faiss as module
+
+        return getattr(module, name)
+
+
+faiss: Any = _Faiss()
 _MAGIC = b"IMGCLASS-FAISS-1\n"
 _ADD_CHUNK = 50_000
 # Single-query searches are fastest on one OpenMP thread: waking a team costs more than the

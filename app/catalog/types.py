@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import threading
 import time
@@ -16,13 +15,12 @@ import numpy as np
 import numpy.typing as npt
 
 from app.bundle_files import printable_label
+from app.catalog.names import CATALOG_NAME_RE, ITEM_ID_RE
 from app.errors import Conflict, InvalidRequest, NotFound, ServiceError
 from app.model_refs import MAX_NAMES_SHOWN, short_repr
 
 Vector = npt.NDArray[np.float32]
 
-CATALOG_NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-ITEM_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_LABEL_CHARS: Final = 256
 MAX_METADATA_BYTES: Final = 16 * 1024
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from app import card
 from app.bundle import (
@@ -37,7 +36,6 @@ from app.card import CardData, Licence, Section
 from app.fsutil import check_folder, file_lock, fsync_dir, make_dirs_durably, visible_entries
 from app.numtext import ascii_uint
 from app.teach.errors import InvalidModelName, TaughtModelLimit
-from app.teach.graph import HEAD_OPSET, head_model
 from app.teach.head import Head
 from app.teach.stamp import bump
 
@@ -159,6 +157,10 @@ def taught_metadata(spec: TaughtSpec, head: Head) -> BundleMetadata:
     emb = bb.outputs.embedding
     if emb is None:
         raise ValueError(f"backbone {bb.name!r} has no embedding output")
+    import onnx  # here, not at the top: a worker that never teaches does not hold it
+
+    from app.teach.graph import HEAD_OPSET
+
     return BundleMetadata(
         name=spec.name,
         version="0",  # set when the version folder is claimed
@@ -262,6 +264,8 @@ def write_taught(
     `room` checked under it, so concurrent jobs cannot pass the bound together)."""
     check_model_name(spec.name)
     dim = spec.backbone.metadata.outputs.embedding.dim  # type: ignore[union-attr]
+    from app.teach.graph import head_model  # onnx: only a worker that teaches holds it
+
     model_bytes = head_model(head, dim).SerializeToString()
     staging = root / _STAGING
     make_dirs_durably(staging)  # never recreates a data folder moved away (fsutil.check_folder)

@@ -11,13 +11,9 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
-import onnx
-from onnx import numpy_helper
-
 from app.bundle_write import atomic_write
 from app.errors import ModelNotFound
 from app.registry import LoadedModel
-from app.teach.graph import standalone_model
 from app.teach.head import Head
 from app.teach.served import TaughtModel
 
@@ -28,6 +24,9 @@ log = logging.getLogger(__name__)
 
 def head_from_onnx(path: Path) -> Head:
     """The weights of a taught head graph (initializers teach_head/W and teach_head/b)."""
+    import onnx  # onnx is imported by the requests that need it, not by every worker
+    from onnx import numpy_helper
+
     model = onnx.load(str(path))
     init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     w, b = init["teach_head/W"], init["teach_head/b"]
@@ -39,6 +38,10 @@ def _gone(loaded: LoadedModel) -> ModelNotFound:
 
 
 def _joined(model: TaughtModel) -> bytes:
+    import onnx
+
+    from app.teach.graph import standalone_model
+
     backbone = onnx.load(str(model.backbone.bundle.model_path))
     joined = standalone_model(backbone, head_from_onnx(model.bundle.model_path))
     return bytes(joined.SerializeToString())

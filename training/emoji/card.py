@@ -234,6 +234,5 @@ def rewrite_bundle(bundle: Bundle, metadata: BundleMetadata, title: str, section
         metadata=metadata,
         labels=bundle.labels,
         model_card=replace_section(card, title, section),
+        files=extra,
     )
-    for name, data in extra.items():
-        (path / name).write_bytes(data)

@@ -1,0 +1,174 @@
+"""app.png_bands: a large PNG decoded a band of rows at a time gives the very pixels the whole
+decode gives, never holds the whole image, and fails on damaged data as the whole decode does."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from app import png_bands
+from app.bundle import InputSpec, load_bundle
+from app.errors import InvalidImage
+from app.imaging import ImageLimits, decode
+from app.ingest import limits_from
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+W, H = 1500, 1100  # reduced by 2 for a 224 px model: decoded in bands of 698 rows
+
+
+@pytest.fixture(scope="module")
+def spec() -> InputSpec:
+    return load_bundle(ROOT / "models" / "imagenet").metadata.input
+
+
+@pytest.fixture(scope="module")
+def limits() -> ImageLimits:
+    return limits_from(Settings())
+
+
+@pytest.fixture
+def small_bands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bands for images of any size, in strips of ~0.3 MB (several bands per test image)."""
+    monkeypatch.setattr(png_bands, "MIN_BYTES", 0)
+    monkeypatch.setattr("app.pixels.STRIP_BYTES", 300_000)
+
+
+def _picture(channels: int) -> np.ndarray:
+    """Blocks of colour with fine noise: every PNG filter type gets used."""
+    rng = np.random.default_rng(7)
+    blocks = rng.integers(0, 255, (H // 50 + 1, W // 50 + 1, channels), dtype=np.uint8)
+    big = np.kron(blocks, np.ones((50, 50, 1), dtype=np.uint8))[:H, :W]
+    return (big + rng.integers(0, 9, big.shape, dtype=np.uint8)).squeeze()
+
+
+def _png(img: Image.Image, **options: object) -> bytes:
+    out = io.BytesIO()
+    img.save(out, "PNG", **options)
+    return out.getvalue()
+
+
+def _cases() -> Iterator[tuple[str, bytes]]:
+    rgba = Image.fromarray(_picture(4), "RGBA")
+    yield "RGBA", _png(rgba)
+    yield "RGB", _png(rgba.convert("RGB"), optimize=True)
+    yield "L", _png(rgba.convert("L"))
+    yield "LA", _png(rgba.convert("LA"))
+    palette = rgba.convert("RGB").quantize(100)
+    yield "P", _png(palette)
+    yield "P with transparency", _png(palette, transparency=3)
+
+
+def _whole(data: bytes, spec: InputSpec, limits: ImageLimits) -> tuple[np.ndarray, int]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(png_bands, "MIN_BYTES", 1 << 62)
+        img, info = decode(data, spec, limits)
+    return np.asarray(img), info.orientation
+
+
+@pytest.mark.usefixtures("small_bands")
+@pytest.mark.parametrize(("name", "data"), list(_cases()), ids=[n for n, _ in _cases()])
+def test_bands_give_the_pixels_of_the_whole_decode(
+    name: str, data: bytes, spec: InputSpec, limits: ImageLimits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded: list[tuple[int, int]] = []
+    real_load = ImageFile.ImageFile.load
+
+    def spy(self: ImageFile.ImageFile) -> object:
+        loaded.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    img, info = decode(data, spec, limits)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", real_load)
+    assert (W, H) not in loaded, "the whole image was decoded"
+    assert len(loaded) >= 3 and all(w == W and h < H for w, h in loaded)
+    whole, _ = _whole(data, spec, limits)
+    assert np.array_equal(np.asarray(img), whole)
+    assert (info.width, info.height, info.decoded_width) == (W, H, W)
+
+
+def _move_exif_after_pixels(data: bytes) -> bytes:
+    chunks, pos = [], 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        chunks.append(data[pos : pos + 12 + length])
+        pos += 12 + length
+    exif = [c for c in chunks if c[4:8] == b"eXIf"]
+    rest = [c for c in chunks if c[4:8] != b"eXIf"]
+    assert exif and rest[-1][4:8] == b"IEND"
+    return data[:8] + b"".join(rest[:-1]) + exif[0] + rest[-1]
+
+
+@pytest.mark.usefixtures("small_bands")
+@pytest.mark.parametrize("after_pixels", [False, True])
+def test_the_exif_orientation_is_read_without_decoding_the_image(
+    after_pixels: bool, spec: InputSpec, limits: ImageLimits
+) -> None:
+    """Pillow finds an eXIf chunk by decoding the whole PNG (it may follow the pixels)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn a quarter
+    data = _png(Image.fromarray(_picture(3), "RGB"), exif=exif.tobytes())
+    data = _move_exif_after_pixels(data) if after_pixels else data
+    img, info = decode(data, spec, limits)
+    whole, orientation = _whole(data, spec, limits)
+    assert info.orientation == orientation == 6
+    assert img.size[1] > img.size[0]  # upright: taller than wide
+    assert np.array_equal(np.asarray(img), whole)
+
+
+@pytest.mark.usefixtures("small_bands")
+@pytest.mark.parametrize("keep", [0.3, 0.7, 0.99])
+def test_damaged_image_data_is_a_422_as_for_the_whole_decode(
+    keep: float, spec: InputSpec, limits: ImageLimits
+) -> None:
+    data = _png(Image.fromarray(_picture(4), "RGBA"))
+    cut = data[: int(len(data) * keep)]
+    with pytest.raises(InvalidImage, match="damaged or truncated"):
+        decode(cut, spec, limits)
+    with pytest.raises(InvalidImage, match="damaged or truncated"):
+        _whole(cut, spec, limits)
+    garbled = bytearray(data)
+    garbled[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    with pytest.raises(InvalidImage):
+        decode(bytes(garbled), spec, limits)
+
+
+@pytest.mark.usefixtures("small_bands")
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("16-bit", lambda: _png(Image.fromarray(_picture(1).astype(np.uint16) * 257))),
+        ("interlaced", lambda: _interlaced()),
+        ("1-bit", lambda: _png(Image.fromarray(_picture(1)).convert("1"))),
+    ],
+)
+def test_other_pngs_are_decoded_whole(name: str, make: object, spec: InputSpec) -> None:
+    data = make()  # type: ignore[operator]
+    img = Image.open(io.BytesIO(data))
+    assert png_bands.layout_for_bands(data, img, 2) is None, name
+
+
+def _interlaced() -> bytes:
+    """Pillow writes no interlaced PNG: flip the interlace byte of the header (and its CRC)."""
+    data = bytearray(_png(Image.fromarray(_picture(3), "RGB")))
+    data[28] = 1
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_small_pngs_and_unreduced_ones_are_decoded_whole() -> None:
+    data = _png(Image.fromarray(_picture(4), "RGBA"))
+    img = Image.open(io.BytesIO(data))
+    assert png_bands.layout_for_bands(data, img, 2) is None  # 6.6 MB decoded: whole
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(png_bands, "MIN_BYTES", 0)
+        assert png_bands.layout_for_bands(data, img, 1) is None  # nothing to reduce
+        assert png_bands.layout_for_bands(data, img, 2) is not None
