@@ -39,7 +39,7 @@ from app.exif import ExifStatus, applied_by_loader, apply_orientation, read_orie
 from app.not_image import describe
 from app.open_errors import unreadable_header
 from app.pixels import flatten, reduce_and_convert, strip_rows
-from app.png_bands import bands, layout_for_bands
+from app.png_bands import bands, gray16_peak, layout_for_bands
 from app.polarity import LIGHT_BORDER as LIGHT_BORDER
 from app.polarity import border_is_light as border_is_light
 from app.polarity import should_invert
@@ -299,7 +299,9 @@ def decode(
                 (width, height), decoded = (height, width), decoded[::-1]
             factor = max(1, min(decoded) // side)
             if layout is not None:  # never decoded whole
-                small = reduce_and_convert(img, factor, bands(layout, strip_rows(width, factor)))
+                rows = strip_rows(width, factor)
+                peak = gray16_peak(layout, rows)
+                small = reduce_and_convert(img, factor, bands(layout, rows), peak)
                 todo = orientation
             else:
                 img.load()

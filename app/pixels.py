@@ -33,6 +33,18 @@ def working_mode(img: Image.Image) -> str:
     return "RGB"  # RGB, P without transparency, CMYK, YCbCr, LAB, HSV, RGBX
 
 
+def scale_for_peak(mode: str, hi: Any) -> tuple[int, float]:
+    """(right shift, multiplier) that bring gray values up to `hi` onto 0-255 (see below)."""
+    if mode == "F":
+        return 0, 255.0 if float(hi) <= 1.0 else 1.0
+    peak = int(hi)
+    if peak <= 255:
+        return 0, 1.0
+    if peak <= 65535:
+        return 8, 1.0
+    return max(0, peak.bit_length() - 8), 1.0
+
+
 def _gray_scale(img: Image.Image) -> tuple[int, float]:
     """(right shift, multiplier) that bring a 16/32-bit or float gray image onto 0-255,
     from its extrema (computed in C, no copy): 16-bit data is shifted by 8, float in 0-1 is
@@ -41,14 +53,7 @@ def _gray_scale(img: Image.Image) -> tuple[int, float]:
         hi: Any = img.getextrema()[1]  # a number for one-band images
     except ValueError:  # Pillow has no extrema for some modes (I;16B): strip by strip
         hi = max(int(np.asarray(s).max()) for _, s in _strips(img, 1))
-    if img.mode == "F":
-        return 0, 255.0 if float(hi) <= 1.0 else 1.0
-    peak = int(hi)
-    if peak <= 255:
-        return 0, 1.0
-    if peak <= 65535:
-        return 8, 1.0
-    return max(0, peak.bit_length() - 8), 1.0
+    return scale_for_peak(img.mode, hi)
 
 
 def _strips(img: Image.Image, factor: int) -> Iterator[tuple[int, Image.Image]]:
@@ -87,13 +92,23 @@ def strip_rows(width: int, factor: int) -> int:
 
 
 def reduce_and_convert(
-    img: Image.Image, factor: int, strips: Iterator[tuple[int, Image.Image]] | None = None
+    img: Image.Image,
+    factor: int,
+    strips: Iterator[tuple[int, Image.Image]] | None = None,
+    peak: int | None = None,
 ) -> Image.Image:
     """The decoded image reduced by `factor` (box filter) in its 8-bit working mode. `strips`:
     (top, strip) pairs of `strip_rows` rows covering it, when `img` itself is not decoded
-    (app.png_bands; an 8-bit mode then, which needs no scan for its range)."""
+    (app.png_bands), with `peak`, its largest value, for a 16-bit gray one."""
     work = working_mode(img)
-    scale = _gray_scale(img) if work == "L" and img.mode not in ("1", "L") else (0, 1.0)
+    wide = work == "L" and img.mode not in ("1", "L")
+    scale = (
+        (0, 1.0)
+        if not wide
+        else _gray_scale(img)
+        if peak is None
+        else scale_for_peak(img.mode, peak)
+    )
     w, h = img.size
     if strips is None and factor <= 1 and (w * h * 4 <= STRIP_BYTES or img.mode == work):
         return _to_working(img, work, scale)  # nothing to reduce or convert: img itself

@@ -8,9 +8,10 @@ whose first row is the previous band's last row, unfiltered. `bands` inflates th
 such a PNG (same header, palette and transparency; stored, not compressed, so the copy costs
 a memcpy). Pillow does every filter, palette and mode exactly as for the whole image.
 
-Only 8-bit, non-interlaced, single-frame PNGs go this way: their rows come back from Pillow
-byte for byte as stored (`tobytes`), which the next band needs. 16-bit (Pillow keeps 8 bits of
-16-bit colour), 1-4 bit, interlaced and animated ones are decoded whole as before.
+Only non-interlaced, single-frame PNGs of 8-bit samples or 16-bit gray go this way: their rows
+come back from Pillow byte for byte as stored (`tobytes`), which the next band needs. 16-bit
+colour (Pillow keeps 8 of its 16 bits), 1-4 bit, interlaced and animated ones are decoded
+whole as before.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Final
 
+import numpy as np
 from PIL import Image
 
 SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
@@ -37,7 +39,10 @@ class _Layout:
         self.width, self.height, depth, self.color, _, _, interlace = struct.unpack(
             ">IIBBBBB", data[16:29]
         )
-        self.eligible = depth == 8 and self.color in _CHANNELS and interlace == 0
+        self.depth = depth
+        self.eligible = interlace == 0 and (
+            (depth == 8 and self.color in _CHANNELS) or (depth == 16 and self.color == 0)
+        )
         self.context: list[bytes] = []  # whole chunks (length, type, data, crc)
         self.idat: list[memoryview] = []
         self.exif: bytes | None = None  # an eXIf chunk's body, wherever it is
@@ -60,7 +65,7 @@ class _Layout:
 
     @property
     def row_bytes(self) -> int:
-        return int(self.width) * _CHANNELS[self.color]
+        return int(self.width * _CHANNELS[self.color] * (self.depth // 8))
 
 
 def layout_for_bands(data: bytes, img: Image.Image, factor: int) -> _Layout | None:
@@ -70,7 +75,7 @@ def layout_for_bands(data: bytes, img: Image.Image, factor: int) -> _Layout | No
     if img.format != "PNG" or factor <= 1 or not data.startswith(SIGNATURE):
         return None
     w, h = img.size
-    if w * h * 4 <= MIN_BYTES or img.mode not in ("L", "LA", "RGB", "RGBA", "P"):
+    if w * h * 4 <= MIN_BYTES or img.mode not in ("L", "LA", "RGB", "RGBA", "P", "I;16"):
         return None
     layout = _Layout(data)
     if not layout.eligible or (layout.width, layout.height) != (w, h):
@@ -98,7 +103,7 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 
 
 def _band_png(layout: _Layout, rows: int, payload: bytes) -> bytes:
-    header = struct.pack(">IIBBBBB", layout.width, rows, 8, layout.color, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", layout.width, rows, layout.depth, layout.color, 0, 0, 0)
     return b"".join(
         [
             SIGNATURE,
@@ -128,8 +133,17 @@ def bands(layout: _Layout, rows: int) -> Iterator[tuple[int, Image.Image]]:
             top += n
             if top >= layout.height:
                 return
-            above = band.crop((0, n - 1, layout.width, n)).tobytes()
+            last = band.crop((0, n - 1, layout.width, n))
+            above = last.tobytes("raw", "I;16B") if layout.depth == 16 else last.tobytes()
     raise ValueError(f"PNG image data ends after {top} of {layout.height} rows")
+
+
+def gray16_peak(layout: _Layout, rows: int) -> int | None:
+    """A 16-bit gray image's largest value (it sets the image's scale onto 8 bits: a pass of
+    its own, as the whole decode's extrema are), or None for any other image."""
+    if layout.depth != 16:
+        return None
+    return max(int(np.asarray(band).max()) for _, band in bands(layout, rows))
 
 
 def _decode(layout: _Layout, above: bytes, filtered: bytes, n: int) -> Image.Image:

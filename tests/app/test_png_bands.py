@@ -64,6 +64,8 @@ def _cases() -> Iterator[tuple[str, bytes]]:
     palette = rgba.convert("RGB").quantize(100)
     yield "P", _png(palette)
     yield "P with transparency", _png(palette, transparency=3)
+    yield "16-bit gray", _png(Image.fromarray(_picture(1).astype(np.uint16) * 257))
+    yield "16-bit gray, low values", _png(Image.fromarray(_picture(1).astype(np.uint16)))
 
 
 def _whole(data: bytes, spec: InputSpec, limits: ImageLimits) -> tuple[np.ndarray, int]:
@@ -145,7 +147,7 @@ def test_damaged_image_data_is_a_422_as_for_the_whole_decode(
 @pytest.mark.parametrize(
     ("name", "make"),
     [
-        ("16-bit", lambda: _png(Image.fromarray(_picture(1).astype(np.uint16) * 257))),
+        ("16-bit colour", lambda: _raw_png(depth=16, color=2)),
         ("interlaced", lambda: _interlaced()),
         ("1-bit", lambda: _png(Image.fromarray(_picture(1)).convert("1"))),
     ],
@@ -154,6 +156,19 @@ def test_other_pngs_are_decoded_whole(name: str, make: object, spec: InputSpec) 
     data = make()  # type: ignore[operator]
     img = Image.open(io.BytesIO(data))
     assert png_bands.layout_for_bands(data, img, 2) is None, name
+
+
+def _raw_png(depth: int, color: int) -> bytes:
+    """A PNG Pillow cannot write (16-bit colour): rows of zeros, filter type 0."""
+    header = struct.pack(">IIBBBBB", W, H, depth, color, 0, 0, 0)
+    rows = (b"\x00" + bytes(W * 3 * depth // 8)) * H
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    parts = [chunk(b"IHDR", header), chunk(b"IDAT", zlib.compress(rows)), chunk(b"IEND", b"")]
+    return png_bands.SIGNATURE + b"".join(parts)
 
 
 def _interlaced() -> bytes:
