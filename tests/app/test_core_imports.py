@@ -21,6 +21,12 @@ CORE = [
 ]
 
 
+def _printed(code: str) -> str:
+    """What `code` prints in a fresh interpreter (imports are per process)."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout
+
+
 @pytest.mark.parametrize("module", CORE)
 def test_core_module_imports_no_web_framework_and_no_tensorflow(module: str) -> None:
     code = (
@@ -45,21 +51,19 @@ def test_starting_the_server_imports_no_metrics_before_their_folder_is_made() ->
 def test_the_dealing_parent_holds_no_numpy_and_no_onnxruntime() -> None:
     """The parent only deals connections: with numpy and onnxruntime imported (a catalog-name
     check in Settings, the CUDA probe of providers=auto) it held 74 MiB instead of 46."""
-    code = (
+    printed = _printed(
         "import sys, app.__main__ as m\n"
         "m._settings()\n"
         "print(m._gpu('auto'))\n"
         "print(','.join(x for x in ('numpy', 'onnxruntime', 'PIL') if x in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False"], out.stdout + out.stderr
+    assert printed.split() == ["False"], printed
 
 
 def test_a_worker_imports_faiss_and_onnx_only_when_used() -> None:
     """faiss (a catalog index) and onnx (teaching, downloads) cost 23 MiB per worker that
     never uses them."""
-    code = (
+    printed = _printed(
         "import sys, app.main\nprint(','.join(x for x in ('faiss', 'onnx') if x in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", out.stdout + out.stderr
+    assert printed.strip() == "", printed
