@@ -20,7 +20,7 @@ import io
 import struct
 import zlib
 from collections.abc import Iterator
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 from PIL import Image
@@ -44,22 +44,25 @@ class _Layout:
             (depth == 8 and self.color in _CHANNELS) or (depth == 16 and self.color == 0)
         )
         self.context: list[bytes] = []  # whole chunks (length, type, data, crc)
+        self.before: list[bytes] = []  # every chunk between the header and the pixels
+        self.after: list[bytes] = []  # and after them (Pillow reads those as it loads)
         self.idat: list[memoryview] = []
-        self.exif: bytes | None = None  # an eXIf chunk's body, wherever it is
         view, pos, ended = memoryview(data), 8, False
         while pos + 8 <= len(data):
             length, kind = struct.unpack(">I4s", data[pos : pos + 8])
             end = pos + 12 + length
             if kind == b"acTL":  # animated: Pillow's frame handling applies
                 self.eligible = False
-            elif kind in _CONTEXT_CHUNKS and not self.idat:
-                self.context.append(data[pos:end])
-            elif kind == b"IDAT" and not ended:  # the image data is one run of IDAT chunks
+            if kind == b"IDAT" and ended:  # image data in two runs: Pillow's error applies
+                self.eligible = False
+            elif kind == b"IDAT":
                 self.idat.append(view[pos + 8 : min(end - 4, len(data))])
-            elif kind == b"eXIf" and self.exif is None:
-                self.exif = data[pos + 8 : end - 4]
             elif kind == b"IEND":
                 break
+            elif kind != b"IHDR" and kind != b"IDAT":
+                (self.after if self.idat else self.before).append(data[pos:end])
+                if kind in _CONTEXT_CHUNKS and not self.idat:
+                    self.context.append(data[pos:end])
             ended = bool(self.idat) and kind != b"IDAT"
             pos = end
 
@@ -80,14 +83,40 @@ def layout_for_bands(data: bytes, img: Image.Image, factor: int) -> _Layout | No
     layout = _Layout(data)
     if not layout.eligible or (layout.width, layout.height) != (w, h):
         return None
-    if "exif" not in img.info:  # as Pillow's eXIf reader stores it
-        body = layout.exif or b""
-        img.info["exif"] = b"Exif\x00\x00" + body.removeprefix(b"Exif\x00\x00") if body else b""
+    try:
+        info = _metadata(layout)
+    except Exception:  # Pillow's chunk readers raise many types: the whole decode says why
+        return None
+    for key, value in info.items():  # what was read before the pixels stays, as for Pillow
+        img.info.setdefault(key, value)
+    img.info.setdefault("exif", None)  # read: Pillow now falls back on text chunks, XMP
     return layout
 
 
+def _metadata(layout: _Layout) -> dict[Any, Any]:
+    """What Pillow's info holds once the image is loaded (EXIF, text, XMP, wherever their
+    chunks are): read from a 1x1 PNG with the same chunks around one row of pixels."""
+    header = struct.pack(">IIBBBBB", 1, 1, layout.depth, layout.color, 0, 0, 0)
+    pixel = bytes(1 + _CHANNELS[layout.color] * layout.depth // 8)
+    png = b"".join(
+        [
+            SIGNATURE,
+            _chunk(b"IHDR", header),
+            *layout.before,
+            _chunk(b"IDAT", zlib.compress(pixel)),
+            *layout.after,
+            _chunk(b"IEND", b""),
+        ]
+    )
+    with Image.open(io.BytesIO(png), formats=["PNG"]) as probe:
+        probe.load()
+        return dict(probe.info)
+
+
 def _inflate(parts: list[memoryview], limit: int) -> Iterator[bytes]:
-    """The zlib stream spread over `parts`, inflated in pieces of at most `limit` bytes."""
+    """The zlib stream spread over `parts`, inflated in pieces of at most `limit` bytes. A
+    stream the file cuts short is an error (a 422, as Pillow's "truncated"); one that ends
+    before the last row is not (Pillow leaves the rows it lacks blank)."""
     stream = zlib.decompressobj()
     for part in parts:
         chunk = stream.decompress(part, limit)
@@ -96,6 +125,7 @@ def _inflate(parts: list[memoryview], limit: int) -> Iterator[bytes]:
             chunk = stream.decompress(stream.unconsumed_tail, limit)
         if stream.eof:
             return
+    raise ValueError("the PNG file ends inside its image data")
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
@@ -117,25 +147,37 @@ def _band_png(layout: _Layout, rows: int, payload: bytes) -> bytes:
 
 def bands(layout: _Layout, rows: int) -> Iterator[tuple[int, Image.Image]]:
     """(top, band) pairs covering the PNG (`layout_for_bands`), `rows` rows each (the last
-    may have fewer); each band is decoded in the mode the whole image has."""
+    may have fewer); each band is decoded in the mode the whole image has. Damaged or missing
+    image data ends the decoded rows, and the rest are zeros, as Pillow leaves them when it
+    decodes the whole image (the server has always served such a PNG's readable part)."""
     stride = 1 + layout.row_bytes  # a filter-type byte, then the row
     want = rows * stride
+    pieces = _inflate(layout.idat, want)
     pending = bytearray()
     above = b""  # the previous band's last row, unfiltered (filter type 0)
-    top = 0
-    for piece in _inflate(layout.idat, want):
-        pending += piece
-        while len(pending) >= want or (top + len(pending) // stride >= layout.height > top):
-            n = min(rows, layout.height - top, len(pending) // stride)
-            band = _decode(layout, above, bytes(pending[: n * stride]), n)
+    top, damaged = 0, False
+    while top < layout.height:
+        short = len(pending) < want and top + len(pending) // stride < layout.height
+        if short and not damaged:
+            try:
+                pending += next(pieces)
+                continue
+            except (StopIteration, zlib.error):
+                damaged = True
+        n = min(rows, layout.height - top, len(pending) // stride)
+        if n:
+            band, whole = _decode(layout, above, bytes(pending[: n * stride]), n)
             del pending[: n * stride]
-            yield top, band
-            top += n
-            if top >= layout.height:
-                return
-            last = band.crop((0, n - 1, layout.width, n))
-            above = last.tobytes("raw", "I;16B") if layout.depth == 16 else last.tobytes()
-    raise ValueError(f"PNG image data ends after {top} of {layout.height} rows")
+            if not whole:
+                damaged = True
+                pending.clear()
+        else:  # nothing left to decode: rows of zeros (filter type 0)
+            n = min(rows, layout.height - top)
+            band, _ = _decode(layout, b"", bytes(n * stride), n)
+        yield top, band
+        top += n
+        last = band.crop((0, n - 1, layout.width, n))
+        above = last.tobytes("raw", "I;16B") if layout.depth == 16 else last.tobytes()
 
 
 def gray16_peak(layout: _Layout, rows: int) -> int | None:
@@ -146,10 +188,15 @@ def gray16_peak(layout: _Layout, rows: int) -> int | None:
     return max(int(np.asarray(band).max()) for _, band in bands(layout, rows))
 
 
-def _decode(layout: _Layout, above: bytes, filtered: bytes, n: int) -> Image.Image:
+def _decode(layout: _Layout, above: bytes, filtered: bytes, n: int) -> tuple[Image.Image, bool]:
+    """(band, whether it decoded whole); a band Pillow stops in keeps the rows decoded."""
     context = b"\x00" + above if above else b""
     png = _band_png(layout, n + (1 if above else 0), context + filtered)
+    whole = True
     with Image.open(io.BytesIO(png), formats=["PNG"]) as img:
-        img.load()
+        try:
+            img.load()
+        except OSError:  # a bad filter type, say; the image holds what came before it
+            whole = False
         band = img.crop((0, 1, layout.width, n + 1)) if above else img.copy()
-    return band
+    return band, whole
