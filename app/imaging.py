@@ -38,11 +38,11 @@ from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedM
 from app.exif import ExifStatus, applied_by_loader, apply_orientation, read_orientation
 from app.not_image import describe
 from app.open_errors import unreadable_header
-from app.pixels import flatten, reduce_and_convert, strip_rows
-from app.png_bands import bands, gray16_peak, layout_for_bands
+from app.pixels import flatten, reduce_and_convert
 from app.polarity import LIGHT_BORDER as LIGHT_BORDER
 from app.polarity import border_is_light as border_is_light
 from app.polarity import should_invert
+from app.strip_plans import plan
 from app.tensorize import blank
 from app.tensorize import resize as resize
 from app.tensorize import to_array as to_array
@@ -293,15 +293,13 @@ def decode(
                 raise _too_many_pixels(*img.size, limits)
             decoded = img.size  # as stored (a JPEG draft already applied)
             side = _model_side(spec) * _DRAFT_FACTOR
-            layout = layout_for_bands(data, img, max(1, min(decoded) // side))  # a large PNG
+            strips = plan(data, img, max(1, min(decoded) // side))  # a large PNG or WebP
             orientation, exif_status = read_orientation(img)
             if fmt == "TIFF" and orientation in _SWAPS_SIDES:  # Pillow gives the upright size
                 (width, height), decoded = (height, width), decoded[::-1]
             factor = max(1, min(decoded) // side)
-            if layout is not None:  # never decoded whole
-                rows = strip_rows(width, factor)
-                peak = gray16_peak(layout, rows)
-                small = reduce_and_convert(img, factor, bands(layout, rows), peak)
+            if strips is not None:  # never a full-size image of its own
+                small = strips.reduce(img, factor)
                 todo = orientation
             else:
                 img.load()

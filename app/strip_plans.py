@@ -1,0 +1,60 @@
+"""Large images reduced strip by strip without a full-size Pillow image of their own.
+
+`plan(data, img, factor)` picks the way for an opened, not yet loaded image, or None (the
+whole decode): a large PNG is decoded in bands (app.png_bands); a large single-frame WebP is
+decoded once by libwebp and its frame read in strips straight from the copy libwebp hands
+back. Pillow's own load then made a fourth full copy (libwebp fills two canvases itself): a
+39 MP WebP took a worker from about 190 to 800 MiB, read this way to 640 MiB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from app.pixels import reduce_and_convert, strip_rows
+from app.png_bands import MIN_BYTES, bands, gray16_peak, layout_for_bands
+
+Strips = Iterator[tuple[int, Image.Image]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    strips: Callable[[int], Strips]  # rows per strip -> (top, strip) pairs
+    peak: Callable[[int], int | None]  # a 16-bit gray image's largest value
+
+    def reduce(self, img: Image.Image, factor: int) -> Image.Image:
+        """`img` (opened, not loaded) reduced by `factor` in its working mode."""
+        rows = strip_rows(img.size[0], factor)
+        return reduce_and_convert(img, factor, self.strips(rows), self.peak(rows))
+
+
+def plan(data: bytes, img: Image.Image, factor: int) -> Plan | None:
+    layout = layout_for_bands(data, img, factor)
+    if layout is not None:
+        return Plan(partial(bands, layout), partial(gray16_peak, layout))
+    decoder: Any = getattr(img, "_decoder", None)  # Pillow's WebPAnimDecoder, once opened
+    w, h = img.size
+    if img.format != "WEBP" or getattr(img, "n_frames", 1) != 1 or w * h * 4 <= MIN_BYTES:
+        return None
+    if not callable(getattr(decoder, "get_next", None)) or img.mode not in ("RGB", "RGBA"):
+        return None  # another Pillow: its own load
+    return Plan(partial(_webp_strips, img), lambda rows: None)
+
+
+def _webp_strips(img: Any, rows: int) -> Strips:
+    frame, _ = img._decoder.get_next()  # bytes, 4 per pixel (RGBA, or RGBX for RGB)
+    img._decoder = None  # its canvas (a full copy) goes now; `img` is closed unloaded
+    w, h = img.size
+    if not isinstance(frame, bytes) or len(frame) != w * h * 4:
+        raise ValueError("libwebp returned a frame of an unexpected size")
+    pixels = np.frombuffer(frame, dtype=np.uint8)  # a view: no copy
+    for top in range(0, h, rows):
+        n = min(rows, h - top)
+        part = pixels[top * w * 4 : (top + n) * w * 4]
+        yield top, Image.frombuffer(img.mode, (w, n), part, "raw", img.rawmode, 0, 1)
