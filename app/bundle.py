@@ -315,26 +315,24 @@ def _load_bundle(directory: Path, verify_hash: bool, name: str | None, root: Pat
         raise BundleError(
             f"{directory}: {meta.labels_file} has {len(labels)} labels, metadata says {meta.num_classes}"
         )
-    _check_file(directory, base, meta.artifact, verify_hash)
-    return Bundle(path=directory, metadata=meta, labels=labels)
-
-
-def _check_file(directory: Path, base: Path, artifact: Artifact, verify_hash: bool) -> None:
-    """A graph file the metadata names: present, inside `base`, its size and sha256."""
-    path = directory / artifact.file
-    if not path.is_file():
-        raise BundleError(f"{directory}: missing {artifact.file}")
-    if not inside(path, base):
-        raise BundleError(f"{path}: a symlink to a file outside {base}")
-    size = path.stat().st_size
-    if size != artifact.bytes:
-        raise BundleError(f"{path}: size {size} bytes differs from metadata ({artifact.bytes})")
+    model_path = directory / meta.artifact.file
+    if not model_path.is_file():
+        raise BundleError(f"{directory}: missing {meta.artifact.file}")
+    if not inside(model_path, base):
+        raise BundleError(f"{model_path}: a symlink to a file outside {base}")
+    size = model_path.stat().st_size
+    if size != meta.artifact.bytes:
+        raise BundleError(
+            f"{model_path}: size {size} bytes differs from metadata ({meta.artifact.bytes})"
+        )
     if verify_hash:
-        digest = sha256_file(path)
-        if digest != artifact.sha256:
+        digest = sha256_file(model_path)
+        if digest != meta.artifact.sha256:
             raise BundleError(
-                f"{path}: sha256 {digest[:12]}... differs from metadata ({artifact.sha256[:12]}...)"
+                f"{model_path}: sha256 {digest[:12]}... differs from metadata "
+                f"({meta.artifact.sha256[:12]}...)"
             )
+    return Bundle(path=directory, metadata=meta, labels=labels)
 
 
 def write_bundle(

@@ -99,7 +99,7 @@ def write_bundle(
 
     `metadata.artifact` (sha256, size) and `metadata.name` are set from `model_bytes` and the
     folder name; everything else is written as given. `files`: more files of the bundle, by
-    name (a trunk's head, fold models), written in the same step."""
+    name (fold models, say), written in the same step."""
     if len(labels) != metadata.num_classes:
         raise BundleError(f"{len(labels)} labels given for {metadata.num_classes} classes")
     if directory.is_dir() and not (directory / METADATA_FILE).exists() and any(directory.iterdir()):

@@ -43,8 +43,7 @@ class _Layout:
         self.eligible = interlace == 0 and (
             (depth == 8 and self.color in _CHANNELS) or (depth == 16 and self.color == 0)
         )
-        self.context: list[bytes] = []  # whole chunks (length, type, data, crc)
-        self.before: list[bytes] = []  # every chunk between the header and the pixels
+        self.before: list[bytes] = []  # every chunk between the header and the pixels (whole)
         self.after: list[bytes] = []  # and after them (Pillow reads those as it loads)
         self.idat: list[memoryview] = []
         view, pos, ended = memoryview(data), 8, False
@@ -59,12 +58,15 @@ class _Layout:
                 self.idat.append(view[pos + 8 : min(end - 4, len(data))])
             elif kind == b"IEND":
                 break
-            elif kind != b"IHDR" and kind != b"IDAT":
+            elif kind != b"IHDR":
                 (self.after if self.idat else self.before).append(data[pos:end])
-                if kind in _CONTEXT_CHUNKS and not self.idat:
-                    self.context.append(data[pos:end])
             ended = bool(self.idat) and kind != b"IDAT"
             pos = end
+
+    @property
+    def context(self) -> list[bytes]:
+        """The chunks a band needs to decode as the whole image does."""
+        return [c for c in self.before if c[4:8] in _CONTEXT_CHUNKS]
 
     @property
     def row_bytes(self) -> int:

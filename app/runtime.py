@@ -163,9 +163,9 @@ class OnnxModel:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         # No arena on the CPU: forward passes allocate from the process allocator (jemalloc by
-        # default, app.allocator), which hands freed memory back. With onnxruntime's arena a
-        # worker held 170 MiB for the five shipped bundles after warm-up, without it 50 MiB,
-        # at the same speed (docs/hardening.md, "Measured: peak memory").
+        # default, app.allocator), which hands freed memory back, so warm-up's larger batches
+        # need no shrinking run after them. Memory and speed measured the same as with the
+        # arena and that run (docs/hardening.md, "Measured: peak memory").
         opts.enable_cpu_mem_arena = False
         try:
             self.session = ort.InferenceSession(

@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 
 def encode(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=fmt, **kwargs)
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def loaded_sizes() -> Iterator[list[tuple[int, int]]]:
+    """The sizes of the images Pillow decodes inside the block (ImageFile.load calls)."""
+    sizes: list[tuple[int, int]] = []
+    real = ImageFile.ImageFile.load
+
+    def spy(self: ImageFile.ImageFile) -> object:
+        sizes.append(self.size)
+        return real(self)
+
+    ImageFile.ImageFile.load = spy  # type: ignore[method-assign,assignment]
+    try:
+        yield sizes
+    finally:
+        ImageFile.ImageFile.load = real  # type: ignore[method-assign]
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:

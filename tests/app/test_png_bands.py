@@ -11,27 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image
 
 from app import png_bands
-from app.bundle import InputSpec, load_bundle
+from app.bundle import InputSpec
 from app.errors import InvalidImage
 from app.imaging import ImageLimits, decode
-from app.ingest import limits_from
-from app.settings import Settings
+from tests.images import encode, loaded_sizes, png_chunk
 
 ROOT = Path(__file__).resolve().parents[2]
 W, H = 1500, 1100  # reduced by 2 for a 224 px model: decoded in bands of 698 rows
-
-
-@pytest.fixture(scope="module")
-def spec() -> InputSpec:
-    return load_bundle(ROOT / "models" / "imagenet").metadata.input
-
-
-@pytest.fixture(scope="module")
-def limits() -> ImageLimits:
-    return limits_from(Settings())
 
 
 @pytest.fixture
@@ -50,9 +39,7 @@ def _picture(channels: int) -> np.ndarray:
 
 
 def _png(img: Image.Image, **options: object) -> bytes:
-    out = io.BytesIO()
-    img.save(out, "PNG", **options)
-    return out.getvalue()
+    return encode(img, "PNG", **options)
 
 
 def _cases() -> Iterator[tuple[str, bytes]]:
@@ -68,32 +55,26 @@ def _cases() -> Iterator[tuple[str, bytes]]:
     yield "16-bit gray, low values", _png(Image.fromarray(_picture(1).astype(np.uint16)))
 
 
-def _whole(data: bytes, spec: InputSpec, limits: ImageLimits) -> tuple[np.ndarray, int]:
+def _whole(
+    data: bytes, imagenet_spec: InputSpec, default_limits: ImageLimits
+) -> tuple[np.ndarray, int]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(png_bands, "MIN_BYTES", 1 << 62)
-        img, info = decode(data, spec, limits)
+        img, info = decode(data, imagenet_spec, default_limits)
     return np.asarray(img), info.orientation
 
 
 @pytest.mark.usefixtures("small_bands")
 @pytest.mark.parametrize(("name", "data"), list(_cases()), ids=[n for n, _ in _cases()])
 def test_bands_give_the_pixels_of_the_whole_decode(
-    name: str, data: bytes, spec: InputSpec, limits: ImageLimits, monkeypatch: pytest.MonkeyPatch
+    name: str, data: bytes, imagenet_spec: InputSpec, default_limits: ImageLimits
 ) -> None:
-    loaded: list[tuple[int, int]] = []
-    real_load = ImageFile.ImageFile.load
-
-    def spy(self: ImageFile.ImageFile) -> object:
-        loaded.append(self.size)
-        return real_load(self)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
-    img, info = decode(data, spec, limits)
-    monkeypatch.setattr(ImageFile.ImageFile, "load", real_load)
+    with loaded_sizes() as loaded:
+        img, info = decode(data, imagenet_spec, default_limits)
     assert (W, H) not in loaded, "the whole image was decoded"
     bands = [size for size in loaded if size != (1, 1)]  # (1, 1): the chunks read for EXIF
     assert len(bands) >= 3 and all(w == W and h < H for w, h in bands)
-    whole, _ = _whole(data, spec, limits)
+    whole, _ = _whole(data, imagenet_spec, default_limits)
     assert np.array_equal(np.asarray(img), whole)
     assert (info.width, info.height, info.decoded_width) == (W, H, W)
 
@@ -113,15 +94,15 @@ def _move_exif_after_pixels(data: bytes) -> bytes:
 @pytest.mark.usefixtures("small_bands")
 @pytest.mark.parametrize("after_pixels", [False, True])
 def test_the_exif_orientation_is_read_without_decoding_the_image(
-    after_pixels: bool, spec: InputSpec, limits: ImageLimits
+    after_pixels: bool, imagenet_spec: InputSpec, default_limits: ImageLimits
 ) -> None:
     """Pillow finds an eXIf chunk by decoding the whole PNG (it may follow the pixels)."""
     exif = Image.Exif()
     exif[0x0112] = 6  # turn a quarter
     data = _png(Image.fromarray(_picture(3), "RGB"), exif=exif.tobytes())
     data = _move_exif_after_pixels(data) if after_pixels else data
-    img, info = decode(data, spec, limits)
-    whole, orientation = _whole(data, spec, limits)
+    img, info = decode(data, imagenet_spec, default_limits)
+    whole, orientation = _whole(data, imagenet_spec, default_limits)
     assert info.orientation == orientation == 6
     assert img.size[1] > img.size[0]  # upright: taller than wide
     assert np.array_equal(np.asarray(img), whole)
@@ -130,11 +111,11 @@ def test_the_exif_orientation_is_read_without_decoding_the_image(
 def _exif_chunk(orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
-    return _chunk(b"eXIf", exif.tobytes()[6:])
+    return png_chunk(b"eXIf", exif.tobytes()[6:])
 
 
 def _text_chunk(key: bytes, text: bytes) -> bytes:
-    return _chunk(b"tEXt", key + b"\x00" + text)
+    return png_chunk(b"tEXt", key + b"\x00" + text)
 
 
 def _after_pixels(data: bytes, *extra: bytes) -> bytes:
@@ -166,11 +147,15 @@ def _raw_profile(orientation: int) -> bytes:
     ],
 )
 def test_orientation_from_any_chunk_after_the_pixels_as_pillow_reads_it(
-    name: str, extra: Callable[[], list[bytes]], expected: int, spec: InputSpec, limits: ImageLimits
+    name: str,
+    extra: Callable[[], list[bytes]],
+    expected: int,
+    imagenet_spec: InputSpec,
+    default_limits: ImageLimits,
 ) -> None:
     data = _after_pixels(_png(Image.fromarray(_picture(3), "RGB")), *extra())
-    img, info = decode(data, spec, limits)
-    whole, orientation = _whole(data, spec, limits)
+    img, info = decode(data, imagenet_spec, default_limits)
+    whole, orientation = _whole(data, imagenet_spec, default_limits)
     assert info.orientation == orientation == expected, name
     assert np.array_equal(np.asarray(img), whole)
 
@@ -178,14 +163,14 @@ def test_orientation_from_any_chunk_after_the_pixels_as_pillow_reads_it(
 @pytest.mark.usefixtures("small_bands")
 @pytest.mark.parametrize("keep", [0.3, 0.7, 0.99])
 def test_a_file_cut_short_is_a_422_as_for_the_whole_decode(
-    keep: float, spec: InputSpec, limits: ImageLimits
+    keep: float, imagenet_spec: InputSpec, default_limits: ImageLimits
 ) -> None:
     data = _png(Image.fromarray(_picture(4), "RGBA"))
     cut = data[: int(len(data) * keep)]
     with pytest.raises(InvalidImage, match="damaged or truncated"):
-        decode(cut, spec, limits)
+        decode(cut, imagenet_spec, default_limits)
     with pytest.raises(InvalidImage, match="damaged or truncated"):
-        _whole(cut, spec, limits)
+        _whole(cut, imagenet_spec, default_limits)
 
 
 def _with_image_data(data: bytes, change: Callable[[bytes], bytes]) -> bytes:
@@ -198,12 +183,7 @@ def _with_image_data(data: bytes, change: Callable[[bytes], bytes]) -> bytes:
     raw = change(zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT")))
     out = [(kind, body) for kind, body in chunks if kind != b"IDAT"]
     out.insert(-1, (b"IDAT", zlib.compress(raw)))
-    return data[:8] + b"".join(_chunk(kind, body) for kind, body in out)
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    crc = struct.pack(">I", zlib.crc32(kind + body))
-    return struct.pack(">I", len(body)) + kind + body + crc
+    return data[:8] + b"".join(png_chunk(kind, body) for kind, body in out)
 
 
 STRIDE = 1 + W * 3
@@ -220,13 +200,16 @@ STRIDE = 1 + W * 3
     ],
 )
 def test_damaged_image_data_gets_the_answer_the_whole_decode_gets(
-    name: str, change: Callable[[bytes], bytes], spec: InputSpec, limits: ImageLimits
+    name: str,
+    change: Callable[[bytes], bytes],
+    imagenet_spec: InputSpec,
+    default_limits: ImageLimits,
 ) -> None:
     """What Pillow decodes whole the server has always served (the readable rows, blank
     after): a band decode must not turn it into a 422 at one size and not at another."""
     data = _with_image_data(_png(Image.fromarray(_picture(3), "RGB")), change)
-    img, _ = decode(data, spec, limits)
-    whole, _ = _whole(data, spec, limits)
+    img, _ = decode(data, imagenet_spec, default_limits)
+    whole, _ = _whole(data, imagenet_spec, default_limits)
     assert img.size == (whole.shape[1], whole.shape[0]), name
     if name == "more rows than the header":
         assert np.array_equal(np.asarray(img), whole)
@@ -241,7 +224,7 @@ def test_damaged_image_data_gets_the_answer_the_whole_decode_gets(
         ("1-bit", lambda: _png(Image.fromarray(_picture(1)).convert("1"))),
     ],
 )
-def test_other_pngs_are_decoded_whole(name: str, make: object, spec: InputSpec) -> None:
+def test_other_pngs_are_decoded_whole(name: str, make: object, imagenet_spec: InputSpec) -> None:
     data = make()  # type: ignore[operator]
     img = Image.open(io.BytesIO(data))
     assert png_bands.layout_for_bands(data, img, 2) is None, name
@@ -251,7 +234,11 @@ def _raw_png(depth: int, color: int) -> bytes:
     """A PNG Pillow cannot write (16-bit colour): rows of zeros, filter type 0."""
     header = struct.pack(">IIBBBBB", W, H, depth, color, 0, 0, 0)
     rows = (b"\x00" + bytes(W * 3 * depth // 8)) * H
-    parts = [_chunk(b"IHDR", header), _chunk(b"IDAT", zlib.compress(rows)), _chunk(b"IEND", b"")]
+    parts = [
+        png_chunk(b"IHDR", header),
+        png_chunk(b"IDAT", zlib.compress(rows)),
+        png_chunk(b"IEND", b""),
+    ]
     return png_bands.SIGNATURE + b"".join(parts)
 
 

@@ -8,26 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image
 
 from app import strip_plans
-from app.bundle import InputSpec, load_bundle
+from app.bundle import InputSpec
 from app.imaging import ImageLimits, decode
-from app.ingest import limits_from
-from app.settings import Settings
+from tests.images import encode, loaded_sizes
 
 ROOT = Path(__file__).resolve().parents[2]
 W, H = 1500, 1100
-
-
-@pytest.fixture(scope="module")
-def spec() -> InputSpec:
-    return load_bundle(ROOT / "models" / "imagenet").metadata.input
-
-
-@pytest.fixture(scope="module")
-def limits() -> ImageLimits:
-    return limits_from(Settings())
 
 
 def _picture(mode: str) -> Image.Image:
@@ -38,9 +27,7 @@ def _picture(mode: str) -> Image.Image:
 
 
 def _webp(img: Image.Image, **options: object) -> bytes:
-    out = io.BytesIO()
-    img.save(out, "WEBP", **options)
-    return out.getvalue()
+    return encode(img, "WEBP", **options)
 
 
 def _exif(orientation: int) -> bytes:
@@ -59,23 +46,18 @@ CASES = {
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_strips_give_the_pixels_of_the_whole_decode(
-    name: str, spec: InputSpec, limits: ImageLimits, monkeypatch: pytest.MonkeyPatch
+    name: str,
+    imagenet_spec: InputSpec,
+    default_limits: ImageLimits,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = CASES[name]()
     monkeypatch.setattr(strip_plans, "MIN_BYTES", 0)
-    loaded: list[tuple[int, int]] = []
-    real_load = ImageFile.ImageFile.load
-
-    def spy(self: ImageFile.ImageFile) -> object:
-        loaded.append(self.size)
-        return real_load(self)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
-    img, info = decode(data, spec, limits)
-    monkeypatch.setattr(ImageFile.ImageFile, "load", real_load)
+    with loaded_sizes() as loaded:
+        img, info = decode(data, imagenet_spec, default_limits)
     assert (W, H) not in loaded, "a full-size image was made"
     monkeypatch.setattr(strip_plans, "MIN_BYTES", 1 << 62)
-    whole, whole_info = decode(data, spec, limits)
+    whole, whole_info = decode(data, imagenet_spec, default_limits)
     assert np.array_equal(np.asarray(img), np.asarray(whole))
     assert info.orientation == whole_info.orientation
     assert info.orientation == (6 if name == "rotated by EXIF" else 1)
