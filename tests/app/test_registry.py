@@ -424,7 +424,9 @@ def test_a_miss_loads_only_the_folder_it_names(
     half.mkdir()
     meta = json.loads((tiny_models_dir / "tiny" / "metadata.json").read_text())
     (half / "metadata.json").write_text(json.dumps({**meta, "name": "copied"}))
-    with pytest.raises(NotReady):
+    # The load runs in a thread: a 503 while it runs, or its refusal when it is already over
+    # (a folder without its model fails fast; expecting only NotReady here was flaky).
+    with pytest.raises((NotReady, ModelNotFound)):
         reg.get("copied")
     deadline = time.monotonic() + 30
     while "copied" not in reg.refused():
