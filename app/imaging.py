@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -36,6 +37,10 @@ from app.decode_guard import (
 )
 from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from app.exif import ExifStatus, applied_by_loader, apply_orientation, read_orientation
+from app.formats import ACCEPTED_FORMATS as ACCEPTED_FORMATS
+from app.formats import ACCEPTED_TEXT as ACCEPTED_TEXT
+from app.formats import read_avif_header
+from app.formats import sniff_format as sniff_format
 from app.not_image import describe
 from app.open_errors import unreadable_header
 from app.pixels import flatten, reduce_and_convert
@@ -57,8 +62,6 @@ from app.trim import (
 
 logger = logging.getLogger(__name__)
 
-ACCEPTED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-ACCEPTED_TEXT: Final = "JPEG, PNG, WebP, GIF (first frame), BMP or TIFF"
 
 # Decoded images are reduced by a box filter to no less than this many times the model input
 # before any further work. A JPEG at least twice that (4x the input) on its short side is first
@@ -79,6 +82,7 @@ _CONVERT_LATER_PIXELS: Final = 1 << 20
 class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
+    max_avif_pixels: int = 16_000_000  # decoded whole at 8.5 bytes a pixel (app/formats.py)
     min_side: int = 8
     # Work per request, all its images together: decoded pixels (a progressive JPEG counts
     # pixels x scans / 10) and seconds spent decoding.
@@ -120,28 +124,22 @@ class PreparedImage:
     preprocess_ms: float
 
 
-def sniff_format(data: bytes) -> str | None:
-    """Identify the container from magic bytes; the client's content type is never trusted."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    if data[:2] == b"BM" and len(data) >= 26:
-        return "BMP"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    return None
-
-
-def _too_many_pixels(w: int, h: int, limits: ImageLimits) -> PayloadTooLarge:
+def _too_many_pixels(w: int, h: int, limits: ImageLimits, fmt: str = "") -> PayloadTooLarge:
+    if fmt == "AVIF" and limits.max_avif_pixels < limits.max_pixels:
+        return PayloadTooLarge(
+            f"The AVIF image is {w}x{h} = {w * h:,} pixels; AVIF is decoded whole, so its "
+            f"limit is {limits.max_avif_pixels:,} pixels (other formats: "
+            f"{limits.max_pixels:,}). Send it as JPEG, PNG or WebP.",
+            limit_pixels=limits.max_avif_pixels,
+        )
     return PayloadTooLarge(
         f"The image is {w}x{h} = {w * h:,} pixels; the limit is {limits.max_pixels:,}.",
         limit_pixels=limits.max_pixels,
     )
+
+
+def _pixel_limit(fmt: str, limits: ImageLimits) -> int:
+    return min(limits.max_pixels, limits.max_avif_pixels) if fmt == "AVIF" else limits.max_pixels
 
 
 @dataclass(frozen=True)
@@ -177,6 +175,10 @@ def _inspect(fmt: str, data: bytes, limits: ImageLimits) -> _Facts:
             return _Facts(frames=count_tiff_pages(data, FRAME_COUNT_CAP + 1))
         elif fmt == "GIF":
             return _Facts(frames=max(1, count_gif_frames(data, FRAME_COUNT_CAP + 1)))
+        elif fmt == "AVIF":
+            size = read_avif_header(data)  # before libavif parses a huge header
+            if math.prod(size) > _pixel_limit(fmt, limits):
+                raise _too_many_pixels(*size, limits, fmt)
     except ServiceError:
         raise
     except Exception as exc:  # a walker tripping over bytes Pillow would refuse anyway
@@ -221,8 +223,8 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
         logger.info("%s header unreadable: %s: %s", fmt, type(exc).__name__, exc)
         raise unreadable_header(fmt, data, exc, ACCEPTED_TEXT) from None
     w, h = img.size
-    if w * h > limits.max_pixels:
-        raise _too_many_pixels(w, h, limits)
+    if w * h > _pixel_limit(fmt, limits):
+        raise _too_many_pixels(w, h, limits, fmt)
     if min(w, h) < limits.min_side:
         raise InvalidImage(
             f"The image is {w}x{h} pixels; both sides must be at least {limits.min_side} pixels."
@@ -289,8 +291,8 @@ def decode(
             # PNG (APNG acTL) and WebP (demuxer) give their frame count in a header.
             frames = facts.frames or int(getattr(img, "n_frames", 1))
             budget.charge(_plan(img, fmt, facts.scans, spec, spec.color == "rgb" or keep_rgb))
-            if img.size[0] * img.size[1] > limits.max_pixels:  # a format that lied in its header
-                raise _too_many_pixels(*img.size, limits)
+            if img.size[0] * img.size[1] > _pixel_limit(fmt, limits):  # a header that lied
+                raise _too_many_pixels(*img.size, limits, fmt)
             decoded = img.size  # as stored (a JPEG draft already applied)
             side = _model_side(spec) * _DRAFT_FACTOR
             strips = plan(data, img, max(1, min(decoded) // side))  # a large PNG or WebP

@@ -22,6 +22,7 @@ def limits_from(settings: Settings) -> ImageLimits:
     return ImageLimits(
         max_bytes=settings.max_image_bytes,
         max_pixels=settings.max_image_pixels,
+        max_avif_pixels=settings.max_avif_pixels,
         min_side=settings.min_image_side,
         max_request_pixels=settings.max_request_pixels,
         decode_seconds=settings.decode_time_budget_s,

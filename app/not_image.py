@@ -1,4 +1,4 @@
-"""What an upload that is not an image is, said plainly for the 415 answer: documents, HEIC/AVIF
+"""What an upload that is not an image is, said plainly for the 415 answer: documents, HEIC
 photos, videos, zip archives, text. Magic bytes only; no HTTP (the catalog routes add where a
 zip of class folders goes)."""
 
@@ -7,10 +7,11 @@ from __future__ import annotations
 import codecs
 from typing import Final
 
-# ISO base media (ftyp) brands of still images: HEIF/HEIC (Apple photos) and AVIF.
-_PHOTO_BRANDS: Final = frozenset(
-    b"heic heix heim heis hevc hevx hevm hevs mif1 mif2 msf1 avif avis".split()
-)
+from app.formats import ftyp_brands
+
+# ISO base media (ftyp) brands of HEIF/HEIC still images (Apple photos): HEVC, not decoded
+# here. An ftyp naming an AVIF brand is read as AVIF before this (app/formats.py).
+_PHOTO_BRANDS: Final = frozenset(b"heic heix heim heis hevc hevx hevm hevs mif1 mif2 msf1".split())
 
 _AUDIO_BRANDS: Final = frozenset({b"M4A ", b"M4B ", b"M4P "})
 
@@ -18,13 +19,6 @@ _AUDIO_BRANDS: Final = frozenset({b"M4A ", b"M4B ", b"M4P "})
 def is_zip(data: bytes) -> bool:
     """A zip archive: a local file header first, or the end record of an empty zip."""
     return data[:4] in (b"PK\x03\x04", b"PK\x05\x06")
-
-
-def _ftyp_brands(data: bytes) -> set[bytes]:
-    """The major and compatible brands of a leading ftyp box (within the first 64 bytes)."""
-    size = int.from_bytes(data[:4], "big")
-    end = min(max(size, 16), 64, len(data))
-    return {data[8:12]} | {data[i : i + 4] for i in range(16, end - 3, 4)}
 
 
 def describe(data: bytes) -> str:
@@ -41,12 +35,12 @@ def describe(data: bytes) -> str:
             "The upload is a zip archive; zip archives are not images, send the images themselves."
         )
     if data[4:8] == b"ftyp":
-        if _ftyp_brands(data) & _PHOTO_BRANDS:
+        if ftyp_brands(data) & _PHOTO_BRANDS:
             return (
-                "The upload is a HEIC/HEIF or AVIF photo; these formats are not supported. "
-                "Convert or export it as JPEG or PNG."
+                "The upload is a HEIC/HEIF photo; HEIC is not supported (AVIF is). "
+                "Convert or export it as JPEG, PNG or AVIF."
             )
-        if _ftyp_brands(data) & _AUDIO_BRANDS:
+        if ftyp_brands(data) & _AUDIO_BRANDS:
             return "The upload is an audio file (MP4 container), not an image."
         return "The upload is a video (MP4/MOV-style container); videos are not accepted."
     if data[:4] == b"RIFF":  # WebP is read before this; AVI video or WAV audio

@@ -24,6 +24,7 @@ CONTENT_TYPES: Final = {
     "WEBP": "image/webp",
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
+    "AVIF": "image/avif",
 }
 THUMBNAIL_TYPE: Final = "image/jpeg"
 _SHA256: Final = re.compile(r"^[0-9a-f]{64}$")

@@ -24,7 +24,7 @@ def chelsea(photos_dir: Path) -> Image.Image:
     return photo(photos_dir / "skimage" / "chelsea.png").convert("RGB")
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF"])
 def test_every_accepted_format_decodes(chelsea: Image.Image, fmt: str) -> None:
     data = encode(chelsea, fmt)
     assert sniff_format(data) == fmt

@@ -143,4 +143,5 @@ def valid_files() -> dict[str, bytes]:
         "WEBP": encode(p, "WEBP", quality=85),
         "BMP": encode(p, "BMP"),
         "TIFF": encode(p, "TIFF"),
+        "AVIF": encode(p, "AVIF", quality=75, speed=8),
     }

@@ -14,8 +14,11 @@ from tests.app.hostile.base import (
     mk,
     photo,
     photo_jpeg,
+    valid_files,
 )
 from tests.images import (
+    avif_with_size,
+    big_avif,
     big_png,
     bmp_rle8_runs,
     bmp_with_size,
@@ -158,6 +161,15 @@ def cpu_and_memory() -> list[Case]:
             "imagenet",
             lambda: big_png(4000, 3000, mode="RGBA", bits=16),
             "ok",
+        ),
+        mk("avif-16mp", "memory", "imagenet", lambda: big_avif(4900, 3260), "ok", slow=True),
+        mk(
+            "avif-declares-40000x40000",
+            "bomb",
+            "imagenet",
+            lambda: avif_with_size(valid_files()["AVIF"], 40_000, 40_000),
+            "reject",
+            (413,),
         ),
         mk(
             "png-zero-idat-6000x6000",

@@ -29,7 +29,7 @@ from tests.images import (
 
 def damaged() -> list[Case]:
     out: list[Case] = []
-    for fmt in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"):
+    for fmt in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF"):
         f = fmt.lower()
         # Cut in half: libjpeg/libwebp/GIF readers stop at the cut; we refuse rather than
         # classify a half-grey picture.
@@ -88,7 +88,7 @@ def _cut(fmt: str, keep: float) -> bytes:
 
 def _garbage(fmt: str) -> bytes:
     data = valid_files()[fmt]
-    magic = {"JPEG": 3, "PNG": 8, "GIF": 6, "WEBP": 12, "BMP": 2, "TIFF": 4}[fmt]
+    magic = {"JPEG": 3, "PNG": 8, "GIF": 6, "WEBP": 12, "BMP": 2, "TIFF": 4, "AVIF": 32}[fmt]
     rng = np.random.default_rng(len(fmt))
     return data[:magic] + rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
 
@@ -187,7 +187,6 @@ def not_images() -> list[Case]:
         "elf": b"\x7fELF\x02\x01\x01" + b"\x00" * 100,
         "gzip": b"\x1f\x8b\x08\x00" + b"\x00" * 100,
         "heic": b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64,
-        "avif": b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + b"\x00" * 64,
         "ico": b"\x00\x00\x01\x00\x01\x00\x10\x10" + b"\x00" * 100,
         "utf16-text": "hello world".encode("utf-16"),
         "all-0xff": b"\xff" * 1000,
@@ -226,7 +225,7 @@ def odd_but_valid() -> list[Case]:
             Image.new("RGB", p().size, (255, 0, 0)),
         ]
         kw: dict[str, object] = {"save_all": True, "append_images": frames[1:], "duration": 80}
-        if fmt == "WEBP":
+        if fmt in ("WEBP", "AVIF"):
             kw["quality"] = 85
         return encode(frames[0], fmt, **kw)
 
@@ -272,6 +271,9 @@ def odd_but_valid() -> list[Case]:
         c("webp-animated", lambda: animated("WEBP")),
         c("webp-lossless", lambda: encode(p(), "WEBP", lossless=True)),
         c("webp-lossy", lambda: encode(p(), "WEBP", quality=80)),
+        c("avif-lossy", lambda: encode(p(), "AVIF", quality=75, speed=8)),
+        c("avif-alpha", lambda: encode(p().convert("RGBA"), "AVIF", quality=75, speed=8)),
+        c("avif-animated", lambda: animated("AVIF")),
         c("tiff-multipage", multipage_tiff),
         c("tiff-lzw", lambda: encode(p(), "TIFF", compression="tiff_lzw")),
         c("tiff-cmyk", lambda: encode(p().convert("CMYK"), "TIFF")),
