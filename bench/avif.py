@@ -98,7 +98,10 @@ def main() -> None:
     pics = photos()
     ref = answers(model, [encode(im, "PNG") for _, im, _ in pics])
     labelled = [i for i, (_, _, lab) in enumerate(pics) if lab is not None]
-    top5 = lambda p: sum(pics[i][2] in np.argsort(-p[i])[:5] for i in labelled)  # noqa: E731
+
+    def top5(p: np.ndarray) -> int:
+        return sum(pics[i][2] in np.argsort(-p[i])[:5] for i in labelled)
+
     print(f"{len(pics)} photos at 640 px ({len(labelled)} labelled ImageNet photos)")
     print(f"{'as':10s} {'top-1 = PNG':>12s} {'top-5 right':>12s} {'bytes':>10s}")
     print(f"{'PNG':10s} {len(pics):>12d} {top5(ref):>12d}")
