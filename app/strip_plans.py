@@ -1,10 +1,12 @@
-"""Large images reduced strip by strip without a full-size Pillow image of their own.
+"""Large images reduced without a full-size Pillow image of their own.
 
 `plan(data, img, factor)` picks the way for an opened, not yet loaded image, or None (the
-whole decode): a large PNG is decoded in bands (app.png_bands); a large single-frame WebP is
-decoded once by libwebp and its frame read in strips straight from the copy libwebp hands
-back. Pillow's own load then made a fourth full copy (libwebp fills two canvases itself): a
-39 MP WebP took a worker from about 190 to 800 MiB, read this way to 640 MiB.
+whole decode): a large PNG is decoded in bands (app.png_bands); a still WebP to be reduced
+(or a large one) is decoded once by libwebp straight at the reduced size (app.webp_scaled).
+Where that cannot be done (no usable libwebp), a large single-frame WebP is decoded by
+Pillow's libwebp and its frame read in strips straight from the copy libwebp hands back.
+Pillow's own load then made a fourth full copy (libwebp fills two canvases itself): a
+39 MP WebP took a worker from about 190 to 800 MiB, read in strips to 640 MiB.
 """
 
 from __future__ import annotations
@@ -19,17 +21,26 @@ from PIL import Image
 
 from app.pixels import reduce_and_convert, strip_rows
 from app.png_bands import MIN_BYTES, bands, gray16_peak, layout_for_bands
+from app.webp_scaled import decode_reduced, still_features
 
 Strips = Iterator[tuple[int, Image.Image]]
 
 
 @dataclass(frozen=True)
 class Plan:
-    strips: Callable[[int], Strips]  # rows per strip -> (top, strip) pairs
+    strips: Callable[[int], Strips] | None  # rows per strip -> (top, strip) pairs; None: load
     peak: Callable[[int], int | None]  # a 16-bit gray image's largest value
+    # factor -> the image already decoded reduced, or None: by strips (or loaded) after all
+    reduced: Callable[[int], Image.Image | None] | None = None
 
     def reduce(self, img: Image.Image, factor: int) -> Image.Image:
         """`img` (opened, not loaded) reduced by `factor` in its working mode."""
+        small = self.reduced(factor) if self.reduced is not None else None
+        if small is not None:
+            return small
+        if self.strips is None:
+            img.load()
+            return reduce_and_convert(img, factor)
         rows = strip_rows(img.size[0], factor)
         return reduce_and_convert(img, factor, self.strips(rows), self.peak(rows))
 
@@ -38,13 +49,25 @@ def plan(data: bytes, img: Image.Image, factor: int) -> Plan | None:
     layout = layout_for_bands(data, img, factor)
     if layout is not None:
         return Plan(partial(bands, layout), partial(gray16_peak, layout))
-    decoder: Any = getattr(img, "_decoder", None)  # Pillow's WebPAnimDecoder, once opened
-    w, h = img.size
-    if img.format != "WEBP" or getattr(img, "n_frames", 1) != 1 or w * h * 4 <= MIN_BYTES:
+    if img.format != "WEBP" or getattr(img, "n_frames", 1) != 1:
         return None
-    if not callable(getattr(decoder, "get_next", None)) or img.mode not in ("RGB", "RGBA"):
-        return None  # another Pillow: its own load
-    return Plan(partial(_webp_strips, img), lambda rows: None)
+    w, h = img.size
+    large = w * h * 4 > MIN_BYTES
+    decoder: Any = getattr(img, "_decoder", None)  # Pillow's WebPAnimDecoder, once opened
+    strips = None
+    if large and callable(getattr(decoder, "get_next", None)) and img.mode in ("RGB", "RGBA"):
+        strips = partial(_webp_strips, img)  # else another Pillow: its own load
+    features = still_features(data) if factor > 1 or large else None
+    if features is None or (features.width, features.height) != img.size:
+        return None if strips is None else Plan(strips, lambda rows: None)
+    return Plan(strips, lambda rows: None, partial(_webp_reduced, data, img))
+
+
+def _webp_reduced(data: bytes, img: Any, factor: int) -> Image.Image | None:
+    small = decode_reduced(data, img.mode, img.size, factor)
+    if small is not None:
+        img._decoder = None  # Pillow's decoder and its (untouched) canvases go now
+    return small
 
 
 def _webp_strips(img: Any, rows: int) -> Strips:

@@ -1,5 +1,6 @@
-"""app.strip_plans: a large single-frame WebP is read in strips from libwebp's own buffer, with
-the pixels and orientation the whole decode gives, and never as a full-size Pillow image."""
+"""app.strip_plans: where libwebp cannot be called directly (app.webp_scaled, tested in
+test_webp_scaled.py), a large single-frame WebP is read in strips from libwebp's own buffer,
+with the pixels and orientation the whole decode gives, and never as a full-size Pillow image."""
 
 from __future__ import annotations
 
@@ -10,13 +11,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import strip_plans
+from app import strip_plans, webp_scaled
 from app.bundle import InputSpec
 from app.imaging import ImageLimits, decode
 from tests.images import encode, loaded_sizes
 
 ROOT = Path(__file__).resolve().parents[2]
 W, H = 1500, 1100
+
+
+@pytest.fixture(autouse=True)
+def no_scaled_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a machine whose libwebp cannot be called (another ABI, none found)."""
+    monkeypatch.setattr(webp_scaled, "library", lambda: None)
 
 
 def _picture(mode: str) -> Image.Image:
