@@ -129,7 +129,7 @@ def _candidates() -> list[str]:
     process (a wheel's pillow.libs copy, or a system library), then pillow.libs, then the
     system's."""
     try:
-        import PIL._webp  # noqa: F401  (loads its libwebp)
+        import PIL._webp  # loads its libwebp
     except ImportError:
         return []
     import PIL
@@ -172,7 +172,9 @@ def library() -> ctypes.CDLL | None:
             continue
         if lib.WebPInitDecoderConfigInternal(ctypes.byref(DecoderConfig()), ABI_VERSION):
             return lib
-        logger.info("libwebp at %s has another ABI than %#x; WebP decodes as before", path, ABI_VERSION)
+        logger.info(
+            "libwebp at %s has another ABI than %#x; WebP decodes as before", path, ABI_VERSION
+        )
     return None
 
 
@@ -206,7 +208,9 @@ def frame_span(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def decode_reduced(data: bytes, mode: str, full: tuple[int, int], factor: int) -> Image.Image | None:
+def decode_reduced(
+    data: bytes, mode: str, full: tuple[int, int], factor: int
+) -> Image.Image | None:
     """The still WebP `data` (`full` its size) reduced by `factor` as Image.reduce reduces:
     ceil(w / factor) x ceil(h / factor), 'RGB' for a Pillow `mode` of 'RGB', 'RGBa'
     (premultiplied, app.pixels' working mode) for 'RGBA'. None: libwebp is missing or
@@ -241,7 +245,7 @@ def decode_reduced(data: bytes, mode: str, full: tuple[int, int], factor: int) -
         options.use_scaling = 1
         options.scaled_width, options.scaled_height = whole
     try:
-        start = ctypes.cast(data, c_void_p).value or 0  # `data` itself: no copy
+        start = ctypes.cast(ctypes.c_char_p(data), c_void_p).value or 0  # no copy
         status = lib.WebPDecode(start + span[0], span[1] - span[0], ctypes.byref(config))
     finally:
         lib.WebPFreeDecBuffer(ctypes.byref(config.output))
