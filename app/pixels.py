@@ -19,6 +19,7 @@ from PIL import Image
 STRIP_BYTES: Final = 4 * 1024 * 1024
 
 _AS_RGB: Final = frozenset({"RGB", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"})
+_FLAT: Final = {"RGBa": "RGB", "La": "L"}  # premultiplied working mode -> on white (`flatten`)
 
 
 def working_mode(img: Image.Image) -> str:
@@ -99,7 +100,9 @@ def reduce_and_convert(
 ) -> Image.Image:
     """The decoded image reduced by `factor` (box filter) in its 8-bit working mode. `strips`:
     (top, strip) pairs of `strip_rows` rows covering it, when `img` itself is not decoded
-    (app.png_bands), with `peak`, its largest value, for a 16-bit gray one."""
+    (app.png_bands), with `peak`, its largest value, for a 16-bit gray one. Strips not
+    reduced (factor 1) are flattened too ('RGB' or 'L', as `flatten` makes them after): a
+    thin image then has no full-size copy with alpha (160 MB for 100x400,000 RGBA)."""
     work = working_mode(img)
     wide = work == "L" and img.mode not in ("1", "L")
     scale = (
@@ -112,11 +115,14 @@ def reduce_and_convert(
     w, h = img.size
     if strips is None and factor <= 1 and (w * h * 4 <= STRIP_BYTES or img.mode == work):
         return _to_working(img, work, scale)  # nothing to reduce or convert: img itself
-    out = Image.new(work, (-(-w // factor), -(-h // factor)))
+    flat = strips is not None and factor <= 1
+    out = Image.new(_FLAT.get(work, work) if flat else work, (-(-w // factor), -(-h // factor)))
     for top, raw in strips if strips is not None else _strips(img, factor):
         strip = _to_working(raw, work, scale)
         if factor > 1:
             strip = strip.reduce(factor)
+        elif flat:
+            strip = flatten(strip)
         out.paste(strip, (0, top // factor))
     return out
 

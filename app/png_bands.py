@@ -8,10 +8,11 @@ whose first row is the previous band's last row, unfiltered. `bands` inflates th
 such a PNG (same header, palette and transparency; stored, not compressed, so the copy costs
 a memcpy). Pillow does every filter, palette and mode exactly as for the whole image.
 
-Only non-interlaced, single-frame PNGs of 8-bit samples or 16-bit gray go this way: their rows
-come back from Pillow byte for byte as stored (`tobytes`), which the next band needs. 16-bit
-colour (Pillow keeps 8 of its 16 bits), 1-4 bit, interlaced and animated ones are decoded
-whole as before.
+Only non-interlaced, single-frame PNGs of 8-bit or 16-bit samples go this way. The next band
+needs this band's last row as stored: 8-bit and 16-bit gray rows come back from Pillow byte
+for byte (`tobytes`); of 16-bit colour Pillow keeps each sample's high byte, so that row is
+decoded once more for the rest (`_stored_row`). 1-4 bit, interlaced and animated ones are
+decoded whole as before.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ import numpy as np
 from PIL import Image
 
 SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
-_CHANNELS: Final = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel (8-bit)
+_CHANNELS: Final = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+# 16-bit colour decoded again for its bytes Pillow drops (mode, rawmode): the low byte of each
+# RGB(A) sample, or every byte of gray+alpha (4 a pixel, as 8-bit RGBA: the same filters).
+_AGAIN: Final = {2: ("RGB", "RGB;16L"), 6: ("RGBA", "RGBA;16L"), 4: ("RGBA", "RGBA")}
 _CONTEXT_CHUNKS: Final = (b"PLTE", b"tRNS")  # what a band needs to decode as the whole does
 # Only images whose decoded size exceeds this go by bands (smaller ones cost little whole).
 MIN_BYTES: Final = 32 * 1024 * 1024
@@ -41,7 +45,7 @@ class _Layout:
         )
         self.depth = depth
         self.eligible = interlace == 0 and (
-            (depth == 8 and self.color in _CHANNELS) or (depth == 16 and self.color == 0)
+            (depth == 8 and self.color in _CHANNELS) or (depth == 16 and self.color != 3)
         )
         self.before: list[bytes] = []  # every chunk between the header and the pixels (whole)
         self.after: list[bytes] = []  # and after them (Pillow reads those as it loads)
@@ -76,8 +80,12 @@ class _Layout:
 def layout_for_bands(data: bytes, img: Image.Image, factor: int) -> _Layout | None:
     """The layout `bands` decodes this opened (not loaded) image from, reduced by `factor`,
     or None when it is decoded whole. Its EXIF block is put where Pillow looks (info), which
-    it otherwise finds by decoding the whole image (an eXIf chunk may follow the pixels)."""
-    if img.format != "PNG" or factor <= 1 or not data.startswith(SIGNATURE):
+    it otherwise finds by decoding the whole image (an eXIf chunk may follow the pixels).
+    One not reduced (a thin one) goes by bands only when they are converted: an 'L' or 'RGB'
+    image decoded whole is the result itself, a band decode would build the same again."""
+    if img.format != "PNG" or factor < 1 or not data.startswith(SIGNATURE):
+        return None
+    if factor == 1 and img.mode in ("L", "RGB"):
         return None
     w, h = img.size
     if w * h * 4 <= MIN_BYTES or img.mode not in ("L", "LA", "RGB", "RGBA", "P", "I;16"):
@@ -134,14 +142,14 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def _band_png(layout: _Layout, rows: int, payload: bytes) -> bytes:
+def _band_png(layout: _Layout, rows: int, stream: bytes) -> bytes:
     header = struct.pack(">IIBBBBB", layout.width, rows, layout.depth, layout.color, 0, 0, 0)
     return b"".join(
         [
             SIGNATURE,
             _chunk(b"IHDR", header),
             *layout.context,
-            _chunk(b"IDAT", zlib.compress(payload, 0)),
+            _chunk(b"IDAT", stream),
             _chunk(b"IEND", b""),
         ]
     )
@@ -153,52 +161,71 @@ def bands(layout: _Layout, rows: int) -> Iterator[tuple[int, Image.Image]]:
     image data ends the decoded rows, and the rest are zeros, as Pillow leaves them when it
     decodes the whole image (the server has always served such a PNG's readable part)."""
     stride = 1 + layout.row_bytes  # a filter-type byte, then the row
-    want = rows * stride
-    pieces = _inflate(layout.idat, want)
+    pieces = _inflate(layout.idat, rows * stride)
     pending = bytearray()
     above = b""  # the previous band's last row, unfiltered (filter type 0)
     top, damaged = 0, False
     while top < layout.height:
-        short = len(pending) < want and top + len(pending) // stride < layout.height
-        if short and not damaged:
+        n = min(rows, layout.height - top)
+        if len(pending) < n * stride and not damaged:
             try:
                 pending += next(pieces)
                 continue
             except (StopIteration, zlib.error):
                 damaged = True
-        n = min(rows, layout.height - top, len(pending) // stride)
-        if n:
-            band, whole = _decode(layout, above, bytes(pending[: n * stride]), n)
-            del pending[: n * stride]
-            if not whole:
-                damaged = True
-                pending.clear()
-        else:  # nothing left to decode: rows of zeros (filter type 0)
-            n = min(rows, layout.height - top)
-            band, _ = _decode(layout, b"", bytes(n * stride), n)
+        # Rows the data lacks are zeros (filter type 0), so that every band has its `rows`:
+        # strips are reduced by a factor that divides them (a short band's reduced last row
+        # was overwritten by the next band's).
+        got = min(n, len(pending) // stride)
+        filtered = bytes(pending[: got * stride]) + bytes((n - got) * stride)
+        del pending[: got * stride]
+        band, last = _decode(layout, above, filtered, n)
+        if last is None:
+            damaged = True
+            pending.clear()
+        else:
+            above = last
         yield top, band
         top += n
-        last = band.crop((0, n - 1, layout.width, n))
-        above = last.tobytes("raw", "I;16B") if layout.depth == 16 else last.tobytes()
 
 
 def gray16_peak(layout: _Layout, rows: int) -> int | None:
     """A 16-bit gray image's largest value (it sets the image's scale onto 8 bits: a pass of
     its own, as the whole decode's extrema are), or None for any other image."""
-    if layout.depth != 16:
+    if (layout.depth, layout.color) != (16, 0):
         return None
     return max(int(np.asarray(band).max()) for _, band in bands(layout, rows))
 
 
-def _decode(layout: _Layout, above: bytes, filtered: bytes, n: int) -> tuple[Image.Image, bool]:
-    """(band, whether it decoded whole); a band Pillow stops in keeps the rows decoded."""
+def _decode(
+    layout: _Layout, above: bytes, filtered: bytes, n: int
+) -> tuple[Image.Image, bytes | None]:
+    """(band, its last row as stored), or (the rows decoded, None) where Pillow stopped."""
     context = b"\x00" + above if above else b""
-    png = _band_png(layout, n + (1 if above else 0), context + filtered)
-    whole = True
-    with Image.open(io.BytesIO(png), formats=["PNG"]) as img:
+    stream = zlib.compress(context + filtered, 0)  # stored: the copy costs a memcpy
+    total = n + (1 if above else 0)
+    with Image.open(io.BytesIO(_band_png(layout, total, stream)), formats=["PNG"]) as img:
         try:
             img.load()
+            whole = True
         except OSError:  # a bad filter type, say; the image holds what came before it
             whole = False
         band = img.crop((0, 1, layout.width, n + 1)) if above else img.copy()
-    return band, whole
+    return band, _stored_row(layout, band, stream, total) if whole else None
+
+
+def _stored_row(layout: _Layout, band: Image.Image, stream: bytes, total: int) -> bytes:
+    """The band's last row as the file stores it (unfiltered): what the next band is decoded
+    behind. A 16-bit colour one is decoded again (`_AGAIN`) for the bytes Pillow drops."""
+    w, n = band.size
+    if layout.depth == 8:
+        return band.crop((0, n - 1, w, n)).tobytes()
+    if layout.color == 0:
+        return band.crop((0, n - 1, w, n)).tobytes("raw", "I;16B")
+    mode, rawmode = _AGAIN[layout.color]
+    again = Image.frombytes(mode, (w, total), stream, "zip", rawmode)
+    row = again.crop((0, total - 1, w, total)).tobytes()
+    if layout.color == 4:  # every byte, as stored
+        return row
+    high = np.frombuffer(band.crop((0, n - 1, w, n)).tobytes(), np.uint8)
+    return np.stack([high, np.frombuffer(row, np.uint8)], axis=-1).tobytes()

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from app import png_bands
-from app.bundle import InputSpec
+from app.bundle import InputSpec, load_bundle
 from app.errors import InvalidImage
-from app.imaging import ImageLimits, decode
+from app.imaging import ImageLimits, decode, prepare
 from tests.images import encode, loaded_sizes, png_chunk
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,12 +30,48 @@ def small_bands(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("app.pixels.STRIP_BYTES", 300_000)
 
 
-def _picture(channels: int) -> np.ndarray:
+def _picture(channels: int, size: tuple[int, int] = (W, H)) -> np.ndarray:
     """Blocks of colour with fine noise: every PNG filter type gets used."""
+    w, h = size
     rng = np.random.default_rng(7)
-    blocks = rng.integers(0, 255, (H // 50 + 1, W // 50 + 1, channels), dtype=np.uint8)
-    big = np.kron(blocks, np.ones((50, 50, 1), dtype=np.uint8))[:H, :W]
+    blocks = rng.integers(0, 255, (h // 50 + 1, w // 50 + 1, channels), dtype=np.uint8)
+    big = np.kron(blocks, np.ones((50, 50, 1), dtype=np.uint8))[:h, :w]
     return (big + rng.integers(0, 9, big.shape, dtype=np.uint8)).squeeze()
+
+
+def _picture16(channels: int) -> np.ndarray:
+    """16-bit samples: `_picture`'s as the high bytes, noise as the low ones (which carry
+    into the high bytes through the filters, so a band behind a wrong row shows it)."""
+    low = np.random.default_rng(8).integers(0, 256, (H, W, channels), dtype=np.uint16)
+    return _picture(channels).reshape(H, W, channels).astype(np.uint16) * 256 + low
+
+
+def _png16(pixels: np.ndarray, color: int, *before: bytes) -> bytes:
+    """A 16-bit PNG (Pillow writes none in colour) of H x W x C samples, its rows filtered
+    with each of the five filter types in turn, so that every one starts some band."""
+    h, w, channels = pixels.shape
+    stored = pixels.astype(">u2").reshape(h, -1).view(np.uint8).astype(np.int32)
+    bpp = channels * 2
+    up = np.vstack([np.zeros_like(stored[:1]), stored[:-1]])
+    left = np.pad(stored, ((0, 0), (bpp, 0)))[:, :-bpp]
+    upleft = np.pad(up, ((0, 0), (bpp, 0)))[:, :-bpp]
+    guess = left + up - upleft
+    pa, pb, pc = np.abs(guess - left), np.abs(guess - up), np.abs(guess - upleft)
+    paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+    predictors = [np.zeros_like(stored), left, up, (left + up) // 2, paeth]
+    rows = b"".join(
+        bytes([y % 5]) + ((stored[y] - predictors[y % 5][y]) & 0xFF).astype(np.uint8).tobytes()
+        for y in range(h)
+    )
+    header = struct.pack(">IIBBBBB", w, h, 16, color, 0, 0, 0)
+    return png_bands.SIGNATURE + b"".join(
+        [
+            png_chunk(b"IHDR", header),
+            *before,
+            png_chunk(b"IDAT", zlib.compress(rows)),
+            png_chunk(b"IEND", b""),
+        ]
+    )
 
 
 def _png(img: Image.Image, **options: object) -> bytes:
@@ -53,6 +89,9 @@ def _cases() -> Iterator[tuple[str, bytes]]:
     yield "P with transparency", _png(palette, transparency=3)
     yield "16-bit gray", _png(Image.fromarray(_picture(1).astype(np.uint16) * 257))
     yield "16-bit gray, low values", _png(Image.fromarray(_picture(1).astype(np.uint16)))
+    yield "16-bit RGB", _png16(_picture16(3), 2)
+    yield "16-bit RGBA", _png16(_picture16(4), 6)
+    yield "16-bit gray and alpha", _png16(_picture16(2), 4)
 
 
 def _whole(
@@ -210,16 +249,14 @@ def test_damaged_image_data_gets_the_answer_the_whole_decode_gets(
     data = _with_image_data(_png(Image.fromarray(_picture(3), "RGB")), change)
     img, _ = decode(data, imagenet_spec, default_limits)
     whole, _ = _whole(data, imagenet_spec, default_limits)
-    assert img.size == (whole.shape[1], whole.shape[0]), name
-    if name == "more rows than the header":
-        assert np.array_equal(np.asarray(img), whole)
+    assert np.array_equal(np.asarray(img), whole), name
 
 
 @pytest.mark.usefixtures("small_bands")
 @pytest.mark.parametrize(
     ("name", "make"),
     [
-        ("16-bit colour", lambda: _raw_png(depth=16, color=2)),
+        ("2-bit", lambda: _raw_png(depth=2, color=0)),
         ("interlaced", lambda: _interlaced()),
         ("1-bit", lambda: _png(Image.fromarray(_picture(1)).convert("1"))),
     ],
@@ -230,10 +267,13 @@ def test_other_pngs_are_decoded_whole(name: str, make: object, imagenet_spec: In
     assert png_bands.layout_for_bands(data, img, 2) is None, name
 
 
+_CHANNELS = {0: 1, 2: 3}
+
+
 def _raw_png(depth: int, color: int) -> bytes:
-    """A PNG Pillow cannot write (16-bit colour): rows of zeros, filter type 0."""
+    """A PNG of rows of zeros, filter type 0."""
     header = struct.pack(">IIBBBBB", W, H, depth, color, 0, 0, 0)
-    rows = (b"\x00" + bytes(W * 3 * depth // 8)) * H
+    rows = (b"\x00" + bytes(-(-W * _CHANNELS[color] * depth // 8))) * H
     parts = [
         png_chunk(b"IHDR", header),
         png_chunk(b"IDAT", zlib.compress(rows)),
@@ -256,5 +296,183 @@ def test_small_pngs_and_unreduced_ones_are_decoded_whole() -> None:
     assert png_bands.layout_for_bands(data, img, 2) is None  # 6.6 MB decoded: whole
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(png_bands, "MIN_BYTES", 0)
-        assert png_bands.layout_for_bands(data, img, 1) is None  # nothing to reduce
         assert png_bands.layout_for_bands(data, img, 2) is not None
+        assert png_bands.layout_for_bands(data, img, 1) is not None  # converted: bands
+        for mode in ("RGB", "L"):  # decoded whole, it is the result itself: whole
+            plain = _png(Image.fromarray(_picture(4), "RGBA").convert(mode))
+            assert png_bands.layout_for_bands(plain, Image.open(io.BytesIO(plain)), 1) is None
+
+
+def test_the_16_bit_test_pictures_are_what_pillow_decodes() -> None:
+    """`_png16` itself: Pillow decodes it to the high byte of each sample."""
+    pixels = _picture16(3)
+    decoded = np.asarray(Image.open(io.BytesIO(_png16(pixels, 2))))
+    assert np.array_equal(decoded, (pixels >> 8).astype(np.uint8))
+
+
+@pytest.mark.usefixtures("small_bands")
+@pytest.mark.parametrize("after_pixels", [False, True])
+def test_a_16_bit_colour_png_keeps_its_exif_orientation(
+    after_pixels: bool, imagenet_spec: InputSpec, default_limits: ImageLimits
+) -> None:
+    data = _png16(_picture16(4), 6, _exif_chunk(8))
+    data = _move_exif_after_pixels(data) if after_pixels else data
+    with loaded_sizes() as loaded:
+        img, info = decode(data, imagenet_spec, default_limits)
+    assert (W, H) not in loaded
+    whole, orientation = _whole(data, imagenet_spec, default_limits)
+    assert info.orientation == orientation == 8
+    assert np.array_equal(np.asarray(img), whole)
+
+
+STRIDE16 = 1 + W * 6
+
+
+@pytest.mark.usefixtures("small_bands")
+@pytest.mark.parametrize(
+    ("name", "change"),
+    [
+        ("rows missing at the end", lambda raw: raw[: -50 * STRIDE16]),
+        ("one row missing", lambda raw: raw[:-STRIDE16]),
+        ("more rows than the header", lambda raw: raw + raw[:STRIDE16]),
+        (
+            "a bad filter type",
+            lambda raw: raw[: 600 * STRIDE16] + b"\x07" + raw[600 * STRIDE16 + 1 :],
+        ),
+    ],
+)
+def test_damaged_16_bit_colour_gets_the_answer_the_whole_decode_gets(
+    name: str,
+    change: Callable[[bytes], bytes],
+    imagenet_spec: InputSpec,
+    default_limits: ImageLimits,
+) -> None:
+    data = _with_image_data(_png16(_picture16(3), 2), change)
+    with loaded_sizes() as loaded:
+        img, _ = decode(data, imagenet_spec, default_limits)
+    assert (W, H) not in loaded
+    whole, _ = _whole(data, imagenet_spec, default_limits)
+    assert np.array_equal(np.asarray(img), whole), name
+
+
+@pytest.mark.usefixtures("small_bands")
+@pytest.mark.parametrize("keep", [0.3, 0.99])
+def test_16_bit_colour_cut_short_is_a_422(
+    keep: float, imagenet_spec: InputSpec, default_limits: ImageLimits
+) -> None:
+    data = _png16(_picture16(3), 2)
+    cut = data[: int(len(data) * keep)]
+    with pytest.raises(InvalidImage, match="damaged or truncated"):
+        decode(cut, imagenet_spec, default_limits)
+    with pytest.raises(InvalidImage, match="damaged or truncated"):
+        _whole(cut, imagenet_spec, default_limits)
+
+
+# Thin pictures: too narrow to reduce for a 224 px model (factor 1), over 1 << 20 pixels (the
+# gray ones stay 'L' for an RGB model: imaging._CONVERT_LATER_PIXELS). With `small_bands`:
+# 15 bands of 625 rows, or of 8 rows lying down.
+THIN = (120, 9000)
+
+
+def _thin_cases() -> Iterator[tuple[str, bytes]]:
+    for size in (THIN, THIN[::-1]):
+        rgba = Image.fromarray(_picture(4, size), "RGBA")
+        tag = f"{size[0]}x{size[1]}"
+        yield f"RGBA {tag}", _png(rgba)
+        yield f"LA {tag}", _png(rgba.convert("LA"))
+        yield f"P with transparency {tag}", _png(rgba.convert("RGB").quantize(100), transparency=3)
+    yield "16-bit gray", _png(Image.fromarray(_picture(1, THIN).astype(np.uint16) * 257))
+
+
+@pytest.fixture(scope="module")
+def santa_spec() -> InputSpec:
+    """The santa bundle's input spec: framed, on white paper (trim, frame, background)."""
+    return load_bundle(ROOT / "models" / "santa").metadata.input
+
+
+@pytest.mark.usefixtures("small_bands")
+@pytest.mark.parametrize(("name", "data"), list(_thin_cases()), ids=[n for n, _ in _thin_cases()])
+def test_a_thin_png_is_converted_band_by_band(
+    name: str,
+    data: bytes,
+    imagenet_spec: InputSpec,
+    santa_spec: InputSpec,
+    default_limits: ImageLimits,
+) -> None:
+    """Not reduced, but each band converted to the image's working mode and flattened on
+    white: no full-size image with alpha; the same image handed on as the whole decode's."""
+    size = Image.open(io.BytesIO(data)).size
+    for spec in (imagenet_spec, santa_spec):
+        with loaded_sizes() as loaded:
+            img, _ = decode(data, spec, default_limits, gray_as_is=True, keep_rgb=True)
+        assert size not in loaded, "the whole image was decoded"
+        assert len([s for s in loaded if s != (1, 1)]) >= 10
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(png_bands, "MIN_BYTES", 1 << 62)
+            whole, _ = decode(data, spec, default_limits, gray_as_is=True, keep_rgb=True)
+            whole_prepared = prepare(data, spec, default_limits)
+        assert (img.mode, img.size) == (whole.mode, whole.size) == (img.mode, size)
+        assert img.mode == ("L" if name.startswith(("LA", "16")) else "RGB")
+        assert np.array_equal(np.asarray(img), np.asarray(whole))
+        prepared = prepare(data, spec, default_limits)
+        assert np.array_equal(prepared.array, whole_prepared.array)
+
+
+def _thin_rgba(*chunks: bytes) -> bytes:
+    data = _png(Image.fromarray(_picture(4, THIN), "RGBA"))
+    return data[:33] + b"".join(chunks) + data[33:]  # after IHDR
+
+
+@pytest.mark.usefixtures("small_bands")
+@pytest.mark.parametrize("after_pixels", [False, True])
+def test_a_thin_png_keeps_its_exif_orientation(
+    after_pixels: bool, imagenet_spec: InputSpec, default_limits: ImageLimits
+) -> None:
+    data = _thin_rgba(_exif_chunk(6))
+    data = _move_exif_after_pixels(data) if after_pixels else data
+    with loaded_sizes() as loaded:
+        img, info = decode(data, imagenet_spec, default_limits)
+    assert THIN not in loaded
+    whole, orientation = _whole(data, imagenet_spec, default_limits)
+    assert info.orientation == orientation == 6
+    assert img.size == THIN[::-1]  # upright: lying down
+    assert np.array_equal(np.asarray(img), whole)
+
+
+THIN_STRIDE = 1 + THIN[0] * 4
+
+
+@pytest.mark.usefixtures("small_bands")
+@pytest.mark.parametrize(
+    ("name", "change"),
+    [
+        ("rows missing at the end", lambda raw: raw[: -500 * THIN_STRIDE]),
+        (
+            "a bad filter type",
+            lambda raw: raw[: 4000 * THIN_STRIDE] + b"\x07" + raw[4000 * THIN_STRIDE + 1 :],
+        ),
+    ],
+)
+def test_a_damaged_thin_png_gets_the_answer_the_whole_decode_gets(
+    name: str,
+    change: Callable[[bytes], bytes],
+    imagenet_spec: InputSpec,
+    default_limits: ImageLimits,
+) -> None:
+    data = _with_image_data(_thin_rgba(), change)
+    with loaded_sizes() as loaded:
+        img, _ = decode(data, imagenet_spec, default_limits)
+    assert THIN not in loaded
+    whole, _ = _whole(data, imagenet_spec, default_limits)
+    assert np.array_equal(np.asarray(img), whole), name
+
+
+@pytest.mark.usefixtures("small_bands")
+def test_a_thin_png_cut_short_is_a_422(
+    imagenet_spec: InputSpec, default_limits: ImageLimits
+) -> None:
+    cut = _thin_rgba()[:-30_000]
+    with pytest.raises(InvalidImage, match="damaged or truncated"):
+        decode(cut, imagenet_spec, default_limits)
+    with pytest.raises(InvalidImage, match="damaged or truncated"):
+        _whole(cut, imagenet_spec, default_limits)
