@@ -1,4 +1,4 @@
-"""Decode a large 8-bit PNG a band of rows at a time, so it never exists at full size.
+"""Decode a large PNG a band of rows at a time, so it never exists at full size.
 
 Pillow decodes a PNG whole: a 40 MP RGBA one took 160 MB before app.pixels could reduce it,
 the largest single cost of any accepted request (bench/peak_memory.py). PNG rows are filtered
@@ -6,7 +6,9 @@ against the row above, so a band cannot be decoded alone; but it can as part of 
 whose first row is the previous band's last row, unfiltered. `bands` inflates the image data
 (zlib, bounded), and hands each band of filtered rows, behind that context row, to Pillow as
 such a PNG (same header, palette and transparency; stored, not compressed, so the copy costs
-a memcpy). Pillow does every filter, palette and mode exactly as for the whole image.
+a memcpy). Pillow does every filter, palette and mode exactly as for the whole image. One
+too thin to be reduced (100x400,000) goes this way when its bands are converted (alpha, a
+palette, 16 bits): app.pixels flattens each band, so no full-size image with alpha is made.
 
 Only non-interlaced, single-frame PNGs of 8-bit or 16-bit samples go this way. The next band
 needs this band's last row as stored: 8-bit and 16-bit gray rows come back from Pillow byte
@@ -31,6 +33,7 @@ _CHANNELS: Final = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per 
 # 16-bit colour decoded again for its bytes Pillow drops (mode, rawmode): the low byte of each
 # RGB(A) sample, or every byte of gray+alpha (4 a pixel, as 8-bit RGBA: the same filters).
 _AGAIN: Final = {2: ("RGB", "RGB;16L"), 6: ("RGBA", "RGBA;16L"), 4: ("RGBA", "RGBA")}
+Bytes = bytes | memoryview
 _CONTEXT_CHUNKS: Final = (b"PLTE", b"tRNS")  # what a band needs to decode as the whole does
 # Only images whose decoded size exceeds this go by bands (smaller ones cost little whole).
 MIN_BYTES: Final = 32 * 1024 * 1024
@@ -111,11 +114,11 @@ def _metadata(layout: _Layout) -> dict[Any, Any]:
     png = b"".join(
         [
             SIGNATURE,
-            _chunk(b"IHDR", header),
+            *_chunk(b"IHDR", header),
             *layout.before,
-            _chunk(b"IDAT", zlib.compress(pixel)),
+            *_chunk(b"IDAT", zlib.compress(pixel)),
             *layout.after,
-            _chunk(b"IEND", b""),
+            *_chunk(b"IEND", b""),
         ]
     )
     with Image.open(io.BytesIO(png), formats=["PNG"]) as probe:
@@ -138,21 +141,37 @@ def _inflate(parts: list[memoryview], limit: int) -> Iterator[bytes]:
     raise ValueError("the PNG file ends inside its image data")
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+def _chunk(kind: bytes, body: bytes) -> list[bytes]:
+    crc = zlib.crc32(body, zlib.crc32(kind))
+    return [struct.pack(">I4s", len(body), kind), body, struct.pack(">I", crc)]
 
 
-def _band_png(layout: _Layout, rows: int, stream: bytes) -> bytes:
+_STORED: Final = 65535  # bytes in one stored (not compressed) deflate block at most
+
+
+def _band_png(layout: _Layout, rows: int, payload: list[Bytes]) -> tuple[bytes, memoryview]:
+    """A PNG of `rows` filtered rows (`payload`, in parts), and its zlib stream (a view into
+    it). The stream is stored deflate blocks framed around the parts, so the rows are copied
+    once, into the PNG (zlib.compress at level 0, then the chunk and the file, copied them
+    three times)."""
     header = struct.pack(">IIBBBBB", layout.width, rows, layout.depth, layout.color, 0, 0, 0)
-    return b"".join(
-        [
-            SIGNATURE,
-            _chunk(b"IHDR", header),
-            *layout.context,
-            _chunk(b"IDAT", stream),
-            _chunk(b"IEND", b""),
-        ]
-    )
+    parts = [memoryview(part) for part in payload]
+    blocks = [part[i : i + _STORED] for part in parts for i in range(0, len(part), _STORED)]
+    stream: list[Bytes] = [b"\x78\x01"]  # zlib header: deflate, 32 KB window, no dictionary
+    adler, crc = 1, zlib.crc32(b"IDAT")
+    for k, block in enumerate(blocks):
+        size = len(block)
+        stream += [struct.pack("<BHH", k == len(blocks) - 1, size, size ^ 0xFFFF), block]
+        adler = zlib.adler32(block, adler)
+    stream.append(struct.pack(">I", adler))
+    for part in stream:
+        crc = zlib.crc32(part, crc)
+    length = sum(len(part) for part in stream)
+    head = [SIGNATURE, *_chunk(b"IHDR", header), *layout.context]
+    start = sum(len(part) for part in head) + 8
+    idat = [struct.pack(">I4s", length, b"IDAT"), *stream, struct.pack(">I", crc)]
+    png = b"".join([*head, *idat, *_chunk(b"IEND", b"")])
+    return png, memoryview(png)[start : start + length]
 
 
 def bands(layout: _Layout, rows: int) -> Iterator[tuple[int, Image.Image]]:
@@ -177,9 +196,9 @@ def bands(layout: _Layout, rows: int) -> Iterator[tuple[int, Image.Image]]:
         # strips are reduced by a factor that divides them (a short band's reduced last row
         # was overwritten by the next band's).
         got = min(n, len(pending) // stride)
-        filtered = bytes(pending[: got * stride]) + bytes((n - got) * stride)
+        with memoryview(pending) as view:
+            band, last = _decode(layout, above, [view[: got * stride], bytes((n - got) * stride)])
         del pending[: got * stride]
-        band, last = _decode(layout, above, filtered, n)
         if last is None:
             damaged = True
             pending.clear()
@@ -198,13 +217,15 @@ def gray16_peak(layout: _Layout, rows: int) -> int | None:
 
 
 def _decode(
-    layout: _Layout, above: bytes, filtered: bytes, n: int
+    layout: _Layout, above: bytes, filtered: list[Bytes]
 ) -> tuple[Image.Image, bytes | None]:
-    """(band, its last row as stored), or (the rows decoded, None) where Pillow stopped."""
-    context = b"\x00" + above if above else b""
-    stream = zlib.compress(context + filtered, 0)  # stored: the copy costs a memcpy
-    total = n + (1 if above else 0)
-    with Image.open(io.BytesIO(_band_png(layout, total, stream)), formats=["PNG"]) as img:
+    """(band, its last row as stored), or (the rows decoded, None) where Pillow stopped.
+    `filtered`: the band's rows as the file stores them, in parts."""
+    payload = [b"\x00" + above if above else b"", *filtered]
+    total = sum(len(part) for part in payload) // (1 + layout.row_bytes)
+    n = total - (1 if above else 0)
+    png, stream = _band_png(layout, total, payload)
+    with Image.open(io.BytesIO(png), formats=["PNG"]) as img:
         try:
             img.load()
             whole = True
@@ -214,7 +235,7 @@ def _decode(
     return band, _stored_row(layout, band, stream, total) if whole else None
 
 
-def _stored_row(layout: _Layout, band: Image.Image, stream: bytes, total: int) -> bytes:
+def _stored_row(layout: _Layout, band: Image.Image, stream: memoryview, total: int) -> bytes:
     """The band's last row as the file stores it (unfiltered): what the next band is decoded
     behind. A 16-bit colour one is decoded again (`_AGAIN`) for the bytes Pillow drops."""
     w, n = band.size
