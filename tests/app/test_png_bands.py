@@ -259,12 +259,36 @@ def test_damaged_image_data_gets_the_answer_the_whole_decode_gets(
         ("2-bit", lambda: _raw_png(depth=2, color=0)),
         ("interlaced", lambda: _interlaced()),
         ("1-bit", lambda: _png(Image.fromarray(_picture(1)).convert("1"))),
+        ("animated", lambda: _animated()),
+        ("two runs of image data", lambda: _two_idat_runs()),
+        ("thin, animated", lambda: _animated(THIN)),
+        ("thin, two runs of image data", lambda: _two_idat_runs(THIN)),
     ],
 )
 def test_other_pngs_are_decoded_whole(name: str, make: object, imagenet_spec: InputSpec) -> None:
     data = make()  # type: ignore[operator]
-    img = Image.open(io.BytesIO(data))
-    assert png_bands.layout_for_bands(data, img, 2) is None, name
+    for factor in (1, 2):  # thin ones are not reduced (1); 1 and 2-bit ones are 'L' and '1'
+        img = Image.open(io.BytesIO(data))
+        assert png_bands.layout_for_bands(data, img, factor) is None, name
+
+
+def _animated(size: tuple[int, int] = (W, H)) -> bytes:
+    rgba = Image.fromarray(_picture(4, size), "RGBA")
+    return _png(rgba, save_all=True, append_images=[rgba.transpose(Image.Transpose.ROTATE_180)])
+
+
+def _two_idat_runs(size: tuple[int, int] = (W, H)) -> bytes:
+    """The image data in two runs of IDAT chunks, a text chunk between (Pillow refuses it)."""
+    data = _with_image_data(_png(Image.fromarray(_picture(4, size), "RGBA")), lambda raw: raw)
+    start = data.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", data[start : start + 4])
+    body, half = data[start + 8 : start + 8 + length], length // 2
+    runs = [
+        png_chunk(b"IDAT", body[:half]),
+        _text_chunk(b"a", b"b"),
+        png_chunk(b"IDAT", body[half:]),
+    ]
+    return data[:start] + b"".join(runs) + data[start + 12 + length :]
 
 
 _CHANNELS = {0: 1, 2: 3}
