@@ -97,8 +97,9 @@ class Settings(BaseSettings):
     # Input limits.
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=64)
-    # AVIF is decoded whole (about 8.5 bytes a pixel at peak): its own, lower limit.
-    max_avif_pixels: int = Field(default=16_000_000, ge=64)
+    # AVIF is decoded whole (about 8.5 bytes a pixel at peak): its own, lower limit, which
+    # still takes a phone's 12 MP (4032x3024) and 12.5 MP (4080x3072) photos.
+    max_avif_pixels: int = Field(default=13_000_000, ge=64)
     min_image_side: int = Field(default=8, ge=1)
     max_batch_images: int = Field(default=32, ge=1, le=1024)
     # Decode work per request, all its images together (413 beyond): pixels decoded (a
