@@ -295,7 +295,7 @@ def decode(
                 raise _too_many_pixels(*img.size, limits, fmt)
             decoded = img.size  # as stored (a JPEG draft already applied)
             side = _model_side(spec) * _DRAFT_FACTOR
-            strips = plan(data, img, max(1, min(decoded) // side))  # a large PNG or WebP
+            strips = plan(data, img, max(1, min(decoded) // side), spec)  # large PNG, WebP
             orientation, exif_status = read_orientation(img)
             if fmt == "TIFF" and orientation in _SWAPS_SIDES:  # Pillow gives the upright size
                 (width, height), decoded = (height, width), decoded[::-1]

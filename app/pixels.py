@@ -97,12 +97,14 @@ def reduce_and_convert(
     factor: int,
     strips: Iterator[tuple[int, Image.Image]] | None = None,
     peak: int | None = None,
+    box: tuple[int, int, int, int] | None = None,
 ) -> Image.Image:
     """The decoded image reduced by `factor` (box filter) in its 8-bit working mode. `strips`:
     (top, strip) pairs of `strip_rows` rows covering it, when `img` itself is not decoded
     (app.png_bands), with `peak`, its largest value, for a 16-bit gray one. Strips not
     reduced (factor 1) are flattened too ('RGB' or 'L', as `flatten` makes them after): a
-    thin image then has no full-size copy with alpha (160 MB for 100x400,000 RGBA)."""
+    thin image then has no full-size copy with alpha (160 MB for 100x400,000 RGBA). `box`
+    (strips not reduced): only that part of the image is kept (tensorize.seen_box)."""
     work = working_mode(img)
     wide = work == "L" and img.mode not in ("1", "L")
     scale = (
@@ -116,8 +118,15 @@ def reduce_and_convert(
     if strips is None and factor <= 1 and (w * h * 4 <= STRIP_BYTES or img.mode == work):
         return _to_working(img, work, scale)  # nothing to reduce or convert: img itself
     flat = strips is not None and factor <= 1
+    x0, y0, x1, y1 = box if flat and box is not None else (0, 0, w, h)
+    w, h = x1 - x0, y1 - y0
     out = Image.new(_FLAT.get(work, work) if flat else work, (-(-w // factor), -(-h // factor)))
     for top, raw in strips if strips is not None else _strips(img, factor):
+        if (x0, y0, w, h) != (0, 0, *img.size):  # every strip is read: damage is still seen
+            if top >= y1 or top + raw.height <= y0:
+                continue
+            raw = raw.crop((x0, max(0, y0 - top), x1, min(raw.height, y1 - top)))
+            top = max(top, y0) - y0
         strip = _to_working(raw, work, scale)
         if factor > 1:
             strip = strip.reduce(factor)

@@ -80,15 +80,18 @@ class _Layout:
         return int(self.width * _CHANNELS[self.color] * (self.depth // 8))
 
 
-def layout_for_bands(data: bytes, img: Image.Image, factor: int) -> _Layout | None:
+def layout_for_bands(
+    data: bytes, img: Image.Image, factor: int, *, cropped: bool = False
+) -> _Layout | None:
     """The layout `bands` decodes this opened (not loaded) image from, reduced by `factor`,
     or None when it is decoded whole. Its EXIF block is put where Pillow looks (info), which
     it otherwise finds by decoding the whole image (an eXIf chunk may follow the pixels).
     One not reduced (a thin one) goes by bands only when they are converted: an 'L' or 'RGB'
-    image decoded whole is the result itself, a band decode would build the same again."""
+    image decoded whole is the result itself, a band decode would build the same again,
+    unless only a part of it is kept (`cropped`: a thin picture a centre crop sees a square of)."""
     if img.format != "PNG" or factor < 1 or not data.startswith(SIGNATURE):
         return None
-    if factor == 1 and img.mode in ("L", "RGB"):
+    if factor == 1 and img.mode in ("L", "RGB") and not cropped:
         return None
     w, h = img.size
     if w * h * 4 <= MIN_BYTES or img.mode not in ("L", "LA", "RGB", "RGBA", "P", "I;16"):

@@ -1,7 +1,8 @@
 """Large images reduced without a full-size Pillow image of their own.
 
-`plan(data, img, factor)` picks the way for an opened, not yet loaded image, or None (the
-whole decode): a large PNG is decoded in bands (app.png_bands); a still WebP to be reduced
+`plan(data, img, factor, spec)` picks the way for an opened, not yet loaded image, or None
+(the whole decode): a large PNG is decoded in bands (app.png_bands), a thin one only the part
+the model sees kept (tensorize.seen_box); a still WebP to be reduced
 (or a large one) is decoded once by libwebp straight at the reduced size (app.webp_scaled).
 Where that cannot be done (no usable libwebp), a large single-frame WebP is decoded by
 Pillow's libwebp and its frame read in strips straight from the copy libwebp hands back.
@@ -19,8 +20,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from app.bundle import InputSpec
 from app.pixels import reduce_and_convert, strip_rows
 from app.png_bands import MIN_BYTES, bands, gray16_peak, layout_for_bands
+from app.tensorize import Box, seen_box
 from app.webp_scaled import decode_reduced, still_features
 
 Strips = Iterator[tuple[int, Image.Image]]
@@ -32,6 +35,7 @@ class Plan:
     peak: Callable[[int], int | None]  # a 16-bit gray image's largest value
     # factor -> the image already decoded reduced, or None: by strips (or loaded) after all
     reduced: Callable[[int], Image.Image | None] | None = None
+    box: Box | None = None  # the part kept, of a thin image not reduced (tensorize.seen_box)
 
     def reduce(self, img: Image.Image, factor: int) -> Image.Image:
         """`img` (opened, not loaded) reduced by `factor` in its working mode."""
@@ -42,13 +46,14 @@ class Plan:
             img.load()
             return reduce_and_convert(img, factor)
         rows = strip_rows(img.size[0], factor)
-        return reduce_and_convert(img, factor, self.strips(rows), self.peak(rows))
+        return reduce_and_convert(img, factor, self.strips(rows), self.peak(rows), self.box)
 
 
-def plan(data: bytes, img: Image.Image, factor: int) -> Plan | None:
-    layout = layout_for_bands(data, img, factor)
+def plan(data: bytes, img: Image.Image, factor: int, spec: InputSpec | None = None) -> Plan | None:
+    box = seen_box(spec, *img.size) if spec is not None and factor == 1 else None
+    layout = layout_for_bands(data, img, factor, cropped=box is not None)
     if layout is not None:
-        return Plan(partial(bands, layout), partial(gray16_peak, layout))
+        return Plan(partial(bands, layout), partial(gray16_peak, layout), box=box)
     if img.format != "WEBP" or getattr(img, "n_frames", 1) != 1:
         return None
     w, h = img.size

@@ -61,6 +61,29 @@ def _kept(w: int, h: int, tw: int, th: int) -> tuple[float, float, float, float]
     return left * sx, top * sy, (left + tw) * sx, (top + th) * sy
 
 
+Box = tuple[int, int, int, int]
+
+
+def seen_box(spec: InputSpec, w: int, h: int) -> Box | None:
+    """The part of a thin w x h picture that holds everything the model sees of it: the
+    centred square of its short side, with a margin for the resampling filter, for a model
+    that takes a square centre crop and reads nothing else (no trimming, framing, white
+    background or automatic inversion, which read the whole picture or its border). A centred
+    square is the same box whether the picture is stored turned or upright. None when the box
+    would keep half the picture or more: then it is decoded whole, as before."""
+    if spec.resize.mode != "center_crop" or spec.width != spec.height or spec.trim:
+        return None
+    if spec.frame is not None or spec.background == "white" or spec.invert == "auto":
+        return None
+    side = min(w, h)
+    keep = side + 2 * (4 + side // 16)  # the filter reads up to 2 px per output px beyond
+    if 2 * keep > max(w, h):
+        return None
+    if w >= h:
+        return (w - keep) // 2, 0, (w - keep) // 2 + keep, h
+    return 0, (h - keep) // 2, w, (h - keep) // 2 + keep
+
+
 def blank(img: Image.Image, spec: InputSpec) -> bool:
     """Whether what the model sees of `img` ('L' or 'RGB'; the centre crop's region for a
     model that crops) is one colour: nothing in it to classify (fuzz round 20: white, black

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import png_bands
+from app import png_bands, strip_plans
 from app.bundle import InputSpec, load_bundle
 from app.errors import InvalidImage
 from app.imaging import ImageLimits, decode, prepare
@@ -25,9 +25,12 @@ W, H = 1500, 1100  # reduced by 2 for a 224 px model: decoded in bands of 698 ro
 
 @pytest.fixture
 def small_bands(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Bands for images of any size, in strips of ~0.3 MB (several bands per test image)."""
+    """Bands for images of any size, in strips of ~0.3 MB (several bands per test image),
+    each kept whole: keeping only what a centre crop sees of a thin one is
+    tests/app/test_seen_box.py's."""
     monkeypatch.setattr(png_bands, "MIN_BYTES", 0)
     monkeypatch.setattr("app.pixels.STRIP_BYTES", 300_000)
+    monkeypatch.setattr(strip_plans, "seen_box", lambda *args: None)
 
 
 def _picture(channels: int, size: tuple[int, int] = (W, H)) -> np.ndarray:
