@@ -1,5 +1,5 @@
 """Which image formats are accepted, told apart by their first bytes (the client's content type
-is never trusted), and what an AVIF file declares about its size before libavif reads it.
+is never trusted), and why an AVIF is refused before libavif reads it.
 
 AVIF (round 34): Pillow's wheels decode it with libavif and dav1d. Its still-image relatives
 HEIC/HEIF (HEVC inside the same ISO base media container) are not decoded by Pillow and stay
@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from typing import Final
 
+from app.avif_frames import Unreadable, av1_frames
+from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
+
 ACCEPTED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
 ACCEPTED_TEXT: Final = "JPEG, PNG, WebP, AVIF, GIF (first frame), BMP or TIFF"
 
@@ -20,14 +23,12 @@ ACCEPTED_TEXT: Final = "JPEG, PNG, WebP, AVIF, GIF (first frame), BMP or TIFF"
 # an ftyp naming only HEIF brands (heic, mif1 ...) is HEVC, which is not decoded here.
 AVIF_BRANDS: Final = frozenset({b"avif", b"avis"})
 
-_BOX_WALK_CAP: Final = 4096  # boxes looked at for the declared size; real files have < 50
-_CONTAINERS: Final = {b"meta": 4, b"iprp": 0, b"ipco": 0}  # box type -> header bytes to skip
-
 
 def ftyp_brands(data: bytes) -> set[bytes]:
-    """The major and compatible brands of a leading ftyp box (within the first 64 bytes)."""
+    """The major and compatible brands of a leading ftyp box (within the first 256 bytes:
+    an AVIF brand listed 13th was read as a HEIC photo, round 34)."""
     size = int.from_bytes(data[:4], "big")
-    end = min(max(size, 16), 64, len(data))
+    end = min(max(size, 16), 256, len(data))
     return {data[8:12]} | {data[i : i + 4] for i in range(16, end - 3, 4)}
 
 
@@ -50,39 +51,37 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def read_avif_header(data: bytes) -> tuple[int, int]:
-    """Ready Pillow's AVIF reader, and return the largest (width, height) any `ispe` (image
-    spatial extents) property of the file's meta box declares, (0, 0) when none is found:
-    read before libavif parses the file, so that a size over the limit is a 413 naming it
-    (libavif refuses sides over 32768 pixels itself, which could only be said as a damaged
-    header)."""
+def avif_refusal(data: bytes, limit: int) -> ServiceError | None:
+    """Why an AVIF is not decoded, or None. The sizes are read from the file before libavif
+    parses it (app/avif_frames.py): every frame its AV1 items code (a grid's tiles and an
+    alpha plane added up: at most twice the limit) and every size it declares. Also readies
+    Pillow's AVIF reader."""
     from PIL import AvifImagePlugin  # 3 MiB: imported by the first AVIF only
 
     # One thread per decode: decodes already run one per core (ImageLimits.decode_concurrency);
     # Pillow's default, every core for each AVIF, let one upload take the whole machine.
     AvifImagePlugin.DEFAULT_MAX_THREADS = 1
-    largest, seen = (0, 0), 0
-    stack = [(0, len(data))]
-    while stack and seen < _BOX_WALK_CAP:
-        pos, end = stack.pop()
-        while pos + 8 <= end and seen < _BOX_WALK_CAP:
-            seen += 1
-            size, kind, body = (
-                int.from_bytes(data[pos : pos + 4], "big"),
-                data[pos + 4 : pos + 8],
-                pos + 8,
-            )
-            if size == 1 and pos + 16 <= end:  # a 64-bit size follows the type
-                size, body = int.from_bytes(data[pos + 8 : pos + 16], "big"), pos + 16
-            elif size == 0:  # to the end of the enclosing box
-                size = end - pos
-            if size < body - pos or pos + size > end:
-                break  # damaged: libavif will say so
-            if kind == b"ispe" and body + 12 <= pos + size:  # version/flags, width, height
-                width = int.from_bytes(data[body + 4 : body + 8], "big")
-                height = int.from_bytes(data[body + 8 : body + 12], "big")
-                largest = max(largest, (width, height), key=lambda s: s[0] * s[1])
-            elif kind in _CONTAINERS:
-                stack.append((body + _CONTAINERS[kind], pos + size))
-            pos += size
-    return largest
+    try:
+        frames = av1_frames(data)
+    except Unreadable as exc:
+        return InvalidImage(
+            f"The data starts like an AVIF file but its image data could not be read ({exc}), "
+            f"so it was not decoded. Accepted: {ACCEPTED_TEXT}."
+        )
+    if frames.sequence:
+        return UnsupportedMediaType(
+            "The upload is an animated AVIF (an image sequence); only still AVIF images are "
+            "accepted. Send one frame as a still AVIF, PNG or JPEG.",
+            accepted=list(ACCEPTED_FORMATS),
+        )
+    w, h = max((*frames.coded, *frames.declared, (0, 0)), key=lambda s: s[0] * s[1])
+    total = sum(fw * fh for fw, fh in frames.coded)
+    if w * h > limit or total > 2 * limit:
+        return PayloadTooLarge(
+            f"The AVIF image holds a {w}x{h} = {w * h:,} pixel frame"
+            + (f" ({total:,} pixels in all its frames)" if total > w * h else "")
+            + f"; AVIF is decoded whole, so its limit is {limit:,} pixels. Send it as JPEG, "
+            "PNG or WebP.",
+            limit_pixels=limit,
+        )
+    return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -39,8 +38,10 @@ from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedM
 from app.exif import ExifStatus, applied_by_loader, apply_orientation, read_orientation
 from app.formats import ACCEPTED_FORMATS as ACCEPTED_FORMATS
 from app.formats import ACCEPTED_TEXT as ACCEPTED_TEXT
-from app.formats import read_avif_header
+from app.formats import avif_refusal
 from app.formats import sniff_format as sniff_format
+from app.image_limits import ImageLimits as ImageLimits
+from app.image_limits import pixel_limit, too_many_pixels
 from app.not_image import describe
 from app.open_errors import unreadable_header
 from app.pixels import flatten, reduce_and_convert
@@ -79,26 +80,6 @@ _CONVERT_LATER_PIXELS: Final = 1 << 20
 
 
 @dataclass(frozen=True)
-class ImageLimits:
-    max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    max_avif_pixels: int = 13_000_000  # decoded whole at 8.5 bytes a pixel (app/formats.py)
-    min_side: int = 8
-    # Work per request, all its images together: decoded pixels (a progressive JPEG counts
-    # pixels x scans / 10) and seconds spent decoding.
-    max_request_pixels: int = 128_000_000
-    decode_seconds: float = 5.0
-    # Progressive JPEG scans allowed in one file (libjpeg writes 10; each costs a full pass).
-    max_jpeg_scans: int = 100
-    # Decodes running at once in this process; 0 = one per CPU core.
-    decode_concurrency: int = 0
-
-    def budget(self) -> DecodeBudget:
-        """A fresh work budget for one request."""
-        return DecodeBudget(self.max_request_pixels, self.decode_seconds)
-
-
-@dataclass(frozen=True)
 class ImageInfo:
     """What was decoded, reported back to the client."""
 
@@ -122,24 +103,6 @@ class PreparedImage:
     info: ImageInfo
     decode_ms: float
     preprocess_ms: float
-
-
-def _too_many_pixels(w: int, h: int, limits: ImageLimits, fmt: str = "") -> PayloadTooLarge:
-    if fmt == "AVIF" and limits.max_avif_pixels < limits.max_pixels:
-        return PayloadTooLarge(
-            f"The AVIF image is {w}x{h} = {w * h:,} pixels; AVIF is decoded whole, so its "
-            f"limit is {limits.max_avif_pixels:,} pixels (other formats: "
-            f"{limits.max_pixels:,}). Send it as JPEG, PNG or WebP.",
-            limit_pixels=limits.max_avif_pixels,
-        )
-    return PayloadTooLarge(
-        f"The image is {w}x{h} = {w * h:,} pixels; the limit is {limits.max_pixels:,}.",
-        limit_pixels=limits.max_pixels,
-    )
-
-
-def _pixel_limit(fmt: str, limits: ImageLimits) -> int:
-    return min(limits.max_pixels, limits.max_avif_pixels) if fmt == "AVIF" else limits.max_pixels
 
 
 @dataclass(frozen=True)
@@ -175,10 +138,8 @@ def _inspect(fmt: str, data: bytes, limits: ImageLimits) -> _Facts:
             return _Facts(frames=count_tiff_pages(data, FRAME_COUNT_CAP + 1))
         elif fmt == "GIF":
             return _Facts(frames=max(1, count_gif_frames(data, FRAME_COUNT_CAP + 1)))
-        elif fmt == "AVIF":
-            size = read_avif_header(data)  # before libavif parses a huge header
-            if math.prod(size) > _pixel_limit(fmt, limits):
-                raise _too_many_pixels(*size, limits, fmt)
+        elif fmt == "AVIF" and (refusal := avif_refusal(data, pixel_limit(fmt, limits))):
+            raise refusal  # before libavif parses it: the sizes its AV1 data codes
     except ServiceError:
         raise
     except Exception as exc:  # a walker tripping over bytes Pillow would refuse anyway
@@ -223,8 +184,9 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
         logger.info("%s header unreadable: %s: %s", fmt, type(exc).__name__, exc)
         raise unreadable_header(fmt, data, exc, ACCEPTED_TEXT) from None
     w, h = img.size
-    if w * h > _pixel_limit(fmt, limits):
-        raise _too_many_pixels(w, h, limits, fmt)
+    kind = "animated WebP" if fmt == "WEBP" and getattr(img, "n_frames", 1) > 1 else fmt
+    if w * h > pixel_limit(kind, limits):
+        raise too_many_pixels(w, h, limits, kind)
     if min(w, h) < limits.min_side:
         raise InvalidImage(
             f"The image is {w}x{h} pixels; both sides must be at least {limits.min_side} pixels."
@@ -291,8 +253,8 @@ def decode(
             # PNG (APNG acTL) and WebP (demuxer) give their frame count in a header.
             frames = facts.frames or int(getattr(img, "n_frames", 1))
             budget.charge(_plan(img, fmt, facts.scans, spec, spec.color == "rgb" or keep_rgb))
-            if img.size[0] * img.size[1] > _pixel_limit(fmt, limits):  # a header that lied
-                raise _too_many_pixels(*img.size, limits, fmt)
+            if img.size[0] * img.size[1] > pixel_limit(fmt, limits):  # a header that lied
+                raise too_many_pixels(*img.size, limits, fmt)
             decoded = img.size  # as stored (a JPEG draft already applied)
             side = _model_side(spec) * _DRAFT_FACTOR
             strips = plan(data, img, max(1, min(decoded) // side), spec)  # large PNG, WebP

@@ -227,6 +227,12 @@ def big_avif(width: int, height: int) -> bytes:
     return encode(Image.fromarray(small).resize((width, height)), "AVIF", quality=50, speed=10)
 
 
+def big_avif_flat(side: int) -> bytes:
+    """A square AVIF of a gradient: a few KB however large (16384 px: 6 KB)."""
+    img = Image.linear_gradient("L").resize((side, side)).convert("RGB")
+    return encode(img, "AVIF", quality=20, speed=10)
+
+
 def avif_with_size(data: bytes, width: int, height: int) -> bytes:
     """Rewrite an AVIF's first `ispe` property (its declared size; the pixels stay small)."""
     at = data.index(b"ispe") + 8  # after the box type and its version/flags

@@ -1,7 +1,7 @@
 """AVIF uploads (round 34): told apart from HEIC by their ftyp brands, decoded by Pillow's
-libavif on one thread, upright by their EXIF or irot/imir, first frame of a sequence, and
-refused with a 413 above their own pixel limit, before libavif reads the header when the file
-declares the size (app/formats.py)."""
+libavif on one thread, upright by their EXIF or irot/imir, and refused with a 413 above their
+own pixel limit before libavif reads anything: the sizes the file declares and the frame
+sizes its AV1 data codes (app/formats.py, app/avif_frames.py). Image sequences are refused."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.avif_frames import av1_frames, sequence_frame_size
 from app.bundle import InputSpec
 from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
-from app.formats import read_avif_header, sniff_format
+from app.formats import sniff_format
 from app.imaging import ImageLimits, decode, prepare
 from tests.images import encode, photo
 
@@ -47,6 +48,7 @@ def _diff(a: Image.Image, b: Image.Image) -> float:
         (_ftyp(b"avif", b"mif1", b"miaf"), "AVIF"),
         (_ftyp(b"mif1", b"miaf", b"avif"), "AVIF"),  # a HEIF major brand, AVIF compatible
         (_ftyp(b"avis", b"msf1"), "AVIF"),  # an image sequence
+        (_ftyp(b"mif1", *[b"miaf"] * 12, b"avif"), "AVIF"),  # listed 13th (was "HEIC")
         (_ftyp(b"heic", b"mif1", b"heic"), None),  # HEVC: not decoded here
         (_ftyp(b"mif1", b"heic"), None),
         (_ftyp(b"isom", b"mp41"), None),  # a video
@@ -90,13 +92,15 @@ def test_a_gray_avif_stays_gray_for_a_gray_model(chelsea: Image.Image) -> None:
     assert _diff(img, gray.reduce(5)) < 4.0
 
 
-def test_an_avif_sequence_is_read_by_its_first_frame(chelsea: Image.Image) -> None:
+def test_an_avif_sequence_is_refused_saying_what_to_send(chelsea: Image.Image) -> None:
+    """Its frames are in a track, which is not read before decoding: a frame's size could
+    not be checked, so a sequence is a 415 (round 34's attack)."""
     black = Image.new("RGB", chelsea.size)
     data = _avif(chelsea, save_all=True, append_images=[black, black], duration=80)
     assert sniff_format(data) == "AVIF" and b"avis" in data[:32]
-    img, info = decode(data, RGB224, LIMITS)
-    assert info.frames == 3
-    assert _diff(img, chelsea) < 4.0
+    with pytest.raises(UnsupportedMediaType) as raised:
+        prepare(data, RGB, LIMITS)
+    assert "animated AVIF" in raised.value.detail and "still AVIF" in raised.value.detail
 
 
 def test_an_avif_over_its_own_limit_is_a_413_naming_it(chelsea: Image.Image) -> None:
@@ -110,19 +114,55 @@ def test_an_avif_over_its_own_limit_is_a_413_naming_it(chelsea: Image.Image) -> 
     prepare(data, RGB, ImageLimits(max_avif_pixels=200_000))
 
 
+def _with_ispe(data: bytes, width: int, height: int) -> bytes:
+    at = data.index(b"ispe") + 8  # after the box type and its version/flags
+    return data[:at] + width.to_bytes(4, "big") + height.to_bytes(4, "big") + data[at + 8 :]
+
+
 def test_a_declared_size_over_the_limit_is_refused_before_libavif_reads_it(
     chelsea: Image.Image,
 ) -> None:
     """libavif refuses a side over 32768 px itself, which could only be said as a damaged
     header; the ispe property is read first, so the client learns the size and the limit."""
     data = _avif(chelsea)
-    assert read_avif_header(data) == chelsea.size
-    at = data.index(b"ispe") + 8  # after the box type and its version/flags
-    huge = data[:at] + (40_000).to_bytes(4, "big") * 2 + data[at + 8 :]
-    assert read_avif_header(huge) == (40_000, 40_000)
+    assert av1_frames(data).declared == (chelsea.size,)
+    huge = _with_ispe(data, 40_000, 40_000)
+    assert av1_frames(huge).declared == ((40_000, 40_000),)
     with pytest.raises(PayloadTooLarge) as raised:
         prepare(huge, RGB, LIMITS)
-    assert "40000x40000 = 1,600,000,000 pixels" in raised.value.detail
+    assert "40000x40000 = 1,600,000,000 pixel frame" in raised.value.detail
+
+
+def test_a_frame_larger_than_its_declared_size_is_refused_by_the_frame() -> None:
+    """Round 34's attack: a 6 KB AVIF coding a 16384x16384 frame and declaring 1000x1000 was
+    decoded whole by libavif (then scaled to the declared size): a worker +500 MiB. The frame
+    size is read from the AV1 sequence header of the item's data."""
+    flat = Image.linear_gradient("L").resize((4000, 4000)).convert("RGB")
+    data = _with_ispe(encode(flat, "AVIF", quality=20, speed=10), 1000, 1000)
+    assert av1_frames(data).coded == ((4000, 4000),)
+    with pytest.raises(PayloadTooLarge) as raised:
+        prepare(data, RGB, ImageLimits(max_avif_pixels=15_000_000))
+    assert "4000x4000 = 16,000,000 pixel frame" in raised.value.detail
+    prepare(data, RGB, ImageLimits(max_avif_pixels=16_000_000))  # within it: decoded
+
+
+def test_the_sequence_header_is_read_with_every_optional_field() -> None:
+    """A hand-built sequence header (AV1 5.5) with timing and decoder model info and two
+    operating points, each with its own parameters, before the frame size fields."""
+    bits = "000" + "0" + "0"  # seq_profile, still_picture, reduced_still_picture_header
+    bits += "1" + ("0" * 31 + "1") * 2 + "1" + "1"  # timing info, 2 x 32 bits, equal, uvlc 0
+    bits += "1" + "00100" + "0" * 32 + "00000" + "00000"  # decoder model info, delay 5 bits
+    bits += "1" + "00001"  # initial display delay present, 2 operating points
+    for level in ("01000", "00001"):  # level 8 has a tier bit
+        bits += "0" * 12 + level + ("0" if level == "01000" else "")
+        bits += "1" + "0" * 11  # decoder model for this op: 5 + 5 + 1 bits
+        bits += "1" + "0011"  # initial display delay for this op
+    bits += "1101" + "1100"  # frame_width_bits 14, frame_height_bits 13
+    bits += format(5999, "014b") + format(3999, "013b")
+    bits += "0" * (-len(bits) % 8)
+    payload = int(bits, 2).to_bytes(len(bits) // 8, "big")
+    obus = b"\x12\x00" + bytes([0x0A, len(payload)]) + payload  # temporal delimiter first
+    assert sequence_frame_size(obus) == (6000, 4000)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.9])
@@ -133,16 +173,19 @@ def test_a_cut_avif_is_a_422(chelsea: Image.Image, keep: float) -> None:
     assert "AVIF" in raised.value.detail
 
 
-def test_boxes_that_lie_about_their_sizes_end_the_walk() -> None:
-    """The ispe walk stops at a box that claims more than its parent holds, a zero-size box
-    ends its parent, and a million boxes are not all looked at."""
+def test_boxes_that_lie_about_their_sizes_are_a_422() -> None:
+    """A box larger than what holds it, a meta box without item locations, and a million
+    boxes (not all looked at): each is said to be unreadable, never decoded."""
     ftyp = _ftyp(b"avif", b"mif1")
-    assert read_avif_header(ftyp + (1 << 31).to_bytes(4, "big") + b"meta" + b"\0" * 64) == (0, 0)
-    assert read_avif_header(ftyp + b"\0\0\0\0meta" + b"\0" * 4) == (0, 0)
     tiny = (8).to_bytes(4, "big") + b"free"
-    assert read_avif_header(ftyp + tiny * 1_000_000) == (0, 0)
-    with pytest.raises((InvalidImage, UnsupportedMediaType)):
-        prepare(ftyp + tiny * 1000, RGB, LIMITS)
+    for data in (
+        ftyp + (1 << 31).to_bytes(4, "big") + b"meta" + b"\0" * 64,
+        ftyp + (20).to_bytes(4, "big") + b"meta" + b"\0" * 12,
+        ftyp + tiny * 1_000_000,
+    ):
+        with pytest.raises(InvalidImage) as raised:
+            prepare(data, RGB, LIMITS)
+        assert "AVIF" in raised.value.detail
 
 
 def test_an_avif_is_decoded_on_one_thread(chelsea: Image.Image) -> None:

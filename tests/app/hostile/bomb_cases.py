@@ -19,6 +19,7 @@ from tests.app.hostile.base import (
 from tests.images import (
     avif_with_size,
     big_avif,
+    big_avif_flat,
     big_png,
     bmp_rle8_runs,
     bmp_with_size,
@@ -163,6 +164,28 @@ def cpu_and_memory() -> list[Case]:
             "ok",
         ),
         mk("avif-12.5mp", "memory", "imagenet", lambda: big_avif(4080, 3072), "ok", slow=True),
+        mk(
+            "webp-animated-6000x6000",  # composed on full canvases: 1 GB for the tree
+            "bomb",
+            "imagenet",
+            lambda: encode(
+                Image.new("RGB", (6000, 6000), (200, 30, 30)),
+                "WEBP",
+                save_all=True,
+                append_images=[Image.new("RGB", (6000, 6000), (30, 200, 30))],
+                quality=50,
+            ),
+            "reject",
+            (413,),
+        ),
+        mk(
+            "avif-frame-16384-declares-1000",  # libavif decoded the coded frame whole
+            "bomb",
+            "imagenet",
+            lambda: avif_with_size(big_avif_flat(16384), 1000, 1000),
+            "reject",
+            (413,),
+        ),
         mk(
             "avif-declares-40000x40000",
             "bomb",

@@ -1,0 +1,229 @@
+"""The size of the AV1 frames an AVIF file holds, read from the AV1 data itself before libavif
+decodes anything (round 34's attack).
+
+The `ispe` property only declares a size: a 6 KB file whose frame is 16384x16384 and whose
+ispe says 1000x1000 was decoded whole by libavif (then scaled to the declared size), which
+took a worker up by 500 MiB. So every AV1 image item's data is found through the `iloc` box,
+and the sequence header at its start (AV1 5.5: every key frame sample carries one) gives the
+largest frame that stream may hold. Image sequences (animated AVIF: a `moov` box, frames in
+a track) are not read here and are refused by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+_BOX_CAP: Final = 4096  # boxes looked at; real files have fewer than 50
+_ITEM_CAP: Final = 4096  # items in iinf/iloc; a grid has at most 256 x 256 tiles + alpha
+_HEAD_BYTES: Final = 4096  # of an item's data: the sequence header is its first OBU or two
+_SEQUENCE_HEADER: Final = 1  # obu_type
+
+
+class Unreadable(ValueError):
+    """The boxes or the AV1 data say nothing trustworthy about the frame sizes."""
+
+
+@dataclass(frozen=True)
+class Frames:
+    sequence: bool  # a `moov` box: an image sequence, whose frames are in a track
+    coded: tuple[tuple[int, int], ...]  # the largest frame of each AV1 image item
+    declared: tuple[tuple[int, int], ...]  # the sizes its `ispe` properties declare
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of the boxes in data[start:end]."""
+    pos, seen = start, 0
+    while pos + 8 <= end:
+        seen += 1
+        if seen > _BOX_CAP:
+            raise Unreadable("too many boxes")
+        size, kind, body = (
+            int.from_bytes(data[pos : pos + 4], "big"),
+            data[pos + 4 : pos + 8],
+            pos + 8,
+        )
+        if size == 1 and pos + 16 <= end:
+            size, body = int.from_bytes(data[pos + 8 : pos + 16], "big"), pos + 16
+        elif size == 0:
+            size = end - pos
+        if size < body - pos or pos + size > end:
+            raise Unreadable("a box is larger than what holds it")
+        yield kind, body, pos + size
+        pos += size
+
+
+def _uint(data: bytes, pos: int, n: int) -> tuple[int, int]:
+    if pos + n > len(data):
+        raise Unreadable("a box ends early")
+    return int.from_bytes(data[pos : pos + n], "big"), pos + n
+
+
+def _av01_items(data: bytes, body: int, end: int) -> set[int]:
+    """The ids of the iinf box's AV1 image items (infe version 2 or 3)."""
+    version = data[body]
+    _, pos = _uint(data, body + 4, 2 if version == 0 else 4)
+    found = set()
+    for kind, start, _ in _boxes(data, pos, end):
+        if kind != b"infe" or data[start] not in (2, 3):
+            continue
+        width = 2 if data[start] == 2 else 4
+        item, pos = _uint(data, start + 4, width)
+        if data[pos + 2 : pos + 6] == b"av01":
+            found.add(item)
+    return found
+
+
+def _locations(data: bytes, body: int, idat: int) -> dict[int, list[tuple[int, int]]]:
+    """iloc: item id -> its extents (absolute offset, length; 0 = to the end of the file)."""
+    version = data[body]
+    sizes, pos = _uint(data, body + 4, 2)
+    offset_size, length_size = sizes >> 12, (sizes >> 8) & 15
+    base_size, index_size = (sizes >> 4) & 15, (sizes & 15 if version in (1, 2) else 0)
+    count, pos = _uint(data, pos, 2 if version < 2 else 4)
+    if count > _ITEM_CAP:
+        raise Unreadable("too many items")
+    out: dict[int, list[tuple[int, int]]] = {}
+    for _ in range(count):
+        item, pos = _uint(data, pos, 2 if version < 2 else 4)
+        method = 0
+        if version in (1, 2):
+            method, pos = _uint(data, pos, 2)
+            method &= 15
+        _, pos = _uint(data, pos, 2)  # data_reference_index
+        base, pos = _uint(data, pos, base_size)
+        extents, pos = _uint(data, pos, 2)
+        spans = []
+        for _ in range(extents):
+            _, pos = _uint(data, pos, index_size)
+            offset, pos = _uint(data, pos, offset_size)
+            length, pos = _uint(data, pos, length_size)
+            if method == 1 and idat < 0:
+                raise Unreadable("item data in an idat box that is missing")
+            if method > 1:
+                raise Unreadable("item data made of other items")
+            spans.append((base + offset + (idat if method == 1 else 0), length))
+        out[item] = spans
+    return out
+
+
+def _head(data: bytes, spans: list[tuple[int, int]]) -> bytes:
+    """The first bytes of an item's data, its extents joined."""
+    parts, have = [], 0
+    for offset, length in spans:
+        end = len(data) if length == 0 else offset + length
+        if offset >= len(data) or end > len(data):
+            raise Unreadable("an item's data lies outside the file")
+        parts.append(data[offset : min(end, offset + _HEAD_BYTES - have)])
+        have += len(parts[-1])
+        if have >= _HEAD_BYTES:
+            break
+    return b"".join(parts)
+
+
+class _Bits:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def read(self, n: int) -> int:
+        value = 0
+        for _ in range(n):
+            byte = self.pos >> 3
+            if byte >= len(self.data):
+                raise Unreadable("the sequence header ends early")
+            value = value << 1 | (self.data[byte] >> (7 - (self.pos & 7))) & 1
+            self.pos += 1
+        return value
+
+    def uvlc(self) -> None:
+        zeros = 0
+        while not self.read(1):
+            zeros += 1
+            if zeros >= 32:
+                raise Unreadable("a variable-length code is too long")
+        self.read(zeros)
+
+
+def _leb128(data: bytes, pos: int) -> tuple[int, int]:
+    value = 0
+    for i in range(8):
+        byte, pos = _uint(data, pos, 1)
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, pos
+    raise Unreadable("an OBU size is too long")
+
+
+def sequence_frame_size(obus: bytes) -> tuple[int, int]:
+    """(max_frame_width, max_frame_height) from the sequence header among the first OBUs
+    (AV1 spec 5.3 OBU header, 5.5 sequence header), reading only up to those fields."""
+    pos = 0
+    while pos < len(obus):
+        header, pos = _uint(obus, pos, 1)
+        kind, extension, has_size = (header >> 3) & 15, header >> 2 & 1, header >> 1 & 1
+        pos += extension
+        size, pos = _leb128(obus, pos) if has_size else (len(obus) - pos, pos)
+        if kind == _SEQUENCE_HEADER:
+            return _max_frame(_Bits(obus[pos : pos + size]))
+        pos += size
+    raise Unreadable("no sequence header")
+
+
+def _max_frame(bits: _Bits) -> tuple[int, int]:
+    bits.read(3)  # seq_profile
+    bits.read(1)  # still_picture
+    if bits.read(1):  # reduced_still_picture_header
+        bits.read(5)  # seq_level_idx[0]
+    else:
+        decoder_model, buffer_delay_bits = False, 0
+        if bits.read(1):  # timing_info_present_flag
+            bits.read(32)
+            bits.read(32)
+            if bits.read(1):  # equal_picture_interval
+                bits.uvlc()
+            decoder_model = bool(bits.read(1))
+            if decoder_model:
+                buffer_delay_bits = bits.read(5) + 1
+                bits.read(32)
+                bits.read(10)  # buffer_removal_time_length_minus_1, frame_presentation_...
+        initial_display_delay = bits.read(1)
+        for _ in range(bits.read(5) + 1):  # operating points
+            bits.read(12)  # operating_point_idc
+            if bits.read(5) > 7:  # seq_level_idx
+                bits.read(1)  # seq_tier
+            if decoder_model and bits.read(1):  # decoder_model_present_for_this_op
+                bits.read(2 * buffer_delay_bits + 1)
+            if initial_display_delay and bits.read(1):
+                bits.read(4)
+    width_bits, height_bits = bits.read(4) + 1, bits.read(4) + 1
+    return bits.read(width_bits) + 1, bits.read(height_bits) + 1
+
+
+def av1_frames(data: bytes) -> Frames:
+    """The frame sizes of every AV1 image item of an AVIF file (Unreadable when an item's
+    data or its sequence header cannot be found)."""
+    meta, sequence = None, False
+    for kind, start, end in _boxes(data, 0, len(data)):
+        if kind == b"meta" and meta is None:
+            meta = (start + 4, end)  # a full box: version and flags first
+        sequence |= kind == b"moov"
+    if meta is None:
+        return Frames(sequence, (), ())
+    children = {kind: (start, end) for kind, start, end in _boxes(data, *meta)}
+    declared = []
+    for kind, start, end in _boxes(data, *children.get(b"iprp", (0, 0))):
+        for prop, at, stop in _boxes(data, start, end) if kind == b"ipco" else ():
+            if prop == b"ispe" and stop - at >= 12:  # version and flags, width, height
+                declared.append((_uint(data, at + 4, 4)[0], _uint(data, at + 8, 4)[0]))
+    if b"iinf" not in children or b"iloc" not in children:
+        raise Unreadable("no item information or locations")
+    items = _av01_items(data, *children[b"iinf"])
+    idat = children[b"idat"][0] if b"idat" in children else -1
+    located = _locations(data, children[b"iloc"][0], idat)
+    sizes = []
+    for item in sorted(items):
+        if item not in located:
+            raise Unreadable("an AV1 item has no location")
+        sizes.append(sequence_frame_size(_head(data, located[item])))
+    return Frames(sequence, tuple(sizes), tuple(declared))

@@ -1,0 +1,59 @@
+"""The limits on one image and on one request's decoding (413 beyond), and the words that
+say which was passed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from app.decode_guard import DecodeBudget
+from app.errors import PayloadTooLarge
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_avif_pixels: int = 13_000_000  # decoded whole at 8.5 bytes a pixel (app/formats.py)
+    min_side: int = 8
+    # Work per request, all its images together: decoded pixels (a progressive JPEG counts
+    # pixels x scans / 10) and seconds spent decoding.
+    max_request_pixels: int = 128_000_000
+    decode_seconds: float = 5.0
+    # Progressive JPEG scans allowed in one file (libjpeg writes 10; each costs a full pass).
+    max_jpeg_scans: int = 100
+    # Decodes running at once in this process; 0 = one per CPU core.
+    decode_concurrency: int = 0
+
+    def budget(self) -> DecodeBudget:
+        """A fresh work budget for one request."""
+        return DecodeBudget(self.max_request_pixels, self.decode_seconds)
+
+
+# Decoded whole at full size, whatever the model needs: their own, lower limits.
+_WHOLE: Final = {
+    "AVIF": ("AVIF is decoded whole", "Send it as JPEG, PNG or WebP."),
+    "animated WebP": (  # libwebp composes frames on two full canvases and copies one out
+        "an animated WebP's first frame is composed on full-size canvases",
+        "Send its first frame as a still WebP, PNG or JPEG.",
+    ),
+}
+
+
+def pixel_limit(kind: str, limits: ImageLimits) -> int:
+    """The limit for a format, or a kind of it ('animated WebP': half AVIF's, 16 bytes a
+    pixel against 8.5)."""
+    whole = {"AVIF": limits.max_avif_pixels, "animated WebP": limits.max_avif_pixels // 2}
+    return min(limits.max_pixels, whole.get(kind, limits.max_pixels))
+
+
+def too_many_pixels(w: int, h: int, limits: ImageLimits, kind: str = "") -> PayloadTooLarge:
+    limit = pixel_limit(kind, limits)
+    why, send = _WHOLE.get(kind, ("", ""))
+    return PayloadTooLarge(
+        f"The {kind} image is {w}x{h} = {w * h:,} pixels; {why}, so its limit is {limit:,} "
+        f"pixels (other formats: {limits.max_pixels:,}). {send}"
+        if limit < limits.max_pixels
+        else f"The image is {w}x{h} = {w * h:,} pixels; the limit is {limit:,}.",
+        limit_pixels=limit,
+    )

@@ -1,0 +1,45 @@
+"""Formats decoded whole at full size have their own, lower pixel limits (app/image_limits.py):
+AVIF (round 34), and animated WebP at half of it (round 34's attack: a 190 KB animated WebP
+of 6000x6000 took the default server's tree to 1,017 MiB; libwebp composes each frame on
+two full canvases and copies one out)."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from app.bundle import InputSpec
+from app.errors import PayloadTooLarge
+from app.image_limits import ImageLimits, pixel_limit
+from app.imaging import prepare
+from tests.images import encode
+
+RGB = InputSpec(height=32, width=32, channels=3, color="rgb")
+
+
+def _animated(w: int, h: int) -> bytes:
+    frames = [Image.new("RGB", (w, h), c) for c in ((200, 30, 30), (30, 200, 30))]
+    return encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], quality=50)
+
+
+def test_each_kind_has_its_limit() -> None:
+    limits = ImageLimits(max_pixels=40_000_000, max_avif_pixels=13_000_000)
+    assert pixel_limit("PNG", limits) == 40_000_000
+    assert pixel_limit("WEBP", limits) == 40_000_000  # a still WebP is decoded reduced
+    assert pixel_limit("AVIF", limits) == 13_000_000
+    assert pixel_limit("animated WebP", limits) == 6_500_000
+    assert pixel_limit("AVIF", ImageLimits(max_pixels=1_000_000)) == 1_000_000
+
+
+def test_an_animated_webp_over_its_limit_is_a_413_saying_what_to_send() -> None:
+    limits = ImageLimits(max_avif_pixels=2 * 600 * 500 - 2)
+    with pytest.raises(PayloadTooLarge) as raised:
+        prepare(_animated(600, 500), RGB, limits)
+    detail = raised.value.detail
+    assert detail.startswith("The animated WebP image is 600x500 = 300,000 pixels;"), detail
+    assert "so its limit is 299,999 pixels" in detail
+    assert "Send its first frame as a still WebP, PNG or JPEG." in detail
+    out = prepare(_animated(600, 500), RGB, ImageLimits(max_avif_pixels=2 * 600 * 500))
+    assert out.info.frames == 2
+    still = encode(Image.new("RGB", (600, 500), (200, 30, 30)), "WEBP")
+    assert prepare(still, RGB, limits).info.format == "WEBP"  # a still one: the usual limit
