@@ -4,8 +4,8 @@ decodes anything (round 34's attack).
 The `ispe` property only declares a size: a 6 KB file whose frame is 16384x16384 and whose
 ispe says 1000x1000 was decoded whole by libavif (then scaled to the declared size), which
 took a worker up by 500 MiB. So every AV1 image item's data is found through the `iloc` box,
-and the sequence header at its start (AV1 5.5: every key frame sample carries one) gives the
-largest frame that stream may hold. Image sequences (animated AVIF: a `moov` box, frames in
+and its sequence headers (AV1 5.5: every key frame sample carries one; a frame cannot exceed
+its sequence header's maximum) give the largest frame that stream may hold. Image sequences (animated AVIF: a `moov` box, frames in
 a track) are not read here and are refused by the caller.
 """
 
@@ -17,7 +17,9 @@ from typing import Final
 
 _BOX_CAP: Final = 4096  # boxes looked at; real files have fewer than 50
 _ITEM_CAP: Final = 4096  # items in iinf/iloc; a grid has at most 256 x 256 tiles + alpha
-_HEAD_BYTES: Final = 4096  # of an item's data: the sequence header is its first OBU or two
+_EXTENT_CAP: Final = 4096  # extents in all of iloc (round 34: 4096 x 65,535 made 2 GB)
+_OBU_CAP: Final = 4096  # OBUs in one item: a temporal unit has a few (one per tile group)
+_FIELD_SIZES: Final = (0, 4, 8)  # iloc's offset, length, base offset and index sizes
 _SEQUENCE_HEADER: Final = 1  # obu_type
 
 
@@ -81,9 +83,12 @@ def _locations(data: bytes, body: int, idat: int) -> dict[int, list[tuple[int, i
     sizes, pos = _uint(data, body + 4, 2)
     offset_size, length_size = sizes >> 12, (sizes >> 8) & 15
     base_size, index_size = (sizes >> 4) & 15, (sizes & 15 if version in (1, 2) else 0)
+    if {offset_size, length_size, base_size, index_size} - set(_FIELD_SIZES):
+        raise Unreadable("item location fields of a size other than 0, 4 or 8 bytes")
     count, pos = _uint(data, pos, 2 if version < 2 else 4)
     if count > _ITEM_CAP:
         raise Unreadable("too many items")
+    total = 0
     out: dict[int, list[tuple[int, int]]] = {}
     for _ in range(count):
         item, pos = _uint(data, pos, 2 if version < 2 else 4)
@@ -94,6 +99,9 @@ def _locations(data: bytes, body: int, idat: int) -> dict[int, list[tuple[int, i
         _, pos = _uint(data, pos, 2)  # data_reference_index
         base, pos = _uint(data, pos, base_size)
         extents, pos = _uint(data, pos, 2)
+        total += extents
+        if total > _EXTENT_CAP:
+            raise Unreadable("too many item extents")
         spans = []
         for _ in range(extents):
             _, pos = _uint(data, pos, index_size)
@@ -108,17 +116,14 @@ def _locations(data: bytes, body: int, idat: int) -> dict[int, list[tuple[int, i
     return out
 
 
-def _head(data: bytes, spans: list[tuple[int, int]]) -> bytes:
-    """The first bytes of an item's data, its extents joined."""
-    parts, have = [], 0
+def _item_data(data: bytes, spans: list[tuple[int, int]]) -> bytes:
+    """An item's data, its extents joined (at most the file's size)."""
+    parts = []
     for offset, length in spans:
         end = len(data) if length == 0 else offset + length
         if offset >= len(data) or end > len(data):
             raise Unreadable("an item's data lies outside the file")
-        parts.append(data[offset : min(end, offset + _HEAD_BYTES - have)])
-        have += len(parts[-1])
-        if have >= _HEAD_BYTES:
-            break
+        parts.append(data[offset:end])
     return b"".join(parts)
 
 
@@ -156,18 +161,25 @@ def _leb128(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def sequence_frame_size(obus: bytes) -> tuple[int, int]:
-    """(max_frame_width, max_frame_height) from the sequence header among the first OBUs
-    (AV1 spec 5.3 OBU header, 5.5 sequence header), reading only up to those fields."""
-    pos = 0
+    """The largest (max_frame_width, max_frame_height) of every sequence header among the
+    OBUs (AV1 spec 5.3 OBU header, 5.5 sequence header, read up to those fields): every OBU
+    is walked, since a second sequence header starts a new sequence that the decoder follows
+    (round 34: a 640x480 one, then a 16384x16384 one and its frame, was decoded whole)."""
+    pos, found, seen = 0, [], 0
     while pos < len(obus):
+        seen += 1
+        if seen > _OBU_CAP:
+            raise Unreadable("too many OBUs in one image")
         header, pos = _uint(obus, pos, 1)
         kind, extension, has_size = (header >> 3) & 15, header >> 2 & 1, header >> 1 & 1
         pos += extension
         size, pos = _leb128(obus, pos) if has_size else (len(obus) - pos, pos)
         if kind == _SEQUENCE_HEADER:
-            return _max_frame(_Bits(obus[pos : pos + size]))
+            found.append(_max_frame(_Bits(obus[pos : pos + size])))
         pos += size
-    raise Unreadable("no sequence header")
+    if not found:
+        raise Unreadable("no sequence header")
+    return max(found, key=lambda s: s[0] * s[1])
 
 
 def _max_frame(bits: _Bits) -> tuple[int, int]:
@@ -225,5 +237,5 @@ def av1_frames(data: bytes) -> Frames:
     for item in sorted(items):
         if item not in located:
             raise Unreadable("an AV1 item has no location")
-        sizes.append(sequence_frame_size(_head(data, located[item])))
+        sizes.append(sequence_frame_size(_item_data(data, located[item])))
     return Frames(sequence, tuple(sizes), tuple(declared))

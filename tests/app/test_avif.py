@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.avif_frames import av1_frames, sequence_frame_size
+from app.avif_frames import Unreadable, av1_frames, sequence_frame_size
 from app.bundle import InputSpec
 from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 from app.formats import sniff_format
@@ -146,8 +146,8 @@ def test_a_frame_larger_than_its_declared_size_is_refused_by_the_frame() -> None
     prepare(data, RGB, ImageLimits(max_avif_pixels=16_000_000))  # within it: decoded
 
 
-def test_the_sequence_header_is_read_with_every_optional_field() -> None:
-    """A hand-built sequence header (AV1 5.5) with timing and decoder model info and two
+def _sequence_header(width: int, height: int) -> bytes:
+    """A hand-built sequence header OBU (AV1 5.5) with timing and decoder model info and two
     operating points, each with its own parameters, before the frame size fields."""
     bits = "000" + "0" + "0"  # seq_profile, still_picture, reduced_still_picture_header
     bits += "1" + ("0" * 31 + "1") * 2 + "1" + "1"  # timing info, 2 x 32 bits, equal, uvlc 0
@@ -157,12 +157,55 @@ def test_the_sequence_header_is_read_with_every_optional_field() -> None:
         bits += "0" * 12 + level + ("0" if level == "01000" else "")
         bits += "1" + "0" * 11  # decoder model for this op: 5 + 5 + 1 bits
         bits += "1" + "0011"  # initial display delay for this op
-    bits += "1101" + "1100"  # frame_width_bits 14, frame_height_bits 13
-    bits += format(5999, "014b") + format(3999, "013b")
+    bits += "1110" * 2  # frame_width_bits and frame_height_bits: 15
+    bits += format(width - 1, "015b") + format(height - 1, "015b")
     bits += "0" * (-len(bits) % 8)
     payload = int(bits, 2).to_bytes(len(bits) // 8, "big")
-    obus = b"\x12\x00" + bytes([0x0A, len(payload)]) + payload  # temporal delimiter first
+    return bytes([0x0A, len(payload)]) + payload
+
+
+def test_the_sequence_header_is_read_with_every_optional_field() -> None:
+    obus = b"\x12\x00" + _sequence_header(6000, 4000)  # a temporal delimiter first
     assert sequence_frame_size(obus) == (6000, 4000)
+
+
+def test_every_sequence_header_of_an_item_counts() -> None:
+    """Round 34's second attack: a 640x480 sequence header, then a 16384x16384 one and its
+    frame; the decoder follows the second (a 6 KB file, the tree 468 -> 946 MiB)."""
+    frame = bytes([0x32, 3]) + b"\0\0\0"  # an OBU_FRAME: skipped by its size
+    obus = b"\x12\x00" + _sequence_header(640, 480) + _sequence_header(16384, 16384) + frame
+    assert sequence_frame_size(obus) == (16384, 16384)
+    with pytest.raises(Unreadable, match="no sequence header"):
+        sequence_frame_size(b"\x12\x00" + frame)
+    with pytest.raises(Unreadable, match="too many OBUs"):
+        sequence_frame_size(b"\x12\x00" * 5000 + _sequence_header(64, 64))
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return (8 + len(payload)).to_bytes(4, "big") + kind + payload
+
+
+def test_item_locations_are_bounded_before_they_are_read() -> None:
+    """Round 34's second attack: 4,096 items of 65,535 zero-byte extents each (iloc field
+    sizes of 0) in a 24 KB file became 268 M tuples: 2 GB and 48 s of one worker. Extents are
+    capped in all, and field sizes other than 0, 4 and 8 bytes refused, as libavif does."""
+    infe = _box(b"infe", b"\2\0\0\0" + b"\0\1" + b"\0\0" + b"av01")
+    iinf = _box(b"iinf", b"\0" * 4 + b"\0\1" + infe)
+
+    def avif(sizes: int, extents: int, field: int) -> bytes:
+        item = b"\0\1" + b"\0\0" + b"\0\0" + b"\0" * field + extents.to_bytes(2, "big")
+        item += b"\0" * (2 * field * extents)
+        iloc = _box(b"iloc", b"\1\0\0\0" + sizes.to_bytes(2, "big") + b"\0\1" + item)
+        return _ftyp(b"avif", b"mif1") + _box(b"meta", b"\0" * 4 + iinf + iloc)
+
+    for data, why in (
+        (avif(0x0000, 5000, 0), "too many item extents"),
+        (avif(0x2200, 1, 2), "other than 0, 4 or 8 bytes"),
+    ):
+        with pytest.raises(Unreadable, match=why):
+            av1_frames(data)
+        with pytest.raises(InvalidImage):
+            prepare(data, RGB, LIMITS)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.9])
