@@ -171,6 +171,7 @@ def _raw_profile(orientation: int) -> bytes:
     return b"\nexif\n" + str(len(body)).encode() + b"\n" + body.hex().encode() + b"\n"
 
 
+@pytest.mark.slow  # the damaged, cut and whole-decode cases: about 1 s each
 @pytest.mark.usefixtures("small_bands")
 @pytest.mark.parametrize(
     ("name", "extra", "expected"),
@@ -202,6 +203,7 @@ def test_orientation_from_any_chunk_after_the_pixels_as_pillow_reads_it(
     assert np.array_equal(np.asarray(img), whole)
 
 
+@pytest.mark.slow  # the damaged, cut and whole-decode cases: about 1 s each
 @pytest.mark.usefixtures("small_bands")
 @pytest.mark.parametrize("keep", [0.3, 0.7, 0.99])
 def test_a_file_cut_short_is_a_422_as_for_the_whole_decode(
@@ -231,6 +233,7 @@ def _with_image_data(data: bytes, change: Callable[[bytes], bytes]) -> bytes:
 STRIDE = 1 + W * 3
 
 
+@pytest.mark.slow  # the damaged, cut and whole-decode cases: about 1 s each
 @pytest.mark.usefixtures("small_bands")
 @pytest.mark.parametrize(
     ("name", "change"),
@@ -255,6 +258,7 @@ def test_damaged_image_data_gets_the_answer_the_whole_decode_gets(
     assert np.array_equal(np.asarray(img), whole), name
 
 
+@pytest.mark.slow  # the damaged, cut and whole-decode cases: about 1 s each
 @pytest.mark.usefixtures("small_bands")
 @pytest.mark.parametrize(
     ("name", "make"),
@@ -317,6 +321,7 @@ def _interlaced() -> bytes:
     return bytes(data)
 
 
+@pytest.mark.slow  # the damaged, cut and whole-decode cases: about 1 s each
 def test_small_pngs_and_unreduced_ones_are_decoded_whole() -> None:
     data = _png(Image.fromarray(_picture(4), "RGBA"))
     img = Image.open(io.BytesIO(data))
@@ -337,6 +342,7 @@ def test_the_16_bit_test_pictures_are_what_pillow_decodes() -> None:
     assert np.array_equal(decoded, (pixels >> 8).astype(np.uint8))
 
 
+@pytest.mark.slow  # the damaged, cut and whole-decode cases: about 1 s each
 @pytest.mark.usefixtures("small_bands")
 @pytest.mark.parametrize("after_pixels", [False, True])
 def test_a_16_bit_colour_png_keeps_its_exif_orientation(
@@ -355,6 +361,7 @@ def test_a_16_bit_colour_png_keeps_its_exif_orientation(
 STRIDE16 = 1 + W * 6
 
 
+@pytest.mark.slow  # the damaged, cut and whole-decode cases: about 1 s each
 @pytest.mark.usefixtures("small_bands")
 @pytest.mark.parametrize(
     ("name", "change"),
@@ -382,6 +389,7 @@ def test_damaged_16_bit_colour_gets_the_answer_the_whole_decode_gets(
     assert np.array_equal(np.asarray(img), whole), name
 
 
+@pytest.mark.slow  # the damaged, cut and whole-decode cases: about 1 s each
 @pytest.mark.usefixtures("small_bands")
 @pytest.mark.parametrize("keep", [0.3, 0.99])
 def test_16_bit_colour_cut_short_is_a_422(
@@ -469,6 +477,7 @@ def test_a_thin_png_keeps_its_exif_orientation(
 THIN_STRIDE = 1 + THIN[0] * 4
 
 
+@pytest.mark.slow  # the damaged, cut and whole-decode cases: about 1 s each
 @pytest.mark.usefixtures("small_bands")
 @pytest.mark.parametrize(
     ("name", "change"),

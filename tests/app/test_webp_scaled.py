@@ -196,6 +196,7 @@ def test_what_libwebp_cannot_do_here_goes_as_before(photos_dir: Path) -> None:
     assert reduced is not None and reduced.reduced is not None and reduced.strips is None
 
 
+@pytest.mark.slow  # three photos coded at up to 6000x4000
 def test_same_top1_as_pillows_decode_on_real_photos(
     imagenet_spec: InputSpec,
     default_limits: ImageLimits,
@@ -249,6 +250,7 @@ print(status("VmHWM") - before)
 """
 
 
+@pytest.mark.slow  # a 12 MP WebP coded, then decoded in a child process
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux peak RSS")
 def test_a_12_mp_webp_decodes_without_a_full_size_copy() -> None:
     """Before: +137 MiB for a 12 MP lossy photo (libwebp's two canvases and the frame it hands

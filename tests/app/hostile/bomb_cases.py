@@ -185,6 +185,7 @@ def cpu_and_memory() -> list[Case]:
             lambda: avif_with_size(big_avif_flat(16384), 1000, 1000),
             "reject",
             (413,),
+            slow=True,  # coding 268 MP takes 14 s
         ),
         mk(
             "avif-declares-40000x40000",
