@@ -118,11 +118,12 @@ def reduce_and_convert(
     if strips is None and factor <= 1 and (w * h * 4 <= STRIP_BYTES or img.mode == work):
         return _to_working(img, work, scale)  # nothing to reduce or convert: img itself
     flat = strips is not None and factor <= 1
-    x0, y0, x1, y1 = box if flat and box is not None else (0, 0, w, h)
+    cropped = flat and box is not None
+    x0, y0, x1, y1 = box if cropped and box is not None else (0, 0, w, h)
     w, h = x1 - x0, y1 - y0
     out = Image.new(_FLAT.get(work, work) if flat else work, (-(-w // factor), -(-h // factor)))
     for top, raw in strips if strips is not None else _strips(img, factor):
-        if (x0, y0, w, h) != (0, 0, *img.size):  # every strip is read: damage is still seen
+        if cropped:  # every strip is read: damage is still seen
             if top >= y1 or top + raw.height <= y0:
                 continue
             raw = raw.crop((x0, max(0, y0 - top), x1, min(raw.height, y1 - top)))

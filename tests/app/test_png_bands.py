@@ -231,19 +231,25 @@ def _with_image_data(data: bytes, change: Callable[[bytes], bytes]) -> bytes:
 
 
 STRIDE = 1 + W * 3
+Damage = tuple[str, Callable[[bytes], bytes]]
+
+
+def _damages(stride: int, missing: int = 50, bad_row: int = 600) -> list[Damage]:
+    """Changes to the inflated image data of rows `stride` bytes long (a filter byte first)."""
+    return [
+        ("rows missing at the end", lambda raw: raw[: -missing * stride]),
+        ("one row missing", lambda raw: raw[:-stride]),
+        ("more rows than the header", lambda raw: raw + raw[:stride]),
+        (
+            "a bad filter type",
+            lambda raw: raw[: bad_row * stride] + b"\x07" + raw[bad_row * stride + 1 :],
+        ),
+    ]
 
 
 @pytest.mark.slow  # the damaged, cut and whole-decode cases: about 1 s each
 @pytest.mark.usefixtures("small_bands")
-@pytest.mark.parametrize(
-    ("name", "change"),
-    [
-        ("rows missing at the end", lambda raw: raw[: -50 * STRIDE]),
-        ("one row missing", lambda raw: raw[:-STRIDE]),
-        ("more rows than the header", lambda raw: raw + raw[:STRIDE]),
-        ("a bad filter type", lambda raw: raw[: 600 * STRIDE] + b"\x07" + raw[600 * STRIDE + 1 :]),
-    ],
-)
+@pytest.mark.parametrize(("name", "change"), _damages(STRIDE))
 def test_damaged_image_data_gets_the_answer_the_whole_decode_gets(
     name: str,
     change: Callable[[bytes], bytes],
@@ -363,18 +369,7 @@ STRIDE16 = 1 + W * 6
 
 @pytest.mark.slow  # the damaged, cut and whole-decode cases: about 1 s each
 @pytest.mark.usefixtures("small_bands")
-@pytest.mark.parametrize(
-    ("name", "change"),
-    [
-        ("rows missing at the end", lambda raw: raw[: -50 * STRIDE16]),
-        ("one row missing", lambda raw: raw[:-STRIDE16]),
-        ("more rows than the header", lambda raw: raw + raw[:STRIDE16]),
-        (
-            "a bad filter type",
-            lambda raw: raw[: 600 * STRIDE16] + b"\x07" + raw[600 * STRIDE16 + 1 :],
-        ),
-    ],
-)
+@pytest.mark.parametrize(("name", "change"), _damages(STRIDE16))
 def test_damaged_16_bit_colour_gets_the_answer_the_whole_decode_gets(
     name: str,
     change: Callable[[bytes], bytes],
@@ -481,13 +476,7 @@ THIN_STRIDE = 1 + THIN[0] * 4
 @pytest.mark.usefixtures("small_bands")
 @pytest.mark.parametrize(
     ("name", "change"),
-    [
-        ("rows missing at the end", lambda raw: raw[: -500 * THIN_STRIDE]),
-        (
-            "a bad filter type",
-            lambda raw: raw[: 4000 * THIN_STRIDE] + b"\x07" + raw[4000 * THIN_STRIDE + 1 :],
-        ),
-    ],
+    [_damages(THIN_STRIDE, missing=500, bad_row=4000)[i] for i in (0, 3)],
 )
 def test_a_damaged_thin_png_gets_the_answer_the_whole_decode_gets(
     name: str,
