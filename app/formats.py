@@ -64,9 +64,10 @@ def avif_refusal(data: bytes, limit: int) -> ServiceError | None:
     AvifImagePlugin.DEFAULT_MAX_THREADS = 1
     try:
         frames = av1_frames(data)
-    except Unreadable as exc:
+    except Exception as exc:  # fails closed: a box the reader trips over is never decoded
+        why = exc if isinstance(exc, Unreadable) else "its boxes are damaged"
         return InvalidImage(
-            f"The data starts like an AVIF file but its image data could not be read ({exc}), "
+            f"The data starts like an AVIF file but its image data could not be read ({why}), "
             f"so it was not decoded. Accepted: {ACCEPTED_TEXT}."
         )
     if frames.sequence:

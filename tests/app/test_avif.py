@@ -14,9 +14,9 @@ from PIL import Image
 from app.avif_frames import Unreadable, av1_frames, sequence_frame_size
 from app.bundle import InputSpec
 from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
-from app.formats import sniff_format
+from app.formats import avif_refusal, sniff_format
 from app.imaging import ImageLimits, decode, prepare
-from tests.images import encode, photo
+from tests.images import avif_with_size, big_avif_flat, encode, photo
 
 RGB = InputSpec(height=32, width=32, channels=3, color="rgb")
 RGB224 = InputSpec(height=224, width=224, channels=3, color="rgb")
@@ -114,11 +114,6 @@ def test_an_avif_over_its_own_limit_is_a_413_naming_it(chelsea: Image.Image) -> 
     prepare(data, RGB, ImageLimits(max_avif_pixels=200_000))
 
 
-def _with_ispe(data: bytes, width: int, height: int) -> bytes:
-    at = data.index(b"ispe") + 8  # after the box type and its version/flags
-    return data[:at] + width.to_bytes(4, "big") + height.to_bytes(4, "big") + data[at + 8 :]
-
-
 def test_a_declared_size_over_the_limit_is_refused_before_libavif_reads_it(
     chelsea: Image.Image,
 ) -> None:
@@ -126,7 +121,7 @@ def test_a_declared_size_over_the_limit_is_refused_before_libavif_reads_it(
     header; the ispe property is read first, so the client learns the size and the limit."""
     data = _avif(chelsea)
     assert av1_frames(data).declared == (chelsea.size,)
-    huge = _with_ispe(data, 40_000, 40_000)
+    huge = avif_with_size(data, 40_000, 40_000)
     assert av1_frames(huge).declared == ((40_000, 40_000),)
     with pytest.raises(PayloadTooLarge) as raised:
         prepare(huge, RGB, LIMITS)
@@ -137,8 +132,7 @@ def test_a_frame_larger_than_its_declared_size_is_refused_by_the_frame() -> None
     """Round 34's attack: a 6 KB AVIF coding a 16384x16384 frame and declaring 1000x1000 was
     decoded whole by libavif (then scaled to the declared size): a worker +500 MiB. The frame
     size is read from the AV1 sequence header of the item's data."""
-    flat = Image.linear_gradient("L").resize((4000, 4000)).convert("RGB")
-    data = _with_ispe(encode(flat, "AVIF", quality=20, speed=10), 1000, 1000)
+    data = avif_with_size(big_avif_flat(4000), 1000, 1000)
     assert av1_frames(data).coded == ((4000, 4000),)
     with pytest.raises(PayloadTooLarge) as raised:
         prepare(data, RGB, ImageLimits(max_avif_pixels=15_000_000))
@@ -225,10 +219,14 @@ def test_boxes_that_lie_about_their_sizes_are_a_422() -> None:
         ftyp + (1 << 31).to_bytes(4, "big") + b"meta" + b"\0" * 64,
         ftyp + (20).to_bytes(4, "big") + b"meta" + b"\0" * 12,
         ftyp + tiny * 1_000_000,
+        # an empty iinf box at the file's end: the reader indexed past it (IndexError), and
+        # the structure check let the file on to libavif unchecked
+        ftyp + _box(b"meta", b"\0" * 4 + _box(b"iloc", b"\0" * 8) + _box(b"iinf", b"")),
     ):
         with pytest.raises(InvalidImage) as raised:
             prepare(data, RGB, LIMITS)
         assert "AVIF" in raised.value.detail
+        assert isinstance(avif_refusal(data, LIMITS.max_avif_pixels), InvalidImage)
 
 
 def test_an_avif_is_decoded_on_one_thread(chelsea: Image.Image) -> None:
