@@ -96,15 +96,17 @@ def reduce_and_convert(
     img: Image.Image,
     factor: int,
     strips: Iterator[tuple[int, Image.Image]] | None = None,
-    peak: int | None = None,
+    peak: float | None = None,
     box: tuple[int, int, int, int] | None = None,
+    size: tuple[int, int] | None = None,
 ) -> Image.Image:
     """The decoded image reduced by `factor` (box filter) in its 8-bit working mode. `strips`:
     (top, strip) pairs of `strip_rows` rows covering it, when `img` itself is not decoded
     (app.png_bands), with `peak`, its largest value, for a 16-bit gray one. Strips not
     reduced (factor 1) are flattened too ('RGB' or 'L', as `flatten` makes them after): a
     thin image then has no full-size copy with alpha (160 MB for 100x400,000 RGBA). `box`
-    (strips not reduced): only that part of the image is kept (tensorize.seen_box)."""
+    (strips not reduced): only that part of the image is kept (tensorize.seen_box). `size`:
+    the strips' image as stored, where `img`'s is not (a TIFF turned by its loader)."""
     work = working_mode(img)
     wide = work == "L" and img.mode not in ("1", "L")
     scale = (
@@ -114,7 +116,7 @@ def reduce_and_convert(
         if peak is None
         else scale_for_peak(img.mode, peak)
     )
-    w, h = img.size
+    w, h = size or img.size
     if strips is None and factor <= 1 and (w * h * 4 <= STRIP_BYTES or img.mode == work):
         return _to_working(img, work, scale)  # nothing to reduce or convert: img itself
     flat = strips is not None and factor <= 1

@@ -1,8 +1,8 @@
 """Large images reduced without a full-size Pillow image of their own.
 
 `plan(data, img, factor, spec)` picks the way for an opened, not yet loaded image, or None
-(the whole decode): a large PNG is decoded in bands (app.png_bands), a thin one only the part
-the model sees kept (tensorize.seen_box); a still WebP to be reduced
+(the whole decode): a large PNG or TIFF is decoded in bands (app.png_bands, app.tiff_bands), a
+thin one only the part the model sees kept (tensorize.seen_box); a still WebP to be reduced
 (or a large one) is decoded once by libwebp straight at the reduced size (app.webp_scaled).
 Where that cannot be done (no usable libwebp), a large single-frame WebP is decoded by
 Pillow's libwebp and its frame read in strips straight from the copy libwebp hands back.
@@ -24,6 +24,9 @@ from app.bundle import InputSpec
 from app.pixels import reduce_and_convert, strip_rows
 from app.png_bands import MIN_BYTES, bands, gray16_peak, layout_for_bands
 from app.tensorize import Box, seen_box
+from app.tiff_bands import TiffLayout, gray_peak
+from app.tiff_bands import bands as tiff_bands
+from app.tiff_bands import layout_for_bands as tiff_layout
 from app.webp_scaled import decode_reduced, still_features
 
 Strips = Iterator[tuple[int, Image.Image]]
@@ -32,10 +35,11 @@ Strips = Iterator[tuple[int, Image.Image]]
 @dataclass(frozen=True)
 class Plan:
     strips: Callable[[int], Strips] | None  # rows per strip -> (top, strip) pairs; None: load
-    peak: Callable[[int], int | None]  # a 16-bit gray image's largest value
+    peak: Callable[[int], float | None]  # a 16-bit, 32-bit or float gray image's largest value
     # factor -> the image already decoded reduced, or None: by strips (or loaded) after all
     reduced: Callable[[int], Image.Image | None] | None = None
     box: Box | None = None  # the part kept, of a thin image not reduced (tensorize.seen_box)
+    size: tuple[int, int] | None = None  # as stored, where Pillow's is upright (a TIFF's)
 
     def reduce(self, img: Image.Image, factor: int) -> Image.Image:
         """`img` (opened, not loaded) reduced by `factor` in its working mode."""
@@ -45,12 +49,17 @@ class Plan:
         if self.strips is None:
             img.load()
             return reduce_and_convert(img, factor)
-        rows = strip_rows(img.size[0], factor)
-        return reduce_and_convert(img, factor, self.strips(rows), self.peak(rows), self.box)
+        size = self.size or img.size
+        rows = strip_rows(size[0], factor)
+        peak = self.peak(rows)
+        return reduce_and_convert(img, factor, self.strips(rows), peak, self.box, size)
 
 
 def plan(data: bytes, img: Image.Image, factor: int, spec: InputSpec | None = None) -> Plan | None:
     box = seen_box(spec, *img.size) if spec is not None and factor == 1 else None
+    tiff = tiff_layout(data, img, factor, cropped=box is not None)
+    if tiff is not None:
+        return _tiff_plan(tiff, img, spec if factor == 1 else None)
     layout = layout_for_bands(data, img, factor, cropped=box is not None)
     if layout is not None:
         return Plan(partial(bands, layout), partial(gray16_peak, layout), box=box)
@@ -66,6 +75,14 @@ def plan(data: bytes, img: Image.Image, factor: int, spec: InputSpec | None = No
     if features is None or (features.width, features.height) != img.size:
         return None if strips is None else Plan(strips, lambda rows: None)
     return Plan(strips, lambda rows: None, partial(_webp_reduced, data, img))
+
+
+def _tiff_plan(layout: TiffLayout, img: Image.Image, spec: InputSpec | None) -> Plan:
+    """Bands of a TIFF page as stored (Pillow's size is upright: its loader turns the page)."""
+    wide = img.mode == "F" or img.mode.startswith("I")
+    peak = partial(gray_peak, layout) if wide else lambda rows: None
+    box = seen_box(spec, *layout.size) if spec is not None else None
+    return Plan(partial(tiff_bands, layout), peak, box=box, size=layout.size)
 
 
 def _webp_reduced(data: bytes, img: Any, factor: int) -> Image.Image | None:
