@@ -10,7 +10,9 @@ a memcpy). Pillow does every filter, palette and mode exactly as for the whole i
 too thin to be reduced (100x400,000) goes this way when its bands are converted (alpha, a
 palette, 16 bits): app.pixels flattens each band, so no full-size image with alpha is made.
 
-Only non-interlaced, single-frame PNGs of 8-bit or 16-bit samples go this way. The next band
+Only non-interlaced, single-frame PNGs of 8-bit or 16-bit samples go this way. Image data
+after the first run of IDAT chunks is ignored, as Pillow's decoder ignores it (a file whose
+first run lacks rows is a 422 either way). The next band
 needs this band's last row as stored: 8-bit and 16-bit gray rows come back from Pillow byte
 for byte (`tobytes`); of 16-bit colour Pillow keeps each sample's high byte, so that row is
 decoded once more for the rest (`_stored_row`). 1-4 bit, interlaced and animated ones are
@@ -59,15 +61,15 @@ class _Layout:
             end = pos + 12 + length
             if kind == b"acTL":  # animated: Pillow's frame handling applies
                 self.eligible = False
-            if kind == b"IDAT" and ended:  # image data in two runs: Pillow's error applies
-                self.eligible = False
+            if kind == b"IDAT" and ended:
+                pass  # a second run of image data: Pillow's decoder stops at the first's end
             elif kind == b"IDAT":
                 self.idat.append(view[pos + 8 : min(end - 4, len(data))])
             elif kind == b"IEND":
                 break
             elif kind != b"IHDR":
                 (self.after if self.idat else self.before).append(data[pos:end])
-            ended = bool(self.idat) and kind != b"IDAT"
+            ended = ended or (bool(self.idat) and kind != b"IDAT")
             pos = end
 
     @property
