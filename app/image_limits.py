@@ -37,14 +37,32 @@ _WHOLE: Final = {
         "an animated WebP's first frame is composed on full-size canvases",
         "Send its first frame as a still WebP, PNG or JPEG.",
     ),
+    "lossless WebP": (  # its backward references reach any pixel decoded before
+        "libwebp decodes a lossless WebP whole (4 bytes a pixel) before reducing it",
+        "Send it as PNG (decoded in bands), or as a lossy WebP or JPEG.",
+    ),
 }
 
 
 def pixel_limit(kind: str, limits: ImageLimits) -> int:
     """The limit for a format, or a kind of it ('animated WebP': half AVIF's, 16 bytes a
-    pixel against 8.5)."""
-    whole = {"AVIF": limits.max_avif_pixels, "animated WebP": limits.max_avif_pixels // 2}
+    pixel against 8.5; 'lossless WebP': twice it, 4 bytes a pixel)."""
+    avif = limits.max_avif_pixels
+    whole = {"AVIF": avif, "animated WebP": avif // 2, "lossless WebP": 2 * avif}
     return min(limits.max_pixels, whole.get(kind, limits.max_pixels))
+
+
+def webp_kind(data: bytes, frames: int) -> str:
+    """'animated WebP', 'lossless WebP' (its image chunk is VP8L) or 'WEBP'."""
+    if frames > 1:
+        return "animated WebP"
+    end, pos = min(len(data), 8 + int.from_bytes(data[4:8], "little")), 12
+    while pos + 8 <= end:
+        tag, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if tag in (b"VP8 ", b"VP8L"):
+            return "lossless WebP" if tag == b"VP8L" else "WEBP"
+        pos += 8 + size + (size & 1)
+    return "WEBP"
 
 
 def too_many_pixels(w: int, h: int, limits: ImageLimits, kind: str = "") -> PayloadTooLarge:

@@ -41,7 +41,7 @@ from app.formats import ACCEPTED_TEXT as ACCEPTED_TEXT
 from app.formats import avif_refusal
 from app.formats import sniff_format as sniff_format
 from app.image_limits import ImageLimits as ImageLimits
-from app.image_limits import pixel_limit, too_many_pixels
+from app.image_limits import pixel_limit, too_many_pixels, webp_kind
 from app.not_image import describe
 from app.open_errors import unreadable_header
 from app.pixels import flatten, reduce_and_convert
@@ -184,7 +184,7 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
         logger.info("%s header unreadable: %s: %s", fmt, type(exc).__name__, exc)
         raise unreadable_header(fmt, data, exc, ACCEPTED_TEXT) from None
     w, h = img.size
-    kind = "animated WebP" if fmt == "WEBP" and getattr(img, "n_frames", 1) > 1 else fmt
+    kind = webp_kind(data, getattr(img, "n_frames", 1)) if fmt == "WEBP" else fmt
     if w * h > pixel_limit(kind, limits):
         raise too_many_pixels(w, h, limits, kind)
     if min(w, h) < limits.min_side:

@@ -1,7 +1,8 @@
 """Formats decoded whole at full size have their own, lower pixel limits (app/image_limits.py):
-AVIF (round 34), and animated WebP at half of it (round 34's attack: a 190 KB animated WebP
+AVIF (round 34), animated WebP at half of it (round 34's attack: a 190 KB animated WebP
 of 6000x6000 took the default server's tree to 1,017 MiB; libwebp composes each frame on
-two full canvases and copies one out)."""
+two full canvases and copies one out), and lossless WebP at twice it (round 35: libwebp keeps
+a 39 MP one whole, 164 MiB, even when it decodes it reduced)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from PIL import Image
 
 from app.bundle import InputSpec
 from app.errors import PayloadTooLarge
-from app.image_limits import ImageLimits, pixel_limit
+from app.image_limits import ImageLimits, pixel_limit, webp_kind
 from app.imaging import prepare
 from tests.images import encode
 
@@ -28,6 +29,7 @@ def test_each_kind_has_its_limit() -> None:
     assert pixel_limit("WEBP", limits) == 40_000_000  # a still WebP is decoded reduced
     assert pixel_limit("AVIF", limits) == 13_000_000
     assert pixel_limit("animated WebP", limits) == 6_500_000
+    assert pixel_limit("lossless WebP", limits) == 26_000_000
     assert pixel_limit("AVIF", ImageLimits(max_pixels=1_000_000)) == 1_000_000
 
 
@@ -43,3 +45,33 @@ def test_an_animated_webp_over_its_limit_is_a_413_saying_what_to_send() -> None:
     assert out.info.frames == 2
     still = encode(Image.new("RGB", (600, 500), (200, 30, 30)), "WEBP")
     assert prepare(still, RGB, limits).info.format == "WEBP"  # a still one: the usual limit
+
+
+def test_a_lossless_webp_over_its_limit_is_a_413_saying_what_to_send() -> None:
+    picture = Image.new("RGB", (600, 500), (30, 90, 200))
+    lossless = encode(picture, "WEBP", lossless=True)
+    limits = ImageLimits(max_avif_pixels=600 * 500 // 2 - 1)
+    with pytest.raises(PayloadTooLarge) as raised:
+        prepare(lossless, RGB, limits)
+    detail = raised.value.detail
+    assert detail.startswith("The lossless WebP image is 600x500 = 300,000 pixels;"), detail
+    assert "so its limit is 299,998 pixels" in detail
+    assert "Send it as PNG (decoded in bands), or as a lossy WebP or JPEG." in detail
+    assert prepare(lossless, RGB, ImageLimits(max_avif_pixels=600 * 500 // 2)).info.width == 600
+    assert prepare(encode(picture, "WEBP"), RGB, limits).info.format == "WEBP"  # lossy
+
+
+@pytest.mark.parametrize(
+    ("options", "kind"),
+    [
+        ({"lossless": True}, "lossless WebP"),
+        ({"lossless": True, "exif": b"Exif\x00\x00II*\x00"}, "lossless WebP"),  # VP8X first
+        ({"quality": 80}, "WEBP"),
+        ({"quality": 80, "alpha": True}, "WEBP"),  # lossy colour, its alpha lossless (ALPH)
+    ],
+)
+def test_the_kind_of_a_webp_is_read_from_its_image_chunk(options: dict, kind: str) -> None:
+    alpha = options.pop("alpha", False)
+    picture = Image.new("RGBA" if alpha else "RGB", (64, 48), (30, 90, 200))
+    assert webp_kind(encode(picture, "WEBP", **options), 1) == kind
+    assert webp_kind(encode(picture, "WEBP", **options), 2) == "animated WebP"
