@@ -53,6 +53,7 @@ from app.tensorize import blank
 from app.tensorize import resize as resize
 from app.tensorize import to_array as to_array
 from app.trim import (
+    FRAME_MAX_PIXELS,
     frame_object,
     ink_on_paper,
     light_ink,
@@ -205,6 +206,20 @@ def _model_side(spec: InputSpec) -> int:
     return max(spec.width, spec.height) * (_TRIM_ZOOM if spec.trim else 1)
 
 
+def _factor(size: tuple[int, int], spec: InputSpec) -> int:
+    """The box-filter reduction of a decoded picture: its short side kept at twice
+    `_model_side`. A thin giant for a model that letterboxes (its long side is what the model
+    sees at full scale) is reduced by its long side instead when it would stay over
+    FRAME_MAX_PIXELS, where trimming skips it anyway: a 100x400,000 PNG no longer exists at
+    full size (+200 MiB for digits or products) to become a few pixels wide."""
+    side = _model_side(spec) * _DRAFT_FACTOR
+    factor = max(1, min(size) // side)
+    w, h = size
+    if spec.resize.mode == "letterbox" and (w // factor) * (h // factor) > FRAME_MAX_PIXELS:
+        factor = max(factor, max(size) // side)
+    return factor
+
+
 def _plan(img: Image.Image, fmt: str, scans: int, spec: InputSpec, rgb: bool = True) -> int:
     """Set up a reduced JPEG decode where it helps; return the work (pixels) to charge."""
     w, h = img.size
@@ -256,12 +271,11 @@ def decode(
             if img.size[0] * img.size[1] > pixel_limit(fmt, limits):  # a header that lied
                 raise too_many_pixels(*img.size, limits, fmt)
             decoded = img.size  # as stored (a JPEG draft already applied)
-            side = _model_side(spec) * _DRAFT_FACTOR
-            strips = plan(data, img, max(1, min(decoded) // side), spec)  # large PNG, WebP
+            strips = plan(data, img, _factor(decoded, spec), spec)  # large PNG, TIFF, WebP
             orientation, exif_status = read_orientation(img)
             if fmt == "TIFF" and orientation in _SWAPS_SIDES:  # Pillow gives the upright size
                 (width, height), decoded = (height, width), decoded[::-1]
-            factor = max(1, min(decoded) // side)
+            factor = _factor(decoded, spec)
             if strips is not None:  # never a full-size image of its own
                 small = strips.reduce(img, factor)
                 todo = orientation

@@ -88,8 +88,19 @@ def _to_working(strip: Image.Image, work: str, scale: tuple[int, float]) -> Imag
 
 
 def strip_rows(width: int, factor: int) -> int:
-    """Rows per strip: about STRIP_BYTES of 4-byte pixels, a multiple of `factor`."""
-    return max(factor, STRIP_BYTES // max(1, width * 4) // factor * factor)
+    """Rows per strip: about STRIP_BYTES of 4-byte pixels, a multiple of `factor`; any number
+    (at least 1) when `factor` rows alone are more than that (`_across_first`)."""
+    rows = STRIP_BYTES // max(1, width * 4)
+    if _across_first(width, factor):
+        return max(1, rows)
+    return max(factor, rows // factor * factor)
+
+
+def _across_first(width: int, factor: int) -> bool:
+    """Whether `factor` rows are over STRIP_BYTES (a thin giant lying down, reduced by its
+    long side: 400,000 x 100 by 7,142): strips are then reduced across only, and the rows
+    of what is left after (a box filter is separable; at most a level of rounding apart)."""
+    return factor > 1 and factor * width * 4 > STRIP_BYTES
 
 
 def reduce_and_convert(
@@ -123,7 +134,10 @@ def reduce_and_convert(
     cropped = flat and box is not None
     x0, y0, x1, y1 = box if cropped and box is not None else (0, 0, w, h)
     w, h = x1 - x0, y1 - y0
-    out = Image.new(_FLAT.get(work, work) if flat else work, (-(-w // factor), -(-h // factor)))
+    across = _across_first(w, factor)
+    out = Image.new(
+        _FLAT.get(work, work) if flat else work, (-(-w // factor), h if across else -(-h // factor))
+    )
     for top, raw in strips if strips is not None else _strips(img, factor):
         if cropped:  # every strip is read: damage is still seen
             if top >= y1 or top + raw.height <= y0:
@@ -132,11 +146,11 @@ def reduce_and_convert(
             top = max(top, y0) - y0
         strip = _to_working(raw, work, scale)
         if factor > 1:
-            strip = strip.reduce(factor)
+            strip = strip.reduce((factor, 1) if across else factor)
         elif flat:
             strip = flatten(strip)
-        out.paste(strip, (0, top // factor))
-    return out
+        out.paste(strip, (0, top if across else top // factor))
+    return out.reduce((1, factor)) if across else out
 
 
 def flatten(img: Image.Image) -> Image.Image:

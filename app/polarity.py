@@ -18,9 +18,13 @@ LIGHT_BORDER = 128
 
 def _ring_boxes(h: int, w: int) -> list[tuple[int, int, int, int]]:
     """The outer ring of an h x w image (4% of the shorter side, at least 1 px) as four
-    non-overlapping (left, top, right, bottom) boxes."""
+    non-overlapping (left, top, right, bottom) boxes; just the top and bottom of an image
+    too low to have sides (a thin giant reduced to one row: the two are the same)."""
     t = max(1, round(min(h, w) * 0.04))
-    return [(0, 0, w, t), (0, h - t, w, h), (0, t, t, h - t), (w - t, t, w, h - t)]
+    boxes = [(0, 0, w, t), (0, h - t, w, h)]
+    if h > 2 * t:
+        boxes += [(0, t, t, h - t), (w - t, t, w, h - t)]
+    return boxes
 
 
 def border_is_light(pixels: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:

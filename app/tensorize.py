@@ -11,6 +11,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from app.bundle import InputSpec
+from app.trim import FRAME_MAX_PIXELS
 
 _RESAMPLE: Final = {
     "nearest": Image.Resampling.NEAREST,
@@ -67,13 +68,18 @@ Box = tuple[int, int, int, int]
 def seen_box(spec: InputSpec, w: int, h: int) -> Box | None:
     """The part of a thin w x h picture that holds everything the model sees of it: the
     centred square of its short side, with a margin for the resampling filter, for a model
-    that takes a square centre crop and reads nothing else (no trimming, framing, white
-    background or automatic inversion, which read the whole picture or its border). A centred
-    square is the same box whether the picture is stored turned or upright. None when the box
-    would keep half the picture or more: then it is decoded whole, as before."""
+    that takes a square centre crop and reads nothing else (no trimming or automatic
+    inversion, which read the whole picture or its border). A model that frames the object or
+    paints a white background gets the box too when the picture is over FRAME_MAX_PIXELS,
+    where framing would skip it: the square is then prepared as any picture of its size is
+    (its own border read for the background). A centred square is the same box whether the
+    picture is stored turned or upright. None when the box would keep half the picture or
+    more: then it is decoded whole, as before."""
     if spec.resize.mode != "center_crop" or spec.width != spec.height or spec.trim:
         return None
-    if spec.frame is not None or spec.background == "white" or spec.invert == "auto":
+    if spec.invert == "auto":
+        return None
+    if (spec.frame is not None or spec.background == "white") and w * h <= FRAME_MAX_PIXELS:
         return None
     side = min(w, h)
     keep = side + 2 * (4 + side // 16)  # the filter reads up to 2 px per output px beyond

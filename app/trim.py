@@ -70,7 +70,9 @@ def _border(img: Image.Image) -> np.ndarray:
     """The outermost pixel ring, one row per pixel (channels last), each side sampled to at
     most RING_SAMPLES pixels. Only the ring is read: no copy of a (possibly large) picture."""
     w, h = img.size
-    boxes = [(0, 0, w, 1), (0, h - 1, w, h), (0, 1, 1, h - 1), (w - 1, 1, w, h - 1)]
+    boxes = [(0, 0, w, 1), (0, h - 1, w, h)]
+    if h > 2:  # a picture one or two rows high is all top and bottom (a thin giant reduced)
+        boxes += [(0, 1, 1, h - 1), (w - 1, 1, w, h - 1)]
     return np.concatenate([_side(img, b) for b in boxes], axis=0).astype(np.int16)
 
 

@@ -2,8 +2,8 @@
 square centre crop sees only the middle square of it: its PNG is decoded in bands and only
 that square (with a margin for the resampling filter) is kept (round 34: the whole 160 MB
 picture took the default server over 600 MB). The prepared pixels are those of the whole
-decode; models that read the whole picture (trimming, framing, a white background,
-automatic inversion) keep it whole."""
+decode; models that read the whole picture (trimming, automatic inversion) keep it whole, and
+those that frame it or paint its background keep it whole up to FRAME_MAX_PIXELS (round 35)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from app import png_bands, strip_plans
 from app.bundle import InputSpec
 from app.imaging import ImageLimits, decode, prepare
 from app.tensorize import seen_box
+from app.trim import FRAME_MAX_PIXELS
 from tests.images import encode, png_with_exif_chunk, short, tiff_ifd_bytes
 
 LIMITS = ImageLimits()
@@ -76,7 +77,21 @@ def test_models_that_read_more_than_the_centre_keep_the_whole_picture(
     imagenet_spec: InputSpec, change: dict[str, object]
 ) -> None:
     spec = InputSpec.model_validate({**imagenet_spec.model_dump(), **change})
-    assert seen_box(spec, 100, 400_000) is None
+    assert seen_box(imagenet_spec, 100, 40_000) is not None
+    assert seen_box(spec, 100, 40_000) is None  # 4 MP: framing and painting read it whole
+
+
+@pytest.mark.parametrize("change", [{"frame": 0.88}, {"background": "white"}])
+def test_models_that_frame_keep_the_middle_of_a_picture_too_large_to_frame(
+    imagenet_spec: InputSpec, change: dict[str, object]
+) -> None:
+    """Over FRAME_MAX_PIXELS framing skips the picture: it is a centre crop like any other,
+    and its middle square is prepared as a picture of that size (santa, bird: a 100x400,000
+    PNG took a worker up by 158-201 MiB decoded whole)."""
+    spec = InputSpec.model_validate({**imagenet_spec.model_dump(), **change})
+    assert seen_box(spec, 100, FRAME_MAX_PIXELS // 100) is None
+    box = seen_box(spec, 100, 400_000)
+    assert box == seen_box(imagenet_spec, 100, 400_000) == (0, 199_940, 100, 200_060)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA"])
