@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -295,6 +296,87 @@ def tiff_one_row_strips(width: int, height: int) -> bytes:
         + struct.pack("<I", 0)
     )
     return b"II*\x00" + struct.pack("<I", 8) + ifd + offsets + counts + b"\x80" * (width * n)
+
+
+def tiff_of_units(
+    fields: dict[int, tuple[int, list[int] | bytes]],
+    units: list[bytes],
+    *,
+    tiled: bool = False,
+    little: bool = True,
+) -> bytes:
+    """A one-page TIFF of `units` (strips, or tiles row by row) as given: the header, an IFD
+    of `fields` (tag -> field type and values, or raw bytes in the file's order) with the
+    units' offsets and byte counts added, then the units themselves."""
+    bo = "<" if little else ">"
+    formats = {1: "B", 3: "H", 4: "I"}
+
+    def entries(offsets: list[int]) -> list[tuple[int, int, int, bytes]]:
+        out = []
+        for tag, (kind, values) in fields.items():
+            if isinstance(values, bytes):
+                out.append((tag, kind, len(values) // _TYPE_SIZE[kind], values))
+            else:
+                raw = struct.pack(f"{bo}{len(values)}{formats[kind]}", *values)
+                out.append((tag, kind, len(values), raw))
+        n = len(units)
+        where, sizes = (324, 325) if tiled else (273, 279)
+        out.append((where, 4, n, struct.pack(f"{bo}{n}I", *offsets)))
+        out.append((sizes, 4, n, struct.pack(f"{bo}{n}I", *map(len, units))))
+        return out
+
+    start = len(tiff_ifd_bytes(entries([0] * len(units)), little=little))
+    offsets = list(itertools.accumulate(map(len, units[:-1]), initial=start))
+    return tiff_ifd_bytes(entries(offsets), little=little) + b"".join(units)
+
+
+def crafted_tiff(
+    pixels: np.ndarray,
+    *,
+    tile: int | None = None,
+    rows: int | None = None,
+    deflate: bool = False,
+    predictor: bool = False,
+    little: bool = True,
+    extra: dict[int, tuple[int, list[int] | bytes]] | None = None,
+    damage: Callable[[list[bytes]], list[bytes]] | None = None,
+) -> bytes:
+    """An 8 or 16-bit gray, gray and alpha, RGB or RGBA TIFF of `pixels` (H x W [x C]) in
+    ways Pillow writes none: tiled (square tiles of `tile` px, the edge ones padded),
+    big-endian, with the horizontal predictor (2); else strips of `rows` rows (all of
+    them: one strip). Deflate (compression 8) or uncompressed. `extra` fields added or
+    replacing the made ones; `damage` changes the units (as stored) before they are written."""
+    h, w = pixels.shape[:2]
+    px = pixels.reshape(h, w, -1)
+    channels, bits = px.shape[2], px.dtype.itemsize * 8
+    high, wide = (tile, tile) if tile else (rows or h, w)
+    padded = np.zeros((-(-h // high) * high, -(-w // wide) * wide, channels), px.dtype)
+    padded[:h, :w] = px
+    units = []
+    for y in range(0, h, high):
+        for x in range(0, w, wide):
+            block = padded[y : y + high, x : x + wide] if tile else px[y : y + high]
+            if predictor:  # each sample less the one before it in the row (modulo 2**bits)
+                block = np.diff(block, axis=1, prepend=np.zeros_like(block[:, :1]))
+            raw = block.astype(block.dtype.newbyteorder("<" if little else ">")).tobytes()
+            units.append(zlib.compress(raw) if deflate else raw)
+    units = damage(units) if damage is not None else units
+    fields: dict[int, tuple[int, list[int] | bytes]] = {
+        256: (4, [w]),
+        257: (4, [h]),
+        258: (3, [bits] * channels),
+        259: (3, [8 if deflate else 1]),
+        262: (3, [2 if channels >= 3 else 1]),  # RGB, or BlackIsZero
+        277: (3, [channels]),
+        284: (3, [1]),
+    }
+    if channels in (2, 4):
+        fields[338] = (3, [2])  # unassociated alpha
+    if predictor:
+        fields[317] = (3, [2])
+    fields.update({322: (3, [high]), 323: (3, [high])} if tile else {278: (4, [high])})
+    fields.update(extra or {})
+    return tiff_of_units(fields, units, tiled=tile is not None, little=little)
 
 
 def bmp_rle8_runs(width: int, height: int, runs: int) -> bytes:
