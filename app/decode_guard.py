@@ -192,12 +192,24 @@ def check_png_chunks(data: bytes) -> None:
         pos += 12 + length
 
 
+# Bytes per value of each TIFF field type (libtiff reads a directory's every value at open).
+_TIFF_TYPE_BYTES: Final = {
+    **dict.fromkeys((1, 2, 6, 7), 1),
+    **dict.fromkeys((3, 8), 2),
+    **dict.fromkeys((4, 9, 11, 13), 4),
+    **dict.fromkeys((5, 10, 12, 16, 17, 18), 8),
+}
+
+
 def check_tiff_strips(data: bytes) -> None:
     """Refuse (413) a TIFF whose first page has more than MAX_TIFF_STRIPS strips or tiles:
     Pillow turns each offset into a Python int and feeds them one at a time (1.2 million
     one-row strips took 6.7 s). Also refuse tiles larger than the image beyond
     MAX_TILE_PIXELS: libtiff decodes a tile whole into one buffer, so a 12 KB file of a
-    1000x1000 image with one 16384x16384 tile took 788 MB (23168x23168: 1.5 GB, 3 s)."""
+    1000x1000 image with one 16384x16384 tile took 788 MB (23168x23168: 1.5 GB, 3 s). And
+    refuse tag values that add up to more than the file: libtiff reads every value of the
+    page's directory into a buffer of its own, so values stored once and pointed at by many
+    tags cost the file's size many times over (round 35)."""
     if len(data) < 10:
         return
     bo = "<" if data[:2] == b"II" else ">"
@@ -206,9 +218,19 @@ def check_tiff_strips(data: bytes) -> None:
         return
     (entries,) = struct.unpack_from(bo + "H", data, offset)
     sizes: dict[int, int] = {}
+    values = 0  # bytes of the tag values stored apart from their entries, within the file
     for i in range(min(entries, (len(data) - offset - 2) // 12)):
         entry = offset + 2 + 12 * i
-        tag, _, count = struct.unpack_from(bo + "HHI", data, entry)
+        tag, kind, count = struct.unpack_from(bo + "HHI", data, entry)
+        size = count * _TIFF_TYPE_BYTES.get(kind, 0)
+        if size > 4 and struct.unpack_from(bo + "I", data, entry + 8)[0] + size <= len(data):
+            values += size
+        if values > len(data):
+            raise PayloadTooLarge(
+                f"The TIFF's first page declares more bytes of tag values than its {len(data):,} "
+                "bytes hold: values that overlap, each read again by the decoder (a 4 MB file "
+                "of 300 tags on the same 4 MB took it over 1 GB), so it is refused.",
+            )
         if tag in (273, 279, 324, 325) and count > MAX_TIFF_STRIPS:  # strip/tile offsets, sizes
             raise _too_complex(
                 "TIFF", f"more than {MAX_TIFF_STRIPS:,} strips or tiles", "a few thousand at most"
