@@ -68,10 +68,35 @@ os.environ.setdefault(TIFF_JPEG_SCAN_ENV, str(NORMAL_SCANS + 1))  # scans 1-10 p
 _JPEG_ARITHMETIC_SOF: Final = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 
+# Progressive frame headers (SOF2, 3, 6, 7, 10, 11, 14, 15): libjpeg keeps every coefficient of
+# the image until the last scan, 2 bytes a component sample, whatever the output scale. So does
+# a sequential frame in several scans.
+_JPEG_PROGRESSIVE_SOF: Final = frozenset({0xC2, 0xC3, 0xC6, 0xC7, 0xCA, 0xCB, 0xCE, 0xCF})
+_JPEG_SOF: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
 @dataclass(frozen=True)
 class JpegStructure:
     scans: int  # SOS segments, counted up to the cap + 1
     arithmetic: bool  # an arithmetic-coded frame header was seen
+    progressive: bool = False  # a progressive frame header was seen
+    samples: float = 0.0  # component samples a pixel (3 for 4:4:4 colour, 1.5 for 4:2:0)
+
+    @property
+    def buffered(self) -> bool:
+        """Whether libjpeg holds the whole image's coefficients (progressive, or in scans)."""
+        return self.progressive or self.scans > 1
+
+
+def _samples(segment: bytes) -> float:
+    """Component samples a pixel, from a frame header's body (after its length): each
+    component's sampling factors against the largest."""
+    n = segment[5] if len(segment) > 5 else 0
+    factors = [(b >> 4, b & 15) for b in segment[7 : 6 + 3 * n : 3]]
+    hmax, vmax = max((h for h, _ in factors), default=0), max((v for _, v in factors), default=0)
+    if not factors or hmax * vmax == 0:
+        return 0.0
+    return sum(h * v for h, v in factors) / (hmax * vmax)
 
 
 def count_jpeg_scans(data: bytes, cap: int) -> int:
@@ -83,6 +108,7 @@ def jpeg_structure(data: bytes, cap: int) -> JpegStructure:
     lengths and, in entropy-coded data, jumps from marker to marker with a regex: linear in
     the data size. Refuses (413) a file with more than MAX_JPEG_SEGMENTS segments before that."""
     pos, scans, n, segments, arithmetic = 2, 0, len(data), 0, False
+    progressive, samples = False, 0.0
     while pos + 4 <= n and scans <= cap:
         segments += 1
         if segments > MAX_JPEG_SEGMENTS:
@@ -103,6 +129,9 @@ def jpeg_structure(data: bytes, cap: int) -> JpegStructure:
             pos += 2
             continue
         (length,) = struct.unpack_from(">H", data, pos + 2)
+        if marker in _JPEG_SOF and not samples:  # the first frame header: libjpeg's
+            samples = _samples(data[pos + 4 : pos + 2 + length])
+            progressive = marker in _JPEG_PROGRESSIVE_SOF
         pos += 2 + max(length, 2)
         arithmetic = arithmetic or marker in _JPEG_ARITHMETIC_SOF
         if marker == 0xDA:
@@ -111,7 +140,7 @@ def jpeg_structure(data: bytes, cap: int) -> JpegStructure:
             if m is None:
                 break
             pos = m.start()
-    return JpegStructure(scans, arithmetic)
+    return JpegStructure(scans, arithmetic, progressive, samples)
 
 
 def count_tiff_pages(data: bytes, cap: int) -> int:

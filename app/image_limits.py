@@ -37,6 +37,11 @@ _WHOLE: Final = {
         "an animated WebP's first frame is composed on full-size canvases",
         "Send its first frame as a still WebP, PNG or JPEG.",
     ),
+    "progressive JPEG": (  # its coefficients, 2 bytes a component sample, until the last scan
+        "a progressive (or multi-scan) JPEG's coefficients are all held while it decodes, "
+        "whatever the scale",
+        "Send it as a baseline (sequential) JPEG, or with 4:2:0 chroma, or smaller.",
+    ),
     "lossless WebP": (  # its backward references reach any pixel decoded before
         "libwebp decodes a lossless WebP whole (4 bytes a pixel) before reducing it",
         "Send it as PNG (decoded in bands), or as a lossy WebP or JPEG.",
@@ -44,11 +49,18 @@ _WHOLE: Final = {
 }
 
 
-def pixel_limit(kind: str, limits: ImageLimits) -> int:
+def pixel_limit(kind: str, limits: ImageLimits, samples: float = 1.0) -> int:
     """The limit for a format, or a kind of it ('animated WebP': half AVIF's, 16 bytes a
-    pixel against 8.5; 'lossless WebP': twice it, 4 bytes a pixel)."""
+    pixel against 8.5; 'lossless WebP': twice it, 4 bytes a pixel; 'progressive JPEG': 5x
+    AVIF's in component samples, `samples` a pixel, 2 bytes each: a 40 MP 4:2:0 one passes
+    (+118 MiB), a 4:4:4 one up to 21.6 MP (at 40 MP: +232 MiB))."""
     avif = limits.max_avif_pixels
-    whole = {"AVIF": avif, "animated WebP": avif // 2, "lossless WebP": 2 * avif}
+    whole = {
+        "AVIF": avif,
+        "animated WebP": avif // 2,
+        "lossless WebP": 2 * avif,
+        "progressive JPEG": int(5 * avif / max(samples, 1.0)),
+    }
     return min(limits.max_pixels, whole.get(kind, limits.max_pixels))
 
 
@@ -65,8 +77,10 @@ def webp_kind(data: bytes, frames: int) -> str:
     return "WEBP"
 
 
-def too_many_pixels(w: int, h: int, limits: ImageLimits, kind: str = "") -> PayloadTooLarge:
-    limit = pixel_limit(kind, limits)
+def too_many_pixels(
+    w: int, h: int, limits: ImageLimits, kind: str = "", samples: float = 1.0
+) -> PayloadTooLarge:
+    limit = pixel_limit(kind, limits, samples)
     why, send = _WHOLE.get(kind, ("", ""))
     return PayloadTooLarge(
         f"The {kind} image is {w}x{h} = {w * h:,} pixels; {why}, so its limit is {limit:,} "

@@ -113,6 +113,7 @@ class _Facts:
     scans: int = 0  # JPEG scans (SOS segments), counted up to the cap + 1
     frames: int | None = None  # TIFF pages / GIF frames, counted (None: from Pillow's header)
     one_feed: bool = False  # an arithmetic-coded JPEG: its decoder must get the file in one go
+    held: float = 0.0  # a JPEG whose coefficients are all held: its component samples a pixel
 
 
 def _inspect(fmt: str, data: bytes, limits: ImageLimits) -> _Facts:
@@ -129,7 +130,8 @@ def _inspect(fmt: str, data: bytes, limits: ImageLimits) -> _Facts:
                     "is refused.",
                     limit_jpeg_scans=limits.max_jpeg_scans,
                 )
-            return _Facts(scans=scans, one_feed=jpeg.arithmetic)
+            held = jpeg.samples if jpeg.buffered else 0.0
+            return _Facts(scans=scans, one_feed=jpeg.arithmetic, held=held)
         if fmt == "PNG":
             check_png_chunks(data)
         elif fmt == "BMP":
@@ -186,8 +188,9 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
         raise unreadable_header(fmt, data, exc, ACCEPTED_TEXT) from None
     w, h = img.size
     kind = webp_kind(data, getattr(img, "n_frames", 1)) if fmt == "WEBP" else fmt
-    if w * h > pixel_limit(kind, limits):
-        raise too_many_pixels(w, h, limits, kind)
+    kind = "progressive JPEG" if facts.held else kind
+    if w * h > pixel_limit(kind, limits, facts.held or 1.0):
+        raise too_many_pixels(w, h, limits, kind, facts.held or 1.0)
     if min(w, h) < limits.min_side:
         raise InvalidImage(
             f"The image is {w}x{h} pixels; both sides must be at least {limits.min_side} pixels."

@@ -1,8 +1,9 @@
 """Formats decoded whole at full size have their own, lower pixel limits (app/image_limits.py):
 AVIF (round 34), animated WebP at half of it (round 34's attack: a 190 KB animated WebP
 of 6000x6000 took the default server's tree to 1,017 MiB; libwebp composes each frame on
-two full canvases and copies one out), and lossless WebP at twice it (round 35: libwebp keeps
-a 39 MP one whole, 164 MiB, even when it decodes it reduced)."""
+two full canvases and copies one out), lossless WebP at twice it (round 35: libwebp keeps
+a 39 MP one whole, 164 MiB, even when it decodes it reduced), and progressive JPEG by the
+coefficients libjpeg holds (round 35)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 from app.bundle import InputSpec
+from app.decode_guard import jpeg_structure
 from app.errors import PayloadTooLarge
 from app.image_limits import ImageLimits, pixel_limit, webp_kind
 from app.imaging import prepare
@@ -75,3 +77,41 @@ def test_the_kind_of_a_webp_is_read_from_its_image_chunk(options: dict, kind: st
     picture = Image.new("RGBA" if alpha else "RGB", (64, 48), (30, 90, 200))
     assert webp_kind(encode(picture, "WEBP", **options), 1) == kind
     assert webp_kind(encode(picture, "WEBP", **options), 2) == "animated WebP"
+
+
+def test_a_progressive_jpeg_is_limited_by_the_coefficients_it_holds() -> None:
+    """libjpeg holds every coefficient of a progressive JPEG until its last scan, 2 bytes a
+    component sample, at any output scale: a 40 MP 4:4:4 one took a worker up by 232 MiB
+    (round 35). The limit is 5x AVIF's in samples: 4:4:4 (3 a pixel) gets half what 4:2:0
+    (1.5) gets; a baseline JPEG is decoded row by row and keeps the usual limit."""
+    picture = Image.new("RGB", (600, 500), (30, 90, 200))
+    limits = ImageLimits(max_avif_pixels=600 * 500 * 3 // 5 - 1)  # 4:4:4 just over
+    full = encode(picture, "JPEG", progressive=True, subsampling=0)
+    with pytest.raises(PayloadTooLarge) as raised:
+        prepare(full, RGB, limits)
+    detail = raised.value.detail
+    assert detail.startswith("The progressive JPEG image is 600x500 = 300,000 pixels;"), detail
+    assert "Send it as a baseline (sequential) JPEG, or with 4:2:0 chroma" in detail
+    half = encode(picture, "JPEG", progressive=True, subsampling=2)
+    assert prepare(half, RGB, limits).info.width == 600
+    assert prepare(encode(picture, "JPEG", subsampling=0), RGB, limits).info.width == 600
+    gray = encode(picture.convert("L"), "JPEG", progressive=True)
+    assert prepare(gray, RGB, ImageLimits(max_avif_pixels=600 * 500 // 5)).info.width == 600
+
+
+@pytest.mark.parametrize(
+    ("mode", "options", "samples", "progressive"),
+    [
+        ("RGB", {"subsampling": 0}, 3.0, False),
+        ("RGB", {"subsampling": 1}, 2.0, False),
+        ("RGB", {"subsampling": 2, "progressive": True}, 1.5, True),
+        ("L", {"progressive": True}, 1.0, True),
+        ("CMYK", {}, 4.0, False),
+    ],
+)
+def test_the_samples_a_pixel_come_from_the_frame_header(
+    mode: str, options: dict, samples: float, progressive: bool
+) -> None:
+    data = encode(Image.new(mode, (64, 48)), "JPEG", **options)
+    found = jpeg_structure(data, 100)
+    assert (found.samples, found.progressive, found.buffered) == (samples, progressive, progressive)
