@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import struct
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Final
 
-from app.errors import InvalidImage, NotReady, PayloadTooLarge
+from app.errors import InvalidImage, NotReady, PayloadTooLarge, too_complex
+from app.jpeg_walk import JpegStructure as JpegStructure
+from app.jpeg_walk import count_jpeg_scans as count_jpeg_scans
+from app.jpeg_walk import jpeg_structure as jpeg_structure
 from app.tiff_fields import tiff_uint
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,6 @@ FRAME_COUNT_CAP: Final = 100
 NORMAL_SCANS: Final = 10
 # Container structure beyond which a file is refused before Pillow parses it record by
 # record in Python (the counts of real files are far below these).
-MAX_JPEG_SEGMENTS: Final = 5_000
 MAX_PNG_CHUNKS: Final = 100_000
 MAX_PNG_META_CHUNKS: Final = 2_000
 MAX_GIF_HEADER_BLOCKS: Final = 20_000
@@ -53,94 +53,7 @@ SLOT_WAIT_S: Final = 30.0
 # any thread starts decoding (at import); an operator's own value is kept.
 TIFF_JPEG_SCAN_ENV: Final = "LIBTIFF_JPEG_MAX_ALLOWED_SCAN_NUMBER"
 
-# A marker inside JPEG entropy-coded data: 0xFF followed by anything but 00 (stuffing),
-# FF (fill) or D0-D7 (restart markers).
-_JPEG_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
-# Markers that stand alone (no length field).
-_JPEG_STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xD8), 0xD8})
-
 os.environ.setdefault(TIFF_JPEG_SCAN_ENV, str(NORMAL_SCANS + 1))  # scans 1-10 pass
-
-
-# Arithmetic-coded frames (SOF9-11, SOF13-15). libjpeg's arithmetic decoder cannot suspend for
-# more input, so such a file must reach it in one feed: Pillow feeds 64 KiB at a time, and a
-# valid arithmetic JPEG over that size was refused as damaged (round 29).
-_JPEG_ARITHMETIC_SOF: Final = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-
-
-# Progressive frame headers (SOF2, 3, 6, 7, 10, 11, 14, 15): libjpeg keeps every coefficient of
-# the image until the last scan, 2 bytes a component sample, whatever the output scale. So does
-# a sequential frame in several scans.
-_JPEG_PROGRESSIVE_SOF: Final = frozenset({0xC2, 0xC3, 0xC6, 0xC7, 0xCA, 0xCB, 0xCE, 0xCF})
-_JPEG_SOF: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-@dataclass(frozen=True)
-class JpegStructure:
-    scans: int  # SOS segments, counted up to the cap + 1
-    arithmetic: bool  # an arithmetic-coded frame header was seen
-    progressive: bool = False  # a progressive frame header was seen
-    samples: float = 0.0  # component samples a pixel (3 for 4:4:4 colour, 1.5 for 4:2:0)
-
-    @property
-    def buffered(self) -> bool:
-        """Whether libjpeg holds the whole image's coefficients (progressive, or in scans)."""
-        return self.progressive or self.scans > 1
-
-
-def _samples(segment: bytes) -> float:
-    """Component samples a pixel, from a frame header's body (after its length): each
-    component's sampling factors against the largest."""
-    n = segment[5] if len(segment) > 5 else 0
-    factors = [(b >> 4, b & 15) for b in segment[7 : 6 + 3 * n : 3]]
-    hmax, vmax = max((h for h, _ in factors), default=0), max((v for _, v in factors), default=0)
-    if not factors or hmax * vmax == 0:
-        return 0.0
-    return sum(h * v for h, v in factors) / (hmax * vmax)
-
-
-def count_jpeg_scans(data: bytes, cap: int) -> int:
-    return jpeg_structure(data, cap).scans
-
-
-def jpeg_structure(data: bytes, cap: int) -> JpegStructure:
-    """Number of SOS segments (scans), counted up to cap + 1, and the coding. Walks segment
-    lengths and, in entropy-coded data, jumps from marker to marker with a regex: linear in
-    the data size. Refuses (413) a file with more than MAX_JPEG_SEGMENTS segments before that."""
-    pos, scans, n, segments, arithmetic = 2, 0, len(data), 0, False
-    progressive, samples = False, 0.0
-    while pos + 4 <= n and scans <= cap:
-        segments += 1
-        if segments > MAX_JPEG_SEGMENTS:
-            raise _too_complex("JPEG", f"more than {MAX_JPEG_SEGMENTS:,} segments", "about 10-30")
-        if data[pos] != 0xFF:
-            m = _JPEG_MARKER.search(data, pos)
-            if m is None:
-                break
-            pos = m.start()
-            continue
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0xD9:  # EOI
-            break
-        if marker in _JPEG_STANDALONE:
-            pos += 2
-            continue
-        (length,) = struct.unpack_from(">H", data, pos + 2)
-        if marker in _JPEG_SOF and not samples:  # the first frame header: libjpeg's
-            samples = _samples(data[pos + 4 : pos + 2 + length])
-            progressive = marker in _JPEG_PROGRESSIVE_SOF
-        pos += 2 + max(length, 2)
-        arithmetic = arithmetic or marker in _JPEG_ARITHMETIC_SOF
-        if marker == 0xDA:
-            scans += 1
-            m = _JPEG_MARKER.search(data, pos)
-            if m is None:
-                break
-            pos = m.start()
-    return JpegStructure(scans, arithmetic, progressive, samples)
 
 
 def count_tiff_pages(data: bytes, cap: int) -> int:
@@ -189,7 +102,7 @@ def count_gif_frames(data: bytes, cap: int) -> int:
             pos += data[pos] + 1
             steps += 1
             if not frames and steps > MAX_GIF_HEADER_BLOCKS:
-                raise _too_complex(
+                raise too_complex(
                     "GIF",
                     f"more than {MAX_GIF_HEADER_BLOCKS:,} metadata blocks before its first image",
                     "a few",
@@ -215,7 +128,7 @@ def check_png_chunks(data: bytes) -> None:
                 if total > MAX_PNG_CHUNKS
                 else (f"more than {MAX_PNG_META_CHUNKS:,} metadata chunks")
             )
-            raise _too_complex("PNG", what, "a few dozen")
+            raise too_complex("PNG", what, "a few dozen")
         if kind == b"IEND":
             break
         pos += 12 + length
@@ -261,7 +174,7 @@ def check_tiff_strips(data: bytes) -> None:
                 "of 300 tags on the same 4 MB took it over 1 GB), so it is refused.",
             )
         if tag in (273, 279, 324, 325) and count > MAX_TIFF_STRIPS:  # strip/tile offsets, sizes
-            raise _too_complex(
+            raise too_complex(
                 "TIFF", f"more than {MAX_TIFF_STRIPS:,} strips or tiles", "a few thousand at most"
             )
         if tag in (256, 257, 322, 323):  # ImageWidth, ImageLength, TileWidth, TileLength
@@ -297,18 +210,11 @@ def check_bmp(data: bytes) -> None:
     (offset,) = struct.unpack_from("<I", data, 10)
     (compression,) = struct.unpack_from("<I", data, 30)
     if compression in (1, 2) and len(data) - offset > MAX_BMP_RLE_BYTES:
-        raise _too_complex(
+        raise too_complex(
             "BMP",
             f"more than {MAX_BMP_RLE_BYTES // 1024:,} KB of run-length-encoded pixels",
             "far less; run-length encoding is for small images",
         )
-
-
-def _too_complex(fmt: str, what: str, usual: str) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"The {fmt} file has {what} (ordinary files have {usual}); reading them would take "
-        "too long, so it is refused.",
-    )
 
 
 class DecodeBudget:

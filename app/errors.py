@@ -163,3 +163,11 @@ def forget_frames(exc: BaseException) -> None:
         seen.add(id(node))
         node.__traceback__ = None
         stack.extend(e for e in (node.__cause__, node.__context__) if e is not None)
+
+
+def too_complex(fmt: str, what: str, usual: str) -> PayloadTooLarge:
+    """A 413 for a file whose structure alone (segments, chunks, blocks) costs too much."""
+    return PayloadTooLarge(
+        f"The {fmt} file has {what} (ordinary files have {usual}); reading them would take "
+        "too long, so it is refused.",
+    )

@@ -46,6 +46,11 @@ _WHOLE: Final = {
         "libwebp decodes a lossless WebP whole (4 bytes a pixel) before reducing it",
         "Send it as PNG (decoded in bands), or as a lossy WebP or JPEG.",
     ),
+    "TIFF decoded whole": (  # a 40 MP single LZW strip: +270 MiB (the page and libtiff's strip)
+        "its page cannot be decoded a band at a time (strips over 16 MB decoded, separate "
+        "colour planes, old-style JPEG, BigTIFF), so it is decoded whole",
+        "Send it in strips or tiles of a few MB (most writers' default), or as PNG.",
+    ),
 }
 
 
@@ -53,13 +58,15 @@ def pixel_limit(kind: str, limits: ImageLimits, samples: float = 1.0) -> int:
     """The limit for a format, or a kind of it ('animated WebP': half AVIF's, 16 bytes a
     pixel against 8.5; 'lossless WebP': twice it, 4 bytes a pixel; 'progressive JPEG': 5x
     AVIF's in component samples, `samples` a pixel, 2 bytes each: a 40 MP 4:2:0 one passes
-    (+118 MiB), a 4:4:4 one up to 21.6 MP (at 40 MP: +232 MiB))."""
+    (+118 MiB), a 4:4:4 one up to 21.6 MP (at 40 MP: +232 MiB); a 'TIFF decoded whole',
+    one app.tiff_bands cannot split, AVIF's)."""
     avif = limits.max_avif_pixels
     whole = {
         "AVIF": avif,
         "animated WebP": avif // 2,
         "lossless WebP": 2 * avif,
         "progressive JPEG": int(5 * avif / max(samples, 1.0)),
+        "TIFF decoded whole": avif,
     }
     return min(limits.max_pixels, whole.get(kind, limits.max_pixels))
 
@@ -83,7 +90,7 @@ def too_many_pixels(
     limit = pixel_limit(kind, limits, samples)
     why, send = _WHOLE.get(kind, ("", ""))
     return PayloadTooLarge(
-        f"The {kind} image is {w}x{h} = {w * h:,} pixels; {why}, so its limit is {limit:,} "
+        f"The {kind.split()[0] if kind.endswith('whole') else kind} image is {w}x{h} = {w * h:,} pixels; {why}, so its limit is {limit:,} "
         f"pixels (other formats: {limits.max_pixels:,}). {send}"
         if limit < limits.max_pixels
         else f"The image is {w}x{h} = {w * h:,} pixels; the limit is {limit:,}.",

@@ -45,6 +45,7 @@ from app.image_limits import pixel_limit, too_many_pixels, webp_kind
 from app.not_image import describe
 from app.open_errors import unreadable_header
 from app.pixels import flatten, reduce_and_convert
+from app.png_bands import MIN_BYTES as BAND_BYTES
 from app.polarity import LIGHT_BORDER as LIGHT_BORDER
 from app.polarity import border_is_light as border_is_light
 from app.polarity import should_invert
@@ -198,7 +199,16 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
     return img, fmt, facts
 
 
-_SWAPS_SIDES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the picture a quarter
+_SWAPS_SIDES = frozenset({5, 6, 7, 8})
+_WHOLE: Final = "TIFF decoded whole"  # one app.tiff_bands cannot split: its own limit
+
+
+def _unsplit_too_large(size: tuple[int, int], limits: ImageLimits) -> bool:
+    """Whether a TIFF page large enough to go by bands, that cannot, is over its limit."""
+    area = size[0] * size[1]
+    return area * 4 > BAND_BYTES and area > pixel_limit(
+        _WHOLE, limits
+    )  # EXIF orientations that turn the picture a quarter
 
 
 def _model_side(spec: InputSpec) -> int:
@@ -275,6 +285,8 @@ def decode(
                 raise too_many_pixels(*img.size, limits, fmt)
             decoded = img.size  # as stored (a JPEG draft already applied)
             strips = plan(data, img, _factor(decoded, spec), spec)  # large PNG, TIFF, WebP
+            if fmt == "TIFF" and strips is None and _unsplit_too_large(decoded, limits):
+                raise too_many_pixels(*decoded, limits, _WHOLE)
             orientation, exif_status = read_orientation(img)
             if fmt == "TIFF" and orientation in _SWAPS_SIDES:  # Pillow gives the upright size
                 (width, height), decoded = (height, width), decoded[::-1]

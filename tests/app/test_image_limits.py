@@ -115,3 +115,25 @@ def test_the_samples_a_pixel_come_from_the_frame_header(
     data = encode(Image.new(mode, (64, 48)), "JPEG", **options)
     found = jpeg_structure(data, 100)
     assert (found.samples, found.progressive, found.buffered) == (samples, progressive, progressive)
+
+
+def test_a_large_tiff_that_cannot_go_by_bands_has_avifs_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page in one LZW strip cannot be split (app.tiff_bands): decoded whole, a 40 MP one
+    took a worker up by 270 MiB (round 35). Over the band threshold it has AVIF's limit; the
+    same picture in strips is decoded by bands and keeps the usual one."""
+    monkeypatch.setattr("app.imaging.BAND_BYTES", 0)
+    monkeypatch.setattr("app.tiff_bands.MIN_BYTES", 0)
+    monkeypatch.setattr("app.tiff_bands.MAX_UNIT_BYTES", 64 * 1024)
+    picture = Image.new("RGB", (600, 500), (30, 90, 200))
+    one_strip = encode(picture, "TIFF", compression="tiff_lzw", tiffinfo={278: 500})
+    limits = ImageLimits(max_avif_pixels=600 * 500 - 1)
+    with pytest.raises(PayloadTooLarge) as raised:
+        prepare(one_strip, RGB, limits)
+    detail = raised.value.detail
+    assert detail.startswith("The TIFF image is 600x500 = 300,000 pixels; its page cannot"), detail
+    assert "Send it in strips or tiles of a few MB" in detail
+    in_strips = encode(picture, "TIFF", compression="tiff_lzw", tiffinfo={278: 16})
+    assert prepare(in_strips, RGB, limits).info.width == 600
+    assert prepare(one_strip, RGB, ImageLimits(max_avif_pixels=600 * 500)).info.width == 600
