@@ -31,6 +31,7 @@ from tests.app.hostile.file_cases import (
     odd_but_valid,
     polyglots,
 )
+from tests.app.hostile.whole_decode_cases import whole_decodes
 from tests.images import big_png
 
 __all__ = [
@@ -55,6 +56,7 @@ CASES: list[Case] = [
     *crafted_exif(),
     *orientations(),
     *cpu_and_memory(),
+    *whole_decodes(),
     *huge_headers(),
     *structures(),
     *damaged(),

@@ -1,0 +1,128 @@
+"""Pictures within the pixel limit that a worker once decoded whole, at 100-1,150 MiB each
+(round 35): TIFF pages, a PNG with image data after its pixels, thin giants for models other
+than imagenet, progressive JPEG and lossless WebP. Now decoded by bands or reduced, or refused
+by their own limits (app/image_limits.py) before decoding."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+
+from tests.app.hostile.base import Case, mk
+from tests.images import big_png, encode, png_chunk, tiff_of_units
+
+
+def blocks(width: int, height: int, mode: str = "RGB") -> Image.Image:
+    """Flat blocks of random colours, 250 px each: compresses well, as drawings do."""
+    rng = np.random.default_rng(35)
+    small = rng.integers(0, 8, (-(-height // 250), -(-width // 250), 3), dtype=np.uint8) * 32
+    img = Image.fromarray(small).resize((small.shape[1] * 250, small.shape[0] * 250), 0)
+    return img.crop((0, 0, width, height)).convert(mode)
+
+
+def png_with_stray_image_data() -> bytes:
+    """A 16-bit 8000x5000 PNG, then a text chunk and another IDAT (Pillow ignores it)."""
+    png = big_png(8000, 5000, mode="L", bits=16)
+    stray = png_chunk(b"tEXt", b"a\x00b") + png_chunk(b"IDAT", zlib.compress(bytes(99)))
+    return png[:-12] + stray + png[-12:]
+
+
+def tiff_tags_on_one_blob(tags: int = 300, size: int = 4_000_000) -> bytes:
+    """A deflate TIFF whose private tags all point at the same `size` bytes: libtiff reads
+    each (1,156 MiB for this 4 MB file)."""
+    fields = {256: (4, [64]), 257: (4, [64]), 258: (3, [8]), 259: (3, [8]), 262: (3, [1])}
+    fields |= {278: (4, [64])} | {40000 + i: (7, bytes(4)) for i in range(tags)}
+    data = bytearray(tiff_of_units(fields, [zlib.compress(bytes(64 * 64))]))
+    start = len(data)
+    data += bytes(size)
+    (ifd,) = struct.unpack_from("<I", data, 4)
+    (n,) = struct.unpack_from("<H", data, ifd)
+    for i in range(n):
+        at = ifd + 2 + 12 * i
+        (tag,) = struct.unpack_from("<H", data, at)
+        if tag >= 40000:
+            struct.pack_into("<HHII", data, at, tag, 7, size, start)
+    return bytes(data)
+
+
+def whole_decodes() -> list[Case]:
+    big = (8000, 5000)
+    return [
+        mk(
+            "tiff-40mp-lzw-strips",
+            "memory",
+            "imagenet",
+            lambda: encode(blocks(*big), "TIFF", compression="tiff_lzw"),
+            "ok",
+            slow=True,
+        ),
+        mk(
+            "tiff-40mp-one-lzw-strip",
+            "memory",
+            "imagenet",
+            lambda: encode(blocks(*big), "TIFF", compression="tiff_lzw", tiffinfo={278: 5000}),
+            "reject",
+            (413,),
+            slow=True,
+        ),
+        mk("tiff-300-tags-on-4mb", "bomb", "imagenet", tiff_tags_on_one_blob, "reject", (413,)),
+        mk(
+            "jpeg-progressive-444-40mp",
+            "memory",
+            "imagenet",
+            lambda: encode(blocks(*big), "JPEG", progressive=True, subsampling=0),
+            "reject",
+            (413,),
+            slow=True,
+        ),
+        mk(
+            "jpeg-progressive-420-40mp",
+            "memory",
+            "bird",
+            lambda: encode(blocks(*big), "JPEG", progressive=True, subsampling=2),
+            "ok",
+            slow=True,
+        ),
+        mk(
+            "webp-lossless-39mp",
+            "memory",
+            "imagenet",
+            lambda: encode(blocks(7000, 5600), "WEBP", lossless=True, method=0),
+            "reject",
+            (413,),
+            slow=True,
+        ),
+        mk(
+            "png16-stray-idat-40mp",
+            "memory",
+            "imagenet",
+            png_with_stray_image_data,
+            "ok",
+            slow=True,
+        ),
+        mk(
+            "png-100x400000-santa",
+            "memory",
+            "santa",
+            lambda: big_png(100, 400_000, mode="RGB"),
+            "ok",
+        ),
+        mk(
+            "png-400000x100-digits",
+            "memory",
+            "digits",
+            lambda: big_png(400_000, 100, mode="RGBA"),
+            "ok",
+            slow=True,
+        ),
+        mk(
+            "png-100x400000-products",
+            "memory",
+            "products",
+            lambda: big_png(100, 400_000, mode="L"),
+            "ok",
+        ),
+    ]
