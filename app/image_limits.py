@@ -40,11 +40,15 @@ _WHOLE: Final = {
     "progressive JPEG": (  # its coefficients, 2 bytes a component sample, until the last scan
         "a progressive (or multi-scan) JPEG's coefficients are all held while it decodes, "
         "whatever the scale",
-        "Send it as a baseline (sequential) JPEG, or with 4:2:0 chroma, or smaller.",
+        "Send it as a baseline (sequential) JPEG, or smaller.",
     ),
     "lossless WebP": (  # its backward references reach any pixel decoded before
         "libwebp decodes a lossless WebP whole (4 bytes a pixel) before reducing it",
         "Send it as PNG (decoded in bands), or as a lossy WebP or JPEG.",
+    ),
+    "interlaced PNG": (  # its passes fill the whole picture: 4 bytes a pixel in colour
+        "an interlaced PNG is decoded whole (4 bytes a pixel in colour)",
+        "Send it without interlacing (decoded in bands), or as JPEG or WebP.",
     ),
     "TIFF decoded whole": (  # a 40 MP single LZW strip: +270 MiB (the page and libtiff's strip)
         "its page cannot be decoded a band at a time (strips over 16 MB decoded, separate "
@@ -56,16 +60,18 @@ _WHOLE: Final = {
 
 def pixel_limit(kind: str, limits: ImageLimits, samples: float = 1.0) -> int:
     """The limit for a format, or a kind of it ('animated WebP': half AVIF's, 16 bytes a
-    pixel against 8.5; 'lossless WebP': twice it, 4 bytes a pixel; 'progressive JPEG': 5x
-    AVIF's in component samples, `samples` a pixel, 2 bytes each: a 40 MP 4:2:0 one passes
-    (+118 MiB), a 4:4:4 one up to 21.6 MP (at 40 MP: +232 MiB); a 'TIFF decoded whole',
-    one app.tiff_bands cannot split, AVIF's)."""
+    pixel against 8.5; 'lossless WebP' and 'interlaced PNG' in colour: twice it, 4 bytes a
+    pixel; 'progressive JPEG': 4x AVIF's in component samples, `samples` a pixel, 2 bytes
+    each: a 4:2:0 one up to 34.7 MP (at 40: +118 MiB, the tree to 609 MiB), 4:4:4 up to
+    17.3 MP (at 40: +232 MiB); a 'TIFF decoded whole', one app.tiff_bands cannot split,
+    AVIF's)."""
     avif = limits.max_avif_pixels
     whole = {
         "AVIF": avif,
         "animated WebP": avif // 2,
         "lossless WebP": 2 * avif,
-        "progressive JPEG": int(5 * avif / max(samples, 1.0)),
+        "interlaced PNG": 2 * avif,
+        "progressive JPEG": int(4 * avif / max(samples, 1.0)),
         "TIFF decoded whole": avif,
     }
     return min(limits.max_pixels, whole.get(kind, limits.max_pixels))

@@ -190,6 +190,8 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
     w, h = img.size
     kind = webp_kind(data, getattr(img, "n_frames", 1)) if fmt == "WEBP" else fmt
     kind = "progressive JPEG" if facts.held else kind
+    if fmt == "PNG" and img.info.get("interlace") and img.mode not in ("1", "L", "P"):
+        kind = "interlaced PNG"
     if w * h > pixel_limit(kind, limits, facts.held or 1.0):
         raise too_many_pixels(w, h, limits, kind, facts.held or 1.0)
     if min(w, h) < limits.min_side:

@@ -7,6 +7,9 @@ coefficients libjpeg holds (round 35)."""
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import pytest
 from PIL import Image
 
@@ -15,7 +18,7 @@ from app.decode_guard import jpeg_structure
 from app.errors import PayloadTooLarge
 from app.image_limits import ImageLimits, pixel_limit, webp_kind
 from app.imaging import prepare
-from tests.images import encode
+from tests.images import encode, png_chunk
 
 RGB = InputSpec(height=32, width=32, channels=3, color="rgb")
 
@@ -82,21 +85,21 @@ def test_the_kind_of_a_webp_is_read_from_its_image_chunk(options: dict, kind: st
 def test_a_progressive_jpeg_is_limited_by_the_coefficients_it_holds() -> None:
     """libjpeg holds every coefficient of a progressive JPEG until its last scan, 2 bytes a
     component sample, at any output scale: a 40 MP 4:4:4 one took a worker up by 232 MiB
-    (round 35). The limit is 5x AVIF's in samples: 4:4:4 (3 a pixel) gets half what 4:2:0
+    (round 35). The limit is 4x AVIF's in samples: 4:4:4 (3 a pixel) gets half what 4:2:0
     (1.5) gets; a baseline JPEG is decoded row by row and keeps the usual limit."""
     picture = Image.new("RGB", (600, 500), (30, 90, 200))
-    limits = ImageLimits(max_avif_pixels=600 * 500 * 3 // 5 - 1)  # 4:4:4 just over
+    limits = ImageLimits(max_avif_pixels=600 * 500 * 3 // 4 - 1)  # 4:4:4 just over
     full = encode(picture, "JPEG", progressive=True, subsampling=0)
     with pytest.raises(PayloadTooLarge) as raised:
         prepare(full, RGB, limits)
     detail = raised.value.detail
     assert detail.startswith("The progressive JPEG image is 600x500 = 300,000 pixels;"), detail
-    assert "Send it as a baseline (sequential) JPEG, or with 4:2:0 chroma" in detail
+    assert "Send it as a baseline (sequential) JPEG, or smaller." in detail
     half = encode(picture, "JPEG", progressive=True, subsampling=2)
     assert prepare(half, RGB, limits).info.width == 600
     assert prepare(encode(picture, "JPEG", subsampling=0), RGB, limits).info.width == 600
     gray = encode(picture.convert("L"), "JPEG", progressive=True)
-    assert prepare(gray, RGB, ImageLimits(max_avif_pixels=600 * 500 // 5)).info.width == 600
+    assert prepare(gray, RGB, ImageLimits(max_avif_pixels=600 * 500 // 4)).info.width == 600
 
 
 @pytest.mark.parametrize(
@@ -137,3 +140,35 @@ def test_a_large_tiff_that_cannot_go_by_bands_has_avifs_limit(
     in_strips = encode(picture, "TIFF", compression="tiff_lzw", tiffinfo={278: 16})
     assert prepare(in_strips, RGB, limits).info.width == 600
     assert prepare(one_strip, RGB, ImageLimits(max_avif_pixels=600 * 500)).info.width == 600
+
+
+def _interlaced_png(width: int, height: int, mode: str) -> bytes:
+    """A PNG stored in Adam7's seven passes (Pillow writes none), of one gray (opaque)."""
+    pixel, colour = {"L": (b"Z", 0), "RGB": (b"ZZZ", 2), "RGBA": (b"ZZZ\xff", 6)}[mode]
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2)]
+    rows = []
+    for x0, y0, dx, dy in [*passes, (0, 1, 1, 2)]:
+        across = len(range(x0, width, dx))
+        if across:
+            rows += [b"\x00" + pixel * across] * len(range(y0, height, dy))  # Z: 90
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 1)
+    body = png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"".join(rows)))
+    return b"\x89PNG\r\n\x1a\n" + body + png_chunk(b"IEND", b"")
+
+
+def test_an_interlaced_colour_png_has_the_limit_of_a_picture_decoded_whole() -> None:
+    """Its passes fill the whole picture, so it cannot go by bands: a 40 MP one took a worker
+    up by 161 MiB (round 35). In colour it has twice AVIF's limit; gray keeps the usual one
+    (1 byte a pixel), as a PNG that is not interlaced does."""
+    limits = ImageLimits(max_avif_pixels=600 * 500 // 2 - 1)
+    with pytest.raises(PayloadTooLarge) as raised:
+        prepare(_interlaced_png(600, 500, "RGB"), RGB, limits)
+    detail = raised.value.detail
+    assert detail.startswith("The interlaced PNG image is 600x500 = 300,000 pixels;"), detail
+    assert "Send it without interlacing (decoded in bands), or as JPEG or WebP." in detail
+    assert prepare(_interlaced_png(600, 500, "L"), RGB, limits).info.width == 600
+    plain = encode(Image.new("RGB", (600, 500), (90, 90, 90)), "PNG")
+    assert prepare(plain, RGB, limits).info.width == 600
+    whole = ImageLimits(max_avif_pixels=600 * 500 // 2)
+    out = prepare(_interlaced_png(600, 500, "RGBA"), RGB, whole)
+    assert abs(float(out.array.mean()) - 90) < 1

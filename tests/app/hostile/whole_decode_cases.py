@@ -1,6 +1,6 @@
 """Pictures within the pixel limit that a worker once decoded whole, at 100-1,150 MiB each
 (round 35): TIFF pages, a PNG with image data after its pixels, thin giants for models other
-than imagenet, progressive JPEG and lossless WebP. Now decoded by bands or reduced, or refused
+than imagenet, progressive JPEG, interlaced PNG and lossless WebP. Now decoded by bands or reduced, or refused
 by their own limits (app/image_limits.py) before decoding."""
 
 from __future__ import annotations
@@ -28,6 +28,24 @@ def png_with_stray_image_data() -> bytes:
     png = big_png(8000, 5000, mode="L", bits=16)
     stray = png_chunk(b"tEXt", b"a\x00b") + png_chunk(b"IDAT", zlib.compress(bytes(99)))
     return png[:-12] + stray + png[-12:]
+
+
+def interlaced_png(width: int, height: int) -> bytes:
+    """An RGB PNG in Adam7's seven passes (Pillow writes none): a horizontal ramp."""
+    ramp = np.repeat(np.linspace(0, 255, width).astype(np.uint8)[:, None], 3, axis=1)
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2)]
+    deflate, parts = zlib.compressobj(9), []
+    for x0, y0, dx, dy in [*passes, (0, 1, 1, 2)]:
+        row = b"\x00" + ramp[x0::dx].tobytes()
+        parts += [deflate.compress(row) for _ in range(y0, height, dy)]
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)
+    idat = b"".join([*parts, deflate.flush()])
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def tiff_tags_on_one_blob(tags: int = 300, size: int = 4_000_000) -> bytes:
@@ -79,11 +97,20 @@ def whole_decodes() -> list[Case]:
             slow=True,
         ),
         mk(
-            "jpeg-progressive-420-40mp",
+            "jpeg-progressive-420-34mp",
             "memory",
             "bird",
-            lambda: encode(blocks(*big), "JPEG", progressive=True, subsampling=2),
+            lambda: encode(blocks(7000, 4900), "JPEG", progressive=True, subsampling=2),
             "ok",
+            slow=True,
+        ),
+        mk(
+            "png-interlaced-40mp-rgb",
+            "memory",
+            "imagenet",
+            lambda: interlaced_png(7000, 5700),
+            "reject",
+            (413,),
             slow=True,
         ),
         mk(
