@@ -23,7 +23,6 @@ from PIL import Image, ImageOps
 from app.bundle import InputSpec
 from app.decode_guard import (
     FRAME_COUNT_CAP,
-    NORMAL_SCANS,
     DecodeBudget,
     check_bmp,
     check_png_chunks,
@@ -49,12 +48,13 @@ from app.png_bands import MIN_BYTES as BAND_BYTES
 from app.polarity import LIGHT_BORDER as LIGHT_BORDER
 from app.polarity import border_is_light as border_is_light
 from app.polarity import should_invert
+from app.reduction import draft_and_cost as draft_and_cost
+from app.reduction import reduction
 from app.strip_plans import plan
 from app.tensorize import blank
 from app.tensorize import resize as resize
 from app.tensorize import to_array as to_array
 from app.trim import (
-    FRAME_MAX_PIXELS,
     frame_object,
     ink_on_paper,
     light_ink,
@@ -66,15 +66,6 @@ from app.trim import (
 logger = logging.getLogger(__name__)
 
 
-# Decoded images are reduced by a box filter to no less than this many times the model input
-# before any further work. A JPEG at least twice that (4x the input) on its short side is first
-# decoded at the smallest DCT scale, 1/4 or 1/8, that keeps both sides >= the model input: a
-# 4000x3000 photo at 500x375 for a 224 model, 13 instead of 18 ms to prepare on this CPU. One
-# only 2-4x the input is decoded in full (its only scale, 1/2, saved 1.6 ms on a 640x480 photo
-# but moved imagenet's answers on the labelled photos its card is measured on). Fidelity
-# against an exact decode: `python -m bench.draft_scale` (docs/performance.md).
-_DRAFT_FACTOR: Final = 2
-_TRIM_ZOOM: Final = 4  # see _model_side: products (28 px) keeps >= 112 px, 224 unless drafted
 # A gray picture for an RGB bundle larger than this after reduction (only a thin one is) is
 # resized gray and converted at model size: resampling treats R, G and B alike, so the values
 # are the same, without a full-size RGB copy (+120 MB for a 400000x100 picture).
@@ -213,43 +204,6 @@ def _unsplit_too_large(size: tuple[int, int], limits: ImageLimits) -> bool:
     )  # EXIF orientations that turn the picture a quarter
 
 
-def _model_side(spec: InputSpec) -> int:
-    """The side a decoded picture keeps at least: the model input's (either side may end up as
-    either after rotation), 4x that for a model that trims, which crops to the object first
-    and may keep only a small part of the picture (a third of a 672 px picture's side keeps
-    its thin lines; at 1x the object went to 28 px before trimming)."""
-    return max(spec.width, spec.height) * (_TRIM_ZOOM if spec.trim else 1)
-
-
-def _factor(size: tuple[int, int], spec: InputSpec) -> int:
-    """The box-filter reduction of a decoded picture: its short side kept at twice
-    `_model_side`. A thin giant for a model that letterboxes (its long side is what the model
-    sees at full scale) is reduced by its long side instead when it would stay over
-    FRAME_MAX_PIXELS, where trimming skips it anyway: a 100x400,000 PNG no longer exists at
-    full size (+200 MiB for digits or products) to become a few pixels wide."""
-    side = _model_side(spec) * _DRAFT_FACTOR
-    factor = max(1, min(size) // side)
-    w, h = size
-    if spec.resize.mode == "letterbox" and (w // factor) * (h // factor) > FRAME_MAX_PIXELS:
-        factor = max(factor, max(size) // side)
-    return factor
-
-
-def _plan(img: Image.Image, fmt: str, scans: int, spec: InputSpec, rgb: bool = True) -> int:
-    """Set up a reduced JPEG decode where it helps; return the work (pixels) to charge."""
-    w, h = img.size
-    side = _model_side(spec)
-    if fmt != "JPEG":
-        return w * h
-    if min(w, h) >= 2 * _DRAFT_FACTOR * side:
-        # DCT-domain downscale: the decoded size stays >= the model input on both sides.
-        img.draft("RGB" if rgb else "L", (side, side))
-    if img.info.get("progressive") or scans > NORMAL_SCANS:
-        # A progressive decode passes over every coefficient once per scan, drafted or not.
-        return w * h * max(1, -(-scans // NORMAL_SCANS))
-    return img.size[0] * img.size[1]
-
-
 def _decode_failed(fmt: str, exc: BaseException) -> InvalidImage:
     logger.info("%s decode failed: %s: %s", fmt, type(exc).__name__, exc)
     return InvalidImage(
@@ -282,17 +236,19 @@ def decode(
         try:
             # PNG (APNG acTL) and WebP (demuxer) give their frame count in a header.
             frames = facts.frames or int(getattr(img, "n_frames", 1))
-            budget.charge(_plan(img, fmt, facts.scans, spec, spec.color == "rgb" or keep_rgb))
+            budget.charge(
+                draft_and_cost(img, fmt, facts.scans, spec, spec.color == "rgb" or keep_rgb)
+            )
             if img.size[0] * img.size[1] > pixel_limit(fmt, limits):  # a header that lied
                 raise too_many_pixels(*img.size, limits, fmt)
             decoded = img.size  # as stored (a JPEG draft already applied)
-            strips = plan(data, img, _factor(decoded, spec), spec)  # large PNG, TIFF, WebP
+            strips = plan(data, img, reduction(decoded, spec), spec)  # large PNG, TIFF, WebP
             if fmt == "TIFF" and strips is None and _unsplit_too_large(decoded, limits):
                 raise too_many_pixels(*decoded, limits, _WHOLE)
             orientation, exif_status = read_orientation(img)
             if fmt == "TIFF" and orientation in _SWAPS_SIDES:  # Pillow gives the upright size
                 (width, height), decoded = (height, width), decoded[::-1]
-            factor = _factor(decoded, spec)
+            factor = reduction(decoded, spec)
             if strips is not None:  # never a full-size image of its own
                 small = strips.reduce(img, factor)
                 todo = orientation
@@ -343,7 +299,7 @@ def check_request(images: Sequence[bytes], spec: InputSpec, limits: ImageLimits)
         except ServiceError:
             continue
         with img:
-            total += _plan(img, fmt, facts.scans, spec)
+            total += draft_and_cost(img, fmt, facts.scans, spec)
     limits.budget().charge(total)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from app import imaging
+from app import imaging, reduction
 from app.bundle import InputSpec, load_bundle
 from app.runtime import OnnxModel, choose_providers
 from bench.load import images
@@ -57,16 +57,16 @@ WAYS: dict[str, Callable[..., int] | None] = {"exact": _plan_exact, "2x": _plan_
 @contextmanager
 def way(name: str) -> Iterator[None]:
     """app.imaging with another decode plan (exact: no box reduction either)."""
-    saved = imaging._plan, imaging._DRAFT_FACTOR
+    saved = imaging.draft_and_cost, reduction._DRAFT_FACTOR
     plan = WAYS[name]
     if plan is not None:
-        imaging._plan = plan
+        imaging.draft_and_cost = plan
     if name == "exact":
-        imaging._DRAFT_FACTOR = 1_000_000  # type: ignore[misc]
+        reduction._DRAFT_FACTOR = 1_000_000  # type: ignore[misc]
     try:
         yield
     finally:
-        imaging._plan, imaging._DRAFT_FACTOR = saved  # type: ignore[misc]
+        imaging.draft_and_cost, reduction._DRAFT_FACTOR = saved  # type: ignore[misc]
 
 
 def pictures() -> list[tuple[str, int, bytes, int | None]]:

@@ -13,8 +13,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from app.bundle import InputSpec, read_metadata
-from app.imaging import ImageLimits, _factor, decode, prepare
+from app.imaging import ImageLimits, decode, prepare
 from app.polarity import should_invert
+from app.reduction import reduction
 from app.trim import backdrop, background
 from tests.images import encode, loaded_sizes
 
@@ -37,14 +38,14 @@ def _line(w: int, h: int, mode: str = "L", backdrop: object = 255) -> bytes:
 def test_the_factor_follows_the_long_side_only_for_thin_giants(model: str) -> None:
     spec = _spec(model)
     side = 2 * max(spec.width, spec.height) * (4 if spec.trim else 1)
-    assert _factor((4000, 3000), spec) == 3000 // side  # an ordinary photo: its short side
-    assert _factor((100, 400_000), spec) == 400_000 // side
-    assert _factor((400_000, 100), spec) == 400_000 // side
-    assert _factor((5000, 300), spec) == max(1, 300 // side)  # thin, not a giant once reduced
+    assert reduction((4000, 3000), spec) == 3000 // side  # an ordinary photo: its short side
+    assert reduction((100, 400_000), spec) == 400_000 // side
+    assert reduction((400_000, 100), spec) == 400_000 // side
+    assert reduction((5000, 300), spec) == max(1, 300 // side)  # thin, not a giant once reduced
     # 41,800 x 224: digits reduces it by 4 (10,450 x 56, not a giant); products, which keeps
     # 4x more, would keep 9.4 MP: by its long side
-    assert _factor((41_800, 224), spec) == {"digits": 4, "products": 41_800 // 224}[model]
-    assert _factor((100, 400_000), _spec("imagenet")) == 1  # centre crop: tensorize.seen_box
+    assert reduction((41_800, 224), spec) == {"digits": 4, "products": 41_800 // 224}[model]
+    assert reduction((100, 400_000), _spec("imagenet")) == 1  # centre crop: tensorize.seen_box
 
 
 @pytest.mark.parametrize("model", ["digits", "products"])

@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from app import imaging
+from app import imaging, reduction
 from app.bundle import InputSpec
 from bench.draft_scale import way
 
@@ -31,4 +31,4 @@ def test_each_way_decodes_at_its_own_scale_and_the_module_is_restored() -> None:
             if name == "exact":  # no box reduction either: one resize from the full decode
                 assert img.size == (4000, 3000)
     assert _decoded(data) == (500, 375)
-    assert imaging._DRAFT_FACTOR == 2
+    assert reduction._DRAFT_FACTOR == 2
