@@ -27,6 +27,7 @@ from app.cores import resolve_workers
 from app.draining import DrainingServer
 from app.errors import ConfigurationError
 from app.fsutil import check_listable, check_writable
+from app.heavy_decode import HEAVY_LOCK_ENV
 from app.multiproc import multiprocess_metrics
 from app.serve import (
     STOP_AFTER_BODY_S,
@@ -120,7 +121,9 @@ def main() -> None:
     workers = resolve_workers(settings.workers, gpu)
     os.environ["IMGCLASS_WORKERS"] = str(workers)  # read by each worker's Settings
     # Several workers share their Prometheus metrics through files; set up before they start.
-    with multiprocess_metrics(workers):
+    with multiprocess_metrics(workers) as shared:
+        if shared is not None:  # and one lock for large whole-picture decodes (app.heavy_decode)
+            os.environ[HEAVY_LOCK_ENV] = str(shared / "heavy-decode.lock")
         _serve(settings, workers)
 
 

@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 from app.bundle import InputSpec
 from app.decode_guard import (
     FRAME_COUNT_CAP,
+    SLOT_WAIT_S,
     DecodeBudget,
     check_bmp,
     check_png_chunks,
@@ -39,6 +40,7 @@ from app.formats import ACCEPTED_FORMATS as ACCEPTED_FORMATS
 from app.formats import ACCEPTED_TEXT as ACCEPTED_TEXT
 from app.formats import avif_refusal
 from app.formats import sniff_format as sniff_format
+from app.heavy_decode import heavy_slot, whole_cost
 from app.image_limits import ImageLimits as ImageLimits
 from app.image_limits import pixel_limit, too_many_pixels, webp_kind
 from app.not_image import describe
@@ -144,11 +146,12 @@ def _inspect(fmt: str, data: bytes, limits: ImageLimits) -> _Facts:
 
 def open_image(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str]:
     """Sniff, check the structure, open (header only) and check dimensions. 413/415/422."""
-    img, fmt, _ = _open(data, limits)
+    img, fmt, _, _ = _open(data, limits)
     return img, fmt
 
 
-def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
+def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts, str]:
+    """(opened image, format, what its structure showed, its kind: app/image_limits.py)."""
     if not data:
         raise InvalidImage(f"The request contained no image data; send a {ACCEPTED_TEXT} file.")
     if len(data) > limits.max_bytes:
@@ -189,19 +192,11 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts]:
         raise InvalidImage(
             f"The image is {w}x{h} pixels; both sides must be at least {limits.min_side} pixels."
         )
-    return img, fmt, facts
+    return img, fmt, facts, kind
 
 
 _SWAPS_SIDES = frozenset({5, 6, 7, 8})
 _WHOLE: Final = "TIFF decoded whole"  # one app.tiff_bands cannot split: its own limit
-
-
-def _unsplit_too_large(size: tuple[int, int], limits: ImageLimits) -> bool:
-    """Whether a TIFF page large enough to go by bands, that cannot, is over its limit."""
-    area = size[0] * size[1]
-    return area * 4 > BAND_BYTES and area > pixel_limit(
-        _WHOLE, limits
-    )  # EXIF orientations that turn the picture a quarter
 
 
 def _decode_failed(fmt: str, exc: BaseException) -> InvalidImage:
@@ -229,7 +224,7 @@ def decode(
     colour picture stays 'RGB' for a gray bundle (the caller converts it)."""
     budget = budget if budget is not None else limits.budget()
     with decode_slot(limits.decode_concurrency), timed(budget):
-        img, fmt, facts = _open(data, limits)
+        img, fmt, facts, kind = _open(data, limits)
         width, height = img.size
         mode = img.mode
         keep_open = False
@@ -243,20 +238,23 @@ def decode(
                 raise too_many_pixels(*img.size, limits, fmt)
             decoded = img.size  # as stored (a JPEG draft already applied)
             strips = plan(data, img, reduction(decoded, spec), spec)  # large PNG, TIFF, WebP
-            if fmt == "TIFF" and strips is None and _unsplit_too_large(decoded, limits):
-                raise too_many_pixels(*decoded, limits, _WHOLE)
+            if fmt == "TIFF" and strips is None and width * height * 4 > BAND_BYTES:
+                kind = _WHOLE  # cannot be split: decoded whole
+                if width * height > pixel_limit(_WHOLE, limits):
+                    raise too_many_pixels(*decoded, limits, _WHOLE)
             orientation, exif_status = read_orientation(img)
             if fmt == "TIFF" and orientation in _SWAPS_SIDES:  # Pillow gives the upright size
                 (width, height), decoded = (height, width), decoded[::-1]
             factor = reduction(decoded, spec)
-            if strips is not None:  # never a full-size image of its own
-                small = strips.reduce(img, factor)
-                todo = orientation
-            else:
-                img.load()
-                # Pillow's TIFF loader applies the orientation itself and drops the tag.
-                todo = 1 if orientation != 1 and applied_by_loader(img) else orientation
-                small = reduce_and_convert(img, factor)
+            with heavy_slot(whole_cost(kind, width * height, facts.held), SLOT_WAIT_S):
+                if strips is not None:  # never a full-size image of its own
+                    small = strips.reduce(img, factor)
+                    todo = orientation
+                else:
+                    img.load()
+                    # Pillow's TIFF loader applies the orientation itself and drops the tag.
+                    todo = 1 if orientation != 1 and applied_by_loader(img) else orientation
+                    small = reduce_and_convert(img, factor)
             # Nothing to reduce or convert: kept, not closed (a copy doubled a thin 40 MP one).
             keep_open = small is img
         except ServiceError:
@@ -295,7 +293,7 @@ def check_request(images: Sequence[bytes], spec: InputSpec, limits: ImageLimits)
     total = 0
     for data in images:
         try:
-            img, fmt, facts = _open(data, limits)
+            img, fmt, facts, _ = _open(data, limits)
         except ServiceError:
             continue
         with img:
