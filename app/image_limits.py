@@ -61,17 +61,17 @@ _WHOLE: Final = {
 def pixel_limit(kind: str, limits: ImageLimits, samples: float = 1.0) -> int:
     """The limit for a format, or a kind of it ('animated WebP': half AVIF's, 16 bytes a
     pixel against 8.5; 'lossless WebP' and 'interlaced PNG' in colour: twice it, 4 bytes a
-    pixel; 'progressive JPEG': 4x AVIF's in component samples, `samples` a pixel, 2 bytes
-    each: a 4:2:0 one up to 34.7 MP (at 40: +118 MiB, the tree to 609 MiB), 4:4:4 up to
-    17.3 MP (at 40: +232 MiB); a 'TIFF decoded whole', one app.tiff_bands cannot split,
-    AVIF's)."""
+    pixel; 'progressive JPEG': 3x AVIF's in component samples, `samples` a pixel, 2 bytes
+    each: a 4:2:0 one up to 26 MP (at 40: +118 MiB, the tree to 609 MiB; at 34: 598-607),
+    4:4:4 up to 13 MP (at 40: +232 MiB); a 'TIFF decoded whole', one app.tiff_bands cannot
+    split, AVIF's)."""
     avif = limits.max_avif_pixels
     whole = {
         "AVIF": avif,
         "animated WebP": avif // 2,
         "lossless WebP": 2 * avif,
         "interlaced PNG": 2 * avif,
-        "progressive JPEG": int(4 * avif / max(samples, 1.0)),
+        "progressive JPEG": int(3 * avif / max(samples, 1.0)),
         "TIFF decoded whole": avif,
     }
     return min(limits.max_pixels, whole.get(kind, limits.max_pixels))

@@ -46,20 +46,29 @@ class RssSampler(threading.Thread):
         self.peak = 0
         self.window = 0  # peak since the last `reset_window` (per case, one at a time)
         self.stop = threading.Event()
+        self.inflight: set[str] = set()  # the cases being answered (callers add and remove)
+        self.at_peak: tuple[list[str], list[int]] = ([], [])  # in flight, RSS of each process
 
     def reset_window(self) -> None:
         self.window = 0
 
-    def current(self) -> int:
+    def each(self) -> list[int]:
+        """RSS of the process and of each of its children."""
         try:
             procs = [self.proc, *self.proc.children(recursive=True)]
-            return sum(p.memory_info().rss for p in procs)
+            return [p.memory_info().rss for p in procs]
         except psutil.Error:
-            return 0
+            return []
+
+    def current(self) -> int:
+        return sum(self.each())
 
     def run(self) -> None:
         while not self.stop.is_set():
-            now = self.current()
+            parts = self.each()
+            now = sum(parts)
+            if now > self.peak:
+                self.at_peak = (sorted(self.inflight), parts)
             self.peak = max(self.peak, now)
             self.window = max(self.window, now)
             time.sleep(self.every)
@@ -152,6 +161,7 @@ def main() -> None:
 
             def one(case: Case) -> tuple[float, str, int]:
                 sampler.reset_window()
+                sampler.inflight.add(case.name)
                 t0 = time.perf_counter()
                 try:
                     url = f"{base}/v1/models/{case.model}/predict"
@@ -159,6 +169,7 @@ def main() -> None:
                 except httpx.TransportError:  # timeout, reset: no answer at all
                     status = 0
                 case_peaks[case.name] = max(sampler.window, sampler.current())
+                sampler.inflight.discard(case.name)
                 return time.perf_counter() - t0, case.name, status
 
             by_name = {c.name: c for c in cases}
@@ -172,6 +183,8 @@ def main() -> None:
                         wrong.append(f"{name} -> {status}")
                     if proc.poll() is not None:
                         sys.exit(f"the server died during {name}; log: {log}")
+            time.sleep(2.0)  # what the tree keeps once idle
+            rss_end = sampler.current()
             sampler.stop.set()
             sampler.join()
     finally:
@@ -185,6 +198,10 @@ def main() -> None:
     print(f"bundles loaded at start-up: {', '.join(served)}")
     print(f"RSS after start-up:      {rss_ready / 2**20:8.1f} MiB")
     print(f"peak RSS over the run:   {sampler.peak / 2**20:8.1f} MiB")
+    print(f"RSS 2 s after the run:   {rss_end / 2**20:8.1f} MiB")
+    names, parts = sampler.at_peak
+    print("  at the peak, each process (MiB): " + ", ".join(f"{p / 2**20:.0f}" for p in parts))
+    print("  at the peak, in flight: " + (", ".join(names) or "nothing"))
     print("answers by status class: " + ", ".join(f"{k}: {v}" for k, v in sorted(classes.items())))
     print(f"answers of the wrong class: {len(wrong)}" + "".join(f"\n  {w}" for w in wrong))
     print(

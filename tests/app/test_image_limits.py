@@ -85,10 +85,10 @@ def test_the_kind_of_a_webp_is_read_from_its_image_chunk(options: dict, kind: st
 def test_a_progressive_jpeg_is_limited_by_the_coefficients_it_holds() -> None:
     """libjpeg holds every coefficient of a progressive JPEG until its last scan, 2 bytes a
     component sample, at any output scale: a 40 MP 4:4:4 one took a worker up by 232 MiB
-    (round 35). The limit is 4x AVIF's in samples: 4:4:4 (3 a pixel) gets half what 4:2:0
+    (round 35). The limit is 3x AVIF's in samples: 4:4:4 (3 a pixel) gets half what 4:2:0
     (1.5) gets; a baseline JPEG is decoded row by row and keeps the usual limit."""
     picture = Image.new("RGB", (600, 500), (30, 90, 200))
-    limits = ImageLimits(max_avif_pixels=600 * 500 * 3 // 4 - 1)  # 4:4:4 just over
+    limits = ImageLimits(max_avif_pixels=600 * 500 - 1)  # 4:4:4 (3 samples a pixel) just over
     full = encode(picture, "JPEG", progressive=True, subsampling=0)
     with pytest.raises(PayloadTooLarge) as raised:
         prepare(full, RGB, limits)
@@ -99,7 +99,7 @@ def test_a_progressive_jpeg_is_limited_by_the_coefficients_it_holds() -> None:
     assert prepare(half, RGB, limits).info.width == 600
     assert prepare(encode(picture, "JPEG", subsampling=0), RGB, limits).info.width == 600
     gray = encode(picture.convert("L"), "JPEG", progressive=True)
-    assert prepare(gray, RGB, ImageLimits(max_avif_pixels=600 * 500 // 4)).info.width == 600
+    assert prepare(gray, RGB, ImageLimits(max_avif_pixels=600 * 500 // 3)).info.width == 600
 
 
 @pytest.mark.parametrize(

@@ -97,10 +97,10 @@ def whole_decodes() -> list[Case]:
             slow=True,
         ),
         mk(
-            "jpeg-progressive-420-34mp",
+            "jpeg-progressive-420-26mp",
             "memory",
             "bird",
-            lambda: encode(blocks(7000, 4900), "JPEG", progressive=True, subsampling=2),
+            lambda: encode(blocks(6000, 4300), "JPEG", progressive=True, subsampling=2),
             "ok",
             slow=True,
         ),
