@@ -293,7 +293,9 @@ def _animated(size: tuple[int, int] = (W, H)) -> bytes:
 
 
 @pytest.mark.usefixtures("small_bands")
-@pytest.mark.parametrize("size", [(W, H), THIN], ids=["reduced", "thin"])
+@pytest.mark.parametrize(
+    "size", [(W, H), pytest.param(THIN, marks=pytest.mark.slow)], ids=["reduced", "thin"]
+)
 def test_image_data_after_the_pixels_is_ignored_as_pillow_ignores_it(
     size: tuple[int, int], imagenet_spec: InputSpec, default_limits: ImageLimits
 ) -> None:

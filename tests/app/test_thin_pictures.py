@@ -48,8 +48,16 @@ def test_the_factor_follows_the_long_side_only_for_thin_giants(model: str) -> No
     assert reduction((100, 400_000), _spec("imagenet")) == 1  # centre crop: tensorize.seen_box
 
 
-@pytest.mark.parametrize("model", ["digits", "products"])
-@pytest.mark.parametrize("size", [(400_000, 100), (100, 400_000)], ids=["wide", "tall"])
+@pytest.mark.parametrize(
+    ("model", "size"),
+    [
+        ("digits", (400_000, 100)),
+        # the others: full runs only (about 0.5 s each)
+        pytest.param("digits", (100, 400_000), marks=pytest.mark.slow),
+        pytest.param("products", (400_000, 100), marks=pytest.mark.slow),
+        pytest.param("products", (100, 400_000), marks=pytest.mark.slow),
+    ],
+)
 def test_a_thin_giant_is_never_decoded_whole_and_is_answered(
     model: str, size: tuple[int, int]
 ) -> None:

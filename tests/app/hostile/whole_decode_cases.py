@@ -136,6 +136,7 @@ def whole_decodes() -> list[Case]:
             "santa",
             lambda: big_png(100, 400_000, mode="RGB"),
             "ok",
+            slow=True,
         ),
         mk(
             "png-400000x100-digits",
@@ -151,5 +152,6 @@ def whole_decodes() -> list[Case]:
             "products",
             lambda: big_png(100, 400_000, mode="L"),
             "ok",
+            slow=True,
         ),
     ]
