@@ -397,3 +397,23 @@ def zip_bytes(entries: dict[str, bytes], method: int = zipfile.ZIP_STORED) -> by
         for name, data in entries.items():
             zf.writestr(name, data)
     return buf.getvalue()
+
+
+def tiff_with_private_tags(tags: int, size: int, *, shared: bool) -> bytes:
+    """A deflate 64x64 gray TIFF with `tags` private UNDEFINED tags of `size` bytes each,
+    stored one after another, or all pointing at the same bytes (`shared`)."""
+    fields = {256: (4, [64]), 257: (4, [64]), 258: (3, [8]), 259: (3, [8]), 262: (3, [1])}
+    fields |= {278: (4, [64])}
+    fields |= {40000 + i: (7, bytes(4)) for i in range(tags)}
+    data = bytearray(tiff_of_units(fields, [zlib.compress(bytes(64 * 64))]))
+    start = len(data)
+    data += bytes(size if shared else size * tags)
+    (ifd,) = struct.unpack_from("<I", data, 4)
+    (n,) = struct.unpack_from("<H", data, ifd)
+    for i in range(n):
+        at = ifd + 2 + 12 * i
+        (tag,) = struct.unpack_from("<H", data, at)
+        if tag >= 40000:
+            where = start if shared else start + (tag - 40000) * size
+            struct.pack_into("<HHII", data, at, tag, 7, size, where)
+    return bytes(data)

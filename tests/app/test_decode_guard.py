@@ -7,7 +7,6 @@ import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from app.bundle import InputSpec
 from app.decode_guard import MAX_TILE_PIXELS, DecodeBudget, check_tiff_strips, timed
 from app.errors import InvalidImage, PayloadTooLarge
 from app.imaging import ImageLimits, prepare
-from tests.images import encode, repeat_last_scan, tiff_of_units
+from tests.images import encode, repeat_last_scan, tiff_with_private_tags
 
 RGB = InputSpec(height=32, width=32, channels=3, color="rgb")
 GRAY = InputSpec(height=28, width=28, channels=1, color="gray")
@@ -117,33 +116,13 @@ def test_the_tile_rule_holds_when_the_image_size_cannot_be_read() -> None:
     )  # 1024x1024 is within MAX_TILE_PIXELS
 
 
-def _tiff_with_tags(tags: int, size: int, *, shared: bool) -> bytes:
-    """A deflate 64x64 gray TIFF with `tags` private UNDEFINED tags of `size` bytes each,
-    stored one after another, or all pointing at the same bytes (`shared`)."""
-    fields = {256: (4, [64]), 257: (4, [64]), 258: (3, [8]), 259: (3, [8]), 262: (3, [1])}
-    fields |= {278: (4, [64])}
-    fields |= {40000 + i: (7, bytes(4)) for i in range(tags)}
-    data = bytearray(tiff_of_units(fields, [zlib.compress(bytes(64 * 64))]))
-    start = len(data)
-    data += bytes(size if shared else size * tags)
-    (ifd,) = struct.unpack_from("<I", data, 4)
-    (n,) = struct.unpack_from("<H", data, ifd)
-    for i in range(n):
-        at = ifd + 2 + 12 * i
-        (tag,) = struct.unpack_from("<H", data, at)
-        if tag >= 40000:
-            where = start if shared else start + (tag - 40000) * size
-            struct.pack_into("<HHII", data, at, tag, 7, size, where)
-    return bytes(data)
-
-
 def test_tag_values_that_overlap_are_refused_before_libtiff_reads_them() -> None:
     """300 tags on the same 4 MB: a 4 MB file took the worker up by 1,156 MiB (round 35's
     attack on the TIFF bands found it in the whole decode). The same values stored apart
     (a file as large as what is read) are decoded."""
     with pytest.raises(PayloadTooLarge, match="values that overlap"):
-        prepare(_tiff_with_tags(300, 100_000, shared=True), RGB, LIMITS)
-    assert prepare(_tiff_with_tags(30, 100_000, shared=False), RGB, LIMITS).info.width == 64
+        prepare(tiff_with_private_tags(300, 100_000, shared=True), RGB, LIMITS)
+    assert prepare(tiff_with_private_tags(30, 100_000, shared=False), RGB, LIMITS).info.width == 64
     with_icc = encode(Image.new("RGB", (64, 64)), "TIFF", icc_profile=bytes(300_000))
     assert prepare(with_icc, RGB, LIMITS).info.format == "TIFF"
 
