@@ -93,7 +93,14 @@ def test_clients_that_give_up_leave_no_queued_work(
         time.sleep(0.1)
         depth = _depth(server)
     assert depth == 0
+    # The access log line of a disconnect is written when the server notices it, which on a
+    # loaded machine can be a moment after the queue emptied (31 of 101 read at once in a run
+    # beside other jobs; all 285 a second later): read it until half are there, 10 s at most.
+    deadline = time.monotonic() + 10
     gone = len(re.findall(rf"POST {re.escape(path)} 499", server.log_text()))
+    while gone < sent // 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        gone = len(re.findall(rf"POST {re.escape(path)} 499", server.log_text()))
     assert gone >= sent // 2, (gone, sent)
     # The server still answers, correctly.
     r = httpx.post(
