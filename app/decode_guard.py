@@ -217,6 +217,15 @@ def check_bmp(data: bytes) -> None:
         )
 
 
+def bmp_run_length(data: bytes) -> bool:
+    """Whether a BMP's pixels are run-length encoded (RLE8 or RLE4): Pillow then decodes the
+    whole picture in Python, into a bytearray copied once more (a 331 KB RLE8 BMP of
+    8000x5000 took a worker up by 115 MiB, round 35)."""
+    if len(data) < 34 or struct.unpack_from("<I", data, 14)[0] < 40:
+        return False
+    return struct.unpack_from("<I", data, 30)[0] in (1, 2)
+
+
 class DecodeBudget:
     """Work allowed to one request, shared by all its images: pixels decoded (weighted by
     progressive-JPEG scans) and seconds spent decoding. Not thread-safe: one per request."""

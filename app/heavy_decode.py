@@ -2,8 +2,8 @@
 
 Most pictures are decoded a band at a time or straight at a reduced size: tens of MiB at most.
 Some kinds are decoded whole: AVIF (about 8.5 bytes a pixel at peak), animated and lossless
-WebP, interlaced colour PNG, progressive JPEG (its coefficients), TIFF pages that cannot be
-split. Their own pixel limits (app/image_limits.py) keep one such decode to about 150 MiB of
+WebP, interlaced colour PNG, run-length-encoded BMP, progressive JPEG (its coefficients), TIFF
+pages that cannot be split. Their own pixel limits (app/image_limits.py) keep one such decode to about 150 MiB of
 the tree, but the decode slots (one per core) are each worker's own: with two workers four ran
 together, and four requests at a time over the hostile corpus took the default tree to 621 MiB
 (round 35). A decode estimated over HEAVY_BYTES therefore holds this lock: a lock of the
@@ -36,6 +36,7 @@ _PER_PIXEL: Final = {
     "animated WebP": 16.0,
     "lossless WebP": 4.0,
     "interlaced PNG": 4.0,
+    "run-length-encoded BMP": 3.0,
     "TIFF decoded whole": 7.0,
 }
 _POLL_S: Final = 0.005

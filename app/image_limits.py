@@ -47,21 +47,26 @@ _WHOLE: Final = {
         "Send it as PNG (decoded in bands), or as a lossy WebP or JPEG.",
     ),
     "interlaced PNG": (  # its passes fill the whole picture: 4 bytes a pixel in colour
-        "an interlaced PNG is decoded whole (4 bytes a pixel in colour)",
+        "an interlaced PNG of more than one byte a pixel is decoded whole (4 bytes a pixel in "
+        "colour or gray with alpha, 2 in 16-bit gray)",
         "Send it without interlacing (decoded in bands), or as JPEG or WebP.",
     ),
+    "run-length-encoded BMP": (  # decoded in Python into a bytearray, then copied
+        "a run-length-encoded BMP is decoded whole, in Python (about 3 bytes a pixel)",
+        "Send it uncompressed, or as PNG.",
+    ),
     "TIFF decoded whole": (  # a 40 MP single LZW strip: +270 MiB (the page and libtiff's strip)
-        "its page cannot be decoded a band at a time (strips over 16 MB decoded, separate "
-        "colour planes, old-style JPEG, BigTIFF), so it is decoded whole",
-        "Send it in strips or tiles of a few MB (most writers' default), or as PNG.",
+        "its page cannot be decoded a band at a time (strips or rows of tiles over 16 MB "
+        "decoded, separate colour planes, old-style JPEG, BigTIFF), so it is decoded whole",
+        "Send it in strips of a few MB (most writers' default), or as PNG.",
     ),
 }
 
 
 def pixel_limit(kind: str, limits: ImageLimits, samples: float = 1.0) -> int:
     """The limit for a format, or a kind of it ('animated WebP': half AVIF's, 16 bytes a
-    pixel against 8.5; 'lossless WebP' and 'interlaced PNG' in colour: twice it, 4 bytes a
-    pixel; 'progressive JPEG': 3x AVIF's in component samples, `samples` a pixel, 2 bytes
+    pixel against 8.5; 'lossless WebP', 'interlaced PNG' in colour and 'run-length-encoded
+    BMP': twice it, 3-4 bytes a pixel; 'progressive JPEG': 3x AVIF's in component samples, `samples` a pixel, 2 bytes
     each: a 4:2:0 one up to 26 MP (at 40: +118 MiB, the tree to 609 MiB; at 34: 598-607),
     4:4:4 up to 13 MP (at 40: +232 MiB); a 'TIFF decoded whole', one app.tiff_bands cannot
     split, AVIF's)."""
@@ -71,6 +76,7 @@ def pixel_limit(kind: str, limits: ImageLimits, samples: float = 1.0) -> int:
         "animated WebP": avif // 2,
         "lossless WebP": 2 * avif,
         "interlaced PNG": 2 * avif,
+        "run-length-encoded BMP": 2 * avif,
         "progressive JPEG": int(3 * avif / max(samples, 1.0)),
         "TIFF decoded whole": avif,
     }

@@ -25,6 +25,7 @@ from app.decode_guard import (
     FRAME_COUNT_CAP,
     SLOT_WAIT_S,
     DecodeBudget,
+    bmp_run_length,
     check_bmp,
     check_png_chunks,
     check_tiff_strips,
@@ -186,6 +187,8 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts, s
     kind = "progressive JPEG" if facts.held else kind
     if fmt == "PNG" and img.info.get("interlace") and img.mode not in ("1", "L", "P"):
         kind = "interlaced PNG"
+    if fmt == "BMP" and bmp_run_length(data):
+        kind = "run-length-encoded BMP"
     if w * h > pixel_limit(kind, limits, facts.held or 1.0):
         raise too_many_pixels(w, h, limits, kind, facts.held or 1.0)
     if min(w, h) < limits.min_side:

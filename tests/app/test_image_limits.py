@@ -18,7 +18,7 @@ from app.decode_guard import jpeg_structure
 from app.errors import PayloadTooLarge
 from app.image_limits import ImageLimits, pixel_limit, webp_kind
 from app.imaging import prepare
-from tests.images import encode, png_chunk
+from tests.images import bmp_rle8_runs, encode, png_chunk
 
 RGB = InputSpec(height=32, width=32, channels=3, color="rgb")
 
@@ -136,7 +136,7 @@ def test_a_large_tiff_that_cannot_go_by_bands_has_avifs_limit(
         prepare(one_strip, RGB, limits)
     detail = raised.value.detail
     assert detail.startswith("The TIFF image is 600x500 = 300,000 pixels; its page cannot"), detail
-    assert "Send it in strips or tiles of a few MB" in detail
+    assert "Send it in strips of a few MB" in detail
     in_strips = encode(picture, "TIFF", compression="tiff_lzw", tiffinfo={278: 16})
     assert prepare(in_strips, RGB, limits).info.width == 600
     assert prepare(one_strip, RGB, ImageLimits(max_avif_pixels=600 * 500)).info.width == 600
@@ -172,3 +172,19 @@ def test_an_interlaced_colour_png_has_the_limit_of_a_picture_decoded_whole() -> 
     whole = ImageLimits(max_avif_pixels=600 * 500 // 2)
     out = prepare(_interlaced_png(600, 500, "RGBA"), RGB, whole)
     assert abs(float(out.array.mean()) - 90) < 1
+
+
+def test_a_run_length_encoded_bmp_has_the_limit_of_a_picture_decoded_whole() -> None:
+    """Pillow decodes RLE8/RLE4 in Python into a bytearray it copies once more: a 331 KB RLE8
+    BMP of 8000x5000 took a worker up by 115 MiB (round 35's attack). Twice AVIF's limit;
+    an uncompressed BMP keeps the usual one."""
+    limits = ImageLimits(max_avif_pixels=600 * 500 // 2 - 1)
+    with pytest.raises(PayloadTooLarge) as raised:
+        prepare(bmp_rle8_runs(600, 500, 600 * 500), RGB, limits)
+    detail = raised.value.detail
+    assert detail.startswith("The run-length-encoded BMP image is 600x500"), detail
+    assert "Send it uncompressed, or as PNG." in detail
+    plain = encode(Image.new("RGB", (600, 500), (90, 90, 90)), "BMP")
+    assert prepare(plain, RGB, limits).info.width == 600
+    whole = ImageLimits(max_avif_pixels=600 * 500 // 2)
+    assert prepare(bmp_rle8_runs(600, 500, 600 * 500), RGB, whole).info.width == 600
