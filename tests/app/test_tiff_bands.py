@@ -305,7 +305,10 @@ def test_oriented_pages_by_bands_are_turned_as_the_loader_turns_them(
 
 
 @pytest.mark.usefixtures("small_bands")
-@pytest.mark.parametrize("orientation", [1, 3, 6, 7])
+@pytest.mark.parametrize(
+    "orientation",
+    [6, *(pytest.param(o, marks=pytest.mark.slow) for o in (1, 3, 7))],  # 0.5 s each
+)
 def test_a_thin_oriented_page_keeps_what_the_model_sees(
     orientation: int,
     imagenet_spec: InputSpec,
