@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -678,3 +680,28 @@ def test_a_client_is_paced_only_when_it_comes_back_within_retry_after() -> None:
     for n in range(3 * MAX_REMEMBERED):
         shedder.again({"client": (f"10.0.{n // 250}.{n % 250}", 6000)}, 1.0)
     assert len(shedder._refused) <= MAX_REMEMBERED  # memory stays bounded
+
+
+class _Uploads(list):  # type: ignore[type-arg]
+    """A request's bodies in a list that can be watched (bytes cannot be weakly referenced)."""
+
+
+def test_a_served_request_is_not_kept_by_the_worker_waiting_for_the_next(
+    model: OnnxModel, pngs: list[bytes]
+) -> None:
+    """Round 35: each worker thread kept its last batch (the requests' bodies) in a local
+    while it waited for the next: two 19 MB uploads stayed in an idle server, +40 MiB."""
+    sched = scheduler(model, model.bundle.metadata.input)
+    try:
+        uploads = _Uploads(pngs[:2])
+        watch = weakref.ref(uploads)
+        asyncio.run(sched.submit(uploads))
+        del uploads
+        for _ in range(50):  # the worker returns from the batch just after resolving it
+            gc.collect()
+            if watch() is None:
+                break
+            time.sleep(0.02)
+        assert watch() is None, "a worker thread still holds the served request's bodies"
+    finally:
+        sched.close()
