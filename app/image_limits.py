@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from app.decode_guard import DecodeBudget
+from PIL import Image
+
+from app.decode_guard import DecodeBudget, bmp_run_length
 from app.errors import PayloadTooLarge
 
 
@@ -81,6 +83,21 @@ def pixel_limit(kind: str, limits: ImageLimits, samples: float = 1.0) -> int:
         "TIFF decoded whole": avif,
     }
     return min(limits.max_pixels, whole.get(kind, limits.max_pixels))
+
+
+def kind_of(fmt: str, data: bytes, img: Image.Image, held: float = 0.0) -> str:
+    """The kind an opened (not loaded) picture is limited as: its format, or one of the kinds
+    decoded whole above. `held`: a JPEG's component samples a pixel when libjpeg holds all its
+    coefficients (app.jpeg_walk), else 0."""
+    if fmt == "WEBP":
+        return webp_kind(data, getattr(img, "n_frames", 1))
+    if fmt == "JPEG" and held:
+        return "progressive JPEG"
+    if fmt == "PNG" and img.info.get("interlace") and img.mode not in ("1", "L", "P"):
+        return "interlaced PNG"
+    if fmt == "BMP" and bmp_run_length(data):
+        return "run-length-encoded BMP"
+    return fmt
 
 
 def webp_kind(data: bytes, frames: int) -> str:

@@ -25,7 +25,6 @@ from app.decode_guard import (
     FRAME_COUNT_CAP,
     SLOT_WAIT_S,
     DecodeBudget,
-    bmp_run_length,
     check_bmp,
     check_png_chunks,
     check_tiff_strips,
@@ -43,7 +42,7 @@ from app.formats import avif_refusal
 from app.formats import sniff_format as sniff_format
 from app.heavy_decode import heavy_slot, whole_cost
 from app.image_limits import ImageLimits as ImageLimits
-from app.image_limits import pixel_limit, too_many_pixels, webp_kind
+from app.image_limits import kind_of, pixel_limit, too_many_pixels
 from app.not_image import describe
 from app.open_errors import unreadable_header
 from app.pixels import flatten, reduce_and_convert
@@ -183,12 +182,7 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts, s
         logger.info("%s header unreadable: %s: %s", fmt, type(exc).__name__, exc)
         raise unreadable_header(fmt, data, exc, ACCEPTED_TEXT) from None
     w, h = img.size
-    kind = webp_kind(data, getattr(img, "n_frames", 1)) if fmt == "WEBP" else fmt
-    kind = "progressive JPEG" if facts.held else kind
-    if fmt == "PNG" and img.info.get("interlace") and img.mode not in ("1", "L", "P"):
-        kind = "interlaced PNG"
-    if fmt == "BMP" and bmp_run_length(data):
-        kind = "run-length-encoded BMP"
+    kind = kind_of(fmt, data, img, facts.held)
     if w * h > pixel_limit(kind, limits, facts.held or 1.0):
         raise too_many_pixels(w, h, limits, kind, facts.held or 1.0)
     if min(w, h) < limits.min_side:
@@ -198,7 +192,7 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts, s
     return img, fmt, facts, kind
 
 
-_SWAPS_SIDES = frozenset({5, 6, 7, 8})
+_SWAPS_SIDES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the picture a quarter
 _WHOLE: Final = "TIFF decoded whole"  # one app.tiff_bands cannot split: its own limit
 
 
