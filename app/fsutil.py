@@ -248,6 +248,8 @@ class FolderIdentity:
     so that a probe and every writer can tell, with one stat call, that the data folder was
     removed or replaced under the running server."""
 
+    _first_seen: Final = threading.Lock()
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.abspath = os.path.abspath(path)
@@ -267,13 +269,16 @@ class FolderIdentity:
         """False when the folder, once seen, is now missing or another folder, or when a file
         stands where it goes. A folder that did not exist yet (created on first write) is
         watched from the first call that sees it."""
+        key = self._key  # read before the stat: another thread may set it meanwhile (CI, 57)
         now = self._stat()
         if now == _NOT_A_FOLDER:
             return False
-        if self._key is None:
-            self._key = now
+        if key is None:
+            if now is not None:
+                with self._first_seen:
+                    self._key = self._key or now
             return True
-        return now == self._key
+        return now == key
 
     def writes(self) -> str:
         """'ok', 'full' (under MIN_FREE_BYTES left for the service: writes answer 507) or

@@ -243,6 +243,33 @@ def test_a_file_where_a_service_folder_goes_is_never_taken_for_it(
         assert c.get("/readyz").status_code == 200
 
 
+def test_a_folder_created_while_another_thread_looks_is_not_taken_for_replaced(
+    tmp_path: Path,
+) -> None:
+    """CI, stop 57: a server starting on a data folder that did not exist yet failed start-up
+    with "removed or replaced". One thread saw nothing there; another created the folder and
+    recorded it first; the first then compared its "nothing" with that record."""
+    folder = tmp_path / "teach"
+    identity = FolderIdentity(folder)
+    real_stat, raced = identity._stat, []
+
+    def stat_then_race() -> tuple[int, int] | None:
+        now = real_stat()
+        if not raced:  # between this thread's stat and its check, another thread's whole call
+            raced.append(True)
+            folder.mkdir()
+            assert identity.intact()
+        return now
+
+    identity._stat = stat_then_race  # type: ignore[method-assign]
+    assert identity.intact()
+    assert raced and identity.intact()
+    folder.rename(tmp_path / "away")
+    assert not identity.intact()  # once seen, a removed folder is still noticed
+    folder.mkdir()
+    assert not identity.intact()  # and so is another folder in its place
+
+
 def test_readyz_storage_is_the_worst_of_the_service_folders(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_models_dir: Path
 ) -> None:
