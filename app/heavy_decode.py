@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import Final
 
 from app.errors import NotReady
+from app.jpeg_walk import lossless_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,12 @@ _fd_lock = threading.Lock()
 
 def whole_cost(kind: str, pixels: int, samples: float = 0.0) -> int:
     """Estimated peak bytes of decoding a picture of this kind whole (0: not decoded whole).
-    A progressive JPEG holds 2 bytes a component sample, `samples` a pixel."""
+    A progressive JPEG holds 2 bytes a component sample, `samples` a pixel; a lossless one,
+    app.jpeg_walk.lossless_bytes."""
     if kind == "progressive JPEG":
         return int(2 * samples * pixels)
+    if kind == "lossless JPEG":
+        return int(lossless_bytes(samples) * pixels)
     return int(_PER_PIXEL.get(kind, 0.0) * pixels)
 
 

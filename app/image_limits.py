@@ -10,6 +10,7 @@ from PIL import Image
 
 from app.decode_guard import DecodeBudget, bmp_run_length
 from app.errors import PayloadTooLarge
+from app.jpeg_walk import lossless_bytes
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ _WHOLE: Final = {
         "whatever the scale",
         "Send it as a baseline (sequential) JPEG, or smaller.",
     ),
+    "lossless JPEG": (  # no DCT to scale in: Pillow's full-size image, libjpeg's buffer
+        "a lossless JPEG cannot be reduced while it decodes, so it is decoded whole at full size",
+        "Send it as a baseline JPEG or PNG, or smaller.",
+    ),
     "lossless WebP": (  # its backward references reach any pixel decoded before
         "libwebp decodes a lossless WebP whole (4 bytes a pixel) before reducing it",
         "Send it as PNG (decoded in bands), or as a lossy WebP or JPEG.",
@@ -70,8 +75,9 @@ def pixel_limit(kind: str, limits: ImageLimits, samples: float = 1.0) -> int:
     pixel against 8.5; 'lossless WebP', 'interlaced PNG' in colour and 'run-length-encoded
     BMP': twice it, 3-4 bytes a pixel; 'progressive JPEG': 3x AVIF's in component samples, `samples` a pixel, 2 bytes
     each: a 4:2:0 one up to 26 MP (at 40: +118 MiB, the tree to 609 MiB; at 34: 598-607),
-    4:4:4 up to 13 MP (at 40: +232 MiB); a 'TIFF decoded whole', one app.tiff_bands cannot
-    split, AVIF's)."""
+    4:4:4 up to 13 MP (at 40: +232 MiB); 'lossless JPEG': the progressive one's 78 MB at 13 MP
+    over its own bytes a pixel, gray up to 39 MP, 4:4:4 colour 11 MP; a 'TIFF decoded whole',
+    one app.tiff_bands cannot split, AVIF's)."""
     avif = limits.max_avif_pixels
     whole = {
         "AVIF": avif,
@@ -80,17 +86,22 @@ def pixel_limit(kind: str, limits: ImageLimits, samples: float = 1.0) -> int:
         "interlaced PNG": 2 * avif,
         "run-length-encoded BMP": 2 * avif,
         "progressive JPEG": int(3 * avif / max(samples, 1.0)),
+        "lossless JPEG": int(6 * avif / lossless_bytes(samples)),
         "TIFF decoded whole": avif,
     }
     return min(limits.max_pixels, whole.get(kind, limits.max_pixels))
 
 
-def kind_of(fmt: str, data: bytes, img: Image.Image, held: float = 0.0) -> str:
+def kind_of(
+    fmt: str, data: bytes, img: Image.Image, held: float = 0.0, lossless: bool = False
+) -> str:
     """The kind an opened (not loaded) picture is limited as: its format, or one of the kinds
     decoded whole above. `held`: a JPEG's component samples a pixel when libjpeg holds all its
-    coefficients (app.jpeg_walk), else 0."""
+    coefficients (app.jpeg_walk), else 0; `lossless`: a JPEG with a lossless frame header."""
     if fmt == "WEBP":
         return webp_kind(data, getattr(img, "n_frames", 1))
+    if fmt == "JPEG" and lossless:
+        return "lossless JPEG"
     if fmt == "JPEG" and held:
         return "progressive JPEG"
     if fmt == "PNG" and img.info.get("interlace") and img.mode not in ("1", "L", "P"):

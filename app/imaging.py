@@ -108,6 +108,8 @@ class _Facts:
     frames: int | None = None  # TIFF pages / GIF frames, counted (None: from Pillow's header)
     one_feed: bool = False  # an arithmetic-coded JPEG: its decoder must get the file in one go
     held: float = 0.0  # a JPEG whose coefficients are all held: its component samples a pixel
+    samples: float = 0.0  # a JPEG's component samples a pixel
+    lossless: bool = False  # a lossless JPEG: decoded at full size (never drafted)
 
 
 def _inspect(fmt: str, data: bytes, limits: ImageLimits) -> _Facts:
@@ -124,8 +126,20 @@ def _inspect(fmt: str, data: bytes, limits: ImageLimits) -> _Facts:
                     "is refused.",
                     limit_jpeg_scans=limits.max_jpeg_scans,
                 )
+            if jpeg.precision not in (0, 8):  # Pillow reads 8-bit JPEGs only
+                raise UnsupportedMediaType(
+                    f"The JPEG has {jpeg.precision}-bit samples; only 8-bit JPEGs are "
+                    "accepted. Send it as an 8-bit JPEG, or as a 16-bit PNG or TIFF.",
+                    accepted=list(ACCEPTED_FORMATS),
+                )
             held = jpeg.samples if jpeg.buffered else 0.0
-            return _Facts(scans=scans, one_feed=jpeg.arithmetic, held=held)
+            return _Facts(
+                scans=scans,
+                one_feed=jpeg.arithmetic,
+                held=held,
+                samples=jpeg.samples,
+                lossless=jpeg.lossless,
+            )
         if fmt == "PNG":
             check_png_chunks(data)
         elif fmt == "BMP":
@@ -182,9 +196,9 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts, s
         logger.info("%s header unreadable: %s: %s", fmt, type(exc).__name__, exc)
         raise unreadable_header(fmt, data, exc, ACCEPTED_TEXT) from None
     w, h = img.size
-    kind = kind_of(fmt, data, img, facts.held)
-    if w * h > pixel_limit(kind, limits, facts.held or 1.0):
-        raise too_many_pixels(w, h, limits, kind, facts.held or 1.0)
+    kind = kind_of(fmt, data, img, facts.held, facts.lossless)
+    if w * h > pixel_limit(kind, limits, facts.samples or 1.0):
+        raise too_many_pixels(w, h, limits, kind, facts.samples or 1.0)
     if min(w, h) < limits.min_side:
         raise InvalidImage(
             f"The image is {w}x{h} pixels; both sides must be at least {limits.min_side} pixels."
@@ -228,9 +242,8 @@ def decode(
         try:
             # PNG (APNG acTL) and WebP (demuxer) give their frame count in a header.
             frames = facts.frames or int(getattr(img, "n_frames", 1))
-            budget.charge(
-                draft_and_cost(img, fmt, facts.scans, spec, spec.color == "rgb" or keep_rgb)
-            )
+            rgb = spec.color == "rgb" or keep_rgb
+            budget.charge(draft_and_cost(img, fmt, facts.scans, spec, rgb, facts.lossless))
             if img.size[0] * img.size[1] > pixel_limit(fmt, limits):  # a header that lied
                 raise too_many_pixels(*img.size, limits, fmt)
             decoded = img.size  # as stored (a JPEG draft already applied)
@@ -243,7 +256,7 @@ def decode(
             if fmt == "TIFF" and orientation in _SWAPS_SIDES:  # Pillow gives the upright size
                 (width, height), decoded = (height, width), decoded[::-1]
             factor = reduction(decoded, spec)
-            with heavy_slot(whole_cost(kind, width * height, facts.held), SLOT_WAIT_S):
+            with heavy_slot(whole_cost(kind, width * height, facts.samples), SLOT_WAIT_S):
                 if strips is not None:  # never a full-size image of its own
                     small = strips.reduce(img, factor)
                     todo = orientation
@@ -294,7 +307,7 @@ def check_request(images: Sequence[bytes], spec: InputSpec, limits: ImageLimits)
         except ServiceError:
             continue
         with img:
-            total += draft_and_cost(img, fmt, facts.scans, spec)
+            total += draft_and_cost(img, fmt, facts.scans, spec, lossless=facts.lossless)
     limits.budget().charge(total)
 
 

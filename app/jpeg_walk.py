@@ -30,6 +30,9 @@ _JPEG_ARITHMETIC_SOF: Final = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 # sequential frame in several scans.
 _JPEG_PROGRESSIVE_SOF: Final = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 _JPEG_SOF: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Lossless frame headers (SOF3, SOF7, SOF11, SOF15): no DCT, so libjpeg cannot scale while it
+# decodes (Pillow's draft broke such a file: "damaged"); the picture is decoded at full size.
+_JPEG_LOSSLESS_SOF: Final = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class JpegStructure:
     arithmetic: bool  # an arithmetic-coded frame header was seen
     progressive: bool = False  # a progressive frame header was seen
     samples: float = 0.0  # component samples a pixel (3 for 4:4:4 colour, 1.5 for 4:2:0)
+    lossless: bool = False  # a lossless frame header was seen
+    precision: int = 0  # bits a sample in the first frame header (0: none seen)
 
     @property
     def buffered(self) -> bool:
@@ -65,7 +70,7 @@ def jpeg_structure(data: bytes, cap: int) -> JpegStructure:
     lengths and, in entropy-coded data, jumps from marker to marker with a regex: linear in
     the data size. Refuses (413) a file with more than MAX_JPEG_SEGMENTS segments before that."""
     pos, scans, n, segments, arithmetic = 2, 0, len(data), 0, False
-    progressive, samples = False, 0.0
+    progressive, lossless, samples, precision = False, False, 0.0, 0
     while pos + 4 <= n and scans <= cap:
         segments += 1
         if segments > MAX_JPEG_SEGMENTS:
@@ -89,6 +94,8 @@ def jpeg_structure(data: bytes, cap: int) -> JpegStructure:
         if marker in _JPEG_SOF and not samples:  # the first frame header: libjpeg's
             samples = _samples(data[pos + 4 : pos + 2 + length])
             progressive = marker in _JPEG_PROGRESSIVE_SOF
+            lossless = marker in _JPEG_LOSSLESS_SOF
+            precision = data[pos + 4] if pos + 4 < n else 0
         pos += 2 + max(length, 2)
         arithmetic = arithmetic or marker in _JPEG_ARITHMETIC_SOF
         if marker == 0xDA:
@@ -97,4 +104,11 @@ def jpeg_structure(data: bytes, cap: int) -> JpegStructure:
             if m is None:
                 break
             pos = m.start()
-    return JpegStructure(scans, arithmetic, progressive, samples)
+    return JpegStructure(scans, arithmetic, progressive, samples, lossless, precision)
+
+
+def lossless_bytes(samples: float) -> float:
+    """Bytes a pixel that decoding a lossless JPEG whole costs: Pillow's full-size image (1 a
+    pixel in gray, 4 in colour) plus, for a file in several scans, libjpeg's whole-image buffer
+    (a byte a component sample; counted for every lossless file)."""
+    return (1.0 if samples <= 1 else 4.0) + max(samples, 1.0)

@@ -46,14 +46,20 @@ def reduction(size: tuple[int, int], spec: InputSpec) -> int:
 
 
 def draft_and_cost(
-    img: Image.Image, fmt: str, scans: int, spec: InputSpec, rgb: bool = True
+    img: Image.Image,
+    fmt: str,
+    scans: int,
+    spec: InputSpec,
+    rgb: bool = True,
+    lossless: bool = False,
 ) -> int:
-    """Set up a reduced JPEG decode where it helps; return the work (pixels) to charge."""
+    """Set up a reduced JPEG decode where it helps (never for a lossless JPEG: libjpeg has no
+    DCT to scale it in); return the work (pixels) to charge."""
     w, h = img.size
     side = model_side(spec)
     if fmt != "JPEG":
         return w * h
-    if min(w, h) >= 2 * _DRAFT_FACTOR * side:
+    if not lossless and min(w, h) >= 2 * _DRAFT_FACTOR * side:
         # DCT-domain downscale: the decoded size stays >= the model input on both sides.
         img.draft("RGB" if rgb else "L", (side, side))
     if img.info.get("progressive") or scans > NORMAL_SCANS:

@@ -30,6 +30,8 @@ def test_the_cost_of_each_kind_decoded_whole() -> None:
     assert whole_cost("progressive JPEG", 30_000_000, 1.5) == 90_000_000
     assert whole_cost("progressive JPEG", 10_000_000, 3.0) == 60_000_000
     assert whole_cost("TIFF decoded whole", 13_000_000) == 91_000_000
+    assert whole_cost("lossless JPEG", 11_000_000, 3.0) == 77_000_000  # 4 + 3 bytes a pixel
+    assert whole_cost("lossless JPEG", 39_000_000, 1.0) == 78_000_000
     assert whole_cost("run-length-encoded BMP", 26_000_000) == 78_000_000
     for kind in ("JPEG", "PNG", "WEBP", "TIFF", "GIF", "BMP"):  # banded, reduced or streamed
         assert whole_cost(kind, 40_000_000) == 0

@@ -2,25 +2,28 @@
 AVIF (round 34), animated WebP at half of it (round 34's attack: a 190 KB animated WebP
 of 6000x6000 took the default server's tree to 1,017 MiB; libwebp composes each frame on
 two full canvases and copies one out), lossless WebP at twice it (round 35: libwebp keeps
-a 39 MP one whole, 164 MiB, even when it decodes it reduced), and progressive JPEG by the
-coefficients libjpeg holds (round 35)."""
+a 39 MP one whole, 164 MiB, even when it decodes it reduced), progressive JPEG by the
+coefficients libjpeg holds (round 35) and lossless JPEG by its full-size decode (round 36)."""
 
 from __future__ import annotations
 
 import struct
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from app.bundle import InputSpec
 from app.decode_guard import jpeg_structure
-from app.errors import PayloadTooLarge
+from app.errors import PayloadTooLarge, UnsupportedMediaType
 from app.image_limits import ImageLimits, pixel_limit, webp_kind
 from app.imaging import prepare
 from tests.images import bmp_rle8_runs, encode, png_chunk
+from tests.lossless_jpeg import lossless_jpeg
 
 RGB = InputSpec(height=32, width=32, channels=3, color="rgb")
+RGB224 = InputSpec(height=224, width=224, channels=3, color="rgb")
 
 
 def _animated(w: int, h: int) -> bytes:
@@ -188,3 +191,55 @@ def test_a_run_length_encoded_bmp_has_the_limit_of_a_picture_decoded_whole() -> 
     assert prepare(plain, RGB, limits).info.width == 600
     whole = ImageLimits(max_avif_pixels=600 * 500 // 2)
     assert prepare(bmp_rle8_runs(600, 500, 600 * 500), RGB, whole).info.width == 600
+
+
+def test_a_lossless_jpeg_is_decoded_at_full_size_within_its_own_limit() -> None:
+    """A lossless JPEG (SOF3) has no DCT to scale in: Pillow's reduced decode ("draft") broke
+    such a file, and a valid picture was answered "damaged or truncated". It is decoded whole
+    at full size, so it has a limit of its own: the progressive one's 6x AVIF's bytes over
+    Pillow's image (1 byte a pixel in gray, 4 in colour) and libjpeg's buffer (1 a sample)."""
+    limits = ImageLimits()
+    assert pixel_limit("lossless JPEG", limits, 1.0) == 39_000_000
+    assert pixel_limit("lossless JPEG", limits, 3.0) == 11_142_857
+    rng = np.random.default_rng(36)
+    gray = rng.integers(0, 256, (1000, 1200), dtype=np.uint8)  # min side >= 4x 224: drafted
+    data = lossless_jpeg(gray)
+    assert jpeg_structure(data, 100).lossless and not jpeg_structure(data, 100).buffered
+    png = encode(Image.fromarray(gray), "PNG")
+    for spec in (RGB, RGB224):
+        got, want = prepare(data, spec, limits), prepare(png, spec, limits)
+        assert got.info.decoded_width == 1200  # never reduced while decoding
+        assert np.array_equal(got.array, want.array)
+    colour = lossless_jpeg(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    assert jpeg_structure(colour, 100).samples == 3.0
+    small = ImageLimits(max_avif_pixels=-(-4800 * 7 // 6) - 1)  # 4,800 pixels, 7 bytes each
+    with pytest.raises(PayloadTooLarge) as raised:
+        prepare(colour, RGB, small)
+    detail = raised.value.detail
+    assert detail.startswith("The lossless JPEG image is 80x60 = 4,800 pixels;"), detail
+    assert "Send it as a baseline JPEG or PNG, or smaller." in detail
+    assert prepare(colour, RGB, ImageLimits(max_avif_pixels=4800 * 7 // 6)).info.width == 80
+    claims = lossless_jpeg(gray[:8, :8], width=8000, height=5000)  # 40 MP in its header
+    with pytest.raises(PayloadTooLarge, match="its limit is 39,000,000 pixels"):
+        prepare(claims, RGB, limits)
+    assert not jpeg_structure(encode(Image.fromarray(gray), "JPEG"), 100).lossless
+
+
+@pytest.mark.parametrize("bits", [12, 16])
+def test_a_jpeg_of_more_than_8_bits_a_sample_is_a_415_saying_so(bits: int) -> None:
+    """12-bit (medical, SOF1) and 12/16-bit lossless JPEGs: Pillow reads 8-bit JPEGs only, and
+    such a file was a 400 "header damaged or incomplete". The walker reads the precision."""
+    for data in (
+        lossless_jpeg(np.zeros((16, 16), np.uint8)),
+        encode(Image.new("L", (16, 16)), "JPEG"),
+    ):
+        sof = next(
+            i for i in range(2, len(data)) if data[i] == 0xFF and data[i + 1] in (0xC0, 0xC3)
+        )
+        wide = data[: sof + 4] + bytes([bits]) + data[sof + 5 :]
+        assert jpeg_structure(wide, 100).precision == bits
+        with pytest.raises(UnsupportedMediaType) as raised:
+            prepare(wide, RGB, ImageLimits())
+        assert raised.value.detail.startswith(f"The JPEG has {bits}-bit samples;"), (
+            raised.value.detail
+        )
