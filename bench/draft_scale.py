@@ -40,13 +40,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SIDES = (640, 1600, 4000)
 
 
-def _plan_exact(img: Any, fmt: str, scans: int, spec: InputSpec, rgb: bool = True) -> int:
+def _plan_exact(
+    img: Any, fmt: str, scans: int, spec: InputSpec, rgb: bool = True, lossless: bool = False
+) -> int:
     return int(img.size[0] * img.size[1])
 
 
-def _plan_2x(img: Any, fmt: str, scans: int, spec: InputSpec, rgb: bool = True) -> int:
+def _plan_2x(
+    img: Any, fmt: str, scans: int, spec: InputSpec, rgb: bool = True, lossless: bool = False
+) -> int:
     side = max(spec.width, spec.height)
-    if fmt == "JPEG" and min(img.size) >= 4 * side:
+    if fmt == "JPEG" and not lossless and min(img.size) >= 4 * side:
         img.draft("RGB" if rgb else "L", (2 * side, 2 * side))
     return int(img.size[0] * img.size[1])
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -85,20 +85,25 @@ def _png(img: Image.Image, **options: object) -> bytes:
     return encode(img, "PNG", **options)
 
 
-def _cases() -> Iterator[tuple[str, bytes]]:
-    rgba = Image.fromarray(_picture(4), "RGBA")
-    yield "RGBA", _png(rgba)
-    yield "RGB", _png(rgba.convert("RGB"), optimize=True)
-    yield "L", _png(rgba.convert("L"))
-    yield "LA", _png(rgba.convert("LA"))
-    palette = rgba.convert("RGB").quantize(100)
-    yield "P", _png(palette)
-    yield "P with transparency", _png(palette, transparency=3)
-    yield "16-bit gray", _png(Image.fromarray(_picture(1).astype(np.uint16) * 257))
-    yield "16-bit gray, low values", _png(Image.fromarray(_picture(1).astype(np.uint16)))
-    yield "16-bit RGB", _png16(_picture16(3), 2)
-    yield "16-bit RGBA", _png16(_picture16(4), 6)
-    yield "16-bit gray and alpha", _png16(_picture16(2), 4)
+def _rgba(size: tuple[int, int] = (W, H)) -> Image.Image:
+    return Image.fromarray(_picture(4, size), "RGBA")
+
+
+# Built by the test that uses them, not at collection: encoding them all took 17 s of every
+# xdist worker's collection (round 36).
+_CASES: dict[str, Callable[[], bytes]] = {
+    "RGBA": lambda: _png(_rgba()),
+    "RGB": lambda: _png(_rgba().convert("RGB"), optimize=True),
+    "L": lambda: _png(_rgba().convert("L")),
+    "LA": lambda: _png(_rgba().convert("LA")),
+    "P": lambda: _png(_rgba().convert("RGB").quantize(100)),
+    "P with transparency": lambda: _png(_rgba().convert("RGB").quantize(100), transparency=3),
+    "16-bit gray": lambda: _png(Image.fromarray(_picture(1).astype(np.uint16) * 257)),
+    "16-bit gray, low values": lambda: _png(Image.fromarray(_picture(1).astype(np.uint16))),
+    "16-bit RGB": lambda: _png16(_picture16(3), 2),
+    "16-bit RGBA": lambda: _png16(_picture16(4), 6),
+    "16-bit gray and alpha": lambda: _png16(_picture16(2), 4),
+}
 
 
 def _whole(
@@ -111,10 +116,11 @@ def _whole(
 
 
 @pytest.mark.usefixtures("small_bands")
-@pytest.mark.parametrize(("name", "data"), list(_cases()), ids=[n for n, _ in _cases()])
+@pytest.mark.parametrize("name", list(_CASES))
 def test_bands_give_the_pixels_of_the_whole_decode(
-    name: str, data: bytes, imagenet_spec: InputSpec, default_limits: ImageLimits
+    name: str, imagenet_spec: InputSpec, default_limits: ImageLimits
 ) -> None:
+    data = _CASES[name]()
     with loaded_sizes() as loaded:
         img, info = decode(data, imagenet_spec, default_limits)
     assert (W, H) not in loaded, "the whole image was decoded"
@@ -434,14 +440,20 @@ def test_16_bit_colour_cut_short_is_a_422(
         _whole(cut, imagenet_spec, default_limits)
 
 
-def _thin_cases() -> Iterator[tuple[str, bytes]]:
+def _thin_cases() -> dict[str, Callable[[], bytes]]:
+    cases: dict[str, Callable[[], bytes]] = {}
     for size in (THIN, THIN[::-1]):
-        rgba = Image.fromarray(_picture(4, size), "RGBA")
         tag = f"{size[0]}x{size[1]}"
-        yield f"RGBA {tag}", _png(rgba)
-        yield f"LA {tag}", _png(rgba.convert("LA"))
-        yield f"P with transparency {tag}", _png(rgba.convert("RGB").quantize(100), transparency=3)
-    yield "16-bit gray", _png(Image.fromarray(_picture(1, THIN).astype(np.uint16) * 257))
+        cases[f"RGBA {tag}"] = lambda size=size: _png(_rgba(size))
+        cases[f"LA {tag}"] = lambda size=size: _png(_rgba(size).convert("LA"))
+        cases[f"P with transparency {tag}"] = lambda size=size: _png(
+            _rgba(size).convert("RGB").quantize(100), transparency=3
+        )
+    cases["16-bit gray"] = lambda: _png(Image.fromarray(_picture(1, THIN).astype(np.uint16) * 257))
+    return cases
+
+
+_THIN_CASES = _thin_cases()
 
 
 @pytest.fixture(scope="module")
@@ -451,16 +463,16 @@ def santa_spec() -> InputSpec:
 
 
 @pytest.mark.usefixtures("small_bands")
-@pytest.mark.parametrize(("name", "data"), list(_thin_cases()), ids=[n for n, _ in _thin_cases()])
+@pytest.mark.parametrize("name", list(_THIN_CASES))
 def test_a_thin_png_is_converted_band_by_band(
     name: str,
-    data: bytes,
     imagenet_spec: InputSpec,
     santa_spec: InputSpec,
     default_limits: ImageLimits,
 ) -> None:
     """Not reduced, but each band converted to the image's working mode and flattened on
     white: no full-size image with alpha; the same image handed on as the whole decode's."""
+    data = _THIN_CASES[name]()
     size = Image.open(io.BytesIO(data)).size
     for spec in (imagenet_spec, santa_spec):
         with loaded_sizes() as loaded:
