@@ -49,7 +49,8 @@ def lossless_jpeg(pixels: np.ndarray, *, width: int = 0, height: int = 0) -> byt
     planes = pixels[..., None] if pixels.ndim == 2 else pixels
     h, w, n = planes.shape
     diffs = np.stack([_differences(planes[..., c]) for c in range(n)], axis=-1).reshape(-1)
-    bits = _bits(diffs)
+    step = 1 << 20  # samples at a time: _bits holds 12 int64 a sample
+    bits = np.concatenate([_bits(diffs[i : i + step]) for i in range(0, len(diffs), step)])
     bits = np.concatenate([bits, np.ones(-len(bits) % 8, np.uint8)])  # padded with 1s
     data = np.packbits(bits).tobytes().replace(b"\xff", b"\xff\x00")
     counts = bytes([0, 0, 0, _MAX_CATEGORY + 1] + [0] * 12)  # nine 4-bit codes

@@ -1,7 +1,8 @@
 """Pictures within the pixel limit that a worker once decoded whole, at 100-1,150 MiB each
 (round 35): TIFF pages, a PNG with image data after its pixels, thin giants for models other
-than imagenet, progressive JPEG, interlaced PNG and lossless WebP. Now decoded by bands or reduced, or refused
-by their own limits (app/image_limits.py) before decoding."""
+than imagenet, progressive JPEG, interlaced PNG and lossless WebP; lossless JPEG, answered
+"damaged" until round 36. Now decoded by bands or reduced, or refused by their own limits
+(app/image_limits.py) before decoding."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from PIL import Image
 
 from tests.app.hostile.base import Case, mk
 from tests.images import big_png, encode, png_chunk, tiff_with_private_tags
+from tests.lossless_jpeg import lossless_jpeg
 
 
 def blocks(width: int, height: int, mode: str = "RGB") -> Image.Image:
@@ -143,4 +145,34 @@ def whole_decodes() -> list[Case]:
             "ok",
             slow=True,
         ),
+        mk(
+            "jpeg-lossless-11mp-rgb",  # at its limit: decoded at full size, +51 MiB
+            "memory",
+            "bird",
+            lambda: lossless_jpeg(np.asarray(blocks(4000, 2785))),
+            "ok",
+            slow=True,
+        ),
+        mk(
+            "jpeg-lossless-claims-40mp-gray",
+            "memory",
+            "imagenet",
+            lambda: lossless_jpeg(np.zeros((8, 8), np.uint8), width=8000, height=5000),
+            "reject",
+            (413,),
+        ),
+        mk(
+            "jpeg-12-bit",
+            "valid",
+            "imagenet",
+            lambda: _twelve_bit(encode(blocks(64, 64), "JPEG")),
+            "reject",
+            (415,),
+        ),
     ]
+
+
+def _twelve_bit(jpeg: bytes) -> bytes:
+    """The frame header says 12 bits a sample (Pillow reads 8-bit JPEGs only)."""
+    sof = jpeg.index(b"\xff\xc0")
+    return jpeg[: sof + 4] + b"\x0c" + jpeg[sof + 5 :]
