@@ -16,7 +16,7 @@ from app.bundle import InputSpec
 from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 from app.formats import avif_refusal, sniff_format
 from app.imaging import ImageLimits, decode, prepare
-from tests.images import avif_with_size, big_avif_flat, encode, photo
+from tests.images import avif_with_size, big_avif_flat, encode, loaded_sizes, photo
 
 RGB = InputSpec(height=32, width=32, channels=3, color="rgb")
 RGB224 = InputSpec(height=224, width=224, channels=3, color="rgb")
@@ -249,3 +249,23 @@ def test_an_alpha_plane_counts_against_the_limit(chelsea: Image.Image) -> None:
     assert f"({2 * pixels:,} pixels in all its frames)" in raised.value.detail
     prepare(data, RGB, ImageLimits(max_avif_pixels=pixels * 4 // 3 + 1))
     prepare(_avif(chelsea), RGB, ImageLimits(max_avif_pixels=pixels))  # no alpha: its size
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_a_large_avif_is_read_in_strips_from_libavifs_copy(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 36: Pillow's load copied libavif's frame once more into its own image (4 bytes a
+    pixel); the frame is now read in strips straight from libavif's copy, with the same
+    pixels."""
+    rng = np.random.default_rng(36)
+    small = Image.fromarray(rng.integers(0, 255, (40, 60, 4), dtype=np.uint8), "RGBA")
+    data = encode(small.resize((4000, 2200), Image.BILINEAR).convert(mode), "AVIF", quality=70)
+    with loaded_sizes() as loaded:
+        got = prepare(data, RGB224, LIMITS)
+    assert (4000, 2200) not in loaded
+    monkeypatch.setattr("app.strip_plans.MIN_BYTES", 1 << 62)  # every AVIF loaded whole
+    with loaded_sizes() as loaded:
+        whole = prepare(data, RGB224, LIMITS)
+    assert (4000, 2200) in loaded
+    assert np.array_equal(got.array, whole.array)
