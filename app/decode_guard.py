@@ -120,8 +120,8 @@ def check_png_chunks(data: bytes) -> None:
         (length,) = struct.unpack_from(">I", data, pos)
         kind = data[pos + 4 : pos + 8]
         total += 1
-        if kind not in (b"IDAT", b"fcTL", b"fdAT"):
-            meta += 1
+        if kind not in (b"IDAT", b"fcTL", b"fdAT", b"IHDR", b"PLTE", b"IEND"):
+            meta += 1  # the chunks besides the image's own (IHDR, PLTE, IEND counted 3 too many)
         if total > MAX_PNG_CHUNKS or meta > MAX_PNG_META_CHUNKS:
             what = (
                 f"more than {MAX_PNG_CHUNKS:,} chunks"

@@ -53,7 +53,7 @@ from app.polarity import should_invert
 from app.reduction import draft_and_cost as draft_and_cost
 from app.reduction import reduction
 from app.strip_plans import plan
-from app.tensorize import blank
+from app.tensorize import blank, seen_box
 from app.tensorize import resize as resize
 from app.tensorize import to_array as to_array
 from app.trim import (
@@ -264,7 +264,10 @@ def decode(
                     img.load()
                     # Pillow's TIFF loader applies the orientation itself and drops the tag.
                     todo = 1 if orientation != 1 and applied_by_loader(img) else orientation
-                    small = reduce_and_convert(img, factor)
+                    # A thin giant not reduced: only what the model sees goes on (turned, it
+                    # was a second full-size copy).
+                    box = seen_box(spec, *img.size) if factor == 1 else None
+                    small = reduce_and_convert(img if box is None else img.crop(box), factor)
             # Nothing to reduce or convert: kept, not closed (a copy doubled a thin 40 MP one).
             keep_open = small is img
         except ServiceError:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from app.bundle import InputSpec
+from app.bundle import InputSpec, ResizeSpec
 from app.cores import cores_per_worker
 from app.decode_guard import DecodeBudget
 from app.errors import ServiceError
@@ -87,8 +87,12 @@ def thumbnails(
     and deriving the model input from a thumbnail-sized decode would make catalog embeddings
     differ from predict's for the same bytes."""
     # decode keeps both sides >= the spec's side (a large JPEG's DCT scale), then box-reduces
-    # to no less than twice it: never below the thumbnail
-    thumb_spec = InputSpec(width=size, height=size, channels=3, color="rgb")
+    # to no less than twice it: never below the thumbnail. Letterboxed, as a thumbnail is: a
+    # thin giant is reduced by its long side (app.reduction) instead of decoded at full size
+    # (a 100x400,000 RGBA PNG with an orientation took the tree to 880 MiB, round 36's attack).
+    thumb_spec = InputSpec(
+        width=size, height=size, channels=3, color="rgb", resize=ResizeSpec(mode="letterbox")
+    )
     if len(images) > 1:
         check_request(images, thumb_spec, limits)
     budget = budget if budget is not None else limits.budget()

@@ -18,6 +18,11 @@ def unreadable_header(fmt: str, data: bytes, exc: BaseException, accepted: str) 
             "The PNG carries a compressed text or colour-profile chunk that expands to "
             "more than 1 MB (a decompression bomb), so it is refused."
         )
+    if fmt == "PNG" and "text chunks" in said:  # Pillow's MAX_TEXT_MEMORY guard (64 MB)
+        return PayloadTooLarge(
+            "The PNG carries more than 64 MB of text metadata before its pixels (compressed "
+            "text chunks), so it is refused. Send it without that metadata."
+        )
     samples = tiff_sample_format(data) if fmt == "TIFF" else None
     if samples is not None:
         return InvalidImage(

@@ -59,8 +59,11 @@ def draft_and_cost(
     side = model_side(spec)
     if fmt != "JPEG":
         return w * h
-    if not lossless and min(w, h) >= 2 * _DRAFT_FACTOR * side:
-        # DCT-domain downscale: the decoded size stays >= the model input on both sides.
+    thin_giant = w * h > FRAME_MAX_PIXELS and min(w, h) >= 2 * side
+    if not lossless and (min(w, h) >= 2 * _DRAFT_FACTOR * side or thin_giant):
+        # DCT-domain downscale: the decoded size stays >= the model input on both sides. A
+        # thin giant (65,500x610) too, at 1/2: decoded whole at full size, then turned by its
+        # EXIF orientation, it added 306 MiB to a worker (round 36's attack).
         img.draft("RGB" if rgb else "L", (side, side))
     if img.info.get("progressive") or scans > NORMAL_SCANS:
         # A progressive decode passes over every coefficient once per scan, drafted or not.

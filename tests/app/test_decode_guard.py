@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from app.bundle import InputSpec
 from app.decode_guard import MAX_TILE_PIXELS, DecodeBudget, check_tiff_strips, timed
 from app.errors import InvalidImage, PayloadTooLarge
 from app.imaging import ImageLimits, prepare
-from tests.images import encode, repeat_last_scan, tiff_with_private_tags
+from tests.images import encode, png_chunk, repeat_last_scan, tiff_with_private_tags
 
 RGB = InputSpec(height=32, width=32, channels=3, color="rgb")
 GRAY = InputSpec(height=28, width=28, channels=1, color="gray")
@@ -212,3 +213,27 @@ def test_the_pixel_budget_names_exact_pixels(limit: int, used: int, charge: int,
         budget.charge(charge)
     assert said in str(err.value) and f"the limit per request is {limit:,}." in str(err.value)
     budget.charge(0)  # what was refused was not counted
+
+
+def _png_with_chunks(chunks: list[bytes]) -> bytes:
+    """An 8x8 PNG with `chunks` between its header and its pixels."""
+    png = encode(Image.new("RGB", (8, 8), (20, 140, 60)), "PNG")
+    return png[:33] + b"".join(chunks) + png[33:]  # after the signature and IHDR
+
+
+def test_the_metadata_chunk_cap_counts_metadata_only() -> None:
+    """Round 36's attack: 1,999 text chunks were refused under the documented cap of 2,000
+    (IHDR, PLTE and IEND were counted as metadata)."""
+    text = png_chunk(b"tEXt", b"k\x00v")
+    assert prepare(_png_with_chunks([text] * 2_000), RGB, LIMITS).info.width == 8
+    with pytest.raises(PayloadTooLarge, match="more than 2,000 metadata chunks"):
+        prepare(_png_with_chunks([text] * 2_001), RGB, LIMITS)
+
+
+def test_compressed_text_over_pillows_64_mb_is_a_413_saying_so() -> None:
+    """70 zTXt chunks of 1 MB of text each (70 KB compressed) before the pixels: Pillow stops
+    at 64 MB of text, and the valid file was answered 422 "header damaged" (round 36)."""
+    ztxt = png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"a" * 1_000_000, 9))
+    with pytest.raises(PayloadTooLarge, match="more than 64 MB of text metadata"):
+        prepare(_png_with_chunks([ztxt] * 70), RGB, LIMITS)
+    assert prepare(_png_with_chunks([ztxt] * 3), RGB, LIMITS).info.width == 8

@@ -7,6 +7,8 @@ those that frame it or paint its background keep it whole up to FRAME_MAX_PIXELS
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -48,11 +50,12 @@ def _whole(data: bytes, spec: InputSpec, monkeypatch: pytest.MonkeyPatch) -> np.
         return prepare(data, spec, LIMITS).array
 
 
-def _close(got: np.ndarray, want: np.ndarray) -> None:
+def _close(got: np.ndarray, want: np.ndarray, most: float = 3.0) -> None:
     """The centre crop's region, computed on the kept part, lands within 0.03 px of where it
-    falls on the whole picture: a level or two where the picture changes fast."""
+    falls on the whole picture: a level or two where the picture changes fast (`most` more
+    in a dithered GIF)."""
     diff = np.abs(got - want)
-    assert diff.max() <= 3.0 and diff.mean() <= 0.5, (diff.max(), diff.mean())
+    assert diff.max() <= most and diff.mean() <= 0.5, (diff.max(), diff.mean())
 
 
 def test_the_box_is_the_centred_square_with_a_margin(imagenet_spec: InputSpec) -> None:
@@ -140,3 +143,37 @@ def test_a_model_that_paints_the_background_gets_the_whole_picture(
     spec = InputSpec.model_validate({**imagenet_spec.model_dump(), "background": "white"})
     img, _ = decode(_thin(60, 3000, "RGB"), spec, LIMITS)
     assert img.size == (60, 3000)
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "GIF", "JPEG"])
+@pytest.mark.parametrize("size", [(60, 3000), (3000, 60)], ids=["tall", "wide"])
+def test_a_thin_picture_decoded_whole_goes_on_as_its_middle(
+    imagenet_spec: InputSpec, monkeypatch: pytest.MonkeyPatch, fmt: str, size: tuple[int, int]
+) -> None:
+    """Formats decoded whole (no bands) keep only the middle square once decoded (round 36's
+    attack: a 65,500x610 JPEG turned by its EXIF orientation was a second full-size copy,
+    +306 MiB for a worker), and prepare the same pixels."""
+    with Image.open(io.BytesIO(_thin(*size, "RGB"))) as im:
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        options = {"exif": exif.tobytes(), "quality": 95} if fmt == "JPEG" else {}
+        data = encode(im.convert("RGB"), fmt, **options)
+    img, _ = decode(data, imagenet_spec, LIMITS)
+    assert max(img.size) == 60 + 2 * (4 + 60 // 16)
+    got = prepare(data, imagenet_spec, LIMITS).array
+    with monkeypatch.context() as m:
+        m.setattr("app.imaging.seen_box", lambda *args: None)
+        img, _ = decode(data, imagenet_spec, LIMITS)
+        assert max(img.size) == max(size)
+        want = prepare(data, imagenet_spec, LIMITS).array
+    _close(got, want, 6.0 if fmt == "GIF" else 3.0)
+
+
+def test_a_thin_giant_jpeg_is_decoded_at_half_size(imagenet_spec: InputSpec) -> None:
+    """Over FRAME_MAX_PIXELS with a short side of 2-4x the model's, a JPEG is drafted to 1/2
+    (DCT-scaled; its short side stays over the model's): decoded at full size it was the
+    largest part of the 306 MiB above. Pictures under that keep their full-size decode."""
+    big = encode(Image.new("RGB", (9000, 500), (40, 120, 200)), "JPEG")
+    assert prepare(big, imagenet_spec, LIMITS).info.decoded_width == 4500
+    small = encode(Image.new("RGB", (8000, 500), (40, 120, 200)), "JPEG")  # 4.0 MP
+    assert prepare(small, imagenet_spec, LIMITS).info.decoded_width == 8000

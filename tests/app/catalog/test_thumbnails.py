@@ -4,12 +4,16 @@ colour whatever the model's colour space, never upscaled."""
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from app import strip_plans
 from app.imaging import ImageLimits
 from app.ingest import thumbnails
+from tests.images import big_png, exif_payload, loaded_sizes, orientation_entry, png_with_exif_chunk
 
 
 def _encode(img: Image.Image, fmt: str = "PNG") -> bytes:
@@ -42,3 +46,30 @@ def test_sixteen_bit_and_alpha_follow_the_ingestion_rules() -> None:
     t16, talpha = thumbnails([_encode(gray16), _encode(clear)], ImageLimits(), 128)
     assert abs(float(np.asarray(_open(t16.jpeg)).mean()) - 128) < 3
     assert float(np.asarray(_open(talpha.jpeg)).min()) > 245  # transparent -> white
+
+
+def test_a_thin_giants_thumbnail_is_made_without_a_full_size_decode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Round 36's attack: a 100x400,000 RGBA PNG with an EXIF orientation, added to a catalog,
+    took the tree to 880 MiB: its thumbnail was decoded at full size (the model input already
+    kept only what the model sees). Thumbnails letterbox, so a thin giant is reduced by its
+    long side while it is decoded in bands, as digits and products do."""
+    data = png_with_exif_chunk(
+        big_png(100, 400_000, mode="RGBA"), exif_payload([orientation_entry(6)])
+    )
+    factors: list[int] = []
+    real = strip_plans.reduce_and_convert
+
+    def spy(img: Image.Image, factor: int, *args: Any) -> Image.Image:
+        factors.append(factor)
+        return real(img, factor, *args)
+
+    monkeypatch.setattr(strip_plans, "reduce_and_convert", spy)
+    with loaded_sizes() as loaded:
+        [thumb] = thumbnails([data], ImageLimits(), 128)
+    assert (100, 400_000) not in loaded
+    assert factors == [400_000 // 256]  # not 1: a 120 MB RGB picture, made in bands
+    assert (thumb.info.width, thumb.info.height, thumb.info.orientation) == (100, 400_000, 6)
+    with Image.open(io.BytesIO(thumb.jpeg)) as img:
+        assert img.size == (128, 1)  # upright: the long side across
