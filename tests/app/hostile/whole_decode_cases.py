@@ -6,6 +6,7 @@ than imagenet, progressive JPEG, interlaced PNG and lossless WebP; lossless JPEG
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -162,6 +163,22 @@ def whole_decodes() -> list[Case]:
             (413,),
         ),
         mk(
+            "jpeg-65500x610-orient6-bird",  # decoded whole, then turned: +306 MiB (round 36)
+            "memory",
+            "bird",
+            lambda: _oriented(encode(blocks(65500, 610), "JPEG", quality=85)),
+            "ok",
+            slow=True,
+        ),
+        mk(
+            "gif-65500x600-santa",  # a 40 MB palette picture made RGB at full size
+            "memory",
+            "santa",
+            lambda: encode(blocks(65500, 600, "P"), "GIF"),
+            "ok",
+            slow=True,
+        ),
+        mk(
             "jpeg-12-bit",
             "valid",
             "imagenet",
@@ -170,6 +187,14 @@ def whole_decodes() -> list[Case]:
             (415,),
         ),
     ]
+
+
+def _oriented(jpeg: bytes) -> bytes:
+    """The JPEG with an EXIF orientation of 6 (turned a quarter to be upright)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    with Image.open(io.BytesIO(jpeg)) as img:
+        return encode(img, "JPEG", quality=85, exif=exif.tobytes())
 
 
 def _twelve_bit(jpeg: bytes) -> bytes:
