@@ -36,6 +36,7 @@ def small_bands(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(png_bands, "MIN_BYTES", 0)
     monkeypatch.setattr("app.pixels.STRIP_BYTES", 300_000)
     monkeypatch.setattr(strip_plans, "seen_box", lambda *args: None)
+    monkeypatch.setattr("app.imaging.seen_box", lambda *args: None)  # the whole decode's too
 
 
 def _picture(channels: int, size: tuple[int, int] = (W, H)) -> np.ndarray:
@@ -112,6 +113,7 @@ def _whole(
 ) -> tuple[np.ndarray, int]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(png_bands, "MIN_BYTES", 1 << 62)
+        mp.setattr("app.imaging.seen_box", lambda *args: None)  # whole: not its middle only
         img, info = decode(data, imagenet_spec, default_limits)
     return np.asarray(img), info.orientation
 
