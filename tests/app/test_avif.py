@@ -251,6 +251,7 @@ def test_an_alpha_plane_counts_against_the_limit(chelsea: Image.Image) -> None:
     prepare(_avif(chelsea), RGB, ImageLimits(max_avif_pixels=pixels))  # no alpha: its size
 
 
+@pytest.mark.slow  # 2.5-4 s each to encode
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])
 def test_a_large_avif_is_read_in_strips_from_libavifs_copy(
     mode: str, monkeypatch: pytest.MonkeyPatch

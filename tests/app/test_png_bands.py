@@ -410,6 +410,7 @@ def test_small_pngs_and_unreduced_ones_are_decoded_whole() -> None:
             assert png_bands.layout_for_bands(plain, Image.open(io.BytesIO(plain)), 1) is None
 
 
+@pytest.mark.slow  # 2 s: checks this module's own encoder
 def test_the_16_bit_test_pictures_are_what_pillow_decodes() -> None:
     """`_png16` itself: Pillow decodes it to the high byte of each sample."""
     pixels = _picture16(3)

@@ -110,8 +110,24 @@ def cpu_and_memory() -> list[Case]:
         # Long thin pictures within the pixel limit: center_crop used to scale the whole
         # 400000x100 picture to 896000x224 (1.3 GB) and trim to centre the line in a square
         # of its length (test_imaging_hardening has the 4,000,000-px versions).
-        mk("png-400000x100", "memory", "imagenet", lambda: big_png(400_000, 100, mode="RGB"), "ok"),
-        mk("png-100x400000", "memory", "imagenet", lambda: big_png(100, 400_000, mode="RGB"), "ok"),
+        # 1.5 s each: full runs only (the fast subset keeps the gray twin in
+        # test_imaging_hardening.py::test_long_thin_pictures_cost_their_own_size)
+        mk(
+            "png-400000x100",
+            "memory",
+            "imagenet",
+            lambda: big_png(400_000, 100, mode="RGB"),
+            "ok",
+            slow=True,
+        ),
+        mk(
+            "png-100x400000",
+            "memory",
+            "imagenet",
+            lambda: big_png(100, 400_000, mode="RGB"),
+            "ok",
+            slow=True,
+        ),
         mk("png-line-40000x10", "memory", "products", lambda: thin_line(40_000, 10, "L"), "ok"),
         mk(
             "jpeg-progressive-1500-scans",
@@ -177,6 +193,7 @@ def cpu_and_memory() -> list[Case]:
             ),
             "reject",
             (413,),
+            slow=True,  # 4 s to encode: full runs (test_image_limits.py keeps a small one fast)
         ),
         mk(
             "avif-frame-16384-declares-1000",  # libavif decoded the coded frame whole
