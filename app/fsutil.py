@@ -320,6 +320,17 @@ def watch_data_folders(root: Path, parts: tuple[str, ...]) -> list[FolderIdentit
     return identities
 
 
+def make_service_folders(root: Path, parts: tuple[str, ...]) -> None:
+    """Create the data folder and the service's folders in it, where they are missing, before
+    they are watched: their identities are then recorded at start-up, not by whichever
+    start-up thread first writes (two of them creating the folders at once made start-up fail
+    with "removed or replaced": CI, stops 57 and 58). Best effort: a read-only or not-permitted
+    folder (or a file in a folder's place) is left as it is, and its writes answer 503."""
+    for part in parts:
+        with contextlib.suppress(OSError, StorageUnavailable):
+            make_dirs_durably(root / part)
+
+
 def folder_gone(reading: bool = False) -> StorageUnavailable:
     outcome = "its files cannot be read" if reading else "nothing was stored"
     return StorageUnavailable(

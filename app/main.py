@@ -27,7 +27,7 @@ from app.api.problems import install_error_handlers
 from app.api.query_names import known_query_only
 from app.batching import Schedulers, serving_threads
 from app.catalog.service import CatalogService
-from app.fsutil import SERVICE_FOLDERS, watch_data_folders
+from app.fsutil import SERVICE_FOLDERS, make_service_folders, watch_data_folders
 from app.heap import HeapTrimmer, freeze_loaded_heap
 from app.logs import RequestObserver, configure_logging
 from app.registry import ModelRegistry
@@ -138,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.redirect_slashes = False  # a trailing slash gets a 404 naming the path without it
     # /readyz and every writer: was the data folder, or a folder of the service's in it,
     # removed or replaced under the server?
+    make_service_folders(settings.data_dir, SERVICE_FOLDERS)
     app.state.data_folders = watch_data_folders(settings.data_dir, SERVICE_FOLDERS)
     # Built here, not in the lifespan, so an impossible provider setting fails start-up at once.
     app.state.registry = ModelRegistry(

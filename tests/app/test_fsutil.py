@@ -325,3 +325,18 @@ def test_an_item_read_from_a_replaced_catalogs_folder_is_a_503_not_a_404(
         (data / "catalogs-away").rename(data / "catalogs")
         assert c.get(f"{item}/image").content == png.getvalue()
         assert c.get(f"{item}/thumbnail").status_code == 200
+
+
+def test_the_service_folders_are_made_and_recorded_when_the_app_is_built(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
+    """CI, stops 57 and 58: start-up threads creating the folders while others looked made
+    start-up fail with "removed or replaced". They are now made before they are watched, so
+    every identity is recorded when the app is built, not by the first write."""
+    app = create_app(make_settings(tiny_models_dir, tmp_path))
+    data = app.state.settings.data_dir
+    assert all((data / part).is_dir() for part in SERVICE_FOLDERS)
+    assert all(identity._key is not None for identity in app.state.data_folders)
+    (data / "teach").rename(tmp_path / "teach-away")
+    (data / "teach").mkdir()  # another folder in its place: still noticed
+    assert not app.state.data_folders[SERVICE_FOLDERS.index("teach") + 1].intact()
