@@ -213,14 +213,6 @@ def bands(layout: _Layout, rows: int) -> Iterator[tuple[int, Image.Image]]:
         top += n
 
 
-def gray16_peak(layout: _Layout, rows: int) -> int | None:
-    """A 16-bit gray image's largest value (it sets the image's scale onto 8 bits: a pass of
-    its own, as the whole decode's extrema are), or None for any other image."""
-    if (layout.depth, layout.color) != (16, 0):
-        return None
-    return max(int(np.asarray(band).max()) for _, band in bands(layout, rows))
-
-
 def _decode(
     layout: _Layout, above: bytes, filtered: list[Bytes]
 ) -> tuple[Image.Image, bytes | None]:

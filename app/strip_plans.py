@@ -22,7 +22,7 @@ from PIL import Image
 
 from app.bundle import InputSpec
 from app.pixels import reduce_and_convert, strip_rows
-from app.png_bands import MIN_BYTES, bands, gray16_peak, layout_for_bands
+from app.png_bands import MIN_BYTES, bands, layout_for_bands
 from app.tensorize import Box, seen_box
 from app.tiff_bands import TiffLayout, gray_peak
 from app.tiff_bands import bands as tiff_bands
@@ -82,14 +82,14 @@ def plan(data: bytes, img: Image.Image, factor: int, spec: InputSpec | None = No
         return _tiff_plan(tiff, img, spec if factor == 1 else None)
     layout = layout_for_bands(data, img, factor, cropped=box is not None)
     if layout is not None:
-        sixteen = (layout.depth, layout.color) == (16, 0)
-        return Plan(partial(bands, layout), partial(gray16_peak, layout), box=box, sixteen=sixteen)
+        sixteen = (layout.depth, layout.color) == (16, 0)  # its only gray kind wider than 8 bits
+        return Plan(partial(bands, layout), _no_peak, box=box, sixteen=sixteen)
     w, h = img.size
     large = w * h * 4 > MIN_BYTES
     if img.format == "AVIF" and large and img.mode in ("RGB", "RGBA"):
         decoder: Any = getattr(img, "_decoder", None)
         if callable(getattr(decoder, "get_frame", None)):
-            return Plan(partial(_avif_strips, img), lambda rows: None)
+            return Plan(partial(_avif_strips, img), _no_peak)
     if img.format != "WEBP" or getattr(img, "n_frames", 1) != 1:
         return None
     decoder = getattr(img, "_decoder", None)  # Pillow's WebPAnimDecoder, once opened
@@ -98,14 +98,14 @@ def plan(data: bytes, img: Image.Image, factor: int, spec: InputSpec | None = No
         strips = partial(_webp_strips, img)  # else another Pillow: its own load
     features = still_features(data) if factor > 1 or large else None
     if features is None or (features.width, features.height) != img.size:
-        return None if strips is None else Plan(strips, lambda rows: None)
-    return Plan(strips, lambda rows: None, partial(_webp_reduced, data, img))
+        return None if strips is None else Plan(strips, _no_peak)
+    return Plan(strips, _no_peak, partial(_webp_reduced, data, img))
 
 
 def _tiff_plan(layout: TiffLayout, img: Image.Image, spec: InputSpec | None) -> Plan:
     """Bands of a TIFF page as stored (Pillow's size is upright: its loader turns the page)."""
     wide = img.mode == "F" or img.mode.startswith("I")
-    peak = partial(gray_peak, layout) if wide else lambda rows: None
+    peak = partial(gray_peak, layout) if wide else _no_peak
     box = seen_box(spec, *layout.size) if spec is not None else None
     sixteen = img.mode.startswith("I;16")
     return Plan(partial(tiff_bands, layout), peak, box=box, size=layout.size, sixteen=sixteen)
@@ -121,28 +121,33 @@ def _webp_reduced(data: bytes, img: Any, factor: int) -> Image.Image | None:
 def _webp_strips(img: Any, rows: int) -> Strips:
     frame, _ = img._decoder.get_next()  # bytes, 4 per pixel (RGBA, or RGBX for RGB)
     img._decoder = None  # its canvas (a full copy) goes now; `img` is closed unloaded
-    w, h = img.size
-    if not isinstance(frame, bytes) or len(frame) != w * h * 4:
-        raise ValueError("libwebp returned a frame of an unexpected size")
-    pixels = np.frombuffer(frame, dtype=np.uint8)  # a view: no copy
-    for top in range(0, h, rows):
-        n = min(rows, h - top)
-        part = pixels[top * w * 4 : (top + n) * w * 4]
-        yield top, Image.frombuffer(img.mode, (w, n), part, "raw", img.rawmode, 0, 1)
+    yield from _frame_strips(frame, img.mode, img.rawmode, img.size, 4, rows)
 
 
 def _avif_strips(img: Any, rows: int) -> Strips:
     """An AVIF's first frame in strips read straight from the copy libavif hands back (RGB or
     RGBA, 8 bits): Pillow's load copied it once more into its own image, 4 bytes a pixel (a
-    12.5 MP AVIF added 109 MiB to a worker, now 61). Only the strips are copies."""
+    12.5 MP AVIF added 109 MiB to a worker, now 98). Only the strips are copies."""
     frame = img._decoder.get_frame(0)[0]
     img._decoder = None  # libavif's decoded planes go now; `img` is closed unloaded
-    w, h = img.size
-    channels = len(img.mode)
-    if not isinstance(frame, bytes) or len(frame) != w * h * channels:
-        raise ValueError("libavif returned a frame of an unexpected size")
+    yield from _frame_strips(frame, img.mode, img.mode, img.size, len(img.mode), rows)
+
+
+def _frame_strips(
+    frame: Any, mode: str, rawmode: str, size: tuple[int, int], per_pixel: int, rows: int
+) -> Strips:
+    """(top, strip) pairs of a decoder's whole frame (`bytes`, `per_pixel` bytes a pixel),
+    each strip a view of it made an image: no copy of the frame."""
+    w, h = size
+    if not isinstance(frame, bytes) or len(frame) != w * h * per_pixel:
+        raise ValueError("the decoder returned a frame of an unexpected size")
     pixels = np.frombuffer(frame, dtype=np.uint8)  # a view: no copy
     for top in range(0, h, rows):
         n = min(rows, h - top)
-        part = pixels[top * w * channels : (top + n) * w * channels]
-        yield top, Image.frombuffer(img.mode, (w, n), part, "raw", img.mode, 0, 1)
+        part = pixels[top * w * per_pixel : (top + n) * w * per_pixel]
+        yield top, Image.frombuffer(mode, (w, n), part, "raw", rawmode, 0, 1)
+
+
+def _no_peak(rows: int) -> None:
+    """No gray image wider than 8 bits: nothing to scale."""
+    return None
