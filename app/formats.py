@@ -4,9 +4,10 @@ is never trusted), and why an AVIF is refused before libavif reads it.
 AVIF (round 34): Pillow's wheels decode it with libavif and dav1d. Its still-image relatives
 HEIC/HEIF (HEVC inside the same ISO base media container) are not decoded by Pillow and stay
 a 415 that says so (app/not_image.py). An AVIF cannot be decoded at a reduced size: the whole
-frame is decoded to YUV, converted to RGB and copied once more into Pillow's image, about
-8.5 bytes per pixel at peak (a 40 MP file took a worker up by 342 MiB), so AVIF has its own
-pixel limit (ImageLimits.max_avif_pixels), under the one for every format.
+frame is decoded to YUV planes (1.5 to 8 bytes a pixel: 8-bit 4:2:0 to 12-bit 4:4:4 with alpha;
+Pillow's decode then added two full RGB copies, 8.5 bytes a pixel for 8-bit: a 40 MP file took a
+worker up by 342 MiB; large ones are now turned to RGB a strip at a time, app/avif_strips.py),
+so AVIF has its own pixel limit (ImageLimits.max_avif_pixels), under the one for every format.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """At most one large whole-picture decode at a time in the whole serving tree.
 
 Most pictures are decoded a band at a time or straight at a reduced size: tens of MiB at most.
-Some kinds are decoded whole: AVIF (about 8.5 bytes a pixel at peak), animated and lossless
+Some kinds are decoded whole: AVIF (up to 8.5 bytes a pixel at peak), animated and lossless
 WebP, interlaced colour PNG, run-length-encoded BMP, progressive JPEG (its coefficients), TIFF
 pages that cannot be split. Their own pixel limits (app/image_limits.py) keep one such decode to about 150 MiB of
 the tree, but the decode slots (one per core) are each worker's own: with two workers four ran
@@ -33,7 +33,7 @@ HEAVY_LOCK_ENV: Final = "IMGCLASS_HEAVY_DECODE_LOCK"
 HEAVY_BYTES: Final = 48 * 1024 * 1024
 # Peak bytes a pixel of the kinds decoded whole (measured: bench/avif.py, docs/hardening.md).
 _PER_PIXEL: Final = {
-    "AVIF": 8.5,
+    "AVIF": 8.5,  # by strips (app/avif_strips): 2 for 8-bit 4:2:0, 7 for 12-bit 4:4:4; kept high
     "animated WebP": 16.0,
     "lossless WebP": 4.0,
     "interlaced PNG": 4.0,

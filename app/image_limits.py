@@ -17,7 +17,7 @@ from app.jpeg_walk import lossless_bytes
 class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
-    max_avif_pixels: int = 13_000_000  # decoded whole at 8.5 bytes a pixel (app/formats.py)
+    max_avif_pixels: int = 13_000_000  # decoded whole, up to 8.5 bytes a pixel (app/formats.py)
     min_side: int = 8
     # Work per request, all its images together: decoded pixels (a progressive JPEG counts
     # pixels x scans / 10) and seconds spent decoding.
