@@ -17,6 +17,7 @@ async def read_json_images(request: Request, settings: Settings) -> list[JsonIma
     budget (app.api.body_budget) meanwhile, as an upload's bytes would be."""
     raw = await read_body(request, settings.max_request_bytes)
     entries = await run_in_threadpool(parse_images, raw, settings)  # up to 32 MB of JSON
+    del raw  # the parsed strings are all that is needed now
     bound = fetch_bytes_bound(entries, settings)
     budget: BodyBudget | None = getattr(request.app.state, "body_budget", None)
     if budget is None or bound == 0:
