@@ -126,6 +126,13 @@ def _inspect(fmt: str, data: bytes, limits: ImageLimits) -> _Facts:
                     "is refused.",
                     limit_jpeg_scans=limits.max_jpeg_scans,
                 )
+            if jpeg.undecoded:  # Pillow said "damaged" (422) for a file that may be fine
+                raise UnsupportedMediaType(
+                    f"The file is a {jpeg.undecoded} image, a JPEG coding process not decoded "
+                    "here. Send it as PNG or TIFF, or as an ordinary (baseline or progressive) "
+                    "JPEG.",
+                    accepted=list(ACCEPTED_FORMATS),
+                )
             if jpeg.precision not in (0, 8):  # Pillow reads 8-bit JPEGs only
                 raise UnsupportedMediaType(
                     f"The JPEG has {jpeg.precision}-bit samples; only 8-bit JPEGs are "

@@ -33,6 +33,12 @@ _JPEG_SOF: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Lossless frame headers (SOF3, SOF7, SOF11, SOF15): no DCT, so libjpeg cannot scale while it
 # decodes (Pillow's draft broke such a file: "damaged"); the picture is decoded at full size.
 _JPEG_LOSSLESS_SOF: Final = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
+# Frame headers of coding processes libjpeg does not decode: hierarchical (differential,
+# SOF5-7, SOF13-15) and JPEG-LS (SOF55, ITU-T T.87: another codec in JPEG's markers).
+_JPEG_UNDECODED: Final = {
+    **dict.fromkeys((0xC5, 0xC6, 0xC7, 0xCD, 0xCE, 0xCF), "hierarchical (differential) JPEG"),
+    0xF7: "JPEG-LS",
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,12 @@ class JpegStructure:
     samples: float = 0.0  # component samples a pixel (3 for 4:4:4 colour, 1.5 for 4:2:0)
     lossless: bool = False  # a lossless frame header was seen
     precision: int = 0  # bits a sample in the first frame header (0: none seen)
+    frame: int = 0  # the first frame header's marker (0: none seen)
+
+    @property
+    def undecoded(self) -> str | None:
+        """The name of a coding process libjpeg does not decode, or None."""
+        return _JPEG_UNDECODED.get(self.frame)
 
     @property
     def buffered(self) -> bool:
@@ -70,7 +82,7 @@ def jpeg_structure(data: bytes, cap: int) -> JpegStructure:
     lengths and, in entropy-coded data, jumps from marker to marker with a regex: linear in
     the data size. Refuses (413) a file with more than MAX_JPEG_SEGMENTS segments before that."""
     pos, scans, n, segments, arithmetic = 2, 0, len(data), 0, False
-    progressive, lossless, samples, precision = False, False, 0.0, 0
+    progressive, lossless, samples, precision, frame = False, False, 0.0, 0, 0
     while pos + 4 <= n and scans <= cap:
         segments += 1
         if segments > MAX_JPEG_SEGMENTS:
@@ -91,8 +103,8 @@ def jpeg_structure(data: bytes, cap: int) -> JpegStructure:
             pos += 2
             continue
         (length,) = struct.unpack_from(">H", data, pos + 2)
-        if marker in _JPEG_SOF and not samples:  # the first frame header: libjpeg's
-            samples = _samples(data[pos + 4 : pos + 2 + length])
+        if (marker in _JPEG_SOF or marker == 0xF7) and not frame:  # the first frame header
+            frame, samples = marker, _samples(data[pos + 4 : pos + 2 + length])
             progressive = marker in _JPEG_PROGRESSIVE_SOF
             lossless = marker in _JPEG_LOSSLESS_SOF
             precision = data[pos + 4] if pos + 4 < n else 0
@@ -104,7 +116,7 @@ def jpeg_structure(data: bytes, cap: int) -> JpegStructure:
             if m is None:
                 break
             pos = m.start()
-    return JpegStructure(scans, arithmetic, progressive, samples, lossless, precision)
+    return JpegStructure(scans, arithmetic, progressive, samples, lossless, precision, frame)
 
 
 def lossless_bytes(samples: float) -> float:

@@ -7,7 +7,7 @@ is not decoded here) and otherwise that the header is damaged, with what is acce
 
 from __future__ import annotations
 
-from app.errors import InvalidImage, PayloadTooLarge, ServiceError
+from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from app.tiff_fields import TIFF_SAMPLES_ACCEPTED, tiff_sample_format
 
 
@@ -31,7 +31,7 @@ def unreadable_header(fmt: str, data: bytes, exc: BaseException, accepted: str) 
         )
     if fmt == "BMP" and "compression" in said.lower():
         # BI_JPEG / BI_PNG (a JPEG or PNG stream inside a BMP, meant for printers) and others
-        return InvalidImage(
+        return UnsupportedMediaType(  # a file that may be fine, of a kind not decoded here
             "The BMP stores its pixels with a compression this server does not decode (such "
             "as a JPEG or PNG stream inside the BMP). Send uncompressed or RLE BMP, or the "
             f"JPEG or PNG itself. Accepted: {accepted}."

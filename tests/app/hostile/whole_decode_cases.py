@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from functools import partial
 
 import numpy as np
 from PIL import Image
@@ -186,6 +187,11 @@ def whole_decodes() -> list[Case]:
             "reject",
             (415,),
         ),
+        *(
+            mk(name, "valid", "imagenet", partial(_process, marker), "reject", (415,))
+            for name, marker in (("jpeg-ls-frame", 0xF7), ("jpeg-hierarchical-sof5", 0xC5))
+        ),
+        mk("bmp-holding-a-png", "valid", "imagenet", _bmp_holding_png, "reject", (415,)),
     ]
 
 
@@ -201,3 +207,19 @@ def _twelve_bit(jpeg: bytes) -> bytes:
     """The frame header says 12 bits a sample (Pillow reads 8-bit JPEGs only)."""
     sof = jpeg.index(b"\xff\xc0")
     return jpeg[: sof + 4] + b"\x0c" + jpeg[sof + 5 :]
+
+
+def _process(marker: int) -> bytes:
+    """A JPEG whose frame header names another coding process (JPEG-LS, hierarchical)."""
+    jpeg = encode(blocks(64, 64), "JPEG")
+    sof = jpeg.index(b"\xff\xc0")
+    return jpeg[:sof] + bytes([0xFF, marker]) + jpeg[sof + 2 :]
+
+
+def _bmp_holding_png() -> bytes:
+    """A BMP whose pixels are a PNG stream (BI_PNG, compression 5: a printer format)."""
+    png = encode(blocks(64, 64), "PNG")
+    head = bytearray(encode(blocks(64, 64), "BMP")[:54])
+    struct.pack_into("<I", head, 2, 54 + len(png))
+    struct.pack_into("<II", head, 30, 5, len(png))
+    return bytes(head) + png
