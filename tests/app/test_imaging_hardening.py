@@ -131,7 +131,7 @@ def test_an_arithmetic_coded_jpeg_over_64_kib_decodes() -> None:
     as "damaged or truncated" (libjpeg's arithmetic decoder cannot wait for more input)."""
     data = (Path(__file__).parents[1] / "fixtures" / "grace_hopper_arithmetic.jpg").read_bytes()
     assert len(data) > 64 * 1024 and jpeg_structure(data, 100) == JpegStructure(
-        1, True, False, 1.5, precision=8
+        1, True, False, 1.5, precision=8, frame=0xC9
     )
     _, info = decode(data, RGB224, LIMITS)
     assert (info.width, info.height) == (512, 600)
@@ -140,7 +140,9 @@ def test_an_arithmetic_coded_jpeg_over_64_kib_decodes() -> None:
     source = Image.open(io.BytesIO(data))
     source.decodermaxblock = len(data)  # what the fix does; Pillow alone cannot read it
     source.convert("RGB").save(plain, "JPEG")  # Huffman-coded
-    assert jpeg_structure(plain.getvalue(), 100) == JpegStructure(1, False, False, 1.5, precision=8)
+    assert jpeg_structure(plain.getvalue(), 100) == JpegStructure(
+        1, False, False, 1.5, precision=8, frame=0xC0
+    )
     baseline = prepare(plain.getvalue(), RGB224, LIMITS).array
     assert np.abs(arr.astype(float) - baseline.astype(float)).mean() < 3  # the same picture
 
