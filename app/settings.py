@@ -97,8 +97,10 @@ class Settings(BaseSettings):
     # Input limits.
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=64)
-    # AVIF is decoded whole (about 8.5 bytes a pixel at peak): its own, lower limit, which
-    # still takes a phone's 12 MP (4032x3024) and 12.5 MP (4080x3072) photos.
+    # AVIF is decoded whole (its YUV planes: 2 bytes a pixel at peak for 8-bit 4:2:0, up to
+    # 8.5 for 12-bit 4:4:4 with alpha; app/avif_strips.py): its own, lower limit, which still
+    # takes a phone's 12 MP (4032x3024) and 12.5 MP (4080x3072) photos. The limits of the
+    # other kinds decoded whole derive from it (app/image_limits.py).
     max_avif_pixels: int = Field(default=13_000_000, ge=64)
     min_image_side: int = Field(default=8, ge=1)
     max_batch_images: int = Field(default=32, ge=1, le=1024)
