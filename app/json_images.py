@@ -32,9 +32,6 @@ _DATA_URL: Final = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
 # URLs with commas or a data URL add a few).
 _MARKS_PER_IMAGE: Final = 64
 _URLSAFE: Final = str.maketrans("-_", "+/")
-# JSON text a base64 string may take beyond its own length: MIME line breaks written as \r\n
-# escapes (4 characters every 76), slashes escaped as \/ (1 character in 64).
-_B64_SLACK: Final = 1.07
 _QUOTE_FREE: Final = re.compile(rb'[^"]{1024,}')
 SHAPE_HINT: Final = 'Send {"images": [{"b64": "<base64>"} or {"url": "https://..."}]}.'
 
@@ -88,15 +85,22 @@ def _decode_b64(text: str, limit: int, where: str) -> bytes:
 
 def _longest_string_check(raw: bytes, limit: int) -> None:
     """413 before parsing for a body holding a string longer than the base64 of an image at
-    the limit can be (with MIME line breaks escaped, escaped slashes and a data: URL prefix):
-    parsing a 28 MiB body and its one string took a worker up by 90-160 MiB, only to refuse
-    it (round 36)."""
-    most = int((limit + 3) // 3 * 4 * _B64_SLACK) + 256
+    the limit can be: parsing a 28 MiB body and its one string took a worker up by 90-160 MiB,
+    only to refuse it (round 36). A string's characters that cannot be base64 are not counted:
+    escapes (a backslash and what follows: at most one character each), escaped line breaks
+    and tabs (none), spaces, and a data: URL prefix (up to 256); counted over the whole body,
+    which only ever lowers the bound."""
+    most = (limit + 2) // 3 * 4 + 256
     longest = max((m.end() - m.start() for m in _QUOTE_FREE.finditer(raw)), default=0)
-    if longest > most:
+    if longest <= most:
+        return
+    slack = raw.count(b"\\")
+    if slack:  # these count twice (two characters for none)
+        slack += sum(raw.count(e) for e in (b"\\n", b"\\r", b"\\t"))
+    if longest - slack - raw.count(b" ") > most:
         raise PayloadTooLarge(
             f"The JSON body holds a string of {longest:,} characters: the base64 of an image "
-            f"within the limit of {limit:,} bytes needs at most about {most:,}. Send smaller "
+            f"within the limit of {limit:,} bytes takes at most {most - 256:,}. Send smaller "
             "images, or upload them as multipart/form-data files.",
             limit_bytes=limit,
         )

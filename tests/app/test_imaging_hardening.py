@@ -526,12 +526,14 @@ def test_a_large_gray_picture_converted_after_resizing_gives_the_same_values(
         np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("depth", [24, 0])  # the spec says 0 for these; writers vary
 @pytest.mark.parametrize("compression", [4, 5])  # BI_JPEG, BI_PNG
-def test_a_bmp_wrapping_jpeg_or_png_says_so(compression: int) -> None:
+def test_a_bmp_wrapping_jpeg_or_png_says_so(compression: int, depth: int) -> None:
     # It was "header is damaged": the header is fine, the compression is not decoded here.
     # A 415 (the file may be fine, its kind is not decoded here), no longer a 422 (round 36).
     data = bytearray(encode(Image.new("RGB", (8, 8), (1, 2, 3)), "BMP"))
     struct.pack_into("<I", data, 30, compression)
+    struct.pack_into("<H", data, 28, depth)
     with pytest.raises(UnsupportedMediaType, match="compression this server does not decode"):
         prepare(bytes(data), RGB, ImageLimits())
 

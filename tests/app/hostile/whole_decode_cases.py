@@ -222,4 +222,5 @@ def _bmp_holding_png() -> bytes:
     head = bytearray(encode(blocks(64, 64), "BMP")[:54])
     struct.pack_into("<I", head, 2, 54 + len(png))
     struct.pack_into("<II", head, 30, 5, len(png))
+    struct.pack_into("<H", head, 28, 0)  # bits a pixel: 0, as BI_PNG says (round 37's attack)
     return bytes(head) + png
