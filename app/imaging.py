@@ -12,7 +12,7 @@ import io
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -322,14 +322,22 @@ def check_request(images: Sequence[bytes], spec: InputSpec, limits: ImageLimits)
 
 
 def prepare(
-    data: bytes, spec: InputSpec, limits: ImageLimits, budget: DecodeBudget | None = None
+    data: bytes,
+    spec: InputSpec,
+    limits: ImageLimits,
+    budget: DecodeBudget | None = None,
+    on_decoded: Callable[[Image.Image, ImageInfo], None] | None = None,
 ) -> PreparedImage:
     """The whole ingestion path for one upload. Pass one `limits.budget()` to every image of
-    a request so that the request's pixel and time budget covers them all."""
+    a request so that the request's pixel and time budget covers them all. `on_decoded` sees
+    the decoded picture (upright, in the model's colour space) before anything else; it must
+    not change it."""
     t0 = time.perf_counter()
     keep_rgb = spec.background == "white"  # see to_paint
     budget = budget if budget is not None else limits.budget()
     img, info = decode(data, spec, limits, budget, gray_as_is=not spec.trim, keep_rgb=keep_rgb)
+    if on_decoded is not None:
+        on_decoded(img, info)
     t1 = time.perf_counter()
     # preparing counts against the request's CPU budget as decoding does (fuzz round 20)
     try:

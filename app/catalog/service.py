@@ -45,11 +45,12 @@ from app.catalog.types import (
 )
 from app.errors import InvalidRequest, NotReady, ServiceError
 from app.fsutil import check_folder, file_lock
-from app.ingest import limits_from, prepare_batch, thumbnails
+from app.ingest import DecodedThumbnails, OnDecoded, limits_from, prepare_batch
 from app.registry import LoadedModel, ModelRegistry
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
+Seen = OnDecoded | None
 
 
 class CatalogService:
@@ -126,8 +127,7 @@ class CatalogService:
         """Load the embedded indexes now rather than on each catalog's first search."""
         try:
             store = self._ensure_open()
-            warm = getattr(store, "warm", None)
-            if callable(warm):
+            if callable(warm := getattr(store, "warm", None)):
                 warm()
         except Exception as exc:  # a start-up thread: report, the first request retries
             logger.error("loading the catalog indexes failed: %s", exc)
@@ -175,10 +175,10 @@ class CatalogService:
             return None
         return name if rec.model.name == model else None
 
-    def embed(self, loaded: LoadedModel, images: Sequence[bytes]) -> Vector:
-        """Unit embedding rows of `images`, decoded per the model's bundle. Raises 413/415/422."""
-        prepared = prepare_batch(images, loaded.model.bundle.metadata.input, self.limits)
-        return embed_prepared(loaded, prepared)
+    def embed(self, loaded: LoadedModel, images: Sequence[bytes], seen: Seen = None) -> Vector:
+        """Unit embedding rows of `images` (`seen`: prepare_batch's on_decoded). 413/415/422."""
+        spec = loaded.model.bundle.metadata.input
+        return embed_prepared(loaded, prepare_batch(images, spec, self.limits, on_decoded=seen))
 
     # catalogs -----------------------------------------------------------------------------
     def create(self, name: str, model: str, description: str = "") -> CatalogRecord:
@@ -258,8 +258,9 @@ class CatalogService:
         loaded = self.bound_model(catalog)
         ids = [check_item_id(s.id) if s.id is not None else new_item_id() for s in specs]
         labels = [check_label(s.label) for s in specs]
-        vectors = self.embed(loaded, images)
-        thumbs = thumbnails(images, self.limits, self.settings.thumbnail_px)
+        made = DecodedThumbnails(len(images), self.settings.thumbnail_px)
+        vectors = self.embed(loaded, images, made.keep)  # one decode where the model's serves
+        thumbs = made.finish(images, self.limits)
         pending = [self.blobs.pending(data, t) for data, t in zip(images, thumbs, strict=True)]
         with self._blob_guard():
             copies = find_duplicates(store, name, vectors, labels, ids) if skip_duplicates else {}

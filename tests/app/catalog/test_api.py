@@ -407,8 +407,8 @@ def test_an_add_racing_a_reindex_stores_no_vectors_of_the_old_build(
         service = c.app.state.catalogs  # type: ignore[attr-defined]
         real = service.embed
 
-        def reindexed_meanwhile(loaded: Any, data: Any) -> Any:
-            vectors = real(loaded, data)
+        def reindexed_meanwhile(loaded: Any, data: Any, *seen: Any) -> Any:
+            vectors = real(loaded, data, *seen)
             service.embed = real
             rebuild_bundle(models / "tiny")
             c.app.state.registry.refresh()  # type: ignore[attr-defined]
@@ -520,8 +520,8 @@ def _writes_during_reindex(
             service.delete_item("fm", "p003")
         service.add("fm", [data], [ItemSpec(id=item_id)])
 
-    def embed(loaded: Any, datas: list[bytes]) -> Any:
-        out = real(loaded, datas)
+    def embed(loaded: Any, datas: list[bytes], *seen: Any) -> Any:
+        out = real(loaded, datas, *seen)
         if threading.current_thread() not in writers and (every_round or not added):
             item_id = f"late{len(added)}"
             t = threading.Thread(

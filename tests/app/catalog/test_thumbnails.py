@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import strip_plans
+from app import ingest, strip_plans
+from app.bundle import InputSpec, ResizeSpec
 from app.imaging import ImageLimits
-from app.ingest import thumbnails
+from app.ingest import DecodedThumbnails, prepare_batch, thumbnails
 from tests.images import big_png, exif_payload, loaded_sizes, orientation_entry, png_with_exif_chunk
 
 
@@ -73,3 +74,66 @@ def test_a_thin_giants_thumbnail_is_made_without_a_full_size_decode(
     assert (thumb.info.width, thumb.info.height, thumb.info.orientation) == (100, 400_000, 6)
     with Image.open(io.BytesIO(thumb.jpeg)) as img:
         assert img.size == (128, 1)  # upright: the long side across
+
+
+def _photo(w: int, h: int) -> Image.Image:
+    rng = np.random.default_rng(w * h)
+    small = rng.integers(0, 255, (h // 200 + 2, w // 200 + 2, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((w, h), Image.BILINEAR)
+
+
+def prepare_with_thumbnails(
+    data: list[bytes], spec: InputSpec, limits: ImageLimits, size: int
+) -> tuple[list[Any], list[Any]]:
+    """What CatalogService.add_checked does."""
+    made = DecodedThumbnails(len(data), size)
+    prepared = prepare_batch(data, spec, limits, on_decoded=made.keep)
+    return prepared, made.finish(data, limits)
+
+
+def _no_second_decode(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("decoded a second time for the thumbnail")
+
+
+RGB224 = InputSpec(
+    height=224, width=224, channels=3, color="rgb", resize=ResizeSpec(mode="center_crop")
+)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_an_rgb_models_decode_makes_the_thumbnail(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 37: every catalog item was decoded twice, for the model and for the thumbnail (a
+    40 MP 16-bit RGBA PNG took 3.5-4.9 s). An RGB model's decode is the whole picture in colour,
+    at least the model's side: the thumbnail is made from it, and looks as the other way's."""
+    data = [_encode(_photo(3000, 2000), fmt), _encode(_photo(640, 480).rotate(90, expand=True))]
+    before = thumbnails(data, ImageLimits(), 128)
+    monkeypatch.setattr("app.ingest.decode", _no_second_decode)
+    prepared, thumbs = prepare_with_thumbnails(data, RGB224, ImageLimits(), 128)
+    assert [p.array.shape for p in prepared] == [(224, 224, 3)] * 2
+    for new, old in zip(thumbs, before, strict=True):
+        assert new.info == old.info
+        a, b = np.asarray(_open(new.jpeg), np.float32), np.asarray(_open(old.jpeg), np.float32)
+        assert a.shape == b.shape and np.abs(a - b).mean() < 3.0
+
+
+def test_a_gray_or_cropped_decode_leaves_the_thumbnail_to_its_own() -> None:
+    """A gray model's decode is gray and 28-56 px; a thin giant's is cropped to the middle
+    square a centre crop sees: the thumbnail is then decoded as before, whole and in colour."""
+    gray = InputSpec(height=28, width=28, channels=1, color="gray")
+    photo = _encode(_photo(600, 400))
+    img = _open(prepare_with_thumbnails([photo], gray, ImageLimits(), 128)[1][0].jpeg)
+    assert img.mode == "RGB" and img.size == (128, 85)
+    thin = big_png(64, 80_000, mode="RGB")  # decoded whole: only its middle square is kept
+    calls: list[int] = []
+    real = ingest.decode
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("app.ingest.decode", counted)
+        (thumb,) = prepare_with_thumbnails([thin], RGB224, ImageLimits(), 128)[1]
+    assert calls == [1] and _open(thumb.jpeg).size == (1, 128)
