@@ -87,7 +87,7 @@ def plan(data: bytes, img: Image.Image, factor: int, spec: InputSpec | None = No
         return Plan(partial(bands, layout), _no_peak, box=box, sixteen=sixteen)
     w, h = img.size
     large = w * h * 4 > MIN_BYTES
-    if img.format == "AVIF" and large and img.mode in ("RGB", "RGBA"):
+    if img.format == "AVIF" and img.mode in ("RGB", "RGBA"):  # any size: planes and a strip
         decoder: Any = getattr(img, "_decoder", None)
         if callable(getattr(decoder, "get_frame", None)):
             return Plan(partial(_avif_strips, data, img), _no_peak)

@@ -265,8 +265,47 @@ def test_a_large_avif_is_read_in_strips_from_libavifs_copy(
     with loaded_sizes() as loaded:
         got = prepare(data, RGB224, LIMITS)
     assert (4000, 2200) not in loaded
-    monkeypatch.setattr("app.strip_plans.MIN_BYTES", 1 << 62)  # every AVIF loaded whole
+    monkeypatch.setattr("app.imaging.plan", lambda *args: None)  # loaded whole by Pillow
     with loaded_sizes() as loaded:
         whole = prepare(data, RGB224, LIMITS)
     assert (4000, 2200) in loaded
     assert np.array_equal(got.array, whole.array)
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "avif"
+
+
+@pytest.mark.parametrize(
+    ("name", "per_pixel"),
+    [("10bit-420-rgb", 3.0), ("12bit-422-rgb", 4.0), ("12bit-444-rgba", 8.0)],
+)
+def test_the_planes_bytes_are_read_from_the_sequence_headers(name: str, per_pixel: float) -> None:
+    """Samples over 8 bits take 2 bytes; 4:2:0 chroma planes a quarter each, 4:2:2 a half,
+    4:4:4 whole; an alpha item (monochrome) one plane."""
+    frames = av1_frames((FIXTURES / f"{name}.avif").read_bytes())
+    assert frames.plane_bytes == per_pixel * 130 * 77
+
+
+@pytest.mark.parametrize(
+    ("subsampling", "per_pixel"), [("4:2:0", 1.5), ("4:2:2", 2.0), ("4:4:4", 3.0)]
+)
+def test_8_bit_planes_by_subsampling(
+    chelsea: Image.Image, subsampling: str, per_pixel: float
+) -> None:
+    frames = av1_frames(_avif(chelsea, subsampling=subsampling))
+    assert frames.plane_bytes == per_pixel * chelsea.width * chelsea.height
+
+
+def test_deep_planes_over_three_bytes_a_pixel_of_the_limit_are_a_413(chelsea: Image.Image) -> None:
+    """Round 37: a 13 MP 12-bit 4:4:4 AVIF (78 MB of 16-bit planes) took a worker up by
+    98 MiB though within the pixel limit. The planes may take 3 bytes a pixel of the limit
+    (8-bit 4:4:4, or 10-bit 4:2:0, at the limit)."""
+    deep = (FIXTURES / "12bit-444-rgba.avif").read_bytes()  # 130x77, 8 bytes a pixel
+    limits = ImageLimits(max_avif_pixels=20_000)  # its 10,010 pixels (x2 items) are within
+    with pytest.raises(PayloadTooLarge) as raised:
+        prepare(deep, RGB, limits)
+    assert "decoded planes take 0.1 MB (8 bytes a pixel" in raised.value.detail
+    assert "8-bit samples or 4:2:0 chroma" in raised.value.detail
+    prepare(deep, RGB, ImageLimits(max_avif_pixels=26_700))  # 80,080 bytes <= 3 x 26,700
+    eight_bit = _avif(chelsea)  # 1.5 bytes a pixel: the pixel limit decides
+    prepare(eight_bit, RGB, ImageLimits(max_avif_pixels=chelsea.width * chelsea.height))
