@@ -23,7 +23,7 @@ from pydantic_settings import SettingsError
 from app.allocator import check_loaded, reexec_with_jemalloc
 from app.api_keys import check_key_file
 from app.bundle_files import check_enabled
-from app.cores import resolve_workers
+from app.cores import cores_per_worker, resolve_workers
 from app.draining import DrainingServer
 from app.errors import ConfigurationError
 from app.fsutil import check_listable, check_writable
@@ -101,7 +101,9 @@ def main() -> None:
         check_tls(settings.tls)
         if settings.api_key_file is not None:
             check_key_file(str(settings.api_key_file))
-        reexec_with_jemalloc(settings.allocator)  # returns when nothing is to be done
+        # one jemalloc arena per core of a worker's share (on a GPU, one worker: fewer)
+        arenas = cores_per_worker(resolve_workers(settings.workers, gpu=False))
+        reexec_with_jemalloc(settings.allocator, arenas)  # returns when nothing is to be done
         check_loaded(settings.allocator)
         check_writable(settings.data_dir)  # else every worker fails alike, with a traceback
         check_listable(settings.models_dir, "IMGCLASS_MODELS_DIR")

@@ -40,6 +40,17 @@ SEARCH_DIRS: Final = (
 # thread returns pages unused for a second: the five shipped bundles settled at 93 MiB of a
 # worker's RSS instead of 132 (measured 2026-12-06, docs/hardening.md "Measured: peak memory").
 MALLOC_CONF: Final = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
+# ... and one arena per core of the worker's share (jemalloc's default is 4 per core): pages a
+# request freed in one arena were not reused by the next request's thread, which took another,
+# so a worker held several requests' freed pages for their second at once. One arena on this
+# 2-core host (2 workers): bench.peak_memory 629 -> 593-601 MiB at the same corpus time, and no
+# throughput lost beyond run-to-run noise (bench.load, round 37, docs/hardening.md).
+
+
+def malloc_conf(arenas: int) -> str:
+    return f"{MALLOC_CONF},narenas:{max(1, arenas)}"
+
+
 # Set on the re-executed process, so a preload that did not take cannot loop.
 REEXEC_MARK: Final = "IMGCLASS_ALLOCATOR_REEXEC"
 
@@ -62,10 +73,11 @@ def loaded_allocator(maps: Path = Path("/proc/self/maps")) -> str:
 
 
 def preload_env(
-    choice: Allocator, env: Mapping[str, str], found: Path | None
+    choice: Allocator, env: Mapping[str, str], found: Path | None, arenas: int = 1
 ) -> dict[str, str] | None:
     """The environment to re-execute with so that jemalloc is preloaded, or None to go on as
-    is (glibc chosen, already preloaded, already re-executed, or auto without the library)."""
+    is (glibc chosen, already preloaded, already re-executed, or auto without the library).
+    `arenas`: a worker's share of the cores."""
     if choice == "glibc":
         return None
     if found is None:
@@ -82,14 +94,14 @@ def preload_env(
     new = dict(env)
     new["LD_PRELOAD"] = f"{found} {preload}".strip()
     new[REEXEC_MARK] = "1"
-    new.setdefault("MALLOC_CONF", MALLOC_CONF)  # an operator's own settings win
+    new.setdefault("MALLOC_CONF", malloc_conf(arenas))  # an operator's own settings win
     return new
 
 
-def reexec_with_jemalloc(choice: Allocator) -> None:
+def reexec_with_jemalloc(choice: Allocator, arenas: int = 1) -> None:
     """Replace this process by itself with jemalloc preloaded, when `choice` asks for it and
     the library is there; returns only when nothing is to be done."""
-    env = preload_env(choice, os.environ, find_jemalloc())
+    env = preload_env(choice, os.environ, find_jemalloc(), arenas)
     if env is None:
         return
     sys.stdout.flush()

@@ -52,8 +52,11 @@ def test_jemalloc_returns_idle_pages_unless_the_operator_configured_it() -> None
     """Without a background purge an idle worker kept ~40 MiB its start-up had freed."""
     env = preload_env("auto", {}, LIB)
     assert env is not None
-    assert env["MALLOC_CONF"] == MALLOC_CONF
+    assert env["MALLOC_CONF"] == MALLOC_CONF + ",narenas:1"
     assert "background_thread:true" in MALLOC_CONF
+    # one arena per core of a worker's share (round 37: 629 -> 593-601 MiB peak, 2 workers)
+    wide = preload_env("auto", {}, LIB, arenas=4)
+    assert wide is not None and wide["MALLOC_CONF"].endswith(",narenas:4")
     own = preload_env("auto", {"MALLOC_CONF": "narenas:2"}, LIB)
     assert own is not None and own["MALLOC_CONF"] == "narenas:2"
 
