@@ -76,8 +76,10 @@ class BatchPolicy:
 # a gain, the take-only policy was neutral over HTTP (docs/performance.md).
 TAKE_GAIN = 0.95
 # Larger batches (a client's own 32-image request) run in slices of this size (or the batch
-# policy's, if larger) on the CPU.
-SLICE_BATCH = 8
+# policy's, if larger) on the CPU. 32 images, one ORT thread, in-process, two runs each (round
+# 37): imagenet 310-356 ms in slices of 4 against 384-399 in 8, bird 363-377 against 416-456,
+# santa 352-359 against 435-484; a slice of 8 added 17-24 MiB to the process, of 4, 5.
+SLICE_BATCH = 4
 WAIT_GAIN = 0.85
 
 
@@ -208,7 +210,8 @@ class OnnxModel:
         t0 = time.perf_counter()
         # A batch larger than the scheduler forms (a client's 32-image request) runs in slices
         # of `keep` on the CPU: imagenet, 32 images, 270-300 ms instead of 300-410 (batches gain
-        # nothing there), and its activations never take more than one slice's memory.
+        # nothing there), and its activations never take more than one slice's memory (see
+        # SLICE_BATCH).
         keep = max(SLICE_BATCH, self.batch_policy.max_batch)
         step = keep if self.provider != CUDA else batch.shape[0]
         parts: list[list[npt.NDArray[np.float32]]] = []
