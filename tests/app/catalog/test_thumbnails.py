@@ -4,6 +4,7 @@ colour whatever the model's colour space, never upscaled."""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -107,13 +108,16 @@ def test_an_rgb_models_decode_makes_the_thumbnail(
     """Round 37: every catalog item was decoded twice, for the model and for the thumbnail (a
     40 MP 16-bit RGBA PNG took 3.5-4.9 s). An RGB model's decode is the whole picture in colour,
     at least the model's side: the thumbnail is made from it, and looks as the other way's."""
-    data = [_encode(_photo(3000, 2000), fmt), _encode(_photo(640, 480).rotate(90, expand=True))]
+    data = [_encode(_photo(1600, 1200), fmt), _encode(_photo(640, 480).rotate(90, expand=True))]
     before = thumbnails(data, ImageLimits(), 128)
     monkeypatch.setattr("app.ingest.decode", _no_second_decode)
     prepared, thumbs = prepare_with_thumbnails(data, RGB224, ImageLimits(), 128)
     assert [p.array.shape for p in prepared] == [(224, 224, 3)] * 2
     for new, old in zip(thumbs, before, strict=True):
-        assert new.info == old.info
+        # the same picture; only the size it was decoded at may differ (a JPEG's DCT scale)
+        assert replace(new.info, decoded_width=0, decoded_height=0) == replace(
+            old.info, decoded_width=0, decoded_height=0
+        )
         a, b = np.asarray(_open(new.jpeg), np.float32), np.asarray(_open(old.jpeg), np.float32)
         assert a.shape == b.shape and np.abs(a - b).mean() < 3.0
 
