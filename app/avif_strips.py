@@ -112,10 +112,10 @@ class AvifFailed(ValueError):
 
 @dataclass
 class AvifFrame:
-    """A decoded first frame: its size, whether it has alpha, and its planes (in `decoder`)."""
+    """A decoded first frame (`image`, owned by its decoder): its size and whether it has
+    alpha."""
 
     lib: Any
-    decoder: int
     image: int
     width: int
     height: int
@@ -182,6 +182,6 @@ def avif_frame(data: bytes) -> Iterator[AvifFrame | None]:
             raise AvifFailed("libavif decoded no image")
         width, height = (ctypes.c_uint32 * 2).from_address(image)
         alpha = bool(ctypes.c_void_p.from_address(image + _ALPHA_PLANE_AT).value)
-        yield AvifFrame(lib, decoder, image, int(width), int(height), alpha)
+        yield AvifFrame(lib, image, int(width), int(height), alpha)
     finally:
         lib.avifDecoderDestroy(decoder)

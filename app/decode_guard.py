@@ -196,10 +196,8 @@ def check_bmp(data: bytes) -> None:
     Pillow decodes RLE in Python, one run at a time (2.5 million one-pixel runs in 5 MB took
     3.4 s). A width that is not positive or a zero height is a 422 (Pillow reads a negative
     width as about 4 billion and reported a pixel-limit 413)."""
-    if len(data) < 34:
-        return
-    (header_size,) = struct.unpack_from("<I", data, 14)
-    if header_size < 40:  # OS/2 headers have no compression field
+    compression = bmp_compression(data)
+    if compression is None:
         return
     width, height = struct.unpack_from("<ii", data, 18)
     if width <= 0 or height == 0:
@@ -208,7 +206,6 @@ def check_bmp(data: bytes) -> None:
             "be positive and its height non-zero (negative only for top-down rows)."
         )
     (offset,) = struct.unpack_from("<I", data, 10)
-    (compression,) = struct.unpack_from("<I", data, 30)
     if compression in (1, 2) and len(data) - offset > MAX_BMP_RLE_BYTES:
         raise too_complex(
             "BMP",
@@ -221,9 +218,15 @@ def bmp_run_length(data: bytes) -> bool:
     """Whether a BMP's pixels are run-length encoded (RLE8 or RLE4): Pillow then decodes the
     whole picture in Python, into a bytearray copied once more (a 331 KB RLE8 BMP of
     8000x5000 took a worker up by 115 MiB, round 35)."""
+    return bmp_compression(data) in (1, 2)
+
+
+def bmp_compression(data: bytes) -> int | None:
+    """A BMP header's compression field (1, 2: RLE8, RLE4; 4, 5: a JPEG or PNG stream), or
+    None for a header without one (OS/2) or a file too short to hold it."""
     if len(data) < 34 or struct.unpack_from("<I", data, 14)[0] < 40:
-        return False
-    return struct.unpack_from("<I", data, 30)[0] in (1, 2)
+        return None
+    return int(struct.unpack_from("<I", data, 30)[0])
 
 
 class DecodeBudget:

@@ -7,6 +7,7 @@ is not decoded here) and otherwise that the header is damaged, with what is acce
 
 from __future__ import annotations
 
+from app.decode_guard import bmp_compression
 from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from app.tiff_fields import TIFF_SAMPLES_ACCEPTED, tiff_sample_format
 
@@ -29,8 +30,9 @@ def unreadable_header(fmt: str, data: bytes, exc: BaseException, accepted: str) 
             f"The TIFF stores {samples} samples, which cannot be decoded here. Accepted "
             f"TIFF samples: {TIFF_SAMPLES_ACCEPTED}."
         )
-    if fmt == "BMP" and ("compression" in said.lower() or _bmp_holds_a_stream(data)):
-        # BI_JPEG / BI_PNG (a JPEG or PNG stream inside a BMP, meant for printers) and others
+    # BI_JPEG / BI_PNG (a JPEG or PNG stream inside a BMP, meant for printers) and others; the
+    # first two set the bit count to 0, which Pillow reports as a depth, not a compression
+    if fmt == "BMP" and ("compression" in said.lower() or bmp_compression(data) in (4, 5)):
         return UnsupportedMediaType(  # a file that may be fine, of a kind not decoded here
             "The BMP stores its pixels with a compression this server does not decode (such "
             "as a JPEG or PNG stream inside the BMP). Send uncompressed or RLE BMP, or the "
@@ -40,9 +42,3 @@ def unreadable_header(fmt: str, data: bytes, exc: BaseException, accepted: str) 
         f"The data starts like a {fmt} file but its header is damaged or incomplete, so "
         f"it could not be read. Accepted: {accepted}."
     )
-
-
-def _bmp_holds_a_stream(data: bytes) -> bool:
-    """A BMP whose header says its pixels are a JPEG or PNG stream (compression 4 or 5); its
-    bit count is then 0, which Pillow reports as an unsupported depth, not a compression."""
-    return len(data) >= 34 and data[14] >= 40 and int.from_bytes(data[30:34], "little") in (4, 5)

@@ -132,11 +132,8 @@ def _avif_strips(data: bytes, img: Any, rows: int) -> Strips:
     from the copy Pillow's decoder hands back (it copies no further)."""
     w, h = img.size
     with avif_frame(data) as frame:
-        if frame is not None and (frame.width, frame.height, frame.alpha) == (
-            w,
-            h,
-            img.mode == "RGBA",
-        ):
+        want = (w, h, img.mode == "RGBA")
+        if frame is not None and (frame.width, frame.height, frame.alpha) == want:
             img._decoder = None  # Pillow's (parsed only) decoder goes; `img` is closed unloaded
             for top, strip in frame.strips(rows):
                 yield top, Image.frombuffer(img.mode, (w, len(strip)), strip, "raw", img.mode, 0, 1)
