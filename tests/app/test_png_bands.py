@@ -55,9 +55,12 @@ def _picture16(channels: int) -> np.ndarray:
     return _picture(channels).reshape(H, W, channels).astype(np.uint16) * 256 + low
 
 
-def _png16(pixels: np.ndarray, color: int, *before: bytes) -> bytes:
+def _png16(
+    pixels: np.ndarray, color: int, *before: bytes, filters: Callable[[int], int] = lambda y: y % 5
+) -> bytes:
     """A 16-bit PNG (Pillow writes none in colour) of H x W x C samples, its rows filtered
-    with each of the five filter types in turn, so that every one starts some band."""
+    with each of the five filter types in turn, so that every one starts some band (or row y
+    with `filters(y)`)."""
     h, w, channels = pixels.shape
     stored = pixels.astype(">u2").reshape(h, -1).view(np.uint8).astype(np.int32)
     bpp = channels * 2
@@ -69,7 +72,8 @@ def _png16(pixels: np.ndarray, color: int, *before: bytes) -> bytes:
     paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
     predictors = [np.zeros_like(stored), left, up, (left + up) // 2, paeth]
     rows = b"".join(
-        bytes([y % 5]) + ((stored[y] - predictors[y % 5][y]) & 0xFF).astype(np.uint8).tobytes()
+        bytes([filters(y)])
+        + ((stored[y] - predictors[filters(y)][y]) & 0xFF).astype(np.uint8).tobytes()
         for y in range(h)
     )
     header = struct.pack(">IIBBBBB", w, h, 16, color, 0, 0, 0)
@@ -163,6 +167,49 @@ def test_a_16_bit_gray_png_is_decoded_once_unless_its_values_are_all_under_256(
         assert np.array_equal(np.asarray(img), whole)
     assert decoded["16-bit gray"] >= 3  # bands, each decoded once
     assert decoded["16-bit gray, low values"] == 2 * decoded["16-bit gray"]
+
+
+@pytest.mark.usefixtures("small_bands")
+@pytest.mark.parametrize(  # colour: 1-2 s each, full runs only
+    ("color", "channels"),
+    [
+        pytest.param(2, 3, marks=pytest.mark.slow),
+        (4, 2),
+        pytest.param(6, 4, marks=pytest.mark.slow),
+    ],
+)
+@pytest.mark.parametrize(
+    ("filters", "tail"),
+    [
+        (lambda y: 2 + y % 3, None),  # Up, Average, Paeth: every row needs the one above
+        (lambda y: 4 if y % 7 else 1, 7),  # a row filtered Sub every 7 rows
+    ],
+)
+def test_16_bit_colour_bands_decode_their_low_bytes_from_the_last_row_needing_none_above(
+    color: int,
+    channels: int,
+    filters: Callable[[int], int],
+    tail: int | None,
+    imagenet_spec: InputSpec,
+    default_limits: ImageLimits,
+) -> None:
+    """A band of 16-bit colour is unfiltered as two 8-bit pictures, its samples' high bytes
+    and low bytes; the low ones (all the next band needs) only from the band's last row that
+    needs no row above it. The first band (no context row) whose rows all need the one above
+    starts from the image's first row, as Pillow does (zeros above it)."""
+    pixels = _picture16(channels)
+    data = _png16(pixels, color, filters=filters)
+    with loaded_sizes() as loaded:
+        img, _ = decode(data, imagenet_spec, default_limits)
+    heights = [h for w, h in loaded if w == W]
+    assert len(loaded) == len(heights) + 1  # (1, 1): the chunks read for EXIF
+    highs = [h for h in heights if h >= 50]  # the bands (small_bands: 50 rows and more)
+    assert len(highs) >= 3 and all(h < H for h in highs)
+    if tail is not None:  # besides the bands, low-byte pictures of at most `tail` rows only
+        lows = [h for h in heights if h < 50]
+        assert lows and max(lows) <= tail
+    whole, _ = _whole(data, imagenet_spec, default_limits)
+    assert np.array_equal(np.asarray(img), whole)
 
 
 def _move_exif_after_pixels(data: bytes) -> bytes:
