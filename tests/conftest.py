@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import hashlib
+import importlib.metadata
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -149,26 +153,53 @@ def export_tiny(  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def tiny_models_dir(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Path:
+def tiny_models_dir() -> Path:
     """A models/ folder holding one real bundle, `tiny`: a small CNN trained for a few seconds
     on 3,000 Fashion-MNIST training images and exported through training.export.
 
-    Under pytest-xdist the workers share one: the first to take the lock trains and exports it
-    into the run's common temporary folder, the others wait and read it (they never import
-    TensorFlow for it). Tests treat the folder as read-only."""
-    if not hasattr(request.config, "workerinput"):  # one process: nothing to share
-        out = tmp_path_factory.mktemp("models")
-        _build_tiny(out)
-        return out
-    shared = tmp_path_factory.getbasetemp().parent / "tiny-models"
-    shared.mkdir(exist_ok=True)
-    with open(shared.parent / "tiny-models.lock", "w") as lock:
+    Built once for what builds it (`_tiny_key`: the training and bundle sources, this file, the
+    library versions) and kept under .cache/ (git-ignored): importing TensorFlow, training and
+    exporting took 9-11 s of every run's first minute, one worker building while the others
+    waited. A fresh checkout (CI) builds it. Processes share it under a lock; the first to take
+    it builds into a folder of its own and renames it into place. Tests treat it as
+    read-only."""
+    folder = TINY_CACHE / _tiny_key()
+    TINY_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(TINY_CACHE / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not (shared / "tiny" / "metadata.json").exists():
-            _build_tiny(shared)
-    return shared
+        if not (folder / "tiny" / "metadata.json").exists():
+            for stale in TINY_CACHE.glob("tiny-*"):  # built from other sources
+                shutil.rmtree(stale, ignore_errors=True)
+            building = Path(tempfile.mkdtemp(dir=TINY_CACHE, prefix="building-"))
+            _build_tiny(building)
+            os.replace(building, folder)
+    return folder
+
+
+TINY_CACHE = ROOT / ".cache" / "test-bundles"
+
+
+def _tiny_key() -> str:
+    """What the tiny bundle is built from: the sources that train, export and describe it and
+    the versions of the libraries that run them."""
+    digest = hashlib.sha256()
+    sources = [
+        Path(__file__),
+        *(ROOT / "training").rglob("*.py"),
+        *(ROOT / "app").glob("bundle*.py"),
+        ROOT / "app" / "card.py",
+        ROOT / "app" / "metrics.py",
+    ]
+    for path in sorted(sources):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    libraries = ("keras", "tensorflow", "tf2onnx", "onnx", "onnxruntime", "numpy")
+    versions = {
+        f"{dist.metadata['Name'].lower()}=={dist.version}"
+        for dist in importlib.metadata.distributions()
+        if dist.metadata["Name"].lower().split("-")[0] in libraries  # tensorflow-cpu too
+    }
+    digest.update("\0".join(sorted(versions)).encode())
+    return f"tiny-{digest.hexdigest()[:16]}"
 
 
 def _build_tiny(out: Path) -> None:

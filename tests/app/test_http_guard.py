@@ -554,6 +554,7 @@ def test_bytes_that_are_not_http_get_a_400_and_no_warning_line(
     assert "Invalid HTTP request" not in caplog.text
 
 
+@pytest.mark.slow  # 1.1 s: full runs only
 def test_an_answered_request_is_freed_without_the_cycle_collector() -> None:
     """Round 25: the wrapper this protocol puts on each request's `send` held the request's
     cycle (and the protocol), a reference cycle that kept the request's scope, with the parsed

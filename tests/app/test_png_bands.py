@@ -21,7 +21,7 @@ from app.imaging import ImageLimits, decode, prepare
 from tests.images import encode, loaded_sizes, png_chunk
 
 ROOT = Path(__file__).resolve().parents[2]
-W, H = 1500, 1100  # reduced by 2 for a 224 px model: decoded in bands of 698 rows
+W, H = 1000, 900  # reduced by 2 for a 224 px model (small_bands: bands of 74 rows)
 # Thin pictures: too narrow to reduce for a 224 px model (factor 1), over 1 << 20 pixels (the
 # gray ones stay 'L' for an RGB model: imaging._CONVERT_LATER_PIXELS). With `small_bands`:
 # 15 bands of 625 rows, or of 8 rows lying down.
@@ -190,6 +190,7 @@ def test_16_bit_colour_bands_decode_their_low_bytes_from_the_last_row_needing_no
     channels: int,
     filters: Callable[[int], int],
     tail: int | None,
+    monkeypatch: pytest.MonkeyPatch,
     imagenet_spec: InputSpec,
     default_limits: ImageLimits,
 ) -> None:
@@ -197,17 +198,19 @@ def test_16_bit_colour_bands_decode_their_low_bytes_from_the_last_row_needing_no
     and low bytes; the low ones (all the next band needs) only from the band's last row that
     needs no row above it. The first band (no context row) whose rows all need the one above
     starts from the image's first row, as Pillow does (zeros above it)."""
-    pixels = _picture16(channels)
-    data = _png16(pixels, color, filters=filters)
-    with loaded_sizes() as loaded:
-        img, _ = decode(data, imagenet_spec, default_limits)
-    heights = [h for w, h in loaded if w == W]
-    assert len(loaded) == len(heights) + 1  # (1, 1): the chunks read for EXIF
-    highs = [h for h in heights if h >= 50]  # the bands (small_bands: 50 rows and more)
-    assert len(highs) >= 3 and all(h < H for h in highs)
-    if tail is not None:  # besides the bands, low-byte pictures of at most `tail` rows only
-        lows = [h for h in heights if h < 50]
-        assert lows and max(lows) <= tail
+    real, rows = png_bands._unfiltered, []
+
+    def spy(layout: Any, depth: int, payload: Any, keep: int) -> Any:
+        rows.append(keep)
+        return real(layout, depth, payload, keep)
+
+    monkeypatch.setattr(png_bands, "_unfiltered", spy)
+    data = _png16(_picture16(channels), color, filters=filters)
+    img, _ = decode(data, imagenet_spec, default_limits)
+    highs, lows = rows[0::2], rows[1::2]  # each band, then its low bytes but the last's
+    assert len(highs) >= 3 and sum(highs) == H and len(lows) == len(highs) - 1
+    if tail is not None:
+        assert max(lows) <= tail
     whole, _ = _whole(data, imagenet_spec, default_limits)
     assert np.array_equal(np.asarray(img), whole)
 

@@ -111,6 +111,7 @@ def test_a_trailing_slash_gets_a_404_naming_the_path_without_it(client: TestClie
     assert r.status_code == 404 and "did you mean" not in r.json()["detail"]
 
 
+@pytest.mark.slow  # 1.7 s: full runs only
 def test_refused_v2_bodies_are_not_kept_by_reference_cycles(
     tiny_models_dir: Path, tmp_path: Path
 ) -> None:

@@ -112,7 +112,9 @@ def test_health_and_metadata_through_tritonclient(
     assert outputs == {"probs": [-1, 1000], "embedding": [-1, 1280]}
 
 
-@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize(  # JSON: 1.5 s, full runs only
+    "binary", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["binary", "json"]
+)
 def test_real_photos_same_top5_as_v1(
     client: httpclient.InferenceServerClient, server: LiveServer, binary: bool
 ) -> None:

@@ -166,6 +166,7 @@ def _answer(data: bytes, spec: InputSpec, limits: ImageLimits) -> str:
     return f"200 {img.size} {info.orientation}"
 
 
+@pytest.mark.slow  # 1.3 s: full runs only
 def test_damaged_webps_get_the_answers_they_got_before(
     imagenet_spec: InputSpec,
     default_limits: ImageLimits,

@@ -537,7 +537,11 @@ def _writes_during_reindex(
     return added, writers
 
 
-@pytest.mark.parametrize("every_round", [False, True], ids=["one-write", "writes-every-round"])
+@pytest.mark.parametrize(  # every round: 2.2 s, full runs only
+    "every_round",
+    [False, pytest.param(True, marks=pytest.mark.slow)],
+    ids=["one-write", "writes-every-round"],
+)
 def test_a_reindex_catches_up_with_writes_made_while_it_runs(
     make_client: ClientFactory, images: list[tuple[bytes, str]], every_round: bool
 ) -> None:

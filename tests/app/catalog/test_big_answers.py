@@ -47,6 +47,7 @@ def in_transit(c: TestClient) -> int:
     return int(c.app.state.body_budget.in_transit)  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow  # 2 s: full runs only; the 503 case below stays fast
 def test_big_listings_and_neighbour_lists_are_whole_and_give_their_bytes_back(
     make_client: ClientFactory, pngs: list[bytes]
 ) -> None:

@@ -50,6 +50,7 @@ def test_sixteen_bit_and_alpha_follow_the_ingestion_rules() -> None:
     assert float(np.asarray(_open(talpha.jpeg)).min()) > 245  # transparent -> white
 
 
+@pytest.mark.slow  # 1.5 s: full runs only
 def test_a_thin_giants_thumbnail_is_made_without_a_full_size_decode(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

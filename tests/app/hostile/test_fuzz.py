@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -78,6 +79,7 @@ def test_mutated_images_raise_only_service_errors(data: bytes, spec: InputSpec) 
         assert out.array.shape == (spec.height, spec.width, spec.channels)
 
 
+@pytest.mark.slow  # 3 s: full runs only; the in-process fuzz above stays fast
 @settings(
     max_examples=60,
     deadline=None,

@@ -94,6 +94,7 @@ def test_fold_thresholds_come_from_the_other_styles_held_out_scores() -> None:
     assert res["pooled"]["roc_auc"] > 0.95, res["pooled"]  # every fold learned the emoji
 
 
+@pytest.mark.slow  # 1.7 s: full runs only
 def test_fold_heads_with_different_classes_round_trip_exactly(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     x, _, keys = _pictures(rng, 0.0)
