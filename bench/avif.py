@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,26 +28,12 @@ from PIL import Image
 from app import imaging
 from app.bundle import load_bundle
 from app.runtime import OnnxModel, choose_providers
+from bench.prepare_child import in_child
 
 ROOT = Path(__file__).resolve().parent.parent
 WAYS = {"JPEG q90": ("JPEG", {"quality": 90}), "AVIF q75": ("AVIF", {"quality": 75})}
 WAYS["AVIF q50"] = ("AVIF", {"quality": 50})
 SIZES = {"4 MP": (2448, 1632), "8 MP": (3456, 2304), "12.5 MP": (4080, 3072)}
-
-_CHILD = """
-import sys, time
-from pathlib import Path
-from app.bundle import load_bundle
-from app.imaging import ImageLimits, prepare
-spec = load_bundle(Path("models/imagenet")).metadata.input
-data = Path(sys.argv[1]).read_bytes()
-prepare(data, spec, ImageLimits())  # warm: libraries loaded, caches filled
-def rss(key):
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key))
-before = rss("VmRSS")
-prepare(data, spec, ImageLimits())
-print((rss("VmHWM") - before) / 1024)
-"""
 
 
 def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -82,12 +66,7 @@ def answers(model: OnnxModel, datas: list[bytes]) -> np.ndarray:
 
 def child_peak(data: bytes, tmp: Path) -> float:
     tmp.write_bytes(data)
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(tmp)], cwd=ROOT, capture_output=True, text=True
-    )
-    if out.returncode:
-        sys.exit(out.stderr)
-    return float(out.stdout.split()[-1])
+    return in_child(tmp, 1)[1]
 
 
 def main() -> None:

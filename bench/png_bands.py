@@ -7,8 +7,8 @@ here, as 16-bit RGB and RGBA with every row filtered Sub and with every row filt
 cheapest and the dearest filter to undo; encoders mix them), and as 8-bit RGBA written by
 Pillow. "whole": the same preparation with banding turned off (app.png_bands.MIN_BYTES above
 any picture), so Pillow decodes the whole picture before it is reduced. Each way runs in a
-fresh child process: the median time of `--runs` preparations, and the peak memory one adds
-(VmHWM minus VmRSS before it, after a first run has loaded the libraries).
+fresh child process (bench.prepare_child): the median time of `--runs` preparations, and the
+peak memory they add.
 
 Usage: .venv/bin/python -m bench.png_bands [--runs 3]
 """
@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import struct
-import subprocess
-import sys
 import tempfile
 import zlib
 from collections.abc import Callable
@@ -28,31 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.prepare_child import in_child
+
 W, H = 7300, 5470
 ROWS = 256  # rows encoded at a time (a 40 MP picture's filters whole took gigabytes)
-
-_CHILD = """
-import statistics, sys, time
-from pathlib import Path
-from app import png_bands
-from app.bundle import load_bundle
-from app.imaging import ImageLimits, prepare
-if sys.argv[2] == "whole":
-    png_bands.MIN_BYTES = 1 << 62
-spec = load_bundle(Path("models/imagenet")).metadata.input
-data = Path(sys.argv[1]).read_bytes()
-prepare(data, spec, ImageLimits())  # warm: libraries loaded, caches filled
-def rss(key):
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key))
-before = rss("VmRSS")
-times = []
-for _ in range(int(sys.argv[3])):
-    t = time.perf_counter()
-    prepare(data, spec, ImageLimits())
-    times.append(time.perf_counter() - t)
-print(statistics.median(times) * 1e3, (rss("VmHWM") - before) / 1024)
-"""
 
 
 def _samples(y0: int, y1: int, channels: int) -> np.ndarray:
@@ -118,19 +95,6 @@ CASES: dict[str, Callable[[], bytes]] = {
 }
 
 
-def child(path: Path, way: str, runs: int) -> tuple[float, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path), way, str(runs)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode:
-        sys.exit(out.stderr)
-    ms, mib = out.stdout.split()[-2:]
-    return float(ms), float(mib)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=3)
@@ -143,8 +107,8 @@ def main() -> None:
         for name, make in CASES.items():
             data = make()
             path.write_bytes(data)
-            bands_ms, bands_mib = child(path, "bands", args.runs)
-            whole_ms, whole_mib = child(path, "whole", args.runs)
+            bands_ms, bands_mib = in_child(path, args.runs)
+            whole_ms, whole_mib = in_child(path, args.runs, whole=True)
             print(
                 f"{name:25s} {len(data) / 1e6:>8.1f} {bands_ms:>9.0f} {whole_ms:>9.0f}"
                 f" {bands_ms / whole_ms:>6.2f} {bands_mib:>11.0f} {whole_mib:>11.0f}"
