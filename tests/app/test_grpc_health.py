@@ -119,11 +119,16 @@ def test_watch_sends_the_status_at_once_and_on_every_change(
         moved = models.parent / "digits-away"
         (models / "digits").rename(moved)  # the bundle leaves: the model is gone
         assert next_within(digits, 5 + WATCH_TICK_S) == SERVICE_UNKNOWN
-        shutil.copytree(moved, models / "later")  # a model of that name comes
-        meta = models / "later" / "metadata.json"
+        # A model of that name comes, whole: made beside the folder and renamed into it, as a
+        # deploy does (copied in place, the poller could see it still named "digits" and
+        # refused: a NOT_SERVING before the SERVING, in one full run under load)
+        staged = models.parent / "later-staged"
+        shutil.copytree(moved, staged)
+        meta = staged / "metadata.json"
         doc = json.loads(meta.read_text())
         doc["name"] = "later"
         meta.write_text(json.dumps(doc))
+        staged.rename(models / "later")
         moved.rename(models / "digits")
         assert next_within(digits, 10 + WATCH_TICK_S) == SERVING
         assert next_within(later, 10 + WATCH_TICK_S) == SERVING
