@@ -370,7 +370,11 @@ def rewrite_address(text: str, port: int) -> str:
 
 
 def free_doc_port() -> int:
-    for port in PORTS:
+    # Under pytest-xdist each worker starts its own doc server: each looks from its own place in
+    # the range, so two never pick the same free port and race to bind it.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    start = int(worker) * 10 % len(PORTS) if worker.isdigit() else 0
+    for port in [*PORTS[start:], *PORTS[:start]]:
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
