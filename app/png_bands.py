@@ -238,8 +238,10 @@ def _decode(
         return band, stored if whole else None
     high, low = _split(layout, payload, more)
     band, whole = _unfiltered(layout, 8, [high], n)
-    if not whole or not more:
-        return band, None if not whole else b""
+    if not whole:
+        return band, None
+    if not more:
+        return band, b""
     rows = len(low) // (1 + layout.row_bytes // 2)
     lows, _ = _unfiltered(layout, 8, [low], rows)  # the band's filter types: whole too
     ends = [np.asarray(im.crop((0, im.height - 1, layout.width, im.height))) for im in (band, lows)]

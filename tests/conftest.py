@@ -168,7 +168,8 @@ def tiny_models_dir() -> Path:
     with open(TINY_CACHE / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not (folder / "tiny" / "metadata.json").exists():
-            for stale in TINY_CACHE.glob("tiny-*"):  # built from other sources
+            # built from other sources, or left by a build that was killed (none runs now)
+            for stale in [*TINY_CACHE.glob("tiny-*"), *TINY_CACHE.glob("building-*")]:
                 shutil.rmtree(stale, ignore_errors=True)
             building = Path(tempfile.mkdtemp(dir=TINY_CACHE, prefix="building-"))
             _build_tiny(building)
