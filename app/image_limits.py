@@ -18,7 +18,7 @@ class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_avif_pixels: int = 13_000_000  # decoded whole, up to 8.5 bytes a pixel (app/formats.py)
-    min_side: int = 8
+    min_side: int = 1  # every valid picture, a 1x1 one included
     # Work per request, all its images together: decoded pixels (a progressive JPEG counts
     # pixels x scans / 10) and seconds spent decoding.
     max_request_pixels: int = 128_000_000

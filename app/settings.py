@@ -102,7 +102,9 @@ class Settings(BaseSettings):
     # takes a phone's 12 MP (4032x3024) and 12.5 MP (4080x3072) photos. The limits of the
     # other kinds decoded whole derive from it (app/image_limits.py).
     max_avif_pixels: int = Field(default=13_000_000, ge=64)
-    min_image_side: int = Field(default=8, ge=1)
+    # Smallest side accepted (422 below). 1: every valid picture is classified, a 1x1 tracking
+    # pixel or a 2-px rule included (the model's resize makes a flat picture of it).
+    min_image_side: int = Field(default=1, ge=1)
     max_batch_images: int = Field(default=32, ge=1, le=1024)
     # Decode work per request, all its images together (413 beyond): pixels decoded (a
     # progressive JPEG counts pixels x scans / 10) and CPU seconds spent decoding.

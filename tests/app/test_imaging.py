@@ -200,5 +200,40 @@ def test_limits_and_rejections() -> None:
         prepare(encode(Image.new("L", (100, 100)), "PNG"), RGB, ImageLimits(max_pixels=5000))
     with pytest.raises(PayloadTooLarge):
         prepare(encode(Image.new("L", (100, 100)), "BMP"), RGB, ImageLimits(max_bytes=1000))
-    with pytest.raises(InvalidImage):
-        prepare(encode(Image.new("L", (1, 1)), "PNG"), RGB, LIMITS)
+    with pytest.raises(InvalidImage, match="at least 8 pixels"):  # IMGCLASS_MIN_IMAGE_SIDE
+        prepare(encode(Image.new("L", (7, 30)), "PNG"), RGB, ImageLimits(min_side=8))
+
+
+TINY_SPECS = [
+    RGB,
+    GRAY,
+    InputSpec(height=28, width=28, channels=1, color="gray", invert="auto", trim=True),
+    InputSpec(
+        height=32,
+        width=32,
+        channels=3,
+        color="rgb",
+        resize=ResizeSpec(mode="center_crop"),
+        frame=0.8,
+        background="white",
+    ),
+    InputSpec(height=32, width=32, channels=3, color="rgb", resize=ResizeSpec(mode="letterbox")),
+]
+
+
+@pytest.mark.parametrize(
+    "spec", TINY_SPECS, ids=["rgb", "gray", "gray-trim", "rgb-frame", "rgb-letterbox"]
+)
+@pytest.mark.parametrize(
+    ("size", "fmt"),
+    [((1, 1), "PNG"), ((1, 1), "GIF"), ((1, 1), "JPEG"), ((2, 1), "WEBP"), ((1, 3000), "PNG")],
+)
+def test_tiny_and_one_pixel_wide_pictures_are_prepared(
+    spec: InputSpec, size: tuple[int, int], fmt: str
+) -> None:
+    """Every valid picture is classified by default (IMGCLASS_MIN_IMAGE_SIDE is 1): a 1x1
+    tracking pixel, a 2x1 one, a 1-px rule, under every resize mode and drawing policy."""
+    data = encode(Image.new("RGB", size, (200, 40, 40)), fmt)
+    arr = prepare(data, spec, LIMITS).array
+    assert arr.shape == (spec.height, spec.width, spec.channels)
+    assert np.isfinite(arr).all()

@@ -306,4 +306,16 @@ def odd_but_valid() -> list[Case]:
             lambda: encode(Image.fromarray(255 - np.asarray(digit())), "JPEG", quality=95),
         ),
         d("gif-digit", lambda: encode(digit(), "GIF")),
+        # the smallest valid pictures are classified (IMGCLASS_MIN_IMAGE_SIDE defaults to 1)
+        c("gif-1x1-tracking-pixel", lambda: encode(Image.new("P", (1, 1), 0), "GIF"), expect="ok"),
+        c("png-1x1-transparent", lambda: _tiny("RGBA", (1, 1), (0, 0, 0, 0)), expect="ok"),
+        c("jpeg-2x1", lambda: encode(Image.new("RGB", (2, 1), (9, 99, 199)), "JPEG"), expect="ok"),
+        c("png-1x3000-rule", lambda: _tiny("L", (1, 3000), 0), expect="ok", model="products"),
+        c("webp-1x1", lambda: _tiny("RGB", (1, 1), (250, 9, 9), "WEBP"), expect="ok", model="bird"),
     ]
+
+
+def _tiny(
+    mode: str, size: tuple[int, int], fill: float | tuple[int, ...], fmt: str = "PNG"
+) -> bytes:
+    return encode(Image.new(mode, size, fill), fmt)
