@@ -11,20 +11,24 @@ a track) are not read here and are refused by the caller.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-_BOX_CAP: Final = 4096  # boxes looked at; real files have fewer than 50
-_ITEM_CAP: Final = 4096  # items in iinf/iloc; a grid has at most 256 x 256 tiles + alpha
-_EXTENT_CAP: Final = 4096  # extents in all of iloc (round 34: 4096 x 65,535 made 2 GB)
+from app.isobmff import (
+    Unreadable,
+    declared_sizes,
+    item_data,
+    item_types,
+    located_items,
+    meta_children,
+    properties,
+    uint,
+)
+
+__all__ = ["Frames", "Unreadable", "av1_frames", "sequence_frame_size", "sequence_headers"]
+
 _OBU_CAP: Final = 4096  # OBUs in one item: a temporal unit has a few (one per tile group)
-_FIELD_SIZES: Final = (0, 4, 8)  # iloc's offset, length, base offset and index sizes
 _SEQUENCE_HEADER: Final = 1  # obu_type
-
-
-class Unreadable(ValueError):
-    """The boxes or the AV1 data say nothing trustworthy about the frame sizes."""
 
 
 @dataclass(frozen=True)
@@ -33,99 +37,6 @@ class Frames:
     coded: tuple[tuple[int, int], ...]  # the largest frame of each AV1 image item
     declared: tuple[tuple[int, int], ...]  # the sizes its `ispe` properties declare
     plane_bytes: float = 0.0  # the decoded planes of every item together, at their largest
-
-
-def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """(type, payload start, payload end) of the boxes in data[start:end]."""
-    pos, seen = start, 0
-    while pos + 8 <= end:
-        seen += 1
-        if seen > _BOX_CAP:
-            raise Unreadable("too many boxes")
-        size, kind, body = (
-            int.from_bytes(data[pos : pos + 4], "big"),
-            data[pos + 4 : pos + 8],
-            pos + 8,
-        )
-        if size == 1 and pos + 16 <= end:
-            size, body = int.from_bytes(data[pos + 8 : pos + 16], "big"), pos + 16
-        elif size == 0:
-            size = end - pos
-        if size < body - pos or pos + size > end:
-            raise Unreadable("a box is larger than what holds it")
-        yield kind, body, pos + size
-        pos += size
-
-
-def _uint(data: bytes, pos: int, n: int) -> tuple[int, int]:
-    if pos + n > len(data):
-        raise Unreadable("a box ends early")
-    return int.from_bytes(data[pos : pos + n], "big"), pos + n
-
-
-def _av01_items(data: bytes, body: int, end: int) -> set[int]:
-    """The ids of the iinf box's AV1 image items (infe version 2 or 3)."""
-    version = data[body]
-    _, pos = _uint(data, body + 4, 2 if version == 0 else 4)
-    found = set()
-    for kind, start, _ in _boxes(data, pos, end):
-        if kind != b"infe" or data[start] not in (2, 3):
-            continue
-        width = 2 if data[start] == 2 else 4
-        item, pos = _uint(data, start + 4, width)
-        if data[pos + 2 : pos + 6] == b"av01":
-            found.add(item)
-    return found
-
-
-def _locations(data: bytes, body: int, idat: int) -> dict[int, list[tuple[int, int]]]:
-    """iloc: item id -> its extents (absolute offset, length; 0 = to the end of the file)."""
-    version = data[body]
-    sizes, pos = _uint(data, body + 4, 2)
-    offset_size, length_size = sizes >> 12, (sizes >> 8) & 15
-    base_size, index_size = (sizes >> 4) & 15, (sizes & 15 if version in (1, 2) else 0)
-    if {offset_size, length_size, base_size, index_size} - set(_FIELD_SIZES):
-        raise Unreadable("item location fields of a size other than 0, 4 or 8 bytes")
-    count, pos = _uint(data, pos, 2 if version < 2 else 4)
-    if count > _ITEM_CAP:
-        raise Unreadable("too many items")
-    total = 0
-    out: dict[int, list[tuple[int, int]]] = {}
-    for _ in range(count):
-        item, pos = _uint(data, pos, 2 if version < 2 else 4)
-        method = 0
-        if version in (1, 2):
-            method, pos = _uint(data, pos, 2)
-            method &= 15
-        _, pos = _uint(data, pos, 2)  # data_reference_index
-        base, pos = _uint(data, pos, base_size)
-        extents, pos = _uint(data, pos, 2)
-        total += extents
-        if total > _EXTENT_CAP:
-            raise Unreadable("too many item extents")
-        spans = []
-        for _ in range(extents):
-            _, pos = _uint(data, pos, index_size)
-            offset, pos = _uint(data, pos, offset_size)
-            length, pos = _uint(data, pos, length_size)
-            if method == 1 and idat < 0:
-                raise Unreadable("item data in an idat box that is missing")
-            if method > 1:
-                raise Unreadable("item data made of other items")
-            spans.append((base + offset + (idat if method == 1 else 0), length))
-        out[item] = spans
-    return out
-
-
-def _item_data(data: bytes, spans: list[tuple[int, int]]) -> bytes:
-    """An item's data, its extents joined (at most the file's size)."""
-    parts = []
-    for offset, length in spans:
-        end = len(data) if length == 0 else offset + length
-        if offset >= len(data) or end > len(data):
-            raise Unreadable("an item's data lies outside the file")
-        parts.append(data[offset:end])
-    return b"".join(parts)
 
 
 class _Bits:
@@ -154,7 +65,7 @@ class _Bits:
 def _leb128(data: bytes, pos: int) -> tuple[int, int]:
     value = 0
     for i in range(8):
-        byte, pos = _uint(data, pos, 1)
+        byte, pos = uint(data, pos, 1)
         value |= (byte & 0x7F) << (7 * i)
         if not byte & 0x80:
             return value, pos
@@ -188,7 +99,7 @@ def sequence_headers(obus: bytes) -> list[SequenceHeader]:
         seen += 1
         if seen > _OBU_CAP:
             raise Unreadable("too many OBUs in one image")
-        header, pos = _uint(obus, pos, 1)
+        header, pos = uint(obus, pos, 1)
         kind, extension, has_size = (header >> 3) & 15, header >> 2 & 1, header >> 1 & 1
         pos += extension
         size, pos = _leb128(obus, pos) if has_size else (len(obus) - pos, pos)
@@ -280,29 +191,17 @@ def _plane_bytes(bits: _Bits, profile: int, reduced: int) -> float:
 def av1_frames(data: bytes) -> Frames:
     """The frame sizes of every AV1 image item of an AVIF file (Unreadable when an item's
     data or its sequence header cannot be found)."""
-    meta, sequence = None, False
-    for kind, start, end in _boxes(data, 0, len(data)):
-        if kind == b"meta" and meta is None:
-            meta = (start + 4, end)  # a full box: version and flags first
-        sequence |= kind == b"moov"
-    if meta is None:
+    sequence, children = meta_children(data)
+    if not children:
         return Frames(sequence, (), ())
-    children = {kind: (start, end) for kind, start, end in _boxes(data, *meta)}
-    declared = []
-    for kind, start, end in _boxes(data, *children.get(b"iprp", (0, 0))):
-        for prop, at, stop in _boxes(data, start, end) if kind == b"ipco" else ():
-            if prop == b"ispe" and stop - at >= 12:  # version and flags, width, height
-                declared.append((_uint(data, at + 4, 4)[0], _uint(data, at + 8, 4)[0]))
-    if b"iinf" not in children or b"iloc" not in children:
-        raise Unreadable("no item information or locations")
-    items = _av01_items(data, *children[b"iinf"])
-    idat = children[b"idat"][0] if b"idat" in children else -1
-    located = _locations(data, children[b"iloc"][0], idat)
+    declared = declared_sizes(data, properties(data, children))
+    located = located_items(data, children)
+    types = item_types(data, *children[b"iinf"])
     sizes, planes = [], 0.0
-    for item in sorted(items):
+    for item in sorted(i for i, kind in types.items() if kind == b"av01"):
         if item not in located:
             raise Unreadable("an AV1 item has no location")
-        headers = sequence_headers(_item_data(data, located[item]))
+        headers = sequence_headers(item_data(data, located[item]))
         largest = max(headers, key=lambda s: s.width * s.height)
         sizes.append((largest.width, largest.height))
         planes += max(s.bytes for s in headers)

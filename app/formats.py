@@ -1,9 +1,10 @@
 """Which image formats are accepted, told apart by their first bytes (the client's content type
 is never trusted), and why an AVIF is refused before libavif reads it.
 
-AVIF (round 34): Pillow's wheels decode it with libavif and dav1d. Its still-image relatives
-HEIC/HEIF (HEVC inside the same ISO base media container) are not decoded by Pillow and stay
-a 415 that says so (app/not_image.py). An AVIF cannot be decoded at a reduced size: the whole
+AVIF (round 34): Pillow's wheels decode it with libavif and dav1d. HEIC/HEIF (round 39: HEVC
+in the same ISO base media container, the iPhone's photo format) is decoded by libheif and
+libde265 through pi-heif, imported by the first HEIC only. Neither can be decoded at a
+reduced size. An AVIF's whole
 frame is decoded to YUV planes (1.5 to 8 bytes a pixel: 8-bit 4:2:0 to 12-bit 4:4:4 with alpha;
 Pillow's decode then added two full RGB copies, 8.5 bytes a pixel for 8-bit: a 40 MP file took a
 worker up by 342 MiB; large ones are now turned to RGB a strip at a time, app/avif_strips.py),
@@ -14,15 +15,22 @@ from __future__ import annotations
 
 from typing import Final
 
+from PIL import Image
+
 from app.avif_frames import Unreadable, av1_frames
 from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from app.heif_items import DERIVED, HEVC, heif_items
 
-ACCEPTED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
-ACCEPTED_TEXT: Final = "JPEG, PNG, WebP, AVIF, GIF (first frame), BMP or TIFF"
+ACCEPTED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "HEIF")
+ACCEPTED_TEXT: Final = "JPEG, PNG, WebP, AVIF, HEIC, GIF (first frame), BMP or TIFF"
 
 # The ftyp brands that mean "an AVIF image or image sequence" (AV1 Image File Format, 4.1);
 # an ftyp naming only HEIF brands (heic, mif1 ...) is HEVC, which is not decoded here.
 AVIF_BRANDS: Final = frozenset({b"avif", b"avis"})
+# HEIF's brands (ISO/IEC 23008-12 annex B; Apple photos: heic, mif1): still images, and image
+# sequences (refused, as animated AVIF is).
+HEIF_STILL: Final = frozenset(b"heic heix heim heis mif1 mif2".split())
+HEIF_SEQUENCE: Final = frozenset(b"hevc hevx hevm hevs msf1".split())
 
 
 def ftyp_brands(data: bytes) -> set[bytes]:
@@ -47,8 +55,12 @@ def sniff_format(data: bytes) -> str | None:
         return "BMP"
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return "TIFF"
-    if len(data) >= 12 and data[4:8] == b"ftyp" and ftyp_brands(data) & AVIF_BRANDS:
-        return "AVIF"
+    if len(data) >= 12 and data[4:8] == b"ftyp":
+        brands = ftyp_brands(data)
+        if brands & AVIF_BRANDS:
+            return "AVIF"
+        if brands & (HEIF_STILL | HEIF_SEQUENCE):
+            return "HEIF"
     return None
 
 
@@ -95,6 +107,60 @@ def avif_refusal(data: bytes, limit: int) -> ServiceError | None:
             f"({per_pixel:g} bytes a pixel: samples over 8 bits take 2 bytes, 4:4:4 chroma is "
             f"full size); AVIF is decoded whole, so they may take at most {3 * limit / 1e6:,.1f} "
             "MB. Send it with 8-bit samples or 4:2:0 chroma, smaller, or as PNG.",
+            limit_bytes=3 * limit,
+        )
+    return None
+
+
+def heif_refusal(data: bytes, limit: int) -> ServiceError | None:
+    """Why a HEIC/HEIF is not decoded, or None (the rules of avif_refusal, the sizes read by
+    app/heif_items.py: every HEVC item's coded picture, every size declared, every grid or
+    overlay canvas). Also readies pi-heif's Pillow reader, one thread per decode."""
+    import pi_heif  # 2 MiB and libheif: imported by the first HEIC only
+
+    if "HEIF" not in Image.OPEN:
+        pi_heif.register_heif_opener()
+    pi_heif.options.DECODE_THREADS = 1
+    try:
+        items = heif_items(data)
+    except Exception as exc:  # fails closed, as for AVIF
+        why = exc if isinstance(exc, Unreadable) else "its boxes are damaged"
+        return InvalidImage(
+            f"The data starts like a HEIC/HEIF file but its image data could not be read "
+            f"({why}), so it was not decoded. Accepted: {ACCEPTED_TEXT}."
+        )
+    if items.sequence or not ftyp_brands(data) & HEIF_STILL:
+        return UnsupportedMediaType(
+            "The upload is a HEIF image sequence (a burst or an animation); only still HEIC/HEIF "
+            "images are accepted. Send one frame as a still HEIC, PNG or JPEG.",
+            accepted=list(ACCEPTED_FORMATS),
+        )
+    if items.primary not in (HEVC, *DERIVED) or items.other_codecs:
+        kinds = sorted(
+            {items.primary.decode("latin-1")} | {k.decode("latin-1") for k in items.other_codecs}
+        )
+        return UnsupportedMediaType(
+            f"The HEIF file holds images coded as {', '.join(repr(k) for k in kinds)}; only "
+            "HEVC (HEIC) images are decoded here. Send it as JPEG, PNG or AVIF.",
+            accepted=list(ACCEPTED_FORMATS),
+        )
+    sizes = items.coded + items.declared + items.canvases
+    w, h = max((*sizes, (0, 0)), key=lambda s: s[0] * s[1])
+    total = sum(fw * fh for fw, fh in items.coded)
+    if w * h > limit or 2 * total > 3 * limit:
+        return PayloadTooLarge(
+            f"The HEIC image holds a {w}x{h} = {w * h:,} pixel picture"
+            + (f" ({total:,} pixels in all its coded images)" if total > w * h else "")
+            + f"; HEIC is decoded whole, so its limit is {limit:,} pixels. Send it as JPEG, "
+            "PNG or WebP.",
+            limit_pixels=limit,
+        )
+    if items.plane_bytes > 3 * limit:
+        return PayloadTooLarge(
+            f"The HEIC image's decoded planes take {items.plane_bytes / 1e6:,.1f} MB (samples "
+            f"over 8 bits take 2 bytes, 4:4:4 chroma is full size); HEIC is decoded whole, so "
+            f"they may take at most {3 * limit / 1e6:,.1f} MB. Send it with 8-bit samples or "
+            "4:2:0 chroma, smaller, or as PNG.",
             limit_bytes=3 * limit,
         )
     return None

@@ -34,6 +34,7 @@ HEAVY_BYTES: Final = 48 * 1024 * 1024
 # Peak bytes a pixel of the kinds decoded whole (measured: bench/avif.py, docs/hardening.md).
 _PER_PIXEL: Final = {
     "AVIF": 8.5,  # by strips (app/avif_strips): 2 for 8-bit 4:2:0, 7 for 12-bit 4:4:4; kept high
+    "HEIF": 6.0,  # libheif's YUV planes, then its RGB picture read in strips: 5.7 at 13 MP
     "animated WebP": 16.0,
     "lossless WebP": 4.0,
     "interlaced PNG": 4.0,

@@ -36,6 +36,7 @@ class ImageLimits:
 # Decoded whole at full size, whatever the model needs: their own, lower limits.
 _WHOLE: Final = {
     "AVIF": ("AVIF is decoded whole", "Send it as JPEG, PNG or WebP."),
+    "HEIF": ("HEIC is decoded whole", "Send it as JPEG, PNG or WebP."),
     "animated WebP": (  # libwebp composes frames on two full canvases and copies one out
         "an animated WebP's first frame is composed on full-size canvases",
         "Send its first frame as a still WebP, PNG or JPEG.",
@@ -81,6 +82,7 @@ def pixel_limit(kind: str, limits: ImageLimits, samples: float = 1.0) -> int:
     avif = limits.max_avif_pixels
     whole = {
         "AVIF": avif,
+        "HEIF": avif,  # libheif: YUV planes, then an RGB picture (5.7 bytes a pixel at peak)
         "animated WebP": avif // 2,
         "lossless WebP": 2 * avif,
         "interlaced PNG": 2 * avif,

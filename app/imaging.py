@@ -38,7 +38,7 @@ from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedM
 from app.exif import ExifStatus, applied_by_loader, apply_orientation, read_orientation
 from app.formats import ACCEPTED_FORMATS as ACCEPTED_FORMATS
 from app.formats import ACCEPTED_TEXT as ACCEPTED_TEXT
-from app.formats import avif_refusal
+from app.formats import avif_refusal, heif_refusal
 from app.formats import sniff_format as sniff_format
 from app.heavy_decode import heavy_slot, whole_cost
 from app.image_limits import ImageLimits as ImageLimits
@@ -158,6 +158,8 @@ def _inspect(fmt: str, data: bytes, limits: ImageLimits) -> _Facts:
             return _Facts(frames=max(1, count_gif_frames(data, FRAME_COUNT_CAP + 1)))
         elif fmt == "AVIF" and (refusal := avif_refusal(data, pixel_limit(fmt, limits))):
             raise refusal  # before libavif parses it: the sizes its AV1 data codes
+        elif fmt == "HEIF" and (refusal := heif_refusal(data, pixel_limit(fmt, limits))):
+            raise refusal  # before libheif parses it: the sizes its HEVC data codes
     except ServiceError:
         raise
     except Exception as exc:  # a walker tripping over bytes Pillow would refuse anyway

@@ -1,5 +1,5 @@
-"""What an upload that is not an image is, said plainly for the 415 answer: documents, HEIC
-photos, videos, zip archives, text. Magic bytes only; no HTTP (the catalog routes add where a
+"""What an upload that is not an image is, said plainly for the 415 answer: documents, videos,
+audio, zip archives, text. Magic bytes only; no HTTP (the catalog routes add where a
 zip of class folders goes)."""
 
 from __future__ import annotations
@@ -9,10 +9,7 @@ from typing import Final
 
 from app.formats import ftyp_brands
 
-# ISO base media (ftyp) brands of HEIF/HEIC still images (Apple photos): HEVC, not decoded
-# here. An ftyp naming an AVIF brand is read as AVIF before this (app/formats.py).
-_PHOTO_BRANDS: Final = frozenset(b"heic heix heim heis hevc hevx hevm hevs mif1 mif2 msf1".split())
-
+# An ftyp naming an AVIF or HEIF brand is read as an image before this (app/formats.py).
 _AUDIO_BRANDS: Final = frozenset({b"M4A ", b"M4B ", b"M4P "})
 
 
@@ -35,11 +32,6 @@ def describe(data: bytes) -> str:
             "The upload is a zip archive; zip archives are not images, send the images themselves."
         )
     if data[4:8] == b"ftyp":
-        if ftyp_brands(data) & _PHOTO_BRANDS:
-            return (
-                "The upload is a HEIC/HEIF photo; HEIC is not supported (AVIF is). "
-                "Convert or export it as JPEG, PNG or AVIF."
-            )
         if ftyp_brands(data) & _AUDIO_BRANDS:
             return "The upload is an audio file (MP4 container), not an image."
         return "The upload is a video (MP4/MOV-style container); videos are not accepted."

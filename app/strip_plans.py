@@ -3,7 +3,8 @@
 `plan(data, img, factor, spec)` picks the way for an opened, not yet loaded image, or None
 (the whole decode): a large PNG or TIFF is decoded in bands (app.png_bands, app.tiff_bands), a
 thin one only the part the model sees kept (tensorize.seen_box); a still WebP to be reduced
-(or a large one) is decoded once by libwebp straight at the reduced size (app.webp_scaled).
+(or a large one) is decoded once by libwebp straight at the reduced size (app.webp_scaled); a
+HEIC is read in strips straight from the picture libheif decodes.
 Where that cannot be done (no usable libwebp), a large single-frame WebP is decoded by
 Pillow's libwebp and its frame read in strips straight from the copy libwebp hands back.
 Pillow's own load then made a fourth full copy (libwebp fills two canvases itself): a
@@ -91,6 +92,9 @@ def plan(data: bytes, img: Image.Image, factor: int, spec: InputSpec | None = No
         decoder: Any = getattr(img, "_decoder", None)
         if callable(getattr(decoder, "get_frame", None)):
             return Plan(partial(_avif_strips, data, img), _no_peak)
+    heif = getattr(img, "_heif_file", None) if img.format == "HEIF" else None
+    if heif is not None and img.mode in ("RGB", "RGBA", "L"):  # libheif's picture, viewed
+        return Plan(partial(_heif_strips, img), _no_peak)
     if img.format != "WEBP" or getattr(img, "n_frames", 1) != 1:
         return None
     decoder = getattr(img, "_decoder", None)  # Pillow's WebPAnimDecoder, once opened
@@ -141,6 +145,24 @@ def _avif_strips(data: bytes, img: Any, rows: int) -> Strips:
     pixels = img._decoder.get_frame(0)[0]
     img._decoder = None  # libavif's decoded planes go now
     yield from _frame_strips(pixels, img.mode, img.mode, img.size, len(img.mode), rows)
+
+
+def _heif_strips(img: Any, rows: int) -> Strips:
+    """A HEIC's primary picture in strips, each a view of the RGB(A) picture libheif decodes
+    (pi-heif's `data`, rows `stride` bytes apart): Pillow's load copied it whole, 8.2 bytes a
+    pixel at peak for a 13 MP HEIC against 4.5-5 (YUV planes, then the picture)."""
+    frame = img._heif_file[img.tell()]
+    pixels, (w, h), stride = frame.data, frame.size, frame.stride  # `data` decodes
+    img._heif_file = None  # the file's parsed boxes go; `frame` holds the picture
+    if (w, h) != img.size or frame.mode != img.mode:
+        raise ValueError("libheif decoded a picture of another size or mode than declared")
+    view = np.frombuffer(pixels, dtype=np.uint8)  # a view: no copy
+    if len(view) < h * stride or stride < w * len(img.mode):
+        raise ValueError("libheif's picture is smaller than its rows")
+    for top in range(0, h, rows):
+        n = min(rows, h - top)
+        part = view[top * stride : (top + n) * stride]
+        yield top, Image.frombuffer(img.mode, (w, n), part, "raw", img.mode, stride, 1)
 
 
 def _frame_strips(

@@ -417,3 +417,92 @@ def tiff_with_private_tags(tags: int, size: int, *, shared: bool) -> bytes:
             where = start if shared else start + (tag - 40000) * size
             struct.pack_into("<HHII", data, at, tag, 7, size, where)
     return bytes(data)
+
+
+# --- HEIC (encoded with pillow-heif, a test dependency; the server decodes with pi-heif) ---
+
+
+def heic(img: Image.Image, **kwargs: object) -> bytes:
+    """A HEIC file of `img` (libheif with x265, fastest preset)."""
+    import pillow_heif
+
+    out = io.BytesIO()
+    pillow_heif.from_pillow(img).save(out, quality=kwargs.pop("quality", 80), **kwargs)
+    return out.getvalue()
+
+
+def _box(kind: bytes, body: bytes, version: int | None = None, flags: int = 0) -> bytes:
+    head = b"" if version is None else bytes([version, 0, 0, flags])
+    return struct.pack(">I", 8 + len(head) + len(body)) + kind + head + body
+
+
+def _heic_parts(data: bytes) -> tuple[bytes, bytes]:
+    """(the hvcC box, the image item's coded data) of a one-image HEIC."""
+    from app.isobmff import item_data, located_items, meta_children
+
+    _, children = meta_children(data)
+    at = data.index(b"hvcC") - 4
+    hvcc = data[at : at + int.from_bytes(data[at : at + 4], "big")]
+    located = located_items(data, children)
+    return hvcc, item_data(data, next(iter(located.values())))
+
+
+def heic_with_size(data: bytes, width: int, height: int) -> bytes:
+    """Rewrite a HEIC's first `ispe` property (its declared size; the coded picture stays)."""
+    return avif_with_size(data, width, height)  # the same box in the same container
+
+
+def heic_grid(
+    tile: bytes, rows: int, cols: int, out: tuple[int, int], ispe: tuple[int, int] | None = None
+) -> bytes:
+    """A HEIC whose primary item is a rows x cols grid of one tile (a HEIC of one image, every
+    tile pointing at its coded data) pasted onto an `out` canvas, declared by its `ispe` as
+    `ispe` (default: `out`). Built box by box (ISO/IEC 23008-12): no encoder writes grids."""
+    hvcc, coded = _heic_parts(tile)
+    n, grid_id = rows * cols, 1000
+    wide = max(out) > 0xFFFF
+    grid = bytes([0, int(wide), rows - 1, cols - 1]) + struct.pack(">II" if wide else ">HH", *out)
+    ids = list(range(1, n + 1))
+    # the tiles are hidden (flags 1): the grid is the one picture a viewer lists
+    infe = b"".join(_box(b"infe", struct.pack(">HH", i, 0) + b"hvc1\x00", 2, 1) for i in ids)
+    infe += _box(b"infe", struct.pack(">HH", grid_id, 0) + b"grid\x00", 2)
+    side = _tile_side(hvcc)
+    ipco = _box(
+        b"ipco",
+        hvcc
+        + _box(b"ispe", struct.pack(">II", *side), 0)
+        + _box(b"ispe", struct.pack(">II", *(ispe or out)), 0),
+    )
+    ipma = struct.pack(">I", n + 1)
+    ipma += b"".join(struct.pack(">HBBB", i, 2, 0x81, 0x02) for i in ids)
+    ipma += struct.pack(">HBB", grid_id, 1, 0x03)
+
+    def meta(base: int) -> bytes:
+        iloc = bytes([0x44, 0x00]) + struct.pack(">H", n + 1)
+        iloc += b"".join(struct.pack(">HHHII", i, 0, 1, base, len(coded)) for i in ids)
+        iloc += struct.pack(">HHHII", grid_id, 0, 1, base + len(coded), len(grid))
+        return _box(
+            b"meta",
+            _box(b"hdlr", b"\x00" * 4 + b"pict" + b"\x00" * 13, 0)
+            + _box(b"pitm", struct.pack(">H", grid_id), 0)
+            + _box(b"iinf", struct.pack(">H", n + 1) + infe, 0)
+            + _box(
+                b"iref",
+                _box(b"dimg", struct.pack(">HH", grid_id, n) + struct.pack(f">{n}H", *ids)),
+                0,
+            )
+            + _box(b"iprp", ipco + _box(b"ipma", ipma, 0))
+            + _box(b"iloc", iloc, 0),
+            0,
+        )
+
+    ftyp = _box(b"ftyp", b"heic\x00\x00\x00\x00mif1heic")
+    base = len(ftyp) + len(meta(0)) + 8
+    return ftyp + meta(base) + _box(b"mdat", coded + grid)
+
+
+def _tile_side(hvcc_box: bytes) -> tuple[int, int]:
+    from app.heif_items import hvcc_sizes
+
+    w, h, _ = hvcc_sizes(hvcc_box, 8, len(hvcc_box))[0]
+    return w, h

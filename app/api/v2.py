@@ -165,7 +165,7 @@ def _metadata(loaded: LoadedModel, versions: list[str]) -> dict[str, Any]:
                 "datatype": BYTES,
                 "shape": [-1],
                 "parameters": {
-                    "content": "encoded image files (JPEG, PNG, WebP, AVIF, GIF, BMP, TIFF)",
+                    "content": "encoded image files (JPEG, PNG, WebP, AVIF, HEIC, GIF, BMP, TIFF)",
                     "also_accepts": (
                         f"{FP32} [-1,{spec.height},{spec.width},{spec.channels}] NHWC, "
                         "preprocessed as the model's input block says"

@@ -25,6 +25,7 @@ CONTENT_TYPES: Final = {
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
     "AVIF": "image/avif",
+    "HEIF": "image/heic",
 }
 THUMBNAIL_TYPE: Final = "image/jpeg"
 _SHA256: Final = re.compile(r"^[0-9a-f]{64}$")

@@ -127,7 +127,7 @@ export function problemMessage(p, context = {}) {
     case 415: {
       const accepted = Array.isArray(p.accepted) && p.accepted.length
         ? p.accepted.map((f) => (f === "WEBP" ? "WebP" : f)).join(", ")
-        : "JPEG, PNG, WebP, AVIF, GIF, BMP, TIFF";
+        : "JPEG, PNG, WebP, AVIF, HEIC, GIF, BMP, TIFF";
       // The title says "Not an image"; the body says what the file is and what is accepted,
       // once (the server's "The upload is X, not an image. Accepted: ..." is reworded).
       const m = /^The upload is (.+?), not an image\. (Accepted: .+)$/.exec(detail);

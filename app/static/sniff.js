@@ -2,7 +2,7 @@
 // (app/imaging.py sniff_format, app/not_image.py describe). The name and the browser's type are not trusted.
 // The server stays the authority: a file that passes here may still be refused there.
 
-export const ACCEPTED_TEXT = "JPEG, PNG, WebP, AVIF, GIF, BMP or TIFF";
+export const ACCEPTED_TEXT = "JPEG, PNG, WebP, AVIF, HEIC, GIF, BMP or TIFF";
 
 function startsWith(b, bytes, at = 0) {
   if (b.length < at + bytes.length) return false;
@@ -11,7 +11,7 @@ function startsWith(b, bytes, at = 0) {
 
 const ascii = (s) => Array.from(s, (c) => c.charCodeAt(0));
 
-// "JPEG" | "PNG" | "GIF" | "WEBP" | "BMP" | "TIFF" | "AVIF" | null
+// "JPEG" | "PNG" | "GIF" | "WEBP" | "BMP" | "TIFF" | "AVIF" | "HEIF" | null
 export function sniffFormat(b) {
   if (startsWith(b, [0xff, 0xd8, 0xff])) return "JPEG";
   if (startsWith(b, [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])) return "PNG";
@@ -19,14 +19,18 @@ export function sniffFormat(b) {
   if (startsWith(b, ascii("RIFF")) && startsWith(b, ascii("WEBP"), 8)) return "WEBP";
   if (startsWith(b, ascii("BM")) && b.length >= 26) return "BMP";
   if (startsWith(b, [0x49, 0x49, 0x2a, 0x00]) || startsWith(b, [0x4d, 0x4d, 0x00, 0x2a])) return "TIFF";
-  if (b.length >= 12 && startsWith(b, ascii("ftyp"), 4) && ftypBrands(b).some((x) => AVIF_BRANDS.includes(x))) return "AVIF";
+  if (b.length >= 12 && startsWith(b, ascii("ftyp"), 4)) {
+    const brands = ftypBrands(b);
+    if (brands.some((x) => AVIF_BRANDS.includes(x))) return "AVIF";
+    if (brands.some((x) => HEIF_BRANDS.includes(x))) return "HEIF";
+  }
   return null;
 }
 
-// ISO base media brands: AVIF (accepted, app/formats.py) and HEIF/HEIC stills (not decoded,
-// app/not_image.py).
+// ISO base media brands of the images app/formats.py reads: AVIF, and HEIF/HEIC (stills are
+// decoded; the server says why a HEIF image sequence is not).
 const AVIF_BRANDS = ["avif", "avis"];
-const PHOTO_BRANDS = "heic heix heim heis hevc hevx hevm hevs mif1 mif2 msf1".split(" ");
+const HEIF_BRANDS = "heic heix heim heis mif1 mif2 hevc hevx hevm hevs msf1".split(" ");
 const AUDIO_BRANDS = ["M4A ", "M4B ", "M4P "];
 
 // The major and compatible brands of a leading ftyp box (within the first 64 bytes).
@@ -47,11 +51,7 @@ export function describeBytes(b) {
   if (head.startsWith("<?xml") || head.startsWith("<svg")) return "an SVG/XML document (vector images are not accepted)";
   if (head.startsWith("%pdf")) return "a PDF document";
   if (startsWith(b, ascii("ftyp"), 4)) {
-    return ftypBrands(b).some((brand) => PHOTO_BRANDS.includes(brand))
-      ? "a HEIC/HEIF photo (not supported: export it as JPEG, PNG or AVIF)"
-      : ftypBrands(b).some((brand) => AUDIO_BRANDS.includes(brand))
-        ? "an audio file"
-        : "a video";
+    return ftypBrands(b).some((brand) => AUDIO_BRANDS.includes(brand)) ? "an audio file" : "a video";
   }
   if (startsWith(b, ascii("RIFF"))) return "a video or audio file";
   if (startsWith(b, [0x50, 0x4b, 0x03, 0x04]) || startsWith(b, [0x50, 0x4b, 0x05, 0x06])) return "a zip archive";

@@ -48,9 +48,9 @@ def _diff(a: Image.Image, b: Image.Image) -> float:
         (_ftyp(b"avif", b"mif1", b"miaf"), "AVIF"),
         (_ftyp(b"mif1", b"miaf", b"avif"), "AVIF"),  # a HEIF major brand, AVIF compatible
         (_ftyp(b"avis", b"msf1"), "AVIF"),  # an image sequence
-        (_ftyp(b"mif1", *[b"miaf"] * 12, b"avif"), "AVIF"),  # listed 13th (was "HEIC")
-        (_ftyp(b"heic", b"mif1", b"heic"), None),  # HEVC: not decoded here
-        (_ftyp(b"mif1", b"heic"), None),
+        (_ftyp(b"mif1", *[b"miaf"] * 12, b"avif"), "AVIF"),  # listed 13th (was HEIC)
+        (_ftyp(b"heic", b"mif1", b"heic"), "HEIF"),  # HEVC: tests/app/test_heif.py
+        (_ftyp(b"mif1", b"heic"), "HEIF"),
         (_ftyp(b"isom", b"mp41"), None),  # a video
     ],
 )

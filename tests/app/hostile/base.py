@@ -15,6 +15,7 @@ from tests.conftest import DATA  # $IMGCLASS_TRAINING_DATA_DIR, as scripts/fetch
 from tests.images import (
     encode,
     exif_payload,
+    heic,
     long_,
     orientation_entry,
     png_with_exif_chunk,
@@ -144,4 +145,5 @@ def valid_files() -> dict[str, bytes]:
         "BMP": encode(p, "BMP"),
         "TIFF": encode(p, "TIFF"),
         "AVIF": encode(p, "AVIF", quality=75, speed=8),
+        "HEIF": heic(p, quality=75),
     }

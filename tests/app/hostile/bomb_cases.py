@@ -25,6 +25,9 @@ from tests.images import (
     bmp_with_size,
     encode,
     gif_with_size,
+    heic,
+    heic_grid,
+    heic_with_size,
     jpeg_with_size,
     long_,
     many_page_tiff,
@@ -211,6 +214,23 @@ def cpu_and_memory() -> list[Case]:
             lambda: avif_with_size(valid_files()["AVIF"], 40_000, 40_000),
             "reject",
             (413,),
+        ),
+        mk(
+            "heic-grid-canvas-40000x40000",  # a few KB; libheif would allocate the canvas whole
+            "bomb",
+            "imagenet",
+            lambda: heic_grid(heic(Image.new("RGB", (64, 64), (9, 99, 9))), 1, 1, (40_000, 40_000)),
+            "reject",
+            (413,),
+        ),
+        mk(
+            "heic-coded-4096x4096-declares-64",  # the HEVC data codes 16.8 MP; ispe says 64x64
+            "bomb",
+            "imagenet",
+            lambda: heic_with_size(heic(Image.new("RGB", (4096, 4096), (9, 99, 9))), 64, 64),
+            "reject",
+            (413,),
+            slow=True,  # 2.4 s to encode: test_heif.py keeps a small one fast
         ),
         mk(
             "png-zero-idat-6000x6000",

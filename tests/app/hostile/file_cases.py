@@ -22,6 +22,8 @@ from tests.app.hostile.base import (
 from tests.images import (
     big_png,
     encode,
+    heic,
+    heic_grid,
     many_page_tiff,
     tiff_ifd_bytes,
 )
@@ -29,7 +31,7 @@ from tests.images import (
 
 def damaged() -> list[Case]:
     out: list[Case] = []
-    for fmt in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF"):
+    for fmt in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF", "HEIF"):
         f = fmt.lower()
         # Cut in half: libjpeg/libwebp/GIF readers stop at the cut; we refuse rather than
         # classify a half-grey picture.
@@ -88,7 +90,16 @@ def _cut(fmt: str, keep: float) -> bytes:
 
 def _garbage(fmt: str) -> bytes:
     data = valid_files()[fmt]
-    magic = {"JPEG": 3, "PNG": 8, "GIF": 6, "WEBP": 12, "BMP": 2, "TIFF": 4, "AVIF": 32}[fmt]
+    magic = {
+        "JPEG": 3,
+        "PNG": 8,
+        "GIF": 6,
+        "WEBP": 12,
+        "BMP": 2,
+        "TIFF": 4,
+        "AVIF": 32,
+        "HEIF": 32,
+    }[fmt]
     rng = np.random.default_rng(len(fmt))
     return data[:magic] + rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
 
@@ -186,7 +197,6 @@ def not_images() -> list[Case]:
         "json": b'{"image": "not really"}',
         "elf": b"\x7fELF\x02\x01\x01" + b"\x00" * 100,
         "gzip": b"\x1f\x8b\x08\x00" + b"\x00" * 100,
-        "heic": b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64,
         "ico": b"\x00\x00\x01\x00\x01\x00\x10\x10" + b"\x00" * 100,
         "utf16-text": "hello world".encode("utf-16"),
         "all-0xff": b"\xff" * 1000,
@@ -198,9 +208,14 @@ def not_images() -> list[Case]:
     out.append(
         mk("avif-animated", "not-image", "imagenet", _animated_avif, "reject", (415,))
     )  # an image sequence: its frames' sizes are in a track, not checked before decoding
+    out.append(mk("heif-sequence", "not-image", "imagenet", _heif_sequence, "reject", (415,)))
     out.append(mk("zero-bytes", "not-image", "imagenet", lambda: b"", "reject", (400, 422)))
     out.append(mk("one-byte", "not-image", "imagenet", lambda: b"\xff", "reject", (415,)))
     return out
+
+
+def _heif_sequence() -> bytes:
+    return heic(photo()).replace(b"heic", b"hevc").replace(b"mif1", b"msf1")
 
 
 def _animated_avif() -> bytes:
@@ -281,6 +296,12 @@ def odd_but_valid() -> list[Case]:
         c("webp-lossy", lambda: encode(p(), "WEBP", quality=80)),
         c("avif-lossy", lambda: encode(p(), "AVIF", quality=75, speed=8)),
         c("avif-alpha", lambda: encode(p().convert("RGBA"), "AVIF", quality=75, speed=8)),
+        c("heic-photo", lambda: heic(p(), quality=80)),
+        c(
+            "heic-grid",
+            lambda: heic_grid(heic(p().resize((256, 256))), 2, 2, (512, 512)),
+            expect="ok",
+        ),
         c("tiff-multipage", multipage_tiff),
         c("tiff-lzw", lambda: encode(p(), "TIFF", compression="tiff_lzw")),
         c("tiff-cmyk", lambda: encode(p().convert("CMYK"), "TIFF")),

@@ -16,7 +16,7 @@ from app.errors import ServiceError
 from app.imaging import ImageLimits, prepare
 from tests.app.hostile.cases import digit, photo
 from tests.app.hostile.test_hostile_http import LEAK
-from tests.images import encode, exif_payload, orientation_entry
+from tests.images import encode, exif_payload, heic, orientation_entry
 
 
 @functools.cache
@@ -37,6 +37,7 @@ def seeds() -> list[bytes]:
         encode(p, "BMP"),
         encode(p, "TIFF", compression="tiff_lzw"),
         encode(digit(), "TIFF"),
+        heic(p, quality=70),
     ]
 
 

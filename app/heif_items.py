@@ -1,0 +1,198 @@
+"""What a HEIC/HEIF file's images would cost to decode, read from its boxes before libheif
+parses anything (the reasoning of app/avif_frames.py, for HEVC).
+
+An `ispe` property only declares a size; the HEVC decoder allocates what the item's sequence
+parameter set (SPS, in its `hvcC` property) codes. A grid or overlay is pasted onto a canvas
+of the size its item data declares. So this reads every SPS (its picture size, chroma format
+and bit depth: ITU-T H.265 7.3.2.2), every grid and overlay canvas, and which property belongs
+to which item (`ipma`). Image items of a kind libheif would decode with a codec not checked
+here (uncompressed `unci` with its own compression, AV1, JPEG, VVC ...) are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from app.isobmff import (
+    Unreadable,
+    boxes,
+    declared_sizes,
+    item_data,
+    item_types,
+    located_items,
+    meta_children,
+    properties,
+    uint,
+)
+
+HEVC: Final = b"hvc1"
+DERIVED: Final = frozenset({b"grid", b"iovl", b"iden"})  # made of other items, no codec
+METADATA: Final = frozenset({b"Exif", b"mime", b"uri ", b"tmap"})  # tmap: a gain map's recipe
+_SPS: Final = 33  # nal_unit_type of a sequence parameter set
+_NAL_CAP: Final = 64  # NAL units in one hvcC; real files carry one VPS, SPS and PPS
+
+
+@dataclass
+class HeifItems:
+    sequence: bool  # a `moov` box: an image sequence, whose frames are in a track
+    primary: bytes = b""  # the primary item's type
+    coded: list[tuple[int, int]] = field(default_factory=list)  # each HEVC item's picture
+    declared: list[tuple[int, int]] = field(default_factory=list)  # `ispe` sizes
+    canvases: list[tuple[int, int]] = field(default_factory=list)  # grid and overlay outputs
+    plane_bytes: float = 0.0  # the largest HEVC item's decoded planes
+    other_codecs: set[bytes] = field(default_factory=set)  # image items not decoded by HEVC
+
+
+class _Bits:
+    """An RBSP read bit by bit (emulation-prevention bytes already removed)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def u(self, n: int) -> int:
+        value = 0
+        for _ in range(n):
+            byte = self.pos >> 3
+            if byte >= len(self.data):
+                raise Unreadable("the sequence parameter set ends early")
+            value = value << 1 | (self.data[byte] >> (7 - (self.pos & 7))) & 1
+            self.pos += 1
+        return value
+
+    def ue(self) -> int:
+        zeros = 0
+        while not self.u(1):
+            zeros += 1
+            if zeros >= 32:
+                raise Unreadable("an Exp-Golomb code is too long")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+
+def _rbsp(nal: bytes) -> bytes:
+    """The NAL unit's payload without its 2-byte header and emulation-prevention bytes."""
+    return nal[2:].replace(b"\x00\x00\x03", b"\x00\x00")
+
+
+def sps_size(nal: bytes) -> tuple[int, int, float]:
+    """(width, height, bytes a pixel of the decoded planes) coded by an SPS NAL unit."""
+    bits = _Bits(_rbsp(nal))
+    bits.u(4)  # sps_video_parameter_set_id
+    sub_layers = bits.u(3)  # sps_max_sub_layers_minus1
+    bits.u(1)  # sps_temporal_id_nesting_flag
+    bits.u(96)  # profile_tier_level: general profile (88 bits) and level (8)
+    present = [(bits.u(1), bits.u(1)) for _ in range(sub_layers)]
+    if sub_layers:
+        bits.u(2 * (8 - sub_layers))  # reserved_zero_2bits
+    for profile, level in present:
+        bits.u(88 * profile + 8 * level)
+    bits.ue()  # sps_seq_parameter_set_id
+    chroma = bits.ue()
+    if chroma > 3:
+        raise Unreadable("a chroma format that does not exist")
+    if chroma == 3:
+        bits.u(1)  # separate_colour_plane_flag
+    width, height = bits.ue(), bits.ue()
+    if bits.u(1):  # conformance_window_flag
+        for _ in range(4):
+            bits.ue()
+    depth = 8 + max(bits.ue(), bits.ue())  # bit_depth_luma_minus8, bit_depth_chroma_minus8
+    sample = 1 if depth <= 8 else 2
+    return width, height, sample * (1 + 2 * (0.0, 0.25, 0.5, 1.0)[chroma])
+
+
+def hvcc_sizes(data: bytes, start: int, end: int) -> list[tuple[int, int, float]]:
+    """Every SPS in an hvcC property (ISO/IEC 14496-15 8.3.3.1), read by sps_size."""
+    count, pos = uint(data, start + 22, 1)  # numOfArrays, after the fixed 22 bytes
+    found, seen = [], 0
+    for _ in range(count):
+        kind, pos = uint(data, pos, 1)
+        nalus, pos = uint(data, pos, 2)
+        for _ in range(nalus):
+            seen += 1
+            if seen > _NAL_CAP:
+                raise Unreadable("too many parameter sets")
+            length, pos = uint(data, pos, 2)
+            if pos + length > end:
+                raise Unreadable("a parameter set runs past its box")
+            if kind & 0x3F == _SPS:
+                found.append(sps_size(data[pos : pos + length]))
+            pos += length
+    return found
+
+
+def _associations(data: bytes, start: int, end: int) -> dict[int, list[int]]:
+    """ipma: item id -> the 0-based indexes of its properties in ipco."""
+    version, flags = data[start], int.from_bytes(data[start + 1 : start + 4], "big")
+    count, pos = uint(data, start + 4, 4)
+    if count > 4096:
+        raise Unreadable("too many property associations")
+    out: dict[int, list[int]] = {}
+    for _ in range(count):
+        item, pos = uint(data, pos, 2 if version < 1 else 4)
+        n, pos = uint(data, pos, 1)
+        indexes = []
+        for _ in range(n):
+            value, pos = uint(data, pos, 2 if flags & 1 else 1)
+            index = value & (0x7FFF if flags & 1 else 0x7F)
+            if index:
+                indexes.append(index - 1)
+        out.setdefault(item, []).extend(indexes)
+    if pos > end:
+        raise Unreadable("the property associations run past their box")
+    return out
+
+
+def _canvas(kind: bytes, body: bytes) -> tuple[int, int]:
+    """The output size a grid (rows, columns first) or an overlay (a fill colour first)
+    declares in its item data (ISO/IEC 23008-12 6.6.2.3.2, 6.6.2.4.2)."""
+    if len(body) < 2:
+        raise Unreadable("a derived image's data is missing")
+    wide = body[1] & 1
+    at = 4 if kind == b"grid" else 10
+    width, pos = uint(body, at, 4 if wide else 2)
+    height, _ = uint(body, pos, 4 if wide else 2)
+    return width, height
+
+
+def heif_items(data: bytes) -> HeifItems:
+    """What the file's images would cost to decode (Unreadable when it cannot be told)."""
+    sequence, children = meta_children(data)
+    found = HeifItems(sequence)
+    if not children:
+        if sequence:
+            return found
+        raise Unreadable("no meta box, so no image items")
+    props = properties(data, children)
+    found.declared = declared_sizes(data, props)
+    types = item_types(data, *children[b"iinf"]) if b"iinf" in children else {}
+    located = located_items(data, children)
+    if b"pitm" in children:
+        start = children[b"pitm"][0]
+        primary, _ = uint(data, start + 4, 2 if data[start] == 0 else 4)
+        found.primary = types.get(primary, b"")
+    links: dict[int, list[int]] = {}
+    for kind, start, end in boxes(data, *children.get(b"iprp", (0, 0))):
+        if kind == b"ipma":
+            for item, indexes in _associations(data, start, end).items():
+                links.setdefault(item, []).extend(indexes)
+    for item, kind in sorted(types.items()):
+        if kind in DERIVED - {b"iden"}:
+            if item not in located:
+                raise Unreadable("a derived image has no data")
+            found.canvases.append(_canvas(kind, item_data(data, located[item])))
+        elif kind == HEVC:
+            sizes = [
+                size
+                for index in links.get(item, [])
+                if index < len(props) and props[index][0] == b"hvcC"
+                for size in hvcc_sizes(data, props[index][1], props[index][2])
+            ]
+            if not sizes:
+                raise Unreadable("an HEVC image has no sequence parameter set")
+            largest = max(sizes, key=lambda s: s[0] * s[1] * s[2])
+            found.coded.append((largest[0], largest[1]))
+            found.plane_bytes = max(found.plane_bytes, largest[0] * largest[1] * largest[2])
+        elif kind not in DERIVED and kind not in METADATA:
+            found.other_codecs.add(kind)
+    return found

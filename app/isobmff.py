@@ -1,0 +1,154 @@
+"""Reading ISO base media file format boxes (ISO/IEC 14496-12) and HEIF items (ISO/IEC 23008-12)
+from an upload's bytes, before any decoder sees them: the structure AVIF (app/avif_frames.py)
+and HEIC (app/heif_items.py) share. Every count is capped and every offset checked; anything
+that does not add up raises Unreadable, and the caller refuses the file (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Final
+
+_BOX_CAP: Final = 4096  # boxes looked at; real files have fewer than 50
+_ITEM_CAP: Final = 4096  # items in iinf/iloc; a grid has at most 256 x 256 tiles + alpha
+_EXTENT_CAP: Final = 4096  # extents in all of iloc (round 34: 4096 x 65,535 made 2 GB)
+_FIELD_SIZES: Final = (0, 4, 8)  # iloc's offset, length, base offset and index sizes
+
+
+class Unreadable(ValueError):
+    """The boxes or the AV1 data say nothing trustworthy about the frame sizes."""
+
+
+def boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of the boxes in data[start:end]."""
+    pos, seen = start, 0
+    while pos + 8 <= end:
+        seen += 1
+        if seen > _BOX_CAP:
+            raise Unreadable("too many boxes")
+        size, kind, body = (
+            int.from_bytes(data[pos : pos + 4], "big"),
+            data[pos + 4 : pos + 8],
+            pos + 8,
+        )
+        if size == 1 and pos + 16 <= end:
+            size, body = int.from_bytes(data[pos + 8 : pos + 16], "big"), pos + 16
+        elif size == 0:
+            size = end - pos
+        if size < body - pos or pos + size > end:
+            raise Unreadable("a box is larger than what holds it")
+        yield kind, body, pos + size
+        pos += size
+
+
+def uint(data: bytes, pos: int, n: int) -> tuple[int, int]:
+    if pos + n > len(data):
+        raise Unreadable("a box ends early")
+    return int.from_bytes(data[pos : pos + n], "big"), pos + n
+
+
+def locations(data: bytes, body: int, idat: int) -> dict[int, list[tuple[int, int]]]:
+    """iloc: item id -> its extents (absolute offset, length; 0 = to the end of the file)."""
+    version = data[body]
+    sizes, pos = uint(data, body + 4, 2)
+    offset_size, length_size = sizes >> 12, (sizes >> 8) & 15
+    base_size, index_size = (sizes >> 4) & 15, (sizes & 15 if version in (1, 2) else 0)
+    if {offset_size, length_size, base_size, index_size} - set(_FIELD_SIZES):
+        raise Unreadable("item location fields of a size other than 0, 4 or 8 bytes")
+    count, pos = uint(data, pos, 2 if version < 2 else 4)
+    if count > _ITEM_CAP:
+        raise Unreadable("too many items")
+    total = 0
+    out: dict[int, list[tuple[int, int]]] = {}
+    for _ in range(count):
+        item, pos = uint(data, pos, 2 if version < 2 else 4)
+        method = 0
+        if version in (1, 2):
+            method, pos = uint(data, pos, 2)
+            method &= 15
+        _, pos = uint(data, pos, 2)  # data_reference_index
+        base, pos = uint(data, pos, base_size)
+        extents, pos = uint(data, pos, 2)
+        total += extents
+        if total > _EXTENT_CAP:
+            raise Unreadable("too many item extents")
+        spans = []
+        for _ in range(extents):
+            _, pos = uint(data, pos, index_size)
+            offset, pos = uint(data, pos, offset_size)
+            length, pos = uint(data, pos, length_size)
+            if method == 1 and idat < 0:
+                raise Unreadable("item data in an idat box that is missing")
+            if method > 1:
+                raise Unreadable("item data made of other items")
+            spans.append((base + offset + (idat if method == 1 else 0), length))
+        out[item] = spans
+    return out
+
+
+def item_data(data: bytes, spans: list[tuple[int, int]]) -> bytes:
+    """An item's data, its extents joined (at most the file's size)."""
+    parts = []
+    for offset, length in spans:
+        end = len(data) if length == 0 else offset + length
+        if offset >= len(data) or end > len(data):
+            raise Unreadable("an item's data lies outside the file")
+        parts.append(data[offset:end])
+    return b"".join(parts)
+
+
+def item_types(data: bytes, body: int, end: int) -> dict[int, bytes]:
+    """The iinf box's items: id -> item type (infe versions 2 and 3; older ones carry none)."""
+    version = data[body]
+    count, pos = uint(data, body + 4, 2 if version == 0 else 4)
+    if count > _ITEM_CAP:
+        raise Unreadable("too many items")
+    found = {}
+    for kind, start, _ in boxes(data, pos, end):
+        if kind != b"infe" or data[start] not in (2, 3):
+            continue
+        width = 2 if data[start] == 2 else 4
+        item, pos = uint(data, start + 4, width)
+        found[item] = data[pos + 2 : pos + 6]
+    return found
+
+
+def meta_children(data: bytes) -> tuple[bool, dict[bytes, tuple[int, int]]]:
+    """(whether a `moov` box makes it an image sequence, the top-level `meta` box's children:
+    type -> (payload start, end); empty when there is no meta box)."""
+    meta, sequence = None, False
+    for kind, start, end in boxes(data, 0, len(data)):
+        if kind == b"meta" and meta is None:
+            meta = (start + 4, end)  # a full box: version and flags first
+        sequence |= kind == b"moov"
+    if meta is None:
+        return sequence, {}
+    return sequence, {kind: (start, end) for kind, start, end in boxes(data, *meta)}
+
+
+def properties(data: bytes, children: dict[bytes, tuple[int, int]]) -> list[tuple[bytes, int, int]]:
+    """The item properties in iprp/ipco: (type, payload start, end), in order."""
+    out: list[tuple[bytes, int, int]] = []
+    for kind, start, end in boxes(data, *children.get(b"iprp", (0, 0))):
+        if kind == b"ipco":
+            out.extend(boxes(data, start, end))
+    return out
+
+
+def declared_sizes(data: bytes, props: list[tuple[bytes, int, int]]) -> list[tuple[int, int]]:
+    """The sizes the `ispe` properties declare (width, height)."""
+    return [
+        (uint(data, at + 4, 4)[0], uint(data, at + 8, 4)[0])
+        for prop, at, stop in props
+        if prop == b"ispe" and stop - at >= 12  # version and flags, width, height
+    ]
+
+
+def located_items(
+    data: bytes, children: dict[bytes, tuple[int, int]]
+) -> dict[int, list[tuple[int, int]]]:
+    """iloc's extents of every item (Unreadable without iinf and iloc)."""
+    if b"iinf" not in children or b"iloc" not in children:
+        raise Unreadable("no item information or locations")
+    idat = children[b"idat"][0] if b"idat" in children else -1
+    return locations(data, children[b"iloc"][0], idat)
