@@ -43,12 +43,13 @@ def _children(pid: int, proc: Path) -> list[int]:
 
 
 def _is_worker(pid: int, proc: Path) -> bool:
-    """A spawned server worker, not multiprocessing's resource tracker."""
+    """A server worker (app.serve.start_worker's flag; uvicorn's own workers, started by
+    multiprocessing's spawn, where sockets cannot be passed), not a helper process."""
     try:
         cmdline = (proc / str(pid) / "cmdline").read_bytes()
     except OSError:
         return False
-    return b"spawn_main" in cmdline
+    return b"\0--imgclass-worker\0" in cmdline or b"spawn_main" in cmdline
 
 
 def server_memory(workers: int, proc: Path = PROC) -> list[ProcessMemory]:

@@ -15,8 +15,8 @@ ready. The parent only accepts; the requests never pass through it.
 Each worker loads its models before it takes connections (IMGCLASS_LOAD_IN_BACKGROUND is off
 in workers), so no request reaches a worker that would answer "still loading".
 
-The parent supervises: it starts the workers (spawned, so nothing is inherited but their end of
-the socket pair and the environment), replaces one that exits while the server is not stopping
+The parent supervises: it starts the workers (fresh interpreters, app.worker_process: nothing is
+inherited but their end of the socket pair and the environment), replaces one that exits while the server is not stopping
 (a crash, the OOM killer, a signal sent to that worker alone), and on SIGTERM/SIGINT stops
 accepting and asks every worker to finish its requests and exit. A worker that fails within its
 first seconds three times in a row stops the whole server (a broken configuration would fail
@@ -28,16 +28,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any, Final
 
@@ -49,6 +48,7 @@ from app.multiproc import forget_dead_worker
 from app.settings import Settings
 from app.tls_door import plain_http_answered
 from app.tls_files import TlsFiles
+from app.worker_process import WORKER_FLAG, alive, start_worker, wait
 
 logger = logging.getLogger("app.serve")
 
@@ -181,20 +181,23 @@ class DealtServer(DrainingServer):
         await super().shutdown(sockets)
 
 
-def _worker_main(channel: socket.socket, log_level: str) -> None:  # pragma: no cover - child
+def worker_main() -> None:  # pragma: no cover - child
+    """A worker's entry: `<python> -c _BOOT --imgclass-worker <fd> <log level>`."""
+    at = sys.argv.index(WORKER_FLAG)  # app.worker_process starts it
+    channel = socket.socket(fileno=int(sys.argv[at + 1]))
     # Load every model before saying ready: the parent deals connections only to ready
     # workers, so none waits on a worker that is still loading, and none is answered 503
     # "still loading" while /readyz, served by a worker that is ready, says 200.
     os.environ["IMGCLASS_LOAD_IN_BACKGROUND"] = "false"
-    config = uvicorn_config(log_level, Settings().tls)
-    config.configure_logging()  # spawned: logging is set up again in the child
+    config = uvicorn_config(sys.argv[at + 2], Settings().tls)
+    config.configure_logging()  # a new interpreter: logging is set up again
     DealtServer(config, channel).run()
 
 
 @dataclass
 class _Slot:
     channel: socket.socket | None = None  # the parent's end of the pair
-    process: BaseProcess | None = None
+    process: subprocess.Popen[bytes] | None = None
     ready: bool = False
     started_at: float = 0.0
     early_exits: int = 0
@@ -216,7 +219,6 @@ class Supervisor:
     listener: socket.socket | None = None
 
     def __post_init__(self) -> None:
-        self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()  # slots' channels: the dealer vs restarts
         self._next = 0
         self._all_ready_once = False  # every worker has been ready since the start
@@ -230,11 +232,10 @@ class Supervisor:
 
     def _start(self, slot: _Slot) -> None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        proc = self._ctx.Process(
-            target=_worker_main, args=(child_end, self.log_level), name="imgclass-worker"
-        )
-        proc.start()
-        child_end.close()
+        try:
+            proc = start_worker(child_end, self.log_level)
+        finally:
+            child_end.close()
         parent_end.setblocking(False)
         with self._lock:
             old, slot.channel, slot.ready = slot.channel, parent_end, False
@@ -311,14 +312,12 @@ class Supervisor:
     def _check(self, slot: _Slot) -> bool:
         """Restart a worker that died abnormally; False when the server must stop."""
         proc = slot.process
-        if proc is None or proc.is_alive() or self.stopping.is_set():
+        if proc is None or alive(proc) or self.stopping.is_set():
             return True
-        code = proc.exitcode
-        proc.join()
+        code = proc.returncode  # -N: ended by signal N
         with self._lock:
             slot.ready = False
-        if proc.pid is not None:
-            forget_dead_worker(proc.pid)
+        forget_dead_worker(proc.pid)
         early = time.monotonic() - slot.started_at < EARLY_EXIT_S
         slot.early_exits = slot.early_exits + 1 if early else 0
         if slot.early_exits >= MAX_EARLY_EXITS:
@@ -335,11 +334,11 @@ class Supervisor:
         self._start(slot)
         return True
 
-    def _terminate(self) -> list[BaseProcess]:
+    def _terminate(self) -> list[subprocess.Popen[bytes]]:
         """SIGTERM every worker: each says `stopping` at once, then finishes what it holds."""
         procs = [s.process for s in self.slots if s.process is not None]
         for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
+            if alive(proc):
                 proc.terminate()
         return procs
 
@@ -351,11 +350,11 @@ class Supervisor:
         procs = self._terminate()
         deadline = time.monotonic() + self.stop_grace_s
         for proc in procs:
-            proc.join(max(0.1, deadline - time.monotonic()))
-            if proc.is_alive():
+            wait(proc, max(0.1, deadline - time.monotonic()))
+            if alive(proc):
                 logger.warning("worker process %s did not stop in time; killing it", proc.pid)
                 proc.kill()
-                proc.join(5)
+                wait(proc, 5)
         for slot in self.slots:
             if slot.channel is not None:
                 slot.channel.close()

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from app.cores import cpu_count
+from app.worker_process import WORKER_FLAG
 from tests.conftest import ROOT, free_port
 from tests.live_server import LiveServer, live_server
 
@@ -49,7 +50,7 @@ def _workers(parent: int) -> list[psutil.Process]:
         kids = psutil.Process(parent).children()
     except psutil.NoSuchProcess:
         return []
-    return [k for k in kids if "spawn_main" in " ".join(k.cmdline())]
+    return [k for k in kids if WORKER_FLAG in k.cmdline()]
 
 
 def _listening(proc: psutil.Process) -> list[object]:
