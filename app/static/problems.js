@@ -126,7 +126,7 @@ export function problemMessage(p, context = {}) {
     }
     case 415: {
       const accepted = Array.isArray(p.accepted) && p.accepted.length
-        ? p.accepted.map((f) => (f === "WEBP" ? "WebP" : f)).join(", ")
+        ? p.accepted.map((f) => ({ WEBP: "WebP", HEIF: "HEIC" })[f] || f).join(", ")
         : "JPEG, PNG, WebP, AVIF, HEIC, GIF, BMP, TIFF";
       // The title says "Not an image"; the body says what the file is and what is accepted,
       // once (the server's "The upload is X, not an image. Accepted: ..." is reworded).
