@@ -453,11 +453,19 @@ def heic_with_size(data: bytes, width: int, height: int) -> bytes:
 
 
 def heic_grid(
-    tile: bytes, rows: int, cols: int, out: tuple[int, int], ispe: tuple[int, int] | None = None
+    tile: bytes,
+    rows: int,
+    cols: int,
+    out: tuple[int, int],
+    ispe: tuple[int, int] | None = None,
+    *,
+    idat: bool = True,
 ) -> bytes:
     """A HEIC whose primary item is a rows x cols grid of one tile (a HEIC of one image, every
     tile pointing at its coded data) pasted onto an `out` canvas, declared by its `ispe` as
-    `ispe` (default: `out`). Built box by box (ISO/IEC 23008-12): no encoder writes grids."""
+    `ispe` (default: `out`). Built box by box (ISO/IEC 23008-12): no encoder writes grids.
+    `idat`: the grid's own data in the meta box's idat (iloc version 1, construction method
+    1), as Apple's and libheif's files hold it; else in mdat."""
     hvcc, coded = _heic_parts(tile)
     n, grid_id = rows * cols, 1000
     wide = max(out) > 0xFFFF
@@ -479,8 +487,11 @@ def heic_grid(
 
     def meta(base: int) -> bytes:
         iloc = bytes([0x44, 0x00]) + struct.pack(">H", n + 1)
-        iloc += b"".join(struct.pack(">HHHII", i, 0, 1, base, len(coded)) for i in ids)
-        iloc += struct.pack(">HHHII", grid_id, 0, 1, base + len(coded), len(grid))
+        iloc += b"".join(struct.pack(">HHHHII", i, 0, 0, 1, base, len(coded)) for i in ids)
+        if idat:  # construction method 1: an offset into idat's payload
+            iloc += struct.pack(">HHHHII", grid_id, 1, 0, 1, 0, len(grid))
+        else:
+            iloc += struct.pack(">HHHHII", grid_id, 0, 0, 1, base + len(coded), len(grid))
         return _box(
             b"meta",
             _box(b"hdlr", b"\x00" * 4 + b"pict" + b"\x00" * 13, 0)
@@ -492,13 +503,14 @@ def heic_grid(
                 0,
             )
             + _box(b"iprp", ipco + _box(b"ipma", ipma, 0))
-            + _box(b"iloc", iloc, 0),
+            + _box(b"iloc", iloc, 1)
+            + (_box(b"idat", grid) if idat else b""),
             0,
         )
 
     ftyp = _box(b"ftyp", b"heic\x00\x00\x00\x00mif1heic")
     base = len(ftyp) + len(meta(0)) + 8
-    return ftyp + meta(base) + _box(b"mdat", coded + grid)
+    return ftyp + meta(base) + _box(b"mdat", coded + (b"" if idat else grid))
 
 
 def _tile_side(hvcc_box: bytes) -> tuple[int, int]:

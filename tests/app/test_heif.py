@@ -100,9 +100,12 @@ def test_sps_exp_golomb_fields_are_read_past_emulation_prevention() -> None:
     assert per_pixel == 2 * (1 + 2 * 0.5)  # 2-byte samples, chroma planes half size each
 
 
-def test_a_grid_is_decoded_onto_its_canvas(yurt: Image.Image) -> None:
-    """iPhone photos are grids of 512x512 tiles; here 2x3 tiles of 128x128."""
-    data = heic_grid(heic(yurt.resize((128, 128))), 2, 3, (384, 256))
+@pytest.mark.parametrize("idat", [True, False], ids=["grid-in-idat", "grid-in-mdat"])
+def test_a_grid_is_decoded_onto_its_canvas(yurt: Image.Image, idat: bool) -> None:
+    """iPhone photos are grids of 512x512 tiles, the grid's own data in the meta box's idat;
+    here 2x3 tiles of 128x128."""
+    data = heic_grid(heic(yurt.resize((128, 128))), 2, 3, (384, 256), idat=idat)
+    assert (b"idat" in data) == idat
     got = prepare(data, RGB, LIMITS)
     assert (got.info.width, got.info.height) == (384, 256)
     assert heif_items(data).canvases == [(384, 256)]
