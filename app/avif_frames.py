@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from app.isobmff import (
+    BitReader,
     Unreadable,
     declared_sizes,
     item_data,
@@ -37,29 +38,6 @@ class Frames:
     coded: tuple[tuple[int, int], ...]  # the largest frame of each AV1 image item
     declared: tuple[tuple[int, int], ...]  # the sizes its `ispe` properties declare
     plane_bytes: float = 0.0  # the decoded planes of every item together, at their largest
-
-
-class _Bits:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
-    def read(self, n: int) -> int:
-        value = 0
-        for _ in range(n):
-            byte = self.pos >> 3
-            if byte >= len(self.data):
-                raise Unreadable("the sequence header ends early")
-            value = value << 1 | (self.data[byte] >> (7 - (self.pos & 7))) & 1
-            self.pos += 1
-        return value
-
-    def uvlc(self) -> None:
-        zeros = 0
-        while not self.read(1):
-            zeros += 1
-            if zeros >= 32:
-                raise Unreadable("a variable-length code is too long")
-        self.read(zeros)
 
 
 def _leb128(data: bytes, pos: int) -> tuple[int, int]:
@@ -104,14 +82,14 @@ def sequence_headers(obus: bytes) -> list[SequenceHeader]:
         pos += extension
         size, pos = _leb128(obus, pos) if has_size else (len(obus) - pos, pos)
         if kind == _SEQUENCE_HEADER:
-            found.append(_sequence_header(_Bits(obus[pos : pos + size])))
+            found.append(_sequence_header(BitReader(obus[pos : pos + size], "sequence header")))
         pos += size
     if not found:
         raise Unreadable("no sequence header")
     return found
 
 
-def _sequence_header(bits: _Bits) -> SequenceHeader:
+def _sequence_header(bits: BitReader) -> SequenceHeader:
     profile = bits.read(3)  # seq_profile
     bits.read(1)  # still_picture
     reduced = bits.read(1)  # reduced_still_picture_header
@@ -123,7 +101,7 @@ def _sequence_header(bits: _Bits) -> SequenceHeader:
             bits.read(32)
             bits.read(32)
             if bits.read(1):  # equal_picture_interval
-                bits.uvlc()
+                bits.exp_golomb()
             decoder_model = bool(bits.read(1))
             if decoder_model:
                 buffer_delay_bits = bits.read(5) + 1
@@ -147,7 +125,7 @@ def _sequence_header(bits: _Bits) -> SequenceHeader:
     return SequenceHeader(width, height, plane_bytes)
 
 
-def _plane_bytes(bits: _Bits, profile: int, reduced: int) -> float:
+def _plane_bytes(bits: BitReader, profile: int, reduced: int) -> float:
     """Bytes a pixel of the decoded planes, from the rest of the sequence header up to its
     colour config (AV1 5.5.1, 5.5.2): 1 a sample up to 8 bits, 2 above; chroma planes at
     4:2:0 a quarter each, 4:2:2 a half, 4:4:4 whole, none for monochrome."""

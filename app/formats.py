@@ -13,6 +13,7 @@ so AVIF has its own pixel limit (ImageLimits.max_avif_pixels), under the one for
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 from PIL import Image
@@ -90,26 +91,8 @@ def avif_refusal(data: bytes, limit: int) -> ServiceError | None:
             "accepted. Send one frame as a still AVIF, PNG or JPEG.",
             accepted=list(ACCEPTED_FORMATS),
         )
-    w, h = max((*frames.coded, *frames.declared, (0, 0)), key=lambda s: s[0] * s[1])
-    total = sum(fw * fh for fw, fh in frames.coded)
-    if w * h > limit or 2 * total > 3 * limit:
-        return PayloadTooLarge(
-            f"The AVIF image holds a {w}x{h} = {w * h:,} pixel frame"
-            + (f" ({total:,} pixels in all its frames)" if total > w * h else "")
-            + f"; AVIF is decoded whole, so its limit is {limit:,} pixels. Send it as JPEG, "
-            "PNG or WebP.",
-            limit_pixels=limit,
-        )
-    if frames.plane_bytes > 3 * limit:  # 8-bit 4:4:4 at the limit; 12-bit 4:4:4 is twice that
-        per_pixel = frames.plane_bytes / max(w * h, 1)  # colour and alpha
-        return PayloadTooLarge(
-            f"The AVIF image's decoded planes take {frames.plane_bytes / 1e6:,.1f} MB "
-            f"({per_pixel:g} bytes a pixel: samples over 8 bits take 2 bytes, 4:4:4 chroma is "
-            f"full size); AVIF is decoded whole, so they may take at most {3 * limit / 1e6:,.1f} "
-            "MB. Send it with 8-bit samples or 4:2:0 chroma, smaller, or as PNG.",
-            limit_bytes=3 * limit,
-        )
-    return None
+    sizes = (*frames.coded, *frames.declared)
+    return _too_costly("AVIF", ("frame", "frames"), sizes, frames.coded, frames.plane_bytes, limit)
 
 
 def heif_refusal(data: bytes, limit: int) -> ServiceError | None:
@@ -144,23 +127,40 @@ def heif_refusal(data: bytes, limit: int) -> ServiceError | None:
             "HEVC (HEIC) images are decoded here. Send it as JPEG, PNG or AVIF.",
             accepted=list(ACCEPTED_FORMATS),
         )
-    sizes = items.coded + items.declared + items.canvases
+    sizes = (*items.coded, *items.declared, *items.canvases)
+    what = ("picture", "coded images")
+    return _too_costly("HEIC", what, sizes, items.coded, items.plane_bytes, limit)
+
+
+def _too_costly(
+    fmt: str,
+    what: tuple[str, str],
+    sizes: tuple[tuple[int, int], ...],
+    coded: Sequence[tuple[int, int]],
+    plane_bytes: float,
+    limit: int,
+) -> PayloadTooLarge | None:
+    """The 413 of a picture decoded whole (AVIF, HEIC): its largest size (coded, declared, a
+    canvas) over `limit`, its coded pictures together over 1.5 times it, or its largest
+    picture's decoded planes over 3 bytes a pixel of it (8-bit 4:4:4 at the limit; 12-bit
+    4:4:4 is twice that). None: it may be decoded."""
     w, h = max((*sizes, (0, 0)), key=lambda s: s[0] * s[1])
-    total = sum(fw * fh for fw, fh in items.coded)
+    total = sum(fw * fh for fw, fh in coded)
     if w * h > limit or 2 * total > 3 * limit:
         return PayloadTooLarge(
-            f"The HEIC image holds a {w}x{h} = {w * h:,} pixel picture"
-            + (f" ({total:,} pixels in all its coded images)" if total > w * h else "")
-            + f"; HEIC is decoded whole, so its limit is {limit:,} pixels. Send it as JPEG, "
+            f"The {fmt} image holds a {w}x{h} = {w * h:,} pixel {what[0]}"
+            + (f" ({total:,} pixels in all its {what[1]})" if total > w * h else "")
+            + f"; {fmt} is decoded whole, so its limit is {limit:,} pixels. Send it as JPEG, "
             "PNG or WebP.",
             limit_pixels=limit,
         )
-    if items.plane_bytes > 3 * limit:
+    if plane_bytes > 3 * limit:
+        per_pixel = plane_bytes / max(w * h, 1)  # colour and alpha
         return PayloadTooLarge(
-            f"The HEIC image's decoded planes take {items.plane_bytes / 1e6:,.1f} MB (samples "
-            f"over 8 bits take 2 bytes, 4:4:4 chroma is full size); HEIC is decoded whole, so "
-            f"they may take at most {3 * limit / 1e6:,.1f} MB. Send it with 8-bit samples or "
-            "4:2:0 chroma, smaller, or as PNG.",
+            f"The {fmt} image's decoded planes take {plane_bytes / 1e6:,.1f} MB "
+            f"({per_pixel:g} bytes a pixel: samples over 8 bits take 2 bytes, 4:4:4 chroma is "
+            f"full size); {fmt} is decoded whole, so they may take at most {3 * limit / 1e6:,.1f} "
+            "MB. Send it with 8-bit samples or 4:2:0 chroma, smaller, or as PNG.",
             limit_bytes=3 * limit,
         )
     return None

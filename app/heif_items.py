@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from app.isobmff import (
+    BitReader,
     Unreadable,
     boxes,
     declared_sizes,
@@ -44,31 +45,6 @@ class HeifItems:
     other_codecs: set[bytes] = field(default_factory=set)  # image items not decoded by HEVC
 
 
-class _Bits:
-    """An RBSP read bit by bit (emulation-prevention bytes already removed)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
-    def u(self, n: int) -> int:
-        value = 0
-        for _ in range(n):
-            byte = self.pos >> 3
-            if byte >= len(self.data):
-                raise Unreadable("the sequence parameter set ends early")
-            value = value << 1 | (self.data[byte] >> (7 - (self.pos & 7))) & 1
-            self.pos += 1
-        return value
-
-    def ue(self) -> int:
-        zeros = 0
-        while not self.u(1):
-            zeros += 1
-            if zeros >= 32:
-                raise Unreadable("an Exp-Golomb code is too long")
-        return (1 << zeros) - 1 + self.u(zeros)
-
-
 def _rbsp(nal: bytes) -> bytes:
     """The NAL unit's payload without its 2-byte header and emulation-prevention bytes."""
     return nal[2:].replace(b"\x00\x00\x03", b"\x00\x00")
@@ -76,27 +52,29 @@ def _rbsp(nal: bytes) -> bytes:
 
 def sps_size(nal: bytes) -> tuple[int, int, float]:
     """(width, height, bytes a pixel of the decoded planes) coded by an SPS NAL unit."""
-    bits = _Bits(_rbsp(nal))
-    bits.u(4)  # sps_video_parameter_set_id
-    sub_layers = bits.u(3)  # sps_max_sub_layers_minus1
-    bits.u(1)  # sps_temporal_id_nesting_flag
-    bits.u(96)  # profile_tier_level: general profile (88 bits) and level (8)
-    present = [(bits.u(1), bits.u(1)) for _ in range(sub_layers)]
+    bits = BitReader(_rbsp(nal), "sequence parameter set")
+    bits.read(4)  # sps_video_parameter_set_id
+    sub_layers = bits.read(3)  # sps_max_sub_layers_minus1
+    bits.read(1)  # sps_temporal_id_nesting_flag
+    bits.read(96)  # profile_tier_level: general profile (88 bits) and level (8)
+    present = [(bits.read(1), bits.read(1)) for _ in range(sub_layers)]
     if sub_layers:
-        bits.u(2 * (8 - sub_layers))  # reserved_zero_2bits
+        bits.read(2 * (8 - sub_layers))  # reserved_zero_2bits
     for profile, level in present:
-        bits.u(88 * profile + 8 * level)
-    bits.ue()  # sps_seq_parameter_set_id
-    chroma = bits.ue()
+        bits.read(88 * profile + 8 * level)
+    bits.exp_golomb()  # sps_seq_parameter_set_id
+    chroma = bits.exp_golomb()
     if chroma > 3:
         raise Unreadable("a chroma format that does not exist")
     if chroma == 3:
-        bits.u(1)  # separate_colour_plane_flag
-    width, height = bits.ue(), bits.ue()
-    if bits.u(1):  # conformance_window_flag
+        bits.read(1)  # separate_colour_plane_flag
+    width, height = bits.exp_golomb(), bits.exp_golomb()
+    if bits.read(1):  # conformance_window_flag
         for _ in range(4):
-            bits.ue()
-    depth = 8 + max(bits.ue(), bits.ue())  # bit_depth_luma_minus8, bit_depth_chroma_minus8
+            bits.exp_golomb()
+    depth = 8 + max(
+        bits.exp_golomb(), bits.exp_golomb()
+    )  # bit_depth_luma_minus8, bit_depth_chroma_minus8
     sample = 1 if depth <= 8 else 2
     return width, height, sample * (1 + 2 * (0.0, 0.25, 0.5, 1.0)[chroma])
 
@@ -167,10 +145,13 @@ def heif_items(data: bytes) -> HeifItems:
     found.declared = declared_sizes(data, props)
     types = item_types(data, *children[b"iinf"]) if b"iinf" in children else {}
     located = located_items(data, children)
-    if b"pitm" in children:
-        start = children[b"pitm"][0]
-        primary, _ = uint(data, start + 4, 2 if data[start] == 0 else 4)
-        found.primary = types.get(primary, b"")
+    if b"pitm" not in children:
+        raise Unreadable("no primary item")
+    start = children[b"pitm"][0]
+    primary, _ = uint(data, start + 4, 2 if data[start] == 0 else 4)
+    if primary not in types:
+        raise Unreadable("the primary item is not among the items")
+    found.primary = types[primary]
     links: dict[int, list[int]] = {}
     for kind, start, end in boxes(data, *children.get(b"iprp", (0, 0))):
         if kind == b"ipma":

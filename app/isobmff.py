@@ -152,3 +152,29 @@ def located_items(
         raise Unreadable("no item information or locations")
     idat = children[b"idat"][0] if b"idat" in children else -1
     return locations(data, children[b"iloc"][0], idat)
+
+
+class BitReader:
+    """A bit string read most significant bit first: AV1's headers, HEVC's parameter sets."""
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data, self.pos, self.what = data, 0, what
+
+    def read(self, n: int) -> int:
+        value = 0
+        for _ in range(n):
+            byte = self.pos >> 3
+            if byte >= len(self.data):
+                raise Unreadable(f"the {self.what} ends early")
+            value = value << 1 | (self.data[byte] >> (7 - (self.pos & 7))) & 1
+            self.pos += 1
+        return value
+
+    def exp_golomb(self) -> int:
+        """An Exp-Golomb code (HEVC's ue(v), H.265 9.2; AV1's uvlc(), 4.10.3)."""
+        zeros = 0
+        while not self.read(1):
+            zeros += 1
+            if zeros >= 32:
+                raise Unreadable("a variable-length code is too long")
+        return (1 << zeros) - 1 + self.read(zeros)

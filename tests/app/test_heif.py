@@ -194,3 +194,12 @@ def test_heic_strips_are_pillows_whole_decode_exactly(
     monkeypatch.setattr(app.imaging, "plan", lambda *args: None)
     whole = prepare(data, RGB, LIMITS).array
     np.testing.assert_array_equal(strips, whole)
+
+
+def test_a_primary_item_that_is_missing_is_damage(yurt: Image.Image) -> None:
+    data = heic_grid(heic(yurt.resize((64, 64))), 1, 2, (128, 64))
+    at = data.index(b"pitm") + 8
+    with pytest.raises(InvalidImage, match="the primary item is not among the items"):
+        prepare(data[:at] + struct.pack(">H", 4242) + data[at + 2 :], RGB, LIMITS)
+    with pytest.raises(InvalidImage, match="no primary item"):
+        prepare(data.replace(b"pitm", b"xitm"), RGB, LIMITS)
