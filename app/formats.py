@@ -13,7 +13,6 @@ so AVIF has its own pixel limit (ImageLimits.max_avif_pixels), under the one for
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Final
 
 from PIL import Image
@@ -92,7 +91,8 @@ def avif_refusal(data: bytes, limit: int) -> ServiceError | None:
             accepted=list(ACCEPTED_FORMATS),
         )
     sizes = (*frames.coded, *frames.declared)
-    return _too_costly("AVIF", ("frame", "frames"), sizes, frames.coded, frames.plane_bytes, limit)
+    total = sum(w * h for w, h in frames.coded)
+    return _too_costly("AVIF", ("frame", "frames"), sizes, total, frames.plane_bytes, limit)
 
 
 def heif_refusal(data: bytes, limit: int) -> ServiceError | None:
@@ -128,24 +128,25 @@ def heif_refusal(data: bytes, limit: int) -> ServiceError | None:
             accepted=list(ACCEPTED_FORMATS),
         )
     sizes = (*items.coded, *items.declared, *items.canvases)
-    what = ("picture", "coded images")
-    return _too_costly("HEIC", what, sizes, items.coded, items.plane_bytes, limit)
+    # every coded picture once, or the primary's decode, which may use one many times over
+    total = max(sum(w * h for w, h in items.coded), items.decoded)
+    what = ("picture", "coded images, as often as its picture uses them")
+    return _too_costly("HEIC", what, sizes, total, items.plane_bytes, limit)
 
 
 def _too_costly(
     fmt: str,
     what: tuple[str, str],
     sizes: tuple[tuple[int, int], ...],
-    coded: Sequence[tuple[int, int]],
+    total: int,
     plane_bytes: float,
     limit: int,
 ) -> PayloadTooLarge | None:
     """The 413 of a picture decoded whole (AVIF, HEIC): its largest size (coded, declared, a
-    canvas) over `limit`, its coded pictures together over 1.5 times it, or its largest
+    canvas) over `limit`, the pixels its decode makes (`total`) over 1.5 times it, or its largest
     picture's decoded planes over 3 bytes a pixel of it (8-bit 4:4:4 at the limit; 12-bit
     4:4:4 is twice that). None: it may be decoded."""
     w, h = max((*sizes, (0, 0)), key=lambda s: s[0] * s[1])
-    total = sum(fw * fh for fw, fh in coded)
     if w * h > limit or 2 * total > 3 * limit:
         return PayloadTooLarge(
             f"The {fmt} image holds a {w}x{h} = {w * h:,} pixel {what[0]}"

@@ -32,6 +32,7 @@ DERIVED: Final = frozenset({b"grid", b"iovl", b"iden"})  # made of other items, 
 METADATA: Final = frozenset({b"Exif", b"mime", b"uri ", b"tmap"})  # tmap: a gain map's recipe
 _SPS: Final = 33  # nal_unit_type of a sequence parameter set
 _NAL_CAP: Final = 64  # NAL units in one hvcC; real files carry one VPS, SPS and PPS
+_DEPTH_CAP: Final = 16  # derived images made of derived images; real files nest one deep
 
 
 @dataclass
@@ -43,6 +44,10 @@ class HeifItems:
     canvases: list[tuple[int, int]] = field(default_factory=list)  # grid and overlay outputs
     plane_bytes: float = 0.0  # the largest HEVC item's decoded planes
     other_codecs: set[bytes] = field(default_factory=set)  # image items not decoded by HEVC
+    # Coded pixels decoding the primary picture decodes: every coded picture it is derived
+    # from, as often as it is used (an `iden` or a grid tile may name a coded picture another
+    # already names). Canvases are not counted: each is under the limit by itself.
+    decoded: int = 0
 
 
 def _rbsp(nal: bytes) -> bytes:
@@ -133,6 +138,49 @@ def _canvas(kind: bytes, body: bytes) -> tuple[int, int]:
     return width, height
 
 
+def _derivations(data: bytes, children: dict[bytes, tuple[int, int]]) -> dict[int, list[int]]:
+    """iref's `dimg` references: derived item -> the items it is made of, in order."""
+    if b"iref" not in children:
+        return {}
+    start, end = children[b"iref"]
+    wide = data[start] != 0  # version 1: 32-bit item ids
+    out: dict[int, list[int]] = {}
+    for kind, at, stop in boxes(data, start + 4, end):
+        if kind != b"dimg":
+            continue
+        item, pos = uint(data, at, 4 if wide else 2)
+        count, pos = uint(data, pos, 2)
+        if pos + count * (4 if wide else 2) > stop:
+            raise Unreadable("a reference list runs past its box")
+        for _ in range(count):
+            target, pos = uint(data, pos, 4 if wide else 2)
+            out.setdefault(item, []).append(target)
+    return out
+
+
+def _decoded(
+    item: int,
+    pixels: dict[int, int],
+    uses: dict[int, list[int]],
+    done: dict[int, int],
+    depth: int = 0,
+) -> int:
+    """Coded pixels decoded to make `item`: its own (a coded picture) and those of everything
+    it is derived from, each as often as it is named. Memoised per item, so a wide or deep web
+    of references costs its size to walk, not its size to decode; a cycle is damage."""
+    if item in done:
+        if done[item] < 0:
+            raise Unreadable("a derived image is made of itself")
+        return done[item]
+    if depth > _DEPTH_CAP:
+        raise Unreadable("derived images nested too deep")
+    done[item] = -1
+    parts = uses.get(item, [])
+    total = pixels.get(item, 0) + sum(_decoded(i, pixels, uses, done, depth + 1) for i in parts)
+    done[item] = total
+    return total
+
+
 def heif_items(data: bytes) -> HeifItems:
     """What the file's images would cost to decode (Unreadable when it cannot be told)."""
     sequence, children = meta_children(data)
@@ -157,6 +205,7 @@ def heif_items(data: bytes) -> HeifItems:
         if kind == b"ipma":
             for item, indexes in _associations(data, start, end).items():
                 links.setdefault(item, []).extend(indexes)
+    pixels: dict[int, int] = {}
     for item, kind in sorted(types.items()):
         if kind in DERIVED - {b"iden"}:
             if item not in located:
@@ -173,7 +222,9 @@ def heif_items(data: bytes) -> HeifItems:
                 raise Unreadable("an HEVC image has no sequence parameter set")
             largest = max(sizes, key=lambda s: s[0] * s[1] * s[2])
             found.coded.append((largest[0], largest[1]))
+            pixels[item] = largest[0] * largest[1]
             found.plane_bytes = max(found.plane_bytes, largest[0] * largest[1] * largest[2])
         elif kind not in DERIVED and kind not in METADATA:
             found.other_codecs.add(kind)
+    found.decoded = _decoded(primary, pixels, _derivations(data, children), {})
     return found

@@ -460,20 +460,26 @@ def heic_grid(
     ispe: tuple[int, int] | None = None,
     *,
     idat: bool = True,
+    iden: bool = False,
 ) -> bytes:
     """A HEIC whose primary item is a rows x cols grid of one tile (a HEIC of one image, every
     tile pointing at its coded data) pasted onto an `out` canvas, declared by its `ispe` as
     `ispe` (default: `out`). Built box by box (ISO/IEC 23008-12): no encoder writes grids.
     `idat`: the grid's own data in the meta box's idat (iloc version 1, construction method
-    1), as Apple's and libheif's files hold it; else in mdat."""
+    1), as Apple's and libheif's files hold it; else in mdat. `iden`: the tiles are identity
+    items all made of one coded picture (item 1), decoded once per tile."""
     hvcc, coded = _heic_parts(tile)
     n, grid_id = rows * cols, 1000
     wide = max(out) > 0xFFFF
     grid = bytes([0, int(wide), rows - 1, cols - 1]) + struct.pack(">II" if wide else ">HH", *out)
-    ids = list(range(1, n + 1))
+    ids = list(range(2, n + 2)) if iden else list(range(1, n + 1))
+    coded_ids = [1] if iden else ids
     # the tiles are hidden (flags 1): the grid is the one picture a viewer lists
-    infe = b"".join(_box(b"infe", struct.pack(">HH", i, 0) + b"hvc1\x00", 2, 1) for i in ids)
+    infe = b"".join(_box(b"infe", struct.pack(">HH", i, 0) + b"hvc1\x00", 2, 1) for i in coded_ids)
+    if iden:
+        infe += b"".join(_box(b"infe", struct.pack(">HH", i, 0) + b"iden\x00", 2, 1) for i in ids)
     infe += _box(b"infe", struct.pack(">HH", grid_id, 0) + b"grid\x00", 2)
+    items = len(coded_ids) + (n if iden else 0) + 1
     side = _tile_side(hvcc)
     ipco = _box(
         b"ipco",
@@ -481,13 +487,18 @@ def heic_grid(
         + _box(b"ispe", struct.pack(">II", *side), 0)
         + _box(b"ispe", struct.pack(">II", *(ispe or out)), 0),
     )
-    ipma = struct.pack(">I", n + 1)
-    ipma += b"".join(struct.pack(">HBBB", i, 2, 0x81, 0x02) for i in ids)
+    ipma = struct.pack(">I", items)
+    ipma += b"".join(struct.pack(">HBBB", i, 2, 0x81, 0x02) for i in coded_ids)
+    if iden:
+        ipma += b"".join(struct.pack(">HBB", i, 1, 0x02) for i in ids)
     ipma += struct.pack(">HBB", grid_id, 1, 0x03)
+    refs = _box(b"dimg", struct.pack(">HH", grid_id, n) + struct.pack(f">{n}H", *ids))
+    if iden:
+        refs += b"".join(_box(b"dimg", struct.pack(">HHH", i, 1, 1)) for i in ids)
 
     def meta(base: int) -> bytes:
-        iloc = bytes([0x44, 0x00]) + struct.pack(">H", n + 1)
-        iloc += b"".join(struct.pack(">HHHHII", i, 0, 0, 1, base, len(coded)) for i in ids)
+        iloc = bytes([0x44, 0x00]) + struct.pack(">H", len(coded_ids) + 1)
+        iloc += b"".join(struct.pack(">HHHHII", i, 0, 0, 1, base, len(coded)) for i in coded_ids)
         if idat:  # construction method 1: an offset into idat's payload
             iloc += struct.pack(">HHHHII", grid_id, 1, 0, 1, 0, len(grid))
         else:
@@ -496,12 +507,8 @@ def heic_grid(
             b"meta",
             _box(b"hdlr", b"\x00" * 4 + b"pict" + b"\x00" * 13, 0)
             + _box(b"pitm", struct.pack(">H", grid_id), 0)
-            + _box(b"iinf", struct.pack(">H", n + 1) + infe, 0)
-            + _box(
-                b"iref",
-                _box(b"dimg", struct.pack(">HH", grid_id, n) + struct.pack(f">{n}H", *ids)),
-                0,
-            )
+            + _box(b"iinf", struct.pack(">H", items) + infe, 0)
+            + _box(b"iref", refs, 0)
             + _box(b"iprp", ipco + _box(b"ipma", ipma, 0))
             + _box(b"iloc", iloc, 1)
             + (_box(b"idat", grid) if idat else b""),

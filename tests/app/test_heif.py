@@ -203,3 +203,26 @@ def test_a_primary_item_that_is_missing_is_damage(yurt: Image.Image) -> None:
         prepare(data[:at] + struct.pack(">H", 4242) + data[at + 2 :], RGB, LIMITS)
     with pytest.raises(InvalidImage, match="no primary item"):
         prepare(data.replace(b"pitm", b"xitm"), RGB, LIMITS)
+
+
+def test_a_coded_picture_used_many_times_counts_each_time(yurt: Image.Image) -> None:
+    """Round 39's attack: a 10x10 grid of `iden` items all made of one 13 MP picture, on a
+    canvas of that picture's size (tiles may overhang it), 13 KB that held a worker past the
+    10 s deadline: one coded picture, decoded 100 times. Each use counts (here 16 uses of a
+    64x64 picture against a 40,000-pixel limit)."""
+    data = heic_grid(heic(yurt.resize((64, 64))), 4, 4, (64, 64), iden=True)
+    items = heif_items(data)
+    assert items.coded == [(64, 64)] and items.decoded == 16 * 64 * 64
+    with pytest.raises(PayloadTooLarge, match="as often as its picture uses them"):
+        prepare(data, RGB, ImageLimits(max_avif_pixels=40_000))
+    fine = heic_grid(heic(yurt.resize((64, 64))), 2, 3, (192, 128), iden=True)
+    assert prepare(fine, RGB, LIMITS).info.width == 192  # libheif decodes identity tiles
+
+
+def test_a_derived_image_made_of_itself_is_damage(yurt: Image.Image) -> None:
+    data = heic_grid(heic(yurt.resize((64, 64))), 1, 2, (128, 64), iden=True)
+    # the second identity item (id 3) is made of item 1; make it made of the grid (1000)
+    at = data.index(struct.pack(">HHH", 3, 1, 1))
+    looped = data[:at] + struct.pack(">HHH", 3, 1, 1000) + data[at + 6 :]
+    with pytest.raises(InvalidImage, match="made of itself"):
+        prepare(looped, RGB, LIMITS)
