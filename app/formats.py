@@ -19,7 +19,7 @@ from PIL import Image
 
 from app.avif_frames import Unreadable, av1_frames
 from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
-from app.heif_items import DERIVED, HEVC, heif_items
+from app.heif_items import DERIVED, HEVC, HeifItems, heif_items
 
 ACCEPTED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "HEIF")
 ACCEPTED_TEXT: Final = "JPEG, PNG, WebP, AVIF, HEIC, GIF (first frame), BMP or TIFF"
@@ -57,6 +57,8 @@ def sniff_format(data: bytes) -> str | None:
         return "TIFF"
     if len(data) >= 12 and data[4:8] == b"ftyp":
         brands = ftyp_brands(data)
+        if data[8:12] in HEIF_STILL - {b"mif1", b"mif2"}:  # a HEVC major brand ("heic") decides
+            return "HEIF"
         if brands & AVIF_BRANDS:
             return "AVIF"
         if brands & (HEIF_STILL | HEIF_SEQUENCE):
@@ -119,9 +121,8 @@ def heif_refusal(data: bytes, limit: int) -> ServiceError | None:
             accepted=list(ACCEPTED_FORMATS),
         )
     if items.primary not in (HEVC, *DERIVED) or items.other_codecs:
-        kinds = sorted(
-            {items.primary.decode("latin-1")} | {k.decode("latin-1") for k in items.other_codecs}
-        )
+        primary = set() if items.primary in (HEVC, *DERIVED) else {items.primary}
+        kinds = sorted(k.decode("latin-1") for k in primary | items.other_codecs)
         return UnsupportedMediaType(
             f"The HEIF file holds images coded as {', '.join(repr(k) for k in kinds)}; only "
             "HEVC (HEIC) images are decoded here. Send it as JPEG, PNG or AVIF.",
@@ -131,7 +132,29 @@ def heif_refusal(data: bytes, limit: int) -> ServiceError | None:
     # every coded picture once, or the primary's decode, which may use one many times over
     total = max(sum(w * h for w, h in items.coded), items.decoded)
     what = ("picture", "coded images, as often as its picture uses them")
-    return _too_costly("HEIC", what, sizes, total, items.plane_bytes, limit)
+    refusal = _too_costly("HEIC", what, sizes, total, items.plane_bytes, limit)
+    return refusal or _heic_memory(items, max((*sizes, (0, 0)), key=lambda s: s[0] * s[1]), limit)
+
+
+def _heic_memory(items: HeifItems, size: tuple[int, int], limit: int) -> PayloadTooLarge | None:
+    """libheif's peak, estimated (round 39's attack, a worker's added RSS at 13 MP): the
+    picture's planes, the RGB picture made from them (3 bytes a pixel), a second one where
+    chroma is full size (4:4:4: +132 MiB for 8-bit against +60-83 for 4:2:0) and 3 bytes a
+    pixel of every overlay canvas (+100-126 MiB for one 4:2:0 layer). At most 6 bytes a pixel
+    of the limit: 8- and 10-bit 4:2:0 up to the limit, 4:4:4 and overlays up to 2/3 of it."""
+    w, h = size
+    per_pixel = items.plane_pixel + 3 + 3 * items.full_chroma
+    need = w * h * per_pixel + 3 * items.overlay_pixels
+    if need <= 6 * limit:
+        return None
+    return PayloadTooLarge(
+        f"Decoding this HEIC would take about {need / 1e6:,.0f} MB ({w}x{h}, {per_pixel:g} bytes "
+        "a pixel: its decoded planes, the RGB picture made from them, another where chroma is "
+        "4:4:4, and 3 for each pixel of an overlay canvas); HEIC is decoded whole, so it may take "
+        f"at most {6 * limit / 1e6:,.0f} MB. Send it with 4:2:0 chroma, smaller, or as JPEG or "
+        "PNG.",
+        limit_bytes=6 * limit,
+    )
 
 
 def _too_costly(

@@ -43,6 +43,9 @@ class HeifItems:
     declared: list[tuple[int, int]] = field(default_factory=list)  # `ispe` sizes
     canvases: list[tuple[int, int]] = field(default_factory=list)  # grid and overlay outputs
     plane_bytes: float = 0.0  # the largest HEVC item's decoded planes
+    plane_pixel: float = 0.0  # the most bytes a pixel of any HEVC item's planes
+    full_chroma: bool = False  # some HEVC item is 4:4:4 (libheif turns it to RGB via a copy)
+    overlay_pixels: int = 0  # `iovl` canvases: composed in RGB, beside the layers
     other_codecs: set[bytes] = field(default_factory=set)  # image items not decoded by HEVC
     # Coded pixels decoding the primary picture decodes: every coded picture it is derived
     # from, as often as it is used (an `iden` or a grid tile may name a coded picture another
@@ -55,8 +58,9 @@ def _rbsp(nal: bytes) -> bytes:
     return nal[2:].replace(b"\x00\x00\x03", b"\x00\x00")
 
 
-def sps_size(nal: bytes) -> tuple[int, int, float]:
-    """(width, height, bytes a pixel of the decoded planes) coded by an SPS NAL unit."""
+def sps_size(nal: bytes) -> tuple[int, int, float, bool]:
+    """(width, height, bytes a pixel of the decoded planes, whether chroma is full size: 4:4:4)
+    coded by an SPS NAL unit."""
     bits = BitReader(_rbsp(nal), "sequence parameter set")
     bits.read(4)  # sps_video_parameter_set_id
     sub_layers = bits.read(3)  # sps_max_sub_layers_minus1
@@ -81,10 +85,10 @@ def sps_size(nal: bytes) -> tuple[int, int, float]:
         bits.exp_golomb(), bits.exp_golomb()
     )  # bit_depth_luma_minus8, bit_depth_chroma_minus8
     sample = 1 if depth <= 8 else 2
-    return width, height, sample * (1 + 2 * (0.0, 0.25, 0.5, 1.0)[chroma])
+    return width, height, sample * (1 + 2 * (0.0, 0.25, 0.5, 1.0)[chroma]), chroma == 3
 
 
-def hvcc_sizes(data: bytes, start: int, end: int) -> list[tuple[int, int, float]]:
+def hvcc_sizes(data: bytes, start: int, end: int) -> list[tuple[int, int, float, bool]]:
     """Every SPS in an hvcC property (ISO/IEC 14496-15 8.3.3.1), read by sps_size."""
     count, pos = uint(data, start + 22, 1)  # numOfArrays, after the fixed 22 bytes
     found, seen = [], 0
@@ -211,6 +215,8 @@ def heif_items(data: bytes) -> HeifItems:
             if item not in located:
                 raise Unreadable("a derived image has no data")
             found.canvases.append(_canvas(kind, item_data(data, located[item])))
+            if kind == b"iovl":
+                found.overlay_pixels += found.canvases[-1][0] * found.canvases[-1][1]
         elif kind == HEVC:
             sizes = [
                 size
@@ -224,6 +230,8 @@ def heif_items(data: bytes) -> HeifItems:
             found.coded.append((largest[0], largest[1]))
             pixels[item] = largest[0] * largest[1]
             found.plane_bytes = max(found.plane_bytes, largest[0] * largest[1] * largest[2])
+            found.plane_pixel = max(found.plane_pixel, max(s[2] for s in sizes))
+            found.full_chroma |= any(s[3] for s in sizes)
         elif kind not in DERIVED and kind not in METADATA:
             found.other_codecs.add(kind)
     found.decoded = _decoded(primary, pixels, _derivations(data, children), {})

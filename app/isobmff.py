@@ -13,6 +13,8 @@ _BOX_CAP: Final = 4096  # boxes looked at; real files have fewer than 50
 _ITEM_CAP: Final = 4096  # items in iinf/iloc; a grid has at most 256 x 256 tiles + alpha
 _EXTENT_CAP: Final = 4096  # extents in all of iloc (round 34: 4096 x 65,535 made 2 GB)
 _FIELD_SIZES: Final = (0, 4, 8)  # iloc's offset, length, base offset and index sizes
+# meta's children that a file holds once (ISO/IEC 14496-12 8.11): two of one are refused
+_ONCE: Final = frozenset({b"hdlr", b"pitm", b"iloc", b"iinf", b"iref", b"iprp", b"idat"})
 
 
 class Unreadable(ValueError):
@@ -82,6 +84,8 @@ def locations(data: bytes, body: int, idat: int) -> dict[int, list[tuple[int, in
             if method > 1:
                 raise Unreadable("item data made of other items")
             spans.append((base + offset + (idat if method == 1 else 0), length))
+        if item in out:
+            raise Unreadable("an item is located twice")
         out[item] = spans
     return out
 
@@ -109,6 +113,8 @@ def item_types(data: bytes, body: int, end: int) -> dict[int, bytes]:
             continue
         width = 2 if data[start] == 2 else 4
         item, pos = uint(data, start + 4, width)
+        if item in found:  # libheif reads the first, a dict the last: never both
+            raise Unreadable("an item is listed twice")
         found[item] = data[pos + 2 : pos + 6]
     return found
 
@@ -123,14 +129,23 @@ def meta_children(data: bytes) -> tuple[bool, dict[bytes, tuple[int, int]]]:
         sequence |= kind == b"moov"
     if meta is None:
         return sequence, {}
-    return sequence, {kind: (start, end) for kind, start, end in boxes(data, *meta)}
+    children: dict[bytes, tuple[int, int]] = {}
+    for kind, start, end in boxes(data, *meta):
+        if kind in children and kind in _ONCE:  # which one a decoder reads is its own choice
+            raise Unreadable(f"two '{kind.decode('latin-1')}' boxes")
+        children[kind] = (start, end)
+    return sequence, children
 
 
 def properties(data: bytes, children: dict[bytes, tuple[int, int]]) -> list[tuple[bytes, int, int]]:
     """The item properties in iprp/ipco: (type, payload start, end), in order."""
     out: list[tuple[bytes, int, int]] = []
+    containers = 0
     for kind, start, end in boxes(data, *children.get(b"iprp", (0, 0))):
         if kind == b"ipco":
+            containers += 1
+            if containers > 1:
+                raise Unreadable("two 'ipco' boxes")
             out.extend(boxes(data, start, end))
     return out
 

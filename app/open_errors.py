@@ -38,7 +38,8 @@ def unreadable_header(fmt: str, data: bytes, exc: BaseException, accepted: str) 
             "as a JPEG or PNG stream inside the BMP). Send uncompressed or RLE BMP, or the "
             f"JPEG or PNG itself. Accepted: {accepted}."
         )
+    article = "an" if fmt[:1] in "AEIOU" else "a"  # an AVIF, a HEIF
     return InvalidImage(
-        f"The data starts like a {fmt} file but its header is damaged or incomplete, so "
+        f"The data starts like {article} {fmt} file but its header is damaged or incomplete, so "
         f"it could not be read. Accepted: {accepted}."
     )

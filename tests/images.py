@@ -523,5 +523,5 @@ def heic_grid(
 def _tile_side(hvcc_box: bytes) -> tuple[int, int]:
     from app.heif_items import hvcc_sizes
 
-    w, h, _ = hvcc_sizes(hvcc_box, 8, len(hvcc_box))[0]
+    w, h, _, _ = hvcc_sizes(hvcc_box, 8, len(hvcc_box))[0]
     return w, h

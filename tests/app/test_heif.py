@@ -41,6 +41,7 @@ def _ftyp(major: bytes, *compatible: bytes) -> bytes:
         (_ftyp(b"heix", b"mif1"), "HEIF"),  # 10-bit
         (_ftyp(b"msf1", b"hevc"), "HEIF"),  # a sequence: sniffed, then refused with a reason
         (_ftyp(b"mif1", b"avif"), "AVIF"),
+        (_ftyp(b"heic", b"mif1", b"avif"), "HEIF"),  # a HEVC major brand decides (was AVIF)
         (_ftyp(b"isom", b"mp41"), None),
     ],
 )
@@ -95,7 +96,8 @@ def test_sps_exp_golomb_fields_are_read_past_emulation_prevention() -> None:
     raw = int(bits, 2).to_bytes(len(bits) // 8, "big")
     escaped = raw.replace(b"\x00\x00", b"\x00\x00\x03")
     assert escaped != raw
-    w, h, per_pixel = sps_size(b"\x42\x01" + escaped)
+    w, h, per_pixel, full = sps_size(b"\x42\x01" + escaped)
+    assert not full  # 4:2:2
     assert (w, h) == (4096, 1024)
     assert per_pixel == 2 * (1 + 2 * 0.5)  # 2-byte samples, chroma planes half size each
 
@@ -226,3 +228,32 @@ def test_a_derived_image_made_of_itself_is_damage(yurt: Image.Image) -> None:
     looped = data[:at] + struct.pack(">HHH", 3, 1, 1000) + data[at + 6 :]
     with pytest.raises(InvalidImage, match="made of itself"):
         prepare(looped, RGB, LIMITS)
+
+
+def test_an_item_or_box_given_twice_is_damage(yurt: Image.Image) -> None:
+    """libheif reads the first of two `infe` entries with one item id (or of two `iinf`
+    boxes), a dict the last: a 13 MP 10-bit 4:4:4 tile hidden behind a second entry of type
+    'Exif' passed the check and took a worker up by 173 MiB (round 39's attack). Refused."""
+    data = heic_grid(heic(yurt.resize((64, 64))), 1, 2, (128, 64))
+    grid_entry = struct.pack(">HH", 1000, 0) + b"grid"
+    twice = data.replace(grid_entry, struct.pack(">HH", 1, 0) + b"grid")
+    with pytest.raises(InvalidImage, match="an item is listed twice"):
+        prepare(twice, RGB, LIMITS)
+    at = data.index(b"iinf") - 4
+    size = int.from_bytes(data[at : at + 4], "big")
+    meta = data.index(b"meta") - 4
+    doubled = bytearray(data[: at + size] + data[at : at + size] + data[at + size :])
+    doubled[meta : meta + 4] = (int.from_bytes(data[meta : meta + 4], "big") + size).to_bytes(4)
+    with pytest.raises(InvalidImage, match="two 'iinf' boxes"):
+        prepare(bytes(doubled), RGB, LIMITS)
+
+
+def test_full_chroma_costs_a_second_rgb_picture(yurt: Image.Image) -> None:
+    """4:4:4 took a worker up by 132 MiB at 13 MP against 60-83 for 4:2:0 (round 39's
+    attack): libheif's cost is estimated at the planes, the RGB picture and, for 4:4:4,
+    another one; at most 6 bytes a pixel of the limit."""
+    small = yurt.resize((64, 64))
+    limits = ImageLimits(max_avif_pixels=5_000)  # 30,000 bytes; 64x64 at 9 a pixel is 36,864
+    assert prepare(heic(small, chroma=420), RGB, limits).info.width == 64  # 4.5 a pixel
+    with pytest.raises(PayloadTooLarge, match="Decoding this HEIC would take about"):
+        prepare(heic(small, chroma=444), RGB, limits)
