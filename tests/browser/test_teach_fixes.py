@@ -16,6 +16,7 @@ import pytest
 from tests.app.teach.conftest import fm_test_split, png, write_sneakers_and_bags
 from tests.browser.conftest import ARTIFACTS, fill_teach_form
 from tests.browser.test_upload_page import cards, select_model, wait_settled
+from tests.images import png_with_header
 
 pytestmark = pytest.mark.browser
 LONG = "Sneakers, trainers and other sports shoes with laces on"  # 55 characters
@@ -23,16 +24,14 @@ LONG = "Sneakers, trainers and other sports shoes with laces on"  # 55 character
 
 @pytest.fixture(scope="module")
 def shoes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
-    from PIL import Image
-
     out = tmp_path_factory.mktemp("teach-fixes")
     files = write_sneakers_and_bags(out, 8)
     x, _ = fm_test_split()
     broken = out / "broken.png"
     broken.write_bytes(png(x[0])[:70])  # starts like a PNG: sent, refused by the server
-    tiny = out / "tiny.png"
-    Image.new("RGB", (4, 4), "red").save(tiny)
-    files["bad"] = [broken, tiny]
+    huge = out / "huge.png"  # a header claiming 100,000 x 100,000 pixels: refused, 413
+    huge.write_bytes(png_with_header(100_000, 100_000))
+    files["bad"] = [broken, huge]
     return files
 
 
@@ -146,7 +145,7 @@ def test_pictures_the_server_refused_are_named_with_the_reason(
     assert "Not enough usable pictures" in text, text
     assert "Class “junk” has no usable pictures" in text, text
     assert "broken.png (damaged or truncated)" in text, text
-    assert "tiny.png (too small: 4\N{MULTIPLICATION SIGN}4 pixels)" in text, text
+    assert "huge.png (too many pixels: the limit is 40,000,000)" in text, text
     assert "teach-" not in text and "labelled class(es)" not in text, text
     # Taken out of their class, listed there with the reason; not counted any more.
     junk = classes.nth(1)
