@@ -89,3 +89,15 @@ def test_a_venv_missing_a_requirement_is_installed_again(tmp_path: Path) -> None
     python = root / ".venv" / "bin" / "python"
     python.write_text(SHIM + 'case "$*" in "-m pip check"*) exit 1 ;; esac\n')
     assert any("-e ." in c for c in _install(root, "serve"))
+
+
+def test_a_venv_installed_from_another_checkout_is_installed_again(tmp_path: Path) -> None:
+    """Round 39: a git worktree sharing this venv installed imgclass from itself; with the
+    worktree gone, `import app` failed from anywhere but the checkout's own folder while the
+    stamp and the package's metadata said installed. The check asks where `app` is found."""
+    root = _project(tmp_path)
+    assert _install(root, "serve")
+    assert _install(root, "serve") == []
+    python = root / ".venv" / "bin" / "python"
+    python.write_text(SHIM + 'case "$*" in *find_spec*) exit 1 ;; esac\n')
+    assert any("-e ." in c for c in _install(root, "serve"))
