@@ -133,7 +133,11 @@ def heif_refusal(data: bytes, limit: int) -> ServiceError | None:
     total = max(sum(w * h for w, h in items.coded), items.decoded)
     what = ("picture", "coded images, as often as its picture uses them")
     refusal = _too_costly("HEIC", what, sizes, total, items.plane_bytes, limit)
-    return refusal or _heic_memory(items, max((*sizes, (0, 0)), key=lambda s: s[0] * s[1]), limit)
+    return refusal or _heic_memory(items, _largest(sizes), limit)
+
+
+def _largest(sizes: tuple[tuple[int, int], ...]) -> tuple[int, int]:
+    return max((*sizes, (0, 0)), key=lambda s: s[0] * s[1])
 
 
 def _heic_memory(items: HeifItems, size: tuple[int, int], limit: int) -> PayloadTooLarge | None:
@@ -169,7 +173,7 @@ def _too_costly(
     canvas) over `limit`, the pixels its decode makes (`total`) over 1.5 times it, or its largest
     picture's decoded planes over 3 bytes a pixel of it (8-bit 4:4:4 at the limit; 12-bit
     4:4:4 is twice that). None: it may be decoded."""
-    w, h = max((*sizes, (0, 0)), key=lambda s: s[0] * s[1])
+    w, h = _largest(sizes)
     if w * h > limit or 2 * total > 3 * limit:
         return PayloadTooLarge(
             f"The {fmt} image holds a {w}x{h} = {w * h:,} pixel {what[0]}"

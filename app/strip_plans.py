@@ -156,28 +156,30 @@ def _heif_strips(img: Any, rows: int) -> Strips:
     img._heif_file = None  # the file's parsed boxes go; `frame` holds the picture
     if (w, h) != img.size or frame.mode != img.mode:
         raise ValueError("libheif decoded a picture of another size or mode than declared")
-    view = np.frombuffer(pixels, dtype=np.uint8)  # a view: no copy
-    if len(view) < h * stride or stride < w * len(img.mode):
-        raise ValueError("libheif's picture is smaller than its rows")
-    for top in range(0, h, rows):
-        n = min(rows, h - top)
-        part = view[top * stride : (top + n) * stride]
-        yield top, Image.frombuffer(img.mode, (w, n), part, "raw", img.mode, stride, 1)
+    yield from _frame_strips(pixels, img.mode, img.mode, img.size, len(img.mode), rows, stride)
 
 
 def _frame_strips(
-    frame: Any, mode: str, rawmode: str, size: tuple[int, int], per_pixel: int, rows: int
+    frame: Any,
+    mode: str,
+    rawmode: str,
+    size: tuple[int, int],
+    per_pixel: int,
+    rows: int,
+    stride: int = 0,
 ) -> Strips:
-    """(top, strip) pairs of a decoder's whole frame (`bytes`, `per_pixel` bytes a pixel),
-    each strip a view of it made an image: no copy of the frame."""
+    """(top, strip) pairs of a decoder's whole frame (bytes, `per_pixel` a pixel; rows packed,
+    or `stride` bytes apart), each strip a view of it made an image: no copy of the frame."""
     w, h = size
-    if not isinstance(frame, bytes) or len(frame) != w * h * per_pixel:
+    packed, stride = stride == 0, stride or w * per_pixel
+    fits = len(frame) == h * stride if packed else len(frame) >= h * stride
+    if not isinstance(frame, (bytes, memoryview)) or stride < w * per_pixel or not fits:
         raise ValueError("the decoder returned a frame of an unexpected size")
     pixels = np.frombuffer(frame, dtype=np.uint8)  # a view: no copy
     for top in range(0, h, rows):
         n = min(rows, h - top)
-        part = pixels[top * w * per_pixel : (top + n) * w * per_pixel]
-        yield top, Image.frombuffer(mode, (w, n), part, "raw", rawmode, 0, 1)
+        part = pixels[top * stride : (top + n) * stride]
+        yield top, Image.frombuffer(mode, (w, n), part, "raw", rawmode, stride, 1)
 
 
 def _no_peak(rows: int) -> None:
