@@ -13,7 +13,19 @@ from fastapi import Depends, FastAPI
 from starlette.routing import Route
 
 from app import __version__, draining, telemetry
-from app.api import access, api_docs, catalogs, health, metrics, models, openapi, predict, teach, v2
+from app.api import (
+    access,
+    api_docs,
+    catalogs,
+    health,
+    metrics,
+    models,
+    openapi,
+    predict,
+    preview,
+    teach,
+    v2,
+)
 from app.api.big_answers import AnswerGate
 from app.api.body_budget import BodyBudget
 from app.api.cors import EXPOSED_HEADERS, ProblemCORSMiddleware
@@ -205,6 +217,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(access.router, dependencies=strict_query)
     app.include_router(models.router, dependencies=strict_query)
     app.include_router(predict.router, dependencies=strict_query)
+    app.include_router(preview.router, dependencies=strict_query)
     app.include_router(catalogs.router, dependencies=strict_query)
     app.include_router(teach.router, dependencies=strict_query)
     app.include_router(v2.router)

@@ -24,6 +24,8 @@ EXPOSED_HEADERS: Final = (
     "X-Request-Id",
     "Inference-Header-Content-Length",
     "Allow",
+    "X-Image-Format",  # POST /v1/preview
+    "X-Image-Size",
 )
 
 

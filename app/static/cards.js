@@ -13,10 +13,7 @@ export function buildCard(item, template, onRemove) {
   $(".result-meta", card).textContent = bytes(item.file.size);
   const img = $(".result-img", card);
   img.alt = `Preview of ${name}`;
-  img.addEventListener("error", () => {
-    img.hidden = true;
-    $(".no-preview", card).hidden = false;
-  }, { once: true });
+  img.addEventListener("error", () => previewFromServer(item, img, card), { once: true });
   // Tiny images (28x28 digits) are drawn with crisp pixels instead of a blur.
   img.addEventListener("load", () => {
     if (img.naturalWidth <= 96 && img.naturalHeight <= 96) img.classList.add("pixelated");
@@ -27,6 +24,29 @@ export function buildCard(item, template, onRemove) {
   remove.addEventListener("click", () => onRemove(item));
   return card;
 }
+
+// A format this browser cannot draw (HEIC; TIFF in Chromium and Firefox): the server decodes it
+// as it does for classifying and sends it back as a JPEG (POST /v1/preview). "No preview" only
+// when that fails too.
+async function previewFromServer(item, img, card) {
+  const none = () => {
+    img.hidden = true;
+    $(".no-preview", card).hidden = false;
+  };
+  let blob = null;
+  try {
+    const r = await fetch("/v1/preview?size=512", { method: "POST", body: item.file, headers: { Accept: "image/jpeg" } });
+    if (r.ok) blob = await r.blob();
+  } catch {
+    /* offline, or the server stopped: no preview */
+  }
+  if (!blob || !card.isConnected) return none();
+  URL.revokeObjectURL(item.url); // the list revokes item.url when the card goes
+  item.url = URL.createObjectURL(blob);
+  img.addEventListener("error", none, { once: true });
+  img.src = item.url;
+}
+
 function resetCard(card) {
   $(".verdict", card).hidden = true;
   $(".preds", card).hidden = true;

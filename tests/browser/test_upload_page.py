@@ -669,7 +669,7 @@ def test_avif_and_heic_photos_are_classified_like_their_png(
     """Round 34: the page called an AVIF "a HEIC/HEIF or AVIF photo (not supported)" before
     sending it; round 39: an iPhone's HEIC was "a HEIC/HEIF photo (not supported)". Both are
     sent now, and the answer is the server's, read as that format. Chromium cannot draw HEIC:
-    its card says there is no preview instead of showing a broken picture."""
+    its card shows the server's JPEG of it (POST /v1/preview; round 39 said "No preview")."""
     from PIL import Image
 
     from tests.images import heic
@@ -697,7 +697,46 @@ def test_avif_and_heic_photos_are_classified_like_their_png(
     assert top_label(card) == expected["predictions"][0]["label"]
     assert card.locator(".result-meta").inner_text().startswith(fmt)
     if fmt == "HEIF":
-        assert card.locator(".no-preview").is_visible()
+        assert shown_size(card) == [28, 28]
+        assert not card.locator(".no-preview").is_visible()
         page.screenshot(path=str(artifacts / "desktop-heic.png"), full_page=True)
         page.set_viewport_size({"width": 390, "height": 844})
         page.screenshot(path=str(artifacts / "phone-heic.png"), full_page=True)
+
+
+def shown_size(card: Any) -> list[int]:
+    """The natural size of the picture a card shows, once it has one (never a broken image)."""
+    img = card.locator(".result-img")
+    img.page.wait_for_function(
+        "(el) => !el.hidden && el.complete && el.naturalWidth > 0", arg=img.element_handle()
+    )
+    size: list[int] = img.evaluate("(el) => [el.naturalWidth, el.naturalHeight]")
+    return size
+
+
+def test_a_picture_the_browser_cannot_draw_is_shown_from_the_server(
+    open_page: Any, tmp_path: Path
+) -> None:
+    """Chromium draws no TIFF: the card shows the server's JPEG of it, upright and at most
+    512 px; when the server cannot make one either, the card says "No preview"."""
+    from PIL import Image
+
+    path = tmp_path / "scan.tif"
+    Image.new("RGB", (900, 300), (30, 90, 200)).save(path, "TIFF", compression="tiff_deflate")
+    page = open_page()
+    select_model(page, "tiny")
+    page.set_input_files("#file-input", str(path))
+    wait_settled(page, 1)
+    card = cards(page).first
+    assert shown_size(card) == [512, 171]
+    assert not card.locator(".no-preview").is_visible()
+    assert card.locator(".result-img").get_attribute("src", timeout=1000).startswith("blob:")
+
+    page.route("**/v1/preview*", lambda route: route.fulfill(status=503, body=""))
+    other = tmp_path / "other.tif"
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(other, "TIFF")
+    page.set_input_files("#file-input", str(other))
+    wait_settled(page, 2)
+    second = card_for(page, "other.tif")
+    second.locator(".no-preview").wait_for(state="visible")
+    assert not second.locator(".result-img").is_visible()
