@@ -73,3 +73,31 @@ def test_corpus_covers_every_class() -> None:
     for group in ("exif", "cpu", "memory", "bomb", "damaged", "polyglot", "not-image", "valid"):
         assert groups.get(group, 0) >= 3, group
     assert sum(c.name.startswith("exif-orientation-") and c.name[-1].isdigit() for c in CASES) == 8
+
+
+@pytest.mark.parametrize("case", params())
+def test_hostile_case_previewed(shipped_client: TestClient, case: Case) -> None:
+    """The same cases through POST /v1/preview (app/api/preview.py), which decodes as catalogs'
+    thumbnails do: a JPEG for every picture predict classifies, a 4xx problem for the rest (413
+    for a batch: a preview takes one image), never a 5xx, within the same budget."""
+    payload = case.make()
+    one = payload if isinstance(payload, bytes) else payload[0] if len(payload) == 1 else None
+    t0 = time.perf_counter()
+    if one is None:
+        r = shipped_client.post("/v1/preview", files=[("file", ("a.bin", d)) for d in payload])
+    else:
+        r = shipped_client.post("/v1/preview", content=one)
+    elapsed = time.perf_counter() - t0
+
+    assert r.status_code < 500, f"{case.name}: {r.status_code} {r.text[:300]}"
+    assert not LEAK.search(r.text if r.status_code >= 400 else ""), r.text[:300]
+    if one is None:
+        assert r.status_code == 413, f"{case.name}: {r.status_code} {r.text[:300]}"
+    elif case.expect in ("photo", "ok"):
+        assert r.status_code == 200, f"{case.name}: {r.status_code} {r.text[:300]}"
+        assert r.headers["content-type"] == "image/jpeg"
+    elif case.expect == "reject":
+        assert 400 <= r.status_code < 500, f"{case.name}: {r.status_code} {r.text[:300]}"
+    if r.status_code >= 400:
+        assert r.headers["content-type"].startswith("application/problem+json")
+    assert elapsed < BUDGET_S, f"{case.name} took {elapsed:.2f} s (budget {BUDGET_S} s)"
