@@ -139,16 +139,42 @@ export async function addFiles(cls, list, hooks) {
     const url = URL.createObjectURL(file);
     const img = h("img", { src: url, alt: "", loading: "lazy", decoding: "async", title: name });
     const li = h("li", {}, img);
-    cls.files.push({ file, url, li });
-    img.addEventListener("error", () => {
+    const f = { file, url, li };
+    cls.files.push(f);
+    const none = () => {
       li.replaceChildren(h("span", {
         class: "teach-no-preview",
         title: `${name}: no preview in this browser; the server checks it when training`,
       }, format));
-    }, { once: true });
+    };
+    img.addEventListener("error", () => tileFromServer(f, img, none), { once: true });
     cls.thumbs.append(li);
   });
   hooks.changed();
+}
+
+// A tile this browser cannot draw (HEIC; TIFF in Chromium and Firefox) asks the server for a
+// small JPEG of it (POST /v1/preview) when it comes into view (the tiles load lazily), one tile
+// at a time so a class of a hundred such photos is not a hundred decodes at once; the format's
+// name when that fails too.
+let tileTurn = Promise.resolve();
+function tileFromServer(f, img, none) {
+  tileTurn = tileTurn.then(async () => {
+    if (!f.li.isConnected) return; // removed meanwhile
+    let blob = null;
+    try {
+      const r = await fetch("/v1/preview?size=96", { method: "POST", body: f.file, headers: { Accept: "image/jpeg" } });
+      if (r.ok) blob = await r.blob();
+    } catch {
+      /* offline, or the server stopped */
+    }
+    if (!f.li.isConnected) return;
+    if (!blob) return none();
+    URL.revokeObjectURL(f.url); // revoked again by whoever removes the file
+    f.url = URL.createObjectURL(blob);
+    img.addEventListener("error", none, { once: true });
+    img.src = f.url;
+  });
 }
 
 // One file listed under its class as left out, with the reason: found here not to be an

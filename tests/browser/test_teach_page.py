@@ -267,6 +267,32 @@ def test_a_file_that_is_not_an_image_is_left_out_at_once(
     assert b"fake.png" not in body and b"notes.txt" not in body
 
 
+def test_tiles_the_browser_cannot_draw_come_from_the_server(open_page: Any, tmp_path: Path) -> None:
+    """Chromium draws no TIFF: such a tile shows the server's small JPEG of it (POST
+    /v1/preview); a file the server cannot read either keeps the format's name."""
+    from PIL import Image
+
+    scan = tmp_path / "scan.tif"
+    Image.new("RGB", (300, 200), (20, 120, 60)).save(scan, "TIFF", compression="tiff_deflate")
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(scan.read_bytes()[:60])  # a TIFF cut short: the server cannot read it
+    page = open_page()
+    fill_teach_form(page, "tiles", {"sneaker": [str(scan), str(cut)], "bag": []})
+    card = page.locator("#teach .teach-class").first
+    card.locator('.teach-count:text-is("2 pictures")').wait_for()
+    tiles = card.locator(".teach-thumbs li")
+    img = tiles.nth(0).locator("img")
+    page.wait_for_function(
+        "(el) => el.complete && el.naturalWidth > 0 && el.src.startsWith('blob:')",
+        arg=img.element_handle(),
+    )
+    assert img.evaluate("(el) => [el.naturalWidth, el.naturalHeight]") == [96, 64]
+    tiles.nth(1).locator(".teach-no-preview").wait_for()
+    assert tiles.nth(1).inner_text() == "TIFF"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    card.screenshot(path=str(SHOTS / "teach-tiles-from-server.png"))
+
+
 def test_a_refused_model_name_leaves_no_example_catalog_behind(
     open_page: Any, api: Any, pictures: dict[str, list[Path]]
 ) -> None:
