@@ -15,7 +15,9 @@ else glibc), `jemalloc` (refuse to start without it), `glibc` (never preload).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -104,9 +106,21 @@ def reexec_with_jemalloc(choice: Allocator, arenas: int = 1) -> None:
     env = preload_env(choice, os.environ, find_jemalloc(), arenas)
     if env is None:
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "app", *sys.argv[1:]], env)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None when started with the stream closed (`>&-`)
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+    # the interpreter's own flags (-O, -X dev, ...) kept, as the workers get them (round 40)
+    flags: list[str] = getattr(subprocess, "_args_from_interpreter_flags", list)()
+    try:
+        os.execve(sys.executable, [sys.executable, *flags, "-m", "app", *sys.argv[1:]], env)
+    except OSError as exc:  # e.g. E2BIG: an environment near the kernel's limit
+        if choice == "jemalloc":
+            raise ConfigurationError(f"cannot start again with jemalloc preloaded: {exc}") from exc
+        print(
+            f"imgclass: jemalloc not preloaded ({exc.strerror or exc}); glibc's malloc is used",
+            file=sys.stderr,
+        )
 
 
 def check_loaded(choice: Allocator) -> str:

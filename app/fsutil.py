@@ -229,7 +229,8 @@ def check_listable(folder: Path, setting: str) -> None:
     of another owner's 0700 folder): without this every bundle stayed "loading" (round 29)."""
     try:
         if folder.is_dir():
-            next(os.scandir(folder), None)
+            with os.scandir(folder) as entries:  # closed: -X dev warned of it (round 40)
+                next(entries, None)
     except OSError as exc:
         raise ConfigurationError(
             f"the folder {folder} ({setting}) cannot be read: {exc.strerror or exc}. Make it "

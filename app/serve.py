@@ -16,23 +16,26 @@ Each worker loads its models before it takes connections (IMGCLASS_LOAD_IN_BACKG
 in workers), so no request reaches a worker that would answer "still loading".
 
 The parent supervises: it starts the workers (fresh interpreters, app.worker_process: nothing is
-inherited but their end of the socket pair and the environment), replaces one that exits while the server is not stopping
-(a crash, the OOM killer, a signal sent to that worker alone), and on SIGTERM/SIGINT stops
-accepting and asks every worker to finish its requests and exit. A worker that fails within its
-first seconds three times in a row stops the whole server (a broken configuration would fail
-the same way forever).
+inherited but their end of the socket pair and the environment; their side is
+app.dealt_server), replaces one that exits while the server is not stopping (a crash, the OOM
+killer, a signal sent to that worker alone), and on SIGTERM, SIGINT or SIGHUP stops accepting
+and asks every worker to finish its requests and exit (a second Ctrl-C kills them). A worker
+that exits before it is ready, or within its first seconds, three times in a row stops the
+whole server (a broken configuration would fail the same way forever); a start the system
+refuses (no descriptors or processes left) is tried again, backing off, while another worker
+serves. A worker that has stopped taking its connections is passed over while another can.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import fcntl
 import logging
-import os
 import signal
 import socket
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections import deque
@@ -42,21 +45,24 @@ from typing import Any, Final
 
 import uvicorn
 
-from app.draining import DrainingServer
 from app.http_guard import HeadGuardedProtocol
 from app.multiproc import forget_dead_worker
-from app.settings import Settings
-from app.tls_door import plain_http_answered
 from app.tls_files import TlsFiles
-from app.worker_process import WORKER_FLAG, alive, start_worker, wait
+from app.worker_process import READY, alive, start_worker, wait
 
 logger = logging.getLogger("app.serve")
 
 BACKLOG: Final = 2048
 STOP_GRACE_S: Final = 30.0  # at least; or the body timeout and STOP_AFTER_BODY_S (__main__)
 STOP_AFTER_BODY_S: Final = 10.0  # a worker's 408 to a late upload, then its shutdown
-EARLY_EXIT_S: Final = 10.0  # a worker dying this soon after its start counts as a failed start
-MAX_EARLY_EXITS: Final = 3
+# A worker that exits before it says it is ready, or this soon after its start, failed to start
+EARLY_EXIT_S: Final = 10.0
+MAX_EARLY_EXITS: Final = 3  # failed starts in a row that stop the server
+RETRY_MAX_S: Final = 30.0  # a start the system refused (no descriptors left) is tried again
+# A worker with this many bytes of dealt connections it has not taken (about 770 a connection)
+# is passed over while another can take one: stopped or stuck, it left every other connection
+# dealt to it unanswered (round 40: 278 of 600 with one worker stopped by SIGSTOP).
+BACKED_UP_BYTES: Final = 16 * 1024
 # At start-up no connection is dealt until every worker is ready (or this long has passed):
 # a client that starts as soon as /readyz answers would otherwise keep every connection it
 # opened on the first worker to finish loading.
@@ -103,104 +109,14 @@ def uvicorn_config(log_level: str, tls: TlsFiles | None = None) -> uvicorn.Confi
     return uvicorn.Config(**uvicorn_options(log_level, tls))
 
 
-TLS_HANDSHAKE_S: Final = 10.0  # a dealt connection's TLS handshake must end within this
-# a closing TLS connection waits this long for the client's close_notify: asyncio's 30 s
-# default, equal to STOP_GRACE_S, had one idle keep-alive client get its worker killed before
-# its shutdown ran (round 27)
-TLS_SHUTDOWN_S: Final = 2.0
-READY: Final = b"r"  # worker -> parent: loaded, deal me connections
-
-
-class DealtServer(DrainingServer):
-    """A uvicorn server that listens on nothing: it serves the connections whose sockets the
-    parent sends over `channel`, and tells the parent when it is ready for them."""
-
-    def __init__(self, config: uvicorn.Config, channel: socket.socket) -> None:
-        super().__init__(config)
-        self.channel = channel
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """SIGINT is the parent's to act on: a terminal's Ctrl-C reaches every process of the
-        group, and the parent then sends each worker SIGTERM; uvicorn took the two as "quit
-        now" and skipped the app's shutdown in 9 of 16 workers (round 27)."""
-        if sig != signal.SIGINT:
-            super().handle_exit(sig, frame)
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=[])  # the app's lifespan (models loaded), no listener
-        if self.should_exit:
-            return
-        self._loop = asyncio.get_running_loop()
-        self.channel.setblocking(False)
-        self._loop.add_reader(self.channel.fileno(), self._take_connections)
-        self.channel.send(READY)
-
-    def _protocol(self) -> asyncio.Protocol:
-        config = self.config
-        return config.http_protocol_class(  # type: ignore[call-arg]
-            config=config, server_state=self.server_state, app_state=self.lifespan.state
-        )
-
-    def _take_connections(self) -> None:
-        assert self._loop is not None
-        try:
-            data, fds, _flags, _addr = socket.recv_fds(self.channel, 1024, 256)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data, fds = b"", []
-        if not data and not fds:  # the parent is gone: finish what is in flight and stop
-            self._loop.remove_reader(self.channel.fileno())
-            self.should_exit = True
-            return
-        for fd in fds:
-            conn = socket.socket(fileno=fd)
-            conn.setblocking(False)
-            self._loop.create_task(self._serve_connection(conn))
-
-    async def _serve_connection(self, conn: socket.socket) -> None:
-        assert self._loop is not None
-        try:
-            tls = self.config.ssl
-            if tls and await plain_http_answered(self._loop, conn, TLS_HANDSHAKE_S):
-                return
-            await self._loop.connect_accepted_socket(
-                self._protocol,
-                conn,
-                ssl=tls,
-                ssl_handshake_timeout=TLS_HANDSHAKE_S if tls else None,
-                ssl_shutdown_timeout=TLS_SHUTDOWN_S if tls else None,
-            )
-        except OSError:  # the client left before the worker got to it
-            conn.close()
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if self._loop is not None:  # take no more connections, then uvicorn's shutdown
-            self._loop.remove_reader(self.channel.fileno())
-        await super().shutdown(sockets)
-
-
-def worker_main() -> None:  # pragma: no cover - child
-    """A worker's entry: `<python> -c _BOOT --imgclass-worker <fd> <log level>`."""
-    at = sys.argv.index(WORKER_FLAG)  # app.worker_process starts it
-    channel = socket.socket(fileno=int(sys.argv[at + 1]))
-    # Load every model before saying ready: the parent deals connections only to ready
-    # workers, so none waits on a worker that is still loading, and none is answered 503
-    # "still loading" while /readyz, served by a worker that is ready, says 200.
-    os.environ["IMGCLASS_LOAD_IN_BACKGROUND"] = "false"
-    config = uvicorn_config(sys.argv[at + 2], Settings().tls)
-    config.configure_logging()  # a new interpreter: logging is set up again
-    DealtServer(config, channel).run()
-
-
 @dataclass
 class _Slot:
     channel: socket.socket | None = None  # the parent's end of the pair
     process: subprocess.Popen[bytes] | None = None
     ready: bool = False
     started_at: float = 0.0
-    early_exits: int = 0
+    early_exits: int = 0  # failed starts in a row
+    retry_at: float = 0.0  # when a start the system refused is tried again
 
 
 @dataclass
@@ -223,10 +139,12 @@ class Supervisor:
         self._next = 0
         self._all_ready_once = False  # every worker has been ready since the start
         self._began = time.monotonic()
+        self.force = threading.Event()  # a second Ctrl-C: kill the workers, wait no more
 
     def bind(self) -> None:
         """Listen before any worker starts: a port in use fails here, once."""
         self._began = time.monotonic()
+        raise_fd_limit()
         self.listener = bind_listener(self.host, self.port)
         self.slots = [_Slot() for _ in range(self.workers)]
 
@@ -264,19 +182,22 @@ class Supervisor:
                     self._all_ready_once = True
                 elif time.monotonic() - self._began < START_HOLD_S:
                     return False
-            for i in range(len(self.slots)):
-                slot = self.slots[(self._next + i) % len(self.slots)]
-                if slot.channel is None or not self._ready(slot):
-                    continue
-                try:
-                    socket.send_fds(slot.channel, [b"c"], [conn.fileno()])
-                except (BlockingIOError, InterruptedError):
-                    continue  # its queue is full: it is not reading, try the next
-                except OSError:
-                    slot.ready = False  # it died; the supervisor restarts it
-                    continue
-                self._next = (self._next + i + 1) % len(self.slots)
-                return True
+            for lenient in (False, True):  # first pass: workers that keep up
+                for i in range(len(self.slots)):
+                    slot = self.slots[(self._next + i) % len(self.slots)]
+                    if slot.channel is None or not self._ready(slot):
+                        continue
+                    if not lenient and unread_bytes(slot.channel) > BACKED_UP_BYTES:
+                        continue
+                    try:
+                        socket.send_fds(slot.channel, [b"c"], [conn.fileno()])
+                    except (BlockingIOError, InterruptedError):
+                        continue  # its queue is full: it is not reading, try the next
+                    except OSError:
+                        slot.ready = False  # it died; the supervisor restarts it
+                        continue
+                    self._next = (self._next + i + 1) % len(self.slots)
+                    return True
         return False
 
     def _dealer(self) -> None:
@@ -312,18 +233,29 @@ class Supervisor:
     def _check(self, slot: _Slot) -> bool:
         """Restart a worker that died abnormally; False when the server must stop."""
         proc = slot.process
-        if proc is None or alive(proc) or self.stopping.is_set():
+        if self.stopping.is_set() or (proc is not None and alive(proc)):
             return True
+        if proc is not None and not self._ended(slot, proc):
+            return False
+        if time.monotonic() < slot.retry_at:
+            return True
+        return self._try_start(slot)
+
+    def _ended(self, slot: _Slot, proc: subprocess.Popen[bytes]) -> bool:
+        """Count a worker's exit; False after MAX_EARLY_EXITS failed starts in a row. A worker
+        that never said it was ready failed to start however long it took (round 40: 16
+        workers that each failed after 30 s of loading were started again for ever)."""
         code = proc.returncode  # -N: ended by signal N
         with self._lock:
-            slot.ready = False
+            was_ready = self._ready(slot)  # its READY outlives it in the channel
+            slot.ready, slot.process = False, None
         forget_dead_worker(proc.pid)
-        early = time.monotonic() - slot.started_at < EARLY_EXIT_S
-        slot.early_exits = slot.early_exits + 1 if early else 0
+        failed = not was_ready or time.monotonic() - slot.started_at < EARLY_EXIT_S
+        slot.early_exits = slot.early_exits + 1 if failed else 0
         if slot.early_exits >= MAX_EARLY_EXITS:
             logger.error(
-                "worker process %s exited with %s %d times within %.0f s of its start; "
-                "stopping (the log above says why)",
+                "worker process %s exited with %s; %d starts in a row failed (exited before it "
+                "was ready, or within %.0f s); stopping (the log above says why)",
                 proc.pid,
                 code,
                 slot.early_exits,
@@ -331,7 +263,28 @@ class Supervisor:
             )
             return False
         logger.warning("worker process %s exited with %s; starting another", proc.pid, code)
-        self._start(slot)
+        return True
+
+    def _try_start(self, slot: _Slot) -> bool:
+        """Start the slot's worker. A start the system refuses (no file descriptors or
+        processes left, an environment over its limit) is tried again later, backing off;
+        False when it keeps failing and no other worker serves (round 40: the exception ended
+        the server, healthy workers included)."""
+        try:
+            self._start(slot)
+        except OSError as exc:
+            slot.early_exits += 1
+            delay = min(RETRY_MAX_S, 0.5 * 2**slot.early_exits)
+            slot.retry_at = time.monotonic() + delay
+            serving = any(s.process is not None and alive(s.process) for s in self.slots)
+            if slot.early_exits >= MAX_EARLY_EXITS and not serving:
+                logger.error("cannot start a worker process: %s; stopping", exc.strerror or exc)
+                return False
+            logger.error(
+                "cannot start a worker process: %s; trying again in %.1f s",
+                exc.strerror or exc,
+                delay,
+            )
         return True
 
     def _terminate(self) -> list[subprocess.Popen[bytes]]:
@@ -350,9 +303,11 @@ class Supervisor:
         procs = self._terminate()
         deadline = time.monotonic() + self.stop_grace_s
         for proc in procs:
-            wait(proc, max(0.1, deadline - time.monotonic()))
+            while alive(proc) and not self.force.is_set() and time.monotonic() < deadline:
+                wait(proc, 0.2)
             if alive(proc):
-                logger.warning("worker process %s did not stop in time; killing it", proc.pid)
+                why = "Ctrl-C again" if self.force.is_set() else "did not stop in time"
+                logger.warning("worker process %s: %s; killing it", proc.pid, why)
                 proc.kill()
                 wait(proc, 5)
         for slot in self.slots:
@@ -365,10 +320,17 @@ class Supervisor:
             self.bind()
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
+            if signum == signal.SIGINT and self.stopping.is_set():  # uvicorn's "force quit"
+                logger.warning("received SIGINT again; killing the workers")
+                self.force.set()
+                return
             logger.info("received %s; stopping the workers", signal.Signals(signum).name)
             self.stopping.set()
 
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        # SIGHUP (the terminal closed) stops as SIGTERM does; it killed the parent alone, and
+        # its metrics folder was left behind (round 40)
+        stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {s: signal.signal(s, on_signal) for s in stops}
         dealer = threading.Thread(target=self._dealer, name="imgclass-dealer", daemon=True)
         failed = False
         try:
@@ -381,7 +343,7 @@ class Supervisor:
                 "" if self.workers == 1 else "es",
             )
             for slot in self.slots:
-                self._start(slot)
+                self._try_start(slot)
             dealer.start()
             while not failed and not self.stopping.wait(self.poll_s):
                 failed = not all(self._check(slot) for slot in self.slots)
@@ -394,3 +356,27 @@ class Supervisor:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         return 1 if failed else 0
+
+
+def unread_bytes(channel: socket.socket) -> int:
+    """Bytes sent over a worker's channel that it has not read yet (SIOCOUTQ); 0 if unknown."""
+    try:
+        raw = fcntl.ioctl(channel.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int.from_bytes(raw, sys.byteorder)
+
+
+def raise_fd_limit() -> None:
+    """Raise the soft limit on open files to the hard one (as Go's runtime does): the dealer
+    holds up to BACKLOG connections while no worker is ready, over a usual soft limit of
+    1,024 (round 40: a worker's restart then failed for want of a descriptor)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 1 << 16 if hard == resource.RLIM_INFINITY else hard
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):
+        pass  # not on this system, or not allowed: the soft limit stays

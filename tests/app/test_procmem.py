@@ -27,7 +27,9 @@ def _proc(root: Path, pid: int, pages: int, cmdline: bytes, children: list[int] 
 
 def test_workers_report_the_supervisor_and_every_worker(tmp_path: Path) -> None:
     me, parent = os.getpid(), os.getppid()
-    started = b"python\0-c\0from app.serve import worker_main\0--imgclass-worker\0007\0info\0"
+    started = (
+        b"python\0-c\0from app.dealt_server import worker_main\0--imgclass-worker\0007\0info\0"
+    )
     spawned = b"python\0-c\0from multiprocessing.spawn import spawn_main; spawn_main()\0"
     tracker = b"python\0-c\0from multiprocessing.resource_tracker import main;main(5)\0"
     _proc(tmp_path, parent, 100, b"python\0-m\0app\0", children=[me, 999_001, 999_002])

@@ -407,3 +407,65 @@ def test_an_upload_still_arriving_at_a_stop_gets_its_body_timeout(tmp_path: Path
         assert answer.startswith(b"HTTP/1.1 408"), (round(took, 1), answer[:80])
         assert 30 < took < 45
         assert parent.wait(30) == 0
+
+
+@pytest.mark.parametrize("after_s", [0.3, 1.0])  # importing, then (here) loading the models
+def test_workers_still_loading_when_the_parent_is_killed_exit_quietly(
+    tmp_path: Path, after_s: float
+) -> None:
+    """Round 40: workers whose parent was killed while they loaded went on loading (about 200
+    MB each), then each failed with two tracebacks (a broken pipe when saying ready). Now
+    they are sent SIGTERM when the parent dies and exit without a word of error."""
+    env = {**os.environ, **_env(2), "IMGCLASS_PORT": str(free_port())}
+    env.pop("IMGCLASS_ENABLED_MODELS")  # the five shipped models: seconds of loading
+    env["IMGCLASS_DATA_DIR"] = str(tmp_path / "data")
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait(lambda: len(_workers(proc.pid)) == 2, 30, "two workers")
+        workers = _workers(proc.pid)
+        time.sleep(after_s)
+        proc.kill()
+        proc.wait(10)
+        _gone, alive = psutil.wait_procs(workers, timeout=15)
+        assert alive == [], [p.pid for p in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text and "Error" not in text, text[-3000:]
+
+
+def test_interpreter_flags_reach_the_parent_after_its_restart_and_the_workers(
+    tmp_path: Path,
+) -> None:
+    """`python -O -m app`: the parent restarts itself to preload jemalloc (app.allocator); it
+    dropped the flags, so the parent and its workers ran without -O (round 40)."""
+    port = free_port()
+    env = {**os.environ, **_env(2), "IMGCLASS_PORT": str(port), "IMGCLASS_ALLOCATOR": "auto"}
+    env["IMGCLASS_DATA_DIR"] = str(tmp_path / "data")
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-O", "-m", "app"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"http://127.0.0.1:{port}/readyz"):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        parent = psutil.Process(proc.pid)
+        assert "-O" in parent.cmdline()[1:3], parent.cmdline()
+        workers = _workers(proc.pid)
+        assert len(workers) == 2
+        assert all("-O" in w.cmdline()[1:4] for w in workers), [w.cmdline() for w in workers]
+    finally:
+        proc.terminate()
+        proc.wait(30)
