@@ -95,7 +95,27 @@ def _cannot_listen(settings: Settings, exc: OSError) -> NoReturn:
     sys.exit(3)
 
 
+def _std_streams() -> None:
+    """Standard streams that were closed (`python -m app >&-`) point at /dev/null: uvicorn's
+    logging failed on a missing stdout, and a socket given a closed descriptor's number would
+    have received what is printed there (round 40)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            os.set_inheritable(fd, True)  # kept by the jemalloc restart and the workers
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the process's lifetime
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+
+
 def main() -> None:
+    _std_streams()
     settings = _settings()
     try:
         check_tls(settings.tls)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+_PREFIX: Final = "imgclass-metrics-"
 
 
 def multiprocess_dir() -> Path | None:
@@ -32,12 +33,29 @@ def prepare_multiprocess_dir(workers: int) -> Path | None:
     if path is None and workers <= 1:
         return None
     if path is None:
-        path = Path(tempfile.mkdtemp(prefix="imgclass-metrics-"))
+        _remove_orphans(Path(tempfile.gettempdir()))
+        path = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-"))
         os.environ[MULTIPROC_ENV] = str(path)
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):
         stale.unlink()
     return path
+
+
+def _remove_orphans(tmp: Path) -> None:
+    """Folders this user's servers made and left (a parent killed with SIGKILL cannot remove
+    its own; round 40): named after their server's pid, removed once no such process lives."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    for folder in tmp.glob(f"{_PREFIX}*-*"):
+        pid = folder.name.removeprefix(_PREFIX).split("-", 1)[0]
+        try:
+            if not pid.isdigit() or (uid is not None and folder.stat().st_uid != uid):
+                continue
+            os.kill(int(pid), 0)  # still running (or another user's: PermissionError)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, OverflowError):
+            continue
 
 
 def forget_dead_worker(pid: int) -> None:

@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
+from app import draining
 from app.bundle import load_bundle
 from app.bundle_folders import (
     BackboneNotServed,
@@ -145,6 +146,8 @@ class ModelRegistry(NamedLookups):
             changed = True
         self._shipped = set(found)
         for name, directory in found.items():
+            if draining.stopping():  # SIGTERM while loading (round 40: a worker whose parent
+                break  # was killed loaded every model, seconds of both cores, then stopped)
             fp = fingerprint(directory)
             if self._prints.get(name) != fp:
                 self._load_shipped(name, directory, fp)

@@ -59,9 +59,10 @@ STOP_AFTER_BODY_S: Final = 10.0  # a worker's 408 to a late upload, then its shu
 EARLY_EXIT_S: Final = 10.0
 MAX_EARLY_EXITS: Final = 3  # failed starts in a row that stop the server
 RETRY_MAX_S: Final = 30.0  # a start the system refused (no descriptors left) is tried again
-# A worker with this many bytes of dealt connections it has not taken (about 770 a connection)
-# is passed over while another can take one: stopped or stuck, it left every other connection
-# dealt to it unanswered (round 40: 278 of 600 with one worker stopped by SIGSTOP).
+# A worker whose turn it is but that has this many bytes of dealt connections it has not taken
+# (about 770 a connection) yields to the ready worker with the fewest: stopped or stuck, it
+# left every other connection dealt to it unanswered (round 40: 278 of 600 with one worker
+# stopped by SIGSTOP; 240 with a fixed threshold alone, which a burst fills on both workers).
 BACKED_UP_BYTES: Final = 16 * 1024
 # At start-up no connection is dealt until every worker is ready (or this long has passed):
 # a client that starts as soon as /readyz answers would otherwise keep every connection it
@@ -116,7 +117,8 @@ class _Slot:
     ready: bool = False
     started_at: float = 0.0
     early_exits: int = 0  # failed starts in a row
-    retry_at: float = 0.0  # when a start the system refused is tried again
+    refusals: int = 0  # starts the system refused in a row (no descriptors, processes left)
+    retry_at: float = 0.0  # when a refused start is tried again
 
 
 @dataclass
@@ -160,6 +162,7 @@ class Supervisor:
             slot.process, slot.started_at = proc, time.monotonic()
         if old is not None:
             old.close()
+        slot.refusals = 0
         logger.info("started worker process %s", proc.pid)
 
     # -- dealing (one thread) ---------------------------------------------------------------
@@ -182,22 +185,22 @@ class Supervisor:
                     self._all_ready_once = True
                 elif time.monotonic() - self._began < START_HOLD_S:
                     return False
-            for lenient in (False, True):  # first pass: workers that keep up
-                for i in range(len(self.slots)):
-                    slot = self.slots[(self._next + i) % len(self.slots)]
-                    if slot.channel is None or not self._ready(slot):
-                        continue
-                    if not lenient and unread_bytes(slot.channel) > BACKED_UP_BYTES:
-                        continue
-                    try:
-                        socket.send_fds(slot.channel, [b"c"], [conn.fileno()])
-                    except (BlockingIOError, InterruptedError):
-                        continue  # its queue is full: it is not reading, try the next
-                    except OSError:
-                        slot.ready = False  # it died; the supervisor restarts it
-                        continue
-                    self._next = (self._next + i + 1) % len(self.slots)
-                    return True
+            n = len(self.slots)
+            turns = [(i, self.slots[(self._next + i) % n]) for i in range(n)]
+            ready = [(i, s) for i, s in turns if s.channel is not None and self._ready(s)]
+            if len(ready) > 1 and _unread(ready[0][1]) > BACKED_UP_BYTES:
+                ready.sort(key=lambda turn: _unread(turn[1]))  # the least behind first
+            for i, slot in ready:
+                assert slot.channel is not None
+                try:
+                    socket.send_fds(slot.channel, [b"c"], [conn.fileno()])
+                except (BlockingIOError, InterruptedError):
+                    continue  # its queue is full: it is not reading, try the next
+                except OSError:
+                    slot.ready = False  # it died; the supervisor restarts it
+                    continue
+                self._next = (self._next + i + 1) % n
+                return True
         return False
 
     def _dealer(self) -> None:
@@ -273,11 +276,11 @@ class Supervisor:
         try:
             self._start(slot)
         except OSError as exc:
-            slot.early_exits += 1
-            delay = min(RETRY_MAX_S, 0.5 * 2**slot.early_exits)
+            slot.refusals += 1
+            delay = min(RETRY_MAX_S, 0.5 * 2 ** (slot.refusals - 1))
             slot.retry_at = time.monotonic() + delay
             serving = any(s.process is not None and alive(s.process) for s in self.slots)
-            if slot.early_exits >= MAX_EARLY_EXITS and not serving:
+            if slot.refusals >= MAX_EARLY_EXITS and not serving:
                 logger.error("cannot start a worker process: %s; stopping", exc.strerror or exc)
                 return False
             logger.error(
@@ -356,6 +359,10 @@ class Supervisor:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         return 1 if failed else 0
+
+
+def _unread(slot: _Slot) -> int:
+    return 0 if slot.channel is None else unread_bytes(slot.channel)
 
 
 def unread_bytes(channel: socket.socket) -> int:

@@ -469,3 +469,24 @@ def test_interpreter_flags_reach_the_parent_after_its_restart_and_the_workers(
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_server_started_with_its_output_closed_serves(tmp_path: Path) -> None:
+    """`python -m app >&-`: uvicorn's logging failed on the missing stdout and the server never
+    started (round 40); the closed streams now point at /dev/null."""
+    port = free_port()
+    env = {**os.environ, **_env(2), "IMGCLASS_PORT": str(port)}
+    env["IMGCLASS_DATA_DIR"] = str(tmp_path / "data")
+    proc = subprocess.Popen(
+        ["bash", "-c", f"exec {sys.executable} -m app >&- 2>&-"], cwd=ROOT, env=env
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"http://127.0.0.1:{port}/readyz"):
+            assert proc.poll() is None, proc.returncode
+            assert time.monotonic() < deadline, "not ready in 60 s"
+            time.sleep(0.2)
+        assert len(_workers(proc.pid)) == 2
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0

@@ -110,7 +110,7 @@ def test_starts_refused_with_no_worker_serving_stop_the_server(
 def test_a_worker_that_does_not_take_its_connections_is_passed_over() -> None:
     """Round 40: a worker stopped by SIGSTOP kept being dealt every other connection (278 of
     600 went unanswered). One with more than BACKED_UP_BYTES unread is skipped while another
-    can take the connection."""
+    can take the connection: the one least behind."""
     sup = Supervisor("127.0.0.1", 0, workers=2)
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
     try:
@@ -121,7 +121,7 @@ def test_a_worker_that_does_not_take_its_connections_is_passed_over() -> None:
         stuck, ok = pairs[0][1], pairs[1][1]
         conn, other = socket.socketpair()
         with conn, other:
-            while unread_bytes(pairs[0][0]) <= serve.BACKED_UP_BYTES:
+            while unread_bytes(pairs[0][0]) <= serve.BACKED_UP_BYTES * 2:
                 socket.send_fds(pairs[0][0], [b"c"], [conn.fileno()])  # never read by `stuck`
             queued = unread_bytes(pairs[0][0])
             sup._next = 0  # the stuck worker's turn
@@ -130,6 +130,15 @@ def test_a_worker_that_does_not_take_its_connections_is_passed_over() -> None:
             _data, fds, _flags, _addr = socket.recv_fds(ok, 16, 4)
             assert len(fds) == 1
             os.close(fds[0])
+            # a burst: both behind, the live one less so (it takes its connections): it is
+            # dealt the next one (round 40: with a fixed threshold alone the stuck worker got
+            # 240 of 600 again once the burst filled both queues)
+            while unread_bytes(pairs[1][0]) <= serve.BACKED_UP_BYTES:
+                socket.send_fds(pairs[1][0], [b"c"], [conn.fileno()])
+            behind = unread_bytes(pairs[1][0])
+            assert sup._deal(conn)
+            assert unread_bytes(pairs[0][0]) == queued
+            assert unread_bytes(pairs[1][0]) > behind
             # with no other worker able to take it, the backed-up one still gets it
             sup.slots[1].ready = False
             sup.slots[1].channel = None
