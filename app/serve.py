@@ -29,13 +29,11 @@ serves. A worker that has stopped taking its connections is passed over while an
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import signal
 import socket
 import subprocess
 import sys
-import termios
 import threading
 import time
 from collections import deque
@@ -49,6 +47,7 @@ from app.http_guard import HeadGuardedProtocol
 from app.multiproc import forget_dead_worker
 from app.tls_files import TlsFiles
 from app.worker_process import READY, alive, start_worker, wait
+from app.worker_slots import BACKED_UP_BYTES, Slot, behind, unread
 
 logger = logging.getLogger("app.serve")
 
@@ -59,11 +58,9 @@ STOP_AFTER_BODY_S: Final = 10.0  # a worker's 408 to a late upload, then its shu
 EARLY_EXIT_S: Final = 10.0
 MAX_EARLY_EXITS: Final = 3  # failed starts in a row that stop the server
 RETRY_MAX_S: Final = 30.0  # a start the system refused (no descriptors left) is tried again
-# A worker whose turn it is but that has this many bytes of dealt connections it has not taken
-# (about 770 a connection) yields to the ready worker with the fewest: stopped or stuck, it
-# left every other connection dealt to it unanswered (round 40: 278 of 600 with one worker
-# stopped by SIGSTOP; 240 with a fixed threshold alone, which a burst fills on both workers).
-BACKED_UP_BYTES: Final = 16 * 1024
+# A worker stuck (app.worker_slots) for this long is killed and started again: its event loop
+# has served nothing for that long.
+HUNG_S: Final = 30.0
 # At start-up no connection is dealt until every worker is ready (or this long has passed):
 # a client that starts as soon as /readyz answers would otherwise keep every connection it
 # opened on the first worker to finish loading.
@@ -111,17 +108,6 @@ def uvicorn_config(log_level: str, tls: TlsFiles | None = None) -> uvicorn.Confi
 
 
 @dataclass
-class _Slot:
-    channel: socket.socket | None = None  # the parent's end of the pair
-    process: subprocess.Popen[bytes] | None = None
-    ready: bool = False
-    started_at: float = 0.0
-    early_exits: int = 0  # failed starts in a row
-    refusals: int = 0  # starts the system refused in a row (no descriptors, processes left)
-    retry_at: float = 0.0  # when a refused start is tried again
-
-
-@dataclass
 class Supervisor:
     """Start `workers` processes, deal the listening socket's connections to them in turn, and
     keep them running."""
@@ -132,7 +118,7 @@ class Supervisor:
     log_level: str = "info"
     poll_s: float = 0.5
     stop_grace_s: float = STOP_GRACE_S  # workers left to finish their requests at a stop
-    slots: list[_Slot] = field(default_factory=list)
+    slots: list[Slot] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
     listener: socket.socket | None = None
 
@@ -148,9 +134,9 @@ class Supervisor:
         self._began = time.monotonic()
         raise_fd_limit()
         self.listener = bind_listener(self.host, self.port)
-        self.slots = [_Slot() for _ in range(self.workers)]
+        self.slots = [Slot() for _ in range(self.workers)]
 
-    def _start(self, slot: _Slot) -> None:
+    def _start(self, slot: Slot) -> None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             proc = start_worker(child_end, self.log_level)
@@ -160,6 +146,7 @@ class Supervisor:
         with self._lock:
             old, slot.channel, slot.ready = slot.channel, parent_end, False
             slot.process, slot.started_at = proc, time.monotonic()
+            slot.queued, slot.moved_at = 0, slot.started_at
         if old is not None:
             old.close()
         slot.refusals = 0
@@ -167,7 +154,7 @@ class Supervisor:
 
     # -- dealing (one thread) ---------------------------------------------------------------
 
-    def _ready(self, slot: _Slot) -> bool:
+    def _ready(self, slot: Slot) -> bool:
         """Whether the worker has said it is ready (read at most once, without blocking)."""
         if slot.ready or slot.channel is None:
             return slot.ready
@@ -185,11 +172,13 @@ class Supervisor:
                     self._all_ready_once = True
                 elif time.monotonic() - self._began < START_HOLD_S:
                     return False
-            n = len(self.slots)
+            n, now = len(self.slots), time.monotonic()
             turns = [(i, self.slots[(self._next + i) % n]) for i in range(n)]
             ready = [(i, s) for i, s in turns if s.channel is not None and self._ready(s)]
-            if len(ready) > 1 and _unread(ready[0][1]) > BACKED_UP_BYTES:
-                ready.sort(key=lambda turn: _unread(turn[1]))  # the least behind first
+            moving = [(i, s) for i, s in ready if not behind(s, now)[1]]
+            ready = moving or ready  # stuck ones only when every ready worker is
+            if len(ready) > 1 and ready[0][1].queued > BACKED_UP_BYTES:
+                ready.sort(key=lambda turn: turn[1].queued)  # the least behind first
             for i, slot in ready:
                 assert slot.channel is not None
                 try:
@@ -200,6 +189,7 @@ class Supervisor:
                     slot.ready = False  # it died; the supervisor restarts it
                     continue
                 self._next = (self._next + i + 1) % n
+                slot.queued = unread(slot)
                 return True
         return False
 
@@ -233,10 +223,21 @@ class Supervisor:
 
     # -- supervising ------------------------------------------------------------------------
 
-    def _check(self, slot: _Slot) -> bool:
+    def _check(self, slot: Slot) -> bool:
         """Restart a worker that died abnormally; False when the server must stop."""
         proc = slot.process
-        if self.stopping.is_set() or (proc is not None and alive(proc)):
+        if self.stopping.is_set():
+            return True
+        if proc is not None and alive(proc):
+            with self._lock:
+                waited, stuck = behind(slot, time.monotonic()) if slot.ready else (0.0, False)
+            if stuck and waited > HUNG_S:
+                logger.error(
+                    "worker process %s has taken no connection for %.0f s; killing it",
+                    proc.pid,
+                    waited,
+                )
+                proc.kill()
             return True
         if proc is not None and not self._ended(slot, proc):
             return False
@@ -244,7 +245,7 @@ class Supervisor:
             return True
         return self._try_start(slot)
 
-    def _ended(self, slot: _Slot, proc: subprocess.Popen[bytes]) -> bool:
+    def _ended(self, slot: Slot, proc: subprocess.Popen[bytes]) -> bool:
         """Count a worker's exit; False after MAX_EARLY_EXITS failed starts in a row. A worker
         that never said it was ready failed to start however long it took (round 40: 16
         workers that each failed after 30 s of loading were started again for ever)."""
@@ -268,7 +269,7 @@ class Supervisor:
         logger.warning("worker process %s exited with %s; starting another", proc.pid, code)
         return True
 
-    def _try_start(self, slot: _Slot) -> bool:
+    def _try_start(self, slot: Slot) -> bool:
         """Start the slot's worker. A start the system refuses (no file descriptors or
         processes left, an environment over its limit) is tried again later, backing off;
         False when it keeps failing and no other worker serves (round 40: the exception ended
@@ -359,19 +360,6 @@ class Supervisor:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         return 1 if failed else 0
-
-
-def _unread(slot: _Slot) -> int:
-    return 0 if slot.channel is None else unread_bytes(slot.channel)
-
-
-def unread_bytes(channel: socket.socket) -> int:
-    """Bytes sent over a worker's channel that it has not read yet (SIOCOUTQ); 0 if unknown."""
-    try:
-        raw = fcntl.ioctl(channel.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-    except OSError:
-        return 0
-    return int.from_bytes(raw, sys.byteorder)
 
 
 def raise_fd_limit() -> None:

@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import app.serve as serve
-from app.serve import Supervisor, _Slot, raise_fd_limit, unread_bytes
+import app.worker_slots as worker_slots
+from app.serve import Supervisor, raise_fd_limit
+from app.worker_slots import Slot, unread_bytes
 
 
 def _stand_in(code: str) -> Callable[[socket.socket, str], subprocess.Popen[bytes]]:
@@ -107,48 +109,109 @@ def test_starts_refused_with_no_worker_serving_stop_the_server(
     assert "cannot start a worker process: Argument list too long; stopping" in caplog.text
 
 
-def test_a_worker_that_does_not_take_its_connections_is_passed_over() -> None:
-    """Round 40: a worker stopped by SIGSTOP kept being dealt every other connection (278 of
-    600 went unanswered). One with more than BACKED_UP_BYTES unread is skipped while another
-    can take the connection: the one least behind."""
+@pytest.fixture
+def two_channels() -> Iterator[tuple[Supervisor, list[socket.socket]]]:
+    """A supervisor with two ready slots whose channels are socket pairs the test holds the
+    workers' ends of (no processes)."""
     sup = Supervisor("127.0.0.1", 0, workers=2)
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
-    try:
-        for ours, _theirs in pairs:
-            ours.setblocking(False)
-        sup.slots = [_Slot(channel=ours, ready=True) for ours, _ in pairs]
-        sup._all_ready_once = True
-        stuck, ok = pairs[0][1], pairs[1][1]
-        conn, other = socket.socketpair()
-        with conn, other:
-            while unread_bytes(pairs[0][0]) <= serve.BACKED_UP_BYTES * 2:
-                socket.send_fds(pairs[0][0], [b"c"], [conn.fileno()])  # never read by `stuck`
-            queued = unread_bytes(pairs[0][0])
-            sup._next = 0  # the stuck worker's turn
+    for ours, _theirs in pairs:
+        ours.setblocking(False)
+    sup.slots = [Slot(channel=ours, ready=True) for ours, _ in pairs]
+    sup._all_ready_once = True
+    yield sup, [theirs for _ours, theirs in pairs]
+    for pair in pairs:
+        for end in pair:
+            end.close()
+
+
+def _fill(sup: Supervisor, slot: int, over: int, fd: int) -> int:
+    """Deal `fd` to one slot's channel directly until more than `over` bytes wait unread."""
+    channel = sup.slots[slot].channel
+    assert channel is not None
+    while unread_bytes(channel) <= over:
+        socket.send_fds(channel, [b"c"], [fd])
+    return unread_bytes(channel)
+
+
+def _take(worker_end: socket.socket, n: int) -> None:
+    """The worker takes `n` of its dealt connections."""
+    for _ in range(n):
+        _data, fds, _flags, _addr = socket.recv_fds(worker_end, 16, 4)
+        for fd in fds:
+            os.close(fd)
+
+
+def test_a_worker_that_does_not_take_its_connections_is_passed_over(
+    two_channels: tuple[Supervisor, list[socket.socket]],
+) -> None:
+    """Round 40: a worker stopped by SIGSTOP kept being dealt every other connection (278 of
+    600 went unanswered). One over BACKED_UP_BYTES that takes none is passed over while another
+    worker can take the connection, and is dealt it only when none other can."""
+    sup, ends = two_channels
+    mark = worker_slots.BACKED_UP_BYTES
+    conn, other = socket.socketpair()
+    with conn, other:
+        queued = _fill(sup, 0, mark, conn.fileno())
+        sup._next = 0  # the stuck worker's turn
+        assert sup._deal(conn)
+        assert unread_bytes(sup.slots[0].channel) == queued  # type: ignore[arg-type]
+        _take(ends[1], 1)
+        sup.slots[1].ready = False  # no other worker can take it: the stuck one gets it
+        assert sup._deal(conn)
+        assert unread_bytes(sup.slots[0].channel) > queued  # type: ignore[arg-type]
+
+
+def test_in_a_burst_the_worker_taking_its_connections_gets_them_though_further_behind(
+    two_channels: tuple[Supervisor, list[socket.socket]],
+) -> None:
+    """A burst fills both queues: the least-behind rule alone dealt the stopped worker 104-118
+    of 600 (round 40). A worker that took none for STUCK_S is passed over even when the
+    other, taking its connections, has more waiting."""
+    sup, ends = two_channels
+    mark = worker_slots.BACKED_UP_BYTES
+    conn, other = socket.socketpair()
+    with conn, other:
+        stuck = _fill(sup, 0, mark, conn.fileno())
+        busy = _fill(sup, 1, 3 * mark, conn.fileno())
+        sup._next = 0
+        assert sup._deal(conn)  # first look: neither has been seen moving
+        time.sleep(worker_slots.STUCK_S + 0.1)
+        _take(ends[1], 3)  # the live one takes some; the stopped one none
+        for _ in range(5):
+            sup._next = 0
             assert sup._deal(conn)
-            assert unread_bytes(pairs[0][0]) == queued  # nothing more for the stuck one
-            _data, fds, _flags, _addr = socket.recv_fds(ok, 16, 4)
-            assert len(fds) == 1
-            os.close(fds[0])
-            # a burst: both behind, the live one less so (it takes its connections): it is
-            # dealt the next one (round 40: with a fixed threshold alone the stuck worker got
-            # 240 of 600 again once the burst filled both queues)
-            while unread_bytes(pairs[1][0]) <= serve.BACKED_UP_BYTES:
-                socket.send_fds(pairs[1][0], [b"c"], [conn.fileno()])
-            behind = unread_bytes(pairs[1][0])
-            assert sup._deal(conn)
-            assert unread_bytes(pairs[0][0]) == queued
-            assert unread_bytes(pairs[1][0]) > behind
-            # with no other worker able to take it, the backed-up one still gets it
-            sup.slots[1].ready = False
-            sup.slots[1].channel = None
-            assert sup._deal(conn)
-            assert unread_bytes(pairs[0][0]) > queued
-        del stuck
-    finally:
-        for a, b in pairs:
-            a.close()
-            b.close()
+        assert unread_bytes(sup.slots[1].channel) > busy - 3 * 800  # type: ignore[arg-type]
+        assert unread_bytes(sup.slots[0].channel) <= stuck + 800  # at most the first look's
+
+
+def test_a_worker_that_takes_no_connection_for_hung_s_is_killed(
+    supervisor: Supervisor, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event loop that serves nothing (a worker stopped, or stuck in a call that never
+    returns) is killed and started again, as gunicorn's worker timeout does."""
+    monkeypatch.setattr(serve, "HUNG_S", 0.3)
+    monkeypatch.setattr(serve, "start_worker", _stand_in(READY_AND_WAIT))
+    supervisor.bind()
+    slot = supervisor.slots[0]
+    supervisor._start(slot)
+    assert slot.process is not None
+    deadline = time.monotonic() + 10
+    while not supervisor._ready(slot):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    conn, other = socket.socketpair()
+    with conn, other:
+        _fill(supervisor, 0, worker_slots.BACKED_UP_BYTES, conn.fileno())  # never taken
+    hung = slot.process
+    with caplog.at_level(logging.ERROR, logger="app.serve"):
+        assert supervisor._check(slot)  # seen behind
+        time.sleep(worker_slots.STUCK_S + 0.2)
+        assert supervisor._check(slot)  # still not taking them after HUNG_S: killed
+        assert hung.wait(5) == -9
+        assert supervisor._check(slot)  # and started again
+    assert slot.process is not None and slot.process is not hung
+    assert "has taken no connection for" in caplog.text and "; killing it" in caplog.text
 
 
 def test_a_second_ctrl_c_kills_the_workers_without_waiting(
