@@ -4,8 +4,9 @@ Browsers show JPEG, PNG, GIF, WebP and (most) AVIF, but Chromium and Firefox sho
 (the iPhone's format) nor TIFF, which the server classifies; the page asks here when its own
 preview fails. The decode is the one predict and catalogs use (app.ingest.thumbnails): the same
 format rules, limits, decode slots and per-request pixel and time budget, EXIF orientation
-applied, alpha on white, never upscaled. Work runs through the embedding gate
-(app.api.embed_gate), so a burst of previews is bounded like a burst of catalog searches.
+applied, alpha on white, never upscaled. Work takes turns through the embedding gate
+(app.api.embed_gate), as catalog searches do: a burst of costly previews waits its turn (503
+after the request deadline) instead of all decoding at once beside predict.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ReadAuth, SettingsDep
-from app.api.embed_gate import embed_gate, embed_slot
+from app.api.disconnect import unless_gone
+from app.api.embed_gate import embed_gate, embed_turn
 from app.api.query_names import DIGITS
 from app.api.uploads import IMAGE_BODY_OPENAPI, image_limits, read_uploads
 from app.errors import PayloadTooLarge
@@ -69,9 +70,9 @@ async def preview(
         raise PayloadTooLarge(
             f"Too many images: a preview takes one, not {len(uploads)}.", limit_images=1
         )
-    limits = limits_from(settings)
-    async with embed_slot(request):  # held while decoding, not while the body arrives
-        made = await run_in_threadpool(thumbnails, [uploads[0].data], limits, size)
+    limits, data = limits_from(settings), uploads[0].data
+    # a turn once the body is in; a client that leaves while it waits is not decoded for
+    made = await unless_gone(request, embed_turn(request, lambda: thumbnails([data], limits, size)))
     thumb = made[0]
     return Response(
         thumb.jpeg,

@@ -12,7 +12,7 @@ from app.api.catalogs.openapi import ERRORS, ITEMS_BODY
 from app.api.catalogs.parsing import ITEM_FIELDS, form_specs, items_limits, query_spec
 from app.api.catalogs.shaping import item_view
 from app.api.deps import CatalogsDep, ReadAuth, SettingsDep, WriteAuth
-from app.api.embed_gate import embed_gate, embed_slot
+from app.api.embed_gate import embed_gate, embed_turn
 from app.api.forms import is_multipart, read_form
 from app.api.query_names import DIGITS
 from app.api.stored_file import (
@@ -122,12 +122,13 @@ async def _add(
         specs = [query_spec({"id": id, "label": label, "metadata": metadata})]
         uploads = await read_uploads(request, settings)
     _refuse_zips(name, [u.data for u in uploads], [u.filename for u in uploads])
-    async with embed_slot(request):  # held while embedding, not while the body arrives
-        out = await run_in_threadpool(
-            lambda: service.add_checked(
-                name, [u.data for u in uploads], specs, skip_duplicates=skip_duplicates
-            )
-        )
+    # a turn once the body is in (app.api.embed_gate)
+    out = await embed_turn(
+        request,
+        lambda: service.add_checked(
+            name, [u.data for u in uploads], specs, skip_duplicates=skip_duplicates
+        ),
+    )
     records = out.records
     return ItemsCreated(
         catalog=name,

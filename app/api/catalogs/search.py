@@ -11,7 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from app.api.catalogs.openapi import ERRORS, SEARCH_BODY
 from app.api.catalogs.shaping import search_view
 from app.api.deps import CatalogsDep, ReadAuth, SettingsDep
-from app.api.embed_gate import embed_gate, embed_slot
+from app.api.disconnect import unless_gone
+from app.api.embed_gate import embed_gate, embed_turn
 from app.api.forms import is_json
 from app.api.json_bodies import read_model
 from app.api.query_names import DIGITS
@@ -70,8 +71,10 @@ async def search(
         if len(uploads) != 1:
             raise InvalidRequest(f"Search takes one image; {len(uploads)} were sent.")
         data = uploads[0].data
-        async with embed_slot(request):  # held while embedding, not while the body arrives
-            out = await run_in_threadpool(service.search_images, name, [data], k, label)
+        # a turn once the body is in; a client that leaves while it waits is not decoded for
+        out = await unless_gone(
+            request, embed_turn(request, lambda: service.search_images(name, [data], k, label))
+        )
     return search_view(out, k, label, item_id, t0)
 
 
