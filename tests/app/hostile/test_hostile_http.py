@@ -75,6 +75,7 @@ def test_corpus_covers_every_class() -> None:
     assert sum(c.name.startswith("exif-orientation-") and c.name[-1].isdigit() for c in CASES) == 8
 
 
+@pytest.mark.slow  # the same decodes as above a second time: in CI's whole run, not the fast one
 @pytest.mark.parametrize("case", params())
 def test_hostile_case_previewed(shipped_client: TestClient, case: Case) -> None:
     """The same cases through POST /v1/preview (app/api/preview.py), which decodes as catalogs'
