@@ -88,7 +88,7 @@ def test_a_start_the_system_refuses_is_tried_again_while_the_others_serve(
 
     monkeypatch.setattr(serve, "start_worker", start)
     with caplog.at_level(logging.ERROR, logger="app.serve"):
-        assert _run_for(supervisor, 4) == 0
+        assert _run_for(supervisor, 2.5) == 0
     assert len(starts) == 5  # two, the refused restart, its refused retry, the one that took
     said = [r.getMessage() for r in caplog.records]
     assert said == ["cannot start a worker process: Too many open files; trying again in 0.2 s"] * 2
