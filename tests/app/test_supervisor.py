@@ -56,6 +56,7 @@ def _run_for(sup: Supervisor, seconds: float) -> int:
         timer.cancel()
 
 
+@pytest.mark.slow  # 1-3 s of stand-in workers
 def test_a_worker_that_never_says_ready_is_a_failed_start_however_long_it_took(
     supervisor: Supervisor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -68,6 +69,7 @@ def test_a_worker_that_never_says_ready_is_a_failed_start_however_long_it_took(
     assert time.monotonic() - t0 < 15
 
 
+@pytest.mark.slow  # 1-3 s of stand-in workers
 def test_a_start_the_system_refuses_is_tried_again_while_the_others_serve(
     supervisor: Supervisor, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -214,6 +216,7 @@ def test_a_worker_that_takes_no_connection_for_hung_s_is_killed(
     assert "has taken no connection for" in caplog.text and "; killing it" in caplog.text
 
 
+@pytest.mark.slow  # 1-3 s of stand-in workers
 def test_a_second_ctrl_c_kills_the_workers_without_waiting(
     supervisor: Supervisor, monkeypatch: pytest.MonkeyPatch
 ) -> None:

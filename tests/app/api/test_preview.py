@@ -116,6 +116,7 @@ def test_a_damaged_picture_is_422(client: TestClient) -> None:
     assert r.status_code == 422, r.text
 
 
+@pytest.mark.slow  # a 40 MP decode
 def test_a_large_picture_is_reduced_while_decoded(client: TestClient) -> None:
     """A 40 MP RGBA PNG at the pixel limit: answered, at the asked size."""
     r = client.post("/v1/preview?size=64", content=big_png(8000, 5000))
