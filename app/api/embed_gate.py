@@ -14,15 +14,15 @@ once per process, the others wait up to `wait_s` (IMGCLASS_REQUEST_DEADLINE_S) a
 503 after it. Round 40: 26 previews of a costly picture all ran at once, queued on the decode
 slots predict shares, and kept predict answering 503 for 30 s; a client that left its request
 still had it decoded (`run_turn` holds the turn until the thread's work is done, so a request
-cancelled meanwhile does not let another start beside it). Taken before the body, 13 slow uploads per process made every item add and image search
-answer 503 for up to the body timeout. Bodies in flight are bounded as predict's are: each by
+cancelled meanwhile does not let another start beside it). Taken before the body, 13 slow
+uploads per process made every item add and image search answer 503 for up to the body
+timeout. Bodies in flight are bounded as predict's are: each by
 its byte cap and IMGCLASS_BODY_TIMEOUT_S.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TypeVar
@@ -104,8 +104,9 @@ class EmbedGate:
         async with self.slot():
             if self._turns is None:
                 self._turns = asyncio.Semaphore(self.turns)
+            turns = self._turns
             try:
-                await asyncio.wait_for(self._turns.acquire(), self.wait_s)
+                await asyncio.wait_for(turns.acquire(), self.wait_s)
             except TimeoutError:
                 raise Overloaded(
                     f"Too many image requests are being decoded here: this one waited "
@@ -113,21 +114,9 @@ class EmbedGate:
                     retry_after_s=RETRY_AFTER_S,
                 ) from None
             task = asyncio.ensure_future(run_in_threadpool(work))
-            try:
-                return await asyncio.shield(task)
-            except asyncio.CancelledError:
-                with contextlib.suppress(BaseException):
-                    await task  # the thread cannot be stopped: keep the turn until it ends
-                raise
-            finally:
-                if task.done():
-                    self._turns.release()
-                else:  # cancelled twice while waiting for the thread: release when it ends
-                    task.add_done_callback(lambda _: self._release())
-
-    def _release(self) -> None:
-        if self._turns is not None:
-            self._turns.release()
+            # the thread cannot be stopped: its turn is given back when it ends, cancelled or not
+            task.add_done_callback(lambda _: turns.release())
+            return await asyncio.shield(task)
 
 
 def embed_gate(request: Request) -> EmbedGate:

@@ -1,6 +1,7 @@
 // One result card per image: preview, verdict, top-k bars, similar items, timings, errors.
 
 import { bytes, capitalize, humanize, ms, pct, providerName, verdictText } from "./format.js";
+import { showFromServer } from "./server-preview.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -25,26 +26,13 @@ export function buildCard(item, template, onRemove) {
   return card;
 }
 
-// A format this browser cannot draw (HEIC; TIFF in Chromium and Firefox): the server decodes it
-// as it does for classifying and sends it back as a JPEG (POST /v1/preview). "No preview" only
-// when that fails too.
-async function previewFromServer(item, img, card) {
+// A format this browser cannot draw: the server's JPEG of it, "No preview" when that fails too.
+function previewFromServer(item, img, card) {
   const none = () => {
     img.hidden = true;
     $(".no-preview", card).hidden = false;
   };
-  let blob = null;
-  try {
-    const r = await fetch("/v1/preview?size=512", { method: "POST", body: item.file, headers: { Accept: "image/jpeg" } });
-    if (r.ok) blob = await r.blob();
-  } catch {
-    /* offline, or the server stopped: no preview */
-  }
-  if (!blob || !card.isConnected) return none();
-  URL.revokeObjectURL(item.url); // the list revokes item.url when the card goes
-  item.url = URL.createObjectURL(blob);
-  img.addEventListener("error", none, { once: true });
-  img.src = item.url;
+  return showFromServer(item, img, 512, () => card.isConnected, none);
 }
 
 function resetCard(card) {

@@ -4,6 +4,7 @@
 import { bdi } from "./bidi.js";
 import { h } from "./dom.js";
 import { tooLargeHere } from "./problems.js";
+import { showFromServer } from "./server-preview.js";
 import { ACCEPTED_TEXT, sniffFile } from "./sniff.js";
 
 export const LABEL_MAX = 60; // characters of a class name (said beside the field, never cut silently)
@@ -159,22 +160,8 @@ export async function addFiles(cls, list, hooks) {
 // name when that fails too.
 let tileTurn = Promise.resolve();
 function tileFromServer(f, img, none) {
-  tileTurn = tileTurn.then(async () => {
-    if (!f.li.isConnected) return; // removed meanwhile
-    let blob = null;
-    try {
-      const r = await fetch("/v1/preview?size=96", { method: "POST", body: f.file, headers: { Accept: "image/jpeg" } });
-      if (r.ok) blob = await r.blob();
-    } catch {
-      /* offline, or the server stopped */
-    }
-    if (!f.li.isConnected) return;
-    if (!blob) return none();
-    URL.revokeObjectURL(f.url); // revoked again by whoever removes the file
-    f.url = URL.createObjectURL(blob);
-    img.addEventListener("error", none, { once: true });
-    img.src = f.url;
-  });
+  const alive = () => f.li.isConnected; // removed meanwhile: nothing to draw
+  tileTurn = tileTurn.then(() => (alive() ? showFromServer(f, img, 96, alive, none) : undefined));
 }
 
 // One file listed under its class as left out, with the reason: found here not to be an
