@@ -1,4 +1,4 @@
-"""IndexCache: the in-memory faiss index of each embedded catalog, kept in step with SQLite.
+"""IndexCache: the in-memory index (exact or faiss HNSW) of each embedded catalog, kept in step with SQLite.
 
 Built from the `items` rows (or loaded from an HNSW snapshot file), then caught up from rows with
 a higher `seq` and from the `deletions` log whenever the catalog's `version` moved, so writes
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.catalog.index import Ids, IndexConfig, IndexKind, RWLock, VectorIndex
+from app.catalog.flat import FlatIndex
+from app.catalog.index import HnswIndex, Ids, IndexConfig, IndexKind, RWLock
 from app.catalog.types import CatalogNotFound
 from app.fsutil import atomic_write
 
@@ -47,7 +48,7 @@ class LiveIndex:
     version: int
     max_seq: int
     max_del: int
-    index: VectorIndex
+    index: FlatIndex | HnswIndex
     lock: RWLock = field(default_factory=RWLock)
     labels: dict[str, tuple[int, Ids]] = field(default_factory=dict)
     snapshot_version: int = -1
@@ -135,7 +136,8 @@ class IndexCache:
             max_del = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM deletions WHERE catalog_id = ?", (row.id,)
             ).fetchone()[0]
-            index = VectorIndex(dim, kind or self.cfg.kind_for(count), self.cfg)
+            chosen = kind or self.cfg.kind_for(count)
+            index = FlatIndex(dim, self.cfg) if chosen == "flat" else HnswIndex(dim, self.cfg)
             max_seq = 0
             cur = conn.execute(
                 "SELECT seq, vector FROM items WHERE catalog_id = ? ORDER BY seq", (row.id,)
@@ -232,7 +234,7 @@ class IndexCache:
         if not path.is_file():
             return None
         try:
-            index, head = VectorIndex.from_bytes(path.read_bytes(), self.cfg)
+            index, head = HnswIndex.from_bytes(path.read_bytes(), self.cfg)
         except Exception:
             logger.warning("index snapshot %s is unreadable; rebuilding from SQLite", path)
             return None

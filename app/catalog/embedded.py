@@ -1,6 +1,6 @@
-"""EmbeddedStore: SQLite (WAL, synchronous=FULL) is the truth; a faiss index per catalog is a cache.
+"""EmbeddedStore: SQLite (WAL, synchronous=FULL) is the truth; an index per catalog is a cache.
 
-Items carry an AUTOINCREMENT key (`seq`, never reused) that is also their faiss id. Every write
+Items carry an AUTOINCREMENT key (`seq`, never reused) that is also their index id. Every write
 bumps the catalog's `version`; a reader whose in-memory index is behind catches up from rows
 with a higher `seq` and from the `deletions` log, so several processes (uvicorn workers, the
 build script) can share one data folder. Reindexing bumps `epoch`, which forces a rebuild.
@@ -86,7 +86,7 @@ class EmbeddedStore(CatalogStore):
         fsync_dir(self.root)  # the database and its WAL file are new names in root
 
     def describe(self) -> str:
-        return f"embedded (SQLite + faiss) at {self.db_path}"
+        return f"embedded (SQLite + in-memory indexes) at {self.db_path}"
 
     def close(self) -> None:
         self._cache.close()
@@ -100,7 +100,7 @@ class EmbeddedStore(CatalogStore):
             model=row.model,
             created_at=datetime.fromisoformat(row.created_at),
             item_count=row.item_count,
-            index=f"faiss {kind}",
+            index=f"faiss {kind}" if kind.startswith("hnsw") else f"exact {kind}",
         )
 
     # catalogs -----------------------------------------------------------------------------
@@ -331,7 +331,7 @@ class EmbeddedStore(CatalogStore):
             with suppress(CatalogNotFound):
                 _, live = self._synced(rec.name)
                 logger.info(
-                    "catalog %s: %d items, faiss %s index ready in %.0f ms",
+                    "catalog %s: %d items, %s index ready in %.0f ms",
                     rec.name,
                     live.index.live,
                     live.index.kind,

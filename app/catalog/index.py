@@ -1,7 +1,8 @@
-"""In-memory faiss index of one catalog: exact (flat) when small, HNSW when large.
+"""Catalog index settings, the readers-writer lock, and HnswIndex: faiss HNSW for large catalogs.
 
 A cache only: SQLite holds the truth and the index is rebuilt or caught up from it. Ids are
-the store's integer item keys. Removals: flat indexes drop the rows, HNSW graphs cannot, so
+the store's integer item keys. Catalogs up to IndexConfig.hnsw_threshold are searched exactly
+in numpy (app.catalog.flat); larger ones by an HNSW graph here. Graphs cannot drop nodes, so
 removed ids become tombstones excluded through a faiss IDSelector until the next rebuild.
 """
 
@@ -26,7 +27,7 @@ Ids = npt.NDArray[np.int64]
 
 class _Faiss:
     """faiss, imported on first use: a server that has no catalog index yet need not hold it
-    (13 MiB per worker). Typed Any: faiss's SWIG stubs miss most of what is used here."""
+    (14 MiB per worker; only HNSW catalogs need it). Typed Any: faiss's SWIG stubs miss most of what is used here."""
 
     def __getattr__(self, name: str) -> Any:
         import faiss as module
@@ -113,20 +114,17 @@ class RWLock:
                 self._cond.notify_all()
 
 
-class VectorIndex:
+class HnswIndex:
     """Not thread-safe on its own: the store serialises writers against readers."""
 
-    def __init__(self, dim: int, kind: IndexKind, cfg: IndexConfig) -> None:
+    kind: Literal["hnsw"] = "hnsw"
+
+    def __init__(self, dim: int, cfg: IndexConfig) -> None:
         self.dim = dim
-        self.kind: IndexKind = kind
         self.cfg = cfg
-        inner: Any
-        if kind == "flat":
-            inner = faiss.IndexFlatIP(dim)
-        else:
-            inner = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            inner.hnsw.efConstruction = cfg.ef_construction
-            inner.hnsw.efSearch = cfg.ef_search
+        inner = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = cfg.ef_construction
+        inner.hnsw.efSearch = cfg.ef_search
         self._inner = inner
         self.index: Any = faiss.IndexIDMap2(inner)
         self.tombstones: set[int] = set()
@@ -149,12 +147,7 @@ class VectorIndex:
                 )
 
     def remove(self, ids: Ids) -> None:
-        if not len(ids):
-            return
-        if self.kind == "flat":
-            self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
-        else:
-            self.tombstones.update(int(i) for i in ids)
+        self.tombstones.update(int(i) for i in ids)
 
     def all_ids(self) -> Ids:
         ids: Ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
@@ -175,10 +168,6 @@ class VectorIndex:
             want = min(k, len(allowed))
             if want == 0:
                 return [_empty() for _ in range(len(q))]
-            if self.kind == "flat":
-                sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-                scores, ids = self.index.search(q, want, params=faiss.SearchParameters(sel=sel))
-                return _rows(scores, ids)
             if len(allowed) <= self.cfg.exact_subset_max:
                 return self._exact(q, want, allowed)
             sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
@@ -186,9 +175,6 @@ class VectorIndex:
         want = min(k, self.live)
         if want == 0:
             return [_empty() for _ in range(len(q))]
-        if self.kind == "flat":
-            scores, ids = self.index.search(q, want)
-            return _rows(scores, ids)
         return self._hnsw(q, want, None, fallback=None)
 
     def _hnsw(
@@ -232,19 +218,19 @@ class VectorIndex:
         return _MAGIC + json.dumps(head).encode() + b"\n" + np.asarray(blob).tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes, cfg: IndexConfig) -> tuple[VectorIndex, dict[str, Any]]:
+    def from_bytes(cls, data: bytes, cfg: IndexConfig) -> tuple[HnswIndex, dict[str, Any]]:
         if not data.startswith(_MAGIC):
             raise ValueError("not an index snapshot")
         nl = data.index(b"\n", len(_MAGIC))
         head: dict[str, Any] = json.loads(data[len(_MAGIC) : nl])
+        if head.get("kind") != "hnsw":  # only graphs are saved; flat ones rebuild from SQLite
+            raise ValueError(f"an index snapshot of kind {head.get('kind')!r}")
         self = cls.__new__(cls)
         self.dim = int(head["dim"])
-        self.kind = head["kind"]
         self.cfg = cfg
         self.index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8, offset=nl + 1))
         self._inner = faiss.downcast_index(self.index.index)
-        if self.kind == "hnsw":
-            self._inner.hnsw.efSearch = cfg.ef_search
+        self._inner.hnsw.efSearch = cfg.ef_search
         self.tombstones = {int(i) for i in head["tombstones"]}
         return self, head
 

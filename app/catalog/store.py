@@ -1,4 +1,4 @@
-"""CatalogStore: the one interface every backend implements (embedded SQLite+faiss, Milvus).
+"""CatalogStore: the one interface every backend implements (embedded SQLite + in-memory index, Milvus).
 
 A store keeps catalogs, their items (metadata + unit vectors) and answers k-NN searches.
 Images live beside it in a BlobStore; the service writes them before calling `add_items`.

@@ -1,4 +1,4 @@
-"""The faiss index and the embedded store's index life: HNSW recall, tombstones, snapshots."""
+"""The HNSW (faiss) index and the embedded store's index life: HNSW recall, tombstones, snapshots."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from app.catalog import embedded
 from app.catalog.embedded import EmbeddedStore
-from app.catalog.index import IndexConfig, VectorIndex
+from app.catalog.index import HnswIndex, IndexConfig
 from tests.app.catalog.conftest import model_ref, new_items, unit
 
 HNSW = IndexConfig(kind="hnsw", hnsw_m=16, ef_search=64, exact_subset_max=50)
@@ -30,7 +30,7 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
 def test_hnsw_recall_against_exact() -> None:
     vecs = clustered(5000, 32, seed=0)
     queries = clustered(200, 32, seed=1)
-    index = VectorIndex(32, "hnsw", IndexConfig(kind="hnsw"))  # the served defaults
+    index = HnswIndex(32, IndexConfig(kind="hnsw"))  # the served defaults
     index.add(np.arange(len(vecs), dtype=np.int64), vecs)
     truth = exact_top(vecs, queries, 10)
     found = index.search(queries, 10)
@@ -47,7 +47,7 @@ def test_hnsw_tombstones_and_restrictive_filters_still_give_k() -> None:
     rng = np.random.default_rng(2)
     vecs = unit(rng, 3000, 24)
     ids = np.arange(100, 3100, dtype=np.int64)
-    index = VectorIndex(24, "hnsw", HNSW)
+    index = HnswIndex(24, HNSW)
     index.add(ids, vecs)
     q = vecs[:1]
     assert index.search(q, 1)[0][0][0] == 100
@@ -68,10 +68,10 @@ def test_hnsw_tombstones_and_restrictive_filters_still_give_k() -> None:
 def test_snapshot_round_trip() -> None:
     rng = np.random.default_rng(3)
     vecs = unit(rng, 500, 8)
-    index = VectorIndex(8, "hnsw", HNSW)
+    index = HnswIndex(8, HNSW)
     index.add(np.arange(500, dtype=np.int64), vecs)
     index.remove(np.array([3], np.int64))
-    copy, head = VectorIndex.from_bytes(index.to_bytes({"max_seq": 500}), HNSW)
+    copy, head = HnswIndex.from_bytes(index.to_bytes({"max_seq": 500}), HNSW)
     assert head["max_seq"] == 500 and copy.tombstones == {3} and copy.kind == "hnsw"
     a, b = index.search(vecs[:5], 5), copy.search(vecs[:5], 5)
     assert all(np.array_equal(x[0], y[0]) for x, y in zip(a, b, strict=True))

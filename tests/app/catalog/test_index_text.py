@@ -20,18 +20,18 @@ def test_the_index_text_names_the_kind_before_the_first_search(tmp_path: Path) -
     store.open()
     store.create_catalog("small", model_ref())
     store.create_catalog("big", model_ref())
-    assert store.get_catalog("small").index == "faiss flat (built on the first search)"
+    assert store.get_catalog("small").index == "exact flat (built on the first search)"
     store.add_items("small", new_items(vecs[:100]))
     store.add_items("big", new_items(vecs))
     store.search("small", vecs[:1], 1)
     store.search("big", vecs[:1], 1)
-    assert store.get_catalog("small").index == "faiss flat"
+    assert store.get_catalog("small").index == "exact flat"
     assert store.get_catalog("big").index == "faiss hnsw"
     store.close()  # writes the HNSW snapshot
     again = EmbeddedStore(tmp_path, cfg)
     again.open()
     try:
-        assert again.get_catalog("small").index == "faiss flat (built on the first search)"
+        assert again.get_catalog("small").index == "exact flat (built on the first search)"
         assert again.get_catalog("big").index == (
             "faiss hnsw (read from its snapshot on the first search)"
         )
