@@ -16,9 +16,9 @@ import uvicorn
 
 from app import draining
 from app.draining import DrainingServer
-from app.serve import uvicorn_config
 from app.settings import Settings
 from app.tls_door import plain_http_answered
+from app.uvicorn_setup import uvicorn_config
 from app.worker_process import READY, WORKER_FLAG, follow_parent
 
 logger = logging.getLogger("app.serve")

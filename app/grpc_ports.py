@@ -117,3 +117,10 @@ def claim_grpc_port(host: str, port: int) -> None:
             "machine has claimed it (starting, serving or stopping)"
         ) from None
     _CLAIMS.append(claim)
+
+
+def keep_claims() -> None:
+    """The claims survive the exec into the dealing parent (app.dealer), which holds them for
+    the server's life."""
+    for claim in _CLAIMS:
+        claim.set_inheritable(True)

@@ -9,21 +9,18 @@ out, records the Prometheus request metrics and writes one access-log line.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import sys
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import telemetry
+from app.log_format import configure_app_logger, request_id_var
 from app.settings import Settings
 
 access_logger = logging.getLogger("app.access")
@@ -33,18 +30,6 @@ REQUEST_ID_HEADER: Final = "x-request-id"
 # ids, ULIDs). Anything else is replaced by a fresh id, so log lines stay one clean token.
 _VALID_ID: Final = re.compile(r"[A-Za-z0-9._:+=/@-]{1,128}")
 _MODEL_PATH: Final = re.compile(r"^/v[12]/models/([^/]+)")
-# Fields of the access record that the JSON formatter writes as their own keys.
-ACCESS_FIELDS: Final = (
-    "method",
-    "path",
-    "route",
-    "model",
-    "status",
-    "latency_ms",
-    "bytes_in",
-    "bytes_out",
-)
-
 # The `method` label's values: the HTTP server parses some 40 methods (PROPFIND, MKCOL, ...),
 # and every one sent to every route and model was a new imgclass_requests_total series.
 METRIC_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -54,9 +39,6 @@ UNMATCHED: Final = "<unmatched>"  # the route label of 404s and requests refused
 def method_label(method: str) -> str:
     """The method as a metric label: one of METRIC_METHODS, else 'other' (bounded)."""
     return method if method in METRIC_METHODS else "other"
-
-
-request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 
 @contextmanager
@@ -74,65 +56,8 @@ def valid_request_id(value: str | None) -> str | None:
     return value if value is not None and _VALID_ID.fullmatch(value) else None
 
 
-class RequestIdFilter(logging.Filter):
-    """Stamps every record with the id of the request it was logged in ('-' outside one)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
-        return True
-
-
-# Control characters (CR, LF, ESC, ...) in a logged value are written as \xNN, so a '%0A' in a
-# request path or a crafted filename cannot start a forged line in the text log.
-_CONTROL: Final = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, 0x85, 0x2028, 0x2029)}
-
-
-def escape_control(text: str) -> str:
-    return text.translate(_CONTROL)
-
-
-class TextFormatter(logging.Formatter):
-    """One line per record: the message is escaped; only a traceback may add lines."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
-        record.message = escape_control(record.message)
-        return super().formatMessage(record)
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, object] = {
-            # RFC 3339 in UTC with milliseconds (it was local time to the second, no zone: log
-            # pipelines could neither order a request's lines nor place them in time).
-            "ts": datetime.fromtimestamp(record.created, tz=UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "request_id": getattr(record, "request_id", "-"),
-            "msg": record.getMessage(),
-        }
-        for key in ACCESS_FIELDS:
-            if key in record.__dict__:
-                payload[key] = record.__dict__[key]
-        if record.exc_info:
-            payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload)
-
-
 def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RequestIdFilter())
-    if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            TextFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
-        )
-    root = logging.getLogger("app")
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level)
-    root.propagate = False
+    handler = configure_app_logger(settings.log_format, settings.log_level)
     if settings.log_format == "json":
         # uvicorn's own lines (start-up, shutdown, protocol warnings, ASGI errors) as JSON too,
         # so a JSON log pipeline never meets a line it cannot parse ("uvicorn.error" propagates

@@ -37,7 +37,8 @@ from app.cores import lower_thread_priority
 from app.errors import DeadlineExceeded, ModelNotFound, Overloaded, ServiceError
 from app.imaging import ImageLimits, PreparedImage
 from app.ingest import prepare_batch
-from app.logs import logging_as, request_id_var
+from app.log_format import request_id_var
+from app.logs import logging_as
 from app.queued import QueuedJob, Scored, batch_ids, job_rows, resolve
 from app.runtime import BatchPolicy, ModelOutput
 

@@ -39,13 +39,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Final
+from typing import Final
 
-import uvicorn
-
-from app.http_guard import HeadGuardedProtocol
 from app.multiproc import forget_dead_worker
-from app.tls_files import TlsFiles
 from app.worker_process import READY, alive, start_worker, wait
 from app.worker_slots import BACKED_UP_BYTES, Slot, behind, unread
 
@@ -87,26 +83,6 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_options(log_level: str, tls: TlsFiles | None = None) -> dict[str, Any]:
-    """uvicorn's settings for the app, however it is run; `tls` serves HTTPS."""
-    return {
-        "app": "app.main:create_app",
-        "factory": True,
-        "log_level": log_level.lower(),
-        "access_log": False,  # the app logs each request itself
-        "http": HeadGuardedProtocol,  # each request's head timed and capped (app/http_guard.py)
-        "ws": "none",  # no WebSocket endpoint: the guard refuses the handshake with a 400
-        "ssl_certfile": None if tls is None else tls.cert,
-        "ssl_keyfile": None if tls is None else tls.key,
-        "ssl_keyfile_password": None if tls is None else tls.password(),
-    }
-
-
-def uvicorn_config(log_level: str, tls: TlsFiles | None = None) -> uvicorn.Config:
-    """uvicorn's settings for a worker (uvicorn_options)."""
-    return uvicorn.Config(**uvicorn_options(log_level, tls))
-
-
 @dataclass
 class Supervisor:
     """Start `workers` processes, deal the listening socket's connections to them in turn, and
@@ -131,9 +107,15 @@ class Supervisor:
 
     def bind(self) -> None:
         """Listen before any worker starts: a port in use fails here, once."""
-        self._began = time.monotonic()
         raise_fd_limit()
-        self.listener = bind_listener(self.host, self.port)
+        self.adopt(bind_listener(self.host, self.port))
+
+    def adopt(self, listener: socket.socket) -> None:
+        """Deal the connections of `listener` (bound by `python -m app` before it handed over
+        to app.dealer)."""
+        raise_fd_limit()
+        self._began = time.monotonic()
+        self.listener = listener
         self.slots = [Slot() for _ in range(self.workers)]
 
     def _start(self, slot: Slot) -> None:

@@ -17,7 +17,8 @@ from typing import Any, Final
 
 from app.errors import ServiceError
 from app.fsutil import storage_error
-from app.logs import logging_as, request_id_var
+from app.log_format import request_id_var
+from app.logs import logging_as
 from app.teach.errors import (
     JobConflict,
     JobEnded,

@@ -43,7 +43,7 @@ def test_starting_the_server_imports_no_metrics_before_their_folder_is_made() ->
     app.telemetry creates its metrics (files in that folder) on import: round 31's raw-answer
     counting imported it early, and every start with the variable set to a folder not yet made
     failed (14 errors in the full run)."""
-    code = "import sys, app.__main__\nprint('app.telemetry' in sys.modules)\n"
+    code = "import sys, app.__main__, app.start\nprint('app.telemetry' in sys.modules)\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stdout + out.stderr
 
@@ -52,12 +52,24 @@ def test_the_dealing_parent_holds_no_numpy_and_no_onnxruntime() -> None:
     """The parent only deals connections: with numpy and onnxruntime imported (a catalog-name
     check in Settings, the CUDA probe of providers=auto) it held 74 MiB instead of 46."""
     printed = _printed(
-        "import sys, app.__main__ as m\n"
+        "import sys, app.start as m\n"
         "m._settings()\n"
         "print(m._gpu('auto'))\n"
         "print(','.join(x for x in ('numpy', 'onnxruntime', 'PIL') if x in sys.modules))\n"
     )
     assert printed.split() == ["False"], printed
+
+
+def test_the_dealing_parent_imports_neither_the_web_stack_nor_pydantic() -> None:
+    """After the hand-over (app.dealer) the parent held pydantic, pydantic-settings and uvicorn
+    for the server's lifetime: 46-47 MiB resident for a process that only deals connections."""
+    printed = _printed(
+        "import sys, app.__main__, app.dealer, app.heavy_decode, app.log_format, app.multiproc\n"
+        "import app.serve\n"
+        "heavy = ('pydantic', 'uvicorn', 'starlette', 'fastapi', 'numpy', 'onnxruntime', 'PIL')\n"
+        "print(','.join(x for x in heavy if x in sys.modules) or 'none')\n"
+    )
+    assert printed.split() == ["none"], printed
 
 
 def test_a_worker_imports_faiss_and_onnx_only_when_used() -> None:

@@ -19,7 +19,7 @@ from app.batching import ModelScheduler
 from app.bundle import load_bundle
 from app.errors import InvalidImage
 from app.imaging import ImageLimits
-from app.logs import RequestIdFilter, request_id_var
+from app.log_format import RequestIdFilter, request_id_var
 from app.main import create_app
 from app.runtime import BatchPolicy, ModelOutput, OnnxModel
 from tests.conftest import DATA, ROOT, make_settings, require

@@ -490,3 +490,59 @@ def test_a_server_started_with_its_output_closed_serves(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def test_the_dealing_parent_is_a_lean_process_with_the_same_pid_and_command(
+    tmp_path: Path,
+) -> None:
+    """Round 41: the parent execs into app.dealer once it has checked the settings and bound
+    the port: same pid, still `python -m app`, without pydantic, uvicorn or the web stack (it
+    held 46-47 MiB for the server's lifetime, now about 19)."""
+    port = free_port()
+    env = {**os.environ, **_env(2), "IMGCLASS_PORT": str(port)}
+    env["IMGCLASS_DATA_DIR"] = str(tmp_path / "data")
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"http://127.0.0.1:{port}/readyz"):
+            assert proc.poll() is None, proc.returncode
+            assert time.monotonic() < deadline, "not ready in 60 s"
+            time.sleep(0.2)
+        assert _server_pid(port) == proc.pid  # `-m app` listening, the pid started
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        for lib in ("pydantic_core", "onnxruntime", "_imaging", "uvloop"):
+            assert lib not in maps, lib
+        assert all("IMGCLASS_DEALER" not in w.environ() for w in _workers(proc.pid))
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+
+
+def test_a_hand_over_the_system_refuses_deals_from_the_starting_process(tmp_path: Path) -> None:
+    """An exec that fails (an environment over the kernel's limit, E2BIG) leaves the starting
+    process to deal, as it did before round 41, with one line saying so."""
+    port = free_port()
+    env = {**os.environ, **_env(2), "IMGCLASS_PORT": str(port), "IMGCLASS_ALLOCATOR": "glibc"}
+    env["IMGCLASS_DATA_DIR"] = str(tmp_path / "data")
+    code = (
+        "import errno, os, app.__main__\n"
+        "def refused(*args):\n"
+        "    raise OSError(errno.E2BIG, os.strerror(errno.E2BIG))\n"
+        "os.execve = refused\n"
+        "app.__main__.main()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"http://127.0.0.1:{port}/readyz"):
+            assert proc.poll() is None, proc.returncode
+            assert time.monotonic() < deadline, "not ready in 60 s"
+            time.sleep(0.2)
+        assert len(_workers(proc.pid)) == 2
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "dealing from the starting process (Argument list too long)" in err
