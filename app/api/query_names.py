@@ -4,12 +4,15 @@ FastAPI ignores a query parameter it was not told about, so a misspelt `?lable=s
 items upload stored the item unlabelled and `?topk=1` answered five labels, both with a 200.
 Routers take `known_query_only` as a dependency; it compares the request's parameter names with
 those the route (and its dependencies) declares. The predict hot path (app.api.predict) checks
-its own through PredictQuery.
+its own through PredictQuery. A request the route's own key check refuses gets that 401 first:
+included routers' dependencies run before the route's, so a keyed server answered a keyless
+`GET /v1/models?x=1` with a 422 listing the parameters (round 41).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable, Iterator
+from typing import Any, Final
 
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
@@ -17,7 +20,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BeforeValidator
 
+from app.api.deps import require_read_key, require_write_key
 from app.numtext import ascii_uint
+
+_KEY_CHECKS: Final = (require_read_key, require_write_key)
 
 
 def _names(dependant: Dependant) -> set[str]:
@@ -64,7 +70,17 @@ async def known_query_only(request: Request) -> None:
     known = declared(route)
     unknown = [(k, v) for k, v in request.query_params.multi_items() if k not in known]
     if unknown:
+        settings = request.app.state.settings
+        for check in _key_checks(route.dependant):  # a 401 the route would give comes first
+            await check(request, settings)
         raise unknown_query_error(unknown, known)
+
+
+def _key_checks(dependant: Dependant) -> Iterator[Callable[..., Any]]:
+    for sub in dependant.dependencies:
+        if sub.call in _KEY_CHECKS:
+            yield sub.call
+        yield from _key_checks(sub)
 
 
 def _digits(value: object) -> object:
