@@ -21,6 +21,7 @@ import numpy.typing as npt
 from PIL import Image, ImageOps
 
 from app.bundle import InputSpec
+from app.colour import to_srgb
 from app.decode_guard import (
     FRAME_COUNT_CAP,
     SLOT_WAIT_S,
@@ -247,6 +248,7 @@ def decode(
         img, fmt, facts, kind = _open(data, limits)
         width, height = img.size
         mode = img.mode
+        icc = img.info.get("icc_profile")  # applied to the reduced picture (app.colour)
         keep_open = False
         try:
             # PNG (APNG acTL) and WebP (demuxer) give their frame count in a header.
@@ -288,7 +290,7 @@ def decode(
         finally:
             if not keep_open:
                 img.close()
-    upright = flatten(apply_orientation(small, todo))
+    upright = flatten(apply_orientation(to_srgb(small, icc), todo))
     target = "L" if spec.color == "gray" and not (keep_rgb and upright.mode == "RGB") else "RGB"
     big_gray = upright.mode == "L" and upright.width * upright.height > _CONVERT_LATER_PIXELS
     if upright.mode != target and not (gray_as_is and big_gray):

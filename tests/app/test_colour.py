@@ -1,0 +1,152 @@
+"""Pictures tagged with a wide-gamut RGB profile are converted to sRGB (app/colour.py); sRGB
+ones keep their pixels bit for bit; unusable profiles are ignored. The profile is written here
+(an ICC v2 matrix/TRC profile with Adobe RGB (1998)'s primaries), and the expected colour is
+worked out independently with the colorimetry below."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageCms
+
+from app import colour
+from app.bundle import InputSpec
+from app.image_limits import ImageLimits
+from app.imaging import decode
+from app.main import create_app
+from tests.conftest import make_settings
+
+# Adobe RGB (1998), D50-adapted (as ICC profiles store them): columns R, G, B; gamma 563/256
+ADOBE_D50 = np.array([[0.6097, 0.2053, 0.1492], [0.3111, 0.6257, 0.0632], [0.0195, 0.0609, 0.7446]])
+GAMMA = 563 / 256
+# XYZ (D50) -> linear sRGB (Bradford-adapted, as littlecms does for sRGB's D65 white)
+XYZ50_TO_SRGB = np.array(
+    [[3.1339, -1.6169, -0.4907], [-0.9788, 1.9161, 0.0335], [0.0719, -0.2290, 1.4052]]
+)
+SPEC = InputSpec(name="image", height=64, width=64, channels=3, color="rgb")
+
+
+def _s15(v: float) -> bytes:
+    return struct.pack(">i", round(v * 65536))
+
+
+def icc_profile(description: str = "Wide test RGB", space: bytes = b"RGB ") -> bytes:
+    """A minimal ICC v2 display profile: white point D50, three primaries, one gamma."""
+    xyz = [tuple(ADOBE_D50[:, i]) for i in range(3)]
+    desc = description.encode() + b"\0"
+    tags = {
+        b"desc": b"desc" + b"\0" * 4 + struct.pack(">I", len(desc)) + desc + b"\0" * 79,
+        b"wtpt": b"XYZ " + b"\0" * 4 + _s15(0.9642) + _s15(1.0) + _s15(0.8249),
+        b"rXYZ": b"XYZ " + b"\0" * 4 + b"".join(_s15(v) for v in xyz[0]),
+        b"gXYZ": b"XYZ " + b"\0" * 4 + b"".join(_s15(v) for v in xyz[1]),
+        b"bXYZ": b"XYZ " + b"\0" * 4 + b"".join(_s15(v) for v in xyz[2]),
+    }
+    trc = b"curv" + b"\0" * 4 + struct.pack(">IH", 1, 563) + b"\0\0"
+    for name in (b"rTRC", b"gTRC", b"bTRC"):
+        tags[name] = trc
+    table, body = b"", b""
+    offset = 128 + 4 + 12 * len(tags)
+    for name, data in tags.items():
+        table += name + struct.pack(">II", offset + len(body), len(data))
+        body += data + b"\0" * (-len(data) % 4)
+    size = offset + len(body)
+    header = (
+        struct.pack(">I", size)
+        + b"none"
+        + bytes([2, 0x10, 0, 0])
+        + b"mntr"
+        + space
+        + b"XYZ "
+        + b"\0" * 12
+        + b"acsp"
+        + b"\0" * 24
+        + struct.pack(">I", 0)
+        + _s15(0.9642)
+        + _s15(1.0)
+        + _s15(0.8249)
+        + b"\0" * 48
+    )
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def expected_srgb(rgb: tuple[int, int, int]) -> np.ndarray:
+    linear = (np.array(rgb) / 255.0) ** GAMMA
+    out = np.clip(XYZ50_TO_SRGB @ (ADOBE_D50 @ linear), 0, 1)
+    encoded = np.where(out <= 0.0031308, 12.92 * out, 1.055 * out ** (1 / 2.4) - 0.055)
+    return encoded * 255
+
+
+def picture(rgb: tuple[int, ...], icc: bytes | None, fmt: str = "PNG", mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    img = Image.new(mode, (64, 64), rgb)
+    img.save(buf, fmt, **({"icc_profile": icc} if icc else {}))
+    return buf.getvalue()
+
+
+def decoded(data: bytes, spec: InputSpec = SPEC) -> np.ndarray:
+    img, _ = decode(data, spec, ImageLimits())
+    return np.asarray(img).astype(float)
+
+
+def test_the_profile_written_here_is_one_littlecms_reads() -> None:
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile()))
+    assert profile.profile.xcolor_space == "RGB " and profile.profile.device_class == "mntr"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF"])
+def test_wide_gamut_pictures_are_converted_to_srgb(fmt: str) -> None:
+    colour_in = (60, 160, 70)
+    got = decoded(picture(colour_in, icc_profile(), fmt))[32, 32]
+    want = expected_srgb(colour_in)
+    assert np.abs(got - want).max() <= 4, (got, want)
+    raw = decoded(picture(colour_in, None, fmt))[32, 32]
+    assert got[1] - got[0] > raw[1] - raw[0] + 10  # greener than read as sRGB
+
+
+def test_alpha_survives_the_conversion() -> None:
+    data = picture((60, 160, 70, 128), icc_profile(), mode="RGBA")
+    img = Image.open(io.BytesIO(data))
+    assert img.mode == "RGBA" and img.info.get("icc_profile")
+    out = colour.to_srgb(img.convert("RGBA"), img.info["icc_profile"])
+    assert out.mode == "RGBA" and out.getpixel((5, 5))[3] == 128
+
+
+@pytest.mark.parametrize(
+    "icc",
+    [
+        ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes(),  # sRGB itself
+        icc_profile(description="sRGB IEC61966-2.1 (a copy)"),
+        b"not a profile at all" * 10,
+        icc_profile()[:200],  # cut short
+        icc_profile(space=b"GRAY"),  # not an RGB profile
+    ],
+    ids=["srgb", "srgb-by-name", "junk", "cut", "gray-space"],
+)
+def test_srgb_and_unusable_profiles_leave_the_pixels_as_decoded(icc: bytes) -> None:
+    colour_in = (60, 160, 70)
+    assert np.array_equal(decoded(picture(colour_in, icc)), decoded(picture(colour_in, None)))
+
+
+def test_a_profile_over_the_size_limit_is_not_read() -> None:
+    """(A PNG refuses such a chunk at its header already: a colour-profile bomb, 413.)"""
+    img = Image.new("RGB", (8, 8), (60, 160, 70))
+    assert colour.to_srgb(img, icc_profile() + b"\0" * colour.MAX_PROFILE_BYTES) is img
+    assert colour.to_srgb(img, icc_profile()) is not img
+    assert colour.to_srgb(img.convert("L"), icc_profile()).mode == "L"  # gray: left alone
+
+
+def test_a_picture_with_a_damaged_profile_is_classified(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    with TestClient(
+        create_app(make_settings(tiny_models_dir, tmp_path)), base_url="http://localhost"
+    ) as c:
+        for icc in (b"\xff" * 300, icc_profile()):
+            r = c.post("/v1/models/tiny/predict", content=picture((200, 30, 30), icc))
+            assert r.status_code == 200, r.text
