@@ -471,6 +471,14 @@ def test_interpreter_flags_reach_the_parent_after_its_restart_and_the_workers(
         proc.wait(30)
 
 
+def _wait_ready(proc: subprocess.Popen[str] | subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + 60
+    while not _answers(f"http://127.0.0.1:{port}/readyz"):
+        assert proc.poll() is None, proc.returncode
+        assert time.monotonic() < deadline, "not ready in 60 s"
+        time.sleep(0.2)
+
+
 def test_a_server_started_with_its_output_closed_serves(tmp_path: Path) -> None:
     """`python -m app >&-`: uvicorn's logging failed on the missing stdout and the server never
     started (round 40); the closed streams now point at /dev/null."""
@@ -481,11 +489,7 @@ def test_a_server_started_with_its_output_closed_serves(tmp_path: Path) -> None:
         ["bash", "-c", f"exec {sys.executable} -m app >&- 2>&-"], cwd=ROOT, env=env
     )
     try:
-        deadline = time.monotonic() + 60
-        while not _answers(f"http://127.0.0.1:{port}/readyz"):
-            assert proc.poll() is None, proc.returncode
-            assert time.monotonic() < deadline, "not ready in 60 s"
-            time.sleep(0.2)
+        _wait_ready(proc, port)
         assert len(_workers(proc.pid)) == 2
     finally:
         proc.terminate()
@@ -503,11 +507,7 @@ def test_the_dealing_parent_is_a_lean_process_with_the_same_pid_and_command(
     env["IMGCLASS_DATA_DIR"] = str(tmp_path / "data")
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while not _answers(f"http://127.0.0.1:{port}/readyz"):
-            assert proc.poll() is None, proc.returncode
-            assert time.monotonic() < deadline, "not ready in 60 s"
-            time.sleep(0.2)
+        _wait_ready(proc, port)
         assert _server_pid(port) == proc.pid  # `-m app` listening, the pid started
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
         for lib in ("pydantic_core", "onnxruntime", "_imaging", "uvloop"):
@@ -535,11 +535,7 @@ def test_a_hand_over_the_system_refuses_deals_from_the_starting_process(tmp_path
         [sys.executable, "-c", code], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
     )
     try:
-        deadline = time.monotonic() + 60
-        while not _answers(f"http://127.0.0.1:{port}/readyz"):
-            assert proc.poll() is None, proc.returncode
-            assert time.monotonic() < deadline, "not ready in 60 s"
-            time.sleep(0.2)
+        _wait_ready(proc, port)
         assert len(_workers(proc.pid)) == 2
     finally:
         proc.terminate()
