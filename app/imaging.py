@@ -21,7 +21,7 @@ import numpy.typing as npt
 from PIL import Image, ImageOps
 
 from app.bundle import InputSpec
-from app.colour import to_srgb
+from app.colour import profile_of, to_srgb
 from app.decode_guard import (
     FRAME_COUNT_CAP,
     SLOT_WAIT_S,
@@ -248,7 +248,7 @@ def decode(
         img, fmt, facts, kind = _open(data, limits)
         width, height = img.size
         mode = img.mode
-        icc = img.info.get("icc_profile")  # applied to the reduced picture (app.colour)
+        icc = profile_of(img.info)  # applied to the reduced picture (app.colour)
         keep_open = False
         try:
             # PNG (APNG acTL) and WebP (demuxer) give their frame count in a header.

@@ -20,6 +20,7 @@ from app.image_limits import ImageLimits
 from app.imaging import decode
 from app.main import create_app
 from tests.conftest import make_settings
+from tests.images import heic
 
 # Adobe RGB (1998), D50-adapted (as ICC profiles store them): columns R, G, B; gamma 563/256
 ADOBE_D50 = np.array([[0.6097, 0.2053, 0.1492], [0.3111, 0.6257, 0.0632], [0.0195, 0.0609, 0.7446]])
@@ -150,3 +151,80 @@ def test_a_picture_with_a_damaged_profile_is_classified(
         for icc in (b"\xff" * 300, icc_profile()):
             r = c.post("/v1/models/tiny/predict", content=picture((200, 30, 30), icc))
             assert r.status_code == 200, r.text
+
+
+# Display P3 (D65), linear RGB -> XYZ; and linear sRGB -> XYZ (both D65, so no adaptation)
+P3_TO_XYZ = np.array([[0.4866, 0.2657, 0.1982], [0.2290, 0.6917, 0.0793], [0.0, 0.0451, 1.0439]])
+SRGB_TO_XYZ = np.array(
+    [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]
+)
+
+
+def _srgb_decode(v: np.ndarray) -> np.ndarray:
+    v = v / 255.0
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def _srgb_encode(v: np.ndarray) -> np.ndarray:
+    v = np.clip(v, 0, 1)
+    return 255 * np.where(v <= 0.0031308, 12.92 * v, 1.055 * v ** (1 / 2.4) - 0.055)
+
+
+def heic_nclx(rgb: tuple[int, int, int], primaries: int, transfer: int = 13) -> bytes:
+    return heic(
+        Image.new("RGB", (64, 64), rgb),
+        quality=95,
+        color_primaries=primaries,
+        transfer_characteristics=transfer,
+        matrix_coefficients=6,
+        full_range_flag=1,
+    )
+
+
+def test_a_heic_in_display_p3_by_its_nclx_codes_is_converted() -> None:
+    """Phones write HEIC's colour space as nclx codes (primaries 12: Display P3) as often as an
+    ICC profile; the primaries come with the codes and a profile is made from them."""
+    colour_in = (60, 160, 70)
+    got = decoded(heic_nclx(colour_in, primaries=12))[32, 32]
+    linear = _srgb_decode(np.array(colour_in, dtype=float))  # P3 uses sRGB's tone curve
+    want = _srgb_encode(np.linalg.inv(SRGB_TO_XYZ) @ P3_TO_XYZ @ linear)
+    assert np.abs(got - want).max() <= 4, (got, want)  # lossy HEVC adds a little
+    as_srgb = decoded(heic_nclx(colour_in, primaries=1))[32, 32]
+    assert got[1] - got[0] > as_srgb[1] - as_srgb[0] + 10
+
+
+def test_heic_nclx_codes_of_srgb_or_hdr_leave_the_pixels_as_decoded() -> None:
+    colour_in = (60, 160, 70)
+    base = decoded(heic_nclx(colour_in, primaries=1))  # BT.709 primaries: sRGB's
+    assert np.array_equal(decoded(heic_nclx(colour_in, primaries=2)), base)  # unstated
+    pq = decoded(heic_nclx(colour_in, primaries=12, transfer=16))  # HDR (PQ): not converted
+    assert np.abs(pq - base).max() <= 2  # the same pixels, but for the codec's rounding
+
+
+def test_nclx_codes_that_make_no_profile_are_ignored() -> None:
+    good = {
+        "color_primaries": 12,
+        "transfer_characteristics": 13,
+        **{
+            f"color_primary_{c}_{a}": v
+            for c, a, v in (
+                ("red", "x", 0.68),
+                ("red", "y", 0.32),
+                ("green", "x", 0.265),
+                ("green", "y", 0.69),
+                ("blue", "x", 0.15),
+                ("blue", "y", 0.06),
+                ("white", "x", 0.3127),
+                ("white", "y", 0.329),
+            )
+        },
+    }
+    assert colour.profile_of({"nclx_profile": good}) is not None
+    for bad in (
+        {**good, "color_primary_red_y": 0.0},  # a primary at y = 0
+        {**good, "color_primary_green_x": 0.68, "color_primary_green_y": 0.32},  # two alike
+        {k: v for k, v in good.items() if k != "color_primary_blue_x"},
+        {**good, "color_primary_white_x": "a lot"},
+    ):
+        assert colour.profile_of({"nclx_profile": bad}) is None, bad
+    assert colour.profile_of({"icc_profile": b"abc", "nclx_profile": good}) == b"abc"
