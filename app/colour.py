@@ -139,9 +139,10 @@ def to_srgb(img: Image.Image, icc: object) -> Image.Image:
         return img
     if img.mode == "RGB":
         return ImageCms.applyTransform(img, transform) or img
-    rgb = ImageCms.applyTransform(img.convert("RGB"), transform) or img.convert("RGB")
-    rgb.putalpha(img.getchannel("A"))
-    return rgb
+    rgb = img.convert("RGB")
+    out = ImageCms.applyTransform(rgb, transform) or rgb
+    out.putalpha(img.getchannel("A"))
+    return out
 
 
 def _transform(icc: bytes) -> ImageCms.ImageCmsTransform | None:

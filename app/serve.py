@@ -107,7 +107,6 @@ class Supervisor:
 
     def bind(self) -> None:
         """Listen before any worker starts: a port in use fails here, once."""
-        raise_fd_limit()
         self.adopt(bind_listener(self.host, self.port))
 
     def adopt(self, listener: socket.socket) -> None:

@@ -37,7 +37,6 @@ from app.serve import (
     STOP_GRACE_S,
     bind_listener,
     dealing_supported,
-    raise_fd_limit,
 )
 from app.settings import Settings
 from app.tls_files import check_tls
@@ -190,8 +189,8 @@ def _hand_over(settings: Settings, workers: int) -> NoReturn:
     """Bind the port (a port in use fails here, once), then become the dealing parent: exec
     into app.dealer with the listening socket (and the gRPC port's claim) kept, same process
     id and command line. The checks above needed pydantic, uvicorn and the settings; the
-    dealer does not, and holds 19 MiB instead of 46-47 for the server's lifetime (round 41)."""
-    raise_fd_limit()
+    dealer does not, and holds 19 MiB instead of 46-47 for the server's lifetime (round 41).
+    The dealer raises its open-file limit itself (Supervisor.adopt)."""
     try:
         listener = bind_listener(settings.host, settings.port)
     except OSError as exc:

@@ -89,10 +89,9 @@ class FlatIndex:
         best: list[tuple[Ids, Exact]] = [
             (np.empty(0, np.int64), np.empty(0, np.float64)) for _ in range(len(q))
         ]
-        if k <= 0:
-            return [_empty() for _ in best]
         wanted = None if allowed is None else np.asarray(allowed, dtype=np.int64)
-        for ids, vecs, norm in zip(self._ids, self._vecs, self._norms, strict=True):
+        blocks = zip(self._ids, self._vecs, self._norms, strict=True) if k > 0 else iter(())
+        for ids, vecs, norm in blocks:
             if wanted is not None:
                 mask = np.isin(ids, wanted)
                 if not mask.any():
@@ -134,7 +133,3 @@ def _top(ids: Ids, scores: Exact, k: int) -> tuple[Ids, Exact]:
         ids, scores = ids[keep], scores[keep]
     order = np.argsort(-scores, kind="stable")
     return ids[order], scores[order]
-
-
-def _empty() -> tuple[Ids, Vector]:
-    return np.empty(0, np.int64), np.empty(0, np.float32)
