@@ -134,12 +134,11 @@ class RequestObserver:
                 counts["out"] += len(message.get("body", b""))
             await send(message)
 
-        in_flight = telemetry.IN_FLIGHT.labels(model)
-        in_flight.inc()
+        telemetry.in_flight(model, +1)
         try:
             await self.app(scope, receive_counted, send_observed)
         finally:
-            in_flight.dec()
+            telemetry.in_flight(model, -1)
             seconds = time.perf_counter() - t0
             route = _route_template(scope)
             method = scope.get("method", "")

@@ -28,8 +28,11 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from app import metric_files
 from app.multiproc import multiprocess_dir
 from app.procmem import ProcessMemory
+
+metric_files.install()  # before the first metric opens its file
 
 logger = logging.getLogger(__name__)
 
@@ -108,22 +111,35 @@ GRPC_WATCHES = Gauge(
 # -- recording helpers (cheap; safe from any thread) -------------------------------------
 
 
+# Each update goes through metric_files.update: one metric each, so one whose file cannot be
+# opened or grown (no file descriptor free) waits without the others being applied twice.
+update = metric_files.update
+
+
 def observe_request(route: str, method: str, model: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(route, method, model, str(status)).inc()
-    REQUEST_SECONDS.labels(route, model).observe(seconds)
+    update(lambda: REQUESTS.labels(route, method, model, str(status)).inc())
+    update(lambda: REQUEST_SECONDS.labels(route, model).observe(seconds))
+
+
+def in_flight(model: str, change: int) -> None:
+    """A request of `model` ('' for none) starts (+1) or ends (-1)."""
+    update(lambda: IN_FLIGHT.labels(model).inc(change))
+
+
+def _observation(hist: Histogram, model: str, seconds: float) -> Callable[[], None]:
+    return lambda: hist.labels(model).observe(seconds)
 
 
 def observe_decode(model: str, ms_per_image: Iterable[float]) -> None:
-    hist = DECODE_SECONDS.labels(model)
     for ms in ms_per_image:
-        hist.observe(ms / 1e3)
+        update(_observation(DECODE_SECONDS, model, ms / 1e3))
 
 
 def observe_inference(model: str, ms: float, batch_size: int) -> None:
     """One forward pass of `batch_size` images."""
-    INFERENCE_SECONDS.labels(model).observe(ms / 1e3)
-    BATCH_SIZE.labels(model).observe(batch_size)
-    IMAGES.labels(model).inc(batch_size)
+    update(lambda: INFERENCE_SECONDS.labels(model).observe(ms / 1e3))
+    update(lambda: BATCH_SIZE.labels(model).observe(batch_size))
+    update(lambda: IMAGES.labels(model).inc(batch_size))
 
 
 def observe_batch(
@@ -135,14 +151,13 @@ def observe_batch(
 ) -> None:
     """One served batch (app.batching): decode per image, queue wait per request, the pass."""
     observe_decode(model, decode_ms)
-    wait = QUEUE_WAIT_SECONDS.labels(model)
     for ms in queue_wait_ms:
-        wait.observe(ms / 1e3)
+        update(_observation(QUEUE_WAIT_SECONDS, model, ms / 1e3))
     observe_inference(model, inference_ms, batch_size)
 
 
 def set_queue_depth(model: str, depth: int) -> None:
-    QUEUE_DEPTH.labels(model).set(depth)
+    update(lambda: QUEUE_DEPTH.labels(model).set(depth))
 
 
 # -- state read at scrape time ------------------------------------------------------------
@@ -263,6 +278,7 @@ def process_stopped() -> None:
     """At a worker's shutdown: drop its live gauges (in-flight, queue depth) from the shared
     multiprocess files, so a restarted worker's old values are not summed in."""
     if multiprocess_dir() is not None:
+        metric_files.flush()  # counts still waiting for a descriptor, if one is free now
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
@@ -288,9 +304,11 @@ class _ServedOnly(Collector):
 def exposition(state: Collector, served: Callable[[str], bool] | None = None) -> bytes:
     """The /metrics body: process metrics (all workers in multiprocess mode) + app state;
     `served`: which `model` label values are still served (default: all)."""
-    if multiprocess_dir() is not None:
+    metric_files.flush()
+    folder = multiprocess_dir()
+    if folder is not None:
         source = CollectorRegistry()
-        multiprocess.MultiProcessCollector(source)  # type: ignore[no-untyped-call]
+        source.register(metric_files.FolderCollector(folder))
     else:
         source = REGISTRY
     if served is not None:
