@@ -23,7 +23,9 @@ from app.isobmff import (
     item_types,
     located_items,
     meta_children,
+    primary_item,
     properties,
+    property_links,
     uint,
 )
 
@@ -108,28 +110,6 @@ def hvcc_sizes(data: bytes, start: int, end: int) -> list[tuple[int, int, float,
     return found
 
 
-def _associations(data: bytes, start: int, end: int) -> dict[int, list[int]]:
-    """ipma: item id -> the 0-based indexes of its properties in ipco."""
-    version, flags = data[start], int.from_bytes(data[start + 1 : start + 4], "big")
-    count, pos = uint(data, start + 4, 4)
-    if count > 4096:
-        raise Unreadable("too many property associations")
-    out: dict[int, list[int]] = {}
-    for _ in range(count):
-        item, pos = uint(data, pos, 2 if version < 1 else 4)
-        n, pos = uint(data, pos, 1)
-        indexes = []
-        for _ in range(n):
-            value, pos = uint(data, pos, 2 if flags & 1 else 1)
-            index = value & (0x7FFF if flags & 1 else 0x7F)
-            if index:
-                indexes.append(index - 1)
-        out.setdefault(item, []).extend(indexes)
-    if pos > end:
-        raise Unreadable("the property associations run past their box")
-    return out
-
-
 def _canvas(kind: bytes, body: bytes) -> tuple[int, int]:
     """The output size a grid (rows, columns first) or an overlay (a fill colour first)
     declares in its item data (ISO/IEC 23008-12 6.6.2.3.2, 6.6.2.4.2)."""
@@ -197,18 +177,11 @@ def heif_items(data: bytes) -> HeifItems:
     found.declared = declared_sizes(data, props)
     types = item_types(data, *children[b"iinf"]) if b"iinf" in children else {}
     located = located_items(data, children)
-    if b"pitm" not in children:
-        raise Unreadable("no primary item")
-    start = children[b"pitm"][0]
-    primary, _ = uint(data, start + 4, 2 if data[start] == 0 else 4)
+    primary = primary_item(data, children)
     if primary not in types:
         raise Unreadable("the primary item is not among the items")
     found.primary = types[primary]
-    links: dict[int, list[int]] = {}
-    for kind, start, end in boxes(data, *children.get(b"iprp", (0, 0))):
-        if kind == b"ipma":
-            for item, indexes in _associations(data, start, end).items():
-                links.setdefault(item, []).extend(indexes)
+    links = property_links(data, children)
     pixels: dict[int, int] = {}
     for item, kind in sorted(types.items()):
         if kind in DERIVED - {b"iden"}:

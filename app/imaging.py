@@ -21,7 +21,7 @@ import numpy.typing as npt
 from PIL import Image, ImageOps
 
 from app.bundle import InputSpec
-from app.colour import profile_of, to_srgb
+from app.colour import profile_for, profile_of, to_srgb
 from app.decode_guard import (
     FRAME_COUNT_CAP,
     SLOT_WAIT_S,
@@ -44,6 +44,7 @@ from app.formats import sniff_format as sniff_format
 from app.heavy_decode import heavy_slot, whole_cost
 from app.image_limits import ImageLimits as ImageLimits
 from app.image_limits import kind_of, pixel_limit, too_many_pixels
+from app.nclx import nclx_codes
 from app.not_image import describe
 from app.open_errors import unreadable_header
 from app.pixels import flatten, reduce_and_convert
@@ -248,7 +249,9 @@ def decode(
         img, fmt, facts, kind = _open(data, limits)
         width, height = img.size
         mode = img.mode
-        icc = profile_of(img.info)  # applied to the reduced picture (app.colour)
+        # applied to the reduced picture (app.colour); a CMYK one is reduced in CMYK for it
+        codes = nclx_codes(data) if fmt == "AVIF" else None
+        icc, cmyk = profile_for(mode, profile_of(img.info, codes))
         keep_open = False
         try:
             # PNG (APNG acTL) and WebP (demuxer) give their frame count in a header.
@@ -269,7 +272,7 @@ def decode(
             factor = reduction(decoded, spec)
             with heavy_slot(whole_cost(kind, width * height, facts.samples), SLOT_WAIT_S):
                 if strips is not None:  # never a full-size image of its own
-                    small = strips.reduce(img, factor)
+                    small = strips.reduce(img, factor, cmyk)
                     todo = orientation
                 else:
                     img.load()
@@ -278,7 +281,8 @@ def decode(
                     # A thin giant not reduced: only what the model sees goes on (turned, it
                     # was a second full-size copy).
                     box = seen_box(spec, *img.size) if factor == 1 else None
-                    small = reduce_and_convert(img if box is None else img.crop(box), factor)
+                    seen = img if box is None else img.crop(box)
+                    small = reduce_and_convert(seen, factor, cmyk=cmyk)
             # Nothing to reduce or convert: kept, not closed (a copy doubled a thin 40 MP one).
             keep_open = small is img
         except ServiceError:

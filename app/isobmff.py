@@ -169,6 +169,46 @@ def located_items(
     return locations(data, children[b"iloc"][0], idat)
 
 
+def _associations(data: bytes, start: int, end: int) -> dict[int, list[int]]:
+    """ipma: item id -> the 0-based indexes of its properties in ipco."""
+    version, flags = data[start], int.from_bytes(data[start + 1 : start + 4], "big")
+    count, pos = uint(data, start + 4, 4)
+    if count > 4096:
+        raise Unreadable("too many property associations")
+    out: dict[int, list[int]] = {}
+    for _ in range(count):
+        item, pos = uint(data, pos, 2 if version < 1 else 4)
+        n, pos = uint(data, pos, 1)
+        indexes = []
+        for _ in range(n):
+            value, pos = uint(data, pos, 2 if flags & 1 else 1)
+            index = value & (0x7FFF if flags & 1 else 0x7F)
+            if index:
+                indexes.append(index - 1)
+        out.setdefault(item, []).extend(indexes)
+    if pos > end:
+        raise Unreadable("the property associations run past their box")
+    return out
+
+
+def property_links(data: bytes, children: dict[bytes, tuple[int, int]]) -> dict[int, list[int]]:
+    """Every `ipma` box's associations: item id -> the 0-based indexes of its properties."""
+    links: dict[int, list[int]] = {}
+    for kind, start, end in boxes(data, *children.get(b"iprp", (0, 0))):
+        if kind == b"ipma":
+            for item, indexes in _associations(data, start, end).items():
+                links.setdefault(item, []).extend(indexes)
+    return links
+
+
+def primary_item(data: bytes, children: dict[bytes, tuple[int, int]]) -> int:
+    """The `pitm` box's item id (Unreadable without one)."""
+    if b"pitm" not in children:
+        raise Unreadable("no primary item")
+    start = children[b"pitm"][0]
+    return uint(data, start + 4, 2 if data[start] == 0 else 4)[0]
+
+
 class BitReader:
     """A bit string read most significant bit first: AV1's headers, HEVC's parameter sets."""
 

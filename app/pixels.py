@@ -22,9 +22,12 @@ _AS_RGB: Final = frozenset({"RGB", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"})
 _FLAT: Final = {"RGBa": "RGB", "La": "L"}  # premultiplied working mode -> on white (`flatten`)
 
 
-def working_mode(img: Image.Image) -> str:
-    """The 8-bit mode a decoded image is reduced in: 'L', 'RGB', 'La' or 'RGBa'."""
+def working_mode(img: Image.Image, cmyk: bool = False) -> str:
+    """The 8-bit mode a decoded image is reduced in: 'L', 'RGB', 'La' or 'RGBa'; 'CMYK' for a
+    CMYK one when `cmyk` (its profile converts the reduced picture: app/colour.py)."""
     mode = img.mode
+    if cmyk and mode == "CMYK":
+        return mode
     if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in img.info):
         return "RGBa"
     if mode in ("LA", "La"):
@@ -110,6 +113,7 @@ def reduce_and_convert(
     peak: float | None = None,
     box: tuple[int, int, int, int] | None = None,
     size: tuple[int, int] | None = None,
+    cmyk: bool = False,
 ) -> Image.Image:
     """The decoded image reduced by `factor` (box filter) in its 8-bit working mode. `strips`:
     (top, strip) pairs of `strip_rows` rows covering it, when `img` itself is not decoded
@@ -117,8 +121,9 @@ def reduce_and_convert(
     reduced (factor 1) are flattened too ('RGB' or 'L', as `flatten` makes them after): a
     thin image then has no full-size copy with alpha (160 MB for 100x400,000 RGBA). `box`
     (strips not reduced): only that part of the image is kept (tensorize.seen_box). `size`:
-    the strips' image as stored, where `img`'s is not (a TIFF turned by its loader)."""
-    work = working_mode(img)
+    the strips' image as stored, where `img`'s is not (a TIFF turned by its loader). `cmyk`:
+    a CMYK image stays CMYK (`working_mode`)."""
+    work = working_mode(img, cmyk)
     wide = work == "L" and img.mode not in ("1", "L")
     scale = (
         (0, 1.0)

@@ -48,26 +48,27 @@ class Plan:
     # twice: a 600,000x64 16-bit PNG took 3.2 s under load (round 35).
     sixteen: bool = False
 
-    def reduce(self, img: Image.Image, factor: int) -> Image.Image:
-        """`img` (opened, not loaded) reduced by `factor` in its working mode."""
+    def reduce(self, img: Image.Image, factor: int, cmyk: bool = False) -> Image.Image:
+        """`img` (opened, not loaded) reduced by `factor` in its working mode (`cmyk`: a CMYK
+        image stays CMYK, app.pixels.working_mode)."""
         small = self.reduced(factor) if self.reduced is not None else None
         if small is not None:
             return small
         if self.strips is None:
             img.load()
-            return reduce_and_convert(img, factor)
+            return reduce_and_convert(img, factor, cmyk=cmyk)
         size = self.size or img.size
         rows = strip_rows(size[0], factor)
         if self.sixteen:
             seen = [0]
             out = reduce_and_convert(
-                img, factor, _peak_taken(self.strips(rows), seen), 65535, self.box, size
+                img, factor, _peak_taken(self.strips(rows), seen), 65535, self.box, size, cmyk
             )
             if seen[0] > 255:
                 return out
-            return reduce_and_convert(img, factor, self.strips(rows), seen[0], self.box, size)
+            return reduce_and_convert(img, factor, self.strips(rows), seen[0], self.box, size, cmyk)
         peak = self.peak(rows)
-        return reduce_and_convert(img, factor, self.strips(rows), peak, self.box, size)
+        return reduce_and_convert(img, factor, self.strips(rows), peak, self.box, size, cmyk)
 
 
 def _peak_taken(strips: Strips, seen: list[int]) -> Strips:

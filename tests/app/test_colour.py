@@ -14,13 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageCms
 
-from app import colour
+from app import avif_strips, colour
 from app.bundle import InputSpec
 from app.image_limits import ImageLimits
 from app.imaging import decode
 from app.main import create_app
+from app.nclx import nclx_codes
 from tests.conftest import make_settings
-from tests.images import heic
+from tests.images import encode, heic
 
 # Adobe RGB (1998), D50-adapted (as ICC profiles store them): columns R, G, B; gamma 563/256
 ADOBE_D50 = np.array([[0.6097, 0.2053, 0.1492], [0.3111, 0.6257, 0.0632], [0.0195, 0.0609, 0.7446]])
@@ -228,3 +229,83 @@ def test_nclx_codes_that_make_no_profile_are_ignored() -> None:
     ):
         assert colour.profile_of({"nclx_profile": bad}) is None, bad
     assert colour.profile_of({"icc_profile": b"abc", "nclx_profile": good}) == b"abc"
+
+
+# BT.2020 (D65), linear RGB -> XYZ
+BT2020_TO_XYZ = np.array(
+    [[0.6370, 0.1446, 0.1689], [0.2627, 0.6780, 0.0593], [0.0, 0.0281, 1.0610]]
+)
+
+
+def avif_nclx(rgb: tuple[int, int, int], primaries: int, transfer: int = 13) -> bytes:
+    """An AVIF whose `colr` nclx property states these codes: Pillow writes sRGB's (1, 13, 6)
+    and has no option for others, so its box is rewritten (the AV1 data, and so the decoded
+    pixels, stay the same: libavif's YUV -> RGB reads only the matrix coefficients)."""
+    data = encode(Image.new("RGB", (64, 64), rgb), "AVIF", quality=95)
+    at = data.index(b"colrnclx") + 8
+    assert data[at : at + 4] == bytes([0, 1, 0, 13])
+    return data[:at] + struct.pack(">HH", primaries, transfer) + data[at + 4 :]
+
+
+def _whole(*_: object) -> None:
+    return None  # strip_plans.plan: no plan, so Pillow's whole decode
+
+
+@pytest.mark.parametrize("path", ["libavif strips", "pillow frame", "whole"])
+@pytest.mark.parametrize(
+    "primaries, to_xyz", [(12, P3_TO_XYZ), (9, BT2020_TO_XYZ)], ids=["p3", "bt2020"]
+)
+def test_an_avif_in_display_p3_or_bt2020_by_its_nclx_codes_is_converted(
+    primaries: int, to_xyz: np.ndarray, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow's AVIF plugin gives no nclx codes (only an ICC profile's bytes): they are read
+    from the file's `colr` box, whichever way the picture is decoded."""
+    if path == "pillow frame":
+        monkeypatch.setattr(avif_strips, "_load", lambda: None)
+    elif path == "whole":
+        monkeypatch.setattr("app.imaging.plan", _whole)
+    colour_in = (60, 160, 70)
+    assert "nclx_profile" not in Image.open(io.BytesIO(avif_nclx(colour_in, primaries))).info
+    got = decoded(avif_nclx(colour_in, primaries))[32, 32]
+    as_srgb = decoded(avif_nclx(colour_in, 1))[32, 32]  # the pixels as AV1 decodes them
+    want = _srgb_encode(np.linalg.inv(SRGB_TO_XYZ) @ to_xyz @ _srgb_decode(as_srgb))
+    assert np.abs(got - want).max() <= 3, (got, want, as_srgb)
+    assert got[1] - got[0] > as_srgb[1] - as_srgb[0] + 10
+
+
+def test_avif_nclx_codes_of_srgb_unstated_or_hdr_leave_the_pixels_as_decoded() -> None:
+    colour_in = (60, 160, 70)
+    base = decoded(avif_nclx(colour_in, primaries=1))
+    assert not np.array_equal(decoded(avif_nclx(colour_in, primaries=12)), base)
+    for primaries, transfer in ((2, 13), (2, 2), (12, 16), (12, 18), (9, 16), (12, 2)):
+        # unstated primaries; PQ and HLG (HDR) transfers; an unstated transfer
+        got = decoded(avif_nclx(colour_in, primaries, transfer))
+        assert np.array_equal(got, base), (primaries, transfer)
+    # an ICC profile comes first (Pillow writes nclx codes saying nothing beside it)
+    tagged = encode(Image.new("RGB", (64, 64), colour_in), "AVIF", icc_profile=icc_profile())
+    assert nclx_codes(tagged) == (2, 2)
+    r, g, b = (int(v) for v in base[32, 32])  # as AV1 decodes them, then Adobe RGB's
+    assert np.abs(decoded(tagged)[32, 32] - expected_srgb((r, g, b))).max() <= 3
+
+
+def test_nclx_codes_are_read_from_the_primary_item_and_never_raise() -> None:
+    data = avif_nclx((60, 160, 70), 12)
+    assert nclx_codes(data) == (12, 13)
+    assert nclx_codes(b"") is None and nclx_codes(data[:40]) is None
+    at = data.index(b"ipma") + 4  # the associations: items no longer point at the properties
+    cut = data[:at] + b"\0" * 4 + b"\0\0\0\0" + data[at + 8 :]
+    assert nclx_codes(cut) is None
+    for n in range(0, len(data), 7):  # cut anywhere: None or the codes, never an exception
+        assert nclx_codes(data[:n]) in (None, (12, 13))
+
+
+def test_white_and_gray_stay_neutral_through_a_profile_made_from_nclx_codes() -> None:
+    """The primaries' white is adapted to D50 in cone space (Bradford): scaled in XYZ
+    instead, white came out as (255, 246, 255) and gray 128 as (137, 123, 128)."""
+    for make in (heic_nclx, avif_nclx):
+        for level in (128, 255):
+            gray = (level, level, level)
+            as_srgb = decoded(make(gray, 1))[32, 32]
+            for primaries in (12, 9):
+                got = decoded(make(gray, primaries))[32, 32]
+                assert np.abs(got - as_srgb).max() <= 1, (make, primaries, got, as_srgb)
