@@ -159,3 +159,12 @@ def surrogate_message(where: str, path: str) -> str:
         f"escape) at {path}: it is not text. Send valid Unicode (a character outside the basic "
         "plane is written as a pair of escapes, or as its UTF-8 bytes)."
     )
+
+
+def whole(value: Any) -> int | None:
+    """`value` as an integer the way JSON Schema counts one: 2, or 2.0 (Python's json.dumps
+    writes a float so; other clients send what their numbers hold), else None: true, 2.5,
+    a string, NaN and infinity are not integers."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -29,6 +29,7 @@ from app.jsontext import (
     lone_surrogate_at,
     repeated_key_message,
     surrogate_message,
+    whole,
 )
 
 FP32: Final = "FP32"
@@ -89,16 +90,16 @@ def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
 def _shape(value: Any, where: str) -> tuple[int, ...]:
     """1 to MAX_RANK positive dimensions. A zero one passed every size limit (no elements)
     beside any others (2**100: no array has that shape); no model here takes an empty tensor."""
-    if not isinstance(value, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value
-    ):
+    dims = [whole(d) for d in value] if isinstance(value, list) else [None]
+    shape = tuple(d for d in dims if d is not None and d >= 1)
+    if len(shape) != len(dims):
         raise BadRequest(
             f"{where}.shape must be a list of positive integers (e.g. [1] for one image file, "
             "[N, H, W, C] for an FP32 tensor)."
         )
     if not 1 <= len(value) <= MAX_RANK:
         raise BadRequest(f"{where}.shape has {len(value)} dimensions; 1 to {MAX_RANK} accepted.")
-    return tuple(value)
+    return shape
 
 
 def _flatten(data: Any, leaf: type | tuple[type, ...], limit: int, where: str) -> list[Any]:
@@ -261,8 +262,8 @@ def _requested_outputs(value: Any) -> list[RequestedOutput] | None:
             # in a 1 MB request took 28 s of CPU and 2 GB to answer.
             raise BadRequest(f"outputs[{i}]: output {name!r} is requested more than once.")
         params = _params(obj, f"outputs[{i}]")
-        k = params.get("classification", 0)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        k = whole(params.get("classification", 0))
+        if k is None or k < 0:
             raise BadRequest(f"output {name!r}: parameters.classification must be an integer >= 0.")
         binary = _flag(params, "binary_data", f"output {name!r}")
         outs.append(RequestedOutput(name, binary, k))
@@ -353,10 +354,11 @@ def parse_infer_request(
     pos = 0
     for i, raw in enumerate(raw_inputs):
         obj = _object(raw, f"inputs[{i}]")
-        size = _params(obj, f"inputs[{i}]").get("binary_data_size")
+        given = _params(obj, f"inputs[{i}]").get("binary_data_size")
         chunk: bytes | None = None
-        if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        if given is not None:
+            size = whole(given)
+            if size is None or size < 0:
                 raise BadRequest(f"inputs[{i}].parameters.binary_data_size must be an integer.")
             if pos + size > len(rest):
                 raise BadRequest(

@@ -98,3 +98,46 @@ def test_base64_bytes_elements_keep_their_order() -> None:
     }
     parsed = parse_infer_request(json.dumps(body).encode(), None, **LIMITS)
     assert parsed.inputs[0].items == [b"a", b"b", b"c"]
+
+
+def _infer(shape: str, size: str | None = None, k: str = "0") -> Any:
+    """An infer request whose integers are written as given (json.dumps would write them its
+    own way): BYTES data inline, or binary with `binary_data_size`."""
+    data = '"data": ["YWI="]' if size is None else f'"parameters": {{"binary_data_size": {size}}}'
+    header = (
+        f'{{"inputs": [{{"name": "image", "datatype": "BYTES", "shape": [{shape}], {data}}}], '
+        f'"outputs": [{{"name": "probs", "parameters": {{"classification": {k}}}}}]}}'
+    ).encode()
+    if size is None:
+        return parse_infer_request(header, None, **LIMITS)
+    return parse_infer_request(header + b"\x02\x00\x00\x00ab", len(header), **LIMITS)
+
+
+REFUSED = [  # (shape, binary_data_size, classification, the field the 400 names)
+    ("1.5", None, "0", "shape"),
+    ("true", None, "0", "shape"),
+    ("1e400", None, "0", "shape"),
+    ("NaN", None, "0", "shape"),
+    ("-Infinity", None, "0", "shape"),
+    ("1", "6.5", "0", "binary_data_size"),
+    ("1", "1e400", "0", "binary_data_size"),
+    ("1", None, "2.5", "classification"),
+    ("1", None, "Infinity", "classification"),
+]
+
+
+def test_a_whole_number_written_as_a_float_is_an_integer_and_a_fraction_is_not() -> None:
+    """JSON Schema (and the document's InferenceRequest) count 2.0 an integer; Python's
+    json.dumps writes a float shape so. `shape: [1.0]` was a 400 (round 42). A fraction, a
+    boolean, NaN and numbers beyond float64 are still refused, naming the field."""
+    plain = _infer("1", k="2")
+    for req in (_infer("1.0", k="2.0"), _infer("1e0", k="2E0")):
+        assert req.inputs[0].shape == plain.inputs[0].shape == (1,)
+        assert type(req.inputs[0].shape[0]) is int
+        assert req.outputs is not None and plain.outputs is not None
+        assert req.outputs[0].classification == plain.outputs[0].classification == 2
+    binary = _infer("1.0", size="6.0")
+    assert binary.inputs[0].items == [b"ab"]
+    for shape, size, k, named in REFUSED:
+        with pytest.raises(BadRequest, match=named):
+            _infer(shape, size, k)
