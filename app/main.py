@@ -33,10 +33,11 @@ from app.api.guards import GuardMiddleware
 from app.api.head import HeadAsGet
 from app.api.heavy_bodies import HeavyBodyGate
 from app.api.hotpath import ServingApp
+from app.api.name_rules import well_formed_names
 from app.api.overload import OverloadShedder
 from app.api.page_assets import PageAssets
 from app.api.problems import install_error_handlers
-from app.api.query_names import known_query_only
+from app.api.query_names import known_query_only, no_query
 from app.batching import Schedulers, serving_threads
 from app.catalog.service import CatalogService
 from app.fsutil import SERVICE_FOLDERS, make_service_folders, watch_data_folders
@@ -213,14 +214,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Around everything: browser-hardening headers on every answer, refusals included.
     app.add_middleware(SecurityHeaders, keyed=settings.keyed)
     app.include_router(health.router)
-    strict_query = [Depends(known_query_only)]  # a misspelt parameter is a 422
+    # a name that breaks its documented pattern, or a misspelt parameter, is a 422
+    strict_query = [Depends(well_formed_names), Depends(known_query_only)]
     app.include_router(access.router, dependencies=strict_query)
     app.include_router(models.router, dependencies=strict_query)
     app.include_router(predict.router, dependencies=strict_query)
     app.include_router(preview.router, dependencies=strict_query)
     app.include_router(catalogs.router, dependencies=strict_query)
     app.include_router(teach.router, dependencies=strict_query)
-    app.include_router(v2.router)
+    app.include_router(v2.router, dependencies=[Depends(no_query)])  # a 400 in the v2 shape
     app.include_router(metrics.router)
     # The predict hot path skips FastAPI's dependency machinery (app/api/predict.py); the
     # FastAPI declaration of the same path stays for the OpenAPI document.

@@ -13,11 +13,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.api.name_rules import rule_for
 from app.api.problems import is_oip_path
 from app.bundle_files import MAX_LABEL_CHARS
-from app.catalog.names import CATALOG_NAME_RE, ITEM_ID_RE
 from app.errors import PROBLEM_JSON
-from app.model_refs import VERSION_SEP
 
 PROBLEM: dict[str, Any] = {
     "type": "object",
@@ -151,43 +150,48 @@ def _document_errors(path: str, operation: dict[str, Any]) -> None:
     )
 
 
-# What the /v1 routes check by hand (app/catalog/types.py), said in the document too, so that a
-# client (or a checker generating requests from it) knows a name the server refuses with 422.
-_NAME = {"pattern": CATALOG_NAME_RE.pattern, "maxLength": 64}
-# a model's name, or name@version (app/model_refs.py)
-_MODEL_REF = {"pattern": CATALOG_NAME_RE.pattern.removesuffix("$") + f"({VERSION_SEP}.+)?$"}
-_ITEM = {"pattern": ITEM_ID_RE.pattern, "maxLength": 128}
+# What the /v1 routes check (the names: app/api/name_rules.py), said in the document too, so
+# that a client (or a checker generating requests from it) knows what the server refuses.
 _LABEL = {"minLength": 1, "maxLength": MAX_LABEL_CHARS, "pattern": r"\S"}
-# (in, name, path prefix) -> the rule; the first that fits a parameter applies.
-PARAMETERS: list[tuple[str, str, str, dict[str, Any]]] = [
-    ("path", "name", "/v1/catalogs/", _NAME),
-    ("path", "name", "/v1/models/", _MODEL_REF),
-    ("path", "catalog", "", _NAME),
-    ("query", "catalog", "", _NAME),
-    ("path", "item_id", "", _ITEM),
-    ("query", "item_id", "", _ITEM),
-    ("query", "id", "", _ITEM),
-    ("query", "label", "", _LABEL),
-]
+
+
+def _rule(where: str, name: str, path: str) -> dict[str, Any] | None:
+    rule = rule_for(where, name, path)
+    if rule is not None:
+        return rule.schema()
+    return _LABEL if (where, name) == ("query", "label") else None
+
+
+# A query is text: a whole number in it is its digits (app.api.query_names.DIGITS), as clients
+# generated from the document write one. A JSON body's 2.0 is the integer 2, as JSON Schema says.
+DIGITS_ONLY = "Written in digits: 2, not 2.0 or +2."
 
 
 def _constrain(path: str, operation: dict[str, Any]) -> None:
     for param in operation.get("parameters", []):
-        where, name = param.get("in", ""), param.get("name", "")
-        extra = next(
-            (
-                e
-                for i, n, prefix, e in PARAMETERS
-                if (i, n) == (where, name) and path.startswith(prefix)
-            ),
-            None,
-        )
-        if extra is None:
-            continue
         schema = param.get("schema", {})
-        for branch in schema.get("anyOf", [schema]):  # optional: [string, null]
+        branches = schema.get("anyOf", [schema])  # optional: [string, null]
+        if param.get("in") == "query" and any(b.get("type") == "integer" for b in branches):
+            param["description"] = f"{param.get('description', '')} {DIGITS_ONLY}".lstrip()
+        extra = _rule(param.get("in", ""), param.get("name", ""), path)
+        for branch in branches if extra is not None else []:
             if branch.get("type") == "string":
                 branch.update(extra)
+
+
+def _oip_parameters(operation: dict[str, Any]) -> None:
+    """/v2 takes no query parameter (app.api.query_names.no_query refuses each one). `version`,
+    a path parameter of the /versions/ routes, was listed as a query parameter of the others
+    (FastAPI reads one not in the path from the query), and as a path parameter that may be null.
+    """
+    params = [p for p in operation.get("parameters", []) if p.get("in") != "query"]
+    for param in params:
+        branches = param.get("schema", {}).get("anyOf", [])
+        param["schema"] = next((b for b in branches if b.get("type") == "string"), param["schema"])
+    if params:
+        operation["parameters"] = params
+    else:
+        operation.pop("parameters", None)
 
 
 def _document_infer(operation: dict[str, Any]) -> None:
@@ -288,6 +292,8 @@ def with_error_shapes(document: dict[str, Any]) -> dict[str, Any]:
                 _document_headers(path, method, operation)
                 if path.startswith("/v1/"):
                     _constrain(path, operation)
+                if is_oip_path(path):
+                    _oip_parameters(operation)
                 if is_oip_path(path) and path.endswith("/infer"):
                     _document_infer(operation)
     for item in document.get("paths", {}).values():

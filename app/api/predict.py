@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from app.api.big_answers import AnswerGate
 from app.api.deps import ReadAuth, require_read_key
 from app.api.disconnect import unless_gone
+from app.api.name_rules import malformed, rules_of
 from app.api.predict_shapes import predict_response
 from app.api.query_names import DIGITS
 from app.api.uploads import IMAGE_BODY_OPENAPI, read_uploads
@@ -52,6 +53,9 @@ class PredictQuery(BaseModel):
     top_k: Annotated[int | None, Field(ge=1, le=1000), DIGITS] = None
     similar: Annotated[int | None, Field(ge=1, le=100), DIGITS] = None
     catalog: str | None = None
+
+
+_NAMES = rules_of(PATH, [("path", "name"), *(("query", q) for q in PredictQuery.model_fields)])
 
 
 def _json(body: PredictResponse) -> Response:
@@ -99,6 +103,9 @@ async def handle_predict(request: Request) -> Response:
     state = request.app.state
     settings: Settings = state.settings
     await require_read_key(request, settings)
+    bad_name = malformed(_NAMES, request.path_params, request.query_params)
+    if bad_name is not None:  # as app.api.name_rules.well_formed_names answers elsewhere
+        raise bad_name
     query = _query(request)
     registry: ModelRegistry = state.registry
     name: str = request.path_params["name"]

@@ -6,13 +6,14 @@ Routers take `known_query_only` as a dependency; it compares the request's param
 those the route (and its dependencies) declares. The predict hot path (app.api.predict) checks
 its own through PredictQuery. A request the route's own key check refuses gets that 401 first:
 included routers' dependencies run before the route's, so a keyed server answered a keyless
-`GET /v1/models?x=1` with a 422 listing the parameters (round 41).
+`GET /v1/models?x=1` with a 422 listing the parameters (round 41). /v2 takes none (`no_query`:
+a 400 in the protocol's shape; round 42).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, Final
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, NoReturn
 
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
@@ -46,7 +47,7 @@ def declared(route: APIRoute) -> frozenset[str]:
 
 
 def unknown_query_error(
-    unknown: list[tuple[str, str]], known: frozenset[str]
+    unknown: Sequence[tuple[str, str]], known: frozenset[str]
 ) -> RequestValidationError:
     takes = ", ".join(sorted(known)) or "no query parameters"
     return RequestValidationError(
@@ -70,10 +71,27 @@ async def known_query_only(request: Request) -> None:
     known = declared(route)
     unknown = [(k, v) for k, v in request.query_params.multi_items() if k not in known]
     if unknown:
-        settings = request.app.state.settings
-        for check in _key_checks(route.dependant):  # a 401 the route would give comes first
-            await check(request, settings)
-        raise unknown_query_error(unknown, known)
+        await raise_after_key_checks(request, route, unknown_query_error(unknown, known))
+
+
+async def raise_after_key_checks(request: Request, route: APIRoute, exc: Exception) -> NoReturn:
+    """Raise `exc`, but first the 401 the route's own key check would give."""
+    settings = request.app.state.settings
+    for check in _key_checks(route.dependant):
+        await check(request, settings)
+    raise exc
+
+
+async def no_query(request: Request) -> None:
+    """For /v2: the Open Inference Protocol defines no query parameter, and neither tritonclient
+    (unless its caller passes `query_params`) nor the KServe SDK sends one, so one is a client's
+    mistake: a 400 naming it (RequestValidationError, rendered so by app.api.v2), after the key
+    check. Routes outside the document (the catch-all's 404 and 405) are not checked."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not route.include_in_schema or not request.query_params:
+        return
+    exc = unknown_query_error(request.query_params.multi_items(), frozenset())
+    await raise_after_key_checks(request, route, exc)
 
 
 def _key_checks(dependant: Dependant) -> Iterator[Callable[..., Any]]:

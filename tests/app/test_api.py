@@ -72,15 +72,17 @@ def test_unknown_model_is_404(client: TestClient) -> None:
     version = client.get("/v1/models/tiny").json()["version"]
     assert client.get(f"/v1/models/tiny@{version}").json()["version"] == version
     assert_problem(client.get("/v1/models/tiny@999"), 404, "has no version '999'")
-    assert_problem(client.get("/v1/models/tiny@"), 404, "empty version")
+    # names no version, and breaks the documented pattern: a 422 (a 404 before round 42)
+    assert_problem(client.get("/v1/models/tiny@"), 422, "(pattern ^[a-z0-9]")
     # ...and its requests queue with the plain name's: one queue, one bound.
     assert client.post(f"/v1/models/tiny@{version}/predict", content=png).status_code == 200
     schedulers = client.app.state.schedulers._by_name  # type: ignore[attr-defined]
     assert "tiny" in schedulers and f"tiny@{version}" not in schedulers
     # A long name is echoed cut short in the detail (a 10,000-character name made a 20 KB
-    # answer; `instance` still holds the path as sent).
+    # answer; `instance` still holds the path as sent). Over 64 characters it breaks the
+    # documented pattern: a 422 (a 404 before round 42).
     r = client.get("/v1/models/" + "n" * 10_000)
-    assert_problem(r, 404, "(10,000 chars)")
+    assert_problem(r, 422, "(10,000 chars)")
     assert len(r.json()["detail"]) < 500
 
 
