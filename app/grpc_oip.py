@@ -62,9 +62,10 @@ from app.grpc_health import (
     WATCHES_PER_PEER,
     HealthService,
 )
-from app.grpc_ports import bind, check_grpc_port, server_options
+from app.grpc_ports import PortRelease, bind, check_grpc_port, server_options
 from app.grpc_watchdog import CallGate, MessageWatchdog
 from app.registry import ModelRegistry
+from app.serve import STOP_AFTER_BODY_S
 from app.settings import Settings
 from app.telemetry import observe_request
 
@@ -382,15 +383,17 @@ class GrpcServer:
         )
         # the HTTP port's certificate and key when TLS is on (checked at start-up)
         bound = bind(self.server, self.address, settings.tls)
+        self.grace_s = settings.body_timeout_s + STOP_AFTER_BODY_S  # as the parent allows
         if not bound:
             self.server.stop(None)
             raise ConfigurationError(f"cannot listen on {self.address} (IMGCLASS_GRPC_PORT)")
 
     def start(self) -> None:
         self.server.start()
+        # watching clients hear NOT_SERVING before the port closes
+        self.release = PortRelease(self.server, self.grace_s, self.health.stop)
         logger.info("Open Inference Protocol over gRPC on %s", self.address)
 
     def stop(self, grace_s: float = 2.0) -> None:
-        self.health.stop()  # watching clients hear NOT_SERVING before the port closes
-        self.server.stop(grace_s).wait(grace_s + 1.0)
+        self.release.close(grace_s)
         self.watchdog.stop()

@@ -1,15 +1,20 @@
-"""The gRPC port: the checks before the workers start, each worker's bind, and the server's
-options."""
+"""The gRPC port: the checks before the workers start, each worker's bind, the server's
+options, and its release when the process starts stopping."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import socket
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 
+from app import draining
 from app.errors import ConfigurationError
 from app.settings import Settings
 from app.tls_files import TlsFiles
@@ -76,24 +81,70 @@ def check_grpc_tls(tls: TlsFiles | None) -> None:
         )
 
 
+# How long the parent's check waits for a port in use to be let go: a stopping imgclass (its
+# parent killed, or sent SIGTERM) releases it within milliseconds of hearing so (round 42)
+RELEASE_WAIT_S = 2.0
+
+
 def check_grpc_port(host: str, port: int, *, alone: bool = False) -> None:
     """The gRPC port can be bound, else ConfigurationError. A worker binds beside its
     siblings (SO_REUSEPORT, which the workers share the port with). The parent, before any
     worker starts, asks `alone`: nobody may hold the port, another imgclass included, whose
     workers' SO_REUSEPORT would otherwise let this one join them and take a share of their
-    connections (round 24: 2 of 12 clients of the first server reached the second)."""
+    connections (round 24: 2 of 12 clients of the first server reached the second); a port
+    in use is tried again for RELEASE_WAIT_S."""
     bare = host.strip("[]")
     family = socket.AF_INET6 if ":" in bare else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # SO_REUSEADDR: a restart may bind beside its last run's connections in TIME_WAIT
-        option = socket.SO_REUSEADDR if alone else socket.SO_REUSEPORT
-        sock.setsockopt(socket.SOL_SOCKET, option, 1)
-        try:
-            sock.bind((bare, port))
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot listen on {host}:{port} (IMGCLASS_GRPC_PORT): {exc.strerror}"
-            ) from None
+    deadline = time.monotonic() + (RELEASE_WAIT_S if alone else 0.0)
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # SO_REUSEADDR: a restart may bind beside its last run's connections in TIME_WAIT
+            option = socket.SO_REUSEADDR if alone else socket.SO_REUSEPORT
+            sock.setsockopt(socket.SOL_SOCKET, option, 1)
+            try:
+                sock.bind((bare, port))
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                    raise ConfigurationError(
+                        f"cannot listen on {host}:{port} (IMGCLASS_GRPC_PORT): {exc.strerror}"
+                    ) from None
+        time.sleep(0.1)
+
+
+class PortRelease:
+    """A started gRPC server lets its port go as soon as the process starts stopping (parent
+    gone, SIGTERM): it takes no new call and closes its listening socket at once, the calls
+    in flight get `grace_s` (gRPC's `stop(grace)`). Round 40: after `kill -9` of the parent, a
+    worker still finishing an upload held the port until its last request ended, and a new
+    server started then was refused it. `before` runs first (health watchers hear
+    NOT_SERVING)."""
+
+    def __init__(self, server: grpc.Server, grace_s: float, before: Callable[[], None]) -> None:
+        self.server, self.grace_s, self.before = server, grace_s, before
+        self._lock = threading.Lock()
+        self._stopped: threading.Event | None = None
+        self._forget = draining.on_stop(self.release)
+        if draining.stopping():  # asked to stop while it started: its hooks have run
+            self.release()
+
+    def release(self) -> None:
+        self.before()
+        self._stop(self.grace_s)
+
+    def _stop(self, grace_s: float) -> tuple[threading.Event, float]:
+        with self._lock:
+            if self._stopped is None:
+                self._stopped = self.server.stop(grace_s)
+                return self._stopped, grace_s
+            return self._stopped, self.grace_s  # already stopping: its calls keep their grace
+
+    def close(self, grace_s: float) -> None:
+        """At the end of the app's lifespan: stop (if not yet) and wait for the calls."""
+        self._forget()
+        self.before()
+        stopped, grace = self._stop(grace_s)
+        stopped.wait(grace + 1.0)
 
 
 _CLAIMS: list[socket.socket] = []  # held for the life of the process

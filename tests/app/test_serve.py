@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import psutil
 import pytest
@@ -21,7 +22,7 @@ import pytest
 from app.cores import cpu_count
 from app.worker_process import WORKER_FLAG
 from tests.conftest import ROOT, free_port
-from tests.live_server import LiveServer, live_server
+from tests.live_server import LiveServer, grpc_env, live_server
 
 pytestmark = pytest.mark.slow
 
@@ -542,3 +543,47 @@ def test_a_hand_over_the_system_refuses_deals_from_the_starting_process(tmp_path
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "dealing from the starting process (Argument list too long)" in err
+
+
+def test_a_server_started_right_after_the_parent_is_killed_gets_the_grpc_port(
+    tmp_path: Path,
+) -> None:
+    """Round 40: after `kill -9` of the parent, a worker still finishing an upload kept the
+    gRPC port listening until the upload ended (here its 408 at the body timeout), and a new
+    server started then was refused (`cannot listen on ...: Address already in use`). Now a
+    stopping worker takes no new gRPC call and lets the port go at once; the upload still
+    gets its answer."""
+    grpc_port = free_port()
+    env = grpc_env(grpc_port, 2, IMGCLASS_BODY_TIMEOUT_S="8")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    with live_server(tmp_path / "old", env, entry="app") as old:
+        parent = psutil.Process(_server_pid(old.port))
+        workers = _workers(parent.pid)
+        with socket.create_connection(("127.0.0.1", old.port)) as upload:
+            upload.sendall(
+                b"POST /v1/models/digits/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: image/png\r\nContent-Length: 100000\r\n\r\n\x89PNG"
+            )
+            time.sleep(0.5)  # in flight in one worker
+            parent.kill()
+            t0 = time.monotonic()
+            _wait(
+                lambda: not any(
+                    c.laddr.port == grpc_port for w in workers if w.is_running()
+                    for c in _listening(w)
+                ),
+                2,
+                "the old workers to let the gRPC port go",
+            )  # fmt: skip
+            assert any(w.is_running() for w in workers)  # the upload is still in flight
+            with live_server(tmp_path / "new", env, entry="app"):
+                with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                    check = channel.unary_unary("/grpc.health.v1.Health/Check")
+                    assert check(b"", timeout=5) == b"\x08\x01"  # SERVING: the new server
+                upload.settimeout(10)
+                answer = upload.recv(64)
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            assert time.monotonic() - t0 < 10
+        _gone, alive = psutil.wait_procs(workers, timeout=5)
+        assert alive == []
