@@ -5,6 +5,7 @@ registry's."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -43,6 +44,8 @@ def shipped_folders(models_dir: Path, enabled: set[str]) -> list[Path]:
     try:
         dirs = sorted(p for p in models_dir.iterdir() if not p.name.startswith("."))
     except OSError as exc:  # unreadable now (start-up checks it: python -m app stops at once)
+        if exc.errno in (errno.EMFILE, errno.ENFILE):  # for now: the refresh is tried again
+            raise  # (round 42: every bundle was dropped, 503 "still loading" once fds were back)
         logger.error("cannot list the models folder %s: %s", models_dir, exc.strerror or exc)
         return []
     if enabled:

@@ -143,6 +143,15 @@ def database_gone() -> StorageUnavailable:
     )
 
 
+def out_of_descriptors(exc: BaseException) -> ServiceError | None:
+    """The 503 to retry when `exc` is the process (or system) out of file descriptors, else
+    None. Wherever it comes from (a module Pillow imports on the first picture of a kind, a
+    file a decoder opens), it is the server's state, never the request's fault."""
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+        return storage_error(exc)
+    return None
+
+
 def storage_error(exc: BaseException) -> ServiceError | None:
     """The client-facing error for a failing data folder (disk full, read-only, no
     permission, database locked, database removed or damaged under the running server), or

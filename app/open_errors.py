@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from app.decode_guard import bmp_compression
 from app.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from app.fsutil import out_of_descriptors
 from app.tiff_fields import TIFF_SAMPLES_ACCEPTED, tiff_sample_format
 
 
 def unreadable_header(fmt: str, data: bytes, exc: BaseException, accepted: str) -> ServiceError:
+    busy = out_of_descriptors(exc)  # round 42: a valid PNG was a 422 "damaged header"
+    if busy is not None:
+        return busy
     said = str(exc)
     if fmt == "PNG" and "Decompressed" in said:  # Pillow's MAX_TEXT_CHUNK guard
         return PayloadTooLarge(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -340,3 +344,97 @@ def test_the_service_folders_are_made_and_recorded_when_the_app_is_built(
     (data / "teach").rename(tmp_path / "teach-away")
     (data / "teach").mkdir()  # another folder in its place: still noticed
     assert not app.state.data_folders[SERVICE_FOLDERS.index("teach") + 1].intact()
+
+
+@contextlib.contextmanager
+def _no_descriptors_free() -> Iterator[None]:
+    """Every file descriptor of this process taken (a soft limit of 64), then given back."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    held: list[int] = []
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_refresh_out_of_file_descriptors_keeps_the_served_bundles(
+    tiny_models_dir: Path,
+) -> None:
+    """Round 42: a worker out of descriptors could not list the models folder, took it for
+    empty and dropped every bundle ("removed from disk"); once descriptors were back, predict
+    answered 503 "still loading" until they had loaded again. The refresh now fails (and is
+    tried again) and the bundles stay served."""
+    from app.registry import ModelRegistry
+
+    reg = ModelRegistry(tiny_models_dir, providers="cpu", warmup_runs=0)
+    reg.load_all()
+    assert reg.get("tiny").model is not None
+    with _no_descriptors_free(), pytest.raises(OSError) as caught:
+        reg.refresh()
+    assert caught.value.errno == errno.EMFILE
+    assert reg.get("tiny").model is not None  # still served, nothing to reload
+
+
+def _png(side: int) -> bytes:
+    """A gray PNG made without Pillow (which would import its PNG plugin)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    rows = b"".join(b"\0" + bytes([9] * side) for _ in range(side))
+    head = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", head)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + (chunk(b"IEND", b""))
+    )
+
+
+def test_a_valid_picture_opened_out_of_file_descriptors_is_a_503_not_a_422(
+    tmp_path: Path,
+) -> None:
+    """Round 42: Pillow imports a format's plugin on its first picture; out of descriptors
+    that import failed and a valid PNG was answered 422 "damaged header". A fresh interpreter,
+    in which no plugin is imported yet."""
+    picture = tmp_path / "gray.png"
+    picture.write_bytes(_png(28))
+    script = f"""
+import os, resource
+from app.errors import ServiceError
+from app.image_limits import ImageLimits
+from app.imaging import open_image
+data = open({str(picture)!r}, "rb").read()
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+try:
+    open_image(data, ImageLimits())
+    answer = "opened"
+except ServiceError as exc:
+    answer = f"{{exc.status}} {{exc.detail}}"
+for fd in held:
+    os.close(fd)
+print(answer)
+print(open_image(data, ImageLimits())[0].size)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    said, size = done.stdout.splitlines()[-2:]
+    assert said.startswith("503 The server has no file descriptors free"), said
+    assert size == "(28, 28)"  # the same picture once descriptors are free
