@@ -12,6 +12,8 @@ over the old, smaller map, so every later new series in that process failed for 
 from __future__ import annotations
 
 import errno
+import hashlib
+import inspect
 import logging
 import mmap
 import os
@@ -58,10 +60,24 @@ class _GrowingSafely(mmap_dict.MmapedDict):
         self._positions[key] = self._used - 16
 
 
-def install() -> None:
+# sha256 of the library's `MmapedDict._init_value` source that `_GrowingSafely` rewrites
+# (prometheus-client 0.26.0): another version's layout code is left as it is.
+_REWRITTEN: Final = "b07be9310c2735ae5fcc781bbd42b025ed12f193c02542df6d274b84c3a07d0e"
+
+
+def install(rewritten: str = _REWRITTEN) -> bool:
     """Use `_GrowingSafely` for the files this process opens from now on (before its first
-    metric: app.telemetry calls this on import)."""
+    metric: app.telemetry calls this on import), only when the library's method is the one it
+    rewrites (`rewritten`); True when it does."""
+    try:
+        source = inspect.getsource(mmap_dict.MmapedDict._init_value)
+    except (OSError, TypeError, AttributeError):  # no source shipped: keep the library's
+        return False
+    if hashlib.sha256(source.encode()).hexdigest() != rewritten:
+        logger.debug("prometheus-client's MmapedDict differs from the one checked; kept as is")
+        return False
     values.MmapedDict = _GrowingSafely  # type: ignore[attr-defined]
+    return True
 
 
 class _Deferred:

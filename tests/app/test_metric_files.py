@@ -75,3 +75,23 @@ def test_metric_updates_without_a_file_descriptor_wait_and_are_applied_once_one_
     assert "Traceback" not in done.stderr
     warnings = [line for line in done.stderr.splitlines() if "no file descriptor free" in line]
     assert len(warnings) <= 1, done.stderr[-2000:]
+
+
+def test_the_safe_growth_replaces_only_the_library_method_it_was_written_against() -> None:
+    """`_GrowingSafely` rewrites prometheus-client's private layout code: another version's
+    (a different source) keeps the library's own class, so an upgrade cannot break every
+    metric update. The installed version is the one checked (else this fails: check the new
+    `MmapedDict._init_value`, then update `_REWRITTEN`)."""
+    from prometheus_client import mmap_dict, values
+
+    from app import metric_files, telemetry
+
+    assert telemetry.update is metric_files.update
+    assert values.MmapedDict is metric_files._GrowingSafely  # installed by app.telemetry
+    values.MmapedDict = mmap_dict.MmapedDict  # type: ignore[attr-defined]
+    try:
+        assert metric_files.install("0" * 64) is False
+        assert values.MmapedDict is mmap_dict.MmapedDict  # type: ignore[attr-defined]
+        assert metric_files.install() is True
+    finally:
+        values.MmapedDict = metric_files._GrowingSafely  # type: ignore[attr-defined]
