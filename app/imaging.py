@@ -41,6 +41,7 @@ from app.formats import ACCEPTED_FORMATS as ACCEPTED_FORMATS
 from app.formats import ACCEPTED_TEXT as ACCEPTED_TEXT
 from app.formats import avif_refusal, heif_refusal
 from app.formats import sniff_format as sniff_format
+from app.fsutil import out_of_descriptors
 from app.heavy_decode import heavy_slot, whole_cost
 from app.image_limits import ImageLimits as ImageLimits
 from app.image_limits import kind_of, pixel_limit, too_many_pixels
@@ -221,7 +222,10 @@ _SWAPS_SIDES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the pictur
 _WHOLE: Final = "TIFF decoded whole"  # one app.tiff_bands cannot split: its own limit
 
 
-def _decode_failed(fmt: str, exc: BaseException) -> InvalidImage:
+def _decode_failed(fmt: str, exc: BaseException) -> ServiceError:
+    busy = out_of_descriptors(exc)  # the server's state (a decoder's module or file), a 503
+    if busy is not None:
+        return busy
     logger.info("%s decode failed: %s: %s", fmt, type(exc).__name__, exc)
     return InvalidImage(
         f"The {fmt} image is damaged or truncated and could not be decoded. "

@@ -438,3 +438,15 @@ print(open_image(data, ImageLimits())[0].size)
     said, size = done.stdout.splitlines()[-2:]
     assert said.startswith("503 The server has no file descriptors free"), said
     assert size == "(28, 28)"  # the same picture once descriptors are free
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE])
+def test_a_decoder_out_of_file_descriptors_is_a_503_not_a_damaged_picture(code: int) -> None:
+    """Round 42: past the header, a decoder that could not open what it needs (a module, a
+    file) for want of a descriptor was answered 422 "damaged or truncated"."""
+    from app import imaging
+
+    answer = imaging._decode_failed("PNG", OSError(code, os.strerror(code)))
+    assert isinstance(answer, StorageUnavailable) and answer.status == 503
+    damaged = imaging._decode_failed("PNG", OSError(errno.EIO, "broken data stream"))
+    assert damaged.status == 422
