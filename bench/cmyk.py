@@ -53,7 +53,9 @@ def inks(rgb: Image.Image) -> Image.Image:
 def transform() -> ImageCms.ImageCmsTransform:
     profile = ImageCms.ImageCmsProfile(io.BytesIO(cmyk_profile()))
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-    return ImageCms.buildTransform(profile, srgb, "CMYK", "RGB", renderingIntent=0)
+    return ImageCms.buildTransform(
+        profile, srgb, "CMYK", "RGB", renderingIntent=ImageCms.Intent.PERCEPTUAL
+    )
 
 
 def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
@@ -72,7 +74,7 @@ def cost(runs: int) -> None:
     print("| picture | no profile | CMYK profile | every drafted pixel converted |")
     print("| --- | --- | --- | --- |")
     for name, size in SIZES.items():
-        cmyk = inks(photo.resize(size, Image.BILINEAR))
+        cmyk = inks(photo.resize(size, Image.Resampling.BILINEAR))
         files = {}
         for icc in (None, cmyk_profile()):
             buf = io.BytesIO()
@@ -120,8 +122,10 @@ def difference() -> None:
         for path in files:
             c = inks(Image.open(path))
             c = c.crop((0, 0, c.width // factor * factor, c.height // factor * factor))
-            first = ImageCms.applyTransform(c, t).reduce(factor)
-            after = ImageCms.applyTransform(c.reduce(factor), t)
+            converted, reduced = ImageCms.applyTransform(c, t), c.reduce(factor)
+            after = ImageCms.applyTransform(reduced, t)
+            assert converted is not None and after is not None  # not in place
+            first = converted.reduce(factor)
             levels.append(np.abs(np.asarray(first).astype(int) - np.asarray(after)).max(-1).ravel())
             de.append(np.sqrt(((lab(first) - lab(after)) ** 2).sum(-1)).ravel())
         lv, d = np.concatenate(levels), np.concatenate(de)
