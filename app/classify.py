@@ -70,23 +70,33 @@ def top_k_predictions(
     return [Prediction(label=labels[i], index=int(i), score=float(probs[i])) for i in order]
 
 
-def binary_decision(loaded: LoadedModel, probs: npt.NDArray[np.float32]) -> Decision | None:
-    """Apply a binary model's calibrated threshold, when its metadata records one."""
+def yes_no_rule(loaded: LoadedModel) -> tuple[str, float] | None:
+    """(positive label, calibrated threshold) of a yes/no model: a two-class model whose
+    metadata records both; None for every other model (they answer no decision)."""
     bundle = loaded.model.bundle
     m = bundle.metadata.primary_metrics
     if m is None or m.threshold is None or m.positive_label is None:
         return None
     if m.positive_label not in bundle.labels or len(bundle.labels) != 2:
         return None
-    pos = bundle.labels.index(m.positive_label)
-    neg_label = bundle.labels[1 - pos]
+    return m.positive_label, m.threshold
+
+
+def binary_decision(loaded: LoadedModel, probs: npt.NDArray[np.float32]) -> Decision | None:
+    """Apply a binary model's calibrated threshold, when its metadata records one."""
+    rule = yes_no_rule(loaded)
+    if rule is None:
+        return None
+    positive_label, threshold = rule
+    labels = loaded.model.bundle.labels
+    pos = labels.index(positive_label)
     score = float(probs[pos])
-    positive = score >= m.threshold
+    positive = score >= threshold
     return Decision(
-        label=m.positive_label if positive else neg_label,
-        positive_label=m.positive_label,
+        label=positive_label if positive else labels[1 - pos],
+        positive_label=positive_label,
         positive_score=score,
-        threshold=m.threshold,
+        threshold=threshold,
         is_positive=positive,
     )
 

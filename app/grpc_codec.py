@@ -115,10 +115,24 @@ def _classification(o: Any) -> int:
 def response_message(name: str, version: str, req_id: str | None, outs: list[OutputTensor]) -> Any:
     response = pb.ModelInferResponse(model_name=name, model_version=version, id=req_id or "")
     for o in outs:
-        response.outputs.add(name=o.name, datatype=o.datatype, shape=o.shape)
+        tensor = response.outputs.add(name=o.name, datatype=o.datatype, shape=o.shape)
+        for key, value in o.parameters.items():  # `decision`'s threshold and positive label
+            _set_param(tensor.parameters[key], value)
         if o.items is not None:
             response.raw_output_contents.append(serialize_bytes(o.items))
         else:
             assert o.array is not None
             response.raw_output_contents.append(o.array.astype("<f4").tobytes())
     return response
+
+
+def _set_param(param: Any, value: object) -> None:
+    """An InferParameter from a JSON parameter value (a string, a number or a boolean)."""
+    if isinstance(value, bool):
+        param.bool_param = value
+    elif isinstance(value, int):
+        param.int64_param = value
+    elif isinstance(value, float):
+        param.double_param = value
+    else:
+        param.string_param = str(value)

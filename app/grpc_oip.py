@@ -2,8 +2,8 @@
 and Triton (message classes from the `tritonclient` package's generated modules), beside the
 HTTP/REST binding in app/api/v2.py and sharing its rules: the same model lookup (`name` plus
 an optional version), inputs (`image` as BYTES holding encoded image files, or the model's FP32
-NHWC tensor), outputs (`probs`, `embedding`, the classification extension), ingestion policy,
-limits, queue, batching and deadline.
+NHWC tensor), outputs (`probs`, `embedding`, `decision`, the classification extension),
+ingestion policy, limits, queue, batching and deadline.
 
 Off unless IMGCLASS_GRPC_PORT is set. Each server process runs one gRPC server on its own
 threads (grpcio's synchronous server: the event loop may be uvloop, which grpc.aio does not
@@ -42,7 +42,7 @@ from app import __version__
 from app.api.body_budget import BodyBudget
 from app.api.deps import key_matches
 from app.api.health import server_ready
-from app.api.v2 import EXTENSIONS, _batch, _metadata, _model, _outputs
+from app.api.v2 import EXTENSIONS, _batch, _metadata, _model
 from app.batching import Schedulers
 from app.draining import stopping
 from app.errors import (
@@ -64,6 +64,7 @@ from app.grpc_health import (
 )
 from app.grpc_ports import PortRelease, bind, check_grpc_port, server_options
 from app.grpc_watchdog import CallGate, MessageWatchdog
+from app.oip_outputs import outputs
 from app.registry import ModelRegistry
 from app.serve import STOP_AFTER_BODY_S
 from app.settings import Settings
@@ -298,7 +299,7 @@ class OipServicer:
             return (await scheduler.submit_tensor(tensor.array, deadline=due)).output
 
         out = self._on_loop(context, run(), wait_s + 1.0)
-        outs = _outputs(req, loaded, out.probs, out.embedding)
+        outs = outputs(req, loaded, out.probs, out.embedding)
         return response_message(meta.name, meta.version, req.id, outs)
 
 

@@ -12,7 +12,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -27,7 +26,6 @@ from app.api.forms import read_body
 from app.api.health import server_ready
 from app.api.heavy_bodies import HeavyBodyGate
 from app.batching import Schedulers
-from app.classify import top_k_predictions
 from app.errors import (
     BadRequest,
     ModelNotFound,
@@ -46,7 +44,8 @@ from app.oip import (
     InputTensor,
     parse_infer_request,
 )
-from app.oip_response import OutputTensor, encode_response
+from app.oip_outputs import decision_metadata, outputs
+from app.oip_response import encode_response
 from app.registry import LoadedModel, ModelRegistry
 from app.settings import Settings
 
@@ -148,11 +147,14 @@ def ready(registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
 def _metadata(loaded: LoadedModel, versions: list[str]) -> dict[str, Any]:
     meta = loaded.model.bundle.metadata
     spec = meta.input
-    outputs = [{"name": meta.outputs.probs.name, "datatype": FP32, "shape": [-1, meta.num_classes]}]
+    outs = [{"name": meta.outputs.probs.name, "datatype": FP32, "shape": [-1, meta.num_classes]}]
     if meta.outputs.embedding is not None:
         emb = meta.outputs.embedding
-        outputs.append({"name": emb.name, "datatype": FP32, "shape": [-1, emb.dim]})
-    return {
+        outs.append({"name": emb.name, "datatype": FP32, "shape": [-1, emb.dim]})
+    decision = decision_metadata(loaded)  # a yes/no model: /v1's verdict, its threshold
+    if decision is not None:
+        outs.append(decision)
+    doc: dict[str, Any] = {
         "name": meta.name,
         "versions": versions or [meta.version],  # every version /versions/{v} can address
         "platform": "onnxruntime_onnx",
@@ -173,8 +175,11 @@ def _metadata(loaded: LoadedModel, versions: list[str]) -> dict[str, Any]:
                 },
             }
         ],
-        "outputs": outputs,
+        "outputs": outs,
     }
+    if decision is not None:
+        doc["parameters"] = decision["parameters"]
+    return doc
 
 
 @router.get("/models/{name}", dependencies=[ReadAuth])
@@ -271,49 +276,6 @@ def _batch(req: InferRequest, loaded: LoadedModel, settings: Settings) -> InputT
     return tensor
 
 
-def _outputs(
-    req: InferRequest,
-    loaded: LoadedModel,
-    probs: npt.NDArray[np.float32],
-    embedding: npt.NDArray[np.float32] | None,
-) -> list[OutputTensor]:
-    meta = loaded.model.bundle.metadata
-    labels = loaded.model.bundle.labels
-    available: dict[str, npt.NDArray[np.float32]] = {meta.outputs.probs.name: probs}
-    if embedding is not None and meta.outputs.embedding is not None:
-        available[meta.outputs.embedding.name] = embedding
-    wanted = req.outputs
-    if wanted is None:
-        return [
-            OutputTensor(n, FP32, list(a.shape), array=a, binary=req.binary_output)
-            for n, a in available.items()
-        ]
-    outs: list[OutputTensor] = []
-    for w in wanted:
-        if w.name not in available:
-            raise BadRequest(
-                f"Model {loaded.name!r} has no output {w.name!r}; "
-                f"available: {', '.join(available)}."
-            )
-        # An output's own `binary_data` overrides the request's `binary_data_output` (binary
-        # tensor data extension), false included.
-        binary = req.binary_output if w.binary is None else w.binary
-        if w.classification == 0:
-            arr = available[w.name]
-            outs.append(OutputTensor(w.name, FP32, list(arr.shape), array=arr, binary=binary))
-            continue
-        if w.name != meta.outputs.probs.name:
-            raise BadRequest(f"Classification applies to {meta.outputs.probs.name!r} only.")
-        k = min(w.classification, meta.num_classes)
-        items = [
-            f"{p.score:f}:{p.index}:{p.label}".encode()
-            for row in probs
-            for p in top_k_predictions(row, labels, k)
-        ]
-        outs.append(OutputTensor(w.name, BYTES, [probs.shape[0], k], items=items, binary=binary))
-    return outs
-
-
 @router.post("/models/{name}/infer", dependencies=[ReadAuth])
 @router.post("/models/{name}/versions/{version}/infer", dependencies=[ReadAuth])
 async def infer(
@@ -324,7 +286,8 @@ async def infer(
     version: str | None = None,
 ) -> Response:
     """Inference: `image` as BYTES (encoded files) or FP32 (NHWC input tensor); outputs
-    `probs`, `embedding` (when the bundle has one) and the classification extension."""
+    `probs`, `embedding` (when the bundle has one), `decision` (a yes/no model: the label /v1
+    decides at the model's threshold) and the classification extension."""
     loaded = _model(registry, name, version)
     meta = loaded.model.bundle.metadata
     schedulers: Schedulers = request.app.state.schedulers
@@ -344,7 +307,7 @@ async def infer(
         job = scheduler.submit_tensor(tensor.array, deadline=due)
     out = (await unless_gone(request, job)).output
     content, header_len = encode_response(
-        meta.name, meta.version, req.id, _outputs(req, loaded, out.probs, out.embedding)
+        meta.name, meta.version, req.id, outputs(req, loaded, out.probs, out.embedding)
     )
     if header_len is None:
         return Response(content, media_type="application/json")

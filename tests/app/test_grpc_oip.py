@@ -43,7 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
     port = free_port()
     env = {
         "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
-        "IMGCLASS_ENABLED_MODELS": '["imagenet", "digits"]',
+        "IMGCLASS_ENABLED_MODELS": '["imagenet", "digits", "santa"]',
         "IMGCLASS_LOAD_IN_BACKGROUND": "false",
         "IMGCLASS_WORKERS": "2",
         "IMGCLASS_GRPC_PORT": str(port),
@@ -120,6 +120,34 @@ def test_health_and_metadata(client: grpcclient.InferenceServerClient) -> None:
     assert code == "StatusCode.NOT_FOUND" and "nope" in msg
     code, _ = status_of(lambda: client.is_model_ready("nope", headers=AUTH))
     assert code == "StatusCode.NOT_FOUND"
+
+
+def test_a_yes_no_model_answers_v1s_decision_with_its_threshold(
+    client: grpcclient.InferenceServerClient, server: tuple[LiveServer, int]
+) -> None:
+    """`santa` decides at its calibrated threshold (0.5286) on /v1: over gRPC, model metadata
+    lists the `decision` output (the protocol's message has no parameters) and the answer
+    carries /v1's verdicts, with the threshold and positive label as the output's parameters."""
+    model = client.get_model_metadata("santa", headers=AUTH)
+    assert ("decision", "BYTES", [-1]) in [
+        (t.name, t.datatype, list(t.shape)) for t in model.outputs
+    ]
+    images = [photo(p) for p in PHOTOS]
+    files = [("file", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(images)]
+    base = server[0].base
+    v1 = httpx.post(f"{base}/v1/models/santa/predict", files=files, headers=AUTH, timeout=60)
+    expected = [res["decision"]["label"] for res in v1.json()["results"]]
+    result = client.infer("santa", [files_input(images)], headers=AUTH)
+    assert [b.decode() for b in result.as_numpy("decision")] == expected
+    out = result.get_output("decision")
+    assert (out.datatype, list(out.shape)) == ("BYTES", [len(images)])
+    assert out.parameters["threshold"].double_param == 0.5286
+    assert out.parameters["positive_label"].string_param == "santa"
+    probs = result.as_numpy("probs")
+    assert expected == ["santa" if p[1] >= 0.5286 else "not_santa" for p in probs]
+    asked = [grpcclient.InferRequestedOutput("decision")]
+    only = client.infer("santa", [files_input(images)], outputs=asked, headers=AUTH)
+    assert [o.name for o in only.get_response().outputs] == ["decision"]
 
 
 def test_standard_health_service_on_the_wire(server: tuple[LiveServer, int]) -> None:

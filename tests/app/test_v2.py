@@ -41,7 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("v2")
     env = {
         "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
-        "IMGCLASS_ENABLED_MODELS": '["imagenet", "digits", "products"]',
+        "IMGCLASS_ENABLED_MODELS": '["imagenet", "digits", "products", "santa"]',
         "IMGCLASS_LOAD_IN_BACKGROUND": "false",
         "IMGCLASS_MAX_BATCH_IMAGES": str(MAX_BATCH),
         "IMGCLASS_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
@@ -110,6 +110,79 @@ def test_health_and_metadata_through_tritonclient(
     assert image["parameters"]["also_accepts"].startswith("FP32 [-1,224,224,3] NHWC")
     outputs = {o["name"]: o["shape"] for o in meta["outputs"]}
     assert outputs == {"probs": [-1, 1000], "embedding": [-1, 1280]}
+
+
+def santa_pictures() -> list[bytes]:
+    """A real photo and a drawn red-and-white figure (generated here), as /v1 and /v2 take them."""
+    from io import BytesIO
+
+    from PIL import Image, ImageDraw
+
+    drawn = Image.new("RGB", (160, 160), "white")
+    draw = ImageDraw.Draw(drawn)
+    draw.ellipse((30, 50, 130, 150), fill=(200, 20, 30))  # coat
+    draw.ellipse((55, 25, 105, 75), fill=(240, 200, 170))  # face
+    draw.polygon([(50, 35), (110, 35), (80, 0)], fill=(200, 20, 30))  # hat
+    draw.ellipse((55, 55, 105, 100), fill="white")  # beard
+    buf = BytesIO()
+    drawn.save(buf, "PNG")
+    return [photo(PHOTOS[0]), buf.getvalue()]
+
+
+def text(cell: bytes | str) -> str:  # tritonclient: BYTES as bytes (binary) or str (JSON)
+    return cell.decode() if isinstance(cell, bytes) else cell
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_a_yes_no_model_answers_v1s_decision_and_threshold(
+    client: httpclient.InferenceServerClient, server: LiveServer, binary: bool
+) -> None:
+    """`santa` decides at its calibrated threshold on /v1 (0.5286, not argmax's 0.5): /v2 says
+    that threshold in the model's metadata and answers the same verdict as `decision`."""
+    meta = client.get_model_metadata("santa")
+    rule = {"positive_label": "santa", "threshold": 0.5286}
+    assert meta["parameters"] == rule
+    assert {"name": "decision", "datatype": "BYTES", "shape": [-1], "parameters": rule} in meta[
+        "outputs"
+    ]
+    images = santa_pictures()
+    files = [("file", (f"{i}.png", b, "image/png")) for i, b in enumerate(images)]
+    v1 = httpx.post(f"{server.base}/v1/models/santa/predict", files=files, timeout=60).json()
+    expected = [res["decision"]["label"] for res in v1["results"]]
+    result = client.infer("santa", [bytes_input(images, binary)])  # no outputs: every one
+    got = [text(b) for b in result.as_numpy("decision")]
+    assert got == expected, v1
+    out = result.get_output("decision")
+    assert (out["datatype"], out["shape"]) == ("BYTES", [2])
+    assert {k: out["parameters"][k] for k in rule} == rule
+    probs = result.as_numpy("probs")
+    assert got == ["santa" if p[1] >= 0.5286 else "not_santa" for p in probs]
+    # Asked for by name, alone or beside others, in the order asked
+    only = client.infer(
+        "santa",
+        [bytes_input(images, binary)],
+        outputs=[httpclient.InferRequestedOutput("decision", binary_data=binary)],
+    )
+    assert [o["name"] for o in only.get_response()["outputs"]] == ["decision"]
+    assert [text(b) for b in only.as_numpy("decision")] == expected
+    probs_only = client.infer(
+        "santa", [bytes_input(images, binary)], outputs=[httpclient.InferRequestedOutput("probs")]
+    )
+    assert [o["name"] for o in probs_only.get_response()["outputs"]] == ["probs"]
+    with pytest.raises(InferenceServerException, match="Classification applies to 'probs' only"):
+        client.infer(
+            "santa",
+            [bytes_input(images, binary)],
+            outputs=[httpclient.InferRequestedOutput("decision", class_count=1)],
+        )
+    # A model with no threshold (imagenet) has neither
+    assert "parameters" not in client.get_model_metadata("imagenet")
+    with pytest.raises(InferenceServerException, match="no output 'decision'"):
+        client.infer(
+            "imagenet",
+            [bytes_input(images[:1], binary)],
+            outputs=[httpclient.InferRequestedOutput("decision")],
+        )
 
 
 @pytest.mark.parametrize(  # JSON: 1.5 s, full runs only
