@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.big_answers import AnswerGate
 from app.api.catalogs.items import SKIP_DUPLICATES_TEXT
+from app.api.catalogs.openapi import ERRORS
 from app.api.deps import CatalogsDep, ReadAuth, RegistryDep, SettingsDep, WriteAuth
 from app.api.disconnect import ClientGone, unless_gone
 from app.api.embed_gate import embed_gate, embed_slot
@@ -194,7 +195,7 @@ async def train(
 
 
 @router.post(
-    "/v1/catalogs/{catalog}/items:zip",
+    "/v1/catalogs/{name}/items:zip",
     response_model=ZipIngested,
     dependencies=[WriteAuth],
     openapi_extra={
@@ -204,10 +205,18 @@ async def train(
             "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
         }
     },
-    responses={404: {"description": "unknown catalog"}, 413: {"description": "zip too big"}},
+    responses={
+        **ERRORS,
+        409: {"description": "stale catalog: the served model is not the build it was made with"},
+        413: {
+            "description": "the zip over IMGCLASS_TEACH_MAX_ZIP_BYTES, or more entries, images "
+            "or unpacked bytes than the caps allow"
+        },
+        422: {"description": "not a readable zip (an image sent here, say), or one of no files"},
+    },
 )
 async def add_zip(
-    catalog: str,
+    name: str,
     request: Request,
     service: CatalogsDep,
     settings: SettingsDep,
@@ -219,9 +228,9 @@ async def add_zip(
     ratio. With `skip_duplicates=true` an image that copies an item of the same label (e.g.
     the zip sent again after an upload cut off mid-way) is left out and listed."""
     # 404 before reading the body; 409 when the catalog's model was replaced by another build
-    await run_in_threadpool(lambda: service.bound_model(service.get(catalog)))
+    await run_in_threadpool(lambda: service.bound_model(service.get(name)))
     await embed_gate(request).refuse_if_full()  # 503 before the body when the gate is full
-    return await _add_zip(catalog, request, service, settings, skip_duplicates)
+    return await _add_zip(name, request, service, settings, skip_duplicates)
 
 
 async def _add_zip(
