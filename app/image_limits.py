@@ -3,6 +3,7 @@ say which was passed."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Final
 
@@ -138,3 +139,18 @@ def too_many_pixels(
         else f"The image is {w}x{h} = {w * h:,} pixels; the limit is {limit:,}.",
         limit_pixels=limit,
     )
+
+
+def over_pillows_limit(fmt: str, data: bytes, limits: ImageLimits) -> PayloadTooLarge:
+    """A header declaring more than twice Pillow's own pixel limit, which Image.open refuses
+    before it says the size: the same words as every other image over the limit, with the
+    size the header declares (read again by the format's parser alone: the header only)."""
+    try:
+        factory = Image.OPEN[fmt][0]
+        w, h = factory(io.BytesIO(data), "").size
+    except Exception:  # the refusal stands without the size
+        return PayloadTooLarge(
+            f"The image's header declares more than {limits.max_pixels:,} pixels, the limit.",
+            limit_pixels=limits.max_pixels,
+        )
+    return too_many_pixels(w, h, limits)

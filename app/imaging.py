@@ -44,7 +44,7 @@ from app.formats import sniff_format as sniff_format
 from app.fsutil import out_of_descriptors
 from app.heavy_decode import heavy_slot, whole_cost
 from app.image_limits import ImageLimits as ImageLimits
-from app.image_limits import kind_of, pixel_limit, too_many_pixels
+from app.image_limits import kind_of, over_pillows_limit, pixel_limit, too_many_pixels
 from app.nclx import nclx_codes
 from app.not_image import describe
 from app.open_errors import unreadable_header
@@ -199,11 +199,8 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, _Facts, s
             img = Image.open(io.BytesIO(data), formats=[fmt])
             if facts.one_feed:
                 img.decodermaxblock = max(img.decodermaxblock, len(data))
-    except Image.DecompressionBombError as exc:
-        raise PayloadTooLarge(
-            f"The image's dimensions exceed the limit of {limits.max_pixels:,} pixels.",
-            limit_pixels=limits.max_pixels,
-        ) from exc
+    except Image.DecompressionBombError as exc:  # said before the size: read it again
+        raise over_pillows_limit(fmt, data, limits) from exc
     except Exception as exc:  # Pillow's parsers raise many types on crafted headers
         logger.info("%s header unreadable: %s: %s", fmt, type(exc).__name__, exc)
         raise unreadable_header(fmt, data, exc, ACCEPTED_TEXT) from None

@@ -243,3 +243,28 @@ def test_a_jpeg_of_more_than_8_bits_a_sample_is_a_415_saying_so(bits: int) -> No
         assert raised.value.detail.startswith(f"The JPEG has {bits}-bit samples;"), (
             raised.value.detail
         )
+
+
+def _declaring(fmt: str, w: int, h: int) -> bytes:
+    """A file of a few dozen bytes whose header declares w x h pixels."""
+    if fmt == "PNG":
+        ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        idat = png_chunk(b"IDAT", zlib.compress(b"\0" * 4))
+        return b"\x89PNG\r\n\x1a\n" + ihdr + idat + png_chunk(b"IEND", b"")
+    screen = struct.pack("<HHBBB", w, h, 0, 0, 0)  # GIF: no colour table
+    image = b"," + struct.pack("<HHHHB", 0, 0, w, h, 0) + b"\x02\x02\x44\x01\x00;"
+    return b"GIF89a" + screen + image
+
+
+@pytest.mark.parametrize(("fmt", "w", "h"), [("PNG", 100_000, 100_000), ("GIF", 65_535, 3_000)])
+def test_a_tiny_file_declaring_huge_dimensions_is_told_its_size(fmt: str, w: int, h: int) -> None:
+    """Past twice Pillow's own limit (179 million pixels) Pillow refuses the file before it
+    says its size: the 413 said only "The image's dimensions exceed the limit of 40,000,000
+    pixels". It says the declared size, as every other image over the limit is told."""
+    data = _declaring(fmt, w, h)
+    assert len(data) < 100
+    with pytest.raises(PayloadTooLarge) as raised:
+        prepare(data, RGB, ImageLimits())
+    detail = raised.value.detail
+    assert detail == f"The image is {w}x{h} = {w * h:,} pixels; the limit is 40,000,000.", detail
+    assert raised.value.extra["limit_pixels"] == 40_000_000
