@@ -171,3 +171,9 @@ def too_complex(fmt: str, what: str, usual: str) -> PayloadTooLarge:
         f"The {fmt} file has {what} (ordinary files have {usual}); reading them would take "
         "too long, so it is refused.",
     )
+
+
+def batch_position(i: int, name: str | None = None) -> str:
+    """How a detail names the image at 0-based position i of a batch: counted from 1, as people
+    count, with the problem's own `image_index` beside it so the two never seem to disagree."""
+    return f"image {i + 1} (" + (f"{name!r}, " if name else "") + f"image_index {i})"

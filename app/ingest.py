@@ -14,7 +14,7 @@ from PIL import Image
 from app.bundle import InputSpec, ResizeSpec
 from app.cores import cores_per_worker
 from app.decode_guard import DecodeBudget
-from app.errors import ServiceError
+from app.errors import ServiceError, batch_position
 from app.imaging import ImageInfo, ImageLimits, PreparedImage, check_request, decode, prepare
 from app.settings import Settings
 
@@ -36,7 +36,7 @@ def limits_from(settings: Settings) -> ImageLimits:
 def _name_image(exc: ServiceError, i: int, n: int, filenames: Sequence[str | None] | None) -> None:
     if n > 1:
         name = filenames[i] if filenames else None
-        exc.detail = f"image {i + 1}" + (f" ({name!r})" if name else "") + f": {exc.detail}"
+        exc.detail = f"{batch_position(i, name)}: {exc.detail}"
         exc.extra["image_index"] = i
 
 

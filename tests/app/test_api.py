@@ -248,8 +248,21 @@ def test_multipart_without_file_part(client: TestClient) -> None:
 def test_bad_image_in_batch_names_it(client: TestClient) -> None:
     png = encode(Image.new("L", (28, 28)), "PNG")
     files = [("file", ("ok.png", png, "image/png")), ("file", ("bad.png", b"nope", "image/png"))]
-    body = assert_problem(client.post(PREDICT, files=files), 415, "image 2 ('bad.png')")
+    body = assert_problem(
+        client.post(PREDICT, files=files), 415, "image 2 ('bad.png', image_index 1)"
+    )
     assert body["image_index"] == 1
+
+
+def test_a_batch_error_counts_the_image_as_its_image_index_does(client: TestClient) -> None:
+    """A walkthrough: a text file first in a batch was "image 1 ('text.jpg')" in the detail and
+    `image_index` 0 in the problem, as if they disagreed. The detail says both numbers."""
+    png = encode(Image.new("L", (28, 28)), "PNG")
+    files = [("file", ("text.jpg", b"hello", "image/jpeg")), ("file", ("ok.png", png, "image/png"))]
+    body = assert_problem(
+        client.post(PREDICT, files=files), 415, "image 1 ('text.jpg', image_index 0): "
+    )
+    assert body["image_index"] == 0
 
 
 def test_cmyk_jpeg_accepted(client: TestClient, photos_dir: Path) -> None:

@@ -25,7 +25,7 @@ from app.api.stored_file import (
 from app.api.uploads import read_uploads, uploads_from
 from app.catalog.service import CatalogService
 from app.catalog.types import ItemRecord
-from app.errors import InvalidRequest, UnsupportedMediaType
+from app.errors import InvalidRequest, UnsupportedMediaType, batch_position
 from app.imaging import ACCEPTED_FORMATS, ACCEPTED_TEXT
 from app.not_image import is_zip
 from app.schemas import Item, ItemList, ItemsCreated, SkippedCopy
@@ -88,13 +88,14 @@ def _refuse_zips(name: str, images: list[bytes], filenames: list[str | None]) ->
     decode's 415 says only that a zip is not an image)."""
     for i, data in enumerate(images):
         if is_zip(data):
-            which = f"image {i + 1}" + (f" ({filenames[i]!r})" if filenames[i] else "")
+            several = len(images) > 1
             raise UnsupportedMediaType(
-                (f"{which}: " if len(images) > 1 else "")
+                (f"{batch_position(i, filenames[i])}: " if several else "")
                 + "This is a zip archive; send zips of class folders to POST "
                 f"/v1/catalogs/{name}/items:zip (one folder per class, {EXAMPLE}). This route "
                 f"takes images: {ACCEPTED_TEXT}.",
                 accepted=list(ACCEPTED_FORMATS),
+                **({"image_index": i} if several else {}),
             )
 
 

@@ -43,7 +43,8 @@ def test_a_zip_sent_as_an_image_says_where_zips_go(
     files = [("file", ("a.png", fm_pngs[BAG][0])), ("file", ("pics.zip", pictures))]
     r = c.post("/v1/catalogs/z/items", files=files, data={"label": "bag"})
     assert r.status_code == 415, r.text
-    assert r.json()["detail"].startswith(f"image 2 ('pics.zip'): {where}"), r.text
+    assert r.json()["detail"].startswith(f"image 2 ('pics.zip', image_index 1): {where}"), r.text
+    assert r.json()["image_index"] == 1
     assert c.get("/v1/catalogs/z").json()["item_count"] == 0
     for data in (pictures, b"PK\x05\x06" + b"\0" * 18):  # with entries, and an empty zip
         r = c.post("/v1/models/products/predict", content=data)
