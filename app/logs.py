@@ -77,7 +77,17 @@ def _route_template(scope: Scope) -> str:
     metric labels stay bounded; '<unmatched>' for 404s and requests refused before routing."""
     route = scope.get("route")
     path = getattr(route, "path", None)
+    endpoint = scope.get("endpoint")
+    if not path and endpoint is not None:
+        # A plain Starlette route (/openapi.json, /docs) matched but leaves no "route" in the
+        # scope, only its endpoint: counted as '<unmatched>' with status 200 (round 42).
+        routes = getattr(getattr(scope.get("app"), "router", None), "routes", ())
+        path = next((getattr(r, "path", None) for r in routes if _endpoint(r) == endpoint), None)
     return path if isinstance(path, str) and path else UNMATCHED
+
+
+def _endpoint(route: object) -> object:
+    return getattr(route, "endpoint", None)
 
 
 class RequestObserver:
