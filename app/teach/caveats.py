@@ -1,6 +1,7 @@
 """What a teach job's figures do not say by themselves, as plain warnings next to them: labels
 that look like one class typed two ways, one picture filed under two labels, and a held-out
-accuracy that is no better than always answering the largest class."""
+accuracy that is no better than always answering the largest class, and a figure resting on
+near-identical variants of one picture (app/teach/variants.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import unicodedata
 from collections.abc import Sequence
 
 from app.metrics import EvalReport
+from app.teach.examples import Examples
 from app.teach.head import F64, I64
 from app.teach.validate import copy_groups
+from app.teach.variants import variants_caveat
 
 SHOWN = 3  # examples named in one warning
 
@@ -79,11 +82,12 @@ def below_baseline(report: EvalReport) -> list[str]:
     ]
 
 
-def caveats(x: F64, y: I64, labels: Sequence[str], report: EvalReport) -> list[str]:
+def caveats(ex: Examples, report: EvalReport) -> list[str]:
     return [
-        *look_alike_labels(labels),
-        *conflicting_copies(x, y, labels),
+        *look_alike_labels(ex.labels),
+        *conflicting_copies(ex.x, ex.y, ex.labels),
         *below_baseline(report),
+        *variants_caveat(ex),
     ]
 
 

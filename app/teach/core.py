@@ -217,7 +217,7 @@ def train(
     if floor is not None:
         extra[FLOOR_KEY] = round(floor, 4)
     metrics = metrics.model_copy(update={"extra": extra})
-    warnings += caveats(ex.x, ex.y, ex.labels, report)
+    warnings += caveats(ex, report)
     pos = positive_index(ex.labels, positive_label) if len(ex.labels) == 2 else None
     if pos is not None:  # a yes/no question: asked for, or one label is the "no" side
         scores, is_pos = val.probs[:, pos], y_val == pos

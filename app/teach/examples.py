@@ -39,6 +39,8 @@ class Examples:
     labels: tuple[str, ...]
     skipped_unlabelled: int
     groups: I64 | None = None  # per row, from `metadata.group`; None when no item has one
+    names: tuple[str, ...] | None = None  # per row: `metadata.file` (zip uploads) or the item id
+    backbone: str | None = None  # the model whose embeddings x holds (the catalog's)
 
 
 def _never() -> bool:
@@ -79,6 +81,7 @@ def read_examples(
     names: list[str] = []
     shas: list[str] = []
     group_keys: list[object] = []
+    item_names: list[str] = []
     unlabelled = 0
     for batch in store.iter_items(catalog, batch=500):
         if should_stop():
@@ -95,6 +98,7 @@ def read_examples(
             shas.append(item.image.sha256)
             vectors.append(vector)
             group_keys.append(group_key(item.metadata))
+            item_names.append(item_name(item.id, item.metadata))
     labels = _checked_labels(set(names), catalog, limits)
     index = {lab: i for i, lab in enumerate(labels)}
     y = np.asarray([index[n] for n in names], dtype=np.int64)
@@ -105,7 +109,22 @@ def read_examples(
     distinct = np.minimum(_distinct(y, same_file, labels), _distinct(y, copy_groups(x), labels))
     check_examples(y, labels, catalog, distinct)
     groups = _group_ids(group_keys)
-    return record, Examples(x, y, labels, skipped_unlabelled=unlabelled, groups=groups)
+    return record, Examples(
+        x,
+        y,
+        labels,
+        skipped_unlabelled=unlabelled,
+        groups=groups,
+        names=tuple(item_names),
+        backbone=record.model.name,
+    )
+
+
+def item_name(item_id: str, metadata: object) -> str:
+    """What a person knows an item by: the file it came from (`metadata.file`, set for the
+    pictures of a zip or folder), else its id."""
+    file = metadata.get("file") if isinstance(metadata, dict) else None
+    return file if isinstance(file, str) and file else item_id
 
 
 def group_key(metadata: object) -> object:

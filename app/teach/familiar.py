@@ -45,13 +45,18 @@ def nearest_other(
     the floor so high that most new pictures of the taught classes were flagged (round 31)."""
     out = np.empty(len(queries), dtype=np.float32)
     for start in range(0, len(queries), CHUNK):
-        rows = queries[start : start + CHUNK]
-        sims = x[rows] @ x.T
-        sims[sims >= COPY] = -np.inf  # itself, and its copies
-        if groups is not None:
-            sims[groups[rows][:, None] == groups[None, :]] = -np.inf
-        out[start : start + CHUNK] = sims.max(axis=1)
+        out[start : start + CHUNK] = other_sims(x, queries[start : start + CHUNK], groups).max(1)
     return out
+
+
+def other_sims(x: np.ndarray, rows: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Cosine similarities of `rows` of `x` (unit rows) to every row, -inf where the other row
+    is the row itself, a copy of it, or (with `groups`) of its own group."""
+    sims: np.ndarray = x[rows] @ x.T
+    sims[sims >= COPY] = -np.inf  # itself, and its copies
+    if groups is not None:
+        sims[groups[rows][:, None] == groups[None, :]] = -np.inf
+    return sims
 
 
 def familiar_floor(x: np.ndarray, seed: int = 0, groups: np.ndarray | None = None) -> float | None:
