@@ -16,7 +16,7 @@ from tests.app.hostile.cases import CASES, DIGIT_LABEL, Case, Payload
 BUDGET_S = float(os.environ.get("IMGCLASS_HOSTILE_BUDGET_S", "3.0"))
 # What must never reach a client: heap addresses, tracebacks, file paths, exception names.
 LEAK = re.compile(
-    r"0x[0-9a-f]{6,}|Traceback|File \"|/work/|site-packages|\.py\b|"
+    r"\b0x[0-9a-f]{6,}|Traceback|File \"|/work/|site-packages|\.py\b|"
     r"\b(?:struct\.error|KeyError|IndexError|TypeError|OSError|SyntaxError)\b",
     re.IGNORECASE,
 )
