@@ -90,7 +90,7 @@ def collect(backbone: Backbone) -> dict[str, np.ndarray]:
     photos = bird_photos()
     files = [b for p in photos for b in photo_variants(p.path)]
     data["photos"] = embed(backbone, files)
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # type: ignore[import-untyped]
 
     imgs = (load_digits().images * 255 / 16).round().astype(np.uint8)
     data["digits"] = embed(backbone, [png(a) for a in imgs])
@@ -197,7 +197,7 @@ def main() -> None:
         data = collect(Backbone())
         print(f"embedded in {time.perf_counter() - t0:.0f} s")
         if args.cache is not None:
-            np.savez(args.cache, **data)
+            np.savez(args.cache, **data)  # type: ignore[arg-type]
     report(data)
 
 
