@@ -40,6 +40,7 @@ from app.catalog.types import (
     check_label,
     check_label_filter,
     new_item_id,
+    no_default_catalog,
     source_catalog_gone,
     unit_rows,
 )
@@ -356,9 +357,8 @@ class CatalogService:
         name = catalog or self.default_catalog(loaded.name, strict=True)
         name = name or (backbone.catalog if backbone else None)
         if name is None:
-            raise InvalidRequest(
-                f"Model {loaded.name!r} has no default catalog; name one with catalog=<name>."
-            )
+            own = [c.name for c in self.list_catalogs() if c.model.name == ref.name]
+            raise no_default_catalog(loaded.name, own)
         try:
             record = self.get(name)
         except CatalogNotFound:

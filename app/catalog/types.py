@@ -183,6 +183,19 @@ def check_catalog_name(name: str) -> str:
     return name
 
 
+def no_default_catalog(model: str, own: Sequence[str]) -> InvalidRequest:
+    """The 422 for predict?similar=k without catalog= on a model that has no default one: the
+    catalogs of its embeddings, sorted, the first MAX_NAMES_SHOWN."""
+    own = sorted(own)
+    shown = ", ".join(own[:MAX_NAMES_SHOWN])
+    if len(own) > MAX_NAMES_SHOWN:
+        shown += f" and {len(own) - MAX_NAMES_SHOWN} more (GET /v1/catalogs lists them)"
+    return InvalidRequest(
+        f"Model {model!r} has no default catalog; name one with catalog=<name> "
+        + (f"(its catalogs: {shown})." if own else "(it has none: create one first).")
+    )
+
+
 def missing_catalog(name: str, names: Sequence[str]) -> CatalogNotFound:
     """The 404 for a name no catalog has: the existing names, sorted, the first MAX_NAMES_SHOWN
     (as an unknown model's 404 lists the served models)."""
