@@ -29,6 +29,7 @@ from app.api import (
 from app.api.big_answers import AnswerGate
 from app.api.body_budget import BodyBudget
 from app.api.cors import EXPOSED_HEADERS, ProblemCORSMiddleware
+from app.api.deps import open_writes_warning
 from app.api.guards import GuardMiddleware
 from app.api.head import HeadAsGet
 from app.api.heavy_bodies import HeavyBodyGate
@@ -118,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # jemalloc hands free pages back by itself; malloc_trim is glibc's (app/heap.py).
         allocator = metrics.ALLOCATOR  # read from /proc/self/maps once per process
         logger.info("C allocator: %s (IMGCLASS_ALLOCATOR=%s)", allocator, settings.allocator)
+        if (open_writes := open_writes_warning(settings)) is not None:
+            logger.warning(open_writes)
         trimmer = HeapTrimmer(settings.heap_trim_seconds if allocator == "glibc" else 0)
         trimmer.start()
         forget_grpc = None

@@ -156,6 +156,10 @@ class Settings(BaseSettings):
     )
     # Listening beyond loopback without api_key refuses writes unless this is true.
     allow_unauthenticated_writes: bool = False
+    # The address the port is published on beyond a container or proxy (docker-compose.yml
+    # passes IMGCLASS_BIND): when set, it alone decides whether writes without a key are
+    # reachable beyond loopback (a container listens on 0.0.0.0 whatever the host exposes).
+    published_on: str | None = None
     # HTTPS, and gRPC over TLS: a PEM certificate (chain) and its private key, both or neither.
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
@@ -185,7 +189,7 @@ class Settings(BaseSettings):
     # (seconds; 0 = no periodic re-scan: taught models and names not served yet are still
     # looked for when asked). Several processes sharing a volume converge.
     model_poll_seconds: float = Field(default=2.0, ge=0, le=3600)
-    # Teaching (POST /v1/catalogs/{catalog}/train): limits per job and jobs waiting.
+    # Teaching (POST /v1/catalogs/{name}/train): limits per job and jobs waiting.
     teach_max_classes: int = Field(default=100, ge=2, le=10_000)
     teach_max_items: int = Field(default=20_000, ge=4, le=1_000_000)
     teach_max_queued: int = Field(default=8, ge=1, le=1000)
@@ -193,7 +197,7 @@ class Settings(BaseSettings):
     # bounded (409 `taught-model-limit` beyond: delete an old one first).
     teach_max_models: int = Field(default=100, ge=1, le=100_000)
     teach_max_versions: int = Field(default=20, ge=1, le=10_000)
-    # Zip upload into a catalog (POST /v1/catalogs/{catalog}/items:zip): compressed size.
+    # Zip upload into a catalog (POST /v1/catalogs/{name}/items:zip): compressed size.
     teach_max_zip_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
     # Zip upload: pixels of all its images together, as their headers declare them, checked
     # before any is decoded (413 beyond); about 670 twelve-megapixel photos by default.

@@ -102,8 +102,23 @@ def writes_locked(settings: Settings, request: Request | None = None) -> bool:
     """No key, yet reachable beyond loopback: anyone on the network could write."""
     if settings.keyed or settings.allow_unauthenticated_writes:
         return False
+    if settings.published_on is not None:  # a container's port, as the host publishes it
+        return not is_loopback(settings.published_on)
     return not is_loopback(settings.host) or (
         request is not None and arrived_beyond_loopback(request)
+    )
+
+
+def open_writes_warning(settings: Settings) -> str | None:
+    """The start-up warning for writes that need no key on a server reachable beyond loopback
+    (IMGCLASS_ALLOW_UNAUTHENTICATED_WRITES=true), else None: nothing said so before."""
+    where = settings.published_on if settings.published_on is not None else settings.host
+    if settings.keyed or not settings.allow_unauthenticated_writes or is_loopback(where):
+        return None
+    return (
+        f"writes need no API key and this server is reachable on {where}: anyone who can "
+        "reach the port can add, change and delete catalogs and models; set IMGCLASS_API_KEY "
+        "(and IMGCLASS_ALLOW_UNAUTHENTICATED_WRITES=false)"
     )
 
 
@@ -133,6 +148,11 @@ async def require_write_key(request: Request, settings: SettingsDep) -> None:
             "send it as "
             "'X-API-Key', or set IMGCLASS_ALLOW_UNAUTHENTICATED_WRITES=true to accept writes "
             "from anyone who can reach the port."
+            + (
+                f" (The port is published on {settings.published_on}: IMGCLASS_BIND.)"
+                if settings.published_on is not None
+                else ""
+            )
         )
     _check_key(request, settings)
 

@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.api.deps import open_writes_warning
 from app.api.guards import (
     IDENTITY,
     OIP_CONTENT_CODINGS,
@@ -376,3 +377,44 @@ def test_an_encoded_slash_in_the_path_is_a_400(make, path: str) -> None:  # type
     # encoded characters other than the separators are decoded as before
     assert client.get("/v1/models/t%69ny").status_code == 200
     assert client.get("/v1/models?x=a%2Fb").status_code == 422  # the query is not the path
+
+
+@pytest.mark.parametrize(
+    ("published", "locked"),
+    [
+        ("127.0.0.1", False),
+        ("localhost", False),
+        ("[::1]", False),
+        ("0.0.0.0", True),
+        ("192.0.2.7", True),
+    ],
+)
+def test_where_a_containers_port_is_published_decides_writes_without_a_key(
+    tiny_models_dir: Path, tmp_path: Path, published: str, locked: bool
+) -> None:
+    """Inside a container the server listens on 0.0.0.0 and requests arrive on its own
+    interface; compose passes where the host publishes the port (IMGCLASS_BIND) and that alone
+    decides. Round 42: compose set the opt-out instead, so IMGCLASS_BIND=0.0.0.0 alone let
+    anyone on the network write."""
+    settings = make_settings(
+        tiny_models_dir, tmp_path, allowed_hosts=["*"], host="0.0.0.0", published_on=published
+    )
+    app = create_app(settings)
+
+    async def run() -> tuple[int, str, bool]:
+        transport = httpx.ASGITransport(app=app)  # a container's interface
+        async with httpx.AsyncClient(transport=transport, base_url="http://172.18.0.2:8000") as c:
+            access = (await c.get("/v1/access")).json()
+            r = await c.post("/v1/catalogs", json={"name": "x", "model": "tiny"})
+            return r.status_code, r.text, access["writes_enabled"]
+
+    status, text, enabled = asyncio.run(run())
+    assert enabled is not locked
+    assert (status == 401) is locked, text
+    if locked:
+        assert f"published on {published}" in text and "IMGCLASS_API_KEY" in text
+    warning = open_writes_warning(
+        settings.model_copy(update={"allow_unauthenticated_writes": True})
+    )
+    assert (warning is not None) is locked  # the opt-out on a published port is said at start-up
+    assert open_writes_warning(settings) is None  # writes are not open: nothing to warn of

@@ -303,12 +303,14 @@ def test_compose_services_have_resource_limits() -> None:
 
 
 def test_compose_says_how_writes_are_authorised() -> None:
-    """The container listens on 0.0.0.0, where writes without a key are refused unless the
-    opt-out is set: compose must set it explicitly (published on loopback) or pass a key."""
+    """The container listens on 0.0.0.0: compose tells the server where the host publishes
+    its port (IMGCLASS_BIND), which alone decides whether writes need a key. Round 42: it set
+    the opt-out to true, so IMGCLASS_BIND=0.0.0.0 alone opened writes to the network."""
     for name in ("api", "api-gpu", "api-milvus"):
         env = _compose(COMPOSE)["services"][name]["environment"]
         assert "IMGCLASS_API_KEY" in env
-        assert str(env["IMGCLASS_ALLOW_UNAUTHENTICATED_WRITES"]).endswith(":-true}"), name
+        assert env["IMGCLASS_PUBLISHED_ON"] == "${IMGCLASS_BIND:-127.0.0.1}", name
+        assert str(env["IMGCLASS_ALLOW_UNAUTHENTICATED_WRITES"]).endswith(":-false}"), name
     ports = _compose(COMPOSE)["services"]["api"]["ports"]
     assert all(str(p).startswith("${IMGCLASS_BIND:-127.0.0.1}:") for p in ports)
 
