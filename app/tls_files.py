@@ -8,7 +8,9 @@ trailing newline works)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import ssl
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -78,6 +80,30 @@ class TlsFiles:
         )
 
 
+def _unreadable(tls: TlsFiles) -> str | None:
+    """Which of the two files this process cannot open, and as whom: 'Permission denied'
+    alone sent an operator guessing (an openssl key is 0600, its owner not the server's user,
+    uid 10001 in the container image; round 42)."""
+    for setting, path in (("IMGCLASS_TLS_CERTFILE", tls.cert), ("IMGCLASS_TLS_KEYFILE", tls.key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            if isinstance(exc, PermissionError):
+                try:
+                    st = os.stat(path)
+                    whose = f" (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})"
+                except OSError:
+                    whose = ""
+                return (
+                    f"{setting}={path} cannot be read by this server's user, uid {os.getuid()}"
+                    f"{whose}: make it readable by that user (e.g. chown {os.getuid()} or "
+                    "chmod 0640 with a group it is in)"
+                )
+            return f"{setting}={path}: {exc.strerror}"
+    return None
+
+
 def check_tls(tls: TlsFiles | None) -> None:
     """Before any worker starts: the certificate and key load and belong together, and an
     encrypted key opens with its pass phrase, else ConfigurationError (each worker would fail
@@ -92,7 +118,7 @@ def check_tls(tls: TlsFiles | None) -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(tls.cert, tls.key, password=lambda: (password or "").encode())
     except (OSError, ssl.SSLError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
+        reason = _unreadable(tls) or getattr(exc, "strerror", None) or str(exc)
         with contextlib.suppress(OSError), open(tls.key, "rb") as key:
             if b"ENCRYPTED" in key.read(1 << 16):
                 reason = (

@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import DATA, ROOT, free_port, require
 from tests.live_server import running_process
+from tests.unprivileged import held_to_file_modes
 
 pytestmark = (
     pytest.mark.slow
@@ -338,3 +339,22 @@ def test_an_idle_keep_alive_client_does_not_hold_a_stopping_server(
     assert took < 10, f"stopped after {took:.1f} s"
     text = log.read_text(errors="replace")
     assert "killing it" not in text and "Traceback" not in text, text[-2000:]
+
+
+def test_a_key_the_server_cannot_read_is_named_with_the_user_to_give_it_to(
+    pki: dict[str, Path], tmp_path: Path
+) -> None:
+    """Round 42: an operator's openssl key (mode 0600, another owner) stopped the container
+    with "Permission denied" alone, restarting in a loop: which file, and for which user?"""
+    key = tmp_path / "key.pem"
+    key.write_bytes(pki["key"].read_bytes())
+    key.chmod(0)
+    done = subprocess.run(
+        [*held_to_file_modes(), sys.executable, "-m", "app"],
+        cwd=ROOT, env=_env(pki, tmp_path, IMGCLASS_TLS_KEYFILE=str(key)),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    said = f"IMGCLASS_TLS_KEYFILE={key} cannot be read by this server's user, uid {os.getuid()}"
+    assert said in done.stderr and "mode 0000" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
