@@ -90,6 +90,15 @@ class SkippedCopy(BaseModel):
     score: float = Field(description="cosine similarity of the two embeddings (>= 0.99999)")
 
 
+class ItemWarning(BaseModel):
+    """An image added, but of little use as a neighbour."""
+
+    index: int = Field(description="the image's position in the request, from 0")
+    filename: str | None = Field(description="its file name, when the request gave one")
+    id: str = Field(description="the item's id")
+    warning: str
+
+
 class ItemsCreated(BaseModel):
     catalog: str
     ids: list[str] = Field(description="ids of the items added, in request order")
@@ -98,6 +107,11 @@ class ItemsCreated(BaseModel):
     duplicates_skipped: int = Field(default=0, description="copies left out (skip_duplicates)")
     duplicates: list[SkippedCopy] = Field(
         default_factory=list, description="with skip_duplicates=true: each copy left out"
+    )
+    warnings: list[ItemWarning] = Field(
+        default_factory=list,
+        description="images added that are of little use, each with why (a blank picture: one "
+        "flat colour as the model sees it, which predict flags as `image.blank`)",
     )
 
 

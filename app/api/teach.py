@@ -42,7 +42,7 @@ from app.teach.download import open_download
 from app.teach.errors import ShippedModel
 from app.teach.examples import check_labels, limits_from
 from app.teach.folder import BatchLimits, ZipLimits, ingest, zip_images
-from app.teach.ingest_report import IngestReport
+from app.teach.ingest_report import WARNINGS_TEXT, IngestReport
 from app.teach.job_store import Job, Status
 from app.teach.jobs import JobRunner
 
@@ -123,6 +123,7 @@ class ZipIngested(BaseModel):
         description="with skip_duplicates=true: the images left out as copies of an item (the "
         "first 100)",
     )
+    warnings: list[dict[str, str]] = Field(default_factory=list, description=WARNINGS_TEXT)
 
 
 class DeletedModel(BaseModel):
@@ -278,6 +279,7 @@ async def _add_zip(
         skipped_count=report.skipped_count,
         duplicates_skipped=report.duplicates_count,
         duplicates=[ZipCopy(**asdict(c)) for c in report.duplicates],
+        warnings=report.warnings,
     )
 
 

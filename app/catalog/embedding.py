@@ -9,10 +9,13 @@ import numpy as np
 
 from app.catalog.types import ModelRef, Vector, unit_rows
 from app.errors import InvalidRequest
-from app.imaging import PreparedImage
+from app.imaging import ImageLimits, PreparedImage
+from app.ingest import OnDecoded, prepare_batch
 from app.loaded import LoadedModel
 
 _EMBED_BATCH = 64
+Marked = tuple[Vector, list[int]]  # unit embedding rows, and the positions of blank pictures
+Seen = OnDecoded | None  # prepare_batch's on_decoded, when wanted
 
 
 def model_ref(loaded: LoadedModel) -> ModelRef:
@@ -41,3 +44,13 @@ def embed_prepared(loaded: LoadedModel, prepared: Sequence[PreparedImage]) -> Ve
         assert out.embedding is not None
         rows.append(out.embedding)
     return unit_rows(np.concatenate(rows))
+
+
+def embed_images(
+    loaded: LoadedModel, images: Sequence[bytes], limits: ImageLimits, seen: Seen
+) -> Marked:
+    """Unit embedding rows of `images` decoded per the model's bundle (`seen`: prepare_batch's
+    on_decoded), and the positions of the blank ones (ImageInfo.blank, from that decode: one
+    flat colour as the model sees it, which predict flags too). 413/415/422."""
+    prepared = prepare_batch(images, loaded.model.bundle.metadata.input, limits, on_decoded=seen)
+    return embed_prepared(loaded, prepared), [i for i, p in enumerate(prepared) if p.info.blank]

@@ -23,12 +23,18 @@ class ItemSpec:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+# What an add's answer says of a blank picture it added (AddOutcome.blank)
+BLANK_WARNING = "blank picture (one flat colour): it matches every query equally"
+
+
 @dataclass(frozen=True)
 class AddOutcome:
-    """Items added (in request order) and, with skip_duplicates, the copies left out."""
+    """Items added (in request order), with skip_duplicates the copies left out, and the
+    positions in the request of blank pictures (one flat colour: added, but useless)."""
 
     records: list[ItemRecord]
     duplicates: list[Match]
+    blank: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 from app.catalog.backends import connect, open_store
 from app.catalog.blobs import BlobStore
 from app.catalog.dedup import find_duplicates
-from app.catalog.embedding import embed_prepared, model_ref
+from app.catalog.embedding import Marked, Seen, embed_images, model_ref
 from app.catalog.outcomes import AddOutcome, ItemCheck, ItemSpec, SearchOutcome
 from app.catalog.reindex import reindex_catalog
 from app.catalog.reserve import SpaceReserve
@@ -46,12 +46,11 @@ from app.catalog.types import (
 )
 from app.errors import InvalidRequest, NotReady, ServiceError
 from app.fsutil import check_folder, file_lock
-from app.ingest import DecodedThumbnails, OnDecoded, limits_from, prepare_batch
+from app.ingest import DecodedThumbnails, limits_from
 from app.registry import LoadedModel, ModelRegistry
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
-Seen = OnDecoded | None
 
 
 class CatalogService:
@@ -178,8 +177,10 @@ class CatalogService:
 
     def embed(self, loaded: LoadedModel, images: Sequence[bytes], seen: Seen = None) -> Vector:
         """Unit embedding rows of `images` (`seen`: prepare_batch's on_decoded). 413/415/422."""
-        spec = loaded.model.bundle.metadata.input
-        return embed_prepared(loaded, prepare_batch(images, spec, self.limits, on_decoded=seen))
+        return self.embeds(loaded, images, seen)[0]
+
+    def embeds(self, loaded: LoadedModel, images: Sequence[bytes], seen: Seen = None) -> Marked:
+        return embed_images(loaded, images, self.limits, seen)  # `embed`, and which are blank
 
     # catalogs -----------------------------------------------------------------------------
     def create(self, name: str, model: str, description: str = "") -> CatalogRecord:
@@ -255,19 +256,18 @@ class CatalogService:
         if len(images) != len(specs):
             raise InvalidRequest(f"{len(images)} images but {len(specs)} item descriptions.")
         store = self._ensure_open()
-        catalog = store.get_catalog(name)
-        loaded = self.bound_model(catalog)
+        loaded = self.bound_model(store.get_catalog(name))
         ids = [check_item_id(s.id) if s.id is not None else new_item_id() for s in specs]
         labels = [check_label(s.label) for s in specs]
         made = DecodedThumbnails(len(images), self.settings.thumbnail_px)
-        vectors = self.embed(loaded, images, made.keep)  # one decode where the model's serves
+        vectors, blank = self.embeds(loaded, images, made.keep)  # thumbnails from its decode
         thumbs = made.finish(images, self.limits)
         pending = [self.blobs.pending(data, t) for data, t in zip(images, thumbs, strict=True)]
         with self._blob_guard():
             copies = find_duplicates(store, name, vectors, labels, ids) if skip_duplicates else {}
             keep = [i for i in range(len(specs)) if i not in copies]
             if not keep:
-                return AddOutcome([], list(copies.values()))
+                return AddOutcome([], list(copies.values()), blank)
             refs: list[ImageRef] = self.blobs.write([pending[i] for i in keep])
             items = [
                 NewItem(
@@ -281,7 +281,7 @@ class CatalogService:
             ]
             try:
                 added = store.add_items(name, items, model_ref(loaded).sha256)
-                return AddOutcome(added, list(copies.values()))
+                return AddOutcome(added, list(copies.values()), blank)
             except BaseException:
                 self._collect({r.sha256 for r in refs})
                 raise

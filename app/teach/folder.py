@@ -21,7 +21,7 @@ from typing import Final
 
 from PIL import Image
 
-from app.catalog.outcomes import ItemSpec
+from app.catalog.outcomes import BLANK_WARNING, ItemSpec
 from app.catalog.service import CatalogService
 from app.catalog.types import CatalogNotFound, ModelMismatch, StoreUnavailable, check_label
 from app.errors import (
@@ -392,3 +392,5 @@ def _add(
             report.duplicate(CopySkipped(shown(b.name), b.label, m.item_id, round(m.score, 6)))
         else:
             report.added[b.label] = report.added.get(b.label, 0) + 1
+            if i in out.blank:
+                report.warn(b.name, BLANK_WARNING)

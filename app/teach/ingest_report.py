@@ -1,5 +1,5 @@
 """What an upload of many images did: images added per label, files skipped with the reason,
-copies left out; bounded, so a zip of 190 MB of long entry names cannot make a 1.1 GB answer
+copies left out, warnings of images added; bounded, so a zip of 190 MB of long entry names cannot make a 1.1 GB answer
 (fuzz round 16)."""
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ class CopySkipped:
 # to NAME_CHARS: a zip of 190 MB of long entry names had made a 1.1 GB answer (round 16).
 LISTED = 100
 NAME_CHARS = 256
+WARNINGS_TEXT = (
+    "images added but of little use, each `name` with its `warning` (a blank picture: one flat "
+    f"colour as the model sees it, which predict flags as `image.blank`); the first {LISTED}"
+)
 
 
 def shown(name: str) -> str:
@@ -35,6 +39,8 @@ class IngestReport:
     duplicates: list[CopySkipped] = field(default_factory=list)  # the first LISTED
     skipped_count: int = 0
     duplicates_count: int = 0
+    warnings: list[dict[str, str]] = field(default_factory=list)  # the first LISTED
+    warnings_count: int = 0
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped_count += 1
@@ -45,3 +51,9 @@ class IngestReport:
         self.duplicates_count += 1
         if len(self.duplicates) < LISTED:
             self.duplicates.append(copy)
+
+    def warn(self, name: str, warning: str) -> None:
+        """An image added, but of little use (a blank picture)."""
+        self.warnings_count += 1
+        if len(self.warnings) < LISTED:
+            self.warnings.append({"name": shown(name), "warning": warning})

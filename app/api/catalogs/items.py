@@ -23,12 +23,13 @@ from app.api.stored_file import (
     open_stored,
 )
 from app.api.uploads import read_uploads, uploads_from
+from app.catalog.outcomes import BLANK_WARNING, AddOutcome
 from app.catalog.service import CatalogService
 from app.catalog.types import ItemRecord
 from app.errors import InvalidRequest, UnsupportedMediaType, batch_position
 from app.imaging import ACCEPTED_FORMATS, ACCEPTED_TEXT
 from app.not_image import is_zip
-from app.schemas import Item, ItemList, ItemsCreated, SkippedCopy
+from app.schemas import Item, ItemList, ItemsCreated, ItemWarning, SkippedCopy
 from app.settings import Settings
 from app.teach.layout import EXAMPLE
 
@@ -147,7 +148,21 @@ async def _add(
             )
             for m in out.duplicates
         ],
+        warnings=_warnings(out, [u.filename for u in uploads]),
     )
+
+
+def _warnings(out: AddOutcome, filenames: list[str | None]) -> list[ItemWarning]:
+    """A warning per blank picture added (a copy left out is not added: no warning)."""
+    copies = {m.index for m in out.duplicates}
+    added = dict(
+        zip([i for i in range(len(filenames)) if i not in copies], out.records, strict=True)
+    )
+    return [
+        ItemWarning(index=i, filename=filenames[i], id=added[i].id, warning=BLANK_WARNING)
+        for i in out.blank
+        if i in added
+    ]
 
 
 @router.get("/{name}/items", response_model=ItemList, responses=ERRORS)

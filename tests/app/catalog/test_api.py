@@ -408,17 +408,17 @@ def test_an_add_racing_a_reindex_stores_no_vectors_of_the_old_build(
     with make_client(models_dir=models) as c:
         fill(c, images[:4])
         service = c.app.state.catalogs  # type: ignore[attr-defined]
-        real = service.embed
+        real = service.embeds  # what an add embeds with
 
         def reindexed_meanwhile(loaded: Any, data: Any, *seen: Any) -> Any:
             vectors = real(loaded, data, *seen)
-            service.embed = real
+            service.embeds = real
             rebuild_bundle(models / "tiny")
             c.app.state.registry.refresh()  # type: ignore[attr-defined]
             assert service.reindex("fm")[1] == 4  # rebound to the new build, 4 re-embedded
             return vectors
 
-        service.embed = reindexed_meanwhile
+        service.embeds = reindexed_meanwhile
         r = problem(c.post("/v1/catalogs/fm/items?id=late", content=images[9][0]), 409)
         assert r["type"].endswith("/model-mismatch") and "Send them again" in r["detail"]
         info = c.get("/v1/catalogs/fm").json()
