@@ -57,7 +57,6 @@ _MODEL: Final = (
 NAME_RULES: Final = (
     NameRule("path", "name", "/v1/catalogs/", CATALOG_NAME_RE, 64, _CATALOG),
     NameRule("path", "name", "/v1/models/", _MODEL_REF, None, _MODEL),
-    NameRule("path", "catalog", "", CATALOG_NAME_RE, 64, _CATALOG),
     NameRule("query", "catalog", "", CATALOG_NAME_RE, 64, _CATALOG),
     NameRule("path", "item_id", "", ITEM_ID_RE, 128, _ITEM),
     NameRule("query", "item_id", "", ITEM_ID_RE, 128, _ITEM),

@@ -145,7 +145,7 @@ def job_view(job: Job) -> JobView:
 
 
 @router.post(
-    "/v1/catalogs/{catalog}/train",
+    "/v1/catalogs/{name}/train",
     status_code=202,
     response_model=JobView,
     dependencies=[WriteAuth],
@@ -162,7 +162,7 @@ def job_view(job: Job) -> JobView:
     },
 )
 async def train(
-    catalog: str,
+    name: str,
     request: Request,
     response: Response,
     runner: RunnerDep,
@@ -179,16 +179,16 @@ async def train(
     # Room for one more version (checked again, under the lock, when the job publishes).
     await run_in_threadpool(check_room, taught_root(settings), body.model, room_from(settings))
     # The cheap checks (catalog exists, enough classes and items) answer now, not in the job.
-    counts = await run_in_threadpool(check_labels, service, catalog, limits_from(settings))
+    counts = await run_in_threadpool(check_labels, service, name, limits_from(settings))
     if body.positive_label is not None and body.positive_label not in counts:
         raise InvalidRequest(
-            f"positive_label {body.positive_label!r} is not a label of catalog {catalog!r}; "
+            f"positive_label {body.positive_label!r} is not a label of catalog {name!r}; "
             f"its labels: {', '.join(sorted(counts))}."
         )
     check_positive_label(body.positive_label, sorted(counts))
     # Off the event loop: it takes the job folder's lock and reads and writes files.
     job = await run_in_threadpool(
-        runner.submit, catalog, body.model, body.model_dump(exclude={"model"})
+        runner.submit, name, body.model, body.model_dump(exclude={"model"})
     )
     view = job_view(job)
     response.headers["Location"] = view.url

@@ -1,7 +1,7 @@
 """Labelled images from a folder or a zip file (class = top-level folder name) into a catalog.
 
 One path for the CLI (`python -m training teach --data-dir DIR`) and the zip upload
-(POST /v1/catalogs/{catalog}/items:zip). Bad images are skipped and listed, never fatal; a zip
+(POST /v1/catalogs/{name}/items:zip). Bad images are skipped and listed, never fatal; a zip
 is read within caps on entries, total uncompressed bytes and compression ratio (zip bombs).
 """
 

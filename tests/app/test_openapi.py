@@ -151,9 +151,9 @@ def test_answers_that_are_not_errors_and_their_headers_are_documented(
         assert "ETag" in answers["200"]["headers"] and "ETag" in answers["304"]["headers"], path
     assert "200" in paths["/v1/catalogs/{name}/items"]["post"]["responses"]
     assert "Location" in paths["/v1/catalogs"]["post"]["responses"]["201"]["headers"]
-    assert (
-        "Location" in paths["/v1/catalogs/{catalog}/train"]["post"]["responses"]["202"]["headers"]
-    )
+    assert "Location" in paths["/v1/catalogs/{name}/train"]["post"]["responses"]["202"]["headers"]
+    # every catalog route names its catalog {name} (train said {catalog} before)
+    assert [p for p in paths if "{catalog}" in p] == []
     for path, method, op in operations(document):
         assert "Retry-After" in op["responses"]["default"]["headers"], (method, path)
     schemas = document["components"]["schemas"]
