@@ -34,7 +34,7 @@ from app.teach.examples import Examples, Limits, limits_from, read_examples
 from app.teach.familiar import FLOOR_KEY, familiar_floor
 from app.teach.head import Head, fit_head
 from app.teach.validate import Validation, validate
-from app.teach.yes_no import yes_no_threshold
+from app.teach.yes_no import decision_sentence, yes_no_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -218,6 +218,7 @@ def train(
         extra[FLOOR_KEY] = round(floor, 4)
     metrics = metrics.model_copy(update={"extra": extra})
     warnings += caveats(ex, report)
+    summary = plain_summary(report)
     pos = positive_index(ex.labels, positive_label) if len(ex.labels) == 2 else None
     if pos is not None:  # a yes/no question: asked for, or one label is the "no" side
         scores, is_pos = val.probs[:, pos], y_val == pos
@@ -239,6 +240,7 @@ def train(
             }
         )
         warnings += [warning] if warning else []
+        summary.append(decision_sentence(ex.labels[pos], decision))
     progress("fitting", 0.0)
     with threadpool_limits(limits=1, user_api="blas"):
         head = fit_head(ex.x, ex.y, len(ex.labels), l2=val.l2, should_stop=stop)
@@ -248,7 +250,7 @@ def train(
         validation=val,
         report=report,
         metrics=metrics,
-        summary=plain_summary(report),
+        summary=summary,
         warnings=warnings,
         seconds=time.perf_counter() - t0,
     )

@@ -7,7 +7,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from app.metrics import binary_report, calibrate_threshold
+from app.metrics import BinaryReport, binary_report, calibrate_threshold
 
 MIN_TO_TUNE: Final = 10  # held-out pictures on each side before a yes/no threshold is tuned
 TUNED_RANGE: Final = (0.05, 0.95)  # a tuned threshold stays within (never all yes, or all no)
@@ -38,3 +38,17 @@ def yes_no_threshold(
     lo, hi = TUNED_RANGE
     cut = min(max(cut, lo), hi)
     return cut, f"threshold = best F1 on the held-out scores (in-sample), within {lo}-{hi}", None
+
+
+def decision_sentence(label: str, d: BinaryReport) -> str:
+    """What the served yes/no decision did on the held-out pictures, in words: its precision
+    and recall at its threshold (`extra.decision_*`), which `metrics.precision`/`recall` (the
+    average over both classes, of the most probable label) were misread for (round 42)."""
+    line = (
+        f"at its threshold {d.threshold:.3g} the served decision found {d.tp} of "
+        f"{d.n_positive} held-out {label} pictures (recall {d.recall:.2f})"
+    )
+    flags = d.tp + d.fp
+    if flags == 0:
+        return line + " and flagged no picture"
+    return line + f" and was right in {d.tp} of {flags} flags (precision {d.precision:.2f})"

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from app.errors import InvalidRequest
-from app.metrics import evaluate_probs
+from app.metrics import binary_report, evaluate_probs
 from app.teach.core import check_positive_label, plain_summary, positive_index
 from app.teach.errors import NotEnoughExamples
+from app.teach.yes_no import decision_sentence
 
 
 def test_the_positive_label_is_the_requested_one_or_not_the_negative_sounding_one() -> None:
@@ -47,3 +48,19 @@ def test_each_class_sentence_carries_its_interval() -> None:
         "not_santa recognised in 18 of 20 held-out pictures (95% interval 70-97%; taken for "
         "santa 2x)",
     ]
+
+
+def test_the_decision_sentence_states_precision_and_recall_at_the_threshold() -> None:
+    """A yes/no model's summary says what its served decision did: `metrics.precision` (the
+    average over both classes) was read as the decision's (round 42)."""
+    scores = np.array([0.9] * 17 + [0.1] * 5 + [0.8] * 4 + [0.0] * 14)
+    is_pos = np.array([True] * 22 + [False] * 18)
+    d = binary_report(scores, is_pos, 0.31)
+    assert decision_sentence("bird", d) == (
+        "at its threshold 0.31 the served decision found 17 of 22 held-out bird pictures "
+        "(recall 0.77) and was right in 17 of 21 flags (precision 0.81)"
+    )
+    none = binary_report(np.zeros(4), np.array([True, True, False, False]), 0.5)
+    assert decision_sentence("bird", none).endswith(
+        "found 0 of 2 held-out bird pictures (recall 0.00) and flagged no picture"
+    )

@@ -82,9 +82,21 @@ def test_a_negative_looking_label_makes_a_yes_no_model_as_before(
     c = teach_client
     classes = {"santa": fm_pngs[SNEAKER][:TAUGHT], "not_santa": fm_pngs[BAG][:TAUGHT]}
     make_catalog(c, "santas", classes)
-    m = teach(c, "santas", "my-santa")["metrics"]
+    result = teach(c, "santas", "my-santa")
+    m = result["metrics"]
     assert m["positive_label"] == "santa" and 0 <= m["threshold"] <= 1, m
     assert "threshold = best F1" in m["notes"]
+    # the summary says what the served decision did (metrics.precision/recall average both
+    # classes, of the most probable label: read for the decision's before round 42)
+    said = [s for s in result["summary"] if "served decision" in s]
+    recall, precision = m["extra"]["decision_recall"], m["extra"]["decision_precision"]
+    assert said == [
+        f"at its threshold {m['threshold']:.3g} the served decision found "
+        f"{round(recall * TAUGHT)} of {TAUGHT} held-out santa pictures (recall {recall:.2f}) "
+        f"and was right in {round(recall * TAUGHT)} of {round(recall * TAUGHT / precision)} "
+        f"flags (precision {precision:.2f})"
+    ], result["summary"]
+    assert said[0] in card(c, "my-santa")
 
     results = predict(c, "my-santa", [fm_pngs[SNEAKER][45], fm_pngs[BAG][45]])
     yes, no = (r["decision"] for r in results)
