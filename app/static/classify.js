@@ -184,10 +184,11 @@ async function sendBatch(jobs, model, topK, attempt, tally) {
   failAll(live, problem, model);
 }
 
-// The server prefixes the detail with "image 2 ('x.txt'): " in a batch; the card already says which.
+// The server prefixes the detail with "image 1 ('x.txt', image_index 0): " in a batch
+// (app/errors.batch_position; a name may hold brackets); the card already says which.
 function stripIndex(problem) {
   const copy = { ...problem };
-  if (typeof copy.detail === "string") copy.detail = copy.detail.replace(/^image \d+(?: \([^)]*\))?: /, "");
+  if (typeof copy.detail === "string") copy.detail = copy.detail.replace(/^image \d+(?: \((?:.*?, )?image_index \d+\))?: /, "");
   return copy;
 }
 
