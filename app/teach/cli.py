@@ -186,6 +186,10 @@ def _run(args: argparse.Namespace, quiet: OtherBackbones) -> int:
             print(f"skipped {s['name']}: {s['reason']}")
         if report.skipped_count > len(report.skipped):
             print(f"skipped {report.skipped_count - len(report.skipped)} more files")
+        for w in report.warnings:  # added, but of little use (a blank picture)
+            print(f"warning {w['name']}: {w['warning']}")
+        if report.warnings_count > len(report.warnings):
+            print(f"{report.warnings_count - len(report.warnings)} more warnings")
 
         def progress(phase: str, fraction: float) -> None:
             logger.debug("%s %.0f%%", phase, fraction * 100)

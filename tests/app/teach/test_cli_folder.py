@@ -89,3 +89,23 @@ def test_a_catalog_on_another_backbone_is_refused_naming_both(
     assert "delete that catalog" in err[0] and "choose another --name" in err[0]
     assert "added" not in out.out and "adding to existing" not in out.out
     assert not (service / "models" / "ghost").exists()
+
+
+def test_a_blank_picture_in_a_folder_is_added_and_said(
+    tmp_path: Path, fm_pngs: dict[int, list[bytes]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Round 42: the server's catalog adds warn of blank pictures (they match every query
+    alike); the command line added them without a word."""
+    from PIL import Image
+
+    folder = tmp_path / "pictures"
+    for label, code in (("bag", BAG), ("sneaker", SNEAKER)):
+        (folder / label).mkdir(parents=True)
+        for i, data in enumerate(fm_pngs[code][:4]):
+            (folder / label / f"{i}.png").write_bytes(data)
+    Image.new("L", (28, 28), 255).save(folder / "bag" / "white.png")
+    assert _teach(tmp_path / "service", folder, "--backbone", "products") == 0
+    out = capsys.readouterr().out
+    assert "added 9 images" in out, out
+    lines = [line for line in out.splitlines() if line.startswith("warning ")]
+    assert len(lines) == 1 and lines[0].startswith("warning bag/white.png: blank picture"), out
