@@ -51,9 +51,14 @@ export function renderModelInfo(container, model) {
     stats.append(stat(rate(m.accuracy), `accuracy${on}`));
   }
   if (binary) {
-    const acc = m.accuracy != null ? `accuracy ${rate(m.accuracy)}${on}` : undefined;
-    if (m.precision != null) stats.append(stat(rate(m.precision), "precision", acc));
-    if (m.recall != null) stats.append(stat(rate(m.recall), "recall", acc));
+    // A taught yes/no model's precision/recall average both classes of the most probable
+    // label; what its served decision did at the threshold is in extra.decision_* (round 42).
+    const x = m.extra || {};
+    const [precision, recall, accuracy] = [
+      x.decision_precision ?? m.precision, x.decision_recall ?? m.recall, x.decision_accuracy ?? m.accuracy];
+    const acc = accuracy != null ? `accuracy ${rate(accuracy)}${on}` : undefined;
+    if (precision != null) stats.append(stat(rate(precision), "precision", acc));
+    if (recall != null) stats.append(stat(rate(recall), "recall", acc));
   }
   const inp = model.input || {};
   if (inp.width) {

@@ -45,10 +45,12 @@ def decision_sentence(label: str, d: BinaryReport) -> str:
     and recall at its threshold (`extra.decision_*`), which `metrics.precision`/`recall` (the
     average over both classes, of the most probable label) were misread for (round 42)."""
     line = (
-        f"at its threshold {d.threshold:.3g} the served decision found {d.tp} of "
-        f"{d.n_positive} held-out {label} pictures (recall {d.recall:.2f})"
+        f"At its threshold ({d.threshold:.3g}) the served decision found {d.tp} of "
+        f"{d.n_positive} held-out {label} pictures (recall {d.recall:.0%})"
     )
     flags = d.tp + d.fp
     if flags == 0:
         return line + " and flagged no picture"
-    return line + f" and was right in {d.tp} of {flags} flags (precision {d.precision:.2f})"
+    return line + (
+        f" and was right in {d.tp} of the {flags} it flagged (precision {d.precision:.0%})"
+    )

@@ -57,10 +57,10 @@ def test_the_decision_sentence_states_precision_and_recall_at_the_threshold() ->
     is_pos = np.array([True] * 22 + [False] * 18)
     d = binary_report(scores, is_pos, 0.31)
     assert decision_sentence("bird", d) == (
-        "at its threshold 0.31 the served decision found 17 of 22 held-out bird pictures "
-        "(recall 0.77) and was right in 17 of 21 flags (precision 0.81)"
+        "At its threshold (0.31) the served decision found 17 of 22 held-out bird pictures "
+        "(recall 77%) and was right in 17 of the 21 it flagged (precision 81%)"
     )
     none = binary_report(np.zeros(4), np.array([True, True, False, False]), 0.5)
     assert decision_sentence("bird", none).endswith(
-        "found 0 of 2 held-out bird pictures (recall 0.00) and flagged no picture"
+        "found 0 of 2 held-out bird pictures (recall 0%) and flagged no picture"
     )

@@ -91,10 +91,10 @@ def test_a_negative_looking_label_makes_a_yes_no_model_as_before(
     said = [s for s in result["summary"] if "served decision" in s]
     recall, precision = m["extra"]["decision_recall"], m["extra"]["decision_precision"]
     assert said == [
-        f"at its threshold {m['threshold']:.3g} the served decision found "
-        f"{round(recall * TAUGHT)} of {TAUGHT} held-out santa pictures (recall {recall:.2f}) "
-        f"and was right in {round(recall * TAUGHT)} of {round(recall * TAUGHT / precision)} "
-        f"flags (precision {precision:.2f})"
+        f"At its threshold ({m['threshold']:.3g}) the served decision found "
+        f"{round(recall * TAUGHT)} of {TAUGHT} held-out santa pictures (recall {recall:.0%}) "
+        f"and was right in {round(recall * TAUGHT)} of the {round(recall * TAUGHT / precision)} "
+        f"it flagged (precision {precision:.0%})"
     ], result["summary"]
     assert said[0] in card(c, "my-santa")
 
