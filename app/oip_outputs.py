@@ -37,9 +37,10 @@ def decision_metadata(loaded: LoadedModel) -> dict[str, Any] | None:
     return {"name": DECISION, "datatype": BYTES, "shape": [-1], "parameters": params}
 
 
-def _decision(loaded: LoadedModel, probs: npt.NDArray[np.float32], binary: bool) -> OutputTensor:
-    params = decision_parameters(loaded)
-    assert params is not None
+def _decision(
+    loaded: LoadedModel, probs: npt.NDArray[np.float32], binary: bool, params: dict[str, Any]
+) -> OutputTensor:
+    """`params`: decision_parameters(loaded), of a yes/no model (so every row has a verdict)."""
     items = []
     for row in probs:
         verdict = binary_decision(loaded, row)
@@ -62,28 +63,28 @@ def outputs(
     available: dict[str, npt.NDArray[np.float32]] = {meta.outputs.probs.name: probs}
     if embedding is not None and meta.outputs.embedding is not None:
         available[meta.outputs.embedding.name] = embedding
-    decides = decision_parameters(loaded) is not None and DECISION not in available
+    params = decision_parameters(loaded) if DECISION not in available else None
     wanted = req.outputs
     if wanted is None:
         outs = [
             OutputTensor(n, FP32, list(a.shape), array=a, binary=req.binary_output)
             for n, a in available.items()
         ]
-        if decides:
-            outs.append(_decision(loaded, probs, req.binary_output))
+        if params is not None:
+            outs.append(_decision(loaded, probs, req.binary_output, params))
         return outs
     outs = []
     for w in wanted:
         # An output's own `binary_data` overrides the request's `binary_data_output` (binary
         # tensor data extension), false included.
         binary = req.binary_output if w.binary is None else w.binary
-        if decides and w.name == DECISION:
+        if params is not None and w.name == DECISION:
             if w.classification:
                 raise BadRequest(f"Classification applies to {meta.outputs.probs.name!r} only.")
-            outs.append(_decision(loaded, probs, binary))
+            outs.append(_decision(loaded, probs, binary, params))
             continue
         if w.name not in available:
-            names = [*available, DECISION] if decides else list(available)
+            names = [*available, DECISION] if params is not None else list(available)
             raise BadRequest(
                 f"Model {loaded.name!r} has no output {w.name!r}; available: {', '.join(names)}."
             )

@@ -11,16 +11,15 @@ is its 404.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from fastapi import Request
-from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
-from app.api.query_names import raise_after_key_checks
+from app.api.query_names import parameters, per_route, raise_after_key_checks
 from app.catalog.names import CATALOG_NAME_RE, ITEM_ID_RE
 from app.model_refs import VERSION_SEP, short_repr
 
@@ -81,24 +80,12 @@ def rules_of(route_path: str, declared: Iterable[tuple[str, str]]) -> tuple[Name
     return tuple(r for r in found if r is not None)
 
 
-def _declared(dependant: Dependant) -> Iterator[tuple[str, str]]:
-    yield from (("path", p.alias) for p in dependant.path_params)
-    yield from (("query", p.alias) for p in dependant.query_params)
-    for sub in dependant.dependencies:
-        yield from _declared(sub)
-
-
 _OF_ROUTE: dict[int, tuple[APIRoute, tuple[NameRule, ...]]] = {}
 
 
 def _route_rules(route: APIRoute) -> tuple[NameRule, ...]:
-    """rules_of `route`'s parameters, worked out once per route (kept by identity, with the
-    route itself to pin its id, as app.api.query_names does: two methods of one path take
-    different query parameters)."""
-    hit = _OF_ROUTE.get(id(route))
-    if hit is None or hit[0] is not route:
-        hit = _OF_ROUTE[id(route)] = (route, rules_of(route.path, _declared(route.dependant)))
-    return hit[1]
+    """rules_of `route`'s parameters, worked out once per route."""
+    return per_route(_OF_ROUTE, route, lambda r: rules_of(r.path, parameters(r.dependant)))
 
 
 def malformed(

@@ -13,7 +13,7 @@ a 400 in the protocol's shape; round 42).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeVar
 
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
@@ -27,23 +27,38 @@ from app.numtext import ascii_uint
 _KEY_CHECKS: Final = (require_read_key, require_write_key)
 
 
-def _names(dependant: Dependant) -> set[str]:
-    names = {p.alias for p in dependant.query_params}
+def parameters(dependant: Dependant) -> Iterator[tuple[str, str]]:
+    """("path" or "query", name) of each parameter `dependant` and its dependencies read."""
+    yield from (("path", p.alias) for p in dependant.path_params)
+    yield from (("query", p.alias) for p in dependant.query_params)
     for sub in dependant.dependencies:
-        names |= _names(sub)
-    return names
+        yield from parameters(sub)
+
+
+T = TypeVar("T")
+
+
+def per_route(
+    cache: dict[int, tuple[APIRoute, T]], route: APIRoute, make: Callable[[APIRoute], T]
+) -> T:
+    """`make(route)`, worked out once per route (APIRoute is not hashable: kept by identity,
+    with the route itself to pin its id; two methods of one path are two routes)."""
+    hit = cache.get(id(route))
+    if hit is None or hit[0] is not route:
+        hit = cache[id(route)] = (route, make(route))
+    return hit[1]
 
 
 _DECLARED: dict[int, tuple[APIRoute, frozenset[str]]] = {}
 
 
+def _query_names(route: APIRoute) -> frozenset[str]:
+    return frozenset(name for where, name in parameters(route.dependant) if where == "query")
+
+
 def declared(route: APIRoute) -> frozenset[str]:
-    """The query parameter names `route` reads (worked out once per route; APIRoute is not
-    hashable, so it is kept by identity, with the route itself to pin its id)."""
-    hit = _DECLARED.get(id(route))
-    if hit is None or hit[0] is not route:
-        hit = _DECLARED[id(route)] = (route, frozenset(_names(route.dependant)))
-    return hit[1]
+    """The query parameter names `route` reads."""
+    return per_route(_DECLARED, route, _query_names)
 
 
 def unknown_query_error(

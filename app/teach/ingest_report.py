@@ -1,6 +1,6 @@
 """What an upload of many images did: images added per label, files skipped with the reason,
-copies left out, warnings of images added; bounded, so a zip of 190 MB of long entry names cannot make a 1.1 GB answer
-(fuzz round 16)."""
+copies left out, warnings of images added; bounded, so a zip of 190 MB of long entry names
+cannot make a 1.1 GB answer (fuzz round 16)."""
 
 from __future__ import annotations
 
