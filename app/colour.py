@@ -20,8 +20,8 @@ every pixel first cost about 1 s for a 40 MP picture (a TIFF: no drafted decode)
 reducing first moved the colours of 29 photos by 0.3 dE76 on average, 1.2-1.7 at the 99th
 percentile (reduced by 2 to 8). A JPEG is drafted first, so for a 224 model both ways convert
 the drafted picture: +7 ms at 12 MP, +22 ms at 40 MP. Gray profiles are not applied. A profile
-that is larger than MAX_PROFILE_BYTES, damaged, of another colour space than the picture or
-otherwise unusable is ignored: the picture is read as sRGB (CMYK by Pillow's own conversion),
+that is larger than MAX_PROFILE_BYTES, damaged, of another colour space than the picture,
+costlier to build than any real profile (app/icc_screen.py) or otherwise unusable is ignored: the picture is read as sRGB (CMYK by Pillow's own conversion),
 as before. Transforms are built once per profile (a few recent ones kept). Intent: perceptual;
 littlecms then maps a CMYK profile's black (all inks) to sRGB's black, where relative
 colorimetric alone left the test profile's at (25, 32, 25).
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import struct
 import threading
 from collections import OrderedDict
@@ -39,6 +40,10 @@ from typing import Any, Final, TypeGuard
 
 import numpy as np
 from PIL import Image, ImageCms
+
+from app.icc_screen import too_complex
+
+logger = logging.getLogger(__name__)
 
 MAX_PROFILE_BYTES: Final = 1 << 20  # display and camera RGB profiles are a few KB
 _KEPT: Final = 16
@@ -213,6 +218,9 @@ def _transform(icc: object, mode: str) -> ImageCms.ImageCmsTransform | None:
 
 
 def _build(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    if (why := too_complex(icc)) is not None:
+        logger.info("colour profile ignored (read as sRGB): %s", why)
+        return None
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         core = profile.profile

@@ -20,7 +20,7 @@ from app.errors import InvalidImage, NotReady, PayloadTooLarge, too_complex
 from app.jpeg_walk import JpegStructure as JpegStructure
 from app.jpeg_walk import count_jpeg_scans as count_jpeg_scans
 from app.jpeg_walk import jpeg_structure as jpeg_structure
-from app.tiff_fields import tiff_uint
+from app.tiff_fields import python_bytes, tiff_uint
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ MAX_GIF_HEADER_BLOCKS: Final = 20_000
 GIF_WALK_STEPS: Final = 500_000
 MAX_BMP_RLE_BYTES: Final = 1024 * 1024
 MAX_TIFF_STRIPS: Final = 65_536
+# Python objects Pillow may make from the first page's fields besides its strips and tiles:
+# an 8-bit palette is 768 values (24 KB), a 16-bit transfer function 196,608 (6 MB); one
+# XResolution of 2.5 million RATIONALs (19 MB of a 20 MB file) took a worker up by 700 MiB.
+MAX_TIFF_FIELD_BYTES: Final = 8 << 20
 # A TIFF tile may be larger than its image (tiles are multiples of 16 on each side) only up to
 # this many pixels (1024 x 1024).
 MAX_TILE_PIXELS: Final = 1 << 20
@@ -151,7 +155,8 @@ def check_tiff_strips(data: bytes) -> None:
     1000x1000 image with one 16384x16384 tile took 788 MB (23168x23168: 1.5 GB, 3 s). And
     refuse tag values that add up to more than the file: libtiff reads every value of the
     page's directory into a buffer of its own, so values stored once and pointed at by many
-    tags cost the file's size many times over (round 35)."""
+    tags cost the file's size many times over (round 35); and fields, strips and tiles aside,
+    whose values would become more than MAX_TIFF_FIELD_BYTES of Python objects (round 43)."""
     if len(data) < 10:
         return
     bo = "<" if data[:2] == b"II" else ">"
@@ -161,6 +166,7 @@ def check_tiff_strips(data: bytes) -> None:
     (entries,) = struct.unpack_from(bo + "H", data, offset)
     sizes: dict[int, int] = {}
     values = 0  # bytes of the tag values stored apart from their entries, within the file
+    objects = 0  # bytes of Python objects those values become, strips and tiles aside
     for i in range(min(entries, (len(data) - offset - 2) // 12)):
         entry = offset + 2 + 12 * i
         tag, kind, count = struct.unpack_from(bo + "HHI", data, entry)
@@ -173,9 +179,19 @@ def check_tiff_strips(data: bytes) -> None:
                 "bytes hold: values that overlap, each read again by the decoder (a 4 MB file "
                 "of 300 tags on the same 4 MB took it over 1 GB), so it is refused.",
             )
-        if tag in (273, 279, 324, 325) and count > MAX_TIFF_STRIPS:  # strip/tile offsets, sizes
+        if tag in (273, 279, 324, 325):  # strip/tile offsets, sizes
+            if count > MAX_TIFF_STRIPS:
+                raise too_complex(
+                    "TIFF",
+                    f"more than {MAX_TIFF_STRIPS:,} strips or tiles",
+                    "a few thousand at most",
+                )
+        elif (objects := objects + python_bytes(kind, count)) > MAX_TIFF_FIELD_BYTES:
             raise too_complex(
-                "TIFF", f"more than {MAX_TIFF_STRIPS:,} strips or tiles", "a few thousand at most"
+                "TIFF",
+                f"fields of more values than fit in {MAX_TIFF_FIELD_BYTES >> 20} MB once read, "
+                f"{count:,} in tag {tag} alone",
+                "a few hundred values besides their strips",
             )
         if tag in (256, 257, 322, 323):  # ImageWidth, ImageLength, TileWidth, TileLength
             sizes[tag] = tiff_uint(data, bo, entry) or 0

@@ -119,6 +119,24 @@ def item_types(data: bytes, body: int, end: int) -> dict[int, bytes]:
     return found
 
 
+def exif_blocks(data: bytes, children: dict[bytes, tuple[int, int]]) -> list[bytes]:
+    """The EXIF data of every `Exif` item from its TIFF header on (an item starts with that
+    header's offset after its first four bytes; readers also look for the header itself, so
+    the first one found counts when the offset misleads)."""
+    if b"iinf" not in children or b"iloc" not in children:
+        return []
+    located = located_items(data, children)
+    blocks = []
+    for item, kind in item_types(data, *children[b"iinf"]).items():
+        if kind == b"Exif" and item in located:
+            block = item_data(data, located[item])
+            skip, _ = uint(block, 0, 4)
+            found = [i for i in (block.find(b"II*\0", 4), block.find(b"MM\0*", 4)) if i >= 0]
+            blocks.append(block[4 + skip :])
+            blocks.extend(block[i:] for i in found[:1] if i != 4 + skip)
+    return blocks
+
+
 def meta_children(data: bytes) -> tuple[bool, dict[bytes, tuple[int, int]]]:
     """(whether a `moov` box makes it an image sequence, the top-level `meta` box's children:
     type -> (payload start, end); empty when there is no meta box)."""

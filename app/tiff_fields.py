@@ -1,5 +1,6 @@
 """TIFF header fields read straight from the bytes (no Pillow): an IFD entry's unsigned value,
-and the first page's sample format, for refusals that say what was sent."""
+the first page's sample format, for refusals that say what was sent, and what a field's values
+cost once Pillow has turned them into Python objects."""
 
 from __future__ import annotations
 
@@ -17,6 +18,23 @@ TIFF_SAMPLES_ACCEPTED: Final = (
 # TIFF field types an unsigned value may be stored as (libtiff reads each of these for a
 # LONG field): BYTE, SHORT, LONG, SBYTE, SSHORT, SLONG, LONG8, SLONG8, IFD8.
 _TIFF_INT_TYPES: Final = {1: "B", 3: "H", 4: "I", 6: "b", 8: "h", 9: "i", 16: "Q", 17: "q", 18: "Q"}
+
+
+# Bytes of the Python objects Pillow makes for each value of a field it decodes, by field type
+# (tracemalloc, Pillow 13, per value: SHORT 24, LONG 21, FLOAT 45, DOUBLE 49, RATIONAL 153,
+# rounded up; the process's RSS grew by about 280 a RATIONAL, round 43). BYTE, ASCII and
+# UNDEFINED values stay one bytes object.
+_PY_VALUE_BYTES: Final = {
+    **dict.fromkeys((3, 4, 6, 8, 9, 13, 16, 17, 18), 32),
+    **dict.fromkeys((11, 12), 48),
+    **dict.fromkeys((5, 10), 160),
+}
+
+
+def python_bytes(kind: int, count: int) -> int:
+    """About how many bytes of Python objects a field of `count` values of type `kind` takes
+    once decoded (0 for byte-like types, which stay bytes)."""
+    return count * _PY_VALUE_BYTES.get(kind, 0)
 
 
 def tiff_uint(data: bytes, bo: str, entry: int) -> int | None:
