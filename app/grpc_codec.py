@@ -21,6 +21,7 @@ from app.oip import (
     InputTensor,
     RequestedOutput,
     _decode_input,
+    no_shared_memory,
 )
 from app.oip_response import OutputTensor, serialize_bytes
 
@@ -38,6 +39,7 @@ def _input(t: Any, raw: bytes | None, index: int, max_elements: int, max_files: 
     so its elements are capped at the batch limit before any is read (round 15: 4 million empty
     elements were expanded before the image count refused them, +440 MB a call)."""
     obj = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+    no_shared_memory(t.parameters, f"input {t.name!r}")
     limit = max_files if t.datatype == BYTES else max_elements
     contents = t.contents
     typed = len(contents.bytes_contents) or len(contents.fp32_contents)
@@ -89,6 +91,7 @@ def parse_request(request: Any, max_elements: int, max_files: int) -> InferReque
                 # each entry is computed and sent: 400 copies of a 1,000-class classification
                 # of 32 images made a 338 MB answer from a 15 KB request (round 15)
                 raise BadRequest(f"output {o.name!r} is requested more than once.")
+            no_shared_memory(o.parameters, f"output {o.name!r}")
             outputs.append(RequestedOutput(o.name, None, _classification(o)))
     return InferRequest(request.id or None, inputs, outputs, binary_output=False)
 

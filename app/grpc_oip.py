@@ -13,8 +13,9 @@ event loop like an HTTP request. Bounds: messages up to IMGCLASS_GRPC_MAX_MESSAG
 gRPC refuses larger ones with RESOURCE_EXHAUSTED before they are parsed), charged to the
 process's body budget while they are served (IMGCLASS_MAX_BODY_BYTES_IN_FLIGHT, shared with
 HTTP bodies: UNAVAILABLE when full), GRPC_CALLS of the protocol's calls at once per process,
-their wait for a message included (then UNAVAILABLE at once; HEALTH_THREADS more
-threads are kept for the health service), a message that must arrive within
+their wait for a message included (GRPC_WAITING more wait for a place, within the request
+deadline, which counts from their arrival; then UNAVAILABLE; HEALTH_THREADS more threads are
+kept for the health service), a message that must arrive within
 IMGCLASS_BODY_TIMEOUT_S (app/grpc_watchdog.py), the request deadline (or the client's, when
 shorter). A call's message is held whole while it is parsed and copied, so one process
 holds about GRPC_CALLS x 4 x the message limit for gRPC at most (measured +250-335 MiB with
@@ -32,7 +33,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -48,12 +49,14 @@ from app.draining import stopping
 from app.errors import (
     ConfigurationError,
     DeadlineExceeded,
+    NotFound,
     NotReady,
     ServiceError,
     Unauthorized,
     forget_frames,
 )
 from app.grpc_codec import call_key, parse_request, response_message
+from app.grpc_handlers import SERVICE, arrived, handlers
 from app.grpc_health import (
     NOT_SERVING,
     SERVICE_UNKNOWN,
@@ -74,11 +77,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 GRPC_CALLS: Final = 8  # the protocol's calls at once per process (CallGate)
+GRPC_WAITING: Final = 56  # more that wait for a place, up to the request deadline
 HEALTH_THREADS: Final = 24  # threads the protocol's calls never take: health checks are answered
 HEALTH_PER_PEER: Final = 8  # of those, one address may hold (round 18's flood came from one)
 GRPC_PENDING: Final = 4  # calls waiting for a thread (then RESOURCE_EXHAUSTED)
 MAX_DETAIL: Final = 2048  # characters of an error's message sent in the status
-SERVICE: Final = "inference.GRPCInferenceService"
 
 # HTTP status of a service error -> gRPC status code
 _CODES: Final = {
@@ -185,7 +188,7 @@ class OipServicer:
         def work() -> Any:
             try:
                 _model(self.registry, request.name, request.version or None)
-            except NotReady:
+            except (NotReady, NotFound):  # as Triton: a name it does not serve is not ready
                 return pb.ModelReadyResponse(ready=False)
             return pb.ModelReadyResponse(ready=True)
 
@@ -276,7 +279,7 @@ class OipServicer:
             self.loop.call_soon_threadsafe(budget.release, size)
 
     def _infer_held(self, request: Any, context: grpc.ServicerContext) -> Any:
-        received = time.perf_counter()
+        received = arrived()  # a wait for a place counts, as an HTTP request's queue does
         loaded = _model(self.registry, request.model_name, request.model_version or None)
         meta = loaded.model.bundle.metadata
         spec = meta.input
@@ -303,57 +306,13 @@ class OipServicer:
         return response_message(meta.name, meta.version, req.id, outs)
 
 
-# The protocol's RPCs served; Triton's others are not registered, so gRPC answers UNIMPLEMENTED.
-_RPCS: Final = {
-    "ServerLive": pb.ServerLiveRequest,
-    "ServerReady": pb.ServerReadyRequest,
-    "ModelReady": pb.ModelReadyRequest,
-    "ServerMetadata": pb.ServerMetadataRequest,
-    "ModelMetadata": pb.ModelMetadataRequest,
-    "ModelInfer": pb.ModelInferRequest,
-}
-
-
-def _handlers(servicer: OipServicer, gate: CallGate, watchdog: MessageWatchdog) -> Any:
-    """The service's handlers, each taking a place in `gate`, reading its message within the
-    watchdog's time (a stream's first message: the same bytes on the wire as a unary call) and
-    parsing it itself: a message that is not valid protobuf is INVALID_ARGUMENT (grpcio's own
-    deserializer answered INTERNAL, round 15)."""
-
-    def handler(method: str, message: Any) -> Any:
-        impl = getattr(servicer, method)
-
-        def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
-            place = gate.enter(context, f"grpc {method}")
-            try:
-                raw = watchdog.first(requests, context)
-                try:
-                    request = message.FromString(raw)
-                except Exception:  # DecodeError, or whatever a hostile message raises
-                    context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        f"The {message.DESCRIPTOR.name} message is not valid protobuf.",
-                    )
-                return impl(request, context)
-            finally:
-                gate.leave(place)
-
-        return grpc.stream_unary_rpc_method_handler(
-            handle, response_serializer=lambda response: response.SerializeToString()
-        )
-
-    return grpc.method_handlers_generic_handler(
-        SERVICE, {m: handler(m, msg) for m, msg in _RPCS.items()}
-    )
-
-
 class GrpcServer:
     """The gRPC binding of one server process: started and stopped by the app's lifespan."""
 
     def __init__(self, state: Any, loop: asyncio.AbstractEventLoop) -> None:
         settings: Settings = state.settings
         check_grpc_port(settings.host, settings.grpc_port)  # before grpc starts its threads
-        threads = GRPC_CALLS + HEALTH_THREADS + WATCHES
+        threads = GRPC_CALLS + GRPC_WAITING + HEALTH_THREADS + WATCHES
         self.server = grpc.server(
             concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="grpc"),
             options=server_options(settings),
@@ -361,7 +320,8 @@ class GrpcServer:
         )
         servicer = OipServicer(state, loop)
         self.watchdog = MessageWatchdog(settings.body_timeout_s)
-        oip = _handlers(servicer, CallGate(GRPC_CALLS), self.watchdog)
+        gate = CallGate(GRPC_CALLS, waiting=GRPC_WAITING, wait_s=settings.request_deadline_s)
+        oip = handlers(servicer, gate, self.watchdog)
         self.health = HealthService(
             servicer.health,
             servicer.health_status,

@@ -85,7 +85,11 @@ class CallGate:
     their message (round 18: a flood of such health checks, each re-opened as soon as it was
     cancelled, left other probes refused). `refusal` replaces both codes where a client
     must read a refusal otherwise (health watches: UNIMPLEMENTED, app/grpc_health.py), and
-    `why` then ends its detail instead of the advice to retry."""
+    `why` then ends its detail instead of the advice to retry. With `waiting`, up to that many
+    more calls wait for a place, each at most `wait_s` (and its deadline), before they are
+    refused: Triton queues calls beyond what it runs, and tritonclient retries none, so 8 of
+    16 `async_infer` calls from one client failed when the ninth was refused at once (round
+    43). A waiting call has not read its message (app/grpc_ports.py: fixed windows)."""
 
     def __init__(
         self,
@@ -94,11 +98,15 @@ class CallGate:
         per_peer: int = 0,
         refusal: grpc.StatusCode | None = None,
         why: str = "",
+        waiting: int = 0,
+        wait_s: float = 0.0,
     ) -> None:
         self.limit, self.what, self.per_peer = limit, what, per_peer or limit
         self.refusal, self.why = refusal, why
-        self._lock = threading.Lock()
+        self.waiting, self.wait_s = waiting, wait_s
+        self._lock = threading.Condition()
         self._total = 0
+        self._waiters = 0
         self._held: dict[str, int] = {}
 
     def enter(self, context: grpc.ServicerContext, route: str = "") -> str:
@@ -107,12 +115,26 @@ class CallGate:
         refusal is counted in /metrics under `route` (as 503 when the process is full, 429
         when the address holds its share), like the HTTP doors' refusals."""
         peer = peer_address(context)
+        left = context.time_remaining() if self.waiting else None
+        until = time.monotonic() + min(self.wait_s, left if left is not None else self.wait_s)
+        queued = False
         with self._lock:
-            mine = self._held.get(peer, 0)
-            if self._total < self.limit and mine < self.per_peer:
-                self._total += 1
-                self._held[peer] = mine + 1
-                return peer
+            while True:
+                mine = self._held.get(peer, 0)
+                if self._total < self.limit and mine < self.per_peer:
+                    self._total += 1
+                    self._held[peer] = mine + 1
+                    self._waiters -= queued
+                    return peer
+                if not queued and self._waiters >= self.waiting:
+                    break
+                self._waiters += not queued
+                queued = True
+                now = time.monotonic()
+                if now >= until or not context.is_active():
+                    self._waiters -= 1
+                    break
+                self._lock.wait(min(until - now, TICK_S))  # a cancelled call stops waiting
             full = self._total >= self.limit
         if full:
             # UNAVAILABLE: the status clients' retry policies retry (kserve's retries only it;
@@ -143,6 +165,7 @@ class CallGate:
     def leave(self, peer: str) -> None:
         with self._lock:
             self._total -= 1
+            self._lock.notify_all()  # a waiting call of this address may be the one to go
             left = self._held.get(peer, 1) - 1
             if left > 0:
                 self._held[peer] = left

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gc
 import math
 import struct
-import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Final
@@ -23,25 +22,14 @@ import numpy as np
 import numpy.typing as npt
 
 from app.errors import BadRequest, PayloadTooLarge
-from app.jsontext import (
-    RepeatedKey,
-    loads_unique,
-    lone_surrogate_at,
-    repeated_key_message,
-    surrogate_message,
-    whole,
-)
+from app.jsontext import lone_surrogate_at, surrogate_message, whole
+from app.oip_json import INLINE_JSON_BYTES as INLINE_JSON_BYTES
+from app.oip_json import load_header
 
 FP32: Final = "FP32"
 BYTES: Final = "BYTES"
 SUPPORTED_DATATYPES: Final = (FP32, BYTES)
 LEN: Final = struct.Struct("<I")  # a BYTES element's length prefix
-# JSON objects accepted in an infer request's JSON part: the request, its inputs and outputs
-# and their parameters need a handful (tritonclient sends 3 + 2 per tensor).
-MAX_JSON_OBJECTS: Final = 256
-# JSON parts up to this size are parsed as they are (binary-data requests: a few hundred bytes).
-INLINE_JSON_BYTES: Final = 64 * 1024
-_LARGE_PARSE: Final = threading.Lock()
 MAX_RANK: Final = 8  # the inputs served are [N] or [N, 1] (files) and [N, H, W, C]
 
 
@@ -85,6 +73,17 @@ def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
     # None only: 0, "", [] and false were read as no parameters, while 5 or "x" were refused
     params = obj.get("parameters")
     return {} if params is None else _object(params, f"{where}.parameters")
+
+
+def no_shared_memory(keys: Iterable[str], where: str) -> None:
+    """Triton's shared-memory extension is not served: a tensor naming a region is refused
+    (round 43: such an output was answered in the body, such an input said to carry no data)."""
+    if any(key.startswith("shared_memory_") for key in keys):
+        raise BadRequest(
+            f"{where} names a shared memory region, and this server serves no shared memory "
+            "(Triton's extension; not among its extensions): send the tensor in the request, "
+            "as JSON or with the binary-data extension, and read outputs from the response."
+        )
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
@@ -262,6 +261,7 @@ def _requested_outputs(value: Any) -> list[RequestedOutput] | None:
             # in a 1 MB request took 28 s of CPU and 2 GB to answer.
             raise BadRequest(f"outputs[{i}]: output {name!r} is requested more than once.")
         params = _params(obj, f"outputs[{i}]")
+        no_shared_memory(params, f"outputs[{i}]")
         k = whole(params.get("classification", 0))
         if k is None or k < 0:
             raise BadRequest(f"output {name!r}: parameters.classification must be an integer >= 0.")
@@ -277,42 +277,6 @@ def _flag(params: dict[str, Any], key: str, where: str) -> bool | None:
     if value is not None and not isinstance(value, bool):
         raise BadRequest(f"{where}: parameters.{key} must be true or false (a JSON boolean).")
     return value
-
-
-def _loads(header: bytes) -> Any:
-    """json.loads of the JSON part, after refusing a flood of objects it could never need."""
-    objects = header.count(b"{")  # a brace inside a string counts too: an upper bound
-    if objects > MAX_JSON_OBJECTS:
-        # 8 MB of `{},` became 2.8 million dicts: 0.23 s with the GIL held, +200 MB.
-        raise BadRequest(
-            f"The inference request holds {objects:,} JSON objects; at most {MAX_JSON_OBJECTS} "
-            "are accepted (one per input, output and parameters). Send tensor data as flat "
-            "lists or with the binary-data extension."
-        )
-    try:
-        if len(header) <= INLINE_JSON_BYTES:
-            return loads_unique(header)
-        # A parsed document is a tree: the cyclic collector has nothing to find in it, but left
-        # on it re-scans the young lists as they pile up (8 MB of `[0],`: 815 ms, 221 ms
-        # without it). One large parse at a time (it holds the GIL anyway), so only one thread
-        # ever switches the collector off and back on.
-        with _LARGE_PARSE:
-            collecting = gc.isenabled()
-            gc.disable()
-            try:
-                return loads_unique(header)
-            finally:
-                if collecting:
-                    gc.enable()
-    except RepeatedKey as exc:  # the last value won in silence
-        raise BadRequest(repeated_key_message("The inference request", exc)) from exc
-    except RecursionError as exc:  # the parser's own limit: its message names Python internals
-        raise BadRequest(
-            "The inference request nests arrays or objects deeper than the server parses "
-            "(about 1,000 levels); tensor `data` is flat or nested as deep as its `shape`."
-        ) from exc
-    except ValueError as exc:
-        raise BadRequest(f"The inference request is not valid JSON: {exc}.") from exc
 
 
 def parse_infer_request(
@@ -342,7 +306,7 @@ def parse_infer_request(
             f"{max_json_bytes:,}. Send tensors and images with the binary-data extension.",
             limit_bytes=max_json_bytes,
         )
-    parsed = _loads(header)
+    parsed = load_header(header)
     bad = lone_surrogate_at(header, parsed)
     if bad is not None:
         raise BadRequest(surrogate_message("The inference request", bad))
@@ -354,7 +318,9 @@ def parse_infer_request(
     pos = 0
     for i, raw in enumerate(raw_inputs):
         obj = _object(raw, f"inputs[{i}]")
-        given = _params(obj, f"inputs[{i}]").get("binary_data_size")
+        params = _params(obj, f"inputs[{i}]")
+        no_shared_memory(params, f"inputs[{i}]")
+        given = params.get("binary_data_size")
         chunk: bytes | None = None
         if given is not None:
             size = whole(given)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from app.bundle import load_bundle
+from app.grpc_oip import GRPC_CALLS, GRPC_WAITING
 from app.imaging import ImageLimits, prepare
 from tests.conftest import DATA, ROOT, free_port, require
 from tests.live_server import LiveServer, live_server
@@ -118,8 +119,9 @@ def test_health_and_metadata(client: grpcclient.InferenceServerClient) -> None:
     ]
     code, msg = status_of(lambda: client.get_model_metadata("nope", headers=AUTH))
     assert code == "StatusCode.NOT_FOUND" and "nope" in msg
-    code, _ = status_of(lambda: client.is_model_ready("nope", headers=AUTH))
-    assert code == "StatusCode.NOT_FOUND"
+    # as Triton answers (round 43: a polling loop raised over gRPC only): not ready, no error
+    assert not client.is_model_ready("nope", headers=AUTH)
+    assert not client.is_model_ready("imagenet", "999", headers=AUTH)
 
 
 def test_a_yes_no_model_answers_v1s_decision_with_its_threshold(
@@ -490,26 +492,28 @@ def test_round_17_calls_that_never_send_a_message_cannot_starve_the_health_servi
 ) -> None:
     """48 calls that sent headers and never their message held every gRPC thread of a process
     for good: health probes got RESOURCE_EXHAUSTED for as long as the client liked. The
-    protocol's calls now take one of 8 places (more are refused at once), threads are kept for
-    the health service, and a message must arrive within IMGCLASS_BODY_TIMEOUT_S."""
+    protocol's calls now take one of 8 places (56 more wait for one within the request
+    deadline, round 43; more are refused at once), threads are kept for the health service,
+    and a message must arrive within IMGCLASS_BODY_TIMEOUT_S."""
     t0 = time.monotonic()
-    with held_calls(server[1], "/inference.GRPCInferenceService/ModelInfer", 20) as (
+    n = GRPC_CALLS + GRPC_WAITING + 6
+    with held_calls(server[1], "/inference.GRPCInferenceService/ModelInfer", n) as (
         held_channel,
         held,
     ):
         time.sleep(1.0)
         refused = [f for f in held if f.done()]
-        assert len(refused) >= 12 and all(  # a full process: UNAVAILABLE, retryable (round 24)
+        assert len(refused) == 6 and all(  # a full process: UNAVAILABLE, retryable (round 24)
             f.exception().code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[union-attr]
             for f in refused
         )
         check = held_channel.unary_unary("/grpc.health.v1.Health/Check")
         for _ in range(6):  # the health service answers meanwhile, on the same process
             assert bytes(check(b"", timeout=2)) == b"\x08\x01"
-        for f in held:  # the rest are cancelled once their message is overdue
-            code = f.exception(timeout=10).code()  # type: ignore[union-attr]
+        for f in held:  # the rest are cancelled once their message is overdue, or wait no more
+            code = f.exception(timeout=20).code()  # type: ignore[union-attr]
             assert code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
-        assert time.monotonic() - t0 < 3 + 5
+        assert time.monotonic() - t0 < 10 + 3 + 5  # the deadline, a message's time, slack
 
 
 def test_round_18_health_checks_without_a_message_take_only_their_own_places(
@@ -684,3 +688,29 @@ def test_an_answered_call_error_lets_go_of_its_frames() -> None:
     with pytest.raises(Aborted, match="not an image"):
         servicer._call(Context(), "ModelInfer", work)  # type: ignore[arg-type]
     assert error.__traceback__ is None and cause.__traceback__ is None
+
+
+def test_calls_beyond_those_running_wait_for_a_place_as_triton_queues_them(
+    server: tuple[LiveServer, int],
+) -> None:
+    """Round 43: 8 of 16 `async_infer` calls from one tritonclient failed UNAVAILABLE (the
+    ninth call in a process was refused at once; tritonclient retries nothing). They wait
+    for a place now: 3 x (places of both workers) calls at once all answer."""
+    client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{server[1]}")
+    png = photo("mnist_00_7.png")
+    done: list[Any] = []
+    lock = threading.Condition()
+
+    def answered(result: Any, error: Any) -> None:
+        with lock:
+            done.append(error or result)
+            lock.notify()
+
+    n = 3 * 2 * GRPC_CALLS
+    for _ in range(n):
+        client.async_infer("digits", [files_input([png])], answered, headers=AUTH)
+    with lock:
+        assert lock.wait_for(lambda: len(done) == n, timeout=60)
+    errors = [d for d in done if isinstance(d, InferenceServerException)]
+    assert not errors, errors[:2]
+    assert {int(np.argmax(d.as_numpy("probs")[0])) for d in done} == {7}

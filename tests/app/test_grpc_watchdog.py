@@ -4,6 +4,9 @@ message cannot hold every place (round 18)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import grpc
 import pytest
 
@@ -123,3 +126,55 @@ def test_refusals_are_retryable_when_the_process_is_full_and_counted_in_metrics(
     assert late.aborted is not None and late.aborted[0] == grpc.StatusCode.UNAVAILABLE
     assert "retry shortly" in late.aborted[1]
     assert counted("503") == before_full + 1 and counted("429") == before_share + 1
+
+
+class Waiting(Call):
+    """A call with a deadline that a test may cancel."""
+
+    def __init__(self, peer: str, left: float | None = None) -> None:
+        super().__init__(peer)
+        self.left, self.active = left, True
+
+    def time_remaining(self) -> float | None:
+        return self.left
+
+    def is_active(self) -> bool:
+        return self.active
+
+
+def test_calls_beyond_the_limit_wait_for_a_place_in_turn() -> None:
+    """Round 43: Triton queues calls beyond those it runs; a gate with room to wait gives a
+    place to a waiting call once one is left, and refuses at once beyond that room."""
+    gate = CallGate(1, waiting=1, wait_s=5.0)
+    first = gate.enter(Waiting("ipv4:10.0.0.1:1"))  # type: ignore[arg-type]
+    got: list[str] = []
+    waiter = threading.Thread(target=lambda: got.append(gate.enter(Waiting("ipv4:10.0.0.2:1"))))  # type: ignore[arg-type]
+    waiter.start()
+    time.sleep(0.2)
+    assert not got  # waiting
+    beyond = Waiting("ipv4:10.0.0.3:1")
+    with pytest.raises(Aborted):  # the one place to wait in is taken
+        gate.enter(beyond)  # type: ignore[arg-type]
+    assert beyond.aborted is not None and beyond.aborted[0] == grpc.StatusCode.UNAVAILABLE
+    t0 = time.monotonic()
+    gate.leave(first)
+    waiter.join(2)
+    assert got == ["ipv4:10.0.0.2"] and time.monotonic() - t0 < 1.0
+
+
+def test_a_waiting_call_gives_up_at_its_deadline_or_when_cancelled() -> None:
+    gate = CallGate(1, waiting=4, wait_s=30.0)
+    gate.enter(Waiting("ipv4:10.0.0.1:1"))  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    late = Waiting("ipv4:10.0.0.2:1", left=0.3)  # the client's deadline is the shorter
+    with pytest.raises(Aborted):
+        gate.enter(late)  # type: ignore[arg-type]
+    assert 0.25 < time.monotonic() - t0 < 2.0
+    gone = Waiting("ipv4:10.0.0.3:1")
+    threading.Timer(0.3, lambda: setattr(gone, "active", False)).start()
+    t0 = time.monotonic()
+    with pytest.raises(Aborted):
+        gate.enter(gone)  # type: ignore[arg-type]
+    assert time.monotonic() - t0 < 2.0
+    # neither keeps its room to wait: four more may wait again
+    assert gate._waiters == 0

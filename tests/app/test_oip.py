@@ -141,3 +141,38 @@ def test_a_whole_number_written_as_a_float_is_an_integer_and_a_fraction_is_not()
     for shape, size, k, named in REFUSED:
         with pytest.raises(BadRequest, match=named):
             _infer(shape, size, k)
+
+
+def _files_body(**extra: Any) -> dict[str, Any]:
+    image = {"name": "image", "datatype": "BYTES", "shape": [1], "data": ["aGk="], **extra}
+    return {"inputs": [image]}
+
+
+def test_a_tensor_naming_a_shared_memory_region_is_refused_saying_so() -> None:
+    """Round 43: an output asked for in a region was answered in the body (200), and an input
+    in one was said to have "neither data nor parameters.binary_data_size"."""
+    region = {"shared_memory_region": "r0", "shared_memory_byte_size": 4000}
+    body = _files_body(parameters=region)
+    del body["inputs"][0]["data"]
+    with pytest.raises(BadRequest, match=r"inputs\[0\] names a shared memory region.*serves no"):
+        parse_infer_request(json.dumps(body).encode(), None, **LIMITS)
+    body = _files_body() | {"outputs": [{"name": "probs", "parameters": region}]}
+    with pytest.raises(BadRequest, match=r"outputs\[0\] names a shared memory region"):
+        parse_infer_request(json.dumps(body).encode(), None, **LIMITS)
+
+
+def test_the_grpc_binding_refuses_shared_memory_alike() -> None:
+    from tritonclient.grpc import service_pb2 as pb
+
+    from app.grpc_codec import parse_request
+
+    request = pb.ModelInferRequest(model_name="digits")
+    tensor = request.inputs.add(name="image", datatype="BYTES", shape=[1])
+    tensor.parameters["shared_memory_region"].string_param = "r0"
+    with pytest.raises(BadRequest, match="input 'image' names a shared memory region"):
+        parse_request(request, 1000, 8)
+    del tensor.parameters["shared_memory_region"]
+    tensor.contents.bytes_contents.append(b"hi")
+    request.outputs.add(name="probs").parameters["shared_memory_byte_size"].int64_param = 40
+    with pytest.raises(BadRequest, match="output 'probs' names a shared memory region"):
+        parse_request(request, 1000, 8)
