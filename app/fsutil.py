@@ -60,13 +60,26 @@ def file_lock(path: Path) -> Iterator[None]:
     own file description, so threads of one process exclude each other too. The kernel
     releases it if the holder dies."""
     check_folder(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        # a read-only or unwritable folder: an existing lock file locks as well read-only;
+        # else the folder's problem as every route reports it (503/507), never a raw error
+        # (round 43: one escaped the teach-job thread, which ended, and its queue stalled)
+        fd = _read_only(path, exc)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the flock
+
+
+def _read_only(path: Path, exc: OSError) -> int:
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        raise (storage_error(exc) or exc) from exc
 
 
 def visible_entries(folder: Path) -> list[str]:

@@ -117,6 +117,7 @@ def catalog_row(conn: sqlite3.Connection, name: str) -> Row:
     )
 
 
+_SQLITE_READONLY = 8  # the primary result code of a write refused on a read-only connection
 _SEQS_PER_QUERY = 4096  # well under SQLite's limit on parameters (32,766)
 
 
@@ -170,13 +171,29 @@ class Connections:
         """One write transaction (IMMEDIATE: takes the write lock up front, no upgrade deadlocks)."""
         conn = self.conn()
         with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_READONLY:
+                    self._forget(conn)
                 raise
-            conn.execute("COMMIT")
+
+    def _forget(self, conn: sqlite3.Connection) -> None:
+        """Close this thread's connection: the next one is opened afresh. SQLite opens a
+        database it cannot write read-only, in silence, and such a connection stays read-only:
+        connections that threads opened while the data folder was read-only refused every
+        write for good once it was writable again, until a restart (round 43)."""
+        self._local.conn = None
+        with self._conns_lock:
+            self._conns.pop(threading.current_thread(), None)
+        with suppress(sqlite3.Error):
+            conn.close()
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

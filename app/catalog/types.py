@@ -153,8 +153,9 @@ def check_item_vectors(
     has the catalog's dimension `dim` (the embedding size of its `model`), else 422."""
     if embedded_sha is not None and embedded_sha != bound_sha:
         raise ModelMismatch(
-            f"Catalog {name!r} was reindexed for another build of model {model!r} while these "
-            "images were being embedded; nothing was added. Send them again."
+            f"Catalog {name!r} was reindexed, or deleted and created again, for another build "
+            f"of model {model!r} while these images were being embedded; nothing was added. "
+            "Send them again."
         )
     for it in items:
         if it.vector.shape != (dim,):

@@ -258,7 +258,10 @@ class JobRunner:
             except Exception as exc:  # never let one job end the worker (the queue would stall)
                 with self._lock:
                     job = self._jobs.get(job_id)
-                self._fail(job, job_id, exc)
+                try:
+                    self._fail(job, job_id, exc)
+                except Exception:  # not even a failure could be recorded: the queue goes on
+                    logger.exception("teach job %s: its failure was not recorded", job_id)
 
     def _fail(self, job: Job | None, job_id: str, exc: BaseException) -> None:
         """End a job on an error (called in its except block): its own or the data folder's

@@ -73,3 +73,61 @@ def test_two_processes_open_a_new_store_together(tmp_path: Path) -> None:
         for p in procs:
             p.join(30)
         assert [results.get(timeout=5), results.get(timeout=5)] == ["ok", "ok"], trial
+
+
+READ_ONLY_SPELL = """
+import sqlite3, sys, threading
+from pathlib import Path
+from app.catalog.sqlite import Connections
+
+folder = Path(sys.argv[1])
+db = Connections(folder / "c.sqlite3")
+db.conn().execute("PRAGMA journal_mode=WAL")
+db.conn().execute("CREATE TABLE t (x INTEGER)")
+
+def modes(d, f):
+    for p in folder.iterdir():
+        p.chmod(f)
+    folder.chmod(d)
+
+def insert(results):
+    try:
+        with db.tx() as conn:
+            conn.execute("INSERT INTO t VALUES (1)")
+        results.append("ok")
+    except sqlite3.Error as exc:
+        results.append(str(exc).replace(" ", "_"))
+
+modes(0o555, 0o444)  # this thread's connection stays open: the -wal and -shm files stay
+during = []
+worker = threading.Thread(target=lambda: [insert(during), go.wait(), insert(after)])
+go, after = threading.Event(), []
+worker.start()
+while not during:
+    pass
+modes(0o755, 0o644)
+go.set()
+worker.join()
+print(during[0], after[0])
+"""
+
+
+def test_a_connection_opened_while_the_folder_was_read_only_is_not_kept(tmp_path: Path) -> None:
+    """Round 43: SQLite opens a database it cannot write read-only, in silence, and such a
+    connection stays read-only; threads that opened theirs during a read-only spell refused
+    every write (503) once the folder was writable again, until a restart. Held to file modes
+    as the container's uid is."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.unprivileged import held_to_file_modes
+
+    r = subprocess.run(
+        [*held_to_file_modes(), sys.executable, "-c", READ_ONLY_SPELL, str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert r.stdout.split() == ["attempt_to_write_a_readonly_database", "ok"], (
+        r.stdout,
+        r.stderr[-2000:],
+    )
