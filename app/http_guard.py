@@ -35,8 +35,10 @@ from typing import Any, Final
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from app.body_pieces import BodyPieces
 from app.errors import BadRequest, HeadersTooLarge, RequestTimeout, ServiceError
 from app.http_upgrade import upgrade_refusal
+from app.logs import PeerNoise
 from app.raw_answers import HEAD_START_BYTES, close_with
 
 logger = logging.getLogger(__name__)
@@ -49,25 +51,13 @@ MAX_DROPPED_BYTES: Final = 64 * 1024 * 1024  # or until this much of it was drop
 _END: Final = b"\r\n\r\n"
 
 
-class _PeerNoise(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """uvicorn's protocol logger with its warnings at DEBUG: each was about bytes a client sent
-    ("Invalid HTTP request received.", upgrades), so any client could add a line per
-    connection (526 in fuzz round 22). Such a request is answered 400 as problem+json."""
-
-    @property
-    def level(self) -> int:
-        return int(self.logger.level)
-
-    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        self.logger.debug(msg, *args, **kwargs)
-
-
 class HeadGuardedProtocol(HttpToolsProtocol):
     """HttpToolsProtocol; a request's head is timed and counted until its headers are parsed."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.logger = _PeerNoise(self.logger, {})  # type: ignore[assignment]
+        self.logger = PeerNoise(self.logger, {})  # type: ignore[assignment]
+        self._pieces = BodyPieces()
 
     head_timeout_s: float = HEAD_TIMEOUT_S
     max_head_bytes: int = MAX_HEAD_BYTES
@@ -86,6 +76,7 @@ class HeadGuardedProtocol(HttpToolsProtocol):
     _trailer_bytes = 0
     _discarding = False  # answered; the rest of the request body is read and dropped
     _dropped = 0
+    _pieces: BodyPieces  # the current body's (a new count at each message)
     _refusal: ServiceError | None = None  # sent once the answers owed before it are out
 
     def _refuse(self, error: ServiceError) -> None:
@@ -220,7 +211,7 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         super().data_received(data)
 
     def on_message_begin(self) -> None:
-        self._in_trailers = False
+        self._in_trailers, self._pieces = False, BodyPieces()
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -238,20 +229,25 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         # has its headers already; uvicorn would append every line to them).
         self._trailer_bytes += len(name) + len(value) + 4
         if self._trailer_bytes > self.max_head_bytes and not self.transport.is_closing():
-            # The route has this request already (it may have answered it): no status line
-            # can be sent in its place, so the connection is closed.
-            logger.warning("chunked body trailers over %d bytes: closed", self.max_head_bytes)
-            self._drop()
+            # The route has this request already: a 431 unless it has begun its answer
+            # (round 43: no answer at all, and a WARNING line any client could add)
+            detail = f"The chunked body's trailers exceed {self.max_head_bytes:,} bytes."
+            self._drop(HeadersTooLarge(detail, limit_bytes=self.max_head_bytes))
 
-    def _drop(self) -> None:
-        """Close while the route may still be answering: its cycle is marked disconnected
-        first, as connection_lost would, so its writes are skipped instead of raising on a
-        closed transport (a traceback per request)."""
+    def _drop(self, error: ServiceError) -> None:
+        """Close while the route may still be answering, with `error` unless an answer has
+        begun: its cycle is marked disconnected first, as connection_lost would, so its
+        writes are skipped instead of raising on a closed transport (a traceback per
+        request)."""
         cycles = [c for c, _ in self.pipeline] + ([self.cycle] if self.cycle is not None else [])
+        began = any(c.response_started for c in cycles)
         for cycle in cycles:
             cycle.disconnected = True
             cycle.message_event.set()
-        self.transport.close()
+        if began:
+            self.transport.close()
+        else:
+            close_with(self.transport, error, self._head_start)
 
     def on_headers_complete(self) -> None:
         self._end_head()
@@ -356,7 +352,9 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         return True
 
     def on_body(self, body: bytes) -> None:
-        if self._refusal is None:  # else the refused request's: not the owed one's
+        if (refusal := self._pieces.add(len(body))) is not None:
+            self._drop(refusal)  # its route is reading it: it stops, the client gets the 400
+        elif self._refusal is None:  # else the refused request's: not the owed one's
             super().on_body(body)
 
     def on_message_complete(self) -> None:

@@ -170,6 +170,13 @@ def _inspect(fmt: str, data: bytes, limits: ImageLimits) -> _Facts:
     return _Facts()
 
 
+def check_structure(data: bytes, fmt: str, limits: ImageLimits) -> None:
+    """`decode`'s checks of a file's structure alone (413/415/422), for a reader that opens
+    only its header: Pillow parses a JPEG's segments, a PNG's chunks, a GIF's blocks and an
+    AVIF's EXIF orientation one by one as it opens a file."""
+    _inspect(fmt, data, limits)
+
+
 def open_image(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str]:
     """Sniff, check the structure, open (header only) and check dimensions. 413/415/422."""
     img, fmt, _, _ = _open(data, limits)

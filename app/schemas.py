@@ -11,6 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from app.bundle import BackboneRef, InputSpec, Metrics, Outputs, Provenance
 from app.catalog.names import CATALOG_NAME_RE
+from app.text_fields import CatalogDescription
 
 # catalogs -----------------------------------------------------------------------------------
 MAX_K = 100
@@ -27,7 +28,7 @@ class CatalogCreate(BaseModel):
         json_schema_extra={"pattern": CATALOG_NAME_RE.pattern},
     )
     model: str = Field(description="served model whose embedding space the catalog uses")
-    description: str = Field(default="", max_length=2000)
+    description: CatalogDescription = ""
 
 
 class ModelBinding(BaseModel):

@@ -45,6 +45,7 @@ from app.teach.folder import BatchLimits, ZipLimits, ingest, zip_images
 from app.teach.ingest_report import WARNINGS_TEXT, IngestReport
 from app.teach.job_store import Job, Status
 from app.teach.jobs import JobRunner
+from app.text_fields import ModelDescription
 
 MAX_LISTED_JOBS = 100  # jobs per listing (500 finished ones are kept; filter by status, model)
 SMALL_JOB_LISTING = 10  # listings of more jobs are built as big answers (app.api.big_answers)
@@ -67,7 +68,7 @@ class TeachRequest(BaseModel):
         'when the other label is named like "not X", "no X", "other" or "background"; two '
         "ordinary categories are ranked like any classes, with no decision",
     )
-    description: str = Field(default="", max_length=500)
+    description: ModelDescription = ""
 
     @field_validator("positive_label")
     @classmethod

@@ -10,16 +10,12 @@ from __future__ import annotations
 import io
 import lzma
 import re
-import struct
-import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Final
-
-from PIL import Image
 
 from app.catalog.outcomes import BLANK_WARNING, ItemSpec
 from app.catalog.service import CatalogService
@@ -32,9 +28,9 @@ from app.errors import (
     StorageUnavailable,
 )
 from app.fsutil import storage_error
-from app.imaging import sniff_format
 from app.teach.ingest_report import CopySkipped, IngestReport, shown
 from app.teach.layout import ZIP_LAYOUT, class_root, hidden
+from app.teach.zip_scan import declared_entries, header_pixels
 
 _DRIVE: Final = re.compile(r"[A-Za-z]:[\\/]")
 
@@ -92,25 +88,6 @@ def _unsafe(name: str, parts: tuple[str, ...]) -> str | None:
     return None
 
 
-def _declared_entries(data: bytes) -> int | None:
-    """The entry count from the end-of-central-directory record (zip64 included), read before
-    zipfile builds one object per entry (2.2 s and +233 MB for 400,000 empty entries), or the
-    number of central-directory signatures in the file when that is more: zipfile parses the
-    whole directory whatever the record says (a record saying 1 over 4 M entries: 17 s and
-    +1.9 GB, round 17). A chance signature inside compressed data only makes it stricter."""
-    end = data.rfind(b"PK\x05\x06", max(0, len(data) - 65_557))
-    if end < 0 or end + 22 > len(data):
-        return None
-    found = data.count(b"PK\x01\x02")
-    (entries,) = struct.unpack_from("<H", data, end + 10)
-    locator = end - 20
-    if entries == 0xFFFF and locator >= 0 and data[locator : locator + 4] == b"PK\x06\x07":
-        (record,) = struct.unpack_from("<Q", data, locator + 8)
-        if data[record : record + 4] == b"PK\x06\x06" and record + 40 <= len(data):
-            (entries,) = struct.unpack_from("<Q", data, record + 32)
-    return max(int(entries), found)
-
-
 # What reading one damaged or unsupported entry raises: a bad CRC or header (BadZipFile), a
 # corrupt deflate, LZMA or bzip2 stream (zlib.error, LZMAError, OSError), a stream that ends
 # early (EOFError), an unknown method (NotImplementedError), encryption (RuntimeError).
@@ -139,27 +116,6 @@ def _why(exc: BaseException) -> str:
         if isinstance(exc, kind):
             return text
     return type(exc).__name__
-
-
-def _header_pixels(zf: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -> int:
-    """Pixels an entry's image header declares, from its first 64 KB (the whole entry when
-    the header lies further in); 0 when it is no image we read (skipped later, undecoded)."""
-    for size in (min(64 * 1024, max_bytes), max_bytes):
-        try:
-            with zf.open(info) as f:
-                head = f.read(size)
-            fmt = sniff_format(head)
-            if fmt is None:
-                return 0
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(head), formats=[fmt]) as img:
-                    w, h = img.size
-            return max(0, w) * max(0, h)
-        except Exception:  # a header past the prefix, or a damaged file: try once more, whole
-            if size >= max_bytes or info.file_size <= size:
-                return 0
-    return 0
 
 
 def _strip_common_root(names: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
@@ -205,10 +161,10 @@ def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator
     """Image entries of a zip, labelled by their class folder. Refused (413) before any
     decoding when the zip has too many entries or images or its images' headers declare more
     pixels than limits allow; hidden files and unsafe paths are skipped and listed."""
-    declared_entries = _declared_entries(data)
-    if declared_entries is not None and declared_entries > limits.max_files:
+    entries = declared_entries(data)
+    if entries is not None and entries > limits.max_files:
         raise PayloadTooLarge(
-            f"The zip has {declared_entries:,} entries; at most {limits.max_files:,} are read.",
+            f"The zip has {entries:,} entries; at most {limits.max_files:,} are read.",
             limit_entries=limits.max_files,
         )
     try:
@@ -266,7 +222,7 @@ def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator
                 f"{limits.max_images:,} (IMGCLASS_TEACH_MAX_ITEMS) are read per upload.",
                 limit_images=limits.max_images,
             )
-        declared_px = [_header_pixels(zf, info, limits.max_entry_bytes) for info, _ in images]
+        declared_px = [header_pixels(zf, info, limits.max_entry_bytes) for info, _ in images]
         pixels = sum(declared_px)
         if pixels > limits.max_pixels:
             raise PayloadTooLarge(
