@@ -11,9 +11,11 @@ from pydantic import AfterValidator, Field
 
 from app.bundle_files import printable_label
 
+_BREAKS = str.maketrans("", "", "\r\n\t")  # line breaks (either convention) and tabs
+
 
 def _printable(value: str) -> str:
-    if not printable_label(value.replace("\n", "").replace("\t", "")):
+    if not printable_label(value.translate(_BREAKS)):
         raise ValueError(
             "holds a control or bidirectional-override character; a description is printable "
             "text, line breaks and tabs"

@@ -25,7 +25,7 @@ def test_control_and_bidi_override_characters_are_refused(bad: str) -> None:
 
 
 def test_text_line_breaks_tabs_and_emoji_are_kept() -> None:
-    text = "Birds of the park\n\tphotos by Zoë 🐦‍⬛, عربي"
+    text = "Birds of the park\r\n\tphotos by Zoë 🐦‍⬛, عربي"
     assert TeachRequest(model="m", description=text).description == text
     assert CatalogCreate(name="c", model="m", description=text).description == text
 
