@@ -3,6 +3,7 @@
 // X-API-Key header on this page's own requests. Never in a URL, never in localStorage.
 // Loaded before app.js, so every later fetch of the page carries the key.
 
+import { setText } from "./dom.js";
 import { learnLimits } from "./problems.js";
 
 const STORAGE_KEY = "imgclass.apiKey";
@@ -81,7 +82,7 @@ function build() {
 function showField(note) {
   if (!box) build();
   box.hidden = false;
-  box.querySelector(".auth-key-note").textContent = note;
+  setText(box.querySelector(".auth-key-note"), note); // a live region
 }
 
 // Another part of the page was refused for want of the key (a 401): show the field, mark it

@@ -89,6 +89,14 @@ export function setCardPending(item) {
   $(".result-busy-text", card).textContent = "Classifying…";
 }
 
+// Focus on the card's name (its Try again is gone while it is sent again); it stays there
+// when the answer is drawn, so the next Tab goes on from this card.
+export function focusCard(item) {
+  const name = $(".result-name", item.card);
+  name.tabIndex = -1;
+  name.focus({ preventScroll: true });
+}
+
 export function setCardBusyText(item, text) {
   $(".result-busy-text", item.card).textContent = text;
 }

@@ -1,8 +1,9 @@
 // Classifying the page's images: batches of 8 sent one request after another to
 // /v1/models/{m}/predict, answers drawn on their cards, failures said per card (and once on
 // the page where they concern them all), the run summed up for screen readers.
-import { renderResult, setCardBusyText, setCardPending, setCardProblem } from "./cards.js";
+import { focusCard, renderResult, setCardBusyText, setCardPending, setCardProblem } from "./cards.js";
 import { ms, pct, providerName, shortName, verdictText } from "./format.js";
+import { within } from "./net.js";
 import { alertKind, announce, hideAlert, showAlert, updateChrome } from "./page-chrome.js";
 import { el, state } from "./page-state.js";
 import { precheck } from "./precheck.js";
@@ -12,6 +13,12 @@ import { pollReady } from "./server-status.js";
 const BATCH_SIZE = 8; // images per request; the server's default cap is 32
 const SIMILAR_K = 8;
 const MAX_NOT_READY_RETRIES = 20;
+// A predict call gets 30 s (the server answers within IMGCLASS_REQUEST_DEADLINE_S, 10 s by
+// default) plus the upload at 250 kB/s, a slow phone link: 8 photos of 4 MB get 158 s.
+const PREDICT_DEADLINE_MS = 30_000;
+const UPLOAD_BYTES_PER_S = 250_000;
+// A fault of this page's own (a bug): no card is left spinning.
+const PAGE_FAULT = { title: "Something went wrong on this page", text: "Try again; if it keeps happening, reload the page.", retry: true };
 
 // A request none of whose images still wants its answer (another model picked, the card
 // removed or sent again) is cancelled: the next run waited for it behind the queue.
@@ -78,6 +85,9 @@ export function classify(items) {
     })
     .catch((err) => {
       console.error(err);
+      for (const j of jobs) {
+        if (j.item.run === j.run && j.item.card.dataset.state === "pending") setCardProblem(j.item, PAGE_FAULT, retry);
+      }
     })
     .finally(() => {
       state.inflight -= 1;
@@ -90,8 +100,11 @@ export function classify(items) {
 // unreachable, busy, loading): after an outage, twenty cards needed twenty clicks.
 function retry(item) {
   if (!state.model) return;
+  // Its Try again goes away: focus stays on the card (it fell to <body>, round 43).
+  const hadFocus = item.card.contains(document.activeElement);
   const others = state.items.filter((it) => it !== item && it.problem && it.problem.retry);
   classify([item, ...others]);
+  if (hadFocus) focusCard(item);
 }
 
 function announceDone(jobs) {
@@ -105,7 +118,7 @@ function announceDone(jobs) {
     const top = r.decision ? verdictText(r.decision) : r.predictions[0] && `${r.predictions[0].label}, ${pct(r.predictions[0].score)}`;
     text = `${ok[0].item.file.name}: ${top}.`;
   }
-  if (failed) text += ` ${failed} could not be classified.`;
+  if (failed) text += ` ${refusedText(done.filter((j) => !j.item.result).map((j) => j.item))}`;
   // The warnings above a card's labels (one colour only; unlike anything taught) are said too.
   const blank = ok.filter((j) => j.item.result.image && j.item.result.image.blank).length;
   const unfamiliar = ok.filter((j) => !(j.item.result.image && j.item.result.image.blank) && j.item.result.familiar === false).length;
@@ -118,6 +131,29 @@ function announceDone(jobs) {
   announce(text);
 }
 
+// "notes.txt could not be classified: Not an image." / "3 could not be classified: Not an
+// image (2), Image too large (1)." (was "1 could not be classified", with no reason).
+function refusedText(items) {
+  const reason = (it) => String((it.problem && it.problem.title) || "no answer");
+  if (items.length === 1) return `${items[0].file.name || "The image"} could not be classified: ${reason(items[0])}.`;
+  const counts = new Map();
+  for (const it of items) counts.set(reason(it), (counts.get(reason(it)) || 0) + 1);
+  return `${items.length} could not be classified: ${[...counts].map(([r, n]) => `${r} (${n})`).join(", ")}.`;
+}
+
+// The answer's JSON with a result per image sent, or null when it is not that.
+async function readAnswer(response, n) {
+  const text = await response.text(); // rejects when the deadline cuts the body off
+  try {
+    const body = JSON.parse(text);
+    const ok = body && Array.isArray(body.results) && body.results.length === n
+      && body.results.every((r) => r && Array.isArray(r.predictions));
+    return ok ? body : null;
+  } catch {
+    return null;
+  }
+}
+
 async function sendBatch(jobs, model, topK, attempt, tally) {
   const live = jobs.filter((j) => j.item.run === j.run);
   if (!live.length) return;
@@ -126,22 +162,36 @@ async function sendBatch(jobs, model, topK, attempt, tally) {
   const params = new URLSearchParams({ top_k: String(topK) });
   if (model.default_catalog) params.set("similar", String(SIMILAR_K));
   const url = `/v1/models/${encodeURIComponent(model.name)}/predict?${params}`;
-  let response;
   const req = { controller: new AbortController(), jobs: live };
   state.requests.add(req);
+  const bytes = live.reduce((n, j) => n + j.item.file.size, 0);
+  const deadline = PREDICT_DEADLINE_MS + Math.round((1000 * bytes) / UPLOAD_BYTES_PER_S);
+  const send = async (signal) => {
+    const r = await fetch(url, { method: "POST", body: form, headers: { Accept: "application/json" }, signal });
+    return r.ok ? { response: r, body: await readAnswer(r, live.length) } : { response: r, problem: await readProblem(r) };
+  };
+  let response;
+  let body;
+  let problem;
   try {
-    response = await fetch(url, { method: "POST", body: form, headers: { Accept: "application/json" }, signal: req.controller.signal });
-  } catch {
+    ({ response, body, problem } = await within(deadline, send, req.controller));
+  } catch (err) {
     state.requests.delete(req);
-    if (!req.controller.signal.aborted) failAll(live, { status: 0 }, model);
+    // No answer in time; else no answer at all, unless the page cancelled it (another model
+    // picked, the card removed): then nobody waits for it.
+    if (err && err.timeout) failAll(live, err, model);
+    else if (!req.controller.signal.aborted) failAll(live, { status: 0 }, model);
     return;
   }
   state.requests.delete(req);
+  if (response.ok && !body) {
+    failAll(live, { status: response.status, unreadable: true }, model);
+    return;
+  }
   if (response.ok) {
     // The server answered: a "can't reach the server" banner from an earlier failure is stale.
     if (["request", "offline", "key"].includes(el.alert.dataset.kind)) hideAlert();
     if (el.status.dataset.state === "down") pollReady();
-    const body = await response.json();
     live.forEach((j, i) => {
       if (j.item.run !== j.run) return;
       const result = body.results[i];
@@ -149,11 +199,10 @@ async function sendBatch(jobs, model, topK, attempt, tally) {
       renderResult(j.item, result, body, model);
     });
     tally.images += live.length;
-    tally.ms += body.timings.total_ms;
+    tally.ms += (body.timings && body.timings.total_ms) || 0;
     renderSummary(body, tally);
     return;
   }
-  const problem = await readProblem(response);
   if (Number.isInteger(problem.image_index) && live.length > 1 && live[problem.image_index]) {
     // One bad file must not sink the batch: report it and send the rest again.
     const bad = live[problem.image_index];
@@ -199,7 +248,7 @@ function failAll(jobs, problem, model) {
     // The status is kept: cards refused for want of a key are sent again once one is accepted.
     if (j.item.run === j.run) setCardProblem(j.item, { ...problemMessage(problem, { model: model.name, size: j.item.file.size }), status: problem.status }, retry);
   }
-  if (problem.status === 0 || problem.status === 401 || problem.status === 404) {
+  if (problem.status === 0 || problem.status === 401 || problem.status === 404 || problem.unreadable) {
     showAlert(msg.title, msg.text, alertKind(problem.status));
   }
   // The status pill said "Ready" for up to 15 s after a request could not reach the server.

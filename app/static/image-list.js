@@ -3,13 +3,15 @@
 import { askForKey } from "./auth.js";
 import { buildCard } from "./cards.js";
 import { abortStale, classify } from "./classify.js";
+import { scrollBehavior } from "./dom.js";
 import { announce, hideAlert, updateChrome } from "./page-chrome.js";
 import { $, el, state } from "./page-state.js";
 
 export function addFiles(fileList, source) {
   const files = Array.from(fileList || []).filter((f) => f && f.size !== undefined);
   if (!files.length) return;
-  if (el.alert.dataset.kind !== "key") hideAlert(); // the key is still missing
+  // Still true: the key is missing, the model list not had yet (it is asked again).
+  if (!["key", "models"].includes(el.alert.dataset.kind)) hideAlert();
   const added = [];
   const frag = document.createDocumentFragment();
   for (const raw of files) {
@@ -34,8 +36,7 @@ export function addFiles(fileList, source) {
 // On a phone the results start below the fold: bring the new card into view (no focus moves).
 function revealCard(card) {
   if (card.getBoundingClientRect().top < window.innerHeight - 64) return;
-  const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
-  card.scrollIntoView({ behavior: still ? "auto" : "smooth", block: "start" });
+  card.scrollIntoView({ behavior: scrollBehavior(), block: "start" });
 }
 
 function removeItem(item) {

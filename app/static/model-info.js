@@ -1,10 +1,16 @@
 // The model card: description, labels, accuracy with its data set, provider.
 
+import { setText } from "./dom.js";
 import { isBinary, nfInt, pct, plainDataset, primaryMetrics, providerName, rate } from "./format.js";
 
 const FILTER_FROM = 20; // a label list this long gets a filter field
 
+// The container is a live region: the same words again (each retry, each poll while models
+// load) are not written again.
 export function renderModelPlaceholder(container, text) {
+  delete container.dataset.shown;
+  const shown = container.children.length === 1 && container.firstElementChild.matches("p.muted");
+  if (shown && container.firstElementChild.textContent === text) return;
   const p = document.createElement("p");
   p.className = "muted";
   p.textContent = text;
@@ -25,7 +31,12 @@ function stat(value, label, title) {
   return div;
 }
 
+// Drawn again only for another model or version (the list is asked again every 1.5 s while
+// models load, and the card is a live region).
 export function renderModelInfo(container, model) {
+  const key = `${model.name}@${model.version}`;
+  if (container.dataset.shown === key) return;
+  container.dataset.shown = key;
   const frag = document.createDocumentFragment();
   let evaluation = null;
   let description = null;
@@ -124,7 +135,7 @@ function labelList(model) {
         li.hidden = Boolean(q) && !li.textContent.toLowerCase().includes(q);
         if (!li.hidden) shown += 1;
       }
-      count.textContent = q ? `${nfInt.format(shown)} of ${nfInt.format(labels.length)} labels` : "";
+      setText(count, q ? `${nfInt.format(shown)} of ${nfInt.format(labels.length)} labels` : "");
     });
     details.append(filter, count);
   }

@@ -2,33 +2,46 @@
 // across visits, the model card beside it, and "API key needed" where the list is refused.
 import { classify } from "./classify.js";
 import { renderModelInfo, renderModelPlaceholder } from "./model-info.js";
+import { within } from "./net.js";
 import { announce, hideAlert, showAlert } from "./page-chrome.js";
 import { STORAGE_KEY, el, state } from "./page-state.js";
 import { problemMessage, readProblem } from "./problems.js";
 import { pollReady, setStatus } from "./server-status.js";
 
+const MODELS_DEADLINE_MS = 10_000;
+// Seconds before asking again after the list could not be had, one after another; then the last.
+const RETRY_S = [2, 4, 8, 15, 30];
+
+let nextTry = 0; // the next call already planned (one at a time)
+let failures = 0;
+
 export async function loadModels({ keepSelection = true } = {}) {
+  window.clearTimeout(nextTry);
   let body;
   try {
-    const r = await fetch("/v1/models", { cache: "no-store", headers: { Accept: "application/json" } });
-    if (r.status === 401) {
+    const answer = await within(MODELS_DEADLINE_MS, async (signal) => {
+      const r = await fetch("/v1/models", { cache: "no-store", headers: { Accept: "application/json" }, signal });
+      if (r.status === 401) return { key: true };
+      if (!r.ok) return { problem: await readProblem(r) };
+      // Not the list (an auth proxy's sign-in page, a body cut short): as unreadable.
+      return { body: await r.json().catch(() => null) };
+    });
+    if (answer.key) {
       needKey();
       return;
     }
-    if (!r.ok) {
-      const msg = problemMessage(await readProblem(r));
-      renderModelPlaceholder(el.modelInfo, msg.title);
-      showAlert(msg.title, msg.text);
+    body = answer.body;
+    if (answer.problem || !body || !Array.isArray(body.models)) {
+      askAgain(answer.problem || { status: 200, unreadable: true }, keepSelection);
       return;
     }
-    body = await r.json();
-  } catch {
-    const msg = problemMessage({ status: 0 });
-    renderModelPlaceholder(el.modelInfo, msg.title);
-    showAlert(msg.title, msg.text, "offline");
-    window.setTimeout(() => loadModels({ keepSelection }), 4000);
+  } catch (err) {
+    // No answer (or none in time): the pill's /readyz check says whether the server is up.
+    askAgain(err && err.timeout ? err : { status: 0 }, keepSelection);
     return;
   }
+  failures = 0;
+  if (["models", "offline"].includes(el.alert.dataset.kind)) hideAlert();
   if (state.keyNeeded) {
     state.keyNeeded = false;
     pollReady(); // the pill said "API key needed"
@@ -86,7 +99,20 @@ export async function loadModels({ keepSelection = true } = {}) {
     const waiting = state.items.filter((it) => it.waitingForModel);
     if (waiting.length && state.modelSettled) classify(waiting);
   }
-  if (loading.length) window.setTimeout(() => loadModels({ keepSelection: true }), 1500);
+  if (loading.length) nextTry = window.setTimeout(() => loadModels({ keepSelection: true }), 1500);
+}
+
+// The list could not be had: a network failure, or any answer but the list (a reverse proxy's
+// 502 was never asked again, round 43). Asked again, less often each time; the images added
+// meanwhile wait for it (classify.js) and are classified once it comes.
+function askAgain(problem, keepSelection) {
+  const wait = RETRY_S[Math.min(failures, RETRY_S.length - 1)];
+  failures += 1;
+  const msg = problemMessage(problem);
+  renderModelPlaceholder(el.modelInfo, `${msg.title}. Asking the server again…`);
+  showAlert(msg.title, `The list of models could not be loaded; this page asks again in ${wait} s.`, problem.status === 0 ? "offline" : "models");
+  window.clearTimeout(nextTry);
+  nextTry = window.setTimeout(() => loadModels({ keepSelection }), wait * 1000);
 }
 
 // Reads need the API key and the page has none (or a wrong one): say so where the models would

@@ -1,20 +1,27 @@
 // Files dropped anywhere on the page, or pasted (outside text fields), go to `addFiles(files,
 // source)` (image-list.js, wired by app.js); the overlay says so while dragging. teach.js takes
-// the ones meant for it.
+// the ones meant for it: a box marked data-drop-target (a Teach class) keeps its drops.
 
 function hasFiles(event) {
   const types = event.dataTransfer && event.dataTransfer.types;
   return Boolean(types) && Array.from(types).includes("Files");
 }
 
+// Over a box that takes the drop itself, "Drop to classify" would say the wrong thing (and its
+// blur hid the box; round 43): the box's own highlight says where the files go.
+function overOwnTarget(event) {
+  return event.target instanceof Element && Boolean(event.target.closest("[data-drop-target]"));
+}
+
 export function acceptDropsAndPastes(addFiles) {
-  // Drops are accepted anywhere on the page; the overlay says so while dragging.
+  // Drops are accepted anywhere on the page; the overlay says so while dragging. Each
+  // dragenter says where the pointer is now (it comes before the dragleave of where it was).
   let depth = 0;
   document.addEventListener("dragenter", (e) => {
     if (!hasFiles(e)) return;
     e.preventDefault();
     depth += 1;
-    document.body.classList.add("is-dragging");
+    document.body.classList.toggle("is-dragging", !overOwnTarget(e));
   });
   document.addEventListener("dragover", (e) => {
     if (!hasFiles(e)) return;

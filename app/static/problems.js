@@ -82,8 +82,23 @@ export async function readProblem(response) {
 export function problemMessage(p, context = {}) {
   const detail = p.detail ? String(p.detail) : "";
   const slug = String(p.type || "").split("/").pop();
+  // A 200 whose body is not the JSON expected: an auth proxy's sign-in page, an answer cut short.
+  if (p.unreadable) {
+    return {
+      title: "The server’s answer could not be read",
+      text: "It was not what this page expects (a sign-in page or a proxy in between may have answered, or the answer was cut short). Try again; if it keeps happening, reload the page.",
+      retry: true,
+    };
+  }
   switch (p.status) {
     case 0:
+      if (p.timeout) {
+        return {
+          title: "The server is not answering",
+          text: `No answer came within ${Math.round(p.timeout / 1000)} s. Try again; if it keeps happening, check that the service is running.`,
+          retry: true,
+        };
+      }
       return {
         title: "Can’t reach the server",
         text: "Check that the service is running and your connection works, then try again.",

@@ -1,10 +1,15 @@
 // The server status pill at the top of the page: what /readyz says, checked now and again.
 // It says "Offline" only when /readyz itself gets no answer: a request that failed elsewhere
 // (one blip, or a 4xx/5xx, which is an answer) is checked here before anything is said.
+import { setText } from "./dom.js";
+import { within } from "./net.js";
 import { hideAlert } from "./page-chrome.js";
 import { $, el, state } from "./page-state.js";
 
 const RECHECK_MS = 3000; // after another part of the page could not reach the server
+// /readyz answers at once when the server runs; a frozen one (SIGSTOP, a hung proxy) never
+// answered, and the pill said "Ready" and never asked again (round 43).
+const READYZ_DEADLINE_MS = 5000;
 
 let pollTimer = 0;
 let polling = false;
@@ -20,8 +25,10 @@ export async function pollReady() {
   unconfirmed = false;
   let next = 15000;
   try {
-    const r = await fetch("/readyz", { cache: "no-store" });
-    const body = await r.json().catch(() => ({}));
+    const { r, body } = await within(READYZ_DEADLINE_MS, async (signal) => {
+      const answer = await fetch("/readyz", { cache: "no-store", signal });
+      return { r: answer, body: await answer.json().catch(() => ({})) };
+    });
     el.status.title = "";
     // It answers again after the pill, or another part of the page, said it did not: "Can't
     // reach the server" is stale.
@@ -48,8 +55,14 @@ export async function pollReady() {
       setStatus("down", "No model available");
       next = 5000;
     }
-  } catch {
-    setStatus("down", "Offline");
+  } catch (err) {
+    if (err && err.timeout) {
+      setStatus("down", "Not answering");
+      el.status.title = `The server took the connection but sent no answer within ${READYZ_DEADLINE_MS / 1000} s.`;
+    } else {
+      setStatus("down", "Offline");
+      el.status.title = "";
+    }
     next = 5000;
   }
   polling = false;
@@ -58,7 +71,7 @@ export async function pollReady() {
 
 export function setStatus(kind, text) {
   el.status.dataset.state = kind;
-  $(".pill-text", el.status).textContent = text;
+  setText($(".pill-text", el.status), text); // a live region: written when it changes
 }
 
 // teach.js could not reach the server ("imgclass:server-unreachable"): one request's blip, or

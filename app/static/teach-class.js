@@ -2,7 +2,7 @@
 // characters, said beside it), its pictures (checked by their first bytes, sniff.js), and the
 // files left out with the reason (not images; refused by the server when uploaded).
 import { bdi } from "./bidi.js";
-import { h } from "./dom.js";
+import { h, setText } from "./dom.js";
 import { tooLargeHere } from "./problems.js";
 import { showFromServer } from "./server-preview.js";
 import { ACCEPTED_TEXT, sniffFile } from "./sniff.js";
@@ -64,7 +64,8 @@ export function classCard(cls, hooks) {
     type: "button", class: "teach-remove", "aria-label": "Remove this class", title: "Remove this class",
     onclick: () => hooks.remove(cls),
   }, h("span", { "aria-hidden": "true" }, "✕"));
-  const card = h("li", { class: "teach-class", tabindex: "-1" },
+  // data-drop-target: page-drop.js shows no "Drop to classify" over it (drops here teach).
+  const card = h("li", { class: "teach-class", tabindex: "-1", "data-drop-target": true },
     h("div", { class: "teach-class-head" }, h("div", { class: "teach-class-name-wrap" }, name, lengthNote), remove),
     h("div", { class: "teach-drop", onclick: () => picker.click() },
       // Touch screens cannot drop or paste (as the page's own drop zone says "Choose photos").
@@ -98,16 +99,20 @@ function fit(area) {
 }
 
 // "42 of 60 characters" from 40 on; at the limit, and when a paste was cut, said as such.
+// A live region: not written while hidden, nor with the same words again.
 function sayLength(cls) {
   const n = cls.label.length;
   const note = cls.lengthNote;
-  note.hidden = n < LABEL_MAX - 20 && !cls.cut;
+  const hide = n < LABEL_MAX - 20 && !cls.cut;
+  if (note.hidden !== hide) note.hidden = hide;
   note.classList.toggle("at-limit", n >= LABEL_MAX);
-  note.textContent = cls.cut
-    ? `Cut to ${LABEL_MAX} characters: class names are at most ${LABEL_MAX} long.`
-    : n >= LABEL_MAX
-      ? `${n} of ${LABEL_MAX} characters: the most a class name can have.`
-      : `${n} of ${LABEL_MAX} characters`;
+  if (!hide) {
+    setText(note, cls.cut
+      ? `Cut to ${LABEL_MAX} characters: class names are at most ${LABEL_MAX} long.`
+      : n >= LABEL_MAX
+        ? `${n} of ${LABEL_MAX} characters: the most a class name can have.`
+        : `${n} of ${LABEL_MAX} characters`);
+  }
   cls.cut = false;
 }
 

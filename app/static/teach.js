@@ -4,7 +4,7 @@
 // in the page's model list (app.js listens for "imgclass:model-taught").
 import { askForKey } from "./auth.js";
 import { isolate } from "./bidi.js";
-import { h } from "./dom.js";
+import { h, scrollBehavior, setText } from "./dom.js";
 import { problemMessage } from "./problems.js";
 import { addFiles as addPictures, classCard, refuse } from "./teach-class.js";
 import { confirmReplace, shippedProblem, whatNameIs } from "./teach-guard.js";
@@ -37,9 +37,10 @@ function changed() {
 }
 
 function clearError() {
+  state.shownProblem = null;
+  if (ui.error.hidden) return; // an alert: not touched on every keystroke
   ui.error.hidden = true;
   ui.error.replaceChildren();
-  state.shownProblem = null;
 }
 
 function addClass(label = "") {
@@ -52,11 +53,16 @@ function addClass(label = "") {
 
 function removeClass(cls) {
   for (const f of cls.files) URL.revokeObjectURL(f.url);
+  const at = state.classes.indexOf(cls);
+  const hadFocus = cls.card.contains(document.activeElement);
   state.classes = state.classes.filter((c) => c !== cls);
   // A paste then goes to the class now shown first, not to the one removed.
   if (state.active === cls) state.active = null;
   cls.card.remove();
   changed();
+  // Focus fell to <body> with the ✕ (round 43): the next class's name, else the one before.
+  const near = state.classes[at] || state.classes[at - 1];
+  if (hadFocus) (near ? near.nameInput : ui.addClass).focus();
 }
 
 function refresh() {
@@ -69,10 +75,12 @@ function refresh() {
     cls.add.setAttribute("aria-label", `Add pictures to ${which}`);
     cls.dismiss.setAttribute("aria-label", `Dismiss the list of files left out of ${which}`);
   });
+  // The counts and the hint are live regions: written when what they say changes, not on
+  // every keystroke (round 43).
   for (const cls of state.classes) {
     const n = cls.files.length;
     // What will be sent; the files left out are counted in their own list below the pictures.
-    cls.count.textContent = `${n} picture${n === 1 ? "" : "s"}` + (cls.checking ? " · checking…" : "");
+    setText(cls.count, `${n} picture${n === 1 ? "" : "s"}` + (cls.checking ? " · checking…" : ""));
   }
   // Pictures the server refused are no longer in cls.files: never counted here.
   const readyClasses = state.classes.filter((c) => c.files.length >= 2 && c.label.trim());
@@ -81,20 +89,23 @@ function refresh() {
   const unnamed = state.classes.filter((c) => c.files.length >= 2 && !c.label.trim()).length;
   // The advice only while a class that would be sent (as train() picks them) has fewer than ten.
   const few = state.classes.some((c) => c.files.length && c.label.trim() && c.files.length < 10);
-  ui.hint.textContent = ready >= 2
+  setText(ui.hint, ready >= 2
     ? `${ready} classes ready · ${pictures} pictures.${few ? " Ten or more pictures per class give steadier results." : ""}`
     : ready + unnamed >= 2
       ? `Name ${unnamed === 1 ? "the class" : "the classes"} that ${unnamed === 1 ? "has" : "have"} pictures but no name.`
-      : "Add at least two classes with two or more pictures each.";
+      : "Add at least two classes with two or more pictures each.");
   ui.train.disabled = state.busy || ready < 2;
 }
 
-function setProgress(fraction, text) {
+// `text` is shown (and is the bar's value text); `say` is announced, when it changes: the
+// phase, not each tick (the upload's "8 of 40", every 250 ms while training).
+function setProgress(fraction, text, say = text) {
   ui.progress.hidden = false;
   ui.bar.style.width = `${Math.round(fraction * 100)}%`;
   ui.progress.setAttribute("aria-valuenow", String(Math.round(fraction * 100)));
   ui.progress.setAttribute("aria-valuetext", text);
-  ui.phase.textContent = text;
+  setText(ui.phase, text);
+  setText(ui.say, say);
 }
 
 function showError(problem) {
@@ -168,6 +179,7 @@ async function train() {
   // a limit is reached, an upload fails), it is deleted again instead of left behind.
   let catalog = null;
   let started = false;
+  let failed = false;
   try {
     setProgress(0, "Preparing the example catalog…");
     // After "Replace" the question (and its focused button) is gone: focus goes to the progress.
@@ -176,7 +188,7 @@ async function train() {
     const skipped = []; // { name, label, reason, cls, f }
     state.skipped = skipped;
     await uploadClasses(catalog, classes, skipped, (sent, total) => {
-      setProgress(0.5 * (sent / total), `Uploading pictures: ${sent} of ${total}`);
+      setProgress(0.5 * (sent / total), `Uploading pictures: ${sent} of ${total}`, "Uploading pictures…");
     });
     // Refused pictures leave their class (listed there with the reason): the counts and the
     // hint say what the server took, and a class left with fewer than two is said plainly
@@ -189,7 +201,9 @@ async function train() {
     started = true;
     await follow(job, 0.5);
   } catch (problem) {
+    failed = true;
     ui.progress.hidden = true;
+    setText(ui.say, "");
     showError(teachProblem(problem, state.skipped));
     if (problem && problem.status === 0) unreachable();
     if (catalog && !started) await dropCatalog(catalog);
@@ -197,6 +211,10 @@ async function train() {
     state.busy = false;
     refresh();
   }
+  // Focus was on Train (disabled meanwhile) or on the progress (hidden now) and fell to <body>
+  // (round 43): it goes to Train, to try again, or to the error while Train cannot be used.
+  const lost = document.activeElement === document.body || ui.progress.contains(document.activeElement);
+  if (failed && lost) (ui.train.disabled ? ui.error : ui.train).focus();
 }
 
 // Poll a job to its end and show its results; its progress fills the bar from `start` on.
@@ -249,14 +267,14 @@ function showResults(job) {
   if ([...ui.backbone.options].some((o) => o.value === r.backbone)) ui.backbone.value = r.backbone;
   renderResults(ui.results, job, state.skipped, tryIt);
   ui.results.hidden = false;
-  ui.results.scrollIntoView({ behavior: "smooth", block: "nearest" });
+  ui.results.scrollIntoView({ behavior: scrollBehavior(), block: "nearest" });
 }
 
 function tryIt(model) {
   document.dispatchEvent(new CustomEvent("imgclass:model-taught", { detail: { model } }));
   const target = $("#dropzone");
   if (target) {
-    target.scrollIntoView({ behavior: "smooth", block: "center" });
+    target.scrollIntoView({ behavior: scrollBehavior(), block: "center" });
     target.focus({ preventScroll: true });
   }
 }
@@ -295,14 +313,17 @@ function build() {
   ui.backbone = h("select", { id: "teach-backbone" });
   ui.classes = h("ol", { class: "teach-classes" });
   ui.hint = h("p", { class: "teach-hint", "aria-live": "polite" });
+  ui.addClass = h("button", { type: "button", class: "btn btn-ghost", onclick: () => addClass("").nameInput.focus() }, "Add a class");
   ui.train = h("button", { type: "button", class: "btn btn-primary", id: "teach-train", onclick: train }, "Train");
   ui.bar = h("div", { class: "teach-bar-fill" });
-  ui.phase = h("p", { class: "teach-phase", "aria-live": "polite" });
+  ui.phase = h("p", { class: "teach-phase" });
+  // Not inside the progress bar: a bar's content is not read (its value text is).
+  ui.say = h("p", { class: "visually-hidden", "aria-live": "polite" });
   ui.progress = h("div", {
     class: "teach-progress", role: "progressbar", "aria-label": "Teaching progress", tabindex: "-1",
     "aria-valuemin": "0", "aria-valuemax": "100", hidden: true,
   }, h("div", { class: "teach-bar" }, ui.bar), ui.phase);
-  ui.error = h("div", { class: "teach-error", role: "alert", hidden: true });
+  ui.error = h("div", { class: "teach-error", role: "alert", tabindex: "-1", hidden: true });
   ui.confirm = h("div", { class: "teach-confirm-slot", hidden: true });
   ui.results = h("section", { class: "teach-results", "aria-live": "polite", hidden: true });
   root.append(
@@ -314,9 +335,8 @@ function build() {
       h("label", { class: "field-label", for: "teach-backbone" }, "Built on", h("div", { class: "select-wrap" }, ui.backbone))),
     ui.classes,
     h("div", { class: "teach-actions" },
-      h("button", { type: "button", class: "btn btn-ghost", onclick: () => addClass("").nameInput.focus() }, "Add a class"),
-      ui.train),
-    ui.hint, ui.confirm, ui.progress, ui.error, ui.results);
+      ui.addClass, ui.train),
+    ui.hint, ui.confirm, ui.progress, ui.say, ui.error, ui.results);
   addClass("");
   addClass("");
   ui.name.addEventListener("input", () => {
