@@ -38,7 +38,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from app.body_pieces import BodyPieces
 from app.errors import BadRequest, HeadersTooLarge, RequestTimeout, ServiceError
 from app.http_upgrade import upgrade_refusal
-from app.logs import PeerNoise
+from app.log_format import PeerNoise
 from app.raw_answers import HEAD_START_BYTES, close_with
 
 logger = logging.getLogger(__name__)

@@ -173,16 +173,3 @@ class RequestObserver:
                     },
                 )
             request_id_var.reset(token)
-
-
-class PeerNoise(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """uvicorn's protocol logger with its warnings at DEBUG: each was about bytes a client sent
-    ("Invalid HTTP request received.", upgrades), so any client could add a line per
-    connection (526 in fuzz round 22). Such a request is answered 400 as problem+json."""
-
-    @property
-    def level(self) -> int:
-        return int(self.logger.level)
-
-    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        self.logger.debug(msg, *args, **kwargs)

@@ -85,7 +85,9 @@ def test_vectors_of_another_build_are_refused_whole(store: CatalogStore) -> None
     rng = np.random.default_rng(2)
     store.create_catalog("c", model_ref())
     store.add_items("c", new_items(unit(rng, 2)), "a" * 64)  # the catalog's build: added
-    with pytest.raises(ModelMismatch, match="reindexed, or deleted and created again, for another build"):
+    with pytest.raises(
+        ModelMismatch, match="reindexed, or deleted and created again, for another build"
+    ):
         store.add_items("c", new_items(unit(rng, 3), prefix="old"), "b" * 64)
     assert store.get_catalog("c").item_count == 2
 
