@@ -47,7 +47,13 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
     storage_ok = all(seen)
     catalogs = request.app.state.catalogs
     catalogs_started = catalogs.started.is_set()  # store opened, or tried
-    store = "opening" if not catalogs_started else "open" if catalogs.opened else "unavailable"
+    store = (
+        "opening"
+        if not catalogs_started
+        else "open"
+        if catalogs.opened and catalogs.store.reachable()
+        else "unavailable"
+    )
     ready = server_ready(registry, settings) and storage_ok and catalogs_started
     if ready:
         status = "ready"

@@ -24,6 +24,7 @@ from app.catalog.milvus_base import (
     BATCH,
     ITEM_FIELDS,
     MilvusBase,
+    gone_is_missing,
     lit,
     record_item,
     unless_gone,
@@ -340,7 +341,7 @@ class MilvusStore(MilvusBase, CatalogStore):
         # Strong waits for every write answered before the call.
         level = {"consistency_level": "Strong"} if fresh else {}
         rows = np.asarray(queries, np.float32)
-        with self._errors():
+        with self._errors(), gone_is_missing(name):
             res = self.client.search(
                 coll,
                 data=rows.tolist(),

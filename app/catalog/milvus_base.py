@@ -3,22 +3,40 @@ the catalog registry lookup, paging, settling reads and all-or-nothing inserts."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
-from app.catalog.types import ImageRef, ItemRecord, StoreUnavailable, missing_catalog
+from app.catalog.types import (
+    CatalogNotFound,
+    ImageRef,
+    ItemRecord,
+    StoreUnavailable,
+    missing_catalog,
+)
 from app.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
 ITEM_FIELDS = ["id", "label", "metadata", "image", "content_type", "width", "height", "created_at"]
 BATCH = 1000
+
+
+# gRPC's reconnect back-off: after an outage a replica's channel waited up to 2 minutes
+# between tries (its default), answering 503 for 15-55 s after Milvus was back (round 43)
+_RECONNECT: Final = {
+    "grpc.initial_reconnect_backoff_ms": 500,
+    "grpc.min_reconnect_backoff_ms": 500,
+    "grpc.max_reconnect_backoff_ms": 2000,
+}
+PROBE_S: Final = 2.0  # how often /readyz asks a Milvus that did not answer
 
 
 def milvus_uri(url: str) -> str:
@@ -35,6 +53,24 @@ def lit(s: str) -> str:
     Multilingual Plane stay as they are: json.dumps' surrogate-pair escapes (an emoji in a
     label) are not Milvus syntax, so every filter on such a label was a 503."""
     return json.dumps(s, ensure_ascii=False)
+
+
+@contextmanager
+def gone_is_missing(name: str) -> Iterator[None]:
+    """A Milvus error that says the collection does not exist as the catalog's 404: a search
+    racing a delete on another replica (the collection is dropped before its registry row)
+    answered 503 "the store failed", with an ERROR line (round 43)."""
+    from pymilvus import MilvusException
+    from pymilvus.exceptions import ErrorCode
+
+    try:
+        yield
+    except MilvusException as exc:
+        if exc.code == ErrorCode.COLLECTION_NOT_FOUND:
+            raise CatalogNotFound(
+                f"Catalog {name!r} was deleted while this request read it.", catalog=name
+            ) from exc
+        raise
 
 
 @contextmanager
@@ -101,6 +137,7 @@ class MilvusBase:
         self._timeout = timeout_s
         self._client: Any = None
         self._lock = threading.Lock()  # create/delete of catalogs and id checks before inserts
+        self._answered, self._probed = True, 0.0
 
     # plumbing -----------------------------------------------------------------------------
     @contextmanager
@@ -109,19 +146,42 @@ class MilvusBase:
 
         try:
             yield
-        except ServiceError:
+        except ServiceError as exc:
+            if not isinstance(exc, StoreUnavailable):  # e.g. no such catalog: Milvus answered
+                self._answered = True
             raise
         except MilvusException as exc:
             # The URI and Milvus's own text go to the log only, never to a client.
             logger.error("Milvus at %s failed: %s", self.uri, exc)
+            self._answered = False  # or it failed: either way, asked again (`reachable`)
             raise StoreUnavailable(
-                "The Milvus vector store failed; the server log says why."
+                "The Milvus vector store failed; the server log says why.", retry_after_s=5
             ) from exc
         except (ConnectionError, TimeoutError) as exc:
             logger.error("Milvus at %s cannot be reached: %s", self.uri, exc)
+            self._answered = False
             raise StoreUnavailable(
-                "The Milvus vector store cannot be reached; the server log says why."
+                "The Milvus vector store cannot be reached; the server log says why.",
+                retry_after_s=5,
             ) from exc
+        self._answered = True
+
+    def reachable(self) -> bool:
+        """Whether Milvus answered the last call (a failed one counts as not); when it did
+        not, it is asked again (in a thread of its own, at most every PROBE_S), so /readyz
+        says so during an outage and again once it is over, requests or none (round 43:
+        "open" all through an outage)."""
+        if not self._answered and time.monotonic() - self._probed > PROBE_S:
+            self._probed = time.monotonic()
+            threading.Thread(target=self._probe, name="milvus-probe", daemon=True).start()
+        return self._answered
+
+    def _probe(self) -> None:
+        # logged by _errors; the answer is the flag it sets
+        with contextlib.suppress(Exception), self._errors():
+            # a read, as catalogs make: after an outage Milvus answers metadata calls before
+            # it can serve reads again
+            self.client.query(self.registry, filter='name != ""', limit=1, timeout=PROBE_S)
 
     @property
     def client(self) -> Any:
@@ -140,7 +200,10 @@ class MilvusBase:
         quiet_pymilvus()
         with self._errors():
             self._client = MilvusClient(
-                uri=self.uri, token=self._token or "", timeout=self._timeout
+                uri=self.uri,
+                token=self._token or "",
+                timeout=self._timeout,
+                grpc_options=_RECONNECT,
             )
             if not self._client.has_collection(self.registry):
                 schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)

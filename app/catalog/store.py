@@ -31,6 +31,11 @@ class CatalogStore(ABC):
     def describe(self) -> str:
         """One line for logs: backend and where its data lives."""
 
+    def reachable(self) -> bool:
+        """Whether the store answered when last looked at (for /readyz: a few system calls,
+        no waiting); a store in this process's own files always does."""
+        return True
+
     # catalogs
     @abstractmethod
     def create_catalog(self, name: str, model: ModelRef, description: str = "") -> CatalogRecord:
