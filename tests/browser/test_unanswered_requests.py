@@ -34,6 +34,13 @@ def card_state(page: Any, i: int) -> str:
     return state
 
 
+def _first_card_done(page: Any) -> None:
+    page.wait_for_function(
+        "() => document.querySelector('#results > li.result').dataset.state === 'done'",
+        timeout=10_000,
+    )
+
+
 def test_a_predict_request_held_unanswered_fails_its_card_and_the_queue_goes_on(
     browser: Any, server: str, photos: Path
 ) -> None:
@@ -119,10 +126,7 @@ def test_a_frozen_server_is_said_not_to_answer(browser: Any, server: str, photos
         page.clock.fast_forward(6_000)
         page.wait_for_selector("#server-status[data-state='ready']", timeout=10_000)
         card.get_by_role("button", name="Try again").click()
-        page.wait_for_function(
-            "() => document.querySelector('#results > li.result').dataset.state === 'done'",
-            timeout=10_000,
-        )
+        _first_card_done(page)
         assert page.locator("#alert").is_hidden()
     finally:
         context.close()
@@ -152,10 +156,7 @@ def test_the_model_list_is_asked_again_after_a_proxy_error(
         page.set_input_files("#file-input", str(photos / FASHION))
         page.wait_for_selector("#model-select:not([disabled])", timeout=15_000)
         assert failures["left"] == 0
-        page.wait_for_function(
-            "() => document.querySelector('#results > li.result').dataset.state === 'done'",
-            timeout=10_000,
-        )
+        _first_card_done(page)
         assert page.locator("#alert").is_hidden()
     finally:
         context.close()
@@ -189,6 +190,4 @@ def test_an_ok_answer_that_cannot_be_read_is_an_error_with_try_again(
     assert page.locator("#results").get_attribute("aria-busy") == "false"
     page.unroute(PREDICT)
     card.get_by_role("button", name="Try again").click()
-    page.wait_for_function(
-        "() => document.querySelector('#results > li.result').dataset.state === 'done'"
-    )
+    _first_card_done(page)
