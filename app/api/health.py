@@ -3,7 +3,10 @@ behind decodes and forward passes, and cheap (no I/O, no locks held long)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
+from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -15,6 +18,8 @@ from app.schemas import Health, Readiness, RefusedModel
 from app.settings import Settings
 
 router = APIRouter(tags=["health"])
+REOPEN_S: Final = 2.0
+_reopened = [0.0]  # when a store that could not be opened was last tried again
 
 
 def server_ready(registry: ModelRegistry, settings: Settings) -> bool:
@@ -47,13 +52,7 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
     storage_ok = all(seen)
     catalogs = request.app.state.catalogs
     catalogs_started = catalogs.started.is_set()  # store opened, or tried
-    store = (
-        "opening"
-        if not catalogs_started
-        else "open"
-        if catalogs.opened and catalogs.store.reachable()
-        else "unavailable"
-    )
+    store = _store_state(catalogs) if catalogs_started else "opening"
     ready = server_ready(registry, settings) and storage_ok and catalogs_started
     if ready:
         status = "ready"
@@ -74,6 +73,20 @@ async def readyz(request: Request, registry: RegistryDep, settings: SettingsDep)
         detail=_why_no_model(registry, settings) if status == "unavailable" else None,
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+def _store_state(catalogs: Any) -> str:
+    """'open' or 'unavailable', as the store is now: a Milvus that did not answer is asked
+    again in the background (`reachable`), and one that could not be opened at start-up is
+    opened again, at most every REOPEN_S, requests or none (round 43: a replica started during
+    an outage said "unavailable" for over 140 s after Milvus was back, until a catalog request
+    reached each of its workers)."""
+    if catalogs.opened:
+        return "open" if catalogs.store.reachable() else "unavailable"
+    if catalogs.store.kind == "milvus" and time.monotonic() - _reopened[0] > REOPEN_S:
+        _reopened[0] = time.monotonic()
+        threading.Thread(target=catalogs.warm, name="catalog-open", daemon=True).start()
+    return "unavailable"
 
 
 def _why_no_model(registry: ModelRegistry, settings: Settings) -> str | None:

@@ -37,6 +37,7 @@ _RECONNECT: Final = {
     "grpc.max_reconnect_backoff_ms": 2000,
 }
 PROBE_S: Final = 2.0  # how often /readyz asks a Milvus that did not answer
+STALE_S: Final = 5.0  # and one this process has not heard from for this long
 
 
 def milvus_uri(url: str) -> str:
@@ -137,7 +138,7 @@ class MilvusBase:
         self._timeout = timeout_s
         self._client: Any = None
         self._lock = threading.Lock()  # create/delete of catalogs and id checks before inserts
-        self._answered, self._probed = True, 0.0
+        self._answered, self._probed, self._heard = True, 0.0, time.monotonic()
 
     # plumbing -----------------------------------------------------------------------------
     @contextmanager
@@ -164,15 +165,16 @@ class MilvusBase:
                 "The Milvus vector store cannot be reached; the server log says why.",
                 retry_after_s=5,
             ) from exc
-        self._answered = True
+        self._answered, self._heard = True, time.monotonic()
 
     def reachable(self) -> bool:
-        """Whether Milvus answered the last call (a failed one counts as not); when it did
-        not, it is asked again (in a thread of its own, at most every PROBE_S), so /readyz
-        says so during an outage and again once it is over, requests or none (round 43:
-        "open" all through an outage)."""
-        if not self._answered and time.monotonic() - self._probed > PROBE_S:
-            self._probed = time.monotonic()
+        """Whether Milvus answered the last call (a failed one counts as not). It is asked
+        again in a thread of its own when it did not (at most every PROBE_S) and when this
+        process has not heard from it for STALE_S, so /readyz says so during an outage and
+        again once it is over, requests or none (round 43: "open" all through an outage)."""
+        now = time.monotonic()
+        if now - max(self._probed, self._heard) > (STALE_S if self._answered else PROBE_S):
+            self._probed = now
             threading.Thread(target=self._probe, name="milvus-probe", daemon=True).start()
         return self._answered
 

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
+from app.catalog.milvus_base import PROBE_S, STALE_S
 from app.catalog.types import CatalogNotFound, ModelRef, StoreUnavailable
 from tests.conftest import free_port
 
@@ -55,8 +56,10 @@ def test_reachable_follows_an_outage_and_its_503s_say_when_to_retry(milvus_url: 
     link = Stall((real.hostname or "127.0.0.1", real.port or 19530))
     store = MilvusStore(f"milvus://127.0.0.1:{link.port}", prefix="imgclass_outage_", timeout_s=2)
     store.open()
+    quiet = MilvusStore(f"milvus://127.0.0.1:{link.port}", prefix="imgclass_outage_", timeout_s=2)
+    quiet.open()  # another worker's view: it makes no call during the outage
     try:
-        assert store.reachable()
+        assert store.reachable() and quiet.reachable()
         link.flowing.clear()
         with pytest.raises(StoreUnavailable) as info:
             store.list_catalogs()
@@ -64,13 +67,21 @@ def test_reachable_follows_an_outage_and_its_503s_say_when_to_retry(milvus_url: 
         assert not store.reachable()
         time.sleep(3)
         assert not store.reachable()  # asked again meanwhile: still nothing
+        deadline = time.monotonic() + STALE_S + 3 * PROBE_S
+        while quiet.reachable():  # not heard from for STALE_S: asked, and no answer
+            assert time.monotonic() < deadline, "a view that made no call still says reachable"
+            time.sleep(0.2)
         link.flowing.set()
         deadline = time.monotonic() + 15
         while not store.reachable():  # asked again in the background, no request needed
             assert time.monotonic() < deadline, "still unreachable 15 s after the outage"
             time.sleep(0.2)
         assert store.list_catalogs() == []
+        while not quiet.reachable():
+            assert time.monotonic() < deadline + 15
+            time.sleep(0.2)
     finally:
+        quiet.close()
         with contextlib.suppress(Exception):
             store.client.drop_collection(store.registry)
         store.close()
