@@ -3,7 +3,7 @@
 // the page where they concern them all), the run summed up for screen readers.
 import { focusCard, renderResult, setCardBusyText, setCardPending, setCardProblem } from "./cards.js";
 import { ms, pct, providerName, shortName, verdictText } from "./format.js";
-import { within } from "./net.js";
+import { deadlineFor, within } from "./net.js";
 import { alertKind, announce, hideAlert, showAlert, updateChrome } from "./page-chrome.js";
 import { el, state } from "./page-state.js";
 import { precheck } from "./precheck.js";
@@ -13,10 +13,6 @@ import { pollReady } from "./server-status.js";
 const BATCH_SIZE = 8; // images per request; the server's default cap is 32
 const SIMILAR_K = 8;
 const MAX_NOT_READY_RETRIES = 20;
-// A predict call gets 30 s (the server answers within IMGCLASS_REQUEST_DEADLINE_S, 10 s by
-// default) plus the upload at 250 kB/s, a slow phone link: 8 photos of 4 MB get 158 s.
-const PREDICT_DEADLINE_MS = 30_000;
-const UPLOAD_BYTES_PER_S = 250_000;
 // A fault of this page's own (a bug): no card is left spinning.
 const PAGE_FAULT = { title: "Something went wrong on this page", text: "Try again; if it keeps happening, reload the page.", retry: true };
 
@@ -165,7 +161,7 @@ async function sendBatch(jobs, model, topK, attempt, tally) {
   const req = { controller: new AbortController(), jobs: live };
   state.requests.add(req);
   const bytes = live.reduce((n, j) => n + j.item.file.size, 0);
-  const deadline = PREDICT_DEADLINE_MS + Math.round((1000 * bytes) / UPLOAD_BYTES_PER_S);
+  const deadline = deadlineFor(bytes);
   const send = async (signal) => {
     const r = await fetch(url, { method: "POST", body: form, headers: { Accept: "application/json" }, signal });
     return r.ok ? { response: r, body: await readAnswer(r, live.length) } : { response: r, problem: await readProblem(r) };

@@ -22,3 +22,9 @@ export async function within(ms, work, controller = new AbortController()) {
     window.clearTimeout(timer);
   }
 }
+
+// How long a request may take: 30 s (the server answers within IMGCLASS_REQUEST_DEADLINE_S, 10 s
+// by default) plus its upload at 250 kB/s, a slow phone link: 8 photos of 4 MB get 158 s.
+const ANSWER_MS = 30_000;
+const UPLOAD_BYTES_PER_S = 250_000;
+export const deadlineFor = (bytes = 0) => ANSWER_MS + Math.round((1000 * bytes) / UPLOAD_BYTES_PER_S);

@@ -5,13 +5,17 @@
 // `entry.file` is sent; `entry.url` is the object URL shown, replaced (and revoked) here, and
 // revoked by whoever removes the entry. `alive()`: the picture is still on the page. `none()`:
 // what to show when the server cannot decode it either.
+import { deadlineFor, within } from "./net.js";
+
 export async function showFromServer(entry, img, size, alive, none) {
   let blob = null;
   try {
-    const r = await fetch(`/v1/preview?size=${size}`, { method: "POST", body: entry.file, headers: { Accept: "image/jpeg" } });
-    if (r.ok) blob = await r.blob();
+    blob = await within(deadlineFor(entry.file.size), async (signal) => {
+      const r = await fetch(`/v1/preview?size=${size}`, { method: "POST", body: entry.file, headers: { Accept: "image/jpeg" }, signal });
+      return r.ok ? r.blob() : null;
+    });
   } catch {
-    /* offline, or the server stopped: no preview */
+    /* offline, the server stopped or did not answer in time: no preview */
   }
   if (!alive()) return;
   if (!blob) return none();

@@ -3,15 +3,14 @@
 // taught model's name asks first, saying what teaching again does (docs/teach.md "Versions").
 import { bdi } from "./bidi.js";
 import { h } from "./dom.js";
+import { api } from "./teach-send.js";
 
 // -> { shipped: true, model } | { taught: true, model } | null (a free name, or no answer:
 // the server still checks the name when the job is asked for).
 export async function whatNameIs(name) {
   let body;
   try {
-    const r = await fetch("/v1/models", { cache: "no-store", headers: { Accept: "application/json" } });
-    if (!r.ok) return null;
-    body = await r.json();
+    body = await api("/v1/models", { cache: "no-store", headers: { Accept: "application/json" } });
   } catch {
     return null;
   }

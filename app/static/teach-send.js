@@ -2,20 +2,32 @@
 // classes' pictures uploaded in batches (a refused batch sent again one by one, the bad
 // pictures listed, not fatal), the job asked for. Only this server's /v1 API.
 import { shortName } from "./format.js";
+import { deadlineFor, within } from "./net.js";
 import { readProblem, shortReason } from "./problems.js";
 
 const UPLOAD_BATCH = 8;
 
-// The answer's JSON, or throws the problem (status 0: the request got no answer at all).
-export async function api(url, options = {}) {
-  let r;
+// The answer's JSON, or throws the problem (status 0: the request got no answer at all, or
+// none within its deadline: `timeout` then; a 200 that is not JSON: `unreadable`).
+export async function api(url, options = {}, bytes = 0) {
+  const ask = async (signal) => {
+    const r = await fetch(url, { ...options, signal });
+    if (!r.ok) return { problem: await readProblem(r) };
+    if (r.status === 204) return { body: null };
+    try {
+      return { body: await r.json() };
+    } catch {
+      return { problem: { status: r.status, unreadable: true } };
+    }
+  };
+  let answer;
   try {
-    r = await fetch(url, options);
-  } catch {
-    throw { status: 0 };
+    answer = await within(deadlineFor(bytes), ask);
+  } catch (err) {
+    throw err && err.timeout ? err : { status: 0 };
   }
-  if (!r.ok) throw await readProblem(r);
-  return r.status === 204 ? null : r.json();
+  if (answer.problem) throw answer.problem;
+  return answer.body;
 }
 
 // The server refused the class name, not the pictures ("Invalid label ..."): they stay.
@@ -68,7 +80,8 @@ export async function uploadClasses(catalog, classes, skipped, progress) {
     const form = new FormData();
     for (const f of files) form.append("file", f.file, shortName(f.file.name || "picture"));
     form.append("label", label);
-    return api(`/v1/catalogs/${catalog}/items`, { method: "POST", body: form });
+    const bytes = files.reduce((n, f) => n + f.file.size, 0);
+    return api(`/v1/catalogs/${catalog}/items`, { method: "POST", body: form }, bytes);
   };
   for (const cls of classes) {
     const label = cls.label.trim();

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import DESKTOP, _open
+from tests.app.teach.conftest import write_sneakers_and_bags
+from tests.browser.conftest import DESKTOP, _open, fill_teach_form
 from tests.browser.test_upload_page import FASHION, FASHION_BATCH, cards, select_model
 
 pytestmark = pytest.mark.browser
@@ -191,3 +192,39 @@ def test_an_ok_answer_that_cannot_be_read_is_an_error_with_try_again(
     page.unroute(PREDICT)
     card.get_by_role("button", name="Try again").click()
     _first_card_done(page)
+
+
+def test_a_teach_upload_held_unanswered_says_so_and_train_works_again(
+    browser: Any, server: str, tmp_path: Path
+) -> None:
+    """Round 44: the Teach section's requests had no deadline: an upload a proxy held left the
+    progress bar "Uploading…" and Train disabled for good."""
+    shoes = write_sneakers_and_bags(tmp_path, 3)
+    context, page, errors = open_with_clock(browser, server)
+    try:
+        fill_teach_form(page, "held-upload", {k: [str(p) for p in shoes[k]] for k in shoes})
+        page.locator('#teach .teach-count:text-is("3 pictures")').nth(1).wait_for()
+        held: list[Any] = []
+        items = re.compile(r"/v1/catalogs/[^/]+/items$")
+        page.route(items, lambda route: held.append(route))
+        page.click("#teach-train")
+        for _ in range(100):
+            if held:
+                break
+            page.wait_for_timeout(50)
+        assert held, "the page sent no upload"
+        page.wait_for_timeout(500)
+        assert page.locator("#teach-train").is_disabled()
+        page.clock.fast_forward(35_000)  # 30 s and the upload's time at 250 kB/s
+        error = page.locator("#teach .teach-error")
+        error.wait_for(timeout=10_000)
+        assert "not answering" in error.inner_text().lower(), error.inner_text()
+        assert page.locator("#teach-train").is_enabled()
+        assert page.locator("#teach .teach-progress").is_hidden()
+        page.unroute(items)
+        page.click("#teach-train")
+        page.locator("#teach .teach-results").wait_for(timeout=60_000)
+        assert "held-upload" in page.locator("#teach .teach-results").inner_text()
+    finally:
+        context.close()
+    assert not errors, errors
