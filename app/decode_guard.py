@@ -20,7 +20,7 @@ from app.errors import InvalidImage, NotReady, PayloadTooLarge, too_complex
 from app.jpeg_walk import JpegStructure as JpegStructure
 from app.jpeg_walk import count_jpeg_scans as count_jpeg_scans
 from app.jpeg_walk import jpeg_structure as jpeg_structure
-from app.tiff_fields import python_bytes, tiff_uint
+from app.tiff_fields import first_ifd, python_bytes, tiff_uint
 
 logger = logging.getLogger(__name__)
 
@@ -157,18 +157,11 @@ def check_tiff_strips(data: bytes) -> None:
     page's directory into a buffer of its own, so values stored once and pointed at by many
     tags cost the file's size many times over (round 35); and fields, strips and tiles aside,
     whose values would become more than MAX_TIFF_FIELD_BYTES of Python objects (round 43)."""
-    if len(data) < 10:
-        return
-    bo = "<" if data[:2] == b"II" else ">"
-    (offset,) = struct.unpack_from(bo + "I", data, 4)
-    if not 0 < offset <= len(data) - 2:
-        return
-    (entries,) = struct.unpack_from(bo + "H", data, offset)
+    bo, entries = first_ifd(data)
     sizes: dict[int, int] = {}
     values = 0  # bytes of the tag values stored apart from their entries, within the file
     objects = 0  # bytes of Python objects those values become, strips and tiles aside
-    for i in range(min(entries, (len(data) - offset - 2) // 12)):
-        entry = offset + 2 + 12 * i
+    for entry in entries:
         tag, kind, count = struct.unpack_from(bo + "HHI", data, entry)
         size = count * _TIFF_TYPE_BYTES.get(kind, 0)
         if size > 4 and struct.unpack_from(bo + "I", data, entry + 8)[0] + size <= len(data):

@@ -13,6 +13,8 @@ from typing import Final, Literal
 
 from PIL import Image
 
+from app.tiff_fields import first_ifd
+
 logger = logging.getLogger(__name__)
 
 ORIENTATION_TAG: Final = 0x0112
@@ -66,16 +68,11 @@ def orientation_values(block: object) -> int:
     body = block[6:] if block.startswith(b"Exif\x00\x00") else block
     if body[:4] not in (b"II*\x00", b"MM\x00*"):
         return 0
-    bo = "<" if body[:2] == b"II" else ">"
-    try:
-        (offset,) = struct.unpack_from(bo + "I", body, 4)
-        (entries,) = struct.unpack_from(bo + "H", body, offset)
-        for i in range(min(entries, (len(body) - offset - 2) // 12)):
-            tag, _, count = struct.unpack_from(bo + "HHI", body, offset + 2 + 12 * i)
-            if tag == ORIENTATION_TAG:
-                return int(count)
-    except struct.error:
-        return 0
+    bo, entries = first_ifd(body)
+    for entry in entries:
+        tag, _, count = struct.unpack_from(bo + "HHI", body, entry)
+        if tag == ORIENTATION_TAG:
+            return int(count)
     return 0
 
 

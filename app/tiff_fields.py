@@ -37,6 +37,20 @@ def python_bytes(kind: int, count: int) -> int:
     return count * _PY_VALUE_BYTES.get(kind, 0)
 
 
+def first_ifd(data: bytes) -> tuple[str, range]:
+    """The byte order ("<" or ">") of TIFF bytes and the offsets of their first directory's
+    entries that lie whole within them (none when the directory's offset is not in the data)."""
+    bo = "<" if data[:2] == b"II" else ">"
+    if len(data) < 8:
+        return bo, range(0)
+    (offset,) = struct.unpack_from(bo + "I", data, 4)
+    if not 0 < offset <= len(data) - 2:
+        return bo, range(0)
+    (entries,) = struct.unpack_from(bo + "H", data, offset)
+    count = max(0, min(entries, (len(data) - offset - 2) // 12))
+    return bo, range(offset + 2, offset + 2 + 12 * count, 12)
+
+
 def tiff_uint(data: bytes, bo: str, entry: int) -> int | None:
     """The first value of the IFD entry at `entry` as a non-negative integer; None for other
     field types, an empty or out-of-file value, or a negative one."""
@@ -62,18 +76,14 @@ def _tiff_first_value(data: bytes, bo: str, entry: int) -> int:
 def tiff_sample_format(data: bytes) -> str | None:
     """The first page's samples when they are not plain integers of 16 bits or fewer, e.g.
     "64-bit floating-point"; None otherwise or when the header cannot be read."""
-    try:
-        bo = "<" if data[:2] == b"II" else ">"
-        (offset,) = struct.unpack_from(bo + "I", data, 4)
-        (entries,) = struct.unpack_from(bo + "H", data, offset)
-        found = {258: 1, 339: 1}  # BitsPerSample, SampleFormat (TIFF defaults)
-        for i in range(min(entries, (len(data) - offset - 2) // 12)):
-            entry = offset + 2 + 12 * i
-            (tag,) = struct.unpack_from(bo + "H", data, entry)
-            if tag in found:
-                found[tag] = _tiff_first_value(data, bo, entry)
-    except struct.error:
+    bo, entries = first_ifd(data)
+    if not entries:
         return None
+    found = {258: 1, 339: 1}  # BitsPerSample, SampleFormat (TIFF defaults)
+    for entry in entries:
+        (tag,) = struct.unpack_from(bo + "H", data, entry)
+        if tag in found:
+            found[tag] = _tiff_first_value(data, bo, entry)
     bits, kind = found[258], found[339]
     if kind == 1 and bits <= 16:
         return None
