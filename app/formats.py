@@ -152,7 +152,7 @@ def heif_refusal(data: bytes, limit: int) -> ServiceError | None:
     sizes = (*items.coded, *items.declared, *items.canvases)
     # every coded picture once, or the primary's decode, which may use one many times over
     total = max(sum(w * h for w, h in items.coded), items.decoded)
-    what = ("picture", "coded images, as often as its picture uses them")
+    what = ("picture", "coded images (alpha included), as often as its picture uses them")
     refusal = _too_costly("HEIC", what, sizes, total, items.plane_bytes, limit)
     return refusal or _heic_memory(items, _largest(sizes), limit)
 

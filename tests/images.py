@@ -461,19 +461,22 @@ def heic_grid(
     *,
     idat: bool = True,
     iden: bool = False,
+    alpha: bool = False,
 ) -> bytes:
     """A HEIC whose primary item is a rows x cols grid of one tile (a HEIC of one image, every
     tile pointing at its coded data) pasted onto an `out` canvas, declared by its `ispe` as
     `ispe` (default: `out`). Built box by box (ISO/IEC 23008-12): no encoder writes grids.
     `idat`: the grid's own data in the meta box's idat (iloc version 1, construction method
     1), as Apple's and libheif's files hold it; else in mdat. `iden`: the tiles are identity
-    items all made of one coded picture (item 1), decoded once per tile."""
+    items all made of one coded picture (item 1), decoded once per tile. `alpha` (with `iden`):
+    the primary item is another item of the same coded data (999) and the grid is its alpha
+    plane (an `auxl` reference), which libheif decodes with it."""
     hvcc, coded = _heic_parts(tile)
     n, grid_id = rows * cols, 1000
     wide = max(out) > 0xFFFF
     grid = bytes([0, int(wide), rows - 1, cols - 1]) + struct.pack(">II" if wide else ">HH", *out)
     ids = list(range(2, n + 2)) if iden else list(range(1, n + 1))
-    coded_ids = [1] if iden else ids
+    coded_ids = ([1] if iden else ids) + ([999] if alpha else [])  # 999: the alpha's owner
     # the tiles are hidden (flags 1): the grid is the one picture a viewer lists
     infe = b"".join(_box(b"infe", struct.pack(">HH", i, 0) + b"hvc1\x00", 2, 1) for i in coded_ids)
     if iden:
@@ -495,6 +498,8 @@ def heic_grid(
     refs = _box(b"dimg", struct.pack(">HH", grid_id, n) + struct.pack(f">{n}H", *ids))
     if iden:
         refs += b"".join(_box(b"dimg", struct.pack(">HHH", i, 1, 1)) for i in ids)
+    if alpha:
+        refs += _box(b"auxl", struct.pack(">HHH", grid_id, 1, 999))
 
     def meta(base: int) -> bytes:
         iloc = bytes([0x44, 0x00]) + struct.pack(">H", len(coded_ids) + 1)
@@ -506,7 +511,7 @@ def heic_grid(
         return _box(
             b"meta",
             _box(b"hdlr", b"\x00" * 4 + b"pict" + b"\x00" * 13, 0)
-            + _box(b"pitm", struct.pack(">H", grid_id), 0)
+            + _box(b"pitm", struct.pack(">H", 999 if alpha else grid_id), 0)
             + _box(b"iinf", struct.pack(">H", items) + infe, 0)
             + _box(b"iref", refs, 0)
             + _box(b"iprp", ipco + _box(b"ipma", ipma, 0))

@@ -221,6 +221,23 @@ def test_a_coded_picture_used_many_times_counts_each_time(yurt: Image.Image) -> 
     assert prepare(fine, RGB, LIMITS).info.width == 192  # libheif decodes identity tiles
 
 
+def test_an_alpha_plane_decoded_with_the_picture_counts_too(yurt: Image.Image) -> None:
+    """Round 44's attack: a 64x64 picture whose alpha plane (an `auxl` item) was a grid of 100
+    `iden` copies of one 13 MP picture, 8 KB that took 10 s of CPU: libheif decodes an image's
+    alpha with it, and only the primary's `dimg` references were counted."""
+    data = heic_grid(heic(yurt.resize((64, 64))), 4, 4, (64, 64), iden=True, alpha=True)
+    items = heif_items(data)
+    assert items.coded == [(64, 64), (64, 64)]
+    assert items.decoded == 17 * 64 * 64  # the picture, and its alpha's 16 tiles
+    with pytest.raises(PayloadTooLarge, match="alpha included"):
+        prepare(data, RGB, ImageLimits(max_avif_pixels=40_000))
+    # An alpha tile made of the picture the alpha belongs to: a loop, damage.
+    tile = data.index(struct.pack(">HHH", 5, 1, 1))  # identity item 5 is made of item 1
+    looped = data[:tile] + struct.pack(">HHH", 5, 1, 999) + data[tile + 6 :]
+    with pytest.raises(InvalidImage, match="made of itself"):
+        prepare(looped, RGB, LIMITS)
+
+
 def test_a_derived_image_made_of_itself_is_damage(yurt: Image.Image) -> None:
     data = heic_grid(heic(yurt.resize((64, 64))), 1, 2, (128, 64), iden=True)
     # the second identity item (id 3) is made of item 1; make it made of the grid (1000)
