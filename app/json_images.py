@@ -10,7 +10,6 @@ from __future__ import annotations
 import binascii
 import json
 import re
-import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -18,11 +17,14 @@ from urllib.parse import urlsplit
 
 from app.errors import InvalidRequest, PayloadTooLarge, ServiceError
 from app.jsontext import (
+    NotJson,
     RepeatedKey,
-    loads_unique,
+    json_kind,
+    loads_strict,
     lone_surrogate_at,
     repeated_key_message,
     surrogate_message,
+    too_many_digits,
 )
 from app.settings import Settings
 from app.url_fetch import FetchPolicy, fetch_image
@@ -123,26 +125,28 @@ def parse_images(raw: bytes, settings: Settings) -> list[dict[str, Any]]:
     _check_structure(raw, settings.max_batch_images)
     _longest_string_check(raw, settings.max_image_bytes)
     try:
-        doc = loads_unique(raw)
+        doc = loads_strict(raw)
     except RepeatedKey as exc:
         raise InvalidRequest(f"{repeated_key_message('The JSON body', exc)} {SHAPE_HINT}") from exc
+    except NotJson as exc:
+        raise InvalidRequest(f"The JSON body is not valid JSON: {exc} {SHAPE_HINT}") from exc
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"The JSON body is not valid JSON: {exc.msg} at position {exc.pos}. {SHAPE_HINT}"
         ) from exc
     except (ValueError, RecursionError) as exc:
-        said = (  # int() refuses more than sys.get_int_max_str_digits() digits
-            f"holds an integer of more than {sys.get_int_max_str_digits():,} digits"
-            if "digits" in str(exc)
-            else "is not valid JSON"
-        )
+        said = too_many_digits(exc) or "is not valid JSON"
         raise InvalidRequest(f"The JSON body {said}. {SHAPE_HINT}") from exc
     bad = lone_surrogate_at(raw, doc)
     if bad is not None:
         raise InvalidRequest(surrogate_message("The JSON body", bad))
-    if not isinstance(doc, dict) or set(doc) != {"images"} or not isinstance(doc["images"], list):
+    if not isinstance(doc, dict) or set(doc) != {"images"}:
         raise InvalidRequest(
             f"The JSON body must be an object with one key, 'images'. {SHAPE_HINT}"
+        )
+    if not isinstance(doc["images"], list):
+        raise InvalidRequest(
+            f"'images' must be a list, not {json_kind(doc['images'])}. {SHAPE_HINT}"
         )
     entries = doc["images"]
     if not entries:

@@ -11,7 +11,9 @@ right after parsing, so no code behind it meets such a string.
 from __future__ import annotations
 
 import json
+import math
 import re
+import sys
 from typing import Any, Final
 
 # A `\uD800`-`\uDFFF` escape (paired escapes match too: the walk decides), or the UTF-8 bytes of
@@ -168,3 +170,44 @@ def whole(value: Any) -> int | None:
     if isinstance(value, float):
         return int(value) if value.is_integer() else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def too_many_digits(exc: BaseException) -> str | None:
+    """What to say of json.loads refusing an integer literal longer than int() takes (its own
+    message names a Python setting), or None for any other error."""
+    if isinstance(exc, ValueError) and "int_max_str_digits" in str(exc):
+        return f"holds an integer of more than {sys.get_int_max_str_digits():,} digits"
+    return None
+
+
+class NotJson(ValueError):
+    """Text Python's parser takes that JSON does not have (loads_strict)."""
+
+
+def _finite_float(literal: str) -> float:
+    """A number literal beyond float64 (1e400) became inf, stored as `Infinity` (not JSON) and
+    answered as null: refused like the NaN and Infinity keywords."""
+    value = float(literal)
+    if not math.isfinite(value):
+        raise NotJson(f"the number {literal[:40]} is beyond what a 64-bit float holds.")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (Python's parser takes them; stored, NaN became null)."""
+    raise NotJson(f"{name} is not a JSON value (RFC 8259 has no NaN or Infinity).")
+
+
+def loads_strict(text: bytes | str) -> Any:
+    """loads_unique that also refuses NaN, Infinity and numbers beyond float64 (NotJson)."""
+    return loads_unique(text, parse_constant=_no_constant, parse_float=_finite_float)
+
+
+def json_kind(value: Any) -> str:
+    """What a parsed JSON value is, as a client would say it ("a string", "null", ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    kinds = {str: "a string", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    return kinds.get(type(value), "a value of another kind")

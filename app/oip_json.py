@@ -10,7 +10,7 @@ import threading
 from typing import Any, Final
 
 from app.errors import BadRequest
-from app.jsontext import RepeatedKey, loads_unique, repeated_key_message
+from app.jsontext import RepeatedKey, loads_unique, repeated_key_message, too_many_digits
 
 # JSON objects accepted in an infer request's JSON part: the request, its inputs and outputs
 # and their parameters need a handful (tritonclient sends 3 + 2 per tensor).
@@ -67,4 +67,6 @@ def load_header(header: bytes) -> Any:
             "(about 1,000 levels); tensor `data` is flat or nested as deep as its `shape`."
         ) from exc
     except ValueError as exc:
+        if said := too_many_digits(exc):  # Python's message names an interpreter setting
+            raise BadRequest(f"The inference request {said}.") from exc
         raise BadRequest(f"The inference request is not valid JSON: {exc}.") from exc

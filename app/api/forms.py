@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import unquote
 
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from app.api.body_budget import BodyBudget
@@ -210,11 +210,45 @@ class _FormBuilder:
         try:
             text = self._buf.decode("utf-8")
         except UnicodeDecodeError as exc:
+            byte = self._buf[exc.start]
+            said = f"The '{self._name}' field is not UTF-8 text (byte 0x{byte:02x} at {exc.start})."
+            if b"\x00" in self._buf:  # a file's bytes (every image format has NULs early)
+                raise InvalidRequest(
+                    f"{said} A file part needs a filename in its Content-Disposition "
+                    f'(form-data; name="{self._name}"; filename="a.jpg").'
+                ) from exc
             raise InvalidRequest(
-                f"The '{self._name}' field is not UTF-8 text. A file part needs a filename in "
-                f'its Content-Disposition (form-data; name="{self._name}"; filename="a.jpg").'
+                f"{said} Text fields are read as UTF-8: send it encoded so."
             ) from exc
         self.form.fields.append((self._name, text))
+
+
+# Text before the first boundary (RFC 2046 5.1.1's preamble, which python-multipart refuses)
+# is skipped up to this many bytes; no HTTP client sends any.
+MAX_PREAMBLE: Final = 1024
+
+
+async def _without_preamble(
+    chunks: AsyncGenerator[bytes, None], boundary: bytes
+) -> AsyncGenerator[bytes, None]:
+    """The body from its first boundary line on (an RFC 2046 preamble dropped)."""
+    head: bytes | None = b""
+    first = b"--" + boundary
+    async for chunk in chunks:
+        if head is None:
+            yield chunk
+            continue
+        head += chunk
+        if len(head) < len(first) and first.startswith(head):
+            continue  # not yet known
+        found = head.find(b"\r\n" + first)
+        start = 0 if head.startswith(first) else found + 2 if found >= 0 else -1
+        if start < 0 and len(head) <= MAX_PREAMBLE + len(first) + 2:
+            continue
+        yield head[max(start, 0) :]  # no boundary at all: the parser says what is wrong
+        head = None
+    if head:
+        yield head
 
 
 async def read_form(request: Request, limits: BodyLimits) -> Form:
@@ -248,9 +282,14 @@ async def read_form(request: Request, limits: BodyLimits) -> Form:
             asyncio.timeout(timeout_s),  # as in read_body
             aclosing(stream(request, limits.total)) as chunks,
         ):
-            async for chunk in chunks:
+            async for chunk in _without_preamble(chunks, boundary):
                 parser.write(chunk)
         parser.finalize()
+        if parser.state not in (MultipartState.START, MultipartState.END):
+            raise BadRequest(
+                "The multipart body ended before its final '--' + boundary + '--' line: it was "
+                "cut short, so its last part is incomplete. Send the whole body."
+            )
     except ServiceError:
         raise
     except TimeoutError as exc:

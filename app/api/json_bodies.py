@@ -5,8 +5,6 @@ fault a 4xx problem that says which field and why."""
 from __future__ import annotations
 
 import json
-import math
-import sys
 from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -16,11 +14,13 @@ from starlette.requests import Request
 from app.api.forms import read_body
 from app.errors import InvalidRequest
 from app.jsontext import (
+    NotJson,
     RepeatedKey,
-    loads_unique,
+    loads_strict,
     lone_surrogate_at,
     repeated_key_message,
     surrogate_message,
+    too_many_digits,
 )
 
 # Deeper JSON than this is refused (422) before parsing: nothing here needs more, and
@@ -56,43 +56,23 @@ def parse_json(text: bytes | str, where: str = "The JSON body") -> Any:
     422 that says where."""
     check_json_depth(text)
     try:
-        value = loads_unique(text, parse_constant=_no_constant, parse_float=_finite_float)
+        value = loads_strict(text)
     except RepeatedKey as exc:
         raise InvalidRequest(repeated_key_message(where, exc)) from exc
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"{where} is not valid JSON: {exc.msg} at position {exc.pos}."
         ) from exc
-    except _NotJson as exc:
+    except NotJson as exc:
         raise InvalidRequest(f"{where} is not valid JSON: {exc}") from exc
     except (ValueError, RecursionError) as exc:  # recursion is pre-empted above
-        if "digits" in str(exc):  # int() refuses more than sys.get_int_max_str_digits()
-            raise InvalidRequest(
-                f"{where} holds an integer of more than {sys.get_int_max_str_digits():,} digits."
-            ) from exc
+        if said := too_many_digits(exc):
+            raise InvalidRequest(f"{where} {said}.") from exc
         raise InvalidRequest(f"{where} is not valid UTF-8 JSON.") from exc
     bad = lone_surrogate_at(text, value)
     if bad is not None:
         raise InvalidRequest(surrogate_message(where, bad))
     return value
-
-
-class _NotJson(ValueError):
-    pass
-
-
-def _finite_float(literal: str) -> float:
-    """A number literal beyond float64 (1e400) became inf, stored as `Infinity` (not JSON) and
-    answered as null: refused like the NaN and Infinity keywords."""
-    value = float(literal)
-    if not math.isfinite(value):
-        raise _NotJson(f"the number {literal[:40]} is beyond what a 64-bit float holds.")
-    return value
-
-
-def _no_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON (Python's parser takes them; stored, NaN became null)."""
-    raise _NotJson(f"{name} is not a JSON value (RFC 8259 has no NaN or Infinity).")
 
 
 async def read_json(request: Request, limit: int) -> Any:

@@ -268,7 +268,9 @@ def _batch(req: InferRequest, loaded: LoadedModel, settings: Settings) -> InputT
         assert tensor.array is not None
         if not np.isfinite(tensor.array).all():
             raise BadRequest(f"The FP32 {spec.name!r} tensor holds NaN or infinite values.")
-    elif tensor.items is not None and len(tensor.items) != n:
+    elif tensor.items is not None and (
+        len(tensor.items) != n or tensor.shape[1:] not in ((), (1,))
+    ):
         raise BadRequest(
             f"A BYTES {spec.name!r} holds one encoded image per element: shape [N] or [N, 1]; "
             f"got {list(tensor.shape)}."

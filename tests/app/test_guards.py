@@ -418,3 +418,12 @@ def test_where_a_containers_port_is_published_decides_writes_without_a_key(
     )
     assert (warning is not None) is locked  # the opt-out on a published port is said at start-up
     assert open_writes_warning(settings) is None  # writes are not open: nothing to warn of
+
+
+def test_probes_ignore_their_query_even_repeated(make) -> None:  # type: ignore[no-untyped-def]
+    """Round 44: `/healthz?x=1` was 200 but `/healthz?x=1&x=2` a 422: a liveness probe with a
+    cache-buster given twice failed. Probes take no parameters and read none."""
+    client = make()
+    for path in ("/healthz", "/readyz"):
+        assert client.get(f"{path}?x=1&x=2").status_code in (200, 503)
+    assert client.get("/v1/models?x=1&x=2").status_code == 422

@@ -54,7 +54,7 @@ def test_a_string_too_long_for_any_image_is_refused_before_parsing(
     def no_parsing(raw: bytes) -> object:
         raise AssertionError("parsed")
 
-    monkeypatch.setattr("app.json_images.loads_unique", no_parsing)
+    monkeypatch.setattr("app.json_images.loads_strict", no_parsing)
     # 5% over: 31,500 bytes once decoded (round 36's 28 MiB body against 20 MiB was 5% over)
     body = b'{"images": [{"b64": "' + b"A" * 42_000 + b'"}]}'
     with pytest.raises(PayloadTooLarge) as raised:
@@ -90,3 +90,21 @@ def test_decoding_makes_no_copy_of_the_text(tmp_path: Path) -> None:
     assert images[0].data == data
     assert peak < len(data) + 1_000_000, peak  # the decoded bytes, not the 8 MB text again
     assert entries == [{}], "each text is let go once decoded"
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b'{"images": "abc"}', "'images' must be a list, not a string"),
+        (b'{"images": {"b64": "x"}}', "'images' must be a list, not an object"),
+        (b'{"images": NaN}', "NaN is not a JSON value"),
+        (b'{"images": [], "top_k": 3}', "one key, 'images'"),
+    ],
+)
+def test_the_answer_names_what_is_wrong_with_the_shape(
+    tmp_path: Path, body: bytes, said: str
+) -> None:
+    """Round 44: `{"images": "abc"}` was told to be "an object with one key, 'images'", which
+    it is; NaN (not JSON) was taken by Python's parser and then refused the same way."""
+    with pytest.raises(InvalidRequest, match=said):
+        _load(body, tmp_path, 4096)

@@ -55,3 +55,11 @@ def test_a_flood_of_objects_is_still_refused() -> None:
         load_header(b'["' + b"{}," * (MAX_JSON_OBJECTS + 1))
     with pytest.raises(BadRequest, match="not valid JSON"):
         load_header(b'{"inputs": [}')
+
+
+def test_an_integer_too_long_for_python_is_named_without_its_internals() -> None:
+    """Round 44: the answer quoted Python's own advice (`sys.set_int_max_str_digits()`)."""
+    body = b'{"inputs": [{"name": "image", "shape": [' + b"9" * 5000 + b"]}]}"
+    with pytest.raises(BadRequest, match="integer of more than 4,300 digits") as err:
+        load_header(body)
+    assert "sys." not in str(err.value)

@@ -793,3 +793,15 @@ def test_a_trailing_slash_names_the_route_without_it(server: LiveServer) -> None
     assert r.status_code == 404 and "did you mean /v2/models/imagenet/infer?" in r.json()["error"]
     r = httpx.get(f"{server.base}/v2/nothing/")
     assert r.status_code == 404 and "did you mean" not in r.json()["error"]
+
+
+def test_a_bytes_input_is_one_image_per_element(server: LiveServer) -> None:
+    """Shape [N] or [N, 1], as the answer and docs/operations.md say: [1, 1, 1] was taken."""
+    x, _ = fm_test_split()
+    image = base64.b64encode(png(x[0])).decode()
+    for shape, status in (([1], 200), ([1, 1], 200), ([1, 1, 1], 400), ([1, 1, 1, 1], 400)):
+        tensor = {"name": "image", "datatype": "BYTES", "shape": shape, "data": [image]}
+        r = httpx.post(f"{server.base}/v2/models/products/infer", json={"inputs": [tensor]})
+        assert r.status_code == status, (shape, r.text)
+        if status == 400:
+            assert "shape [N] or [N, 1]" in r.json()["error"]
