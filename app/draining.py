@@ -7,9 +7,11 @@ SIGTERM, longer than Kubernetes' default 30 s grace)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 import uvicorn
@@ -64,3 +66,23 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         begin()
         super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's signals, and SIGHUP (a terminal closed) where it is not ignored (worker
+        processes ignore it: their parent stops them): one process killed by it at once cut
+        off every request in flight (round 44); it drains as SIGTERM does, then SIGHUP is
+        raised again for the handler that was there before, as uvicorn does with its own."""
+        before = signal.getsignal(signal.SIGHUP)
+        if threading.current_thread() is not threading.main_thread() or before == signal.SIG_IGN:
+            with super().capture_signals():
+                yield
+            return
+        signal.signal(signal.SIGHUP, self.handle_exit)
+        try:
+            with super().capture_signals():
+                yield
+        finally:
+            signal.signal(signal.SIGHUP, before)
+            if signal.SIGHUP in getattr(self, "_captured_signals", ()):
+                signal.raise_signal(signal.SIGHUP)

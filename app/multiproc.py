@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
+from app.errors import ConfigurationError
+
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 _PREFIX: Final = "imgclass-metrics-"
 
@@ -21,6 +23,27 @@ _PREFIX: Final = "imgclass-metrics-"
 def multiprocess_dir() -> Path | None:
     value = os.environ.get(MULTIPROC_ENV)
     return Path(value) if value else None
+
+
+def check_multiprocess_dir() -> None:
+    """Raise ConfigurationError when PROMETHEUS_MULTIPROC_DIR is set to a folder the server
+    cannot make or write in (round 44: a file there was a traceback in the parent, a read-only
+    mount one in every worker, restarted three times)."""
+    path = multiprocess_dir()
+    if path is None:
+        return
+    probe = path / f".imgclass-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        why = "it is not a folder" if path.exists() and not path.is_dir() else exc.strerror
+        raise ConfigurationError(
+            f"{MULTIPROC_ENV}={path} cannot hold the metrics files: {why or exc}. "
+            "Point it at a folder the service's user can write (a tmpfs on a read-only root), "
+            "or leave it unset."
+        ) from exc
 
 
 def prepare_multiprocess_dir(workers: int) -> Path | None:

@@ -31,7 +31,7 @@ from app.draining import DrainingServer
 from app.errors import ConfigurationError
 from app.fsutil import check_listable, check_writable
 from app.heavy_decode import HEAVY_LOCK_ENV
-from app.multiproc import multiprocess_metrics
+from app.multiproc import check_multiprocess_dir, multiprocess_metrics
 from app.serve import (
     STOP_AFTER_BODY_S,
     STOP_GRACE_S,
@@ -127,6 +127,7 @@ def main() -> None:
         reexec_with_jemalloc(settings.allocator, arenas)  # returns when nothing is to be done
         check_loaded(settings.allocator)
         check_writable(settings.data_dir)  # else every worker fails alike, with a traceback
+        check_multiprocess_dir()
         check_listable(settings.models_dir, "IMGCLASS_MODELS_DIR")
         check_enabled(settings.models_dir, settings.enabled_models)
         if settings.grpc_port:
@@ -171,7 +172,7 @@ def _serve(settings: Settings, workers: int) -> None:
         # uvicorn raises the signal that stopped it again once it has shut down; with these
         # handlers it ends the process with status 0, as the dealing parent does (SIGINT was
         # a KeyboardInterrupt traceback, SIGTERM status 143; round 27)
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, _stopped)
         DrainingServer(config).run(sockets=[listener])
         return

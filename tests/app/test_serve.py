@@ -21,7 +21,7 @@ import pytest
 
 from app.cores import cpu_count
 from app.worker_process import WORKER_FLAG
-from tests.conftest import ROOT, free_port
+from tests.conftest import DATA, ROOT, free_port
 from tests.live_server import LiveServer, grpc_env, live_server
 
 pytestmark = pytest.mark.slow
@@ -299,6 +299,11 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path: Path) -> None:
             "IMGCLASS_API_KEY_FILE=/dev/null is not a regular",
         ),
         ({"IMGCLASS_API_KEY": "a", "IMGCLASS_API_KEY_FILE": "/x"}, "set IMGCLASS_API_KEY or"),
+        # round 44: a traceback in the parent (a file), in every worker (a read-only folder)
+        (
+            {"PROMETHEUS_MULTIPROC_DIR": "/dev/null"},
+            "PROMETHEUS_MULTIPROC_DIR=/dev/null cannot hold the metrics files: it is not a folder",
+        ),
     ],
 )
 def test_a_bad_setting_stops_the_start_in_one_line(
@@ -321,15 +326,31 @@ def test_a_bad_setting_stops_the_start_in_one_line(
 
 
 @pytest.mark.slow  # a server of its own
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_one_worker_stops_on_a_signal_with_status_0_and_no_traceback(
     tmp_path: Path, signum: int
 ) -> None:
     """Round 27: Ctrl-C on a one-process server ended in a KeyboardInterrupt traceback (status
-    -2) and SIGTERM in status 143, where the dealing parent of several exits 0."""
+    -2) and SIGTERM in status 143, where the dealing parent of several exits 0. Round 44:
+    SIGHUP (a terminal closed) killed it at once, cutting off the upload in flight; each
+    signal lets that upload finish and be answered."""
+    picture = (DATA / "photos" / "foolbox" / "fashionMNIST_00_9.png").read_bytes()
     with live_server(tmp_path, _env(1), entry="app") as server:
         parent = psutil.Process(_server_pid(server.port))
-        parent.send_signal(signum)
+        with socket.create_connection(("127.0.0.1", server.port)) as upload:
+            upload.sendall(
+                b"POST /v1/models/digits/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: image/png\r\nContent-Length: %d\r\n\r\n"
+                % len(picture)
+                + picture[:10]
+            )
+            time.sleep(0.5)  # in flight
+            parent.send_signal(signum)
+            time.sleep(0.5)
+            upload.sendall(picture[10:])
+            upload.settimeout(10)
+            answer = upload.recv(64)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
         assert parent.wait(timeout=20) == 0
     assert "Traceback" not in server.log_text(), server.log_text()[-2000:]
 
