@@ -52,6 +52,36 @@ def logging_as(request_id: str) -> Iterator[None]:
         request_id_var.reset(token)
 
 
+def log_access(
+    method: str,
+    path: str,
+    route: str,
+    model: str,
+    status: int,
+    seconds: float,
+    bytes_in: int,
+    bytes_out: int,
+) -> None:
+    """A request's access log line (IMGCLASS_ACCESS_LOG), under the current request id."""
+    access_logger.info(
+        "%s %s %d %.1fms",
+        method,
+        path,
+        status,
+        seconds * 1e3,
+        extra={
+            "method": method,
+            "path": path,
+            "route": route,
+            "model": model,
+            "status": status,
+            "latency_ms": round(seconds * 1e3, 3),
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+        },
+    )
+
+
 def valid_request_id(value: str | None) -> str | None:
     return value if value is not None and _VALID_ID.fullmatch(value) else None
 
@@ -99,6 +129,8 @@ class RequestObserver:
         self.app = app
         self.known_models = known_models
         self.access_log = access_log
+        # also read by answers written before the app (app/raw_answers.py)
+        access_logger.disabled = not access_log
 
     def _model(self, path: str) -> str:
         match = _MODEL_PATH.match(path)
@@ -155,21 +187,5 @@ class RequestObserver:
             status = int(counts["status"])
             telemetry.observe_request(route, method_label(method), model, status, seconds)
             if self.access_log:
-                access_logger.info(
-                    "%s %s %d %.1fms",
-                    method,
-                    path,
-                    status,
-                    seconds * 1e3,
-                    extra={
-                        "method": method,
-                        "path": path,
-                        "route": route,
-                        "model": model,
-                        "status": status,
-                        "latency_ms": round(seconds * 1e3, 3),
-                        "bytes_in": counts["in"],
-                        "bytes_out": counts["out"],
-                    },
-                )
+                log_access(method, path, route, model, status, seconds, counts["in"], counts["out"])
             request_id_var.reset(token)

@@ -46,16 +46,16 @@ def request_path(head_start: bytes) -> str:
 
 def answer_bytes(error: ServiceError, head_start: bytes = b"") -> bytes:
     """The answer, with a fresh X-Request-ID as every answer has, counted in /metrics as a
-    request refused before routing (round 31: neither was done for these)."""
+    request refused before routing (round 31: neither was done for these) and given its
+    access log line (round 44: counted, but nowhere in the log)."""
     # Imported here: `python -m app` imports this module before it sets up the metrics folder
     # of several workers, and telemetry creates its metrics (files there) on import.
     from app import telemetry
-    from app.logs import UNMATCHED, method_label
+    from app.logs import UNMATCHED, log_access, logging_as, method_label
 
     request_id = uuid.uuid4().hex
-    telemetry.observe_request(
-        UNMATCHED, method_label(request_method(head_start)), "", error.status, 0.0
-    )
+    method = request_method(head_start)
+    telemetry.observe_request(UNMATCHED, method_label(method), "", error.status, 0.0)
     path = request_path(head_start)
     if path == "/v2" or path.startswith(("/v2/", "/v2?")):
         body, media = json.dumps({"error": error.detail}).encode(), "application/json"
@@ -73,6 +73,8 @@ def answer_bytes(error: ServiceError, head_start: bytes = b"") -> bytes:
         (b"connection", b"close"),
     ]
     lines = b"".join(b"%s: %s\r\n" % pair for pair in headers)
+    with logging_as(request_id):  # the path without its query (which may hold a key)
+        log_access(method, path.partition("?")[0], UNMATCHED, "", error.status, 0.0, 0, len(body))
     return b"HTTP/1.1 %d %s\r\n%s\r\n" % (error.status, reason, lines) + body
 
 

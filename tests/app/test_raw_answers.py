@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from email.utils import parsedate_to_datetime
 
 import pytest
 
 from app.errors import HeadersTooLarge
+from app.log_format import request_id_var
+from app.logs import access_logger
 from app.raw_answers import answer_bytes, request_path
 from app.security_headers import PAGE_POLICY
 
@@ -52,3 +55,31 @@ def test_raw_answers_carry_a_date_and_the_hardening_headers() -> None:
     assert headers["content-security-policy"] == PAGE_POLICY
     assert headers["cache-control"] == "no-store" and headers["connection"] == "close"
     assert int(headers["content-length"]) == len(raw.partition(b"\r\n\r\n")[2])
+
+
+def test_raw_answers_get_an_access_log_line_under_their_request_id() -> None:
+    """Round 44: a 400/408/431 written by the connection guard was counted in /metrics and
+    carried an X-Request-ID, but had no log line: the id a client quoted was nowhere."""
+    seen: list[tuple[str, int, str, str]] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.getMessage(), record.status, record.path, request_id_var.get()))  # type: ignore[attr-defined]
+
+    catch = Catch()
+    access_logger.addHandler(catch)
+    level = access_logger.level
+    access_logger.setLevel(logging.INFO)
+    try:
+        raw = answer_bytes(
+            HeadersTooLarge("too large", limit_bytes=10), b"PUT /v1/x?key=s HTTP/1.1"
+        )
+    finally:
+        access_logger.removeHandler(catch)
+        access_logger.setLevel(level)
+    head = raw.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")[1:]
+    rid = dict(line.split(": ", 1) for line in head)["x-request-id"]
+    assert len(seen) == 1
+    message, status, path, logged_id = seen[0]
+    assert status == 431 and path == "/v1/x" and "key=s" not in message  # no query: no key
+    assert message.startswith("PUT /v1/x 431") and logged_id == rid
