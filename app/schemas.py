@@ -59,8 +59,8 @@ class CatalogList(BaseModel):
 class StoredImage(BaseModel):
     sha256: str
     content_type: str
-    width: int
-    height: int
+    width: int = Field(description="as shown: the file's EXIF orientation applied")
+    height: int = Field(description="as shown: the file's EXIF orientation applied")
 
 
 class Item(BaseModel):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from app.catalog.types import ImageRef
+from app.exif import swaps_axes
 from app.fsutil import TMP_PREFIX, atomic_write, fsync_dir
 from app.ingest import Thumbnail
 
@@ -54,11 +55,15 @@ class BlobStore:
     def pending(self, data: bytes, thumb: Thumbnail) -> PendingImage:
         """Digest and description of an upload and its thumbnail (app.ingest.thumbnails),
         computed before any lock is taken."""
+        info = thumb.info
+        # the picture as shown, its EXIF orientation applied, as its thumbnail and embedding
+        # are (round 44: a JPEG of orientation 6 was described 451x300, shown 300x451)
+        turned = swaps_axes(info.orientation)
         ref = ImageRef(
             sha256=hashlib.sha256(data).hexdigest(),
-            content_type=CONTENT_TYPES[thumb.info.format],
-            width=thumb.info.width,
-            height=thumb.info.height,
+            content_type=CONTENT_TYPES[info.format],
+            width=info.height if turned else info.width,
+            height=info.width if turned else info.height,
         )
         return PendingImage(ref=ref, data=data, thumbnail=thumb.jpeg)
 

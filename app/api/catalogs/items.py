@@ -121,8 +121,15 @@ async def _add(
         uploads = uploads_from(form, fields=ITEM_FIELDS)
         specs = form_specs(form, len(uploads))
     else:
-        specs = [query_spec({"id": id, "label": label, "metadata": metadata})]
+        spec = query_spec({"id": id, "label": label, "metadata": metadata})
         uploads = await read_uploads(request, settings)
+        if len(uploads) > 1 and id:  # a JSON body of several images (round 44)
+            raise InvalidRequest(
+                f"The id query parameter names one item, and the body holds {len(uploads)} "
+                "images. Leave id out (each gets an id of its own; label and metadata apply to "
+                "all), or send multipart with one id field per file."
+            )
+        specs = [spec] * len(uploads)
     _refuse_zips(name, [u.data for u in uploads], [u.filename for u in uploads])
     # a turn once the body is in (app.api.embed_gate)
     out = await embed_turn(

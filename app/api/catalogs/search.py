@@ -48,6 +48,19 @@ async def search(
     body = SearchRequest()
     if is_json(request):
         body = await read_model(request, SearchRequest, settings.max_json_bytes, "search request")
+    given = request.query_params
+    # A query parameter and a body key that disagree: the body won in silence (round 44).
+    both: tuple[tuple[str, object, object], ...] = (
+        ("k", body.k, k),
+        ("label", body.label, label),
+        ("item_id", body.item_id, item_id),
+    )
+    for key, in_body, in_query in both:
+        if in_body is not None and key in given and in_body != in_query:
+            raise InvalidRequest(
+                f"{key} is given twice, {in_query!r} in the query and {in_body!r} in the JSON "
+                "body; give it once."
+            )
     k = body.k or k
     label = body.label if body.label is not None else label
     item_id = body.item_id if body.item_id is not None else item_id
