@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.api.uploads import IMAGE_BODY_OPENAPI
 from app.imaging import ACCEPTED_TEXT
 from app.schemas import CatalogCreate, SearchRequest
 
@@ -34,7 +35,9 @@ ITEMS_BODY: dict[str, Any] = {
             "`metadata` (a JSON object as a string). Give each field once per file (in order) - "
             "`label`/`metadata` given once apply to every file - or instead one `items` field: a "
             "JSON array of {id, label, metadata} objects, one per file. A single image may also "
-            f"be sent as the raw body with ?id=&label=&metadata=. Accepted: {ACCEPTED_TEXT}. "
+            "be sent as the raw body with ?id=&label=&metadata=, and images as JSON "
+            '{"images": [{"b64": ...} | {"url": ...}]} with ?label=&metadata= for all. '
+            f"Accepted: {ACCEPTED_TEXT}. "
             "Limits: IMGCLASS_MAX_BATCH_IMAGES files of IMGCLASS_MAX_IMAGE_BYTES each, "
             "IMGCLASS_MAX_REQUEST_BYTES in all, text fields up to 1 MiB."
         ),
@@ -58,6 +61,7 @@ ITEMS_BODY: dict[str, Any] = {
             },
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": IMAGE_BODY_OPENAPI["requestBody"]["content"]["application/json"],
         },
     }
 }
