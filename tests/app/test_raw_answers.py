@@ -68,8 +68,9 @@ def test_raw_answers_get_an_access_log_line_under_their_request_id() -> None:
 
     catch = Catch()
     access_logger.addHandler(catch)
-    level = access_logger.level
+    level, disabled = access_logger.level, access_logger.disabled
     access_logger.setLevel(logging.INFO)
+    access_logger.disabled = False  # as an app with IMGCLASS_ACCESS_LOG on leaves it
     try:
         raw = answer_bytes(
             HeadersTooLarge("too large", limit_bytes=10), b"PUT /v1/x?key=s HTTP/1.1"
@@ -77,6 +78,7 @@ def test_raw_answers_get_an_access_log_line_under_their_request_id() -> None:
     finally:
         access_logger.removeHandler(catch)
         access_logger.setLevel(level)
+        access_logger.disabled = disabled
     head = raw.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")[1:]
     rid = dict(line.split(": ", 1) for line in head)["x-request-id"]
     assert len(seen) == 1
