@@ -35,6 +35,15 @@ def card_state(page: Any, i: int) -> str:
     return state
 
 
+def _wait_held(page: Any, held: list[Any], why: str) -> None:
+    """Until a route handler has held a request (5 s at most)."""
+    for _ in range(100):
+        if held:
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError(why)
+
+
 def _first_card_done(page: Any) -> None:
     page.wait_for_function(
         "() => document.querySelector('#results > li.result').dataset.state === 'done'",
@@ -59,11 +68,7 @@ def test_a_predict_request_held_unanswered_fails_its_card_and_the_queue_goes_on(
         page.route(PREDICT, hold_first)
         page.set_input_files("#file-input", str(photos / FASHION))
         page.wait_for_function("() => document.querySelector('#results > li.result')")
-        for _ in range(100):
-            if held:
-                break
-            page.wait_for_timeout(50)
-        assert held, "the page sent no request"
+        _wait_held(page, held, "the page sent no request")
         page.set_input_files("#file-input", str(photos / FASHION_BATCH[0]))
         page.wait_for_timeout(1500)
         # The second upload waits behind the first request (they go one after another).
@@ -208,11 +213,7 @@ def test_a_teach_upload_held_unanswered_says_so_and_train_works_again(
         items = re.compile(r"/v1/catalogs/[^/]+/items$")
         page.route(items, lambda route: held.append(route))
         page.click("#teach-train")
-        for _ in range(100):
-            if held:
-                break
-            page.wait_for_timeout(50)
-        assert held, "the page sent no upload"
+        _wait_held(page, held, "the page sent no upload")
         page.wait_for_timeout(500)
         assert page.locator("#teach-train").is_disabled()
         page.clock.fast_forward(35_000)  # 30 s and the upload's time at 250 kB/s
