@@ -47,7 +47,7 @@ from app.logs import RequestObserver, configure_logging
 from app.registry import ModelRegistry
 from app.security_headers import SecurityHeaders
 from app.settings import Settings
-from app.teach.core import job_work, taught_root
+from app.teach.core import job_work, taught_root, withdraw_orphan
 from app.teach.job_store import JobStore
 from app.teach.jobs import JobRunner
 
@@ -167,7 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.catalogs = CatalogService(settings, app.state.registry)
     app.state.teach = JobRunner(
-        JobStore(settings.data_dir / "teach" / "jobs"),
+        JobStore(settings.data_dir / "teach" / "jobs", withdraw_orphan(settings)),
         job_work(app.state.catalogs, app.state.registry, settings),
         max_queued=settings.teach_max_queued,
     )

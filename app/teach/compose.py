@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,6 @@ from app.bundle import (
     Outputs,
     ProbsOutput,
     Provenance,
-    utc_now,
 )
 from app.bundle_write import atomic_write, write_bundle
 from app.card import CardData, Licence, Section
@@ -164,7 +164,8 @@ def taught_metadata(spec: TaughtSpec, head: Head) -> BundleMetadata:
     return BundleMetadata(
         name=spec.name,
         version="0",  # set when the version folder is claimed
-        created_at=utc_now(),
+        # to the millisecond, as job times are: withdraw_published tells versions of one second apart
+        created_at=datetime.fromisoformat(datetime.now(UTC).isoformat(timespec="milliseconds")),
         description=spec.description
         or f"Taught from catalog {spec.catalog!r} on the {bb.name!r} backbone.",
         input=bb.input,
@@ -310,6 +311,26 @@ def delete_taught(root: Path, name: str) -> list[str]:
         bump(root)
     shutil.rmtree(trash, ignore_errors=True)
     return versions
+
+
+def withdraw_published(root: Path, name: str, catalog: str, since: datetime) -> list[str]:
+    """Remove what a job whose process died while it published (the version renamed into
+    place, the job not yet saved as succeeded) left served, which its failed status must not
+    (round 44: a kill at that moment left the job "failed" and its version the model's
+    default): the newest version of `name`, when it was taught from `catalog` at or after
+    `since` (one job per name at a time, so no later job's)."""
+    versions = versions_on_disk(root, name)
+    if not versions:
+        return []
+    newest = versions[-1]
+    try:
+        meta = BundleMetadata.model_validate_json(
+            (root / name / newest / METADATA_FILE).read_bytes()
+        )
+    except (OSError, ValueError):
+        return []
+    ours = meta.backbone is not None and meta.backbone.catalog == catalog
+    return delete_version(root, name, newest) if ours and meta.created_at >= since else []
 
 
 def delete_version(root: Path, name: str, version: str) -> list[str]:

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,14 @@ from app.metrics import (
 from app.registry import ModelRegistry
 from app.settings import Settings
 from app.teach.caveats import caveats, majority_extra, without_trivial_top_k
-from app.teach.compose import Room, TaughtSpec, check_model_name, delete_version, write_taught
+from app.teach.compose import (
+    Room,
+    TaughtSpec,
+    check_model_name,
+    delete_version,
+    withdraw_published,
+    write_taught,
+)
 from app.teach.errors import ModelNameTaken, NotEnoughExamples, TeachCancelled
 from app.teach.examples import Examples, Limits, limits_from, read_examples
 from app.teach.familiar import FLOOR_KEY, familiar_floor
@@ -47,6 +55,19 @@ ShouldStop = Callable[[], bool]
 def taught_root(settings: Settings) -> Path:
     """Taught bundles live in the service's data folder (the shipped models/ may be read-only)."""
     return settings.data_dir / "models"
+
+
+def withdraw_orphan(settings: Settings) -> Callable[[Any], list[str]]:
+    """JobStore's hook for a job that died while publishing: the versions it put in place."""
+    root = taught_root(settings)
+
+    def withdraw(job: Any) -> list[str]:
+        if job.started_at is None:
+            return []
+        since = datetime.fromisoformat(job.started_at)
+        return withdraw_published(root, job.model, job.catalog, since)
+
+    return withdraw
 
 
 def room_from(settings: Settings) -> Room:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,8 @@ from app.fsutil import file_lock, storage_error
 from app.teach.errors import JobNotFound
 from app.telemetry import TEACH_JOBS_ENDED
 
+logger = logging.getLogger(__name__)
+
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 ACTIVE: tuple[Status, ...] = ("queued", "running")
 # A job of another pid namespace (a replica in its own container on the shared volume) whose
@@ -36,6 +39,8 @@ INTERRUPTED: Final = {
     "status": 503,
     "detail": "The server stopped while this job was queued or running; start it again.",
 }
+# Phases past the last cancellation point: the version is being written and loaded.
+PUBLISHING: Final = ("writing bundle", "loading")
 KEEP_FINISHED = 500  # finished jobs kept on disk (pruned at start-up and as jobs finish)
 
 
@@ -145,8 +150,11 @@ def _pid_alive(pid: int, started: int | None = None) -> bool:
 class JobStore:
     """Job files: <root>/<id>.json, written atomically."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, withdraw: Callable[[Job], list[str]] | None = None) -> None:
         self.root = root
+        # Removes what a job that died while publishing put in place (app.teach.core):
+        # the versions withdrawn.
+        self._withdraw = withdraw
         # file name -> (its stat, the job read): all() parses only files that changed (a
         # finished job's file holds its metrics; 500 of them re-read per listing is real CPU).
         # Every save is a new file (atomic rename): a new inode and ctime. A finished job is
@@ -255,8 +263,27 @@ class JobStore:
         return age > STALE_AFTER_S
 
     def fail(self, job: Job) -> None:
+        """An orphan (its process died) failed; a version it was publishing is withdrawn."""
         job.status, job.finished_at = "failed", now()
         job.error = dict(INTERRUPTED)
+        if job.phase in PUBLISHING and self._withdraw is not None:
+            try:
+                gone = self._withdraw(job)
+            except OSError as exc:
+                logger.error("teach job %s: its version could not be withdrawn: %s", job.id, exc)
+                gone = []
+            if gone:
+                logger.warning(
+                    "teach job %s died publishing %s v%s: withdrawn",
+                    job.id,
+                    job.model,
+                    ", v".join(gone),
+                )
+                job.error["detail"] = (
+                    f"The server stopped while this job published {job.model} "
+                    f"v{', v'.join(gone)}; that version was withdrawn, so nothing of this job is "
+                    "served. Start it again."
+                )
         self.save(job)
         TEACH_JOBS_ENDED.labels("failed").inc()
 

@@ -27,7 +27,15 @@ from app.teach.errors import (
     JobQueueFull,
     TeachCancelled,
 )
-from app.teach.job_store import INTERRUPTED, Job, JobStore, Status, now, process_start
+from app.teach.job_store import (
+    INTERRUPTED,
+    PUBLISHING,
+    Job,
+    JobStore,
+    Status,
+    now,
+    process_start,
+)
 from app.telemetry import TEACH_JOBS_ENDED
 
 logger = logging.getLogger(__name__)
@@ -45,7 +53,6 @@ Work = Callable[[Job, Callable[[str, float], None], Callable[[], bool]], dict[st
 
 # Phases after the job's last cancellation point: its model is being written and loaded, and
 # the job ends succeeded or failed, never cancelled.
-PUBLISHING: Final = ("writing bundle", "loading")
 
 
 def _check_cancellable(job: Job) -> None:

@@ -15,12 +15,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from app.errors import ServiceError
+from app.main import create_app
 from app.registry import ModelRegistry
 from app.teach.job_store import STALE_AFTER_S, Job, JobStore, process_start
 from app.teach.jobs import JobRunner
-from tests.app.teach.conftest import BAG, SNEAKER, follower_registry, make_catalog, wait_job
+from tests.app.teach.conftest import (
+    BAG,
+    SNEAKER,
+    follower_registry,
+    make_catalog,
+    teach_settings,
+    wait_job,
+)
 from tests.conftest import ROOT
 from tests.live_server import live_server
 
@@ -133,6 +142,33 @@ def test_restart_marks_running_jobs_failed(tmp_path: Path) -> None:
     assert store.load("abc123").status == "failed"
     assert "start it again" in (store.load("abc123").error or {})["detail"]
     assert store.load("def456").status == "running"  # its process is still alive
+
+
+def test_a_job_that_died_publishing_has_its_version_withdrawn(
+    tmp_path: Path, fm_pngs: dict[int, list[bytes]]
+) -> None:
+    """Round 44: a kill -9 between the version's rename into place and the job's save as
+    succeeded left the job "failed" ("start it again") and its version served as the model's
+    default. At the restart that version is withdrawn; an older one stays."""
+    classes = {"sneaker": fm_pngs[SNEAKER][:6], "bag": fm_pngs[BAG][:6]}
+    with TestClient(create_app(teach_settings(tmp_path))) as c:
+        make_catalog(c, "shoes", classes)
+        for _ in range(2):
+            job = c.post("/v1/catalogs/shoes/train", json={"model": "kicks"}).json()
+            assert wait_job(c, job["url"])["status"] == "succeeded"
+        assert c.get("/v1/models/kicks").json()["version"] == "2"
+    # v2's job as the kill left it: running, publishing, its process gone
+    path = tmp_path / "service-data" / "teach" / "jobs" / f"{job['id']}.json"
+    raw = json.loads(path.read_text())
+    raw.update(status="running", phase="writing bundle", finished_at=None, result=None)
+    raw.update(owner_pid=_dead_pid(), owner_start=None)
+    path.write_text(json.dumps(raw))
+    with TestClient(create_app(teach_settings(tmp_path))) as c:
+        ended = c.get(job["url"]).json()
+        assert ended["status"] == "failed"
+        assert "published kicks v2; that version was withdrawn" in ended["error"]["detail"]
+        assert c.get("/v1/models/kicks@2").status_code == 404
+        assert c.get("/v1/models/kicks").json()["version"] == "1"  # the older one stays
 
 
 def test_cancel_queued_and_running_jobs(tmp_path: Path) -> None:
