@@ -55,8 +55,8 @@ export function confirmReplace(slot, model, labels) {
     h("div", { id: textId },
       h("p", {}, `Training makes a new version of ${name} from the classes above (`, ...list(labels),
         `). It replaces v${v} (`, ...list(old), `) as “${name}” for everyone using this server.`),
-      h("p", {}, `v${v} stays available as ${name}@${v} (in the API). `
-        + `The example pictures kept for ${name} are replaced by the ones above.`)),
+      h("p", {}, `v${v} stays available as ${name}@${v} (in the API), with the example pictures `
+        + "it was taught from; the pictures above are kept for the new version.")),
     h("div", { class: "teach-confirm-actions" }, yes, no));
     slot.replaceChildren(box);
     slot.hidden = false;

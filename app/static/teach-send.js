@@ -43,21 +43,23 @@ function slug(text) {
   return text.trim().toLowerCase().replace(/[^a-z0-9_-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 64);
 }
 
-// The page keeps one catalog of examples per taught model: teaching again starts it fresh.
-// Only a catalog this page made for this model (its description says so) is replaced; any
-// other catalog of that name (made through the API, or for a model whose long name was cut
-// to the same 64 characters) is left alone and the examples go to a free name beside it.
-// Looked up in the list first: a DELETE answered 404 is logged by the browser as a console
-// error on every first teach of a name. -> the new, empty catalog's name.
+// The page keeps a catalog of examples for each taught model. Teaching again starts one
+// afresh, but never the one a served version was taught from: that version's `familiar` and
+// `similar` answers read it (round 44: replacing it made v1 call its own classes unfamiliar),
+// so the new examples go to the next free name (teach-<model>-2, -3 ...). Only a catalog
+// this page made for this model (its description says so) and no version uses is replaced;
+// any other catalog of that name (made through the API, or for a model whose long name was
+// cut to the same 64 characters) is left alone. Looked up in the lists first: a DELETE or
+// GET answered 404 is logged by the browser as a console error. -> the new, empty catalog.
 export async function freshCatalog(model, backbone) {
-  let catalog = slug(`teach-${model}`);
   const description = `examples for ${model}`;
   const { catalogs } = await api("/v1/catalogs", { cache: "no-store" });
   const known = new Map(catalogs.map((c) => [c.name, c]));
-  const base = catalog;
-  for (let n = 2; known.has(catalog) && known.get(catalog).description !== description; n++) {
-    catalog = base.slice(0, 64 - `-${n}`.length) + `-${n}`;
-  }
+  const used = await catalogsInUse(model);
+  const base = slug(`teach-${model}`);
+  let catalog = base;
+  const taken = (name) => known.has(name) && (known.get(name).description !== description || used.has(name));
+  for (let n = 2; taken(catalog); n++) catalog = base.slice(0, 64 - `-${n}`.length) + `-${n}`;
   if (known.has(catalog)) {
     await api(`/v1/catalogs/${catalog}`, { method: "DELETE" }).catch((p) => { if (p.status !== 404) throw p; });
   }
@@ -66,6 +68,16 @@ export async function freshCatalog(model, backbone) {
     body: JSON.stringify({ name: catalog, model: backbone, description }),
   });
   return catalog;
+}
+
+// The catalogs the served versions of taught model `model` were taught from.
+async function catalogsInUse(model) {
+  const { models } = await api("/v1/models", { cache: "no-store" });
+  const info = (models || []).find((m) => m.name === model);
+  if (!info || !info.backbone) return new Set();
+  const versions = (info.versions || []).filter((v) => v !== info.version);
+  const older = await Promise.all(versions.map((v) => api(`/v1/models/${encodeURIComponent(model)}@${v}`, { cache: "no-store" }).catch(() => null)));
+  return new Set([info, ...older].filter((m) => m && m.backbone).map((m) => m.backbone.catalog));
 }
 
 export const dropCatalog = (catalog) => api(`/v1/catalogs/${catalog}`, { method: "DELETE" }).catch(() => {});

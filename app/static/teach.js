@@ -180,6 +180,9 @@ async function train() {
   let catalog = null;
   let started = false;
   let failed = false;
+  // Until the job exists, leaving the page loses the pictures picked (a pull-to-refresh
+  // during a long upload did, without a word: round 44); the browser asks first.
+  window.addEventListener("beforeunload", askBeforeLeaving);
   try {
     setProgress(0, "Preparing the example catalog…");
     // After "Replace" the question (and its focused button) is gone: focus goes to the progress.
@@ -199,6 +202,7 @@ async function train() {
     if (unusable) throw unusable;
     const job = await startJob(catalog, model);
     started = true;
+    window.removeEventListener("beforeunload", askBeforeLeaving); // a reload picks the job up
     await follow(job, 0.5);
   } catch (problem) {
     failed = true;
@@ -208,6 +212,7 @@ async function train() {
     if (problem && problem.status === 0) unreachable();
     if (catalog && !started) await dropCatalog(catalog);
   } finally {
+    window.removeEventListener("beforeunload", askBeforeLeaving);
     state.busy = false;
     refresh();
   }
@@ -217,14 +222,32 @@ async function train() {
   if (failed && lost) (ui.train.disabled ? ui.error : ui.train).focus();
 }
 
+function askBeforeLeaving(event) {
+  event.preventDefault();
+  event.returnValue = ""; // older browsers ask only when this is set
+}
+
 // Poll a job to its end and show its results; its progress fills the bar from `start` on.
+// A poll that gets no answer, or a proxy's 502-504 (a restart, a network blip), is asked
+// again, backing off to 5 s, for about two minutes: one lost poll dropped the job from the
+// page while it went on to succeed (round 44).
+const POLL_TRIES = 30;
+
 async function follow(job, start) {
   remember(job.url);
   let done = job;
+  let misses = 0;
   while (done.status === "queued" || done.status === "running") {
-    setProgress(start + (1 - start) * done.progress, `Training ${done.model}: ${done.phase}…`);
-    await new Promise((res) => setTimeout(res, 250));
-    done = await api(done.url, { cache: "no-store" });
+    const said = misses ? "no answer from the server, asking again" : done.phase;
+    setProgress(start + (1 - start) * done.progress, `Training ${done.model}: ${said}…`);
+    await new Promise((res) => setTimeout(res, misses ? Math.min(5000, 250 * 2 ** misses) : 250));
+    try {
+      done = await api(done.url, { cache: "no-store" });
+      misses = 0;
+    } catch (problem) {
+      const passing = problem && [0, 502, 503, 504].includes(problem.status);
+      if (!passing || ++misses > POLL_TRIES) throw problem;
+    }
   }
   remember(null);
   if (done.status !== "succeeded") throw done.error || { title: `Training ${done.status}` };
@@ -353,6 +376,7 @@ function build() {
   });
   document.addEventListener("imgclass:server-back", () => {
     if (state.shownProblem && state.shownProblem.status === 0) clearError();
+    if (!state.busy) resume(); // a job this tab lost sight of: its outcome, when it has one
   });
   // A paste while a class is active (clicked or focused) goes to that class, not to the classifier.
   document.addEventListener("paste", (e) => {

@@ -103,7 +103,7 @@ def test_teaching_a_taught_name_again_asks_first(
     assert "“again” is already a model taught here" in text, text
     assert "It replaces v1 (" in text and "“sneaker”" in text, text
     assert "from the classes above (“boot”, “bag”)" in text, text
-    assert "again@1" in text and "example pictures kept for again are replaced" in text, text
+    assert "again@1" in text and "with the example pictures it was taught from" in text, text
     assert page.evaluate("document.activeElement.textContent") == "Replace again"
     page.screenshot(path=str(ARTIFACTS / "teach-replace-ask.png"))
     ask.get_by_role("button", name="Cancel").click()
@@ -123,6 +123,12 @@ def test_teaching_a_taught_name_again_asks_first(
     page.wait_for_selector("#teach .teach-results:not([hidden])", timeout=60_000)
     assert "again v2 is ready" in page.locator("#teach .teach-results").inner_text()
     assert api.get("/v1/models/again@1").status_code == 200  # as the question said
+    # Round 44: v1 keeps the examples it was taught from (its `familiar` and `similar` read
+    # them); v2's went to a catalog of their own.
+    first = api.get("/v1/models/again@1").json()["backbone"]["catalog"]
+    second = api.get("/v1/models/again@2").json()["backbone"]["catalog"]
+    assert (first, second) == ("teach-again", "teach-again-2")
+    assert api.get("/v1/catalogs/teach-again/items").json()["total"] == 8
 
 
 def test_pictures_the_server_refused_are_named_with_the_reason(

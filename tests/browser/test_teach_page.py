@@ -332,8 +332,9 @@ def test_teaching_never_replaces_a_catalog_the_page_did_not_make(
 ) -> None:
     """A catalog someone made through the API under the name the page uses for a model's
     examples (`teach-<model>`) was deleted without a word when that model was taught on the
-    page. It is left alone: the examples go to `teach-<model>-2`, which teaching the model
-    again replaces (the page made it)."""
+    page. It is left alone: the examples go to `teach-<model>-2`; teaching the model again
+    puts its examples in `teach-<model>-3`, since v1, still served, was taught from -2 (round
+    44: replacing them changed v1's `familiar` and `similar` answers)."""
     r = api.post(
         "/v1/catalogs", json={"name": "teach-kept", "model": "products", "description": "mine"}
     )
@@ -354,8 +355,10 @@ def test_teaching_never_replaces_a_catalog_the_page_did_not_make(
     mine = api.get("/v1/catalogs/teach-kept").json()
     assert mine["description"] == "mine" and mine["item_count"] == 1
     made = {c["name"]: c for c in api.get("/v1/catalogs").json()["catalogs"]}
-    assert made["teach-kept-2"]["description"] == "examples for kept"
-    assert made["teach-kept-2"]["item_count"] == 12 and "teach-kept-3" not in made
+    for name, version in (("teach-kept-2", "1"), ("teach-kept-3", "2")):
+        assert made[name]["description"] == "examples for kept" and made[name]["item_count"] == 12
+        assert api.get(f"/v1/models/kept@{version}").json()["backbone"]["catalog"] == name
+    assert "teach-kept-4" not in made
 
 
 @pytest.mark.parametrize("size", [{}, PHONE], ids=["1280", "390"])

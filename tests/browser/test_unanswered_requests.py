@@ -229,3 +229,57 @@ def test_a_teach_upload_held_unanswered_says_so_and_train_works_again(
     finally:
         context.close()
     assert not errors, errors
+
+
+def test_a_lost_job_poll_is_asked_again_and_the_result_shown(
+    browser: Any, server: str, tmp_path: Path
+) -> None:
+    """Round 44: one poll of the job that failed (a network blip) showed "Can't reach the
+    server", stopped following, and once the server answered again the section looked as
+    before Train, while the job went on to succeed. Polls are asked again."""
+    shoes = write_sneakers_and_bags(tmp_path, 3)
+    context, page, errors = _open(browser, server, **DESKTOP)
+    try:
+        page.goto("/")
+        fill_teach_form(page, "blip", {k: [str(p) for p in shoes[k]] for k in shoes})
+        page.locator('#teach .teach-count:text-is("3 pictures")').nth(1).wait_for()
+        failed: list[str] = []
+
+        def first_poll_fails(route: Any) -> None:
+            if not failed:
+                failed.append(route.request.url)
+                route.abort("internetdisconnected")
+            else:
+                route.continue_()
+
+        page.route(re.compile(r"/v1/jobs/[A-Za-z0-9]+$"), first_poll_fails)
+        page.click("#teach-train")
+        page.locator("#teach .teach-results").wait_for(timeout=60_000)
+        assert failed, "no poll was made to fail"
+        assert "blip v1 is ready" in page.locator("#teach .teach-results").inner_text()
+        assert page.locator("#teach .teach-error").is_hidden()
+    finally:
+        context.close()
+    assert not [e for e in errors if "internetdisconnected" not in e.lower()], errors
+
+
+def test_leaving_during_the_upload_asks_first(browser: Any, server: str, tmp_path: Path) -> None:
+    """Round 44: a reload while the pictures were uploading lost them without a word."""
+    shoes = write_sneakers_and_bags(tmp_path, 3)
+    context, page, _errors = _open(browser, server, **DESKTOP)
+    try:
+        page.goto("/")
+        fill_teach_form(page, "leaving", {k: [str(p) for p in shoes[k]] for k in shoes})
+        page.locator('#teach .teach-count:text-is("3 pictures")').nth(1).wait_for()
+        held: list[Any] = []
+        page.route(re.compile(r"/v1/catalogs/[^/]+/items$"), lambda route: held.append(route))
+        page.click("#teach-train")
+        _wait_held(page, held, "the page sent no upload")
+        with page.expect_event("dialog", timeout=5_000) as info:
+            page.close(run_before_unload=True)
+        assert info.value.type == "beforeunload"
+        info.value.dismiss()  # stay
+        page.wait_for_timeout(300)
+        assert not page.is_closed()
+    finally:
+        context.close()
