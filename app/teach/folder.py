@@ -174,7 +174,7 @@ def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator
         raise InvalidRequest(f"The upload is not a readable zip file ({exc}).") from exc
     with zf:
         # not ZipInfo.is_dir(): it fails on an empty name (one starting with NUL), round 16
-        infos = [i for i in zf.infolist() if not i.filename.endswith("/")]
+        infos = [i for i in zf.infolist() if not i.filename.endswith(("/", "\\"))]
         if not infos:
             raise InvalidRequest(f"The zip holds no files: {ZIP_LAYOUT}.")
         if len(infos) > limits.max_files:
@@ -190,7 +190,9 @@ def zip_images(data: bytes, report: IngestReport, limits: ZipLimits) -> Iterator
             )
         kept: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
         for info in infos:
-            parts = PurePosixPath(info.filename).parts
+            # a backslash as '/': older Windows tools (PowerShell 5's Compress-Archive) write
+            # `cat<backslash>1.png`, which read as a loose file (round 44)
+            parts = PurePosixPath(info.filename.replace("\\", "/")).parts
             unsafe = _unsafe(info.filename, parts)
             if not parts:  # '', '.', './.': no name at all
                 report.skip(info.filename, "an entry without a file name")

@@ -116,6 +116,22 @@ def test_unsafe_and_hidden_paths_are_listed_never_made_classes(
     assert labels == {"bag"}
 
 
+def test_backslashes_separate_folders_as_windows_tools_write_them(
+    teach_client: TestClient,
+    fm_pngs,  # type: ignore[no-untyped-def]
+) -> None:
+    """Round 44: a zip from PowerShell 5's Compress-Archive (`bag\\1.png`) was refused as
+    "none of the zip's files is inside a class folder"."""
+    c = teach_client
+    assert c.post("/v1/catalogs", json={"name": "w", "model": "products"}).status_code == 201
+    entries = {f"shop\\bag\\{i}.png": d for i, d in enumerate(fm_pngs[BAG][:2])}
+    entries |= {f"shop\\sneaker\\{i}.png": d for i, d in enumerate(fm_pngs[SNEAKER][:2])}
+    entries |= {"..\\up\\1.png": fm_pngs[BAG][3], "shop\\bag\\": b""}
+    body = _post_zip(c, "w", _zip(entries))
+    assert body["status"] == 200 and body["added"] == {"bag": 2, "sneaker": 2}, body
+    assert [s["name"] for s in body["skipped"]] == ["..\\up\\1.png"], body
+
+
 def test_round_16_zip_names_that_crashed_and_a_report_that_had_no_bound(
     teach_client: TestClient,
     fm_pngs,  # type: ignore[no-untyped-def]
