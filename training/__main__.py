@@ -81,8 +81,11 @@ def _export(args: argparse.Namespace) -> int:
     arrays = load_arrays(cfg, args.data_dir)
     training = {"hardware": hardware()}
     previous = args.keras_model.parent / "metrics.json"
+    recorded: dict[str, Any] = {}
     if previous.is_file():  # a run directory: keep what it recorded about training
-        training = json.loads(previous.read_text(encoding="utf-8")).get("training", training)
+        recorded = json.loads(previous.read_text(encoding="utf-8"))
+        training = recorded.get("training", training)
+    _same_classes(model, arrays.class_names, recorded, args.keras_model)
     run_dir = start_run(args.runs_dir, cfg, "-export")
     model.save(run_dir / "model.keras")  # the exact model behind the bundle, for `evaluate`
     result = evaluate_and_export(
@@ -101,6 +104,24 @@ def _export(args: argparse.Namespace) -> int:
         f"agreement with Keras {result.agreement:.4%}; details in {result.metrics_path}"
     )
     return 0
+
+
+def _same_classes(model: Any, names: tuple[str, ...], recorded: dict[str, Any], path: Path) -> None:
+    """The data's classes are the model's (round 44: a 4-class folder for a 3-class model was
+    a traceback, and 3 other names in another order wrote a bundle with wrong labels)."""
+    units = int(model.output_shape[-1])
+    if units != len(names):
+        raise ConfigError(
+            f"{path}: the model tells {units} classes apart, the data has {len(names)} "
+            f"{list(names)[:5]}; give the data (and config) it was trained on"
+        )
+    reports = [r for r in recorded.get("keras", {}).values() if isinstance(r, dict)]
+    trained = [c.get("label") for c in reports[0].get("per_class", [])] if reports else []
+    if trained and trained != list(names):
+        raise ConfigError(
+            f"{path}: its run trained on the classes {trained[:5]}, the data's are "
+            f"{list(names)[:5]}; give the data (and config) it was trained on"
+        )
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -234,3 +234,25 @@ def test_an_export_that_is_not_faithful_to_keras_is_one_error_line(tmp_path: Pat
     assert line.startswith("error: onnxruntime differs from Keras by "), line
     assert line.endswith("on 8 real inputs; refusing to write the bundle"), line
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.slow  # imports TensorFlow, reads MNIST
+def test_an_export_for_other_classes_is_one_error_line(tmp_path: Path) -> None:
+    """Round 44: a model of 3 classes exported with a 4-class folder was a traceback (and 3
+    other names wrote a bundle with wrong labels): the data's classes must be the model's."""
+    from training.config import ScratchConfig
+    from training.recipes import load_config
+    from training.train import build_model
+
+    config = ROOT / "training" / "configs" / "digits.yaml"
+    model_path = tmp_path / "m.keras"
+    build_model(load_config(config, ScratchConfig), 3).save(model_path)
+    out = tmp_path / "models"
+    r = run_cli(
+        "export", "--config", config, "--keras-model", model_path,
+        "--out-dir", out, "--runs-dir", tmp_path / "runs", timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert "the model tells 3 classes apart, the data has 10" in line, line
+    assert not out.exists() or not any(out.iterdir())
