@@ -86,6 +86,32 @@ def _write_file(path: Path, data: bytes) -> None:
     os.chmod(path, 0o644)
 
 
+def check_target(directory: Path) -> None:
+    """Raise BundleError when a bundle cannot be written as `directory`: a file there (round
+    44: it was moved into the staging folder, then a traceback), a folder holding other files
+    (round 28: replaced without a word), or a parent folder that cannot be made or written.
+    Training runs this before they train, so the refusal comes before the hours, not after."""
+    if directory.exists() and not directory.is_dir():
+        raise BundleError(
+            f"{directory} is a file; it is not replaced: choose another output folder"
+        )
+    if directory.is_dir() and not (directory / METADATA_FILE).exists() and any(directory.iterdir()):
+        raise BundleError(
+            f"{directory} exists and is not a bundle folder (no {METADATA_FILE}); it is not "
+            "replaced: choose another output folder"
+        )
+    probe = directory.parent / f".write-probe-{os.getpid()}"
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise BundleError(
+            f"{directory.parent}: a bundle cannot be written there ({exc.strerror or exc}); "
+            "choose another output folder"
+        ) from None
+
+
 def write_bundle(
     directory: Path,
     *,
@@ -102,12 +128,7 @@ def write_bundle(
     name (fold models, say), written in the same step."""
     if len(labels) != metadata.num_classes:
         raise BundleError(f"{len(labels)} labels given for {metadata.num_classes} classes")
-    if directory.is_dir() and not (directory / METADATA_FILE).exists() and any(directory.iterdir()):
-        # round 28: `--out-dir` onto a folder holding other files replaced it without a word
-        raise BundleError(
-            f"{directory} exists and is not a bundle folder (no {METADATA_FILE}); it is not "
-            "replaced: choose another output folder"
-        )
+    check_target(directory)
     artifact = Artifact(
         file=MODEL_FILE, sha256=hashlib.sha256(model_bytes).hexdigest(), bytes=len(model_bytes)
     )

@@ -70,10 +70,11 @@ def _export(args: argparse.Namespace) -> int:
     from training.datasets import load_arrays
     from training.evaluate import evaluate_and_export
     from training.export import hardware
-    from training.recipes import load_config
+    from training.recipes import check_outputs, load_config
     from training.runs import start_run
 
     cfg = load_config(args.config, ScratchConfig)
+    check_outputs(cfg, args.out_dir, args.runs_dir, export=True)
     from training.tta import for_export
 
     shape = (cfg.input.height, cfg.input.width, cfg.input.channels)

@@ -10,6 +10,7 @@ To add a recipe, see docs/architecture.md ("How to add a recipe").
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Annotated, Any, TypeVar, Union
 import yaml
 from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
-from app.bundle import Metrics
+from app.bundle import BundleError, Metrics
 from training.config import PretrainedConfig, RecipeBase, ScratchConfig, TransferConfig
 
 DEFAULT_RECIPE = "scratch"
@@ -221,7 +222,31 @@ def run(cfg: RecipeBase, options: RunOptions | None = None) -> RunReport:
             "in the config file (copy it and edit the copy); --out-dir and --runs-dir choose "
             "where it writes"
         )
+    check_outputs(cfg, options.out_dir, options.runs_dir, export=options.export)
     return recipe.load_runner()(cfg, options)
+
+
+def check_outputs(cfg: RecipeBase, out_dir: Path | None, runs_dir: Path, export: bool) -> None:
+    """Refuse, before any training, outputs that could not be written (round 44: a file at
+    <out-dir>/<name>, an out-dir under a file or in /proc, an unwritable runs dir were
+    tracebacks, some only after the whole fit)."""
+    from app.bundle_write import check_target
+
+    if export:
+        try:
+            check_target((out_dir or cfg.export.out_dir) / cfg.name)
+        except BundleError as exc:
+            raise ConfigError(str(exc)) from None
+    probe = runs_dir / f".write-probe-{os.getpid()}"
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"{runs_dir}: runs cannot be written there ({exc.strerror or exc}); choose another "
+            "--runs-dir"
+        ) from None
 
 
 register(

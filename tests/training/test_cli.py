@@ -256,3 +256,34 @@ def test_an_export_for_other_classes_is_one_error_line(tmp_path: Path) -> None:
     line = r.stderr.strip().splitlines()[-1]
     assert "the model tells 3 classes apart, the data has 10" in line, line
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("case", ["file-at-bundle", "out-dir-in-proc", "runs-dir-under-a-file"])
+def test_outputs_that_cannot_be_written_are_refused_before_training(
+    tmp_path: Path, case: str
+) -> None:
+    """Round 44: a file at <out-dir>/<name> was moved into the staging folder and the run
+    ended in a traceback after the whole fit; an out-dir in /proc or a runs dir under a file
+    were tracebacks too."""
+    config = ROOT / "training" / "configs" / "folder-example.yaml"
+    out, runs = tmp_path / "models", tmp_path / "runs"
+    if case == "file-at-bundle":
+        out.mkdir()
+        (out / "folder-example").write_text("mine")
+    elif case == "out-dir-in-proc":
+        out = Path("/proc/imgclass-nowhere")
+    else:
+        (tmp_path / "afile").write_text("x")
+        runs = tmp_path / "afile" / "runs"
+    r = run_cli("train", "--config", config, "--out-dir", out, "--runs-dir", runs)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "Epoch" not in r.stdout + r.stderr  # refused before training
+    line = r.stderr.strip().splitlines()[-1]
+    said = {
+        "file-at-bundle": "folder-example is a file; it is not replaced",
+        "out-dir-in-proc": "a bundle cannot be written there",
+        "runs-dir-under-a-file": "runs cannot be written there (Not a directory)",
+    }[case]
+    assert line.startswith("error: ") and said in line, line
+    if case == "file-at-bundle":
+        assert (out / "folder-example").read_text() == "mine"
