@@ -6,7 +6,7 @@ numbers). No grpc server here (app/grpc_oip.py)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
@@ -16,6 +16,7 @@ from app.errors import BadRequest, PayloadTooLarge
 from app.oip import (
     BYTES,
     FP32,
+    MAX_RANK,
     SUPPORTED_DATATYPES,
     InferRequest,
     InputTensor,
@@ -38,6 +39,12 @@ def _input(t: Any, raw: bytes | None, index: int, max_elements: int, max_files: 
     `contents` are turned into the same bytes. A BYTES input holds one image file per element,
     so its elements are capped at the batch limit before any is read (round 15: 4 million empty
     elements were expanded before the image count refused them, +440 MB a call)."""
+    if len(t.shape) > MAX_RANK:  # before the dimensions become Python objects (round 44:
+        # 8 million of them, +330 MB a call)
+        raise BadRequest(
+            f"input {t.name[:64]!r}.shape has {len(t.shape):,} dimensions; 1 to {MAX_RANK} "
+            "accepted."
+        )
     obj = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
     no_shared_memory(t.parameters, f"input {t.name!r}")
     limit = max_files if t.datatype == BYTES else max_elements
@@ -71,8 +78,33 @@ def _too_many(name: str, n: int, limit: int) -> PayloadTooLarge:
     )
 
 
+# Tensors and parameters a request may name: the models served take one input and give up to
+# three outputs. Counted before any is read (round 44: 24,000 outputs took 22 s of CPU in a
+# quadratic duplicate check, 300,000 inputs +150 MB each; the HTTP binding's JSON part is
+# capped at 256 objects before parsing).
+MAX_TENSORS: Final = 16
+MAX_PARAMETERS: Final = 64
+
+
+def _counted(request: Any) -> None:
+    for what, n, cap in (
+        ("inputs", len(request.inputs), MAX_TENSORS),
+        ("outputs", len(request.outputs), MAX_TENSORS),
+        ("parameters", len(request.parameters), MAX_PARAMETERS),
+    ):
+        if n > cap:
+            raise BadRequest(f"The request names {n:,} {what}; at most {cap} are accepted.")
+    for t in (*request.inputs, *request.outputs):
+        if len(t.parameters) > MAX_PARAMETERS:
+            raise BadRequest(
+                f"{t.name[:64]!r} has {len(t.parameters):,} parameters; at most "
+                f"{MAX_PARAMETERS} are accepted."
+            )
+
+
 def parse_request(request: Any, max_elements: int, max_files: int) -> InferRequest:
     """A ModelInferRequest as the HTTP binding's InferRequest (400/413 on bad input)."""
+    _counted(request)
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise BadRequest(
@@ -85,13 +117,14 @@ def parse_request(request: Any, max_elements: int, max_files: int) -> InferReque
     ]
     outputs: list[RequestedOutput] | None = None
     if request.outputs:
-        outputs = []
+        outputs, named = [], set()
         for o in request.outputs:
-            if any(w.name == o.name for w in outputs):
+            if o.name in named:
                 # each entry is computed and sent: 400 copies of a 1,000-class classification
                 # of 32 images made a 338 MB answer from a 15 KB request (round 15)
                 raise BadRequest(f"output {o.name!r} is requested more than once.")
             no_shared_memory(o.parameters, f"output {o.name!r}")
+            named.add(o.name)
             outputs.append(RequestedOutput(o.name, None, _classification(o)))
     return InferRequest(request.id or None, inputs, outputs, binary_output=False)
 

@@ -12,8 +12,8 @@ workers of `python -m app`. A call is parsed on a gRPC thread and scheduled on t
 event loop like an HTTP request. Bounds: messages up to IMGCLASS_GRPC_MAX_MESSAGE_BYTES (8 MiB;
 gRPC refuses larger ones with RESOURCE_EXHAUSTED before they are parsed), charged to the
 process's body budget while they are served (IMGCLASS_MAX_BODY_BYTES_IN_FLIGHT, shared with
-HTTP bodies: UNAVAILABLE when full), GRPC_CALLS of the protocol's calls at once per process,
-their wait for a message included (GRPC_WAITING more wait for a place, within the request
+HTTP bodies: UNAVAILABLE when full), GRPC_CALLS of the protocol's calls at once per process
+(GRPC_PER_PEER from one address), their wait for a message included (GRPC_WAITING more wait for a place, within the request
 deadline, which counts from their arrival; then UNAVAILABLE; HEALTH_THREADS more threads are
 kept for the health service), a message that must arrive within
 IMGCLASS_BODY_TIMEOUT_S (app/grpc_watchdog.py), the request deadline (or the client's, when
@@ -78,6 +78,10 @@ T = TypeVar("T")
 
 GRPC_CALLS: Final = 8  # the protocol's calls at once per process (CallGate)
 GRPC_WAITING: Final = 56  # more that wait for a place, up to the request deadline
+# Places one address may hold: calls that never finish sending their message held all 8 for
+# the body timeout (round 44: 24 half-sent calls from one client shut out every other); the
+# last 2 are always another address's (a proxy in front, one address, still gets 6 at once).
+GRPC_PER_PEER: Final = GRPC_CALLS - 2
 HEALTH_THREADS: Final = 24  # threads the protocol's calls never take: health checks are answered
 HEALTH_PER_PEER: Final = 8  # of those, one address may hold (round 18's flood came from one)
 GRPC_PENDING: Final = 4  # calls waiting for a thread (then RESOURCE_EXHAUSTED)
@@ -320,7 +324,12 @@ class GrpcServer:
         )
         servicer = OipServicer(state, loop)
         self.watchdog = MessageWatchdog(settings.body_timeout_s)
-        gate = CallGate(GRPC_CALLS, waiting=GRPC_WAITING, wait_s=settings.request_deadline_s)
+        gate = CallGate(
+            GRPC_CALLS,
+            per_peer=GRPC_PER_PEER,
+            waiting=GRPC_WAITING,
+            wait_s=settings.request_deadline_s,
+        )
         oip = handlers(servicer, gate, self.watchdog)
         self.health = HealthService(
             servicer.health,

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from app.bundle import load_bundle
-from app.grpc_oip import GRPC_CALLS, GRPC_WAITING
+from app.grpc_oip import GRPC_CALLS, GRPC_PER_PEER, GRPC_WAITING
 from app.imaging import ImageLimits, prepare
 from tests.conftest import DATA, ROOT, free_port, require
 from tests.live_server import LiveServer, live_server
@@ -496,15 +496,15 @@ def test_round_17_calls_that_never_send_a_message_cannot_starve_the_health_servi
     deadline, round 43; more are refused at once), threads are kept for the health service,
     and a message must arrive within IMGCLASS_BODY_TIMEOUT_S."""
     t0 = time.monotonic()
-    n = GRPC_CALLS + GRPC_WAITING + 6
+    n = GRPC_PER_PEER + GRPC_WAITING + 6  # one address holds at most GRPC_PER_PEER (round 44)
     with held_calls(server[1], "/inference.GRPCInferenceService/ModelInfer", n) as (
         held_channel,
         held,
     ):
         time.sleep(1.0)
         refused = [f for f in held if f.done()]
-        assert len(refused) == 6 and all(  # a full process: UNAVAILABLE, retryable (round 24)
-            f.exception().code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[union-attr]
+        assert len(refused) == 6 and all(  # its address's share taken, and the queue full
+            f.exception().code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[union-attr]
             for f in refused
         )
         check = held_channel.unary_unary("/grpc.health.v1.Health/Check")
@@ -512,7 +512,7 @@ def test_round_17_calls_that_never_send_a_message_cannot_starve_the_health_servi
             assert bytes(check(b"", timeout=2)) == b"\x08\x01"
         for f in held:  # the rest are cancelled once their message is overdue, or wait no more
             code = f.exception(timeout=20).code()  # type: ignore[union-attr]
-            assert code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+            assert code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED)
         assert time.monotonic() - t0 < 10 + 3 + 5  # the deadline, a message's time, slack
 
 
@@ -576,6 +576,65 @@ def test_round_18_one_address_cannot_hold_the_health_service(tmp_path: Path) -> 
                 check = other.unary_unary("/grpc.health.v1.Health/Check")
                 for _ in range(10):  # the other address's probes, while the two are held
                     assert bytes(check(b"", timeout=2)) == b"\x08\x01"
+
+
+def test_one_address_cannot_hold_every_inference_place(tmp_path: Path) -> None:
+    """Round 44: 24 calls from one client that sent only the start of their message held all
+    8 places of a process until the body timeout; every other client's call waited 10 s and
+    was refused. One address now holds at most GRPC_PER_PEER (6): calls from another are
+    answered at once meanwhile."""
+    port = free_port()
+    env = {
+        "IMGCLASS_HOST": "::",
+        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
+        "IMGCLASS_ENABLED_MODELS": '["digits"]',
+        "IMGCLASS_WORKERS": "1",
+        "IMGCLASS_GRPC_PORT": str(port),
+        "IMGCLASS_ALLOW_UNAUTHENTICATED_WRITES": "true",
+        "IMGCLASS_LOG_LEVEL": "WARNING",
+    }
+    req = pb.ModelInferRequest(model_name="digits")
+    t = req.inputs.add(name="image", datatype="BYTES", shape=[1])
+    t.contents.bytes_contents.append(photo("mnist_00_7.png"))
+    with live_server(tmp_path, env, entry="app", ready_path="/healthz"):
+        wait_ready(port)
+        with held_calls(port, "/inference.GRPCInferenceService/ModelInfer", 24):
+            time.sleep(0.5)
+            with grpc.insecure_channel(f"[::1]:{port}") as other:
+                stub = pb_grpc.GRPCInferenceServiceStub(other)
+                for _ in range(5):
+                    t0 = time.monotonic()
+                    assert stub.ModelInfer(req, timeout=5).model_name == "digits"
+                    assert time.monotonic() - t0 < 2
+
+
+def test_counts_of_tensors_and_dimensions_are_refused_before_they_are_read(
+    server: tuple[LiveServer, int],
+) -> None:
+    """Round 44: 24,000 requested outputs took 22 s of CPU (a quadratic duplicate check, after
+    the client's deadline), 8 million shape dimensions +330 MB a call, 300,000 inputs +150 MB."""
+    meta = tuple(AUTH.items())
+    with grpc.insecure_channel(f"127.0.0.1:{server[1]}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        many_outputs = pb.ModelInferRequest(model_name="digits")
+        for i in range(24_000):
+            many_outputs.outputs.add(name=str(i))
+        many_inputs = pb.ModelInferRequest(model_name="digits")
+        for _ in range(300):
+            many_inputs.inputs.add(name="image", datatype="BYTES", shape=[1])
+        many_dims = pb.ModelInferRequest(model_name="digits")
+        many_dims.inputs.add(name="image", datatype="BYTES", shape=[1] * 1_000_000)
+        for req, said in (
+            (many_outputs, "24,000 outputs; at most 16"),
+            (many_inputs, "300 inputs; at most 16"),
+            (many_dims, "shape has 1,000,000 dimensions"),
+        ):
+            t0 = time.monotonic()
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelInfer(req, metadata=meta, timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+            assert said in str(info.value.details()), info.value.details()
+            assert time.monotonic() - t0 < 2
 
 
 def _refused_start(tmp_path: Path, port: int) -> str:
