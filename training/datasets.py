@@ -67,7 +67,9 @@ class Datasets:
 def _source_arrays(cfg: ScratchConfig, data_dir: Path | None) -> ArraySplits:
     d = cfg.data
     folder = d.path if d.path is not None else None
-    if folder is None and data_dir is not None:
+    # --data-dir wins over the config's data.path, as for the transfer recipe (round 44: a
+    # scratch run trained on data.path while its card named the --data-dir given)
+    if data_dir is not None:
         sub = {"fashion_mnist": "fashion-mnist", "mnist": "mnist", "cifar10": "cifar-10-batches-py"}
         folder = data_dir / sub[d.source] if d.source in sub else data_dir
     if d.source == "fashion_mnist":

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from training.config import ScratchConfig
 from training.datasets import class_weights, make_datasets
@@ -96,6 +97,23 @@ def test_folder_source_gets_stratified_held_out_test(image_folder: Path) -> None
     assert a.class_names == ("dark", "light") and a.test_split == "held-out"
     assert a.sizes() == {"train": 14, "val": 4, "test": 6}  # 12 per class: 3 test, 2 val
     assert np.bincount(a.y_test).tolist() == [3, 3] and a.x_test_raw is None
+
+
+def test_data_dir_wins_over_the_configs_path(image_folder: Path, tmp_path: Path) -> None:
+    """Round 44: a scratch config with data.path trained on that folder whatever --data-dir
+    said, while its card named the --data-dir (the transfer recipe took --data-dir)."""
+    other = tmp_path / "other"
+    for cls in ("a", "b"):
+        (other / cls).mkdir(parents=True)
+        for i in range(6):
+            pixels = np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(other / cls / f"{i}.png")
+    cfg = small_config(
+        data={"source": "folder", "path": str(other), "val_fraction": 0.25, "test_fraction": 0.25},
+        input={"height": 32, "width": 32, "channels": 3, "color": "rgb"},
+    )
+    assert make_datasets(cfg).arrays.class_names == ("a", "b")
+    assert make_datasets(cfg, image_folder).arrays.class_names == ("dark", "light")
 
 
 def test_array_source_must_match_input_size(mnist_small_dir: Path) -> None:
