@@ -10,6 +10,7 @@ import yaml
 from PIL import Image
 
 from training.config import ScratchConfig
+from training.data import BadData
 from training.datasets import class_weights, make_datasets
 
 
@@ -145,3 +146,19 @@ def test_training_arrays_get_the_servers_polarity_policy() -> None:
     always = _match_spec(x, small_config(input={"invert": True}), "test")
     np.testing.assert_array_equal(always, 255 - x)
     np.testing.assert_array_equal(_match_spec(x, small_config(), "test"), x)
+
+
+def test_a_class_with_too_few_pictures_that_decode_is_refused(image_folder: Path) -> None:
+    """Round 44: a class of 3 files, 2 truncated, was trained on one picture, never tested,
+    and shipped with n=0 in its card (the transfer recipe refused the same folder)."""
+    odd = image_folder / "reindeer"
+    odd.mkdir()
+    (odd / "a.png").write_bytes((image_folder / "dark" / "img_0.png").read_bytes())
+    for name in ("b.jpg", "c.jpg"):
+        (odd / name).write_bytes(b"\xff\xd8\xff\xe0" + name.encode() * 4)  # two files
+    cfg = small_config(
+        data={"source": "folder", "val_fraction": 0.25, "test_fraction": 0.25},
+        input={"height": 32, "width": 32, "channels": 3, "color": "rgb"},
+    )
+    with pytest.raises(BadData, match=r"too few pictures that decode in \['reindeer'\]"):
+        make_datasets(cfg, image_folder)
