@@ -141,7 +141,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     if args.config is not None:
         from training import bundle_eval
-        from training.config import PretrainedConfig
+        from training.config import PretrainedConfig, TransferConfig
         from training.recipes import load_config
 
         cfg = load_config(args.config)
@@ -153,7 +153,18 @@ def _evaluate(args: argparse.Namespace) -> int:
             for line in bundle_eval.metric_lines(measured, recorded):
                 print(f"  {line}")
             return 0
-        held_out = bundle_eval.held_out_set(cfg, bundle, args.data_dir)
+        seen = None
+        if isinstance(cfg, TransferConfig):
+            run = bundle_eval.run_of(bundle, args.runs_dir)
+            seen = bundle_eval.trained_pictures(run) if run is not None else None
+            if seen is None:
+                print(
+                    f"note: no record of the run that made {bundle.name} in {args.runs_dir} "
+                    "(--runs-dir): the split is drawn again from the folder as it is now; if "
+                    "pictures were added since, some of its test pictures may be ones the "
+                    "model trained on"
+                )
+        held_out = bundle_eval.held_out_set(cfg, bundle, args.data_dir, seen)
         x, y, dataset = held_out.x, held_out.y, held_out.dataset
     else:
         data = official_test_split(bundle.metadata, args.data_dir)
@@ -188,16 +199,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _find_keras_model(bundle: Bundle, runs_dir: Path) -> Path | None:
-    """The run that produced this exact model.onnx (same sha256), if it is still on disk."""
-    sha = bundle.metadata.artifact.sha256
-    for run in sorted(runs_dir.glob(f"{bundle.name}-*"), reverse=True):
-        staged = run / "bundle" / bundle.name / "metadata.json"
-        keras_file = run / "model.keras"
-        if staged.is_file() and keras_file.is_file():
-            meta = json.loads(staged.read_text(encoding="utf-8"))
-            if meta.get("artifact", {}).get("sha256") == sha:
-                return keras_file
-    return None
+    """The Keras model of the run that produced this exact model.onnx, if still on disk."""
+    from training.bundle_eval import run_of
+
+    run = run_of(bundle, runs_dir)
+    keras_file = run / "model.keras" if run is not None else None
+    return keras_file if keras_file is not None and keras_file.is_file() else None
 
 
 def _lecture(args: argparse.Namespace) -> int:
@@ -281,7 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--keras-model", type=Path, default=None, help="compare with this Keras model")
     ev.add_argument("--data-dir", type=Path, default=None)
     ev.add_argument(
-        "--runs-dir", type=Path, default=Path("runs"), help="where to look for the Keras model"
+        "--runs-dir",
+        type=Path,
+        default=Path("runs"),
+        help="where to look for the run that made the bundle (its Keras model, its splits)",
     )
     ev.set_defaults(func=_evaluate)
 

@@ -9,6 +9,8 @@ bundles inside the run (leave-one-style-out), so their configs are refused with 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from app.bundle import Bundle, Metrics
 from training.config import PretrainedConfig, RecipeBase, ScratchConfig, TransferConfig
 from training.data import BadData, DataNotFound, load_images
 from training.recipes import ConfigError
+from training.runs import METRICS_FILE, STAGED_BUNDLES
 
 # What `evaluate --config` accepts; the CLI's own advice (serving_eval) names the same ones.
 EVALUATED = ("scratch", "transfer", "pretrained")
@@ -61,8 +64,14 @@ def refuse_other_recipes(cfg: RecipeBase, path: Path) -> None:
         )
 
 
-def held_out_set(cfg: RecipeBase, bundle: Bundle, data_dir: Path | None) -> HeldOutSet:
-    """The held-out split the config's run measured (`data_dir` as for `train`)."""
+def held_out_set(
+    cfg: RecipeBase,
+    bundle: Bundle,
+    data_dir: Path | None,
+    seen: set[tuple[str, str]] | None = None,
+) -> HeldOutSet:
+    """The held-out split the config's run measured (`data_dir` as for `train`); for a
+    transfer run whose record says what it trained on (`seen`), everything else."""
     if isinstance(cfg, ScratchConfig):
         from training.datasets import load_arrays
 
@@ -73,16 +82,74 @@ def held_out_set(cfg: RecipeBase, bundle: Bundle, data_dir: Path | None) -> Held
         return HeldOutSet(x, arrays.y_test, arrays.dataset)
     if not isinstance(cfg, TransferConfig):
         raise ConfigError(f"{cfg.name}: a {cfg.recipe!r} config names no held-out split")
-    from training.transfer import split_folder
+    from training.transfer import SPLITS, split_folder
 
     root = data_dir if data_dir is not None else cfg.data.path
     if root is None:
         raise DataNotFound("no image folder: set data.path in the config or pass --data-dir")
     names, paths, labels = split_folder(cfg, root)
     _same_labels(bundle, names, str(root))
+    test, y = paths["test"], labels["test"]
+    note = "the split drawn again from the folder"
+    if seen is not None:
+        # Every picture the run neither trained nor validated on: its own test pictures, and
+        # any added since; the split drawn again would hand some trained ones to the test
+        # when the folder has grown (round 44: 20 of 48 "test" pictures).
+        every = [(p, lab) for s in SPLITS for p, lab in zip(paths[s], labels[s], strict=True)]
+        kept_pairs = [(p, lab) for p, lab in every if not _seen(p, names, seen)]
+        test = [p for p, _ in kept_pairs]
+        y = np.asarray([lab for _, lab in kept_pairs], dtype=np.int64)
+        note = "every picture the run that made the bundle did not train or validate on"
     # Prepared by the server's ingestion; a file it refuses is dropped, as the run dropped it.
-    x, kept = load_images(paths["test"], bundle.metadata.input)
-    return HeldOutSet(x, labels["test"][kept], f"image folder ({len(names)} classes)")
+    x, kept = load_images(test, bundle.metadata.input)
+    return HeldOutSet(x, y[kept], f"image folder ({len(names)} classes; {note})")
+
+
+def _key(path: str | Path, classes: tuple[str, ...]) -> tuple[str, str]:
+    """A picture's place below its class folder: the same file whatever folder holds the
+    classes (a copy of the data, a folder renamed)."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] in classes:
+            return parts[i], "/".join(parts[i + 1 :])
+    return "", str(path)
+
+
+def _digest(path: str | Path) -> tuple[str, str]:
+    try:
+        return "sha256", hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return "", ""
+
+
+def _seen(path: Path, classes: tuple[str, ...], seen: set[tuple[str, str]]) -> bool:
+    """The run trained or validated on this picture: the same place below its class folder,
+    or the same bytes (a file renamed since)."""
+    return _key(path, classes) in seen or _digest(path) in seen
+
+
+def run_of(bundle: Bundle, runs_dir: Path) -> Path | None:
+    """The run that produced this exact model.onnx (same sha256), if it is still on disk."""
+    sha = bundle.metadata.artifact.sha256
+    for run in sorted(runs_dir.glob(f"{bundle.name}-*"), reverse=True):
+        staged = run / STAGED_BUNDLES / bundle.name / "metadata.json"
+        if staged.is_file():
+            meta = json.loads(staged.read_text(encoding="utf-8"))
+            if meta.get("artifact", {}).get("sha256") == sha:
+                return run
+    return None
+
+
+def trained_pictures(run: Path) -> set[tuple[str, str]] | None:
+    """The pictures a transfer run trained or validated on, as _key names them (None: the run
+    recorded no splits)."""
+    try:
+        summary = json.loads((run / METRICS_FILE).read_text(encoding="utf-8"))
+        splits, classes = summary["splits"], tuple(summary["class_names"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    trained = [p for s in ("train", "val") for p in splits.get(s, [])]
+    return {_key(p, classes) for p in trained} | {_digest(p) for p in trained} - {("", "")}
 
 
 def pretrained_metrics(cfg: PretrainedConfig, bundle: Bundle, data_dir: Path | None) -> Metrics:

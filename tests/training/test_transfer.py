@@ -190,7 +190,7 @@ def test_evaluate_with_the_transfer_config_remeasures_its_held_out_split(  # typ
     args = ["--config", tmp / "config.yaml", "--data-dir", folder, "--runs-dir", tmp / "runs"]
     assert main(["evaluate", "--bundle", str(r.bundle.path), *map(str, args)]) == 0
     out = capsys.readouterr().out
-    assert f"image folder (3 classes) test, n={r.n_test}," in out
+    assert f"did not train or validate on) test, n={r.n_test}," in out
     assert f"accuracy {r.test_accuracy:.4%}" in out
     # the run kept the Keras model behind the bundle, so the serving path is checked against it
     assert f"Keras model: {r.run_dir / 'model.keras'}" in out
@@ -260,3 +260,39 @@ def test_a_class_left_without_pictures_that_decode_is_refused() -> None:
     # skipped as if never given, and the run ended in a traceback after training)
     with pytest.raises(BadData, match=r"too few pictures that decode in \['digit', 'photo'\]"):
         check_decodable(names, given, no_val, Path("folder"))
+
+
+@pytest.mark.slow
+def test_evaluate_on_a_grown_folder_tests_only_pictures_the_run_did_not_train_on(  # type: ignore[no-untyped-def]
+    result, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Round 44: after pictures were added to the folder, `evaluate --config` drew the split
+    again and scored 20 of 48 "test" pictures the bundle had trained on. It now tests every
+    picture the run neither trained nor validated on: its own test pictures and the new ones
+    (found by place below the class folder, or by content when renamed)."""
+    from PIL import Image, ImageOps
+
+    from training import bundle_eval
+    from training.__main__ import main
+    from training.config import TransferConfig
+    from training.recipes import load_config
+
+    r, tmp = result
+    grown = tmp_path / "grown"
+    shutil.copytree(folder, grown)
+    for cls in GROUPS:  # two new pictures a class (mirrored copies: new bytes, unseen)
+        pictures = sorted(p for p in (grown / cls).iterdir() if p.suffix in (".png", ".jpg"))
+        for src in pictures[:2]:
+            mirrored = ImageOps.mirror(Image.open(src).convert("RGB"))
+            mirrored.save(grown / cls / f"new-{src.stem}.png")
+    renamed = sorted((grown / "digit").glob("mnist_*"))[0]  # a renamed picture is still known
+    renamed.rename(renamed.with_name("renamed.png"))
+    seen = bundle_eval.trained_pictures(r.run_dir)
+    assert seen is not None
+    cfg = load_config(tmp / "config.yaml", TransferConfig)
+    held = bundle_eval.held_out_set(cfg, r.bundle, grown, seen)
+    assert len(held.y) == r.n_test + 6
+    args = ["--config", tmp / "config.yaml", "--data-dir", grown, "--runs-dir", tmp / "runs"]
+    assert main(["evaluate", "--bundle", str(r.bundle.path), *map(str, args)]) == 0
+    out = capsys.readouterr().out
+    assert f"did not train or validate on) test, n={r.n_test + 6}," in out, out
