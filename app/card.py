@@ -120,6 +120,23 @@ def _accuracy_interval(m: Metrics) -> str:
     return f"{pct(m.accuracy)} [{interval_text(wilson_interval(k, m.n_samples))}]"
 
 
+def _decision_accuracy(m: Metrics) -> str:
+    """A binary row's precision, recall and F1 are at its threshold, its accuracy is the top
+    label's: where the two accuracies differ, the one at the threshold (what `decision`
+    answers) is said too (round 44: a card said 83.3% beside figures of an 87.5% decision)."""
+    counts = [m.extra.get(k) for k in ("tp", "fp", "fn", "tn")]
+    if m.threshold is None or m.accuracy is None or any(c is None for c in counts):
+        return ""
+    right = round(float(counts[0] or 0) + float(counts[3] or 0))
+    if right == round(m.accuracy * m.n_samples):
+        return ""
+    return (
+        f"{m.dataset} ({m.split}, n={m.n_samples:,}): at the threshold (what `decision` "
+        f"answers) {right:,} of {m.n_samples:,} are right, {pct(right / m.n_samples)}; the "
+        "accuracy column counts the top label."
+    )
+
+
 def metrics_section(metrics: Sequence[Metrics]) -> Section:
     header: tuple[str, ...] = ("data set", "split", "n", "accuracy [95% interval]", "top-5")
     header += ("precision", "recall", "F1", "threshold", "evaluated with")
@@ -140,7 +157,7 @@ def metrics_section(metrics: Sequence[Metrics]) -> Section:
     )
     notes = tuple(
         f"{m.dataset} ({m.split}, n={m.n_samples:,}): {m.notes}" for m in metrics if m.notes
-    )
+    ) + tuple(note for m in metrics if (note := _decision_accuracy(m)))
     return Section(
         "Metrics",
         paragraphs=("Intervals: Wilson score interval on the recorded sample size.",),

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.bundle import EmbeddingOutput, Outputs, load_bundle
-from app.card import CardData, Licence, Reference, Section, Table, render_card
+from app.bundle import EmbeddingOutput, Metrics, Outputs, load_bundle
+from app.card import CardData, Licence, Reference, Section, Table, metrics_section, render_card
 from app.metrics import wilson_interval
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,3 +77,23 @@ def test_sections_references_licences_and_reproduce(digits) -> None:  # type: ig
 def test_table_rows_must_match_the_header() -> None:
     with pytest.raises(ValueError):
         Table(("a", "b"), (("1",),))
+
+
+def test_a_binary_row_says_its_accuracy_at_the_threshold_where_it_differs() -> None:
+    """Round 44: a card's row read accuracy 83.33% (20/24, the top label) beside precision,
+    recall and F1 at the threshold, where the decision was right on 21 of 24."""
+    row = Metrics(
+        dataset="pullover vs coat",
+        split="test",
+        n_samples=24,
+        accuracy=20 / 24,
+        precision=11 / 13,
+        recall=11 / 12,
+        threshold=0.5713,
+        positive_label="coat",
+        extra={"tp": 11, "fp": 2, "fn": 1, "tn": 10},
+    )
+    text = "\n".join(metrics_section([row]).bullets)
+    assert "at the threshold (what `decision` answers) 21 of 24 are right, 87.5" in text, text
+    same = row.model_copy(update={"accuracy": 21 / 24})
+    assert not metrics_section([same]).bullets
