@@ -10,7 +10,6 @@ To add a recipe, see docs/architecture.md ("How to add a recipe").
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,23 +229,18 @@ def check_outputs(cfg: RecipeBase, out_dir: Path | None, runs_dir: Path, export:
     """Refuse, before any training, outputs that could not be written (round 44: a file at
     <out-dir>/<name>, an out-dir under a file or in /proc, an unwritable runs dir were
     tracebacks, some only after the whole fit)."""
-    from app.bundle_write import check_target
+    from app.bundle_write import check_target, unwritable
 
     if export:
         try:
             check_target((out_dir or cfg.export.out_dir) / cfg.name)
         except BundleError as exc:
             raise ConfigError(str(exc)) from None
-    probe = runs_dir / f".write-probe-{os.getpid()}"
-    try:
-        runs_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
+    why = unwritable(runs_dir)
+    if why:
         raise ConfigError(
-            f"{runs_dir}: runs cannot be written there ({exc.strerror or exc}); choose another "
-            "--runs-dir"
-        ) from None
+            f"{runs_dir}: runs cannot be written there ({why}); choose another --runs-dir"
+        )
 
 
 register(

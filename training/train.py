@@ -147,8 +147,10 @@ def fit(
     runs_dir: Path = Path("runs"),
     export: bool = True,
     config_path: Path | None = None,
+    reproduce: tuple[str, ...] = (),
 ) -> RunResult:
-    """Train `cfg` from scratch, restore the best checkpoint, evaluate, and export the bundle."""
+    """Train `cfg` from scratch, restore the best checkpoint, evaluate, and export the bundle
+    (`reproduce`: more arguments the card's Reproduce line needs, e.g. --epochs)."""
     t_start = time.perf_counter()
     try:  # a wrong architecture or option fails before the data is read
         check_arguments(cfg.model.architecture, cfg.model.kwargs)
@@ -209,7 +211,7 @@ def fit(
         export=export,
         config_path=config_path,
         # the folder it read goes into the card's Reproduce line (round 28: it failed without)
-        reproduce=("--data-dir", str(data_dir)) if data_dir is not None else (),
+        reproduce=(("--data-dir", str(data_dir)) if data_dir is not None else ()) + reproduce,
     )
     logger.info("run finished in %.0f s: %s", time.perf_counter() - t_start, run_dir)
     return RunResult(
@@ -237,6 +239,8 @@ def run(cfg: ScratchConfig, options: RunOptions) -> RunReport:
         runs_dir=options.runs_dir,
         export=options.export,
         config_path=options.config_path,
+        # round 44: the card's Reproduce line left out --epochs, so it trained the config's 40
+        reproduce=("--epochs", str(options.epochs)) if options.epochs is not None else (),
     )
     ex = result.export
     arrays = result.datasets.arrays

@@ -282,7 +282,7 @@ def test_outputs_that_cannot_be_written_are_refused_before_training(
     said = {
         "file-at-bundle": "folder-example is a file; it is not replaced",
         "out-dir-in-proc": "a bundle cannot be written there",
-        "runs-dir-under-a-file": "runs cannot be written there (Not a directory)",
+        "runs-dir-under-a-file": "afile is not a folder); choose another --runs-dir",
     }[case]
     assert line.startswith("error: ") and said in line, line
     if case == "file-at-bundle":
