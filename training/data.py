@@ -260,6 +260,7 @@ def list_class_folder(
         )
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not _ignored(d.name))
     files: list[list[Path]] = []
+    seen: dict[str, Path] = {}  # digest -> its file in an earlier class
     for c in classes:
         candidates = sorted(
             p
@@ -272,6 +273,16 @@ def list_class_folder(
                 logger.warning("skipping %s: not an image format the server accepts", p)
             elif (first := by_digest.setdefault(file_sha256(p), p)) != p:
                 logger.warning("skipping %s: the same bytes as %s", p, first)
+        for digest, p in by_digest.items():
+            if (other := seen.setdefault(digest, p)) != p:
+                # round 44: used under both labels without a word (taught, `teach` warns)
+                logger.warning(
+                    "%s has the same bytes as %s: one picture, two classes (%s and %s)",
+                    p,
+                    other,
+                    c,
+                    other.relative_to(root).parts[0],
+                )
         images = [by_digest[d] for d in sorted(by_digest)]
         files.append(images[:limit_per_class] if limit_per_class is not None else images)
     too_few = [c for c, f in zip(classes, files, strict=True) if len(f) < MIN_IMAGES_PER_CLASS]

@@ -214,3 +214,16 @@ def test_the_folder_rule_ignores_macos_zip_debris(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "cat" / "__MACOSX" / "x.png")
     classes, files = list_class_folder(tmp_path)
     assert classes == ("cat", "dog") and [len(f) for f in files] == [3, 3]
+
+
+def test_one_picture_in_two_classes_is_named(
+    image_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Round 44: the same bytes in two classes were used under both labels without a word."""
+    copy = image_folder / "light" / "also-dark.png"
+    copy.write_bytes((image_folder / "dark" / "img_0.png").read_bytes())
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        _, files = list_class_folder(image_folder)
+    assert "also-dark.png has the same bytes as" in caplog.text
+    assert "one picture, two classes (light and dark)" in caplog.text
+    assert copy in files[1]  # kept: which class is right is the user's call
