@@ -550,13 +550,9 @@ def _ipv6_loopback() -> bool:
 
 @pytest.mark.slow  # a server of its own
 @pytest.mark.skipif(not _ipv6_loopback(), reason="needs ::1 (an IPv6 loopback)")
-def test_round_18_one_address_cannot_hold_the_health_service(tmp_path: Path) -> None:
-    """A client flooding the health service with checks that never send their message kept
-    every other prober's checks RESOURCE_EXHAUSTED (1 of 56 answered). One address now holds
-    at most 8 of its 24 places: checks from another address are answered throughout. The
-    server listens on `::` (IPv4 and IPv6), which the gRPC binding could not bind before."""
-    port = free_port()
-    env = {
+def _dual_stack_env(port: int) -> dict[str, str]:
+    """One worker serving `digits` on `::` (IPv4 and IPv6: two addresses to call from)."""
+    return {
         "IMGCLASS_HOST": "::",
         "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
         "IMGCLASS_ENABLED_MODELS": '["digits"]',
@@ -565,6 +561,15 @@ def test_round_18_one_address_cannot_hold_the_health_service(tmp_path: Path) -> 
         "IMGCLASS_ALLOW_UNAUTHENTICATED_WRITES": "true",
         "IMGCLASS_LOG_LEVEL": "WARNING",
     }
+
+
+def test_round_18_one_address_cannot_hold_the_health_service(tmp_path: Path) -> None:
+    """A client flooding the health service with checks that never send their message kept
+    every other prober's checks RESOURCE_EXHAUSTED (1 of 56 answered). One address now holds
+    at most 8 of its 24 places: checks from another address are answered throughout. The
+    server listens on `::` (IPv4 and IPv6), which the gRPC binding could not bind before."""
+    port = free_port()
+    env = _dual_stack_env(port)
     with live_server(tmp_path, env, entry="app", ready_path="/healthz"):
         wait_ready(port)
         with held_calls(port, "/grpc.health.v1.Health/Check", 20) as (_, held):
@@ -584,15 +589,7 @@ def test_one_address_cannot_hold_every_inference_place(tmp_path: Path) -> None:
     was refused. One address now holds at most GRPC_PER_PEER (6): calls from another are
     answered at once meanwhile."""
     port = free_port()
-    env = {
-        "IMGCLASS_HOST": "::",
-        "IMGCLASS_MODELS_DIR": str(ROOT / "models"),
-        "IMGCLASS_ENABLED_MODELS": '["digits"]',
-        "IMGCLASS_WORKERS": "1",
-        "IMGCLASS_GRPC_PORT": str(port),
-        "IMGCLASS_ALLOW_UNAUTHENTICATED_WRITES": "true",
-        "IMGCLASS_LOG_LEVEL": "WARNING",
-    }
+    env = _dual_stack_env(port)
     req = pb.ModelInferRequest(model_name="digits")
     t = req.inputs.add(name="image", datatype="BYTES", shape=[1])
     t.contents.bytes_contents.append(photo("mnist_00_7.png"))

@@ -206,6 +206,16 @@ def test_evaluate_refuses_a_config_that_did_not_build_the_bundle() -> None:
     assert line.startswith("error: digits: its labels") and "Fashion-MNIST" in line, line
 
 
+def _refused_export(config: Path, model_path: Path, out: Path, runs: Path) -> str:
+    """`export` refused with one `error:` line (exit 2, no traceback): that line."""
+    r = run_cli(
+        "export", "--config", config, "--keras-model", model_path,
+        "--out-dir", out, "--runs-dir", runs, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    return r.stderr.strip().splitlines()[-1]
+
+
 @pytest.mark.slow  # imports TensorFlow, reads MNIST
 def test_an_export_that_is_not_faithful_to_keras_is_one_error_line(tmp_path: Path) -> None:
     """The parity refusal (onnxruntime against Keras beyond `export.parity_atol`) is one
@@ -225,12 +235,7 @@ def test_an_export_that_is_not_faithful_to_keras_is_one_error_line(tmp_path: Pat
     model_path = tmp_path / "m.keras"
     build_model(cfg, 10).save(model_path)  # MNIST digits
     out = tmp_path / "models"
-    r = run_cli(
-        "export", "--config", config, "--keras-model", model_path,
-        "--out-dir", out, "--runs-dir", tmp_path / "runs", timeout=600,
-    )  # fmt: skip
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    line = r.stderr.strip().splitlines()[-1]
+    line = _refused_export(config, model_path, out, tmp_path / "runs")
     assert line.startswith("error: onnxruntime differs from Keras by "), line
     assert line.endswith("on 8 real inputs; refusing to write the bundle"), line
     assert not out.exists() or not any(out.iterdir())
@@ -248,12 +253,7 @@ def test_an_export_for_other_classes_is_one_error_line(tmp_path: Path) -> None:
     model_path = tmp_path / "m.keras"
     build_model(load_config(config, ScratchConfig), 3).save(model_path)
     out = tmp_path / "models"
-    r = run_cli(
-        "export", "--config", config, "--keras-model", model_path,
-        "--out-dir", out, "--runs-dir", tmp_path / "runs", timeout=600,
-    )  # fmt: skip
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    line = r.stderr.strip().splitlines()[-1]
+    line = _refused_export(config, model_path, out, tmp_path / "runs")
     assert "the model tells 3 classes apart, the data has 10" in line, line
     assert not out.exists() or not any(out.iterdir())
 
