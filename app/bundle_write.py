@@ -100,29 +100,12 @@ def check_target(directory: Path) -> None:
             f"{directory} exists and is not a bundle folder (no {METADATA_FILE}); it is not "
             "replaced: choose another output folder"
         )
-    why = unwritable(directory.parent)
+    why = fsutil.unwritable(directory.parent)
     if why:
         raise BundleError(
             f"{directory.parent}: a bundle cannot be written there ({why}); choose another "
             "output folder"
         )
-
-
-def unwritable(folder: Path) -> str:
-    """Why `folder` could not be made and written in ("" when it could), found by writing a
-    probe file in the nearest folder that exists (nothing is made)."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is not a folder"
-    probe = existing / f".write-probe-{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        return str(exc.strerror or exc)
-    return ""
 
 
 def write_bundle(

@@ -217,6 +217,23 @@ def storage_error(exc: BaseException) -> ServiceError | None:
 SERVICE_FOLDERS: Final = ("catalogs", "teach", "models")
 
 
+def unwritable(folder: Path) -> str:
+    """Why `folder` could not be made and written in ("" when it could), found by writing a
+    probe file in the nearest folder that exists (nothing is made)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    probe = existing / f".write-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return ""
+
+
 def check_writable(folder: Path, parts: tuple[str, ...] = SERVICE_FOLDERS) -> None:
     """Create `folder` and write, then remove, a probe file in it; raise ConfigurationError
     naming the folder and the OS's reason when that fails (read-only, no permission), or when

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from app.errors import ConfigurationError
+from app.fsutil import unwritable
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 _PREFIX: Final = "imgclass-metrics-"
@@ -32,18 +33,13 @@ def check_multiprocess_dir() -> None:
     path = multiprocess_dir()
     if path is None:
         return
-    probe = path / f".imgclass-probe-{os.getpid()}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        why = "it is not a folder" if path.exists() and not path.is_dir() else exc.strerror
+    why = "it is not a folder" if path.exists() and not path.is_dir() else unwritable(path)
+    if why:
         raise ConfigurationError(
-            f"{MULTIPROC_ENV}={path} cannot hold the metrics files: {why or exc}. "
+            f"{MULTIPROC_ENV}={path} cannot hold the metrics files: {why}. "
             "Point it at a folder the service's user can write (a tmpfs on a read-only root), "
             "or leave it unset."
-        ) from exc
+        )
 
 
 def prepare_multiprocess_dir(workers: int) -> Path | None:

@@ -39,7 +39,8 @@ INTERRUPTED: Final = {
     "status": 503,
     "detail": "The server stopped while this job was queued or running; start it again.",
 }
-# Phases past the last cancellation point: the version is being written and loaded.
+# Phases after a job's last cancellation point: its model is being written and loaded, and
+# the job ends succeeded or failed, never cancelled (a process dying then: JobStore.fail).
 PUBLISHING: Final = ("writing bundle", "loading")
 KEEP_FINISHED = 500  # finished jobs kept on disk (pruned at start-up and as jobs finish)
 

@@ -51,10 +51,6 @@ KEEP_IN_MEMORY = 64  # finished jobs a runner keeps in memory (older ones are re
 Work = Callable[[Job, Callable[[str, float], None], Callable[[], bool]], dict[str, Any]]
 
 
-# Phases after the job's last cancellation point: its model is being written and loaded, and
-# the job ends succeeded or failed, never cancelled.
-
-
 def _check_cancellable(job: Job) -> None:
     if job.done:
         raise JobEnded(
