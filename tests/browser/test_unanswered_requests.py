@@ -44,6 +44,13 @@ def _wait_held(page: Any, held: list[Any], why: str) -> None:
     raise AssertionError(why)
 
 
+def _teach_three_shoes(page: Any, model: str, tmp: Path) -> None:
+    """The Teach form filled: `model`, three sneakers and three bags, both counted."""
+    shoes = write_sneakers_and_bags(tmp, 3)
+    fill_teach_form(page, model, {k: [str(p) for p in shoes[k]] for k in shoes})
+    page.locator('#teach .teach-count:text-is("3 pictures")').nth(1).wait_for()
+
+
 def _first_card_done(page: Any) -> None:
     page.wait_for_function(
         "() => document.querySelector('#results > li.result').dataset.state === 'done'",
@@ -204,11 +211,9 @@ def test_a_teach_upload_held_unanswered_says_so_and_train_works_again(
 ) -> None:
     """Round 44: the Teach section's requests had no deadline: an upload a proxy held left the
     progress bar "Uploading…" and Train disabled for good."""
-    shoes = write_sneakers_and_bags(tmp_path, 3)
     context, page, errors = open_with_clock(browser, server)
     try:
-        fill_teach_form(page, "held-upload", {k: [str(p) for p in shoes[k]] for k in shoes})
-        page.locator('#teach .teach-count:text-is("3 pictures")').nth(1).wait_for()
+        _teach_three_shoes(page, "held-upload", tmp_path)
         held: list[Any] = []
         items = re.compile(r"/v1/catalogs/[^/]+/items$")
         page.route(items, lambda route: held.append(route))
@@ -237,12 +242,10 @@ def test_a_lost_job_poll_is_asked_again_and_the_result_shown(
     """Round 44: one poll of the job that failed (a network blip) showed "Can't reach the
     server", stopped following, and once the server answered again the section looked as
     before Train, while the job went on to succeed. Polls are asked again."""
-    shoes = write_sneakers_and_bags(tmp_path, 3)
     context, page, errors = _open(browser, server, **DESKTOP)
     try:
         page.goto("/")
-        fill_teach_form(page, "blip", {k: [str(p) for p in shoes[k]] for k in shoes})
-        page.locator('#teach .teach-count:text-is("3 pictures")').nth(1).wait_for()
+        _teach_three_shoes(page, "blip", tmp_path)
         failed: list[str] = []
 
         def first_poll_fails(route: Any) -> None:
@@ -265,12 +268,10 @@ def test_a_lost_job_poll_is_asked_again_and_the_result_shown(
 
 def test_leaving_during_the_upload_asks_first(browser: Any, server: str, tmp_path: Path) -> None:
     """Round 44: a reload while the pictures were uploading lost them without a word."""
-    shoes = write_sneakers_and_bags(tmp_path, 3)
     context, page, _errors = _open(browser, server, **DESKTOP)
     try:
         page.goto("/")
-        fill_teach_form(page, "leaving", {k: [str(p) for p in shoes[k]] for k in shoes})
-        page.locator('#teach .teach-count:text-is("3 pictures")').nth(1).wait_for()
+        _teach_three_shoes(page, "leaving", tmp_path)
         held: list[Any] = []
         page.route(re.compile(r"/v1/catalogs/[^/]+/items$"), lambda route: held.append(route))
         page.click("#teach-train")
