@@ -37,6 +37,7 @@ from app.bundle import (
     load_bundle,
 )
 from app.fsutil import fsync_dir as fsync_dir  # re-exported for bundle writers
+from app.fsutil import unwritable as unwritable  # re-exported for training (its core)
 
 logger = logging.getLogger(__name__)
 

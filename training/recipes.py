@@ -229,8 +229,7 @@ def check_outputs(cfg: RecipeBase, out_dir: Path | None, runs_dir: Path, export:
     """Refuse, before any training, outputs that could not be written (round 44: a file at
     <out-dir>/<name>, an out-dir under a file or in /proc, an unwritable runs dir were
     tracebacks, some only after the whole fit)."""
-    from app.bundle_write import check_target
-    from app.fsutil import unwritable
+    from app.bundle_write import check_target, unwritable
 
     if export:
         try:
